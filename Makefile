@@ -1,0 +1,76 @@
+# VaultPay mesh. The two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.installed
+GEN        := protos/gen/python
+PROTO_SRCS := $(shell find protos/vaultpay -name '*.proto' | sort)
+DESCRIPTOR := build/vaultpay.binpb
+
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help venv protos protos-check descriptor lint typecheck contract test test-unit \
+        test-integration test-e2e run bench lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+
+$(STAMP): requirements.lock pyproject.toml
+	@echo "==> virtualenv in $(VENV) (pinned packages from requirements.lock)"
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(STAMP) ## create the virtualenv and install the locked packages
+
+lock: ## re-pin requirements.in into requirements.lock (needs the registry)
+	@rm -rf build/lockenv && $(PYTHON_SYS) -m venv build/lockenv
+	@build/lockenv/bin/pip install --quiet -r requirements.in
+	@build/lockenv/bin/pip freeze --exclude-editable > requirements.lock
+	@echo "requirements.lock updated"
+
+protos: $(STAMP) ## regenerate Python stubs (+ .pyi) from protos/ into protos/gen/python
+	@$(PY) -m vaultpay_devstack.protogen --out $(GEN)
+
+protos-check: $(STAMP) ## fail when protos/gen/python is not what `make protos` writes
+	@$(PY) -m vaultpay_devstack.protogen --check --out $(GEN)
+
+descriptor: $(DESCRIPTOR) ## the descriptor set Envoy transcodes with
+
+$(DESCRIPTOR): $(PROTO_SRCS) $(STAMP)
+	@$(PY) -m vaultpay_devstack.protogen --descriptor $@
+
+lint: $(STAMP) ## ruff lint + format check
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict on our code
+	@$(BIN)/mypy services gateway deploy/local tests
+
+contract: $(STAMP) ## buf lint, breaking check against the committed baseline, HTTP route check, drift
+	@cd protos && ../$(BIN)/buf lint
+	@cd protos && ../$(BIN)/buf breaking --against baseline/contract.binpb
+	@$(PY) -m vaultpay_devstack.routes --check protos/baseline/http_routes.json
+	@$(MAKE) --no-print-directory protos-check
+
+test: $(STAMP) $(DESCRIPTOR) ## the whole suite: lint, types, contract, unit, integration, e2e
+	@$(MAKE) --no-print-directory lint typecheck contract
+	@$(BIN)/pytest -p no:cacheprovider tests
+
+test-unit: $(STAMP) ## unit tests only (no I/O)
+	@$(BIN)/pytest -p no:cacheprovider tests/unit
+
+run: $(STAMP) $(DESCRIPTOR) ## start the whole mesh (private PostgreSQL/Redis, migrations, services, Envoy, SMTP sink)
+	@$(PY) -m vaultpay_devstack.cli run
+
+bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmark, printed as ratios against a baseline
+	@$(PY) -m tests.bench.run
+
+clean: ## remove the virtualenv, build outputs and local state
+	rm -rf $(VENV) build var

@@ -1,0 +1,1 @@
+"""The auth service ("AuthShield"): users, credentials, sessions, signing keys."""

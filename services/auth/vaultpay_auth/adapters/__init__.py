@@ -1,0 +1,1 @@
+"""PostgreSQL, Redis, bcrypt and key-management adapters."""

@@ -1,0 +1,230 @@
+"""SQLAlchemy Core repositories and the auth unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from vaultpay_common.audit import (
+    AuditEntry,
+    AuditLog,
+    AuditQuery,
+    AuditRecord,
+    list_audit_events,
+)
+from vaultpay_common.context import Role
+from vaultpay_common.db import SqlUnitOfWork
+
+from vaultpay_auth.adapters.tables import audit_events, refresh_tokens, sessions, users
+from vaultpay_auth.domain.errors import EmailAlreadyRegisteredError
+from vaultpay_auth.domain.model import Session, User
+from vaultpay_auth.service_layer.ports import UserFilter
+
+__all__ = ["SqlAuthUnitOfWork", "SqlSessionRepository", "SqlUserRepository"]
+
+_AUDIT = AuditLog(audit_events)
+
+
+def _user(row: Any) -> User:
+    return User(
+        id=row.id,
+        email=row.email,
+        full_name=row.full_name,
+        password_hash=row.password_hash,
+        role=Role[row.role],
+        active=row.active,
+        deactivation_reason=row.deactivation_reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class SqlUserRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, user: User) -> None:
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(
+                    users.insert().values(
+                        id=user.id,
+                        email=user.email,
+                        password_hash=user.password_hash,
+                        full_name=user.full_name,
+                        role=user.role.name,
+                        active=user.active,
+                        deactivation_reason=user.deactivation_reason,
+                        created_at=user.created_at,
+                        updated_at=user.updated_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise EmailAlreadyRegisteredError() from exc
+
+    async def get(self, user_id: str, *, for_update: bool = False) -> User | None:
+        query = select(users).where(users.c.id == user_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).first()
+        return None if row is None else _user(row)
+
+    async def get_by_email(self, email: str) -> User | None:
+        row = (await self._conn.execute(select(users).where(users.c.email == email))).first()
+        return None if row is None else _user(row)
+
+    async def update(self, user: User) -> None:
+        await self._conn.execute(
+            update(users)
+            .where(users.c.id == user.id)
+            .values(
+                full_name=user.full_name,
+                role=user.role.name,
+                active=user.active,
+                deactivation_reason=user.deactivation_reason,
+                updated_at=user.updated_at,
+            )
+        )
+
+    async def set_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
+        result = await self._conn.execute(
+            update(users)
+            .where(users.c.id == user_id, users.c.password_hash == old_hash)
+            .values(password_hash=new_hash, updated_at=func.now())
+        )
+        return bool(result.rowcount)
+
+    async def lock_active_super_admins(self) -> list[str]:
+        rows = await self._conn.execute(
+            select(users.c.id)
+            .where(users.c.role == Role.SUPER_ADMIN.name, users.c.active.is_(True))
+            .order_by(users.c.id)
+            .with_for_update()
+        )
+        return [row.id for row in rows]
+
+    async def list(
+        self, flt: UserFilter, after: tuple[datetime, str] | None, limit: int
+    ) -> Sequence[User]:
+        query = select(users)
+        if flt.role is not None:
+            query = query.where(users.c.role == flt.role.name)
+        if flt.active is not None:
+            query = query.where(users.c.active.is_(flt.active))
+        if flt.email_prefix:
+            escaped = (
+                flt.email_prefix.lower()
+                .replace("\\", "\\\\")
+                .replace("%", r"\%")
+                .replace("_", r"\_")
+            )
+            query = query.where(users.c.email.like(escaped + "%", escape="\\"))
+        if after is not None:
+            query = query.where(tuple_(users.c.created_at, users.c.id) < tuple_(*after))
+        query = query.order_by(users.c.created_at.desc(), users.c.id.desc()).limit(limit)
+        return [_user(row) for row in await self._conn.execute(query)]
+
+
+@dataclass(slots=True)
+class _RefreshRecord:
+    token_hash: str
+    session_id: str
+    user_id: str
+    expires_at: datetime
+    used_at: datetime | None
+
+
+class SqlSessionRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, session: Session) -> None:
+        await self._conn.execute(
+            sessions.insert().values(
+                id=session.id,
+                user_id=session.user_id,
+                created_at=session.created_at,
+                expires_at=session.expires_at,
+            )
+        )
+
+    async def get(self, session_id: str) -> Session | None:
+        row = (
+            await self._conn.execute(select(sessions).where(sessions.c.id == session_id))
+        ).first()
+        if row is None:
+            return None
+        return Session(row.id, row.user_id, row.created_at, row.expires_at, row.revoked_at)
+
+    async def revoke(self, session_id: str, reason: str) -> bool:
+        result = await self._conn.execute(
+            update(sessions)
+            .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC), revoke_reason=reason)
+        )
+        return bool(result.rowcount)
+
+    async def revoke_all_for_user(self, user_id: str, reason: str, *, except_id: str = "") -> int:
+        condition = and_(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
+        if except_id:
+            condition = and_(condition, or_(sessions.c.id != except_id))
+        result = await self._conn.execute(
+            update(sessions)
+            .where(condition)
+            .values(revoked_at=datetime.now(UTC), revoke_reason=reason)
+        )
+        return int(result.rowcount)
+
+    async def add_refresh_token(
+        self, token_hash: str, session_id: str, user_id: str, expires_at: datetime
+    ) -> None:
+        await self._conn.execute(
+            refresh_tokens.insert().values(
+                token_hash=token_hash, session_id=session_id, user_id=user_id, expires_at=expires_at
+            )
+        )
+
+    async def get_refresh_token_for_update(self, token_hash: str) -> _RefreshRecord | None:
+        row = (
+            await self._conn.execute(
+                select(refresh_tokens)
+                .where(refresh_tokens.c.token_hash == token_hash)
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            return None
+        return _RefreshRecord(
+            row.token_hash, row.session_id, row.user_id, row.expires_at, row.used_at
+        )
+
+    async def mark_refresh_token_used(self, token_hash: str) -> None:
+        await self._conn.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.token_hash == token_hash)
+            .values(used_at=datetime.now(UTC))
+        )
+
+
+class SqlAuthUnitOfWork(SqlUnitOfWork):
+    users: SqlUserRepository
+    sessions: SqlSessionRepository
+
+    def _bind(self, conn: AsyncConnection) -> None:
+        self.users = SqlUserRepository(conn)
+        self.sessions = SqlSessionRepository(conn)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await _AUDIT.append(self.connection, entry)
+
+    async def audit_events(
+        self, query: AuditQuery, before_sequence: int | None, limit: int
+    ) -> list[AuditRecord]:
+        return await list_audit_events(
+            self.connection, audit_events, query, before_sequence=before_sequence, limit=limit
+        )

@@ -1,0 +1,1 @@
+"""Pure domain: users, sessions, and the rules about them. No infrastructure imports."""

@@ -1,0 +1,73 @@
+"""The auth domain's errors, each with the stable reason clients switch on."""
+
+from __future__ import annotations
+
+from vaultpay_common.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+
+__all__ = [
+    "AccountDisabledError",
+    "CannotChangeOwnRoleError",
+    "EmailAlreadyRegisteredError",
+    "InsufficientPermissionsError",
+    "InvalidCredentialsError",
+    "LastSuperAdminError",
+    "RefreshTokenExpiredError",
+    "RefreshTokenInvalidError",
+    "RefreshTokenReusedError",
+    "UserNotFoundError",
+]
+
+
+class EmailAlreadyRegisteredError(AlreadyExistsError):
+    reason = "EMAIL_ALREADY_REGISTERED"
+    default_message = "an account with this email already exists"
+
+
+class InvalidCredentialsError(UnauthenticatedError):
+    reason = "INVALID_CREDENTIALS"
+    default_message = "the email or password is wrong"
+
+
+class AccountDisabledError(UnauthenticatedError):
+    reason = "ACCOUNT_DISABLED"
+    default_message = "this account has been deactivated"
+
+
+class RefreshTokenInvalidError(UnauthenticatedError):
+    reason = "TOKEN_INVALID"
+    default_message = "the refresh token is not valid"
+
+
+class RefreshTokenExpiredError(UnauthenticatedError):
+    reason = "TOKEN_EXPIRED"
+    default_message = "the refresh token has expired, sign in again"
+
+
+class RefreshTokenReusedError(UnauthenticatedError):
+    reason = "TOKEN_REVOKED"
+    default_message = "the refresh token was already used; the session has been revoked"
+
+
+class UserNotFoundError(NotFoundError):
+    reason = "USER_NOT_FOUND"
+    default_message = "no such user"
+
+
+class InsufficientPermissionsError(PermissionDeniedError):
+    reason = "INSUFFICIENT_PERMISSIONS"
+
+
+class CannotChangeOwnRoleError(PermissionDeniedError):
+    reason = "CANNOT_MODIFY_SELF"
+    default_message = "nobody may change their own role or status"
+
+
+class LastSuperAdminError(FailedPreconditionError):
+    reason = "LAST_SUPER_ADMIN"
+    default_message = "the last active super_admin cannot be demoted or deactivated"

@@ -1,0 +1,111 @@
+"""Input rules (email, password, names) and the role-management rules.
+
+Pure functions: each returns or raises domain errors, so handlers and tests share them.
+
+    >>> normalize_email("  Alice@Example.COM ")
+    'alice@example.com'
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from vaultpay_common.context import Role
+from vaultpay_common.errors import FieldViolation, ValidationError
+
+from vaultpay_auth.domain.errors import (
+    CannotChangeOwnRoleError,
+    InsufficientPermissionsError,
+)
+
+__all__ = [
+    "check_may_manage",
+    "check_registration",
+    "email_violations",
+    "normalize_email",
+    "password_violations",
+    "require_reason",
+]
+
+_EMAIL = re.compile(
+    r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
+MAX_EMAIL = 254
+MIN_PASSWORD, MAX_PASSWORD = 12, 128
+MAX_NAME = 100
+MAX_REASON = 500
+
+
+def normalize_email(raw: str) -> str:
+    return unicodedata.normalize("NFKC", raw).strip().lower()
+
+
+def email_violations(email: str, field: str = "email") -> list[FieldViolation]:
+    if not email:
+        return [FieldViolation(field, "is required")]
+    if len(email) > MAX_EMAIL:
+        return [FieldViolation(field, f"must be at most {MAX_EMAIL} characters")]
+    if not _EMAIL.match(email):
+        return [FieldViolation(field, "is not a valid email address")]
+    return []
+
+
+def password_violations(password: str, email: str, field: str = "password") -> list[FieldViolation]:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        return [FieldViolation(field, f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")]
+    if not re.search(r"[A-Za-z]", password) or not re.search(r"\d", password):
+        return [FieldViolation(field, "must contain at least one letter and one digit")]
+    if email and email.split("@")[0] and email.split("@")[0] in password.lower():
+        return [FieldViolation(field, "must not contain the email address")]
+    return []
+
+
+def _name_violations(full_name: str) -> list[FieldViolation]:
+    if not full_name:
+        return [FieldViolation("full_name", "is required")]
+    if len(full_name) > MAX_NAME:
+        return [FieldViolation("full_name", f"must be at most {MAX_NAME} characters")]
+    if any(unicodedata.category(ch).startswith("C") for ch in full_name):
+        return [FieldViolation("full_name", "must not contain control characters")]
+    return []
+
+
+def check_registration(email: str, password: str, full_name: str) -> None:
+    """Raises one ValidationError listing every invalid field."""
+    violations = [
+        *email_violations(email),
+        *password_violations(password, email),
+        *_name_violations(full_name),
+    ]
+    if violations:
+        raise ValidationError(violations)
+
+
+def require_reason(reason: str, *, required: bool) -> str:
+    reason = reason.strip()
+    if required and not reason:
+        raise ValidationError.single("reason", "is required")
+    if len(reason) > MAX_REASON:
+        raise ValidationError.single("reason", f"must be at most {MAX_REASON} characters")
+    return reason
+
+
+def check_may_manage(
+    *, actor_id: str, actor_role: Role, target_id: str, target_role: Role, new_role: Role | None
+) -> None:
+    """Whether an actor may change a target's role (new_role) or status (new_role None).
+
+    Nobody acts on themselves; only a super_admin acts on an admin or super_admin, or grants
+    admin or super_admin. (The "last super_admin" rule needs the database and lives in the
+    handler.)
+    """
+    if actor_id == target_id:
+        raise CannotChangeOwnRoleError()
+    privileged = target_role >= Role.ADMIN or (new_role is not None and new_role >= Role.ADMIN)
+    if privileged and actor_role < Role.SUPER_ADMIN:
+        raise InsufficientPermissionsError(
+            "only a super_admin may grant, remove or act on admin roles"
+        )
+    if actor_role < Role.ADMIN:
+        raise InsufficientPermissionsError("requires ROLE_ADMIN or higher")

@@ -1,0 +1,1 @@
+"""gRPC servicers, proto conversion, server composition and the CLI."""

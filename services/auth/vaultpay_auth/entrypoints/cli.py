@@ -1,0 +1,175 @@
+"""`vaultpay-auth`: operator commands for the auth service.
+
+    vaultpay-auth migrate                                  # alembic upgrade head (owner DSN)
+    vaultpay-auth create-superadmin --email a@b.c [--full-name N] [--password-stdin]
+    vaultpay-auth rotate-signing-key                       # new active key; old ones verify on
+    vaultpay-auth verify-audit                             # exit 1 if the hash chain is broken
+
+A super_admin is only ever created here, never through the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import re
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from vaultpay_common.audit import AuditEntry, verify_audit_table
+from vaultpay_common.context import Role
+from vaultpay_common.db import create_engine
+from vaultpay_common.errors import DomainError
+
+from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
+from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
+from vaultpay_auth.adapters.signing import KeyRing
+from vaultpay_auth.adapters.tables import audit_events
+from vaultpay_auth.domain.model import User
+from vaultpay_auth.domain.policies import check_registration, normalize_email
+from vaultpay_auth.entrypoints.server import derive_pepper
+from vaultpay_auth.settings import AuthSettings
+
+__all__ = ["main"]
+
+_ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def migrate(settings: AuthSettings) -> None:
+    if settings.migration_database_url is None:
+        raise SystemExit("AUTH_MIGRATION_DATABASE_URL is not set")
+    if not _IDENTIFIER.match(settings.database_app_role):
+        raise SystemExit("AUTH_DATABASE_APP_ROLE must be a plain lower-case identifier")
+    config = Config(str(_ALEMBIC_INI))
+    config.attributes["database_url"] = settings.migration_database_url.get_secret_value()
+    config.attributes["app_role"] = settings.database_app_role
+    command.upgrade(config, "head")
+    print("auth database is at the latest migration")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise SystemExit("the passwords differ")
+    return first
+
+
+async def create_superadmin(
+    settings: AuthSettings, email: str, full_name: str, password: str
+) -> None:
+    email = normalize_email(email)
+    check_registration(email, password, full_name)
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
+    )
+    hasher = BcryptPasswordHasher(
+        derive_pepper(settings.kek_bytes), settings.bcrypt_rounds, workers=1
+    )
+    try:
+        password_hash = await hasher.hash(password)
+        async with SqlAuthUnitOfWork(engine) as uow:
+            existing = await uow.users.get_by_email(email)
+            now = datetime.now(UTC)
+            if existing is None:
+                user = User(
+                    str(uuid.uuid4()),
+                    email,
+                    full_name,
+                    password_hash,
+                    Role.SUPER_ADMIN,
+                    True,
+                    "",
+                    now,
+                    now,
+                )
+                await uow.users.add(user)
+                action = "user.superadmin_created"
+            else:
+                user = existing
+                user.role, user.active, user.updated_at = Role.SUPER_ADMIN, True, now
+                await uow.users.update(user)
+                await uow.users.set_password_hash(user.id, existing.password_hash, password_hash)
+                action = "user.superadmin_promoted"
+            await uow.audit(AuditEntry(action, "user", user.id, {"via": "cli"}))
+            await uow.commit()
+        print(f"super_admin {email} ready (user id {user.id})")
+    finally:
+        hasher.close()
+        await engine.dispose()
+
+
+async def rotate_signing_key(settings: AuthSettings) -> None:
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
+    )
+    try:
+        window = timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=5)
+        keys = KeyRing(engine, settings.kek_bytes, verify_window=window)
+        kid = await keys.rotate()
+        async with SqlAuthUnitOfWork(engine) as uow:
+            await uow.audit(AuditEntry("signing_key.rotated", "signing_key", kid, {"via": "cli"}))
+            await uow.commit()
+        print(
+            f"new signing key {kid} is active; replicas pick it up within {settings.key_reload_seconds:.0f}s"
+        )
+    finally:
+        await engine.dispose()
+
+
+async def verify_audit(settings: AuthSettings) -> int:
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
+    )
+    try:
+        async with engine.connect() as conn:
+            result = await verify_audit_table(conn, audit_events)
+    finally:
+        await engine.dispose()
+    if result.ok:
+        print(f"audit chain intact: {result.rows_checked} rows")
+        return 0
+    print(f"audit chain BROKEN at sequence {result.first_bad_sequence}: {result.problem}")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vaultpay-auth", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations")
+    create = sub.add_parser("create-superadmin", help="create or promote a super_admin")
+    create.add_argument("--email", required=True)
+    create.add_argument("--full-name", default="VaultPay Super Admin")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    sub.add_parser("rotate-signing-key", help="activate a new JWT signing key")
+    sub.add_parser("verify-audit", help="verify the audit log's hash chain")
+    args = parser.parse_args(argv)
+
+    settings = AuthSettings()
+    try:
+        if args.command == "migrate":
+            migrate(settings)
+        elif args.command == "create-superadmin":
+            password = _read_password(args.password_stdin)
+            asyncio.run(create_superadmin(settings, args.email, args.full_name.strip(), password))
+        elif args.command == "rotate-signing-key":
+            asyncio.run(rotate_signing_key(settings))
+        elif args.command == "verify-audit":
+            return asyncio.run(verify_audit(settings))
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

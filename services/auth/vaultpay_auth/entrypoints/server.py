@@ -1,0 +1,167 @@
+"""Composition root of the auth service: builds everything inside the event loop.
+
+python -m vaultpay_auth.entrypoints.server
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay_common.db import create_engine
+from vaultpay_common.grpc.authz import AuthInterceptor
+from vaultpay_common.grpc.errors import ErrorInterceptor
+from vaultpay_common.grpc.request_context import RequestContextInterceptor
+from vaultpay_common.grpc.rules import load_access_rules
+from vaultpay_common.grpc.server import GrpcServiceHost, run_service
+from vaultpay_common.grpc.tokens import TokenVerifier
+from vaultpay_common.logging import configure_logging
+from vaultpay_common.redis import create_redis
+
+from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
+from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
+from vaultpay_auth.adapters.signing import JwtIssuer, KeyRing
+from vaultpay_auth.adapters.throttle import RedisLoginThrottle
+from vaultpay_auth.entrypoints.servicers import (
+    AuthAdminServicer,
+    AuthInternalServicer,
+    AuthServicer,
+)
+from vaultpay_auth.service_layer.accounts import AccountService
+from vaultpay_auth.service_layer.admin import AdminService
+from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
+from vaultpay_auth.settings import AuthSettings
+
+__all__ = ["build_host", "main"]
+
+log = logging.getLogger(__name__)
+
+SERVICES = [
+    auth_pb2.DESCRIPTOR.services_by_name[name]
+    for name in ("AuthService", "AuthAdminService", "AuthInternalService")
+]
+
+
+def derive_pepper(kek: bytes) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"vaultpay-password-pepper"
+    ).derive(kek)
+
+
+async def _reload_keys_forever(keys: KeyRing, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await keys.reload()
+        except Exception:
+            log.warning("signing key reload failed", exc_info=True)
+
+
+async def build_host(settings: AuthSettings) -> GrpcServiceHost:
+    engine = create_engine(
+        settings.database_url.get_secret_value(),
+        pool_size=settings.db_pool_size,
+        application_name="vaultpay-auth",
+    )
+    redis = create_redis(settings.redis_url.get_secret_value())
+    access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
+    keys = KeyRing(engine, settings.kek_bytes, verify_window=access_ttl + timedelta(minutes=5))
+    await keys.ensure_active()
+    issuer = JwtIssuer(
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl=access_ttl,
+        service_ttl=timedelta(seconds=settings.service_token_ttl_seconds),
+    )
+
+    async def local_jwks() -> list[dict[str, str]]:
+        await keys.reload()
+        return keys.jwks()
+
+    verifier = TokenVerifier(local_jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    hasher = BcryptPasswordHasher(derive_pepper(settings.kek_bytes), settings.bcrypt_rounds)
+    throttle = RedisLoginThrottle(
+        redis,
+        per_account=settings.login_failures_per_account,
+        per_ip=settings.login_failures_per_ip,
+        window_seconds=settings.login_failure_window_seconds,
+    )
+
+    def uow() -> SqlAuthUnitOfWork:
+        return SqlAuthUnitOfWork(engine)
+
+    accounts = AccountService(
+        uow,
+        hasher,
+        issuer,
+        throttle,
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+    )
+    introspector = LocalIntrospector(uow, verifier)
+    identities = ServiceIdentityService(settings.service_client_secrets, issuer)
+
+    host = GrpcServiceHost(
+        "auth",
+        address=settings.grpc_address,
+        interceptors=[
+            RequestContextInterceptor(),
+            ErrorInterceptor("auth"),
+            AuthInterceptor(load_access_rules(SERVICES), verifier, introspector),
+        ],
+        max_message_bytes=settings.max_message_bytes,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+    )
+    host.add(
+        SERVICES[0],
+        lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts, keys), s),
+    )
+    host.add(
+        SERVICES[1],
+        lambda s: auth_pb2_grpc.add_AuthAdminServiceServicer_to_server(
+            AuthAdminServicer(AdminService(uow)), s
+        ),
+    )
+    host.add(
+        SERVICES[2],
+        lambda s: auth_pb2_grpc.add_AuthInternalServiceServicer_to_server(
+            AuthInternalServicer(introspector, identities), s
+        ),
+    )
+
+    reloader = asyncio.create_task(_reload_keys_forever(keys, settings.key_reload_seconds))
+
+    async def stop_reloader() -> None:
+        reloader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloader
+
+    async def close_hasher() -> None:
+        hasher.close()
+
+    host.on_shutdown(stop_reloader)
+    host.on_shutdown(engine.dispose)
+    host.on_shutdown(redis.aclose)
+    host.on_shutdown(close_hasher)
+    return host
+
+
+async def _serve() -> None:
+    settings = AuthSettings()
+    configure_logging("auth", settings.log_level)
+    host = await build_host(settings)
+    await host.start()
+    await host.serve_until_signal()
+
+
+def main() -> None:
+    run_service(_serve)
+
+
+if __name__ == "__main__":
+    main()

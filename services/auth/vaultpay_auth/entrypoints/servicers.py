@@ -1,0 +1,200 @@
+"""gRPC servicers of the auth service. Each method: convert request, await a use case,
+convert the result. No SQL, no try/except, no context.abort here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay_common.audit import AuditQuery
+from vaultpay_common.context import CLIENT_IP
+from vaultpay_common.grpc.convert import (
+    audit_event_to_proto,
+    current_principal,
+    datetime_or_none,
+    role_from_proto,
+    timestamp,
+)
+from vaultpay_common.pagination import decode_page_token, encode_page_token, page_size
+
+from vaultpay_auth.adapters.signing import KeyRing
+from vaultpay_auth.entrypoints.convert import (
+    after_from,
+    position_of,
+    role_to_proto,
+    token_pair_to_proto,
+    user_to_proto,
+)
+from vaultpay_auth.service_layer.accounts import AccountService
+from vaultpay_auth.service_layer.admin import AdminService
+from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
+from vaultpay_auth.service_layer.ports import UserFilter
+
+__all__ = ["AuthAdminServicer", "AuthInternalServicer", "AuthServicer"]
+
+Ctx = Any
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, accounts: AccountService, keys: KeyRing) -> None:
+        self._accounts = accounts
+        self._keys = keys
+
+    async def Register(
+        self, request: auth_pb2.RegisterRequest, context: Ctx
+    ) -> auth_pb2.RegisterResponse:
+        user = await self._accounts.register(request.email, request.password, request.full_name)
+        return auth_pb2.RegisterResponse(user=user_to_proto(user))
+
+    async def Login(self, request: auth_pb2.LoginRequest, context: Ctx) -> auth_pb2.LoginResponse:
+        tokens, user = await self._accounts.login(request.email, request.password, CLIENT_IP.get())
+        return auth_pb2.LoginResponse(tokens=token_pair_to_proto(tokens), user=user_to_proto(user))
+
+    async def RefreshToken(
+        self, request: auth_pb2.RefreshTokenRequest, context: Ctx
+    ) -> auth_pb2.RefreshTokenResponse:
+        tokens = await self._accounts.refresh(request.refresh_token)
+        return auth_pb2.RefreshTokenResponse(tokens=token_pair_to_proto(tokens))
+
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: Ctx
+    ) -> auth_pb2.LogoutResponse:
+        await self._accounts.logout(current_principal().session_id)
+        return auth_pb2.LogoutResponse()
+
+    async def GetMe(self, request: auth_pb2.GetMeRequest, context: Ctx) -> auth_pb2.GetMeResponse:
+        user = await self._accounts.get_me(current_principal().user_id)
+        return auth_pb2.GetMeResponse(user=user_to_proto(user))
+
+    async def ChangePassword(
+        self, request: auth_pb2.ChangePasswordRequest, context: Ctx
+    ) -> auth_pb2.ChangePasswordResponse:
+        caller = current_principal()
+        revoked = await self._accounts.change_password(
+            caller.user_id, caller.session_id, request.current_password, request.new_password
+        )
+        return auth_pb2.ChangePasswordResponse(revoked_session_count=revoked)
+
+    async def GetJwks(
+        self, request: auth_pb2.GetJwksRequest, context: Ctx
+    ) -> auth_pb2.GetJwksResponse:
+        return auth_pb2.GetJwksResponse(
+            keys=[auth_pb2.JsonWebKey(**jwk) for jwk in self._keys.jwks()]
+        )
+
+
+class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
+    def __init__(self, admin: AdminService) -> None:
+        self._admin = admin
+
+    async def ListUsers(
+        self, request: auth_pb2.ListUsersRequest, context: Ctx
+    ) -> auth_pb2.ListUsersResponse:
+        flt = UserFilter(
+            role=role_from_proto(request.role),
+            active=request.active if request.HasField("active") else None,
+            email_prefix=request.email_prefix.strip(),
+        )
+        filters = {"role": flt.role, "active": flt.active, "email_prefix": flt.email_prefix}
+        limit = page_size(request.page_size)
+        after = after_from(decode_page_token(request.page_token, filters))
+        users = await self._admin.list_users(flt, after, limit + 1)
+        next_token = (
+            encode_page_token(position_of(users[limit - 1]), filters) if len(users) > limit else ""
+        )
+        return auth_pb2.ListUsersResponse(
+            users=[user_to_proto(u) for u in users[:limit]], next_page_token=next_token
+        )
+
+    async def GetUser(
+        self, request: auth_pb2.GetUserRequest, context: Ctx
+    ) -> auth_pb2.GetUserResponse:
+        user = await self._admin.get_user(request.user_id)
+        return auth_pb2.GetUserResponse(user=user_to_proto(user))
+
+    async def SetUserRole(
+        self, request: auth_pb2.SetUserRoleRequest, context: Ctx
+    ) -> auth_pb2.SetUserRoleResponse:
+        user = await self._admin.set_role(
+            current_principal(), request.user_id, role_from_proto(request.role), request.reason
+        )
+        return auth_pb2.SetUserRoleResponse(user=user_to_proto(user))
+
+    async def DeactivateUser(
+        self, request: auth_pb2.DeactivateUserRequest, context: Ctx
+    ) -> auth_pb2.DeactivateUserResponse:
+        user = await self._admin.deactivate(current_principal(), request.user_id, request.reason)
+        return auth_pb2.DeactivateUserResponse(user=user_to_proto(user))
+
+    async def ReactivateUser(
+        self, request: auth_pb2.ReactivateUserRequest, context: Ctx
+    ) -> auth_pb2.ReactivateUserResponse:
+        user = await self._admin.reactivate(current_principal(), request.user_id)
+        return auth_pb2.ReactivateUserResponse(user=user_to_proto(user))
+
+    async def ListAuthAuditEvents(
+        self, request: auth_pb2.ListAuthAuditEventsRequest, context: Ctx
+    ) -> auth_pb2.ListAuthAuditEventsResponse:
+        query = AuditQuery(
+            actor_id=request.actor_id,
+            action=request.action,
+            target_id=request.target_id,
+            start=datetime_or_none(request.start_time, request.HasField("start_time")),
+            end=datetime_or_none(request.end_time, request.HasField("end_time")),
+        )
+        filters = {
+            "actor": query.actor_id,
+            "action": query.action,
+            "target": query.target_id,
+            "start": query.start,
+            "end": query.end,
+        }
+        limit = page_size(request.page_size)
+        position = decode_page_token(request.page_token, filters)
+        before = int(position["s"]) if position else None
+        events = await self._admin.list_audit_events(query, before, limit + 1)
+        next_token = (
+            encode_page_token({"s": events[limit - 1].sequence}, filters)
+            if len(events) > limit
+            else ""
+        )
+        return auth_pb2.ListAuthAuditEventsResponse(
+            events=[audit_event_to_proto(e) for e in events[:limit]], next_page_token=next_token
+        )
+
+
+class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
+    def __init__(self, introspector: LocalIntrospector, identities: ServiceIdentityService) -> None:
+        self._introspector = introspector
+        self._identities = identities
+
+    async def IntrospectToken(
+        self, request: auth_pb2.IntrospectTokenRequest, context: Ctx
+    ) -> auth_pb2.IntrospectTokenResponse:
+        answer = await self._introspector.introspect(request.token)
+        if not answer.active:
+            reason = _INACTIVE.get(answer.reason, auth_pb2.INACTIVE_REASON_TOKEN_INVALID)
+            return auth_pb2.IntrospectTokenResponse(active=False, inactive_reason=reason)
+        return auth_pb2.IntrospectTokenResponse(
+            active=True,
+            user_id=answer.user_id,
+            role=role_to_proto(answer.role),
+            session_id=answer.session_id,
+        )
+
+    async def IssueServiceToken(
+        self, request: auth_pb2.IssueServiceTokenRequest, context: Ctx
+    ) -> auth_pb2.IssueServiceTokenResponse:
+        token, expires_at = self._identities.issue(request.client_id, request.client_secret)
+        return auth_pb2.IssueServiceTokenResponse(
+            access_token=token, expire_time=timestamp(expires_at)
+        )
+
+
+_INACTIVE = {
+    "TOKEN_INVALID": auth_pb2.INACTIVE_REASON_TOKEN_INVALID,
+    "TOKEN_EXPIRED": auth_pb2.INACTIVE_REASON_TOKEN_EXPIRED,
+    "TOKEN_REVOKED": auth_pb2.INACTIVE_REASON_TOKEN_REVOKED,
+    "ACCOUNT_DISABLED": auth_pb2.INACTIVE_REASON_ACCOUNT_DISABLED,
+}

@@ -1,0 +1,205 @@
+"""Account use cases: register, login, refresh, logout, profile, password change.
+
+Each public method is one use case; database work happens inside one unit of work and
+nothing is reported done before its commit returns. bcrypt runs outside transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.context import Role
+from vaultpay_common.errors import AbortedError, ValidationError
+
+from vaultpay_auth.domain.errors import (
+    AccountDisabledError,
+    EmailAlreadyRegisteredError,
+    InvalidCredentialsError,
+    RefreshTokenExpiredError,
+    RefreshTokenInvalidError,
+    RefreshTokenReusedError,
+    UserNotFoundError,
+)
+from vaultpay_auth.domain.model import Session, User
+from vaultpay_auth.domain.policies import (
+    check_registration,
+    normalize_email,
+    password_violations,
+)
+from vaultpay_auth.service_layer.ports import (
+    AccessTokenIssuer,
+    AuthUnitOfWork,
+    LoginThrottle,
+    PasswordHasher,
+)
+from vaultpay_auth.service_layer.tokens import hash_refresh_token, new_refresh_token
+
+__all__ = ["AccountService", "IssuedTokens"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    access_token: str
+    access_expires_at: datetime
+    refresh_token: str
+    refresh_expires_at: datetime
+
+
+class AccountService:
+    def __init__(
+        self,
+        uow: Callable[[], AuthUnitOfWork],
+        hasher: PasswordHasher,
+        issuer: AccessTokenIssuer,
+        throttle: LoginThrottle,
+        *,
+        refresh_ttl: timedelta,
+    ) -> None:
+        self._uow = uow
+        self._hasher = hasher
+        self._issuer = issuer
+        self._throttle = throttle
+        self._refresh_ttl = refresh_ttl
+        self._dummy_hash: str | None = None
+
+    async def register(self, email: str, password: str, full_name: str) -> User:
+        email, full_name = normalize_email(email), full_name.strip()
+        check_registration(email, password, full_name)
+        password_hash = await self._hasher.hash(password)
+        now = datetime.now(UTC)
+        user = User(
+            id=str(uuid.uuid4()),
+            email=email,
+            full_name=full_name,
+            password_hash=password_hash,
+            role=Role.USER,
+            active=True,
+            deactivation_reason="",
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._uow() as uow:
+            if await uow.users.get_by_email(email) is not None:
+                raise EmailAlreadyRegisteredError()
+            await uow.users.add(user)  # the unique index settles concurrent registrations
+            await uow.audit(AuditEntry("user.registered", "user", user.id))
+            await uow.commit()
+        log.info("user registered", extra={"user_id": user.id})
+        return user
+
+    async def _verify_or_waste_time(self, password: str, user: User | None) -> bool:
+        """Checks the password; without a user, hashes anyway so timing reveals nothing."""
+        if user is not None:
+            return await self._hasher.verify(password, user.password_hash)
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._hasher.hash("not-a-real-password-0")
+        await self._hasher.verify(password, self._dummy_hash)
+        return False
+
+    async def login(self, email: str, password: str, client_ip: str) -> tuple[IssuedTokens, User]:
+        email = normalize_email(email)
+        if not email or not password:
+            field = "email" if not email else "password"
+            raise ValidationError.single(field, "is required")
+        await self._throttle.check(email, client_ip)
+        async with self._uow() as uow:
+            user = await uow.users.get_by_email(email)
+        if not await self._verify_or_waste_time(password, user):
+            await self._throttle.record_failure(email, client_ip)
+            raise InvalidCredentialsError()
+        assert user is not None
+        if not user.active:
+            raise AccountDisabledError()
+        async with self._uow() as uow:
+            tokens = await self._open_session(uow, user)
+            await uow.audit(AuditEntry("user.login", "user", user.id, {"ip": client_ip}))
+            await uow.commit()
+        await self._throttle.reset(email)
+        return tokens, user
+
+    async def _open_session(self, uow: AuthUnitOfWork, user: User) -> IssuedTokens:
+        now = datetime.now(UTC)
+        session = Session(str(uuid.uuid4()), user.id, now, now + self._refresh_ttl, None)
+        await uow.sessions.add(session)
+        return await self._issue(uow, user, session)
+
+    async def _issue(self, uow: AuthUnitOfWork, user: User, session: Session) -> IssuedTokens:
+        refresh = new_refresh_token()
+        await uow.sessions.add_refresh_token(
+            hash_refresh_token(refresh), session.id, user.id, session.expires_at
+        )
+        access, access_expires_at = self._issuer.issue_access_token(user, session.id)
+        return IssuedTokens(access, access_expires_at, refresh, session.expires_at)
+
+    async def refresh(self, refresh_token: str) -> IssuedTokens:
+        if not refresh_token:
+            raise ValidationError.single("refresh_token", "is required")
+        token_hash = hash_refresh_token(refresh_token)
+        async with self._uow() as uow:
+            record = await uow.sessions.get_refresh_token_for_update(token_hash)
+            if record is None:
+                raise RefreshTokenInvalidError()
+            session = await uow.sessions.get(record.session_id)
+            if session is None or session.revoked_at is not None:
+                raise RefreshTokenReusedError("the session has been revoked")
+            if record.used_at is not None:
+                # Someone holds a stolen copy: end the whole family, for both holders.
+                await uow.sessions.revoke(session.id, "refresh_token_reuse")
+                await uow.audit(AuditEntry("session.refresh_reuse_detected", "session", session.id))
+                await uow.commit()
+                log.warning("refresh token reuse", extra={"session_id": session.id})
+                raise RefreshTokenReusedError()
+            now = datetime.now(UTC)
+            if now >= record.expires_at or not session.is_live(now):
+                raise RefreshTokenExpiredError()
+            user = await uow.users.get(record.user_id)
+            if user is None or not user.active:
+                raise AccountDisabledError()
+            await uow.sessions.mark_refresh_token_used(token_hash)
+            tokens = await self._issue(uow, user, session)
+            await uow.commit()
+        return tokens
+
+    async def logout(self, session_id: str) -> None:
+        async with self._uow() as uow:
+            await uow.sessions.revoke(session_id, "logout")
+            await uow.commit()
+
+    async def get_me(self, user_id: str) -> User:
+        async with self._uow() as uow:
+            user = await uow.users.get(user_id)
+        if user is None:
+            raise UserNotFoundError()
+        return user
+
+    async def change_password(self, user_id: str, session_id: str, current: str, new: str) -> int:
+        async with self._uow() as uow:
+            user = await uow.users.get(user_id)
+        if user is None:
+            raise UserNotFoundError()
+        if not await self._hasher.verify(current, user.password_hash):
+            raise ValidationError.single("current_password", "is not the current password")
+        violations = password_violations(new, user.email, field="new_password")
+        if violations:
+            raise ValidationError(violations)
+        if new == current:
+            raise ValidationError.single("new_password", "must differ from the current password")
+        new_hash = await self._hasher.hash(new)
+        async with self._uow() as uow:
+            if not await uow.users.set_password_hash(user.id, user.password_hash, new_hash):
+                raise AbortedError("the password changed meanwhile; retry")
+            revoked = await uow.sessions.revoke_all_for_user(
+                user.id, "password_changed", except_id=session_id
+            )
+            await uow.audit(
+                AuditEntry("user.password_changed", "user", user.id, {"revoked": str(revoked)})
+            )
+            await uow.commit()
+        return revoked

@@ -1,0 +1,149 @@
+"""Staff use cases: list and inspect users, change roles, deactivate and reactivate.
+
+The rules: only a super_admin grants, removes or acts on admin and super_admin; nobody acts
+on themselves; the last active super_admin is never demoted or deactivated (checked under
+row locks on every super_admin, so two concurrent demotions cannot both pass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
+from vaultpay_common.context import Principal, Role
+from vaultpay_common.errors import ValidationError
+
+from vaultpay_auth.domain.errors import LastSuperAdminError, UserNotFoundError
+from vaultpay_auth.domain.model import User
+from vaultpay_auth.domain.policies import check_may_manage, require_reason
+from vaultpay_auth.service_layer.ports import AuthUnitOfWork, UserFilter
+
+__all__ = ["AdminService"]
+
+
+class AdminService:
+    def __init__(self, uow: Callable[[], AuthUnitOfWork]) -> None:
+        self._uow = uow
+
+    async def list_users(
+        self, query: UserFilter, after: tuple[datetime, str] | None, limit: int
+    ) -> Sequence[User]:
+        async with self._uow() as uow:
+            return await uow.users.list(query, after, limit)
+
+    async def list_audit_events(
+        self, query: AuditQuery, before_sequence: int | None, limit: int
+    ) -> list[AuditRecord]:
+        async with self._uow() as uow:
+            return await uow.audit_events(query, before_sequence, limit)
+
+    async def get_user(self, user_id: str) -> User:
+        async with self._uow() as uow:
+            user = await uow.users.get(user_id)
+        if user is None:
+            raise UserNotFoundError()
+        return user
+
+    async def _lock_target(self, uow: AuthUnitOfWork, user_id: str) -> User:
+        user = await uow.users.get(user_id, for_update=True)
+        if user is None:
+            raise UserNotFoundError()
+        return user
+
+    async def _refuse_last_super_admin(self, uow: AuthUnitOfWork, target: User) -> None:
+        if target.role is Role.SUPER_ADMIN and target.active:
+            remaining = [
+                uid for uid in await uow.users.lock_active_super_admins() if uid != target.id
+            ]
+            if not remaining:
+                raise LastSuperAdminError()
+
+    async def set_role(
+        self, actor: Principal, user_id: str, role: Role | None, reason: str
+    ) -> User:
+        if role is None:
+            raise ValidationError.single("role", "must be a role")
+        reason = require_reason(reason, required=False)
+        async with self._uow() as uow:
+            target = await self._lock_target(uow, user_id)
+            assert actor.role is not None
+            check_may_manage(
+                actor_id=actor.subject,
+                actor_role=actor.role,
+                target_id=target.id,
+                target_role=target.role,
+                new_role=role,
+            )
+            if target.role == role:
+                return target
+            if role is not Role.SUPER_ADMIN:
+                await self._refuse_last_super_admin(uow, target)
+            old_role = target.role
+            target.role = role
+            target.updated_at = datetime.now(UTC)
+            await uow.users.update(target)
+            # Sessions end so that the next token carries the new role.
+            await uow.sessions.revoke_all_for_user(target.id, "role_changed")
+            await uow.audit(
+                AuditEntry(
+                    "user.role_changed",
+                    "user",
+                    target.id,
+                    {"old_role": old_role.name, "new_role": role.name, "reason": reason},
+                )
+            )
+            await uow.commit()
+        return target
+
+    async def deactivate(self, actor: Principal, user_id: str, reason: str) -> User:
+        reason = require_reason(reason, required=True)
+        async with self._uow() as uow:
+            target = await self._lock_target(uow, user_id)
+            assert actor.role is not None
+            check_may_manage(
+                actor_id=actor.subject,
+                actor_role=actor.role,
+                target_id=target.id,
+                target_role=target.role,
+                new_role=None,
+            )
+            if not target.active:
+                return target
+            await self._refuse_last_super_admin(uow, target)
+            target.active = False
+            target.deactivation_reason = reason
+            target.updated_at = datetime.now(UTC)
+            await uow.users.update(target)
+            revoked = await uow.sessions.revoke_all_for_user(target.id, "deactivated")
+            await uow.audit(
+                AuditEntry(
+                    "user.deactivated",
+                    "user",
+                    target.id,
+                    {"reason": reason, "revoked_sessions": str(revoked)},
+                )
+            )
+            await uow.commit()
+        return target
+
+    async def reactivate(self, actor: Principal, user_id: str) -> User:
+        async with self._uow() as uow:
+            target = await self._lock_target(uow, user_id)
+            assert actor.role is not None
+            check_may_manage(
+                actor_id=actor.subject,
+                actor_role=actor.role,
+                target_id=target.id,
+                target_role=target.role,
+                new_role=None,
+            )
+            if target.active:
+                return target
+            target.active = True
+            target.deactivation_reason = ""
+            target.updated_at = datetime.now(UTC)
+            await uow.users.update(target)
+            await uow.audit(AuditEntry("user.reactivated", "user", target.id))
+            await uow.commit()
+        return target

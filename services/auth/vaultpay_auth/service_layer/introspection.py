@@ -1,0 +1,71 @@
+"""The strict path, answered by auth itself: is this access token honoured right now?"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from vaultpay_common.errors import DomainError, UnauthenticatedError
+from vaultpay_common.grpc.tokens import (
+    ACCESS_TOKEN_TYPE,
+    Introspection,
+    TokenClaims,
+    TokenVerifier,
+)
+
+from vaultpay_auth.service_layer.ports import AccessTokenIssuer, AuthUnitOfWork
+
+__all__ = ["InvalidClientError", "LocalIntrospector", "ServiceIdentityService"]
+
+
+class LocalIntrospector:
+    """Implements TokenIntrospector against auth's own database."""
+
+    def __init__(self, uow: Callable[[], AuthUnitOfWork], verifier: TokenVerifier) -> None:
+        self._uow = uow
+        self._verifier = verifier
+
+    async def introspect(self, token: str) -> Introspection:
+        try:
+            claims = await self._verifier.verify(token)
+        except DomainError as exc:
+            return Introspection(active=False, reason=exc.reason)
+        if claims.token_type != ACCESS_TOKEN_TYPE:
+            return Introspection(active=False, reason="TOKEN_INVALID")
+        return await self.check_session(claims)
+
+    async def check_session(self, claims: TokenClaims) -> Introspection:
+        async with self._uow() as uow:
+            user = await uow.users.get(claims.subject)
+            session = await uow.sessions.get(claims.session_id)
+        if user is None:
+            return Introspection(active=False, reason="TOKEN_REVOKED")
+        if not user.active:
+            return Introspection(active=False, reason="ACCOUNT_DISABLED")
+        if session is None or session.user_id != user.id or not session.is_live(datetime.now(UTC)):
+            return Introspection(active=False, reason="TOKEN_REVOKED")
+        return Introspection(
+            active=True, role=user.role, user_id=user.id, session_id=claims.session_id
+        )
+
+
+class InvalidClientError(UnauthenticatedError):
+    reason = "INVALID_CLIENT"
+    default_message = "unknown service client or wrong secret"
+
+
+class ServiceIdentityService:
+    """Client-credentials for the mesh's own services."""
+
+    def __init__(self, clients: dict[str, str], issuer: AccessTokenIssuer) -> None:
+        self._clients = clients
+        self._issuer = issuer
+
+    def issue(self, client_id: str, client_secret: str) -> tuple[str, datetime]:
+        expected = self._clients.get(client_id, "")
+        # Compare even for unknown clients so timing does not reveal which ids exist.
+        matches = hmac.compare_digest(expected.encode(), client_secret.encode())
+        if not expected or not matches:
+            raise InvalidClientError()
+        return self._issuer.issue_service_token(client_id)

@@ -1,0 +1,109 @@
+"""What the use cases need from the outside world, as protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
+from vaultpay_common.context import Role
+
+from vaultpay_auth.domain.model import Session, User
+
+__all__ = [
+    "AccessTokenIssuer",
+    "AuditRow",
+    "AuthUnitOfWork",
+    "LoginThrottle",
+    "PasswordHasher",
+    "RefreshRecord",
+    "UserFilter",
+]
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+    async def verify(self, password: str, password_hash: str) -> bool: ...
+
+
+class AccessTokenIssuer(Protocol):
+    def issue_access_token(self, user: User, session_id: str) -> tuple[str, datetime]: ...
+    def issue_service_token(self, client_id: str) -> tuple[str, datetime]: ...
+
+
+class LoginThrottle(Protocol):
+    async def check(self, email: str, client_ip: str) -> None:
+        """Raises RateLimitedError when the account or the IP has failed too often."""
+
+    async def record_failure(self, email: str, client_ip: str) -> None: ...
+    async def reset(self, email: str) -> None: ...
+
+
+class RefreshRecord(Protocol):
+    token_hash: str
+    session_id: str
+    user_id: str
+    expires_at: datetime
+    used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserFilter:
+    """Filters of ListUsers; None means "any"."""
+
+    role: Role | None
+    active: bool | None
+    email_prefix: str
+
+
+class AuditRow(Protocol):
+    sequence: int
+
+
+class UserRepository(Protocol):
+    async def add(self, user: User) -> None: ...
+    async def get(self, user_id: str, *, for_update: bool = False) -> User | None: ...
+    async def get_by_email(self, email: str) -> User | None: ...
+    async def update(self, user: User) -> None: ...
+    async def set_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> bool: ...
+    async def lock_active_super_admins(self) -> list[str]: ...
+    async def list(
+        self, flt: UserFilter, after: tuple[datetime, str] | None, limit: int
+    ) -> Sequence[User]: ...
+
+
+class SessionRepository(Protocol):
+    async def add(self, session: Session) -> None: ...
+    async def get(self, session_id: str) -> Session | None: ...
+    async def revoke(self, session_id: str, reason: str) -> bool: ...
+    async def revoke_all_for_user(
+        self, user_id: str, reason: str, *, except_id: str = ""
+    ) -> int: ...
+    async def add_refresh_token(
+        self, token_hash: str, session_id: str, user_id: str, expires_at: datetime
+    ) -> None: ...
+    async def get_refresh_token_for_update(self, token_hash: str) -> RefreshRecord | None: ...
+    async def mark_refresh_token_used(self, token_hash: str) -> None: ...
+
+
+class AuthUnitOfWork(Protocol):
+    @property
+    def users(self) -> UserRepository: ...
+    @property
+    def sessions(self) -> SessionRepository: ...
+
+    async def audit(self, entry: AuditEntry) -> None: ...
+    async def audit_events(
+        self, query: AuditQuery, before_sequence: int | None, limit: int
+    ) -> list[AuditRecord]: ...
+    async def commit(self) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

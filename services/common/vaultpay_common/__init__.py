@@ -1,0 +1,1 @@
+"""Infrastructure shared by every VaultPay service. No business rules live here."""

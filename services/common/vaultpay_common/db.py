@@ -1,0 +1,107 @@
+"""Async PostgreSQL access (SQLAlchemy 2.0 Core on asyncpg) and the unit-of-work base.
+
+A unit of work is one database transaction:
+
+    async with uow:
+        user = await uow.users.get(user_id)
+        ...
+        await uow.commit()      # leaving the block without commit rolls back
+
+When the caller sent a gRPC deadline, the transaction's statement_timeout is set to the time
+that is left, so the database stops working for a client that has already gone.
+"""
+
+from __future__ import annotations
+
+import math
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from vaultpay_common.context import remaining_seconds
+from vaultpay_common.errors import UnavailableError
+
+__all__ = ["DatabaseUnavailableError", "SqlUnitOfWork", "create_engine"]
+
+
+class DatabaseUnavailableError(UnavailableError):
+    reason = "DATABASE_UNAVAILABLE"
+    default_message = "the database is unavailable, retry later"
+
+
+def create_engine(url: str, *, pool_size: int = 10, application_name: str) -> AsyncEngine:
+    """An engine with a bounded pool and pre-ping, tagged with the service name."""
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": application_name}},
+    )
+
+
+class SqlUnitOfWork:
+    """One transaction on one pooled connection. Subclasses add repositories in `_bind`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._committed = False
+
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("unit of work used outside `async with`")
+        return self._conn
+
+    def _bind(self, conn: AsyncConnection) -> None:
+        """Create repositories on `conn`; overridden by each service's unit of work."""
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._conn = await self._engine.connect()
+            await self._conn.begin()
+            left = remaining_seconds()
+            if left is not None:
+                timeout_ms = max(1, math.floor(left * 1000))
+                await self._conn.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
+        except (OperationalError, InterfaceError, OSError) as exc:
+            await self._close()
+            raise DatabaseUnavailableError() from exc
+        self._committed = False
+        self._bind(self._conn)
+        return self
+
+    async def commit(self) -> None:
+        try:
+            await self.connection.commit()
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                # The COMMIT may or may not have happened: never report a definite failure.
+                raise DatabaseUnavailableError("commit outcome unknown, retry") from exc
+            raise
+        self._committed = True
+
+    async def rollback(self) -> None:
+        await self.connection.rollback()
+
+    async def _close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._conn is not None and self._conn.in_transaction():
+                await self._conn.rollback()
+        finally:
+            await self._close()

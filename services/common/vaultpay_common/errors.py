@@ -1,0 +1,141 @@
+"""Domain error base classes. Services subclass these; one interceptor maps them to gRPC.
+
+Each class fixes the *kind* of failure (which becomes the gRPC status code) and each
+instance carries a stable UPPER_SNAKE `reason` that clients switch on. Domain code raises
+them without knowing about gRPC:
+
+    class InsufficientBalanceError(FailedPreconditionError):
+        reason = "INSUFFICIENT_BALANCE"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "AbortedError",
+    "AlreadyExistsError",
+    "DomainError",
+    "ErrorKind",
+    "FailedPreconditionError",
+    "FieldViolation",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitedError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "ValidationError",
+]
+
+
+class ErrorKind(Enum):
+    """The family of a failure, named after google/rpc/code.proto."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    ABORTED = "ABORTED"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid request field, by its proto field path (e.g. "email")."""
+
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every expected failure. Subclasses set `kind` and a default `reason`."""
+
+    kind: ErrorKind = ErrorKind.FAILED_PRECONDITION
+    reason: str = "FAILED_PRECONDITION"
+    default_message: str = "the request cannot be carried out"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = metadata or {}
+
+
+class ValidationError(DomainError):
+    """Invalid input; carries every offending field so clients can show them all at once."""
+
+    kind = ErrorKind.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+    default_message = "the request has invalid fields"
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(message or f"invalid request: {summary}")
+        self.violations = violations
+
+    @classmethod
+    def single(cls, field: str, description: str) -> ValidationError:
+        return cls([FieldViolation(field, description)])
+
+
+class NotFoundError(DomainError):
+    kind = ErrorKind.NOT_FOUND
+    reason = "NOT_FOUND"
+    default_message = "not found"
+
+
+class AlreadyExistsError(DomainError):
+    kind = ErrorKind.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+    default_message = "already exists"
+
+
+class FailedPreconditionError(DomainError):
+    kind = ErrorKind.FAILED_PRECONDITION
+
+
+class PermissionDeniedError(DomainError):
+    kind = ErrorKind.PERMISSION_DENIED
+    reason = "INSUFFICIENT_PERMISSIONS"
+    default_message = "the caller may not do this"
+
+
+class UnauthenticatedError(DomainError):
+    kind = ErrorKind.UNAUTHENTICATED
+    reason = "TOKEN_INVALID"
+    default_message = "missing or invalid credentials"
+
+
+class RateLimitedError(DomainError):
+    """Too many attempts; `retry_after_seconds` becomes a RetryInfo detail."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+    default_message = "too many requests, try again later"
+
+    def __init__(self, retry_after_seconds: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class AbortedError(DomainError):
+    kind = ErrorKind.ABORTED
+    reason = "ABORTED"
+    default_message = "the request conflicted with another one, retry it"
+
+
+class UnavailableError(DomainError):
+    kind = ErrorKind.UNAVAILABLE
+    reason = "UNAVAILABLE"
+    default_message = "a dependency is unavailable, retry later"

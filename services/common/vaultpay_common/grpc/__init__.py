@@ -1,0 +1,1 @@
+"""The grpc.aio server kit: interceptors, access rules, token verification, server runner."""

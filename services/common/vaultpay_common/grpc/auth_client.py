@@ -1,0 +1,118 @@
+"""The client side of auth for every other service: JWKS, service identity, introspection.
+
+Peer errors are translated here, at the boundary: auth being unreachable becomes
+`AuthUnavailableError` (UNAVAILABLE, reason AUTH_UNAVAILABLE), so strict calls fail closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+
+from vaultpay_common.context import REQUEST_ID, Role
+from vaultpay_common.errors import UnavailableError
+from vaultpay_common.grpc.tokens import Introspection
+
+__all__ = [
+    "AuthUnavailableError",
+    "GrpcJwksFetcher",
+    "GrpcTokenIntrospector",
+    "ServiceTokenProvider",
+    "outgoing_metadata",
+]
+
+_CALL_TIMEOUT = 3.0
+_REASONS = {
+    auth_pb2.INACTIVE_REASON_TOKEN_INVALID: "TOKEN_INVALID",
+    auth_pb2.INACTIVE_REASON_TOKEN_EXPIRED: "TOKEN_EXPIRED",
+    auth_pb2.INACTIVE_REASON_TOKEN_REVOKED: "TOKEN_REVOKED",
+    auth_pb2.INACTIVE_REASON_ACCOUNT_DISABLED: "ACCOUNT_DISABLED",
+    auth_pb2.INACTIVE_REASON_USER_NOT_FOUND: "TOKEN_REVOKED",
+}
+
+
+class AuthUnavailableError(UnavailableError):
+    reason = "AUTH_UNAVAILABLE"
+    default_message = "the auth service is unavailable, retry later"
+
+
+def outgoing_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """Metadata for a call to a peer: our identity and the current request id."""
+    return (("authorization", f"Bearer {token}"), ("x-request-id", REQUEST_ID.get()))
+
+
+class ServiceTokenProvider:
+    """Holds this service's own token (client-credentials), renewed before it expires."""
+
+    def __init__(self, channel: grpc.aio.Channel, client_id: str, client_secret: str) -> None:
+        self._stub = auth_pb2_grpc.AuthInternalServiceStub(channel)
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._token = ""
+        self._renew_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def token(self) -> str:
+        if self._token and time.time() < self._renew_at:
+            return self._token
+        async with self._lock:
+            if self._token and time.time() < self._renew_at:
+                return self._token
+            try:
+                reply = await self._stub.IssueServiceToken(
+                    auth_pb2.IssueServiceTokenRequest(
+                        client_id=self._client_id, client_secret=self._client_secret
+                    ),
+                    timeout=_CALL_TIMEOUT,
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise AuthUnavailableError() from exc
+            lifetime = reply.expire_time.seconds - time.time()
+            self._token = reply.access_token
+            self._renew_at = time.time() + lifetime * 0.8
+            return self._token
+
+
+class GrpcJwksFetcher:
+    """Fetches auth's public keys through AuthService.GetJwks."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+
+    async def __call__(self) -> list[dict[str, str]]:
+        try:
+            reply = await self._stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=_CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise AuthUnavailableError() from exc
+        return [
+            {
+                str(k): str(v)
+                for k, v in MessageToDict(key, preserving_proto_field_name=True).items()
+            }
+            for key in reply.keys
+        ]
+
+
+class GrpcTokenIntrospector:
+    """The strict path for services other than auth."""
+
+    def __init__(self, channel: grpc.aio.Channel, identity: ServiceTokenProvider) -> None:
+        self._stub = auth_pb2_grpc.AuthInternalServiceStub(channel)
+        self._identity = identity
+
+    async def introspect(self, token: str) -> Introspection:
+        try:
+            reply = await self._stub.IntrospectToken(
+                auth_pb2.IntrospectTokenRequest(token=token),
+                metadata=outgoing_metadata(await self._identity.token()),
+                timeout=_CALL_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise AuthUnavailableError() from exc
+        if not reply.active:
+            return Introspection(active=False, reason=_REASONS.get(reply.inactive_reason, ""))
+        return Introspection(active=True, role=Role(reply.role))

@@ -1,0 +1,64 @@
+"""Small proto <-> Python conversions every servicer needs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from vaultpay.type.v1 import audit_pb2
+
+from vaultpay_common.audit import AuditRecord
+from vaultpay_common.context import PRINCIPAL, Principal, Role
+from vaultpay_common.errors import UnauthenticatedError, ValidationError
+
+__all__ = [
+    "audit_event_to_proto",
+    "current_principal",
+    "datetime_or_none",
+    "role_from_proto",
+    "timestamp",
+]
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def datetime_or_none(value: Timestamp, has_value: bool) -> datetime | None:
+    return value.ToDatetime(tzinfo=UTC) if has_value else None
+
+
+def role_from_proto(value: int, field: str = "role") -> Role | None:
+    """ROLE_UNSPECIFIED (0) -> None; unknown numbers are invalid input."""
+    if value == 0:
+        return None
+    try:
+        return Role(value)
+    except ValueError as exc:
+        raise ValidationError.single(field, "is not a known role") from exc
+
+
+def current_principal() -> Principal:
+    """The authenticated caller; the auth interceptor guarantees one on non-public RPCs."""
+    principal = PRINCIPAL.get()
+    if principal is None:
+        raise UnauthenticatedError()
+    return principal
+
+
+def audit_event_to_proto(record: AuditRecord) -> audit_pb2.AuditEvent:
+    event = audit_pb2.AuditEvent(
+        sequence=record.sequence,
+        create_time=timestamp(record.created_at),
+        actor_id=record.actor_id,
+        actor_role=record.actor_role,
+        action=record.action,
+        target_type=record.target_type,
+        target_id=record.target_id,
+        request_id=record.request_id,
+        row_hash=record.row_hash,
+    )
+    event.details.update(record.details)
+    return event

@@ -1,0 +1,118 @@
+"""Builds and runs a grpc.aio server the same way for every service.
+
+    host = GrpcServiceHost("auth", settings, interceptors=[...])
+    host.add(auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+             lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s))
+    await host.start()
+    await host.serve_until_signal()   # SIGTERM/SIGINT: NOT_SERVING -> stop(grace) -> cleanups
+
+Every server gets health (grpc.health.v1), reflection, explicit keepalive and message-size
+limits, and binds only the configured address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+__all__ = ["GrpcServiceHost", "run_service", "server_options"]
+
+log = logging.getLogger(__name__)
+
+Cleanup = Callable[[], Awaitable[object]]
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.max_connection_idle_ms", 15 * 60_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class GrpcServiceHost:
+    def __init__(
+        self,
+        name: str,
+        *,
+        address: str,
+        interceptors: list[grpc.aio.ServerInterceptor],
+        max_message_bytes: int,
+        shutdown_grace_seconds: float,
+    ) -> None:
+        self.name = name
+        self._address = address
+        self._grace = shutdown_grace_seconds
+        self._server = grpc.aio.server(
+            interceptors=interceptors, options=server_options(max_message_bytes)
+        )
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._service_names: list[str] = []
+        self._cleanups: list[Cleanup] = []
+        self.port = 0
+
+    def add(self, service: ServiceDescriptor, register: Callable[[grpc.aio.Server], None]) -> None:
+        register(self._server)
+        self._service_names.append(service.full_name)
+
+    def on_shutdown(self, cleanup: Cleanup) -> None:
+        """Registers a cleanup (closing pools, clients) run after the server has stopped."""
+        self._cleanups.append(cleanup)
+
+    async def start(self) -> int:
+        reflection.enable_server_reflection(
+            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self.port = self._server.add_insecure_port(self._address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {self._address}")
+        await self._server.start()
+        for service_name in ["", *self._service_names]:
+            await self._health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+        host = self._address.rsplit(":", 1)[0]
+        log.info(
+            "serving", extra={"address": f"{host}:{self.port}", "services": self._service_names}
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        """Graceful shutdown: NOT_SERVING, let in-flight calls finish, then close pools."""
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self._grace)
+        for cleanup in reversed(self._cleanups):
+            try:
+                await cleanup()
+            except Exception:
+                log.warning("cleanup failed", exc_info=True)
+        log.info("stopped")
+
+    async def serve_until_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+        await self.stop()
+
+
+def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Runs a service's async main on uvloop (faster asyncpg paths; grpc.aio works on it)."""
+    import uvloop
+
+    uvloop.run(main())

@@ -1,0 +1,76 @@
+"""A base for grpc.aio server interceptors that act around each call.
+
+grpc.aio server interceptors receive no ServicerContext; to run code around a call they
+must return a new RpcMethodHandler whose behaviour wraps the original. `CallInterceptor`
+does that once for all four RPC shapes; subclasses implement two hooks:
+
+    async def around_unary(self, method, context, call):   # call() -> response
+    def around_stream(self, method, context, stream):      # stream() -> response iterator
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+__all__ = ["CallInterceptor", "OpenStream", "UnaryCall"]
+
+UnaryCall = Callable[[], Awaitable[Any]]
+OpenStream = Callable[[], AsyncIterator[Any]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Runs `around_unary` / `around_stream` around every call of every method."""
+
+    async def around_unary(self, method: str, context: Any, call: UnaryCall) -> Any:
+        return await call()
+
+    def around_stream(self, method: str, context: Any, stream: OpenStream) -> AsyncIterator[Any]:
+        return stream()
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        return self._wrap(details.method, handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary:
+            uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                return await self.around_unary(method, context, lambda: uu(request, context))
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, deserialize, serialize)
+        if handler.stream_unary:
+            su = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: Any) -> Any:
+                return await self.around_unary(method, context, lambda: su(requests, context))
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, deserialize, serialize)
+        if handler.unary_stream:
+            us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                async for item in self.around_stream(method, context, lambda: us(request, context)):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, deserialize, serialize)
+        if handler.stream_stream:
+            ss = handler.stream_stream
+
+            async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
+                async for item in self.around_stream(
+                    method, context, lambda: ss(requests, context)
+                ):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(stream_stream, deserialize, serialize)
+        return handler

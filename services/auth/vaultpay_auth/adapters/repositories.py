@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from vaultpay_common.audit import (
@@ -125,7 +125,11 @@ class SqlUserRepository:
             )
             query = query.where(users.c.email.like(escaped + "%", escape="\\"))
         if after is not None:
-            query = query.where(tuple_(users.c.created_at, users.c.id) < tuple_(*after))
+            created_at, user_id = after
+            position = tuple_(
+                literal(created_at, users.c.created_at.type), literal(user_id, users.c.id.type)
+            )
+            query = query.where(tuple_(users.c.created_at, users.c.id) < position)
         query = query.order_by(users.c.created_at.desc(), users.c.id.desc()).limit(limit)
         return [_user(row) for row in await self._conn.execute(query)]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import uuid
 
 from vaultpay_common.context import Role
 from vaultpay_common.errors import FieldViolation, ValidationError
@@ -22,6 +23,7 @@ from vaultpay_auth.domain.errors import (
 __all__ = [
     "check_may_manage",
     "check_registration",
+    "check_user_id",
     "email_violations",
     "normalize_email",
     "password_violations",
@@ -80,6 +82,14 @@ def check_registration(email: str, password: str, full_name: str) -> None:
     ]
     if violations:
         raise ValidationError(violations)
+
+
+def check_user_id(user_id: str, field: str = "user_id") -> None:
+    """User ids are UUIDs; anything else is invalid input, not a database error."""
+    try:
+        uuid.UUID(user_id)
+    except ValueError as exc:
+        raise ValidationError.single(field, "must be a user id (UUID)") from exc
 
 
 def require_reason(reason: str, *, required: bool) -> str:

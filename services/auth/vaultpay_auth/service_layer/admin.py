@@ -12,11 +12,15 @@ from datetime import UTC, datetime
 
 from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
 from vaultpay_common.context import Principal, Role
-from vaultpay_common.errors import ValidationError
+from vaultpay_common.errors import AbortedError, ValidationError
 
-from vaultpay_auth.domain.errors import LastSuperAdminError, UserNotFoundError
+from vaultpay_auth.domain.errors import (
+    InsufficientPermissionsError,
+    LastSuperAdminError,
+    UserNotFoundError,
+)
 from vaultpay_auth.domain.model import User
-from vaultpay_auth.domain.policies import check_may_manage, require_reason
+from vaultpay_auth.domain.policies import check_may_manage, check_user_id, require_reason
 from vaultpay_auth.service_layer.ports import AuthUnitOfWork, UserFilter
 
 __all__ = ["AdminService"]
@@ -39,24 +43,35 @@ class AdminService:
             return await uow.audit_events(query, before_sequence, limit)
 
     async def get_user(self, user_id: str) -> User:
+        check_user_id(user_id)
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
         if user is None:
             raise UserNotFoundError()
         return user
 
-    async def _lock_target(self, uow: AuthUnitOfWork, user_id: str) -> User:
-        user = await uow.users.get(user_id, for_update=True)
-        if user is None:
+    async def _lock(self, uow: AuthUnitOfWork, actor: Principal, user_id: str) -> tuple[Role, User]:
+        """Locks rows in one fixed order (every super_admin by id, then the target) and
+        re-reads the actor inside the transaction, so a concurrent demotion of the actor
+        or of the other super_admins is seen, and no two admin actions can deadlock.
+        """
+        check_user_id(user_id)
+        super_admins = await uow.users.lock_active_super_admins()
+        current = await uow.users.get(actor.subject)
+        if current is None or not current.active:
+            raise InsufficientPermissionsError("the acting account is no longer active")
+        target = await uow.users.get(user_id, for_update=True)
+        if target is None:
             raise UserNotFoundError()
-        return user
+        if target.role is Role.SUPER_ADMIN and target.active and target.id not in super_admins:
+            raise AbortedError("a concurrent change touched this user; retry")
+        return current.role, target
 
-    async def _refuse_last_super_admin(self, uow: AuthUnitOfWork, target: User) -> None:
+    @staticmethod
+    async def _refuse_last_super_admin(uow: AuthUnitOfWork, target: User) -> None:
         if target.role is Role.SUPER_ADMIN and target.active:
-            remaining = [
-                uid for uid in await uow.users.lock_active_super_admins() if uid != target.id
-            ]
-            if not remaining:
+            others = [uid for uid in await uow.users.lock_active_super_admins() if uid != target.id]
+            if not others:
                 raise LastSuperAdminError()
 
     async def set_role(
@@ -66,11 +81,10 @@ class AdminService:
             raise ValidationError.single("role", "must be a role")
         reason = require_reason(reason, required=False)
         async with self._uow() as uow:
-            target = await self._lock_target(uow, user_id)
-            assert actor.role is not None
+            actor_role, target = await self._lock(uow, actor, user_id)
             check_may_manage(
                 actor_id=actor.subject,
-                actor_role=actor.role,
+                actor_role=actor_role,
                 target_id=target.id,
                 target_role=target.role,
                 new_role=role,
@@ -99,11 +113,10 @@ class AdminService:
     async def deactivate(self, actor: Principal, user_id: str, reason: str) -> User:
         reason = require_reason(reason, required=True)
         async with self._uow() as uow:
-            target = await self._lock_target(uow, user_id)
-            assert actor.role is not None
+            actor_role, target = await self._lock(uow, actor, user_id)
             check_may_manage(
                 actor_id=actor.subject,
-                actor_role=actor.role,
+                actor_role=actor_role,
                 target_id=target.id,
                 target_role=target.role,
                 new_role=None,
@@ -129,11 +142,10 @@ class AdminService:
 
     async def reactivate(self, actor: Principal, user_id: str) -> User:
         async with self._uow() as uow:
-            target = await self._lock_target(uow, user_id)
-            assert actor.role is not None
+            actor_role, target = await self._lock(uow, actor, user_id)
             check_may_manage(
                 actor_id=actor.subject,
-                actor_role=actor.role,
+                actor_role=actor_role,
                 target_id=target.id,
                 target_role=target.role,
                 new_role=None,

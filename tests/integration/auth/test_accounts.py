@@ -1,0 +1,158 @@
+"""Register, login, refresh, logout, me, change password: through gRPC on a real database."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+from vaultpay.auth.v1 import auth_pb2
+from vaultpay_devstack.postgres import run_sql
+
+from tests.integration.auth.conftest import PASSWORD, AuthStack, bearer
+from tests.support import rpc_failure
+
+
+def _count_users(auth: AuthStack) -> int:
+    dsn = auth.dbs.url(auth.dbs.auth_owner_role, auth.dbs.auth_database, driver="postgresql")
+    return int(run_sql(dsn, lambda conn: conn.fetchval("SELECT count(*) FROM users")))
+
+
+async def test_register_login_and_get_me(auth: AuthStack) -> None:
+    email = f"Alice-{uuid.uuid4().hex[:8]}@Example.COM"
+    user = await auth.register(email)
+    assert user.email == email.lower()
+    assert user.role == 1  # ROLE_USER
+    tokens = await auth.login(email.upper())
+    assert tokens.token_type == "Bearer"
+    me = await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens))
+    assert me.user.user_id == user.user_id
+
+
+async def test_registering_a_taken_email_is_already_exists(auth: AuthStack) -> None:
+    user = await auth.register()
+    failure = await rpc_failure(auth.register(user.email.upper()))
+    assert failure.code is grpc.StatusCode.ALREADY_EXISTS
+    assert failure.reason == "EMAIL_ALREADY_REGISTERED"
+
+
+async def test_invalid_registration_lists_fields_and_writes_nothing(auth: AuthStack) -> None:
+    before = _count_users(auth)
+    failure = await rpc_failure(
+        auth.public.Register(
+            auth_pb2.RegisterRequest(email="nope", password="weak", full_name="x" * 300)
+        )
+    )
+    assert failure.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert set(failure.fields) == {"email", "password", "full_name"}
+    assert _count_users(auth) == before
+
+
+async def test_oversized_email_is_invalid_argument(auth: AuthStack) -> None:
+    failure = await rpc_failure(auth.register("a" * 250 + "@example.com"))
+    assert failure.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == ["email"]
+
+
+async def test_wrong_password_is_unauthenticated_without_saying_which_part(auth: AuthStack) -> None:
+    user = await auth.register()
+    wrong = await rpc_failure(auth.login(user.email, "wrong password 99 x"))
+    unknown = await rpc_failure(auth.login("nobody-" + user.email, PASSWORD))
+    assert wrong.code is unknown.code is grpc.StatusCode.UNAUTHENTICATED
+    assert wrong.reason == unknown.reason == "INVALID_CREDENTIALS"
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_whole_family(auth: AuthStack) -> None:
+    _, first = await auth.user_with_token()
+    second = (
+        await auth.public.RefreshToken(
+            auth_pb2.RefreshTokenRequest(refresh_token=first.refresh_token)
+        )
+    ).tokens
+    assert second.refresh_token != first.refresh_token
+    reuse = await rpc_failure(
+        auth.public.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=first.refresh_token))
+    )
+    assert reuse.code is grpc.StatusCode.UNAUTHENTICATED
+    assert reuse.reason == "TOKEN_REVOKED"
+    # The legitimate holder's newer token is revoked too, and so are its access tokens.
+    newer = await rpc_failure(
+        auth.public.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=second.refresh_token))
+    )
+    assert newer.reason == "TOKEN_REVOKED"
+    strict = await rpc_failure(auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(second)))
+    assert strict.reason == "TOKEN_REVOKED"
+
+
+async def test_unknown_refresh_token_is_invalid(auth: AuthStack) -> None:
+    failure = await rpc_failure(
+        auth.public.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token="vprt_nope"))
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+
+
+async def test_refresh_token_is_not_accepted_as_an_access_token(auth: AuthStack) -> None:
+    _, tokens = await auth.user_with_token()
+    failure = await rpc_failure(
+        auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens.refresh_token))
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+
+
+async def test_after_logout_strict_calls_refuse_the_old_access_token(auth: AuthStack) -> None:
+    _, tokens = await auth.user_with_token()
+    await auth.public.Logout(auth_pb2.LogoutRequest(), metadata=bearer(tokens))
+    failure = await rpc_failure(auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens)))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+    refresh = await rpc_failure(
+        auth.public.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=tokens.refresh_token))
+    )
+    assert refresh.reason == "TOKEN_REVOKED"
+
+
+async def test_change_password_keeps_this_session_and_revokes_the_others(auth: AuthStack) -> None:
+    user, this = await auth.user_with_token()
+    other = await auth.login(user.email)
+    reply = await auth.public.ChangePassword(
+        auth_pb2.ChangePasswordRequest(
+            current_password=PASSWORD, new_password="a brand new 77 secret"
+        ),
+        metadata=bearer(this),
+    )
+    assert reply.revoked_session_count == 1
+    await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(this))
+    failure = await rpc_failure(auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(other)))
+    assert failure.reason == "TOKEN_REVOKED"
+    await auth.login(user.email, "a brand new 77 secret")
+
+
+async def test_change_password_with_wrong_current_password_changes_nothing(auth: AuthStack) -> None:
+    user, tokens = await auth.user_with_token()
+    failure = await rpc_failure(
+        auth.public.ChangePassword(
+            auth_pb2.ChangePasswordRequest(
+                current_password="not it 123 at all", new_password="a brand new 77 secret"
+            ),
+            metadata=bearer(tokens),
+        )
+    )
+    assert failure.fields == ["current_password"]
+    await auth.login(user.email)
+
+
+async def test_login_is_throttled_per_account_with_retry_info(auth: AuthStack) -> None:
+    user = await auth.register()
+    for _ in range(5):
+        await rpc_failure(auth.login(user.email, "wrong password 99 x"))
+    failure = await rpc_failure(auth.login(user.email))
+    assert failure.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failure.reason == "RATE_LIMITED"
+    assert failure.retry_seconds is not None and failure.retry_seconds > 0
+
+
+async def test_request_id_is_echoed_back(auth: AuthStack) -> None:
+    call = auth.public.GetJwks(
+        auth_pb2.GetJwksRequest(), metadata=(("x-request-id", "req-abc-123"),)
+    )
+    await call
+    initial = dict(await call.initial_metadata())
+    assert initial["x-request-id"] == "req-abc-123"

@@ -1,0 +1,200 @@
+"""Role rules, deactivation, and the admin user RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from vaultpay.auth.v1 import auth_pb2
+from vaultpay.type.v1 import role_pb2
+
+from tests.integration.auth.conftest import AuthStack, bearer
+from tests.support import rpc_failure
+
+
+async def test_user_token_on_an_admin_rpc_is_permission_denied(auth: AuthStack) -> None:
+    _, tokens = await auth.user_with_token()
+    failure = await rpc_failure(
+        auth.admin.ListUsers(auth_pb2.ListUsersRequest(), metadata=bearer(tokens))
+    )
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "INSUFFICIENT_PERMISSIONS",
+    )
+
+
+async def test_moderator_cannot_set_roles(auth: AuthStack) -> None:
+    _, moderator = await auth.staff("MODERATOR")
+    target = await auth.register()
+    failure = await rpc_failure(
+        auth.admin.SetUserRole(
+            auth_pb2.SetUserRoleRequest(user_id=target.user_id, role=role_pb2.ROLE_MODERATOR),
+            metadata=bearer(moderator),
+        )
+    )
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "INSUFFICIENT_PERMISSIONS",
+    )
+
+
+async def test_admin_promotes_to_moderator_but_cannot_grant_admin(auth: AuthStack) -> None:
+    _, admin = await auth.staff("ADMIN")
+    target = await auth.register()
+    reply = await auth.admin.SetUserRole(
+        auth_pb2.SetUserRoleRequest(
+            user_id=target.user_id, role=role_pb2.ROLE_MODERATOR, reason="support team"
+        ),
+        metadata=bearer(admin),
+    )
+    assert reply.user.role == role_pb2.ROLE_MODERATOR
+    failure = await rpc_failure(
+        auth.admin.SetUserRole(
+            auth_pb2.SetUserRoleRequest(user_id=target.user_id, role=role_pb2.ROLE_ADMIN),
+            metadata=bearer(admin),
+        )
+    )
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "INSUFFICIENT_PERMISSIONS",
+    )
+
+
+async def test_nobody_changes_their_own_role(auth: AuthStack) -> None:
+    me, super_admin = await auth.staff("SUPER_ADMIN")
+    failure = await rpc_failure(
+        auth.admin.SetUserRole(
+            auth_pb2.SetUserRoleRequest(user_id=me.user_id, role=role_pb2.ROLE_USER),
+            metadata=bearer(super_admin),
+        )
+    )
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CANNOT_MODIFY_SELF",
+    )
+
+
+async def test_super_admins_demoting_each_other_at_once_leave_one_super_admin(
+    auth: AuthStack,
+) -> None:
+    first, first_tokens = await auth.staff("SUPER_ADMIN")
+    second, second_tokens = await auth.staff("SUPER_ADMIN")
+
+    async def demote(target: auth_pb2.User, tokens: auth_pb2.TokenPair) -> bool:
+        try:
+            await auth.admin.SetUserRole(
+                auth_pb2.SetUserRoleRequest(user_id=target.user_id, role=role_pb2.ROLE_USER),
+                metadata=bearer(tokens),
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(demote(second, first_tokens), demote(first, second_tokens))
+    assert sorted(outcomes) == [False, True]
+
+
+async def test_deactivation_cuts_every_session_at_once(auth: AuthStack) -> None:
+    _, admin = await auth.staff("ADMIN")
+    user, tokens = await auth.user_with_token()
+    reply = await auth.admin.DeactivateUser(
+        auth_pb2.DeactivateUserRequest(user_id=user.user_id, reason="fraud review"),
+        metadata=bearer(admin),
+    )
+    assert not reply.user.active
+    strict = await rpc_failure(auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens)))
+    assert (strict.code, strict.reason) == (grpc.StatusCode.UNAUTHENTICATED, "ACCOUNT_DISABLED")
+    login = await rpc_failure(auth.login(user.email))
+    assert login.reason == "ACCOUNT_DISABLED"
+    refresh = await rpc_failure(
+        auth.public.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=tokens.refresh_token))
+    )
+    assert refresh.code is grpc.StatusCode.UNAUTHENTICATED
+    await auth.admin.ReactivateUser(
+        auth_pb2.ReactivateUserRequest(user_id=user.user_id), metadata=bearer(admin)
+    )
+    await auth.login(user.email)
+
+
+async def test_deactivation_requires_a_reason(auth: AuthStack) -> None:
+    _, admin = await auth.staff("ADMIN")
+    user = await auth.register()
+    failure = await rpc_failure(
+        auth.admin.DeactivateUser(
+            auth_pb2.DeactivateUserRequest(user_id=user.user_id), metadata=bearer(admin)
+        )
+    )
+    assert failure.fields == ["reason"]
+
+
+async def test_admin_cannot_deactivate_a_super_admin(auth: AuthStack) -> None:
+    _, admin = await auth.staff("ADMIN")
+    target, _ = await auth.staff("SUPER_ADMIN")
+    failure = await rpc_failure(
+        auth.admin.DeactivateUser(
+            auth_pb2.DeactivateUserRequest(user_id=target.user_id, reason="x"),
+            metadata=bearer(admin),
+        )
+    )
+    assert failure.reason == "INSUFFICIENT_PERMISSIONS"
+
+
+async def test_unknown_user_is_not_found(auth: AuthStack) -> None:
+    _, moderator = await auth.staff("MODERATOR")
+    failure = await rpc_failure(
+        auth.admin.GetUser(
+            auth_pb2.GetUserRequest(user_id="00000000-0000-0000-0000-000000000000"),
+            metadata=bearer(moderator),
+        )
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+
+
+async def test_list_users_pages_through_everyone_once(auth: AuthStack) -> None:
+    _, moderator = await auth.staff("MODERATOR")
+    for _ in range(3):
+        await auth.register()
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await auth.admin.ListUsers(
+            auth_pb2.ListUsersRequest(page_size=2, page_token=token, role=role_pb2.ROLE_USER),
+            metadata=bearer(moderator),
+        )
+        assert len(page.users) <= 2
+        seen += [u.user_id for u in page.users]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) >= 3
+    filtered = await auth.admin.ListUsers(
+        auth_pb2.ListUsersRequest(email_prefix="moderator-"), metadata=bearer(moderator)
+    )
+    assert filtered.users and all(u.email.startswith("moderator-") for u in filtered.users)
+
+
+async def test_role_change_is_in_the_audit_log(auth: AuthStack) -> None:
+    admin_user, admin = await auth.staff("ADMIN")
+    target = await auth.register()
+    await auth.admin.SetUserRole(
+        auth_pb2.SetUserRoleRequest(
+            user_id=target.user_id, role=role_pb2.ROLE_MODERATOR, reason="promo"
+        ),
+        metadata=bearer(admin),
+    )
+    events = await auth.admin.ListAuthAuditEvents(
+        auth_pb2.ListAuthAuditEventsRequest(target_id=target.user_id, action="user.role_changed"),
+        metadata=bearer(admin),
+    )
+    assert len(events.events) == 1
+    event = events.events[0]
+    assert event.actor_id == admin_user.user_id
+    assert dict(event.details) == {"old_role": "USER", "new_role": "MODERATOR", "reason": "promo"}
+
+
+async def test_malformed_user_id_is_invalid_argument(auth: AuthStack) -> None:
+    _, moderator = await auth.staff("MODERATOR")
+    failure = await rpc_failure(
+        auth.admin.GetUser(auth_pb2.GetUserRequest(user_id="abc"), metadata=bearer(moderator))
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["user_id"])

@@ -1,0 +1,98 @@
+"""Service identities, introspection, JWKS and signing-key rotation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import jwt
+from vaultpay.auth.v1 import auth_pb2
+
+from tests.integration.auth.conftest import SERVICE_SECRET, AuthStack, bearer
+from tests.support import rpc_failure
+
+
+async def _service_token(auth: AuthStack) -> str:
+    reply: auth_pb2.IssueServiceTokenResponse = await auth.internal.IssueServiceToken(
+        auth_pb2.IssueServiceTokenRequest(client_id="wallet", client_secret=SERVICE_SECRET)
+    )
+    return reply.access_token
+
+
+async def test_service_identity_introspects_a_live_user_token(auth: AuthStack) -> None:
+    user, tokens = await auth.user_with_token()
+    answer = await auth.internal.IntrospectToken(
+        auth_pb2.IntrospectTokenRequest(token=tokens.access_token),
+        metadata=bearer(await _service_token(auth)),
+    )
+    assert answer.active
+    assert answer.user_id == user.user_id
+    assert answer.role == user.role
+
+
+async def test_introspection_reports_a_revoked_token(auth: AuthStack) -> None:
+    _, tokens = await auth.user_with_token()
+    await auth.public.Logout(auth_pb2.LogoutRequest(), metadata=bearer(tokens))
+    answer = await auth.internal.IntrospectToken(
+        auth_pb2.IntrospectTokenRequest(token=tokens.access_token),
+        metadata=bearer(await _service_token(auth)),
+    )
+    assert not answer.active
+    assert answer.inactive_reason == auth_pb2.INACTIVE_REASON_TOKEN_REVOKED
+
+
+async def test_users_cannot_call_internal_rpcs(auth: AuthStack) -> None:
+    _, tokens = await auth.user_with_token()
+    failure = await rpc_failure(
+        auth.internal.IntrospectToken(
+            auth_pb2.IntrospectTokenRequest(token=tokens.access_token), metadata=bearer(tokens)
+        )
+    )
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "INSUFFICIENT_PERMISSIONS",
+    )
+
+
+async def test_service_tokens_cannot_call_user_rpcs(auth: AuthStack) -> None:
+    failure = await rpc_failure(
+        auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(await _service_token(auth)))
+    )
+    assert failure.code is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_wrong_client_secret_is_refused(auth: AuthStack) -> None:
+    failure = await rpc_failure(
+        auth.internal.IssueServiceToken(
+            auth_pb2.IssueServiceTokenRequest(client_id="wallet", client_secret="guess")
+        )
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CLIENT")
+
+
+async def test_jwks_publishes_the_key_that_signs_tokens(auth: AuthStack) -> None:
+    _, tokens = await auth.user_with_token()
+    jwks = await auth.public.GetJwks(auth_pb2.GetJwksRequest())
+    kid = jwt.get_unverified_header(tokens.access_token)["kid"]
+    assert kid in {key.kid for key in jwks.keys}
+    assert all(key.kty == "OKP" and key.alg == "EdDSA" for key in jwks.keys)
+    claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
+    assert {"sub", "role", "jti", "iat", "exp", "iss", "aud", "typ", "sid"} <= set(claims)
+    assert claims["exp"] - claims["iat"] == 15 * 60
+
+
+async def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key(
+    auth: AuthStack,
+) -> None:
+    user, old = await auth.user_with_token()
+    old_kid = jwt.get_unverified_header(old.access_token)["kid"]
+    result = auth.cli("rotate-signing-key")
+    assert result.returncode == 0, result.stderr
+    await asyncio.sleep(1.5)  # replicas reload keys every AUTH_KEY_RELOAD_SECONDS (1 s here)
+    new = await auth.login(user.email)
+    new_kid = jwt.get_unverified_header(new.access_token)["kid"]
+    assert new_kid != old_kid
+    await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(old))
+    await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(new))
+    kids = {key.kid for key in (await auth.public.GetJwks(auth_pb2.GetJwksRequest())).keys}
+    assert {old_kid, new_kid} <= kids

@@ -1,0 +1,72 @@
+import pytest
+from vaultpay_auth.domain.errors import CannotChangeOwnRoleError, InsufficientPermissionsError
+from vaultpay_auth.domain.policies import (
+    check_may_manage,
+    check_registration,
+    normalize_email,
+)
+from vaultpay_common.context import Role
+from vaultpay_common.errors import ValidationError
+
+
+def test_email_is_trimmed_and_lower_cased() -> None:
+    assert normalize_email("  Alice@Example.COM ") == "alice@example.com"
+
+
+def test_registration_lists_every_invalid_field() -> None:
+    with pytest.raises(ValidationError) as caught:
+        check_registration("not-an-email", "short", "")
+    assert {v.field for v in caught.value.violations} == {"email", "password", "full_name"}
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["onlyletterslong", "123456789012345", "alice-password-1", "x" * 129],
+)
+def test_weak_passwords_are_refused(password: str) -> None:
+    with pytest.raises(ValidationError):
+        check_registration("alice@example.com", password, "Alice")
+
+
+def test_good_registration_passes() -> None:
+    check_registration("alice@example.com", "correct horse 42 battery", "Alice")
+
+
+def test_oversized_name_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        check_registration("alice@example.com", "correct horse 42 battery", "A" * 101)
+
+
+def _manage(actor: Role, target: Role, new: Role | None, same: bool = False) -> None:
+    check_may_manage(
+        actor_id="a",
+        actor_role=actor,
+        target_id="a" if same else "t",
+        target_role=target,
+        new_role=new,
+    )
+
+
+def test_nobody_changes_their_own_role() -> None:
+    with pytest.raises(CannotChangeOwnRoleError):
+        _manage(Role.SUPER_ADMIN, Role.SUPER_ADMIN, Role.ADMIN, same=True)
+
+
+def test_admin_cannot_grant_admin() -> None:
+    with pytest.raises(InsufficientPermissionsError):
+        _manage(Role.ADMIN, Role.USER, Role.ADMIN)
+
+
+def test_admin_cannot_demote_another_admin() -> None:
+    with pytest.raises(InsufficientPermissionsError):
+        _manage(Role.ADMIN, Role.ADMIN, Role.USER)
+
+
+def test_moderator_cannot_change_roles() -> None:
+    with pytest.raises(InsufficientPermissionsError):
+        _manage(Role.MODERATOR, Role.USER, Role.MODERATOR)
+
+
+def test_admin_may_make_a_user_moderator_and_super_admin_may_grant_admin() -> None:
+    _manage(Role.ADMIN, Role.USER, Role.MODERATOR)
+    _manage(Role.SUPER_ADMIN, Role.USER, Role.ADMIN)

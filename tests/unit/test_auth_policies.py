@@ -1,4 +1,5 @@
 import pytest
+
 from vaultpay_auth.domain.errors import CannotChangeOwnRoleError, InsufficientPermissionsError
 from vaultpay_auth.domain.policies import (
     check_may_manage,

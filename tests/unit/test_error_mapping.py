@@ -1,5 +1,6 @@
 import grpc
 from google.rpc import error_details_pb2
+
 from vaultpay_common.errors import FieldViolation, NotFoundError, RateLimitedError, ValidationError
 from vaultpay_common.grpc.errors import status_for
 

@@ -1,4 +1,5 @@
 import pytest
+
 from vaultpay_common.money import CurrencyMismatchError, Money
 
 

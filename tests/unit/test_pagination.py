@@ -1,4 +1,5 @@
 import pytest
+
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.pagination import (
     MAX_PAGE_SIZE,

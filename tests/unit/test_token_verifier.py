@@ -9,6 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from vaultpay_common.context import Role
 from vaultpay_common.grpc.tokens import TokenExpiredError, TokenInvalidError, TokenVerifier
 

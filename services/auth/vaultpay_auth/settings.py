@@ -8,6 +8,7 @@ from functools import cached_property
 
 from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
+
 from vaultpay_common.config import ServiceSettings
 
 __all__ = ["AuthSettings"]

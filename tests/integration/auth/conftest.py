@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.entrypoints.server import build_host
 from vaultpay_auth.settings import AuthSettings

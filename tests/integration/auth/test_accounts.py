@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 import grpc
-from vaultpay.auth.v1 import auth_pb2
-from vaultpay_devstack.postgres import run_sql
 
 from tests.integration.auth.conftest import PASSWORD, AuthStack, bearer
 from tests.support import rpc_failure
+from vaultpay.auth.v1 import auth_pb2
+from vaultpay_devstack.postgres import run_sql
 
 
 def _count_users(auth: AuthStack) -> int:

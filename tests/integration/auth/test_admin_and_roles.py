@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from vaultpay.auth.v1 import auth_pb2
-from vaultpay.type.v1 import role_pb2
 
 from tests.integration.auth.conftest import AuthStack, bearer
 from tests.support import rpc_failure
+from vaultpay.auth.v1 import auth_pb2
+from vaultpay.type.v1 import role_pb2
 
 
 async def test_user_token_on_an_admin_rpc_is_permission_denied(auth: AuthStack) -> None:

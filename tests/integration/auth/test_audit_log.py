@@ -6,9 +6,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from vaultpay_devstack.postgres import run_sql
 
 from tests.integration.auth.conftest import AuthStack
+from vaultpay_devstack.postgres import run_sql
 
 
 def _app_dsn(auth: AuthStack) -> str:

@@ -6,10 +6,10 @@ import asyncio
 
 import grpc
 import jwt
-from vaultpay.auth.v1 import auth_pb2
 
 from tests.integration.auth.conftest import SERVICE_SECRET, AuthStack, bearer
 from tests.support import rpc_failure
+from vaultpay.auth.v1 import auth_pb2
 
 
 async def _service_token(auth: AuthStack) -> str:

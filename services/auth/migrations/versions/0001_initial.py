@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+
 from vaultpay_common.audit import audit_table_ddl
 
 revision = "0001"

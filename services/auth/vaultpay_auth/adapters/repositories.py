@@ -10,6 +10,11 @@ from typing import Any
 from sqlalchemy import and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vaultpay_auth.adapters.tables import audit_events, refresh_tokens, sessions, users
+from vaultpay_auth.domain.errors import EmailAlreadyRegisteredError
+from vaultpay_auth.domain.model import Session, User
+from vaultpay_auth.service_layer.ports import UserFilter
 from vaultpay_common.audit import (
     AuditEntry,
     AuditLog,
@@ -19,11 +24,6 @@ from vaultpay_common.audit import (
 )
 from vaultpay_common.context import Role
 from vaultpay_common.db import SqlUnitOfWork
-
-from vaultpay_auth.adapters.tables import audit_events, refresh_tokens, sessions, users
-from vaultpay_auth.domain.errors import EmailAlreadyRegisteredError
-from vaultpay_auth.domain.model import Session, User
-from vaultpay_auth.service_layer.ports import UserFilter
 
 __all__ = ["SqlAuthUnitOfWork", "SqlSessionRepository", "SqlUserRepository"]
 

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from vaultpay_common.grpc.tokens import ACCESS_TOKEN_TYPE, SERVICE_TOKEN_TYPE
 
 from vaultpay_auth.adapters.tables import signing_keys
 from vaultpay_auth.domain.model import User
+from vaultpay_common.grpc.tokens import ACCESS_TOKEN_TYPE, SERVICE_TOKEN_TYPE
 
 __all__ = ["JwtIssuer", "KeyRing", "SigningKey"]
 

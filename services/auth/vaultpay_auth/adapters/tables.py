@@ -16,6 +16,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import UUID
+
 from vaultpay_common.audit import audit_table
 
 __all__ = ["audit_events", "metadata", "refresh_tokens", "sessions", "signing_keys", "users"]

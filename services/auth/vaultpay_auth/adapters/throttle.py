@@ -12,6 +12,7 @@ import logging
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
 from vaultpay_common.errors import RateLimitedError
 
 __all__ = ["RedisLoginThrottle"]

@@ -12,13 +12,12 @@ import re
 import unicodedata
 import uuid
 
-from vaultpay_common.context import Role
-from vaultpay_common.errors import FieldViolation, ValidationError
-
 from vaultpay_auth.domain.errors import (
     CannotChangeOwnRoleError,
     InsufficientPermissionsError,
 )
+from vaultpay_common.context import Role
+from vaultpay_common.errors import FieldViolation, ValidationError
 
 __all__ = [
     "check_may_manage",

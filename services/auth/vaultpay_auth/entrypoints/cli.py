@@ -21,10 +21,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from vaultpay_common.audit import AuditEntry, verify_audit_table
-from vaultpay_common.context import Role
-from vaultpay_common.db import create_engine
-from vaultpay_common.errors import DomainError
 
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
@@ -34,6 +30,10 @@ from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.policies import check_registration, normalize_email
 from vaultpay_auth.entrypoints.server import derive_pepper
 from vaultpay_auth.settings import AuthSettings
+from vaultpay_common.audit import AuditEntry, verify_audit_table
+from vaultpay_common.context import Role
+from vaultpay_common.db import create_engine
+from vaultpay_common.errors import DomainError
 
 __all__ = ["main"]
 

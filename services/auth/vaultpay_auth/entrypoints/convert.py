@@ -6,11 +6,10 @@ from datetime import datetime
 
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay.type.v1 import role_pb2
-from vaultpay_common.context import Role
-from vaultpay_common.grpc.convert import timestamp
-
 from vaultpay_auth.domain.model import User
 from vaultpay_auth.service_layer.accounts import IssuedTokens
+from vaultpay_common.context import Role
+from vaultpay_common.grpc.convert import timestamp
 
 __all__ = ["after_from", "position_of", "role_to_proto", "token_pair_to_proto", "user_to_proto"]
 

@@ -12,17 +12,8 @@ from datetime import timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
-from vaultpay_common.db import create_engine
-from vaultpay_common.grpc.authz import AuthInterceptor
-from vaultpay_common.grpc.errors import ErrorInterceptor
-from vaultpay_common.grpc.request_context import RequestContextInterceptor
-from vaultpay_common.grpc.rules import load_access_rules
-from vaultpay_common.grpc.server import GrpcServiceHost, run_service
-from vaultpay_common.grpc.tokens import TokenVerifier
-from vaultpay_common.logging import configure_logging
-from vaultpay_common.redis import create_redis
 
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
 from vaultpay_auth.adapters.signing import JwtIssuer, KeyRing
@@ -36,6 +27,15 @@ from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
 from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
 from vaultpay_auth.settings import AuthSettings
+from vaultpay_common.db import create_engine
+from vaultpay_common.grpc.authz import AuthInterceptor
+from vaultpay_common.grpc.errors import ErrorInterceptor
+from vaultpay_common.grpc.request_context import RequestContextInterceptor
+from vaultpay_common.grpc.rules import load_access_rules
+from vaultpay_common.grpc.server import GrpcServiceHost, run_service
+from vaultpay_common.grpc.tokens import TokenVerifier
+from vaultpay_common.logging import configure_logging
+from vaultpay_common.redis import create_redis
 
 __all__ = ["build_host", "main"]
 

@@ -7,17 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
-from vaultpay_common.audit import AuditQuery
-from vaultpay_common.context import CLIENT_IP
-from vaultpay_common.grpc.convert import (
-    audit_event_to_proto,
-    current_principal,
-    datetime_or_none,
-    role_from_proto,
-    timestamp,
-)
-from vaultpay_common.pagination import decode_page_token, encode_page_token, page_size
-
 from vaultpay_auth.adapters.signing import KeyRing
 from vaultpay_auth.entrypoints.convert import (
     after_from,
@@ -30,6 +19,16 @@ from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
 from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
 from vaultpay_auth.service_layer.ports import UserFilter
+from vaultpay_common.audit import AuditQuery
+from vaultpay_common.context import CLIENT_IP
+from vaultpay_common.grpc.convert import (
+    audit_event_to_proto,
+    current_principal,
+    datetime_or_none,
+    role_from_proto,
+    timestamp,
+)
+from vaultpay_common.pagination import decode_page_token, encode_page_token, page_size
 
 __all__ = ["AuthAdminServicer", "AuthInternalServicer", "AuthServicer"]
 

@@ -12,10 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from vaultpay_common.audit import AuditEntry
-from vaultpay_common.context import Role
-from vaultpay_common.errors import AbortedError, ValidationError
-
 from vaultpay_auth.domain.errors import (
     AccountDisabledError,
     EmailAlreadyRegisteredError,
@@ -38,6 +34,9 @@ from vaultpay_auth.service_layer.ports import (
     PasswordHasher,
 )
 from vaultpay_auth.service_layer.tokens import hash_refresh_token, new_refresh_token
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.context import Role
+from vaultpay_common.errors import AbortedError, ValidationError
 
 __all__ = ["AccountService", "IssuedTokens"]
 

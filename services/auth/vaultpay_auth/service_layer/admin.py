@@ -10,10 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
-from vaultpay_common.context import Principal, Role
-from vaultpay_common.errors import AbortedError, ValidationError
-
 from vaultpay_auth.domain.errors import (
     InsufficientPermissionsError,
     LastSuperAdminError,
@@ -22,6 +18,9 @@ from vaultpay_auth.domain.errors import (
 from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.policies import check_may_manage, check_user_id, require_reason
 from vaultpay_auth.service_layer.ports import AuthUnitOfWork, UserFilter
+from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
+from vaultpay_common.context import Principal, Role
+from vaultpay_common.errors import AbortedError, ValidationError
 
 __all__ = ["AdminService"]
 

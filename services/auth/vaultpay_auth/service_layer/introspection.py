@@ -6,6 +6,7 @@ import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from vaultpay_auth.service_layer.ports import AccessTokenIssuer, AuthUnitOfWork
 from vaultpay_common.errors import DomainError, UnauthenticatedError
 from vaultpay_common.grpc.tokens import (
     ACCESS_TOKEN_TYPE,
@@ -13,8 +14,6 @@ from vaultpay_common.grpc.tokens import (
     TokenClaims,
     TokenVerifier,
 )
-
-from vaultpay_auth.service_layer.ports import AccessTokenIssuer, AuthUnitOfWork
 
 __all__ = ["InvalidClientError", "LocalIntrospector", "ServiceIdentityService"]
 

@@ -8,10 +8,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from vaultpay_auth.domain.model import Session, User
 from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
 from vaultpay_common.context import Role
-
-from vaultpay_auth.domain.model import Session, User
 
 __all__ = [
     "AccessTokenIssuer",

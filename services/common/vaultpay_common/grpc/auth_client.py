@@ -11,8 +11,8 @@ import time
 
 import grpc
 from google.protobuf.json_format import MessageToDict
-from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_common.context import REQUEST_ID, Role
 from vaultpay_common.errors import UnavailableError
 from vaultpay_common.grpc.tokens import Introspection

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from vaultpay.type.v1 import audit_pb2
 
+from vaultpay.type.v1 import audit_pb2
 from vaultpay_common.audit import AuditRecord
 from vaultpay_common.context import PRINCIPAL, Principal, Role
 from vaultpay_common.errors import UnauthenticatedError, ValidationError

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import ServiceDescriptor
-from vaultpay.authz.v1 import authz_pb2
 
+from vaultpay.authz.v1 import authz_pb2
 from vaultpay_common.context import Role
 
 __all__ = ["STANDARD_PUBLIC_METHODS", "AccessRule", "load_access_rules", "rule_of"]

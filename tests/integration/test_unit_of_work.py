@@ -1,0 +1,54 @@
+"""The platform's unit of work on a real PostgreSQL: commit, rollback, deadline -> timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vaultpay_common.context import DEADLINE
+from vaultpay_common.db import SqlUnitOfWork, create_engine
+from vaultpay_devstack.infra import Infra
+
+
+@pytest.fixture
+async def engine(infra: Infra) -> AsyncIterator[AsyncEngine]:
+    url = infra.postgres.admin_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_engine(url, pool_size=2, application_name="uow-test")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE IF NOT EXISTS uow_probe (n int)"))
+        await conn.execute(text("TRUNCATE uow_probe"))
+    yield engine
+    await engine.dispose()
+
+
+async def _count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM uow_probe"))).scalar_one())
+
+
+async def test_leaving_without_commit_rolls_back(engine: AsyncEngine) -> None:
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.connection.execute(text("INSERT INTO uow_probe VALUES (1)"))
+    assert await _count(engine) == 0
+
+
+async def test_commit_persists(engine: AsyncEngine) -> None:
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.connection.execute(text("INSERT INTO uow_probe VALUES (1)"))
+        await uow.commit()
+    assert await _count(engine) == 1
+
+
+async def test_the_callers_deadline_becomes_the_statement_timeout(engine: AsyncEngine) -> None:
+    token = DEADLINE.set(time.monotonic() + 0.3)
+    try:
+        with pytest.raises(DBAPIError, match="statement timeout"):
+            async with SqlUnitOfWork(engine) as uow:
+                await uow.connection.execute(text("SELECT pg_sleep(5)"))
+    finally:
+        DEADLINE.reset(token)

@@ -54,12 +54,15 @@ def generate_stubs(out: Path) -> None:
             f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
             f"--python_out={out}",
             f"--grpc_python_out={out}",
-            f"--mypy_out={out}",
-            f"--mypy_grpc_out={out}",
+            f"--mypy_out=quiet:{out}",
+            f"--mypy_grpc_out=quiet:{out}",
             *proto_files(),
         ]
     )
-    for package_dir in [out / "vaultpay", *[p for p in (out / "vaultpay").rglob("*") if p.is_dir()]]:
+    for package_dir in [
+        out / "vaultpay",
+        *[p for p in (out / "vaultpay").rglob("*") if p.is_dir()],
+    ]:
         (package_dir / "__init__.py").touch()
     (out / "vaultpay" / "py.typed").touch()
 
@@ -80,7 +83,11 @@ def generate_descriptor_set(target: Path) -> None:
 
 def _drift(expected: Path, actual: Path) -> list[str]:
     def walk(root: Path) -> set[str]:
-        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+        return {
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        }
 
     want, have = walk(expected), walk(actual)
     problems = [f"missing: {name}" for name in sorted(want - have)]

@@ -96,3 +96,12 @@ async def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_k
     await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(new))
     kids = {key.kid for key in (await auth.public.GetJwks(auth_pb2.GetJwksRequest())).keys}
     assert {old_kid, new_kid} <= kids
+
+
+async def test_services_look_up_a_users_contact(auth: AuthStack) -> None:
+    user = await auth.register()
+    reply = await auth.internal.GetUserContact(
+        auth_pb2.GetUserContactRequest(user_id=user.user_id),
+        metadata=bearer(await _service_token(auth)),
+    )
+    assert (reply.email, reply.active) == (user.email, True)

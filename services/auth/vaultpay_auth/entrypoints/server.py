@@ -130,7 +130,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     host.add(
         SERVICES[2],
         lambda s: auth_pb2_grpc.add_AuthInternalServiceServicer_to_server(
-            AuthInternalServicer(introspector, identities), s
+            AuthInternalServicer(introspector, identities, AdminService(uow)), s
         ),
     )
 

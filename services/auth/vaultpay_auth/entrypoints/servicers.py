@@ -164,9 +164,15 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
 
 
 class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
-    def __init__(self, introspector: LocalIntrospector, identities: ServiceIdentityService) -> None:
+    def __init__(
+        self,
+        introspector: LocalIntrospector,
+        identities: ServiceIdentityService,
+        admin: AdminService,
+    ) -> None:
         self._introspector = introspector
         self._identities = identities
+        self._admin = admin
 
     async def IntrospectToken(
         self, request: auth_pb2.IntrospectTokenRequest, context: Ctx
@@ -188,6 +194,14 @@ class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
         token, expires_at = self._identities.issue(request.client_id, request.client_secret)
         return auth_pb2.IssueServiceTokenResponse(
             access_token=token, expire_time=timestamp(expires_at)
+        )
+
+    async def GetUserContact(
+        self, request: auth_pb2.GetUserContactRequest, context: Ctx
+    ) -> auth_pb2.GetUserContactResponse:
+        user = await self._admin.get_user(request.user_id)
+        return auth_pb2.GetUserContactResponse(
+            email=user.email, full_name=user.full_name, active=user.active
         )
 
 

@@ -700,6 +700,11 @@ class AuthInternalServiceStub:
                 request_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
                 response_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
                 _registered_method=True)
+        self.GetUserContact = channel.unary_unary(
+                '/vaultpay.auth.v1.AuthInternalService/GetUserContact',
+                request_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactRequest.SerializeToString,
+                response_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactResponse.FromString,
+                _registered_method=True)
 
 
 class AuthInternalServiceServicer:
@@ -724,6 +729,14 @@ class AuthInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUserContact(self, request, context):
+        """Returns where to reach a user (email and name) for services that send mail on the
+        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -736,6 +749,11 @@ def add_AuthInternalServiceServicer_to_server(servicer, server):
                     servicer.IssueServiceToken,
                     request_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.FromString,
                     response_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.SerializeToString,
+            ),
+            'GetUserContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserContact,
+                    request_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactRequest.FromString,
+                    response_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -794,6 +812,33 @@ class AuthInternalService:
             '/vaultpay.auth.v1.AuthInternalService/IssueServiceToken',
             vaultpay_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
             vaultpay_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vaultpay.auth.v1.AuthInternalService/GetUserContact',
+            vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactRequest.SerializeToString,
+            vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactResponse.FromString,
             options,
             channel_credentials,
             insecure,

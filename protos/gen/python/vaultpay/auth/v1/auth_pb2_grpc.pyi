@@ -292,6 +292,10 @@ class AuthInternalServiceStub:
     (OAuth 2.0 client-credentials style). The credentials in the request are the
     authentication, so no token is needed to call it.
     """
+    GetUserContact: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUserContactRequest, _auth_pb2.GetUserContactResponse]
+    """Returns where to reach a user (email and name) for services that send mail on the
+    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages.
+    """
 
 @_typing.type_check_only
 class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
@@ -308,6 +312,10 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
     """Issues a short-lived service token for a configured service identity
     (OAuth 2.0 client-credentials style). The credentials in the request are the
     authentication, so no token is needed to call it.
+    """
+    GetUserContact: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUserContactRequest, _auth_pb2.GetUserContactResponse]  # type: ignore[assignment]
+    """Returns where to reach a user (email and name) for services that send mail on the
+    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages.
     """
 
 class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -334,6 +342,16 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         """Issues a short-lived service token for a configured service identity
         (OAuth 2.0 client-credentials style). The credentials in the request are the
         authentication, so no token is needed to call it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUserContact(
+        self,
+        request: _auth_pb2.GetUserContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetUserContactResponse, _abc.Awaitable[_auth_pb2.GetUserContactResponse]]:
+        """Returns where to reach a user (email and name) for services that send mail on the
+        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages.
         """
 
 def add_AuthInternalServiceServicer_to_server(servicer: AuthInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -36,6 +36,9 @@ class AuthSettings(ServiceSettings):
     login_failures_per_account: int = 5
     login_failures_per_ip: int = 20
     login_failure_window_seconds: int = 15 * 60
+    # How long a rotated-in key is published before it signs: longer than any verifier's JWKS
+    # cache (Envoy's is 300 s).
+    key_publish_lead_seconds: int = 600
     # How often each replica reloads signing keys (so a rotation reaches every replica).
     key_reload_seconds: float = 30.0
 

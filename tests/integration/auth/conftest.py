@@ -41,10 +41,12 @@ class AuthStack:
         self.admin = auth_pb2_grpc.AuthAdminServiceStub(self.channel)
         self.internal = auth_pb2_grpc.AuthInternalServiceStub(self.channel)
 
-    def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, stdin: str = "", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "vaultpay_auth.entrypoints.cli", *args],
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **(env or {})},
             input=stdin,
             capture_output=True,
             text=True,

@@ -81,21 +81,37 @@ async def test_jwks_publishes_the_key_that_signs_tokens(auth: AuthStack) -> None
     assert claims["exp"] - claims["iat"] == 15 * 60
 
 
-async def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key(
+async def test_rotation_publishes_first_then_signs_and_old_tokens_stay_valid(
     auth: AuthStack,
 ) -> None:
     user, old = await auth.user_with_token()
     old_kid = jwt.get_unverified_header(old.access_token)["kid"]
-    result = auth.cli("rotate-signing-key")
+    result = auth.cli("rotate-signing-key", env={"AUTH_KEY_PUBLISH_LEAD_SECONDS": "3"})
     assert result.returncode == 0, result.stderr
-    await asyncio.sleep(1.5)  # replicas reload keys every AUTH_KEY_RELOAD_SECONDS (1 s here)
-    new = await auth.login(user.email)
-    new_kid = jwt.get_unverified_header(new.access_token)["kid"]
-    assert new_kid != old_kid
-    await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(old))
-    await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(new))
+    await asyncio.sleep(1.2)  # replicas reload keys every AUTH_KEY_RELOAD_SECONDS (1 s here)
     kids = {key.kid for key in (await auth.public.GetJwks(auth_pb2.GetJwksRequest())).keys}
-    assert {old_kid, new_kid} <= kids
+    (new_kid,) = kids - {old_kid}
+    # Published, but the old key still signs until the lead time has passed.
+    during = await auth.login(user.email)
+    assert jwt.get_unverified_header(during.access_token)["kid"] == old_kid
+    await asyncio.sleep(2.5)
+    after = await auth.login(user.email)
+    assert jwt.get_unverified_header(after.access_token)["kid"] == new_kid
+    for tokens in (old, during, after):
+        await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens))
+
+
+async def test_immediate_rotation_switches_at_once(auth: AuthStack) -> None:
+    user, old = await auth.user_with_token()
+    result = auth.cli("rotate-signing-key", "--immediate")
+    assert result.returncode == 0, result.stderr
+    await asyncio.sleep(1.2)
+    new = await auth.login(user.email)
+    assert (
+        jwt.get_unverified_header(new.access_token)["kid"]
+        != jwt.get_unverified_header(old.access_token)["kid"]
+    )
+    await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(old))
 
 
 async def test_services_look_up_a_users_contact(auth: AuthStack) -> None:

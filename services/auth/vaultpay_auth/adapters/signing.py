@@ -39,9 +39,13 @@ def _b64url(raw: bytes) -> str:
 class SigningKey:
     kid: str
     public_x: str
-    created_at: datetime
+    not_before: datetime
     retired_at: datetime | None
-    private_key: Ed25519PrivateKey | None  # only for the active key
+    private_key: Ed25519PrivateKey | None  # only while the key may still sign
+
+    def signs_at(self, now: datetime) -> bool:
+        live = self.retired_at is None or now < self.retired_at
+        return self.private_key is not None and self.not_before <= now and live
 
     def jwk(self) -> dict[str, str]:
         return {
@@ -55,7 +59,13 @@ class SigningKey:
 
 
 class KeyRing:
-    """Loads, creates and rotates signing keys. `kek` encrypts private keys at rest."""
+    """Loads, creates and rotates signing keys. `kek` encrypts private keys at rest.
+
+    A rotation is announced before it takes effect: the new key is published in the JWKS at
+    once but signs only from `now + lead`, when the old key stops signing. Verifiers that
+    cache the JWKS (Envoy caches it for minutes and does not refetch on an unknown `kid`)
+    therefore know the new key before the first token it signs reaches them.
+    """
 
     def __init__(self, engine: AsyncEngine, kek: bytes, *, verify_window: timedelta) -> None:
         self._engine = engine
@@ -72,7 +82,7 @@ class KeyRing:
         raw = self._aead.decrypt(sealed[:12], sealed[12:], kid.encode())
         return Ed25519PrivateKey.from_private_bytes(raw)
 
-    async def _insert_new(self, conn: AsyncConnection, now: datetime) -> str:
+    async def _insert_new(self, conn: AsyncConnection, now: datetime, not_before: datetime) -> str:
         kid = f"{now:%Y%m%d}-{uuid.uuid4().hex[:8]}"
         private = Ed25519PrivateKey.generate()
         public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -82,6 +92,7 @@ class KeyRing:
                 private_key_encrypted=self._seal(kid, private),
                 public_key_x=_b64url(public),
                 created_at=now,
+                not_before=not_before,
             )
         )
         return kid
@@ -94,25 +105,30 @@ class KeyRing:
                 select(signing_keys.c.kid).where(signing_keys.c.retired_at.is_(None))
             )
             if active.first() is None:
-                await self._insert_new(conn, datetime.now(UTC))
+                now = datetime.now(UTC)
+                await self._insert_new(conn, now, now)
         await self.reload()
 
-    async def rotate(self) -> str:
-        """Retires the active key and activates a new one; returns the new kid."""
+    async def rotate(self, lead: timedelta) -> tuple[str, datetime]:
+        """Publishes a new key now that starts signing after `lead` (when the current key
+        retires); returns the new kid and when it takes over. A zero lead switches at once.
+        """
         now = datetime.now(UTC)
+        switch_at = now + lead
         async with self._engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ROTATION_LOCK})
             await conn.execute(
                 update(signing_keys)
                 .where(signing_keys.c.retired_at.is_(None))
-                .values(retired_at=now)
+                .values(retired_at=switch_at)
             )
-            kid = await self._insert_new(conn, now)
+            kid = await self._insert_new(conn, now, switch_at)
         await self.reload()
-        return kid
+        return kid, switch_at
 
     async def reload(self) -> None:
-        cutoff = datetime.now(UTC) - self._verify_window
+        now = datetime.now(UTC)
+        cutoff = now - self._verify_window
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -120,22 +136,24 @@ class KeyRing:
                     .where(
                         signing_keys.c.retired_at.is_(None) | (signing_keys.c.retired_at > cutoff)
                     )
-                    .order_by(signing_keys.c.created_at.desc())
+                    .order_by(signing_keys.c.not_before.desc())
                 )
             ).all()
         keys = []
         for row in rows:
-            active = row.retired_at is None
-            private = self._open(row.kid, row.private_key_encrypted) if active else None
+            may_sign = row.retired_at is None or row.retired_at > now
+            private = self._open(row.kid, row.private_key_encrypted) if may_sign else None
             keys.append(
-                SigningKey(row.kid, row.public_key_x, row.created_at, row.retired_at, private)
+                SigningKey(row.kid, row.public_key_x, row.not_before, row.retired_at, private)
             )
         self._keys = keys
 
     @property
     def active(self) -> SigningKey:
+        """The key that signs now: the newest one whose time has come and not yet gone."""
+        now = datetime.now(UTC)
         for key in self._keys:
-            if key.private_key is not None:
+            if key.signs_at(now):
                 return key
         raise RuntimeError("no active signing key; run ensure_active() first")
 

@@ -75,6 +75,8 @@ signing_keys = Table(
     Column("private_key_encrypted", LargeBinary, nullable=False),
     Column("public_key_x", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Published in the JWKS from creation; signs from not_before until retired_at.
+    Column("not_before", DateTime(timezone=True), nullable=False),
     Column("retired_at", DateTime(timezone=True)),
 )
 

@@ -2,7 +2,8 @@
 
     vaultpay-auth migrate                                  # alembic upgrade head (owner DSN)
     vaultpay-auth create-superadmin --email a@b.c [--full-name N] [--password-stdin]
-    vaultpay-auth rotate-signing-key                       # new active key; old ones verify on
+    vaultpay-auth rotate-signing-key [--immediate]         # publish a new key; it signs after
+                                                           # AUTH_KEY_PUBLISH_LEAD_SECONDS
     vaultpay-auth verify-audit                             # exit 1 if the hash chain is broken
 
 A super_admin is only ever created here, never through the API.
@@ -106,19 +107,21 @@ async def create_superadmin(
         await engine.dispose()
 
 
-async def rotate_signing_key(settings: AuthSettings) -> None:
+async def rotate_signing_key(settings: AuthSettings, *, immediate: bool) -> None:
     engine = create_engine(
         settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
     )
     try:
         window = timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=5)
         keys = KeyRing(engine, settings.kek_bytes, verify_window=window)
-        kid = await keys.rotate()
+        lead = timedelta(seconds=0 if immediate else settings.key_publish_lead_seconds)
+        kid, switch_at = await keys.rotate(lead)
         async with SqlAuthUnitOfWork(engine) as uow:
-            await uow.audit(AuditEntry("signing_key.rotated", "signing_key", kid, {"via": "cli"}))
+            details = {"via": "cli", "signs_from": switch_at.isoformat()}
+            await uow.audit(AuditEntry("signing_key.rotated", "signing_key", kid, details))
             await uow.commit()
         print(
-            f"new signing key {kid} is active; replicas pick it up within {settings.key_reload_seconds:.0f}s"
+            f"new signing key {kid} is published now and signs from {switch_at:%Y-%m-%d %H:%M:%S} UTC"
         )
     finally:
         await engine.dispose()
@@ -150,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
-    sub.add_parser("rotate-signing-key", help="activate a new JWT signing key")
+    rotate = sub.add_parser("rotate-signing-key", help="publish a new JWT signing key")
+    rotate.add_argument(
+        "--immediate",
+        action="store_true",
+        help="sign with the new key at once (gateways may refuse new tokens until they refetch)",
+    )
     sub.add_parser("verify-audit", help="verify the audit log's hash chain")
     args = parser.parse_args(argv)
 
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             password = _read_password(args.password_stdin)
             asyncio.run(create_superadmin(settings, args.email, args.full_name.strip(), password))
         elif args.command == "rotate-signing-key":
-            asyncio.run(rotate_signing_key(settings))
+            asyncio.run(rotate_signing_key(settings, immediate=args.immediate))
         elif args.command == "verify-audit":
             return asyncio.run(verify_audit(settings))
     except DomainError as exc:

@@ -49,10 +49,13 @@ class AdminService:
             raise UserNotFoundError()
         return user
 
-    async def _lock(self, uow: AuthUnitOfWork, actor: Principal, user_id: str) -> tuple[Role, User]:
+    async def _lock_managed_user(
+        self, uow: AuthUnitOfWork, actor: Principal, user_id: str, new_role: Role | None
+    ) -> User:
         """Locks rows in one fixed order (every super_admin by id, then the target) and
         re-reads the actor inside the transaction, so a concurrent demotion of the actor
-        or of the other super_admins is seen, and no two admin actions can deadlock.
+        or of the other super_admins is seen, and no two admin actions can deadlock. Then
+        applies the role rules to the actor's *current* role.
         """
         check_user_id(user_id)
         super_admins = await uow.users.lock_active_super_admins()
@@ -64,7 +67,14 @@ class AdminService:
             raise UserNotFoundError()
         if target.role is Role.SUPER_ADMIN and target.active and target.id not in super_admins:
             raise AbortedError("a concurrent change touched this user; retry")
-        return current.role, target
+        check_may_manage(
+            actor_id=actor.subject,
+            actor_role=current.role,
+            target_id=target.id,
+            target_role=target.role,
+            new_role=new_role,
+        )
+        return target
 
     @staticmethod
     async def _refuse_last_super_admin(uow: AuthUnitOfWork, target: User) -> None:
@@ -80,14 +90,7 @@ class AdminService:
             raise ValidationError.single("role", "must be a role")
         reason = require_reason(reason, required=False)
         async with self._uow() as uow:
-            actor_role, target = await self._lock(uow, actor, user_id)
-            check_may_manage(
-                actor_id=actor.subject,
-                actor_role=actor_role,
-                target_id=target.id,
-                target_role=target.role,
-                new_role=role,
-            )
+            target = await self._lock_managed_user(uow, actor, user_id, role)
             if target.role == role:
                 return target
             if role is not Role.SUPER_ADMIN:
@@ -112,14 +115,7 @@ class AdminService:
     async def deactivate(self, actor: Principal, user_id: str, reason: str) -> User:
         reason = require_reason(reason, required=True)
         async with self._uow() as uow:
-            actor_role, target = await self._lock(uow, actor, user_id)
-            check_may_manage(
-                actor_id=actor.subject,
-                actor_role=actor_role,
-                target_id=target.id,
-                target_role=target.role,
-                new_role=None,
-            )
+            target = await self._lock_managed_user(uow, actor, user_id, None)
             if not target.active:
                 return target
             await self._refuse_last_super_admin(uow, target)
@@ -141,14 +137,7 @@ class AdminService:
 
     async def reactivate(self, actor: Principal, user_id: str) -> User:
         async with self._uow() as uow:
-            actor_role, target = await self._lock(uow, actor, user_id)
-            check_may_manage(
-                actor_id=actor.subject,
-                actor_role=actor_role,
-                target_id=target.id,
-                target_role=target.role,
-                new_role=None,
-            )
+            target = await self._lock_managed_user(uow, actor, user_id, None)
             if target.active:
                 return target
             target.active = True

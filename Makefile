@@ -15,7 +15,7 @@ DESCRIPTOR := build/vaultpay.binpb
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv protos protos-check descriptor lint typecheck contract test test-unit \
-        test-integration test-e2e run bench lock clean
+        test-integration test-e2e run status stop bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -68,6 +68,12 @@ test-unit: $(STAMP) ## unit tests only (no I/O)
 
 run: $(STAMP) $(DESCRIPTOR) ## start the whole mesh (private PostgreSQL/Redis, migrations, services, Envoy, SMTP sink)
 	@$(PY) -m vaultpay_devstack.cli run
+
+status: $(STAMP) ## is a `make run` mesh running, and where?
+	@$(PY) -m vaultpay_devstack.cli status
+
+stop: $(STAMP) ## stop a `make run` started in another terminal
+	@$(PY) -m vaultpay_devstack.cli stop
 
 bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmark, printed as ratios against a baseline
 	@$(PY) -m tests.bench.run

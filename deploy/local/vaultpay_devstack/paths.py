@@ -8,9 +8,12 @@ from pathlib import Path
 __all__ = [
     "BUILD_DIR",
     "DESCRIPTOR_SET",
+    "GATEWAY_DIR",
     "GEN_PYTHON",
+    "LOCAL_DIR",
     "PROTOS",
     "REPO_ROOT",
+    "SERVICES_DIR",
     "THIRD_PARTY",
     "VAR_DIR",
     "site_packages",
@@ -23,6 +26,9 @@ GEN_PYTHON = PROTOS / "gen" / "python"
 BUILD_DIR = REPO_ROOT / "build"
 DESCRIPTOR_SET = BUILD_DIR / "vaultpay.binpb"
 VAR_DIR = REPO_ROOT / "var"
+SERVICES_DIR = REPO_ROOT / "services"
+GATEWAY_DIR = REPO_ROOT / "gateway"
+LOCAL_DIR = REPO_ROOT / "deploy" / "local"
 
 
 def site_packages() -> Path:

@@ -1,0 +1,86 @@
+"""PostgreSQL + Redis together: private instances by default, existing ones when given URLs.
+
+infra = start_infra(Path("/tmp/vp"), fast=True)
+infra.postgres.admin_dsn, infra.redis.url(0)
+infra.stop()
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vaultpay_devstack.postgres import PostgresServer, connect_postgres, start_postgres
+from vaultpay_devstack.procs import LOOPBACK, free_port
+from vaultpay_devstack.redis import RedisServer, connect_redis, launch_redis
+
+__all__ = ["Infra", "scratch_dir", "start_infra"]
+
+
+@dataclass(frozen=True)
+class Infra:
+    """The data stores of one mesh or test session."""
+
+    postgres: PostgresServer
+    redis: RedisServer
+
+    @property
+    def pids(self) -> list[int]:
+        """PIDs of the servers we started (none for existing ones)."""
+        return [s.process.pid for s in (self.postgres, self.redis) if s.process is not None]
+
+    def stop(self) -> None:
+        """Stops what we started, Redis first; existing servers are left alone."""
+        try:
+            self.redis.stop()
+        finally:
+            self.postgres.stop()
+
+
+def start_infra(
+    var_dir: Path,
+    *,
+    fast: bool = False,
+    postgres_admin_url: str | None = None,
+    redis_url: str | None = None,
+    report: Callable[[str], None] = lambda _: None,
+) -> Infra:
+    """Starts (or connects to) PostgreSQL and Redis; state in `<var>/postgres`, logs in `<var>/log`.
+
+    Redis is launched first and awaited last, so the two start side by side.
+    """
+    log_dir = var_dir / "log"
+    redis: RedisServer | None = None
+    try:
+        if redis_url:
+            redis = connect_redis(redis_url)
+            report(f"using existing Redis at {redis.host}:{redis.port}")
+        else:
+            redis = launch_redis(var_dir / "redis", log=log_dir / "redis.log")
+            report(f"starting Redis on {redis.host}:{redis.port}")
+        if postgres_admin_url:
+            postgres = connect_postgres(postgres_admin_url)
+            report(f"using existing PostgreSQL at {postgres.host}:{postgres.port}")
+        else:
+            port, root = free_port(), var_dir / "postgres"
+            report(f"starting PostgreSQL on {LOOPBACK}:{port} (data in {root / 'data'})")
+            postgres = start_postgres(root, log=log_dir / "postgres.log", port=port, fast=fast)
+        redis.wait_ready()
+    except BaseException:
+        if redis is not None:
+            redis.stop()
+        raise
+    return Infra(postgres, redis)
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh directory in the system temp dir that the `postgres` OS user can enter.
+
+    pytest's tmp dirs are 0700 under /tmp/pytest-of-root, which PostgreSQL (running as its own
+    OS user when we are root) cannot reach. The caller removes the directory.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path

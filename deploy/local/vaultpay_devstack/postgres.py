@@ -1,0 +1,463 @@
+"""PostgreSQL for the local mesh: a private server from the local binaries, or an existing one.
+
+A private server lives under one directory (`<var>/postgres`): `data/` (the cluster, initdb'd
+once with trust auth and reused afterwards) and `socket/` (its Unix socket). It listens on
+127.0.0.1 only, on a free port, and is stopped by PID with a fast shutdown.
+
+    server = start_postgres(Path("var/postgres"), log=Path("var/log/postgres.log"))
+    dbs = provision(server.admin_dsn)
+    dbs.auth_app_dsn   # 'postgresql+asyncpg://vaultpay_auth_app@127.0.0.1:54xx/vaultpay_auth'
+    server.stop()
+
+Against an existing server (`VAULTPAY_POSTGRES_ADMIN_URL`), `provision(..., suffix="_t1a2b")`
+gives tests their own roles and databases so they never touch real data.
+
+The same provisioning runs against a container or managed server (compose, a Kubernetes Job):
+
+    VAULTPAY_POSTGRES_ADMIN_URL=postgresql://postgres:pw@db/postgres \
+        python -m vaultpay_devstack.postgres provision --password-env VAULTPAY_DB_PASSWORD
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+import asyncpg
+
+from vaultpay_devstack.procs import (
+    LOOPBACK,
+    ManagedProcess,
+    MissingToolError,
+    StartupError,
+    free_port,
+    log_tail,
+    os_user_ids,
+    pid_alive,
+    wait_until,
+)
+
+__all__ = [
+    "PostgresServer",
+    "Provisioned",
+    "connect_postgres",
+    "deprovision",
+    "find_pg_bindir",
+    "provision",
+    "run_sql",
+    "start_postgres",
+    "unique_suffix",
+]
+
+PG_PACKAGE = "postgresql-15"
+PG_OS_USER = "postgres"
+SUPERUSER = "postgres"
+# Durability off: only for throwaway test clusters.
+_FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A reachable PostgreSQL server; `process` is set only when we started it."""
+
+    host: str
+    port: int
+    superuser: str = SUPERUSER
+    password: str | None = None
+    process: ManagedProcess | None = None
+    data_dir: Path | None = None
+
+    @property
+    def admin_dsn(self) -> str:
+        """libpq/asyncpg URL of the superuser on the `postgres` database."""
+        return _url("postgresql", self.superuser, self.password, self.host, self.port, "postgres")
+
+    @property
+    def private(self) -> bool:
+        return self.process is not None
+
+    def stop(self) -> None:
+        """Fast shutdown of a server we started (SIGINT, then SIGKILL); no-op otherwise."""
+        if self.process is not None:
+            self.process.stop()
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The roles and databases `provision` made, and the DSNs services connect with."""
+
+    host: str
+    port: int
+    suffix: str = ""
+    password: str | None = None
+
+    @property
+    def auth_database(self) -> str:
+        return f"vaultpay_auth{self.suffix}"
+
+    @property
+    def auth_owner_role(self) -> str:
+        return f"vaultpay_auth_owner{self.suffix}"
+
+    @property
+    def auth_app_role(self) -> str:
+        return f"vaultpay_auth_app{self.suffix}"
+
+    @property
+    def vaultpay_database(self) -> str:
+        return f"vaultpay{self.suffix}"
+
+    @property
+    def vaultpay_owner_role(self) -> str:
+        return f"vaultpay_owner{self.suffix}"
+
+    @property
+    def vaultpay_app_role(self) -> str:
+        return f"vaultpay_app{self.suffix}"
+
+    def url(self, role: str, database: str, *, driver: str = "postgresql+asyncpg") -> str:
+        """DSN for `role` on `database`; `driver="postgresql"` gives a plain libpq URL."""
+        return _url(driver, role, self.password, self.host, self.port, database)
+
+    @property
+    def auth_app_dsn(self) -> str:
+        return self.url(self.auth_app_role, self.auth_database)
+
+    @property
+    def auth_owner_dsn(self) -> str:
+        return self.url(self.auth_owner_role, self.auth_database)
+
+    @property
+    def vaultpay_app_dsn(self) -> str:
+        return self.url(self.vaultpay_app_role, self.vaultpay_database)
+
+    @property
+    def vaultpay_owner_dsn(self) -> str:
+        return self.url(self.vaultpay_owner_role, self.vaultpay_database)
+
+    def databases(self) -> list[tuple[str, str, str]]:
+        """(database, owner role, app role) for each database."""
+        return [
+            (self.auth_database, self.auth_owner_role, self.auth_app_role),
+            (self.vaultpay_database, self.vaultpay_owner_role, self.vaultpay_app_role),
+        ]
+
+
+def unique_suffix(tag: str = "t") -> str:
+    """A name suffix such as `_t1a2b3c` that keeps test roles and databases apart."""
+    return f"_{tag}{secrets.token_hex(3)}"
+
+
+def find_pg_bindir(override: Path | None = None) -> Path:
+    """Where initdb/postgres live: `override`, PostgreSQL 15, another version, then PATH."""
+    candidates = [override] if override else []
+    candidates.append(Path("/usr/lib/postgresql/15/bin"))
+    candidates += sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for bindir in candidates:
+        if (bindir / "postgres").is_file() and (bindir / "initdb").is_file():
+            return bindir
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise MissingToolError(
+        "PostgreSQL server binaries (initdb, postgres) not found. Install them with "
+        f"`apt-get install -y {PG_PACKAGE}` (Debian package {PG_PACKAGE!r}), or set "
+        "VAULTPAY_POSTGRES_ADMIN_URL=postgresql://postgres@127.0.0.1:5432/postgres "
+        "to use an existing server."
+    )
+
+
+def start_postgres(
+    root: Path,
+    *,
+    log: Path,
+    port: int | None = None,
+    fast: bool = False,
+    bindir: Path | None = None,
+    timeout: float = 60.0,
+) -> PostgresServer:
+    """Starts a private server in `root` (initdb on first use) and waits until it is ready.
+
+    `fast` turns durability off (fsync, synchronous_commit, full-page writes): test runs only.
+    """
+    bindir = find_pg_bindir(bindir)
+    data_dir, socket_dir = root / "data", root / "socket"
+    run_as = PG_OS_USER if os.geteuid() == 0 else None
+    _prepare_dirs(root, data_dir, socket_dir, run_as)
+    _refuse_if_running(data_dir)
+    if not (data_dir / "PG_VERSION").exists():
+        _initdb(bindir, data_dir, log=log, run_as=run_as, fast=fast)
+
+    port = port or free_port()
+    settings = ["listen_addresses=127.0.0.1", *(_FAST_SETTINGS if fast else ())]
+    argv: list[str | Path] = [bindir / "postgres", "-D", data_dir, "-p", str(port)]
+    argv += ["-k", socket_dir]
+    for setting in settings:
+        argv += ["-c", setting]
+    proc = ManagedProcess.start(
+        "postgres",
+        argv,
+        log=log,
+        cwd=root,
+        user=run_as,
+        stop_signal=signal.SIGINT,
+        stop_timeout=30.0,
+    )
+    server = PostgresServer(LOOPBACK, port, process=proc, data_dir=data_dir)
+    try:
+        wait_until(
+            lambda: _pg_isready(bindir, port),
+            what=f"PostgreSQL on {LOOPBACK}:{port}",
+            proc=proc,
+            timeout=timeout,
+        )
+    except BaseException:
+        proc.stop()
+        raise
+    return server
+
+
+def connect_postgres(admin_url: str) -> PostgresServer:
+    """An existing server from its superuser URL, checked by connecting once."""
+    parts = urlsplit(admin_url)
+    if parts.scheme not in {"postgres", "postgresql"} or not parts.hostname:
+        raise ValueError(f"expected postgresql://user@host:port/db, got {admin_url!r}")
+    server = PostgresServer(
+        host=parts.hostname,
+        port=parts.port or 5432,
+        superuser=unquote(parts.username or SUPERUSER),
+        password=unquote(parts.password) if parts.password else None,
+    )
+    try:
+        run_sql(server.admin_dsn, lambda conn: conn.fetchval("SELECT 1"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        where = f"{server.host}:{server.port}"
+        raise StartupError(f"cannot reach PostgreSQL at {where}: {exc}") from exc
+    return server
+
+
+def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) -> Provisioned:
+    """Creates (idempotently) the login roles and databases of the mesh; returns their DSNs.
+
+    auth: `vaultpay_auth` owned by `vaultpay_auth_owner`, used by `vaultpay_auth_app`.
+    wallet/transfer/kyc: `vaultpay` owned by `vaultpay_owner`, used by `vaultpay_app`.
+    Every name gets `suffix` (e.g. `_t1a2b`) so tests on a shared server stay apart; `password`
+    is set on every role when the server does not trust local connections.
+    """
+    parts = urlsplit(admin_dsn)
+    result = Provisioned(parts.hostname or LOOPBACK, parts.port or 5432, suffix, password)
+    for database, owner, app in result.databases():
+        for name in (database, owner, app):
+            if not _NAME.match(name):
+                raise ValueError(f"unsafe PostgreSQL identifier {name!r}")
+    run_sql(admin_dsn, partial(_create_roles_and_databases, dbs=result))
+    for database, owner, app in result.databases():
+        lock_down = partial(_lock_down, database=database, owner=owner, app=app)
+        run_sql(_replace_database(admin_dsn, database), lock_down)
+    return result
+
+
+def deprovision(admin_dsn: str, provisioned: Provisioned) -> None:
+    """Drops the databases and roles of `provision` (test clean-up on a shared server)."""
+
+    async def drop(conn: Any) -> None:
+        for database, owner, app in provisioned.databases():
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await conn.execute(f'DROP ROLE IF EXISTS "{app}"')
+            await conn.execute(f'DROP ROLE IF EXISTS "{owner}"')
+
+    run_sql(admin_dsn, drop)
+
+
+def run_sql(dsn: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Runs `work(connection)` on a fresh asyncpg connection, from sync code.
+
+    A private event loop in a worker thread keeps this usable from inside a running loop
+    (pytest-asyncio fixtures) as well as from plain scripts.
+    """
+
+    async def session() -> T:
+        conn = await asyncpg.connect(_libpq(dsn), timeout=10)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, session()).result()
+
+
+async def _create_roles_and_databases(conn: Any, *, dbs: Provisioned) -> None:
+    secret = "" if dbs.password is None else f" PASSWORD {_literal(dbs.password)}"
+    for database, owner, app in dbs.databases():
+        for role in (owner, app):
+            if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await conn.execute(f'ALTER ROLE "{role}" LOGIN{secret}')
+            else:
+                await _ignore_duplicate(conn.execute(f'CREATE ROLE "{role}" LOGIN{secret}'))
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            await _ignore_duplicate(conn.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"'))
+
+
+async def _lock_down(conn: Any, *, database: str, owner: str, app: str) -> None:
+    """Only the owner creates objects; only the two roles connect; migrations grant the rest."""
+    await conn.execute(f'ALTER SCHEMA public OWNER TO "{owner}"')
+    await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    await conn.execute(f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC')
+    await conn.execute(f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO "{app}"')
+    await conn.execute(f'GRANT USAGE ON SCHEMA public TO "{app}"')
+
+
+async def _ignore_duplicate(statement: Awaitable[object]) -> None:
+    """Another provisioner won the race: the object exists, which is all we wanted."""
+    try:
+        await statement
+    except (asyncpg.DuplicateObjectError, asyncpg.DuplicateDatabaseError):
+        pass
+    except asyncpg.UniqueViolationError:
+        pass
+
+
+def _initdb(bindir: Path, data_dir: Path, *, log: Path, run_as: str | None, fast: bool) -> None:
+    argv = [str(bindir / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust"]
+    argv += ["--encoding=UTF8", "--no-locale", *(["--no-sync"] if fast else [])]
+    uid, gid = os_user_ids(run_as)
+    with log.open("ab") as out:
+        result = subprocess.run(  # noqa: S603 (our own argv, no shell)
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir.parent,
+            user=uid,
+            group=gid,
+            extra_groups=[] if uid is not None else None,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise StartupError(f"initdb failed ({result.returncode}); see {log}:\n{log_tail(log)}")
+
+
+def _prepare_dirs(root: Path, data_dir: Path, socket_dir: Path, run_as: str | None) -> None:
+    for directory in (root, data_dir, socket_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    if run_as is None:
+        return
+    uid, gid = os_user_ids(run_as)
+    if uid is None or gid is None:
+        return
+    for directory in (root, data_dir, socket_dir):
+        os.chown(directory, uid, gid)
+    if blocked := _first_untraversable(root.resolve(), uid, gid):
+        raise StartupError(
+            f"PostgreSQL refuses to run as root, so it runs as the {run_as!r} OS user, who "
+            f"cannot enter {blocked} (on the way to {root}). Use a var dir outside it, "
+            f"`chmod o+x {blocked}`, or set VAULTPAY_POSTGRES_ADMIN_URL to an existing server."
+        )
+
+
+def _first_untraversable(path: Path, uid: int, gid: int) -> Path | None:
+    """The first directory on the way to `path` that `uid`/`gid` may not enter (ACLs aside)."""
+    for directory in [*reversed(path.parents), path]:
+        info = directory.stat()
+        if info.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return directory
+    return None
+
+
+def _refuse_if_running(data_dir: Path) -> None:
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if pid_alive(pid):
+        raise StartupError(
+            f"PostgreSQL already runs on {data_dir} (pid {pid}); is another "
+            "`python -m vaultpay_devstack.cli run` using this var dir?"
+        )
+
+
+def _pg_isready(bindir: Path, port: int) -> bool:
+    result = subprocess.run(  # noqa: S603 (our own argv, no shell)
+        [str(bindir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(port), "-t", "1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def _url(scheme: str, user: str, password: str | None, host: str, port: int, db: str) -> str:
+    auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    return f"{scheme}://{auth}@{host}:{port}/{db}"
+
+
+def _libpq(dsn: str) -> str:
+    scheme, sep, rest = dsn.partition("://")
+    return f"postgresql://{rest}" if sep and scheme.startswith("postgresql") else dsn
+
+
+def _replace_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return parts._replace(path=f"/{database}").geturl()
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Create the VaultPay roles and databases.")
+    parser.add_argument("command", choices=["provision"])
+    parser.add_argument(
+        "--admin-url",
+        default=os.environ.get("VAULTPAY_POSTGRES_ADMIN_URL"),
+        help="postgresql://superuser@host:port/db (default: $VAULTPAY_POSTGRES_ADMIN_URL)",
+    )
+    parser.add_argument("--suffix", default="", help="appended to every role and database name")
+    parser.add_argument(
+        "--password-env",
+        metavar="NAME",
+        help="environment variable holding the roles' password (omit for trust auth)",
+    )
+    args = parser.parse_args(argv)
+    if not args.admin_url:
+        parser.error("--admin-url or VAULTPAY_POSTGRES_ADMIN_URL is required")
+    password = os.environ[args.password_env] if args.password_env else None
+    result = provision(args.admin_url, suffix=args.suffix, password=password)
+    for database, owner, app in result.databases():
+        print(f"database {database}: owner {owner}, app role {app}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""Child processes for the local mesh: started in their own session, stopped by PID.
+
+Every process the mesh starts is a `ManagedProcess`: its own session (so Ctrl-C in the terminal
+reaches only the supervisor, which then stops children in order), stdout and stderr appended to
+one log file, and a parent-death signal (through `setpriv`, which execs, so the PID stays the
+child's) so that nothing outlives a supervisor that was killed outright.
+
+    proc = ManagedProcess.start("redis", ["redis-server", "--port", "6380"], log=Path("redis.log"))
+    wait_until(lambda: port_accepts(6380), what="redis", proc=proc)
+    proc.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+__all__ = [
+    "ManagedProcess",
+    "MissingToolError",
+    "StartupError",
+    "free_port",
+    "free_ports",
+    "log_tail",
+    "os_user_ids",
+    "pid_alive",
+    "port_accepts",
+    "port_is_free",
+    "require_tool",
+    "wait_until",
+]
+
+LOOPBACK = "127.0.0.1"
+
+
+class MissingToolError(RuntimeError):
+    """A binary the local mesh needs is not installed; the message names the package."""
+
+
+class StartupError(RuntimeError):
+    """A component did not become ready; the message carries the tail of its log."""
+
+
+def require_tool(name: str, *, package: str, candidates: Sequence[Path] = ()) -> Path:
+    """The path of executable `name` (first of `candidates`, then PATH) or a `MissingToolError`."""
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise MissingToolError(
+        f"`{name}` not found. Install it with `apt-get install -y {package}` "
+        f"(Debian/Ubuntu package {package!r}), or point the mesh at an existing server."
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (all held open while choosing, so none repeats)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """True when a listener could bind `host:port` now (TIME_WAIT leftovers do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def port_accepts(port: int, host: str = LOOPBACK) -> bool:
+    """True when something accepts TCP connections on `host:port`."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process with this PID exists (and is not a zombie we could reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def log_tail(log: Path, lines: int = 30) -> str:
+    """The last `lines` lines of a log file, indented for an error message."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "    (no log)"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in tail) or "    (empty log)"
+
+
+@dataclass
+class ManagedProcess:
+    """One child process: its PID, its log, and how it likes to be stopped."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 10.0
+    _stopped: bool = field(default=False, repr=False)
+
+    @classmethod
+    def start(
+        cls,
+        name: str,
+        argv: Sequence[str | Path],
+        *,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        stop_timeout: float = 10.0,
+    ) -> ManagedProcess:
+        """Starts `argv` in a new session, output appended to `log`, as `user` if given."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [*_death_signal_prefix(stop_signal), *[str(a) for a in argv]]
+        uid, gid = os_user_ids(user)
+        with log.open("ab") as out:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            out.write(f"\n=== {stamp} starting {name}: {' '.join(command)}\n".encode())
+            out.flush()
+            popen = subprocess.Popen(  # noqa: S603 (our own argv, no shell)
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+                user=uid,
+                group=gid,
+                extra_groups=[] if uid is not None else None,
+            )
+        return cls(name, popen, log, stop_signal, stop_timeout)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def exited(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return self.popen.poll()
+
+    def stop(self) -> None:
+        """Stop signal, wait up to `stop_timeout`, then SIGKILL; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.kill(self.pid, self.stop_signal)
+            self.popen.wait(timeout=self.stop_timeout)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    proc: ManagedProcess | None = None,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+) -> None:
+    """Polls `ready` until it is true; fails fast with the log tail if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready():
+            return
+        if proc is not None and (code := proc.exited()) is not None:
+            raise StartupError(
+                f"{what} exited with code {code} before it was ready; "
+                f"last lines of {proc.log}:\n{log_tail(proc.log)}"
+            )
+        if time.monotonic() > deadline:
+            tail = f"; last lines of {proc.log}:\n{log_tail(proc.log)}" if proc else ""
+            raise StartupError(f"{what} was not ready after {timeout:.0f} s{tail}")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.5)
+
+
+def _death_signal_prefix(sig: signal.Signals) -> list[str]:
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", sig.name, "--"] if setpriv else []
+
+
+def os_user_ids(user: str | None) -> tuple[int | None, int | None]:
+    """(uid, gid) to switch a child to: only when asked and only when we are root."""
+    if user is None or os.geteuid() != 0:
+        return None, None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise MissingToolError(f"no {user!r} OS user to run the child process as") from None
+    return entry.pw_uid, entry.pw_gid

@@ -1,0 +1,119 @@
+"""The four services as the local mesh runs them, and the one place their environment is built.
+
+Each service reads its settings from `<SERVICE>_*` variables (plus `VAULTPAY_PROFILE` and the
+SMTP pair). `service_env` is the only code that decides them, so `make run`, the e2e tests and a
+developer starting one service by hand (`mesh.env_for("auth")`) agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from vaultpay_devstack.credentials import MeshSecrets
+from vaultpay_devstack.postgres import Provisioned
+from vaultpay_devstack.procs import LOOPBACK
+from vaultpay_devstack.redis import RedisServer
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "SERVICES",
+    "SERVICE_CLIENTS",
+    "EnvInputs",
+    "Profile",
+    "ServiceSpec",
+    "service_env",
+    "spec",
+]
+
+Profile = Literal["dev", "test"]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How the mesh runs one service."""
+
+    name: str
+    database: Literal["auth", "vaultpay"]
+    redis_db: int
+    default_port: int
+
+    @property
+    def env_prefix(self) -> str:
+        return self.name.upper()
+
+    @property
+    def server_module(self) -> str:
+        return f"vaultpay_{self.name}.entrypoints.server"
+
+    @property
+    def cli_module(self) -> str:
+        return f"vaultpay_{self.name}.entrypoints.cli"
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("auth", "auth", 0, 50051),
+    ServiceSpec("wallet", "vaultpay", 1, 50052),
+    ServiceSpec("transfer", "vaultpay", 1, 50053),
+    ServiceSpec("kyc", "vaultpay", 1, 50054),
+)
+DEFAULT_PORTS: dict[str, int] = {s.name: s.default_port for s in SERVICES}
+# Internal principals that get client credentials from auth (client-credentials grant).
+SERVICE_CLIENTS: tuple[str, ...] = ("wallet", "transfer", "kyc")
+_BCRYPT_ROUNDS: dict[Profile, int] = {"dev": 12, "test": 4}
+
+
+def spec(name: str) -> ServiceSpec:
+    """The spec of service `name` (auth, wallet, transfer, kyc)."""
+    for service in SERVICES:
+        if service.name == name:
+            return service
+    raise KeyError(f"unknown service {name!r}; known: {', '.join(s.name for s in SERVICES)}")
+
+
+@dataclass(frozen=True)
+class EnvInputs:
+    """Everything a service's environment depends on."""
+
+    profile: Profile
+    ports: Mapping[str, int]
+    databases: Provisioned
+    redis: RedisServer
+    smtp_port: int
+    secrets: MeshSecrets
+    smtp_host: str = LOOPBACK
+    bcrypt_rounds: int | None = None  # None: the profile's default
+
+
+def service_env(service: ServiceSpec, inputs: EnvInputs) -> dict[str, str]:
+    """The VaultPay variables of one service (to be laid over the inherited environment)."""
+    p, dbs = service.env_prefix, inputs.databases
+    if service.database == "auth":
+        database, owner, app = dbs.auth_database, dbs.auth_owner_role, dbs.auth_app_role
+    else:
+        database, owner, app = dbs.vaultpay_database, dbs.vaultpay_owner_role, dbs.vaultpay_app_role
+    env = {
+        "VAULTPAY_PROFILE": inputs.profile,
+        "VAULTPAY_SMTP_HOST": inputs.smtp_host,
+        "VAULTPAY_SMTP_PORT": str(inputs.smtp_port),
+        f"{p}_GRPC_ADDRESS": f"{LOOPBACK}:{inputs.ports[service.name]}",
+        f"{p}_DATABASE_URL": dbs.url(app, database),
+        f"{p}_MIGRATION_DATABASE_URL": dbs.url(owner, database),
+        f"{p}_DATABASE_APP_ROLE": app,
+        f"{p}_REDIS_URL": inputs.redis.url(service.redis_db),
+    }
+    if service.name == "auth":
+        clients = ",".join(
+            f"{c}:{inputs.secrets.service_client_secret(c)}" for c in SERVICE_CLIENTS
+        )
+        env["AUTH_SERVICE_CLIENTS"] = clients
+        env["AUTH_KEY_ENCRYPTION_KEY"] = inputs.secrets.auth_key_encryption_key
+        env["AUTH_BCRYPT_ROUNDS"] = str(inputs.bcrypt_rounds or _BCRYPT_ROUNDS[inputs.profile])
+        return env
+    for peer in SERVICES:
+        if peer.name != service.name:
+            env[f"{p}_{peer.env_prefix}_ADDRESS"] = f"{LOOPBACK}:{inputs.ports[peer.name]}"
+    env[f"{p}_SERVICE_CLIENT_ID"] = service.name
+    env[f"{p}_SERVICE_CLIENT_SECRET"] = inputs.secrets.service_client_secret(service.name)
+    return env

@@ -1,0 +1,204 @@
+"""The whole Envoy bootstrap, as plain data ready for `json.dumps`.
+
+    contract = load_contract(settings.descriptor_set)
+    config = render_bootstrap(settings, contract)
+    write_bootstrap(config, Path("var/gateway/envoy.yaml"))   # JSON is valid YAML
+
+Two listeners: the public one (JSON and native gRPC on one cleartext port) and a Unix-socket
+listener that only serves the JWK Set to jwt_authn (see `jwks_uri`). jwt_authn's background
+fetch thus gets auth's current keys through the same transcoder clients use, without a TCP
+port of its own and without passing the public listener's rate limit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vaultpay_gateway._types import Json, typed
+from vaultpay_gateway.body_schema import body_schemas
+from vaultpay_gateway.clusters import JWKS_LISTENER, jwks_cluster, upstream_cluster
+from vaultpay_gateway.contract import ApiContract, ContractError, Rpc
+from vaultpay_gateway.errors import local_reply_config
+from vaultpay_gateway.filters import grpc_json_transcoder, public_http_filters, router
+from vaultpay_gateway.routes import jwks_route_config, public_route_config
+from vaultpay_gateway.settings import GatewaySettings, HostPort, SettingsError
+
+__all__ = ["ACCESS_LOG_FORMAT", "jwks_uri", "render_bootstrap", "write_bootstrap"]
+
+# Never the Authorization header, never a query string (it may hold a token someone tried
+# to pass as ?access_token=).
+ACCESS_LOG_FORMAT: Json = {
+    "start_time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "protocol": "%PROTOCOL%",
+    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+    "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "rpc": "%REQ_WITHOUT_QUERY(:PATH)%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS_NUMBER%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "duration_ms": "%DURATION%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "user_agent": "%REQ(USER-AGENT)%",
+}
+_JWKS_HOST = "jwks.internal"
+
+
+def _socket(address: HostPort) -> Json:
+    return {"socket_address": {"address": address.host, "port_value": address.port}}
+
+
+def _access_log(path: Path | None) -> list[Json]:
+    log_format = {
+        "json_format": ACCESS_LOG_FORMAT,
+        "formatters": [
+            {
+                "name": "envoy.formatter.req_without_query",
+                "typed_config": typed(
+                    "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+                ),
+            }
+        ],
+    }
+    if path is None:
+        return [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": typed(
+                    "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    log_format=log_format,
+                ),
+            }
+        ]
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": typed(
+                "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                path=str(path.resolve()),
+                log_format=log_format,
+            ),
+        }
+    ]
+
+
+def _hcm(stat_prefix: str, **fields: object) -> Json:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": typed(
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            stat_prefix=stat_prefix,
+            **fields,
+        ),
+    }
+
+
+def _jwks_rpc(contract: ApiContract, settings: GatewaySettings) -> Rpc:
+    rpc = contract.find_rpc(settings.jwt.jwks_rpc)
+    if not any(b.method == "GET" for b in rpc.http):
+        raise ContractError(f"{rpc.full_name} has no HTTP GET binding to fetch the JWKS from")
+    return rpc
+
+
+def jwks_uri(contract: ApiContract, settings: GatewaySettings) -> str:
+    """Where jwt_authn fetches keys: the JWKS RPC's GET path on the JWKS listener."""
+    rpc = _jwks_rpc(contract, settings)
+    path = next(b.template for b in rpc.http if b.method == "GET")
+    return f"http://{_JWKS_HOST}{path}"
+
+
+def _public_listener(contract: ApiContract, settings: GatewaySettings) -> Json:
+    hcm = _hcm(
+        "gateway",
+        codec_type="AUTO",
+        # The client address comes from the TCP connection, and is handed to the services
+        # as x-envoy-external-address (GATEWAY.md item 9).
+        use_remote_address=True,
+        xff_num_trusted_hops=0,
+        # A fresh id for every request from outside; it is returned to the client.
+        generate_request_id=True,
+        preserve_external_request_id=False,
+        always_set_request_id_in_response=True,
+        normalize_path=True,
+        merge_slashes=True,
+        path_with_escaped_slashes_action="REJECT_REQUEST",
+        server_name="vaultpay-gateway",
+        request_headers_timeout="10s",
+        stream_idle_timeout="300s",
+        common_http_protocol_options={
+            "idle_timeout": "300s",
+            "headers_with_underscores_action": "REJECT_REQUEST",
+        },
+        http2_protocol_options={
+            "max_concurrent_streams": 100,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": 1048576,
+        },
+        route_config=public_route_config(contract, settings),
+        http_filters=public_http_filters(
+            settings,
+            [s.full_name for s in contract.public_services],
+            jwks_uri(contract, settings),
+            body_schemas(contract),
+        ),
+        local_reply_config=local_reply_config(),
+        access_log=_access_log(settings.access_log_path),
+    )
+    return {
+        "name": "public",
+        "address": _socket(settings.listen),
+        "per_connection_buffer_limit_bytes": 32768,
+        "filter_chains": [{"filters": [hcm]}],
+    }
+
+
+def _jwks_listener(contract: ApiContract, settings: GatewaySettings) -> Json:
+    rpc = _jwks_rpc(contract, settings)
+    hcm = _hcm(
+        "jwks",
+        route_config=jwks_route_config(rpc, contract.service_of(rpc).upstream),
+        http_filters=[
+            grpc_json_transcoder(str(settings.descriptor_set.resolve()), [rpc.service]),
+            router(),
+        ],
+    )
+    return {
+        "name": JWKS_LISTENER,
+        "address": {"pipe": {"path": settings.jwks_socket}},
+        "filter_chains": [{"filters": [hcm]}],
+    }
+
+
+def render_bootstrap(settings: GatewaySettings, contract: ApiContract) -> Json:
+    """The Envoy v3 bootstrap for `settings`, routing what `contract` declares."""
+    missing = [name for name in contract.upstreams if name not in settings.upstreams]
+    if missing:
+        raise SettingsError(f"no upstream address for: {', '.join(missing)}")
+    clusters = [
+        upstream_cluster(name, settings.upstreams[name], settings.health_check)
+        for name in contract.upstreams
+    ]
+    return {
+        "node": {"id": "vaultpay-gateway", "cluster": "vaultpay-gateway"},
+        "admin": {"address": _socket(settings.admin)},
+        "static_resources": {
+            "listeners": [
+                _public_listener(contract, settings),
+                _jwks_listener(contract, settings),
+            ],
+            "clusters": [*clusters, jwks_cluster(settings.jwks_socket)],
+        },
+    }
+
+
+def write_bootstrap(config: Json, out: Path) -> Path:
+    """Writes `config` as JSON (Envoy reads it from a .json or .yaml file alike)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return out

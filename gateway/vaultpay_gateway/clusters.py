@@ -1,0 +1,76 @@
+"""Upstream clusters: one HTTP/2 cluster per service, gRPC health checked."""
+
+from __future__ import annotations
+
+from vaultpay_gateway._types import Json, duration, typed
+from vaultpay_gateway.settings import HealthCheck, HostPort
+
+__all__ = ["JWKS_CLUSTER", "JWKS_LISTENER", "jwks_cluster", "upstream_cluster"]
+
+JWKS_LISTENER = "jwks_loopback"
+JWKS_CLUSTER = "jwks_loopback"
+
+_HTTP2_ONLY = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        explicit_http_config={
+            "http2_protocol_options": {
+                "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+            }
+        },
+    )
+}
+
+
+def _endpoint(address: Json) -> Json:
+    return {"endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}
+
+
+def upstream_cluster(name: str, address: HostPort, health: HealthCheck) -> Json:
+    """A cluster for one service.
+
+    Panic mode is off (`healthy_panic_threshold: 0`): when the only host fails its health
+    check, requests get an immediate 503 instead of a connect attempt to a dead process.
+    Only failures that prove the request never reached the service are retried.
+    """
+    return {
+        "name": name,
+        "type": "STATIC" if address.is_ip else "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": _HTTP2_ONLY,
+        "load_assignment": {
+            "cluster_name": name,
+            **_endpoint({"socket_address": {"address": address.host, "port_value": address.port}}),
+        },
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        "health_checks": [
+            {
+                "timeout": duration(health.timeout_seconds),
+                "interval": duration(health.interval_seconds),
+                "unhealthy_interval": duration(health.unhealthy_interval_seconds),
+                "no_traffic_interval": duration(health.no_traffic_interval_seconds),
+                "no_traffic_healthy_interval": duration(health.no_traffic_interval_seconds),
+                "unhealthy_threshold": health.unhealthy_threshold,
+                "healthy_threshold": health.healthy_threshold,
+                "interval_jitter_percent": 10,
+                "grpc_health_check": {"service_name": ""},
+            }
+        ],
+    }
+
+
+def jwks_cluster(socket: str) -> Json:
+    """The cluster jwt_authn fetches the JWK Set through: Envoy's own JWKS listener.
+
+    A Unix socket rather than an Envoy internal listener: jwt_authn's async fetch runs on the
+    main thread, and internal listeners only accept connections from worker threads.
+    """
+    return {
+        "name": JWKS_CLUSTER,
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": JWKS_CLUSTER,
+            **_endpoint({"pipe": {"path": socket}}),
+        },
+    }

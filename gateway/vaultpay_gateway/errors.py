@@ -1,0 +1,197 @@
+"""Replies Envoy makes itself, shaped like the services' own errors.
+
+Envoy's own replies (no route, bad JSON, JWT failure, rate limit, body too large, upstream
+down) are `text/plain` by default (GATEWAY.md item 6). The mappers built here turn them into
+the shape every VaultPay error has:
+
+- JSON clients get the HTTP status plus a `google.rpc.Status` body with an `ErrorInfo`
+  (`domain: vaultpay.gateway`, a stable `reason`), content type `application/json`.
+- Native gRPC clients get a trailers-only reply whose `grpc-status` is set explicitly (Envoy's
+  HTTP->gRPC default maps 413 to UNKNOWN and 429 to UNAVAILABLE) and whose `grpc-message` is
+  Envoy's own text.
+
+A request counts as native gRPC when its content type is `application/grpc…` and the
+transcoder did not produce it (the transcoder marks what it transcodes with
+`x-envoy-original-method`).
+
+The JSON body check (`json_body`) writes its own `google.rpc.Status` bodies (reason
+`UNKNOWN_FIELD` with BadRequest field violations). Envoy runs Lua replies through the mapper
+too, so the first mapper keeps those verbatim; it matches a flag in the dynamic metadata,
+which clients cannot set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "GATEWAY_ERRORS",
+    "JSON_BODY_METADATA",
+    "NOT_FOUND_TEXT",
+    "UNKNOWN_FIELD_REASON",
+    "GatewayError",
+    "local_reply_config",
+]
+
+ERROR_DOMAIN = "vaultpay.gateway"
+# A JSON body key the request message does not have (400 / INVALID_ARGUMENT).
+UNKNOWN_FIELD_REASON = "UNKNOWN_FIELD"
+# Dynamic metadata namespace of the JSON body check (json_body.py).
+JSON_BODY_METADATA = "vaultpay.json_body"
+NOT_FOUND_TEXT = "no such API route"
+_ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
+_ENVOY_TEXT = "%LOCAL_REPLY_BODY%"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayError:
+    """How one HTTP status produced by Envoy is reported.
+
+    `message` None keeps Envoy's text (useful for 4xx: "Jwt is expired", the JSON parse
+    error); 5xx use a fixed text so upstream addresses and reset reasons stay inside.
+    """
+
+    http_status: int
+    code: int
+    reason: str
+    grpc_code: int
+    message: str | None = None
+
+
+# gRPC codes (google/rpc/code.proto).
+_INVALID_ARGUMENT, _DEADLINE_EXCEEDED, _NOT_FOUND, _PERMISSION_DENIED = 3, 4, 5, 7
+_RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _INTERNAL, _UNAVAILABLE, _UNAUTHENTICATED = 8, 12, 13, 14, 16
+_UNKNOWN = 2
+
+GATEWAY_ERRORS: tuple[GatewayError, ...] = (
+    GatewayError(400, _INVALID_ARGUMENT, "INVALID_REQUEST", _INVALID_ARGUMENT),
+    GatewayError(401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED),
+    GatewayError(403, _PERMISSION_DENIED, "TOKEN_INVALID", _PERMISSION_DENIED),
+    # A JSON client asked for a path that is not in the API; a gRPC client for a method the
+    # gateway does not route: UNIMPLEMENTED is what gRPC servers answer for that.
+    GatewayError(404, _NOT_FOUND, "NOT_FOUND", _UNIMPLEMENTED, NOT_FOUND_TEXT),
+    GatewayError(408, _DEADLINE_EXCEEDED, "REQUEST_TIMEOUT", _DEADLINE_EXCEEDED),
+    GatewayError(413, _RESOURCE_EXHAUSTED, "PAYLOAD_TOO_LARGE", _RESOURCE_EXHAUSTED),
+    GatewayError(429, _RESOURCE_EXHAUSTED, "RATE_LIMITED", _RESOURCE_EXHAUSTED),
+    GatewayError(431, _INVALID_ARGUMENT, "HEADERS_TOO_LARGE", _INVALID_ARGUMENT),
+    GatewayError(500, _INTERNAL, "INTERNAL", _INTERNAL, "internal gateway error"),
+    GatewayError(502, _UNAVAILABLE, "UNAVAILABLE", _UNAVAILABLE, "service unavailable"),
+    GatewayError(503, _UNAVAILABLE, "UNAVAILABLE", _UNAVAILABLE, "service unavailable"),
+    GatewayError(
+        504, _DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", _DEADLINE_EXCEEDED, "upstream timeout"
+    ),
+)
+_FALLBACK = GatewayError(0, _UNKNOWN, "UNKNOWN", _UNKNOWN)
+
+
+def _status_json(error: GatewayError) -> dict[str, Any]:
+    return {
+        "json_format": {
+            "code": error.code,
+            "message": error.message or _ENVOY_TEXT,
+            "details": [
+                {"@type": _ERROR_INFO_TYPE, "reason": error.reason, "domain": ERROR_DOMAIN}
+            ],
+        },
+        "content_type": "application/json",
+    }
+
+
+def _status_is(http_status: int) -> dict[str, Any]:
+    return {
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": http_status, "runtime_key": "vaultpay.unused"},
+            }
+        }
+    }
+
+
+_NATIVE_GRPC: dict[str, Any] = {
+    "and_filter": {
+        "filters": [
+            {
+                "header_filter": {
+                    "header": {
+                        "name": "content-type",
+                        "string_match": {"prefix": "application/grpc"},
+                    }
+                }
+            },
+            {
+                "header_filter": {
+                    "header": {
+                        "name": "x-envoy-original-method",
+                        "present_match": True,
+                        "invert_match": True,
+                    }
+                }
+            },
+        ]
+    }
+}
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"text_format_source": {"inline_string": text}}
+
+
+def _grpc_mapper(error: GatewayError) -> dict[str, Any]:
+    return {
+        "filter": {"and_filter": {"filters": [_NATIVE_GRPC, _status_is(error.http_status)]}},
+        "headers_to_add": [
+            {
+                "header": {"key": "grpc-status", "value": str(error.grpc_code)},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "body_format_override": _text(error.message or _ENVOY_TEXT),
+    }
+
+
+def _json_mapper(error: GatewayError) -> dict[str, Any]:
+    return {
+        "filter": _status_is(error.http_status),
+        "body_format_override": _status_json(error),
+    }
+
+
+def _json_body_check_mapper() -> dict[str, Any]:
+    """Replies of the JSON body check already are `google.rpc.Status` JSON: kept as they are."""
+    return {
+        "filter": {
+            "metadata_filter": {
+                "matcher": {
+                    "filter": JSON_BODY_METADATA,
+                    "path": [{"key": "reply"}],
+                    "value": {"bool_match": True},
+                },
+                "match_if_key_not_found": False,
+            }
+        },
+        "body_format_override": {
+            **_text(_ENVOY_TEXT),
+            "content_type": "application/json",
+        },
+    }
+
+
+def local_reply_config() -> dict[str, Any]:
+    """The HttpConnectionManager `local_reply_config`: the JSON body check's replies as they
+    are, then gRPC mappers, then JSON ones."""
+    grpc_fallback = {
+        "filter": _NATIVE_GRPC,
+        "body_format_override": _text(_ENVOY_TEXT),
+    }
+    return {
+        "mappers": [
+            _json_body_check_mapper(),
+            *(_grpc_mapper(e) for e in GATEWAY_ERRORS),
+            grpc_fallback,
+            *(_json_mapper(e) for e in GATEWAY_ERRORS),
+        ],
+        "body_format": _status_json(_FALLBACK),
+    }

@@ -1,0 +1,179 @@
+"""The HTTP filter chain of the public listener, in decode order.
+
+    local_ratelimit -> body_size_limit -> header_mutation -> cors -> json_body.capture (lua)
+    -> grpc_json_transcoder -> jwt_authn -> json_body.check (lua) -> router
+
+- Cheap rejections first: the global token bucket, then the body cap (GATEWAY.md item 5: the
+  transcoder's own limit only sizes its buffer).
+- header_mutation sits before the transcoder so that, on the way back, it runs after it and can
+  drop `grpc-*` headers from JSON replies (GATEWAY.md item 4). Its per-route config is read
+  while the path is still the REST path, so it only applies to JSON requests.
+- cors answers preflights before the transcoder would reject OPTIONS as an unknown method.
+- jwt_authn runs after the transcoder: by then every request, JSON or gRPC, carries the gRPC
+  path of exactly one RPC, and the route's per-route config (derived from the RPC's access
+  rule) decides whether a token is needed. No REST template has to be turned into a regex,
+  so templates cannot overlap into a public hole.
+- The JSON body check is split around the transcoder (`json_body`): the capture copies the
+  (already capped) body before the transcoder consumes it; the check runs once the gRPC path
+  names the RPC and the token has been checked, and refuses unknown keys before routing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vaultpay_gateway._types import Json, duration, typed
+from vaultpay_gateway.body_schema import BodySchemas
+from vaultpay_gateway.clusters import JWKS_CLUSTER
+from vaultpay_gateway.json_body import capture_filter, check_filter
+from vaultpay_gateway.settings import GatewaySettings, RateLimit
+
+__all__ = [
+    "JWT_FILTER",
+    "JWT_PROVIDER",
+    "JWT_REQUIREMENT",
+    "grpc_json_transcoder",
+    "jwt_authn",
+    "public_http_filters",
+    "router",
+]
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWT_PROVIDER = "vaultpay_auth"
+JWT_REQUIREMENT = "access_token"
+_ALWAYS = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+
+
+def router() -> Json:
+    return {
+        "name": "envoy.filters.http.router",
+        "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
+    }
+
+
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+def grpc_json_transcoder(descriptor_set: str, services: Sequence[str]) -> Json:
+    return {
+        "name": "envoy.filters.http.grpc_json_transcoder",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            proto_descriptor=descriptor_set,
+            services=list(services),
+            convert_grpc_status=True,
+            # The transcoder buffers a whole unary reply to render it; its default 32 KiB
+            # turns a long list page into a 500. Match the services' 4 MiB message limit.
+            max_response_body_size=MAX_RESPONSE_BYTES,
+            print_options={
+                "add_whitespace": False,
+                "always_print_primitive_fields": True,
+                "always_print_enums_as_ints": False,
+                "preserve_proto_field_names": False,
+                # One JSON object per line for server streaming (GATEWAY.md item 8).
+                "stream_newline_delimited": True,
+            },
+            request_validation_options={
+                "reject_unknown_method": True,
+                "reject_unknown_query_parameters": True,
+            },
+        ),
+    }
+
+
+def _local_ratelimit(limit: RateLimit) -> Json:
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            stat_prefix="gateway_global",
+            token_bucket={
+                "max_tokens": limit.max_tokens,
+                "tokens_per_fill": limit.tokens_per_fill,
+                "fill_interval": duration(limit.fill_interval_seconds),
+            },
+            filter_enabled={**_ALWAYS, "runtime_key": "gateway_ratelimit_enabled"},
+            filter_enforced={**_ALWAYS, "runtime_key": "gateway_ratelimit_enforced"},
+            rate_limited_as_resource_exhausted=True,
+            response_headers_to_add=[
+                {
+                    "header": {"key": "retry-after", "value": "1"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+        ),
+    }
+
+
+def _body_size_limit(max_bytes: int) -> Json:
+    return {
+        "name": "envoy.filters.http.body_size_limit",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.body_size_limit.v3.BodySizeLimit",
+            max_request_bytes=max_bytes,
+        ),
+    }
+
+
+def jwt_authn(settings: GatewaySettings, jwks_uri: str) -> Json:
+    """Edge JWT check; which routes need it is decided per route (`PerRouteConfig`).
+
+    Tokens are read only from `Authorization: Bearer` (never `?access_token=`, GATEWAY.md
+    item 7) and forwarded untouched, because every service verifies them again.
+    """
+    jwt = settings.jwt
+    provider = {
+        "issuer": jwt.issuer,
+        "audiences": [jwt.audience],
+        "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+        "forward": True,
+        "require_expiration": True,
+        "clock_skew_seconds": jwt.clock_skew_seconds,
+        "remote_jwks": {
+            "http_uri": {"uri": jwks_uri, "cluster": JWKS_CLUSTER, "timeout": "2s"},
+            "cache_duration": duration(jwt.jwks_cache_seconds),
+            "async_fetch": {
+                "fast_listener": True,
+                "failed_refetch_duration": duration(jwt.jwks_failed_refetch_seconds),
+            },
+            "retry_policy": {
+                "num_retries": 2,
+                "retry_back_off": {"base_interval": "0.2s", "max_interval": "1s"},
+            },
+        },
+    }
+    return {
+        "name": JWT_FILTER,
+        "typed_config": typed(
+            "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            providers={JWT_PROVIDER: provider},
+            requirement_map={JWT_REQUIREMENT: {"provider_name": JWT_PROVIDER}},
+        ),
+    }
+
+
+def public_http_filters(
+    settings: GatewaySettings,
+    transcoded_services: Sequence[str],
+    jwks_uri: str,
+    body_schemas: BodySchemas,
+) -> list[Json]:
+    return [
+        _local_ratelimit(settings.rate_limit),
+        _body_size_limit(settings.max_request_bytes),
+        {
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": typed(
+                "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+            ),
+        },
+        {
+            "name": "envoy.filters.http.cors",
+            "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors"),
+        },
+        capture_filter(),
+        grpc_json_transcoder(str(settings.descriptor_set.resolve()), transcoded_services),
+        jwt_authn(settings, jwks_uri),
+        check_filter(body_schemas),
+        router(),
+    ]

@@ -1,0 +1,426 @@
+"""Unknown JSON body fields are rejected inside Envoy, by two generated Lua filters.
+
+Envoy's transcoder silently drops JSON keys that are not in the request message, and has no
+option to refuse them (envoyproxy/envoy#46623). The gateway refuses them with 400 and a
+`google.rpc.Status` (INVALID_ARGUMENT, ErrorInfo reason `UNKNOWN_FIELD`, a BadRequest field
+violation per key) before anything is routed:
+
+1. `capture` (before the transcoder): keeps a copy of the body of every request that is not
+   native gRPC in the request's dynamic metadata (`vaultpay.json_body`). Clients cannot set
+   dynamic metadata, so only this filter decides what gets checked.
+2. `check` (after the transcoder and jwt_authn): by now `:path` is the exact gRPC path the
+   transcoder chose, so the RPC, and with it the body schema (`body_schema`), is known
+   without a second path-template matcher that could disagree with the transcoder's. It
+   parses the copy as strict JSON (RFC 8259), walks it against the schema and answers 400 on
+   an unknown key. Running after jwt_authn keeps 401 ahead of 400: callers without a valid
+   token learn nothing about the schema.
+
+The checker accepts less than the transcoder on purpose: the transcoder also takes unquoted
+keys, single-quoted strings and trailing commas, which a lenient or skipping checker would
+let through unchecked (`{isAdmin: true}`). Such bodies get 400 INVALID_REQUEST. The walk is
+bounded: the body cap runs first, nesting deeper than 100 is refused, at most 10 fields are
+reported. A failure inside the script answers 500 (closed), never lets the request pass.
+
+The checker's replies are Lua local replies, which Envoy passes through the local reply
+mapper; `errors.local_reply_config` keeps them verbatim (matched on the `reply` flag in the
+dynamic metadata).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from vaultpay_gateway._types import Json, typed
+from vaultpay_gateway.body_schema import BodySchemas, ValueRule
+from vaultpay_gateway.errors import ERROR_DOMAIN, JSON_BODY_METADATA, UNKNOWN_FIELD_REASON
+
+__all__ = ["CAPTURE_FILTER", "CHECK_FILTER", "capture_filter", "check_filter", "checker_lua"]
+
+CAPTURE_FILTER = "vaultpay.json_body.capture"
+CHECK_FILTER = "vaultpay.json_body.check"
+_SAFE_COMMENT = re.compile(r"[\w.\-]+")
+
+_CAPTURE_LUA = r"""-- vaultpay gateway: copies JSON request bodies for the unknown-field check that runs
+-- after the transcoder (vaultpay_gateway/json_body.py). Native gRPC is left alone.
+function envoy_on_request(handle)
+  local content_type = handle:headers():get("content-type")
+  if content_type ~= nil and (content_type == "application/grpc"
+      or string.find(content_type, "^application/grpc[+;]") ~= nil) then
+    return
+  end
+  local body = handle:body()
+  if body == nil or body:length() == 0 then
+    return
+  end
+  handle:streamInfo():dynamicMetadata():set(NS, "body", body:getBytes(0, body:length()))
+end
+"""
+
+# M: message rules, R: RPCs (generated above this code). A rule is `true` (any value), a
+# message number (objects checked against M[n], arrays element by element) or `{n}` (a map:
+# any key, values checked against M[n]). In M[n], `false` marks a field the URL path sets.
+_CHECK_LUA = r"""
+local MAX_DEPTH = 100
+local MAX_REPORTED = 10
+local byte, char, find, format, sub = string.byte, string.char, string.find, string.format, string.sub
+local concat, floor = table.concat, math.floor
+
+local src, pos, depth, found, count, path
+
+local function bad(what)
+  error({ what = what, at = pos }, 0)
+end
+
+local function skip_space()
+  pos = find(src, "[^ \t\r\n]", pos) or #src + 1
+end
+
+local function utf8(cp)
+  if cp < 0x80 then return char(cp) end
+  if cp < 0x800 then return char(0xC0 + floor(cp / 0x40), 0x80 + cp % 0x40) end
+  if cp < 0x10000 then
+    return char(0xE0 + floor(cp / 0x1000), 0x80 + floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+  end
+  return char(0xF0 + floor(cp / 0x40000), 0x80 + floor(cp / 0x1000) % 0x40,
+    0x80 + floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+end
+
+local ESCAPES = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+
+local function hex4(at)
+  local digits = sub(src, at, at + 3)
+  if find(digits, "^%x%x%x%x$") == nil then bad("bad \\u escape") end
+  return tonumber(digits, 16)
+end
+
+-- The string that starts at pos (a double quote), decoded. Raw control characters are left
+-- to the transcoder: they cannot change the structure.
+local function read_string()
+  local from = pos + 1
+  -- Fast path (plain searches): no escape before the closing quote.
+  local close = find(src, '"', from, true)
+  if close == nil then bad("unterminated string") end
+  local text = sub(src, from, close - 1)
+  if find(text, "\\", 1, true) == nil then
+    pos = close + 1
+    return text
+  end
+  local parts = {}
+  while true do
+    local at = find(src, '["\\]', from)
+    if at == nil then bad("unterminated string") end
+    if byte(src, at) == 34 then
+      pos = at + 1
+      parts[#parts + 1] = sub(src, from, at - 1)
+      return concat(parts)
+    end
+    parts[#parts + 1] = sub(src, from, at - 1)
+    local escape = sub(src, at + 1, at + 1)
+    if escape == "u" then
+      local cp = hex4(at + 2)
+      from = at + 6
+      if cp >= 0xD800 and cp < 0xDC00 and sub(src, from, from + 1) == "\\u" then
+        local low = hex4(from + 2)
+        if low >= 0xDC00 and low < 0xE000 then
+          cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
+          from = from + 6
+        end
+      end
+      parts[#parts + 1] = utf8(cp)
+    else
+      local replacement = ESCAPES[escape]
+      if replacement == nil then bad("bad escape") end
+      parts[#parts + 1] = replacement
+      from = at + 2
+    end
+  end
+end
+
+local function report(description)
+  count = count + 1
+  if count <= MAX_REPORTED then found[count] = { concat(path), description } end
+end
+
+local read_value
+
+local function enter()
+  depth = depth + 1
+  if depth > MAX_DEPTH then bad("nested too deeply") end
+  pos = pos + 1
+  skip_space()
+end
+
+local function read_object(rule)
+  enter()
+  if byte(src, pos) == 125 then pos = pos + 1; depth = depth - 1; return end
+  local fields, values = M[rule], nil
+  if type(rule) == "table" then values = rule[1] end
+  local n = #path
+  while true do
+    if byte(src, pos) ~= 34 then bad("expected a double-quoted key") end
+    local key = read_string()
+    skip_space()
+    if byte(src, pos) ~= 58 then bad("expected ':'") end
+    pos = pos + 1
+    skip_space()
+    path[n + 1] = n == 0 and key or ("." .. key)
+    local inner = true
+    if fields ~= nil then
+      inner = fields[key]
+      if inner == nil then
+        report("unknown field"); inner = true
+      elseif inner == false then
+        report("set by the URL path, not by the body"); inner = true
+      end
+    elseif values ~= nil then
+      inner = values
+    end
+    read_value(inner)
+    path[n + 1] = nil
+    skip_space()
+    local c = byte(src, pos)
+    if c == 125 then pos = pos + 1; depth = depth - 1; return end
+    if c ~= 44 then bad("expected ',' or '}'") end
+    pos = pos + 1
+    skip_space()
+  end
+end
+
+local function read_array(rule)
+  enter()
+  if byte(src, pos) == 93 then pos = pos + 1; depth = depth - 1; return end
+  local n, index = #path, 0
+  while true do
+    path[n + 1] = "[" .. index .. "]"
+    read_value(rule)
+    path[n + 1] = nil
+    skip_space()
+    local c = byte(src, pos)
+    if c == 93 then pos = pos + 1; depth = depth - 1; return end
+    if c ~= 44 then bad("expected ',' or ']'") end
+    pos = pos + 1
+    skip_space()
+    index = index + 1
+  end
+end
+
+local WORDS = { "true", "false", "null" }
+
+read_value = function(rule)
+  local c = byte(src, pos)
+  if c == 123 then return read_object(rule) end
+  if c == 91 then return read_array(rule) end
+  if c == 34 then read_string(); return end
+  local _, last = find(src, "^-?%d+", pos)
+  if last ~= nil then
+    pos = last + 1
+    _, last = find(src, "^%.%d+", pos)
+    if last ~= nil then pos = last + 1 end
+    _, last = find(src, "^[eE][-+]?%d+", pos)
+    if last ~= nil then pos = last + 1 end
+    return
+  end
+  for _, word in ipairs(WORDS) do
+    if sub(src, pos, pos + #word - 1) == word then pos = pos + #word; return end
+  end
+  bad(c == nil and "unexpected end" or "unexpected character")
+end
+
+local function check(body, rule)
+  src, pos, depth, found, count, path = body, 1, 0, {}, 0, {}
+  skip_space()
+  if pos <= #src then
+    read_value(rule)
+    skip_space()
+    if pos <= #src then bad("data after the JSON value") end
+  end
+  return found, count
+end
+
+-- Bindings that disagree about the body: those of the request's method; a body passes if
+-- one of them accepts it.
+local function check_rpc(body, entry, method)
+  if type(entry) ~= "table" or entry.b == nil then return check(body, entry) end
+  local candidates = {}
+  for _, binding in ipairs(entry.b) do
+    if binding[1] == method then candidates[#candidates + 1] = binding[2] end
+  end
+  if #candidates == 0 then
+    for _, binding in ipairs(entry.b) do candidates[#candidates + 1] = binding[2] end
+  end
+  local first_found, first_count
+  for _, rule in ipairs(candidates) do
+    local f, c = check(body, rule)
+    if c == 0 then return f, c end
+    if first_found == nil then first_found, first_count = f, c end
+  end
+  return first_found, first_count
+end
+
+-- Keys are echoed in replies: anything that is not well-formed UTF-8 becomes U+FFFD.
+local function valid_utf8(text)
+  local out, i, n = {}, 1, #text
+  while i <= n do
+    local c = byte(text, i)
+    local size = c < 0x80 and 1 or c < 0xC2 and 0 or c < 0xE0 and 2 or c < 0xF0 and 3 or c < 0xF5 and 4 or 0
+    local ok = size > 0 and i + size - 1 <= n
+    for j = i + 1, i + size - 1 do
+      local d = byte(text, j)
+      ok = ok and d >= 0x80 and d < 0xC0
+    end
+    local second = byte(text, i + 1) or 0
+    if ok and ((c == 0xE0 and second < 0xA0) or (c == 0xED and second >= 0xA0)
+        or (c == 0xF0 and second < 0x90) or (c == 0xF4 and second >= 0x90)) then
+      ok = false
+    end
+    if ok then
+      out[#out + 1] = sub(text, i, i + size - 1)
+      i = i + size
+    else
+      out[#out + 1] = "\239\191\189"
+      i = i + 1
+    end
+  end
+  return concat(out)
+end
+
+local function quote(text, limit)
+  if #text > limit then
+    text = sub(text, 1, limit) .. "..."
+  end
+  text = valid_utf8(text)
+  local escaped = string.gsub(text, '[%z\1-\31"\\\127]', function(c)
+    if c == '"' or c == "\\" then return "\\" .. c end
+    return format("\\u%04x", byte(c))
+  end)
+  return '"' .. escaped .. '"'
+end
+
+local function status(code, reason, message, violations)
+  local details = {
+    format('{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"%s","domain":"%s"}', reason, DOMAIN),
+  }
+  if violations ~= nil then
+    local items = {}
+    for i, v in ipairs(violations) do
+      items[i] = format('{"field":%s,"description":%s}', quote(v[1], 200), quote(v[2], 200))
+    end
+    details[2] = '{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":['
+      .. concat(items, ",") .. "]}"
+  end
+  return format('{"code":%d,"message":%s,"details":[%s]}', code, quote(message, 1000), concat(details, ","))
+end
+
+local function reply(handle, http_status, body)
+  -- Tells the local reply mapper to keep this body as it is.
+  handle:streamInfo():dynamicMetadata():set(NS, "reply", true)
+  handle:respond({ [":status"] = http_status, ["content-type"] = "application/json" }, body)
+end
+
+function envoy_on_request(handle)
+  local metadata = handle:streamInfo():dynamicMetadata()
+  local stash = metadata:get(NS)
+  if stash == nil or stash.body == nil or stash.body == "" then return end
+  local body = stash.body
+  metadata:set(NS, "body", "")
+  local headers = handle:headers()
+  local entry = R[headers:get(":path")]
+  if entry == nil then return end
+  local ok, violations, total = pcall(check_rpc, body, entry, headers:get("x-envoy-original-method"))
+  if not ok then
+    if type(violations) == "table" and violations.what ~= nil then
+      local message = format("the request body is not valid JSON: %s at byte %d", violations.what, violations.at)
+      reply(handle, "400", status(3, "INVALID_REQUEST", message))
+    else
+      handle:logErr("json body check failed: " .. tostring(violations))
+      reply(handle, "500", status(13, "INTERNAL", "internal gateway error"))
+    end
+    return
+  end
+  if total == 0 then return end
+  local names = {}
+  for i, v in ipairs(violations) do names[i] = v[1] end
+  local message = (total == 1 and "unknown field in the request body: " or "unknown fields in the request body: ")
+    .. concat(names, ", ") .. (total > #violations and ", ..." or "")
+  reply(handle, "400", status(3, REASON, message, violations))
+end
+"""
+
+
+def _lua_string(text: str) -> str:
+    """A Lua string literal; every byte outside printable ASCII as a decimal escape."""
+    out = [
+        chr(b) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else f"\\{b:03d}"
+        for b in text.encode()
+    ]
+    return '"' + "".join(out) + '"'
+
+
+def _lua_rule(rule: ValueRule, ids: Mapping[str, int]) -> str:
+    if rule.message is None:
+        return "true"
+    number = str(ids[rule.message])
+    return "{" + number + "}" if rule.is_map else number
+
+
+def _comment(text: str) -> str:
+    return f"  -- {text}" if _SAFE_COMMENT.fullmatch(text) else ""
+
+
+def _prelude() -> str:
+    return (
+        f"local NS = {_lua_string(JSON_BODY_METADATA)}\n"
+        f"local DOMAIN = {_lua_string(ERROR_DOMAIN)}\n"
+        f"local REASON = {_lua_string(UNKNOWN_FIELD_REASON)}\n"
+    )
+
+
+def checker_lua(schemas: BodySchemas) -> str:
+    """The check filter's script: the schema tables, then the checker."""
+    ids = {key: number for number, key in enumerate(sorted(schemas.messages), start=1)}
+    lines = [
+        "-- Generated by vaultpay_gateway from the descriptor set; do not edit.",
+        _prelude(),
+        "local M = {",
+    ]
+    for key, number in ids.items():
+        rule = schemas.messages[key]
+        entries = [
+            *(f"[{_lua_string(k)}] = {_lua_rule(v, ids)}" for k, v in sorted(rule.fields.items())),
+            *(f"[{_lua_string(k)}] = false" for k in sorted(rule.path_bound)),
+        ]
+        lines.append(f"  [{number}] = {{ {', '.join(entries)} }},{_comment(key)}")
+    lines += ["}", "local R = {"]
+    for grpc_path, bindings in sorted(schemas.rpcs.items()):
+        rules = {b.body for b in bindings}
+        if len(rules) == 1:
+            value = _lua_rule(bindings[0].body, ids)
+        else:
+            choices = ", ".join(
+                f"{{ {_lua_string(b.method)}, {_lua_rule(b.body, ids)} }}" for b in bindings
+            )
+            value = f"{{ b = {{ {choices} }} }}"
+        lines.append(f"  [{_lua_string(grpc_path)}] = {value},")
+    lines.append("}")
+    return "\n".join(lines) + _CHECK_LUA
+
+
+def _lua_filter(name: str, source: str) -> Json:
+    return {
+        "name": name,
+        "typed_config": typed(
+            "envoy.extensions.filters.http.lua.v3.Lua",
+            default_source_code={"inline_string": source},
+        ),
+    }
+
+
+def capture_filter() -> Json:
+    """Before the transcoder: copies non-gRPC request bodies into the dynamic metadata."""
+    return _lua_filter(CAPTURE_FILTER, _prelude() + _CAPTURE_LUA)
+
+
+def check_filter(schemas: BodySchemas) -> Json:
+    """After jwt_authn: refuses bodies with keys outside the contract."""
+    return _lua_filter(CHECK_FILTER, checker_lua(schemas))

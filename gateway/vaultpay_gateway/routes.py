@@ -1,0 +1,154 @@
+"""Route tables, derived from the contract.
+
+Every routed RPC gets one exact route on its gRPC path. JSON requests reach the same routes:
+the transcoder rewrites `GET /v1/auth/me` to `POST /vaultpay.auth.v1.AuthService/GetMe` and
+clears the route cache before jwt_authn and the router look at it. Each route carries the
+RPC's edge JWT decision, so there is no default: a path that is not an RPC of a non-internal
+service falls through to a 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vaultpay_gateway._types import Json, duration, typed
+from vaultpay_gateway.contract import ApiContract, Rpc
+from vaultpay_gateway.errors import NOT_FOUND_TEXT
+from vaultpay_gateway.filters import JWT_FILTER, JWT_REQUIREMENT
+from vaultpay_gateway.settings import GatewaySettings
+
+__all__ = ["UNROUTED_CLUSTER", "jwks_route_config", "public_route_config"]
+
+UNROUTED_CLUSTER = "vaultpay_unrouted"
+_CORS_HEADERS = "authorization, content-type, x-request-id"
+_CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+# Only requests that are safe to resend: the service never saw them.
+_RETRY = {"retry_on": "connect-failure,refused-stream", "num_retries": 2}
+_GRPC_HEADERS = (
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "grpc-accept-encoding",
+    "grpc-encoding",
+)
+
+
+def _jwt_per_route(rpc: Rpc) -> Json:
+    if rpc.rule is not None and rpc.rule.public:
+        return typed("envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig", disabled=True)
+    return typed(
+        "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
+        requirement_name=JWT_REQUIREMENT,
+    )
+
+
+def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings) -> Json:
+    action: Json = {"cluster": cluster, "retry_policy": _RETRY}
+    if rpc.is_streaming:
+        # Streams live as long as the client wants (GATEWAY.md item 8); a client deadline
+        # (grpc-timeout) still applies.
+        action["timeout"] = "0s"
+        action["idle_timeout"] = duration(settings.stream_idle_timeout_seconds)
+        action["max_stream_duration"] = {"grpc_timeout_header_max": "0s"}
+    else:
+        timeout = duration(settings.unary_timeout_seconds)
+        action["timeout"] = timeout
+        action["max_stream_duration"] = {"grpc_timeout_header_max": timeout}
+    return {
+        "name": rpc.full_name,
+        "match": {"path": rpc.grpc_path, "grpc": {}},
+        "route": action,
+        "typed_per_filter_config": {JWT_FILTER: _jwt_per_route(rpc)},
+    }
+
+
+def _grpc_not_found() -> Json:
+    return {
+        "name": "grpc_not_found",
+        "match": {"prefix": "/", "grpc": {}},
+        "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_TEXT}},
+    }
+
+
+def _json_not_found(max_request_bytes: int) -> Json:
+    """Where JSON requests sit until the transcoder has rewritten their path.
+
+    The filters before the transcoder (header_mutation, cors, the JSON body capture) see this
+    route. It must be a route entry, not a direct response, for the cors filter to act; it
+    names a cluster that does not exist, so anything that were to reach the router with it
+    gets a 404. Its buffer limit lets the body capture hold a whole body up to the body cap
+    (the listener's per-connection limit, 32 KiB, would answer 413 above that); gRPC routes
+    keep the small default.
+    """
+    return {
+        "name": "json_not_found",
+        "match": {"prefix": "/"},
+        "request_body_buffer_limit": max_request_bytes,
+        "route": {"cluster": UNROUTED_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"},
+        "typed_per_filter_config": {
+            "envoy.filters.http.header_mutation": typed(
+                "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
+                mutations={"response_mutations": [{"remove": h} for h in _GRPC_HEADERS]},
+            )
+        },
+    }
+
+
+def _cors_policy(origins: Sequence[str]) -> Json:
+    return typed(
+        "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        allow_origin_string_match=[{"exact": origin} for origin in origins],
+        allow_methods=_CORS_METHODS,
+        allow_headers=_CORS_HEADERS,
+        expose_headers="x-request-id",
+        max_age="600",
+        allow_credentials=False,
+    )
+
+
+def public_route_config(contract: ApiContract, settings: GatewaySettings) -> Json:
+    routes = [
+        _rpc_route(rpc, contract.service_of(rpc).upstream, settings)
+        for rpc in contract.routed_rpcs()
+    ]
+    virtual_host: Json = {
+        "name": "vaultpay_api",
+        "domains": ["*"],
+        "routes": [
+            *routes,
+            _grpc_not_found(),
+            _json_not_found(settings.max_request_bytes),
+        ],
+    }
+    if settings.cors_origins:
+        virtual_host["typed_per_filter_config"] = {
+            "envoy.filters.http.cors": _cors_policy(settings.cors_origins)
+        }
+    # The one route without a real cluster is json_not_found's UNROUTED_CLUSTER.
+    return {"name": "vaultpay_api", "virtual_hosts": [virtual_host], "validate_clusters": False}
+
+
+def jwks_route_config(jwks_rpc: Rpc, cluster: str) -> Json:
+    """The internal JWKS listener routes the one RPC and nothing else."""
+    return {
+        "name": "jwks",
+        "virtual_hosts": [
+            {
+                "name": "jwks",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {"path": jwks_rpc.grpc_path, "grpc": {}},
+                        "route": {"cluster": cluster, "timeout": "5s"},
+                    },
+                    {
+                        "match": {"prefix": "/"},
+                        "direct_response": {
+                            "status": 404,
+                            "body": {"inline_string": NOT_FOUND_TEXT},
+                        },
+                    },
+                ],
+            }
+        ],
+    }

@@ -1,0 +1,120 @@
+"""The closed-loop load generator: N workers call one function back to back for a fixed time.
+
+Every cell is bounded: workers start no request after the deadline, every request has its own
+timeout, and the whole cell has an outer timeout on top. A warm-up phase runs the same load
+first; only requests that *complete* inside the measurement window count, so throughput is
+completions per second of steady state (in-flight requests at the deadline are drained, not
+counted, and not cancelled, so their server-side work does not bleed into the next cell).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from tests.bench.httpclient import HttpStatusError
+
+__all__ = ["Call", "CellStats", "classify_error", "percentile", "run_cell"]
+
+# worker index -> one request; raises on failure.
+Call = Callable[[int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CellStats:
+    """What one (workload, path, concurrency) cell measured."""
+
+    concurrency: int
+    seconds: float
+    latencies_s: list[float] = field(repr=False)
+    errors: Counter[str]
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies_s)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def quantile_ms(self, q: float) -> float | None:
+        value = percentile(sorted(self.latencies_s), q)
+        return None if value is None else value * 1000.0
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of already sorted values; None when empty."""
+    if not sorted_values:
+        return None
+    rank = max(1, min(len(sorted_values), -(-len(sorted_values) * q // 100)))
+    return sorted_values[int(rank) - 1]
+
+
+def classify_error(exc: BaseException) -> str:
+    """A short, stable label for the error table (gRPC code, HTTP status, or exception type)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"grpc {exc.code().name}"
+    if isinstance(exc, HttpStatusError):
+        return f"HTTP {exc.status}"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return type(exc).__name__
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError | asyncio.IncompleteReadError | ConnectionError)
+
+
+async def run_cell(
+    call: Call,
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    request_timeout: float,
+) -> CellStats:
+    """Runs `concurrency` workers for `warmup + seconds`; measures the last `seconds`."""
+    start = time.perf_counter()
+    window_start = start + warmup
+    deadline = window_start + seconds
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+
+    async def worker(index: int) -> None:
+        while (began := time.perf_counter()) < deadline:
+            failure: BaseException | None = None
+            try:
+                async with asyncio.timeout(request_timeout):
+                    await call(index)
+            except Exception as exc:
+                failure = exc
+            ended = time.perf_counter()
+            if window_start <= ended < deadline:
+                if failure is None:
+                    latencies.append(ended - began)
+                else:
+                    errors[classify_error(failure)] += 1
+            if failure is not None and _is_transport_error(failure):
+                await asyncio.sleep(0.01)  # a refused connection must not become a busy loop
+
+    workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*workers), timeout=warmup + seconds + request_timeout + 5
+        )
+    except TimeoutError:  # cannot happen while every request has its own timeout; be safe
+        errors["cell timed out"] += 1
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    return CellStats(concurrency, seconds, latencies, errors)

@@ -1,0 +1,165 @@
+"""A test double of the auth service for the gateway's config tests.
+
+It speaks the real `vaultpay.auth.v1.AuthService` contract (plus gRPC health) with just
+enough behaviour to observe what Envoy does:
+
+- `GetJwks` serves the public half of the Ed25519 keys in `keys` (mutable: tests rotate), or
+  fails with UNAVAILABLE while `jwks_down` is set.
+- `Register` echoes the request, or fails with INVALID_ARGUMENT + `ErrorInfo` + `BadRequest`
+  details when the email has no "@", so error-detail transcoding can be checked.
+- `GetMe` reports the request metadata it received (client address, request id, whether a
+  bearer token was forwarded) inside `user.full_name` as JSON.
+- `register_calls` counts the Register calls that arrived, so tests can tell that a request
+  was stopped at the edge.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import grpc
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+
+__all__ = ["AuthDouble", "SigningKey", "start_auth_double"]
+
+ECHOED_METADATA = ("x-envoy-external-address", "x-request-id", "x-forwarded-for")
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 key pair with a `kid`, able to mint tokens the way auth does."""
+
+    kid: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    private: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+
+    def jwk(self) -> auth_pb2.JsonWebKey:
+        raw = self.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        return auth_pb2.JsonWebKey(
+            kty="OKP", crv="Ed25519", x=x, kid=self.kid, alg="EdDSA", use="sig"
+        )
+
+    def token(self, *, lifetime: float = 900, **overrides: Any) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": "vaultpay-auth",
+            "aud": "vaultpay",
+            "sub": "user-1",
+            "role": "ROLE_USER",
+            "jti": uuid.uuid4().hex,
+            "typ": "access",
+            "iat": now,
+            "exp": now + int(lifetime),
+            **overrides,
+        }
+        return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+class AuthDouble(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, keys: list[SigningKey]) -> None:
+        self.keys = keys
+        self.jwks_calls = 0
+        self.jwks_down = False
+        self.register_calls = 0
+
+    async def GetJwks(
+        self, request: auth_pb2.GetJwksRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetJwksResponse:
+        self.jwks_calls += 1
+        if self.jwks_down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "key store unavailable")
+        return auth_pb2.GetJwksResponse(keys=[k.jwk() for k in self.keys])
+
+    async def Register(
+        self, request: auth_pb2.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RegisterResponse:
+        self.register_calls += 1
+        if "@" not in request.email:
+            await context.abort_with_status(rpc_status.to_status(_invalid_email(request.email)))
+        user = auth_pb2.User(user_id="user-1", email=request.email, full_name=request.full_name)
+        return auth_pb2.RegisterResponse(user=user)
+
+    async def GetMe(
+        self, request: auth_pb2.GetMeRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetMeResponse:
+        metadata: Mapping[str, str] = {k: v for k, v in context.invocation_metadata() or ()}
+        seen = {name: metadata.get(name, "") for name in ECHOED_METADATA}
+        seen["bearer"] = str(metadata.get("authorization", "").startswith("Bearer "))
+        # `x-test-reply-padding: N` makes the reply N bytes larger (large-response tests).
+        padding = "p" * int(metadata.get("x-test-reply-padding", "0") or 0)
+        return auth_pb2.GetMeResponse(
+            user=auth_pb2.User(
+                user_id="user-1", full_name=json.dumps(seen), deactivation_reason=padding
+            )
+        )
+
+    async def Login(
+        self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.LoginResponse:
+        await _unimplemented(context)
+
+    async def RefreshToken(
+        self, request: auth_pb2.RefreshTokenRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RefreshTokenResponse:
+        await _unimplemented(context)
+
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.LogoutResponse:
+        await _unimplemented(context)
+
+    async def ChangePassword(
+        self, request: auth_pb2.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ChangePasswordResponse:
+        await _unimplemented(context)
+
+
+async def _unimplemented(context: grpc.aio.ServicerContext) -> NoReturn:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the test double")
+    raise AssertionError("abort returned")
+
+
+def _invalid_email(email: str) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(reason="INVALID_EMAIL", domain="vaultpay.auth")
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field="email", description=f"{email!r} is not an email address"
+            )
+        ]
+    )
+    details = []
+    for detail in (info, bad):
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        details.append(packed)
+    return status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message="invalid registration", details=details
+    )
+
+
+async def start_auth_double(keys: list[SigningKey]) -> tuple[grpc.aio.Server, AuthDouble, int]:
+    """Starts the double on 127.0.0.1 at a free port; returns the server, servicer and port."""
+    server = grpc.aio.server()
+    servicer = AuthDouble(keys)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, servicer, port

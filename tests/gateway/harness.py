@@ -1,0 +1,236 @@
+"""Processes and clients for the gateway tests: free ports, a real Envoy, plain HTTP calls.
+
+The auth double runs on its own event loop in a background thread, so tests may block on
+HTTP calls without starving the upstream (or Envoy's health checks and JWKS fetches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tests.gateway.auth_double import AuthDouble, SigningKey, start_auth_double
+from vaultpay_gateway import (
+    GatewaySettings,
+    HostPort,
+    build_config,
+    envoy_command,
+    load_contract,
+    validate,
+)
+
+__all__ = [
+    "EnvoyProcess",
+    "GatewayUnderTest",
+    "Reply",
+    "ThreadedAuthDouble",
+    "free_port",
+    "http_call",
+    "loopback_settings",
+    "start_gateway",
+]
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago (bind to 0, read it, release it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_call(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """One HTTP/1.1 request to 127.0.0.1:port; lower-cased response header names."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        response = conn.getresponse()
+        return Reply(
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            response.read(),
+        )
+    finally:
+        conn.close()
+
+
+class ThreadedAuthDouble:
+    """The auth double on 127.0.0.1:<free port>, served from a private event loop thread."""
+
+    def __init__(self, keys: list[SigningKey]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        server, servicer, port = self._run(start_auth_double(keys))
+        self._server: grpc.aio.Server = server
+        self.servicer: AuthDouble = servicer
+        self.port: int = port
+
+    def _run(self, coro: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout=10)
+
+    def stop(self) -> None:
+        try:
+            self._run(self._server.stop(None))
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._loop.close()
+
+
+class EnvoyProcess:
+    """A real Envoy on a rendered config; always stopped by PID."""
+
+    def __init__(self, config: Path, admin_port: int, log: Path) -> None:
+        self.admin_port = admin_port
+        self.log = log
+        self._log_file = log.open("w")
+        self.process = subprocess.Popen(
+            # One worker is plenty for tests; flush access logs quickly so tests can read them.
+            envoy_command(
+                config,
+                "--log-level",
+                "warn",
+                "--concurrency",
+                "1",
+                "--file-flush-interval-msec",
+                "100",
+            ),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.admin_port}/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"envoy not ready after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=5)
+        finally:
+            self._log_file.close()
+
+
+@dataclass
+class GatewayUnderTest:
+    """A rendered, validated and running gateway."""
+
+    settings: GatewaySettings
+    config: Path
+    envoy: EnvoyProcess
+
+    @property
+    def port(self) -> int:
+        return self.settings.listen.port
+
+    @property
+    def access_log(self) -> Path:
+        assert self.settings.access_log_path is not None
+        return self.settings.access_log_path
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        return http_call(self.port, method, path, body, headers)
+
+    def wait_until_token_accepted(self, token: str, timeout: float = 10.0) -> None:
+        """Retries an authenticated call until the JWKS holding the token's key is loaded."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.call("GET", "/v1/auth/me", headers={"authorization": f"Bearer {token}"})
+            if reply.status == 200:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"token still refused: {reply.status} {reply.body!r}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.envoy.stop()
+
+
+def start_gateway(workdir: Path, settings: GatewaySettings) -> GatewayUnderTest:
+    """Renders `settings` into `workdir`, validates it, starts Envoy and waits for /ready."""
+    config = build_config(settings, workdir / "envoy.json")
+    validate(config)
+    envoy = EnvoyProcess(config, settings.admin.port, workdir / "envoy.log")
+    try:
+        envoy.wait_ready()
+    except BaseException:
+        envoy.stop()
+        raise
+    return GatewayUnderTest(settings, config, envoy)
+
+
+def loopback_settings(
+    workdir: Path,
+    descriptor_set: Path,
+    upstreams: Mapping[str, HostPort],
+    **overrides: Any,
+) -> GatewaySettings:
+    """Settings on free loopback ports; every upstream not given points at a closed port."""
+    closed = HostPort("127.0.0.1", free_port())
+    names = load_contract(descriptor_set).upstreams
+    return GatewaySettings(
+        descriptor_set=descriptor_set,
+        listen=HostPort("127.0.0.1", free_port()),
+        admin=HostPort("127.0.0.1", free_port()),
+        upstreams={**dict.fromkeys(names, closed), **upstreams},
+        access_log_path=workdir / "access.log",
+        **overrides,
+    )

@@ -1,0 +1,397 @@
+"""The rendered config, checked as data: no Envoy process except `envoy --mode validate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+from vaultpay.authz.v1 import authz_pb2
+from vaultpay_gateway import (
+    DEFAULT_UPSTREAMS,
+    GATEWAY_ERRORS,
+    ContractError,
+    EnvoyConfigError,
+    GatewaySettings,
+    HostPort,
+    SettingsError,
+    load_contract,
+    render_bootstrap,
+    validate,
+)
+from vaultpay_gateway.__main__ import main
+
+# --- a synthetic contract, to pin derivation rules independently of the real protos ---
+
+
+def _method(
+    name: str,
+    rule: dict[str, Any] | None,
+    http: tuple[str, str] | None = None,
+    *,
+    server_streaming: bool = False,
+) -> descriptor_pb2.MethodDescriptorProto:
+    method = descriptor_pb2.MethodDescriptorProto(
+        name=name,
+        input_type=".vaultpay.demo.v1.Req",
+        output_type=".vaultpay.demo.v1.Res",
+        server_streaming=server_streaming,
+    )
+    if rule is not None:
+        method.options.Extensions[authz_pb2.rule].CopyFrom(authz_pb2.AccessRule(**rule))
+    if http is not None:
+        setattr(method.options.Extensions[annotations_pb2.http], http[0], http[1])
+    return method
+
+
+@pytest.fixture(scope="module")
+def demo_descriptor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    file = descriptor_pb2.FileDescriptorProto(name="vaultpay/demo/v1/demo.proto")
+    file.package = "vaultpay.demo.v1"
+    file.message_type.add(name="Req").field.add(
+        name="demo_id",
+        json_name="demoId",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+    )
+    file.message_type.add(name="Res")
+    file.service.add(
+        name="DemoService",
+        method=[
+            _method("Open", {"public": True}, ("post", "/v1/demo/{demo_id}:open")),
+            _method("Watch", {"min_role": 1}, ("get", "/v1/demo:watch"), server_streaming=True),
+            _method("Peek", {"min_role": 2, "strict": True}, ("get", "/v1/demo/{demo_id}")),
+            _method("Sync", {"internal": True}),
+            _method("Forgotten", None, ("get", "/v1/forgotten")),
+        ],
+    )
+    file.service.add(name="DemoPeerService", method=[_method("Pull", {"internal": True})])
+    file.service.add(name="DemoInternalService", method=[_method("Mint", {"public": True})])
+    other = descriptor_pb2.FileDescriptorProto(name="acme/v1/acme.proto", package="acme.v1")
+    other.service.add(name="AcmeService", method=[_method("Do", {"public": True})])
+    path = tmp_path_factory.mktemp("demo") / "demo.binpb"
+    path.write_bytes(descriptor_pb2.FileDescriptorSet(file=[file, other]).SerializeToString())
+    return path
+
+
+def _routes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    hcm = _public_hcm(config)
+    return {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+
+
+def _public_hcm(config: dict[str, Any]) -> dict[str, Any]:
+    listener = config["static_resources"]["listeners"][0]
+    hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+def _filter(config: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(
+        f["typed_config"] for f in _public_hcm(config)["http_filters"] if f["name"] == name
+    )
+    return found
+
+
+def _render(descriptor: Path, **overrides: Any) -> dict[str, Any]:
+    upstreams = {**DEFAULT_UPSTREAMS, "demo": HostPort("127.0.0.1", 50099)}
+    settings = GatewaySettings(descriptor_set=descriptor, upstreams=upstreams, **overrides)
+    return render_bootstrap(settings, load_contract(descriptor))
+
+
+def test_only_vaultpay_packages_are_read(demo_descriptor: Path) -> None:
+    contract = load_contract(demo_descriptor)
+
+    assert {s.full_name for s in contract.services} == {
+        "vaultpay.demo.v1.DemoService",
+        "vaultpay.demo.v1.DemoPeerService",
+        "vaultpay.demo.v1.DemoInternalService",
+    }
+    assert contract.upstreams == ("demo",)
+
+
+def test_internal_services_are_neither_transcoded_nor_routed(demo_descriptor: Path) -> None:
+    config = _render(demo_descriptor, jwt=_demo_jwt())
+
+    transcoder = _filter(config, "envoy.filters.http.grpc_json_transcoder")
+    assert transcoder["services"] == ["vaultpay.demo.v1.DemoService"]
+    routed = {r["match"].get("path") for r in _routes(config).values()}
+    assert "/vaultpay.demo.v1.DemoInternalService/Mint" not in routed
+    assert "/vaultpay.demo.v1.DemoPeerService/Pull" not in routed
+
+
+def test_internal_and_ruleless_rpcs_of_a_public_service_are_not_routed(
+    demo_descriptor: Path,
+) -> None:
+    routes = _routes(_render(demo_descriptor, jwt=_demo_jwt()))
+
+    assert "vaultpay.demo.v1.DemoService.Sync" not in routes
+    assert "vaultpay.demo.v1.DemoService.Forgotten" not in routes
+    assert {"vaultpay.demo.v1.DemoService.Open", "vaultpay.demo.v1.DemoService.Peek"} <= set(routes)
+
+
+def test_every_routed_rpc_decides_its_jwt_requirement(demo_descriptor: Path) -> None:
+    routes = _routes(_render(demo_descriptor, jwt=_demo_jwt()))
+
+    def jwt_of(name: str) -> dict[str, Any]:
+        config: dict[str, Any] = routes[name]["typed_per_filter_config"][
+            "envoy.filters.http.jwt_authn"
+        ]
+        return config
+
+    assert jwt_of("vaultpay.demo.v1.DemoService.Open")["disabled"] is True
+    assert jwt_of("vaultpay.demo.v1.DemoService.Peek")["requirement_name"] == "access_token"
+    assert jwt_of("vaultpay.demo.v1.DemoService.Watch")["requirement_name"] == "access_token"
+    assert routes["vaultpay.demo.v1.DemoService.Peek"]["match"] == {
+        "path": "/vaultpay.demo.v1.DemoService/Peek",
+        "grpc": {},
+    }
+    assert routes["vaultpay.demo.v1.DemoService.Peek"]["route"]["cluster"] == "demo"
+
+
+def test_streaming_routes_have_no_timeout(demo_descriptor: Path) -> None:
+    routes = _routes(_render(demo_descriptor, jwt=_demo_jwt()))
+
+    assert routes["vaultpay.demo.v1.DemoService.Watch"]["route"]["timeout"] == "0s"
+    assert routes["vaultpay.demo.v1.DemoService.Peek"]["route"]["timeout"] == "15s"
+
+
+def test_missing_upstream_address_is_a_settings_error(demo_descriptor: Path) -> None:
+    settings = GatewaySettings(descriptor_set=demo_descriptor, jwt=_demo_jwt())
+
+    with pytest.raises(SettingsError, match="demo"):
+        render_bootstrap(settings, load_contract(demo_descriptor))
+
+
+def test_jwks_rpc_without_get_binding_is_a_contract_error(demo_descriptor: Path) -> None:
+    from vaultpay_gateway import JwtSettings
+
+    with pytest.raises(ContractError, match="GET"):
+        _render(demo_descriptor, jwt=JwtSettings(jwks_rpc="vaultpay.demo.v1.DemoService.Open"))
+
+
+def _demo_jwt() -> Any:
+    from vaultpay_gateway import JwtSettings
+
+    return JwtSettings(jwks_rpc="vaultpay.demo.v1.DemoService.Peek")
+
+
+# --- the real contract ---
+
+
+def test_real_contract_routes_public_auth_rpcs_without_jwt(descriptor_set: Path) -> None:
+    contract = load_contract(descriptor_set)
+
+    public = {r.name for r in contract.routed_rpcs() if r.rule is not None and r.rule.public}
+    assert {"Register", "Login", "RefreshToken", "GetJwks"} <= public
+    assert all(not s.full_name.endswith("InternalService") for s in contract.public_services)
+
+
+def test_real_contract_every_route_follows_its_rpc(descriptor_set: Path) -> None:
+    contract = load_contract(descriptor_set)
+    routes = _routes(_render(descriptor_set))
+    routed = {r.full_name: r for r in contract.routed_rpcs()}
+
+    rpc_routes = {
+        name: route
+        for name, route in routes.items()
+        if "match" in route and "path" in route["match"]
+    }
+    assert set(rpc_routes) == set(routed)
+    for name, route in rpc_routes.items():
+        rpc = routed[name]
+        assert route["route"]["cluster"] == contract.service_of(rpc).upstream
+        jwt = route["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]
+        assert jwt.get("disabled", False) is (rpc.rule is not None and rpc.rule.public)
+        assert (route["route"]["timeout"] == "0s") is rpc.is_streaming
+    internal_paths = {
+        rpc.grpc_path
+        for service in contract.services
+        if service.is_internal
+        for rpc in service.rpcs
+    }
+    assert internal_paths
+    assert not internal_paths & {route["match"].get("path") for route in routes.values()}
+
+
+def test_jwt_tokens_come_only_from_the_authorization_header(descriptor_set: Path) -> None:
+    jwt = _filter(_render(descriptor_set), "envoy.filters.http.jwt_authn")
+    provider = jwt["providers"]["vaultpay_auth"]
+
+    assert provider["from_headers"] == [{"name": "Authorization", "value_prefix": "Bearer "}]
+    assert "from_params" not in provider
+    assert "from_cookies" not in provider
+    assert provider["issuer"] == "vaultpay-auth"
+    assert provider["audiences"] == ["vaultpay"]
+    assert provider["forward"] is True
+    remote = provider["remote_jwks"]
+    assert remote["http_uri"]["uri"].endswith("/v1/auth/jwks")
+    assert remote["async_fetch"]["fast_listener"] is True
+    assert remote["cache_duration"] == "300s"
+
+
+def test_transcoder_rejects_unknown_methods_and_query_parameters(descriptor_set: Path) -> None:
+    transcoder = _filter(_render(descriptor_set), "envoy.filters.http.grpc_json_transcoder")
+
+    assert transcoder["convert_grpc_status"] is True
+    assert transcoder["request_validation_options"] == {
+        "reject_unknown_method": True,
+        "reject_unknown_query_parameters": True,
+    }
+    assert transcoder["print_options"]["stream_newline_delimited"] is True
+    assert Path(transcoder["proto_descriptor"]).is_absolute()
+
+
+def test_filter_order(descriptor_set: Path) -> None:
+    names = [f["name"] for f in _public_hcm(_render(descriptor_set))["http_filters"]]
+
+    assert names == [
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.body_size_limit",
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.cors",
+        "vaultpay.json_body.capture",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.jwt_authn",
+        "vaultpay.json_body.check",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_json_body_check_is_generated_from_the_contract(descriptor_set: Path) -> None:
+    hcm = _public_hcm(_render(descriptor_set, max_request_bytes=65536))
+    check = _filter(_render(descriptor_set), "vaultpay.json_body.check")
+    lua = check["default_source_code"]["inline_string"]
+
+    assert '["/vaultpay.auth.v1.AuthService/Register"]' in lua
+    assert '["fullName"] = true' in lua
+    assert '["full_name"] = true' in lua
+    # The capture holds whole bodies on the REST catch-all route, up to the body cap.
+    json_route = next(
+        r
+        for r in hcm["route_config"]["virtual_hosts"][0]["routes"]
+        if r["name"] == "json_not_found"
+    )
+    assert json_route["request_body_buffer_limit"] == 65536
+
+
+def test_json_body_check_replies_are_kept_by_the_local_reply_mapper(descriptor_set: Path) -> None:
+    first = _public_hcm(_render(descriptor_set))["local_reply_config"]["mappers"][0]
+
+    assert first["filter"]["metadata_filter"]["matcher"]["filter"] == "vaultpay.json_body"
+    assert first["body_format_override"]["text_format_source"]["inline_string"] == (
+        "%LOCAL_REPLY_BODY%"
+    )
+
+
+def test_every_gateway_error_has_a_json_and_a_grpc_mapper(descriptor_set: Path) -> None:
+    mappers = _public_hcm(_render(descriptor_set))["local_reply_config"]["mappers"]
+    rendered = json.dumps(mappers)
+
+    for error in GATEWAY_ERRORS:
+        assert f'"reason": "{error.reason}"' in rendered
+        assert {"key": "grpc-status", "value": str(error.grpc_code)} in [
+            h["header"] for m in mappers for h in m.get("headers_to_add", [])
+        ]
+
+
+def test_access_log_never_records_credentials_or_query_strings(descriptor_set: Path) -> None:
+    hcm = _public_hcm(_render(descriptor_set, access_log_path=Path("/tmp/x.log")))
+    log_format = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
+
+    rendered = json.dumps(log_format).upper()
+    assert "AUTHORIZATION" not in rendered
+    assert "%REQ(:PATH)%" not in rendered
+    assert log_format["request_id"] == "%REQ(X-REQUEST-ID)%"
+    assert log_format["method"] == "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%"
+
+
+def test_defaults_bind_to_loopback(descriptor_set: Path) -> None:
+    config = _render(descriptor_set)
+
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    listener = config["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
+    assert _public_hcm(config)["use_remote_address"] is True
+
+
+def test_health_checks_probe_often_even_without_traffic(descriptor_set: Path) -> None:
+    auth = next(
+        c for c in _render(descriptor_set)["static_resources"]["clusters"] if c["name"] == "auth"
+    )
+
+    check = auth["health_checks"][0]
+    assert "grpc_health_check" in check
+    assert check["no_traffic_interval"] == "5s"
+    assert check["interval"] == "5s"
+
+
+# --- settings, CLI, validation ---
+
+
+@pytest.mark.parametrize("origin", ["*", "example.com", "https://example.com/"])
+def test_cors_origins_must_be_exact(origin: str) -> None:
+    with pytest.raises(SettingsError):
+        GatewaySettings(descriptor_set=Path("x"), cors_origins=(origin,))
+
+
+def test_host_port_parsing() -> None:
+    assert HostPort.parse("127.0.0.1:8080") == HostPort("127.0.0.1", 8080)
+    assert HostPort.parse("[::1]:9901") == HostPort("::1", 9901)
+    assert str(HostPort("::1", 9901)) == "[::1]:9901"
+    with pytest.raises(SettingsError):
+        HostPort.parse("localhost")
+    with pytest.raises(SettingsError):
+        HostPort.parse("localhost:70000")
+
+
+def test_cli_writes_a_config_envoy_accepts(descriptor_set: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gateway" / "envoy.yaml"
+
+    code = main(
+        [
+            "--descriptor",
+            str(descriptor_set),
+            "--out",
+            str(out),
+            "--listen",
+            "127.0.0.1:18080",
+            "--upstream",
+            "auth=127.0.0.1:60051",
+            "--cors-origin",
+            "http://localhost:3000",
+            "--access-log",
+            str(tmp_path / "access.log"),
+            "--rate-limit",
+            "50/100",
+            "--validate",
+        ]
+    )
+
+    assert code == 0
+    config = json.loads(out.read_text())
+    auth = next(c for c in config["static_resources"]["clusters"] if c["name"] == "auth")
+    endpoint = auth["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["port_value"] == 60051
+
+
+def test_cli_reports_a_missing_descriptor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--descriptor", str(tmp_path / "nope.binpb"), "--out", str(tmp_path / "e.yaml")])
+
+    assert code == 1
+    assert "cannot read descriptor set" in capsys.readouterr().err
+
+
+def test_validate_raises_with_envoys_explanation(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text(
+        json.dumps({"static_resources": {"clusters": [{"name": "x", "type": "NOPE"}]}})
+    )
+
+    with pytest.raises(EnvoyConfigError, match="NOPE"):
+        validate(broken)

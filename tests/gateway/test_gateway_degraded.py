@@ -1,0 +1,99 @@
+"""The gateway when things go wrong around it: a dead upstream, a spent rate limit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.gateway.harness import (
+    GatewayUnderTest,
+    ThreadedAuthDouble,
+    free_port,
+    loopback_settings,
+    start_gateway,
+)
+from tests.gateway.test_gateway_json import assert_gateway_error
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay_gateway import HostPort, RateLimit
+
+
+@pytest.fixture(scope="module")
+def gateway_with_auth_down(
+    tmp_path_factory: pytest.TempPathFactory, descriptor_set: Path
+) -> Iterator[GatewayUnderTest]:
+    """Every upstream, auth included, points at a closed port."""
+    workdir = tmp_path_factory.mktemp("gateway-auth-down")
+    settings = loopback_settings(
+        workdir, descriptor_set, {"auth": HostPort("127.0.0.1", free_port())}
+    )
+    running = start_gateway(workdir, settings)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def rate_limited_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+    descriptor_set: Path,
+    auth_double: ThreadedAuthDouble,
+) -> Iterator[GatewayUnderTest]:
+    """A bucket of two tokens that refills once a minute."""
+    workdir = tmp_path_factory.mktemp("gateway-rate-limited")
+    settings = loopback_settings(
+        workdir,
+        descriptor_set,
+        {"auth": HostPort("127.0.0.1", auth_double.port)},
+        rate_limit=RateLimit(max_tokens=2, tokens_per_fill=1, fill_interval_seconds=60),
+    )
+    running = start_gateway(workdir, settings)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_gateway_starts_while_auth_is_down(gateway_with_auth_down: GatewayUnderTest) -> None:
+    assert gateway_with_auth_down.envoy.process.poll() is None
+
+
+def test_route_to_a_down_upstream_is_503_status_json(
+    gateway_with_auth_down: GatewayUnderTest,
+) -> None:
+    reply = gateway_with_auth_down.call("POST", "/v1/auth/register", "{}")
+
+    status = assert_gateway_error(reply, 503, 14, "UNAVAILABLE")
+    assert status["message"] == "service unavailable"
+
+
+def test_unknown_path_is_still_404_while_auth_is_down(
+    gateway_with_auth_down: GatewayUnderTest,
+) -> None:
+    assert_gateway_error(gateway_with_auth_down.call("GET", "/v1/nope"), 404, 5, "NOT_FOUND")
+
+
+async def test_grpc_call_to_a_down_upstream_is_unavailable(
+    gateway_with_auth_down: GatewayUnderTest,
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_with_auth_down.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await auth_pb2_grpc.AuthServiceStub(channel).Register(auth_pb2.RegisterRequest())
+
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_spent_rate_limit_is_429_json_and_resource_exhausted_grpc(
+    rate_limited_gateway: GatewayUnderTest,
+) -> None:
+    replies = [rate_limited_gateway.call("GET", "/v1/auth/jwks") for _ in range(3)]
+
+    assert [r.status for r in replies[:2]] == [200, 200]
+    assert_gateway_error(replies[2], 429, 8, "RATE_LIMITED")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{rate_limited_gateway.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await auth_pb2_grpc.AuthServiceStub(channel).Register(auth_pb2.RegisterRequest())
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

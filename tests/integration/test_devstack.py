@@ -1,0 +1,187 @@
+"""The local stack the suite and `make run` rely on: data stores, provisioning, mail, clean stops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import stat
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from vaultpay_devstack.infra import Infra, scratch_dir, start_infra
+from vaultpay_devstack.mesh import Mesh, MeshConfig
+from vaultpay_devstack.postgres import Provisioned, provision, run_sql, unique_suffix
+from vaultpay_devstack.probes import GrpcHealthProbe, http_ok
+from vaultpay_devstack.procs import pid_alive
+from vaultpay_devstack.smtp_sink import read_messages, start_smtp_sink, wait_for_message
+
+pytestmark = pytest.mark.integration
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention `text` (an orphan check)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and pid_alive(int(proc.name)):
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def test_private_postgres_runs_version_15_on_loopback(infra: Infra) -> None:
+    version = run_sql(infra.postgres.admin_dsn, lambda conn: conn.fetchval("SHOW server_version"))
+    listen = run_sql(infra.postgres.admin_dsn, lambda conn: conn.fetchval("SHOW listen_addresses"))
+
+    assert infra.postgres.host == "127.0.0.1"
+    if infra.postgres.private:
+        assert str(version).startswith("15.")
+        assert listen == "127.0.0.1"
+
+
+def test_provisioned_app_role_connects_but_cannot_create_tables(databases: Provisioned) -> None:
+    auth_app = databases.url(databases.auth_app_role, databases.auth_database, driver="postgresql")
+    user = run_sql(auth_app, lambda conn: conn.fetchval("SELECT current_user"))
+
+    assert user == databases.auth_app_role
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        run_sql(auth_app, lambda conn: conn.execute("CREATE TABLE intruder (id int)"))
+
+
+def test_provisioned_owner_owns_its_database_and_can_create_tables(
+    databases: Provisioned,
+) -> None:
+    owner = databases.url(
+        databases.vaultpay_owner_role, databases.vaultpay_database, driver="postgresql"
+    )
+
+    async def create_and_report_owner(conn: Any) -> str:
+        await conn.execute("CREATE TABLE ledger_probe (id int)")
+        return str(
+            await conn.fetchval(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+            )
+        )
+
+    assert run_sql(owner, create_and_report_owner) == databases.vaultpay_owner_role
+    assert databases.vaultpay_app_dsn.startswith("postgresql+asyncpg://vaultpay_app_m")
+
+
+def test_provision_is_idempotent(infra: Infra, databases: Provisioned) -> None:
+    again = provision(
+        infra.postgres.admin_dsn, suffix=databases.suffix, password=databases.password
+    )
+
+    assert again == databases
+
+
+def test_redis_answers_ping(infra: Infra) -> None:
+    assert infra.redis.ping()
+    assert infra.redis.url(1).endswith("/1")
+
+
+def test_smtp_sink_stores_a_message_and_reads_it_back(tmp_path: Path) -> None:
+    maildir = tmp_path / "mail"
+    sink = start_smtp_sink(maildir, log=tmp_path / "smtp-sink.log")
+    try:
+        message = EmailMessage()
+        message["From"] = "VaultPay <no-reply@vaultpay.local>"
+        message["To"] = "asha@example.com"
+        message["Subject"] = "Your PIN reset code"
+        message.set_content("Use code 123456 within 15 minutes.")
+        with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
+            client.send_message(message)
+
+        mail = wait_for_message(maildir, to="asha@example.com", timeout=5)
+    finally:
+        sink.stop()
+
+    assert mail.subject == "Your PIN reset code"
+    assert mail.sender == "no-reply@vaultpay.local"
+    assert "code 123456" in mail.text
+    assert mail.path.suffix == ".eml"
+    assert len(read_messages(maildir)) == 1
+    assert "subject='Your PIN reset code'" in (tmp_path / "smtp-sink.log").read_text()
+    assert not pid_alive(sink.process.pid)
+
+
+def test_private_infra_stops_without_leaving_processes() -> None:
+    var_dir = scratch_dir("vaultpay-stop-")
+    try:
+        started = start_infra(var_dir, fast=True)
+        pids = started.pids
+        assert len(pids) == 2
+        assert all(pid_alive(pid) for pid in pids)
+
+        started.stop()
+
+        assert not any(pid_alive(pid) for pid in pids)
+        assert _processes_mentioning(str(var_dir)) == []
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
+    infra: Infra,
+) -> None:
+    var_dir, suffix = scratch_dir("vaultpay-mesh-bare-"), unique_suffix("bare")
+    config = MeshConfig.for_tests(
+        var_dir,
+        services=(),
+        gateway=False,
+        postgres_admin_url=infra.postgres.admin_dsn,
+        database_suffix=suffix,
+        drop_databases_on_stop=True,
+        report=lambda _: None,
+    )
+    try:
+        with Mesh(config) as mesh:
+            env = mesh.env_for("auth")
+            wallet = mesh.env_for("wallet")
+            pids = [proc.pid for proc in mesh.processes().values()]
+        secrets_mode = stat.S_IMODE((var_dir / "secrets.json").stat().st_mode)
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+    assert set(env) == {
+        "VAULTPAY_PROFILE",
+        "VAULTPAY_SMTP_HOST",
+        "VAULTPAY_SMTP_PORT",
+        "AUTH_GRPC_ADDRESS",
+        "AUTH_DATABASE_URL",
+        "AUTH_MIGRATION_DATABASE_URL",
+        "AUTH_DATABASE_APP_ROLE",
+        "AUTH_REDIS_URL",
+        "AUTH_SERVICE_CLIENTS",
+        "AUTH_KEY_ENCRYPTION_KEY",
+        "AUTH_BCRYPT_ROUNDS",
+    }
+    assert env["VAULTPAY_PROFILE"] == "test"
+    assert env["AUTH_BCRYPT_ROUNDS"] == "4"
+    assert env["AUTH_DATABASE_APP_ROLE"] == f"vaultpay_auth_app{suffix}"
+    assert env["AUTH_DATABASE_URL"].endswith(f"/vaultpay_auth{suffix}")
+    assert env["AUTH_REDIS_URL"].endswith("/0")
+    client_secret = wallet["WALLET_SERVICE_CLIENT_SECRET"]
+    assert f"wallet:{client_secret}" in env["AUTH_SERVICE_CLIENTS"].split(",")
+    assert wallet["WALLET_AUTH_ADDRESS"] == env["AUTH_GRPC_ADDRESS"]
+    assert wallet["WALLET_REDIS_URL"].endswith("/1")
+    assert secrets_mode == 0o600
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+@pytest.mark.e2e
+def test_mesh_serves_grpc_health_and_gateway_readiness(mesh: Mesh) -> None:
+    for name in mesh.services:
+        with GrpcHealthProbe(mesh.grpc_address(name)) as health:
+            assert health.probe(), name
+    if mesh.envoy is not None:
+        assert http_ok(f"http://127.0.0.1:{mesh.config.admin_port}/ready")

@@ -71,3 +71,12 @@ def test_moderator_cannot_change_roles() -> None:
 def test_admin_may_make_a_user_moderator_and_super_admin_may_grant_admin() -> None:
     _manage(Role.ADMIN, Role.USER, Role.MODERATOR)
     _manage(Role.SUPER_ADMIN, Role.USER, Role.ADMIN)
+
+
+def test_short_email_local_parts_do_not_forbid_ordinary_letters() -> None:
+    check_registration("a@example.com", "a perfectly fine 42 pass", "A")
+
+
+def test_password_containing_the_email_name_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        check_registration("harriet@example.com", "harriet-rules-1234", "Harriet")

@@ -107,6 +107,10 @@ class AuditEntry:
     target_type: str
     target_id: str
     details: Mapping[str, str] = field(default_factory=dict)
+    # Set when the actor is not the caller's principal, e.g. the user who just signed in
+    # through a public RPC.
+    actor_id: str = ""
+    actor_role: str = ""
 
 
 def _canonical(sequence: int, created_at: datetime, fields: Mapping[str, object]) -> bytes:
@@ -133,7 +137,9 @@ class AuditLog:
 
     async def append(self, conn: AsyncConnection, entry: AuditEntry) -> int:
         principal = PRINCIPAL.get()
-        if principal is None:
+        if entry.actor_id:
+            actor_id, actor_role = entry.actor_id, entry.actor_role
+        elif principal is None:
             actor_id, actor_role = "system", ""
         elif principal.is_service:
             actor_id, actor_role = f"service:{principal.service}", ""

@@ -156,3 +156,13 @@ async def test_request_id_is_echoed_back(auth: AuthStack) -> None:
     await call
     initial = dict(await call.initial_metadata())
     assert initial["x-request-id"] == "req-abc-123"
+
+
+async def test_sign_in_is_audited_with_the_user_as_actor(auth: AuthStack) -> None:
+    _, admin = await auth.staff("ADMIN")
+    user, _ = await auth.user_with_token()
+    events = await auth.admin.ListAuthAuditEvents(
+        auth_pb2.ListAuthAuditEventsRequest(target_id=user.user_id, action="user.login"),
+        metadata=bearer(admin),
+    )
+    assert [(e.actor_id, e.actor_role) for e in events.events] == [(user.user_id, "USER")]

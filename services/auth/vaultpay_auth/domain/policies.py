@@ -35,6 +35,8 @@ _EMAIL = re.compile(
 MAX_EMAIL = 254
 MIN_PASSWORD, MAX_PASSWORD = 12, 128
 MAX_NAME = 100
+# Shorter local parts ("a@…") would forbid ordinary letters; only meaningful ones are checked.
+MIN_LOCAL_PART_CHECKED = 4
 MAX_REASON = 500
 
 
@@ -57,7 +59,8 @@ def password_violations(password: str, email: str, field: str = "password") -> l
         return [FieldViolation(field, f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")]
     if not re.search(r"[A-Za-z]", password) or not re.search(r"\d", password):
         return [FieldViolation(field, "must contain at least one letter and one digit")]
-    if email and email.split("@")[0] and email.split("@")[0] in password.lower():
+    local_part = email.split("@")[0]
+    if len(local_part) >= MIN_LOCAL_PART_CHECKED and local_part in password.lower():
         return [FieldViolation(field, "must not contain the email address")]
     return []
 

@@ -51,6 +51,13 @@ class IssuedTokens:
     refresh_expires_at: datetime
 
 
+def _by_user(user: User, action: str, details: dict[str, str] | None = None) -> AuditEntry:
+    """An audit entry for something the user did through a public RPC (no principal yet)."""
+    return AuditEntry(
+        action, "user", user.id, details or {}, actor_id=user.id, actor_role=user.role.name
+    )
+
+
 class AccountService:
     def __init__(
         self,
@@ -88,7 +95,7 @@ class AccountService:
             if await uow.users.get_by_email(email) is not None:
                 raise EmailAlreadyRegisteredError()
             await uow.users.add(user)  # the unique index settles concurrent registrations
-            await uow.audit(AuditEntry("user.registered", "user", user.id))
+            await uow.audit(_by_user(user, "user.registered"))
             await uow.commit()
         log.info("user registered", extra={"user_id": user.id})
         return user
@@ -118,7 +125,7 @@ class AccountService:
             raise AccountDisabledError()
         async with self._uow() as uow:
             tokens = await self._open_session(uow, user)
-            await uow.audit(AuditEntry("user.login", "user", user.id, {"ip": client_ip}))
+            await uow.audit(_by_user(user, "user.login", {"ip": client_ip}))
             await uow.commit()
         await self._throttle.reset(email)
         return tokens, user

@@ -11,6 +11,7 @@ STAMP      := $(VENV)/.installed
 GEN        := protos/gen/python
 PROTO_SRCS := $(shell find protos/vaultpay -name '*.proto' | sort)
 DESCRIPTOR := build/vaultpay.binpb
+BENCH_ARGS ?=
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -76,7 +77,7 @@ stop: $(STAMP) ## stop a `make run` started in another terminal
 	@$(PY) -m vaultpay_devstack.cli stop
 
 bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmark, printed as ratios against a baseline
-	@$(PY) -m tests.bench.run
+	@$(PY) -m tests.bench.run $(BENCH_ARGS)
 
 clean: ## remove the virtualenv, build outputs and local state
 	rm -rf $(VENV) build var

@@ -166,3 +166,21 @@ async def test_sign_in_is_audited_with_the_user_as_actor(auth: AuthStack) -> Non
         metadata=bearer(admin),
     )
     assert [(e.actor_id, e.actor_role) for e in events.events] == [(user.user_id, "USER")]
+
+
+async def test_login_is_throttled_per_client_ip_across_accounts(auth: AuthStack) -> None:
+    # The gateway sets this header to the client address it saw; the service trusts it.
+    from_ip = (("x-envoy-external-address", f"198.51.100.{uuid.uuid4().int % 250}"),)
+    for attempt in range(20):
+        request = auth_pb2.LoginRequest(
+            email=f"nobody-{attempt}@example.com", password="wrong 1234 pass"
+        )
+        await rpc_failure(auth.public.Login(request, metadata=from_ip))
+    user = await auth.register()
+    blocked = await rpc_failure(
+        auth.public.Login(
+            auth_pb2.LoginRequest(email=user.email, password=PASSWORD), metadata=from_ip
+        )
+    )
+    assert (blocked.code, blocked.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    await auth.login(user.email)  # the same account from another address is fine

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.context import DEADLINE
-from vaultpay_common.db import SqlUnitOfWork, create_engine
+from vaultpay_common.db import DatabaseUnavailableError, SqlUnitOfWork, create_engine
 from vaultpay_devstack.infra import Infra
 
 
@@ -52,3 +52,13 @@ async def test_the_callers_deadline_becomes_the_statement_timeout(engine: AsyncE
                 await uow.connection.execute(text("SELECT pg_sleep(5)"))
     finally:
         DEADLINE.reset(token)
+
+
+async def test_a_connection_killed_mid_transaction_is_unavailable_and_then_recovers(
+    engine: AsyncEngine,
+) -> None:
+    with pytest.raises(DatabaseUnavailableError):
+        async with SqlUnitOfWork(engine) as uow:
+            await uow.connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    async with SqlUnitOfWork(engine) as uow:
+        assert (await uow.connection.execute(text("SELECT 1"))).scalar_one() == 1

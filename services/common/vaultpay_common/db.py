@@ -38,7 +38,9 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str) -> As
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout on every call. A connection broken by
+        # a database restart fails one call (UNAVAILABLE, retryable) and is then discarded.
+        pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": application_name}},
     )
@@ -103,5 +105,12 @@ class SqlUnitOfWork:
         try:
             if self._conn is not None and self._conn.in_transaction():
                 await self._conn.rollback()
+        except DBAPIError:
+            if exc is None:
+                raise
         finally:
             await self._close()
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            # The connection died under us (database restart, network): nothing committed,
+            # and a retry will get a fresh connection.
+            raise DatabaseUnavailableError() from exc

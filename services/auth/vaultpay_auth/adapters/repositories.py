@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vaultpay_auth.adapters.tables import audit_events, refresh_tokens, sessions, users
 from vaultpay_auth.domain.errors import EmailAlreadyRegisteredError
-from vaultpay_auth.domain.model import Session, User
+from vaultpay_auth.domain.model import Session, SessionHolder, User
 from vaultpay_auth.service_layer.ports import UserFilter
 from vaultpay_common.audit import (
     AuditEntry,
@@ -164,6 +164,18 @@ class SqlSessionRepository:
         if row is None:
             return None
         return Session(row.id, row.user_id, row.created_at, row.expires_at, row.revoked_at)
+
+    async def get_with_holder(self, session_id: str) -> SessionHolder | None:
+        query = (
+            select(sessions, users.c.role, users.c.active)
+            .join(users, users.c.id == sessions.c.user_id)
+            .where(sessions.c.id == session_id)
+        )
+        row = (await self._conn.execute(query)).first()
+        if row is None:
+            return None
+        session = Session(row.id, row.user_id, row.created_at, row.expires_at, row.revoked_at)
+        return SessionHolder(session, Role[row.role], row.active)
 
     async def revoke(self, session_id: str, reason: str) -> bool:
         result = await self._conn.execute(

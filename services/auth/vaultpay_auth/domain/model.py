@@ -7,7 +7,7 @@ from datetime import datetime
 
 from vaultpay_common.context import Role
 
-__all__ = ["Session", "User"]
+__all__ = ["Session", "SessionHolder", "User"]
 
 
 @dataclass(slots=True)
@@ -35,3 +35,12 @@ class Session:
 
     def is_live(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHolder:
+    """A session with what the strict path needs to know about its user, read at once."""
+
+    session: Session
+    user_role: Role
+    user_active: bool

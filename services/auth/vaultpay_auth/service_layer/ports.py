@@ -8,7 +8,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from vaultpay_auth.domain.model import Session, User
+from vaultpay_auth.domain.model import Session, SessionHolder, User
 from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
 from vaultpay_common.context import Role
 
@@ -77,6 +77,7 @@ class UserRepository(Protocol):
 class SessionRepository(Protocol):
     async def add(self, session: Session) -> None: ...
     async def get(self, session_id: str) -> Session | None: ...
+    async def get_with_holder(self, session_id: str) -> SessionHolder | None: ...
     async def revoke(self, session_id: str, reason: str) -> bool: ...
     async def revoke_all_for_user(
         self, user_id: str, reason: str, *, except_id: str = ""

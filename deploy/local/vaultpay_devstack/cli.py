@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import TypedDict, cast
+from urllib.parse import urlsplit, urlunsplit
 
 from vaultpay_devstack.mesh import Mesh, MeshConfig, print_progress
 from vaultpay_devstack.paths import REPO_ROOT, VAR_DIR
@@ -142,8 +143,8 @@ def _banner(mesh: Mesh) -> str:
         f"  logs                   {mesh.log_dir}/",
     ]
     if mesh.infra is not None:
-        lines.append(f"  PostgreSQL (admin)     {mesh.infra.postgres.admin_dsn}")
-        lines.append(f"  Redis                  {mesh.infra.redis.url(0)}")
+        lines.append(f"  PostgreSQL (admin)     {_without_password(mesh.infra.postgres.admin_dsn)}")
+        lines.append(f"  Redis                  {_without_password(mesh.infra.redis.url(0))}")
     if "auth" in mesh.services:
         auth = mesh.grpc_address("auth")
         lines += ["", "Try it:"]
@@ -168,6 +169,15 @@ def _banner(mesh: Mesh) -> str:
             "  .venv/bin/vaultpay-auth create-superadmin --email root@example.com",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _without_password(url: str) -> str:
+    """The URL with any password masked: the banner ends up in terminals and CI logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _write_state(path: Path, mesh: Mesh) -> None:

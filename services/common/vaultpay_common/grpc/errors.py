@@ -66,7 +66,14 @@ class ErrorInterceptor(CallInterceptor):
         self._domain = f"vaultpay.{service}"
 
     async def _abort(self, context: Any, exc: Exception, method: str) -> None:
-        if isinstance(exc, DomainError):
+        if isinstance(exc, NotImplementedError):
+            # The generated base servicer's answer for an RPC a service does not implement yet.
+            code = grpc.StatusCode.UNIMPLEMENTED
+            status = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="not implemented yet")
+            status.details.add().Pack(
+                error_details_pb2.ErrorInfo(reason="NOT_IMPLEMENTED", domain=self._domain)
+            )
+        elif isinstance(exc, DomainError):
             code, status = status_for(exc, self._domain)
             log.info(
                 "call refused",

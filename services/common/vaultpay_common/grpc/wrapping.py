@@ -2,7 +2,8 @@
 
 grpc.aio server interceptors receive no ServicerContext; to run code around a call they
 must return a new RpcMethodHandler whose behaviour wraps the original. `CallInterceptor`
-does that once for all four RPC shapes; subclasses implement two hooks:
+does that once for all four RPC shapes; subclasses implement two hooks (a streaming behaviour that writes with
+`await context.write(...)` instead of yielding is a coroutine, and goes through `around_unary`):
 
     async def around_unary(self, method, context, call):   # call() -> response
     def around_stream(self, method, context, stream):      # stream() -> response iterator
@@ -10,6 +11,7 @@ does that once for all four RPC shapes; subclasses implement two hooks:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -55,6 +57,23 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return await self.around_unary(method, context, lambda: su(requests, context))
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, deserialize, serialize)
+        if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
+            # A streaming behaviour written with `await context.write(...)` is a coroutine.
+            usc = handler.unary_stream
+
+            async def unary_stream_writer(request: Any, context: Any) -> Any:
+                return await self.around_unary(method, context, lambda: usc(request, context))
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream_writer, deserialize, serialize)
+        if handler.stream_stream and not inspect.isasyncgenfunction(handler.stream_stream):
+            ssc = handler.stream_stream
+
+            async def stream_stream_writer(requests: Any, context: Any) -> Any:
+                return await self.around_unary(method, context, lambda: ssc(requests, context))
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream_writer, deserialize, serialize
+            )
         if handler.unary_stream:
             us = handler.unary_stream
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -184,3 +185,38 @@ async def test_login_is_throttled_per_client_ip_across_accounts(auth: AuthStack)
     )
     assert (blocked.code, blocked.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
     await auth.login(user.email)  # the same account from another address is fine
+
+
+async def test_a_concurrent_burst_of_guesses_cannot_outrun_the_throttle(auth: AuthStack) -> None:
+    user = await auth.register()
+
+    async def guess(n: int) -> str:
+        from_ip = (("x-envoy-external-address", f"203.0.113.{n}"),)
+        request = auth_pb2.LoginRequest(email=user.email, password=f"guess {n} wrong pw")
+        return (await rpc_failure(auth.public.Login(request, metadata=from_ip))).reason
+
+    reasons = await asyncio.gather(*(guess(n) for n in range(30)))
+    assert reasons.count("INVALID_CREDENTIALS") == 5  # only the limit's worth reached bcrypt
+    assert reasons.count("RATE_LIMITED") == 25
+
+
+async def test_change_password_guesses_are_throttled(auth: AuthStack) -> None:
+    _, tokens = await auth.user_with_token()
+    for n in range(5):
+        await rpc_failure(
+            auth.public.ChangePassword(
+                auth_pb2.ChangePasswordRequest(
+                    current_password=f"guess {n} 1234", new_password="a brand new 77 secret"
+                ),
+                metadata=bearer(tokens),
+            )
+        )
+    blocked = await rpc_failure(
+        auth.public.ChangePassword(
+            auth_pb2.ChangePasswordRequest(
+                current_password=PASSWORD, new_password="a brand new 77 secret"
+            ),
+            metadata=bearer(tokens),
+        )
+    )
+    assert blocked.reason == "RATE_LIMITED"

@@ -71,7 +71,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.ChangePasswordResponse:
         caller = current_principal()
         revoked = await self._accounts.change_password(
-            caller.user_id, caller.session_id, request.current_password, request.new_password
+            caller.user_id,
+            caller.session_id,
+            request.current_password,
+            request.new_password,
+            CLIENT_IP.get(),
         )
         return auth_pb2.ChangePasswordResponse(revoked_session_count=revoked)
 

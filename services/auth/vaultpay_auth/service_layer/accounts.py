@@ -114,20 +114,22 @@ class AccountService:
         if not email or not password:
             field = "email" if not email else "password"
             raise ValidationError.single(field, "is required")
-        await self._throttle.check(email, client_ip)
+        await self._throttle.reserve(email, client_ip)
         async with self._uow() as uow:
-            user = await uow.users.get_by_email(email)
-        if not await self._verify_or_waste_time(password, user):
-            await self._throttle.record_failure(email, client_ip)
+            found = await uow.users.get_by_email(email)
+        if not await self._verify_or_waste_time(password, found):
             raise InvalidCredentialsError()
-        assert user is not None
-        if not user.active:
-            raise AccountDisabledError()
+        assert found is not None
+        await self._throttle.succeeded(email, client_ip)
         async with self._uow() as uow:
+            # Re-read under a lock: a deactivation or role change that committed while bcrypt
+            # ran must not yield a session or a token with the old role.
+            user = await uow.users.get(found.id, for_update=True)
+            if user is None or not user.active:
+                raise AccountDisabledError()
             tokens = await self._open_session(uow, user)
             await uow.audit(_by_user(user, "user.login", {"ip": client_ip}))
             await uow.commit()
-        await self._throttle.reset(email)
         return tokens, user
 
     async def _open_session(self, uow: AuthUnitOfWork, user: User) -> IssuedTokens:
@@ -185,13 +187,18 @@ class AccountService:
             raise UserNotFoundError()
         return user
 
-    async def change_password(self, user_id: str, session_id: str, current: str, new: str) -> int:
+    async def change_password(
+        self, user_id: str, session_id: str, current: str, new: str, client_ip: str
+    ) -> int:
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
         if user is None:
             raise UserNotFoundError()
+        # A stolen access token must not allow unthrottled guessing of the password.
+        await self._throttle.reserve(user.email, client_ip)
         if not await self._hasher.verify(current, user.password_hash):
             raise ValidationError.single("current_password", "is not the current password")
+        await self._throttle.succeeded(user.email, client_ip)
         violations = password_violations(new, user.email, field="new_password")
         if violations:
             raise ValidationError(violations)

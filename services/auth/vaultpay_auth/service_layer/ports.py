@@ -34,11 +34,11 @@ class AccessTokenIssuer(Protocol):
 
 
 class LoginThrottle(Protocol):
-    async def check(self, email: str, client_ip: str) -> None:
-        """Raises RateLimitedError when the account or the IP has failed too often."""
+    async def reserve(self, account: str, client_ip: str) -> None:
+        """Counts a password attempt atomically; raises RateLimitedError when over a limit."""
 
-    async def record_failure(self, email: str, client_ip: str) -> None: ...
-    async def reset(self, email: str) -> None: ...
+    async def succeeded(self, account: str, client_ip: str) -> None:
+        """The password was right: the attempt does not count against the account."""
 
 
 class RefreshRecord(Protocol):

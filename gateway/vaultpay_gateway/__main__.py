@@ -3,7 +3,8 @@
     python -m vaultpay_gateway --descriptor build/vaultpay.binpb --out var/gateway/envoy.yaml \
         [--listen 127.0.0.1:8080] [--admin 127.0.0.1:9901] [--upstream auth=127.0.0.1:50051 …] \
         [--cors-origin http://localhost:3000 …] [--access-log var/log/gateway-access.log] \
-        [--max-request-bytes 1048576] [--rate-limit 1000/2000] [--jwks-socket PATH] [--validate]
+        [--max-request-bytes 1048576] [--rate-limit 1000/2000] [--jwks-socket PATH] [--no-docs] \
+        [--validate]
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--jwks-socket", help="Unix socket of the JWKS-only listener (default: abstract, Linux)")
     add("--jwt-issuer", default=defaults.jwt.issuer)
     add("--jwt-audience", default=defaults.jwt.audience)
+    add("--no-docs", action="store_true", help="do not serve /docs (Swagger UI, OpenAPI)")
     add("--validate", action="store_true", help="run `envoy --mode validate` on the result")
     return parser
 
@@ -101,6 +103,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[GatewaySettings, Path
         access_log_path=args.access_log,
         jwt=JwtSettings(issuer=args.jwt_issuer, audience=args.jwt_audience),
         jwks_socket_path=args.jwks_socket,
+        serve_docs=not args.no_docs,
     )
     return settings, args.out, bool(args.validate)
 

@@ -19,6 +19,7 @@ from vaultpay_gateway._types import Json, typed
 from vaultpay_gateway.body_schema import body_schemas
 from vaultpay_gateway.clusters import JWKS_LISTENER, jwks_cluster, upstream_cluster
 from vaultpay_gateway.contract import ApiContract, ContractError, Rpc
+from vaultpay_gateway.docs import DOCS_PATH, DocsSite
 from vaultpay_gateway.errors import local_reply_config
 from vaultpay_gateway.filters import grpc_json_transcoder, public_http_filters, router
 from vaultpay_gateway.routes import jwks_route_config, public_route_config
@@ -113,7 +114,9 @@ def jwks_uri(contract: ApiContract, settings: GatewaySettings) -> str:
     return f"http://{_JWKS_HOST}{path}"
 
 
-def _public_listener(contract: ApiContract, settings: GatewaySettings) -> Json:
+def _public_listener(
+    contract: ApiContract, settings: GatewaySettings, docs: DocsSite | None
+) -> Json:
     hcm = _hcm(
         "gateway",
         codec_type="AUTO",
@@ -140,14 +143,14 @@ def _public_listener(contract: ApiContract, settings: GatewaySettings) -> Json:
             "initial_stream_window_size": 65536,
             "initial_connection_window_size": 1048576,
         },
-        route_config=public_route_config(contract, settings),
+        route_config=public_route_config(contract, settings, docs),
         http_filters=public_http_filters(
             settings,
             [s.full_name for s in contract.public_services],
             jwks_uri(contract, settings),
             body_schemas(contract),
         ),
-        local_reply_config=local_reply_config(),
+        local_reply_config=local_reply_config(DOCS_PATH if docs is not None else None),
         access_log=_access_log(settings.access_log_path),
     )
     return {
@@ -175,8 +178,11 @@ def _jwks_listener(contract: ApiContract, settings: GatewaySettings) -> Json:
     }
 
 
-def render_bootstrap(settings: GatewaySettings, contract: ApiContract) -> Json:
-    """The Envoy v3 bootstrap for `settings`, routing what `contract` declares."""
+def render_bootstrap(
+    settings: GatewaySettings, contract: ApiContract, docs: DocsSite | None = None
+) -> Json:
+    """The Envoy v3 bootstrap for `settings`, routing what `contract` declares, and serving
+    the API docs from `docs` (`docs.write_docs_site`) when given."""
     missing = [name for name in contract.upstreams if name not in settings.upstreams]
     if missing:
         raise SettingsError(f"no upstream address for: {', '.join(missing)}")
@@ -189,7 +195,7 @@ def render_bootstrap(settings: GatewaySettings, contract: ApiContract) -> Json:
         "admin": {"address": _socket(settings.admin)},
         "static_resources": {
             "listeners": [
-                _public_listener(contract, settings),
+                _public_listener(contract, settings, docs),
                 _jwks_listener(contract, settings),
             ],
             "clusters": [*clusters, jwks_cluster(settings.jwks_socket)],

@@ -179,16 +179,39 @@ def _json_body_check_mapper() -> dict[str, Any]:
     }
 
 
-def local_reply_config() -> dict[str, Any]:
+def _verbatim_mapper(path_prefix: str) -> dict[str, Any]:
+    """The docs' direct responses (200 under `path_prefix`) pass unchanged, with the content
+    type their route sets. Without it the `body_format` below would wrap them in a Status."""
+    return {
+        "filter": {
+            "and_filter": {
+                "filters": [
+                    _status_is(200),
+                    {
+                        "header_filter": {
+                            "header": {"name": ":path", "string_match": {"prefix": path_prefix}}
+                        }
+                    },
+                ]
+            }
+        },
+        "body_format_override": _text(_ENVOY_TEXT),
+    }
+
+
+def local_reply_config(verbatim_path_prefix: str | None = None) -> dict[str, Any]:
     """The HttpConnectionManager `local_reply_config`: the JSON body check's replies as they
-    are, then gRPC mappers, then JSON ones."""
+    are, the docs (`verbatim_path_prefix`, if any) as they are, then gRPC mappers, then JSON
+    ones."""
     grpc_fallback = {
         "filter": _NATIVE_GRPC,
         "body_format_override": _text(_ENVOY_TEXT),
     }
+    verbatim = [] if verbatim_path_prefix is None else [_verbatim_mapper(verbatim_path_prefix)]
     return {
         "mappers": [
             _json_body_check_mapper(),
+            *verbatim,
             *(_grpc_mapper(e) for e in GATEWAY_ERRORS),
             grpc_fallback,
             *(_json_mapper(e) for e in GATEWAY_ERRORS),

@@ -1,6 +1,7 @@
 """Route tables, derived from the contract.
 
-Every routed RPC gets one exact route on its gRPC path. JSON requests reach the same routes:
+Every routed RPC gets one exact route on its gRPC path; the API docs (`docs`), when served,
+get one public route per file. JSON requests reach the same routes:
 the transcoder rewrites `GET /v1/auth/me` to `POST /vaultpay.auth.v1.AuthService/GetMe` and
 clears the route cache before jwt_authn and the router look at it. Each route carries the
 RPC's edge JWT decision, so there is no default: a path that is not an RPC of a non-internal
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 from vaultpay_gateway._types import Json, duration, typed
 from vaultpay_gateway.contract import ApiContract, Rpc
+from vaultpay_gateway.docs import DocsSite, docs_routes
 from vaultpay_gateway.errors import NOT_FOUND_TEXT
 from vaultpay_gateway.filters import JWT_FILTER, JWT_REQUIREMENT
 from vaultpay_gateway.settings import GatewaySettings
@@ -106,7 +108,9 @@ def _cors_policy(origins: Sequence[str]) -> Json:
     )
 
 
-def public_route_config(contract: ApiContract, settings: GatewaySettings) -> Json:
+def public_route_config(
+    contract: ApiContract, settings: GatewaySettings, docs: DocsSite | None = None
+) -> Json:
     routes = [
         _rpc_route(rpc, contract.service_of(rpc).upstream, settings)
         for rpc in contract.routed_rpcs()
@@ -115,6 +119,7 @@ def public_route_config(contract: ApiContract, settings: GatewaySettings) -> Jso
         "name": "vaultpay_api",
         "domains": ["*"],
         "routes": [
+            *(docs_routes(docs) if docs is not None else ()),
             *routes,
             _grpc_not_found(),
             _json_not_found(settings.max_request_bytes),
@@ -125,7 +130,16 @@ def public_route_config(contract: ApiContract, settings: GatewaySettings) -> Jso
             "envoy.filters.http.cors": _cors_policy(settings.cors_origins)
         }
     # The one route without a real cluster is json_not_found's UNROUTED_CLUSTER.
-    return {"name": "vaultpay_api", "virtual_hosts": [virtual_host], "validate_clusters": False}
+    config: Json = {
+        "name": "vaultpay_api",
+        "virtual_hosts": [virtual_host],
+        "validate_clusters": False,
+    }
+    if docs is not None:
+        # Direct response bodies are limited to 4 KiB unless raised; Swagger UI's script is
+        # about 1 MiB.
+        config["max_direct_response_body_size_bytes"] = docs.max_body_bytes
+    return config
 
 
 def jwks_route_config(jwks_rpc: Rpc, cluster: str) -> Json:

@@ -149,6 +149,8 @@ class GatewaySettings:
     unary_timeout_seconds: float = 15.0
     stream_idle_timeout_seconds: float = 3600.0
     jwks_socket_path: str | None = None
+    # Serve Swagger UI and the OpenAPI document under /docs (public).
+    serve_docs: bool = True
 
     @property
     def jwks_socket(self) -> str:

@@ -19,6 +19,7 @@ from vaultpay_gateway import (
     GatewaySettings,
     HostPort,
     SettingsError,
+    build_config,
     load_contract,
     render_bootstrap,
     validate,
@@ -395,3 +396,69 @@ def test_validate_raises_with_envoys_explanation(tmp_path: Path) -> None:
 
     with pytest.raises(EnvoyConfigError, match="NOPE"):
         validate(broken)
+
+
+# --- API docs ---
+
+
+def _docs_config(descriptor_set: Path, out: Path, **overrides: Any) -> dict[str, Any]:
+    settings = GatewaySettings(descriptor_set=descriptor_set, **overrides)
+    config: dict[str, Any] = json.loads(build_config(settings, out).read_text())
+    return config
+
+
+def test_docs_are_public_direct_responses_from_files_beside_the_config(
+    descriptor_set: Path, tmp_path: Path
+) -> None:
+    config = _docs_config(descriptor_set, tmp_path / "gateway" / "envoy.json")
+    route_config = _public_hcm(config)["route_config"]
+    docs = [r for r in route_config["virtual_hosts"][0]["routes"] if "direct_response" in r]
+    docs = [r for r in docs if r["match"].get("path", "").startswith("/docs")]
+
+    paths = {r["match"]["path"] for r in docs}
+    assert {"/docs", "/docs/", "/docs/openapi.json", "/docs/swagger-ui-bundle.js"} <= paths
+    sizes = []
+    for route in docs:
+        body = Path(route["direct_response"]["body"]["filename"])
+        assert body.is_absolute() and body.parent == (tmp_path / "gateway" / "docs").resolve()
+        sizes.append(body.stat().st_size)
+        assert route["match"]["headers"] == [
+            {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}
+        ]
+        disabled = route["typed_per_filter_config"]
+        for name in (
+            "vaultpay.json_body.capture",
+            "envoy.filters.http.grpc_json_transcoder",
+            "envoy.filters.http.jwt_authn",
+            "vaultpay.json_body.check",
+        ):
+            assert disabled[name]["disabled"] is True, (route["name"], name)
+        headers = {
+            h["header"]["key"]: h["header"]["value"] for h in route["response_headers_to_add"]
+        }
+        assert headers["content-type"]
+    assert route_config["max_direct_response_body_size_bytes"] == max(sizes) > 1_000_000
+    # The docs' bodies pass the local reply mapper untouched (after the body check's).
+    mappers = _public_hcm(config)["local_reply_config"]["mappers"]
+    verbatim = mappers[1]["filter"]["and_filter"]["filters"]
+    assert {
+        "header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/docs"}}}
+    } in verbatim
+
+
+def test_docs_can_be_switched_off(descriptor_set: Path, tmp_path: Path) -> None:
+    config = _docs_config(descriptor_set, tmp_path / "envoy.json", serve_docs=False)
+    route_config = _public_hcm(config)["route_config"]
+
+    assert not [
+        r
+        for r in route_config["virtual_hosts"][0]["routes"]
+        if "direct_response" in r and r["match"].get("path", "").startswith("/docs")
+    ]
+    assert "max_direct_response_body_size_bytes" not in route_config
+    assert not (tmp_path / "docs").exists()
+    assert (
+        main(["--descriptor", str(descriptor_set), "--out", str(tmp_path / "e.json"), "--no-docs"])
+        == 0
+    )
+    assert not (tmp_path / "docs").exists()

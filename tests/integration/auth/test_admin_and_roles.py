@@ -198,3 +198,44 @@ async def test_malformed_user_id_is_invalid_argument(auth: AuthStack) -> None:
         auth.admin.GetUser(auth_pb2.GetUserRequest(user_id="abc"), metadata=bearer(moderator))
     )
     assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["user_id"])
+
+
+async def test_a_deactivated_admin_loses_even_the_non_strict_admin_reads_at_once(
+    auth: AuthStack,
+) -> None:
+    _, super_admin = await auth.staff("SUPER_ADMIN")
+    admin_user, admin = await auth.staff("ADMIN")
+    await auth.admin.ListUsers(auth_pb2.ListUsersRequest(), metadata=bearer(admin))
+    await auth.admin.DeactivateUser(
+        auth_pb2.DeactivateUserRequest(user_id=admin_user.user_id, reason="left the company"),
+        metadata=bearer(super_admin),
+    )
+    for call in (
+        auth.admin.ListUsers(auth_pb2.ListUsersRequest(), metadata=bearer(admin)),
+        auth.admin.ListAuthAuditEvents(
+            auth_pb2.ListAuthAuditEventsRequest(), metadata=bearer(admin)
+        ),
+    ):
+        failure = await rpc_failure(call)
+        assert (failure.code, failure.reason) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "ACCOUNT_DISABLED",
+        )
+
+
+async def test_create_superadmin_on_an_existing_account_ends_its_sessions(auth: AuthStack) -> None:
+    user, tokens = await auth.user_with_token()
+    result = auth.cli(
+        "create-superadmin",
+        "--email",
+        user.email,
+        "--password-stdin",
+        stdin="a recovered 99 secret\n",
+    )
+    assert result.returncode == 0, result.stderr
+    refresh = await rpc_failure(
+        auth.public.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=tokens.refresh_token))
+    )
+    assert refresh.reason == "TOKEN_REVOKED"
+    strict = await rpc_failure(auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens)))
+    assert strict.reason == "TOKEN_REVOKED"

@@ -98,6 +98,8 @@ async def create_superadmin(
                 user.role, user.active, user.updated_at = Role.SUPER_ADMIN, True, now
                 await uow.users.update(user)
                 await uow.users.set_password_hash(user.id, existing.password_hash, password_hash)
+                # A recovery must also throw out whoever held the account's sessions.
+                await uow.sessions.revoke_all_for_user(user.id, "superadmin_reset")
                 action = "user.superadmin_promoted"
             await uow.audit(AuditEntry(action, "user", user.id, {"via": "cli"}))
             await uow.commit()

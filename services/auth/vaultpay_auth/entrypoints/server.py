@@ -112,7 +112,9 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         interceptors=[
             RequestContextInterceptor(),
             ErrorInterceptor("auth"),
-            AuthInterceptor(load_access_rules(SERVICES), verifier, introspector),
+            AuthInterceptor(
+                load_access_rules(SERVICES), verifier, introspector, always_strict=True
+            ),
         ],
         max_message_bytes=settings.max_message_bytes,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,

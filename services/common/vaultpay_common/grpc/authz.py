@@ -44,10 +44,15 @@ class AuthInterceptor(CallInterceptor):
         rules: dict[str, AccessRule],
         verifier: TokenVerifier,
         introspector: TokenIntrospector,
+        *,
+        always_strict: bool = False,
     ) -> None:
         self._rules = rules
         self._verifier = verifier
         self._introspector = introspector
+        # A service whose introspection is a local query (auth) can afford the strict path
+        # on every user call, so revocation and role changes apply at once everywhere.
+        self._always_strict = always_strict
 
     async def authorize(self, method: str, context: Any) -> Principal | None:
         rule = self._rules.get(method)
@@ -68,7 +73,7 @@ class AuthInterceptor(CallInterceptor):
         if claims.token_type != ACCESS_TOKEN_TYPE or claims.role is None:
             raise InsufficientPermissionsError("a user access token is required")
         role = claims.role
-        if rule.strict:
+        if rule.strict or self._always_strict:
             answer = await self._introspector.introspect(token)
             if not answer.active:
                 raise UnauthenticatedError(

@@ -55,7 +55,12 @@ def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings) -> Json:
     else:
         timeout = duration(settings.unary_timeout_seconds)
         action["timeout"] = timeout
-        action["max_stream_duration"] = {"grpc_timeout_header_max": timeout}
+        # With max_stream_duration set, Envoy ignores `timeout`: the cap must be given here
+        # too, or calls without a grpc-timeout (every JSON call) would run unbounded.
+        action["max_stream_duration"] = {
+            "max_stream_duration": timeout,
+            "grpc_timeout_header_max": timeout,
+        }
     return {
         "name": rpc.full_name,
         "match": {"path": rpc.grpc_path, "grpc": {}},

@@ -15,6 +15,7 @@ enough behaviour to observe what Envoy does:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -88,6 +89,8 @@ class AuthDouble(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.RegisterResponse:
         self.register_calls += 1
+        if request.email.startswith("slow@"):
+            await asyncio.sleep(3)  # longer than the slow-gateway test's unary timeout
         if "@" not in request.email:
             await context.abort_with_status(rpc_status.to_status(_invalid_email(request.email)))
         user = auth_pb2.User(user_id="user-1", email=request.email, full_name=request.full_name)

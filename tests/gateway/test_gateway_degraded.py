@@ -57,6 +57,48 @@ def rate_limited_gateway(
         running.stop()
 
 
+@pytest.fixture(scope="module")
+def impatient_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+    descriptor_set: Path,
+    auth_double: ThreadedAuthDouble,
+) -> Iterator[GatewayUnderTest]:
+    """Unary calls may take one second."""
+    workdir = tmp_path_factory.mktemp("gateway-impatient")
+    settings = loopback_settings(
+        workdir,
+        descriptor_set,
+        {"auth": HostPort("127.0.0.1", auth_double.port)},
+        unary_timeout_seconds=1,
+    )
+    running = start_gateway(workdir, settings)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_json_call_without_a_deadline_is_cut_at_the_unary_timeout(
+    impatient_gateway: GatewayUnderTest,
+) -> None:
+    body = '{"email": "slow@example.com", "password": "pw", "fullName": "S"}'
+    reply = impatient_gateway.call(
+        "POST", "/v1/auth/register", body, {"content-type": "application/json"}
+    )
+
+    assert_gateway_error(reply, 504, 4, "UPSTREAM_TIMEOUT")
+
+
+async def test_grpc_call_without_a_deadline_is_cut_at_the_unary_timeout(
+    impatient_gateway: GatewayUnderTest,
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{impatient_gateway.port}") as channel:
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Register(auth_pb2.RegisterRequest(email="slow@example.com", password="pw"))
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 def test_gateway_starts_while_auth_is_down(gateway_with_auth_down: GatewayUnderTest) -> None:
     assert gateway_with_auth_down.envoy.process.poll() is None
 

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import DatabaseUnavailableError, SqlUnitOfWork, create_engine
+from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_devstack.infra import Infra
 
 
@@ -47,7 +47,7 @@ async def test_commit_persists(engine: AsyncEngine) -> None:
 async def test_the_callers_deadline_becomes_the_statement_timeout(engine: AsyncEngine) -> None:
     token = DEADLINE.set(time.monotonic() + 0.3)
     try:
-        with pytest.raises(DBAPIError, match="statement timeout"):
+        with pytest.raises(DeadlineExceededError):
             async with SqlUnitOfWork(engine) as uow:
                 await uow.connection.execute(text("SELECT pg_sleep(5)"))
     finally:
@@ -62,3 +62,14 @@ async def test_a_connection_killed_mid_transaction_is_unavailable_and_then_recov
             await uow.connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
     async with SqlUnitOfWork(engine) as uow:
         assert (await uow.connection.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_without_a_deadline_the_engine_default_still_bounds_statements(infra: Infra) -> None:
+    url = infra.postgres.admin_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_engine(url, pool_size=1, application_name="uow-test", statement_timeout_ms=300)
+    try:
+        with pytest.raises(DeadlineExceededError):
+            async with SqlUnitOfWork(engine) as uow:
+                await uow.connection.execute(text("SELECT pg_sleep(5)"))
+    finally:
+        await engine.dispose()

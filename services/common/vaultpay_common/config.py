@@ -33,6 +33,8 @@ class ServiceSettings(BaseSettings):
     # Largest request/response message; KYC uploads stream in chunks below this.
     max_message_bytes: int = 4 * 1024 * 1024
     db_pool_size: int = 10
+    # Upper bound of any SQL statement when the caller gave no (shorter) deadline.
+    db_statement_timeout_ms: int = 10_000
 
 
 class SmtpSettings(BaseSettings):

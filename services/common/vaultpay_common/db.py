@@ -22,7 +22,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from vaultpay_common.context import remaining_seconds
-from vaultpay_common.errors import UnavailableError
+from vaultpay_common.errors import DeadlineExceededError, UnavailableError
+
+_QUERY_CANCELED = "57014"  # statement_timeout (the caller's deadline) or a cancel
 
 __all__ = ["DatabaseUnavailableError", "SqlUnitOfWork", "create_engine"]
 
@@ -32,8 +34,15 @@ class DatabaseUnavailableError(UnavailableError):
     default_message = "the database is unavailable, retry later"
 
 
-def create_engine(url: str, *, pool_size: int = 10, application_name: str) -> AsyncEngine:
-    """An engine with a bounded pool and pre-ping, tagged with the service name."""
+def create_engine(
+    url: str, *, pool_size: int = 10, application_name: str, statement_timeout_ms: int = 10_000
+) -> AsyncEngine:
+    """An engine with a bounded pool, tagged with the service name.
+
+    Every statement is bounded by `statement_timeout_ms` even when the caller sent no
+    deadline (a caller's shorter deadline lowers it per transaction). Bound parameters are
+    kept out of error messages and logs: they can carry personal data.
+    """
     return create_async_engine(
         url,
         pool_size=pool_size,
@@ -42,7 +51,13 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str) -> As
         # a database restart fails one call (UNAVAILABLE, retryable) and is then discarded.
         pool_pre_ping=False,
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": application_name}},
+        hide_parameters=True,
+        connect_args={
+            "server_settings": {
+                "application_name": application_name,
+                "statement_timeout": str(statement_timeout_ms),
+            }
+        },
     )
 
 
@@ -110,6 +125,8 @@ class SqlUnitOfWork:
                 raise
         finally:
             await self._close()
+        if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", "") == _QUERY_CANCELED:
+            raise DeadlineExceededError() from exc
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             # The connection died under us (database restart, network): nothing committed,
             # and a retry will get a fresh connection.

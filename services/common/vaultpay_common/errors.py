@@ -16,6 +16,7 @@ from enum import Enum
 __all__ = [
     "AbortedError",
     "AlreadyExistsError",
+    "DeadlineExceededError",
     "DomainError",
     "ErrorKind",
     "FailedPreconditionError",
@@ -41,6 +42,7 @@ class ErrorKind(Enum):
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     ABORTED = "ABORTED"
     UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +141,9 @@ class UnavailableError(DomainError):
     kind = ErrorKind.UNAVAILABLE
     reason = "UNAVAILABLE"
     default_message = "a dependency is unavailable, retry later"
+
+
+class DeadlineExceededError(DomainError):
+    kind = ErrorKind.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+    default_message = "the request took longer than its deadline allows"

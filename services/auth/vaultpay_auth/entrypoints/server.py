@@ -67,6 +67,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         settings.database_url.get_secret_value(),
         pool_size=settings.db_pool_size,
         application_name="vaultpay-auth",
+        statement_timeout_ms=settings.db_statement_timeout_ms,
     )
     redis = create_redis(settings.redis_url.get_secret_value())
     access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)

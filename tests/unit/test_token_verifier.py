@@ -151,3 +151,26 @@ async def test_verified_tokens_are_cached(keys: Keys, verifier: TokenVerifier) -
     await verifier.verify(token)
     await verifier.verify(token)
     assert keys.fetches == 1
+
+
+async def test_a_key_withdrawn_from_the_jwks_stops_verifying_after_the_key_age(keys: Keys) -> None:
+    verifier = TokenVerifier(
+        keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=0, max_key_age=0
+    )
+    token = _sign(keys)
+    await verifier.verify(token)  # cached
+    withdrawn = keys.private
+    keys.private, keys.kid = Ed25519PrivateKey.generate(), "k2"
+    keys.public_raw = keys.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(token)  # the cached claims went with the key
+    fresh = jwt.encode(_claims(), withdrawn, algorithm="EdDSA", headers={"kid": "k1"})
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(fresh)
+
+
+async def test_the_key_set_is_not_refetched_while_young(keys: Keys) -> None:
+    verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, max_key_age=3600)
+    for _ in range(3):
+        await verifier.verify(_sign(keys))
+    assert keys.fetches == 1

@@ -121,3 +121,24 @@ async def test_services_look_up_a_users_contact(auth: AuthStack) -> None:
         metadata=bearer(await _service_token(auth)),
     )
     assert (reply.email, reply.active) == (user.email, True)
+
+
+async def test_a_withdrawn_key_stops_verifying_and_a_new_one_signs(auth: AuthStack) -> None:
+    user, old = await auth.user_with_token()
+    old_kid = jwt.get_unverified_header(old.access_token)["kid"]
+    result = auth.cli("withdraw-signing-key", "--kid", old_kid)
+    assert result.returncode == 0, result.stderr
+    await asyncio.sleep(1.5)  # the server reloads keys every second here
+    kids = {key.kid for key in (await auth.public.GetJwks(auth_pb2.GetJwksRequest())).keys}
+    assert old_kid not in kids
+    refused = await rpc_failure(auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(old)))
+    assert refused.reason == "TOKEN_INVALID"
+    new = await auth.login(user.email)
+    assert jwt.get_unverified_header(new.access_token)["kid"] in kids
+    await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(new))
+
+
+async def test_withdrawing_an_unknown_key_is_a_clear_error(auth: AuthStack) -> None:
+    result = auth.cli("withdraw-signing-key", "--kid", "no-such-key")
+    assert result.returncode == 2
+    assert "no signing key" in result.stderr

@@ -126,6 +126,37 @@ class KeyRing:
         await self.reload()
         return kid, switch_at
 
+    async def withdraw(self, kid: str) -> str | None:
+        """Emergency removal of a (compromised) key: it leaves the JWKS at once, so verifiers
+        stop accepting its tokens within their key-refresh time. If it was signing, a new key
+        takes over immediately. Returns the new kid, if one was made.
+        """
+        now = datetime.now(UTC)
+        replacement = None
+        async with self._engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ROTATION_LOCK})
+            row = (
+                await conn.execute(select(signing_keys).where(signing_keys.c.kid == kid))
+            ).first()
+            if row is None:
+                raise LookupError(f"no signing key {kid!r}")
+            if row.retired_at is None or row.retired_at > now:
+                others = await conn.execute(
+                    select(signing_keys.c.kid).where(
+                        signing_keys.c.kid != kid,
+                        signing_keys.c.not_before <= now,
+                        signing_keys.c.retired_at.is_(None) | (signing_keys.c.retired_at > now),
+                    )
+                )
+                if others.first() is None:
+                    replacement = await self._insert_new(conn, now, now)
+            long_ago = now - self._verify_window - timedelta(days=1)
+            await conn.execute(
+                update(signing_keys).where(signing_keys.c.kid == kid).values(retired_at=long_ago)
+            )
+        await self.reload()
+        return replacement
+
     async def reload(self) -> None:
         now = datetime.now(UTC)
         cutoff = now - self._verify_window

@@ -4,6 +4,7 @@
     vaultpay-auth create-superadmin --email a@b.c [--full-name N] [--password-stdin]
     vaultpay-auth rotate-signing-key [--immediate]         # publish a new key; it signs after
                                                            # AUTH_KEY_PUBLISH_LEAD_SECONDS
+    vaultpay-auth withdraw-signing-key --kid K             # compromised key: out of the JWKS now
     vaultpay-auth verify-audit                             # exit 1 if the hash chain is broken
 
 A super_admin is only ever created here, never through the API.
@@ -129,6 +130,22 @@ async def rotate_signing_key(settings: AuthSettings, *, immediate: bool) -> None
         await engine.dispose()
 
 
+async def withdraw_signing_key(settings: AuthSettings, kid: str) -> None:
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
+    )
+    try:
+        window = timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=5)
+        replacement = await KeyRing(engine, settings.kek_bytes, verify_window=window).withdraw(kid)
+        async with SqlAuthUnitOfWork(engine) as uow:
+            details = {"via": "cli", "replacement": replacement or ""}
+            await uow.audit(AuditEntry("signing_key.withdrawn", "signing_key", kid, details))
+            await uow.commit()
+    finally:
+        await engine.dispose()
+    print(f"signing key {kid} withdrawn" + (f"; {replacement} signs now" if replacement else ""))
+
+
 async def verify_audit(settings: AuthSettings) -> int:
     engine = create_engine(
         settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
@@ -161,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sign with the new key at once (gateways may refuse new tokens until they refetch)",
     )
+    withdraw = sub.add_parser(
+        "withdraw-signing-key", help="emergency: stop publishing a (compromised) key now"
+    )
+    withdraw.add_argument("--kid", required=True)
     sub.add_parser("verify-audit", help="verify the audit log's hash chain")
     args = parser.parse_args(argv)
 
@@ -173,10 +194,15 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(create_superadmin(settings, args.email, args.full_name.strip(), password))
         elif args.command == "rotate-signing-key":
             asyncio.run(rotate_signing_key(settings, immediate=args.immediate))
+        elif args.command == "withdraw-signing-key":
+            asyncio.run(withdraw_signing_key(settings, args.kid))
         elif args.command == "verify-audit":
             return asyncio.run(verify_audit(settings))
     except DomainError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except LookupError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
     return 0
 

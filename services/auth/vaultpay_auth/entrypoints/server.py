@@ -82,10 +82,17 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     )
 
     async def local_jwks() -> list[dict[str, str]]:
-        await keys.reload()
-        return keys.jwks()
+        return keys.jwks()  # kept current by the reloader below; no database round trip
 
-    verifier = TokenVerifier(local_jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    # In-memory keys: no need to rate-limit refreshes, and a key this process just started
+    # signing with must verify at once.
+    verifier = TokenVerifier(
+        local_jwks,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        min_refresh_interval=0,
+        max_key_age=settings.key_reload_seconds,
+    )
     hasher = BcryptPasswordHasher(derive_pepper(settings.kek_bytes), settings.bcrypt_rounds)
     throttle = RedisLoginThrottle(
         redis,

@@ -1,5 +1,9 @@
 """Access-token verification with public keys only (EdDSA), plus the strict-path port.
 
+The key set is refreshed when it is older than `max_key_age` (so a key withdrawn from the JWKS
+stops verifying within that time, and tokens it signed are dropped from the cache) and when a
+token names an unknown `kid` (rate-limited, so random kids cannot hammer auth).
+
 Verified tokens are cached until they expire (PyJWT costs 0.05-0.3 ms a call); an unknown
 `kid` triggers one JWKS refresh (rate-limited) so rotated keys are picked up at once.
 """
@@ -63,6 +67,7 @@ class TokenClaims:
     session_id: str
     token_id: str
     expires_at: float
+    key_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,7 @@ class TokenVerifier:
         leeway_seconds: int = 30,
         cache_size: int = 10_000,
         min_refresh_interval: float = 2.0,
+        max_key_age: float = 60.0,
     ) -> None:
         self._fetch_jwks = fetch_jwks
         self._issuer = issuer
@@ -103,6 +109,7 @@ class TokenVerifier:
         self._cache_size = cache_size
         self._last_refresh = 0.0
         self._min_refresh_interval = min_refresh_interval
+        self._max_key_age = max_key_age
         self._refresh_lock = asyncio.Lock()
 
     async def refresh_keys(self, *, force: bool = False) -> None:
@@ -116,7 +123,19 @@ class TokenVerifier:
             for jwk in jwks:
                 if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
                     keys[jwk["kid"]] = OKPAlgorithm.from_jwk(jwk)
+            withdrawn = self._keys.keys() - keys.keys()
             self._keys = keys
+            if withdrawn:
+                for token in [t for t, c in self._cache.items() if c.key_id in withdrawn]:
+                    del self._cache[token]
+
+    async def _refresh_if_stale(self) -> None:
+        if time.monotonic() - self._last_refresh < self._max_key_age:
+            return
+        try:
+            await self.refresh_keys()
+        except Exception:
+            log.warning("could not refresh the JWKS", exc_info=True)
 
     async def _key_for(self, kid: str) -> Any:
         if kid not in self._keys:
@@ -130,6 +149,7 @@ class TokenVerifier:
         return key
 
     async def verify(self, token: str) -> TokenClaims:
+        await self._refresh_if_stale()
         cached = self._cache.get(token)
         if cached is not None:
             if cached.expires_at + self._leeway > time.time():
@@ -157,14 +177,14 @@ class TokenVerifier:
             raise TokenExpiredError() from exc
         except jwt.PyJWTError as exc:
             raise TokenInvalidError() from exc
-        claims = _claims_from(payload)
+        claims = _claims_from(payload, header["kid"])
         self._cache[token] = claims
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return claims
 
 
-def _claims_from(payload: dict[str, Any]) -> TokenClaims:
+def _claims_from(payload: dict[str, Any], key_id: str) -> TokenClaims:
     token_type = payload.get("typ")
     role: Role | None = None
     if token_type == ACCESS_TOKEN_TYPE:
@@ -183,4 +203,5 @@ def _claims_from(payload: dict[str, Any]) -> TokenClaims:
         session_id=str(payload.get("sid", "")),
         token_id=str(payload["jti"]),
         expires_at=float(payload["exp"]),
+        key_id=key_id,
     )

@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--access-log", type=Path, help="JSON access log file (default: stdout)")
     add("--max-request-bytes", type=int, default=defaults.max_request_bytes)
     add(
+        "--trusted-proxy-hops",
+        type=int,
+        default=defaults.trusted_proxy_hops,
+        help="proxies in front of the gateway whose x-forwarded-for is trusted (0)",
+    )
+    add(
         "--rate-limit",
         type=_rate_limit,
         default=defaults.rate_limit,
@@ -99,6 +105,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[GatewaySettings, Path
         upstreams={**DEFAULT_UPSTREAMS, **dict(args.upstream)},
         cors_origins=tuple(args.cors_origin),
         max_request_bytes=args.max_request_bytes,
+        trusted_proxy_hops=args.trusted_proxy_hops,
         rate_limit=args.rate_limit,
         access_log_path=args.access_log,
         jwt=JwtSettings(issuer=args.jwt_issuer, audience=args.jwt_audience),

@@ -120,10 +120,11 @@ def _public_listener(
     hcm = _hcm(
         "gateway",
         codec_type="AUTO",
-        # The client address comes from the TCP connection, and is handed to the services
-        # as x-envoy-external-address (GATEWAY.md item 9).
+        # The client address comes from the TCP connection (or, behind N trusted proxies, from
+        # the N-th x-forwarded-for entry from the right), and is handed to the services as
+        # x-envoy-external-address (GATEWAY.md item 9).
         use_remote_address=True,
-        xff_num_trusted_hops=0,
+        xff_num_trusted_hops=settings.trusted_proxy_hops,
         # A fresh id for every request from outside; it is returned to the client.
         generate_request_id=True,
         preserve_external_request_id=False,

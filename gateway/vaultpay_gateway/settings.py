@@ -147,6 +147,9 @@ class GatewaySettings:
     jwt: JwtSettings = JwtSettings()
     health_check: HealthCheck = HealthCheck()
     unary_timeout_seconds: float = 15.0
+    # Proxies in front of the gateway (an ingress or load balancer) whose x-forwarded-for
+    # entries are trusted for the client address; 0 when clients connect directly.
+    trusted_proxy_hops: int = 0
     stream_idle_timeout_seconds: float = 3600.0
     jwks_socket_path: str | None = None
     # Serve Swagger UI and the OpenAPI document under /docs (public).
@@ -166,6 +169,8 @@ class GatewaySettings:
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1:
             raise SettingsError("max_request_bytes must be positive")
+        if not 0 <= self.trusted_proxy_hops <= 5:
+            raise SettingsError("trusted_proxy_hops must be between 0 and 5")
         if self.unary_timeout_seconds <= 0:
             raise SettingsError("unary_timeout_seconds must be positive")
         for origin in self.cors_origins:

@@ -462,3 +462,13 @@ def test_docs_can_be_switched_off(descriptor_set: Path, tmp_path: Path) -> None:
         == 0
     )
     assert not (tmp_path / "docs").exists()
+
+
+def test_client_address_trusts_no_forwarded_for_unless_told_how_many_proxies(
+    descriptor_set: Path,
+) -> None:
+    assert _public_hcm(_render(descriptor_set))["xff_num_trusted_hops"] == 0
+    behind_lb = _public_hcm(_render(descriptor_set, trusted_proxy_hops=1))
+    assert behind_lb["xff_num_trusted_hops"] == 1
+    with pytest.raises(SettingsError):
+        _render(descriptor_set, trusted_proxy_hops=-1)

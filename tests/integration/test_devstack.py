@@ -158,13 +158,14 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
         "VAULTPAY_SMTP_PORT",
         "AUTH_GRPC_ADDRESS",
         "AUTH_DATABASE_URL",
-        "AUTH_MIGRATION_DATABASE_URL",
         "AUTH_DATABASE_APP_ROLE",
         "AUTH_REDIS_URL",
         "AUTH_SERVICE_CLIENTS",
         "AUTH_KEY_ENCRYPTION_KEY",
         "AUTH_BCRYPT_ROUNDS",
     }
+    # The table owner's DSN goes to migrations only, never to the running service.
+    assert "AUTH_MIGRATION_DATABASE_URL" not in env
     assert env["VAULTPAY_PROFILE"] == "test"
     assert env["AUTH_BCRYPT_ROUNDS"] == "4"
     assert env["AUTH_DATABASE_APP_ROLE"] == f"vaultpay_auth_app{suffix}"

@@ -187,7 +187,7 @@ def _write_state(path: Path, mesh: Mesh) -> None:
         "grpc": {name: mesh.grpc_address(name) for name in mesh.services},
         "gateway_url": mesh.gateway_url if mesh.envoy else None,
         "envoy_admin": f"http://127.0.0.1:{mesh.config.admin_port}" if mesh.envoy else None,
-        "env": {name: mesh.env_for(name) for name in mesh.services},
+        "env": {name: mesh.env_for(name, operator=True) for name in mesh.services},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")

@@ -156,11 +156,11 @@ class Mesh:
     def grpc_address(self, service: str) -> str:
         return f"{LOOPBACK}:{self.config.service_ports[spec(service).name]}"
 
-    def env_for(self, service: str) -> dict[str, str]:
+    def env_for(self, service: str, *, operator: bool = False) -> dict[str, str]:
         """The VaultPay variables service `service` runs with (without the inherited ones)."""
         if self._inputs is None:
             raise RuntimeError("the mesh has not provisioned its data stores yet")
-        return service_env(spec(service), self._inputs)
+        return service_env(spec(service), self._inputs, operator=operator)
 
     def processes(self) -> dict[str, ManagedProcess]:
         """Every child we started, in start order."""
@@ -295,7 +295,8 @@ class Mesh:
         self.config.report(f"migrating {service.name}")
         log = self.log_dir / f"{service.name}-migrate.log"
         argv = [sys.executable, "-m", service.cli_module, "migrate"]
-        self._run_to_log(argv, log, env=python_env(self.env_for(service.name)), what="migrations")
+        env = python_env(self.env_for(service.name, operator=True))
+        self._run_to_log(argv, log, env=env, what="migrations")
 
     def _start_service(self, service: ServiceSpec) -> None:
         address = self.grpc_address(service.name)

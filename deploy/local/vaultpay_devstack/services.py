@@ -86,8 +86,14 @@ class EnvInputs:
     bcrypt_rounds: int | None = None  # None: the profile's default
 
 
-def service_env(service: ServiceSpec, inputs: EnvInputs) -> dict[str, str]:
-    """The VaultPay variables of one service (to be laid over the inherited environment)."""
+def service_env(
+    service: ServiceSpec, inputs: EnvInputs, *, operator: bool = False
+) -> dict[str, str]:
+    """The VaultPay variables of one service (to be laid over the inherited environment).
+
+    The table owner's DSN is given only to operator commands (`migrate`), never to the
+    running service: a compromised service must not be able to rewrite its audit table.
+    """
     p, dbs = service.env_prefix, inputs.databases
     if service.database == "auth":
         database, owner, app = dbs.auth_database, dbs.auth_owner_role, dbs.auth_app_role
@@ -99,10 +105,11 @@ def service_env(service: ServiceSpec, inputs: EnvInputs) -> dict[str, str]:
         "VAULTPAY_SMTP_PORT": str(inputs.smtp_port),
         f"{p}_GRPC_ADDRESS": f"{LOOPBACK}:{inputs.ports[service.name]}",
         f"{p}_DATABASE_URL": dbs.url(app, database),
-        f"{p}_MIGRATION_DATABASE_URL": dbs.url(owner, database),
         f"{p}_DATABASE_APP_ROLE": app,
         f"{p}_REDIS_URL": inputs.redis.url(service.redis_db),
     }
+    if operator:
+        env[f"{p}_MIGRATION_DATABASE_URL"] = dbs.url(owner, database)
     if service.name == "auth":
         clients = ",".join(
             f"{c}:{inputs.secrets.service_client_secret(c)}" for c in SERVICE_CLIENTS

@@ -6,6 +6,8 @@ import base64
 import binascii
 from functools import cached_property
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -63,6 +65,16 @@ class AuthSettings(ServiceSettings):
     @cached_property
     def kek_bytes(self) -> bytes:
         return base64.b64decode(self.key_encryption_key.get_secret_value())
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose, derived (HKDF-SHA256) from the key-encryption key.
+
+        Purposes: "password-pepper", "audit-chain".
+        """
+        hkdf = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=f"vaultpay-{purpose}".encode()
+        )
+        return hkdf.derive(self.kek_bytes)
 
     @cached_property
     def service_client_secrets(self) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """Append-only, hash-chained audit log: one table per database, written in the same
 transaction as the action it records.
 
-Each row stores `row_hash = sha256(prev_hash || canonical(row))`, so changing, deleting or
-reordering any row breaks every hash after it; `verify_audit_chain` finds the first bad row.
+Each row stores `row_hash = HMAC-SHA256(key, prev_hash || canonical(row))`, so changing,
+deleting or reordering any row breaks every hash after it; `verify_audit_chain` finds the first
+bad row. The key lives outside the database (derived from the service's key-encryption key),
+so even someone who can write the table cannot forge a consistent chain.
 Writers serialise on a transaction-scoped advisory lock to extend the chain one at a time.
 The database backs this up: the app role has INSERT/SELECT only and a trigger refuses
 UPDATE/DELETE/TRUNCATE for everyone (see `audit_table_ddl`).
@@ -11,6 +13,7 @@ UPDATE/DELETE/TRUNCATE for everyone (see `audit_table_ddl`).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,11 +122,11 @@ def _canonical(sequence: int, created_at: datetime, fields: Mapping[str, object]
 
 
 def compute_row_hash(
-    prev_hash: str, sequence: int, created_at: datetime, fields: Mapping[str, object]
+    key: bytes, prev_hash: str, sequence: int, created_at: datetime, fields: Mapping[str, object]
 ) -> str:
-    digest = hashlib.sha256(prev_hash.encode())
-    digest.update(_canonical(sequence, created_at, fields))
-    return digest.hexdigest()
+    mac = hmac.new(key, prev_hash.encode(), hashlib.sha256)
+    mac.update(_canonical(sequence, created_at, fields))
+    return mac.hexdigest()
 
 
 _HASHED = ("actor_id", "actor_role", "action", "target_type", "target_id", "request_id", "details")
@@ -132,8 +135,11 @@ _HASHED = ("actor_id", "actor_role", "action", "target_type", "target_id", "requ
 class AuditLog:
     """Appends entries to one database's chain inside the caller's transaction."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the audit chain key must be at least 32 bytes")
         self._table = table
+        self._key = key
 
     async def append(self, conn: AsyncConnection, entry: AuditEntry) -> int:
         principal = PRINCIPAL.get()
@@ -176,7 +182,7 @@ class AuditLog:
                 sequence=sequence,
                 created_at=created_at,
                 prev_hash=prev_hash,
-                row_hash=compute_row_hash(prev_hash, sequence, created_at, fields),
+                row_hash=compute_row_hash(self._key, prev_hash, sequence, created_at, fields),
                 **fields,
             )
         )
@@ -194,7 +200,7 @@ class ChainVerification:
     problem: str = ""
 
 
-def verify_audit_chain(rows: Sequence[Mapping[str, object]]) -> ChainVerification:
+def verify_audit_chain(rows: Sequence[Mapping[str, object]], key: bytes) -> ChainVerification:
     """Checks rows (ordered by sequence) link up and each hash matches its content."""
     prev_hash = GENESIS_HASH
     expected_sequence = 1
@@ -208,7 +214,8 @@ def verify_audit_chain(rows: Sequence[Mapping[str, object]]) -> ChainVerificatio
         if not isinstance(created_at, datetime):
             raise TypeError("created_at must be a datetime")
         fields = {name: row[name] for name in _HASHED}
-        if compute_row_hash(prev_hash, sequence, created_at, fields) != row["row_hash"]:
+        expected = compute_row_hash(key, prev_hash, sequence, created_at, fields)
+        if not hmac.compare_digest(expected, str(row["row_hash"])):
             return ChainVerification(
                 False, sequence - 1, sequence, "row content does not match hash"
             )
@@ -283,7 +290,7 @@ async def list_audit_events(
     ]
 
 
-async def verify_audit_table(conn: AsyncConnection, table: Table) -> ChainVerification:
+async def verify_audit_table(conn: AsyncConnection, table: Table, key: bytes) -> ChainVerification:
     """Reads the whole chain in order and verifies it."""
     rows = await conn.execute(select(table).order_by(table.c.sequence))
-    return verify_audit_chain([dict(row._mapping) for row in rows])
+    return verify_audit_chain([dict(row._mapping) for row in rows], key)

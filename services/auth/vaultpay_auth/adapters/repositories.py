@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_auth.adapters.tables import audit_events, refresh_tokens, sessions, users
 from vaultpay_auth.domain.errors import EmailAlreadyRegisteredError
@@ -26,8 +26,6 @@ from vaultpay_common.context import Role
 from vaultpay_common.db import SqlUnitOfWork
 
 __all__ = ["SqlAuthUnitOfWork", "SqlSessionRepository", "SqlUserRepository"]
-
-_AUDIT = AuditLog(audit_events)
 
 
 def _user(row: Any) -> User:
@@ -231,12 +229,16 @@ class SqlAuthUnitOfWork(SqlUnitOfWork):
     users: SqlUserRepository
     sessions: SqlSessionRepository
 
+    def __init__(self, engine: AsyncEngine, audit_key: bytes) -> None:
+        super().__init__(engine)
+        self._audit_log = AuditLog(audit_events, audit_key)
+
     def _bind(self, conn: AsyncConnection) -> None:
         self.users = SqlUserRepository(conn)
         self.sessions = SqlSessionRepository(conn)
 
     async def audit(self, entry: AuditEntry) -> None:
-        await _AUDIT.append(self.connection, entry)
+        await self._audit_log.append(self.connection, entry)
 
     async def audit_events(
         self, query: AuditQuery, before_sequence: int | None, limit: int

@@ -30,7 +30,6 @@ from vaultpay_auth.adapters.signing import KeyRing
 from vaultpay_auth.adapters.tables import audit_events
 from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.policies import check_registration, normalize_email
-from vaultpay_auth.entrypoints.server import derive_pepper
 from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.audit import AuditEntry, verify_audit_table
 from vaultpay_common.context import Role
@@ -73,11 +72,11 @@ async def create_superadmin(
         settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
     )
     hasher = BcryptPasswordHasher(
-        derive_pepper(settings.kek_bytes), settings.bcrypt_rounds, workers=1
+        settings.derived_key("password-pepper"), settings.bcrypt_rounds, workers=1
     )
     try:
         password_hash = await hasher.hash(password)
-        async with SqlAuthUnitOfWork(engine) as uow:
+        async with SqlAuthUnitOfWork(engine, settings.derived_key("audit-chain")) as uow:
             existing = await uow.users.get_by_email(email)
             now = datetime.now(UTC)
             if existing is None:
@@ -119,7 +118,7 @@ async def rotate_signing_key(settings: AuthSettings, *, immediate: bool) -> None
         keys = KeyRing(engine, settings.kek_bytes, verify_window=window)
         lead = timedelta(seconds=0 if immediate else settings.key_publish_lead_seconds)
         kid, switch_at = await keys.rotate(lead)
-        async with SqlAuthUnitOfWork(engine) as uow:
+        async with SqlAuthUnitOfWork(engine, settings.derived_key("audit-chain")) as uow:
             details = {"via": "cli", "signs_from": switch_at.isoformat()}
             await uow.audit(AuditEntry("signing_key.rotated", "signing_key", kid, details))
             await uow.commit()
@@ -137,7 +136,7 @@ async def withdraw_signing_key(settings: AuthSettings, kid: str) -> None:
     try:
         window = timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=5)
         replacement = await KeyRing(engine, settings.kek_bytes, verify_window=window).withdraw(kid)
-        async with SqlAuthUnitOfWork(engine) as uow:
+        async with SqlAuthUnitOfWork(engine, settings.derived_key("audit-chain")) as uow:
             details = {"via": "cli", "replacement": replacement or ""}
             await uow.audit(AuditEntry("signing_key.withdrawn", "signing_key", kid, details))
             await uow.commit()
@@ -152,7 +151,9 @@ async def verify_audit(settings: AuthSettings) -> int:
     )
     try:
         async with engine.connect() as conn:
-            result = await verify_audit_table(conn, audit_events)
+            result = await verify_audit_table(
+                conn, audit_events, settings.derived_key("audit-chain")
+            )
     finally:
         await engine.dispose()
     if result.ok:

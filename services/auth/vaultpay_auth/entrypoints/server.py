@@ -10,9 +10,6 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
@@ -45,12 +42,6 @@ SERVICES = [
     auth_pb2.DESCRIPTOR.services_by_name[name]
     for name in ("AuthService", "AuthAdminService", "AuthInternalService")
 ]
-
-
-def derive_pepper(kek: bytes) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"vaultpay-password-pepper"
-    ).derive(kek)
 
 
 async def _reload_keys_forever(keys: KeyRing, every: float) -> None:
@@ -93,7 +84,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         min_refresh_interval=0,
         max_key_age=settings.key_reload_seconds,
     )
-    hasher = BcryptPasswordHasher(derive_pepper(settings.kek_bytes), settings.bcrypt_rounds)
+    hasher = BcryptPasswordHasher(settings.derived_key("password-pepper"), settings.bcrypt_rounds)
     throttle = RedisLoginThrottle(
         redis,
         per_account=settings.login_failures_per_account,
@@ -101,8 +92,10 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         window_seconds=settings.login_failure_window_seconds,
     )
 
+    audit_key = settings.derived_key("audit-chain")
+
     def uow() -> SqlAuthUnitOfWork:
-        return SqlAuthUnitOfWork(engine)
+        return SqlAuthUnitOfWork(engine, audit_key)
 
     accounts = AccountService(
         uow,

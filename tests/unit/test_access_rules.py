@@ -69,3 +69,12 @@ async def test_public_methods_need_no_token() -> None:
 async def test_protected_methods_need_a_bearer_token() -> None:
     with pytest.raises(TokenInvalidError):
         await _interceptor().authorize("/vaultpay.auth.v1.AuthService/GetMe", _Context({}))
+
+
+def test_nul_characters_are_found_at_any_depth_with_their_field_path() -> None:
+    from vaultpay.auth.v1 import auth_pb2 as pb
+    from vaultpay_common.grpc.hygiene import nul_violations
+
+    request = pb.GetJwksResponse(keys=[pb.JsonWebKey(kid="ok"), pb.JsonWebKey(kid="bad\x00")])
+    assert [v.field for v in nul_violations(request)] == ["keys[1].kid"]
+    assert nul_violations(pb.LoginRequest(email="a@example.com", password="fine")) == []

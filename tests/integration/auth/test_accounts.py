@@ -220,3 +220,41 @@ async def test_change_password_guesses_are_throttled(auth: AuthStack) -> None:
         )
     )
     assert blocked.reason == "RATE_LIMITED"
+
+
+async def test_nul_characters_are_invalid_argument_naming_the_field(auth: AuthStack) -> None:
+    failure = await rpc_failure(
+        auth.public.Login(auth_pb2.LoginRequest(email="a\x00b@example.com", password="x"))
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["email"])
+
+
+async def test_forged_page_tokens_are_invalid_argument(auth: AuthStack) -> None:
+    import base64
+    import json
+
+    _, admin = await auth.staff("ADMIN")
+    filters_fingerprint = json.loads(
+        base64.urlsafe_b64decode(
+            (
+                await auth.admin.ListUsers(
+                    auth_pb2.ListUsersRequest(page_size=1), metadata=bearer(admin)
+                )
+            ).next_page_token
+            + "=="
+        )
+    )["f"]
+    for position in (
+        {"c": "not-a-date", "i": "x"},
+        {"c": "2026-01-01T00:00:00", "i": str(uuid.uuid4())},
+        {"i": "x"},
+    ):
+        token = base64.urlsafe_b64encode(
+            json.dumps({"p": position, "f": filters_fingerprint}).encode()
+        ).decode()
+        failure = await rpc_failure(
+            auth.admin.ListUsers(
+                auth_pb2.ListUsersRequest(page_size=1, page_token=token), metadata=bearer(admin)
+            )
+        )
+        assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])

@@ -27,6 +27,7 @@ from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.db import create_engine
 from vaultpay_common.grpc.authz import AuthInterceptor
 from vaultpay_common.grpc.errors import ErrorInterceptor
+from vaultpay_common.grpc.hygiene import RequestHygieneInterceptor
 from vaultpay_common.grpc.request_context import RequestContextInterceptor
 from vaultpay_common.grpc.rules import load_access_rules
 from vaultpay_common.grpc.server import GrpcServiceHost, run_service
@@ -116,6 +117,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
             AuthInterceptor(
                 load_access_rules(SERVICES), verifier, introspector, always_strict=True
             ),
+            RequestHygieneInterceptor(),
         ],
         max_message_bytes=settings.max_message_bytes,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,

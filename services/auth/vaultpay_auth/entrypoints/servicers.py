@@ -12,6 +12,7 @@ from vaultpay_auth.entrypoints.convert import (
     after_from,
     position_of,
     role_to_proto,
+    sequence_from,
     token_pair_to_proto,
     user_to_proto,
 )
@@ -155,7 +156,7 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
         }
         limit = page_size(request.page_size)
         position = decode_page_token(request.page_token, filters)
-        before = int(position["s"]) if position else None
+        before = sequence_from(position)
         events = await self._admin.list_audit_events(query, before, limit + 1)
         next_token = (
             encode_page_token({"s": events[limit - 1].sequence}, filters)

@@ -33,6 +33,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def around_stream(self, method: str, context: Any, stream: OpenStream) -> AsyncIterator[Any]:
         return stream()
 
+    def check_request(self, method: str, request: Any) -> None:
+        """Inspects a single request message before the rest of the chain sees it."""
+
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
@@ -47,6 +50,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: Any) -> Any:
+                self.check_request(method, request)
                 return await self.around_unary(method, context, lambda: uu(request, context))
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, deserialize, serialize)
@@ -62,6 +66,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             usc = handler.unary_stream
 
             async def unary_stream_writer(request: Any, context: Any) -> Any:
+                self.check_request(method, request)
                 return await self.around_unary(method, context, lambda: usc(request, context))
 
             return grpc.unary_stream_rpc_method_handler(unary_stream_writer, deserialize, serialize)
@@ -78,6 +83,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             us = handler.unary_stream
 
             async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                self.check_request(method, request)
                 async for item in self.around_stream(method, context, lambda: us(request, context)):
                     yield item
 

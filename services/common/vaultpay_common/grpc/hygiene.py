@@ -1,0 +1,50 @@
+"""Request hygiene for every RPC: text fields must not carry NUL characters.
+
+PostgreSQL cannot store U+0000 in text, and a NUL in an identifier or name is never
+legitimate, so such a request is refused up front with INVALID_ARGUMENT naming the field,
+instead of failing deep in the database. Runs innermost, after authentication.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.message import Message
+
+from vaultpay_common.errors import FieldViolation, ValidationError
+from vaultpay_common.grpc.wrapping import CallInterceptor
+
+__all__ = ["RequestHygieneInterceptor", "nul_violations"]
+
+
+def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """Every string field (at any depth) that contains a NUL character."""
+    found: list[FieldViolation] = []
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                entry = f"{path}[{key!r}]"
+                if isinstance(key, str) and "\x00" in key:
+                    found.append(FieldViolation(path, "must not contain NUL characters"))
+                if isinstance(item, Message):
+                    found += nul_violations(item, f"{entry}.")
+                elif isinstance(item, str) and "\x00" in item:
+                    found.append(FieldViolation(entry, "must not contain NUL characters"))
+            continue
+        items = value if field.is_repeated else [value]
+        for index, item in enumerate(items):
+            where = f"{path}[{index}]" if field.is_repeated else path
+            if isinstance(item, Message):
+                found += nul_violations(item, f"{where}.")
+            elif isinstance(item, str) and "\x00" in item:
+                found.append(FieldViolation(where, "must not contain NUL characters"))
+    return found
+
+
+class RequestHygieneInterceptor(CallInterceptor):
+    def check_request(self, method: str, request: Any) -> None:
+        if isinstance(request, Message):
+            violations = nul_violations(request)
+            if violations:
+                raise ValidationError(violations)

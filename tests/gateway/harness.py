@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import grpc
 
 from tests.gateway.auth_double import AuthDouble, SigningKey, start_auth_double
+from vaultpay_devstack.procs import free_port
 from vaultpay_gateway import (
     GatewaySettings,
     HostPort,
@@ -43,14 +43,6 @@ __all__ = [
     "loopback_settings",
     "start_gateway",
 ]
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (bind to 0, read it, release it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -64,23 +65,27 @@ def require_tool(name: str, *, package: str, candidates: Sequence[Path] = ()) ->
     )
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+# Ports are picked below the kernel's ephemeral range (32768-60999 by default), so an outgoing
+# connection cannot grab one between choosing it and the child process binding it.
+_PORT_RANGE = (20000, 32000)
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports (all held open while choosing, so none repeats)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind((LOOPBACK, 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """`count` distinct ports on 127.0.0.1 that nothing listens on right now."""
+    rng = random.SystemRandom()
+    chosen: list[int] = []
+    for _ in range(2000):
+        port = rng.randrange(*_PORT_RANGE)
+        if port not in chosen and port_is_free(port):
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+    raise StartupError(f"no {count} free ports in {_PORT_RANGE[0]}-{_PORT_RANGE[1]}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    return free_ports(1)[0]
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:

@@ -136,6 +136,7 @@ def _banner(mesh: Mesh) -> str:
     ]
     if mesh.envoy is not None:
         lines.append(f"  gateway (JSON + gRPC)  {mesh.gateway_url}")
+        lines.append(f"  API docs (Swagger UI)  {mesh.gateway_url}/docs")
     for name in mesh.services:
         lines.append(f"  {name + ' gRPC':<22} {mesh.grpc_address(name)}")
     lines += [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,20 +21,30 @@ from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_gateway import HostPort, RateLimit
 
 
+def _running(
+    factory: pytest.TempPathFactory,
+    name: str,
+    descriptor_set: Path,
+    auth: HostPort,
+    **overrides: Any,
+) -> Iterator[GatewayUnderTest]:
+    workdir = factory.mktemp(name)
+    running = start_gateway(
+        workdir, loopback_settings(workdir, descriptor_set, {"auth": auth}, **overrides)
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture(scope="module")
 def gateway_with_auth_down(
     tmp_path_factory: pytest.TempPathFactory, descriptor_set: Path
 ) -> Iterator[GatewayUnderTest]:
     """Every upstream, auth included, points at a closed port."""
-    workdir = tmp_path_factory.mktemp("gateway-auth-down")
-    settings = loopback_settings(
-        workdir, descriptor_set, {"auth": HostPort("127.0.0.1", free_port())}
-    )
-    running = start_gateway(workdir, settings)
-    try:
-        yield running
-    finally:
-        running.stop()
+    closed = HostPort("127.0.0.1", free_port())
+    yield from _running(tmp_path_factory, "gateway-auth-down", descriptor_set, closed)
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +54,13 @@ def rate_limited_gateway(
     auth_double: ThreadedAuthDouble,
 ) -> Iterator[GatewayUnderTest]:
     """A bucket of two tokens that refills once a minute."""
-    workdir = tmp_path_factory.mktemp("gateway-rate-limited")
-    settings = loopback_settings(
-        workdir,
+    yield from _running(
+        tmp_path_factory,
+        "gateway-rate-limited",
         descriptor_set,
-        {"auth": HostPort("127.0.0.1", auth_double.port)},
+        HostPort("127.0.0.1", auth_double.port),
         rate_limit=RateLimit(max_tokens=2, tokens_per_fill=1, fill_interval_seconds=60),
     )
-    running = start_gateway(workdir, settings)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +70,13 @@ def impatient_gateway(
     auth_double: ThreadedAuthDouble,
 ) -> Iterator[GatewayUnderTest]:
     """Unary calls may take one second."""
-    workdir = tmp_path_factory.mktemp("gateway-impatient")
-    settings = loopback_settings(
-        workdir,
+    yield from _running(
+        tmp_path_factory,
+        "gateway-impatient",
         descriptor_set,
-        {"auth": HostPort("127.0.0.1", auth_double.port)},
+        HostPort("127.0.0.1", auth_double.port),
         unary_timeout_seconds=1,
     )
-    running = start_gateway(workdir, settings)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_json_call_without_a_deadline_is_cut_at_the_unary_timeout(

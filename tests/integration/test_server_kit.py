@@ -20,11 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests.support import rpc_failure
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.errors import NotFoundError
-from vaultpay_common.grpc.authz import AuthInterceptor
-from vaultpay_common.grpc.errors import ErrorInterceptor
-from vaultpay_common.grpc.request_context import RequestContextInterceptor
-from vaultpay_common.grpc.rules import load_access_rules
-from vaultpay_common.grpc.server import GrpcServiceHost
+from vaultpay_common.grpc.server import GrpcServiceHost, standard_interceptors
 from vaultpay_common.grpc.tokens import Introspection, TokenVerifier
 
 WALLET = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"]
@@ -82,11 +78,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
     host = GrpcServiceHost(
         "kit",
         address="127.0.0.1:0",
-        interceptors=[
-            RequestContextInterceptor(),
-            ErrorInterceptor("kit"),
-            AuthInterceptor(load_access_rules([WALLET]), verifier, NeverIntrospected()),
-        ],
+        interceptors=standard_interceptors("kit", [WALLET], verifier, NeverIntrospected()),
         max_message_bytes=1 << 20,
         shutdown_grace_seconds=0.5,
     )

@@ -14,13 +14,12 @@ from vaultpay_common.context import Role
 from vaultpay_common.errors import UnauthenticatedError
 from vaultpay_common.grpc.auth_client import (
     AuthUnavailableError,
-    GrpcJwksFetcher,
     GrpcTokenIntrospector,
+    PeerAuth,
     ServiceTokenProvider,
 )
 from vaultpay_common.grpc.authz import AuthInterceptor, InsufficientPermissionsError
 from vaultpay_common.grpc.rules import AccessRule
-from vaultpay_common.grpc.tokens import TokenVerifier
 from vaultpay_devstack.procs import free_port
 
 STRICT_ADMIN = "/vaultpay.test.v1.Probe/StrictAdmin"
@@ -43,13 +42,18 @@ class _Context:
 
 def _peer_interceptor(channel: grpc.aio.Channel) -> AuthInterceptor:
     """What wallet/transfer/kyc build: public keys from auth, strict path through auth."""
-    identity = ServiceTokenProvider(channel, "wallet", SERVICE_SECRET)
-    verifier = TokenVerifier(GrpcJwksFetcher(channel), issuer="vaultpay-auth", audience="vaultpay")
+    peer = PeerAuth(
+        channel,
+        client_id="wallet",
+        client_secret=SERVICE_SECRET,
+        issuer="vaultpay-auth",
+        audience="vaultpay",
+    )
     rules = {
         STRICT_ADMIN: AccessRule(min_role=Role.ADMIN, strict=True),
         STRICT_USER: AccessRule(min_role=Role.USER, strict=True),
     }
-    return AuthInterceptor(rules, verifier, GrpcTokenIntrospector(channel, identity))
+    return AuthInterceptor(rules, peer.verifier, peer.introspector)
 
 
 async def test_a_peer_service_verifies_and_introspects_through_auth(auth: AuthStack) -> None:

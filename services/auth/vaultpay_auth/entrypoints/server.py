@@ -25,12 +25,7 @@ from vaultpay_auth.service_layer.admin import AdminService
 from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
 from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.db import create_engine
-from vaultpay_common.grpc.authz import AuthInterceptor
-from vaultpay_common.grpc.errors import ErrorInterceptor
-from vaultpay_common.grpc.hygiene import RequestHygieneInterceptor
-from vaultpay_common.grpc.request_context import RequestContextInterceptor
-from vaultpay_common.grpc.rules import load_access_rules
-from vaultpay_common.grpc.server import GrpcServiceHost, run_service
+from vaultpay_common.grpc.server import GrpcServiceHost, run_service, standard_interceptors
 from vaultpay_common.grpc.tokens import TokenVerifier
 from vaultpay_common.logging import configure_logging
 from vaultpay_common.redis import create_redis
@@ -111,14 +106,9 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     host = GrpcServiceHost(
         "auth",
         address=settings.grpc_address,
-        interceptors=[
-            RequestContextInterceptor(),
-            ErrorInterceptor("auth"),
-            AuthInterceptor(
-                load_access_rules(SERVICES), verifier, introspector, always_strict=True
-            ),
-            RequestHygieneInterceptor(),
-        ],
+        interceptors=standard_interceptors(
+            "auth", SERVICES, verifier, introspector, always_strict=True
+        ),
         max_message_bytes=settings.max_message_bytes,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
     )

@@ -15,12 +15,13 @@ from google.protobuf.json_format import MessageToDict
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_common.context import REQUEST_ID, Role
 from vaultpay_common.errors import UnavailableError
-from vaultpay_common.grpc.tokens import Introspection
+from vaultpay_common.grpc.tokens import Introspection, TokenVerifier
 
 __all__ = [
     "AuthUnavailableError",
     "GrpcJwksFetcher",
     "GrpcTokenIntrospector",
+    "PeerAuth",
     "ServiceTokenProvider",
     "outgoing_metadata",
 ]
@@ -116,3 +117,25 @@ class GrpcTokenIntrospector:
         if not reply.active:
             return Introspection(active=False, reason=_REASONS.get(reply.inactive_reason, ""))
         return Introspection(active=True, role=Role(reply.role))
+
+
+class PeerAuth:
+    """Everything a service other than auth needs to authenticate its callers:
+
+    auth = PeerAuth(channel, client_id="wallet", client_secret=..., issuer=..., audience=...)
+    interceptors = standard_interceptors("wallet", services, auth.verifier, auth.introspector)
+    await stub.SomeInternalRpc(request, metadata=outgoing_metadata(await auth.identity.token()))
+    """
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        client_id: str,
+        client_secret: str,
+        issuer: str,
+        audience: str,
+    ) -> None:
+        self.identity = ServiceTokenProvider(channel, client_id, client_secret)
+        self.verifier = TokenVerifier(GrpcJwksFetcher(channel), issuer=issuer, audience=audience)
+        self.introspector = GrpcTokenIntrospector(channel, self.identity)

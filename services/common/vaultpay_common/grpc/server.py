@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
@@ -23,11 +23,41 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-__all__ = ["GrpcServiceHost", "run_service", "server_options"]
+from vaultpay_common.grpc.authz import AuthInterceptor
+from vaultpay_common.grpc.errors import ErrorInterceptor
+from vaultpay_common.grpc.hygiene import RequestHygieneInterceptor
+from vaultpay_common.grpc.request_context import RequestContextInterceptor
+from vaultpay_common.grpc.rules import load_access_rules
+from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
+
+__all__ = ["GrpcServiceHost", "run_service", "server_options", "standard_interceptors"]
 
 log = logging.getLogger(__name__)
 
 Cleanup = Callable[[], Awaitable[object]]
+
+
+def standard_interceptors(
+    service: str,
+    contract: Sequence[ServiceDescriptor],
+    verifier: TokenVerifier,
+    introspector: TokenIntrospector,
+    *,
+    always_strict: bool = False,
+) -> list[grpc.aio.ServerInterceptor]:
+    """The interceptor chain every VaultPay service runs, outermost first.
+
+    Request context (id, client IP, deadline) → error mapping → the access rules declared in
+    `contract` (deny by default) → request hygiene. Errors from every later stage are mapped.
+    """
+    return [
+        RequestContextInterceptor(),
+        ErrorInterceptor(service),
+        AuthInterceptor(
+            load_access_rules(contract), verifier, introspector, always_strict=always_strict
+        ),
+        RequestHygieneInterceptor(),
+    ]
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:

@@ -15,11 +15,18 @@ violation per key) before anything is routed:
    an unknown key. Running after jwt_authn keeps 401 ahead of 400: callers without a valid
    token learn nothing about the schema.
 
+It fails closed: the capture marks every request it inspects, and the check refuses (500) a
+transcoded request that carries no mark. Native gRPC is recognised exactly as Envoy does (one
+content-type, `application/grpc` or `application/grpc+codec`), so `application/grpc; x` is
+transcoded *and* checked. A body holding a NUL byte is refused (400). Query parameters that
+name a field the URL path sets are refused too (the transcoder would let `?walletId=` override
+`/wallets/{wallet_id}`).
+
 The checker accepts less than the transcoder on purpose: the transcoder also takes unquoted
 keys, single-quoted strings and trailing commas, which a lenient or skipping checker would
 let through unchecked (`{isAdmin: true}`). Such bodies get 400 INVALID_REQUEST. The walk is
-bounded: the body cap runs first, nesting deeper than 100 is refused, at most 10 fields are
-reported. A failure inside the script answers 500 (closed), never lets the request pass.
+bounded: the body cap runs first, nesting deeper than 100 and more than 20,000 values are
+refused, at most 10 fields are reported. A failure inside the script answers 500 (closed), never lets the request pass.
 
 The checker's replies are Lua local replies, which Envoy passes through the local reply
 mapper; `errors.local_reply_config` keeps them verbatim (matched on the `reply` flag in the
@@ -43,17 +50,32 @@ _SAFE_COMMENT = re.compile(r"[\w.\-]+")
 
 _CAPTURE_LUA = r"""-- vaultpay gateway: copies JSON request bodies for the unknown-field check that runs
 -- after the transcoder (vaultpay_gateway/json_body.py). Native gRPC is left alone.
+-- Native gRPC exactly as Envoy recognises it: one content-type, `application/grpc` or
+-- `application/grpc+<codec>`. Anything else (`application/grpc; x`, two content-types) is
+-- transcoded by Envoy, so it is captured and checked like JSON.
+local function is_native_grpc(headers)
+  local content_type = headers:get("content-type")
+  if content_type == nil or string.find(content_type, ",", 1, true) ~= nil then return false end
+  return content_type == "application/grpc"
+    or string.find(content_type, "^application/grpc%+[%w._-]+$") ~= nil
+end
+
 function envoy_on_request(handle)
-  local content_type = handle:headers():get("content-type")
-  if content_type ~= nil and (content_type == "application/grpc"
-      or string.find(content_type, "^application/grpc[+;]") ~= nil) then
-    return
-  end
+  if is_native_grpc(handle:headers()) then return end
+  -- handle:body() yields until the body is in; Envoy objects taken before it are stale
+  -- after it, so the metadata is fetched afterwards.
   local body = handle:body()
-  if body == nil or body:length() == 0 then
+  local metadata = handle:streamInfo():dynamicMetadata()
+  -- The check refuses a transcoded request that this filter did not see (fail closed).
+  metadata:set(NS, "seen", true)
+  if body == nil or body:length() == 0 then return end
+  local bytes = body:getBytes(0, body:length())
+  if string.find(bytes, "\0", 1, true) ~= nil then
+    -- Never valid JSON, and metadata strings would be cut at it.
+    metadata:set(NS, "nul", true)
     return
   end
-  handle:streamInfo():dynamicMetadata():set(NS, "body", body:getBytes(0, body:length()))
+  metadata:set(NS, "body", bytes)
 end
 """
 
@@ -62,11 +84,14 @@ end
 # any key, values checked against M[n]). In M[n], `false` marks a field the URL path sets.
 _CHECK_LUA = r"""
 local MAX_DEPTH = 100
+-- A budget of JSON values per body: the walk costs Lua CPU on Envoy's worker, and no request
+-- of the contract comes near this (a 1 MiB array of zeros would be ~500,000 values).
+local MAX_VALUES = 20000
 local MAX_REPORTED = 10
 local byte, char, find, format, sub = string.byte, string.char, string.find, string.format, string.sub
 local concat, floor = table.concat, math.floor
 
-local src, pos, depth, found, count, path
+local src, pos, depth, found, count, path, values_left
 
 local function bad(what)
   error({ what = what, at = pos }, 0)
@@ -208,6 +233,8 @@ end
 local WORDS = { "true", "false", "null" }
 
 read_value = function(rule)
+  values_left = values_left - 1
+  if values_left < 0 then bad("too many values") end
   local c = byte(src, pos)
   if c == 123 then return read_object(rule) end
   if c == 91 then return read_array(rule) end
@@ -228,7 +255,7 @@ read_value = function(rule)
 end
 
 local function check(body, rule)
-  src, pos, depth, found, count, path = body, 1, 0, {}, 0, {}
+  src, pos, depth, found, count, path, values_left = body, 1, 0, {}, 0, {}, MAX_VALUES
   skip_space()
   if pos <= #src then
     read_value(rule)
@@ -318,15 +345,48 @@ local function reply(handle, http_status, body)
   handle:respond({ [":status"] = http_status, ["content-type"] = "application/json" }, body)
 end
 
+-- Query parameters must not set what the URL path sets (the transcoder lets `?walletId=`
+-- override `/wallets/{wallet_id}`). Keys are compared after %-decoding, first segment only.
+local function query_violations(original_path, entry)
+  local query = original_path and string.match(original_path, "%?(.*)$")
+  if query == nil then return {} end
+  local rule = entry
+  if type(rule) == "table" then rule = rule.b and rule.b[1][2] or rule[1] end
+  local fields = M[rule]
+  if fields == nil then return {} end
+  local out = {}
+  for key in string.gmatch(query, "([^&=]+)=?[^&]*") do
+    key = string.gsub(key, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end)
+    local head = string.match(key, "^[^.]+") or key
+    if fields[head] == false then out[#out + 1] = { key, "set by the URL path, not by the query" } end
+  end
+  return out
+end
+
 function envoy_on_request(handle)
-  local metadata = handle:streamInfo():dynamicMetadata()
-  local stash = metadata:get(NS)
-  if stash == nil or stash.body == nil or stash.body == "" then return end
-  local body = stash.body
-  metadata:set(NS, "body", "")
   local headers = handle:headers()
   local entry = R[headers:get(":path")]
-  if entry == nil then return end
+  local original_path = headers:get("x-envoy-original-path")
+  if entry == nil or original_path == nil then return end  -- not a transcoded routed RPC
+  local metadata = handle:streamInfo():dynamicMetadata()
+  local stash = metadata:get(NS)
+  if stash == nil or stash.seen ~= true then
+    handle:logErr("json body check: transcoded request the capture filter did not see")
+    reply(handle, "500", status(13, "INTERNAL", "internal gateway error"))
+    return
+  end
+  if stash.nul == true then
+    reply(handle, "400", status(3, "INVALID_REQUEST", "the request body is not valid JSON: NUL byte"))
+    return
+  end
+  local from_query = query_violations(original_path, entry)
+  if #from_query > 0 then
+    reply(handle, "400", status(3, REASON, "the query sets a field of the URL path", from_query))
+    return
+  end
+  local body = stash.body
+  if body == nil or body == "" then return end
+  metadata:set(NS, "body", "")
   local ok, violations, total = pcall(check_rpc, body, entry, headers:get("x-envoy-original-method"))
   if not ok then
     if type(violations) == "table" and violations.what ~= nil then

@@ -206,3 +206,58 @@ def test_bodies_up_to_the_cap_are_checked_and_pass(big_body_gateway: GatewayUnde
     assert passed.status == 200, passed.body
     assert_unknown_fields(refused, "isAdmin")
     assert_gateway_error(too_big, 413, 8, "PAYLOAD_TOO_LARGE")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/grpc; charset=utf-8", "application/grpc;x", "Application/GRPC;x"],
+)
+def test_a_content_type_that_only_looks_like_grpc_is_still_checked(
+    gateway: GatewayUnderTest, auth_double: ThreadedAuthDouble, content_type: str
+) -> None:
+    calls_before = auth_double.servicer.register_calls
+    body = json.dumps({"email": "eve@example.com", "password": "pw", "isAdmin": True})
+
+    reply = gateway.call("POST", "/v1/auth/register", body, {"content-type": content_type})
+
+    assert reply.status == 400, reply.body
+    assert auth_double.servicer.register_calls == calls_before
+
+
+def test_a_query_parameter_cannot_override_a_path_field(
+    gateway: GatewayUnderTest, signing_key: SigningKey
+) -> None:
+    reply = gateway.call(
+        "GET", "/v1/wallets/VPY-AAAAAA?walletId=VPY-BBBBBB", headers=bearer(signing_key.token())
+    )
+
+    status = assert_gateway_error(reply, 400, 3, "UNKNOWN_FIELD")
+    assert violations(status) == [
+        {"field": "walletId", "description": "set by the URL path, not by the query"}
+    ]
+
+
+def test_a_nul_byte_in_the_body_is_refused(
+    gateway: GatewayUnderTest, auth_double: ThreadedAuthDouble
+) -> None:
+    calls_before = auth_double.servicer.register_calls
+
+    reply = gateway.call(
+        "POST", "/v1/auth/register", b'{"email":"a@b.c","fullName":"A\x00B"}', JSON
+    )
+
+    assert_gateway_error(reply, 400, 3, "INVALID_REQUEST")
+    assert auth_double.servicer.register_calls == calls_before
+
+
+def test_a_body_with_too_many_values_is_refused(
+    big_body_gateway: GatewayUnderTest, auth_double: ThreadedAuthDouble
+) -> None:
+    calls_before = auth_double.servicer.register_calls
+    body = '{"email":[' + ",".join(["0"] * 25_000) + "]}"  # ~50 KB, over the value budget
+
+    reply = big_body_gateway.call("POST", "/v1/auth/register", body, JSON)
+
+    status = assert_gateway_error(reply, 400, 3, "INVALID_REQUEST")
+    assert "too many values" in status["message"]
+    assert auth_double.servicer.register_calls == calls_before

@@ -186,3 +186,22 @@ def test_mesh_serves_grpc_health_and_gateway_readiness(mesh: Mesh) -> None:
             assert health.probe(), name
     if mesh.envoy is not None:
         assert http_ok(f"http://127.0.0.1:{mesh.config.admin_port}/ready")
+
+
+def test_children_get_an_allowlisted_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vaultpay_devstack.workspace import python_env
+
+    monkeypatch.setenv("VAULTPAY_POSTGRES_ADMIN_URL", "postgresql://postgres:canary@x/postgres")
+    env = python_env({"AUTH_GRPC_ADDRESS": "127.0.0.1:1"})
+    assert "VAULTPAY_POSTGRES_ADMIN_URL" not in env
+    assert env["AUTH_GRPC_ADDRESS"] == "127.0.0.1:1"
+    assert env["PATH"]
+
+
+def test_a_running_service_holds_neither_the_owner_nor_the_admin_dsn(mesh: Mesh) -> None:
+    auth = mesh.services["auth"]
+    environ = Path(f"/proc/{auth.pid}/environ").read_bytes().split(b"\0")
+    names = {item.split(b"=", 1)[0].decode() for item in environ if item}
+    assert "AUTH_DATABASE_URL" in names
+    assert "AUTH_MIGRATION_DATABASE_URL" not in names
+    assert "VAULTPAY_POSTGRES_ADMIN_URL" not in names

@@ -43,6 +43,16 @@ __all__ = [
 LOOPBACK = "127.0.0.1"
 
 
+# What a child inherits from the supervisor's environment: the basics of a process, never the
+# supervisor's own settings (VAULTPAY_POSTGRES_ADMIN_URL holds a superuser password).
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+
+
+def base_env() -> dict[str, str]:
+    """The environment every child starts from: an allowlist, not a copy."""
+    return {key: os.environ[key] for key in _INHERITED if key in os.environ}
+
+
 class MissingToolError(RuntimeError):
     """A binary the local mesh needs is not installed; the message names the package."""
 
@@ -170,7 +180,7 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None,
+                env=dict(env) if env is not None else base_env(),
                 cwd=cwd,
                 start_new_session=True,
                 user=uid,

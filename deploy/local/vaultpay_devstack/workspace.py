@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable, Mapping
 
 from vaultpay_devstack.paths import GATEWAY_DIR, GEN_PYTHON, LOCAL_DIR, SERVICES_DIR
+from vaultpay_devstack.procs import base_env
 
 __all__ = ["importable_modules", "python_env", "source_roots"]
 
@@ -27,9 +28,13 @@ def source_roots() -> list[str]:
 
 
 def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment plus the source roots, unbuffered output and `extra`."""
-    env = dict(os.environ)
-    inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    """An allowlisted base environment plus the source roots, unbuffered output and `extra`.
+
+    Nothing else of the supervisor's environment reaches a child: each service gets exactly
+    the settings `service_env` gives it.
+    """
+    env = base_env()
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([*source_roots(), *inherited])
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})

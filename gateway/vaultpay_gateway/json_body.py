@@ -61,6 +61,8 @@ local function is_native_grpc(headers)
 end
 
 function envoy_on_request(handle)
+  -- Only the transcoder may say what the original method was (access logs, binding choice).
+  handle:headers():remove("x-envoy-original-method")
   if is_native_grpc(handle:headers()) then return end
   -- handle:body() yields until the body is in; Envoy objects taken before it are stale
   -- after it, so the metadata is fetched afterwards.

@@ -205,3 +205,24 @@ def test_a_running_service_holds_neither_the_owner_nor_the_admin_dsn(mesh: Mesh)
     assert "AUTH_DATABASE_URL" in names
     assert "AUTH_MIGRATION_DATABASE_URL" not in names
     assert "VAULTPAY_POSTGRES_ADMIN_URL" not in names
+
+
+def test_stop_never_signals_a_process_that_is_not_a_mesh(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from vaultpay_devstack import cli
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        state = tmp_path / cli.STATE_FILE
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(
+            json.dumps({"supervisor_pid": bystander.pid, "pids": {}, "grpc": {}, "env": {}})
+        )
+        assert cli.stop(tmp_path, timeout=1) == 0
+        assert bystander.poll() is None  # left alone
+    finally:
+        bystander.kill()
+        bystander.wait(5)

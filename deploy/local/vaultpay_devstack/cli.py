@@ -49,7 +49,7 @@ class _ShutdownRequested(BaseException):
 
 def run(var_dir: Path) -> int:
     state_path = var_dir / STATE_FILE
-    if (state := _read_state(state_path)) and pid_alive(state["supervisor_pid"]):
+    if (state := _read_state(state_path)) and _supervisor_alive(state["supervisor_pid"]):
         print(
             f"a mesh already runs from {var_dir} (pid {state['supervisor_pid']})", file=sys.stderr
         )
@@ -81,7 +81,7 @@ def run(var_dir: Path) -> int:
 
 def status(var_dir: Path) -> int:
     state = _read_state(var_dir / STATE_FILE)
-    if not state or not pid_alive(state["supervisor_pid"]):
+    if not state or not _supervisor_alive(state["supervisor_pid"]):
         print(f"no mesh runs from {var_dir}")
         return 3
     print(f"mesh supervisor pid {state['supervisor_pid']} ({var_dir})")
@@ -99,7 +99,7 @@ def status(var_dir: Path) -> int:
 def env(var_dir: Path, service: str) -> int:
     """Prints `export` lines with the settings `service` runs with in the running mesh."""
     state = _read_state(var_dir / STATE_FILE)
-    if not state or not pid_alive(state["supervisor_pid"]):
+    if not state or not _supervisor_alive(state["supervisor_pid"]):
         print(f"no mesh runs from {var_dir}", file=sys.stderr)
         return 1
     if service not in state["env"]:
@@ -112,7 +112,7 @@ def env(var_dir: Path, service: str) -> int:
 
 def stop(var_dir: Path, timeout: float = 120.0) -> int:
     state = _read_state(var_dir / STATE_FILE)
-    if not state or not pid_alive(pid := state["supervisor_pid"]):
+    if not state or not _supervisor_alive(pid := state["supervisor_pid"]):
         print(f"no mesh runs from {var_dir}")
         return 0
     os.kill(pid, signal.SIGTERM)
@@ -170,6 +170,18 @@ def _banner(mesh: Mesh) -> str:
             "  .venv/bin/vaultpay-auth create-superadmin --email root@example.com",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _supervisor_alive(pid: int) -> bool:
+    """True only if `pid` is alive *and* is a mesh supervisor: after a crash or reboot the
+    state file's pid may belong to an unrelated process, which must never be signalled."""
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"vaultpay_devstack" in cmdline
 
 
 def _without_password(url: str) -> str:

@@ -18,12 +18,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.support import rpc_failure
+from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.errors import NotFoundError
 from vaultpay_common.grpc.server import GrpcServiceHost, standard_interceptors
 from vaultpay_common.grpc.tokens import Introspection, TokenVerifier
 
 WALLET = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"]
+KYC = kyc_pb2.DESCRIPTOR.services_by_name["KycService"]
 KEY = Ed25519PrivateKey.generate()
 
 
@@ -43,6 +45,17 @@ class StreamingStandIn(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.GetBalanceResponse:
         raise RuntimeError("db password is hunter2")  # an unexpected bug, with a secret
+
+
+class UploadStandIn(kyc_pb2_grpc.KycServiceServicer):
+    async def UploadKycDocument(
+        self,
+        requests: AsyncIterator[kyc_pb2.UploadKycDocumentRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> kyc_pb2.UploadKycDocumentResponse:
+        async for _ in requests:
+            pass
+        return kyc_pb2.UploadKycDocumentResponse()
 
 
 class NeverIntrospected:
@@ -78,7 +91,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
     host = GrpcServiceHost(
         "kit",
         address="127.0.0.1:0",
-        interceptors=standard_interceptors("kit", [WALLET], verifier, NeverIntrospected()),
+        interceptors=standard_interceptors("kit", [WALLET, KYC], verifier, NeverIntrospected()),
         max_message_bytes=1 << 20,
         shutdown_grace_seconds=0.5,
     )
@@ -86,6 +99,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
         WALLET,
         lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(StreamingStandIn(), s),  # type: ignore[abstract]
     )
+    host.add(KYC, lambda s: kyc_pb2_grpc.add_KycServiceServicer_to_server(UploadStandIn(), s))  # type: ignore[abstract]
     port = await host.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         yield ch
@@ -158,3 +172,23 @@ async def test_an_unexpected_error_is_internal_with_the_request_id_and_no_detail
     assert "req-kit-1" in failure.message
     assert "hunter2" not in failure.message
     assert "Traceback" not in failure.message
+
+
+async def test_every_message_of_a_client_stream_passes_the_hygiene_check(
+    channel: grpc.aio.Channel,
+) -> None:
+    async def upload() -> AsyncIterator[kyc_pb2.UploadKycDocumentRequest]:
+        metadata = kyc_pb2.UploadKycDocumentMetadata(document_number="ABCDE1234F")
+        yield kyc_pb2.UploadKycDocumentRequest(metadata=metadata)
+        yield kyc_pb2.UploadKycDocumentRequest(
+            metadata=kyc_pb2.UploadKycDocumentMetadata(document_number="AB\x00")
+        )
+
+    stub = kyc_pb2_grpc.KycServiceStub(channel)
+    failure = await rpc_failure(
+        stub.UploadKycDocument(upload(), metadata=(("authorization", f"Bearer {_user_token()}"),))
+    )
+    assert (failure.code, failure.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["metadata.document_number"],
+    )

@@ -34,7 +34,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return stream()
 
     def check_request(self, method: str, request: Any) -> None:
-        """Inspects a single request message before the rest of the chain sees it."""
+        """Inspects each request message before the rest of the chain sees it."""
+
+    async def _checked(self, method: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """A client stream whose every message passes `check_request` as it is read."""
+        async for request in requests:
+            self.check_request(method, request)
+            yield request
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -58,7 +64,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             su = handler.stream_unary
 
             async def stream_unary(requests: Any, context: Any) -> Any:
-                return await self.around_unary(method, context, lambda: su(requests, context))
+                checked = self._checked(method, requests)
+                return await self.around_unary(method, context, lambda: su(checked, context))
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, deserialize, serialize)
         if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
@@ -74,7 +81,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             ssc = handler.stream_stream
 
             async def stream_stream_writer(requests: Any, context: Any) -> Any:
-                return await self.around_unary(method, context, lambda: ssc(requests, context))
+                checked = self._checked(method, requests)
+                return await self.around_unary(method, context, lambda: ssc(checked, context))
 
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream_writer, deserialize, serialize
@@ -92,9 +100,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             ss = handler.stream_stream
 
             async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-                async for item in self.around_stream(
-                    method, context, lambda: ss(requests, context)
-                ):
+                checked = self._checked(method, requests)
+                async for item in self.around_stream(method, context, lambda: ss(checked, context)):
                     yield item
 
             return grpc.stream_stream_rpc_method_handler(stream_stream, deserialize, serialize)

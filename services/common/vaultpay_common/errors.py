@@ -21,6 +21,7 @@ __all__ = [
     "ErrorKind",
     "FailedPreconditionError",
     "FieldViolation",
+    "InsufficientPermissionsError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitedError",
@@ -111,6 +112,10 @@ class PermissionDeniedError(DomainError):
     kind = ErrorKind.PERMISSION_DENIED
     reason = "INSUFFICIENT_PERMISSIONS"
     default_message = "the caller may not do this"
+
+
+class InsufficientPermissionsError(PermissionDeniedError):
+    """The caller's role is below what the action needs (reason INSUFFICIENT_PERMISSIONS)."""
 
 
 class UnauthenticatedError(DomainError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from vaultpay_common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
+    InsufficientPermissionsError,
     NotFoundError,
     PermissionDeniedError,
     UnauthenticatedError,
@@ -57,10 +58,6 @@ class RefreshTokenReusedError(UnauthenticatedError):
 class UserNotFoundError(NotFoundError):
     reason = "USER_NOT_FOUND"
     default_message = "no such user"
-
-
-class InsufficientPermissionsError(PermissionDeniedError):
-    reason = "INSUFFICIENT_PERMISSIONS"
 
 
 class CannotChangeOwnRoleError(PermissionDeniedError):

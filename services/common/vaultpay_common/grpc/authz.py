@@ -12,7 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from vaultpay_common.context import PRINCIPAL, Principal
-from vaultpay_common.errors import PermissionDeniedError, UnauthenticatedError
+from vaultpay_common.errors import (
+    InsufficientPermissionsError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from vaultpay_common.grpc.request_context import metadata_value
 from vaultpay_common.grpc.rules import AccessRule
 from vaultpay_common.grpc.tokens import (
@@ -32,10 +36,6 @@ _BEARER = "bearer "
 class AccessRuleMissingError(PermissionDeniedError):
     reason = "ACCESS_RULE_MISSING"
     default_message = "this method declares no access rule and is denied"
-
-
-class InsufficientPermissionsError(PermissionDeniedError):
-    reason = "INSUFFICIENT_PERMISSIONS"
 
 
 class AuthInterceptor(CallInterceptor):

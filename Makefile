@@ -16,10 +16,10 @@ BENCH_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv protos protos-check descriptor lint typecheck contract test test-unit \
-        test-integration test-e2e run status stop bench lock clean
+        test-integration test-e2e deploy-check run status stop bench lock clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
 $(STAMP): requirements.lock pyproject.toml
 	@echo "==> virtualenv in $(VENV) (pinned packages from requirements.lock)"
@@ -66,6 +66,15 @@ test: $(STAMP) $(DESCRIPTOR) ## the whole suite: lint, types, contract, unit, in
 
 test-unit: $(STAMP) ## unit tests only (no I/O)
 	@$(BIN)/pytest -p no:cacheprovider tests/unit
+
+test-integration: $(STAMP) ## integration tests only (starts a private PostgreSQL and Redis)
+	@$(BIN)/pytest -p no:cacheprovider tests/integration
+
+test-e2e: $(STAMP) $(DESCRIPTOR) ## end-to-end tests only (starts the whole mesh with Envoy on free ports)
+	@$(BIN)/pytest -p no:cacheprovider tests/e2e
+
+deploy-check: $(STAMP) ## hadolint the Dockerfile, validate k8s manifests, compose/k8s list the existing services
+	@$(BIN)/pytest -p no:cacheprovider -q tests/contract/test_deploy.py
 
 run: $(STAMP) $(DESCRIPTOR) ## start the whole mesh (private PostgreSQL/Redis, migrations, services, Envoy, SMTP sink)
 	@$(PY) -m vaultpay_devstack.cli run

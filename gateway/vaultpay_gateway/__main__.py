@@ -4,7 +4,7 @@
         [--listen 127.0.0.1:8080] [--admin 127.0.0.1:9901] [--upstream auth=127.0.0.1:50051 …] \
         [--cors-origin http://localhost:3000 …] [--access-log var/log/gateway-access.log] \
         [--max-request-bytes 1048576] [--rate-limit 1000/2000] [--jwks-socket PATH] [--no-docs] \
-        [--validate]
+        [--reflection 127.0.0.1:9090] [--validate]
 """
 
 from __future__ import annotations
@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--jwt-issuer", default=defaults.jwt.issuer)
     add("--jwt-audience", default=defaults.jwt.audience)
     add("--no-docs", action="store_true", help="do not serve /docs (Swagger UI, OpenAPI)")
+    add(
+        "--reflection",
+        type=_address,
+        metavar="HOST:PORT",
+        help="route gRPC server reflection to this `vaultpay_gateway.reflection` server",
+    )
     add("--validate", action="store_true", help="run `envoy --mode validate` on the result")
     return parser
 
@@ -111,6 +117,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[GatewaySettings, Path
         jwt=JwtSettings(issuer=args.jwt_issuer, audience=args.jwt_audience),
         jwks_socket_path=args.jwks_socket,
         serve_docs=not args.no_docs,
+        reflection=args.reflection,
     )
     return settings, args.out, bool(args.validate)
 

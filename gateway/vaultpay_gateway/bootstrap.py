@@ -22,7 +22,7 @@ from vaultpay_gateway.contract import ApiContract, ContractError, Rpc
 from vaultpay_gateway.docs import DOCS_PATH, DocsSite
 from vaultpay_gateway.errors import local_reply_config
 from vaultpay_gateway.filters import grpc_json_transcoder, public_http_filters, router
-from vaultpay_gateway.routes import jwks_route_config, public_route_config
+from vaultpay_gateway.routes import REFLECTION_CLUSTER, jwks_route_config, public_route_config
 from vaultpay_gateway.settings import GatewaySettings, HostPort, SettingsError
 
 __all__ = ["ACCESS_LOG_FORMAT", "jwks_uri", "render_bootstrap", "write_bootstrap"]
@@ -191,6 +191,10 @@ def render_bootstrap(
         upstream_cluster(name, settings.upstreams[name], settings.health_check)
         for name in contract.upstreams
     ]
+    if settings.reflection is not None:
+        clusters.append(
+            upstream_cluster(REFLECTION_CLUSTER, settings.reflection, settings.health_check)
+        )
     return {
         "node": {"id": "vaultpay-gateway", "cluster": "vaultpay-gateway"},
         "admin": {"address": _socket(settings.admin)},

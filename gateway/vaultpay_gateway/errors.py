@@ -14,6 +14,11 @@ A request counts as native gRPC when its content type is `application/grpc…` a
 transcoder did not produce it (the transcoder marks what it transcodes with
 `x-envoy-original-method`).
 
+Expired tokens are told apart from other bad tokens: jwt_authn answers both with 401, but an
+expired one gets reason `TOKEN_EXPIRED` (the services' reason for it), matched on the reply's
+response code details (`jwt_authn_access_denied{Jwt_is_expired}`) with a CEL filter. Every
+other refused token stays `TOKEN_INVALID`.
+
 The JSON body check (`json_body`) writes its own `google.rpc.Status` bodies (reason
 `UNKNOWN_FIELD` with BadRequest field violations). Envoy runs Lua replies through the mapper
 too, so the first mapper keeps those verbatim; it matches a flag in the dynamic metadata,
@@ -30,6 +35,8 @@ __all__ = [
     "GATEWAY_ERRORS",
     "JSON_BODY_METADATA",
     "NOT_FOUND_TEXT",
+    "TOKEN_EXPIRED_REASON",
+    "TRANSCODE_FAILURE_HEADER",
     "UNKNOWN_FIELD_REASON",
     "GatewayError",
     "local_reply_config",
@@ -41,6 +48,15 @@ UNKNOWN_FIELD_REASON = "UNKNOWN_FIELD"
 # Dynamic metadata namespace of the JSON body check (json_body.py).
 JSON_BODY_METADATA = "vaultpay.json_body"
 NOT_FOUND_TEXT = "no such API route"
+TOKEN_EXPIRED_REASON = "TOKEN_EXPIRED"  # noqa: S105 - an error reason, not a secret
+# jwt_authn's response code details for an expired token (its failure text, spaces as `_`).
+_JWT_EXPIRED_DETAILS = "jwt_authn_access_denied{Jwt_is_expired}"
+# In the transcoder's details when it cannot convert a request (a JSON value of the wrong
+# type in the body, `early_…` in the query).
+_TRANSCODE_FAILURE_DETAILS = "grpc_json_transcode_failure"
+# Marks those replies for the `replies` Lua filter, which removes it (Lua cannot read the
+# response code details).
+TRANSCODE_FAILURE_HEADER = "x-vaultpay-transcode-failure"
 _ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 _ENVOY_TEXT = "%LOCAL_REPLY_BODY%"
 
@@ -159,6 +175,50 @@ def _json_mapper(error: GatewayError) -> dict[str, Any]:
     }
 
 
+def _details_match(http_status: int, expression: str) -> dict[str, Any]:
+    """A reply of `http_status` whose CEL `expression` (on `response.code_details`) holds."""
+    cel = {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3"
+                ".ExpressionFilter",
+                "expression": expression,
+            },
+        }
+    }
+    return {"and_filter": {"filters": [_status_is(http_status), cel]}}
+
+
+def _token_expired_mapper() -> dict[str, Any]:
+    """An expired token: 401 like any refused token, but reason TOKEN_EXPIRED, so clients know
+    that refreshing helps. The CEL filter reads the reply's response code details."""
+    expired = GatewayError(401, _UNAUTHENTICATED, TOKEN_EXPIRED_REASON, _UNAUTHENTICATED)
+    return {
+        "filter": _details_match(401, f"response.code_details == '{_JWT_EXPIRED_DETAILS}'"),
+        "body_format_override": _status_json(expired),
+    }
+
+
+def _transcode_failure_mapper() -> dict[str, Any]:
+    """The transcoder could not read the JSON body: the usual 400 Status, marked with
+    TRANSCODE_FAILURE_HEADER for the `replies` filter, which adds the field violation and
+    removes the mark."""
+    invalid = next(e for e in GATEWAY_ERRORS if e.http_status == 400)
+    return {
+        "filter": _details_match(
+            400, f"response.code_details.contains('{_TRANSCODE_FAILURE_DETAILS}')"
+        ),
+        "headers_to_add": [
+            {
+                "header": {"key": TRANSCODE_FAILURE_HEADER, "value": "1"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "body_format_override": _status_json(invalid),
+    }
+
+
 def _json_body_check_mapper() -> dict[str, Any]:
     """Replies of the JSON body check already are `google.rpc.Status` JSON: kept as they are."""
     return {
@@ -202,7 +262,7 @@ def _verbatim_mapper(path_prefix: str) -> dict[str, Any]:
 def local_reply_config(verbatim_path_prefix: str | None = None) -> dict[str, Any]:
     """The HttpConnectionManager `local_reply_config`: the JSON body check's replies as they
     are, the docs (`verbatim_path_prefix`, if any) as they are, then gRPC mappers, then JSON
-    ones."""
+    ones (expired tokens and transcoder failures before the plain status mappers)."""
     grpc_fallback = {
         "filter": _NATIVE_GRPC,
         "body_format_override": _text(_ENVOY_TEXT),
@@ -214,6 +274,8 @@ def local_reply_config(verbatim_path_prefix: str | None = None) -> dict[str, Any
             *verbatim,
             *(_grpc_mapper(e) for e in GATEWAY_ERRORS),
             grpc_fallback,
+            _token_expired_mapper(),
+            _transcode_failure_mapper(),
             *(_json_mapper(e) for e in GATEWAY_ERRORS),
         ],
         "body_format": _status_json(_FALLBACK),

@@ -1,13 +1,17 @@
 """The HTTP filter chain of the public listener, in decode order.
 
-    local_ratelimit -> body_size_limit -> header_mutation -> cors -> json_body.capture (lua)
-    -> grpc_json_transcoder -> jwt_authn -> json_body.check (lua) -> router
+    local_ratelimit -> body_size_limit -> header_mutation -> replies (lua) -> cors
+    -> json_body.capture (lua) -> grpc_json_transcoder -> jwt_authn -> json_body.check (lua)
+    -> router
 
 - Cheap rejections first: the global token bucket, then the body cap (GATEWAY.md item 5: the
   transcoder's own limit only sizes its buffer).
 - header_mutation sits before the transcoder so that, on the way back, it runs after it and can
   drop `grpc-*` headers from JSON replies (GATEWAY.md item 4). Its per-route config is read
   while the path is still the REST path, so it only applies to JSON requests.
+- replies (`replies`) only acts on the way back, on replies of the filters after it: allowed
+  CORS preflights become 204, the transcoder's JSON type errors get a BadRequest naming the
+  field.
 - cors answers preflights before the transcoder would reject OPTIONS as an unknown method.
 - jwt_authn runs after the transcoder: by then every request, JSON or gRPC, carries the gRPC
   path of exactly one RPC, and the route's per-route config (derived from the RPC's access
@@ -26,6 +30,7 @@ from vaultpay_gateway._types import Json, duration, typed
 from vaultpay_gateway.body_schema import BodySchemas
 from vaultpay_gateway.clusters import JWKS_CLUSTER
 from vaultpay_gateway.json_body import capture_filter, check_filter
+from vaultpay_gateway.replies import replies_filter
 from vaultpay_gateway.settings import GatewaySettings, RateLimit
 
 __all__ = [
@@ -167,6 +172,7 @@ def public_http_filters(
                 "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
             ),
         },
+        replies_filter(),
         {
             "name": "envoy.filters.http.cors",
             "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors"),

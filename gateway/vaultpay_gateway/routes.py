@@ -17,11 +17,19 @@ from vaultpay_gateway.contract import ApiContract, Rpc
 from vaultpay_gateway.docs import DocsSite, docs_routes
 from vaultpay_gateway.errors import NOT_FOUND_TEXT
 from vaultpay_gateway.filters import JWT_FILTER, JWT_REQUIREMENT
+from vaultpay_gateway.json_body import CAPTURE_FILTER, CHECK_FILTER
+from vaultpay_gateway.reflection import reflection_paths
 from vaultpay_gateway.settings import GatewaySettings
 
-__all__ = ["UNROUTED_CLUSTER", "jwks_route_config", "public_route_config"]
+__all__ = [
+    "REFLECTION_CLUSTER",
+    "UNROUTED_CLUSTER",
+    "jwks_route_config",
+    "public_route_config",
+]
 
 UNROUTED_CLUSTER = "vaultpay_unrouted"
+REFLECTION_CLUSTER = "vaultpay_reflection"
 _CORS_HEADERS = "authorization, content-type, x-request-id"
 _CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 # Only requests that are safe to resend: the service never saw them.
@@ -67,6 +75,34 @@ def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings) -> Json:
         "route": action,
         "typed_per_filter_config": {JWT_FILTER: _jwt_per_route(rpc)},
     }
+
+
+def _reflection_routes(settings: GatewaySettings) -> list[Json]:
+    """Server reflection (v1alpha and v1) to the reflection server, public like the docs.
+
+    Native gRPC only (`grpc: {}`); the transcoder, the JSON body filters and jwt_authn are off
+    for these routes. The stream lives as long as the client keeps it open.
+    """
+    disabled = typed("envoy.config.route.v3.FilterConfig", disabled=True)
+    off = dict.fromkeys(
+        (CAPTURE_FILTER, "envoy.filters.http.grpc_json_transcoder", JWT_FILTER, CHECK_FILTER),
+        disabled,
+    )
+    return [
+        {
+            "name": f"reflection {path}",
+            "match": {"path": path, "grpc": {}},
+            "route": {
+                "cluster": REFLECTION_CLUSTER,
+                "timeout": "0s",
+                "idle_timeout": duration(settings.stream_idle_timeout_seconds),
+                "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+                "retry_policy": _RETRY,
+            },
+            "typed_per_filter_config": off,
+        }
+        for path in reflection_paths()
+    ]
 
 
 def _grpc_not_found() -> Json:
@@ -125,6 +161,7 @@ def public_route_config(
         "domains": ["*"],
         "routes": [
             *(docs_routes(docs) if docs is not None else ()),
+            *(_reflection_routes(settings) if settings.reflection is not None else ()),
             *routes,
             _grpc_not_found(),
             _json_not_found(settings.max_request_bytes),

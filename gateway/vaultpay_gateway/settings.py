@@ -154,6 +154,9 @@ class GatewaySettings:
     jwks_socket_path: str | None = None
     # Serve Swagger UI and the OpenAPI document under /docs (public).
     serve_docs: bool = True
+    # The reflection server (`python -m vaultpay_gateway.reflection`) that answers gRPC
+    # server reflection for the public API through the gateway; None: reflection is not routed.
+    reflection: HostPort | None = None
 
     @property
     def jwks_socket(self) -> str:

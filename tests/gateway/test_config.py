@@ -253,6 +253,7 @@ def test_filter_order(descriptor_set: Path) -> None:
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.body_size_limit",
         "envoy.filters.http.header_mutation",
+        "vaultpay.replies",
         "envoy.filters.http.cors",
         "vaultpay.json_body.capture",
         "envoy.filters.http.grpc_json_transcoder",

@@ -147,6 +147,7 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
         with Mesh(config) as mesh:
             env = mesh.env_for("auth")
             wallet = mesh.env_for("wallet")
+            transfer = mesh.env_for("transfer")
             pids = [proc.pid for proc in mesh.processes().values()]
         secrets_mode = stat.S_IMODE((var_dir / "secrets.json").stat().st_mode)
     finally:
@@ -162,6 +163,7 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
         "AUTH_REDIS_URL",
         "AUTH_SERVICE_CLIENTS",
         "AUTH_KEY_ENCRYPTION_KEY",
+        "AUTH_AUDIT_CHECKPOINT_DIR",
         "AUTH_BCRYPT_ROUNDS",
     }
     # The table owner's DSN goes to migrations only, never to the running service.
@@ -175,6 +177,8 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
     assert f"wallet:{client_secret}" in env["AUTH_SERVICE_CLIENTS"].split(",")
     assert wallet["WALLET_AUTH_ADDRESS"] == env["AUTH_GRPC_ADDRESS"]
     assert wallet["WALLET_REDIS_URL"].endswith("/1")
+    # The services of the shared database share its audit chain key, never auth's.
+    assert wallet["WALLET_AUDIT_CHAIN_KEY"] == transfer["TRANSFER_AUDIT_CHAIN_KEY"]
     assert secrets_mode == 0o600
     assert not any(pid_alive(pid) for pid in pids)
 

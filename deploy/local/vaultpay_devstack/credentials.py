@@ -48,6 +48,16 @@ class MeshSecrets:
         """Base64 of 32 random bytes: auth encrypts its private signing keys with it."""
         return self._get("auth.key_encryption_key", _key32)
 
+    def key_encryption_key(self, service: str) -> str:
+        """Base64 of 32 random bytes: a service's root key, kept outside its database."""
+        if service == "auth":
+            return self.auth_key_encryption_key
+        return self._get(f"{service}.key_encryption_key", _key32)
+
+    def audit_chain_key(self, database: str) -> str:
+        """Base64 of 32 random bytes shared by the services of one database."""
+        return self._get(f"audit_chain.{database}", _key32)
+
     @property
     def database_password(self) -> str:
         """Password of the mesh's roles, used only on an existing (non-trust) PostgreSQL."""

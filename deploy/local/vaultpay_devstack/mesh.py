@@ -52,6 +52,15 @@ from vaultpay_devstack.workspace import importable_modules, python_env
 __all__ = ["Mesh", "MeshConfig", "print_progress"]
 
 GATEWAY_MODULE = "vaultpay_gateway"
+REFLECTION_MODULE = "vaultpay_gateway.reflection"
+# Browser origins the gateway answers CORS for unless VAULTPAY_CORS_ORIGINS says otherwise:
+# the usual local front-end dev servers (React/Next on 3000, Vite on 5173).
+DEFAULT_CORS_ORIGINS = (
+    "http://localhost:3000",
+    "http://127.0.0.1:3000",
+    "http://localhost:5173",
+    "http://127.0.0.1:5173",
+)
 Reporter = Callable[[str], None]
 
 
@@ -70,6 +79,8 @@ class MeshConfig:
     service_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     services: tuple[str, ...] = tuple(s.name for s in SERVICES)
     smtp_port: int | None = None
+    reflection_port: int | None = None  # the gateway's reflection server; None: a free port
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     postgres_admin_url: str | None = None
     redis_url: str | None = None
     database_suffix: str = ""
@@ -89,6 +100,7 @@ class MeshConfig:
 
         VAULTPAY_POSTGRES_ADMIN_URL, VAULTPAY_REDIS_URL: use existing servers.
         VAULTPAY_GATEWAY_PORT: the Envoy listener (8080). VAULTPAY_SERVICES: e.g. "auth,wallet".
+        VAULTPAY_CORS_ORIGINS: comma-separated browser origins allowed by CORS ("" for none).
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -98,6 +110,8 @@ class MeshConfig:
             values["redis_url"] = url
         if port := env.get("VAULTPAY_GATEWAY_PORT"):
             values["gateway_port"] = int(port)
+        if (origins := env.get("VAULTPAY_CORS_ORIGINS")) is not None:
+            values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         if names := env.get("VAULTPAY_SERVICES"):
             values["services"] = tuple(n.strip() for n in names.split(",") if n.strip())
         values.update(overrides)
@@ -129,6 +143,7 @@ class Mesh:
         self.smtp: SmtpSink | None = None
         self.services: dict[str, ManagedProcess] = {}
         self.envoy: ManagedProcess | None = None
+        self.reflection: ManagedProcess | None = None
         self._inputs: EnvInputs | None = None
 
     def __enter__(self) -> Mesh:
@@ -175,6 +190,8 @@ class Mesh:
         if self.smtp is not None:
             found["smtp-sink"] = self.smtp.process
         found.update(self.services)
+        if self.reflection is not None:
+            found["reflection"] = self.reflection
         if self.envoy is not None:
             found["envoy"] = self.envoy
         return found
@@ -203,6 +220,8 @@ class Mesh:
         steps: list[tuple[str, Callable[[], None]]] = []
         if self.envoy is not None:
             steps.append(("stopping Envoy", self.envoy.stop))
+        if self.reflection is not None:
+            steps.append(("stopping the reflection server", self.reflection.stop))
         steps += [(f"stopping {name}", proc.stop) for name, proc in reversed(self.services.items())]
         if self.smtp is not None:
             steps.append(("stopping the SMTP sink", self.smtp.stop))
@@ -221,6 +240,7 @@ class Mesh:
             except Exception as exc:  # keep stopping the rest
                 self.config.report(f"failed {what or 'stopping'}: {exc}")
         self.envoy, self.services, self.smtp, self.infra = None, {}, None, None
+        self.reflection = None
 
     def _start(self) -> None:
         cfg, report = self.config, self.config.report
@@ -262,6 +282,7 @@ class Mesh:
             redis=self.infra.redis,
             smtp_port=smtp_port,
             secrets=secrets,
+            var_dir=self.var_dir,
             bcrypt_rounds=cfg.bcrypt_rounds,
         )
         for service in runnable:
@@ -335,6 +356,9 @@ class Mesh:
         for service in SERVICES:  # all four: the gateway's defaults may not be our ports
             argv += ["--upstream", f"{service.name}={self.grpc_address(service.name)}"]
         argv += ["--access-log", self.log_dir / "envoy-access.log"]
+        argv += ["--reflection", self._start_reflection(descriptor)]
+        for origin in cfg.cors_origins:
+            argv += ["--cors-origin", origin]
         if cfg.gateway_rate_limit:
             argv += ["--rate-limit", cfg.gateway_rate_limit]
         log = self.log_dir / "gateway-config.log"
@@ -353,6 +377,26 @@ class Mesh:
             proc=self.envoy,
             timeout=cfg.startup_timeout,
         )
+
+    def _start_reflection(self, descriptor: Path) -> str:
+        """Reflection for the public API, which Envoy routes to; returns its address."""
+        address = f"{LOOPBACK}:{self.config.reflection_port or free_ports(1)[0]}"
+        self.config.report(f"starting the gateway's reflection server on {address}")
+        argv = [sys.executable, "-m", REFLECTION_MODULE, "--descriptor", str(descriptor)]
+        self.reflection = ManagedProcess.start(
+            "reflection",
+            [*argv, "--listen", address],
+            log=self.log_dir / "reflection.log",
+            env=python_env(),
+        )
+        with GrpcHealthProbe(address) as health:
+            wait_until(
+                health.probe,
+                what=f"reflection server (gRPC health on {address})",
+                proc=self.reflection,
+                timeout=self.config.startup_timeout,
+            )
+        return address
 
     def _run_to_log(
         self, argv: Sequence[str | Path], log: Path, *, env: dict[str, str], what: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from vaultpay_devstack.credentials import MeshSecrets
@@ -82,6 +83,7 @@ class EnvInputs:
     redis: RedisServer
     smtp_port: int
     secrets: MeshSecrets
+    var_dir: Path
     smtp_host: str = LOOPBACK
     bcrypt_rounds: int | None = None  # None: the profile's default
 
@@ -101,6 +103,8 @@ def service_env(
         database, owner, app = dbs.vaultpay_database, dbs.vaultpay_owner_role, dbs.vaultpay_app_role
     env = {
         "VAULTPAY_PROFILE": inputs.profile,
+        f"{p}_KEY_ENCRYPTION_KEY": inputs.secrets.key_encryption_key(service.name),
+        f"{p}_AUDIT_CHECKPOINT_DIR": str(inputs.var_dir / "audit-checkpoints" / service.database),
         "VAULTPAY_SMTP_HOST": inputs.smtp_host,
         "VAULTPAY_SMTP_PORT": str(inputs.smtp_port),
         f"{p}_GRPC_ADDRESS": f"{LOOPBACK}:{inputs.ports[service.name]}",
@@ -115,12 +119,15 @@ def service_env(
             f"{c}:{inputs.secrets.service_client_secret(c)}" for c in SERVICE_CLIENTS
         )
         env["AUTH_SERVICE_CLIENTS"] = clients
-        env["AUTH_KEY_ENCRYPTION_KEY"] = inputs.secrets.auth_key_encryption_key
         env["AUTH_BCRYPT_ROUNDS"] = str(inputs.bcrypt_rounds or _BCRYPT_ROUNDS[inputs.profile])
         return env
     for peer in SERVICES:
         if peer.name != service.name:
             env[f"{p}_{peer.env_prefix}_ADDRESS"] = f"{LOOPBACK}:{inputs.ports[peer.name]}"
+    env[f"{p}_AUDIT_CHAIN_KEY"] = inputs.secrets.audit_chain_key(service.database)
+    if service.name == "wallet":
+        rounds = inputs.bcrypt_rounds or _BCRYPT_ROUNDS[inputs.profile]
+        env["WALLET_PIN_BCRYPT_ROUNDS"] = str(rounds)
     env[f"{p}_SERVICE_CLIENT_ID"] = service.name
     env[f"{p}_SERVICE_CLIENT_SECRET"] = inputs.secrets.service_client_secret(service.name)
     return env

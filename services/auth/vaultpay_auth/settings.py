@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from functools import cached_property
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -20,13 +16,7 @@ class AuthSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore", frozen=True)
 
     grpc_address: str = "127.0.0.1:50051"
-    # The table owner's DSN, used only by `vaultpay-auth migrate`.
-    migration_database_url: SecretStr | None = None
-    # The login role the service runs as; migrations grant it exactly what it needs.
     database_app_role: str = "vaultpay_auth_app"
-    # base64 of 32 random bytes; encrypts signing keys at rest (AES-256-GCM) and derives the
-    # password pepper. Keep it outside the database (a secret manager, or the env).
-    key_encryption_key: SecretStr
     # "client_id:secret,client_id:secret" for the service identities of the mesh.
     service_clients: SecretStr = SecretStr("")
     bcrypt_rounds: int = 12
@@ -44,37 +34,12 @@ class AuthSettings(ServiceSettings):
     # How often each replica reloads signing keys (so a rotation reaches every replica).
     key_reload_seconds: float = 30.0
 
-    @field_validator("key_encryption_key")
-    @classmethod
-    def _kek_is_32_bytes(cls, value: SecretStr) -> SecretStr:
-        try:
-            raw = base64.b64decode(value.get_secret_value(), validate=True)
-        except binascii.Error as exc:
-            raise ValueError("must be base64") from exc
-        if len(raw) != 32:
-            raise ValueError("must decode to exactly 32 bytes (AES-256)")
-        return value
-
     @field_validator("bcrypt_rounds")
     @classmethod
     def _rounds_in_range(cls, value: int) -> int:
         if not 4 <= value <= 16:
             raise ValueError("must be between 4 and 16")
         return value
-
-    @cached_property
-    def kek_bytes(self) -> bytes:
-        return base64.b64decode(self.key_encryption_key.get_secret_value())
-
-    def derived_key(self, purpose: str) -> bytes:
-        """A 32-byte key for one purpose, derived (HKDF-SHA256) from the key-encryption key.
-
-        Purposes: "password-pepper", "audit-chain".
-        """
-        hkdf = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=f"vaultpay-{purpose}".encode()
-        )
-        return hkdf.derive(self.kek_bytes)
 
     @cached_property
     def service_client_secrets(self) -> dict[str, str]:

@@ -1,21 +1,52 @@
-"""Typed settings, validated at start-up. Each service subclasses `ServiceSettings` with its
-own env prefix (AUTH_, WALLET_, …); nothing else in the code reads os.environ.
+"""Typed settings, validated at start-up. Each service subclasses `ServiceSettings` (or
+`PeerServiceSettings` when it calls other services) with its own env prefix (AUTH_, WALLET_, …);
+nothing else in the code reads os.environ.
+
+    class WalletSettings(PeerServiceSettings):
+        model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore", frozen=True)
+        grpc_address: str = "127.0.0.1:50052"
+
+Keys: every service has one root key kept outside the database (`<PREFIX>_KEY_ENCRYPTION_KEY`);
+each purpose gets its own key derived from it (`derived_key("password-pepper")`), so one leaked
+derived key reveals nothing about the others. The audit chain key is shared by the services of
+one database, so it is its own setting (`<PREFIX>_AUDIT_CHAIN_KEY`); without it the chain is keyed
+by a key derived from the root key (right for a database one service owns alone).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
 
-from pydantic import Field, SecretStr
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Profile", "ServiceSettings", "SmtpSettings"]
+__all__ = ["PeerServiceSettings", "Profile", "ServiceSettings", "SmtpSettings", "decode_key32"]
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class Profile(StrEnum):
     DEV = "dev"
     TEST = "test"
     PROD = "prod"
+
+
+def decode_key32(value: str) -> bytes:
+    """Base64 text of exactly 32 bytes (an AES-256 / HMAC-SHA256 key), or ValueError."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("must be base64") from exc
+    if len(raw) != 32:
+        raise ValueError("must decode to exactly 32 bytes")
+    return raw
 
 
 class ServiceSettings(BaseSettings):
@@ -27,7 +58,20 @@ class ServiceSettings(BaseSettings):
     grpc_address: str = "127.0.0.1:0"
     log_level: str = "INFO"
     database_url: SecretStr
+    # The table owner's DSN, used only by the `migrate` command, never by the running service.
+    migration_database_url: SecretStr | None = None
+    # The login role the service runs as; migrations grant it exactly what it needs.
+    database_app_role: str = "vaultpay_app"
     redis_url: SecretStr
+    # base64 of 32 random bytes, kept outside the database; every purpose key derives from it.
+    key_encryption_key: SecretStr
+    # base64 of 32 bytes shared by the services of one database; derived from the root key when
+    # unset.
+    audit_chain_key: SecretStr | None = None
+    # Where signed audit checkpoints are kept (outside the database); None: no checkpoints.
+    audit_checkpoint_dir: Path | None = None
+    # How often the audit sealer chains newly committed rows.
+    audit_seal_interval_seconds: float = 1.0
     # How long in-flight calls may finish after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = 10.0
     # Largest request/response message; KYC uploads stream in chunks below this.
@@ -35,6 +79,69 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = 10
     # Upper bound of any SQL statement when the caller gave no (shorter) deadline.
     db_statement_timeout_ms: int = 10_000
+
+    @field_validator("key_encryption_key", "audit_chain_key")
+    @classmethod
+    def _is_key32(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_key32(value.get_secret_value())
+        return value
+
+    @field_validator("database_app_role")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a plain lower-case identifier")
+        return value
+
+    @cached_property
+    def kek_bytes(self) -> bytes:
+        return decode_key32(self.key_encryption_key.get_secret_value())
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose, derived (HKDF-SHA256) from the root key.
+
+        Purposes in use: "password-pepper", "pin-pepper", "audit-chain", "audit-checkpoint",
+        "page-token", "ip-hash", "outbox-secrets".
+        """
+        hkdf = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=f"vaultpay-{purpose}".encode()
+        )
+        return hkdf.derive(self.kek_bytes)
+
+    @cached_property
+    def audit_key(self) -> bytes:
+        """The key of this database's audit chain."""
+        if self.audit_chain_key is not None:
+            return decode_key32(self.audit_chain_key.get_secret_value())
+        return self.derived_key("audit-chain")
+
+    @cached_property
+    def audit_checkpoint_key(self) -> bytes:
+        """Signs the audit checkpoints (derived from the chain key: same holders)."""
+        hkdf = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"vaultpay-audit-checkpoint"
+        )
+        return hkdf.derive(self.audit_key)
+
+
+class PeerServiceSettings(ServiceSettings):
+    """A service that authenticates its callers through auth and calls its peers.
+
+    `service_client_id`/`secret` are this service's client credentials at auth (its service
+    identity); `<peer>_address` are where the other services listen.
+    """
+
+    auth_address: str = "127.0.0.1:50051"
+    wallet_address: str = "127.0.0.1:50052"
+    transfer_address: str = "127.0.0.1:50053"
+    kyc_address: str = "127.0.0.1:50054"
+    service_client_id: str
+    service_client_secret: SecretStr
+    jwt_issuer: str = "vaultpay-auth"
+    jwt_audience: str = "vaultpay"
+    # How long a call to a peer may take before it is given up as unavailable.
+    peer_timeout_seconds: float = 3.0
 
 
 class SmtpSettings(BaseSettings):

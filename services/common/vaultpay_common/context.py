@@ -14,6 +14,7 @@ from enum import IntEnum
 __all__ = [
     "CLIENT_IP",
     "DEADLINE",
+    "METHOD",
     "PRINCIPAL",
     "REQUEST_ID",
     "Principal",
@@ -63,6 +64,8 @@ REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 PRINCIPAL: ContextVar[Principal | None] = ContextVar("principal", default=None)
 CLIENT_IP: ContextVar[str] = ContextVar("client_ip", default="")
 DEADLINE: ContextVar[float | None] = ContextVar("deadline", default=None)
+# The full gRPC method of the current call, e.g. "/vaultpay.wallet.v1.WalletService/SetPin".
+METHOD: ContextVar[str] = ContextVar("method", default="")
 
 
 def remaining_seconds() -> float | None:

@@ -1,28 +1,61 @@
-"""Opaque page tokens (AIP-158) for keyset pagination.
+"""AIP-158 pagination: signed, opaque page tokens and one `paginate()` for every List RPC.
 
-A token encodes the position after the last row returned and a fingerprint of the filters,
-so a token reused with different filters is rejected instead of silently skipping rows.
+A token carries the keyset position after the last row returned and a fingerprint of the
+filters, signed with HMAC-SHA256 under a key kept outside the database. A client can neither
+forge a position nor reuse a token with other filters: both answer INVALID_ARGUMENT on
+`page_token`. The position is still parsed like any input (the service's `parse` may refuse it).
+
+    page = await paginate(
+        tokens, page_size=request.page_size, page_token=request.page_token,
+        filters={"status": status},
+        fetch=lambda after, limit: admin.list_wallets(flt, after, limit),
+        cursor_of=lambda w: {"c": w.created_at.isoformat(), "i": w.wallet_id},
+        parse=created_id_cursor,
+    )
+    return ListWalletsResponse(wallets=[...page.items], next_page_token=page.next_page_token)
+
+`fetch(after, limit)` returns at most `limit` rows after the position (None: from the start);
+paginate asks for one more than the page size to know whether another page exists.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import json
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
 
 from vaultpay_common.errors import ValidationError
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
-    "decode_page_token",
-    "encode_page_token",
+    "Cursor",
+    "Page",
+    "PageTokens",
+    "Slice",
+    "SliceOf",
+    "created_id_cursor",
     "page_size",
+    "paginate",
+    "sequence_cursor",
+    "uuid_cursor",
 ]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
+_MAX_TOKEN_CHARS = 1024
+
+T = TypeVar("T")
+C = TypeVar("C")
+T_co = TypeVar("T_co", covariant=True)
+Cursor = Mapping[str, str | int]
 
 
 def page_size(requested: int) -> int:
@@ -32,26 +65,150 @@ def page_size(requested: int) -> int:
     return DEFAULT_PAGE_SIZE if requested == 0 else min(requested, MAX_PAGE_SIZE)
 
 
-def _fingerprint(filters: dict[str, Any]) -> str:
-    raw = json.dumps(filters, sort_keys=True, default=str).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
+_page_size = page_size  # `paginate` takes a keyword of the same name
 
 
-def encode_page_token(position: dict[str, Any], filters: dict[str, Any]) -> str:
-    body = json.dumps({"p": position, "f": _fingerprint(filters)}, default=str).encode()
-    return base64.urlsafe_b64encode(body).decode().rstrip("=")
+def _invalid_token(reason: str = "is not a valid page token") -> ValidationError:
+    return ValidationError.single("page_token", reason)
 
 
-def decode_page_token(token: str, filters: dict[str, Any]) -> dict[str, Any] | None:
-    """The position a token points at, or None for the first page."""
-    if not token:
-        return None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        body = json.loads(base64.urlsafe_b64decode(padded))
-        position, fingerprint = body["p"], body["f"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValidationError.single("page_token", "is not a valid page token") from exc
-    if fingerprint != _fingerprint(filters) or not isinstance(position, dict):
-        raise ValidationError.single("page_token", "was issued for different filters")
-    return position
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class PageTokens:
+    """Issues and checks page tokens under one service's key."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the page-token key must be at least 32 bytes")
+        self._key = key
+
+    def _fingerprint(self, filters: Mapping[str, object]) -> str:
+        raw = json.dumps(filters, sort_keys=True, default=str).encode()
+        return hashlib.sha256(raw).hexdigest()[:16]
+
+    def _sign(self, body: bytes) -> str:
+        return _b64(hmac.new(self._key, body, hashlib.sha256).digest())
+
+    def encode(self, position: Cursor, filters: Mapping[str, object]) -> str:
+        body = json.dumps(
+            {"p": dict(position), "f": self._fingerprint(filters)},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        return f"{_b64(body)}.{self._sign(body)}"
+
+    def decode(self, token: str, filters: Mapping[str, object]) -> dict[str, Any] | None:
+        """The position a token points at, or None for the first page."""
+        if not token:
+            return None
+        if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 1:
+            raise _invalid_token()
+        encoded, signature = token.split(".")
+        try:
+            body = _unb64(encoded)
+        except (binascii.Error, ValueError) as exc:
+            raise _invalid_token() from exc
+        if not hmac.compare_digest(signature, self._sign(body)):
+            raise _invalid_token()
+        try:
+            decoded = json.loads(body)
+            position, fingerprint = decoded["p"], decoded["f"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _invalid_token() from exc
+        if not isinstance(position, dict):
+            raise _invalid_token()
+        if fingerprint != self._fingerprint(filters):
+            raise _invalid_token("was issued for different filters")
+        return position
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+class Slice(Protocol[T_co]):
+    """A page as a use case returns it when it decides "has more" itself."""
+
+    @property
+    def items(self) -> Sequence[T_co]: ...
+    @property
+    def has_more(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SliceOf(Generic[T]):
+    """A ready-made Slice, for adapting a use case's own page type."""
+
+    items: Sequence[T]
+    has_more: bool
+
+
+async def paginate(
+    tokens: PageTokens,
+    *,
+    page_size: int,
+    page_token: str,
+    filters: Mapping[str, object],
+    cursor_of: Callable[[T], Cursor],
+    parse: Callable[[Mapping[str, Any]], C],
+    fetch: Callable[[C | None, int], Awaitable[Sequence[T]]] | None = None,
+    fetch_slice: Callable[[C | None, int], Awaitable[Slice[T]]] | None = None,
+) -> Page[T]:
+    """One page of a keyset-paginated list (AIP-158); see the module docstring.
+
+    Give `fetch` (rows after a position, at most `limit`; paginate asks for one more than the
+    page to see whether another exists) or `fetch_slice` (a use case that returns its page
+    and whether more follow).
+    """
+    if (fetch is None) == (fetch_slice is None):
+        raise TypeError("give exactly one of fetch and fetch_slice")
+    limit = _page_size(page_size)
+    position = tokens.decode(page_token, filters)
+    after: C | None = None
+    if position is not None:
+        try:
+            after = parse(position)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _invalid_token() from exc
+    if fetch is not None:
+        rows = list(await fetch(after, limit + 1))
+        items, more = rows[:limit], len(rows) > limit
+    else:
+        assert fetch_slice is not None
+        got = await fetch_slice(after, limit)
+        items, more = list(got.items), got.has_more
+    next_token = tokens.encode(cursor_of(items[-1]), filters) if more and items else ""
+    return Page(items, next_token)
+
+
+def created_id_cursor(position: Mapping[str, Any]) -> tuple[datetime, str]:
+    """A (created_at, id) position: {"c": ISO time with zone, "i": id text}."""
+    created_at = datetime.fromisoformat(str(position["c"]))
+    if created_at.tzinfo is None:
+        raise ValueError("naive time")
+    identifier = str(position["i"])
+    if not 0 < len(identifier) <= 64:
+        raise ValueError("bad id")
+    return created_at, identifier
+
+
+def uuid_cursor(position: Mapping[str, Any]) -> tuple[datetime, str]:
+    """Like created_id_cursor, for UUID ids."""
+    created_at, identifier = created_id_cursor(position)
+    return created_at, str(uuid.UUID(identifier))
+
+
+def sequence_cursor(position: Mapping[str, Any]) -> int:
+    """A positive 63-bit sequence number: {"s": n}."""
+    sequence = position["s"]
+    if not isinstance(sequence, int) or isinstance(sequence, bool) or not 0 < sequence < 2**63:
+        raise ValueError("bad sequence")
+    return sequence

@@ -234,24 +234,20 @@ async def test_forged_page_tokens_are_invalid_argument(auth: AuthStack) -> None:
     import json
 
     _, admin = await auth.staff("ADMIN")
-    filters_fingerprint = json.loads(
-        base64.urlsafe_b64decode(
-            (
-                await auth.admin.ListUsers(
-                    auth_pb2.ListUsersRequest(page_size=1), metadata=bearer(admin)
-                )
-            ).next_page_token
-            + "=="
+    real = (
+        await auth.admin.ListUsers(auth_pb2.ListUsersRequest(page_size=1), metadata=bearer(admin))
+    ).next_page_token
+    body, signature = real.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(body + "=="))
+    forged_positions = []
+    for position in ({"c": "not-a-date", "i": "x"}, {"c": "2026-01-01T00:00:00", "i": "x"}, {}):
+        forged = dict(decoded, p=position)
+        raw = json.dumps(forged, sort_keys=True, separators=(",", ":")).encode()
+        forged_positions.append(
+            base64.urlsafe_b64encode(raw).decode().rstrip("=") + "." + signature
         )
-    )["f"]
-    for position in (
-        {"c": "not-a-date", "i": "x"},
-        {"c": "2026-01-01T00:00:00", "i": str(uuid.uuid4())},
-        {"i": "x"},
-    ):
-        token = base64.urlsafe_b64encode(
-            json.dumps({"p": position, "f": filters_fingerprint}).encode()
-        ).decode()
+    unsigned = base64.urlsafe_b64encode(json.dumps(decoded).encode()).decode()
+    for token in [*forged_positions, unsigned, real + "x", "{uuid}"]:
         failure = await rpc_failure(
             auth.admin.ListUsers(
                 auth_pb2.ListUsersRequest(page_size=1, page_token=token), metadata=bearer(admin)

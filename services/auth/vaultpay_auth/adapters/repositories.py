@@ -11,7 +11,7 @@ from sqlalchemy import and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from vaultpay_auth.adapters.tables import audit_events, refresh_tokens, sessions, users
+from vaultpay_auth.adapters.tables import refresh_tokens, sessions, users
 from vaultpay_auth.domain.errors import EmailAlreadyRegisteredError
 from vaultpay_auth.domain.model import Session, SessionHolder, User
 from vaultpay_auth.service_layer.ports import UserFilter
@@ -229,9 +229,12 @@ class SqlAuthUnitOfWork(SqlUnitOfWork):
     users: SqlUserRepository
     sessions: SqlSessionRepository
 
-    def __init__(self, engine: AsyncEngine, audit_key: bytes) -> None:
+    def __init__(self, engine: AsyncEngine, audit_key: bytes | None = None) -> None:
+        # `audit_key` is no longer needed to append (the sealer chains rows later); accepted
+        # so existing callers keep working.
+        del audit_key
         super().__init__(engine)
-        self._audit_log = AuditLog(audit_events, audit_key)
+        self._audit_log = AuditLog()
 
     def _bind(self, conn: AsyncConnection) -> None:
         self.users = SqlUserRepository(conn)
@@ -243,6 +246,4 @@ class SqlAuthUnitOfWork(SqlUnitOfWork):
     async def audit_events(
         self, query: AuditQuery, before_sequence: int | None, limit: int
     ) -> list[AuditRecord]:
-        return await list_audit_events(
-            self.connection, audit_events, query, before_sequence=before_sequence, limit=limit
-        )
+        return await list_audit_events(self.connection, query, before_sequence, limit)

@@ -17,9 +17,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID
 
-from vaultpay_common.audit import audit_table
+from vaultpay_common.audit import audit_tables
 
-__all__ = ["audit_events", "metadata", "refresh_tokens", "sessions", "signing_keys", "users"]
+__all__ = [
+    "audit_events",
+    "audit_seals",
+    "metadata",
+    "refresh_tokens",
+    "sessions",
+    "signing_keys",
+    "users",
+]
 
 metadata = MetaData()
 
@@ -80,4 +88,4 @@ signing_keys = Table(
     Column("retired_at", DateTime(timezone=True)),
 )
 
-audit_events = audit_table(metadata)
+audit_events, audit_seals = audit_tables(metadata)

@@ -13,45 +13,29 @@ A super_admin is only ever created here, never through the API.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
-import re
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
 from vaultpay_auth.adapters.signing import KeyRing
-from vaultpay_auth.adapters.tables import audit_events
 from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.policies import check_registration, normalize_email
 from vaultpay_auth.settings import AuthSettings
-from vaultpay_common.audit import AuditEntry, verify_audit_table
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.cli import ServiceCli
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
-from vaultpay_common.errors import DomainError
+from vaultpay_common.migrations import MigrationChain
 
 __all__ = ["main"]
 
-_ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def migrate(settings: AuthSettings) -> None:
-    if settings.migration_database_url is None:
-        raise SystemExit("AUTH_MIGRATION_DATABASE_URL is not set")
-    if not _IDENTIFIER.match(settings.database_app_role):
-        raise SystemExit("AUTH_DATABASE_APP_ROLE must be a plain lower-case identifier")
-    config = Config(str(_ALEMBIC_INI))
-    config.attributes["database_url"] = settings.migration_database_url.get_secret_value()
-    config.attributes["app_role"] = settings.database_app_role
-    command.upgrade(config, "head")
-    print("auth database is at the latest migration")
+AUTH_CHAIN = MigrationChain("auth", Path(__file__).resolve().parents[2] / "migrations")
+cli = ServiceCli("vaultpay-auth", AuthSettings, chains=[AUTH_CHAIN], description=__doc__)
+main = cli.main
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -76,7 +60,7 @@ async def create_superadmin(
     )
     try:
         password_hash = await hasher.hash(password)
-        async with SqlAuthUnitOfWork(engine, settings.derived_key("audit-chain")) as uow:
+        async with SqlAuthUnitOfWork(engine, settings.audit_key) as uow:
             existing = await uow.users.get_by_email(email)
             now = datetime.now(UTC)
             if existing is None:
@@ -118,7 +102,7 @@ async def rotate_signing_key(settings: AuthSettings, *, immediate: bool) -> None
         keys = KeyRing(engine, settings.kek_bytes, verify_window=window)
         lead = timedelta(seconds=0 if immediate else settings.key_publish_lead_seconds)
         kid, switch_at = await keys.rotate(lead)
-        async with SqlAuthUnitOfWork(engine, settings.derived_key("audit-chain")) as uow:
+        async with SqlAuthUnitOfWork(engine, settings.audit_key) as uow:
             details = {"via": "cli", "signs_from": switch_at.isoformat()}
             await uow.audit(AuditEntry("signing_key.rotated", "signing_key", kid, details))
             await uow.commit()
@@ -136,7 +120,7 @@ async def withdraw_signing_key(settings: AuthSettings, kid: str) -> None:
     try:
         window = timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=5)
         replacement = await KeyRing(engine, settings.kek_bytes, verify_window=window).withdraw(kid)
-        async with SqlAuthUnitOfWork(engine, settings.derived_key("audit-chain")) as uow:
+        async with SqlAuthUnitOfWork(engine, settings.audit_key) as uow:
             details = {"via": "cli", "replacement": replacement or ""}
             await uow.audit(AuditEntry("signing_key.withdrawn", "signing_key", kid, details))
             await uow.commit()
@@ -145,66 +129,45 @@ async def withdraw_signing_key(settings: AuthSettings, kid: str) -> None:
     print(f"signing key {kid} withdrawn" + (f"; {replacement} signs now" if replacement else ""))
 
 
-async def verify_audit(settings: AuthSettings) -> int:
-    engine = create_engine(
-        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
-    )
-    try:
-        async with engine.connect() as conn:
-            result = await verify_audit_table(
-                conn, audit_events, settings.derived_key("audit-chain")
-            )
-    finally:
-        await engine.dispose()
-    if result.ok:
-        print(f"audit chain intact: {result.rows_checked} rows")
-        return 0
-    print(f"audit chain BROKEN at sequence {result.first_bad_sequence}: {result.problem}")
-    return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vaultpay-auth", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="apply database migrations")
-    create = sub.add_parser("create-superadmin", help="create or promote a super_admin")
-    create.add_argument("--email", required=True)
-    create.add_argument("--full-name", default="VaultPay Super Admin")
-    create.add_argument(
+@cli.command("create-superadmin", help="create or promote a super_admin")
+def _create_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--email", required=True)
+    parser.add_argument("--full-name", default="VaultPay Super Admin")
+    parser.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
-    rotate = sub.add_parser("rotate-signing-key", help="publish a new JWT signing key")
-    rotate.add_argument(
+
+
+@_create_args.run
+async def _create(settings: AuthSettings, args: argparse.Namespace) -> int:
+    password = _read_password(args.password_stdin)
+    await create_superadmin(settings, args.email, args.full_name.strip(), password)
+    return 0
+
+
+@cli.command("rotate-signing-key", help="publish a new JWT signing key")
+def _rotate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--immediate",
         action="store_true",
         help="sign with the new key at once (gateways may refuse new tokens until they refetch)",
     )
-    withdraw = sub.add_parser(
-        "withdraw-signing-key", help="emergency: stop publishing a (compromised) key now"
-    )
-    withdraw.add_argument("--kid", required=True)
-    sub.add_parser("verify-audit", help="verify the audit log's hash chain")
-    args = parser.parse_args(argv)
 
-    settings = AuthSettings()
-    try:
-        if args.command == "migrate":
-            migrate(settings)
-        elif args.command == "create-superadmin":
-            password = _read_password(args.password_stdin)
-            asyncio.run(create_superadmin(settings, args.email, args.full_name.strip(), password))
-        elif args.command == "rotate-signing-key":
-            asyncio.run(rotate_signing_key(settings, immediate=args.immediate))
-        elif args.command == "withdraw-signing-key":
-            asyncio.run(withdraw_signing_key(settings, args.kid))
-        elif args.command == "verify-audit":
-            return asyncio.run(verify_audit(settings))
-    except DomainError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    except LookupError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
+
+@_rotate_args.run
+async def _rotate(settings: AuthSettings, args: argparse.Namespace) -> int:
+    await rotate_signing_key(settings, immediate=args.immediate)
+    return 0
+
+
+@cli.command("withdraw-signing-key", help="emergency: stop publishing a (compromised) key now")
+def _withdraw_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kid", required=True)
+
+
+@_withdraw_args.run
+async def _withdraw(settings: AuthSettings, args: argparse.Namespace) -> int:
+    await withdraw_signing_key(settings, args.kid)
     return 0
 
 

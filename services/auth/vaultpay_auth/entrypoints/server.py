@@ -5,8 +5,6 @@ python -m vaultpay_auth.entrypoints.server
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
@@ -24,11 +22,10 @@ from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
 from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
 from vaultpay_auth.settings import AuthSettings
-from vaultpay_common.db import create_engine
-from vaultpay_common.grpc.server import GrpcServiceHost, run_service, standard_interceptors
+from vaultpay_common.grpc.server import GrpcServiceHost, run_service
 from vaultpay_common.grpc.tokens import TokenVerifier
 from vaultpay_common.logging import configure_logging
-from vaultpay_common.redis import create_redis
+from vaultpay_common.runtime import ServiceRuntime
 
 __all__ = ["build_host", "main"]
 
@@ -40,26 +37,14 @@ SERVICES = [
 ]
 
 
-async def _reload_keys_forever(keys: KeyRing, every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await keys.reload()
-        except Exception:
-            log.warning("signing key reload failed", exc_info=True)
-
-
 async def build_host(settings: AuthSettings) -> GrpcServiceHost:
-    engine = create_engine(
-        settings.database_url.get_secret_value(),
-        pool_size=settings.db_pool_size,
-        application_name="vaultpay-auth",
-        statement_timeout_ms=settings.db_statement_timeout_ms,
-    )
-    redis = create_redis(settings.redis_url.get_secret_value())
+    runtime = ServiceRuntime("auth", settings)
     access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
-    keys = KeyRing(engine, settings.kek_bytes, verify_window=access_ttl + timedelta(minutes=5))
+    keys = KeyRing(
+        runtime.engine, settings.kek_bytes, verify_window=access_ttl + timedelta(minutes=5)
+    )
     await keys.ensure_active()
+    runtime.every(settings.key_reload_seconds, keys.reload, name="signing key reload")
     issuer = JwtIssuer(
         keys,
         issuer=settings.jwt_issuer,
@@ -69,7 +54,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     )
 
     async def local_jwks() -> list[dict[str, str]]:
-        return keys.jwks()  # kept current by the reloader below; no database round trip
+        return keys.jwks()  # kept current by the reload job; no database round trip
 
     # In-memory keys: no need to rate-limit refreshes, and a key this process just started
     # signing with must verify at once.
@@ -82,16 +67,14 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     )
     hasher = BcryptPasswordHasher(settings.derived_key("password-pepper"), settings.bcrypt_rounds)
     throttle = RedisLoginThrottle(
-        redis,
+        runtime.redis,
         per_account=settings.login_failures_per_account,
         per_ip=settings.login_failures_per_ip,
         window_seconds=settings.login_failure_window_seconds,
     )
 
-    audit_key = settings.derived_key("audit-chain")
-
     def uow() -> SqlAuthUnitOfWork:
-        return SqlAuthUnitOfWork(engine, audit_key)
+        return SqlAuthUnitOfWork(runtime.engine, settings.audit_key)
 
     accounts = AccountService(
         uow,
@@ -102,16 +85,15 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     )
     introspector = LocalIntrospector(uow, verifier)
     identities = ServiceIdentityService(settings.service_client_secrets, issuer)
+    admin = AdminService(uow)
 
-    host = GrpcServiceHost(
-        "auth",
-        address=settings.grpc_address,
-        interceptors=standard_interceptors(
-            "auth", SERVICES, verifier, introspector, always_strict=True
-        ),
-        max_message_bytes=settings.max_message_bytes,
-        shutdown_grace_seconds=settings.shutdown_grace_seconds,
-    )
+    async def close_hasher() -> None:
+        hasher.close()
+
+    runtime.on_shutdown(close_hasher)
+    runtime.seal_audit()
+    host = runtime.host(SERVICES, verifier, introspector, always_strict=True)
+    tokens = runtime.page_tokens
     host.add(
         SERVICES[0],
         lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts, keys), s),
@@ -119,30 +101,15 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     host.add(
         SERVICES[1],
         lambda s: auth_pb2_grpc.add_AuthAdminServiceServicer_to_server(
-            AuthAdminServicer(AdminService(uow)), s
+            AuthAdminServicer(admin, tokens), s
         ),
     )
     host.add(
         SERVICES[2],
         lambda s: auth_pb2_grpc.add_AuthInternalServiceServicer_to_server(
-            AuthInternalServicer(introspector, identities, AdminService(uow)), s
+            AuthInternalServicer(introspector, identities, admin), s
         ),
     )
-
-    reloader = asyncio.create_task(_reload_keys_forever(keys, settings.key_reload_seconds))
-
-    async def stop_reloader() -> None:
-        reloader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reloader
-
-    async def close_hasher() -> None:
-        hasher.close()
-
-    host.on_shutdown(stop_reloader)
-    host.on_shutdown(engine.dispose)
-    host.on_shutdown(redis.aclose)
-    host.on_shutdown(close_hasher)
     return host
 
 

@@ -4,18 +4,9 @@ convert the result. No SQL, no try/except, no context.abort here.
 
 from __future__ import annotations
 
-from typing import Any
-
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.adapters.signing import KeyRing
-from vaultpay_auth.entrypoints.convert import (
-    after_from,
-    position_of,
-    role_to_proto,
-    sequence_from,
-    token_pair_to_proto,
-    user_to_proto,
-)
+from vaultpay_auth.entrypoints.convert import role_to_proto, token_pair_to_proto, user_to_proto
 from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
 from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
@@ -24,16 +15,23 @@ from vaultpay_common.audit import AuditQuery
 from vaultpay_common.context import CLIENT_IP
 from vaultpay_common.grpc.convert import (
     audit_event_to_proto,
+    audit_filters,
     current_principal,
     datetime_or_none,
     role_from_proto,
     timestamp,
 )
-from vaultpay_common.pagination import decode_page_token, encode_page_token, page_size
+from vaultpay_common.grpc.servicer import ServicerContext
+from vaultpay_common.pagination import (
+    PageTokens,
+    paginate,
+    sequence_cursor,
+    uuid_cursor,
+)
 
 __all__ = ["AuthAdminServicer", "AuthInternalServicer", "AuthServicer"]
 
-Ctx = Any
+Ctx = ServicerContext
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
@@ -89,8 +87,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
 
 class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
-    def __init__(self, admin: AdminService) -> None:
+    def __init__(self, admin: AdminService, page_tokens: PageTokens) -> None:
         self._admin = admin
+        self._tokens = page_tokens
 
     async def ListUsers(
         self, request: auth_pb2.ListUsersRequest, context: Ctx
@@ -100,15 +99,17 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
             active=request.active if request.HasField("active") else None,
             email_prefix=request.email_prefix.strip(),
         )
-        filters = {"role": flt.role, "active": flt.active, "email_prefix": flt.email_prefix}
-        limit = page_size(request.page_size)
-        after = after_from(decode_page_token(request.page_token, filters))
-        users = await self._admin.list_users(flt, after, limit + 1)
-        next_token = (
-            encode_page_token(position_of(users[limit - 1]), filters) if len(users) > limit else ""
+        page = await paginate(
+            self._tokens,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            filters={"role": flt.role, "active": flt.active, "email_prefix": flt.email_prefix},
+            fetch=lambda after, limit: self._admin.list_users(flt, after, limit),
+            cursor_of=lambda u: {"c": u.created_at.isoformat(), "i": u.id},
+            parse=uuid_cursor,
         )
         return auth_pb2.ListUsersResponse(
-            users=[user_to_proto(u) for u in users[:limit]], next_page_token=next_token
+            users=[user_to_proto(u) for u in page.items], next_page_token=page.next_page_token
         )
 
     async def GetUser(
@@ -147,24 +148,18 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
             start=datetime_or_none(request.start_time, request.HasField("start_time")),
             end=datetime_or_none(request.end_time, request.HasField("end_time")),
         )
-        filters = {
-            "actor": query.actor_id,
-            "action": query.action,
-            "target": query.target_id,
-            "start": query.start,
-            "end": query.end,
-        }
-        limit = page_size(request.page_size)
-        position = decode_page_token(request.page_token, filters)
-        before = sequence_from(position)
-        events = await self._admin.list_audit_events(query, before, limit + 1)
-        next_token = (
-            encode_page_token({"s": events[limit - 1].sequence}, filters)
-            if len(events) > limit
-            else ""
+        page = await paginate(
+            self._tokens,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            filters=audit_filters(query),
+            fetch=lambda before, limit: self._admin.list_audit_events(query, before, limit),
+            cursor_of=lambda e: {"s": e.sequence},
+            parse=sequence_cursor,
         )
         return auth_pb2.ListAuthAuditEventsResponse(
-            events=[audit_event_to_proto(e) for e in events[:limit]], next_page_token=next_token
+            events=[audit_event_to_proto(e) for e in page.items],
+            next_page_token=page.next_page_token,
         )
 
 

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vaultpay.type.v1 import audit_pb2
-from vaultpay_common.audit import AuditRecord
+from vaultpay_common.audit import AuditQuery, AuditRecord
 from vaultpay_common.context import PRINCIPAL, Principal, Role
 from vaultpay_common.errors import UnauthenticatedError, ValidationError
 
 __all__ = [
     "audit_event_to_proto",
+    "audit_filters",
     "current_principal",
     "datetime_or_none",
     "role_from_proto",
@@ -62,3 +63,14 @@ def audit_event_to_proto(record: AuditRecord) -> audit_pb2.AuditEvent:
     )
     event.details.update(record.details)
     return event
+
+
+def audit_filters(query: AuditQuery) -> dict[str, object]:
+    """The filters of an audit listing, as its page tokens fingerprint them."""
+    return {
+        "actor": query.actor_id,
+        "action": query.action,
+        "target": query.target_id,
+        "start": query.start,
+        "end": query.end,
+    }

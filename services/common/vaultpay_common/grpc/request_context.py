@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from vaultpay_common.context import CLIENT_IP, DEADLINE, REQUEST_ID
+from vaultpay_common.context import CLIENT_IP, DEADLINE, METHOD, REQUEST_ID
 from vaultpay_common.grpc.wrapping import CallInterceptor, OpenStream, UnaryCall
 
 __all__ = ["RequestContextInterceptor", "metadata_value"]
@@ -41,7 +41,8 @@ def _client_ip(context: Any) -> str:
 class RequestContextInterceptor(CallInterceptor):
     """Outermost interceptor: everything after it logs with the request id."""
 
-    async def _enter(self, context: Any) -> None:
+    async def _enter(self, method: str, context: Any) -> None:
+        METHOD.set(method)
         incoming = metadata_value(context, REQUEST_ID_HEADER)
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
         REQUEST_ID.set(request_id)
@@ -51,12 +52,12 @@ class RequestContextInterceptor(CallInterceptor):
         await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
 
     async def around_unary(self, method: str, context: Any, call: UnaryCall) -> Any:
-        await self._enter(context)
+        await self._enter(method, context)
         return await call()
 
     async def around_stream(
         self, method: str, context: Any, stream: OpenStream
     ) -> AsyncIterator[Any]:
-        await self._enter(context)
+        await self._enter(method, context)
         async for item in stream():
             yield item

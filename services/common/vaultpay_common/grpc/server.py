@@ -94,11 +94,22 @@ class GrpcServiceHost:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._service_names: list[str] = []
         self._cleanups: list[Cleanup] = []
+        self._starters: list[Cleanup] = []
+        self._stoppers: list[Cleanup] = []
         self.port = 0
 
     def add(self, service: ServiceDescriptor, register: Callable[[grpc.aio.Server], None]) -> None:
         register(self._server)
         self._service_names.append(service.full_name)
+
+    def on_start(self, starter: Cleanup) -> None:
+        """Registers a coroutine run once the server serves (e.g. starting periodic jobs)."""
+        self._starters.append(starter)
+
+    def on_stopping(self, stopper: Cleanup) -> None:
+        """Registers a coroutine run before in-flight calls are waited for (e.g. ending
+        long-lived streams, which would otherwise hold the whole grace period)."""
+        self._stoppers.append(stopper)
 
     def on_shutdown(self, cleanup: Cleanup) -> None:
         """Registers a cleanup (closing pools, clients) run after the server has stopped."""
@@ -114,6 +125,8 @@ class GrpcServiceHost:
         await self._server.start()
         for service_name in ["", *self._service_names]:
             await self._health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+        for starter in self._starters:
+            await starter()
         host = self._address.rsplit(":", 1)[0]
         log.info(
             "serving", extra={"address": f"{host}:{self.port}", "services": self._service_names}
@@ -123,6 +136,11 @@ class GrpcServiceHost:
     async def stop(self) -> None:
         """Graceful shutdown: NOT_SERVING, let in-flight calls finish, then close pools."""
         await self._health.enter_graceful_shutdown()
+        for stopper in self._stoppers:
+            try:
+                await stopper()
+            except Exception:
+                log.warning("stopping hook failed", exc_info=True)
         await self._server.stop(self._grace)
         for cleanup in reversed(self._cleanups):
             try:

@@ -634,6 +634,7 @@ class SystemStats(_message.Message):
     PENDING_KYC_COUNT_FIELD_NUMBER: _builtins.int
     OPEN_DISPUTE_COUNT_FIELD_NUMBER: _builtins.int
     COMPUTE_TIME_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_SOURCES_FIELD_NUMBER: _builtins.int
     wallet_count: _builtins.int
     """All wallets ever opened."""
     active_wallet_count: _builtins.int
@@ -666,6 +667,12 @@ class SystemStats(_message.Message):
     def compute_time(self) -> _timestamp_pb2.Timestamp:
         """When these figures were computed."""
 
+    @_builtins.property
+    def unavailable_sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The peer services whose figures are missing because they did not answer ("transfer",
+        "kyc"); the fields they provide are zero. Empty when every figure is present.
+        """
+
     def __init__(
         self,
         *,
@@ -681,10 +688,11 @@ class SystemStats(_message.Message):
         pending_kyc_count: _builtins.int = ...,
         open_dispute_count: _builtins.int = ...,
         compute_time: _timestamp_pb2.Timestamp | None = ...,
+        unavailable_sources: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["compute_time", b"compute_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_wallet_count", b"active_wallet_count", "closed_wallet_count", b"closed_wallet_count", "compute_time", b"compute_time", "daily_transaction_count", b"daily_transaction_count", "daily_volumes", b"daily_volumes", "frozen_wallet_count", b"frozen_wallet_count", "monthly_transaction_count", b"monthly_transaction_count", "monthly_volumes", b"monthly_volumes", "open_dispute_count", b"open_dispute_count", "pending_kyc_count", b"pending_kyc_count", "total_balances", b"total_balances", "wallet_count", b"wallet_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_wallet_count", b"active_wallet_count", "closed_wallet_count", b"closed_wallet_count", "compute_time", b"compute_time", "daily_transaction_count", b"daily_transaction_count", "daily_volumes", b"daily_volumes", "frozen_wallet_count", b"frozen_wallet_count", "monthly_transaction_count", b"monthly_transaction_count", "monthly_volumes", b"monthly_volumes", "open_dispute_count", b"open_dispute_count", "pending_kyc_count", b"pending_kyc_count", "total_balances", b"total_balances", "unavailable_sources", b"unavailable_sources", "wallet_count", b"wallet_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

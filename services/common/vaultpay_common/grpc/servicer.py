@@ -1,0 +1,36 @@
+"""The typed face of `grpc.aio.ServicerContext` that servicers and interceptors use.
+
+grpcio ships no type information, so servicers annotate their context with this Protocol
+instead of `Any`: mypy then checks every use against the methods grpc.aio really has.
+
+    async def GetBalance(self, request: GetBalanceRequest, context: ServicerContext) -> ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+__all__ = ["MetadataItem", "ServicerContext"]
+
+
+class MetadataItem(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> str | bytes: ...
+
+
+class ServicerContext(Protocol):
+    """What a grpc.aio servicer may ask of its call (see grpc.aio.ServicerContext)."""
+
+    def invocation_metadata(self) -> Sequence[MetadataItem] | None: ...
+    def peer(self) -> str: ...
+    def time_remaining(self) -> float | None: ...
+    def cancelled(self) -> bool: ...
+    def done(self) -> bool: ...
+    async def send_initial_metadata(self, initial_metadata: Sequence[tuple[str, str]]) -> None: ...
+    def set_trailing_metadata(
+        self, trailing_metadata: Sequence[tuple[str, str | bytes]]
+    ) -> None: ...
+    async def write(self, message: Any) -> None: ...

@@ -1,0 +1,43 @@
+"""The transactional outbox: events stored with the change, relayed at least once."""
+
+from vaultpay_common.outbox.backoff import backoff_delay
+from vaultpay_common.outbox.model import (
+    DeliveryError,
+    Handler,
+    Outbox,
+    OutboxEvent,
+    OutboxMessage,
+    OutboxStatus,
+    PermanentDeliveryError,
+    encode_payload,
+)
+from vaultpay_common.outbox.relay import OutboxRelay
+from vaultpay_common.outbox.sql import (
+    SqlOutbox,
+    delete_delivered_outbox_events,
+    list_dead_letters,
+    outbox_table,
+    outbox_table_ddl,
+    outbox_table_drop_ddl,
+    replay_dead_letter,
+)
+
+__all__ = [
+    "DeliveryError",
+    "Handler",
+    "Outbox",
+    "OutboxEvent",
+    "OutboxMessage",
+    "OutboxRelay",
+    "OutboxStatus",
+    "PermanentDeliveryError",
+    "SqlOutbox",
+    "backoff_delay",
+    "delete_delivered_outbox_events",
+    "encode_payload",
+    "list_dead_letters",
+    "outbox_table",
+    "outbox_table_ddl",
+    "outbox_table_drop_ddl",
+    "replay_dead_letter",
+]

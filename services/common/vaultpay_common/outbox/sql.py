@@ -1,0 +1,333 @@
+"""The `outbox_events` table: producers insert in their transaction, relays lease and settle.
+
+A relay never keeps a transaction open while it delivers. It claims due events in one short
+transaction (`FOR UPDATE SKIP LOCKED`, so replicas share the work) by pushing their
+`available_at` forward by a lease and stamping a lease token; delivers; then settles each event
+in another short transaction, guarded by the token. A relay that dies mid-delivery leaves
+the lease to expire, and the event is due again.
+
+Schema and privileges: `outbox_table_ddl(app_role)`. The app role may SELECT, INSERT, UPDATE
+(relay bookkeeping, replays) and DELETE (the cleanup of delivered events).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Row,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from vaultpay_common.outbox.model import OutboxEvent, OutboxMessage, OutboxStatus, encode_payload
+
+__all__ = [
+    "SqlOutbox",
+    "delete_delivered_outbox_events",
+    "list_dead_letters",
+    "outbox_table",
+    "outbox_table_ddl",
+    "outbox_table_drop_ddl",
+    "replay_dead_letter",
+]
+
+_TABLE_NAME = "outbox_events"
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_PENDING = text("status = 'PENDING'")
+LAST_ERROR_LIMIT = 500
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        _TABLE_NAME,
+        metadata,
+        Column("event_id", UUID(as_uuid=False), primary_key=True),
+        Column("producer", Text, nullable=False),
+        Column("topic", Text, nullable=False),
+        Column("key", Text, nullable=False, server_default=""),
+        Column("payload", JSONB, nullable=False),
+        Column("status", Text, nullable=False, server_default=OutboxStatus.PENDING.value),
+        Column("attempts", Integer, nullable=False, server_default=text("0")),
+        Column("available_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("lease_token", UUID(as_uuid=False)),
+        Column("last_error", Text, nullable=False, server_default=""),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("delivered_at", DateTime(timezone=True)),
+        Column("dead_at", DateTime(timezone=True)),
+        CheckConstraint(
+            "status IN ('PENDING', 'DELIVERED', 'DEAD')", name="outbox_events_status_valid"
+        ),
+        CheckConstraint("attempts >= 0", name="outbox_events_attempts_nonnegative"),
+        # What a relay polls: its producer's pending events, soonest first.
+        Index("outbox_events_due_idx", "producer", "available_at", postgresql_where=_PENDING),
+        # What staff list, and what the cleanup deletes.
+        Index(
+            "outbox_events_dead_idx",
+            "producer",
+            "created_at",
+            postgresql_where=text("status = 'DEAD'"),
+        ),
+        Index(
+            "outbox_events_delivered_idx",
+            "delivered_at",
+            postgresql_where=text("status = 'DELIVERED'"),
+        ),
+    )
+
+
+_events = outbox_table(MetaData())
+
+
+def outbox_table_ddl(app_role: str) -> list[str]:
+    """Statements that create the table and its indexes and grant the app role what it needs.
+
+    Run in order by the table owner (the platform migration; integration tests).
+    """
+    if not _ROLE.match(app_role):
+        raise ValueError(f"not a plain role name: {app_role!r}")
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    return [
+        str(CreateTable(_events).compile(dialect=dialect)).strip(),
+        *(str(CreateIndex(index).compile(dialect=dialect)) for index in _events.indexes),
+        f'REVOKE ALL ON {_TABLE_NAME} FROM "{app_role}"',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON {_TABLE_NAME} TO "{app_role}"',
+    ]
+
+
+def outbox_table_drop_ddl() -> list[str]:
+    return [f"DROP TABLE IF EXISTS {_TABLE_NAME}"]
+
+
+class SqlOutbox:
+    """`Outbox` on the unit of work's connection: the event commits with the change."""
+
+    def __init__(self, conn: AsyncConnection, producer: str) -> None:
+        if not producer:
+            raise ValueError("an outbox needs its producer's name")
+        self._conn = conn
+        self._producer = producer
+
+    async def add(self, message: OutboxMessage) -> str:
+        encode_payload(message.payload)  # refuse what JSON cannot carry, here and now
+        event_id = str(uuid.uuid4())
+        await self._conn.execute(
+            insert(_events).values(
+                event_id=event_id,
+                producer=self._producer,
+                topic=message.topic,
+                key=message.key,
+                payload=dict(message.payload),
+            )
+        )
+        return event_id
+
+
+def _event(row: Row[Any]) -> OutboxEvent:
+    return OutboxEvent(
+        event_id=str(row.event_id),
+        producer=row.producer,
+        topic=row.topic,
+        key=row.key,
+        payload=row.payload,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        status=OutboxStatus(row.status),
+        available_at=row.available_at,
+        last_error=row.last_error,
+        dead_at=row.dead_at,
+    )
+
+
+def _columns() -> Sequence[Any]:
+    return [
+        _events.c.event_id,
+        _events.c.producer,
+        _events.c.topic,
+        _events.c.key,
+        _events.c.payload,
+        _events.c.attempts,
+        _events.c.created_at,
+        _events.c.status,
+        _events.c.available_at,
+        _events.c.last_error,
+        _events.c.dead_at,
+    ]
+
+
+def truncate_error(message: str) -> str:
+    return message if len(message) <= LAST_ERROR_LIMIT else message[: LAST_ERROR_LIMIT - 1] + "…"
+
+
+async def dead_letter_exhausted(
+    conn: AsyncConnection, producer: str, now: datetime, max_attempts: int
+) -> int:
+    """Dead-letters due events whose last allowed attempt never settled (the lease expired)."""
+    result = await conn.execute(
+        update(_events)
+        .where(
+            _events.c.producer == producer,
+            _events.c.status == OutboxStatus.PENDING.value,
+            _events.c.available_at <= now,
+            _events.c.attempts >= max_attempts,
+        )
+        .values(
+            status=OutboxStatus.DEAD.value,
+            dead_at=now,
+            lease_token=None,
+            last_error=func.left(
+                func.concat(
+                    f"gave up after {max_attempts} attempts (the last lease expired); ",
+                    _events.c.last_error,
+                ),
+                LAST_ERROR_LIMIT,
+            ),
+        )
+    )
+    return int(result.rowcount)
+
+
+async def claim_due_events(
+    conn: AsyncConnection,
+    producer: str,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    lease_token: str,
+    limit: int,
+    max_attempts: int,
+) -> list[OutboxEvent]:
+    """Leases up to `limit` due events of `producer`, counting the attempt about to start."""
+    due = (
+        select(_events.c.event_id)
+        .where(
+            _events.c.producer == producer,
+            _events.c.status == OutboxStatus.PENDING.value,
+            _events.c.available_at <= now,
+            _events.c.attempts < max_attempts,
+        )
+        .order_by(_events.c.available_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    result = await conn.execute(
+        update(_events)
+        .where(_events.c.event_id == due.c.event_id)
+        .values(attempts=_events.c.attempts + 1, available_at=lease_until, lease_token=lease_token)
+        .returning(*_columns())
+    )
+    events = [_event(row) for row in result]
+    events.sort(key=lambda e: e.created_at)
+    return events
+
+
+async def mark_delivered(
+    conn: AsyncConnection, event_id: str, lease_token: str, now: datetime
+) -> bool:
+    """Settles a delivered event; False when the lease was lost to another relay meanwhile."""
+    result = await conn.execute(
+        update(_events)
+        .where(
+            _events.c.event_id == event_id,
+            _events.c.lease_token == lease_token,
+            _events.c.status == OutboxStatus.PENDING.value,
+        )
+        .values(status=OutboxStatus.DELIVERED.value, delivered_at=now, lease_token=None)
+    )
+    return bool(result.rowcount)
+
+
+async def mark_failed(
+    conn: AsyncConnection,
+    event_id: str,
+    lease_token: str,
+    *,
+    error: str,
+    retry_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """Schedules a retry at `retry_at`, or dead-letters the event when it is None."""
+    values: dict[str, Any] = {"lease_token": None, "last_error": truncate_error(error)}
+    if retry_at is None:
+        values.update(status=OutboxStatus.DEAD.value, dead_at=now)
+    else:
+        values.update(available_at=retry_at)
+    result = await conn.execute(
+        update(_events)
+        .where(
+            _events.c.event_id == event_id,
+            _events.c.lease_token == lease_token,
+            _events.c.status == OutboxStatus.PENDING.value,
+        )
+        .values(**values)
+    )
+    return bool(result.rowcount)
+
+
+async def list_dead_letters(
+    conn: AsyncConnection, producer: str | None, limit: int
+) -> list[OutboxEvent]:
+    """Dead-lettered events (of one producer, or all), oldest first, for staff to inspect."""
+    query = select(*_columns()).where(_events.c.status == OutboxStatus.DEAD.value)
+    if producer is not None:
+        query = query.where(_events.c.producer == producer)
+    query = query.order_by(_events.c.created_at, _events.c.event_id).limit(max(0, limit))
+    return [_event(row) for row in await conn.execute(query)]
+
+
+async def replay_dead_letter(conn: AsyncConnection, event_id: str) -> bool:
+    """Puts a dead-lettered event back to pending, due now, with its attempts reset.
+
+    False when there is no dead-lettered event with that id. The last error is kept until
+    the next attempt overwrites it, so staff can still see why it died.
+    """
+    try:
+        canonical = str(uuid.UUID(event_id))
+    except ValueError:
+        return False
+    result = await conn.execute(
+        update(_events)
+        .where(_events.c.event_id == canonical, _events.c.status == OutboxStatus.DEAD.value)
+        .values(
+            status=OutboxStatus.PENDING.value,
+            attempts=0,
+            available_at=func.now(),
+            dead_at=None,
+            lease_token=None,
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def delete_delivered_outbox_events(conn: AsyncConnection, older_than: datetime) -> int:
+    """Deletes events delivered before `older_than`; dead letters stay until replayed."""
+    if older_than.tzinfo is None:
+        raise ValueError("older_than must be an aware datetime")
+    result = await conn.execute(
+        delete(_events).where(
+            _events.c.status == OutboxStatus.DELIVERED.value,
+            _events.c.delivered_at < older_than,
+        )
+    )
+    return int(result.rowcount)

@@ -1,0 +1,1 @@
+"""The wallet service: wallets, PIN, limits, IP trust, notifications and the staff console."""

@@ -1,0 +1,93 @@
+"""What the wallet's outbox relay does with each topic: send mail, store notifications.
+
+`mail.send` events carry a template name and parameters; secrets in them (a PIN reset or IP
+confirmation code) are sealed and opened only here, just before the mail is written. The
+recipient's address is asked from auth at delivery time, so no address is stored in the outbox.
+`notification.create` events become inbox entries, deduped by the event's dedupe key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from vaultpay_common.mail import MailDeliveryError
+from vaultpay_common.outbox import DeliveryError, Handler, OutboxEvent, PermanentDeliveryError
+from vaultpay_common.sealing import AesGcmSealer, UnsealError
+from vaultpay_wallet.adapters.peers import UserContact
+from vaultpay_wallet.service_layer.notifications import CreateNotification, NotificationService
+
+__all__ = ["MAIL_TEMPLATES", "wallet_outbox_handlers"]
+
+
+class Contacts(Protocol):
+    async def contact(self, user_id: str) -> UserContact: ...
+
+
+class Mailer(Protocol):
+    async def send(self, to: str, subject: str, body: str) -> None: ...
+
+
+# subject, body; {code} is the opened secret, other fields come from the event's params.
+MAIL_TEMPLATES: dict[str, tuple[str, str]] = {
+    "pin_reset": (
+        "Your VaultPay PIN reset code",
+        "Hello {name},\n\nSomeone asked to reset the PIN of wallet {wallet_id}.\n"
+        "Your single-use code: {code}\n\nIt expires at {expires_at} (15 minutes). "
+        "If this was not you, ignore this mail and your PIN stays as it is.\n",
+    ),
+    "ip_confirmation": (
+        "Confirm a new device or network for VaultPay",
+        "Hello {name},\n\nA payment was attempted from a network we have not seen for your "
+        "account (id {ip_hash}).\nIf it was you, confirm it with this single-use code: {code}\n\n"
+        "It expires at {expires_at} (30 minutes). If it was not you, change your password.\n",
+    ),
+}
+
+
+def _params(event: OutboxEvent) -> Mapping[str, Any]:
+    params = event.payload.get("params", {})
+    if not isinstance(params, Mapping):
+        raise PermanentDeliveryError("mail params must be an object")
+    return params
+
+
+def wallet_outbox_handlers(
+    contacts: Contacts, mailer: Mailer, sealer: AesGcmSealer, notifications: NotificationService
+) -> dict[str, Handler]:
+    async def send_mail(event: OutboxEvent) -> None:
+        template = MAIL_TEMPLATES.get(str(event.payload.get("template", "")))
+        if template is None:
+            raise PermanentDeliveryError("unknown mail template")
+        params = dict(_params(event))
+        try:
+            code = sealer.open(str(params.pop("token_sealed", "")))
+        except UnsealError as exc:
+            raise PermanentDeliveryError("the sealed code does not open") from exc
+        contact = await contacts.contact(str(event.payload.get("user_id", "")))
+        if not contact.active:
+            return  # a deactivated user gets no mail; nothing to retry
+        subject, body = template
+        values = {k: str(v) for k, v in params.items()}
+        try:
+            text = body.format_map({**values, "name": contact.full_name, "code": code})
+        except KeyError as exc:
+            raise PermanentDeliveryError(f"mail parameter missing: {exc.args[0]}") from exc
+        try:
+            await mailer.send(contact.email, subject, text)
+        except MailDeliveryError as exc:
+            raise DeliveryError(str(exc)) from exc
+
+    async def create_notification(event: OutboxEvent) -> None:
+        payload = event.payload
+        await notifications.create_notification(
+            CreateNotification(
+                dedupe_key=str(payload.get("dedupe_key") or event.event_id),
+                user_id=str(payload.get("user_id", "")),
+                kind=str(payload.get("kind", "")),
+                title=str(payload.get("title", "")),
+                body=str(payload.get("body", "")),
+            )
+        )
+
+    return {"mail.send": send_mail, "notification.create": create_notification}

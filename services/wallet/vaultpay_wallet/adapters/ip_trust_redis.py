@@ -1,0 +1,84 @@
+"""The Redis fast path of the IP-trust check: "(user, address) is trusted until T".
+
+PostgreSQL is the truth; an entry is written only from what the check just read there, lives
+at most `ttl_seconds` (and never past the trust's own expiry), and is deleted on revoke.
+A revoke whose delete fails (Redis down), or that races a concurrent check, leaves an entry
+that lapses within `ttl_seconds`: keep it short (the default, 5 minutes, is also how stale
+`last_seen` may be, since a cache hit does not write to PostgreSQL).
+
+`lookup` turns any Redis failure into `TrustCacheUnavailableError`, on which the check fails
+open (see `service_layer.ip_trust`). `remember`/`forget` never raise: they only log.
+Keys hold the user id and the keyed hash, never the address.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from vaultpay_common.clock import Clock
+from vaultpay_wallet.service_layer.ip_trust import TrustCacheUnavailableError
+
+__all__ = ["RedisTrustedIpCache"]
+
+log = logging.getLogger(__name__)
+
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+class RedisTrustedIpCache:
+    def __init__(
+        self,
+        redis: Redis,
+        clock: Clock,
+        *,
+        ttl_seconds: int = 300,
+        prefix: str = "wallet:ip-trust:",
+    ) -> None:
+        if ttl_seconds < 1:
+            raise ValueError("ttl_seconds must be positive")
+        self._redis = redis
+        self._clock = clock
+        self._ttl = ttl_seconds
+        self._prefix = prefix
+
+    def _key(self, user_id: str, ip_hash: str) -> str:
+        return f"{self._prefix}{user_id}:{ip_hash}"
+
+    async def lookup(self, user_id: str, ip_hash: str) -> datetime | None:
+        try:
+            value = await self._redis.get(self._key(user_id, ip_hash))
+        except _FAILURES as exc:
+            raise TrustCacheUnavailableError(str(exc)) from exc
+        if value is None:
+            return None
+        try:
+            return datetime.fromtimestamp(int(value), UTC)
+        except (TypeError, ValueError):
+            return None  # not ours: treat as a miss, PostgreSQL decides
+
+    async def remember(self, user_id: str, ip_hash: str, expires_at: datetime) -> None:
+        left = math.floor((expires_at - self._clock.now()).total_seconds())
+        ttl = min(self._ttl, left)
+        if ttl < 1:
+            return
+        try:
+            await self._redis.set(
+                self._key(user_id, ip_hash), str(math.floor(expires_at.timestamp())), ex=ttl
+            )
+        except _FAILURES:
+            log.warning("could not cache a trusted IP", exc_info=True)
+
+    async def forget(self, user_id: str, ip_hash: str) -> None:
+        try:
+            await self._redis.delete(self._key(user_id, ip_hash))
+        except _FAILURES:
+            log.warning(
+                "could not drop a revoked IP from the cache; it lapses within its TTL",
+                extra={"user_id": user_id, "ip_hash": ip_hash[:16]},
+                exc_info=True,
+            )

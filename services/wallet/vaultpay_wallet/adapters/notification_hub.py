@@ -1,0 +1,259 @@
+"""Live notifications: an in-process hub of watchers, fed by PostgreSQL LISTEN.
+
+Across replicas: each wallet process runs one `PgNotificationListener` (a dedicated asyncpg
+connection doing `LISTEN wallet_notifications`) that hands every committed notification, from
+whichever replica created it, to its own `NotificationHub`. The hub hands it to that
+process's watchers of the notification's user.
+
+Per watcher, a bounded buffer: `publish` never waits, so one slow client cannot hold up the
+others or the listener. When a watcher's buffer is full its stream ends with
+NotificationStreamOverflowError (ABORTED): the client re-opens it, gets the unread count in
+the first message and lists to catch up (the inbox has everything). Chosen over silently
+dropping with a resync marker because the contract has no such marker.
+
+If the listener loses its connection, notifications may have been missed: every open stream
+ends with NotificationStreamInterruptedError (UNAVAILABLE), and new streams are refused the
+same way until LISTEN is back, so clients retry with backoff.
+
+Start and stop with the server (graceful shutdown ends every stream cleanly):
+
+    hub = NotificationHub(max_streams_per_user=5)
+    listener = PgNotificationListener(settings.database_url, hub)
+    await listener.start()
+    ...
+    hub.close()          # streams end (OK) before server.stop(grace)
+    await listener.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from vaultpay_common.errors import DomainError
+from vaultpay_wallet.adapters.notifications_sql import NOTIFY_CHANNEL, decode_notify_payload
+from vaultpay_wallet.domain.notifications import (
+    Notification,
+    NotificationStreamInterruptedError,
+    NotificationStreamOverflowError,
+    TooManyStreamsError,
+)
+
+__all__ = ["NotificationHub", "PgNotificationListener"]
+
+log = logging.getLogger(__name__)
+
+
+class _Subscription:
+    """One watcher's buffer; iterating it waits for the next notification."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: deque[Notification] = deque()
+        self._wakeup = asyncio.Event()
+        self._ended = False
+        self._error: DomainError | None = None
+
+    def offer(self, note: Notification) -> None:
+        if self._ended:
+            return
+        if len(self._items) >= self._capacity:
+            self.fail(NotificationStreamOverflowError())
+            return
+        self._items.append(note)
+        self._wakeup.set()
+
+    def end(self) -> None:
+        """Shutdown: deliver what is buffered, then stop cleanly."""
+        self._ended = True
+        self._wakeup.set()
+
+    def fail(self, error: DomainError) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._items.clear()
+        self._error = error
+        self._wakeup.set()
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> Notification:
+        while True:
+            if self._items:
+                return self._items.popleft()
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._ended:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+
+class NotificationHub:
+    """Watchers of this process, by user. All methods run on the event loop's thread."""
+
+    def __init__(self, *, max_streams_per_user: int = 5, buffer_size: int = 100) -> None:
+        if max_streams_per_user < 1 or buffer_size < 1:
+            raise ValueError("max_streams_per_user and buffer_size must be positive")
+        self._max_streams = max_streams_per_user
+        self._buffer_size = buffer_size
+        self._by_user: dict[str, set[_Subscription]] = {}
+        self._closed = False
+        self._feed_up = True
+
+    @asynccontextmanager
+    async def subscribe(self, user_id: str) -> AsyncIterator[AsyncIterator[Notification]]:
+        """Raises TooManyStreamsError over the per-user cap (per process; each replica
+        enforces its own), NotificationStreamInterruptedError while closed or without feed."""
+        if self._closed or not self._feed_up:
+            raise NotificationStreamInterruptedError()
+        watchers = self._by_user.setdefault(user_id, set())
+        if len(watchers) >= self._max_streams:
+            raise TooManyStreamsError(
+                f"at most {self._max_streams} notification streams per user",
+                metadata={"max_streams": str(self._max_streams)},
+            )
+        subscription = _Subscription(self._buffer_size)
+        watchers.add(subscription)
+        try:
+            yield subscription
+        finally:
+            watchers.discard(subscription)
+            if not watchers:
+                self._by_user.pop(user_id, None)
+
+    def publish(self, note: Notification) -> None:
+        """Never waits: a full watcher is failed instead (see the module docstring)."""
+        for subscription in tuple(self._by_user.get(note.user_id, ())):
+            subscription.offer(note)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new streams are accepted (not closed, feed up)."""
+        return not self._closed and self._feed_up
+
+    def stream_count(self, user_id: str) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    def feed_lost(self) -> None:
+        """The feed may have missed notifications: end every stream, refuse new ones."""
+        self._feed_up = False
+        for subscription in self._all():
+            subscription.fail(NotificationStreamInterruptedError())
+
+    def feed_restored(self) -> None:
+        self._feed_up = True
+
+    def close(self) -> None:
+        """Graceful shutdown: every stream ends cleanly; new ones are refused."""
+        self._closed = True
+        for subscription in self._all():
+            subscription.end()
+
+    def _all(self) -> list[_Subscription]:
+        return [s for watchers in self._by_user.values() for s in watchers]
+
+
+def _asyncpg_dsn(url: str) -> str:
+    """asyncpg wants libpq's scheme; the settings hold SQLAlchemy's."""
+    scheme, sep, rest = url.partition("://")
+    return "postgresql://" + rest if sep and scheme.startswith("postgres") else url
+
+
+class PgNotificationListener:
+    """One LISTEN connection, reconnected with backoff, probed so a dead link is noticed."""
+
+    def __init__(
+        self,
+        database_url: str,
+        hub: NotificationHub,
+        *,
+        channel: str = NOTIFY_CHANNEL,
+        probe_interval: float = 15.0,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self._dsn = _asyncpg_dsn(database_url)
+        self._hub = hub
+        self._channel = channel
+        self._probe_interval = probe_interval
+        self._max_backoff = max_backoff
+        self._conn: Any = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def listening(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def start(self) -> None:
+        """Connects and LISTENs before returning (fails fast on a bad DSN at start-up)."""
+        await self._connect()
+        self._task = asyncio.create_task(self._supervise(), name="notification-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._disconnect()
+
+    async def _connect(self) -> None:
+        self._lost.clear()
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=5,
+            server_settings={"application_name": "vaultpay-wallet-notification-listener"},
+        )
+        conn.add_termination_listener(lambda _conn: self._lost.set())
+        await conn.add_listener(self._channel, self._on_notify)
+        self._conn = conn
+        self._hub.feed_restored()
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=2)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            note = decode_notify_payload(payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored an unreadable notification payload")
+            return
+        self._hub.publish(note)
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            try:
+                if not self.listening:
+                    await self._connect()
+                    log.info("notification listener reconnected")
+                failures = 0
+                await self._until_lost()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                log.warning("notification listener lost its connection", exc_info=True)
+            self._hub.feed_lost()
+            await self._disconnect()
+            failures += 1
+            await asyncio.sleep(min(self._max_backoff, 0.2 * 2 ** min(failures, 10)))
+
+    async def _until_lost(self) -> None:
+        """Returns when the connection is gone; probes it while notifications are quiet."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), timeout=self._probe_interval)
+                return
+            await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout=5)

@@ -1,0 +1,1 @@
+"""Domain of the wallet service: pure Python, no infrastructure."""

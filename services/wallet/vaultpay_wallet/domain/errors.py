@@ -1,0 +1,110 @@
+"""The wallet domain's errors, each with the stable reason clients switch on.
+
+Codes follow google/rpc/code.proto: a state the caller must change first is
+FAILED_PRECONDITION (a locked PIN is a wallet state, lifted by time, reset or staff, so
+PIN_LOCKED is FAILED_PRECONDITION too, not RESOURCE_EXHAUSTED, which we keep for quotas).
+A wrong PIN is also FAILED_PRECONDITION (the request is well formed; the stored PIN does
+not match), with the remaining attempts in the metadata.
+"""
+
+from __future__ import annotations
+
+from vaultpay_common.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    NotFoundError,
+)
+
+__all__ = [
+    "InvalidPinError",
+    "PinAlreadySetError",
+    "PinLockedError",
+    "PinNotSetError",
+    "PinResetTokenInvalidError",
+    "SettingNotFoundError",
+    "WalletAlreadyExistsError",
+    "WalletClosedError",
+    "WalletFrozenError",
+    "WalletHasBalanceError",
+    "WalletIdCollisionError",
+    "WalletNotFoundError",
+]
+
+
+class WalletNotFoundError(NotFoundError):
+    """No wallet, or another user's wallet (the two are indistinguishable on purpose)."""
+
+    reason = "WALLET_NOT_FOUND"
+    default_message = "no such wallet"
+
+
+class WalletAlreadyExistsError(AlreadyExistsError):
+    reason = "WALLET_ALREADY_EXISTS"
+    default_message = "this user already has a wallet"
+
+
+class WalletIdCollisionError(Exception):
+    """A freshly drawn `VPY-` id is taken; the use case draws another. Never reaches a client."""
+
+
+class WalletFrozenError(FailedPreconditionError):
+    reason = "WALLET_FROZEN"
+    default_message = "the wallet is frozen"
+
+
+class WalletClosedError(FailedPreconditionError):
+    reason = "WALLET_CLOSED"
+    default_message = "the wallet is closed"
+
+
+class WalletHasBalanceError(FailedPreconditionError):
+    reason = "WALLET_HAS_BALANCE"
+    default_message = "only a wallet with a zero balance can be closed"
+
+
+class PinNotSetError(FailedPreconditionError):
+    reason = "PIN_NOT_SET"
+    default_message = "no transaction PIN has been set for this wallet"
+
+
+class PinAlreadySetError(FailedPreconditionError):
+    reason = "PIN_ALREADY_SET"
+    default_message = "a PIN is already set; change or reset it instead"
+
+
+class InvalidPinError(FailedPreconditionError):
+    """A wrong PIN; `metadata["remaining_attempts"]` says how many tries are left."""
+
+    reason = "INVALID_PIN"
+    default_message = "the PIN is wrong"
+
+    def __init__(self, remaining_attempts: int) -> None:
+        super().__init__(
+            f"the PIN is wrong; {remaining_attempts} attempt(s) left before the wallet locks",
+            metadata={"remaining_attempts": str(remaining_attempts)},
+        )
+        self.remaining_attempts = remaining_attempts
+
+
+class PinLockedError(FailedPreconditionError):
+    """Too many wrong PINs: the wallet is frozen (PIN_LOCKOUT) until `metadata["until"]`."""
+
+    reason = "PIN_LOCKED"
+    default_message = "too many wrong PINs; the wallet is locked"
+
+    def __init__(self, until_iso: str = "") -> None:
+        message = self.default_message + (f" until {until_iso}" if until_iso else "")
+        super().__init__(message, metadata={"until": until_iso} if until_iso else None)
+
+
+class PinResetTokenInvalidError(FailedPreconditionError):
+    """The reset token is unknown, expired, already used or superseded (one reason for all,
+    so the answer does not help anyone probing tokens)."""
+
+    reason = "PIN_RESET_TOKEN_INVALID"
+    default_message = "the PIN reset token is invalid, expired or already used"
+
+
+class SettingNotFoundError(NotFoundError):
+    reason = "SETTING_NOT_FOUND"
+    default_message = "no such setting"

@@ -1,0 +1,180 @@
+"""Wallets and their freezes: the life-cycle rules, as pure values.
+
+A wallet is ACTIVE, FROZEN or CLOSED. Freezes come from three sources that coexist, one
+per source (SELF, ADMIN, PIN_LOCKOUT); the wallet is FROZEN while any of them is active,
+and who may lift a freeze depends on its source. Expired freezes (until-time passed) no
+longer count; `Wallet.current(now)` is the wallet as a reader should see it.
+
+Values are frozen dataclasses: a rule returns a new `Wallet`, the use case persists it, and
+the same objects serve as idempotent replies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import Enum
+
+from vaultpay_wallet.domain.errors import WalletClosedError, WalletHasBalanceError
+
+__all__ = [
+    "FREEZE_AUTHORITY",
+    "Freeze",
+    "FreezeSource",
+    "KycTier",
+    "Wallet",
+    "WalletStatus",
+]
+
+
+class WalletStatus(Enum):
+    ACTIVE = "ACTIVE"
+    FROZEN = "FROZEN"
+    CLOSED = "CLOSED"
+
+
+class FreezeSource(Enum):
+    """Who froze a wallet; decides who may lift it."""
+
+    SELF = "SELF"
+    ADMIN = "ADMIN"
+    PIN_LOCKOUT = "PIN_LOCKOUT"
+
+
+# The freeze a wallet shows when several coexist: the one that is hardest to lift.
+FREEZE_AUTHORITY: tuple[FreezeSource, ...] = (
+    FreezeSource.ADMIN,
+    FreezeSource.PIN_LOCKOUT,
+    FreezeSource.SELF,
+)
+
+
+class KycTier(Enum):
+    NONE = "NONE"
+    BASIC = "BASIC"
+    FULL = "FULL"
+
+
+@dataclass(frozen=True, slots=True)
+class Freeze:
+    source: FreezeSource
+    note: str
+    frozen_at: datetime
+    until: datetime | None = None
+    set_by: str = ""
+
+    def is_active(self, now: datetime) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass(frozen=True, slots=True)
+class Wallet:
+    id: str
+    user_id: str
+    display_name: str
+    currency: str
+    balance_minor: int
+    status: WalletStatus
+    kyc_tier: KycTier
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+    freezes: tuple[Freeze, ...] = ()
+    pin_set: bool = False
+
+    @classmethod
+    def open(
+        cls, wallet_id: str, user_id: str, display_name: str, currency: str, now: datetime
+    ) -> Wallet:
+        return cls(
+            id=wallet_id,
+            user_id=user_id,
+            display_name=display_name,
+            currency=currency,
+            balance_minor=0,
+            status=WalletStatus.ACTIVE,
+            kyc_tier=KycTier.NONE,
+            created_at=now,
+            updated_at=now,
+        )
+
+    # ----- reading -------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status is WalletStatus.CLOSED
+
+    @property
+    def can_receive(self) -> bool:
+        return not self.is_closed
+
+    def freeze_by(self, source: FreezeSource) -> Freeze | None:
+        return next((f for f in self.freezes if f.source is source), None)
+
+    def expired_freezes(self, now: datetime) -> tuple[Freeze, ...]:
+        return tuple(f for f in self.freezes if not f.is_active(now))
+
+    def current(self, now: datetime) -> Wallet:
+        """The wallet with expired freezes lifted (what readers see before the sweep runs).
+
+        A lapsed PIN lockout also means the attempt counter starts again; the PIN rules
+        handle that in the same transaction as they persist this.
+        """
+        if not self.expired_freezes(now):
+            return self
+        return self._with_freezes(tuple(f for f in self.freezes if f.is_active(now)), now)
+
+    @property
+    def displayed_freeze(self) -> Freeze | None:
+        """The one freeze the Wallet message shows: the most authoritative one."""
+        for source in FREEZE_AUTHORITY:
+            found = self.freeze_by(source)
+            if found is not None:
+                return found
+        return None
+
+    # ----- rules ---------------------------------------------------------------------------
+
+    def _with_freezes(self, freezes: tuple[Freeze, ...], now: datetime) -> Wallet:
+        if self.is_closed:
+            status = WalletStatus.CLOSED
+        else:
+            status = WalletStatus.FROZEN if freezes else WalletStatus.ACTIVE
+        ordered = tuple(sorted(freezes, key=lambda f: FREEZE_AUTHORITY.index(f.source)))
+        changed = ordered != self.freezes or status is not self.status
+        return replace(
+            self,
+            freezes=ordered,
+            status=status,
+            updated_at=now if changed else self.updated_at,
+        )
+
+    def _require_open(self) -> None:
+        if self.is_closed:
+            raise WalletClosedError()
+
+    def frozen(self, freeze: Freeze, now: datetime) -> Wallet:
+        """Adds or replaces the freeze of `freeze.source` (one per source)."""
+        self._require_open()
+        others = tuple(f for f in self.freezes if f.source is not freeze.source)
+        return self._with_freezes((*others, freeze), now)
+
+    def lifted(self, sources: frozenset[FreezeSource], now: datetime) -> Wallet:
+        """Lifts the freezes of the given sources (absent ones are ignored)."""
+        self._require_open()
+        return self._with_freezes(tuple(f for f in self.freezes if f.source not in sources), now)
+
+    def closed(self, now: datetime) -> Wallet:
+        """CLOSED is terminal and needs a zero balance; any remaining freeze goes with it.
+
+        The caller decides which freezes block closing (see `WalletService.close_my_wallet`).
+        """
+        self._require_open()
+        if self.balance_minor != 0:
+            raise WalletHasBalanceError()
+        return replace(self, status=WalletStatus.CLOSED, freezes=(), closed_at=now, updated_at=now)
+
+    def with_tier(self, tier: KycTier, now: datetime) -> Wallet:
+        if tier is self.kyc_tier:
+            return self
+        return replace(self, kyc_tier=tier, updated_at=now)

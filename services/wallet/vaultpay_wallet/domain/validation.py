@@ -1,0 +1,33 @@
+"""Checks of free-text input shared by the use cases. Each returns the cleaned value or
+raises ValidationError naming the request field."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from vaultpay_common.errors import ValidationError
+from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY, is_currency_code
+
+__all__ = ["clean_currency", "clean_text"]
+
+
+def clean_text(value: str, *, field: str, min_length: int, max_length: int) -> str:
+    """Trimmed text of `min_length`..`max_length` characters without control characters."""
+    text = value.strip()
+    if len(text) < min_length:
+        raise ValidationError.single(field, "is required" if min_length == 1 else "is too short")
+    if len(text) > max_length:
+        raise ValidationError.single(field, f"must be at most {max_length} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise ValidationError.single(field, "must not contain control characters")
+    return text
+
+
+def clean_currency(value: str, *, field: str = "currency_code") -> str:
+    """An ISO 4217 code; empty means the default (INR)."""
+    code = value.strip()
+    if not code:
+        return DEFAULT_CURRENCY
+    if code != code.upper() or not is_currency_code(code):
+        raise ValidationError.single(field, "must be an upper-case ISO 4217 currency code")
+    return code

@@ -1,0 +1,151 @@
+"""Composition root of the wallet service, shared by the server and the integration tests.
+
+Builds everything inside the event loop: the runtime (engine, Redis, page tokens), peers,
+adapters, use cases, periodic jobs (audit sealer, freeze sweep, outbox relay, idempotency and
+outbox cleanup), the notification listener, and the gRPC host with the three servicers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_common.clock import Clock, SystemClock
+from vaultpay_common.config import SmtpSettings
+from vaultpay_common.grpc.server import GrpcServiceHost
+from vaultpay_common.idempotency import purge_expired_idempotency_records
+from vaultpay_common.mail import SmtpMailer
+from vaultpay_common.outbox import OutboxRelay, delete_delivered_outbox_events
+from vaultpay_common.runtime import ServiceRuntime
+from vaultpay_common.sealing import AesGcmSealer
+from vaultpay_wallet.adapters.deliveries import wallet_outbox_handlers
+from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
+from vaultpay_wallet.adapters.ip_trust_sql import trusted_ips
+from vaultpay_wallet.adapters.notification_hub import NotificationHub, PgNotificationListener
+from vaultpay_wallet.adapters.peers import GrpcKycStats, GrpcTransferFigures, GrpcUserContacts
+from vaultpay_wallet.adapters.pin_hasher import BcryptPinHasher
+from vaultpay_wallet.adapters.unit_of_work import OUTBOX_PRODUCER, SqlWalletUnitOfWork
+from vaultpay_wallet.entrypoints.servicers import WalletServicer
+from vaultpay_wallet.entrypoints.servicers_staff import (
+    WalletAdminServicer,
+    WalletInternalServicer,
+)
+from vaultpay_wallet.service_layer.admin import AdminService
+from vaultpay_wallet.service_layer.audit_log import AuditEvents
+from vaultpay_wallet.service_layer.internal import FreezeSweeper, KycTierService
+from vaultpay_wallet.service_layer.ip_trust import IpTrustService
+from vaultpay_wallet.service_layer.limits import LimitsService
+from vaultpay_wallet.service_layer.notifications import NotificationService
+from vaultpay_wallet.service_layer.pins import PinService
+from vaultpay_wallet.service_layer.settings import SettingsService
+from vaultpay_wallet.service_layer.wallets import WalletService
+from vaultpay_wallet.settings import WalletSettings
+
+__all__ = ["SERVICES", "build_host"]
+
+SERVICES = [
+    wallet_pb2.DESCRIPTOR.services_by_name[name]
+    for name in ("WalletService", "WalletAdminService", "WalletInternalService")
+]
+
+
+class _TrustedIpCount:
+    """AdminGetWallet's trusted-IP count, straight from the table."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self._engine = runtime.engine
+
+    async def count_trusted(self, user_id: str, now: datetime) -> int:
+        query = select(func.count()).where(
+            trusted_ips.c.user_id == user_id, trusted_ips.c.expires_at > now
+        )
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+
+async def build_host(
+    settings: WalletSettings, *, clock: Clock | None = None, smtp: SmtpSettings | None = None
+) -> GrpcServiceHost:
+    clock = clock or SystemClock()
+    runtime = ServiceRuntime("wallet", settings)
+    peers = runtime.peer_auth()
+    token = peers.identity.token
+    timeout = settings.peer_timeout_seconds
+    transfer = GrpcTransferFigures(runtime.channel(settings.transfer_address), token, timeout)
+    kyc = GrpcKycStats(runtime.channel(settings.kyc_address), token, timeout)
+    contacts = GrpcUserContacts(runtime.channel(settings.auth_address), token, timeout)
+
+    relay: OutboxRelay | None = None
+
+    def uow() -> SqlWalletUnitOfWork:
+        return SqlWalletUnitOfWork(runtime.engine, on_commit=_wake_relay)
+
+    def _wake_relay() -> None:
+        if relay is not None:
+            relay.wake()
+
+    sealer = AesGcmSealer(settings.derived_key("outbox-secrets"), purpose="mail")
+    hasher = BcryptPinHasher(settings.derived_key("pin-pepper"), settings.pin_bcrypt_rounds)
+    hub = NotificationHub(max_streams_per_user=settings.max_watch_streams_per_user)
+    listener = PgNotificationListener(settings.database_url.get_secret_value(), hub)
+
+    limits = LimitsService(uow, clock, transfer)
+    wallets = WalletService(uow, clock, limits)
+    pins = PinService(uow, clock, hasher, sealer)
+    ip_trust = IpTrustService(
+        uow,
+        RedisTrustedIpCache(runtime.redis, clock),
+        sealer,
+        clock,
+        ip_hash_key=settings.derived_key("ip-hash"),
+    )
+    notifications = NotificationService(uow, hub, clock)
+    admin = AdminService(uow, clock, limits, _TrustedIpCount(runtime), transfer, kyc)
+    settings_service = SettingsService(uow, clock)
+    tiers = KycTierService(uow, clock)
+    sweeper = FreezeSweeper(uow, clock)
+
+    relay = OutboxRelay(
+        runtime.engine,
+        OUTBOX_PRODUCER,
+        wallet_outbox_handlers(contacts, SmtpMailer(smtp or SmtpSettings()), sealer, notifications),
+        poll_interval=settings.outbox_poll_seconds,
+    )
+    retention = timedelta(hours=settings.idempotency_retention_hours)
+
+    async def cleanup() -> None:
+        await purge_expired_idempotency_records(runtime.engine, clock=clock, retention=retention)
+        async with runtime.engine.begin() as conn:
+            await delete_delivered_outbox_events(conn, clock.now() - timedelta(days=7))
+
+    async def close_hasher() -> None:
+        hasher.close()
+
+    async def stop_streams() -> None:
+        hub.close()
+        await listener.stop()
+
+    await listener.start()
+    runtime.on_shutdown(close_hasher)
+    runtime.seal_audit()
+    runtime.every(settings.freeze_sweep_seconds, sweeper.sweep_expired_freezes, name="freeze sweep")
+    runtime.every(0.0, relay.run, name="outbox relay")
+    runtime.every(3600.0, cleanup, name="idempotency and outbox cleanup")
+
+    host = runtime.host(SERVICES, peers.verifier, peers.introspector)
+    host.on_stopping(stop_streams)
+    tokens = runtime.page_tokens
+    user = WalletServicer(wallets, pins, limits, ip_trust, notifications, tokens)
+    staff = WalletAdminServicer(admin, limits, settings_service, AuditEvents(uow), tokens)
+    internal = WalletInternalServicer(pins, ip_trust, limits, tiers, notifications)
+    host.add(SERVICES[0], lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(user, s))
+    host.add(
+        SERVICES[1], lambda s: wallet_pb2_grpc.add_WalletAdminServiceServicer_to_server(staff, s)
+    )
+    host.add(
+        SERVICES[2],
+        lambda s: wallet_pb2_grpc.add_WalletInternalServiceServicer_to_server(internal, s),
+    )
+    return host

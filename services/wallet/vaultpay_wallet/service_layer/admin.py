@@ -1,0 +1,211 @@
+"""Staff use cases on wallets: list, inspect, freeze, unfreeze and system figures.
+
+Object-level rules do not apply (staff see every wallet); the role rules live in the
+contract and the interceptor. Every change writes its audit row in its own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.clock import Clock
+from vaultpay_common.errors import ValidationError
+from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_wallet.domain.errors import WalletClosedError
+from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet, WalletStatus
+from vaultpay_wallet.domain.validation import clean_text
+from vaultpay_wallet.service_layer._shared import (
+    clean_wallet_id,
+    load_wallet,
+    persist_expired_lifts,
+)
+from vaultpay_wallet.service_layer.commands import AdminFreezeWallet, AdminUnfreezeWallet
+from vaultpay_wallet.service_layer.limits import LimitsService
+from vaultpay_wallet.service_layer.notify import NotificationKind, notify
+from vaultpay_wallet.service_layer.ports import (
+    KycStatsSource,
+    TransferStatsSource,
+    TrustedIpCounter,
+    WalletFilter,
+    WalletUnitOfWork,
+)
+from vaultpay_wallet.service_layer.results import AdminWalletView, SystemStats, WalletPage
+
+__all__ = ["AdminService"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_WALLET = DataclassCodec(Wallet)
+_ALL_SOURCES = frozenset(FreezeSource)
+
+
+class AdminService:
+    def __init__(
+        self,
+        uow: Callable[[], WalletUnitOfWork],
+        clock: Clock,
+        limits: LimitsService,
+        trusted_ips: TrustedIpCounter,
+        transfer_stats: TransferStatsSource,
+        kyc_stats: KycStatsSource,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._limits = limits
+        self._trusted_ips = trusted_ips
+        self._transfer_stats = transfer_stats
+        self._kyc_stats = kyc_stats
+
+    # ----- inspect --------------------------------------------------------------------
+
+    async def list_wallets(
+        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int
+    ) -> WalletPage:
+        """Newest first; `after` is the (created_at, id) of the previous page's last wallet;
+        `limit` is the already-bounded page size."""
+        now = self._clock.now()
+        async with self._uow() as uow:
+            rows = await uow.wallets.list(flt, after, limit + 1)
+        return WalletPage(tuple(w.current(now) for w in rows[:limit]), len(rows) > limit)
+
+    async def get_wallet(self, wallet_id: str) -> AdminWalletView:
+        cleaned = clean_wallet_id(wallet_id)
+        now = self._clock.now()
+        async with self._uow() as uow:
+            stored = await load_wallet(uow, cleaned)
+            pin = await uow.pins.get(stored.id)
+        wallet = stored.current(now)
+        limits, known = await self._limits.view_for(wallet)
+        try:
+            trusted: int | None = await self._trusted_ips.count_trusted(wallet.user_id, now)
+        except Exception as exc:  # an inspection page must not fail for a side figure
+            log.warning("trusted IP count unavailable", extra={"error": type(exc).__name__})
+            trusted = None
+        # A lapsed lockout shows its counter cleared, as the next attempt will find it.
+        lapsed = (
+            stored.freeze_by(FreezeSource.PIN_LOCKOUT) is not None
+            and wallet.freeze_by(FreezeSource.PIN_LOCKOUT) is None
+        )
+        failed = 0 if pin is None or lapsed or pin.stale_lock_expired(now) else pin.failed_attempts
+        return AdminWalletView(
+            wallet=wallet,
+            limits=limits,
+            usage_known=known,
+            failed_pin_attempts=failed,
+            pin_updated_at=None if pin is None else pin.updated_at,
+            trusted_ip_count=trusted,
+        )
+
+    # ----- freeze ---------------------------------------------------------------------
+
+    async def freeze_wallet(self, cmd: AdminFreezeWallet) -> Wallet:
+        """Adds (or replaces) the staff freeze, with a reason and an optional end in the
+        future. Coexists with a self-freeze or lockout; only staff can lift it. Audited, and
+        the owner is notified (without the staff note)."""
+        wallet_id = clean_wallet_id(cmd.wallet_id)
+        reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
+        if cmd.until is not None and cmd.until <= self._clock.now():
+            raise ValidationError.single("until_time", "must be in the future")
+
+        async def work(uow: WalletUnitOfWork) -> Wallet:
+            now = self._clock.now()
+            wallet = await persist_expired_lifts(
+                uow, await load_wallet(uow, wallet_id, for_update=True), now
+            )
+            wallet = wallet.frozen(
+                Freeze(FreezeSource.ADMIN, reason, now, cmd.until, cmd.actor_id), now
+            )
+            await uow.wallets.update(wallet)
+            details = {"reason": reason}
+            if cmd.until is not None:
+                details["until"] = cmd.until.isoformat()
+            await uow.audit(AuditEntry("wallet.frozen", "wallet", wallet.id, details))
+            await notify(
+                uow.outbox,
+                user_id=wallet.user_id,
+                kind=NotificationKind.WALLET_STATUS,
+                title="Your wallet was frozen",
+                body="Our team froze your wallet: it can still receive money but cannot send "
+                "or withdraw. Contact support for details.",
+                dedupe_key=f"wallet.frozen:{wallet.id}:{now.isoformat()}",
+            )
+            return wallet
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
+
+    async def unfreeze_wallet(self, cmd: AdminUnfreezeWallet) -> Wallet:
+        """Lifts every freeze (staff, self, PIN lockout) and clears the PIN counter. A closed
+        wallet answers WALLET_CLOSED. Audited (also when there was nothing to lift)."""
+        wallet_id = clean_wallet_id(cmd.wallet_id)
+        reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
+
+        async def work(uow: WalletUnitOfWork) -> Wallet:
+            now = self._clock.now()
+            wallet = await load_wallet(uow, wallet_id, for_update=True)
+            if wallet.is_closed:
+                raise WalletClosedError("a closed wallet stays closed")
+            lifted = sorted(f.source.value for f in wallet.freezes)
+            wallet = wallet.lifted(_ALL_SOURCES, now)
+            await uow.wallets.update(wallet)
+            if await uow.pins.get(wallet.id) is not None:
+                await uow.pins.reset_attempts(wallet.id)
+            await uow.audit(
+                AuditEntry(
+                    "wallet.unfrozen",
+                    "wallet",
+                    wallet.id,
+                    {"reason": reason, "lifted": ",".join(lifted)},
+                )
+            )
+            if lifted:
+                await notify(
+                    uow.outbox,
+                    user_id=wallet.user_id,
+                    kind=NotificationKind.WALLET_STATUS,
+                    title="Your wallet is active again",
+                    body="Our team lifted the freeze on your wallet.",
+                    dedupe_key=f"wallet.unfrozen:{wallet.id}:{now.isoformat()}",
+                )
+            return wallet
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
+
+    # ----- figures --------------------------------------------------------------------
+
+    async def system_stats(self) -> SystemStats:
+        """Wallet figures from the wallet table; transfer and KYC figures from their
+        services, None when a peer cannot answer (never a reason to fail)."""
+        now = self._clock.now()
+        async with self._uow() as uow:
+            stats = await uow.wallets.stats()
+        transfer, pending = await asyncio.gather(
+            self._peer(self._transfer_stats.stats(now)), self._peer(self._kyc_stats.pending_count())
+        )
+        counts = stats.counts
+        return SystemStats(
+            wallet_count=sum(counts.values()),
+            active_wallet_count=counts.get(WalletStatus.ACTIVE, 0),
+            frozen_wallet_count=counts.get(WalletStatus.FROZEN, 0),
+            closed_wallet_count=counts.get(WalletStatus.CLOSED, 0),
+            total_balances=stats.total_balances,
+            transfer=transfer,
+            pending_kyc_count=pending,
+            computed_at=now,
+        )
+
+    @staticmethod
+    async def _peer(call: Awaitable[T | None]) -> T | None:
+        try:
+            return await call
+        except Exception as exc:
+            log.warning("peer figures unavailable", extra={"error": type(exc).__name__})
+            return None

@@ -1,0 +1,104 @@
+"""Use cases for the other services of the mesh (service principals only), and the
+periodic sweep of expired freezes.
+
+VerifyTransferPin and GetEffectiveLimits delegate to the same rules the holder's RPCs use
+(`PinService.verify_transfer_pin`, `LimitsService.effective_limits`); only SetKycTier and the
+sweep live here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.clock import Clock
+from vaultpay_common.errors import ValidationError
+from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_wallet.domain.model import Wallet
+from vaultpay_wallet.domain.pin import PIN_LOCKOUT_DURATION
+from vaultpay_wallet.domain.validation import clean_text
+from vaultpay_wallet.service_layer._shared import load_own_wallet, persist_expired_lifts
+from vaultpay_wallet.service_layer.commands import SetKycTier
+from vaultpay_wallet.service_layer.ports import WalletUnitOfWork
+
+__all__ = ["FreezeSweeper", "KycTierService"]
+
+log = logging.getLogger(__name__)
+
+_WALLET = DataclassCodec(Wallet)
+_SWEEP_BATCH = 200
+
+
+class KycTierService:
+    def __init__(self, uow: Callable[[], WalletUnitOfWork], clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    async def set_kyc_tier(self, cmd: SetKycTier) -> Wallet:
+        """Sets exactly the given tier (raising or lowering: kyc decides), idempotent by the
+        approval's event id. Works on a closed wallet too (a late event must not dead-letter).
+        Audited as "wallet.kyc_tier_set" with the submission id."""
+        if cmd.idempotency is None:
+            raise ValidationError.single("request_id", "is required")
+        if not cmd.user_id:
+            raise ValidationError.single("user_id", "is required")
+        if cmd.kyc_tier is None:
+            raise ValidationError.single("kyc_tier", "is required")
+        tier = cmd.kyc_tier
+        submission_id = clean_text(
+            cmd.submission_id, field="submission_id", min_length=0, max_length=100
+        )
+
+        async def work(uow: WalletUnitOfWork) -> Wallet:
+            now = self._clock.now()
+            wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
+            old = wallet.kyc_tier
+            wallet = wallet.with_tier(tier, now)
+            await uow.wallets.update(wallet)
+            await uow.audit(
+                AuditEntry(
+                    "wallet.kyc_tier_set",
+                    "wallet",
+                    wallet.id,
+                    {"old_tier": old.value, "new_tier": tier.value, "submission_id": submission_id},
+                )
+            )
+            return wallet.current(now)
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
+
+
+class FreezeSweeper:
+    """Lifts freezes whose until-time has passed (readers already see them lifted), and
+    restarts a PIN counter left at 3 by an attempt that died before it could lock out."""
+
+    def __init__(self, uow: Callable[[], WalletUnitOfWork], clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    async def sweep_expired_freezes(self, now: datetime | None = None) -> int:
+        """How many wallets changed. Runs in batches, one transaction each."""
+        at = now or self._clock.now()
+        total = 0
+        while True:
+            async with self._uow() as uow:
+                ids = await uow.wallets.ids_with_expired_freezes(at, _SWEEP_BATCH)
+                for wallet_id in ids:
+                    wallet = await uow.wallets.get(wallet_id, for_update=True)
+                    if wallet is not None:
+                        await persist_expired_lifts(uow, wallet, at)
+                stale = await uow.pins.stale_lock_wallet_ids(
+                    at - PIN_LOCKOUT_DURATION, _SWEEP_BATCH
+                )
+                for wallet_id in stale:
+                    await uow.pins.reset_attempts(wallet_id)
+                await uow.commit()
+            total += len(ids) + len(stale)
+            if len(ids) < _SWEEP_BATCH and len(stale) < _SWEEP_BATCH:
+                break
+        if total:
+            log.info("expired freezes lifted", extra={"wallets": total})
+        return total

@@ -1,0 +1,312 @@
+"""Limits use cases: effective limits with usage, a user's own lower limits, staff overrides.
+
+Tier defaults are read from `system_settings` on every call (one indexed query), so a
+setting change applies to the next request without a restart or a cache to invalidate.
+Usage comes from the transfer service through `LimitUsageSource`; when it cannot answer, the
+limits are still shown, with usage unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.clock import Clock
+from vaultpay_common.errors import FieldViolation, ValidationError
+from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once
+from vaultpay_wallet.domain.errors import WalletClosedError
+from vaultpay_wallet.domain.limits import (
+    ActionCaps,
+    ActionLimitsView,
+    ActionUsage,
+    LimitAction,
+    LimitOverride,
+    LimitSource,
+    LimitWindow,
+    base_cap,
+    effective_caps,
+    limits_view,
+)
+from vaultpay_wallet.domain.model import KycTier, Wallet
+from vaultpay_wallet.domain.settings_catalog import SETTINGS
+from vaultpay_wallet.domain.validation import clean_text
+from vaultpay_wallet.service_layer._shared import clean_wallet_id, load_own_wallet, load_wallet
+from vaultpay_wallet.service_layer.commands import (
+    AdminSetWalletLimits,
+    AmountInput,
+    DeleteMyLimit,
+    SetMyLimit,
+)
+from vaultpay_wallet.service_layer.ports import (
+    LimitOverrideFilter,
+    LimitUsageSource,
+    WalletUnitOfWork,
+)
+from vaultpay_wallet.service_layer.results import EffectiveLimits, LimitOverridePage, WalletLimits
+
+__all__ = ["LimitsService", "caps_for", "parse_limit_action", "tier_defaults"]
+
+log = logging.getLogger(__name__)
+
+_EFFECTIVE = DataclassCodec(EffectiveLimits)
+_Work = Callable[[WalletUnitOfWork], Awaitable[EffectiveLimits]]
+
+
+def parse_limit_action(raw: str, *, field: str = "action") -> LimitAction:
+    """The path spelling ("send", "withdraw", "top_up") of an action."""
+    try:
+        return LimitAction(raw.strip().lower())
+    except ValueError:
+        raise ValidationError.single(field, "must be one of send, withdraw, top_up") from None
+
+
+def _amount(
+    value: AmountInput | None, currency: str, field: str, violations: list[FieldViolation]
+) -> int | None:
+    if value is None:
+        return None
+    if value.amount_minor <= 0:
+        violations.append(FieldViolation(f"{field}.amount_minor", "must be positive"))
+    elif value.currency_code != currency:
+        violations.append(
+            FieldViolation(f"{field}.currency_code", f"must be the wallet's currency {currency}")
+        )
+    return value.amount_minor
+
+
+async def tier_defaults(uow: WalletUnitOfWork, tier: KycTier) -> dict[str, int]:
+    """The tier's default caps by setting key (catalogue defaults fill any missing row)."""
+    prefix = f"limits.tier_{tier.value.lower()}."
+    stored = await uow.settings.values(prefix)
+    return {
+        key: int(stored.get(key, spec.default))
+        for key, spec in SETTINGS.items()
+        if key.startswith(prefix)
+    }
+
+
+async def caps_for(uow: WalletUnitOfWork, wallet: Wallet) -> tuple[ActionCaps, ...]:
+    defaults = await tier_defaults(uow, wallet.kyc_tier)
+    return effective_caps(wallet.kyc_tier, defaults, await uow.limits.for_wallet(wallet.id))
+
+
+class LimitsService:
+    def __init__(
+        self, uow: Callable[[], WalletUnitOfWork], clock: Clock, usage: LimitUsageSource
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._usage = usage
+
+    # ----- reading --------------------------------------------------------------------
+
+    async def _usage_or_unknown(
+        self, wallet_id: str, now: datetime
+    ) -> Sequence[ActionUsage] | None:
+        try:
+            return await self._usage.usage(wallet_id, now)
+        except Exception as exc:  # a peer's failure must never fail GetLimits
+            log.warning("limit usage unavailable", extra={"error": type(exc).__name__})
+            return None
+
+    async def _with_usage(
+        self, wallet: Wallet, caps: tuple[ActionCaps, ...]
+    ) -> tuple[tuple[ActionLimitsView, ...], bool]:
+        now = self._clock.now()
+        usage = await self._usage_or_unknown(wallet.id, now)
+        return limits_view(wallet.currency, caps, usage, now), usage is not None
+
+    async def view_for(self, wallet: Wallet) -> tuple[tuple[ActionLimitsView, ...], bool]:
+        """Effective limits and usage of a wallet already loaded; (views, usage_known)."""
+        async with self._uow() as uow:
+            caps = await caps_for(uow, wallet)
+        return await self._with_usage(wallet, caps)
+
+    async def get_limits(self, user_id: str) -> WalletLimits:
+        async with self._uow() as uow:
+            wallet = (await load_own_wallet(uow, user_id)).current(self._clock.now())
+            caps = await caps_for(uow, wallet)
+        views, known = await self._with_usage(wallet, caps)
+        return WalletLimits(wallet, views, known)
+
+    async def effective_limits(self, wallet_id: str) -> EffectiveLimits:
+        """For transfer (GetEffectiveLimits): caps only, usage is transfer's own data."""
+        cleaned = clean_wallet_id(wallet_id)
+        async with self._uow() as uow:
+            wallet = await load_wallet(uow, cleaned)
+            caps = await caps_for(uow, wallet)
+        return EffectiveLimits(wallet.id, wallet.currency, wallet.kyc_tier, caps)
+
+    # ----- the owner's own limits -----------------------------------------------------
+
+    async def set_my_limit(self, cmd: SetMyLimit) -> ActionLimitsView:
+        """Replaces the owner's own caps for one action (unset windows fall through). Only
+        lower or equal to the admin override / tier default; INVALID_ARGUMENT otherwise."""
+        action = parse_limit_action(cmd.action)
+
+        async def work(uow: WalletUnitOfWork) -> EffectiveLimits:
+            wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
+            if wallet.is_closed:
+                raise WalletClosedError()
+            violations: list[FieldViolation] = []
+            values = {
+                window: _amount(
+                    getattr(cmd, window.value), wallet.currency, window.value, violations
+                )
+                for window in LimitWindow
+            }
+            if violations:
+                raise ValidationError(violations)
+            defaults = await tier_defaults(uow, wallet.kyc_tier)
+            overrides = await uow.limits.for_wallet(wallet.id)
+            admin = next(
+                (
+                    o
+                    for o in overrides
+                    if o.source is LimitSource.ADMIN_OVERRIDE and o.action is action
+                ),
+                None,
+            )
+            for window, value in values.items():
+                ceiling = base_cap(defaults, wallet.kyc_tier, admin, action, window)
+                if value is not None and value > ceiling.amount_minor:
+                    violations.append(
+                        FieldViolation(
+                            window.value,
+                            f"may only lower the limit; the most allowed is {ceiling.amount_minor}",
+                        )
+                    )
+            if violations:
+                raise ValidationError(violations)
+            now = self._clock.now()
+            if all(v is None for v in values.values()):
+                await uow.limits.delete_user(wallet.id, action)
+            else:
+                await uow.limits.put_user(
+                    LimitOverride(
+                        wallet.id,
+                        LimitSource.USER,
+                        action,
+                        values[LimitWindow.PER_TRANSACTION],
+                        values[LimitWindow.DAILY],
+                        values[LimitWindow.MONTHLY],
+                        cmd.user_id,
+                        "",
+                        now,
+                    )
+                )
+            return await self._effective(uow, wallet)
+
+        return await self._one_action(cmd.idempotency, work, action)
+
+    async def delete_my_limit(self, cmd: DeleteMyLimit) -> ActionLimitsView:
+        action = parse_limit_action(cmd.action)
+
+        async def work(uow: WalletUnitOfWork) -> EffectiveLimits:
+            wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
+            await uow.limits.delete_user(wallet.id, action)
+            return await self._effective(uow, wallet)
+
+        return await self._one_action(cmd.idempotency, work, action)
+
+    async def _effective(self, uow: WalletUnitOfWork, wallet: Wallet) -> EffectiveLimits:
+        return EffectiveLimits(
+            wallet.id, wallet.currency, wallet.kyc_tier, await caps_for(uow, wallet)
+        )
+
+    async def _one_action(
+        self, key: IdempotencyKey | None, work: _Work, action: LimitAction
+    ) -> ActionLimitsView:
+        views = await self._run(key, work)
+        return next(v for v in views if v.action is action)
+
+    async def _run(self, key: IdempotencyKey | None, work: _Work) -> tuple[ActionLimitsView, ...]:
+        """Runs a change once (its reply is the caps), then joins today's usage."""
+        async with self._uow() as uow:
+            effective = await run_once(uow, key, _EFFECTIVE, lambda: work(uow))
+        now = self._clock.now()
+        usage = await self._usage_or_unknown(effective.wallet_id, now)
+        return limits_view(effective.currency, effective.limits, usage, now)
+
+    # ----- staff ----------------------------------------------------------------------
+
+    async def admin_set_wallet_limits(
+        self, cmd: AdminSetWalletLimits
+    ) -> tuple[ActionLimitsView, ...]:
+        """PUT: the request is the wallet's complete set of admin overrides. Audited."""
+        wallet_id = clean_wallet_id(cmd.wallet_id)
+        reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
+        seen: set[LimitAction] = set()
+        for i, entry in enumerate(cmd.limits):
+            if entry.action is None:
+                raise ValidationError.single(f"limits[{i}].action", "is required")
+            if entry.action in seen:
+                raise ValidationError.single(f"limits[{i}].action", "is listed twice")
+            seen.add(entry.action)
+
+        async def work(uow: WalletUnitOfWork) -> EffectiveLimits:
+            wallet = await load_wallet(uow, wallet_id, for_update=True)
+            violations: list[FieldViolation] = []
+            now = self._clock.now()
+            overrides = []
+            for i, entry in enumerate(cmd.limits):
+                assert entry.action is not None
+                values = {
+                    w: _amount(
+                        getattr(entry, w.value),
+                        wallet.currency,
+                        f"limits[{i}].{w.value}",
+                        violations,
+                    )
+                    for w in LimitWindow
+                }
+                if all(v is None for v in values.values()):
+                    violations.append(FieldViolation(f"limits[{i}]", "sets no window"))
+                overrides.append(
+                    LimitOverride(
+                        wallet.id,
+                        LimitSource.ADMIN_OVERRIDE,
+                        entry.action,
+                        values[LimitWindow.PER_TRANSACTION],
+                        values[LimitWindow.DAILY],
+                        values[LimitWindow.MONTHLY],
+                        cmd.actor_id,
+                        reason,
+                        now,
+                    )
+                )
+            if violations:
+                raise ValidationError(violations)
+            await uow.limits.replace_admin(wallet.id, overrides)
+            await uow.audit(
+                AuditEntry(
+                    "wallet.limits_overridden",
+                    "wallet",
+                    wallet.id,
+                    {"reason": reason, "limits": _describe(overrides)},
+                )
+            )
+            return await self._effective(uow, wallet)
+
+        return await self._run(cmd.idempotency, work)
+
+    async def admin_list_limits(
+        self, flt: LimitOverrideFilter, after: tuple[datetime, int] | None, limit: int
+    ) -> LimitOverridePage:
+        """Overrides across wallets, most recently set first; `limit` already bounded."""
+        async with self._uow() as uow:
+            rows = await uow.limits.list(flt, after, limit + 1)
+        return LimitOverridePage(tuple(rows[:limit]), len(rows) > limit)
+
+
+def _describe(overrides: Sequence[LimitOverride]) -> str:
+    """ "send:per_transaction=100,daily=-,monthly=-; ..." for the audit log."""
+    parts = []
+    for o in overrides:
+        windows = ",".join(
+            f"{w.value}={'-' if o.window(w) is None else o.window(w)}" for w in LimitWindow
+        )
+        parts.append(f"{o.action.value}:{windows}")
+    return "; ".join(parts) or "(none)"

@@ -1,0 +1,435 @@
+"""Transaction PIN use cases: set, verify (user and transfer), change, request reset, reset.
+
+A PIN check is one rule in two short transactions with bcrypt between them, so no row lock
+is held while bcrypt runs:
+
+1. reserve: lock the wallet row, refuse a locked or PIN-less wallet, lift a lapsed lockout,
+   then count the attempt *before* checking it (a conditional UPDATE that cannot pass 3).
+   Committed at once, so a crash, a cancelled call or 30 parallel guesses all count, and a
+   guess beyond the third never reaches bcrypt (fails closed);
+2. bcrypt, off the event loop;
+3. settle: success clears the counter; the failure that used the third attempt freezes the
+   wallet (PIN_LOCKOUT, 24 h), audited and notified. The outcome (ok / invalid + remaining /
+   locked) is stored as the idempotent reply and committed before the error is raised, so a
+   retry with the same request_id answers the same without counting again.
+
+The reservation is stored under the request's key with "#reserve" appended to the method,
+so a retry after a crash between the phases does not count twice either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.clock import Clock
+from vaultpay_common.errors import AbortedError, ValidationError
+from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, ReplyCodec, run_once
+from vaultpay_common.outbox import OutboxMessage
+from vaultpay_wallet.domain.errors import (
+    InvalidPinError,
+    PinAlreadySetError,
+    PinLockedError,
+    PinNotSetError,
+    PinResetTokenInvalidError,
+    WalletClosedError,
+)
+from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet
+from vaultpay_wallet.domain.pin import (
+    MAX_FAILED_PIN_ATTEMPTS,
+    PIN_LOCKOUT_DURATION,
+    PIN_RESET_TOKEN_TTL,
+    hash_reset_token,
+    is_pin_shaped,
+    new_reset_token,
+    pin_violations,
+)
+from vaultpay_wallet.service_layer._shared import (
+    load_own_wallet,
+    load_wallet,
+    persist_expired_lifts,
+)
+from vaultpay_wallet.service_layer.commands import (
+    ChangePin,
+    RequestPinReset,
+    ResetPin,
+    SetPin,
+    VerifyPin,
+    VerifyTransferPin,
+)
+from vaultpay_wallet.service_layer.notify import NotificationKind, notify
+from vaultpay_wallet.service_layer.ports import (
+    PinHasher,
+    PinResetToken,
+    SecretSealer,
+    WalletUnitOfWork,
+)
+from vaultpay_wallet.service_layer.results import (
+    PinChanged,
+    PinCheckOutcome,
+    PinCheckResult,
+    PinReservation,
+    PinReset,
+    PinResetRequested,
+    PinSet,
+    PinVerified,
+)
+
+__all__ = ["MAIL_TOPIC", "PIN_RESET_TEMPLATE", "PinService"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAIL_TOPIC = "mail.send"
+PIN_RESET_TEMPLATE = "pin_reset"
+
+_OUTCOME = DataclassCodec(PinCheckOutcome)
+_RESERVATION = DataclassCodec(PinReservation)
+_PIN_SET = DataclassCodec(PinSet)
+_RESET_REQUESTED = DataclassCodec(PinResetRequested)
+_PIN_RESET = DataclassCodec(PinReset)
+_LOCKOUT = frozenset({FreezeSource.PIN_LOCKOUT})
+_MAX_TOKEN_LENGTH = 200
+
+
+def _reserve_key(key: IdempotencyKey | None) -> IdempotencyKey | None:
+    return None if key is None else dataclasses.replace(key, method=key.method + "#reserve")
+
+
+def _raise_unless_ok(outcome: PinCheckOutcome) -> None:
+    if outcome.result is PinCheckResult.INVALID:
+        raise InvalidPinError(outcome.remaining_attempts)
+    if outcome.result is PinCheckResult.LOCKED:
+        until = outcome.locked_until.isoformat() if outcome.locked_until else ""
+        raise PinLockedError(until)
+
+
+def _check_shape(pin: str, field: str) -> None:
+    """A malformed PIN is bad input (INVALID_ARGUMENT) and does not count as an attempt."""
+    if not is_pin_shaped(pin):
+        raise ValidationError.single(field, "must be exactly 4 digits")
+
+
+def _new_pin(pin: str, confirmation: str, field: str) -> None:
+    violations = pin_violations(pin, confirmation, field=field)
+    if violations:
+        raise ValidationError(violations)
+
+
+class PinService:
+    def __init__(
+        self,
+        uow: Callable[[], WalletUnitOfWork],
+        clock: Clock,
+        hasher: PinHasher,
+        sealer: SecretSealer,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._hasher = hasher
+        self._sealer = sealer
+
+    async def _stored(self, key: IdempotencyKey | None, codec: ReplyCodec[T]) -> T | None:
+        """The stored reply of an earlier call with this key, checked before bcrypt runs."""
+        if key is None:
+            return None
+        async with self._uow() as uow:
+            stored = await uow.idempotency.claim(key)
+        return None if stored is None else codec.loads(stored)
+
+    # ----- set ------------------------------------------------------------------------
+
+    async def set_pin(self, cmd: SetPin) -> PinSet:
+        _new_pin(cmd.pin, cmd.pin_confirmation, "pin")
+        replay = await self._stored(cmd.idempotency, _PIN_SET)
+        if replay is not None:
+            return replay
+        async with self._uow() as uow:  # refuse before spending bcrypt time
+            wallet = await load_own_wallet(uow, cmd.user_id)
+            self._require_open(wallet)
+            if await uow.pins.get(wallet.id) is not None:
+                raise PinAlreadySetError()
+        pin_hash = await self._hasher.hash(cmd.pin)
+
+        async def work(uow: WalletUnitOfWork) -> PinSet:
+            now = self._clock.now()
+            wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
+            self._require_open(wallet)
+            if not await uow.pins.create(wallet.id, pin_hash, now):
+                raise PinAlreadySetError()
+            await uow.audit(AuditEntry("wallet.pin_set", "wallet", wallet.id))
+            return PinSet(now)
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, _PIN_SET, lambda: work(uow))
+
+    @staticmethod
+    def _require_open(wallet: Wallet) -> None:
+        if wallet.is_closed:
+            raise WalletClosedError()
+
+    # ----- verify ---------------------------------------------------------------------
+
+    async def verify_pin(self, cmd: VerifyPin) -> PinVerified:
+        """The holder checks a PIN; a wrong one counts toward the lockout."""
+        _check_shape(cmd.pin, "pin")
+        outcome = await self._check(cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None)
+        _raise_unless_ok(outcome)
+        return PinVerified(outcome.wallet_id)
+
+    async def verify_transfer_pin(self, cmd: VerifyTransferPin) -> PinVerified:
+        """The transfer service checks a PIN for a money movement: the same rule as
+        `verify_pin`, keyed by the movement's request_id (required)."""
+        if cmd.idempotency is None:
+            raise ValidationError.single("request_id", "is required")
+        if not cmd.user_id:
+            raise ValidationError.single("user_id", "is required")
+        _check_shape(cmd.pin, "pin")
+        outcome = await self._check(cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None)
+        _raise_unless_ok(outcome)
+        return PinVerified(outcome.wallet_id)
+
+    async def change_pin(self, cmd: ChangePin) -> PinChanged:
+        """The current PIN is checked under the lockout rule; the new one must differ."""
+        _check_shape(cmd.current_pin, "current_pin")
+        _new_pin(cmd.new_pin, cmd.new_pin_confirmation, "new_pin")
+        if cmd.new_pin == cmd.current_pin:
+            raise ValidationError.single("new_pin", "must differ from the current PIN")
+        outcome = await self._check(
+            cmd.user_id, cmd.current_pin, cmd.idempotency, new_pin=cmd.new_pin
+        )
+        _raise_unless_ok(outcome)
+        assert outcome.pin_updated_at is not None
+        return PinChanged(outcome.pin_updated_at)
+
+    async def _check(
+        self, user_id: str, pin: str, key: IdempotencyKey | None, *, new_pin: str | None
+    ) -> PinCheckOutcome:
+        settled = await self._stored(key, _OUTCOME)
+        if settled is not None:
+            return settled
+        reservation, pin_hash = await self._reserve(user_id, key)
+        matched = await self._hasher.verify(pin, pin_hash)
+        new_hash = await self._hasher.hash(new_pin) if matched and new_pin is not None else None
+        async with self._uow() as uow:
+            return await run_once(
+                uow, key, _OUTCOME, lambda: self._settle(uow, reservation, matched, new_hash)
+            )
+
+    async def _reserve(
+        self, user_id: str, key: IdempotencyKey | None
+    ) -> tuple[PinReservation, str]:
+        reserve_key = _reserve_key(key)
+        async with self._uow() as uow:
+            stored = None if reserve_key is None else await uow.idempotency.claim(reserve_key)
+            if stored is not None:
+                reservation = _RESERVATION.loads(stored)
+                record = await uow.pins.get(reservation.wallet_id)
+                if record is None:
+                    raise PinNotSetError()
+                return reservation, record.pin_hash
+            now = self._clock.now()
+            wallet = await load_own_wallet(uow, user_id, for_update=True)
+            self._require_open(wallet)
+            record = await uow.pins.get(wallet.id)
+            if record is None:
+                raise PinNotSetError()
+            lockout = wallet.freeze_by(FreezeSource.PIN_LOCKOUT)
+            if lockout is not None and lockout.is_active(now):
+                raise PinLockedError(lockout.until.isoformat() if lockout.until else "")
+            wallet = await persist_expired_lifts(uow, wallet, now)
+            if lockout is None and record.stale_lock_expired(now):
+                await uow.pins.reset_attempts(wallet.id)
+            attempt = await uow.pins.reserve_attempt(wallet.id, now)
+            if attempt is None:
+                # Every attempt is taken by checks still running (or one that died before
+                # settling): refuse without checking, until they settle.
+                raise PinLockedError()
+            reservation = PinReservation(wallet.id, attempt, record.updated_at)
+            if reserve_key is not None:
+                await uow.idempotency.save(reserve_key, _RESERVATION.dumps(reservation))
+            await uow.commit()
+        return reservation, record.pin_hash
+
+    async def _settle(
+        self,
+        uow: WalletUnitOfWork,
+        reservation: PinReservation,
+        matched: bool,
+        new_hash: str | None,
+    ) -> PinCheckOutcome:
+        now = self._clock.now()
+        wallet = await load_wallet(uow, reservation.wallet_id, for_update=True)
+        self._require_open(wallet)
+        record = await uow.pins.get(wallet.id)
+        if record is None or record.updated_at != reservation.pin_updated_at:
+            raise AbortedError("the PIN changed while it was being checked; retry")
+        lockout = wallet.freeze_by(FreezeSource.PIN_LOCKOUT)
+        locked = lockout is not None and lockout.is_active(now)
+        if matched and not locked:
+            return await self._succeeded(uow, wallet, new_hash)
+        if matched or reservation.attempt < MAX_FAILED_PIN_ATTEMPTS:
+            if locked:  # the right PIN during a lockout is still refused
+                assert lockout is not None
+                return PinCheckOutcome(wallet.id, PinCheckResult.LOCKED, 0, lockout.until)
+            remaining = MAX_FAILED_PIN_ATTEMPTS - reservation.attempt
+            return PinCheckOutcome(wallet.id, PinCheckResult.INVALID, remaining)
+        if locked:
+            assert lockout is not None
+            return PinCheckOutcome(wallet.id, PinCheckResult.LOCKED, 0, lockout.until)
+        return await self._lock_out(uow, wallet)
+
+    async def _succeeded(
+        self, uow: WalletUnitOfWork, wallet: Wallet, new_hash: str | None
+    ) -> PinCheckOutcome:
+        if new_hash is None:
+            await uow.pins.reset_attempts(wallet.id)
+            return PinCheckOutcome(wallet.id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS)
+        changed_at = self._clock.now()
+        await uow.pins.set_hash(wallet.id, new_hash, changed_at)
+        await uow.audit(AuditEntry("wallet.pin_changed", "wallet", wallet.id))
+        await notify(
+            uow.outbox,
+            user_id=wallet.user_id,
+            kind=NotificationKind.SECURITY,
+            title="Your PIN was changed",
+            body="The transaction PIN of your wallet was changed. If this was not you, "
+            "reset your PIN and contact support.",
+            dedupe_key=f"wallet.pin_changed:{wallet.id}:{changed_at.isoformat()}",
+        )
+        return PinCheckOutcome(
+            wallet.id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS, pin_updated_at=changed_at
+        )
+
+    async def _lock_out(self, uow: WalletUnitOfWork, wallet: Wallet) -> PinCheckOutcome:
+        frozen_at = self._clock.now()
+        until = frozen_at + PIN_LOCKOUT_DURATION
+        wallet = wallet.frozen(
+            Freeze(FreezeSource.PIN_LOCKOUT, "too many wrong PINs", frozen_at, until, "system"),
+            frozen_at,
+        )
+        await uow.wallets.update(wallet)
+        await uow.audit(
+            AuditEntry(
+                "wallet.pin_locked",
+                "wallet",
+                wallet.id,
+                {"until": until.isoformat(), "failed_attempts": str(MAX_FAILED_PIN_ATTEMPTS)},
+            )
+        )
+        await notify(
+            uow.outbox,
+            user_id=wallet.user_id,
+            kind=NotificationKind.SECURITY,
+            title="Wallet locked after wrong PINs",
+            body="Three wrong PINs in a row locked your wallet for 24 hours. Reset your PIN "
+            "to unlock it sooner.",
+            dedupe_key=f"wallet.pin_locked:{wallet.id}:{frozen_at.isoformat()}",
+        )
+        log.warning("wallet locked after wrong PINs", extra={"wallet_id": wallet.id})
+        return PinCheckOutcome(wallet.id, PinCheckResult.LOCKED, 0, until)
+
+    # ----- reset ----------------------------------------------------------------------
+
+    async def request_pin_reset(self, cmd: RequestPinReset) -> PinResetRequested:
+        """Mails a single-use 15-minute token; earlier unused tokens stop working.
+
+        The token is stored only as its SHA-256; on its way to the mailer it waits in the
+        outbox sealed (AES-GCM, key outside the database), in params["token_sealed"].
+        """
+
+        async def work(uow: WalletUnitOfWork) -> PinResetRequested:
+            now = self._clock.now()
+            wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
+            self._require_open(wallet)
+            if await uow.pins.get(wallet.id) is None:
+                raise PinNotSetError()
+            token = new_reset_token()
+            expires_at = now + PIN_RESET_TOKEN_TTL
+            await uow.reset_tokens.invalidate_for_wallet(wallet.id, now)
+            await uow.reset_tokens.add(
+                PinResetToken(hash_reset_token(token), wallet.id, now, expires_at)
+            )
+            await uow.outbox.add(
+                OutboxMessage(
+                    MAIL_TOPIC,
+                    {
+                        "user_id": wallet.user_id,
+                        "template": PIN_RESET_TEMPLATE,
+                        "params": {
+                            "wallet_id": wallet.id,
+                            "token_sealed": self._sealer.seal(token),
+                            "expires_at": expires_at.isoformat(),
+                        },
+                    },
+                    key=wallet.user_id,
+                )
+            )
+            await uow.audit(AuditEntry("wallet.pin_reset_requested", "wallet", wallet.id))
+            return PinResetRequested(expires_at)
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, _RESET_REQUESTED, lambda: work(uow))
+
+    async def reset_pin(self, cmd: ResetPin) -> PinReset:
+        """Public: the token is the credential. Sets the PIN, clears the counter, lifts only
+        a PIN-lockout freeze; the token works once."""
+        token = cmd.token.strip()
+        if not token:
+            raise ValidationError.single("token", "is required")
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise ValidationError.single("token", "is too long")
+        _new_pin(cmd.new_pin, cmd.new_pin_confirmation, "new_pin")
+        replay = await self._stored(cmd.idempotency, _PIN_RESET)
+        if replay is not None:
+            return replay
+        token_hash = hash_reset_token(token)
+        async with self._uow() as uow:  # a cheap refusal before bcrypt (public endpoint)
+            found = await uow.reset_tokens.get(token_hash)
+        if found is None or not found.usable(self._clock.now()):
+            raise PinResetTokenInvalidError()
+        pin_hash = await self._hasher.hash(cmd.new_pin)
+
+        async def work(uow: WalletUnitOfWork) -> PinReset:
+            now = self._clock.now()
+            record = await uow.reset_tokens.get(token_hash, for_update=True)
+            if record is None or not record.usable(now):
+                raise PinResetTokenInvalidError()
+            wallet = await load_wallet(uow, record.wallet_id, for_update=True)
+            if wallet.is_closed:
+                raise PinResetTokenInvalidError()
+            await uow.reset_tokens.mark_used(token_hash, now)
+            if await uow.pins.get(wallet.id) is None:
+                await uow.pins.create(wallet.id, pin_hash, now)
+            else:
+                await uow.pins.set_hash(wallet.id, pin_hash, now)
+            lifted = wallet.freeze_by(FreezeSource.PIN_LOCKOUT) is not None
+            if lifted:
+                await uow.wallets.update(wallet.lifted(_LOCKOUT, now))
+            await uow.audit(
+                AuditEntry(
+                    "wallet.pin_reset",
+                    "wallet",
+                    wallet.id,
+                    {"lockout_lifted": str(lifted).lower()},
+                    actor_id=wallet.user_id,
+                    actor_role="USER",
+                )
+            )
+            await notify(
+                uow.outbox,
+                user_id=wallet.user_id,
+                kind=NotificationKind.SECURITY,
+                title="Your PIN was reset",
+                body="The transaction PIN of your wallet was reset with an emailed code."
+                + (" The PIN lockout was lifted." if lifted else ""),
+                dedupe_key=f"wallet.pin_reset:{wallet.id}:{now.isoformat()}",
+            )
+            return PinReset(now, lifted)
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, _PIN_RESET, lambda: work(uow))

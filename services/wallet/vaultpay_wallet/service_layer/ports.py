@@ -1,0 +1,277 @@
+"""What the wallet use cases need from the outside world, as protocols.
+
+The SQL adapters (`adapters/repositories.py`, `adapters/unit_of_work.py`) and the test fakes
+(`tests/fakes/wallet.py`) implement the repositories; the lead's composition root provides the
+peer ports (`LimitUsageSource`, `TransferStatsSource`, `KycStatsSource`, `TrustedIpCounter`),
+the `PinHasher` (`adapters/pin_hasher.py`) and the `SecretSealer`
+(`vaultpay_common.sealing.AesGcmSealer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.idempotency import IdempotencyRecords
+from vaultpay_common.outbox import Outbox
+from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, LimitOverride, LimitSource
+from vaultpay_wallet.domain.model import KycTier, Wallet, WalletStatus
+from vaultpay_wallet.domain.pin import PinRecord
+
+__all__ = [
+    "CurrencyAmount",
+    "KycStatsSource",
+    "LimitOverrideFilter",
+    "LimitOverrideRepository",
+    "LimitUsageSource",
+    "ListedOverride",
+    "PinHasher",
+    "PinRepository",
+    "PinResetToken",
+    "PinResetTokenRepository",
+    "SecretSealer",
+    "SettingRepository",
+    "StoredSetting",
+    "TransferStats",
+    "TransferStatsSource",
+    "TrustedIpCounter",
+    "WalletFilter",
+    "WalletRepository",
+    "WalletStats",
+    "WalletUnitOfWork",
+]
+
+
+# ----- value types crossing the ports ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyAmount:
+    """An amount in minor units of one currency (a total per currency, a volume)."""
+
+    currency: str
+    amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class WalletFilter:
+    """Filters of AdminListWallets; None/"" means any."""
+
+    status: WalletStatus | None = None
+    kyc_tier: KycTier | None = None
+    user_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WalletStats:
+    counts: dict[WalletStatus, int]
+    total_balances: tuple[CurrencyAmount, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PinResetToken:
+    token_hash: str
+    wallet_id: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+    def usable(self, now: datetime) -> bool:
+        return self.used_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOverrideFilter:
+    """Filters of AdminListLimits; None/"" means any."""
+
+    wallet_id: str = ""
+    source: LimitSource | None = None
+    action: LimitAction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedOverride:
+    """An override as AdminListLimits lists it, with its wallet's currency and its keyset
+    position (a stable tiebreak among overrides set at the same instant)."""
+
+    position: int
+    override: LimitOverride
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSetting:
+    key: str
+    value: str
+    updated_at: datetime
+    updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStats:
+    """The transfer service's figures for GetSystemStats."""
+
+    daily_transaction_count: int
+    daily_volumes: tuple[CurrencyAmount, ...]
+    monthly_transaction_count: int
+    monthly_volumes: tuple[CurrencyAmount, ...]
+    open_dispute_count: int
+
+
+# ----- repositories ---------------------------------------------------------------------
+
+
+class WalletRepository(Protocol):
+    async def add(self, wallet: Wallet) -> None:
+        """Raises WalletIdCollisionError (id taken) or WalletAlreadyExistsError (user has one).
+        A failed insert leaves the transaction usable (savepoint)."""
+
+    async def get(self, wallet_id: str, *, for_update: bool = False) -> Wallet | None: ...
+
+    async def get_by_user(self, user_id: str, *, for_update: bool = False) -> Wallet | None: ...
+
+    async def update(self, wallet: Wallet) -> None:
+        """Writes status, tier, times and the freezes; never the balance (transfer's)."""
+
+    async def list(
+        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int
+    ) -> Sequence[Wallet]:
+        """Newest first, keyset on (created_at, id) strictly after `after`."""
+
+    async def ids_with_expired_freezes(self, now: datetime, limit: int) -> Sequence[str]: ...
+
+    async def stats(self) -> WalletStats: ...
+
+
+class PinRepository(Protocol):
+    async def get(self, wallet_id: str) -> PinRecord | None: ...
+
+    async def create(self, wallet_id: str, pin_hash: str, now: datetime) -> bool:
+        """False when the wallet already has a PIN (the primary key decides under races)."""
+
+    async def reserve_attempt(self, wallet_id: str, now: datetime) -> int | None:
+        """Counts one attempt atomically, before the PIN is checked, and returns its number
+        (1 to 3); None when none is left. One conditional UPDATE: fails closed."""
+
+    async def reset_attempts(self, wallet_id: str) -> None: ...
+
+    async def set_hash(self, wallet_id: str, pin_hash: str, now: datetime) -> None:
+        """A new PIN; also clears the failed-attempt counter."""
+
+    async def stale_lock_wallet_ids(self, before: datetime, limit: int) -> Sequence[str]:
+        """Wallets with every attempt used, no lockout written, last attempt before `before`."""
+
+
+class PinResetTokenRepository(Protocol):
+    async def add(self, token: PinResetToken) -> None: ...
+
+    async def invalidate_for_wallet(self, wallet_id: str, now: datetime) -> int:
+        """Marks every unused token of the wallet used (a new request supersedes them)."""
+
+    async def get(self, token_hash: str, *, for_update: bool = False) -> PinResetToken | None: ...
+
+    async def mark_used(self, token_hash: str, now: datetime) -> None: ...
+
+
+class LimitOverrideRepository(Protocol):
+    async def for_wallet(self, wallet_id: str) -> Sequence[LimitOverride]: ...
+
+    async def replace_admin(self, wallet_id: str, overrides: Sequence[LimitOverride]) -> None:
+        """PUT semantics: the wallet's admin overrides become exactly `overrides`."""
+
+    async def put_user(self, override: LimitOverride) -> None: ...
+
+    async def delete_user(self, wallet_id: str, action: LimitAction) -> bool: ...
+
+    async def list(
+        self, flt: LimitOverrideFilter, after: tuple[datetime, int] | None, limit: int
+    ) -> Sequence[ListedOverride]:
+        """Most recently set first; keyset on (updated_at, position) strictly after `after`."""
+
+
+class SettingRepository(Protocol):
+    async def values(self, key_prefix: str) -> dict[str, str]:
+        """Current values of the keys starting with `key_prefix`."""
+
+    async def list(
+        self, key_prefix: str, after_key: str, limit: int
+    ) -> Sequence[StoredSetting]: ...
+
+    async def get(self, key: str, *, for_update: bool = False) -> StoredSetting | None: ...
+
+    async def update(
+        self, key: str, old_value: str, new_value: str, actor_id: str, reason: str, now: datetime
+    ) -> StoredSetting:
+        """Sets the value and appends the change to the history table."""
+
+
+class WalletUnitOfWork(Protocol):
+    """One transaction over the wallet's tables, with audit, idempotency and outbox."""
+
+    @property
+    def wallets(self) -> WalletRepository: ...
+    @property
+    def pins(self) -> PinRepository: ...
+    @property
+    def reset_tokens(self) -> PinResetTokenRepository: ...
+    @property
+    def limits(self) -> LimitOverrideRepository: ...
+    @property
+    def settings(self) -> SettingRepository: ...
+    @property
+    def idempotency(self) -> IdempotencyRecords: ...
+    @property
+    def outbox(self) -> Outbox: ...
+
+    async def audit(self, entry: AuditEntry) -> None: ...
+    async def commit(self) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+# ----- other ports ----------------------------------------------------------------------
+
+
+class PinHasher(Protocol):
+    """bcrypt over a peppered PIN, off the event loop (adapters/pin_hasher.py)."""
+
+    async def hash(self, pin: str) -> str: ...
+    async def verify(self, pin: str, pin_hash: str) -> bool: ...
+
+
+class SecretSealer(Protocol):
+    """Seals a secret that must pass through the outbox (vaultpay_common.sealing)."""
+
+    def seal(self, plaintext: str) -> str: ...
+
+
+class LimitUsageSource(Protocol):
+    """Usage of the current windows, from transfer's GetLimitUsage."""
+
+    async def usage(self, wallet_id: str, now: datetime) -> Sequence[ActionUsage] | None:
+        """None when usage is unknown (transfer absent, down or too slow); never raises for
+        that. An action missing from the answer has used nothing."""
+
+
+class TransferStatsSource(Protocol):
+    async def stats(self, now: datetime) -> TransferStats | None:
+        """None when the transfer service cannot answer."""
+
+
+class KycStatsSource(Protocol):
+    async def pending_count(self) -> int | None:
+        """KYC submissions waiting for review; None when kyc cannot answer."""
+
+
+class TrustedIpCounter(Protocol):
+    async def count_trusted(self, user_id: str, now: datetime) -> int:
+        """How many IP addresses the user trusts now (the IP-trust engineer's repository)."""

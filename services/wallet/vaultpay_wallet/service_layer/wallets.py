@@ -1,0 +1,209 @@
+"""The wallet holder's use cases: open, read, look up, freeze, unfreeze and close.
+
+Reads show expired freezes as lifted without writing (cheap polling); the writes persist the
+lifting in the same transaction. Every write runs through `run_once`, so a retried request
+replays its first answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.clock import Clock
+from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_wallet.domain.errors import (
+    WalletAlreadyExistsError,
+    WalletClosedError,
+    WalletFrozenError,
+    WalletIdCollisionError,
+    WalletNotFoundError,
+)
+from vaultpay_wallet.domain.ids import new_wallet_id
+from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet
+from vaultpay_wallet.domain.validation import clean_currency, clean_text
+from vaultpay_wallet.service_layer._shared import (
+    clean_wallet_id,
+    load_own_wallet,
+    persist_expired_lifts,
+)
+from vaultpay_wallet.service_layer.commands import (
+    CloseMyWallet,
+    CreateWallet,
+    FreezeMyWallet,
+    UnfreezeMyWallet,
+)
+from vaultpay_wallet.service_layer.limits import LimitsService
+from vaultpay_wallet.service_layer.notify import NotificationKind, notify
+from vaultpay_wallet.service_layer.ports import WalletUnitOfWork
+from vaultpay_wallet.service_layer.results import Balance, WalletLimits, WalletPublicView
+
+__all__ = ["WalletService"]
+
+log = logging.getLogger(__name__)
+
+_WALLET = DataclassCodec(Wallet)
+_ID_ATTEMPTS = 8  # 36^6 ids: eight collisions in a row mean something else is wrong
+_SELF = frozenset({FreezeSource.SELF})
+
+
+class WalletService:
+    def __init__(
+        self,
+        uow: Callable[[], WalletUnitOfWork],
+        clock: Clock,
+        limits: LimitsService,
+        *,
+        new_id: Callable[[], str] = new_wallet_id,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._limits = limits
+        self._new_id = new_id
+
+    # ----- open -----------------------------------------------------------------------
+
+    async def create_wallet(self, cmd: CreateWallet) -> Wallet:
+        """One per user, ever: a user whose wallet is closed cannot open another."""
+        display_name = clean_text(
+            cmd.display_name, field="display_name", min_length=1, max_length=100
+        )
+        currency = clean_currency(cmd.currency_code)
+        async with self._uow() as uow:
+            return await run_once(
+                uow,
+                cmd.idempotency,
+                _WALLET,
+                lambda: self._create(uow, cmd.user_id, display_name, currency),
+            )
+
+    async def _create(
+        self, uow: WalletUnitOfWork, user_id: str, display_name: str, currency: str
+    ) -> Wallet:
+        existing = await uow.wallets.get_by_user(user_id)
+        if existing is not None:
+            if existing.is_closed:
+                raise WalletAlreadyExistsError(
+                    "this user's wallet is closed; it cannot be reopened"
+                )
+            raise WalletAlreadyExistsError()
+        now = self._clock.now()
+        for _ in range(_ID_ATTEMPTS):
+            wallet = Wallet.open(self._new_id(), user_id, display_name, currency, now)
+            try:
+                await uow.wallets.add(wallet)
+            except WalletIdCollisionError:
+                log.info("wallet id collision, drawing another")
+                continue
+            await uow.audit(
+                AuditEntry("wallet.created", "wallet", wallet.id, {"currency": currency})
+            )
+            return wallet
+        raise RuntimeError("could not draw a free wallet id")
+
+    # ----- read -----------------------------------------------------------------------
+
+    async def get_my_wallet(self, user_id: str) -> WalletLimits:
+        async with self._uow() as uow:
+            wallet = (await load_own_wallet(uow, user_id)).current(self._clock.now())
+        limits, known = await self._limits.view_for(wallet)
+        return WalletLimits(wallet, limits, known)
+
+    async def get_balance(self, user_id: str) -> Balance:
+        async with self._uow() as uow:
+            wallet = await load_own_wallet(uow, user_id)
+        return Balance(wallet.id, wallet.currency, wallet.balance_minor, self._clock.now())
+
+    async def lookup_wallet(self, wallet_id: str) -> WalletPublicView:
+        """Any user may look up any wallet: only what a payer needs, never the owner or balance."""
+        cleaned = clean_wallet_id(wallet_id)
+        async with self._uow() as uow:
+            wallet = await uow.wallets.get(cleaned)
+        if wallet is None:
+            raise WalletNotFoundError()
+        return WalletPublicView(wallet.id, wallet.display_name, wallet.currency, wallet.can_receive)
+
+    # ----- freeze ---------------------------------------------------------------------
+
+    async def freeze_my_wallet(self, cmd: FreezeMyWallet) -> Wallet:
+        """Adds (or refreshes the note of) the owner's own freeze; other freezes stay."""
+        note = clean_text(cmd.note, field="note", min_length=0, max_length=500)
+
+        async def work(uow: WalletUnitOfWork) -> Wallet:
+            now = self._clock.now()
+            wallet = await persist_expired_lifts(
+                uow, await load_own_wallet(uow, cmd.user_id, for_update=True), now
+            )
+            earlier = wallet.freeze_by(FreezeSource.SELF)
+            frozen_at = now if earlier is None else earlier.frozen_at
+            wallet = wallet.frozen(
+                Freeze(FreezeSource.SELF, note, frozen_at, None, cmd.user_id), now
+            )
+            await uow.wallets.update(wallet)
+            await uow.audit(AuditEntry("wallet.self_frozen", "wallet", wallet.id))
+            return wallet
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
+
+    async def unfreeze_my_wallet(self, cmd: UnfreezeMyWallet) -> Wallet:
+        """Lifts only the owner's own freeze. With no self-freeze but another freeze:
+        WALLET_FROZEN. With a self-freeze and another one, the self-freeze is lifted and the
+        wallet stays FROZEN (showing the other). Not frozen at all: a no-op."""
+
+        async def work(uow: WalletUnitOfWork) -> Wallet:
+            now = self._clock.now()
+            wallet = await persist_expired_lifts(
+                uow, await load_own_wallet(uow, cmd.user_id, for_update=True), now
+            )
+            if wallet.is_closed:
+                raise WalletClosedError()
+            if wallet.freeze_by(FreezeSource.SELF) is None:
+                if wallet.freezes:
+                    raise WalletFrozenError(
+                        "the wallet is frozen by staff or a PIN lockout; the owner cannot lift it"
+                    )
+                return wallet
+            wallet = wallet.lifted(_SELF, now)
+            await uow.wallets.update(wallet)
+            await uow.audit(AuditEntry("wallet.self_unfrozen", "wallet", wallet.id))
+            return wallet
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
+
+    # ----- close ----------------------------------------------------------------------
+
+    async def close_my_wallet(self, cmd: CloseMyWallet) -> Wallet:
+        """Only at zero balance (WALLET_HAS_BALANCE). A staff freeze or a PIN lockout blocks
+        closing (WALLET_FROZEN): closing must not be a way around a hold or a lockout; the
+        owner's own freeze does not. Terminal; the user can never open another wallet."""
+
+        async def work(uow: WalletUnitOfWork) -> Wallet:
+            now = self._clock.now()
+            wallet = await persist_expired_lifts(
+                uow, await load_own_wallet(uow, cmd.user_id, for_update=True), now
+            )
+            if wallet.is_closed:
+                raise WalletClosedError("the wallet is already closed")
+            if any(f.source is not FreezeSource.SELF for f in wallet.freezes):
+                raise WalletFrozenError(
+                    "a wallet frozen by staff or a PIN lockout cannot be closed"
+                )
+            wallet = wallet.closed(now)
+            await uow.wallets.update(wallet)
+            await uow.reset_tokens.invalidate_for_wallet(wallet.id, now)
+            await uow.audit(AuditEntry("wallet.closed", "wallet", wallet.id))
+            await notify(
+                uow.outbox,
+                user_id=wallet.user_id,
+                kind=NotificationKind.WALLET_STATUS,
+                title="Your wallet is closed",
+                body=f"Wallet {wallet.id} was closed at your request. This cannot be undone.",
+                dedupe_key=f"wallet.closed:{wallet.id}",
+            )
+            return wallet
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))

@@ -1,0 +1,254 @@
+"""The wallet as a user reaches it: JSON through Envoy, mail through the SMTP sink."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.e2e.conftest import Gateway
+from tests.e2e.wallet_support import mailed_code, new_person, rid, staff_token
+from vaultpay_devstack.mesh import Mesh
+
+WALLET_ID = re.compile(r"^VPY-[A-Z0-9]{6}$")
+
+
+def test_open_a_wallet_set_and_verify_a_pin(gateway: Gateway) -> None:
+    person = new_person(gateway, wallet=False)
+    created = person.call(
+        gateway, "POST", "/v1/wallets", {"requestId": rid(), "displayName": "Asha Rao"}
+    )
+    assert created.status == 200, created.body
+    wallet = created.body["wallet"]
+    assert WALLET_ID.match(wallet["walletId"])
+    assert wallet["status"] == "WALLET_STATUS_ACTIVE"
+    assert wallet["currencyCode"] == "INR"
+    assert wallet["kycTier"] == "KYC_TIER_NONE"
+    assert wallet["balance"]["currencyCode"] == "INR"
+    assert wallet["balance"].get("amountMinor", "0") == "0"  # proto3 JSON omits zero
+
+    mine = person.call(gateway, "GET", "/v1/wallets/me")
+    assert mine.status == 200, mine.body
+    assert mine.body["wallet"]["walletId"] == wallet["walletId"]
+    assert {a["action"] for a in mine.body["limits"]} == {
+        "LIMIT_ACTION_SEND",
+        "LIMIT_ACTION_WITHDRAW",
+        "LIMIT_ACTION_TOP_UP",
+    }
+
+    pin = {"requestId": rid(), "pin": "4821", "pinConfirmation": "4821"}
+    assert person.call(gateway, "POST", "/v1/wallets/me/pin", pin).status == 200
+    verified = person.call(
+        gateway, "POST", "/v1/wallets/me/pin:verify", {"requestId": rid(), "pin": "4821"}
+    )
+    assert verified.status == 200, verified.body
+
+    again = person.call(gateway, "POST", "/v1/wallets", {"requestId": rid(), "displayName": "X"})
+    assert again.status == 409
+    assert again.error_reason() == "WALLET_ALREADY_EXISTS"
+
+
+def test_a_retried_create_with_the_same_request_id_replays_the_wallet(gateway: Gateway) -> None:
+    person = new_person(gateway, wallet=False)
+    body = {"requestId": rid(), "displayName": "Retry Person"}
+    first = person.call(gateway, "POST", "/v1/wallets", body)
+    second = person.call(gateway, "POST", "/v1/wallets", body)
+    assert first.status == second.status == 200, (first.body, second.body)
+    assert first.body["wallet"]["walletId"] == second.body["wallet"]["walletId"]
+    other = person.call(gateway, "POST", "/v1/wallets", {**body, "displayName": "Someone Else"})
+    assert other.error_reason() == "IDEMPOTENCY_KEY_REUSED", other.body
+
+
+def test_three_wrong_pins_lock_the_wallet_and_the_mailed_reset_lifts_it(
+    gateway: Gateway, mesh: Mesh
+) -> None:
+    person = new_person(gateway, pin="4821")
+    reasons = []
+    for _ in range(3):
+        wrong = person.call(
+            gateway, "POST", "/v1/wallets/me/pin:verify", {"requestId": rid(), "pin": "1357"}
+        )
+        reasons.append(wrong.error_reason())
+    assert reasons == ["INVALID_PIN", "INVALID_PIN", "PIN_LOCKED"], reasons
+
+    wallet = person.call(gateway, "GET", "/v1/wallets/me").body["wallet"]
+    assert wallet["status"] == "WALLET_STATUS_FROZEN"
+    assert wallet["freeze"]["reason"] == "FREEZE_REASON_PIN_LOCKOUT"
+    right = person.call(
+        gateway, "POST", "/v1/wallets/me/pin:verify", {"requestId": rid(), "pin": "4821"}
+    )
+    assert right.error_reason() == "PIN_LOCKED"
+
+    requested = person.call(
+        gateway, "POST", "/v1/wallets/me/pin:requestReset", {"requestId": rid()}
+    )
+    assert requested.status == 200, requested.body
+    code = mailed_code(mesh, person.email, "PIN")
+    reset = {"requestId": rid(), "token": code, "newPin": "7394", "newPinConfirmation": "7394"}
+    done = gateway.call("POST", "/v1/wallets/pin:reset", reset)
+    assert done.status == 200, done.body
+    assert done.body.get("lockoutLifted") is True
+    assert person.call(gateway, "GET", "/v1/wallets/me").body["wallet"]["status"] == (
+        "WALLET_STATUS_ACTIVE"
+    )
+    ok = person.call(
+        gateway, "POST", "/v1/wallets/me/pin:verify", {"requestId": rid(), "pin": "7394"}
+    )
+    assert ok.status == 200, ok.body
+    reused = gateway.call("POST", "/v1/wallets/pin:reset", {**reset, "requestId": rid()})
+    assert reused.status in (400, 412), reused.body
+
+
+def test_thirty_concurrent_wrong_pins_count_at_most_three(gateway: Gateway) -> None:
+    person = new_person(gateway, pin="4821")
+
+    def wrong(_: int) -> str:
+        reply = person.call(
+            gateway, "POST", "/v1/wallets/me/pin:verify", {"requestId": rid(), "pin": "1357"}
+        )
+        return reply.error_reason()
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        reasons = list(pool.map(wrong, range(30)))
+    assert reasons.count("INVALID_PIN") <= 2, reasons
+    assert set(reasons) <= {"INVALID_PIN", "PIN_LOCKED"}, reasons
+    wallet = person.call(gateway, "GET", "/v1/wallets/me").body["wallet"]
+    assert wallet["freeze"]["reason"] == "FREEZE_REASON_PIN_LOCKOUT"
+
+
+def test_a_user_unfreeze_leaves_a_staff_freeze_in_place(gateway: Gateway, mesh: Mesh) -> None:
+    person = new_person(gateway)
+    moderator = staff_token(mesh, gateway, "MODERATOR")
+    froze = person.call(gateway, "POST", "/v1/wallets/me:freeze", {"requestId": rid()})
+    assert froze.status == 200, froze.body
+    staff = gateway.call(
+        "POST",
+        f"/v1/admin/wallets/{person.wallet_id}:freeze",
+        {"requestId": rid(), "reason": "chargeback investigation"},
+        token=moderator,
+    )
+    assert staff.status == 200, staff.body
+
+    unfreeze = person.call(gateway, "POST", "/v1/wallets/me:unfreeze", {"requestId": rid()})
+    assert unfreeze.status in (200, 400), unfreeze.body
+    wallet = person.call(gateway, "GET", "/v1/wallets/me").body["wallet"]
+    assert wallet["status"] == "WALLET_STATUS_FROZEN"
+    assert wallet["freeze"]["reason"] == "FREEZE_REASON_ADMIN"
+    assert "note" not in wallet["freeze"], "the owner must not see staff notes"
+
+    lifted = gateway.call(
+        "POST",
+        f"/v1/admin/wallets/{person.wallet_id}:unfreeze",
+        {"requestId": rid(), "reason": "cleared"},
+        token=moderator,
+    )
+    assert lifted.status == 200, lifted.body
+    assert lifted.body["wallet"]["status"] == "WALLET_STATUS_ACTIVE"
+
+    admin = staff_token(mesh, gateway, "ADMIN")
+    events = gateway.call("GET", f"/v1/admin/audit-logs?targetId={person.wallet_id}", token=admin)
+    assert events.status == 200, events.body
+    actions = {e["action"] for e in events.body.get("events", [])}
+    assert {"wallet.frozen", "wallet.unfrozen"} <= actions, actions
+
+
+def test_limits_lower_refuse_raise_override_and_settings(gateway: Gateway, mesh: Mesh) -> None:
+    person = new_person(gateway)
+    limits = person.call(gateway, "GET", "/v1/wallets/me/limits").body["limits"]
+    send = next(a for a in limits if a["action"] == "LIMIT_ACTION_SEND")
+    tier_daily = int(send["daily"]["amount"]["amountMinor"])
+    assert tier_daily > 100
+
+    lower = {"requestId": rid(), "daily": {"currencyCode": "INR", "amountMinor": "100"}}
+    lowered = person.call(gateway, "PUT", "/v1/wallets/me/limits/send", lower)
+    assert lowered.status == 200, lowered.body
+    assert lowered.body["limits"]["daily"]["amount"]["amountMinor"] == "100"
+    assert lowered.body["limits"]["daily"]["source"] == "LIMIT_SOURCE_USER"
+
+    higher = {
+        "requestId": rid(),
+        "daily": {"currencyCode": "INR", "amountMinor": str(tier_daily + 1)},
+    }
+    refused = person.call(gateway, "PUT", "/v1/wallets/me/limits/send", higher)
+    assert refused.status == 400, refused.body
+    assert "daily" in refused.field_violations()
+
+    admin = staff_token(mesh, gateway, "ADMIN")
+    override = {
+        "requestId": rid(),
+        "reason": "trusted merchant",
+        "limits": [
+            {
+                "action": "LIMIT_ACTION_WITHDRAW",
+                "daily": {"currencyCode": "INR", "amountMinor": "123456"},
+            }
+        ],
+    }
+    put = gateway.call("PUT", f"/v1/admin/wallets/{person.wallet_id}/limits", override, token=admin)
+    assert put.status == 200, put.body
+    mine = person.call(gateway, "GET", "/v1/wallets/me/limits").body["limits"]
+    withdraw = next(a for a in mine if a["action"] == "LIMIT_ACTION_WITHDRAW")
+    assert withdraw["daily"]["amount"]["amountMinor"] == "123456"
+    assert withdraw["daily"]["source"] == "LIMIT_SOURCE_ADMIN_OVERRIDE"
+
+    root = staff_token(mesh, gateway, "SUPER_ADMIN")
+    settings = gateway.call("GET", "/v1/admin/settings?keyPrefix=limits.tier_none.", token=root)
+    assert settings.status == 200, settings.body
+    key = "limits.tier_none.top_up.monthly"
+    assert any(s["key"] == key for s in settings.body["settings"]), settings.body
+    changed = gateway.call(
+        "PATCH",
+        f"/v1/admin/settings/{key}",
+        {"requestId": rid(), "value": "777777", "reason": "e2e"},
+        token=root,
+    )
+    assert changed.status == 200, changed.body
+    mine = person.call(gateway, "GET", "/v1/wallets/me/limits").body["limits"]
+    top_up = next(a for a in mine if a["action"] == "LIMIT_ACTION_TOP_UP")
+    assert top_up["monthly"]["amount"]["amountMinor"] == "777777"
+    bad = gateway.call(
+        "PATCH",
+        f"/v1/admin/settings/{key}",
+        {"requestId": rid(), "value": "-5", "reason": "e2e"},
+        token=root,
+    )
+    assert bad.status == 400 and "value" in bad.field_violations(), bad.body
+
+
+def test_bad_input_is_400_naming_the_field_and_writes_nothing(gateway: Gateway) -> None:
+    person = new_person(gateway)
+    for pin in ("123", "12345", "12a4", "1234", "0000"):
+        reply = person.call(
+            gateway,
+            "POST",
+            "/v1/wallets/me/pin",
+            {"requestId": rid(), "pin": pin, "pinConfirmation": pin},
+        )
+        assert reply.status == 400, (pin, reply.body)
+        assert "pin" in reply.field_violations(), (pin, reply.body)
+    assert person.call(gateway, "GET", "/v1/wallets/me").body["wallet"].get("pinSet") is not True
+
+    for wallet_id in ("VPY-12", "VPY-abc!23", "XYZ-ABC123", "VPY-ABCDEFG"):
+        looked = person.call(gateway, "GET", f"/v1/wallets/{wallet_id}")
+        assert looked.status in (400, 404), (wallet_id, looked.body)
+    huge = person.call(
+        gateway, "POST", "/v1/wallets/me:freeze", {"requestId": rid(), "note": "x" * 600}
+    )
+    assert huge.status == 400 and "note" in huge.field_violations(), huge.body
+    unknown = person.call(
+        gateway, "POST", "/v1/wallets/me:freeze", {"requestId": rid(), "bogus": 1}
+    )
+    assert unknown.status == 400
+    assert person.call(gateway, "GET", "/v1/wallets/me").body["wallet"]["status"] == (
+        "WALLET_STATUS_ACTIVE"
+    )
+
+
+def test_lookup_shows_the_public_view_only(gateway: Gateway) -> None:
+    payee, payer = new_person(gateway), new_person(gateway)
+    seen = payer.call(gateway, "GET", f"/v1/wallets/{payee.wallet_id.lower()}")
+    assert seen.status == 200, seen.body
+    assert seen.body["wallet"]["walletId"] == payee.wallet_id
+    assert seen.body["wallet"]["canReceive"] is True
+    assert "balance" not in seen.body["wallet"] and "userId" not in seen.body["wallet"]
+    missing = payer.call(gateway, "GET", "/v1/wallets/VPY-ZZZZZZ")
+    assert missing.status == 404 and missing.error_reason() == "WALLET_NOT_FOUND"

@@ -1,0 +1,117 @@
+"""What the wallet end-to-end tests share: people with wallets, staff, mail, service identity."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from tests.e2e.conftest import PASSWORD, Gateway, Reply
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay_devstack.mesh import Mesh
+from vaultpay_devstack.postgres import run_sql
+from vaultpay_devstack.smtp_sink import read_messages, wait_for_message
+
+__all__ = [
+    "Person",
+    "mail_count",
+    "mailed_code",
+    "new_person",
+    "rid",
+    "service_token",
+    "staff_token",
+]
+
+_AUTH_CLI = (sys.executable, "-m", "vaultpay_auth.entrypoints.cli")
+_CODE = re.compile(r"code: (?P<code>[A-Za-z0-9_-]{20,})")
+
+
+def rid() -> str:
+    """A fresh request id (AIP-155)."""
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Person:
+    email: str
+    token: str
+    user_id: str
+    wallet_id: str = ""
+
+    def call(self, gateway: Gateway, method: str, path: str, body: Any = None) -> Reply:
+        return gateway.call(method, path, body, token=self.token)
+
+
+def new_person(gateway: Gateway, *, wallet: bool = True, pin: str | None = None) -> Person:
+    email, registered = gateway.register()
+    assert registered.status == 200, registered.body
+    tokens = gateway.login(email)
+    person = Person(email, str(tokens["accessToken"]), str(registered.body["user"]["userId"]))
+    if wallet:
+        created = person.call(
+            gateway, "POST", "/v1/wallets", {"requestId": rid(), "displayName": "E2E Person"}
+        )
+        assert created.status == 200, created.body
+        person.wallet_id = str(created.body["wallet"]["walletId"])
+    if pin is not None:
+        body = {"requestId": rid(), "pin": pin, "pinConfirmation": pin}
+        set_pin = person.call(gateway, "POST", "/v1/wallets/me/pin", body)
+        assert set_pin.status == 200, set_pin.body
+    return person
+
+
+def staff_token(mesh: Mesh, gateway: Gateway, role: str) -> str:
+    """A token of a staff member with `role`, made the way an operator does (CLI + SQL)."""
+    email = f"{role.lower()}-{uuid.uuid4().hex[:10]}@example.com"
+    env = {**os.environ, **mesh.env_for("auth", operator=True)}
+    made = subprocess.run(
+        [*_AUTH_CLI, "create-superadmin", "--email", email, "--password-stdin"],
+        input=PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    if role != "SUPER_ADMIN":
+        dbs = mesh.databases
+        assert dbs is not None
+
+        async def demote(conn: Any) -> None:
+            await conn.execute("UPDATE users SET role = $1 WHERE email = $2", role, email)
+
+        run_sql(dbs.url(dbs.auth_owner_role, dbs.auth_database, driver="postgresql"), demote)
+    return str(gateway.login(email)["accessToken"])
+
+
+async def service_token(mesh: Mesh, client_id: str = "transfer") -> str:
+    """A service identity's token (client credentials), as a peer service holds it."""
+    secret = mesh.env_for(client_id)[f"{client_id.upper()}_SERVICE_CLIENT_SECRET"]
+    async with grpc.aio.insecure_channel(mesh.grpc_address("auth")) as channel:
+        reply = await auth_pb2_grpc.AuthInternalServiceStub(channel).IssueServiceToken(
+            auth_pb2.IssueServiceTokenRequest(client_id=client_id, client_secret=secret)
+        )
+    return str(reply.access_token)
+
+
+def mailed_code(mesh: Mesh, to: str, subject_contains: str, *, after: int = 0) -> str:
+    """The single-use code in the newest matching mail (read from the SMTP sink)."""
+    mail = wait_for_message(
+        mesh.maildir, to=to, subject_contains=subject_contains, after=after, timeout=15.0
+    )
+    body = mail.message.get_body(preferencelist=("plain",))
+    text = body.get_content() if body is not None else ""
+    found = _CODE.search(str(text))
+    assert found, f"no code in the mail: {text!r}"
+    return found.group("code")
+
+
+def mail_count(mesh: Mesh) -> int:
+    return len(read_messages(mesh.maildir))

@@ -1,0 +1,1 @@
+"""In-memory fakes of the platform's ports, for fast unit tests of business rules."""

@@ -1,0 +1,114 @@
+"""Server reflection through the gateway: the trimmed descriptors and the rendered routes.
+
+The reflection server itself is called with grpcurl through a real mesh in
+tests/e2e/test_reflection_through_gateway.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2
+
+from tests.gateway.test_config import _render, _routes, demo_descriptor
+from vaultpay_gateway import HostPort
+from vaultpay_gateway.__main__ import parse_settings
+from vaultpay_gateway.reflection import (
+    REFLECTION_SERVICES,
+    public_descriptors,
+    reflection_paths,
+    start_server,
+)
+from vaultpay_gateway.routes import REFLECTION_CLUSTER
+
+__all__ = ["demo_descriptor"]  # the fixture, shared with test_config
+
+JWT = "envoy.filters.http.jwt_authn"
+
+
+def test_only_routed_rpcs_of_public_services_are_described(demo_descriptor: Path) -> None:
+    public = public_descriptors(demo_descriptor)
+
+    assert public.services == ("vaultpay.demo.v1.DemoService",)
+    service = public.pool.FindServiceByName("vaultpay.demo.v1.DemoService")
+    # Sync is `internal`, Forgotten has no rule: the gateway routes neither.
+    assert sorted(m.name for m in service.methods) == ["Open", "Peek", "Watch"]
+    for hidden in ("DemoInternalService", "DemoPeerService"):
+        with pytest.raises(KeyError):
+            public.pool.FindServiceByName(f"vaultpay.demo.v1.{hidden}")
+    # Messages stay whole: they are plain types.
+    assert public.pool.FindMessageTypeByName("vaultpay.demo.v1.Req").fields_by_name["demo_id"]
+
+
+def test_the_real_contract_lists_exactly_its_public_services(descriptor_set: Path) -> None:
+    services = set(public_descriptors(descriptor_set).services)
+
+    assert {
+        "vaultpay.auth.v1.AuthService",
+        "vaultpay.auth.v1.AuthAdminService",
+        "vaultpay.wallet.v1.WalletService",
+        "vaultpay.wallet.v1.WalletAdminService",
+    } <= services
+    assert not [s for s in services if s.endswith("InternalService")]
+
+
+def test_without_a_reflection_server_reflection_is_not_routed(descriptor_set: Path) -> None:
+    config = _render(descriptor_set)
+
+    assert not [n for n in _routes(config) if n.startswith("reflection")]
+    assert REFLECTION_CLUSTER not in {c["name"] for c in config["static_resources"]["clusters"]}
+
+
+def test_reflection_routes_go_to_the_reflection_cluster(descriptor_set: Path) -> None:
+    config = _render(descriptor_set, reflection=HostPort("127.0.0.1", 9090))
+    routes = _routes(config)
+
+    for path in reflection_paths():
+        route: dict[str, Any] = routes[f"reflection {path}"]
+        assert route["match"] == {"path": path, "grpc": {}}
+        assert route["route"]["cluster"] == REFLECTION_CLUSTER
+        assert route["route"]["timeout"] == "0s"  # a stream, open as long as grpcurl wants
+        disabled = route["typed_per_filter_config"]
+        assert disabled[JWT]["disabled"] is True
+        assert disabled["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+    (cluster,) = [
+        c for c in config["static_resources"]["clusters"] if c["name"] == REFLECTION_CLUSTER
+    ]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9090}
+    assert cluster["health_checks"][0]["grpc_health_check"] == {"service_name": ""}
+
+
+def test_reflection_flag(tmp_path: Path) -> None:
+    settings, _, _ = parse_settings(
+        [
+            "--descriptor",
+            "x.binpb",
+            "--out",
+            str(tmp_path / "e.json"),
+            "--reflection",
+            "127.0.0.1:9",
+        ]
+    )
+
+    assert settings.reflection == HostPort("127.0.0.1", 9)
+
+
+async def test_the_server_answers_v1alpha_and_v1(demo_descriptor: Path) -> None:
+    server, port = await start_server(demo_descriptor, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for service in REFLECTION_SERVICES:
+                call = channel.stream_stream(
+                    f"/{service}/ServerReflectionInfo",
+                    request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                    response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+                )
+                request = reflection_pb2.ServerReflectionRequest(list_services="")
+                replies = [r async for r in call(iter([request]))]
+                names = {s.name for s in replies[0].list_services_response.service}
+                assert names == {"vaultpay.demo.v1.DemoService", *REFLECTION_SERVICES}
+    finally:
+        await server.stop(None)

@@ -1,0 +1,327 @@
+"""IP trust and notifications on real PostgreSQL and Redis: the w0002 migration applied by
+Alembic (after the platform chain), races settled by the database, LISTEN/NOTIFY fan-out
+across two "replicas", and the Redis-down fail-open path."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tests.fakes.wallet_ip_notifications import FakeSealer
+from vaultpay_common.audit.model import AuditEntry
+from vaultpay_common.audit.store import AuditLog
+from vaultpay_common.clock import SystemClock
+from vaultpay_common.db import SqlUnitOfWork, create_engine
+from vaultpay_common.idempotency import SqlIdempotencyRecords
+from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
+from vaultpay_common.outbox import SqlOutbox
+from vaultpay_common.redis import create_redis
+from vaultpay_devstack.postgres import Provisioned
+from vaultpay_devstack.procs import free_port
+from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
+from vaultpay_wallet.adapters.ip_trust_sql import (
+    SqlIpConfirmationRepository,
+    SqlTrustedIpRepository,
+)
+from vaultpay_wallet.adapters.notification_hub import NotificationHub, PgNotificationListener
+from vaultpay_wallet.adapters.notifications_sql import SqlNotificationRepository
+from vaultpay_wallet.domain.ip_trust import IpConfirmationTokenInvalidError
+from vaultpay_wallet.domain.notifications import NotificationStreamInterruptedError
+from vaultpay_wallet.service_layer.ip_trust import (
+    CheckIpTrust,
+    ConfirmIp,
+    IpTrustCheck,
+    IpTrustService,
+    ListTrustedIps,
+    RevokeTrustedIp,
+)
+from vaultpay_wallet.service_layer.notifications import (
+    CreateNotification,
+    NotificationService,
+    WatchEvent,
+    WatchNotifications,
+)
+
+pytestmark = pytest.mark.integration
+
+KEY = b"integration-ip-hash-key-0123456789"
+MIGRATION = (
+    Path(__file__).resolve().parents[3]
+    / "services/wallet/migrations/versions/0002_ip_trust_notifications.py"
+)
+_STUB_W0001 = '''"""Stands in for the wallet core's first revision in this test's private chain."""
+revision = "w0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
+'''
+_ENV = "from sqlalchemy import MetaData\nfrom vaultpay_common.migrations import run_env\n\nrun_env(MetaData())\n"
+
+
+@pytest.fixture(scope="module")
+def migrated(databases: Provisioned) -> Iterator[Provisioned]:
+    """The platform chain, then w0002 in a private chain (w0001 stubbed), as the owner."""
+    root = Path(tempfile.mkdtemp(prefix="wallet-w0002-"))
+    try:
+        (root / "versions").mkdir()
+        (root / "env.py").write_text(_ENV)
+        (root / "versions" / "0001_stub.py").write_text(_STUB_W0001)
+        shutil.copy(MIGRATION, root / "versions" / MIGRATION.name)
+        chain = MigrationChain("wallet-w0002-test", root, "alembic_version_wallet")
+        with ThreadPoolExecutor(1) as pool:  # Alembic runs its own event loop
+            pool.submit(
+                upgrade_all,
+                [PLATFORM_CHAIN, chain],
+                databases.vaultpay_owner_dsn,
+                databases.vaultpay_app_role,
+            ).result()
+        yield databases
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class _Uow(SqlUnitOfWork):
+    """The repositories SqlWalletUnitOfWork gains, on the app role's connection."""
+
+    def _bind(self, conn: AsyncConnection) -> None:
+        self.trusted_ips = SqlTrustedIpRepository(conn)
+        self.ip_tokens = SqlIpConfirmationRepository(conn)
+        self.notifications = SqlNotificationRepository(conn)
+        self.outbox = SqlOutbox(conn, "wallet")
+        self.idempotency = SqlIdempotencyRecords(conn)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await AuditLog().append(self.connection, entry)
+
+
+@pytest.fixture(scope="module")
+async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(migrated.vaultpay_app_dsn, pool_size=12, application_name="w0002")
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = create_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+def _ip_service(engine: AsyncEngine, redis: Redis) -> IpTrustService:
+    clock = SystemClock()
+    cache = RedisTrustedIpCache(redis, clock, prefix=f"test:{uuid.uuid4().hex}:")
+    return IpTrustService(lambda: _Uow(engine), cache, FakeSealer(), clock, ip_hash_key=KEY)
+
+
+async def _check(service: IpTrustService, user: str, ip: str) -> IpTrustCheck:
+    return await service.check_ip_trust(CheckIpTrust(str(uuid.uuid4()), user, ip))
+
+
+async def _mailed_tokens(engine: AsyncEngine, user: str) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT payload FROM outbox_events WHERE topic = 'mail.send'"
+                " AND payload->>'user_id' = :u ORDER BY created_at"
+            ),
+            {"u": user},
+        )
+        return [FakeSealer().open(row.payload["params"]["token_sealed"]) for row in rows]
+
+
+async def test_concurrent_checks_from_a_new_ip_mail_one_token(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    service, user = _ip_service(engine, redis), str(uuid.uuid4())
+    results = await asyncio.gather(*(_check(service, user, "203.0.113.10") for _ in range(10)))
+    assert not any(r.trusted for r in results)
+    assert sum(r.confirmation_sent for r in results) == 1
+    assert len(await _mailed_tokens(engine, user)) == 1
+
+
+async def test_a_token_confirms_once_even_when_raced_and_is_stored_only_hashed(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    service, user = _ip_service(engine, redis), str(uuid.uuid4())
+    await _check(service, user, "2001:db8::10")
+    [token] = await _mailed_tokens(engine, user)
+    outcomes = await asyncio.gather(
+        *(service.confirm_ip(ConfirmIp(token)) for _ in range(6)), return_exceptions=True
+    )
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+    assert all(
+        isinstance(o, IpConfirmationTokenInvalidError)
+        for o in outcomes
+        if isinstance(o, BaseException)
+    )
+    assert (await _check(service, user, "2001:DB8:0::10")).trusted
+    async with engine.connect() as conn:
+        dump = await conn.scalar(
+            text(
+                "SELECT concat((SELECT string_agg(t::text, ',') FROM ip_confirmations t),"
+                " (SELECT string_agg(o.payload::text, ',') FROM outbox_events o),"
+                " (SELECT string_agg(t::text, ',') FROM trusted_ips t),"
+                " (SELECT string_agg(a.details::text, ',') FROM audit_events a))"
+            )
+        )
+    assert token not in dump and "2001:db8::10" not in dump.lower()
+
+
+async def test_a_trusted_ip_is_cached_in_redis_and_a_revoke_drops_it(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    service, user = _ip_service(engine, redis), str(uuid.uuid4())
+    await _check(service, user, "198.51.100.20")
+    [token] = await _mailed_tokens(engine, user)
+    confirmed = await service.confirm_ip(ConfirmIp(token))
+    assert (await _check(service, user, "198.51.100.20")).trusted
+    assert await redis.keys(f"*{user}*")
+    listed = await service.list_trusted_ips(ListTrustedIps(user))
+    assert [i.ip_hash for i in listed.items] == [confirmed.trusted_ip.ip_hash]
+    await service.revoke_trusted_ip(RevokeTrustedIp(user, confirmed.trusted_ip.ip_hash))
+    assert await redis.keys(f"*{user}*") == []
+    after = await _check(service, user, "198.51.100.20")
+    assert (after.trusted, after.confirmation_sent) == (False, True)
+
+
+async def test_trusted_ips_page_most_recently_seen_first(engine: AsyncEngine, redis: Redis) -> None:
+    service, user = _ip_service(engine, redis), str(uuid.uuid4())
+    for n in range(5):
+        await _check(service, user, f"192.0.2.{n}")
+    for token in await _mailed_tokens(engine, user):
+        await service.confirm_ip(ConfirmIp(token))
+    expected = [i.ip_hash for i in (await service.list_trusted_ips(ListTrustedIps(user))).items]
+    page = await service.list_trusted_ips(ListTrustedIps(user, page_size=2))
+    seen = [i.ip_hash for i in page.items]
+    while page.has_more:
+        page = await service.list_trusted_ips(ListTrustedIps(user, 2, page.next_cursor))
+        seen += [i.ip_hash for i in page.items]
+    assert seen == expected and len(seen) == 5
+
+
+async def test_when_redis_is_down_the_check_fails_open_and_writes_nothing(
+    engine: AsyncEngine,
+) -> None:
+    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    try:
+        service, user = _ip_service(engine, dead), str(uuid.uuid4())
+        result = await _check(service, user, "203.0.113.99")
+    finally:
+        await dead.aclose()
+    assert (result.trusted, result.confirmation_sent, result.failed_open) == (True, False, True)
+    assert await _mailed_tokens(engine, user) == []
+
+
+async def test_the_same_event_delivered_concurrently_creates_one_notification(
+    engine: AsyncEngine,
+) -> None:
+    hub = NotificationHub()
+    service = NotificationService(lambda: _Uow(engine), hub, SystemClock())
+    user, event_id = str(uuid.uuid4()), str(uuid.uuid4())
+    results = await asyncio.gather(
+        *(
+            service.create_notification(
+                CreateNotification(event_id, user, "MONEY_SENT", "Sent", "₹10 to VPY-ABC123")
+            )
+            for _ in range(10)
+        )
+    )
+    assert sum(r.created for r in results) == 1
+    assert len({r.notification.notification_id for r in results}) == 1
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            text("SELECT count(*) FROM notifications WHERE user_id = :u"), {"u": user}
+        )
+    assert count == 1
+
+
+async def _next_event(events: AsyncIterator[WatchEvent], within: float = 1.0) -> WatchEvent:
+    return await asyncio.wait_for(anext(events), within)
+
+
+async def test_watchers_on_two_replicas_hear_a_commit_within_a_second(
+    migrated: Provisioned, engine: AsyncEngine
+) -> None:
+    hubs = [NotificationHub(), NotificationHub()]
+    listeners = [PgNotificationListener(migrated.vaultpay_app_dsn, hub) for hub in hubs]
+    for listener in listeners:
+        await listener.start()
+    a, b = (NotificationService(lambda: _Uow(engine), hub, SystemClock()) for hub in hubs)
+    user = str(uuid.uuid4())
+    try:
+        async with (
+            a.watch(WatchNotifications(user)) as on_a,
+            b.watch(WatchNotifications(user)) as on_b,
+        ):
+            assert (await _next_event(on_a)).unread_count == 0
+            assert (await _next_event(on_b)).unread_count == 0
+            started = time.monotonic()
+            created = await a.create_notification(
+                CreateNotification(str(uuid.uuid4()), user, "TOP_UP", "Top-up", "₹500 added")
+            )
+            for events in (on_b, on_a):
+                event = await _next_event(events)
+                assert event.notification == created.notification
+                assert event.unread_count == 1
+            assert time.monotonic() - started < 1.0
+    finally:
+        for hub in hubs:
+            hub.close()
+        for listener in listeners:
+            await listener.stop()
+
+
+async def test_a_lost_listener_interrupts_streams_then_reconnects(
+    migrated: Provisioned, engine: AsyncEngine
+) -> None:
+    hub = NotificationHub()
+    listener = PgNotificationListener(migrated.vaultpay_app_dsn, hub, probe_interval=0.2)
+    await listener.start()
+    service = NotificationService(lambda: _Uow(engine), hub, SystemClock())
+    user = str(uuid.uuid4())
+    try:
+        async with service.watch(WatchNotifications(user)) as events:
+            await _next_event(events)
+            async with engine.connect() as conn:
+                await conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+                        " application_name = 'vaultpay-wallet-notification-listener'"
+                        " AND datname = current_database()"
+                    )
+                )
+            with pytest.raises(NotificationStreamInterruptedError):
+                await _next_event(events, within=5)
+        deadline = time.monotonic() + 10
+        while not listener.listening or not hub.accepting:
+            assert time.monotonic() < deadline, "the listener did not reconnect"
+            await asyncio.sleep(0.05)
+        async with service.watch(WatchNotifications(user)) as events:
+            await _next_event(events)
+            await service.create_notification(
+                CreateNotification(str(uuid.uuid4()), user, "KYC", "KYC approved", "")
+            )
+            assert (await _next_event(events)).notification is not None
+    finally:
+        hub.close()
+        await listener.stop()

@@ -1,0 +1,214 @@
+"""The wallet's SQL adapters on a real PostgreSQL, with migration w0001 applied by Alembic.
+
+Proves what fakes cannot: the PIN counter under 30 concurrent wrong PINs (at most 3 counted,
+exactly one lockout), the balance CHECK, the id-collision retry on the real unique key, the
+app role's grants, and the use cases end to end on the SQL unit of work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.fakes.wallet import (
+    FakeKycStats,
+    FakePinHasher,
+    FakeTransferStats,
+    FakeTrustedIps,
+    FakeUsage,
+    FixedClock,
+    ReversibleSealer,
+)
+from vaultpay_common.db import create_engine
+from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
+from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
+from vaultpay_devstack.postgres import Provisioned
+from vaultpay_wallet.adapters import tables
+from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
+from vaultpay_wallet.domain.errors import InvalidPinError, PinLockedError
+from vaultpay_wallet.domain.model import FreezeSource, WalletStatus
+from vaultpay_wallet.service_layer.admin import AdminService
+from vaultpay_wallet.service_layer.commands import (
+    AdminFreezeWallet,
+    CreateWallet,
+    SetPin,
+    UpdateSetting,
+    VerifyPin,
+)
+from vaultpay_wallet.service_layer.limits import LimitsService
+from vaultpay_wallet.service_layer.pins import PinService
+from vaultpay_wallet.service_layer.ports import WalletFilter, WalletUnitOfWork
+from vaultpay_wallet.service_layer.settings import SettingsService
+from vaultpay_wallet.service_layer.wallets import WalletService
+
+_WALLET_MIGRATION = (
+    Path(__file__).resolve().parents[3] / "services/wallet/migrations/versions/0001_wallets.py"
+)
+_ENV = """from vaultpay_common.migrations import run_env
+from vaultpay_wallet.adapters.metadata import metadata
+
+run_env(metadata)
+"""
+
+
+@pytest.fixture(scope="module")
+def migrated(databases: Provisioned, tmp_path_factory: pytest.TempPathFactory) -> Provisioned:
+    """Platform chain + this migration alone (a private script dir, so later revisions of
+    other engineers do not take part in this test)."""
+    scripts = tmp_path_factory.mktemp("wallet_migrations")
+    (scripts / "versions").mkdir()
+    (scripts / "env.py").write_text(_ENV)
+    shutil.copy(_WALLET_MIGRATION, scripts / "versions" / "0001_wallets.py")
+    upgrade_all(
+        [PLATFORM_CHAIN, MigrationChain("wallet", scripts, "alembic_version_wallet")],
+        databases.vaultpay_owner_dsn,
+        databases.vaultpay_app_role,
+    )
+    return databases
+
+
+@pytest.fixture(scope="module")
+async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(migrated.vaultpay_app_dsn, pool_size=35, application_name="wallet-test")
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def _key(caller: str) -> IdempotencyKey:
+    return IdempotencyKey(caller, "M", str(uuid.uuid4()), request_fingerprint(b""))
+
+
+class _World:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.clock = FixedClock()
+        self.hasher = FakePinHasher()
+        uow: Callable[[], WalletUnitOfWork] = lambda: SqlWalletUnitOfWork(engine)  # noqa: E731
+        self.limits = LimitsService(uow, self.clock, FakeUsage())
+        self.wallets = WalletService(uow, self.clock, self.limits)
+        self.pins = PinService(uow, self.clock, self.hasher, ReversibleSealer())
+        self.admin = AdminService(
+            uow, self.clock, self.limits, FakeTrustedIps(), FakeTransferStats(), FakeKycStats()
+        )
+        self.settings = SettingsService(uow, self.clock)
+
+
+async def test_thirty_concurrent_wrong_pins_count_at_most_three_and_lock_once(
+    engine: AsyncEngine,
+) -> None:
+    world = _World(engine)
+    user = f"race-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Racer", "", _key(user)))
+    await world.pins.set_pin(SetPin(user, "2468", "2468", _key(user)))
+
+    async def guess() -> Exception:
+        try:
+            await world.pins.verify_pin(VerifyPin(user, "1357", _key(user)))
+        except (InvalidPinError, PinLockedError) as exc:
+            return exc
+        raise AssertionError("a wrong PIN was accepted")
+
+    outcomes = await asyncio.gather(*(guess() for _ in range(30)))
+    assert sum(isinstance(o, InvalidPinError) for o in outcomes) <= 2
+    assert world.hasher.verifications <= 3  # guesses beyond the third never reach bcrypt
+    async with engine.connect() as conn:
+        attempts = await conn.scalar(
+            select(tables.wallet_pins.c.failed_attempts).where(
+                tables.wallet_pins.c.wallet_id == wallet.id
+            )
+        )
+        lockouts = await conn.scalar(
+            text(
+                "SELECT count(*) FROM wallet_freezes WHERE wallet_id = :w AND source = 'PIN_LOCKOUT'"
+            ),
+            {"w": wallet.id},
+        )
+        locked_events = await conn.scalar(
+            text(
+                "SELECT count(*) FROM audit_events WHERE action = 'wallet.pin_locked' AND target_id = :w"
+            ),
+            {"w": wallet.id},
+        )
+    assert attempts == 3
+    assert lockouts == 1
+    assert locked_events == 1
+    current = (await world.wallets.get_my_wallet(user)).wallet
+    assert current.status is WalletStatus.FROZEN
+    assert current.displayed_freeze is not None
+    assert current.displayed_freeze.source is FreezeSource.PIN_LOCKOUT
+
+
+async def test_balance_can_never_go_negative(engine: AsyncEngine) -> None:
+    world = _World(engine)
+    user = f"neg-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Neg", "", _key(user)))
+    async with engine.connect() as conn:
+        with pytest.raises(IntegrityError, match="wallets_balance_not_negative"):
+            await conn.execute(
+                update(tables.wallets).where(tables.wallets.c.id == wallet.id).values(balance=-1)
+            )
+
+
+async def test_a_colliding_id_is_drawn_again_on_the_real_unique_key(engine: AsyncEngine) -> None:
+    world = _World(engine)
+    first = await world.wallets.create_wallet(CreateWallet(f"c1-{uuid.uuid4()}", "One", "", None))
+    ids = iter([first.id, first.id, "VPY-" + uuid.uuid4().hex[:6].upper()])
+    wallets = WalletService(
+        lambda: SqlWalletUnitOfWork(engine), world.clock, world.limits, new_id=lambda: next(ids)
+    )
+    second = await wallets.create_wallet(CreateWallet(f"c2-{uuid.uuid4()}", "Two", "", None))
+    assert second.id != first.id
+
+
+async def test_the_app_role_cannot_rewrite_setting_history_or_delete_wallets(
+    engine: AsyncEngine,
+) -> None:
+    world = _World(engine)
+    await world.settings.update_setting(
+        UpdateSetting("root", "limits.tier_basic.send.daily", "123400", "test", _key("root"))
+    )
+    async with engine.connect() as conn:
+        for statement in (
+            "UPDATE system_setting_changes SET new_value = '1'",
+            "DELETE FROM system_setting_changes",
+            "DELETE FROM wallets",
+            "INSERT INTO system_settings (key, value, updated_at, updated_by) "
+            "VALUES ('x', '1', now(), 'x')",
+        ):
+            with pytest.raises(DBAPIError, match="permission denied"):
+                async with conn.begin_nested():
+                    await conn.execute(text(statement))
+    page = await world.settings.list_settings("limits.tier_basic.send.", "", 10)
+    assert {s.key: s.value for s in page.settings}["limits.tier_basic.send.daily"] == "123400"
+    assert not page.has_more
+
+
+async def test_admin_freeze_list_and_limits_round_trip_through_sql(engine: AsyncEngine) -> None:
+    world = _World(engine)
+    user = f"adm-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Adm", "", _key(user)))
+    frozen = await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", wallet.id, "check", None, _key("staff"))
+    )
+    assert frozen.status is WalletStatus.FROZEN
+    view = await world.admin.get_wallet(wallet.id)
+    assert view.wallet.displayed_freeze is not None
+    assert view.wallet.displayed_freeze.note == "check"
+    page = await world.admin.list_wallets(
+        WalletFilter(user_id=user),
+        None,
+        10,
+    )
+    assert [w.id for w in page.wallets] == [wallet.id]
+    stats = await world.admin.system_stats()
+    assert stats.frozen_wallet_count >= 1
+    assert stats.transfer is None and stats.pending_kyc_count is None

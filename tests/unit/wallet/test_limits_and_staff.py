@@ -1,0 +1,223 @@
+"""Limits, staff actions, settings and the internal use cases against fakes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.errors import ValidationError
+from vaultpay_wallet.domain.errors import SettingNotFoundError, WalletNotFoundError
+from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, LimitSource
+from vaultpay_wallet.domain.model import KycTier, WalletStatus
+from vaultpay_wallet.service_layer.commands import (
+    AdminFreezeWallet,
+    AdminSetWalletLimits,
+    AmountInput,
+    DeleteMyLimit,
+    LimitValuesInput,
+    SetKycTier,
+    SetMyLimit,
+    UpdateSetting,
+)
+from vaultpay_wallet.service_layer.ports import LimitOverrideFilter, TransferStats, WalletFilter
+
+INR = "INR"
+
+
+async def _basic(world: World, user: str = "alice") -> str:
+    wallet = await world.open_wallet(user)
+    await world.kyc.set_kyc_tier(SetKycTier(user, KycTier.BASIC, "sub-1", key("service:kyc")))
+    return wallet.id
+
+
+async def test_a_user_may_lower_a_limit_but_not_raise_it() -> None:
+    world = World()
+    await _basic(world)
+    lowered = await world.limits.set_my_limit(
+        SetMyLimit("alice", "send", None, AmountInput(INR, 50_000), None, key())
+    )
+    assert (lowered.daily.amount_minor, lowered.daily.source) == (50_000, LimitSource.USER)
+    assert lowered.per_transaction.source is LimitSource.TIER_DEFAULT
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as err:
+        await world.limits.set_my_limit(
+            SetMyLimit("alice", "send", None, AmountInput(INR, 10**11), None, key())
+        )
+    assert err.value.violations[0].field == "daily"
+    assert world.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("action", "amount", "field"),
+    [
+        ("fly", AmountInput(INR, 1), "action"),
+        ("send", AmountInput(INR, 0), "daily.amount_minor"),
+        ("send", AmountInput("USD", 1), "daily.currency_code"),
+    ],
+)
+async def test_bad_limit_input_names_the_field(
+    action: str, amount: AmountInput, field: str
+) -> None:
+    world = World()
+    await _basic(world)
+    with pytest.raises(ValidationError) as err:
+        await world.limits.set_my_limit(SetMyLimit("alice", action, None, amount, None, key()))
+    assert err.value.violations[0].field == field
+
+
+async def test_delete_my_limit_goes_back_to_the_tier_default() -> None:
+    world = World()
+    await _basic(world)
+    await world.limits.set_my_limit(
+        SetMyLimit("alice", "top_up", AmountInput(INR, 5), None, None, key())
+    )
+    restored = await world.limits.delete_my_limit(DeleteMyLimit("alice", "top_up", key()))
+    assert restored.per_transaction.source is LimitSource.TIER_DEFAULT
+
+
+async def test_an_admin_override_replaces_the_set_and_caps_the_users_ceiling() -> None:
+    world = World()
+    wallet_id = await _basic(world)
+    limits = await world.limits.admin_set_wallet_limits(
+        AdminSetWalletLimits(
+            "staff",
+            wallet_id,
+            (LimitValuesInput(LimitAction.SEND, daily=AmountInput(INR, 7_000)),),
+            "risk review",
+            key("staff"),
+        )
+    )
+    send = next(v for v in limits if v.action is LimitAction.SEND)
+    assert (send.daily.amount_minor, send.daily.source) == (7_000, LimitSource.ADMIN_OVERRIDE)
+    assert world.uow.audit_entries[-1].action == "wallet.limits_overridden"
+    with pytest.raises(ValidationError):
+        await world.limits.set_my_limit(
+            SetMyLimit("alice", "send", None, AmountInput(INR, 7_001), None, key())
+        )
+    page = await world.limits.admin_list_limits(LimitOverrideFilter(), None, 10)
+    assert [r.override.source for r in page.overrides] == [LimitSource.ADMIN_OVERRIDE]
+    # PUT semantics: an empty set removes every override
+    await world.limits.admin_set_wallet_limits(
+        AdminSetWalletLimits("staff", wallet_id, (), "undo", key("staff"))
+    )
+    assert (await world.limits.admin_list_limits(LimitOverrideFilter(), None, 10)).overrides == ()
+
+
+async def test_admin_limits_need_a_reason_and_one_entry_per_action() -> None:
+    world = World()
+    wallet_id = await _basic(world)
+    entry = LimitValuesInput(LimitAction.SEND, daily=AmountInput(INR, 1))
+    with pytest.raises(ValidationError) as no_reason:
+        await world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("s", wallet_id, (entry,), " ", key("s"))
+        )
+    assert no_reason.value.violations[0].field == "reason"
+    with pytest.raises(ValidationError) as twice:
+        await world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("s", wallet_id, (entry, entry), "r", key("s"))
+        )
+    assert twice.value.violations[0].field == "limits[1].action"
+
+
+async def test_usage_is_joined_with_the_caps() -> None:
+    world = World()
+    await _basic(world)
+    world.usage.used = [ActionUsage(LimitAction.SEND, 1_000, 5_000)]
+    result = await world.limits.get_limits("alice")
+    send = next(v for v in result.limits if v.action is LimitAction.SEND)
+    assert send.daily.used_minor == 1_000
+    assert send.daily.remaining_minor == send.daily.amount_minor - 1_000
+    assert send.daily.reset_at is not None and send.per_transaction.reset_at is None
+
+
+async def test_a_setting_change_applies_to_the_next_read_and_is_audited() -> None:
+    world = World()
+    await _basic(world)
+    updated = await world.settings.update_setting(
+        UpdateSetting("root", "limits.tier_basic.send.daily", "4200", "promo", key("root"))
+    )
+    assert (updated.value, updated.updated_by) == ("4200", "root")
+    caps = await world.limits.effective_limits(
+        (await world.wallets.get_my_wallet("alice")).wallet.id
+    )
+    send = next(c for c in caps.limits if c.action is LimitAction.SEND)
+    assert send.daily.amount_minor == 4200
+    entry = world.uow.audit_entries[-1]
+    assert entry.action == "setting.updated"
+    assert entry.details["new_value"] == "4200"
+    with pytest.raises(SettingNotFoundError):
+        await world.settings.update_setting(UpdateSetting("root", "nope", "1", "", key("root")))
+    with pytest.raises(ValidationError) as err:
+        await world.settings.update_setting(
+            UpdateSetting("root", "limits.tier_basic.send.daily", "-5", "", key("root"))
+        )
+    assert err.value.violations[0].field == "value"
+
+
+async def test_settings_are_listed_by_key_with_a_prefix_and_pages() -> None:
+    world = World()
+    page = await world.settings.list_settings("limits.tier_full.", "", 5)
+    assert len(page.settings) == 5 and page.has_more
+    keys = [s.key for s in page.settings]
+    assert keys == sorted(keys)
+    rest = await world.settings.list_settings("limits.tier_full.", keys[-1], 100)
+    assert len(keys) + len(rest.settings) == 9 and not rest.has_more
+
+
+async def test_admin_freeze_needs_a_reason_and_a_future_end_and_notifies_the_owner() -> None:
+    world = World()
+    wallet_id = await _basic(world)
+    with pytest.raises(ValidationError) as err:
+        await world.admin.freeze_wallet(AdminFreezeWallet("s", wallet_id, "", None, key("s")))
+    assert err.value.violations[0].field == "reason"
+    past = world.clock.now() - timedelta(minutes=1)
+    with pytest.raises(ValidationError) as err2:
+        await world.admin.freeze_wallet(AdminFreezeWallet("s", wallet_id, "r", past, key("s")))
+    assert err2.value.violations[0].field == "until_time"
+    with pytest.raises(WalletNotFoundError):
+        await world.admin.freeze_wallet(AdminFreezeWallet("s", "VPY-ZZZZZZ", "r", None, key("s")))
+    await world.admin.freeze_wallet(AdminFreezeWallet("s", wallet_id, "r", None, key("s")))
+    (note,) = world.uow.outbox.of_topic("notification.create")
+    assert note.payload["user_id"] == "alice" and note.payload["kind"] == "WALLET_STATUS"
+
+
+async def test_admin_views_list_get_and_stats() -> None:
+    world = World()
+    first = await _basic(world, "alice")
+    world.clock.advance(timedelta(seconds=1))
+    second = await world.open_wallet("bob")
+    page = await world.admin.list_wallets(WalletFilter(), None, 1)
+    assert [w.id for w in page.wallets] == [second.id] and page.has_more
+    last = page.wallets[-1]
+    page2 = await world.admin.list_wallets(WalletFilter(), (last.created_at, last.id), 1)
+    assert [w.id for w in page2.wallets] == [first] and not page2.has_more
+    only_basic = await world.admin.list_wallets(WalletFilter(kyc_tier=KycTier.BASIC), None, 10)
+    assert [w.id for w in only_basic.wallets] == [first]
+
+    world.trusted_ips.broken = True
+    view = await world.admin.get_wallet(first)
+    assert view.trusted_ip_count is None and view.failed_pin_attempts == 0
+
+    world.uow.wallets.set_balance(first, 500)
+    world.transfer_stats.value = TransferStats(1, (), 2, (), 0)
+    stats = await world.admin.system_stats()
+    assert (stats.wallet_count, stats.active_wallet_count) == (2, 2)
+    assert [(b.currency, b.amount_minor) for b in stats.total_balances] == [("INR", 500)]
+    assert stats.transfer is not None and stats.pending_kyc_count is None
+
+
+async def test_set_kyc_tier_is_idempotent_by_event_id_and_audited() -> None:
+    world = World()
+    await world.open_wallet()
+    k = key("service:kyc")
+    first = await world.kyc.set_kyc_tier(SetKycTier("alice", KycTier.FULL, "sub-9", k))
+    again = await world.kyc.set_kyc_tier(SetKycTier("alice", KycTier.FULL, "sub-9", k))
+    assert first == again and first.kyc_tier is KycTier.FULL
+    tier_events = [e for e in world.uow.audit_entries if e.action == "wallet.kyc_tier_set"]
+    assert len(tier_events) == 1 and tier_events[0].details["submission_id"] == "sub-9"
+    with pytest.raises(ValidationError) as err:
+        await world.kyc.set_kyc_tier(SetKycTier("alice", None, "s", key("service:kyc")))
+    assert err.value.violations[0].field == "kyc_tier"
+    assert first.status is WalletStatus.ACTIVE

@@ -1,0 +1,118 @@
+"""The in-process hub: per-user fan-out, bounded buffers, caps, feed loss and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from vaultpay_wallet.adapters.notification_hub import NotificationHub
+from vaultpay_wallet.adapters.notifications_sql import (
+    decode_notify_payload,
+    encode_notify_payload,
+)
+from vaultpay_wallet.domain.notifications import (
+    BODY_MAX_LENGTH,
+    TITLE_MAX_LENGTH,
+    Notification,
+    NotificationKind,
+    NotificationStreamInterruptedError,
+    NotificationStreamOverflowError,
+    TooManyStreamsError,
+)
+
+USER = str(uuid.uuid4())
+OTHER = str(uuid.uuid4())
+
+
+def _note(user: str = USER, title: str = "t", body: str = "b") -> Notification:
+    return Notification(
+        str(uuid.uuid4()), user, NotificationKind.TOP_UP, title, body, False, datetime.now(UTC)
+    )
+
+
+async def test_each_subscriber_of_the_user_gets_each_notification() -> None:
+    hub = NotificationHub()
+    async with hub.subscribe(USER) as a, hub.subscribe(USER) as b, hub.subscribe(OTHER) as c:
+        note = _note()
+        hub.publish(note)
+        assert await asyncio.wait_for(anext(a), 1) == note
+        assert await asyncio.wait_for(anext(b), 1) == note
+        waiting = asyncio.ensure_future(anext(c))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        waiting.cancel()
+
+
+async def test_a_waiting_subscriber_wakes_on_publish() -> None:
+    hub = NotificationHub()
+    async with hub.subscribe(USER) as events:
+        waiting = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        note = _note()
+        hub.publish(note)
+        assert await asyncio.wait_for(waiting, 1) == note
+
+
+async def test_a_slow_subscriber_overflows_alone_and_others_keep_receiving() -> None:
+    hub = NotificationHub(buffer_size=3)
+    async with hub.subscribe(USER) as slow, hub.subscribe(USER) as fast:
+        received = []
+        for _ in range(5):
+            hub.publish(_note())
+            received.append(await asyncio.wait_for(anext(fast), 1))
+        assert len(received) == 5
+        with pytest.raises(NotificationStreamOverflowError) as caught:
+            await asyncio.wait_for(anext(slow), 1)
+        assert caught.value.reason == "NOTIFICATION_STREAM_OVERFLOW"
+        with pytest.raises(StopAsyncIteration):
+            await anext(slow)
+
+
+async def test_the_cap_is_per_user_and_released_on_exit() -> None:
+    hub = NotificationHub(max_streams_per_user=1)
+    async with hub.subscribe(USER):
+        with pytest.raises(TooManyStreamsError) as caught:
+            async with hub.subscribe(USER):
+                pass
+        assert caught.value.metadata == {"max_streams": "1"}
+        async with hub.subscribe(OTHER):
+            pass
+    assert hub.stream_count(USER) == 0
+    async with hub.subscribe(USER):
+        assert hub.stream_count(USER) == 1
+
+
+async def test_losing_the_feed_interrupts_streams_until_it_is_back() -> None:
+    hub = NotificationHub()
+    async with hub.subscribe(USER) as events:
+        hub.feed_lost()
+        with pytest.raises(NotificationStreamInterruptedError):
+            await asyncio.wait_for(anext(events), 1)
+    with pytest.raises(NotificationStreamInterruptedError):
+        async with hub.subscribe(USER):
+            pass
+    hub.feed_restored()
+    async with hub.subscribe(USER):
+        pass
+
+
+async def test_close_delivers_what_is_buffered_then_ends_and_refuses_new_streams() -> None:
+    hub = NotificationHub()
+    async with hub.subscribe(USER) as events:
+        note = _note()
+        hub.publish(note)
+        hub.close()
+        assert [n async for n in events] == [note]
+    with pytest.raises(NotificationStreamInterruptedError):
+        async with hub.subscribe(USER):
+            pass
+
+
+def test_the_largest_notification_fits_a_notify_payload_and_round_trips() -> None:
+    note = _note(title="€" * TITLE_MAX_LENGTH, body="\U0001f600" * BODY_MAX_LENGTH)
+    payload = encode_notify_payload(note)
+    assert len(payload.encode()) < 8000
+    assert decode_notify_payload(payload) == note

@@ -1,0 +1,252 @@
+"""The PIN rules against fakes: set, verify, lockout, idempotent attempts, change, reset."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+
+from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.errors import DomainError, ValidationError
+from vaultpay_common.idempotency import IdempotencyKey
+from vaultpay_wallet.domain.errors import (
+    InvalidPinError,
+    PinAlreadySetError,
+    PinLockedError,
+    PinNotSetError,
+    PinResetTokenInvalidError,
+)
+from vaultpay_wallet.domain.model import FreezeSource, WalletStatus
+from vaultpay_wallet.service_layer.commands import (
+    AdminFreezeWallet,
+    AdminUnfreezeWallet,
+    ChangePin,
+    RequestPinReset,
+    ResetPin,
+    SetPin,
+    VerifyPin,
+    VerifyTransferPin,
+)
+
+GOOD = "2468"
+BAD = "1357"
+
+
+async def _wrong(world: World, k: IdempotencyKey | None = None) -> DomainError:
+    with pytest.raises((InvalidPinError, PinLockedError)) as err:
+        await world.pins.verify_pin(VerifyPin("alice", BAD, k or key()))
+    return err.value
+
+
+async def test_set_pin_once_then_pin_already_set() -> None:
+    world = World()
+    await world.open_wallet()
+    result = await world.pins.set_pin(SetPin("alice", GOOD, GOOD, key()))
+    assert result.pin_updated_at == world.clock.now()
+    assert (await world.wallets.get_my_wallet("alice")).wallet.pin_set
+    with pytest.raises(PinAlreadySetError):
+        await world.pins.set_pin(SetPin("alice", "8642", "8642", key()))
+
+
+@pytest.mark.parametrize(
+    ("pin", "confirmation", "field"),
+    [
+        ("123", "123", "pin"),
+        ("12345", "12345", "pin"),
+        ("12a4", "12a4", "pin"),
+        ("1234", "1234", "pin"),
+        ("0000", "0000", "pin"),
+        ("2468", "2469", "pin_confirmation"),
+    ],
+)
+async def test_bad_pins_name_the_field_and_write_nothing(
+    pin: str, confirmation: str, field: str
+) -> None:
+    world = World()
+    await world.open_wallet()
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as err:
+        await world.pins.set_pin(SetPin("alice", pin, confirmation, key()))
+    assert err.value.violations[0].field == field
+    assert pin not in str(err.value)
+    assert world.snapshot() == before
+
+
+async def test_a_wallet_without_pin_answers_pin_not_set() -> None:
+    world = World()
+    await world.open_wallet()
+    with pytest.raises(PinNotSetError):
+        await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))
+
+
+async def test_wrong_pins_count_and_the_third_locks_the_wallet_for_24_hours() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    first = await _wrong(world)
+    assert isinstance(first, InvalidPinError)
+    assert first.metadata == {"remaining_attempts": "2"}
+    second = await _wrong(world)
+    assert second.metadata == {"remaining_attempts": "1"}
+    third = await _wrong(world)
+    assert isinstance(third, PinLockedError)
+    stored = world.uow.wallets.wallets[wallet.id]
+    assert stored.status is WalletStatus.FROZEN
+    lockout = stored.freeze_by(FreezeSource.PIN_LOCKOUT)
+    assert lockout is not None and lockout.until == world.clock.now() + timedelta(hours=24)
+    assert [e.action for e in world.uow.audit_entries].count("wallet.pin_locked") == 1
+    assert world.uow.outbox.of_topic("notification.create")[-1].payload["kind"] == "SECURITY"
+    # the right PIN during a lockout is still refused, and bcrypt is not even run
+    checks = world.hasher.verifications
+    with pytest.raises(PinLockedError):
+        await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))
+    assert world.hasher.verifications == checks
+
+
+async def test_the_lockout_lifts_itself_after_24_hours_with_a_fresh_counter() -> None:
+    world = World()
+    await world.open_wallet_with_pin()
+    for _ in range(3):
+        await _wrong(world)
+    world.clock.advance(timedelta(hours=24))
+    assert (await world.wallets.get_my_wallet("alice")).wallet.status is WalletStatus.ACTIVE
+    assert isinstance(await _wrong(world), InvalidPinError)  # counts from zero again
+    assert (await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))).wallet_id
+
+
+async def test_a_success_clears_the_counter() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    await _wrong(world)
+    await _wrong(world)
+    await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))
+    assert world.uow.pins.records[wallet.id].failed_attempts == 0
+    assert (await _wrong(world)).metadata == {"remaining_attempts": "2"}
+
+
+async def test_a_retried_wrong_attempt_counts_once_and_answers_the_same() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    k = key()
+    first = await _wrong(world, k)
+    again = await _wrong(world, k)
+    assert isinstance(again, InvalidPinError) and again.metadata == first.metadata
+    assert world.uow.pins.records[wallet.id].failed_attempts == 1
+
+
+async def test_a_retry_after_a_crash_between_phases_does_not_count_twice() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    k = key()
+    world.hasher.verify = _crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await world.pins.verify_pin(VerifyPin("alice", BAD, k))
+    assert world.uow.pins.records[wallet.id].failed_attempts == 1  # counted: fails closed
+    del world.hasher.verify
+    await _wrong(world, k)
+    assert world.uow.pins.records[wallet.id].failed_attempts == 1
+
+
+async def _crash(pin: str, pin_hash: str) -> bool:
+    raise RuntimeError("worker died")
+
+
+async def test_transfer_and_user_checks_share_one_counter() -> None:
+    world = World()
+    await world.open_wallet_with_pin()
+    await _wrong(world)
+    with pytest.raises(InvalidPinError) as err:
+        await world.pins.verify_transfer_pin(
+            VerifyTransferPin("alice", BAD, key("service:transfer"))
+        )
+    assert err.value.metadata == {"remaining_attempts": "1"}
+    with pytest.raises(ValidationError) as missing:
+        await world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, None))
+    assert missing.value.violations[0].field == "request_id"
+
+
+async def test_a_malformed_pin_to_check_is_bad_input_not_an_attempt() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    with pytest.raises(ValidationError):
+        await world.pins.verify_pin(VerifyPin("alice", "12", key()))
+    assert world.uow.pins.records[wallet.id].failed_attempts == 0
+
+
+async def test_staff_unfreeze_lifts_a_lockout_and_clears_the_counter() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    for _ in range(3):
+        await _wrong(world)
+    await world.admin.unfreeze_wallet(AdminUnfreezeWallet("staff", wallet.id, "verified", key("s")))
+    assert world.uow.pins.records[wallet.id].failed_attempts == 0
+    await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))
+
+
+async def test_change_pin_checks_the_current_pin_under_the_lockout_rule() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    with pytest.raises(InvalidPinError):
+        await world.pins.change_pin(ChangePin("alice", BAD, "8642", "8642", key()))
+    with pytest.raises(ValidationError) as same:
+        await world.pins.change_pin(ChangePin("alice", GOOD, GOOD, GOOD, key()))
+    assert same.value.violations[0].field == "new_pin"
+    changed = await world.pins.change_pin(ChangePin("alice", GOOD, "8642", "8642", key()))
+    assert changed.pin_updated_at == world.clock.now()
+    assert world.uow.pins.records[wallet.id].failed_attempts == 0
+    await world.pins.verify_pin(VerifyPin("alice", "8642", key()))
+    assert "wallet.pin_changed" in [e.action for e in world.uow.audit_entries]
+
+
+async def test_pin_reset_mails_a_sealed_single_use_token_that_lifts_only_the_lockout() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    await world.admin.freeze_wallet(AdminFreezeWallet("staff", wallet.id, "hold", None, key("s")))
+    for _ in range(3):
+        await _wrong(world)
+    requested = await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+    assert requested.token_expires_at == world.clock.now() + timedelta(minutes=15)
+    (mail,) = world.uow.outbox.of_topic("mail.send")
+    token = world.sealer.open(mail.payload["params"]["token_sealed"])
+    stored = next(iter(world.uow.reset_tokens.tokens))
+    assert stored == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in repr(mail.payload)
+    assert all(token not in repr(e) for e in world.uow.audit_entries)
+
+    reset = await world.pins.reset_pin(ResetPin(token, "8642", "8642", key("anon")))
+    assert reset.lockout_lifted
+    after = world.uow.wallets.wallets[wallet.id]
+    assert after.freeze_by(FreezeSource.PIN_LOCKOUT) is None
+    assert after.freeze_by(FreezeSource.ADMIN) is not None  # a staff freeze stays
+    assert world.uow.pins.records[wallet.id].failed_attempts == 0
+    with pytest.raises(PinResetTokenInvalidError):
+        await world.pins.reset_pin(ResetPin(token, "9753", "9753", key("anon")))
+
+
+async def test_a_new_reset_request_invalidates_the_earlier_token_and_tokens_expire() -> None:
+    world = World()
+    await world.open_wallet_with_pin()
+    await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+    await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+    first, second = (
+        world.sealer.open(m.payload["params"]["token_sealed"])
+        for m in world.uow.outbox.of_topic("mail.send")
+    )
+    with pytest.raises(PinResetTokenInvalidError):
+        await world.pins.reset_pin(ResetPin(first, "8642", "8642", key("anon")))
+    world.clock.advance(timedelta(minutes=15))
+    with pytest.raises(PinResetTokenInvalidError):
+        await world.pins.reset_pin(ResetPin(second, "8642", "8642", key("anon")))
+    with pytest.raises(ValidationError) as empty:
+        await world.pins.reset_pin(ResetPin("", "8642", "8642", key("anon")))
+    assert empty.value.violations[0].field == "token"
+
+
+async def test_a_retried_pin_reset_request_sends_one_mail() -> None:
+    world = World()
+    await world.open_wallet_with_pin()
+    k = key()
+    first = await world.pins.request_pin_reset(RequestPinReset("alice", k))
+    again = await world.pins.request_pin_reset(RequestPinReset("alice", k))
+    assert first == again
+    assert len(world.uow.outbox.of_topic("mail.send")) == 1

@@ -1,0 +1,176 @@
+"""Wallet holder use cases against fakes: open, read, look up, freeze, unfreeze, close."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.errors import ValidationError
+from vaultpay_wallet.domain.errors import (
+    WalletAlreadyExistsError,
+    WalletClosedError,
+    WalletFrozenError,
+    WalletHasBalanceError,
+    WalletNotFoundError,
+)
+from vaultpay_wallet.domain.model import FreezeSource, KycTier, WalletStatus
+from vaultpay_wallet.service_layer.commands import (
+    AdminFreezeWallet,
+    AdminUnfreezeWallet,
+    CloseMyWallet,
+    CreateWallet,
+    FreezeMyWallet,
+    UnfreezeMyWallet,
+)
+from vaultpay_wallet.service_layer.limits import LimitsService
+from vaultpay_wallet.service_layer.wallets import WalletService
+
+
+async def test_create_wallet_opens_an_active_inr_wallet_at_tier_none() -> None:
+    world = World()
+    wallet = await world.open_wallet()
+    assert wallet.id.startswith("VPY-")
+    assert (wallet.status, wallet.currency, wallet.balance_minor) == (WalletStatus.ACTIVE, "INR", 0)
+    assert wallet.kyc_tier is KycTier.NONE
+    assert not wallet.pin_set
+    assert [e.action for e in world.uow.audit_entries] == ["wallet.created"]
+
+
+async def test_a_second_wallet_is_refused_even_after_closing() -> None:
+    world = World()
+    await world.open_wallet()
+    with pytest.raises(WalletAlreadyExistsError):
+        await world.open_wallet()
+    await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))
+    with pytest.raises(WalletAlreadyExistsError, match="closed"):
+        await world.open_wallet()
+
+
+async def test_a_retried_create_replays_the_first_wallet() -> None:
+    world = World()
+    k = key()
+    first = await world.wallets.create_wallet(CreateWallet("alice", "Alice", "", k))
+    again = await world.wallets.create_wallet(CreateWallet("alice", "Alice", "", k))
+    assert again == first
+    assert len(world.uow.wallets.wallets) == 1
+
+
+async def test_a_colliding_wallet_id_is_drawn_again() -> None:
+    world = World()
+    ids = iter(["VPY-AAAAAA", "VPY-AAAAAA", "VPY-BBBBBB"])
+    wallets = WalletService(lambda: world.uow, world.clock, world.limits, new_id=lambda: next(ids))
+    await wallets.create_wallet(CreateWallet("u1", "One", "", None))
+    second = await wallets.create_wallet(CreateWallet("u2", "Two", "", None))
+    assert second.id == "VPY-BBBBBB"
+
+
+@pytest.mark.parametrize(
+    ("display_name", "currency", "field"),
+    [
+        ("", "", "display_name"),
+        ("x" * 101, "", "display_name"),
+        ("Al\x00", "", "display_name"),
+        ("Alice", "ABC", "currency_code"),
+        ("Alice", "inr", "currency_code"),
+    ],
+)
+async def test_bad_input_names_the_field_and_writes_nothing(
+    display_name: str, currency: str, field: str
+) -> None:
+    world = World()
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as err:
+        await world.wallets.create_wallet(CreateWallet("alice", display_name, currency, key()))
+    assert err.value.violations[0].field == field
+    assert world.snapshot() == before
+
+
+async def test_another_users_wallet_is_not_found_and_lookup_shows_only_public_fields() -> None:
+    world = World()
+    wallet = await world.open_wallet("alice")
+    with pytest.raises(WalletNotFoundError):
+        await world.wallets.get_my_wallet("bob")
+    view = await world.wallets.lookup_wallet(wallet.id.lower())
+    assert (view.wallet_id, view.display_name, view.can_receive) == (wallet.id, "Alice A", True)
+    assert not hasattr(view, "balance_minor") and not hasattr(view, "user_id")
+    with pytest.raises(WalletNotFoundError):
+        await world.wallets.lookup_wallet("VPY-ZZZZZZ")
+    with pytest.raises(ValidationError):
+        await world.wallets.lookup_wallet("not-an-id")
+
+
+async def test_get_my_wallet_shows_limits_even_when_usage_is_unknown() -> None:
+    world = World()
+    await world.open_wallet()
+    world.usage.broken = True
+    result = await world.wallets.get_my_wallet("alice")
+    assert not result.usage_known
+    assert len(result.limits) == 3
+    assert result.limits[0].daily.used_minor is None
+
+
+async def test_the_owner_lifts_only_their_own_freeze() -> None:
+    world = World()
+    wallet = await world.open_wallet()
+    await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "lost phone", key()))
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", wallet.id, "fraud check", None, key("staff"))
+    )
+    after = await world.wallets.unfreeze_my_wallet(UnfreezeMyWallet("alice", key()))
+    assert after.status is WalletStatus.FROZEN
+    assert after.displayed_freeze is not None
+    assert after.displayed_freeze.source is FreezeSource.ADMIN
+    with pytest.raises(WalletFrozenError):
+        await world.wallets.unfreeze_my_wallet(UnfreezeMyWallet("alice", key()))
+    lifted = await world.admin.unfreeze_wallet(
+        AdminUnfreezeWallet("staff", wallet.id, "ok", key("staff"))
+    )
+    assert lifted.status is WalletStatus.ACTIVE
+
+
+async def test_close_needs_zero_balance_and_a_staff_freeze_blocks_it() -> None:
+    world = World()
+    wallet = await world.open_wallet()
+    world.uow.wallets.set_balance(wallet.id, 100)
+    with pytest.raises(WalletHasBalanceError):
+        await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))
+    world.uow.wallets.set_balance(wallet.id, 0)
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", wallet.id, "hold", None, key("staff"))
+    )
+    with pytest.raises(WalletFrozenError):
+        await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))
+    await world.admin.unfreeze_wallet(AdminUnfreezeWallet("staff", wallet.id, "", key("staff")))
+    await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "", key()))
+    closed = await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))
+    assert closed.status is WalletStatus.CLOSED and closed.freezes == ()
+    assert world.uow.outbox.topics()[-1] == "notification.create"
+    with pytest.raises(WalletClosedError):
+        await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "", key()))
+    assert (await world.wallets.lookup_wallet(wallet.id)).can_receive is False
+
+
+async def test_an_expired_staff_freeze_reads_as_lifted_and_the_sweep_persists_it() -> None:
+    world = World()
+    wallet = await world.open_wallet()
+    until = world.clock.now() + timedelta(hours=2)
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", wallet.id, "hold", until, key("staff"))
+    )
+    world.clock.advance(timedelta(hours=3))
+    assert (await world.wallets.get_my_wallet("alice")).wallet.status is WalletStatus.ACTIVE
+    assert world.uow.wallets.wallets[wallet.id].status is WalletStatus.FROZEN
+    assert await world.sweeper.sweep_expired_freezes() == 1
+    assert world.uow.wallets.wallets[wallet.id].status is WalletStatus.ACTIVE
+    assert await world.sweeper.sweep_expired_freezes() == 0
+
+
+async def test_usage_that_raises_is_treated_as_unknown() -> None:
+    world = World()
+    await world.open_wallet()
+    world.usage.broken = True
+    limits = LimitsService(lambda: world.uow, world.clock, world.usage)
+    result = await limits.get_limits("alice")
+    assert result.usage_known is False

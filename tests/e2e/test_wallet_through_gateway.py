@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
+
 from tests.e2e.conftest import Gateway
-from tests.e2e.wallet_support import mailed_code, new_person, rid, staff_token
+from tests.e2e.wallet_support import mailed_code, new_person, rid, service_token, staff_token
+from vaultpay.type.v1 import kyc_tier_pb2
+from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_devstack.mesh import Mesh
 
 WALLET_ID = re.compile(r"^VPY-[A-Z0-9]{6}$")
@@ -133,7 +137,7 @@ def test_a_user_unfreeze_leaves_a_staff_freeze_in_place(gateway: Gateway, mesh: 
     wallet = person.call(gateway, "GET", "/v1/wallets/me").body["wallet"]
     assert wallet["status"] == "WALLET_STATUS_FROZEN"
     assert wallet["freeze"]["reason"] == "FREEZE_REASON_ADMIN"
-    assert "note" not in wallet["freeze"], "the owner must not see staff notes"
+    assert not wallet["freeze"].get("note"), "the owner must not see staff notes"
 
     lifted = gateway.call(
         "POST",
@@ -151,8 +155,17 @@ def test_a_user_unfreeze_leaves_a_staff_freeze_in_place(gateway: Gateway, mesh: 
     assert {"wallet.frozen", "wallet.unfrozen"} <= actions, actions
 
 
-def test_limits_lower_refuse_raise_override_and_settings(gateway: Gateway, mesh: Mesh) -> None:
+async def test_limits_lower_refuse_raise_override_and_settings(
+    gateway: Gateway, mesh: Mesh
+) -> None:
     person = new_person(gateway)
+    async with grpc.aio.insecure_channel(mesh.grpc_address("wallet")) as channel:
+        await wallet_pb2_grpc.WalletInternalServiceStub(channel).SetKycTier(
+            wallet_pb2.SetKycTierRequest(
+                request_id=rid(), user_id=person.user_id, kyc_tier=kyc_tier_pb2.KYC_TIER_BASIC
+            ),
+            metadata=(("authorization", f"Bearer {await service_token(mesh, 'kyc')}"),),
+        )
     limits = person.call(gateway, "GET", "/v1/wallets/me/limits").body["limits"]
     send = next(a for a in limits if a["action"] == "LIMIT_ACTION_SEND")
     tier_daily = int(send["daily"]["amount"]["amountMinor"])
@@ -191,9 +204,9 @@ def test_limits_lower_refuse_raise_override_and_settings(gateway: Gateway, mesh:
     assert withdraw["daily"]["source"] == "LIMIT_SOURCE_ADMIN_OVERRIDE"
 
     root = staff_token(mesh, gateway, "SUPER_ADMIN")
-    settings = gateway.call("GET", "/v1/admin/settings?keyPrefix=limits.tier_none.", token=root)
+    settings = gateway.call("GET", "/v1/admin/settings?keyPrefix=limits.tier_basic.", token=root)
     assert settings.status == 200, settings.body
-    key = "limits.tier_none.top_up.monthly"
+    key = "limits.tier_basic.top_up.monthly"
     assert any(s["key"] == key for s in settings.body["settings"]), settings.body
     changed = gateway.call(
         "PATCH",

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from tests.fakes.idempotency import FakeIdempotencyRecords
 from tests.fakes.outbox import FakeOutbox
 from tests.fakes.uow import FakeUnitOfWork
+from vaultpay_common.sealing import UnsealError
 from vaultpay_wallet.domain.errors import WalletAlreadyExistsError, WalletIdCollisionError
 from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, LimitOverride, LimitSource
 from vaultpay_wallet.domain.model import FreezeSource, Wallet, WalletStatus
@@ -348,6 +349,8 @@ class ReversibleSealer:
         return "sealed:" + base64.b64encode(plaintext[::-1].encode()).decode()
 
     def open(self, sealed: str) -> str:
+        if not sealed.startswith("sealed:"):
+            raise UnsealError("unknown sealing format")  # as the real sealer refuses it
         return base64.b64decode(sealed.removeprefix("sealed:")).decode()[::-1]
 
 

@@ -11,7 +11,6 @@ reach the hub only when it commits:
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,6 @@ __all__ = [
     "FakeIpConfirmationRepository",
     "FakeIpNotificationsUnitOfWork",
     "FakeNotificationRepository",
-    "FakeSealer",
     "FakeTrustedIpCache",
     "FakeTrustedIpRepository",
 ]
@@ -49,17 +47,6 @@ class FakeClock:
 
     def advance(self, delta: timedelta) -> None:
         self.current += delta
-
-
-class FakeSealer:
-    """Reversible but never the clear text, so tests can prove the token is not in clear."""
-
-    def seal(self, plaintext: str) -> str:
-        return "sealed:" + base64.b64encode(plaintext[::-1].encode()).decode()
-
-    def open(self, sealed: str) -> str:
-        assert sealed.startswith("sealed:")
-        return base64.b64decode(sealed.removeprefix("sealed:")).decode()[::-1]
 
 
 class FakeTrustedIpCache:

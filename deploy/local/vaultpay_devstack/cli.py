@@ -134,11 +134,14 @@ def _banner(mesh: Mesh) -> str:
         "",
         "VaultPay mesh is up. Ctrl-C (or `python -m vaultpay_devstack.cli stop`) stops it.",
     ]
+    gateway = urlsplit(mesh.gateway_url).netloc
     if mesh.envoy is not None:
         lines.append(f"  gateway (JSON + gRPC)  {mesh.gateway_url}")
         lines.append(f"  API docs (Swagger UI)  {mesh.gateway_url}/docs")
+        origins = ", ".join(mesh.config.cors_origins) or "none"
+        lines.append(f"  CORS origins           {origins} (VAULTPAY_CORS_ORIGINS)")
     for name in mesh.services:
-        lines.append(f"  {name + ' gRPC':<22} {mesh.grpc_address(name)}")
+        lines.append(f"  {name + ' gRPC':<22} {mesh.grpc_address(name)} (direct, for debugging)")
     lines += [
         f"  mail                   {mesh.maildir}/ (one .eml per message)",
         f"  logs                   {mesh.log_dir}/",
@@ -146,24 +149,33 @@ def _banner(mesh: Mesh) -> str:
     if mesh.infra is not None:
         lines.append(f"  PostgreSQL (admin)     {_without_password(mesh.infra.postgres.admin_dsn)}")
         lines.append(f"  Redis                  {_without_password(mesh.infra.redis.url(0))}")
-    if "auth" in mesh.services:
-        auth = mesh.grpc_address("auth")
-        lines += ["", "Try it:"]
-        if mesh.envoy is not None:
-            gw, js = mesh.gateway_url, "-H 'content-type: application/json'"
-            user = '"email":"asha@example.com","password":"correct-horse-42"'
+    if "auth" in mesh.services and mesh.envoy is not None:
+        gw, js = mesh.gateway_url, "-H 'content-type: application/json'"
+        user = '"email":"asha@example.com","password":"correct-horse-42"'
+        bearer = '-H "authorization: Bearer $TOKEN"'
+        lines += [
+            "",
+            "Try it (JSON through the gateway):",
+            f"  curl -s -X POST {gw}/v1/auth/register {js} \\",
+            f'       -d \'{{{user},"fullName":"Asha Rao"}}\'',
+            f"  TOKEN=$(curl -s -X POST {gw}/v1/auth/login {js} -d '{{{user}}}' \\",
+            "       | python3 -c 'import json,sys; print(json.load(sys.stdin)"
+            '["tokens"]["accessToken"])\')',
+            f"  curl -s {gw}/v1/auth/me {bearer}",
+        ]
+        if "wallet" in mesh.services:
             lines += [
-                f"  curl -s -X POST {gw}/v1/auth/register {js} \\",
-                f'       -d \'{{{user},"fullName":"Asha Rao"}}\'',
-                f"  TOKEN=$(curl -s -X POST {gw}/v1/auth/login {js} -d '{{{user}}}' \\",
-                "       | python3 -c 'import json,sys; print(json.load(sys.stdin)"
-                '["tokens"]["accessToken"])\')',
-                f'  curl -s {gw}/v1/auth/me -H "authorization: Bearer $TOKEN"',
+                f'  curl -s -X POST {gw}/v1/wallets {bearer} {js} -d \'{{"displayName":"Asha"}}\'',
+                f"  curl -s {gw}/v1/wallets/me {bearer}",
             ]
         lines += [
-            f"  {grpcurl} -plaintext {auth} list",
-            f'  {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" {auth} '
-            "vaultpay.auth.v1.AuthService/GetMe",
+            "",
+            "gRPC through the same port (server reflection lists the public services):",
+            f"  {grpcurl} -plaintext {gateway} list",
+            f"  {grpcurl} -plaintext {bearer} {gateway} vaultpay.auth.v1.AuthService/GetMe",
+        ]
+    if "auth" in mesh.services:
+        lines += [
             "",
             "Operator CLI (same settings as the running service):",
             '  eval "$(.venv/bin/python -m vaultpay_devstack.cli env auth)"',

@@ -44,6 +44,8 @@ class PeriodicJob:
     name: str
     every_seconds: float
     job: Job
+    # Failures that need a person (a broken audit chain), logged at ERROR, not WARNING.
+    alarms: tuple[type[Exception], ...] = ()
 
 
 async def _run_periodically(job: PeriodicJob) -> None:
@@ -53,6 +55,8 @@ async def _run_periodically(job: PeriodicJob) -> None:
             await job.job()
         except asyncio.CancelledError:
             raise
+        except job.alarms:
+            log.error("periodic job raised an alarm", extra={"job": job.name}, exc_info=True)
         except Exception:
             log.warning("periodic job failed", extra={"job": job.name}, exc_info=True)
         await asyncio.sleep(job.every_seconds)
@@ -78,9 +82,19 @@ class ServiceRuntime:
         self._channels: list[grpc.aio.Channel] = []
         self._host_built = False
 
-    def every(self, seconds: float, job: Job, *, name: str) -> None:
-        """Registers a job run every `seconds` while the server is up (started by host.start)."""
-        self._jobs.append(PeriodicJob(name, seconds, job))
+    def every(
+        self,
+        seconds: float,
+        job: Job,
+        *,
+        name: str,
+        alarms: tuple[type[Exception], ...] = (),
+    ) -> None:
+        """Registers a job run every `seconds` while the server is up (started by host.start).
+
+        A failure is logged at WARNING and the job runs again; one of `alarms` at ERROR.
+        """
+        self._jobs.append(PeriodicJob(name, seconds, job, alarms))
 
     def on_shutdown(self, cleanup: Cleanup) -> None:
         """Registers a cleanup run after the server stopped (last registered runs first).
@@ -113,6 +127,11 @@ class ServiceRuntime:
     def seal_audit(self) -> None:
         """Runs this database's audit sealer (chains committed rows, writes checkpoints)."""
         from vaultpay_common.audit import AuditSealer, FileCheckpointStore
+        from vaultpay_common.audit.checkpoints import (
+            CheckpointConflictError,
+            CheckpointInvalidError,
+        )
+        from vaultpay_common.audit.sealer import AuditChainBrokenError
 
         settings = self.settings
         checkpoints = (
@@ -121,7 +140,12 @@ class ServiceRuntime:
             else None
         )
         sealer = AuditSealer(self.engine, settings.audit_key, checkpoints)
-        self.every(settings.audit_seal_interval_seconds, sealer.seal_once, name="audit sealer")
+        self.every(
+            settings.audit_seal_interval_seconds,
+            sealer.seal_once,
+            name="audit sealer",
+            alarms=(AuditChainBrokenError, CheckpointInvalidError, CheckpointConflictError),
+        )
 
     def host(
         self,

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tests.fakes.wallet_ip_notifications import FakeSealer
+from tests.fakes.wallet import ReversibleSealer
 from vaultpay_common.audit.model import AuditEntry
 from vaultpay_common.audit.store import AuditLog
 from vaultpay_common.clock import SystemClock
@@ -130,7 +130,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 def _ip_service(engine: AsyncEngine, redis: Redis) -> IpTrustService:
     clock = SystemClock()
     cache = RedisTrustedIpCache(redis, clock, prefix=f"test:{uuid.uuid4().hex}:")
-    return IpTrustService(lambda: _Uow(engine), cache, FakeSealer(), clock, ip_hash_key=KEY)
+    return IpTrustService(lambda: _Uow(engine), cache, ReversibleSealer(), clock, ip_hash_key=KEY)
 
 
 async def _check(service: IpTrustService, user: str, ip: str) -> IpTrustCheck:
@@ -146,7 +146,7 @@ async def _mailed_tokens(engine: AsyncEngine, user: str) -> list[str]:
             ),
             {"u": user},
         )
-        return [FakeSealer().open(row.payload["params"]["token_sealed"]) for row in rows]
+        return [ReversibleSealer().open(row.payload["params"]["token_sealed"]) for row in rows]
 
 
 async def test_concurrent_checks_from_a_new_ip_mail_one_token(

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
+from tests.fakes.wallet import ReversibleSealer
 from tests.fakes.wallet_ip_notifications import (
     FakeClock,
     FakeIpNotificationsUnitOfWork,
-    FakeSealer,
     FakeTrustedIpCache,
 )
 from vaultpay_common.errors import ValidationError
@@ -43,7 +43,7 @@ class Env:
         self.clock = FakeClock()
         self.uow = FakeIpNotificationsUnitOfWork()
         self.cache = FakeTrustedIpCache()
-        self.sealer = FakeSealer()
+        self.sealer = ReversibleSealer()
         self.service = IpTrustService(
             lambda: self.uow, self.cache, self.sealer, self.clock, ip_hash_key=KEY
         )

@@ -11,13 +11,10 @@ from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
 from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
 from vaultpay_auth.service_layer.ports import UserFilter
-from vaultpay_common.audit import AuditQuery
 from vaultpay_common.context import CLIENT_IP
+from vaultpay_common.grpc.audit_listing import list_audit_events
 from vaultpay_common.grpc.convert import (
-    audit_event_to_proto,
-    audit_filters,
     current_principal,
-    datetime_or_none,
     role_from_proto,
     timestamp,
 )
@@ -25,7 +22,6 @@ from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.pagination import (
     PageTokens,
     paginate,
-    sequence_cursor,
     uuid_cursor,
 )
 
@@ -141,26 +137,10 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
     async def ListAuthAuditEvents(
         self, request: auth_pb2.ListAuthAuditEventsRequest, context: Ctx
     ) -> auth_pb2.ListAuthAuditEventsResponse:
-        query = AuditQuery(
-            actor_id=request.actor_id,
-            action=request.action,
-            target_id=request.target_id,
-            start=datetime_or_none(request.start_time, request.HasField("start_time")),
-            end=datetime_or_none(request.end_time, request.HasField("end_time")),
+        events, next_token = await list_audit_events(
+            self._tokens, request, self._admin.list_audit_events
         )
-        page = await paginate(
-            self._tokens,
-            page_size=request.page_size,
-            page_token=request.page_token,
-            filters=audit_filters(query),
-            fetch=lambda before, limit: self._admin.list_audit_events(query, before, limit),
-            cursor_of=lambda e: {"s": e.sequence},
-            parse=sequence_cursor,
-        )
-        return auth_pb2.ListAuthAuditEventsResponse(
-            events=[audit_event_to_proto(e) for e in page.items],
-            next_page_token=page.next_page_token,
-        )
+        return auth_pb2.ListAuthAuditEventsResponse(events=events, next_page_token=next_token)
 
 
 class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from vaultpay_common.mail import MailDeliveryError
 from vaultpay_common.outbox import DeliveryError, Handler, OutboxEvent, PermanentDeliveryError
-from vaultpay_common.sealing import AesGcmSealer, UnsealError
+from vaultpay_common.sealing import UnsealError
 from vaultpay_wallet.adapters.peers import UserContact
 from vaultpay_wallet.service_layer.notifications import CreateNotification, NotificationService
 
@@ -26,6 +26,12 @@ class Contacts(Protocol):
 
 class Mailer(Protocol):
     async def send(self, to: str, subject: str, body: str) -> None: ...
+
+
+class SecretOpener(Protocol):
+    """Opens what the use case sealed (vaultpay_common.sealing.AesGcmSealer in production)."""
+
+    def open(self, sealed: str) -> str: ...
 
 
 # subject, body; {code} is the opened secret, other fields come from the event's params.
@@ -53,7 +59,7 @@ def _params(event: OutboxEvent) -> Mapping[str, Any]:
 
 
 def wallet_outbox_handlers(
-    contacts: Contacts, mailer: Mailer, sealer: AesGcmSealer, notifications: NotificationService
+    contacts: Contacts, mailer: Mailer, sealer: SecretOpener, notifications: NotificationService
 ) -> dict[str, Handler]:
     async def send_mail(event: OutboxEvent) -> None:
         template = MAIL_TEMPLATES.get(str(event.payload.get("template", "")))

@@ -10,10 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from vaultpay_common.audit import AuditQuery
+from vaultpay_common.grpc.audit_listing import list_audit_events
 from vaultpay_common.grpc.convert import (
-    audit_event_to_proto,
-    audit_filters,
     current_principal,
     datetime_or_none,
     timestamp,
@@ -25,7 +23,6 @@ from vaultpay_common.pagination import (
     SliceOf,
     created_id_cursor,
     paginate,
-    sequence_cursor,
 )
 from vaultpay_wallet.domain.model import Wallet
 from vaultpay_wallet.domain.settings_catalog import SettingView
@@ -287,26 +284,8 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     async def ListAuditEvents(
         self, request: wallet_pb2.ListAuditEventsRequest, context: Ctx
     ) -> wallet_pb2.ListAuditEventsResponse:
-        query = AuditQuery(
-            actor_id=request.actor_id,
-            action=request.action,
-            target_id=request.target_id,
-            start=datetime_or_none(request.start_time, request.HasField("start_time")),
-            end=datetime_or_none(request.end_time, request.HasField("end_time")),
-        )
-        page = await paginate(
-            self._tokens,
-            page_size=request.page_size,
-            page_token=request.page_token,
-            filters=audit_filters(query),
-            fetch=lambda before, limit: self._audit.list(query, before, limit),
-            cursor_of=lambda e: {"s": e.sequence},
-            parse=sequence_cursor,
-        )
-        return wallet_pb2.ListAuditEventsResponse(
-            events=[audit_event_to_proto(e) for e in page.items],
-            next_page_token=page.next_page_token,
-        )
+        events, next_token = await list_audit_events(self._tokens, request, self._audit.list)
+        return wallet_pb2.ListAuditEventsResponse(events=events, next_page_token=next_token)
 
 
 class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):

@@ -54,6 +54,7 @@ from vaultpay_wallet.domain.notifications import (
     new_notification,
 )
 from vaultpay_wallet.service_layer.notifications import NotificationRepository
+from vaultpay_wallet.service_layer.ports import SecretSealer
 
 __all__ = [
     "MAIL_TEMPLATE",
@@ -67,7 +68,6 @@ __all__ = [
     "ListTrustedIps",
     "RevokeTrustedIp",
     "RevokedIp",
-    "SecretSealer",
     "TrustCacheUnavailableError",
     "TrustedIpCache",
     "TrustedIpPage",
@@ -136,15 +136,6 @@ class TrustedIpCache(Protocol):
     async def forget(self, user_id: str, ip_hash: str) -> None:
         """Best effort: never raises (a stale entry lapses with its short TTL)."""
         ...
-
-
-class SecretSealer(Protocol):
-    """Authenticated encryption for secrets that must cross the outbox (the lead's AES-GCM
-    implementation, keyed outside the database)."""
-
-    def seal(self, plaintext: str) -> str: ...
-
-    def open(self, sealed: str) -> str: ...
 
 
 class IpTrustUnitOfWork(Protocol):

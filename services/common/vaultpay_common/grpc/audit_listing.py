@@ -1,0 +1,71 @@
+"""One audit listing for every service's staff `List...AuditEvents` RPC.
+
+The request messages of auth and wallet differ in name only; both carry the same filter and
+page fields, which `AuditListRequest` describes. A servicer stays one line of translation:
+
+    events, token = await list_audit_events(self._tokens, request, self._audit.list)
+    return ListAuditEventsResponse(events=events, next_page_token=token)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, Protocol
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vaultpay.type.v1 import audit_pb2
+from vaultpay_common.audit import AuditQuery, AuditRecord
+from vaultpay_common.grpc.convert import audit_event_to_proto, audit_filters, datetime_or_none
+from vaultpay_common.pagination import PageTokens, paginate, sequence_cursor
+
+__all__ = ["AuditListRequest", "FetchAuditEvents", "list_audit_events"]
+
+FetchAuditEvents = Callable[[AuditQuery, int | None, int], Awaitable[Sequence[AuditRecord]]]
+
+
+class AuditListRequest(Protocol):
+    """The fields every List...AuditEvents request message has."""
+
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def page_token(self) -> str: ...
+    @property
+    def actor_id(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def target_id(self) -> str: ...
+    @property
+    def start_time(self) -> Timestamp: ...
+    @property
+    def end_time(self) -> Timestamp: ...
+    def HasField(self, field_name: Literal["start_time", "end_time"]) -> bool: ...  # noqa: N802
+
+
+def audit_query(request: AuditListRequest) -> AuditQuery:
+    return AuditQuery(
+        actor_id=request.actor_id,
+        action=request.action,
+        target_id=request.target_id,
+        start=datetime_or_none(request.start_time, request.HasField("start_time")),
+        end=datetime_or_none(request.end_time, request.HasField("end_time")),
+    )
+
+
+async def list_audit_events(
+    tokens: PageTokens, request: AuditListRequest, fetch: FetchAuditEvents
+) -> tuple[list[audit_pb2.AuditEvent], str]:
+    """One page of audit events, newest first, and the token of the next page ("" at the end)."""
+    query = audit_query(request)
+    page = await paginate(
+        tokens,
+        page_size=request.page_size,
+        page_token=request.page_token,
+        filters=audit_filters(query),
+        fetch=lambda before, limit: fetch(query, before, limit),
+        cursor_of=lambda e: {"s": e.sequence},
+        parse=sequence_cursor,
+    )
+    return [audit_event_to_proto(e) for e in page.items], page.next_page_token

@@ -1,0 +1,131 @@
+"""What the use cases put in the outbox renders into the mail a user reads.
+
+Each test drives the real use case on fakes, hands its `mail.send` event to the real delivery
+handler, and reads the mail the fake mailer got: the code in it is the one that works.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.fakes.wallet import FixedClock, ReversibleSealer
+from tests.fakes.wallet_ip_notifications import FakeIpNotificationsUnitOfWork, FakeTrustedIpCache
+from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.outbox import Handler, OutboxEvent, OutboxMessage, PermanentDeliveryError
+from vaultpay_wallet.adapters.deliveries import MAIL_TEMPLATES, wallet_outbox_handlers
+from vaultpay_wallet.adapters.notification_hub import NotificationHub
+from vaultpay_wallet.adapters.peers import UserContact
+from vaultpay_wallet.service_layer.commands import RequestPinReset, ResetPin
+from vaultpay_wallet.service_layer.ip_trust import CheckIpTrust, ConfirmIp, IpTrustService
+from vaultpay_wallet.service_layer.notifications import NotificationService
+
+
+class Contacts:
+    def __init__(self, active: bool = True) -> None:
+        self.active = active
+
+    async def contact(self, user_id: str) -> UserContact:
+        return UserContact(f"{user_id}@example.com", "Asha Rao", self.active)
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        self.sent.append((to, subject, body))
+
+
+def _handlers(mailbox: Mailbox, contacts: Contacts | None = None) -> dict[str, Handler]:
+    notifications = NotificationService(
+        FakeIpNotificationsUnitOfWork, NotificationHub(), FixedClock()
+    )
+    return wallet_outbox_handlers(
+        contacts or Contacts(), mailbox, ReversibleSealer(), notifications
+    )
+
+
+def _event(message: OutboxMessage) -> OutboxEvent:
+    return OutboxEvent(
+        str(uuid.uuid4()),
+        "wallet",
+        message.topic,
+        message.key,
+        message.payload,
+        1,
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def _code_in(body: str) -> str:
+    return body.split("code: ", 1)[1].split()[0]
+
+
+async def test_the_pin_reset_mail_carries_the_code_that_resets_the_pin() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin("alice")
+    await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+    [message] = world.uow.outbox.of_topic("mail.send")
+    mailbox = Mailbox()
+
+    await _handlers(mailbox)["mail.send"](_event(message))
+
+    [(to, subject, body)] = mailbox.sent
+    assert to == "alice@example.com"
+    assert subject == MAIL_TEMPLATES["pin_reset"][0]
+    assert "Hello Asha Rao" in body and wallet.id in body
+    assert "token_sealed" not in body and "sealed:" not in body
+    await world.pins.reset_pin(ResetPin(_code_in(body), "9753", "9753", key()))
+
+
+async def test_the_ip_confirmation_mail_carries_the_code_that_confirms_the_ip() -> None:
+    uow = FakeIpNotificationsUnitOfWork()
+    sealer = ReversibleSealer()
+    service = IpTrustService(
+        lambda: uow, FakeTrustedIpCache(), sealer, FixedClock(), ip_hash_key=b"k" * 32
+    )
+    user = str(uuid.uuid4())
+    check = await service.check_ip_trust(CheckIpTrust(str(uuid.uuid4()), user, "203.0.113.7"))
+    assert check.confirmation_sent
+    [message] = uow.outbox.of_topic("mail.send")
+    mailbox = Mailbox()
+
+    await _handlers(mailbox)["mail.send"](_event(message))
+
+    [(_, subject, body)] = mailbox.sent
+    assert subject == MAIL_TEMPLATES["ip_confirmation"][0]
+    assert "203.0.113.7" not in body  # the mail names the network by its keyed hash only
+    confirmed = await service.confirm_ip(ConfirmIp(_code_in(body)))
+    assert confirmed.user_id == user
+
+
+async def test_a_deactivated_user_gets_no_mail() -> None:
+    world = World()
+    await world.open_wallet_with_pin("alice")
+    await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+    [message] = world.uow.outbox.of_topic("mail.send")
+    mailbox = Mailbox()
+
+    await _handlers(mailbox, Contacts(active=False))["mail.send"](_event(message))
+
+    assert mailbox.sent == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"user_id": "alice", "template": "no_such_template", "params": {}},
+        {"user_id": "alice", "template": "pin_reset", "params": {"token_sealed": "x"}},
+        {"user_id": "alice", "template": "pin_reset", "params": "not an object"},
+    ],
+    ids=["unknown template", "a code that does not open", "params not an object"],
+)
+async def test_an_undeliverable_mail_is_a_permanent_failure(payload: dict[str, object]) -> None:
+    mailbox = Mailbox()
+    handler = _handlers(mailbox)["mail.send"]
+    with pytest.raises(PermanentDeliveryError):
+        await handler(_event(OutboxMessage("mail.send", payload, key="alice")))
+    assert mailbox.sent == []

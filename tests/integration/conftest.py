@@ -23,7 +23,7 @@ def databases(infra: Infra) -> Iterator[Provisioned]:
     Empty databases: each suite runs its own service's migrations with the owner DSN.
     """
     admin = infra.postgres.admin_dsn
-    password = None if infra.postgres.private else secrets.token_urlsafe(24)
+    password = secrets.token_urlsafe(24)
     provisioned = provision(admin, suffix=unique_suffix("m"), password=password)
     try:
         yield provisioned

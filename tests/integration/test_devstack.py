@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import smtplib
@@ -18,6 +19,7 @@ from vaultpay_devstack.mesh import Mesh, MeshConfig
 from vaultpay_devstack.postgres import Provisioned, provision, run_sql, unique_suffix
 from vaultpay_devstack.probes import GrpcHealthProbe, http_ok
 from vaultpay_devstack.procs import pid_alive
+from vaultpay_devstack.redis import ping
 from vaultpay_devstack.smtp_sink import read_messages, start_smtp_sink, wait_for_message
 
 pytestmark = pytest.mark.integration
@@ -46,6 +48,55 @@ def test_private_postgres_runs_version_15_on_loopback(infra: Infra) -> None:
     if infra.postgres.private:
         assert str(version).startswith("15.")
         assert listen == "127.0.0.1"
+
+
+def _connect_without_password(host: str, port: int) -> None:
+    async def attempt() -> None:
+        conn = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
+        await conn.close()
+
+    asyncio.run(attempt())
+
+
+def test_private_postgres_and_redis_refuse_a_local_user_without_the_password(
+    infra: Infra,
+) -> None:
+    if not (infra.postgres.private and infra.redis.private):
+        pytest.skip("uses existing servers; their authentication is theirs")
+    assert infra.postgres.data_dir is not None
+    socket_dir = str(infra.postgres.data_dir.parent / "socket")
+
+    for host in ("127.0.0.1", socket_dir):  # TCP and the Unix socket
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            _connect_without_password(host, infra.postgres.port)
+    assert not ping(infra.redis.host, infra.redis.port)
+    assert ping(infra.redis.host, infra.redis.port, infra.redis.password)
+
+
+def test_a_trust_cluster_of_an_older_runner_is_converted_on_start() -> None:
+    var_dir = scratch_dir("vaultpay-legacy-")
+    try:
+        first = start_infra(var_dir, fast=True, postgres_password="first-secret")
+        first.stop()
+        hba = var_dir / "postgres" / "data" / "pg_hba.conf"
+        rules = [
+            line if line.startswith("#") else line.replace("scram-sha-256", "trust")
+            for line in hba.read_text().splitlines()
+        ]
+        hba.write_text("\n".join(rules) + "\n")
+        assert any(line.endswith("trust") for line in rules)
+
+        second = start_infra(var_dir, fast=True, postgres_password="second-secret")
+        try:
+            assert not [r for r in hba.read_text().splitlines() if r.rstrip().endswith("trust")]
+            with pytest.raises(asyncpg.InvalidPasswordError):
+                _connect_without_password("127.0.0.1", second.postgres.port)
+            user = run_sql(second.postgres.admin_dsn, lambda c: c.fetchval("SELECT current_user"))
+            assert user == "postgres"
+        finally:
+            second.stop()
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 def test_provisioned_app_role_connects_but_cannot_create_tables(databases: Provisioned) -> None:
@@ -150,6 +201,8 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
             transfer = mesh.env_for("transfer")
             pids = [proc.pid for proc in mesh.processes().values()]
         secrets_mode = stat.S_IMODE((var_dir / "secrets.json").stat().st_mode)
+        log_mode = stat.S_IMODE(mesh.log_dir.stat().st_mode)
+        mail_mode = stat.S_IMODE(mesh.maildir.stat().st_mode)
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
 
@@ -180,6 +233,7 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
     # The services of the shared database share its audit chain key, never auth's.
     assert wallet["WALLET_AUDIT_CHAIN_KEY"] == transfer["TRANSFER_AUDIT_CHAIN_KEY"]
     assert secrets_mode == 0o600
+    assert log_mode == mail_mode == 0o700  # logs and mail are the mesh user's only
     assert not any(pid_alive(pid) for pid in pids)
 
 

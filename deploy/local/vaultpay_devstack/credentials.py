@@ -60,8 +60,18 @@ class MeshSecrets:
 
     @property
     def database_password(self) -> str:
-        """Password of the mesh's roles, used only on an existing (non-trust) PostgreSQL."""
+        """Password of the mesh's login roles (owner and app role of each database)."""
         return self._get("postgres.role_password", _token)
+
+    @property
+    def postgres_superuser_password(self) -> str:
+        """Password of the superuser of the private PostgreSQL."""
+        return self._get("postgres.superuser_password", _token)
+
+    @property
+    def redis_password(self) -> str:
+        """Password (requirepass) of the private Redis."""
+        return self._get("redis.password", _token)
 
     def _get(self, name: str, make: Callable[[], str]) -> str:
         if name not in self._values:

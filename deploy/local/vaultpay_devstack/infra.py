@@ -7,6 +7,7 @@ infra.stop()
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from vaultpay_devstack.postgres import PostgresServer, connect_postgres, start_p
 from vaultpay_devstack.procs import LOOPBACK, free_port
 from vaultpay_devstack.redis import RedisServer, connect_redis, launch_redis
 
-__all__ = ["Infra", "scratch_dir", "start_infra"]
+__all__ = ["Infra", "private_dir", "scratch_dir", "start_infra"]
 
 
 @dataclass(frozen=True)
@@ -45,20 +46,25 @@ def start_infra(
     fast: bool = False,
     postgres_admin_url: str | None = None,
     redis_url: str | None = None,
+    postgres_password: str | None = None,
+    redis_password: str | None = None,
     report: Callable[[str], None] = lambda _: None,
 ) -> Infra:
     """Starts (or connects to) PostgreSQL and Redis; state in `<var>/postgres`, logs in `<var>/log`.
 
-    Redis is launched first and awaited last, so the two start side by side.
+    Private servers ask for passwords: the given ones (a mesh keeps them in MeshSecrets), or
+    fresh random ones for a throwaway test session. Redis is launched first and awaited last,
+    so the two start side by side.
     """
-    log_dir = var_dir / "log"
+    log_dir = private_dir(var_dir / "log")
     redis: RedisServer | None = None
     try:
         if redis_url:
             redis = connect_redis(redis_url)
             report(f"using existing Redis at {redis.host}:{redis.port}")
         else:
-            redis = launch_redis(var_dir / "redis", log=log_dir / "redis.log")
+            password = redis_password or secrets.token_urlsafe(32)
+            redis = launch_redis(var_dir / "redis", log=log_dir / "redis.log", password=password)
             report(f"starting Redis on {redis.host}:{redis.port}")
         if postgres_admin_url:
             postgres = connect_postgres(postgres_admin_url)
@@ -66,7 +72,13 @@ def start_infra(
         else:
             port, root = free_port(), var_dir / "postgres"
             report(f"starting PostgreSQL on {LOOPBACK}:{port} (data in {root / 'data'})")
-            postgres = start_postgres(root, log=log_dir / "postgres.log", port=port, fast=fast)
+            postgres = start_postgres(
+                root,
+                log=log_dir / "postgres.log",
+                port=port,
+                fast=fast,
+                superuser_password=postgres_password or secrets.token_urlsafe(32),
+            )
         redis.wait_ready()
     except BaseException:
         if redis is not None:
@@ -83,4 +95,11 @@ def scratch_dir(prefix: str) -> Path:
     """
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
+    return path
+
+
+def private_dir(path: Path) -> Path:
+    """`path`, created if needed, that only its owner can list or enter (logs, mail)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
     return path

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultpay_devstack.credentials import MeshSecrets
-from vaultpay_devstack.infra import Infra, start_infra
+from vaultpay_devstack.infra import Infra, private_dir, start_infra
 from vaultpay_devstack.paths import DESCRIPTOR_SET, PROTOS, VAR_DIR
 from vaultpay_devstack.postgres import Provisioned, deprovision, provision
 from vaultpay_devstack.probes import GrpcHealthProbe, http_ok
@@ -244,7 +244,8 @@ class Mesh:
 
     def _start(self) -> None:
         cfg, report = self.config, self.config.report
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
+        private_dir(self.maildir)
         enabled = [spec(name) for name in cfg.services]
         found = importable_modules(
             [GATEWAY_MODULE, *(s.server_module for s in enabled), *(s.cli_module for s in enabled)]
@@ -263,12 +264,15 @@ class Mesh:
             fast=cfg.profile == "test",
             postgres_admin_url=cfg.postgres_admin_url,
             redis_url=cfg.redis_url,
+            postgres_password=secrets.postgres_superuser_password,
+            redis_password=secrets.redis_password,
             report=report,
         )
         report("provisioning roles and databases")
-        password = None if self.infra.postgres.private else secrets.database_password
         self.databases = provision(
-            self.infra.postgres.admin_dsn, suffix=cfg.database_suffix, password=password
+            self.infra.postgres.admin_dsn,
+            suffix=cfg.database_suffix,
+            password=secrets.database_password,
         )
         smtp_port = cfg.smtp_port or free_ports(1)[0]
         report(f"starting SMTP sink on {LOOPBACK}:{smtp_port} (mail lands in {self.maildir})")

@@ -1,10 +1,12 @@
 """PostgreSQL for the local mesh: a private server from the local binaries, or an existing one.
 
 A private server lives under one directory (`<var>/postgres`): `data/` (the cluster, initdb'd
-once with trust auth and reused afterwards) and `socket/` (its Unix socket). It listens on
-127.0.0.1 only, on a free port, and is stopped by PID with a fast shutdown.
+once and reused afterwards) and `socket/` (its Unix socket). It listens on 127.0.0.1 only, on a
+free port, and is stopped by PID with a fast shutdown. Every connection, over TCP or the socket,
+authenticates with a password (SCRAM): other users of the machine cannot get in. A cluster made
+by an older version with trust authentication is converted on its next start.
 
-    server = start_postgres(Path("var/postgres"), log=Path("var/log/postgres.log"))
+    server = start_postgres(Path("var/postgres"), log=..., superuser_password=secret)
     dbs = provision(server.admin_dsn)
     dbs.auth_app_dsn   # 'postgresql+asyncpg://vaultpay_auth_app@127.0.0.1:54xx/vaultpay_auth'
     server.stop()
@@ -195,8 +197,11 @@ def start_postgres(
     fast: bool = False,
     bindir: Path | None = None,
     timeout: float = 60.0,
+    superuser_password: str,
 ) -> PostgresServer:
     """Starts a private server in `root` (initdb on first use) and waits until it is ready.
+
+    The superuser `postgres` gets `superuser_password`; the caller keeps it (MeshSecrets).
 
     `fast` turns durability off (fsync, synchronous_commit, full-page writes): test runs only.
     """
@@ -206,7 +211,8 @@ def start_postgres(
     _prepare_dirs(root, data_dir, socket_dir, run_as)
     _refuse_if_running(data_dir)
     if not (data_dir / "PG_VERSION").exists():
-        _initdb(bindir, data_dir, log=log, run_as=run_as, fast=fast)
+        _initdb(bindir, data_dir, superuser_password, log=log, run_as=run_as, fast=fast)
+    legacy_trust = _trusts_connections(data_dir)
 
     port = port or free_port()
     settings = ["listen_addresses=127.0.0.1", *(_FAST_SETTINGS if fast else ())]
@@ -223,7 +229,9 @@ def start_postgres(
         stop_signal=signal.SIGINT,
         stop_timeout=30.0,
     )
-    server = PostgresServer(LOOPBACK, port, process=proc, data_dir=data_dir)
+    server = PostgresServer(
+        LOOPBACK, port, password=superuser_password, process=proc, data_dir=data_dir
+    )
     try:
         wait_until(
             lambda: _pg_isready(bindir, port),
@@ -231,6 +239,8 @@ def start_postgres(
             proc=proc,
             timeout=timeout,
         )
+        if legacy_trust:
+            _require_passwords(server, data_dir)
     except BaseException:
         proc.stop()
         raise
@@ -338,10 +348,29 @@ async def _ignore_duplicate(statement: Awaitable[object]) -> None:
         pass
 
 
-def _initdb(bindir: Path, data_dir: Path, *, log: Path, run_as: str | None, fast: bool) -> None:
-    argv = [str(bindir / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust"]
-    argv += ["--encoding=UTF8", "--no-locale", *(["--no-sync"] if fast else [])]
+def _initdb(
+    bindir: Path, data_dir: Path, password: str, *, log: Path, run_as: str | None, fast: bool
+) -> None:
     uid, gid = os_user_ids(run_as)
+    # The password reaches initdb in a 0600 file of its OS user, never on a command line.
+    pwfile = data_dir.parent / ".superuser-password"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    if uid is not None and gid is not None:
+        os.chown(pwfile, uid, gid)
+    argv = [str(bindir / "initdb"), "-D", str(data_dir), "-U", SUPERUSER]
+    argv += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+    argv += ["--encoding=UTF8", "--no-locale", *(["--no-sync"] if fast else [])]
+    try:
+        _run_initdb(argv, data_dir, log=log, uid=uid, gid=gid)
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def _run_initdb(
+    argv: list[str], data_dir: Path, *, log: Path, uid: int | None, gid: int | None
+) -> None:
     with log.open("ab") as out:
         result = subprocess.run(  # noqa: S603 (our own argv, no shell)
             argv,
@@ -356,6 +385,41 @@ def _initdb(bindir: Path, data_dir: Path, *, log: Path, run_as: str | None, fast
         )
     if result.returncode != 0:
         raise StartupError(f"initdb failed ({result.returncode}); see {log}:\n{log_tail(log)}")
+
+
+def _trusts_connections(data_dir: Path) -> bool:
+    """True for a cluster made with `--auth=trust` (by an older version of this runner)."""
+    try:
+        rules = (data_dir / "pg_hba.conf").read_text()
+    except OSError:
+        return False
+    return any(
+        line.split()[-1] == "trust"
+        for line in rules.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+
+
+def _require_passwords(server: PostgresServer, data_dir: Path) -> None:
+    """Converts a trust cluster: the superuser gets the password, then every rule asks for it."""
+    trusting = PostgresServer(server.host, server.port)  # no password: trust still applies
+
+    async def set_password(conn: Any) -> None:
+        assert server.password is not None
+        await conn.execute(f'ALTER ROLE "{SUPERUSER}" PASSWORD {_literal(server.password)}')
+
+    run_sql(trusting.admin_dsn, set_password)
+    hba = data_dir / "pg_hba.conf"
+    lines = [
+        re.sub(r"\btrust\s*$", "scram-sha-256", line) if not line.lstrip().startswith("#") else line
+        for line in hba.read_text().splitlines()
+    ]
+    hba.write_text("\n".join(lines) + "\n")
+
+    async def reload(conn: Any) -> None:
+        await conn.execute("SELECT pg_reload_conf()")
+
+    run_sql(server.admin_dsn, reload)
 
 
 def _prepare_dirs(root: Path, data_dir: Path, socket_dir: Path, run_as: str | None) -> None:

@@ -1,15 +1,17 @@
 """Redis for the local mesh: a private, non-persistent redis-server, or an existing one.
 
-    server = start_redis(Path("var/redis"), log=Path("var/log/redis.log"))
-    server.url(db=1)   # 'redis://127.0.0.1:63xx/1'
+    server = start_redis(Path("var/redis"), log=Path("var/log/redis.log"), password=secret)
+    server.url(db=1)   # 'redis://:<secret>@127.0.0.1:63xx/1'
     server.stop()
 
 Nothing is saved to disk (`--save "" --appendonly no`): Redis only holds throttles and caches
-here, and PostgreSQL stays the truth.
+here, and PostgreSQL stays the truth. A private server asks for a password (`requirepass`, read
+from a 0600 config file rather than the command line, which every local user can read).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,13 +63,19 @@ class RedisServer:
             self.process.stop()
 
 
-def launch_redis(root: Path, *, log: Path, port: int | None = None) -> RedisServer:
+def launch_redis(root: Path, *, log: Path, password: str, port: int | None = None) -> RedisServer:
     """Starts a private redis-server without waiting for it (see `RedisServer.wait_ready`)."""
     binary = require_tool("redis-server", package=REDIS_PACKAGE)
     root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)
     port = port or free_port()
+    config = root / "redis.conf"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"requirepass {_quoted(password)}\n")
     argv: list[str | Path] = [
         binary,
+        config,
         "--port", str(port),
         "--bind", LOOPBACK,
         "--save", "",
@@ -78,12 +86,17 @@ def launch_redis(root: Path, *, log: Path, port: int | None = None) -> RedisServ
         "--logfile", "",
     ]  # fmt: skip
     proc = ManagedProcess.start("redis", argv, log=log, cwd=root, stop_timeout=10.0)
-    return RedisServer(LOOPBACK, port, process=proc)
+    return RedisServer(LOOPBACK, port, password=password, process=proc)
 
 
-def start_redis(root: Path, *, log: Path, port: int | None = None) -> RedisServer:
+def _quoted(value: str) -> str:
+    """A redis.conf string argument (double-quoted, escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def start_redis(root: Path, *, log: Path, password: str, port: int | None = None) -> RedisServer:
     """Starts a private redis-server and waits until it answers PING."""
-    server = launch_redis(root, log=log, port=port)
+    server = launch_redis(root, log=log, password=password, port=port)
     try:
         server.wait_ready()
     except BaseException:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
@@ -20,12 +22,16 @@ from vaultpay_devstack.smtp_sink import read_messages, wait_for_message
 
 __all__ = [
     "Person",
+    "bearer",
+    "gateway_grpc_address",
     "mail_count",
     "mailed_code",
+    "mails_to",
     "new_person",
     "rid",
     "service_token",
     "staff_token",
+    "user_id_of",
 ]
 
 _AUTH_CLI = (sys.executable, "-m", "vaultpay_auth.entrypoints.cli")
@@ -115,3 +121,29 @@ def mailed_code(mesh: Mesh, to: str, subject_contains: str, *, after: int = 0) -
 
 def mail_count(mesh: Mesh) -> int:
     return len(read_messages(mesh.maildir))
+
+
+def mails_to(mesh: Mesh, to: str, subject_contains: str) -> int:
+    """How many mails to `to` whose subject contains `subject_contains` the sink holds."""
+    return sum(
+        1
+        for mail in read_messages(mesh.maildir)
+        if to.lower() in (r.lower() for r in mail.recipients) and subject_contains in mail.subject
+    )
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """gRPC call metadata carrying `token`."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+def gateway_grpc_address(mesh: Mesh) -> str:
+    """Envoy's listener as a gRPC target (the same port serves JSON and native gRPC)."""
+    return mesh.gateway_url.removeprefix("http://")
+
+
+def user_id_of(token: str) -> str:
+    """The `sub` claim of a user's access token (read, not verified: the services verify)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return str(claims["sub"])

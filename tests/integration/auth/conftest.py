@@ -99,7 +99,9 @@ def bearer(tokens: auth_pb2.TokenPair | str) -> tuple[tuple[str, str], ...]:
 
 @pytest.fixture(scope="module")
 async def auth(infra: Infra) -> AsyncIterator[AuthStack]:
-    dbs = provision(infra.postgres.admin_dsn, suffix=unique_suffix("auth"))
+    dbs = provision(
+        infra.postgres.admin_dsn, suffix=unique_suffix("auth"), password=secrets.token_urlsafe(24)
+    )
     env = {
         "VAULTPAY_PROFILE": "test",
         "AUTH_GRPC_ADDRESS": "127.0.0.1:0",

@@ -1,10 +1,18 @@
 """Renders the gateway's Envoy config.
 
     python -m vaultpay_gateway --descriptor build/vaultpay.binpb --out var/gateway/envoy.yaml \
-        [--listen 127.0.0.1:8080] [--admin 127.0.0.1:9901] [--upstream auth=127.0.0.1:50051 …] \
+        [--listen 127.0.0.1:8080] [--admin 127.0.0.1:9901 | --admin unix:/abs/dir/admin.sock] \
+        [--ready-listen 127.0.0.1:9902] [--upstream auth=127.0.0.1:50051 …] \
         [--cors-origin http://localhost:3000 …] [--access-log var/log/gateway-access.log] \
-        [--max-request-bytes 1048576] [--rate-limit 1000/2000] [--jwks-socket PATH] [--no-docs] \
+        [--max-request-bytes 1048576] [--rate-limit 1000/2000] [--client-rate-limit 100/200] \
+        [--rpc-rate-limit vaultpay.auth.v1.AuthService.Login=10/10 …] [--jwks-socket PATH] \
+        [--identity-secret-env VAULTPAY_GATEWAY_SECRET | --no-identity] [--no-docs] \
         [--reflection 127.0.0.1:9090] [--validate]
+
+Rate limits: `--rate-limit` is the global bucket and `--client-rate-limit` each client
+address's, both RATE[/BURST] per second; `--rpc-rate-limit RPC=RATE[/BURST]` sets a budget
+per client address for one RPC (full name) in requests per minute, `RPC=off` removes it, and
+`*` stands for every RPC with a default budget.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import sys
 from pathlib import Path
 
 from vaultpay_gateway import (
+    DEFAULT_RPC_RATE_LIMITS,
     DEFAULT_UPSTREAMS,
     ContractError,
     EnvoyConfigError,
@@ -22,6 +31,7 @@ from vaultpay_gateway import (
     JwtSettings,
     RateLimit,
     SettingsError,
+    UnixSocket,
     build_config,
     validate,
 )
@@ -46,6 +56,15 @@ def _address(text: str) -> HostPort:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _admin(text: str) -> HostPort | UnixSocket:
+    if text.startswith("unix:"):
+        try:
+            return UnixSocket(Path(text.removeprefix("unix:")))
+        except SettingsError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+    return _address(text)
+
+
 def _rate_limit(text: str) -> RateLimit:
     rate, _, burst = text.partition("/")
     try:
@@ -55,6 +74,33 @@ def _rate_limit(text: str) -> RateLimit:
         raise argparse.ArgumentTypeError(f"expected RATE[/BURST] tokens, got {text!r}") from exc
 
 
+def _rpc_rate_limit(text: str) -> tuple[str, RateLimit | None]:
+    """`RPC=RATE[/BURST]` (per minute) or `RPC=off`."""
+    name, sep, spec = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected RPC=RATE[/BURST] or RPC=off, got {text!r}")
+    if spec == "off":
+        return name, None
+    rate, _, burst = spec.partition("/")
+    try:
+        return name, RateLimit.per_minute(int(rate), burst=int(burst) if burst else None)
+    except (ValueError, SettingsError) as exc:
+        raise argparse.ArgumentTypeError(f"expected RATE[/BURST] per minute, got {text!r}") from exc
+
+
+def _rpc_rate_limits(
+    overrides: list[tuple[str, RateLimit | None]],
+) -> dict[str, RateLimit]:
+    limits: dict[str, RateLimit] = dict(DEFAULT_RPC_RATE_LIMITS)
+    for name, limit in overrides:
+        for rpc in list(limits) if name == "*" else [name]:
+            if limit is None:
+                limits.pop(rpc, None)
+            else:
+                limits[rpc] = limit
+    return limits
+
+
 def _parser() -> argparse.ArgumentParser:
     defaults = GatewaySettings(descriptor_set=Path("unused"))
     parser = argparse.ArgumentParser(prog="vaultpay_gateway", description=__doc__.splitlines()[0])
@@ -62,7 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     add("--descriptor", type=Path, required=True, help="descriptor set (make descriptor)")
     add("--out", type=Path, required=True, help="where to write the Envoy bootstrap")
     add("--listen", type=_address, default=defaults.listen, help="public listener host:port")
-    add("--admin", type=_address, default=defaults.admin, help="admin interface host:port")
+    add(
+        "--admin",
+        type=_admin,
+        default=defaults.admin,
+        help="admin interface: host:port, or unix:/absolute/path (made 0600, its directory 0700)",
+    )
+    add(
+        "--ready-listen",
+        type=_address,
+        metavar="HOST:PORT",
+        help="a listener that answers only GET /ready (from the admin interface), for probes",
+    )
     add(
         "--upstream",
         type=_upstream,
@@ -87,6 +144,35 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RATE[/BURST]",
         help="global token bucket: tokens per second and bucket size",
     )
+    add(
+        "--client-rate-limit",
+        type=_rate_limit,
+        default=defaults.client_rate_limit,
+        metavar="RATE[/BURST]",
+        help="each client address's token bucket: tokens per second and bucket size",
+    )
+    add(
+        "--rpc-rate-limit",
+        type=_rpc_rate_limit,
+        action="append",
+        default=[],
+        metavar="RPC=RATE[/BURST]",
+        help="per client address and RPC, per minute; RPC=off removes a budget, * is every RPC "
+        "with a default budget (repeatable)",
+    )
+    identity = parser.add_mutually_exclusive_group()
+    identity.add_argument(
+        "--identity-secret-env",
+        default=defaults.identity_secret_env,
+        metavar="NAME",
+        help="Envoy's environment variable whose value proves the gateway to the services "
+        f"({defaults.identity_secret_env})",
+    )
+    identity.add_argument(
+        "--no-identity",
+        action="store_true",
+        help="send no identity header to the services (they then ignore the client address)",
+    )
     add("--jwks-socket", help="Unix socket of the JWKS-only listener (default: abstract, Linux)")
     add("--jwt-issuer", default=defaults.jwt.issuer)
     add("--jwt-audience", default=defaults.jwt.audience)
@@ -108,11 +194,15 @@ def parse_settings(argv: list[str] | None = None) -> tuple[GatewaySettings, Path
         descriptor_set=args.descriptor,
         listen=args.listen,
         admin=args.admin,
+        ready_listen=args.ready_listen,
         upstreams={**DEFAULT_UPSTREAMS, **dict(args.upstream)},
         cors_origins=tuple(args.cors_origin),
         max_request_bytes=args.max_request_bytes,
         trusted_proxy_hops=args.trusted_proxy_hops,
         rate_limit=args.rate_limit,
+        client_rate_limit=args.client_rate_limit,
+        rpc_rate_limits=_rpc_rate_limits(args.rpc_rate_limit),
+        identity_secret_env=None if args.no_identity else args.identity_secret_env,
         access_log_path=args.access_log,
         jwt=JwtSettings(issuer=args.jwt_issuer, audience=args.jwt_audience),
         jwks_socket_path=args.jwks_socket,

@@ -9,7 +9,10 @@ same descriptors the transcoder uses:
   Bindings without `body` are checked like `"*"`, because Envoy decodes a body sent to them
   (a `GET` with a body) into the request message all the same.
 - A key is known under its JSON name (`fullName`) and its proto name (`full_name`): proto3
-  JSON parsers accept both, and so does the transcoder. Nothing else (not `FullName`).
+  JSON parsers accept both, and so does the transcoder. Nothing else (not `FullName`). Both
+  spellings name one field (`MessageRule.aliases`), so sending both is a duplicate key.
+- `body: "*"` takes nothing from the query string (`BodyBinding.accepts_query`): the
+  transcoder would fill fields from it, which puts passwords and tokens into URLs.
 - Message fields are checked recursively: repeated ones element by element, maps with any key
   and their values checked when they are messages.
 - Well-known types with a JSON form of their own (Timestamp, Duration, FieldMask, wrappers,
@@ -23,6 +26,7 @@ same descriptors the transcoder uses:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,6 +95,8 @@ class MessageRule:
     fields: Mapping[str, ValueRule]
     # Keys of fields that the URL path sets: refused in the body.
     path_bound: frozenset[str] = frozenset()
+    # Proto name -> JSON name where they differ: the same field under its other spelling.
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,8 @@ class BodyBinding:
     method: str
     template: str
     body: ValueRule
+    # False for `body: "*"`: every field comes from the body (or the path), none from the query.
+    accepts_query: bool = True
 
 
 class Violation(NamedTuple):
@@ -177,15 +185,20 @@ class _Builder:
     def _rule(self, full_name: str, bound: frozenset[tuple[str, ...]]) -> MessageRule:
         fields: dict[str, ValueRule] = {}
         path_bound: set[str] = set()
+        aliases: dict[str, str] = {}
         for field in self._contract.message(full_name).fields:
             names = {field.json_name, field.name}
+            if field.name != field.json_name:
+                aliases[field.name] = field.json_name
             under = {path[1:] for path in bound if path[0] == field.name}
             if () in under:
                 path_bound |= names
                 continue
             rule = self.value(field, frozenset(under))
             fields.update(dict.fromkeys(names, rule))
-        return MessageRule(MappingProxyType(fields), frozenset(path_bound))
+        return MessageRule(
+            MappingProxyType(fields), frozenset(path_bound), MappingProxyType(aliases)
+        )
 
     def value(
         self, field: MessageField, bound: frozenset[tuple[str, ...]] = frozenset()
@@ -215,7 +228,12 @@ def body_schemas(contract: ApiContract) -> BodySchemas:
     rpcs: dict[str, tuple[BodyBinding, ...]] = {}
     for rpc in contract.routed_rpcs():
         bindings = tuple(
-            BodyBinding(b.method, b.template, builder.body(rpc, b.body, b.template))
+            BodyBinding(
+                b.method,
+                b.template,
+                builder.body(rpc, b.body, b.template),
+                accepts_query=b.body != "*",
+            )
             for b in rpc.http
         )
         if any(b.body != ANY_VALUE for b in bindings):

@@ -7,7 +7,13 @@
 Two listeners: the public one (JSON and native gRPC on one cleartext port) and a Unix-socket
 listener that only serves the JWK Set to jwt_authn (see `jwks_uri`). jwt_authn's background
 fetch thus gets auth's current keys through the same transcoder clients use, without a TCP
-port of its own and without passing the public listener's rate limit.
+port of its own and without passing the public listener's rate limit. With
+`settings.ready_listen`, a third one answers `GET /ready` (from the admin interface) and
+nothing else, for probes that must not reach the admin interface itself.
+
+The admin interface listens where `settings.admin` says: a TCP address, or a Unix socket
+(`UnixSocket`, mode 0600) in a directory only its owner may enter (`build_config` makes it
+0700), which no other local user can reach.
 """
 
 from __future__ import annotations
@@ -17,15 +23,22 @@ from pathlib import Path
 
 from vaultpay_gateway._types import Json, typed
 from vaultpay_gateway.body_schema import body_schemas
-from vaultpay_gateway.clusters import JWKS_LISTENER, jwks_cluster, upstream_cluster
+from vaultpay_gateway.clusters import (
+    ADMIN_CLUSTER,
+    JWKS_LISTENER,
+    admin_cluster,
+    jwks_cluster,
+    upstream_cluster,
+)
 from vaultpay_gateway.contract import ApiContract, ContractError, Rpc
 from vaultpay_gateway.docs import DOCS_PATH, DocsSite
 from vaultpay_gateway.errors import local_reply_config
 from vaultpay_gateway.filters import grpc_json_transcoder, public_http_filters, router
+from vaultpay_gateway.ratelimits import rpc_rate_limits
 from vaultpay_gateway.routes import REFLECTION_CLUSTER, jwks_route_config, public_route_config
-from vaultpay_gateway.settings import GatewaySettings, HostPort, SettingsError
+from vaultpay_gateway.settings import GatewaySettings, HostPort, SettingsError, UnixSocket
 
-__all__ = ["ACCESS_LOG_FORMAT", "jwks_uri", "render_bootstrap", "write_bootstrap"]
+__all__ = ["ACCESS_LOG_FORMAT", "address_of", "jwks_uri", "render_bootstrap", "write_bootstrap"]
 
 # Never the Authorization header, never a query string (it may hold a token someone tried
 # to pass as ?access_token=).
@@ -53,6 +66,13 @@ _JWKS_HOST = "jwks.internal"
 
 def _socket(address: HostPort) -> Json:
     return {"socket_address": {"address": address.host, "port_value": address.port}}
+
+
+def address_of(address: HostPort | UnixSocket) -> Json:
+    """An Envoy `Address`: a TCP socket, or a Unix socket (`pipe`) with its permission bits."""
+    if isinstance(address, UnixSocket):
+        return {"pipe": {"path": str(address.path), "mode": address.mode}}
+    return _socket(address)
 
 
 def _access_log(path: Path | None) -> list[Json]:
@@ -135,6 +155,9 @@ def _public_listener(
         server_name="vaultpay-gateway",
         request_headers_timeout="10s",
         stream_idle_timeout="300s",
+        # Envoy's parser refuses (431) anything beyond this; `request_guard` applies the
+        # tighter caps the services need.
+        max_request_headers_kb=settings.max_request_headers_kb,
         common_http_protocol_options={
             "idle_timeout": "300s",
             "headers_with_underscores_action": "REJECT_REQUEST",
@@ -150,6 +173,7 @@ def _public_listener(
             [s.full_name for s in contract.public_services],
             jwks_uri(contract, settings),
             body_schemas(contract),
+            rpc_rate_limits(contract, settings),
         ),
         local_reply_config=local_reply_config(DOCS_PATH if docs is not None else None),
         access_log=_access_log(settings.access_log_path),
@@ -179,6 +203,31 @@ def _jwks_listener(contract: ApiContract, settings: GatewaySettings) -> Json:
     }
 
 
+def _ready_listener(address: HostPort) -> Json:
+    """`GET /ready` asked of the admin interface; 404 for everything else."""
+    route_config = {
+        "name": "ready",
+        "virtual_hosts": [
+            {
+                "name": "ready",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {
+                            "path": "/ready",
+                            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                        },
+                        "route": {"cluster": ADMIN_CLUSTER, "timeout": "2s"},
+                    },
+                    {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+                ],
+            }
+        ],
+    }
+    hcm = _hcm("ready", route_config=route_config, http_filters=[router()])
+    return {"name": "ready", "address": _socket(address), "filter_chains": [{"filters": [hcm]}]}
+
+
 def render_bootstrap(
     settings: GatewaySettings, contract: ApiContract, docs: DocsSite | None = None
 ) -> Json:
@@ -195,16 +244,15 @@ def render_bootstrap(
         clusters.append(
             upstream_cluster(REFLECTION_CLUSTER, settings.reflection, settings.health_check)
         )
+    listeners = [_public_listener(contract, settings, docs), _jwks_listener(contract, settings)]
+    clusters.append(jwks_cluster(settings.jwks_socket))
+    if settings.ready_listen is not None:
+        listeners.append(_ready_listener(settings.ready_listen))
+        clusters.append(admin_cluster(address_of(settings.admin)))
     return {
         "node": {"id": "vaultpay-gateway", "cluster": "vaultpay-gateway"},
-        "admin": {"address": _socket(settings.admin)},
-        "static_resources": {
-            "listeners": [
-                _public_listener(contract, settings, docs),
-                _jwks_listener(contract, settings),
-            ],
-            "clusters": [*clusters, jwks_cluster(settings.jwks_socket)],
-        },
+        "admin": {"address": address_of(settings.admin)},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     }
 
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 from vaultpay_gateway._types import Json, duration, typed
 from vaultpay_gateway.settings import HealthCheck, HostPort
 
-__all__ = ["JWKS_CLUSTER", "JWKS_LISTENER", "jwks_cluster", "upstream_cluster"]
+__all__ = [
+    "ADMIN_CLUSTER",
+    "JWKS_CLUSTER",
+    "JWKS_LISTENER",
+    "admin_cluster",
+    "jwks_cluster",
+    "upstream_cluster",
+]
 
 JWKS_LISTENER = "jwks_loopback"
 JWKS_CLUSTER = "jwks_loopback"
+ADMIN_CLUSTER = "envoy_admin"
 
 _HTTP2_ONLY = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
@@ -73,4 +81,13 @@ def jwks_cluster(socket: str) -> Json:
             "cluster_name": JWKS_CLUSTER,
             **_endpoint({"pipe": {"path": socket}}),
         },
+    }
+
+
+def admin_cluster(address: Json) -> Json:
+    """Envoy's own admin interface, for the readiness listener's `GET /ready` only."""
+    return {
+        "name": ADMIN_CLUSTER,
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": ADMIN_CLUSTER, **_endpoint(address)},
     }

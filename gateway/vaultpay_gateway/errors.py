@@ -17,7 +17,13 @@ transcoder did not produce it (the transcoder marks what it transcodes with
 Expired tokens are told apart from other bad tokens: jwt_authn answers both with 401, but an
 expired one gets reason `TOKEN_EXPIRED` (the services' reason for it), matched on the reply's
 response code details (`jwt_authn_access_denied{Jwt_is_expired}`) with a CEL filter. Every
-other refused token stays `TOKEN_INVALID`.
+other refused token stays `TOKEN_INVALID`. jwt_authn answers a token for another audience
+with 403; a token the gateway does not accept is a credential problem, so that becomes 401
+(UNAUTHENTICATED) too.
+
+Native gRPC local replies carry `LOCAL_REPLY_MARK` for the `replies` filter, which removes
+it: that filter gives upstream gRPC errors without an `ErrorInfo` a generic message
+(`GENERIC_MESSAGES`), and must leave Envoy's own texts ("Jwt is expired") alone.
 
 The JSON body check (`json_body`) writes its own `google.rpc.Status` bodies (reason
 `UNKNOWN_FIELD` with BadRequest field violations). Envoy runs Lua replies through the mapper
@@ -27,14 +33,20 @@ which clients cannot set.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "DUPLICATE_FIELD_REASON",
     "ERROR_DOMAIN",
     "GATEWAY_ERRORS",
+    "GENERIC_MESSAGES",
     "JSON_BODY_METADATA",
+    "LOCAL_REPLY_MARK",
     "NOT_FOUND_TEXT",
+    "QUERY_PARAMETER_REASON",
     "TOKEN_EXPIRED_REASON",
     "TRANSCODE_FAILURE_HEADER",
     "UNKNOWN_FIELD_REASON",
@@ -45,6 +57,10 @@ __all__ = [
 ERROR_DOMAIN = "vaultpay.gateway"
 # A JSON body key the request message does not have (400 / INVALID_ARGUMENT).
 UNKNOWN_FIELD_REASON = "UNKNOWN_FIELD"
+# A JSON body key given twice in one object, or one field under both its spellings (400).
+DUPLICATE_FIELD_REASON = "DUPLICATE_FIELD"
+# A query parameter on a `body: "*"` binding, whose fields belong in the body (400).
+QUERY_PARAMETER_REASON = "QUERY_PARAMETER_NOT_ALLOWED"
 # Dynamic metadata namespace of the JSON body check (json_body.py).
 JSON_BODY_METADATA = "vaultpay.json_body"
 NOT_FOUND_TEXT = "no such API route"
@@ -57,6 +73,10 @@ _TRANSCODE_FAILURE_DETAILS = "grpc_json_transcode_failure"
 # Marks those replies for the `replies` Lua filter, which removes it (Lua cannot read the
 # response code details).
 TRANSCODE_FAILURE_HEADER = "x-vaultpay-transcode-failure"
+# Marks Envoy's own replies to native gRPC clients for the `replies` filter, which removes it.
+LOCAL_REPLY_MARK = "x-vaultpay-local-reply"
+# jwt_authn's response code details start with this for every refused token.
+_JWT_DENIED_DETAILS = "jwt_authn_access_denied"
 _ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 _ENVOY_TEXT = "%LOCAL_REPLY_BODY%"
 
@@ -90,6 +110,7 @@ GATEWAY_ERRORS: tuple[GatewayError, ...] = (
     GatewayError(404, _NOT_FOUND, "NOT_FOUND", _UNIMPLEMENTED, NOT_FOUND_TEXT),
     GatewayError(408, _DEADLINE_EXCEEDED, "REQUEST_TIMEOUT", _DEADLINE_EXCEEDED),
     GatewayError(413, _RESOURCE_EXHAUSTED, "PAYLOAD_TOO_LARGE", _RESOURCE_EXHAUSTED),
+    GatewayError(414, _INVALID_ARGUMENT, "URI_TOO_LONG", _INVALID_ARGUMENT),
     GatewayError(429, _RESOURCE_EXHAUSTED, "RATE_LIMITED", _RESOURCE_EXHAUSTED),
     GatewayError(431, _INVALID_ARGUMENT, "HEADERS_TOO_LARGE", _INVALID_ARGUMENT),
     GatewayError(500, _INTERNAL, "INTERNAL", _INTERNAL, "internal gateway error"),
@@ -100,6 +121,29 @@ GATEWAY_ERRORS: tuple[GatewayError, ...] = (
     ),
 )
 _FALLBACK = GatewayError(0, _UNKNOWN, "UNKNOWN", _UNKNOWN)
+
+# What an upstream error without a google.rpc.ErrorInfo says instead of its own text (gRPC
+# core's texts name internal headers and limits): gRPC code -> (ErrorInfo reason, message).
+GENERIC_MESSAGES: Mapping[int, tuple[str, str]] = MappingProxyType(
+    {
+        1: ("CANCELLED", "the request was cancelled"),
+        2: ("UNKNOWN", "unknown error"),
+        3: ("INVALID_ARGUMENT", "invalid request"),
+        4: ("DEADLINE_EXCEEDED", "the request took too long"),
+        5: ("NOT_FOUND", "not found"),
+        6: ("ALREADY_EXISTS", "already exists"),
+        7: ("PERMISSION_DENIED", "permission denied"),
+        8: ("RESOURCE_EXHAUSTED", "a limit was reached; try again later"),
+        9: ("FAILED_PRECONDITION", "the request cannot be carried out in the current state"),
+        10: ("ABORTED", "the request was aborted; try again"),
+        11: ("OUT_OF_RANGE", "out of range"),
+        12: ("UNIMPLEMENTED", "not implemented"),
+        13: ("INTERNAL", "internal error"),
+        14: ("UNAVAILABLE", "service unavailable"),
+        15: ("INTERNAL", "internal error"),
+        16: ("UNAUTHENTICATED", "unauthenticated"),
+    }
+)
 
 
 def _status_json(error: GatewayError) -> dict[str, Any]:
@@ -155,14 +199,18 @@ def _text(text: str) -> dict[str, Any]:
     return {"text_format_source": {"inline_string": text}}
 
 
-def _grpc_mapper(error: GatewayError) -> dict[str, Any]:
+def _set_header(key: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def _grpc_mapper(error: GatewayError, match: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
-        "filter": {"and_filter": {"filters": [_NATIVE_GRPC, _status_is(error.http_status)]}},
+        "filter": {
+            "and_filter": {"filters": [_NATIVE_GRPC, match or _status_is(error.http_status)]}
+        },
         "headers_to_add": [
-            {
-                "header": {"key": "grpc-status", "value": str(error.grpc_code)},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
+            _set_header("grpc-status", str(error.grpc_code)),
+            _set_header(LOCAL_REPLY_MARK, "1"),
         ],
         "body_format_override": _text(error.message or _ENVOY_TEXT),
     }
@@ -188,6 +236,24 @@ def _details_match(http_status: int, expression: str) -> dict[str, Any]:
         }
     }
     return {"and_filter": {"filters": [_status_is(http_status), cel]}}
+
+
+_WRONG_AUDIENCE = GatewayError(401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED)
+
+
+def _jwt_forbidden() -> dict[str, Any]:
+    """jwt_authn's 403: a token for another audience (RFC 6750 calls that invalid_token)."""
+    return _details_match(403, f"response.code_details.startsWith('{_JWT_DENIED_DETAILS}')")
+
+
+def _wrong_audience_mappers() -> tuple[dict[str, Any], dict[str, Any]]:
+    """401 / UNAUTHENTICATED instead of jwt_authn's 403, for gRPC and for JSON clients."""
+    json_mapper = {
+        "filter": _jwt_forbidden(),
+        "status_code": _WRONG_AUDIENCE.http_status,
+        "body_format_override": _status_json(_WRONG_AUDIENCE),
+    }
+    return _grpc_mapper(_WRONG_AUDIENCE, _jwt_forbidden()), json_mapper
 
 
 def _token_expired_mapper() -> dict[str, Any]:
@@ -265,15 +331,19 @@ def local_reply_config(verbatim_path_prefix: str | None = None) -> dict[str, Any
     ones (expired tokens and transcoder failures before the plain status mappers)."""
     grpc_fallback = {
         "filter": _NATIVE_GRPC,
+        "headers_to_add": [_set_header(LOCAL_REPLY_MARK, "1")],
         "body_format_override": _text(_ENVOY_TEXT),
     }
     verbatim = [] if verbatim_path_prefix is None else [_verbatim_mapper(verbatim_path_prefix)]
+    grpc_wrong_audience, json_wrong_audience = _wrong_audience_mappers()
     return {
         "mappers": [
             _json_body_check_mapper(),
             *verbatim,
+            grpc_wrong_audience,
             *(_grpc_mapper(e) for e in GATEWAY_ERRORS),
             grpc_fallback,
+            json_wrong_audience,
             _token_expired_mapper(),
             _transcode_failure_mapper(),
             *(_json_mapper(e) for e in GATEWAY_ERRORS),

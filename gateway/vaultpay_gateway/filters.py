@@ -1,18 +1,26 @@
 """The HTTP filter chain of the public listener, in decode order.
 
-    local_ratelimit -> body_size_limit -> header_mutation -> replies (lua) -> cors
-    -> json_body.capture (lua) -> grpc_json_transcoder -> jwt_authn -> json_body.check (lua)
-    -> router
+    header_mutation -> local_ratelimit (per client + global) -> body_size_limit
+    -> replies (lua) -> cors -> request_guard (lua) -> json_body.capture (lua)
+    -> grpc_json_transcoder -> rpc_ratelimit -> jwt_authn -> json_body.check (lua) -> router
 
-- Cheap rejections first: the global token bucket, then the body cap (GATEWAY.md item 5: the
-  transcoder's own limit only sizes its buffer).
-- header_mutation sits before the transcoder so that, on the way back, it runs after it and can
-  drop `grpc-*` headers from JSON replies (GATEWAY.md item 4). Its per-route config is read
-  while the path is still the REST path, so it only applies to JSON requests.
-- replies (`replies`) only acts on the way back, on replies of the filters after it: allowed
-  CORS preflights become 204, the transcoder's JSON type errors get a BadRequest naming the
-  field.
+- header_mutation comes first so that, on the way back, it sees every reply, Envoy's own
+  included: it adds `Cache-Control: no-store` to any reply that has no Cache-Control (tokens
+  and personal data must not be kept by browsers or proxies; the docs set their own). It
+  also drops `grpc-*` headers from JSON replies (GATEWAY.md item 4); that per-route config is
+  read while the path is still the REST path, so it only applies to JSON requests.
+- Cheap rejections next: the client's token bucket and the global one (`ratelimits`), then
+  the body cap (GATEWAY.md item 5: the transcoder's own limit only sizes its buffer).
+- replies (`replies`) only acts on the way back, on replies of the filters after it and of
+  the services: allowed CORS preflights become 204, the transcoder's JSON type errors get a
+  BadRequest naming the field, upstream errors without an ErrorInfo get a generic message,
+  429s get `Retry-After`.
 - cors answers preflights before the transcoder would reject OPTIONS as an unknown method.
+- request_guard (`request_guard`) caps the request line and headers (414 / 431) and accepts
+  the bearer scheme in any case, before anything reads them.
+- rpc_ratelimit (`ratelimits`) follows the transcoder: `:path` is then the exact gRPC path,
+  for JSON and gRPC clients alike, and expensive public RPCs spend their own per-client
+  budget.
 - jwt_authn runs after the transcoder: by then every request, JSON or gRPC, carries the gRPC
   path of exactly one RPC, and the route's per-route config (derived from the RPC's access
   rule) decides whether a token is needed. No REST template has to be turned into a regex,
@@ -29,11 +37,15 @@ from collections.abc import Sequence
 from vaultpay_gateway._types import Json, duration, typed
 from vaultpay_gateway.body_schema import BodySchemas
 from vaultpay_gateway.clusters import JWKS_CLUSTER
+from vaultpay_gateway.contract import Rpc
 from vaultpay_gateway.json_body import capture_filter, check_filter
+from vaultpay_gateway.ratelimits import client_ratelimit_filter, rpc_ratelimit_filter
 from vaultpay_gateway.replies import replies_filter
+from vaultpay_gateway.request_guard import request_guard_filter
 from vaultpay_gateway.settings import GatewaySettings, RateLimit
 
 __all__ = [
+    "HEADER_MUTATION_FILTER",
     "JWT_FILTER",
     "JWT_PROVIDER",
     "JWT_REQUIREMENT",
@@ -46,7 +58,7 @@ __all__ = [
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 JWT_PROVIDER = "vaultpay_auth"
 JWT_REQUIREMENT = "access_token"
-_ALWAYS = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
 
 
 def router() -> Json:
@@ -86,26 +98,19 @@ def grpc_json_transcoder(descriptor_set: str, services: Sequence[str]) -> Json:
     }
 
 
-def _local_ratelimit(limit: RateLimit) -> Json:
+def _header_mutation() -> Json:
+    """`Cache-Control: no-store` on every reply without a Cache-Control of its own."""
+    no_store = {
+        "append": {
+            "header": {"key": "cache-control", "value": "no-store"},
+            "append_action": "ADD_IF_ABSENT",
+        }
+    }
     return {
-        "name": "envoy.filters.http.local_ratelimit",
+        "name": HEADER_MUTATION_FILTER,
         "typed_config": typed(
-            "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-            stat_prefix="gateway_global",
-            token_bucket={
-                "max_tokens": limit.max_tokens,
-                "tokens_per_fill": limit.tokens_per_fill,
-                "fill_interval": duration(limit.fill_interval_seconds),
-            },
-            filter_enabled={**_ALWAYS, "runtime_key": "gateway_ratelimit_enabled"},
-            filter_enforced={**_ALWAYS, "runtime_key": "gateway_ratelimit_enforced"},
-            rate_limited_as_resource_exhausted=True,
-            response_headers_to_add=[
-                {
-                    "header": {"key": "retry-after", "value": "1"},
-                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                }
-            ],
+            "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            mutations={"response_mutations": [no_store]},
         ),
     }
 
@@ -162,23 +167,21 @@ def public_http_filters(
     transcoded_services: Sequence[str],
     jwks_uri: str,
     body_schemas: BodySchemas,
+    rpc_budgets: Sequence[tuple[Rpc, RateLimit]] = (),
 ) -> list[Json]:
     return [
-        _local_ratelimit(settings.rate_limit),
+        _header_mutation(),
+        client_ratelimit_filter(settings),
         _body_size_limit(settings.max_request_bytes),
-        {
-            "name": "envoy.filters.http.header_mutation",
-            "typed_config": typed(
-                "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
-            ),
-        },
         replies_filter(),
         {
             "name": "envoy.filters.http.cors",
             "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
+        request_guard_filter(settings.max_path_bytes, settings.max_header_bytes),
         capture_filter(),
         grpc_json_transcoder(str(settings.descriptor_set.resolve()), transcoded_services),
+        *([rpc_ratelimit_filter(rpc_budgets, settings.max_tracked_clients)] if rpc_budgets else []),
         jwt_authn(settings, jwks_uri),
         check_filter(body_schemas),
         router(),

@@ -20,7 +20,11 @@ transcoded request that carries no mark. Native gRPC is recognised exactly as En
 content-type, `application/grpc` or `application/grpc+codec`), so `application/grpc; x` is
 transcoded *and* checked. A body holding a NUL byte is refused (400). Query parameters that
 name a field the URL path sets are refused too (the transcoder would let `?walletId=` override
-`/wallets/{wallet_id}`).
+`/wallets/{wallet_id}`), and so is every query parameter of a `body: "*"` binding (400
+`QUERY_PARAMETER_NOT_ALLOWED`): the transcoder would take `POST /v1/auth/login?password=…` from
+the URL, where proxies and browser histories keep it. A key that appears twice in one object,
+or one field under both its spellings (`fullName` and `full_name`), is refused (400
+`DUPLICATE_FIELD`): parsers disagree about which one wins.
 
 The checker accepts less than the transcoder on purpose: the transcoder also takes unquoted
 keys, single-quoted strings and trailing commas, which a lenient or skipping checker would
@@ -40,7 +44,13 @@ from collections.abc import Mapping
 
 from vaultpay_gateway._types import Json, typed
 from vaultpay_gateway.body_schema import BodySchemas, ValueRule
-from vaultpay_gateway.errors import ERROR_DOMAIN, JSON_BODY_METADATA, UNKNOWN_FIELD_REASON
+from vaultpay_gateway.errors import (
+    DUPLICATE_FIELD_REASON,
+    ERROR_DOMAIN,
+    JSON_BODY_METADATA,
+    QUERY_PARAMETER_REASON,
+    UNKNOWN_FIELD_REASON,
+)
 
 __all__ = ["CAPTURE_FILTER", "CHECK_FILTER", "capture_filter", "check_filter", "checker_lua"]
 
@@ -81,9 +91,11 @@ function envoy_on_request(handle)
 end
 """
 
-# M: message rules, R: RPCs (generated above this code). A rule is `true` (any value), a
-# message number (objects checked against M[n], arrays element by element) or `{n}` (a map:
-# any key, values checked against M[n]). In M[n], `false` marks a field the URL path sets.
+# M: message rules, A: aliases, Q: bindings without query, R: RPCs (generated above this
+# code). A rule is `true` (any value), a message number (objects checked against M[n], arrays
+# element by element) or `{n}` (a map: any key, values checked against M[n]). In M[n], `false`
+# marks a field the URL path sets. A[n] maps a field's proto name to its JSON name (one field,
+# two spellings). Q[path][method] is true when that binding is `body: "*"`.
 _CHECK_LUA = r"""
 local MAX_DEPTH = 100
 -- A budget of JSON values per body: the walk costs Lua CPU on Envoy's worker, and no request
@@ -164,9 +176,9 @@ local function read_string()
   end
 end
 
-local function report(description)
+local function report(description, reason)
   count = count + 1
-  if count <= MAX_REPORTED then found[count] = { concat(path), description } end
+  if count <= MAX_REPORTED then found[count] = { concat(path), description, reason or REASON } end
 end
 
 local read_value
@@ -181,9 +193,9 @@ end
 local function read_object(rule)
   enter()
   if byte(src, pos) == 125 then pos = pos + 1; depth = depth - 1; return end
-  local fields, values = M[rule], nil
+  local fields, values, aliases = M[rule], nil, A[rule]
   if type(rule) == "table" then values = rule[1] end
-  local n = #path
+  local n, seen = #path, {}
   while true do
     if byte(src, pos) ~= 34 then bad("expected a double-quoted key") end
     local key = read_string()
@@ -192,6 +204,8 @@ local function read_object(rule)
     pos = pos + 1
     skip_space()
     path[n + 1] = n == 0 and key or ("." .. key)
+    local name = aliases and aliases[key] or key
+    if seen[name] then report("duplicate key", DUPLICATE) else seen[name] = true end
     local inner = true
     if fields ~= nil then
       inner = fields[key]
@@ -347,20 +361,38 @@ local function reply(handle, http_status, body)
   handle:respond({ [":status"] = http_status, ["content-type"] = "application/json" }, body)
 end
 
+-- The query string's keys, %-decoded, in order.
+local function query_keys(original_path)
+  local query = original_path and string.match(original_path, "%?(.*)$")
+  local keys = {}
+  if query == nil then return keys end
+  for key in string.gmatch(query, "([^&=]+)=?[^&]*") do
+    keys[#keys + 1] = (string.gsub(key, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+  end
+  return keys
+end
+
 -- Query parameters must not set what the URL path sets (the transcoder lets `?walletId=`
 -- override `/wallets/{wallet_id}`). Keys are compared after %-decoding, first segment only.
-local function query_violations(original_path, entry)
-  local query = original_path and string.match(original_path, "%?(.*)$")
-  if query == nil then return {} end
+local function path_bound_in_query(keys, entry)
   local rule = entry
   if type(rule) == "table" then rule = rule.b and rule.b[1][2] or rule[1] end
   local fields = M[rule]
   if fields == nil then return {} end
   local out = {}
-  for key in string.gmatch(query, "([^&=]+)=?[^&]*") do
-    key = string.gsub(key, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end)
+  for _, key in ipairs(keys) do
     local head = string.match(key, "^[^.]+") or key
     if fields[head] == false then out[#out + 1] = { key, "set by the URL path, not by the query" } end
+  end
+  return out
+end
+
+-- Every query parameter of a `body: "*"` binding: its fields belong in the JSON body.
+local function query_not_allowed(keys)
+  local out = {}
+  for i, key in ipairs(keys) do
+    if i > MAX_REPORTED then break end
+    out[i] = { key, "not accepted in the query string: send it in the JSON body" }
   end
   return out
 end
@@ -381,10 +413,23 @@ function envoy_on_request(handle)
     reply(handle, "400", status(3, "INVALID_REQUEST", "the request body is not valid JSON: NUL byte"))
     return
   end
-  local from_query = query_violations(original_path, entry)
-  if #from_query > 0 then
-    reply(handle, "400", status(3, REASON, "the query sets a field of the URL path", from_query))
-    return
+  local keys = query_keys(original_path)
+  if #keys > 0 then
+    local closed = Q[headers:get(":path")]
+    if closed ~= nil and closed[headers:get("x-envoy-original-method")] then
+      local refused = query_not_allowed(keys)
+      local names = {}
+      for i, v in ipairs(refused) do names[i] = v[1] end
+      local message = "this method takes nothing from the query string (send it in the JSON body): "
+        .. concat(names, ", ") .. (#keys > #refused and ", ..." or "")
+      reply(handle, "400", status(3, QUERY_REASON, message, refused))
+      return
+    end
+    local from_query = path_bound_in_query(keys, entry)
+    if #from_query > 0 then
+      reply(handle, "400", status(3, REASON, "the query sets a field of the URL path", from_query))
+      return
+    end
   end
   local body = stash.body
   if body == nil or body == "" then return end
@@ -403,9 +448,12 @@ function envoy_on_request(handle)
   if total == 0 then return end
   local names = {}
   for i, v in ipairs(violations) do names[i] = v[1] end
-  local message = (total == 1 and "unknown field in the request body: " or "unknown fields in the request body: ")
+  -- One reason per reply: the first problem's (each violation says what it is).
+  local reason = violations[1][3]
+  local what = reason == DUPLICATE and "duplicate field" or "unknown field"
+  local message = what .. (total == 1 and " in the request body: " or "s in the request body: ")
     .. concat(names, ", ") .. (total > #violations and ", ..." or "")
-  reply(handle, "400", status(3, REASON, message, violations))
+  reply(handle, "400", status(3, reason, message, violations))
 end
 """
 
@@ -435,6 +483,8 @@ def _prelude() -> str:
         f"local NS = {_lua_string(JSON_BODY_METADATA)}\n"
         f"local DOMAIN = {_lua_string(ERROR_DOMAIN)}\n"
         f"local REASON = {_lua_string(UNKNOWN_FIELD_REASON)}\n"
+        f"local DUPLICATE = {_lua_string(DUPLICATE_FIELD_REASON)}\n"
+        f"local QUERY_REASON = {_lua_string(QUERY_PARAMETER_REASON)}\n"
     )
 
 
@@ -453,6 +503,22 @@ def checker_lua(schemas: BodySchemas) -> str:
             *(f"[{_lua_string(k)}] = false" for k in sorted(rule.path_bound)),
         ]
         lines.append(f"  [{number}] = {{ {', '.join(entries)} }},{_comment(key)}")
+    lines += ["}", "local A = {"]
+    for key, number in ids.items():
+        aliases = schemas.messages[key].aliases
+        if aliases:
+            spellings = ", ".join(
+                f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in sorted(aliases.items())
+            )
+            lines.append(f"  [{number}] = {{ {spellings} }},")
+    lines += ["}", "local Q = {"]
+    for grpc_path, bindings in sorted(schemas.rpcs.items()):
+        closed = sorted(
+            {b.method for b in bindings} - {b.method for b in bindings if b.accepts_query}
+        )
+        if closed:
+            flags = ", ".join(f"[{_lua_string(m)}] = true" for m in closed)
+            lines.append(f"  [{_lua_string(grpc_path)}] = {{ {flags} }},")
     lines += ["}", "local R = {"]
     for grpc_path, bindings in sorted(schemas.rpcs.items()):
         rules = {b.body for b in bindings}

@@ -1,13 +1,18 @@
-"""Running the Envoy binary: locating it, validating a config, the start-up command line."""
+"""Running the Envoy binary: locating it, validating a config, the start-up command line,
+asking its admin interface (TCP or Unix socket)."""
 
 from __future__ import annotations
 
+import http.client
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["EnvoyConfigError", "envoy_binary", "envoy_command", "validate"]
+from vaultpay_gateway.settings import HostPort, UnixSocket
+
+__all__ = ["EnvoyConfigError", "admin_get", "envoy_binary", "envoy_command", "validate"]
 
 
 class EnvoyConfigError(RuntimeError):
@@ -48,3 +53,41 @@ def validate(path: Path | str, *, timeout: float = 60.0) -> None:
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip()
         raise EnvoyConfigError(f"envoy rejected {path} (exit {result.returncode}):\n{output}")
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def admin_get(
+    admin: HostPort | UnixSocket, path: str, *, timeout: float = 1.0
+) -> tuple[int, bytes]:
+    """`GET path` on Envoy's admin interface: (status, body). OSError if it does not answer.
+
+    admin_get(settings.admin, "/ready")   # (200, b"LIVE\n") once Envoy is ready
+    """
+    conn: http.client.HTTPConnection
+    if isinstance(admin, UnixSocket):
+        conn = _UnixConnection(admin.path, timeout)
+    else:
+        conn = http.client.HTTPConnection(admin.host, admin.port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"admin interface: {exc}") from exc
+    finally:
+        conn.close()

@@ -1,6 +1,7 @@
-"""Touches on replies made inside Envoy, in one Lua filter that only acts on the way back.
+"""Touches on replies, in one Lua filter that only acts on the way back.
 
-It sits before the cors filter and the transcoder in the chain, so it sees their replies:
+It sits before the cors filter, the transcoder and the RPC rate limit in the chain, so it
+sees their replies and every upstream reply once transcoded:
 
 1. **CORS preflights answer 204.** Envoy's cors filter answers an allowed preflight with
    `200` and no body (it has no option for the status). The filter turns exactly those replies
@@ -20,14 +21,33 @@ It sits before the cors filter and the transcoder in the chain, so it sees their
    code details, so the local reply mapper marks transcoder failures with
    `errors.TRANSCODE_FAILURE_HEADER`; only marked 400 replies are read (and buffered), and the
    mark is removed, so other replies pass untouched and unbuffered.
+3. **Upstream errors without an `ErrorInfo` say nothing internal.** Every error the services
+   make carries a `google.rpc.ErrorInfo`; errors without one come from gRPC itself (a
+   metadata limit, a method the server lacks) and their text names internal headers and
+   sizes. JSON replies of status 400 or more whose body has no ErrorInfo get a generic
+   `google.rpc.Status` (same code, `errors.GENERIC_MESSAGES`, ErrorInfo with the code's
+   name as reason, domain `vaultpay.gateway`). Native gRPC errors (`grpc-status` in the
+   headers of a trailers-only reply, or in the trailers) get the generic `grpc-message` and
+   lose a `grpc-status-details-bin` that has no ErrorInfo. Envoy's own replies are left as
+   they are: JSON ones always carry an ErrorInfo, gRPC ones `errors.LOCAL_REPLY_MARK`.
+4. **`Retry-After`.** A 429 JSON reply whose body has a `google.rpc.RetryInfo` (a service's
+   throttle) gets `Retry-After` in whole seconds, rounded up. The RPC rate limit's own 429s
+   (`ratelimits`) carry a fallback `Retry-After` and `x-ratelimit-reset`, the seconds until the
+   bucket that refused has a token again; the header is set from it.
 
-A failure inside the script leaves the reply as the mapper made it.
+Only error replies are read (and buffered); a failure inside the script leaves the reply as
+it was.
 """
 
 from __future__ import annotations
 
 from vaultpay_gateway._types import Json, typed
-from vaultpay_gateway.errors import ERROR_DOMAIN, TRANSCODE_FAILURE_HEADER
+from vaultpay_gateway.errors import (
+    ERROR_DOMAIN,
+    GENERIC_MESSAGES,
+    LOCAL_REPLY_MARK,
+    TRANSCODE_FAILURE_HEADER,
+)
 
 __all__ = ["REPLIES_FILTER", "replies_filter"]
 
@@ -115,28 +135,123 @@ local function type_error_body(text)
   return field_error(field, description)
 end
 
+-- google.rpc.Status JSON from the gateway, in place of an upstream error's (nil: keep it).
+local function generic_body(text)
+  if find(text, '"@type":"type.googleapis.com/google.rpc.ErrorInfo"', 1, true) ~= nil then return nil end
+  local code = tonumber(string.match(text, '^%s*{%s*"code"%s*:%s*(%d+)')) or 13
+  local entry = GENERIC[code] or GENERIC[13]
+  return format(
+    '{"code":%d,"message":%s,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":%s,"domain":%s}]}',
+    code, quote(entry[2]), quote(entry[1]), quote(DOMAIN))
+end
+
+-- Whole seconds of a RetryInfo's retryDelay (proto3 JSON: "2.500s"), rounded up; nil if none.
+local function retry_delay(text)
+  local _, last = find(text, '"@type":"type.googleapis.com/google.rpc.RetryInfo"', 1, true)
+  if last == nil then return nil end
+  local seconds = tonumber(string.match(text, '"retryDelay":"(%d+%.?%d*)s"', last))
+  if seconds == nil then return nil end
+  return math.max(1, math.ceil(seconds))
+end
+
+local B64 = {}
+do
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  for i = 1, #alphabet do B64[byte(alphabet, i)] = i - 1 end
+end
+
+-- Base64 (padded or not, as gRPC sends binary headers) to bytes.
+local function unbase64(text)
+  local out, bits, count = {}, 0, 0
+  for i = 1, #text do
+    local value = B64[byte(text, i)]
+    if value ~= nil then
+      bits, count = bits * 64 + value, count + 6
+      if count >= 8 then
+        count = count - 8
+        local scale = 2 ^ count
+        local b = floor(bits / scale)
+        out[#out + 1] = char(b)
+        bits = bits - b * scale
+      end
+    end
+  end
+  return concat(out)
+end
+
+-- A native gRPC status (in headers or trailers) without ErrorInfo gets the generic message.
+local function scrub_grpc_status(map)
+  local code = map:get("grpc-status")
+  if code == nil or code == "0" then return end
+  local details = map:get("grpc-status-details-bin")
+  if details ~= nil and find(unbase64(details), "type.googleapis.com/google.rpc.ErrorInfo", 1, true) ~= nil then
+    return
+  end
+  local entry = GENERIC[tonumber(code)] or GENERIC[13]
+  map:replace("grpc-message", entry[2])
+  if details ~= nil then map:remove("grpc-status-details-bin") end
+end
+
+local function on_grpc_response(handle, headers)
+  if headers:get(LOCAL) ~= nil then
+    headers:remove(LOCAL)
+    return
+  end
+  if headers:get("grpc-status") ~= nil then
+    scrub_grpc_status(headers)  -- trailers-only
+    return
+  end
+  -- Chunks pass on as they come (streams included); only the trailers are looked at.
+  for _ in handle:bodyChunks() do end
+  local trailers = handle:trailers()
+  if trailers ~= nil then scrub_grpc_status(trailers) end
+end
+
+-- The new body of an error reply `text` (nil: keep it) and its Retry-After (nil: none).
+local function error_reply(text, status, type_error)
+  local body = nil
+  if type_error then body = type_error_body(text) end
+  if body == nil then body = generic_body(text) end
+  local wait = nil
+  if status == "429" then wait = retry_delay(text) end
+  return body, wait
+end
+
 function envoy_on_response(handle)
   local headers = handle:headers()
   local status = headers:get(":status")
-  if status ~= "200" and status ~= "400" then return end
+  -- The RPC rate limit refused: its bucket knows how long until the next token.
+  local reset = tonumber(headers:get("x-ratelimit-reset") or "")
+  if reset ~= nil and headers:get("retry-after") ~= nil then
+    headers:replace("retry-after", tostring(math.max(1, math.ceil(reset))))
+  end
+  local content_type = headers:get("content-type") or ""
+  if sub(content_type, 1, 16) == "application/grpc" then
+    on_grpc_response(handle, headers)
+    return
+  end
   if status == "200" then
     -- Only the cors filter's preflight replies carry access-control-allow-methods.
     if headers:get("access-control-allow-methods") ~= nil then headers:replace(":status", "204") end
     return
   end
-  if headers:get(MARK) == nil then return end
+  local code = tonumber(status)
+  if code == nil or code < 400 or sub(content_type, 1, 16) ~= "application/json" then return end
+  local type_error = status == "400" and headers:get(MARK) ~= nil
   headers:remove(MARK)
   -- handle:body() yields until the whole reply is in; objects taken before it are stale.
   local body = handle:body()
   if body == nil or body:length() == 0 then return end
-  local ok, new_body = pcall(type_error_body, body:getBytes(0, body:length()))
+  local ok, new_body, wait = pcall(error_reply, body:getBytes(0, body:length()), status, type_error)
   if not ok then
-    handle:logErr("type error reply left as it was: " .. tostring(new_body))
+    handle:logErr("error reply left as it was: " .. tostring(new_body))
     return
   end
+  headers = handle:headers()
+  if wait ~= nil and headers:get("retry-after") == nil then headers:replace("retry-after", tostring(wait)) end
   if new_body == nil then return end
   local length = body:setBytes(new_body)
-  handle:headers():replace("content-length", tostring(length))
+  headers:replace("content-length", tostring(length))
 end
 """
 
@@ -145,11 +260,21 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _generic_table() -> str:
+    rows = ", ".join(
+        f"[{code}] = {{ {_lua_string(reason)}, {_lua_string(message)} }}"
+        for code, (reason, message) in sorted(GENERIC_MESSAGES.items())
+    )
+    return f"local GENERIC = {{ {rows} }}\n"
+
+
 def replies_filter() -> Json:
     """The Lua filter; it defines only `envoy_on_response`."""
     source = (
         f"local DOMAIN = {_lua_string(ERROR_DOMAIN)}\n"
-        f"local MARK = {_lua_string(TRANSCODE_FAILURE_HEADER)}\n{_REPLIES_LUA}"
+        f"local MARK = {_lua_string(TRANSCODE_FAILURE_HEADER)}\n"
+        f"local LOCAL = {_lua_string(LOCAL_REPLY_MARK)}\n"
+        f"{_generic_table()}{_REPLIES_LUA}"
     )
     return {
         "name": REPLIES_FILTER,

@@ -6,6 +6,11 @@ the transcoder rewrites `GET /v1/auth/me` to `POST /vaultpay.auth.v1.AuthService
 clears the route cache before jwt_authn and the router look at it. Each route carries the
 RPC's edge JWT decision, so there is no default: a path that is not an RPC of a non-internal
 service falls through to a 404.
+
+Every RPC route sends the gateway's identity to the service (`IDENTITY_HEADER`, the value of
+the environment variable `GatewaySettings.identity_secret_env` of the Envoy process,
+overwriting whatever a client sent); the services trust `x-envoy-external-address` only from
+callers that present it (`vaultpay_common.grpc.request_context`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from vaultpay_gateway.reflection import reflection_paths
 from vaultpay_gateway.settings import GatewaySettings
 
 __all__ = [
+    "IDENTITY_HEADER",
     "REFLECTION_CLUSTER",
     "UNROUTED_CLUSTER",
     "jwks_route_config",
@@ -32,6 +38,10 @@ UNROUTED_CLUSTER = "vaultpay_unrouted"
 REFLECTION_CLUSTER = "vaultpay_reflection"
 _CORS_HEADERS = "authorization, content-type, x-request-id"
 _CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+# Response headers browsers may read besides the CORS-safelisted ones.
+_CORS_EXPOSED = "x-request-id, retry-after"
+# Proves to the services that a request comes from the gateway (see the module docstring).
+IDENTITY_HEADER = "x-vaultpay-gateway-identity"
 # Only requests that are safe to resend: the service never saw them.
 _RETRY = {"retry_on": "connect-failure,refused-stream", "num_retries": 2}
 _GRPC_HEADERS = (
@@ -50,6 +60,21 @@ def _jwt_per_route(rpc: Rpc) -> Json:
         "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
         requirement_name=JWT_REQUIREMENT,
     )
+
+
+def _identity(settings: GatewaySettings) -> Json:
+    """The identity header for the upstream request; a client's copy never passes."""
+    if settings.identity_secret_env is None:
+        return {"request_headers_to_remove": [IDENTITY_HEADER]}
+    value = f"%ENVIRONMENT({settings.identity_secret_env})%"
+    return {
+        "request_headers_to_add": [
+            {
+                "header": {"key": IDENTITY_HEADER, "value": value},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ]
+    }
 
 
 def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings) -> Json:
@@ -73,6 +98,7 @@ def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings) -> Json:
         "name": rpc.full_name,
         "match": {"path": rpc.grpc_path, "grpc": {}},
         "route": action,
+        **_identity(settings),
         "typed_per_filter_config": {JWT_FILTER: _jwt_per_route(rpc)},
     }
 
@@ -99,6 +125,7 @@ def _reflection_routes(settings: GatewaySettings) -> list[Json]:
                 "max_stream_duration": {"grpc_timeout_header_max": "0s"},
                 "retry_policy": _RETRY,
             },
+            "request_headers_to_remove": [IDENTITY_HEADER],
             "typed_per_filter_config": off,
         }
         for path in reflection_paths()
@@ -143,7 +170,7 @@ def _cors_policy(origins: Sequence[str]) -> Json:
         allow_origin_string_match=[{"exact": origin} for origin in origins],
         allow_methods=_CORS_METHODS,
         allow_headers=_CORS_HEADERS,
-        expose_headers="x-request-id",
+        expose_headers=_CORS_EXPOSED,
         max_age="600",
         allow_credentials=False,
     )

@@ -4,6 +4,10 @@ Defaults are the local development layout (API.md: gateway 8080, auth 50051 … 
 all bound to loopback. Values are validated when the object is built, so a bad flag fails at
 start-up with a readable message instead of as an Envoy parse error.
 
+Rate limits are token buckets (`RateLimit`): one global bucket as a backstop, one per client
+address (`client_rate_limit`) and, tighter, one per client address and expensive public RPC
+(`rpc_rate_limits`, keyed by the RPC's full name; `DEFAULT_RPC_RATE_LIMITS`).
+
     settings = GatewaySettings(
         descriptor_set=Path("build/vaultpay.binpb"),
         upstreams={**DEFAULT_UPSTREAMS, "auth": HostPort("10.0.0.5", 50051)},
@@ -13,20 +17,30 @@ start-up with a readable message instead of as an Envoy parse error.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 __all__ = [
+    "DEFAULT_RPC_RATE_LIMITS",
     "DEFAULT_UPSTREAMS",
+    "GATEWAY_SECRET_ENV",
     "GatewaySettings",
     "HealthCheck",
     "HostPort",
     "JwtSettings",
     "RateLimit",
     "SettingsError",
+    "UnixSocket",
 ]
+
+# Where Envoy reads the secret it proves its identity to the services with (see
+# `GatewaySettings.identity_secret_env`).
+GATEWAY_SECRET_ENV = "VAULTPAY_GATEWAY_SECRET"  # noqa: S105 - a variable name, not a secret
+# Linux: sun_path is 108 bytes, NUL included.
+_MAX_SOCKET_PATH = 107
 
 
 class SettingsError(ValueError):
@@ -67,6 +81,25 @@ class HostPort:
         return f"{host}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True)
+class UnixSocket:
+    """A Unix domain socket (a file path) and the permission bits Envoy gives it."""
+
+    path: Path
+    mode: int = 0o600
+
+    def __post_init__(self) -> None:
+        if not self.path.is_absolute():
+            raise SettingsError(f"Unix socket path must be absolute: {self.path}")
+        if len(str(self.path).encode()) > _MAX_SOCKET_PATH:
+            raise SettingsError(f"Unix socket path longer than {_MAX_SOCKET_PATH} bytes")
+        if not 0 <= self.mode <= 0o777:
+            raise SettingsError(f"bad socket mode {oct(self.mode)}")
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+
 DEFAULT_UPSTREAMS: Mapping[str, HostPort] = MappingProxyType(
     {
         "auth": HostPort("127.0.0.1", 50051),
@@ -79,7 +112,13 @@ DEFAULT_UPSTREAMS: Mapping[str, HostPort] = MappingProxyType(
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """The global token bucket of the local rate limit filter (per Envoy worker set)."""
+    """A token bucket of the local rate limit filter (shared by Envoy's workers).
+
+    It holds up to `max_tokens`; `tokens_per_fill` come back every `fill_interval_seconds`
+    (Envoy refills continuously at that rate). A request takes one token.
+
+        RateLimit.per_minute(10, burst=5)   # 5 at once, then one every 6 s
+    """
 
     max_tokens: int = 2000
     tokens_per_fill: int = 1000
@@ -88,8 +127,34 @@ class RateLimit:
     def __post_init__(self) -> None:
         if self.max_tokens < 1 or self.tokens_per_fill < 1:
             raise SettingsError("rate limit tokens must be positive")
-        if self.fill_interval_seconds < 0.001:
-            raise SettingsError("rate limit fill interval must be at least 1 ms")
+        if self.fill_interval_seconds < 0.05:
+            # Envoy refuses shorter intervals.
+            raise SettingsError("rate limit fill interval must be at least 50 ms")
+
+    @classmethod
+    def per_minute(cls, rate: int, *, burst: int | None = None) -> RateLimit:
+        """`rate` tokens a minute, one at a time, and up to `burst` (default `rate`) at once."""
+        if rate < 1:
+            raise SettingsError("rate limit tokens must be positive")
+        return cls(max_tokens=burst or rate, tokens_per_fill=1, fill_interval_seconds=60 / rate)
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """The longest wait for the next token, in whole seconds (what `Retry-After` says)."""
+        return max(1, math.ceil(self.fill_interval_seconds / self.tokens_per_fill))
+
+
+# Per client address: the public RPCs that cost the services most (bcrypt, mail, database
+# writes) or guard secrets. Everything else shares the client's general bucket.
+DEFAULT_RPC_RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType(
+    {
+        "vaultpay.auth.v1.AuthService.Register": RateLimit.per_minute(2, burst=5),
+        "vaultpay.auth.v1.AuthService.Login": RateLimit.per_minute(10, burst=10),
+        "vaultpay.auth.v1.AuthService.RefreshToken": RateLimit.per_minute(30, burst=30),
+        "vaultpay.wallet.v1.WalletService.ResetPin": RateLimit.per_minute(2, burst=5),
+        "vaultpay.wallet.v1.WalletService.ConfirmIp": RateLimit.per_minute(2, burst=5),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +182,9 @@ class JwtSettings:
     issuer: str = "vaultpay-auth"
     audience: str = "vaultpay"
     jwks_rpc: str = "vaultpay.auth.v1.AuthService.GetJwks"
-    jwks_cache_seconds: int = 300
+    # Well under auth's AUTH_KEY_PUBLISH_LEAD_SECONDS (600): a standby key is in this cache
+    # before a withdrawal promotes it, and a withdrawn key leaves it within a minute.
+    jwks_cache_seconds: int = 60
     jwks_failed_refetch_seconds: float = 2.0
     clock_skew_seconds: int = 30
 
@@ -132,17 +199,44 @@ def _default_upstreams() -> Mapping[str, HostPort]:
     return DEFAULT_UPSTREAMS
 
 
+def _default_rpc_rate_limits() -> Mapping[str, RateLimit]:
+    return DEFAULT_RPC_RATE_LIMITS
+
+
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """Everything the gateway's Envoy bootstrap is rendered from."""
 
     descriptor_set: Path
     listen: HostPort = HostPort("127.0.0.1", 8080)
-    admin: HostPort = HostPort("127.0.0.1", 9901)
+    # Envoy's admin interface can stop Envoy and dump its config: on a shared machine, put it
+    # on a Unix socket in a private directory (`UnixSocket`), as the local runner does.
+    admin: HostPort | UnixSocket = HostPort("127.0.0.1", 9901)
+    # A listener that answers only `GET /ready` (asked of the admin interface), for probes
+    # that must not reach the admin interface itself; None: no such listener.
+    ready_listen: HostPort | None = None
     upstreams: Mapping[str, HostPort] = field(default_factory=_default_upstreams)
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 1 << 20
+    # The request line (path and query) and all request headers together, checked at the
+    # edge (414 / 431) so that nothing too large for the services' gRPC metadata limit (8 KiB)
+    # is forwarded. Envoy's own parser stops at `max_request_headers_kb` (431 as well).
+    max_path_bytes: int = 2048
+    max_header_bytes: int = 8192
+    max_request_headers_kb: int = 32
+    # The global bucket: a backstop for the whole gateway, above the per-client buckets.
     rate_limit: RateLimit = RateLimit()
+    # Every client address (see `trusted_proxy_hops`) has a bucket of its own ...
+    client_rate_limit: RateLimit = RateLimit(max_tokens=200, tokens_per_fill=100)
+    # ... and, for these RPCs (full names), a tighter one per RPC.
+    rpc_rate_limits: Mapping[str, RateLimit] = field(default_factory=_default_rpc_rate_limits)
+    # Client buckets Envoy keeps (least recently used ones are dropped, and start full again).
+    max_tracked_clients: int = 10_000
+    # Envoy sends every request to the services with the value of this environment variable
+    # (of the Envoy process, so the secret never lands in the config file) in the
+    # `x-vaultpay-gateway-identity` header; services that know the same secret trust the
+    # client address the gateway sends. None: no identity header (a client's is removed).
+    identity_secret_env: str | None = GATEWAY_SECRET_ENV
     access_log_path: Path | None = None
     jwt: JwtSettings = JwtSettings()
     health_check: HealthCheck = HealthCheck()
@@ -172,6 +266,16 @@ class GatewaySettings:
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1:
             raise SettingsError("max_request_bytes must be positive")
+        if not 256 <= self.max_path_bytes <= self.max_header_bytes:
+            raise SettingsError("max_path_bytes must be 256 or more and below max_header_bytes")
+        if not self.max_header_bytes <= self.max_request_headers_kb * 1024 <= 96 * 1024:
+            raise SettingsError(
+                "max_request_headers_kb must hold max_header_bytes and be at most 96"
+            )
+        if self.max_tracked_clients < 1:
+            raise SettingsError("max_tracked_clients must be positive")
+        if self.identity_secret_env is not None and not self.identity_secret_env.isidentifier():
+            raise SettingsError(f"not an environment variable name: {self.identity_secret_env!r}")
         if not 0 <= self.trusted_proxy_hops <= 5:
             raise SettingsError("trusted_proxy_hops must be between 0 and 5")
         if self.unary_timeout_seconds <= 0:
@@ -182,3 +286,4 @@ class GatewaySettings:
                     f"CORS origin must be an exact scheme://host[:port], got {origin!r}"
                 )
         object.__setattr__(self, "upstreams", MappingProxyType(dict(self.upstreams)))
+        object.__setattr__(self, "rpc_rate_limits", MappingProxyType(dict(self.rpc_rate_limits)))

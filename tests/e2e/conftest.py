@@ -3,14 +3,15 @@ and with grpcurl. The session-wide `mesh` fixture lives in tests/conftest.py."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import secrets
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -39,6 +40,11 @@ class Reply:
         return []
 
 
+def random_loopback() -> str:
+    """An address of 127.0.0.0/8 other than 127.0.0.1: every one reaches a loopback listener."""
+    return f"127.{secrets.randbelow(254) + 1}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
 class Gateway:
     """A tiny JSON client for the gateway (urllib only: what a web client does)."""
 
@@ -54,29 +60,40 @@ class Gateway:
         token: str | None = None,
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
+        source: str | None = None,
     ) -> Reply:
+        """One HTTP call; `source` is the loopback address to call from (a client of its own)."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        if data is not None:
-            request.add_header("content-type", "application/json")
+        sent = {"content-type": "application/json"} if data is not None else {}
         if token:
-            request.add_header("authorization", f"Bearer {token}")
-        for key, value in (headers or {}).items():
-            request.add_header(key, value)
+            sent["authorization"] = f"Bearer {token}"
+        sent.update(headers or {})
+        parts = urlsplit(self.base_url)
+        connection = http.client.HTTPConnection(
+            parts.hostname or "127.0.0.1",
+            parts.port or 80,
+            timeout=10,
+            source_address=(source, 0) if source else None,
+        )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                status, payload, got = response.status, response.read(), dict(response.headers)
-        except urllib.error.HTTPError as exc:
-            status, payload, got = exc.code, exc.read(), dict(exc.headers)
+            connection.request(method, path, body=data, headers=sent)
+            response = connection.getresponse()
+            status, payload, got = response.status, response.read(), response.getheaders()
+        finally:
+            connection.close()
         text = payload.decode() if payload else ""
         return Reply(
-            status, json.loads(text) if text.strip() else {}, {k.lower(): v for k, v in got.items()}
+            status, json.loads(text) if text.strip() else {}, {k.lower(): v for k, v in got}
         )
 
     def register(self, email: str | None = None) -> tuple[str, Reply]:
         email = email or f"e2e-{uuid.uuid4().hex[:10]}@example.com"
+        # Each person signs up from a machine of their own (auth counts sign-ups per address).
         reply = self.call(
-            "POST", "/v1/auth/register", {"email": email, "password": PASSWORD, "fullName": "E2E"}
+            "POST",
+            "/v1/auth/register",
+            {"email": email, "password": PASSWORD, "fullName": "E2E"},
+            source=random_loopback(),
         )
         return email, reply
 

@@ -6,9 +6,14 @@ enough behaviour to observe what Envoy does:
 - `GetJwks` serves the public half of the Ed25519 keys in `keys` (mutable: tests rotate), or
   fails with UNAVAILABLE while `jwks_down` is set.
 - `Register` echoes the request, or fails with INVALID_ARGUMENT + `ErrorInfo` + `BadRequest`
-  details when the email has no "@", so error-detail transcoding can be checked.
-- `GetMe` reports the request metadata it received (client address, request id, whether a
-  bearer token was forwarded) inside `user.full_name` as JSON.
+  details when the email has no "@", so error-detail transcoding can be checked, or with
+  RESOURCE_EXHAUSTED + `ErrorInfo` + `RetryInfo` (2.5 s) when the email starts with
+  "throttled@", the way the services answer their own throttles.
+- `GetMe` reports the request metadata it received (client address, request id, the
+  gateway's identity header, whether a bearer token was forwarded) inside `user.full_name`
+  as JSON.
+- `Login` and the other RPCs fail with UNIMPLEMENTED and no details, like gRPC core's own
+  errors (no `ErrorInfo`).
 - `register_calls` counts the Register calls that arrived, so tests can tell that a request
   was stopped at the edge.
 """
@@ -28,7 +33,7 @@ import grpc
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -37,7 +42,13 @@ from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 
 __all__ = ["AuthDouble", "SigningKey", "start_auth_double"]
 
-ECHOED_METADATA = ("x-envoy-external-address", "x-request-id", "x-forwarded-for")
+ECHOED_METADATA = (
+    "x-envoy-external-address",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-vaultpay-gateway-identity",
+)
+RETRY_DELAY = duration_pb2.Duration(seconds=2, nanos=500_000_000)
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,8 @@ class AuthDouble(auth_pb2_grpc.AuthServiceServicer):
             await asyncio.sleep(3)  # longer than the slow-gateway test's unary timeout
         if "@" not in request.email:
             await context.abort_with_status(rpc_status.to_status(_invalid_email(request.email)))
+        if request.email.startswith("throttled@"):
+            await context.abort_with_status(rpc_status.to_status(_throttled()))
         user = auth_pb2.User(user_id="user-1", email=request.email, full_name=request.full_name)
         return auth_pb2.RegisterResponse(user=user)
 
@@ -136,22 +149,36 @@ async def _unimplemented(context: grpc.aio.ServicerContext) -> NoReturn:
     raise AssertionError("abort returned")
 
 
-def _invalid_email(email: str) -> status_pb2.Status:
-    info = error_details_pb2.ErrorInfo(reason="INVALID_EMAIL", domain="vaultpay.auth")
-    bad = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(
-                field="email", description=f"{email!r} is not an email address"
-            )
-        ]
+def _status(code: int, message: str, *details: Any) -> status_pb2.Status:
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    return status_pb2.Status(code=code, message=message, details=packed)
+
+
+def _throttled() -> status_pb2.Status:
+    return _status(
+        code_pb2.RESOURCE_EXHAUSTED,
+        "too many sign-ups from this address",
+        error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain="vaultpay.auth"),
+        error_details_pb2.RetryInfo(retry_delay=RETRY_DELAY),
     )
-    details = []
-    for detail in (info, bad):
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        details.append(packed)
-    return status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message="invalid registration", details=details
+
+
+def _invalid_email(email: str) -> status_pb2.Status:
+    return _status(
+        code_pb2.INVALID_ARGUMENT,
+        "invalid registration",
+        error_details_pb2.ErrorInfo(reason="INVALID_EMAIL", domain="vaultpay.auth"),
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="email", description=f"{email!r} is not an email address"
+                )
+            ]
+        ),
     )
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -25,8 +24,12 @@ import grpc
 from tests.gateway.auth_double import AuthDouble, SigningKey, start_auth_double
 from vaultpay_devstack.procs import free_port
 from vaultpay_gateway import (
+    DEFAULT_RPC_RATE_LIMITS,
     GatewaySettings,
     HostPort,
+    RateLimit,
+    UnixSocket,
+    admin_get,
     build_config,
     envoy_command,
     load_contract,
@@ -34,6 +37,7 @@ from vaultpay_gateway import (
 )
 
 __all__ = [
+    "LIFTED_RPC_RATE_LIMIT",
     "EnvoyProcess",
     "GatewayUnderTest",
     "Reply",
@@ -43,6 +47,11 @@ __all__ = [
     "loopback_settings",
     "start_gateway",
 ]
+
+# Budgets no test module spends from 127.0.0.1.
+LIFTED_RPC_RATE_LIMIT = RateLimit(
+    max_tokens=10_000, tokens_per_fill=10_000, fill_interval_seconds=1
+)
 
 
 @dataclass(frozen=True)
@@ -61,9 +70,17 @@ def http_call(
     path: str,
     body: bytes | str | None = None,
     headers: Mapping[str, str] | None = None,
+    *,
+    source: str | None = None,
 ) -> Reply:
-    """One HTTP/1.1 request to 127.0.0.1:port; lower-cased response header names."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    """One HTTP/1.1 request to 127.0.0.1:port; lower-cased response header names.
+
+    `source` binds the client socket to another loopback address (all of 127/8 is local), so
+    a test can be several clients: `http_call(port, "GET", "/", source="127.0.0.2")`.
+    """
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=None if source is None else (source, 0)
+    )
     try:
         conn.request(method, path, body=body, headers=dict(headers or {}))
         response = conn.getresponse()
@@ -104,8 +121,14 @@ class ThreadedAuthDouble:
 class EnvoyProcess:
     """A real Envoy on a rendered config; always stopped by PID."""
 
-    def __init__(self, config: Path, admin_port: int, log: Path) -> None:
-        self.admin_port = admin_port
+    def __init__(
+        self,
+        config: Path,
+        admin: HostPort | UnixSocket,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.admin = admin
         self.log = log
         self._log_file = log.open("w")
         self.process = subprocess.Popen(
@@ -121,19 +144,18 @@ class EnvoyProcess:
             ),
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.admin_port}/ready"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"envoy exited with {self.process.returncode}:\n{self.output()}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if admin_get(self.admin, "/ready")[0] == 200:
+                    return
+            except OSError:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"envoy not ready after {timeout}s:\n{self.output()}")
@@ -178,8 +200,10 @@ class GatewayUnderTest:
         path: str,
         body: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        source: str | None = None,
     ) -> Reply:
-        return http_call(self.port, method, path, body, headers)
+        return http_call(self.port, method, path, body, headers, source=source)
 
     def wait_until_token_accepted(self, token: str, timeout: float = 10.0) -> None:
         """Retries an authenticated call until the JWKS holding the token's key is loaded."""
@@ -196,11 +220,14 @@ class GatewayUnderTest:
         self.envoy.stop()
 
 
-def start_gateway(workdir: Path, settings: GatewaySettings) -> GatewayUnderTest:
-    """Renders `settings` into `workdir`, validates it, starts Envoy and waits for /ready."""
+def start_gateway(
+    workdir: Path, settings: GatewaySettings, env: Mapping[str, str] | None = None
+) -> GatewayUnderTest:
+    """Renders `settings` into `workdir`, validates it, starts Envoy (with `env` added to its
+    environment) and waits for /ready."""
     config = build_config(settings, workdir / "envoy.json")
     validate(config)
-    envoy = EnvoyProcess(config, settings.admin.port, workdir / "envoy.log")
+    envoy = EnvoyProcess(config, settings.admin, workdir / "envoy.log", env)
     try:
         envoy.wait_ready()
     except BaseException:
@@ -215,14 +242,17 @@ def loopback_settings(
     upstreams: Mapping[str, HostPort],
     **overrides: Any,
 ) -> GatewaySettings:
-    """Settings on free loopback ports; every upstream not given points at a closed port."""
+    """Settings on a free loopback port, the admin interface on a Unix socket in `workdir`;
+    every upstream not given points at a closed port. The RPC budgets are there but lifted
+    far above what a test module sends from one address (tests that need them tight say so)."""
     closed = HostPort("127.0.0.1", free_port())
     names = load_contract(descriptor_set).upstreams
-    return GatewaySettings(
-        descriptor_set=descriptor_set,
-        listen=HostPort("127.0.0.1", free_port()),
-        admin=HostPort("127.0.0.1", free_port()),
-        upstreams={**dict.fromkeys(names, closed), **upstreams},
-        access_log_path=workdir / "access.log",
+    settings: dict[str, Any] = {
+        "listen": HostPort("127.0.0.1", free_port()),
+        "admin": UnixSocket(workdir.resolve() / "admin" / "admin.sock"),
+        "upstreams": {**dict.fromkeys(names, closed), **upstreams},
+        "access_log_path": workdir / "access.log",
+        "rpc_rate_limits": dict.fromkeys(DEFAULT_RPC_RATE_LIMITS, LIFTED_RPC_RATE_LIMIT),
         **overrides,
-    )
+    }
+    return GatewaySettings(descriptor_set=descriptor_set, **settings)

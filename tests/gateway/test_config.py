@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,18 @@ from google.protobuf import descriptor_pb2
 
 from vaultpay.authz.v1 import authz_pb2
 from vaultpay_gateway import (
+    DEFAULT_RPC_RATE_LIMITS,
     DEFAULT_UPSTREAMS,
     GATEWAY_ERRORS,
+    GATEWAY_SECRET_ENV,
+    IDENTITY_HEADER,
     ContractError,
     EnvoyConfigError,
     GatewaySettings,
     HostPort,
+    RateLimit,
     SettingsError,
+    UnixSocket,
     build_config,
     load_contract,
     render_bootstrap,
@@ -231,7 +237,7 @@ def test_jwt_tokens_come_only_from_the_authorization_header(descriptor_set: Path
     remote = provider["remote_jwks"]
     assert remote["http_uri"]["uri"].endswith("/v1/auth/jwks")
     assert remote["async_fetch"]["fast_listener"] is True
-    assert remote["cache_duration"] == "300s"
+    assert remote["cache_duration"] == "60s"
 
 
 def test_transcoder_rejects_unknown_methods_and_query_parameters(descriptor_set: Path) -> None:
@@ -250,13 +256,15 @@ def test_filter_order(descriptor_set: Path) -> None:
     names = [f["name"] for f in _public_hcm(_render(descriptor_set))["http_filters"]]
 
     assert names == [
+        "envoy.filters.http.header_mutation",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.body_size_limit",
-        "envoy.filters.http.header_mutation",
         "vaultpay.replies",
         "envoy.filters.http.cors",
+        "vaultpay.request_guard",
         "vaultpay.json_body.capture",
         "envoy.filters.http.grpc_json_transcoder",
+        "vaultpay.rpc_ratelimit",
         "envoy.filters.http.jwt_authn",
         "vaultpay.json_body.check",
         "envoy.filters.http.router",
@@ -473,3 +481,188 @@ def test_client_address_trusts_no_forwarded_for_unless_told_how_many_proxies(
     assert behind_lb["xff_num_trusted_hops"] == 1
     with pytest.raises(SettingsError):
         _render(descriptor_set, trusted_proxy_hops=-1)
+
+
+# --- hardening: rate limits, caps, identity, admin, caching ---
+
+_EXPENSIVE = {
+    "vaultpay.auth.v1.AuthService.Register",
+    "vaultpay.auth.v1.AuthService.Login",
+    "vaultpay.auth.v1.AuthService.RefreshToken",
+    "vaultpay.wallet.v1.WalletService.ResetPin",
+    "vaultpay.wallet.v1.WalletService.ConfirmIp",
+}
+
+
+def test_every_client_address_has_a_bucket_under_a_global_backstop(descriptor_set: Path) -> None:
+    limit = _filter(_render(descriptor_set), "envoy.filters.http.local_ratelimit")
+
+    by_address = {"masked_remote_address": {"v4_prefix_mask_len": 32, "v6_prefix_mask_len": 64}}
+    assert limit["rate_limits"] == [{"actions": [by_address]}]
+    (client,) = limit["descriptors"]
+    assert client["entries"] == [{"key": "masked_remote_address"}], "blank: one per address"
+    assert client["token_bucket"]["max_tokens"] < limit["token_bucket"]["max_tokens"]
+    assert limit["always_consume_default_token_bucket"] is True
+    assert limit["max_dynamic_descriptors"] >= 10_000
+
+
+def test_expensive_public_rpcs_have_budgets_per_client_on_their_grpc_path(
+    descriptor_set: Path,
+) -> None:
+    contract = load_contract(descriptor_set)
+    by_name = {rpc.full_name: rpc for rpc in contract.routed_rpcs()}
+    limit = _filter(_render(descriptor_set), "vaultpay.rpc_ratelimit")
+
+    assert set(DEFAULT_RPC_RATE_LIMITS) == _EXPENSIVE
+    assert all(by_name[name].rule.public for name in _EXPENSIVE)  # type: ignore[union-attr]
+    budgets = {d["entries"][1]["value"]: d for d in limit["descriptors"]}
+    assert set(budgets) == _EXPENSIVE
+    for descriptor in budgets.values():
+        assert descriptor["entries"][0] == {"key": "masked_remote_address"}
+        assert descriptor["token_bucket"]["max_tokens"] <= 30
+    matched = {
+        action["header_value_match"]["descriptor_value"]: action["header_value_match"]["headers"]
+        for entry in limit["rate_limits"]
+        for action in entry["actions"]
+        if "header_value_match" in action
+    }
+    for name, headers in matched.items():
+        assert headers == [{"name": ":path", "string_match": {"exact": by_name[name].grpc_path}}]
+    assert "token_bucket" not in limit, "other RPCs only spend their client's general bucket"
+    assert limit["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
+
+
+def test_a_budget_for_an_rpc_the_gateway_does_not_route_is_an_error(descriptor_set: Path) -> None:
+    typo = {"vaultpay.auth.v1.AuthService.Logni": RateLimit.per_minute(5)}
+
+    with pytest.raises(ContractError, match="Logni"):
+        _render(descriptor_set, rpc_rate_limits=typo)
+    none = _public_hcm(_render(descriptor_set, rpc_rate_limits={}))["http_filters"]
+    assert "vaultpay.rpc_ratelimit" not in [f["name"] for f in none]
+
+
+def test_rate_limit_buckets_retry_after_rounds_up() -> None:
+    assert RateLimit.per_minute(10).retry_after_seconds == 6
+    assert RateLimit.per_minute(7).retry_after_seconds == 9
+    assert RateLimit(max_tokens=5, tokens_per_fill=100).retry_after_seconds == 1
+    with pytest.raises(SettingsError):
+        RateLimit(fill_interval_seconds=0.01)
+
+
+def test_request_line_and_headers_are_capped_below_the_services_metadata_limit(
+    descriptor_set: Path,
+) -> None:
+    config = _render(descriptor_set)
+    guard = _filter(config, "vaultpay.request_guard")["default_source_code"]["inline_string"]
+
+    assert "local MAX_PATH = 2048" in guard
+    assert "local MAX_HEADERS = 8192" in guard
+    assert _public_hcm(config)["max_request_headers_kb"] == 32
+    with pytest.raises(SettingsError):
+        _render(descriptor_set, max_header_bytes=40_000)
+
+
+def test_rpc_routes_carry_the_gateway_identity_from_envoys_environment(
+    descriptor_set: Path,
+) -> None:
+    routes = _routes(_render(descriptor_set))
+    login = routes["vaultpay.auth.v1.AuthService.Login"]
+
+    assert login["request_headers_to_add"] == [
+        {
+            "header": {
+                "key": IDENTITY_HEADER,
+                "value": f"%ENVIRONMENT({GATEWAY_SECRET_ENV})%",
+            },
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ]
+    without = _routes(_render(descriptor_set, identity_secret_env=None))
+    assert without["vaultpay.auth.v1.AuthService.Login"]["request_headers_to_remove"] == [
+        IDENTITY_HEADER
+    ]
+
+
+def test_the_admin_interface_can_be_a_private_unix_socket(
+    descriptor_set: Path, tmp_path: Path
+) -> None:
+    socket = tmp_path / "private" / "admin.sock"
+    settings = GatewaySettings(
+        descriptor_set=descriptor_set,
+        admin=UnixSocket(socket),
+        ready_listen=HostPort("127.0.0.1", 19902),
+    )
+
+    config = json.loads(build_config(settings, tmp_path / "envoy.json").read_text())
+
+    assert config["admin"]["address"] == {"pipe": {"path": str(socket), "mode": 0o600}}
+    assert stat.S_IMODE(socket.parent.stat().st_mode) == 0o700
+    ready = next(x for x in config["static_resources"]["listeners"] if x["name"] == "ready")
+    routes = ready["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+    (host,) = routes["virtual_hosts"]
+    assert host["routes"][0]["match"]["path"] == "/ready"
+    assert host["routes"][-1]["direct_response"] == {"status": 404}
+    admin = next(c for c in config["static_resources"]["clusters"] if c["name"] == "envoy_admin")
+    endpoint = admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"] == {"pipe": {"path": str(socket), "mode": 0o600}}
+    with pytest.raises(SettingsError):
+        UnixSocket(Path("relative/admin.sock"))
+    with pytest.raises(SettingsError):
+        UnixSocket(Path("/" + "x" * 120))
+
+
+def test_cli_takes_a_unix_admin_socket_and_rpc_budgets(
+    descriptor_set: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "envoy.json"
+    code = main(
+        [
+            "--descriptor",
+            str(descriptor_set),
+            "--out",
+            str(out),
+            "--admin",
+            f"unix:{tmp_path / 'admin' / 'admin.sock'}",
+            "--ready-listen",
+            "127.0.0.1:19903",
+            "--client-rate-limit",
+            "5/10",
+            "--rpc-rate-limit",
+            "*=600/100",
+            "--rpc-rate-limit",
+            "vaultpay.wallet.v1.WalletService.ConfirmIp=off",
+            "--validate",
+        ]
+    )
+
+    assert code == 0
+    config = json.loads(out.read_text())
+    assert "pipe" in config["admin"]["address"]
+    client = _filter(config, "envoy.filters.http.local_ratelimit")["descriptors"][0]
+    assert client["token_bucket"]["max_tokens"] == 10
+    budgets = _filter(config, "vaultpay.rpc_ratelimit")["descriptors"]
+    assert {d["entries"][1]["value"] for d in budgets} == _EXPENSIVE - {
+        "vaultpay.wallet.v1.WalletService.ConfirmIp"
+    }
+    assert {d["token_bucket"]["max_tokens"] for d in budgets} == {100}
+
+
+def test_replies_without_a_cache_control_of_their_own_are_no_store(descriptor_set: Path) -> None:
+    mutation = _filter(_render(descriptor_set), "envoy.filters.http.header_mutation")
+
+    assert mutation["mutations"]["response_mutations"] == [
+        {
+            "append": {
+                "header": {"key": "cache-control", "value": "no-store"},
+                "append_action": "ADD_IF_ABSENT",
+            }
+        }
+    ]
+
+
+def test_the_wrong_audience_mappers_answer_401(descriptor_set: Path) -> None:
+    mappers = _public_hcm(_render(descriptor_set))["local_reply_config"]["mappers"]
+    to_401 = [m for m in mappers if m.get("status_code") == 401]
+
+    assert len(to_401) == 1
+    assert "jwt_authn_access_denied" in json.dumps(to_401[0]["filter"])

@@ -38,8 +38,12 @@ def assert_gateway_error(reply: Reply, http_status: int, code: int, reason: str)
     return status
 
 
-def register(gateway: GatewayUnderTest, body: dict[str, Any], **headers: str) -> Reply:
-    return gateway.call("POST", "/v1/auth/register", json.dumps(body), {**JSON, **headers})
+def register(
+    gateway: GatewayUnderTest, body: dict[str, Any], *, source: str | None = None, **headers: str
+) -> Reply:
+    return gateway.call(
+        "POST", "/v1/auth/register", json.dumps(body), {**JSON, **headers}, source=source
+    )
 
 
 def unsigned_token(kid: str) -> str:
@@ -106,14 +110,6 @@ def test_tokens_the_edge_must_refuse(gateway: GatewayUnderTest, signing_key: Sig
         reply = gateway.call("GET", "/v1/auth/me", headers=bearer(token))
         assert reply.status == 401, case
         assert_gateway_error(reply, 401, 16, "TOKEN_INVALID")
-
-
-def test_token_for_another_audience_is_403(
-    gateway: GatewayUnderTest, signing_key: SigningKey
-) -> None:
-    reply = gateway.call("GET", "/v1/auth/me", headers=bearer(signing_key.token(aud="other")))
-
-    assert_gateway_error(reply, 403, 7, "TOKEN_INVALID")
 
 
 def test_access_token_query_parameter_is_not_a_credential(
@@ -253,11 +249,11 @@ def test_cors_preflight_for_an_allowed_origin(gateway: GatewayUnderTest) -> None
     assert "x-request-id" in reply.headers["access-control-allow-headers"]
 
 
-def test_cors_response_exposes_request_id(gateway: GatewayUnderTest) -> None:
+def test_cors_response_exposes_request_id_and_retry_after(gateway: GatewayUnderTest) -> None:
     reply = gateway.call("GET", "/v1/auth/jwks", headers={"origin": ALLOWED_ORIGIN})
 
     assert reply.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
-    assert reply.headers["access-control-expose-headers"] == "x-request-id"
+    assert reply.headers["access-control-expose-headers"] == "x-request-id, retry-after"
 
 
 def test_cors_disallowed_origin_gets_no_allow_origin(gateway: GatewayUnderTest) -> None:

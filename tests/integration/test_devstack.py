@@ -218,6 +218,7 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
         "AUTH_KEY_ENCRYPTION_KEY",
         "AUTH_AUDIT_CHECKPOINT_DIR",
         "AUTH_BCRYPT_ROUNDS",
+        "AUTH_GATEWAY_SECRET",
     }
     # The table owner's DSN goes to migrations only, never to the running service.
     assert "AUTH_MIGRATION_DATABASE_URL" not in env

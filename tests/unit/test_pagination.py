@@ -1,6 +1,8 @@
+import base64
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -9,12 +11,19 @@ from vaultpay_common.pagination import (
     MAX_PAGE_SIZE,
     PageTokens,
     created_id_cursor,
+    created_number_cursor,
     page_size,
     paginate,
     sequence_cursor,
+    times_checked,
+    uuid_cursor,
 )
 
 TOKENS = PageTokens(secrets.token_bytes(32))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def test_page_token_round_trips_with_the_same_filters() -> None:
@@ -109,3 +118,123 @@ def test_created_id_cursor_needs_an_aware_time() -> None:
     )
     with pytest.raises(ValueError, match="naive"):
         created_id_cursor({"c": "2026-01-01T00:00:00", "i": "x"})
+
+
+# ----- validly signed tokens carrying bad values (review finding 4) -----------------------
+# A page token's signature proves we issued it, not that what it carries is usable: a leaked
+# key, an older release or a bug must still end in INVALID_ARGUMENT on page_token, never in a
+# value the database cannot take (which answered INTERNAL with a stack trace in the log).
+
+_GOOD_TIME = "2026-01-01T00:00:00+00:00"
+_BAD_TIMES: list[object] = [
+    "0001-01-01T00:00:00+14:00",  # before year 1 once in UTC: overflows in the driver
+    "9999-12-31T23:59:59-14:00",  # after year 9999 once in UTC
+    "0001-01-01T00:00:00+00:00",  # representable, but no row of ours is that old
+    "5000-01-01T00:00:00+00:00",
+    "2026-01-01T00:00:00",  # naive
+    "2026-01-01",
+    "",
+    "not a time",
+    1767225600,  # a number, not a time
+    None,
+    ["2026-01-01T00:00:00+00:00"],
+    {"t": 1},
+    "2026-01-01T00:00:00+00:00" + " " * 100,
+]
+
+
+async def _first_page_of(position: dict[str, object], parse: Any) -> None:
+    async def fetch(after: object, limit: int) -> Sequence[object]:
+        raise AssertionError(f"queried the database with {after!r}")
+
+    await paginate(
+        TOKENS,
+        page_size=10,
+        page_token=TOKENS.encode(position, {}),  # type: ignore[arg-type]
+        filters={},
+        fetch=fetch,
+        cursor_of=lambda r: {},
+        parse=parse,
+    )
+
+
+async def _refused(position: dict[str, object], parse: Any) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await _first_page_of(position, parse)
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+
+
+@pytest.mark.parametrize("time", _BAD_TIMES, ids=repr)
+@pytest.mark.parametrize("parse", [created_id_cursor, uuid_cursor, created_number_cursor])
+async def test_signed_positions_with_unusable_times_are_invalid_argument(
+    time: object, parse: Any
+) -> None:
+    await _refused({"c": time, "i": "0b5f7c1e-8a3d-4f2b-9c6e-1d2a3b4c5d6e", "n": 1}, parse)
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        "{0b5f7c1e-8a3d-4f2b-9c6e-1d2a3b4c5d6e}",
+        "urn:uuid:0b5f7c1e-8a3d-4f2b-9c6e-1d2a3b4c5d6e",
+        "0b5f7c1e8a3d4f2b9c6e1d2a3b4c5d6e",
+        12,
+        None,
+        ["0b5f7c1e-8a3d-4f2b-9c6e-1d2a3b4c5d6e"],
+    ],
+    ids=repr,
+)
+async def test_signed_positions_with_non_canonical_uuids_are_invalid_argument(
+    identifier: object,
+) -> None:
+    await _refused({"c": _GOOD_TIME, "i": identifier}, uuid_cursor)
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    ["", "x" * 65, "VPY-AB\u0000C12", "VPY-\nABC12", 7, True, None, {"a": 1}],
+    ids=repr,
+)
+async def test_signed_positions_with_unusable_text_ids_are_invalid_argument(
+    identifier: object,
+) -> None:
+    await _refused({"c": _GOOD_TIME, "i": identifier}, created_id_cursor)
+
+
+@pytest.mark.parametrize("number", [-1, 2**63, 2**64, True, 1.5, "3", None], ids=repr)
+async def test_signed_positions_with_out_of_range_numbers_are_invalid_argument(
+    number: object,
+) -> None:
+    await _refused({"c": _GOOD_TIME, "n": number}, created_number_cursor)
+
+
+@pytest.mark.parametrize("sequence", [0, -5, 2**63, True, 2.0, "12", None], ids=repr)
+async def test_signed_positions_with_bad_sequences_are_invalid_argument(sequence: object) -> None:
+    await _refused({"s": sequence}, sequence_cursor)
+
+
+async def test_a_signed_position_that_is_not_an_object_is_invalid_argument() -> None:
+    body = b'{"f":"' + TOKENS._fingerprint({}).encode() + b'","p":[1,2]}'
+    token = f"{_b64(body)}.{TOKENS._sign(body)}"
+    with pytest.raises(ValidationError):
+        TOKENS.decode(token, {})
+
+
+@pytest.mark.parametrize("time", _BAD_TIMES[:4], ids=repr)
+async def test_a_services_own_cursor_gets_its_times_checked_first(time: object) -> None:
+    def parse(position: Mapping[str, Any]) -> datetime:
+        return datetime.fromisoformat(str(position["t"]))  # a lenient parser of a service
+
+    await _refused({"t": time, "h": "0123456789abcdef"}, times_checked(parse, "t"))
+
+
+async def test_good_positions_still_parse_and_times_come_back_in_utc() -> None:
+    kolkata = "2026-01-01T05:30:00+05:30"
+    assert uuid_cursor({"c": kolkata, "i": "0B5F7C1E-8A3D-4F2B-9C6E-1D2A3B4C5D6E"}) == (
+        datetime(2026, 1, 1, tzinfo=UTC),
+        "0b5f7c1e-8a3d-4f2b-9c6e-1d2a3b4c5d6e",
+    )
+    created, number = created_number_cursor({"c": kolkata, "n": 2**63 - 1})
+    assert (created, number) == (datetime(2026, 1, 1, tzinfo=UTC), 2**63 - 1)
+    assert created.tzinfo is UTC
+    assert sequence_cursor({"s": 2**63 - 1}) == 2**63 - 1

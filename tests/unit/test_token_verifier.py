@@ -174,3 +174,145 @@ async def test_the_key_set_is_not_refetched_while_young(keys: Keys) -> None:
     for _ in range(3):
         await verifier.verify(_sign(keys))
     assert keys.fetches == 1
+
+
+# ----- parsing as strict as Envoy's (review finding 10) -----------------------------------
+# Envoy refuses these tokens at the edge; a service that accepted them would read claims the
+# gateway never checked (a duplicate `role`: PyJWT keeps the last one) or honour a token for
+# longer than auth ever issues one.
+
+
+def _raw(keys: Keys, header: str, payload: str) -> str:
+    """A token over exactly these JSON texts, correctly signed with the real key."""
+    signing_input = f"{_b64(header.encode())}.{_b64(payload.encode())}"
+    return f"{signing_input}.{_b64(keys.private.sign(signing_input.encode()))}"
+
+
+def _header(keys: Keys) -> str:
+    return json.dumps({"alg": "EdDSA", "kid": keys.kid, "typ": "JWT"})
+
+
+def _payload(**overrides: Any) -> str:
+    return json.dumps(_claims(**overrides))
+
+
+async def test_a_hand_made_token_over_well_formed_json_is_accepted(
+    keys: Keys, verifier: TokenVerifier
+) -> None:
+    claims = await verifier.verify(_raw(keys, _header(keys), _payload()))
+    assert claims.role is Role.ADMIN
+
+
+async def test_a_duplicate_claim_is_refused(keys: Keys, verifier: TokenVerifier) -> None:
+    payload = _payload(role="user")[:-1] + ', "role": "super_admin"}'
+    assert json.loads(payload)["role"] == "super_admin"  # what a lenient parser would read
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_raw(keys, _header(keys), payload))
+
+
+async def test_a_duplicate_claim_with_the_same_value_is_refused_too(
+    keys: Keys, verifier: TokenVerifier
+) -> None:
+    payload = _payload()[:-1] + ', "sub": "user-1"}'
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_raw(keys, _header(keys), payload))
+
+
+@pytest.mark.parametrize("extra", ['"kid": "k1"', '"alg": "EdDSA"', '"typ": "JWT"'])
+async def test_a_duplicate_header_key_is_refused(
+    extra: str, keys: Keys, verifier: TokenVerifier
+) -> None:
+    header = _header(keys)[:-1] + f", {extra}}}"
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_raw(keys, header, _payload()))
+
+
+async def test_a_duplicate_key_inside_a_nested_object_is_refused(
+    keys: Keys, verifier: TokenVerifier
+) -> None:
+    payload = _payload()[:-1] + ', "ext": {"a": 1, "a": 2}}'
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_raw(keys, _header(keys), payload))
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"exp": str(_now() + 600)},  # a numeric string: PyJWT would int() it
+        {"iat": str(_now())},
+        {"exp": float(_now() + 600)},
+        {"exp": True},
+        {"exp": None},
+        {"exp": [_now() + 600]},
+        {"iat": -1},
+        {"nbf": str(_now())},
+    ],
+    ids=repr,
+)
+async def test_times_that_are_not_integers_are_refused(
+    overrides: dict[str, Any], keys: Keys, verifier: TokenVerifier
+) -> None:
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_raw(keys, _header(keys), _payload(**overrides)))
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_json_that_is_not_json_is_refused(
+    constant: str, keys: Keys, verifier: TokenVerifier
+) -> None:
+    payload = _payload()[:-1] + f', "exp": {constant}}}'.replace('"exp"', '"x"')
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_raw(keys, _header(keys), payload))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"sub": 42}, {"jti": 7}, {"sid": ["s"]}, {"role": {"name": "admin"}}, {"typ": 1}],
+    ids=repr,
+)
+async def test_claims_that_are_not_strings_are_refused(
+    overrides: dict[str, Any], keys: Keys, verifier: TokenVerifier
+) -> None:
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_raw(keys, _header(keys), _payload(**overrides)))
+
+
+@pytest.mark.parametrize("payload", ["[1, 2]", '"text"', "{", "null"])
+async def test_a_payload_that_is_not_a_json_object_is_refused(
+    payload: str, keys: Keys, verifier: TokenVerifier
+) -> None:
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_raw(keys, _header(keys), payload))
+
+
+async def test_a_token_may_live_as_long_as_an_access_token_and_no_longer(
+    keys: Keys, verifier: TokenVerifier
+) -> None:
+    now = _now()
+    await verifier.verify(_sign(keys, iat=now, exp=now + 900))
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_sign(keys, iat=now, exp=now + 901))
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_sign(keys, iat=now, exp=now + 10**12))
+
+
+async def test_the_lifetime_cap_is_a_setting(keys: Keys) -> None:
+    verifier = TokenVerifier(
+        keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=0, max_token_lifetime=300
+    )
+    now = _now()
+    await verifier.verify(_sign(keys, iat=now, exp=now + 300))
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_sign(keys, iat=now, exp=now + 301))
+
+
+async def test_a_token_that_expires_before_it_was_issued_is_refused(
+    keys: Keys, verifier: TokenVerifier
+) -> None:
+    now = _now()
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_sign(keys, iat=now + 10, exp=now + 5))

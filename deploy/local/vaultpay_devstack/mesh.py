@@ -13,8 +13,10 @@ if it is enabled and its `vaultpay_<svc>.entrypoints.server` module exists.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -26,12 +28,13 @@ from vaultpay_devstack.credentials import MeshSecrets
 from vaultpay_devstack.infra import Infra, private_dir, start_infra
 from vaultpay_devstack.paths import DESCRIPTOR_SET, PROTOS, VAR_DIR
 from vaultpay_devstack.postgres import Provisioned, deprovision, provision
-from vaultpay_devstack.probes import GrpcHealthProbe, http_ok
+from vaultpay_devstack.probes import GrpcHealthProbe
 from vaultpay_devstack.procs import (
     LOOPBACK,
     ManagedProcess,
     MissingToolError,
     StartupError,
+    base_env,
     free_ports,
     log_tail,
     port_is_free,
@@ -43,6 +46,7 @@ from vaultpay_devstack.services import (
     EnvInputs,
     Profile,
     ServiceSpec,
+    gateway_secret,
     service_env,
     spec,
 )
@@ -52,6 +56,13 @@ from vaultpay_devstack.workspace import importable_modules, python_env
 __all__ = ["Mesh", "MeshConfig", "print_progress"]
 
 GATEWAY_MODULE = "vaultpay_gateway"
+# The environment variable Envoy reads the gateway's identity secret from
+# (vaultpay_gateway.GATEWAY_SECRET_ENV).
+ENVOY_SECRET_ENV = "VAULTPAY_GATEWAY_SECRET"  # noqa: S105 - a variable name
+# Test profile: the e2e session's budgets (per second, and per minute for the RPCs of the
+# gateway's `--rpc-rate-limit`), still finite so that per-client limits can be tested.
+TEST_CLIENT_RATE_LIMIT = "500/1000"
+TEST_RPC_RATE_LIMIT = "600/120"
 REFLECTION_MODULE = "vaultpay_gateway.reflection"
 # Browser origins the gateway answers CORS for unless VAULTPAY_CORS_ORIGINS says otherwise:
 # the usual local front-end dev servers (React/Next on 3000, Vite on 5173).
@@ -344,6 +355,12 @@ class Mesh:
                 timeout=self.config.startup_timeout,
             )
 
+    @property
+    def envoy_admin_socket(self) -> Path:
+        """Envoy's admin interface: a 0600 socket in a 0700 folder, for the mesh's user only
+        (over TCP any local user could stop Envoy or dump its config through it)."""
+        return self.var_dir / "gateway" / "admin" / "admin.sock"
+
     def _start_gateway(self) -> None:
         cfg = self.config
         descriptor = _fresh_descriptor(cfg.descriptor)
@@ -355,6 +372,9 @@ class Mesh:
             "--listen",
             f"{LOOPBACK}:{cfg.gateway_port}",
             "--admin",
+            f"unix:{self.envoy_admin_socket}",
+            # Only `GET /ready` on the old admin port, for `status` and probes.
+            "--ready-listen",
             f"{LOOPBACK}:{cfg.admin_port}",
         ]
         for service in SERVICES:  # all four: the gateway's defaults may not be our ports
@@ -363,21 +383,25 @@ class Mesh:
         argv += ["--reflection", self._start_reflection(descriptor)]
         for origin in cfg.cors_origins:
             argv += ["--cors-origin", origin]
-        if cfg.gateway_rate_limit:
-            argv += ["--rate-limit", cfg.gateway_rate_limit]
+        argv += _gateway_rate_limits(cfg)
         log = self.log_dir / "gateway-config.log"
         self._run_to_log(argv, log, env=python_env(), what="gateway config")
 
         cfg.report(
-            f"starting Envoy on {LOOPBACK}:{cfg.gateway_port} (admin {LOOPBACK}:{cfg.admin_port})"
+            f"starting Envoy on {LOOPBACK}:{cfg.gateway_port} "
+            f"(admin on {self.envoy_admin_socket}, readiness on {LOOPBACK}:{cfg.admin_port})"
         )
         argv = [_find_envoy(), "-c", envoy_config, "--disable-hot-restart", "--log-level", "warn"]
         # Access-log lines reach the file within a second instead of Envoy's default 10 s.
         argv += ["--file-flush-interval-msec", "1000"]
-        self.envoy = ManagedProcess.start("envoy", argv, log=self.log_dir / "envoy.log")
+        # Envoy sends the secret to the services (x-vaultpay-gateway-identity); it stays out of
+        # the rendered config and the command line.
+        assert self._inputs is not None
+        env = {**base_env(), ENVOY_SECRET_ENV: gateway_secret(self._inputs.secrets)}
+        self.envoy = ManagedProcess.start("envoy", argv, log=self.log_dir / "envoy.log", env=env)
         wait_until(
-            lambda: http_ok(f"http://{LOOPBACK}:{cfg.admin_port}/ready"),
-            what="Envoy (admin /ready)",
+            lambda: _admin_ready(self.envoy_admin_socket),
+            what=f"Envoy (admin /ready on {self.envoy_admin_socket})",
             proc=self.envoy,
             timeout=cfg.startup_timeout,
         )
@@ -421,6 +445,40 @@ class Mesh:
                 f"{what} failed (`{' '.join(str(a) for a in argv[1:])}` exited with "
                 f"{result.returncode}); last lines of {log}:\n{log_tail(log)}"
             )
+
+
+def _gateway_rate_limits(cfg: MeshConfig) -> list[str]:
+    """The gateway's rate limit flags: production budgets for `make run`; in the test profile
+    the whole e2e session is one client (127.0.0.1), so its budgets fit a suite, not a
+    person; a benchmark's `gateway_rate_limit` lifts every bucket."""
+    if cfg.gateway_rate_limit:
+        rate = cfg.gateway_rate_limit
+        return ["--rate-limit", rate, "--client-rate-limit", rate, "--rpc-rate-limit", "*=off"]
+    if cfg.profile == "test":
+        return [
+            "--client-rate-limit",
+            TEST_CLIENT_RATE_LIMIT,
+            "--rpc-rate-limit",
+            f"*={TEST_RPC_RATE_LIMIT}",
+        ]
+    return []
+
+
+def _admin_ready(socket_path: Path) -> bool:
+    """True when Envoy's admin interface (a Unix socket) answers `GET /ready` with 200."""
+    conn = http.client.HTTPConnection("localhost", timeout=1.0)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(1.0)
+        sock.connect(str(socket_path))
+        conn.sock = sock
+        conn.request("GET", "/ready")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+        sock.close()
 
 
 def _fresh_descriptor(target: Path) -> Path:

@@ -24,6 +24,7 @@ __all__ = [
     "EnvInputs",
     "Profile",
     "ServiceSpec",
+    "gateway_secret",
     "service_env",
     "spec",
 ]
@@ -88,6 +89,14 @@ class EnvInputs:
     bcrypt_rounds: int | None = None  # None: the profile's default
 
 
+def gateway_secret(secrets: MeshSecrets) -> str:
+    """The secret the gateway proves itself to the services with (Envoy's
+    VAULTPAY_GATEWAY_SECRET, the services' <SERVICE>_GATEWAY_SECRET). Kept in the mesh's
+    secrets file under the gateway's client name; it is no credential at auth (the gateway is
+    not one of SERVICE_CLIENTS)."""
+    return secrets.service_client_secret("gateway")
+
+
 def service_env(
     service: ServiceSpec, inputs: EnvInputs, *, operator: bool = False
 ) -> dict[str, str]:
@@ -111,6 +120,7 @@ def service_env(
         f"{p}_DATABASE_URL": dbs.url(app, database),
         f"{p}_DATABASE_APP_ROLE": app,
         f"{p}_REDIS_URL": inputs.redis.url(service.redis_db),
+        f"{p}_GATEWAY_SECRET": gateway_secret(inputs.secrets),
     }
     if operator:
         env[f"{p}_MIGRATION_DATABASE_URL"] = dbs.url(owner, database)

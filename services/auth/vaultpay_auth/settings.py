@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from vaultpay_common.config import ServiceSettings
@@ -28,6 +28,19 @@ class AuthSettings(ServiceSettings):
     login_failures_per_account: int = 5
     login_failures_per_ip: int = 20
     login_failure_window_seconds: int = 15 * 60
+    # Register attempts (a taken email included), counted before any lookup or hash: per client
+    # address (Firebase Auth allows 100 new accounts per IP address and hour) and for the whole
+    # service (shared by every replica through Redis).
+    register_per_ip: int = Field(default=100, ge=1)
+    register_per_ip_window_seconds: int = Field(default=3600, ge=1)
+    register_global: int = Field(default=600, ge=1)
+    register_global_window_seconds: int = Field(default=60, ge=1)
+    # How many bcrypt computations may wait for a worker, per process. Sign-ins (login,
+    # password change) are served before sign-ups and sign-ups never hold the last worker;
+    # beyond these bounds a call is refused at once (RESOURCE_EXHAUSTED + RetryInfo) rather
+    # than queued past any client's deadline.
+    bcrypt_max_waiting_sign_ins: int = Field(default=128, ge=0)
+    bcrypt_max_waiting_sign_ups: int = Field(default=16, ge=0)
     # How long a rotated-in key is published before it signs: longer than any verifier's JWKS
     # cache (Envoy's is 300 s).
     key_publish_lead_seconds: int = 600

@@ -79,6 +79,10 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = 10
     # Upper bound of any SQL statement when the caller gave no (shorter) deadline.
     db_statement_timeout_ms: int = 10_000
+    # Shared with the gateway (its Envoy sends it as x-vaultpay-gateway-identity): calls that
+    # carry it may name their client's address (x-envoy-external-address). None: no caller
+    # may; every call is recorded under its peer address.
+    gateway_secret: SecretStr | None = Field(default=None, min_length=32)
 
     @field_validator("key_encryption_key", "audit_chain_key")
     @classmethod

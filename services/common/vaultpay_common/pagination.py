@@ -3,7 +3,11 @@
 A token carries the keyset position after the last row returned and a fingerprint of the
 filters, signed with HMAC-SHA256 under a key kept outside the database. A client can neither
 forge a position nor reuse a token with other filters: both answer INVALID_ARGUMENT on
-`page_token`. The position is still parsed like any input (the service's `parse` may refuse it).
+`page_token`. The position is still parsed like any input: a signature proves we issued a
+token, not that a leaked key, an older release or a bug put usable values in it. The cursor
+parsers here check type and range of every value (`position_time`, `position_text`,
+`position_int`), and a service's own parser can have its times checked by `times_checked`, so a
+bad position answers INVALID_ARGUMENT on `page_token`, never a value the database refuses.
 
     page = await paginate(
         tokens, page_size=request.page_size, page_token=request.page_token,
@@ -25,32 +29,45 @@ import binascii
 import hashlib
 import hmac
 import json
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from vaultpay_common.errors import ValidationError
+from vaultpay_common.ids import parse_uuid
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
+    "MAX_POSITION_TIME",
+    "MIN_POSITION_TIME",
     "Cursor",
     "Page",
     "PageTokens",
     "Slice",
     "SliceOf",
     "created_id_cursor",
+    "created_number_cursor",
     "page_size",
     "paginate",
+    "position_int",
+    "position_text",
+    "position_time",
     "sequence_cursor",
+    "times_checked",
     "uuid_cursor",
 ]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 _MAX_TOKEN_CHARS = 1024
+# Every row time a position can carry lies in here; outside it a time is forged or broken, and
+# near the ends of Python's range it overflows when the driver converts it to UTC.
+MIN_POSITION_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_POSITION_TIME = datetime(3000, 1, 1, tzinfo=UTC)
+_MAX_TIME_CHARS = 40  # "2026-01-01T00:00:00.000000+05:30" is 32
+_INT64_MAX = 2**63 - 1
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -176,7 +193,7 @@ async def paginate(
     if position is not None:
         try:
             after = parse(position)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise _invalid_token() from exc
     if fetch is not None:
         rows = list(await fetch(after, limit + 1))
@@ -189,26 +206,78 @@ async def paginate(
     return Page(items, next_token)
 
 
+def position_time(position: Mapping[str, Any], key: str) -> datetime:
+    """An ISO 8601 time with a zone, in UTC, within [MIN_POSITION_TIME, MAX_POSITION_TIME)."""
+    value = position[key]
+    if not isinstance(value, str) or len(value) > _MAX_TIME_CHARS:
+        raise TypeError("a position time is ISO 8601 text")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("naive time")
+    at = parsed.astimezone(UTC)  # OverflowError near year 1 or 9999
+    if not MIN_POSITION_TIME <= at < MAX_POSITION_TIME:
+        raise ValueError("time out of range")
+    return at
+
+
+def position_text(position: Mapping[str, Any], key: str, *, max_length: int = 64) -> str:
+    """Non-empty printable text (no control characters, which PostgreSQL may refuse)."""
+    value = position[key]
+    if not isinstance(value, str):
+        raise TypeError("position text is a string")
+    if not 0 < len(value) <= max_length or not value.isprintable():
+        raise ValueError("bad position text")
+    return value
+
+
+def position_int(
+    position: Mapping[str, Any], key: str, *, minimum: int = 0, maximum: int = _INT64_MAX
+) -> int:
+    """An integer (not a bool, float or digit string) within [minimum, maximum] (a BIGINT)."""
+    value = position[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("a position number is an integer")
+    if not minimum <= value <= maximum:
+        raise ValueError("position number out of range")
+    return value
+
+
+def times_checked(
+    parse: Callable[[Mapping[str, Any]], C], *keys: str
+) -> Callable[[Mapping[str, Any]], C]:
+    """`parse` (a service's own cursor parser) run only once the times at `keys` pass
+    `position_time`, so whatever it does with them, the database gets a usable time.
+
+        parse=times_checked(NotificationCursor.from_position, "t")
+    """
+
+    def checked(position: Mapping[str, Any]) -> C:
+        for key in keys:
+            position_time(position, key)
+        return parse(position)
+
+    return checked
+
+
 def created_id_cursor(position: Mapping[str, Any]) -> tuple[datetime, str]:
     """A (created_at, id) position: {"c": ISO time with zone, "i": id text}."""
-    created_at = datetime.fromisoformat(str(position["c"]))
-    if created_at.tzinfo is None:
-        raise ValueError("naive time")
-    identifier = str(position["i"])
-    if not 0 < len(identifier) <= 64:
-        raise ValueError("bad id")
-    return created_at, identifier
+    return position_time(position, "c"), position_text(position, "i")
 
 
 def uuid_cursor(position: Mapping[str, Any]) -> tuple[datetime, str]:
-    """Like created_id_cursor, for UUID ids."""
-    created_at, identifier = created_id_cursor(position)
-    return created_at, str(uuid.UUID(identifier))
+    """Like created_id_cursor, for UUID ids (in their canonical form)."""
+    created_at = position_time(position, "c")
+    try:
+        return created_at, parse_uuid(position["i"], "page_token")
+    except ValidationError as exc:
+        raise ValueError("bad id") from exc
+
+
+def created_number_cursor(position: Mapping[str, Any]) -> tuple[datetime, int]:
+    """A (time, number) position: {"c": ISO time with zone, "n": non-negative BIGINT}."""
+    return position_time(position, "c"), position_int(position, "n")
 
 
 def sequence_cursor(position: Mapping[str, Any]) -> int:
     """A positive 63-bit sequence number: {"s": n}."""
-    sequence = position["s"]
-    if not isinstance(sequence, int) or isinstance(sequence, bool) or not 0 < sequence < 2**63:
-        raise ValueError("bad sequence")
-    return sequence
+    return position_int(position, "s", minimum=1)

@@ -25,7 +25,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from vaultpay_common.config import PeerServiceSettings, ServiceSettings
 from vaultpay_common.db import create_engine
-from vaultpay_common.grpc.auth_client import PeerAuth
+from vaultpay_common.grpc.auth_client import PeerAuth, RenewRejectedIdentity
 from vaultpay_common.grpc.server import GrpcServiceHost, standard_interceptors
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 from vaultpay_common.pagination import PageTokens
@@ -80,6 +80,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._cleanups: list[Cleanup] = [self.engine.dispose, self.redis.aclose]
         self._channels: list[grpc.aio.Channel] = []
+        self._renew_identity = RenewRejectedIdentity()
         self._host_built = False
 
     def every(
@@ -106,8 +107,8 @@ class ServiceRuntime:
         self._cleanups.append(cleanup)
 
     def channel(self, address: str) -> grpc.aio.Channel:
-        """A channel to a peer, closed at shutdown."""
-        channel = grpc.aio.insecure_channel(address)
+        """A channel to a peer, closed at shutdown; a refused service token is renewed."""
+        channel = grpc.aio.insecure_channel(address, interceptors=[self._renew_identity])
         self._channels.append(channel)
         return channel
 
@@ -116,13 +117,15 @@ class ServiceRuntime:
         settings = self.settings
         if not isinstance(settings, PeerServiceSettings):
             raise TypeError("peer_auth needs PeerServiceSettings")
-        return PeerAuth(
+        auth = PeerAuth(
             self.channel(settings.auth_address),
             client_id=settings.service_client_id,
             client_secret=settings.service_client_secret.get_secret_value(),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )
+        self._renew_identity.provider = auth.identity
+        return auth
 
     def seal_audit(self) -> None:
         """Runs this database's audit sealer (chains committed rows, writes checkpoints)."""
@@ -156,11 +159,17 @@ class ServiceRuntime:
         always_strict: bool = False,
     ) -> GrpcServiceHost:
         """The gRPC host with the standard interceptors; starts and stops this runtime's jobs."""
+        gateway = self.settings.gateway_secret
         host = GrpcServiceHost(
             self.name,
             address=self.settings.grpc_address,
             interceptors=standard_interceptors(
-                self.name, contract, verifier, introspector, always_strict=always_strict
+                self.name,
+                contract,
+                verifier,
+                introspector,
+                always_strict=always_strict,
+                gateway_secret=None if gateway is None else gateway.get_secret_value(),
             ),
             max_message_bytes=self.settings.max_message_bytes,
             shutdown_grace_seconds=self.settings.shutdown_grace_seconds,

@@ -3,9 +3,7 @@ interceptors, migrated by the real CLI. One per test module (fresh database)."""
 
 from __future__ import annotations
 
-import base64
 import os
-import secrets
 import subprocess
 import sys
 import uuid
@@ -17,10 +15,8 @@ import grpc
 import pytest
 
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
-from vaultpay_auth.entrypoints.server import build_host
-from vaultpay_auth.settings import AuthSettings
 from vaultpay_devstack.infra import Infra
-from vaultpay_devstack.postgres import Provisioned, deprovision, provision, unique_suffix
+from vaultpay_devstack.postgres import Provisioned
 
 PASSWORD = "correct horse 42 battery"
 SERVICE_SECRET = "wallet-secret-0123456789abcdef"
@@ -99,46 +95,8 @@ def bearer(tokens: auth_pb2.TokenPair | str) -> tuple[tuple[str, str], ...]:
 
 @pytest.fixture(scope="module")
 async def auth(infra: Infra) -> AsyncIterator[AuthStack]:
-    dbs = provision(
-        infra.postgres.admin_dsn, suffix=unique_suffix("auth"), password=secrets.token_urlsafe(24)
-    )
-    env = {
-        "VAULTPAY_PROFILE": "test",
-        "AUTH_GRPC_ADDRESS": "127.0.0.1:0",
-        "AUTH_DATABASE_URL": dbs.auth_app_dsn,
-        "AUTH_MIGRATION_DATABASE_URL": dbs.auth_owner_dsn,
-        "AUTH_DATABASE_APP_ROLE": dbs.auth_app_role,
-        "AUTH_REDIS_URL": infra.redis.url(0),
-        "AUTH_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "AUTH_SERVICE_CLIENTS": f"wallet:{SERVICE_SECRET}",
-        "AUTH_BCRYPT_ROUNDS": "4",
-        "AUTH_KEY_RELOAD_SECONDS": "1",
-    }
-    stack_env = dict(env)
-    migrated = subprocess.run(
-        [sys.executable, "-m", "vaultpay_auth.entrypoints.cli", "migrate"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrated.returncode == 0, migrated.stderr
-    settings = AuthSettings(
-        grpc_address="127.0.0.1:0",
-        database_url=env["AUTH_DATABASE_URL"],
-        redis_url=env["AUTH_REDIS_URL"],
-        key_encryption_key=env["AUTH_KEY_ENCRYPTION_KEY"],
-        service_clients=env["AUTH_SERVICE_CLIENTS"],
-        bcrypt_rounds=4,
-        key_reload_seconds=1.0,
-        shutdown_grace_seconds=1.0,
-    )
-    host = await build_host(settings)
-    port = await host.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield AuthStack(channel, stack_env, dbs, infra.postgres.admin_dsn)
-    finally:
-        await channel.close()
-        await host.stop()
-        deprovision(infra.postgres.admin_dsn, dbs)
+    """A migrated auth service of the module's own, in process, behind no gateway."""
+    from tests.integration.auth.stacks import own_auth_stack
+
+    async with own_auth_stack(infra, "auth") as stack:
+        yield stack

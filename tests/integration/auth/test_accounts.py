@@ -8,6 +8,7 @@ import uuid
 import grpc
 
 from tests.integration.auth.conftest import PASSWORD, AuthStack, bearer
+from tests.integration.auth.stacks import as_gateway
 from tests.support import rpc_failure
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay_devstack.postgres import run_sql
@@ -170,8 +171,8 @@ async def test_sign_in_is_audited_with_the_user_as_actor(auth: AuthStack) -> Non
 
 
 async def test_login_is_throttled_per_client_ip_across_accounts(auth: AuthStack) -> None:
-    # The gateway sets this header to the client address it saw; the service trusts it.
-    from_ip = (("x-envoy-external-address", f"198.51.100.{uuid.uuid4().int % 250}"),)
+    # The gateway names the client address it saw (and proves it is the gateway).
+    from_ip = as_gateway(auth, f"198.51.100.{uuid.uuid4().int % 250}")
     for attempt in range(20):
         request = auth_pb2.LoginRequest(
             email=f"nobody-{attempt}@example.com", password="wrong 1234 pass"
@@ -191,7 +192,7 @@ async def test_a_concurrent_burst_of_guesses_cannot_outrun_the_throttle(auth: Au
     user = await auth.register()
 
     async def guess(n: int) -> str:
-        from_ip = (("x-envoy-external-address", f"203.0.113.{n}"),)
+        from_ip = as_gateway(auth, f"203.0.113.{n}")
         request = auth_pb2.LoginRequest(email=user.email, password=f"guess {n} wrong pw")
         return (await rpc_failure(auth.public.Login(request, metadata=from_ip))).reason
 

@@ -1,15 +1,88 @@
-"""Service identities, introspection, JWKS and signing-key rotation."""
+"""Service identities, introspection, JWKS, signing-key rotation and withdrawal, and the
+ids and page tokens of auth's RPCs."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import grpc
 import jwt
+import pytest
+from sqlalchemy import text
 
 from tests.integration.auth.conftest import SERVICE_SECRET, AuthStack, bearer
+from tests.integration.auth.stacks import own_auth_stack
 from tests.support import rpc_failure
 from vaultpay.auth.v1 import auth_pb2
+from vaultpay_auth.adapters.signing import KeyRing
+from vaultpay_auth.settings import AuthSettings
+from vaultpay_common.db import create_engine
+from vaultpay_common.pagination import PageTokens
+from vaultpay_devstack.infra import Infra
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+async def auth(infra: Infra) -> AsyncIterator[AuthStack]:
+    """This module's own auth server. It reloads its keys only hourly by itself, so whatever
+    it picks up within seconds reached it through the key-change notification."""
+    async with own_auth_stack(infra, "keys", key_reload_seconds=3600.0) as started:
+        yield started
+
+
+async def _eventually(check: Callable[[], Awaitable[T | None]], *, within: float, what: str) -> T:
+    """Polls `check` until it returns something truthy; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        got = await check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+def _kid(tokens: auth_pb2.TokenPair | str) -> str:
+    token = tokens if isinstance(tokens, str) else tokens.access_token
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+async def _published(auth: AuthStack) -> set[str]:
+    return {key.kid for key in (await auth.public.GetJwks(auth_pb2.GetJwksRequest())).keys}
+
+
+async def _signed_with_another_key_than(
+    auth: AuthStack, email: str, old_kid: str
+) -> auth_pb2.TokenPair:
+    async def login() -> auth_pb2.TokenPair | None:
+        tokens = await auth.login(email)
+        return tokens if _kid(tokens) != old_kid else None
+
+    return await _eventually(login, within=5, what=f"auth stops signing with {old_kid}")
+
+
+@pytest.fixture
+async def ring(auth: AuthStack) -> AsyncIterator[KeyRing]:
+    """A key ring on the server's database, as another replica (or the CLI) holds it."""
+    engine = create_engine(auth.env["AUTH_DATABASE_URL"], pool_size=2, application_name="test")
+    keys = KeyRing(
+        engine,
+        base64.b64decode(auth.env["AUTH_KEY_ENCRYPTION_KEY"]),
+        verify_window=timedelta(minutes=20),
+    )
+    await keys.ensure_active()
+    try:
+        yield keys
+    finally:
+        await engine.dispose()
 
 
 async def _service_token(auth: AuthStack) -> str:
@@ -81,39 +154,6 @@ async def test_jwks_publishes_the_key_that_signs_tokens(auth: AuthStack) -> None
     assert claims["exp"] - claims["iat"] == 15 * 60
 
 
-async def test_rotation_publishes_first_then_signs_and_old_tokens_stay_valid(
-    auth: AuthStack,
-) -> None:
-    user, old = await auth.user_with_token()
-    old_kid = jwt.get_unverified_header(old.access_token)["kid"]
-    result = auth.cli("rotate-signing-key", env={"AUTH_KEY_PUBLISH_LEAD_SECONDS": "3"})
-    assert result.returncode == 0, result.stderr
-    await asyncio.sleep(1.2)  # replicas reload keys every AUTH_KEY_RELOAD_SECONDS (1 s here)
-    kids = {key.kid for key in (await auth.public.GetJwks(auth_pb2.GetJwksRequest())).keys}
-    (new_kid,) = kids - {old_kid}
-    # Published, but the old key still signs until the lead time has passed.
-    during = await auth.login(user.email)
-    assert jwt.get_unverified_header(during.access_token)["kid"] == old_kid
-    await asyncio.sleep(2.5)
-    after = await auth.login(user.email)
-    assert jwt.get_unverified_header(after.access_token)["kid"] == new_kid
-    for tokens in (old, during, after):
-        await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens))
-
-
-async def test_immediate_rotation_switches_at_once(auth: AuthStack) -> None:
-    user, old = await auth.user_with_token()
-    result = auth.cli("rotate-signing-key", "--immediate")
-    assert result.returncode == 0, result.stderr
-    await asyncio.sleep(1.2)
-    new = await auth.login(user.email)
-    assert (
-        jwt.get_unverified_header(new.access_token)["kid"]
-        != jwt.get_unverified_header(old.access_token)["kid"]
-    )
-    await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(old))
-
-
 async def test_services_look_up_a_users_contact(auth: AuthStack) -> None:
     user = await auth.register()
     reply = await auth.internal.GetUserContact(
@@ -123,22 +163,235 @@ async def test_services_look_up_a_users_contact(auth: AuthStack) -> None:
     assert (reply.email, reply.active) == (user.email, True)
 
 
-async def test_a_withdrawn_key_stops_verifying_and_a_new_one_signs(auth: AuthStack) -> None:
+# ----- rotation: a published standby key takes over ---------------------------------------
+
+
+async def test_the_jwks_publishes_a_standby_key_besides_the_signing_one(
+    auth: AuthStack, ring: KeyRing
+) -> None:
+    _, tokens = await auth.user_with_token()
+    published = await _published(auth)
+    assert _kid(tokens) in published
+    assert ring.standby is not None
+    assert ring.standby.kid in published
+    assert ring.standby.kid != ring.active.kid
+    far_future = datetime.now(UTC) + timedelta(days=3650)
+    assert ring.signer_at(far_future).kid == ring.active.kid  # a standby never signs by itself
+
+
+async def test_rotation_promotes_the_standby_once_it_has_been_published_for_the_lead(
+    ring: KeyRing,
+) -> None:
+    await ring.reload()
+    signer, standby = ring.active, ring.standby
+    assert standby is not None
+    lead = timedelta(hours=1)
+    kid, switch_at = await ring.rotate(lead)
+    assert (kid, switch_at) == (standby.kid, standby.published_at + lead)
+    assert ring.signer_at(datetime.now(UTC)).kid == signer.kid
+    assert ring.signer_at(switch_at).kid == kid
+    assert ring.standby is not None and ring.standby.kid not in {signer.kid, kid}
+    # Rotating again takes the key that has been published longest, now if it may.
+    again, at_once = await ring.rotate(timedelta(0))
+    assert again == kid
+    assert at_once <= datetime.now(UTC)
+    assert ring.active.kid == kid
+    assert {signer.kid, kid} <= {key["kid"] for key in ring.jwks()}
+
+
+async def test_cli_rotation_switches_to_a_key_verifiers_already_hold_and_old_tokens_stay_valid(
+    auth: AuthStack,
+) -> None:
     user, old = await auth.user_with_token()
-    old_kid = jwt.get_unverified_header(old.access_token)["kid"]
-    result = auth.cli("withdraw-signing-key", "--kid", old_kid)
+    published_before = await _published(auth)
+    result = auth.cli("rotate-signing-key", "--immediate")
     assert result.returncode == 0, result.stderr
-    await asyncio.sleep(1.5)  # the server reloads keys every second here
-    kids = {key.kid for key in (await auth.public.GetJwks(auth_pb2.GetJwksRequest())).keys}
-    assert old_kid not in kids
+    new = await _signed_with_another_key_than(auth, user.email, _kid(old))
+    assert _kid(new) in published_before
+    for tokens in (old, new):
+        await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens))
+
+
+# ----- emergency withdrawal -----------------------------------------------------------------
+
+
+async def test_withdrawing_the_signing_key_switches_to_the_published_standby(
+    auth: AuthStack,
+) -> None:
+    user, old = await auth.user_with_token()
+    published_before = await _published(auth)
+    result = auth.cli("withdraw-signing-key", "--kid", _kid(old))
+    assert result.returncode == 0, result.stderr
+    new = await _signed_with_another_key_than(auth, user.email, _kid(old))
+    # Every verifier that fetched the JWKS before the withdrawal already holds the new key.
+    assert _kid(new) in published_before
+    published_after = await _published(auth)
+    assert _kid(old) not in published_after
+    assert published_after - published_before, "a fresh standby for the next emergency"
     refused = await rpc_failure(auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(old)))
     assert refused.reason == "TOKEN_INVALID"
-    new = await auth.login(user.email)
-    assert jwt.get_unverified_header(new.access_token)["kid"] in kids
     await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(new))
+
+
+async def test_a_withdrawal_reaches_a_running_replica_at_once_through_notify(
+    auth: AuthStack, ring: KeyRing
+) -> None:
+    changes: list[float] = []
+
+    async def changed() -> None:
+        changes.append(time.monotonic())
+
+    ring.on_change(changed)
+    # An interval no test waits for: only the notification can explain a prompt reload.
+    watch = asyncio.create_task(ring.watch(interval=3600))
+    try:
+
+        async def listening() -> bool:
+            return ring.watching
+
+        await _eventually(listening, within=5, what="the replica listens")
+        withdrawn = ring.active.kid
+        result = auth.cli("withdraw-signing-key", "--kid", withdrawn)
+        assert result.returncode == 0, result.stderr
+
+        async def switched() -> bool:
+            return ring.active.kid != withdrawn
+
+        await _eventually(switched, within=3, what="the replica stops signing with it")
+        assert withdrawn not in {key["kid"] for key in ring.jwks()}
+        assert changes
+    finally:
+        watch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watch
+
+
+async def test_a_watch_that_loses_its_connection_ends_so_that_its_job_restarts_it(
+    auth: AuthStack, ring: KeyRing
+) -> None:
+    watch = asyncio.create_task(ring.watch(interval=3600))
+    engine = create_engine(auth.env["AUTH_DATABASE_URL"], pool_size=1, application_name="killer")
+    try:
+
+        async def listening() -> bool:
+            return ring.watching
+
+        await _eventually(listening, within=5, what="the replica listens")
+        async with engine.connect() as conn:
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'test' AND query LIKE 'LISTEN %'"
+                )
+            )
+
+        async def ended() -> bool:
+            return watch.done()
+
+        await _eventually(ended, within=10, what="the watch notices the lost connection")
+        assert isinstance(watch.exception(), Exception)
+        assert not ring.watching
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watch
+        await engine.dispose()
+
+
+async def test_withdrawing_the_standby_publishes_another_and_signing_goes_on(
+    auth: AuthStack, ring: KeyRing
+) -> None:
+    signer, standby = ring.active, ring.standby
+    assert standby is not None
+    result = auth.cli("withdraw-signing-key", "--kid", standby.kid)
+    assert result.returncode == 0, result.stderr
+    await ring.reload()
+    assert ring.active.kid == signer.kid
+    assert ring.standby is not None and ring.standby.kid != standby.kid
+    await _eventually(
+        lambda: _not_published(auth, standby.kid), within=5, what="the standby leaves the JWKS"
+    )
+
+
+async def _not_published(auth: AuthStack, kid: str) -> bool:
+    return kid not in await _published(auth)
+
+
+async def test_withdrawing_the_key_a_rotation_would_switch_to_keeps_the_current_one_signing(
+    ring: KeyRing,
+) -> None:
+    signer = ring.active
+    kid, switch_at = await ring.rotate(timedelta(hours=1))
+    await ring.withdraw(kid)
+    assert ring.signer_at(switch_at + timedelta(seconds=1)).kid == signer.kid
+    assert ring.standby is not None and ring.standby.kid != kid
 
 
 async def test_withdrawing_an_unknown_key_is_a_clear_error(auth: AuthStack) -> None:
     result = auth.cli("withdraw-signing-key", "--kid", "no-such-key")
     assert result.returncode == 2
     assert "no signing key" in result.stderr
+
+
+# ----- ids and page tokens answer INVALID_ARGUMENT, never INTERNAL -------------------------
+
+
+@pytest.mark.parametrize("spelling", ["{%s}", "urn:uuid:%s", "%s-0", " %s"])
+async def test_odd_spellings_of_a_user_id_are_invalid_argument(
+    auth: AuthStack, spelling: str
+) -> None:
+    _, admin = await auth.staff("ADMIN")
+    user = await auth.register()
+    odd = spelling % user.user_id
+    failure = await rpc_failure(
+        auth.admin.GetUser(auth_pb2.GetUserRequest(user_id=odd), metadata=bearer(admin))
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["user_id"])
+    failure = await rpc_failure(
+        auth.internal.GetUserContact(
+            auth_pb2.GetUserContactRequest(user_id=odd),
+            metadata=bearer(await _service_token(auth)),
+        )
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["user_id"])
+
+
+async def test_an_upper_case_user_id_finds_the_user(auth: AuthStack) -> None:
+    _, admin = await auth.staff("ADMIN")
+    user = await auth.register()
+    reply = await auth.admin.GetUser(
+        auth_pb2.GetUserRequest(user_id=user.user_id.upper()), metadata=bearer(admin)
+    )
+    assert reply.user.user_id == user.user_id
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        {"c": "0001-01-01T00:00:00+14:00", "i": str(uuid.uuid4())},
+        {"c": "9999-12-31T23:59:59-14:00", "i": str(uuid.uuid4())},
+        {"c": "2026-01-01T00:00:00+00:00", "i": "urn:uuid:" + str(uuid.uuid4())},
+        {"c": 1767225600, "i": str(uuid.uuid4())},
+    ],
+    ids=repr,
+)
+async def test_a_validly_signed_page_token_with_unusable_values_is_invalid_argument(
+    auth: AuthStack, position: dict[str, object]
+) -> None:
+    settings = AuthSettings(
+        database_url=auth.env["AUTH_DATABASE_URL"],
+        redis_url=auth.env["AUTH_REDIS_URL"],
+        key_encryption_key=auth.env["AUTH_KEY_ENCRYPTION_KEY"],
+    )
+    tokens = PageTokens(settings.derived_key("page-token"))
+    page_token = tokens.encode(
+        position,  # type: ignore[arg-type]
+        {"role": None, "active": None, "email_prefix": ""},
+    )
+    _, admin = await auth.staff("ADMIN")
+    failure = await rpc_failure(
+        auth.admin.ListUsers(
+            auth_pb2.ListUsersRequest(page_token=page_token), metadata=bearer(admin)
+        )
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])

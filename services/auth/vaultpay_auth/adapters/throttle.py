@@ -1,14 +1,24 @@
-"""Password-attempt throttling in Redis, per account and per client IP, in a fixed window.
+"""Attempt throttling in Redis, in fixed windows: password attempts (per account and per client
+IP) and sign-ups (per client IP and for the whole service).
 
-An attempt is *reserved* before the password is checked, in one atomic script: both counters
-are incremented and, if either is over its limit, the reservation is undone and the attempt is
-refused. So a burst of concurrent guesses cannot all slip past a check made before any failure
-was recorded. A successful attempt gives its reservation back (the IP counter) and clears the
-account counter; a failed one stays counted.
+An attempt is *reserved* before any work is done for it, in one atomic script: the counters
+are incremented and, if one is over its limit, the reservation is undone and the attempt is
+refused with the seconds until that window ends (a RetryInfo). So a burst of concurrent
+attempts cannot all slip past a check made before any of them was counted, and refused
+attempts do not use up a quota.
 
-Fails open when Redis is down (logged): bcrypt still bounds guessing speed, and an outage of
-the cache must not lock every user out. The account key is hashed so emails never sit in
-Redis in the clear.
+Password attempts: a successful attempt gives its reservation back (the IP counter) and clears
+the account counter; a failed one stays counted. The first refusal of a window is flagged
+(a marker key with the window's lifetime), so the service audits "this account is now
+throttled" once rather than every refused attempt.
+
+Sign-ups: counted per address first (so one address over its limit spends nothing of the
+global budget), then globally. Every valid Register counts, a taken email included: that
+answer tells whether an account exists, so probing for accounts is throttled too.
+
+Both fail open when Redis is down (logged): bcrypt and its bounded admission still bound the
+cost of each attempt, and an outage of the cache must not lock every user out. The account key
+is hashed so emails never sit in Redis in the clear.
 """
 
 from __future__ import annotations
@@ -19,34 +29,70 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from vaultpay_common.errors import RateLimitedError
+from vaultpay_auth.domain.errors import LoginThrottledError, SignUpThrottledError
 
-__all__ = ["LoginThrottledError", "RedisLoginThrottle"]
+__all__ = ["LoginThrottledError", "RedisLoginThrottle", "RedisSignUpThrottle"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: account key, ip key. ARGV: account limit, ip limit, window seconds.
+# KEYS: account counter, ip counter, account refusal marker, ip refusal marker.
+# ARGV: account limit, ip limit, window seconds.
+# Returns {0, 0, 0} when reserved, else {seconds until the blocking window ends,
+# 1 if this is the first refusal of a blocking counter's window, bit 1 account / bit 2 ip over}.
+_RESERVE_ATTEMPT = """
+local function count(key, window)
+  local n = redis.call('INCR', key)
+  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, window) end
+  return n
+end
+local account = count(KEYS[1], ARGV[3])
+local ip = count(KEYS[2], ARGV[3])
+local over = 0
+if account > tonumber(ARGV[1]) then over = over + 1 end
+if ip > tonumber(ARGV[2]) then over = over + 2 end
+if over == 0 then return {0, 0, 0} end
+redis.call('DECR', KEYS[1])
+redis.call('DECR', KEYS[2])
+local wait, first = 1, 0
+local function refuse(counter, marker)
+  local ttl = math.max(1, redis.call('TTL', counter))
+  wait = math.max(wait, ttl)
+  if redis.call('SET', marker, '1', 'NX', 'EX', ttl) then first = 1 end
+end
+if account > tonumber(ARGV[1]) then refuse(KEYS[1], KEYS[3]) end
+if ip > tonumber(ARGV[2]) then refuse(KEYS[2], KEYS[4]) end
+return {wait, first, over}
+"""
+
+# KEYS: ip counter, global counter. ARGV: ip limit, ip window, global limit, global window.
 # Returns 0 when reserved, else the seconds until the blocking window ends.
-_RESERVE = """
-local account = redis.call('INCR', KEYS[1])
-local ip = redis.call('INCR', KEYS[2])
-if account == 1 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-if ip == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-if account > tonumber(ARGV[1]) or ip > tonumber(ARGV[2]) then
+_RESERVE_SIGN_UP = """
+local function count(key, window)
+  local n = redis.call('INCR', key)
+  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, window) end
+  return n
+end
+if count(KEYS[1], ARGV[2]) > tonumber(ARGV[1]) then
   redis.call('DECR', KEYS[1])
+  return math.max(1, redis.call('TTL', KEYS[1]))
+end
+if count(KEYS[2], ARGV[4]) > tonumber(ARGV[3]) then
   redis.call('DECR', KEYS[2])
-  local wait = 1
-  if account > tonumber(ARGV[1]) then wait = math.max(wait, redis.call('TTL', KEYS[1])) end
-  if ip > tonumber(ARGV[2]) then wait = math.max(wait, redis.call('TTL', KEYS[2])) end
-  return wait
+  redis.call('DECR', KEYS[1])
+  return math.max(1, redis.call('TTL', KEYS[2]))
 end
 return 0
 """
 
+# KEYS: counters to give one attempt back to (never below zero, never left without expiry).
+_GIVE_BACK = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+return 0
+"""
 
-class LoginThrottledError(RateLimitedError):
-    reason = "RATE_LIMITED"
-    default_message = "too many failed password attempts, try again later"
+_SCOPES = {1: ("account",), 2: ("ip",), 3: ("account", "ip")}
 
 
 class RedisLoginThrottle:
@@ -55,7 +101,8 @@ class RedisLoginThrottle:
         self._per_account = per_account
         self._per_ip = per_ip
         self._window = window_seconds
-        self._reserve = redis.register_script(_RESERVE)
+        self._reserve = redis.register_script(_RESERVE_ATTEMPT)
+        self._give_back = redis.register_script(_GIVE_BACK)
 
     @staticmethod
     def _account_key(account: str) -> str:
@@ -67,21 +114,65 @@ class RedisLoginThrottle:
 
     async def reserve(self, account: str, client_ip: str) -> None:
         """Counts one password attempt, or raises LoginThrottledError (RetryInfo) if over."""
-        keys = [self._account_key(account), self._ip_key(client_ip)]
+        account_key, ip_key = self._account_key(account), self._ip_key(client_ip)
+        keys = [account_key, ip_key, account_key + ":refused", ip_key + ":refused"]
         try:
-            wait = int(await self._reserve(keys, [self._per_account, self._per_ip, self._window]))
+            wait, first, over = await self._reserve(
+                keys, [self._per_account, self._per_ip, self._window]
+            )
         except RedisError:
             log.warning("password-attempt throttle unavailable, failing open", exc_info=True)
             return
-        if wait:
-            raise LoginThrottledError(retry_after_seconds=wait)
+        if int(wait):
+            raise LoginThrottledError(
+                retry_after_seconds=int(wait),
+                scopes=_SCOPES.get(int(over), ()),
+                first_refusal=bool(int(first)),
+            )
 
     async def succeeded(self, account: str, client_ip: str) -> None:
         """The attempt was right: forget the account's failures, give the IP its slot back."""
+        account_key = self._account_key(account)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._account_key(account))
-                pipe.decr(self._ip_key(client_ip))
-                await pipe.execute()
+            await self._redis.delete(account_key, account_key + ":refused")
+            await self._give_back([self._ip_key(client_ip)])
         except RedisError:
             log.warning("could not release a password-attempt reservation", exc_info=True)
+
+    async def release(self, account: str, client_ip: str) -> None:
+        """No password was checked: give both counters their slot back."""
+        try:
+            await self._give_back([self._account_key(account), self._ip_key(client_ip)])
+        except RedisError:
+            log.warning("could not release a password-attempt reservation", exc_info=True)
+
+
+class RedisSignUpThrottle:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        per_ip: int,
+        per_ip_window_seconds: int,
+        global_limit: int,
+        global_window_seconds: int,
+        namespace: str = "auth:sign-ups",
+    ) -> None:
+        self._redis = redis
+        self._args = [per_ip, per_ip_window_seconds, global_limit, global_window_seconds]
+        self._namespace = namespace
+        self._reserve = redis.register_script(_RESERVE_SIGN_UP)
+
+    def address_key(self, client_ip: str) -> str:
+        return f"{self._namespace}:ip:{client_ip or 'unknown'}"
+
+    async def reserve(self, client_ip: str) -> None:
+        """Counts one sign-up attempt, or raises SignUpThrottledError (RetryInfo) if over."""
+        keys = [self.address_key(client_ip), f"{self._namespace}:all"]
+        try:
+            wait = int(await self._reserve(keys, self._args))
+        except RedisError:
+            log.warning("sign-up throttle unavailable, failing open", exc_info=True)
+            return
+        if wait:
+            raise SignUpThrottledError(retry_after_seconds=wait)

@@ -8,6 +8,7 @@ from vaultpay_common.errors import (
     InsufficientPermissionsError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitedError,
     UnauthenticatedError,
 )
 
@@ -18,9 +19,12 @@ __all__ = [
     "InsufficientPermissionsError",
     "InvalidCredentialsError",
     "LastSuperAdminError",
+    "LoginThrottledError",
+    "PasswordHashingBusyError",
     "RefreshTokenExpiredError",
     "RefreshTokenInvalidError",
     "RefreshTokenReusedError",
+    "SignUpThrottledError",
     "UserNotFoundError",
 ]
 
@@ -68,3 +72,39 @@ class CannotChangeOwnRoleError(PermissionDeniedError):
 class LastSuperAdminError(FailedPreconditionError):
     reason = "LAST_SUPER_ADMIN"
     default_message = "the last active super_admin cannot be demoted or deactivated"
+
+
+class LoginThrottledError(RateLimitedError):
+    """Too many password attempts for an account or from an address (RetryInfo attached).
+
+    `scopes` names the counters over their limit ("account", "ip"); `first_refusal` is True for
+    the first refusal of a counter's window, the one worth an audit row (later refusals in the
+    same window would only flood the append-only log).
+    """
+
+    reason = "RATE_LIMITED"
+    default_message = "too many failed password attempts, try again later"
+
+    def __init__(
+        self,
+        retry_after_seconds: int,
+        message: str | None = None,
+        *,
+        scopes: tuple[str, ...] = (),
+        first_refusal: bool = False,
+    ) -> None:
+        super().__init__(retry_after_seconds, message)
+        self.scopes = scopes
+        self.first_refusal = first_refusal
+
+
+class SignUpThrottledError(RateLimitedError):
+    reason = "RATE_LIMITED"
+    default_message = "too many sign-ups, try again later"
+
+
+class PasswordHashingBusyError(RateLimitedError):
+    """Too many password computations are already waiting; retrying later helps."""
+
+    reason = "RATE_LIMITED"
+    default_message = "the service is busy checking passwords, try again shortly"

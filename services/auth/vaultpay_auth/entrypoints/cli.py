@@ -2,9 +2,10 @@
 
     vaultpay-auth migrate                                  # alembic upgrade head (owner DSN)
     vaultpay-auth create-superadmin --email a@b.c [--full-name N] [--password-stdin]
-    vaultpay-auth rotate-signing-key [--immediate]         # publish a new key; it signs after
-                                                           # AUTH_KEY_PUBLISH_LEAD_SECONDS
-    vaultpay-auth withdraw-signing-key --kid K             # compromised key: out of the JWKS now
+    vaultpay-auth rotate-signing-key [--immediate]         # the standby signs once published for
+                                                           # AUTH_KEY_PUBLISH_LEAD_SECONDS (or now)
+    vaultpay-auth withdraw-signing-key --kid K             # compromised key: out of the JWKS now,
+                                                           # the standby signs at once
     vaultpay-auth verify-audit                             # exit 1 if the hash chain is broken
 
 A super_admin is only ever created here, never through the API.
@@ -19,9 +20,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
-from vaultpay_auth.adapters.signing import KeyRing
+from vaultpay_auth.adapters.signing import KeyRing, SigningKey
 from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.policies import check_registration, normalize_email
 from vaultpay_auth.settings import AuthSettings
@@ -93,40 +96,74 @@ async def create_superadmin(
         await engine.dispose()
 
 
-async def rotate_signing_key(settings: AuthSettings, *, immediate: bool) -> None:
+def _key_ring(settings: AuthSettings) -> tuple[AsyncEngine, KeyRing]:
     engine = create_engine(
         settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
     )
+    window = timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=5)
+    return engine, KeyRing(engine, settings.kek_bytes, verify_window=window)
+
+
+def _age(key: SigningKey, now: datetime) -> str:
+    seconds = int((now - key.published_at).total_seconds())
+    return f"published {seconds // 60} min {seconds % 60} s ago"
+
+
+async def rotate_signing_key(settings: AuthSettings, *, immediate: bool) -> None:
+    engine, keys = _key_ring(settings)
     try:
-        window = timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=5)
-        keys = KeyRing(engine, settings.kek_bytes, verify_window=window)
         lead = timedelta(seconds=0 if immediate else settings.key_publish_lead_seconds)
         kid, switch_at = await keys.rotate(lead)
         async with SqlAuthUnitOfWork(engine, settings.audit_key) as uow:
             details = {"via": "cli", "signs_from": switch_at.isoformat()}
             await uow.audit(AuditEntry("signing_key.rotated", "signing_key", kid, details))
             await uow.commit()
+        promoted = keys.signer_at(switch_at)
+        now = datetime.now(UTC)
         print(
-            f"new signing key {kid} is published now and signs from {switch_at:%Y-%m-%d %H:%M:%S} UTC"
+            f"signing key {kid} ({_age(promoted, now)}) signs from "
+            f"{switch_at:%Y-%m-%d %H:%M:%S} UTC; standby {_kid_of(keys.standby)} published now"
         )
+        _warn_if_young(promoted, now, settings)
     finally:
         await engine.dispose()
 
 
 async def withdraw_signing_key(settings: AuthSettings, kid: str) -> None:
-    engine = create_engine(
-        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
-    )
+    engine, keys = _key_ring(settings)
     try:
-        window = timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=5)
-        replacement = await KeyRing(engine, settings.kek_bytes, verify_window=window).withdraw(kid)
+        done = await keys.withdraw(kid)
         async with SqlAuthUnitOfWork(engine, settings.audit_key) as uow:
-            details = {"via": "cli", "replacement": replacement or ""}
+            details = {
+                "via": "cli",
+                "signer": done.signer.kid,
+                "switched": str(done.switched).lower(),
+                "standby": _kid_of(done.standby),
+            }
             await uow.audit(AuditEntry("signing_key.withdrawn", "signing_key", kid, details))
             await uow.commit()
     finally:
         await engine.dispose()
-    print(f"signing key {kid} withdrawn" + (f"; {replacement} signs now" if replacement else ""))
+    now = datetime.now(UTC)
+    print(f"signing key {kid} withdrawn: out of the JWKS now; running replicas were notified")
+    if done.switched:
+        print(f"{done.signer.kid} ({_age(done.signer, now)}) signs now")
+        _warn_if_young(done.signer, now, settings)
+    print(f"standby {_kid_of(done.standby)} published for the next emergency")
+
+
+def _kid_of(key: SigningKey | None) -> str:
+    return key.kid if key is not None else ""
+
+
+def _warn_if_young(key: SigningKey, now: datetime, settings: AuthSettings) -> None:
+    """Gateways cache the JWKS; a key younger than the lead may be unknown to some of them."""
+    if now - key.published_at < timedelta(seconds=settings.key_publish_lead_seconds):
+        print(
+            f"warning: {key.kid} was {_age(key, now)}; a gateway that cached the JWKS before "
+            "may refuse its tokens until it refetches the JWKS",
+            file=sys.stderr,
+        )
 
 
 @cli.command("create-superadmin", help="create or promote a super_admin")
@@ -145,12 +182,14 @@ async def _create(settings: AuthSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-@cli.command("rotate-signing-key", help="publish a new JWT signing key")
+@cli.command(
+    "rotate-signing-key", help="promote the standby JWT signing key and publish a new standby"
+)
 def _rotate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--immediate",
         action="store_true",
-        help="sign with the new key at once (gateways may refuse new tokens until they refetch)",
+        help="switch now, even if the standby was published less than the lead ago",
     )
 
 
@@ -160,7 +199,10 @@ async def _rotate(settings: AuthSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-@cli.command("withdraw-signing-key", help="emergency: stop publishing a (compromised) key now")
+@cli.command(
+    "withdraw-signing-key",
+    help="emergency: stop publishing a (compromised) key now; the standby signs at once",
+)
 def _withdraw_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kid", required=True)
 

@@ -12,7 +12,8 @@ from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
 from vaultpay_auth.adapters.signing import JwtIssuer, KeyRing
-from vaultpay_auth.adapters.throttle import RedisLoginThrottle
+from vaultpay_auth.adapters.throttle import RedisLoginThrottle, RedisSignUpThrottle
+from vaultpay_auth.domain.security_events import EmailFingerprint
 from vaultpay_auth.entrypoints.servicers import (
     AuthAdminServicer,
     AuthInternalServicer,
@@ -44,7 +45,13 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         runtime.engine, settings.kek_bytes, verify_window=access_ttl + timedelta(minutes=5)
     )
     await keys.ensure_active()
-    runtime.every(settings.key_reload_seconds, keys.reload, name="signing key reload")
+    # LISTENs for key changes (a withdrawal reaches this replica at once) and reloads at least
+    # every key_reload_seconds; restarted by the runtime if its connection drops.
+    runtime.every(
+        settings.key_reload_seconds,
+        lambda: keys.watch(settings.key_reload_seconds),
+        name="signing key watch",
+    )
     issuer = JwtIssuer(
         keys,
         issuer=settings.jwt_issuer,
@@ -54,7 +61,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     )
 
     async def local_jwks() -> list[dict[str, str]]:
-        return keys.jwks()  # kept current by the reload job; no database round trip
+        return keys.jwks()  # kept current by the key watch; no database round trip
 
     # In-memory keys: no need to rate-limit refreshes, and a key this process just started
     # signing with must verify at once.
@@ -64,14 +71,33 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         audience=settings.jwt_audience,
         min_refresh_interval=0,
         max_key_age=settings.key_reload_seconds,
+        max_token_lifetime=max(
+            settings.access_token_ttl_seconds, settings.service_token_ttl_seconds
+        ),
     )
-    hasher = BcryptPasswordHasher(settings.derived_key("password-pepper"), settings.bcrypt_rounds)
+    # A withdrawn key's tokens (cached ones too) are refused as soon as the ring reloads.
+    keys.on_change(lambda: verifier.refresh_keys(force=True))
+    hasher = BcryptPasswordHasher(
+        settings.derived_key("password-pepper"),
+        settings.bcrypt_rounds,
+        max_waiting_sign_ins=settings.bcrypt_max_waiting_sign_ins,
+        max_waiting_sign_ups=settings.bcrypt_max_waiting_sign_ups,
+    )
     throttle = RedisLoginThrottle(
         runtime.redis,
         per_account=settings.login_failures_per_account,
         per_ip=settings.login_failures_per_ip,
         window_seconds=settings.login_failure_window_seconds,
     )
+    sign_ups = RedisSignUpThrottle(
+        runtime.redis,
+        per_ip=settings.register_per_ip,
+        per_ip_window_seconds=settings.register_per_ip_window_seconds,
+        global_limit=settings.register_global,
+        global_window_seconds=settings.register_global_window_seconds,
+    )
+    # Emails in audit rows are keyed hashes (a purpose key of their own).
+    fingerprint = EmailFingerprint(settings.derived_key("audit-email"))
 
     def uow() -> SqlAuthUnitOfWork:
         return SqlAuthUnitOfWork(runtime.engine, settings.audit_key)
@@ -82,10 +108,12 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         issuer,
         throttle,
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+        sign_up_throttle=sign_ups,
+        fingerprint=fingerprint,
     )
     introspector = LocalIntrospector(uow, verifier)
     identities = ServiceIdentityService(settings.service_client_secrets, issuer)
-    admin = AdminService(uow)
+    admin = AdminService(uow, fingerprint=fingerprint)
 
     async def close_hasher() -> None:
         hasher.close()

@@ -19,6 +19,7 @@ from vaultpay_common.grpc.convert import (
     timestamp,
 )
 from vaultpay_common.grpc.servicer import ServicerContext
+from vaultpay_common.ids import parse_uuid
 from vaultpay_common.pagination import (
     PageTokens,
     paginate,
@@ -38,7 +39,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: Ctx
     ) -> auth_pb2.RegisterResponse:
-        user = await self._accounts.register(request.email, request.password, request.full_name)
+        user = await self._accounts.register(
+            request.email, request.password, request.full_name, CLIENT_IP.get()
+        )
         return auth_pb2.RegisterResponse(user=user_to_proto(user))
 
     async def Login(self, request: auth_pb2.LoginRequest, context: Ctx) -> auth_pb2.LoginResponse:
@@ -54,7 +57,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Logout(
         self, request: auth_pb2.LogoutRequest, context: Ctx
     ) -> auth_pb2.LogoutResponse:
-        await self._accounts.logout(current_principal().session_id)
+        caller = current_principal()
+        await self._accounts.logout(
+            caller.session_id, user_id=caller.user_id, client_ip=CLIENT_IP.get()
+        )
         return auth_pb2.LogoutResponse()
 
     async def GetMe(self, request: auth_pb2.GetMeRequest, context: Ctx) -> auth_pb2.GetMeResponse:
@@ -95,12 +101,15 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
             active=request.active if request.HasField("active") else None,
             email_prefix=request.email_prefix.strip(),
         )
+        viewer, client_ip = current_principal(), CLIENT_IP.get()
         page = await paginate(
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
             filters={"role": flt.role, "active": flt.active, "email_prefix": flt.email_prefix},
-            fetch=lambda after, limit: self._admin.list_users(flt, after, limit),
+            fetch_slice=lambda after, limit: self._admin.list_users(
+                flt, after, limit, viewer=viewer, client_ip=client_ip
+            ),
             cursor_of=lambda u: {"c": u.created_at.isoformat(), "i": u.id},
             parse=uuid_cursor,
         )
@@ -111,27 +120,38 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
     async def GetUser(
         self, request: auth_pb2.GetUserRequest, context: Ctx
     ) -> auth_pb2.GetUserResponse:
-        user = await self._admin.get_user(request.user_id)
+        user = await self._admin.get_user(
+            parse_uuid(request.user_id, "user_id"),
+            viewer=current_principal(),
+            client_ip=CLIENT_IP.get(),
+        )
         return auth_pb2.GetUserResponse(user=user_to_proto(user))
 
     async def SetUserRole(
         self, request: auth_pb2.SetUserRoleRequest, context: Ctx
     ) -> auth_pb2.SetUserRoleResponse:
         user = await self._admin.set_role(
-            current_principal(), request.user_id, role_from_proto(request.role), request.reason
+            current_principal(),
+            parse_uuid(request.user_id, "user_id"),
+            role_from_proto(request.role),
+            request.reason,
         )
         return auth_pb2.SetUserRoleResponse(user=user_to_proto(user))
 
     async def DeactivateUser(
         self, request: auth_pb2.DeactivateUserRequest, context: Ctx
     ) -> auth_pb2.DeactivateUserResponse:
-        user = await self._admin.deactivate(current_principal(), request.user_id, request.reason)
+        user = await self._admin.deactivate(
+            current_principal(), parse_uuid(request.user_id, "user_id"), request.reason
+        )
         return auth_pb2.DeactivateUserResponse(user=user_to_proto(user))
 
     async def ReactivateUser(
         self, request: auth_pb2.ReactivateUserRequest, context: Ctx
     ) -> auth_pb2.ReactivateUserResponse:
-        user = await self._admin.reactivate(current_principal(), request.user_id)
+        user = await self._admin.reactivate(
+            current_principal(), parse_uuid(request.user_id, "user_id")
+        )
         return auth_pb2.ReactivateUserResponse(user=user_to_proto(user))
 
     async def ListAuthAuditEvents(
@@ -179,7 +199,7 @@ class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
     async def GetUserContact(
         self, request: auth_pb2.GetUserContactRequest, context: Ctx
     ) -> auth_pb2.GetUserContactResponse:
-        user = await self._admin.get_user(request.user_id)
+        user = await self._admin.get_user(parse_uuid(request.user_id, "user_id"))
         return auth_pb2.GetUserContactResponse(
             email=user.email, full_name=user.full_name, active=user.active
         )

@@ -2,6 +2,16 @@
 
 Each public method is one use case; database work happens inside one unit of work and
 nothing is reported done before its commit returns. bcrypt runs outside transactions.
+
+Refusals cost as little as possible, cheapest first: Register checks its input, then the
+sign-up throttle (per client address and for the whole service), then whether the email is
+taken, and only then runs bcrypt, at sign-up priority (sign-ins are served first, and a
+sign-up is refused when too many wait). A taken email answers ALREADY_EXISTS at once: the
+answer itself says so (the contract; see docs/decisions.md), so its speed reveals nothing more.
+
+Security events (refused and throttled sign-ins, logout, failed password changes) are audited
+with the client address; a refusal's row is written in a short transaction of its own, so it
+outlives the refusal it records.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ from vaultpay_auth.domain.errors import (
     AccountDisabledError,
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
+    LoginThrottledError,
+    PasswordHashingBusyError,
     RefreshTokenExpiredError,
     RefreshTokenInvalidError,
     RefreshTokenReusedError,
@@ -27,11 +39,19 @@ from vaultpay_auth.domain.policies import (
     normalize_email,
     password_violations,
 )
+from vaultpay_auth.domain.security_events import (
+    logged_out,
+    password_change_failed,
+    sign_in_refused,
+    sign_in_throttled,
+)
 from vaultpay_auth.service_layer.ports import (
     AccessTokenIssuer,
     AuthUnitOfWork,
+    HashPriority,
     LoginThrottle,
     PasswordHasher,
+    SignUpThrottle,
 )
 from vaultpay_auth.service_layer.tokens import hash_refresh_token, new_refresh_token
 from vaultpay_common.audit import AuditEntry
@@ -67,18 +87,35 @@ class AccountService:
         throttle: LoginThrottle,
         *,
         refresh_ttl: timedelta,
+        sign_up_throttle: SignUpThrottle,
+        fingerprint: Callable[[str], str],
     ) -> None:
+        """`fingerprint` turns an email into the keyed hash the audit log records."""
         self._uow = uow
         self._hasher = hasher
         self._issuer = issuer
         self._throttle = throttle
+        self._sign_ups = sign_up_throttle
+        self._fingerprint = fingerprint
         self._refresh_ttl = refresh_ttl
         self._dummy_hash: str | None = None
 
-    async def register(self, email: str, password: str, full_name: str) -> User:
+    async def _record(self, entry: AuditEntry) -> None:
+        """Audits a refusal in a short transaction of its own (the caller raises next)."""
+        async with self._uow() as uow:
+            await uow.audit(entry)
+            await uow.commit()
+
+    async def register(
+        self, email: str, password: str, full_name: str, client_ip: str = ""
+    ) -> User:
         email, full_name = normalize_email(email), full_name.strip()
         check_registration(email, password, full_name)
-        password_hash = await self._hasher.hash(password)
+        await self._sign_ups.reserve(client_ip)
+        async with self._uow() as uow:
+            if await uow.users.get_by_email(email) is not None:
+                raise EmailAlreadyRegisteredError()
+        password_hash = await self._hasher.hash(password, priority=HashPriority.SIGN_UP)
         now = datetime.now(UTC)
         user = User(
             id=str(uuid.uuid4()),
@@ -92,8 +129,6 @@ class AccountService:
             updated_at=now,
         )
         async with self._uow() as uow:
-            if await uow.users.get_by_email(email) is not None:
-                raise EmailAlreadyRegisteredError()
             await uow.users.add(user)  # the unique index settles concurrent registrations
             await uow.audit(_by_user(user, "user.registered"))
             await uow.commit()
@@ -102,11 +137,12 @@ class AccountService:
 
     async def _verify_or_waste_time(self, password: str, user: User | None) -> bool:
         """Checks the password; without a user, hashes anyway so timing reveals nothing."""
+        sign_in = HashPriority.SIGN_IN
         if user is not None:
-            return await self._hasher.verify(password, user.password_hash)
+            return await self._hasher.verify(password, user.password_hash, priority=sign_in)
         if self._dummy_hash is None:
-            self._dummy_hash = await self._hasher.hash("not-a-real-password-0")
-        await self._hasher.verify(password, self._dummy_hash)
+            self._dummy_hash = await self._hasher.hash("not-a-real-password-0", priority=sign_in)
+        await self._hasher.verify(password, self._dummy_hash, priority=sign_in)
         return False
 
     async def login(self, email: str, password: str, client_ip: str) -> tuple[IssuedTokens, User]:
@@ -114,23 +150,47 @@ class AccountService:
         if not email or not password:
             field = "email" if not email else "password"
             raise ValidationError.single(field, "is required")
-        await self._throttle.reserve(email, client_ip)
+        try:
+            await self._throttle.reserve(email, client_ip)
+        except LoginThrottledError as refused:
+            if refused.first_refusal:
+                await self._record_throttled(email, client_ip, refused.scopes)
+            raise
         async with self._uow() as uow:
             found = await uow.users.get_by_email(email)
-        if not await self._verify_or_waste_time(password, found):
+        try:
+            verified = await self._verify_or_waste_time(password, found)
+        except PasswordHashingBusyError:
+            await self._throttle.release(email, client_ip)  # no password was checked
+            raise
+        if not verified:
+            await self._record(
+                sign_in_refused(self._fingerprint(email), found, client_ip, "invalid_credentials")
+            )
             raise InvalidCredentialsError()
         assert found is not None
         await self._throttle.succeeded(email, client_ip)
+        tokens: IssuedTokens | None = None
         async with self._uow() as uow:
             # Re-read under a lock: a deactivation or role change that committed while bcrypt
             # ran must not yield a session or a token with the old role.
             user = await uow.users.get(found.id, for_update=True)
-            if user is None or not user.active:
-                raise AccountDisabledError()
-            tokens = await self._open_session(uow, user)
-            await uow.audit(_by_user(user, "user.login", {"ip": client_ip}))
-            await uow.commit()
+            if user is not None and user.active:
+                tokens = await self._open_session(uow, user)
+                await uow.audit(_by_user(user, "user.login", {"ip": client_ip}))
+                await uow.commit()
+        if tokens is None or user is None:
+            await self._record(
+                sign_in_refused(self._fingerprint(email), found, client_ip, "account_disabled")
+            )
+            raise AccountDisabledError()
         return tokens, user
+
+    async def _record_throttled(self, email: str, client_ip: str, scopes: tuple[str, ...]) -> None:
+        async with self._uow() as uow:
+            user = await uow.users.get_by_email(email)
+            await uow.audit(sign_in_throttled(self._fingerprint(email), user, client_ip, scopes))
+            await uow.commit()
 
     async def _open_session(self, uow: AuthUnitOfWork, user: User) -> IssuedTokens:
         now = datetime.now(UTC)
@@ -175,9 +235,10 @@ class AccountService:
             await uow.commit()
         return tokens
 
-    async def logout(self, session_id: str) -> None:
+    async def logout(self, session_id: str, *, user_id: str = "", client_ip: str = "") -> None:
         async with self._uow() as uow:
             await uow.sessions.revoke(session_id, "logout")
+            await uow.audit(logged_out(user_id, session_id, client_ip))
             await uow.commit()
 
     async def get_me(self, user_id: str) -> User:
@@ -195,8 +256,21 @@ class AccountService:
         if user is None:
             raise UserNotFoundError()
         # A stolen access token must not allow unthrottled guessing of the password.
-        await self._throttle.reserve(user.email, client_ip)
-        if not await self._hasher.verify(current, user.password_hash):
+        try:
+            await self._throttle.reserve(user.email, client_ip)
+        except LoginThrottledError as refused:
+            if refused.first_refusal:
+                await self._record(password_change_failed(user.id, client_ip, "throttled"))
+            raise
+        try:
+            verified = await self._hasher.verify(
+                current, user.password_hash, priority=HashPriority.SIGN_IN
+            )
+        except PasswordHashingBusyError:
+            await self._throttle.release(user.email, client_ip)  # no password was checked
+            raise
+        if not verified:
+            await self._record(password_change_failed(user.id, client_ip, "wrong_current_password"))
             raise ValidationError.single("current_password", "is not the current password")
         await self._throttle.succeeded(user.email, client_ip)
         violations = password_violations(new, user.email, field="new_password")

@@ -3,12 +3,16 @@
 The rules: only a super_admin grants, removes or acts on admin and super_admin; nobody acts
 on themselves; the last active super_admin is never demoted or deactivated (checked under
 row locks on every super_admin, so two concurrent demotions cannot both pass).
+
+Staff reads of users' data (GetUser, ListUsers) are audited with the ids shown and the
+client address (ASVS 5.0 V16); a peer service's lookup (no staff viewer) is not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeGuard
 
 from vaultpay_auth.domain.errors import (
     InsufficientPermissionsError,
@@ -16,24 +20,63 @@ from vaultpay_auth.domain.errors import (
     UserNotFoundError,
 )
 from vaultpay_auth.domain.model import User
-from vaultpay_auth.domain.policies import check_may_manage, check_user_id, require_reason
+from vaultpay_auth.domain.policies import (
+    check_may_manage,
+    check_user_id,
+    normalize_email,
+    require_reason,
+)
+from vaultpay_auth.domain.security_events import user_viewed, users_listed
 from vaultpay_auth.service_layer.ports import AuthUnitOfWork, UserFilter
 from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
 from vaultpay_common.context import Principal, Role
 from vaultpay_common.errors import AbortedError, ValidationError
+from vaultpay_common.pagination import SliceOf
 
 __all__ = ["AdminService"]
 
 
+def _staff(viewer: Principal | None) -> TypeGuard[Principal]:
+    return viewer is not None and not viewer.is_service
+
+
 class AdminService:
-    def __init__(self, uow: Callable[[], AuthUnitOfWork]) -> None:
+    def __init__(
+        self, uow: Callable[[], AuthUnitOfWork], *, fingerprint: Callable[[str], str]
+    ) -> None:
+        """`fingerprint` turns an email (prefix) into the keyed hash the audit log records."""
         self._uow = uow
+        self._fingerprint = fingerprint
 
     async def list_users(
-        self, query: UserFilter, after: tuple[datetime, str] | None, limit: int
-    ) -> Sequence[User]:
+        self,
+        query: UserFilter,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        *,
+        viewer: Principal | None = None,
+        client_ip: str = "",
+    ) -> SliceOf[User]:
+        """At most `limit` users after `after`, and whether more follow."""
         async with self._uow() as uow:
-            return await uow.users.list(query, after, limit)
+            rows = list(await uow.users.list(query, after, limit + 1))
+            shown = rows[:limit]
+            if _staff(viewer):
+                filters = self._audited_filters(query)
+                await uow.audit(users_listed(viewer, shown, filters, client_ip))
+                await uow.commit()
+        return SliceOf(shown, len(rows) > limit)
+
+    def _audited_filters(self, query: UserFilter) -> dict[str, str]:
+        """The filters of a listing as the audit log keeps them: an email prefix only hashed."""
+        filters: dict[str, str] = {}
+        if query.role is not None:
+            filters["role"] = query.role.name
+        if query.active is not None:
+            filters["active"] = str(query.active).lower()
+        if query.email_prefix:
+            filters["email_prefix_hash"] = self._fingerprint(normalize_email(query.email_prefix))
+        return filters
 
     async def list_audit_events(
         self, query: AuditQuery, before_sequence: int | None, limit: int
@@ -41,10 +84,15 @@ class AdminService:
         async with self._uow() as uow:
             return await uow.audit_events(query, before_sequence, limit)
 
-    async def get_user(self, user_id: str) -> User:
+    async def get_user(
+        self, user_id: str, *, viewer: Principal | None = None, client_ip: str = ""
+    ) -> User:
         check_user_id(user_id)
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
+            if user is not None and _staff(viewer):
+                await uow.audit(user_viewed(viewer, user.id, client_ip))
+                await uow.commit()
         if user is None:
             raise UserNotFoundError()
         return user

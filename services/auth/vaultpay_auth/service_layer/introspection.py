@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import hmac
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from vaultpay_auth.service_layer.ports import AccessTokenIssuer, AuthUnitOfWork
-from vaultpay_common.errors import DomainError, UnauthenticatedError
+from vaultpay_common.errors import DomainError, UnauthenticatedError, ValidationError
 from vaultpay_common.grpc.tokens import (
     ACCESS_TOKEN_TYPE,
     Introspection,
     TokenClaims,
     TokenVerifier,
 )
+from vaultpay_common.ids import parse_uuid
 
 __all__ = ["InvalidClientError", "LocalIntrospector", "ServiceIdentityService"]
 
@@ -38,11 +38,11 @@ class LocalIntrospector:
     async def check_session(self, claims: TokenClaims) -> Introspection:
         """One query: the session named by `sid`, joined to its user."""
         try:
-            uuid.UUID(claims.session_id)
-        except ValueError:
+            session_id = parse_uuid(claims.session_id, "sid")
+        except ValidationError:
             return Introspection(active=False, reason="TOKEN_INVALID")
         async with self._uow() as uow:
-            holder = await uow.sessions.get_with_holder(claims.session_id)
+            holder = await uow.sessions.get_with_holder(session_id)
         if holder is None or holder.session.user_id != claims.subject:
             return Introspection(active=False, reason="TOKEN_REVOKED")
         if not holder.user_active:
@@ -53,7 +53,7 @@ class LocalIntrospector:
             active=True,
             role=holder.user_role,
             user_id=claims.subject,
-            session_id=claims.session_id,
+            session_id=session_id,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -16,16 +17,35 @@ __all__ = [
     "AccessTokenIssuer",
     "AuditRow",
     "AuthUnitOfWork",
+    "HashPriority",
     "LoginThrottle",
     "PasswordHasher",
     "RefreshRecord",
+    "SignUpThrottle",
     "UserFilter",
 ]
 
 
+class HashPriority(Enum):
+    """Who waits for a password computation: sign-ins (login, password change) go first; a
+    sign-up may wait longer and is refused when too many sign-ups wait, so a flood of
+    registrations can never starve the people signing in."""
+
+    SIGN_IN = "sign_in"
+    SIGN_UP = "sign_up"
+
+
 class PasswordHasher(Protocol):
-    async def hash(self, password: str) -> str: ...
-    async def verify(self, password: str, password_hash: str) -> bool: ...
+    """Raises PasswordHashingBusyError (RESOURCE_EXHAUSTED + RetryInfo) when too many
+    computations of the same priority already wait."""
+
+    async def hash(
+        self, password: str, *, priority: HashPriority = HashPriority.SIGN_IN
+    ) -> str: ...
+
+    async def verify(
+        self, password: str, password_hash: str, *, priority: HashPriority = HashPriority.SIGN_IN
+    ) -> bool: ...
 
 
 class AccessTokenIssuer(Protocol):
@@ -35,10 +55,19 @@ class AccessTokenIssuer(Protocol):
 
 class LoginThrottle(Protocol):
     async def reserve(self, account: str, client_ip: str) -> None:
-        """Counts a password attempt atomically; raises RateLimitedError when over a limit."""
+        """Counts a password attempt atomically; raises LoginThrottledError when over a limit."""
 
     async def succeeded(self, account: str, client_ip: str) -> None:
         """The password was right: the attempt does not count against the account."""
+
+    async def release(self, account: str, client_ip: str) -> None:
+        """The password was never checked (the service was busy): the attempt does not count."""
+
+
+class SignUpThrottle(Protocol):
+    async def reserve(self, client_ip: str) -> None:
+        """Counts a registration attempt per address and for the whole service; raises
+        SignUpThrottledError when over a limit."""
 
 
 class RefreshRecord(Protocol):

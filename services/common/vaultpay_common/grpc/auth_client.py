@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
+from grpc.aio import ClientCallDetails
 
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_common.context import REQUEST_ID, Role
@@ -22,6 +25,7 @@ __all__ = [
     "GrpcJwksFetcher",
     "GrpcTokenIntrospector",
     "PeerAuth",
+    "RenewRejectedIdentity",
     "ServiceTokenProvider",
     "outgoing_metadata",
 ]
@@ -76,6 +80,34 @@ class ServiceTokenProvider:
             self._token = reply.access_token
             self._renew_at = time.time() + lifetime * 0.8
             return self._token
+
+    def forget(self, token: str) -> None:
+        """A peer refused `token` (its signing key was withdrawn, say): the next call gets a
+        new one instead of reusing it until it expires."""
+        if token and token == self._token:
+            self._token, self._renew_at = "", 0.0
+
+
+class RenewRejectedIdentity(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """On every peer channel: a call refused as UNAUTHENTICATED makes the service token it
+    carried forgotten, so an emergency key withdrawal costs one failed call, not the rest of
+    the token's lifetime. `provider` is set once the service's identity exists."""
+
+    def __init__(self) -> None:
+        self.provider: ServiceTokenProvider | None = None
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]],
+        client_call_details: ClientCallDetails,
+        request: Any,
+    ) -> grpc.aio.UnaryUnaryCall:
+        call = await continuation(client_call_details, request)
+        if self.provider is not None and await call.code() == grpc.StatusCode.UNAUTHENTICATED:
+            for key, value in client_call_details.metadata or ():
+                if key == "authorization" and isinstance(value, str):
+                    self.provider.forget(value.removeprefix("Bearer "))
+        return call
 
 
 class GrpcJwksFetcher:

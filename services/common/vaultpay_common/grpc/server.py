@@ -44,14 +44,16 @@ def standard_interceptors(
     introspector: TokenIntrospector,
     *,
     always_strict: bool = False,
+    gateway_secret: str | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The interceptor chain every VaultPay service runs, outermost first.
 
     Request context (id, client IP, deadline) → error mapping → the access rules declared in
     `contract` (deny by default) → request hygiene. Errors from every later stage are mapped.
+    `gateway_secret` lets calls from the gateway name their client's address.
     """
     return [
-        RequestContextInterceptor(),
+        RequestContextInterceptor(gateway_secret=gateway_secret),
         ErrorInterceptor(service),
         AuthInterceptor(
             load_access_rules(contract), verifier, introspector, always_strict=always_strict

@@ -6,12 +6,22 @@ token names an unknown `kid` (rate-limited, so random kids cannot hammer auth).
 
 Verified tokens are cached until they expire (PyJWT costs 0.05-0.3 ms a call); an unknown
 `kid` triggers one JWKS refresh (rate-limited) so rotated keys are picked up at once.
+
+Header and payload are parsed at least as strictly as Envoy parses them at the edge, so the
+service never reads a claim the gateway did not check: strict base64url, UTF-8 JSON objects
+without duplicate keys (a lenient parser keeps the last `role`), NumericDates that are JSON
+integers (PyJWT alone would `int()` a numeric string), string-valued claims, and a lifetime
+`exp - iat` no longer than the longest token auth issues (`max_token_lifetime`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -26,6 +36,7 @@ from vaultpay_common.errors import UnauthenticatedError
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "DEFAULT_MAX_TOKEN_LIFETIME",
     "SERVICE_TOKEN_TYPE",
     "Introspection",
     "TokenClaims",
@@ -42,6 +53,13 @@ ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a token type, not a secret
 SERVICE_TOKEN_TYPE = "service"  # noqa: S105
 _ALGORITHMS = ["EdDSA"]
 _REQUIRED = ["exp", "iat", "sub", "jti", "iss", "aud", "typ"]
+# The access-token lifetime (ARCHITECTURE: 15 min); service tokens live 10 min.
+DEFAULT_MAX_TOKEN_LIFETIME = 15 * 60
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_MAX_SEGMENT_CHARS = 8192
+_TIME_CLAIMS = ("exp", "iat", "nbf")
+_STRING_CLAIMS = ("iss", "sub", "jti", "typ", "sid", "role")
+_MAX_NUMERIC_DATE = 2**53 - 1  # the largest integer every JSON parser reads exactly
 
 
 class TokenInvalidError(UnauthenticatedError):
@@ -99,8 +117,10 @@ class TokenVerifier:
         cache_size: int = 10_000,
         min_refresh_interval: float = 2.0,
         max_key_age: float = 60.0,
+        max_token_lifetime: float = DEFAULT_MAX_TOKEN_LIFETIME,
     ) -> None:
         self._fetch_jwks = fetch_jwks
+        self._max_token_lifetime = max_token_lifetime
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
@@ -156,12 +176,7 @@ class TokenVerifier:
                 self._cache.move_to_end(token)
                 return cached
             del self._cache[token]
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise TokenInvalidError() from exc
-        if header.get("alg") not in _ALGORITHMS or not isinstance(header.get("kid"), str):
-            raise TokenInvalidError("the token's algorithm or key id is not accepted")
+        header = self._checked_shape(token)
         key = await self._key_for(header["kid"])
         try:
             payload = jwt.decode(
@@ -177,11 +192,62 @@ class TokenVerifier:
             raise TokenExpiredError() from exc
         except jwt.PyJWTError as exc:
             raise TokenInvalidError() from exc
+        # After the expiry check, so an expired token is reported as expired whatever it claims.
+        if not 0 < payload["exp"] - payload["iat"] <= self._max_token_lifetime:
+            raise TokenInvalidError("the token's lifetime is not one auth issues")
         claims = _claims_from(payload, header["kid"])
         self._cache[token] = claims
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return claims
+
+    def _checked_shape(self, token: str) -> dict[str, Any]:
+        """The header, once header and payload pass the strict checks (before any key work)."""
+        segments = token.split(".")
+        if len(segments) != 3:
+            raise TokenInvalidError()
+        header, payload = _json_object(segments[0]), _json_object(segments[1])
+        if header.get("alg") not in _ALGORITHMS or not isinstance(header.get("kid"), str):
+            raise TokenInvalidError("the token's algorithm or key id is not accepted")
+        for name in _TIME_CLAIMS:
+            value = payload.get(name, 0)
+            if type(value) is not int or not 0 <= value <= _MAX_NUMERIC_DATE:
+                raise TokenInvalidError(f"the token's `{name}` is not a NumericDate")
+        for name in _STRING_CLAIMS:
+            if name in payload and not isinstance(payload[name], str):
+                raise TokenInvalidError(f"the token's `{name}` is not a string")
+        return header
+
+
+class _NotStrictJsonError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _NotStrictJsonError("duplicate key")
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise _NotStrictJsonError(f"{name} is not JSON")
+
+
+def _json_object(segment: str) -> dict[str, Any]:
+    """One token segment: unpadded base64url of a UTF-8 JSON object with unique keys."""
+    if len(segment) > _MAX_SEGMENT_CHARS or not _B64URL.fullmatch(segment):
+        raise TokenInvalidError()
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        value = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constants
+        )
+    except (ValueError, binascii.Error) as exc:  # UnicodeDecodeError is a ValueError
+        raise TokenInvalidError() from exc
+    if not isinstance(value, dict):
+        raise TokenInvalidError()
+    return value
 
 
 def _claims_from(payload: dict[str, Any], key_id: str) -> TokenClaims:

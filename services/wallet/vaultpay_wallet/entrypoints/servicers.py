@@ -11,7 +11,8 @@ from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.grpc.convert import current_principal, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
-from vaultpay_common.pagination import PageTokens, paginate
+from vaultpay_common.ids import parse_uuid
+from vaultpay_common.pagination import PageTokens, paginate, times_checked
 from vaultpay_wallet.domain.ip_trust import TrustedIpCursor
 from vaultpay_wallet.domain.notifications import NotificationCursor
 from vaultpay_wallet.entrypoints.convert import (
@@ -244,7 +245,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 ip.ListTrustedIps(user_id, limit, after)
             ),
             cursor_of=lambda v: TrustedIpCursor(v.last_seen_at, v.ip_hash).position(),
-            parse=TrustedIpCursor.from_position,
+            parse=times_checked(TrustedIpCursor.from_position, "t"),
         )
         return wallet_pb2.ListTrustedIpsResponse(
             trusted_ips=[trusted_ip_to_proto(v) for v in page.items],
@@ -285,7 +286,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 notes.ListNotifications(user_id, limit, unread, after)
             ),
             cursor_of=lambda n: NotificationCursor.after(n).position(),
-            parse=NotificationCursor.from_position,
+            parse=times_checked(NotificationCursor.from_position, "t"),
         )
         return wallet_pb2.ListNotificationsResponse(
             notifications=[notification_to_proto(n) for n in page.items],
@@ -305,7 +306,9 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.MarkNotificationReadResponse:
         marked = await self._notes.mark_read(
             notes.MarkNotificationRead(
-                current_principal().user_id, request.notification_id, idempotency_key(request)
+                current_principal().user_id,
+                parse_uuid(request.notification_id, "notification_id"),
+                idempotency_key(request),
             )
         )
         return wallet_pb2.MarkNotificationReadResponse(

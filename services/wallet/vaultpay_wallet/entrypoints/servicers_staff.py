@@ -18,11 +18,14 @@ from vaultpay_common.grpc.convert import (
 )
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
+from vaultpay_common.ids import parse_optional_uuid, parse_uuid
 from vaultpay_common.pagination import (
     PageTokens,
     SliceOf,
     created_id_cursor,
+    created_number_cursor,
     paginate,
+    position_text,
 )
 from vaultpay_wallet.domain.model import Wallet
 from vaultpay_wallet.domain.settings_catalog import SettingView
@@ -60,19 +63,8 @@ __all__ = ["WalletAdminServicer", "WalletInternalServicer"]
 Ctx = ServicerContext
 
 
-def _override_cursor(position: Mapping[str, Any]) -> tuple[datetime, int]:
-    created_at, _ = created_id_cursor({"c": position["c"], "i": "x"})
-    number = position["n"]
-    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
-        raise ValueError("bad position")
-    return created_at, number
-
-
 def _setting_cursor(position: Mapping[str, Any]) -> str:
-    key = str(position["k"])
-    if not 0 < len(key) <= 200:
-        raise ValueError("bad key")
-    return key
+    return position_text(position, "k", max_length=200)
 
 
 class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
@@ -114,7 +106,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
         flt = WalletFilter(
             status=status_from_proto(request.status),
             kyc_tier=tier_from_proto(request.kyc_tier),
-            user_id=request.user_id.strip(),
+            user_id=parse_optional_uuid(request.user_id, "user_id"),
         )
         page = await paginate(
             self._tokens,
@@ -188,7 +180,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
             filters={"wallet": flt.wallet_id, "source": flt.source, "action": flt.action},
             fetch_slice=lambda after, limit: self._override_slice(flt, after, limit),
             cursor_of=lambda o: {"c": o.override.updated_at.isoformat(), "n": o.position},
-            parse=_override_cursor,
+            parse=created_number_cursor,
         )
         return wallet_pb2.AdminListLimitsResponse(
             overrides=[override_to_proto(o.override, o.currency) for o in page.items],
@@ -308,7 +300,9 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
     ) -> wallet_pb2.VerifyTransferPinResponse:
         verified = await self._pins.verify_transfer_pin(
             cmd.VerifyTransferPin(
-                request.user_id, request.pin, idempotency_key(request, required=True)
+                parse_uuid(request.user_id, "user_id"),
+                request.pin,
+                idempotency_key(request, required=True),
             )
         )
         return wallet_pb2.VerifyTransferPinResponse(wallet_id=verified.wallet_id)
@@ -317,7 +311,9 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
         self, request: wallet_pb2.CheckIpTrustRequest, context: Ctx
     ) -> wallet_pb2.CheckIpTrustResponse:
         check = await self._ip.check_ip_trust(
-            ip.CheckIpTrust(request.request_id, request.user_id, request.client_ip)
+            ip.CheckIpTrust(
+                request.request_id, parse_uuid(request.user_id, "user_id"), request.client_ip
+            )
         )
         return wallet_pb2.CheckIpTrustResponse(
             trusted=check.trusted, confirmation_sent=check.confirmation_sent
@@ -342,7 +338,7 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
     ) -> wallet_pb2.SetKycTierResponse:
         wallet = await self._tiers.set_kyc_tier(
             cmd.SetKycTier(
-                request.user_id,
+                parse_uuid(request.user_id, "user_id"),
                 tier_from_proto(request.kyc_tier),
                 request.submission_id,
                 idempotency_key(request, required=True),
@@ -356,7 +352,7 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
         created = await self._notes.create_notification(
             notes.CreateNotification(
                 request.request_id,
-                request.user_id,
+                parse_uuid(request.user_id, "user_id"),
                 kind_from_proto(request.kind),
                 request.title,
                 request.body,

@@ -1,0 +1,284 @@
+"""Account and staff use cases on fakes: Register is refused before it costs a hash, and the
+security events of sign-in, logout, password change and staff reads are audited."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+
+from tests.unit.auth.fakes import (
+    PASSWORD,
+    CountingHasher,
+    FakeAuthUnitOfWork,
+    FakeIssuer,
+    FakeLoginThrottle,
+    FakeSignUpThrottle,
+    make_user,
+)
+from vaultpay_auth.domain.errors import (
+    AccountDisabledError,
+    EmailAlreadyRegisteredError,
+    InvalidCredentialsError,
+    LoginThrottledError,
+    PasswordHashingBusyError,
+    SignUpThrottledError,
+)
+from vaultpay_auth.domain.model import User
+from vaultpay_auth.domain.security_events import EmailFingerprint
+from vaultpay_auth.service_layer.accounts import AccountService
+from vaultpay_auth.service_layer.admin import AdminService
+from vaultpay_auth.service_layer.ports import UserFilter
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.context import Principal, Role
+from vaultpay_common.errors import ValidationError
+
+IP = "192.0.2.10"
+WRONG = "wrong password 99 x"
+KEY = b"k" * 32
+
+
+@dataclass
+class World:
+    uow: FakeAuthUnitOfWork = field(default_factory=FakeAuthUnitOfWork)
+    hasher: CountingHasher = field(default_factory=CountingHasher)
+    throttle: FakeLoginThrottle = field(default_factory=FakeLoginThrottle)
+    sign_ups: FakeSignUpThrottle = field(default_factory=FakeSignUpThrottle)
+    fingerprint: EmailFingerprint = field(default_factory=lambda: EmailFingerprint(KEY))
+
+    def __post_init__(self) -> None:
+        self.accounts = AccountService(
+            lambda: self.uow,
+            self.hasher,
+            FakeIssuer(),
+            self.throttle,
+            refresh_ttl=timedelta(days=30),
+            sign_up_throttle=self.sign_ups,
+            fingerprint=self.fingerprint,
+        )
+        self.admin = AdminService(lambda: self.uow, fingerprint=self.fingerprint)
+
+    def add_user(self, email: str = "ada@example.com", *, role: Role = Role.USER) -> User:
+        user = make_user(email, role=role)
+        self.uow.users.users[user.id] = user
+        return user
+
+    def only(self, action: str) -> AuditEntry:
+        [entry] = self.uow.entries(action)
+        return entry
+
+
+def assert_no_clear_email(entry: AuditEntry, email: str) -> None:
+    everything = " ".join([entry.target_id, *entry.details.keys(), *entry.details.values()])
+    assert email not in everything
+    assert email.split("@")[0] not in everything
+    assert PASSWORD not in everything and WRONG not in everything
+
+
+# --- Register: nothing expensive before the cheap refusals ---------------------------------
+
+
+async def test_a_taken_email_is_refused_before_any_hash() -> None:
+    world = World()
+    world.add_user("ada@example.com")
+    with pytest.raises(EmailAlreadyRegisteredError):
+        await world.accounts.register(" Ada@Example.COM ", PASSWORD, "Ada", IP)
+    assert world.hasher.hashes == 0
+
+
+async def test_the_sign_up_throttle_is_reserved_before_any_lookup_or_hash() -> None:
+    world = World()
+    world.sign_ups.refusal = SignUpThrottledError(retry_after_seconds=60)
+    with pytest.raises(SignUpThrottledError):
+        await world.accounts.register("new@example.com", PASSWORD, "New", IP)
+    assert (world.hasher.hashes, world.uow.users.email_lookups) == (0, 0)
+
+
+async def test_invalid_input_is_refused_before_it_counts_against_the_address() -> None:
+    world = World()
+    with pytest.raises(ValidationError):
+        await world.accounts.register("not-an-email", PASSWORD, "New", IP)
+    assert world.sign_ups.reserved == []
+
+
+async def test_a_sign_up_counts_against_its_address_and_hashes_at_sign_up_priority() -> None:
+    world = World()
+    user = await world.accounts.register("new@example.com", PASSWORD, "New", IP)
+    assert world.sign_ups.reserved == [IP]
+    assert world.hasher.calls == [("hash", "sign_up")]
+    assert world.uow.users.users[user.id].email == "new@example.com"
+
+
+async def test_sign_in_verifies_at_sign_in_priority() -> None:
+    world = World()
+    world.add_user("ada@example.com")
+    await world.accounts.login("ada@example.com", PASSWORD, IP)
+    assert world.hasher.calls == [("verify", "sign_in")]
+
+
+async def test_a_sign_in_refused_for_want_of_a_worker_does_not_count_as_an_attempt() -> None:
+    world = World()
+    world.add_user("ada@example.com")
+    world.hasher.busy = PasswordHashingBusyError(retry_after_seconds=2)
+    with pytest.raises(PasswordHashingBusyError):
+        await world.accounts.login("ada@example.com", WRONG, IP)
+    assert world.throttle.released == [("ada@example.com", IP)]
+    assert world.uow.audit_entries == []  # no password was checked, so none was wrong
+
+
+# --- Sign-in refusals ----------------------------------------------------------------------
+
+
+async def test_a_failed_login_for_an_unknown_email_records_only_a_keyed_hash() -> None:
+    world = World()
+    with pytest.raises(InvalidCredentialsError):
+        await world.accounts.login("ghost@example.com", WRONG, IP)
+    entry = world.only("user.login_failed")
+    expected = EmailFingerprint(KEY)("ghost@example.com")
+    assert (entry.target_type, entry.target_id, entry.actor_id) == ("email", expected, "anonymous")
+    assert dict(entry.details) == {
+        "reason": "invalid_credentials",
+        "email_hash": expected,
+        "ip": IP,
+    }
+    assert_no_clear_email(entry, "ghost@example.com")
+
+
+async def test_the_email_hash_is_keyed() -> None:
+    assert EmailFingerprint(KEY)("a@example.com") != EmailFingerprint(b"x" * 32)("a@example.com")
+    assert EmailFingerprint(KEY)("a@example.com") == EmailFingerprint(KEY)("a@example.com")
+
+
+async def test_a_wrong_password_for_a_known_account_targets_the_user() -> None:
+    world = World()
+    user = world.add_user("ada@example.com")
+    with pytest.raises(InvalidCredentialsError):
+        await world.accounts.login("ada@example.com", WRONG, IP)
+    entry = world.only("user.login_failed")
+    assert (entry.target_type, entry.target_id) == ("user", user.id)
+    assert_no_clear_email(entry, "ada@example.com")
+
+
+async def test_a_sign_in_to_a_deactivated_account_is_refused_and_the_refusal_still_recorded() -> (
+    None
+):
+    world = World()
+    user = world.add_user("ada@example.com")
+    user.active = False
+    with pytest.raises(AccountDisabledError):
+        await world.accounts.login("ada@example.com", PASSWORD, IP)
+    # The fake unit of work rolls back what was not committed: the row survived on its own.
+    assert world.only("user.login_failed").details["reason"] == "account_disabled"
+    assert world.uow.sessions.sessions == {}
+
+
+async def test_only_the_first_throttled_refusal_of_a_window_is_audited() -> None:
+    world = World()
+    user = world.add_user("ada@example.com")
+    world.throttle.refusal = LoginThrottledError(
+        retry_after_seconds=60, scopes=("account",), first_refusal=True
+    )
+    with pytest.raises(LoginThrottledError):
+        await world.accounts.login("ada@example.com", PASSWORD, IP)
+    world.throttle.refusal = LoginThrottledError(retry_after_seconds=59, scopes=("account",))
+    with pytest.raises(LoginThrottledError):
+        await world.accounts.login("ada@example.com", PASSWORD, IP)
+    entry = world.only("user.login_throttled")
+    assert (entry.target_id, entry.details["scope"], entry.details["ip"]) == (
+        user.id,
+        "account",
+        IP,
+    )
+    assert world.hasher.calls == []  # a throttled attempt never reaches bcrypt
+    assert_no_clear_email(entry, "ada@example.com")
+
+
+async def test_a_successful_login_records_no_refusal() -> None:
+    world = World()
+    world.add_user("ada@example.com")
+    await world.accounts.login("ada@example.com", PASSWORD, IP)
+    assert world.uow.committed_actions() == ["user.login"]
+
+
+# --- Logout and password change ------------------------------------------------------------
+
+
+async def test_logout_is_audited_with_the_session_and_address() -> None:
+    world = World()
+    world.add_user("ada@example.com")
+    _, user = await world.accounts.login("ada@example.com", PASSWORD, IP)
+    [session_id] = world.uow.sessions.sessions
+    await world.accounts.logout(session_id, user_id=user.id, client_ip="198.51.100.4")
+    entry = world.only("user.logout")
+    assert (entry.target_id, dict(entry.details)) == (
+        user.id,
+        {"session_id": session_id, "ip": "198.51.100.4"},
+    )
+    assert world.uow.sessions.revoked == {session_id: "logout"}
+
+
+async def test_a_wrong_current_password_is_audited_as_a_failed_change() -> None:
+    world = World()
+    user = world.add_user("ada@example.com")
+    with pytest.raises(ValidationError):
+        await world.accounts.change_password(user.id, "s1", WRONG, "a brand new 77 secret", IP)
+    entry = world.only("user.password_change_failed")
+    assert (entry.target_id, dict(entry.details)) == (
+        user.id,
+        {"reason": "wrong_current_password", "ip": IP},
+    )
+
+
+async def test_a_throttled_password_change_is_audited_once() -> None:
+    world = World()
+    user = world.add_user("ada@example.com")
+    world.throttle.refusal = LoginThrottledError(
+        retry_after_seconds=60, scopes=("account",), first_refusal=True
+    )
+    with pytest.raises(LoginThrottledError):
+        await world.accounts.change_password(user.id, "s1", PASSWORD, "a brand new 77 secret", IP)
+    assert world.only("user.password_change_failed").details["reason"] == "throttled"
+
+
+# --- Staff reads -----------------------------------------------------------------------------
+
+
+def staff(role: Role = Role.MODERATOR) -> Principal:
+    return Principal(subject="staff-1", role=role, session_id="s-staff")
+
+
+async def test_a_staff_member_reading_a_user_is_audited() -> None:
+    world = World()
+    user = world.add_user("ada@example.com")
+    await world.admin.get_user(user.id, viewer=staff(), client_ip=IP)
+    entry = world.only("user.viewed")
+    assert (entry.target_id, entry.actor_id, entry.actor_role) == (user.id, "staff-1", "MODERATOR")
+    assert dict(entry.details) == {"ip": IP}
+
+
+async def test_a_service_looking_up_a_contact_is_not_a_staff_read() -> None:
+    world = World()
+    user = world.add_user("ada@example.com")
+    await world.admin.get_user(user.id)
+    await world.admin.get_user(user.id, viewer=Principal("svc", None, service="wallet"))
+    assert world.uow.audit_entries == []
+
+
+async def test_a_staff_listing_records_exactly_the_users_shown() -> None:
+    world = World()
+    users = [world.add_user(f"user{n}@example.com") for n in range(3)]
+    page = await world.admin.list_users(
+        UserFilter(role=None, active=None, email_prefix="user"),
+        None,
+        2,
+        viewer=staff(),
+        client_ip=IP,
+    )
+    assert len(page.items) == 2 and page.has_more
+    entry = world.only("users.listed")
+    assert entry.details["user_ids"] == ",".join(u.id for u in page.items)
+    assert entry.details["count"] == "2"
+    assert entry.details["email_prefix_hash"] == EmailFingerprint(KEY)("user")
+    assert {u.id for u in users} >= set(entry.details["user_ids"].split(","))
+    assert "user" not in entry.details.values()

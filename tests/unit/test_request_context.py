@@ -1,0 +1,118 @@
+"""The client address a service records: the gateway's header only from the gateway itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from vaultpay_common.context import CLIENT_IP
+from vaultpay_common.grpc.request_context import (
+    CLIENT_IP_HEADER,
+    GATEWAY_IDENTITY_HEADER,
+    RequestContextInterceptor,
+)
+
+SECRET = "s3cret-shared-by-the-gateway-and-the-services-0123"
+
+
+@dataclass
+class _Item:
+    key: str
+    value: str
+
+
+@dataclass
+class FakeContext:
+    metadata: Sequence[tuple[str, str]] = ()
+    peer_address: str = "ipv4:10.0.0.7:51234"
+    sent: list[Any] = field(default_factory=list)
+
+    def invocation_metadata(self) -> list[_Item]:
+        return [_Item(k, v) for k, v in self.metadata]
+
+    def peer(self) -> str:
+        return self.peer_address
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        self.sent.append(metadata)
+
+
+async def client_ip_seen(context: FakeContext, secret: str | None = SECRET) -> str:
+    interceptor = RequestContextInterceptor(gateway_secret=secret)
+
+    async def call() -> str:
+        return CLIENT_IP.get()
+
+    seen: str = await interceptor.around_unary("/x.v1.S/M", context, call)
+    return seen
+
+
+def from_gateway(address: str, identity: str = SECRET) -> FakeContext:
+    return FakeContext(((GATEWAY_IDENTITY_HEADER, identity), (CLIENT_IP_HEADER, address)))
+
+
+async def test_the_gateways_client_address_is_used_when_the_gateway_proves_itself() -> None:
+    assert await client_ip_seen(from_gateway("203.0.113.9")) == "203.0.113.9"
+
+
+async def test_a_direct_caller_cannot_choose_its_address() -> None:
+    forged = FakeContext(((CLIENT_IP_HEADER, "203.0.113.9"),))
+
+    assert await client_ip_seen(forged) == "10.0.0.7"
+
+
+async def test_a_wrong_identity_counts_as_a_direct_caller() -> None:
+    for identity in ("guess", SECRET[:-1], SECRET + "x", ""):
+        assert await client_ip_seen(from_gateway("203.0.113.9", identity)) == "10.0.0.7"
+
+
+async def test_without_a_configured_secret_the_header_is_never_trusted() -> None:
+    assert await client_ip_seen(from_gateway("203.0.113.9"), secret=None) == "10.0.0.7"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not an ip", "203.0.113.9, 198.51.100.1", "203.0.113.9\n", "1.2.3.4.5", "' OR 1=1 --", ""],
+)
+async def test_text_that_is_not_one_ip_address_falls_back_to_the_peer(text: str) -> None:
+    assert await client_ip_seen(from_gateway(text)) == "10.0.0.7"
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        ("::ffff:198.51.100.4", "198.51.100.4"),
+        ("198.51.100.4", "198.51.100.4"),
+    ],
+)
+async def test_addresses_are_recorded_in_canonical_form(text: str, canonical: str) -> None:
+    assert await client_ip_seen(from_gateway(text)) == canonical
+
+
+@pytest.mark.parametrize(
+    ("peer", "expected"),
+    [
+        ("ipv4:127.0.0.1:50000", "127.0.0.1"),
+        ("ipv6:[::1]:50000", "::1"),
+        ("ipv6:[::ffff:10.1.2.3]:50000", "10.1.2.3"),
+        ("ipv6:%5B::1%5D:50000", "::1"),
+        ("unix:/run/vaultpay.sock", ""),
+        ("", ""),
+    ],
+)
+async def test_the_peer_address_is_parsed(peer: str, expected: str) -> None:
+    context = FakeContext(((CLIENT_IP_HEADER, "203.0.113.9"),), peer_address=peer)
+
+    assert await client_ip_seen(context) == expected
+
+
+def test_a_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        RequestContextInterceptor(gateway_secret="short")

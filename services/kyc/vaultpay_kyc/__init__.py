@@ -1,0 +1,1 @@
+"""The kyc service: encrypted identity documents, duplicate detection, the review queue."""

@@ -1,0 +1,1 @@
+"""Domain of the kyc service: pure Python, no infrastructure."""

@@ -1,0 +1,164 @@
+"""Identity document numbers: normalisation, the Indian formats, Verhoeff, masking.
+
+A number is normalised before anything else looks at it (upper case, no whitespace or
+hyphens), so "abcpe 1234-f" and "ABCPE1234F" are the same document, for the format check, the
+duplicate hash and the stored value alike:
+
+    number = check_document_number(DocumentType.PAN, " abcpe-1234f ", current_year=2026)
+    number == "ABCPE1234F"
+    mask_document_number(number) == "XXXXXX234F"
+
+Formats (the contract's DocumentType comments):
+- PAN: 5 letters, 4 digits, 1 letter; the 4th letter is the holder type (P person, C company,
+  H HUF, F firm, A AOP, T trust, B BOI, L local authority, J juridical person, G government).
+- Aadhaar: 12 digits, the first not 0 or 1, the last a Verhoeff check digit.
+- Passport: 1 letter and 7 digits.
+- Driving licence: a state/UT code, a 2-digit RTO code, the 4-digit year of issue (not in the
+  future) and a 7-digit serial: 15 characters.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+from vaultpay_common.errors import ValidationError
+
+__all__ = [
+    "DL_STATE_CODES",
+    "MAX_RAW_NUMBER_LENGTH",
+    "DocumentType",
+    "check_document_number",
+    "mask_document_number",
+    "normalise_document_number",
+    "verhoeff_check_digit",
+    "verhoeff_is_valid",
+]
+
+MAX_RAW_NUMBER_LENGTH = 64
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+class DocumentType(Enum):
+    PAN = "PAN"
+    AADHAAR = "AADHAAR"
+    PASSPORT = "PASSPORT"
+    DRIVING_LICENCE = "DRIVING_LICENCE"
+
+
+# State and union-territory codes of Indian licences, current and historical (OR/OD, UA/UK,
+# TS/TG, DD/DN before the 2020 merger) so that old licences still validate.
+_STATES = "AN AP AR AS BR CG CH DD DL DN GA GJ HP HR JH JK KA KL LA LD MH ML MN MP MZ NL OD OR PB"
+_STATES += " PY RJ SK TG TN TR TS UA UK UP WB"
+DL_STATE_CODES = frozenset(_STATES.split(" "))
+_PAN = re.compile(r"[A-Z]{3}[ABCFGHJLPT][A-Z][0-9]{4}[A-Z]")
+_AADHAAR = re.compile(r"[2-9][0-9]{11}")
+_PASSPORT = re.compile(r"[A-Z][0-9]{7}")
+_DRIVING_LICENCE = re.compile(r"(?P<state>[A-Z]{2})(?P<rto>[0-9]{2})(?P<year>[0-9]{4})[0-9]{7}")
+_FIRST_DL_YEAR = 1900
+
+# Verhoeff: multiplication in the dihedral group D5, a position-dependent permutation, and the
+# inverse table. It catches every single-digit error and every swap of adjacent digits.
+_D = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
+    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
+    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8),
+    (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2),
+    (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
+    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+)
+_P = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 5, 7, 6, 2, 8, 3, 0, 9, 4),
+    (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
+    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7),
+    (9, 4, 5, 3, 1, 2, 7, 6, 0, 8),
+    (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
+    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5),
+    (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
+)
+_INV = (0, 4, 3, 2, 1, 5, 6, 7, 8, 9)
+
+
+def _verhoeff_checksum(digits: str, *, offset: int) -> int:
+    c = 0
+    for i, ch in enumerate(reversed(digits)):
+        c = _D[c][_P[(i + offset) % 8][int(ch)]]
+    return c
+
+
+def verhoeff_is_valid(digits: str) -> bool:
+    """True when the last digit of `digits` is the Verhoeff check digit of the others."""
+    if not digits.isascii() or not digits.isdigit():
+        return False
+    return _verhoeff_checksum(digits, offset=0) == 0
+
+
+def verhoeff_check_digit(digits: str) -> str:
+    """The check digit to append to `digits` (tests use it to build valid Aadhaar numbers)."""
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError("digits only")
+    return str(_INV[_verhoeff_checksum(digits, offset=1)])
+
+
+def normalise_document_number(raw: str) -> str:
+    """Upper case, without whitespace or hyphens."""
+    return _SEPARATORS.sub("", raw).upper()
+
+
+def check_document_number(
+    document_type: DocumentType, raw: str, *, current_year: int, field: str = "document_number"
+) -> str:
+    """The normalised number, or ValidationError on `field` saying which format it misses."""
+    if not raw.strip():
+        raise ValidationError.single(field, "is required")
+    if len(raw) > MAX_RAW_NUMBER_LENGTH:
+        raise ValidationError.single(field, f"must be at most {MAX_RAW_NUMBER_LENGTH} characters")
+    number = normalise_document_number(raw)
+    if not number.isascii() or not number.isalnum():
+        raise ValidationError.single(field, "may contain only letters, digits, spaces and hyphens")
+    if document_type is DocumentType.PAN:
+        if not _PAN.fullmatch(number):
+            raise ValidationError.single(
+                field, "a PAN is 5 letters, 4 digits and a letter (e.g. ABCPE1234F)"
+            )
+    elif document_type is DocumentType.AADHAAR:
+        if not _AADHAAR.fullmatch(number):
+            raise ValidationError.single(
+                field, "an Aadhaar number is 12 digits and does not start with 0 or 1"
+            )
+        if not verhoeff_is_valid(number):
+            raise ValidationError.single(field, "the Aadhaar check digit (Verhoeff) is wrong")
+    elif document_type is DocumentType.PASSPORT:
+        if not _PASSPORT.fullmatch(number):
+            raise ValidationError.single(
+                field, "a passport number is a letter and 7 digits (e.g. K1234567)"
+            )
+    else:
+        _check_driving_licence(number, current_year=current_year, field=field)
+    return number
+
+
+def _check_driving_licence(number: str, *, current_year: int, field: str) -> None:
+    match = _DRIVING_LICENCE.fullmatch(number)
+    if match is None:
+        raise ValidationError.single(
+            field,
+            "a driving licence is a state code, 2-digit RTO code, 4-digit year of issue and "
+            "7 digits (e.g. MH1420110062821)",
+        )
+    if match["state"] not in DL_STATE_CODES:
+        raise ValidationError.single(field, "the driving licence's state code is not Indian")
+    if not _FIRST_DL_YEAR <= int(match["year"]) <= current_year:
+        raise ValidationError.single(field, "the driving licence's year of issue is not plausible")
+
+
+def mask_document_number(number: str) -> str:
+    """All but the last 4 characters replaced by "X"; short values are masked entirely."""
+    if len(number) <= 4:
+        return "X" * len(number)
+    return "X" * (len(number) - 4) + number[-4:]

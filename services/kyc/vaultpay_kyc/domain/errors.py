@@ -1,0 +1,76 @@
+"""The kyc domain's errors, each with the stable reason clients switch on.
+
+Codes follow google/rpc/code.proto: a second open submission is ALREADY_EXISTS (the
+contract says so), a decision on a submission that is no longer pending is FAILED_PRECONDITION,
+staff deciding their own submission is PERMISSION_DENIED. A stored document that no longer
+decrypts (altered, or copied from another row) is FAILED_PRECONDITION with its own reason:
+the request is fine, the stored state is not, and retrying will not help.
+"""
+
+from __future__ import annotations
+
+from vaultpay_common.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+
+__all__ = [
+    "DocumentUnreadableError",
+    "KycAlreadySubmittedError",
+    "KycNotPendingError",
+    "KycSelfReviewError",
+    "KycSubmissionNotFoundError",
+    "NoActiveKeyError",
+    "WalletRequiredError",
+    "WalletUnavailableError",
+]
+
+
+class KycAlreadySubmittedError(AlreadyExistsError):
+    reason = "KYC_ALREADY_SUBMITTED"
+    default_message = "you already have a pending or approved KYC submission"
+
+
+class KycSubmissionNotFoundError(NotFoundError):
+    """No such submission, or another user's (the two are indistinguishable on purpose)."""
+
+    reason = "KYC_SUBMISSION_NOT_FOUND"
+    default_message = "no such KYC submission"
+
+
+class KycNotPendingError(FailedPreconditionError):
+    reason = "KYC_NOT_PENDING"
+    default_message = "the submission was already reviewed"
+
+
+class KycSelfReviewError(PermissionDeniedError):
+    reason = "KYC_SELF_REVIEW"
+    default_message = "staff cannot review their own KYC submission"
+
+
+class WalletRequiredError(FailedPreconditionError):
+    """KYC needs a wallet first; the reason is the one clients already know from wallet."""
+
+    reason = "WALLET_NOT_FOUND"
+    default_message = "create a wallet before submitting KYC"
+
+
+class WalletUnavailableError(UnavailableError):
+    reason = "WALLET_UNAVAILABLE"
+    default_message = "the wallet service is unavailable, retry later"
+
+
+class DocumentUnreadableError(FailedPreconditionError):
+    """A stored ciphertext failed authentication: it was altered, or moved from another
+    submission or field. The message names the submission and field, never any content."""
+
+    reason = "KYC_DOCUMENT_UNREADABLE"
+    default_message = "the stored document does not decrypt"
+
+
+class NoActiveKeyError(RuntimeError):
+    """The kyc_keys table has no active key: the migrations were not applied. Never a
+    client's fault, so not a DomainError (it answers INTERNAL)."""

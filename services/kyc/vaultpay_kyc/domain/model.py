@@ -1,0 +1,119 @@
+"""KYC submissions and the review rules, as pure values.
+
+A submission is PENDING until staff approve it (VERIFIED, with the tier granted) or reject it
+(REJECTED, with a reason the user sees). Only a pending submission can be decided, and never by
+its own owner. A user holds at most one PENDING or VERIFIED submission; after a rejection they
+may submit again. The number itself never lives here: only its mask.
+
+Values are frozen dataclasses: a rule returns a new `Submission`, the use case persists it, and
+the same objects serve as idempotent replies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import Enum
+
+from vaultpay_common.errors import ValidationError
+from vaultpay_kyc.domain.documents import DocumentType
+from vaultpay_kyc.domain.errors import KycNotPendingError, KycSelfReviewError
+from vaultpay_kyc.domain.files import DocumentContentType
+
+__all__ = [
+    "MAX_NOTE_LENGTH",
+    "MAX_REASON_LENGTH",
+    "DocumentFile",
+    "KycStatus",
+    "KycTier",
+    "Submission",
+    "clean_review_text",
+]
+
+MAX_REASON_LENGTH = 500
+MAX_NOTE_LENGTH = 500
+
+
+class KycStatus(Enum):
+    PENDING = "PENDING"
+    VERIFIED = "VERIFIED"
+    REJECTED = "REJECTED"
+
+
+class KycTier(Enum):
+    """Mirrors vaultpay.type.v1.KycTier (and the wallet's tiers)."""
+
+    NONE = "NONE"
+    BASIC = "BASIC"
+    FULL = "FULL"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentFile:
+    content_type: DocumentContentType
+    size_bytes: int
+
+
+def clean_review_text(value: str, *, field: str, required: bool, max_length: int) -> str:
+    """Trimmed text without control characters other than newlines."""
+    text = value.strip()
+    if required and not text:
+        raise ValidationError.single(field, "is required")
+    if len(text) > max_length:
+        raise ValidationError.single(field, f"must be at most {max_length} characters")
+    if any((ord(ch) < 32 and ch not in "\n\t") or ord(ch) == 127 for ch in text):
+        raise ValidationError.single(field, "must not contain control characters")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    id: str
+    user_id: str
+    document_type: DocumentType
+    masked_number: str
+    status: KycStatus
+    created_at: datetime
+    file: DocumentFile | None = None
+    rejection_reason: str = ""
+    granted_tier: KycTier | None = None
+    reviewer_id: str = ""
+    reviewed_at: datetime | None = None
+    # The key-encryption key its data key is wrapped under (changes with rotations).
+    key_id: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        """Blocks another submission by the same user (pending or approved)."""
+        return self.status in (KycStatus.PENDING, KycStatus.VERIFIED)
+
+    def _check_reviewable_by(self, reviewer_id: str) -> None:
+        if reviewer_id == self.user_id:
+            raise KycSelfReviewError()
+        if self.status is not KycStatus.PENDING:
+            raise KycNotPendingError(f"the submission is already {self.status.value.lower()}")
+
+    def approve(self, reviewer_id: str, tier: KycTier, now: datetime) -> Submission:
+        if tier is KycTier.NONE:
+            raise ValidationError.single("kyc_tier", "must be KYC_TIER_BASIC or KYC_TIER_FULL")
+        self._check_reviewable_by(reviewer_id)
+        return replace(
+            self,
+            status=KycStatus.VERIFIED,
+            granted_tier=tier,
+            reviewer_id=reviewer_id,
+            reviewed_at=now,
+        )
+
+    def reject(self, reviewer_id: str, reason: str, now: datetime) -> Submission:
+        cleaned = clean_review_text(
+            reason, field="reason", required=True, max_length=MAX_REASON_LENGTH
+        )
+        self._check_reviewable_by(reviewer_id)
+        return replace(
+            self,
+            status=KycStatus.REJECTED,
+            rejection_reason=cleaned,
+            reviewer_id=reviewer_id,
+            reviewed_at=now,
+        )

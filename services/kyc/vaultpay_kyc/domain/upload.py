@@ -1,0 +1,118 @@
+"""A streamed document file, checked and sealed as its chunks arrive.
+
+The client declares the size, SHA-256 and media type up front; each chunk is counted, hashed
+and encrypted at once, so the server holds the ciphertext (at most the cap plus 28 bytes),
+never the plaintext file. A stream that carries more than it declared is refused at the chunk
+that overflows; one that ends early, or whose hash or magic bytes disagree with the metadata,
+is refused at the end. Nothing is stored before `finish()` returned.
+
+    plan = plan_upload(size, sha256, "image/png", max_bytes=cap)
+    assembler = UploadAssembler(plan, dek.sealer(Field.DOCUMENT_FILE), max_chunk_bytes=1 << 20)
+    for chunk in chunks:
+        assembler.add(chunk)
+    sealed_file = assembler.finish()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from vaultpay_common.errors import FieldViolation, ValidationError
+from vaultpay_kyc.domain.crypto import StreamSealer
+from vaultpay_kyc.domain.files import (
+    SNIFF_BYTES,
+    DocumentContentType,
+    check_sniffed,
+    parse_content_type,
+)
+
+__all__ = ["CHUNK_FIELD", "METADATA_FIELD", "UploadAssembler", "UploadPlan", "plan_upload"]
+
+METADATA_FIELD = "metadata"
+CHUNK_FIELD = "chunk"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadPlan:
+    """The validated promise of the metadata message."""
+
+    content_type: DocumentContentType
+    size_bytes: int
+    sha256: str  # lower-case hex
+
+
+def plan_upload(size_bytes: int, sha256: str, content_type: str, *, max_bytes: int) -> UploadPlan:
+    """Checks the metadata's file fields; every violation is reported at once."""
+    problems: list[FieldViolation] = []
+    if size_bytes <= 0:
+        problems.append(
+            _meta("document_size_bytes", "must be positive (the stream carries a file)")
+        )
+    elif size_bytes > max_bytes:
+        problems.append(_meta("document_size_bytes", f"must be at most {max_bytes} bytes"))
+    digest = sha256.strip().lower()
+    if not _SHA256_HEX.fullmatch(digest):
+        problems.append(_meta("document_sha256", "must be the file's SHA-256 as 64 hex digits"))
+    kind: DocumentContentType | None = None
+    try:
+        kind = parse_content_type(content_type, field=f"{METADATA_FIELD}.document_content_type")
+    except ValidationError as exc:
+        problems += exc.violations
+    if problems or kind is None:
+        raise ValidationError(problems)
+    return UploadPlan(kind, size_bytes, digest)
+
+
+def _meta(name: str, description: str) -> FieldViolation:
+    return FieldViolation(f"{METADATA_FIELD}.{name}", description)
+
+
+class UploadAssembler:
+    def __init__(self, plan: UploadPlan, sealer: StreamSealer, *, max_chunk_bytes: int) -> None:
+        self._plan = plan
+        self._sealer = sealer
+        self._max_chunk = max_chunk_bytes
+        self._hash = hashlib.sha256()
+        self._head = b""
+        self._sniffed = False
+        self.received = 0
+
+    def add(self, chunk: bytes) -> None:
+        if not chunk:
+            raise ValidationError.single(CHUNK_FIELD, "must not be empty")
+        if len(chunk) > self._max_chunk:
+            raise ValidationError.single(CHUNK_FIELD, f"must be at most {self._max_chunk} bytes")
+        if self.received + len(chunk) > self._plan.size_bytes:
+            raise ValidationError.single(
+                CHUNK_FIELD,
+                f"the stream carries more than the declared {self._plan.size_bytes} bytes",
+            )
+        self.received += len(chunk)
+        if not self._sniffed:
+            self._head += chunk[: SNIFF_BYTES - len(self._head)]
+            if len(self._head) >= SNIFF_BYTES:
+                self._check_head()
+        self._hash.update(chunk)
+        self._sealer.update(chunk)
+
+    def _check_head(self) -> None:
+        check_sniffed(self._head, self._plan.content_type, field=CHUNK_FIELD)
+        self._sniffed = True
+
+    def finish(self) -> bytes:
+        """The sealed file, once the stream delivered exactly what the metadata promised."""
+        if self.received < self._plan.size_bytes:
+            raise ValidationError.single(
+                CHUNK_FIELD,
+                f"the stream ended after {self.received} of {self._plan.size_bytes} bytes",
+            )
+        if not self._sniffed:
+            self._check_head()
+        if self._hash.hexdigest() != self._plan.sha256:
+            raise ValidationError.single(
+                f"{METADATA_FIELD}.document_sha256", "does not match the file received"
+            )
+        return self._sealer.finish()

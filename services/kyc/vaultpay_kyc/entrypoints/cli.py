@@ -1,0 +1,140 @@
+"""`vaultpay-kyc`: operator commands for the kyc service.
+
+vaultpay-kyc migrate                          # platform + kyc migrations (owner DSN)
+vaultpay-kyc verify-audit                     # the vaultpay database's audit chain
+vaultpay-kyc rotate-key [--request-id UUID]   # new document key, re-wrap every row, with progress
+vaultpay-kyc rotate-key --resume              # finish an interrupted rotation, no new key
+vaultpay-kyc dead-letters [--limit N]         # outbox events that stopped retrying
+vaultpay-kyc replay-dead-letter --event-id E  # send one again (after fixing the cause)
+
+`rotate-key` is the same use case as AdminRotateKycKey, run as the app role with the
+service's settings (it needs KYC_KEY_ENCRYPTION_KEY to derive the keys). It prints its request
+id first: running it again with that id resumes the same rotation instead of starting another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import uuid
+from pathlib import Path
+
+from vaultpay_common.cli import ServiceCli
+from vaultpay_common.clock import SystemClock
+from vaultpay_common.db import create_engine
+from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
+from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
+from vaultpay_common.outbox import list_dead_letters, replay_dead_letter
+from vaultpay_kyc.entrypoints.bootstrap import build_rotation
+from vaultpay_kyc.service_layer.commands import RotateKycKey, RotationOutcome, RotationProgress
+from vaultpay_kyc.settings import KycSettings
+
+__all__ = ["KYC_CHAIN", "main"]
+
+KYC_CHAIN = MigrationChain(
+    "kyc", Path(__file__).resolve().parents[2] / "migrations", "alembic_version_kyc"
+)
+cli = ServiceCli(
+    "vaultpay-kyc", KycSettings, chains=[PLATFORM_CHAIN, KYC_CHAIN], description=__doc__
+)
+main = cli.main
+
+_ROTATE_METHOD = "cli:vaultpay-kyc/rotate-key"
+
+
+@cli.command("rotate-key", help="rotate the document encryption key (re-wraps every row)")
+def _rotate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--request-id", help="resume the rotation started with this id")
+    parser.add_argument("--resume", action="store_true", help="only finish an unfinished rotation")
+
+
+def _print_progress(progress: RotationProgress) -> None:
+    print(f"re-wrapped {progress.rewrapped}, {progress.remaining} left", flush=True)
+
+
+def _print_outcome(outcome: RotationOutcome) -> None:
+    print(
+        f"active key {outcome.key_id} (was {outcome.previous_key_id}); "
+        f"{outcome.reencrypted_count} submissions re-wrapped; "
+        f"dropped: {', '.join(outcome.dropped_key_ids) or 'none'}"
+    )
+
+
+@_rotate_args.run
+async def _rotate(settings: KycSettings, args: argparse.Namespace) -> int:
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=2, application_name="vaultpay-kyc-cli"
+    )
+    rotation = build_rotation(settings, engine, SystemClock())
+    try:
+        if args.resume:
+            outcome = await rotation.resume_unfinished(_print_progress)
+            if outcome is None:
+                print("no unfinished rotation")
+                return 0
+        else:
+            request_id = args.request_id or str(uuid.uuid4())
+            print(f"request id {request_id} (run again with --request-id to resume)", flush=True)
+            key = IdempotencyKey(
+                caller="cli",
+                method=_ROTATE_METHOD,
+                request_id=request_id,
+                fingerprint=request_fingerprint(b""),
+            )
+            operator = f"operator:{getpass.getuser()}"
+            outcome = await rotation.rotate(RotateKycKey(key, operator), _print_progress)
+    finally:
+        await engine.dispose()
+    _print_outcome(outcome)
+    if not outcome.finished:
+        print("error: rows are still waiting; run `rotate-key --resume`", file=sys.stderr)
+        return 1
+    return 0
+
+
+@cli.command("dead-letters", help="list outbox events that stopped retrying")
+def _dead_letter_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=50)
+
+
+@_dead_letter_args.run
+async def _dead_letters(settings: KycSettings, args: argparse.Namespace) -> int:
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-kyc-cli"
+    )
+    try:
+        async with engine.connect() as conn:
+            events = await list_dead_letters(conn, "kyc", args.limit)
+    finally:
+        await engine.dispose()
+    for event in events:
+        print(f"{event.event_id}  {event.topic:<22} attempts={event.attempts}  {event.last_error}")
+    print(f"{len(events)} dead-lettered event(s)")
+    return 0
+
+
+@cli.command("replay-dead-letter", help="send a dead-lettered outbox event again")
+def _replay_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--event-id", required=True)
+
+
+@_replay_args.run
+async def _replay(settings: KycSettings, args: argparse.Namespace) -> int:
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-kyc-cli"
+    )
+    try:
+        async with engine.begin() as conn:
+            replayed = await replay_dead_letter(conn, args.event_id)
+    finally:
+        await engine.dispose()
+    if not replayed:
+        print(f"error: no dead-lettered event {args.event_id}")
+        return 2
+    print(f"event {args.event_id} is pending again; the relay delivers it shortly")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""gRPC servicers of the kyc service. Each method: convert the request, await a use case,
+convert the result. No SQL, no try/except, no context.abort here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+
+from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
+from vaultpay_common.grpc.convert import current_principal, timestamp
+from vaultpay_common.grpc.idempotency import idempotency_key
+from vaultpay_common.grpc.servicer import ServicerContext
+from vaultpay_common.pagination import PageTokens, SliceOf, paginate
+from vaultpay_kyc.entrypoints.convert import (
+    document_type_from_proto,
+    queue_cursor,
+    queue_position,
+    status_from_proto,
+    submission_to_proto,
+    tier_from_proto,
+    tier_to_proto,
+)
+from vaultpay_kyc.entrypoints.upload_stream import UploadStream
+from vaultpay_kyc.service_layer import commands as cmd
+from vaultpay_kyc.service_layer.ports import ListedSubmission, QueueCursor, QueueFilter
+from vaultpay_kyc.service_layer.review import ReviewService
+from vaultpay_kyc.service_layer.rotation import KeyRotationService
+from vaultpay_kyc.service_layer.submissions import SubmissionService
+
+__all__ = ["KycAdminServicer", "KycInternalServicer", "KycServicer"]
+
+Ctx = ServicerContext
+
+
+class KycServicer(kyc_pb2_grpc.KycServiceServicer):
+    def __init__(self, submissions: SubmissionService, *, upload_drain_limit_bytes: int) -> None:
+        self._submissions = submissions
+        self._drain_limit = upload_drain_limit_bytes
+
+    async def SubmitKyc(
+        self, request: kyc_pb2.SubmitKycRequest, context: Ctx
+    ) -> kyc_pb2.SubmitKycResponse:
+        submission = await self._submissions.submit(
+            cmd.SubmitKyc(
+                current_principal().user_id,
+                document_type_from_proto(request.document_type),
+                request.document_number,
+                request.document_file,
+                request.document_content_type,
+                idempotency_key(request),
+            )
+        )
+        return kyc_pb2.SubmitKycResponse(
+            submission=submission_to_proto(submission, staff_view=False)
+        )
+
+    async def UploadKycDocument(
+        self, request_iterator: AsyncIterable[kyc_pb2.UploadKycDocumentRequest], context: Ctx
+    ) -> kyc_pb2.UploadKycDocumentResponse:
+        stream = UploadStream(request_iterator, drain_limit_bytes=self._drain_limit)
+        submission = await stream.answer(
+            lambda metadata, chunks: self._submissions.upload(
+                cmd.UploadKycDocument(
+                    current_principal().user_id,
+                    document_type_from_proto(metadata.document_type, "metadata.document_type"),
+                    metadata.document_number,
+                    metadata.document_content_type,
+                    metadata.document_size_bytes,
+                    metadata.document_sha256,
+                    idempotency_key(metadata),
+                ),
+                chunks,
+            )
+        )
+        return kyc_pb2.UploadKycDocumentResponse(
+            submission=submission_to_proto(submission, staff_view=False)
+        )
+
+    async def GetKycStatus(
+        self, request: kyc_pb2.GetKycStatusRequest, context: Ctx
+    ) -> kyc_pb2.GetKycStatusResponse:
+        view = await self._submissions.status(current_principal().user_id)
+        reply = kyc_pb2.GetKycStatusResponse(kyc_tier=tier_to_proto(view.tier))
+        if view.latest is not None:
+            latest = submission_to_proto(view.latest, staff_view=False)
+            reply.latest_submission.CopyFrom(latest)
+            reply.status = latest.status
+            reply.rejection_reason = latest.rejection_reason
+        return reply
+
+
+class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
+    def __init__(
+        self, review: ReviewService, rotation: KeyRotationService, page_tokens: PageTokens
+    ) -> None:
+        self._review = review
+        self._rotation = rotation
+        self._tokens = page_tokens
+
+    async def AdminListKycSubmissions(
+        self, request: kyc_pb2.AdminListKycSubmissionsRequest, context: Ctx
+    ) -> kyc_pb2.AdminListKycSubmissionsResponse:
+        flt = QueueFilter(status=status_from_proto(request.status), user_id=request.user_id.strip())
+
+        async def fetch(after: QueueCursor | None, limit: int) -> SliceOf[ListedSubmission]:
+            page = await self._review.list_queue(flt, after, limit)
+            return SliceOf(page.items, page.has_more)
+
+        page = await paginate(
+            self._tokens,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            filters={"status": flt.status, "user": flt.user_id},
+            fetch_slice=fetch,
+            cursor_of=lambda listed: queue_position(listed.submission),
+            parse=queue_cursor,
+        )
+        return kyc_pb2.AdminListKycSubmissionsResponse(
+            submissions=[submission_to_proto(i.submission, staff_view=True) for i in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    async def AdminGetKycSubmission(
+        self, request: kyc_pb2.AdminGetKycSubmissionRequest, context: Ctx
+    ) -> kyc_pb2.AdminGetKycSubmissionResponse:
+        details = await self._review.view(request.submission_id)
+        return kyc_pb2.AdminGetKycSubmissionResponse(
+            submission=submission_to_proto(details.submission, staff_view=True),
+            document_number=details.document_number,
+            document_file=details.document_file,
+            duplicate_submission_ids=details.duplicate_submission_ids,
+        )
+
+    async def AdminApproveKyc(
+        self, request: kyc_pb2.AdminApproveKycRequest, context: Ctx
+    ) -> kyc_pb2.AdminApproveKycResponse:
+        submission = await self._review.approve(
+            cmd.ApproveKyc(
+                current_principal().subject,
+                request.submission_id,
+                tier_from_proto(request.kyc_tier),
+                request.note,
+                idempotency_key(request),
+            )
+        )
+        return kyc_pb2.AdminApproveKycResponse(
+            submission=submission_to_proto(submission, staff_view=True)
+        )
+
+    async def AdminRejectKyc(
+        self, request: kyc_pb2.AdminRejectKycRequest, context: Ctx
+    ) -> kyc_pb2.AdminRejectKycResponse:
+        submission = await self._review.reject(
+            cmd.RejectKyc(
+                current_principal().subject,
+                request.submission_id,
+                request.reason,
+                idempotency_key(request),
+            )
+        )
+        return kyc_pb2.AdminRejectKycResponse(
+            submission=submission_to_proto(submission, staff_view=True)
+        )
+
+    async def AdminRotateKycKey(
+        self, request: kyc_pb2.AdminRotateKycKeyRequest, context: Ctx
+    ) -> kyc_pb2.AdminRotateKycKeyResponse:
+        outcome = await self._rotation.rotate(
+            cmd.RotateKycKey(idempotency_key(request, required=True))
+        )
+        return kyc_pb2.AdminRotateKycKeyResponse(
+            key_id=outcome.key_id,
+            previous_key_id=outcome.previous_key_id,
+            reencrypted_count=outcome.reencrypted_count,
+        )
+
+
+class KycInternalServicer(kyc_pb2_grpc.KycInternalServiceServicer):
+    def __init__(self, review: ReviewService) -> None:
+        self._review = review
+
+    async def GetKycStats(
+        self, request: kyc_pb2.GetKycStatsRequest, context: Ctx
+    ) -> kyc_pb2.GetKycStatsResponse:
+        stats = await self._review.stats()
+        return kyc_pb2.GetKycStatsResponse(
+            pending_count=stats.pending_count, compute_time=timestamp(stats.computed_at)
+        )

@@ -1,0 +1,81 @@
+"""The request side of UploadKycDocument: metadata first, then chunks, and a polite refusal.
+
+When the server refuses a client stream while the client is still writing, the HTTP/2 stream is
+reset under the client's pending write and grpc reports `INTERNAL: Internal error from Core`
+instead of the server's status (seen with grpcio 1.85: a chunk sent before the metadata, about
+one call in three). So a refused upload (bad input, KYC_ALREADY_SUBMITTED, no wallet, ...)
+first reads and discards what the client still sends, up to a bound (the cap plus a margin),
+and only then answers: the client gets the refusal's own status and reason. Nothing read while draining is kept, and an abusive stream that passes the
+bound is cut off as before.
+
+    stream = UploadStream(request_iterator, drain_limit_bytes=cap + (1 << 20))
+    submission = await stream.answer(lambda metadata, chunks: use_case(metadata, chunks))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from vaultpay.kyc.v1 import kyc_pb2
+from vaultpay_common.errors import DomainError, ValidationError
+from vaultpay_kyc.domain.upload import CHUNK_FIELD, METADATA_FIELD
+
+__all__ = ["UploadStream"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Metadata = kyc_pb2.UploadKycDocumentMetadata
+
+
+class UploadStream:
+    def __init__(
+        self,
+        requests: AsyncIterable[kyc_pb2.UploadKycDocumentRequest],
+        *,
+        drain_limit_bytes: int,
+    ) -> None:
+        self._messages = aiter(requests)
+        self._drain_limit = drain_limit_bytes
+
+    async def _metadata(self) -> Metadata:
+        try:
+            first = await anext(self._messages)
+        except StopAsyncIteration:
+            raise ValidationError.single(
+                METADATA_FIELD, "the stream is empty: send it first"
+            ) from None
+        if first.WhichOneof("payload") != METADATA_FIELD:
+            raise ValidationError.single(METADATA_FIELD, "must come first, before any chunk")
+        return first.metadata
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        async for message in self._messages:
+            which = message.WhichOneof("payload")
+            if which == CHUNK_FIELD:
+                yield message.chunk
+            elif which == METADATA_FIELD:
+                raise ValidationError.single(
+                    METADATA_FIELD, "must be sent once, in the first message"
+                )
+            else:
+                raise ValidationError.single("payload", "every message carries metadata or a chunk")
+
+    async def _drain(self) -> None:
+        drained = 0
+        async for message in self._messages:
+            drained += message.ByteSize()
+            if drained > self._drain_limit:
+                log.info("refused upload kept streaming; cut off", extra={"bytes": drained})
+                return
+
+    async def answer(self, work: Callable[[Metadata, AsyncIterator[bytes]], Awaitable[T]]) -> T:
+        """`work(metadata, chunks)`; a refusal is raised after the rest of the stream is read.
+        Unexpected errors are not drained for: they answer INTERNAL either way."""
+        try:
+            return await work(await self._metadata(), self._chunks())
+        except DomainError:
+            await self._drain()
+            raise

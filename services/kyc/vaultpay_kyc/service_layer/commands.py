@@ -1,0 +1,130 @@
+"""Commands and results of the kyc use cases: small frozen dataclasses.
+
+Commands carry the actor explicitly and the idempotency key the entrypoint built from the
+request. Inputs arrive as the client sent them; the use cases validate them and name the
+offending request field. Results are what `DataclassCodec` stores as idempotent replies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from vaultpay_common.idempotency import IdempotencyKey
+from vaultpay_kyc.domain.documents import DocumentType
+from vaultpay_kyc.domain.model import KycTier, Submission
+from vaultpay_kyc.service_layer.ports import ListedSubmission
+
+__all__ = [
+    "ApproveKyc",
+    "KycStats",
+    "KycStatusView",
+    "QueuePage",
+    "RejectKyc",
+    "RotateKycKey",
+    "RotationOutcome",
+    "RotationProgress",
+    "RotationStarted",
+    "SubmissionDetails",
+    "SubmitKyc",
+    "UploadKycDocument",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitKyc:
+    user_id: str
+    document_type: DocumentType | None  # None: DOCUMENT_TYPE_UNSPECIFIED (refused)
+    document_number: str
+    document_file: bytes  # b"" for none
+    document_content_type: str
+    idempotency: IdempotencyKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadKycDocument:
+    """The metadata message of an upload stream; the chunks follow separately."""
+
+    user_id: str
+    document_type: DocumentType | None
+    document_number: str
+    document_content_type: str
+    document_size_bytes: int
+    document_sha256: str
+    idempotency: IdempotencyKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApproveKyc:
+    reviewer_id: str
+    submission_id: str
+    kyc_tier: KycTier | None  # None: KYC_TIER_UNSPECIFIED, which grants FULL
+    note: str
+    idempotency: IdempotencyKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectKyc:
+    reviewer_id: str
+    submission_id: str
+    reason: str
+    idempotency: IdempotencyKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class RotateKycKey:
+    """`actor_id` "" means the caller's principal (an RPC); the CLI names its operator."""
+
+    idempotency: IdempotencyKey | None
+    actor_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KycStatusView:
+    latest: Submission | None
+    tier: KycTier
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionDetails:
+    """A decrypted submission, as AdminGetKycSubmission returns it."""
+
+    submission: Submission
+    document_number: str
+    document_file: bytes
+    duplicate_submission_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePage:
+    items: list[ListedSubmission]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RotationStarted:
+    rotation_id: str
+    key_id: str
+    previous_key_id: str
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RotationProgress:
+    rewrapped: int  # by this call so far
+    remaining: int  # rows still on retiring keys
+
+
+@dataclass(frozen=True, slots=True)
+class RotationOutcome:
+    key_id: str
+    previous_key_id: str
+    reencrypted_count: int  # over the whole rotation, resumed runs included
+    finished: bool
+    dropped_key_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KycStats:
+    pending_count: int
+    computed_at: datetime

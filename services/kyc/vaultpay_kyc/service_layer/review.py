@@ -1,0 +1,186 @@
+"""Staff's use cases: the queue, the decrypted view (audited), approve and reject, the stats.
+
+Every view of a decrypted submission writes an audit row in the same transaction as the read
+("kyc.submission_viewed": who, which submission, whether the file was included, how many
+possible duplicates); the number never goes into it. A decision locks the row, applies the
+domain rule (pending only, never one's own), stores it, audits it and puts the events for
+wallet into the outbox, all in one transaction, so an approval commits even while wallet is
+down and the tier follows when it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.clock import Clock
+from vaultpay_common.errors import ValidationError
+from vaultpay_common.idempotency import run_once
+from vaultpay_kyc.domain.crypto import EnvelopeCipher, Field, SubmissionRef
+from vaultpay_kyc.domain.errors import DocumentUnreadableError, KycSubmissionNotFoundError
+from vaultpay_kyc.domain.model import (
+    MAX_NOTE_LENGTH,
+    KycTier,
+    Submission,
+    clean_review_text,
+)
+from vaultpay_kyc.service_layer.commands import (
+    ApproveKyc,
+    KycStats,
+    QueuePage,
+    RejectKyc,
+    SubmissionDetails,
+)
+from vaultpay_kyc.service_layer.events import announce_approval, announce_rejection
+from vaultpay_kyc.service_layer.ports import KycUnitOfWork, QueueCursor, QueueFilter
+from vaultpay_kyc.service_layer.submissions import SUBMISSION_CODEC
+
+__all__ = ["ReviewService", "clean_submission_id"]
+
+log = logging.getLogger(__name__)
+
+
+def clean_submission_id(raw: str, *, field: str = "submission_id") -> str:
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except ValueError:
+        raise ValidationError.single(field, "must be a submission id (a UUID)") from None
+
+
+class ReviewService:
+    def __init__(
+        self, uow: Callable[[], KycUnitOfWork], clock: Clock, cipher: EnvelopeCipher
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._cipher = cipher
+
+    # ----- read -------------------------------------------------------------------------
+
+    async def list_queue(
+        self, flt: QueueFilter, after: QueueCursor | None, limit: int
+    ) -> QueuePage:
+        async with self._uow() as uow:
+            rows = await uow.submissions.list_queue(flt, after, limit + 1)
+        return QueuePage(rows[:limit], len(rows) > limit)
+
+    async def view(self, submission_id: str) -> SubmissionDetails:
+        """Decrypts one submission for the caller (staff); audited in the same transaction."""
+        sid = clean_submission_id(submission_id)
+        unreadable: DocumentUnreadableError | None = None
+        async with self._uow() as uow:
+            submission = await uow.submissions.get(sid)
+            sealed = await uow.submissions.sealed(sid, with_file=True)
+            if submission is None or sealed is None:
+                raise KycSubmissionNotFoundError()
+            ref = SubmissionRef(sid, submission.user_id)
+            try:
+                dek = self._cipher.unwrap(ref, sealed.wrapped_key)
+                number = dek.open(Field.DOCUMENT_NUMBER, sealed.sealed_number).decode()
+                file = (
+                    dek.open(Field.DOCUMENT_FILE, sealed.sealed_file)
+                    if sealed.sealed_file is not None
+                    else b""
+                )
+            except DocumentUnreadableError as exc:
+                unreadable = exc
+            else:
+                duplicates = await uow.submissions.duplicates(
+                    sealed.number_hash, other_than_user=submission.user_id
+                )
+                await uow.audit(
+                    AuditEntry(
+                        "kyc.submission_viewed",
+                        "kyc_submission",
+                        sid,
+                        {
+                            "user_id": submission.user_id,
+                            "document_type": submission.document_type.value,
+                            "file_included": str(bool(file)).lower(),
+                            "possible_duplicates": str(len(duplicates)),
+                        },
+                    )
+                )
+                await uow.commit()
+                return SubmissionDetails(submission, number, file, tuple(duplicates))
+        assert unreadable is not None  # the readable path returned inside the block
+        await self._record_unreadable(submission, sealed.wrapped_key.key_id, unreadable)
+        raise unreadable
+
+    async def _record_unreadable(
+        self, submission: Submission, key_id: str, error: DocumentUnreadableError
+    ) -> None:
+        """Tampering or a misplaced ciphertext is a security event: log it and audit it."""
+        log.error(
+            "kyc document does not decrypt",
+            extra={"submission_id": submission.id, "key_id": key_id, "error": error.message},
+        )
+        async with self._uow() as uow:
+            await uow.audit(
+                AuditEntry(
+                    "kyc.document_unreadable",
+                    "kyc_submission",
+                    submission.id,
+                    {"user_id": submission.user_id, "key_id": key_id},
+                )
+            )
+            await uow.commit()
+
+    async def stats(self) -> KycStats:
+        async with self._uow() as uow:
+            pending = await uow.submissions.pending_count()
+        return KycStats(pending, self._clock.now())
+
+    # ----- decide -----------------------------------------------------------------------
+
+    async def approve(self, cmd: ApproveKyc) -> Submission:
+        sid = clean_submission_id(cmd.submission_id)
+        tier = cmd.kyc_tier or KycTier.FULL
+        note = clean_review_text(cmd.note, field="note", required=False, max_length=MAX_NOTE_LENGTH)
+
+        async def work(uow: KycUnitOfWork) -> Submission:
+            submission = await self._load_for_decision(uow, sid)
+            decided = submission.approve(cmd.reviewer_id, tier, self._now())
+            await uow.submissions.update_review(decided)
+            await announce_approval(uow.outbox, decided, tier)
+            details = {"user_id": decided.user_id, "kyc_tier": tier.value}
+            if note:
+                details["note"] = note
+            await uow.audit(AuditEntry("kyc.approved", "kyc_submission", sid, details))
+            return decided
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, SUBMISSION_CODEC, lambda: work(uow))
+
+    async def reject(self, cmd: RejectKyc) -> Submission:
+        sid = clean_submission_id(cmd.submission_id)
+
+        async def work(uow: KycUnitOfWork) -> Submission:
+            submission = await self._load_for_decision(uow, sid)
+            decided = submission.reject(cmd.reviewer_id, cmd.reason, self._now())
+            await uow.submissions.update_review(decided)
+            await announce_rejection(uow.outbox, decided)
+            await uow.audit(
+                AuditEntry(
+                    "kyc.rejected",
+                    "kyc_submission",
+                    sid,
+                    {"user_id": decided.user_id, "reason": decided.rejection_reason},
+                )
+            )
+            return decided
+
+        async with self._uow() as uow:
+            return await run_once(uow, cmd.idempotency, SUBMISSION_CODEC, lambda: work(uow))
+
+    async def _load_for_decision(self, uow: KycUnitOfWork, sid: str) -> Submission:
+        submission = await uow.submissions.get(sid, for_update=True)
+        if submission is None:
+            raise KycSubmissionNotFoundError()
+        return submission
+
+    def _now(self) -> datetime:
+        return self._clock.now()

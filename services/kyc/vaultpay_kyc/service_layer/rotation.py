@@ -1,0 +1,231 @@
+"""Rotating the key-encryption key without downtime: AdminRotateKycKey and `rotate-key`.
+
+1. Start (one transaction, idempotent by request_id): a fresh key id becomes the active key,
+   the old one starts retiring, a rotation row is recorded, audited. From this commit on,
+   every new submission wraps its data key under the new key.
+2. Sweep (one short transaction per batch): rows still on a retiring key are locked
+   (`SKIP LOCKED`: replicas and a concurrent resume share the work, approvals never wait
+   long), their data keys unwrapped and wrapped again under the active key. Files and numbers
+   are not touched: they are sealed under the data key, which does not change. Readers are
+   never blocked: each row flips from the old wrap to the new one atomically.
+3. Finish: retiring keys no row uses are dropped (the database's foreign key refuses to drop a
+   key a row still names, which settles a race with a submission written just before step 1
+   committed), every unfinished rotation is marked finished, audited.
+
+A retry with the same request_id replays step 1 (no second key) and resumes 2-3; so does the
+periodic `resume_unfinished` job after a crash, and `vaultpay-kyc rotate-key --resume`.
+A row whose data key does not unwrap (tampered) is skipped and reported: its key stays, since
+dropping it would make the row unreadable for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.clock import Clock
+from vaultpay_common.context import remaining_seconds
+from vaultpay_common.errors import AbortedError
+from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_kyc.domain.crypto import EnvelopeCipher, SubmissionRef, WrappedKey, new_key_id
+from vaultpay_kyc.domain.errors import DocumentUnreadableError
+from vaultpay_kyc.service_layer.commands import (
+    RotateKycKey,
+    RotationOutcome,
+    RotationProgress,
+    RotationStarted,
+)
+from vaultpay_kyc.service_layer.ports import KeyStillInUseError, KycUnitOfWork, Rotation
+
+__all__ = ["KeyRotationIncompleteError", "KeyRotationService", "ProgressSink"]
+
+log = logging.getLogger(__name__)
+
+_STARTED = DataclassCodec(RotationStarted)
+
+
+ProgressSink = Callable[[RotationProgress], None]
+
+
+class KeyRotationIncompleteError(AbortedError):
+    """The new key is active but some rows still wait (locked by long transactions, or the
+    deadline came first). Retrying with the same request_id resumes; so does the periodic job."""
+
+    reason = "KYC_KEY_ROTATION_INCOMPLETE"
+    default_message = "the key rotation has not finished yet; retry with the same request_id"
+
+
+class KeyRotationService:
+    def __init__(
+        self,
+        uow: Callable[[], KycUnitOfWork],
+        clock: Clock,
+        cipher: EnvelopeCipher,
+        *,
+        batch_size: int = 500,
+        settle_seconds: float = 30.0,
+        retry_interval: float = 0.05,
+        new_key: Callable[[], str] = new_key_id,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._uow = uow
+        self._clock = clock
+        self._cipher = cipher
+        self._batch = batch_size
+        self._settle = settle_seconds
+        self._retry_interval = retry_interval
+        self._new_key = new_key
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    async def rotate(
+        self, cmd: RotateKycKey, progress: ProgressSink | None = None
+    ) -> RotationOutcome:
+        """Starts a rotation (or replays the start of `cmd.idempotency`'s) and completes it."""
+        async with self._uow() as uow:
+            started = await run_once(uow, cmd.idempotency, _STARTED, lambda: self._start(uow, cmd))
+        outcome = await self.complete(started.rotation_id, progress)
+        if not outcome.finished:
+            raise KeyRotationIncompleteError(
+                f"key {outcome.key_id} is active; rows still wait for re-wrapping. Retry with "
+                "the same request_id to resume (a background job resumes it too)"
+            )
+        return outcome
+
+    async def resume_unfinished(
+        self, progress: ProgressSink | None = None
+    ) -> RotationOutcome | None:
+        """Completes the newest unfinished rotation, if any (the periodic job, the CLI)."""
+        async with self._uow() as uow:
+            rotation = await uow.keys.unfinished_rotation()
+        if rotation is None:
+            return None
+        log.info("resuming a kyc key rotation", extra={"rotation_id": rotation.rotation_id})
+        return await self.complete(rotation.rotation_id, progress)
+
+    async def _start(self, uow: KycUnitOfWork, cmd: RotateKycKey) -> RotationStarted:
+        now = self._clock.now()
+        new = self._new_key()
+        previous = await uow.keys.activate(new, now)
+        rotation_id = str(uuid.uuid4())
+        await uow.keys.add_rotation(Rotation(rotation_id, previous, new, cmd.actor_id, now))
+        await uow.audit(
+            AuditEntry(
+                "kyc.key_rotation_started",
+                "kyc_key",
+                new,
+                {"previous_key_id": previous, "rotation_id": rotation_id},
+                actor_id=cmd.actor_id,
+            )
+        )
+        log.info("kyc key rotation started", extra={"key_id": new, "previous_key_id": previous})
+        return RotationStarted(rotation_id, new, previous, now)
+
+    async def complete(
+        self, rotation_id: str, progress: ProgressSink | None = None
+    ) -> RotationOutcome:
+        """Sweeps and finishes; returns unfinished after the settle time (or the caller's
+        deadline, whichever is first) if rows are still held by others."""
+        budget = self._settle
+        left = remaining_seconds()
+        if left is not None:
+            budget = max(0.0, min(budget, left - 1.0))
+        deadline = self._monotonic() + budget
+        rewrapped = 0
+        unreadable: set[str] = set()
+        while True:
+            done, remaining = await self._sweep_batch(rotation_id, unreadable)
+            rewrapped += done
+            if progress is not None:
+                progress(RotationProgress(rewrapped, remaining))
+            if done:
+                continue
+            if remaining == 0:
+                outcome = await self._finish(rotation_id, pinned=bool(unreadable))
+                if outcome is not None:
+                    return outcome
+            if self._monotonic() >= deadline:
+                return await self._outcome(rotation_id, finished=False)
+            await self._sleep(self._retry_interval)
+
+    async def _sweep_batch(self, rotation_id: str, unreadable: set[str]) -> tuple[int, int]:
+        """(rows re-wrapped, rows left on retiring keys, unreadable ones not counted)."""
+        async with self._uow() as uow:
+            active = await uow.keys.active_key_id()
+            rows = await uow.keys.rows_to_rewrap(self._batch, skip=sorted(unreadable))
+            rewrapped: list[tuple[str, WrappedKey]] = []
+            for row in rows:
+                ref = SubmissionRef(row.submission_id, row.user_id)
+                try:
+                    rewrapped.append(
+                        (row.submission_id, self._cipher.rewrap(ref, row.wrapped_key, active))
+                    )
+                except DocumentUnreadableError:
+                    log.error(
+                        "kyc data key does not unwrap; left on its key",
+                        extra={
+                            "submission_id": row.submission_id,
+                            "key_id": row.wrapped_key.key_id,
+                        },
+                    )
+                    unreadable.add(row.submission_id)
+            if rewrapped:
+                await uow.keys.set_wrapped_keys(rewrapped)
+                await uow.keys.add_rewrapped(rotation_id, len(rewrapped))
+            remaining = await uow.keys.count_rows_to_rewrap(skip=sorted(unreadable))
+            await uow.commit()
+        return len(rewrapped), remaining
+
+    async def _finish(self, rotation_id: str, *, pinned: bool) -> RotationOutcome | None:
+        """Drops unused retiring keys; None when a late row still needs a sweep."""
+        try:
+            async with self._uow() as uow:
+                dropped = await uow.keys.drop_unused_keys()
+                still = await uow.keys.retiring_key_ids()
+                if still and not pinned:
+                    await uow.commit()
+                    return None
+                finished = await uow.keys.finish_rotations(self._clock.now())
+                for rotation in finished:
+                    await uow.audit(
+                        AuditEntry(
+                            "kyc.key_rotated",
+                            "kyc_key",
+                            rotation.to_key_id,
+                            {
+                                "previous_key_id": rotation.from_key_id,
+                                "rotation_id": rotation.rotation_id,
+                                "reencrypted_count": str(rotation.reencrypted_count),
+                                "dropped_key_ids": ",".join(dropped),
+                                "keys_kept_for_unreadable_rows": ",".join(still),
+                            },
+                        )
+                    )
+                await uow.commit()
+        except KeyStillInUseError:
+            return None
+        if still:
+            log.error("kyc keys kept: unreadable rows still use them", extra={"keys": still})
+        return await self._outcome(rotation_id, finished=True, dropped=tuple(dropped))
+
+    async def _outcome(
+        self, rotation_id: str, *, finished: bool, dropped: tuple[str, ...] = ()
+    ) -> RotationOutcome:
+        async with self._uow() as uow:
+            rotation = await uow.keys.get_rotation(rotation_id)
+        if rotation is None:
+            raise LookupError(f"no key rotation {rotation_id}")
+        return RotationOutcome(
+            rotation.to_key_id,
+            rotation.from_key_id,
+            rotation.reencrypted_count,
+            finished and rotation.finished,
+            dropped,
+        )

@@ -1,0 +1,229 @@
+"""The wallet holder's use cases: submit (inline file or streamed), and read the status.
+
+Everything that can be refused is refused before a transaction opens: the number's format, the
+file's size and magic bytes, the wallet's existence. Encryption happens in memory before the
+transaction too (a fresh data key per submission); the transaction only takes the active
+key-encryption key, wraps the data key under it, stores the row and the audit entry. A stream
+that fails half-way has written nothing, because nothing is written before it ends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+
+from vaultpay_common.audit import AuditEntry
+from vaultpay_common.clock import Clock
+from vaultpay_common.errors import ValidationError
+from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_kyc.domain.crypto import (
+    DataKey,
+    DocumentHasher,
+    EnvelopeCipher,
+    Field,
+    SubmissionRef,
+)
+from vaultpay_kyc.domain.documents import (
+    DocumentType,
+    check_document_number,
+    mask_document_number,
+)
+from vaultpay_kyc.domain.errors import KycAlreadySubmittedError
+from vaultpay_kyc.domain.files import check_document_file
+from vaultpay_kyc.domain.model import DocumentFile, KycStatus, KycTier, Submission
+from vaultpay_kyc.domain.upload import METADATA_FIELD, UploadAssembler, plan_upload
+from vaultpay_kyc.service_layer.commands import KycStatusView, SubmitKyc, UploadKycDocument
+from vaultpay_kyc.service_layer.ports import KycUnitOfWork, SealedDocument, WalletDirectory
+
+__all__ = ["SUBMISSION_CODEC", "SubmissionService"]
+
+SUBMISSION_CODEC = DataclassCodec(Submission)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """A submission ready to store: validated, and sealed under its own data key."""
+
+    ref: SubmissionRef
+    dek: DataKey
+    document_type: DocumentType
+    number: str
+    number_hash: str
+    sealed_number: bytes
+    file: DocumentFile | None
+    sealed_file: bytes | None
+    channel: str
+
+
+def _document_type(value: DocumentType | None, field: str) -> DocumentType:
+    if value is None:
+        raise ValidationError.single(field, "is required")
+    return value
+
+
+class SubmissionService:
+    def __init__(
+        self,
+        uow: Callable[[], KycUnitOfWork],
+        clock: Clock,
+        wallets: WalletDirectory,
+        cipher: EnvelopeCipher,
+        hasher: DocumentHasher,
+        *,
+        max_file_bytes: int,
+        max_chunk_bytes: int,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._wallets = wallets
+        self._cipher = cipher
+        self._hasher = hasher
+        self._max_file = max_file_bytes
+        self._max_chunk = max_chunk_bytes
+        self._new_id = new_id
+
+    # ----- submit -----------------------------------------------------------------------
+
+    async def submit(self, cmd: SubmitKyc) -> Submission:
+        """SubmitKyc: a number and an optional inline file."""
+        document_type = _document_type(cmd.document_type, "document_type")
+        number = check_document_number(
+            document_type, cmd.document_number, current_year=self._clock.now().year
+        )
+        file: DocumentFile | None = None
+        if cmd.document_file:
+            kind = check_document_file(
+                cmd.document_file, cmd.document_content_type, max_bytes=self._max_file
+            )
+            file = DocumentFile(kind, len(cmd.document_file))
+        elif cmd.document_content_type.strip():
+            raise ValidationError.single(
+                "document_content_type", "must be empty without a document_file"
+            )
+        await self._wallets.require_wallet(cmd.user_id)
+        ref = SubmissionRef(self._new_id(), cmd.user_id)
+        dek = DataKey.generate(ref)
+        sealed = self._seal(ref, dek, document_type, number, channel="inline")
+        if file is not None:
+            sealed_file = dek.seal(Field.DOCUMENT_FILE, cmd.document_file)
+            sealed = replace(sealed, file=file, sealed_file=sealed_file)
+        async with self._uow() as uow:
+            return await run_once(
+                uow, cmd.idempotency, SUBMISSION_CODEC, lambda: self._store(uow, sealed)
+            )
+
+    async def upload(self, cmd: UploadKycDocument, chunks: AsyncIterator[bytes]) -> Submission:
+        """UploadKycDocument: the metadata, then the file in chunks, sealed as they arrive."""
+        document_type = _document_type(cmd.document_type, f"{METADATA_FIELD}.document_type")
+        number = check_document_number(
+            document_type,
+            cmd.document_number,
+            current_year=self._clock.now().year,
+            field=f"{METADATA_FIELD}.document_number",
+        )
+        plan = plan_upload(
+            cmd.document_size_bytes,
+            cmd.document_sha256,
+            cmd.document_content_type,
+            max_bytes=self._max_file,
+        )
+        await self._wallets.require_wallet(cmd.user_id)
+        await self._refuse_early_when_already_submitted(cmd)
+        ref = SubmissionRef(self._new_id(), cmd.user_id)
+        dek = DataKey.generate(ref)
+        assembler = UploadAssembler(
+            plan, dek.sealer(Field.DOCUMENT_FILE), max_chunk_bytes=self._max_chunk
+        )
+        async for chunk in chunks:
+            assembler.add(chunk)
+        sealed_file = assembler.finish()
+        sealed = replace(
+            self._seal(ref, dek, document_type, number, channel="stream"),
+            file=DocumentFile(plan.content_type, plan.size_bytes),
+            sealed_file=sealed_file,
+        )
+        async with self._uow() as uow:
+            return await run_once(
+                uow, cmd.idempotency, SUBMISSION_CODEC, lambda: self._store(uow, sealed)
+            )
+
+    async def _refuse_early_when_already_submitted(self, cmd: UploadKycDocument) -> None:
+        """Saves a client from streaming 10 MiB only to hear KYC_ALREADY_SUBMITTED, unless
+        the request is a retry of a stored success (then the end of the stream replays it).
+
+        The claim is only a look: the block ends without commit, which releases it."""
+        async with self._uow() as uow:
+            key = cmd.idempotency
+            if key is not None and await uow.idempotency.claim(key) is not None:
+                return
+            if await uow.submissions.open_for_user(cmd.user_id) is not None:
+                raise KycAlreadySubmittedError()
+
+    def _seal(
+        self,
+        ref: SubmissionRef,
+        dek: DataKey,
+        document_type: DocumentType,
+        number: str,
+        *,
+        channel: str,
+    ) -> _Sealed:
+        return _Sealed(
+            ref=ref,
+            dek=dek,
+            document_type=document_type,
+            number=number,
+            number_hash=self._hasher.digest(document_type, number),
+            sealed_number=dek.seal(Field.DOCUMENT_NUMBER, number.encode()),
+            file=None,
+            sealed_file=None,
+            channel=channel,
+        )
+
+    async def _store(self, uow: KycUnitOfWork, sealed: _Sealed) -> Submission:
+        user_id = sealed.ref.owner_id
+        if await uow.submissions.open_for_user(user_id) is not None:
+            raise KycAlreadySubmittedError()
+        key_id = await uow.keys.active_key_id(for_write=True)
+        wrapped = self._cipher.wrap(sealed.dek, key_id)
+        submission = Submission(
+            id=sealed.ref.submission_id,
+            user_id=user_id,
+            document_type=sealed.document_type,
+            masked_number=mask_document_number(sealed.number),
+            status=KycStatus.PENDING,
+            created_at=self._clock.now(),
+            file=sealed.file,
+            key_id=key_id,
+        )
+        await uow.submissions.add(
+            submission,
+            SealedDocument(sealed.number_hash, wrapped, sealed.sealed_number, sealed.sealed_file),
+        )
+        await uow.audit(
+            AuditEntry(
+                "kyc.submitted",
+                "kyc_submission",
+                submission.id,
+                {
+                    "document_type": submission.document_type.value,
+                    "has_file": str(submission.file is not None).lower(),
+                    "channel": sealed.channel,
+                },
+            )
+        )
+        return submission
+
+    # ----- read -------------------------------------------------------------------------
+
+    async def status(self, user_id: str) -> KycStatusView:
+        """The latest submission and the tier it earned (a VERIFIED one blocks newer ones,
+        so the latest is the approved one whenever there is one)."""
+        async with self._uow() as uow:
+            latest = await uow.submissions.latest_for_user(user_id)
+        tier = KycTier.NONE
+        if latest is not None and latest.status is KycStatus.VERIFIED:
+            tier = latest.granted_tier or KycTier.NONE
+        return KycStatusView(latest, tier)

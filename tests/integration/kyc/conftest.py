@@ -1,0 +1,265 @@
+"""An in-process kyc server on real PostgreSQL (migrated by the real `vaultpay-kyc migrate`)
+and Redis, with the real interceptors, outbox relay and jobs. Callers are authenticated with a
+local Ed25519 key instead of a running auth; wallet is a small stand-in server that records
+what kyc asks of it. One stack per test module (fresh database).
+
+    async def test_x(kyc: KycStack) -> None:
+        user = kyc.user_token(kyc.new_wallet_user())
+        await kyc.public.SubmitKyc(request, metadata=bearer(user))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from vaultpay.kyc.v1 import kyc_pb2_grpc
+from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_common.context import Role
+from vaultpay_common.grpc.tokens import Introspection, TokenVerifier
+from vaultpay_devstack.postgres import Provisioned
+from vaultpay_kyc.entrypoints.bootstrap import build_host
+from vaultpay_kyc.settings import KycSettings
+
+T = TypeVar("T")
+ISSUER, AUDIENCE = "vaultpay-auth", "vaultpay"
+BIG = 32 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", BIG),
+    ("grpc.max_receive_message_length", BIG),
+]
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float = 20.0) -> T:
+    """Polls `check` until it returns something other than None/False, or fails at the deadline."""
+    deadline = time.monotonic() + within
+    delay = 0.02
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+class LocalAuth:
+    """Signs tokens like auth does and answers the strict path from what it signed."""
+
+    def __init__(self) -> None:
+        self._key = Ed25519PrivateKey.generate()
+        self._roles: dict[str, Role] = {}
+        self.verifier = TokenVerifier(self._jwks, issuer=ISSUER, audience=AUDIENCE)
+        self.introspector = self
+        self.identity = self
+        self.service_token = self._sign("service:kyc", "service", None)
+
+    async def _jwks(self) -> list[dict[str, str]]:
+        raw = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        return [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA"}]
+
+    def _sign(self, subject: str, typ: str, role: Role | None) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": subject,
+            "jti": uuid.uuid4().hex,
+            "typ": typ,
+            "sid": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + 600,
+        }
+        if role is not None:
+            claims["role"] = role.claim
+        token = jwt.encode(claims, self._key, algorithm="EdDSA", headers={"kid": "k1"})
+        if role is not None:
+            self._roles[token] = role
+        return token
+
+    def user_token(self, user_id: str, role: Role = Role.USER) -> str:
+        return self._sign(user_id, "access", role)
+
+    async def token(self) -> str:
+        """kyc's own service identity (what PeerAuth.identity gives)."""
+        return self.service_token
+
+    async def introspect(self, token: str) -> Introspection:
+        role = self._roles.get(token)
+        return Introspection(active=role is not None, role=role, reason="TOKEN_REVOKED")
+
+
+class WalletStandIn(
+    wallet_pb2_grpc.WalletServiceServicer, wallet_pb2_grpc.WalletInternalServiceServicer
+):
+    """Answers GetBalance for users it knows; records SetKycTier and CreateNotification,
+    applying each request_id once, as wallet does. `down` answers UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.users: set[str] = set()
+        self.tiers: dict[str, int] = {}
+        self.tier_calls: list[wallet_pb2.SetKycTierRequest] = []
+        self.notifications: dict[str, wallet_pb2.CreateNotificationRequest] = {}
+        self.seen_tokens: set[str] = set()
+        self.down = False
+
+    def _enter(self, context: grpc.aio.ServicerContext) -> None:
+        for item in context.invocation_metadata() or ():
+            if item.key == "authorization":
+                self.seen_tokens.add(str(item.value).removeprefix("Bearer "))
+
+    async def GetBalance(
+        self, request: wallet_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.GetBalanceResponse:
+        self._enter(context)
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "wallet is down")
+        subject = _subject_of(context)
+        if subject not in self.users:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no wallet")
+        return wallet_pb2.GetBalanceResponse(wallet_id="VPY-ABC123")
+
+    async def SetKycTier(
+        self, request: wallet_pb2.SetKycTierRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.SetKycTierResponse:
+        self._enter(context)
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "wallet is down")
+        self.tier_calls.append(request)
+        self.tiers[request.user_id] = request.kyc_tier
+        return wallet_pb2.SetKycTierResponse()
+
+    async def CreateNotification(
+        self, request: wallet_pb2.CreateNotificationRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.CreateNotificationResponse:
+        self._enter(context)
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "wallet is down")
+        self.notifications.setdefault(request.request_id, request)
+        return wallet_pb2.CreateNotificationResponse()
+
+    def notes_for(self, user_id: str) -> list[wallet_pb2.CreateNotificationRequest]:
+        return [n for n in self.notifications.values() if n.user_id == user_id]
+
+
+def _subject_of(context: grpc.aio.ServicerContext) -> str:
+    for item in context.invocation_metadata() or ():
+        if item.key == "authorization":
+            token = str(item.value).removeprefix("Bearer ")
+            return str(jwt.decode(token, options={"verify_signature": False})["sub"])
+    return ""
+
+
+@dataclass
+class KycStack:
+    channel: grpc.aio.Channel
+    auth: LocalAuth
+    wallet: WalletStandIn
+    settings: KycSettings
+    env: dict[str, str]
+    dbs: Provisioned
+    public: kyc_pb2_grpc.KycServiceStub = field(init=False)
+    admin: kyc_pb2_grpc.KycAdminServiceStub = field(init=False)
+    internal: kyc_pb2_grpc.KycInternalServiceStub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.public = kyc_pb2_grpc.KycServiceStub(self.channel)
+        self.admin = kyc_pb2_grpc.KycAdminServiceStub(self.channel)
+        self.internal = kyc_pb2_grpc.KycInternalServiceStub(self.channel)
+
+    def new_wallet_user(self) -> str:
+        user_id = str(uuid.uuid4())
+        self.wallet.users.add(user_id)
+        return user_id
+
+    def user(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """A fresh user with a wallet, and the metadata of their calls."""
+        user_id = self.new_wallet_user()
+        return user_id, bearer(self.auth.user_token(user_id))
+
+    def staff(self, role: Role = Role.MODERATOR) -> tuple[str, tuple[tuple[str, str], ...]]:
+        user_id = str(uuid.uuid4())
+        return user_id, bearer(self.auth.user_token(user_id, role))
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vaultpay_kyc.entrypoints.cli", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+
+def _env(dbs: Provisioned, redis_url: str, wallet_address: str) -> dict[str, str]:
+    return {
+        "KYC_DATABASE_URL": dbs.vaultpay_app_dsn,
+        "KYC_MIGRATION_DATABASE_URL": dbs.vaultpay_owner_dsn,
+        "KYC_DATABASE_APP_ROLE": dbs.vaultpay_app_role,
+        "KYC_REDIS_URL": redis_url,
+        "KYC_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "KYC_AUDIT_CHAIN_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "KYC_SERVICE_CLIENT_ID": "kyc",
+        "KYC_SERVICE_CLIENT_SECRET": "unused-in-these-tests",
+        "KYC_WALLET_ADDRESS": wallet_address,
+        "KYC_GRPC_ADDRESS": "127.0.0.1:0",
+        "KYC_ROTATION_BATCH_SIZE": "7",
+        "KYC_ROTATION_RESUME_SECONDS": "3600",
+        "KYC_OUTBOX_POLL_SECONDS": "0.2",
+        "KYC_SHUTDOWN_GRACE_SECONDS": "0.5",
+        "KYC_LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture(scope="module")
+async def kyc(databases: Provisioned, redis_url: str) -> AsyncIterator[KycStack]:
+    wallet = WalletStandIn()  # type: ignore[abstract]
+    wallet_server = grpc.aio.server()
+    wallet_pb2_grpc.add_WalletServiceServicer_to_server(wallet, wallet_server)
+    wallet_pb2_grpc.add_WalletInternalServiceServicer_to_server(wallet, wallet_server)
+    wallet_port = wallet_server.add_insecure_port("127.0.0.1:0")
+    await wallet_server.start()
+    env = _env(databases, redis_url, f"127.0.0.1:{wallet_port}")
+    migrated = subprocess.run(
+        [sys.executable, "-m", "vaultpay_kyc.entrypoints.cli", "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    fields: dict[str, Any] = {k.removeprefix("KYC_").lower(): v for k, v in env.items()}
+    settings = KycSettings(**fields)
+    auth = LocalAuth()
+    host = await build_host(settings, auth=auth)
+    port = await host.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+    try:
+        yield KycStack(channel, auth, wallet, settings, env, databases)
+    finally:
+        await channel.close()
+        await host.stop()
+        await wallet_server.stop(0)

@@ -1,0 +1,152 @@
+"""A kyc service wired to fakes, shared by the kyc unit tests."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+from tests.fakes.kyc import (
+    FakeKycUnitOfWork,
+    FakeWalletDirectory,
+    FixedClock,
+    key_ring_for_tests,
+)
+from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
+from vaultpay_kyc.domain.crypto import DocumentHasher, EnvelopeCipher
+from vaultpay_kyc.domain.documents import DocumentType, verhoeff_check_digit
+from vaultpay_kyc.domain.model import Submission
+from vaultpay_kyc.service_layer.commands import ApproveKyc, SubmitKyc, UploadKycDocument
+from vaultpay_kyc.service_layer.review import ReviewService
+from vaultpay_kyc.service_layer.rotation import KeyRotationService
+from vaultpay_kyc.service_layer.submissions import SubmissionService
+
+__all__ = [
+    "JPEG",
+    "PDF",
+    "PNG",
+    "World",
+    "aadhaar",
+    "chunks_of",
+    "key",
+    "upload_command",
+]
+
+PDF = b"%PDF-1.7\n" + b"identity scan " * 64 + b"\n%%EOF\n"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"\x55" * 500 + b"\xff\xd9"
+MAX_FILE = 64 * 1024
+MAX_CHUNK = 4 * 1024
+
+
+def key(caller: str = "alice", body: bytes = b"", method: str = "M") -> IdempotencyKey:
+    return IdempotencyKey(caller, method, str(uuid.uuid4()), request_fingerprint(body))
+
+
+def aadhaar(first_eleven: str = "23412341234") -> str:
+    return first_eleven + verhoeff_check_digit(first_eleven)
+
+
+async def chunks_of(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def from_list(parts: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def upload_command(
+    user_id: str,
+    data: bytes,
+    *,
+    content_type: str = "application/pdf",
+    number: str = "ABCPE1234F",
+    size: int | None = None,
+    sha256: str | None = None,
+    idempotency: IdempotencyKey | None = None,
+) -> UploadKycDocument:
+    return UploadKycDocument(
+        user_id,
+        DocumentType.PAN,
+        number,
+        content_type,
+        len(data) if size is None else size,
+        hashlib.sha256(data).hexdigest() if sha256 is None else sha256,
+        idempotency,
+    )
+
+
+@dataclass
+class World:
+    uow: FakeKycUnitOfWork = field(default_factory=FakeKycUnitOfWork)
+    clock: FixedClock = field(default_factory=FixedClock)
+    wallets: FakeWalletDirectory = field(
+        default_factory=lambda: FakeWalletDirectory({"alice", "bob", "carol", "mod"})
+    )
+
+    def __post_init__(self) -> None:
+        factory = lambda: self.uow  # noqa: E731
+        self.ring = key_ring_for_tests()
+        self.cipher = EnvelopeCipher(self.ring)
+        self.hasher = DocumentHasher(b"h" * 32)
+        self.submissions = SubmissionService(
+            factory,
+            self.clock,
+            self.wallets,
+            self.cipher,
+            self.hasher,
+            max_file_bytes=MAX_FILE,
+            max_chunk_bytes=MAX_CHUNK,
+        )
+        self.review = ReviewService(factory, self.clock, self.cipher)
+        self.sleeps: list[float] = []
+        self.rotation = KeyRotationService(
+            factory,
+            self.clock,
+            self.cipher,
+            batch_size=2,
+            sleep=self._sleep,
+            monotonic=lambda: self.clock.now().timestamp(),
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.clock.advance()
+
+    async def submit(
+        self,
+        user_id: str = "alice",
+        number: str = "ABCPE1234F",
+        *,
+        document_type: DocumentType = DocumentType.PAN,
+        file: bytes = b"",
+        content_type: str = "",
+    ) -> Submission:
+        submission = await self.submissions.submit(
+            SubmitKyc(user_id, document_type, number, file, content_type, key(user_id))
+        )
+        self.clock.advance()
+        return submission
+
+    async def approve(self, submission: Submission, reviewer: str = "mod") -> Submission:
+        decided = await self.review.approve(
+            ApproveKyc(reviewer, submission.id, None, "", key(reviewer))
+        )
+        self.clock.advance()
+        return decided
+
+    def snapshot(self) -> object:
+        """Everything a command could write, to prove a refused one wrote nothing."""
+        u = self.uow
+        return (
+            dict(u.submissions.rows),
+            dict(u.submissions.secrets),
+            dict(u.keys.states),
+            dict(u.keys.rotations),
+            dict(u.idempotency.records),
+            list(u.outbox.events),
+            len(u.audit_entries),
+        )

@@ -1,0 +1,151 @@
+"""Key rotation on fakes: new writes use the new key at once, batches re-wrap the rest, a retry
+does not rotate twice, an interrupted rotation resumes, and a key is dropped only when unused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.fakes.kyc import FIRST_KEY_ID
+from tests.unit.kyc.kyc_world import PDF, World, key
+from vaultpay_kyc.domain.crypto import Field, SubmissionRef
+from vaultpay_kyc.domain.documents import DocumentType
+from vaultpay_kyc.service_layer.commands import RotateKycKey, RotationProgress
+from vaultpay_kyc.service_layer.rotation import KeyRotationIncompleteError
+
+USERS = ["alice", "bob", "carol"]
+NUMBERS = ["ABCPE1234F", "ZZZPZ9999Z", "YYYPY8888Y"]
+
+
+@pytest.fixture
+async def world() -> World:
+    world = World()
+    for user, number in zip(USERS, NUMBERS, strict=True):
+        await world.submit(user, number, file=PDF + number.encode(), content_type="application/pdf")
+    return world
+
+
+def _keys_in_use(world: World) -> set[str]:
+    return {s.wrapped_key.key_id for s in world.uow.submissions.secrets.values()}
+
+
+def _all_open(world: World) -> dict[str, tuple[bytes, bytes]]:
+    opened = {}
+    for sid, sealed in world.uow.submissions.secrets.items():
+        row = world.uow.submissions.rows[sid]
+        dek = world.cipher.unwrap(SubmissionRef(sid, row.user_id), sealed.wrapped_key)
+        assert sealed.sealed_file is not None
+        opened[sid] = (
+            dek.open(Field.DOCUMENT_NUMBER, sealed.sealed_number),
+            dek.open(Field.DOCUMENT_FILE, sealed.sealed_file),
+        )
+    return opened
+
+
+async def test_a_rotation_rewraps_every_row_in_batches_and_drops_the_old_key(world: World) -> None:
+    before = _all_open(world)
+    sealed_before = {sid: s.sealed_file for sid, s in world.uow.submissions.secrets.items()}
+    seen: list[RotationProgress] = []
+    outcome = await world.rotation.rotate(RotateKycKey(key("root")), seen.append)
+    assert outcome.finished
+    assert outcome.previous_key_id == FIRST_KEY_ID
+    assert outcome.reencrypted_count == 3
+    assert outcome.dropped_key_ids == (FIRST_KEY_ID,)
+    assert _keys_in_use(world) == {outcome.key_id}
+    assert world.uow.keys.states == {outcome.key_id: "ACTIVE"}
+    assert _all_open(world) == before
+    # Only the data keys moved: the sealed files are byte for byte the same.
+    assert {sid: s.sealed_file for sid, s in world.uow.submissions.secrets.items()} == sealed_before
+    assert [p.rewrapped for p in seen] == [2, 3, 3]  # batches of 2, then the empty check
+    actions = [e.action for e in world.uow.audit_entries]
+    assert actions[-2:] == ["kyc.key_rotation_started", "kyc.key_rotated"]
+    assert world.uow.audit_entries[-1].details["reencrypted_count"] == "3"
+
+
+async def test_new_writes_use_the_new_key_as_soon_as_the_rotation_started(world: World) -> None:
+    started = await world.rotation._start(world.uow, RotateKycKey(None))
+    submission = await world.submit("mod", "QQQPQ1111Q")
+    assert submission.key_id == started.key_id
+    assert world.uow.submissions.secrets[submission.id].wrapped_key.key_id == started.key_id
+    outcome = await world.rotation.complete(started.rotation_id)
+    assert outcome.reencrypted_count == 3  # the new row needed no re-wrap
+
+
+async def test_a_retry_with_the_same_request_id_does_not_rotate_twice(world: World) -> None:
+    k = key("root")
+    first = await world.rotation.rotate(RotateKycKey(k))
+    again = await world.rotation.rotate(RotateKycKey(k))
+    assert (again.key_id, again.previous_key_id, again.reencrypted_count) == (
+        first.key_id,
+        first.previous_key_id,
+        first.reencrypted_count,
+    )
+    assert len(world.uow.keys.rotations) == 1
+    assert list(world.uow.keys.states) == [first.key_id]
+    second = await world.rotation.rotate(RotateKycKey(key("root")))
+    assert second.previous_key_id == first.key_id
+    assert second.key_id != first.key_id
+
+
+async def test_an_interrupted_rotation_resumes_where_it_stopped(world: World) -> None:
+    started = await world.rotation._start(world.uow, RotateKycKey(None))
+    world.uow.commits += 1
+    await world.rotation._sweep_batch(started.rotation_id, set())  # then the process died
+    assert len(_keys_in_use(world)) == 2
+    outcome = await world.rotation.resume_unfinished()
+    assert outcome is not None and outcome.finished
+    assert outcome.reencrypted_count == 3
+    assert _keys_in_use(world) == {started.key_id}
+    assert await world.rotation.resume_unfinished() is None
+
+
+async def test_rows_held_by_others_are_waited_for_then_reported_unfinished(world: World) -> None:
+    held = sorted(world.uow.submissions.rows)[0]
+    world.uow.keys.locked.add(held)
+    with pytest.raises(KeyRotationIncompleteError):
+        await world.rotation.rotate(RotateKycKey(key("root")))
+    assert world.sleeps  # it polled instead of giving up at once
+    assert world.uow.submissions.secrets[held].wrapped_key.key_id == FIRST_KEY_ID
+    assert FIRST_KEY_ID in world.uow.keys.states  # still used: not dropped
+    world.uow.keys.locked.clear()
+    outcome = await world.rotation.resume_unfinished()
+    assert outcome is not None and outcome.finished
+    assert FIRST_KEY_ID not in world.uow.keys.states
+
+
+async def test_a_drop_that_races_a_late_writer_sweeps_again(world: World) -> None:
+    world.uow.keys.fail_next_drop()
+    outcome = await world.rotation.rotate(RotateKycKey(key("root")))
+    assert outcome.finished
+    assert world.uow.keys.states == {outcome.key_id: "ACTIVE"}
+
+
+async def test_a_row_that_does_not_unwrap_keeps_its_key_and_the_rest_moves_on(
+    world: World,
+) -> None:
+    secrets = world.uow.submissions.secrets
+    broken = sorted(secrets)[0]
+    blob = bytearray(secrets[broken].wrapped_key.blob)
+    blob[-1] ^= 1
+    secrets[broken] = dataclasses.replace(
+        secrets[broken],
+        wrapped_key=dataclasses.replace(secrets[broken].wrapped_key, blob=bytes(blob)),
+    )
+    outcome = await world.rotation.rotate(RotateKycKey(key("root")))
+    assert outcome.finished and outcome.reencrypted_count == 2
+    assert world.uow.keys.states[FIRST_KEY_ID] == "RETIRING"
+    assert world.uow.audit_entries[-1].details["keys_kept_for_unreadable_rows"] == FIRST_KEY_ID
+
+
+async def test_submissions_keep_working_between_batches(world: World) -> None:
+    """A submission and a read between two batches of a rotation both succeed."""
+    started = await world.rotation._start(world.uow, RotateKycKey(None))
+    await world.rotation._sweep_batch(started.rotation_id, set())
+    newcomer = await world.submit("mod", "QQQPQ1111Q", document_type=DocumentType.PAN)
+    for sid in world.uow.submissions.rows:
+        details = await world.review.view(sid)
+        assert details.document_number
+    outcome = await world.rotation.complete(started.rotation_id)
+    assert outcome.finished
+    assert world.uow.submissions.rows[newcomer.id].key_id == started.key_id

@@ -1,0 +1,189 @@
+"""The review queue on fakes: order and filters, the decrypted view (audited, duplicates
+shown), approve and reject (pending only, never one's own, events for wallet in the outbox)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.unit.kyc.kyc_world import PDF, World, key
+from vaultpay_common.errors import ValidationError
+from vaultpay_kyc.domain.errors import (
+    DocumentUnreadableError,
+    KycNotPendingError,
+    KycSelfReviewError,
+    KycSubmissionNotFoundError,
+)
+from vaultpay_kyc.domain.model import KycStatus, KycTier
+from vaultpay_kyc.service_layer.commands import ApproveKyc, RejectKyc
+from vaultpay_kyc.service_layer.events import NOTIFICATION_TOPIC, TIER_TOPIC
+from vaultpay_kyc.service_layer.ports import QueueCursor, QueueFilter
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+async def test_the_queue_lists_pending_oldest_first_then_reviewed_newest_first(
+    world: World,
+) -> None:
+    a = await world.submit("alice")
+    b = await world.submit("bob", "ZZZPZ9999Z")
+    c = await world.submit("carol", "YYYPY8888Y")
+    await world.approve(a)
+    await world.review.reject(RejectKyc("mod", c.id, "expired", key("mod")))
+    page = await world.review.list_queue(QueueFilter(), None, 10)
+    assert [i.submission.id for i in page.items] == [b.id, c.id, a.id]
+    assert not page.has_more
+    first = await world.review.list_queue(QueueFilter(), None, 2)
+    assert first.has_more
+    last = first.items[-1].submission
+    assert last.reviewed_at is not None
+    rest = await world.review.list_queue(
+        QueueFilter(), QueueCursor(True, last.reviewed_at, last.id), 2
+    )
+    assert [i.submission.id for i in rest.items] == [a.id]
+    pending = await world.review.list_queue(QueueFilter(status=KycStatus.PENDING), None, 10)
+    assert [i.submission.id for i in pending.items] == [b.id]
+    mine = await world.review.list_queue(QueueFilter(user_id="alice"), None, 10)
+    assert [i.submission.id for i in mine.items] == [a.id]
+
+
+async def test_the_same_document_from_two_users_is_flagged_and_shown_to_the_reviewer(
+    world: World,
+) -> None:
+    first = await world.submit("alice", "ABCPE1234F")
+    second = await world.submit("bob", "abcpe-1234-f")
+    listed = (await world.review.list_queue(QueueFilter(), None, 10)).items
+    assert [i.possible_duplicate for i in listed] == [True, True]
+    details = await world.review.view(second.id)
+    assert details.duplicate_submission_ids == (first.id,)
+    other = await world.submit("carol", "ZZZPZ9999Z")
+    assert (await world.review.view(other.id)).duplicate_submission_ids == ()
+
+
+async def test_viewing_decrypts_and_audits_who_saw_what_but_never_the_number(
+    world: World,
+) -> None:
+    submission = await world.submit(file=PDF, content_type="application/pdf")
+    details = await world.review.view(submission.id)
+    assert (details.document_number, details.document_file) == ("ABCPE1234F", PDF)
+    entry = world.uow.audit_entries[-1]
+    assert (entry.action, entry.target_id) == ("kyc.submission_viewed", submission.id)
+    assert entry.details["file_included"] == "true"
+    assert "ABCPE1234F" not in str(entry)
+
+
+async def test_viewing_a_missing_or_malformed_id(world: World) -> None:
+    with pytest.raises(KycSubmissionNotFoundError):
+        await world.review.view("6f1c1a3e-0000-4000-8000-000000000009")
+    with pytest.raises(ValidationError):
+        await world.review.view("not-a-uuid")
+
+
+async def test_a_ciphertext_moved_to_another_row_fails_clearly_and_is_audited(
+    world: World,
+) -> None:
+    victim = await world.submit("alice", "ABCPE1234F")
+    thief = await world.submit("bob", "ZZZPZ9999Z")
+    secrets = world.uow.submissions.secrets
+    secrets[thief.id] = dataclasses.replace(
+        secrets[thief.id], sealed_number=secrets[victim.id].sealed_number
+    )
+    with pytest.raises(DocumentUnreadableError, match=f"document_number of submission {thief.id}"):
+        await world.review.view(thief.id)
+    secrets = world.uow.submissions.secrets  # the fake replaced its dict on rollback
+    secrets[thief.id] = dataclasses.replace(
+        secrets[thief.id], wrapped_key=secrets[victim.id].wrapped_key
+    )
+    with pytest.raises(DocumentUnreadableError, match="does not unwrap"):
+        await world.review.view(thief.id)
+    actions = [e.action for e in world.uow.audit_entries]
+    assert actions.count("kyc.document_unreadable") == 2
+    assert "kyc.submission_viewed" not in actions
+
+
+async def test_approval_records_the_tier_and_sends_tier_and_notification_events(
+    world: World,
+) -> None:
+    submission = await world.submit()
+    k = key("mod")
+    approved = await world.review.approve(ApproveKyc("mod", submission.id, KycTier.BASIC, "ok", k))
+    assert (approved.status, approved.granted_tier, approved.reviewer_id) == (
+        KycStatus.VERIFIED,
+        KycTier.BASIC,
+        "mod",
+    )
+    assert world.uow.outbox.topics() == [TIER_TOPIC, NOTIFICATION_TOPIC]
+    tier_event, note = world.uow.outbox.messages
+    assert dict(tier_event.payload) == {
+        "user_id": "alice",
+        "kyc_tier": "BASIC",
+        "submission_id": submission.id,
+    }
+    assert note.payload["kind"] == "KYC" and "XXXXXX234F" in note.payload["body"]
+    assert "ABCPE1234F" not in str(note.payload)
+    assert world.uow.audit_entries[-1].details == {
+        "user_id": "alice",
+        "kyc_tier": "BASIC",
+        "note": "ok",
+    }
+    replay = await world.review.approve(ApproveKyc("mod", submission.id, KycTier.BASIC, "ok", k))
+    assert replay == approved
+    assert len(world.uow.outbox.messages) == 2
+
+
+async def test_an_unspecified_tier_grants_full_and_none_is_refused(world: World) -> None:
+    submission = await world.submit()
+    with pytest.raises(ValidationError):
+        await world.review.approve(ApproveKyc("mod", submission.id, KycTier.NONE, "", None))
+    approved = await world.review.approve(ApproveKyc("mod", submission.id, None, "", None))
+    assert approved.granted_tier is KycTier.FULL
+
+
+async def test_rejection_needs_a_reason_and_notifies_with_it(world: World) -> None:
+    submission = await world.submit()
+    before = world.snapshot()
+    for reason in ("", "   ", "x" * 501):
+        with pytest.raises(ValidationError) as caught:
+            await world.review.reject(RejectKyc("mod", submission.id, reason, key("mod")))
+        assert [v.field for v in caught.value.violations] == ["reason"]
+    assert world.snapshot() == before
+    rejected = await world.review.reject(RejectKyc("mod", submission.id, "photo is blurred", None))
+    assert rejected.rejection_reason == "photo is blurred"
+    (note,) = world.uow.outbox.messages
+    assert "photo is blurred" in note.payload["body"]
+
+
+async def test_only_pending_submissions_are_decided_and_never_by_their_owner(
+    world: World,
+) -> None:
+    mine = await world.submit("mod", "ZZZPZ9999Z")
+    with pytest.raises(KycSelfReviewError):
+        await world.review.approve(ApproveKyc("mod", mine.id, None, "", None))
+    with pytest.raises(KycSelfReviewError):
+        await world.review.reject(RejectKyc("mod", mine.id, "no", None))
+    submission = await world.submit()
+    await world.approve(submission)
+    before = world.snapshot()
+    with pytest.raises(KycNotPendingError):
+        await world.review.reject(RejectKyc("mod", submission.id, "changed my mind", None))
+    with pytest.raises(KycNotPendingError):
+        await world.review.approve(ApproveKyc("other-mod", submission.id, None, "", None))
+    with pytest.raises(KycSubmissionNotFoundError):
+        await world.review.approve(
+            ApproveKyc("mod", "6f1c1a3e-0000-4000-8000-000000000009", None, "", None)
+        )
+    assert world.snapshot() == before
+
+
+async def test_stats_count_pending_submissions(world: World) -> None:
+    assert (await world.review.stats()).pending_count == 0
+    first = await world.submit()
+    await world.submit("bob", "ZZZPZ9999Z")
+    await world.approve(first)
+    stats = await world.review.stats()
+    assert stats.pending_count == 1
+    assert stats.computed_at == world.clock.now()

@@ -33,19 +33,25 @@ from vaultpay_gateway.process import (
 )
 from vaultpay_gateway.routes import IDENTITY_HEADER
 from vaultpay_gateway.settings import (
+    DEFAULT_RPC_LIMITS,
     DEFAULT_RPC_RATE_LIMITS,
     DEFAULT_UPSTREAMS,
     GATEWAY_SECRET_ENV,
+    KYC_DOCUMENT_MAX_BYTES,
     GatewaySettings,
     HealthCheck,
     HostPort,
     JwtSettings,
+    MiB,
     RateLimit,
+    RpcLimits,
     SettingsError,
     UnixSocket,
+    kyc_file_limits,
 )
 
 __all__ = [
+    "DEFAULT_RPC_LIMITS",
     "DEFAULT_RPC_RATE_LIMITS",
     "DEFAULT_UPSTREAMS",
     "DOCS_PATH",
@@ -53,6 +59,7 @@ __all__ = [
     "GATEWAY_ERRORS",
     "GATEWAY_SECRET_ENV",
     "IDENTITY_HEADER",
+    "KYC_DOCUMENT_MAX_BYTES",
     "OPENAPI_PATH",
     "UNKNOWN_FIELD_REASON",
     "ApiContract",
@@ -65,7 +72,9 @@ __all__ = [
     "HealthCheck",
     "HostPort",
     "JwtSettings",
+    "MiB",
     "RateLimit",
+    "RpcLimits",
     "SettingsError",
     "UnixSocket",
     "admin_get",
@@ -73,6 +82,7 @@ __all__ = [
     "build_config",
     "envoy_binary",
     "envoy_command",
+    "kyc_file_limits",
     "load_contract",
     "render_bootstrap",
     "validate",

@@ -4,7 +4,8 @@
         [--listen 127.0.0.1:8080] [--admin 127.0.0.1:9901 | --admin unix:/abs/dir/admin.sock] \
         [--ready-listen 127.0.0.1:9902] [--upstream auth=127.0.0.1:50051 …] \
         [--cors-origin http://localhost:3000 …] [--access-log var/log/gateway-access.log] \
-        [--max-request-bytes 1048576] [--rate-limit 1000/2000] [--client-rate-limit 100/200] \
+        [--max-request-bytes 1048576] [--kyc-document-max-bytes 10485760] \
+        [--rate-limit 1000/2000] [--client-rate-limit 100/200] \
         [--rpc-rate-limit vaultpay.auth.v1.AuthService.Login=10/10 …] [--jwks-socket PATH] \
         [--identity-secret-env VAULTPAY_GATEWAY_SECRET | --no-identity] [--no-docs] \
         [--reflection 127.0.0.1:9090] [--validate]
@@ -13,6 +14,9 @@ Rate limits: `--rate-limit` is the global bucket and `--client-rate-limit` each 
 address's, both RATE[/BURST] per second; `--rpc-rate-limit RPC=RATE[/BURST]` sets a budget
 per client address for one RPC (full name) in requests per minute, `RPC=off` removes it, and
 `*` stands for every RPC with a default budget.
+
+Body caps: `--max-request-bytes` for every route; the KYC RPCs that carry a document file get
+caps derived from `--kyc-document-max-bytes`, which must be kyc's `KYC_DOCUMENT_MAX_BYTES`.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import sys
 from pathlib import Path
 
 from vaultpay_gateway import (
+    DEFAULT_RPC_LIMITS,
     DEFAULT_RPC_RATE_LIMITS,
     DEFAULT_UPSTREAMS,
+    KYC_DOCUMENT_MAX_BYTES,
     ContractError,
     EnvoyConfigError,
     GatewaySettings,
@@ -33,6 +39,7 @@ from vaultpay_gateway import (
     SettingsError,
     UnixSocket,
     build_config,
+    kyc_file_limits,
     validate,
 )
 
@@ -132,6 +139,14 @@ def _parser() -> argparse.ArgumentParser:
     add("--access-log", type=Path, help="JSON access log file (default: stdout)")
     add("--max-request-bytes", type=int, default=defaults.max_request_bytes)
     add(
+        "--kyc-document-max-bytes",
+        type=int,
+        default=KYC_DOCUMENT_MAX_BYTES,
+        metavar="BYTES",
+        help="kyc's KYC_DOCUMENT_MAX_BYTES: the KYC routes that carry a file get caps derived "
+        f"from it ({KYC_DOCUMENT_MAX_BYTES})",
+    )
+    add(
         "--trusted-proxy-hops",
         type=int,
         default=defaults.trusted_proxy_hops,
@@ -198,6 +213,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[GatewaySettings, Path
         upstreams={**DEFAULT_UPSTREAMS, **dict(args.upstream)},
         cors_origins=tuple(args.cors_origin),
         max_request_bytes=args.max_request_bytes,
+        rpc_limits={**DEFAULT_RPC_LIMITS, **kyc_file_limits(args.kyc_document_max_bytes)},
         trusted_proxy_hops=args.trusted_proxy_hops,
         rate_limit=args.rate_limit,
         client_rate_limit=args.client_rate_limit,

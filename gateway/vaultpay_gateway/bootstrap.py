@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from vaultpay_gateway._types import Json, typed
+from vaultpay_gateway.body_limits import rpc_caps
 from vaultpay_gateway.body_schema import body_schemas
 from vaultpay_gateway.clusters import (
     ADMIN_CLUSTER,
@@ -137,6 +138,7 @@ def jwks_uri(contract: ApiContract, settings: GatewaySettings) -> str:
 def _public_listener(
     contract: ApiContract, settings: GatewaySettings, docs: DocsSite | None
 ) -> Json:
+    caps = rpc_caps(contract, settings)
     hcm = _hcm(
         "gateway",
         codec_type="AUTO",
@@ -167,13 +169,14 @@ def _public_listener(
             "initial_stream_window_size": 65536,
             "initial_connection_window_size": 1048576,
         },
-        route_config=public_route_config(contract, settings, docs),
+        route_config=public_route_config(contract, settings, docs, caps),
         http_filters=public_http_filters(
             settings,
             [s.full_name for s in contract.public_services],
             jwks_uri(contract, settings),
             body_schemas(contract),
             rpc_rate_limits(contract, settings),
+            caps,
         ),
         local_reply_config=local_reply_config(DOCS_PATH if docs is not None else None),
         access_log=_access_log(settings.access_log_path),
@@ -192,7 +195,11 @@ def _jwks_listener(contract: ApiContract, settings: GatewaySettings) -> Json:
         "jwks",
         route_config=jwks_route_config(rpc, contract.service_of(rpc).upstream),
         http_filters=[
-            grpc_json_transcoder(str(settings.descriptor_set.resolve()), [rpc.service]),
+            grpc_json_transcoder(
+                str(settings.descriptor_set.resolve()),
+                [rpc.service],
+                max_response_bytes=settings.max_json_response_bytes,
+            ),
             router(),
         ],
     )

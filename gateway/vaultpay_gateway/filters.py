@@ -10,7 +10,9 @@
   also drops `grpc-*` headers from JSON replies (GATEWAY.md item 4); that per-route config is
   read while the path is still the REST path, so it only applies to JSON requests.
 - Cheap rejections next: the client's token bucket and the global one (`ratelimits`), then
-  the body cap (GATEWAY.md item 5: the transcoder's own limit only sizes its buffer).
+  the body cap (GATEWAY.md item 5: the transcoder's own limit only sizes its buffer): one
+  instance per cap in use, the RPCs that carry a KYC file switching to theirs per route
+  (`body_limits`).
 - replies (`replies`) only acts on the way back, on replies of the filters after it and of
   the services: allowed CORS preflights become 204, the transcoder's JSON type errors get a
   BadRequest naming the field, upstream errors without an ErrorInfo get a generic message,
@@ -35,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vaultpay_gateway._types import Json, duration, typed
+from vaultpay_gateway.body_limits import RpcCaps, body_limit_filters
 from vaultpay_gateway.body_schema import BodySchemas
 from vaultpay_gateway.clusters import JWKS_CLUSTER
 from vaultpay_gateway.contract import Rpc
@@ -49,10 +52,12 @@ __all__ = [
     "JWT_FILTER",
     "JWT_PROVIDER",
     "JWT_REQUIREMENT",
+    "TRANSCODER_FILTER",
     "grpc_json_transcoder",
     "jwt_authn",
     "public_http_filters",
     "router",
+    "transcoder_config",
 ]
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
@@ -68,32 +73,53 @@ def router() -> Json:
     }
 
 
-MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 
 
-def grpc_json_transcoder(descriptor_set: str, services: Sequence[str]) -> Json:
+def transcoder_config(
+    descriptor_set: str,
+    services: Sequence[str],
+    *,
+    max_response_bytes: int,
+    max_request_bytes: int | None = None,
+) -> Json:
+    """The transcoder's `typed_config`; a route may carry another one (`body_limits`).
+
+    The transcoder buffers a whole unary reply to render it: `max_response_bytes` (its
+    default, 32 KiB, turns a long list page into a 500). Its request buffer is the route's
+    buffer limit unless `max_request_bytes` says otherwise.
+    """
+    limits: Json = {"max_response_body_size": max_response_bytes}
+    if max_request_bytes is not None:
+        limits["max_request_body_size"] = max_request_bytes
+    return typed(
+        "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        proto_descriptor=descriptor_set,
+        services=list(services),
+        convert_grpc_status=True,
+        **limits,
+        print_options={
+            "add_whitespace": False,
+            "always_print_primitive_fields": True,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": False,
+            # One JSON object per line for server streaming (GATEWAY.md item 8).
+            "stream_newline_delimited": True,
+        },
+        request_validation_options={
+            "reject_unknown_method": True,
+            "reject_unknown_query_parameters": True,
+        },
+    )
+
+
+def grpc_json_transcoder(
+    descriptor_set: str, services: Sequence[str], *, max_response_bytes: int
+) -> Json:
     return {
-        "name": "envoy.filters.http.grpc_json_transcoder",
-        "typed_config": typed(
-            "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-            proto_descriptor=descriptor_set,
-            services=list(services),
-            convert_grpc_status=True,
-            # The transcoder buffers a whole unary reply to render it; its default 32 KiB
-            # turns a long list page into a 500. Match the services' 4 MiB message limit.
-            max_response_body_size=MAX_RESPONSE_BYTES,
-            print_options={
-                "add_whitespace": False,
-                "always_print_primitive_fields": True,
-                "always_print_enums_as_ints": False,
-                "preserve_proto_field_names": False,
-                # One JSON object per line for server streaming (GATEWAY.md item 8).
-                "stream_newline_delimited": True,
-            },
-            request_validation_options={
-                "reject_unknown_method": True,
-                "reject_unknown_query_parameters": True,
-            },
+        "name": TRANSCODER_FILTER,
+        "typed_config": transcoder_config(
+            descriptor_set, services, max_response_bytes=max_response_bytes
         ),
     }
 
@@ -111,16 +137,6 @@ def _header_mutation() -> Json:
         "typed_config": typed(
             "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
             mutations={"response_mutations": [no_store]},
-        ),
-    }
-
-
-def _body_size_limit(max_bytes: int) -> Json:
-    return {
-        "name": "envoy.filters.http.body_size_limit",
-        "typed_config": typed(
-            "envoy.extensions.filters.http.body_size_limit.v3.BodySizeLimit",
-            max_request_bytes=max_bytes,
         ),
     }
 
@@ -168,11 +184,12 @@ def public_http_filters(
     jwks_uri: str,
     body_schemas: BodySchemas,
     rpc_budgets: Sequence[tuple[Rpc, RateLimit]] = (),
+    rpc_caps: Sequence[RpcCaps] = (),
 ) -> list[Json]:
     return [
         _header_mutation(),
         client_ratelimit_filter(settings),
-        _body_size_limit(settings.max_request_bytes),
+        *body_limit_filters(settings, rpc_caps),
         replies_filter(),
         {
             "name": "envoy.filters.http.cors",
@@ -180,7 +197,11 @@ def public_http_filters(
         },
         request_guard_filter(settings.max_path_bytes, settings.max_header_bytes),
         capture_filter(),
-        grpc_json_transcoder(str(settings.descriptor_set.resolve()), transcoded_services),
+        grpc_json_transcoder(
+            str(settings.descriptor_set.resolve()),
+            transcoded_services,
+            max_response_bytes=settings.max_json_response_bytes,
+        ),
         *([rpc_ratelimit_filter(rpc_budgets, settings.max_tracked_clients)] if rpc_budgets else []),
         jwt_authn(settings, jwks_uri),
         check_filter(body_schemas),

@@ -7,6 +7,10 @@ clears the route cache before jwt_authn and the router look at it. Each route ca
 RPC's edge JWT decision, so there is no default: a path that is not an RPC of a non-internal
 service falls through to a 404.
 
+The RPCs that carry a KYC file (`GatewaySettings.rpc_limits`) have larger body caps and a
+longer timeout on their routes; for JSON clients their REST bindings also get routes of their
+own that size the buffers a body passes through before the transcoder (`body_limits`).
+
 Every RPC route sends the gateway's identity to the service (`IDENTITY_HEADER`, the value of
 the environment variable `GatewaySettings.identity_secret_env` of the Envoy process,
 overwriting whatever a client sent); the services trust `x-envoy-external-address` only from
@@ -18,10 +22,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vaultpay_gateway._types import Json, duration, typed
+from vaultpay_gateway.body_limits import (
+    RpcCaps,
+    body_limit_per_route,
+    json_route_match,
+    rpc_caps,
+)
 from vaultpay_gateway.contract import ApiContract, Rpc
 from vaultpay_gateway.docs import DocsSite, docs_routes
 from vaultpay_gateway.errors import NOT_FOUND_TEXT
-from vaultpay_gateway.filters import JWT_FILTER, JWT_REQUIREMENT
+from vaultpay_gateway.filters import (
+    HEADER_MUTATION_FILTER,
+    JWT_FILTER,
+    JWT_REQUIREMENT,
+    TRANSCODER_FILTER,
+    transcoder_config,
+)
 from vaultpay_gateway.json_body import CAPTURE_FILTER, CHECK_FILTER
 from vaultpay_gateway.reflection import reflection_paths
 from vaultpay_gateway.settings import GatewaySettings
@@ -53,8 +69,12 @@ _GRPC_HEADERS = (
 )
 
 
+def _is_public(rpc: Rpc) -> bool:
+    return rpc.rule is not None and rpc.rule.public
+
+
 def _jwt_per_route(rpc: Rpc) -> Json:
-    if rpc.rule is not None and rpc.rule.public:
+    if _is_public(rpc):
         return typed("envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig", disabled=True)
     return typed(
         "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
@@ -77,29 +97,37 @@ def _identity(settings: GatewaySettings) -> Json:
     }
 
 
-def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings) -> Json:
+def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings, caps: RpcCaps | None) -> Json:
     action: Json = {"cluster": cluster, "retry_policy": _RETRY}
-    if rpc.is_streaming:
+    seconds = caps.timeout_seconds if caps is not None else None
+    if seconds is None and not rpc.is_streaming:
+        seconds = settings.unary_timeout_seconds
+    if seconds is None:
         # Streams live as long as the client wants (GATEWAY.md item 8); a client deadline
         # (grpc-timeout) still applies.
         action["timeout"] = "0s"
         action["idle_timeout"] = duration(settings.stream_idle_timeout_seconds)
         action["max_stream_duration"] = {"grpc_timeout_header_max": "0s"}
     else:
-        timeout = duration(settings.unary_timeout_seconds)
+        timeout = duration(seconds)
         action["timeout"] = timeout
         # With max_stream_duration set, Envoy ignores `timeout`: the cap must be given here
-        # too, or calls without a grpc-timeout (every JSON call) would run unbounded.
+        # too, or calls without a grpc-timeout (every JSON call) would run unbounded. It
+        # counts from the request's first byte, so a slow upload counts too.
         action["max_stream_duration"] = {
             "max_stream_duration": timeout,
             "grpc_timeout_header_max": timeout,
         }
+    per_filter: Json = {JWT_FILTER: _jwt_per_route(rpc)}
+    if caps is not None:
+        # Native gRPC only: JSON requests pass the body cap of the route they arrive on.
+        per_filter.update(body_limit_per_route(caps.grpc_request_bytes, settings.max_request_bytes))
     return {
         "name": rpc.full_name,
         "match": {"path": rpc.grpc_path, "grpc": {}},
         "route": action,
         **_identity(settings),
-        "typed_per_filter_config": {JWT_FILTER: _jwt_per_route(rpc)},
+        "typed_per_filter_config": per_filter,
     }
 
 
@@ -140,6 +168,20 @@ def _grpc_not_found() -> Json:
     }
 
 
+def _json_reply_headers() -> Json:
+    """JSON replies carry no `grpc-*` headers (GATEWAY.md item 4)."""
+    return {
+        HEADER_MUTATION_FILTER: typed(
+            "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
+            mutations={"response_mutations": [{"remove": h} for h in _GRPC_HEADERS]},
+        )
+    }
+
+
+def _unrouted() -> Json:
+    return {"cluster": UNROUTED_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"}
+
+
 def _json_not_found(max_request_bytes: int) -> Json:
     """Where JSON requests sit until the transcoder has rewritten their path.
 
@@ -154,14 +196,44 @@ def _json_not_found(max_request_bytes: int) -> Json:
         "name": "json_not_found",
         "match": {"prefix": "/"},
         "request_body_buffer_limit": max_request_bytes,
-        "route": {"cluster": UNROUTED_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"},
-        "typed_per_filter_config": {
-            "envoy.filters.http.header_mutation": typed(
-                "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
-                mutations={"response_mutations": [{"remove": h} for h in _GRPC_HEADERS]},
-            )
-        },
+        "route": _unrouted(),
+        "typed_per_filter_config": _json_reply_headers(),
     }
+
+
+def _json_limit_routes(
+    contract: ApiContract, settings: GatewaySettings, caps: Sequence[RpcCaps]
+) -> list[Json]:
+    """`_json_not_found` for the REST bindings of RPCs with their own JSON caps: the same
+    unrouted action, with their body cap, buffer limit and transcoder buffers (`body_limits`).
+    """
+    services = [s.full_name for s in contract.public_services]
+    descriptor = str(settings.descriptor_set.resolve())
+    routes: list[Json] = []
+    for cap in caps:
+        if not cap.json_route:
+            continue
+        transcoder = transcoder_config(
+            descriptor,
+            services,
+            max_response_bytes=cap.json_response_bytes,
+            max_request_bytes=cap.json_request_bytes,
+        )
+        routes += [
+            {
+                "name": f"json {binding.method} {binding.template}",
+                "match": json_route_match(binding, needs_token=not _is_public(cap.rpc)),
+                "request_body_buffer_limit": cap.json_request_bytes,
+                "route": _unrouted(),
+                "typed_per_filter_config": {
+                    **_json_reply_headers(),
+                    TRANSCODER_FILTER: transcoder,
+                    **body_limit_per_route(cap.json_request_bytes, settings.max_request_bytes),
+                },
+            }
+            for binding in cap.rpc.http
+        ]
+    return routes
 
 
 def _cors_policy(origins: Sequence[str]) -> Json:
@@ -177,10 +249,17 @@ def _cors_policy(origins: Sequence[str]) -> Json:
 
 
 def public_route_config(
-    contract: ApiContract, settings: GatewaySettings, docs: DocsSite | None = None
+    contract: ApiContract,
+    settings: GatewaySettings,
+    docs: DocsSite | None = None,
+    caps: Sequence[RpcCaps] | None = None,
 ) -> Json:
+    """`caps`: `body_limits.rpc_caps(contract, settings)`, computed here when not given."""
+    if caps is None:
+        caps = rpc_caps(contract, settings)
+    by_rpc = {cap.rpc.full_name: cap for cap in caps}
     routes = [
-        _rpc_route(rpc, contract.service_of(rpc).upstream, settings)
+        _rpc_route(rpc, contract.service_of(rpc).upstream, settings, by_rpc.get(rpc.full_name))
         for rpc in contract.routed_rpcs()
     ]
     virtual_host: Json = {
@@ -191,6 +270,7 @@ def public_route_config(
             *(_reflection_routes(settings) if settings.reflection is not None else ()),
             *routes,
             _grpc_not_found(),
+            *_json_limit_routes(contract, settings, caps),
             _json_not_found(settings.max_request_bytes),
         ],
     }

@@ -8,6 +8,13 @@ Rate limits are token buckets (`RateLimit`): one global bucket as a backstop, on
 address (`client_rate_limit`) and, tighter, one per client address and expensive public RPC
 (`rpc_rate_limits`, keyed by the RPC's full name; `DEFAULT_RPC_RATE_LIMITS`).
 
+Bodies are capped at `max_request_bytes` (1 MiB) and JSON replies at `max_json_response_bytes`;
+the RPCs that carry a KYC document file get larger caps and a longer timeout (`rpc_limits`,
+`RpcLimits`), all derived from one number, the file cap (`kyc_file_limits`, whose default is
+kyc's own `KYC_DOCUMENT_MAX_BYTES`):
+
+    GatewaySettings(descriptor_set=..., rpc_limits=kyc_file_limits(20 * MiB))
+
     settings = GatewaySettings(
         descriptor_set=Path("build/vaultpay.binpb"),
         upstreams={**DEFAULT_UPSTREAMS, "auth": HostPort("10.0.0.5", 50051)},
@@ -24,16 +31,23 @@ from pathlib import Path
 from types import MappingProxyType
 
 __all__ = [
+    "DEFAULT_RPC_LIMITS",
     "DEFAULT_RPC_RATE_LIMITS",
     "DEFAULT_UPSTREAMS",
     "GATEWAY_SECRET_ENV",
+    "KYC_DOCUMENT_MAX_BYTES",
+    "KYC_FILE_TIMEOUT_SECONDS",
     "GatewaySettings",
     "HealthCheck",
     "HostPort",
     "JwtSettings",
+    "MiB",
     "RateLimit",
+    "RpcLimits",
     "SettingsError",
     "UnixSocket",
+    "base64_size",
+    "kyc_file_limits",
 ]
 
 # Where Envoy reads the secret it proves its identity to the services with (see
@@ -41,6 +55,9 @@ __all__ = [
 GATEWAY_SECRET_ENV = "VAULTPAY_GATEWAY_SECRET"  # noqa: S105 - a variable name, not a secret
 # Linux: sun_path is 108 bytes, NUL included.
 _MAX_SOCKET_PATH = 107
+MiB = 1 << 20
+# Envoy keeps body and buffer sizes in 32-bit fields; nothing here needs more than this.
+_MAX_BODY_CAP = 1 << 30
 
 
 class SettingsError(ValueError):
@@ -158,6 +175,91 @@ DEFAULT_RPC_RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType(
 
 
 @dataclass(frozen=True, slots=True)
+class RpcLimits:
+    """What one RPC may carry through the gateway, where it differs from the defaults.
+
+    Each value None keeps the gateway-wide default. Sizes are what the client sends or gets:
+
+    - `grpc_request_bytes`: a native gRPC request body, message frames included (default
+      `GatewaySettings.max_request_bytes`); for a client stream, the whole stream.
+    - `json_request_bytes`: a JSON request body (default `max_request_bytes`). It also sizes
+      the buffers the body passes through whole: the JSON body check's copy and the
+      transcoder's. Bytes fields travel as base64 in JSON, a third larger (`base64_size`).
+    - `json_response_bytes`: the transcoder's buffer for one JSON reply (default
+      `GatewaySettings.max_json_response_bytes`).
+    - `timeout_seconds`: how long a call may take from its first byte to its last, the
+      client's upload and the reply included (default `unary_timeout_seconds` for unary
+      RPCs, no limit for streams).
+    """
+
+    grpc_request_bytes: int | None = None
+    json_request_bytes: int | None = None
+    json_response_bytes: int | None = None
+    timeout_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("grpc_request_bytes", "json_request_bytes", "json_response_bytes"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= _MAX_BODY_CAP:
+                raise SettingsError(f"{name} must be between 1 and {_MAX_BODY_CAP}")
+        if self.timeout_seconds is not None and self.timeout_seconds <= 0:
+            raise SettingsError("timeout_seconds must be positive")
+
+
+def base64_size(size: int) -> int:
+    """How long `size` bytes are in base64 (padded), as bytes fields are in JSON."""
+    return 4 * math.ceil(size / 3)
+
+
+# kyc's default file cap (`KYC_DOCUMENT_MAX_BYTES`, vaultpay_kyc.settings); a test keeps the
+# two equal. A deployment that changes one passes the same number to the gateway
+# (`--kyc-document-max-bytes`).
+KYC_DOCUMENT_MAX_BYTES = 10 * MiB
+# Room in one message beside a file of the cap (kyc's max_message_bytes has the same margin).
+_KYC_FILE_MESSAGE_OVERHEAD = 64 * 1024
+# A call that carries a whole file: room for a slower client than a unary call's 15 s.
+KYC_FILE_TIMEOUT_SECONDS = 60.0
+
+
+def kyc_file_limits(
+    document_max_bytes: int = KYC_DOCUMENT_MAX_BYTES,
+    *,
+    timeout_seconds: float = KYC_FILE_TIMEOUT_SECONDS,
+) -> Mapping[str, RpcLimits]:
+    """The caps of the KYC RPCs that carry a document file, from kyc's file cap.
+
+    A gRPC message holds the file and up to 64 KiB of other fields (kyc's own message limit);
+    as JSON the same message is base64, rounded up to whole MiB: 14 MiB for a 10 MiB file.
+    SubmitKyc takes the file inline (JSON or gRPC), UploadKycDocument streams it (gRPC only;
+    the stream's frames count, so chunks of 4 KiB or more keep well inside the margin), and
+    AdminGetKycSubmission returns it.
+    """
+    if not 0 < document_max_bytes <= 64 * MiB:
+        raise SettingsError("the KYC document cap must be between 1 byte and 64 MiB")
+    message = document_max_bytes + _KYC_FILE_MESSAGE_OVERHEAD
+    json = math.ceil(base64_size(message) / MiB) * MiB
+    kyc, admin = "vaultpay.kyc.v1.KycService", "vaultpay.kyc.v1.KycAdminService"
+    return MappingProxyType(
+        {
+            f"{kyc}.SubmitKyc": RpcLimits(
+                grpc_request_bytes=message,
+                json_request_bytes=json,
+                timeout_seconds=timeout_seconds,
+            ),
+            f"{kyc}.UploadKycDocument": RpcLimits(
+                grpc_request_bytes=message, timeout_seconds=timeout_seconds
+            ),
+            f"{admin}.AdminGetKycSubmission": RpcLimits(
+                json_response_bytes=json, timeout_seconds=timeout_seconds
+            ),
+        }
+    )
+
+
+DEFAULT_RPC_LIMITS: Mapping[str, RpcLimits] = kyc_file_limits()
+
+
+@dataclass(frozen=True, slots=True)
 class HealthCheck:
     """Active gRPC health checking of every upstream (GATEWAY.md item 10)."""
 
@@ -203,6 +305,10 @@ def _default_rpc_rate_limits() -> Mapping[str, RateLimit]:
     return DEFAULT_RPC_RATE_LIMITS
 
 
+def _default_rpc_limits() -> Mapping[str, RpcLimits]:
+    return DEFAULT_RPC_LIMITS
+
+
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """Everything the gateway's Envoy bootstrap is rendered from."""
@@ -217,7 +323,13 @@ class GatewaySettings:
     ready_listen: HostPort | None = None
     upstreams: Mapping[str, HostPort] = field(default_factory=_default_upstreams)
     cors_origins: tuple[str, ...] = ()
-    max_request_bytes: int = 1 << 20
+    # Every request body (JSON or native gRPC, a whole client stream) is capped here ...
+    max_request_bytes: int = MiB
+    # ... and the transcoder holds at most this much of one JSON reply (the services' 4 MiB
+    # message limit; its own default, 32 KiB, turns a long list page into a 500) ...
+    max_json_response_bytes: int = 4 * MiB
+    # ... except for these RPCs (full names): the KYC RPCs that carry a file.
+    rpc_limits: Mapping[str, RpcLimits] = field(default_factory=_default_rpc_limits)
     # The request line (path and query) and all request headers together, checked at the
     # edge (414 / 431) so that nothing too large for the services' gRPC metadata limit (8 KiB)
     # is forwarded. Envoy's own parser stops at `max_request_headers_kb` (431 as well).
@@ -264,8 +376,10 @@ class GatewaySettings:
         return f"@vaultpay-gateway-jwks-{self.listen.host}-{self.listen.port}"
 
     def __post_init__(self) -> None:
-        if self.max_request_bytes < 1:
-            raise SettingsError("max_request_bytes must be positive")
+        if not 0 < self.max_request_bytes <= _MAX_BODY_CAP:
+            raise SettingsError(f"max_request_bytes must be between 1 and {_MAX_BODY_CAP}")
+        if not 0 < self.max_json_response_bytes <= _MAX_BODY_CAP:
+            raise SettingsError(f"max_json_response_bytes must be between 1 and {_MAX_BODY_CAP}")
         if not 256 <= self.max_path_bytes <= self.max_header_bytes:
             raise SettingsError("max_path_bytes must be 256 or more and below max_header_bytes")
         if not self.max_header_bytes <= self.max_request_headers_kb * 1024 <= 96 * 1024:
@@ -287,3 +401,4 @@ class GatewaySettings:
                 )
         object.__setattr__(self, "upstreams", MappingProxyType(dict(self.upstreams)))
         object.__setattr__(self, "rpc_rate_limits", MappingProxyType(dict(self.rpc_rate_limits)))
+        object.__setattr__(self, "rpc_limits", MappingProxyType(dict(self.rpc_limits)))

@@ -1,12 +1,12 @@
 """KYC end to end, through Envoy as a web client and as gRPC clients would go: submit, the
 moderator's queue, the audited view, approval raising the wallet's tier and limits with a
 notification on the live watch stream; reject then resubmit; refused input (400 naming the
-field, nothing written); duplicates shown to the reviewer; the streamed upload with a Python
-stub and with grpcurl.
+field, nothing written); duplicates flagged in the queue and shown to the reviewer; the
+streamed upload with a Python stub and with grpcurl.
 
-Inline files through the gateway stay under today's default body cap (1 MiB of JSON); the
-10 MiB files go over native gRPC straight to kyc (the per-route gateway cap is the gateway's
-to raise, see the README).
+Files up to kyc's cap (10 MiB) pass the gateway inline as JSON (about 14 MiB of base64), as
+native gRPC and streamed; the gateway's caps on those routes are derived from kyc's file cap
+(vaultpay_gateway.kyc_file_limits), every other route keeps the 1 MiB default.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import http.client
 import json
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -67,6 +69,34 @@ def submission_body(number: str, file: bytes = b"", **extra: Any) -> dict[str, A
         body["documentFile"] = base64.b64encode(file).decode()
         body["documentContentType"] = "application/pdf"
     return body
+
+
+def announced(gateway: Gateway, path: str, length: int, token: str) -> Reply:
+    """Announces a JSON body of `length` bytes (`Expect: 100-continue`, as curl does for
+    large bodies) and reads the answer before sending any of it.
+
+    A client that writes a body over the cap without reading may see the connection reset
+    instead: Envoy refuses at once and closes an HTTP/1.1 connection it will not read.
+    """
+    url = urlsplit(gateway.base_url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=10)
+    headers = {
+        "content-type": "application/json",
+        "content-length": str(length),
+        "expect": "100-continue",
+        "authorization": f"Bearer {token}",
+    }
+    try:
+        conn.putrequest("POST", path)
+        for key, value in headers.items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        response = conn.getresponse()  # skips the interim 100 Continue
+        payload = response.read()
+        got = {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+    return Reply(response.status, json.loads(payload) if payload.strip() else {}, got)
 
 
 def until(condition: Callable[[], Any], what: str, within: float = PATIENCE_S) -> Any:
@@ -259,44 +289,109 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-async def test_a_file_over_the_cap_is_refused_and_writes_nothing(
+def test_a_9_mib_file_inline_as_json_comes_back_byte_identical(
+    gateway: Gateway, moderator: str
+) -> None:
+    person = new_person(gateway)
+    file = pdf(9 * MiB, b"nine mebibytes, inline JSON")
+    body = submission_body(pan(), file)
+
+    submitted = person.call(gateway, "POST", "/v1/kyc/submissions", body)
+
+    assert submitted.status == 200, submitted.body
+    sub = submitted.body["submission"]
+    assert sub["documentSizeBytes"] == str(len(file))
+    viewed = gateway.call("GET", f"/v1/admin/kyc/{sub['submissionId']}", token=moderator)
+    assert viewed.status == 200, viewed.body
+    assert viewed.headers["content-type"] == "application/json"
+    assert base64.b64decode(viewed.body["documentFile"]) == file
+
+
+async def test_a_file_over_the_cap_is_refused_naming_the_field_and_writes_nothing(
     gateway: Gateway, mesh: Mesh, moderator: str
 ) -> None:
-    """Over native gRPC straight to kyc: the gateway's default body cap (1 MiB) would answer
-    before kyc could for a body this size (the per-route cap is the gateway's to raise)."""
+    """Through the gateway: a file one byte over kyc's cap fits the gateway's caps (derived
+    from kyc's, with room for the other fields), so kyc answers, naming the field; a body
+    over the gateway's cap gets the gateway's 413 as a google.rpc.Status."""
     person = new_person(gateway)
+    over = pdf(10 * MiB + 1)
+
+    as_json = person.call(gateway, "POST", "/v1/kyc/submissions", submission_body(pan(), over))
+    too_big = announced(gateway, "/v1/kyc/submissions", 15 * MiB, person.token)
     request = kyc_pb2.SubmitKycRequest(
         request_id=rid(),
         document_type=kyc_pb2.DOCUMENT_TYPE_PAN,
         document_number=pan(),
-        document_file=pdf(10 * MiB + 1),
+        document_file=over,
         document_content_type="application/pdf",
     )
-    async with grpc.aio.insecure_channel(mesh.grpc_address("kyc"), options=BIG) as channel:
+    async with grpc.aio.insecure_channel(gateway_grpc_address(mesh), options=BIG) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await kyc_pb2_grpc.KycServiceStub(channel).SubmitKyc(
                 request, metadata=bearer(person.token), timeout=60
             )
+
+    assert as_json.status == 400, as_json.body
+    assert [_camel(v) for v in as_json.field_violations()] == ["documentFile"], as_json.body
+    assert (too_big.status, too_big.error_reason()) == (413, "PAYLOAD_TOO_LARGE"), too_big
+    assert too_big.headers["content-type"] == "application/json"
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "document_file" in (refused.value.details() or "")
     assert _submissions_of(gateway, moderator, person.user_id) == []
 
 
-async def test_the_same_document_from_two_users_is_shown_to_the_reviewer(
+async def test_every_other_route_still_refuses_bodies_over_1_mib(
+    gateway: Gateway, mesh: Mesh, moderator: str
+) -> None:
+    person = new_person(gateway)
+    submitted = person.call(gateway, "POST", "/v1/kyc/submissions", submission_body(pan()))
+    sid = submitted.body["submission"]["submissionId"]
+
+    login = announced(gateway, "/v1/auth/login", MiB + 1, person.token)
+    reject = announced(gateway, f"/v1/admin/kyc/{sid}:reject", MiB + 1, moderator)
+    async with grpc.aio.insecure_channel(gateway_grpc_address(mesh), options=BIG) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await kyc_pb2_grpc.KycAdminServiceStub(channel).AdminRejectKyc(
+                kyc_pb2.AdminRejectKycRequest(
+                    request_id=rid(), submission_id=sid, reason="x" * MiB
+                ),
+                metadata=bearer(moderator),
+                timeout=30,
+            )
+
+    for reply in (login, reject):
+        assert (reply.status, reply.error_reason()) == (413, "PAYLOAD_TOO_LARGE"), reply
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = person.call(gateway, "GET", "/v1/kyc/status").body
+    assert status["status"] == "KYC_STATUS_PENDING"  # the refused rejection did not happen
+
+
+async def test_the_same_document_from_two_users_is_flagged_and_shown_to_the_reviewer(
     gateway: Gateway, moderator: str
 ) -> None:
     number = pan()
-    first = new_person(gateway).call(
-        gateway, "POST", "/v1/kyc/submissions", submission_body(number)
-    )
-    second = new_person(gateway).call(
-        gateway, "POST", "/v1/kyc/submissions", submission_body(number.lower())
-    )
-    assert first.status == second.status == 200
+    alice, bob, carol = new_person(gateway), new_person(gateway), new_person(gateway)
+
+    def flags(person: Person) -> list[bool]:
+        return [s["possibleDuplicate"] for s in _submissions_of(gateway, moderator, person.user_id)]
+
+    first = alice.call(gateway, "POST", "/v1/kyc/submissions", submission_body(number))
+    assert first.status == 200, first.body
+    assert flags(alice) == [False]
+    second = bob.call(gateway, "POST", "/v1/kyc/submissions", submission_body(number.lower()))
+    other = carol.call(gateway, "POST", "/v1/kyc/submissions", submission_body(pan()))
+    assert second.status == other.status == 200
+
+    assert flags(bob) == [True]
+    assert flags(carol) == [False]
+    # Once a second user has it, the document is shared: either user may be the impostor.
+    assert flags(alice) == [True]
+    assert second.body["submission"]["possibleDuplicate"] is False  # never told the submitter
     viewed = gateway.call(
         "GET", f"/v1/admin/kyc/{second.body['submission']['submissionId']}", token=moderator
     )
     assert viewed.body["duplicateSubmissionIds"] == [first.body["submission"]["submissionId"]]
+    assert viewed.body["submission"]["possibleDuplicate"] is True
 
 
 def _upload_messages(
@@ -329,18 +424,20 @@ async def test_the_streamed_upload_with_a_python_stub(
     assert reply.submission.document_size_bytes == len(data)
 
     big = new_person(gateway)
-    ten = pdf(10 * MiB, b"ten mebibytes, native gRPC")
-    async with grpc.aio.insecure_channel(mesh.grpc_address("kyc"), options=BIG) as channel:
+    ten = pdf(10 * MiB, b"ten mebibytes, streamed through the gateway")
+    async with grpc.aio.insecure_channel(gateway_grpc_address(mesh), options=BIG) as channel:
         stub = kyc_pb2_grpc.KycServiceStub(channel)
         stored = await stub.UploadKycDocument(
             _upload_messages(pan(), ten), metadata=bearer(big.token), timeout=60
         )
-        over = stub.UploadKycDocument(
-            _upload_messages(pan(), ten + b"!"), metadata=bearer(new_person(gateway).token)
-        )
+        # One byte over kyc's cap: the gateway lets it through, kyc refuses it.
+        over_kyc = new_person(gateway)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await over
+            await stub.UploadKycDocument(
+                _upload_messages(pan(), ten + b"!"), metadata=bearer(over_kyc.token), timeout=60
+            )
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _submissions_of(gateway, moderator, over_kyc.user_id) == []
         admin = kyc_pb2_grpc.KycAdminServiceStub(channel)
         viewed = await admin.AdminGetKycSubmission(
             kyc_pb2.AdminGetKycSubmissionRequest(submission_id=stored.submission.submission_id),
@@ -350,12 +447,11 @@ async def test_the_streamed_upload_with_a_python_stub(
     assert hashlib.sha256(viewed.document_file).digest() == hashlib.sha256(ten).digest()
 
 
-def test_the_streamed_upload_with_grpcurl_through_the_gateway(gateway: Gateway, mesh: Mesh) -> None:
-    person = new_person(gateway)
-    data = pdf(50_000, b"sent by grpcurl")
-    digest = hashlib.sha256(data).hexdigest()
-    half = len(data) // 2
-    messages = [
+def _grpcurl_upload(
+    mesh: Mesh, person: Person, data: bytes, chunk: int
+) -> subprocess.CompletedProcess[str]:
+    """UploadKycDocument with grpcurl through the gateway: one JSON message per line."""
+    messages: list[dict[str, Any]] = [
         {
             "metadata": {
                 "requestId": rid(),
@@ -363,13 +459,15 @@ def test_the_streamed_upload_with_grpcurl_through_the_gateway(gateway: Gateway, 
                 "documentNumber": pan(),
                 "documentContentType": "application/pdf",
                 "documentSizeBytes": str(len(data)),
-                "documentSha256": digest,
+                "documentSha256": hashlib.sha256(data).hexdigest(),
             }
         },
-        {"chunk": base64.b64encode(data[:half]).decode()},
-        {"chunk": base64.b64encode(data[half:]).decode()},
+        *(
+            {"chunk": base64.b64encode(data[start : start + chunk]).decode()}
+            for start in range(0, len(data), chunk)
+        ),
     ]
-    result = subprocess.run(
+    return subprocess.run(
         [
             GRPCURL,
             "-plaintext",
@@ -386,10 +484,48 @@ def test_the_streamed_upload_with_grpcurl_through_the_gateway(gateway: Gateway, 
         timeout=60,
         check=False,
     )
+
+
+def test_the_streamed_upload_with_grpcurl_through_the_gateway(gateway: Gateway, mesh: Mesh) -> None:
+    person = new_person(gateway)
+    data = pdf(50_000, b"sent by grpcurl")
+
+    result = _grpcurl_upload(mesh, person, data, chunk=len(data) // 2 + 1)
+
     assert result.returncode == 0, result.stderr
     reply: dict[str, Any] = json.loads(result.stdout)
     assert reply["submission"]["documentSizeBytes"] == str(len(data))
     assert reply["submission"]["status"] == "KYC_STATUS_PENDING"
+
+
+def test_a_stream_over_the_gateways_cap_is_cut_by_the_gateway(
+    gateway: Gateway, mesh: Mesh, moderator: str
+) -> None:
+    """The gateway stops a stream at kyc's cap plus 64 KiB and nothing is stored. The client
+    sees the stream reset rather than a status: kyc has already sent its response headers
+    (every service sends the request id first), after which Envoy can only reset. Streams
+    that kyc refuses within the gateway's cap get kyc's own status (the test above)."""
+    person = new_person(gateway)
+    log = mesh.log_dir / "envoy-access.log"
+    seen = len(log.read_text().splitlines())
+
+    result = _grpcurl_upload(mesh, person, pdf(11 * MiB), chunk=MiB)
+
+    assert result.returncode != 0
+    assert "RST_STREAM" in result.stderr or "ResourceExhausted" in result.stderr, result.stderr
+
+    def cut_by_the_gateway() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in log.read_text().splitlines()[seen:]]
+        return [
+            entry
+            for entry in lines
+            if entry["rpc"] == "/vaultpay.kyc.v1.KycService/UploadKycDocument"
+            and entry["details"] == "request_payload_too_large"
+        ]
+
+    (entry,) = until(cut_by_the_gateway, "the access log line of the cut stream")
+    assert int(entry["bytes_received"]) < 10 * MiB + 64 * 1024 + MiB
+    assert _submissions_of(gateway, moderator, person.user_id) == []
 
 
 def test_a_user_cannot_reach_the_review_queue(gateway: Gateway) -> None:

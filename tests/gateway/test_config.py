@@ -13,6 +13,7 @@ from google.protobuf import descriptor_pb2
 
 from vaultpay.authz.v1 import authz_pb2
 from vaultpay_gateway import (
+    DEFAULT_RPC_LIMITS,
     DEFAULT_RPC_RATE_LIMITS,
     DEFAULT_UPSTREAMS,
     GATEWAY_ERRORS,
@@ -22,6 +23,7 @@ from vaultpay_gateway import (
     EnvoyConfigError,
     GatewaySettings,
     HostPort,
+    MiB,
     RateLimit,
     SettingsError,
     UnixSocket,
@@ -205,7 +207,7 @@ def test_real_contract_every_route_follows_its_rpc(descriptor_set: Path) -> None
     rpc_routes = {
         name: route
         for name, route in routes.items()
-        if "match" in route and "path" in route["match"]
+        if "match" in route and "path" in route["match"] and "grpc" in route["match"]
     }
     assert set(rpc_routes) == set(routed)
     for name, route in rpc_routes.items():
@@ -213,7 +215,9 @@ def test_real_contract_every_route_follows_its_rpc(descriptor_set: Path) -> None
         assert route["route"]["cluster"] == contract.service_of(rpc).upstream
         jwt = route["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]
         assert jwt.get("disabled", False) is (rpc.rule is not None and rpc.rule.public)
-        assert (route["route"]["timeout"] == "0s") is rpc.is_streaming
+        # Streams are unbounded, except the upload of a KYC file (body_limits).
+        unbounded = rpc.is_streaming and name not in DEFAULT_RPC_LIMITS
+        assert (route["route"]["timeout"] == "0s") is unbounded
     internal_paths = {
         rpc.grpc_path
         for service in contract.services
@@ -259,6 +263,9 @@ def test_filter_order(descriptor_set: Path) -> None:
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.body_size_limit",
+        # Off unless a route turns them on: the KYC file routes' caps (gRPC, JSON).
+        f"vaultpay.body_size_limit.{10 * MiB + 64 * 1024}",
+        f"vaultpay.body_size_limit.{14 * MiB}",
         "vaultpay.replies",
         "envoy.filters.http.cors",
         "vaultpay.request_guard",

@@ -322,18 +322,34 @@ async def test_a_stream_cancelled_by_the_client_creates_nothing(kyc: KycStack) -
     assert await _count_submissions(kyc, user_id) == 1
 
 
-async def test_the_same_document_from_two_users_is_shown_to_the_reviewer(kyc: KycStack) -> None:
+async def _flagged(kyc: KycStack, user_id: str) -> list[bool]:
+    _, staff = kyc.staff()
+    reply = await kyc.admin.AdminListKycSubmissions(
+        kyc_pb2.AdminListKycSubmissionsRequest(user_id=user_id), metadata=staff
+    )
+    return [s.possible_duplicate for s in reply.submissions]
+
+
+async def test_the_same_document_from_two_users_is_flagged_and_shown_to_the_reviewer(
+    kyc: KycStack,
+) -> None:
     number = pan()
-    _, alice = kyc.user()
-    _, bob = kyc.user()
+    alice_id, alice = kyc.user()
+    bob_id, bob = kyc.user()
     first = await kyc.public.SubmitKyc(submit_request(number), metadata=alice)
+    assert await _flagged(kyc, alice_id) == [False]
     second = await kyc.public.SubmitKyc(submit_request(number.lower()), metadata=bob)
+    assert not second.submission.possible_duplicate  # never told to the submitter
+    assert await _flagged(kyc, bob_id) == [True]
+    # The document is now shared by two users: either of them may be the impostor.
+    assert await _flagged(kyc, alice_id) == [True]
     _, moderator = kyc.staff()
     viewed = await kyc.admin.AdminGetKycSubmission(
         kyc_pb2.AdminGetKycSubmissionRequest(submission_id=second.submission.submission_id),
         metadata=moderator,
     )
     assert list(viewed.duplicate_submission_ids) == [first.submission.submission_id]
+    assert viewed.submission.possible_duplicate
 
 
 async def test_staff_cannot_decide_their_own_submission_and_decisions_are_final(

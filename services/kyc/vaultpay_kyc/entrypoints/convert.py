@@ -71,7 +71,10 @@ def tier_to_proto(tier: KycTier) -> kyc_tier_pb2.KycTier.ValueType:
     return _TIERS[tier]
 
 
-def submission_to_proto(submission: Submission, *, staff_view: bool) -> kyc_pb2.KycSubmission:
+def submission_to_proto(
+    submission: Submission, *, staff_view: bool, possible_duplicate: bool = False
+) -> kyc_pb2.KycSubmission:
+    """`possible_duplicate` (another user submitted the same document) is shown to staff only."""
     message = kyc_pb2.KycSubmission(
         submission_id=submission.id,
         user_id=submission.user_id,
@@ -91,6 +94,7 @@ def submission_to_proto(submission: Submission, *, staff_view: bool) -> kyc_pb2.
         message.review_time.CopyFrom(timestamp(submission.reviewed_at))
     if staff_view:
         message.reviewer_id = submission.reviewer_id
+        message.possible_duplicate = possible_duplicate
     return message
 
 

@@ -116,7 +116,12 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
             parse=queue_cursor,
         )
         return kyc_pb2.AdminListKycSubmissionsResponse(
-            submissions=[submission_to_proto(i.submission, staff_view=True) for i in page.items],
+            submissions=[
+                submission_to_proto(
+                    i.submission, staff_view=True, possible_duplicate=i.possible_duplicate
+                )
+                for i in page.items
+            ],
             next_page_token=page.next_page_token,
         )
 
@@ -125,7 +130,11 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     ) -> kyc_pb2.AdminGetKycSubmissionResponse:
         details = await self._review.view(request.submission_id)
         return kyc_pb2.AdminGetKycSubmissionResponse(
-            submission=submission_to_proto(details.submission, staff_view=True),
+            submission=submission_to_proto(
+                details.submission,
+                staff_view=True,
+                possible_duplicate=bool(details.duplicate_submission_ids),
+            ),
             document_number=details.document_number,
             document_file=details.document_file,
             duplicate_submission_ids=details.duplicate_submission_ids,

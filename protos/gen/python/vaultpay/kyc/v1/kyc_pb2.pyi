@@ -112,6 +112,7 @@ class KycSubmission(_message.Message):
     REVIEWER_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REVIEW_TIME_FIELD_NUMBER: _builtins.int
+    POSSIBLE_DUPLICATE_FIELD_NUMBER: _builtins.int
     submission_id: _builtins.str
     """Server-assigned UUID."""
     user_id: _builtins.str
@@ -136,6 +137,12 @@ class KycSubmission(_message.Message):
     """The tier the approval granted; KYC_TIER_UNSPECIFIED unless verified."""
     reviewer_id: _builtins.str
     """The staff member who decided; set only in admin views."""
+    possible_duplicate: _builtins.bool
+    """Another user's submission carries the same document number (matched by its keyed
+    hash): a possible duplicate identity. The reviewer finds those submissions in
+    AdminGetKycSubmissionResponse.duplicate_submission_ids. Set by
+    KycAdminService.AdminListKycSubmissions and AdminGetKycSubmission; false elsewhere.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was submitted."""
@@ -160,10 +167,11 @@ class KycSubmission(_message.Message):
         reviewer_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         review_time: _timestamp_pb2.Timestamp | None = ...,
+        possible_duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "review_time", b"review_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "document_content_type", b"document_content_type", "document_size_bytes", b"document_size_bytes", "document_type", b"document_type", "granted_kyc_tier", b"granted_kyc_tier", "has_document_file", b"has_document_file", "masked_document_number", b"masked_document_number", "rejection_reason", b"rejection_reason", "review_time", b"review_time", "reviewer_id", b"reviewer_id", "status", b"status", "submission_id", b"submission_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "document_content_type", b"document_content_type", "document_size_bytes", b"document_size_bytes", "document_type", b"document_type", "granted_kyc_tier", b"granted_kyc_tier", "has_document_file", b"has_document_file", "masked_document_number", b"masked_document_number", "possible_duplicate", b"possible_duplicate", "rejection_reason", b"rejection_reason", "review_time", b"review_time", "reviewer_id", b"reviewer_id", "status", b"status", "submission_id", b"submission_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -124,7 +124,7 @@ CALLS: dict[str, Any] = {
     "auth ReactivateUser": lambda v: _auth_admin().ReactivateUser(
         auth_pb2.ReactivateUserRequest(user_id=v), _ANY
     ),
-    "auth GetUserContact": lambda v: AuthInternalServicer(_ANY, _ANY, _ANY).GetUserContact(
+    "auth GetUserContact": lambda v: AuthInternalServicer(_ANY, _ANY, _ANY, _ANY).GetUserContact(
         auth_pb2.GetUserContactRequest(user_id=v), _ANY
     ),
     "wallet MarkNotificationRead": lambda v: _wallet_user().MarkNotificationRead(

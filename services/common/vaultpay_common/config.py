@@ -21,10 +21,11 @@ import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Self
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["PeerServiceSettings", "Profile", "ServiceSettings", "SmtpSettings", "decode_key32"]
@@ -146,6 +147,21 @@ class PeerServiceSettings(ServiceSettings):
     jwt_audience: str = "vaultpay"
     # How long a call to a peer may take before it is given up as unavailable.
     peer_timeout_seconds: float = 3.0
+    # The strict path answers from auth's revocation feed, polled this often, while the last
+    # complete poll is at most `revocation_max_staleness_seconds` old (a revoked token is
+    # refused within that bound); after that it asks auth (IntrospectToken) on every strict
+    # call until the feed recovers. False: always ask auth.
+    revocation_feed: bool = True
+    revocation_poll_seconds: float = Field(default=0.25, gt=0)
+    revocation_max_staleness_seconds: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _feed_polls_within_its_bound(self) -> Self:
+        if self.revocation_poll_seconds >= self.revocation_max_staleness_seconds:
+            raise ValueError(
+                "revocation_poll_seconds must be below revocation_max_staleness_seconds"
+            )
+        return self
 
 
 class SmtpSettings(BaseSettings):

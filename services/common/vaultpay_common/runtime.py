@@ -1,7 +1,8 @@
 """The service runtime: what every service process is made of, built inside the event loop.
 
     runtime = ServiceRuntime("wallet", settings)          # engine, Redis, page tokens
-    peers = runtime.peer_auth()                           # services other than auth
+    peers = runtime.peer_auth()                           # services other than auth (and
+                                                          # their revocation feed job)
     runtime.every(settings.audit_seal_interval_seconds, sealer.seal_once, name="audit sealer")
     host = runtime.host(SERVICES, peers.verifier, peers.introspector)
     host.add(descriptor, lambda server: add_XServicer_to_server(servicer, server))
@@ -123,8 +124,13 @@ class ServiceRuntime:
             client_secret=settings.service_client_secret.get_secret_value(),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
+            revocation_poll_seconds=settings.revocation_poll_seconds,
+            revocation_max_staleness_seconds=settings.revocation_max_staleness_seconds,
         )
         self._renew_identity.provider = auth.identity
+        if settings.revocation_feed:
+            # Polls until shutdown; without it the strict path asks auth on every call.
+            self.every(0.0, auth.feed.run, name="revocation feed")
         return auth
 
     def seal_audit(self) -> None:

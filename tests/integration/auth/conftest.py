@@ -28,6 +28,7 @@ class AuthStack:
     env: dict[str, str]
     dbs: Provisioned
     admin_dsn: str
+    port: int = 0  # where the server listens (0: not known to this stack)
     public: auth_pb2_grpc.AuthServiceStub = field(init=False)
     admin: auth_pb2_grpc.AuthAdminServiceStub = field(init=False)
     internal: auth_pb2_grpc.AuthInternalServiceStub = field(init=False)

@@ -90,7 +90,7 @@ async def own_auth_stack(
         port = await host.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         try:
-            yield AuthStack(channel, env, dbs, infra.postgres.admin_dsn)
+            yield AuthStack(channel, env, dbs, infra.postgres.admin_dsn, port)
         finally:
             await channel.close()
             await host.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -18,12 +19,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 
 from vaultpay_common.audit import audit_tables
+from vaultpay_common.audit.tables import XID8
 
 __all__ = [
     "audit_events",
     "audit_seals",
     "metadata",
     "refresh_tokens",
+    "session_revocations",
     "sessions",
     "signing_keys",
     "users",
@@ -86,6 +89,22 @@ signing_keys = Table(
     # Published in the JWKS from creation; signs from not_before until retired_at.
     Column("not_before", DateTime(timezone=True), nullable=False),
     Column("retired_at", DateTime(timezone=True)),
+)
+
+# The revocation feed (sql/revocations.sql creates it, with the trigger on `sessions` that
+# writes it; adapters/revocations.py reads it).
+session_revocations = Table(
+    "session_revocations",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True),
+    Column("xact_id", XID8, nullable=False),
+    Column("session_id", UUID(as_uuid=False), nullable=False),
+    Column("user_id", UUID(as_uuid=False), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Index("session_revocations_xact_idx", "xact_id", "sequence"),
+    Index("session_revocations_recorded_idx", "recorded_at"),
 )
 
 audit_events, audit_seals = audit_tables(metadata)

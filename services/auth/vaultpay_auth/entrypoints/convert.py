@@ -5,11 +5,14 @@ from __future__ import annotations
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay.type.v1 import role_pb2
 from vaultpay_auth.domain.model import User
+from vaultpay_auth.domain.revocations import FeedPage, RevokedSession, inactive_reason_of
 from vaultpay_auth.service_layer.accounts import IssuedTokens
 from vaultpay_common.context import Role
 from vaultpay_common.grpc.convert import timestamp
 
 __all__ = [
+    "INACTIVE_REASONS",
+    "feed_page_to_proto",
     "role_to_proto",
     "token_pair_to_proto",
     "user_to_proto",
@@ -40,4 +43,30 @@ def token_pair_to_proto(tokens: IssuedTokens) -> auth_pb2.TokenPair:
         refresh_token=tokens.refresh_token,
         refresh_token_expire_time=timestamp(tokens.refresh_expires_at),
         token_type="Bearer",  # noqa: S106 - the scheme name, not a secret
+    )
+
+
+# The UPPER_SNAKE reasons of the strict path as IntrospectToken and the feed report them.
+INACTIVE_REASONS = {
+    "TOKEN_INVALID": auth_pb2.INACTIVE_REASON_TOKEN_INVALID,
+    "TOKEN_EXPIRED": auth_pb2.INACTIVE_REASON_TOKEN_EXPIRED,
+    "TOKEN_REVOKED": auth_pb2.INACTIVE_REASON_TOKEN_REVOKED,
+    "ACCOUNT_DISABLED": auth_pb2.INACTIVE_REASON_ACCOUNT_DISABLED,
+}
+
+
+def _revocation_to_proto(revoked: RevokedSession) -> auth_pb2.SessionRevocation:
+    return auth_pb2.SessionRevocation(
+        session_id=revoked.session_id,
+        user_id=revoked.user_id,
+        revoke_time=timestamp(revoked.revoked_at),
+        reason=INACTIVE_REASONS[inactive_reason_of(revoked)],
+    )
+
+
+def feed_page_to_proto(page: FeedPage) -> auth_pb2.PollSessionRevocationsResponse:
+    return auth_pb2.PollSessionRevocationsResponse(
+        revocations=[_revocation_to_proto(r) for r in page.revocations],
+        next_cursor=page.next_cursor.encode(),
+        caught_up=page.caught_up,
     )

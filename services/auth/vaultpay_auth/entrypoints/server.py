@@ -11,6 +11,7 @@ from datetime import timedelta
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
+from vaultpay_auth.adapters.revocations import SqlRevocationFeed
 from vaultpay_auth.adapters.signing import JwtIssuer, KeyRing
 from vaultpay_auth.adapters.throttle import RedisLoginThrottle, RedisSignUpThrottle
 from vaultpay_auth.domain.security_events import EmailFingerprint
@@ -22,6 +23,7 @@ from vaultpay_auth.entrypoints.servicers import (
 from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
 from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
+from vaultpay_auth.service_layer.revocations import RevocationFeedService
 from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.grpc.server import GrpcServiceHost, run_service
 from vaultpay_common.grpc.tokens import TokenVerifier
@@ -114,12 +116,21 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     introspector = LocalIntrospector(uow, verifier)
     identities = ServiceIdentityService(settings.service_client_secrets, issuer)
     admin = AdminService(uow, fingerprint=fingerprint)
+    # The revocation feed peers poll: it must reach back past the longest-lived access token
+    # (plus clock leeway); its rows are purged once twice that old.
+    feed_table = SqlRevocationFeed(runtime.engine)
+    look_back = access_ttl + timedelta(minutes=5)
+    revocations = RevocationFeedService(feed_table, look_back=look_back)
+
+    async def purge_revocations() -> None:
+        await feed_table.purge(2 * look_back)
 
     async def close_hasher() -> None:
         hasher.close()
 
     runtime.on_shutdown(close_hasher)
     runtime.seal_audit()
+    runtime.every(3600.0, purge_revocations, name="revocation feed purge")
     host = runtime.host(SERVICES, verifier, introspector, always_strict=True)
     tokens = runtime.page_tokens
     host.add(
@@ -135,7 +146,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     host.add(
         SERVICES[2],
         lambda s: auth_pb2_grpc.add_AuthInternalServiceServicer_to_server(
-            AuthInternalServicer(introspector, identities, admin), s
+            AuthInternalServicer(introspector, identities, admin, revocations), s
         ),
     )
     return host

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.adapters.signing import KeyRing
-from vaultpay_auth.entrypoints.convert import role_to_proto, token_pair_to_proto, user_to_proto
+from vaultpay_auth.entrypoints.convert import (
+    INACTIVE_REASONS,
+    feed_page_to_proto,
+    role_to_proto,
+    token_pair_to_proto,
+    user_to_proto,
+)
 from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
 from vaultpay_auth.service_layer.introspection import LocalIntrospector, ServiceIdentityService
 from vaultpay_auth.service_layer.ports import UserFilter
+from vaultpay_auth.service_layer.revocations import RevocationFeedService
 from vaultpay_common.context import CLIENT_IP
 from vaultpay_common.grpc.audit_listing import list_audit_events
 from vaultpay_common.grpc.convert import (
@@ -169,17 +176,19 @@ class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
         introspector: LocalIntrospector,
         identities: ServiceIdentityService,
         admin: AdminService,
+        revocations: RevocationFeedService,
     ) -> None:
         self._introspector = introspector
         self._identities = identities
         self._admin = admin
+        self._revocations = revocations
 
     async def IntrospectToken(
         self, request: auth_pb2.IntrospectTokenRequest, context: Ctx
     ) -> auth_pb2.IntrospectTokenResponse:
         answer = await self._introspector.introspect(request.token)
         if not answer.active:
-            reason = _INACTIVE.get(answer.reason, auth_pb2.INACTIVE_REASON_TOKEN_INVALID)
+            reason = INACTIVE_REASONS.get(answer.reason, auth_pb2.INACTIVE_REASON_TOKEN_INVALID)
             return auth_pb2.IntrospectTokenResponse(active=False, inactive_reason=reason)
         return auth_pb2.IntrospectTokenResponse(
             active=True,
@@ -204,10 +213,7 @@ class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
             email=user.email, full_name=user.full_name, active=user.active
         )
 
-
-_INACTIVE = {
-    "TOKEN_INVALID": auth_pb2.INACTIVE_REASON_TOKEN_INVALID,
-    "TOKEN_EXPIRED": auth_pb2.INACTIVE_REASON_TOKEN_EXPIRED,
-    "TOKEN_REVOKED": auth_pb2.INACTIVE_REASON_TOKEN_REVOKED,
-    "ACCOUNT_DISABLED": auth_pb2.INACTIVE_REASON_ACCOUNT_DISABLED,
-}
+    async def PollSessionRevocations(
+        self, request: auth_pb2.PollSessionRevocationsRequest, context: Ctx
+    ) -> auth_pb2.PollSessionRevocationsResponse:
+        return feed_page_to_proto(await self._revocations.poll(request.cursor))

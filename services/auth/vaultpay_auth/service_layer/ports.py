@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from types import TracebackType
 from typing import Protocol, Self
 
 from vaultpay_auth.domain.model import Session, SessionHolder, User
+from vaultpay_auth.domain.revocations import FeedCursor, FeedRead
 from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
 from vaultpay_common.context import Role
 
@@ -21,6 +22,7 @@ __all__ = [
     "LoginThrottle",
     "PasswordHasher",
     "RefreshRecord",
+    "RevocationFeedReader",
     "SignUpThrottle",
     "UserFilter",
 ]
@@ -68,6 +70,13 @@ class SignUpThrottle(Protocol):
     async def reserve(self, client_ip: str) -> None:
         """Counts a registration attempt per address and for the whole service; raises
         SignUpThrottledError when over a limit."""
+
+
+class RevocationFeedReader(Protocol):
+    async def read(self, cursor: FeedCursor, *, limit: int, look_back: timedelta) -> FeedRead:
+        """Up to `limit` revocations after `cursor` recorded within `look_back`, with the
+        transaction horizon of the same snapshot."""
+        ...
 
 
 class RefreshRecord(Protocol):

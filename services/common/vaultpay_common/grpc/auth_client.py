@@ -1,7 +1,9 @@
-"""The client side of auth for every other service: JWKS, service identity, introspection.
+"""The client side of auth for every other service: JWKS, service identity, the strict path.
 
-Peer errors are translated here, at the boundary: auth being unreachable becomes
-`AuthUnavailableError` (UNAVAILABLE, reason AUTH_UNAVAILABLE), so strict calls fail closed.
+The strict path answers from auth's revocation feed, kept in memory (`revocations.py`), and
+asks auth (IntrospectToken) only while that copy is stale. Peer errors are translated here, at
+the boundary: auth being unreachable becomes `AuthUnavailableError` (UNAVAILABLE, reason
+AUTH_UNAVAILABLE), so strict calls fail closed.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ from grpc.aio import ClientCallDetails
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_common.context import REQUEST_ID, Role
 from vaultpay_common.errors import UnavailableError
-from vaultpay_common.grpc.tokens import Introspection, TokenVerifier
+from vaultpay_common.grpc.revocations import (
+    FeedCursorRejectedError,
+    FeedIntrospector,
+    Revocation,
+    RevocationFeed,
+    RevocationPage,
+    RevocationSet,
+)
+from vaultpay_common.grpc.tokens import DEFAULT_MAX_TOKEN_LIFETIME, Introspection, TokenVerifier
 
 __all__ = [
     "AuthUnavailableError",
     "GrpcJwksFetcher",
+    "GrpcRevocationSource",
     "GrpcTokenIntrospector",
     "PeerAuth",
     "RenewRejectedIdentity",
@@ -31,6 +42,9 @@ __all__ = [
 ]
 
 _CALL_TIMEOUT = 3.0
+# How long a revoked session is remembered after it was received: the longest access token,
+# the verifier's leeway, and a minute for the clocks of auth and this host to disagree.
+_REVOCATION_RETENTION = DEFAULT_MAX_TOKEN_LIFETIME + 30 + 60
 _REASONS = {
     auth_pb2.INACTIVE_REASON_TOKEN_INVALID: "TOKEN_INVALID",
     auth_pb2.INACTIVE_REASON_TOKEN_EXPIRED: "TOKEN_EXPIRED",
@@ -151,12 +165,50 @@ class GrpcTokenIntrospector:
         return Introspection(active=True, role=Role(reply.role))
 
 
+class GrpcRevocationSource:
+    """Reads auth's revocation feed (AuthInternalService.PollSessionRevocations).
+
+    `timeout` bounds each page: an answer later than the freshness bound is stale on arrival.
+    """
+
+    def __init__(
+        self, channel: grpc.aio.Channel, identity: ServiceTokenProvider, *, timeout: float
+    ) -> None:
+        self._stub = auth_pb2_grpc.AuthInternalServiceStub(channel)
+        self._identity = identity
+        self._timeout = timeout
+
+    async def __call__(self, cursor: str) -> RevocationPage:
+        try:
+            reply = await self._stub.PollSessionRevocations(
+                auth_pb2.PollSessionRevocationsRequest(cursor=cursor),
+                metadata=outgoing_metadata(await self._identity.token()),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise FeedCursorRejectedError(exc.details()) from exc
+            raise AuthUnavailableError() from exc
+        return RevocationPage(
+            revocations=[
+                Revocation(r.session_id, _REASONS.get(r.reason, "TOKEN_REVOKED"))
+                for r in reply.revocations
+            ],
+            next_cursor=reply.next_cursor,
+            caught_up=reply.caught_up,
+        )
+
+
 class PeerAuth:
     """Everything a service other than auth needs to authenticate its callers:
 
     auth = PeerAuth(channel, client_id="wallet", client_secret=..., issuer=..., audience=...)
     interceptors = standard_interceptors("wallet", services, auth.verifier, auth.introspector)
+    runtime job: auth.feed.run()     # keeps auth.revocations fresh; the strict path reads it
     await stub.SomeInternalRpc(request, metadata=outgoing_metadata(await auth.identity.token()))
+
+    Until `feed.run()` has completed a poll (or while it cannot), the strict path asks auth
+    (IntrospectToken) on every call, as it did before the feed existed.
     """
 
     def __init__(
@@ -167,7 +219,19 @@ class PeerAuth:
         client_secret: str,
         issuer: str,
         audience: str,
+        revocation_poll_seconds: float = 0.25,
+        revocation_max_staleness_seconds: float = 1.0,
     ) -> None:
         self.identity = ServiceTokenProvider(channel, client_id, client_secret)
         self.verifier = TokenVerifier(GrpcJwksFetcher(channel), issuer=issuer, audience=audience)
-        self.introspector = GrpcTokenIntrospector(channel, self.identity)
+        self.remote_introspector = GrpcTokenIntrospector(channel, self.identity)
+        self.revocations = RevocationSet(
+            max_staleness=revocation_max_staleness_seconds, retention=_REVOCATION_RETENTION
+        )
+        source = GrpcRevocationSource(
+            channel, self.identity, timeout=revocation_max_staleness_seconds
+        )
+        self.feed = RevocationFeed(source, self.revocations, poll_interval=revocation_poll_seconds)
+        self.introspector = FeedIntrospector(
+            self.verifier, self.revocations, fallback=self.remote_introspector
+        )

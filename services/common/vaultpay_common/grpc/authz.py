@@ -1,9 +1,12 @@
 """Auth interceptor: enforces the access rule the contract declares for each RPC.
 
-Fast path: local signature and claims check with auth's public keys. Strict path (rules
-with `strict: true`): also ask auth, through a TokenIntrospector, whether the token is still
-live; the user's *current* role is then what the role check uses. Deny by default: a
-method with no rule is refused before its handler runs.
+Fast path: local signature and claims check with auth's public keys (verified tokens are
+cached until they expire). Strict path (rules with `strict: true`): also ask a
+TokenIntrospector whether the token is still live; the user's *current* role is then what
+the role check uses. In services other than auth that introspector answers from auth's
+revocation feed kept in memory, and asks auth only while the feed is stale
+(vaultpay_common.grpc.revocations); in auth it is one local query. Deny by default: a method
+with no rule is refused before its handler runs.
 """
 
 from __future__ import annotations

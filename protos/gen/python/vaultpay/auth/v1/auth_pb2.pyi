@@ -1023,3 +1023,101 @@ class GetUserContactResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUserContactResponse: _TypeAlias = GetUserContactResponse  # noqa: Y015
+
+@_typing.final
+class PollSessionRevocationsRequest(_message.Message):
+    """Request of AuthInternalService.PollSessionRevocations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """The next_cursor of the previous answer; empty for a first poll (every revocation whose
+    tokens may still be unexpired).
+    """
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PollSessionRevocationsRequest: _TypeAlias = PollSessionRevocationsRequest  # noqa: Y015
+
+@_typing.final
+class PollSessionRevocationsResponse(_message.Message):
+    """Response of AuthInternalService.PollSessionRevocations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOCATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    """Where the next poll continues."""
+    caught_up: _builtins.bool
+    """True when this answer, with those before it, holds every revocation committed before
+    the request arrived. False when more are waiting: poll again at once with next_cursor.
+    """
+    @_builtins.property
+    def revocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionRevocation]:
+        """Sessions revoked since the cursor. A revocation may be repeated in a later answer
+        (applying it twice is harmless); none is ever left out.
+        """
+
+    def __init__(
+        self,
+        *,
+        revocations: _abc.Iterable[Global___SessionRevocation] | None = ...,
+        next_cursor: _builtins.str = ...,
+        caught_up: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "next_cursor", b"next_cursor", "revocations", b"revocations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PollSessionRevocationsResponse: _TypeAlias = PollSessionRevocationsResponse  # noqa: Y015
+
+@_typing.final
+class SessionRevocation(_message.Message):
+    """One revoked session: every access token carrying its id (`sid`) is refused from now on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session (refresh-token family) revoked."""
+    user_id: _builtins.str
+    """The user the session belonged to."""
+    reason: Global___InactiveReason.ValueType
+    """How its tokens are reported: INACTIVE_REASON_ACCOUNT_DISABLED when the user was
+    deactivated, INACTIVE_REASON_TOKEN_REVOKED otherwise.
+    """
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """When auth revoked it."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: Global___InactiveReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoke_time", b"revoke_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "revoke_time", b"revoke_time", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionRevocation: _TypeAlias = SessionRevocation  # noqa: Y015

@@ -705,6 +705,11 @@ class AuthInternalServiceStub:
                 request_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactRequest.SerializeToString,
                 response_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactResponse.FromString,
                 _registered_method=True)
+        self.PollSessionRevocations = channel.unary_unary(
+                '/vaultpay.auth.v1.AuthInternalService/PollSessionRevocations',
+                request_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.PollSessionRevocationsRequest.SerializeToString,
+                response_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.PollSessionRevocationsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthInternalServiceServicer:
@@ -737,6 +742,20 @@ class AuthInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PollSessionRevocations(self, request, context):
+        """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
+        role change, deactivation) since the caller's cursor, so that a service can answer the
+        strict path from memory instead of calling IntrospectToken on every call. Services poll
+        it a few times a second; an answer with caught_up set holds every revocation committed
+        before the request arrived, which is what lets the caller bound how stale its copy is.
+        Revocations are kept as long as a token of the session may still be unexpired, so a
+        first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
+        fails with INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -754,6 +773,11 @@ def add_AuthInternalServiceServicer_to_server(servicer, server):
                     servicer.GetUserContact,
                     request_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactRequest.FromString,
                     response_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactResponse.SerializeToString,
+            ),
+            'PollSessionRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollSessionRevocations,
+                    request_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.PollSessionRevocationsRequest.FromString,
+                    response_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.PollSessionRevocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -839,6 +863,33 @@ class AuthInternalService:
             '/vaultpay.auth.v1.AuthInternalService/GetUserContact',
             vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactRequest.SerializeToString,
             vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollSessionRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vaultpay.auth.v1.AuthInternalService/PollSessionRevocations',
+            vaultpay_dot_auth_dot_v1_dot_auth__pb2.PollSessionRevocationsRequest.SerializeToString,
+            vaultpay_dot_auth_dot_v1_dot_auth__pb2.PollSessionRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -296,6 +296,16 @@ class AuthInternalServiceStub:
     """Returns where to reach a user (email and name) for services that send mail on the
     user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages.
     """
+    PollSessionRevocations: _grpc.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]
+    """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
+    role change, deactivation) since the caller's cursor, so that a service can answer the
+    strict path from memory instead of calling IntrospectToken on every call. Services poll
+    it a few times a second; an answer with caught_up set holds every revocation committed
+    before the request arrived, which is what lets the caller bound how stale its copy is.
+    Revocations are kept as long as a token of the session may still be unexpired, so a
+    first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
+    fails with INVALID_ARGUMENT.
+    """
 
 @_typing.type_check_only
 class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
@@ -316,6 +326,16 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
     GetUserContact: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUserContactRequest, _auth_pb2.GetUserContactResponse]  # type: ignore[assignment]
     """Returns where to reach a user (email and name) for services that send mail on the
     user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages.
+    """
+    PollSessionRevocations: _aio.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]  # type: ignore[assignment]
+    """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
+    role change, deactivation) since the caller's cursor, so that a service can answer the
+    strict path from memory instead of calling IntrospectToken on every call. Services poll
+    it a few times a second; an answer with caught_up set holds every revocation committed
+    before the request arrived, which is what lets the caller bound how stale its copy is.
+    Revocations are kept as long as a token of the session may still be unexpired, so a
+    first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
+    fails with INVALID_ARGUMENT.
     """
 
 class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -352,6 +372,22 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_pb2.GetUserContactResponse, _abc.Awaitable[_auth_pb2.GetUserContactResponse]]:
         """Returns where to reach a user (email and name) for services that send mail on the
         user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages.
+        """
+
+    @_abc_1.abstractmethod
+    def PollSessionRevocations(
+        self,
+        request: _auth_pb2.PollSessionRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.PollSessionRevocationsResponse, _abc.Awaitable[_auth_pb2.PollSessionRevocationsResponse]]:
+        """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
+        role change, deactivation) since the caller's cursor, so that a service can answer the
+        strict path from memory instead of calling IntrospectToken on every call. Services poll
+        it a few times a second; an answer with caught_up set holds every revocation committed
+        before the request arrived, which is what lets the caller bound how stale its copy is.
+        Revocations are kept as long as a token of the session may still be unexpired, so a
+        first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
+        fails with INVALID_ARGUMENT.
         """
 
 def add_AuthInternalServiceServicer_to_server(servicer: AuthInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,256 @@
+"""The strict path without a round trip: auth's revocations, kept in memory with a freshness bound.
+
+A strict RPC must refuse a token whose session was revoked (logout, refresh-token reuse,
+password change, role change, deactivation: each ends the user's sessions in auth). Asking
+auth (IntrospectToken) on every call costs a network round trip and a database query per
+money movement. Instead each service polls auth's revocation feed a few times a second and
+keeps the revoked session ids in a `RevocationSet`:
+
+    revoked = RevocationSet(max_staleness=1.0, retention=16 * 60)
+    feed = RevocationFeed(source, revoked, poll_interval=0.25)      # runtime job: feed.run()
+    introspector = FeedIntrospector(verifier, revoked, fallback=GrpcTokenIntrospector(...))
+
+Freshness is measured on this process's own monotonic clock from the moment a poll was *sent*:
+auth reads the feed after receiving it, so a complete answer holds every revocation committed
+before that moment, whatever the network or auth's clock did. While the last complete poll is
+younger than `max_staleness`, the strict check is a dictionary lookup; once it is older (auth
+unreachable, the feed broken, this process too busy to poll), every strict call falls back to
+IntrospectToken, which fails closed (UNAVAILABLE) when auth cannot answer either. So a revoked
+token is refused at most `max_staleness` after the revocation committed, and usually one poll
+interval after.
+
+Why the session id and the token's own role are enough: every change that must take effect at
+once (logout, reuse, password change, deactivation, role change) revokes the user's sessions in
+the same transaction, and no session outlives a role change, so a token whose session is not
+revoked carries its user's current role and an active user.
+
+A revoked session is forgotten `retention` seconds after it was received, which must outlast
+the longest-lived access token (plus clock leeway): later, every token of it has expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from vaultpay_common.grpc.tokens import (
+    ACCESS_TOKEN_TYPE,
+    Introspection,
+    TokenClaims,
+    TokenIntrospector,
+)
+
+__all__ = [
+    "ClaimsVerifier",
+    "FeedCursorRejectedError",
+    "FeedIntrospector",
+    "Revocation",
+    "RevocationFeed",
+    "RevocationPage",
+    "RevocationSet",
+    "RevocationSource",
+]
+
+log = logging.getLogger(__name__)
+
+Monotonic = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A revoked session and the UPPER_SNAKE reason its tokens are refused with."""
+
+    session_id: str
+    reason: str = "TOKEN_REVOKED"
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationPage:
+    """One answer of the feed: `caught_up` when it completes everything up to the poll."""
+
+    revocations: list[Revocation]
+    next_cursor: str
+    caught_up: bool
+
+
+RevocationSource = Callable[[str], Awaitable[RevocationPage]]
+
+
+class ClaimsVerifier(Protocol):
+    """What FeedIntrospector needs of a TokenVerifier."""
+
+    async def verify(self, token: str) -> TokenClaims: ...
+
+
+class FeedCursorRejectedError(Exception):
+    """auth no longer accepts our cursor: the feed starts over from an empty one."""
+
+
+class RevocationSet:
+    """Revoked sessions in memory, and how fresh that knowledge is.
+
+    `clock` is a monotonic clock (seconds); tests pass their own to move time.
+    """
+
+    def __init__(
+        self, *, max_staleness: float, retention: float, clock: Monotonic = time.monotonic
+    ) -> None:
+        if max_staleness <= 0 or retention <= 0:
+            raise ValueError("max_staleness and retention must be positive")
+        self._max_staleness = max_staleness
+        self._retention = retention
+        self._clock = clock
+        self._reasons: dict[str, str] = {}
+        self._forget_at: dict[str, float] = {}
+        self._expiry: deque[tuple[float, str]] = deque()
+        self._confirmed_at: float | None = None
+
+    def record(self, revocations: Iterable[Revocation]) -> None:
+        """Remembers revoked sessions (again, for one already known: harmless)."""
+        now = self._clock()
+        forget_at = now + self._retention
+        for revocation in revocations:
+            self._reasons[revocation.session_id] = revocation.reason
+            self._forget_at[revocation.session_id] = forget_at
+            self._expiry.append((forget_at, revocation.session_id))
+        self._prune(now)
+
+    def confirm(self, as_of: float) -> None:
+        """Everything revoked before `as_of` (this clock) has been recorded."""
+        if self._confirmed_at is None or as_of > self._confirmed_at:
+            self._confirmed_at = as_of
+        self._prune(self._clock())
+
+    def is_fresh(self) -> bool:
+        confirmed = self._confirmed_at
+        return confirmed is not None and self._clock() - confirmed <= self._max_staleness
+
+    def staleness(self) -> float | None:
+        """Seconds since the knowledge was last confirmed complete; None if it never was."""
+        return None if self._confirmed_at is None else self._clock() - self._confirmed_at
+
+    def refusal(self, session_id: str) -> str | None:
+        """The reason a token of this session is refused, or None if it is not revoked."""
+        return self._reasons.get(session_id)
+
+    def __len__(self) -> int:
+        return len(self._reasons)
+
+    def _prune(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            forget_at, session_id = self._expiry.popleft()
+            if self._forget_at.get(session_id) == forget_at:
+                del self._forget_at[session_id]
+                del self._reasons[session_id]
+
+
+class RevocationFeed:
+    """Keeps a RevocationSet current by polling auth's feed every `poll_interval` seconds.
+
+    A poll is a pass: pages until one is `caught_up`, then the set is confirmed as of the
+    moment the pass's first page was sent. A pass that fails part-way is started again from
+    the last complete pass's cursor (its pages' revocations are kept: knowing more is safe).
+    """
+
+    def __init__(
+        self,
+        source: RevocationSource,
+        revoked: RevocationSet,
+        *,
+        poll_interval: float,
+        max_pages_per_pass: int = 1000,
+        clock: Monotonic = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self._source = source
+        self._revoked = revoked
+        self._interval = poll_interval
+        self._max_pages = max_pages_per_pass
+        self._clock = clock
+        self._sleep = sleep
+        self._cursor = ""
+        self._failing = False
+        self._live = False
+        self.polls = 0
+
+    async def poll_once(self) -> None:
+        """One complete pass; raises whatever the source raised (the set stays unconfirmed)."""
+        started = self._clock()
+        cursor = self._cursor
+        try:
+            for _ in range(self._max_pages):
+                page = await self._source(cursor)
+                self._revoked.record(page.revocations)
+                cursor = page.next_cursor
+                if page.caught_up:
+                    break
+            else:
+                raise RuntimeError("the revocation feed did not catch up; retrying the pass")
+        except FeedCursorRejectedError:
+            self._cursor = ""  # start over: everything within auth's look-back window
+            raise
+        self._cursor = cursor
+        self._revoked.confirm(started)
+        self.polls += 1
+
+    async def run(self) -> None:
+        """Polls until cancelled; failures are logged once per outage, never raised."""
+        while True:
+            started = self._clock()
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not self._failing:
+                    log.warning(
+                        "revocation feed failed; strict calls ask auth until it recovers",
+                        exc_info=True,
+                    )
+                self._failing = True
+            else:
+                if self._failing or not self._live:
+                    log.info("revocation feed is live; strict calls answer from memory")
+                self._failing, self._live = False, True
+            await self._sleep(max(0.0, self._interval - (self._clock() - started)))
+
+
+class FeedIntrospector:
+    """A TokenIntrospector that answers from the RevocationSet while it is fresh, and from
+    `fallback` (IntrospectToken) while it is not.
+
+    The interceptor has verified the token before asking, so `verifier.verify` here is a
+    cache hit. `local_answers` and `fallbacks` count the two paths (for tests and metrics).
+    """
+
+    def __init__(
+        self, verifier: ClaimsVerifier, revoked: RevocationSet, fallback: TokenIntrospector
+    ) -> None:
+        self._verifier = verifier
+        self._revoked = revoked
+        self._fallback = fallback
+        self.local_answers = 0
+        self.fallbacks = 0
+
+    async def introspect(self, token: str) -> Introspection:
+        if not self._revoked.is_fresh():
+            self.fallbacks += 1
+            return await self._fallback.introspect(token)
+        claims = await self._verifier.verify(token)
+        self.local_answers += 1
+        if claims.token_type != ACCESS_TOKEN_TYPE or claims.role is None:
+            return Introspection(active=False, reason="TOKEN_INVALID")
+        refused = self._revoked.refusal(claims.session_id)
+        if refused is not None:
+            return Introspection(active=False, reason=refused)
+        return Introspection(
+            active=True, role=claims.role, user_id=claims.subject, session_id=claims.session_id
+        )

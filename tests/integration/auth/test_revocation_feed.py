@@ -1,0 +1,449 @@
+"""The strict path of a peer service from auth's revocation feed, against a real auth stack.
+
+A peer (what wallet, transfer and kyc build with PeerAuth) polls the feed and answers strict
+calls from memory: in steady state no strict call costs an IntrospectToken round trip (they
+are counted on the peer's channel), and after a logout, a refresh-token reuse, a password
+change, a deactivation or a role change the revoked token is refused within one second of the
+auth call's return. With the feed stopped or auth unreachable past the freshness bound, strict
+calls ask auth, and fail closed (UNAVAILABLE) when auth cannot answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from sqlalchemy import text
+
+from tests.integration.auth.conftest import PASSWORD, SERVICE_SECRET, AuthStack, bearer
+from tests.integration.auth.stacks import own_auth_stack
+from vaultpay.auth.v1 import auth_pb2
+from vaultpay.type.v1 import role_pb2
+from vaultpay_auth.adapters.revocations import SqlRevocationFeed
+from vaultpay_auth.service_layer.revocations import RevocationFeedService
+from vaultpay_common.context import Principal, Role
+from vaultpay_common.db import create_engine
+from vaultpay_common.errors import UnauthenticatedError
+from vaultpay_common.grpc.auth_client import (
+    AuthUnavailableError,
+    GrpcRevocationSource,
+    PeerAuth,
+    ServiceTokenProvider,
+)
+from vaultpay_common.grpc.authz import AuthInterceptor
+from vaultpay_common.grpc.revocations import FeedCursorRejectedError
+from vaultpay_common.grpc.rules import AccessRule
+from vaultpay_devstack.infra import Infra
+
+STRICT_USER = "/vaultpay.test.v1.Probe/StrictUser"
+STRICT_ADMIN = "/vaultpay.test.v1.Probe/StrictAdmin"
+INTROSPECT = "/vaultpay.auth.v1.AuthInternalService/IntrospectToken"
+POLL = "/vaultpay.auth.v1.AuthInternalService/PollSessionRevocations"
+BOUND = 1.0  # the freshness bound, and the promise: a revoked token refused within it
+NEW_PASSWORD = "another horse 43 battery staple"
+
+
+@pytest.fixture(scope="module")
+async def auth(infra: Infra) -> AsyncIterator[AuthStack]:
+    async with own_auth_stack(infra, "authfeed") as stack:
+        yield stack
+
+
+class CountCalls(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Counts the calls a peer makes to auth, by method."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[Any, Any], Awaitable[Any]],
+        client_call_details: Any,
+        request: Any,
+    ) -> Any:
+        method = client_call_details.method
+        name = method.decode() if isinstance(method, bytes) else str(method)
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return await continuation(client_call_details, request)
+
+    def __getitem__(self, method: str) -> int:
+        return self.calls.get(method, 0)
+
+
+class Link:
+    """A TCP proxy between the peer and auth that a test can cut and restore."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream = upstream_port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._writers.discard(sink)
+            sink.close()
+
+
+@dataclass
+class _Metadatum:
+    key: str
+    value: str
+
+
+class _Context:
+    def __init__(self, token: str) -> None:
+        self._metadata = [_Metadatum("authorization", f"Bearer {token}")]
+
+    def invocation_metadata(self) -> list[_Metadatum]:
+        return self._metadata
+
+
+@dataclass
+class Peer:
+    """A peer service's caller authentication, with its feed running and its calls counted."""
+
+    auth: PeerAuth
+    interceptor: AuthInterceptor
+    counted: CountCalls
+    link: Link
+    channel: grpc.aio.Channel
+    task: asyncio.Task[None] | None = None
+
+    def start_feed(self) -> None:
+        self.task = asyncio.create_task(self.auth.feed.run())
+
+    async def stop_feed(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+    async def strict(self, token: str, method: str = STRICT_USER) -> Principal | None:
+        return await self.interceptor.authorize(method, _Context(token))
+
+
+async def _until(condition: Callable[[], bool], *, within: float, what: str) -> float:
+    """Waits (polling every 10 ms) until `condition` holds; returns the seconds it took."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < within, f"not {what} within {within} s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+async def peer(auth: AuthStack) -> AsyncIterator[Peer]:
+    link = Link(auth.port)
+    await link.open()
+    counted = CountCalls()
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{link.port}",
+        interceptors=[counted],
+        options=[
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 300),
+        ],
+    )
+    peer_auth = PeerAuth(
+        channel,
+        client_id="wallet",
+        client_secret=SERVICE_SECRET,
+        issuer="vaultpay-auth",
+        audience="vaultpay",
+        revocation_poll_seconds=0.25,
+        revocation_max_staleness_seconds=BOUND,
+    )
+    rules = {
+        STRICT_USER: AccessRule(min_role=Role.USER, strict=True),
+        STRICT_ADMIN: AccessRule(min_role=Role.ADMIN, strict=True),
+    }
+    running = Peer(
+        peer_auth,
+        AuthInterceptor(rules, peer_auth.verifier, peer_auth.introspector),
+        counted,
+        link,
+        channel,
+    )
+    running.start_feed()
+    await _until(peer_auth.revocations.is_fresh, within=10, what="fresh")
+    try:
+        yield running
+    finally:
+        await running.stop_feed()
+        await channel.close()
+        await link.cut()
+
+
+async def _refused_within_bound(peer: Peer, token: str, *, reason: str = "TOKEN_REVOKED") -> float:
+    """Polls the strict path from now until `token` is refused; returns how long it took."""
+    started = time.monotonic()
+    refused: UnauthenticatedError | None = None
+    while refused is None:
+        try:
+            await peer.strict(token)
+        except UnauthenticatedError as exc:
+            refused = exc
+            break
+        assert time.monotonic() - started < BOUND, "the revoked token was still honoured"
+        await asyncio.sleep(0.01)
+    took = time.monotonic() - started
+    assert refused.reason == reason
+    return took
+
+
+# ----- steady state ----------------------------------------------------------------------------
+
+
+async def test_strict_calls_cost_no_round_trip_to_auth_in_steady_state(
+    auth: AuthStack, peer: Peer
+) -> None:
+    user, tokens = await auth.user_with_token()
+    polls_before = peer.counted[POLL]
+    for _ in range(200):
+        principal = await peer.strict(tokens.access_token)
+        assert principal is not None
+        assert (principal.user_id, principal.role) == (user.user_id, Role.USER)
+    assert peer.counted[INTROSPECT] == 0
+    assert peer.auth.introspector.local_answers >= 200
+    # The feed is what keeps it honest: it polls in the background all along.
+    await _until(lambda: peer.counted[POLL] > polls_before, within=5, what="polled")
+
+
+# ----- each way a session ends -----------------------------------------------------------------
+
+
+async def test_a_logged_out_token_is_refused_within_a_second(auth: AuthStack, peer: Peer) -> None:
+    _, tokens = await auth.user_with_token()
+    assert await peer.strict(tokens.access_token) is not None
+    await auth.public.Logout(auth_pb2.LogoutRequest(), metadata=bearer(tokens))
+    took = await _refused_within_bound(peer, tokens.access_token)
+    assert took < BOUND
+    assert peer.counted[INTROSPECT] == 0  # refused from memory, not by asking auth
+
+
+async def test_a_reused_refresh_token_ends_the_family_within_a_second(
+    auth: AuthStack, peer: Peer
+) -> None:
+    _, first = await auth.user_with_token()
+    second = (
+        await auth.public.RefreshToken(
+            auth_pb2.RefreshTokenRequest(refresh_token=first.refresh_token)
+        )
+    ).tokens
+    assert await peer.strict(second.access_token) is not None
+    with pytest.raises(grpc.aio.AioRpcError):
+        await auth.public.RefreshToken(
+            auth_pb2.RefreshTokenRequest(refresh_token=first.refresh_token)
+        )
+    await _refused_within_bound(peer, second.access_token)
+    await _refused_within_bound(peer, first.access_token)
+    assert peer.counted[INTROSPECT] == 0
+
+
+async def test_a_password_change_ends_the_other_sessions_within_a_second(
+    auth: AuthStack, peer: Peer
+) -> None:
+    user, here = await auth.user_with_token()
+    elsewhere = await auth.login(user.email)
+    await auth.public.ChangePassword(
+        auth_pb2.ChangePasswordRequest(current_password=PASSWORD, new_password=NEW_PASSWORD),
+        metadata=bearer(here),
+    )
+    await _refused_within_bound(peer, elsewhere.access_token)
+    assert await peer.strict(here.access_token) is not None  # the session that changed it
+    assert peer.counted[INTROSPECT] == 0
+
+
+async def test_a_deactivated_users_token_is_refused_within_a_second(
+    auth: AuthStack, peer: Peer
+) -> None:
+    _, admin = await auth.staff("ADMIN")
+    user, tokens = await auth.user_with_token()
+    assert await peer.strict(tokens.access_token) is not None
+    await auth.admin.DeactivateUser(
+        auth_pb2.DeactivateUserRequest(user_id=user.user_id, reason="fraud review"),
+        metadata=bearer(admin),
+    )
+    await _refused_within_bound(peer, tokens.access_token, reason="ACCOUNT_DISABLED")
+    assert peer.counted[INTROSPECT] == 0
+
+
+async def test_a_role_change_takes_effect_on_the_strict_path_within_a_second(
+    auth: AuthStack, peer: Peer
+) -> None:
+    """A demoted admin's token stops working at once (its session ends with the change), and
+    the next login carries the new role, which is then what the strict path sees."""
+    _, super_admin = await auth.staff("SUPER_ADMIN")
+    target, old = await auth.staff("ADMIN")
+    assert await peer.strict(old.access_token, STRICT_ADMIN) is not None
+    await auth.admin.SetUserRole(
+        auth_pb2.SetUserRoleRequest(user_id=target.user_id, role=role_pb2.ROLE_USER, reason="r"),
+        metadata=bearer(super_admin),
+    )
+    await _refused_within_bound(peer, old.access_token)
+    new = await auth.login(target.email)
+    principal = await peer.strict(new.access_token)
+    assert principal is not None
+    assert principal.role is Role.USER
+    with pytest.raises(Exception, match="requires role ADMIN"):
+        await peer.strict(new.access_token, STRICT_ADMIN)
+    assert peer.counted[INTROSPECT] == 0
+
+
+# ----- a stale feed ----------------------------------------------------------------------------
+
+
+async def test_a_stopped_feed_falls_back_to_introspection_past_the_bound(
+    auth: AuthStack, peer: Peer
+) -> None:
+    _, tokens = await auth.user_with_token()
+    await peer.stop_feed()
+    stale_after = await _until(
+        lambda: not peer.auth.revocations.is_fresh(), within=BOUND + 1, what="stale"
+    )
+    assert stale_after <= BOUND + 0.1
+    assert await peer.strict(tokens.access_token) is not None
+    assert peer.counted[INTROSPECT] == 1
+    # Revoked while nobody polls: introspection sees it at once.
+    await auth.public.Logout(auth_pb2.LogoutRequest(), metadata=bearer(tokens))
+    with pytest.raises(UnauthenticatedError) as refused:
+        await peer.strict(tokens.access_token)
+    assert refused.value.reason == "TOKEN_REVOKED"
+    assert peer.counted[INTROSPECT] == 2
+    # Back on the feed: memory answers again.
+    peer.start_feed()
+    await _until(peer.auth.revocations.is_fresh, within=5, what="fresh again")
+    with pytest.raises(UnauthenticatedError):
+        await peer.strict(tokens.access_token)
+    assert peer.counted[INTROSPECT] == 2
+
+
+async def test_strict_calls_fail_closed_when_auth_is_unreachable_past_the_bound(
+    auth: AuthStack, peer: Peer
+) -> None:
+    _, tokens = await auth.user_with_token()
+    assert await peer.strict(tokens.access_token) is not None  # keys and token now cached
+    await peer.link.cut()
+    await _until(lambda: not peer.auth.revocations.is_fresh(), within=BOUND + 1, what="stale")
+    with pytest.raises(AuthUnavailableError):
+        await peer.strict(tokens.access_token)
+    await peer.link.open()  # auth reachable again on the same address
+    await _until(peer.auth.revocations.is_fresh, within=15, what="fresh again")
+    assert await peer.strict(tokens.access_token) is not None
+
+
+# ----- the feed table itself -------------------------------------------------------------------
+
+
+def _sid(tokens: auth_pb2.TokenPair) -> str:
+    return str(jwt.decode(tokens.access_token, options={"verify_signature": False})["sid"])
+
+
+async def _drain(service: RevocationFeedService, cursor: str) -> tuple[set[str], str]:
+    """One complete pass from `cursor`: the sessions it names, and where the next starts."""
+    seen: set[str] = set()
+    while True:
+        page = await service.poll(cursor)
+        seen |= {r.session_id for r in page.revocations}
+        cursor = page.next_cursor.encode()
+        if page.caught_up:
+            return seen, cursor
+
+
+async def test_a_slow_commit_below_the_readers_position_is_not_skipped(auth: AuthStack) -> None:
+    """Session A is revoked first (lower sequence) but commits after session B: a reader that
+    resumed after B's sequence would never see A. The horizon cursor reads A next time."""
+    _, a = await auth.user_with_token()
+    _, b = await auth.user_with_token()
+    engine = create_engine(auth.dbs.auth_app_dsn, pool_size=3, application_name="feed-test")
+    # Pages of one row, so the pass also crosses a page boundary on the way.
+    service = RevocationFeedService(
+        SqlRevocationFeed(engine), look_back=timedelta(minutes=20), page_size=1
+    )
+    revoke = text(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = 'logout' WHERE id = :sid"
+    )
+    try:
+        _, cursor = await _drain(service, "")
+        async with engine.connect() as slow:
+            await slow.begin()
+            await slow.execute(revoke, {"sid": _sid(a)})  # takes the lower sequence number
+            async with engine.begin() as fast:
+                await fast.execute(revoke, {"sid": _sid(b)})
+            seen, cursor = await _drain(service, cursor)
+            assert _sid(b) in seen
+            assert _sid(a) not in seen  # not committed yet
+            await slow.commit()
+        seen, cursor = await _drain(service, cursor)
+        assert _sid(a) in seen
+        # Settled: once no transaction older than the rows runs (the stack's own background
+        # jobs write too), they are not sent again.
+        started = time.monotonic()
+        while seen & {_sid(a), _sid(b)}:
+            assert time.monotonic() - started < 5, "settled revocations keep coming back"
+            seen, cursor = await _drain(service, cursor)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_first_poll_answers_every_revocation_within_the_look_back(
+    auth: AuthStack,
+) -> None:
+    _, tokens = await auth.user_with_token()
+    await auth.public.Logout(auth_pb2.LogoutRequest(), metadata=bearer(tokens))
+    engine = create_engine(auth.dbs.auth_app_dsn, pool_size=1, application_name="feed-test")
+    try:
+        recent = RevocationFeedService(SqlRevocationFeed(engine), look_back=timedelta(minutes=20))
+        seen, _ = await _drain(recent, "")
+        assert _sid(tokens) in seen
+        none = RevocationFeedService(SqlRevocationFeed(engine), look_back=timedelta(0))
+        seen, _ = await _drain(none, "")
+        assert _sid(tokens) not in seen
+    finally:
+        await engine.dispose()
+
+
+async def test_a_cursor_auth_never_returned_makes_the_feed_start_over(auth: AuthStack) -> None:
+    identity = ServiceTokenProvider(auth.channel, "wallet", SERVICE_SECRET)
+    source = GrpcRevocationSource(auth.channel, identity, timeout=BOUND)
+    with pytest.raises(FeedCursorRejectedError):  # auth answered INVALID_ARGUMENT
+        await source("v1.not-a-cursor")
+    assert (await source("")).caught_up

@@ -1,0 +1,360 @@
+"""The strict path from memory (vaultpay_common.grpc.revocations), on an injected clock: what is
+revoked is refused, knowledge older than the freshness bound is never trusted (the call asks
+auth instead), and a feed pass is only confirmed as of the moment it was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from vaultpay_common.config import PeerServiceSettings
+from vaultpay_common.context import Role
+from vaultpay_common.grpc.revocations import (
+    FeedCursorRejectedError,
+    FeedIntrospector,
+    Revocation,
+    RevocationFeed,
+    RevocationPage,
+    RevocationSet,
+)
+from vaultpay_common.grpc.tokens import ACCESS_TOKEN_TYPE, Introspection, TokenClaims
+
+BOUND = 1.0
+RETENTION = 990.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Verifier:
+    """Stands for the TokenVerifier: the token's text is its session id."""
+
+    def __init__(self, role: Role | None = Role.USER, token_type: str = ACCESS_TOKEN_TYPE) -> None:
+        self.role = role
+        self.token_type = token_type
+
+    async def verify(self, token: str) -> TokenClaims:
+        return TokenClaims(
+            subject="user-1",
+            token_type=self.token_type,
+            role=self.role,
+            session_id=token,
+            token_id="jti",
+            expires_at=2e9,
+        )
+
+
+class Auth:
+    """Stands for IntrospectToken: counts the round trips the strict path would cost."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def introspect(self, token: str) -> Introspection:
+        self.calls.append(token)
+        return Introspection(active=True, role=Role.ADMIN, user_id="user-1", session_id=token)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def revoked(clock: Clock) -> RevocationSet:
+    return RevocationSet(max_staleness=BOUND, retention=RETENTION, clock=clock)
+
+
+def _introspector(
+    revoked: RevocationSet,
+    auth: Auth,
+    *,
+    role: Role | None = Role.USER,
+    token_type: str = ACCESS_TOKEN_TYPE,
+) -> FeedIntrospector:
+    return FeedIntrospector(Verifier(role, token_type), revoked, auth)
+
+
+# ----- RevocationSet ---------------------------------------------------------------------------
+
+
+def test_a_set_never_confirmed_is_not_fresh(revoked: RevocationSet) -> None:
+    assert not revoked.is_fresh()
+    assert revoked.staleness() is None
+
+
+def test_freshness_lasts_exactly_the_bound_from_the_confirmed_moment(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    revoked.confirm(clock.now - 0.4)  # the pass was sent 0.4 s ago
+    assert revoked.is_fresh()
+    clock.advance(0.6)
+    assert revoked.is_fresh()
+    clock.advance(0.001)
+    assert not revoked.is_fresh()
+
+
+def test_an_older_confirmation_never_moves_freshness_back(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    revoked.confirm(clock.now)
+    revoked.confirm(clock.now - 5)
+    assert revoked.staleness() == 0
+
+
+def test_a_revoked_session_is_refused_with_its_reason_until_retention_ends(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    revoked.record([Revocation("s1"), Revocation("s2", "ACCOUNT_DISABLED")])
+    assert (revoked.refusal("s1"), revoked.refusal("s2")) == ("TOKEN_REVOKED", "ACCOUNT_DISABLED")
+    assert revoked.refusal("s3") is None
+    clock.advance(RETENTION - 1)
+    revoked.confirm(clock.now)
+    assert len(revoked) == 2
+    clock.advance(1)
+    revoked.confirm(clock.now)
+    assert len(revoked) == 0
+    assert revoked.refusal("s1") is None
+
+
+def test_hearing_of_a_revocation_again_restarts_its_retention(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    revoked.record([Revocation("s1")])
+    clock.advance(RETENTION - 10)
+    revoked.record([Revocation("s1")])
+    clock.advance(20)
+    revoked.confirm(clock.now)
+    assert revoked.refusal("s1") == "TOKEN_REVOKED"
+
+
+def test_bounds_must_be_positive(clock: Clock) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        RevocationSet(max_staleness=0, retention=RETENTION, clock=clock)
+
+
+# ----- FeedIntrospector ------------------------------------------------------------------------
+
+
+async def test_a_fresh_feed_answers_the_strict_path_without_asking_auth(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    auth = Auth()
+    introspector = _introspector(revoked, auth)
+    revoked.confirm(clock.now)
+    for _ in range(100):
+        answer = await introspector.introspect("s1")
+        assert answer == Introspection(
+            active=True, role=Role.USER, user_id="user-1", session_id="s1"
+        )
+    assert auth.calls == []
+    assert (introspector.local_answers, introspector.fallbacks) == (100, 0)
+
+
+async def test_a_fresh_feed_refuses_a_revoked_session_with_its_reason(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    introspector = _introspector(revoked, Auth())
+    revoked.record([Revocation("s1"), Revocation("s2", "ACCOUNT_DISABLED")])
+    revoked.confirm(clock.now)
+    assert await introspector.introspect("s1") == Introspection(
+        active=False, reason="TOKEN_REVOKED"
+    )
+    assert await introspector.introspect("s2") == Introspection(
+        active=False, reason="ACCOUNT_DISABLED"
+    )
+
+
+async def test_a_stale_feed_asks_auth_on_every_strict_call(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    auth = Auth()
+    introspector = _introspector(revoked, auth)
+    revoked.confirm(clock.now)
+    clock.advance(BOUND + 0.01)
+    answer = await introspector.introspect("s1")
+    assert answer.role is Role.ADMIN  # auth's answer (the current role), not the token's
+    await introspector.introspect("s1")
+    assert auth.calls == ["s1", "s1"]
+    assert introspector.fallbacks == 2
+
+
+async def test_a_stale_feed_fails_closed_when_auth_cannot_answer(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    class Down:
+        async def introspect(self, token: str) -> Introspection:
+            raise ConnectionError("auth is down")
+
+    introspector = FeedIntrospector(Verifier(), revoked, Down())
+    revoked.record([])  # revocations known, but never confirmed complete
+    with pytest.raises(ConnectionError):
+        await introspector.introspect("s1")
+
+
+async def test_only_user_access_tokens_pass_the_local_check(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    revoked.confirm(clock.now)
+    introspector = _introspector(revoked, Auth(), role=None, token_type="service")
+    answer = await introspector.introspect("s1")
+    assert answer == Introspection(active=False, reason="TOKEN_INVALID")
+
+
+# ----- RevocationFeed --------------------------------------------------------------------------
+
+
+class Source:
+    """A scripted feed: each call pops the next page (or raises it) and notes the cursor."""
+
+    def __init__(
+        self, clock: Clock, *pages: RevocationPage | Exception, latency: float = 0.1
+    ) -> None:
+        self.clock = clock
+        self.pages = list(pages)
+        self.cursors: list[str] = []
+        self.latency = latency
+
+    async def __call__(self, cursor: str) -> RevocationPage:
+        self.cursors.append(cursor)
+        self.clock.advance(self.latency)
+        page = self.pages.pop(0)
+        if isinstance(page, Exception):
+            raise page
+        return page
+
+
+def _page(cursor: str, *sessions: str, caught_up: bool = True) -> RevocationPage:
+    return RevocationPage([Revocation(s) for s in sessions], cursor, caught_up)
+
+
+async def test_a_pass_is_confirmed_as_of_the_moment_its_first_page_was_sent(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    source = Source(clock, _page("c1", "s1", caught_up=False), _page("c2", "s2"), latency=0.3)
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, clock=clock)
+    sent = clock.now
+    await feed.poll_once()
+    assert source.cursors == ["", "c1"]
+    assert revoked.staleness() == pytest.approx(clock.now - sent)  # 0.6 s, not 0
+    assert (revoked.refusal("s1"), revoked.refusal("s2")) == ("TOKEN_REVOKED", "TOKEN_REVOKED")
+
+
+async def test_the_next_pass_continues_from_the_cursor_of_the_last_complete_one(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    source = Source(clock, _page("c1"), _page("c2"))
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, clock=clock)
+    await feed.poll_once()
+    await feed.poll_once()
+    assert source.cursors == ["", "c1"]
+    assert feed.polls == 2
+
+
+async def test_a_pass_that_fails_part_way_is_not_confirmed_and_is_started_again(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    source = Source(
+        clock,
+        _page("c1"),
+        _page("c1-mid", "s1", caught_up=False),
+        ConnectionError("auth went away"),
+        _page("c1-mid-again", "s1", caught_up=False),
+        _page("c2"),
+    )
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, clock=clock)
+    await feed.poll_once()
+    confirmed = revoked.staleness()
+    with pytest.raises(ConnectionError):
+        await feed.poll_once()
+    assert revoked.staleness() == pytest.approx((confirmed or 0) + 0.2)  # not confirmed anew
+    assert revoked.refusal("s1") == "TOKEN_REVOKED"  # what it did learn, it keeps
+    await feed.poll_once()
+    assert source.cursors == ["", "c1", "c1-mid", "c1", "c1-mid-again"]
+
+
+async def test_a_rejected_cursor_starts_the_feed_over(revoked: RevocationSet, clock: Clock) -> None:
+    source = Source(clock, _page("c1"), FeedCursorRejectedError("bad cursor"), _page("c9"))
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, clock=clock)
+    await feed.poll_once()
+    with pytest.raises(FeedCursorRejectedError):
+        await feed.poll_once()
+    await feed.poll_once()
+    assert source.cursors == ["", "c1", ""]
+
+
+async def test_a_feed_that_never_catches_up_is_not_confirmed(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    source = Source(clock, *[_page(f"c{i}", caught_up=False) for i in range(3)])
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, max_pages_per_pass=3, clock=clock)
+    with pytest.raises(RuntimeError, match="did not catch up"):
+        await feed.poll_once()
+    assert not revoked.is_fresh()
+
+
+async def test_the_feed_keeps_polling_through_an_outage_and_logs_it_once(
+    revoked: RevocationSet, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = ConnectionError("auth is down")
+    source = Source(clock, _page("c1"), down, down, down, _page("c2"), latency=0.05)
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+        if not source.pages:
+            raise asyncio.CancelledError
+
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, clock=clock, sleep=sleep)
+    with caplog.at_level(logging.INFO), pytest.raises(asyncio.CancelledError):
+        await feed.run()
+    assert source.cursors == ["", "c1", "c1", "c1", "c1"]
+    assert sleeps == pytest.approx([0.2] * 5)  # one poll every interval, whatever it cost
+    said = [(r.levelno, r.getMessage().split(";")[0]) for r in caplog.records]
+    assert said == [
+        (logging.INFO, "revocation feed is live"),
+        (logging.WARNING, "revocation feed failed"),
+        (logging.INFO, "revocation feed is live"),
+    ]
+    assert revoked.is_fresh()
+
+
+# ----- settings --------------------------------------------------------------------------------
+
+
+def _peer_settings(**feed: float) -> PeerServiceSettings:
+    return PeerServiceSettings(
+        database_url=SecretStr("postgresql+asyncpg://u:p@127.0.0.1/db"),
+        redis_url=SecretStr("redis://127.0.0.1:6379/1"),
+        key_encryption_key=SecretStr(base64.b64encode(bytes(32)).decode()),
+        service_client_id="wallet",
+        service_client_secret=SecretStr("s" * 24),
+        **feed,  # type: ignore[arg-type]
+    )
+
+
+def test_the_feed_defaults_refuse_a_revoked_token_within_a_second() -> None:
+    settings = _peer_settings()
+    assert settings.revocation_feed
+    assert (settings.revocation_poll_seconds, settings.revocation_max_staleness_seconds) == (
+        0.25,
+        1.0,
+    )
+
+
+def test_the_feed_must_poll_more_often_than_its_freshness_bound() -> None:
+    with pytest.raises(ValidationError, match="revocation_poll_seconds must be below"):
+        _peer_settings(revocation_poll_seconds=1.0, revocation_max_staleness_seconds=1.0)

@@ -61,7 +61,9 @@ class _TransactionCategoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_T
     TRANSACTION_CATEGORY_P2P_RECEIVE: _TransactionCategory.ValueType  # 3
     """The recipient's side of a P2P send (credit)."""
     TRANSACTION_CATEGORY_WITHDRAW: _TransactionCategory.ValueType  # 4
-    """A payout to a bank account (debit)."""
+    """A payout to a bank account (debit); a payout the bank refused comes back as a credit
+    of this category whose original_transaction_id is the withdrawal.
+    """
     TRANSACTION_CATEGORY_REFUND: _TransactionCategory.ValueType  # 5
     """A dispute refund (credit to the disputing wallet, debit to the one refunding)."""
     TRANSACTION_CATEGORY_REVERSAL: _TransactionCategory.ValueType  # 6
@@ -79,7 +81,9 @@ TRANSACTION_CATEGORY_P2P_SEND: TransactionCategory.ValueType  # 2
 TRANSACTION_CATEGORY_P2P_RECEIVE: TransactionCategory.ValueType  # 3
 """The recipient's side of a P2P send (credit)."""
 TRANSACTION_CATEGORY_WITHDRAW: TransactionCategory.ValueType  # 4
-"""A payout to a bank account (debit)."""
+"""A payout to a bank account (debit); a payout the bank refused comes back as a credit
+of this category whose original_transaction_id is the withdrawal.
+"""
 TRANSACTION_CATEGORY_REFUND: TransactionCategory.ValueType  # 5
 """A dispute refund (credit to the disputing wallet, debit to the one refunding)."""
 TRANSACTION_CATEGORY_REVERSAL: TransactionCategory.ValueType  # 6

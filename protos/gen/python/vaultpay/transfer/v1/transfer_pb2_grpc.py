@@ -124,16 +124,20 @@ class TransferServiceServicer:
         """Sends money to another wallet in one atomic step: check the PIN and the client IP,
         lock both wallets in id order, re-check their status, check the balance and send
         limits, move the balances, write the postings, both transaction rows, the idempotency
-        record, the audit row and the notification event, and commit.
+        record and both notification events, and commit. An ordinary send writes no audit row:
+        the append-only, verifiable ledger is its record (privileged movements are audited).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Withdraw(self, request, context):
-        """Pays money out of the caller's wallet to a bank account (simulated: the money goes
-        to the clearing account). Needs approved KYC, the PIN and a trusted IP, and respects
-        the withdraw limits.
+        """Pays money out of the caller's wallet to a bank account. The money leaves the wallet
+        at once into the payouts-in-flight account and the transaction stays PENDING until the
+        (simulated) bank answers: paid, it moves on to the clearing account and COMPLETES;
+        refused, it comes back to the wallet as a credit of category WITHDRAW pointing at the
+        withdrawal, which becomes FAILED. Needs approved KYC, the PIN and a trusted IP, and
+        respects the withdraw limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

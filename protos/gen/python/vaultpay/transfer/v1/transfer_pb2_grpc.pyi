@@ -53,12 +53,16 @@ class TransferServiceStub:
     """Sends money to another wallet in one atomic step: check the PIN and the client IP,
     lock both wallets in id order, re-check their status, check the balance and send
     limits, move the balances, write the postings, both transaction rows, the idempotency
-    record, the audit row and the notification event, and commit.
+    record and both notification events, and commit. An ordinary send writes no audit row:
+    the append-only, verifiable ledger is its record (privileged movements are audited).
     """
     Withdraw: _grpc.UnaryUnaryMultiCallable[_transfer_pb2.WithdrawRequest, _transfer_pb2.WithdrawResponse]
-    """Pays money out of the caller's wallet to a bank account (simulated: the money goes
-    to the clearing account). Needs approved KYC, the PIN and a trusted IP, and respects
-    the withdraw limits.
+    """Pays money out of the caller's wallet to a bank account. The money leaves the wallet
+    at once into the payouts-in-flight account and the transaction stays PENDING until the
+    (simulated) bank answers: paid, it moves on to the clearing account and COMPLETES;
+    refused, it comes back to the wallet as a credit of category WITHDRAW pointing at the
+    withdrawal, which becomes FAILED. Needs approved KYC, the PIN and a trusted IP, and
+    respects the withdraw limits.
     """
     GetTransaction: _grpc.UnaryUnaryMultiCallable[_transfer_pb2.GetTransactionRequest, _transfer_pb2.GetTransactionResponse]
     """Returns one of the caller's transactions. Another user's transaction answers
@@ -110,12 +114,16 @@ class TransferServiceAsyncStub(TransferServiceStub):
     """Sends money to another wallet in one atomic step: check the PIN and the client IP,
     lock both wallets in id order, re-check their status, check the balance and send
     limits, move the balances, write the postings, both transaction rows, the idempotency
-    record, the audit row and the notification event, and commit.
+    record and both notification events, and commit. An ordinary send writes no audit row:
+    the append-only, verifiable ledger is its record (privileged movements are audited).
     """
     Withdraw: _aio.UnaryUnaryMultiCallable[_transfer_pb2.WithdrawRequest, _transfer_pb2.WithdrawResponse]  # type: ignore[assignment]
-    """Pays money out of the caller's wallet to a bank account (simulated: the money goes
-    to the clearing account). Needs approved KYC, the PIN and a trusted IP, and respects
-    the withdraw limits.
+    """Pays money out of the caller's wallet to a bank account. The money leaves the wallet
+    at once into the payouts-in-flight account and the transaction stays PENDING until the
+    (simulated) bank answers: paid, it moves on to the clearing account and COMPLETES;
+    refused, it comes back to the wallet as a credit of category WITHDRAW pointing at the
+    withdrawal, which becomes FAILED. Needs approved KYC, the PIN and a trusted IP, and
+    respects the withdraw limits.
     """
     GetTransaction: _aio.UnaryUnaryMultiCallable[_transfer_pb2.GetTransactionRequest, _transfer_pb2.GetTransactionResponse]  # type: ignore[assignment]
     """Returns one of the caller's transactions. Another user's transaction answers
@@ -176,7 +184,8 @@ class TransferServiceServicer(metaclass=_abc_1.ABCMeta):
         """Sends money to another wallet in one atomic step: check the PIN and the client IP,
         lock both wallets in id order, re-check their status, check the balance and send
         limits, move the balances, write the postings, both transaction rows, the idempotency
-        record, the audit row and the notification event, and commit.
+        record and both notification events, and commit. An ordinary send writes no audit row:
+        the append-only, verifiable ledger is its record (privileged movements are audited).
         """
 
     @_abc_1.abstractmethod
@@ -185,9 +194,12 @@ class TransferServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _transfer_pb2.WithdrawRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_transfer_pb2.WithdrawResponse, _abc.Awaitable[_transfer_pb2.WithdrawResponse]]:
-        """Pays money out of the caller's wallet to a bank account (simulated: the money goes
-        to the clearing account). Needs approved KYC, the PIN and a trusted IP, and respects
-        the withdraw limits.
+        """Pays money out of the caller's wallet to a bank account. The money leaves the wallet
+        at once into the payouts-in-flight account and the transaction stays PENDING until the
+        (simulated) bank answers: paid, it moves on to the clearing account and COMPLETES;
+        refused, it comes back to the wallet as a credit of category WITHDRAW pointing at the
+        withdrawal, which becomes FAILED. Needs approved KYC, the PIN and a trusted IP, and
+        respects the withdraw limits.
         """
 
     @_abc_1.abstractmethod

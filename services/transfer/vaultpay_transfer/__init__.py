@@ -1,0 +1,1 @@
+"""VaultPay transfer service: the double-entry ledger and money movement."""

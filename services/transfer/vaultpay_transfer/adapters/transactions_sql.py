@@ -1,0 +1,119 @@
+"""Reads of the ledger with SQLAlchemy Core (not the money path): lookups, keyset-paginated
+histories on the (user_id, created_at, id) indexes, limit usage and statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vaultpay_transfer.adapters.rows import transaction_from_row
+from vaultpay_transfer.adapters.tables import limit_usage, wallet_transactions, wallets
+from vaultpay_transfer.domain.model import Transaction, TransferStats, UsageFigures
+from vaultpay_transfer.service_layer.ports import TransactionCursor, TransactionFilter
+
+__all__ = ["SqlTransactionStore"]
+
+_T = wallet_transactions.c
+_BUSINESS_TZ = ZoneInfo("Asia/Kolkata")
+
+
+class SqlTransactionStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def _one(self, *where: Any) -> Transaction | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(wallet_transactions).where(*where))).first()
+        return None if row is None else transaction_from_row(row._mapping)
+
+    async def get(self, user_id: str, transaction_id: str) -> Transaction | None:
+        return await self._one(_T.id == transaction_id, _T.user_id == user_id)
+
+    async def by_reference(self, user_id: str, reference: str) -> Transaction | None:
+        """The caller's side of the movement (the newest, should a wallet hold two sides)."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(wallet_transactions)
+                    .where(_T.reference == reference, _T.user_id == user_id)
+                    .order_by(_T.created_at.desc(), _T.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        return None if row is None else transaction_from_row(row._mapping)
+
+    async def by_request_id(self, user_id: str, request_id: str) -> Transaction | None:
+        return await self._one(_T.request_id == request_id, _T.user_id == user_id)
+
+    async def list(
+        self, flt: TransactionFilter, after: TransactionCursor | None, limit: int
+    ) -> Sequence[Transaction]:
+        query = select(wallet_transactions)
+        if flt.user_id:
+            query = query.where(_T.user_id == flt.user_id)
+        if flt.wallet_id:
+            query = query.where(_T.wallet_id == flt.wallet_id)
+        if flt.type is not None:
+            query = query.where(_T.type == flt.type.value)
+        if flt.category is not None:
+            query = query.where(_T.category == flt.category.value)
+        if flt.status is not None:
+            query = query.where(_T.status == flt.status.value)
+        if flt.start is not None:
+            query = query.where(_T.created_at >= flt.start)
+        if flt.end is not None:
+            query = query.where(_T.created_at < flt.end)
+        if after is not None:
+            query = query.where(tuple_(_T.created_at, _T.id) < tuple_(*after))
+        query = query.order_by(_T.created_at.desc(), _T.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [transaction_from_row(r._mapping) for r in rows]
+
+    async def wallet_currency(self, wallet_id: str) -> str | None:
+        async with self._engine.connect() as conn:
+            value = await conn.scalar(select(wallets.c.currency).where(wallets.c.id == wallet_id))
+        return None if value is None else str(value)
+
+    async def usage(self, wallet_id: str, now: datetime) -> Sequence[UsageFigures]:
+        today = now.astimezone(_BUSINESS_TZ).date()
+        u = limit_usage.c
+        query = (
+            select(
+                u.action,
+                func.coalesce(func.sum(u.used).filter(u.day == today), 0),
+                func.coalesce(func.sum(u.used), 0),
+            )
+            .where(u.wallet_id == wallet_id, u.day >= today.replace(day=1), u.day <= today)
+            .group_by(u.action)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [UsageFigures(str(a), int(d), int(m)) for a, d, m in rows]
+
+    async def stats(self, now: datetime) -> TransferStats:
+        """Completed movements counted once: the debit side, or the credit of a top-up."""
+        counted = and_(
+            _T.status.in_(("COMPLETED", "REVERSED")),
+            or_(_T.type == "DEBIT", _T.category == "TOP_UP"),
+        )
+
+        async def window(since: datetime) -> tuple[int, tuple[tuple[str, int], ...]]:
+            query = (
+                select(_T.currency, func.count(), func.sum(_T.amount))
+                .where(counted, _T.created_at >= since)
+                .group_by(_T.currency)
+                .order_by(_T.currency)
+            )
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            return sum(int(r[1]) for r in rows), tuple((str(r[0]), int(r[2])) for r in rows)
+
+        daily_count, daily = await window(now - timedelta(hours=24))
+        monthly_count, monthly = await window(now - timedelta(days=30))
+        return TransferStats(daily_count, daily, monthly_count, monthly, 0, now)

@@ -1,0 +1,182 @@
+"""The transfer domain's errors, each with the stable reason clients switch on.
+
+Codes follow google/rpc/code.proto (API.md): a state the caller must change first is
+FAILED_PRECONDITION, a limit RESOURCE_EXHAUSTED, a dependency that is down UNAVAILABLE.
+Reasons not listed in API.md are ours: INVALID_AMOUNT, CURRENCY_MISMATCH,
+PAYMENT_REFERENCE_USED, TRANSACTION_NOT_FOUND, COMMIT_OUTCOME_UNKNOWN, WALLET_UNAVAILABLE
+(README, "Transfer").
+"""
+
+from __future__ import annotations
+
+from vaultpay_common.errors import (
+    AlreadyExistsError,
+    DomainError,
+    ErrorKind,
+    FailedPreconditionError,
+    FieldViolation,
+    NotFoundError,
+    UnavailableError,
+    ValidationError,
+)
+
+__all__ = [
+    "CommitOutcomeUnknownError",
+    "CurrencyMismatchError",
+    "DailyLimitExceededError",
+    "InsufficientBalanceError",
+    "InvalidAmountError",
+    "IpNotTrustedError",
+    "KycNotVerifiedError",
+    "LimitExceededError",
+    "MonthlyLimitExceededError",
+    "PassedThroughError",
+    "PaymentReferenceUsedError",
+    "PerTransactionLimitExceededError",
+    "RecipientNotFoundError",
+    "SelfTransferError",
+    "TransactionNotFoundError",
+    "WalletClosedError",
+    "WalletFrozenError",
+    "WalletNotFoundError",
+    "WalletUnavailableError",
+]
+
+
+class WalletNotFoundError(NotFoundError):
+    """The caller has no wallet yet."""
+
+    reason = "WALLET_NOT_FOUND"
+    default_message = "you have no wallet; create one first"
+
+
+class RecipientNotFoundError(NotFoundError):
+    reason = "RECIPIENT_NOT_FOUND"
+    default_message = "no wallet with that id"
+
+
+class TransactionNotFoundError(NotFoundError):
+    """No such transaction, or another user's (the two are indistinguishable on purpose)."""
+
+    reason = "TRANSACTION_NOT_FOUND"
+    default_message = "no such transaction"
+
+
+class WalletFrozenError(FailedPreconditionError):
+    reason = "WALLET_FROZEN"
+    default_message = "the wallet is frozen"
+
+
+class WalletClosedError(FailedPreconditionError):
+    """The caller's wallet is closed, or (metadata side=recipient) the recipient's."""
+
+    reason = "WALLET_CLOSED"
+    default_message = "the wallet is closed"
+
+
+class KycNotVerifiedError(FailedPreconditionError):
+    reason = "KYC_NOT_VERIFIED"
+    default_message = "moving money needs an approved KYC submission"
+
+
+class InsufficientBalanceError(FailedPreconditionError):
+    reason = "INSUFFICIENT_BALANCE"
+    default_message = "the balance is too low for this amount"
+
+
+class CurrencyMismatchError(FailedPreconditionError):
+    reason = "CURRENCY_MISMATCH"
+    default_message = "the amount is not in the wallets' currency"
+
+
+class IpNotTrustedError(FailedPreconditionError):
+    """The client's address is not trusted yet; wallet mailed a confirmation link."""
+
+    reason = "IP_NOT_TRUSTED"
+    default_message = (
+        "money cannot move from this network address yet; confirm it with the link we emailed"
+    )
+
+
+class PaymentReferenceUsedError(AlreadyExistsError):
+    reason = "PAYMENT_REFERENCE_USED"
+    default_message = "this payment reference was already credited"
+
+
+class SelfTransferError(ValidationError):
+    reason = "SELF_TRANSFER"
+
+    def __init__(self) -> None:
+        super().__init__(
+            [FieldViolation("recipient_wallet_id", "must not be your own wallet")],
+            "you cannot send money to your own wallet",
+        )
+
+
+class InvalidAmountError(ValidationError):
+    reason = "INVALID_AMOUNT"
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__([FieldViolation(field, description)])
+
+
+class LimitExceededError(DomainError):
+    """A limit would be passed; the metadata says which and how much is used."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+
+    def __init__(self, action: str, limit_minor: int, used_minor: int, currency: str) -> None:
+        remaining = max(0, limit_minor - used_minor)
+        super().__init__(
+            f"{self.default_message} ({action}: limit {limit_minor}, used {used_minor}, "
+            f"remaining {remaining} minor units of {currency})",
+            metadata={
+                "action": action,
+                "limit_minor": str(limit_minor),
+                "used_minor": str(used_minor),
+                "remaining_minor": str(remaining),
+                "currency": currency,
+            },
+        )
+
+
+class PerTransactionLimitExceededError(LimitExceededError):
+    reason = "PER_TRANSACTION_LIMIT_EXCEEDED"
+    default_message = "the amount is above the per-transaction limit"
+
+
+class DailyLimitExceededError(LimitExceededError):
+    reason = "DAILY_LIMIT_EXCEEDED"
+    default_message = "the amount would pass today's limit"
+
+
+class MonthlyLimitExceededError(LimitExceededError):
+    reason = "MONTHLY_LIMIT_EXCEEDED"
+    default_message = "the amount would pass this month's limit"
+
+
+class CommitOutcomeUnknownError(UnavailableError):
+    """The connection was lost while the ledger transaction committed: it may or may not
+    have happened. Never a definite failure: the client asks GetTransactionByRequestId or
+    retries with the same request_id."""
+
+    reason = "COMMIT_OUTCOME_UNKNOWN"
+    default_message = (
+        "the outcome is unknown; retry with the same request_id or ask GetTransactionByRequestId"
+    )
+
+
+class WalletUnavailableError(UnavailableError):
+    reason = "WALLET_UNAVAILABLE"
+    default_message = "the wallet service is unavailable, retry later"
+
+
+class PassedThroughError(DomainError):
+    """A peer's refusal handed on unchanged (code, reason, message, metadata), e.g.
+    wallet's INVALID_PIN with its remaining attempts, PIN_LOCKED or PIN_NOT_SET."""
+
+    def __init__(
+        self, kind: ErrorKind, reason: str, message: str, metadata: dict[str, str]
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.kind = kind

@@ -1,0 +1,66 @@
+"""The texts of the notifications the ledger's events become (title at most 120 characters,
+body at most 1,000; never a full account number). Pure: the outbox handler calls it with an
+event's facts.
+
+    notification_text("MONEY_SENT", {"amount_minor": "125050", "currency": "INR", ...})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["NotificationText", "format_amount", "notification_text"]
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationText:
+    kind: str  # MONEY_SENT, MONEY_RECEIVED, TOP_UP, WITHDRAWAL
+    title: str
+    body: str
+
+
+def format_amount(amount_minor: str, currency: str) -> str:
+    """ "125050", "INR" -> "1,250.50 INR" (two decimals: every currency we hold has them)."""
+    units, minor = divmod(int(amount_minor), 100)
+    return f"{units:,}.{minor:02d} {currency}"
+
+
+def _balance(facts: Mapping[str, str]) -> str:
+    after = facts.get("balance_after_minor")
+    return f" Balance: {format_amount(after, facts['currency'])}." if after else ""
+
+
+def notification_text(kind: str, facts: Mapping[str, str]) -> NotificationText:
+    """KeyError/ValueError for an event without the facts its kind needs."""
+    amount = format_amount(facts["amount_minor"], facts["currency"])
+    reference = facts["reference"]
+    who = facts.get("counterparty", "")
+    if kind == "MONEY_SENT":
+        return NotificationText(
+            kind, f"You sent {amount}", f"{amount} to {who} ({reference}).{_balance(facts)}"
+        )
+    if kind == "MONEY_RECEIVED":
+        return NotificationText(
+            kind,
+            f"You received {amount}",
+            f"{amount} from {who} ({reference}).{_balance(facts)}",
+        )
+    if kind == "TOP_UP":
+        return NotificationText(
+            kind,
+            f"Wallet topped up: {amount}",
+            f"{amount} by {who} ({reference}).{_balance(facts)}",
+        )
+    if kind == "WITHDRAWAL_SETTLED":
+        return NotificationText(
+            "WITHDRAWAL", f"Withdrawal paid: {amount}", f"{amount} paid to {who} ({reference})."
+        )
+    if kind == "WITHDRAWAL_RETURNED":
+        reason = facts.get("reason") or "the bank refused it"
+        return NotificationText(
+            "WITHDRAWAL",
+            f"Withdrawal returned: {amount}",
+            f"{amount} to {who} ({reference}) came back to your wallet: {reason}.{_balance(facts)}",
+        )
+    raise ValueError(f"unknown notification kind {kind!r}")

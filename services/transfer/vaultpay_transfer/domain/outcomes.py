@@ -1,0 +1,95 @@
+"""What the ledger functions answer, and the error each refusal becomes.
+
+A ledger call returns an outcome code: OK (the movement committed), REPLAY (the stored
+answer of an earlier identical request) or a refusal, decided before anything was written.
+
+    refusal_error("DAILY_LIMIT_EXCEEDED", {"action": "send", "limit_minor": "100", ...})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from vaultpay_common.errors import DomainError
+from vaultpay_common.idempotency import IdempotencyKeyInUseError, IdempotencyKeyReusedError
+from vaultpay_transfer.domain.errors import (
+    CurrencyMismatchError,
+    DailyLimitExceededError,
+    InsufficientBalanceError,
+    KycNotVerifiedError,
+    LimitExceededError,
+    MonthlyLimitExceededError,
+    PaymentReferenceUsedError,
+    PerTransactionLimitExceededError,
+    RecipientNotFoundError,
+    SelfTransferError,
+    WalletClosedError,
+    WalletFrozenError,
+    WalletNotFoundError,
+)
+from vaultpay_transfer.domain.model import Transaction
+
+__all__ = ["ACCEPTED", "LedgerOutcome", "refusal_error"]
+
+ACCEPTED = frozenset({"OK", "REPLAY"})
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerOutcome:
+    code: str
+    transaction: Transaction | None = None
+    details: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return self.code in ACCEPTED
+
+
+def _limit(cls: type[LimitExceededError]) -> Callable[[Mapping[str, str]], DomainError]:
+    def build(details: Mapping[str, str]) -> DomainError:
+        return cls(
+            details.get("action", ""),
+            int(details.get("limit_minor", "0")),
+            int(details.get("used_minor", "0")),
+            details.get("currency", ""),
+        )
+
+    return build
+
+
+def _mismatch(details: Mapping[str, str]) -> DomainError:
+    currency = details.get("currency", "")
+    return CurrencyMismatchError(
+        f"the wallets hold {currency}; send the amount in {currency}" if currency else None,
+        metadata={"currency": currency} if currency else None,
+    )
+
+
+_REFUSALS: dict[str, Callable[[Mapping[str, str]], DomainError]] = {
+    "IDEMPOTENCY_KEY_IN_USE": lambda _: IdempotencyKeyInUseError(),
+    "IDEMPOTENCY_KEY_REUSED": lambda _: IdempotencyKeyReusedError(),
+    "WALLET_NOT_FOUND": lambda _: WalletNotFoundError(),
+    "RECIPIENT_NOT_FOUND": lambda _: RecipientNotFoundError(),
+    "SELF_TRANSFER": lambda _: SelfTransferError(),
+    "WALLET_FROZEN": lambda _: WalletFrozenError(),
+    "WALLET_CLOSED": lambda _: WalletClosedError(),
+    "RECIPIENT_CLOSED": lambda _: WalletClosedError(
+        "the recipient's wallet is closed", metadata={"side": "recipient"}
+    ),
+    "CURRENCY_MISMATCH": _mismatch,
+    "KYC_NOT_VERIFIED": lambda _: KycNotVerifiedError(),
+    "INSUFFICIENT_BALANCE": lambda _: InsufficientBalanceError(),
+    "PAYMENT_REFERENCE_USED": lambda _: PaymentReferenceUsedError(),
+    "PER_TRANSACTION_LIMIT_EXCEEDED": _limit(PerTransactionLimitExceededError),
+    "DAILY_LIMIT_EXCEEDED": _limit(DailyLimitExceededError),
+    "MONTHLY_LIMIT_EXCEEDED": _limit(MonthlyLimitExceededError),
+}
+
+
+def refusal_error(code: str, details: Mapping[str, str]) -> DomainError:
+    """The domain error of a refusal code; an unknown code is a bug (RuntimeError)."""
+    build = _REFUSALS.get(code)
+    if build is None:
+        raise RuntimeError(f"the ledger answered an unknown outcome {code!r}")
+    return build(details)

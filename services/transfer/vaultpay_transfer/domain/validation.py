@@ -1,0 +1,145 @@
+"""Input rules of money movements, as pure functions raising `ValidationError` on a field.
+
+amount_minor("amount", 125050, "INR", maximum=10**12)   # -> 125050
+bank_account(BankAccountInput("123456789012", "hdfc0001234", "A. Person"))
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from vaultpay_common.errors import FieldViolation, ValidationError
+from vaultpay_transfer.domain.errors import InvalidAmountError
+
+__all__ = [
+    "MAX_NOTE_CHARS",
+    "REFUSING_TEST_ACCOUNT",
+    "BankAccount",
+    "BankAccountInput",
+    "bank_account",
+    "check_amount",
+    "check_currency",
+    "check_note",
+    "check_payment_reference",
+    "check_pin_shape",
+    "check_recipient",
+    "mask_account_number",
+]
+
+MAX_NOTE_CHARS = 140
+# The simulated bank refuses every payout to this account number (README, "Transfer").
+REFUSING_TEST_ACCOUNT = "000000000000"
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_WALLET_ID = re.compile(r"^VPY-[A-Z0-9]{6}$")
+_IFSC = re.compile(r"^[A-Z]{4}0[A-Z0-9]{6}$")
+_ACCOUNT_NUMBER = re.compile(r"^[0-9]{9,18}$")
+_PIN = re.compile(r"^[0-9]{4}$")
+_PAYMENT_REFERENCE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+
+
+def check_amount(field: str, amount_minor: int, *, maximum: int) -> int:
+    """A positive amount no larger than `maximum` minor units."""
+    if amount_minor <= 0:
+        raise InvalidAmountError(field, "must be positive")
+    if amount_minor > maximum:
+        raise InvalidAmountError(field, f"must be at most {maximum} minor units")
+    return amount_minor
+
+
+def check_currency(field: str, currency: str) -> str:
+    if not _CURRENCY.match(currency):
+        raise ValidationError.single(field, "must be an ISO 4217 code such as INR")
+    return currency
+
+
+def check_recipient(wallet_id: str) -> str:
+    """A `VPY-` wallet id, upper-cased (ids are case-insensitive for people typing them)."""
+    value = wallet_id.strip().upper()
+    if not value:
+        raise ValidationError.single("recipient_wallet_id", "is required")
+    if not _WALLET_ID.match(value):
+        raise ValidationError.single("recipient_wallet_id", "must look like VPY-XXXXXX")
+    return value
+
+
+def check_note(note: str) -> str:
+    """At most 140 printable characters, trimmed; control characters are refused."""
+    value = unicodedata.normalize("NFC", note.strip())
+    if len(value) > MAX_NOTE_CHARS:
+        raise ValidationError.single("note", f"must be at most {MAX_NOTE_CHARS} characters")
+    if not value.isprintable():
+        raise ValidationError.single("note", "must not contain control characters")
+    return value
+
+
+def check_pin_shape(pin: str) -> str:
+    if not pin:
+        raise ValidationError.single("pin", "is required")
+    if not _PIN.match(pin):
+        raise ValidationError.single("pin", "must be 4 digits")
+    return pin
+
+
+def check_payment_reference(reference: str) -> str:
+    value = reference.strip()
+    if not value:
+        raise ValidationError.single("payment_reference", "is required")
+    if not _PAYMENT_REFERENCE.match(value):
+        raise ValidationError.single(
+            "payment_reference", "must be 1 to 64 letters, digits or . _ : / -"
+        )
+    return value
+
+
+def mask_account_number(number: str) -> str:
+    """Only the last four digits survive: "123456789012" -> "····9012"."""
+    return "····" + number[-4:]
+
+
+@dataclass(frozen=True, slots=True)
+class BankAccountInput:
+    account_number: str
+    ifsc: str
+    account_holder_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class BankAccount:
+    """A validated destination. The full number is kept only in memory, long enough to hash
+    it; the ledger stores the mask and the keyed hash."""
+
+    account_number: str
+    ifsc: str
+    holder_name: str
+
+    @property
+    def mask(self) -> str:
+        return mask_account_number(self.account_number)
+
+    @property
+    def description(self) -> str:
+        return f"{self.ifsc} {self.mask}"
+
+
+def bank_account(given: BankAccountInput | None) -> BankAccount:
+    if given is None:
+        raise ValidationError.single("bank_account", "is required")
+    violations = []
+    number = given.account_number.strip().replace(" ", "")
+    if not _ACCOUNT_NUMBER.match(number):
+        violations.append(("bank_account.account_number", "must be 9 to 18 digits"))
+    ifsc = given.ifsc.strip().upper()
+    if not _IFSC.match(ifsc):
+        violations.append(
+            ("bank_account.ifsc", "must be 4 letters, a zero, then 6 letters or digits")
+        )
+    holder = unicodedata.normalize("NFC", given.account_holder_name.strip())
+    if not 1 <= len(holder) <= 100 or not holder.isprintable():
+        violations.append(
+            ("bank_account.account_holder_name", "must be 1 to 100 printable characters")
+        )
+    if violations:
+        raise ValidationError([FieldViolation(f, d) for f, d in violations])
+    return BankAccount(number, ifsc, holder)

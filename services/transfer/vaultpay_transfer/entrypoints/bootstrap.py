@@ -1,0 +1,149 @@
+"""Composition root of the transfer service, shared by the server, the CLI and the tests.
+
+Builds everything inside the event loop: the runtime (engine, Redis, page tokens), the
+ledger (asyncpg through the engine's pool), the wallet peer, the use cases, the periodic jobs
+(audit sealer, outbox relay, payout worker, idempotency and outbox cleanup) and the gRPC host
+with the three servicers. Tests pass `auth` to run the real host without a real auth, and
+`bank` to script the bank's answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
+from vaultpay_common.audit import FileCheckpointStore
+from vaultpay_common.clock import Clock, SystemClock
+from vaultpay_common.grpc.server import GrpcServiceHost
+from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
+from vaultpay_common.idempotency import purge_expired_idempotency_records
+from vaultpay_common.outbox import OutboxRelay, delete_delivered_outbox_events
+from vaultpay_common.runtime import ServiceRuntime
+from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
+from vaultpay_transfer.adapters.deliveries import transfer_outbox_handlers
+from vaultpay_transfer.adapters.ledger_pg import PgLedger
+from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
+from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
+from vaultpay_transfer.adapters.wallet_peer import GrpcWalletGate, GrpcWalletNotifications
+from vaultpay_transfer.entrypoints.servicers import (
+    TransferAdminServicer,
+    TransferInternalServicer,
+    TransferServicer,
+)
+from vaultpay_transfer.service_layer.movements import MovementService
+from vaultpay_transfer.service_layer.payouts import PayoutWorker
+from vaultpay_transfer.service_layer.ports import Bank
+from vaultpay_transfer.service_layer.queries import TransactionQueries
+from vaultpay_transfer.service_layer.verification import LedgerVerification
+from vaultpay_transfer.settings import TransferSettings
+
+__all__ = ["OUTBOX_PRODUCER", "SERVICES", "CallerAuth", "build_host", "build_verifier"]
+
+OUTBOX_PRODUCER = "transfer"  # the producer the ledger functions write their events as
+SERVICES = [
+    transfer_pb2.DESCRIPTOR.services_by_name[name]
+    for name in ("TransferService", "TransferAdminService", "TransferInternalService")
+]
+
+
+class ServiceIdentity(Protocol):
+    async def token(self) -> str: ...
+
+
+class CallerAuth(Protocol):
+    """What `PeerAuth` provides: our identity for peers, and the checks of our callers."""
+
+    @property
+    def identity(self) -> ServiceIdentity: ...
+    @property
+    def verifier(self) -> TokenVerifier: ...
+    @property
+    def introspector(self) -> TokenIntrospector: ...
+
+
+def build_verifier(
+    settings: TransferSettings, engine: AsyncEngine, clock: Clock | None = None
+) -> LedgerVerification:
+    """AdminVerifyLedger's use case (the host's RPC and the CLI's `verify-ledger`)."""
+    checkpoints = (
+        FileCheckpointStore(settings.audit_checkpoint_dir, settings.audit_checkpoint_key)
+        if settings.audit_checkpoint_dir is not None
+        else None
+    )
+    return LedgerVerification(
+        SqlLedgerAuditor(engine, settings.audit_key, checkpoints), clock or SystemClock()
+    )
+
+
+async def build_host(
+    settings: TransferSettings,
+    *,
+    clock: Clock | None = None,
+    auth: CallerAuth | None = None,
+    bank: Bank | None = None,
+) -> GrpcServiceHost:
+    clock = clock or SystemClock()
+    runtime = ServiceRuntime("transfer", settings)
+    peers: CallerAuth = auth or runtime.peer_auth()
+    wallet_channel = runtime.channel(settings.wallet_address)
+    timeout = settings.peer_timeout_seconds
+    token: Callable[[], Awaitable[str]] = peers.identity.token
+
+    relay: OutboxRelay | None = None
+
+    def _wake_relay() -> None:
+        if relay is not None:
+            relay.wake()
+
+    ledger = PgLedger(runtime.engine, on_commit=_wake_relay)
+    hasher = AccountHasher(settings.bank_account_key)
+    movements = MovementService(
+        ledger,
+        GrpcWalletGate(wallet_channel, token, timeout),
+        hasher,
+        max_amount_minor=settings.max_amount_minor,
+    )
+    queries = TransactionQueries(SqlTransactionStore(runtime.engine), clock)
+    verification = build_verifier(settings, runtime.engine, clock)
+    relay = OutboxRelay(
+        runtime.engine,
+        OUTBOX_PRODUCER,
+        transfer_outbox_handlers(GrpcWalletNotifications(wallet_channel, token, timeout)),
+        poll_interval=settings.outbox_poll_seconds,
+        clock=clock,
+    )
+    payouts = PayoutWorker(
+        ledger, bank or SimulatedBank(hasher), batch_size=settings.payout_batch_size
+    )
+    retention = timedelta(hours=settings.idempotency_retention_hours)
+
+    async def cleanup() -> None:
+        await purge_expired_idempotency_records(runtime.engine, clock=clock, retention=retention)
+        async with runtime.engine.begin() as conn:
+            await delete_delivered_outbox_events(conn, clock.now() - timedelta(days=7))
+
+    runtime.seal_audit()
+    runtime.every(0.0, relay.run, name="outbox relay")
+    runtime.every(settings.payout_interval_seconds, payouts.run_once, name="payout worker")
+    runtime.every(3600.0, cleanup, name="idempotency and outbox cleanup")
+
+    host = runtime.host(SERVICES, peers.verifier, peers.introspector)
+    user = TransferServicer(movements, queries, runtime.page_tokens)
+    staff = TransferAdminServicer(queries, verification, runtime.page_tokens)
+    internal = TransferInternalServicer(queries)
+    host.add(
+        SERVICES[0], lambda s: transfer_pb2_grpc.add_TransferServiceServicer_to_server(user, s)
+    )
+    host.add(
+        SERVICES[1],
+        lambda s: transfer_pb2_grpc.add_TransferAdminServiceServicer_to_server(staff, s),
+    )
+    host.add(
+        SERVICES[2],
+        lambda s: transfer_pb2_grpc.add_TransferInternalServiceServicer_to_server(internal, s),
+    )
+    return host

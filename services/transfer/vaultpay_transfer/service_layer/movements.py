@@ -1,0 +1,138 @@
+"""TopUp, SendMoney and Withdraw: validate, authorise through wallet, then one ledger call.
+
+    service = MovementService(ledger, wallet_gate, account_hasher, max_amount_minor=10**12)
+    debit = await service.send_money(SendMoney(user_id, key, "VPY-AB12CD", amount, "", pin, ip))
+
+The order of a PIN-checked movement:
+1. the input (INVALID_ARGUMENT naming the field), before anything else is asked;
+2. the stored answer of the same request_id: a retry is answered from it without asking for
+   the PIN again, so retries never burn PIN attempts; the same request_id with another
+   request is IDEMPOTENCY_KEY_REUSED;
+3. the PIN (wallet's VerifyTransferPin: one lockout rule for all), then the client's IP
+   (wallet's CheckIpTrust, which mails the confirmation link itself);
+4. the ledger call, which re-claims the key under its advisory lock (a concurrent duplicate
+   is IN_USE or the same single effect), locks the wallets and re-checks everything.
+Nothing is answered OK before the ledger transaction has committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from vaultpay_common.errors import ValidationError
+from vaultpay_common.idempotency import IdempotencyKey
+from vaultpay_transfer.domain.errors import IpNotTrustedError, SelfTransferError
+from vaultpay_transfer.domain.model import Transaction
+from vaultpay_transfer.domain.outcomes import LedgerOutcome, refusal_error
+from vaultpay_transfer.domain.validation import (
+    bank_account,
+    check_amount,
+    check_currency,
+    check_note,
+    check_payment_reference,
+    check_pin_shape,
+    check_recipient,
+)
+from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney, TopUp, Withdraw
+from vaultpay_transfer.service_layer.ports import Ledger, WalletGate
+
+__all__ = ["MovementService", "pin_check_id"]
+
+# Namespace of the ids under which wallet counts a movement's PIN check and IP check.
+_CHECK_NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c59-9e0d-5a4b3c2d1e0f")
+
+
+def pin_check_id(key: IdempotencyKey) -> str:
+    """The request_id of this movement's checks at wallet: derived from (caller, method,
+    request_id), so two users (or two methods) never share wallet's idempotency key, and a
+    retry of the same movement is the same check there (counted once toward the lockout)."""
+    scope = "\x00".join((key.caller, key.method, key.request_id))
+    return str(uuid.uuid5(_CHECK_NAMESPACE, scope))
+
+
+def _amount(given: AmountInput | None, maximum: int) -> tuple[int, str]:
+    if given is None:
+        raise ValidationError.single("amount", "is required")
+    currency = check_currency("amount.currency_code", given.currency)
+    return check_amount("amount.amount_minor", given.amount_minor, maximum=maximum), currency
+
+
+def _settled(outcome: LedgerOutcome) -> Transaction:
+    if outcome.accepted and outcome.transaction is not None:
+        return outcome.transaction
+    raise refusal_error(outcome.code, outcome.details)
+
+
+class MovementService:
+    def __init__(
+        self,
+        ledger: Ledger,
+        wallet: WalletGate,
+        account_hasher: Callable[[str], str],
+        *,
+        max_amount_minor: int,
+    ) -> None:
+        self._ledger = ledger
+        self._wallet = wallet
+        self._hash_account = account_hasher
+        self._max = max_amount_minor
+
+    async def top_up(self, cmd: TopUp) -> Transaction:
+        """Simulated external funding from the clearing account (no PIN: money comes in)."""
+        amount, currency = _amount(cmd.amount, self._max)
+        if cmd.payment_method is None:
+            raise ValidationError.single("payment_method", "is required")
+        reference = check_payment_reference(cmd.payment_reference)
+        description = f"{cmd.payment_method.label} {reference[-4:]}"
+        return _settled(
+            await self._ledger.top_up(
+                cmd.key, cmd.user_id, amount, currency, cmd.payment_method, reference, description
+            )
+        )
+
+    async def send_money(self, cmd: SendMoney) -> Transaction:
+        amount, currency = _amount(cmd.amount, self._max)
+        recipient = check_recipient(cmd.recipient_wallet_id)
+        note = check_note(cmd.note)
+        pin = check_pin_shape(cmd.pin)
+        stored = await self._ledger.stored_answer(cmd.key)
+        if stored is not None:
+            return stored
+        wallet_id = await self._authorise(cmd.user_id, pin, cmd.client_ip, cmd.key)
+        if wallet_id == recipient:
+            raise SelfTransferError()
+        return _settled(
+            await self._ledger.send_money(cmd.key, cmd.user_id, recipient, amount, currency, note)
+        )
+
+    async def withdraw(self, cmd: Withdraw) -> Transaction:
+        amount, currency = _amount(cmd.amount, self._max)
+        account = bank_account(cmd.bank_account)
+        pin = check_pin_shape(cmd.pin)
+        stored = await self._ledger.stored_answer(cmd.key)
+        if stored is not None:
+            return stored
+        await self._authorise(cmd.user_id, pin, cmd.client_ip, cmd.key)
+        return _settled(
+            await self._ledger.withdraw(
+                cmd.key,
+                cmd.user_id,
+                amount,
+                currency,
+                account.ifsc,
+                account.mask,
+                self._hash_account(account.account_number),
+                account.holder_name,
+            )
+        )
+
+    async def _authorise(self, user_id: str, pin: str, client_ip: str, key: IdempotencyKey) -> str:
+        check_id = pin_check_id(key)
+        wallet_id = await self._wallet.verify_pin(user_id, pin, check_id)
+        ip = await self._wallet.check_ip(user_id, client_ip, check_id)
+        if not ip.trusted:
+            raise IpNotTrustedError(
+                metadata={"confirmation_sent": "true" if ip.confirmation_sent else "false"}
+            )
+        return wallet_id

@@ -1,0 +1,48 @@
+"""The payout worker: hands pending withdrawals to the (simulated) bank and settles each one,
+or returns the money to the wallet when the bank refuses. Run by `runtime.every`.
+
+Each payout is leased first (other workers skip it until the lease ends), so replicas share
+the work; settling and returning are idempotent in the ledger, so a payout handled twice
+(a lease that ran out) still moves money once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vaultpay_transfer.service_layer.ports import Bank, PayoutLedger
+
+__all__ = ["PayoutWorker"]
+
+log = logging.getLogger(__name__)
+
+
+class PayoutWorker:
+    def __init__(
+        self, ledger: PayoutLedger, bank: Bank, *, batch_size: int = 50, lease_seconds: float = 60
+    ) -> None:
+        self._ledger = ledger
+        self._bank = bank
+        self._batch = batch_size
+        self._lease = lease_seconds
+
+    async def run_once(self) -> int:
+        """How many payouts were finished (settled or returned) in this round."""
+        finished = 0
+        for payout in await self._ledger.lease_payouts(self._batch, self._lease):
+            try:
+                answer = await self._bank.pay_out(payout)
+            except Exception:
+                log.warning(
+                    "the bank could not be asked; the payout is retried after its lease",
+                    extra={"transaction_id": payout.transaction_id},
+                    exc_info=True,
+                )
+                continue
+            if answer.paid:
+                await self._ledger.settle_payout(payout.transaction_id)
+                finished += 1
+            elif answer.refused:
+                await self._ledger.return_payout(payout.transaction_id, answer.reason)
+                finished += 1
+        return finished

@@ -1,0 +1,182 @@
+"""What the transfer use cases need from the outside world, as Protocols.
+
+- `Ledger`: the money path. Each method is one atomic ledger transaction (one database
+  round trip, see adapters/ledger_pg.py); it is its own unit of work: it commits before it
+  answers OK and writes nothing when it refuses.
+- `WalletGate`: wallet's PIN and IP-trust checks (peer calls with our service identity).
+- `TransactionStore`: reads of the ledger (histories, lookups, usage, statistics).
+- `LedgerAuditor`: the invariants, checked on one consistent snapshot.
+- `PayoutLedger` and `Bank`: the payout worker's side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from vaultpay_common.idempotency import IdempotencyKey
+from vaultpay_transfer.domain.model import (
+    LedgerCheck,
+    PaymentMethod,
+    Transaction,
+    TransactionCategory,
+    TransactionStatus,
+    TransactionType,
+    TransferStats,
+    UsageFigures,
+)
+from vaultpay_transfer.domain.outcomes import LedgerOutcome
+
+__all__ = [
+    "Bank",
+    "BankAnswer",
+    "IpCheck",
+    "Ledger",
+    "LedgerAuditor",
+    "PayoutLease",
+    "PayoutLedger",
+    "PayoutSettlement",
+    "TransactionCursor",
+    "TransactionFilter",
+    "TransactionStore",
+    "WalletGate",
+]
+
+
+class Ledger(Protocol):
+    async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
+        """The stored answer of an earlier identical request, or None; raises
+        IdempotencyKeyReusedError for the same key with a different request."""
+        ...
+
+    async def send_money(
+        self,
+        key: IdempotencyKey,
+        user_id: str,
+        recipient_wallet_id: str,
+        amount_minor: int,
+        currency: str,
+        note: str,
+    ) -> LedgerOutcome: ...
+
+    async def top_up(
+        self,
+        key: IdempotencyKey,
+        user_id: str,
+        amount_minor: int,
+        currency: str,
+        method: PaymentMethod,
+        payment_reference: str,
+        description: str,
+    ) -> LedgerOutcome: ...
+
+    async def withdraw(
+        self,
+        key: IdempotencyKey,
+        user_id: str,
+        amount_minor: int,
+        currency: str,
+        ifsc: str,
+        account_mask: str,
+        account_hash: str,
+        holder_name: str,
+    ) -> LedgerOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IpCheck:
+    trusted: bool
+    confirmation_sent: bool
+
+
+class WalletGate(Protocol):
+    async def verify_pin(self, user_id: str, pin: str, check_id: str) -> str:
+        """The user's wallet id when the PIN matches; otherwise wallet's refusal (INVALID_PIN
+        with the remaining attempts, PIN_LOCKED, PIN_NOT_SET, ...) as a domain error.
+        `check_id` keys the attempt, so a retried check counts once toward the lockout."""
+        ...
+
+    async def check_ip(self, user_id: str, client_ip: str, check_id: str) -> IpCheck: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionFilter:
+    """Filters of a listing; None/empty means "any"."""
+
+    user_id: str = ""
+    wallet_id: str = ""
+    type: TransactionType | None = None
+    category: TransactionCategory | None = None
+    status: TransactionStatus | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+TransactionCursor = tuple[datetime, str]  # (created_at, id) of the last row of a page
+
+
+class TransactionStore(Protocol):
+    async def get(self, user_id: str, transaction_id: str) -> Transaction | None:
+        """The caller's transaction by id (None for another user's)."""
+        ...
+
+    async def by_reference(self, user_id: str, reference: str) -> Transaction | None: ...
+
+    async def by_request_id(self, user_id: str, request_id: str) -> Transaction | None: ...
+
+    async def list(
+        self, flt: TransactionFilter, after: TransactionCursor | None, limit: int
+    ) -> Sequence[Transaction]:
+        """Newest first, strictly after `after` in that order."""
+        ...
+
+    async def wallet_currency(self, wallet_id: str) -> str | None: ...
+
+    async def usage(self, wallet_id: str, now: datetime) -> Sequence[UsageFigures]: ...
+
+    async def stats(self, now: datetime) -> TransferStats: ...
+
+
+class LedgerAuditor(Protocol):
+    async def check(self) -> Sequence[LedgerCheck]:
+        """Every invariant of the ledger and the audit chain, from one snapshot."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutLease:
+    transaction_id: str
+    account_hash: str
+    amount_minor: int
+    currency: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutSettlement:
+    outcome: str  # OK, ALREADY_FINISHED, NOT_FOUND
+    transaction: Transaction | None
+
+
+class PayoutLedger(Protocol):
+    async def lease_payouts(self, limit: int, lease_seconds: float) -> list[PayoutLease]: ...
+
+    async def settle_payout(self, transaction_id: str) -> PayoutSettlement: ...
+
+    async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BankAnswer:
+    """paid: the money reached the account; refused: it never will (return it); neither:
+    the bank could not say (ask again later)."""
+
+    paid: bool
+    refused: bool = False
+    reason: str = ""
+
+
+class Bank(Protocol):
+    async def pay_out(self, payout: PayoutLease) -> BankAnswer: ...

@@ -1,0 +1,86 @@
+"""Reading the ledger back: a user's own transactions, staff listings, and the figures the
+wallet service shows (limit usage, statistics).
+
+Object-level access lives here: another user's transaction answers TRANSACTION_NOT_FOUND,
+exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from vaultpay_common.clock import Clock
+from vaultpay_common.errors import ValidationError
+from vaultpay_common.ids import parse_uuid
+from vaultpay_transfer.domain.errors import TransactionNotFoundError, WalletNotFoundError
+from vaultpay_transfer.domain.model import (
+    REFERENCE_PATTERN,
+    Transaction,
+    TransferStats,
+    UsageFigures,
+)
+from vaultpay_transfer.service_layer.ports import (
+    TransactionCursor,
+    TransactionFilter,
+    TransactionStore,
+)
+
+__all__ = ["TransactionQueries"]
+
+
+def _found(transaction: Transaction | None) -> Transaction:
+    if transaction is None:
+        raise TransactionNotFoundError()
+    return transaction
+
+
+def _check_window(flt: TransactionFilter) -> None:
+    if flt.start is not None and flt.end is not None and flt.end <= flt.start:
+        raise ValidationError.single("end_time", "must be after start_time")
+
+
+class TransactionQueries:
+    def __init__(self, store: TransactionStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def get(self, user_id: str, transaction_id: str) -> Transaction:
+        tx_id = parse_uuid(transaction_id, "transaction_id")
+        return _found(await self._store.get(user_id, tx_id))
+
+    async def by_reference(self, user_id: str, reference: str) -> Transaction:
+        value = reference.strip().upper()
+        if not REFERENCE_PATTERN.match(value):
+            raise ValidationError.single("reference_id", "must look like VP-TXN-XXXXXXXX")
+        return _found(await self._store.by_reference(user_id, value))
+
+    async def by_request_id(self, user_id: str, request_id: str) -> Transaction:
+        rid = parse_uuid(request_id, "request_id")
+        return _found(await self._store.by_request_id(user_id, rid))
+
+    async def list_mine(
+        self, user_id: str, flt: TransactionFilter, after: TransactionCursor | None, limit: int
+    ) -> Sequence[Transaction]:
+        _check_window(flt)
+        return await self._store.list(replace(flt, user_id=user_id), after, limit)
+
+    async def list_all(
+        self, flt: TransactionFilter, after: TransactionCursor | None, limit: int
+    ) -> Sequence[Transaction]:
+        _check_window(flt)
+        return await self._store.list(flt, after, limit)
+
+    async def limit_usage(self, wallet_id: str) -> tuple[str, Sequence[UsageFigures]]:
+        """The wallet's currency and its usage of every action (zero where none)."""
+        currency = await self._store.wallet_currency(wallet_id)
+        if currency is None:
+            raise WalletNotFoundError("no such wallet")
+        found = {u.action: u for u in await self._store.usage(wallet_id, self._clock.now())}
+        return currency, [
+            found.get(action, UsageFigures(action, 0, 0))
+            for action in ("send", "withdraw", "top_up")
+        ]
+
+    async def stats(self) -> TransferStats:
+        return await self._store.stats(self._clock.now())

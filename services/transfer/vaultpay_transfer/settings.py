@@ -1,0 +1,49 @@
+"""The transfer service's settings (env prefix TRANSFER_), validated at start-up.
+
+Keys: the bank-account hash key is derived from the root key
+(`derived_key("transfer-bank-account")`) and never stored.
+"""
+
+from __future__ import annotations
+
+from pydantic import field_validator
+from pydantic_settings import SettingsConfigDict
+
+from vaultpay_common.config import PeerServiceSettings
+
+__all__ = ["TransferSettings"]
+
+
+class TransferSettings(PeerServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TRANSFER_", extra="ignore", frozen=True)
+
+    grpc_address: str = "127.0.0.1:50053"
+    # The largest amount one movement may carry, in minor units (10 billion INR in paise):
+    # far above any limit, far below BIGINT; anything larger is refused as INVALID_AMOUNT.
+    max_amount_minor: int = 10**12
+    # How often the outbox relay looks for due events (it is also woken after each commit).
+    outbox_poll_seconds: float = 1.0
+    # Idempotency records older than this are deleted (at least 24 h, ARCHITECTURE.md).
+    idempotency_retention_hours: int = 48
+    # How often the payout worker asks the (simulated) bank about pending withdrawals.
+    payout_interval_seconds: float = 1.0
+    # Pending payouts handled per round.
+    payout_batch_size: int = 50
+
+    @field_validator("idempotency_retention_hours")
+    @classmethod
+    def _keeps_a_day(cls, value: int) -> int:
+        if value < 24:
+            raise ValueError("must be at least 24 (hours)")
+        return value
+
+    @field_validator("max_amount_minor")
+    @classmethod
+    def _fits_bigint(cls, value: int) -> int:
+        if not 1 <= value <= 10**15:
+            raise ValueError("must be between 1 and 10**15")
+        return value
+
+    @property
+    def bank_account_key(self) -> bytes:
+        return self.derived_key("transfer-bank-account")

@@ -1,0 +1,305 @@
+"""The money journey end to end, through Envoy with JSON (and grpcurl): two people with
+approved KYC, a top-up, a send (after confirming the new network address), both histories
+and notifications, lookups by reference and by request id, withdrawals settled and refused,
+and the ledger verified at the end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.e2e.conftest import GRPCURL, Gateway, Reply, random_loopback
+from tests.e2e.wallet_support import (
+    Person,
+    bearer,
+    gateway_grpc_address,
+    mailed_code,
+    new_person,
+    rid,
+    service_token,
+    staff_token,
+)
+from vaultpay.type.v1 import kyc_tier_pb2
+from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_devstack.mesh import Mesh
+
+PIN = "2468"
+CONFIRM_SUBJECT = "Confirm a new device or network"
+REFUSING_ACCOUNT = "000000000000"
+
+
+def inr(minor: int) -> dict[str, str]:
+    return {"currencyCode": "INR", "amountMinor": str(minor)}
+
+
+def eventually(check: Callable[[], Any], *, within: float = 20.0) -> Any:
+    """Polls `check` until it returns something truthy, or fails at the deadline."""
+    deadline = time.monotonic() + within
+    delay = 0.05
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+async def _approve_kyc(mesh: Mesh, *people: Person) -> None:
+    """What kyc's approval does: wallet's SetKycTier with the kyc service identity."""
+    token = await service_token(mesh, "kyc")
+    async with grpc.aio.insecure_channel(mesh.grpc_address("wallet")) as channel:
+        stub = wallet_pb2_grpc.WalletInternalServiceStub(channel)
+        for person in people:
+            await stub.SetKycTier(
+                wallet_pb2.SetKycTierRequest(
+                    request_id=rid(), user_id=person.user_id, kyc_tier=kyc_tier_pb2.KYC_TIER_FULL
+                ),
+                metadata=bearer(token),
+                timeout=10,
+            )
+
+
+def _call(gateway: Gateway, person: Person, method: str, path: str, body: Any = None) -> Reply:
+    return gateway.call(method, path, body, token=person.token, source=person_source(person))
+
+
+_SOURCES: dict[str, str] = {}
+
+
+def person_source(person: Person) -> str:
+    """Each person uses one machine of their own (one client IP) for the whole journey."""
+    return _SOURCES.setdefault(person.user_id, random_loopback())
+
+
+def _trust_my_network(gateway: Gateway, mesh: Mesh, person: Person, send: dict[str, Any]) -> None:
+    """The first money movement from a new address is refused and mails a link; confirm it."""
+    refused = _call(gateway, person, "POST", "/v1/transactions:send", send)
+    assert refused.status == 400, refused.body
+    assert refused.error_reason() == "IP_NOT_TRUSTED"
+    code = mailed_code(mesh, person.email, CONFIRM_SUBJECT)
+    confirmed = gateway.call("POST", "/v1/ip-trust:confirm", {"requestId": rid(), "token": code})
+    assert confirmed.status == 200, confirmed.body
+
+
+def _balance(gateway: Gateway, person: Person) -> int:
+    reply = _call(gateway, person, "GET", "/v1/wallets/me/balance")
+    assert reply.status == 200, reply.body
+    return int(reply.body["balance"]["amountMinor"])
+
+
+def _notes(gateway: Gateway, person: Person) -> list[str]:
+    reply = _call(gateway, person, "GET", "/v1/notifications")
+    assert reply.status == 200, reply.body
+    return [str(n["title"]) for n in reply.body.get("notifications", [])]
+
+
+@pytest.fixture(scope="module")
+async def people(gateway: Gateway, mesh: Mesh) -> tuple[Person, Person]:
+    alice = new_person(gateway, pin=PIN)
+    bob = new_person(gateway, pin=PIN)
+    await _approve_kyc(mesh, alice, bob)
+    return alice, bob
+
+
+def test_the_money_journey_through_the_gateway(
+    gateway: Gateway, mesh: Mesh, people: tuple[Person, Person]
+) -> None:
+    alice, bob = people
+    # Top-up: replayed by request id, and a payment reference credits once.
+    top_up = {
+        "requestId": rid(),
+        "amount": inr(500_000),
+        "paymentMethod": "PAYMENT_METHOD_UPI",
+        "paymentReference": f"upi-{uuid.uuid4().hex[:20]}",
+    }
+    funded = _call(gateway, alice, "POST", "/v1/transactions:topUp", top_up)
+    assert funded.status == 200, funded.body
+    assert funded.body["transaction"]["category"] == "TRANSACTION_CATEGORY_TOP_UP"
+    replay = _call(gateway, alice, "POST", "/v1/transactions:topUp", top_up)
+    assert replay.body == funded.body
+    twice = _call(gateway, alice, "POST", "/v1/transactions:topUp", {**top_up, "requestId": rid()})
+    assert (twice.status, twice.error_reason()) == (409, "PAYMENT_REFERENCE_USED")
+    assert _balance(gateway, alice) == 500_000
+
+    # Send: the new address is confirmed first; a wrong PIN says how many tries are left.
+    send = {
+        "requestId": rid(),
+        "recipientWalletId": bob.wallet_id,
+        "amount": inr(125_050),
+        "note": "dinner",
+        "pin": PIN,
+    }
+    _trust_my_network(gateway, mesh, alice, {**send, "requestId": rid()})
+    wrong = _call(
+        gateway, alice, "POST", "/v1/transactions:send", {**send, "requestId": rid(), "pin": "0000"}
+    )
+    assert (wrong.status, wrong.error_reason()) == (400, "INVALID_PIN")
+    info = next(d for d in wrong.body["details"] if d["@type"].endswith("ErrorInfo"))
+    assert info["metadata"]["remaining_attempts"] == "2"
+    sent = _call(gateway, alice, "POST", "/v1/transactions:send", send)
+    assert sent.status == 200, sent.body
+    debit = sent.body["transaction"]
+    reference = debit["referenceId"]
+    assert reference.startswith("VP-TXN-") and len(reference) == 15
+    assert (debit["type"], debit["balanceAfter"]["amountMinor"]) == (
+        "TRANSACTION_TYPE_DEBIT",
+        str(500_000 - 125_050),
+    )
+    assert _call(gateway, alice, "POST", "/v1/transactions:send", send).body == sent.body
+    assert (_balance(gateway, alice), _balance(gateway, bob)) == (374_950, 125_050)
+
+    # Guards with their reasons and HTTP statuses.
+    untrusted = _call(
+        gateway,
+        bob,
+        "POST",
+        "/v1/transactions:send",
+        {**send, "requestId": rid(), "recipientWalletId": alice.wallet_id},
+    )
+    assert (untrusted.status, untrusted.error_reason()) == (400, "IP_NOT_TRUSTED")
+    own = _call(
+        gateway,
+        alice,
+        "POST",
+        "/v1/transactions:send",
+        {**send, "requestId": rid(), "recipientWalletId": alice.wallet_id},
+    )
+    assert (own.status, own.error_reason()) == (400, "SELF_TRANSFER")
+    zero = _call(
+        gateway,
+        alice,
+        "POST",
+        "/v1/transactions:send",
+        {**send, "requestId": rid(), "amount": inr(0)},
+    )
+    assert (zero.status, zero.error_reason()) == (400, "INVALID_AMOUNT")
+    nobody = _call(
+        gateway,
+        alice,
+        "POST",
+        "/v1/transactions:send",
+        {**send, "requestId": rid(), "recipientWalletId": "VPY-ZZZZZ9"},
+    )
+    assert (nobody.status, nobody.error_reason()) == (404, "RECIPIENT_NOT_FOUND")
+
+    # Both histories, newest first.
+    mine = _call(gateway, alice, "GET", "/v1/transactions")
+    assert [t["category"] for t in mine.body["transactions"]] == [
+        "TRANSACTION_CATEGORY_P2P_SEND",
+        "TRANSACTION_CATEGORY_TOP_UP",
+    ]
+    theirs = _call(gateway, bob, "GET", "/v1/transactions?type=TRANSACTION_TYPE_CREDIT")
+    (received,) = theirs.body["transactions"]
+    assert (received["referenceId"], received["counterparty"]["walletId"]) == (
+        reference,
+        alice.wallet_id,
+    )
+    assert received["requestId"] == ""
+
+    # Lookups: by reference (each sees their own side), by request id, and never another's.
+    for person, kind in ((alice, "TRANSACTION_TYPE_DEBIT"), (bob, "TRANSACTION_TYPE_CREDIT")):
+        found = _call(gateway, person, "GET", f"/v1/transactions/reference/{reference.lower()}")
+        assert (found.status, found.body["transaction"]["type"]) == (200, kind)
+    by_request = _call(gateway, alice, "GET", f"/v1/transactions/request/{send['requestId']}")
+    assert by_request.body["transaction"]["transactionId"] == debit["transactionId"]
+    assert _call(gateway, bob, "GET", f"/v1/transactions/request/{send['requestId']}").status == 404
+    assert _call(gateway, bob, "GET", f"/v1/transactions/{debit['transactionId']}").status == 404
+
+    # Both notifications, delivered through wallet within moments of the commit.
+    eventually(lambda: any(t.startswith("You sent 1,250.50 INR") for t in _notes(gateway, alice)))
+    eventually(lambda: any(t.startswith("You received 1,250.50 INR") for t in _notes(gateway, bob)))
+
+    # The same lookup with grpcurl through the gateway.
+    looked_up = subprocess.run(
+        [
+            GRPCURL,
+            "-plaintext",
+            "-H",
+            f"authorization: Bearer {bob.token}",
+            "-d",
+            json.dumps({"referenceId": reference}),
+            gateway_grpc_address(mesh),
+            "vaultpay.transfer.v1.TransferService/GetTransactionByReference",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert looked_up.returncode == 0, looked_up.stderr
+    assert json.loads(looked_up.stdout)["transaction"]["referenceId"] == reference
+
+
+def _withdraw(gateway: Gateway, person: Person, amount: int, account: str) -> dict[str, Any]:
+    reply = _call(
+        gateway,
+        person,
+        "POST",
+        "/v1/transactions:withdraw",
+        {
+            "requestId": rid(),
+            "amount": inr(amount),
+            "bankAccount": {
+                "accountNumber": account,
+                "ifsc": "HDFC0001234",
+                "accountHolderName": "E2E Person",
+            },
+            "pin": PIN,
+        },
+    )
+    assert reply.status == 200, reply.body
+    tx: dict[str, Any] = reply.body["transaction"]
+    assert tx["status"] == "TRANSACTION_STATUS_PENDING"
+    assert account not in json.dumps(tx)
+    return tx
+
+
+def _status_of(gateway: Gateway, person: Person, transaction_id: str) -> str:
+    reply = _call(gateway, person, "GET", f"/v1/transactions/{transaction_id}")
+    return str(reply.body["transaction"]["status"])
+
+
+def test_withdrawals_settle_or_come_back_and_the_ledger_verifies(
+    gateway: Gateway, mesh: Mesh, people: tuple[Person, Person]
+) -> None:
+    alice, _ = people
+    before = _balance(gateway, alice)
+    paid = _withdraw(gateway, alice, 10_000, "123456789012")
+    refused = _withdraw(gateway, alice, 20_000, REFUSING_ACCOUNT)
+    assert _balance(gateway, alice) == before - 30_000
+    eventually(
+        lambda: _status_of(gateway, alice, paid["transactionId"]) == "TRANSACTION_STATUS_COMPLETED"
+    )
+    eventually(
+        lambda: _status_of(gateway, alice, refused["transactionId"]) == "TRANSACTION_STATUS_FAILED"
+    )
+    assert _balance(gateway, alice) == before - 10_000
+    eventually(lambda: any(t.startswith("Withdrawal paid") for t in _notes(gateway, alice)))
+    eventually(lambda: any(t.startswith("Withdrawal returned") for t in _notes(gateway, alice)))
+
+    admin = staff_token(mesh, gateway, "ADMIN")
+    verified = gateway.call("GET", "/v1/admin/ledger:verify", token=admin)
+    assert verified.status == 200, verified.body
+    assert verified.body["ok"] is True, verified.body
+    assert {c["name"] for c in verified.body["checks"]} >= {
+        "postings_balanced",
+        "wallet_balances_match_postings",
+        "total_balance_zero",
+        "no_negative_user_balance",
+        "audit_chain_intact",
+    }
+    listed = gateway.call(
+        "GET",
+        f"/v1/admin/transactions?walletId={alice.wallet_id}&status=TRANSACTION_STATUS_FAILED",
+        token=admin,
+    )
+    assert [t["transactionId"] for t in listed.body["transactions"]] == [refused["transactionId"]]

@@ -1,0 +1,234 @@
+"""In-memory stand-ins for the transfer service's ports, for the unit tests of its use cases.
+
+`FakeLedger` keeps balances and applies the ledger function's rules that the use cases rely
+on (idempotency replay, balance, recipient); the SQL itself is proven by the integration
+tests. `FakeWalletGate` answers PIN and IP checks like wallet and records every call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from vaultpay_common.errors import ErrorKind
+from vaultpay_common.idempotency import IdempotencyKey, IdempotencyKeyReusedError
+from vaultpay_transfer.domain.errors import PassedThroughError
+from vaultpay_transfer.domain.model import (
+    Counterparty,
+    PaymentMethod,
+    Transaction,
+    TransactionCategory,
+    TransactionStatus,
+    TransactionType,
+)
+from vaultpay_transfer.domain.outcomes import LedgerOutcome
+from vaultpay_transfer.service_layer.ports import (
+    BankAnswer,
+    IpCheck,
+    PayoutLease,
+    PayoutSettlement,
+)
+
+NOW = datetime(2026, 12, 16, 10, 0, tzinfo=UTC)
+
+
+def _tx(
+    wallet_id: str, user_id: str, key: IdempotencyKey, amount: int, category: TransactionCategory
+) -> Transaction:
+    debit = category in (TransactionCategory.P2P_SEND, TransactionCategory.WITHDRAW)
+    return Transaction(
+        transaction_id=str(uuid.uuid4()),
+        reference="VP-TXN-ABCD2345",
+        request_id=key.request_id,
+        wallet_id=wallet_id,
+        user_id=user_id,
+        type=TransactionType.DEBIT if debit else TransactionType.CREDIT,
+        category=category,
+        status=TransactionStatus.PENDING
+        if category is TransactionCategory.WITHDRAW
+        else TransactionStatus.COMPLETED,
+        amount_minor=amount,
+        currency="INR",
+        balance_after_minor=0,
+        counterparty=Counterparty(),
+        note="",
+        original_transaction_id="",
+        reversed_amount_minor=0,
+        created_at=NOW,
+        completed_at=NOW,
+    )
+
+
+@dataclass
+class FakeLedger:
+    wallets: dict[str, str] = field(default_factory=dict)  # user_id -> wallet_id
+    balances: dict[str, int] = field(default_factory=dict)  # wallet_id -> minor units
+    stored: dict[tuple[str, str, str], tuple[str, Transaction]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    forced: str | None = None  # answer this refusal code to the next movement
+    fail_with: Exception | None = None  # raise this from the next movement
+
+    def add_wallet(self, user_id: str, wallet_id: str, balance: int = 0) -> None:
+        self.wallets[user_id] = wallet_id
+        self.balances[wallet_id] = balance
+
+    async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
+        self.calls.append("stored_answer")
+        found = self.stored.get((key.caller, key.method, key.request_id))
+        if found is None:
+            return None
+        if found[0] != key.fingerprint:
+            raise IdempotencyKeyReusedError()
+        return found[1]
+
+    def _begin(self, key: IdempotencyKey, name: str) -> LedgerOutcome | None:
+        self.calls.append(name)
+        if self.fail_with is not None:
+            error, self.fail_with = self.fail_with, None
+            raise error
+        if self.forced is not None:
+            code, self.forced = self.forced, None
+            return LedgerOutcome(code, details={"currency": "INR"})
+        found = self.stored.get((key.caller, key.method, key.request_id))
+        if found is not None:
+            if found[0] != key.fingerprint:
+                return LedgerOutcome("IDEMPOTENCY_KEY_REUSED")
+            return LedgerOutcome("REPLAY", found[1])
+        return None
+
+    def _commit(self, key: IdempotencyKey, tx: Transaction) -> LedgerOutcome:
+        self.stored[(key.caller, key.method, key.request_id)] = (key.fingerprint, tx)
+        return LedgerOutcome("OK", tx)
+
+    async def send_money(
+        self,
+        key: IdempotencyKey,
+        user_id: str,
+        recipient_wallet_id: str,
+        amount_minor: int,
+        currency: str,
+        note: str,
+    ) -> LedgerOutcome:
+        early = self._begin(key, "send_money")
+        if early is not None:
+            return early
+        sender = self.wallets[user_id]
+        if recipient_wallet_id not in self.balances:
+            return LedgerOutcome("RECIPIENT_NOT_FOUND")
+        if self.balances[sender] < amount_minor:
+            return LedgerOutcome("INSUFFICIENT_BALANCE")
+        self.balances[sender] -= amount_minor
+        self.balances[recipient_wallet_id] += amount_minor
+        tx = _tx(sender, user_id, key, amount_minor, TransactionCategory.P2P_SEND)
+        return self._commit(key, tx)
+
+    async def top_up(
+        self,
+        key: IdempotencyKey,
+        user_id: str,
+        amount_minor: int,
+        currency: str,
+        method: PaymentMethod,
+        payment_reference: str,
+        description: str,
+    ) -> LedgerOutcome:
+        early = self._begin(key, "top_up")
+        if early is not None:
+            return early
+        wallet = self.wallets[user_id]
+        self.balances[wallet] += amount_minor
+        return self._commit(
+            key, _tx(wallet, user_id, key, amount_minor, TransactionCategory.TOP_UP)
+        )
+
+    async def withdraw(
+        self,
+        key: IdempotencyKey,
+        user_id: str,
+        amount_minor: int,
+        currency: str,
+        ifsc: str,
+        account_mask: str,
+        account_hash: str,
+        holder_name: str,
+    ) -> LedgerOutcome:
+        early = self._begin(key, "withdraw")
+        if early is not None:
+            return early
+        self.calls.append(f"withdraw-to:{ifsc}:{account_mask}:{account_hash}")
+        wallet = self.wallets[user_id]
+        if self.balances[wallet] < amount_minor:
+            return LedgerOutcome("INSUFFICIENT_BALANCE")
+        self.balances[wallet] -= amount_minor
+        tx = _tx(wallet, user_id, key, amount_minor, TransactionCategory.WITHDRAW)
+        return self._commit(key, tx)
+
+
+@dataclass
+class FakeWalletGate:
+    """Knows each user's wallet and PIN; `trusted_ips` per user; counts wrong PINs."""
+
+    pins: dict[str, str] = field(default_factory=dict)
+    wallet_ids: dict[str, str] = field(default_factory=dict)
+    trusted_ips: dict[str, set[str]] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (what, user, check_id)
+
+    async def verify_pin(self, user_id: str, pin: str, check_id: str) -> str:
+        self.calls.append(("pin", user_id, check_id))
+        if user_id not in self.pins:
+            raise PassedThroughError(ErrorKind.FAILED_PRECONDITION, "PIN_NOT_SET", "no PIN", {})
+        if self.pins[user_id] != pin:
+            self.failures[user_id] = self.failures.get(user_id, 0) + 1
+            left = max(0, 3 - self.failures[user_id])
+            if left == 0:
+                raise PassedThroughError(
+                    ErrorKind.FAILED_PRECONDITION, "PIN_LOCKED", "locked", {"until": "later"}
+                )
+            raise PassedThroughError(
+                ErrorKind.FAILED_PRECONDITION,
+                "INVALID_PIN",
+                "wrong PIN",
+                {"remaining_attempts": str(left)},
+            )
+        return self.wallet_ids[user_id]
+
+    async def check_ip(self, user_id: str, client_ip: str, check_id: str) -> IpCheck:
+        self.calls.append(("ip", user_id, check_id))
+        trusted = client_ip in self.trusted_ips.get(user_id, set())
+        return IpCheck(trusted=trusted, confirmation_sent=not trusted)
+
+
+@dataclass
+class FakePayoutLedger:
+    pending: list[PayoutLease] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+    returned: list[tuple[str, str]] = field(default_factory=list)
+
+    async def lease_payouts(self, limit: int, lease_seconds: float) -> list[PayoutLease]:
+        leased, self.pending = self.pending[:limit], self.pending[limit:]
+        return leased
+
+    async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
+        self.settled.append(transaction_id)
+        return PayoutSettlement("OK", None)
+
+    async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement:
+        self.returned.append((transaction_id, reason))
+        return PayoutSettlement("OK", None)
+
+
+@dataclass
+class ScriptedBank:
+    """Answers by account hash: refuse the `refusing` ones, fail (raise) the `down` ones."""
+
+    refusing: set[str] = field(default_factory=set)
+    down: set[str] = field(default_factory=set)
+
+    async def pay_out(self, payout: PayoutLease) -> BankAnswer:
+        if payout.account_hash in self.down:
+            raise ConnectionError("bank unreachable")
+        if payout.account_hash in self.refusing:
+            return BankAnswer(paid=False, refused=True, reason="account closed")
+        return BankAnswer(paid=True)

@@ -1,0 +1,201 @@
+"""The ledger on real PostgreSQL: the wallet and transfer migrations applied by the real
+`vaultpay-transfer migrate`, the app role's engine, and helpers that make wallets the way
+wallet does (rows with a zero balance, tiers, freezes through wallet's own repository).
+One database per test module.
+
+    async def test_x(ledger: LedgerWorld) -> None:
+        alice = await ledger.new_wallet()
+        await ledger.fund(alice, 50_000)
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vaultpay_common.db import create_engine
+from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
+from vaultpay_devstack.postgres import Provisioned
+from vaultpay_transfer.adapters.ledger_pg import PgLedger
+from vaultpay_transfer.domain.model import PaymentMethod, Transaction
+from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
+from vaultpay_wallet.domain.model import Freeze, FreezeSource
+
+SEND = "/vaultpay.transfer.v1.TransferService/SendMoney"
+TOP_UP = "/vaultpay.transfer.v1.TransferService/TopUp"
+WITHDRAW = "/vaultpay.transfer.v1.TransferService/Withdraw"
+
+
+def plain_dsn(dsn: str) -> str:
+    return dsn.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def transfer_env(dbs: Provisioned, redis_url: str) -> dict[str, str]:
+    return {
+        "TRANSFER_DATABASE_URL": dbs.vaultpay_app_dsn,
+        "TRANSFER_MIGRATION_DATABASE_URL": dbs.vaultpay_owner_dsn,
+        "TRANSFER_DATABASE_APP_ROLE": dbs.vaultpay_app_role,
+        "TRANSFER_REDIS_URL": redis_url,
+        "TRANSFER_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "TRANSFER_AUDIT_CHAIN_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "TRANSFER_SERVICE_CLIENT_ID": "transfer",
+        "TRANSFER_SERVICE_CLIENT_SECRET": "unused-in-these-tests",
+        "TRANSFER_GRPC_ADDRESS": "127.0.0.1:0",
+        "TRANSFER_OUTBOX_POLL_SECONDS": "0.1",
+        "TRANSFER_PAYOUT_INTERVAL_SECONDS": "0.1",
+        "TRANSFER_SHUTDOWN_GRACE_SECONDS": "0.5",
+        "TRANSFER_LOG_LEVEL": "WARNING",
+    }
+
+
+def run_transfer_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vaultpay_transfer.entrypoints.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def key(
+    user_id: str, method: str = SEND, request_id: str | None = None, body: str = ""
+) -> IdempotencyKey:
+    """The idempotency key of a call; `body` stands for the request's other fields."""
+    return IdempotencyKey(
+        caller=user_id,
+        method=method,
+        request_id=request_id or str(uuid.uuid4()),
+        fingerprint=request_fingerprint(body.encode()),
+    )
+
+
+@dataclass
+class Wallet:
+    wallet_id: str
+    user_id: str
+
+
+@dataclass
+class LedgerWorld:
+    dbs: Provisioned
+    env: dict[str, str]
+    engine: AsyncEngine
+    ledger: PgLedger
+
+    async def owner(self) -> Any:
+        return await asyncpg.connect(plain_dsn(self.dbs.vaultpay_owner_dsn))
+
+    async def new_wallet(
+        self, *, tier: str = "FULL", currency: str = "INR", name: str = "Test Person"
+    ) -> Wallet:
+        wallet = Wallet(f"VPY-{secrets.token_hex(3).upper()}", str(uuid.uuid4()))
+        now = datetime.now(UTC)
+        conn = await self.owner()
+        try:
+            await conn.execute(
+                "INSERT INTO wallets (id, user_id, display_name, currency, balance, status,"
+                " kyc_tier, created_at, updated_at) VALUES ($1, $2, $3, $4, 0, 'ACTIVE', $5,"
+                " $6, $6)",
+                wallet.wallet_id,
+                wallet.user_id,
+                name,
+                currency,
+                tier,
+                now,
+            )
+        finally:
+            await conn.close()
+        return wallet
+
+    async def set_limit(
+        self,
+        wallet: Wallet,
+        action: str,
+        *,
+        source: str = "ADMIN_OVERRIDE",
+        per_transaction: int | None = None,
+        daily: int | None = None,
+        monthly: int | None = None,
+    ) -> None:
+        conn = await self.owner()
+        try:
+            await conn.execute(
+                "INSERT INTO wallet_limit_overrides (wallet_id, source, action, per_transaction,"
+                " daily, monthly, set_by, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'test',"
+                " now()) ON CONFLICT (wallet_id, source, action) DO UPDATE SET"
+                " per_transaction = $4, daily = $5, monthly = $6",
+                wallet.wallet_id,
+                source,
+                action,
+                per_transaction,
+                daily,
+                monthly,
+            )
+        finally:
+            await conn.close()
+
+    async def fund(self, wallet: Wallet, amount: int) -> Transaction:
+        outcome = await self.ledger.top_up(
+            key(wallet.user_id, TOP_UP),
+            wallet.user_id,
+            amount,
+            "INR",
+            PaymentMethod.UPI,
+            f"upi-{uuid.uuid4().hex}",
+            "UPI test",
+        )
+        assert outcome.code == "OK", outcome
+        assert outcome.transaction is not None
+        return outcome.transaction
+
+    async def freeze(self, wallet: Wallet, source: FreezeSource = FreezeSource.ADMIN) -> None:
+        """Freezes the wallet exactly as wallet's use cases do (its repository, its rules)."""
+        async with SqlWalletUnitOfWork(self.engine) as uow:
+            current = await uow.wallets.get(wallet.wallet_id, for_update=True)
+            assert current is not None
+            now = datetime.now(UTC)
+            await uow.wallets.update(current.frozen(Freeze(source, "test", now), now))
+            await uow.commit()
+
+    async def balance(self, wallet: Wallet) -> int:
+        conn = await self.owner()
+        try:
+            value = await conn.fetchval(
+                "SELECT balance FROM wallets WHERE id = $1", wallet.wallet_id
+            )
+        finally:
+            await conn.close()
+        return int(value)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        conn = await self.owner()
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def ledger(databases: Provisioned, redis_url: str) -> AsyncIterator[LedgerWorld]:
+    env = transfer_env(databases, redis_url)
+    migrated = run_transfer_cli(env, "migrate")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    engine = create_engine(databases.vaultpay_app_dsn, pool_size=25, application_name="test")
+    try:
+        yield LedgerWorld(databases, env, engine, PgLedger(engine))
+    finally:
+        await engine.dispose()

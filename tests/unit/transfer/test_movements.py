@@ -1,0 +1,271 @@
+"""The money-moving use cases with fakes: input first, a retry answered before the PIN,
+the PIN and IP checks through wallet, then one ledger call whose refusals become the stable
+reasons of API.md."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from tests.fakes.transfer import FakeLedger, FakeWalletGate
+from vaultpay_common.errors import DomainError, ErrorKind, ValidationError
+from vaultpay_common.idempotency import (
+    IdempotencyKey,
+    IdempotencyKeyReusedError,
+    request_fingerprint,
+)
+from vaultpay_transfer.domain.errors import (
+    CommitOutcomeUnknownError,
+    DailyLimitExceededError,
+    InsufficientBalanceError,
+    IpNotTrustedError,
+    PassedThroughError,
+    RecipientNotFoundError,
+    SelfTransferError,
+)
+from vaultpay_transfer.domain.model import PaymentMethod, TransactionCategory
+from vaultpay_transfer.domain.validation import BankAccountInput
+from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney, TopUp, Withdraw
+from vaultpay_transfer.service_layer.movements import MovementService, pin_check_id
+
+ALICE, BOB = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+ALICE_WALLET, BOB_WALLET = "VPY-AAAAAA", "VPY-BBBBBB"
+HOME = "203.0.113.7"
+SEND = "/vaultpay.transfer.v1.TransferService/SendMoney"
+
+
+def key(user: str = ALICE, method: str = SEND, body: str = "", rid: str = "") -> IdempotencyKey:
+    return IdempotencyKey(
+        user, method, rid or str(uuid.uuid4()), request_fingerprint(body.encode())
+    )
+
+
+@pytest.fixture
+def ledger() -> FakeLedger:
+    fake = FakeLedger()
+    fake.add_wallet(ALICE, ALICE_WALLET, 10_000)
+    fake.add_wallet(BOB, BOB_WALLET, 0)
+    return fake
+
+
+@pytest.fixture
+def wallet() -> FakeWalletGate:
+    return FakeWalletGate(
+        pins={ALICE: "1234", BOB: "4321"},
+        wallet_ids={ALICE: ALICE_WALLET, BOB: BOB_WALLET},
+        trusted_ips={ALICE: {HOME}, BOB: {HOME}},
+    )
+
+
+@pytest.fixture
+def service(ledger: FakeLedger, wallet: FakeWalletGate) -> MovementService:
+    return MovementService(ledger, wallet, lambda n: f"hash-of-{n}", max_amount_minor=10**12)
+
+
+def send(minor: int = 1_000, **changes: Any) -> SendMoney:
+    base = SendMoney(ALICE, key(), BOB_WALLET, AmountInput("INR", minor), "lunch", "1234", HOME)
+    return replace(base, **changes)
+
+
+async def test_send_money_moves_the_amount_after_the_pin_and_ip_checks(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    debit = await service.send_money(send(2_500))
+    assert debit.category is TransactionCategory.P2P_SEND
+    assert (ledger.balances[ALICE_WALLET], ledger.balances[BOB_WALLET]) == (7_500, 2_500)
+    assert [c[0] for c in wallet.calls] == ["pin", "ip"]
+
+
+async def test_a_retry_is_answered_from_the_stored_reply_without_asking_for_the_pin_again(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    command = send()
+    first = await service.send_money(command)
+    again = await service.send_money(replace(command, pin="0000"))
+    assert again == first
+    assert [c[0] for c in wallet.calls] == ["pin", "ip"]  # the retry asked wallet nothing
+    assert ledger.balances[BOB_WALLET] == 1_000
+    assert wallet.failures == {}
+
+
+async def test_the_same_request_id_with_another_request_is_refused_before_the_pin(
+    service: MovementService, wallet: FakeWalletGate
+) -> None:
+    first = send()
+    await service.send_money(first)
+    other = replace(first.key, fingerprint=request_fingerprint(b"another amount"))
+    with pytest.raises(IdempotencyKeyReusedError):
+        await service.send_money(replace(first, key=other, amount=AmountInput("INR", 5)))
+    assert len(wallet.calls) == 2
+
+
+async def test_a_wrong_pin_passes_wallets_reason_and_remaining_attempts_through(
+    service: MovementService, ledger: FakeLedger
+) -> None:
+    with pytest.raises(PassedThroughError) as caught:
+        await service.send_money(send(pin="9999"))
+    assert (caught.value.kind, caught.value.reason) == (
+        ErrorKind.FAILED_PRECONDITION,
+        "INVALID_PIN",
+    )
+    assert caught.value.metadata == {"remaining_attempts": "2"}
+    assert "send_money" not in ledger.calls
+
+
+async def test_the_pin_and_ip_checks_of_one_movement_share_an_id_of_its_own(
+    service: MovementService, wallet: FakeWalletGate
+) -> None:
+    command = send()
+    await service.send_money(command)
+    ids = {c[2] for c in wallet.calls}
+    assert ids == {pin_check_id(command.key)}
+    # Another user (or method) with the same request_id is another check at wallet.
+    assert pin_check_id(replace(command.key, caller=BOB)) not in ids
+    assert pin_check_id(replace(command.key, method="/x/Withdraw")) not in ids
+
+
+async def test_an_untrusted_address_refuses_the_movement_with_ip_not_trusted(
+    service: MovementService, ledger: FakeLedger
+) -> None:
+    with pytest.raises(IpNotTrustedError) as caught:
+        await service.send_money(send(client_ip="198.51.100.1"))
+    assert caught.value.metadata == {"confirmation_sent": "true"}
+    assert "send_money" not in ledger.calls
+
+
+async def test_sending_to_ones_own_wallet_is_refused_after_the_pin_names_it(
+    service: MovementService, ledger: FakeLedger
+) -> None:
+    with pytest.raises(SelfTransferError) as caught:
+        await service.send_money(send(recipient_wallet_id="vpy-aaaaaa"))
+    assert caught.value.reason == "SELF_TRANSFER"
+    assert "send_money" not in ledger.calls
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "reason"),
+    [
+        ({"amount": AmountInput("INR", 0)}, "amount.amount_minor", "INVALID_AMOUNT"),
+        ({"amount": AmountInput("INR", -5)}, "amount.amount_minor", "INVALID_AMOUNT"),
+        ({"amount": AmountInput("INR", 10**12 + 1)}, "amount.amount_minor", "INVALID_AMOUNT"),
+        ({"amount": AmountInput("inr", 5)}, "amount.currency_code", "INVALID_ARGUMENT"),
+        ({"amount": None}, "amount", "INVALID_ARGUMENT"),
+        ({"recipient_wallet_id": "bob"}, "recipient_wallet_id", "INVALID_ARGUMENT"),
+        ({"recipient_wallet_id": ""}, "recipient_wallet_id", "INVALID_ARGUMENT"),
+        ({"note": "x" * 141}, "note", "INVALID_ARGUMENT"),
+        ({"note": "bad\x00note"}, "note", "INVALID_ARGUMENT"),
+        ({"pin": ""}, "pin", "INVALID_ARGUMENT"),
+        ({"pin": "12a4"}, "pin", "INVALID_ARGUMENT"),
+    ],
+)
+async def test_invalid_input_names_its_field_before_anything_is_asked(
+    service: MovementService,
+    ledger: FakeLedger,
+    wallet: FakeWalletGate,
+    changes: dict[str, Any],
+    field: str,
+    reason: str,
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await service.send_money(send(**changes))
+    assert [v.field for v in caught.value.violations] == [field]
+    assert caught.value.reason == reason
+    assert ledger.calls == [] and wallet.calls == []
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("INSUFFICIENT_BALANCE", InsufficientBalanceError),
+        ("RECIPIENT_NOT_FOUND", RecipientNotFoundError),
+        ("DAILY_LIMIT_EXCEEDED", DailyLimitExceededError),
+    ],
+)
+async def test_ledger_refusals_become_their_domain_errors(
+    service: MovementService, ledger: FakeLedger, code: str, error: type[DomainError]
+) -> None:
+    ledger.forced = code
+    with pytest.raises(error):
+        await service.send_money(send())
+
+
+async def test_an_unknown_commit_outcome_is_never_a_definite_failure(
+    service: MovementService, ledger: FakeLedger
+) -> None:
+    ledger.fail_with = CommitOutcomeUnknownError()
+    with pytest.raises(CommitOutcomeUnknownError) as caught:
+        await service.send_money(send())
+    assert caught.value.kind is ErrorKind.UNAVAILABLE
+
+
+async def test_top_up_needs_no_pin_and_describes_the_payment(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    command = TopUp(ALICE, key(), AmountInput("INR", 5_000), PaymentMethod.UPI, " upi-ref-000123 ")
+    credit = await service.top_up(command)
+    assert credit.category is TransactionCategory.TOP_UP
+    assert ledger.balances[ALICE_WALLET] == 15_000
+    assert wallet.calls == []
+
+
+@pytest.mark.parametrize(
+    ("method", "reference", "field"),
+    [
+        (None, "ref", "payment_method"),
+        (PaymentMethod.CARD, "", "payment_reference"),
+        (PaymentMethod.CARD, "x" * 65, "payment_reference"),
+        (PaymentMethod.CARD, "semi;colon", "payment_reference"),
+    ],
+)
+async def test_top_up_refuses_a_missing_method_or_a_bad_reference(
+    service: MovementService, method: PaymentMethod | None, reference: str, field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await service.top_up(TopUp(ALICE, key(), AmountInput("INR", 5), method, reference))
+    assert caught.value.violations[0].field == field
+
+
+async def test_withdraw_checks_pin_and_ip_and_stores_only_a_mask_and_a_keyed_hash(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    command = Withdraw(
+        ALICE,
+        key(method="/w"),
+        AmountInput("INR", 4_000),
+        BankAccountInput("1234 5678 9012", "hdfc0001234", "Alice A"),
+        "1234",
+        HOME,
+    )
+    debit = await service.withdraw(command)
+    assert debit.category is TransactionCategory.WITHDRAW
+    assert "withdraw-to:HDFC0001234:····9012:hash-of-123456789012" in ledger.calls
+    assert [c[0] for c in wallet.calls] == ["pin", "ip"]
+
+
+@pytest.mark.parametrize(
+    ("account", "fields"),
+    [
+        (BankAccountInput("12345678", "HDFC0001234", "A"), ["bank_account.account_number"]),
+        (BankAccountInput("1" * 19, "HDFC0001234", "A"), ["bank_account.account_number"]),
+        (BankAccountInput("123456789", "HDFC1001234", "A"), ["bank_account.ifsc"]),
+        (
+            BankAccountInput("12345678x", "HDF0001234", ""),
+            [
+                "bank_account.account_number",
+                "bank_account.ifsc",
+                "bank_account.account_holder_name",
+            ],
+        ),
+        (None, ["bank_account"]),
+    ],
+)
+async def test_withdraw_validates_the_bank_account(
+    service: MovementService, account: BankAccountInput | None, fields: list[str]
+) -> None:
+    command = Withdraw(ALICE, key(), AmountInput("INR", 5), account, "1234", HOME)
+    with pytest.raises(ValidationError) as caught:
+        await service.withdraw(command)
+    assert [v.field for v in caught.value.violations] == fields

@@ -1,0 +1,137 @@
+"""Pure rules of the transfer domain: outcome codes to errors, notification texts, the
+payout worker's decisions and the simulated bank."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes.transfer import NOW, FakePayoutLedger, ScriptedBank
+from vaultpay_common.errors import ErrorKind
+from vaultpay_common.idempotency import IdempotencyKeyInUseError
+from vaultpay_common.outbox import OutboxEvent, PermanentDeliveryError
+from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
+from vaultpay_transfer.adapters.deliveries import transfer_outbox_handlers
+from vaultpay_transfer.domain.errors import LimitExceededError
+from vaultpay_transfer.domain.notifications import NotificationText, notification_text
+from vaultpay_transfer.domain.outcomes import refusal_error
+from vaultpay_transfer.domain.validation import REFUSING_TEST_ACCOUNT
+from vaultpay_transfer.service_layer.payouts import PayoutWorker
+from vaultpay_transfer.service_layer.ports import PayoutLease
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "reason"),
+    [
+        ("INSUFFICIENT_BALANCE", ErrorKind.FAILED_PRECONDITION, "INSUFFICIENT_BALANCE"),
+        ("WALLET_FROZEN", ErrorKind.FAILED_PRECONDITION, "WALLET_FROZEN"),
+        ("WALLET_CLOSED", ErrorKind.FAILED_PRECONDITION, "WALLET_CLOSED"),
+        ("RECIPIENT_CLOSED", ErrorKind.FAILED_PRECONDITION, "WALLET_CLOSED"),
+        ("RECIPIENT_NOT_FOUND", ErrorKind.NOT_FOUND, "RECIPIENT_NOT_FOUND"),
+        ("WALLET_NOT_FOUND", ErrorKind.NOT_FOUND, "WALLET_NOT_FOUND"),
+        ("SELF_TRANSFER", ErrorKind.INVALID_ARGUMENT, "SELF_TRANSFER"),
+        ("KYC_NOT_VERIFIED", ErrorKind.FAILED_PRECONDITION, "KYC_NOT_VERIFIED"),
+        ("CURRENCY_MISMATCH", ErrorKind.FAILED_PRECONDITION, "CURRENCY_MISMATCH"),
+        ("PAYMENT_REFERENCE_USED", ErrorKind.ALREADY_EXISTS, "PAYMENT_REFERENCE_USED"),
+        ("IDEMPOTENCY_KEY_REUSED", ErrorKind.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED"),
+        ("IDEMPOTENCY_KEY_IN_USE", ErrorKind.ABORTED, "IDEMPOTENCY_KEY_IN_USE"),
+        (
+            "PER_TRANSACTION_LIMIT_EXCEEDED",
+            ErrorKind.RESOURCE_EXHAUSTED,
+            "PER_TRANSACTION_LIMIT_EXCEEDED",
+        ),
+        ("DAILY_LIMIT_EXCEEDED", ErrorKind.RESOURCE_EXHAUSTED, "DAILY_LIMIT_EXCEEDED"),
+        ("MONTHLY_LIMIT_EXCEEDED", ErrorKind.RESOURCE_EXHAUSTED, "MONTHLY_LIMIT_EXCEEDED"),
+    ],
+)
+def test_every_ledger_refusal_has_its_code_and_stable_reason(
+    code: str, kind: ErrorKind, reason: str
+) -> None:
+    error = refusal_error(code, {})
+    assert (error.kind, error.reason) == (kind, reason)
+
+
+def test_a_limit_refusal_tells_the_limit_the_usage_and_what_remains() -> None:
+    error = refusal_error(
+        "DAILY_LIMIT_EXCEEDED",
+        {"action": "send", "limit_minor": "5000", "used_minor": "4500", "currency": "INR"},
+    )
+    assert isinstance(error, LimitExceededError)
+    assert error.metadata == {
+        "action": "send",
+        "limit_minor": "5000",
+        "used_minor": "4500",
+        "remaining_minor": "500",
+        "currency": "INR",
+    }
+
+
+def test_an_unknown_outcome_is_a_bug_not_a_refusal() -> None:
+    with pytest.raises(RuntimeError):
+        refusal_error("SOMETHING_NEW", {})
+    assert isinstance(refusal_error("IDEMPOTENCY_KEY_IN_USE", {}), IdempotencyKeyInUseError)
+
+
+def test_notifications_say_what_moved_with_whom_and_never_the_account_number() -> None:
+    facts = {
+        "amount_minor": "125050",
+        "currency": "INR",
+        "reference": "VP-TXN-ABCD2345",
+        "counterparty": "Bob",
+        "balance_after_minor": "5000",
+    }
+    sent = notification_text("MONEY_SENT", facts)
+    assert sent.title == "You sent 1,250.50 INR"
+    assert "Bob" in sent.body and "VP-TXN-ABCD2345" in sent.body and "50.00 INR" in sent.body
+    assert notification_text("MONEY_RECEIVED", facts).kind == "MONEY_RECEIVED"
+    back = notification_text(
+        "WITHDRAWAL_RETURNED", {**facts, "counterparty": "HDFC0001234 ····9012"}
+    )
+    assert back.kind == "WITHDRAWAL" and "····9012" in back.body
+    for text in (sent, back):
+        assert len(text.title) <= 120 and len(text.body) <= 1000
+
+
+async def test_a_malformed_notification_event_is_dead_lettered_not_retried() -> None:
+    seen: list[NotificationText] = []
+
+    class Notifier:
+        async def notify(self, event_id: str, user_id: str, text: NotificationText) -> None:
+            seen.append(text)
+
+    handler = transfer_outbox_handlers(Notifier())["notification.create"]
+    event = OutboxEvent("e1", "transfer", "notification.create", "", {"kind": "TOP_UP"}, 1, NOW)
+    with pytest.raises(PermanentDeliveryError):
+        await handler(event)
+    good = {
+        "kind": "TOP_UP",
+        "user_id": "u",
+        "amount_minor": "100",
+        "currency": "INR",
+        "reference": "VP-TXN-ABCD2345",
+        "counterparty": "UPI 0001",
+    }
+    await handler(OutboxEvent("e2", "transfer", "notification.create", "", good, 1, NOW))
+    assert [t.kind for t in seen] == ["TOP_UP"]
+
+
+async def test_the_payout_worker_settles_returns_and_leaves_what_the_bank_cannot_answer() -> None:
+    ledger = FakePayoutLedger(
+        pending=[
+            PayoutLease("t-paid", "good", 100, "INR", 1),
+            PayoutLease("t-refused", "bad", 200, "INR", 1),
+            PayoutLease("t-later", "flaky", 300, "INR", 1),
+        ]
+    )
+    worker = PayoutWorker(ledger, ScriptedBank(refusing={"bad"}, down={"flaky"}))
+    assert await worker.run_once() == 2
+    assert ledger.settled == ["t-paid"]
+    assert ledger.returned == [("t-refused", "account closed")]
+
+
+async def test_the_simulated_bank_refuses_only_the_documented_test_account() -> None:
+    hasher = AccountHasher(b"k" * 32)
+    bank = SimulatedBank(hasher)
+    refused = await bank.pay_out(PayoutLease("t", hasher(REFUSING_TEST_ACCOUNT), 1, "INR", 1))
+    paid = await bank.pay_out(PayoutLease("t", hasher("123456789012"), 1, "INR", 1))
+    assert (refused.refused, paid.paid) == (True, True)
+    assert hasher("123456789012") != AccountHasher(b"j" * 32)("123456789012")

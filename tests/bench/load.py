@@ -10,12 +10,15 @@ counted, and not cancelled, so their server-side work does not bleed into the ne
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 
 from tests.bench.httpclient import HttpStatusError
 
@@ -60,14 +63,48 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 def classify_error(exc: BaseException) -> str:
-    """A short, stable label for the error table (gRPC code, HTTP status, or exception type)."""
+    """A short, stable label for the error table: gRPC code or HTTP status, plus who refused
+    and why when the reply carries an ErrorInfo (e.g. "HTTP 429 vaultpay.gateway RATE_LIMITED"
+    is Envoy's own limiter, "grpc RESOURCE_EXHAUSTED vaultpay.auth RATE_LIMITED" auth's
+    password-attempt throttle); else the exception type."""
     if isinstance(exc, grpc.aio.AioRpcError):
-        return f"grpc {exc.code().name}"
+        return _with_reason(f"grpc {exc.code().name}", _grpc_error_info(exc))
     if isinstance(exc, HttpStatusError):
-        return f"HTTP {exc.status}"
+        return _with_reason(f"HTTP {exc.status}", _json_error_info(exc.body))
     if isinstance(exc, TimeoutError):
         return "timeout"
     return type(exc).__name__
+
+
+def _with_reason(label: str, info: tuple[str, str] | None) -> str:
+    return label if info is None else f"{label} {info[0]} {info[1]}"
+
+
+def _grpc_error_info(exc: grpc.aio.AioRpcError) -> tuple[str, str] | None:
+    """(domain, reason) of the ErrorInfo in a gRPC error's status details, if any."""
+    try:
+        for key, value in exc.trailing_metadata() or ():
+            if key == "grpc-status-details-bin" and isinstance(value, bytes):
+                for detail in status_pb2.Status.FromString(value).details:
+                    info = error_details_pb2.ErrorInfo()
+                    if detail.Unpack(info):
+                        return info.domain, info.reason
+    except (DecodeError, TypeError, ValueError):
+        return None
+    return None
+
+
+def _json_error_info(body: bytes) -> tuple[str, str] | None:
+    """(domain, reason) of the ErrorInfo in a JSON google.rpc.Status body, if any."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    details = document.get("details") if isinstance(document, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("ErrorInfo"):
+            return str(detail.get("domain", "")), str(detail.get("reason", ""))
+    return None
 
 
 def _is_transport_error(exc: BaseException) -> bool:

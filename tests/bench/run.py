@@ -1,15 +1,24 @@
-"""`make bench`: Login and GetMe throughput and latency, each next to a trivial baseline RPC.
+"""`make bench`: auth's Login and GetMe and the wallet's GetBalance, GetMyWallet and VerifyPin,
+each against a reference measured or timed in the same run.
 
-    .venv/bin/python -m tests.bench.run                      # 1, 8, 32 workers, 3 s per cell
-    .venv/bin/python -m tests.bench.run --quick              # a tiny smoke run
-    .venv/bin/python -m tests.bench.run --concurrency 1,16 --seconds 5 --profile test
+    .venv/bin/python -m tests.bench.run                      # 1, 8, 32 workers (~4 minutes)
+    .venv/bin/python -m tests.bench.run --quick              # a short smoke run
+    .venv/bin/python -m tests.bench.run --workloads getbalance,contention --concurrency 1,16
 
-Starts the mesh (auth + Envoy, private PostgreSQL and Redis on free ports, in a scratch
-directory), registers users and logs them in, then measures every (path, concurrency) cell:
-the baseline GetJwks, GetMe (pre-issued tokens) and Login (round-robin over the users), direct
-gRPC and through Envoy as JSON. Prints a table and saves it with the machine's description to
-bench-results/bench-<timestamp>.json. No thresholds: the table is the product. The mesh is
-stopped on the way out, whatever happens.
+Starts the mesh (auth, wallet and Envoy, private PostgreSQL and Redis on free ports, in a scratch
+directory) with the wallet at its production PIN cost, registers users, logs them in and opens
+their wallets with a PIN, then measures every (path, workers) cell, direct gRPC and through
+Envoy as JSON:
+
+* the baseline GetJwks, GetMe, GetBalance and GetMyWallet: req/s against the baseline's;
+* Login and VerifyPin: req/s against what bcrypt allows, min(workers, cores) / one hash's time
+  (timed in-process at the service's cost);
+* once per path, GetBalance alone and then while VerifyPin saturates the CPU, back to back:
+  the loaded p99 against the idle one (same path, same workers).
+
+Rows with a goal say whether it was met; nothing fails the command. Prints the table and saves
+it with the machine's description to bench-results/bench-<timestamp>.json. The mesh is stopped
+on the way out, whatever happens.
 """
 
 from __future__ import annotations
@@ -27,24 +36,36 @@ import sys
 import time
 import uuid
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from tests.bench.cpu import CpuUsage, measure_window
 from tests.bench.load import CellStats, run_cell
 from tests.bench.report import (
+    BUSY_ELSEWHERE,
     FEW_SAMPLES,
     RATE_LIMITED,
+    Against,
+    Goal,
     Row,
+    attach_references,
+    bcrypt_ceiling_rps,
+    format_goals,
     format_table,
     machine_info,
     save_results,
 )
 from tests.bench.workloads import (
     BASELINE,
+    GETBALANCE,
     GETME,
+    GETMYWALLET,
     LOGIN,
+    VERIFYPIN,
+    WALLET_WORKLOADS,
     GrpcTarget,
     HttpTarget,
     Target,
@@ -52,11 +73,38 @@ from tests.bench.workloads import (
 )
 from vaultpay_devstack.infra import scratch_dir
 from vaultpay_devstack.mesh import Mesh, MeshConfig, print_progress
+from vaultpay_wallet.settings import WalletSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PATHS = {"grpc": "gRPC", "http": "Envoy JSON"}
-MEASURED = {"getme": GETME, "login": LOGIN}
+# The contention cell: GetBalance probed while VerifyPin saturates the CPU.
+CONTENTION = "contention"
+PROBE = "GetBalance, VerifyPin load"
+PROBE_IDLE = "GetBalance, idle"
+PROBE_LOAD = "VerifyPin (the load)"
+MEASURED = {
+    "getme": GETME,
+    "login": LOGIN,
+    "getbalance": GETBALANCE,
+    "getmywallet": GETMYWALLET,
+    "verifypin": VERIFYPIN,
+    CONTENTION: PROBE,
+}
+# The wallet issue's goals: a read costs little more than an echo; VerifyPin keeps the cores
+# busy with bcrypt; a read's tail stays usable while PIN checks saturate the CPU.
+GOALS = {
+    GETBALANCE: Goal(0.6),
+    GETMYWALLET: Goal(0.6),
+    VERIFYPIN: Goal(0.85),
+    PROBE: Goal(3.0, at_most=True),
+}
+# The production PIN cost: the wallet's own default (WALLET_PIN_BCRYPT_ROUNDS unset).
+PRODUCTION_PIN_ROUNDS = int(WalletSettings.model_fields["pin_bcrypt_rounds"].default)
 SETUP_PARALLEL = 4
+# A bcrypt-bound cell runs long enough for this many completions at its ceiling (not --quick),
+# but at most MAX_SLOW_WINDOW seconds.
+SLOW_COMPLETIONS = 40
+MAX_SLOW_WINDOW = 12.0
 
 T = TypeVar("T")
 
@@ -74,7 +122,20 @@ class Options:
     out: Path
     quick: bool
     bcrypt_rounds: int
+    pin_bcrypt_rounds: int
+    pin_load: int
     gateway_rate_limit: str
+
+    @property
+    def wallet(self) -> bool:
+        """Whether any selected workload needs the wallet service."""
+        return any(MEASURED[w] in WALLET_WORKLOADS or w == CONTENTION for w in self.workloads)
+
+    @property
+    def verify_workers(self) -> int:
+        """The most VerifyPin workers any cell runs (each acts as one user)."""
+        most = max(self.concurrency) if "verifypin" in self.workloads else 0
+        return max(most, self.pin_load if CONTENTION in self.workloads else 0)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -98,23 +159,32 @@ def _choice_list(choices: dict[str, str]) -> Any:
     return parse
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.run",
-        description="Login/GetMe vs a GetJwks baseline, direct gRPC and Envoy JSON.",
+        description="auth and wallet RPCs against a GetJwks baseline or their bcrypt ceiling, "
+        "direct gRPC and Envoy JSON.",
     )
     parser.add_argument(
         "--concurrency", type=_int_list, help="worker counts, comma-separated (1,8,32)"
     )
     parser.add_argument("--seconds", type=float, help="measured seconds per cell (3)")
     parser.add_argument("--warmup", type=float, help="unmeasured warm-up seconds per cell (1)")
-    parser.add_argument("--users", type=int, help="users registered and logged in first (32)")
+    parser.add_argument(
+        "--users",
+        type=int,
+        help="users registered, logged in and given a wallet first (32; raised to the most "
+        "VerifyPin workers, so no wallet has two PIN checks in flight)",
+    )
     parser.add_argument(
         "--profile",
         choices=("dev", "test"),
         default="dev",
-        help="mesh profile: dev = bcrypt cost 12 and durable PostgreSQL (default); "
-        "test = bcrypt cost 4 and PostgreSQL without fsync",
+        help="mesh profile: dev = durable PostgreSQL (default); test = PostgreSQL without fsync",
     )
     parser.add_argument(
         "--paths", type=_choice_list(PATHS), default=tuple(PATHS), help="grpc,http (both)"
@@ -123,13 +193,26 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--workloads",
         type=_choice_list(MEASURED),
         default=tuple(MEASURED),
-        help="getme,login (both; the GetJwks baseline always runs)",
+        help=f"{','.join(MEASURED)} (all; the GetJwks baseline always runs)",
     )
     parser.add_argument(
         "--bcrypt-rounds",
         type=int,
         default=10,
-        help="auth's bcrypt cost for the run (10; the dev profile uses 12, tests 4)",
+        help="auth's password bcrypt cost for the run (10; the dev profile uses 12, tests 4)",
+    )
+    parser.add_argument(
+        "--pin-bcrypt-rounds",
+        type=int,
+        default=PRODUCTION_PIN_ROUNDS,
+        help=f"the wallet's PIN bcrypt cost (WALLET_PIN_BCRYPT_ROUNDS; default "
+        f"{PRODUCTION_PIN_ROUNDS}, the production cost)",
+    )
+    parser.add_argument(
+        "--pin-load",
+        type=int,
+        help="VerifyPin workers that saturate the CPU in the contention cell (4 x cores; "
+        "--quick: 2 x cores)",
     )
     parser.add_argument(
         "--gateway-rate-limit",
@@ -151,7 +234,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
-    defaults = ((1, 4), 0.5, 0.2, 4) if quick else ((1, 8, 32), 3.0, 1.0, 32)
+    cores = _cores()
+    defaults = ((1, 4), 0.5, 0.2, 4, 2 * cores) if quick else ((1, 8, 32), 3.0, 1.0, 32, 4 * cores)
     options = Options(
         concurrency=args.concurrency or defaults[0],
         seconds=args.seconds if args.seconds is not None else defaults[1],
@@ -164,10 +248,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
         out=args.out,
         quick=quick,
         bcrypt_rounds=args.bcrypt_rounds,
+        pin_bcrypt_rounds=args.pin_bcrypt_rounds,
+        pin_load=args.pin_load if args.pin_load is not None else defaults[4],
         gateway_rate_limit=args.gateway_rate_limit,
     )
     if options.seconds <= 0 or options.warmup < 0 or options.users < 1 or options.timeout <= 0:
         parser.error("--seconds and --timeout must be > 0, --warmup >= 0, --users >= 1")
+    if options.pin_load < 1 or not 4 <= options.pin_bcrypt_rounds <= 16:
+        parser.error("--pin-load must be >= 1 and --pin-bcrypt-rounds between 4 and 16")
     return options
 
 
@@ -181,16 +269,33 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> tuple[T, str]:
 
 
 def _bcrypt_ms(rounds: int) -> float:
-    """Median time of one bcrypt hash at `rounds` on one core of this machine, in ms."""
+    """CPU time of one bcrypt hash at `rounds` on one core of this machine, in ms (median of 3).
+
+    CPU time, not wall time: on a busy shared machine the wall time of a hash includes the
+    time other processes held the core, which would lower the ceiling it is compared with.
+    """
     import bcrypt
 
     salt = bcrypt.gensalt(rounds)
     samples = []
     for _ in range(3):
-        began = time.perf_counter()
-        bcrypt.hashpw(b"x" * 44, salt)  # the service hashes a 44-byte HMAC-SHA256 in base64
-        samples.append((time.perf_counter() - began) * 1000)
+        began = time.thread_time()
+        bcrypt.hashpw(b"x" * 44, salt)  # both services hash a 44-byte HMAC-SHA256 in base64
+        samples.append((time.thread_time() - began) * 1000)
     return statistics.median(samples)
+
+
+def _bcrypt_parallel_rps(rounds: int, threads: int) -> float:
+    """Hashes per second with `threads` threads hashing at once (bcrypt releases the GIL): what
+    the cores deliver in parallel, which on shared or SMT cores is less than cores / one hash."""
+    import bcrypt
+
+    salt = bcrypt.gensalt(rounds)
+    count = 2 * threads
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        began = time.perf_counter()
+        list(pool.map(lambda _: bcrypt.hashpw(b"x" * 44, salt), range(count)))
+        return count / (time.perf_counter() - began)
 
 
 def envoy_rate_limit(bootstrap: Path) -> str | None:
@@ -223,106 +328,335 @@ def envoy_rate_limit(bootstrap: Path) -> str | None:
     )
 
 
-def _summary(stats: CellStats) -> str:
+def _process_env(pid: int, name: str) -> str | None:
+    """Variable `name` in a running process's environment (Linux /proc), None if unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for entry in raw.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
+class BenchMesh(Mesh):
+    """The mesh with the wallet's PIN cost set apart from auth's password cost.
+
+    MeshConfig.bcrypt_rounds sets both AUTH_BCRYPT_ROUNDS and WALLET_PIN_BCRYPT_ROUNDS; the
+    bench keeps auth at --bcrypt-rounds (Login cells stay short) and runs the wallet at
+    --pin-bcrypt-rounds (production by default). The runner checks the running wallet's real
+    environment afterwards, so a change in how the mesh starts services cannot go unnoticed.
+    """
+
+    def __init__(self, config: MeshConfig, *, pin_bcrypt_rounds: int) -> None:
+        super().__init__(config)
+        self.pin_bcrypt_rounds = pin_bcrypt_rounds
+
+    def env_for(self, service: str, *, operator: bool = False) -> dict[str, str]:
+        env = super().env_for(service, operator=operator)
+        if "WALLET_PIN_BCRYPT_ROUNDS" in env:
+            env["WALLET_PIN_BCRYPT_ROUNDS"] = str(self.pin_bcrypt_rounds)
+        return env
+
+
+def _summary(stats: CellStats, cpu: CpuUsage | None = None) -> str:
     p50, p99 = stats.quantile_ms(50), stats.quantile_ms(99)
     text = f"    {stats.rps:.1f} req/s ({stats.ok} ok in {stats.seconds:g} s)"
     if p50 is not None and p99 is not None:
         text += f", p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    if cpu is not None:
+        text += f"\n    cores: outside the bench {cpu.other:.2f}, bench {cpu.ours:.2f} ("
+        text += ", ".join(f"{k} {v:.2f}" for k, v in _busiest(cpu.parts)) + ")"
+        if stats.rps > 0:
+            text += "; CPU ms per request: "
+            text += ", ".join(f"{k} {v:.2f}" for k, v in _busiest(cpu.ms_per_request(stats.rps)))
     if stats.errors:
         text += ", errors: " + ", ".join(f"{k} x{v}" for k, v in stats.errors.most_common())
     return text
+
+
+def _workers(count: int) -> str:
+    return f"{count} worker{'' if count == 1 else 's'}"
+
+
+def _busiest(values: dict[str, float]) -> list[tuple[str, float]]:
+    """The components that used a noticeable share, busiest first."""
+    return sorted(((k, v) for k, v in values.items() if v >= 0.005), key=lambda kv: -kv[1])
 
 
 class MeshDiedError(RuntimeError):
     pass
 
 
-def _login_warmup(opts: Options, concurrency: int, bcrypt_ms: float, cores: int) -> float:
-    """Login's warm-up covers one pass through the server's bcrypt queue (one thread per core).
+@dataclass(frozen=True)
+class Bcrypt:
+    """One service's bcrypt cost and what one hash takes on a core here."""
+
+    rounds: int
+    ms: float
+
+    def ceiling(self, workers: int, cores: int) -> float:
+        return bcrypt_ceiling_rps(workers, cores, self.ms)
+
+
+def queue_warmup(warmup: float, workers: int, bcrypt_ms: float, cores: int) -> float:
+    """A bcrypt-bound cell's warm-up covers one pass through the server's bcrypt queue.
 
     All workers start at once, so until every one of them has been served once the cell is not
-    in steady state; with cost 12 and 32 workers that takes ~4 s, longer than the default window.
+    in steady state; with cost 12 and 32 workers on 2 cores that takes ~4 s.
     """
-    queue_s = concurrency * bcrypt_ms / 1000 / max(1, cores)
-    return max(opts.warmup, round(1.2 * queue_s, 1))
+    queue_s = workers * bcrypt_ms / 1000 / max(1, cores)
+    return max(warmup, round(1.2 * queue_s, 1))
 
 
-async def measure(
-    mesh: Mesh, opts: Options, run_id: str, *, bcrypt_ms: float, cores: int
-) -> tuple[list[Row], list[str]]:
-    """Sets up users, checks each path once, then runs every cell. Returns rows and notes."""
-    notes: list[str] = []
-    auth = mesh.grpc_address("auth")
-    print_progress(f"registering {opts.users} users and logging them in (through gRPC)")
-    began = time.perf_counter()
-    users = await UserPool.create(auth, opts.users, run_id, parallel=SETUP_PARALLEL)
-    print_progress(f"users ready in {time.perf_counter() - began:.1f} s")
+def slow_window(opts: Options, ceiling_rps: float) -> float:
+    """A bcrypt-bound cell's window: long enough for ~SLOW_COMPLETIONS requests at the
+    ceiling, so one request more or less moves the ratio by ~2 % (not in --quick)."""
+    if opts.quick or ceiling_rps <= 0:
+        return opts.seconds
+    return max(opts.seconds, min(MAX_SLOW_WINDOW, round(SLOW_COMPLETIONS / ceiling_rps, 1)))
 
-    targets: list[Target] = []
-    if "grpc" in opts.paths:
-        targets.append(GrpcTarget(auth, users))
-    if "http" in opts.paths:
+
+@dataclass
+class Progress:
+    """Numbers the cells ([3/38]) and tells the elapsed time, for the long full run."""
+
+    total: int
+    began: float
+    done: int = 0
+
+    def cell(self, text: str) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.began
+        print_progress(f"[{self.done}/{self.total}, {elapsed:.0f} s] {text}")
+
+
+class Runner:
+    """Runs every cell of one bench run against a started mesh."""
+
+    def __init__(
+        self, mesh: Mesh, opts: Options, *, auth: Bcrypt, pin: Bcrypt | None, cores: int
+    ) -> None:
+        self.mesh = mesh
+        self.opts = opts
+        self.auth = auth
+        self.pin = pin
+        self.cores = cores
+        self.notes: list[str] = []
+        self.rows: list[Row] = []
+        # pid -> name of each process the mesh started, for the per-component CPU figures.
+        self.components = {p.popen.pid: name for name, p in mesh.processes().items()}
+
+    def _plain_workloads(self) -> list[str]:
+        return [BASELINE, *(MEASURED[w] for w in self.opts.workloads if w != CONTENTION)]
+
+    def cell_count(self, targets: int) -> int:
+        per_target = len(self._plain_workloads()) * len(self.opts.concurrency)
+        return targets * (per_target + 2 * (CONTENTION in self.opts.workloads))
+
+    async def measure(self, run_id: str) -> tuple[list[Row], list[str]]:
+        """Sets up users and wallets, checks each path once, then runs every cell."""
+        opts, mesh = self.opts, self.mesh
+        auth = mesh.grpc_address("auth")
+        print_progress(f"registering {opts.users} users and logging them in (through gRPC)")
+        began = time.perf_counter()
+        users = await UserPool.create(auth, opts.users, run_id, parallel=SETUP_PARALLEL)
+        print_progress(f"users ready in {time.perf_counter() - began:.1f} s")
+        addresses = {"auth": auth}
+        if opts.wallet:
+            addresses["wallet"] = mesh.grpc_address("wallet")
+            print_progress(
+                f"opening {opts.users} wallets and setting their PINs (through gRPC; "
+                f"SetPin hashes at cost {self.pin.rounds if self.pin else '?'})"
+            )
+            began = time.perf_counter()
+            await users.open_wallets(addresses["wallet"], parallel=SETUP_PARALLEL)
+            print_progress(f"wallets ready in {time.perf_counter() - began:.1f} s")
+
+        targets: list[Target] = []
+        if "grpc" in opts.paths:
+            targets.append(GrpcTarget(addresses, users))
+        if "http" in opts.paths:
+            try:
+                gateway = urlsplit(mesh.gateway_url)
+            except RuntimeError as exc:
+                self._warn(f"Envoy JSON path skipped: {exc}")
+            else:
+                host, port = gateway.hostname or "127.0.0.1", gateway.port or 80
+                targets.append(HttpTarget(host, port, users))
+        selected = self._plain_workloads()
+        for target in targets:
+            for problem in await target.check(selected):
+                self._warn(f"sanity check: {problem}")
+
+        progress = Progress(self.cell_count(len(targets)), time.perf_counter())
+        for target in targets:
+            for concurrency in opts.concurrency:
+                for workload in selected:
+                    await self._fresh_tokens(users)
+                    await self._plain_cell(target, workload, concurrency, progress)
+            if CONTENTION in opts.workloads:
+                await self._fresh_tokens(users)
+                await self._contention_cell(target, progress)
+        return attach_references(self.rows), self.notes
+
+    def _warn(self, note: str) -> None:
+        self.notes.append(note)
+        print_progress(f"warning: {note}")
+
+    async def _fresh_tokens(self, users: UserPool) -> None:
+        if await users.ensure_fresh_tokens(parallel=SETUP_PARALLEL):
+            print_progress("access tokens were close to expiry: logged everyone in again")
+
+    def _timing(self, workload: str, workers: int) -> tuple[float, float, float | None]:
+        """(warm-up, window, bcrypt ceiling req/s or None) of one cell."""
+        opts = self.opts
+        bound = {LOGIN: self.auth, VERIFYPIN: self.pin}.get(workload)
+        if bound is None:
+            return opts.warmup, opts.seconds, None
+        ceiling = bound.ceiling(workers, self.cores)
+        warmup = queue_warmup(opts.warmup, workers, bound.ms, self.cores)
+        window = slow_window(opts, ceiling) if workload == VERIFYPIN else opts.seconds
+        return warmup, window, ceiling
+
+    def _row(
+        self,
+        workload: str,
+        target: Target,
+        stats: CellStats,
+        warmup: float,
+        *,
+        ceiling: float | None,
+        cpu: CpuUsage | None,
+        section: str = "",
+    ) -> Row:
+        against = Against.BASELINE
+        if workload == BASELINE:
+            against = Against.NOTHING
+        elif ceiling is not None:
+            against = Against.CEILING
+        elif workload == PROBE:
+            against = Against.IDLE_P99
+        return Row(
+            workload,
+            target.path,
+            workload == BASELINE,
+            stats,
+            warmup,
+            against=against,
+            reference=ceiling,
+            idle_workload=PROBE_IDLE if workload == PROBE else None,
+            goal=GOALS.get(workload) if section != CONTENTION or workload == PROBE else None,
+            section=section,
+            cpu=cpu,
+        )
+
+    async def _plain_cell(
+        self,
+        target: Target,
+        workload: str,
+        concurrency: int,
+        progress: Progress,
+        *,
+        name: str | None = None,
+        section: str = "",
+        window: float | None = None,
+    ) -> None:
+        """One workload alone; `name`, `section` and `window` for the contention's idle cell."""
+        warmup, default_window, ceiling = self._timing(workload, concurrency)
+        window = window or default_window
+        longer = ""
+        if (warmup, window) != (self.opts.warmup, self.opts.seconds):
+            longer = f" (warm-up {warmup:g} s, window {window:g} s)"
+        what = f"{workload} via {target.path}, {_workers(concurrency)}"
+        if section:
+            what += " (idle, the reference for the next cell)"
+        progress.cell(f"{what}{longer} ...")
+        session = await target.open(workload, concurrency)
         try:
-            gateway = urlsplit(mesh.gateway_url)
-        except RuntimeError as exc:
-            notes.append(f"Envoy JSON path skipped: {exc}")
-            print_progress(f"warning: {notes[-1]}")
-        else:
-            targets.append(HttpTarget(gateway.hostname or "127.0.0.1", gateway.port or 80, users))
-    for target in targets:
-        for problem in await target.check():
-            notes.append(f"sanity check: {problem}")
-            print_progress(f"warning: {problem}")
-
-    workloads = [BASELINE, *(MEASURED[w] for w in opts.workloads)]
-    rows: list[Row] = []
-    for target in targets:
-        for concurrency in opts.concurrency:
-            for workload in workloads:
-                if workload == GETME and await users.ensure_fresh_tokens(parallel=SETUP_PARALLEL):
-                    print_progress("access tokens were close to expiry: logged everyone in again")
-                warmup = opts.warmup
-                if workload == LOGIN:
-                    warmup = _login_warmup(opts, concurrency, bcrypt_ms, cores)
-                longer = f" (warm-up {warmup:g} s)" if warmup != opts.warmup else ""
-                print_progress(
-                    f"{workload} via {target.path}, concurrency {concurrency}{longer} ..."
-                )
-                await target.open(concurrency)
-                try:
-                    stats = await run_cell(
-                        target.call(workload),
-                        concurrency=concurrency,
-                        seconds=opts.seconds,
-                        warmup=warmup,
-                        request_timeout=opts.timeout,
-                    )
-                finally:
-                    await target.close()
-                print(_summary(stats), flush=True)
-                rows.append(Row(workload, target.path, workload == BASELINE, stats, warmup))
-                if dead := mesh.exited():
-                    raise MeshDiedError(
-                        "mesh processes exited during the run: "
-                        + ", ".join(f"{name} (code {code})" for name, code in dead.items())
-                        + f"; logs in {mesh.log_dir}"
-                    )
-    return _with_ratios(rows), notes
-
-
-def _with_ratios(rows: list[Row]) -> list[Row]:
-    baselines = {(r.path, r.stats.concurrency): r.stats for r in rows if r.baseline}
-    with_ratios = []
-    for row in rows:
-        baseline = baselines.get((row.path, row.stats.concurrency))
-        with_ratios.append(
-            dataclasses.replace(
-                row,
-                baseline_rps=None if baseline is None else baseline.rps,
-                baseline_rate_limited=baseline is not None and RATE_LIMITED in baseline.errors,
+            stats, cpu = await asyncio.gather(
+                run_cell(
+                    session.call,
+                    concurrency=concurrency,
+                    seconds=window,
+                    warmup=warmup,
+                    request_timeout=self.opts.timeout,
+                ),
+                measure_window(warmup, window, self.components),
+            )
+        finally:
+            await session.close()
+        print(_summary(stats, cpu), flush=True)
+        self.rows.append(
+            self._row(
+                name or workload, target, stats, warmup, ceiling=ceiling, cpu=cpu, section=section
             )
         )
-    return with_ratios
+        self._check_mesh()
+
+    async def _contention_cell(self, target: Target, progress: Progress) -> None:
+        """GetBalance at the smallest worker count alone, then while VerifyPin saturates the
+        CPU: back to back, so both see the same machine (others' load changes by the minute)."""
+        opts = self.opts
+        probe_workers, load_workers = min(opts.concurrency), opts.pin_load
+        warmup, window, ceiling = self._timing(VERIFYPIN, load_workers)
+        await self._plain_cell(
+            target,
+            GETBALANCE,
+            probe_workers,
+            progress,
+            name=PROBE_IDLE,
+            section=CONTENTION,
+            window=window,
+        )
+        progress.cell(
+            f"{GETBALANCE} via {target.path}, {_workers(probe_workers)}, while "
+            f"{_workers(load_workers)} of VerifyPin saturate the CPU (warm-up {warmup:g} s, "
+            f"window {window:g} s) ..."
+        )
+        load = await target.open(VERIFYPIN, load_workers)
+        probe = await target.open(GETBALANCE, probe_workers)
+        try:
+            load_stats, probe_stats, cpu = await asyncio.gather(
+                run_cell(
+                    load.call,
+                    concurrency=load_workers,
+                    seconds=window,
+                    warmup=warmup,
+                    request_timeout=opts.timeout,
+                ),
+                run_cell(
+                    probe.call,
+                    concurrency=probe_workers,
+                    seconds=window,
+                    warmup=warmup,
+                    request_timeout=opts.timeout,
+                ),
+                measure_window(warmup, window, self.components),
+            )
+        finally:
+            await asyncio.gather(load.close(), probe.close())
+        print(_summary(probe_stats, cpu) + "  <- GetBalance", flush=True)
+        print(_summary(load_stats) + "  <- VerifyPin load", flush=True)
+        for workload, stats, bound in (
+            (PROBE, probe_stats, None),
+            (PROBE_LOAD, load_stats, ceiling),
+        ):
+            row = self._row(
+                workload, target, stats, warmup, ceiling=bound, cpu=cpu, section=CONTENTION
+            )
+            self.rows.append(row)
+        self._check_mesh()
+
+    def _check_mesh(self) -> None:
+        if dead := self.mesh.exited():
+            raise MeshDiedError(
+                "mesh processes exited during the run: "
+                + ", ".join(f"{name} (code {code})" for name, code in dead.items())
+                + f"; logs in {self.mesh.log_dir}"
+            )
 
 
 def _exit_on_sigterm() -> None:
@@ -334,6 +668,24 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _wallet_pin_rounds(mesh: Mesh, wanted: int) -> tuple[int, str | None]:
+    """The PIN cost the running wallet really has, and a warning if it is not `wanted`."""
+    process = mesh.services.get("wallet")
+    if process is None:
+        return wanted, "the wallet service is not running: no wallet cells"
+    seen = _process_env(process.popen.pid, "WALLET_PIN_BCRYPT_ROUNDS")
+    if seen is None:
+        return wanted, (
+            f"could not read the wallet's environment to confirm its PIN cost; assuming {wanted}"
+        )
+    if seen != str(wanted):
+        return int(seen), (
+            f"the wallet runs at PIN cost {seen}, not {wanted}: VerifyPin is measured and "
+            "its ceiling computed at the cost it really has"
+        )
+    return wanted, None
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     _exit_on_sigterm()
@@ -341,58 +693,100 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     run_id = f"{stamp.lower()}-{uuid.uuid4().hex[:6]}"
     machine = machine_info()
-    cores = machine["nproc"]
+    cores = int(machine["nproc"] or 1)
+    notes: list[str] = []
+    if opts.verify_workers > opts.users:
+        notes.append(
+            f"users raised from {opts.users} to {opts.verify_workers}, one per VerifyPin "
+            "worker, so no wallet has two PIN checks in flight"
+        )
+        opts = dataclasses.replace(opts, users=opts.verify_workers)
+    services = ("auth", "wallet") if opts.wallet else ("auth",)
     shared_note = (
         f"client and servers share the {cores} cores of this machine: the load generator "
-        "(this process), auth, Envoy, PostgreSQL and Redis all compete for them. "
-        "Read ratios, not absolutes."
+        f"(this process), {', '.join(services)}, Envoy, PostgreSQL and Redis all compete for "
+        "them. Read ratios, not absolutes."
     )
+    notes.insert(0, shared_note)
     print_progress(
         f"VaultPay bench: concurrency {','.join(map(str, opts.concurrency))}, "
         f"{opts.seconds:g} s per cell after {opts.warmup:g} s warm-up, {opts.users} users, "
         f"profile {opts.profile}{' (quick)' if opts.quick else ''}"
     )
-    print_progress(f"note: {shared_note}")
+    for note in notes:
+        print_progress(f"note: {note}")
+    busy = asyncio.run(measure_window(0.0, 1.0))
+    if busy is not None and busy.other >= BUSY_ELSEWHERE:
+        notes.append(
+            f"before the run, {busy.other:.2f} of the {cores} cores were busy with other "
+            "processes: expect lower and noisier figures (see the 'other cpu' column)"
+        )
+        print_progress(f"warning: {notes[-1]}")
 
     var_dir = scratch_dir("vaultpay-bench-")
     config = MeshConfig.for_tests(
         var_dir,
         profile=opts.profile,
-        services=("auth",),
+        services=services,
         bcrypt_rounds=opts.bcrypt_rounds,
         gateway_rate_limit=opts.gateway_rate_limit,
     )
     rows: list[Row] = []
-    notes: list[str] = [shared_note]
     mesh_info: dict[str, Any] = {}
     loop_name = "?"
     try:
-        with Mesh(config) as mesh:
+        with BenchMesh(config, pin_bcrypt_rounds=opts.pin_bcrypt_rounds) as mesh:
             rounds = int(mesh.env_for("auth")["AUTH_BCRYPT_ROUNDS"])
             print_progress(f"timing one bcrypt hash at cost {rounds} on this machine")
-            bcrypt_ms = _bcrypt_ms(rounds)
-            ceiling = (cores or 1) / (bcrypt_ms / 1000)
-            bcrypt_note = (
+            auth = Bcrypt(rounds, _bcrypt_ms(rounds))
+            ceiling = auth.ceiling(cores, cores)
+            notes.append(
                 f"bcrypt cost {rounds} (AUTH_BCRYPT_ROUNDS, --bcrypt-rounds): one "
-                f"hash takes {bcrypt_ms:.1f} ms of a core here, so Login cannot exceed "
+                f"hash takes {auth.ms:.1f} ms of CPU here, so Login cannot exceed "
                 f"~{ceiling:.0f}/s on {cores} cores (less: the cores are shared)"
             )
-            print_progress(bcrypt_note)
-            notes.append(bcrypt_note)
+            print_progress(notes[-1])
             mesh_info = {
                 "profile": opts.profile,
                 "bcrypt_rounds": rounds,
-                "bcrypt_ms_one_core": round(bcrypt_ms, 2),
+                "bcrypt_ms_one_core": round(auth.ms, 2),
                 "login_ceiling_rps": round(ceiling, 1),
                 "auth_address": mesh.grpc_address("auth"),
                 "gateway_url": mesh.gateway_url if mesh.envoy is not None else None,
                 "services": list(config.services),
             }
-            rate_limit = envoy_rate_limit(mesh.var_dir / "gateway" / "envoy.json")
-            mesh_info["envoy_rate_limit"] = rate_limit
-            (rows, run_notes), loop_name = _run_async(
-                measure(mesh, opts, run_id, bcrypt_ms=bcrypt_ms, cores=cores or 1)
+            pin: Bcrypt | None = None
+            if opts.wallet:
+                pin_rounds, problem = _wallet_pin_rounds(mesh, opts.pin_bcrypt_rounds)
+                if problem:
+                    notes.append(problem)
+                    print_progress(f"warning: {problem}")
+                print_progress(f"timing one bcrypt hash at PIN cost {pin_rounds} on this machine")
+                pin = Bcrypt(pin_rounds, _bcrypt_ms(pin_rounds))
+                parallel = _bcrypt_parallel_rps(pin_rounds, cores)
+                pin_ceiling = pin.ceiling(cores, cores)
+                production = " (production)" if pin_rounds == PRODUCTION_PIN_ROUNDS else ""
+                notes.append(
+                    f"PIN bcrypt cost {pin_rounds}{production} (WALLET_PIN_BCRYPT_ROUNDS, "
+                    f"--pin-bcrypt-rounds): one hash takes {pin.ms:.1f} ms of CPU here, so "
+                    f"VerifyPin cannot exceed ~{pin_ceiling:.1f}/s on {cores} cores "
+                    f"(min(workers, cores) / hash time per cell); {cores} threads hashing at "
+                    f"once in-process managed {parallel:.1f}/s ({parallel / pin_ceiling:.2f} of "
+                    "that), before any RPC work"
+                )
+                print_progress(notes[-1])
+                mesh_info |= {
+                    "wallet_address": mesh.grpc_address("wallet"),
+                    "pin_bcrypt_rounds": pin_rounds,
+                    "pin_bcrypt_ms_one_core": round(pin.ms, 2),
+                    "verify_pin_ceiling_rps": round(pin_ceiling, 2),
+                    "pin_bcrypt_parallel_rps_in_process": round(parallel, 2),
+                }
+            mesh_info["envoy_rate_limit"] = envoy_rate_limit(
+                mesh.var_dir / "gateway" / "envoy.json"
             )
+            runner = Runner(mesh, opts, auth=auth, pin=pin, cores=cores)
+            (rows, run_notes), loop_name = _run_async(runner.measure(run_id))
             notes += run_notes
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
@@ -402,17 +796,40 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(
             f"HTTP 429 seen: Envoy's local rate limit ({limit}) capped some cells; those rows "
             "measure the limiter, not the service, and a ratio marked '!' is against a capped "
-            "baseline (so overstated). The mesh offers no way to raise the limit for a bench run."
+            "baseline (so overstated)."
+        )
+    throttled = sorted(
+        {
+            f"{r.workload} via {r.path} ({kind})"
+            for r in rows
+            for kind in r.stats.errors
+            if "RATE_LIMITED" in kind and kind != RATE_LIMITED
+        }
+    )
+    if throttled:
+        notes.append(
+            "a service's own rate limit refused requests in: "
+            + "; ".join(throttled)
+            + ". Every bench request comes from 127.0.0.1, so per-address throttles (auth's "
+            "password-attempt limit) count all workers as one client; those rows' req/s "
+            "measure the throttle as much as the service."
         )
     print()
     print(format_table(rows))
     print()
+    print(format_goals(rows))
+    print()
     print(
-        f"req/s = successful requests completed in the {opts.seconds:g} s window after a "
-        f"{opts.warmup:g} s warm-up (Login: long enough for every worker to pass the bcrypt "
-        "queue once); ratio = req/s / baseline (GetJwks) req/s at the same path and "
-        f"concurrency; '~' marks a p99 from fewer than {FEW_SAMPLES} requests; '!' a ratio "
-        "against a baseline that Envoy's rate limit capped."
+        f"req/s = successful requests completed in the measured window ({opts.seconds:g} s; "
+        "VerifyPin longer) after a warm-up (Login/VerifyPin: long enough for every worker to "
+        "pass the bcrypt queue once). ratio of 'baseline' = req/s / GetJwks req/s at the same "
+        "path and workers; of 'ceiling' = req/s / (min(workers, cores) / one bcrypt hash's "
+        "time); of 'idle p99' = p99 / the p99 of GetBalance alone just before (same path and "
+        f"workers). '~' marks a p99 from fewer than {FEW_SAMPLES} requests or a "
+        "ratio from too few; '!' a ratio against a baseline that Envoy's rate limit capped. "
+        "other cpu = cores busy outside the bench (other processes on the machine, hypervisor "
+        "steal) during the window: the cores this cell did not have. Goals are printed, never "
+        "enforced."
     )
     for note in notes:
         print(f"note: {note}")
@@ -429,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
             "workloads": [BASELINE, *(MEASURED[w] for w in opts.workloads)],
             "timeout": opts.timeout,
             "quick": opts.quick,
+            "pin_load": opts.pin_load,
+            "goals": {name: str(goal) for name, goal in GOALS.items()},
         },
         "client": {
             "event_loop": loop_name,

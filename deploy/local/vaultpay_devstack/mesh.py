@@ -9,6 +9,8 @@ if it is enabled and its `vaultpay_<svc>.entrypoints.server` module exists.
         mesh.gateway_url          # 'http://127.0.0.1:41234'
         mesh.grpc_address("auth")
         mesh.env_for("auth")      # the VaultPay variables the auth process got
+        mesh.restart_service("transfer", crash=True)   # fault injection: kill -9, start again
+        mesh.restart_redis()                           # a private Redis, same port, empty
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +216,37 @@ class Mesh:
             for name, proc in self.processes().items()
             if (code := proc.exited()) is not None
         }
+
+    # -- restarts (fault injection) ------------------------------------------------------------
+
+    def restart_service(self, service: str, *, crash: bool = False) -> None:
+        """Stops one running service and starts it again on the same port with the same
+        environment, returning once it answers gRPC health. `crash`: SIGKILL (calls in flight
+        are cut off) instead of the graceful SIGTERM (they finish within its grace period)."""
+        service_spec = spec(service)
+        proc = self.services.get(service_spec.name)
+        if proc is None:
+            raise RuntimeError(f"{service_spec.name} is not running in this mesh")
+        self.config.report(
+            f"{'killing' if crash else 'stopping'} {service_spec.name} to restart it"
+        )
+        if crash:
+            proc.kill()
+        else:
+            proc.stop()
+        self._start_service(service_spec)
+        self._wait_healthy(service_spec)
+
+    def restart_redis(self) -> None:
+        """Stops the mesh's private Redis and starts it again, empty, on the same port with the
+        same password (the services reconnect on their own); returns once it answers PING."""
+        if self.infra is None or not self.infra.redis.private:
+            raise RuntimeError("this mesh uses an existing Redis, which it does not restart")
+        self.config.report("restarting Redis")
+        redis = self.infra.redis.restarted()
+        self.infra = replace(self.infra, redis=redis)
+        if self._inputs is not None:
+            self._inputs = replace(self._inputs, redis=redis)
 
     # -- start and stop ------------------------------------------------------------------------
 

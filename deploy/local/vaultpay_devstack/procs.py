@@ -12,6 +12,7 @@ child's) so that nothing outlives a supervisor that was killed outright.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
@@ -212,6 +213,17 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             os.kill(self.pid, signal.SIGKILL)
             self.popen.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL at once, then reap: a crash, for fault-injection tests; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
 
 
 def wait_until(

@@ -39,6 +39,7 @@ class RedisServer:
     port: int
     password: str | None = None
     process: ManagedProcess | None = None
+    root: Path | None = None  # a private server's directory (its config file)
 
     def url(self, db: int = 0) -> str:
         """`redis://` URL of logical database `db`."""
@@ -61,6 +62,15 @@ class RedisServer:
         """Stops a server we started (SIGTERM, then SIGKILL); no-op otherwise."""
         if self.process is not None:
             self.process.stop()
+
+    def restarted(self) -> RedisServer:
+        """Stops a server we started and starts it again on the same port with the same
+        password, empty (nothing is persisted); returns the new one once it answers PING.
+        For fault-injection tests (`Mesh.restart_redis`)."""
+        if self.process is None or self.root is None or self.password is None:
+            raise RuntimeError(f"Redis on {self.host}:{self.port} was not started by us")
+        self.process.stop()
+        return start_redis(self.root, log=self.process.log, password=self.password, port=self.port)
 
 
 def launch_redis(root: Path, *, log: Path, password: str, port: int | None = None) -> RedisServer:
@@ -86,7 +96,7 @@ def launch_redis(root: Path, *, log: Path, password: str, port: int | None = Non
         "--logfile", "",
     ]  # fmt: skip
     proc = ManagedProcess.start("redis", argv, log=log, cwd=root, stop_timeout=10.0)
-    return RedisServer(LOOPBACK, port, password=password, process=proc)
+    return RedisServer(LOOPBACK, port, password=password, process=proc, root=root)
 
 
 def _quoted(value: str) -> str:

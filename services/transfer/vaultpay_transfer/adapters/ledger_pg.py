@@ -8,7 +8,8 @@ on this path (ARCHITECTURE.md, "Performance").
 
 Failures are told apart by what they prove:
 - the connection could not be had: nothing happened -> DatabaseUnavailableError;
-- the connection died after the call was sent: the COMMIT may have happened ->
+- the connection died after the call was sent, or was found dead when it was made
+  (pg_failures.LOST_CONNECTION): the COMMIT may have happened ->
   CommitOutcomeUnknownError (UNAVAILABLE); the client asks GetTransactionByRequestId;
 - the statement was cancelled by its timeout: rolled back -> DeadlineExceededError;
 - a unique request_id index raced (the same request_id on two methods at once): rolled
@@ -34,6 +35,7 @@ from vaultpay_common.idempotency import (
     IdempotencyKeyReusedError,
     idempotency_lock_key,
 )
+from vaultpay_transfer.adapters.pg_failures import LOST_CONNECTION
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction
@@ -68,14 +70,6 @@ _LEASE = (
 _SETTLE = "SELECT outcome, reply FROM transfer_settle_payout($1::uuid)"
 _RETURN = "SELECT outcome, reply FROM transfer_return_payout($1::uuid, $2::text)"
 _REQUEST_INDEX = "wallet_transactions_request_idx"
-# The connection is gone (or was never usable) once the call was sent.
-_LOST = (
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    ConnectionError,
-    OSError,
-)
 
 
 def _key_args(key: IdempotencyKey) -> tuple[Any, ...]:
@@ -122,7 +116,10 @@ class PgLedger:
                 if exc.constraint_name == _REQUEST_INDEX:
                     raise IdempotencyKeyInUseError() from exc
                 raise
-            except _LOST as exc:
+            except LOST_CONNECTION as exc:
+                # Also a pooled connection that PostgreSQL ended while it was idle: the call
+                # may have failed before anything was sent, but the commit of one that was
+                # sent is unknown. Either way the connection is discarded, never reused.
                 await conn.invalidate()
                 log.warning("ledger connection lost during a call", exc_info=True)
                 raise CommitOutcomeUnknownError() from exc

@@ -1,16 +1,25 @@
 """Reads of the ledger with SQLAlchemy Core (not the money path): lookups, keyset-paginated
-histories on the (user_id, created_at, id) indexes, limit usage and statistics."""
+histories on the (user_id, created_at, id) indexes, limit usage and statistics.
+
+A read on a connection PostgreSQL ended answers DATABASE_UNAVAILABLE (retry), never an
+unexpected error: GetTransactionByRequestId is how a client learns what became of a send
+whose reply was lost, so it must say "try again" when the database is failing over.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from vaultpay_common.db import DatabaseUnavailableError
+from vaultpay_transfer.adapters.pg_failures import connection_lost
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.adapters.tables import limit_usage, wallet_transactions, wallets
 from vaultpay_transfer.domain.model import Transaction, TransferStats, UsageFigures
@@ -26,8 +35,25 @@ class SqlTransactionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection for one read; a lost one is discarded (not handed to the next
+        read) and becomes DatabaseUnavailableError."""
+        try:
+            async with self._engine.connect() as conn:
+                try:
+                    yield conn
+                except DBAPIError as exc:
+                    if connection_lost(exc) and not exc.connection_invalidated:
+                        await conn.invalidate()
+                    raise
+        except (DBAPIError, OSError) as exc:
+            if connection_lost(exc):
+                raise DatabaseUnavailableError() from exc
+            raise
+
     async def _one(self, *where: Any) -> Transaction | None:
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(select(wallet_transactions).where(*where))).first()
         return None if row is None else transaction_from_row(row._mapping)
 
@@ -36,7 +62,7 @@ class SqlTransactionStore:
 
     async def by_reference(self, user_id: str, reference: str) -> Transaction | None:
         """The caller's side of the movement (the newest, should a wallet hold two sides)."""
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             row = (
                 await conn.execute(
                     select(wallet_transactions)
@@ -71,12 +97,12 @@ class SqlTransactionStore:
         if after is not None:
             query = query.where(tuple_(_T.created_at, _T.id) < tuple_(*after))
         query = query.order_by(_T.created_at.desc(), _T.id.desc()).limit(limit)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [transaction_from_row(r._mapping) for r in rows]
 
     async def wallet_currency(self, wallet_id: str) -> str | None:
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             value = await conn.scalar(select(wallets.c.currency).where(wallets.c.id == wallet_id))
         return None if value is None else str(value)
 
@@ -92,7 +118,7 @@ class SqlTransactionStore:
             .where(u.wallet_id == wallet_id, u.day >= today.replace(day=1), u.day <= today)
             .group_by(u.action)
         )
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [UsageFigures(str(a), int(d), int(m)) for a, d, m in rows]
 
@@ -110,7 +136,7 @@ class SqlTransactionStore:
                 .group_by(_T.currency)
                 .order_by(_T.currency)
             )
-            async with self._engine.connect() as conn:
+            async with self._connect() as conn:
                 rows = (await conn.execute(query)).all()
             return sum(int(r[1]) for r in rows), tuple((str(r[0]), int(r[2])) for r in rows)
 

@@ -1,0 +1,123 @@
+"""The bank test: Jepsen's bank workload ported to VaultPay, with faults injected mid-run.
+
+20 funded wallets, 16 concurrent clients sending random amounts between them over native gRPC
+(most straight to the transfer port, a quarter through Envoy), clients that time out and
+retry with the same request_id or ask GetTransactionByRequestId, staff freezes racing the
+sends, PostgreSQL backends terminated every second or two, and every few seconds the transfer
+service killed (SIGKILL), paused (SIGSTOP) past the clients' deadlines or restarted (SIGTERM),
+or Redis restarted. Then tests/bank/checker.py holds the history against the ledger
+(conservation, no negative balance, every acknowledged send exactly once, no phantom, replays,
+freezes), and `vaultpay-transfer verify-ledger` must be clean.
+
+It runs on a mesh of its own (auth, wallet, transfer, Envoy; its own Redis), since it restarts
+processes. Longer runs: VAULTPAY_BANK_TEST_SECONDS=600 (how long the clients send; default
+45), and VAULTPAY_BANK_TEST_SEED to replay the clients' choices of a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.bank.checker import check, lost_replies, summary
+from tests.bank.history import History, LedgerSnapshot
+from tests.bank.workload import FAULTS, Bank, BankConfig
+from vaultpay_devstack.infra import Infra, scratch_dir
+from vaultpay_devstack.mesh import Mesh, MeshConfig
+from vaultpay_devstack.postgres import unique_suffix
+
+pytestmark = pytest.mark.e2e
+
+SECONDS_ENV = "VAULTPAY_BANK_TEST_SECONDS"
+SEED_ENV = "VAULTPAY_BANK_TEST_SEED"
+DEFAULT_SECONDS = 45.0
+
+
+def bank_config() -> BankConfig:
+    seconds = float(os.environ.get(SECONDS_ENV) or DEFAULT_SECONDS)
+    seed = os.environ.get(SEED_ENV)
+    if seed:
+        return BankConfig(seconds=seconds, seed=int(seed))
+    return BankConfig(seconds=seconds)
+
+
+@pytest.fixture(scope="module")
+def bank_mesh(infra: Infra) -> Iterator[Mesh]:
+    """auth, wallet, transfer and Envoy (no rate limit in the way of 16 clients from one
+    address), on the session's PostgreSQL under their own database names, with a private
+    Redis the test restarts."""
+    var_dir = scratch_dir("vaultpay-bank-")
+    config = MeshConfig.for_tests(
+        var_dir,
+        postgres_admin_url=infra.postgres.admin_dsn,
+        database_suffix=unique_suffix("bank"),
+        drop_databases_on_stop=True,
+        services=("auth", "wallet", "transfer"),
+        gateway_rate_limit="100000/100000",
+    )
+    try:
+        with Mesh(config) as running:
+            yield running
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def _keep(path: Path, history: History, ledger: LedgerSnapshot, seed: int) -> None:
+    """The run's history and ledger as JSON, to study a failure."""
+    data = {
+        "seed": seed,
+        "history": dataclasses.asdict(history),
+        "ledger": dataclasses.asdict(ledger),
+    }
+    path.write_text(json.dumps(data, indent=1))
+
+
+async def test_the_bank_loses_and_invents_no_money_through_faults(
+    bank_mesh: Mesh, tmp_path: Path
+) -> None:
+    config = bank_config()
+    bank = Bank(bank_mesh, config)
+    try:
+        await bank.open()
+        history = await bank.run()
+        await bank.settle(history)
+        ledger = await bank.read_ledger()
+    finally:
+        await bank.close()
+        shutil.copytree(bank_mesh.log_dir, tmp_path / "logs")  # the mesh's go with it
+    kept = tmp_path / "bank-history.json"
+    _keep(kept, history, ledger, config.seed)
+    report = (
+        f"seed {config.seed}: {summary(history)}; replies lost after a commit "
+        f"{lost_replies(history, ledger)} (history in {kept}, logs next to it)"
+    )
+    print(report)
+
+    problems = check(history, ledger)
+    assert not problems, "\n".join([report, *problems])
+    verified = bank.verify_ledger()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    # The run exercised what it claims to (a checker never fails on a run that did nothing).
+    sends = history.sends
+    ok = [s for s in sends if s.outcome == "ok"]
+    assert len(ok) >= 5 * config.seconds, report
+    assert any(s.reason == "INSUFFICIENT_BALANCE" for s in sends), report
+    assert any(s.reason == "WALLET_FROZEN" for s in sends), report
+    assert any(a.via == "envoy" and a.code == "OK" for s in ok for a in s.attempts), report
+    timed_out = [s for s in sends if s.attempts[0].code == "DEADLINE_EXCEEDED"]
+    assert any(s.committed_id and len(s.attempts) > 1 for s in timed_out), report
+    assert lost_replies(history, ledger) > 0, report
+    unknown = [s for s in sends if s.outcome == "unknown"]
+    assert unknown, report
+    assert all(s.resolved is not None for s in unknown), report
+    assert {f.name for f in history.faults} == set(FAULTS), report
+    assert history.freezes, report
+    assert history.reads, report
+    assert sum(1 for s in sends if s.replayed is not None) >= min(len(ok), config.replay_sample)

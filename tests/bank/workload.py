@@ -1,0 +1,734 @@
+"""Jepsen's bank workload on a running mesh: funded wallets, concurrent senders, freezes and
+faults, all recorded in a `History` for the checker.
+
+    bank = Bank(mesh, BankConfig(seconds=30))
+    await bank.open()                 # people, KYC, roomy limits, trusted address, funding
+    history = await bank.run()        # clients + freezers + balance reader + nemesis
+    await bank.settle(history)        # resolve unknown outcomes, replay committed sends
+    ledger = await bank.read_ledger() # one snapshot of the ledger
+    await bank.close()
+
+Clients call SendMoney over native gRPC, most straight to the transfer port and every
+`envoy_every`-th one through Envoy. A client gives each send one request_id. A first attempt
+sometimes gets a deadline about a call's latency (the client gives up before, during or after
+the commit) and sometimes goes out twice at once (a duplicate). An answer that tells nothing
+(DEADLINE_EXCEEDED, UNAVAILABLE, ABORTED, ...) is retried with the same request_id and body,
+sometimes after asking GetTransactionByRequestId, until a definite answer or `op_budget`
+seconds; a few clients give up after the first such answer. What is still unknown after the
+run is asked with GetTransactionByRequestId. The seed fixes the clients' choices, not timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from tests.bank.history import (
+    Attempt,
+    BalanceRead,
+    Fault,
+    FreezeWindow,
+    History,
+    LedgerRow,
+    LedgerSnapshot,
+    Posting,
+    Send,
+)
+from tests.e2e.conftest import PASSWORD, Gateway
+from tests.e2e.wallet_support import (
+    bearer,
+    gateway_grpc_address,
+    mailed_code,
+    new_person,
+    rid,
+    service_token,
+    staff_token,
+)
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
+from vaultpay.type.v1 import kyc_tier_pb2, money_pb2
+from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_devstack.mesh import Mesh
+
+__all__ = ["Bank", "BankConfig"]
+
+PIN = "2468"
+CURRENCY = "INR"
+CONFIRM_SUBJECT = "Confirm a new device or network"
+# Our own connections to the database: the nemesis leaves them alone.
+CHECKER_APPLICATION = "vaultpay-bank-checker"
+# Room for any run: sends are capped per transaction by the tier (100,000 INR), far above
+# what a test wallet holds, and the daily and monthly totals are lifted to the maximum.
+ROOMY_SETTINGS = {
+    "limits.tier_full.send.daily": str(10**12),
+    "limits.tier_full.send.monthly": str(10**12),
+}
+# Reconnect quickly after a restart (the default backoff grows to minutes).
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+# Answers that do not say whether the send happened: retried with the same request_id.
+INDEFINITE = frozenset(
+    {"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL", "ABORTED"}
+)
+RESTARTS = ("kill-transfer", "pause-transfer", "restart-redis", "restart-transfer")
+FAULTS = ("terminate-backends", *RESTARTS)
+Verdict = Literal["ok", "failed", "retry", "renew"]
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    seconds: float  # how long the clients send
+    wallets: int = 20
+    clients: int = 16
+    funding: int = 100_000  # each wallet's top-up, in paise
+    max_amount: int = 40_000  # sends are 1..max_amount paise: some must fail for balance
+    restart_every: float = 3.5  # seconds between two restarts or pauses (in RESTARTS order)
+    pause_seconds: float = 3.5  # a paused transfer outlasts a client's 3 s deadline
+    terminate_every: float = 1.5  # seconds between two rounds of pg_terminate_backend (about)
+    freezers: int = 2  # staff freezing a wallet for a moment, again and again
+    short_deadline_share: float = 0.2  # first attempts with a deadline about their latency
+    duplicate_share: float = 0.05  # first attempts sent twice at once
+    lookup_share: float = 0.3  # answers that tell nothing followed by GetTransactionByRequestId
+    give_up_share: float = 0.05  # sends left unknown after an answer that tells nothing
+    envoy_every: int = 4  # every 4th client goes through Envoy
+    op_budget: float = 20.0  # seconds a client keeps retrying one send
+    replay_sample: int = 200  # committed sends replayed besides every retried one
+    seed: int = field(default_factory=lambda: random.SystemRandom().randrange(2**32))
+
+
+@dataclass
+class Account:
+    email: str
+    user_id: str
+    wallet_id: str
+    token: str
+    renewing: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def failure_of(exc: grpc.aio.AioRpcError) -> tuple[str, str]:
+    """(status code name, ErrorInfo reason or "") of a failed call."""
+    reason = ""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            for detail in status_pb2.Status.FromString(value).details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    reason = info.reason
+    return exc.code().name, reason
+
+
+def verdict(attempt: Attempt) -> Verdict:
+    if attempt.code == "OK":
+        return "ok"
+    if attempt.code == "UNAUTHENTICATED":
+        return "renew"  # refused before anything ran: a fresh token, then the same request
+    if attempt.code in INDEFINITE or attempt.reason == "RATE_LIMITED":
+        return "retry"
+    return "failed"
+
+
+async def backoff(attempt: int, rng: random.Random) -> None:
+    """The client's pause before retrying (jittered, exponential, at most a second)."""
+    await asyncio.sleep(min(1.0, 0.05 * 2**attempt) * rng.uniform(0.5, 1.0))
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Waits `seconds` unless `stop` is set first; True when it was."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+class Bank:
+    def __init__(self, mesh: Mesh, config: BankConfig) -> None:
+        self.mesh = mesh
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.gateway = Gateway(mesh.gateway_url)
+        self.accounts: list[Account] = []
+        self.staff_token = ""
+        self._by_user: dict[str, Account] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._frozen: set[str] = set()
+        self._latencies: collections.deque[float] = collections.deque(maxlen=256)
+        dbs = mesh.databases
+        infra = mesh.infra
+        assert dbs is not None and infra is not None
+        self.admin_dsn = infra.postgres.admin_dsn
+        self.ledger_dsn = dbs.url(
+            dbs.vaultpay_owner_role, dbs.vaultpay_database, driver="postgresql"
+        )
+        self.databases = [dbs.vaultpay_database, dbs.auth_database]
+
+    # ----- set-up -------------------------------------------------------------------------
+
+    def _channel(self, target: str) -> grpc.aio.Channel:
+        if target not in self._channels:
+            self._channels[target] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return self._channels[target]
+
+    def _transfer(self, via: str = "direct") -> transfer_pb2_grpc.TransferServiceStub:
+        target = (
+            gateway_grpc_address(self.mesh)
+            if via == "envoy"
+            else self.mesh.grpc_address("transfer")
+        )
+        return transfer_pb2_grpc.TransferServiceStub(self._channel(target))
+
+    def _wallet_channel(self) -> grpc.aio.Channel:
+        return self._channel(self.mesh.grpc_address("wallet"))
+
+    async def open(self) -> None:
+        """People with wallets and PINs, KYC approved, roomy limits, their address trusted
+        (the confirmation mail's token), each wallet funded by one top-up."""
+        cfg = self.config
+        people = await asyncio.gather(
+            *(asyncio.to_thread(new_person, self.gateway, pin=PIN) for _ in range(cfg.wallets))
+        )
+        self.accounts = [Account(p.email, p.user_id, p.wallet_id, p.token) for p in people]
+        self._by_user = {a.user_id: a for a in self.accounts}
+        self.staff_token = await asyncio.to_thread(
+            staff_token, self.mesh, self.gateway, "SUPER_ADMIN"
+        )
+        kyc = await service_token(self.mesh, "kyc")
+        internal = wallet_pb2_grpc.WalletInternalServiceStub(self._wallet_channel())
+        await asyncio.gather(
+            *(
+                internal.SetKycTier(
+                    wallet_pb2.SetKycTierRequest(
+                        request_id=rid(), user_id=a.user_id, kyc_tier=kyc_tier_pb2.KYC_TIER_FULL
+                    ),
+                    metadata=bearer(kyc),
+                    timeout=10,
+                )
+                for a in self.accounts
+            )
+        )
+        admin = wallet_pb2_grpc.WalletAdminServiceStub(self._wallet_channel())
+        for key, value in ROOMY_SETTINGS.items():
+            await admin.UpdateSetting(
+                wallet_pb2.UpdateSettingRequest(
+                    request_id=rid(), key=key, value=value, reason="bank test"
+                ),
+                metadata=bearer(self.staff_token),
+                timeout=10,
+            )
+        await asyncio.gather(*(self._trust_address(i) for i in range(len(self.accounts))))
+        await asyncio.gather(*(self._fund(a) for a in self.accounts))
+
+    async def _trust_address(self, index: int) -> None:
+        """The first send from an unknown address is refused and mails a token; confirm it."""
+        account = self.accounts[index]
+        other = self.accounts[(index + 1) % len(self.accounts)]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await self._transfer().SendMoney(
+                transfer_pb2.SendMoneyRequest(
+                    request_id=rid(),
+                    recipient_wallet_id=other.wallet_id,
+                    amount=money_pb2.Money(currency_code=CURRENCY, amount_minor=1),
+                    pin=PIN,
+                ),
+                metadata=bearer(account.token),
+                timeout=10,
+            )
+        assert failure_of(refused.value) == ("FAILED_PRECONDITION", "IP_NOT_TRUSTED")
+        code = await asyncio.to_thread(mailed_code, self.mesh, account.email, CONFIRM_SUBJECT)
+        await wallet_pb2_grpc.WalletServiceStub(self._wallet_channel()).ConfirmIp(
+            wallet_pb2.ConfirmIpRequest(request_id=rid(), token=code), timeout=10
+        )
+
+    async def _fund(self, account: Account) -> None:
+        await self._transfer().TopUp(
+            transfer_pb2.TopUpRequest(
+                request_id=rid(),
+                amount=money_pb2.Money(currency_code=CURRENCY, amount_minor=self.config.funding),
+                payment_method=transfer_pb2.PAYMENT_METHOD_UPI,
+                payment_reference=f"bank-{uuid.uuid4().hex[:24]}",
+            ),
+            metadata=bearer(account.token),
+            timeout=10,
+        )
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels = {}
+
+    async def _renew(self, account: Account, stale: str) -> None:
+        """A fresh access token (a run longer than its 15 minutes); one login at a time."""
+        async with account.renewing:
+            if account.token != stale:
+                return
+            auth = auth_pb2_grpc.AuthServiceStub(self._channel(self.mesh.grpc_address("auth")))
+            try:
+                reply = await auth.Login(
+                    auth_pb2.LoginRequest(email=account.email, password=PASSWORD), timeout=10
+                )
+            except grpc.aio.AioRpcError:
+                return  # a fault: the next UNAUTHENTICATED answer brings the caller back
+            account.token = reply.tokens.access_token
+
+    # ----- the run ------------------------------------------------------------------------
+
+    async def run(self) -> History:
+        """Clients, freezers, a balance reader and the nemesis for `seconds`; then the
+        clients finish the send they are on (retrying within their budget)."""
+        history = History(funding={a.wallet_id: self.config.funding for a in self.accounts})
+        stop = asyncio.Event()
+        clients = [
+            asyncio.create_task(self._client(i, history, stop), name=f"client {i}")
+            for i in range(self.config.clients)
+        ]
+        helpers = [
+            asyncio.create_task(self._freezer(history, stop), name=f"freezer {i}")
+            for i in range(self.config.freezers)
+        ]
+        helpers.append(asyncio.create_task(self._reader(history, stop), name="reader"))
+        helpers.append(asyncio.create_task(self._nemesis(history, stop), name="nemesis"))
+        await wait_or_stop(stop, self.config.seconds)
+        stop.set()
+        await asyncio.gather(*clients, *helpers)
+        return history
+
+    async def _client(self, index: int, history: History, stop: asyncio.Event) -> None:
+        rng = random.Random(self.config.seed * 1000 + index)
+        via = (
+            "envoy" if index % self.config.envoy_every == self.config.envoy_every - 1 else "direct"
+        )
+        while not stop.is_set():
+            sender, recipient = rng.sample(self.accounts, 2)
+            send = Send(
+                request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                client=index,
+                sender_user=sender.user_id,
+                sender=sender.wallet_id,
+                recipient=recipient.wallet_id,
+                amount=rng.randint(1, self.config.max_amount),
+            )
+            history.sends.append(send)
+            await self._send(send, sender, via, rng)
+
+    async def _send(self, send: Send, sender: Account, via: str, rng: random.Random) -> None:
+        cfg = self.config
+        began = time.monotonic()
+        gives_up = rng.random() < cfg.give_up_share
+        for n in itertools.count():
+            short = n == 0 and rng.random() < cfg.short_deadline_share
+            timeout = self._short_deadline(rng) if short else 3.0
+            copies = 2 if n == 0 and rng.random() < cfg.duplicate_share else 1
+            token = sender.token
+            attempts = await asyncio.gather(
+                *(self._attempt(send, token, timeout, via) for _ in range(copies))
+            )
+            send.attempts += attempts
+            self._latencies.extend(a.ended - a.started for a in attempts if a.code == "OK")
+            verdicts = [verdict(a) for a in attempts]
+            if "ok" in verdicts:
+                send.outcome = "ok"
+                send.transaction_id = next(a.transaction_id for a in attempts if a.code == "OK")
+                return
+            if "failed" in verdicts and "retry" not in verdicts:
+                send.outcome = "failed"
+                send.reason = next(a.reason or a.code for a in attempts if verdict(a) == "failed")
+                return
+            if gives_up or time.monotonic() - began > cfg.op_budget:
+                return  # unknown: resolved after the run
+            if "renew" in verdicts:
+                await self._renew(sender, token)
+                continue
+            if rng.random() < cfg.lookup_share:
+                found = await self._lookup(send, token, via)
+                send.attempts.append(found)
+                if found.code == "OK":
+                    send.outcome = "ok"
+                    send.transaction_id = found.transaction_id
+                    return
+            await backoff(n, rng)
+
+    async def _lookup(self, send: Send, token: str, via: str) -> Attempt:
+        """GetTransactionByRequestId: did the send commit? (NOT_FOUND: not yet, or never.)"""
+        request = transfer_pb2.GetTransactionByRequestIdRequest(request_id=send.request_id)
+        rpc = "GetTransactionByRequestId"
+        started = time.time()
+        try:
+            reply = await self._transfer(via).GetTransactionByRequestId(
+                request, metadata=bearer(token), timeout=3.0
+            )
+        except grpc.aio.AioRpcError as exc:
+            code, reason = failure_of(exc)
+            message = exc.details() or ""
+            return Attempt(
+                started, time.time(), 3.0, code, reason, via=via, message=message, rpc=rpc
+            )
+        found = reply.transaction.transaction_id
+        return Attempt(started, time.time(), 3.0, "OK", transaction_id=found, via=via, rpc=rpc)
+
+    def _short_deadline(self, rng: random.Random) -> float:
+        """Around the latency of recent sends: such a client gives up anywhere along the
+        way, before the ledger call, during it, or after its commit (the reply is lost)."""
+        typical = statistics.median(self._latencies) if len(self._latencies) > 10 else 0.1
+        return typical * rng.uniform(0.2, 1.2)
+
+    async def _attempt(self, send: Send, token: str, deadline: float, via: str) -> Attempt:
+        request = transfer_pb2.SendMoneyRequest(
+            request_id=send.request_id,
+            recipient_wallet_id=send.recipient,
+            amount=money_pb2.Money(currency_code=CURRENCY, amount_minor=send.amount),
+            note="bank test",
+            pin=PIN,
+        )
+        started = time.time()
+        try:
+            reply = await self._transfer(via).SendMoney(
+                request, metadata=bearer(token), timeout=deadline
+            )
+        except grpc.aio.AioRpcError as exc:
+            code, reason = failure_of(exc)
+            return Attempt(
+                started, time.time(), deadline, code, reason, via=via, message=exc.details() or ""
+            )
+        return Attempt(
+            started,
+            time.time(),
+            deadline,
+            "OK",
+            transaction_id=reply.transaction.transaction_id,
+            via=via,
+        )
+
+    async def _staff_call(
+        self, what: str, method: Callable[..., Awaitable[Any]], request: Any, history: History
+    ) -> bool:
+        """A staff RPC (the request's request_id fixed) retried until a definite answer."""
+        rng = random.Random()
+        began = time.monotonic()
+        for n in itertools.count():
+            if time.monotonic() - began > 60.0:
+                history.problems.append(f"{what}: no definite answer within 60 s")
+                return False
+            token = self.staff_token
+            try:
+                await method(request, metadata=bearer(token), timeout=3.0)
+            except grpc.aio.AioRpcError as exc:
+                code, reason = failure_of(exc)
+                if code == "UNAUTHENTICATED" and token == self.staff_token:
+                    await self._renew_staff()
+                elif code not in INDEFINITE:
+                    history.problems.append(f"{what} refused: {code} {reason}")
+                    return False
+            else:
+                return True
+            await backoff(n, rng)
+        raise AssertionError("unreachable")
+
+    async def _renew_staff(self) -> None:
+        """A new staff member's token (the old one expired in a long run)."""
+        # A fault may get in the way: the next UNAUTHENTICATED answer tries again.
+        with contextlib.suppress(AssertionError):
+            self.staff_token = await asyncio.to_thread(
+                staff_token, self.mesh, self.gateway, "SUPER_ADMIN"
+            )
+
+    async def _freezer(self, history: History, stop: asyncio.Event) -> None:
+        """Freezes a wallet (staff), keeps it frozen a moment while sends race it, lifts it."""
+        rng = random.Random()
+        admin = wallet_pb2_grpc.WalletAdminServiceStub(self._wallet_channel())
+        while not await wait_or_stop(stop, rng.uniform(0.3, 1.5)):
+            wallet = rng.choice(
+                [a.wallet_id for a in self.accounts if a.wallet_id not in self._frozen]
+            )
+            self._frozen.add(wallet)
+            freeze = wallet_pb2.AdminFreezeWalletRequest(
+                request_id=rid(), wallet_id=wallet, reason="bank test: freezes racing sends"
+            )
+            frozen = await self._staff_call(
+                f"freezing {wallet}", admin.AdminFreezeWallet, freeze, history
+            )
+            acked = time.time()
+            await wait_or_stop(stop, rng.uniform(0.5, 2.0))
+            lifted = time.time()
+            unfreeze = wallet_pb2.AdminUnfreezeWalletRequest(
+                request_id=rid(), wallet_id=wallet, reason="bank test"
+            )
+            await self._staff_call(
+                f"lifting the freeze of {wallet}", admin.AdminUnfreezeWallet, unfreeze, history
+            )
+            if frozen:
+                history.freezes.append(FreezeWindow(wallet, acked, lifted))
+            self._frozen.discard(wallet)
+
+    async def _reader(self, history: History, stop: asyncio.Event) -> None:
+        """Every test wallet's balance in one statement, a few times a second (Jepsen's
+        reads): each must see the whole funding and nothing negative."""
+        ids = [a.wallet_id for a in self.accounts]
+        conn: Any = None
+        while True:
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await self._connect(self.ledger_dsn)
+                row = await conn.fetchrow(
+                    "SELECT count(*) AS n, coalesce(sum(balance), 0) AS total, "
+                    "min(balance) AS minimum FROM wallets WHERE id = ANY($1::text[])",
+                    ids,
+                )
+                history.reads.append(
+                    BalanceRead(time.time(), int(row["total"]), int(row["minimum"]), int(row["n"]))
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn = None
+            if await wait_or_stop(stop, 0.25):
+                break
+        if conn is not None:
+            await conn.close()
+
+    async def _connect(self, dsn: str) -> Any:
+        return await asyncpg.connect(
+            dsn, timeout=10, server_settings={"application_name": CHECKER_APPLICATION}
+        )
+
+    async def _nemesis(self, history: History, stop: asyncio.Event) -> None:
+        """Restarts, one every `restart_every` seconds in RESTARTS order, each awaited to its
+        end (a restart returns once the process answers health again); meanwhile backends
+        are terminated every `terminate_every` seconds or so."""
+        restarts: dict[str, Callable[[], Awaitable[object]]] = {
+            "kill-transfer": lambda: asyncio.to_thread(
+                self.mesh.restart_service, "transfer", crash=True
+            ),
+            "pause-transfer": self.pause_transfer,
+            "restart-redis": lambda: asyncio.to_thread(self.mesh.restart_redis),
+            "restart-transfer": lambda: asyncio.to_thread(self.mesh.restart_service, "transfer"),
+        }
+        terminator = asyncio.create_task(self._terminator(history, stop))
+        plan = itertools.cycle(RESTARTS)
+        while not await wait_or_stop(stop, self.config.restart_every):
+            name = next(plan)
+            await self._fault(history, name, restarts[name])
+        await terminator
+
+    async def _terminator(self, history: History, stop: asyncio.Event) -> None:
+        rng = random.Random()
+        every = self.config.terminate_every
+        while not await wait_or_stop(stop, rng.uniform(0.5 * every, 1.5 * every)):
+            await self._fault(history, "terminate-backends", self.terminate_backends)
+
+    async def _fault(
+        self, history: History, name: str, action: Callable[[], Awaitable[object]]
+    ) -> None:
+        started = time.time()
+        try:
+            await action()
+        except Exception as exc:
+            history.faults.append(Fault(name, started, time.time(), repr(exc)))
+        else:
+            history.faults.append(Fault(name, started, time.time()))
+
+    async def pause_transfer(self) -> None:
+        """Holds a few wallets' row locks until sends queue on them inside their ledger calls,
+        SIGSTOPs the transfer process, lets the locks go (the queued sends commit while it
+        sleeps) and SIGCONTs it after the clients' deadlines passed: commits whose replies are
+        lost, for certain (a GC pause or a noisy neighbour at the worst moment)."""
+        hot = random.Random().sample([a.wallet_id for a in self.accounts], 3)
+        pid = self.mesh.services["transfer"].pid
+        holder = await self._connect(self.ledger_dsn)
+        watcher = await self._connect(self.admin_dsn)
+        stopped = False
+        try:
+            async with holder.transaction():
+                await holder.execute(
+                    "SELECT 1 FROM wallets WHERE id = ANY($1::text[]) FOR UPDATE", hot
+                )
+                for _ in range(100):  # up to about 2 s
+                    queued = await watcher.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND application_name = 'vaultpay-transfer'"
+                    )
+                    if queued:
+                        break
+                    await asyncio.sleep(0.02)
+                os.kill(pid, signal.SIGSTOP)
+                stopped = True
+            await asyncio.sleep(self.config.pause_seconds)
+        finally:
+            if stopped:
+                os.kill(pid, signal.SIGCONT)
+            await holder.close()
+            await watcher.close()
+
+    async def terminate_backends(self) -> int:
+        """pg_terminate_backend on every connection of the mesh's databases but ours."""
+        conn = await self._connect(self.admin_dsn)
+        try:
+            killed = await conn.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid() "
+                "AND coalesce(application_name, '') <> $2",
+                self.databases,
+                CHECKER_APPLICATION,
+            )
+        finally:
+            await conn.close()
+        return int(killed)
+
+    # ----- after the run --------------------------------------------------------------------
+
+    async def settle(self, history: History) -> None:
+        """Asks the service what became of every unknown send, and sends again every retried
+        or unknown send that moved money plus a sample of the others: the replay must answer
+        the same transaction."""
+        unknown = [s for s in history.sends if s.outcome == "unknown"]
+        await self._bounded(self._resolve, unknown)
+        committed = [s for s in history.sends if s.committed_id]
+        eventful = [s for s in committed if len(s.attempts) > 1 or s.outcome == "unknown"]
+        plain = [s for s in committed if s not in eventful]
+        sample = self.rng.sample(plain, min(len(plain), self.config.replay_sample))
+        await self._bounded(self._replay, eventful + sample)
+
+    async def _bounded(self, work: Callable[[Send], Awaitable[None]], sends: list[Send]) -> None:
+        queue = list(sends)
+
+        async def worker() -> None:
+            while queue:
+                await work(queue.pop())
+
+        await asyncio.gather(*(worker() for _ in range(self.config.clients)))
+
+    async def _ask(self, send: Send, call: Callable[[str], Awaitable[Any]]) -> Any | str | None:
+        """`call(token)` with retries: its reply, the reason of a definite failure, or None."""
+        account = self._by_user[send.sender_user]
+        rng = random.Random()
+        began = time.monotonic()
+        for n in itertools.count():
+            if time.monotonic() - began > 30.0:
+                return None
+            token = account.token
+            try:
+                return await call(token)
+            except grpc.aio.AioRpcError as exc:
+                code, reason = failure_of(exc)
+                if code == "UNAUTHENTICATED":
+                    await self._renew(account, token)
+                elif code not in INDEFINITE:
+                    return reason or code
+            await backoff(n, rng)
+        raise AssertionError("unreachable")
+
+    async def _resolve(self, send: Send) -> None:
+        request = transfer_pb2.GetTransactionByRequestIdRequest(request_id=send.request_id)
+        answer = await self._ask(
+            send,
+            lambda token: self._transfer().GetTransactionByRequestId(
+                request, metadata=bearer(token), timeout=3.0
+            ),
+        )
+        if isinstance(answer, transfer_pb2.GetTransactionByRequestIdResponse):
+            send.resolved = answer.transaction.transaction_id
+        elif answer in ("NOT_FOUND", "TRANSACTION_NOT_FOUND"):
+            send.resolved = ""
+
+    async def _replay(self, send: Send) -> None:
+        answer = await self._ask(
+            send,
+            lambda token: self._attempt_reply(send, token),
+        )
+        if isinstance(answer, transfer_pb2.SendMoneyResponse):
+            send.replayed = answer.transaction.transaction_id
+        else:
+            send.replayed = ""
+
+    async def _attempt_reply(self, send: Send, token: str) -> transfer_pb2.SendMoneyResponse:
+        request = transfer_pb2.SendMoneyRequest(
+            request_id=send.request_id,
+            recipient_wallet_id=send.recipient,
+            amount=money_pb2.Money(currency_code=CURRENCY, amount_minor=send.amount),
+            note="bank test",
+            pin=PIN,
+        )
+        reply: transfer_pb2.SendMoneyResponse = await self._transfer().SendMoney(
+            request, metadata=bearer(token), timeout=3.0
+        )
+        return reply
+
+    async def read_ledger(self) -> LedgerSnapshot:
+        conn = await self._connect(self.ledger_dsn)
+        try:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                balances = await conn.fetch("SELECT id, balance FROM wallets")
+                kinds = await conn.fetch("SELECT id::text AS id, kind FROM ledger_transactions")
+                rows = await conn.fetch(
+                    "SELECT id::text AS id, ledger_transaction_id::text AS movement, "
+                    "request_id::text AS request_id, user_id, wallet_id, type, category, status, "
+                    "amount, balance_after, counterparty_wallet_id, "
+                    "extract(epoch FROM created_at)::float8 AS created_at "
+                    "FROM wallet_transactions"
+                )
+                postings = await conn.fetch(
+                    "SELECT id, ledger_transaction_id::text AS movement, account, amount "
+                    "FROM ledger_postings"
+                )
+                lockouts = await conn.fetch(
+                    "SELECT target_id FROM audit_events WHERE action = 'wallet.pin_locked'"
+                )
+        finally:
+            await conn.close()
+        return LedgerSnapshot(
+            balances={r["id"]: int(r["balance"]) for r in balances},
+            kinds={r["id"]: r["kind"] for r in kinds},
+            rows=[
+                LedgerRow(
+                    r["id"],
+                    r["movement"],
+                    r["request_id"],
+                    r["user_id"],
+                    r["wallet_id"],
+                    r["type"],
+                    r["category"],
+                    r["status"],
+                    int(r["amount"]),
+                    int(r["balance_after"]),
+                    r["counterparty_wallet_id"],
+                    float(r["created_at"]),
+                )
+                for r in rows
+            ],
+            postings=[
+                Posting(int(p["id"]), p["movement"], p["account"], int(p["amount"]))
+                for p in postings
+            ],
+            lockouts=[r["target_id"] for r in lockouts],
+        )
+
+    def verify_ledger(self) -> subprocess.CompletedProcess[str]:
+        """`vaultpay-transfer verify-ledger`, as an operator runs it (exit 0 when clean)."""
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "vaultpay-transfer"), "verify-ledger"],
+            env={**os.environ, **self.mesh.env_for("transfer")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )

@@ -1,0 +1,145 @@
+"""The ledger when PostgreSQL ends its connections (pg_terminate_backend, a failover): every
+call answers, moves money at most once, and a lost connection is never an unexpected error.
+
+Found by the bank test (tests/bank): a connection terminated while it sat idle in the pool
+gets its ErrorResponse before its end of file; a call that took it in between failed in
+asyncpg with InternalClientError ("cannot switch to state 12; another operation (2) is in
+progress"), which reached the client as INTERNAL; reads (GetTransactionByRequestId, the very
+call that tells a client what became of a lost reply) answered INTERNAL on any lost
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, cast
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.transfer.conftest import LedgerWorld, key
+from vaultpay_common.db import DatabaseUnavailableError, create_engine
+from vaultpay_devstack.infra import Infra
+from vaultpay_transfer.adapters.ledger_pg import PgLedger
+from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
+from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
+
+pytestmark = pytest.mark.integration
+
+ROUNDS = 15
+SENDS = 6
+_APP = "transfer-connection-loss"
+
+
+async def _terminate_our_backends(infra: Infra) -> int:
+    conn = await asyncpg.connect(infra.postgres.admin_dsn)
+    try:
+        killed = await conn.fetchval(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = $1",
+            _APP,
+        )
+    finally:
+        await conn.close()
+    return int(killed)
+
+
+async def test_terminated_connections_answer_unavailable_and_move_money_at_most_once(
+    ledger: LedgerWorld, infra: Infra
+) -> None:
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, 1_000_000)
+    engine = create_engine(ledger.dbs.vaultpay_app_dsn, pool_size=SENDS, application_name=_APP)
+    money = PgLedger(engine)
+    reads = SqlTransactionStore(engine)
+    sent: dict[str, int] = {}
+    answered: dict[str, str] = {}
+    try:
+        for round_ in range(ROUNDS):
+            # Fill the pool, let PostgreSQL end every connection in it, then use them: to send
+            # in even rounds, to look up what earlier rounds sent in odd ones.
+            keys = [key(alice.user_id, body=str(uuid.uuid4())) for _ in range(SENDS)]
+            await asyncio.gather(*(money.stored_answer(k) for k in keys))
+            assert await _terminate_our_backends(infra) > 0
+            outcomes: list[object]
+            if round_ % 2:
+                looked_up = list(sent)[-SENDS:]
+                calls = [reads.by_request_id(alice.user_id, r) for r in looked_up]
+                outcomes = list(await asyncio.gather(*calls, return_exceptions=True))
+            else:
+                sends = [
+                    money.send_money(k, alice.user_id, bob.wallet_id, 100, "INR", "") for k in keys
+                ]
+                outcomes = list(await asyncio.gather(*sends, return_exceptions=True))
+                sent.update({k.request_id: 100 for k in keys})
+            for k, outcome in zip(keys, outcomes, strict=False):
+                if isinstance(outcome, BaseException):
+                    # Nothing but "unavailable" may come out of a lost connection.
+                    assert isinstance(
+                        outcome, CommitOutcomeUnknownError | DatabaseUnavailableError
+                    ), repr(outcome)
+                elif getattr(outcome, "code", None) == "OK":
+                    answered[k.request_id] = cast(Any, outcome).transaction.transaction_id
+        # Every send answered OK made one debit, the one it answered with; no other moved.
+        rows = await ledger.fetch(
+            "SELECT request_id::text AS request_id, count(*) AS n, min(id::text) AS id "
+            "FROM wallet_transactions WHERE wallet_id = $1 AND category = 'P2P_SEND' "
+            "GROUP BY request_id",
+            alice.wallet_id,
+        )
+        found = {r["request_id"]: (r["n"], r["id"]) for r in rows}
+        for request_id, transaction_id in answered.items():
+            assert found[request_id] == (1, transaction_id)
+        assert set(found) <= set(sent)
+        moved = sum(100 * n for n, _ in found.values())
+        assert await ledger.balance(alice) == 1_000_000 - moved
+        assert await ledger.balance(bob) == moved
+    finally:
+        await engine.dispose()
+
+
+class _DeadDriver:
+    """An asyncpg connection whose backend was terminated while idle: the error arrived,
+    the end of file not yet."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        raise asyncpg.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+
+
+class _Raw:
+    driver_connection = _DeadDriver()
+
+
+class _Pooled:
+    def __init__(self) -> None:
+        self.invalidated = False
+
+    async def get_raw_connection(self) -> _Raw:
+        return _Raw()
+
+    async def invalidate(self) -> None:
+        self.invalidated = True
+
+    async def close(self) -> None:
+        pass
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.handed_out: list[_Pooled] = []
+
+    async def connect(self) -> _Pooled:
+        self.handed_out.append(_Pooled())
+        return self.handed_out[-1]
+
+
+async def test_a_connection_broken_in_the_driver_is_an_unknown_outcome_and_is_discarded() -> None:
+    engine = _Engine()
+    money = PgLedger(cast(AsyncEngine, engine))
+    with pytest.raises(CommitOutcomeUnknownError):
+        await money.send_money(key("u1"), "u1", "VPY-AAAAAA", 100, "INR", "")
+    assert engine.handed_out[0].invalidated  # never handed to the next call

@@ -13,6 +13,7 @@ from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import DatabaseUnavailableError, SqlUnitOfWork, create_engine
 from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_devstack.infra import Infra
+from vaultpay_devstack.postgres import run_sql
 
 
 @pytest.fixture
@@ -73,3 +74,26 @@ async def test_without_a_deadline_the_engine_default_still_bounds_statements(inf
                 await uow.connection.execute(text("SELECT pg_sleep(5)"))
     finally:
         await engine.dispose()
+
+
+async def test_a_pooled_connection_terminated_while_idle_is_unavailable_and_then_recovers(
+    engine: AsyncEngine, infra: Infra
+) -> None:
+    """PostgreSQL ends an idle pooled connection (restart, failover, pg_terminate_backend):
+    the next unit of work that takes it answers UNAVAILABLE, never a raw driver error, and
+    the one after gets a fresh connection."""
+    async with SqlUnitOfWork(engine) as uow:
+        pid = (await uow.connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    run_sql(infra.postgres.admin_dsn, lambda c: c.execute(f"SELECT pg_terminate_backend({pid})"))
+
+    outcomes: list[str] = []
+    for _ in range(3):  # the pool may hand out the dead connection first or second
+        try:
+            async with SqlUnitOfWork(engine) as uow:
+                await uow.connection.execute(text("INSERT INTO uow_probe VALUES (1)"))
+                await uow.commit()
+            outcomes.append("ok")
+        except DatabaseUnavailableError:
+            outcomes.append("unavailable")
+    assert outcomes[-1] == "ok"
+    assert set(outcomes) <= {"ok", "unavailable"}

@@ -13,6 +13,7 @@ that is left, so the database stops working for a client that has already gone.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from types import TracebackType
 from typing import Self
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from vaultpay_common.context import remaining_seconds
 from vaultpay_common.errors import DeadlineExceededError, UnavailableError
+from vaultpay_common.pg_failures import connection_lost
 
 _QUERY_CANCELED = "57014"  # statement_timeout (the caller's deadline) or a cancel
 
@@ -86,9 +88,12 @@ class SqlUnitOfWork:
             if left is not None:
                 timeout_ms = max(1, math.floor(left * 1000))
                 await self._conn.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
-        except (OperationalError, InterfaceError, OSError) as exc:
-            await self._close()
-            raise DatabaseUnavailableError() from exc
+        except Exception as exc:
+            lost = isinstance(exc, (OperationalError, InterfaceError)) or connection_lost(exc)
+            await self._discard()
+            if lost:
+                raise DatabaseUnavailableError() from exc
+            raise
         self._committed = False
         self._bind(self._conn)
         return self
@@ -96,8 +101,8 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         try:
             await self.connection.commit()
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
+        except Exception as exc:
+            if connection_lost(exc):
                 # The COMMIT may or may not have happened: never report a definite failure.
                 raise DatabaseUnavailableError("commit outcome unknown, retry") from exc
             raise
@@ -111,23 +116,34 @@ class SqlUnitOfWork:
             conn, self._conn = self._conn, None
             await conn.close()
 
+    async def _discard(self) -> None:
+        """Closes for good a connection that may be broken, instead of pooling it again."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        lost = exc is not None and connection_lost(exc)
         try:
-            if self._conn is not None and self._conn.in_transaction():
+            if not lost and self._conn is not None and self._conn.in_transaction():
                 await self._conn.rollback()
-        except DBAPIError:
-            if exc is None:
+        except Exception as rollback_error:
+            lost = connection_lost(rollback_error)
+            if exc is None and not lost:
                 raise
         finally:
-            await self._close()
+            await (self._discard() if lost else self._close())
         if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", "") == _QUERY_CANCELED:
             raise DeadlineExceededError() from exc
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        if exc is not None and lost and not isinstance(exc, DatabaseUnavailableError):
             # The connection died under us (database restart, network): nothing committed,
             # and a retry will get a fresh connection.
             raise DatabaseUnavailableError() from exc

@@ -35,7 +35,7 @@ from vaultpay_common.idempotency import (
     IdempotencyKeyReusedError,
     idempotency_lock_key,
 )
-from vaultpay_transfer.adapters.pg_failures import LOST_CONNECTION
+from vaultpay_common.pg_failures import LOST_CONNECTION
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction

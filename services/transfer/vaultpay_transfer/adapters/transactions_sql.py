@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.db import DatabaseUnavailableError
-from vaultpay_transfer.adapters.pg_failures import connection_lost
+from vaultpay_common.pg_failures import connection_lost
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.adapters.tables import limit_usage, wallet_transactions, wallets
 from vaultpay_transfer.domain.model import Transaction, TransferStats, UsageFigures

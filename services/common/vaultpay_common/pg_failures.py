@@ -1,4 +1,4 @@
-"""Telling a lost PostgreSQL connection from other failures (the ledger and its reads).
+"""Telling a lost PostgreSQL connection from other failures (every unit of work, the ledger and its reads).
 
 PostgreSQL ends connections on a restart, a failover or `pg_terminate_backend`, and asyncpg
 reports it differently depending on when the news arrives: ConnectionDoesNotExistError, or

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -22,7 +22,16 @@ from google.rpc import error_details_pb2, status_pb2
 
 from tests.bench.httpclient import HttpStatusError
 
-__all__ = ["Call", "CellStats", "classify_error", "percentile", "run_cell"]
+__all__ = [
+    "Call",
+    "CellStats",
+    "Completion",
+    "classify_error",
+    "percentile",
+    "run_cell",
+    "run_recorded",
+    "stats_within",
+]
 
 # worker index -> one request; raises on failure.
 Call = Callable[[int], Awaitable[None]]
@@ -154,4 +163,70 @@ async def run_cell(
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+    return CellStats(concurrency, seconds, latencies, errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One finished request of `run_recorded`: when it began and ended (perf_counter), and
+    its error label (None when it succeeded)."""
+
+    began: float
+    ended: float
+    error: str | None
+
+
+async def run_recorded(
+    call: Call,
+    *,
+    concurrency: int,
+    stop: asyncio.Event,
+    request_timeout: float,
+) -> list[Completion]:
+    """Runs `concurrency` workers until `stop` is set and records every request, for a load
+    whose windows are known only afterwards (e.g. "while a key rotation ran"): cut it with
+    `stats_within`. Requests in flight when `stop` is set are awaited and recorded too."""
+    completions: list[Completion] = []
+
+    async def worker(index: int) -> None:
+        while not stop.is_set():
+            began = time.perf_counter()
+            failure: BaseException | None = None
+            try:
+                async with asyncio.timeout(request_timeout):
+                    await call(index)
+            except Exception as exc:
+                failure = exc
+            label = None if failure is None else classify_error(failure)
+            completions.append(Completion(began, time.perf_counter(), label))
+            if failure is not None and _is_transport_error(failure):
+                await asyncio.sleep(0.01)  # a refused connection must not become a busy loop
+
+    workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    return completions
+
+
+def stats_within(
+    completions: list[Completion],
+    windows: Sequence[tuple[float, float]],
+    *,
+    concurrency: int,
+) -> CellStats:
+    """The requests of `run_recorded` that completed inside any of `windows` ([start, end)
+    each, not overlapping), as one cell's stats over their total length."""
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    for done in completions:
+        if any(start <= done.ended < end for start, end in windows):
+            if done.error is None:
+                latencies.append(done.ended - done.began)
+            else:
+                errors[done.error] += 1
+    seconds = sum(max(0.0, end - start) for start, end in windows)
     return CellStats(concurrency, seconds, latencies, errors)

@@ -88,6 +88,7 @@ stop: $(STAMP) ## stop a `make run` started in another terminal
 bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmarks (auth+wallet, kyc), printed as ratios against a baseline
 	@$(PY) -m tests.bench.run $(BENCH_ARGS)
 	@$(PY) -m tests.bench.kyc $(BENCH_ARGS)
+	@$(PY) -m tests.bench.transfer $(BENCH_ARGS)
 
 clean: ## remove the virtualenv, build outputs and local state
 	rm -rf $(VENV) build var

@@ -81,7 +81,9 @@ def _machine() -> tuple[int, int]:
 
 
 def _processes() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, utime + stime) of every process we can read."""
+    """pid -> (parent pid, CPU jiffies) of every process we can read: its own utime + stime
+    plus cutime + cstime, the time of its children that exited and were reaped (PostgreSQL's
+    backends, which end with their connections, are reaped by the postmaster)."""
     found: dict[int, tuple[int, int]] = {}
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
@@ -92,7 +94,7 @@ def _processes() -> dict[int, tuple[int, int]]:
             continue
         # "pid (comm) state ppid ..." where comm may contain spaces and parentheses.
         rest = raw[raw.rfind(")") + 2 :].split()
-        found[int(entry.name)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
+        found[int(entry.name)] = (int(rest[1]), sum(int(v) for v in rest[11:15]))
     return found
 
 
@@ -129,9 +131,10 @@ def sample(components: Mapping[int, str] | None = None) -> CpuSample | None:
 def usage_between(first: CpuSample, last: CpuSample, *, hz: int | None = None) -> CpuUsage:
     """Average cores used between two samples; `other` = busy + steal - ours, at least 0.
 
-    A descendant that exited in between takes its jiffies with it, so `ours` can only be
-    underestimated (and `other` overstated) by processes that end mid-window: the mesh's
-    processes live through the whole run.
+    A descendant that exits mid-window still counts: once reaped, its jiffies are in its
+    parent's cutime/cstime (`_processes`), so a service that churns database connections is
+    charged for the PostgreSQL backends it made. Only one whose parent is no descendant of
+    ours, or not yet reaped at the second sample, goes uncounted (and into `other`).
     """
     ticks = hz or os.sysconf("SC_CLK_TCK")
     seconds = max(last.at - first.at, 1e-9)

@@ -162,6 +162,11 @@ class Row:
             return f"ceiling {self.reference:.1f}/s"
         return f"idle p99 {_ms(self.reference)} ms"
 
+    def table_group(self) -> tuple[str, int | str]:
+        """Rows of one group are printed together, a rule between groups: per path and worker
+        count (or section). A runner whose rows differ by path within a group overrides it."""
+        return (self.path, self.section or self.stats.concurrency)
+
     def met_text(self) -> str:
         met = self.goal_met
         return "-" if met is None else ("yes" if met else "NO")
@@ -286,7 +291,7 @@ def format_table(rows: list[Row]) -> str:
     out = [line(HEADER), rule]
     previous: tuple[str, int | str] | None = None
     for row, cells in zip(rows, body, strict=True):
-        group: tuple[str, int | str] = (row.path, row.section or row.stats.concurrency)
+        group = row.table_group()
         if previous is not None and group != previous:
             out.append(rule)
         out.append(line(cells))

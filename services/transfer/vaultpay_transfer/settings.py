@@ -23,6 +23,13 @@ class TransferSettings(PeerServiceSettings):
     max_amount_minor: int = 10**12
     # How often the outbox relay looks for due events (it is also woken after each commit).
     outbox_poll_seconds: float = 1.0
+    # Events the relay claims per round and delivers at once (each one a wallet
+    # CreateNotification, then its own settling transaction). A trade-off measured by the
+    # transfer bench (README, Benchmarks > Transfer): a round larger than the connection pools
+    # makes transfer and wallet open and close connections under load; a smaller one cuts that
+    # but delivers fewer events per round, and a busy wallet answers slowly, so notifications
+    # fall behind a sustained send rate.
+    outbox_batch_size: int = 50
     # Idempotency records older than this are deleted (at least 24 h, ARCHITECTURE.md).
     idempotency_retention_hours: int = 48
     # How often the payout worker asks the (simulated) bank about pending withdrawals.
@@ -35,6 +42,13 @@ class TransferSettings(PeerServiceSettings):
     def _keeps_a_day(cls, value: int) -> int:
         if value < 24:
             raise ValueError("must be at least 24 (hours)")
+        return value
+
+    @field_validator("outbox_batch_size")
+    @classmethod
+    def _sane_batch(cls, value: int) -> int:
+        if not 1 <= value <= 500:
+            raise ValueError("must be between 1 and 500")
         return value
 
     @field_validator("max_amount_minor")

@@ -21,10 +21,19 @@ __all__ = [
 ]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
+    """`value` as a Timestamp (a naive datetime is local time, as `astimezone` reads it).
+
+    Plain arithmetic: `Timestamp.FromDatetime` costs ~4x more, and a read such as GetMyWallet
+    converts about ten datetimes.
+    """
+    if value.tzinfo is None:
+        value = value.astimezone(UTC)
+    since = value - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def datetime_or_none(value: Timestamp, has_value: bool) -> datetime | None:

@@ -11,6 +11,11 @@ audited under. The header is parsed as one IP address and recorded in canonical 
 that is not an address falls back to the peer.
 
     RequestContextInterceptor(gateway_secret=settings.gateway_secret.get_secret_value())
+
+Per call, the invocation metadata is read from grpc once (`call_metadata`: grpc.aio builds a
+new tuple of items on every `invocation_metadata()`) and scanned once for the headers this
+stage needs; later stages (the auth interceptor's `authorization`) read the same copy. The
+peer string of a connection is parsed into an address once and remembered.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from vaultpay_common.context import CLIENT_IP, DEADLINE, METHOD, REQUEST_ID
@@ -32,6 +38,7 @@ __all__ = [
     "GATEWAY_IDENTITY_HEADER",
     "MIN_GATEWAY_SECRET_LENGTH",
     "RequestContextInterceptor",
+    "call_metadata",
     "metadata_value",
 ]
 
@@ -47,8 +54,34 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _PEER = re.compile(r"^ipv[46]:\[?(?P<ip>[^\]]+?)\]?:\d+$")
 
 
+# The current call's context and its metadata, read once per call (see call_metadata).
+_CALL_METADATA: ContextVar[tuple[object, Sequence[Any]] | None] = ContextVar(
+    "call_metadata", default=None
+)
+# Peer string -> canonical address; peers are connections, so this is bounded by the
+# connections seen, and cleared past _MAX_PEERS.
+_MAX_PEERS = 4096
+_PEER_IPS: dict[str, str] = {}
+
+
+def call_metadata(context: Any) -> Sequence[Any]:
+    """The invocation metadata of the call `context` belongs to, read from grpc once per call.
+
+    The copy is kept in a context variable (each RPC runs in its own task) together with the
+    context it came from, and used only for that very context object: a different call (or
+    a test reusing a task) reads its own.
+    """
+    kept = _CALL_METADATA.get()
+    if kept is not None and kept[0] is context:
+        return kept[1]
+    metadata: Sequence[Any] = context.invocation_metadata() or ()
+    _CALL_METADATA.set((context, metadata))
+    return metadata
+
+
 def metadata_value(context: Any, key: str) -> str:
-    for item in context.invocation_metadata() or ():
+    """The first value of `key` in the call's metadata, or ""."""
+    for item in call_metadata(context):
         if item.key == key:
             return str(item.value)
     return ""
@@ -66,10 +99,16 @@ def _canonical_ip(text: str) -> str | None:
 
 
 def _peer_ip(context: Any) -> str:
-    match = _PEER.match(urllib.parse.unquote(context.peer() or ""))
-    if match is None:
-        return ""
-    return _canonical_ip(match.group("ip")) or ""
+    peer: str = context.peer() or ""
+    known = _PEER_IPS.get(peer)
+    if known is not None:
+        return known
+    match = _PEER.match(urllib.parse.unquote(peer))
+    address = "" if match is None else _canonical_ip(match.group("ip")) or ""
+    if len(_PEER_IPS) >= _MAX_PEERS:
+        _PEER_IPS.clear()
+    _PEER_IPS[peer] = address
+    return address
 
 
 class RequestContextInterceptor(CallInterceptor):
@@ -86,25 +125,39 @@ class RequestContextInterceptor(CallInterceptor):
             )
         self._gateway_secret = None if gateway_secret is None else gateway_secret.encode()
 
-    def _from_gateway(self, context: Any) -> bool:
+    def _from_gateway(self, presented: str | None) -> bool:
         if self._gateway_secret is None:
             return False
-        presented = metadata_value(context, GATEWAY_IDENTITY_HEADER).encode()
-        return hmac.compare_digest(presented, self._gateway_secret)
+        return hmac.compare_digest((presented or "").encode(), self._gateway_secret)
 
-    def _client_ip(self, context: Any) -> str:
-        if self._from_gateway(context):
-            forwarded = _canonical_ip(metadata_value(context, CLIENT_IP_HEADER))
-            if forwarded is not None:
-                return forwarded
+    def _client_ip(self, context: Any, identity: str | None, forwarded: str | None) -> str:
+        if forwarded is not None and self._from_gateway(identity):
+            address = _canonical_ip(forwarded)
+            if address is not None:
+                return address
         return _peer_ip(context)
 
     async def _enter(self, method: str, context: Any) -> None:
         METHOD.set(method)
-        incoming = metadata_value(context, REQUEST_ID_HEADER)
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        # One pass over the metadata; the first value of a repeated key counts, as in
+        # metadata_value.
+        incoming = identity = forwarded = None
+        for item in call_metadata(context):
+            key = item.key
+            if key == REQUEST_ID_HEADER:
+                if incoming is None:
+                    incoming = str(item.value)
+            elif key == GATEWAY_IDENTITY_HEADER:
+                if identity is None:
+                    identity = str(item.value)
+            elif key == CLIENT_IP_HEADER and forwarded is None:
+                forwarded = str(item.value)
+        if incoming is not None and _SAFE_REQUEST_ID.match(incoming):
+            request_id = incoming
+        else:
+            request_id = str(uuid.uuid4())
         REQUEST_ID.set(request_id)
-        CLIENT_IP.set(self._client_ip(context))
+        CLIENT_IP.set(self._client_ip(context, identity, forwarded))
         remaining = context.time_remaining()
         DEADLINE.set(None if remaining is None else time.monotonic() + remaining)
         await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))

@@ -169,7 +169,8 @@ class TokenVerifier:
         return key
 
     async def verify(self, token: str) -> TokenClaims:
-        await self._refresh_if_stale()
+        if time.monotonic() - self._last_refresh >= self._max_key_age:
+            await self._refresh_if_stale()
         cached = self._cache.get(token)
         if cached is not None:
             if cached.expires_at + self._leeway > time.time():

@@ -7,6 +7,12 @@ does that once for all four RPC shapes; subclasses implement two hooks (a stream
 
     async def around_unary(self, method, context, call):   # call() -> response
     def around_stream(self, method, context, stream):      # stream() -> response iterator
+
+The wrapped handler of a method is built once and reused: grpc.aio asks every interceptor for
+a handler on every call, and building one (closures plus an RpcMethodHandler) per call per
+interceptor was a measurable part of a cheap RPC's cost. The wrapper closes over nothing that
+belongs to one call (the request and context are its arguments), and it is reused only while
+the next stage answers the very same handler object, so the chain stays exactly the chain.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ __all__ = ["CallInterceptor", "OpenStream", "UnaryCall"]
 UnaryCall = Callable[[], Awaitable[Any]]
 OpenStream = Callable[[], AsyncIterator[Any]]
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+# Wrapped handlers kept per interceptor. Only methods some handler answers are kept (a made-up
+# method name resolves to None and is not cached), so the bound is a safety net.
+_MAX_CACHED_HANDLERS = 4096
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -48,7 +57,25 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None:
             return None
-        return self._wrap(details.method, handler)
+        method: str = details.method
+        cache = self._wrapped_handlers()
+        cached = cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        if len(cache) >= _MAX_CACHED_HANDLERS:
+            cache.clear()
+        cache[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrapped_handlers(self) -> dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]]:
+        """method -> (the next stage's handler, our wrapper of it); made on first use, so a
+        subclass need not call `super().__init__()`."""
+        found: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] | None
+        found = self.__dict__.get("_handler_cache")
+        if found is None:
+            found = self.__dict__["_handler_cache"] = {}
+        return found
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         deserialize, serialize = handler.request_deserializer, handler.response_serializer

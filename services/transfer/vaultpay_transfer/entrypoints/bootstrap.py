@@ -113,6 +113,7 @@ async def build_host(
         runtime.engine,
         OUTBOX_PRODUCER,
         transfer_outbox_handlers(GrpcWalletNotifications(wallet_channel, token, timeout)),
+        batch_size=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_seconds,
         clock=clock,
     )

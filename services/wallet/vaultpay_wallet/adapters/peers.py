@@ -4,11 +4,18 @@ Each answers what the service layer asks in its own terms: a user's contact for 
 limit usage and transfer figures (transfer), pending KYC (kyc). Figures for display degrade to
 "unknown" (None) when the peer is down or not deployed yet, because a dashboard or a limits
 screen must still work; the mail contact raises, so the outbox retries the delivery later.
+
+Limit usage (GetMyWallet, GetLimits) is asked for on every call and never cached: it changes
+with every money movement. What is remembered is only that transfer could not answer: for
+`usage_retry_seconds` after a failure, usage is reported unknown without calling again, so
+during an outage each read does not pay for a doomed call (or, with a slow transfer, wait its
+whole timeout), and the outage is logged once, not once per read.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,12 +82,24 @@ def _amounts(values: Iterable[money_pb2.Money]) -> tuple[CurrencyAmount, ...]:
 class GrpcTransferFigures:
     """transfer's GetLimitUsage and GetTransferStats; None while transfer cannot answer."""
 
-    def __init__(self, channel: grpc.aio.Channel, token: TokenSource, timeout: float) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        token: TokenSource,
+        timeout: float,
+        *,
+        usage_retry_seconds: float = 1.0,
+    ) -> None:
         self._stub = transfer_pb2_grpc.TransferInternalServiceStub(channel)
         self._token = token
         self._timeout = timeout
+        self._usage_retry_seconds = usage_retry_seconds
+        self._usage_down_until: float | None = None  # monotonic; None while transfer answers
 
     async def usage(self, wallet_id: str, now: datetime) -> Sequence[ActionUsage] | None:
+        down_until = self._usage_down_until
+        if down_until is not None and time.monotonic() < down_until:
+            return None
         try:
             reply = await self._stub.GetLimitUsage(
                 transfer_pb2.GetLimitUsageRequest(wallet_id=wallet_id),
@@ -88,8 +107,16 @@ class GrpcTransferFigures:
                 timeout=self._timeout,
             )
         except Exception as exc:  # any failure of an optional peer: usage is unknown
-            log.info("limit usage unknown", extra={"peer": "transfer", "error": type(exc).__name__})
+            if down_until is None:
+                log.info(
+                    "limit usage unknown until transfer answers again",
+                    extra={"peer": "transfer", "error": type(exc).__name__},
+                )
+            self._usage_down_until = time.monotonic() + self._usage_retry_seconds
             return None
+        if down_until is not None:
+            log.info("limit usage known again", extra={"peer": "transfer"})
+            self._usage_down_until = None
         return [
             ActionUsage(_ACTIONS[u.action], u.daily_used.amount_minor, u.monthly_used.amount_minor)
             for u in reply.usage

@@ -4,6 +4,10 @@ A PIN has 10,000 values: bcrypt alone would fall to a stolen database in minutes
 is first keyed with HMAC-SHA256 under a server-side pepper kept outside the database. bcrypt
 releases the GIL, so a pool of at most one thread per core uses every core and no more; the
 cost (rounds) is a setting, since it fixes the PIN-checked transfer rate (cores / bcrypt time).
+The pool's threads run at a lower CPU priority than the event loop
+(`vaultpay_common.cpu_pool`): while PIN checks saturate the cores, a GetBalance is not held
+up behind a hash's time slice at each of its hops, and the hashes still get every cycle that
+nothing else wants.
 """
 
 from __future__ import annotations
@@ -13,15 +17,23 @@ import base64
 import hashlib
 import hmac
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
+
+from vaultpay_common.cpu_pool import DEFAULT_NICENESS, low_priority_executor
 
 __all__ = ["BcryptPinHasher"]
 
 
 class BcryptPinHasher:
-    def __init__(self, pepper: bytes, rounds: int, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        pepper: bytes,
+        rounds: int,
+        workers: int | None = None,
+        *,
+        niceness: int = DEFAULT_NICENESS,
+    ) -> None:
         if len(pepper) < 32:
             raise ValueError("the PIN pepper must be at least 32 bytes")
         if not 4 <= rounds <= 31:
@@ -29,8 +41,8 @@ class BcryptPinHasher:
         cores = os.cpu_count() or 1
         self._pepper = pepper
         self._rounds = rounds
-        self._pool = ThreadPoolExecutor(
-            max_workers=min(workers or cores, cores), thread_name_prefix="pin-bcrypt"
+        self._pool = low_priority_executor(
+            min(workers or cores, cores), thread_name_prefix="pin-bcrypt", niceness=niceness
         )
 
     def _prehash(self, pin: str) -> bytes:

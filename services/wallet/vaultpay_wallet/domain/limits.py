@@ -36,6 +36,7 @@ __all__ = [
     "effective_caps",
     "limits_view",
     "tier_default_key",
+    "tier_settings_prefix",
     "window_resets",
 ]
 
@@ -62,9 +63,14 @@ class LimitSource(Enum):
     USER = "USER"
 
 
+def tier_settings_prefix(tier: KycTier) -> str:
+    """What every default setting of a tier starts with, e.g. "limits.tier_basic."."""
+    return f"limits.tier_{tier.value.lower()}."
+
+
 def tier_default_key(tier: KycTier, action: LimitAction, window: LimitWindow) -> str:
     """The system setting holding a tier's default, e.g. "limits.tier_basic.send.daily"."""
-    return f"limits.tier_{tier.value.lower()}.{action.value}.{window.value}"
+    return f"{tier_settings_prefix(tier)}{action.value}.{window.value}"
 
 
 @dataclass(frozen=True, slots=True)

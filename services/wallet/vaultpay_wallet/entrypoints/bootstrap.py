@@ -26,6 +26,7 @@ from vaultpay_wallet.adapters.ip_trust_sql import trusted_ips
 from vaultpay_wallet.adapters.notification_hub import NotificationHub, PgNotificationListener
 from vaultpay_wallet.adapters.peers import GrpcKycStats, GrpcTransferFigures, GrpcUserContacts
 from vaultpay_wallet.adapters.pin_hasher import BcryptPinHasher
+from vaultpay_wallet.adapters.reads_pg import PgWalletReads
 from vaultpay_wallet.adapters.unit_of_work import OUTBOX_PRODUCER, SqlWalletUnitOfWork
 from vaultpay_wallet.entrypoints.servicers import WalletServicer
 from vaultpay_wallet.entrypoints.servicers_staff import (
@@ -91,8 +92,9 @@ async def build_host(
     hub = NotificationHub(max_streams_per_user=settings.max_watch_streams_per_user)
     listener = PgNotificationListener(settings.database_url.get_secret_value(), hub)
 
-    limits = LimitsService(uow, clock, transfer)
-    wallets = WalletService(uow, clock, limits)
+    reads = PgWalletReads(runtime.engine)  # the hot reads: one statement, no transaction
+    limits = LimitsService(uow, clock, transfer, reads=reads)
+    wallets = WalletService(uow, clock, limits, reads=reads)
     pins = PinService(uow, clock, hasher, sealer)
     ip_trust = IpTrustService(
         uow,

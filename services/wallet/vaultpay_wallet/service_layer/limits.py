@@ -1,22 +1,25 @@
 """Limits use cases: effective limits with usage, a user's own lower limits, staff overrides.
 
-Tier defaults are read from `system_settings` on every call (one indexed query), so a
-setting change applies to the next request without a restart or a cache to invalidate.
-Usage comes from the transfer service through `LimitUsageSource`; when it cannot answer, the
-limits are still shown, with usage unknown.
+Tier defaults are read from `system_settings` on every call, so a setting change applies to
+the next request without a restart or a cache to invalidate: on the read path (GetLimits,
+GetMyWallet) they come in the same single statement as the wallet and its overrides
+(`WalletReads.wallet_for_limits`), so not caching them costs no extra round trip. Usage comes
+from the transfer service through `LimitUsageSource`; when it cannot answer, the limits are
+still shown, with usage unknown. Usage is never cached: it changes with every money movement,
+and a user checking what is left today right after a send must see that send.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import FieldViolation, ValidationError
 from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once
-from vaultpay_wallet.domain.errors import WalletClosedError
+from vaultpay_wallet.domain.errors import WalletClosedError, WalletNotFoundError
 from vaultpay_wallet.domain.limits import (
     ActionCaps,
     ActionLimitsView,
@@ -28,6 +31,7 @@ from vaultpay_wallet.domain.limits import (
     base_cap,
     effective_caps,
     limits_view,
+    tier_settings_prefix,
 )
 from vaultpay_wallet.domain.model import KycTier, Wallet
 from vaultpay_wallet.domain.settings_catalog import SETTINGS
@@ -42,11 +46,20 @@ from vaultpay_wallet.service_layer.commands import (
 from vaultpay_wallet.service_layer.ports import (
     LimitOverrideFilter,
     LimitUsageSource,
+    WalletForLimits,
+    WalletReads,
     WalletUnitOfWork,
 )
+from vaultpay_wallet.service_layer.reads import UnitOfWorkReads
 from vaultpay_wallet.service_layer.results import EffectiveLimits, LimitOverridePage, WalletLimits
 
-__all__ = ["LimitsService", "caps_for", "parse_limit_action", "tier_defaults"]
+__all__ = [
+    "LimitsService",
+    "caps_for",
+    "defaults_from_stored",
+    "parse_limit_action",
+    "tier_defaults",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +89,20 @@ def _amount(
     return value.amount_minor
 
 
-async def tier_defaults(uow: WalletUnitOfWork, tier: KycTier) -> dict[str, int]:
-    """The tier's default caps by setting key (catalogue defaults fill any missing row)."""
-    prefix = f"limits.tier_{tier.value.lower()}."
-    stored = await uow.settings.values(prefix)
+def defaults_from_stored(stored: Mapping[str, str], tier: KycTier) -> dict[str, int]:
+    """The tier's default caps by setting key, from the stored values of its settings
+    (catalogue defaults fill any missing row)."""
+    prefix = tier_settings_prefix(tier)
     return {
         key: int(stored.get(key, spec.default))
         for key, spec in SETTINGS.items()
         if key.startswith(prefix)
     }
+
+
+async def tier_defaults(uow: WalletUnitOfWork, tier: KycTier) -> dict[str, int]:
+    """The tier's default caps by setting key (catalogue defaults fill any missing row)."""
+    return defaults_from_stored(await uow.settings.values(tier_settings_prefix(tier)), tier)
 
 
 async def caps_for(uow: WalletUnitOfWork, wallet: Wallet) -> tuple[ActionCaps, ...]:
@@ -93,12 +111,21 @@ async def caps_for(uow: WalletUnitOfWork, wallet: Wallet) -> tuple[ActionCaps, .
 
 
 class LimitsService:
+    """`reads` serves GetLimits (and GetMyWallet through `view_of`); by default it goes
+    through the unit of work, the server passes the single-statement SQL reads."""
+
     def __init__(
-        self, uow: Callable[[], WalletUnitOfWork], clock: Clock, usage: LimitUsageSource
+        self,
+        uow: Callable[[], WalletUnitOfWork],
+        clock: Clock,
+        usage: LimitUsageSource,
+        *,
+        reads: WalletReads | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._usage = usage
+        self._reads = reads or UnitOfWorkReads(uow)
 
     # ----- reading --------------------------------------------------------------------
 
@@ -124,12 +151,20 @@ class LimitsService:
             caps = await caps_for(uow, wallet)
         return await self._with_usage(wallet, caps)
 
-    async def get_limits(self, user_id: str) -> WalletLimits:
-        async with self._uow() as uow:
-            wallet = (await load_own_wallet(uow, user_id)).current(self._clock.now())
-            caps = await caps_for(uow, wallet)
+    async def view_of(self, found: WalletForLimits) -> WalletLimits:
+        """A wallet read with its limit inputs (`WalletReads.wallet_for_limits`), as readers
+        see it (expired freezes lifted), with its effective limits and usage."""
+        wallet = found.wallet.current(self._clock.now())
+        defaults = defaults_from_stored(found.tier_settings, wallet.kyc_tier)
+        caps = effective_caps(wallet.kyc_tier, defaults, found.overrides)
         views, known = await self._with_usage(wallet, caps)
         return WalletLimits(wallet, views, known)
+
+    async def get_limits(self, user_id: str) -> WalletLimits:
+        found = await self._reads.wallet_for_limits(user_id)
+        if found is None:
+            raise WalletNotFoundError()
+        return await self.view_of(found)
 
     async def effective_limits(self, wallet_id: str) -> EffectiveLimits:
         """For transfer (GetEffectiveLimits): caps only, usage is transfer's own data."""

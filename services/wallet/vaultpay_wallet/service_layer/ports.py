@@ -5,11 +5,15 @@ The SQL adapters (`adapters/repositories.py`, `adapters/unit_of_work.py`) and th
 peer ports (`LimitUsageSource`, `TransferStatsSource`, `KycStatsSource`, `TrustedIpCounter`),
 the `PinHasher` (`adapters/pin_hasher.py`) and the `SecretSealer`
 (`vaultpay_common.sealing.AesGcmSealer`).
+
+`WalletReads` is the read side of the hot, read-only RPCs (GetBalance, GetMyWallet,
+GetLimits): one statement each, no unit of work (`adapters/reads_pg.py`; over a unit of work
+in `service_layer/reads.py` for the fakes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -35,11 +39,14 @@ __all__ = [
     "PinResetTokenRepository",
     "SecretSealer",
     "SettingRepository",
+    "StoredBalance",
     "StoredSetting",
     "TransferStats",
     "TransferStatsSource",
     "TrustedIpCounter",
     "WalletFilter",
+    "WalletForLimits",
+    "WalletReads",
     "WalletRepository",
     "WalletStats",
     "WalletUnitOfWork",
@@ -120,6 +127,26 @@ class TransferStats:
     monthly_transaction_count: int
     monthly_volumes: tuple[CurrencyAmount, ...]
     open_dispute_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBalance:
+    """A wallet's balance as stored (GetBalance)."""
+
+    wallet_id: str
+    currency: str
+    balance_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class WalletForLimits:
+    """A wallet with what its effective limits are made of, read at one instant: the stored
+    values of its tier's default settings (`limits.tier_<tier>.` keys; a missing key takes
+    the catalogue default) and its limit overrides."""
+
+    wallet: Wallet
+    tier_settings: Mapping[str, str]
+    overrides: tuple[LimitOverride, ...]
 
 
 # ----- repositories ---------------------------------------------------------------------
@@ -236,6 +263,23 @@ class WalletUnitOfWork(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+# ----- the read side --------------------------------------------------------------------
+
+
+class WalletReads(Protocol):
+    """Read-only queries of the caller's own wallet, each one consistent snapshot.
+
+    Nothing read here is locked or written, so an implementation may skip the unit of work
+    (no explicit transaction): the SQL one is a single autocommit statement per call.
+    """
+
+    async def balance(self, user_id: str) -> StoredBalance | None:
+        """None when the user has no wallet."""
+
+    async def wallet_for_limits(self, user_id: str) -> WalletForLimits | None:
+        """None when the user has no wallet."""
 
 
 # ----- other ports ----------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Reads show expired freezes as lifted without writing (cheap polling); the writes persist the
 lifting in the same transaction. Every write runs through `run_once`, so a retried request
-replays its first answer.
+replays its first answer. The hot reads (GetBalance, GetMyWallet) go through `WalletReads`,
+one statement each, instead of a unit of work.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from vaultpay_wallet.service_layer.commands import (
 )
 from vaultpay_wallet.service_layer.limits import LimitsService
 from vaultpay_wallet.service_layer.notify import NotificationKind, notify
-from vaultpay_wallet.service_layer.ports import WalletUnitOfWork
+from vaultpay_wallet.service_layer.ports import WalletReads, WalletUnitOfWork
+from vaultpay_wallet.service_layer.reads import UnitOfWorkReads
 from vaultpay_wallet.service_layer.results import Balance, WalletLimits, WalletPublicView
 
 __all__ = ["WalletService"]
@@ -49,17 +51,22 @@ _SELF = frozenset({FreezeSource.SELF})
 
 
 class WalletService:
+    """`reads` serves GetBalance and GetMyWallet; by default it goes through the unit of
+    work, the server passes the single-statement SQL reads."""
+
     def __init__(
         self,
         uow: Callable[[], WalletUnitOfWork],
         clock: Clock,
         limits: LimitsService,
         *,
+        reads: WalletReads | None = None,
         new_id: Callable[[], str] = new_wallet_id,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._limits = limits
+        self._reads = reads or UnitOfWorkReads(uow)
         self._new_id = new_id
 
     # ----- open -----------------------------------------------------------------------
@@ -105,15 +112,16 @@ class WalletService:
     # ----- read -----------------------------------------------------------------------
 
     async def get_my_wallet(self, user_id: str) -> WalletLimits:
-        async with self._uow() as uow:
-            wallet = (await load_own_wallet(uow, user_id)).current(self._clock.now())
-        limits, known = await self._limits.view_for(wallet)
-        return WalletLimits(wallet, limits, known)
+        found = await self._reads.wallet_for_limits(user_id)
+        if found is None:
+            raise WalletNotFoundError()
+        return await self._limits.view_of(found)
 
     async def get_balance(self, user_id: str) -> Balance:
-        async with self._uow() as uow:
-            wallet = await load_own_wallet(uow, user_id)
-        return Balance(wallet.id, wallet.currency, wallet.balance_minor, self._clock.now())
+        found = await self._reads.balance(user_id)
+        if found is None:
+            raise WalletNotFoundError()
+        return Balance(found.wallet_id, found.currency, found.balance_minor, self._clock.now())
 
     async def lookup_wallet(self, wallet_id: str) -> WalletPublicView:
         """Any user may look up any wallet: only what a payer needs, never the owner or balance."""

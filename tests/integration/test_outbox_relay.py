@@ -350,3 +350,38 @@ async def test_delivered_events_are_cleaned_up_and_dead_letters_kept(
         )
         assert [r[0] for r in remaining] == [dead_id]
     assert delivered_id != dead_id
+
+
+async def test_every_service_cli_lists_and_replays_its_dead_letters(
+    app: AsyncEngine,
+    producer: str,
+    databases: Provisioned,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The kit's `dead-letters` / `replay-dead-letter`, as any service with an outbox has them."""
+    from vaultpay_common.cli import ServiceCli
+    from vaultpay_common.config import ServiceSettings
+
+    [event_id] = await _add(app, producer, OutboxMessage(TOPIC, {"n": 1}))
+    handler, clock = _Recorder(PermanentDeliveryError("user does not exist")), _Clock()
+    assert await _relay(app, producer, {TOPIC: handler}, clock).relay_once() == 0
+
+    settings = ServiceSettings(
+        database_url=databases.vaultpay_app_dsn,
+        redis_url="redis://127.0.0.1:1/0",  # never used by these commands
+        key_encryption_key="A" * 43 + "=",
+    )
+    cli = ServiceCli("vaultpay-test", lambda: settings, chains=[], outbox_producer=producer)
+
+    def run(*argv: str) -> tuple[int, str]:
+        # main() runs its own event loop: off this test's loop, in a thread.
+        code = cli.main(list(argv))
+        return code, capsys.readouterr().out
+
+    code, out = await asyncio.to_thread(run, "dead-letters")
+    assert code == 0 and event_id in out and "1 dead-lettered event(s)" in out
+    code, out = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", event_id)
+    assert code == 0 and "pending again" in out
+    assert (await _row(app, event_id)).status == "PENDING"
+    code, _ = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", event_id)
+    assert code == 2  # no longer dead

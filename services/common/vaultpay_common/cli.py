@@ -1,7 +1,8 @@
 """One command-line frame for every service's operator commands.
 
 Every service gets `migrate` (its migration chains, as the table owner) and `verify-audit`
-(the audit chain of its database); a service adds its own commands:
+(the audit chain of its database); a service with an outbox (`outbox_producer`) also gets
+`dead-letters` and `replay-dead-letter`; a service adds its own commands:
 
     cli = ServiceCli("vaultpay-wallet", WalletSettings, chains=[PLATFORM_CHAIN, WALLET_CHAIN])
 
@@ -26,6 +27,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.config import ServiceSettings
 from vaultpay_common.db import create_engine
@@ -58,12 +61,57 @@ class ServiceCli(Generic[S]):
     settings_type: Callable[[], S]
     chains: Sequence[MigrationChain]
     description: str = ""
+    # The service's name in the outbox: adds the dead-letter commands.
+    outbox_producer: str | None = None
     _commands: list[CliCommand[S]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.command("verify-audit", help="verify the audit log's hash chain")(_no_args).run(
             _verify_audit
         )
+        if self.outbox_producer is not None:
+            self._add_dead_letter_commands(self.outbox_producer)
+
+    def _add_dead_letter_commands(self, producer: str) -> None:
+        from vaultpay_common.outbox import list_dead_letters, replay_dead_letter
+
+        @self.command("dead-letters", help="list outbox events that stopped retrying")
+        def _list_args(parser: argparse.ArgumentParser) -> None:
+            parser.add_argument("--limit", type=int, default=50)
+
+        @_list_args.run
+        async def _list(settings: S, args: argparse.Namespace) -> int:
+            engine = _cli_engine(settings)
+            try:
+                async with engine.connect() as conn:
+                    events = await list_dead_letters(conn, producer, args.limit)
+            finally:
+                await engine.dispose()
+            for event in events:
+                print(
+                    f"{event.event_id}  {event.topic:<22} attempts={event.attempts}  "
+                    f"{event.last_error}"
+                )
+            print(f"{len(events)} dead-lettered event(s)")
+            return 0
+
+        @self.command("replay-dead-letter", help="send a dead-lettered outbox event again")
+        def _replay_args(parser: argparse.ArgumentParser) -> None:
+            parser.add_argument("--event-id", required=True)
+
+        @_replay_args.run
+        async def _replay(settings: S, args: argparse.Namespace) -> int:
+            engine = _cli_engine(settings)
+            try:
+                async with engine.begin() as conn:
+                    replayed = await replay_dead_letter(conn, args.event_id)
+            finally:
+                await engine.dispose()
+            if not replayed:
+                print(f"error: no dead-lettered event {args.event_id}", file=sys.stderr)
+                return 2
+            print(f"event {args.event_id} is pending again; the relay delivers it shortly")
+            return 0
 
     def command(self, name: str, *, help: str) -> Callable[[Configure], CliCommand[S]]:
         def register(configure: Configure) -> CliCommand[S]:
@@ -108,6 +156,12 @@ class ServiceCli(Generic[S]):
         return 0
 
 
+def _cli_engine(settings: ServiceSettings) -> AsyncEngine:
+    return create_engine(
+        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-cli"
+    )
+
+
 def _no_args(parser: argparse.ArgumentParser) -> None:
     del parser
 
@@ -115,9 +169,7 @@ def _no_args(parser: argparse.ArgumentParser) -> None:
 async def _verify_audit(settings: ServiceSettings, args: argparse.Namespace) -> int:
     from vaultpay_common.audit import FileCheckpointStore, verify_audit
 
-    engine = create_engine(
-        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-cli"
-    )
+    engine = _cli_engine(settings)
     checkpoints = (
         FileCheckpointStore(settings.audit_checkpoint_dir, settings.audit_checkpoint_key)
         if settings.audit_checkpoint_dir is not None

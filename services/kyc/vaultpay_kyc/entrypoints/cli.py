@@ -25,7 +25,6 @@ from vaultpay_common.clock import SystemClock
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
-from vaultpay_common.outbox import list_dead_letters, replay_dead_letter
 from vaultpay_kyc.entrypoints.bootstrap import build_rotation
 from vaultpay_kyc.service_layer.commands import RotateKycKey, RotationOutcome, RotationProgress
 from vaultpay_kyc.settings import KycSettings
@@ -36,7 +35,11 @@ KYC_CHAIN = MigrationChain(
     "kyc", Path(__file__).resolve().parents[2] / "migrations", "alembic_version_kyc"
 )
 cli = ServiceCli(
-    "vaultpay-kyc", KycSettings, chains=[PLATFORM_CHAIN, KYC_CHAIN], description=__doc__
+    "vaultpay-kyc",
+    KycSettings,
+    chains=[PLATFORM_CHAIN, KYC_CHAIN],
+    description=__doc__,
+    outbox_producer="kyc",
 )
 main = cli.main
 
@@ -90,49 +93,6 @@ async def _rotate(settings: KycSettings, args: argparse.Namespace) -> int:
     if not outcome.finished:
         print("error: rows are still waiting; run `rotate-key --resume`", file=sys.stderr)
         return 1
-    return 0
-
-
-@cli.command("dead-letters", help="list outbox events that stopped retrying")
-def _dead_letter_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=int, default=50)
-
-
-@_dead_letter_args.run
-async def _dead_letters(settings: KycSettings, args: argparse.Namespace) -> int:
-    engine = create_engine(
-        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-kyc-cli"
-    )
-    try:
-        async with engine.connect() as conn:
-            events = await list_dead_letters(conn, "kyc", args.limit)
-    finally:
-        await engine.dispose()
-    for event in events:
-        print(f"{event.event_id}  {event.topic:<22} attempts={event.attempts}  {event.last_error}")
-    print(f"{len(events)} dead-lettered event(s)")
-    return 0
-
-
-@cli.command("replay-dead-letter", help="send a dead-lettered outbox event again")
-def _replay_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--event-id", required=True)
-
-
-@_replay_args.run
-async def _replay(settings: KycSettings, args: argparse.Namespace) -> int:
-    engine = create_engine(
-        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-kyc-cli"
-    )
-    try:
-        async with engine.begin() as conn:
-            replayed = await replay_dead_letter(conn, args.event_id)
-    finally:
-        await engine.dispose()
-    if not replayed:
-        print(f"error: no dead-lettered event {args.event_id}")
-        return 2
-    print(f"event {args.event_id} is pending again; the relay delivers it shortly")
     return 0
 
 

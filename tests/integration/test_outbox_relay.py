@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,6 +29,7 @@ from vaultpay_common.outbox import (
     outbox_table_ddl,
     replay_dead_letter,
 )
+from vaultpay_common.outbox.sql import claim_due_events
 from vaultpay_devstack.postgres import Provisioned
 
 pytestmark = pytest.mark.integration
@@ -234,22 +236,32 @@ async def test_a_handler_that_hangs_is_timed_out_and_retried(
     assert "timed out" in row.last_error
 
 
+async def _claim_and_crash(
+    app: AsyncEngine, producer: str, clock: _Clock, *, lease: float, max_attempts: int = 8
+) -> None:
+    """What a relay that died mid-delivery leaves behind: its claim, never settled nor released.
+
+    (Cancelling a relay is a stop, not a crash: it releases its leases.)
+    """
+    now = clock.now()
+    async with app.begin() as conn:
+        await claim_due_events(
+            conn,
+            producer,
+            now=now,
+            lease_until=now + timedelta(seconds=lease),
+            lease_token=str(uuid.uuid4()),
+            limit=10,
+            max_attempts=max_attempts,
+        )
+
+
 async def test_an_event_claimed_by_a_relay_that_crashed_is_delivered_after_the_lease(
     app: AsyncEngine, producer: str
 ) -> None:
     [event_id] = await _add(app, producer, OutboxMessage(TOPIC, {"n": 1}))
-    clock, started = _Clock(), asyncio.Event()
-
-    async def stuck(event: OutboxEvent) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    crashing = _relay(app, producer, {TOPIC: stuck}, clock, lease=60, delivery_timeout=30)
-    task = asyncio.create_task(crashing.relay_once())
-    await asyncio.wait_for(started.wait(), timeout=10)
-    task.cancel()  # the process dies mid-delivery: nothing is settled
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    clock = _Clock()
+    await _claim_and_crash(app, producer, clock, lease=60)
 
     handler = _Recorder()
     survivor = _relay(app, producer, {TOPIC: handler}, clock, lease=60, delivery_timeout=30)
@@ -263,18 +275,9 @@ async def test_an_event_whose_last_allowed_attempt_crashed_is_dead_lettered(
     app: AsyncEngine, producer: str
 ) -> None:
     [event_id] = await _add(app, producer, OutboxMessage(TOPIC, {"n": 1}))
-    clock, started = _Clock(), asyncio.Event()
-
-    async def stuck(event: OutboxEvent) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
+    clock = _Clock()
     kw: dict[str, Any] = {"max_attempts": 1, "lease": 60, "delivery_timeout": 30}
-    task = asyncio.create_task(_relay(app, producer, {TOPIC: stuck}, clock, **kw).relay_once())
-    await asyncio.wait_for(started.wait(), timeout=10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await _claim_and_crash(app, producer, clock, lease=60, max_attempts=1)
     clock.advance(61)
     handler = _Recorder()
     assert await _relay(app, producer, {TOPIC: handler}, clock, **kw).relay_once() == 0
@@ -385,3 +388,306 @@ async def test_every_service_cli_lists_and_replays_its_dead_letters(
     assert (await _row(app, event_id)).status == "PENDING"
     code, _ = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", event_id)
     assert code == 2  # no longer dead
+
+
+# --- settling a round, bounded fan-out, releasing leases on stop ---------------------------
+
+
+class _Statements:
+    """Records the outbox statements and the transactions an engine runs meanwhile."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine.sync_engine
+        self.statements: list[str] = []
+        self.transactions = 0
+
+    def _on_statement(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "outbox_events" in statement:
+            self.statements.append(" ".join(statement.split()))
+
+    def _on_begin(self, conn: Any) -> None:
+        self.transactions += 1
+
+    def __enter__(self) -> _Statements:
+        sqlalchemy_events.listen(self._engine, "before_cursor_execute", self._on_statement)
+        sqlalchemy_events.listen(self._engine, "begin", self._on_begin)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        sqlalchemy_events.remove(self._engine, "before_cursor_execute", self._on_statement)
+        sqlalchemy_events.remove(self._engine, "begin", self._on_begin)
+
+
+class _Gated:
+    """A handler whose deliveries wait for `gate`; payload {"fail": ...} fails, {"hang": ...}
+    never ends."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.started: list[str] = []
+        self.finished: list[str] = []  # delivered or failed
+        self.delivered: list[OutboxEvent] = []
+
+    async def __call__(self, event: OutboxEvent) -> None:
+        self.started.append(event.event_id)
+        await self.gate.wait()
+        if "hang" in event.payload:
+            await asyncio.Event().wait()
+        self.finished.append(event.event_id)
+        if "fail" in event.payload:
+            raise DeliveryError(str(event.payload["fail"]))
+        self.delivered.append(event)
+
+
+async def test_a_round_settles_all_its_delivered_events_in_one_update(
+    app: AsyncEngine, producer: str
+) -> None:
+    ids = await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(20)))
+    relay = _relay(app, producer, {TOPIC: _Recorder()}, _Clock())
+    with _Statements(app) as seen:
+        assert await relay.relay_once() == 20
+    # The exhausted sweep and the claim (one transaction), then one UPDATE for all 20.
+    assert seen.transactions == 2
+    assert len(seen.statements) == 3, seen.statements
+    settle = seen.statements[2]
+    assert settle.startswith("UPDATE outbox_events SET status=")
+    assert "event_id = ANY (" in settle and "lease_token =" in settle
+    for event_id in ids:
+        row = await _row(app, event_id)
+        assert (row.status, row.lease_token) == ("DELIVERED", None)
+
+
+async def test_a_round_settles_its_failures_together_each_with_its_own_error_and_backoff(
+    app: AsyncEngine, producer: str
+) -> None:
+    ok, flaky, other, refused, orphan = await _add(
+        app,
+        producer,
+        OutboxMessage(TOPIC, {"n": 1}),
+        OutboxMessage(TOPIC, {"fail": "wallet unavailable"}),
+        OutboxMessage(TOPIC, {"fail": "deadline exceeded"}),
+        OutboxMessage(TOPIC, {"refuse": "user does not exist"}),
+        OutboxMessage("no.such.topic", {}),
+    )
+
+    async def deliver(event: OutboxEvent) -> None:
+        if "fail" in event.payload:
+            raise DeliveryError(event.payload["fail"])
+        if "refuse" in event.payload:
+            raise PermanentDeliveryError(event.payload["refuse"])
+
+    clock = _Clock()
+    relay = _relay(app, producer, {TOPIC: deliver}, clock, base_delay=10.0)
+    with _Statements(app) as seen:
+        assert await relay.relay_once() == 1
+    # Sweep and claim, then one UPDATE for the delivered and one for all the failed.
+    assert (seen.transactions, len(seen.statements)) == (2, 4), seen.statements
+    assert (await _row(app, ok)).status == "DELIVERED"
+    for event_id, error in ((flaky, "wallet unavailable"), (other, "deadline exceeded")):
+        row = await _row(app, event_id)
+        assert (row.status, row.attempts, row.lease_token) == ("PENDING", 1, None)
+        assert row.last_error == f"DeliveryError: {error}"
+        assert 5.0 <= (row.available_at - clock.now()).total_seconds() <= 10.0
+    row = await _row(app, refused)
+    assert (row.status, row.last_error) == ("DEAD", "PermanentDeliveryError: user does not exist")
+    row = await _row(app, orphan)
+    assert row.status == "DEAD" and "no handler for topic 'no.such.topic'" in row.last_error
+
+
+async def test_a_relay_delivers_at_most_max_concurrent_deliveries_at_once(
+    app: AsyncEngine, producer: str
+) -> None:
+    ids = await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(12)))
+    in_flight, most, delivered = 0, 0, []
+
+    async def deliver(event: OutboxEvent) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        for _ in range(3):  # let the other deliveries run while this one "sends"
+            await asyncio.sleep(0)
+        in_flight -= 1
+        delivered.append(event.event_id)
+
+    relay = _relay(app, producer, {TOPIC: deliver}, _Clock(), max_concurrent_deliveries=3)
+    assert await relay.relay_once() == 12  # still one round: batch_size is unchanged
+    assert most == 3
+    assert sorted(delivered) == sorted(ids)
+
+
+async def test_events_whose_turn_comes_too_late_for_the_lease_are_released_not_attempted(
+    app: AsyncEngine, producer: str
+) -> None:
+    """lease 2 s, delivery_timeout 1 s: deliveries start within 0.5 s of the claim. The first
+    hangs until its timeout, so the other two never get their turn: due again at once."""
+    first, *rest = await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(3)))
+    started: list[str] = []
+
+    async def hang(event: OutboxEvent) -> None:
+        started.append(event.event_id)
+        await asyncio.Event().wait()
+
+    clock = _Clock()
+    relay = _relay(
+        app,
+        producer,
+        {TOPIC: hang},
+        clock,
+        lease=2,
+        delivery_timeout=1,
+        max_concurrent_deliveries=1,
+    )
+    assert await relay.relay_once() == 0
+    assert len(started) == 1
+    timed_out = started[0]
+    row = await _row(app, timed_out)
+    assert (row.attempts, row.lease_token) == (1, None) and "timed out" in row.last_error
+    assert row.available_at > clock.now()
+    for event_id in {first, *rest} - {timed_out}:
+        row = await _row(app, event_id)
+        assert (row.status, row.attempts, row.lease_token, row.last_error) == (
+            "PENDING",
+            0,
+            None,
+            "",
+        )
+        assert row.available_at <= clock.now()
+
+
+async def test_a_cancelled_relay_releases_its_unsettled_leases_for_another_at_once(
+    app: AsyncEngine, producer: str
+) -> None:
+    first, *others = await _add(
+        app,
+        producer,
+        OutboxMessage(TOPIC, {"n": 0}),
+        *(OutboxMessage(TOPIC, {"hang": n}) for n in range(1, 6)),
+    )
+    clock, stopping = _Clock(), _Gated()
+    stopping.gate.set()  # the first is delivered, the others hang until the relay is stopped
+    relay = _relay(app, producer, {TOPIC: stopping}, clock, max_concurrent_deliveries=2)
+    task = asyncio.create_task(relay.run())
+
+    async def two_hanging() -> bool:
+        return len(stopping.delivered) == 1 and len(stopping.started) == 3
+
+    await _until(two_hanging)
+    stopped_at = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - stopped_at < 5.0  # release_timeout bounds the stop
+
+    assert (await _row(app, first)).status == "DELIVERED"
+    for event_id in others:  # cut short or never started: due now, the attempt given back
+        row = await _row(app, event_id)
+        assert (row.status, row.attempts, row.lease_token) == ("PENDING", 0, None)
+        assert row.available_at <= clock.now()
+
+    # Another replica (same clock: the 120-s lease has not run) takes them over at once.
+    handler = _Recorder()
+    survivor = _relay(app, producer, {TOPIC: handler}, clock, poll_interval=0.05)
+    survivor_task = asyncio.create_task(survivor.run())
+    try:
+
+        async def all_delivered() -> bool:
+            return len(handler.delivered) == len(others)
+
+        await _until(all_delivered)
+    finally:
+        survivor_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await survivor_task
+    assert sorted(e.event_id for e in handler.delivered) == sorted(others)
+    assert {e.attempts for e in handler.delivered} == {1}
+
+
+async def test_a_relay_whose_lease_expired_cannot_settle_events_another_relay_reclaimed(
+    app: AsyncEngine, producer: str
+) -> None:
+    ok, failing, hanging = await _add(
+        app,
+        producer,
+        OutboxMessage(TOPIC, {"n": 1}),
+        OutboxMessage(TOPIC, {"fail": "late failure"}),
+        OutboxMessage(TOPIC, {"hang": 1}),
+    )
+    clock, slow, fast = _Clock(), _Gated(), _Gated()
+    kw: dict[str, Any] = {"lease": 60, "delivery_timeout": 30}
+    late = asyncio.create_task(_relay(app, producer, {TOPIC: slow}, clock, **kw).relay_once())
+
+    async def late_has_all() -> bool:
+        return len(slow.started) == 3
+
+    await _until(late_has_all)
+    clock.advance(61)  # its lease expires: another relay re-claims the three
+    reclaiming = asyncio.create_task(_relay(app, producer, {TOPIC: fast}, clock, **kw).relay_once())
+
+    async def reclaimed() -> bool:
+        return len(fast.started) == 3
+
+    await _until(reclaimed)
+    leases = {e: (await _row(app, e)).lease_token for e in (ok, failing, hanging)}
+    assert None not in leases.values()
+
+    # The late relay now delivers one, fails one, is stopped with one in flight: it tries to
+    # settle all three (delivered, failed, released) and must change none of them.
+    slow.gate.set()
+
+    async def late_finished_two() -> bool:
+        return len(slow.finished) == 2
+
+    await _until(late_finished_two)
+    late.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    for event_id in (ok, failing, hanging):
+        row = await _row(app, event_id)
+        assert (row.status, row.attempts, row.lease_token) == ("PENDING", 2, leases[event_id])
+        assert row.last_error == ""
+
+    fast.gate.set()
+
+    async def fast_finished_two() -> bool:
+        return len(fast.finished) == 2
+
+    await _until(fast_finished_two)
+    reclaiming.cancel()  # its hanging delivery is released, the other two settled
+    with pytest.raises(asyncio.CancelledError):
+        await reclaiming
+    ok_row, failing_row = await _row(app, ok), await _row(app, failing)
+    assert ok_row.status == "DELIVERED"
+    assert (failing_row.status, failing_row.last_error) == (
+        "PENDING",
+        "DeliveryError: late failure",
+    )
+    row = await _row(app, hanging)
+    assert (row.status, row.attempts, row.lease_token) == ("PENDING", 1, None)
+
+
+async def test_a_stop_waits_for_the_release_no_longer_than_release_timeout(
+    app: AsyncEngine, producer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    [event_id] = await _add(app, producer, OutboxMessage(TOPIC, {"hang": 1}))
+    handler = _Gated()
+    relay = _relay(app, producer, {TOPIC: handler}, _Clock(), release_timeout=0.5)
+    task = asyncio.create_task(relay.relay_once())
+
+    async def started() -> bool:
+        return len(handler.started) == 1
+
+    await _until(started)
+    async with app.connect() as locker:  # the release will wait for this row lock
+        await locker.execute(
+            text("SELECT 1 FROM outbox_events WHERE event_id = CAST(:e AS uuid) FOR UPDATE"),
+            {"e": event_id},
+        )
+        stopped_at = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - stopped_at < 3.0
+        await locker.rollback()
+    assert "stopped before settling its round" in caplog.text
+    row = await _row(app, event_id)  # the release was rolled back: the lease will expire
+    assert (row.status, row.attempts) == ("PENDING", 1) and row.lease_token is not None

@@ -102,6 +102,8 @@ async def _noop(event: OutboxEvent) -> None:
         {"base_delay": 0.0},
         {"base_delay": 10.0, "max_delay": 1.0},
         {"delivery_timeout": 60.0, "lease": 30.0},
+        {"max_concurrent_deliveries": 0},
+        {"release_timeout": 0.0},
     ],
 )
 def test_a_relay_refuses_nonsense_settings(settings: dict[str, Any]) -> None:

@@ -1,16 +1,26 @@
 """The relay: delivers one producer's outbox events at least once, with backoff.
 
     relay = OutboxRelay(engine, "wallet", {"notification.create": notify})
-    task = asyncio.create_task(relay.run())   # cancel it at shutdown
+    task = asyncio.create_task(relay.run())   # cancel it at shutdown: it releases its leases
     ...
     relay.wake()                              # after a commit that added events (optional)
 
-Each round claims a batch of due events (a short transaction), hands them to their topic's
-handler concurrently with a time bound, and settles each one (another short transaction):
-delivered; or due again after `backoff_delay`; or dead-lettered after `max_attempts`, on a
-`PermanentDeliveryError`, or when the topic has no handler (a configuration bug). Handlers
-must be idempotent on `event.event_id` (pass it as the request_id of the RPC they call):
-a relay that dies after delivering but before settling delivers again after the lease.
+Each round claims a batch of due events (a short transaction) and hands them to their topic's
+handler, at most `max_concurrent_deliveries` at a time (so a batch does not burst past the
+connection pools of the services the handlers call), each within `delivery_timeout`. Then it
+settles the whole round in one more short transaction: the delivered events in one UPDATE, the
+failed ones in another, each due again after its own `backoff_delay`, or dead-lettered after
+`max_attempts`, on a `PermanentDeliveryError`, or when the topic has no handler (a
+configuration bug). A delivery starts only while it can still end well inside the lease (see
+`OutboxRelay`); the events whose turn comes later are made due again at once, their attempt
+not counted.
+
+Cancelling the relay (the service stopping) settles what the round delivered or failed and
+makes the rest of the batch due again at once, in a transaction the cancellation does not cut
+short, bounded by `release_timeout`: another replica, or the restarted process, picks them up
+without waiting for the lease. Handlers must be idempotent on `event.event_id` (pass it as the
+request_id of the RPC they call): a delivery cut short may have reached the consumer, and a
+relay that dies after delivering but before settling delivers again after the lease.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,10 +39,12 @@ from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.outbox.backoff import backoff_delay
 from vaultpay_common.outbox.model import Handler, OutboxEvent, PermanentDeliveryError
 from vaultpay_common.outbox.sql import (
+    FailedDelivery,
     claim_due_events,
     dead_letter_exhausted,
     mark_delivered,
     mark_failed,
+    release_leases,
 )
 
 __all__ = ["OutboxRelay"]
@@ -44,12 +57,35 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@dataclass(slots=True)
+class _Failure:
+    event: OutboxEvent
+    settlement: FailedDelivery
+
+    @property
+    def dead(self) -> bool:
+        return self.settlement.retry_at is None
+
+
+@dataclass(slots=True)
+class _Round:
+    """A claimed batch and what became of each event so far (none yet: released if stopping)."""
+
+    token: str
+    events: list[OutboxEvent]
+    delivered: list[str] = field(default_factory=list)
+    failed: list[_Failure] = field(default_factory=list)
+
+
 class OutboxRelay:
     """Delivers the events of `producer` to `handlers` (by topic). Replicas share the work.
 
     `lease` bounds how long a claimed event stays invisible to other relays; each handler
-    call is cancelled after `delivery_timeout` (which must be shorter), so a live relay always
-    settles before its lease ends.
+    call is cancelled after `delivery_timeout` (which must be shorter). With at most
+    `max_concurrent_deliveries` handler calls at once, a batch may take several turns, so a
+    delivery starts only within `(lease - delivery_timeout) / 2` of the claim: it ends by
+    `(lease + delivery_timeout) / 2`, and a live relay always settles before its lease ends.
+    `release_timeout` bounds the settlement that a cancellation lets finish.
     """
 
     def __init__(
@@ -66,15 +102,21 @@ class OutboxRelay:
         lease: float = 120.0,
         delivery_timeout: float = 30.0,
         poll_interval: float = 1.0,
+        max_concurrent_deliveries: int = 8,
+        release_timeout: float = 5.0,
     ) -> None:
         if not producer:
             raise ValueError("a relay needs its producer's name")
-        if batch_size < 1 or max_attempts < 1:
-            raise ValueError("batch_size and max_attempts must be at least 1")
+        if batch_size < 1 or max_attempts < 1 or max_concurrent_deliveries < 1:
+            raise ValueError(
+                "batch_size, max_attempts and max_concurrent_deliveries must be at least 1"
+            )
         if not 0 < base_delay <= max_delay:
             raise ValueError("need 0 < base_delay <= max_delay")
         if not 0 < delivery_timeout < lease:
             raise ValueError("delivery_timeout must be positive and shorter than the lease")
+        if release_timeout <= 0:
+            raise ValueError("release_timeout must be positive")
         self._engine = engine
         self._producer = producer
         self._handlers = dict(handlers)
@@ -85,7 +127,10 @@ class OutboxRelay:
         self._clock = clock or SystemClock()
         self._lease = timedelta(seconds=lease)
         self._delivery_timeout = delivery_timeout
+        self._start_window = (lease - delivery_timeout) / 2
         self._poll_interval = poll_interval
+        self._concurrency = max_concurrent_deliveries
+        self._release_timeout = release_timeout
         self._woken = asyncio.Event()
 
     def wake(self) -> None:
@@ -111,22 +156,24 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """One round: claims up to `batch_size` due events of this producer, hands each to
-        its handler and settles it. Returns how many were delivered."""
+        its handler and settles them. Returns how many were delivered."""
         _, delivered = await self._round()
         return delivered
 
     async def _round(self) -> tuple[int, int]:
         """(events claimed, events delivered) of one round."""
+        loop = asyncio.get_running_loop()
+        start_by = loop.time() + self._start_window
         now = self._clock.now()
-        token = str(uuid.uuid4())
+        batch = _Round(token=str(uuid.uuid4()), events=[])
         async with self._engine.begin() as conn:
             exhausted = await dead_letter_exhausted(conn, self._producer, now, self._max_attempts)
-            events = await claim_due_events(
+            batch.events = await claim_due_events(
                 conn,
                 self._producer,
                 now=now,
                 lease_until=now + self._lease,
-                lease_token=token,
+                lease_token=batch.token,
                 limit=self._batch_size,
                 max_attempts=self._max_attempts,
             )
@@ -135,68 +182,123 @@ class OutboxRelay:
                 "outbox events dead-lettered after their last lease expired",
                 extra={"producer": self._producer, "count": exhausted},
             )
-        if not events:
+        if not batch.events:
             return 0, 0
-        outcomes = await asyncio.gather(
-            *(self._deliver(event, token) for event in events), return_exceptions=True
-        )
-        # Settling failed (the database went away): those leases expire and the events are
-        # due again. Every event of the batch had its turn before the first error is raised.
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        if errors:
-            raise errors[0]
-        return len(events), sum(1 for o in outcomes if o is True)
+        try:
+            await self._deliver_all(batch, start_by)
+        except asyncio.CancelledError:
+            await self._let_settle(asyncio.create_task(self._settle(batch)))
+            raise
+        settling = asyncio.create_task(self._settle(batch))
+        try:
+            await asyncio.shield(settling)
+        except asyncio.CancelledError:
+            await self._let_settle(settling)
+            raise
+        return len(batch.events), len(batch.delivered)
 
-    async def _deliver(self, event: OutboxEvent, token: str) -> bool:
+    async def _deliver_all(self, batch: _Round, start_by: float) -> None:
+        """Hands the batch to its handlers, oldest first, `max_concurrent_deliveries` at a time;
+        the events whose turn comes after `start_by` (loop time) are left without an outcome."""
+        loop = asyncio.get_running_loop()
+        queue = iter(batch.events)
+
+        async def deliver_in_turn() -> None:
+            this = asyncio.current_task()
+            for event in queue:
+                # A handler may swallow the cancellation of a stop: start nothing more then.
+                if loop.time() > start_by or (this is not None and this.cancelling()):
+                    return
+                await self._deliver(event, batch)
+
+        await asyncio.gather(
+            *(deliver_in_turn() for _ in range(min(self._concurrency, len(batch.events))))
+        )
+
+    async def _deliver(self, event: OutboxEvent, batch: _Round) -> None:
         handler = self._handlers.get(event.topic)
         if handler is None:
             error = (
                 f"no handler for topic {event.topic!r} in the {self._producer!r} relay "
                 "(configuration bug)"
             )
-            await self._fail(event, token, error, permanent=True)
-            return False
+            self._fail(event, batch, error, permanent=True)
+            return
         try:
             async with asyncio.timeout(self._delivery_timeout):
                 await handler(event)
         except PermanentDeliveryError as exc:
-            await self._fail(event, token, _describe(exc), permanent=True)
-            return False
+            self._fail(event, batch, _describe(exc), permanent=True)
         except TimeoutError:
             error = f"delivery timed out after {self._delivery_timeout:g}s"
-            await self._fail(event, token, error, permanent=False)
-            return False
+            self._fail(event, batch, error, permanent=False)
         except Exception as exc:  # any handler failure is retried: at least once, not at most
-            await self._fail(event, token, _describe(exc), permanent=False)
-            return False
-        async with self._engine.begin() as conn:
-            settled = await mark_delivered(conn, event.event_id, token, self._clock.now())
-        if not settled:
-            log.warning(
-                "outbox event delivered after its lease was lost; it may be delivered again",
-                extra={"event_id": event.event_id, "topic": event.topic},
-            )
-        return True
+            self._fail(event, batch, _describe(exc), permanent=False)
+        else:
+            batch.delivered.append(event.event_id)
 
-    async def _fail(self, event: OutboxEvent, token: str, error: str, *, permanent: bool) -> None:
-        now = self._clock.now()
-        dead = permanent or event.attempts >= self._max_attempts
+    def _fail(self, event: OutboxEvent, batch: _Round, error: str, *, permanent: bool) -> None:
         retry_at = None
-        if not dead:
+        if not (permanent or event.attempts >= self._max_attempts):
             delay = backoff_delay(
                 event.attempts, base_delay=self._base_delay, max_delay=self._max_delay
             )
-            retry_at = now + timedelta(seconds=delay)
+            retry_at = self._clock.now() + timedelta(seconds=delay)
+        batch.failed.append(_Failure(event, FailedDelivery(event.event_id, error, retry_at)))
+
+    async def _settle(self, batch: _Round) -> None:
+        """Settles the round in one transaction: delivered, failed, and released (the events
+        without an outcome: not reached in time, or cut short by a stop)."""
+        delivered = list(batch.delivered)
+        failed = list(batch.failed)
+        done = {*delivered, *(f.event.event_id for f in failed)}
+        released = [e.event_id for e in batch.events if e.event_id not in done]
+        now = self._clock.now()
         async with self._engine.begin() as conn:
-            await mark_failed(conn, event.event_id, token, error=error, retry_at=retry_at, now=now)
-        extra = {
-            "event_id": event.event_id,
-            "topic": event.topic,
-            "producer": self._producer,
-            "attempts": event.attempts,
-            "error": error[:200],
-        }
-        if dead:
-            log.error("outbox event dead-lettered", extra=extra)
-        else:
-            log.warning("outbox delivery failed, will retry", extra=extra)
+            settled = await mark_delivered(conn, delivered, batch.token, now)
+            settled |= await mark_failed(conn, [f.settlement for f in failed], batch.token, now)
+            given_back = await release_leases(conn, released, batch.token, now)
+        for event_id in delivered:
+            if event_id not in settled:
+                log.warning(
+                    "outbox event delivered after its lease was lost; it may be delivered again",
+                    extra={"event_id": event_id, "producer": self._producer},
+                )
+        for failure in failed:
+            event = failure.event
+            extra = {
+                "event_id": event.event_id,
+                "topic": event.topic,
+                "producer": self._producer,
+                "attempts": event.attempts,
+                "error": failure.settlement.error[:200],
+                "settled": event.event_id in settled,
+            }
+            if failure.dead:
+                log.error("outbox event dead-lettered", extra=extra)
+            else:
+                log.warning("outbox delivery failed, will retry", extra=extra)
+        if released:
+            log.info(
+                "outbox events released unsettled, due again now",
+                extra={"producer": self._producer, "count": len(given_back)},
+            )
+
+    async def _let_settle(self, settling: asyncio.Task[None]) -> None:
+        """The relay is being cancelled: gives the round's settlement `release_timeout` to end,
+        so its events need not wait out the lease, then lets the cancellation go on."""
+        try:
+            await asyncio.wait({settling}, timeout=self._release_timeout)
+        finally:
+            if not settling.done():
+                settling.cancel()
+                log.warning(
+                    "outbox relay stopped before settling its round; the leases will expire",
+                    extra={"producer": self._producer},
+                )
+            elif not settling.cancelled() and (error := settling.exception()) is not None:
+                log.warning(
+                    "outbox relay could not settle its round while stopping",
+                    extra={"producer": self._producer},
+                    exc_info=error,
+                )

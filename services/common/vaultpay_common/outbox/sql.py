@@ -2,9 +2,13 @@
 
 A relay never keeps a transaction open while it delivers. It claims due events in one short
 transaction (`FOR UPDATE SKIP LOCKED`, so replicas share the work) by pushing their
-`available_at` forward by a lease and stamping a lease token; delivers; then settles each event
-in another short transaction, guarded by the token. A relay that dies mid-delivery leaves
-the lease to expire, and the event is due again.
+`available_at` forward by a lease and stamping a lease token; delivers; then settles the whole
+round in one more short transaction: the delivered events in one UPDATE (`event_id = ANY(...)`),
+the failed ones in another (one row of `unnest(...)` per event, each with its own error and retry
+time), and those it gave up without an outcome (it is stopping, or their turn came too late for
+the lease) made due again at once. Every settlement is guarded by the round's token, so a
+relay whose lease expired cannot settle an event another relay re-claimed. A relay that dies
+mid-delivery leaves the lease to expire, and the event is due again.
 
 Schema and privileges: `outbox_table_ddl(app_role)`. The app role may SELECT, INSERT, UPDATE
 (relay bookkeeping, replays) and DELETE (the cleanup of delivered events).
@@ -15,12 +19,14 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
     Column,
+    ColumnElement,
     DateTime,
     Index,
     Integer,
@@ -28,6 +34,9 @@ from sqlalchemy import (
     Row,
     Table,
     Text,
+    any_,
+    bindparam,
+    case,
     delete,
     func,
     insert,
@@ -56,6 +65,9 @@ _TABLE_NAME = "outbox_events"
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PENDING = text("status = 'PENDING'")
 LAST_ERROR_LIMIT = 500
+_UUID_ARRAY = postgresql.ARRAY(UUID(as_uuid=False))
+_TIMESTAMP_ARRAY = postgresql.ARRAY(DateTime(timezone=True))
+_TEXT_ARRAY = postgresql.ARRAY(Text)
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -242,47 +254,106 @@ async def claim_due_events(
     return events
 
 
+def _ids(event_ids: Sequence[str]) -> ColumnElement[bool]:
+    """`event_id = ANY($1)`: one statement text whatever the number of ids."""
+    return _events.c.event_id == any_(bindparam(None, list(event_ids), type_=_UUID_ARRAY))
+
+
+def _leased_with(lease_token: str) -> list[ColumnElement[bool]]:
+    """The guard of every settlement: still pending and still leased with this round's token.
+
+    A relay whose lease expired meanwhile finds another token (or none) on an event re-claimed
+    by another relay, and so settles nothing of it.
+    """
+    return [
+        _events.c.lease_token == lease_token,
+        _events.c.status == OutboxStatus.PENDING.value,
+    ]
+
+
 async def mark_delivered(
-    conn: AsyncConnection, event_id: str, lease_token: str, now: datetime
-) -> bool:
-    """Settles a delivered event; False when the lease was lost to another relay meanwhile."""
+    conn: AsyncConnection, event_ids: Sequence[str], lease_token: str, now: datetime
+) -> set[str]:
+    """Settles a round's delivered events in one statement; returns the ids it settled.
+
+    An id missing from the answer had lost its lease to another relay meanwhile.
+    """
+    if not event_ids:
+        return set()
     result = await conn.execute(
         update(_events)
-        .where(
-            _events.c.event_id == event_id,
-            _events.c.lease_token == lease_token,
-            _events.c.status == OutboxStatus.PENDING.value,
-        )
+        .where(_ids(event_ids), *_leased_with(lease_token))
         .values(status=OutboxStatus.DELIVERED.value, delivered_at=now, lease_token=None)
+        .returning(_events.c.event_id)
     )
-    return bool(result.rowcount)
+    return {str(event_id) for event_id in result.scalars()}
+
+
+@dataclass(frozen=True, slots=True)
+class FailedDelivery:
+    """A failed attempt: retried at `retry_at`, or dead-lettered when it is None."""
+
+    event_id: str
+    error: str
+    retry_at: datetime | None
 
 
 async def mark_failed(
-    conn: AsyncConnection,
-    event_id: str,
-    lease_token: str,
-    *,
-    error: str,
-    retry_at: datetime | None,
-    now: datetime,
-) -> bool:
-    """Schedules a retry at `retry_at`, or dead-letters the event when it is None."""
-    values: dict[str, Any] = {"lease_token": None, "last_error": truncate_error(error)}
-    if retry_at is None:
-        values.update(status=OutboxStatus.DEAD.value, dead_at=now)
-    else:
-        values.update(available_at=retry_at)
+    conn: AsyncConnection, failures: Sequence[FailedDelivery], lease_token: str, now: datetime
+) -> set[str]:
+    """Settles a round's failed events in one statement, each with its own error and retry time
+    (or dead-lettered); returns the ids it settled."""
+    if not failures:
+        return set()
+    failed = (
+        func.unnest(
+            bindparam(None, [f.event_id for f in failures], type_=_UUID_ARRAY),
+            bindparam(None, [f.retry_at for f in failures], type_=_TIMESTAMP_ARRAY),
+            bindparam(None, [truncate_error(f.error) for f in failures], type_=_TEXT_ARRAY),
+        )
+        .table_valued("event_id", "retry_at", "error")
+        .render_derived(name="failed")
+    )
+    dead = failed.c.retry_at.is_(None)
     result = await conn.execute(
         update(_events)
         .where(
-            _events.c.event_id == event_id,
-            _events.c.lease_token == lease_token,
-            _events.c.status == OutboxStatus.PENDING.value,
+            _events.c.event_id == failed.c.event_id,
+            *_leased_with(lease_token),
         )
-        .values(**values)
+        .values(
+            lease_token=None,
+            last_error=failed.c.error,
+            available_at=func.coalesce(failed.c.retry_at, _events.c.available_at),
+            status=case((dead, OutboxStatus.DEAD.value), else_=_events.c.status),
+            dead_at=case((dead, now), else_=_events.c.dead_at),
+        )
+        .returning(_events.c.event_id)
     )
-    return bool(result.rowcount)
+    return {str(event_id) for event_id in result.scalars()}
+
+
+async def release_leases(
+    conn: AsyncConnection, event_ids: Sequence[str], lease_token: str, now: datetime
+) -> set[str]:
+    """Makes claimed events that were not attempted to the end due again at once.
+
+    For a relay that stops (or runs out of time in its round) with events still leased: the
+    attempt it counted when claiming is given back, since the relay gave it up itself.
+    """
+    if not event_ids:
+        return set()
+    result = await conn.execute(
+        update(_events)
+        .where(_ids(event_ids), *_leased_with(lease_token))
+        .values(
+            lease_token=None,
+            available_at=now,
+            attempts=func.greatest(_events.c.attempts - 1, 0),
+        )
+        .returning(_events.c.event_id)
+    )
+    return {str(event_id) for event_id in result.scalars()}
 
 
 async def list_dead_letters(

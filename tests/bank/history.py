@@ -15,7 +15,6 @@ from typing import Literal
 
 __all__ = [
     "ALLOWED_REFUSALS",
-    "TRANSIENT_REFUSALS",
     "Attempt",
     "BalanceRead",
     "Fault",
@@ -26,17 +25,11 @@ __all__ = [
     "Outcome",
     "Posting",
     "Send",
-    "gateway_reset",
 ]
 
 # What an acknowledged-as-failed send may be refused with in this workload: every wallet is
 # funded, verified, trusted and far below its limits, and every PIN is right.
 ALLOWED_REFUSALS = frozenset({"INSUFFICIENT_BALANCE", "WALLET_FROZEN"})
-# wallet counts a PIN check as an attempt before bcrypt, and refuses a check while three are
-# counted and not settled (in flight, or cut off by a deadline or a lost connection and not
-# retried) as PIN_LOCKED, right PIN or not: a known wallet issue (README, "Bank test"),
-# allowed here as long as no wallet was really locked out (every PIN sent is right).
-TRANSIENT_REFUSALS = frozenset({"PIN_LOCKED"})
 
 # ok: answered OK with a transaction; failed: a definite refusal (nothing moved);
 # unknown: no definite answer (timeouts, UNAVAILABLE, ...) before the client gave up.
@@ -58,15 +51,6 @@ class Attempt:
     # SendMoney, or GetTransactionByRequestId: a client asking what became of its send
     # between two attempts (OK: it committed; anything else tells nothing)
     rpc: str = "SendMoney"
-
-
-def gateway_reset(attempt: Attempt) -> bool:
-    """Envoy reset the stream (the client reads RST_STREAM INTERNAL_ERROR as INTERNAL): the
-    service had already sent its response headers (every service sends x-request-id at the
-    start of a call) when it died or the client's grpc-timeout ran out, so Envoy could not
-    answer a status any more. A known gateway issue (README, "Bank test"): the outcome is
-    unknown, and the client retries it like UNAVAILABLE."""
-    return attempt.via == "envoy" and attempt.code == "INTERNAL" and "RST_STREAM" in attempt.message
 
 
 @dataclass

@@ -215,7 +215,9 @@ def test_a_later_movement_acknowledged_during_the_freeze_pins_an_earlier_debit_i
     assert any("after its freeze" in p for p in check(world.history, world.ledger))
 
 
-def test_internal_is_a_violation_unless_envoy_reset_the_stream() -> None:
+def test_internal_is_a_violation_direct_or_through_envoy() -> None:
+    """Envoy's stream reset (RST_STREAM, read as INTERNAL) is no excuse: a service sends its
+    response headers only with its answer, so one that dies mid-call is UNAVAILABLE."""
     world = World()
     send = world.send()
     send.attempts.insert(0, Attempt(T0, T0 + 0.1, 3.0, "INTERNAL", "INTERNAL", via="direct"))
@@ -224,17 +226,19 @@ def test_internal_is_a_violation_unless_envoy_reset_the_stream() -> None:
     send.attempts.insert(0, reset)
     world.commit(send)
     internal = [p for p in check(world.history, world.ledger) if "INTERNAL" in p]
-    assert len(internal) == 1 and "via direct" in internal[0]
+    assert len(internal) == 2
+    assert any("via direct" in p for p in internal)
+    assert any("via envoy" in p and "RST_STREAM" in p for p in internal)
 
 
 def test_refusals_nothing_here_causes_and_real_lockouts_are_caught() -> None:
     world = World()
     world.send(code="IDEMPOTENCY_KEY_REUSED")
-    world.send(code="PIN_LOCKED")  # transient: three checks of the wallet not settled
+    world.send(code="PIN_LOCKED")  # every PIN sent is right, and checks in flight are retried
     world.ledger.lockouts.append(A)
     problems = check(world.history, world.ledger)
     assert any("IDEMPOTENCY_KEY_REUSED" in p for p in problems)
-    assert not any("'PIN_LOCKED'" in p for p in problems)
+    assert any("'PIN_LOCKED'" in p for p in problems)
     assert any("locked out for wrong PINs" in p for p in problems)
 
 

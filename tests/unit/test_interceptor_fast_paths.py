@@ -38,6 +38,7 @@ class _Context:
     peer_address: str = "ipv4:10.0.0.7:51234"
     reads: int = 0
     sent: list[Any] = field(default_factory=list)
+    trailers: list[Any] = field(default_factory=list)
 
     def invocation_metadata(self) -> tuple[_Item, ...]:
         self.reads += 1
@@ -51,6 +52,9 @@ class _Context:
 
     async def send_initial_metadata(self, metadata: Any) -> None:
         self.sent.append(metadata)
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        self.trailers.append(metadata)
 
 
 @dataclass
@@ -125,14 +129,17 @@ async def test_the_request_context_stage_reads_metadata_once_and_later_stages_sh
     )
     interceptor = RequestContextInterceptor(gateway_secret=SECRET)
 
-    async def call() -> tuple[str, str, str]:
-        return REQUEST_ID.get(), CLIENT_IP.get(), metadata_value(context, "authorization")
+    async def call() -> tuple[str, str, str, int]:
+        seen = REQUEST_ID.get(), CLIENT_IP.get(), metadata_value(context, "authorization")
+        return (*seen, len(context.sent))
 
     seen = await interceptor.around_unary("/x.v1.S/M", context, call)
 
-    assert seen == ("req-1", "203.0.113.9", "Bearer t")  # the first value of a key counts
+    # The first value of a key counts; no headers are sent while the handler runs.
+    assert seen == ("req-1", "203.0.113.9", "Bearer t", 0)
     assert context.reads == 1
-    assert context.sent == [(("x-request-id", "req-1"),)]
+    assert context.sent == []  # grpc sends the headers with the reply, in one batch
+    assert context.trailers == [(("x-request-id", "req-1"),)]
 
 
 async def test_a_remembered_peer_address_belongs_to_its_peer() -> None:

@@ -42,6 +42,9 @@ class FakeContext:
     async def send_initial_metadata(self, metadata: Any) -> None:
         self.sent.append(metadata)
 
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        self.sent.append(metadata)
+
 
 async def client_ip_seen(context: FakeContext, secret: str | None = SECRET) -> str:
     interceptor = RequestContextInterceptor(gateway_secret=secret)

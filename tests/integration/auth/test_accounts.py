@@ -156,8 +156,8 @@ async def test_request_id_is_echoed_back(auth: AuthStack) -> None:
         auth_pb2.GetJwksRequest(), metadata=(("x-request-id", "req-abc-123"),)
     )
     await call
-    initial = dict(await call.initial_metadata())
-    assert initial["x-request-id"] == "req-abc-123"
+    trailers = dict(await call.trailing_metadata())
+    assert trailers["x-request-id"] == "req-abc-123"
 
 
 async def test_sign_in_is_audited_with_the_user_as_actor(auth: AuthStack) -> None:

@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
@@ -32,8 +33,13 @@ from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters import tables
+from vaultpay_wallet.adapters.pins_pg import PgPinCheckFastPath
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
-from vaultpay_wallet.domain.errors import InvalidPinError, PinLockedError
+from vaultpay_wallet.domain.errors import (
+    InvalidPinError,
+    PinCheckInProgressError,
+    PinLockedError,
+)
 from vaultpay_wallet.domain.model import FreezeSource, WalletStatus
 from vaultpay_wallet.service_layer.admin import AdminService
 from vaultpay_wallet.service_layer.commands import (
@@ -89,23 +95,33 @@ def _key(caller: str) -> IdempotencyKey:
 
 
 class _World:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """The use cases on real PostgreSQL; `fast` adds the PIN check's asyncpg fast path, as
+    the service runs it."""
+
+    def __init__(self, engine: AsyncEngine, *, fast: bool = False) -> None:
         self.clock = FixedClock()
         self.hasher = FakePinHasher()
         uow: Callable[[], WalletUnitOfWork] = lambda: SqlWalletUnitOfWork(engine)  # noqa: E731
         self.limits = LimitsService(uow, self.clock, FakeUsage())
         self.wallets = WalletService(uow, self.clock, self.limits)
-        self.pins = PinService(uow, self.clock, self.hasher, ReversibleSealer())
+        self.pins = PinService(
+            uow,
+            self.clock,
+            self.hasher,
+            ReversibleSealer(),
+            PgPinCheckFastPath(engine) if fast else None,
+        )
         self.admin = AdminService(
             uow, self.clock, self.limits, FakeTrustedIps(), FakeTransferStats(), FakeKycStats()
         )
         self.settings = SettingsService(uow, self.clock)
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["general", "fast"])
 async def test_thirty_concurrent_wrong_pins_count_at_most_three_and_lock_once(
-    engine: AsyncEngine,
+    engine: AsyncEngine, fast: bool
 ) -> None:
-    world = _World(engine)
+    world = _World(engine, fast=fast)
     user = f"race-{uuid.uuid4()}"
     wallet = await world.wallets.create_wallet(CreateWallet(user, "Racer", "", _key(user)))
     await world.pins.set_pin(SetPin(user, "2468", "2468", _key(user)))
@@ -113,7 +129,7 @@ async def test_thirty_concurrent_wrong_pins_count_at_most_three_and_lock_once(
     async def guess() -> Exception:
         try:
             await world.pins.verify_pin(VerifyPin(user, "1357", _key(user)))
-        except (InvalidPinError, PinLockedError) as exc:
+        except (InvalidPinError, PinLockedError, PinCheckInProgressError) as exc:
             return exc
         raise AssertionError("a wrong PIN was accepted")
 
@@ -145,6 +161,114 @@ async def test_thirty_concurrent_wrong_pins_count_at_most_three_and_lock_once(
     assert current.status is WalletStatus.FROZEN
     assert current.displayed_freeze is not None
     assert current.displayed_freeze.source is FreezeSource.PIN_LOCKOUT
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["general", "fast"])
+async def test_concurrent_right_pins_wait_for_each_other_and_never_lock(
+    engine: AsyncEngine, fast: bool
+) -> None:
+    """More checks than attempts at once: the ones that find every attempt counted answer
+    PIN_CHECK_IN_PROGRESS (retryable), never PIN_LOCKED, and all pass once retried."""
+    world = _World(engine, fast=fast)
+    user = f"busy-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Busy", "", _key(user)))
+    await world.pins.set_pin(SetPin(user, "2468", "2468", _key(user)))
+    busy = 0
+    refused = asyncio.Event()
+    verify = world.hasher.verify
+
+    async def held_verify(pin: str, pin_hash: str) -> bool:
+        await refused.wait()  # checks hold their attempts until one check is turned away
+        return await verify(pin, pin_hash)
+
+    world.hasher.verify = held_verify  # type: ignore[method-assign]
+
+    async def check() -> None:
+        nonlocal busy
+        k = _key(user)
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                await world.pins.verify_pin(VerifyPin(user, "2468", k))
+                return
+            except PinCheckInProgressError:
+                busy += 1
+                refused.set()
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(check() for _ in range(12)))
+    assert busy > 0  # the race did happen
+    async with engine.connect() as conn:
+        attempts = await conn.scalar(
+            select(tables.wallet_pins.c.failed_attempts).where(
+                tables.wallet_pins.c.wallet_id == wallet.id
+            )
+        )
+    assert attempts == 0
+    assert (await world.wallets.get_my_wallet(user)).wallet.status is WalletStatus.ACTIVE
+
+
+class _CountingFastPath(PgPinCheckFastPath):
+    """The real fast path, counting the checks it took on itself."""
+
+    reserved = settled = 0
+
+    async def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        taken = await super().reserve(*args, **kwargs)
+        self.reserved += taken is not None
+        return taken
+
+    async def settle_match(self, *args: Any, **kwargs: Any) -> bool:
+        done = await super().settle_match(*args, **kwargs)
+        self.settled += done
+        return done
+
+
+async def _attempts(engine: AsyncEngine, wallet_id: str) -> int:
+    async with engine.connect() as conn:
+        value = await conn.scalar(
+            select(tables.wallet_pins.c.failed_attempts).where(
+                tables.wallet_pins.c.wallet_id == wallet_id
+            )
+        )
+    assert value is not None
+    return int(value)
+
+
+async def test_the_fast_path_keeps_the_rule_and_hands_the_rest_to_the_general_path(
+    engine: AsyncEngine,
+) -> None:
+    world = _World(engine)
+    fast = _CountingFastPath(engine)
+    world.pins = PinService(world.pins._uow, world.clock, world.hasher, ReversibleSealer(), fast)
+    user = f"fast-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Fast", "", _key(user)))
+    await world.pins.set_pin(SetPin(user, "2468", "2468", _key(user)))
+
+    right = _key(user)
+    assert (await world.pins.verify_pin(VerifyPin(user, "2468", right))).wallet_id == wallet.id
+    assert (fast.reserved, fast.settled) == (1, 1)  # both phases took the fast path
+    assert await _attempts(engine, wallet.id) == 0
+
+    wrong = _key(user)
+    with pytest.raises(InvalidPinError) as first:
+        await world.pins.verify_pin(VerifyPin(user, "1357", wrong))
+    assert first.value.metadata == {"remaining_attempts": "2"}
+    assert (fast.reserved, fast.settled) == (2, 1)  # a wrong PIN settles the general way
+    with pytest.raises(InvalidPinError) as again:  # replayed, not counted again
+        await world.pins.verify_pin(VerifyPin(user, "1357", wrong))
+    assert again.value.metadata == first.value.metadata
+    assert await world.pins.verify_pin(VerifyPin(user, "2468", right))  # replayed too
+    assert (fast.reserved, fast.settled, world.hasher.verifications) == (2, 1, 2)
+    assert await _attempts(engine, wallet.id) == 1
+
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", wallet.id, "check", None, _key("staff"))
+    )
+    assert await world.pins.verify_pin(VerifyPin(user, "2468", _key(user)))  # general path
+    assert (fast.reserved, fast.settled) == (2, 1)
+    assert await _attempts(engine, wallet.id) == 0
 
 
 async def test_balance_can_never_go_negative(engine: AsyncEngine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
     PinAlreadySetError,
+    PinCheckInProgressError,
     PinLockedError,
     PinNotSetError,
     PinResetTokenInvalidError,
@@ -149,6 +151,54 @@ async def test_a_retry_after_a_crash_between_phases_does_not_count_twice() -> No
 
 async def _crash(pin: str, pin_hash: str) -> bool:
     raise RuntimeError("worker died")
+
+
+async def test_checks_counted_and_not_settled_answer_in_progress_then_count_as_wrong() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    world.hasher.verify = _crash  # type: ignore[method-assign]
+    for _ in range(3):  # three checks cut off between the phases
+        with pytest.raises(RuntimeError):
+            await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))
+    del world.hasher.verify
+    checks = world.hasher.verifications
+    with pytest.raises(PinCheckInProgressError) as busy:
+        await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))
+    assert busy.value.kind.name == "ABORTED"  # retryable: nothing is locked
+    assert busy.value.reason == "PIN_CHECK_IN_PROGRESS"
+    world.clock.advance(timedelta(seconds=31))  # nothing settled them: they were wrong PINs
+    with pytest.raises(PinLockedError):
+        await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))
+    assert world.hasher.verifications == checks  # neither reached bcrypt
+    assert world.uow.pins.records[wallet.id].failed_attempts == 3
+
+
+async def test_a_check_whose_caller_went_away_still_settles() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    await _wrong(world)
+    hashing = asyncio.Event()
+    release = asyncio.Event()
+    verify = world.hasher.verify
+
+    async def slow_verify(pin: str, pin_hash: str) -> bool:
+        hashing.set()
+        await release.wait()
+        return await verify(pin, pin_hash)
+
+    world.hasher.verify = slow_verify  # type: ignore[method-assign]
+    call = asyncio.ensure_future(world.pins.verify_pin(VerifyPin("alice", GOOD, key())))
+    await hashing.wait()
+    call.cancel()  # the caller's deadline, a cancelled RPC
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert world.uow.pins.records[wallet.id].failed_attempts == 2  # counted
+    release.set()
+    for _ in range(100):  # the settlement runs on without its caller
+        if world.uow.pins.records[wallet.id].failed_attempts == 0:
+            break
+        await asyncio.sleep(0)
+    assert world.uow.pins.records[wallet.id].failed_attempts == 0  # the right PIN settled
 
 
 async def test_transfer_and_user_checks_share_one_counter() -> None:

@@ -4,6 +4,8 @@ A DomainError becomes its kind's status code with a google.rpc.Status carrying a
 ErrorInfo (reason + domain "vaultpay.<service>"), BadRequest field violations for
 ValidationError and RetryInfo for RateLimitedError. Anything unexpected is logged with its
 stack and answered INTERNAL with a generic message and the request id, never the stack.
+Every status it sends carries the call's `x-request-id` in its trailers: nothing was sent
+before a unary call's handler answered (request_context), so a refusal is often trailers-only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from vaultpay_common.context import REQUEST_ID
 from vaultpay_common.errors import DomainError, ErrorKind, RateLimitedError, ValidationError
+from vaultpay_common.grpc.request_context import request_id_metadata
 from vaultpay_common.grpc.wrapping import CallInterceptor, OpenStream, UnaryCall
 
 __all__ = ["ErrorInterceptor", "status_for"]
@@ -89,9 +92,9 @@ class ErrorInterceptor(CallInterceptor):
             )
             info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=self._domain)
             status.details.add().Pack(info)
-        await context.abort(
-            code, status.message, trailing_metadata=((_DETAILS_KEY, status.SerializeToString()),)
-        )
+        # abort's trailing metadata replaces any set before, so the request id is passed here.
+        trailers = (*request_id_metadata(), (_DETAILS_KEY, status.SerializeToString()))
+        await context.abort(code, status.message, trailing_metadata=trailers)
 
     async def around_unary(self, method: str, context: Any, call: UnaryCall) -> Any:
         try:

@@ -1,6 +1,20 @@
 """Request-id interceptor: reads `x-request-id` (or makes one), sends it back, and fills the
 per-call context (request id, client IP, deadline).
 
+The id goes back with the answer, never ahead of it: a unary call carries it in the trailers
+of its reply (set once the handler has returned; grpc then sends the headers, the reply and
+the status in one batch) and a refusal in the trailers of its status (`request_id_metadata`,
+which the error stage adds: `context.abort` replaces any trailing metadata set before it).
+Response headers sent when a call starts would reach Envoy before the handler runs, and if the
+service then died, Envoy, having forwarded them, could only reset the stream (the client reads
+INTERNAL); with nothing sent it answers UNAVAILABLE, which a client retries as an unknown
+outcome. Headers sent on their own after the handler returned would leave the same window
+open while the event loop runs other calls before the reply goes out (the bank test hit it).
+Through the gateway, JSON clients read the id in Envoy's `x-request-id` response header: Envoy
+forwards its id and the service adopts it. A yielding stream sends the id with its first message (or at its end if it has none),
+so a stream refused before it starts is a status like any other; a stream written with
+`context.write` sends it when it starts (its first write would otherwise send empty headers).
+
 The client IP is the address of whoever opened the connection (`context.peer()`), except for
 calls that come from the gateway: Envoy puts the address of *its* client in
 `x-envoy-external-address`, and proves that the call is its own with `x-vaultpay-gateway-identity`,
@@ -40,6 +54,7 @@ __all__ = [
     "RequestContextInterceptor",
     "call_metadata",
     "metadata_value",
+    "request_id_metadata",
 ]
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -85,6 +100,13 @@ def metadata_value(context: Any, key: str) -> str:
         if item.key == key:
             return str(item.value)
     return ""
+
+
+def request_id_metadata() -> tuple[tuple[str, str], ...]:
+    """`x-request-id` as metadata for the current call's answer, or () outside a call the
+    request-context stage entered."""
+    request_id = REQUEST_ID.get()
+    return ((REQUEST_ID_HEADER, request_id),) if request_id else ()
 
 
 def _canonical_ip(text: str) -> str | None:
@@ -137,7 +159,8 @@ class RequestContextInterceptor(CallInterceptor):
                 return address
         return _peer_ip(context)
 
-    async def _enter(self, method: str, context: Any) -> None:
+    def _enter(self, method: str, context: Any) -> tuple[tuple[str, str]]:
+        """Fills the call's context; returns the metadata that carries its request id back."""
         METHOD.set(method)
         # One pass over the metadata; the first value of a repeated key counts, as in
         # metadata_value.
@@ -160,15 +183,32 @@ class RequestContextInterceptor(CallInterceptor):
         CLIENT_IP.set(self._client_ip(context, identity, forwarded))
         remaining = context.time_remaining()
         DEADLINE.set(None if remaining is None else time.monotonic() + remaining)
-        await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+        return ((REQUEST_ID_HEADER, request_id),)
 
     async def around_unary(self, method: str, context: Any, call: UnaryCall) -> Any:
-        await self._enter(method, context)
+        # Nothing is sent before the handler has answered, and then all in one batch (see the
+        # module docstring); a refusal raises through here with the id already in its
+        # status's trailers.
+        trailers = self._enter(method, context)
+        reply = await call()
+        context.set_trailing_metadata(trailers)
+        return reply
+
+    async def around_writer(self, method: str, context: Any, call: UnaryCall) -> Any:
+        # `context.write` sends the response headers with the first message, without the id
+        # unless they are out already; a stream is long-lived, its headers go out as it starts.
+        await context.send_initial_metadata(self._enter(method, context))
         return await call()
 
     async def around_stream(
         self, method: str, context: Any, stream: OpenStream
     ) -> AsyncIterator[Any]:
-        await self._enter(method, context)
+        headers = self._enter(method, context)
+        sent = False
         async for item in stream():
+            if not sent:
+                await context.send_initial_metadata(headers)
+                sent = True
             yield item
+        if not sent:
+            await context.send_initial_metadata(headers)

@@ -3,7 +3,8 @@
 grpc.aio server interceptors receive no ServicerContext; to run code around a call they
 must return a new RpcMethodHandler whose behaviour wraps the original. `CallInterceptor`
 does that once for all four RPC shapes; subclasses implement two hooks (a streaming behaviour that writes with
-`await context.write(...)` instead of yielding is a coroutine, and goes through `around_unary`):
+`await context.write(...)` instead of yielding is a coroutine, and goes through `around_writer`,
+which is `around_unary` unless a stage must tell the two apart):
 
     async def around_unary(self, method, context, call):   # call() -> response
     def around_stream(self, method, context, stream):      # stream() -> response iterator
@@ -41,6 +42,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def around_stream(self, method: str, context: Any, stream: OpenStream) -> AsyncIterator[Any]:
         return stream()
+
+    async def around_writer(self, method: str, context: Any, call: UnaryCall) -> Any:
+        """Around a streaming behaviour that writes with `context.write` (a coroutine)."""
+        return await self.around_unary(method, context, call)
 
     def check_request(self, method: str, request: Any) -> None:
         """Inspects each request message before the rest of the chain sees it."""
@@ -101,7 +106,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def unary_stream_writer(request: Any, context: Any) -> Any:
                 self.check_request(method, request)
-                return await self.around_unary(method, context, lambda: usc(request, context))
+                return await self.around_writer(method, context, lambda: usc(request, context))
 
             return grpc.unary_stream_rpc_method_handler(unary_stream_writer, deserialize, serialize)
         if handler.stream_stream and not inspect.isasyncgenfunction(handler.stream_stream):
@@ -109,7 +114,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def stream_stream_writer(requests: Any, context: Any) -> Any:
                 checked = self._checked(method, requests)
-                return await self.around_unary(method, context, lambda: ssc(checked, context))
+                return await self.around_writer(method, context, lambda: ssc(checked, context))
 
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream_writer, deserialize, serialize

@@ -2,9 +2,10 @@
 
 - `GrpcWalletGate`: WalletInternalService.VerifyTransferPin and CheckIpTrust with our service
   identity. wallet's refusals of the caller (INVALID_PIN with its remaining attempts,
-  PIN_LOCKED, PIN_NOT_SET, WALLET_FROZEN, IDEMPOTENCY_KEY_*, invalid input) reach the client
-  unchanged: same code, reason, message and metadata. Anything else (wallet down, our
-  identity refused, a deadline) is WALLET_UNAVAILABLE: the movement did not happen.
+  PIN_LOCKED, PIN_NOT_SET, PIN_CHECK_IN_PROGRESS, WALLET_FROZEN, IDEMPOTENCY_KEY_*, invalid
+  input) reach the client unchanged: same code, reason, message and metadata. Anything else
+  (wallet down, our identity refused, a deadline) is WALLET_UNAVAILABLE: the movement did
+  not happen.
 - `GrpcWalletNotifications`: CreateNotification for the outbox relay, the event id as the
   request_id (wallet dedupes). Transient failures are retried; a refusal dead-letters.
 """

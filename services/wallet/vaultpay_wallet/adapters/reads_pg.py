@@ -18,12 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.context import remaining_seconds
 from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.errors import DeadlineExceededError
+from vaultpay_common.pg_failures import LOST_CONNECTION
+from vaultpay_common.pg_raw import borrowed_driver
 from vaultpay_wallet.domain.limits import LimitAction, LimitOverride, LimitSource
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, KycTier, Wallet, WalletStatus
 from vaultpay_wallet.service_layer.ports import StoredBalance, WalletForLimits
@@ -49,19 +50,6 @@ SELECT w.id, w.user_id, w.display_name, w.currency, w.balance, w.status, w.kyc_t
 FROM wallets w
 WHERE w.user_id = $1
 """
-
-# The connection is gone or unusable (a restart, a failover, pg_terminate_backend; asyncpg
-# reports it differently depending on when the news arrives): discard it, a retry is safe.
-_LOST: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError among them
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.CannotConnectNowError,
-    ConnectionError,
-    OSError,
-)
 
 
 def _wallet(row: Any) -> Wallet:
@@ -113,24 +101,13 @@ class PgWalletReads:
         if left is not None and left <= 0:
             raise DeadlineExceededError()
         try:
-            conn: AsyncConnection = await self._engine.connect()
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise DatabaseUnavailableError() from exc
-        try:
-            raw = await conn.get_raw_connection()
-            driver: asyncpg.Connection = raw.driver_connection
-            try:
+            async with borrowed_driver(self._engine) as driver:
                 row: asyncpg.Record | None = await driver.fetchrow(sql, *args, timeout=left)
-            except (TimeoutError, asyncpg.QueryCanceledError) as exc:
-                raise DeadlineExceededError() from exc
-            except _LOST as exc:
-                await conn.invalidate()
-                raise DatabaseUnavailableError() from exc
-            return row
-        except DBAPIError as exc:  # checking out the raw connection failed
+                return row
+        except (TimeoutError, asyncpg.QueryCanceledError) as exc:
+            raise DeadlineExceededError() from exc
+        except LOST_CONNECTION as exc:
             raise DatabaseUnavailableError() from exc
-        finally:
-            await conn.close()
 
     async def balance(self, user_id: str) -> StoredBalance | None:
         row = await self._fetchrow(_BALANCE, user_id)

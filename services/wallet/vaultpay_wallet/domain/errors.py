@@ -10,6 +10,7 @@ not match), with the remaining attempts in the metadata.
 from __future__ import annotations
 
 from vaultpay_common.errors import (
+    AbortedError,
     AlreadyExistsError,
     FailedPreconditionError,
     NotFoundError,
@@ -18,6 +19,7 @@ from vaultpay_common.errors import (
 __all__ = [
     "InvalidPinError",
     "PinAlreadySetError",
+    "PinCheckInProgressError",
     "PinLockedError",
     "PinNotSetError",
     "PinResetTokenInvalidError",
@@ -95,6 +97,15 @@ class PinLockedError(FailedPreconditionError):
     def __init__(self, until_iso: str = "") -> None:
         message = self.default_message + (f" until {until_iso}" if until_iso else "")
         super().__init__(message, metadata={"until": until_iso} if until_iso else None)
+
+
+class PinCheckInProgressError(AbortedError):
+    """Every attempt of the lockout rule is counted by checks of this wallet's PIN that are
+    still running: nothing is locked, the caller retries once they have settled (ABORTED,
+    like any other conflict with concurrent requests)."""
+
+    reason = "PIN_CHECK_IN_PROGRESS"
+    default_message = "other checks of this wallet's PIN are still running; retry shortly"
 
 
 class PinResetTokenInvalidError(FailedPreconditionError):

@@ -21,6 +21,7 @@ from vaultpay_common.errors import FieldViolation
 
 __all__ = [
     "MAX_FAILED_PIN_ATTEMPTS",
+    "PIN_CHECK_SETTLE_WINDOW",
     "PIN_LOCKOUT_DURATION",
     "PIN_RESET_TOKEN_TTL",
     "PinRecord",
@@ -32,6 +33,10 @@ __all__ = [
 
 MAX_FAILED_PIN_ATTEMPTS = 3
 PIN_LOCKOUT_DURATION = timedelta(hours=24)
+# How long a counted check may take to settle (the hash queued behind others under load, two
+# short transactions, a retry of the second after a lost connection). While the last attempt
+# is younger than this, attempts counted and not settled may belong to checks still running.
+PIN_CHECK_SETTLE_WINDOW = timedelta(seconds=30)
 PIN_RESET_TOKEN_TTL = timedelta(minutes=15)
 
 # Beyond repeats and runs: the PINs most often chosen (year-like and keypad patterns).
@@ -85,6 +90,16 @@ class PinRecord:
     @property
     def attempts_left(self) -> int:
         return max(0, MAX_FAILED_PIN_ATTEMPTS - self.failed_attempts)
+
+    def checks_may_be_running(self, now: datetime) -> bool:
+        """Every attempt is counted, no lockout was written, and the last one was counted
+        recently: checks still running may settle them (a right PIN clears the counter), so
+        the caller should retry rather than be told the wallet is locked."""
+        return (
+            self.failed_attempts >= MAX_FAILED_PIN_ATTEMPTS
+            and self.last_attempt_at is not None
+            and now < self.last_attempt_at + PIN_CHECK_SETTLE_WINDOW
+        )
 
     def stale_lock_expired(self, now: datetime) -> bool:
         """All attempts used but no lockout written (the locking attempt died before it

@@ -26,6 +26,7 @@ from vaultpay_wallet.adapters.ip_trust_sql import trusted_ips
 from vaultpay_wallet.adapters.notification_hub import NotificationHub, PgNotificationListener
 from vaultpay_wallet.adapters.peers import GrpcKycStats, GrpcTransferFigures, GrpcUserContacts
 from vaultpay_wallet.adapters.pin_hasher import BcryptPinHasher
+from vaultpay_wallet.adapters.pins_pg import PgPinCheckFastPath
 from vaultpay_wallet.adapters.reads_pg import PgWalletReads
 from vaultpay_wallet.adapters.unit_of_work import OUTBOX_PRODUCER, SqlWalletUnitOfWork
 from vaultpay_wallet.entrypoints.servicers import WalletServicer
@@ -95,7 +96,7 @@ async def build_host(
     reads = PgWalletReads(runtime.engine)  # the hot reads: one statement, no transaction
     limits = LimitsService(uow, clock, transfer, reads=reads)
     wallets = WalletService(uow, clock, limits, reads=reads)
-    pins = PinService(uow, clock, hasher, sealer)
+    pins = PinService(uow, clock, hasher, sealer, PgPinCheckFastPath(runtime.engine))
     ip_trust = IpTrustService(
         uow,
         RedisTrustedIpCache(runtime.redis, clock),

@@ -6,19 +6,29 @@ is held while bcrypt runs:
 1. reserve: lock the wallet row, refuse a locked or PIN-less wallet, lift a lapsed lockout,
    then count the attempt *before* checking it (a conditional UPDATE that cannot pass 3).
    Committed at once, so a crash, a cancelled call or 30 parallel guesses all count, and a
-   guess beyond the third never reaches bcrypt (fails closed);
+   guess beyond the third never reaches bcrypt (fails closed). While every attempt is
+   counted by checks that may still be running (the last one counted within
+   PIN_CHECK_SETTLE_WINDOW), the answer is PIN_CHECK_IN_PROGRESS (ABORTED: retry), not
+   PIN_LOCKED: nothing is locked yet, and a right PIN among them clears the counter;
 2. bcrypt, off the event loop;
 3. settle: success clears the counter; the failure that used the third attempt freezes the
    wallet (PIN_LOCKOUT, 24 h), audited and notified. The outcome (ok / invalid + remaining /
    locked) is stored as the idempotent reply and committed before the error is raised, so a
    retry with the same request_id answers the same without counting again.
 
+Phases 2 and 3 run shielded from the caller's cancellation, and phase 3 is retried after a
+lost connection, so a counted attempt stays unsettled only when the wallet process dies.
 The reservation is stored under the request's key with "#reserve" appended to the method,
 so a retry after a crash between the phases does not count twice either.
+
+A keyed check of an open, unfrozen wallet with attempts left (nearly every check of a money
+movement) reserves and, for a right PIN, settles through `PinCheckFastPath`: the same rule
+in a few statements. Anything else takes the general path below, which has every refusal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -26,12 +36,18 @@ from typing import TypeVar
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
-from vaultpay_common.errors import AbortedError, ValidationError
+from vaultpay_common.errors import (
+    AbortedError,
+    DomainError,
+    UnavailableError,
+    ValidationError,
+)
 from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, ReplyCodec, run_once
 from vaultpay_common.outbox import OutboxMessage
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
     PinAlreadySetError,
+    PinCheckInProgressError,
     PinLockedError,
     PinNotSetError,
     PinResetTokenInvalidError,
@@ -62,6 +78,7 @@ from vaultpay_wallet.service_layer.commands import (
 )
 from vaultpay_wallet.service_layer.notify import NotificationKind, notify
 from vaultpay_wallet.service_layer.ports import (
+    PinCheckFastPath,
     PinHasher,
     PinResetToken,
     SecretSealer,
@@ -94,6 +111,18 @@ _RESET_REQUESTED = DataclassCodec(PinResetRequested)
 _PIN_RESET = DataclassCodec(PinReset)
 _LOCKOUT = frozenset({FreezeSource.PIN_LOCKOUT})
 _MAX_TOKEN_LENGTH = 200
+_SETTLE_TRIES = 3
+_SETTLE_RETRY_PAUSE = 0.05  # seconds, doubled on each retry
+
+
+def _log_unsettled(finishing: asyncio.Future[PinCheckOutcome]) -> None:
+    """Retrieves the outcome of a settlement whose caller went away (so its failure is
+    logged, not reported as never retrieved)."""
+    if finishing.cancelled():
+        return
+    exc = finishing.exception()
+    if exc is not None and not isinstance(exc, DomainError):
+        log.error("a counted PIN check failed to settle", exc_info=exc)
 
 
 def _reserve_key(key: IdempotencyKey | None) -> IdempotencyKey | None:
@@ -127,11 +156,13 @@ class PinService:
         clock: Clock,
         hasher: PinHasher,
         sealer: SecretSealer,
+        fast_path: PinCheckFastPath | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._hasher = hasher
         self._sealer = sealer
+        self._fast = fast_path
 
     async def _stored(self, key: IdempotencyKey | None, codec: ReplyCodec[T]) -> T | None:
         """The stored reply of an earlier call with this key, checked before bcrypt runs."""
@@ -209,16 +240,65 @@ class PinService:
     async def _check(
         self, user_id: str, pin: str, key: IdempotencyKey | None, *, new_pin: str | None
     ) -> PinCheckOutcome:
-        settled = await self._stored(key, _OUTCOME)
-        if settled is not None:
-            return settled
-        reservation, pin_hash = await self._reserve(user_id, key)
+        reserved = await self._reserve_fast(user_id, key)
+        if reserved is None:
+            settled = await self._stored(key, _OUTCOME)
+            if settled is not None:
+                return settled
+            reserved = await self._reserve(user_id, key)
+        reservation, pin_hash = reserved
+        # The attempt is counted: settle it even if the caller goes away meanwhile (a cancelled
+        # RPC, the caller's deadline), so only a wallet process that dies leaves it unsettled.
+        finishing = asyncio.ensure_future(
+            self._finish(reservation, pin, pin_hash, key, new_pin=new_pin)
+        )
+        finishing.add_done_callback(_log_unsettled)
+        return await asyncio.shield(finishing)
+
+    async def _finish(
+        self,
+        reservation: PinReservation,
+        pin: str,
+        pin_hash: str,
+        key: IdempotencyKey | None,
+        *,
+        new_pin: str | None,
+    ) -> PinCheckOutcome:
         matched = await self._hasher.verify(pin, pin_hash)
         new_hash = await self._hasher.hash(new_pin) if matched and new_pin is not None else None
-        async with self._uow() as uow:
-            return await run_once(
-                uow, key, _OUTCOME, lambda: self._settle(uow, reservation, matched, new_hash)
-            )
+        for attempt in range(_SETTLE_TRIES):
+            try:
+                if matched and new_hash is None and self._fast is not None and key is not None:
+                    ok = PinCheckOutcome(
+                        reservation.wallet_id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS
+                    )
+                    if await self._fast.settle_match(reservation, key, _OUTCOME.dumps(ok)):
+                        return ok
+                async with self._uow() as uow:
+                    return await run_once(
+                        uow,
+                        key,
+                        _OUTCOME,
+                        lambda: self._settle(uow, reservation, matched, new_hash),
+                    )
+            except UnavailableError:
+                # A lost connection: settling again is safe (the key replays a committed
+                # outcome; without a key the settlement is the same twice).
+                if attempt + 1 == _SETTLE_TRIES:
+                    raise
+                await asyncio.sleep(_SETTLE_RETRY_PAUSE * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _reserve_fast(
+        self, user_id: str, key: IdempotencyKey | None
+    ) -> tuple[PinReservation, str] | None:
+        """The common case in one short transaction (None: take the general path)."""
+        reserve_key = _reserve_key(key)
+        if self._fast is None or key is None or reserve_key is None:
+            return None
+        return await self._fast.reserve(
+            user_id, key, reserve_key, self._clock.now(), _RESERVATION.dumps
+        )
 
     async def _reserve(
         self, user_id: str, key: IdempotencyKey | None
@@ -246,8 +326,11 @@ class PinService:
                 await uow.pins.reset_attempts(wallet.id)
             attempt = await uow.pins.reserve_attempt(wallet.id, now)
             if attempt is None:
-                # Every attempt is taken by checks still running (or one that died before
-                # settling): refuse without checking, until they settle.
+                # Every attempt is counted and none settled into a lockout: refuse without
+                # checking. Recently counted ones may be checks still running (retry);
+                # older ones died before settling and count as wrong PINs (fail closed).
+                if record.checks_may_be_running(now):
+                    raise PinCheckInProgressError()
                 raise PinLockedError()
             reservation = PinReservation(wallet.id, attempt, record.updated_at)
             if reserve_key is not None:

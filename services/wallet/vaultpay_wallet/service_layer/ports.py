@@ -13,18 +13,21 @@ in `service_layer/reads.py` for the fakes).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from vaultpay_common.audit import AuditEntry
-from vaultpay_common.idempotency import IdempotencyRecords
+from vaultpay_common.idempotency import IdempotencyKey, IdempotencyRecords
 from vaultpay_common.outbox import Outbox
 from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, LimitOverride, LimitSource
 from vaultpay_wallet.domain.model import KycTier, Wallet, WalletStatus
 from vaultpay_wallet.domain.pin import PinRecord
+
+if TYPE_CHECKING:  # results.py imports this module
+    from vaultpay_wallet.service_layer.results import PinReservation
 
 __all__ = [
     "CurrencyAmount",
@@ -33,6 +36,7 @@ __all__ = [
     "LimitOverrideRepository",
     "LimitUsageSource",
     "ListedOverride",
+    "PinCheckFastPath",
     "PinHasher",
     "PinRepository",
     "PinResetToken",
@@ -290,6 +294,33 @@ class PinHasher(Protocol):
 
     async def hash(self, pin: str) -> str: ...
     async def verify(self, pin: str, pin_hash: str) -> bool: ...
+
+
+class PinCheckFastPath(Protocol):
+    """The common case of a keyed PIN check in the fewest database round trips
+    (adapters/pins_pg.py): an open wallet without freezes, attempts left, no stored reply yet.
+    Each method answers None / False, having changed nothing, for anything else, and the
+    use case takes the general path (which tells the exact refusal or replays the reply).
+    """
+
+    async def reserve(
+        self,
+        user_id: str,
+        key: IdempotencyKey,
+        reserve_key: IdempotencyKey,
+        now: datetime,
+        encode: Callable[[PinReservation], bytes],
+    ) -> tuple[PinReservation, str] | None:
+        """Counts an attempt and stores `encode(reservation)` under `reserve_key`, in one
+        committed transaction; returns the reservation and the PIN hash to check."""
+        ...
+
+    async def settle_match(
+        self, reservation: PinReservation, key: IdempotencyKey, reply: bytes
+    ) -> bool:
+        """A right PIN: clears the counter and stores `reply` under `key`, committed,
+        unless the PIN changed, a freeze appeared or the key has a reply already."""
+        ...
 
 
 class SecretSealer(Protocol):

@@ -1644,7 +1644,9 @@ class WalletInternalServiceServicer:
         """Checks a user's transaction PIN for a money movement. Same rules as VerifyPin: a wrong
         PIN fails with reason INVALID_PIN (the remaining attempts in the ErrorInfo metadata),
         the third consecutive failure freezes the wallet for 24 hours and fails with
-        PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET.
+        PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
+        counted by checks of the same wallet still running, it fails with ABORTED reason
+        PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -671,7 +671,9 @@ class WalletInternalServiceStub:
     """Checks a user's transaction PIN for a money movement. Same rules as VerifyPin: a wrong
     PIN fails with reason INVALID_PIN (the remaining attempts in the ErrorInfo metadata),
     the third consecutive failure freezes the wallet for 24 hours and fails with
-    PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET.
+    PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
+    counted by checks of the same wallet still running, it fails with ABORTED reason
+    PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
     """
     CheckIpTrust: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.CheckIpTrustRequest, _wallet_pb2.CheckIpTrustResponse]
     """Tells whether a money movement may come from the client's IP address. When the
@@ -704,7 +706,9 @@ class WalletInternalServiceAsyncStub(WalletInternalServiceStub):
     """Checks a user's transaction PIN for a money movement. Same rules as VerifyPin: a wrong
     PIN fails with reason INVALID_PIN (the remaining attempts in the ErrorInfo metadata),
     the third consecutive failure freezes the wallet for 24 hours and fails with
-    PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET.
+    PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
+    counted by checks of the same wallet still running, it fails with ABORTED reason
+    PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
     """
     CheckIpTrust: _aio.UnaryUnaryMultiCallable[_wallet_pb2.CheckIpTrustRequest, _wallet_pb2.CheckIpTrustResponse]  # type: ignore[assignment]
     """Tells whether a money movement may come from the client's IP address. When the
@@ -740,7 +744,9 @@ class WalletInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         """Checks a user's transaction PIN for a money movement. Same rules as VerifyPin: a wrong
         PIN fails with reason INVALID_PIN (the remaining attempts in the ErrorInfo metadata),
         the third consecutive failure freezes the wallet for 24 hours and fails with
-        PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET.
+        PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
+        counted by checks of the same wallet still running, it fails with ABORTED reason
+        PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
         """
 
     @_abc_1.abstractmethod

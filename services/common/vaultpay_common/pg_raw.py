@@ -1,0 +1,49 @@
+"""A pooled connection's raw asyncpg driver, for hot paths that skip SQLAlchemy.
+
+    async with borrowed_driver(engine) as driver:      # asyncpg.Connection
+        row = await driver.fetchrow(SQL, *args)
+
+The connection comes from the engine's pool (the same bound, the same session settings) and
+goes back to it afterwards. Failures become the project's errors at the boundary: no
+connection -> DatabaseUnavailableError; a connection that died during the block is
+invalidated (never pooled again) and the asyncpg error propagates, for the caller to say what
+a lost connection means for it (a read may be retried; a commit's outcome is unknown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from vaultpay_common.db import DatabaseUnavailableError
+from vaultpay_common.pg_failures import LOST_CONNECTION
+
+__all__ = ["borrowed_driver"]
+
+
+@asynccontextmanager
+async def borrowed_driver(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """The raw asyncpg connection of a pooled connection (see the module docstring)."""
+    try:
+        conn: AsyncConnection = await engine.connect()
+    except (OperationalError, InterfaceError, OSError) as exc:
+        raise DatabaseUnavailableError() from exc
+    try:
+        try:
+            raw = await conn.get_raw_connection()
+        except DBAPIError as exc:
+            raise DatabaseUnavailableError() from exc
+        driver: asyncpg.Connection = raw.driver_connection
+        try:
+            yield driver
+        except TimeoutError:  # asyncpg's own timeout cancelled the statement: still usable
+            raise
+        except LOST_CONNECTION:
+            await conn.invalidate()
+            raise
+    finally:
+        await conn.close()

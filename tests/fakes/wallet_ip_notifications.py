@@ -141,6 +141,11 @@ class FakeNotificationRepository:
         self.pending.append(note)
         return note, True
 
+    async def add_many(
+        self, items: Sequence[tuple[Notification, str]]
+    ) -> list[tuple[Notification, bool]]:
+        return [await self.add(note, key) for note, key in items]
+
     def all(self, user_id: str | None = None) -> list[Notification]:
         return [n for n, _ in self.rows.values() if user_id is None or n.user_id == user_id]
 

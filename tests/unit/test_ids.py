@@ -155,6 +155,16 @@ CALLS: dict[str, Any] = {
         ),
         _ANY,
     ),
+    "wallet CreateNotifications": lambda v: _wallet_internal().CreateNotifications(
+        wallet_pb2.CreateNotificationsRequest(
+            notifications=[
+                wallet_pb2.CreateNotificationRequest(
+                    request_id="evt-1", user_id=v, title="t", kind=wallet_pb2.NOTIFICATION_KIND_KYC
+                )
+            ]
+        ),
+        _ANY,
+    ),
 }
 
 
@@ -165,4 +175,5 @@ async def test_servicers_refuse_ids_that_are_not_canonical_uuids(
 ) -> None:
     with pytest.raises(ValidationError) as caught:
         await CALLS[call](value)
-    assert caught.value.violations[0].field in {"user_id", "notification_id"}
+    field = caught.value.violations[0].field.removeprefix("notifications[0].")
+    assert field in {"user_id", "notification_id"}

@@ -215,7 +215,13 @@ def start_postgres(
     legacy_trust = _trusts_connections(data_dir)
 
     port = port or free_port()
-    settings = ["listen_addresses=127.0.0.1", *(_FAST_SETTINGS if fast else ())]
+    # Room for every service's pool at its overflow (db_pool_size each, twice under load) next
+    # to the tests' and the bench's own clients (pgbench runs up to 64).
+    settings = [
+        "listen_addresses=127.0.0.1",
+        "max_connections=400",
+        *(_FAST_SETTINGS if fast else ()),
+    ]
     argv: list[str | Path] = [bindir / "postgres", "-D", data_dir, "-p", str(port)]
     argv += ["-k", socket_dir]
     for setting in settings:

@@ -108,6 +108,59 @@ async def test_limits_are_inclusive(env: Env) -> None:
     assert len(created.notification.title) == 120
 
 
+async def test_a_batch_returns_one_result_per_item_in_order_each_event_created_once(
+    env: Env,
+) -> None:
+    first, again = str(uuid.uuid4()), str(uuid.uuid4())
+    await env.service.create_notification(CreateNotification(again, USER, "KYC", "old", ""))
+    results = await env.service.create_notifications(
+        [
+            CreateNotification(first, USER, "MONEY_SENT", "one", ""),
+            CreateNotification(again, USER, "KYC", "old again", ""),
+            CreateNotification(first, USER, "MONEY_SENT", "one again", ""),
+            CreateNotification(first, OTHER, "MONEY_RECEIVED", "theirs", ""),
+        ]
+    )
+    assert [(r.notification.title, r.created) for r in results] == [
+        ("one", True),
+        ("old", False),
+        ("one", False),
+        ("theirs", True),
+    ]
+    assert results[2].notification == results[0].notification
+    assert len(env.uow.notifications.all()) == 3
+
+
+async def test_a_batch_with_an_invalid_item_names_every_bad_field_by_index_and_writes_nothing(
+    env: Env,
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await env.service.create_notifications(
+            [
+                CreateNotification("e0", USER, "KYC", "fine", ""),
+                CreateNotification("", USER, "NOPE", "", ""),
+                CreateNotification("e2", "nope", "KYC", "fine", "x" * 1001),
+            ]
+        )
+    assert [v.field for v in caught.value.violations] == [
+        "notifications[1].request_id",
+        "notifications[1].kind",
+        "notifications[1].title",
+        "notifications[2].user_id",
+        "notifications[2].body",
+    ]
+    assert env.uow.notifications.all() == []
+
+
+@pytest.mark.parametrize("size", [0, 101])
+async def test_a_batch_holds_one_to_a_hundred_items(env: Env, size: int) -> None:
+    commands = [CreateNotification(f"e{i}", USER, "KYC", "t", "") for i in range(size)]
+    with pytest.raises(ValidationError) as caught:
+        await env.service.create_notifications(commands)
+    assert [v.field for v in caught.value.violations] == ["notifications"]
+    assert env.uow.notifications.all() == []
+
+
 async def test_listing_is_newest_first_own_only_and_paginated(env: Env) -> None:
     ids = [await env.create(f"n{i}") for i in range(5)]
     await env.create(user=OTHER)

@@ -1,6 +1,7 @@
 """What the transfer's outbox relay does with each topic. The ledger functions store facts
 (kind, amount, reference, counterparty); the text is written here at delivery, and the event
-id is the request_id of wallet's CreateNotification, so a second delivery notifies no one."""
+id is the request_id of wallet's CreateNotification (sent in batches by the notifier, see
+wallet_peer.py), so a second delivery notifies no one."""
 
 from __future__ import annotations
 

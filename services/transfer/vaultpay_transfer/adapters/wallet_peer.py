@@ -6,14 +6,23 @@
   input) reach the client unchanged: same code, reason, message and metadata. Anything else
   (wallet down, our identity refused, a deadline) is WALLET_UNAVAILABLE: the movement did
   not happen.
-- `GrpcWalletNotifications`: CreateNotification for the outbox relay, the event id as the
-  request_id (wallet dedupes). Transient failures are retried; a refusal dead-letters.
+- `GrpcWalletNotifications`: notifications for the outbox relay, the event id as the
+  request_id (wallet dedupes). The deliveries asked for in the same event-loop turn (the
+  relay starts up to 8 at once) go as one CreateNotifications call (one alone: a
+  CreateNotification), and each caller gets its own outcome. A transient failure of the call
+  (UNAVAILABLE, DEADLINE_EXCEEDED, ...) fails every event of it, to be retried; a refusal of
+  the batch (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, PERMISSION_DENIED, or a wallet
+  without CreateNotifications) is followed by one CreateNotification per event, so only the
+  events wallet refuses dead-letter. Each call has the same deadline (`timeout`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -46,6 +55,11 @@ _PERMANENT = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.PERMISSION_DENIED,
 }
+# A batch wallet refuses as a whole is sent again one event at a time, so each event gets
+# its own outcome; UNIMPLEMENTED: a wallet that predates CreateNotifications.
+_BATCH_REFUSED = _PERMANENT | {grpc.StatusCode.UNIMPLEMENTED}
+# wallet's cap on the items of one CreateNotifications call.
+MAX_NOTIFICATIONS_PER_CALL = 100
 _KINDS = {
     "MONEY_SENT": wallet_pb2.NOTIFICATION_KIND_MONEY_SENT,
     "MONEY_RECEIVED": wallet_pb2.NOTIFICATION_KIND_MONEY_RECEIVED,
@@ -124,17 +138,43 @@ class GrpcWalletGate:
         return IpCheck(bool(reply.trusted), bool(reply.confirmation_sent))
 
 
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    request: wallet_pb2.CreateNotificationRequest
+    outcome: asyncio.Future[None]
+
+
+def _failed(call: str, exc: grpc.aio.AioRpcError) -> DeliveryError:
+    message = f"wallet {call} failed: {exc.code().name}"
+    error = PermanentDeliveryError(message) if exc.code() in _PERMANENT else DeliveryError(message)
+    error.__cause__ = exc
+    return error
+
+
 class GrpcWalletNotifications:
-    def __init__(self, channel: grpc.aio.Channel, token: TokenSource, timeout: float) -> None:
+    """The relay's notifier; batches what is asked for in one event-loop turn (see the module
+    docstring). Each caller awaits only its own outcome: a caller cancelled (its delivery
+    timed out) leaves the call it is part of to end on its own."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        token: TokenSource,
+        timeout: float,
+        *,
+        max_batch: int = MAX_NOTIFICATIONS_PER_CALL,
+    ) -> None:
+        if not 1 <= max_batch <= MAX_NOTIFICATIONS_PER_CALL:
+            raise ValueError(f"max_batch must be between 1 and {MAX_NOTIFICATIONS_PER_CALL}")
         self._stub = wallet_pb2_grpc.WalletInternalServiceStub(channel)
         self._token = token
         self._timeout = timeout
+        self._max_batch = max_batch
+        self._waiting: list[_Delivery] = []
+        self._calls: set[asyncio.Task[None]] = set()
 
     async def notify(self, event_id: str, user_id: str, text: NotificationText) -> None:
-        try:
-            metadata = outgoing_metadata(await self._token())
-        except Exception as exc:
-            raise DeliveryError(f"no service token: {type(exc).__name__}") from exc
+        loop = asyncio.get_running_loop()
         request = wallet_pb2.CreateNotificationRequest(
             request_id=event_id,
             user_id=user_id,
@@ -142,10 +182,73 @@ class GrpcWalletNotifications:
             title=text.title,
             body=text.body,
         )
+        delivery = _Delivery(request, loop.create_future())
+        self._waiting.append(delivery)
+        if len(self._waiting) == 1:
+            loop.call_soon(self._send_waiting)  # after the others asked for in this turn
+        await delivery.outcome
+
+    def _send_waiting(self) -> None:
+        waiting = [d for d in self._waiting if not d.outcome.done()]  # not given up meanwhile
+        self._waiting = []
+        for start in range(0, len(waiting), self._max_batch):
+            call = asyncio.create_task(self._deliver(waiting[start : start + self._max_batch]))
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
+
+    async def _deliver(self, batch: Sequence[_Delivery]) -> None:
         try:
-            await self._stub.CreateNotification(request, metadata=metadata, timeout=self._timeout)
+            try:
+                metadata = outgoing_metadata(await self._token())
+            except Exception as exc:
+                error = f"no service token: {type(exc).__name__}"
+                _settle(batch, lambda: DeliveryError(error))
+                return
+            if len(batch) == 1:
+                await self._deliver_one(batch[0], metadata)
+            else:
+                await self._deliver_batch(batch, metadata)
+        finally:  # a bug or a cancellation: no caller is left waiting
+            _settle(batch, lambda: DeliveryError("wallet notification call ended unanswered"))
+
+    async def _deliver_batch(
+        self, batch: Sequence[_Delivery], metadata: tuple[tuple[str, str], ...]
+    ) -> None:
+        request = wallet_pb2.CreateNotificationsRequest(notifications=[d.request for d in batch])
+        try:
+            await self._stub.CreateNotifications(request, metadata=metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            message = f"wallet CreateNotification failed: {exc.code().name}"
-            if exc.code() in _PERMANENT:
-                raise PermanentDeliveryError(message) from exc
-            raise DeliveryError(message) from exc
+            if exc.code() not in _BATCH_REFUSED:
+                _settle(batch, partial(_failed, "CreateNotifications", exc))
+                return
+            log.warning(
+                "wallet refused a notification batch; delivering its events one by one",
+                extra={"peer": "wallet", "code": exc.code().name, "events": len(batch)},
+            )
+            await asyncio.gather(*(self._deliver_one(d, metadata) for d in batch))
+            return
+        _settle(batch, None)
+
+    async def _deliver_one(
+        self, delivery: _Delivery, metadata: tuple[tuple[str, str], ...]
+    ) -> None:
+        try:
+            await self._stub.CreateNotification(
+                delivery.request, metadata=metadata, timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            _settle([delivery], partial(_failed, "CreateNotification", exc))
+            return
+        _settle([delivery], None)
+
+
+def _settle(batch: Sequence[_Delivery], error: Callable[[], Exception] | None) -> None:
+    """Resolves the outcomes not yet resolved (or given up): delivered, or failed with a fresh
+    error each (an exception object is raised in one caller only)."""
+    for delivery in batch:
+        if delivery.outcome.done():
+            continue
+        if error is None:
+            delivery.outcome.set_result(None)
+        else:
+            delivery.outcome.set_exception(error())

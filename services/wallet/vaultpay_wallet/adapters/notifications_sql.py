@@ -6,6 +6,11 @@ to every listening session (one per wallet replica, see `notification_hub`), so 
 hear of exactly the committed notifications, with no separate publish step to forget or
 to lose in a crash between commit and publish.
 
+`add_many` does the same for a batch in three statements whatever its size: one INSERT of
+every row from `unnest` arrays (ON CONFLICT DO NOTHING, RETURNING what it inserted), one
+SELECT of the rows that already existed, and one `SELECT pg_notify(...) FROM unnest(...)` with
+a payload per new notification, so watchers hear of each exactly as after `add`.
+
 The payload always fits the 8000-byte NOTIFY limit: titles are at most 120 and bodies at
 most 1000 characters without control characters (at most ~5 KB of UTF-8 JSON).
 """
@@ -25,6 +30,7 @@ from sqlalchemy import (
     Index,
     Table,
     Text,
+    bindparam,
     func,
     literal,
     select,
@@ -32,7 +38,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vaultpay_wallet.adapters.metadata import metadata
@@ -79,6 +85,10 @@ notifications = Table(
 )
 
 _c = notifications.c
+_UUID_ARRAY = ARRAY(UUID(as_uuid=False))
+_TEXT_ARRAY = ARRAY(Text)
+_TIMESTAMP_ARRAY = ARRAY(DateTime(timezone=True))
+_INSERTED_COLUMNS = ("id", "user_id", "kind", "title", "body", "created_at", "dedupe_key")
 
 
 def _note(row: Any) -> Notification:
@@ -160,6 +170,94 @@ class SqlNotificationRepository:
             select(func.pg_notify(NOTIFY_CHANNEL, encode_notify_payload(note)))
         )
         return note, True
+
+    async def add_many(
+        self, items: Sequence[tuple[Notification, str]]
+    ) -> list[tuple[Notification, bool]]:
+        firsts: dict[tuple[str, str], Notification] = {}  # (user, key) -> its first item
+        for note, key in items:
+            firsts.setdefault((note.user_id, key), note)
+        if not firsts:
+            return []
+        # In (user, key) order: concurrent batches that share keys then wait on each other's
+        # index entries in the same order instead of deadlocking.
+        rows = sorted(firsts.items(), key=lambda row: row[0])
+        batch = (
+            func.unnest(
+                bindparam(None, [n.notification_id for _, n in rows], type_=_UUID_ARRAY),
+                bindparam(None, [user for (user, _), _ in rows], type_=_UUID_ARRAY),
+                bindparam(None, [n.kind.name for _, n in rows], type_=_TEXT_ARRAY),
+                bindparam(None, [n.title for _, n in rows], type_=_TEXT_ARRAY),
+                bindparam(None, [n.body for _, n in rows], type_=_TEXT_ARRAY),
+                bindparam(None, [n.created_at for _, n in rows], type_=_TIMESTAMP_ARRAY),
+                bindparam(None, [key for (_, key), _ in rows], type_=_TEXT_ARRAY),
+            )
+            .table_valued(*_INSERTED_COLUMNS)
+            .render_derived(name="batch")
+        )
+        # As in `add`, a concurrent insert of the same key is waited for; if it commits, the
+        # SELECT below (a statement of its own, so a newer snapshot) reads its row.
+        inserted = {
+            str(note_id)
+            for note_id in await self._conn.scalars(
+                insert(notifications)
+                .from_select(list(_INSERTED_COLUMNS), select(batch))
+                .on_conflict_do_nothing(index_elements=[_c.user_id, _c.dedupe_key])
+                .returning(_c.id)
+            )
+        }
+        existing = [ids for ids, note in rows if note.notification_id not in inserted]
+        if existing:
+            await self._read_existing(existing, firsts)
+        new = [note for note in firsts.values() if note.notification_id in inserted]
+        if new:
+            await self._notify_all(new)
+        results: list[tuple[Notification, bool]] = []
+        answered: set[tuple[str, str]] = set()
+        for note, key in items:
+            ids = (note.user_id, key)
+            first = firsts[ids]
+            results.append((first, first.notification_id in inserted and ids not in answered))
+            answered.add(ids)
+        return results
+
+    async def _read_existing(
+        self, existing: Sequence[tuple[str, str]], firsts: dict[tuple[str, str], Notification]
+    ) -> None:
+        """Replaces the items of `firsts` named by `existing` with their stored rows."""
+        wanted = (
+            func.unnest(
+                bindparam(None, [user for user, _ in existing], type_=_UUID_ARRAY),
+                bindparam(None, [key for _, key in existing], type_=_TEXT_ARRAY),
+            )
+            .table_valued("user_id", "dedupe_key")
+            .render_derived(name="wanted")
+        )
+        found = await self._conn.execute(
+            select(notifications).where(
+                _c.user_id == wanted.c.user_id, _c.dedupe_key == wanted.c.dedupe_key
+            )
+        )
+        missing = set(existing)
+        for row in found:
+            ids = (str(row.user_id), str(row.dedupe_key))
+            firsts[ids] = _note(row)
+            missing.discard(ids)
+        if missing:  # a conflict without a row to show for it: never expected
+            raise RuntimeError(f"{len(missing)} notification(s) conflicted but cannot be read")
+
+    async def _notify_all(self, new: Sequence[Notification]) -> None:
+        """One NOTIFY per notification, in order, in one statement."""
+        payloads = (
+            func.unnest(bindparam(None, [encode_notify_payload(n) for n in new], type_=_TEXT_ARRAY))
+            .table_valued("payload", with_ordinality="position")
+            .render_derived(name="payloads")
+        )
+        await self._conn.execute(
+            select(func.pg_notify(NOTIFY_CHANNEL, payloads.c.payload))
+            .select_from(payloads)
+            .order_by(payloads.c.position)
+        )
 
     async def get(self, user_id: str, notification_id: str) -> Notification | None:
         row = (

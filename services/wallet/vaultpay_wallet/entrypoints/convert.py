@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 from vaultpay.type.v1 import kyc_tier_pb2, limit_action_pb2, money_pb2
 from vaultpay.wallet.v1 import wallet_pb2
-from vaultpay_common.errors import ValidationError
+from vaultpay_common.errors import FieldViolation, ValidationError
 from vaultpay_common.grpc.convert import timestamp
+from vaultpay_common.ids import parse_uuid
 from vaultpay_wallet.domain.limits import (
     ActionLimitsView,
     LimitAction,
@@ -20,6 +21,7 @@ from vaultpay_wallet.domain.model import Freeze, FreezeSource, KycTier, Wallet, 
 from vaultpay_wallet.domain.notifications import Notification, NotificationKind
 from vaultpay_wallet.domain.settings_catalog import SettingView
 from vaultpay_wallet.service_layer.ip_trust import TrustedIpView
+from vaultpay_wallet.service_layer.notifications import CreateNotification
 
 __all__ = [
     "action_from_path",
@@ -28,6 +30,7 @@ __all__ = [
     "action_to_proto",
     "kind_from_proto",
     "money",
+    "notification_commands",
     "notification_to_proto",
     "override_to_proto",
     "setting_to_proto",
@@ -119,6 +122,30 @@ def kind_from_proto(value: int, field: str = "kind") -> NotificationKind:
         raise ValidationError.single(field, "must be a known notification kind")
     name = wallet_pb2.NotificationKind.Name(wallet_pb2.NotificationKind.ValueType(value))
     return NotificationKind(name.removeprefix("NOTIFICATION_KIND_"))
+
+
+def notification_commands(
+    items: Iterable[wallet_pb2.CreateNotificationRequest],
+) -> list[CreateNotification]:
+    """The items of a CreateNotifications request as commands; the user ids and kinds of all
+    items are checked, each bad one named `notifications[i].<field>` (the use case checks the
+    other fields the same way)."""
+    commands: list[CreateNotification] = []
+    violations: list[FieldViolation] = []
+    for index, item in enumerate(items):
+        user_id, kind = "", NotificationKind.MONEY_RECEIVED
+        try:
+            user_id = parse_uuid(item.user_id, f"notifications[{index}].user_id")
+        except ValidationError as exc:
+            violations += exc.violations
+        try:
+            kind = kind_from_proto(item.kind, f"notifications[{index}].kind")
+        except ValidationError as exc:
+            violations += exc.violations
+        commands.append(CreateNotification(item.request_id, user_id, kind, item.title, item.body))
+    if violations:
+        raise ValidationError(violations)
+    return commands
 
 
 def _freeze_to_proto(freeze: Freeze, *, staff_view: bool) -> wallet_pb2.WalletFreeze:

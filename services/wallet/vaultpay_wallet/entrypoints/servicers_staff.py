@@ -35,6 +35,7 @@ from vaultpay_wallet.entrypoints.convert import (
     action_to_proto,
     kind_from_proto,
     money,
+    notification_commands,
     notification_to_proto,
     override_to_proto,
     setting_to_proto,
@@ -360,4 +361,14 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
         )
         return wallet_pb2.CreateNotificationResponse(
             notification=notification_to_proto(created.notification)
+        )
+
+    async def CreateNotifications(
+        self, request: wallet_pb2.CreateNotificationsRequest, context: Ctx
+    ) -> wallet_pb2.CreateNotificationsResponse:
+        created = await self._notes.create_notifications(
+            notification_commands(request.notifications)
+        )
+        return wallet_pb2.CreateNotificationsResponse(
+            notifications=[notification_to_proto(c.notification) for c in created]
         )

@@ -5,7 +5,9 @@ Fan-out works across replicas without a publish step in the use case: the reposi
 delivers it only when (and if) that transaction commits, to the listener of every replica,
 which hands it to its in-process hub. So "published after commit" holds by construction,
 a rolled-back insert notifies no one, and any writer that adds through the repository (the
-IP-trust use cases, the wallet core) reaches watchers too.
+IP-trust use cases, the wallet core) reaches watchers too. A batch (`create_notifications`,
+what transfer's outbox relay sends) is one transaction and three statements whatever
+its size: insert all, read those that existed, notify the new ones.
 
 Watching subscribes *before* it reads the unread count, so a notification committed in
 between is counted and also streamed (never missed; at worst counted in the first message
@@ -18,10 +20,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
 from vaultpay_common.clock import Clock
+from vaultpay_common.errors import FieldViolation, ValidationError
 from vaultpay_common.idempotency.codec import DataclassCodec
 from vaultpay_common.idempotency.model import IdempotencyKey, IdempotencyRecords
 from vaultpay_common.idempotency.service import run_once
@@ -37,6 +41,7 @@ from vaultpay_wallet.domain.notifications import (
 )
 
 __all__ = [
+    "MAX_NOTIFICATIONS_PER_BATCH",
     "CreateNotification",
     "CreatedNotification",
     "GetUnreadCount",
@@ -54,11 +59,22 @@ __all__ = [
     "WatchNotifications",
 ]
 
+# Items of one CreateNotifications call: one transaction, one NOTIFY statement.
+MAX_NOTIFICATIONS_PER_BATCH = 100
+
 
 class NotificationRepository(Protocol):
     async def add(self, note: Notification, dedupe_key: str) -> tuple[Notification, bool]:
         """Inserts unless (user, dedupe_key) exists. Returns the stored notification and
         whether this call created it; watchers hear of it when the transaction commits."""
+        ...
+
+    async def add_many(
+        self, items: Sequence[tuple[Notification, str]]
+    ) -> list[tuple[Notification, bool]]:
+        """`add` for each (notification, dedupe key), in a few statements whatever the count:
+        one result per item, in order. An item whose (user, key) exists, or appeared earlier
+        in `items`, returns the stored (or first) notification and False."""
         ...
 
     async def get(self, user_id: str, notification_id: str) -> Notification | None: ...
@@ -212,6 +228,34 @@ class NotificationService:
             await uow.commit()
         return CreatedNotification(stored, created)
 
+    async def create_notifications(
+        self, commands: Sequence[CreateNotification]
+    ) -> list[CreatedNotification]:
+        """CreateNotification for each command, in one transaction: all or nothing. Every item
+        is validated first; the violations of all of them are reported at once, each field
+        named `notifications[i].<field>`. Results are in command order."""
+        if not 1 <= len(commands) <= MAX_NOTIFICATIONS_PER_BATCH:
+            raise ValidationError.single(
+                "notifications", f"must hold 1 to {MAX_NOTIFICATIONS_PER_BATCH} items"
+            )
+        now = self._clock.now()
+        items: list[tuple[Notification, str]] = []
+        violations: list[FieldViolation] = []
+        for index, command in enumerate(commands):
+            try:
+                items.append(_validated(command, now))
+            except ValidationError as exc:
+                violations += [
+                    FieldViolation(f"notifications[{index}].{v.field}", v.description)
+                    for v in exc.violations
+                ]
+        if violations:
+            raise ValidationError(violations)
+        async with self._uow() as uow:
+            stored = await uow.notifications.add_many(items)
+            await uow.commit()
+        return [CreatedNotification(note, created) for note, created in stored]
+
     async def list_notifications(self, query: ListNotifications) -> NotificationPage:
         user_id = canonical_uuid(query.user_id, "user_id")
         limit = page_size(query.page_size)
@@ -277,3 +321,27 @@ class NotificationService:
     async def _unread_count(self, user_id: str) -> int:
         async with self._uow() as uow:
             return await uow.notifications.count_unread(user_id)
+
+
+def _validated(command: CreateNotification, now: datetime) -> tuple[Notification, str]:
+    """The new notification and its dedupe key, or every bad field of the command at once."""
+    violations: list[FieldViolation] = []
+    dedupe_key = ""
+    try:
+        dedupe_key = check_dedupe_key(command.dedupe_key)
+    except ValidationError as exc:
+        violations += exc.violations
+    try:
+        note = new_notification(
+            notification_id=str(uuid.uuid4()),
+            user_id=command.user_id,
+            kind=command.kind,
+            title=command.title,
+            body=command.body,
+            now=now,
+        )
+    except ValidationError as exc:
+        violations += exc.violations
+    if violations:
+        raise ValidationError(violations)
+    return note, dedupe_key

@@ -2758,3 +2758,55 @@ class CreateNotificationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateNotificationResponse: _TypeAlias = CreateNotificationResponse  # noqa: Y015
+
+@_typing.final
+class CreateNotificationsRequest(_message.Message):
+    """Request of WalletInternalService.CreateNotifications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateNotificationRequest]:
+        """The notifications to deliver, 1 to 100, each with its own request_id (the outbox event
+        id that caused it) and the same rules as a CreateNotification request.
+        """
+
+    def __init__(
+        self,
+        *,
+        notifications: _abc.Iterable[Global___CreateNotificationRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notifications", b"notifications"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNotificationsRequest: _TypeAlias = CreateNotificationsRequest  # noqa: Y015
+
+@_typing.final
+class CreateNotificationsResponse(_message.Message):
+    """Response of WalletInternalService.CreateNotifications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___Notification]:
+        """The stored notifications in request order, one per item: for an item delivered before
+        (or repeated in the batch), the first notification of its request_id.
+        """
+
+    def __init__(
+        self,
+        *,
+        notifications: _abc.Iterable[Global___Notification] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notifications", b"notifications"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNotificationsResponse: _TypeAlias = CreateNotificationsResponse  # noqa: Y015

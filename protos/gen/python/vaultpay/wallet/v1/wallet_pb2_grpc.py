@@ -1633,6 +1633,11 @@ class WalletInternalServiceStub:
                 request_serializer=vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationRequest.SerializeToString,
                 response_deserializer=vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationResponse.FromString,
                 _registered_method=True)
+        self.CreateNotifications = channel.unary_unary(
+                '/vaultpay.wallet.v1.WalletInternalService/CreateNotifications',
+                request_serializer=vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationsRequest.SerializeToString,
+                response_deserializer=vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationsResponse.FromString,
+                _registered_method=True)
 
 
 class WalletInternalServiceServicer:
@@ -1687,6 +1692,20 @@ class WalletInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNotifications(self, request, context):
+        """Delivers several notifications in one call (what an outbox relay sends when several
+        events are due at once); at most 100 items, INVALID_ARGUMENT above it or when empty.
+        Each item is idempotent by its own request_id (the outbox event id), exactly as
+        CreateNotification: an item delivered before, or repeated earlier in the same batch,
+        returns the first notification and notifies no one again. All or nothing: an invalid
+        item fails the whole batch with INVALID_ARGUMENT naming `notifications[i].<field>` (the
+        item's index in the request), and nothing is stored. Watchers are told at once of each
+        new notification, as by CreateNotification.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1714,6 +1733,11 @@ def add_WalletInternalServiceServicer_to_server(servicer, server):
                     servicer.CreateNotification,
                     request_deserializer=vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationRequest.FromString,
                     response_serializer=vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationResponse.SerializeToString,
+            ),
+            'CreateNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNotifications,
+                    request_deserializer=vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationsRequest.FromString,
+                    response_serializer=vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1853,6 +1877,33 @@ class WalletInternalService:
             '/vaultpay.wallet.v1.WalletInternalService/CreateNotification',
             vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationRequest.SerializeToString,
             vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vaultpay.wallet.v1.WalletInternalService/CreateNotifications',
+            vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationsRequest.SerializeToString,
+            vaultpay_dot_wallet_dot_v1_dot_wallet__pb2.CreateNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -694,6 +694,16 @@ class WalletInternalServiceStub:
     by request_id, which carries the outbox event id: an at-least-once relay that
     delivers an event twice creates one notification. Watchers are told at once.
     """
+    CreateNotifications: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.CreateNotificationsRequest, _wallet_pb2.CreateNotificationsResponse]
+    """Delivers several notifications in one call (what an outbox relay sends when several
+    events are due at once); at most 100 items, INVALID_ARGUMENT above it or when empty.
+    Each item is idempotent by its own request_id (the outbox event id), exactly as
+    CreateNotification: an item delivered before, or repeated earlier in the same batch,
+    returns the first notification and notifies no one again. All or nothing: an invalid
+    item fails the whole batch with INVALID_ARGUMENT naming `notifications[i].<field>` (the
+    item's index in the request), and nothing is stored. Watchers are told at once of each
+    new notification, as by CreateNotification.
+    """
 
 @_typing.type_check_only
 class WalletInternalServiceAsyncStub(WalletInternalServiceStub):
@@ -728,6 +738,16 @@ class WalletInternalServiceAsyncStub(WalletInternalServiceStub):
     """Delivers a notification to a user (transfer completed, KYC decided, ...). Idempotent
     by request_id, which carries the outbox event id: an at-least-once relay that
     delivers an event twice creates one notification. Watchers are told at once.
+    """
+    CreateNotifications: _aio.UnaryUnaryMultiCallable[_wallet_pb2.CreateNotificationsRequest, _wallet_pb2.CreateNotificationsResponse]  # type: ignore[assignment]
+    """Delivers several notifications in one call (what an outbox relay sends when several
+    events are due at once); at most 100 items, INVALID_ARGUMENT above it or when empty.
+    Each item is idempotent by its own request_id (the outbox event id), exactly as
+    CreateNotification: an item delivered before, or repeated earlier in the same batch,
+    returns the first notification and notifies no one again. All or nothing: an invalid
+    item fails the whole batch with INVALID_ARGUMENT naming `notifications[i].<field>` (the
+    item's index in the request), and nothing is stored. Watchers are told at once of each
+    new notification, as by CreateNotification.
     """
 
 class WalletInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -790,6 +810,22 @@ class WalletInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         """Delivers a notification to a user (transfer completed, KYC decided, ...). Idempotent
         by request_id, which carries the outbox event id: an at-least-once relay that
         delivers an event twice creates one notification. Watchers are told at once.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateNotifications(
+        self,
+        request: _wallet_pb2.CreateNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.CreateNotificationsResponse, _abc.Awaitable[_wallet_pb2.CreateNotificationsResponse]]:
+        """Delivers several notifications in one call (what an outbox relay sends when several
+        events are due at once); at most 100 items, INVALID_ARGUMENT above it or when empty.
+        Each item is idempotent by its own request_id (the outbox event id), exactly as
+        CreateNotification: an item delivered before, or repeated earlier in the same batch,
+        returns the first notification and notifies no one again. All or nothing: an invalid
+        item fails the whole batch with INVALID_ARGUMENT naming `notifications[i].<field>` (the
+        item's index in the request), and nothing is stored. Watchers are told at once of each
+        new notification, as by CreateNotification.
         """
 
 def add_WalletInternalServiceServicer_to_server(servicer: WalletInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

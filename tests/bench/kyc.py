@@ -37,20 +37,28 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
 from tests.bench.cpu import CLIENT, CpuUsage, measure_window, sample, usage_between
+from tests.bench.harness import (
+    Progress,
+    envoy_rate_limit,
+    exit_on_sigterm,
+    int_list,
+    raise_if_died,
+    run_async,
+    workers_text,
+)
 from tests.bench.httpclient import HttpConnection, HttpStatusError
 from tests.bench.kyc_workloads import (
     DocumentNumbers,
@@ -85,7 +93,6 @@ from tests.bench.report import (
     machine_info,
     save_results,
 )
-from tests.bench.run import MeshDiedError, Progress, envoy_rate_limit
 from tests.bench.workloads import BASELINE, HttpTarget, Target, UserPool
 from vaultpay_common.db import create_engine
 from vaultpay_devstack.infra import scratch_dir
@@ -120,8 +127,6 @@ SETTLE_LIMIT_S = 120.0
 ROTATE_ATTEMPTS = 40
 LIFTED_SIGN_UPS = "1000000"
 
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class Options:
@@ -147,16 +152,6 @@ class Options:
         return f"SubmitKyc, {file_size_text(self.file_bytes)} file"
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected e.g. 1,8, got {text!r}") from exc
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError("concurrency levels must be positive integers")
-    return values
-
-
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.kyc",
@@ -165,7 +160,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
         epilog="Options of tests.bench.run that this bench does not have (e.g. --workloads, "
         "--pin-load from a shared BENCH_ARGS) are ignored with a warning.",
     )
-    parser.add_argument("--concurrency", type=_int_list, help="worker counts (1,8)")
+    parser.add_argument(
+        "--concurrency", type=partial(int_list, example="1,8"), help="worker counts (1,8)"
+    )
     parser.add_argument("--seconds", type=float, help="measured seconds per cell (3)")
     parser.add_argument("--warmup", type=float, help="unmeasured warm-up seconds per cell (1)")
     parser.add_argument(
@@ -421,12 +418,7 @@ class KycRunner:
         print_progress(f"warning: {note}")
 
     def _check_mesh(self) -> None:
-        if dead := self.mesh.exited():
-            raise MeshDiedError(
-                "mesh processes exited during the run: "
-                + ", ".join(f"{name} (code {code})" for name, code in dead.items())
-                + f"; logs in {self.mesh.log_dir}"
-            )
+        raise_if_died(self.mesh.exited(), self.mesh.log_dir)
 
     # ----- setup checks -----------------------------------------------------------------
 
@@ -500,7 +492,7 @@ class KycRunner:
         self._check_mesh()
 
     async def _baseline_cell(self, target: Target, concurrency: int, progress: Progress) -> None:
-        progress.cell(f"{BASELINE} via {PATH}, {_workers(concurrency)} ...")
+        progress.cell(f"{BASELINE} via {PATH}, {workers_text(concurrency)} ...")
         session = await target.open(BASELINE, concurrency)
         try:
             stats, cpu = await self._measured(session.call, concurrency)
@@ -516,7 +508,7 @@ class KycRunner:
         made = await users.ensure(need)
         if made:
             print_progress(f"{made} more submitters registered, with wallets ({need} ready)")
-        progress.cell(f"{opts.submit_name} via {PATH}, {_workers(concurrency)} ...")
+        progress.cell(f"{opts.submit_name} via {PATH}, {workers_text(concurrency)} ...")
         connections = [self.requests.connection() for _ in range(concurrency)]
         submitted: list[str] = []
 
@@ -538,7 +530,7 @@ class KycRunner:
         self.readable += submitted
         if stats.errors.get(OutOfUsersError.__name__):
             self._warn(
-                f"{opts.submit_name}, {_workers(concurrency)}: the cell ran out of fresh users "
+                f"{opts.submit_name}, {workers_text(concurrency)}: the cell ran out of fresh users "
                 f"({need} prepared), so its req/s is understated"
             )
         if stats.rps > 0:
@@ -559,7 +551,7 @@ class KycRunner:
 
     async def _read_cell(self, moderator: Staff, concurrency: int, progress: Progress) -> None:
         progress.cell(
-            f"{GET} via {PATH}, {_workers(concurrency)} (of {len(self.readable)} submissions "
+            f"{GET} via {PATH}, {workers_text(concurrency)} (of {len(self.readable)} submissions "
             f"with a {file_size_text(len(self.file))} file) ..."
         )
         call, connections = self._read_call(await moderator.fresh_token(), concurrency)
@@ -646,7 +638,7 @@ class KycRunner:
         readers = opts.readers
         rotation = Rotation(await _row_count(engine))
         progress.cell(
-            f"{GET} via {PATH}, {_workers(readers)}: {opts.read_seconds:g} s idle, then while "
+            f"{GET} via {PATH}, {workers_text(readers)}: {opts.read_seconds:g} s idle, then while "
             f"AdminRotateKycKey re-wraps {rotation.rows_before} submissions ..."
         )
         admin_token = await admin.fresh_token()
@@ -837,10 +829,6 @@ async def _watch_rotation(engine: Any, began: float) -> None:
         print_progress(f"  {time.perf_counter() - began:.0f} s: {left} submissions left to re-wrap")
 
 
-def _workers(count: int) -> str:
-    return f"{count} worker{'' if count == 1 else 's'}"
-
-
 def summary(stats: CellStats, cpu: CpuUsage | None = None) -> str:
     """One cell in two lines: req/s and latency, then CPU ms per request by process."""
     p50, p99 = stats.quantile_ms(50), stats.quantile_ms(99)
@@ -980,27 +968,9 @@ def _grid(header: list[str], body: list[list[str]]) -> str:
     return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, body)])
 
 
-def _run_async(coro: Coroutine[Any, Any, T]) -> tuple[T, str]:
-    """On uvloop when it is installed (cheaper per request, as run.py's client), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro), "asyncio"
-    return uvloop.run(coro), "uvloop"
-
-
-def _exit_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the `with Mesh(...)` block stops every child."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    _exit_on_sigterm()
+    exit_on_sigterm()
     started = dt.datetime.now(dt.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     run_id = f"kyc-{stamp.lower()}-{uuid.uuid4().hex[:6]}"
@@ -1054,7 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
                 "envoy_rate_limit": envoy_rate_limit(mesh.var_dir / "gateway" / "envoy.json"),
             }
             runner = KycRunner(mesh, opts, run_id, cores)
-            rows, loop_name = _run_async(runner.measure())
+            rows, loop_name = run_async(runner.measure())
             notes += runner.notes
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)

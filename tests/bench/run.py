@@ -27,22 +27,37 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import os
 import shutil
-import signal
-import statistics
 import sys
 import time
 import uuid
-from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from tests.bench.cpu import CpuUsage, measure_window
+from tests.bench.harness import (
+    PRODUCTION_PIN_ROUNDS,
+    Bcrypt,
+    BenchMesh,
+    Progress,
+    available_cores,
+    bcrypt_ms,
+    choice_list,
+    envoy_rate_limit,
+    exit_on_sigterm,
+    int_list,
+    process_env,
+    queue_warmup,
+    raise_if_died,
+    run_async,
+    slow_window,
+    summary,
+    workers_text,
+)
 from tests.bench.load import CellStats, run_cell
 from tests.bench.report import (
     BUSY_ELSEWHERE,
@@ -52,7 +67,6 @@ from tests.bench.report import (
     Goal,
     Row,
     attach_references,
-    bcrypt_ceiling_rps,
     format_goals,
     format_table,
     machine_info,
@@ -73,7 +87,6 @@ from tests.bench.workloads import (
 )
 from vaultpay_devstack.infra import scratch_dir
 from vaultpay_devstack.mesh import Mesh, MeshConfig, print_progress
-from vaultpay_wallet.settings import WalletSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PATHS = {"grpc": "gRPC", "http": "Envoy JSON"}
@@ -98,15 +111,7 @@ GOALS = {
     VERIFYPIN: Goal(0.85),
     PROBE: Goal(3.0, at_most=True),
 }
-# The production PIN cost: the wallet's own default (WALLET_PIN_BCRYPT_ROUNDS unset).
-PRODUCTION_PIN_ROUNDS = int(WalletSettings.model_fields["pin_bcrypt_rounds"].default)
 SETUP_PARALLEL = 4
-# A bcrypt-bound cell runs long enough for this many completions at its ceiling (not --quick),
-# but at most MAX_SLOW_WINDOW seconds.
-SLOW_COMPLETIONS = 40
-MAX_SLOW_WINDOW = 12.0
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -138,31 +143,6 @@ class Options:
         return max(most, self.pin_load if CONTENTION in self.workloads else 0)
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected e.g. 1,8,32, got {text!r}") from exc
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError("concurrency levels must be positive integers")
-    return values
-
-
-def _choice_list(choices: dict[str, str]) -> Any:
-    def parse(text: str) -> tuple[str, ...]:
-        values = tuple(part.strip().lower() for part in text.split(",") if part.strip())
-        unknown = [v for v in values if v not in choices]
-        if unknown or not values:
-            raise argparse.ArgumentTypeError(f"choose from {','.join(choices)}, got {text!r}")
-        return values
-
-    return parse
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.run",
@@ -170,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "direct gRPC and Envoy JSON.",
     )
     parser.add_argument(
-        "--concurrency", type=_int_list, help="worker counts, comma-separated (1,8,32)"
+        "--concurrency", type=int_list, help="worker counts, comma-separated (1,8,32)"
     )
     parser.add_argument("--seconds", type=float, help="measured seconds per cell (3)")
     parser.add_argument("--warmup", type=float, help="unmeasured warm-up seconds per cell (1)")
@@ -187,11 +167,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="mesh profile: dev = durable PostgreSQL (default); test = PostgreSQL without fsync",
     )
     parser.add_argument(
-        "--paths", type=_choice_list(PATHS), default=tuple(PATHS), help="grpc,http (both)"
+        "--paths", type=choice_list(PATHS), default=tuple(PATHS), help="grpc,http (both)"
     )
     parser.add_argument(
         "--workloads",
-        type=_choice_list(MEASURED),
+        type=choice_list(MEASURED),
         default=tuple(MEASURED),
         help=f"{','.join(MEASURED)} (all; the GetJwks baseline always runs)",
     )
@@ -234,7 +214,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
-    cores = _cores()
+    cores = available_cores()
     defaults = ((1, 4), 0.5, 0.2, 4, 2 * cores) if quick else ((1, 8, 32), 3.0, 1.0, 32, 4 * cores)
     options = Options(
         concurrency=args.concurrency or defaults[0],
@@ -259,32 +239,6 @@ def parse_args(argv: list[str] | None = None) -> Options:
     return options
 
 
-def _run_async(coro: Coroutine[Any, Any, T]) -> tuple[T, str]:
-    """Runs the client on uvloop when it is installed (cheaper per request), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro), "asyncio"
-    return uvloop.run(coro), "uvloop"
-
-
-def _bcrypt_ms(rounds: int) -> float:
-    """CPU time of one bcrypt hash at `rounds` on one core of this machine, in ms (median of 3).
-
-    CPU time, not wall time: on a busy shared machine the wall time of a hash includes the
-    time other processes held the core, which would lower the ceiling it is compared with.
-    """
-    import bcrypt
-
-    salt = bcrypt.gensalt(rounds)
-    samples = []
-    for _ in range(3):
-        began = time.thread_time()
-        bcrypt.hashpw(b"x" * 44, salt)  # both services hash a 44-byte HMAC-SHA256 in base64
-        samples.append((time.thread_time() - began) * 1000)
-    return statistics.median(samples)
-
-
 def _bcrypt_parallel_rps(rounds: int, threads: int) -> float:
     """Hashes per second with `threads` threads hashing at once (bcrypt releases the GIL): what
     the cores deliver in parallel, which on shared or SMT cores is less than cores / one hash."""
@@ -296,141 +250,6 @@ def _bcrypt_parallel_rps(rounds: int, threads: int) -> float:
         began = time.perf_counter()
         list(pool.map(lambda _: bcrypt.hashpw(b"x" * 44, salt), range(count)))
         return count / (time.perf_counter() - began)
-
-
-def envoy_rate_limit(bootstrap: Path) -> str | None:
-    """The local rate limit's token bucket in the Envoy config the mesh rendered, as text."""
-    try:
-        config = json.loads(bootstrap.read_text())
-    except (OSError, ValueError):
-        return None
-    found: list[dict[str, Any]] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            bucket = node.get("token_bucket")
-            if isinstance(bucket, dict):
-                found.append(bucket)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
-    return (
-        "; ".join(
-            f"{b.get('tokens_per_fill')} tokens per {b.get('fill_interval')}, "
-            f"burst {b.get('max_tokens')}"
-            for b in found
-        )
-        or None
-    )
-
-
-def _process_env(pid: int, name: str) -> str | None:
-    """Variable `name` in a running process's environment (Linux /proc), None if unreadable."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return None
-    prefix = name.encode() + b"="
-    for entry in raw.split(b"\0"):
-        if entry.startswith(prefix):
-            return entry[len(prefix) :].decode(errors="replace")
-    return None
-
-
-class BenchMesh(Mesh):
-    """The mesh with the wallet's PIN cost set apart from auth's password cost.
-
-    MeshConfig.bcrypt_rounds sets both AUTH_BCRYPT_ROUNDS and WALLET_PIN_BCRYPT_ROUNDS; the
-    bench keeps auth at --bcrypt-rounds (Login cells stay short) and runs the wallet at
-    --pin-bcrypt-rounds (production by default). The runner checks the running wallet's real
-    environment afterwards, so a change in how the mesh starts services cannot go unnoticed.
-    """
-
-    def __init__(self, config: MeshConfig, *, pin_bcrypt_rounds: int) -> None:
-        super().__init__(config)
-        self.pin_bcrypt_rounds = pin_bcrypt_rounds
-
-    def env_for(self, service: str, *, operator: bool = False) -> dict[str, str]:
-        env = super().env_for(service, operator=operator)
-        if "WALLET_PIN_BCRYPT_ROUNDS" in env:
-            env["WALLET_PIN_BCRYPT_ROUNDS"] = str(self.pin_bcrypt_rounds)
-        return env
-
-
-def _summary(stats: CellStats, cpu: CpuUsage | None = None) -> str:
-    p50, p99 = stats.quantile_ms(50), stats.quantile_ms(99)
-    text = f"    {stats.rps:.1f} req/s ({stats.ok} ok in {stats.seconds:g} s)"
-    if p50 is not None and p99 is not None:
-        text += f", p50 {p50:.2f} ms, p99 {p99:.2f} ms"
-    if cpu is not None:
-        text += f"\n    cores: outside the bench {cpu.other:.2f}, bench {cpu.ours:.2f} ("
-        text += ", ".join(f"{k} {v:.2f}" for k, v in _busiest(cpu.parts)) + ")"
-        if stats.rps > 0:
-            text += "; CPU ms per request: "
-            text += ", ".join(f"{k} {v:.2f}" for k, v in _busiest(cpu.ms_per_request(stats.rps)))
-    if stats.errors:
-        text += ", errors: " + ", ".join(f"{k} x{v}" for k, v in stats.errors.most_common())
-    return text
-
-
-def _workers(count: int) -> str:
-    return f"{count} worker{'' if count == 1 else 's'}"
-
-
-def _busiest(values: dict[str, float]) -> list[tuple[str, float]]:
-    """The components that used a noticeable share, busiest first."""
-    return sorted(((k, v) for k, v in values.items() if v >= 0.005), key=lambda kv: -kv[1])
-
-
-class MeshDiedError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class Bcrypt:
-    """One service's bcrypt cost and what one hash takes on a core here."""
-
-    rounds: int
-    ms: float
-
-    def ceiling(self, workers: int, cores: int) -> float:
-        return bcrypt_ceiling_rps(workers, cores, self.ms)
-
-
-def queue_warmup(warmup: float, workers: int, bcrypt_ms: float, cores: int) -> float:
-    """A bcrypt-bound cell's warm-up covers one pass through the server's bcrypt queue.
-
-    All workers start at once, so until every one of them has been served once the cell is not
-    in steady state; with cost 12 and 32 workers on 2 cores that takes ~4 s.
-    """
-    queue_s = workers * bcrypt_ms / 1000 / max(1, cores)
-    return max(warmup, round(1.2 * queue_s, 1))
-
-
-def slow_window(opts: Options, ceiling_rps: float) -> float:
-    """A bcrypt-bound cell's window: long enough for ~SLOW_COMPLETIONS requests at the
-    ceiling, so one request more or less moves the ratio by ~2 % (not in --quick)."""
-    if opts.quick or ceiling_rps <= 0:
-        return opts.seconds
-    return max(opts.seconds, min(MAX_SLOW_WINDOW, round(SLOW_COMPLETIONS / ceiling_rps, 1)))
-
-
-@dataclass
-class Progress:
-    """Numbers the cells ([3/38]) and tells the elapsed time, for the long full run."""
-
-    total: int
-    began: float
-    done: int = 0
-
-    def cell(self, text: str) -> None:
-        self.done += 1
-        elapsed = time.perf_counter() - self.began
-        print_progress(f"[{self.done}/{self.total}, {elapsed:.0f} s] {text}")
 
 
 class Runner:
@@ -570,7 +389,7 @@ class Runner:
         longer = ""
         if (warmup, window) != (self.opts.warmup, self.opts.seconds):
             longer = f" (warm-up {warmup:g} s, window {window:g} s)"
-        what = f"{workload} via {target.path}, {_workers(concurrency)}"
+        what = f"{workload} via {target.path}, {workers_text(concurrency)}"
         if section:
             what += " (idle, the reference for the next cell)"
         progress.cell(f"{what}{longer} ...")
@@ -588,7 +407,7 @@ class Runner:
             )
         finally:
             await session.close()
-        print(_summary(stats, cpu), flush=True)
+        print(summary(stats, cpu), flush=True)
         self.rows.append(
             self._row(
                 name or workload, target, stats, warmup, ceiling=ceiling, cpu=cpu, section=section
@@ -612,8 +431,8 @@ class Runner:
             window=window,
         )
         progress.cell(
-            f"{GETBALANCE} via {target.path}, {_workers(probe_workers)}, while "
-            f"{_workers(load_workers)} of VerifyPin saturate the CPU (warm-up {warmup:g} s, "
+            f"{GETBALANCE} via {target.path}, {workers_text(probe_workers)}, while "
+            f"{workers_text(load_workers)} of VerifyPin saturate the CPU (warm-up {warmup:g} s, "
             f"window {window:g} s) ..."
         )
         load = await target.open(VERIFYPIN, load_workers)
@@ -638,8 +457,8 @@ class Runner:
             )
         finally:
             await asyncio.gather(load.close(), probe.close())
-        print(_summary(probe_stats, cpu) + "  <- GetBalance", flush=True)
-        print(_summary(load_stats) + "  <- VerifyPin load", flush=True)
+        print(summary(probe_stats, cpu) + "  <- GetBalance", flush=True)
+        print(summary(load_stats) + "  <- VerifyPin load", flush=True)
         for workload, stats, bound in (
             (PROBE, probe_stats, None),
             (PROBE_LOAD, load_stats, ceiling),
@@ -651,21 +470,7 @@ class Runner:
         self._check_mesh()
 
     def _check_mesh(self) -> None:
-        if dead := self.mesh.exited():
-            raise MeshDiedError(
-                "mesh processes exited during the run: "
-                + ", ".join(f"{name} (code {code})" for name, code in dead.items())
-                + f"; logs in {self.mesh.log_dir}"
-            )
-
-
-def _exit_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the `with Mesh(...)` block stops every child."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
+        raise_if_died(self.mesh.exited(), self.mesh.log_dir)
 
 
 def _wallet_pin_rounds(mesh: Mesh, wanted: int) -> tuple[int, str | None]:
@@ -673,7 +478,7 @@ def _wallet_pin_rounds(mesh: Mesh, wanted: int) -> tuple[int, str | None]:
     process = mesh.services.get("wallet")
     if process is None:
         return wanted, "the wallet service is not running: no wallet cells"
-    seen = _process_env(process.popen.pid, "WALLET_PIN_BCRYPT_ROUNDS")
+    seen = process_env(process.popen.pid, "WALLET_PIN_BCRYPT_ROUNDS")
     if seen is None:
         return wanted, (
             f"could not read the wallet's environment to confirm its PIN cost; assuming {wanted}"
@@ -688,7 +493,7 @@ def _wallet_pin_rounds(mesh: Mesh, wanted: int) -> tuple[int, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    _exit_on_sigterm()
+    exit_on_sigterm()
     started = dt.datetime.now(dt.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     run_id = f"{stamp.lower()}-{uuid.uuid4().hex[:6]}"
@@ -738,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         with BenchMesh(config, pin_bcrypt_rounds=opts.pin_bcrypt_rounds) as mesh:
             rounds = int(mesh.env_for("auth")["AUTH_BCRYPT_ROUNDS"])
             print_progress(f"timing one bcrypt hash at cost {rounds} on this machine")
-            auth = Bcrypt(rounds, _bcrypt_ms(rounds))
+            auth = Bcrypt(rounds, bcrypt_ms(rounds))
             ceiling = auth.ceiling(cores, cores)
             notes.append(
                 f"bcrypt cost {rounds} (AUTH_BCRYPT_ROUNDS, --bcrypt-rounds): one "
@@ -762,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                     notes.append(problem)
                     print_progress(f"warning: {problem}")
                 print_progress(f"timing one bcrypt hash at PIN cost {pin_rounds} on this machine")
-                pin = Bcrypt(pin_rounds, _bcrypt_ms(pin_rounds))
+                pin = Bcrypt(pin_rounds, bcrypt_ms(pin_rounds))
                 parallel = _bcrypt_parallel_rps(pin_rounds, cores)
                 pin_ceiling = pin.ceiling(cores, cores)
                 production = " (production)" if pin_rounds == PRODUCTION_PIN_ROUNDS else ""
@@ -786,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
                 mesh.var_dir / "gateway" / "envoy.json"
             )
             runner = Runner(mesh, opts, auth=auth, pin=pin, cores=cores)
-            (rows, run_notes), loop_name = _run_async(runner.measure(run_id))
+            (rows, run_notes), loop_name = run_async(runner.measure(run_id))
             notes += run_notes
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)

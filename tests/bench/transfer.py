@@ -55,6 +55,24 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from tests.bench.cpu import CpuUsage, measure_window
+from tests.bench.harness import (
+    PRODUCTION_PIN_ROUNDS,
+    Bcrypt,
+    BenchMesh,
+    Progress,
+    available_cores,
+    bcrypt_ms,
+    choice_list,
+    envoy_rate_limit,
+    exit_on_sigterm,
+    int_list,
+    process_env,
+    queue_warmup,
+    raise_if_died,
+    run_async,
+    slow_window,
+    summary,
+)
 from tests.bench.load import CellStats, run_cell
 from tests.bench.report import (
     BUSY_ELSEWHERE,
@@ -66,25 +84,6 @@ from tests.bench.report import (
     format_table,
     machine_info,
     save_results,
-)
-from tests.bench.run import (
-    MAX_SLOW_WINDOW,
-    PRODUCTION_PIN_ROUNDS,
-    SLOW_COMPLETIONS,
-    Bcrypt,
-    BenchMesh,
-    MeshDiedError,
-    Progress,
-    _bcrypt_ms,
-    _choice_list,
-    _cores,
-    _exit_on_sigterm,
-    _int_list,
-    _process_env,
-    _run_async,
-    _summary,
-    envoy_rate_limit,
-    queue_warmup,
 )
 from tests.bench.transfer_pgbench import (
     FUNCTION,
@@ -182,7 +181,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "cost, two transfer processes; the ledger verified at the end.",
     )
     parser.add_argument(
-        "--concurrency", type=_int_list, help="client counts, comma-separated (8,32,64)"
+        "--concurrency", type=int_list, help="client counts, comma-separated (8,32,64)"
     )
     parser.add_argument("--seconds", type=float, help="measured seconds per cell (4)")
     parser.add_argument("--warmup", type=float, help="unmeasured warm-up seconds per cell (1)")
@@ -194,11 +193,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "test = PostgreSQL without fsync",
     )
     parser.add_argument(
-        "--paths", type=_choice_list(PATHS), default=tuple(PATHS), help="grpc,http (both)"
+        "--paths", type=choice_list(PATHS), default=tuple(PATHS), help="grpc,http (both)"
     )
     parser.add_argument(
         "--sections",
-        type=_choice_list(SECTIONS),
+        type=choice_list(SECTIONS),
         default=tuple(SECTIONS),
         help="uniform,hot,pin,two (all)",
     )
@@ -297,13 +296,6 @@ def _assignment(text: str) -> tuple[str, str]:
     if not sep or not name.isupper() or "_" not in name:
         raise argparse.ArgumentTypeError(f"expected e.g. TRANSFER_DB_POOL_SIZE=20, got {text!r}")
     return name, value
-
-
-def pin_window(opts: Options, ceiling_rps: float) -> float:
-    """A bcrypt-bound cell's window: ~SLOW_COMPLETIONS requests at the ceiling (not --quick)."""
-    if opts.quick or ceiling_rps <= 0:
-        return opts.seconds
-    return max(opts.seconds, min(MAX_SLOW_WINDOW, round(SLOW_COMPLETIONS / ceiling_rps, 1)))
 
 
 def cell_count(opts: Options) -> int:
@@ -667,12 +659,7 @@ class Runner:
         dead = self.mesh.exited()
         if self.extra is not None and (code := self.extra.exited()) is not None:
             dead[EXTRA_TRANSFER] = code
-        if dead:
-            raise MeshDiedError(
-                "mesh processes exited during the run: "
-                + ", ".join(f"{name} (code {code})" for name, code in dead.items())
-                + f"; logs in {self.mesh.log_dir}"
-            )
+        raise_if_died(dead, self.mesh.log_dir)
 
     async def _quiesce(self, after: str) -> None:
         """Waits until every outbox event (the notifications of the sends so far) is
@@ -724,7 +711,7 @@ class Runner:
             base_env=os.environ,
             components=self._components(),
         )
-        print(_summary(run.stats, run.cpu), flush=True)
+        print(summary(run.stats, run.cpu), flush=True)
         if run.stats.errors or run.returncode not in (0,):
             self._warn(f"pgbench {kind} ({section}, {clients} clients) said: {run.stderr_tail}")
         self._check_mesh()
@@ -776,7 +763,7 @@ class Runner:
             await session.close()
         opened = await self._sessions() - opened
         self.sessions[self._last_cell] = opened
-        print(_summary(stats, cpu), flush=True)
+        print(summary(stats, cpu), flush=True)
         print(f"    database sessions the services opened during the cell: {opened}", flush=True)
         self._check_mesh()
         return stats, cpu
@@ -825,10 +812,10 @@ class Runner:
         """PIN-checked SendMoney at the production cost against cores / bcrypt time."""
         opts = self.opts
         rounds = opts.production_pin_rounds
-        running = _process_env(self.mesh.services["wallet"].popen.pid, "WALLET_PIN_BCRYPT_ROUNDS")
+        running = process_env(self.mesh.services["wallet"].popen.pid, "WALLET_PIN_BCRYPT_ROUNDS")
         if running != str(rounds):
             self._warn(f"the wallet runs at PIN cost {running}, not {rounds}")
-        bcrypt = Bcrypt(rounds, _bcrypt_ms(rounds))
+        bcrypt = Bcrypt(rounds, bcrypt_ms(rounds))
         workers = len(production)
         ceiling = bcrypt.ceiling(workers, self.cores)
         self.mesh_info |= {
@@ -843,7 +830,7 @@ class Runner:
         )
         print_progress(self.notes[-1])
         warmup = queue_warmup(opts.warmup, workers, bcrypt.ms, self.cores)
-        window = pin_window(opts, ceiling)
+        window = slow_window(opts, ceiling)
         # Recipients among the ledger cells' wallets (production wallets only send).
         draw = Draw(accounts, 0, MAX_AMOUNT_MINOR)
         senders = list(production.all)
@@ -1063,12 +1050,12 @@ def format_ledger(check: LedgerCheck) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    _exit_on_sigterm()
+    exit_on_sigterm()
     started = dt.datetime.now(dt.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     run_id = f"{stamp.lower()}-{uuid.uuid4().hex[:6]}"
     machine = machine_info()
-    cores = _cores()
+    cores = available_cores()
     notes = [
         f"client and servers share the {cores} cores of this machine: the load generator "
         "(this process) or pgbench, auth, wallet, transfer, Envoy, PostgreSQL and Redis all "
@@ -1126,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pin_bcrypt_rounds": opts.pin_bcrypt_rounds,
             }
             try:
-                (rows, run_notes, ledger), loop_name = _run_async(runner.measure(run_id))
+                (rows, run_notes, ledger), loop_name = run_async(runner.measure(run_id))
             finally:
                 mesh_info = runner.mesh_info
                 drains = runner.drains

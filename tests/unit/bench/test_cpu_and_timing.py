@@ -11,16 +11,16 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from tests.bench.cpu import CpuSample, descendants_time, sample, usage_between
-from tests.bench.httpclient import HttpStatusError
-from tests.bench.load import classify_error
-from tests.bench.report import RATE_LIMITED
-from tests.bench.run import (
+from tests.bench.harness import (
     MAX_SLOW_WINDOW,
     PRODUCTION_PIN_ROUNDS,
-    parse_args,
     queue_warmup,
     slow_window,
 )
+from tests.bench.httpclient import HttpStatusError
+from tests.bench.load import classify_error
+from tests.bench.report import RATE_LIMITED
+from tests.bench.run import parse_args
 from tests.bench.workloads import PIN, HttpTarget, UserPool
 
 

@@ -9,14 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.run import MAX_SLOW_WINDOW, PRODUCTION_PIN_ROUNDS
-from tests.bench.transfer import (
-    add_endpoint,
-    cell_count,
-    healthy_endpoints,
-    parse_args,
-    pin_window,
-)
+from tests.bench.harness import MAX_SLOW_WINDOW, PRODUCTION_PIN_ROUNDS, slow_window
+from tests.bench.transfer import add_endpoint, cell_count, healthy_endpoints, parse_args
 from tests.bench.transfer_setup import Account, Accounts, limit_settings, user_id_of
 from tests.bench.transfer_workloads import Draw, HttpSends, Tally
 from tests.bench.workloads import PIN, UserPool
@@ -69,9 +63,9 @@ def test_cells_are_counted_for_the_progress_line() -> None:
 
 def test_the_pin_window_waits_for_enough_completions() -> None:
     opts = parse_args([])
-    assert pin_window(opts, 8.0) == 5.0  # 40 completions at 8/s
-    assert pin_window(opts, 1.0) == MAX_SLOW_WINDOW
-    assert pin_window(parse_args(["--quick"]), 8.0) == 0.5
+    assert slow_window(opts, 8.0) == 5.0  # 40 completions at 8/s
+    assert slow_window(opts, 1.0) == MAX_SLOW_WINDOW
+    assert slow_window(parse_args(["--quick"]), 8.0) == 0.5
 
 
 def test_a_send_never_goes_to_its_sender_and_the_hot_share_holds() -> None:

@@ -4,6 +4,7 @@ reasons of API.md."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -14,6 +15,7 @@ from tests.fakes.transfer import FakeLedger, FakeWalletGate
 from vaultpay_common.errors import DomainError, ErrorKind, ValidationError
 from vaultpay_common.idempotency import (
     IdempotencyKey,
+    IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
     request_fingerprint,
 )
@@ -269,3 +271,38 @@ async def test_withdraw_validates_the_bank_account(
     with pytest.raises(ValidationError) as caught:
         await service.withdraw(command)
     assert [v.field for v in caught.value.violations] == fields
+
+
+async def test_a_retry_while_the_first_attempt_is_on_its_way_is_in_use(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    """The first attempt waits at wallet; its retry must not run (it could be refused, and
+    the first commit afterwards against the answer the client kept)."""
+    at_wallet, release = asyncio.Event(), asyncio.Event()
+    verify = wallet.verify_pin
+
+    async def slow_verify(user_id: str, pin: str, check_id: str) -> str:
+        at_wallet.set()
+        await release.wait()
+        return await verify(user_id, pin, check_id)
+
+    wallet.verify_pin = slow_verify  # type: ignore[method-assign]
+    first = send(2_500)
+    running = asyncio.ensure_future(service.send_money(first))
+    await at_wallet.wait()
+    with pytest.raises(IdempotencyKeyInUseError):
+        await service.send_money(first)
+    release.set()
+    debit = await running
+    assert await service.send_money(first) == debit  # the claim is released: a replay
+    assert ledger.balances[ALICE_WALLET] == 7_500
+
+
+async def test_the_claim_is_released_when_a_movement_fails(
+    service: MovementService, ledger: FakeLedger
+) -> None:
+    wrong = send(1_000, pin="9999")
+    with pytest.raises(PassedThroughError):
+        await service.send_money(wrong)
+    with pytest.raises(PassedThroughError):  # the retry runs again, not IN_USE
+        await service.send_money(wrong)

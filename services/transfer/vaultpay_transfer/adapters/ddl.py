@@ -1,5 +1,14 @@
-"""The ledger's schema, functions, triggers and grants, from `sql/*.sql` (run by migration
-t0001 and nowhere else)."""
+"""The ledger's schema, functions, triggers and grants, from `sql/*.sql` (run by the transfer
+migrations and nowhere else).
+
+A migration's SQL never changes once it shipped, so each revision reads its own files:
+
+* t0001: `schema.sql`, `functions_t0001.sql` (the money functions as t0001 made them) and
+  `protect.sql`; its downgrade `drop.sql`;
+* t0002: `functions.sql` (the functions of today, CREATE OR REPLACE: owners and grants stay)
+  and `t0002_upgrade.sql`; its downgrade `t0002_downgrade.sql`, then `functions_t0001.sql`
+  again as CREATE OR REPLACE.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +17,17 @@ from importlib.resources import files
 
 from vaultpay_common.audit.tables import split_sql
 
-__all__ = ["ledger_ddl", "ledger_drop_ddl"]
+__all__ = [
+    "ledger_ddl",
+    "ledger_drop_ddl",
+    "ledger_t0002_ddl",
+    "ledger_t0002_downgrade_ddl",
+]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_FILES = ("schema.sql", "functions.sql", "protect.sql")
+_T0001_FILES = ("schema.sql", "functions_t0001.sql", "protect.sql")
+_T0001_FUNCTIONS = "functions_t0001.sql"
+_CREATE_FUNCTION = re.compile(r"^CREATE FUNCTION ", re.MULTILINE)
 
 
 def _script(name: str) -> str:
@@ -19,14 +35,29 @@ def _script(name: str) -> str:
 
 
 def ledger_ddl(app_role: str) -> list[str]:
-    """Every statement creating the ledger for `app_role`, in order."""
+    """Every statement creating the ledger for `app_role`, in order (t0001)."""
     if not _ROLE.match(app_role):
         raise ValueError(f"unsafe role name {app_role!r}")
     statements: list[str] = []
-    for name in _FILES:
+    for name in _T0001_FILES:
         statements += split_sql(_script(name).replace("__APP_ROLE__", f'"{app_role}"'))
     return statements
 
 
 def ledger_drop_ddl() -> list[str]:
+    """t0001's downgrade."""
     return split_sql(_script("drop.sql"))
+
+
+def ledger_t0002_ddl() -> list[str]:
+    """t0002: the money functions of today over t0001's, and the index it drops."""
+    statements = split_sql(_script("functions.sql"))
+    if any(not s.startswith("CREATE OR REPLACE FUNCTION ") for s in statements):
+        raise ValueError("functions.sql holds CREATE OR REPLACE FUNCTION statements only")
+    return statements + split_sql(_script("t0002_upgrade.sql"))
+
+
+def ledger_t0002_downgrade_ddl() -> list[str]:
+    """t0002's downgrade: the index back, then t0001's functions over today's."""
+    t0001 = _CREATE_FUNCTION.sub("CREATE OR REPLACE FUNCTION ", _script(_T0001_FUNCTIONS))
+    return split_sql(_script("t0002_downgrade.sql")) + split_sql(t0001)

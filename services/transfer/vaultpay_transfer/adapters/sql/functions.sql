@@ -14,20 +14,33 @@
 -- SECURITY DEFINER: the app role has no INSERT/UPDATE on the ledger tables and cannot change
 -- wallets.balance itself (protect.sql); these functions are the only way money moves.
 -- search_path is pinned with pg_catalog first.
+--
+-- This file holds the functions as they are now (CREATE OR REPLACE, applied by migration
+-- t0002 over t0001's, which functions_t0001.sql keeps for t0001 and t0002's downgrade).
+-- Every helper is PL/pgSQL, none LANGUAGE sql: PostgreSQL plans a SQL function's body anew
+-- each time a statement of another function calls it (its SET search_path also keeps it from
+-- being inlined), which cost a transfer more than half its CPU, while PL/pgSQL keeps the plan
+-- of each of its statements for the session. What they read, lock and write, and in which
+-- order, is exactly what t0001's did.
 
-CREATE FUNCTION transfer_new_reference() RETURNS text
-LANGUAGE sql
+CREATE OR REPLACE FUNCTION transfer_new_reference() RETURNS text
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
     -- 8 symbols of 5 bits each from gen_random_uuid() (pg_strong_random, a CSPRNG), from
     -- bytes whose low 5 bits are random (bytes 6 and 8 carry the UUID version/variant bits
     -- in their high bits only). No 0/O or 1/I, so a reference read aloud is unambiguous.
-    SELECT 'VP-TXN-' || string_agg(
-        substr('ABCDEFGHJKLMNPQRSTUVWXYZ23456789', (get_byte(b, i) % 32) + 1, 1), ''
-        ORDER BY i)
-    FROM (SELECT uuid_send(gen_random_uuid()) AS b) AS r,
-         unnest(ARRAY[0, 1, 2, 3, 4, 5, 9, 10]) AS i
+    b constant bytea := uuid_send(gen_random_uuid());
+    a constant text := 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789';
+BEGIN
+    RETURN 'VP-TXN-'
+        || substr(a, get_byte(b, 0) % 32 + 1, 1) || substr(a, get_byte(b, 1) % 32 + 1, 1)
+        || substr(a, get_byte(b, 2) % 32 + 1, 1) || substr(a, get_byte(b, 3) % 32 + 1, 1)
+        || substr(a, get_byte(b, 4) % 32 + 1, 1) || substr(a, get_byte(b, 5) % 32 + 1, 1)
+        || substr(a, get_byte(b, 9) % 32 + 1, 1) || substr(a, get_byte(b, 10) % 32 + 1, 1);
+END
 $$;
 
 -- The idempotency claim of a movement (vaultpay_common.idempotency's rule, in SQL): the
@@ -35,7 +48,7 @@ $$;
 -- idempotency_lock_key) makes a concurrent duplicate answer IN_USE; once held, a new
 -- snapshot sees the record of an earlier call that committed. Returns no row when the call
 -- may go on.
-CREATE FUNCTION transfer_claim(
+CREATE OR REPLACE FUNCTION transfer_claim(
     p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint
 ) RETURNS TABLE (outcome text, reply text)
 LANGUAGE plpgsql
@@ -68,24 +81,29 @@ $$;
 
 -- A FROZEN wallet counts as frozen while one of its freezes is in force (an expired one is
 -- already lifted for readers, wallet's `Wallet.current`), or when no freeze row explains it.
-CREATE FUNCTION transfer_is_frozen(p_wallet_id text, p_status text) RETURNS boolean
-LANGUAGE sql
+CREATE OR REPLACE FUNCTION transfer_is_frozen(p_wallet_id text, p_status text)
+RETURNS boolean
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-    SELECT p_status = 'FROZEN' AND (
+BEGIN
+    RETURN p_status = 'FROZEN' AND (
         EXISTS (SELECT 1 FROM wallet_freezes AS f
                 WHERE f.wallet_id = p_wallet_id AND (f.until IS NULL OR f.until > now()))
-        OR NOT EXISTS (SELECT 1 FROM wallet_freezes AS f WHERE f.wallet_id = p_wallet_id))
+        OR NOT EXISTS (SELECT 1 FROM wallet_freezes AS f WHERE f.wallet_id = p_wallet_id));
+END
 $$;
 
 -- The business day of a movement: limits reset at midnight Asia/Kolkata.
-CREATE FUNCTION transfer_business_day(p_at timestamptz) RETURNS date
-LANGUAGE sql
+CREATE OR REPLACE FUNCTION transfer_business_day(p_at timestamptz) RETURNS date
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (p_at AT TIME ZONE 'Asia/Kolkata')::date
+BEGIN
+    RETURN (p_at AT TIME ZONE 'Asia/Kolkata')::date;
+END
 $$;
 
 -- A wallet's effective caps for one action, read from wallet's own tables in the caller's
@@ -93,38 +111,56 @@ $$;
 --   base = the admin override's window if set, else the KYC tier's default setting;
 --   effective = min(base, the user's own limit) when the user set one.
 -- A missing default fails closed (a cap of 0).
-CREATE FUNCTION transfer_caps(
+CREATE OR REPLACE FUNCTION transfer_caps(
     p_wallet_id text, p_tier text, p_action text,
     OUT per_transaction bigint, OUT daily bigint, OUT monthly bigint
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+DECLARE
+    -- The three default keys, computed once: the statement below then looks them up by the
+    -- primary key instead of building them again for every settings row it reads.
+    v_prefix constant text := 'limits.tier_' || lower(p_tier) || '.' || p_action || '.';
+    v_per_transaction constant text := v_prefix || 'per_transaction';
+    v_daily constant text := v_prefix || 'daily';
+    v_monthly constant text := v_prefix || 'monthly';
+BEGIN
+    -- One statement: the defaults (at most one row per key) and both overrides (at most one
+    -- row per source: wallet_limit_overrides_key) each folded into one row.
     SELECT
-        coalesce(least(coalesce(a.per_transaction, d.per_transaction), u.per_transaction), 0),
-        coalesce(least(coalesce(a.daily, d.daily), u.daily), 0),
-        coalesce(least(coalesce(a.monthly, d.monthly), u.monthly), 0)
+        coalesce(least(coalesce(o.admin_per_transaction, d.per_transaction),
+                       o.user_per_transaction), 0),
+        coalesce(least(coalesce(o.admin_daily, d.daily), o.user_daily), 0),
+        coalesce(least(coalesce(o.admin_monthly, d.monthly), o.user_monthly), 0)
+    INTO per_transaction, daily, monthly
     FROM (
         SELECT
-            max(s.value::bigint) FILTER (WHERE s.key = k.prefix || 'per_transaction')
-                AS per_transaction,
-            max(s.value::bigint) FILTER (WHERE s.key = k.prefix || 'daily') AS daily,
-            max(s.value::bigint) FILTER (WHERE s.key = k.prefix || 'monthly') AS monthly
-        FROM (SELECT 'limits.tier_' || lower(p_tier) || '.' || p_action || '.' AS prefix) AS k
-        LEFT JOIN system_settings AS s
-            ON s.key IN (k.prefix || 'per_transaction', k.prefix || 'daily',
-                         k.prefix || 'monthly')
-    ) AS d
-    LEFT JOIN wallet_limit_overrides AS a
-        ON a.wallet_id = p_wallet_id AND a.source = 'ADMIN_OVERRIDE' AND a.action = p_action
-    LEFT JOIN wallet_limit_overrides AS u
-        ON u.wallet_id = p_wallet_id AND u.source = 'USER' AND u.action = p_action
+            max(s.value::bigint) FILTER (WHERE s.key = v_per_transaction) AS per_transaction,
+            max(s.value::bigint) FILTER (WHERE s.key = v_daily) AS daily,
+            max(s.value::bigint) FILTER (WHERE s.key = v_monthly) AS monthly
+        FROM system_settings AS s
+        WHERE s.key IN (v_per_transaction, v_daily, v_monthly)
+    ) AS d, (
+        SELECT
+            max(w.per_transaction) FILTER (WHERE w.source = 'ADMIN_OVERRIDE')
+                AS admin_per_transaction,
+            max(w.daily) FILTER (WHERE w.source = 'ADMIN_OVERRIDE') AS admin_daily,
+            max(w.monthly) FILTER (WHERE w.source = 'ADMIN_OVERRIDE') AS admin_monthly,
+            max(w.per_transaction) FILTER (WHERE w.source = 'USER') AS user_per_transaction,
+            max(w.daily) FILTER (WHERE w.source = 'USER') AS user_daily,
+            max(w.monthly) FILTER (WHERE w.source = 'USER') AS user_monthly
+        FROM wallet_limit_overrides AS w
+        WHERE w.wallet_id = p_wallet_id AND w.action = p_action
+          AND w.source IN ('ADMIN_OVERRIDE', 'USER')
+    ) AS o;
+END
 $$;
 
 -- The limit a movement of `p_amount` would break, checked under the wallet's row lock (so
 -- concurrent movements can never pass a limit together); no row when none.
-CREATE FUNCTION transfer_limit_refusal(
+CREATE OR REPLACE FUNCTION transfer_limit_refusal(
     p_wallet_id text, p_tier text, p_action text, p_amount bigint, p_day date,
     p_currency text
 ) RETURNS TABLE (outcome text, reply text)
@@ -167,20 +203,22 @@ $$;
 
 -- Records a movement against its wallet's limit usage (under the wallet's row lock); a
 -- negative amount gives usage back (a returned payout), never below zero.
-CREATE FUNCTION transfer_count_usage(
+CREATE OR REPLACE FUNCTION transfer_count_usage(
     p_wallet_id text, p_action text, p_day date, p_amount bigint
 ) RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+BEGIN
     INSERT INTO limit_usage AS u (wallet_id, action, day, used)
     VALUES (p_wallet_id, p_action, p_day, greatest(p_amount, 0))
-    ON CONFLICT (wallet_id, action, day) DO UPDATE SET used = greatest(u.used + p_amount, 0)
+    ON CONFLICT (wallet_id, action, day) DO UPDATE SET used = greatest(u.used + p_amount, 0);
+END
 $$;
 
 -- A new movement with a fresh reference (drawn again on the rare collision).
-CREATE FUNCTION transfer_open_movement(
+CREATE OR REPLACE FUNCTION transfer_open_movement(
     p_id uuid, p_kind text, p_currency text, p_amount bigint, p_at timestamptz,
     p_with_reference boolean
 ) RETURNS text
@@ -209,42 +247,52 @@ $$;
 
 -- The notification event of one side of a movement (delivered by the transfer relay to
 -- wallet's CreateNotification, deduplicated there by the event id).
-CREATE FUNCTION transfer_notify(p_user_id text, p_kind text, p_facts jsonb) RETURNS void
-LANGUAGE sql
+CREATE OR REPLACE FUNCTION transfer_notify(p_user_id text, p_kind text, p_facts jsonb)
+RETURNS void
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+BEGIN
     INSERT INTO outbox_events (event_id, producer, topic, key, payload)
     VALUES (gen_random_uuid(), 'transfer', 'notification.create', p_user_id,
-            p_facts || jsonb_build_object('user_id', p_user_id, 'kind', p_kind))
+            p_facts || jsonb_build_object('user_id', p_user_id, 'kind', p_kind));
+END
 $$;
 
 -- Stores the answer of a completed movement under its idempotency key.
-CREATE FUNCTION transfer_remember(
+CREATE OR REPLACE FUNCTION transfer_remember(
     p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_reply text
 ) RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+BEGIN
     INSERT INTO idempotency_records (caller, method, request_id, fingerprint, reply)
-    VALUES (p_caller, p_method, p_request_id, p_fingerprint, convert_to(p_reply, 'UTF8'))
+    VALUES (p_caller, p_method, p_request_id, p_fingerprint, convert_to(p_reply, 'UTF8'));
+END
 $$;
 
 -- The refusal for a wallet that may not move money out (or be topped up): closed, frozen.
-CREATE FUNCTION transfer_state_refusal(p_wallet_id text, p_status text) RETURNS text
-LANGUAGE sql
+CREATE OR REPLACE FUNCTION transfer_state_refusal(p_wallet_id text, p_status text)
+RETURNS text
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-    SELECT CASE
-        WHEN p_status = 'CLOSED' THEN 'WALLET_CLOSED'
-        WHEN transfer_is_frozen(p_wallet_id, p_status) THEN 'WALLET_FROZEN'
-    END
+BEGIN
+    IF p_status = 'CLOSED' THEN
+        RETURN 'WALLET_CLOSED';
+    ELSIF transfer_is_frozen(p_wallet_id, p_status) THEN
+        RETURN 'WALLET_FROZEN';
+    END IF;
+    RETURN NULL;
+END
 $$;
 
 -- SendMoney: the atomic P2P transfer.
-CREATE FUNCTION transfer_send_money(
+CREATE OR REPLACE FUNCTION transfer_send_money(
     p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint,
     p_user_id text, p_recipient_wallet_id text, p_amount bigint, p_currency text,
     p_note text
@@ -346,7 +394,7 @@ END
 $$;
 
 -- TopUp: external money enters through the clearing account (a system account, no row).
-CREATE FUNCTION transfer_top_up(
+CREATE OR REPLACE FUNCTION transfer_top_up(
     p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint,
     p_user_id text, p_amount bigint, p_currency text, p_payment_method text,
     p_payment_reference text, p_description text
@@ -425,7 +473,7 @@ $$;
 
 -- Withdraw: the money leaves the wallet at once into payouts-in-flight (a system account);
 -- the payout worker settles it to the clearing account or returns it (below).
-CREATE FUNCTION transfer_withdraw(
+CREATE OR REPLACE FUNCTION transfer_withdraw(
     p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint,
     p_user_id text, p_amount bigint, p_currency text, p_ifsc text, p_account_mask text,
     p_account_hash text, p_holder_name text
@@ -499,7 +547,9 @@ END
 $$;
 
 -- The payout worker's lease: due pending payouts, invisible to other workers for a while.
-CREATE FUNCTION transfer_lease_payouts(p_limit integer, p_lease_seconds double precision)
+CREATE OR REPLACE FUNCTION transfer_lease_payouts(
+    p_limit integer, p_lease_seconds double precision
+)
 RETURNS TABLE (transaction_id uuid, account_hash text, amount bigint, currency text,
                attempts integer)
 LANGUAGE sql
@@ -521,7 +571,7 @@ $$;
 
 -- The bank paid it out: payouts-in-flight -> clearing; the withdrawal completes. Idempotent:
 -- a payout already settled or returned is left as it is ('ALREADY_FINISHED').
-CREATE FUNCTION transfer_settle_payout(p_transaction_id uuid)
+CREATE OR REPLACE FUNCTION transfer_settle_payout(p_transaction_id uuid)
 RETURNS TABLE (outcome text, reply text)
 LANGUAGE plpgsql
 VOLATILE
@@ -558,7 +608,7 @@ $$;
 -- The bank refused it: payouts-in-flight -> the wallet, as a new credit (category WITHDRAW,
 -- pointing at the withdrawal), and the withdrawal becomes FAILED; its limit usage is given
 -- back. Idempotent like transfer_settle_payout.
-CREATE FUNCTION transfer_return_payout(p_transaction_id uuid, p_reason text)
+CREATE OR REPLACE FUNCTION transfer_return_payout(p_transaction_id uuid, p_reason text)
 RETURNS TABLE (outcome text, reply text)
 LANGUAGE plpgsql
 VOLATILE

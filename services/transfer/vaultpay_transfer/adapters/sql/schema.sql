@@ -83,6 +83,7 @@ CREATE INDEX wallet_transactions_wallet_idx
 CREATE INDEX wallet_transactions_pending_idx
     ON wallet_transactions (created_at DESC, id DESC) WHERE status = 'PENDING';
 CREATE INDEX wallet_transactions_reference_idx ON wallet_transactions (reference);
+-- (Dropped again by t0002: no query needs it; see t0002_upgrade.sql.)
 CREATE INDEX wallet_transactions_ledger_idx ON wallet_transactions (ledger_transaction_id);
 -- One movement per request_id and user, whatever the method: a request_id that moved money
 -- once can never move money again, even after its idempotency record expired.

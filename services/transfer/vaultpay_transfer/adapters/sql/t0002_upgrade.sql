@@ -1,0 +1,9 @@
+-- Migration t0002, run after functions.sql (the money functions of today, over t0001's).
+--
+-- wallet_transactions_ledger_idx goes: no query looks wallet-side rows up by their ledger
+-- transaction (the two sides of a movement share its reference, which
+-- wallet_transactions_reference_idx serves), and its foreign key never needs it either
+-- (ledger_transactions rows are never updated or deleted: protect.sql), so it only cost two
+-- index insertions per transfer.
+
+DROP INDEX wallet_transactions_ledger_idx;

@@ -1,0 +1,626 @@
+"""Migration t0002 (the cheaper money functions) on real PostgreSQL.
+
+* A new database (`vaultpay-transfer migrate`: t0001 then t0002) and one that was at t0001,
+  with money in it, before the same command upgraded it end in the same catalogue: functions
+  (definitions, owners, grants), tables and their grants, columns, indexes, constraints and
+  triggers. Its downgrade gives back exactly what t0001 made, and upgrading again gives back
+  the new database's catalogue.
+* The functions answer as t0001's did: one scripted history (every outcome of SendMoney,
+  TopUp and Withdraw, replays, payouts settled and returned, limit windows and overrides,
+  freezes in force, expired or unexplained) run against a database at t0001 and one at head
+  gives the same outcomes and replies, the same rows, balances, limit usage, idempotency
+  records and outbox events (ids, references and times aside), and transfer_caps the same
+  caps for every tier, action and override, a missing default included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.integration.transfer.conftest import plain_dsn, run_transfer_cli, transfer_env
+from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
+from vaultpay_devstack.infra import Infra
+from vaultpay_devstack.postgres import (
+    Provisioned,
+    deprovision,
+    provision,
+    run_sql,
+    unique_suffix,
+)
+from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN, WALLET_CHAIN
+
+pytestmark = pytest.mark.integration
+
+SEND = "/vaultpay.transfer.v1.TransferService/SendMoney"
+TOP_UP = "/vaultpay.transfer.v1.TransferService/TopUp"
+WITHDRAW = "/vaultpay.transfer.v1.TransferService/Withdraw"
+
+
+def _alembic(command_name: str, chain: MigrationChain, dbs: Provisioned, revision: str) -> None:
+    def work() -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(chain.script_location))
+        config.attributes.update(
+            database_url=dbs.vaultpay_owner_dsn,
+            app_role=dbs.vaultpay_app_role,
+            version_table=chain.version_table,
+        )
+        getattr(command, command_name)(config, revision)
+
+    with ThreadPoolExecutor(1) as pool:  # Alembic runs its own event loop
+        pool.submit(work).result()
+
+
+def _migrate_to_t0001(dbs: Provisioned) -> None:
+    for chain, revision in ((PLATFORM_CHAIN, "head"), (WALLET_CHAIN, "head")):
+        _alembic("upgrade", chain, dbs, revision)
+    _alembic("upgrade", TRANSFER_CHAIN, dbs, "t0001")
+
+
+def _migrate_with_cli(dbs: Provisioned, redis_url: str) -> None:
+    done = run_transfer_cli(transfer_env(dbs, redis_url), "migrate")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@dataclass(frozen=True)
+class Worlds:
+    new: Provisioned  # `vaultpay-transfer migrate` on an empty database: head
+    old: Provisioned  # t0001 only
+    upgraded: Provisioned  # t0001 with money in it, then `vaultpay-transfer migrate`
+    redis_url: str
+
+
+@pytest.fixture(scope="module")
+def worlds(infra: Infra, redis_url: str) -> Iterator[Worlds]:
+    admin = infra.postgres.admin_dsn
+    made: list[Provisioned] = []
+    try:
+        for _ in range(3):
+            password = secrets.token_urlsafe(24)
+            made.append(provision(admin, suffix=unique_suffix("m"), password=password))
+        new, old, upgraded = made
+        _migrate_with_cli(new, redis_url)
+        _migrate_to_t0001(old)
+        _migrate_to_t0001(upgraded)
+        yield Worlds(new, old, upgraded, redis_url)
+    finally:
+        for dbs in made:
+            deprovision(admin, dbs)
+
+
+# -- the catalogue -----------------------------------------------------------------------------
+
+_CATALOGUE = {
+    "functions": "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid),"
+    " pg_get_userbyid(p.proowner), coalesce(p.proacl::text, '')"
+    " FROM pg_proc AS p WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1",
+    "relations": "SELECT c.relname, c.relkind::text, pg_get_userbyid(c.relowner),"
+    " coalesce(c.relacl::text, '') FROM pg_class AS c"
+    " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind <> 'i' ORDER BY 1",
+    "columns": "SELECT table_name::text, column_name::text, data_type::text,"
+    " coalesce(column_default::text, ''), is_nullable::text FROM information_schema.columns"
+    " WHERE table_schema = 'public' ORDER BY 1, ordinal_position",
+    "indexes": "SELECT indexname::text, indexdef FROM pg_indexes"
+    " WHERE schemaname = 'public' ORDER BY 1",
+    "constraints": "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid)"
+    " FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+    "triggers": "SELECT tgrelid::regclass::text, tgname::text, pg_get_triggerdef(oid)"
+    " FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2",
+    "versions": "SELECT 'transfer', version_num::text FROM alembic_version_transfer",
+}
+
+
+def catalogue(dbs: Provisioned) -> dict[str, list[tuple[str, ...]]]:
+    """What the migrations made in `public`, role names made comparable across databases."""
+
+    def plain(value: Any) -> str:
+        return (
+            str(value)
+            .replace(dbs.vaultpay_owner_role, "<owner>")
+            .replace(dbs.vaultpay_app_role, "<app>")
+        )
+
+    async def read(conn: Any) -> dict[str, list[tuple[str, ...]]]:
+        return {
+            name: [tuple(plain(v) for v in row) for row in await conn.fetch(sql)]
+            for name, sql in _CATALOGUE.items()
+        }
+
+    return run_sql(plain_dsn(dbs.vaultpay_owner_dsn), read)
+
+
+def _differences(a: dict[str, list[tuple[str, ...]]], b: dict[str, list[tuple[str, ...]]]) -> Any:
+    return {
+        name: (sorted(set(a[name]) - set(b[name])), sorted(set(b[name]) - set(a[name])))
+        for name in a
+        if a[name] != b[name]
+    }
+
+
+def _top_up_and_send(dbs: Provisioned, tag: str) -> None:
+    """Two wallets, one funded and sending to the other, through the app role."""
+
+    async def work(conn: Any) -> None:
+        alice, bob = f"VPY-{tag}AAA0", f"VPY-{tag}BBB0"
+        await _owner_wallets(dbs, [(alice, f"u-{tag}-a", "FULL"), (bob, f"u-{tag}-b", "FULL")])
+        rid = str(uuid.uuid4())
+        row = await conn.fetchrow(
+            "SELECT * FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $6, 5000, 'INR', 'UPI', $7,"
+            " 'test')",
+            f"u-{tag}-a",
+            TOP_UP,
+            rid,
+            "a" * 64,
+            secrets.randbits(62),
+            f"u-{tag}-a",
+            f"ref-{rid}",
+        )
+        assert row["outcome"] == "OK", row
+        row = await conn.fetchrow(
+            "SELECT * FROM transfer_send_money($1, $2, gen_random_uuid(), $3, $4, $5, $6, 1200,"
+            " 'INR', 'x')",
+            f"u-{tag}-a",
+            SEND,
+            "b" * 64,
+            secrets.randbits(62),
+            f"u-{tag}-a",
+            bob,
+        )
+        assert row["outcome"] == "OK", row
+
+    run_sql(plain_dsn(dbs.vaultpay_app_dsn), work)
+
+
+async def _owner_wallets(dbs: Provisioned, wallets: list[tuple[str, str, str]]) -> None:
+    conn = await asyncpg.connect(plain_dsn(dbs.vaultpay_owner_dsn))
+    try:
+        await conn.executemany(
+            "INSERT INTO wallets (id, user_id, display_name, currency, balance, status, kyc_tier,"
+            " created_at, updated_at) VALUES ($1, $2, $1, 'INR', 0, 'ACTIVE', $3, now(), now())",
+            wallets,
+        )
+    finally:
+        await conn.close()
+
+
+def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores_t0001(
+    worlds: Worlds,
+) -> None:
+    new, old, upgraded = worlds.new, worlds.old, worlds.upgraded
+    before = catalogue(upgraded)
+    assert before == catalogue(old)
+    _top_up_and_send(upgraded, "UP")  # money moved by t0001's functions...
+
+    _migrate_with_cli(upgraded, worlds.redis_url)
+    after = catalogue(upgraded)
+    assert _differences(after, catalogue(new)) == {}
+    assert after["versions"] == [("transfer", "t0002")]
+    changed = _differences(before, after)
+    assert set(changed) == {"functions", "indexes", "versions"}, changed
+    assert [name for name, _ in changed["indexes"][0]] == ["wallet_transactions_ledger_idx"]
+    assert changed["indexes"][1] == []
+    _top_up_and_send(upgraded, "U2")  # ...and by t0002's, on the same tables
+
+    _alembic("downgrade", TRANSFER_CHAIN, upgraded, "t0001")
+    assert _differences(catalogue(upgraded), before) == {}
+    _top_up_and_send(upgraded, "D1")
+
+    _migrate_with_cli(upgraded, worlds.redis_url)
+    assert _differences(catalogue(upgraded), catalogue(new)) == {}
+    _top_up_and_send(upgraded, "U3")
+    verified = run_transfer_cli(transfer_env(upgraded, worlds.redis_url), "verify-ledger")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_no_helper_is_left_in_sql_and_the_app_role_may_still_only_execute(
+    worlds: Worlds,
+) -> None:
+    async def read(conn: Any) -> tuple[list[Any], list[Any]]:
+        languages = await conn.fetch(
+            "SELECT p.proname::text, l.lanname::text, p.prosecdef, p.proconfig::text"
+            " FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang"
+            " WHERE p.pronamespace = 'public'::regnamespace AND p.proname LIKE 'transfer\\_%'"
+            " ORDER BY 1"
+        )
+        writes = await conn.fetch(
+            "SELECT table_name::text, privilege_type::text FROM information_schema.table_privileges"
+            " WHERE grantee = $1 AND table_name = ANY($2::text[])"
+            " AND privilege_type <> 'SELECT'",
+            worlds.new.vaultpay_app_role,
+            [
+                "ledger_transactions",
+                "ledger_postings",
+                "wallet_transactions",
+                "top_up_payments",
+                "payouts",
+                "limit_usage",
+            ],
+        )
+        return list(languages), list(writes)
+
+    languages, writes = run_sql(plain_dsn(worlds.new.vaultpay_owner_dsn), read)
+    assert writes == []
+    in_sql = {r[0] for r in languages if r[1] == "sql"}
+    # The payout worker's lease is one top-level statement, not a helper of another function.
+    assert in_sql == {"transfer_lease_payouts"}
+    for name, _, _, config in languages:
+        assert config is not None and "search_path=pg_catalog" in config, name
+
+
+# -- the same history against t0001 and head ---------------------------------------------------
+
+_MASKED = {
+    "id",
+    "ledger_transaction_id",
+    "transaction_id",
+    "original_transaction_id",
+    "reference",
+    "created_at",
+    "completed_at",
+    "available_at",
+    "finished_at",
+    "event_id",
+}
+
+
+def _mask(value: Any) -> Any:
+    """Ids, references and times replaced by whether they are set."""
+    if isinstance(value, dict):
+        return {
+            k: (None if v is None else "<set>") if k in _MASKED else _mask(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def _reply(reply: str | None) -> Any:
+    return None if reply is None else _mask(json.loads(reply))
+
+
+class History:
+    """Runs the script against one database and records what it answers."""
+
+    def __init__(self, app: Any, owner: Any) -> None:
+        self.app, self.owner = app, owner
+        self.answers: list[tuple[str, str, Any]] = []
+        self.payouts: dict[str, str] = {}
+
+    @staticmethod
+    def key(label: str, fingerprint_of: str | None = None) -> tuple[str, str, int]:
+        digest = hashlib.sha256(label.encode()).digest()
+        request_id = str(uuid.UUID(bytes=digest[:16]))
+        fingerprint = hashlib.sha256((fingerprint_of or label).encode()).hexdigest()
+        return request_id, fingerprint, int.from_bytes(digest[16:24], "big", signed=True)
+
+    async def record(self, label: str, row: Any) -> tuple[str, Any]:
+        outcome, reply = row["outcome"], row["reply"]
+        self.answers.append((label, outcome, _reply(reply)))
+        return outcome, reply
+
+    async def send(
+        self,
+        label: str,
+        user: str,
+        to: str,
+        amount: int,
+        currency: str = "INR",
+        *,
+        same_key_as: str | None = None,
+        fingerprint_of: str | None = None,
+    ) -> str:
+        request_id, fingerprint, lock = self.key(same_key_as or label, fingerprint_of)
+        row = await self.app.fetchrow(
+            "SELECT * FROM transfer_send_money($1, $2, $3::uuid, $4, $5, $6, $7, $8, $9, $10)",
+            user,
+            SEND,
+            request_id,
+            fingerprint,
+            lock,
+            user,
+            to,
+            amount,
+            currency,
+            f"note {label}",
+        )
+        return (await self.record(label, row))[0]
+
+    async def top_up(
+        self,
+        label: str,
+        user: str,
+        amount: int,
+        currency: str = "INR",
+        *,
+        payment: str | None = None,
+        same_key_as: str | None = None,
+        fingerprint_of: str | None = None,
+    ) -> str:
+        request_id, fingerprint, lock = self.key(same_key_as or label, fingerprint_of)
+        row = await self.app.fetchrow(
+            "SELECT * FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $6, $7, $8, 'UPI', $9, $10)",
+            user,
+            TOP_UP,
+            request_id,
+            fingerprint,
+            lock,
+            user,
+            amount,
+            currency,
+            payment or f"upi-{label}",
+            f"top-up {label}",
+        )
+        return (await self.record(label, row))[0]
+
+    async def withdraw(self, label: str, user: str, amount: int) -> str:
+        request_id, fingerprint, lock = self.key(label)
+        row = await self.app.fetchrow(
+            "SELECT * FROM transfer_withdraw($1, $2, $3::uuid, $4, $5, $6, $7, 'INR',"
+            " 'HDFC0001234', 'XXXX1234', $8, 'Holder')",
+            user,
+            WITHDRAW,
+            request_id,
+            fingerprint,
+            lock,
+            user,
+            amount,
+            "c" * 64,
+        )
+        outcome, reply = await self.record(label, row)
+        if outcome == "OK":
+            self.payouts[label] = json.loads(reply)["id"]
+        return outcome
+
+    async def caps(self, label: str, wallet: str, tier: str, action: str) -> None:
+        row = await self.app.fetchrow(
+            "SELECT * FROM transfer_caps($1, $2, $3)", wallet, tier, action
+        )
+        self.answers.append((label, "CAPS", (row[0], row[1], row[2])))
+
+
+_WALLETS = [
+    # id, user, tier, currency, status, freeze: None | 'in force' | 'expired'
+    ("VPY-ALICE0", "u-alice", "FULL", "INR", "ACTIVE", None),
+    ("VPY-BOB000", "u-bob", "FULL", "INR", "ACTIVE", None),
+    ("VPY-CAROL0", "u-carol", "BASIC", "INR", "ACTIVE", None),
+    ("VPY-DAVE00", "u-dave", "NONE", "INR", "ACTIVE", None),
+    ("VPY-ERIN00", "u-erin", "FULL", "INR", "CLOSED", None),
+    ("VPY-FRANK0", "u-frank", "FULL", "INR", "FROZEN", "in force"),
+    ("VPY-GINA00", "u-gina", "FULL", "INR", "FROZEN", "expired"),
+    ("VPY-HANK00", "u-hank", "FULL", "INR", "FROZEN", None),
+    ("VPY-IVAN00", "u-ivan", "FULL", "USD", "ACTIVE", None),
+    ("VPY-JUDY00", "u-judy", "FULL", "INR", "ACTIVE", None),
+    ("VPY-KATE00", "u-kate", "BASIC", "INR", "ACTIVE", None),
+]
+# (wallet, source, action, per_transaction, daily, monthly)
+_OVERRIDES = [
+    ("VPY-JUDY00", "ADMIN_OVERRIDE", "send", None, 5_000, None),
+    ("VPY-JUDY00", "USER", "send", 3_000, None, None),
+    ("VPY-KATE00", "ADMIN_OVERRIDE", "send", None, None, 4_000),
+    ("VPY-KATE00", "USER", "withdraw", None, 900, 800),
+    ("VPY-CAROL0", "ADMIN_OVERRIDE", "top_up", 2_000_000, 6_000_000, 20_000_000),
+    ("VPY-CAROL0", "USER", "top_up", 1_500_000, None, 9_000_000),
+]
+
+
+async def _world(owner: Any) -> None:
+    for wallet, user, tier, currency, status, freeze in _WALLETS:
+        await owner.execute(
+            "INSERT INTO wallets (id, user_id, display_name, currency, balance, status, kyc_tier,"
+            " created_at, updated_at, closed_at) VALUES ($1, $2, $3, $4, 0, $5, $6, now(), now(),"
+            " CASE WHEN $5 = 'CLOSED' THEN now() END)",
+            wallet,
+            user,
+            f"Name of {user}",
+            currency,
+            "ACTIVE" if status == "FROZEN" else status,
+            tier,
+        )
+        if freeze is not None:
+            await owner.execute(
+                "INSERT INTO wallet_freezes (wallet_id, source, note, frozen_at, until, set_by)"
+                " VALUES ($1, 'ADMIN', '', now(), CASE WHEN $2 THEN now() - interval '1 hour'"
+                " END, 'test')",
+                wallet,
+                freeze == "expired",
+            )
+    await owner.executemany(
+        "INSERT INTO wallet_limit_overrides (wallet_id, source, action, per_transaction, daily,"
+        " monthly, set_by, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'test', now())",
+        _OVERRIDES,
+    )
+
+
+async def _freeze(owner: Any) -> None:
+    """The FROZEN wallets, after the money they need arrived."""
+    frozen = [w[0] for w in _WALLETS if w[4] == "FROZEN"]
+    await owner.execute("UPDATE wallets SET status = 'FROZEN' WHERE id = ANY($1::text[])", frozen)
+
+
+async def _script(h: History) -> None:
+    # Money in, and every refusal of TopUp.
+    for name in ("alice", "bob", "frank", "gina", "hank", "judy", "kate"):
+        assert await h.top_up(f"fund {name}", f"u-{name}", 100_000) == "OK"
+    assert await h.top_up("fund carol", "u-carol", 1_500_000) == "OK"
+    assert await h.top_up("fund ivan", "u-ivan", 100_000, "USD") == "OK"
+    await _freeze(h.owner)
+    assert await h.top_up("fund alice", "u-alice", 100_000) == "REPLAY"
+    await h.top_up("alice reuses", "u-alice", 1, same_key_as="fund alice", fingerprint_of="other")
+    await h.top_up("same payment", "u-bob", 10, payment="upi-fund alice")
+    await h.top_up("nobody tops up", "u-nobody", 10)
+    await h.top_up("closed tops up", "u-erin", 10)
+    await h.top_up("frozen tops up", "u-frank", 10)
+    await h.top_up("expired freeze tops up", "u-gina", 10)
+    await h.top_up("unexplained freeze tops up", "u-hank", 10)
+    await h.top_up("dollars into rupees", "u-ivan", 10)
+    await h.top_up("no kyc tops up", "u-dave", 10)
+    await h.top_up("carol over her own cap", "u-carol", 1_500_001)
+    await h.top_up("carol at her own cap", "u-carol", 1_500_000)
+    await h.top_up("carol again", "u-carol", 1_500_000)
+    await h.top_up("carol fills her day", "u-carol", 1_500_000)
+    await h.top_up("carol over her day", "u-carol", 1)
+    await h.top_up("basic over the tier", "u-kate", 1_000_001)
+    # SendMoney: success, replay, every refusal.
+    assert await h.send("alice pays bob", "u-alice", "VPY-BOB000", 2_500) == "OK"
+    await h.send("alice pays bob", "u-alice", "VPY-BOB000", 2_500)
+    await h.send(
+        "reuse", "u-alice", "VPY-BOB000", 2_500, same_key_as="alice pays bob", fingerprint_of="x"
+    )
+    await h.send("request of a top-up", "u-alice", "VPY-BOB000", 1, same_key_as="fund alice")
+    await h.send("nobody sends", "u-nobody", "VPY-BOB000", 1)
+    await h.send("to herself", "u-alice", "VPY-ALICE0", 1)
+    await h.send("to nobody", "u-alice", "VPY-ZZZZZZ", 1)
+    await h.send("closed sends", "u-erin", "VPY-BOB000", 1)
+    await h.send("to a closed wallet", "u-alice", "VPY-ERIN00", 1)
+    await h.send("to a frozen wallet", "u-alice", "VPY-FRANK0", 1)
+    await h.send("frozen sends", "u-frank", "VPY-BOB000", 1)
+    await h.send("expired freeze sends", "u-gina", "VPY-BOB000", 7)
+    await h.send("unexplained freeze sends", "u-hank", "VPY-BOB000", 1)
+    await h.send("dollars", "u-alice", "VPY-BOB000", 1, "USD")
+    await h.send("to dollars", "u-alice", "VPY-IVAN00", 1)
+    await h.send("no kyc sends", "u-dave", "VPY-BOB000", 1)
+    await h.send("more than she has", "u-bob", "VPY-ALICE0", 1_000_000)
+    await h.send("judy over her own cap", "u-judy", "VPY-ALICE0", 3_001)
+    await h.send("judy at her own cap", "u-judy", "VPY-ALICE0", 3_000)
+    await h.send("judy over the admin's day", "u-judy", "VPY-ALICE0", 2_001)
+    await h.send("judy fills the admin's day", "u-judy", "VPY-ALICE0", 2_000)
+    await h.send("kate", "u-kate", "VPY-ALICE0", 3_000)
+    await h.send("kate over the admin's month", "u-kate", "VPY-ALICE0", 1_001)
+    await h.send("carol over the tier", "u-carol", "VPY-ALICE0", 1_000_001)
+    # A duplicate while the first still runs (its lock held elsewhere).
+    _, _, lock = h.key("in use")
+    await h.owner.execute("SELECT pg_advisory_lock($1)", lock)
+    try:
+        await h.send("in use", "u-alice", "VPY-BOB000", 1)
+    finally:
+        await h.owner.execute("SELECT pg_advisory_unlock($1)", lock)
+    # Withdraw, and the payout worker settling one and returning the other.
+    assert await h.withdraw("alice withdraws", "u-alice", 1_000) == "OK"
+    assert await h.withdraw("bob withdraws", "u-bob", 2_000) == "OK"
+    await h.withdraw("bob withdraws too much", "u-bob", 10_000_000)
+    await h.withdraw("kate over her own day", "u-kate", 901)
+    await h.withdraw("kate over her own month", "u-kate", 850)
+    await h.withdraw("no kyc withdraws", "u-dave", 1)
+    leased = await h.app.fetch(
+        "SELECT amount, currency, attempts FROM transfer_lease_payouts(10, 60) ORDER BY amount"
+    )
+    h.answers.append(("lease", "LEASED", [tuple(r) for r in leased]))
+    for label, call in (
+        ("settle", "transfer_settle_payout($1::uuid)"),
+        ("settle again", "transfer_settle_payout($1::uuid)"),
+    ):
+        row = await h.app.fetchrow(f"SELECT * FROM {call}", h.payouts["alice withdraws"])
+        await h.record(label, row)
+    for label in ("return", "return again"):
+        row = await h.app.fetchrow(
+            "SELECT * FROM transfer_return_payout($1::uuid, 'ACCOUNT_CLOSED')",
+            h.payouts["bob withdraws"],
+        )
+        await h.record(label, row)
+    row = await h.app.fetchrow("SELECT * FROM transfer_settle_payout(gen_random_uuid())")
+    await h.record("settle nothing", row)
+    assert await h.withdraw("bob withdraws again", "u-bob", 2_000) == "OK"
+    # transfer_caps for every tier, action and override, then with a default missing.
+    for missing in (False, True):
+        if missing:
+            await h.owner.execute(
+                "DELETE FROM system_settings WHERE key = 'limits.tier_basic.top_up.daily'"
+            )
+        for wallet in ("VPY-ALICE0", "VPY-CAROL0", "VPY-JUDY00", "VPY-KATE00", "VPY-NONE00"):
+            for tier in ("NONE", "BASIC", "FULL"):
+                for action in ("send", "withdraw", "top_up"):
+                    await h.caps(f"caps {missing} {wallet} {tier} {action}", wallet, tier, action)
+    await h.top_up("kate without a default day", "u-kate", 10)
+
+
+_STATE = {
+    "wallets": "SELECT id, status, balance FROM wallets ORDER BY id",
+    "limit_usage": "SELECT wallet_id, action, day, used FROM limit_usage ORDER BY 1, 2, 3",
+    "sides": "SELECT row_to_json(t)::text FROM wallet_transactions AS t",
+    "movements": "SELECT kind, currency, amount, reference IS NULL FROM ledger_transactions",
+    "postings": "SELECT account, currency, amount FROM ledger_postings",
+    "payments": "SELECT payment_method, payment_reference FROM top_up_payments",
+    "payouts": "SELECT row_to_json(p)::text FROM payouts AS p",
+    "records": "SELECT caller, method, request_id::text, fingerprint,"
+    " convert_from(reply, 'UTF8') FROM idempotency_records",
+    "events": "SELECT producer, topic, key, payload::text, status FROM outbox_events",
+}
+
+
+async def _state(owner: Any) -> dict[str, list[Any]]:
+    state: dict[str, list[Any]] = {}
+    for name, sql in _STATE.items():
+        rows = [
+            tuple(_reply(v) if isinstance(v, str) and v.startswith("{") else v for v in r)
+            for r in await owner.fetch(sql)
+        ]
+        state[name] = sorted(rows, key=repr)
+    return state
+
+
+async def _history(dbs: Provisioned) -> tuple[list[tuple[str, str, Any]], dict[str, list[Any]]]:
+    owner = await asyncpg.connect(plain_dsn(dbs.vaultpay_owner_dsn))
+    app = await asyncpg.connect(plain_dsn(dbs.vaultpay_app_dsn))
+    try:
+        await _world(owner)
+        history = History(app, owner)
+        await _script(history)
+        return history.answers, await _state(owner)
+    finally:
+        await app.close()
+        await owner.close()
+
+
+async def test_the_functions_answer_and_write_exactly_as_t0001s(worlds: Worlds) -> None:
+    old_answers, old_state = await _history(worlds.old)
+    new_answers, new_state = await _history(worlds.new)
+    for old, new in zip(old_answers, new_answers, strict=True):
+        assert new == old
+    for name in _STATE:
+        assert new_state[name] == old_state[name], name
+    outcomes = {outcome for _, outcome, _ in new_answers}
+    # The script reaches every answer the functions have.
+    assert outcomes >= {
+        "OK",
+        "REPLAY",
+        "IDEMPOTENCY_KEY_REUSED",
+        "IDEMPOTENCY_KEY_IN_USE",
+        "PAYMENT_REFERENCE_USED",
+        "WALLET_NOT_FOUND",
+        "SELF_TRANSFER",
+        "RECIPIENT_NOT_FOUND",
+        "WALLET_CLOSED",
+        "WALLET_FROZEN",
+        "RECIPIENT_CLOSED",
+        "CURRENCY_MISMATCH",
+        "KYC_NOT_VERIFIED",
+        "PER_TRANSACTION_LIMIT_EXCEEDED",
+        "DAILY_LIMIT_EXCEEDED",
+        "MONTHLY_LIMIT_EXCEEDED",
+        "INSUFFICIENT_BALANCE",
+        "ALREADY_FINISHED",
+        "NOT_FOUND",
+    }, outcomes
+    answers = {label: (outcome, reply) for label, outcome, reply in new_answers}
+    assert answers["expired freeze sends"][0] == "OK"
+    assert answers["to a frozen wallet"][0] == "OK"
+    assert answers["caps False VPY-ALICE0 BASIC top_up"][1] == (1_000_000, 5_000_000, 10_000_000)
+    assert answers["caps True VPY-ALICE0 BASIC top_up"][1] == (1_000_000, 0, 10_000_000)
+    assert answers["caps True VPY-CAROL0 BASIC top_up"][1] == (1_500_000, 6_000_000, 9_000_000)
+    assert answers["caps True VPY-JUDY00 FULL send"][1] == (3_000, 5_000, 100_000_000)
+    assert answers["caps True VPY-KATE00 BASIC withdraw"][1] == (1_000_000, 900, 800)
+    assert answers["kate without a default day"][0] == "DAILY_LIMIT_EXCEEDED"

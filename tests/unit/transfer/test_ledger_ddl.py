@@ -1,0 +1,70 @@
+"""The ledger's migration SQL (vaultpay_transfer.adapters.ddl), without a server: t0001 runs
+exactly what it shipped with, and t0002 replaces every money function and nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from vaultpay_transfer.adapters.ddl import (
+    ledger_ddl,
+    ledger_t0002_ddl,
+    ledger_t0002_downgrade_ddl,
+)
+
+# sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
+# deployed databases must never change; a new revision changes what it must.
+T0001_SHA256 = "bf76287210f0b9c68f97ea100e2cff6bf5b6de9e8a260c5ac113bf675b48e3ee"
+_SIGNATURE = re.compile(r"^CREATE (?:OR REPLACE )?FUNCTION (\w+)\(")
+_LANGUAGE = re.compile(r"^LANGUAGE (\w+)$", re.MULTILINE)
+
+
+def _functions(statements: list[str]) -> dict[str, str]:
+    """name -> language of each function the statements create."""
+    found = {}
+    for statement in statements:
+        name = _SIGNATURE.match(statement)
+        if name:
+            language = _LANGUAGE.search(statement)
+            assert language is not None, name.group(1)
+            found[name.group(1)] = language.group(1)
+    return found
+
+
+def test_t0001_runs_exactly_what_it_shipped_with() -> None:
+    statements = ledger_ddl("vaultpay_app")
+    assert hashlib.sha256("\n;\n".join(statements).encode()).hexdigest() == T0001_SHA256
+
+
+def test_t0002_replaces_every_money_function_of_t0001_and_creates_none() -> None:
+    t0001 = _functions([s for s in ledger_ddl("vaultpay_app") if "FUNCTION transfer_" in s])
+    money = {name for name in t0001 if not name.startswith(("transfer_refuse", "transfer_check"))}
+    money.discard("transfer_guard_wallet_balance")  # protect.sql's triggers stay as they are
+    upgrade = ledger_t0002_ddl()
+    replaced = _functions(upgrade)
+    assert set(replaced) == money
+    assert all(s.startswith("CREATE OR REPLACE FUNCTION ") for s in upgrade[: len(replaced)])
+    assert upgrade[len(replaced) :] == ["DROP INDEX wallet_transactions_ledger_idx"]
+    # No helper is planned again at every call: only the payout worker's top-level lease
+    # (one statement, called on its own) stays a SQL function.
+    assert {name for name, language in replaced.items() if language == "sql"} == {
+        "transfer_lease_payouts"
+    }
+    assert {name for name, language in t0001.items() if language == "sql"} > {
+        "transfer_caps",
+        "transfer_state_refusal",
+        "transfer_notify",
+    }
+
+
+def test_the_downgrade_puts_back_t0001s_functions_and_its_index() -> None:
+    downgrade = ledger_t0002_downgrade_ddl()
+    assert downgrade[0] == (
+        "CREATE INDEX wallet_transactions_ledger_idx ON wallet_transactions (ledger_transaction_id)"
+    )
+    replaced = set(_functions(ledger_t0002_ddl()))
+    t0001 = [s for s in ledger_ddl("vaultpay_app") if set(_functions([s])) & replaced]
+    assert len(t0001) == len(replaced)
+    assert downgrade[1:] == [
+        s.replace("CREATE FUNCTION ", "CREATE OR REPLACE FUNCTION ", 1) for s in t0001
+    ]

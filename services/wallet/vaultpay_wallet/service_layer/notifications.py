@@ -214,15 +214,7 @@ class NotificationService:
         self._clock = clock
 
     async def create_notification(self, command: CreateNotification) -> CreatedNotification:
-        dedupe_key = check_dedupe_key(command.dedupe_key)
-        note = new_notification(
-            notification_id=str(uuid.uuid4()),
-            user_id=command.user_id,
-            kind=command.kind,
-            title=command.title,
-            body=command.body,
-            now=self._clock.now(),
-        )
+        note, dedupe_key = _validated(command, self._clock.now())
         async with self._uow() as uow:
             stored, created = await uow.notifications.add(note, dedupe_key)
             await uow.commit()

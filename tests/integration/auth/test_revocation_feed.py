@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,16 +22,17 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from tests.integration.auth.conftest import PASSWORD, SERVICE_SECRET, AuthStack, bearer
 from tests.integration.auth.stacks import own_auth_stack
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay.type.v1 import role_pb2
 from vaultpay_auth.adapters.revocations import SqlRevocationFeed
+from vaultpay_auth.domain.revocations import FeedCursor
 from vaultpay_auth.service_layer.revocations import RevocationFeedService
 from vaultpay_common.context import Principal, Role
-from vaultpay_common.db import create_engine
+from vaultpay_common.db import DatabaseUnavailableError, create_engine
 from vaultpay_common.errors import UnauthenticatedError
 from vaultpay_common.grpc.auth_client import (
     AuthUnavailableError,
@@ -447,3 +449,115 @@ async def test_a_cursor_auth_never_returned_makes_the_feed_start_over(auth: Auth
     with pytest.raises(FeedCursorRejectedError):  # auth answered INVALID_ARGUMENT
         await source("v1.not-a-cursor")
     assert (await source("")).caught_up
+
+
+async def test_a_read_gives_the_rows_as_the_database_holds_them(auth: AuthStack) -> None:
+    _, tokens = await auth.user_with_token()
+    await auth.public.Logout(auth_pb2.LogoutRequest(), metadata=bearer(tokens))
+    engine = create_engine(auth.dbs.auth_app_dsn, pool_size=1, application_name="feed-test")
+    feed = SqlRevocationFeed(engine)
+    try:
+        read = await feed.read(FeedCursor(), limit=100_000, look_back=timedelta(minutes=20))
+        async with engine.connect() as conn:
+            stored = (
+                await conn.execute(
+                    text(
+                        "SELECT xact_id::text AS x, sequence, user_id::text AS u, revoked_at, "
+                        "reason FROM session_revocations WHERE session_id = :sid"
+                    ),
+                    {"sid": _sid(tokens)},
+                )
+            ).one()
+        (row,) = [r for r in read.rows if r.revoked.session_id == _sid(tokens)]
+        assert (row.xact_id, row.sequence) == (int(stored.x), stored.sequence)
+        assert row.revoked.user_id == stored.u
+        assert row.revoked.revoked_at == stored.revoked_at
+        assert row.revoked.revoked_at.tzinfo is not None
+        assert row.revoked.revoke_reason == stored.reason == "logout"
+        assert [(r.xact_id, r.sequence) for r in read.rows] == sorted(
+            (r.xact_id, r.sequence) for r in read.rows
+        )
+        assert 0 < read.horizon <= read.newest
+        # Mid-pass, after that row: only what follows it, in the same order.
+        after = await feed.read(
+            FeedCursor(read.horizon, (row.xact_id, row.sequence)),
+            limit=100_000,
+            look_back=timedelta(minutes=20),
+        )
+        position = (row.xact_id, row.sequence)
+        expected = [
+            (r.xact_id, r.sequence) for r in read.rows if (r.xact_id, r.sequence) > position
+        ]
+        got = [(r.xact_id, r.sequence) for r in after.rows]
+        assert got[: len(expected)] == expected  # (anything revoked since comes after)
+        assert all(key > position for key in got)
+        # The limit is the statement's.
+        one = await feed.read(FeedCursor(), limit=1, look_back=timedelta(minutes=20))
+        assert len(one.rows) == 1
+        assert one.rows[0].sequence == read.rows[0].sequence
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_at_the_top_of_the_cursor_range_answers_nothing(auth: AuthStack) -> None:
+    top = 2**64 - 1
+    engine = create_engine(auth.dbs.auth_app_dsn, pool_size=1, application_name="feed-test")
+    feed = SqlRevocationFeed(engine)
+    try:
+        for cursor in (FeedCursor(top), FeedCursor(top, (top, top))):
+            read = await feed.read(cursor, limit=10, look_back=timedelta(minutes=20))
+            assert read.rows == []
+            assert 0 < read.horizon <= read.newest < top
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_without_a_database_is_database_unavailable(auth: AuthStack) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    dsn = make_url(auth.dbs.auth_app_dsn).set(port=closed)
+    engine = create_engine(
+        dsn.render_as_string(hide_password=False), pool_size=1, application_name="feed-test"
+    )
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            await SqlRevocationFeed(engine).read(
+                FeedCursor(), limit=10, look_back=timedelta(minutes=20)
+            )
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_lost_between_reads_fails_one_read_then_recovers(
+    auth: AuthStack,
+) -> None:
+    engine = create_engine(auth.dbs.auth_app_dsn, pool_size=1, application_name="feed-lost")
+    killer = create_engine(auth.dbs.auth_app_dsn, pool_size=1, application_name="feed-killer")
+    feed = SqlRevocationFeed(engine)
+    look_back = timedelta(minutes=20)
+    try:
+        await feed.read(FeedCursor(), limit=10, look_back=look_back)  # pooled, prepared
+        async with killer.connect() as conn:
+            ended = (
+                await conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = 'feed-lost'"
+                    )
+                )
+            ).scalar_one()
+        assert ended == 1
+        started = time.monotonic()
+        while True:  # until the server's FATAL has reached the pooled connection
+            try:
+                await feed.read(FeedCursor(), limit=10, look_back=look_back)
+            except DatabaseUnavailableError:
+                break
+            assert time.monotonic() - started < 5, "the lost connection was never noticed"
+            await asyncio.sleep(0.01)
+        read = await feed.read(FeedCursor(), limit=10, look_back=look_back)  # a new connection
+        assert read.horizon > 0
+    finally:
+        await engine.dispose()
+        await killer.dispose()

@@ -1,4 +1,5 @@
-"""The wallet's SQL adapters on a real PostgreSQL, with migration w0001 applied by Alembic.
+"""The wallet's SQL adapters on a real PostgreSQL, with migrations w0001-w0003 applied by
+Alembic (w0003: the PIN check fast path's functions).
 
 Proves what fakes cannot: the PIN counter under 30 concurrent wrong PINs (at most 3 counted,
 exactly one lockout), the balance CHECK, the id-collision retry on the real unique key, the
@@ -55,8 +56,11 @@ from vaultpay_wallet.service_layer.ports import WalletFilter, WalletUnitOfWork
 from vaultpay_wallet.service_layer.settings import SettingsService
 from vaultpay_wallet.service_layer.wallets import WalletService
 
-_WALLET_MIGRATION = (
-    Path(__file__).resolve().parents[3] / "services/wallet/migrations/versions/0001_wallets.py"
+_VERSIONS = Path(__file__).resolve().parents[3] / "services/wallet/migrations/versions"
+_WALLET_MIGRATIONS = (
+    "0001_wallets.py",
+    "0002_ip_trust_notifications.py",
+    "0003_pin_check_functions.py",
 )
 _ENV = """from vaultpay_common.migrations import run_env
 from vaultpay_wallet.adapters.metadata import metadata
@@ -67,12 +71,13 @@ run_env(metadata)
 
 @pytest.fixture(scope="module")
 def migrated(databases: Provisioned, tmp_path_factory: pytest.TempPathFactory) -> Provisioned:
-    """Platform chain + this migration alone (a private script dir, so later revisions of
+    """Platform chain + these migrations alone (a private script dir, so later revisions of
     other engineers do not take part in this test)."""
     scripts = tmp_path_factory.mktemp("wallet_migrations")
     (scripts / "versions").mkdir()
     (scripts / "env.py").write_text(_ENV)
-    shutil.copy(_WALLET_MIGRATION, scripts / "versions" / "0001_wallets.py")
+    for name in _WALLET_MIGRATIONS:
+        shutil.copy(_VERSIONS / name, scripts / "versions" / name)
     upgrade_all(
         [PLATFORM_CHAIN, MigrationChain("wallet", scripts, "alembic_version_wallet")],
         databases.vaultpay_owner_dsn,

@@ -1,32 +1,40 @@
-"""The common case of a keyed PIN check through asyncpg: two short transactions of three
-statements each, instead of three transactions of some twenty statements through the unit of
-work (the PIN check was three quarters of the wallet's time per SendMoney).
+"""The common case of a keyed PIN check through asyncpg: one statement per phase, calling a
+PL/pgSQL function of migration w0003 (sql/pin_check.sql), instead of three transactions of
+some twenty statements through the unit of work (the PIN check was three quarters of the
+wallet's time per SendMoney), or the two transactions of five round trips each it took
+before w0003.
 
-Reserve: BEGIN; the advisory locks of both idempotency keys (as `SqlIdempotencyRecords.claim`
-takes them); one statement that locks the wallet row when it is ACTIVE without freezes and
-neither key has a stored reply, and counts the attempt when fewer than three are counted;
-the reservation stored under the "#reserve" key; COMMIT.
-Settle a right PIN: BEGIN; the key's advisory lock; one statement that locks the same kind of
-wallet row and clears the counter when the PIN is still the one checked and the key has no
-reply; the OK reply stored; COMMIT.
+Reserve, `wallet_pin_reserve`: the advisory locks of both idempotency keys (as
+`SqlIdempotencyRecords.claim` takes them); one statement that locks the wallet row when it
+is ACTIVE without freezes and neither key has a stored reply, and counts the attempt when
+fewer than three are counted; the reservation stored under the "#reserve" key (the function
+writes `encode(reservation)`'s bytes itself, as it alone knows the attempt: the SQL file
+says how, a test compares the two).
+Settle a right PIN, `wallet_pin_settle_match`: the key's advisory lock; one statement that
+locks the same kind of wallet row and clears the counter when the PIN is still the one
+checked and the key has no reply; the OK reply stored.
 
 The locks are taken in a statement of their own so the next one reads with a snapshot taken
-after they were granted (READ COMMITTED), as the unit of work's claim does. Whenever a
-condition does not hold the transaction rolls back having changed nothing and the use case
-takes the general path (service_layer/pins.py), which has every rule and every refusal: the
-two paths share the lockout counter, the keys and the stored replies.
+after they were granted (READ COMMITTED), as the unit of work's claim does. The call runs
+outside any explicit transaction, so its implicit transaction commits before the answer
+comes back. Whenever a condition does not hold the function writes nothing and answers no
+row / false, and the use case takes the general path (service_layer/pins.py), which has
+every rule and every refusal: the two paths share the lockout counter, the keys and the
+stored replies.
 
 Failures: no connection -> DatabaseUnavailableError, as is a connection lost during a call
-(it is discarded; a retry with the same key replays what committed). The reservation honours
-the caller's deadline; the settlement, which runs on after its caller is gone, has the
-engine's statement timeout only.
+(it is discarded; a retry with the same key replays what committed). A unique violation on
+the idempotency insert undoes the whole call -> IdempotencyKeyInUseError. The reservation
+honours the caller's deadline (a deadline that runs out while the committed answer is on its
+way reports DeadlineExceededError for an attempt counted and stored, which a retry with the
+key replays, as after a lost connection); the settlement, which runs on after its caller is
+gone, has the engine's statement timeout only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,54 +52,17 @@ from vaultpay_wallet.service_layer.results import PinReservation
 
 __all__ = ["PgPinCheckFastPath"]
 
-_LOCK_BOTH = "SELECT pg_try_advisory_xact_lock($1) AND pg_try_advisory_xact_lock($2)"
-_LOCK_ONE = "SELECT pg_try_advisory_xact_lock($1)"
-
-# $1 user, $2 caller, $3 request id, $4 the key's method, $5 the reserve key's method,
-# $6 now, $7 the attempts limit, $8 ACTIVE.
-_RESERVE = """
-WITH target AS (
-    SELECT w.id FROM wallets w
-    WHERE w.user_id = $1 AND w.status = $8
-      AND NOT EXISTS (SELECT 1 FROM wallet_freezes f WHERE f.wallet_id = w.id)
-      AND NOT EXISTS (SELECT 1 FROM idempotency_records r
-                      WHERE r.caller = $2 AND r.request_id = $3::uuid AND r.method IN ($4, $5))
-    FOR UPDATE OF w
+_RESERVE = (
+    "SELECT r_wallet_id, r_attempt, r_pin_hash, r_pin_updated_at FROM wallet_pin_reserve("
+    "$1::text, $2::text, $3::uuid, $4::text, $5::timestamptz, $6::integer, $7::text,"
+    " $8::bigint, $9::bigint, $10::text, $11::text, $12::uuid, $13::text)"
 )
-UPDATE wallet_pins p
-SET failed_attempts = p.failed_attempts + 1, last_attempt_at = $6
-FROM target
-WHERE p.wallet_id = target.id AND p.failed_attempts < $7
-RETURNING p.wallet_id, p.failed_attempts, p.pin_hash, p.updated_at
-"""
-
-# $1 wallet, $2 caller, $3 request id, $4 method, $5 the PIN's updated_at when reserved,
-# $6 ACTIVE.
-_CLEAR = """
-WITH target AS (
-    SELECT w.id FROM wallets w
-    WHERE w.id = $1 AND w.status = $6
-      AND NOT EXISTS (SELECT 1 FROM wallet_freezes f WHERE f.wallet_id = w.id)
-      AND NOT EXISTS (SELECT 1 FROM idempotency_records r
-                      WHERE r.caller = $2 AND r.request_id = $3::uuid AND r.method = $4)
-    FOR UPDATE OF w
+_SETTLE_MATCH = (
+    "SELECT wallet_pin_settle_match($1::text, $2::timestamptz, $3::text, $4::bigint,"
+    " $5::text, $6::text, $7::uuid, $8::text, $9::bytea)"
 )
-UPDATE wallet_pins p SET failed_attempts = 0
-FROM target
-WHERE p.wallet_id = target.id AND p.updated_at = $5
-RETURNING p.wallet_id
-"""
-
-_SAVE = """
-INSERT INTO idempotency_records (caller, method, request_id, fingerprint, reply)
-VALUES ($1, $2, $3::uuid, $4, $5)
-"""
 
 _ACTIVE = WalletStatus.ACTIVE.value
-
-
-def _save_args(key: IdempotencyKey, reply: bytes) -> tuple[Any, ...]:
-    return (key.caller, key.method, key.request_id, key.fingerprint, reply)
 
 
 class PgPinCheckFastPath:
@@ -106,74 +77,60 @@ class PgPinCheckFastPath:
         key: IdempotencyKey,
         reserve_key: IdempotencyKey,
         now: datetime,
-        encode: Callable[[PinReservation], bytes],
+        encode: Callable[[PinReservation], bytes],  # what wallet_pin_reserve writes
     ) -> tuple[PinReservation, str] | None:
         left = remaining_seconds()
         if left is not None and left <= 0:
             raise DeadlineExceededError()
         try:
-            async with borrowed_driver(self._engine) as driver, driver.transaction():
-                if not await driver.fetchval(
-                    _LOCK_BOTH, lock_of(key), lock_of(reserve_key), timeout=left
-                ):
-                    return None
+            async with borrowed_driver(self._engine) as driver:
                 row = await driver.fetchrow(
                     _RESERVE,
                     user_id,
                     key.caller,
                     key.request_id,
                     key.method,
-                    reserve_key.method,
                     now,
                     MAX_FAILED_PIN_ATTEMPTS,
                     _ACTIVE,
+                    lock_of(key),
+                    lock_of(reserve_key),
+                    reserve_key.caller,
+                    reserve_key.method,
+                    reserve_key.request_id,
+                    reserve_key.fingerprint,
                     timeout=left,
                 )
-                if row is None:
-                    raise _NotTheCommonCaseError()
-                reservation = PinReservation(
-                    row["wallet_id"], row["failed_attempts"], row["updated_at"]
-                )
-                await driver.execute(
-                    _SAVE, *_save_args(reserve_key, encode(reservation)), timeout=left
-                )
-            return reservation, str(row["pin_hash"])
-        except _NotTheCommonCaseError:
-            return None
         except asyncpg.UniqueViolationError as exc:  # as SqlIdempotencyRecords.save
             raise IdempotencyKeyInUseError() from exc
         except (TimeoutError, asyncpg.QueryCanceledError) as exc:
             raise DeadlineExceededError() from exc
         except LOST_CONNECTION as exc:
             raise DatabaseUnavailableError() from exc
+        if row is None:
+            return None
+        reservation = PinReservation(row[0], row[1], row[3])
+        return reservation, str(row[2])
 
     async def settle_match(
         self, reservation: PinReservation, key: IdempotencyKey, reply: bytes
     ) -> bool:
         try:
-            async with borrowed_driver(self._engine) as driver, driver.transaction():
-                if not await driver.fetchval(_LOCK_ONE, lock_of(key)):
-                    return False
-                cleared = await driver.fetchval(
-                    _CLEAR,
+            async with borrowed_driver(self._engine) as driver:
+                settled = await driver.fetchval(
+                    _SETTLE_MATCH,
                     reservation.wallet_id,
-                    key.caller,
-                    key.request_id,
-                    key.method,
                     reservation.pin_updated_at,
                     _ACTIVE,
+                    lock_of(key),
+                    key.caller,
+                    key.method,
+                    key.request_id,
+                    key.fingerprint,
+                    reply,
                 )
-                if cleared is None:
-                    raise _NotTheCommonCaseError()
-                await driver.execute(_SAVE, *_save_args(key, reply))
-            return True
-        except _NotTheCommonCaseError:
-            return False
         except asyncpg.UniqueViolationError as exc:
             raise IdempotencyKeyInUseError() from exc
         except LOST_CONNECTION as exc:
             raise DatabaseUnavailableError() from exc
-
-
-class _NotTheCommonCaseError(Exception):
-    """Rolls the transaction back: the general path decides."""
+        return settled is True

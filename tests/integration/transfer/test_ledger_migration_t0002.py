@@ -207,11 +207,14 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0002")]
+    assert after["versions"] == [("transfer", "t0003")]
     changed = _differences(before, after)
-    assert set(changed) == {"functions", "indexes", "versions"}, changed
+    # t0003 (after t0002) adds a trigger on wallets and its function.
+    assert set(changed) == {"functions", "indexes", "triggers", "versions"}, changed
     assert [name for name, _ in changed["indexes"][0]] == ["wallet_transactions_ledger_idx"]
     assert changed["indexes"][1] == []
+    assert changed["triggers"][0] == []
+    assert [t[1] for t in changed["triggers"][1]] == ["wallets_close_without_pending_withdrawal"]
     _top_up_and_send(upgraded, "U2")  # ...and by t0002's, on the same tables
 
     _alembic("downgrade", TRANSFER_CHAIN, upgraded, "t0001")

@@ -10,6 +10,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_ddl,
     ledger_t0002_ddl,
     ledger_t0002_downgrade_ddl,
+    ledger_t0003_ddl,
+    ledger_t0003_downgrade_ddl,
 )
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -67,4 +69,16 @@ def test_the_downgrade_puts_back_t0001s_functions_and_its_index() -> None:
     assert len(t0001) == len(replaced)
     assert downgrade[1:] == [
         s.replace("CREATE FUNCTION ", "CREATE OR REPLACE FUNCTION ", 1) for s in t0001
+    ]
+
+
+def test_t0003_adds_the_close_trigger_on_wallets_and_its_downgrade_drops_it() -> None:
+    upgrade = ledger_t0003_ddl()
+    assert _functions(upgrade) == {"transfer_refuse_close_with_pending_withdrawal": "plpgsql"}
+    assert upgrade[1].startswith("CREATE TRIGGER wallets_close_without_pending_withdrawal\n")
+    assert "BEFORE UPDATE OF status ON wallets" in upgrade[1]
+    assert len(upgrade) == 2
+    assert ledger_t0003_downgrade_ddl() == [
+        "DROP TRIGGER wallets_close_without_pending_withdrawal ON wallets",
+        "DROP FUNCTION transfer_refuse_close_with_pending_withdrawal()",
     ]

@@ -7,7 +7,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   `protect.sql`; its downgrade `drop.sql`;
 * t0002: `functions.sql` (the functions of today, CREATE OR REPLACE: owners and grants stay)
   and `t0002_upgrade.sql`; its downgrade `t0002_downgrade.sql`, then `functions_t0001.sql`
-  again as CREATE OR REPLACE.
+  again as CREATE OR REPLACE;
+* t0003: `t0003_upgrade.sql` (no wallet closes with a withdrawal pending); its downgrade
+  `t0003_downgrade.sql`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ __all__ = [
     "ledger_drop_ddl",
     "ledger_t0002_ddl",
     "ledger_t0002_downgrade_ddl",
+    "ledger_t0003_ddl",
+    "ledger_t0003_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -61,3 +65,13 @@ def ledger_t0002_downgrade_ddl() -> list[str]:
     """t0002's downgrade: the index back, then t0001's functions over today's."""
     t0001 = _CREATE_FUNCTION.sub("CREATE OR REPLACE FUNCTION ", _script(_T0001_FUNCTIONS))
     return split_sql(_script("t0002_downgrade.sql")) + split_sql(t0001)
+
+
+def ledger_t0003_ddl() -> list[str]:
+    """t0003: the trigger refusing to close a wallet with a withdrawal still pending."""
+    return split_sql(_script("t0003_upgrade.sql"))
+
+
+def ledger_t0003_downgrade_ddl() -> list[str]:
+    """t0003's downgrade: the trigger and its function go."""
+    return split_sql(_script("t0003_downgrade.sql"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -69,6 +70,7 @@ _LEASE = (
 )
 _SETTLE = "SELECT outcome, reply FROM transfer_settle_payout($1::uuid)"
 _RETURN = "SELECT outcome, reply FROM transfer_return_payout($1::uuid, $2::text)"
+_WALLET_STATUS = "SELECT status FROM wallets WHERE id = $1"
 _REQUEST_INDEX = "wallet_transactions_request_idx"
 
 
@@ -221,7 +223,14 @@ class PgLedger:
         return await self._settlement(_SETTLE, transaction_id)
 
     async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement:
-        return await self._settlement(_RETURN, transaction_id, reason)
+        settled = await self._settlement(_RETURN, transaction_id, reason)
+        if settled.outcome != "OK" or settled.transaction is None:
+            return settled
+        # Closed is terminal, so a status read after the commit tells whether the credit
+        # went to a CLOSED wallet (one more round trip, for returned payouts only).
+        rows = await self._fetch(_WALLET_STATUS, settled.transaction.wallet_id)
+        closed = bool(rows) and rows[0]["status"] == "CLOSED"
+        return replace(settled, wallet_closed=closed)
 
     async def _settlement(self, sql: str, *args: Any) -> PayoutSettlement:
         rows = await self._fetch(sql, *args)

@@ -43,6 +43,18 @@ class PayoutWorker:
                 await self._ledger.settle_payout(payout.transaction_id)
                 finished += 1
             elif answer.refused:
-                await self._ledger.return_payout(payout.transaction_id, answer.reason)
+                returned = await self._ledger.return_payout(payout.transaction_id, answer.reason)
+                if returned.wallet_closed:
+                    # Kept (the money must stay conserved) but never expected: a wallet with a
+                    # pending withdrawal cannot be closed (WALLET_HAS_PENDING_WITHDRAWAL).
+                    log.error(
+                        "anomaly: a returned payout credited a CLOSED wallet",
+                        extra={
+                            "transaction_id": payout.transaction_id,
+                            "wallet_id": returned.transaction.wallet_id
+                            if returned.transaction is not None
+                            else "",
+                        },
+                    )
                 finished += 1
         return finished

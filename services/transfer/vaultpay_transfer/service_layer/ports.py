@@ -158,6 +158,9 @@ class PayoutLease:
 class PayoutSettlement:
     outcome: str  # OK, ALREADY_FINISHED, NOT_FOUND
     transaction: Transaction | None
+    # A returned payout that credited a CLOSED wallet (an anomaly: wallet refuses to close
+    # with a withdrawal pending, so only a wallet closed some other way gets here).
+    wallet_closed: bool = False
 
 
 class PayoutLedger(Protocol):

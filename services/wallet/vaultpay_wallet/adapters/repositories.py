@@ -20,7 +20,11 @@ from vaultpay_wallet.adapters.tables import (
     wallet_pins,
     wallets,
 )
-from vaultpay_wallet.domain.errors import WalletAlreadyExistsError, WalletIdCollisionError
+from vaultpay_wallet.domain.errors import (
+    WalletAlreadyExistsError,
+    WalletHasPendingWithdrawalError,
+    WalletIdCollisionError,
+)
 from vaultpay_wallet.domain.limits import LimitAction, LimitOverride, LimitSource
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, KycTier, Wallet, WalletStatus
 from vaultpay_wallet.domain.pin import MAX_FAILED_PIN_ATTEMPTS, PinRecord
@@ -42,6 +46,9 @@ __all__ = [
     "SqlWalletRepository",
 ]
 
+_CHECK_VIOLATION = "23514"
+# Transfer's trigger on wallets (its migration t0003): no close while a withdrawal is pending.
+_PENDING_WITHDRAWAL = "wallets_close_without_pending_withdrawal"
 _PIN_SET = exists().where(wallet_pins.c.wallet_id == wallets.c.id).label("pin_set")
 
 
@@ -64,6 +71,15 @@ def _wallet(row: Any, freezes: Sequence[Freeze]) -> Wallet:
         freezes=tuple(sorted(freezes, key=lambda f: f.source.value)),
         pin_set=bool(row.pin_set),
     )
+
+
+def _is_pending_withdrawal_refusal(exc: IntegrityError) -> bool:
+    # The driver's error (asyncpg's, behind SQLAlchemy's adapter) carries the constraint name.
+    orig = exc.orig
+    if getattr(orig, "sqlstate", "") != _CHECK_VIOLATION:
+        return False
+    driver = getattr(orig, "__cause__", None)
+    return getattr(driver, "constraint_name", None) == _PENDING_WITHDRAWAL
 
 
 class SqlWalletRepository:
@@ -121,17 +137,25 @@ class SqlWalletRepository:
         return await self._one(wallets.c.user_id == user_id, for_update)
 
     async def update(self, wallet: Wallet) -> None:
-        await self._conn.execute(
-            update(wallets)
-            .where(wallets.c.id == wallet.id)
-            .values(
-                display_name=wallet.display_name,
-                status=wallet.status.value,
-                kyc_tier=wallet.kyc_tier.value,
-                updated_at=wallet.updated_at,
-                closed_at=wallet.closed_at,
+        """Raises WalletHasPendingWithdrawalError when `wallet` is being closed while a
+        withdrawal of it is still PENDING (transfer's trigger refuses it; the transaction is
+        then lost, and the unit of work rolls it back)."""
+        try:
+            await self._conn.execute(
+                update(wallets)
+                .where(wallets.c.id == wallet.id)
+                .values(
+                    display_name=wallet.display_name,
+                    status=wallet.status.value,
+                    kyc_tier=wallet.kyc_tier.value,
+                    updated_at=wallet.updated_at,
+                    closed_at=wallet.closed_at,
+                )
             )
-        )
+        except IntegrityError as exc:
+            if _is_pending_withdrawal_refusal(exc):
+                raise WalletHasPendingWithdrawalError() from exc
+            raise
         await self._conn.execute(
             delete(wallet_freezes).where(wallet_freezes.c.wallet_id == wallet.id)
         )

@@ -28,6 +28,7 @@ __all__ = [
     "WalletClosedError",
     "WalletFrozenError",
     "WalletHasBalanceError",
+    "WalletHasPendingWithdrawalError",
     "WalletIdCollisionError",
     "WalletNotFoundError",
 ]
@@ -62,6 +63,15 @@ class WalletClosedError(FailedPreconditionError):
 class WalletHasBalanceError(FailedPreconditionError):
     reason = "WALLET_HAS_BALANCE"
     default_message = "only a wallet with a zero balance can be closed"
+
+
+class WalletHasPendingWithdrawalError(FailedPreconditionError):
+    """A withdrawal is still on its way to the bank: were the bank to refuse it, the money would
+    come back to the wallet, so the wallet stays open until the payout has settled. Enforced by
+    transfer's trigger on wallets (migration t0003), under the wallet's row lock."""
+
+    reason = "WALLET_HAS_PENDING_WITHDRAWAL"
+    default_message = "a withdrawal is still being paid out; close the wallet once it has settled"
 
 
 class PinNotSetError(FailedPreconditionError):

@@ -184,9 +184,12 @@ class WalletService:
     # ----- close ----------------------------------------------------------------------
 
     async def close_my_wallet(self, cmd: CloseMyWallet) -> Wallet:
-        """Only at zero balance (WALLET_HAS_BALANCE). A staff freeze or a PIN lockout blocks
-        closing (WALLET_FROZEN): closing must not be a way around a hold or a lockout; the
-        owner's own freeze does not. Terminal; the user can never open another wallet."""
+        """Only at zero balance (WALLET_HAS_BALANCE) and with no withdrawal still being paid
+        out (WALLET_HAS_PENDING_WITHDRAWAL: a returned payout credits the wallet; transfer's
+        trigger refuses the close, under this wallet's row lock). A staff freeze or a PIN
+        lockout blocks closing (WALLET_FROZEN): closing must not be a way around a hold or a
+        lockout; the owner's own freeze does not. Terminal; the user can never open another
+        wallet."""
 
         async def work(uow: WalletUnitOfWork) -> Wallet:
             now = self._clock.now()

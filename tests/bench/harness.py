@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tests.bench.cpu import CpuUsage
+from tests.bench.cpu import CpuUsage, measure_window
 from tests.bench.load import CellStats
-from tests.bench.report import bcrypt_ceiling_rps
+from tests.bench.report import BUSY_ELSEWHERE, bcrypt_ceiling_rps
 from vaultpay_devstack.mesh import Mesh, MeshConfig, print_progress
 from vaultpay_wallet.settings import WalletSettings
 
@@ -272,3 +272,15 @@ def _busiest(values: dict[str, float]) -> list[tuple[str, float]]:
 def workers_text(count: int) -> str:
     """'1 worker', '8 workers'."""
     return f"{count} worker{'' if count == 1 else 's'}"
+
+
+def warn_if_busy_before_run(notes: list[str], cores: int) -> None:
+    """Samples the machine for a second before a bench starts its mesh, and adds (and prints)
+    a warning to `notes` when other processes keep its cores busy."""
+    busy = asyncio.run(measure_window(0.0, 1.0))
+    if busy is not None and busy.other >= BUSY_ELSEWHERE:
+        notes.append(
+            f"before the run, {busy.other:.2f} of the {cores} cores were busy with other "
+            "processes: expect lower and noisier figures (see the 'other cpu' column)"
+        )
+        print_progress(f"warning: {notes[-1]}")

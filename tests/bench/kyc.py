@@ -57,6 +57,7 @@ from tests.bench.harness import (
     int_list,
     raise_if_died,
     run_async,
+    warn_if_busy_before_run,
     workers_text,
 )
 from tests.bench.httpclient import HttpConnection, HttpStatusError
@@ -83,7 +84,6 @@ from tests.bench.load import (
     stats_within,
 )
 from tests.bench.report import (
-    BUSY_ELSEWHERE,
     FEW_SAMPLES,
     RATE_LIMITED,
     Against,
@@ -991,13 +991,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for note in notes:
         print_progress(f"note: {note}")
-    busy = asyncio.run(measure_window(0.0, 1.0))
-    if busy is not None and busy.other >= BUSY_ELSEWHERE:
-        notes.append(
-            f"before the run, {busy.other:.2f} of the {cores} cores were busy with other "
-            "processes: expect lower and noisier figures (see the 'other cpu' column)"
-        )
-        print_progress(f"warning: {notes[-1]}")
+    warn_if_busy_before_run(notes, cores)
 
     var_dir = scratch_dir("vaultpay-bench-kyc-")
     config = MeshConfig.for_tests(

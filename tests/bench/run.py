@@ -56,11 +56,11 @@ from tests.bench.harness import (
     run_async,
     slow_window,
     summary,
+    warn_if_busy_before_run,
     workers_text,
 )
 from tests.bench.load import CellStats, run_cell
 from tests.bench.report import (
-    BUSY_ELSEWHERE,
     FEW_SAMPLES,
     RATE_LIMITED,
     Against,
@@ -520,13 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for note in notes:
         print_progress(f"note: {note}")
-    busy = asyncio.run(measure_window(0.0, 1.0))
-    if busy is not None and busy.other >= BUSY_ELSEWHERE:
-        notes.append(
-            f"before the run, {busy.other:.2f} of the {cores} cores were busy with other "
-            "processes: expect lower and noisier figures (see the 'other cpu' column)"
-        )
-        print_progress(f"warning: {notes[-1]}")
+    warn_if_busy_before_run(notes, cores)
 
     var_dir = scratch_dir("vaultpay-bench-")
     config = MeshConfig.for_tests(

@@ -72,10 +72,10 @@ from tests.bench.harness import (
     run_async,
     slow_window,
     summary,
+    warn_if_busy_before_run,
 )
 from tests.bench.load import CellStats, run_cell
 from tests.bench.report import (
-    BUSY_ELSEWHERE,
     FEW_SAMPLES,
     Against,
     Goal,
@@ -1072,13 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"ignored (options of tests.bench.run): {' '.join(opts.ignored)}")
         print_progress(f"warning: {notes[-1]}")
     pgbench = find_pgbench()
-    busy = asyncio.run(measure_window(0.0, 1.0))
-    if busy is not None and busy.other >= BUSY_ELSEWHERE:
-        notes.append(
-            f"before the run, {busy.other:.2f} of the {cores} cores were busy with other "
-            "processes: expect lower and noisier figures (see the 'other cpu' column)"
-        )
-        print_progress(f"warning: {notes[-1]}")
+    warn_if_busy_before_run(notes, cores)
 
     var_dir = scratch_dir("vaultpay-bench-transfer-")
     config = MeshConfig.for_tests(

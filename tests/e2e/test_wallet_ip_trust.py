@@ -25,6 +25,7 @@ from tests.e2e.wallet_support import (
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_devstack.mesh import Mesh
 from vaultpay_devstack.smtp_sink import read_messages, wait_for_message
+from vaultpay_transfer.adapters.wallet_peer import wallet_refusal
 
 CONFIRM_SUBJECT = "Confirm a new device or network"
 PIN_SUBJECT = "PIN reset"
@@ -38,6 +39,10 @@ class TransferService:
     def __init__(self, stub: wallet_pb2_grpc.WalletInternalServiceStub, token: str) -> None:
         self._stub = stub
         self._token = token
+
+    def internal(self) -> tuple[wallet_pb2_grpc.WalletInternalServiceStub, str]:
+        """The stub and the service token, for calls of its own."""
+        return self._stub, self._token
 
     async def check(
         self, person: Person, client_ip: str, request_id: str | None = None
@@ -161,3 +166,45 @@ async def test_a_confirmation_token_works_once_and_only_for_its_own_address(
     )
     assert forged.status == 400, forged.body
     assert forged.error_reason() == "IP_CONFIRMATION_TOKEN_INVALID"
+
+
+async def test_a_movements_pin_and_ip_checks_in_one_call(
+    gateway: Gateway, mesh: Mesh, transfer: TransferService
+) -> None:
+    """VerifyTransferPin with a client_ip: the address is checked only once the PIN matched,
+    and a retry of the same movement from another address is the same PIN check."""
+    person = new_person(gateway, pin="4821")
+    ip, other_ip = _test_net_ip(), "2001:db8::42"
+    stub, token = transfer.internal()
+
+    def request(pin: str, request_id: str, client_ip: str) -> wallet_pb2.VerifyTransferPinRequest:
+        return wallet_pb2.VerifyTransferPinRequest(
+            request_id=request_id, user_id=person.user_id, pin=pin, client_ip=client_ip
+        )
+
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await stub.VerifyTransferPin(request("0000", rid(), ip), metadata=bearer(token), timeout=10)
+    refusal = wallet_refusal(wrong.value)  # transfer's reading of wallet's answer
+    assert (refusal.reason, refusal.metadata) == ("INVALID_PIN", {"remaining_attempts": "2"})
+
+    movement = rid()
+    checked = await stub.VerifyTransferPin(
+        request("4821", movement, ip), metadata=bearer(token), timeout=10
+    )
+    assert checked.wallet_id.startswith("VPY-")
+    assert checked.HasField("ip_trust")
+    # This check mailed: the wrong PIN's check, from the same address, had not (a mail for
+    # it would have been the window's one, and this one would have sent none).
+    assert (checked.ip_trust.trusted, checked.ip_trust.confirmation_sent) == (False, True)
+    mailed_code(mesh, person.email, CONFIRM_SUBJECT)
+
+    retried = await stub.VerifyTransferPin(
+        request("4821", movement, other_ip), metadata=bearer(token), timeout=10
+    )
+    assert retried.wallet_id == checked.wallet_id
+    assert (retried.ip_trust.trusted, retried.ip_trust.confirmation_sent) == (False, True)
+
+    pin_only = await stub.VerifyTransferPin(
+        request("4821", rid(), ""), metadata=bearer(token), timeout=10
+    )
+    assert not pin_only.HasField("ip_trust")

@@ -26,6 +26,7 @@ from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_transfer.service_layer.ports import (
     BankAnswer,
     IpCheck,
+    MovementChecked,
     PayoutLease,
     PayoutSettlement,
 )
@@ -198,6 +199,13 @@ class FakeWalletGate:
         self.calls.append(("ip", user_id, check_id))
         trusted = client_ip in self.trusted_ips.get(user_id, set())
         return IpCheck(trusted=trusted, confirmation_sent=not trusted)
+
+    async def check_movement(
+        self, user_id: str, pin: str, client_ip: str, check_id: str
+    ) -> MovementChecked:
+        """As wallet answers it: the PIN first; the address only once the PIN matched."""
+        wallet_id = await self.verify_pin(user_id, pin, check_id)
+        return MovementChecked(wallet_id, await self.check_ip(user_id, client_ip, check_id))
 
 
 @dataclass

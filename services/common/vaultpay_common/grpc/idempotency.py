@@ -28,20 +28,25 @@ def _caller() -> str:
     return f"service:{principal.service}" if principal.is_service else principal.subject
 
 
-def idempotency_key(request: Message, *, required: bool = False) -> IdempotencyKey | None:
-    """The key of this call, or None when the request has no request_id and none is required."""
+def idempotency_key(
+    request: Message, *, required: bool = False, unkeyed: tuple[str, ...] = ()
+) -> IdempotencyKey | None:
+    """The key of this call, or None when the request has no request_id and none is required.
+    The fields named in `unkeyed` are left out of the fingerprint with the request_id: a
+    retry that differs only in them is the same request."""
     raw = str(getattr(request, "request_id", ""))
     if not raw:
         if required:
             raise ValidationError.single("request_id", "is required")
         return None
     request_id = canonical_request_id(raw)
-    unkeyed = type(request)()
-    unkeyed.CopyFrom(request)
-    unkeyed.ClearField("request_id")
+    bare = type(request)()
+    bare.CopyFrom(request)
+    for name in ("request_id", *unkeyed):
+        bare.ClearField(name)
     return IdempotencyKey(
         caller=_caller(),
         method=METHOD.get(),
         request_id=request_id,
-        fingerprint=request_fingerprint(unkeyed.SerializeToString(deterministic=True)),
+        fingerprint=request_fingerprint(bare.SerializeToString(deterministic=True)),
     )

@@ -1,7 +1,8 @@
 """transfer's client of the wallet service, with its failures translated at the boundary.
 
-- `GrpcWalletGate`: WalletInternalService.VerifyTransferPin and CheckIpTrust with our service
-  identity. wallet's refusals of the caller (INVALID_PIN with its remaining attempts,
+- `GrpcWalletGate`: a movement's PIN and IP checks, as one WalletInternalService
+  VerifyTransferPin call with the client_ip (with a wallet that does not answer ip_trust yet,
+  a CheckIpTrust call follows), under our service identity. wallet's refusals of the caller (INVALID_PIN with its remaining attempts,
   PIN_LOCKED, PIN_NOT_SET, PIN_CHECK_IN_PROGRESS, WALLET_FROZEN, IDEMPOTENCY_KEY_*, invalid
   input) reach the client unchanged: same code, reason, message and metadata. Anything else
   (wallet down, our identity refused, a deadline) is WALLET_UNAVAILABLE: the movement did
@@ -33,7 +34,7 @@ from vaultpay_common.grpc.auth_client import outgoing_metadata
 from vaultpay_common.outbox import DeliveryError, PermanentDeliveryError
 from vaultpay_transfer.domain.errors import PassedThroughError, WalletUnavailableError
 from vaultpay_transfer.domain.notifications import NotificationText
-from vaultpay_transfer.service_layer.ports import IpCheck
+from vaultpay_transfer.service_layer.ports import IpCheck, MovementChecked
 
 __all__ = ["GrpcWalletGate", "GrpcWalletNotifications", "wallet_refusal"]
 
@@ -115,27 +116,31 @@ class GrpcWalletGate:
         except Exception as exc:  # auth down: no identity, no check, nothing moved
             raise WalletUnavailableError() from exc
 
-    async def verify_pin(self, user_id: str, pin: str, check_id: str) -> str:
-        request = wallet_pb2.VerifyTransferPinRequest(request_id=check_id, user_id=user_id, pin=pin)
-        try:
-            reply = await self._stub.VerifyTransferPin(
-                request, metadata=await self._metadata(), timeout=self._timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise wallet_refusal(exc) from exc
-        return str(reply.wallet_id)
-
-    async def check_ip(self, user_id: str, client_ip: str, check_id: str) -> IpCheck:
-        request = wallet_pb2.CheckIpTrustRequest(
-            request_id=check_id, user_id=user_id, client_ip=client_ip
+    async def check_movement(
+        self, user_id: str, pin: str, client_ip: str, check_id: str
+    ) -> MovementChecked:
+        metadata = await self._metadata()
+        request = wallet_pb2.VerifyTransferPinRequest(
+            request_id=check_id, user_id=user_id, pin=pin, client_ip=client_ip
         )
         try:
-            reply = await self._stub.CheckIpTrust(
-                request, metadata=await self._metadata(), timeout=self._timeout
+            reply = await self._stub.VerifyTransferPin(
+                request, metadata=metadata, timeout=self._timeout
             )
+            ip = reply.ip_trust
+            if not reply.HasField("ip_trust"):  # a wallet that checks only the PIN
+                ip = await self._stub.CheckIpTrust(
+                    wallet_pb2.CheckIpTrustRequest(
+                        request_id=check_id, user_id=user_id, client_ip=client_ip
+                    ),
+                    metadata=metadata,
+                    timeout=self._timeout,
+                )
         except grpc.aio.AioRpcError as exc:
             raise wallet_refusal(exc) from exc
-        return IpCheck(bool(reply.trusted), bool(reply.confirmation_sent))
+        return MovementChecked(
+            str(reply.wallet_id), IpCheck(bool(ip.trusted), bool(ip.confirmation_sent))
+        )
 
 
 @dataclass(frozen=True, slots=True)

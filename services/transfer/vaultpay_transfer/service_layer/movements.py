@@ -9,7 +9,8 @@ The order of a PIN-checked movement:
    the PIN again, so retries never burn PIN attempts; the same request_id with another
    request is IDEMPOTENCY_KEY_REUSED;
 3. the PIN (wallet's VerifyTransferPin: one lockout rule for all), then the client's IP
-   (wallet's CheckIpTrust, which mails the confirmation link itself);
+   (checked as wallet's CheckIpTrust checks it, which mails the confirmation link itself),
+   both in one call to wallet;
 4. the ledger call, which re-claims the key under its advisory lock (a concurrent duplicate
    is IN_USE or the same single effect), locks the wallets and re-checks everything.
 Nothing is answered OK before the ledger transaction has committed.
@@ -161,11 +162,8 @@ class MovementService:
             )
 
     async def _authorise(self, user_id: str, pin: str, client_ip: str, key: IdempotencyKey) -> str:
-        check_id = pin_check_id(key)
-        wallet_id = await self._wallet.verify_pin(user_id, pin, check_id)
-        ip = await self._wallet.check_ip(user_id, client_ip, check_id)
-        if not ip.trusted:
-            raise IpNotTrustedError(
-                metadata={"confirmation_sent": "true" if ip.confirmation_sent else "false"}
-            )
-        return wallet_id
+        checked = await self._wallet.check_movement(user_id, pin, client_ip, pin_check_id(key))
+        if not checked.ip.trusted:
+            sent = checked.ip.confirmation_sent
+            raise IpNotTrustedError(metadata={"confirmation_sent": "true" if sent else "false"})
+        return checked.wallet_id

@@ -91,14 +91,22 @@ class IpCheck:
     confirmation_sent: bool
 
 
-class WalletGate(Protocol):
-    async def verify_pin(self, user_id: str, pin: str, check_id: str) -> str:
-        """The user's wallet id when the PIN matches; otherwise wallet's refusal (INVALID_PIN
-        with the remaining attempts, PIN_LOCKED, PIN_NOT_SET, ...) as a domain error.
-        `check_id` keys the attempt, so a retried check counts once toward the lockout."""
-        ...
+@dataclass(frozen=True, slots=True)
+class MovementChecked:
+    wallet_id: str  # the user's wallet, whose PIN matched
+    ip: IpCheck  # the client address's trust
 
-    async def check_ip(self, user_id: str, client_ip: str, check_id: str) -> IpCheck: ...
+
+class WalletGate(Protocol):
+    async def check_movement(
+        self, user_id: str, pin: str, client_ip: str, check_id: str
+    ) -> MovementChecked:
+        """wallet's checks of a money movement: the PIN, then (once it matched) the client's
+        address. A PIN that does not match is wallet's refusal (INVALID_PIN with the remaining
+        attempts, PIN_LOCKED, PIN_NOT_SET, ...) as a domain error; an untrusted address is
+        an answer (`ip.trusted` False), for the caller to refuse. `check_id` keys both, so a
+        retried check counts once toward the lockout and mails at most once."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

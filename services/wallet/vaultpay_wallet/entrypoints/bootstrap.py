@@ -36,7 +36,7 @@ from vaultpay_wallet.entrypoints.servicers_staff import (
 )
 from vaultpay_wallet.service_layer.admin import AdminService
 from vaultpay_wallet.service_layer.audit_log import AuditEvents
-from vaultpay_wallet.service_layer.internal import FreezeSweeper, KycTierService
+from vaultpay_wallet.service_layer.internal import FreezeSweeper, KycTierService, MovementChecks
 from vaultpay_wallet.service_layer.ip_trust import IpTrustService
 from vaultpay_wallet.service_layer.limits import LimitsService
 from vaultpay_wallet.service_layer.notifications import NotificationService
@@ -142,7 +142,9 @@ async def build_host(
     tokens = runtime.page_tokens
     user = WalletServicer(wallets, pins, limits, ip_trust, notifications, tokens)
     staff = WalletAdminServicer(admin, limits, settings_service, AuditEvents(uow), tokens)
-    internal = WalletInternalServicer(pins, ip_trust, limits, tiers, notifications)
+    internal = WalletInternalServicer(
+        MovementChecks(pins, ip_trust), ip_trust, limits, tiers, notifications
+    )
     host.add(SERVICES[0], lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(user, s))
     host.add(
         SERVICES[1], lambda s: wallet_pb2_grpc.add_WalletAdminServiceServicer_to_server(staff, s)

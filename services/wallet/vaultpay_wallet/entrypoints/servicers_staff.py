@@ -51,11 +51,10 @@ from vaultpay_wallet.service_layer import ip_trust as ip
 from vaultpay_wallet.service_layer import notifications as notes
 from vaultpay_wallet.service_layer.admin import AdminService
 from vaultpay_wallet.service_layer.audit_log import AuditEvents
-from vaultpay_wallet.service_layer.internal import KycTierService
+from vaultpay_wallet.service_layer.internal import KycTierService, MovementChecks
 from vaultpay_wallet.service_layer.ip_trust import IpTrustService
 from vaultpay_wallet.service_layer.limits import LimitsService
 from vaultpay_wallet.service_layer.notifications import NotificationService
-from vaultpay_wallet.service_layer.pins import PinService
 from vaultpay_wallet.service_layer.ports import LimitOverrideFilter, ListedOverride, WalletFilter
 from vaultpay_wallet.service_layer.settings import SettingsService
 
@@ -284,13 +283,13 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
 class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
     def __init__(
         self,
-        pins: PinService,
+        checks: MovementChecks,
         ip_trust: IpTrustService,
         limits: LimitsService,
         tiers: KycTierService,
         notifications: NotificationService,
     ) -> None:
-        self._pins = pins
+        self._checks = checks
         self._ip = ip_trust
         self._limits = limits
         self._tiers = tiers
@@ -299,14 +298,20 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
     async def VerifyTransferPin(
         self, request: wallet_pb2.VerifyTransferPinRequest, context: Ctx
     ) -> wallet_pb2.VerifyTransferPinResponse:
-        verified = await self._pins.verify_transfer_pin(
+        checked = await self._checks.check(
             cmd.VerifyTransferPin(
                 parse_uuid(request.user_id, "user_id"),
                 request.pin,
-                idempotency_key(request, required=True),
-            )
+                # A retry from another address is the same check of the same movement.
+                idempotency_key(request, required=True, unkeyed=("client_ip",)),
+            ),
+            request.client_ip,
         )
-        return wallet_pb2.VerifyTransferPinResponse(wallet_id=verified.wallet_id)
+        reply = wallet_pb2.VerifyTransferPinResponse(wallet_id=checked.wallet_id)
+        if checked.ip is not None:
+            reply.ip_trust.trusted = checked.ip.trusted
+            reply.ip_trust.confirmation_sent = checked.ip.confirmation_sent
+        return reply
 
     async def CheckIpTrust(
         self, request: wallet_pb2.CheckIpTrustRequest, context: Ctx

@@ -2,14 +2,15 @@
 periodic sweep of expired freezes.
 
 VerifyTransferPin and GetEffectiveLimits delegate to the same rules the holder's RPCs use
-(`PinService.verify_transfer_pin`, `LimitsService.effective_limits`); only SetKycTier and the
-sweep live here.
+(`PinService.verify_transfer_pin`, `LimitsService.effective_limits`); a movement's PIN and IP
+checks in one call (`MovementChecks`), SetKycTier and the sweep live here.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from vaultpay_common.audit import AuditEntry
@@ -20,15 +21,43 @@ from vaultpay_wallet.domain.model import Wallet
 from vaultpay_wallet.domain.pin import PIN_LOCKOUT_DURATION
 from vaultpay_wallet.domain.validation import clean_text
 from vaultpay_wallet.service_layer._shared import load_own_wallet, persist_expired_lifts
-from vaultpay_wallet.service_layer.commands import SetKycTier
+from vaultpay_wallet.service_layer.commands import SetKycTier, VerifyTransferPin
+from vaultpay_wallet.service_layer.ip_trust import CheckIpTrust, IpTrustCheck, IpTrustService
+from vaultpay_wallet.service_layer.pins import PinService
 from vaultpay_wallet.service_layer.ports import WalletUnitOfWork
 
-__all__ = ["FreezeSweeper", "KycTierService"]
+__all__ = ["FreezeSweeper", "KycTierService", "MovementChecked", "MovementChecks"]
 
 log = logging.getLogger(__name__)
 
 _WALLET = DataclassCodec(Wallet)
 _SWEEP_BATCH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class MovementChecked:
+    wallet_id: str
+    ip: IpTrustCheck | None  # None: no client address was given
+
+
+class MovementChecks:
+    """A money movement's two checks in one call of the transfer service: the PIN under its
+    lockout rule, then, only once it matched, the client's address as CheckIpTrust checks it
+    (an untrusted one mails its confirmation token), under the movement's request_id. A wrong
+    PIN fails as `verify_transfer_pin` fails, and no address is looked at."""
+
+    def __init__(self, pins: PinService, ip_trust: IpTrustService) -> None:
+        self._pins = pins
+        self._ip_trust = ip_trust
+
+    async def check(self, cmd: VerifyTransferPin, client_ip: str = "") -> MovementChecked:
+        verified = await self._pins.verify_transfer_pin(cmd)
+        if not client_ip or cmd.idempotency is None:  # the key is required: verified above
+            return MovementChecked(verified.wallet_id, None)
+        ip = await self._ip_trust.check_ip_trust(
+            CheckIpTrust(cmd.idempotency.request_id, cmd.user_id, client_ip)
+        )
+        return MovementChecked(verified.wallet_id, ip)
 
 
 class KycTierService:

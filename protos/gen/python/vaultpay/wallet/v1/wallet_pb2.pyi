@@ -2478,6 +2478,7 @@ class VerifyTransferPinRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     PIN_FIELD_NUMBER: _builtins.int
+    CLIENT_IP_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request_id of the money movement being authorised, so that a retried check of the
     same movement counts once toward the lockout. Required.
@@ -2486,16 +2487,23 @@ class VerifyTransferPinRequest(_message.Message):
     """The user whose wallet's PIN to check (the caller of the money movement)."""
     pin: _builtins.str
     """The PIN the user entered."""
+    client_ip: _builtins.str
+    """Optional: the client address of the movement (as in CheckIpTrustRequest). When set and
+    the PIN matched, the address is checked as CheckIpTrust checks it, under the same
+    request_id (an untrusted address mails its confirmation token), and the answer is in
+    the response's ip_trust. A wrong PIN fails as usual and checks no address.
+    """
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         pin: _builtins.str = ...,
+        client_ip: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pin", b"pin", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "pin", b"pin", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2508,16 +2516,22 @@ class VerifyTransferPinResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WALLET_ID_FIELD_NUMBER: _builtins.int
+    IP_TRUST_FIELD_NUMBER: _builtins.int
     wallet_id: _builtins.str
     """The user's wallet, whose failed-attempt counter is now cleared."""
+    @_builtins.property
+    def ip_trust(self) -> Global___CheckIpTrustResponse:
+        """CheckIpTrust's answer for the request's client_ip; absent when none was given."""
+
     def __init__(
         self,
         *,
         wallet_id: _builtins.str = ...,
+        ip_trust: Global___CheckIpTrustResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ip_trust", b"ip_trust"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["wallet_id", b"wallet_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_trust", b"ip_trust", "wallet_id", b"wallet_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1653,6 +1653,8 @@ class WalletInternalServiceServicer:
         PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
         counted by checks of the same wallet still running, it fails with ABORTED reason
         PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
+        With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
+        in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -677,6 +677,8 @@ class WalletInternalServiceStub:
     PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
     counted by checks of the same wallet still running, it fails with ABORTED reason
     PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
+    With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
+    in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
     """
     CheckIpTrust: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.CheckIpTrustRequest, _wallet_pb2.CheckIpTrustResponse]
     """Tells whether a money movement may come from the client's IP address. When the
@@ -722,6 +724,8 @@ class WalletInternalServiceAsyncStub(WalletInternalServiceStub):
     PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
     counted by checks of the same wallet still running, it fails with ABORTED reason
     PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
+    With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
+    in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
     """
     CheckIpTrust: _aio.UnaryUnaryMultiCallable[_wallet_pb2.CheckIpTrustRequest, _wallet_pb2.CheckIpTrustResponse]  # type: ignore[assignment]
     """Tells whether a money movement may come from the client's IP address. When the
@@ -770,6 +774,8 @@ class WalletInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
         counted by checks of the same wallet still running, it fails with ABORTED reason
         PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
+        With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
+        in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,122 @@
+"""transfer's gate (`GrpcWalletGate`) against an in-process wallet over real gRPC: a movement's
+PIN and IP checks are one VerifyTransferPin call carrying the client address; a wallet that
+answers without `ip_trust` (one that predates it, during a rolling deploy) is asked
+CheckIpTrust as well, under the same check id; wallet's refusal of the PIN passes through and
+no address is asked about."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.rpc import error_details_pb2, status_pb2
+
+from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_transfer.adapters.wallet_peer import GrpcWalletGate
+from vaultpay_transfer.domain.errors import PassedThroughError
+from vaultpay_transfer.service_layer.ports import IpCheck
+
+pytestmark = pytest.mark.integration
+
+USER = "5f0c3f5e-8a8c-4d4e-9d7e-0a0b0c0d0e0f"
+CHECK = "0b7c1f3e-2d4a-4b6c-8e9f-1a2b3c4d5e6f"
+HOME = "198.51.100.7"
+
+
+@dataclass
+class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
+    """Answers a right PIN ("1234"); trusts HOME; `answers_ip` False plays an older wallet."""
+
+    answers_ip: bool = True
+    pin_checks: list[wallet_pb2.VerifyTransferPinRequest] = field(default_factory=list)
+    ip_checks: list[wallet_pb2.CheckIpTrustRequest] = field(default_factory=list)
+
+    async def VerifyTransferPin(
+        self, request: wallet_pb2.VerifyTransferPinRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.VerifyTransferPinResponse:
+        self.pin_checks.append(request)
+        if request.pin != "1234":
+            info = error_details_pb2.ErrorInfo(
+                reason="INVALID_PIN", metadata={"remaining_attempts": "2"}
+            )
+            detail = AnyProto()
+            detail.Pack(info)
+            status = status_pb2.Status(code=9, message="wrong PIN", details=[detail])
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "wrong PIN",
+                trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+            )
+        reply = wallet_pb2.VerifyTransferPinResponse(wallet_id="VPY-ALICE1")
+        if self.answers_ip and request.client_ip:
+            reply.ip_trust.trusted = request.client_ip == HOME
+        return reply
+
+    async def CheckIpTrust(
+        self, request: wallet_pb2.CheckIpTrustRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.CheckIpTrustResponse:
+        self.ip_checks.append(request)
+        trusted = request.client_ip == HOME
+        return wallet_pb2.CheckIpTrustResponse(trusted=trusted, confirmation_sent=not trusted)
+
+
+@pytest.fixture
+async def wallet() -> AsyncIterator[tuple[FakeWallet, GrpcWalletGate]]:
+    fake = FakeWallet()  # type: ignore[abstract]
+    server = grpc.aio.server()
+    wallet_pb2_grpc.add_WalletInternalServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+
+    async def token() -> str:
+        return "service-token"
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield fake, GrpcWalletGate(channel, token, timeout=5.0)
+    finally:
+        await server.stop(None)
+
+
+async def test_both_checks_are_one_call_carrying_the_address(
+    wallet: tuple[FakeWallet, GrpcWalletGate],
+) -> None:
+    fake, gate = wallet
+    checked = await gate.check_movement(USER, "1234", HOME, CHECK)
+    assert (checked.wallet_id, checked.ip) == ("VPY-ALICE1", IpCheck(True, False))
+    away = await gate.check_movement(USER, "1234", "203.0.113.9", CHECK)
+    assert away.ip == IpCheck(False, False)
+    assert [(r.request_id, r.user_id, r.client_ip) for r in fake.pin_checks] == [
+        (CHECK, USER, HOME),
+        (CHECK, USER, "203.0.113.9"),
+    ]
+    assert fake.ip_checks == []
+
+
+async def test_a_wallet_without_ip_trust_in_its_answer_is_asked_check_ip_trust(
+    wallet: tuple[FakeWallet, GrpcWalletGate],
+) -> None:
+    fake, gate = wallet
+    fake.answers_ip = False
+    checked = await gate.check_movement(USER, "1234", "203.0.113.9", CHECK)
+    assert checked.ip == IpCheck(trusted=False, confirmation_sent=True)
+    assert [(r.request_id, r.user_id, r.client_ip) for r in fake.ip_checks] == [
+        (CHECK, USER, "203.0.113.9")
+    ]
+
+
+async def test_a_wrong_pin_is_wallets_refusal_and_no_address_is_asked_about(
+    wallet: tuple[FakeWallet, GrpcWalletGate],
+) -> None:
+    fake, gate = wallet
+    fake.answers_ip = False
+    with pytest.raises(PassedThroughError) as refused:
+        await gate.check_movement(USER, "9999", HOME, CHECK)
+    assert (refused.value.reason, refused.value.metadata) == (
+        "INVALID_PIN",
+        {"remaining_attempts": "2"},
+    )
+    assert fake.ip_checks == []

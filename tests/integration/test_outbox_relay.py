@@ -29,7 +29,8 @@ from vaultpay_common.outbox import (
     outbox_table_ddl,
     replay_dead_letter,
 )
-from vaultpay_common.outbox.sql import claim_due_events
+from vaultpay_common.outbox.relay_sql import claim_round
+from vaultpay_common.pg_raw import borrowed_driver
 from vaultpay_devstack.postgres import Provisioned
 
 pytestmark = pytest.mark.integration
@@ -244,9 +245,9 @@ async def _claim_and_crash(
     (Cancelling a relay is a stop, not a crash: it releases its leases.)
     """
     now = clock.now()
-    async with app.begin() as conn:
-        await claim_due_events(
-            conn,
+    async with borrowed_driver(app) as driver:
+        await claim_round(
+            driver,
             producer,
             now=now,
             lease_until=now + timedelta(seconds=lease),
@@ -394,16 +395,30 @@ async def test_every_service_cli_lists_and_replays_its_dead_letters(
 
 
 class _Statements:
-    """Records the outbox statements and the transactions an engine runs meanwhile."""
+    """Records the outbox statements an engine's connections run meanwhile, through SQLAlchemy
+    or through their raw asyncpg driver, and the explicit transactions begun."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine.sync_engine
         self.statements: list[str] = []
         self.transactions = 0
+        self._drivers: list[Any] = []
 
-    def _on_statement(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+    def _record(self, statement: str) -> None:
         if "outbox_events" in statement:
             self.statements.append(" ".join(statement.split()))
+
+    def _on_statement(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        self._record(statement)
+
+    def _on_query(self, query: Any) -> None:
+        self._record(query.query)
+
+    def _on_checkout(self, dbapi_conn: Any, *_: Any) -> None:
+        driver = dbapi_conn.driver_connection
+        if driver not in self._drivers:
+            driver.add_query_logger(self._on_query)
+            self._drivers.append(driver)
 
     def _on_begin(self, conn: Any) -> None:
         self.transactions += 1
@@ -411,11 +426,15 @@ class _Statements:
     def __enter__(self) -> _Statements:
         sqlalchemy_events.listen(self._engine, "before_cursor_execute", self._on_statement)
         sqlalchemy_events.listen(self._engine, "begin", self._on_begin)
+        sqlalchemy_events.listen(self._engine.pool, "checkout", self._on_checkout)
         return self
 
     def __exit__(self, *_: object) -> None:
         sqlalchemy_events.remove(self._engine, "before_cursor_execute", self._on_statement)
         sqlalchemy_events.remove(self._engine, "begin", self._on_begin)
+        sqlalchemy_events.remove(self._engine.pool, "checkout", self._on_checkout)
+        for driver in self._drivers:
+            driver.remove_query_logger(self._on_query)
 
 
 class _Gated:
@@ -446,12 +465,14 @@ async def test_a_round_settles_all_its_delivered_events_in_one_update(
     relay = _relay(app, producer, {TOPIC: _Recorder()}, _Clock())
     with _Statements(app) as seen:
         assert await relay.relay_once() == 20
-    # The exhausted sweep and the claim (one transaction), then one UPDATE for all 20.
-    assert seen.transactions == 2
-    assert len(seen.statements) == 3, seen.statements
-    settle = seen.statements[2]
-    assert settle.startswith("UPDATE outbox_events SET status=")
-    assert "event_id = ANY (" in settle and "lease_token =" in settle
+    # One statement claims (with the sweep of exhausted events), one settles all 20; no
+    # explicit transaction around either.
+    assert seen.transactions == 0
+    assert len(seen.statements) == 2, seen.statements
+    claim, settle = seen.statements
+    assert claim.startswith("WITH dead AS (") and "FOR UPDATE SKIP LOCKED" in claim
+    assert settle.startswith("WITH delivered AS (")
+    assert "event_id = ANY($3::uuid[]) AND lease_token = $1" in settle
     for event_id in ids:
         row = await _row(app, event_id)
         assert (row.status, row.lease_token) == ("DELIVERED", None)
@@ -480,8 +501,8 @@ async def test_a_round_settles_its_failures_together_each_with_its_own_error_and
     relay = _relay(app, producer, {TOPIC: deliver}, clock, base_delay=10.0)
     with _Statements(app) as seen:
         assert await relay.relay_once() == 1
-    # Sweep and claim, then one UPDATE for the delivered and one for all the failed.
-    assert (seen.transactions, len(seen.statements)) == (2, 4), seen.statements
+    # Sweep and claim in one statement, then the delivered and all the failed in one more.
+    assert (seen.transactions, len(seen.statements)) == (0, 2), seen.statements
     assert (await _row(app, ok)).status == "DELIVERED"
     for event_id, error in ((flaky, "wallet unavailable"), (other, "deadline exceeded")):
         row = await _row(app, event_id)
@@ -688,6 +709,10 @@ async def test_a_stop_waits_for_the_release_no_longer_than_release_timeout(
             await task
         assert time.monotonic() - stopped_at < 3.0
         await locker.rollback()
-    assert "stopped before settling its round" in caplog.text
-    row = await _row(app, event_id)  # the release was rolled back: the lease will expire
-    assert (row.status, row.attempts) == ("PENDING", 1) and row.lease_token is not None
+    assert "stopped before its round's settlement was confirmed" in caplog.text
+    # The release is one statement: one the server had begun may still land once the lock is
+    # gone (the attempt given back, due now), or not (the lease runs out). Either way the event
+    # is pending, neither delivered nor lost.
+    row = await _row(app, event_id)
+    assert row.status == "PENDING"
+    assert (row.attempts, row.lease_token is None) in {(1, False), (0, True)}, row

@@ -5,11 +5,11 @@
     ...
     relay.wake()                              # after a commit that added events (optional)
 
-Each round claims a batch of due events (a short transaction) and hands them to their topic's
+Each round claims a batch of due events (one statement) and hands them to their topic's
 handler, at most `max_concurrent_deliveries` at a time (so a batch does not burst past the
 connection pools of the services the handlers call), each within `delivery_timeout`. Then it
-settles the whole round in one more short transaction: the delivered events in one UPDATE, the
-failed ones in another, each due again after its own `backoff_delay`, or dead-lettered after
+settles the whole round in one more statement (both in `relay_sql.py`): the delivered events,
+and the failed ones, each due again after its own `backoff_delay`, or dead-lettered after
 `max_attempts`, on a `PermanentDeliveryError`, or when the topic has no handler (a
 configuration bug). A delivery starts only while it can still end well inside the lease (see
 `OutboxRelay`); the events whose turn comes later are made due again at once, their attempt
@@ -38,14 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.outbox.backoff import backoff_delay
 from vaultpay_common.outbox.model import Handler, OutboxEvent, PermanentDeliveryError
-from vaultpay_common.outbox.sql import (
-    FailedDelivery,
-    claim_due_events,
-    dead_letter_exhausted,
-    mark_delivered,
-    mark_failed,
-    release_leases,
-)
+from vaultpay_common.outbox.relay_sql import FailedDelivery, claim_round, settle_round
+from vaultpay_common.pg_raw import borrowed_driver
 
 __all__ = ["OutboxRelay"]
 
@@ -166,10 +160,9 @@ class OutboxRelay:
         start_by = loop.time() + self._start_window
         now = self._clock.now()
         batch = _Round(token=str(uuid.uuid4()), events=[])
-        async with self._engine.begin() as conn:
-            exhausted = await dead_letter_exhausted(conn, self._producer, now, self._max_attempts)
-            batch.events = await claim_due_events(
-                conn,
+        async with borrowed_driver(self._engine) as driver:
+            exhausted, batch.events = await claim_round(
+                driver,
                 self._producer,
                 now=now,
                 lease_until=now + self._lease,
@@ -254,10 +247,16 @@ class OutboxRelay:
         done = {*delivered, *(f.event.event_id for f in failed)}
         released = [e.event_id for e in batch.events if e.event_id not in done]
         now = self._clock.now()
-        async with self._engine.begin() as conn:
-            settled = await mark_delivered(conn, delivered, batch.token, now)
-            settled |= await mark_failed(conn, [f.settlement for f in failed], batch.token, now)
-            given_back = await release_leases(conn, released, batch.token, now)
+        async with borrowed_driver(self._engine) as driver:
+            outcome = await settle_round(
+                driver,
+                batch.token,
+                now,
+                delivered=delivered,
+                failed=[f.settlement for f in failed],
+                released=released,
+            )
+        settled, given_back = outcome.settled, outcome.released
         for event_id in delivered:
             if event_id not in settled:
                 log.warning(
@@ -293,7 +292,8 @@ class OutboxRelay:
             if not settling.done():
                 settling.cancel()
                 log.warning(
-                    "outbox relay stopped before settling its round; the leases will expire",
+                    "outbox relay stopped before its round's settlement was confirmed; what it"
+                    " did not settle is due again when its lease expires",
                     extra={"producer": self._producer},
                 )
             elif not settling.cancelled() and (error := settling.exception()) is not None:

@@ -1,14 +1,14 @@
 """The `outbox_events` table: producers insert in their transaction, relays lease and settle.
 
-A relay never keeps a transaction open while it delivers. It claims due events in one short
-transaction (`FOR UPDATE SKIP LOCKED`, so replicas share the work) by pushing their
+A relay never keeps a transaction open while it delivers. It claims due events in one
+statement (`FOR UPDATE SKIP LOCKED`, so replicas share the work) by pushing their
 `available_at` forward by a lease and stamping a lease token; delivers; then settles the whole
-round in one more short transaction: the delivered events in one UPDATE (`event_id = ANY(...)`),
-the failed ones in another (one row of `unnest(...)` per event, each with its own error and retry
-time), and those it gave up without an outcome (it is stopping, or their turn came too late for
-the lease) made due again at once. Every settlement is guarded by the round's token, so a
-relay whose lease expired cannot settle an event another relay re-claimed. A relay that dies
-mid-delivery leaves the lease to expire, and the event is due again.
+round in one more statement: the delivered events, the failed ones (each with its own error
+and retry time), and those it gave up without an outcome (it is stopping, or their turn came
+too late for the lease) made due again at once. Every settlement is guarded by the round's
+token, so a relay whose lease expired cannot settle an event another relay re-claimed. A relay
+that dies mid-delivery leaves the lease to expire, and the event is due again. Those two
+statements are in `relay_sql.py` (raw asyncpg: they run after every commit that adds events).
 
 Schema and privileges: `outbox_table_ddl(app_role)`. The app role may SELECT, INSERT, UPDATE
 (relay bookkeeping, replays) and DELETE (the cleanup of delivered events).
@@ -19,14 +19,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
     Column,
-    ColumnElement,
     DateTime,
     Index,
     Integer,
@@ -34,9 +32,6 @@ from sqlalchemy import (
     Row,
     Table,
     Text,
-    any_,
-    bindparam,
-    case,
     delete,
     func,
     insert,
@@ -189,171 +184,6 @@ def _columns() -> Sequence[Any]:
 
 def truncate_error(message: str) -> str:
     return message if len(message) <= LAST_ERROR_LIMIT else message[: LAST_ERROR_LIMIT - 1] + "…"
-
-
-async def dead_letter_exhausted(
-    conn: AsyncConnection, producer: str, now: datetime, max_attempts: int
-) -> int:
-    """Dead-letters due events whose last allowed attempt never settled (the lease expired)."""
-    result = await conn.execute(
-        update(_events)
-        .where(
-            _events.c.producer == producer,
-            _events.c.status == OutboxStatus.PENDING.value,
-            _events.c.available_at <= now,
-            _events.c.attempts >= max_attempts,
-        )
-        .values(
-            status=OutboxStatus.DEAD.value,
-            dead_at=now,
-            lease_token=None,
-            last_error=func.left(
-                func.concat(
-                    f"gave up after {max_attempts} attempts (the last lease expired); ",
-                    _events.c.last_error,
-                ),
-                LAST_ERROR_LIMIT,
-            ),
-        )
-    )
-    return int(result.rowcount)
-
-
-async def claim_due_events(
-    conn: AsyncConnection,
-    producer: str,
-    *,
-    now: datetime,
-    lease_until: datetime,
-    lease_token: str,
-    limit: int,
-    max_attempts: int,
-) -> list[OutboxEvent]:
-    """Leases up to `limit` due events of `producer`, counting the attempt about to start."""
-    due = (
-        select(_events.c.event_id)
-        .where(
-            _events.c.producer == producer,
-            _events.c.status == OutboxStatus.PENDING.value,
-            _events.c.available_at <= now,
-            _events.c.attempts < max_attempts,
-        )
-        .order_by(_events.c.available_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("due")
-    )
-    result = await conn.execute(
-        update(_events)
-        .where(_events.c.event_id == due.c.event_id)
-        .values(attempts=_events.c.attempts + 1, available_at=lease_until, lease_token=lease_token)
-        .returning(*_columns())
-    )
-    events = [_event(row) for row in result]
-    events.sort(key=lambda e: e.created_at)
-    return events
-
-
-def _ids(event_ids: Sequence[str]) -> ColumnElement[bool]:
-    """`event_id = ANY($1)`: one statement text whatever the number of ids."""
-    return _events.c.event_id == any_(bindparam(None, list(event_ids), type_=_UUID_ARRAY))
-
-
-def _leased_with(lease_token: str) -> list[ColumnElement[bool]]:
-    """The guard of every settlement: still pending and still leased with this round's token.
-
-    A relay whose lease expired meanwhile finds another token (or none) on an event re-claimed
-    by another relay, and so settles nothing of it.
-    """
-    return [
-        _events.c.lease_token == lease_token,
-        _events.c.status == OutboxStatus.PENDING.value,
-    ]
-
-
-async def mark_delivered(
-    conn: AsyncConnection, event_ids: Sequence[str], lease_token: str, now: datetime
-) -> set[str]:
-    """Settles a round's delivered events in one statement; returns the ids it settled.
-
-    An id missing from the answer had lost its lease to another relay meanwhile.
-    """
-    if not event_ids:
-        return set()
-    result = await conn.execute(
-        update(_events)
-        .where(_ids(event_ids), *_leased_with(lease_token))
-        .values(status=OutboxStatus.DELIVERED.value, delivered_at=now, lease_token=None)
-        .returning(_events.c.event_id)
-    )
-    return {str(event_id) for event_id in result.scalars()}
-
-
-@dataclass(frozen=True, slots=True)
-class FailedDelivery:
-    """A failed attempt: retried at `retry_at`, or dead-lettered when it is None."""
-
-    event_id: str
-    error: str
-    retry_at: datetime | None
-
-
-async def mark_failed(
-    conn: AsyncConnection, failures: Sequence[FailedDelivery], lease_token: str, now: datetime
-) -> set[str]:
-    """Settles a round's failed events in one statement, each with its own error and retry time
-    (or dead-lettered); returns the ids it settled."""
-    if not failures:
-        return set()
-    failed = (
-        func.unnest(
-            bindparam(None, [f.event_id for f in failures], type_=_UUID_ARRAY),
-            bindparam(None, [f.retry_at for f in failures], type_=_TIMESTAMP_ARRAY),
-            bindparam(None, [truncate_error(f.error) for f in failures], type_=_TEXT_ARRAY),
-        )
-        .table_valued("event_id", "retry_at", "error")
-        .render_derived(name="failed")
-    )
-    dead = failed.c.retry_at.is_(None)
-    result = await conn.execute(
-        update(_events)
-        .where(
-            _events.c.event_id == failed.c.event_id,
-            *_leased_with(lease_token),
-        )
-        .values(
-            lease_token=None,
-            last_error=failed.c.error,
-            available_at=func.coalesce(failed.c.retry_at, _events.c.available_at),
-            status=case((dead, OutboxStatus.DEAD.value), else_=_events.c.status),
-            dead_at=case((dead, now), else_=_events.c.dead_at),
-        )
-        .returning(_events.c.event_id)
-    )
-    return {str(event_id) for event_id in result.scalars()}
-
-
-async def release_leases(
-    conn: AsyncConnection, event_ids: Sequence[str], lease_token: str, now: datetime
-) -> set[str]:
-    """Makes claimed events that were not attempted to the end due again at once.
-
-    For a relay that stops (or runs out of time in its round) with events still leased: the
-    attempt it counted when claiming is given back, since the relay gave it up itself.
-    """
-    if not event_ids:
-        return set()
-    result = await conn.execute(
-        update(_events)
-        .where(_ids(event_ids), *_leased_with(lease_token))
-        .values(
-            lease_token=None,
-            available_at=now,
-            attempts=func.greatest(_events.c.attempts - 1, 0),
-        )
-        .returning(_events.c.event_id)
-    )
-    return {str(event_id) for event_id in result.scalars()}
 
 
 async def list_dead_letters(

@@ -197,6 +197,18 @@ def test_the_money_journey_through_the_gateway(
         "TRANSACTION_CATEGORY_P2P_SEND",
         "TRANSACTION_CATEGORY_TOP_UP",
     ]
+    # Page by page (one per page): the same history, each row once, then no token.
+    paged: list[str] = []
+    token = ""
+    for _ in range(4):
+        page = _call(gateway, alice, "GET", f"/v1/transactions?pageSize=1&pageToken={token}")
+        assert page.status == 200, page.body
+        paged += [t["transactionId"] for t in page.body.get("transactions", [])]
+        token = str(page.body.get("nextPageToken", ""))
+        if not token:
+            break
+    assert paged == [t["transactionId"] for t in mine.body["transactions"]]
+    assert token == ""
     theirs = _call(gateway, bob, "GET", "/v1/transactions?type=TRANSACTION_TYPE_CREDIT")
     (received,) = theirs.body["transactions"]
     assert (received["referenceId"], received["counterparty"]["walletId"]) == (

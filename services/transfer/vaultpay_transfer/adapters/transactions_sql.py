@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -95,7 +95,14 @@ class SqlTransactionStore:
         if flt.end is not None:
             query = query.where(_T.created_at < flt.end)
         if after is not None:
-            query = query.where(tuple_(_T.created_at, _T.id) < tuple_(*after))
+            # Typed binds: a bare str would be sent as VARCHAR, and uuid < varchar is no
+            # operator in PostgreSQL.
+            created_at, last_id = after
+            position = tuple_(
+                bindparam(None, created_at, type_=_T.created_at.type),
+                bindparam(None, last_id, type_=_T.id.type),
+            )
+            query = query.where(tuple_(_T.created_at, _T.id) < position)
         query = query.order_by(_T.created_at.desc(), _T.id.desc()).limit(limit)
         async with self._connect() as conn:
             rows = (await conn.execute(query)).all()

@@ -1,0 +1,143 @@
+"""A history page costs the same whatever the size of the table: the listing's own queries
+(captured from `SqlTransactionStore`, run again under EXPLAIN (ANALYZE, BUFFERS)) read about
+the same number of pages for a user's first page, a next page, a category filter and the staff
+view of one wallet, before and after 100,000 other users' rows land in `wallet_transactions`,
+interleaved in time with the user's own. Pages read, not time: a count the machine's load
+cannot move. The grown table is many times what any page reads, so a plan that scanned it (or
+sorted a user's whole history) would fail."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import event as sqlalchemy_events
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.transfer.conftest import LedgerWorld, Wallet, key
+from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
+from vaultpay_transfer.domain.model import TransactionCategory
+from vaultpay_transfer.service_layer.ports import TransactionFilter
+
+pytestmark = pytest.mark.integration
+
+FILLER_ROWS = 100_000
+FILLER_USERS = 1_000
+PAGE = 20
+# Growing the table may add one level to an index (one more page per descent) and leave the
+# visibility map behind; anything that scanned the table would read thousands more.
+SLACK_PAGES = 8
+
+
+class _Captured:
+    """The last statement (and its parameters) the engine sends."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine.sync_engine
+        self.statement = ""
+        self.parameters: Any = None
+
+    def _on_execute(self, conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        self.statement, self.parameters = statement, parameters
+
+    def __enter__(self) -> _Captured:
+        sqlalchemy_events.listen(self._engine, "before_cursor_execute", self._on_execute)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        sqlalchemy_events.remove(self._engine, "before_cursor_execute", self._on_execute)
+
+
+async def _pages_read(ledger: LedgerWorld, read: Callable[[], Awaitable[object]]) -> int:
+    """Shared buffers (hit or read) of the statement `read` sends, run again under EXPLAIN."""
+    with _Captured(ledger.engine) as captured:
+        await read()
+    async with ledger.engine.connect() as conn:
+        plan = await conn.exec_driver_sql(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + captured.statement,
+            captured.parameters,
+        )
+        document = plan.scalar_one()
+    root = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    return int(root["Shared Hit Blocks"]) + int(root["Shared Read Blocks"])
+
+
+async def _grow(ledger: LedgerWorld, alice: Wallet) -> int:
+    """Other users' rows, interleaved in time with alice's (as the owner: test data only);
+    returns the table's size in pages."""
+    [row] = await ledger.fetch(
+        "SELECT ledger_transaction_id, min(created_at) AS first, max(created_at) AS last"
+        " FROM wallet_transactions WHERE user_id = $1 GROUP BY 1 LIMIT 1",
+        alice.user_id,
+    )
+    conn = await ledger.owner()
+    try:
+        await conn.execute(
+            "INSERT INTO wallet_transactions (id, ledger_transaction_id, reference, user_id,"
+            " wallet_id, type, category, status, amount, currency, balance_after, created_at,"
+            " completed_at)"
+            " SELECT gen_random_uuid(), $1, 'VP-TXN-FILLER00', 'filler-' || (i % $2),"
+            " 'VPY-F' || (i % $2), 'CREDIT', 'TOP_UP', 'COMPLETED', 1, 'INR', i,"
+            " $3::timestamptz + ($4::timestamptz - $3::timestamptz) * random() - interval '1 minute' * random(), now()"
+            " FROM generate_series(1, $5) AS i",
+            row["ledger_transaction_id"],
+            FILLER_USERS,
+            row["first"],
+            row["last"],
+            FILLER_ROWS,
+        )
+        await conn.execute("ANALYZE wallet_transactions")
+        pages = await conn.fetchval(
+            "SELECT pg_relation_size('wallet_transactions') / current_setting('block_size')::int"
+        )
+    finally:
+        await conn.close()
+    return int(pages)
+
+
+async def test_a_history_page_reads_as_many_pages_in_a_big_table_as_in_a_small_one(
+    ledger: LedgerWorld,
+) -> None:
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, 1_000_000)
+    for _ in range(2 * PAGE):
+        sent = await ledger.ledger.send_money(
+            key(alice.user_id, request_id=str(uuid.uuid4())),
+            alice.user_id,
+            bob.wallet_id,
+            100,
+            "INR",
+            "",
+        )
+        assert sent.code == "OK", sent
+    store = SqlTransactionStore(ledger.engine)
+    mine = TransactionFilter(user_id=alice.user_id)
+    first_page = await store.list(mine, None, PAGE)
+    cursor = (first_page[-1].created_at, first_page[-1].transaction_id)
+    reads: dict[str, Callable[[], Awaitable[object]]] = {
+        "first page": lambda: store.list(mine, None, PAGE),
+        "next page": lambda: store.list(mine, cursor, PAGE),
+        "one category": lambda: store.list(
+            TransactionFilter(user_id=alice.user_id, category=TransactionCategory.P2P_SEND),
+            None,
+            PAGE,
+        ),
+        "staff, one wallet": lambda: store.list(
+            TransactionFilter(wallet_id=bob.wallet_id), None, PAGE
+        ),
+    }
+
+    small = {name: await _pages_read(ledger, read) for name, read in reads.items()}
+    table_pages = await _grow(ledger, alice)
+    big = {name: await _pages_read(ledger, read) for name, read in reads.items()}
+
+    assert table_pages > 50 * max(big.values()), (table_pages, big)
+    for name in reads:
+        assert big[name] <= small[name] + SLACK_PAGES, (name, small, big)
+    # The pages still hold what they held: the filler belongs to other users and wallets.
+    assert [t.transaction_id for t in await store.list(mine, None, PAGE)] == [
+        t.transaction_id for t in first_page
+    ]

@@ -5,6 +5,7 @@ and the ledger verified at the end."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -156,6 +157,12 @@ def test_the_money_journey_through_the_gateway(
     )
     assert _call(gateway, alice, "POST", "/v1/transactions:send", send).body == sent.body
     assert (_balance(gateway, alice), _balance(gateway, bob)) == (374_950, 125_050)
+    # wallet's limits show what transfer counted under the lock: the send, once.
+    limits = _call(gateway, alice, "GET", "/v1/wallets/me/limits")
+    assert limits.status == 200, limits.body
+    sending = next(a for a in limits.body["limits"] if a["action"] == "LIMIT_ACTION_SEND")
+    used = (sending["daily"]["used"]["amountMinor"], sending["monthly"]["used"]["amountMinor"])
+    assert used == ("125050", "125050"), sending
 
     # Guards with their reasons and HTTP statuses.
     untrusted = _call(
@@ -315,3 +322,75 @@ def test_withdrawals_settle_or_come_back_and_the_ledger_verifies(
         token=admin,
     )
     assert [t["transactionId"] for t in listed.body["transactions"]] == [refused["transactionId"]]
+
+
+# ARCHITECTURE/issue: a send's notifications are on WatchNotifications within a second of the
+# commit. The commit comes before the answer, so the bound is measured from the answer.
+DELIVERY_BOUND_S = 1.0
+
+
+async def _first_notification(stream: Any) -> tuple[float, str]:
+    """(monotonic arrival, title) of the first notification a watch stream carries."""
+    while True:
+        message = await stream.read()
+        if message is grpc.aio.EOF:
+            raise AssertionError("the watch stream ended without a notification")
+        if message.HasField("notification"):
+            return time.monotonic(), str(message.notification.title)
+
+
+async def test_a_sends_notifications_reach_both_watchers_within_a_second_of_the_commit(
+    gateway: Gateway, mesh: Mesh
+) -> None:
+    carol, dave = new_person(gateway, pin=PIN), new_person(gateway, pin=PIN)
+    await _approve_kyc(mesh, carol, dave)
+    funded = _call(
+        gateway,
+        carol,
+        "POST",
+        "/v1/transactions:topUp",
+        {
+            "requestId": rid(),
+            "amount": inr(10_000),
+            "paymentMethod": "PAYMENT_METHOD_UPI",
+            "paymentReference": f"upi-{uuid.uuid4().hex[:20]}",
+        },
+    )
+    assert funded.status == 200, funded.body
+    send = {
+        "requestId": rid(),
+        "recipientWalletId": dave.wallet_id,
+        "amount": inr(2_500),
+        "pin": PIN,
+    }
+    _trust_my_network(gateway, mesh, carol, {**send, "requestId": rid()})
+
+    async with grpc.aio.insecure_channel(gateway_grpc_address(mesh)) as channel:
+        stub = wallet_pb2_grpc.WalletServiceStub(channel)
+        streams = [
+            stub.WatchNotifications(
+                wallet_pb2.WatchNotificationsRequest(), metadata=bearer(person.token)
+            )
+            for person in (carol, dave)
+        ]
+        for stream in streams:  # open: the first message (the badge count) is in
+            first = await asyncio.wait_for(stream.read(), timeout=10)
+            assert not first.HasField("notification")
+        watching = [asyncio.create_task(_first_notification(s)) for s in streams]
+        try:
+            sent = await asyncio.to_thread(
+                _call, gateway, carol, "POST", "/v1/transactions:send", send
+            )
+            answered_at = time.monotonic()
+            assert sent.status == 200, sent.body
+            arrivals = await asyncio.wait_for(asyncio.gather(*watching), timeout=10)
+        finally:
+            for task in watching:
+                task.cancel()
+            for stream in streams:
+                stream.cancel()
+    (sender_at, sender_title), (recipient_at, recipient_title) = arrivals
+    assert sender_title.startswith("You sent 25.00 INR"), sender_title
+    assert recipient_title.startswith("You received 25.00 INR"), recipient_title
+    late = max(sender_at, recipient_at) - answered_at
+    assert late <= DELIVERY_BOUND_S, f"the notifications came {late:.2f} s after the answer"

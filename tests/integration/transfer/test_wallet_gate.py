@@ -6,6 +6,7 @@ no address is asked about."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_transfer.adapters.wallet_peer import GrpcWalletGate
-from vaultpay_transfer.domain.errors import PassedThroughError
+from vaultpay_transfer.domain.errors import PassedThroughError, WalletUnavailableError
 from vaultpay_transfer.service_layer.ports import IpCheck
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,7 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
     """Answers a right PIN ("1234"); trusts HOME; `answers_ip` False plays an older wallet."""
 
     answers_ip: bool = True
+    refuse_identity: bool = False  # answers UNAUTHENTICATED, as to an expired service token
     pin_checks: list[wallet_pb2.VerifyTransferPinRequest] = field(default_factory=list)
     ip_checks: list[wallet_pb2.CheckIpTrustRequest] = field(default_factory=list)
 
@@ -38,6 +40,8 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
         self, request: wallet_pb2.VerifyTransferPinRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.VerifyTransferPinResponse:
         self.pin_checks.append(request)
+        if self.refuse_identity:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "token expired")
         if request.pin != "1234":
             info = error_details_pb2.ErrorInfo(
                 reason="INVALID_PIN", metadata={"remaining_attempts": "2"}
@@ -120,3 +124,25 @@ async def test_a_wrong_pin_is_wallets_refusal_and_no_address_is_asked_about(
         {"remaining_attempts": "2"},
     )
     assert fake.ip_checks == []
+
+
+async def test_wallet_out_of_reach_or_refusing_our_identity_is_wallet_unavailable(
+    wallet: tuple[FakeWallet, GrpcWalletGate],
+) -> None:
+    """Not the caller's fault, and nothing moved: WALLET_UNAVAILABLE (retry), never wallet's
+    own words about our credentials."""
+    fake, gate = wallet
+    fake.refuse_identity = True
+    with pytest.raises(WalletUnavailableError):
+        await gate.check_movement(USER, "1234", HOME, CHECK)
+
+    async def token() -> str:
+        return "service-token"
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        nowhere = GrpcWalletGate(channel, token, timeout=2.0)
+        with pytest.raises(WalletUnavailableError):
+            await nowhere.check_movement(USER, "1234", HOME, CHECK)

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.unit.wallet.test_ip_trust_service import IP, Env
+from tests.unit.wallet.ip_trust_world import IP, Env
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_wallet.domain.errors import InvalidPinError
 from vaultpay_wallet.service_layer.commands import VerifyTransferPin

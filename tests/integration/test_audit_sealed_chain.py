@@ -9,15 +9,15 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from vaultpay_auth.entrypoints.cli import AUTH_CHAIN
 from vaultpay_common.audit import (
     GENESIS_HASH,
     AuditChainBrokenError,
@@ -33,6 +33,7 @@ from vaultpay_common.audit import (
 )
 from vaultpay_common.audit.tables import SEAL_LOCK_KEY
 from vaultpay_common.db import create_engine
+from vaultpay_common.migrations import migrate_chain
 from vaultpay_devstack.postgres import Provisioned
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,6 @@ pytestmark = pytest.mark.integration
 CHAIN_KEY = b"c" * 32
 CHECKPOINT_KEY = b"p" * 32
 LOG = AuditLog()
-AUTH_MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "auth" / "migrations"
 
 
 @pytest.fixture(scope="module")
@@ -374,26 +374,24 @@ async def test_listed_events_carry_their_seal_once_sealed(app: AsyncEngine) -> N
     assert record.position == 1 and len(record.row_hash) == 64
 
 
-def _alembic(databases: Provisioned, action: str, revision: str) -> None:
-    """Runs auth's migrations to `revision` as the owner (Alembic runs its own event loop)."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(AUTH_MIGRATIONS))
-    config.attributes.update(
-        database_url=databases.auth_owner_dsn,
-        app_role=databases.auth_app_role,
-        version_table="alembic_version",
+async def _migrate_auth(
+    databases: Provisioned, action: Literal["upgrade", "downgrade"], revision: str
+) -> None:
+    """Runs auth's migrations to `revision` as the owner."""
+    await asyncio.to_thread(
+        migrate_chain,
+        AUTH_CHAIN,
+        databases.auth_owner_dsn,
+        databases.auth_app_role,
+        action=action,
+        revision=revision,
     )
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(getattr(command, action), config, revision).result()
 
 
 async def test_auth_migration_0003_keeps_old_rows_and_they_get_sealed(
     databases: Provisioned, tmp_path: Path
 ) -> None:
-    _alembic(databases, "upgrade", "0002")
+    await _migrate_auth(databases, "upgrade", "0002")
     old_hash = "a" * 64
     owner = create_engine(databases.auth_owner_dsn, pool_size=1, application_name="au-mig")
     app = create_engine(databases.auth_app_dsn, pool_size=2, application_name="au-mig-app")
@@ -407,7 +405,7 @@ async def test_auth_migration_0003_keeps_old_rows_and_they_get_sealed(
                     ),
                     {"s": sequence, "h": old_hash},
                 )
-        _alembic(databases, "upgrade", "head")
+        await _migrate_auth(databases, "upgrade", "head")
         store = FileCheckpointStore(tmp_path, CHECKPOINT_KEY)
         before = await verify_audit(app, CHAIN_KEY, store)
         assert before.ok and (before.sealed, before.unsealed) == (0, 3)
@@ -421,11 +419,11 @@ async def test_auth_migration_0003_keeps_old_rows_and_they_get_sealed(
             async with app.begin() as conn:
                 await conn.execute(text("INSERT INTO audit_events SELECT * FROM audit_events"))
 
-        _alembic(databases, "downgrade", "0002")
+        await _migrate_auth(databases, "downgrade", "0002")
         async with owner.connect() as conn:
             count = await conn.scalar(text("SELECT count(*) FROM audit_events"))
         assert count == 4
-        _alembic(databases, "upgrade", "head")
+        await _migrate_auth(databases, "upgrade", "head")
     finally:
         await owner.dispose()
         await app.dispose()

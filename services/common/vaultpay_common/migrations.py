@@ -18,12 +18,13 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-__all__ = ["PLATFORM_CHAIN", "MigrationChain", "run_env", "upgrade_all"]
+__all__ = ["PLATFORM_CHAIN", "MigrationChain", "migrate_chain", "run_env", "upgrade_all"]
 
 # Held while migrating, so two services migrating one database at once take turns.
 _MIGRATION_LOCK = 0x4D494752  # "MIGR"
@@ -43,18 +44,34 @@ PLATFORM_CHAIN = MigrationChain(
 )
 
 
-def upgrade_all(chains: Sequence[MigrationChain], url: str, app_role: str) -> None:
-    """Upgrades each chain to its head, in order, as the table owner (`url`)."""
+def migrate_chain(
+    chain: MigrationChain,
+    url: str,
+    app_role: str,
+    *,
+    action: Literal["upgrade", "downgrade"] = "upgrade",
+    revision: str = "head",
+) -> None:
+    """Runs one chain's migrations (`action`) to `revision`, as the table owner (`url`).
+
+    Synchronous, and Alembic runs an event loop of its own: from async code, call it in a
+    thread (`asyncio.to_thread`)."""
     from alembic import command
     from alembic.config import Config
 
+    config = Config()
+    config.set_main_option("script_location", str(chain.script_location))
+    config.attributes.update(database_url=url, app_role=app_role, version_table=chain.version_table)
+    if action == "upgrade":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+
+
+def upgrade_all(chains: Sequence[MigrationChain], url: str, app_role: str) -> None:
+    """Upgrades each chain to its head, in order, as the table owner (`url`)."""
     for chain in chains:
-        config = Config()
-        config.set_main_option("script_location", str(chain.script_location))
-        config.attributes.update(
-            database_url=url, app_role=app_role, version_table=chain.version_table
-        )
-        command.upgrade(config, "head")
+        migrate_chain(chain, url, app_role)
 
 
 def run_env(metadata: MetaData) -> None:

@@ -30,6 +30,7 @@ from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction
+from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.model import Freeze, FreezeSource
 
@@ -161,6 +162,27 @@ class LedgerWorld:
         assert outcome.code == "OK", outcome
         assert outcome.transaction is not None
         return outcome.transaction
+
+    async def withdraw(
+        self,
+        wallet: Wallet,
+        amount: int,
+        *,
+        request: IdempotencyKey | None = None,
+        account_hash: str = "b" * 64,
+    ) -> LedgerOutcome:
+        """A withdrawal to the tests' bank account (HDFC0001234, ····9012), as Withdraw asks
+        the ledger for it; the outcome as the ledger answers it, refusals included."""
+        return await self.ledger.withdraw(
+            request or key(wallet.user_id, WITHDRAW),
+            wallet.user_id,
+            amount,
+            "INR",
+            "HDFC0001234",
+            "····9012",
+            account_hash,
+            "Account Holder",
+        )
 
     async def freeze(self, wallet: Wallet, source: FreezeSource = FreezeSource.ADMIN) -> None:
         """Freezes the wallet exactly as wallet's use cases do (its repository, its rules)."""

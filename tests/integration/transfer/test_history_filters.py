@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.integration.transfer.conftest import WITHDRAW, LedgerWorld, Wallet, key
+from tests.integration.transfer.conftest import LedgerWorld, Wallet, key
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import (
     Transaction,
@@ -58,16 +58,7 @@ async def test_every_filter_pages_newest_first_and_each_row_once(ledger: LedgerW
         await _send(ledger, alice, carol, 200),
         await _send(ledger, alice, bob, 300),
     ]
-    withdrawal = await ledger.ledger.withdraw(
-        key(alice.user_id, WITHDRAW),
-        alice.user_id,
-        400,
-        "INR",
-        "HDFC0001234",
-        "····9012",
-        "b" * 64,
-        "Alice",
-    )
+    withdrawal = await ledger.withdraw(alice, 400)
     assert withdrawal.code == "OK" and withdrawal.transaction is not None
     store = SqlTransactionStore(ledger.engine)
     mine = TransactionFilter(user_id=alice.user_id)

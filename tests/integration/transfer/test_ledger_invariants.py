@@ -16,7 +16,6 @@ from sqlalchemy import text
 from tests.integration.transfer.conftest import (
     SEND,
     TOP_UP,
-    WITHDRAW,
     LedgerWorld,
     key,
     plain_dsn,
@@ -211,16 +210,7 @@ async def test_a_withdrawal_moves_money_into_flight_and_settles_or_comes_back(
     await ledger.fund(alice, 10_000)
 
     async def withdraw(amount: int) -> str:
-        outcome = await ledger.ledger.withdraw(
-            key(alice.user_id, WITHDRAW),
-            alice.user_id,
-            amount,
-            "INR",
-            "HDFC0001234",
-            "····9012",
-            "b" * 64,
-            "Alice",
-        )
+        outcome = await ledger.withdraw(alice, amount)
         assert outcome.code == "OK", outcome
         assert outcome.transaction is not None
         assert outcome.transaction.status is TransactionStatus.PENDING

@@ -20,7 +20,6 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ import asyncpg
 import pytest
 
 from tests.integration.transfer.conftest import plain_dsn, run_transfer_cli, transfer_env
-from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
+from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain, upgrade_all
 from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import (
     Provisioned,
@@ -46,28 +45,10 @@ TOP_UP = "/vaultpay.transfer.v1.TransferService/TopUp"
 WITHDRAW = "/vaultpay.transfer.v1.TransferService/Withdraw"
 
 
-def _alembic(command_name: str, chain: MigrationChain, dbs: Provisioned, revision: str) -> None:
-    def work() -> None:
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(chain.script_location))
-        config.attributes.update(
-            database_url=dbs.vaultpay_owner_dsn,
-            app_role=dbs.vaultpay_app_role,
-            version_table=chain.version_table,
-        )
-        getattr(command, command_name)(config, revision)
-
-    with ThreadPoolExecutor(1) as pool:  # Alembic runs its own event loop
-        pool.submit(work).result()
-
-
 def _migrate_to_t0001(dbs: Provisioned) -> None:
-    for chain, revision in ((PLATFORM_CHAIN, "head"), (WALLET_CHAIN, "head")):
-        _alembic("upgrade", chain, dbs, revision)
-    _alembic("upgrade", TRANSFER_CHAIN, dbs, "t0001")
+    owner, app_role = dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role
+    upgrade_all([PLATFORM_CHAIN, WALLET_CHAIN], owner, app_role)
+    migrate_chain(TRANSFER_CHAIN, owner, app_role, revision="t0001")
 
 
 def _migrate_with_cli(dbs: Provisioned, redis_url: str) -> None:
@@ -217,7 +198,13 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     assert [t[1] for t in changed["triggers"][1]] == ["wallets_close_without_pending_withdrawal"]
     _top_up_and_send(upgraded, "U2")  # ...and by t0002's, on the same tables
 
-    _alembic("downgrade", TRANSFER_CHAIN, upgraded, "t0001")
+    migrate_chain(
+        TRANSFER_CHAIN,
+        upgraded.vaultpay_owner_dsn,
+        upgraded.vaultpay_app_role,
+        action="downgrade",
+        revision="t0001",
+    )
     assert _differences(catalogue(upgraded), before) == {}
     _top_up_and_send(upgraded, "D1")
 

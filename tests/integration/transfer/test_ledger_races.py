@@ -197,9 +197,7 @@ async def test_the_same_request_id_on_two_methods_at_once_moves_money_once(
     withdraw_key = key(alice.user_id, "/vaultpay.transfer.v1.TransferService/Withdraw", request_id)
     outcomes = await asyncio.gather(
         ledger.ledger.send_money(send_key, alice.user_id, bob.wallet_id, 100, "INR", ""),
-        ledger.ledger.withdraw(
-            withdraw_key, alice.user_id, 100, "INR", "HDFC0001234", "····9012", "a" * 64, "A"
-        ),
+        ledger.withdraw(alice, 100, request=withdraw_key),
         return_exceptions=True,
     )
     moved = [o for o in outcomes if isinstance(o, LedgerOutcome) and o.code == "OK"]

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.integration.transfer.conftest import WITHDRAW, LedgerWorld, key
+from tests.integration.transfer.conftest import LedgerWorld, key
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import UsageFigures
 
@@ -29,16 +29,7 @@ async def test_usage_per_action_and_the_counted_movements(ledger: LedgerWorld) -
             key(alice.user_id), alice.user_id, bob.wallet_id, amount, "INR", ""
         )
         assert sent.code == "OK", sent
-    withdrawn = await ledger.ledger.withdraw(
-        key(alice.user_id, WITHDRAW),
-        alice.user_id,
-        300,
-        "INR",
-        "HDFC0001234",
-        "····9012",
-        "b" * 64,
-        "Alice",
-    )
+    withdrawn = await ledger.withdraw(alice, 300)
     assert withdrawn.code == "OK", withdrawn
     store = SqlTransactionStore(ledger.engine)
     now = datetime.now(UTC)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.fakes.wallet import FakeUsage
-from tests.integration.transfer.conftest import TOP_UP, WITHDRAW, LedgerWorld, Wallet, key
+from tests.integration.transfer.conftest import TOP_UP, LedgerWorld, Wallet, key
 from vaultpay_common.clock import SystemClock
 from vaultpay_common.errors import ErrorKind
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
@@ -70,16 +70,7 @@ async def _close(ledger: LedgerWorld, wallet: Wallet) -> str:
 
 async def _withdraw(ledger: LedgerWorld, wallet: Wallet, amount: int, account: str = "b") -> str:
     """The withdrawal's transaction id, or the refusal's code."""
-    outcome = await ledger.ledger.withdraw(
-        key(wallet.user_id, WITHDRAW),
-        wallet.user_id,
-        amount,
-        "INR",
-        "HDFC0001234",
-        "····9012",
-        account * 64,
-        "Holder",
-    )
+    outcome = await ledger.withdraw(wallet, amount, account_hash=account * 64)
     if outcome.code != "OK":
         return outcome.code
     assert outcome.transaction is not None

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,15 +22,20 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fakes.wallet import FakePinHasher, FakeUsage, FixedClock, ReversibleSealer
+from tests.integration.wallet.wallet_chain import new_key, private_wallet_chain
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import (
     DataclassCodec,
     IdempotencyKey,
     IdempotencyKeyInUseError,
-    request_fingerprint,
 )
 from vaultpay_common.idempotency import idempotency_lock_key as lock_of
-from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
+from vaultpay_common.migrations import (
+    PLATFORM_CHAIN,
+    MigrationChain,
+    migrate_chain,
+    upgrade_all,
+)
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.pins_pg import PgPinCheckFastPath
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
@@ -49,17 +51,6 @@ pytestmark = pytest.mark.integration
 
 _RESERVATION = DataclassCodec(PinReservation)
 _OUTCOME = DataclassCodec(PinCheckOutcome)
-_VERSIONS = Path(__file__).resolve().parents[3] / "services/wallet/migrations/versions"
-_WALLET_MIGRATIONS = (
-    "0001_wallets.py",
-    "0002_ip_trust_notifications.py",
-    "0003_pin_check_functions.py",
-)
-_ENV = """from vaultpay_common.migrations import run_env
-from vaultpay_wallet.adapters.metadata import metadata
-
-run_env(metadata)
-"""
 _FUNCTIONS = ("wallet_pin_reserve", "wallet_pin_settle_match")
 _APP = "pin-functions-test"
 
@@ -67,12 +58,7 @@ _APP = "pin-functions-test"
 @pytest.fixture(scope="module")
 def chain(databases: Provisioned, tmp_path_factory: pytest.TempPathFactory) -> MigrationChain:
     """Platform chain, then w0001-w0003 in a private script dir, as the owner."""
-    scripts = tmp_path_factory.mktemp("wallet_pin_functions")
-    (scripts / "versions").mkdir()
-    (scripts / "env.py").write_text(_ENV)
-    for name in _WALLET_MIGRATIONS:
-        shutil.copy(_VERSIONS / name, scripts / "versions" / name)
-    wallet = MigrationChain("wallet", scripts, "alembic_version_wallet")
+    wallet = private_wallet_chain(tmp_path_factory.mktemp("wallet_pin_functions"))
     upgrade_all([PLATFORM_CHAIN, wallet], databases.vaultpay_owner_dsn, databases.vaultpay_app_role)
     return wallet
 
@@ -84,10 +70,6 @@ async def engine(chain: MigrationChain, databases: Provisioned) -> AsyncIterator
         yield engine
     finally:
         await engine.dispose()
-
-
-def _key(caller: str) -> IdempotencyKey:
-    return IdempotencyKey(caller, "M", str(uuid.uuid4()), request_fingerprint(b""))
 
 
 def _reserve_key(key: IdempotencyKey) -> IdempotencyKey:
@@ -107,8 +89,8 @@ class _World:
 
     async def wallet_with_pin(self, name: str) -> tuple[str, str]:
         user = f"{name}-{uuid.uuid4()}"
-        wallet = await self.wallets.create_wallet(CreateWallet(user, "Pin", "", _key(user)))
-        await self.pins.set_pin(SetPin(user, "2468", "2468", _key(user)))
+        wallet = await self.wallets.create_wallet(CreateWallet(user, "Pin", "", new_key(user)))
+        await self.pins.set_pin(SetPin(user, "2468", "2468", new_key(user)))
         return user, wallet.id
 
 
@@ -155,7 +137,7 @@ async def test_the_stored_reservation_is_the_codecs_bytes_and_the_general_path_r
             text("UPDATE wallet_pins SET updated_at = :t WHERE wallet_id = :w"),
             {"t": pin_updated_at, "w": wallet_id},
         )
-    key = _key(user)
+    key = new_key(user)
     taken = await PgPinCheckFastPath(engine).reserve(
         user, key, _reserve_key(key), world.clock.now(), _RESERVATION.dumps
     )
@@ -228,7 +210,7 @@ async def test_a_key_stored_meanwhile_undoes_the_call_and_answers_in_use(
     fast = PgPinCheckFastPath(engine)
     user, wallet_id = await world.wallet_with_pin("race")
 
-    key = _key(user)
+    key = new_key(user)
 
     async def wallet_pin_reserve() -> Any:
         return await fast.reserve(
@@ -238,7 +220,7 @@ async def test_a_key_stored_meanwhile_undoes_the_call_and_answers_in_use(
     await _racing_a_claim(engine, _reserve_key(key), wallet_pin_reserve)
     assert await _attempts(engine, wallet_id) == 0  # the count went with the insert
 
-    key = _key(user)
+    key = new_key(user)
     taken = await fast.reserve(user, key, _reserve_key(key), world.clock.now(), _RESERVATION.dumps)
     assert taken is not None
     reservation = taken[0]
@@ -264,7 +246,7 @@ async def test_anything_but_the_common_case_writes_nothing(engine: AsyncEngine) 
         assert await _attempts(engine, wallet_id) == attempts
         assert await _stored(engine, _reserve_key(key)) is None
 
-    key = _key(user)  # the other key's advisory lock is held
+    key = new_key(user)  # the other key's advisory lock is held
     async with engine.begin() as conn:
         await conn.execute(
             text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_of(_reserve_key(key))}
@@ -272,7 +254,7 @@ async def test_anything_but_the_common_case_writes_nothing(engine: AsyncEngine) 
         assert await reserve(key) is None
     await nothing_written(key, 0)
 
-    key = _key(user)  # the request's key has a reply already
+    key = new_key(user)  # the request's key has a reply already
     async with engine.begin() as conn:
         await conn.execute(
             text(
@@ -284,7 +266,7 @@ async def test_anything_but_the_common_case_writes_nothing(engine: AsyncEngine) 
     assert await reserve(key) is None
     await nothing_written(key, 0)
 
-    key = _key(user)  # every attempt counted
+    key = new_key(user)  # every attempt counted
     async with engine.begin() as conn:
         await conn.execute(
             text("UPDATE wallet_pins SET failed_attempts = 3 WHERE wallet_id = :w"),
@@ -298,7 +280,7 @@ async def test_anything_but_the_common_case_writes_nothing(engine: AsyncEngine) 
             text("UPDATE wallet_pins SET failed_attempts = 0 WHERE wallet_id = :w"),
             {"w": wallet_id},
         )
-    key = _key(user)
+    key = new_key(user)
     taken = await reserve(key)
     assert taken is not None
     ok = _OUTCOME.dumps(PinCheckOutcome(wallet_id, PinCheckResult.OK, 3))
@@ -312,24 +294,6 @@ async def test_anything_but_the_common_case_writes_nothing(engine: AsyncEngine) 
     assert await fast.settle_match(taken[0], key, ok) is True
     assert await _attempts(engine, wallet_id) == 0
     assert await _stored(engine, key) == ok
-
-
-def _alembic(command_name: str, chain: MigrationChain, dbs: Provisioned, revision: str) -> None:
-    def work() -> None:
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(chain.script_location))
-        config.attributes.update(
-            database_url=dbs.vaultpay_owner_dsn,
-            app_role=dbs.vaultpay_app_role,
-            version_table=chain.version_table,
-        )
-        getattr(command, command_name)(config, revision)
-
-    with ThreadPoolExecutor(1) as pool:  # Alembic runs its own event loop
-        pool.submit(work).result()
 
 
 async def _grantees(engine: AsyncEngine) -> dict[str, set[str]]:
@@ -357,14 +321,17 @@ async def test_execute_is_the_app_roles_and_the_downgrade_drops_the_functions(
     for name in _FUNCTIONS:
         assert databases.vaultpay_app_role in grantees[name]
         assert "PUBLIC" not in grantees[name]
-    await asyncio.to_thread(_alembic, "downgrade", chain, databases, "w0002")
+    owner, app_role = databases.vaultpay_owner_dsn, databases.vaultpay_app_role
+    await asyncio.to_thread(
+        migrate_chain, chain, owner, app_role, action="downgrade", revision="w0002"
+    )
     assert await _grantees(engine) == {}
     count = "SELECT count(*) FROM pg_proc WHERE proname LIKE 'wallet_pin_%'"
     assert await _scalar(engine, count) == 0
-    await asyncio.to_thread(_alembic, "upgrade", chain, databases, "head")
+    await asyncio.to_thread(migrate_chain, chain, owner, app_role)
     assert await _grantees(engine) == grantees
     world = _World(engine)
     user, _ = await world.wallet_with_pin("again")
-    key = _key(user)
+    key = new_key(user)
     fast = PgPinCheckFastPath(engine)
     assert await fast.reserve(user, key, _reserve_key(key), world.clock.now(), _RESERVATION.dumps)

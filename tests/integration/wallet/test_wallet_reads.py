@@ -15,10 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fakes.wallet import FakePinHasher, FakeUsage, FixedClock, ReversibleSealer
+from tests.integration.wallet.wallet_chain import new_key
 from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import create_engine
 from vaultpay_common.errors import DeadlineExceededError
-from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.reads_pg import PgWalletReads
@@ -79,10 +79,6 @@ async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-def _key(caller: str) -> IdempotencyKey:
-    return IdempotencyKey(caller, "M", str(uuid.uuid4()), request_fingerprint(b""))
-
-
 class _World:
     def __init__(self, engine: AsyncEngine) -> None:
         self.clock = FixedClock()
@@ -113,25 +109,25 @@ class _NoStats:
 async def _busy_wallet(world: _World) -> tuple[str, str]:
     """A wallet with a PIN, two freezes (one expiring), both kinds of overrides, tier BASIC."""
     user = f"reads-{uuid.uuid4()}"
-    wallet = await world.wallets.create_wallet(CreateWallet(user, "Reader", "", _key(user)))
-    await world.pins.set_pin(SetPin(user, "2468", "2468", _key(user)))
-    await world.wallets.freeze_my_wallet(FreezeMyWallet(user, "holiday", _key(user)))
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Reader", "", new_key(user)))
+    await world.pins.set_pin(SetPin(user, "2468", "2468", new_key(user)))
+    await world.wallets.freeze_my_wallet(FreezeMyWallet(user, "holiday", new_key(user)))
     until = world.clock.now() + timedelta(hours=1)
     await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "check", until, _key("staff"))
+        AdminFreezeWallet("staff", wallet.id, "check", until, new_key("staff"))
     )
-    await world.tiers.set_kyc_tier(SetKycTier(user, KycTier.BASIC, "sub-1", _key("kyc")))
+    await world.tiers.set_kyc_tier(SetKycTier(user, KycTier.BASIC, "sub-1", new_key("kyc")))
     await world.limits.admin_set_wallet_limits(
         AdminSetWalletLimits(
             "staff",
             wallet.id,
             (LimitValuesInput(LimitAction.SEND, daily=AmountInput("INR", 9_000_00)),),
             "review",
-            _key("staff"),
+            new_key("staff"),
         )
     )
     await world.limits.set_my_limit(
-        SetMyLimit(user, "withdraw", AmountInput("INR", 100), None, None, _key(user))
+        SetMyLimit(user, "withdraw", AmountInput("INR", 100), None, None, new_key(user))
     )
     return user, wallet.id
 
@@ -192,7 +188,9 @@ async def test_a_settings_change_shows_on_the_next_read(engine: AsyncEngine) -> 
     world = _World(engine)
     user, _ = await _busy_wallet(world)
     key = "limits.tier_basic.top_up.monthly"
-    await world.settings.update_setting(UpdateSetting("root", key, "7654300", "test", _key("root")))
+    await world.settings.update_setting(
+        UpdateSetting("root", key, "7654300", "test", new_key("root"))
+    )
 
     found = await world.sql_reads.wallet_for_limits(user)
 

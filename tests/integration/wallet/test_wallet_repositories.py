@@ -9,10 +9,8 @@ app role's grants, and the use cases end to end on the SQL unit of work.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,9 +27,9 @@ from tests.fakes.wallet import (
     FixedClock,
     ReversibleSealer,
 )
+from tests.integration.wallet.wallet_chain import new_key, private_wallet_chain
 from vaultpay_common.db import create_engine
-from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
-from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
+from vaultpay_common.migrations import PLATFORM_CHAIN, upgrade_all
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters import tables
 from vaultpay_wallet.adapters.pins_pg import PgPinCheckFastPath
@@ -56,30 +54,13 @@ from vaultpay_wallet.service_layer.ports import WalletFilter, WalletUnitOfWork
 from vaultpay_wallet.service_layer.settings import SettingsService
 from vaultpay_wallet.service_layer.wallets import WalletService
 
-_VERSIONS = Path(__file__).resolve().parents[3] / "services/wallet/migrations/versions"
-_WALLET_MIGRATIONS = (
-    "0001_wallets.py",
-    "0002_ip_trust_notifications.py",
-    "0003_pin_check_functions.py",
-)
-_ENV = """from vaultpay_common.migrations import run_env
-from vaultpay_wallet.adapters.metadata import metadata
-
-run_env(metadata)
-"""
-
 
 @pytest.fixture(scope="module")
 def migrated(databases: Provisioned, tmp_path_factory: pytest.TempPathFactory) -> Provisioned:
     """Platform chain + these migrations alone (a private script dir, so later revisions of
     other engineers do not take part in this test)."""
-    scripts = tmp_path_factory.mktemp("wallet_migrations")
-    (scripts / "versions").mkdir()
-    (scripts / "env.py").write_text(_ENV)
-    for name in _WALLET_MIGRATIONS:
-        shutil.copy(_VERSIONS / name, scripts / "versions" / name)
     upgrade_all(
-        [PLATFORM_CHAIN, MigrationChain("wallet", scripts, "alembic_version_wallet")],
+        [PLATFORM_CHAIN, private_wallet_chain(tmp_path_factory.mktemp("wallet_migrations"))],
         databases.vaultpay_owner_dsn,
         databases.vaultpay_app_role,
     )
@@ -93,10 +74,6 @@ async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
-
-
-def _key(caller: str) -> IdempotencyKey:
-    return IdempotencyKey(caller, "M", str(uuid.uuid4()), request_fingerprint(b""))
 
 
 class _World:
@@ -128,12 +105,12 @@ async def test_thirty_concurrent_wrong_pins_count_at_most_three_and_lock_once(
 ) -> None:
     world = _World(engine, fast=fast)
     user = f"race-{uuid.uuid4()}"
-    wallet = await world.wallets.create_wallet(CreateWallet(user, "Racer", "", _key(user)))
-    await world.pins.set_pin(SetPin(user, "2468", "2468", _key(user)))
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Racer", "", new_key(user)))
+    await world.pins.set_pin(SetPin(user, "2468", "2468", new_key(user)))
 
     async def guess() -> Exception:
         try:
-            await world.pins.verify_pin(VerifyPin(user, "1357", _key(user)))
+            await world.pins.verify_pin(VerifyPin(user, "1357", new_key(user)))
         except (InvalidPinError, PinLockedError, PinCheckInProgressError) as exc:
             return exc
         raise AssertionError("a wrong PIN was accepted")
@@ -176,8 +153,8 @@ async def test_concurrent_right_pins_wait_for_each_other_and_never_lock(
     PIN_CHECK_IN_PROGRESS (retryable), never PIN_LOCKED, and all pass once retried."""
     world = _World(engine, fast=fast)
     user = f"busy-{uuid.uuid4()}"
-    wallet = await world.wallets.create_wallet(CreateWallet(user, "Busy", "", _key(user)))
-    await world.pins.set_pin(SetPin(user, "2468", "2468", _key(user)))
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Busy", "", new_key(user)))
+    await world.pins.set_pin(SetPin(user, "2468", "2468", new_key(user)))
     busy = 0
     refused = asyncio.Event()
     verify = world.hasher.verify
@@ -190,7 +167,7 @@ async def test_concurrent_right_pins_wait_for_each_other_and_never_lock(
 
     async def check() -> None:
         nonlocal busy
-        k = _key(user)
+        k = new_key(user)
         deadline = asyncio.get_running_loop().time() + 30
         while True:
             try:
@@ -248,15 +225,15 @@ async def test_the_fast_path_keeps_the_rule_and_hands_the_rest_to_the_general_pa
     fast = _CountingFastPath(engine)
     world.pins = PinService(world.pins._uow, world.clock, world.hasher, ReversibleSealer(), fast)
     user = f"fast-{uuid.uuid4()}"
-    wallet = await world.wallets.create_wallet(CreateWallet(user, "Fast", "", _key(user)))
-    await world.pins.set_pin(SetPin(user, "2468", "2468", _key(user)))
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Fast", "", new_key(user)))
+    await world.pins.set_pin(SetPin(user, "2468", "2468", new_key(user)))
 
-    right = _key(user)
+    right = new_key(user)
     assert (await world.pins.verify_pin(VerifyPin(user, "2468", right))).wallet_id == wallet.id
     assert (fast.reserved, fast.settled) == (1, 1)  # both phases took the fast path
     assert await _attempts(engine, wallet.id) == 0
 
-    wrong = _key(user)
+    wrong = new_key(user)
     with pytest.raises(InvalidPinError) as first:
         await world.pins.verify_pin(VerifyPin(user, "1357", wrong))
     assert first.value.metadata == {"remaining_attempts": "2"}
@@ -269,9 +246,9 @@ async def test_the_fast_path_keeps_the_rule_and_hands_the_rest_to_the_general_pa
     assert await _attempts(engine, wallet.id) == 1
 
     await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "check", None, _key("staff"))
+        AdminFreezeWallet("staff", wallet.id, "check", None, new_key("staff"))
     )
-    assert await world.pins.verify_pin(VerifyPin(user, "2468", _key(user)))  # general path
+    assert await world.pins.verify_pin(VerifyPin(user, "2468", new_key(user)))  # general path
     assert (fast.reserved, fast.settled) == (2, 1)
     assert await _attempts(engine, wallet.id) == 0
 
@@ -279,7 +256,7 @@ async def test_the_fast_path_keeps_the_rule_and_hands_the_rest_to_the_general_pa
 async def test_balance_can_never_go_negative(engine: AsyncEngine) -> None:
     world = _World(engine)
     user = f"neg-{uuid.uuid4()}"
-    wallet = await world.wallets.create_wallet(CreateWallet(user, "Neg", "", _key(user)))
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Neg", "", new_key(user)))
     async with engine.connect() as conn:
         with pytest.raises(IntegrityError, match="wallets_balance_not_negative"):
             await conn.execute(
@@ -287,7 +264,7 @@ async def test_balance_can_never_go_negative(engine: AsyncEngine) -> None:
             )
 
 
-async def test_a_colliding_id_is_drawn_again_on_the_real_unique_key(engine: AsyncEngine) -> None:
+async def test_a_colliding_id_is_drawn_again_on_the_real_uniquenew_key(engine: AsyncEngine) -> None:
     world = _World(engine)
     first = await world.wallets.create_wallet(CreateWallet(f"c1-{uuid.uuid4()}", "One", "", None))
     ids = iter([first.id, first.id, "VPY-" + uuid.uuid4().hex[:6].upper()])
@@ -303,7 +280,7 @@ async def test_the_app_role_cannot_rewrite_setting_history_or_delete_wallets(
 ) -> None:
     world = _World(engine)
     await world.settings.update_setting(
-        UpdateSetting("root", "limits.tier_basic.send.daily", "123400", "test", _key("root"))
+        UpdateSetting("root", "limits.tier_basic.send.daily", "123400", "test", new_key("root"))
     )
     async with engine.connect() as conn:
         for statement in (
@@ -324,9 +301,9 @@ async def test_the_app_role_cannot_rewrite_setting_history_or_delete_wallets(
 async def test_admin_freeze_list_and_limits_round_trip_through_sql(engine: AsyncEngine) -> None:
     world = _World(engine)
     user = f"adm-{uuid.uuid4()}"
-    wallet = await world.wallets.create_wallet(CreateWallet(user, "Adm", "", _key(user)))
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Adm", "", new_key(user)))
     frozen = await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "check", None, _key("staff"))
+        AdminFreezeWallet("staff", wallet.id, "check", None, new_key("staff"))
     )
     assert frozen.status is WalletStatus.FROZEN
     view = await world.admin.get_wallet(wallet.id)

@@ -8,10 +8,12 @@ async def test_something(databases: Provisioned) -> None:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
+from vaultpay_common.redis import create_redis
 from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import Provisioned, deprovision, provision, unique_suffix
 
@@ -35,3 +37,13 @@ def databases(infra: Infra) -> Iterator[Provisioned]:
 def redis_url(infra: Infra) -> str:
     """URL of the session's Redis (database 0). Tests should use their own key prefixes."""
     return infra.redis.url(0)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of `redis_url` (as the services make theirs), closed after the test."""
+    client = create_redis(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()

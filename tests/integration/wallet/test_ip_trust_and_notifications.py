@@ -26,7 +26,6 @@ from vaultpay_common.db import SqlUnitOfWork, create_engine
 from vaultpay_common.idempotency import SqlIdempotencyRecords
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
 from vaultpay_common.outbox import SqlOutbox
-from vaultpay_common.redis import create_redis
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_devstack.procs import free_port
 from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
@@ -118,13 +117,6 @@ async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(migrated.vaultpay_app_dsn, pool_size=12, application_name="w0002")
     yield engine
     await engine.dispose()
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 def _ip_service(engine: AsyncEngine, redis: Redis) -> IpTrustService:

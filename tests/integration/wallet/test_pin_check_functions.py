@@ -1,11 +1,12 @@
-"""Migration w0003's PIN check functions on a real PostgreSQL, through `PgPinCheckFastPath`.
+"""Migrations w0003 and w0004's PIN check functions on a real PostgreSQL, through
+`PgPinCheckFastPath` (w0004's movement settlement: test_movement_check.py).
 
 Proves what the parametrized general/fast tests of test_wallet_repositories.py do not: the
 reservation `wallet_pin_reserve` stores is `DataclassCodec(PinReservation).dumps` byte for
 byte (whole seconds and microseconds alike) and the general path replays it without counting
 again; a key claimed by a concurrent transaction undoes the count and answers
 IDEMPOTENCY_KEY_IN_USE; anything but the common case writes nothing; EXECUTE is the app
-role's only; the downgrade drops the functions and upgrading again restores them.
+role's only; each downgrade drops its own functions and upgrading again restores them.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ pytestmark = pytest.mark.integration
 
 _RESERVATION = DataclassCodec(PinReservation)
 _OUTCOME = DataclassCodec(PinCheckOutcome)
-_FUNCTIONS = ("wallet_pin_reserve", "wallet_pin_settle_match")
+_FUNCTIONS = ("wallet_pin_reserve", "wallet_pin_settle_match", "wallet_pin_settle_movement")
 _APP = "pin-functions-test"
 
 
@@ -322,6 +323,10 @@ async def test_execute_is_the_app_roles_and_the_downgrade_drops_the_functions(
         assert databases.vaultpay_app_role in grantees[name]
         assert "PUBLIC" not in grantees[name]
     owner, app_role = databases.vaultpay_owner_dsn, databases.vaultpay_app_role
+    await asyncio.to_thread(
+        migrate_chain, chain, owner, app_role, action="downgrade", revision="w0003"
+    )
+    assert set(await _grantees(engine)) == set(_FUNCTIONS) - {"wallet_pin_settle_movement"}
     await asyncio.to_thread(
         migrate_chain, chain, owner, app_role, action="downgrade", revision="w0002"
     )

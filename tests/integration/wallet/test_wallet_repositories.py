@@ -1,5 +1,5 @@
-"""The wallet's SQL adapters on a real PostgreSQL, with migrations w0001-w0003 applied by
-Alembic (w0003: the PIN check fast path's functions).
+"""The wallet's SQL adapters on a real PostgreSQL, with migrations w0001-w0004 applied by
+Alembic (w0003, w0004: the PIN check fast path's functions).
 
 Proves what fakes cannot: the PIN counter under 30 concurrent wrong PINs (at most 3 counted,
 exactly one lockout), the balance CHECK, the id-collision retry on the real unique key, the

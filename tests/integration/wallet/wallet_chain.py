@@ -1,4 +1,4 @@
-"""Shared by the wallet's integration tests: its migrations w0001-w0003 alone, in a private
+"""Shared by the wallet's integration tests: its migrations w0001-w0004 alone, in a private
 script dir (so later revisions of other engineers do not take part in these tests), and a
 fresh idempotency key."""
 
@@ -18,6 +18,7 @@ WALLET_MIGRATIONS = (
     "0001_wallets.py",
     "0002_ip_trust_notifications.py",
     "0003_pin_check_functions.py",
+    "0004_movement_check_function.py",
 )
 _ENV = """from vaultpay_common.migrations import run_env
 from vaultpay_wallet.adapters.metadata import metadata

@@ -14,6 +14,10 @@ Settle a right PIN, `wallet_pin_settle_match`: the key's advisory lock; one stat
 locks the same kind of wallet row and clears the counter when the PIN is still the one
 checked and the key has no reply; the OK reply stored.
 
+Settle a money movement's right PIN, `wallet_pin_settle_movement` (w0004): the same settlement,
+then, in the same call, whether the client's address is trusted (its `last_seen_at` touched
+at most every `LAST_SEEN_EVERY`), so the movement check reads no Redis.
+
 The locks are taken in a statement of their own so the next one reads with a snapshot taken
 after they were granted (READ COMMITTED), as the unit of work's claim does. The call runs
 outside any explicit transaction, so its implicit transaction commits before the answer
@@ -34,7 +38,7 @@ gone, has the engine's statement timeout only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -48,9 +52,9 @@ from vaultpay_common.pg_failures import LOST_CONNECTION
 from vaultpay_common.pg_raw import borrowed_driver
 from vaultpay_wallet.domain.model import WalletStatus
 from vaultpay_wallet.domain.pin import MAX_FAILED_PIN_ATTEMPTS
-from vaultpay_wallet.service_layer.results import PinReservation
+from vaultpay_wallet.service_layer.results import MovementAddress, PinReservation
 
-__all__ = ["PgPinCheckFastPath"]
+__all__ = ["LAST_SEEN_EVERY", "PgPinCheckFastPath"]
 
 _RESERVE = (
     "SELECT r_wallet_id, r_attempt, r_pin_hash, r_pin_updated_at FROM wallet_pin_reserve("
@@ -62,7 +66,15 @@ _SETTLE_MATCH = (
     " $5::text, $6::text, $7::uuid, $8::text, $9::bytea)"
 )
 
+_SETTLE_MOVEMENT = (
+    "SELECT r_settled, r_ip_trusted FROM wallet_pin_settle_movement($1::text,"
+    " $2::timestamptz, $3::text, $4::bigint, $5::text, $6::text, $7::uuid, $8::text,"
+    " $9::bytea, $10::uuid, $11::text, $12::timestamptz, $13::interval)"
+)
+
 _ACTIVE = WalletStatus.ACTIVE.value
+# How stale a trusted address's last_seen_at may get (the Redis cache's TTL bounds it the same).
+LAST_SEEN_EVERY = timedelta(minutes=5)
 
 
 class PgPinCheckFastPath:
@@ -115,10 +127,36 @@ class PgPinCheckFastPath:
     async def settle_match(
         self, reservation: PinReservation, key: IdempotencyKey, reply: bytes
     ) -> bool:
+        row = await self._settle(_SETTLE_MATCH, reservation, key, reply)
+        return row is not None and row[0] is True
+
+    async def settle_movement_match(
+        self,
+        reservation: PinReservation,
+        key: IdempotencyKey,
+        reply: bytes,
+        address: MovementAddress,
+        now: datetime,
+    ) -> tuple[bool, bool]:
+        extra = (address.user_id, address.ip_hash, now, LAST_SEEN_EVERY)
+        row = await self._settle(_SETTLE_MOVEMENT, reservation, key, reply, *extra)
+        assert row is not None  # a function with OUT parameters answers one row
+        return row[0] is True, row[1] is True
+
+    async def _settle(
+        self,
+        sql: str,
+        reservation: PinReservation,
+        key: IdempotencyKey,
+        reply: bytes,
+        *extra: object,
+    ) -> asyncpg.Record | None:
+        """One settlement statement: the nine arguments both functions begin with, then
+        `extra`."""
         try:
             async with borrowed_driver(self._engine) as driver:
-                settled = await driver.fetchval(
-                    _SETTLE_MATCH,
+                row: asyncpg.Record | None = await driver.fetchrow(
+                    sql,
                     reservation.wallet_id,
                     reservation.pin_updated_at,
                     _ACTIVE,
@@ -128,9 +166,10 @@ class PgPinCheckFastPath:
                     key.request_id,
                     key.fingerprint,
                     reply,
+                    *extra,
                 )
         except asyncpg.UniqueViolationError as exc:
             raise IdempotencyKeyInUseError() from exc
         except LOST_CONNECTION as exc:
             raise DatabaseUnavailableError() from exc
-        return settled is True
+        return row

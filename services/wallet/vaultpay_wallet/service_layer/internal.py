@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _WALLET = DataclassCodec(Wallet)
 _SWEEP_BATCH = 200
+_TRUSTED = IpTrustCheck(trusted=True, confirmation_sent=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +43,27 @@ class MovementChecked:
 
 class MovementChecks:
     """A money movement's two checks in one call of the transfer service: the PIN under its
-    lockout rule, then, only once it matched, the client's address as CheckIpTrust checks it
-    (an untrusted one mails its confirmation token), under the movement's request_id. A wrong
-    PIN fails as `verify_transfer_pin` fails, and no address is looked at."""
+    lockout rule, then, only once it matched, the client's address, under the movement's
+    request_id. A wrong PIN fails as `verify_transfer_pin` fails, and no address is looked at.
+
+    The common case reads the address in the PIN's own settlement (one PostgreSQL call, no
+    Redis on the money path: `PinVerified.address_trusted`). An address found untrusted
+    there, or a check settled on the general path, is checked as CheckIpTrust checks it (an
+    untrusted one mails its confirmation token; a retry mails nothing more)."""
 
     def __init__(self, pins: PinService, ip_trust: IpTrustService) -> None:
         self._pins = pins
         self._ip_trust = ip_trust
 
     async def check(self, cmd: VerifyTransferPin, client_ip: str = "") -> MovementChecked:
-        verified = await self._pins.verify_transfer_pin(cmd)
-        if not client_ip or cmd.idempotency is None:  # the key is required: verified above
+        if not client_ip:
+            verified = await self._pins.verify_transfer_pin(cmd)
             return MovementChecked(verified.wallet_id, None)
+        address = self._ip_trust.movement_address(cmd.user_id, client_ip)
+        verified = await self._pins.verify_transfer_pin(cmd, address)
+        if verified.address_trusted:
+            return MovementChecked(verified.wallet_id, _TRUSTED)
+        assert cmd.idempotency is not None  # required: verify_transfer_pin checked it
         ip = await self._ip_trust.check_ip_trust(
             CheckIpTrust(cmd.idempotency.request_id, cmd.user_id, client_ip)
         )

@@ -55,6 +55,7 @@ from vaultpay_wallet.domain.notifications import (
 )
 from vaultpay_wallet.service_layer.notifications import NotificationRepository
 from vaultpay_wallet.service_layer.ports import SecretSealer
+from vaultpay_wallet.service_layer.results import MovementAddress
 
 __all__ = [
     "MAIL_TEMPLATE",
@@ -262,6 +263,11 @@ class IpTrustService:
         self._hasher = IpHasher(ip_hash_key)
         self._trust_ttl = trust_ttl
         self._token_ttl = token_ttl
+
+    def movement_address(self, user_id: str, client_ip: str) -> MovementAddress:
+        """A money movement's address as the PIN check's settlement looks it up (the same
+        user and keyed hash this check reads); INVALID_ARGUMENT for a bad id or address."""
+        return MovementAddress(canonical_uuid(user_id, "user_id"), self._hasher.hash(client_ip))
 
     async def check_ip_trust(self, command: CheckIpTrust) -> IpTrustCheck:
         request_id = canonical_uuid(command.request_id, "request_id")

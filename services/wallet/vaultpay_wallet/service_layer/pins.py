@@ -23,7 +23,8 @@ so a retry after a crash between the phases does not count twice either.
 
 A keyed check of an open, unfrozen wallet with attempts left (nearly every check of a money
 movement) reserves and, for a right PIN, settles through `PinCheckFastPath`: the same rule
-in a few statements. Anything else takes the general path below, which has every refusal.
+in a few statements (a movement's settlement also reads whether its client address is
+trusted). Anything else takes the general path below, which has every refusal.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ from vaultpay_wallet.service_layer.ports import (
     WalletUnitOfWork,
 )
 from vaultpay_wallet.service_layer.results import (
+    MovementAddress,
     PinChanged,
     PinCheckOutcome,
     PinCheckResult,
@@ -115,7 +117,10 @@ _SETTLE_TRIES = 3
 _SETTLE_RETRY_PAUSE = 0.05  # seconds, doubled on each retry
 
 
-def _log_unsettled(finishing: asyncio.Future[PinCheckOutcome]) -> None:
+_Checked = tuple[PinCheckOutcome, bool | None]  # the outcome, and the address's trust if read
+
+
+def _log_unsettled(finishing: asyncio.Future[_Checked]) -> None:
     """Retrieves the outcome of a settlement whose caller went away (so its failure is
     logged, not reported as never retrieved)."""
     if finishing.cancelled():
@@ -208,21 +213,27 @@ class PinService:
     async def verify_pin(self, cmd: VerifyPin) -> PinVerified:
         """The holder checks a PIN; a wrong one counts toward the lockout."""
         _check_shape(cmd.pin, "pin")
-        outcome = await self._check(cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None)
+        outcome, _ = await self._check(cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None)
         _raise_unless_ok(outcome)
         return PinVerified(outcome.wallet_id)
 
-    async def verify_transfer_pin(self, cmd: VerifyTransferPin) -> PinVerified:
+    async def verify_transfer_pin(
+        self, cmd: VerifyTransferPin, address: MovementAddress | None = None
+    ) -> PinVerified:
         """The transfer service checks a PIN for a money movement: the same rule as
-        `verify_pin`, keyed by the movement's request_id (required)."""
+        `verify_pin`, keyed by the movement's request_id (required). `address`, when given,
+        is looked up in the settlement of a matched PIN on the fast path, in the same call
+        (`PinVerified.address_trusted`; None where it was not, for the caller to check)."""
         if cmd.idempotency is None:
             raise ValidationError.single("request_id", "is required")
         if not cmd.user_id:
             raise ValidationError.single("user_id", "is required")
         _check_shape(cmd.pin, "pin")
-        outcome = await self._check(cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None)
+        outcome, trusted = await self._check(
+            cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None, address=address
+        )
         _raise_unless_ok(outcome)
-        return PinVerified(outcome.wallet_id)
+        return PinVerified(outcome.wallet_id, trusted)
 
     async def change_pin(self, cmd: ChangePin) -> PinChanged:
         """The current PIN is checked under the lockout rule; the new one must differ."""
@@ -230,7 +241,7 @@ class PinService:
         _new_pin(cmd.new_pin, cmd.new_pin_confirmation, "new_pin")
         if cmd.new_pin == cmd.current_pin:
             raise ValidationError.single("new_pin", "must differ from the current PIN")
-        outcome = await self._check(
+        outcome, _ = await self._check(
             cmd.user_id, cmd.current_pin, cmd.idempotency, new_pin=cmd.new_pin
         )
         _raise_unless_ok(outcome)
@@ -238,19 +249,25 @@ class PinService:
         return PinChanged(outcome.pin_updated_at)
 
     async def _check(
-        self, user_id: str, pin: str, key: IdempotencyKey | None, *, new_pin: str | None
-    ) -> PinCheckOutcome:
+        self,
+        user_id: str,
+        pin: str,
+        key: IdempotencyKey | None,
+        *,
+        new_pin: str | None,
+        address: MovementAddress | None = None,
+    ) -> _Checked:
         reserved = await self._reserve_fast(user_id, key)
         if reserved is None:
             settled = await self._stored(key, _OUTCOME)
             if settled is not None:
-                return settled
+                return settled, None
             reserved = await self._reserve(user_id, key)
         reservation, pin_hash = reserved
         # The attempt is counted: settle it even if the caller goes away meanwhile (a cancelled
         # RPC, the caller's deadline), so only a wallet process that dies leaves it unsettled.
         finishing = asyncio.ensure_future(
-            self._finish(reservation, pin, pin_hash, key, new_pin=new_pin)
+            self._finish(reservation, pin, pin_hash, key, new_pin=new_pin, address=address)
         )
         finishing.add_done_callback(_log_unsettled)
         return await asyncio.shield(finishing)
@@ -263,7 +280,8 @@ class PinService:
         key: IdempotencyKey | None,
         *,
         new_pin: str | None,
-    ) -> PinCheckOutcome:
+        address: MovementAddress | None,
+    ) -> _Checked:
         matched = await self._hasher.verify(pin, pin_hash)
         new_hash = await self._hasher.hash(new_pin) if matched and new_pin is not None else None
         for attempt in range(_SETTLE_TRIES):
@@ -272,15 +290,24 @@ class PinService:
                     ok = PinCheckOutcome(
                         reservation.wallet_id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS
                     )
-                    if await self._fast.settle_match(reservation, key, _OUTCOME.dumps(ok)):
-                        return ok
+                    reply = _OUTCOME.dumps(ok)
+                    if address is None:
+                        if await self._fast.settle_match(reservation, key, reply):
+                            return ok, None
+                    else:
+                        settled, trusted = await self._fast.settle_movement_match(
+                            reservation, key, reply, address, self._clock.now()
+                        )
+                        if settled:
+                            return ok, trusted
                 async with self._uow() as uow:
-                    return await run_once(
+                    outcome = await run_once(
                         uow,
                         key,
                         _OUTCOME,
                         lambda: self._settle(uow, reservation, matched, new_hash),
                     )
+                return outcome, None
             except UnavailableError:
                 # A lost connection: settling again is safe (the key replays a committed
                 # outcome; without a key the settlement is the same twice).

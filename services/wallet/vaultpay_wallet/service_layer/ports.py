@@ -27,7 +27,7 @@ from vaultpay_wallet.domain.model import KycTier, Wallet, WalletStatus
 from vaultpay_wallet.domain.pin import PinRecord
 
 if TYPE_CHECKING:  # results.py imports this module
-    from vaultpay_wallet.service_layer.results import PinReservation
+    from vaultpay_wallet.service_layer.results import MovementAddress, PinReservation
 
 __all__ = [
     "CurrencyAmount",
@@ -320,6 +320,19 @@ class PinCheckFastPath(Protocol):
     ) -> bool:
         """A right PIN: clears the counter and stores `reply` under `key`, committed,
         unless the PIN changed, a freeze appeared or the key has a reply already."""
+        ...
+
+    async def settle_movement_match(
+        self,
+        reservation: PinReservation,
+        key: IdempotencyKey,
+        reply: bytes,
+        address: MovementAddress,
+        now: datetime,
+    ) -> tuple[bool, bool]:
+        """`settle_match` for a money movement, which also reads, in the same call, whether
+        `address` is trusted at `now`: (settled, trusted). Not settled: nothing written, and
+        the address not looked at (False)."""
         ...
 
 

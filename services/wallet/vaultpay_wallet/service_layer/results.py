@@ -16,6 +16,7 @@ __all__ = [
     "Balance",
     "EffectiveLimits",
     "LimitOverridePage",
+    "MovementAddress",
     "PinChanged",
     "PinCheckOutcome",
     "PinCheckResult",
@@ -70,6 +71,18 @@ class PinChanged:
 @dataclass(frozen=True, slots=True)
 class PinVerified:
     wallet_id: str
+    # Whether the movement's address (MovementAddress) is trusted, as read in the PIN's own
+    # settlement; None when it was not read there (no address given, or the general path).
+    address_trusted: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MovementAddress:
+    """A money movement's client address, looked up once its PIN matched: the user (a
+    canonical UUID) and the address's keyed hash (domain.ip_trust.IpHasher)."""
+
+    user_id: str
+    ip_hash: str
 
 
 @dataclass(frozen=True, slots=True)

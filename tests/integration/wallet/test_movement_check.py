@@ -1,0 +1,211 @@
+"""A money movement's checks (`MovementChecks`) on real PostgreSQL and Redis, with the PIN
+check's fast path as the service runs it: the client address is read in the settlement of
+the matched PIN (migration w0004's `wallet_pin_settle_movement`), so a trusted address costs
+no Redis read and no round trip of its own; anything else is checked as CheckIpTrust checks
+it (the link mailed once per movement)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.fakes.wallet import FakePinHasher, FakeUsage, FixedClock, ReversibleSealer
+from tests.integration.wallet.wallet_chain import new_key, private_wallet_chain
+from vaultpay_common.clock import Clock
+from vaultpay_common.db import create_engine
+from vaultpay_common.migrations import PLATFORM_CHAIN, upgrade_all
+from vaultpay_devstack.postgres import Provisioned
+from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
+from vaultpay_wallet.adapters.pins_pg import LAST_SEEN_EVERY, PgPinCheckFastPath
+from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
+from vaultpay_wallet.domain.errors import InvalidPinError
+from vaultpay_wallet.service_layer.commands import CreateWallet, SetPin, VerifyTransferPin
+from vaultpay_wallet.service_layer.internal import MovementChecked, MovementChecks
+from vaultpay_wallet.service_layer.ip_trust import (
+    CheckIpTrust,
+    ConfirmIp,
+    IpTrustService,
+    ListTrustedIps,
+    RevokeTrustedIp,
+)
+from vaultpay_wallet.service_layer.limits import LimitsService
+from vaultpay_wallet.service_layer.pins import PinService
+from vaultpay_wallet.service_layer.wallets import WalletService
+
+pytestmark = pytest.mark.integration
+
+PIN = "2468"
+HOME, CAFE = "203.0.113.7", "198.51.100.20"
+
+
+@pytest.fixture(scope="module")
+def migrated(databases: Provisioned, tmp_path_factory: pytest.TempPathFactory) -> Provisioned:
+    upgrade_all(
+        [PLATFORM_CHAIN, private_wallet_chain(tmp_path_factory.mktemp("movement_check"))],
+        databases.vaultpay_owner_dsn,
+        databases.vaultpay_app_role,
+    )
+    return databases
+
+
+@pytest.fixture(scope="module")
+async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(migrated.vaultpay_app_dsn, pool_size=8, application_name="movement")
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+class _CountingCache(RedisTrustedIpCache):
+    """The real Redis cache, counting the lookups made of it."""
+
+    def __init__(self, redis: Redis, clock: Clock) -> None:
+        super().__init__(redis, clock, prefix=f"test:{uuid.uuid4().hex}:")
+        self.lookups = 0
+
+    async def lookup(self, user_id: str, ip_hash: str) -> datetime | None:
+        self.lookups += 1
+        return await super().lookup(user_id, ip_hash)
+
+
+class _World:
+    def __init__(self, engine: AsyncEngine, redis: Redis) -> None:
+        self.engine = engine
+        self.clock = FixedClock()
+
+        def uow() -> SqlWalletUnitOfWork:
+            return SqlWalletUnitOfWork(engine)
+
+        self.wallets = WalletService(uow, self.clock, LimitsService(uow, self.clock, FakeUsage()))
+        self.hasher = FakePinHasher()
+        self.pins = PinService(
+            uow, self.clock, self.hasher, ReversibleSealer(), PgPinCheckFastPath(engine)
+        )
+        self.cache = _CountingCache(redis, self.clock)
+        self.ip_trust = IpTrustService(
+            uow, self.cache, ReversibleSealer(), self.clock, ip_hash_key=b"k" * 32
+        )
+        self.checks = MovementChecks(self.pins, self.ip_trust)
+
+    async def user_trusting(self, ip: str) -> str:
+        """A user with a wallet and a PIN who confirmed `ip` (through the mailed link)."""
+        user = str(uuid.uuid4())
+        await self.wallets.create_wallet(CreateWallet(user, "Mover", "", new_key(user)))
+        await self.pins.set_pin(SetPin(user, PIN, PIN, new_key(user)))
+        check = await self.ip_trust.check_ip_trust(CheckIpTrust(str(uuid.uuid4()), user, ip))
+        assert not check.trusted and check.confirmation_sent
+        [token] = await self.mailed_tokens(user)
+        await self.ip_trust.confirm_ip(ConfirmIp(token))
+        return user
+
+    async def move(self, user: str, ip: str, pin: str = PIN, request: str = "") -> MovementChecked:
+        key = new_key(user)
+        if request:  # a retry of one movement
+            key = dataclasses.replace(key, request_id=request)
+        return await self.checks.check(VerifyTransferPin(user, pin, key), ip)
+
+    async def mailed_tokens(self, user: str) -> list[str]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT payload FROM outbox_events WHERE topic = 'mail.send'"
+                    " AND payload->>'user_id' = :u ORDER BY created_at"
+                ),
+                {"u": user},
+            )
+            return [ReversibleSealer().open(r.payload["params"]["token_sealed"]) for r in rows]
+
+    async def last_seen(self, user: str) -> datetime:
+        async with self.engine.connect() as conn:
+            seen = await conn.scalar(
+                text("SELECT last_seen_at FROM trusted_ips WHERE user_id = CAST(:u AS uuid)"),
+                {"u": user},
+            )
+        assert isinstance(seen, datetime)
+        return seen
+
+
+async def test_a_trusted_address_is_read_with_the_pin_and_not_from_redis(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    world.cache.lookups = 0
+
+    checked = await world.move(user, HOME)
+
+    assert checked.ip is not None and checked.ip.trusted and not checked.ip.failed_open
+    assert world.cache.lookups == 0
+    assert world.hasher.verifications == 1
+
+
+async def test_last_seen_moves_forward_at_most_every_few_minutes(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    confirmed = await world.last_seen(user)
+
+    world.clock.advance(LAST_SEEN_EVERY - timedelta(seconds=1))
+    assert (await world.move(user, HOME)).ip == (await world.move(user, HOME)).ip
+    assert await world.last_seen(user) == confirmed  # recent enough: no write
+
+    world.clock.advance(timedelta(seconds=2))
+    assert (await world.move(user, HOME)).ip is not None
+    assert await world.last_seen(user) == world.clock.now()
+
+
+async def test_an_unknown_address_is_refused_and_its_link_mailed_once_per_movement(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    request = str(uuid.uuid4())
+
+    first = await world.move(user, CAFE, request=request)
+    retry = await world.move(user, CAFE, request=request)
+
+    assert first.ip is not None and (first.ip.trusted, first.ip.confirmation_sent) == (False, True)
+    assert retry.ip == first.ip
+    assert len(await world.mailed_tokens(user)) == 2  # HOME's link at set-up, CAFE's once
+
+
+async def test_a_revoked_or_expired_trust_is_refused_at_once(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    world = _World(engine, redis)
+    revoking = await world.user_trusting(HOME)
+    [trusted] = (await world.ip_trust.list_trusted_ips(ListTrustedIps(revoking))).items
+    await world.ip_trust.revoke_trusted_ip(RevokeTrustedIp(revoking, trusted.ip_hash))
+    revoked = await world.move(revoking, HOME)
+    assert revoked.ip is not None and not revoked.ip.trusted
+
+    expiring = await world.user_trusting(HOME)
+    world.clock.advance(timedelta(days=30, seconds=1))
+    expired = await world.move(expiring, HOME)
+    assert expired.ip is not None and not expired.ip.trusted
+
+
+async def test_a_wrong_pin_looks_at_no_address(engine: AsyncEngine, redis: Redis) -> None:
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    world.clock.advance(LAST_SEEN_EVERY * 2)
+    seen = await world.last_seen(user)
+    world.cache.lookups = 0
+
+    with pytest.raises(InvalidPinError):
+        await world.move(user, CAFE, pin="1357")
+    with pytest.raises(InvalidPinError):
+        await world.move(user, HOME, pin="1357")
+
+    assert len(await world.mailed_tokens(user)) == 1  # the set-up's link only
+    assert await world.last_seen(user) == seen
+    assert world.cache.lookups == 0

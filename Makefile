@@ -52,7 +52,7 @@ lint: $(STAMP) ## ruff lint + format check
 	@$(BIN)/ruff format --check .
 
 typecheck: $(STAMP) ## mypy --strict on our code
-	@$(BIN)/mypy services gateway deploy/local tests
+	@$(BIN)/mypy services gateway deploy/local tests docs/examples
 
 contract: $(STAMP) ## buf lint, breaking check against the committed baseline, HTTP route check, drift
 	@cd protos && ../$(BIN)/buf lint

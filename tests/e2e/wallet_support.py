@@ -23,6 +23,7 @@ from vaultpay_devstack.smtp_sink import read_messages, wait_for_message
 __all__ = [
     "Person",
     "bearer",
+    "create_staff",
     "gateway_grpc_address",
     "mail_count",
     "mailed_code",
@@ -74,6 +75,12 @@ def new_person(gateway: Gateway, *, wallet: bool = True, pin: str | None = None)
 
 def staff_token(mesh: Mesh, gateway: Gateway, role: str) -> str:
     """A token of a staff member with `role`, made the way an operator does (CLI + SQL)."""
+    return str(gateway.login(create_staff(mesh, role))["accessToken"])
+
+
+def create_staff(mesh: Mesh, role: str) -> str:
+    """The email of a new staff member with `role` and the password PASSWORD: a super_admin
+    from the operator CLI, then (for a lower role) set in auth's database."""
     email = f"{role.lower()}-{uuid.uuid4().hex[:10]}@example.com"
     env = {**os.environ, **mesh.env_for("auth", operator=True)}
     made = subprocess.run(
@@ -94,7 +101,7 @@ def staff_token(mesh: Mesh, gateway: Gateway, role: str) -> str:
             await conn.execute("UPDATE users SET role = $1 WHERE email = $2", role, email)
 
         run_sql(dbs.url(dbs.auth_owner_role, dbs.auth_database, driver="postgresql"), demote)
-    return str(gateway.login(email)["accessToken"])
+    return email
 
 
 async def service_token(mesh: Mesh, client_id: str = "transfer") -> str:

@@ -85,7 +85,7 @@ status: $(STAMP) ## is a `make run` mesh running, and where?
 stop: $(STAMP) ## stop a `make run` started in another terminal
 	@$(PY) -m vaultpay_devstack.cli stop
 
-bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmarks (auth+wallet, kyc), printed as ratios against a baseline
+bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmarks (auth+wallet, kyc, transfer), printed as ratios against a baseline
 	@$(PY) -m tests.bench.run $(BENCH_ARGS)
 	@$(PY) -m tests.bench.kyc $(BENCH_ARGS)
 	@$(PY) -m tests.bench.transfer $(BENCH_ARGS)

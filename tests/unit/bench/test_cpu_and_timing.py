@@ -64,7 +64,7 @@ def test_bcrypt_cells_warm_up_through_the_queue_and_measure_enough_hashes() -> N
     assert queue_warmup(1.0, 32, 250.0, 2) == 4.8  # 32 x 0.25 s / 2 cores, +20 %
     assert queue_warmup(1.0, 1, 250.0, 2) == 1.0
     full, quick = parse_args([]), parse_args(["--quick"])
-    assert slow_window(full, 8.0) == 5.0  # 40 hashes at 8/s
+    assert slow_window(full, 8.0) == 12.5  # 100 hashes at 8/s
     assert slow_window(full, 1.0) == MAX_SLOW_WINDOW
     assert slow_window(full, 100.0) == full.seconds
     assert slow_window(quick, 8.0) == quick.seconds

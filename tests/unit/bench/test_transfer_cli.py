@@ -63,7 +63,7 @@ def test_cells_are_counted_for_the_progress_line() -> None:
 
 def test_the_pin_window_waits_for_enough_completions() -> None:
     opts = parse_args([])
-    assert slow_window(opts, 8.0) == 5.0  # 40 completions at 8/s
+    assert slow_window(opts, 8.0) == 12.5  # 100 completions at 8/s
     assert slow_window(opts, 1.0) == MAX_SLOW_WINDOW
     assert slow_window(parse_args(["--quick"]), 8.0) == 0.5
 

@@ -181,6 +181,12 @@ def _banner(mesh: Mesh) -> str:
             '  eval "$(.venv/bin/python -m vaultpay_devstack.cli env auth)"',
             "  .venv/bin/vaultpay-auth create-superadmin --email root@example.com",
         ]
+        if {"wallet", "transfer", "kyc"} <= set(mesh.services) and mesh.envoy is not None:
+            lines += [
+                "",
+                "The whole money journey through the gateway (KYC approved by that super_admin):",
+                "  .venv/bin/python docs/examples/money_journey.py --staff-email root@example.com",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -81,8 +81,9 @@ class ServiceSettings(BaseSettings):
     # returned). Sized so the steady load of a busy process does not overflow: at 10, 32
     # concurrent SendMoney calls opened and closed a PostgreSQL session for every third send
     # (a backend started and a SCRAM handshake each; the bench's PostgreSQL CPU per send was
-    # 7.4 ms at 10, 4.8 ms at 20). PostgreSQL's max_connections must cover every process's
-    # pool and overflow (devstack: 400).
+    # 7.4 ms at 10, 4.8 ms at 20). wallet and transfer, on the money path, default to 64.
+    # PostgreSQL's max_connections must cover every process's pool and overflow (devstack:
+    # 400; auth and kyc 64 each at most, wallet and transfer 128).
     db_pool_size: int = 32
     # Upper bound of any SQL statement when the caller gave no (shorter) deadline.
     db_statement_timeout_ms: int = 10_000

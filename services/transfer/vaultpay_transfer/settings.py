@@ -18,6 +18,10 @@ class TransferSettings(PeerServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TRANSFER_", extra="ignore", frozen=True)
 
     grpc_address: str = "127.0.0.1:50053"
+    # One pooled connection per movement in flight, held while its call waits for a wallet
+    # row's lock: at 32, a 64-client SendMoney load opened and closed some 100 PostgreSQL
+    # sessions every few seconds (README, Benchmarks > Transfer). With overflow, 128 at most.
+    db_pool_size: int = 64
     # The largest amount one movement may carry, in minor units (10 billion INR in paise):
     # far above any limit, far below BIGINT; anything larger is refused as INVALID_AMOUNT.
     max_amount_minor: int = 10**12

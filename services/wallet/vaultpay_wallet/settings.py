@@ -14,6 +14,10 @@ class WalletSettings(PeerServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore", frozen=True)
 
     grpc_address: str = "127.0.0.1:50052"
+    # One pooled connection per movement in flight, held while its call waits for a wallet
+    # row's lock: at 32, a 64-client SendMoney load opened and closed some 100 PostgreSQL
+    # sessions every few seconds (README, Benchmarks > Transfer). With overflow, 128 at most.
+    db_pool_size: int = 64
     # bcrypt cost of transaction PINs (12 in production; the test profile uses 4).
     pin_bcrypt_rounds: int = 12
     # Concurrent WatchNotifications streams one user may hold.

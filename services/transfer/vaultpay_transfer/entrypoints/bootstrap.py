@@ -114,6 +114,10 @@ async def build_host(
         OUTBOX_PRODUCER,
         transfer_outbox_handlers(GrpcWalletNotifications(wallet_channel, token, timeout)),
         batch_size=settings.outbox_batch_size,
+        # Every event of a round at once: the notifier sends the deliveries asked for in one
+        # loop turn as ONE CreateNotifications call (at most 100 items), so this is one call
+        # per round, not one per 8 events (wallet's cost is mostly per call).
+        max_concurrent_deliveries=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_seconds,
         clock=clock,
     )

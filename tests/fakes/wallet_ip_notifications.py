@@ -53,8 +53,10 @@ class FakeTrustedIpCache:
     def __init__(self) -> None:
         self.entries: dict[tuple[str, str], datetime] = {}
         self.down = False
+        self.lookups = 0
 
     async def lookup(self, user_id: str, ip_hash: str) -> datetime | None:
+        self.lookups += 1
         if self.down:
             raise TrustCacheUnavailableError("connection refused")
         return self.entries.get((user_id, ip_hash))

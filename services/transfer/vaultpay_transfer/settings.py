@@ -27,12 +27,10 @@ class TransferSettings(PeerServiceSettings):
     max_amount_minor: int = 10**12
     # How often the outbox relay looks for due events (it is also woken after each commit).
     outbox_poll_seconds: float = 1.0
-    # Events the relay claims per round and delivers at once (each one a wallet
-    # CreateNotification, then its own settling transaction). A trade-off measured by the
-    # transfer bench (README, Benchmarks > Transfer): a round larger than the connection pools
-    # makes transfer and wallet open and close connections under load; a smaller one cuts that
-    # but delivers fewer events per round, and a busy wallet answers slowly, so notifications
-    # fall behind a sustained send rate.
+    # Events the relay claims per round and delivers at once: one CreateNotifications call
+    # (split above wallet's cap of 100 items) and one settling statement per round
+    # (adapters/deliveries.py, `notification_relay`). Larger rounds cost wallet fewer calls;
+    # a round's events all wait for its one call.
     outbox_batch_size: int = 50
     # Idempotency records older than this are deleted (at least 24 h, ARCHITECTURE.md).
     idempotency_retention_hours: int = 48

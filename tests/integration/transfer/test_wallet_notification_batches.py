@@ -29,7 +29,11 @@ from vaultpay_common.outbox import (
     outbox_table_ddl,
 )
 from vaultpay_devstack.postgres import Provisioned
-from vaultpay_transfer.adapters.deliveries import NOTIFICATION_TOPIC, transfer_outbox_handlers
+from vaultpay_transfer.adapters.deliveries import (
+    NOTIFICATION_TOPIC,
+    notification_relay,
+    transfer_outbox_handlers,
+)
 from vaultpay_transfer.adapters.wallet_peer import GrpcWalletNotifications
 from vaultpay_transfer.domain.notifications import NotificationText
 
@@ -286,10 +290,25 @@ async def test_the_relay_sends_its_concurrent_deliveries_as_batches(
         outbox, producer, transfer_outbox_handlers(_notifier(channel)), clock=_Clock()
     )
     assert await relay.relay_once() == 16
-    # The relay runs 8 deliveries at a time, so two calls of 8 events each.
+    # A relay with the default bound runs 8 deliveries at a time: two calls of 8 events.
     assert [len(batch) for batch in fake.batches] == [8, 8]
     assert sorted(id for batch in fake.batches for id in batch) == sorted(events)
     assert fake.singles == []
+    assert await _statuses(outbox, events) == ["DELIVERED"] * 16
+
+
+async def test_transfers_relay_sends_a_whole_round_as_one_call(
+    wallet: tuple[FakeWallet, grpc.aio.Channel], outbox: AsyncEngine
+) -> None:
+    fake, channel = wallet
+    producer = f"transfer-{uuid.uuid4().hex[:8]}"
+    events = await _add_notifications(outbox, producer, 16)
+    relay = notification_relay(outbox, producer, _notifier(channel), batch_size=10, clock=_Clock())
+
+    assert await relay.relay_once() == 10  # a round is at most the batch
+    assert await relay.relay_once() == 6
+    assert [len(batch) for batch in fake.batches] == [10, 6]  # one call per round
+    assert sorted(id for batch in fake.batches for id in batch) == sorted(events)
     assert await _statuses(outbox, events) == ["DELIVERED"] * 16
 
 

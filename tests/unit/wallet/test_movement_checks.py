@@ -1,19 +1,27 @@
 """A money movement's PIN and IP checks in one call (`MovementChecks`), on fakes: the address is
 looked at only once the PIN matched, under the movement's request_id (a retry mails nothing
-more), and not at all when no address is given."""
+more), and not at all when no address is given. With the PIN check's fast path, a trusted
+address is answered by the settlement itself (no cache, no second look); an untrusted one goes
+on to CheckIpTrust's path, which mails the link."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 
 from tests.unit.wallet.ip_trust_world import IP, Env
 from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.errors import ValidationError
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.errors import InvalidPinError
 from vaultpay_wallet.service_layer.commands import VerifyTransferPin
 from vaultpay_wallet.service_layer.internal import MovementChecks
 from vaultpay_wallet.service_layer.ip_trust import IpTrustCheck
+from vaultpay_wallet.service_layer.pins import PinService
+from vaultpay_wallet.service_layer.results import MovementAddress, PinReservation
 
 USER = str(uuid.uuid4())
 PIN = "2468"
@@ -38,3 +46,94 @@ async def test_the_address_is_checked_only_once_the_pin_matched() -> None:
 
     pin_only = await checks.check(VerifyTransferPin(USER, PIN, key(USER)))
     assert (pin_only.wallet_id, pin_only.ip) == (wallet.id, None)
+
+
+class _FastPath:
+    """`PinCheckFastPath` on the fakes, for the common case only: the attempt counted and
+    cleared as the SQL functions do, and the settlement of a movement answering whether the
+    address is trusted from the IP service's own (fake) rows."""
+
+    def __init__(self, world: World, ips: Env) -> None:
+        self._world = world
+        self._ips = ips
+        self.addresses: list[MovementAddress] = []
+
+    async def reserve(
+        self,
+        user_id: str,
+        key: IdempotencyKey,
+        reserve_key: IdempotencyKey,
+        now: datetime,
+        encode: Callable[[PinReservation], bytes],
+    ) -> tuple[PinReservation, str] | None:
+        pins = self._world.uow.pins
+        wallet = await self._world.uow.wallets.get_by_user(user_id)
+        assert wallet is not None
+        attempt = await pins.reserve_attempt(wallet.id, now)
+        record = await pins.get(wallet.id)
+        assert attempt is not None and record is not None
+        return PinReservation(wallet.id, attempt, record.updated_at), record.pin_hash
+
+    async def settle_match(
+        self, reservation: PinReservation, key: IdempotencyKey, reply: bytes
+    ) -> bool:
+        raise AssertionError("a movement's PIN settles with its address")
+
+    async def settle_movement_match(
+        self,
+        reservation: PinReservation,
+        key: IdempotencyKey,
+        reply: bytes,
+        address: MovementAddress,
+        now: datetime,
+    ) -> tuple[bool, bool]:
+        await self._world.uow.pins.reset_attempts(reservation.wallet_id)
+        self.addresses.append(address)
+        trusted = await self._ips.uow.trusted_ips.get(address.user_id, address.ip_hash)
+        return True, trusted is not None and trusted.is_trusted_at(now)
+
+
+def _fast_checks(world: World, ips: Env) -> tuple[MovementChecks, _FastPath]:
+    fast = _FastPath(world, ips)
+    pins = PinService(lambda: world.uow, world.clock, world.hasher, world.sealer, fast)
+    return MovementChecks(pins, ips.service), fast
+
+
+async def test_a_trusted_address_is_answered_by_the_pins_settlement_alone() -> None:
+    world, ips = World(), Env()
+    checks, fast = _fast_checks(world, ips)
+    await world.open_wallet_with_pin(USER, PIN)
+    public_hash = await ips.trust(IP, USER)
+    ips.cache.lookups = 0
+
+    checked = await checks.check(VerifyTransferPin(USER, PIN, key(USER)), IP)
+
+    assert checked.ip == IpTrustCheck(trusted=True, confirmation_sent=False)
+    assert ips.cache.lookups == 0  # neither the Redis cache nor a second look
+    [address] = fast.addresses
+    assert (address.user_id, address.ip_hash[:16]) == (USER, public_hash)
+
+
+async def test_an_untrusted_address_goes_on_to_check_ip_trust_which_mails_the_link() -> None:
+    world, ips = World(), Env()
+    checks, fast = _fast_checks(world, ips)
+    await world.open_wallet_with_pin(USER, PIN)
+
+    checked = await checks.check(VerifyTransferPin(USER, PIN, key(USER)), IP)
+
+    assert checked.ip == IpTrustCheck(trusted=False, confirmation_sent=True)
+    assert len(fast.addresses) == 1 and len(ips.mails()) == 1
+
+
+async def test_a_malformed_address_is_refused_before_an_attempt_is_counted() -> None:
+    world, ips = World(), Env()
+    checks, fast = _fast_checks(world, ips)
+    wallet = await world.open_wallet_with_pin(USER, PIN)
+
+    with pytest.raises(ValidationError) as refused:
+        await checks.check(VerifyTransferPin(USER, "0000", key(USER)), "not-an-address")
+
+    assert refused.value.violations[0].field == "client_ip"
+    record = await world.uow.pins.get(wallet.id)
+    assert record is not None and record.failed_attempts == 0
+    assert world.hasher.verifications == 0 and fast.addresses == []

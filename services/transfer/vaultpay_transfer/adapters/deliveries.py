@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vaultpay_common.outbox import Handler, OutboxEvent, PermanentDeliveryError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vaultpay_common.clock import Clock
+from vaultpay_common.outbox import Handler, OutboxEvent, OutboxRelay, PermanentDeliveryError
 from vaultpay_transfer.domain.notifications import NotificationText, notification_text
 
-__all__ = ["NOTIFICATION_TOPIC", "Notifier", "transfer_outbox_handlers"]
+__all__ = ["NOTIFICATION_TOPIC", "Notifier", "notification_relay", "transfer_outbox_handlers"]
 
 NOTIFICATION_TOPIC = "notification.create"
 
@@ -30,3 +33,27 @@ def transfer_outbox_handlers(notifier: Notifier) -> dict[str, Handler]:
         await notifier.notify(event.event_id, user_id, text)
 
     return {NOTIFICATION_TOPIC: notify}
+
+
+def notification_relay(
+    engine: AsyncEngine,
+    producer: str,
+    notifier: Notifier,
+    *,
+    batch_size: int = 50,
+    poll_interval: float = 1.0,
+    clock: Clock | None = None,
+) -> OutboxRelay:
+    """transfer's relay. It delivers every event of a round at once: the notifier sends the
+    deliveries asked for in one loop turn as one CreateNotifications call (split above
+    wallet's cap of 100 items), so a round costs wallet one call, not one per 8 events (the
+    relay's default bound, for handlers that make a call per event)."""
+    return OutboxRelay(
+        engine,
+        producer,
+        transfer_outbox_handlers(notifier),
+        batch_size=batch_size,
+        max_concurrent_deliveries=batch_size,
+        poll_interval=poll_interval,
+        clock=clock,
+    )

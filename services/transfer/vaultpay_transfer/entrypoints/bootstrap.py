@@ -24,7 +24,7 @@ from vaultpay_common.idempotency import purge_expired_idempotency_records
 from vaultpay_common.outbox import OutboxRelay, delete_delivered_outbox_events
 from vaultpay_common.runtime import ServiceRuntime
 from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
-from vaultpay_transfer.adapters.deliveries import transfer_outbox_handlers
+from vaultpay_transfer.adapters.deliveries import notification_relay
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
@@ -109,15 +109,11 @@ async def build_host(
     )
     queries = TransactionQueries(SqlTransactionStore(runtime.engine), clock)
     verification = build_verifier(settings, runtime.engine, clock)
-    relay = OutboxRelay(
+    relay = notification_relay(
         runtime.engine,
         OUTBOX_PRODUCER,
-        transfer_outbox_handlers(GrpcWalletNotifications(wallet_channel, token, timeout)),
+        GrpcWalletNotifications(wallet_channel, token, timeout),
         batch_size=settings.outbox_batch_size,
-        # Every event of a round at once: the notifier sends the deliveries asked for in one
-        # loop turn as ONE CreateNotifications call (at most 100 items), so this is one call
-        # per round, not one per 8 events (wallet's cost is mostly per call).
-        max_concurrent_deliveries=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_seconds,
         clock=clock,
     )

@@ -29,7 +29,7 @@ from vaultpay_common.outbox import (
     outbox_table_ddl,
     replay_dead_letter,
 )
-from vaultpay_common.outbox.relay_sql import claim_round
+from vaultpay_common.outbox.relay_sql import CLAIM, claim_round
 from vaultpay_common.pg_raw import borrowed_driver
 from vaultpay_devstack.postgres import Provisioned
 
@@ -470,12 +470,60 @@ async def test_a_round_settles_all_its_delivered_events_in_one_update(
     assert seen.transactions == 0
     assert len(seen.statements) == 2, seen.statements
     claim, settle = seen.statements
-    assert claim.startswith("WITH dead AS (") and "FOR UPDATE SKIP LOCKED" in claim
+    assert claim.startswith("WITH due AS (") and "FOR UPDATE SKIP LOCKED" in claim
     assert settle.startswith("WITH delivered AS (")
     assert "event_id = ANY($3::uuid[]) AND lease_token = $1" in settle
     for event_id in ids:
         row = await _row(app, event_id)
         assert (row.status, row.lease_token) == ("DELIVERED", None)
+
+
+async def test_a_round_reads_only_the_pending_events_even_when_statistics_are_stale(
+    app: AsyncEngine, databases: Provisioned, producer: str
+) -> None:
+    """After a backlog the statistics say most events are pending; once it is delivered, a
+    round must still find its few due events through the pending events' index, not by
+    reading the whole table (delivered events stay in it until the cleanup)."""
+    backlog = 20_000
+    async with app.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO outbox_events (event_id, producer, topic, key, payload) "
+                "SELECT gen_random_uuid(), :p, :t, 'k', '{}' FROM generate_series(1, :n)"
+            ),
+            {"p": producer, "t": TOPIC, "n": backlog},
+        )
+    owner = create_engine(databases.vaultpay_owner_dsn, pool_size=1, application_name="ob-owner")
+    try:
+        async with owner.begin() as conn:
+            await conn.execute(text("ANALYZE outbox_events"))
+    finally:
+        await owner.dispose()
+    async with app.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE outbox_events SET status = 'DELIVERED', delivered_at = now() "
+                "WHERE producer = :p"
+            ),
+            {"p": producer},
+        )
+    await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(3)))
+    now = _Clock().now()
+    async with borrowed_driver(app) as driver:
+        plan = await driver.fetch(
+            "EXPLAIN " + CLAIM,
+            producer,
+            now,
+            5,
+            now + timedelta(seconds=60),
+            uuid.uuid4(),
+            100,
+            100,
+        )
+    plan_text = "\n".join(row[0] for row in plan)
+    assert "Seq Scan" not in plan_text, plan_text
+    relay = _relay(app, producer, {TOPIC: _Recorder()}, _Clock())
+    assert await relay.relay_once() == 3
 
 
 async def test_a_round_settles_its_failures_together_each_with_its_own_error_and_backoff(

@@ -7,10 +7,13 @@ SQLAlchemy Core each round built, compiled and cache-keyed five statements and s
 two explicit transactions (BEGIN, statements, COMMIT). Here each phase is one constant
 statement, prepared once per connection, run as its own implicit transaction.
 
-- `claim_round`: dead-letters the due events whose last allowed attempt never settled (the
-  lease expired), and leases up to `limit` other due events (`FOR UPDATE SKIP LOCKED`, so
-  replicas share the work), counting the attempt about to start. The two data-modifying parts
-  touch disjoint rows (attempts at the cap, or below it) of one snapshot.
+- `claim_round`: locks up to `limit` due events, soonest first (`FOR UPDATE SKIP LOCKED`, so
+  replicas share the work), through the pending events' index alone; of those, dead-letters the
+  ones whose last allowed attempt never settled (the lease expired) and leases the others,
+  counting the attempt about to start. The two data-modifying parts touch disjoint rows
+  (attempts at the cap, or below it) of one snapshot. (The dead-lettering used to search the
+  pending events on its own, and after a backlog the planner chose to read the whole table for
+  it, delivered events included: 30-50 ms a round with 60,000 rows.)
 - `settle_round`: the delivered events, the failed ones (each with its own error and retry
   time, or dead-lettered) and the released ones (attempt given back, due at once), each part
   guarded by the round's lease token and PENDING status, so a relay whose lease expired
@@ -32,27 +35,28 @@ import asyncpg
 from vaultpay_common.outbox.model import OutboxEvent, OutboxStatus
 from vaultpay_common.outbox.sql import LAST_ERROR_LIMIT, truncate_error
 
-__all__ = ["FailedDelivery", "SettledRound", "claim_round", "settle_round"]
+__all__ = ["CLAIM", "FailedDelivery", "SettledRound", "claim_round", "settle_round"]
 
-_CLAIM = """
-WITH dead AS (
-    UPDATE outbox_events
-       SET status = 'DEAD', dead_at = $2, lease_token = NULL,
-           last_error = left('gave up after ' || $3::integer
-               || ' attempts (the last lease expired); ' || last_error, $7)
-     WHERE producer = $1 AND status = 'PENDING' AND available_at <= $2 AND attempts >= $3
- RETURNING event_id
-), due AS (
-    SELECT event_id FROM outbox_events
-     WHERE producer = $1 AND status = 'PENDING' AND available_at <= $2 AND attempts < $3
+CLAIM = """
+WITH due AS (
+    SELECT event_id, attempts >= $3 AS exhausted FROM outbox_events
+     WHERE producer = $1 AND status = 'PENDING' AND available_at <= $2
      ORDER BY available_at
      LIMIT $6
        FOR UPDATE SKIP LOCKED
+), dead AS (
+    UPDATE outbox_events e
+       SET status = 'DEAD', dead_at = $2, lease_token = NULL,
+           last_error = left('gave up after ' || $3::integer
+               || ' attempts (the last lease expired); ' || e.last_error, $7)
+      FROM due
+     WHERE e.event_id = due.event_id AND due.exhausted
+ RETURNING e.event_id
 ), claimed AS (
     UPDATE outbox_events e
        SET attempts = e.attempts + 1, available_at = $4, lease_token = $5
       FROM due
-     WHERE e.event_id = due.event_id
+     WHERE e.event_id = due.event_id AND NOT due.exhausted
  RETURNING e.event_id, e.producer, e.topic, e.key, e.payload::text AS payload, e.attempts,
            e.created_at, e.status, e.available_at, e.last_error, e.dead_at
 )
@@ -132,7 +136,7 @@ async def claim_round(
 ) -> tuple[int, list[OutboxEvent]]:
     """(events dead-lettered, events leased, oldest first); see the module docstring."""
     rows = await driver.fetch(
-        _CLAIM,
+        CLAIM,
         producer,
         now,
         max_attempts,

@@ -422,6 +422,14 @@ async def _pending_events(conn: Any) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM outbox_events WHERE status = 'PENDING'"))
 
 
+async def _vacuum(conn: Any) -> None:
+    """Clears the dead rows of the cells so far (refreshing the planner's statistics) and
+    writes their dirty pages out, so that neither autovacuum nor a checkpoint does it inside
+    the next cell's window."""
+    await conn.execute("VACUUM (ANALYZE)")
+    await conn.execute("CHECKPOINT")
+
+
 @dataclass
 class LedgerCheck:
     verdict_ok: bool
@@ -663,8 +671,9 @@ class Runner:
 
     async def _quiesce(self, after: str) -> None:
         """Waits until every outbox event (the notifications of the sends so far) is
-        delivered, so the relay's and the wallet's work for one cell does not run in the next
-        one; records how many were pending and how long delivering them took."""
+        delivered, then vacuums the database (as pgbench does before a run unless told not
+        to) and checkpoints it, so the relay's, the wallet's, autovacuum's and the
+        checkpointer's work for one cell's rows does not run in the next one; records how many were pending and how long each step took."""
         began = time.perf_counter()
         deadline = began + DRAIN_TIMEOUT
         pending = first = await self._with_database(_pending_events)
@@ -672,8 +681,17 @@ class Runner:
             await asyncio.sleep(0.2)
             pending = await self._with_database(_pending_events)
         took = time.perf_counter() - began
+        vacuum_began = time.perf_counter()
+        await self._with_database(_vacuum)
+        vacuumed = time.perf_counter() - vacuum_began
         self.drains.append(
-            {"after": after, "pending": first, "seconds": round(took, 2), "left": pending}
+            {
+                "after": after,
+                "pending": first,
+                "seconds": round(took, 2),
+                "left": pending,
+                "vacuum_seconds": round(vacuumed, 2),
+            }
         )
         if pending:
             self._warn(f"{pending} outbox events still pending {DRAIN_TIMEOUT:g} s after {after}")

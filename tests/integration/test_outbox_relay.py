@@ -24,9 +24,9 @@ from vaultpay_common.outbox import (
     OutboxStatus,
     PermanentDeliveryError,
     SqlOutbox,
-    delete_delivered_outbox_events,
     list_dead_letters,
     outbox_table_ddl,
+    purge_delivered_outbox_events,
     replay_dead_letter,
 )
 from vaultpay_common.outbox.relay_sql import CLAIM, claim_round
@@ -339,21 +339,34 @@ async def test_run_delivers_soon_after_a_wake(app: AsyncEngine, producer: str) -
             await task
 
 
-async def test_delivered_events_are_cleaned_up_and_dead_letters_kept(
+async def test_delivered_events_are_cleaned_up_in_short_batches_and_dead_letters_kept(
     app: AsyncEngine, producer: str
 ) -> None:
-    delivered_id, dead_id = await _add(
-        app, producer, OutboxMessage(TOPIC, {"n": 1}), OutboxMessage("unknown.topic", {})
-    )
+    other = f"{producer}-other"
+    delivered = await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(5)))
+    [dead_id] = await _add(app, producer, OutboxMessage("unknown.topic", {}))
+    [others] = await _add(app, other, OutboxMessage(TOPIC, {"n": 0}))
     clock = _Clock()
-    assert await _relay(app, producer, {TOPIC: _Recorder()}, clock).relay_once() == 1
-    async with app.begin() as conn:
-        assert await delete_delivered_outbox_events(conn, clock.now() + timedelta(seconds=1)) >= 1
-        remaining = await conn.execute(
-            text("SELECT event_id::text FROM outbox_events WHERE producer = :p"), {"p": producer}
+    assert await _relay(app, producer, {TOPIC: _Recorder()}, clock).relay_once() == 5
+    assert await _relay(app, other, {TOPIC: _Recorder()}, clock).relay_once() == 1
+    [pending_id] = await _add(app, producer, OutboxMessage(TOPIC, {"n": 5}))
+    clock.advance(3600)
+    with _Statements(app) as seen:
+        purged = await purge_delivered_outbox_events(
+            app, producer, clock=clock, retention=timedelta(minutes=30), batch_size=2
         )
-        assert [r[0] for r in remaining] == [dead_id]
-    assert delivered_id != dead_id
+    assert purged == len(delivered)
+    # 2 + 2 + 1: each batch its own transaction, the short one the last.
+    deletes = [s for s in seen.statements if s.startswith("DELETE FROM outbox_events")]
+    assert len(deletes) == 3 and seen.transactions == 3, seen.statements
+    async with app.connect() as conn:
+        remaining = await conn.execute(
+            text("SELECT event_id::text FROM outbox_events WHERE producer IN (:p, :o)"),
+            {"p": producer, "o": other},
+        )
+        assert sorted(r[0] for r in remaining) == sorted([dead_id, pending_id, others])
+    # Not yet past the retention: nothing goes.
+    assert await purge_delivered_outbox_events(app, other, clock=_Clock()) == 0
 
 
 async def test_every_service_cli_lists_and_replays_its_dead_letters(

@@ -14,11 +14,11 @@ from vaultpay_common.outbox.model import (
 from vaultpay_common.outbox.relay import OutboxRelay
 from vaultpay_common.outbox.sql import (
     SqlOutbox,
-    delete_delivered_outbox_events,
     list_dead_letters,
     outbox_table,
     outbox_table_ddl,
     outbox_table_drop_ddl,
+    purge_delivered_outbox_events,
     replay_dead_letter,
 )
 
@@ -33,11 +33,11 @@ __all__ = [
     "PermanentDeliveryError",
     "SqlOutbox",
     "backoff_delay",
-    "delete_delivered_outbox_events",
     "encode_payload",
     "list_dead_letters",
     "outbox_table",
     "outbox_table_ddl",
     "outbox_table_drop_ddl",
+    "purge_delivered_outbox_events",
     "replay_dead_letter",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -41,22 +41,26 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from vaultpay_common.clock import Clock
 from vaultpay_common.outbox.model import OutboxEvent, OutboxMessage, OutboxStatus, encode_payload
 
 __all__ = [
+    "OUTBOX_RETENTION",
     "SqlOutbox",
-    "delete_delivered_outbox_events",
     "list_dead_letters",
     "outbox_table",
     "outbox_table_ddl",
     "outbox_table_drop_ddl",
+    "purge_delivered_outbox_events",
     "replay_dead_letter",
 ]
 
 _TABLE_NAME = "outbox_events"
+# How long delivered events are kept (for support and replays) before the cleanup job.
+OUTBOX_RETENTION = timedelta(days=7)
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PENDING = text("status = 'PENDING'")
 LAST_ERROR_LIMIT = 500
@@ -221,14 +225,36 @@ async def replay_dead_letter(conn: AsyncConnection, event_id: str) -> bool:
     return bool(result.rowcount)
 
 
-async def delete_delivered_outbox_events(conn: AsyncConnection, older_than: datetime) -> int:
-    """Deletes events delivered before `older_than`; dead letters stay until replayed."""
-    if older_than.tzinfo is None:
-        raise ValueError("older_than must be an aware datetime")
-    result = await conn.execute(
-        delete(_events).where(
+async def purge_delivered_outbox_events(
+    engine: AsyncEngine,
+    producer: str,
+    *,
+    clock: Clock,
+    retention: timedelta = OUTBOX_RETENTION,
+    batch_size: int = 5_000,
+) -> int:
+    """The cleanup job: deletes `producer`'s events delivered more than `retention` ago, at
+    most `batch_size` a transaction, and returns how many. A week of events can be millions of
+    rows: one statement would delete them all in one long transaction next to the money path
+    (and hold back vacuum). Dead letters stay until replayed; other producers' events are
+    theirs to clean up."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    older_than = clock.now() - retention
+    victims = (
+        select(_events.c.event_id)
+        .where(
             _events.c.status == OutboxStatus.DELIVERED.value,
             _events.c.delivered_at < older_than,
+            _events.c.producer == producer,
         )
+        .limit(batch_size)
     )
-    return int(result.rowcount)
+    statement = delete(_events).where(_events.c.event_id.in_(victims))
+    total = 0
+    while True:
+        async with engine.begin() as conn:
+            deleted = int((await conn.execute(statement)).rowcount)
+        total += deleted
+        if deleted < batch_size:
+            return total

@@ -21,7 +21,7 @@ from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.grpc.server import GrpcServiceHost
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 from vaultpay_common.idempotency import purge_expired_idempotency_records
-from vaultpay_common.outbox import OutboxRelay, delete_delivered_outbox_events
+from vaultpay_common.outbox import OutboxRelay, purge_delivered_outbox_events
 from vaultpay_common.runtime import ServiceRuntime
 from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
 from vaultpay_transfer.adapters.deliveries import notification_relay
@@ -124,8 +124,7 @@ async def build_host(
 
     async def cleanup() -> None:
         await purge_expired_idempotency_records(runtime.engine, clock=clock, retention=retention)
-        async with runtime.engine.begin() as conn:
-            await delete_delivered_outbox_events(conn, clock.now() - timedelta(days=7))
+        await purge_delivered_outbox_events(runtime.engine, OUTBOX_PRODUCER, clock=clock)
 
     runtime.seal_audit()
     runtime.every(0.0, relay.run, name="outbox relay")

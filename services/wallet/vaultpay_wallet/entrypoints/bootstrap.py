@@ -17,7 +17,7 @@ from vaultpay_common.config import SmtpSettings
 from vaultpay_common.grpc.server import GrpcServiceHost
 from vaultpay_common.idempotency import purge_expired_idempotency_records
 from vaultpay_common.mail import SmtpMailer
-from vaultpay_common.outbox import OutboxRelay, delete_delivered_outbox_events
+from vaultpay_common.outbox import OutboxRelay, purge_delivered_outbox_events
 from vaultpay_common.runtime import ServiceRuntime
 from vaultpay_common.sealing import AesGcmSealer
 from vaultpay_wallet.adapters.deliveries import wallet_outbox_handlers
@@ -120,8 +120,7 @@ async def build_host(
 
     async def cleanup() -> None:
         await purge_expired_idempotency_records(runtime.engine, clock=clock, retention=retention)
-        async with runtime.engine.begin() as conn:
-            await delete_delivered_outbox_events(conn, clock.now() - timedelta(days=7))
+        await purge_delivered_outbox_events(runtime.engine, OUTBOX_PRODUCER, clock=clock)
 
     async def close_hasher() -> None:
         hasher.close()

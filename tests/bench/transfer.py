@@ -136,6 +136,13 @@ BENCH_PIN_ROUNDS = 4
 SETUP_PARALLEL = 8
 # How long the bench waits for the notifications of one cell to be delivered before the next.
 DRAIN_TIMEOUT = 180.0
+# --pg-statements: the private PostgreSQL loads pg_stat_statements, nested statements included.
+PG_STATEMENTS_SETTINGS = (
+    "shared_preload_libraries=pg_stat_statements",
+    "pg_stat_statements.track=all",
+)
+PG_STATEMENTS_KEPT = 12  # statements recorded per cell, by total time
+PG_STATEMENTS_SHOWN = 5  # of those, printed after the cell
 PGBENCH_CALLER = "bench-pgbench"  # function_send.sql's p_caller
 EXTRA_TRANSFER = "transfer-2"
 # Money: every wallet gets FUND_MINOR; a send moves 1..MAX_AMOUNT_MINOR paise.
@@ -161,6 +168,7 @@ class Options:
     quick: bool
     gateway_rate_limit: str
     service_env: tuple[tuple[str, str], ...] = ()
+    pg_statements: bool = False
     ignored: tuple[str, ...] = ()
 
     @property
@@ -246,6 +254,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "(e.g. TRANSFER_DB_POOL_SIZE=20); repeatable",
     )
     parser.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="record what PostgreSQL spent its time on in each SendMoney cell "
+        "(pg_stat_statements, track = all: nested statements too; costs some CPU of its own)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=30.0, help="per-request timeout in seconds (30)"
     )
     parser.add_argument(
@@ -279,6 +293,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         quick=quick,
         gateway_rate_limit=args.gateway_rate_limit,
         service_env=tuple(args.service_env),
+        pg_statements=bool(args.pg_statements),
         ignored=tuple(unknown),
     )
     if options.seconds <= 0 or options.warmup < 0 or options.timeout <= 0:
@@ -422,6 +437,50 @@ async def _pending_events(conn: Any) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM outbox_events WHERE status = 'PENDING'"))
 
 
+async def _reset_statements(conn: Any) -> None:
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    await conn.execute("SELECT pg_stat_statements_reset()")
+
+
+async def _top_statements(conn: Any) -> list[Any]:
+    """The service database's statements by total execution time since the reset (wall time
+    inside PostgreSQL, lock waits included; with track = all a function's own statements
+    count inside its call too)."""
+    return list(
+        await conn.fetch(
+            "SELECT calls, total_exec_time, rows, query FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " ORDER BY total_exec_time DESC LIMIT $1",
+            PG_STATEMENTS_KEPT,
+        )
+    )
+
+
+def per_request(top: Sequence[Any], requests: int) -> list[dict[str, Any]]:
+    """Each statement's calls and milliseconds per completed request of the cell."""
+    per = max(requests, 1)
+    return [
+        {
+            "calls_per_request": round(row["calls"] / per, 3),
+            "ms_per_request": round(row["total_exec_time"] / per, 3),
+            "ms_per_call": round(row["total_exec_time"] / max(row["calls"], 1), 3),
+            "calls": row["calls"],
+            "rows": row["rows"],
+            "query": " ".join(row["query"].split())[:300],
+        }
+        for row in top
+    ]
+
+
+def format_statements(statements: Sequence[dict[str, Any]]) -> str:
+    lines = ["    PostgreSQL's time per send, by statement (ms; calls per send; statement):"]
+    for s in statements[:PG_STATEMENTS_SHOWN]:
+        lines.append(
+            f"      {s['ms_per_request']:7.3f}  {s['calls_per_request']:5.2f}  {s['query'][:90]}"
+        )
+    return "\n".join(lines)
+
+
 async def _vacuum(conn: Any) -> None:
     """Clears the dead rows of the cells so far (refreshing the planner's statistics) and
     writes their dirty pages out, so that neither autovacuum nor a checkpoint does it inside
@@ -475,6 +534,7 @@ class Runner:
         self._last_cell = "the setup"
         self._db: asyncpg.Connection | None = None
         self.sessions: dict[str, int] = {}
+        self.pg_statements: dict[str, list[dict[str, Any]]] = {}
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -767,7 +827,7 @@ class Runner:
         session = await target.open(clients, draw, senders)
         opened = await self._sessions()
         try:
-            stats, cpu = await asyncio.gather(
+            stats, cpu, _ = await asyncio.gather(
                 run_cell(
                     session.call,
                     concurrency=clients,
@@ -776,6 +836,7 @@ class Runner:
                     request_timeout=self.opts.timeout,
                 ),
                 measure_window(warmup, window, self._components()),
+                self._reset_statements_after(warmup),
             )
         finally:
             await session.close()
@@ -783,8 +844,19 @@ class Runner:
         self.sessions[self._last_cell] = opened
         print(summary(stats, cpu), flush=True)
         print(f"    database sessions the services opened during the cell: {opened}", flush=True)
+        if self.opts.pg_statements:
+            top = await self._with_database(_top_statements)
+            self.pg_statements[self._last_cell] = per_request(top, stats.ok)
+            print(format_statements(self.pg_statements[self._last_cell]), flush=True)
         self._check_mesh()
         return stats, cpu
+
+    async def _reset_statements_after(self, warmup: float) -> None:
+        """With --pg-statements, starts PostgreSQL's statement counts when the cell's window
+        does (the warm-up's requests are not counted in its figures either)."""
+        if self.opts.pg_statements:
+            await asyncio.sleep(warmup)
+            await self._with_database(_reset_statements)
 
     async def _level(
         self,
@@ -1099,6 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
         services=("auth", "wallet", "transfer"),
         bcrypt_rounds=opts.bcrypt_rounds,
         gateway_rate_limit=opts.gateway_rate_limit,
+        postgres_settings=PG_STATEMENTS_SETTINGS if opts.pg_statements else (),
     )
     extra_port = free_ports(1)[0] if "two" in opts.sections else None
     rows: list[TransferRow] = []
@@ -1106,6 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
     ledger: LedgerCheck | None = None
     drains: list[dict[str, Any]] = []
     sessions: dict[str, int] = {}
+    pg_statements: dict[str, list[dict[str, Any]]] = {}
     loop_name = "?"
     try:
         mesh = TransferBenchMesh(
@@ -1130,6 +1204,7 @@ def main(argv: list[str] | None = None) -> int:
                 mesh_info = runner.mesh_info
                 drains = runner.drains
                 sessions = runner.sessions
+                pg_statements = runner.pg_statements
             notes += run_notes
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
@@ -1193,6 +1268,7 @@ def main(argv: list[str] | None = None) -> int:
         "ledger": None if ledger is None else ledger.as_json(),
         "outbox_drains": drains,
         "database_sessions_opened_per_send_cell": sessions,
+        "pg_statements_per_send_cell": pg_statements,
         "results": [r.as_json() for r in rows],
     }
     saved = save_results(opts.out, f"transfer-{stamp}", document)

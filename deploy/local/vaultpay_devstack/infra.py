@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,13 +48,15 @@ def start_infra(
     redis_url: str | None = None,
     postgres_password: str | None = None,
     redis_password: str | None = None,
+    postgres_settings: Sequence[str] = (),
     report: Callable[[str], None] = lambda _: None,
 ) -> Infra:
     """Starts (or connects to) PostgreSQL and Redis; state in `<var>/postgres`, logs in `<var>/log`.
 
     Private servers ask for passwords: the given ones (a mesh keeps them in MeshSecrets), or
     fresh random ones for a throwaway test session. Redis is launched first and awaited last,
-    so the two start side by side.
+    so the two start side by side. `postgres_settings` (`name=value`) go to a private
+    PostgreSQL only.
     """
     log_dir = private_dir(var_dir / "log")
     redis: RedisServer | None = None
@@ -78,6 +80,7 @@ def start_infra(
                 port=port,
                 fast=fast,
                 superuser_password=postgres_password or secrets.token_urlsafe(32),
+                extra_settings=postgres_settings,
             )
         redis.wait_ready()
     except BaseException:

@@ -105,6 +105,8 @@ class MeshConfig:
     # ("RATE[/BURST]" requests per second); None keeps the defaults.
     bcrypt_rounds: int | None = None
     gateway_rate_limit: str | None = None
+    # More `name=value` settings for a private PostgreSQL (a bench's pg_stat_statements).
+    postgres_settings: tuple[str, ...] = ()
     report: Reporter = print_progress
 
     @classmethod
@@ -310,6 +312,7 @@ class Mesh:
             redis_url=cfg.redis_url,
             postgres_password=secrets.postgres_superuser_password,
             redis_password=secrets.redis_password,
+            postgres_settings=cfg.postgres_settings,
             report=report,
         )
         report("provisioning roles and databases")

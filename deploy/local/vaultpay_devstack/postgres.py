@@ -31,7 +31,7 @@ import shutil
 import signal
 import stat
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -198,12 +198,15 @@ def start_postgres(
     bindir: Path | None = None,
     timeout: float = 60.0,
     superuser_password: str,
+    extra_settings: Sequence[str] = (),
 ) -> PostgresServer:
     """Starts a private server in `root` (initdb on first use) and waits until it is ready.
 
     The superuser `postgres` gets `superuser_password`; the caller keeps it (MeshSecrets).
 
     `fast` turns durability off (fsync, synchronous_commit, full-page writes): test runs only.
+    `extra_settings` are more `name=value` server settings (e.g. a benchmark's
+    `shared_preload_libraries=pg_stat_statements`).
     """
     bindir = find_pg_bindir(bindir)
     data_dir, socket_dir = root / "data", root / "socket"
@@ -221,6 +224,7 @@ def start_postgres(
         "listen_addresses=127.0.0.1",
         "max_connections=400",
         *(_FAST_SETTINGS if fast else ()),
+        *extra_settings,
     ]
     argv: list[str | Path] = [bindir / "postgres", "-D", data_dir, "-p", str(port)]
     argv += ["-k", socket_dir]

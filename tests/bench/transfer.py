@@ -733,7 +733,8 @@ class Runner:
         """Waits until every outbox event (the notifications of the sends so far) is
         delivered, then vacuums the database (as pgbench does before a run unless told not
         to) and checkpoints it, so the relay's, the wallet's, autovacuum's and the
-        checkpointer's work for one cell's rows does not run in the next one; records how many were pending and how long each step took."""
+        checkpointer's work for one cell's rows does not run in the next one; records how
+        many were pending and how long each step took."""
         began = time.perf_counter()
         deadline = began + DRAIN_TIMEOUT
         pending = first = await self._with_database(_pending_events)

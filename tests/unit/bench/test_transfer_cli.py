@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.bench.harness import MAX_SLOW_WINDOW, PRODUCTION_PIN_ROUNDS, slow_window
-from tests.bench.transfer import add_endpoint, cell_count, healthy_endpoints, parse_args
+from tests.bench.transfer import (
+    add_endpoint,
+    cell_count,
+    format_statements,
+    healthy_endpoints,
+    parse_args,
+    per_request,
+)
 from tests.bench.transfer_setup import Account, Accounts, limit_settings, user_id_of
 from tests.bench.transfer_workloads import Draw, HttpSends, Tally
 from tests.bench.workloads import PIN, UserPool
@@ -157,3 +164,25 @@ def test_the_limits_raised_are_the_full_tiers_send_and_top_up() -> None:
 def test_a_tokens_subject_is_its_user() -> None:
     token = "e30.eyJzdWIiOiJ1c2VyLTEifQ.sig"  # {"sub":"user-1"}
     assert user_id_of(token) == "user-1"
+
+
+def test_pg_statements_are_off_unless_asked_and_read_per_send() -> None:
+    assert not parse_args([]).pg_statements
+    assert parse_args(["--pg-statements"]).pg_statements
+    top = [
+        {"calls": 400, "total_exec_time": 900.0, "rows": 400, "query": "SELECT  a\n FROM f($1)"},
+        {"calls": 0, "total_exec_time": 0.0, "rows": 0, "query": "SELECT 1"},
+    ]
+    figures = per_request(top, 200)
+    assert figures[0] == {
+        "calls_per_request": 2.0,
+        "ms_per_request": 4.5,
+        "ms_per_call": 2.25,
+        "calls": 400,
+        "rows": 400,
+        "query": "SELECT a FROM f($1)",
+    }
+    assert figures[1]["ms_per_call"] == 0.0  # no division by zero
+    assert per_request(top, 0)[0]["ms_per_request"] == 900.0
+    shown = format_statements(figures).splitlines()
+    assert len(shown) == 3 and "4.500" in shown[1] and "SELECT a FROM f($1)" in shown[1]

@@ -29,7 +29,7 @@ from vaultpay_common.outbox import (
     purge_delivered_outbox_events,
     replay_dead_letter,
 )
-from vaultpay_common.outbox.relay_sql import CLAIM, claim_round
+from vaultpay_common.outbox.relay_sql import SETTLE, claim_round, claim_statement
 from vaultpay_common.pg_raw import borrowed_driver
 from vaultpay_devstack.postgres import Provisioned
 
@@ -522,19 +522,37 @@ async def test_a_round_reads_only_the_pending_events_even_when_statistics_are_st
         )
     await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(3)))
     now = _Clock().now()
-    async with borrowed_driver(app) as driver:
-        plan = await driver.fetch(
-            "EXPLAIN " + CLAIM,
-            producer,
-            now,
-            5,
-            now + timedelta(seconds=60),
-            uuid.uuid4(),
-            100,
-            100,
+    values = (
+        f"'{producer}', '{now.isoformat()}', 5, '{(now + timedelta(seconds=60)).isoformat()}',"
+        f" '{uuid.uuid4()}', 100"
+    )
+    # The plan for these values, and the generic plan PostgreSQL may switch the relay's
+    # prepared statement to after a few runs.
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        async with borrowed_driver(app) as driver, driver.transaction():
+            await driver.execute(
+                "PREPARE relay_claim (text, timestamptz, integer, timestamptz, uuid, integer) AS "
+                + claim_statement(100)
+            )
+            await driver.execute(f"SET LOCAL plan_cache_mode = {mode}")
+            plan = await driver.fetch(f"EXPLAIN EXECUTE relay_claim ({values})")
+            await driver.execute("DEALLOCATE relay_claim")
+        plan_text = "\n".join(row[0] for row in plan)
+        assert "Seq Scan" not in plan_text, f"{mode}:\n{plan_text}"
+    # The settlement's generic plan too (its custom ones see the ids it is given).
+    async with borrowed_driver(app) as driver, driver.transaction():
+        await driver.execute(
+            "PREPARE relay_settle (uuid, timestamptz, uuid[], uuid[], timestamptz[], text[],"
+            " uuid[]) AS " + SETTLE
         )
+        await driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        plan = await driver.fetch(
+            f"EXPLAIN EXECUTE relay_settle ('{uuid.uuid4()}', '{now.isoformat()}',"
+            f" ARRAY['{uuid.uuid4()}']::uuid[], '{{}}', '{{}}', '{{}}', '{{}}')"
+        )
+        await driver.execute("DEALLOCATE relay_settle")
     plan_text = "\n".join(row[0] for row in plan)
-    assert "Seq Scan" not in plan_text, plan_text
+    assert "Seq Scan" not in plan_text, f"settle:\n{plan_text}"
     relay = _relay(app, producer, {TOPIC: _Recorder()}, _Clock())
     assert await relay.relay_once() == 3
 

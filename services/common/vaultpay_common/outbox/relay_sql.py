@@ -13,7 +13,9 @@ statement, prepared once per connection, run as its own implicit transaction.
   counting the attempt about to start. The two data-modifying parts touch disjoint rows
   (attempts at the cap, or below it) of one snapshot. (The dead-lettering used to search the
   pending events on its own, and after a backlog the planner chose to read the whole table for
-  it, delivered events included: 30-50 ms a round with 60,000 rows.)
+  it, delivered events included: 30-50 ms a round with 60,000 rows.) The round's size is
+  written into the statement (`claim_statement`), so that even a generic plan knows how few
+  rows it joins back.
 - `settle_round`: the delivered events, the failed ones (each with its own error and retry
   time, or dead-lettered) and the released ones (attempt given back, due at once), each part
   guarded by the round's lease token and PENDING status, so a relay whose lease expired
@@ -35,20 +37,27 @@ import asyncpg
 from vaultpay_common.outbox.model import OutboxEvent, OutboxStatus
 from vaultpay_common.outbox.sql import LAST_ERROR_LIMIT, truncate_error
 
-__all__ = ["CLAIM", "FailedDelivery", "SettledRound", "claim_round", "settle_round"]
+__all__ = [
+    "SETTLE",
+    "FailedDelivery",
+    "SettledRound",
+    "claim_round",
+    "claim_statement",
+    "settle_round",
+]
 
-CLAIM = """
+_CLAIM = """
 WITH due AS (
     SELECT event_id, attempts >= $3 AS exhausted FROM outbox_events
      WHERE producer = $1 AND status = 'PENDING' AND available_at <= $2
      ORDER BY available_at
-     LIMIT $6
+     LIMIT {limit}
        FOR UPDATE SKIP LOCKED
 ), dead AS (
     UPDATE outbox_events e
        SET status = 'DEAD', dead_at = $2, lease_token = NULL,
            last_error = left('gave up after ' || $3::integer
-               || ' attempts (the last lease expired); ' || e.last_error, $7)
+               || ' attempts (the last lease expired); ' || e.last_error, $6)
       FROM due
      WHERE e.event_id = due.event_id AND due.exhausted
  RETURNING e.event_id
@@ -65,7 +74,17 @@ SELECT (SELECT count(*) FROM dead) AS dead, c.*
   LEFT JOIN claimed AS c ON true
 """.strip()
 
-_SETTLE = """
+
+def claim_statement(limit: int) -> str:
+    """The claim with its round size written in: a LIMIT the planner can see, also in the
+    generic plan PostgreSQL may switch a prepared statement to. With `LIMIT $n` that plan
+    guesses a tenth of the table and joins the leased rows back by hashing the whole table."""
+    if limit < 1:
+        raise ValueError("a round claims at least one event")
+    return _CLAIM.format(limit=int(limit))
+
+
+SETTLE = """
 WITH delivered AS (
     UPDATE outbox_events
        SET status = 'DELIVERED', delivered_at = $2, lease_token = NULL
@@ -136,13 +155,12 @@ async def claim_round(
 ) -> tuple[int, list[OutboxEvent]]:
     """(events dead-lettered, events leased, oldest first); see the module docstring."""
     rows = await driver.fetch(
-        CLAIM,
+        claim_statement(limit),
         producer,
         now,
         max_attempts,
         lease_until,
         uuid.UUID(lease_token),
-        limit,
         LAST_ERROR_LIMIT,
     )
     dead = int(rows[0]["dead"]) if rows else 0
@@ -165,7 +183,7 @@ async def settle_round(
     if not (delivered or failed or released):
         return SettledRound(set(), set())
     rows = await driver.fetch(
-        _SETTLE,
+        SETTLE,
         uuid.UUID(lease_token),
         now,
         [uuid.UUID(i) for i in delivered],

@@ -12,6 +12,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0002_downgrade_ddl,
     ledger_t0003_ddl,
     ledger_t0003_downgrade_ddl,
+    ledger_t0004_ddl,
+    ledger_t0004_downgrade_ddl,
 )
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -82,3 +84,15 @@ def test_t0003_adds_the_close_trigger_on_wallets_and_its_downgrade_drops_it() ->
         "DROP TRIGGER wallets_close_without_pending_withdrawal ON wallets",
         "DROP FUNCTION transfer_refuse_close_with_pending_withdrawal()",
     ]
+
+
+def test_t0004_replaces_only_the_payout_lease_and_its_downgrade_puts_t0002s_back() -> None:
+    [upgrade] = ledger_t0004_ddl()
+    assert _functions([upgrade]) == {"transfer_lease_payouts": "sql"}
+    assert "p.transaction_id = ANY (ARRAY(" in upgrade and " IN (" not in upgrade
+    [t0002] = [s for s in ledger_t0002_ddl() if "FUNCTION transfer_lease_payouts(" in s]
+    assert ledger_t0004_downgrade_ddl() == [t0002]
+    # Same signature, answer, privileges and settings: only the WHERE clause differs.
+    head, tail = t0002.split("WHERE p.transaction_id IN (", 1)
+    assert upgrade.startswith(head)
+    assert upgrade.endswith(tail.replace("FOR UPDATE SKIP LOCKED)", "FOR UPDATE SKIP LOCKED))", 1))

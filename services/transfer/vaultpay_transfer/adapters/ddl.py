@@ -9,7 +9,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   and `t0002_upgrade.sql`; its downgrade `t0002_downgrade.sql`, then `functions_t0001.sql`
   again as CREATE OR REPLACE;
 * t0003: `t0003_upgrade.sql` (no wallet closes with a withdrawal pending); its downgrade
-  `t0003_downgrade.sql`.
+  `t0003_downgrade.sql`;
+* t0004: `t0004_upgrade.sql` (the payout lease finds its payouts by key, whatever the
+  planner guesses); its downgrade `t0004_downgrade.sql` (t0002's lease again).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = [
     "ledger_t0002_downgrade_ddl",
     "ledger_t0003_ddl",
     "ledger_t0003_downgrade_ddl",
+    "ledger_t0004_ddl",
+    "ledger_t0004_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -75,3 +79,13 @@ def ledger_t0003_ddl() -> list[str]:
 def ledger_t0003_downgrade_ddl() -> list[str]:
     """t0003's downgrade: the trigger and its function go."""
     return split_sql(_script("t0003_downgrade.sql"))
+
+
+def ledger_t0004_ddl() -> list[str]:
+    """t0004: the payout worker's lease without a join the planner can turn into a scan."""
+    return split_sql(_script("t0004_upgrade.sql"))
+
+
+def ledger_t0004_downgrade_ddl() -> list[str]:
+    """t0004's downgrade: t0002's lease."""
+    return split_sql(_script("t0004_downgrade.sql"))

@@ -1,7 +1,7 @@
-"""The money journey end to end, through Envoy with JSON (and grpcurl): two people with
-approved KYC, a top-up, a send (after confirming the new network address), both histories
-and notifications, lookups by reference and by request id, withdrawals settled and refused,
-and the ledger verified at the end."""
+"""The money journey end to end through Envoy, with JSON and again with grpcurl (native gRPC
+on the same port): two people with approved KYC, a top-up, a send (after confirming the new
+network address), both histories and notifications, lookups by reference and by request id,
+withdrawals settled and refused, and the ledger verified at the end."""
 
 from __future__ import annotations
 
@@ -394,3 +394,142 @@ async def test_a_sends_notifications_reach_both_watchers_within_a_second_of_the_
     assert recipient_title.startswith("You received 25.00 INR"), recipient_title
     late = max(sender_at, recipient_at) - answered_at
     assert late <= DELIVERY_BOUND_S, f"the notifications came {late:.2f} s after the answer"
+
+
+def _grpcurl(mesh: Mesh, person: Person | None, method: str, body: Any) -> tuple[int, Any]:
+    """One call with grpcurl through the gateway (native gRPC on Envoy's port, as an engineer
+    makes it): (exit code, the reply's JSON, or the error status's JSON when it failed)."""
+    argv = [GRPCURL, "-plaintext", "-format-error", "-d", json.dumps(body)]
+    if person is not None:
+        argv += ["-H", f"authorization: Bearer {person.token}"]
+    argv += [gateway_grpc_address(mesh), method]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    text = done.stdout.strip() or done.stderr.strip()
+    try:
+        return done.returncode, json.loads(text)
+    except json.JSONDecodeError:
+        raise AssertionError(f"grpcurl {method}: {done.returncode} {text!r}") from None
+
+
+def _reason(status: Any) -> str:
+    """The ErrorInfo reason of a failed call's status, as grpcurl prints it."""
+    infos = [d for d in status.get("details", []) if d.get("@type", "").endswith("ErrorInfo")]
+    return str(infos[0]["reason"]) if infos else ""
+
+
+TRANSFER = "vaultpay.transfer.v1.TransferService"
+WALLET = "vaultpay.wallet.v1.WalletService"
+
+
+async def test_the_money_journey_with_grpcurl_through_the_gateway(
+    gateway: Gateway, mesh: Mesh
+) -> None:
+    """Top-up, send (after confirming the address grpcurl calls from), both histories and
+    notifications, lookups by reference and request id, and withdrawals paid and refused: each
+    money step and read as an engineer makes it with grpcurl on the gateway's port."""
+    erin, frank = new_person(gateway, pin=PIN), new_person(gateway, pin=PIN)
+    await _approve_kyc(mesh, erin, frank)
+
+    code, funded = _grpcurl(
+        mesh,
+        erin,
+        f"{TRANSFER}/TopUp",
+        {
+            "requestId": rid(),
+            "amount": inr(300_000),
+            "paymentMethod": "PAYMENT_METHOD_CARD",
+            "paymentReference": f"card-{uuid.uuid4().hex[:20]}",
+        },
+    )
+    assert code == 0, funded
+    assert funded["transaction"]["category"] == "TRANSACTION_CATEGORY_TOP_UP"
+
+    send = {
+        "requestId": rid(),
+        "recipientWalletId": frank.wallet_id,
+        "amount": inr(45_000),
+        "note": "rent share",
+        "pin": PIN,
+    }
+    code, refused = _grpcurl(mesh, erin, f"{TRANSFER}/SendMoney", {**send, "requestId": rid()})
+    assert (code, _reason(refused)) != (0, ""), refused
+    assert _reason(refused) == "IP_NOT_TRUSTED", refused
+    token = mailed_code(mesh, erin.email, CONFIRM_SUBJECT)
+    code, confirmed = _grpcurl(
+        mesh, None, f"{WALLET}/ConfirmIp", {"requestId": rid(), "token": token}
+    )
+    assert code == 0, confirmed
+    code, sent = _grpcurl(mesh, erin, f"{TRANSFER}/SendMoney", send)
+    assert code == 0, sent
+    debit = sent["transaction"]
+    assert (debit["type"], debit["balanceAfter"]["amountMinor"]) == (
+        "TRANSACTION_TYPE_DEBIT",
+        str(300_000 - 45_000),
+    )
+    assert _grpcurl(mesh, erin, f"{TRANSFER}/SendMoney", send) == (0, sent)  # a replay
+
+    code, mine = _grpcurl(mesh, erin, f"{TRANSFER}/ListTransactions", {})
+    assert [t["category"] for t in mine["transactions"]] == [
+        "TRANSACTION_CATEGORY_P2P_SEND",
+        "TRANSACTION_CATEGORY_TOP_UP",
+    ]
+    code, theirs = _grpcurl(mesh, frank, f"{TRANSFER}/ListTransactions", {})
+    (credit,) = theirs["transactions"]
+    assert (credit["type"], credit["referenceId"]) == (
+        "TRANSACTION_TYPE_CREDIT",
+        debit["referenceId"],
+    )
+
+    code, by_reference = _grpcurl(
+        mesh, frank, f"{TRANSFER}/GetTransactionByReference", {"referenceId": debit["referenceId"]}
+    )
+    assert by_reference["transaction"]["transactionId"] == credit["transactionId"]
+    code, by_request = _grpcurl(
+        mesh, erin, f"{TRANSFER}/GetTransactionByRequestId", {"requestId": send["requestId"]}
+    )
+    assert by_request["transaction"]["transactionId"] == debit["transactionId"]
+    code, not_theirs = _grpcurl(
+        mesh, frank, f"{TRANSFER}/GetTransactionByRequestId", {"requestId": send["requestId"]}
+    )
+    assert code != 0 and not_theirs["code"] == grpc.StatusCode.NOT_FOUND.value[0], not_theirs
+
+    def titles(person: Person) -> list[str]:
+        code, listed = _grpcurl(mesh, person, f"{WALLET}/ListNotifications", {})
+        assert code == 0, listed
+        return [str(n["title"]) for n in listed.get("notifications", [])]
+
+    eventually(lambda: any(t.startswith("You sent 450.00 INR") for t in titles(erin)))
+    eventually(lambda: any(t.startswith("You received 450.00 INR") for t in titles(frank)))
+
+    ids = {}
+    for name, account in (("paid", "123456789012"), ("refused", REFUSING_ACCOUNT)):
+        code, withdrawn = _grpcurl(
+            mesh,
+            erin,
+            f"{TRANSFER}/Withdraw",
+            {
+                "requestId": rid(),
+                "amount": inr(5_000),
+                "bankAccount": {
+                    "accountNumber": account,
+                    "ifsc": "HDFC0001234",
+                    "accountHolderName": "Erin E2E",
+                },
+                "pin": PIN,
+            },
+        )
+        assert code == 0, withdrawn
+        assert withdrawn["transaction"]["status"] == "TRANSACTION_STATUS_PENDING"
+        ids[name] = withdrawn["transaction"]["transactionId"]
+
+    def status(transaction_id: str) -> str:
+        code, found = _grpcurl(
+            mesh, erin, f"{TRANSFER}/GetTransaction", {"transactionId": transaction_id}
+        )
+        assert code == 0, found
+        return str(found["transaction"]["status"])
+
+    eventually(lambda: status(ids["paid"]) == "TRANSACTION_STATUS_COMPLETED")
+    eventually(lambda: status(ids["refused"]) == "TRANSACTION_STATUS_FAILED")
+    code, balance = _grpcurl(mesh, erin, f"{WALLET}/GetBalance", {})
+    assert balance["balance"]["amountMinor"] == str(300_000 - 45_000 - 5_000), balance

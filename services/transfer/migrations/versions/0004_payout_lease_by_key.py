@@ -4,7 +4,7 @@ PostgreSQL 15 plans a SQL function's statement without its arguments' values, so
 `transfer_lease_payouts`' `LIMIT p_limit` is a guess; after a backlog of payouts the guess
 made t0002's `IN (subquery)` a hash join over the whole payouts table, once a second. The
 leased ids now come back as one array and the UPDATE finds each by its primary key. SQL in
-`sql/t0004_upgrade.sql`; the downgrade (`sql/t0004_downgrade.sql`) puts t0002's lease back.
+`sql/t0004_upgrade.sql`; the downgrade puts t0002's lease back (read from `sql/functions.sql`).
 
 Revision ID: t0004
 Revises: t0003

@@ -11,7 +11,7 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0003: `t0003_upgrade.sql` (no wallet closes with a withdrawal pending); its downgrade
   `t0003_downgrade.sql`;
 * t0004: `t0004_upgrade.sql` (the payout lease finds its payouts by key, whatever the
-  planner guesses); its downgrade `t0004_downgrade.sql` (t0002's lease again).
+  planner guesses); its downgrade is t0002's lease, read from `functions.sql`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _T0001_FILES = ("schema.sql", "functions_t0001.sql", "protect.sql")
 _T0001_FUNCTIONS = "functions_t0001.sql"
 _CREATE_FUNCTION = re.compile(r"^CREATE FUNCTION ", re.MULTILINE)
+_LEASE = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_lease_payouts\(")
 
 
 def _script(name: str) -> str:
@@ -87,5 +88,5 @@ def ledger_t0004_ddl() -> list[str]:
 
 
 def ledger_t0004_downgrade_ddl() -> list[str]:
-    """t0004's downgrade: t0002's lease."""
-    return split_sql(_script("t0004_downgrade.sql"))
+    """t0004's downgrade: t0002's lease, as `functions.sql` (t0002's own file) creates it."""
+    return [s for s in split_sql(_script("functions.sql")) if _LEASE.match(s)]

@@ -258,11 +258,15 @@ def summary(stats: CellStats, cpu: CpuUsage | None = None) -> str:
         text += f"\n    cores: outside the bench {cpu.other:.2f}, bench {cpu.ours:.2f} ("
         text += ", ".join(f"{k} {v:.2f}" for k, v in _busiest(cpu.parts)) + ")"
         if stats.rps > 0:
-            text += "; CPU ms per request: "
-            text += ", ".join(f"{k} {v:.2f}" for k, v in _busiest(cpu.ms_per_request(stats.rps)))
+            text += "; CPU ms per request: " + format_ms(cpu.ms_per_request(stats.rps))
     if stats.errors:
         text += ", errors: " + ", ".join(f"{k} x{v}" for k, v in stats.errors.most_common())
     return text
+
+
+def format_ms(values: dict[str, float]) -> str:
+    """{"postgres": 2.051, "wallet": 0.18, ...} -> "postgres 2.05, wallet 0.18" (busiest first)."""
+    return ", ".join(f"{k} {v:.2f}" for k, v in _busiest(values))
 
 
 def _busiest(values: dict[str, float]) -> list[tuple[str, float]]:

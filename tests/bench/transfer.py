@@ -54,7 +54,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from tests.bench.cpu import CpuUsage, measure_window
+from tests.bench.cpu import CpuUsage, measure_window, usage_between
+from tests.bench.cpu import sample as cpu_sample
 from tests.bench.harness import (
     PRODUCTION_PIN_ROUNDS,
     Bcrypt,
@@ -65,6 +66,7 @@ from tests.bench.harness import (
     choice_list,
     envoy_rate_limit,
     exit_on_sigterm,
+    format_ms,
     int_list,
     process_env,
     queue_warmup,
@@ -737,11 +739,18 @@ class Runner:
         many were pending and how long each step took."""
         began = time.perf_counter()
         deadline = began + DRAIN_TIMEOUT
+        before = cpu_sample(self._components())
         pending = first = await self._with_database(_pending_events)
         while pending and time.perf_counter() < deadline:
             await asyncio.sleep(0.2)
             pending = await self._with_database(_pending_events)
         took = time.perf_counter() - began
+        after_cpu = cpu_sample(self._components())
+        per_event = (
+            usage_between(before, after_cpu).ms_per_request((first - pending) / took)
+            if before and after_cpu and first > pending
+            else {}
+        )
         vacuum_began = time.perf_counter()
         await self._with_database(_vacuum)
         vacuumed = time.perf_counter() - vacuum_began
@@ -752,6 +761,7 @@ class Runner:
                 "seconds": round(took, 2),
                 "left": pending,
                 "vacuum_seconds": round(vacuumed, 2),
+                "cpu_ms_per_event": {k: round(v, 3) for k, v in per_event.items()},
             }
         )
         if pending:
@@ -759,6 +769,7 @@ class Runner:
         elif first:
             print(
                 f"    outbox: {first} notification events were pending; delivered in {took:.1f} s"
+                + (f"; CPU ms per event: {format_ms(per_event)}" if first >= 100 else "")
             )
 
     def _components(self) -> dict[int, str]:
@@ -1111,15 +1122,18 @@ def format_profile(rows: Sequence[Row]) -> str:
 
 def format_drains(drains: Sequence[dict[str, Any]], *, at_least: int = 100) -> str:
     """The notification backlogs the bench waited out between cells (the relay delivering each
-    event to wallet's CreateNotification): how fast the notifications follow the ledger."""
+    event to wallet's CreateNotification): how fast the notifications follow the ledger, and
+    what a notification event costs each process while a backlog drains."""
     lines = []
     for drain in drains:
         pending, seconds = int(drain["pending"]), float(drain["seconds"])
+        per_event = drain.get("cpu_ms_per_event") or {}
         if pending >= at_least and seconds > 0:
             lines.append(
                 f"  after {drain['after']}: {pending} pending, delivered in {seconds:.1f} s "
                 f"({pending / seconds:.0f} events/s)"
                 + (f", {drain['left']} left" if drain["left"] else "")
+                + (f"; CPU ms per event: {format_ms(per_event)}" if per_event else "")
             )
     if not lines:
         return "notification backlogs: none worth telling"

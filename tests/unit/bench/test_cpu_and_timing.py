@@ -14,6 +14,7 @@ from tests.bench.cpu import CpuSample, descendants_time, sample, usage_between
 from tests.bench.harness import (
     MAX_SLOW_WINDOW,
     PRODUCTION_PIN_ROUNDS,
+    format_ms,
     queue_warmup,
     slow_window,
 )
@@ -40,6 +41,11 @@ def test_usage_splits_the_machine_into_ours_and_others() -> None:
     assert usage.parts == pytest.approx({"client": 0.2, "wallet": 0.8})
     assert usage.ms_per_request(400.0) == pytest.approx({"client": 0.5, "wallet": 2.0})
     assert usage.as_json(400.0)["cpu_ms_per_request"]["wallet"] == 2.0
+
+
+def test_cpu_per_request_reads_busiest_first() -> None:
+    text = format_ms({"wallet": 0.128, "postgres": 0.2249, "transfer": 0.08})
+    assert text == "postgres 0.22, wallet 0.13, transfer 0.08"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

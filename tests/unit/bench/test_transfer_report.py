@@ -110,11 +110,18 @@ def test_the_ledger_check_wants_every_acknowledged_send_and_nothing_more() -> No
 def test_only_real_notification_backlogs_are_told() -> None:
     drains = [
         {"after": "the setup", "pending": 2, "seconds": 0.2, "left": 0},
-        {"after": "pgbench fn, 8 clients", "pending": 4000, "seconds": 40.0, "left": 0},
+        {
+            "after": "pgbench fn, 8 clients",
+            "pending": 4000,
+            "seconds": 40.0,
+            "left": 0,
+            "cpu_ms_per_event": {"wallet": 0.13, "postgres": 0.22, "redis": 0.001},
+        },
         {"after": "SendMoney, 64 clients", "pending": 500, "seconds": 180.0, "left": 20},
     ]
     text = format_drains(drains)
     assert "the setup" not in text
     assert "4000 pending, delivered in 40.0 s (100 events/s)" in text
+    assert "CPU ms per event: postgres 0.22, wallet 0.13\n" in text + "\n"
     assert "20 left" in text
     assert format_drains(drains[:1]) == "notification backlogs: none worth telling"

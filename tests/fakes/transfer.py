@@ -1,18 +1,24 @@
 """In-memory stand-ins for the transfer service's ports, for the unit tests of its use cases.
 
 `FakeLedger` keeps balances and applies the ledger function's rules that the use cases rely
-on (idempotency replay, balance, recipient); the SQL itself is proven by the integration
-tests. `FakeWalletGate` answers PIN and IP checks like wallet and records every call.
+on (idempotency replay, balance, recipient, a held key IN_USE to every other attempt); the
+SQL itself is proven by the integration tests. `FakeWalletGate` answers PIN and IP checks like wallet and records every call.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from vaultpay_common.errors import ErrorKind
-from vaultpay_common.idempotency import IdempotencyKey, IdempotencyKeyReusedError
+from vaultpay_common.idempotency import (
+    IdempotencyKey,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
+)
 from vaultpay_transfer.domain.errors import PassedThroughError
 from vaultpay_transfer.domain.model import (
     Counterparty,
@@ -69,19 +75,35 @@ class FakeLedger:
     calls: list[str] = field(default_factory=list)
     forced: str | None = None  # answer this refusal code to the next movement
     fail_with: Exception | None = None  # raise this from the next movement
+    held: set[tuple[str, str, str]] = field(default_factory=set)  # keys a movement holds
 
     def add_wallet(self, user_id: str, wallet_id: str, balance: int = 0) -> None:
         self.wallets[user_id] = wallet_id
         self.balances[wallet_id] = balance
 
-    async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
-        self.calls.append("stored_answer")
+    def _stored_answer(self, key: IdempotencyKey) -> Transaction | None:
         found = self.stored.get((key.caller, key.method, key.request_id))
         if found is None:
             return None
         if found[0] != key.fingerprint:
             raise IdempotencyKeyReusedError()
         return found[1]
+
+    @asynccontextmanager
+    async def hold(self, key: IdempotencyKey) -> AsyncIterator[FakeHeldMovement]:
+        self.calls.append("hold")
+        stored = self._stored_answer(key)
+        if stored is not None:
+            yield FakeHeldMovement(self, key, stored)
+            return
+        scope = (key.caller, key.method, key.request_id)
+        if scope in self.held:
+            raise IdempotencyKeyInUseError()
+        self.held.add(scope)
+        try:
+            yield FakeHeldMovement(self, key, None)
+        finally:
+            self.held.discard(scope)
 
     def _begin(self, key: IdempotencyKey, name: str) -> LedgerOutcome | None:
         self.calls.append(name)
@@ -240,3 +262,31 @@ class ScriptedBank:
         if payout.account_hash in self.refusing:
             return BankAnswer(paid=False, refused=True, reason="account closed")
         return BankAnswer(paid=True)
+
+
+@dataclass
+class FakeHeldMovement:
+    ledger: FakeLedger
+    key: IdempotencyKey
+    stored: Transaction | None
+
+    async def send_money(
+        self, user_id: str, recipient_wallet_id: str, amount_minor: int, currency: str, note: str
+    ) -> LedgerOutcome:
+        return await self.ledger.send_money(
+            self.key, user_id, recipient_wallet_id, amount_minor, currency, note
+        )
+
+    async def withdraw(
+        self,
+        user_id: str,
+        amount_minor: int,
+        currency: str,
+        ifsc: str,
+        account_mask: str,
+        account_hash: str,
+        holder_name: str,
+    ) -> LedgerOutcome:
+        return await self.ledger.withdraw(
+            self.key, user_id, amount_minor, currency, ifsc, account_mask, account_hash, holder_name
+        )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+import pytest
+
 from vaultpay_transfer.adapters.ddl import (
     ledger_ddl,
     ledger_t0002_ddl,
@@ -14,6 +16,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0003_downgrade_ddl,
     ledger_t0004_ddl,
     ledger_t0004_downgrade_ddl,
+    ledger_t0005_ddl,
+    ledger_t0005_downgrade_ddl,
 )
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -96,3 +100,27 @@ def test_t0004_replaces_only_the_payout_lease_and_its_downgrade_puts_t0002s_back
     head, tail = t0002.split("WHERE p.transaction_id IN (", 1)
     assert upgrade.startswith(head)
     assert upgrade.endswith(tail.replace("FOR UPDATE SKIP LOCKED)", "FOR UPDATE SKIP LOCKED))", 1))
+
+
+def test_t0005_adds_the_held_movements_for_the_app_role_and_its_downgrade_drops_them() -> None:
+    upgrade = ledger_t0005_ddl("vaultpay_app")
+    assert _functions(upgrade) == {
+        "transfer_pass_hold": "plpgsql",
+        "transfer_send_money_held": "plpgsql",
+        "transfer_withdraw_held": "plpgsql",
+    }
+    # The hold passes to the transaction before the session's lock goes, then the movement.
+    [send] = [s for s in upgrade if "FUNCTION transfer_send_money_held(" in s]
+    assert send.index("transfer_pass_hold(p_lock)") < send.index("FROM transfer_send_money(")
+    [passing] = [s for s in upgrade if "FUNCTION transfer_pass_hold(" in s]
+    assert passing.index("pg_advisory_xact_lock(p_lock)") < passing.index("pg_advisory_unlock(")
+    assert upgrade[-2].startswith("REVOKE ALL ON FUNCTION") and upgrade[-2].endswith("FROM PUBLIC")
+    assert upgrade[-1].startswith("GRANT EXECUTE ON FUNCTION")
+    assert upgrade[-1].endswith('TO "vaultpay_app"') and "transfer_pass_hold" not in upgrade[-1]
+    assert [s.split("(")[0] for s in ledger_t0005_downgrade_ddl()] == [
+        "DROP FUNCTION transfer_withdraw_held",
+        "DROP FUNCTION transfer_send_money_held",
+        "DROP FUNCTION transfer_pass_hold",
+    ]
+    with pytest.raises(ValueError, match="unsafe role name"):
+        ledger_t0005_ddl('app"; DROP TABLE wallets; --')

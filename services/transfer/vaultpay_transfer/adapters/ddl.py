@@ -12,6 +12,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   `t0003_downgrade.sql`;
 * t0004: `t0004_upgrade.sql` (the payout lease finds its payouts by key, whatever the
   planner guesses); its downgrade is t0002's lease, read from `functions.sql`.
+* t0005: `t0005_upgrade.sql` (the held movements' functions: a PIN-checked movement's key
+  stays locked from its stored-answer lookup to its COMMIT); its downgrade
+  `t0005_downgrade.sql`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ __all__ = [
     "ledger_t0003_downgrade_ddl",
     "ledger_t0004_ddl",
     "ledger_t0004_downgrade_ddl",
+    "ledger_t0005_ddl",
+    "ledger_t0005_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -43,14 +48,15 @@ def _script(name: str) -> str:
     return files("vaultpay_transfer.adapters").joinpath("sql", name).read_text(encoding="utf-8")
 
 
-def ledger_ddl(app_role: str) -> list[str]:
-    """Every statement creating the ledger for `app_role`, in order (t0001)."""
+def _for_role(name: str, app_role: str) -> list[str]:
     if not _ROLE.match(app_role):
         raise ValueError(f"unsafe role name {app_role!r}")
-    statements: list[str] = []
-    for name in _T0001_FILES:
-        statements += split_sql(_script(name).replace("__APP_ROLE__", f'"{app_role}"'))
-    return statements
+    return split_sql(_script(name).replace("__APP_ROLE__", f'"{app_role}"'))
+
+
+def ledger_ddl(app_role: str) -> list[str]:
+    """Every statement creating the ledger for `app_role`, in order (t0001)."""
+    return [statement for name in _T0001_FILES for statement in _for_role(name, app_role)]
 
 
 def ledger_drop_ddl() -> list[str]:
@@ -90,3 +96,13 @@ def ledger_t0004_ddl() -> list[str]:
 def ledger_t0004_downgrade_ddl() -> list[str]:
     """t0004's downgrade: t0002's lease, as `functions.sql` (t0002's own file) creates it."""
     return [s for s in split_sql(_script("functions.sql")) if _LEASE.match(s)]
+
+
+def ledger_t0005_ddl(app_role: str) -> list[str]:
+    """t0005: the held movements' functions, executable by `app_role` only."""
+    return _for_role("t0005_upgrade.sql", app_role)
+
+
+def ledger_t0005_downgrade_ddl() -> list[str]:
+    """t0005's downgrade: the held movements' functions go."""
+    return split_sql(_script("t0005_downgrade.sql"))

@@ -14,13 +14,25 @@ Failures are told apart by what they prove:
 - the statement was cancelled by its timeout: rolled back -> DeadlineExceededError;
 - a unique request_id index raced (the same request_id on two methods at once): rolled
   back -> IdempotencyKeyInUseError (a retry is told IDEMPOTENCY_KEY_REUSED).
+
+`hold(key)` serves a PIN-checked movement (transfer t0005): one connection for its whole
+run. Its first statement reads the stored answer and, when there is none, takes the key's
+session-level advisory lock (the id the ledger's claim locks) in the same round trip; a key
+another session holds is IdempotencyKeyInUseError (and a connection lost during it is
+DatabaseUnavailableError: a lookup commits nothing). The movement's ledger call, on the same
+connection, goes through `transfer_*_held`, which hands the lock to its own transaction and
+releases the session's: no round trip is added. A movement that ends without its ledger
+call (wallet refused the PIN) unlocks the key, one more round trip; a connection that may
+still hold a key (a call that failed on its way, a cancelled task) is discarded, never
+handed to another caller.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -41,7 +53,7 @@ from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
-from vaultpay_transfer.service_layer.ports import PayoutLease, PayoutSettlement
+from vaultpay_transfer.service_layer.ports import HeldMovement, PayoutLease, PayoutSettlement
 
 __all__ = ["PgLedger"]
 
@@ -60,6 +72,17 @@ _WITHDRAW = (
     "SELECT outcome, reply FROM transfer_withdraw($1::text, $2::text, $3::uuid, $4::text,"
     " $5::bigint, $6::text, $7::bigint, $8::text, $9::text, $10::text, $11::text, $12::text)"
 )
+_SEND_HELD = _SEND.replace("transfer_send_money(", "transfer_send_money_held(")
+_WITHDRAW_HELD = _WITHDRAW.replace("transfer_withdraw(", "transfer_withdraw_held(")
+# The stored answer, or (none stored) the key's session-level lock: held is NULL, or whether
+# this session took it.
+_HOLD = (
+    "SELECT r.fingerprint, convert_from(r.reply, 'UTF8') AS reply,"
+    " CASE WHEN r.request_id IS NULL THEN pg_try_advisory_lock($4::bigint) END AS held"
+    " FROM (SELECT 1) AS one LEFT JOIN idempotency_records AS r"
+    " ON r.caller = $1 AND r.method = $2 AND r.request_id = $3::uuid"
+)
+_UNHOLD = "SELECT pg_advisory_unlock($1::bigint)"
 _STORED = (
     "SELECT fingerprint, convert_from(reply, 'UTF8') AS reply FROM idempotency_records "
     "WHERE caller = $1 AND method = $2 AND request_id = $3::uuid"
@@ -94,6 +117,36 @@ def _outcome(row: Mapping[str, Any] | None) -> LedgerOutcome:
     return LedgerOutcome(code, details=_details(reply))
 
 
+async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
+    try:
+        raw = await conn.get_raw_connection()
+    except DBAPIError as exc:  # checking out the raw connection failed
+        raise DatabaseUnavailableError() from exc
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
+
+
+async def _run(
+    conn: AsyncConnection, driver: asyncpg.Connection, sql: str, *args: Any
+) -> list[asyncpg.Record]:
+    try:
+        rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
+    except asyncpg.QueryCanceledError as exc:
+        raise DeadlineExceededError() from exc
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == _REQUEST_INDEX:
+            raise IdempotencyKeyInUseError() from exc
+        raise
+    except LOST_CONNECTION as exc:
+        # Also a pooled connection that PostgreSQL ended while it was idle: the call may
+        # have failed before anything was sent, but the commit of one that was sent is
+        # unknown. Either way the connection is discarded, never reused.
+        await conn.invalidate()
+        log.warning("ledger connection lost during a call", exc_info=True)
+        raise CommitOutcomeUnknownError() from exc
+    return rows
+
+
 class PgLedger:
     """`Ledger` and `PayoutLedger` on PostgreSQL (see the module docstring)."""
 
@@ -102,32 +155,16 @@ class PgLedger:
         # Told after a movement committed (wakes the outbox relay: the events are due now).
         self._on_commit = on_commit
 
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _connect(self) -> AsyncConnection:
         try:
-            conn: AsyncConnection = await self._engine.connect()
+            return await self._engine.connect()
         except (OperationalError, InterfaceError, OSError) as exc:
             raise DatabaseUnavailableError() from exc
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await self._connect()
         try:
-            raw = await conn.get_raw_connection()
-            driver: asyncpg.Connection = raw.driver_connection
-            try:
-                rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
-            except asyncpg.QueryCanceledError as exc:
-                raise DeadlineExceededError() from exc
-            except asyncpg.UniqueViolationError as exc:
-                if exc.constraint_name == _REQUEST_INDEX:
-                    raise IdempotencyKeyInUseError() from exc
-                raise
-            except LOST_CONNECTION as exc:
-                # Also a pooled connection that PostgreSQL ended while it was idle: the call
-                # may have failed before anything was sent, but the commit of one that was
-                # sent is unknown. Either way the connection is discarded, never reused.
-                await conn.invalidate()
-                log.warning("ledger connection lost during a call", exc_info=True)
-                raise CommitOutcomeUnknownError() from exc
-            return rows
-        except DBAPIError as exc:  # checking out the raw connection failed
-            raise DatabaseUnavailableError() from exc
+            return await _run(conn, await _driver(conn), sql, *args)
         finally:
             await conn.close()
 
@@ -150,6 +187,47 @@ class PgLedger:
         if rows[0]["fingerprint"] != key.fingerprint:
             raise IdempotencyKeyReusedError()
         return transaction_from_row(json.loads(rows[0]["reply"]))
+
+    @asynccontextmanager
+    async def hold(self, key: IdempotencyKey) -> AsyncIterator[HeldMovement]:
+        """The key held for one PIN-checked movement (see the module docstring)."""
+        conn = await self._connect()
+        try:
+            driver = await _driver(conn)
+            try:
+                [row] = await _run(
+                    conn,
+                    driver,
+                    _HOLD,
+                    key.caller,
+                    key.method,
+                    key.request_id,
+                    idempotency_lock_key(key),
+                )
+            except BaseException as exc:
+                # Whether the lock was taken is unknown (a cancelled or timed-out statement
+                # keeps a session lock it took): the connection goes, and the lock with it.
+                if not conn.invalidated:
+                    await conn.invalidate()
+                if isinstance(exc, CommitOutcomeUnknownError):  # a lookup commits nothing
+                    raise DatabaseUnavailableError() from exc
+                raise
+            if row["fingerprint"] is not None:
+                if row["fingerprint"] != key.fingerprint:
+                    raise IdempotencyKeyReusedError()
+                stored = transaction_from_row(json.loads(row["reply"]))
+                yield _PgHeldMovement(self._committed, conn, driver, key, stored)
+                return
+            if not row["held"]:
+                raise IdempotencyKeyInUseError()
+            held = _PgHeldMovement(self._committed, conn, driver, key, None)
+            try:
+                yield held
+            finally:
+                if not held.released:
+                    await held.release()
+        finally:
+            await conn.close()
 
     async def send_money(
         self,
@@ -242,3 +320,88 @@ class PgLedger:
             str(rows[0]["outcome"]),
             None if reply is None else transaction_from_row(json.loads(reply)),
         )
+
+
+class _PgHeldMovement:
+    """A movement's key held on `conn` (PgLedger.hold): its stored answer, if any, and its
+    ledger call through the `_held` functions, which release the session's lock."""
+
+    def __init__(
+        self,
+        committed: Callable[[str], None],
+        conn: AsyncConnection,
+        driver: asyncpg.Connection,
+        key: IdempotencyKey,
+        stored: Transaction | None,
+    ) -> None:
+        self._committed = committed  # told the outcome of the ledger call
+        self._conn = conn
+        self._driver = driver
+        self._key = key
+        self.stored = stored
+        # True once nothing of ours can be left locked on the connection.
+        self.released = stored is not None
+
+    async def _call(self, sql: str, *args: Any) -> LedgerOutcome:
+        if self.released:
+            raise RuntimeError(
+                "a held movement calls the ledger once, and only when it holds the key"
+            )
+        try:
+            rows = await _run(self._conn, self._driver, sql, *_key_args(self._key), *args)
+        except BaseException:
+            # Whether the call reached the point that releases the lock is unknown: the
+            # connection goes rather than come back to the pool still holding the key.
+            await self._discard()
+            raise
+        self.released = True
+        outcome = _outcome(rows[0] if rows else None)
+        self._committed(outcome.code)
+        return outcome
+
+    async def send_money(
+        self, user_id: str, recipient_wallet_id: str, amount_minor: int, currency: str, note: str
+    ) -> LedgerOutcome:
+        return await self._call(
+            _SEND_HELD, user_id, recipient_wallet_id, amount_minor, currency, note
+        )
+
+    async def withdraw(
+        self,
+        user_id: str,
+        amount_minor: int,
+        currency: str,
+        ifsc: str,
+        account_mask: str,
+        account_hash: str,
+        holder_name: str,
+    ) -> LedgerOutcome:
+        return await self._call(
+            _WITHDRAW_HELD,
+            user_id,
+            amount_minor,
+            currency,
+            ifsc,
+            account_mask,
+            account_hash,
+            holder_name,
+        )
+
+    async def release(self) -> None:
+        """Unlocks the key of a movement that ends without its ledger call. A connection that
+        cannot be told to (PostgreSQL ended it, say) is discarded: its session, and the lock,
+        end with it, so the movement's own outcome (wallet unavailable, a wrong PIN) stands."""
+        self.released = True
+        try:
+            await self._driver.fetchval(_UNHOLD, idempotency_lock_key(self._key))
+        except Exception:
+            log.warning("could not unlock a movement's key; its connection is discarded")
+            await self._discard()
+        except BaseException:
+            await self._discard()
+            raise
+
+    async def _discard(self) -> None:
+        self.released = True
+        if not self._conn.invalidated:
+            await self._conn.invalidate()

@@ -15,23 +15,21 @@ The order of a PIN-checked movement:
    is IN_USE or the same single effect), locks the wallets and re-checks everything.
 Nothing is answered OK before the ledger transaction has committed.
 
-Steps 2 to 4 run under the key's claim in this process (`InFlightKeys`): a retry that arrives
-while the first attempt is still on its way to the ledger (waiting on wallet, or on a paused
-event loop) is IDEMPOTENCY_KEY_IN_USE, not a second run. A refused movement writes nothing, so
-without the claim a retry could be refused (say, for the balance) and the first attempt commit
-afterwards, against the answer the client kept. The claim is per process: a retry that another
-transfer process serves while the first is stalled before its ledger call is not covered
-(GetTransactionByRequestId tells the final outcome).
+Steps 2 to 4 run under the key's hold (`Ledger.hold`, a PostgreSQL advisory lock taken with
+the lookup and handed to the ledger transaction): a retry that arrives while the first
+attempt is still on its way to the ledger (waiting on wallet, or on a paused event loop),
+in this transfer process or another, is IDEMPOTENCY_KEY_IN_USE, not a second run. A refused
+movement writes nothing, so without the hold a retry could be refused (say, for the
+balance) and the first attempt commit afterwards, against the answer the client kept.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from vaultpay_common.errors import ValidationError
-from vaultpay_common.idempotency import IdempotencyKey, IdempotencyKeyInUseError
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.domain.errors import IpNotTrustedError, SelfTransferError
 from vaultpay_transfer.domain.model import Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome, refusal_error
@@ -47,7 +45,7 @@ from vaultpay_transfer.domain.validation import (
 from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney, TopUp, Withdraw
 from vaultpay_transfer.service_layer.ports import Ledger, WalletGate
 
-__all__ = ["InFlightKeys", "MovementService", "pin_check_id"]
+__all__ = ["MovementService", "pin_check_id"]
 
 # Namespace of the ids under which wallet counts a movement's PIN check and IP check.
 _CHECK_NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c59-9e0d-5a4b3c2d1e0f")
@@ -74,25 +72,6 @@ def _settled(outcome: LedgerOutcome) -> Transaction:
     raise refusal_error(outcome.code, outcome.details)
 
 
-class InFlightKeys:
-    """The idempotency keys of the movements this process is running (see the module
-    docstring); a key is released however its movement ends."""
-
-    def __init__(self) -> None:
-        self._running: set[tuple[str, str, str]] = set()
-
-    @contextmanager
-    def claim(self, key: IdempotencyKey) -> Iterator[None]:
-        scope = (key.caller, key.method, key.request_id)
-        if scope in self._running:
-            raise IdempotencyKeyInUseError()
-        self._running.add(scope)
-        try:
-            yield
-        finally:
-            self._running.discard(scope)
-
-
 class MovementService:
     def __init__(
         self,
@@ -106,7 +85,6 @@ class MovementService:
         self._wallet = wallet
         self._hash_account = account_hasher
         self._max = max_amount_minor
-        self._in_flight = InFlightKeys()
 
     async def top_up(self, cmd: TopUp) -> Transaction:
         """Simulated external funding from the clearing account (no PIN: money comes in)."""
@@ -126,31 +104,24 @@ class MovementService:
         recipient = check_recipient(cmd.recipient_wallet_id)
         note = check_note(cmd.note)
         pin = check_pin_shape(cmd.pin)
-        with self._in_flight.claim(cmd.key):
-            stored = await self._ledger.stored_answer(cmd.key)
-            if stored is not None:
-                return stored
+        async with self._ledger.hold(cmd.key) as held:
+            if held.stored is not None:
+                return held.stored
             wallet_id = await self._authorise(cmd.user_id, pin, cmd.client_ip, cmd.key)
             if wallet_id == recipient:
                 raise SelfTransferError()
-            return _settled(
-                await self._ledger.send_money(
-                    cmd.key, cmd.user_id, recipient, amount, currency, note
-                )
-            )
+            return _settled(await held.send_money(cmd.user_id, recipient, amount, currency, note))
 
     async def withdraw(self, cmd: Withdraw) -> Transaction:
         amount, currency = _amount(cmd.amount, self._max)
         account = bank_account(cmd.bank_account)
         pin = check_pin_shape(cmd.pin)
-        with self._in_flight.claim(cmd.key):
-            stored = await self._ledger.stored_answer(cmd.key)
-            if stored is not None:
-                return stored
+        async with self._ledger.hold(cmd.key) as held:
+            if held.stored is not None:
+                return held.stored
             await self._authorise(cmd.user_id, pin, cmd.client_ip, cmd.key)
             return _settled(
-                await self._ledger.withdraw(
-                    cmd.key,
+                await held.withdraw(
                     cmd.user_id,
                     amount,
                     currency,

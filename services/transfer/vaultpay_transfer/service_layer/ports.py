@@ -1,8 +1,9 @@
 """What the transfer use cases need from the outside world, as Protocols.
 
-- `Ledger`: the money path. Each method is one atomic ledger transaction (one database
+- `Ledger`: the money path. Each movement is one atomic ledger transaction (one database
   round trip, see adapters/ledger_pg.py); it is its own unit of work: it commits before it
-  answers OK and writes nothing when it refuses.
+  answers OK and writes nothing when it refuses. `hold` keeps a PIN-checked movement's key
+  from its stored-answer lookup to that transaction (`HeldMovement`).
 - `WalletGate`: wallet's PIN and IP-trust checks (peer calls with our service identity).
 - `TransactionStore`: reads of the ledger (histories, lookups, usage, statistics).
 - `LedgerAuditor`: the invariants, checked on one consistent snapshot.
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -32,6 +34,7 @@ from vaultpay_transfer.domain.outcomes import LedgerOutcome
 __all__ = [
     "Bank",
     "BankAnswer",
+    "HeldMovement",
     "IpCheck",
     "Ledger",
     "LedgerAuditor",
@@ -45,21 +48,38 @@ __all__ = [
 ]
 
 
-class Ledger(Protocol):
-    async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
-        """The stored answer of an earlier identical request, or None; raises
-        IdempotencyKeyReusedError for the same key with a different request."""
-        ...
+class HeldMovement(Protocol):
+    """One PIN-checked movement whose key is held (`Ledger.hold`): no other attempt of the
+    same key, in this process or another, gets past its own `hold` until this one's ledger
+    transaction has committed or the hold ends."""
+
+    # The answer an earlier identical request stored (the key is then not held: nothing is
+    # left to run), or None.
+    stored: Transaction | None
 
     async def send_money(
+        self, user_id: str, recipient_wallet_id: str, amount_minor: int, currency: str, note: str
+    ) -> LedgerOutcome: ...
+
+    async def withdraw(
         self,
-        key: IdempotencyKey,
         user_id: str,
-        recipient_wallet_id: str,
         amount_minor: int,
         currency: str,
-        note: str,
+        ifsc: str,
+        account_mask: str,
+        account_hash: str,
+        holder_name: str,
     ) -> LedgerOutcome: ...
+
+
+class Ledger(Protocol):
+    def hold(self, key: IdempotencyKey) -> AbstractAsyncContextManager[HeldMovement]:
+        """The key held for one movement: its stored answer if there is one, else the key
+        locked until the held movement's ledger call commits or the block ends; raises
+        IdempotencyKeyInUseError while another attempt holds it, IdempotencyKeyReusedError
+        for the same key with a different request."""
+        ...
 
     async def top_up(
         self,
@@ -70,19 +90,9 @@ class Ledger(Protocol):
         method: PaymentMethod,
         payment_reference: str,
         description: str,
-    ) -> LedgerOutcome: ...
-
-    async def withdraw(
-        self,
-        key: IdempotencyKey,
-        user_id: str,
-        amount_minor: int,
-        currency: str,
-        ifsc: str,
-        account_mask: str,
-        account_hash: str,
-        holder_name: str,
-    ) -> LedgerOutcome: ...
+    ) -> LedgerOutcome:
+        """A top-up needs no hold: nothing is asked between its arrival and its ledger call."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,271 @@
+"""A PIN-checked movement's key held from its stored-answer lookup to its COMMIT (transfer
+t0005), on real PostgreSQL, across two "transfer processes" (two engines, two pools).
+
+The story it closes: the first attempt of a send waits at wallet; its retry reaches another
+transfer process, which must not run it (it could be refused for the balance and the first
+attempt commit afterwards, against the answer the client kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.fakes.transfer import FakeWalletGate
+from tests.integration.transfer.conftest import (
+    SEND,
+    WITHDRAW,
+    LedgerWorld,
+    Wallet,
+    key,
+    plain_dsn,
+)
+from vaultpay_common.db import DatabaseUnavailableError, create_engine
+from vaultpay_common.idempotency import (
+    IdempotencyKey,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
+    idempotency_lock_key,
+)
+from vaultpay_devstack.infra import Infra
+from vaultpay_transfer.adapters.ledger_pg import PgLedger
+from vaultpay_transfer.domain.model import TransactionStatus
+from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney
+from vaultpay_transfer.service_layer.movements import MovementService
+
+HOME = "203.0.113.7"
+
+
+@pytest.fixture
+async def other_process(ledger: LedgerWorld) -> AsyncIterator[PgLedger]:
+    """A second transfer process's ledger: its own engine and pool, the same database."""
+    engine = create_engine(ledger.dbs.vaultpay_app_dsn, pool_size=5, application_name="test-2")
+    try:
+        yield PgLedger(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _key_is_free(ledger: LedgerWorld, key: IdempotencyKey, within: float = 10.0) -> bool:
+    """Whether a session of its own can take the key's lock (polled: a discarded connection's
+    session ends a moment after the pool lets it go)."""
+    deadline = time.monotonic() + within
+    conn = await ledger.owner()
+    try:
+        while True:
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", idempotency_lock_key(key)):
+                await conn.execute("SELECT pg_advisory_unlock($1)", idempotency_lock_key(key))
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+async def _end_sessions(infra: Infra, application_name: str, within: float = 10.0) -> None:
+    """PostgreSQL ends the sessions of `application_name` (a failover, an operator), and they
+    are gone when this returns."""
+    admin = await asyncpg.connect(infra.postgres.admin_dsn)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            application_name,
+        )
+        deadline = time.monotonic() + within
+        while await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", application_name
+        ):
+            assert time.monotonic() < deadline, "the sessions outlived their termination"
+            await asyncio.sleep(0.02)
+    finally:
+        await admin.close()
+
+
+async def _funded_pair(ledger: LedgerWorld, amount: int) -> tuple[Wallet, Wallet]:
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, amount)
+    return alice, bob
+
+
+async def test_a_retry_that_another_process_serves_while_the_first_is_at_wallet_is_in_use(
+    ledger: LedgerWorld, other_process: PgLedger
+) -> None:
+    alice, bob = await _funded_pair(ledger, 1_000)
+    at_wallet, release = asyncio.Event(), asyncio.Event()
+    slow = FakeWalletGate(pins={alice.user_id: "1234"}, wallet_ids={alice.user_id: alice.wallet_id})
+    slow.trusted_ips[alice.user_id] = {HOME}
+    verify = slow.verify_pin
+
+    async def waits_at_wallet(user_id: str, pin: str, check_id: str) -> str:
+        at_wallet.set()
+        await release.wait()
+        return await verify(user_id, pin, check_id)
+
+    slow.verify_pin = waits_at_wallet  # type: ignore[method-assign]
+    fast = FakeWalletGate(pins=dict(slow.pins), wallet_ids=dict(slow.wallet_ids))
+    fast.trusted_ips[alice.user_id] = {HOME}
+    first = MovementService(ledger.ledger, slow, str, max_amount_minor=10**12)
+    second = MovementService(other_process, fast, str, max_amount_minor=10**12)
+    send = SendMoney(
+        alice.user_id, key(alice.user_id), bob.wallet_id, AmountInput("INR", 600), "", "1234", HOME
+    )
+    running = asyncio.ensure_future(first.send_money(send))
+    await at_wallet.wait()
+    # Run now, the retry could be refused (for the balance, say) and the first attempt
+    # commit afterwards, against the answer the client kept: it is not run.
+    with pytest.raises(IdempotencyKeyInUseError):
+        await second.send_money(send)
+    release.set()
+    debit = await running
+    assert debit.amount_minor == 600
+    assert await second.send_money(send) == debit  # the other process replays the answer
+    assert await ledger.balance(alice) == 400
+    assert await _key_is_free(ledger, send.key)
+
+
+async def test_the_commit_frees_the_key_and_a_stored_answer_holds_nothing(
+    ledger: LedgerWorld, other_process: PgLedger
+) -> None:
+    alice, bob = await _funded_pair(ledger, 1_000)
+    request = key(alice.user_id, body="bob 250")
+    async with ledger.ledger.hold(request) as held:
+        assert held.stored is None
+        assert not await _key_is_free(ledger, request, within=0)
+        outcome = await held.send_money(alice.user_id, bob.wallet_id, 250, "INR", "")
+        assert outcome.code == "OK" and outcome.transaction is not None
+        assert await _key_is_free(ledger, request, within=0)  # before the block even ends
+    async with other_process.hold(request) as again:
+        assert again.stored == outcome.transaction
+        assert await _key_is_free(ledger, request, within=0)
+    with pytest.raises(IdempotencyKeyReusedError):
+        async with other_process.hold(key(alice.user_id, request_id=request.request_id)):
+            pass
+
+
+async def test_a_movement_that_ends_before_its_ledger_call_frees_the_key(
+    ledger: LedgerWorld,
+) -> None:
+    alice, _ = await _funded_pair(ledger, 1_000)
+    request = key(alice.user_id)
+    with pytest.raises(LookupError):  # wallet refused the PIN, say
+        async with ledger.ledger.hold(request):
+            raise LookupError("refused before the ledger")
+    assert await _key_is_free(ledger, request, within=0)
+
+    async def stalls() -> None:
+        async with ledger.ledger.hold(request):
+            await asyncio.Event().wait()
+
+    stalled = asyncio.ensure_future(stalls())
+    deadline = time.monotonic() + 10
+    while await _key_is_free(ledger, request, within=0):
+        assert time.monotonic() < deadline, "the stalled movement never held its key"
+        await asyncio.sleep(0.02)
+    stalled.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await stalled
+    assert await _key_is_free(ledger, request)
+
+
+async def test_a_withdrawal_runs_held_and_frees_its_key(ledger: LedgerWorld) -> None:
+    alice, _ = await _funded_pair(ledger, 1_000)
+    request = key(alice.user_id, WITHDRAW)
+    async with ledger.ledger.hold(request) as held:
+        outcome = await held.withdraw(
+            alice.user_id, 300, "INR", "HDFC0001234", "····9012", "b" * 64, "Account Holder"
+        )
+    assert outcome.code == "OK" and outcome.transaction is not None
+    assert outcome.transaction.status is TransactionStatus.PENDING
+    assert await ledger.balance(alice) == 700
+    assert await _key_is_free(ledger, request, within=0)
+
+
+async def test_the_held_functions_refuse_a_caller_that_does_not_hold_the_key(
+    ledger: LedgerWorld,
+) -> None:
+    """So a held call can never run unprotected, and writes nothing when refused."""
+    alice, bob = await _funded_pair(ledger, 1_000)
+    request = key(alice.user_id, SEND)
+    args: list[Any] = [
+        request.caller,
+        request.method,
+        request.request_id,
+        request.fingerprint,
+        idempotency_lock_key(request),
+        alice.user_id,
+        bob.wallet_id,
+        100,
+        "INR",
+        "",
+    ]
+    conn = await asyncpg.connect(plain_dsn(ledger.dbs.vaultpay_app_dsn))
+    try:
+        with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError):
+            await conn.fetch(
+                "SELECT * FROM transfer_send_money_held($1, $2, $3::uuid, $4, $5, $6, $7, $8,"
+                " $9, $10)",
+                *args,
+            )
+    finally:
+        await conn.close()
+    assert await ledger.balance(alice) == 1_000
+
+
+async def test_a_connection_lost_under_the_lookup_is_unavailable_and_holds_nothing(
+    ledger: LedgerWorld, infra: Infra
+) -> None:
+    """PostgreSQL ended the pooled connection (a failover, pg_terminate_backend): the lookup
+    answers UNAVAILABLE (it committed nothing), the connection is gone, and the retry runs."""
+    alice, bob = await _funded_pair(ledger, 1_000)
+    name = "transfer-hold-loss"
+    engine = create_engine(ledger.dbs.vaultpay_app_dsn, pool_size=1, application_name=name)
+    lost = PgLedger(engine)
+    request = key(alice.user_id)
+    try:
+        async with lost.hold(key(alice.user_id)):  # the pool's one connection, now idle
+            pass
+        await _end_sessions(infra, name)
+        with pytest.raises(DatabaseUnavailableError):
+            async with lost.hold(request):
+                pytest.fail("the lookup on a lost connection answered")
+        async with lost.hold(request) as held:
+            assert held.stored is None
+            outcome = await held.send_money(alice.user_id, bob.wallet_id, 100, "INR", "")
+        assert outcome.code == "OK"
+    finally:
+        await engine.dispose()
+    assert await _key_is_free(ledger, request)
+
+
+async def test_a_connection_lost_while_at_wallet_keeps_the_movements_own_answer(
+    ledger: LedgerWorld, infra: Infra
+) -> None:
+    """The movement ends without its ledger call (wallet unavailable, say) on a connection
+    PostgreSQL has ended meanwhile: the unlock cannot be sent, the connection is discarded,
+    and the answer is still the movement's own, not the lost connection's."""
+    alice, bob = await _funded_pair(ledger, 1_000)
+    name = "transfer-hold-loss-at-wallet"
+    engine = create_engine(ledger.dbs.vaultpay_app_dsn, pool_size=1, application_name=name)
+    lost = PgLedger(engine)
+    request = key(alice.user_id)
+
+    async def wallet_unavailable_meanwhile() -> None:
+        async with lost.hold(request):
+            await _end_sessions(infra, name)
+            raise LookupError("wallet unavailable")
+
+    try:
+        with pytest.raises(LookupError, match="wallet unavailable"):
+            await wallet_unavailable_meanwhile()
+        assert await _key_is_free(ledger, request)
+        async with lost.hold(request) as held:  # the retry, on a new connection
+            outcome = await held.send_money(alice.user_id, bob.wallet_id, 100, "INR", "")
+        assert outcome.code == "OK"
+    finally:
+        await engine.dispose()

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.transfer.conftest import LedgerWorld, key
 from vaultpay_common.db import DatabaseUnavailableError, create_engine
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_devstack.infra import Infra
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
@@ -46,6 +47,12 @@ async def _terminate_our_backends(infra: Infra) -> int:
     return int(killed)
 
 
+async def _look_up(money: PgLedger, request: IdempotencyKey) -> None:
+    """SendMoney's stored-answer lookup, which leaves the connection idle in the pool."""
+    async with money.hold(request):
+        pass
+
+
 async def test_terminated_connections_answer_unavailable_and_move_money_at_most_once(
     ledger: LedgerWorld, infra: Infra
 ) -> None:
@@ -61,7 +68,7 @@ async def test_terminated_connections_answer_unavailable_and_move_money_at_most_
             # Fill the pool, let PostgreSQL end every connection in it, then use them: to send
             # in even rounds, to look up what earlier rounds sent in odd ones.
             keys = [key(alice.user_id, body=str(uuid.uuid4())) for _ in range(SENDS)]
-            await asyncio.gather(*(money.stored_answer(k) for k in keys))
+            await asyncio.gather(*(_look_up(money, k) for k in keys))
             assert await _terminate_our_backends(infra) > 0
             outcomes: list[object]
             if round_ % 2:

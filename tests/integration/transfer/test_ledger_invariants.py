@@ -174,7 +174,8 @@ async def test_a_retry_replays_the_stored_answer_and_another_request_is_refused(
     first = await ledger.ledger.send_money(first_key, alice.user_id, bob.wallet_id, 100, "INR", "")
     replay = await ledger.ledger.send_money(first_key, alice.user_id, bob.wallet_id, 100, "INR", "")
     assert (replay.code, replay.transaction) == ("REPLAY", first.transaction)
-    assert await ledger.ledger.stored_answer(first_key) == first.transaction
+    async with ledger.ledger.hold(first_key) as held:  # what SendMoney's lookup answers
+        assert held.stored == first.transaction
     other = key(alice.user_id, SEND, first_key.request_id, body="B")
     reused = await ledger.ledger.send_money(other, alice.user_id, bob.wallet_id, 200, "INR", "")
     assert reused.code == "IDEMPOTENCY_KEY_REUSED"

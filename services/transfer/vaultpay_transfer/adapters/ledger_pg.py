@@ -83,10 +83,6 @@ _HOLD = (
     " ON r.caller = $1 AND r.method = $2 AND r.request_id = $3::uuid"
 )
 _UNHOLD = "SELECT pg_advisory_unlock($1::bigint)"
-_STORED = (
-    "SELECT fingerprint, convert_from(reply, 'UTF8') AS reply FROM idempotency_records "
-    "WHERE caller = $1 AND method = $2 AND request_id = $3::uuid"
-)
 _LEASE = (
     "SELECT transaction_id::text AS transaction_id, account_hash, amount, currency, attempts "
     "FROM transfer_lease_payouts($1::integer, $2::double precision)"
@@ -177,16 +173,6 @@ class PgLedger:
         outcome = _outcome(rows[0] if rows else None)
         self._committed(outcome.code)
         return outcome
-
-    async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
-        """The answer an earlier identical request stored (checked before any PIN is asked
-        again); IdempotencyKeyReusedError for the same key with another request."""
-        rows = await self._fetch(_STORED, key.caller, key.method, key.request_id)
-        if not rows:
-            return None
-        if rows[0]["fingerprint"] != key.fingerprint:
-            raise IdempotencyKeyReusedError()
-        return transaction_from_row(json.loads(rows[0]["reply"]))
 
     @asynccontextmanager
     async def hold(self, key: IdempotencyKey) -> AsyncIterator[HeldMovement]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.fakes.transfer import FakeWalletGate
 from tests.integration.transfer.conftest import (
@@ -37,6 +39,7 @@ from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.domain.model import TransactionStatus
 from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney
 from vaultpay_transfer.service_layer.movements import MovementService
+from vaultpay_transfer.service_layer.ports import HeldMovement
 
 HOME = "203.0.113.7"
 
@@ -269,3 +272,26 @@ async def test_a_connection_lost_while_at_wallet_keeps_the_movements_own_answer(
         assert outcome.code == "OK"
     finally:
         await engine.dispose()
+
+
+async def test_a_pool_held_up_by_movements_at_wallet_answers_unavailable(
+    ledger: LedgerWorld,
+) -> None:
+    """Every pooled connection is held by a movement waiting at wallet: the next movement
+    waits for one for the pool's timeout, then is UNAVAILABLE (retryable), not INTERNAL."""
+    engine = create_async_engine(
+        ledger.dbs.vaultpay_app_dsn, pool_size=1, max_overflow=0, pool_timeout=0.2
+    )
+    busy = PgLedger(engine)
+    alice = await ledger.new_wallet()
+    try:
+        async with busy.hold(key(alice.user_id)):
+            with pytest.raises(DatabaseUnavailableError):
+                await _enter(busy.hold(key(alice.user_id)))
+    finally:
+        await engine.dispose()
+
+
+async def _enter(hold: AbstractAsyncContextManager[HeldMovement]) -> None:
+    async with hold:
+        pytest.fail("a movement got a connection from an exhausted pool")

@@ -7,7 +7,8 @@ reply arrives (asyncpg resolves the call on ReadyForQuery, after the COMMIT). No
 on this path (ARCHITECTURE.md, "Performance").
 
 Failures are told apart by what they prove:
-- the connection could not be had: nothing happened -> DatabaseUnavailableError;
+- the connection could not be had (PostgreSQL unreachable, the pool exhausted for its
+  timeout): nothing happened -> DatabaseUnavailableError;
 - the connection died after the call was sent, or was found dead when it was made
   (pg_failures.LOST_CONNECTION): the COMMIT may have happened ->
   CommitOutcomeUnknownError (UNAVAILABLE); the client asks GetTransactionByRequestId;
@@ -38,6 +39,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.db import DatabaseUnavailableError
@@ -154,7 +156,9 @@ class PgLedger:
     async def _connect(self) -> AsyncConnection:
         try:
             return await self._engine.connect()
-        except (OperationalError, InterfaceError, OSError) as exc:
+        except (OperationalError, InterfaceError, OSError, PoolTimeoutError) as exc:
+            # PoolTimeoutError: every pooled connection stayed checked out (by movements
+            # waiting at wallet, say) for the pool's whole timeout.
             raise DatabaseUnavailableError() from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import DatabaseUnavailableError, SqlUnitOfWork, create_engine
 from vaultpay_common.errors import DeadlineExceededError
+from vaultpay_common.pg_raw import borrowed_driver
 from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import run_sql
 
@@ -97,3 +98,31 @@ async def test_a_pooled_connection_terminated_while_idle_is_unavailable_and_then
             outcomes.append("unavailable")
     assert outcomes[-1] == "ok"
     assert set(outcomes) <= {"ok", "unavailable"}
+
+
+async def test_an_exhausted_pool_is_unavailable_for_units_of_work_and_raw_calls(
+    infra: Infra,
+) -> None:
+    """Every pooled connection stays checked out (slow callers): the next unit of work, and
+    the next raw asyncpg call, wait for the pool's timeout and answer UNAVAILABLE, never a raw
+    SQLAlchemy error (which would reach the client as INTERNAL)."""
+    url = infra.postgres.admin_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    try:
+        async with engine.connect():  # the pool's only connection, busy
+            with pytest.raises(DatabaseUnavailableError):
+                await _enter_unit_of_work(engine)
+            with pytest.raises(DatabaseUnavailableError):
+                await _borrow_driver(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _enter_unit_of_work(engine: AsyncEngine) -> None:
+    async with SqlUnitOfWork(engine):
+        pytest.fail("a unit of work got a connection from an exhausted pool")
+
+
+async def _borrow_driver(engine: AsyncEngine) -> None:
+    async with borrowed_driver(engine):
+        pytest.fail("a raw call got a connection from an exhausted pool")

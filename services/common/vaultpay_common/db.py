@@ -20,6 +20,7 @@ from typing import Self
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from vaultpay_common.context import remaining_seconds
@@ -94,7 +95,10 @@ class SqlUnitOfWork:
                 timeout_ms = max(1, math.floor(left * 1000))
                 await self._conn.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
         except Exception as exc:
-            lost = isinstance(exc, (OperationalError, InterfaceError)) or connection_lost(exc)
+            # PoolTimeoutError: every pooled connection stayed checked out for the pool's timeout.
+            lost = isinstance(
+                exc, (OperationalError, InterfaceError, PoolTimeoutError)
+            ) or connection_lost(exc)
             await self._discard()
             if lost:
                 raise DatabaseUnavailableError() from exc

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.db import DatabaseUnavailableError
@@ -30,8 +31,8 @@ async def borrowed_driver(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connecti
     """The raw asyncpg connection of a pooled connection (see the module docstring)."""
     try:
         conn: AsyncConnection = await engine.connect()
-    except (OperationalError, InterfaceError, OSError) as exc:
-        raise DatabaseUnavailableError() from exc
+    except (OperationalError, InterfaceError, OSError, PoolTimeoutError) as exc:
+        raise DatabaseUnavailableError() from exc  # unreachable, or the pool exhausted
     try:
         try:
             raw = await conn.get_raw_connection()

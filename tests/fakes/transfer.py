@@ -2,7 +2,8 @@
 
 `FakeLedger` keeps balances and applies the ledger function's rules that the use cases rely
 on (idempotency replay, balance, recipient, a held key IN_USE to every other attempt); the
-SQL itself is proven by the integration tests. `FakeWalletGate` answers PIN and IP checks like wallet and records every call.
+SQL itself is proven by the integration tests. `FakeWalletGate` answers PIN and IP checks
+like wallet and records every call.
 """
 
 from __future__ import annotations

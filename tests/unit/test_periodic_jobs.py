@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import cast
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.audit.sealer import AuditChainBrokenError
-from vaultpay_common.runtime import PeriodicJob, _run_periodically
+from vaultpay_common.outbox import OutboxRelay
+from vaultpay_common.runtime import PeriodicJob, _run_periodically, stop_tasks
 
 
 class Runs:
@@ -67,3 +70,69 @@ async def test_an_alarm_is_logged_as_an_error(caplog: pytest.LogCaptureFixture) 
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and errors[0].exc_info is not None
     assert "checkpoint 7" in str(errors[0].exc_info[1])
+
+
+class Stubborn:
+    """A loop that, like a 3.11 `asyncio.wait_for` racing its own event, returns normally
+    from the next `swallow` cancellations and runs on; it ends at the one after."""
+
+    def __init__(self, swallow: int) -> None:
+        self.swallow = swallow
+        self.stopped = False
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if self.swallow == 0:
+                    self.stopped = True
+                    raise
+                self.swallow -= 1
+
+
+async def test_stopping_cancels_again_a_task_that_swallowed_its_cancellation() -> None:
+    stubborn = Stubborn(swallow=2)
+    task = asyncio.create_task(stubborn.run(), name="stubborn")
+    await asyncio.sleep(0)
+    assert await stop_tasks([task], within=5, recancel_every=0.01) == []
+    assert task.cancelled() and stubborn.stopped
+
+
+async def test_stopping_gives_up_on_a_task_that_does_not_stop_in_time_and_names_it() -> None:
+    stubborn = Stubborn(swallow=10**9)
+    task = asyncio.create_task(stubborn.run(), name="never")
+    await asyncio.sleep(0)
+    assert await stop_tasks([task], within=0.1, recancel_every=0.01) == ["never"]
+    assert not task.done()
+    stubborn.swallow = 0  # now it gives in
+    assert await stop_tasks([task], within=5, recancel_every=0.01) == []
+
+
+async def test_a_relay_woken_as_it_is_cancelled_stops() -> None:
+    """The outbox relay waits for a commit's wake-up or its poll interval; a wake-up that
+    lands in the same loop turn as the cancel must not keep it running (wait_for's 3.11
+    race, which hung a service's shutdown in the test suite)."""
+    relay = _IdleRelay()
+    for turns in range(6):  # every interleaving of the wake-up's callbacks and the cancel
+        task = asyncio.create_task(relay.run())
+        await relay.waiting.wait()
+        relay.wake()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=1)
+        assert done, f"the relay ran on after its cancel ({turns} loop turns after the wake-up)"
+        relay.waiting.clear()
+
+
+class _IdleRelay(OutboxRelay):
+    """A relay whose rounds find nothing due (no database), telling when it waits."""
+
+    def __init__(self) -> None:
+        super().__init__(cast(AsyncEngine, None), "test", {}, poll_interval=3600)
+        self.waiting = asyncio.Event()
+
+    async def _round(self) -> tuple[int, int]:
+        self.waiting.set()
+        return 0, 0

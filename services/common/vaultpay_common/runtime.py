@@ -16,7 +16,6 @@ The audit sealer of the service's database is registered by `seal_audit()`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,9 +31,10 @@ from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 from vaultpay_common.pagination import PageTokens
 from vaultpay_common.redis import create_redis
 
-__all__ = ["PeriodicJob", "ServiceRuntime"]
+__all__ = ["PeriodicJob", "ServiceRuntime", "stop_tasks"]
 
 log = logging.getLogger(__name__)
+
 
 Job = Callable[[], Awaitable[object]]
 Cleanup = Callable[[], Awaitable[object]]
@@ -47,6 +47,24 @@ class PeriodicJob:
     job: Job
     # Failures that need a person (a broken audit chain), logged at ERROR, not WARNING.
     alarms: tuple[type[Exception], ...] = ()
+
+
+async def stop_tasks(
+    tasks: Sequence[asyncio.Task[None]], *, within: float = 10.0, recancel_every: float = 0.5
+) -> list[str]:
+    """Cancels `tasks` and waits for them to end; returns the names of those still running
+    after `within` seconds. A task that swallowed its cancellation (in Python 3.11 an
+    `asyncio.wait_for` whose inner await completes as the cancel arrives returns normally) is
+    cancelled again every `recancel_every` seconds, at its next await: shutdown never hangs
+    on one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pending = {task for task in tasks if not task.done()}
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=recancel_every)
+    return sorted(task.get_name() for task in pending)
 
 
 async def _run_periodically(job: PeriodicJob) -> None:
@@ -194,11 +212,8 @@ class ServiceRuntime:
             self._tasks.append(asyncio.create_task(_run_periodically(job), name=job.name))
 
     async def _stop_jobs(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for name in await stop_tasks(self._tasks):
+            log.warning("periodic job did not stop", extra={"job": name})
         self._tasks = []
 
     async def _close_channels(self) -> None:

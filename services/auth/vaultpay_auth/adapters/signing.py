@@ -309,9 +309,11 @@ class KeyRing:
                     await self.reload()  # after LISTEN: nothing committed since is missed
                     self._watching = True
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), timeout=interval)
+                        async with asyncio.timeout(interval):  # never swallows a cancel
+                            await changed.wait()
                     # A dead link raises here (and ends the job) instead of going quiet.
-                    await asyncio.wait_for(raw.fetchval("SELECT 1"), timeout=_PROBE_TIMEOUT)
+                    async with asyncio.timeout(_PROBE_TIMEOUT):
+                        await raw.fetchval("SELECT 1")
             except Exception:
                 # Whatever was committed while the link died, read it through the pool now
                 # rather than when the job next runs.

@@ -146,7 +146,10 @@ class OutboxRelay:
             if claimed >= self._batch_size:
                 continue  # more may be due right now
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), timeout=self._poll_interval)
+                # asyncio.timeout, not wait_for: in 3.11 wait_for returns normally when the
+                # event is set as the task is cancelled, and the relay would run on.
+                async with asyncio.timeout(self._poll_interval):
+                    await self._woken.wait()
 
     async def relay_once(self) -> int:
         """One round: claims up to `batch_size` due events of this producer, hands each to

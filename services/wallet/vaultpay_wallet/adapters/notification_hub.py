@@ -254,6 +254,8 @@ class PgNotificationListener:
         """Returns when the connection is gone; probes it while notifications are quiet."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), timeout=self._probe_interval)
+                async with asyncio.timeout(self._probe_interval):  # never swallows a cancel
+                    await self._lost.wait()
                 return
-            await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout=5)
+            async with asyncio.timeout(5):
+                await self._conn.fetchval("SELECT 1")

@@ -17,6 +17,8 @@ from vaultpay_devstack.infra import Infra, scratch_dir, start_infra
 from vaultpay_devstack.mesh import Mesh, MeshConfig
 from vaultpay_devstack.postgres import unique_suffix
 
+pytest_plugins = ["tests.watchdog"]
+
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:

@@ -78,6 +78,7 @@ def _keep(path: Path, history: History, ledger: LedgerSnapshot, seed: int) -> No
     path.write_text(json.dumps(data, indent=1))
 
 
+@pytest.mark.time_limit(bank_config().seconds + 240)  # the mesh's start, the run, the checks
 async def test_the_bank_loses_and_invents_no_money_through_faults(
     bank_mesh: Mesh, tmp_path: Path
 ) -> None:

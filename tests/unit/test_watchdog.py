@@ -1,0 +1,85 @@
+"""The suite's time limit per test (tests/watchdog.py), run on throwaway tests in a child."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HUNG_TEARDOWN = """
+import asyncio
+
+import pytest
+
+
+async def parked_forever() -> None:
+    await asyncio.Event().wait()
+
+
+@pytest.fixture
+async def stuck():
+    yield
+    await parked_forever()
+
+
+async def test_hangs_in_its_teardown(stuck):
+    pass
+
+
+@pytest.mark.time_limit(60)
+def test_never_reached():
+    pass
+"""
+
+
+def run_child(argv: list[str], *, limit: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VAULTPAY_TEST_TIME_LIMIT": limit}
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_a_hung_teardown_is_reported_with_its_awaits_and_interrupts_the_session(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "test_hung.py").write_text(HUNG_TEARDOWN)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.watchdog"]
+    argv += ["-o", "asyncio_mode=auto", "test_hung.py"]
+
+    started = time.monotonic()
+    child = run_child(argv, limit="1", cwd=tmp_path)
+
+    output = child.stdout + child.stderr
+    assert child.returncode == 2, output  # pytest's "interrupted", never a pass
+    assert time.monotonic() - started < 60, output
+    assert "test_hung.py::test_hangs_in_its_teardown is still running after 1 s" in output
+    assert "in parked_forever" in output  # the await the fixture is parked on
+    assert "KeyboardInterrupt" in output
+    assert "test_never_reached" not in output
+
+
+def test_a_session_that_ignores_the_interrupt_exits_after_the_grace(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import signal, sys, time
+        from tests.watchdog import Watchdog
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        Watchdog("deaf::test", 0.5, grace=0.5, out=sys.stderr).start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("still alive")
+        """
+    )
+    child = run_child([sys.executable, "-c", script], limit="", cwd=tmp_path)
+
+    assert child.returncode == 3, child.stdout + child.stderr
+    assert "deaf::test is still running after 0.5 s" in child.stderr
+    assert "did not end 0.5 s after the interrupt" in child.stderr
+    assert "still alive" not in child.stdout

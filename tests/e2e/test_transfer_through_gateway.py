@@ -156,6 +156,12 @@ def test_the_money_journey_through_the_gateway(
         str(500_000 - 125_050),
     )
     assert _call(gateway, alice, "POST", "/v1/transactions:send", send).body == sent.body
+    # A retry is answered whatever PIN it carries (a replay that compared the PIN would tell
+    # a guess right or wrong without wallet's lockout); another amount is another request.
+    guess = _call(gateway, alice, "POST", "/v1/transactions:send", {**send, "pin": "0000"})
+    assert guess.body == sent.body
+    other = _call(gateway, alice, "POST", "/v1/transactions:send", {**send, "amount": inr(7)})
+    assert other.error_reason() == "IDEMPOTENCY_KEY_REUSED", other.body
     assert (_balance(gateway, alice), _balance(gateway, bob)) == (374_950, 125_050)
     # wallet's limits show what transfer counted under the lock: the send, once.
     limits = _call(gateway, alice, "GET", "/v1/wallets/me/limits")

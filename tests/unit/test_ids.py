@@ -102,7 +102,7 @@ def _auth_admin() -> AuthAdminServicer:
 
 
 def _wallet_user() -> WalletServicer:
-    return WalletServicer(_ANY, _ANY, _ANY, _ANY, _ANY, TOKENS)
+    return WalletServicer(_ANY, _ANY, _ANY, _ANY, _ANY, TOKENS, fingerprint_key=bytes(32))
 
 
 def _wallet_admin() -> WalletAdminServicer:
@@ -110,7 +110,7 @@ def _wallet_admin() -> WalletAdminServicer:
 
 
 def _wallet_internal() -> WalletInternalServicer:
-    return WalletInternalServicer(_ANY, _ANY, _ANY, _ANY, _ANY)
+    return WalletInternalServicer(_ANY, _ANY, _ANY, _ANY, _ANY, fingerprint_key=bytes(32))
 
 
 CALLS: dict[str, Any] = {

@@ -114,12 +114,17 @@ class ServiceSettings(BaseSettings):
         """A 32-byte key for one purpose, derived (HKDF-SHA256) from the root key.
 
         Purposes in use: "password-pepper", "pin-pepper", "audit-chain", "audit-checkpoint",
-        "page-token", "ip-hash", "outbox-secrets".
+        "page-token", "ip-hash", "outbox-secrets", "request-fingerprint".
         """
         hkdf = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=f"vaultpay-{purpose}".encode()
         )
         return hkdf.derive(self.kek_bytes)
+
+    @cached_property
+    def fingerprint_key(self) -> bytes:
+        """The key of the secret fields in idempotency fingerprints (grpc/idempotency.py)."""
+        return self.derived_key("request-fingerprint")
 
     @cached_property
     def audit_key(self) -> bytes:

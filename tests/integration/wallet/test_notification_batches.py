@@ -83,7 +83,9 @@ async def wallet(migrated: Provisioned, engine: AsyncEngine) -> AsyncIterator[_W
     listener = PgNotificationListener(migrated.vaultpay_app_dsn, hub)
     await listener.start()
     notes = NotificationService(lambda: SqlWalletUnitOfWork(engine), hub, SystemClock())
-    servicer = WalletInternalServicer(_UNUSED, _UNUSED, _UNUSED, _UNUSED, notes)
+    servicer = WalletInternalServicer(
+        _UNUSED, _UNUSED, _UNUSED, _UNUSED, notes, fingerprint_key=bytes(32)
+    )
     server = grpc.aio.server(interceptors=[RequestContextInterceptor(), ErrorInterceptor("wallet")])
     wallet_pb2_grpc.add_WalletInternalServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -129,6 +129,25 @@ async def test_the_pin_and_ip_checks_of_one_movement_share_an_id_of_its_own(
     assert pin_check_id(replace(command.key, method="/x/Withdraw")) not in ids
 
 
+async def test_a_pin_checked_for_a_refused_movement_never_passes_another_one(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    # The ledger refuses the first (and stores nothing); the same request_id with another
+    # amount is another request, so it is another check at wallet, never the first one's OK.
+    too_much = send(20_000)
+    with pytest.raises(InsufficientBalanceError):
+        await service.send_money(too_much)
+    smaller = replace(
+        too_much,
+        key=replace(too_much.key, fingerprint=request_fingerprint(b"1000")),
+        amount=AmountInput("INR", 1_000),
+    )
+    await service.send_money(smaller)
+    checks = [c[2] for c in wallet.calls if c[0] == "pin"]
+    assert checks == [pin_check_id(too_much.key), pin_check_id(smaller.key)]
+    assert checks[0] != checks[1]
+
+
 async def test_an_untrusted_address_refuses_the_movement_with_ip_not_trusted(
     service: MovementService, ledger: FakeLedger
 ) -> None:

@@ -8,9 +8,23 @@ serialised deterministically without its request_id, so a retry with the same id
 request is told IDEMPOTENCY_KEY_REUSED. Public RPCs have no principal: their caller is
 "anonymous", and since the fingerprint covers the credential in the request (a reset token),
 only a client holding the same credential can see a replayed reply.
+
+Fingerprints are stored (idempotency_records) next to replies that show most of the request,
+so a field with few values would be read back from a bare hash by trying each value:
+
+    key = idempotency_key(request, secret=("pin",), secret_key=fingerprint_key)
+
+`secret` fields (a PIN: 10,000 values; an account or document number: its mask gives half of
+it away) enter the fingerprint as an HMAC under a service key kept outside the database
+(`Settings.derived_key("request-fingerprint")`). A field that must not be compared at all
+before it is checked is `unkeyed` instead: SendMoney's PIN (a replay that compared it would
+tell a PIN guess right or wrong without asking wallet, whose lockout counts the attempts).
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
 
 from google.protobuf.message import Message
 
@@ -29,11 +43,17 @@ def _caller() -> str:
 
 
 def idempotency_key(
-    request: Message, *, required: bool = False, unkeyed: tuple[str, ...] = ()
+    request: Message,
+    *,
+    required: bool = False,
+    unkeyed: tuple[str, ...] = (),
+    secret: tuple[str, ...] = (),
+    secret_key: bytes | None = None,
 ) -> IdempotencyKey | None:
     """The key of this call, or None when the request has no request_id and none is required.
     The fields named in `unkeyed` are left out of the fingerprint with the request_id: a
-    retry that differs only in them is the same request."""
+    retry that differs only in them is the same request. The string fields named in `secret`
+    (dotted paths into sub-messages) enter it as HMAC-SHA256 under `secret_key`."""
     raw = str(getattr(request, "request_id", ""))
     if not raw:
         if required:
@@ -44,9 +64,27 @@ def idempotency_key(
     bare.CopyFrom(request)
     for name in ("request_id", *unkeyed):
         bare.ClearField(name)
+    if secret:
+        if secret_key is None or len(secret_key) < 32:
+            raise ValueError("secret fields need a fingerprint key of at least 32 bytes")
+        for path in secret:
+            _keep_secret(bare, path, secret_key)
     return IdempotencyKey(
         caller=_caller(),
         method=METHOD.get(),
         request_id=request_id,
         fingerprint=request_fingerprint(bare.SerializeToString(deterministic=True)),
     )
+
+
+def _keep_secret(message: Message, path: str, key: bytes) -> None:
+    *parents, name = path.split(".")
+    for parent in parents:
+        if not message.HasField(parent):
+            return
+        message = getattr(message, parent)
+    value = getattr(message, name)
+    if not isinstance(value, str):
+        raise TypeError(f"secret field {path} is not a string field")
+    if value:
+        setattr(message, name, hmac.new(key, value.encode(), hashlib.sha256).hexdigest())

@@ -132,7 +132,9 @@ async def build_host(
 
     host = runtime.host(SERVICES, peers.verifier, peers.introspector)
     user = KycServicer(
-        submissions, upload_drain_limit_bytes=settings.document_max_bytes + (1 << 20)
+        submissions,
+        upload_drain_limit_bytes=settings.document_max_bytes + (1 << 20),
+        fingerprint_key=settings.fingerprint_key,
     )
     staff = KycAdminServicer(review, rotation, runtime.page_tokens)
     internal = KycInternalServicer(review)

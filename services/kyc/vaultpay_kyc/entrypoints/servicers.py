@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable
 
+from google.protobuf.message import Message
+
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
 from vaultpay_common.grpc.convert import current_principal, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.pagination import PageTokens, SliceOf, paginate
 from vaultpay_kyc.entrypoints.convert import (
     document_type_from_proto,
@@ -33,9 +36,23 @@ Ctx = ServicerContext
 
 
 class KycServicer(kyc_pb2_grpc.KycServiceServicer):
-    def __init__(self, submissions: SubmissionService, *, upload_drain_limit_bytes: int) -> None:
+    def __init__(
+        self,
+        submissions: SubmissionService,
+        *,
+        upload_drain_limit_bytes: int,
+        fingerprint_key: bytes,
+    ) -> None:
+        self._fingerprint_key = fingerprint_key
         self._submissions = submissions
         self._drain_limit = upload_drain_limit_bytes
+
+    def _document_key(self, request: Message) -> IdempotencyKey | None:
+        """The call's key with the document number keyed into the fingerprint (its mask and
+        check digit leave few values to try; grpc/idempotency.py)."""
+        return idempotency_key(
+            request, secret=("document_number",), secret_key=self._fingerprint_key
+        )
 
     async def SubmitKyc(
         self, request: kyc_pb2.SubmitKycRequest, context: Ctx
@@ -47,7 +64,7 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
                 request.document_number,
                 request.document_file,
                 request.document_content_type,
-                idempotency_key(request),
+                self._document_key(request),
             )
         )
         return kyc_pb2.SubmitKycResponse(
@@ -67,7 +84,7 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
                     metadata.document_content_type,
                     metadata.document_size_bytes,
                     metadata.document_sha256,
-                    idempotency_key(metadata),
+                    self._document_key(metadata),
                 ),
                 chunks,
             )

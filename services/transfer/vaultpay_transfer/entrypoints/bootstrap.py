@@ -132,7 +132,9 @@ async def build_host(
     runtime.every(3600.0, cleanup, name="idempotency and outbox cleanup")
 
     host = runtime.host(SERVICES, peers.verifier, peers.introspector)
-    user = TransferServicer(movements, queries, runtime.page_tokens)
+    user = TransferServicer(
+        movements, queries, runtime.page_tokens, fingerprint_key=settings.fingerprint_key
+    )
     staff = TransferAdminServicer(queries, verification, runtime.page_tokens)
     internal = TransferInternalServicer(queries)
     host.add(

@@ -41,8 +41,8 @@ Ctx = ServicerContext
 _LATER = "disputes, refunds and reversals come in a later release"
 
 
-def _required_key(request: Any) -> IdempotencyKey:
-    key = idempotency_key(request, required=True)
+def _required_key(request: Any, **fields: Any) -> IdempotencyKey:
+    key = idempotency_key(request, required=True, **fields)
     assert key is not None
     return key
 
@@ -64,8 +64,14 @@ def _filters(flt: TransactionFilter) -> dict[str, object]:
 
 class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
     def __init__(
-        self, movements: MovementService, queries: TransactionQueries, page_tokens: PageTokens
+        self,
+        movements: MovementService,
+        queries: TransactionQueries,
+        page_tokens: PageTokens,
+        *,
+        fingerprint_key: bytes,
     ) -> None:
+        self._fingerprint_key = fingerprint_key
         self._moves = movements
         self._queries = queries
         self._tokens = page_tokens
@@ -90,7 +96,9 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
         tx = await self._moves.send_money(
             cmd.SendMoney(
                 current_principal().user_id,
-                _required_key(request),
+                # The PIN is not part of the request a retry must match: a stored answer that
+                # compared it would tell a PIN guess right or wrong without asking wallet.
+                _required_key(request, unkeyed=("pin",)),
                 request.recipient_wallet_id,
                 amount_input(request),
                 request.note,
@@ -106,7 +114,12 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
         tx = await self._moves.withdraw(
             cmd.Withdraw(
                 current_principal().user_id,
-                _required_key(request),
+                _required_key(
+                    request,
+                    unkeyed=("pin",),
+                    secret=("bank_account.account_number",),
+                    secret_key=self._fingerprint_key,
+                ),
                 amount_input(request),
                 bank_account_input(request),
                 request.pin,

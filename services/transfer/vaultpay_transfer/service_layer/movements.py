@@ -52,10 +52,12 @@ _CHECK_NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c59-9e0d-5a4b3c2d1e0f")
 
 
 def pin_check_id(key: IdempotencyKey) -> str:
-    """The request_id of this movement's checks at wallet: derived from (caller, method,
-    request_id), so two users (or two methods) never share wallet's idempotency key, and a
-    retry of the same movement is the same check there (counted once toward the lockout)."""
-    scope = "\x00".join((key.caller, key.method, key.request_id))
+    """The request_id of this movement's checks at wallet: derived from the whole key, so two
+    users (or two methods) never share wallet's idempotency key, a retry of the same movement
+    is the same check there (counted once toward the lockout), and the same request_id with
+    another amount or recipient, after the first was refused by the ledger (which stores
+    nothing), is a check of its own: a PIN checked for one movement never passes another."""
+    scope = "\x00".join((key.caller, key.method, key.request_id, key.fingerprint))
     return str(uuid.uuid5(_CHECK_NAMESPACE, scope))
 
 

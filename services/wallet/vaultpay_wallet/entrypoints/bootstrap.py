@@ -139,10 +139,18 @@ async def build_host(
     host = runtime.host(SERVICES, peers.verifier, peers.introspector)
     host.on_stopping(stop_streams)
     tokens = runtime.page_tokens
-    user = WalletServicer(wallets, pins, limits, ip_trust, notifications, tokens)
+    fingerprint_key = settings.fingerprint_key
+    user = WalletServicer(
+        wallets, pins, limits, ip_trust, notifications, tokens, fingerprint_key=fingerprint_key
+    )
     staff = WalletAdminServicer(admin, limits, settings_service, AuditEvents(uow), tokens)
     internal = WalletInternalServicer(
-        MovementChecks(pins, ip_trust), ip_trust, limits, tiers, notifications
+        MovementChecks(pins, ip_trust),
+        ip_trust,
+        limits,
+        tiers,
+        notifications,
+        fingerprint_key=fingerprint_key,
     )
     host.add(SERVICES[0], lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(user, s))
     host.add(

@@ -7,10 +7,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from google.protobuf.message import Message
+
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.grpc.convert import current_principal, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.ids import parse_uuid
 from vaultpay_common.pagination import PageTokens, paginate, times_checked
 from vaultpay_wallet.domain.ip_trust import TrustedIpCursor
@@ -54,7 +57,10 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         ip_trust: IpTrustService,
         notifications: NotificationService,
         page_tokens: PageTokens,
+        *,
+        fingerprint_key: bytes,
     ) -> None:
+        self._fingerprint_key = fingerprint_key
         self._wallets = wallets
         self._pins = pins
         self._limits = limits
@@ -135,6 +141,10 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
 
     # ----- the PIN ------------------------------------------------------------------------
 
+    def _pin_key(self, request: Message, *pins: str) -> IdempotencyKey | None:
+        """The call's key with its PINs keyed into the fingerprint (grpc/idempotency.py)."""
+        return idempotency_key(request, secret=pins, secret_key=self._fingerprint_key)
+
     async def SetPin(
         self, request: wallet_pb2.SetPinRequest, context: Ctx
     ) -> wallet_pb2.SetPinResponse:
@@ -143,7 +153,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 current_principal().user_id,
                 request.pin,
                 request.pin_confirmation,
-                idempotency_key(request),
+                self._pin_key(request, "pin", "pin_confirmation"),
             )
         )
         return wallet_pb2.SetPinResponse(pin_update_time=timestamp(done.pin_updated_at))
@@ -152,7 +162,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.VerifyPinRequest, context: Ctx
     ) -> wallet_pb2.VerifyPinResponse:
         await self._pins.verify_pin(
-            cmd.VerifyPin(current_principal().user_id, request.pin, idempotency_key(request))
+            cmd.VerifyPin(current_principal().user_id, request.pin, self._pin_key(request, "pin"))
         )
         return wallet_pb2.VerifyPinResponse()
 
@@ -165,7 +175,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 request.current_pin,
                 request.new_pin,
                 request.new_pin_confirmation,
-                idempotency_key(request),
+                self._pin_key(request, "current_pin", "new_pin", "new_pin_confirmation"),
             )
         )
         return wallet_pb2.ChangePinResponse(pin_update_time=timestamp(done.pin_updated_at))
@@ -188,7 +198,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 request.token,
                 request.new_pin,
                 request.new_pin_confirmation,
-                idempotency_key(request),
+                self._pin_key(request, "new_pin", "new_pin_confirmation"),
             )
         )
         return wallet_pb2.ResetPinResponse(

@@ -288,7 +288,10 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
         limits: LimitsService,
         tiers: KycTierService,
         notifications: NotificationService,
+        *,
+        fingerprint_key: bytes,
     ) -> None:
+        self._fingerprint_key = fingerprint_key
         self._checks = checks
         self._ip = ip_trust
         self._limits = limits
@@ -302,8 +305,15 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
             cmd.VerifyTransferPin(
                 parse_uuid(request.user_id, "user_id"),
                 request.pin,
-                # A retry from another address is the same check of the same movement.
-                idempotency_key(request, required=True, unkeyed=("client_ip",)),
+                # A retry from another address is the same check of the same movement; the
+                # PIN enters the stored fingerprint keyed (grpc/idempotency.py).
+                idempotency_key(
+                    request,
+                    required=True,
+                    unkeyed=("client_ip",),
+                    secret=("pin",),
+                    secret_key=self._fingerprint_key,
+                ),
             ),
             request.client_ip,
         )

@@ -1,0 +1,250 @@
+"""Idempotency keys built from requests (grpc/idempotency.py), and which fields each money and
+PIN RPC keeps out of its stored fingerprint or keys into it (security review of 2026-12-03:
+a SendMoney replay that compared the PIN told a PIN guess right or wrong without asking
+wallet; fingerprints of PINs and account numbers were reversible by enumeration)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from google.protobuf.message import Message
+
+from vaultpay.kyc.v1 import kyc_pb2
+from vaultpay.transfer.v1 import transfer_pb2
+from vaultpay.type.v1 import money_pb2
+from vaultpay.wallet.v1 import wallet_pb2
+from vaultpay_common.context import METHOD, PRINCIPAL, Principal, Role
+from vaultpay_common.grpc.idempotency import idempotency_key
+from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
+from vaultpay_common.pagination import PageTokens
+from vaultpay_kyc.entrypoints.servicers import KycServicer
+from vaultpay_transfer.entrypoints.servicers import TransferServicer
+from vaultpay_wallet.entrypoints.servicers import WalletServicer
+from vaultpay_wallet.entrypoints.servicers_staff import WalletInternalServicer
+
+M = TypeVar("M", bound=Message)
+USER = "0b5f7c1e-8a3d-4f2b-9c6e-1d2a3b4c5d6e"
+KEY = b"fingerprint-key-of-this-test-32b"
+PIN = "7391"
+
+
+@pytest.fixture(autouse=True)
+def _a_caller() -> Iterator[None]:
+    principal = PRINCIPAL.set(Principal(subject=USER, role=Role.USER))
+    method = METHOD.set("/vaultpay.test.v1.Test/Call")
+    yield
+    PRINCIPAL.reset(principal)
+    METHOD.reset(method)
+
+
+def _bare_fingerprint(request: Message, **changes: Any) -> str:
+    """The fingerprint as an unkeyed SHA-256 of the request, as before the review."""
+    bare = type(request)()
+    bare.CopyFrom(request)
+    bare.ClearField("request_id")
+    for name, value in changes.items():
+        setattr(bare, name, value)
+    return request_fingerprint(bare.SerializeToString(deterministic=True))
+
+
+def _send(pin: str = PIN, amount: int = 600) -> transfer_pb2.SendMoneyRequest:
+    return transfer_pb2.SendMoneyRequest(
+        request_id=str(uuid.uuid4()),
+        recipient_wallet_id="VPY-AB12CD",
+        amount=money_pb2.Money(currency_code="INR", amount_minor=amount),
+        note="rent",
+        pin=pin,
+    )
+
+
+def test_an_unkeyed_field_is_not_compared_and_the_rest_is() -> None:
+    request = _send()
+
+    def fingerprint(r: Message) -> str:
+        key = idempotency_key(r, unkeyed=("pin",))
+        assert key is not None
+        return key.fingerprint
+
+    assert fingerprint(request) == fingerprint(_send(pin="0000"))
+    assert fingerprint(request) != fingerprint(_send(amount=601))
+
+
+def test_a_secret_field_cannot_be_read_back_from_its_fingerprint_without_the_key() -> None:
+    request = wallet_pb2.VerifyPinRequest(request_id=str(uuid.uuid4()), pin=PIN)
+    key = idempotency_key(request, secret=("pin",), secret_key=KEY)
+    assert key is not None
+
+    every_pin = [f"{n:04d}" for n in range(10_000)]
+    # Whoever reads idempotency_records tries every PIN: with a bare hash the PIN falls out...
+    unkeyed = _bare_fingerprint(request)
+    assert [p for p in every_pin if _bare_fingerprint(request, pin=p) == unkeyed] == [PIN]
+    # ...with the keyed one, nothing does, and only the key finds it again.
+    assert not [p for p in every_pin if _bare_fingerprint(request, pin=p) == key.fingerprint]
+    keyed = hmac.new(KEY, PIN.encode(), hashlib.sha256).hexdigest()
+    assert _bare_fingerprint(request, pin=keyed) == key.fingerprint
+
+
+def test_a_secret_field_still_tells_requests_apart_and_a_nested_one_is_found() -> None:
+    def withdrawal(account: str) -> transfer_pb2.WithdrawRequest:
+        request = transfer_pb2.WithdrawRequest(request_id=str(uuid.uuid4()), pin=PIN)
+        request.bank_account.account_number = account
+        request.bank_account.ifsc = "HDFC0001234"
+        return request
+
+    def fingerprint(request: Message) -> str:
+        key = idempotency_key(request, secret=("bank_account.account_number",), secret_key=KEY)
+        assert key is not None
+        return key.fingerprint
+
+    assert fingerprint(withdrawal("123456789012")) == fingerprint(withdrawal("123456789012"))
+    assert fingerprint(withdrawal("123456789012")) != fingerprint(withdrawal("123456789013"))
+    assert fingerprint(withdrawal("123456789012")) != _bare_fingerprint(withdrawal("123456789012"))
+
+
+def test_secret_fields_without_a_key_of_32_bytes_are_a_programming_error() -> None:
+    request = wallet_pb2.VerifyPinRequest(request_id=str(uuid.uuid4()), pin=PIN)
+    with pytest.raises(ValueError, match="fingerprint key"):
+        idempotency_key(request, secret=("pin",))
+    with pytest.raises(ValueError, match="fingerprint key"):
+        idempotency_key(request, secret=("pin",), secret_key=b"short")
+
+
+# --- which RPC keeps what out of its fingerprint --------------------------------------------
+
+
+class _Capture:
+    """Stands in for a use-case service: records the command it is given, then stops."""
+
+    def __init__(self) -> None:
+        self.commands: list[Any] = []
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        async def record(command: Any, *rest: Any) -> Any:
+            self.commands.append(command)
+            raise _StoppedError
+
+        return record
+
+
+class _StoppedError(Exception):
+    pass
+
+
+def _key_of(call: Callable[[_Capture], Any]) -> IdempotencyKey:
+    """The idempotency key a servicer method hands its use case."""
+    capture = _Capture()
+    with pytest.raises(_StoppedError):
+        call(capture).send(None)
+    [command] = capture.commands
+    values = [getattr(command, f.name) for f in dataclasses.fields(command)]
+    [key] = [v for v in values if isinstance(v, IdempotencyKey)]
+    return key
+
+
+TOKENS = PageTokens(b"k" * 32)
+_ANY: Any = None
+
+
+def _transfer(capture: _Capture) -> TransferServicer:
+    return TransferServicer(capture, _ANY, TOKENS, fingerprint_key=KEY)  # type: ignore[arg-type]
+
+
+def _wallet(capture: _Capture) -> WalletServicer:
+    c: Any = capture
+    return WalletServicer(_ANY, c, _ANY, _ANY, _ANY, TOKENS, fingerprint_key=KEY)
+
+
+def _wallet_internal(capture: _Capture) -> WalletInternalServicer:
+    c: Any = capture
+    return WalletInternalServicer(c, _ANY, _ANY, _ANY, _ANY, fingerprint_key=KEY)
+
+
+def _kyc(capture: _Capture) -> KycServicer:
+    c: Any = capture
+    return KycServicer(c, upload_drain_limit_bytes=1, fingerprint_key=KEY)
+
+
+def _same_id(request: M, **changes: Any) -> M:
+    other = type(request)()
+    other.CopyFrom(request)
+    for name, value in changes.items():
+        setattr(other, name, value)
+    return other
+
+
+def test_send_money_and_withdraw_replay_whatever_pin_a_retry_carries() -> None:
+    sent = _send()
+    first = _key_of(lambda c: _transfer(c).SendMoney(sent, _ANY))
+    guess = _key_of(lambda c: _transfer(c).SendMoney(_same_id(sent, pin="0000"), _ANY))
+    assert first == guess  # a guess is answered as the retry it is: no oracle on the PIN
+    more = _same_id(sent)
+    more.amount.amount_minor += 1
+    assert _key_of(lambda c: _transfer(c).SendMoney(more, _ANY)) != first
+
+    withdrawal = transfer_pb2.WithdrawRequest(request_id=str(uuid.uuid4()), pin=PIN)
+    withdrawal.bank_account.account_number = "123456789012"
+    key = _key_of(lambda c: _transfer(c).Withdraw(withdrawal, _ANY))
+    assert key == _key_of(lambda c: _transfer(c).Withdraw(_same_id(withdrawal, pin="0"), _ANY))
+    bare = _same_id(withdrawal, pin="")
+    assert key.fingerprint != _bare_fingerprint(bare)  # the account number is keyed
+
+
+@pytest.mark.parametrize(
+    ("call", "request_", "secret"),
+    [
+        (
+            lambda s, r: _wallet(s).SetPin(r, _ANY),
+            wallet_pb2.SetPinRequest(pin=PIN, pin_confirmation=PIN),
+            ("pin", "pin_confirmation"),
+        ),
+        (
+            lambda s, r: _wallet(s).VerifyPin(r, _ANY),
+            wallet_pb2.VerifyPinRequest(pin=PIN),
+            ("pin",),
+        ),
+        (
+            lambda s, r: _wallet(s).ChangePin(r, _ANY),
+            wallet_pb2.ChangePinRequest(
+                current_pin=PIN, new_pin="2468", new_pin_confirmation="2468"
+            ),
+            ("current_pin", "new_pin", "new_pin_confirmation"),
+        ),
+        (
+            lambda s, r: _wallet(s).ResetPin(r, _ANY),
+            wallet_pb2.ResetPinRequest(token="t" * 43, new_pin="2468", new_pin_confirmation="2468"),
+            ("new_pin", "new_pin_confirmation"),
+        ),
+        (
+            lambda s, r: _wallet_internal(s).VerifyTransferPin(r, _ANY),
+            wallet_pb2.VerifyTransferPinRequest(user_id=USER, pin=PIN, client_ip="203.0.113.7"),
+            ("pin",),
+        ),
+        (
+            lambda s, r: _kyc(s).SubmitKyc(r, _ANY),
+            kyc_pb2.SubmitKycRequest(
+                document_type=kyc_pb2.DOCUMENT_TYPE_PAN,
+                document_number="ABCDE1234F",
+                document_file=b"%PDF",
+            ),
+            ("document_number",),
+        ),
+    ],
+)
+def test_pins_and_document_numbers_enter_stored_fingerprints_keyed(
+    call: Callable[[_Capture, Message], Any], request_: Message, secret: tuple[str, ...]
+) -> None:
+    request_.request_id = str(uuid.uuid4())  # type: ignore[attr-defined]
+    key = _key_of(lambda c: call(c, request_))
+    expected = idempotency_key(
+        request_,
+        unkeyed=("client_ip",) if "client_ip" in request_.DESCRIPTOR.fields_by_name else (),
+        secret=secret,
+        secret_key=KEY,
+    )
+    assert key == expected

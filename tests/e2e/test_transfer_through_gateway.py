@@ -169,6 +169,31 @@ def test_the_money_journey_through_the_gateway(
     sending = next(a for a in limits.body["limits"] if a["action"] == "LIMIT_ACTION_SEND")
     used = (sending["daily"]["used"]["amountMinor"], sending["monthly"]["used"]["amountMinor"])
     assert used == ("125050", "125050"), sending
+    # A daily limit says when it resets (Retry-After, from the RetryInfo); a per-transaction
+    # one is not cleared by waiting. Alice lowers her own limits, is refused, lifts them.
+    lower = {"requestId": rid(), "daily": inr(125_100), "perTransaction": inr(50_000)}
+    lowered = _call(gateway, alice, "PUT", "/v1/wallets/me/limits/send", lower)
+    assert lowered.status == 200, lowered.body
+    over = _call(
+        gateway,
+        alice,
+        "POST",
+        "/v1/transactions:send",
+        {**send, "requestId": rid(), "amount": inr(100)},
+    )
+    assert (over.status, over.error_reason()) == (429, "DAILY_LIMIT_EXCEEDED"), over.body
+    assert 1 <= int(over.headers["retry-after"]) <= 86_400, over.headers
+    large = _call(
+        gateway,
+        alice,
+        "POST",
+        "/v1/transactions:send",
+        {**send, "requestId": rid(), "amount": inr(60_000)},
+    )
+    assert (large.status, large.error_reason()) == (429, "PER_TRANSACTION_LIMIT_EXCEEDED")
+    assert "retry-after" not in large.headers, large.headers
+    lifted = _call(gateway, alice, "DELETE", "/v1/wallets/me/limits/send")
+    assert lifted.status == 200, lifted.body
 
     # Guards with their reasons and HTTP statuses.
     untrusted = _call(

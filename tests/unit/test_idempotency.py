@@ -134,12 +134,21 @@ def test_a_request_id_is_kept_in_its_canonical_lower_case_form() -> None:
     raw = uuid.uuid4()
     key = IdempotencyKey("user-1", METHOD, str(raw).upper(), request_fingerprint(b""))
     assert key.request_id == str(raw)
-    assert key == IdempotencyKey("user-1", METHOD, raw.hex, request_fingerprint(b""))
 
 
-def test_a_request_id_that_is_not_a_uuid_is_an_invalid_argument_on_that_field() -> None:
+@pytest.mark.parametrize(
+    "spelling",
+    ["not-a-uuid", "{%s}", "urn:uuid:%s", "HEX", " %s", "%s\n"],
+)
+def test_a_request_id_in_any_but_the_canonical_spelling_is_invalid_argument(
+    spelling: str,
+) -> None:
+    # One id, one spelling (QA of 2026-12-03): a send keyed "{U}" replayed for "U", and the
+    # client could not look it up by the id it had sent.
+    raw = uuid.uuid4()
+    value = raw.hex if spelling == "HEX" else spelling.replace("%s", str(raw))
     with pytest.raises(ValidationError) as caught:
-        _key("not-a-uuid")
+        _key(value)
     assert [v.field for v in caught.value.violations] == ["request_id"]
 
 

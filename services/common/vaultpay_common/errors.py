@@ -60,6 +60,9 @@ class DomainError(Exception):
     kind: ErrorKind = ErrorKind.FAILED_PRECONDITION
     reason: str = "FAILED_PRECONDITION"
     default_message: str = "the request cannot be carried out"
+    # When waiting helps: seconds until a retry can succeed (a RetryInfo detail, which the
+    # gateway turns into Retry-After).
+    retry_after_seconds: int | None = None
 
     def __init__(
         self,
@@ -130,6 +133,7 @@ class RateLimitedError(DomainError):
     kind = ErrorKind.RESOURCE_EXHAUSTED
     reason = "RATE_LIMITED"
     default_message = "too many requests, try again later"
+    retry_after_seconds: int
 
     def __init__(self, retry_after_seconds: int, message: str | None = None) -> None:
         super().__init__(message)

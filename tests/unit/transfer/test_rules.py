@@ -3,6 +3,8 @@ payout worker's decisions and the simulated bank."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from tests.fakes.transfer import NOW, FakePayoutLedger, ScriptedBank
@@ -46,7 +48,7 @@ from vaultpay_transfer.service_layer.ports import PayoutLease
 def test_every_ledger_refusal_has_its_code_and_stable_reason(
     code: str, kind: ErrorKind, reason: str
 ) -> None:
-    error = refusal_error(code, {})
+    error = refusal_error(code, {}, now=NOW)
     assert (error.kind, error.reason) == (kind, reason)
 
 
@@ -54,6 +56,7 @@ def test_a_limit_refusal_tells_the_limit_the_usage_and_what_remains() -> None:
     error = refusal_error(
         "DAILY_LIMIT_EXCEEDED",
         {"action": "send", "limit_minor": "5000", "used_minor": "4500", "currency": "INR"},
+        now=NOW,
     )
     assert isinstance(error, LimitExceededError)
     assert error.metadata == {
@@ -67,8 +70,35 @@ def test_a_limit_refusal_tells_the_limit_the_usage_and_what_remains() -> None:
 
 def test_an_unknown_outcome_is_a_bug_not_a_refusal() -> None:
     with pytest.raises(RuntimeError):
-        refusal_error("SOMETHING_NEW", {})
-    assert isinstance(refusal_error("IDEMPOTENCY_KEY_IN_USE", {}), IdempotencyKeyInUseError)
+        refusal_error("SOMETHING_NEW", {}, now=NOW)
+    assert isinstance(
+        refusal_error("IDEMPOTENCY_KEY_IN_USE", {}, now=NOW), IdempotencyKeyInUseError
+    )
+
+
+@pytest.mark.parametrize(
+    ("now", "code", "resets"),
+    [
+        # 23:59:30 in Kolkata (UTC+5:30): the day's window resets in 30 s.
+        (datetime(2026, 12, 3, 18, 29, 30, tzinfo=UTC), "DAILY_LIMIT_EXCEEDED", 30),
+        # 00:00:00.5 in Kolkata: a whole day less half a second, rounded up.
+        (datetime(2026, 12, 2, 18, 30, 0, 500_000, tzinfo=UTC), "DAILY_LIMIT_EXCEEDED", 86_400),
+        # 31 December, 12:00 in Kolkata: the month (and the year) ends in 12 h.
+        (datetime(2026, 12, 31, 6, 30, tzinfo=UTC), "MONTHLY_LIMIT_EXCEEDED", 12 * 3600),
+        # 28 February 2027, 23:00 in Kolkata: March starts in an hour.
+        (datetime(2027, 2, 28, 17, 30, tzinfo=UTC), "MONTHLY_LIMIT_EXCEEDED", 3600),
+    ],
+)
+def test_a_daily_or_monthly_limit_says_when_its_window_resets(
+    now: datetime, code: str, resets: int
+) -> None:
+    # The gateway turns RetryInfo into Retry-After: QA found the limits' 429s without it.
+    assert refusal_error(code, {}, now=now).retry_after_seconds == resets
+
+
+def test_a_per_transaction_limit_is_not_cleared_by_waiting() -> None:
+    error = refusal_error("PER_TRANSACTION_LIMIT_EXCEEDED", {}, now=NOW)
+    assert error.retry_after_seconds is None
 
 
 def test_notifications_say_what_moved_with_whom_and_never_the_account_number() -> None:

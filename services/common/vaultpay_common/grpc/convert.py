@@ -36,8 +36,18 @@ def timestamp(value: datetime) -> Timestamp:
     return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
-def datetime_or_none(value: Timestamp, has_value: bool) -> datetime | None:
-    return value.ToDatetime(tzinfo=UTC) if has_value else None
+def datetime_or_none(value: Timestamp, has_value: bool, field: str) -> datetime | None:
+    """A request's optional Timestamp; one outside what a Timestamp may hold (years 1 to 9999,
+    nanos 0 to 999,999,999: JSON's `startTime.seconds` reaches past Envoy's own check) is
+    INVALID_ARGUMENT on `field`."""
+    if not has_value:
+        return None
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ValidationError.single(
+            field, "is not a valid time (years 1 to 9999, nanos 0 to 999999999)"
+        ) from exc
 
 
 def role_from_proto(value: int, field: str = "role") -> Role | None:

@@ -2,7 +2,8 @@
 
 A DomainError becomes its kind's status code with a google.rpc.Status carrying an
 ErrorInfo (reason + domain "vaultpay.<service>"), BadRequest field violations for
-ValidationError and RetryInfo for RateLimitedError. Anything unexpected is logged with its
+ValidationError and RetryInfo for an error whose `retry_after_seconds` is set (a rate limit, a
+limit window that resets). Anything unexpected is logged with its
 stack and answered INTERNAL with a generic message and the request id, never the stack.
 Every status it sends carries the call's `x-request-id` in its trailers: nothing was sent
 before a unary call's handler answered (request_context), so a refusal is often trailers-only.
@@ -20,7 +21,7 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from vaultpay_common.context import REQUEST_ID
-from vaultpay_common.errors import DomainError, ErrorKind, RateLimitedError, ValidationError
+from vaultpay_common.errors import DomainError, ErrorKind, ValidationError
 from vaultpay_common.grpc.request_context import request_id_metadata
 from vaultpay_common.grpc.wrapping import CallInterceptor, OpenStream, UnaryCall
 
@@ -57,7 +58,7 @@ def status_for(error: DomainError, domain: str) -> tuple[grpc.StatusCode, status
                 field=violation.field, description=violation.description
             )
         status.details.add().Pack(bad_request)
-    if isinstance(error, RateLimitedError):
+    if error.retry_after_seconds is not None:
         retry = error_details_pb2.RetryInfo(
             retry_delay=duration_pb2.Duration(seconds=max(1, error.retry_after_seconds))
         )

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from vaultpay_common.errors import AbortedError, FailedPreconditionError, ValidationError
+from vaultpay_common.errors import AbortedError, FailedPreconditionError
+from vaultpay_common.ids import parse_uuid
 
 __all__ = [
     "IdempotencyKey",
@@ -64,19 +64,18 @@ def request_fingerprint(payload: bytes) -> str:
 
 
 def canonical_request_id(request_id: str) -> str:
-    """The canonical lower-case UUID text of `request_id`, or INVALID_ARGUMENT."""
-    try:
-        return str(uuid.UUID(request_id))
-    except (ValueError, AttributeError, TypeError):
-        raise ValidationError.single("request_id", "must be a UUID") from None
+    """`request_id` in lower case, or INVALID_ARGUMENT: the strict parser of every id
+    (`ids.parse_uuid`), so the id a client sent is the one GetTransactionByRequestId and the
+    replies show; `{...}`, `urn:uuid:` and unhyphenated spellings are refused."""
+    return parse_uuid(request_id, "request_id")
 
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
     """Who asked (caller), for what (method), under which id, with which request.
 
-    `request_id` is canonicalised (any UUID spelling becomes lower-case hyphenated text);
-    a value that is not a UUID raises `ValidationError` on the field `request_id`.
+    `request_id` is lowered; anything but the canonical hyphenated UUID text raises
+    `ValidationError` on the field `request_id`.
     """
 
     caller: str  # principal: a user id or "service:<name>"

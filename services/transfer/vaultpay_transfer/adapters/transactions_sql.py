@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.exc import DBAPIError
@@ -23,12 +22,12 @@ from vaultpay_common.pg_failures import connection_lost
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.adapters.tables import limit_usage, wallet_transactions, wallets
 from vaultpay_transfer.domain.model import Transaction, TransferStats, UsageFigures
+from vaultpay_transfer.domain.windows import BUSINESS_TIME_ZONE
 from vaultpay_transfer.service_layer.ports import TransactionCursor, TransactionFilter
 
 __all__ = ["SqlTransactionStore"]
 
 _T = wallet_transactions.c
-_BUSINESS_TZ = ZoneInfo("Asia/Kolkata")
 
 
 class SqlTransactionStore:
@@ -114,7 +113,7 @@ class SqlTransactionStore:
         return None if value is None else str(value)
 
     async def usage(self, wallet_id: str, now: datetime) -> Sequence[UsageFigures]:
-        today = now.astimezone(_BUSINESS_TZ).date()
+        today = now.astimezone(BUSINESS_TIME_ZONE).date()
         u = limit_usage.c
         query = (
             select(

@@ -3,13 +3,18 @@
 A ledger call returns an outcome code: OK (the movement committed), REPLAY (the stored
 answer of an earlier identical request) or a refusal, decided before anything was written.
 
-    refusal_error("DAILY_LIMIT_EXCEEDED", {"action": "send", "limit_minor": "100", ...})
+    refusal_error("DAILY_LIMIT_EXCEEDED", {"action": "send", "limit_minor": "100", ...}, now=now)
+
+A daily or monthly limit tells when its window resets (`retry_after_seconds`, which becomes
+RetryInfo and the gateway's Retry-After); a per-transaction limit is not cleared by waiting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
 
 from vaultpay_common.errors import DomainError
 from vaultpay_common.idempotency import IdempotencyKeyInUseError, IdempotencyKeyReusedError
@@ -29,6 +34,7 @@ from vaultpay_transfer.domain.errors import (
     WalletNotFoundError,
 )
 from vaultpay_transfer.domain.model import Transaction
+from vaultpay_transfer.domain.windows import seconds_until, window_end
 
 __all__ = ["ACCEPTED", "LedgerOutcome", "refusal_error"]
 
@@ -61,7 +67,12 @@ def _limit(cls: type[LimitExceededError]) -> Callable[[Mapping[str, str]], Domai
 def _mismatch(details: Mapping[str, str]) -> DomainError:
     currency = details.get("currency", "")
     return CurrencyMismatchError(
-        f"the wallets hold {currency}; send the amount in {currency}" if currency else None,
+        # The ledger names the sender's currency: the amount was in another one, or the
+        # recipient's wallet holds another one (QA: it read as if the request were wrong).
+        f"your wallet holds {currency}: money moves in {currency} only, and only to wallets"
+        f" that hold {currency}"
+        if currency
+        else None,
         metadata={"currency": currency} if currency else None,
     )
 
@@ -87,9 +98,19 @@ _REFUSALS: dict[str, Callable[[Mapping[str, str]], DomainError]] = {
 }
 
 
-def refusal_error(code: str, details: Mapping[str, str]) -> DomainError:
+_WINDOWS: dict[str, Literal["daily", "monthly"]] = {
+    "DAILY_LIMIT_EXCEEDED": "daily",
+    "MONTHLY_LIMIT_EXCEEDED": "monthly",
+}
+
+
+def refusal_error(code: str, details: Mapping[str, str], *, now: datetime) -> DomainError:
     """The domain error of a refusal code; an unknown code is a bug (RuntimeError)."""
     build = _REFUSALS.get(code)
     if build is None:
         raise RuntimeError(f"the ledger answered an unknown outcome {code!r}")
-    return build(details)
+    error = build(details)
+    window = _WINDOWS.get(code)
+    if window is not None:
+        error.retry_after_seconds = seconds_until(window_end(window, now), now)
+    return error

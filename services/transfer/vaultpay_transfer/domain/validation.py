@@ -25,6 +25,7 @@ __all__ = [
     "check_payment_reference",
     "check_pin_shape",
     "check_recipient",
+    "check_wallet_id",
     "mask_account_number",
 ]
 
@@ -56,11 +57,18 @@ def check_currency(field: str, currency: str) -> str:
 
 def check_recipient(wallet_id: str) -> str:
     """A `VPY-` wallet id, upper-cased (ids are case-insensitive for people typing them)."""
+    return check_wallet_id(wallet_id, "recipient_wallet_id")
+
+
+def check_wallet_id(wallet_id: str, field: str, *, required: bool = True) -> str:
+    """A `VPY-` wallet id in `field`, upper-cased; "" when not `required` and not given."""
     value = wallet_id.strip().upper()
     if not value:
-        raise ValidationError.single("recipient_wallet_id", "is required")
+        if required:
+            raise ValidationError.single(field, "is required")
+        return ""
     if not _WALLET_ID.match(value):
-        raise ValidationError.single("recipient_wallet_id", "must look like VPY-XXXXXX")
+        raise ValidationError.single(field, "must look like VPY-XXXXXX")
     return value
 
 

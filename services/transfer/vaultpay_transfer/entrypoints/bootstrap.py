@@ -106,6 +106,7 @@ async def build_host(
         GrpcWalletGate(wallet_channel, token, timeout),
         hasher,
         max_amount_minor=settings.max_amount_minor,
+        clock=clock,
     )
     queries = TransactionQueries(SqlTransactionStore(runtime.engine), clock)
     verification = build_verifier(settings, runtime.engine, clock)

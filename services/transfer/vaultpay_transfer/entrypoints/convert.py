@@ -18,7 +18,7 @@ from vaultpay_transfer.domain.model import (
     TransactionStatus,
     TransactionType,
 )
-from vaultpay_transfer.domain.validation import BankAccountInput
+from vaultpay_transfer.domain.validation import BankAccountInput, check_wallet_id
 from vaultpay_transfer.service_layer.commands import AmountInput
 from vaultpay_transfer.service_layer.ports import TransactionFilter
 
@@ -116,15 +116,15 @@ def transaction_filter(
     wallet_id = ""
     if isinstance(request, transfer_pb2.AdminListTransactionsRequest):
         status = _from(_STATUSES, request.status, "status")
-        wallet_id = request.wallet_id.strip().upper()
+        wallet_id = check_wallet_id(request.wallet_id, "wallet_id", required=False)
     return TransactionFilter(
         user_id=user_id,
         wallet_id=wallet_id,
         type=type_,
         category=category,
         status=status,
-        start=datetime_or_none(request.start_time, request.HasField("start_time")),
-        end=datetime_or_none(request.end_time, request.HasField("end_time")),
+        start=datetime_or_none(request.start_time, request.HasField("start_time"), "start_time"),
+        end=datetime_or_none(request.end_time, request.HasField("end_time"), "end_time"),
     )
 
 

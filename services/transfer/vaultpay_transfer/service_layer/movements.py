@@ -28,6 +28,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.domain.errors import IpNotTrustedError, SelfTransferError
@@ -68,12 +69,6 @@ def _amount(given: AmountInput | None, maximum: int) -> tuple[int, str]:
     return check_amount("amount.amount_minor", given.amount_minor, maximum=maximum), currency
 
 
-def _settled(outcome: LedgerOutcome) -> Transaction:
-    if outcome.accepted and outcome.transaction is not None:
-        return outcome.transaction
-    raise refusal_error(outcome.code, outcome.details)
-
-
 class MovementService:
     def __init__(
         self,
@@ -82,7 +77,9 @@ class MovementService:
         account_hasher: Callable[[str], str],
         *,
         max_amount_minor: int,
+        clock: Clock | None = None,
     ) -> None:
+        self._clock = clock or SystemClock()
         self._ledger = ledger
         self._wallet = wallet
         self._hash_account = account_hasher
@@ -95,7 +92,7 @@ class MovementService:
             raise ValidationError.single("payment_method", "is required")
         reference = check_payment_reference(cmd.payment_reference)
         description = f"{cmd.payment_method.label} {reference[-4:]}"
-        return _settled(
+        return self._settled(
             await self._ledger.top_up(
                 cmd.key, cmd.user_id, amount, currency, cmd.payment_method, reference, description
             )
@@ -112,7 +109,9 @@ class MovementService:
             wallet_id = await self._authorise(cmd.user_id, pin, cmd.client_ip, cmd.key)
             if wallet_id == recipient:
                 raise SelfTransferError()
-            return _settled(await held.send_money(cmd.user_id, recipient, amount, currency, note))
+            return self._settled(
+                await held.send_money(cmd.user_id, recipient, amount, currency, note)
+            )
 
     async def withdraw(self, cmd: Withdraw) -> Transaction:
         amount, currency = _amount(cmd.amount, self._max)
@@ -122,7 +121,7 @@ class MovementService:
             if held.stored is not None:
                 return held.stored
             await self._authorise(cmd.user_id, pin, cmd.client_ip, cmd.key)
-            return _settled(
+            return self._settled(
                 await held.withdraw(
                     cmd.user_id,
                     amount,
@@ -133,6 +132,11 @@ class MovementService:
                     account.holder_name,
                 )
             )
+
+    def _settled(self, outcome: LedgerOutcome) -> Transaction:
+        if outcome.accepted and outcome.transaction is not None:
+            return outcome.transaction
+        raise refusal_error(outcome.code, outcome.details, now=self._clock.now())
 
     async def _authorise(self, user_id: str, pin: str, client_ip: str, key: IdempotencyKey) -> str:
         checked = await self._wallet.check_movement(user_id, pin, client_ip, pin_check_id(key))

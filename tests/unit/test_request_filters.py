@@ -1,0 +1,56 @@
+"""Listing filters in requests: a Timestamp outside what one may hold is INVALID_ARGUMENT on
+its field, never INTERNAL (QA of 2026-12-03: `startTime.seconds=-99999999999` through the
+gateway answered 500 on ListTransactions, AdminListTransactions and the audit listings), and so
+is a wallet filter that is not a wallet id."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vaultpay.transfer.v1 import transfer_pb2
+from vaultpay_common.errors import ValidationError
+from vaultpay_common.grpc.convert import datetime_or_none
+from vaultpay_transfer.entrypoints.convert import transaction_filter
+
+
+def test_a_time_in_range_is_read_and_an_absent_one_is_none() -> None:
+    assert datetime_or_none(Timestamp(seconds=86_400), True, "start_time") == datetime(
+        1970, 1, 2, tzinfo=UTC
+    )
+    assert datetime_or_none(Timestamp(), False, "start_time") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        Timestamp(seconds=-99_999_999_999),
+        Timestamp(seconds=253_402_300_800),  # 10000-01-01
+        Timestamp(seconds=-62_135_596_801),  # a second before 0001-01-01
+        Timestamp(seconds=0, nanos=-5),
+        Timestamp(seconds=0, nanos=2_000_000_000),
+    ],
+)
+def test_a_time_no_timestamp_may_hold_is_invalid_argument_on_its_field(value: Timestamp) -> None:
+    with pytest.raises(ValidationError) as caught:
+        datetime_or_none(value, True, "end_time")
+    assert [v.field for v in caught.value.violations] == ["end_time"]
+
+    request = transfer_pb2.AdminListTransactionsRequest(start_time=value)
+    with pytest.raises(ValidationError) as listed:
+        transaction_filter(request)
+    assert [v.field for v in listed.value.violations] == ["start_time"]
+
+
+def test_the_staff_listings_wallet_filter_is_a_wallet_id_or_invalid_argument() -> None:
+    # QA of 2026-12-03: `walletId=junk` answered an empty page instead of naming the field.
+    request = transfer_pb2.AdminListTransactionsRequest(wallet_id="junk")
+    with pytest.raises(ValidationError) as caught:
+        transaction_filter(request)
+    assert [v.field for v in caught.value.violations] == ["wallet_id"]
+    assert transaction_filter(
+        transfer_pb2.AdminListTransactionsRequest(wallet_id=" vpy-ab12cd ")
+    ).wallet_id == ("VPY-AB12CD")
+    assert transaction_filter(transfer_pb2.AdminListTransactionsRequest()).wallet_id == ""

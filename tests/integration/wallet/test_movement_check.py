@@ -25,8 +25,13 @@ from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
 from vaultpay_wallet.adapters.pins_pg import LAST_SEEN_EVERY, PgPinCheckFastPath
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
-from vaultpay_wallet.domain.errors import InvalidPinError
-from vaultpay_wallet.service_layer.commands import CreateWallet, SetPin, VerifyTransferPin
+from vaultpay_wallet.domain.errors import InvalidPinError, PinChangedError
+from vaultpay_wallet.service_layer.commands import (
+    ChangePin,
+    CreateWallet,
+    SetPin,
+    VerifyTransferPin,
+)
 from vaultpay_wallet.service_layer.internal import MovementChecked, MovementChecks
 from vaultpay_wallet.service_layer.ip_trust import (
     CheckIpTrust,
@@ -209,3 +214,22 @@ async def test_a_wrong_pin_looks_at_no_address(engine: AsyncEngine, redis: Redis
     assert len(await world.mailed_tokens(user)) == 1  # the set-up's link only
     assert await world.last_seen(user) == seen
     assert world.cache.lookups == 0
+
+
+async def test_a_passed_check_is_not_replayed_after_the_pin_changed(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    # Review of 2026-12-03: a movement's check that passed (for a send the ledger then
+    # refused, which stores nothing) answered OK again under its id after a PIN change.
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    check = str(uuid.uuid4())
+    first = await world.move(user, HOME, request=check)
+    assert (await world.move(user, HOME, request=check)).wallet_id == first.wallet_id
+    assert world.hasher.verifications == 1  # the retry was replayed, on the fast path's reply
+
+    world.clock.advance(timedelta(minutes=1))
+    await world.pins.change_pin(ChangePin(user, PIN, "1357", "1357", new_key(user)))
+    with pytest.raises(PinChangedError):
+        await world.move(user, HOME, request=check)
+    assert (await world.move(user, HOME, pin="1357")).wallet_id == first.wallet_id

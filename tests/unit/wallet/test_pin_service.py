@@ -14,6 +14,7 @@ from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
     PinAlreadySetError,
+    PinChangedError,
     PinCheckInProgressError,
     PinLockedError,
     PinNotSetError,
@@ -213,6 +214,26 @@ async def test_transfer_and_user_checks_share_one_counter() -> None:
     with pytest.raises(ValidationError) as missing:
         await world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, None))
     assert missing.value.violations[0].field == "request_id"
+
+
+async def test_a_passed_check_is_replayed_only_while_its_pin_is_the_pin() -> None:
+    # Review of 2026-12-03: a movement's check that passed, for a send the ledger then
+    # refused, answered OK again under its id after the owner had changed a leaked PIN.
+    world = World()
+    await world.open_wallet_with_pin()
+    check = key("service:transfer")
+    passed = await world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, check))
+    again = await world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, check))
+    assert again == passed  # a retry while the PIN stands: replayed, not counted
+    world.clock.advance(timedelta(minutes=1))
+    await world.pins.change_pin(ChangePin("alice", GOOD, "8642", "8642", key()))
+    with pytest.raises(PinChangedError):
+        await world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, check))
+    # A wrong PIN's stored answer and a fresh check are unaffected.
+    fresh = await world.pins.verify_transfer_pin(
+        VerifyTransferPin("alice", "8642", key("service:transfer"))
+    )
+    assert fresh.wallet_id == passed.wallet_id
 
 
 async def test_a_malformed_pin_to_check_is_bad_input_not_an_attempt() -> None:

@@ -19,6 +19,7 @@ from vaultpay_common.errors import (
 __all__ = [
     "InvalidPinError",
     "PinAlreadySetError",
+    "PinChangedError",
     "PinCheckInProgressError",
     "PinLockedError",
     "PinNotSetError",
@@ -107,6 +108,17 @@ class PinLockedError(FailedPreconditionError):
     def __init__(self, until_iso: str = "") -> None:
         message = self.default_message + (f" until {until_iso}" if until_iso else "")
         super().__init__(message, metadata={"until": until_iso} if until_iso else None)
+
+
+class PinChangedError(FailedPreconditionError):
+    """A retry of a PIN check that matched a PIN since changed: its stored OK no longer
+    stands (a check that passed for a movement the ledger refused must not pass again after
+    the owner changed a leaked PIN). The caller sends the request anew, with a new id."""
+
+    reason = "PIN_CHANGED"
+    default_message = (
+        "the PIN changed after this request was checked; send it again with a new request_id"
+    )
 
 
 class PinCheckInProgressError(AbortedError):

@@ -33,6 +33,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 from vaultpay_common.audit import AuditEntry
@@ -48,6 +49,7 @@ from vaultpay_common.outbox import OutboxMessage
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
     PinAlreadySetError,
+    PinChangedError,
     PinCheckInProgressError,
     PinLockedError,
     PinNotSetError,
@@ -261,6 +263,8 @@ class PinService:
         if reserved is None:
             settled = await self._stored(key, _OUTCOME)
             if settled is not None:
+                if new_pin is None:
+                    await self._require_pin_unchanged(settled)
                 return settled, None
             reserved = await self._reserve(user_id, key)
         reservation, pin_hash = reserved
@@ -288,7 +292,10 @@ class PinService:
             try:
                 if matched and new_hash is None and self._fast is not None and key is not None:
                     ok = PinCheckOutcome(
-                        reservation.wallet_id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS
+                        reservation.wallet_id,
+                        PinCheckResult.OK,
+                        MAX_FAILED_PIN_ATTEMPTS,
+                        pin_updated_at=reservation.pin_updated_at,
                     )
                     reply = _OUTCOME.dumps(ok)
                     if address is None:
@@ -315,6 +322,16 @@ class PinService:
                     raise
                 await asyncio.sleep(_SETTLE_RETRY_PAUSE * 2**attempt)
         raise AssertionError("unreachable")
+
+    async def _require_pin_unchanged(self, stored: PinCheckOutcome) -> None:
+        """A stored OK of a check replays only while the PIN it matched is still the PIN
+        (`pin_updated_at` is the version it matched; None in replies stored before it was)."""
+        if stored.result is not PinCheckResult.OK or stored.pin_updated_at is None:
+            return
+        async with self._uow() as uow:
+            record = await uow.pins.get(stored.wallet_id)
+        if record is None or record.updated_at != stored.pin_updated_at:
+            raise PinChangedError()
 
     async def _reserve_fast(
         self, user_id: str, key: IdempotencyKey | None
@@ -381,7 +398,7 @@ class PinService:
         lockout = wallet.freeze_by(FreezeSource.PIN_LOCKOUT)
         locked = lockout is not None and lockout.is_active(now)
         if matched and not locked:
-            return await self._succeeded(uow, wallet, new_hash)
+            return await self._succeeded(uow, wallet, new_hash, record.updated_at)
         if matched or reservation.attempt < MAX_FAILED_PIN_ATTEMPTS:
             if locked:  # the right PIN during a lockout is still refused
                 assert lockout is not None
@@ -394,11 +411,13 @@ class PinService:
         return await self._lock_out(uow, wallet)
 
     async def _succeeded(
-        self, uow: WalletUnitOfWork, wallet: Wallet, new_hash: str | None
+        self, uow: WalletUnitOfWork, wallet: Wallet, new_hash: str | None, matched_pin: datetime
     ) -> PinCheckOutcome:
         if new_hash is None:
             await uow.pins.reset_attempts(wallet.id)
-            return PinCheckOutcome(wallet.id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS)
+            return PinCheckOutcome(
+                wallet.id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS, pin_updated_at=matched_pin
+            )
         changed_at = self._clock.now()
         await uow.pins.set_hash(wallet.id, new_hash, changed_at)
         await uow.audit(AuditEntry("wallet.pin_changed", "wallet", wallet.id))

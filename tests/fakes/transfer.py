@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.errors import ErrorKind
 from vaultpay_common.idempotency import (
     IdempotencyKey,
@@ -236,12 +237,15 @@ class FakePayoutLedger:
     pending: list[PayoutLease] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
     returned: list[tuple[str, str]] = field(default_factory=list)
+    unreachable: set[str] = field(default_factory=set)  # settling these: database unavailable
 
     async def lease_payouts(self, limit: int, lease_seconds: float) -> list[PayoutLease]:
         leased, self.pending = self.pending[:limit], self.pending[limit:]
         return leased
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
+        if transaction_id in self.unreachable:
+            raise DatabaseUnavailableError()
         self.settled.append(transaction_id)
         return PayoutSettlement("OK", None)
 

@@ -158,6 +158,19 @@ async def test_the_payout_worker_settles_returns_and_leaves_what_the_bank_cannot
     assert ledger.returned == [("t-refused", "account closed")]
 
 
+async def test_an_answer_that_cannot_be_recorded_leaves_the_rest_of_the_batch_going() -> None:
+    ledger = FakePayoutLedger(
+        pending=[
+            PayoutLease("t-stuck", "good", 100, "INR", 1),
+            PayoutLease("t-paid", "good", 200, "INR", 1),
+        ],
+        unreachable={"t-stuck"},
+    )
+    worker = PayoutWorker(ledger, ScriptedBank())
+    assert await worker.run_once() == 1  # t-stuck waits for its lease, t-paid is settled
+    assert ledger.settled == ["t-paid"]
+
+
 async def test_the_simulated_bank_refuses_only_the_documented_test_account() -> None:
     hasher = AccountHasher(b"k" * 32)
     bank = SimulatedBank(hasher)

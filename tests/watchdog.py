@@ -7,9 +7,9 @@ prints every thread's stack and every pending asyncio task's chain of awaits (a 
 `await` shows where it waits, which a thread's stack alone never does: the loop just sits
 in select) and interrupts the session as Ctrl-C would, so pytest reports the test, runs
 the fixtures' teardown (stopping the processes they started) and exits non-zero. If the
-session has still not ended `grace` seconds later, it prints the stacks again and exits
-at once (the processes the suite started die with it: they run under a parent-death
-signal).
+session has still not ended `grace` seconds later (`vaultpay_time_limit_grace`, 60), a
+teardown that hangs included, it prints the stacks again and exits at once (the processes
+the suite started die with it: they run under a parent-death signal).
 """
 
 from __future__ import annotations
@@ -29,13 +29,18 @@ from typing import TextIO
 import pytest
 
 INI_OPTION = "vaultpay_time_limit"
+GRACE_OPTION = "vaultpay_time_limit_grace"
 ENV_VARIABLE = "VAULTPAY_TEST_TIME_LIMIT"
 DEFAULT_LIMIT = 300.0
-GRACE = 60.0
+DEFAULT_GRACE = 60.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(INI_OPTION, f"seconds a test may take (default {DEFAULT_LIMIT:.0f})")
+    parser.addini(
+        GRACE_OPTION,
+        f"seconds the session may take to end once interrupted (default {DEFAULT_GRACE:.0f})",
+    )
 
 
 REPORT_STREAM = pytest.StashKey[TextIO]()
@@ -65,8 +70,9 @@ def time_limit(item: pytest.Item) -> float:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    grace = float(item.config.getini(GRACE_OPTION) or DEFAULT_GRACE)
     watchdog = Watchdog(
-        item.nodeid, time_limit(item), grace=GRACE, out=item.config.stash[REPORT_STREAM]
+        item.nodeid, time_limit(item), grace=grace, out=item.config.stash[REPORT_STREAM]
     )
     watchdog.start()
     try:
@@ -90,16 +96,17 @@ class Watchdog:
         self._thread.start()
 
     def cancel(self) -> None:
+        """The test ended in time: the watch stops. Once it has fired, nothing stops the
+        grace's countdown: the interrupted test's hook ends at once, and the teardown that
+        may hang (the session's fixtures) runs after it."""
         self._done.set()
-        self._thread.join()
 
     def _watch(self) -> None:
         if self._done.wait(self.limit):
             return
         self._report(f"{self.nodeid} is still running after {self.limit:g} s")
         os.kill(os.getpid(), signal.SIGINT)
-        if self._done.wait(self.grace):
-            return
+        threading.Event().wait(self.grace)  # a deadline, not a poll: nothing sets it
         self._report(f"the session did not end {self.grace:g} s after the interrupt")
         self.out.flush()
         os._exit(3)

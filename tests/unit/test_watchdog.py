@@ -63,6 +63,41 @@ def test_a_hung_teardown_is_reported_with_its_awaits_and_interrupts_the_session(
     assert "test_never_reached" not in output
 
 
+HUNG_SESSION_TEARDOWN = """
+import asyncio
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+async def stuck_for_the_session():
+    yield
+    await asyncio.Event().wait()
+
+
+async def test_hangs(stuck_for_the_session):
+    await asyncio.Event().wait()
+"""
+
+
+def test_a_session_teardown_that_hangs_after_the_interrupt_ends_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    # The interrupted test's hook ends at once; the session's fixtures are torn down after
+    # it, and a teardown that hangs there must not outlive the grace (review of 2026-12-03).
+    (tmp_path / "test_hung.py").write_text(HUNG_SESSION_TEARDOWN)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.watchdog"]
+    argv += ["-o", "asyncio_mode=auto", "-o", "vaultpay_time_limit_grace=1", "test_hung.py"]
+
+    child = run_child(argv, limit="1", cwd=tmp_path)
+
+    output = child.stdout + child.stderr
+    assert child.returncode == 3, output
+    assert "test_hung.py::test_hangs is still running after 1 s" in output
+    assert "the session did not end 1 s after the interrupt" in output
+    assert "in stuck_for_the_session" in output  # where the teardown hangs
+
+
 def test_a_session_that_ignores_the_interrupt_exits_after_the_grace(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """

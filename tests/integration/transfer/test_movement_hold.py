@@ -42,6 +42,7 @@ from vaultpay_transfer.service_layer.movements import MovementService
 from vaultpay_transfer.service_layer.ports import HeldMovement
 
 HOME = "203.0.113.7"
+KEY = b"pin-check-key-of-this-test-32-b!"
 
 
 @pytest.fixture
@@ -113,8 +114,8 @@ async def test_a_retry_that_another_process_serves_while_the_first_is_at_wallet_
     slow.verify_pin = waits_at_wallet  # type: ignore[method-assign]
     fast = FakeWalletGate(pins=dict(slow.pins), wallet_ids=dict(slow.wallet_ids))
     fast.trusted_ips[alice.user_id] = {HOME}
-    first = MovementService(ledger.ledger, slow, str, max_amount_minor=10**12)
-    second = MovementService(other_process, fast, str, max_amount_minor=10**12)
+    first = MovementService(ledger.ledger, slow, str, max_amount_minor=10**12, pin_check_key=KEY)
+    second = MovementService(other_process, fast, str, max_amount_minor=10**12, pin_check_key=KEY)
     send = SendMoney(
         alice.user_id, key(alice.user_id), bob.wallet_id, AmountInput("INR", 600), "", "1234", HOME
     )

@@ -37,6 +37,7 @@ ALICE, BOB = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-22
 ALICE_WALLET, BOB_WALLET = "VPY-AAAAAA", "VPY-BBBBBB"
 HOME = "203.0.113.7"
 SEND = "/vaultpay.transfer.v1.TransferService/SendMoney"
+CHECK_KEY = b"pin-check-key-of-the-unit-tests!"
 
 
 def key(user: str = ALICE, method: str = SEND, body: str = "", rid: str = "") -> IdempotencyKey:
@@ -64,7 +65,13 @@ def wallet() -> FakeWalletGate:
 
 @pytest.fixture
 def service(ledger: FakeLedger, wallet: FakeWalletGate) -> MovementService:
-    return MovementService(ledger, wallet, lambda n: f"hash-of-{n}", max_amount_minor=10**12)
+    return MovementService(
+        ledger,
+        wallet,
+        lambda n: f"hash-of-{n}",
+        max_amount_minor=10**12,
+        pin_check_key=CHECK_KEY,
+    )
 
 
 def send(minor: int = 1_000, **changes: Any) -> SendMoney:
@@ -123,10 +130,34 @@ async def test_the_pin_and_ip_checks_of_one_movement_share_an_id_of_its_own(
     command = send()
     await service.send_money(command)
     ids = {c[2] for c in wallet.calls}
-    assert ids == {pin_check_id(command.key)}
+    assert ids == {pin_check_id(command.key, "1234", CHECK_KEY)}
     # Another user (or method) with the same request_id is another check at wallet.
-    assert pin_check_id(replace(command.key, caller=BOB)) not in ids
-    assert pin_check_id(replace(command.key, method="/x/Withdraw")) not in ids
+    assert pin_check_id(replace(command.key, caller=BOB), "1234", CHECK_KEY) not in ids
+    assert pin_check_id(replace(command.key, method="/x/Withdraw"), "1234", CHECK_KEY) not in ids
+    # The id is keyed: whoever reads wallet's records cannot try the 10,000 PINs against it.
+    assert pin_check_id(command.key, "1234", b"another-key-of-thirty-two-bytes!") not in ids
+
+
+async def test_another_pin_under_a_passed_checks_request_id_is_a_new_counted_check(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    # Review of 2026-12-03: the check passed (right PIN), the ledger refused the movement
+    # (nothing stored); each guess under the same request and request_id must reach wallet
+    # as a check of its own and count, never be told apart by a replay or a refusal.
+    too_much = send(20_000)
+    with pytest.raises(InsufficientBalanceError):
+        await service.send_money(too_much)
+    for guess in ("0000", "0001"):
+        with pytest.raises(PassedThroughError) as caught:
+            await service.send_money(replace(too_much, pin=guess))
+        assert caught.value.reason == "INVALID_PIN"
+    assert wallet.failures == {ALICE: 2}
+    checks = [c[2] for c in wallet.calls if c[0] == "pin"]
+    assert len(set(checks)) == 3
+    # The right PIN again is the first check again (a retry: replayed at wallet, not counted).
+    with pytest.raises(InsufficientBalanceError):
+        await service.send_money(too_much)
+    assert [c[2] for c in wallet.calls if c[0] == "pin"][-1] == checks[0]
 
 
 async def test_a_pin_checked_for_a_refused_movement_never_passes_another_one(
@@ -144,7 +175,10 @@ async def test_a_pin_checked_for_a_refused_movement_never_passes_another_one(
     )
     await service.send_money(smaller)
     checks = [c[2] for c in wallet.calls if c[0] == "pin"]
-    assert checks == [pin_check_id(too_much.key), pin_check_id(smaller.key)]
+    assert checks == [
+        pin_check_id(too_much.key, "1234", CHECK_KEY),
+        pin_check_id(smaller.key, "1234", CHECK_KEY),
+    ]
     assert checks[0] != checks[1]
 
 

@@ -101,6 +101,15 @@ def test_a_per_transaction_limit_is_not_cleared_by_waiting() -> None:
     assert error.retry_after_seconds is None
 
 
+def test_an_amount_above_a_windows_whole_limit_is_not_told_to_wait() -> None:
+    # A daily limit of 1,000 with nothing used refuses a send of 5,000 today and tomorrow.
+    details = {"action": "send", "limit_minor": "1000", "used_minor": "0", "currency": "INR"}
+    refused = refusal_error("DAILY_LIMIT_EXCEEDED", details, now=NOW, amount_minor=5_000)
+    assert refused.retry_after_seconds is None
+    fits = refusal_error("DAILY_LIMIT_EXCEEDED", details, now=NOW, amount_minor=1_000)
+    assert fits.retry_after_seconds is not None
+
+
 def test_notifications_say_what_moved_with_whom_and_never_the_account_number() -> None:
     facts = {
         "amount_minor": "125050",

@@ -43,7 +43,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.db import DatabaseUnavailableError
-from vaultpay_common.errors import DeadlineExceededError
+from vaultpay_common.errors import DeadlineExceededError, UnavailableError
 from vaultpay_common.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUseError,
@@ -295,8 +295,17 @@ class PgLedger:
         if settled.outcome != "OK" or settled.transaction is None:
             return settled
         # Closed is terminal, so a status read after the commit tells whether the credit
-        # went to a CLOSED wallet (one more round trip, for returned payouts only).
-        rows = await self._fetch(_WALLET_STATUS, settled.transaction.wallet_id)
+        # went to a CLOSED wallet (one more round trip, for returned payouts only). The return
+        # has committed: a read that fails only leaves the anomaly check undone.
+        try:
+            rows = await self._fetch(_WALLET_STATUS, settled.transaction.wallet_id)
+        except (UnavailableError, DeadlineExceededError):
+            log.warning(
+                "a returned payout's wallet status could not be read",
+                extra={"transaction_id": transaction_id},
+                exc_info=True,
+            )
+            return settled
         closed = bool(rows) and rows[0]["status"] == "CLOSED"
         return replace(settled, wallet_closed=closed)
 

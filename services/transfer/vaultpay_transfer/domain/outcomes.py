@@ -69,8 +69,8 @@ def _mismatch(details: Mapping[str, str]) -> DomainError:
     return CurrencyMismatchError(
         # The ledger names the sender's currency: the amount was in another one, or the
         # recipient's wallet holds another one (QA: it read as if the request were wrong).
-        f"your wallet holds {currency}: money moves in {currency} only, and only to wallets"
-        f" that hold {currency}"
+        f"your wallet holds {currency}: amounts are in {currency}, and a send's recipient"
+        f" must hold {currency} too"
         if currency
         else None,
         metadata={"currency": currency} if currency else None,
@@ -104,13 +104,18 @@ _WINDOWS: dict[str, Literal["daily", "monthly"]] = {
 }
 
 
-def refusal_error(code: str, details: Mapping[str, str], *, now: datetime) -> DomainError:
-    """The domain error of a refusal code; an unknown code is a bug (RuntimeError)."""
+def refusal_error(
+    code: str, details: Mapping[str, str], *, now: datetime, amount_minor: int | None = None
+) -> DomainError:
+    """The domain error of a refusal code; an unknown code is a bug (RuntimeError).
+    `amount_minor`, the movement's amount: above the window's whole limit, no wait helps,
+    and the refusal says when to retry only when one can."""
     build = _REFUSALS.get(code)
     if build is None:
         raise RuntimeError(f"the ledger answered an unknown outcome {code!r}")
     error = build(details)
     window = _WINDOWS.get(code)
-    if window is not None:
+    limit = int(details.get("limit_minor", "0") or 0)
+    if window is not None and (amount_minor is None or amount_minor <= limit):
         error.retry_after_seconds = seconds_until(window_end(window, now), now)
     return error

@@ -106,6 +106,7 @@ async def build_host(
         GrpcWalletGate(wallet_channel, token, timeout),
         hasher,
         max_amount_minor=settings.max_amount_minor,
+        pin_check_key=settings.fingerprint_key,
         clock=clock,
     )
     queries = TransactionQueries(SqlTransactionStore(runtime.engine), clock)

@@ -1,6 +1,8 @@
 """TopUp, SendMoney and Withdraw: validate, authorise through wallet, then one ledger call.
 
-    service = MovementService(ledger, wallet_gate, account_hasher, max_amount_minor=10**12)
+    service = MovementService(
+        ledger, wallet_gate, account_hasher, max_amount_minor=10**12, pin_check_key=key
+    )
     debit = await service.send_money(SendMoney(user_id, key, "VPY-AB12CD", amount, "", pin, ip))
 
 The order of a PIN-checked movement:
@@ -25,6 +27,8 @@ balance) and the first attempt commit afterwards, against the answer the client 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import Callable
 
@@ -52,13 +56,17 @@ __all__ = ["MovementService", "pin_check_id"]
 _CHECK_NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c59-9e0d-5a4b3c2d1e0f")
 
 
-def pin_check_id(key: IdempotencyKey) -> str:
-    """The request_id of this movement's checks at wallet: derived from the whole key, so two
-    users (or two methods) never share wallet's idempotency key, a retry of the same movement
-    is the same check there (counted once toward the lockout), and the same request_id with
-    another amount or recipient, after the first was refused by the ledger (which stores
-    nothing), is a check of its own: a PIN checked for one movement never passes another."""
-    scope = "\x00".join((key.caller, key.method, key.request_id, key.fingerprint))
+def pin_check_id(key: IdempotencyKey, pin: str, secret: bytes) -> str:
+    """The request_id of this movement's checks at wallet: derived from the whole key and the
+    PIN (keyed: the id is stored at wallet), so two users (or two methods) never share
+    wallet's idempotency key; a retry of the same movement with the same PIN is the same
+    check there (counted once toward the lockout); the same request_id with another amount
+    or recipient, after the first was refused by the ledger (which stores nothing), is a
+    check of its own, so a PIN checked for one movement never passes another; and another
+    PIN is another check, counted: a check that passed never tells a guess right or wrong
+    by replaying or refusing it."""
+    pin_digest = hmac.new(secret, pin.encode(), hashlib.sha256).hexdigest()
+    scope = "\x00".join((key.caller, key.method, key.request_id, key.fingerprint, pin_digest))
     return str(uuid.uuid5(_CHECK_NAMESPACE, scope))
 
 
@@ -77,8 +85,12 @@ class MovementService:
         account_hasher: Callable[[str], str],
         *,
         max_amount_minor: int,
+        pin_check_key: bytes,
         clock: Clock | None = None,
     ) -> None:
+        if len(pin_check_key) < 32:
+            raise ValueError("the PIN-check key must be at least 32 bytes")
+        self._pin_check_key = pin_check_key
         self._clock = clock or SystemClock()
         self._ledger = ledger
         self._wallet = wallet
@@ -95,7 +107,8 @@ class MovementService:
         return self._settled(
             await self._ledger.top_up(
                 cmd.key, cmd.user_id, amount, currency, cmd.payment_method, reference, description
-            )
+            ),
+            amount,
         )
 
     async def send_money(self, cmd: SendMoney) -> Transaction:
@@ -110,7 +123,7 @@ class MovementService:
             if wallet_id == recipient:
                 raise SelfTransferError()
             return self._settled(
-                await held.send_money(cmd.user_id, recipient, amount, currency, note)
+                await held.send_money(cmd.user_id, recipient, amount, currency, note), amount
             )
 
     async def withdraw(self, cmd: Withdraw) -> Transaction:
@@ -130,16 +143,19 @@ class MovementService:
                     account.mask,
                     self._hash_account(account.account_number),
                     account.holder_name,
-                )
+                ),
+                amount,
             )
 
-    def _settled(self, outcome: LedgerOutcome) -> Transaction:
+    def _settled(self, outcome: LedgerOutcome, amount_minor: int) -> Transaction:
         if outcome.accepted and outcome.transaction is not None:
             return outcome.transaction
-        raise refusal_error(outcome.code, outcome.details, now=self._clock.now())
+        now = self._clock.now()
+        raise refusal_error(outcome.code, outcome.details, now=now, amount_minor=amount_minor)
 
     async def _authorise(self, user_id: str, pin: str, client_ip: str, key: IdempotencyKey) -> str:
-        checked = await self._wallet.check_movement(user_id, pin, client_ip, pin_check_id(key))
+        check_id = pin_check_id(key, pin, self._pin_check_key)
+        checked = await self._wallet.check_movement(user_id, pin, client_ip, check_id)
         if not checked.ip.trusted:
             sent = checked.ip.confirmation_sent
             raise IpNotTrustedError(metadata={"confirmation_sent": "true" if sent else "false"})

@@ -76,7 +76,9 @@ class WalletServiceStub:
     VerifyPin: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.VerifyPinRequest, _wallet_pb2.VerifyPinResponse]
     """Checks a PIN without moving money (for example before showing sensitive screens). A
     wrong PIN counts toward the lockout exactly like a wrong PIN on a transfer: the third
-    consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED).
+    consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED). A retry of a
+    check that passed replays it while the PIN is unchanged; after a PIN change it fails
+    with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id).
     """
     ChangePin: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ChangePinRequest, _wallet_pb2.ChangePinResponse]
     """Replaces the PIN after checking the current one; a wrong current PIN counts toward
@@ -176,7 +178,9 @@ class WalletServiceAsyncStub(WalletServiceStub):
     VerifyPin: _aio.UnaryUnaryMultiCallable[_wallet_pb2.VerifyPinRequest, _wallet_pb2.VerifyPinResponse]  # type: ignore[assignment]
     """Checks a PIN without moving money (for example before showing sensitive screens). A
     wrong PIN counts toward the lockout exactly like a wrong PIN on a transfer: the third
-    consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED).
+    consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED). A retry of a
+    check that passed replays it while the PIN is unchanged; after a PIN change it fails
+    with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id).
     """
     ChangePin: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ChangePinRequest, _wallet_pb2.ChangePinResponse]  # type: ignore[assignment]
     """Replaces the PIN after checking the current one; a wrong current PIN counts toward
@@ -327,7 +331,9 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.VerifyPinResponse, _abc.Awaitable[_wallet_pb2.VerifyPinResponse]]:
         """Checks a PIN without moving money (for example before showing sensitive screens). A
         wrong PIN counts toward the lockout exactly like a wrong PIN on a transfer: the third
-        consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED).
+        consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED). A retry of a
+        check that passed replays it while the PIN is unchanged; after a PIN change it fails
+        with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id).
         """
 
     @_abc_1.abstractmethod
@@ -676,7 +682,8 @@ class WalletInternalServiceStub:
     the third consecutive failure freezes the wallet for 24 hours and fails with
     PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
     counted by checks of the same wallet still running, it fails with ABORTED reason
-    PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
+    PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id. A retry of a
+    check that passed fails with PIN_CHANGED once the PIN has changed since.
     With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
     in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
     """
@@ -723,7 +730,8 @@ class WalletInternalServiceAsyncStub(WalletInternalServiceStub):
     the third consecutive failure freezes the wallet for 24 hours and fails with
     PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
     counted by checks of the same wallet still running, it fails with ABORTED reason
-    PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
+    PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id. A retry of a
+    check that passed fails with PIN_CHANGED once the PIN has changed since.
     With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
     in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
     """
@@ -773,7 +781,8 @@ class WalletInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         the third consecutive failure freezes the wallet for 24 hours and fails with
         PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
         counted by checks of the same wallet still running, it fails with ABORTED reason
-        PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id.
+        PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id. A retry of a
+        check that passed fails with PIN_CHANGED once the PIN has changed since.
         With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
         in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
         """

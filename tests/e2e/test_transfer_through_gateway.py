@@ -140,9 +140,9 @@ def test_the_money_journey_through_the_gateway(
         "pin": PIN,
     }
     _trust_my_network(gateway, mesh, alice, {**send, "requestId": rid()})
-    wrong = _call(
-        gateway, alice, "POST", "/v1/transactions:send", {**send, "requestId": rid(), "pin": "0000"}
-    )
+    # The mistyped PIN and the corrected one go under the same requestId: another PIN is
+    # another check at wallet (counted), never IDEMPOTENCY_KEY_REUSED.
+    wrong = _call(gateway, alice, "POST", "/v1/transactions:send", {**send, "pin": "0000"})
     assert (wrong.status, wrong.error_reason()) == (400, "INVALID_PIN")
     info = next(d for d in wrong.body["details"] if d["@type"].endswith("ErrorInfo"))
     assert info["metadata"]["remaining_attempts"] == "2"

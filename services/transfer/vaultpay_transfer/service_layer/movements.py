@@ -1,7 +1,8 @@
 """TopUp, SendMoney and Withdraw: validate, authorise through wallet, then one ledger call.
 
     service = MovementService(
-        ledger, wallet_gate, account_hasher, max_amount_minor=10**12, pin_check_key=key
+        ledger, wallet_gate, account_hasher, max_amount_minor=10**12,
+        pin_check_key=settings.fingerprint_key,
     )
     debit = await service.send_money(SendMoney(user_id, key, "VPY-AB12CD", amount, "", pin, ip))
 

@@ -5,9 +5,9 @@ Each payout is leased first (other workers skip it until the lease ends), so rep
 the work; settling and returning are idempotent in the ledger, so a payout handled twice
 (a lease that ran out) still moves money once. The bank may be asked twice for one payout
 (its answer was not recorded before the lease ran out): it gets the payout's transaction id,
-which a real bank's API takes as its idempotency key. A payout whose answer cannot be recorded
-(the database unreachable, a commit outcome unknown, a statement timeout) waits for its lease; the rest of the
-batch goes on.
+which a real bank's API takes as its idempotency key. A payout whose answer cannot be
+recorded (the database unreachable, a commit outcome unknown, a statement timeout) waits for
+its lease; the rest of the batch goes on.
 """
 
 from __future__ import annotations

@@ -17,10 +17,9 @@ from vaultpay_transfer.entrypoints.convert import transaction_filter
 
 
 def test_a_time_in_range_is_read_and_an_absent_one_is_none() -> None:
-    assert datetime_or_none(Timestamp(seconds=86_400), True, "start_time") == datetime(
-        1970, 1, 2, tzinfo=UTC
-    )
-    assert datetime_or_none(Timestamp(), False, "start_time") is None
+    request = transfer_pb2.ListTransactionsRequest(start_time=Timestamp(seconds=86_400))
+    assert datetime_or_none(request, "start_time") == datetime(1970, 1, 2, tzinfo=UTC)
+    assert datetime_or_none(request, "end_time") is None
 
 
 @pytest.mark.parametrize(
@@ -35,7 +34,7 @@ def test_a_time_in_range_is_read_and_an_absent_one_is_none() -> None:
 )
 def test_a_time_no_timestamp_may_hold_is_invalid_argument_on_its_field(value: Timestamp) -> None:
     with pytest.raises(ValidationError) as caught:
-        datetime_or_none(value, True, "end_time")
+        datetime_or_none(transfer_pb2.ListTransactionsRequest(end_time=value), "end_time")
     assert [v.field for v in caught.value.violations] == ["end_time"]
 
     request = transfer_pb2.AdminListTransactionsRequest(start_time=value)

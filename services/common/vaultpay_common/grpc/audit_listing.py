@@ -49,8 +49,8 @@ def audit_query(request: AuditListRequest) -> AuditQuery:
         actor_id=request.actor_id,
         action=request.action,
         target_id=request.target_id,
-        start=datetime_or_none(request.start_time, request.HasField("start_time"), "start_time"),
-        end=datetime_or_none(request.end_time, request.HasField("end_time"), "end_time"),
+        start=datetime_or_none(request, "start_time"),
+        end=datetime_or_none(request, "end_time"),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -36,12 +37,19 @@ def timestamp(value: datetime) -> Timestamp:
     return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
-def datetime_or_none(value: Timestamp, has_value: bool, field: str) -> datetime | None:
-    """A request's optional Timestamp; one outside what a Timestamp may hold (years 1 to 9999,
-    nanos 0 to 999,999,999: JSON's `startTime.seconds` reaches past Envoy's own check) is
-    INVALID_ARGUMENT on `field`."""
-    if not has_value:
+class _WithOptionalFields(Protocol):
+    """A request message (or a protocol describing one) with optional fields."""
+
+    def HasField(self, field_name: Any, /) -> bool: ...  # noqa: N802 (protobuf's name)
+
+
+def datetime_or_none(request: _WithOptionalFields, field: str) -> datetime | None:
+    """The request's optional Timestamp `field`, None when unset; one outside what a
+    Timestamp may hold (years 1 to 9999, nanos 0 to 999,999,999: JSON's `startTime.seconds`
+    reaches past Envoy's own check) is INVALID_ARGUMENT on `field`."""
+    if not request.HasField(field):
         return None
+    value: Timestamp = getattr(request, field)
     try:
         return value.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError) as exc:

@@ -123,8 +123,8 @@ def transaction_filter(
         type=type_,
         category=category,
         status=status,
-        start=datetime_or_none(request.start_time, request.HasField("start_time"), "start_time"),
-        end=datetime_or_none(request.end_time, request.HasField("end_time"), "end_time"),
+        start=datetime_or_none(request, "start_time"),
+        end=datetime_or_none(request, "end_time"),
     )
 
 

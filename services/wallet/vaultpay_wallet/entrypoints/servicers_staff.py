@@ -144,7 +144,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
                 current_principal().user_id,
                 request.wallet_id,
                 request.reason,
-                datetime_or_none(request.until_time, request.HasField("until_time"), "until_time"),
+                datetime_or_none(request, "until_time"),
                 idempotency_key(request),
             )
         )

@@ -1,14 +1,19 @@
 import base64
 import secrets
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from vaultpay.transfer.v1 import transfer_pb2
+from vaultpay_common.context import METHOD, PRINCIPAL, Principal, Role
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.pagination import (
     MAX_PAGE_SIZE,
+    PageScope,
     PageTokens,
     created_id_cursor,
     created_number_cursor,
@@ -18,8 +23,19 @@ from vaultpay_common.pagination import (
     times_checked,
     uuid_cursor,
 )
+from vaultpay_transfer.domain.model import (
+    Counterparty,
+    Transaction,
+    TransactionCategory,
+    TransactionStatus,
+    TransactionType,
+)
+from vaultpay_transfer.entrypoints.servicers import TransferAdminServicer, TransferServicer
 
 TOKENS = PageTokens(secrets.token_bytes(32))
+USER = "0b5f7c1e-8a3d-4f2b-9c6e-1d2a3b4c5d6e"
+OTHER_USER = "5d2e0c4a-7b1f-4e3d-8a9c-6f0e1d2c3b4a"
+SCOPE = PageScope(rpc="/vaultpay.test.v1.TestService/ListThings", caller=USER)
 
 
 def _b64(raw: bytes) -> str:
@@ -27,36 +43,70 @@ def _b64(raw: bytes) -> str:
 
 
 def test_page_token_round_trips_with_the_same_filters() -> None:
-    token = TOKENS.encode({"s": 42}, {"role": "ADMIN"})
-    assert TOKENS.decode(token, {"role": "ADMIN"}) == {"s": 42}
+    token = TOKENS.encode({"s": 42}, {"role": "ADMIN"}, scope=SCOPE)
+    assert TOKENS.decode(token, {"role": "ADMIN"}, scope=SCOPE) == {"s": 42}
 
 
 def test_page_token_from_other_filters_is_rejected() -> None:
-    token = TOKENS.encode({"s": 42}, {"role": "ADMIN"})
+    token = TOKENS.encode({"s": 42}, {"role": "ADMIN"}, scope=SCOPE)
     with pytest.raises(ValidationError) as caught:
-        TOKENS.decode(token, {"role": "USER"})
+        TOKENS.decode(token, {"role": "USER"}, scope=SCOPE)
     assert caught.value.violations[0].field == "page_token"
 
 
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        PageScope(rpc="/vaultpay.test.v1.TestService/ListOtherThings", caller=USER),
+        PageScope(rpc=SCOPE.rpc, caller=OTHER_USER),
+        PageScope(rpc=SCOPE.rpc, caller=f"service:{USER}"),
+    ],
+    ids=["another RPC", "another caller", "a service named like the caller"],
+)
+async def test_a_page_token_replayed_on_another_rpc_or_by_another_caller_is_refused(
+    elsewhere: PageScope,
+) -> None:
+    async def fetch(before: int | None, limit: int) -> Sequence[int]:
+        return [r for r in range(10, 0, -1) if before is None or r < before][:limit]
+
+    def page(token: str, scope: PageScope) -> Any:
+        return paginate(
+            TOKENS,
+            page_size=3,
+            page_token=token,
+            scope=scope,
+            filters={"status": "ACTIVE"},
+            fetch=fetch,
+            cursor_of=lambda r: {"s": r},
+            parse=sequence_cursor,
+        )
+
+    token = (await page("", SCOPE)).next_page_token
+    assert (await page(token, SCOPE)).items == [7, 6, 5]
+    with pytest.raises(ValidationError) as caught:
+        await page(token, elsewhere)
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+
+
 def test_a_forged_position_is_refused_even_with_a_valid_shape() -> None:
-    token = TOKENS.encode({"s": 42}, {})
+    token = TOKENS.encode({"s": 42}, {}, scope=SCOPE)
     body, signature = token.split(".")
-    forged_body = TOKENS.encode({"s": 7}, {}).split(".")[0]
+    forged_body = TOKENS.encode({"s": 7}, {}, scope=SCOPE).split(".")[0]
     with pytest.raises(ValidationError):
-        TOKENS.decode(f"{forged_body}.{signature}", {})
+        TOKENS.decode(f"{forged_body}.{signature}", {}, scope=SCOPE)
     other_service = PageTokens(secrets.token_bytes(32))
     with pytest.raises(ValidationError):
-        other_service.decode(f"{body}.{signature}", {})
+        other_service.decode(f"{body}.{signature}", {}, scope=SCOPE)
 
 
 @pytest.mark.parametrize("garbage", ["not-a-token!!", "a.b.c", "x" * 2000, ".", "e30.AAAA"])
 def test_garbage_page_token_is_invalid_argument(garbage: str) -> None:
     with pytest.raises(ValidationError):
-        TOKENS.decode(garbage, {})
+        TOKENS.decode(garbage, {}, scope=SCOPE)
 
 
 def test_empty_page_token_means_first_page() -> None:
-    assert TOKENS.decode("", {"a": 1}) is None
+    assert TOKENS.decode("", {"a": 1}, scope=SCOPE) is None
 
 
 def test_page_size_defaults_caps_and_rejects_negative() -> None:
@@ -80,6 +130,7 @@ async def test_paginate_walks_every_row_once_in_pages() -> None:
             TOKENS,
             page_size=30,
             page_token=token,
+            scope=SCOPE,
             filters={},
             fetch=fetch,
             cursor_of=lambda r: {"s": r},
@@ -98,12 +149,13 @@ async def test_paginate_refuses_a_signed_but_unparseable_position() -> None:
     async def fetch(after: object, limit: int) -> Sequence[int]:
         raise AssertionError("must not query with a bad position")
 
-    bad = TOKENS.encode({"c": "not a time", "i": "x"}, {})
+    bad = TOKENS.encode({"c": "not a time", "i": "x"}, {}, scope=SCOPE)
     with pytest.raises(ValidationError):
         await paginate(
             TOKENS,
             page_size=10,
             page_token=bad,
+            scope=SCOPE,
             filters={},
             fetch=fetch,
             cursor_of=lambda r: {},
@@ -150,7 +202,8 @@ async def _first_page_of(position: dict[str, object], parse: Any) -> None:
     await paginate(
         TOKENS,
         page_size=10,
-        page_token=TOKENS.encode(position, {}),  # type: ignore[arg-type]
+        page_token=TOKENS.encode(position, {}, scope=SCOPE),  # type: ignore[arg-type]
+        scope=SCOPE,
         filters={},
         fetch=fetch,
         cursor_of=lambda r: {},
@@ -214,10 +267,10 @@ async def test_signed_positions_with_bad_sequences_are_invalid_argument(sequence
 
 
 async def test_a_signed_position_that_is_not_an_object_is_invalid_argument() -> None:
-    body = b'{"f":"' + TOKENS._fingerprint({}).encode() + b'","p":[1,2]}'
+    body = b'{"f":"' + TOKENS._fingerprint(SCOPE, {}).encode() + b'","p":[1,2]}'
     token = f"{_b64(body)}.{TOKENS._sign(body)}"
     with pytest.raises(ValidationError):
-        TOKENS.decode(token, {})
+        TOKENS.decode(token, {}, scope=SCOPE)
 
 
 @pytest.mark.parametrize("time", _BAD_TIMES[:4], ids=repr)
@@ -238,3 +291,83 @@ async def test_good_positions_still_parse_and_times_come_back_in_utc() -> None:
     assert (created, number) == (datetime(2026, 1, 1, tzinfo=UTC), 2**63 - 1)
     assert created.tzinfo is UTC
     assert sequence_cursor({"s": 2**63 - 1}) == 2**63 - 1
+
+
+# ----- the servicers bind their tokens to the RPC and the caller ----------------------------
+
+_LIST_MINE = "/vaultpay.transfer.v1.TransferService/ListTransactions"
+_LIST_ALL = "/vaultpay.transfer.v1.TransferAdminService/AdminListTransactions"
+
+
+def _transaction(minute: int) -> Transaction:
+    at = datetime(2026, 12, 16, 10, minute, tzinfo=UTC)
+    return Transaction(
+        transaction_id=str(uuid.UUID(int=minute)),
+        reference="VP-TXN-ABCD2345",
+        request_id="",
+        wallet_id="VPY-AB12CD",
+        user_id=USER,
+        type=TransactionType.CREDIT,
+        category=TransactionCategory.TOP_UP,
+        status=TransactionStatus.COMPLETED,
+        amount_minor=100,
+        currency="INR",
+        balance_after_minor=100 * minute,
+        counterparty=Counterparty(),
+        note="",
+        original_transaction_id="",
+        reversed_amount_minor=0,
+        created_at=at,
+        completed_at=at,
+    )
+
+
+class _Transactions:
+    """Three transactions, newest first, for whoever asks (the scope of a caller is not what
+    these tests are about)."""
+
+    rows = [_transaction(3), _transaction(2), _transaction(1)]
+
+    async def _after(self, after: tuple[datetime, str] | None, limit: int) -> list[Transaction]:
+        return [t for t in self.rows if after is None or t.created_at < after[0]][:limit]
+
+    async def list_mine(
+        self, user_id: str, flt: object, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Transaction]:
+        return await self._after(after, limit)
+
+    async def list_all(
+        self, flt: object, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Transaction]:
+        return await self._after(after, limit)
+
+
+@contextmanager
+def _calling(method: str, subject: str, role: Role = Role.USER) -> Iterator[None]:
+    principal = PRINCIPAL.set(Principal(subject=subject, role=role))
+    rpc = METHOD.set(method)
+    try:
+        yield
+    finally:
+        METHOD.reset(rpc)
+        PRINCIPAL.reset(principal)
+
+
+async def test_a_listing_token_is_refused_on_another_list_rpc_and_for_another_caller() -> None:
+    queries: Any = _Transactions()
+    mine = TransferServicer(queries, queries, TOKENS, fingerprint_key=bytes(32))
+    every = TransferAdminServicer(queries, queries, TOKENS)
+    first = transfer_pb2.ListTransactionsRequest(page_size=1)
+    with _calling(_LIST_MINE, USER, Role.ADMIN):
+        token = (await mine.ListTransactions(first, queries)).next_page_token
+        again = transfer_pb2.ListTransactionsRequest(page_size=1, page_token=token)
+        assert len((await mine.ListTransactions(again, queries)).transactions) == 1
+
+    with _calling(_LIST_MINE, OTHER_USER), pytest.raises(ValidationError) as by_another:
+        await mine.ListTransactions(again, queries)
+    # The same admin, the same filters, on the staff listing of every wallet's transactions.
+    replayed = transfer_pb2.AdminListTransactionsRequest(page_size=1, page_token=token)
+    with _calling(_LIST_ALL, USER, Role.ADMIN), pytest.raises(ValidationError) as elsewhere:
+        await every.AdminListTransactions(replayed, queries)
+    for caught in (by_another, elsewhere):
+        assert [v.field for v in caught.value.violations] == ["page_token"]

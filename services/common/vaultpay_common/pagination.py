@@ -1,9 +1,10 @@
 """AIP-158 pagination: signed, opaque page tokens and one `paginate()` for every List RPC.
 
 A token carries the keyset position after the last row returned and a fingerprint of the
-filters, signed with HMAC-SHA256 under a key kept outside the database. A client can neither
-forge a position nor reuse a token with other filters: both answer INVALID_ARGUMENT on
-`page_token`. The position is still parsed like any input: a signature proves we issued a
+call it was issued to (its `PageScope`: the RPC and the caller) and of the filters, signed with
+HMAC-SHA256 under a key kept outside the database. A client can neither forge a position nor
+reuse a token on another List RPC, as another caller or with other filters: each answers
+INVALID_ARGUMENT on `page_token`. The position is still parsed like any input: a signature proves we issued a
 token, not that a leaked key, an older release or a bug put usable values in it. The cursor
 parsers here check type and range of every value (`position_time`, `position_text`,
 `position_int`), and a service's own parser can have its times checked by `times_checked`, so a
@@ -11,6 +12,7 @@ bad position answers INVALID_ARGUMENT on `page_token`, never a value the databas
 
     page = await paginate(
         tokens, page_size=request.page_size, page_token=request.page_token,
+        scope=page_scope(),  # vaultpay_common.grpc.convert: this RPC and its caller
         filters={"status": status},
         fetch=lambda after, limit: admin.list_wallets(flt, after, limit),
         cursor_of=lambda w: {"c": w.created_at.isoformat(), "i": w.wallet_id},
@@ -44,6 +46,7 @@ __all__ = [
     "MIN_POSITION_TIME",
     "Cursor",
     "Page",
+    "PageScope",
     "PageTokens",
     "Slice",
     "SliceOf",
@@ -97,6 +100,17 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@dataclass(frozen=True, slots=True)
+class PageScope:
+    """The call a token is bound to: the List RPC (its full gRPC method) and the caller (a user
+    id, or "service:<client id>"). A token replayed on another List RPC with filters of the same
+    shape, or by another caller, is refused even though each fetch re-applies its caller's scope.
+    """
+
+    rpc: str
+    caller: str
+
+
 class PageTokens:
     """Issues and checks page tokens under one service's key."""
 
@@ -105,22 +119,25 @@ class PageTokens:
             raise ValueError("the page-token key must be at least 32 bytes")
         self._key = key
 
-    def _fingerprint(self, filters: Mapping[str, object]) -> str:
-        raw = json.dumps(filters, sort_keys=True, default=str).encode()
+    def _fingerprint(self, scope: PageScope, filters: Mapping[str, object]) -> str:
+        bound = {"rpc": scope.rpc, "caller": scope.caller, "filters": filters}
+        raw = json.dumps(bound, sort_keys=True, default=str).encode()
         return hashlib.sha256(raw).hexdigest()[:16]
 
     def _sign(self, body: bytes) -> str:
         return _b64(hmac.new(self._key, body, hashlib.sha256).digest())
 
-    def encode(self, position: Cursor, filters: Mapping[str, object]) -> str:
+    def encode(self, position: Cursor, filters: Mapping[str, object], *, scope: PageScope) -> str:
         body = json.dumps(
-            {"p": dict(position), "f": self._fingerprint(filters)},
+            {"p": dict(position), "f": self._fingerprint(scope, filters)},
             sort_keys=True,
             separators=(",", ":"),
         ).encode()
         return f"{_b64(body)}.{self._sign(body)}"
 
-    def decode(self, token: str, filters: Mapping[str, object]) -> dict[str, Any] | None:
+    def decode(
+        self, token: str, filters: Mapping[str, object], *, scope: PageScope
+    ) -> dict[str, Any] | None:
         """The position a token points at, or None for the first page."""
         if not token:
             return None
@@ -140,8 +157,8 @@ class PageTokens:
             raise _invalid_token() from exc
         if not isinstance(position, dict):
             raise _invalid_token()
-        if fingerprint != self._fingerprint(filters):
-            raise _invalid_token("was issued for different filters")
+        if fingerprint != self._fingerprint(scope, filters):
+            raise _invalid_token("was issued for another list, caller or filters")
         return position
 
 
@@ -173,6 +190,7 @@ async def paginate(
     *,
     page_size: int,
     page_token: str,
+    scope: PageScope,
     filters: Mapping[str, object],
     cursor_of: Callable[[T], Cursor],
     parse: Callable[[Mapping[str, Any]], C],
@@ -188,7 +206,7 @@ async def paginate(
     if (fetch is None) == (fetch_slice is None):
         raise TypeError("give exactly one of fetch and fetch_slice")
     limit = _page_size(page_size)
-    position = tokens.decode(page_token, filters)
+    position = tokens.decode(page_token, filters, scope=scope)
     after: C | None = None
     if position is not None:
         try:
@@ -202,7 +220,7 @@ async def paginate(
         assert fetch_slice is not None
         got = await fetch_slice(after, limit)
         items, more = list(got.items), got.has_more
-    next_token = tokens.encode(cursor_of(items[-1]), filters) if more and items else ""
+    next_token = tokens.encode(cursor_of(items[-1]), filters, scope=scope) if more and items else ""
     return Page(items, next_token)
 
 

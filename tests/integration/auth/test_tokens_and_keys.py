@@ -24,7 +24,7 @@ from vaultpay.auth.v1 import auth_pb2
 from vaultpay_auth.adapters.signing import KeyRing
 from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.db import create_engine
-from vaultpay_common.pagination import PageTokens
+from vaultpay_common.pagination import PageScope, PageTokens
 from vaultpay_devstack.infra import Infra
 
 T = TypeVar("T")
@@ -384,11 +384,13 @@ async def test_a_validly_signed_page_token_with_unusable_values_is_invalid_argum
         key_encryption_key=auth.env["AUTH_KEY_ENCRYPTION_KEY"],
     )
     tokens = PageTokens(settings.derived_key("page-token"))
+    staff, admin = await auth.staff("ADMIN")
     page_token = tokens.encode(
         position,  # type: ignore[arg-type]
         {"role": None, "active": None, "email_prefix": ""},
+        # issued to this admin on ListUsers, so what is refused is the position
+        scope=PageScope("/vaultpay.auth.v1.AuthAdminService/ListUsers", staff.user_id),
     )
-    _, admin = await auth.staff("ADMIN")
     failure = await rpc_failure(
         auth.admin.ListUsers(
             auth_pb2.ListUsersRequest(page_token=page_token), metadata=bearer(admin)

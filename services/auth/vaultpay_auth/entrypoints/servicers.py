@@ -22,6 +22,7 @@ from vaultpay_common.context import CLIENT_IP
 from vaultpay_common.grpc.audit_listing import list_audit_events
 from vaultpay_common.grpc.convert import (
     current_principal,
+    page_scope,
     role_from_proto,
     timestamp,
 )
@@ -113,6 +114,7 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
+            scope=page_scope(),
             filters={"role": flt.role, "active": flt.active, "email_prefix": flt.email_prefix},
             fetch_slice=lambda after, limit: self._admin.list_users(
                 flt, after, limit, viewer=viewer, client_ip=client_ip

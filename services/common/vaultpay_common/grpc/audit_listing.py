@@ -16,7 +16,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vaultpay.type.v1 import audit_pb2
 from vaultpay_common.audit import AuditQuery, AuditRecord
-from vaultpay_common.grpc.convert import audit_event_to_proto, audit_filters, datetime_or_none
+from vaultpay_common.grpc.convert import (
+    audit_event_to_proto,
+    audit_filters,
+    datetime_or_none,
+    page_scope,
+)
 from vaultpay_common.pagination import PageTokens, paginate, sequence_cursor
 
 __all__ = ["AuditListRequest", "FetchAuditEvents", "list_audit_events"]
@@ -63,6 +68,7 @@ async def list_audit_events(
         tokens,
         page_size=request.page_size,
         page_token=request.page_token,
+        scope=page_scope(),
         filters=audit_filters(query),
         fetch=lambda before, limit: fetch(query, before, limit),
         cursor_of=lambda e: {"s": e.sequence},

@@ -9,14 +9,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vaultpay.type.v1 import audit_pb2
 from vaultpay_common.audit import AuditQuery, AuditRecord
-from vaultpay_common.context import PRINCIPAL, Principal, Role
+from vaultpay_common.context import METHOD, PRINCIPAL, Principal, Role
 from vaultpay_common.errors import UnauthenticatedError, ValidationError
+from vaultpay_common.pagination import PageScope
 
 __all__ = [
     "audit_event_to_proto",
     "audit_filters",
     "current_principal",
     "datetime_or_none",
+    "page_scope",
     "role_from_proto",
     "timestamp",
 ]
@@ -74,6 +76,13 @@ def current_principal() -> Principal:
     if principal is None:
         raise UnauthenticatedError()
     return principal
+
+
+def page_scope() -> PageScope:
+    """The current List call, as its page tokens are bound to it: the RPC and the caller."""
+    principal = current_principal()
+    caller = f"service:{principal.service}" if principal.is_service else principal.subject
+    return PageScope(rpc=METHOD.get(), caller=caller)
 
 
 def audit_event_to_proto(record: AuditRecord) -> audit_pb2.AuditEvent:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterable
 from google.protobuf.message import Message
 
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
-from vaultpay_common.grpc.convert import current_principal, timestamp
+from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
@@ -127,6 +127,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
+            scope=page_scope(),
             filters={"status": flt.status, "user": flt.user_id},
             fetch_slice=fetch,
             cursor_of=lambda listed: queue_position(listed.submission),

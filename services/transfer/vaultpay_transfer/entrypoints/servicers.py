@@ -13,7 +13,7 @@ from typing import Any
 
 from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from vaultpay_common.context import CLIENT_IP
-from vaultpay_common.grpc.convert import current_principal, timestamp
+from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
@@ -159,6 +159,7 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
+            scope=page_scope(),
             filters=_filters(flt),
             fetch=fetch,
             cursor_of=_cursor_of,
@@ -210,6 +211,7 @@ class TransferAdminServicer(transfer_pb2_grpc.TransferAdminServiceServicer):
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
+            scope=page_scope(),
             filters=_filters(flt),
             fetch=fetch,
             cursor_of=_cursor_of,

@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from vaultpay_common.grpc.convert import current_principal, timestamp
+from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
@@ -250,6 +250,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
+            scope=page_scope(),
             filters={"user": user_id},
             fetch_slice=lambda after, limit: self._ip.list_trusted_ips(
                 ip.ListTrustedIps(user_id, limit, after)
@@ -291,6 +292,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
+            scope=page_scope(),
             filters={"user": user_id, "unread": unread},
             fetch_slice=lambda after, limit: self._notes.list_notifications(
                 notes.ListNotifications(user_id, limit, unread, after)

@@ -14,6 +14,7 @@ from vaultpay_common.grpc.audit_listing import list_audit_events
 from vaultpay_common.grpc.convert import (
     current_principal,
     datetime_or_none,
+    page_scope,
     timestamp,
 )
 from vaultpay_common.grpc.idempotency import idempotency_key
@@ -112,6 +113,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
+            scope=page_scope(),
             filters={"status": flt.status, "tier": flt.kyc_tier, "user": flt.user_id},
             fetch_slice=lambda after, limit: self._wallet_slice(flt, after, limit),
             cursor_of=lambda w: {"c": w.created_at.isoformat(), "i": w.id},
@@ -177,6 +179,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
+            scope=page_scope(),
             filters={"wallet": flt.wallet_id, "source": flt.source, "action": flt.action},
             fetch_slice=lambda after, limit: self._override_slice(flt, after, limit),
             cursor_of=lambda o: {"c": o.override.updated_at.isoformat(), "n": o.position},
@@ -220,6 +223,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
+            scope=page_scope(),
             filters={"prefix": prefix},
             fetch_slice=lambda after, limit: self._setting_slice(prefix, after, limit),
             cursor_of=lambda s: {"k": s.key},

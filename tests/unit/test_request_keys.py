@@ -26,7 +26,7 @@ from vaultpay_common.pagination import PageTokens
 from vaultpay_kyc.entrypoints.servicers import KycServicer
 from vaultpay_transfer.entrypoints.servicers import TransferServicer
 from vaultpay_wallet.entrypoints.servicers import WalletServicer
-from vaultpay_wallet.entrypoints.servicers_staff import WalletInternalServicer
+from vaultpay_wallet.entrypoints.servicers_staff import WalletAdminServicer, WalletInternalServicer
 
 M = TypeVar("M", bound=Message)
 USER = "0b5f7c1e-8a3d-4f2b-9c6e-1d2a3b4c5d6e"
@@ -248,3 +248,88 @@ def test_pins_and_document_numbers_enter_stored_fingerprints_keyed(
         secret_key=KEY,
     )
     assert key == expected
+
+
+# --- ids enter fingerprints in the one spelling the use cases read them in ------------------
+
+
+def _wallet_admin(capture: _Capture) -> WalletAdminServicer:
+    c: Any = capture
+    return WalletAdminServicer(c, c, _ANY, _ANY, TOKENS)
+
+
+def _wallet_user(capture: _Capture) -> WalletServicer:
+    c: Any = capture
+    return WalletServicer(_ANY, _ANY, _ANY, c, c, TOKENS, fingerprint_key=KEY)
+
+
+@pytest.mark.parametrize(
+    ("call", "request_", "field", "respelt", "other"),
+    [
+        (
+            lambda s, r: _transfer(s).SendMoney(r, _ANY),
+            _send(),
+            "recipient_wallet_id",
+            ["vpy-ab12cd", " Vpy-Ab12Cd "],
+            "VPY-AB12CE",
+        ),
+        (
+            lambda s, r: _wallet_admin(s).AdminFreezeWallet(r, _ANY),
+            wallet_pb2.AdminFreezeWalletRequest(wallet_id="VPY-AB12CD", reason="chargebacks"),
+            "wallet_id",
+            ["vpy-ab12cd", "VPY-AB12CD "],
+            "VPY-AB12CE",
+        ),
+        (
+            lambda s, r: _wallet_admin(s).AdminUnfreezeWallet(r, _ANY),
+            wallet_pb2.AdminUnfreezeWalletRequest(wallet_id="VPY-AB12CD", reason="cleared"),
+            "wallet_id",
+            ["vpy-ab12cd"],
+            "VPY-AB12CE",
+        ),
+        (
+            lambda s, r: _wallet_admin(s).AdminSetWalletLimits(r, _ANY),
+            wallet_pb2.AdminSetWalletLimitsRequest(wallet_id="VPY-AB12CD", reason="review"),
+            "wallet_id",
+            ["vpy-ab12cd"],
+            "VPY-AB12CE",
+        ),
+        (
+            lambda s, r: _wallet_user(s).RevokeTrustedIp(r, _ANY),
+            wallet_pb2.RevokeTrustedIpRequest(ip_hash="0123456789abcdef"),
+            "ip_hash",
+            ["0123456789ABCDEF", " 0123456789abcdef"],
+            "0123456789abcdee",
+        ),
+        (
+            lambda s, r: _wallet_user(s).MarkNotificationRead(r, _ANY),
+            wallet_pb2.MarkNotificationReadRequest(notification_id=USER),
+            "notification_id",
+            [USER.upper()],
+            USER[:-1] + "f",
+        ),
+    ],
+    ids=[
+        "SendMoney",
+        "AdminFreezeWallet",
+        "AdminUnfreezeWallet",
+        "AdminSetWalletLimits",
+        "RevokeTrustedIp",
+        "MarkNotificationRead",
+    ],
+)
+def test_a_retry_that_spells_an_id_otherwise_is_the_same_request(
+    call: Callable[[_Capture, Message], Any],
+    request_: Message,
+    field: str,
+    respelt: list[str],
+    other: str,
+) -> None:
+    request_.request_id = str(uuid.uuid4())  # type: ignore[attr-defined]
+
+    def key_with(value: str) -> IdempotencyKey:
+        return _key_of(lambda c: call(c, _same_id(request_, **{field: value})))
+
+    key = _key_of(lambda c: call(c, request_))
+    assert [key_with(spelling) for spelling in respelt] == [key] * len(respelt)
+    assert key_with(other) != key

@@ -19,12 +19,22 @@ it away) enter the fingerprint as an HMAC under a service key kept outside the d
 (`Settings.derived_key("request-fingerprint")`). A field that must not be compared at all
 before it is checked is `unkeyed` instead: SendMoney's PIN (a replay that compared it would
 tell a PIN guess right or wrong without asking wallet, whose lockout counts the attempts).
+
+An id the service reads in one spelling (wallet ids are case-insensitive on input, UUIDs
+accept upper-case hex) enters the fingerprint in that spelling, so a retry that spells it
+otherwise is the same request, not IDEMPOTENCY_KEY_REUSED:
+
+    key = idempotency_key(request, canonical={"recipient_wallet_id": canonical_wallet_id})
+
+A `canonical` function gets every non-empty value, valid or not (an invalid id is refused by
+the use case as before), so it only respells: upper-cases, lowers, strips.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable, Mapping
 
 from google.protobuf.message import Message
 
@@ -49,11 +59,13 @@ def idempotency_key(
     unkeyed: tuple[str, ...] = (),
     secret: tuple[str, ...] = (),
     secret_key: bytes | None = None,
+    canonical: Mapping[str, Callable[[str], str]] | None = None,
 ) -> IdempotencyKey | None:
     """The key of this call, or None when the request has no request_id and none is required.
     The fields named in `unkeyed` are left out of the fingerprint with the request_id: a
     retry that differs only in them is the same request. The string fields named in `secret`
-    (dotted paths into sub-messages) enter it as HMAC-SHA256 under `secret_key`."""
+    (dotted paths into sub-messages) enter it as HMAC-SHA256 under `secret_key`; those named
+    in `canonical` enter it as their function respells them."""
     raw = str(getattr(request, "request_id", ""))
     if not raw:
         if required:
@@ -64,11 +76,14 @@ def idempotency_key(
     bare.CopyFrom(request)
     for name in ("request_id", *unkeyed):
         bare.ClearField(name)
+    for path, respell in (canonical or {}).items():
+        _rewrite(bare, path, respell)
     if secret:
         if secret_key is None or len(secret_key) < 32:
             raise ValueError("secret fields need a fingerprint key of at least 32 bytes")
+        key = secret_key
         for path in secret:
-            _keep_secret(bare, path, secret_key)
+            _rewrite(bare, path, lambda value: _keyed(value, key))
     return IdempotencyKey(
         caller=_caller(),
         method=METHOD.get(),
@@ -77,7 +92,12 @@ def idempotency_key(
     )
 
 
-def _keep_secret(message: Message, path: str, key: bytes) -> None:
+def _keyed(value: str, key: bytes) -> str:
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def _rewrite(message: Message, path: str, rewrite: Callable[[str], str]) -> None:
+    """Replaces the non-empty string field at `path` (dotted into sub-messages) by its rewrite."""
     *parents, name = path.split(".")
     for parent in parents:
         if not message.HasField(parent):
@@ -85,6 +105,6 @@ def _keep_secret(message: Message, path: str, key: bytes) -> None:
         message = getattr(message, parent)
     value = getattr(message, name)
     if not isinstance(value, str):
-        raise TypeError(f"secret field {path} is not a string field")
+        raise TypeError(f"field {path} is not a string field")
     if value:
-        setattr(message, name, hmac.new(key, value.encode(), hashlib.sha256).hexdigest())
+        setattr(message, name, rewrite(value))

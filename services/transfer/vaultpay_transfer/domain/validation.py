@@ -19,6 +19,7 @@ __all__ = [
     "BankAccount",
     "BankAccountInput",
     "bank_account",
+    "canonical_wallet_id",
     "check_amount",
     "check_currency",
     "check_note",
@@ -60,9 +61,15 @@ def check_recipient(wallet_id: str) -> str:
     return check_wallet_id(wallet_id, "recipient_wallet_id")
 
 
+def canonical_wallet_id(wallet_id: str) -> str:
+    """The one spelling of a wallet id (upper case, no surrounding spaces), valid or not: what
+    check_wallet_id checks, and what an idempotency fingerprint compares."""
+    return wallet_id.strip().upper()
+
+
 def check_wallet_id(wallet_id: str, field: str, *, required: bool = True) -> str:
     """A `VPY-` wallet id in `field`, upper-cased; "" when not `required` and not given."""
-    value = wallet_id.strip().upper()
+    value = canonical_wallet_id(wallet_id)
     if not value:
         if required:
             raise ValidationError.single(field, "is required")

@@ -19,6 +19,7 @@ from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.pagination import PageTokens, paginate, uuid_cursor
 from vaultpay_transfer.domain.model import Transaction
+from vaultpay_transfer.domain.validation import canonical_wallet_id
 from vaultpay_transfer.entrypoints.convert import (
     ACTIONS,
     amount_input,
@@ -97,8 +98,13 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
             cmd.SendMoney(
                 current_principal().user_id,
                 # The PIN is not part of the request a retry must match: a stored answer that
-                # compared it would tell a PIN guess right or wrong without asking wallet.
-                _required_key(request, unkeyed=("pin",)),
+                # compared it would tell a PIN guess right or wrong without asking wallet. The
+                # recipient is compared as the send reads it (`vpy-ab12cd` is `VPY-AB12CD`).
+                _required_key(
+                    request,
+                    unkeyed=("pin",),
+                    canonical={"recipient_wallet_id": canonical_wallet_id},
+                ),
                 request.recipient_wallet_id,
                 amount_input(request),
                 request.note,

@@ -39,6 +39,7 @@ __all__ = [
     "TrustedIpCursor",
     "TrustedIpNotFoundError",
     "canonical_ip",
+    "canonical_ip_hash",
     "check_confirmation_token",
     "check_public_ip_hash",
     "hash_confirmation_token",
@@ -112,9 +113,15 @@ class IpHasher:
         return hmac.new(self._key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
+def canonical_ip_hash(value: str) -> str:
+    """The one spelling of a public ip_hash (lower case, no surrounding spaces), valid or not:
+    what check_public_ip_hash checks, and what an idempotency fingerprint compares."""
+    return value.strip().lower()
+
+
 def check_public_ip_hash(value: str, field: str = "ip_hash") -> str:
     """A TrustedIp.ip_hash as users send it back: 16 hex digits (any case)."""
-    candidate = value.strip().lower()
+    candidate = canonical_ip_hash(value)
     if not _PUBLIC_HASH.match(candidate):
         raise ValidationError.single(field, "must be the 16 hex digits shown by ListTrustedIps")
     return candidate

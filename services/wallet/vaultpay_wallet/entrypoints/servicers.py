@@ -16,7 +16,7 @@ from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.ids import parse_uuid
 from vaultpay_common.pagination import PageTokens, paginate, times_checked
-from vaultpay_wallet.domain.ip_trust import TrustedIpCursor
+from vaultpay_wallet.domain.ip_trust import TrustedIpCursor, canonical_ip_hash
 from vaultpay_wallet.domain.notifications import NotificationCursor
 from vaultpay_wallet.entrypoints.convert import (
     action_from_path,
@@ -274,7 +274,9 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.RevokeTrustedIpResponse:
         revoked = await self._ip.revoke_trusted_ip(
             ip.RevokeTrustedIp(
-                current_principal().user_id, request.ip_hash, idempotency_key(request)
+                current_principal().user_id,
+                request.ip_hash,
+                idempotency_key(request, canonical={"ip_hash": canonical_ip_hash}),
             )
         )
         return wallet_pb2.RevokeTrustedIpResponse(
@@ -320,7 +322,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             notes.MarkNotificationRead(
                 current_principal().user_id,
                 parse_uuid(request.notification_id, "notification_id"),
-                idempotency_key(request),
+                # parse_uuid has lowered any upper-case hex: a retry so spelled is the same
+                idempotency_key(request, canonical={"notification_id": str.lower}),
             )
         )
         return wallet_pb2.MarkNotificationReadResponse(

@@ -28,6 +28,7 @@ from vaultpay_common.pagination import (
     paginate,
     position_text,
 )
+from vaultpay_wallet.domain.ids import normalize_wallet_id
 from vaultpay_wallet.domain.model import Wallet
 from vaultpay_wallet.domain.settings_catalog import SettingView
 from vaultpay_wallet.entrypoints.convert import (
@@ -62,6 +63,8 @@ from vaultpay_wallet.service_layer.settings import SettingsService
 __all__ = ["WalletAdminServicer", "WalletInternalServicer"]
 
 Ctx = ServicerContext
+# Staff type wallet ids in any case; a retry spelled otherwise is the same request.
+_WALLET_ID = {"wallet_id": normalize_wallet_id}
 
 
 def _setting_cursor(position: Mapping[str, Any]) -> str:
@@ -147,7 +150,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
                 request.wallet_id,
                 request.reason,
                 datetime_or_none(request, "until_time"),
-                idempotency_key(request),
+                idempotency_key(request, canonical=_WALLET_ID),
             )
         )
         return wallet_pb2.AdminFreezeWalletResponse(wallet=wallet_to_proto(wallet, staff_view=True))
@@ -160,7 +163,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
                 current_principal().user_id,
                 request.wallet_id,
                 request.reason,
-                idempotency_key(request),
+                idempotency_key(request, canonical=_WALLET_ID),
             )
         )
         return wallet_pb2.AdminUnfreezeWalletResponse(
@@ -208,7 +211,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
                 request.wallet_id,
                 limits,
                 request.reason,
-                idempotency_key(request),
+                idempotency_key(request, canonical=_WALLET_ID),
             )
         )
         return wallet_pb2.AdminSetWalletLimitsResponse(

@@ -165,6 +165,30 @@ async def test_a_refused_send_names_its_guard_and_writes_nothing(
     assert await ledger.balance(alice) == 5_000
 
 
+async def test_a_daily_refusal_tells_the_months_limit_and_usage_too(ledger: LedgerWorld) -> None:
+    # The service's Retry-After needs both windows: tomorrow the month still holds today's
+    # usage (transfer t0006).
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, 5_000)
+    await ledger.set_limit(alice, "send", daily=1_000, monthly=1_500)
+    sent = await ledger.ledger.send_money(
+        key(alice.user_id), alice.user_id, bob.wallet_id, 700, "INR", ""
+    )
+    assert sent.accepted, sent
+    refused = await ledger.ledger.send_money(
+        key(alice.user_id), alice.user_id, bob.wallet_id, 400, "INR", ""
+    )
+    assert refused.code == "DAILY_LIMIT_EXCEEDED"
+    assert dict(refused.details) == {
+        "action": "send",
+        "limit_minor": "1000",
+        "used_minor": "700",
+        "currency": "INR",
+        "monthly_limit_minor": "1500",
+        "monthly_used_minor": "700",
+    }
+
+
 async def test_a_retry_replays_the_stored_answer_and_another_request_is_refused(
     ledger: LedgerWorld,
 ) -> None:

@@ -188,10 +188,10 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0005")]
+    assert after["versions"] == [("transfer", "t0006")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
-    # t0005 adds the held movements' functions.
+    # t0005 adds the held movements' functions; t0006 replaces the limit check.
     assert set(changed) == {"functions", "indexes", "triggers", "versions"}, changed
     assert [name for name, _ in changed["indexes"][0]] == ["wallet_transactions_ledger_idx"]
     assert changed["indexes"][1] == []

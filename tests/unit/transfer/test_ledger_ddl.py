@@ -18,6 +18,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0004_downgrade_ddl,
     ledger_t0005_ddl,
     ledger_t0005_downgrade_ddl,
+    ledger_t0006_ddl,
+    ledger_t0006_downgrade_ddl,
 )
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -124,3 +126,19 @@ def test_t0005_adds_the_held_movements_for_the_app_role_and_its_downgrade_drops_
     ]
     with pytest.raises(ValueError, match="unsafe role name"):
         ledger_t0005_ddl('app"; DROP TABLE wallets; --')
+
+
+def test_t0006_adds_the_months_figures_to_a_daily_refusal_and_nothing_else() -> None:
+    [upgrade] = ledger_t0006_ddl()
+    assert _functions([upgrade]) == {"transfer_limit_refusal": "plpgsql"}
+    [t0002] = [s for s in ledger_t0002_ddl() if "FUNCTION transfer_limit_refusal(" in s]
+    assert ledger_t0006_downgrade_ddl() == [t0002]
+    # Same signature, checks and other refusals: only the daily reply has two more keys.
+    daily_reply = "'used_minor', v_day_used::text, 'currency', p_currency"
+    assert upgrade == t0002.replace(
+        daily_reply + ")::text;",
+        daily_reply
+        + ",\n                                   'monthly_limit_minor', c.monthly::text,"
+        + "\n                                   'monthly_used_minor', v_month_used::text)::text;",
+        1,
+    )

@@ -110,6 +110,59 @@ def test_an_amount_above_a_windows_whole_limit_is_not_told_to_wait() -> None:
     assert fits.retry_after_seconds is not None
 
 
+# 23:59:30 on 3 December in Kolkata: the day resets in 30 s, the month 28 days later.
+_LATE = datetime(2026, 12, 3, 18, 29, 30, tzinfo=UTC)
+_MONTH_END = 28 * 86_400 + 30
+
+
+def _daily_refusal(monthly_limit: int, monthly_used: int) -> dict[str, str]:
+    """A daily limit of 1,000 with 800 used today, and the month's figures the ledger adds."""
+    return {
+        "action": "send",
+        "limit_minor": "1000",
+        "used_minor": "800",
+        "currency": "INR",
+        "monthly_limit_minor": str(monthly_limit),
+        "monthly_used_minor": str(monthly_used),
+    }
+
+
+@pytest.mark.parametrize(
+    ("monthly_limit", "monthly_used", "amount", "retry_after"),
+    [
+        # The month has room for 500 more: tomorrow the send goes through.
+        (10_000, 9_000, 500, 30),
+        (10_000, 9_500, 500, 30),
+        # Tomorrow the month still holds its 9,800: only the month's end lets 500 through.
+        (10_000, 9_800, 500, _MONTH_END),
+        # Above the month's whole limit: no reset helps, so no Retry-After.
+        (400, 0, 500, None),
+    ],
+)
+def test_a_daily_refusal_says_to_retry_when_the_month_would_also_let_the_send_through(
+    monthly_limit: int, monthly_used: int, amount: int, retry_after: int | None
+) -> None:
+    details = _daily_refusal(monthly_limit, monthly_used)
+    refused = refusal_error("DAILY_LIMIT_EXCEEDED", details, now=_LATE, amount_minor=amount)
+    assert refused.retry_after_seconds == retry_after
+
+
+def test_on_the_months_last_day_a_daily_refusal_waits_for_midnight_either_way() -> None:
+    # 31 December, 23:00 in Kolkata: the day and the month both end in an hour.
+    last_day = datetime(2026, 12, 31, 17, 30, tzinfo=UTC)
+    details = _daily_refusal(monthly_limit=10_000, monthly_used=9_800)
+    refused = refusal_error("DAILY_LIMIT_EXCEEDED", details, now=last_day, amount_minor=500)
+    assert refused.retry_after_seconds == 3600
+
+
+def test_a_daily_refusal_without_the_months_figures_waits_for_the_day() -> None:
+    # What the ledger answered before t0006: the day's figures alone.
+    details = {"action": "send", "limit_minor": "1000", "used_minor": "800", "currency": "INR"}
+    refused = refusal_error("DAILY_LIMIT_EXCEEDED", details, now=_LATE, amount_minor=500)
+    assert refused.retry_after_seconds == 30
+    assert "monthly_limit_minor" not in refused.metadata
+
+
 def test_notifications_say_what_moved_with_whom_and_never_the_account_number() -> None:
     facts = {
         "amount_minor": "125050",

@@ -15,6 +15,8 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0005: `t0005_upgrade.sql` (the held movements' functions: a PIN-checked movement's key
   stays locked from its stored-answer lookup to its COMMIT); its downgrade
   `t0005_downgrade.sql`.
+* t0006: `t0006_upgrade.sql` (a daily limit's refusal also tells the month's limit and
+  usage); its downgrade is t0002's limit check, read from `functions.sql`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = [
     "ledger_t0004_downgrade_ddl",
     "ledger_t0005_ddl",
     "ledger_t0005_downgrade_ddl",
+    "ledger_t0006_ddl",
+    "ledger_t0006_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -42,6 +46,7 @@ _T0001_FILES = ("schema.sql", "functions_t0001.sql", "protect.sql")
 _T0001_FUNCTIONS = "functions_t0001.sql"
 _CREATE_FUNCTION = re.compile(r"^CREATE FUNCTION ", re.MULTILINE)
 _LEASE = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_lease_payouts\(")
+_LIMIT_REFUSAL = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_limit_refusal\(")
 
 
 def _script(name: str) -> str:
@@ -106,3 +111,13 @@ def ledger_t0005_ddl(app_role: str) -> list[str]:
 def ledger_t0005_downgrade_ddl() -> list[str]:
     """t0005's downgrade: the held movements' functions go."""
     return split_sql(_script("t0005_downgrade.sql"))
+
+
+def ledger_t0006_ddl() -> list[str]:
+    """t0006: the limit check whose daily refusal also tells the month's limit and usage."""
+    return split_sql(_script("t0006_upgrade.sql"))
+
+
+def ledger_t0006_downgrade_ddl() -> list[str]:
+    """t0006's downgrade: t0002's limit check, as `functions.sql` (t0002's own file) has it."""
+    return [s for s in split_sql(_script("functions.sql")) if _LIMIT_REFUSAL.match(s)]

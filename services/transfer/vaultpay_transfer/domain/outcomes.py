@@ -5,8 +5,12 @@ answer of an earlier identical request) or a refusal, decided before anything wa
 
     refusal_error("DAILY_LIMIT_EXCEEDED", {"action": "send", "limit_minor": "100", ...}, now=now)
 
-A daily or monthly limit tells when its window resets (`retry_after_seconds`, which becomes
-RetryInfo and the gateway's Retry-After); a per-transaction limit is not cleared by waiting.
+A daily or monthly limit tells when to retry (`retry_after_seconds`, which becomes RetryInfo
+and the gateway's Retry-After): when its window resets, unless the movement would still be
+refused then. The month keeps today's usage after the day resets, so a daily refusal whose
+movement the month's limit would refuse too (the ledger tells the month's figures with it)
+says the month's end; an amount above a window's whole limit says nothing, like a
+per-transaction limit, which waiting never clears.
 """
 
 from __future__ import annotations
@@ -108,14 +112,38 @@ def refusal_error(
     code: str, details: Mapping[str, str], *, now: datetime, amount_minor: int | None = None
 ) -> DomainError:
     """The domain error of a refusal code; an unknown code is a bug (RuntimeError).
-    `amount_minor`, the movement's amount: above the window's whole limit, no wait helps,
-    and the refusal says when to retry only when one can."""
+    `amount_minor`, the movement's amount: the refusal says when to retry only when a reset
+    lets it through (see the module docstring)."""
     build = _REFUSALS.get(code)
     if build is None:
         raise RuntimeError(f"the ledger answered an unknown outcome {code!r}")
     error = build(details)
     window = _WINDOWS.get(code)
-    limit = int(details.get("limit_minor", "0") or 0)
-    if window is not None and (amount_minor is None or amount_minor <= limit):
-        error.retry_after_seconds = seconds_until(window_end(window, now), now)
+    if window is not None:
+        reset = _reset_that_helps(window, details, amount_minor)
+        if reset is not None:
+            error.retry_after_seconds = seconds_until(window_end(reset, now), now)
     return error
+
+
+def _minor(details: Mapping[str, str], key: str) -> int | None:
+    value = details.get(key)
+    return int(value) if value else None
+
+
+def _reset_that_helps(
+    window: Literal["daily", "monthly"], details: Mapping[str, str], amount_minor: int | None
+) -> Literal["daily", "monthly"] | None:
+    """The first window whose reset lets the movement through, None when none does. Without
+    the amount, the refused window's own reset."""
+    if amount_minor is None:
+        return window
+    if amount_minor > (_minor(details, "limit_minor") or 0):
+        return None
+    monthly_limit = _minor(details, "monthly_limit_minor")
+    if window == "daily" and monthly_limit is not None:
+        monthly_used = _minor(details, "monthly_used_minor") or 0
+        if monthly_used + amount_minor > monthly_limit:
+            # Tomorrow the month still holds today's usage; at its end both windows start over.
+            return "monthly" if amount_minor <= monthly_limit else None
+    return window

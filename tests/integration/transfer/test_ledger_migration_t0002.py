@@ -576,11 +576,19 @@ async def _history(dbs: Provisioned) -> tuple[list[tuple[str, str, Any]], dict[s
         await owner.close()
 
 
+def _without_t0006s_monthly_figures(answer: tuple[str, str, Any]) -> tuple[str, str, Any]:
+    """t0006 adds the month's limit and usage to a daily limit's refusal, and nothing else."""
+    label, outcome, reply = answer
+    if isinstance(reply, dict) and outcome == "DAILY_LIMIT_EXCEEDED":
+        reply = {k: v for k, v in reply.items() if not k.startswith("monthly_")}
+    return label, outcome, reply
+
+
 async def test_the_functions_answer_and_write_exactly_as_t0001s(worlds: Worlds) -> None:
     old_answers, old_state = await _history(worlds.old)
     new_answers, new_state = await _history(worlds.new)
     for old, new in zip(old_answers, new_answers, strict=True):
-        assert new == old
+        assert _without_t0006s_monthly_figures(new) == old
     for name in _STATE:
         assert new_state[name] == old_state[name], name
     outcomes = {outcome for _, outcome, _ in new_answers}

@@ -128,7 +128,7 @@ def migrate(dbs: Provisioned, transfer_revision: str) -> None:
         (WALLET_CHAIN, "head"),
         (TRANSFER_CHAIN, transfer_revision),
     ):
-        _upgrade(chain, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, revision)
+        _upgrade(chain, dbs.vaultpay_owner_dsn, dbs.app_role("transfer"), revision)
 
 
 def wallet_ids(count: int) -> list[str]:

@@ -52,7 +52,7 @@ async def owner(databases: Provisioned) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="module")
 async def app(databases: Provisioned) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(databases.vaultpay_app_dsn, pool_size=20, application_name="au-app")
+    engine = create_engine(databases.app_dsn("wallet"), pool_size=20, application_name="au-app")
     yield engine
     await engine.dispose()
 

@@ -124,7 +124,7 @@ def test_provisioned_owner_owns_its_database_and_can_create_tables(
         )
 
     assert run_sql(owner, create_and_report_owner) == databases.vaultpay_owner_role
-    assert databases.vaultpay_app_dsn.startswith("postgresql+asyncpg://vaultpay_app_m")
+    assert databases.app_dsn("wallet").startswith("postgresql+asyncpg://vaultpay_wallet_app_m")
 
 
 def test_provision_is_idempotent(infra: Infra, databases: Provisioned) -> None:

@@ -73,7 +73,7 @@ async def owner(databases: Provisioned) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="module")
 async def app(owner: AsyncEngine, databases: Provisioned) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(databases.vaultpay_app_dsn, pool_size=25, application_name="idem-app")
+    engine = create_engine(databases.app_dsn("wallet"), pool_size=25, application_name="idem-app")
     yield engine
     await engine.dispose()
 

@@ -71,7 +71,7 @@ async def app(databases: Provisioned) -> AsyncIterator[AsyncEngine]:
         for statement in outbox_table_ddl(databases.vaultpay_app_role):
             await conn.execute(text(statement))
     await owner.dispose()
-    engine = create_engine(databases.vaultpay_app_dsn, pool_size=20, application_name="ob-test")
+    engine = create_engine(databases.app_dsn("wallet"), pool_size=20, application_name="ob-test")
     yield engine
     await engine.dispose()
 
@@ -384,7 +384,7 @@ async def test_every_service_cli_lists_and_replays_its_dead_letters(
     assert await _relay(app, producer, {TOPIC: handler}, clock).relay_once() == 0
 
     settings = ServiceSettings(
-        database_url=databases.vaultpay_app_dsn,
+        database_url=databases.app_dsn("wallet"),
         redis_url="redis://127.0.0.1:1/0",  # never used by these commands
         key_encryption_key="A" * 43 + "=",
     )

@@ -54,6 +54,7 @@ from vaultpay_devstack.procs import (
 )
 
 __all__ = [
+    "VAULTPAY_SERVICES",
     "PostgresServer",
     "Provisioned",
     "connect_postgres",
@@ -70,7 +71,9 @@ PG_OS_USER = "postgres"
 SUPERUSER = "postgres"
 # Durability off: only for throwaway test clusters.
 _FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+# The services of the shared `vaultpay` database, each logging in as a role of its own.
+VAULTPAY_SERVICES = ("wallet", "transfer", "kyc")
 T = TypeVar("T")
 
 
@@ -131,7 +134,22 @@ class Provisioned:
 
     @property
     def vaultpay_app_role(self) -> str:
+        """The shared database's group role (NOLOGIN): the platform's tables (outbox,
+        idempotency records, audit) are granted to it, and each service's role is a member."""
         return f"vaultpay_app{self.suffix}"
+
+    def app_role(self, service: str) -> str:
+        """The login role of wallet, transfer or kyc in the shared database."""
+        if service not in VAULTPAY_SERVICES:
+            raise KeyError(f"{service!r} has no role in the shared database")
+        return f"vaultpay_{service}_app{self.suffix}"
+
+    def chain_roles(self) -> dict[str, str]:
+        """The role each migration chain of the shared database grants to (`upgrade_all`'s
+        `chain_roles`, the services' DATABASE_CHAIN_ROLES)."""
+        return {"platform": self.vaultpay_app_role} | {
+            service: self.app_role(service) for service in VAULTPAY_SERVICES
+        }
 
     def url(self, role: str, database: str, *, driver: str = "postgresql+asyncpg") -> str:
         """DSN for `role` on `database`; `driver="postgresql"` gives a plain libpq URL."""
@@ -145,20 +163,25 @@ class Provisioned:
     def auth_owner_dsn(self) -> str:
         return self.url(self.auth_owner_role, self.auth_database)
 
-    @property
-    def vaultpay_app_dsn(self) -> str:
-        return self.url(self.vaultpay_app_role, self.vaultpay_database)
+    def app_dsn(self, service: str) -> str:
+        """The DSN wallet, transfer or kyc runs with."""
+        return self.url(self.app_role(service), self.vaultpay_database)
 
     @property
     def vaultpay_owner_dsn(self) -> str:
         return self.url(self.vaultpay_owner_role, self.vaultpay_database)
 
     def databases(self) -> list[tuple[str, str, str]]:
-        """(database, owner role, app role) for each database."""
+        """(database, owner role, app role) for each database; the shared database's app role
+        is its group role."""
         return [
             (self.auth_database, self.auth_owner_role, self.auth_app_role),
             (self.vaultpay_database, self.vaultpay_owner_role, self.vaultpay_app_role),
         ]
+
+    def member_roles(self) -> list[str]:
+        """The login roles that are members of the shared database's group role."""
+        return [self.app_role(service) for service in VAULTPAY_SERVICES]
 
 
 def unique_suffix(tag: str = "t") -> str:
@@ -280,14 +303,16 @@ def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) 
     """Creates (idempotently) the login roles and databases of the mesh; returns their DSNs.
 
     auth: `vaultpay_auth` owned by `vaultpay_auth_owner`, used by `vaultpay_auth_app`.
-    wallet/transfer/kyc: `vaultpay` owned by `vaultpay_owner`, used by `vaultpay_app`.
+    wallet/transfer/kyc: `vaultpay` owned by `vaultpay_owner`, used by `vaultpay_wallet_app`,
+    `vaultpay_transfer_app` and `vaultpay_kyc_app`, members of the group role `vaultpay_app`
+    (NOLOGIN), which holds the shared tables' privileges and the right to connect.
     Every name gets `suffix` (e.g. `_t1a2b`) so tests on a shared server stay apart; `password`
     is set on every role when the server does not trust local connections.
     """
     parts = urlsplit(admin_dsn)
     result = Provisioned(parts.hostname or LOOPBACK, parts.port or 5432, suffix, password)
     for database, owner, app in result.databases():
-        for name in (database, owner, app):
+        for name in (database, owner, app, *result.member_roles()):
             if not _NAME.match(name):
                 raise ValueError(f"unsafe PostgreSQL identifier {name!r}")
     run_sql(admin_dsn, partial(_create_roles_and_databases, dbs=result))
@@ -301,8 +326,11 @@ def deprovision(admin_dsn: str, provisioned: Provisioned) -> None:
     """Drops the databases and roles of `provision` (test clean-up on a shared server)."""
 
     async def drop(conn: Any) -> None:
-        for database, owner, app in provisioned.databases():
+        for database, _, _ in provisioned.databases():
             await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for role in provisioned.member_roles():  # before their group
+            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+        for _, owner, app in provisioned.databases():
             await conn.execute(f'DROP ROLE IF EXISTS "{app}"')
             await conn.execute(f'DROP ROLE IF EXISTS "{owner}"')
 
@@ -328,13 +356,22 @@ def run_sql(dsn: str, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 async def _create_roles_and_databases(conn: Any, *, dbs: Provisioned) -> None:
-    secret = "" if dbs.password is None else f" PASSWORD {_literal(dbs.password)}"
-    for database, owner, app in dbs.databases():
-        for role in (owner, app):
-            if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
-                await conn.execute(f'ALTER ROLE "{role}" LOGIN{secret}')
-            else:
-                await _ignore_duplicate(conn.execute(f'CREATE ROLE "{role}" LOGIN{secret}'))
+    login = "LOGIN" + ("" if dbs.password is None else f" PASSWORD {_literal(dbs.password)}")
+    roles = [
+        (dbs.auth_owner_role, login),
+        (dbs.auth_app_role, login),
+        (dbs.vaultpay_owner_role, login),
+        (dbs.vaultpay_app_role, "NOLOGIN"),  # a group (a login role before per-service roles)
+        *((role, login) for role in dbs.member_roles()),
+    ]
+    for role, attributes in roles:
+        if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            await conn.execute(f'ALTER ROLE "{role}" {attributes}')
+        else:
+            await _ignore_duplicate(conn.execute(f'CREATE ROLE "{role}" {attributes}'))
+    for role in dbs.member_roles():
+        await conn.execute(f'GRANT "{dbs.vaultpay_app_role}" TO "{role}"')
+    for database, owner, _app in dbs.databases():
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
             await _ignore_duplicate(conn.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"'))
 

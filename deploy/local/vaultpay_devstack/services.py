@@ -7,6 +7,7 @@ developer starting one service by hand (`mesh.env_for("auth")`) agree.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,11 @@ def service_env(
     if service.database == "auth":
         database, owner, app = dbs.auth_database, dbs.auth_owner_role, dbs.auth_app_role
     else:
-        database, owner, app = dbs.vaultpay_database, dbs.vaultpay_owner_role, dbs.vaultpay_app_role
+        database, owner, app = (
+            dbs.vaultpay_database,
+            dbs.vaultpay_owner_role,
+            dbs.app_role(service.name),
+        )
     env = {
         "VAULTPAY_PROFILE": inputs.profile,
         f"{p}_KEY_ENCRYPTION_KEY": inputs.secrets.key_encryption_key(service.name),
@@ -124,6 +129,8 @@ def service_env(
     }
     if operator:
         env[f"{p}_MIGRATION_DATABASE_URL"] = dbs.url(owner, database)
+        if service.database != "auth":
+            env[f"{p}_DATABASE_CHAIN_ROLES"] = json.dumps(dbs.chain_roles())
     if service.name == "auth":
         clients = ",".join(
             f"{c}:{inputs.secrets.service_client_secret(c)}" for c in SERVICE_CLIENTS

@@ -151,7 +151,9 @@ class ServiceCli(Generic[S]):
         url = settings.migration_database_url.get_secret_value()
         for chain in self.chains:
             print(f"migrating {chain.name} ...", flush=True)
-            upgrade_all([chain], url, settings.database_app_role)
+            upgrade_all(
+                [chain], url, settings.database_app_role, chain_roles=settings.database_chain_roles
+            )
         print(f"{self.prog}: the database is at the latest migration")
         return 0
 

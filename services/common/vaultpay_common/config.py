@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["PeerServiceSettings", "Profile", "ServiceSettings", "SmtpSettings", "decode_key32"]
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 class Profile(StrEnum):
@@ -63,6 +63,12 @@ class ServiceSettings(BaseSettings):
     migration_database_url: SecretStr | None = None
     # The login role the service runs as; migrations grant it exactly what it needs.
     database_app_role: str = "vaultpay_app"
+    # `migrate` only: the role each migration chain grants to, where the services of one
+    # database log in as roles of their own, as JSON: {"platform": "vaultpay_app", "wallet":
+    # "vaultpay_wallet_app", "transfer": "vaultpay_transfer_app", "kyc": "vaultpay_kyc_app"}.
+    # "platform" (the outbox, idempotency records and audit) is the group role every service's
+    # role is a member of. A chain not named grants to database_app_role.
+    database_chain_roles: dict[str, str] = Field(default_factory=dict)
     redis_url: SecretStr
     # base64 of 32 random bytes, kept outside the database; every purpose key derives from it.
     key_encryption_key: SecretStr
@@ -104,6 +110,14 @@ class ServiceSettings(BaseSettings):
     def _plain_identifier(cls, value: str) -> str:
         if not _IDENTIFIER.match(value):
             raise ValueError("must be a plain lower-case identifier")
+        return value
+
+    @field_validator("database_chain_roles")
+    @classmethod
+    def _plain_role_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for chain, role in value.items():
+            if not _IDENTIFIER.match(chain) or not _IDENTIFIER.match(role):
+                raise ValueError(f"{chain!r}: {role!r} is not a plain lower-case identifier")
         return value
 
     @cached_property

@@ -6,6 +6,14 @@ tables there. A service's `migrate` command upgrades its chains in order:
 
     upgrade_all([PLATFORM_CHAIN, WALLET_CHAIN], owner_url, app_role)
 
+Each chain grants what it creates to one role, its migrations' `app_role`. The services of one
+database may log in as roles of their own (`chain_roles`: wallet's tables to wallet's role,
+transfer's to transfer's, the platform's shared tables to a group role every service's role is
+a member of): then a compromised kyc cannot call the ledger's functions or read a PIN hash.
+Without `chain_roles` every chain grants to the one `app_role`. A chain's migrations also see
+the platform's role (`shared_role`), which `move_privileges_ddl` moves a service's grants from
+when a database that used one role for everything takes roles of its own.
+
 and each chain's `env.py` is two lines:
 
     from vaultpay_common.migrations import run_env
@@ -15,8 +23,10 @@ and each chain's `env.py` is two lines:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -24,10 +34,20 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-__all__ = ["PLATFORM_CHAIN", "MigrationChain", "migrate_chain", "run_env", "upgrade_all"]
+from vaultpay_common.audit.tables import split_sql
+
+__all__ = [
+    "PLATFORM_CHAIN",
+    "MigrationChain",
+    "migrate_chain",
+    "move_privileges_ddl",
+    "run_env",
+    "upgrade_all",
+]
 
 # Held while migrating, so two services migrating one database at once take turns.
 _MIGRATION_LOCK = 0x4D494752  # "MIGR"
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +69,12 @@ def migrate_chain(
     url: str,
     app_role: str,
     *,
+    shared_role: str | None = None,
     action: Literal["upgrade", "downgrade"] = "upgrade",
     revision: str = "head",
 ) -> None:
-    """Runs one chain's migrations (`action`) to `revision`, as the table owner (`url`).
+    """Runs one chain's migrations (`action`) to `revision`, as the table owner (`url`),
+    granting to `app_role`; `shared_role` is the platform chain's role (default: `app_role`).
 
     Synchronous, and Alembic runs an event loop of its own: from async code, call it in a
     thread (`asyncio.to_thread`)."""
@@ -61,17 +83,58 @@ def migrate_chain(
 
     config = Config()
     config.set_main_option("script_location", str(chain.script_location))
-    config.attributes.update(database_url=url, app_role=app_role, version_table=chain.version_table)
+    config.attributes.update(
+        database_url=url,
+        app_role=app_role,
+        shared_role=shared_role or app_role,
+        version_table=chain.version_table,
+    )
     if action == "upgrade":
         command.upgrade(config, revision)
     else:
         command.downgrade(config, revision)
 
 
-def upgrade_all(chains: Sequence[MigrationChain], url: str, app_role: str) -> None:
-    """Upgrades each chain to its head, in order, as the table owner (`url`)."""
+def upgrade_all(
+    chains: Sequence[MigrationChain],
+    url: str,
+    app_role: str,
+    *,
+    chain_roles: Mapping[str, str] | None = None,
+) -> None:
+    """Upgrades each chain to its head, in order, as the table owner (`url`).
+
+    A chain grants to `chain_roles[chain.name]` when named there, else to `app_role`; the
+    platform chain's role is `chain_roles["platform"]` (else `app_role`)."""
+    roles = chain_roles or {}
     for chain in chains:
-        migrate_chain(chain, url, app_role)
+        role = roles.get(chain.name, app_role)
+        migrate_chain(chain, url, role, shared_role=roles.get(PLATFORM_CHAIN.name, app_role))
+
+
+def move_privileges_ddl(
+    *, tables: Sequence[str], functions: Sequence[str], from_role: str, to_role: str
+) -> list[str]:
+    """Statements giving `to_role` every privilege `from_role` holds on `tables` (their
+    columns included) and on the functions named `functions` (every overload), then revoking
+    them from `from_role`. Nothing when the two roles are one."""
+    for name in (*tables, *functions, from_role, to_role):
+        if not _NAME.match(name):
+            raise ValueError(f"unsafe SQL name {name!r}")
+    if from_role == to_role:
+        return []
+    script = files("vaultpay_common").joinpath("sql", "move_privileges.sql").read_text("utf-8")
+    filled = (
+        script.replace("__FROM_ROLE__", f"'\"{from_role}\"'")
+        .replace("__TO_ROLE__", f"'{to_role}'")
+        .replace("__TABLES__", _text_array(tables))
+        .replace("__FUNCTIONS__", _text_array(functions))
+    )
+    return split_sql(filled)
+
+
+def _text_array(names: Sequence[str]) -> str:
+    return "ARRAY[" + ", ".join(f"'{name}'" for name in names) + "]::text[]"
 
 
 def run_env(metadata: MetaData) -> None:

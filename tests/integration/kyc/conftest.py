@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
 import subprocess
@@ -215,9 +216,10 @@ class KycStack:
 
 def _env(dbs: Provisioned, redis_url: str, wallet_address: str) -> dict[str, str]:
     return {
-        "KYC_DATABASE_URL": dbs.vaultpay_app_dsn,
+        "KYC_DATABASE_URL": dbs.app_dsn("kyc"),
         "KYC_MIGRATION_DATABASE_URL": dbs.vaultpay_owner_dsn,
-        "KYC_DATABASE_APP_ROLE": dbs.vaultpay_app_role,
+        "KYC_DATABASE_APP_ROLE": dbs.app_role("kyc"),
+        "KYC_DATABASE_CHAIN_ROLES": json.dumps(dbs.chain_roles()),
         "KYC_REDIS_URL": redis_url,
         "KYC_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "KYC_AUDIT_CHAIN_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
@@ -251,7 +253,11 @@ async def kyc(databases: Provisioned, redis_url: str) -> AsyncIterator[KycStack]
         check=False,
     )
     assert migrated.returncode == 0, migrated.stderr
-    fields: dict[str, Any] = {k.removeprefix("KYC_").lower(): v for k, v in env.items()}
+    fields: dict[str, Any] = {
+        k.removeprefix("KYC_").lower(): v
+        for k, v in env.items()
+        if k != "KYC_DATABASE_CHAIN_ROLES"  # migrate's alone
+    }
     settings = KycSettings(**fields)
     auth = LocalAuth()
     host = await build_host(settings, auth=auth)

@@ -88,7 +88,7 @@ async def test_submit_view_approve_raises_the_tier_and_notifies(kyc: KycStack) -
     (tier_call,) = [c for c in kyc.wallet.tier_calls if c.user_id == user_id]
     assert tier_call.submission_id == sub.submission_id
 
-    engine = create_engine(kyc.dbs.vaultpay_app_dsn, application_name="kyc-test")
+    engine = create_engine(kyc.dbs.app_dsn("kyc"), application_name="kyc-test")
     try:
         async with engine.connect() as conn:
             rows = (

@@ -39,7 +39,7 @@ async def owner(kyc: KycStack) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="module")
 async def app(kyc: KycStack) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(kyc.dbs.vaultpay_app_dsn, pool_size=4, application_name="kyc-app-test")
+    engine = create_engine(kyc.dbs.app_dsn("kyc"), pool_size=4, application_name="kyc-app-test")
     yield engine
     await engine.dispose()
 

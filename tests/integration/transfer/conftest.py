@@ -1,6 +1,7 @@
 """The ledger on real PostgreSQL: the wallet and transfer migrations applied by the real
-`vaultpay-transfer migrate`, the app role's engine, and helpers that make wallets the way
-wallet does (rows with a zero balance, tiers, freezes through wallet's own repository).
+`vaultpay-transfer migrate` (each chain granting to its service's own role), transfer's engine,
+and helpers that make wallets the way wallet does (rows with a zero balance, tiers, freezes
+through wallet's own repository, as wallet's role).
 One database per test module.
 
     async def test_x(ledger: LedgerWorld) -> None:
@@ -11,6 +12,7 @@ One database per test module.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import subprocess
@@ -45,9 +47,10 @@ def plain_dsn(dsn: str) -> str:
 
 def transfer_env(dbs: Provisioned, redis_url: str) -> dict[str, str]:
     return {
-        "TRANSFER_DATABASE_URL": dbs.vaultpay_app_dsn,
+        "TRANSFER_DATABASE_URL": dbs.app_dsn("transfer"),
         "TRANSFER_MIGRATION_DATABASE_URL": dbs.vaultpay_owner_dsn,
-        "TRANSFER_DATABASE_APP_ROLE": dbs.vaultpay_app_role,
+        "TRANSFER_DATABASE_APP_ROLE": dbs.app_role("transfer"),
+        "TRANSFER_DATABASE_CHAIN_ROLES": json.dumps(dbs.chain_roles()),
         "TRANSFER_REDIS_URL": redis_url,
         "TRANSFER_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "TRANSFER_AUDIT_CHAIN_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
@@ -94,8 +97,9 @@ class Wallet:
 class LedgerWorld:
     dbs: Provisioned
     env: dict[str, str]
-    engine: AsyncEngine
+    engine: AsyncEngine  # transfer's role
     ledger: PgLedger
+    wallet_engine: AsyncEngine  # wallet's role
 
     async def owner(self) -> Any:
         return await asyncpg.connect(plain_dsn(self.dbs.vaultpay_owner_dsn))
@@ -186,7 +190,7 @@ class LedgerWorld:
 
     async def freeze(self, wallet: Wallet, source: FreezeSource = FreezeSource.ADMIN) -> None:
         """Freezes the wallet exactly as wallet's use cases do (its repository, its rules)."""
-        async with SqlWalletUnitOfWork(self.engine) as uow:
+        async with SqlWalletUnitOfWork(self.wallet_engine) as uow:
             current = await uow.wallets.get(wallet.wallet_id, for_update=True)
             assert current is not None
             now = datetime.now(UTC)
@@ -216,8 +220,10 @@ async def ledger(databases: Provisioned, redis_url: str) -> AsyncIterator[Ledger
     env = transfer_env(databases, redis_url)
     migrated = run_transfer_cli(env, "migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    engine = create_engine(databases.vaultpay_app_dsn, pool_size=25, application_name="test")
+    engine = create_engine(databases.app_dsn("transfer"), pool_size=25, application_name="test")
+    wallet_engine = create_engine(databases.app_dsn("wallet"), pool_size=2, application_name="w")
     try:
-        yield LedgerWorld(databases, env, engine, PgLedger(engine))
+        yield LedgerWorld(databases, env, engine, PgLedger(engine), wallet_engine)
     finally:
         await engine.dispose()
+        await wallet_engine.dispose()

@@ -58,7 +58,7 @@ async def test_terminated_connections_answer_unavailable_and_move_money_at_most_
 ) -> None:
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
     await ledger.fund(alice, 1_000_000)
-    engine = create_engine(ledger.dbs.vaultpay_app_dsn, pool_size=SENDS, application_name=_APP)
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=SENDS, application_name=_APP)
     money = PgLedger(engine)
     reads = SqlTransactionStore(engine)
     sent: dict[str, int] = {}

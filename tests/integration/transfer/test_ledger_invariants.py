@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import text
 
 from tests.integration.transfer.conftest import (
     SEND,
@@ -264,8 +263,8 @@ async def test_a_withdrawal_moves_money_into_flight_and_settles_or_comes_back(
     assert usage[0]["used"] == 3_000  # the returned payout no longer counts
 
 
-async def _as_app(ledger: LedgerWorld, sql: str, *args: Any) -> None:
-    conn = await asyncpg.connect(plain_dsn(ledger.dbs.vaultpay_app_dsn))
+async def _as_app(ledger: LedgerWorld, service: str, sql: str, *args: Any) -> None:
+    conn = await asyncpg.connect(plain_dsn(ledger.dbs.app_dsn(service)))
     try:
         await conn.execute(sql, *args)
     finally:
@@ -292,13 +291,14 @@ async def _as_owner(ledger: LedgerWorld, sql: str, *args: Any) -> None:
         "UPDATE wallets SET balance = balance + 1",
     ],
 )
-async def test_the_app_role_cannot_write_the_ledger_or_balances_directly(
-    ledger: LedgerWorld, statement: str
+@pytest.mark.parametrize("service", ["transfer", "wallet"])
+async def test_the_app_roles_cannot_write_the_ledger_or_balances_directly(
+    ledger: LedgerWorld, service: str, statement: str
 ) -> None:
     alice = await ledger.new_wallet()
     await ledger.fund(alice, 1_000)
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await _as_app(ledger, statement)
+        await _as_app(ledger, service, statement)
 
 
 @pytest.mark.parametrize(
@@ -393,14 +393,11 @@ async def test_the_caps_read_in_sql_are_wallets_effective_limits(ledger: LedgerW
         expected = next(
             c for c in effective_caps(tier, defaults, overrides) if c.action is LimitAction.SEND
         )
-        async with ledger.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text("SELECT * FROM transfer_caps(:w, :t, 'send')"),
-                    {"w": wallet.wallet_id, "t": tier.value},
-                )
-            ).one()
-        assert (row.per_transaction, row.daily, row.monthly) == (
+        # As the owner, whom the money functions that call it run as.
+        [row] = await ledger.fetch(
+            "SELECT * FROM transfer_caps($1, $2, 'send')", wallet.wallet_id, tier.value
+        )
+        assert (row["per_transaction"], row["daily"], row["monthly"]) == (
             expected.per_transaction.amount_minor,
             expected.daily.amount_minor,
             expected.monthly.amount_minor,

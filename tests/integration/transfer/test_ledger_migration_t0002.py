@@ -27,7 +27,7 @@ import asyncpg
 import pytest
 
 from tests.integration.transfer.conftest import plain_dsn, run_transfer_cli, transfer_env
-from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain, upgrade_all
+from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain
 from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import (
     Provisioned,
@@ -46,8 +46,11 @@ WITHDRAW = "/vaultpay.transfer.v1.TransferService/Withdraw"
 
 
 def _migrate_to_t0001(dbs: Provisioned) -> None:
+    """As a database of t0001's time was migrated: every chain granting to one role (the group
+    role here, which the services' roles are members of)."""
     owner, app_role = dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role
-    upgrade_all([PLATFORM_CHAIN, WALLET_CHAIN], owner, app_role)
+    migrate_chain(PLATFORM_CHAIN, owner, app_role)
+    migrate_chain(WALLET_CHAIN, owner, app_role, revision="w0004")
     migrate_chain(TRANSFER_CHAIN, owner, app_role, revision="t0001")
 
 
@@ -111,7 +114,9 @@ def catalogue(dbs: Provisioned) -> dict[str, list[tuple[str, ...]]]:
         return (
             str(value)
             .replace(dbs.vaultpay_owner_role, "<owner>")
-            .replace(dbs.vaultpay_app_role, "<app>")
+            .replace(dbs.vaultpay_app_role, "<group>")
+            .replace(dbs.app_role("wallet"), "<wallet>")
+            .replace(dbs.app_role("transfer"), "<transfer>")
         )
 
     async def read(conn: Any) -> dict[str, list[tuple[str, ...]]]:
@@ -162,7 +167,7 @@ def _top_up_and_send(dbs: Provisioned, tag: str) -> None:
         )
         assert row["outcome"] == "OK", row
 
-    run_sql(plain_dsn(dbs.vaultpay_app_dsn), work)
+    run_sql(plain_dsn(dbs.app_dsn("transfer")), work)
 
 
 async def _owner_wallets(dbs: Provisioned, wallets: list[tuple[str, str, str]]) -> None:
@@ -188,24 +193,29 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0006")]
+    assert after["versions"] == [("transfer", "t0007")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
-    # t0005 adds the held movements' functions; t0006 replaces the limit check.
-    assert set(changed) == {"functions", "indexes", "triggers", "versions"}, changed
+    # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
+    # t0007 move the grants from the group role to wallet's and transfer's own.
+    assert set(changed) == {"functions", "indexes", "relations", "triggers", "versions"}, changed
+    moved = {name for name, _kind, _owner, acl in changed["relations"][1]}
+    assert {"wallets", "wallet_pins", "ledger_postings", "payouts"} <= moved
     assert [name for name, _ in changed["indexes"][0]] == ["wallet_transactions_ledger_idx"]
     assert changed["indexes"][1] == []
     assert changed["triggers"][0] == []
     assert [t[1] for t in changed["triggers"][1]] == ["wallets_close_without_pending_withdrawal"]
     _top_up_and_send(upgraded, "U2")  # ...and by t0002's, on the same tables
 
-    migrate_chain(
-        TRANSFER_CHAIN,
-        upgraded.vaultpay_owner_dsn,
-        upgraded.vaultpay_app_role,
-        action="downgrade",
-        revision="t0001",
-    )
+    for chain, revision in ((TRANSFER_CHAIN, "t0001"), (WALLET_CHAIN, "w0004")):
+        migrate_chain(
+            chain,
+            upgraded.vaultpay_owner_dsn,
+            upgraded.app_role(chain.name),
+            shared_role=upgraded.vaultpay_app_role,
+            action="downgrade",
+            revision=revision,
+        )
     assert _differences(catalogue(upgraded), before) == {}
     _top_up_and_send(upgraded, "D1")
 
@@ -230,7 +240,7 @@ def test_no_helper_is_left_in_sql_and_the_app_role_may_still_only_execute(
             "SELECT table_name::text, privilege_type::text FROM information_schema.table_privileges"
             " WHERE grantee = $1 AND table_name = ANY($2::text[])"
             " AND privilege_type <> 'SELECT'",
-            worlds.new.vaultpay_app_role,
+            worlds.new.app_role("transfer"),
             [
                 "ledger_transactions",
                 "ledger_postings",
@@ -377,7 +387,8 @@ class History:
         return outcome
 
     async def caps(self, label: str, wallet: str, tier: str, action: str) -> None:
-        row = await self.app.fetchrow(
+        # As the owner, whom the money functions that call it run as.
+        row = await self.owner.fetchrow(
             "SELECT * FROM transfer_caps($1, $2, $3)", wallet, tier, action
         )
         self.answers.append((label, "CAPS", (row[0], row[1], row[2])))
@@ -565,7 +576,7 @@ async def _state(owner: Any) -> dict[str, list[Any]]:
 
 async def _history(dbs: Provisioned) -> tuple[list[tuple[str, str, Any]], dict[str, list[Any]]]:
     owner = await asyncpg.connect(plain_dsn(dbs.vaultpay_owner_dsn))
-    app = await asyncpg.connect(plain_dsn(dbs.vaultpay_app_dsn))
+    app = await asyncpg.connect(plain_dsn(dbs.app_dsn("transfer")))
     try:
         await _world(owner)
         history = History(app, owner)

@@ -27,15 +27,21 @@ async def _ledger_is_clean(ledger: LedgerWorld) -> None:
 async def _waiting_on_locks(ledger: LedgerWorld, at_least: int, within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     while True:
-        # As the app role, which runs the sends and the freeze: it sees its own sessions.
-        async with ledger.engine.connect() as conn:
-            waiting = await conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database()"
+        # As transfer's role (the sends) and wallet's (the freeze): a role sees what its own
+        # sessions wait for, not another role's.
+        waiting = 0
+        for engine in (ledger.engine, ledger.wallet_engine):
+            async with engine.connect() as conn:
+                waiting += (
+                    await conn.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND datname = current_database()"
+                        )
+                    )
+                    or 0
                 )
-            )
-        if (waiting or 0) >= at_least:
+        if waiting >= at_least:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"fewer than {at_least} sessions waiting on locks")

@@ -48,7 +48,7 @@ KEY = b"pin-check-key-of-this-test-32-b!"
 @pytest.fixture
 async def other_process(ledger: LedgerWorld) -> AsyncIterator[PgLedger]:
     """A second transfer process's ledger: its own engine and pool, the same database."""
-    engine = create_engine(ledger.dbs.vaultpay_app_dsn, pool_size=5, application_name="test-2")
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=5, application_name="test-2")
     try:
         yield PgLedger(engine)
     finally:
@@ -208,7 +208,7 @@ async def test_the_held_functions_refuse_a_caller_that_does_not_hold_the_key(
         "INR",
         "",
     ]
-    conn = await asyncpg.connect(plain_dsn(ledger.dbs.vaultpay_app_dsn))
+    conn = await asyncpg.connect(plain_dsn(ledger.dbs.app_dsn("transfer")))
     try:
         with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError):
             await conn.fetch(
@@ -228,7 +228,7 @@ async def test_a_connection_lost_under_the_lookup_is_unavailable_and_holds_nothi
     answers UNAVAILABLE (it committed nothing), the connection is gone, and the retry runs."""
     alice, bob = await _funded_pair(ledger, 1_000)
     name = "transfer-hold-loss"
-    engine = create_engine(ledger.dbs.vaultpay_app_dsn, pool_size=1, application_name=name)
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=1, application_name=name)
     lost = PgLedger(engine)
     request = key(alice.user_id)
     try:
@@ -255,7 +255,7 @@ async def test_a_connection_lost_while_at_wallet_keeps_the_movements_own_answer(
     and the answer is still the movement's own, not the lost connection's."""
     alice, bob = await _funded_pair(ledger, 1_000)
     name = "transfer-hold-loss-at-wallet"
-    engine = create_engine(ledger.dbs.vaultpay_app_dsn, pool_size=1, application_name=name)
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=1, application_name=name)
     lost = PgLedger(engine)
     request = key(alice.user_id)
 
@@ -281,7 +281,7 @@ async def test_a_pool_held_up_by_movements_at_wallet_answers_unavailable(
     """Every pooled connection is held by a movement waiting at wallet: the next movement
     waits for one for the pool's timeout, then is UNAVAILABLE (retryable), not INTERNAL."""
     engine = create_async_engine(
-        ledger.dbs.vaultpay_app_dsn, pool_size=1, max_overflow=0, pool_timeout=0.2
+        ledger.dbs.app_dsn("transfer"), pool_size=1, max_overflow=0, pool_timeout=0.2
     )
     busy = PgLedger(engine)
     alice = await ledger.new_wallet()

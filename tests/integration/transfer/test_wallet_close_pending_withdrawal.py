@@ -53,7 +53,7 @@ _PENDING_ON_CLOSED = (
 
 def _wallets(ledger: LedgerWorld) -> WalletService:
     clock = SystemClock()
-    uow: Callable[[], WalletUnitOfWork] = lambda: SqlWalletUnitOfWork(ledger.engine)  # noqa: E731
+    uow: Callable[[], WalletUnitOfWork] = lambda: SqlWalletUnitOfWork(ledger.wallet_engine)  # noqa: E731
     return WalletService(uow, clock, LimitsService(uow, clock, FakeUsage()))
 
 

@@ -250,7 +250,7 @@ async def outbox(databases: Provisioned) -> AsyncIterator[AsyncEngine]:
         for statement in outbox_table_ddl(databases.vaultpay_app_role):
             await conn.execute(text(statement))
     await owner.dispose()
-    engine = create_engine(databases.vaultpay_app_dsn, pool_size=4, application_name="nb-test")
+    engine = create_engine(databases.app_dsn("transfer"), pool_size=4, application_name="nb-test")
     yield engine
     await engine.dispose()
 

@@ -91,7 +91,8 @@ def migrated(databases: Provisioned) -> Iterator[Provisioned]:
                 upgrade_all,
                 [PLATFORM_CHAIN, chain],
                 databases.vaultpay_owner_dsn,
-                databases.vaultpay_app_role,
+                databases.app_role("wallet"),
+                chain_roles=databases.chain_roles(),
             ).result()
         yield databases
     finally:
@@ -114,7 +115,7 @@ class _Uow(SqlUnitOfWork):
 
 @pytest.fixture(scope="module")
 async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated.vaultpay_app_dsn, pool_size=12, application_name="w0002")
+    engine = create_engine(migrated.app_dsn("wallet"), pool_size=12, application_name="w0002")
     yield engine
     await engine.dispose()
 
@@ -255,7 +256,7 @@ async def test_watchers_on_two_replicas_hear_a_commit_within_a_second(
     migrated: Provisioned, engine: AsyncEngine
 ) -> None:
     hubs = [NotificationHub(), NotificationHub()]
-    listeners = [PgNotificationListener(migrated.vaultpay_app_dsn, hub) for hub in hubs]
+    listeners = [PgNotificationListener(migrated.app_dsn("wallet"), hub) for hub in hubs]
     for listener in listeners:
         await listener.start()
     a, b = (NotificationService(lambda: _Uow(engine), hub, SystemClock()) for hub in hubs)
@@ -287,7 +288,7 @@ async def test_a_lost_listener_interrupts_streams_then_reconnects(
     migrated: Provisioned, engine: AsyncEngine
 ) -> None:
     hub = NotificationHub()
-    listener = PgNotificationListener(migrated.vaultpay_app_dsn, hub, probe_interval=0.2)
+    listener = PgNotificationListener(migrated.app_dsn("wallet"), hub, probe_interval=0.2)
     await listener.start()
     service = NotificationService(lambda: _Uow(engine), hub, SystemClock())
     user = str(uuid.uuid4())

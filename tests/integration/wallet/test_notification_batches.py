@@ -49,14 +49,15 @@ def migrated(databases: Provisioned) -> Provisioned:
             upgrade_all,
             [PLATFORM_CHAIN, WALLET_CHAIN],
             databases.vaultpay_owner_dsn,
-            databases.vaultpay_app_role,
+            databases.app_role("wallet"),
+            chain_roles=databases.chain_roles(),
         ).result()
     return databases
 
 
 @pytest.fixture(scope="module")
 async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated.vaultpay_app_dsn, pool_size=8, application_name="batches")
+    engine = create_engine(migrated.app_dsn("wallet"), pool_size=8, application_name="batches")
     try:
         yield engine
     finally:
@@ -80,7 +81,7 @@ class _Wallet:
 @pytest.fixture
 async def wallet(migrated: Provisioned, engine: AsyncEngine) -> AsyncIterator[_Wallet]:
     hub = NotificationHub()
-    listener = PgNotificationListener(migrated.vaultpay_app_dsn, hub)
+    listener = PgNotificationListener(migrated.app_dsn("wallet"), hub)
     await listener.start()
     notes = NotificationService(lambda: SqlWalletUnitOfWork(engine), hub, SystemClock())
     servicer = WalletInternalServicer(

@@ -60,13 +60,18 @@ _APP = "pin-functions-test"
 def chain(databases: Provisioned, tmp_path_factory: pytest.TempPathFactory) -> MigrationChain:
     """Platform chain, then w0001-w0003 in a private script dir, as the owner."""
     wallet = private_wallet_chain(tmp_path_factory.mktemp("wallet_pin_functions"))
-    upgrade_all([PLATFORM_CHAIN, wallet], databases.vaultpay_owner_dsn, databases.vaultpay_app_role)
+    upgrade_all(
+        [PLATFORM_CHAIN, wallet],
+        databases.vaultpay_owner_dsn,
+        databases.app_role("wallet"),
+        chain_roles=databases.chain_roles(),
+    )
     return wallet
 
 
 @pytest.fixture(scope="module")
 async def engine(chain: MigrationChain, databases: Provisioned) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(databases.vaultpay_app_dsn, pool_size=8, application_name=_APP)
+    engine = create_engine(databases.app_dsn("wallet"), pool_size=8, application_name=_APP)
     try:
         yield engine
     finally:
@@ -320,9 +325,9 @@ async def test_execute_is_the_app_roles_and_the_downgrade_drops_the_functions(
     grantees = await _grantees(engine)
     assert set(grantees) == set(_FUNCTIONS)
     for name in _FUNCTIONS:
-        assert databases.vaultpay_app_role in grantees[name]
+        assert databases.app_role("wallet") in grantees[name]
         assert "PUBLIC" not in grantees[name]
-    owner, app_role = databases.vaultpay_owner_dsn, databases.vaultpay_app_role
+    owner, app_role = databases.vaultpay_owner_dsn, databases.app_role("wallet")
     await asyncio.to_thread(
         migrate_chain, chain, owner, app_role, action="downgrade", revision="w0003"
     )

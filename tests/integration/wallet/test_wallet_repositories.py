@@ -62,14 +62,15 @@ def migrated(databases: Provisioned, tmp_path_factory: pytest.TempPathFactory) -
     upgrade_all(
         [PLATFORM_CHAIN, private_wallet_chain(tmp_path_factory.mktemp("wallet_migrations"))],
         databases.vaultpay_owner_dsn,
-        databases.vaultpay_app_role,
+        databases.app_role("wallet"),
+        chain_roles=databases.chain_roles(),
     )
     return databases
 
 
 @pytest.fixture(scope="module")
 async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated.vaultpay_app_dsn, pool_size=35, application_name="wallet-test")
+    engine = create_engine(migrated.app_dsn("wallet"), pool_size=35, application_name="wallet-test")
     try:
         yield engine
     finally:

@@ -46,6 +46,11 @@ class StreamingStandIn(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.GetBalanceResponse:
         raise RuntimeError("db password is hunter2")  # an unexpected bug, with a secret
 
+    async def LookupWallet(
+        self, request: wallet_pb2.LookupWalletRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.LookupWalletResponse:
+        return wallet_pb2.LookupWalletResponse()
+
 
 class UploadStandIn(kyc_pb2_grpc.KycServiceServicer):
     async def UploadKycDocument(
@@ -192,3 +197,27 @@ async def test_every_message_of_a_client_stream_passes_the_hygiene_check(
         grpc.StatusCode.INVALID_ARGUMENT,
         ["metadata.document_number"],
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\x0a\x02\xff\xfe", b"\x0a\x05ab"],  # bad UTF-8 in wallet_id; a cut-off wallet_id
+    ids=["bad-utf8", "truncated"],
+)
+async def test_a_request_that_does_not_parse_is_invalid_argument_not_unknown(
+    channel: grpc.aio.Channel, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """grpc would answer UNKNOWN and log a traceback for every such call; the chain answers
+    INVALID_ARGUMENT on `request`, once the caller is authenticated."""
+    raw = channel.unary_unary(
+        "/vaultpay.wallet.v1.WalletService/LookupWallet",
+        request_serializer=lambda data: data,
+        response_deserializer=wallet_pb2.LookupWalletResponse.FromString,
+    )
+    token = (("authorization", f"Bearer {_user_token()}"),)
+    failure = await rpc_failure(raw(body, metadata=token))
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["request"])
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    anonymous = await rpc_failure(raw(body))
+    assert anonymous.code == grpc.StatusCode.UNAUTHENTICATED
+    assert await raw(b"\x0a\x02ab", metadata=token) == wallet_pb2.LookupWalletResponse()

@@ -1,4 +1,5 @@
-"""Request hygiene for every RPC: text fields must not carry NUL characters.
+"""Request hygiene for every RPC: a request must parse as its message, and its text fields
+must not carry NUL characters.
 
 PostgreSQL cannot store U+0000 in text, and a NUL in an identifier or name is never
 legitimate, so such a request is refused up front with INVALID_ARGUMENT naming the field,
@@ -12,7 +13,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from vaultpay_common.errors import FieldViolation, ValidationError
-from vaultpay_common.grpc.wrapping import CallInterceptor
+from vaultpay_common.grpc.wrapping import CallInterceptor, UndecodableRequest
 
 __all__ = ["RequestHygieneInterceptor", "nul_violations"]
 
@@ -44,6 +45,8 @@ def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
 
 class RequestHygieneInterceptor(CallInterceptor):
     def check_request(self, method: str, request: Any) -> None:
+        if isinstance(request, UndecodableRequest):
+            raise ValidationError.single("request", f"is not a valid message: {request.error}")
         if isinstance(request, Message):
             violations = nul_violations(request)
             if violations:

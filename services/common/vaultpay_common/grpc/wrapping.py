@@ -9,6 +9,11 @@ which is `around_unary` unless a stage must tell the two apart):
     async def around_unary(self, method, context, call):   # call() -> response
     def around_stream(self, method, context, stream):      # stream() -> response iterator
 
+A request that does not parse as its message (bad UTF-8 in a string field, a truncated
+varint) would make grpc answer UNKNOWN and log a traceback per call, before any stage runs. The
+wrapped handlers' deserializer hands the stages an `UndecodableRequest` instead, which the
+request-hygiene stage refuses with INVALID_ARGUMENT once the caller is authenticated.
+
 The wrapped handler of a method is built once and reused: grpc.aio asks every interceptor for
 a handler on every call, and building one (closures plus an RpcMethodHandler) per call per
 interceptor was a measurable part of a cheap RPC's cost. The wrapper closes over nothing that
@@ -23,8 +28,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
-__all__ = ["CallInterceptor", "OpenStream", "UnaryCall"]
+__all__ = ["CallInterceptor", "OpenStream", "UnaryCall", "UndecodableRequest"]
 
 UnaryCall = Callable[[], Awaitable[Any]]
 OpenStream = Callable[[], AsyncIterator[Any]]
@@ -32,6 +38,36 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandl
 # Wrapped handlers kept per interceptor. Only methods some handler answers are kept (a made-up
 # method name resolves to None and is not cached), so the bound is a safety net.
 _MAX_CACHED_HANDLERS = 4096
+
+
+class UndecodableRequest:
+    """A request message that did not parse, and why (the parser's words, no request bytes)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+class _TolerantDeserializer:
+    """A message deserializer that answers `UndecodableRequest` where the parser raises."""
+
+    __slots__ = ("_parse",)
+
+    def __init__(self, parse: Callable[[bytes], Any]) -> None:
+        self._parse = parse
+
+    def __call__(self, data: bytes) -> Any:
+        try:
+            return self._parse(data)
+        except DecodeError as exc:
+            return UndecodableRequest(str(exc))
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None or isinstance(deserialize, _TolerantDeserializer):
+        return deserialize
+    return _TolerantDeserializer(deserialize)
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -83,7 +119,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return found
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        deserialize = _tolerant(handler.request_deserializer)
+        serialize = handler.response_serializer
         if handler.unary_unary:
             uu = handler.unary_unary
 

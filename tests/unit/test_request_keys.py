@@ -274,6 +274,24 @@ def _wallet_user(capture: _Capture) -> WalletServicer:
             "VPY-AB12CE",
         ),
         (
+            lambda s, r: _transfer(s).SendMoney(r, _ANY),
+            _send(),
+            "note",
+            [" rent ", "rent\n"],
+            "Rent",
+        ),
+        (
+            lambda s, r: _transfer(s).TopUp(r, _ANY),
+            transfer_pb2.TopUpRequest(
+                amount=money_pb2.Money(currency_code="INR", amount_minor=500),
+                payment_method=transfer_pb2.PAYMENT_METHOD_UPI,
+                payment_reference="upi-ref-1",
+            ),
+            "payment_reference",
+            [" upi-ref-1", "upi-ref-1 "],
+            "UPI-REF-1",  # a reference's case is the payer's: another reference
+        ),
+        (
             lambda s, r: _wallet_admin(s).AdminFreezeWallet(r, _ANY),
             wallet_pb2.AdminFreezeWalletRequest(wallet_id="VPY-AB12CD", reason="chargebacks"),
             "wallet_id",
@@ -311,6 +329,8 @@ def _wallet_user(capture: _Capture) -> WalletServicer:
     ],
     ids=[
         "SendMoney",
+        "SendMoney-note",
+        "TopUp-reference",
         "AdminFreezeWallet",
         "AdminUnfreezeWallet",
         "AdminSetWalletLimits",
@@ -333,3 +353,22 @@ def test_a_retry_that_spells_an_id_otherwise_is_the_same_request(
     key = _key_of(lambda c: call(c, request_))
     assert [key_with(spelling) for spelling in respelt] == [key] * len(respelt)
     assert key_with(other) != key
+
+
+def test_a_withdrawal_retried_with_its_account_spelt_otherwise_is_the_same_request() -> None:
+    request_id = str(uuid.uuid4())
+
+    def withdrawal(number: str, ifsc: str, holder: str) -> transfer_pb2.WithdrawRequest:
+        request = transfer_pb2.WithdrawRequest(request_id=request_id, pin=PIN)
+        request.amount.currency_code, request.amount.amount_minor = "INR", 500
+        account = request.bank_account
+        account.account_number, account.ifsc, account.account_holder_name = number, ifsc, holder
+        return request
+
+    def key_of(request: transfer_pb2.WithdrawRequest) -> IdempotencyKey:
+        return _key_of(lambda c: _transfer(c).Withdraw(request, _ANY))
+
+    first = key_of(withdrawal("123456789012", "HDFC0001234", "Asha Rao"))
+    assert key_of(withdrawal("1234 5678 9012", "hdfc0001234", " Asha Rao ")) == first
+    assert key_of(withdrawal("123456789013", "HDFC0001234", "Asha Rao")) != first
+    assert key_of(withdrawal("123456789012", "HDFC0001235", "Asha Rao")) != first

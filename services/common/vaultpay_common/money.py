@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 __all__ = ["CurrencyMismatchError", "Money"]
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 
 
 class CurrencyMismatchError(ValueError):

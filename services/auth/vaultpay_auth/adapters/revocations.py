@@ -33,7 +33,7 @@ __all__ = [
     "revocation_feed_drop_ddl",
 ]
 
-_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 _DROP = [
     "DROP TRIGGER IF EXISTS sessions_feed_revocation ON sessions",
     "DROP FUNCTION IF EXISTS sessions_feed_revocation()",

@@ -30,7 +30,7 @@ __all__ = ["SEAL_LOCK_KEY", "XID8", "audit_ddl", "audit_drop_ddl", "audit_tables
 
 # The advisory lock sealers serialise on (bytes "VPAUDSEL"); sql/functions.sql uses the same.
 SEAL_LOCK_KEY = int.from_bytes(b"VPAUDSEL", "big")
-_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 _SQL_FILES = ("tables.sql", "functions.sql", "protect.sql")
 
 

@@ -63,10 +63,10 @@ CLIENT_IP_HEADER = "x-envoy-external-address"
 # Set by Envoy on every call it forwards: the shared gateway secret.
 GATEWAY_IDENTITY_HEADER = "x-vaultpay-gateway-identity"
 MIN_GATEWAY_SECRET_LENGTH = 32
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 # grpc peer strings: "ipv4:10.0.0.1:50000", "ipv6:[::1]:50000" (the brackets may come
 # %-encoded), "unix:/path".
-_PEER = re.compile(r"^ipv[46]:\[?(?P<ip>[^\]]+?)\]?:\d+$")
+_PEER = re.compile(r"^ipv[46]:\[?(?P<ip>[^\]]+?)\]?:\d+\Z")
 
 
 # The current call's context and its metadata, read once per call (see call_metadata).

@@ -63,7 +63,7 @@ __all__ = [
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
 _TABLE_NAME = "idempotency_records"
 _UNIQUE_VIOLATION = "23505"
-_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 def idempotency_table(metadata: MetaData) -> Table:

@@ -61,7 +61,7 @@ __all__ = [
 _TABLE_NAME = "outbox_events"
 # How long delivered events are kept (for support and replays) before the cleanup job.
 OUTBOX_RETENTION = timedelta(days=7)
-_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 _PENDING = text("status = 'PENDING'")
 LAST_ERROR_LIMIT = 500
 _UUID_ARRAY = postgresql.ARRAY(UUID(as_uuid=False))

@@ -41,7 +41,7 @@ __all__ = [
     "ledger_t0006_downgrade_ddl",
 ]
 
-_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 _T0001_FILES = ("schema.sql", "functions_t0001.sql", "protect.sql")
 _T0001_FUNCTIONS = "functions_t0001.sql"
 _CREATE_FUNCTION = re.compile(r"^CREATE FUNCTION ", re.MULTILINE)

@@ -26,7 +26,7 @@ __all__ = [
     "UsageFigures",
 ]
 
-REFERENCE_PATTERN = re.compile(r"^VP-TXN-[A-Z0-9]{8}$")
+REFERENCE_PATTERN = re.compile(r"^VP-TXN-[A-Z0-9]{8}\Z")
 
 
 class TransactionType(Enum):

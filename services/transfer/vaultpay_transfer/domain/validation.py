@@ -33,12 +33,12 @@ __all__ = [
 MAX_NOTE_CHARS = 140
 # The simulated bank refuses every payout to this account number (README, "Transfer").
 REFUSING_TEST_ACCOUNT = "000000000000"
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_WALLET_ID = re.compile(r"^VPY-[A-Z0-9]{6}$")
-_IFSC = re.compile(r"^[A-Z]{4}0[A-Z0-9]{6}$")
-_ACCOUNT_NUMBER = re.compile(r"^[0-9]{9,18}$")
-_PIN = re.compile(r"^[0-9]{4}$")
-_PAYMENT_REFERENCE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
+_WALLET_ID = re.compile(r"^VPY-[A-Z0-9]{6}\Z")
+_IFSC = re.compile(r"^[A-Z]{4}0[A-Z0-9]{6}\Z")
+_ACCOUNT_NUMBER = re.compile(r"^[0-9]{9,18}\Z")
+_PIN = re.compile(r"^[0-9]{4}\Z")
+_PAYMENT_REFERENCE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 
 
 def check_amount(field: str, amount_minor: int, *, maximum: int) -> int:
@@ -79,9 +79,28 @@ def check_wallet_id(wallet_id: str, field: str, *, required: bool = True) -> str
     return value
 
 
+def canonical_text(text: str) -> str:
+    """Free text as it is kept: trimmed, NFC (a note, an account holder's name)."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
+def canonical_payment_reference(reference: str) -> str:
+    """A payment reference as it is kept: trimmed (its case is the payer's, and kept)."""
+    return reference.strip()
+
+
+def canonical_ifsc(ifsc: str) -> str:
+    return ifsc.strip().upper()
+
+
+def canonical_account_number(number: str) -> str:
+    """An account number as it is kept: no spaces (people group the digits)."""
+    return number.strip().replace(" ", "")
+
+
 def check_note(note: str) -> str:
     """At most 140 printable characters, trimmed; control characters are refused."""
-    value = unicodedata.normalize("NFC", note.strip())
+    value = canonical_text(note)
     if len(value) > MAX_NOTE_CHARS:
         raise ValidationError.single("note", f"must be at most {MAX_NOTE_CHARS} characters")
     if not value.isprintable():
@@ -98,7 +117,7 @@ def check_pin_shape(pin: str) -> str:
 
 
 def check_payment_reference(reference: str) -> str:
-    value = reference.strip()
+    value = canonical_payment_reference(reference)
     if not value:
         raise ValidationError.single("payment_reference", "is required")
     if not _PAYMENT_REFERENCE.match(value):
@@ -142,15 +161,15 @@ def bank_account(given: BankAccountInput | None) -> BankAccount:
     if given is None:
         raise ValidationError.single("bank_account", "is required")
     violations = []
-    number = given.account_number.strip().replace(" ", "")
+    number = canonical_account_number(given.account_number)
     if not _ACCOUNT_NUMBER.match(number):
         violations.append(("bank_account.account_number", "must be 9 to 18 digits"))
-    ifsc = given.ifsc.strip().upper()
+    ifsc = canonical_ifsc(given.ifsc)
     if not _IFSC.match(ifsc):
         violations.append(
             ("bank_account.ifsc", "must be 4 letters, a zero, then 6 letters or digits")
         )
-    holder = unicodedata.normalize("NFC", given.account_holder_name.strip())
+    holder = canonical_text(given.account_holder_name)
     if not 1 <= len(holder) <= 100 or not holder.isprintable():
         violations.append(
             ("bank_account.account_holder_name", "must be 1 to 100 printable characters")

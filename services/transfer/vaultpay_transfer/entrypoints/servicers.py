@@ -19,7 +19,13 @@ from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.pagination import PageTokens, paginate, uuid_cursor
 from vaultpay_transfer.domain.model import Transaction
-from vaultpay_transfer.domain.validation import canonical_wallet_id
+from vaultpay_transfer.domain.validation import (
+    canonical_account_number,
+    canonical_ifsc,
+    canonical_payment_reference,
+    canonical_text,
+    canonical_wallet_id,
+)
 from vaultpay_transfer.entrypoints.convert import (
     ACTIONS,
     amount_input,
@@ -83,7 +89,9 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
         tx = await self._moves.top_up(
             cmd.TopUp(
                 current_principal().user_id,
-                _required_key(request),
+                _required_key(
+                    request, canonical={"payment_reference": canonical_payment_reference}
+                ),
                 amount_input(request),
                 payment_method_from_proto(request.payment_method),
                 request.payment_reference,
@@ -99,11 +107,12 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
                 current_principal().user_id,
                 # The PIN is not part of the request a retry must match: a stored answer that
                 # compared it would tell a PIN guess right or wrong without asking wallet. The
-                # recipient is compared as the send reads it (`vpy-ab12cd` is `VPY-AB12CD`).
+                # recipient and the note are compared as the send reads them (`vpy-ab12cd` is
+                # `VPY-AB12CD`, a note's surrounding spaces are trimmed).
                 _required_key(
                     request,
                     unkeyed=("pin",),
-                    canonical={"recipient_wallet_id": canonical_wallet_id},
+                    canonical={"recipient_wallet_id": canonical_wallet_id, "note": canonical_text},
                 ),
                 request.recipient_wallet_id,
                 amount_input(request),
@@ -123,6 +132,11 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
                 _required_key(
                     request,
                     unkeyed=("pin",),
+                    canonical={
+                        "bank_account.account_number": canonical_account_number,
+                        "bank_account.ifsc": canonical_ifsc,
+                        "bank_account.account_holder_name": canonical_text,
+                    },
                     secret=("bank_account.account_number",),
                     secret_key=self._fingerprint_key,
                 ),

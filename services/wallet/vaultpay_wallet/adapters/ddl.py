@@ -24,7 +24,7 @@ __all__ = [
     "pin_check_drop_ddl",
 ]
 
-_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 def _script(name: str) -> str:

@@ -18,7 +18,7 @@ __all__ = ["WALLET_ID_ALPHABET", "is_wallet_id", "new_wallet_id", "normalize_wal
 WALLET_ID_ALPHABET = string.ascii_uppercase + string.digits
 _PREFIX = "VPY-"
 _LENGTH = 6
-_PATTERN = re.compile(r"^VPY-[A-Z0-9]{6}$")
+_PATTERN = re.compile(r"^VPY-[A-Z0-9]{6}\Z")
 
 
 def new_wallet_id() -> str:

@@ -51,7 +51,7 @@ TRUST_TTL = timedelta(days=30)
 IP_HASH_PREFIX_LENGTH = 16
 _TOKEN_PREFIX = "vpip_"  # noqa: S105 (a prefix, not a secret)
 _TOKEN_MAX_LENGTH = 128
-_PUBLIC_HASH = re.compile(r"^[0-9a-f]{16}$")
+_PUBLIC_HASH = re.compile(r"^[0-9a-f]{16}\Z")
 _MAX_IP_TEXT = 64  # the longest IPv6 text with a scope id is well below this
 
 

@@ -28,7 +28,7 @@ __all__ = [
     "setting_spec",
 ]
 
-_INTEGER = re.compile(r"^-?[0-9]{1,19}$")
+_INTEGER = re.compile(r"^-?[0-9]{1,19}\Z")
 _MAX_LIMIT_MINOR = 10**12  # 10 billion INR: far above any tier, far below BIGINT
 
 

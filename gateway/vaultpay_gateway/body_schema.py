@@ -15,6 +15,9 @@ same descriptors the transcoder uses:
   transcoder would fill fields from it, which puts passwords and tokens into URLs.
 - Message fields are checked recursively: repeated ones element by element, maps with any key
   and their values checked when they are messages.
+- A JSON array where the field is singular (a scalar, a message, a map) is refused naming the
+  field: the transcoder's own words name at most its parent ("amount: Proto field is not
+  repeating, cannot start list").
 - Well-known types with a JSON form of their own (Timestamp, Duration, FieldMask, wrappers,
   Struct, Value, ListValue, Any) and `google.api.HttpBody` are opaque: the transcoder decides.
 
@@ -37,6 +40,7 @@ from vaultpay_gateway.contract import ApiContract, ContractError, MessageField, 
 
 __all__ = [
     "ANY_VALUE",
+    "LIST_NOT_EXPECTED",
     "OPAQUE_MESSAGES",
     "BodyBinding",
     "BodySchemas",
@@ -68,6 +72,9 @@ OPAQUE_MESSAGES = frozenset(
 )
 
 UNKNOWN_FIELD = "unknown field"
+LIST_NOT_EXPECTED = "a list where a single value is expected"
+# Opaque types whose JSON form may be an array.
+_LIST_CAPABLE = frozenset({"google.protobuf.ListValue", "google.protobuf.Value"})
 PATH_BOUND_FIELD = "set by the URL path, not by the body"
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
 
@@ -78,14 +85,16 @@ class ValueRule:
 
     `message` None: anything. Otherwise objects are checked against that message rule (an
     array is checked element by element); with `is_map` the object's keys are free and its
-    values follow `message`.
+    values follow `message`. `single`: the field is not repeated, so an array is refused.
     """
 
     message: str | None = None
     is_map: bool = False
+    single: bool = False
 
 
 ANY_VALUE = ValueRule()
+SINGLE_VALUE = ValueRule(single=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +145,12 @@ class BodySchemas:
     def _walk(
         self, rule: ValueRule, value: Any, path: str, found: list[Violation], limit: int
     ) -> None:
-        if rule.message is None or len(found) >= limit:
+        if len(found) >= limit:
+            return
+        if rule.single and isinstance(value, list):
+            found.append(Violation(path, LIST_NOT_EXPECTED))
+            return
+        if rule.message is None:
             return
         if isinstance(value, list):
             for index, item in enumerate(value):
@@ -203,13 +217,20 @@ class _Builder:
     def value(
         self, field: MessageField, bound: frozenset[tuple[str, ...]] = frozenset()
     ) -> ValueRule:
+        """The rule of one field's JSON value (of each element, for a repeated field)."""
+        rule = self._element(field, bound)
+        if (field.repeated and not rule.is_map) or field.message_type in _LIST_CAPABLE:
+            return rule
+        return dataclasses.replace(rule, single=True)
+
+    def _element(self, field: MessageField, bound: frozenset[tuple[str, ...]]) -> ValueRule:
         if field.message_type is None or field.message_type in OPAQUE_MESSAGES:
             return ANY_VALUE
         target = self._contract.message(field.message_type)
         if target.map_entry:
             values = target.field("value")
             inner = self.value(values) if values is not None else ANY_VALUE
-            return ValueRule(inner.message, is_map=True) if inner.message else ANY_VALUE
+            return ValueRule(inner.message, is_map=True)
         return self.message(field.message_type, bound)
 
     def body(self, rpc: Rpc, body: str, template: str) -> ValueRule:
@@ -219,7 +240,9 @@ class _Builder:
         field = self._contract.message(rpc.input_type).field(body)
         if field is None:
             raise ContractError(f"{rpc.full_name}: body field {body!r} is not in {rpc.input_type}")
-        return self.value(field, frozenset(p[1:] for p in bound if p[0] == body and len(p) > 1))
+        under = frozenset(p[1:] for p in bound if p[0] == body and len(p) > 1)
+        # The body itself is whatever the transcoder makes of it; its fields are checked.
+        return dataclasses.replace(self.value(field, under), single=False)
 
 
 def body_schemas(contract: ApiContract) -> BodySchemas:

@@ -59,6 +59,8 @@ ERROR_DOMAIN = "vaultpay.gateway"
 UNKNOWN_FIELD_REASON = "UNKNOWN_FIELD"
 # A JSON body key given twice in one object, or one field under both its spellings (400).
 DUPLICATE_FIELD_REASON = "DUPLICATE_FIELD"
+# A JSON value of the wrong shape or type for its field, e.g. a list for a single value (400).
+INVALID_REQUEST_REASON = "INVALID_REQUEST"
 # A query parameter on a `body: "*"` binding, whose fields belong in the body (400).
 QUERY_PARAMETER_REASON = "QUERY_PARAMETER_NOT_ALLOWED"
 # Dynamic metadata namespace of the JSON body check (json_body.py).

@@ -24,7 +24,9 @@ name a field the URL path sets are refused too (the transcoder would let `?walle
 `QUERY_PARAMETER_NOT_ALLOWED`): the transcoder would take `POST /v1/auth/login?password=…` from
 the URL, where proxies and browser histories keep it. A key that appears twice in one object,
 or one field under both its spellings (`fullName` and `full_name`), is refused (400
-`DUPLICATE_FIELD`): parsers disagree about which one wins.
+`DUPLICATE_FIELD`): parsers disagree about which one wins. A list where the field takes a
+single value is refused naming the field (400 `INVALID_REQUEST`, "amount.amountMinor: a list
+where a single value is expected"): the transcoder's own refusal names at most the parent.
 
 The checker accepts less than the transcoder on purpose: the transcoder also takes unquoted
 keys, single-quoted strings and trailing commas, which a lenient or skipping checker would
@@ -43,10 +45,11 @@ import re
 from collections.abc import Mapping
 
 from vaultpay_gateway._types import Json, typed
-from vaultpay_gateway.body_schema import BodySchemas, ValueRule
+from vaultpay_gateway.body_schema import LIST_NOT_EXPECTED, BodySchemas, ValueRule
 from vaultpay_gateway.errors import (
     DUPLICATE_FIELD_REASON,
     ERROR_DOMAIN,
+    INVALID_REQUEST_REASON,
     JSON_BODY_METADATA,
     QUERY_PARAMETER_REASON,
     UNKNOWN_FIELD_REASON,
@@ -193,6 +196,7 @@ end
 local function read_object(rule)
   enter()
   if byte(src, pos) == 125 then pos = pos + 1; depth = depth - 1; return end
+  if type(rule) == "number" and rule < 0 then rule = -rule end
   local fields, values, aliases = M[rule], nil, A[rule]
   if type(rule) == "table" then values = rule[1] end
   local n, seen = #path, {}
@@ -253,7 +257,13 @@ read_value = function(rule)
   if values_left < 0 then bad("too many values") end
   local c = byte(src, pos)
   if c == 123 then return read_object(rule) end
-  if c == 91 then return read_array(rule) end
+  if c == 91 then
+    if rule == "s" or type(rule) == "table" or (type(rule) == "number" and rule < 0) then
+      report(LIST_NOT_EXPECTED, INVALID)
+      return read_array(true)
+    end
+    return read_array(rule)
+  end
   if c == 34 then read_string(); return end
   local _, last = find(src, "^-?%d+", pos)
   if last ~= nil then
@@ -450,9 +460,17 @@ function envoy_on_request(handle)
   for i, v in ipairs(violations) do names[i] = v[1] end
   -- One reason per reply: the first problem's (each violation says what it is).
   local reason = violations[1][3]
-  local what = reason == DUPLICATE and "duplicate field" or "unknown field"
-  local message = what .. (total == 1 and " in the request body: " or "s in the request body: ")
-    .. concat(names, ", ") .. (total > #violations and ", ..." or "")
+  local message
+  if reason == INVALID then
+    -- As the transcoder's type errors read: "field: what is wrong".
+    local parts = {}
+    for i, v in ipairs(violations) do parts[i] = v[1] .. ": " .. v[2] end
+    message = concat(parts, "; ") .. (total > #violations and "; ..." or "")
+  else
+    local what = reason == DUPLICATE and "duplicate field" or "unknown field"
+    message = what .. (total == 1 and " in the request body: " or "s in the request body: ")
+      .. concat(names, ", ") .. (total > #violations and ", ..." or "")
+  end
   reply(handle, "400", status(3, reason, message, violations))
 end
 """
@@ -468,10 +486,14 @@ def _lua_string(text: str) -> str:
 
 
 def _lua_rule(rule: ValueRule, ids: Mapping[str, int]) -> str:
+    """`true` anything, `"s"` anything but an array, `n` / `-n` message rule n (`-`: no array),
+    `{n}` a map (never an array) whose values follow rule n."""
     if rule.message is None:
-        return "true"
-    number = str(ids[rule.message])
-    return "{" + number + "}" if rule.is_map else number
+        return '"s"' if rule.single else "true"
+    number = ids[rule.message]
+    if rule.is_map:
+        return "{" + str(number) + "}"
+    return str(-number if rule.single else number)
 
 
 def _comment(text: str) -> str:
@@ -484,6 +506,8 @@ def _prelude() -> str:
         f"local DOMAIN = {_lua_string(ERROR_DOMAIN)}\n"
         f"local REASON = {_lua_string(UNKNOWN_FIELD_REASON)}\n"
         f"local DUPLICATE = {_lua_string(DUPLICATE_FIELD_REASON)}\n"
+        f"local INVALID = {_lua_string(INVALID_REQUEST_REASON)}\n"
+        f"local LIST_NOT_EXPECTED = {_lua_string(LIST_NOT_EXPECTED)}\n"
         f"local QUERY_REASON = {_lua_string(QUERY_PARAMETER_REASON)}\n"
     )
 

@@ -12,6 +12,7 @@ from vaultpay.authz.v1 import authz_pb2
 from vaultpay_gateway import BodySchemas, body_schemas, load_contract
 from vaultpay_gateway.body_schema import (
     ANY_VALUE,
+    LIST_NOT_EXPECTED,
     PATH_BOUND_FIELD,
     UNKNOWN_FIELD,
     ValueRule,
@@ -198,7 +199,7 @@ def test_bindings_that_disagree_about_the_body_are_kept_apart(library: BodySchem
 def test_lua_tables_escape_names_and_mark_path_bound_fields(library: BodySchemas) -> None:
     lua = checker_lua(library)
 
-    assert '["head\\034line"] = true' in lua
+    assert '["head\\034line"] = "s"' in lua
     assert '["name"] = false' in lua
     assert '"/vaultpay.library.v1.LibraryService/CreateBook"' in lua
 
@@ -232,6 +233,26 @@ def test_top_up_checks_the_money_inside(real: BodySchemas) -> None:
     assert real.violations(rule, {"amount": {"units": 5}, "isAdmin": True}) == [
         Violation("amount.units", UNKNOWN_FIELD),
         Violation("isAdmin", UNKNOWN_FIELD),
+    ]
+
+
+def test_a_list_is_refused_where_the_field_is_single_and_taken_where_repeated(
+    real: BodySchemas,
+) -> None:
+    top_up = _root(real, "/vaultpay.transfer.v1.TransferService/TopUp")
+    limits = _root(real, "/vaultpay.wallet.v1.WalletAdminService/AdminSetWalletLimits")
+
+    assert real.violations(top_up, {"amount": [{}], "paymentMethod": ["x"]}) == [
+        Violation("amount", LIST_NOT_EXPECTED),
+        Violation("paymentMethod", LIST_NOT_EXPECTED),
+    ]
+    assert real.violations(top_up, {"amount": {"amountMinor": []}}) == [
+        Violation("amount.amountMinor", LIST_NOT_EXPECTED)
+    ]
+    assert real.violations(limits, {"reason": "r", "limits": [{}, {}]}) == []
+    assert real.violations(limits, {"reason": ["r"], "limits": [{"daily": []}]}) == [
+        Violation("reason", LIST_NOT_EXPECTED),
+        Violation("limits[0].daily", LIST_NOT_EXPECTED),
     ]
 
 

@@ -284,8 +284,8 @@ def test_json_body_check_is_generated_from_the_contract(descriptor_set: Path) ->
     lua = check["default_source_code"]["inline_string"]
 
     assert '["/vaultpay.auth.v1.AuthService/Register"]' in lua
-    assert '["fullName"] = true' in lua
-    assert '["full_name"] = true' in lua
+    assert '["fullName"] = "s"' in lua  # a single value: a list is refused
+    assert '["full_name"] = "s"' in lua
     # The capture holds whole bodies on the REST catch-all route, up to the body cap.
     json_route = next(
         r

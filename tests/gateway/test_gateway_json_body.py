@@ -59,6 +59,35 @@ def test_unknown_nested_field_is_400_before_routing(
     assert violations(status) == [{"field": "amount.units", "description": "unknown field"}]
 
 
+def test_a_list_for_a_single_value_is_400_naming_the_field(
+    gateway: GatewayUnderTest, signing_key: SigningKey
+) -> None:
+    """The transcoder names at most the parent ("amount: Proto field is not repeating") or
+    nothing; the check names the field, and a repeated field still takes its list."""
+    token = bearer(signing_key.token())
+    bad = {
+        "requestId": "r-1",
+        "amount": {"currencyCode": ["INR"], "amountMinor": []},
+        "paymentMethod": ["PAYMENT_METHOD_UPI"],
+    }
+
+    reply = gateway.call("POST", TOP_UP, json.dumps(bad), {**JSON, **token})
+
+    status = assert_gateway_error(reply, 400, 3, "INVALID_REQUEST")
+    assert violations(status) == [
+        {"field": f, "description": "a list where a single value is expected"}
+        for f in ("amount.currencyCode", "amount.amountMinor", "paymentMethod")
+    ]
+    assert status["message"].startswith(
+        "amount.currencyCode: a list where a single value is expected; amount.amountMinor: "
+    )
+    limits = {"reason": "r", "limits": [{"action": "LIMIT_ACTION_SEND"}]}
+    passed = gateway.call(
+        "PUT", "/v1/admin/wallets/VPY-ABC123/limits", json.dumps(limits), {**JSON, **token}
+    )
+    assert passed.status != 400, passed.body
+
+
 def test_known_fields_pass_in_both_spellings(
     gateway: GatewayUnderTest, auth_double: ThreadedAuthDouble
 ) -> None:

@@ -39,7 +39,6 @@ from vaultpay_gateway.filters import (
     transcoder_config,
 )
 from vaultpay_gateway.json_body import CAPTURE_FILTER, CHECK_FILTER
-from vaultpay_gateway.reflection import reflection_paths
 from vaultpay_gateway.settings import GatewaySettings
 
 __all__ = [
@@ -137,6 +136,10 @@ def _reflection_routes(settings: GatewaySettings) -> list[Json]:
     Native gRPC only (`grpc: {}`); the transcoder, the JSON body filters and jwt_authn are off
     for these routes. The stream lives as long as the client keeps it open.
     """
+    # Imported here: the package imports this module, and `python -m vaultpay_gateway.reflection`
+    # must find the reflection module not imported yet (else runpy warns on every start).
+    from vaultpay_gateway.reflection import reflection_paths
+
     disabled = typed("envoy.config.route.v3.FilterConfig", disabled=True)
     off = dict.fromkeys(
         (CAPTURE_FILTER, "envoy.filters.http.grpc_json_transcoder", JWT_FILTER, CHECK_FILTER),

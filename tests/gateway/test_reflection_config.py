@@ -5,6 +5,8 @@ tests/e2e/test_reflection_through_gateway.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +114,17 @@ async def test_the_server_answers_v1alpha_and_v1(demo_descriptor: Path) -> None:
                 assert names == {"vaultpay.demo.v1.DemoService", *REFLECTION_SERVICES}
     finally:
         await server.stop(None)
+
+
+def test_the_reflection_server_starts_without_a_runpy_warning() -> None:
+    """`python -m vaultpay_gateway.reflection` (the mesh, compose and k8s start it so) must not
+    find its module imported by the package first: runpy warned on every start."""
+    started = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "vaultpay_gateway.reflection", "-h"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    assert "RuntimeWarning" not in started.stderr

@@ -460,9 +460,11 @@ function envoy_on_request(handle)
   for i, v in ipairs(violations) do names[i] = v[1] end
   -- One reason per reply: the first problem's (each violation says what it is).
   local reason = violations[1][3]
+  local mixed = false
+  for _, v in ipairs(violations) do if v[3] ~= reason then mixed = true end end
   local message
-  if reason == INVALID then
-    -- As the transcoder's type errors read: "field: what is wrong".
+  if reason == INVALID or mixed then
+    -- As the transcoder's type errors read: "field: what is wrong", each its own.
     local parts = {}
     for i, v in ipairs(violations) do parts[i] = v[1] .. ": " .. v[2] end
     message = concat(parts, "; ") .. (total > #violations and "; ..." or "")

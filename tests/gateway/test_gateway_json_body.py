@@ -81,6 +81,12 @@ def test_a_list_for_a_single_value_is_400_naming_the_field(
     assert status["message"].startswith(
         "amount.currencyCode: a list where a single value is expected; amount.amountMinor: "
     )
+    mixed = gateway.call(
+        "POST", TOP_UP, json.dumps({"zz": 1, "paymentMethod": ["x"]}), {**JSON, **token}
+    )
+    assert json.loads(mixed.body)["message"] == (
+        "zz: unknown field; paymentMethod: a list where a single value is expected"
+    )
     limits = {"reason": "r", "limits": [{"action": "LIMIT_ACTION_SEND"}]}
     passed = gateway.call(
         "PUT", "/v1/admin/wallets/VPY-ABC123/limits", json.dumps(limits), {**JSON, **token}

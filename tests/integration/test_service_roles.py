@@ -4,7 +4,7 @@ group role's, which every service's role is a member of and nobody logs in as.
 
 Two worlds: one migrated as the services' `migrate` does it now (each chain granting to its
 service's role), and one migrated first the way it was before per-service roles (every chain
-granting to the group role) and then upgraded: w0005, t0006 and k0002 move the grants.
+granting to the group role) and then upgraded: w0005, t0007 and k0002 move the grants.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -57,6 +58,7 @@ FUNCTIONS = {
     "wallet_pin_settle_movement": "wallet",
     "wallet_pin_reserve": "wallet",
     "audit_append": "all",
+    "transfer_caps": "nobody",  # the money functions call it as the owner
 }
 # transfer's crossing into wallet's rows: these columns of `wallets`, read only.
 TRANSFER_WALLET_COLUMNS = {"id", "status", "currency", "balance"}
@@ -228,3 +230,23 @@ def test_the_move_is_undone_by_the_downgrades(infra: Infra) -> None:
             list(TABLES),
         )
         assert all(r["held"] for r in rows)
+
+
+def test_a_service_knows_no_other_roles_password(migrated: Provisioned) -> None:
+    """Each role's password derives from the provisioning secret: kyc's DSN does not open
+    transfer's role (nor the owner's)."""
+    kyc_password = migrated.role_password(migrated.app_role("kyc"))
+    assert kyc_password is not None
+    passwords = {migrated.role_password(r) for r in migrated.member_roles()}
+    assert len(passwords) == len(migrated.member_roles())
+    for role in (migrated.app_role("transfer"), migrated.vaultpay_owner_role):
+        dsn = (
+            f"postgresql://{role}:{quote(kyc_password, safe='')}@{migrated.host}:"
+            f"{migrated.port}/{migrated.vaultpay_database}"
+        )
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            run_sql(dsn, lambda conn: conn.fetchval("SELECT 1"))
+    own = migrated.app_dsn("kyc").replace("postgresql+asyncpg://", "postgresql://")
+    assert run_sql(own, lambda conn: conn.fetchval("SELECT current_user")) == (
+        migrated.app_role("kyc")
+    )

@@ -5,7 +5,7 @@ shape and was refused by wallet with another message)."""
 
 from __future__ import annotations
 
-import re
+import ast
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from vaultpay_transfer.domain.model import REFERENCE_PATTERN
 from vaultpay_transfer.domain.validation import check_currency, check_pin_shape
 from vaultpay_wallet.domain.ids import is_wallet_id
 
-SERVICES = Path(__file__).resolve().parents[2] / "services"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -41,12 +41,33 @@ def test_a_trailing_newline_is_no_currency_wallet_id_or_reference() -> None:
     assert Money(100, "INR").currency == "INR" and is_wallet_id("VPY-AB12CD")
 
 
-def test_no_anchored_pattern_in_the_services_ends_in_a_dollar() -> None:
-    dollar = re.compile(r're\.compile\(r"\^[^"]*\$"')
-    found = [
-        f"{path.relative_to(SERVICES)}: {line.strip()}"
-        for path in SERVICES.rglob("*.py")
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if dollar.search(line)
-    ]
-    assert found == []
+def _dollar_anchored(root: Path) -> list[str]:
+    """Every `re.compile` of a literal pattern that ends in an unescaped `$`, under `root`."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "compile"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "re"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                continue
+            pattern = node.args[0].value
+            if pattern.endswith("$") and not pattern.endswith("\\$"):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize("top", ["services", "gateway", "deploy"])
+def test_no_pattern_ends_in_a_dollar(top: str) -> None:
+    assert _dollar_anchored(ROOT / top) == []
+
+
+def test_the_search_finds_a_pattern_split_over_lines(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text('import re\nP = re.compile(\n    r"^[a-z]+$"\n)\n')
+    assert _dollar_anchored(tmp_path) == ["m.py:2"]

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -110,7 +113,13 @@ class Provisioned:
     host: str
     port: int
     suffix: str = ""
+    # The provisioning secret: each role's password derives from it (`role_password`), so a
+    # service that knows its own DSN knows no other role's password. None: trust auth.
     password: str | None = None
+
+    def role_password(self, role: str) -> str | None:
+        """`role`'s password: HMAC-SHA256 of its name under the provisioning secret."""
+        return None if self.password is None else role_password(self.password, role)
 
     @property
     def auth_database(self) -> str:
@@ -153,7 +162,7 @@ class Provisioned:
 
     def url(self, role: str, database: str, *, driver: str = "postgresql+asyncpg") -> str:
         """DSN for `role` on `database`; `driver="postgresql"` gives a plain libpq URL."""
-        return _url(driver, role, self.password, self.host, self.port, database)
+        return _url(driver, role, self.role_password(role), self.host, self.port, database)
 
     @property
     def auth_app_dsn(self) -> str:
@@ -299,6 +308,15 @@ def connect_postgres(admin_url: str) -> PostgresServer:
     return server
 
 
+def _login_roles(dbs: Provisioned) -> list[str]:
+    return [
+        dbs.auth_owner_role,
+        dbs.auth_app_role,
+        dbs.vaultpay_owner_role,
+        *dbs.member_roles(),
+    ]
+
+
 def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) -> Provisioned:
     """Creates (idempotently) the login roles and databases of the mesh; returns their DSNs.
 
@@ -356,13 +374,17 @@ def run_sql(dsn: str, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 async def _create_roles_and_databases(conn: Any, *, dbs: Provisioned) -> None:
-    login = "LOGIN" + ("" if dbs.password is None else f" PASSWORD {_literal(dbs.password)}")
+    def login(role: str) -> str:
+        password = dbs.role_password(role)
+        return "LOGIN" + ("" if password is None else f" PASSWORD {_literal(password)}")
+
     roles = [
-        (dbs.auth_owner_role, login),
-        (dbs.auth_app_role, login),
-        (dbs.vaultpay_owner_role, login),
-        (dbs.vaultpay_app_role, "NOLOGIN"),  # a group (a login role before per-service roles)
-        *((role, login) for role in dbs.member_roles()),
+        (dbs.auth_owner_role, login(dbs.auth_owner_role)),
+        (dbs.auth_app_role, login(dbs.auth_app_role)),
+        (dbs.vaultpay_owner_role, login(dbs.vaultpay_owner_role)),
+        # A group: NOLOGIN and no password (a login role before per-service roles).
+        (dbs.vaultpay_app_role, "NOLOGIN PASSWORD NULL"),
+        *((role, login(role)) for role in dbs.member_roles()),
     ]
     for role, attributes in roles:
         if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
@@ -542,13 +564,25 @@ def _replace_database(dsn: str, database: str) -> str:
     return parts._replace(path=f"/{database}").geturl()
 
 
+def role_password(secret: str, role: str) -> str:
+    """The password of `role` under the provisioning secret (URL-safe, 43 characters)."""
+    digest = hmac.new(secret.encode(), f"vaultpay-db-role:{role}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Create the VaultPay roles and databases.")
-    parser.add_argument("command", choices=["provision"])
+    parser.add_argument(
+        "command",
+        choices=["provision", "passwords"],
+        help="provision: create the roles and databases; passwords: print each role's"
+        " password (derived from the secret of --password-env) as KEY=value lines for an"
+        " .env file: <ROLE>_PASSWORD",
+    )
     parser.add_argument(
         "--admin-url",
         default=os.environ.get("VAULTPAY_POSTGRES_ADMIN_URL"),
@@ -558,12 +592,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--password-env",
         metavar="NAME",
-        help="environment variable holding the roles' password (omit for trust auth)",
+        help="environment variable holding the provisioning secret, from which each role's"
+        " password derives (omit for trust auth)",
     )
     args = parser.parse_args(argv)
+    password = os.environ[args.password_env] if args.password_env else None
+    if args.command == "passwords":
+        if password is None:
+            parser.error("passwords needs --password-env")
+        names = Provisioned(LOOPBACK, 5432, args.suffix, password)
+        for role in _login_roles(names):
+            print(f"{role.upper()}_PASSWORD={names.role_password(role)}")
+        return 0
     if not args.admin_url:
         parser.error("--admin-url or VAULTPAY_POSTGRES_ADMIN_URL is required")
-    password = os.environ[args.password_env] if args.password_env else None
     result = provision(args.admin_url, suffix=args.suffix, password=password)
     for database, owner, app in result.databases():
         print(f"database {database}: owner {owner}, app role {app}")

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from vaultpay_common.config import ServiceSettings
 from vaultpay_common.db import create_engine
 from vaultpay_common.errors import DomainError
-from vaultpay_common.migrations import MigrationChain, upgrade_all
+from vaultpay_common.migrations import MigrationChain, unnamed_chains, upgrade_all
 
 __all__ = ["CliCommand", "ServiceCli"]
 
@@ -149,6 +149,14 @@ class ServiceCli(Generic[S]):
             print(f"error: {prefix}MIGRATION_DATABASE_URL is not set", file=sys.stderr)
             return 2
         url = settings.migration_database_url.get_secret_value()
+        missing = unnamed_chains(self.chains, settings.database_chain_roles)
+        if missing:
+            prefix = settings.model_config.get("env_prefix", "")
+            names = ", ".join(missing)
+            print(
+                f"error: {prefix}DATABASE_CHAIN_ROLES names no role for: {names}", file=sys.stderr
+            )
+            return 2
         for chain in self.chains:
             print(f"migrating {chain.name} ...", flush=True)
             upgrade_all(

@@ -42,6 +42,7 @@ __all__ = [
     "migrate_chain",
     "move_privileges_ddl",
     "run_env",
+    "unnamed_chains",
     "upgrade_all",
 ]
 
@@ -104,12 +105,25 @@ def upgrade_all(
 ) -> None:
     """Upgrades each chain to its head, in order, as the table owner (`url`).
 
-    A chain grants to `chain_roles[chain.name]` when named there, else to `app_role`; the
-    platform chain's role is `chain_roles["platform"]` (else `app_role`)."""
+    Without `chain_roles` every chain grants to `app_role`. With it, each chain grants to the
+    role it names, and it must name every chain given and the platform's: a chain left out
+    would grant to `app_role` (transfer's `migrate` runs the wallet chain, which would hand
+    wallet's tables to transfer's role)."""
     roles = chain_roles or {}
+    missing = unnamed_chains(chains, roles)
+    if missing:
+        raise ValueError(f"chain_roles names no role for: {', '.join(missing)}")
     for chain in chains:
         role = roles.get(chain.name, app_role)
         migrate_chain(chain, url, role, shared_role=roles.get(PLATFORM_CHAIN.name, app_role))
+
+
+def unnamed_chains(chains: Sequence[MigrationChain], chain_roles: Mapping[str, str]) -> list[str]:
+    """The chains (the platform's included) that a non-empty `chain_roles` names no role for."""
+    if not chain_roles:
+        return []
+    needed = dict.fromkeys([PLATFORM_CHAIN.name, *(chain.name for chain in chains)])
+    return [name for name in needed if name not in chain_roles]
 
 
 def move_privileges_ddl(

@@ -92,7 +92,7 @@ def migrated(databases: Provisioned) -> Iterator[Provisioned]:
                 [PLATFORM_CHAIN, chain],
                 databases.vaultpay_owner_dsn,
                 databases.app_role("wallet"),
-                chain_roles=databases.chain_roles(),
+                chain_roles={**databases.chain_roles(), chain.name: databases.app_role("wallet")},
             ).result()
         yield databases
     finally:

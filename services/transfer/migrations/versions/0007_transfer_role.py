@@ -10,12 +10,13 @@ one role serves every service, the two roles are one and the move changes nothin
 What transfer's role still needs of wallet's tables is granted here, and nothing more: SELECT of
 `wallets`' id, status, currency and balance (a movement's pre-check, a history's currency, the
 ledger verifier). The money functions lock and update wallet rows as the owner (SECURITY
-DEFINER), as before. t0003's trigger on `wallets`, which refuses to close a wallet whose
+DEFINER), as before; `transfer_caps`, which they call and which reads wallet's settings, is no
+longer executable by transfer's role (which could not run it anyway). t0003's trigger on `wallets`, which refuses to close a wallet whose
 withdrawal is still being paid out, reads `wallet_transactions`: it now runs as the owner too
 (SECURITY DEFINER), so wallet's role closing a wallet needs no privilege on the ledger.
 
-The downgrade moves the grants back, revokes the column grant and makes the trigger's function
-SECURITY INVOKER again.
+The downgrade moves the grants back, revokes the column grant, grants `transfer_caps` again and
+makes the trigger's function SECURITY INVOKER again.
 
 Revision ID: t0007
 Revises: t0006
@@ -54,6 +55,9 @@ _FUNCTIONS = (
 )
 _WALLET_COLUMNS = "SELECT (id, status, currency, balance) ON wallets"
 _CLOSE_GUARD = "transfer_refuse_close_with_pending_withdrawal()"
+# Called by the money functions (as the owner); it reads wallet's settings, which transfer's
+# role cannot, so the role keeps no EXECUTE of it.
+_CAPS = "transfer_caps(text, text, text)"
 
 
 def _move(from_role: str, to_role: str) -> None:
@@ -67,6 +71,7 @@ def upgrade() -> None:
     app_role = context.config.attributes["app_role"]
     _move(context.config.attributes.get("shared_role", app_role), app_role)
     op.execute(f'GRANT {_WALLET_COLUMNS} TO "{app_role}"')
+    op.execute(f'REVOKE EXECUTE ON FUNCTION {_CAPS} FROM "{app_role}"')
     op.execute(f"ALTER FUNCTION {_CLOSE_GUARD} SECURITY DEFINER")
 
 
@@ -74,4 +79,5 @@ def downgrade() -> None:
     app_role = context.config.attributes["app_role"]
     op.execute(f"ALTER FUNCTION {_CLOSE_GUARD} SECURITY INVOKER")
     op.execute(f'REVOKE {_WALLET_COLUMNS} FROM "{app_role}"')
+    op.execute(f'GRANT EXECUTE ON FUNCTION {_CAPS} TO "{app_role}"')
     _move(app_role, context.config.attributes.get("shared_role", app_role))

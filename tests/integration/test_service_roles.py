@@ -222,6 +222,11 @@ def test_the_move_is_undone_by_the_downgrades(infra: Infra) -> None:
             [dbs.app_role(s) for s in SERVICES],
         )
         assert granted == []  # the services' own roles hold nothing of their own now
+        policies = _owner_fetch(dbs, "SELECT policyname FROM pg_policies")
+        secured = _owner_fetch(
+            dbs, "SELECT relrowsecurity FROM pg_class WHERE relname = 'outbox_events'"
+        )
+        assert (policies, secured[0]["relrowsecurity"]) == ([], False)
         rows = _owner_fetch(
             dbs,
             "SELECT t.name, has_table_privilege($1, t.name, 'SELECT') AS held"
@@ -250,3 +255,42 @@ def test_a_service_knows_no_other_roles_password(migrated: Provisioned) -> None:
     assert run_sql(own, lambda conn: conn.fetchval("SELECT current_user")) == (
         migrated.app_role("kyc")
     )
+
+
+async def test_a_service_sees_and_writes_only_its_own_outbox_events(world: Provisioned) -> None:
+    """Row-level security on the shared outbox: kyc can neither read transfer's events nor
+    write one as transfer; each service still reads and writes its own."""
+    owner = await asyncpg.connect(_plain(world.vaultpay_owner_dsn))
+    try:
+        for producer in ("transfer", "kyc"):
+            await owner.execute(
+                "INSERT INTO outbox_events (event_id, producer, topic, payload)"
+                " VALUES (gen_random_uuid(), $1, 'test.topic', '{}'::jsonb)",
+                producer,
+            )
+    finally:
+        await owner.close()
+    kyc = await asyncpg.connect(_plain(world.app_dsn("kyc")))
+    transfer = await asyncpg.connect(_plain(world.app_dsn("transfer")))
+    try:
+        count = "SELECT count(*) FROM outbox_events WHERE topic = 'test.topic' AND producer = $1"
+        assert await kyc.fetchval(count, "transfer") == 0
+        assert await kyc.fetchval(count, "kyc") >= 1
+        assert await transfer.fetchval(count, "transfer") >= 1
+        spoof = (
+            "INSERT INTO outbox_events (event_id, producer, topic, payload)"
+            " VALUES (gen_random_uuid(), 'transfer', 'test.topic', '{}'::jsonb)"
+        )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await kyc.execute(spoof)
+        updated = await kyc.execute(
+            "UPDATE outbox_events SET status = 'DELIVERED' WHERE producer = 'transfer'"
+        )
+        assert updated == "UPDATE 0"
+    finally:
+        await kyc.close()
+        await transfer.close()
+
+
+def _plain(dsn: str) -> str:
+    return dsn.replace("postgresql+asyncpg://", "postgresql://")

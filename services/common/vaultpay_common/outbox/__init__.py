@@ -15,6 +15,8 @@ from vaultpay_common.outbox.relay import OutboxRelay
 from vaultpay_common.outbox.sql import (
     SqlOutbox,
     list_dead_letters,
+    outbox_producer_policy_ddl,
+    outbox_producer_policy_drop_ddl,
     outbox_table,
     outbox_table_ddl,
     outbox_table_drop_ddl,
@@ -35,6 +37,8 @@ __all__ = [
     "backoff_delay",
     "encode_payload",
     "list_dead_letters",
+    "outbox_producer_policy_ddl",
+    "outbox_producer_policy_drop_ddl",
     "outbox_table",
     "outbox_table_ddl",
     "outbox_table_drop_ddl",

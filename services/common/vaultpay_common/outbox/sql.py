@@ -11,7 +11,10 @@ that dies mid-delivery leaves the lease to expire, and the event is due again. T
 statements are in `relay_sql.py` (raw asyncpg: they run after every commit that adds events).
 
 Schema and privileges: `outbox_table_ddl(app_role)`. The app role may SELECT, INSERT, UPDATE
-(relay bookkeeping, replays) and DELETE (the cleanup of delivered events).
+(relay bookkeeping, replays) and DELETE (the cleanup of delivered events). Where the services
+log in as roles of their own, each service's chain adds `outbox_producer_policy_ddl`: row-level
+security lets a service's role see and write only the events it produces (the ledger's
+functions write transfer's as the owner, whom the policies do not bind).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ __all__ = [
     "OUTBOX_RETENTION",
     "SqlOutbox",
     "list_dead_letters",
+    "outbox_producer_policy_ddl",
+    "outbox_producer_policy_drop_ddl",
     "outbox_table",
     "outbox_table_ddl",
     "outbox_table_drop_ddl",
@@ -128,6 +133,42 @@ def outbox_table_ddl(app_role: str) -> list[str]:
 
 def outbox_table_drop_ddl() -> list[str]:
     return [f"DROP TABLE IF EXISTS {_TABLE_NAME}"]
+
+
+_RLS_OFF_WITHOUT_POLICIES = """DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE tablename = 'outbox_events') THEN
+        ALTER TABLE outbox_events DISABLE ROW LEVEL SECURITY;
+    END IF;
+END
+$$"""
+
+
+def outbox_producer_policy_ddl(producer: str, app_role: str) -> list[str]:
+    """`app_role` sees and writes the events of `producer` only; row-level security on.
+
+    Policies add up: where one role serves several producers, it gets each one's events. A
+    role with no policy sees no event once row-level security is on, so every service's chain
+    adds its own before its service runs."""
+    for name in (producer, app_role):
+        if not _ROLE.match(name):
+            raise ValueError(f"not a plain name: {name!r}")
+    return [
+        f'DROP POLICY IF EXISTS "outbox_{producer}" ON {_TABLE_NAME}',
+        f'CREATE POLICY "outbox_{producer}" ON {_TABLE_NAME} TO "{app_role}"'
+        f" USING (producer = '{producer}') WITH CHECK (producer = '{producer}')",
+        f"ALTER TABLE {_TABLE_NAME} ENABLE ROW LEVEL SECURITY",
+    ]
+
+
+def outbox_producer_policy_drop_ddl(producer: str) -> list[str]:
+    """Drops `producer`'s policy; row-level security goes off with the last policy."""
+    if not _ROLE.match(producer):
+        raise ValueError(f"not a plain name: {producer!r}")
+    return [
+        f'DROP POLICY IF EXISTS "outbox_{producer}" ON {_TABLE_NAME}',
+        _RLS_OFF_WITHOUT_POLICIES,
+    ]
 
 
 class SqlOutbox:

@@ -1,0 +1,34 @@
+"""wallet's role sees and writes only wallet's outbox events.
+
+With each service logging in as a role of its own (w0005, t0007, k0002), wallet's role still
+shared the `outbox_events` table with the others: a compromised service could read another's
+events (amounts, names) or mark them delivered. Row-level security now lets wallet's role
+see and write only the events it produces (`producer = 'wallet'`). Where one role
+serves every service, the policies add up and nothing changes for it. The downgrade drops the
+policy (and row-level security with the last one).
+
+Revision ID: w0006
+Revises: w0005
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+from alembic import context, op
+
+from vaultpay_common.outbox import outbox_producer_policy_ddl, outbox_producer_policy_drop_ddl
+
+revision = "w0006"
+down_revision = "w0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    for statement in outbox_producer_policy_ddl("wallet", context.config.attributes["app_role"]):
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    for statement in outbox_producer_policy_drop_ddl("wallet"):
+        op.execute(statement)

@@ -325,7 +325,8 @@ def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) 
     `vaultpay_transfer_app` and `vaultpay_kyc_app`, members of the group role `vaultpay_app`
     (NOLOGIN), which holds the shared tables' privileges and the right to connect.
     Every name gets `suffix` (e.g. `_t1a2b`) so tests on a shared server stay apart; `password`
-    is set on every role when the server does not trust local connections.
+    (the provisioning secret) gives each login role a password of its own (`role_password`)
+    when the server does not trust local connections.
     """
     parts = urlsplit(admin_dsn)
     result = Provisioned(parts.hostname or LOOPBACK, parts.port or 5432, suffix, password)

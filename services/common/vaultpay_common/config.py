@@ -67,7 +67,9 @@ class ServiceSettings(BaseSettings):
     # database log in as roles of their own, as JSON: {"platform": "vaultpay_app", "wallet":
     # "vaultpay_wallet_app", "transfer": "vaultpay_transfer_app", "kyc": "vaultpay_kyc_app"}.
     # "platform" (the outbox, idempotency records and audit) is the group role every service's
-    # role is a member of. A chain not named grants to database_app_role.
+    # role is a member of. Set, it names every chain the service's `migrate` runs and the
+    # platform's (`migrate` refuses it otherwise); unset, every chain grants to
+    # database_app_role.
     database_chain_roles: dict[str, str] = Field(default_factory=dict)
     redis_url: SecretStr
     # base64 of 32 random bytes, kept outside the database; every purpose key derives from it.

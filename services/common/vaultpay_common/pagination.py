@@ -4,11 +4,12 @@ A token carries the keyset position after the last row returned and a fingerprin
 call it was issued to (its `PageScope`: the RPC and the caller) and of the filters, signed with
 HMAC-SHA256 under a key kept outside the database. A client can neither forge a position nor
 reuse a token on another List RPC, as another caller or with other filters: each answers
-INVALID_ARGUMENT on `page_token`. The position is still parsed like any input: a signature proves we issued a
-token, not that a leaked key, an older release or a bug put usable values in it. The cursor
-parsers here check type and range of every value (`position_time`, `position_text`,
-`position_int`), and a service's own parser can have its times checked by `times_checked`, so a
-bad position answers INVALID_ARGUMENT on `page_token`, never a value the database refuses.
+INVALID_ARGUMENT on `page_token`. The position is still parsed like any input: a signature
+proves we issued a token, not that a leaked key, an older release or a bug put usable values
+in it. The cursor parsers here check type and range of every value (`position_time`,
+`position_text`, `position_int`), and a service's own parser can have its times checked by
+`times_checked`, so a bad position answers INVALID_ARGUMENT on `page_token`, never a value the
+database refuses.
 
     page = await paginate(
         tokens, page_size=request.page_size, page_token=request.page_token,
@@ -220,8 +221,9 @@ async def paginate(
         assert fetch_slice is not None
         got = await fetch_slice(after, limit)
         items, more = list(got.items), got.has_more
-    next_token = tokens.encode(cursor_of(items[-1]), filters, scope=scope) if more and items else ""
-    return Page(items, next_token)
+    if not (more and items):
+        return Page(items, "")
+    return Page(items, tokens.encode(cursor_of(items[-1]), filters, scope=scope))
 
 
 def position_time(position: Mapping[str, Any], key: str) -> datetime:

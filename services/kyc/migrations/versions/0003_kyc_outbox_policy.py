@@ -1,11 +1,11 @@
 """kyc's role sees and writes only kyc's outbox events.
 
-With each service logging in as a role of its own (w0005, t0007, k0002), kyc's role still
-shared the `outbox_events` table with the others: a compromised service could read another's
-events (amounts, names) or mark them delivered. Row-level security now lets kyc's role
-see and write only the events it produces (`producer = 'kyc'`). Where one role
-serves every service, the policies add up and nothing changes for it. The downgrade drops the
-policy (and row-level security with the last one).
+With each service logging in as a role of its own (w0005, t0007, k0002), kyc's role still shared
+the `outbox_events` table with the others: a compromised service could read another's events
+(amounts, names) or mark them delivered. Row-level security now lets kyc's role see and write
+only the events it produces (`producer = 'kyc'`). Where one role serves every service, the
+policies add up and nothing changes for it. The downgrade drops the policy (and row-level
+security with the last one).
 
 Revision ID: k0003
 Revises: k0002

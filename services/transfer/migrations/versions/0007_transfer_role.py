@@ -11,9 +11,10 @@ What transfer's role still needs of wallet's tables is granted here, and nothing
 `wallets`' id, status, currency and balance (a movement's pre-check, a history's currency, the
 ledger verifier). The money functions lock and update wallet rows as the owner (SECURITY
 DEFINER), as before; `transfer_caps`, which they call and which reads wallet's settings, is no
-longer executable by transfer's role (which could not run it anyway). t0003's trigger on `wallets`, which refuses to close a wallet whose
-withdrawal is still being paid out, reads `wallet_transactions`: it now runs as the owner too
-(SECURITY DEFINER), so wallet's role closing a wallet needs no privilege on the ledger.
+longer executable by transfer's role (which could not run it anyway). t0003's trigger on
+`wallets`, which refuses to close a wallet whose withdrawal is still being paid out, reads
+`wallet_transactions`: it now runs as the owner too (SECURITY DEFINER), so wallet's role
+closing a wallet needs no privilege on the ledger.
 
 The downgrade moves the grants back, revokes the column grant, grants `transfer_caps` again and
 makes the trigger's function SECURITY INVOKER again.

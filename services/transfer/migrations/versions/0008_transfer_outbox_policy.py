@@ -2,10 +2,11 @@
 
 With each service logging in as a role of its own (w0005, t0007, k0002), transfer's role still
 shared the `outbox_events` table with the others: a compromised service could read another's
-events (amounts, names) or mark them delivered. Row-level security now lets transfer's role
-see and write only the events it produces (`producer = 'transfer'`); the ledger's functions write transfer's events as the owner, whom the policy does not bind. Where one role
-serves every service, the policies add up and nothing changes for it. The downgrade drops the
-policy (and row-level security with the last one).
+events (amounts, names) or mark them delivered. Row-level security now lets transfer's role see
+and write only the events it produces (`producer = 'transfer'`). The ledger's functions write
+transfer's events as the owner, whom the policy does not bind. Where one role serves every
+service, the policies add up and nothing changes for it. The downgrade drops the policy (and
+row-level security with the last one).
 
 Revision ID: t0008
 Revises: t0007

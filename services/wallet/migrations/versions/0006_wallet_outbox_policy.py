@@ -2,10 +2,10 @@
 
 With each service logging in as a role of its own (w0005, t0007, k0002), wallet's role still
 shared the `outbox_events` table with the others: a compromised service could read another's
-events (amounts, names) or mark them delivered. Row-level security now lets wallet's role
-see and write only the events it produces (`producer = 'wallet'`). Where one role
-serves every service, the policies add up and nothing changes for it. The downgrade drops the
-policy (and row-level security with the last one).
+events (amounts, names) or mark them delivered. Row-level security now lets wallet's role see
+and write only the events it produces (`producer = 'wallet'`). Where one role serves every
+service, the policies add up and nothing changes for it. The downgrade drops the policy (and
+row-level security with the last one).
 
 Revision ID: w0006
 Revises: w0005

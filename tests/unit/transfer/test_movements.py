@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +22,7 @@ from vaultpay_common.idempotency import (
 )
 from vaultpay_transfer.domain.errors import (
     CommitOutcomeUnknownError,
+    CurrencyMismatchError,
     DailyLimitExceededError,
     InsufficientBalanceError,
     IpNotTrustedError,
@@ -264,6 +266,38 @@ async def test_top_up_needs_no_pin_and_describes_the_payment(
     assert credit.category is TransactionCategory.TOP_UP
     assert ledger.balances[ALICE_WALLET] == 15_000
     assert wallet.calls == []
+
+
+async def test_a_currency_mismatch_names_what_mismatched_in_each_movement(
+    service: MovementService, ledger: FakeLedger
+) -> None:
+    """The ledger tells only the sender's currency (INR); the service adds the movement and
+    the amount's currency, so a top-up or withdrawal is not told about a send's recipient."""
+    usd = AmountInput("USD", 500)
+    account = BankAccountInput("123456789", "HDFC0001234", "Alice A")
+    movements: dict[str, Callable[[], Awaitable[object]]] = {
+        "top_up": lambda: service.top_up(TopUp(ALICE, key(), usd, PaymentMethod.UPI, "ref-1")),
+        "withdraw": lambda: service.withdraw(Withdraw(ALICE, key(), usd, account, "1234", HOME)),
+        "send_usd": lambda: service.send_money(send(amount=usd)),
+        "send_inr": lambda: service.send_money(send()),
+    }
+    messages = {}
+    for name, movement in movements.items():
+        ledger.forced = "CURRENCY_MISMATCH"
+        with pytest.raises(CurrencyMismatchError) as caught:
+            await movement()
+        messages[name] = (caught.value.message, caught.value.metadata["mismatch"])
+    assert messages["top_up"] == (
+        "your wallet holds INR: the amount of a top-up must be in INR, not USD",
+        "amount",
+    )
+    assert messages["withdraw"][0].endswith("the amount of a withdrawal must be in INR, not USD")
+    assert messages["send_usd"][1] == "amount"
+    assert messages["send_inr"] == (
+        "the recipient's wallet holds another currency than yours (INR): money can be sent"
+        " only to a wallet in INR",
+        "recipient",
+    )
 
 
 @pytest.mark.parametrize(

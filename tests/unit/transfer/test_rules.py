@@ -4,6 +4,7 @@ payout worker's decisions and the simulated bank."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import pytest
 
@@ -50,6 +51,28 @@ def test_every_ledger_refusal_has_its_code_and_stable_reason(
 ) -> None:
     error = refusal_error(code, {}, now=NOW)
     assert (error.kind, error.reason) == (kind, reason)
+
+
+@pytest.mark.parametrize(
+    ("movement", "requested", "says", "mismatch"),
+    [
+        ("top_up", "USD", "the amount of a top-up must be in INR, not USD", "amount"),
+        ("withdraw", "USD", "the amount of a withdrawal must be in INR, not USD", "amount"),
+        ("send", "USD", "the amount of a send must be in INR, not USD", "amount"),
+        ("send", "INR", "money can be sent only to a wallet in INR", "recipient"),
+    ],
+)
+def test_a_currency_mismatch_says_what_mismatched_for_each_movement(
+    movement: Literal["send", "top_up", "withdraw"], requested: str, says: str, mismatch: str
+) -> None:
+    error = refusal_error(
+        "CURRENCY_MISMATCH", {"currency": "INR"}, now=NOW, movement=movement, currency=requested
+    )
+    assert (error.kind, error.reason) == (ErrorKind.FAILED_PRECONDITION, "CURRENCY_MISMATCH")
+    assert says in error.message
+    assert error.metadata == {"currency": "INR", "mismatch": mismatch}
+    if movement != "send":  # QA: a top-up or withdrawal was told about a send's recipient
+        assert "recipient" not in error.message and "send" not in error.message
 
 
 def test_a_limit_refusal_tells_the_limit_the_usage_and_what_remains() -> None:

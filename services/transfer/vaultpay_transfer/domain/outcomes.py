@@ -40,7 +40,7 @@ from vaultpay_transfer.domain.errors import (
 from vaultpay_transfer.domain.model import Transaction
 from vaultpay_transfer.domain.windows import seconds_until, window_end
 
-__all__ = ["ACCEPTED", "LedgerOutcome", "refusal_error"]
+__all__ = ["ACCEPTED", "LedgerOutcome", "Movement", "refusal_error"]
 
 ACCEPTED = frozenset({"OK", "REPLAY"})
 
@@ -68,17 +68,44 @@ def _limit(cls: type[LimitExceededError]) -> Callable[[Mapping[str, str]], Domai
     return build
 
 
-def _mismatch(details: Mapping[str, str]) -> DomainError:
+Movement = Literal["send", "top_up", "withdraw"]
+_MOVEMENT_NAMES: dict[Movement, str] = {
+    "send": "a send",
+    "top_up": "a top-up",
+    "withdraw": "a withdrawal",
+}
+
+
+def _mismatch(
+    details: Mapping[str, str], movement: Movement | None, requested: str | None
+) -> DomainError:
+    """CURRENCY_MISMATCH names what mismatched. The ledger tells only the sender's currency;
+    the requested one tells the rest: another currency than the wallet's is the amount's
+    fault (any movement); on a send in the wallet's own currency, the recipient's wallet is.
+    One message for all used to mention a send's recipient on a TopUp or Withdraw too (QA).
+    Metadata `mismatch` says which (`amount` or `recipient`), when known."""
     currency = details.get("currency", "")
-    return CurrencyMismatchError(
-        # The ledger names the sender's currency: the amount was in another one, or the
-        # recipient's wallet holds another one (QA: it read as if the request were wrong).
-        f"your wallet holds {currency}: amounts are in {currency}, and a send's recipient"
-        f" must hold {currency} too"
-        if currency
-        else None,
-        metadata={"currency": currency} if currency else None,
-    )
+    if not currency:
+        return CurrencyMismatchError()
+    metadata = {"currency": currency}
+    what = _MOVEMENT_NAMES[movement] if movement is not None else "the movement"
+    if requested is not None and requested != currency:
+        metadata["mismatch"] = "amount"
+        message = (
+            f"your wallet holds {currency}: the amount of {what} must be in {currency},"
+            f" not {requested}"
+        )
+    elif movement == "send" and requested is not None:
+        metadata["mismatch"] = "recipient"
+        message = (
+            f"the recipient's wallet holds another currency than yours ({currency}):"
+            f" money can be sent only to a wallet in {currency}"
+        )
+    else:  # not told what was asked: both possibilities
+        message = f"your wallet holds {currency}: {what} must be in {currency}"
+        if movement in (None, "send"):
+            message += ", and to a wallet in it"
+    return CurrencyMismatchError(message, metadata=metadata)
 
 
 _REFUSALS: dict[str, Callable[[Mapping[str, str]], DomainError]] = {
@@ -92,7 +119,7 @@ _REFUSALS: dict[str, Callable[[Mapping[str, str]], DomainError]] = {
     "RECIPIENT_CLOSED": lambda _: WalletClosedError(
         "the recipient's wallet is closed", metadata={"side": "recipient"}
     ),
-    "CURRENCY_MISMATCH": _mismatch,
+    "CURRENCY_MISMATCH": lambda details: _mismatch(details, None, None),
     "KYC_NOT_VERIFIED": lambda _: KycNotVerifiedError(),
     "INSUFFICIENT_BALANCE": lambda _: InsufficientBalanceError(),
     "PAYMENT_REFERENCE_USED": lambda _: PaymentReferenceUsedError(),
@@ -109,15 +136,25 @@ _WINDOWS: dict[str, Literal["daily", "monthly"]] = {
 
 
 def refusal_error(
-    code: str, details: Mapping[str, str], *, now: datetime, amount_minor: int | None = None
+    code: str,
+    details: Mapping[str, str],
+    *,
+    now: datetime,
+    amount_minor: int | None = None,
+    movement: Movement | None = None,
+    currency: str | None = None,
 ) -> DomainError:
     """The domain error of a refusal code; an unknown code is a bug (RuntimeError).
     `amount_minor`, the movement's amount: the refusal says when to retry only when a reset
-    lets it through (see the module docstring)."""
+    lets it through (see the module docstring). `movement` and `currency` (the amount's, as
+    requested) let CURRENCY_MISMATCH say what mismatched."""
     build = _REFUSALS.get(code)
     if build is None:
         raise RuntimeError(f"the ledger answered an unknown outcome {code!r}")
-    error = build(details)
+    if code == "CURRENCY_MISMATCH":
+        error = _mismatch(details, movement, currency)
+    else:
+        error = build(details)
     window = _WINDOWS.get(code)
     if window is not None:
         reset = _reset_that_helps(window, details, amount_minor)

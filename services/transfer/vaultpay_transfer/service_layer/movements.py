@@ -38,7 +38,7 @@ from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.domain.errors import IpNotTrustedError, SelfTransferError
 from vaultpay_transfer.domain.model import Transaction
-from vaultpay_transfer.domain.outcomes import LedgerOutcome, refusal_error
+from vaultpay_transfer.domain.outcomes import LedgerOutcome, Movement, refusal_error
 from vaultpay_transfer.domain.validation import (
     bank_account,
     check_amount,
@@ -110,6 +110,8 @@ class MovementService:
                 cmd.key, cmd.user_id, amount, currency, cmd.payment_method, reference, description
             ),
             amount,
+            "top_up",
+            currency,
         )
 
     async def send_money(self, cmd: SendMoney) -> Transaction:
@@ -124,7 +126,10 @@ class MovementService:
             if wallet_id == recipient:
                 raise SelfTransferError()
             return self._settled(
-                await held.send_money(cmd.user_id, recipient, amount, currency, note), amount
+                await held.send_money(cmd.user_id, recipient, amount, currency, note),
+                amount,
+                "send",
+                currency,
             )
 
     async def withdraw(self, cmd: Withdraw) -> Transaction:
@@ -146,13 +151,24 @@ class MovementService:
                     account.holder_name,
                 ),
                 amount,
+                "withdraw",
+                currency,
             )
 
-    def _settled(self, outcome: LedgerOutcome, amount_minor: int) -> Transaction:
+    def _settled(
+        self, outcome: LedgerOutcome, amount_minor: int, movement: Movement, currency: str
+    ) -> Transaction:
         if outcome.accepted and outcome.transaction is not None:
             return outcome.transaction
         now = self._clock.now()
-        raise refusal_error(outcome.code, outcome.details, now=now, amount_minor=amount_minor)
+        raise refusal_error(
+            outcome.code,
+            outcome.details,
+            now=now,
+            amount_minor=amount_minor,
+            movement=movement,
+            currency=currency,
+        )
 
     async def _authorise(self, user_id: str, pin: str, client_ip: str, key: IdempotencyKey) -> str:
         check_id = pin_check_id(key, pin, self._pin_check_key)

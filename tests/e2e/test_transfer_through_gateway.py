@@ -19,15 +19,15 @@ import pytest
 from tests.e2e.conftest import GRPCURL, Gateway, Reply, random_loopback
 from tests.e2e.wallet_support import (
     Person,
+    approve_kyc,
     bearer,
     gateway_grpc_address,
     mailed_code,
+    mails_to,
     new_person,
     rid,
-    service_token,
     staff_token,
 )
-from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_devstack.mesh import Mesh
 
@@ -52,21 +52,6 @@ def eventually(check: Callable[[], Any], *, within: float = 20.0) -> Any:
             raise AssertionError(f"condition not met within {within} s")
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
-
-
-async def _approve_kyc(mesh: Mesh, *people: Person) -> None:
-    """What kyc's approval does: wallet's SetKycTier with the kyc service identity."""
-    token = await service_token(mesh, "kyc")
-    async with grpc.aio.insecure_channel(mesh.grpc_address("wallet")) as channel:
-        stub = wallet_pb2_grpc.WalletInternalServiceStub(channel)
-        for person in people:
-            await stub.SetKycTier(
-                wallet_pb2.SetKycTierRequest(
-                    request_id=rid(), user_id=person.user_id, kyc_tier=kyc_tier_pb2.KYC_TIER_FULL
-                ),
-                metadata=bearer(token),
-                timeout=10,
-            )
 
 
 def _call(gateway: Gateway, person: Person, method: str, path: str, body: Any = None) -> Reply:
@@ -107,7 +92,7 @@ def _notes(gateway: Gateway, person: Person) -> list[str]:
 async def people(gateway: Gateway, mesh: Mesh) -> tuple[Person, Person]:
     alice = new_person(gateway, pin=PIN)
     bob = new_person(gateway, pin=PIN)
-    await _approve_kyc(mesh, alice, bob)
+    await approve_kyc(mesh, alice, bob)
     return alice, bob
 
 
@@ -289,6 +274,75 @@ def test_the_money_journey_through_the_gateway(
     assert json.loads(looked_up.stdout)["transaction"]["referenceId"] == reference
 
 
+def _metadata(reply: Reply) -> dict[str, str]:
+    info = next(d for d in reply.body["details"] if d["@type"].endswith("ErrorInfo"))
+    return dict(info.get("metadata", {}))
+
+
+async def test_a_wallet_without_kyc_is_refused_kyc_not_verified_and_mailed_no_link(
+    gateway: Gateway, mesh: Mesh
+) -> None:
+    """QA of 2026-12-03: a wallet of tier NONE sending from a new address was mailed a
+    confirmation link and answered IP_NOT_TRUSTED, and learned KYC_NOT_VERIFIED only after
+    confirming it. The order is PIN, then KYC, then the address; the refusal mails nothing."""
+    carol, dave = new_person(gateway, pin=PIN), new_person(gateway, pin=PIN)
+    send = {"recipientWalletId": dave.wallet_id, "amount": inr(100), "pin": PIN}
+    path = "/v1/transactions:send"
+
+    wrong = _call(gateway, carol, "POST", path, {**send, "requestId": rid(), "pin": "0000"})
+    assert (wrong.status, wrong.error_reason()) == (400, "INVALID_PIN"), wrong.body
+    refused = _call(gateway, carol, "POST", path, {**send, "requestId": rid()})
+    assert (refused.status, refused.error_reason()) == (400, "KYC_NOT_VERIFIED"), refused.body
+    withdrawal = {
+        "requestId": rid(),
+        "amount": inr(100),
+        "bankAccount": {
+            "accountNumber": "123456789012",
+            "ifsc": "HDFC0001234",
+            "accountHolderName": "E2E Person",
+        },
+        "pin": PIN,
+    }
+    out = _call(gateway, carol, "POST", "/v1/transactions:withdraw", withdrawal)
+    assert (out.status, out.error_reason()) == (400, "KYC_NOT_VERIFIED"), out.body
+
+    # Once KYC is approved, the same address is mailed its link: the first mail for it in
+    # the window (confirmation_sent), so the refusals above mailed none.
+    await approve_kyc(mesh, carol)
+    untrusted = _call(gateway, carol, "POST", path, {**send, "requestId": rid()})
+    assert (untrusted.status, untrusted.error_reason()) == (400, "IP_NOT_TRUSTED")
+    assert _metadata(untrusted) == {"confirmation_sent": "true"}
+    mailed_code(mesh, carol.email, CONFIRM_SUBJECT)
+    assert mails_to(mesh, carol.email, CONFIRM_SUBJECT) == 1
+
+
+def test_a_frozen_wallet_is_refused_before_a_wrong_pin_counts(gateway: Gateway, mesh: Mesh) -> None:
+    """QA of 2026-12-03: a wrong PIN on an admin-frozen wallet answered INVALID_PIN and
+    counted toward the lockout; only the right PIN then told WALLET_FROZEN."""
+    erin, frank = new_person(gateway, pin=PIN), new_person(gateway, pin=PIN)
+    moderator = staff_token(mesh, gateway, "MODERATOR")
+    target = f"/v1/admin/wallets/{erin.wallet_id}"
+    frozen = gateway.call(
+        "POST", f"{target}:freeze", {"requestId": rid(), "reason": "review"}, token=moderator
+    )
+    assert frozen.status == 200, frozen.body
+    send = {"recipientWalletId": frank.wallet_id, "amount": inr(100)}
+    for pin in ("0000", "0000", "0000", PIN):
+        body = {**send, "requestId": rid(), "pin": pin}
+        refused = _call(gateway, erin, "POST", "/v1/transactions:send", body)
+        assert (refused.status, refused.error_reason()) == (400, "WALLET_FROZEN"), refused.body
+
+    lifted = gateway.call(
+        "POST", f"{target}:unfreeze", {"requestId": rid(), "reason": "ok"}, token=moderator
+    )
+    assert lifted.status == 200, lifted.body
+    wrong = _call(
+        gateway, erin, "POST", "/v1/transactions:send", {**send, "requestId": rid(), "pin": "0000"}
+    )
+    assert (wrong.status, wrong.error_reason()) == (400, "INVALID_PIN"), wrong.body
+    assert _metadata(wrong)["remaining_attempts"] == "2"  # none counted while frozen
+
+
 def _withdraw(gateway: Gateway, person: Person, amount: int, account: str) -> dict[str, Any]:
     reply = _call(
         gateway,
@@ -374,7 +428,7 @@ async def test_a_sends_notifications_reach_both_watchers_within_a_second_of_the_
     gateway: Gateway, mesh: Mesh
 ) -> None:
     carol, dave = new_person(gateway, pin=PIN), new_person(gateway, pin=PIN)
-    await _approve_kyc(mesh, carol, dave)
+    await approve_kyc(mesh, carol, dave)
     funded = _call(
         gateway,
         carol,
@@ -459,7 +513,7 @@ async def test_the_money_journey_with_grpcurl_through_the_gateway(
     notifications, lookups by reference and request id, and withdrawals paid and refused: each
     money step and read as an engineer makes it with grpcurl on the gateway's port."""
     erin, frank = new_person(gateway, pin=PIN), new_person(gateway, pin=PIN)
-    await _approve_kyc(mesh, erin, frank)
+    await approve_kyc(mesh, erin, frank)
 
     code, funded = _grpcurl(
         mesh,

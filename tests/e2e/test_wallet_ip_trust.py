@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.conftest import Gateway
 from tests.e2e.wallet_support import (
     Person,
+    approve_kyc,
     bearer,
     mailed_code,
     mails_to,
@@ -22,6 +23,7 @@ from tests.e2e.wallet_support import (
     rid,
     service_token,
 )
+from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_devstack.mesh import Mesh
 from vaultpay_devstack.smtp_sink import read_messages, wait_for_message
@@ -187,15 +189,25 @@ async def test_a_movements_pin_and_ip_checks_in_one_call(
     refusal = wallet_refusal(wrong.value)  # transfer's reading of wallet's answer
     assert (refusal.reason, refusal.metadata) == ("INVALID_PIN", {"remaining_attempts": "2"})
 
+    # Before KYC: the tier is told and no link is mailed (the movement would fail on KYC).
+    unverified = await stub.VerifyTransferPin(
+        request("4821", rid(), ip), metadata=bearer(token), timeout=10
+    )
+    assert unverified.kyc_tier == kyc_tier_pb2.KYC_TIER_NONE
+    assert (unverified.ip_trust.trusted, unverified.ip_trust.confirmation_sent) == (False, False)
+    await approve_kyc(mesh, person)
+
     movement = rid()
     checked = await stub.VerifyTransferPin(
         request("4821", movement, ip), metadata=bearer(token), timeout=10
     )
     assert checked.wallet_id.startswith("VPY-")
     assert checked.HasField("ip_trust")
-    # This check mailed: the wrong PIN's check, from the same address, had not (a mail for
-    # it would have been the window's one, and this one would have sent none).
+    # This check mailed: the wrong PIN's check and the check before KYC, from the same
+    # address, had not (a mail for either would have been the window's one, and this one
+    # would have sent none).
     assert (checked.ip_trust.trusted, checked.ip_trust.confirmation_sent) == (False, True)
+    assert checked.kyc_tier == kyc_tier_pb2.KYC_TIER_FULL
     mailed_code(mesh, person.email, CONFIRM_SUBJECT)
 
     retried = await stub.VerifyTransferPin(

@@ -16,12 +16,15 @@ import grpc
 
 from tests.e2e.conftest import PASSWORD, Gateway, Reply
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay.type.v1 import kyc_tier_pb2
+from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_devstack.mesh import Mesh
 from vaultpay_devstack.postgres import run_sql
 from vaultpay_devstack.smtp_sink import read_messages, wait_for_message
 
 __all__ = [
     "Person",
+    "approve_kyc",
     "bearer",
     "create_staff",
     "gateway_grpc_address",
@@ -154,3 +157,18 @@ def user_id_of(token: str) -> str:
     payload = token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     return str(claims["sub"])
+
+
+async def approve_kyc(mesh: Mesh, *people: Person) -> None:
+    """What kyc's approval does: wallet's SetKycTier(FULL) with the kyc service identity."""
+    token = await service_token(mesh, "kyc")
+    async with grpc.aio.insecure_channel(mesh.grpc_address("wallet")) as channel:
+        stub = wallet_pb2_grpc.WalletInternalServiceStub(channel)
+        for person in people:
+            await stub.SetKycTier(
+                wallet_pb2.SetKycTierRequest(
+                    request_id=rid(), user_id=person.user_id, kyc_tier=kyc_tier_pb2.KYC_TIER_FULL
+                ),
+                metadata=bearer(token),
+                timeout=10,
+            )

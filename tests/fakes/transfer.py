@@ -199,6 +199,7 @@ class FakeWalletGate:
     trusted_ips: dict[str, set[str]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     calls: list[tuple[str, str, str]] = field(default_factory=list)  # (what, user, check_id)
+    kyc_none: set[str] = field(default_factory=set)  # users whose wallet's tier is NONE
 
     async def verify_pin(self, user_id: str, pin: str, check_id: str) -> str:
         self.calls.append(("pin", user_id, check_id))
@@ -227,8 +228,11 @@ class FakeWalletGate:
     async def check_movement(
         self, user_id: str, pin: str, client_ip: str, check_id: str
     ) -> MovementChecked:
-        """As wallet answers it: the PIN first; the address only once the PIN matched."""
+        """As wallet answers it: the PIN first; the address only once the PIN matched; an
+        address not trusted of a wallet of tier NONE mails nothing and says the tier."""
         wallet_id = await self.verify_pin(user_id, pin, check_id)
+        if client_ip not in self.trusted_ips.get(user_id, set()) and user_id in self.kyc_none:
+            return MovementChecked(wallet_id, IpCheck(False, False), kyc_verified=False)
         return MovementChecked(wallet_id, await self.check_ip(user_id, client_ip, check_id))
 
 

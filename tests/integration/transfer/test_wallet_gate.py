@@ -15,6 +15,7 @@ import pytest
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.rpc import error_details_pb2, status_pb2
 
+from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_transfer.adapters.wallet_peer import GrpcWalletGate
 from vaultpay_transfer.domain.errors import PassedThroughError, WalletUnavailableError
@@ -32,6 +33,7 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
     """Answers a right PIN ("1234"); trusts HOME; `answers_ip` False plays an older wallet."""
 
     answers_ip: bool = True
+    tier: kyc_tier_pb2.KycTier.ValueType = kyc_tier_pb2.KYC_TIER_BASIC  # told if not trusted
     refuse_identity: bool = False  # answers UNAUTHENTICATED, as to an expired service token
     pin_checks: list[wallet_pb2.VerifyTransferPinRequest] = field(default_factory=list)
     ip_checks: list[wallet_pb2.CheckIpTrustRequest] = field(default_factory=list)
@@ -57,6 +59,9 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
         reply = wallet_pb2.VerifyTransferPinResponse(wallet_id="VPY-ALICE1")
         if self.answers_ip and request.client_ip:
             reply.ip_trust.trusted = request.client_ip == HOME
+            if request.client_ip != HOME:
+                reply.kyc_tier = self.tier
+                reply.ip_trust.confirmation_sent = self.tier != kyc_tier_pb2.KYC_TIER_NONE
         return reply
 
     async def CheckIpTrust(
@@ -91,8 +96,9 @@ async def test_both_checks_are_one_call_carrying_the_address(
     fake, gate = wallet
     checked = await gate.check_movement(USER, "1234", HOME, CHECK)
     assert (checked.wallet_id, checked.ip) == ("VPY-ALICE1", IpCheck(True, False))
+    assert checked.kyc_verified is None  # not told: the ledger checks the tier
     away = await gate.check_movement(USER, "1234", "203.0.113.9", CHECK)
-    assert away.ip == IpCheck(False, False)
+    assert (away.ip, away.kyc_verified) == (IpCheck(False, True), True)
     assert [(r.request_id, r.user_id, r.client_ip) for r in fake.pin_checks] == [
         (CHECK, USER, HOME),
         (CHECK, USER, "203.0.113.9"),
@@ -146,3 +152,15 @@ async def test_wallet_out_of_reach_or_refusing_our_identity_is_wallet_unavailabl
         nowhere = GrpcWalletGate(channel, token, timeout=2.0)
         with pytest.raises(WalletUnavailableError):
             await nowhere.check_movement(USER, "1234", HOME, CHECK)
+
+
+async def test_a_wallet_of_tier_none_behind_an_untrusted_address_is_not_kyc_verified(
+    wallet: tuple[FakeWallet, GrpcWalletGate],
+) -> None:
+    fake, gate = wallet
+    fake.tier = kyc_tier_pb2.KYC_TIER_NONE
+    checked = await gate.check_movement(USER, "1234", "203.0.113.9", CHECK)
+    assert (checked.ip, checked.kyc_verified) == (IpCheck(False, False), False)
+    fake.answers_ip = False  # an older wallet tells no tier: nothing is concluded
+    older = await gate.check_movement(USER, "1234", "203.0.113.9", CHECK)
+    assert older.kyc_verified is None

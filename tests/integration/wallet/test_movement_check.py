@@ -25,14 +25,28 @@ from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
 from vaultpay_wallet.adapters.pins_pg import LAST_SEEN_EVERY, PgPinCheckFastPath
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
-from vaultpay_wallet.domain.errors import InvalidPinError, PinChangedError
+from vaultpay_wallet.domain.errors import (
+    InvalidPinError,
+    PinChangedError,
+    WalletClosedError,
+    WalletFrozenError,
+)
+from vaultpay_wallet.domain.model import KycTier
 from vaultpay_wallet.service_layer.commands import (
     ChangePin,
+    CloseMyWallet,
     CreateWallet,
+    FreezeMyWallet,
+    SetKycTier,
     SetPin,
+    UnfreezeMyWallet,
     VerifyTransferPin,
 )
-from vaultpay_wallet.service_layer.internal import MovementChecked, MovementChecks
+from vaultpay_wallet.service_layer.internal import (
+    KycTierService,
+    MovementChecked,
+    MovementChecks,
+)
 from vaultpay_wallet.service_layer.ip_trust import (
     CheckIpTrust,
     ConfirmIp,
@@ -99,13 +113,34 @@ class _World:
         self.ip_trust = IpTrustService(
             uow, self.cache, ReversibleSealer(), self.clock, ip_hash_key=b"k" * 32
         )
-        self.checks = MovementChecks(self.pins, self.ip_trust)
+        self.checks = MovementChecks(self.pins, self.ip_trust, uow)
+        self.tiers = KycTierService(uow, self.clock)
 
-    async def user_trusting(self, ip: str) -> str:
-        """A user with a wallet and a PIN who confirmed `ip` (through the mailed link)."""
+    async def user(self, tier: KycTier = KycTier.BASIC) -> str:
+        """A user with a wallet of the given KYC tier and a PIN."""
         user = str(uuid.uuid4())
         await self.wallets.create_wallet(CreateWallet(user, "Mover", "", new_key(user)))
         await self.pins.set_pin(SetPin(user, PIN, PIN, new_key(user)))
+        if tier is not KycTier.NONE:
+            await self.tiers.set_kyc_tier(SetKycTier(user, tier, "sub-1", new_key("kyc")))
+        return user
+
+    async def failed_attempts(self, user: str) -> int:
+        async with self.engine.connect() as conn:
+            count = await conn.scalar(
+                text(
+                    "SELECT p.failed_attempts FROM wallet_pins p JOIN wallets w"
+                    " ON w.id = p.wallet_id WHERE w.user_id = :u"
+                ),
+                {"u": user},
+            )
+        assert isinstance(count, int)
+        return count
+
+    async def user_trusting(self, ip: str) -> str:
+        """A user with a KYC-approved wallet and a PIN who confirmed `ip` (through the
+        mailed link)."""
+        user = await self.user()
         check = await self.ip_trust.check_ip_trust(CheckIpTrust(str(uuid.uuid4()), user, ip))
         assert not check.trusted and check.confirmation_sent
         [token] = await self.mailed_tokens(user)
@@ -234,3 +269,54 @@ async def test_a_passed_check_is_not_replayed_after_the_pin_changed(
     with pytest.raises(PinChangedError):
         await world.move(user, HOME, request=check)
     assert (await world.move(user, HOME, pin="1357")).wallet_id == first.wallet_id
+
+
+async def test_a_wallet_without_kyc_is_mailed_no_link_for_an_unknown_address(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    # QA of 2026-12-03: a wallet of tier NONE was mailed a confirmation link, answered
+    # IP_NOT_TRUSTED, and learned of KYC_NOT_VERIFIED only after confirming the address.
+    world = _World(engine, redis)
+    user = await world.user(KycTier.NONE)
+
+    with pytest.raises(InvalidPinError):  # the PIN is checked first, as always
+        await world.move(user, CAFE, pin="1357")
+    checked = await world.move(user, CAFE)
+
+    assert checked.kyc_tier is KycTier.NONE
+    assert checked.ip is not None
+    assert (checked.ip.trusted, checked.ip.confirmation_sent) == (False, False)
+    assert await world.mailed_tokens(user) == []
+    assert world.hasher.verifications == 2
+
+
+async def test_a_frozen_wallet_is_refused_before_an_attempt_counts(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    # QA of 2026-12-03: a wrong PIN on a frozen wallet answered INVALID_PIN and counted
+    # toward the lockout; only the right PIN then told WALLET_FROZEN.
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    await world.wallets.freeze_my_wallet(FreezeMyWallet(user, "lost my phone", new_key(user)))
+
+    for pin in ("1357", "1357", "1357", PIN):
+        with pytest.raises(WalletFrozenError):
+            await world.move(user, HOME, pin=pin)
+    assert await world.failed_attempts(user) == 0
+    assert world.hasher.verifications == 0
+
+    await world.wallets.unfreeze_my_wallet(UnfreezeMyWallet(user, new_key(user)))
+    assert (await world.move(user, HOME)).ip is not None  # the fast path again
+
+
+async def test_a_closed_wallet_is_refused_before_an_attempt_counts(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    await world.wallets.close_my_wallet(CloseMyWallet(user, new_key(user)))
+
+    for pin in ("1357", PIN):
+        with pytest.raises(WalletClosedError):
+            await world.move(user, HOME, pin=pin)
+    assert await world.failed_attempts(user) == 0

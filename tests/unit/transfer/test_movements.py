@@ -26,6 +26,7 @@ from vaultpay_transfer.domain.errors import (
     DailyLimitExceededError,
     InsufficientBalanceError,
     IpNotTrustedError,
+    KycNotVerifiedError,
     PassedThroughError,
     RecipientNotFoundError,
     SelfTransferError,
@@ -191,6 +192,25 @@ async def test_an_untrusted_address_refuses_the_movement_with_ip_not_trusted(
         await service.send_money(send(client_ip="198.51.100.1"))
     assert caught.value.metadata == {"confirmation_sent": "true"}
     assert "send_money" not in ledger.calls
+
+
+async def test_kyc_not_verified_behind_an_untrusted_address_is_refused_before_the_ip(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    # QA of 2026-12-03: a wallet of tier NONE was mailed a link and answered IP_NOT_TRUSTED,
+    # and learned of KYC_NOT_VERIFIED only after confirming the address.
+    wallet.kyc_none.add(ALICE)
+    account = BankAccountInput("123456789", "HDFC0001234", "Alice A")
+    cafe = "198.51.100.1"
+    with pytest.raises(KycNotVerifiedError):
+        await service.send_money(send(client_ip=cafe))
+    with pytest.raises(KycNotVerifiedError):
+        await service.withdraw(Withdraw(ALICE, key(), AmountInput("INR", 5), account, "1234", cafe))
+    assert [c[0] for c in wallet.calls] == ["pin", "pin"]  # no address check, no mail
+    assert "send_money" not in ledger.calls and "withdraw" not in ledger.calls
+    with pytest.raises(PassedThroughError) as wrong:  # the PIN is still checked first
+        await service.send_money(send(client_ip=cafe, pin="9999"))
+    assert wrong.value.reason == "INVALID_PIN"
 
 
 async def test_sending_to_ones_own_wallet_is_refused_after_the_pin_names_it(

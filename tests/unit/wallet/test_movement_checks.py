@@ -17,7 +17,8 @@ from tests.unit.wallet.wallet_world import World, key
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.errors import InvalidPinError
-from vaultpay_wallet.service_layer.commands import VerifyTransferPin
+from vaultpay_wallet.domain.model import KycTier, Wallet
+from vaultpay_wallet.service_layer.commands import SetKycTier, VerifyTransferPin
 from vaultpay_wallet.service_layer.internal import MovementChecks
 from vaultpay_wallet.service_layer.ip_trust import IpTrustCheck
 from vaultpay_wallet.service_layer.pins import PinService
@@ -27,10 +28,16 @@ USER = str(uuid.uuid4())
 PIN = "2468"
 
 
+async def _verified_wallet(world: World) -> Wallet:
+    """A wallet with a PIN whose KYC was approved (BASIC), as a movement needs."""
+    await world.open_wallet_with_pin(USER, PIN)
+    return await world.kyc.set_kyc_tier(SetKycTier(USER, KycTier.BASIC, "sub-1", key("kyc")))
+
+
 async def test_the_address_is_checked_only_once_the_pin_matched() -> None:
     world, ips = World(), Env()
-    checks = MovementChecks(world.pins, ips.service)
-    wallet = await world.open_wallet_with_pin(USER, PIN)
+    checks = MovementChecks(world.pins, ips.service, lambda: world.uow)
+    wallet = await _verified_wallet(world)
 
     with pytest.raises(InvalidPinError):
         await checks.check(VerifyTransferPin(USER, "0000", key(USER)), IP)
@@ -96,7 +103,7 @@ class _FastPath:
 def _fast_checks(world: World, ips: Env) -> tuple[MovementChecks, _FastPath]:
     fast = _FastPath(world, ips)
     pins = PinService(lambda: world.uow, world.clock, world.hasher, world.sealer, fast)
-    return MovementChecks(pins, ips.service), fast
+    return MovementChecks(pins, ips.service, lambda: world.uow), fast
 
 
 async def test_a_trusted_address_is_answered_by_the_pins_settlement_alone() -> None:
@@ -117,12 +124,38 @@ async def test_a_trusted_address_is_answered_by_the_pins_settlement_alone() -> N
 async def test_an_untrusted_address_goes_on_to_check_ip_trust_which_mails_the_link() -> None:
     world, ips = World(), Env()
     checks, fast = _fast_checks(world, ips)
-    await world.open_wallet_with_pin(USER, PIN)
+    await _verified_wallet(world)
 
     checked = await checks.check(VerifyTransferPin(USER, PIN, key(USER)), IP)
 
     assert checked.ip == IpTrustCheck(trusted=False, confirmation_sent=True)
+    assert checked.kyc_tier is KycTier.BASIC
     assert len(fast.addresses) == 1 and len(ips.mails()) == 1
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_a_wallet_without_kyc_is_mailed_no_link_and_told_its_tier(fast_path: bool) -> None:
+    # QA of 2026-12-03: a wallet of tier NONE was mailed a link for an untrusted address,
+    # then refused KYC_NOT_VERIFIED once the address was confirmed.
+    world, ips = World(), Env()
+    checks = (
+        _fast_checks(world, ips)[0]
+        if fast_path
+        else MovementChecks(world.pins, ips.service, lambda: world.uow)
+    )
+    wallet = await world.open_wallet_with_pin(USER, PIN)  # tier NONE
+
+    with pytest.raises(InvalidPinError):  # the PIN is still checked first
+        await checks.check(VerifyTransferPin(USER, "0000", key(USER)), IP)
+    checked = await checks.check(VerifyTransferPin(USER, PIN, key(USER)), IP)
+
+    assert (checked.wallet_id, checked.kyc_tier) == (wallet.id, KycTier.NONE)
+    assert checked.ip == IpTrustCheck(trusted=False, confirmation_sent=False)
+    assert ips.mails() == []
+    if fast_path:  # behind an address the settlement found trusted, no tier is read
+        await ips.trust(IP, USER)
+        trusted = await checks.check(VerifyTransferPin(USER, PIN, key(USER)), IP)
+        assert (trusted.ip, trusted.kyc_tier) == (IpTrustCheck(True, False), None)
 
 
 async def test_a_malformed_address_is_refused_before_an_attempt_is_counted() -> None:

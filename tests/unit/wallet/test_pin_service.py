@@ -19,12 +19,16 @@ from vaultpay_wallet.domain.errors import (
     PinLockedError,
     PinNotSetError,
     PinResetTokenInvalidError,
+    WalletClosedError,
+    WalletFrozenError,
 )
 from vaultpay_wallet.domain.model import FreezeSource, WalletStatus
 from vaultpay_wallet.service_layer.commands import (
     AdminFreezeWallet,
     AdminUnfreezeWallet,
     ChangePin,
+    CloseMyWallet,
+    FreezeMyWallet,
     RequestPinReset,
     ResetPin,
     SetPin,
@@ -214,6 +218,68 @@ async def test_transfer_and_user_checks_share_one_counter() -> None:
     with pytest.raises(ValidationError) as missing:
         await world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, None))
     assert missing.value.violations[0].field == "request_id"
+
+
+@pytest.mark.parametrize("freeze", ["admin", "self"])
+async def test_a_movements_check_refuses_a_frozen_wallet_before_counting_an_attempt(
+    freeze: str,
+) -> None:
+    # QA of 2026-12-03: a wrong PIN on an admin-frozen wallet answered INVALID_PIN and
+    # counted toward the lockout; only the right PIN then revealed WALLET_FROZEN.
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    if freeze == "admin":
+        await world.admin.freeze_wallet(AdminFreezeWallet("staff", wallet.id, "r", None, key("s")))
+    else:
+        await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "lost my phone", key()))
+    for pin in (BAD, BAD, BAD, GOOD):
+        with pytest.raises(WalletFrozenError):
+            await world.pins.verify_transfer_pin(
+                VerifyTransferPin("alice", pin, key("service:transfer"))
+            )
+    assert world.uow.pins.records[wallet.id].failed_attempts == 0
+    stored = world.uow.wallets.wallets[wallet.id]
+    assert stored.freeze_by(FreezeSource.PIN_LOCKOUT) is None  # no lockout on top
+    # The holder's own check keeps its rule: a wrong PIN counts, frozen or not.
+    with pytest.raises(InvalidPinError):
+        await world.pins.verify_pin(VerifyPin("alice", BAD, key()))
+    assert world.uow.pins.records[wallet.id].failed_attempts == 1
+
+
+async def test_a_movements_check_of_a_locked_out_wallet_stays_pin_locked() -> None:
+    world = World()
+    await world.open_wallet_with_pin()
+    for _ in range(3):
+        await _wrong(world)
+    with pytest.raises(PinLockedError):
+        await world.pins.verify_transfer_pin(
+            VerifyTransferPin("alice", GOOD, key("service:transfer"))
+        )
+
+
+async def test_a_movements_check_passes_once_a_timed_freeze_has_lapsed() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    until = world.clock.now() + timedelta(hours=1)
+    await world.admin.freeze_wallet(AdminFreezeWallet("staff", wallet.id, "r", until, key("s")))
+    with pytest.raises(WalletFrozenError):
+        await world.pins.verify_transfer_pin(VerifyTransferPin("alice", BAD, key("t")))
+    world.clock.advance(timedelta(hours=2))
+    with pytest.raises(InvalidPinError) as wrong:
+        await world.pins.verify_transfer_pin(VerifyTransferPin("alice", BAD, key("t")))
+    assert wrong.value.metadata == {"remaining_attempts": "2"}
+
+
+async def test_a_movements_check_refuses_a_closed_wallet_before_counting_an_attempt() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))
+    for pin in (BAD, GOOD):
+        with pytest.raises(WalletClosedError):
+            await world.pins.verify_transfer_pin(
+                VerifyTransferPin("alice", pin, key("service:transfer"))
+            )
+    assert world.uow.pins.records[wallet.id].failed_attempts == 0
 
 
 async def test_a_passed_check_is_replayed_only_while_its_pin_is_the_pin() -> None:

@@ -2,7 +2,8 @@
 
 - `GrpcWalletGate`: a movement's PIN and IP checks, as one WalletInternalService
   VerifyTransferPin call with the client_ip (with a wallet that does not answer ip_trust yet,
-  a CheckIpTrust call follows), under our service identity. wallet's refusals of the caller (INVALID_PIN with its remaining attempts,
+  a CheckIpTrust call follows), under our service identity. Its kyc_tier, set when the
+  address was not found trusted, becomes `MovementChecked.kyc_verified`. wallet's refusals of the caller (INVALID_PIN with its remaining attempts,
   PIN_LOCKED, PIN_NOT_SET, PIN_CHECK_IN_PROGRESS, WALLET_FROZEN, IDEMPOTENCY_KEY_*, invalid
   input) reach the client unchanged: same code, reason, message and metadata. Anything else
   (wallet down, our identity refused, a deadline) is WALLET_UNAVAILABLE: the movement did
@@ -28,6 +29,7 @@ from functools import partial
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.errors import DomainError, ErrorKind, FieldViolation, ValidationError
 from vaultpay_common.grpc.auth_client import outgoing_metadata
@@ -104,6 +106,14 @@ def wallet_refusal(exc: grpc.aio.AioRpcError) -> DomainError:
     )
 
 
+def _kyc_verified(tier: int) -> bool | None:
+    """VerifyTransferPinResponse.kyc_tier as the movement reads it: UNSPECIFIED (a trusted
+    address, no address, or a wallet that predates the field) tells nothing."""
+    if tier == kyc_tier_pb2.KYC_TIER_UNSPECIFIED:
+        return None
+    return tier != kyc_tier_pb2.KYC_TIER_NONE
+
+
 class GrpcWalletGate:
     def __init__(self, channel: grpc.aio.Channel, token: TokenSource, timeout: float) -> None:
         self._stub = wallet_pb2_grpc.WalletInternalServiceStub(channel)
@@ -139,7 +149,9 @@ class GrpcWalletGate:
         except grpc.aio.AioRpcError as exc:
             raise wallet_refusal(exc) from exc
         return MovementChecked(
-            str(reply.wallet_id), IpCheck(bool(ip.trusted), bool(ip.confirmation_sent))
+            str(reply.wallet_id),
+            IpCheck(bool(ip.trusted), bool(ip.confirmation_sent)),
+            _kyc_verified(reply.kyc_tier),
         )
 
 

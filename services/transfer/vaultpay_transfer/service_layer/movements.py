@@ -11,9 +11,12 @@ The order of a PIN-checked movement:
 2. the stored answer of the same request_id: a retry is answered from it without asking for
    the PIN again, so retries never burn PIN attempts; the same request_id with another
    request is IDEMPOTENCY_KEY_REUSED;
-3. the PIN (wallet's VerifyTransferPin: one lockout rule for all), then the client's IP
-   (checked as wallet's CheckIpTrust checks it, which mails the confirmation link itself),
-   both in one call to wallet;
+3. the PIN (wallet's VerifyTransferPin: one lockout rule for all; a frozen or closed
+   wallet is refused before its PIN is checked), then the client's IP (checked as wallet's
+   CheckIpTrust checks it, which mails the confirmation link itself), both in one call to
+   wallet. Behind an address wallet did not find trusted, a wallet of KYC tier NONE is
+   mailed nothing and refused KYC_NOT_VERIFIED here, before IP_NOT_TRUSTED: confirming the
+   address would only lead to that refusal (the ledger re-checks the tier in any case);
 4. the ledger call, which re-claims the key under its advisory lock (a concurrent duplicate
    is IN_USE or the same single effect), locks the wallets and re-checks everything.
 Nothing is answered OK before the ledger transaction has committed.
@@ -36,7 +39,11 @@ from collections.abc import Callable
 from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKey
-from vaultpay_transfer.domain.errors import IpNotTrustedError, SelfTransferError
+from vaultpay_transfer.domain.errors import (
+    IpNotTrustedError,
+    KycNotVerifiedError,
+    SelfTransferError,
+)
 from vaultpay_transfer.domain.model import Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome, Movement, refusal_error
 from vaultpay_transfer.domain.validation import (
@@ -173,6 +180,8 @@ class MovementService:
     async def _authorise(self, user_id: str, pin: str, client_ip: str, key: IdempotencyKey) -> str:
         check_id = pin_check_id(key, pin, self._pin_check_key)
         checked = await self._wallet.check_movement(user_id, pin, client_ip, check_id)
+        if checked.kyc_verified is False:
+            raise KycNotVerifiedError()
         if not checked.ip.trusted:
             sent = checked.ip.confirmation_sent
             raise IpNotTrustedError(metadata={"confirmation_sent": "true" if sent else "false"})

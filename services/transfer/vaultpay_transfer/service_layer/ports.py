@@ -105,6 +105,9 @@ class IpCheck:
 class MovementChecked:
     wallet_id: str  # the user's wallet, whose PIN matched
     ip: IpCheck  # the client address's trust
+    # False: wallet found the tier NONE (it reads the tier only for an address it did not
+    # find trusted, and then mails no link); None: not told (the ledger checks the tier).
+    kyc_verified: bool | None = None
 
 
 class WalletGate(Protocol):
@@ -113,8 +116,9 @@ class WalletGate(Protocol):
     ) -> MovementChecked:
         """wallet's checks of a money movement: the PIN, then (once it matched) the client's
         address. A PIN that does not match is wallet's refusal (INVALID_PIN with the remaining
-        attempts, PIN_LOCKED, PIN_NOT_SET, ...) as a domain error; an untrusted address is
-        an answer (`ip.trusted` False), for the caller to refuse. `check_id` keys both, so a
+        attempts, PIN_LOCKED, PIN_NOT_SET, WALLET_FROZEN, ...) as a domain error; an
+        untrusted address is an answer (`ip.trusted` False), for the caller to refuse, as is
+        a wallet of KYC tier NONE behind one (`kyc_verified` False, no link mailed). `check_id` keys both, so a
         retried check counts once toward the lockout and mails at most once."""
         ...
 

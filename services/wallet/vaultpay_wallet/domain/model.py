@@ -111,6 +111,18 @@ class Wallet:
     def freeze_by(self, source: FreezeSource) -> Freeze | None:
         return next((f for f in self.freezes if f.source is source), None)
 
+    def frozen_besides_lockout(self, now: datetime) -> bool:
+        """Whether a freeze other than a PIN lockout is in force (self or admin; or FROZEN with
+        no freeze to explain it, as the ledger's `transfer_is_frozen` counts it): such a wallet
+        cannot send or withdraw whatever PIN is given. A lockout alone is not this: it is the
+        PIN rule's own refusal (PIN_LOCKED), lifted by a PIN reset."""
+        if self.is_closed:
+            return False
+        active = [f for f in self.freezes if f.is_active(now)]
+        if any(f.source is not FreezeSource.PIN_LOCKOUT for f in active):
+            return True
+        return self.status is WalletStatus.FROZEN and not self.freezes
+
     def expired_freezes(self, now: datetime) -> tuple[Freeze, ...]:
         return tuple(f for f in self.freezes if not f.is_active(now))
 

@@ -145,7 +145,7 @@ async def build_host(
     )
     staff = WalletAdminServicer(admin, limits, settings_service, AuditEvents(uow), tokens)
     internal = WalletInternalServicer(
-        MovementChecks(pins, ip_trust),
+        MovementChecks(pins, ip_trust, uow),
         ip_trust,
         limits,
         tiers,

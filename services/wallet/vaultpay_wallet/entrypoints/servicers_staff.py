@@ -328,6 +328,8 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
         if checked.ip is not None:
             reply.ip_trust.trusted = checked.ip.trusted
             reply.ip_trust.confirmation_sent = checked.ip.confirmation_sent
+        if checked.kyc_tier is not None:
+            reply.kyc_tier = tier_to_proto(checked.kyc_tier)
         return reply
 
     async def CheckIpTrust(

@@ -17,10 +17,14 @@ from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import DataclassCodec, run_once
-from vaultpay_wallet.domain.model import Wallet
+from vaultpay_wallet.domain.model import KycTier, Wallet
 from vaultpay_wallet.domain.pin import PIN_LOCKOUT_DURATION
 from vaultpay_wallet.domain.validation import clean_text
-from vaultpay_wallet.service_layer._shared import load_own_wallet, persist_expired_lifts
+from vaultpay_wallet.service_layer._shared import (
+    load_own_wallet,
+    load_wallet,
+    persist_expired_lifts,
+)
 from vaultpay_wallet.service_layer.commands import SetKycTier, VerifyTransferPin
 from vaultpay_wallet.service_layer.ip_trust import CheckIpTrust, IpTrustCheck, IpTrustService
 from vaultpay_wallet.service_layer.pins import PinService
@@ -33,12 +37,20 @@ log = logging.getLogger(__name__)
 _WALLET = DataclassCodec(Wallet)
 _SWEEP_BATCH = 200
 _TRUSTED = IpTrustCheck(trusted=True, confirmation_sent=False)
+# An address not found trusted, and no link mailed: the wallet's tier refuses the movement.
+_NOT_MAILED = IpTrustCheck(trusted=False, confirmation_sent=False)
 
 
 @dataclass(frozen=True, slots=True)
 class MovementChecked:
     wallet_id: str
     ip: IpTrustCheck | None  # None: no client address was given
+    # The wallet's KYC tier, read only when the PIN's settlement did not find the address
+    # trusted (to decide whether to mail); None otherwise: the ledger checks the tier under
+    # its lock. With NONE, `ip` is untrusted and unmailed without CheckIpTrust's look (on
+    # the general path the address may in fact be trusted: the movement fails on KYC all
+    # the same).
+    kyc_tier: KycTier | None = None
 
 
 class MovementChecks:
@@ -49,11 +61,25 @@ class MovementChecks:
     The common case reads the address in the PIN's own settlement (one PostgreSQL call, no
     Redis on the money path: `PinVerified.address_trusted`). An address found untrusted
     there, or a check settled on the general path, is checked as CheckIpTrust checks it (an
-    untrusted one mails its confirmation token; a retry mails nothing more)."""
+    untrusted one mails its confirmation token; a retry mails nothing more).
 
-    def __init__(self, pins: PinService, ip_trust: IpTrustService) -> None:
+    Before mailing, the wallet's KYC tier is read: a wallet of tier NONE cannot send or
+    withdraw, so confirming the address would only lead to KYC_NOT_VERIFIED (QA: the user
+    was mailed a link, answered IP_NOT_TRUSTED, and learned of KYC only after confirming).
+    Such a check mails nothing and answers the tier (`MovementChecked.kyc_tier`), which the
+    caller refuses as KYC_NOT_VERIFIED before IP_NOT_TRUSTED. The order is PIN, KYC, IP. The
+    read is one short query on the refusal path only: a trusted address (the common case)
+    is answered as before, and the ledger stays the authority on the tier."""
+
+    def __init__(
+        self,
+        pins: PinService,
+        ip_trust: IpTrustService,
+        uow: Callable[[], WalletUnitOfWork],
+    ) -> None:
         self._pins = pins
         self._ip_trust = ip_trust
+        self._uow = uow
 
     async def check(self, cmd: VerifyTransferPin, client_ip: str = "") -> MovementChecked:
         if not client_ip:
@@ -63,11 +89,15 @@ class MovementChecks:
         verified = await self._pins.verify_transfer_pin(cmd, address)
         if verified.address_trusted:
             return MovementChecked(verified.wallet_id, _TRUSTED)
+        async with self._uow() as uow:
+            tier = (await load_wallet(uow, verified.wallet_id)).kyc_tier
+        if tier is KycTier.NONE:
+            return MovementChecked(verified.wallet_id, _NOT_MAILED, tier)
         assert cmd.idempotency is not None  # required: verify_transfer_pin checked it
         ip = await self._ip_trust.check_ip_trust(
             CheckIpTrust(cmd.idempotency.request_id, cmd.user_id, client_ip)
         )
-        return MovementChecked(verified.wallet_id, ip)
+        return MovementChecked(verified.wallet_id, ip, tier)
 
 
 class KycTierService:

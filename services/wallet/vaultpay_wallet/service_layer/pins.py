@@ -3,7 +3,9 @@
 A PIN check is one rule in two short transactions with bcrypt between them, so no row lock
 is held while bcrypt runs:
 
-1. reserve: lock the wallet row, refuse a locked or PIN-less wallet, lift a lapsed lockout,
+1. reserve: lock the wallet row, refuse a closed, locked or PIN-less wallet (and, for a
+   money movement's check, a wallet frozen otherwise: WALLET_FROZEN, before any attempt is
+   counted, since the ledger would refuse it whatever PIN is given), lift a lapsed lockout,
    then count the attempt *before* checking it (a conditional UPDATE that cannot pass 3).
    Committed at once, so a crash, a cancelled call or 30 parallel guesses all count, and a
    guess beyond the third never reaches bcrypt (fails closed). While every attempt is
@@ -55,6 +57,7 @@ from vaultpay_wallet.domain.errors import (
     PinNotSetError,
     PinResetTokenInvalidError,
     WalletClosedError,
+    WalletFrozenError,
 )
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet
 from vaultpay_wallet.domain.pin import (
@@ -223,7 +226,13 @@ class PinService:
         self, cmd: VerifyTransferPin, address: MovementAddress | None = None
     ) -> PinVerified:
         """The transfer service checks a PIN for a money movement: the same rule as
-        `verify_pin`, keyed by the movement's request_id (required). `address`, when given,
+        `verify_pin`, keyed by the movement's request_id (required), except that a wallet
+        frozen by its holder or by staff (not by a PIN lockout, which stays PIN_LOCKED) is
+        refused WALLET_FROZEN before the attempt is counted: a frozen wallet cannot send or
+        withdraw, so a wrong PIN must not cost an attempt, nor a right one be needed to learn
+        it (QA). A frozen wallet never takes the fast path (`wallet_pin_reserve` reserves only
+        an ACTIVE wallet without freezes), so the refusal is in the general path's
+        reservation, the transaction that already locks the wallet. `address`, when given,
         is looked up in the settlement of a matched PIN on the fast path, in the same call
         (`PinVerified.address_trusted`; None where it was not, for the caller to check)."""
         if cmd.idempotency is None:
@@ -232,7 +241,7 @@ class PinService:
             raise ValidationError.single("user_id", "is required")
         _check_shape(cmd.pin, "pin")
         outcome, trusted = await self._check(
-            cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None, address=address
+            cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None, address=address, movement=True
         )
         _raise_unless_ok(outcome)
         return PinVerified(outcome.wallet_id, trusted)
@@ -258,6 +267,7 @@ class PinService:
         *,
         new_pin: str | None,
         address: MovementAddress | None = None,
+        movement: bool = False,
     ) -> _Checked:
         reserved = await self._reserve_fast(user_id, key)
         if reserved is None:
@@ -266,7 +276,7 @@ class PinService:
                 if new_pin is None:
                     await self._require_pin_unchanged(settled)
                 return settled, None
-            reserved = await self._reserve(user_id, key)
+            reserved = await self._reserve(user_id, key, movement=movement)
         reservation, pin_hash = reserved
         # The attempt is counted: settle it even if the caller goes away meanwhile (a cancelled
         # RPC, the caller's deadline), so only a wallet process that dies leaves it unsettled.
@@ -345,8 +355,10 @@ class PinService:
         )
 
     async def _reserve(
-        self, user_id: str, key: IdempotencyKey | None
+        self, user_id: str, key: IdempotencyKey | None, *, movement: bool = False
     ) -> tuple[PinReservation, str]:
+        """Counts an attempt (general path). `movement`: a money movement's check, which also
+        refuses a wallet frozen other than by a lockout (WALLET_FROZEN) before counting."""
         reserve_key = _reserve_key(key)
         async with self._uow() as uow:
             stored = None if reserve_key is None else await uow.idempotency.claim(reserve_key)
@@ -365,6 +377,8 @@ class PinService:
             lockout = wallet.freeze_by(FreezeSource.PIN_LOCKOUT)
             if lockout is not None and lockout.is_active(now):
                 raise PinLockedError(lockout.until.isoformat() if lockout.until else "")
+            if movement and wallet.frozen_besides_lockout(now):
+                raise WalletFrozenError()
             wallet = await persist_expired_lifts(uow, wallet, now)
             if lockout is None and record.stale_lock_expired(now):
                 await uow.pins.reset_attempts(wallet.id)

@@ -2490,8 +2490,9 @@ class VerifyTransferPinRequest(_message.Message):
     client_ip: _builtins.str
     """Optional: the client address of the movement (as in CheckIpTrustRequest). When set and
     the PIN matched, the address is checked as CheckIpTrust checks it, under the same
-    request_id (an untrusted address mails its confirmation token), and the answer is in
-    the response's ip_trust. A wrong PIN fails as usual and checks no address.
+    request_id (an untrusted address mails its confirmation token, unless the wallet's KYC
+    tier is NONE: see the response's kyc_tier), and the answer is in the response's
+    ip_trust. A wrong PIN fails as usual and checks no address.
     """
     def __init__(
         self,
@@ -2517,21 +2518,32 @@ class VerifyTransferPinResponse(_message.Message):
 
     WALLET_ID_FIELD_NUMBER: _builtins.int
     IP_TRUST_FIELD_NUMBER: _builtins.int
+    KYC_TIER_FIELD_NUMBER: _builtins.int
     wallet_id: _builtins.str
     """The user's wallet, whose failed-attempt counter is now cleared."""
+    kyc_tier: _kyc_tier_pb2.KycTier.ValueType
+    """The wallet's KYC tier, set only when client_ip was given and not found trusted (the
+    tier decides whether to mail the link); KYC_TIER_UNSPECIFIED otherwise, and from a
+    wallet that predates this field: the ledger checks the tier under its lock. With
+    KYC_TIER_NONE no link was mailed, and the movement is to fail with KYC_NOT_VERIFIED.
+    """
     @_builtins.property
     def ip_trust(self) -> Global___CheckIpTrustResponse:
-        """CheckIpTrust's answer for the request's client_ip; absent when none was given."""
+        """CheckIpTrust's answer for the request's client_ip; absent when none was given. With
+        kyc_tier KYC_TIER_NONE it is trusted false, confirmation_sent false: the address was
+        not confirmed trusted (CheckIpTrust was not asked) and no link was mailed.
+        """
 
     def __init__(
         self,
         *,
         wallet_id: _builtins.str = ...,
         ip_trust: Global___CheckIpTrustResponse | None = ...,
+        kyc_tier: _kyc_tier_pb2.KycTier.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ip_trust", b"ip_trust"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_trust", b"ip_trust", "wallet_id", b"wallet_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_trust", b"ip_trust", "kyc_tier", b"kyc_tier", "wallet_id", b"wallet_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

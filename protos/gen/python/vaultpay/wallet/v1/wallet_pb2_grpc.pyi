@@ -686,6 +686,11 @@ class WalletInternalServiceStub:
     check that passed fails with PIN_CHANGED once the PIN has changed since.
     With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
     in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
+    A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one
+    with WALLET_CLOSED, before the PIN is checked or an attempt counted (a PIN lockout
+    stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation link for
+    an untrusted address: the response says the tier (kyc_tier), and the caller refuses
+    the movement with KYC_NOT_VERIFIED before IP_NOT_TRUSTED.
     """
     CheckIpTrust: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.CheckIpTrustRequest, _wallet_pb2.CheckIpTrustResponse]
     """Tells whether a money movement may come from the client's IP address. When the
@@ -734,6 +739,11 @@ class WalletInternalServiceAsyncStub(WalletInternalServiceStub):
     check that passed fails with PIN_CHANGED once the PIN has changed since.
     With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
     in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
+    A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one
+    with WALLET_CLOSED, before the PIN is checked or an attempt counted (a PIN lockout
+    stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation link for
+    an untrusted address: the response says the tier (kyc_tier), and the caller refuses
+    the movement with KYC_NOT_VERIFIED before IP_NOT_TRUSTED.
     """
     CheckIpTrust: _aio.UnaryUnaryMultiCallable[_wallet_pb2.CheckIpTrustRequest, _wallet_pb2.CheckIpTrustResponse]  # type: ignore[assignment]
     """Tells whether a money movement may come from the client's IP address. When the
@@ -785,6 +795,11 @@ class WalletInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         check that passed fails with PIN_CHANGED once the PIN has changed since.
         With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
         in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
+        A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one
+        with WALLET_CLOSED, before the PIN is checked or an attempt counted (a PIN lockout
+        stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation link for
+        an untrusted address: the response says the tier (kyc_tier), and the caller refuses
+        the movement with KYC_NOT_VERIFIED before IP_NOT_TRUSTED.
         """
 
     @_abc_1.abstractmethod

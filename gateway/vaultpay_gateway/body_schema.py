@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from vaultpay_gateway.contract import ApiContract, ContractError, MessageField, Rpc
+from vaultpay_gateway.path_shapes import EmptyVariable, empty_variable_shapes
 
 __all__ = [
     "ANY_VALUE",
@@ -131,6 +132,9 @@ class BodySchemas:
     messages: Mapping[str, MessageRule]
     # gRPC path -> the RPC's bindings; only routed RPCs whose body is checked.
     rpcs: Mapping[str, tuple[BodyBinding, ...]]
+    # REST paths that leave a path variable empty and reach another RPC (`path_shapes`):
+    # the check answers them 400 naming the empty field.
+    empty_paths: tuple[EmptyVariable, ...] = ()
 
     def violations(self, rule: ValueRule, value: Any, limit: int = 10) -> list[Violation]:
         """What `check` in json_body.lua reports for an already parsed JSON value.
@@ -261,4 +265,8 @@ def body_schemas(contract: ApiContract) -> BodySchemas:
         )
         if any(b.body != ANY_VALUE for b in bindings):
             rpcs[rpc.grpc_path] = bindings
-    return BodySchemas(MappingProxyType(builder.messages), MappingProxyType(rpcs))
+    return BodySchemas(
+        MappingProxyType(builder.messages),
+        MappingProxyType(rpcs),
+        empty_variable_shapes(contract),
+    )

@@ -27,6 +27,9 @@ or one field under both its spellings (`fullName` and `full_name`), is refused (
 `DUPLICATE_FIELD`): parsers disagree about which one wins. A list where the field takes a
 single value is refused naming the field (400 `INVALID_REQUEST`, "amount.amountMinor: a list
 where a single value is expected"): the transcoder's own refusal names at most the parent.
+A path that leaves its last variable empty, which the transcoder routed to another RPC
+(`GET /v1/transactions/reference/` to GetTransaction), is refused naming that variable's field
+(400 `INVALID_REQUEST`, "referenceId: must not be empty"; `path_shapes`).
 
 The checker accepts less than the transcoder on purpose: the transcoder also takes unquoted
 keys, single-quoted strings and trailing commas, which a lenient or skipping checker would
@@ -94,7 +97,8 @@ function envoy_on_request(handle)
 end
 """
 
-# M: message rules, A: aliases, Q: bindings without query, R: RPCs (generated above this
+# M: message rules, A: aliases, Q: bindings without query, E: empty path variables
+# (E[method][path] = the field's JSON name, `path_shapes`), R: RPCs (generated above this
 # code). A rule is `true` (any value), a message number (objects checked against M[n], arrays
 # element by element) or `{n}` (a map: any key, values checked against M[n]). In M[n], `false`
 # marks a field the URL path sets. A[n] maps a field's proto name to its JSON name (one field,
@@ -407,6 +411,25 @@ local function query_not_allowed(keys)
   return out
 end
 
+-- The original path as the transcoder matches it: no query string, no trailing empty
+-- segments, the `:verb` kept, each segment %-decoded on its own (`%2F` splits nothing).
+local function route_shape(original_path)
+  local path = string.match(original_path, "^[^?]*")
+  local verb = ""
+  local last_slash = string.match(path, "^.*()/") or 1
+  local colon = string.match(path, "^.*():")
+  if colon ~= nil and colon > last_slash then
+    path, verb = sub(path, 1, colon - 1), sub(path, colon)
+  end
+  local segments = {}
+  for segment in string.gmatch(path .. "/", "([^/]*)/") do segments[#segments + 1] = segment end
+  while #segments > 1 and segments[#segments] == "" do segments[#segments] = nil end
+  for i, segment in ipairs(segments) do
+    segments[i] = (string.gsub(segment, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+  end
+  return concat(segments, "/") .. verb
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local entry = R[headers:get(":path")]
@@ -423,10 +446,19 @@ function envoy_on_request(handle)
     reply(handle, "400", status(3, "INVALID_REQUEST", "the request body is not valid JSON: NUL byte"))
     return
   end
+  local method = headers:get("x-envoy-original-method")
+  -- `/v1/transactions/reference/` reached GetTransaction (transaction_id "reference"): the
+  -- transcoder dropped the empty segment of the binding the client meant (path_shapes.py).
+  local shapes = E[method]
+  local empty = shapes and shapes[route_shape(original_path)]
+  if empty ~= nil then
+    reply(handle, "400", status(3, INVALID, empty .. ": must not be empty", { { empty, "must not be empty" } }))
+    return
+  end
   local keys = query_keys(original_path)
   if #keys > 0 then
     local closed = Q[headers:get(":path")]
-    if closed ~= nil and closed[headers:get("x-envoy-original-method")] then
+    if closed ~= nil and closed[method] then
       local refused = query_not_allowed(keys)
       local names = {}
       for i, v in ipairs(refused) do names[i] = v[1] end
@@ -444,7 +476,7 @@ function envoy_on_request(handle)
   local body = stash.body
   if body == nil or body == "" then return end
   metadata:set(NS, "body", "")
-  local ok, violations, total = pcall(check_rpc, body, entry, headers:get("x-envoy-original-method"))
+  local ok, violations, total = pcall(check_rpc, body, entry, method)
   if not ok then
     if type(violations) == "table" and violations.what ~= nil then
       local message = format("the request body is not valid JSON: %s at byte %d", violations.what, violations.at)
@@ -545,6 +577,14 @@ def checker_lua(schemas: BodySchemas) -> str:
         if closed:
             flags = ", ".join(f"[{_lua_string(m)}] = true" for m in closed)
             lines.append(f"  [{_lua_string(grpc_path)}] = {{ {flags} }},")
+    lines += ["}", "local E = {"]
+    for method in sorted({shape.method for shape in schemas.empty_paths}):
+        shapes = ", ".join(
+            f"[{_lua_string(shape.path)}] = {_lua_string(shape.field)}"
+            for shape in schemas.empty_paths
+            if shape.method == method
+        )
+        lines.append(f"  [{_lua_string(method)}] = {{ {shapes} }},")
     lines += ["}", "local R = {"]
     for grpc_path, bindings in sorted(schemas.rpcs.items()):
         rules = {b.body for b in bindings}

@@ -57,7 +57,8 @@ __all__ = [
 ERROR_DOMAIN = "vaultpay.gateway"
 # A JSON body key the request message does not have (400 / INVALID_ARGUMENT).
 UNKNOWN_FIELD_REASON = "UNKNOWN_FIELD"
-# A JSON body key given twice in one object, or one field under both its spellings (400).
+# A JSON body key given twice in one object, one field under both its spellings, or a query
+# parameter of a field that is not repeated given more than once (400).
 DUPLICATE_FIELD_REASON = "DUPLICATE_FIELD"
 # A JSON value of the wrong shape or type for its field, e.g. a list for a single value (400).
 INVALID_REQUEST_REASON = "INVALID_REQUEST"

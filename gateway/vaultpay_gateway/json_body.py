@@ -29,7 +29,11 @@ single value is refused naming the field (400 `INVALID_REQUEST`, "amount.amountM
 where a single value is expected"): the transcoder's own refusal names at most the parent.
 A path that leaves its last variable empty, which the transcoder routed to another RPC
 (`GET /v1/transactions/reference/` to GetTransaction), is refused naming that variable's field
-(400 `INVALID_REQUEST`, "referenceId: must not be empty"; `path_shapes`).
+(400 `INVALID_REQUEST`, "referenceId: must not be empty"; `path_shapes`). A query parameter
+given twice (`?pageSize=1&pageSize=50`, or under both spellings) is refused naming the field
+(400 `DUPLICATE_FIELD`, "given more than once in the query string"): the transcoder keeps the
+last value silently. Fields the proto declares `repeated` (a repeated scalar is the only
+repeated kind a query can set) keep taking several values.
 
 The checker accepts less than the transcoder on purpose: the transcoder also takes unquoted
 keys, single-quoted strings and trailing commas, which a lenient or skipping checker would
@@ -386,12 +390,39 @@ local function query_keys(original_path)
   return keys
 end
 
+-- The request message's rule number for the query string (the first binding's).
+local function query_rule(entry)
+  local rule = entry
+  if type(rule) == "table" then rule = rule.b and rule.b[1][2] or rule[1] end
+  if type(rule) == "number" and rule < 0 then rule = -rule end
+  return rule
+end
+
+-- What a query key (`amount.currency_code`) names: the field path in JSON names
+-- (`amount.currencyCode`; a part the contract does not know stays as sent), whether the
+-- field is repeated (its rule is `true`: a repeated scalar, or a Value / ListValue) and
+-- whether the URL path sets it (`false`).
+local function query_field(key, entry)
+  local rule, parts = query_rule(entry), {}
+  for part in string.gmatch(key, "[^.]+") do
+    if type(rule) == "number" and rule < 0 then rule = -rule end
+    local fields = type(rule) == "number" and M[rule] or nil
+    if fields == nil then
+      parts[#parts + 1] = part
+      rule = nil
+    else
+      local aliases = A[rule]
+      parts[#parts + 1] = aliases and aliases[part] or part
+      rule = fields[part]
+    end
+  end
+  return concat(parts, "."), rule
+end
+
 -- Query parameters must not set what the URL path sets (the transcoder lets `?walletId=`
 -- override `/wallets/{wallet_id}`). Keys are compared after %-decoding, first segment only.
 local function path_bound_in_query(keys, entry)
-  local rule = entry
-  if type(rule) == "table" then rule = rule.b and rule.b[1][2] or rule[1] end
-  local fields = M[rule]
+  local fields = M[query_rule(entry)]
   if fields == nil then return {} end
   local out = {}
   for _, key in ipairs(keys) do
@@ -407,6 +438,20 @@ local function query_not_allowed(keys)
   for i, key in ipairs(keys) do
     if i > MAX_REPORTED then break end
     out[i] = { key, "not accepted in the query string: send it in the JSON body" }
+  end
+  return out
+end
+
+-- A field that is not repeated, given more than once (`?pageSize=1&pageSize=50`, or under
+-- both spellings): the transcoder keeps the last value silently. One violation per field.
+local function repeated_in_query(keys, entry)
+  local count, out = {}, {}
+  for _, key in ipairs(keys) do
+    local name, rule = query_field(key, entry)
+    count[name] = (count[name] or 0) + 1
+    if count[name] == 2 and rule ~= true and #out < MAX_REPORTED then
+      out[#out + 1] = { name, "given more than once in the query string" }
+    end
   end
   return out
 end
@@ -470,6 +515,15 @@ function envoy_on_request(handle)
     local from_query = path_bound_in_query(keys, entry)
     if #from_query > 0 then
       reply(handle, "400", status(3, REASON, "the query sets a field of the URL path", from_query))
+      return
+    end
+    local repeated = repeated_in_query(keys, entry)
+    if #repeated > 0 then
+      local names = {}
+      for i, v in ipairs(repeated) do names[i] = v[1] end
+      local message = (#repeated == 1 and "duplicate query parameter: " or "duplicate query parameters: ")
+        .. concat(names, ", ")
+      reply(handle, "400", status(3, DUPLICATE, message, repeated))
       return
     end
   end

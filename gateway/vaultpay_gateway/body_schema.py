@@ -139,8 +139,9 @@ class BodySchemas:
     def violations(self, rule: ValueRule, value: Any, limit: int = 10) -> list[Violation]:
         """What `check` in json_body.lua reports for an already parsed JSON value.
 
-        Field paths follow google.rpc.BadRequest: `amount.currencyCode`, `limits[1].foo`,
-        spelled as the client sent the keys.
+        Field paths follow google.rpc.BadRequest's JSON spelling: `amount.currencyCode`,
+        `limits[1].foo`; a field of the contract by its JSON name whichever spelling the
+        client sent (`full_name` -> `fullName`), map keys and unknown keys as sent.
         """
         found: list[Violation] = []
         self._walk(rule, value, "", found, limit)
@@ -164,7 +165,8 @@ class BodySchemas:
             return
         message = self.messages[rule.message]
         for key, item in value.items():
-            where = f"{path}.{key}" if path else key
+            name = key if rule.is_map else message.aliases.get(key, key)
+            where = f"{path}.{name}" if path else name
             if rule.is_map:
                 self._walk(ValueRule(rule.message), item, where, found, limit)
             elif key in message.path_bound:

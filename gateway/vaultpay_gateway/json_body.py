@@ -35,6 +35,11 @@ given twice (`?pageSize=1&pageSize=50`, or under both spellings) is refused nami
 last value silently. Fields the proto declares `repeated` (a repeated scalar is the only
 repeated kind a query can set) keep taking several values.
 
+Field violations name a field of the contract by its JSON path (`fullName`, also when the
+client sent `full_name`), as google.rpc.BadRequest spells paths for JSON and as JSON clients
+read the services' own violations (`replies` renames those); a key the contract does not know
+is named as sent.
+
 The checker accepts less than the transcoder on purpose: the transcoder also takes unquoted
 keys, single-quoted strings and trailing commas, which a lenient or skipping checker would
 let through unchecked (`{isAdmin: true}`). Such bodies get 400 INVALID_REQUEST. The walk is
@@ -215,8 +220,10 @@ local function read_object(rule)
     if byte(src, pos) ~= 58 then bad("expected ':'") end
     pos = pos + 1
     skip_space()
-    path[n + 1] = n == 0 and key or ("." .. key)
+    -- A field of the contract is named by its JSON name whichever spelling came (one field,
+    -- one name, as google.rpc.BadRequest spells paths for JSON); anything else as sent.
     local name = aliases and aliases[key] or key
+    path[n + 1] = n == 0 and name or ("." .. name)
     if seen[name] then report("duplicate key", DUPLICATE) else seen[name] = true end
     local inner = true
     if fields ~= nil then
@@ -427,17 +434,19 @@ local function path_bound_in_query(keys, entry)
   local out = {}
   for _, key in ipairs(keys) do
     local head = string.match(key, "^[^.]+") or key
-    if fields[head] == false then out[#out + 1] = { key, "set by the URL path, not by the query" } end
+    if fields[head] == false then
+      out[#out + 1] = { (query_field(key, entry)), "set by the URL path, not by the query" }
+    end
   end
   return out
 end
 
 -- Every query parameter of a `body: "*"` binding: its fields belong in the JSON body.
-local function query_not_allowed(keys)
+local function query_not_allowed(keys, entry)
   local out = {}
   for i, key in ipairs(keys) do
     if i > MAX_REPORTED then break end
-    out[i] = { key, "not accepted in the query string: send it in the JSON body" }
+    out[i] = { (query_field(key, entry)), "not accepted in the query string: send it in the JSON body" }
   end
   return out
 end
@@ -504,7 +513,7 @@ function envoy_on_request(handle)
   if #keys > 0 then
     local closed = Q[headers:get(":path")]
     if closed ~= nil and closed[method] then
-      local refused = query_not_allowed(keys)
+      local refused = query_not_allowed(keys, entry)
       local names = {}
       for i, v in ipairs(refused) do names[i] = v[1] end
       local message = "this method takes nothing from the query string (send it in the JSON body): "

@@ -30,7 +30,13 @@ sees their replies and every upstream reply once transcoded:
    headers of a trailers-only reply, or in the trailers) get the generic `grpc-message` and
    lose a `grpc-status-details-bin` that has no ErrorInfo. Envoy's own replies are left as
    they are: JSON ones always carry an ErrorInfo, gRPC ones `errors.LOCAL_REPLY_MARK`.
-4. **`Retry-After`.** A 429 JSON reply whose body has a `google.rpc.RetryInfo` (a service's
+4. **Field paths in JSON spelling.** The services name BadRequest fields by proto path
+   (`recipient_wallet_id`), which gRPC clients read as they are; google.rpc.BadRequest spells
+   the same path `recipientWalletId` in JSON, and the gateway's own checks name fields that
+   way. In JSON error replies that are not the gateway's own (domain `vaultpay.gateway`), the
+   `field` strings inside the BadRequest detail are renamed by protoc's default JSON-name rule
+   (every field of the contract has its default name; a test checks), brackets untouched.
+5. **`Retry-After`.** A 429 JSON reply whose body has a `google.rpc.RetryInfo` (a service's
    throttle) gets `Retry-After` in whole seconds, rounded up. The RPC rate limit's own 429s
    (`ratelimits`) carry a fallback `Retry-After` and `x-ratelimit-reset`, the seconds until the
    bucket that refused has a token again; the header is set from it.
@@ -99,9 +105,42 @@ local function quote(text)
   return '"' .. escaped .. '"'
 end
 
--- `limits[1].daily.amount_minor` -> `limits[1].daily.amountMinor` (proto3 JSON names).
+-- `limits[1].daily.amount_minor` -> `limits[1].daily.amountMinor`: protoc's default JSON
+-- names (every field of the contract has its default, test_field_paths checks). What is
+-- inside brackets (an index, a map key) stays as it is.
 local function json_path(path)
-  return (gsub(path, "_(%l)", function(c) return string.upper(c) end))
+  local out, at = {}, 1
+  while at <= #path do
+    local open = find(path, "[", at, true)
+    local plain = sub(path, at, open and open - 1 or #path)
+    out[#out + 1] = (gsub(plain, "_(%w)", string.upper))
+    if open == nil then break end
+    local close = find(path, "]", open, true) or #path
+    out[#out + 1] = sub(path, open, close)
+    at = close + 1
+  end
+  return concat(out)
+end
+
+local BAD_REQUEST = '"@type":"type.googleapis.com/google.rpc.BadRequest"'
+
+-- A service's BadRequest names fields by proto path (`recipient_wallet_id`), as gRPC
+-- clients read them; a JSON client gets the JSON path (`recipientWalletId`), as the
+-- gateway's own violations and google.rpc.BadRequest's documentation spell them. Only the
+-- `field` strings inside the BadRequest detail change (up to the next detail); the
+-- gateway's own replies (domain vaultpay.gateway) already use JSON names and keep the keys
+-- a client sent that the contract does not know. nil: nothing to change.
+local function json_field_paths(text)
+  if find(text, '"domain":"' .. DOMAIN .. '"', 1, true) ~= nil then return nil end
+  local start = find(text, BAD_REQUEST, 1, true)
+  if start == nil then return nil end
+  local stop = find(text, '{"@type":"', start + #BAD_REQUEST, true) or #text + 1
+  local region = sub(text, start, stop - 1)
+  local renamed = gsub(region, '{"field":"([^"\\]*)"', function(field)
+    return '{"field":"' .. json_path(field) .. '"'
+  end)
+  if renamed == region then return nil end
+  return sub(text, 1, start - 1) .. renamed .. sub(text, stop)
 end
 
 -- The field and what is wrong with it, from the transcoder's text; nil if it names none.
@@ -212,6 +251,7 @@ local function error_reply(text, status, type_error)
   local body = nil
   if type_error then body = type_error_body(text) end
   if body == nil then body = generic_body(text) end
+  if body == nil then body = json_field_paths(text) end
   local wait = nil
   if status == "429" then wait = retry_delay(text) end
   return body, wait

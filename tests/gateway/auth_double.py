@@ -8,7 +8,8 @@ enough behaviour to observe what Envoy does:
 - `Register` echoes the request, or fails with INVALID_ARGUMENT + `ErrorInfo` + `BadRequest`
   details when the email has no "@", so error-detail transcoding can be checked, or with
   RESOURCE_EXHAUSTED + `ErrorInfo` + `RetryInfo` (2.5 s) when the email starts with
-  "throttled@", the way the services answer their own throttles.
+  "throttled@", the way the services answer their own throttles, or with INVALID_ARGUMENT +
+  a `BadRequest` in proto spelling (`PROTO_PATH_VIOLATIONS`) when it starts with "fields@".
 - `GetMe` reports the request metadata it received (client address, request id, the
   gateway's identity header, whether a bearer token was forwarded) inside `user.full_name`
   as JSON.
@@ -104,6 +105,8 @@ class AuthDouble(auth_pb2_grpc.AuthServiceServicer):
             await asyncio.sleep(3)  # longer than the slow-gateway test's unary timeout
         if "@" not in request.email:
             await context.abort_with_status(rpc_status.to_status(_invalid_email(request.email)))
+        if request.email.startswith("fields@"):
+            await context.abort_with_status(rpc_status.to_status(_invalid_fields()))
         if request.email.startswith("throttled@"):
             await context.abort_with_status(rpc_status.to_status(_throttled()))
         user = auth_pb2.User(user_id="user-1", email=request.email, full_name=request.full_name)
@@ -178,6 +181,32 @@ def _invalid_email(email: str) -> status_pb2.Status:
                     field="email", description=f"{email!r} is not an email address"
                 )
             ]
+        ),
+    )
+
+
+# Field paths as the services write them (proto names); `fields@…` registrations get them.
+PROTO_PATH_VIOLATIONS = (
+    "full_name",
+    "limits[1].daily.amount_minor",
+    "labels['some_key'].value_1",
+    "request",
+)
+
+
+def _invalid_fields() -> status_pb2.Status:
+    """A BadRequest in proto spelling, then an ErrorInfo whose metadata has a `field` key."""
+    return _status(
+        code_pb2.INVALID_ARGUMENT,
+        "invalid request",
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=field, description="is wrong")
+                for field in PROTO_PATH_VIOLATIONS
+            ]
+        ),
+        error_details_pb2.ErrorInfo(
+            reason="INVALID_ARGUMENT", domain="vaultpay.auth", metadata={"field": "full_name"}
         ),
     )
 

@@ -236,6 +236,18 @@ def test_top_up_checks_the_money_inside(real: BodySchemas) -> None:
     ]
 
 
+def test_violations_name_a_known_field_by_its_json_name_in_either_spelling(
+    real: BodySchemas,
+) -> None:
+    top_up = _root(real, "/vaultpay.transfer.v1.TransferService/TopUp")
+
+    assert real.violations(top_up, {"amount": {"amount_minor": []}, "payment_method": []}) == [
+        Violation("amount.amountMinor", LIST_NOT_EXPECTED),
+        Violation("paymentMethod", LIST_NOT_EXPECTED),
+    ]
+    assert real.violations(top_up, {"is_admin": True}) == [Violation("is_admin", UNKNOWN_FIELD)]
+
+
 def test_a_list_is_refused_where_the_field_is_single_and_taken_where_repeated(
     real: BodySchemas,
 ) -> None:

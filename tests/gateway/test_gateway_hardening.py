@@ -238,7 +238,7 @@ def test_fields_in_the_query_string_of_a_body_route_are_refused(
     ("body", "key"),
     [
         ('{"email": "a@example.com", "email": "b@example.com"}', "email"),
-        ('{"fullName": "Ada", "full_name": "Eve"}', "full_name"),
+        ('{"fullName": "Ada", "full_name": "Eve"}', "fullName"),
         ('{"email": "a@example.com", "email\\u0000": 1, "password": "x", "password": "y"}', None),
     ],
 )

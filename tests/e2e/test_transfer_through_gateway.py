@@ -618,3 +618,32 @@ async def test_the_money_journey_with_grpcurl_through_the_gateway(
     eventually(lambda: status(ids["refused"]) == "TRANSACTION_STATUS_FAILED")
     code, balance = _grpcurl(mesh, erin, f"{WALLET}/GetBalance", {})
     assert balance["balance"]["amountMinor"] == str(300_000 - 45_000 - 5_000), balance
+
+
+def test_lookups_with_an_empty_key_or_a_repeated_parameter_are_refused_naming_the_field(
+    gateway: Gateway, people: tuple[Person, Person]
+) -> None:
+    """QA through the gateway: `/v1/transactions/reference/` reached GetTransaction and
+    transfer answered about `transaction_id`; `?pageSize=1&pageSize=50` listed 50."""
+    alice, _ = people
+
+    for path, field in (
+        ("/v1/transactions/reference/", "referenceId"),
+        ("/v1/transactions/request/", "requestId"),
+    ):
+        empty = _call(gateway, alice, "GET", path)
+        assert (empty.status, empty.error_reason(), empty.field_violations()) == (
+            400,
+            "INVALID_REQUEST",
+            [field],
+        ), empty.body
+    twice = _call(gateway, alice, "GET", "/v1/transactions?page_size=1&page_size=50")
+    assert (twice.status, twice.error_reason(), twice.field_violations()) == (
+        400,
+        "DUPLICATE_FIELD",
+        ["pageSize"],
+    ), twice.body
+    assert _call(gateway, alice, "GET", "/v1/transactions?pageSize=1").status == 200
+    # transfer names the field `request_id` (proto); a JSON client reads its JSON name.
+    malformed = _call(gateway, alice, "GET", "/v1/transactions/request/not-a-uuid")
+    assert (malformed.status, malformed.field_violations()) == (400, ["requestId"]), malformed.body

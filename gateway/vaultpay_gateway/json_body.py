@@ -406,9 +406,9 @@ local function query_rule(entry)
 end
 
 -- What a query key (`amount.currency_code`) names: the field path in JSON names
--- (`amount.currencyCode`; a part the contract does not know stays as sent), whether the
--- field is repeated (its rule is `true`: a repeated scalar, or a Value / ListValue) and
--- whether the URL path sets it (`false`).
+-- (`amount.currencyCode`; a part the contract does not know stays as sent), and the field's
+-- rule: `true` for a repeated one (a repeated scalar, or a Value / ListValue), `false` for
+-- one the URL path sets, nil where the tables cannot follow the key.
 local function query_field(key, entry)
   local rule, parts = query_rule(entry), {}
   for part in string.gmatch(key, "[^.]+") do

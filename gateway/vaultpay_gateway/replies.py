@@ -106,8 +106,8 @@ local function quote(text)
 end
 
 -- `limits[1].daily.amount_minor` -> `limits[1].daily.amountMinor`: protoc's default JSON
--- names (every field of the contract has its default, test_field_paths checks). What is
--- inside brackets (an index, a map key) stays as it is.
+-- names (every field of the contract has its default; tests/gateway/test_gateway_field_paths.py
+-- checks). What is inside brackets (an index, a map key) stays as it is.
 local function json_path(path)
   local out, at = {}, 1
   while at <= #path do

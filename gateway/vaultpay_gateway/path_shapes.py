@@ -29,7 +29,13 @@ from dataclasses import dataclass
 
 from vaultpay_gateway.contract import ApiContract, ContractError, Rpc
 
-__all__ = ["EmptyVariable", "empty_variable_shapes", "json_field_path", "parse_template"]
+__all__ = [
+    "EmptyVariable",
+    "Template",
+    "empty_variable_shapes",
+    "json_field_path",
+    "parse_template",
+]
 
 _WHOLE_SEGMENT_VARIABLE = re.compile(r"\{([A-Za-z_][\w.]*)(?:=\*)?\}")
 

@@ -20,7 +20,12 @@ from tests.gateway.test_gateway_json import assert_gateway_error, bearer
 from tests.gateway.test_gateway_json_body import violations
 from vaultpay.authz.v1 import authz_pb2
 from vaultpay_gateway import load_contract
-from vaultpay_gateway.path_shapes import EmptyVariable, empty_variable_shapes
+from vaultpay_gateway.path_shapes import (
+    EmptyVariable,
+    Template,
+    empty_variable_shapes,
+    parse_template,
+)
 
 EMPTY = "must not be empty"
 TWICE = "given more than once in the query string"
@@ -80,6 +85,18 @@ def test_only_the_misrouted_empty_variables_of_the_contract_are_listed(
         ("GET", "/v1/transactions/request", "requestId", "request_id"),
     ]
     assert all(isinstance(s, EmptyVariable) for s in shapes)
+
+
+def test_templates_are_read_as_segments_variables_and_verb() -> None:
+    assert parse_template("/v1/admin/disputes/{dispute_id}:resolve") == Template(
+        ("v1", "admin", "disputes", None), ("dispute_id",), "resolve"
+    )
+    assert parse_template("/v1/wallets/me:freeze") == Template(
+        ("v1", "wallets", "me"), (), "freeze"
+    )
+    assert parse_template("/v1/a/{b.c=*}/d") == Template(("v1", "a", None, "d"), ("b.c",), "")
+    assert parse_template("/v1/{name=shelves/*}") is None
+    assert parse_template("/v1/files/**") is None
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from vaultpay_common.idempotency import (
     IdempotencyKeyReusedError,
     SqlIdempotencyRecords,
     delete_expired_idempotency_records,
+    idempotency_service_ddl,
     idempotency_table_ddl,
     purge_expired_idempotency_records,
     run_once,
@@ -60,7 +61,10 @@ class _Uow(SqlUnitOfWork):
 async def owner(databases: Provisioned) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(databases.vaultpay_owner_dsn, pool_size=2, application_name="idem-test")
     async with engine.begin() as conn:
-        for statement in idempotency_table_ddl(databases.vaultpay_app_role):
+        for statement in (
+            *idempotency_table_ddl(databases.vaultpay_app_role),
+            *idempotency_service_ddl(),
+        ):
             await conn.execute(text(statement))
         # Stands in for a service's own table: the effect an idempotent call must make once.
         await conn.execute(text("CREATE TABLE sends (transaction_id uuid PRIMARY KEY, k text)"))
@@ -222,7 +226,7 @@ async def test_cleanup_deletes_only_records_older_than_the_cut(
         )
     async with app.begin() as conn:
         deleted = await delete_expired_idempotency_records(
-            conn, datetime.now(UTC) - timedelta(days=2)
+            conn, "transfer", datetime.now(UTC) - timedelta(days=2)
         )
     assert deleted == 1
     async with _Uow(app) as uow:
@@ -246,8 +250,10 @@ async def test_the_cleanup_job_deletes_in_batches_and_keeps_a_day(
         )
     clock = _Clock(datetime.now(UTC))
     with pytest.raises(ValueError, match="24 hours"):
-        await purge_expired_idempotency_records(app, clock=clock, retention=timedelta(hours=1))
-    assert await purge_expired_idempotency_records(app, clock=clock, batch_size=2) >= 3
+        await purge_expired_idempotency_records(
+            app, "transfer", clock=clock, retention=timedelta(hours=1)
+        )
+    assert await purge_expired_idempotency_records(app, "transfer", clock=clock, batch_size=2) >= 3
     async with _Uow(app) as uow:
         claims = [await uow.idempotency.claim(k) for k in keys]
     assert [c is None for c in claims] == [True, True, True, False, False]

@@ -8,9 +8,23 @@ reply. The record row itself is inserted by `save` in the same transaction as th
 its primary key is the last line of defence (a duplicate insert fails the whole transaction,
 effect included, and is answered IN_USE).
 
-Schema and privileges: `idempotency_table_ddl(app_role)` (run by the platform migration and
-the integration tests). The app role may SELECT, INSERT and DELETE (the cleanup job); no
-UPDATE: a stored answer never changes.
+Schema and privileges: `idempotency_table_ddl(app_role)` creates the table as platform p0002
+did, `idempotency_service_ddl()` adds what p0003 added (run in that order by the platform
+chain and the integration tests). The app role may SELECT, INSERT and DELETE (the cleanup
+job); no UPDATE: a stored answer never changes.
+
+Each record belongs to one service: `service` is a column PostgreSQL computes from `method`
+(`idempotency_service` is its Python twin), so it is bound to the key itself and no caller
+sets it. A gRPC method names its package ("/vaultpay.wallet.v1.WalletService/SetPin", and
+wallet's "#reserve" keys that append to it); kyc's key-rotation CLI keys its runs
+"cli:vaultpay-kyc/rotate-key". Stored replies can hold sensitive answers, so where the
+services log in as roles of their own each service's chain adds
+`idempotency_service_policy_ddl`: row-level security lets a service's role see, insert and
+delete only its own service's records, and each service's cleanup purges only its own
+(`purge_expired_idempotency_records(engine, service, ...)`, on the `(service, created_at)`
+index). The table's owner is not bound (row-level security is not FORCEd): the migrations and
+transfer's SECURITY DEFINER ledger functions, which write transfer's records as the owner. A
+method that names no service (a benchmark's) gives a NULL service: only the owner sees it.
 """
 
 from __future__ import annotations
@@ -22,25 +36,28 @@ from datetime import datetime, timedelta
 from sqlalchemy import (
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     insert,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.expression import Delete, TextClause
 
 from vaultpay_common.clock import Clock
 from vaultpay_common.idempotency.model import (
@@ -53,7 +70,13 @@ __all__ = [
     "IDEMPOTENCY_RETENTION",
     "SqlIdempotencyRecords",
     "delete_expired_idempotency_records",
+    "expired_idempotency_records_delete",
     "idempotency_lock_key",
+    "idempotency_service",
+    "idempotency_service_ddl",
+    "idempotency_service_drop_ddl",
+    "idempotency_service_policy_ddl",
+    "idempotency_service_policy_drop_ddl",
     "idempotency_table",
     "idempotency_table_ddl",
     "idempotency_table_drop_ddl",
@@ -66,7 +89,34 @@ _UNIQUE_VIOLATION = "23505"
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
-def idempotency_table(metadata: MetaData) -> Table:
+# The service a method names: its gRPC package's second part, or a CLI's "vaultpay-<service>".
+# PostgreSQL computes the `service` column with this expression (immutable: regular-expression
+# substrings only); `idempotency_service` is the same rule in Python.
+_SERVICE_OF_METHOD = (
+    r"COALESCE(substring(method FROM '^/vaultpay\.([a-z][a-z0-9_]*)\.'),"
+    r" substring(method FROM '^cli:vaultpay-([a-z][a-z0-9_]*)/'))"
+)
+_SERVICE_PATTERN = re.compile(
+    r"^(?:/vaultpay\.(?P<grpc>[a-z][a-z0-9_]*)\.|cli:vaultpay-(?P<cli>[a-z][a-z0-9_]*)/)"
+)
+_CREATED_INDEX = "idempotency_records_created_idx"
+_SERVICE_INDEX = "idempotency_records_service_created_idx"
+
+
+def idempotency_service(method: str) -> str | None:
+    """The service a record of `method` belongs to, as PostgreSQL computes its `service`."""
+    found = _SERVICE_PATTERN.match(method)
+    if found is None:
+        return None
+    return found.group("grpc") or found.group("cli")
+
+
+def _table(metadata: MetaData, *, with_service: bool) -> Table:
+    service: list[Column[str] | Index] = [
+        Column("service", Text, Computed(_SERVICE_OF_METHOD, persisted=True)),
+        # What each service's cleanup reads: its own records, oldest first.
+        Index(_SERVICE_INDEX, "service", "created_at"),
+    ]
     return Table(
         _TABLE_NAME,
         metadata,
@@ -80,11 +130,18 @@ def idempotency_table(metadata: MetaData) -> Table:
         CheckConstraint(
             "fingerprint ~ '^[0-9a-f]{64}$'", name="idempotency_records_fingerprint_sha256"
         ),
-        Index("idempotency_records_created_idx", "created_at"),
+        *(service if with_service else [Index(_CREATED_INDEX, "created_at")]),
     )
 
 
+def idempotency_table(metadata: MetaData) -> Table:
+    """The table as it is at the platform chain's head (p0003's `service` and its index)."""
+    return _table(metadata, with_service=True)
+
+
 _records = idempotency_table(MetaData())
+# As p0002 created it: `idempotency_table_ddl` must go on creating exactly that.
+_records_p0002 = _table(MetaData(), with_service=False)
 
 
 def _checked_role(app_role: str) -> str:
@@ -94,15 +151,16 @@ def _checked_role(app_role: str) -> str:
 
 
 def idempotency_table_ddl(app_role: str) -> list[str]:
-    """Statements that create the table and its index and grant the app role what it needs.
+    """Statements that create the table as p0002 did and grant the app role what it needs;
+    `idempotency_service_ddl` then brings it to the head's shape.
 
     Run in order by the table owner (the platform migration; integration tests).
     """
     role = _checked_role(app_role)
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     return [
-        str(CreateTable(_records).compile(dialect=dialect)).strip(),
-        *(str(CreateIndex(index).compile(dialect=dialect)) for index in _records.indexes),
+        str(CreateTable(_records_p0002).compile(dialect=dialect)).strip(),
+        *(str(CreateIndex(index).compile(dialect=dialect)) for index in _records_p0002.indexes),
         f'REVOKE ALL ON {_TABLE_NAME} FROM "{role}"',
         f'GRANT SELECT, INSERT, DELETE ON {_TABLE_NAME} TO "{role}"',
     ]
@@ -110,6 +168,68 @@ def idempotency_table_ddl(app_role: str) -> list[str]:
 
 def idempotency_table_drop_ddl() -> list[str]:
     return [f"DROP TABLE IF EXISTS {_TABLE_NAME}"]
+
+
+def idempotency_service_ddl() -> list[str]:
+    """Platform p0003: the `service` column, computed from `method` (existing records get
+    theirs as the table is rewritten), and the `(service, created_at)` index each service's
+    cleanup reads, in place of the `created_at` one that only the cleanup used."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    (index,) = (index for index in _records.indexes if index.name == _SERVICE_INDEX)
+    return [
+        f"ALTER TABLE {_TABLE_NAME} ADD COLUMN service text"
+        f" GENERATED ALWAYS AS ({_SERVICE_OF_METHOD}) STORED",
+        str(CreateIndex(index).compile(dialect=dialect)),
+        f"DROP INDEX IF EXISTS {_CREATED_INDEX}",
+    ]
+
+
+def idempotency_service_drop_ddl() -> list[str]:
+    """p0003's downgrade. Fails while a service's policy still reads the column: the service
+    chains' downgrades drop theirs first."""
+    return [
+        f"CREATE INDEX IF NOT EXISTS {_CREATED_INDEX} ON {_TABLE_NAME} (created_at)",
+        f"DROP INDEX IF EXISTS {_SERVICE_INDEX}",
+        f"ALTER TABLE {_TABLE_NAME} DROP COLUMN IF EXISTS service",
+    ]
+
+
+_RLS_OFF_WITHOUT_POLICIES = """DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE tablename = 'idempotency_records') THEN
+        ALTER TABLE idempotency_records DISABLE ROW LEVEL SECURITY;
+    END IF;
+END
+$$"""
+
+
+def idempotency_service_policy_ddl(service: str, app_role: str) -> list[str]:
+    """`app_role` sees, inserts and deletes the records of `service` only; row-level security
+    on. Needs p0003's column.
+
+    Policies add up: where one role serves several services, it gets each one's records. A
+    role with no policy sees no record once row-level security is on, so every service's
+    chain adds its own before its service runs. The owner is not bound (no FORCE): transfer's
+    SECURITY DEFINER ledger functions insert transfer's records as the owner."""
+    for name in (service, app_role):
+        if not _ROLE.match(name):
+            raise ValueError(f"not a plain name: {name!r}")
+    return [
+        f'DROP POLICY IF EXISTS "idempotency_{service}" ON {_TABLE_NAME}',
+        f'CREATE POLICY "idempotency_{service}" ON {_TABLE_NAME} TO "{app_role}"'
+        f" USING (service = '{service}') WITH CHECK (service = '{service}')",
+        f"ALTER TABLE {_TABLE_NAME} ENABLE ROW LEVEL SECURITY",
+    ]
+
+
+def idempotency_service_policy_drop_ddl(service: str) -> list[str]:
+    """Drops `service`'s policy; row-level security goes off with the last policy."""
+    if not _ROLE.match(service):
+        raise ValueError(f"not a plain name: {service!r}")
+    return [
+        f'DROP POLICY IF EXISTS "idempotency_{service}" ON {_TABLE_NAME}',
+        _RLS_OFF_WITHOUT_POLICIES,
+    ]
 
 
 def idempotency_lock_key(key: IdempotencyKey) -> int:
@@ -169,34 +289,66 @@ class SqlIdempotencyRecords:
             raise IdempotencyKeyInUseError() from exc
 
 
-async def delete_expired_idempotency_records(
-    conn: AsyncConnection, older_than: datetime, *, batch_size: int | None = None
-) -> int:
-    """Deletes records created before `older_than` (at most `batch_size`); returns how many."""
+# One batch of a cleanup: the victims are a range of the `(service, created_at)` index, and
+# their row addresses take the DELETE straight to them (a TID scan). Matching them by primary
+# key instead let the planner hash-join a scan of the whole table, every batch. The addresses
+# are taken and used by one statement, whose snapshot keeps them from being reused; records are
+# never updated, and a row another purge deleted first is skipped.
+_DELETE_BATCH = text(
+    "DELETE FROM idempotency_records WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM idempotency_records"
+    " WHERE service = :service AND created_at < :older_than LIMIT :batch_size))"
+).bindparams(
+    bindparam("service", type_=Text),
+    bindparam("older_than", type_=DateTime(timezone=True)),
+    bindparam("batch_size", type_=Integer),
+)
+
+
+def expired_idempotency_records_delete(
+    service: str, older_than: datetime, *, batch_size: int | None = None
+) -> Delete | TextClause:
+    """The statement that deletes `service`'s records created before `older_than` (at most
+    `batch_size`), reading them from the `(service, created_at)` index."""
     if older_than.tzinfo is None:
         raise ValueError("older_than must be an aware datetime")
-    condition = _records.c.created_at < older_than
+    if not _ROLE.match(service):
+        raise ValueError(f"not a plain name: {service!r}")
     if batch_size is None:
-        statement = delete(_records).where(condition)
-    else:
-        pk = (_records.c.caller, _records.c.method, _records.c.request_id)
-        victims = select(*pk).where(condition).limit(batch_size)
-        statement = delete(_records).where(tuple_(*pk).in_(victims))
+        return delete(_records).where(
+            _records.c.service == service, _records.c.created_at < older_than
+        )
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    return _DELETE_BATCH.bindparams(service=service, older_than=older_than, batch_size=batch_size)
+
+
+async def delete_expired_idempotency_records(
+    conn: AsyncConnection, service: str, older_than: datetime, *, batch_size: int | None = None
+) -> int:
+    """Deletes `service`'s records created before `older_than` (at most `batch_size`); returns
+    how many. Other services' records are theirs to clean up (and, where each logs in as a
+    role of its own, row-level security hides them anyway)."""
+    statement = expired_idempotency_records_delete(service, older_than, batch_size=batch_size)
     result = await conn.execute(statement)
     return int(result.rowcount)
 
 
 async def purge_expired_idempotency_records(
     engine: AsyncEngine,
+    service: str,
     *,
     clock: Clock,
     retention: timedelta = IDEMPOTENCY_RETENTION,
     batch_size: int = 5_000,
 ) -> int:
-    """The cleanup job: deletes records older than `retention` in short batches.
+    """The cleanup job of `service`: deletes its records older than `retention` in short
+    batches.
 
     Each batch is its own transaction so the job never holds many row locks or a long
-    transaction next to the money path. Returns the number of records deleted.
+    transaction next to the money path. Returns the number of records deleted. Only
+    `service`'s: every service runs its own job, and a role under row-level security could
+    not delete another's records anyway.
     """
     if retention < IDEMPOTENCY_RETENTION:
         raise ValueError("idempotency records must be kept at least 24 hours")
@@ -205,7 +357,7 @@ async def purge_expired_idempotency_records(
     while True:
         async with engine.begin() as conn:
             deleted = await delete_expired_idempotency_records(
-                conn, older_than, batch_size=batch_size
+                conn, service, older_than, batch_size=batch_size
             )
         total += deleted
         if deleted < batch_size:

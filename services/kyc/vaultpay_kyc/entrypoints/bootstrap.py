@@ -36,8 +36,18 @@ from vaultpay_kyc.service_layer.rotation import KeyRotationService
 from vaultpay_kyc.service_layer.submissions import SubmissionService
 from vaultpay_kyc.settings import KycSettings
 
-__all__ = ["SERVICES", "CallerAuth", "build_host", "build_rotation", "envelope_cipher"]
+__all__ = [
+    "IDEMPOTENCY_SERVICE",
+    "SERVICES",
+    "CallerAuth",
+    "build_host",
+    "build_rotation",
+    "envelope_cipher",
+]
 
+# Whose idempotency records the cleanup purges: the service its methods name
+# ("/vaultpay.kyc.v1.…", vaultpay_common.idempotency.idempotency_service).
+IDEMPOTENCY_SERVICE = "kyc"
 SERVICES = [
     kyc_pb2.DESCRIPTOR.services_by_name[name]
     for name in ("KycService", "KycAdminService", "KycInternalService")
@@ -120,7 +130,9 @@ async def build_host(
     retention = timedelta(hours=settings.idempotency_retention_hours)
 
     async def cleanup() -> None:
-        await purge_expired_idempotency_records(runtime.engine, clock=clock, retention=retention)
+        await purge_expired_idempotency_records(
+            runtime.engine, IDEMPOTENCY_SERVICE, clock=clock, retention=retention
+        )
         await purge_delivered_outbox_events(runtime.engine, OUTBOX_PRODUCER, clock=clock)
 
     runtime.seal_audit()

@@ -41,9 +41,19 @@ from vaultpay_transfer.service_layer.queries import TransactionQueries
 from vaultpay_transfer.service_layer.verification import LedgerVerification
 from vaultpay_transfer.settings import TransferSettings
 
-__all__ = ["OUTBOX_PRODUCER", "SERVICES", "CallerAuth", "build_host", "build_verifier"]
+__all__ = [
+    "IDEMPOTENCY_SERVICE",
+    "OUTBOX_PRODUCER",
+    "SERVICES",
+    "CallerAuth",
+    "build_host",
+    "build_verifier",
+]
 
 OUTBOX_PRODUCER = "transfer"  # the producer the ledger functions write their events as
+# Whose idempotency records the cleanup purges: the service its methods name
+# ("/vaultpay.transfer.v1.…", vaultpay_common.idempotency.idempotency_service).
+IDEMPOTENCY_SERVICE = "transfer"
 SERVICES = [
     transfer_pb2.DESCRIPTOR.services_by_name[name]
     for name in ("TransferService", "TransferAdminService", "TransferInternalService")
@@ -125,7 +135,9 @@ async def build_host(
     retention = timedelta(hours=settings.idempotency_retention_hours)
 
     async def cleanup() -> None:
-        await purge_expired_idempotency_records(runtime.engine, clock=clock, retention=retention)
+        await purge_expired_idempotency_records(
+            runtime.engine, IDEMPOTENCY_SERVICE, clock=clock, retention=retention
+        )
         await purge_delivered_outbox_events(runtime.engine, OUTBOX_PRODUCER, clock=clock)
 
     runtime.seal_audit()

@@ -45,8 +45,11 @@ from vaultpay_wallet.service_layer.settings import SettingsService
 from vaultpay_wallet.service_layer.wallets import WalletService
 from vaultpay_wallet.settings import WalletSettings
 
-__all__ = ["SERVICES", "build_host"]
+__all__ = ["IDEMPOTENCY_SERVICE", "SERVICES", "build_host"]
 
+# Whose idempotency records the cleanup purges: the service its methods name
+# ("/vaultpay.wallet.v1.…", vaultpay_common.idempotency.idempotency_service).
+IDEMPOTENCY_SERVICE = "wallet"
 SERVICES = [
     wallet_pb2.DESCRIPTOR.services_by_name[name]
     for name in ("WalletService", "WalletAdminService", "WalletInternalService")
@@ -119,7 +122,9 @@ async def build_host(
     retention = timedelta(hours=settings.idempotency_retention_hours)
 
     async def cleanup() -> None:
-        await purge_expired_idempotency_records(runtime.engine, clock=clock, retention=retention)
+        await purge_expired_idempotency_records(
+            runtime.engine, IDEMPOTENCY_SERVICE, clock=clock, retention=retention
+        )
         await purge_delivered_outbox_events(runtime.engine, OUTBOX_PRODUCER, clock=clock)
 
     async def close_hasher() -> None:

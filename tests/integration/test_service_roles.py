@@ -5,28 +5,54 @@ group role's, which every service's role is a member of and nobody logs in as.
 Two worlds: one migrated as the services' `migrate` does it now (each chain granting to its
 service's role), and one migrated first the way it was before per-service roles (every chain
 granting to the group role) and then upgraded: w0005, t0007 and k0002 move the grants.
+
+The shared outbox and idempotency records are each service's own row by row: row-level
+security lets a service's role reach only its events (w0006, t0008, k0003) and its records
+(platform p0003's `service` column, w0007, t0009, k0004).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 import pytest
+from sqlalchemy.dialects import postgresql
 
+from vaultpay_common.db import create_engine
+from vaultpay_common.idempotency import (
+    IDEMPOTENCY_RETENTION,
+    expired_idempotency_records_delete,
+    idempotency_service,
+    purge_expired_idempotency_records,
+)
 from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain, upgrade_all
 from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import Provisioned, deprovision, provision, run_sql, unique_suffix
+from vaultpay_kyc.entrypoints import bootstrap as kyc_bootstrap
 from vaultpay_kyc.entrypoints.cli import KYC_CHAIN
+from vaultpay_transfer.entrypoints import bootstrap as transfer_bootstrap
 from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN, WALLET_CHAIN
+from vaultpay_wallet.entrypoints import bootstrap as wallet_bootstrap
 
 CHAINS = [PLATFORM_CHAIN, WALLET_CHAIN, TRANSFER_CHAIN, KYC_CHAIN]
 # Before per-service roles: every chain at the revision before its move.
 BEFORE = {"platform": "head", "wallet": "w0004", "transfer": "t0006", "kyc": "k0001"}
+# Before the idempotency records were each service's own: the revisions before p0003 and the
+# service chains' policies, with the per-service roles and the outbox policies in place.
+BEFORE_IDEMPOTENCY_POLICIES = {
+    "platform": "p0002",
+    "wallet": "w0006",
+    "transfer": "t0008",
+    "kyc": "k0003",
+}
 
 # (table, privilege) each service's role holds; every other pair of the matrix is denied.
 TABLES = {
@@ -224,9 +250,14 @@ def test_the_move_is_undone_by_the_downgrades(infra: Infra) -> None:
         assert granted == []  # the services' own roles hold nothing of their own now
         policies = _owner_fetch(dbs, "SELECT policyname FROM pg_policies")
         secured = _owner_fetch(
-            dbs, "SELECT relrowsecurity FROM pg_class WHERE relname = 'outbox_events'"
+            dbs,
+            "SELECT relname, relrowsecurity FROM pg_class"
+            " WHERE relname IN ('outbox_events', 'idempotency_records') ORDER BY relname",
         )
-        assert (policies, secured[0]["relrowsecurity"]) == ([], False)
+        assert (policies, [tuple(r) for r in secured]) == (
+            [],
+            [("idempotency_records", False), ("outbox_events", False)],
+        )
         rows = _owner_fetch(
             dbs,
             "SELECT t.name, has_table_privilege($1, t.name, 'SELECT') AS held"
@@ -290,6 +321,308 @@ async def test_a_service_sees_and_writes_only_its_own_outbox_events(world: Provi
     finally:
         await kyc.close()
         await transfer.close()
+
+
+# Methods each service keys its records under: gRPC methods of its package, wallet's PIN-check
+# reservations ("#reserve") and kyc's key-rotation CLI.
+RECORD_METHODS = {
+    "wallet": (
+        "/vaultpay.wallet.v1.WalletService/SetPin",
+        "/vaultpay.wallet.v1.WalletInternalService/VerifyTransferPin#reserve",
+    ),
+    "transfer": ("/vaultpay.transfer.v1.TransferService/SendMoney",),
+    "kyc": ("/vaultpay.kyc.v1.KycAdminService/AdminRotateKycKey", "cli:vaultpay-kyc/rotate-key"),
+}
+_INSERT_RECORD = (
+    "INSERT INTO idempotency_records (caller, method, request_id, fingerprint, reply, created_at)"
+    " VALUES ($1, $2, $3::uuid, repeat('0', 64), $4, $5)"
+)
+
+
+async def _add_records(conn: Any, caller: str, created_at: datetime) -> None:
+    """One record of each method of every service under `caller` (as the owner)."""
+    for methods in RECORD_METHODS.values():
+        for method in methods:
+            await conn.execute(
+                _INSERT_RECORD, caller, method, str(uuid.uuid4()), b"a stored answer", created_at
+            )
+
+
+async def _services_of(conn: Any, caller: str) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT service, count(*) AS n FROM idempotency_records WHERE caller = $1 GROUP BY service",
+        caller,
+    )
+    return {r["service"]: r["n"] for r in rows}
+
+
+def test_every_method_a_service_serves_names_that_service() -> None:
+    """The cleanup of each service purges the records of the methods it serves."""
+    for module in (wallet_bootstrap, transfer_bootstrap, kyc_bootstrap):
+        for service in module.SERVICES:
+            for method in service.methods:
+                name = f"/{service.full_name}/{method.name}"
+                assert idempotency_service(name) == module.IDEMPOTENCY_SERVICE, name
+    for service, methods in RECORD_METHODS.items():
+        assert {idempotency_service(m) for m in methods} == {service}
+    assert idempotency_service("pgbench") is None
+
+
+async def test_a_service_sees_inserts_and_deletes_only_its_own_idempotency_records(
+    world: Provisioned,
+) -> None:
+    """Row-level security on the shared idempotency records: no service's role reads another's
+    stored answers, stores one under its methods or deletes its records."""
+    caller = f"roles-{uuid.uuid4()}"
+    owner = await asyncpg.connect(_plain(world.vaultpay_owner_dsn))
+    try:
+        await _add_records(owner, caller, datetime.now(UTC))
+        stored = await owner.fetch(
+            "SELECT method, service FROM idempotency_records WHERE caller = $1", caller
+        )
+        # PostgreSQL's `service` and idempotency_service agree on every method.
+        assert {(r["method"], r["service"]) for r in stored} == {
+            (m, s) for s, methods in RECORD_METHODS.items() for m in methods
+        }
+        for service in SERVICES:
+            conn = await asyncpg.connect(_plain(world.app_dsn(service)))
+            try:
+                seen = await conn.fetch(
+                    "SELECT method, reply FROM idempotency_records WHERE caller = $1", caller
+                )
+                assert {r["method"] for r in seen} == set(RECORD_METHODS[service])
+                for other in SERVICES:
+                    if other == service:
+                        continue
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                        await conn.execute(
+                            _INSERT_RECORD,
+                            caller,
+                            RECORD_METHODS[other][0],
+                            str(uuid.uuid4()),
+                            b"spoofed",
+                            datetime.now(UTC),
+                        )
+                # Its own it may still store.
+                await conn.execute(
+                    _INSERT_RECORD,
+                    caller,
+                    RECORD_METHODS[service][0],
+                    str(uuid.uuid4()),
+                    b"its own",
+                    datetime.now(UTC),
+                )
+            finally:
+                await conn.close()
+        kyc = await asyncpg.connect(_plain(world.app_dsn("kyc")))
+        try:
+            deleted = await kyc.execute("DELETE FROM idempotency_records WHERE caller = $1", caller)
+        finally:
+            await kyc.close()
+        assert deleted == f"DELETE {len(RECORD_METHODS['kyc']) + 1}"
+        assert await _services_of(owner, caller) == {
+            "wallet": len(RECORD_METHODS["wallet"]) + 1,
+            "transfer": len(RECORD_METHODS["transfer"]) + 1,
+        }
+    finally:
+        await owner.close()
+
+
+class _Clock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+async def test_each_services_cleanup_purges_only_its_own_expired_records(
+    world: Provisioned,
+) -> None:
+    """The owner's purge of wallet's records (row-level security does not bind the owner: the
+    purge's own filter) leaves transfer's and kyc's; transfer's role's then leaves kyc's."""
+    caller = f"purge-{uuid.uuid4()}"
+    expired = datetime.now(UTC) - IDEMPOTENCY_RETENTION - timedelta(hours=2)
+    fresh = f"{caller}-fresh"
+    owner = await asyncpg.connect(_plain(world.vaultpay_owner_dsn))
+    try:
+        await _add_records(owner, caller, expired)
+        await _add_records(owner, fresh, datetime.now(UTC))
+        remaining = {s: len(m) for s, m in RECORD_METHODS.items()}
+        for service, dsn in (
+            ("wallet", world.vaultpay_owner_dsn),
+            ("transfer", world.app_dsn("transfer")),
+            ("kyc", world.app_dsn("kyc")),
+        ):
+            engine = create_engine(dsn, pool_size=1, application_name="purge-test")
+            try:
+                await purge_expired_idempotency_records(
+                    engine, service, clock=_Clock(), batch_size=1
+                )
+            finally:
+                await engine.dispose()
+            del remaining[service]
+            assert await _services_of(owner, caller) == remaining, service
+        assert await _services_of(owner, fresh) == {s: len(m) for s, m in RECORD_METHODS.items()}
+    finally:
+        await owner.close()
+
+
+async def test_the_purge_reads_its_services_range_of_the_index(migrated: Provisioned) -> None:
+    """A day and an hour of records of three services (the last hour's due): a batch of the
+    purge is a range of `(service, created_at)` and a TID scan, never a scan of the table
+    (matching the victims by primary key, the planner hash-joined a scan of all the rows)."""
+    stamp = datetime.now(UTC)
+    owner = await asyncpg.connect(_plain(migrated.vaultpay_owner_dsn))
+    try:
+        await owner.execute(
+            "INSERT INTO idempotency_records (caller, method, request_id, fingerprint, reply,"
+            " created_at)"
+            " SELECT 'explain', (ARRAY['/vaultpay.wallet.v1.WalletService/SetPin',"
+            " '/vaultpay.transfer.v1.TransferService/SendMoney',"
+            " '/vaultpay.kyc.v1.KycService/SubmitKyc'])[1 + i % 3], gen_random_uuid(),"
+            " repeat('0', 64), '\\x00', $1::timestamptz - i * interval '3 seconds'"
+            " FROM generate_series(1, 30000) AS i",
+            stamp,
+        )
+        await owner.execute("ANALYZE idempotency_records")
+    finally:
+        await owner.close()
+    cut = stamp - IDEMPOTENCY_RETENTION - timedelta(seconds=1)
+    statement = expired_idempotency_records_delete("transfer", cut, batch_size=5_000)
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    transfer = await asyncpg.connect(_plain(migrated.app_dsn("transfer")))
+    try:
+        plan = json.loads(await transfer.fetchval(f"EXPLAIN (FORMAT JSON) {sql}"))
+        deleted = await transfer.execute(sql)
+    finally:
+        await transfer.close()
+    nodes = list(_plan_nodes(plan[0]["Plan"]))
+    assert "Seq Scan" not in {n["Node Type"] for n in nodes}, plan
+    assert "Tid Scan" in {n["Node Type"] for n in nodes}, plan
+    assert "idempotency_records_service_created_idx" in {n.get("Index Name") for n in nodes}
+    assert deleted == "DELETE 400"  # the hour past the day, one method in three
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_records_stored_before_p0003_belong_to_their_service_after_it(infra: Infra) -> None:
+    """A database at the previous heads (per-service roles, outbox policies) with records of
+    every service: the upgrade gives each record its service and each role only its own."""
+    with _fresh(infra) as dbs:
+        roles = dbs.chain_roles()
+        for chain in CHAINS:
+            migrate_chain(
+                chain,
+                dbs.vaultpay_owner_dsn,
+                roles[chain.name],
+                shared_role=roles["platform"],
+                revision=BEFORE_IDEMPOTENCY_POLICIES[chain.name],
+            )
+        caller = "before-p0003"
+
+        async def add(conn: Any) -> None:
+            await _add_records(conn, caller, datetime.now(UTC))
+
+        owner = dbs.url(dbs.vaultpay_owner_role, dbs.vaultpay_database, driver="postgresql")
+        run_sql(owner, add)
+        # Before: every role reads every service's records.
+        for service in SERVICES:
+            assert run_sql(_plain(dbs.app_dsn(service)), _counter(caller)) == 5
+        upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=roles)
+        assert run_sql(owner, lambda conn: _services_of(conn, caller)) == {
+            s: len(m) for s, m in RECORD_METHODS.items()
+        }
+        for service in SERVICES:
+            assert run_sql(_plain(dbs.app_dsn(service)), _counter(caller)) == len(
+                RECORD_METHODS[service]
+            )
+
+
+def _counter(caller: str) -> Any:
+    async def count(conn: Any) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM idempotency_records WHERE caller = $1", caller
+            )
+        )
+
+    return count
+
+
+def test_the_idempotency_policies_and_p0003_are_undone_by_their_downgrades(infra: Infra) -> None:
+    """Downgrading w0007, t0009 and k0004 drops the policies and row-level security (the
+    outbox's stay); downgrading p0003 then drops the column and restores the index; upgrading
+    again ends as a new database does."""
+
+    def state(dbs: Provisioned) -> dict[str, Any]:
+        rows = _owner_fetch(
+            dbs,
+            "SELECT tablename || ':' || policyname AS p FROM pg_policies ORDER BY 1",
+        )
+        secured = _owner_fetch(
+            dbs, "SELECT relrowsecurity FROM pg_class WHERE relname = 'idempotency_records'"
+        )
+        columns = _owner_fetch(
+            dbs,
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'idempotency_records'::regclass"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        )
+        indexes = _owner_fetch(
+            dbs,
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'idempotency_records' ORDER BY 1",
+        )
+        return {
+            "policies": [r["p"] for r in rows],
+            "secured": secured[0]["relrowsecurity"],
+            "columns": [r["attname"] for r in columns],
+            "indexes": [r["indexname"] for r in indexes],
+        }
+
+    outbox = [
+        "outbox_events:outbox_kyc",
+        "outbox_events:outbox_transfer",
+        "outbox_events:outbox_wallet",
+    ]
+    with _fresh(infra) as dbs:
+        roles = dbs.chain_roles()
+        upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=roles)
+        head = state(dbs)
+        assert head["policies"] == sorted(
+            [*outbox, *(f"idempotency_records:idempotency_{s}" for s in SERVICES)]
+        )
+        assert (head["secured"], head["columns"][-1]) == (True, "service")
+        assert head["indexes"] == [
+            "idempotency_records_pkey",
+            "idempotency_records_service_created_idx",
+        ]
+        # Not FORCEd, and the ledger's SECURITY DEFINER functions run as the table's owner:
+        # they write transfer's records unbound by the policies.
+        owned = _owner_fetch(
+            dbs,
+            "SELECT c.relforcerowsecurity, bool_and(p.proowner = c.relowner) AS same_owner"
+            " FROM pg_class AS c, pg_proc AS p WHERE c.relname = 'idempotency_records'"
+            " AND p.proname LIKE 'transfer\\_%' AND p.prosecdef GROUP BY 1",
+        )
+        assert [tuple(r) for r in owned] == [(False, True)]
+        for chain in reversed(CHAINS):
+            migrate_chain(
+                chain,
+                dbs.vaultpay_owner_dsn,
+                roles[chain.name],
+                shared_role=roles["platform"],
+                action="downgrade",
+                revision=BEFORE_IDEMPOTENCY_POLICIES[chain.name],
+            )
+            if chain.name == "wallet":  # the last service chain: no policy of ours is left
+                assert (state(dbs)["policies"], state(dbs)["secured"]) == (outbox, False)
+        down = state(dbs)
+        assert "service" not in down["columns"]
+        assert down["indexes"] == ["idempotency_records_created_idx", "idempotency_records_pkey"]
+        upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=roles)
+        assert state(dbs) == head
 
 
 def _plain(dsn: str) -> str:

@@ -216,6 +216,56 @@ async def test_bad_input_is_refused_naming_the_field_and_writes_nothing(
     assert await _count_submissions(kyc, user_id) == 0
 
 
+def _misspelled(id_: str) -> list[str]:
+    """Spellings Python's `uuid.UUID` accepts and the ids parser refuses, and a non-id."""
+    return ["{" + id_ + "}", "urn:uuid:" + id_, id_.replace("-", ""), " " + id_, id_ + "\n", "nope"]
+
+
+async def test_every_id_kyc_takes_is_parsed_strictly_naming_the_field(kyc: KycStack) -> None:
+    """Submission ids (view, approve, reject) and the queue's user filter: a misspelled id is
+    INVALID_ARGUMENT naming its field, not a decision or a silently empty list."""
+    user_id, user = kyc.user()
+    sid = (
+        await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)
+    ).submission.submission_id
+    _, moderator = kyc.staff()
+    for spelling in _misspelled(sid):
+        calls = [
+            kyc.admin.AdminGetKycSubmission(
+                kyc_pb2.AdminGetKycSubmissionRequest(submission_id=spelling), metadata=moderator
+            ),
+            kyc.admin.AdminApproveKyc(
+                kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=spelling),
+                metadata=moderator,
+            ),
+            kyc.admin.AdminRejectKyc(
+                kyc_pb2.AdminRejectKycRequest(
+                    request_id=rid(), submission_id=spelling, reason="blurred"
+                ),
+                metadata=moderator,
+            ),
+        ]
+        for call in calls:
+            failure = await rpc_failure(call)
+            assert (failure.code, failure.fields) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                ["submission_id"],
+            ), spelling
+    for spelling in _misspelled(user_id):
+        failure = await rpc_failure(
+            kyc.admin.AdminListKycSubmissions(
+                kyc_pb2.AdminListKycSubmissionsRequest(user_id=spelling), metadata=moderator
+            )
+        )
+        assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["user_id"])
+    status = await kyc.public.GetKycStatus(kyc_pb2.GetKycStatusRequest(), metadata=user)
+    assert status.status == kyc_pb2.KYC_STATUS_PENDING  # nothing was decided
+    listed = await kyc.admin.AdminListKycSubmissions(
+        kyc_pb2.AdminListKycSubmissionsRequest(user_id=user_id.upper()), metadata=moderator
+    )
+    assert [s.submission_id for s in listed.submissions] == [sid]  # upper case is the same id
+
+
 async def test_a_user_without_a_wallet_cannot_submit(kyc: KycStack) -> None:
     stranger = kyc.auth.user_token("no-wallet-user")
     failure = await rpc_failure(

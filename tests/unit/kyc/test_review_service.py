@@ -83,6 +83,46 @@ async def test_viewing_a_missing_or_malformed_id(world: World) -> None:
         await world.review.view("not-a-uuid")
 
 
+def _misspelled(sid: str) -> list[str]:
+    """Spellings of a UUID that Python's `uuid.UUID` accepts but the ids parser refuses."""
+    return [
+        "{" + sid + "}",
+        "urn:uuid:" + sid,
+        sid.replace("-", ""),
+        " " + sid,
+        sid + "\n",
+        "nope",
+        "",
+    ]
+
+
+async def _view(world: World, sid: str) -> object:
+    return await world.review.view(sid)
+
+
+async def _approve(world: World, sid: str) -> object:
+    return await world.review.approve(ApproveKyc("mod", sid, None, "", key("mod")))
+
+
+async def _reject(world: World, sid: str) -> object:
+    return await world.review.reject(RejectKyc("mod", sid, "blurred", key("mod")))
+
+
+async def test_every_submission_id_is_parsed_strictly_naming_the_field(world: World) -> None:
+    """view, approve and reject refuse what `uuid.UUID` would have taken, and decide nothing;
+    upper-case hex is the same id."""
+    submission = await world.submit()
+    before = world.snapshot()
+    for spelling in _misspelled(submission.id):
+        for use in (_view, _approve, _reject):
+            with pytest.raises(ValidationError) as caught:
+                await use(world, spelling)
+            assert [v.field for v in caught.value.violations] == ["submission_id"], spelling
+    assert world.snapshot() == before
+    viewed = await world.review.view(submission.id.upper())
+    assert viewed.submission.id == submission.id
+
+
 async def test_a_ciphertext_moved_to_another_row_fails_clearly_and_is_audited(
     world: World,
 ) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from vaultpay.kyc.v1 import kyc_pb2
 from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.grpc.convert import timestamp
+from vaultpay_common.pagination import uuid_cursor
 from vaultpay_kyc.domain.documents import DocumentType
 from vaultpay_kyc.domain.model import KycStatus, KycTier, Submission
 from vaultpay_kyc.service_layer.ports import QueueCursor
@@ -106,10 +106,10 @@ def queue_position(submission: Submission) -> dict[str, str | int]:
 
 
 def queue_cursor(position: Mapping[str, Any]) -> QueueCursor:
+    """The id is read by the strict parser like every other id (`uuid_cursor`): the token is
+    signed, so only a token kyc never wrote could carry another spelling."""
     reviewed = position["r"]
     if reviewed not in (0, 1) or isinstance(reviewed, bool):
         raise ValueError("bad part")
-    at = datetime.fromisoformat(str(position["c"]))
-    if at.tzinfo is None:
-        raise ValueError("naive time")
-    return QueueCursor(bool(reviewed), at, str(uuid.UUID(str(position["i"]))))
+    at, submission_id = uuid_cursor(position)
+    return QueueCursor(bool(reviewed), at, submission_id)

@@ -13,6 +13,7 @@ from vaultpay_common.grpc.convert import current_principal, page_scope, timestam
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
+from vaultpay_common.ids import parse_optional_uuid
 from vaultpay_common.pagination import PageTokens, SliceOf, paginate
 from vaultpay_kyc.entrypoints.convert import (
     document_type_from_proto,
@@ -117,7 +118,10 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     async def AdminListKycSubmissions(
         self, request: kyc_pb2.AdminListKycSubmissionsRequest, context: Ctx
     ) -> kyc_pb2.AdminListKycSubmissionsResponse:
-        flt = QueueFilter(status=status_from_proto(request.status), user_id=request.user_id.strip())
+        flt = QueueFilter(
+            status=status_from_proto(request.status),
+            user_id=parse_optional_uuid(request.user_id, "user_id"),
+        )
 
         async def fetch(after: QueueCursor | None, limit: int) -> SliceOf[ListedSubmission]:
             page = await self._review.list_queue(flt, after, limit)

@@ -11,14 +11,13 @@ down and the tier follows when it is back.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
-from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import run_once
+from vaultpay_common.ids import parse_uuid
 from vaultpay_kyc.domain.crypto import EnvelopeCipher, Field, SubmissionRef
 from vaultpay_kyc.domain.errors import DocumentUnreadableError, KycSubmissionNotFoundError
 from vaultpay_kyc.domain.model import (
@@ -38,16 +37,9 @@ from vaultpay_kyc.service_layer.events import announce_approval, announce_reject
 from vaultpay_kyc.service_layer.ports import KycUnitOfWork, QueueCursor, QueueFilter
 from vaultpay_kyc.service_layer.submissions import SUBMISSION_CODEC
 
-__all__ = ["ReviewService", "clean_submission_id"]
+__all__ = ["ReviewService"]
 
 log = logging.getLogger(__name__)
-
-
-def clean_submission_id(raw: str, *, field: str = "submission_id") -> str:
-    try:
-        return str(uuid.UUID(raw.strip()))
-    except ValueError:
-        raise ValidationError.single(field, "must be a submission id (a UUID)") from None
 
 
 class ReviewService:
@@ -69,7 +61,7 @@ class ReviewService:
 
     async def view(self, submission_id: str) -> SubmissionDetails:
         """Decrypts one submission for the caller (staff); audited in the same transaction."""
-        sid = clean_submission_id(submission_id)
+        sid = parse_uuid(submission_id, "submission_id")
         unreadable: DocumentUnreadableError | None = None
         async with self._uow() as uow:
             submission = await uow.submissions.get(sid)
@@ -137,7 +129,7 @@ class ReviewService:
     # ----- decide -----------------------------------------------------------------------
 
     async def approve(self, cmd: ApproveKyc) -> Submission:
-        sid = clean_submission_id(cmd.submission_id)
+        sid = parse_uuid(cmd.submission_id, "submission_id")
         tier = cmd.kyc_tier or KycTier.FULL
         note = clean_review_text(cmd.note, field="note", required=False, max_length=MAX_NOTE_LENGTH)
 
@@ -156,7 +148,7 @@ class ReviewService:
             return await run_once(uow, cmd.idempotency, SUBMISSION_CODEC, lambda: work(uow))
 
     async def reject(self, cmd: RejectKyc) -> Submission:
-        sid = clean_submission_id(cmd.submission_id)
+        sid = parse_uuid(cmd.submission_id, "submission_id")
 
         async def work(uow: KycUnitOfWork) -> Submission:
             submission = await self._load_for_decision(uow, sid)

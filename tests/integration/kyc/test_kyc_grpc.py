@@ -267,14 +267,17 @@ async def test_every_id_kyc_takes_is_parsed_strictly_naming_the_field(kyc: KycSt
 
 
 async def test_a_user_without_a_wallet_cannot_submit(kyc: KycStack) -> None:
+    """NOT_FOUND (404 through the gateway), as wallet and transfer answer WALLET_NOT_FOUND."""
     stranger = kyc.auth.user_token("no-wallet-user")
-    failure = await rpc_failure(
+    inline = await rpc_failure(
         kyc.public.SubmitKyc(submit_request(pan()), metadata=bearer(stranger))
     )
-    assert (failure.code, failure.reason) == (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "WALLET_NOT_FOUND",
+    data = pdf(4096)
+    streamed = await rpc_failure(
+        kyc.public.UploadKycDocument(upload_stream(pan(), data), metadata=bearer(stranger))
     )
+    for failure in (inline, streamed):
+        assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "WALLET_NOT_FOUND")
 
 
 async def test_files_up_to_the_cap_pass_inline_and_streamed_and_read_back_identical(

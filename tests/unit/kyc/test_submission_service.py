@@ -22,7 +22,7 @@ from tests.unit.kyc.kyc_world import (
     upload_command,
 )
 from tests.unit.kyc.kyc_world import from_list as parts
-from vaultpay_common.errors import ValidationError
+from vaultpay_common.errors import ErrorKind, ValidationError
 from vaultpay_common.idempotency import IdempotencyKeyReusedError
 from vaultpay_kyc.domain.crypto import Field, SubmissionRef
 from vaultpay_kyc.domain.documents import DocumentType
@@ -105,8 +105,9 @@ async def test_an_unspecified_document_type_is_refused(world: World) -> None:
 
 async def test_a_user_without_a_wallet_cannot_submit(world: World) -> None:
     before = world.snapshot()
-    with pytest.raises(WalletRequiredError):
+    with pytest.raises(WalletRequiredError) as caught:
         await world.submit("dave")
+    assert caught.value.kind is ErrorKind.NOT_FOUND  # as wallet's own WALLET_NOT_FOUND
     world.wallets.down = True
     with pytest.raises(WalletUnavailableError):
         await world.submit("alice")

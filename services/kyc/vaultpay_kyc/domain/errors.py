@@ -2,7 +2,8 @@
 
 Codes follow google/rpc/code.proto: a second open submission is ALREADY_EXISTS (the
 contract says so), a decision on a submission that is no longer pending is FAILED_PRECONDITION,
-staff deciding their own submission is PERMISSION_DENIED. A stored document that no longer
+staff deciding their own submission is PERMISSION_DENIED, a user without a wallet is
+NOT_FOUND (WALLET_NOT_FOUND, as wallet and transfer answer it). A stored document that no longer
 decrypts (altered, or copied from another row) is FAILED_PRECONDITION with its own reason:
 the request is fine, the stored state is not, and retrying will not help.
 """
@@ -51,8 +52,9 @@ class KycSelfReviewError(PermissionDeniedError):
     default_message = "staff cannot review their own KYC submission"
 
 
-class WalletRequiredError(FailedPreconditionError):
-    """KYC needs a wallet first; the reason is the one clients already know from wallet."""
+class WalletRequiredError(NotFoundError):
+    """KYC needs a wallet first. The reason and its code (NOT_FOUND, 404 through the gateway)
+    are the ones clients already know from wallet and transfer: one reason, one status."""
 
     reason = "WALLET_NOT_FOUND"
     default_message = "create a wallet before submitting KYC"

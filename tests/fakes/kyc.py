@@ -23,7 +23,7 @@ from vaultpay_kyc.domain.errors import (
     WalletRequiredError,
     WalletUnavailableError,
 )
-from vaultpay_kyc.domain.model import KycStatus, Submission
+from vaultpay_kyc.domain.model import KycStatus, KycTier, Submission, highest_tier
 from vaultpay_kyc.service_layer.ports import (
     KeyStillInUseError,
     ListedSubmission,
@@ -71,8 +71,8 @@ class FakeSubmissionRepository:
         self.secrets: dict[str, SealedDocument] = {}
 
     async def add(self, submission: Submission, sealed: SealedDocument) -> None:
-        if await self.open_for_user(submission.user_id) is not None:
-            raise KycAlreadySubmittedError()  # the partial unique index
+        if await self.pending_for_user(submission.user_id) is not None:
+            raise KycAlreadySubmittedError()  # the partial unique index (one pending per user)
         self.rows[submission.id] = submission
         self.secrets[submission.id] = sealed
 
@@ -89,8 +89,22 @@ class FakeSubmissionRepository:
         mine = [s for s in self.rows.values() if s.user_id == user_id]
         return max(mine, key=lambda s: (s.created_at, s.id)) if mine else None
 
-    async def open_for_user(self, user_id: str) -> Submission | None:
-        return next((s for s in self.rows.values() if s.user_id == user_id and s.is_open), None)
+    async def pending_for_user(self, user_id: str) -> Submission | None:
+        return next(
+            (
+                s
+                for s in self.rows.values()
+                if s.user_id == user_id and s.status is KycStatus.PENDING
+            ),
+            None,
+        )
+
+    async def held_tier(self, user_id: str) -> KycTier:
+        return highest_tier(
+            s.granted_tier
+            for s in self.rows.values()
+            if s.user_id == user_id and s.status is KycStatus.VERIFIED and s.granted_tier
+        )
 
     async def update_review(self, submission: Submission) -> None:
         self.rows[submission.id] = dataclasses.replace(

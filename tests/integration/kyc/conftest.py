@@ -115,7 +115,8 @@ class WalletStandIn(
     wallet_pb2_grpc.WalletServiceServicer, wallet_pb2_grpc.WalletInternalServiceServicer
 ):
     """Answers GetBalance for users it knows; records SetKycTier and CreateNotification,
-    applying each request_id once, as wallet does. `down` answers UNAVAILABLE."""
+    applying each request_id once, as wallet does. `down` answers UNAVAILABLE, and so does
+    SetKycTier for the submissions in `tier_unavailable_for`."""
 
     def __init__(self) -> None:
         self.users: set[str] = set()
@@ -124,6 +125,7 @@ class WalletStandIn(
         self.notifications: dict[str, wallet_pb2.CreateNotificationRequest] = {}
         self.seen_tokens: set[str] = set()
         self.down = False
+        self.tier_unavailable_for: set[str] = set()
 
     def _enter(self, context: grpc.aio.ServicerContext) -> None:
         for item in context.invocation_metadata() or ():
@@ -145,7 +147,7 @@ class WalletStandIn(
         self, request: wallet_pb2.SetKycTierRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.SetKycTierResponse:
         self._enter(context)
-        if self.down:
+        if self.down or request.submission_id in self.tier_unavailable_for:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "wallet is down")
         self.tier_calls.append(request)
         self.tiers[request.user_id] = request.kyc_tier

@@ -484,6 +484,118 @@ async def test_two_simultaneous_submissions_of_one_user_store_one(kyc: KycStack)
     assert await _count_submissions(kyc, user_id) == 1
 
 
+async def _approve(
+    kyc: KycStack, submission_id: str, tier: kyc_tier_pb2.KycTier.ValueType
+) -> kyc_pb2.KycSubmission:
+    _, moderator = kyc.staff()
+    reply: kyc_pb2.AdminApproveKycResponse = await kyc.admin.AdminApproveKyc(
+        kyc_pb2.AdminApproveKycRequest(
+            request_id=rid(), submission_id=submission_id, kyc_tier=tier
+        ),
+        metadata=moderator,
+    )
+    return reply.submission
+
+
+async def test_a_basic_user_is_upgraded_to_full_by_a_second_submission(kyc: KycStack) -> None:
+    """Approved at BASIC, the user submits again (PENDING, still BASIC); approved at FULL,
+    wallet is told FULL and nothing more can be submitted, inline or streamed."""
+    user_id, user = kyc.user()
+    first = await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)
+    await _approve(kyc, first.submission.submission_id, kyc_tier_pb2.KYC_TIER_BASIC)
+    await eventually(lambda: _tier_is(kyc, user_id, kyc_tier_pb2.KYC_TIER_BASIC))
+
+    upgrade = await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)
+    assert upgrade.submission.status == kyc_pb2.KYC_STATUS_PENDING
+    status = await kyc.public.GetKycStatus(kyc_pb2.GetKycStatusRequest(), metadata=user)
+    assert (status.status, status.kyc_tier) == (
+        kyc_pb2.KYC_STATUS_PENDING,
+        kyc_tier_pb2.KYC_TIER_BASIC,
+    )
+    pending = await rpc_failure(kyc.public.SubmitKyc(submit_request(pan()), metadata=user))
+    assert (pending.code, pending.reason) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        "KYC_ALREADY_SUBMITTED",
+    )
+
+    approved = await _approve(kyc, upgrade.submission.submission_id, kyc_tier_pb2.KYC_TIER_FULL)
+    assert approved.granted_kyc_tier == kyc_tier_pb2.KYC_TIER_FULL
+    await eventually(lambda: _tier_is(kyc, user_id, kyc_tier_pb2.KYC_TIER_FULL))
+    status = await kyc.public.GetKycStatus(kyc_pb2.GetKycStatusRequest(), metadata=user)
+    assert (status.status, status.kyc_tier) == (
+        kyc_pb2.KYC_STATUS_VERIFIED,
+        kyc_tier_pb2.KYC_TIER_FULL,
+    )
+    inline = await rpc_failure(kyc.public.SubmitKyc(submit_request(pan()), metadata=user))
+    streamed = await rpc_failure(
+        kyc.public.UploadKycDocument(upload_stream(pan(), pdf(4096)), metadata=user)
+    )
+    for failure in (inline, streamed):
+        assert (failure.code, failure.reason) == (
+            grpc.StatusCode.ALREADY_EXISTS,
+            "KYC_ALREADY_SUBMITTED",
+        )
+    assert await _count_submissions(kyc, user_id) == 2
+
+
+async def test_a_rejected_upgrade_keeps_basic_and_simultaneous_upgrades_store_one(
+    kyc: KycStack,
+) -> None:
+    user_id, user = kyc.user()
+    first = await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)
+    await _approve(kyc, first.submission.submission_id, kyc_tier_pb2.KYC_TIER_BASIC)
+    results = await asyncio.gather(
+        *(kyc.public.SubmitKyc(submit_request(pan()), metadata=user) for _ in range(6)),
+        return_exceptions=True,
+    )
+    ok = [r for r in results if isinstance(r, kyc_pb2.SubmitKycResponse)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(ok) == 1
+    assert {r.code() for r in refused} == {grpc.StatusCode.ALREADY_EXISTS}
+    _, moderator = kyc.staff()
+    await kyc.admin.AdminRejectKyc(
+        kyc_pb2.AdminRejectKycRequest(
+            request_id=rid(), submission_id=ok[0].submission.submission_id, reason="no address"
+        ),
+        metadata=moderator,
+    )
+    status = await kyc.public.GetKycStatus(kyc_pb2.GetKycStatusRequest(), metadata=user)
+    assert (status.status, status.rejection_reason, status.kyc_tier) == (
+        kyc_pb2.KYC_STATUS_REJECTED,
+        "no address",
+        kyc_tier_pb2.KYC_TIER_BASIC,
+    )
+    assert await _count_submissions(kyc, user_id) == 2
+
+
+async def test_a_late_basic_event_does_not_lower_the_full_tier_in_wallet(kyc: KycStack) -> None:
+    """The BASIC approval's event keeps failing while the upgrade is submitted, approved at
+    FULL and delivered; when it finally goes through, it carries the tier held then (FULL),
+    not the BASIC it was raised for, since wallet sets the tier it is given."""
+    user_id, user = kyc.user()
+    first = (await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)).submission
+    kyc.wallet.tier_unavailable_for.add(first.submission_id)
+    try:
+        await _approve(kyc, first.submission_id, kyc_tier_pb2.KYC_TIER_BASIC)
+        upgrade = await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)
+        await _approve(kyc, upgrade.submission.submission_id, kyc_tier_pb2.KYC_TIER_FULL)
+        await eventually(lambda: _tier_is(kyc, user_id, kyc_tier_pb2.KYC_TIER_FULL))
+    finally:
+        kyc.wallet.tier_unavailable_for.discard(first.submission_id)
+
+    async def late_call() -> wallet_pb2.SetKycTierRequest | None:
+        calls = [c for c in kyc.wallet.tier_calls if c.submission_id == first.submission_id]
+        return calls[0] if calls else None
+
+    late = await eventually(late_call, within=30.0)
+    assert late.kyc_tier == kyc_tier_pb2.KYC_TIER_FULL
+    assert kyc.wallet.tiers[user_id] == kyc_tier_pb2.KYC_TIER_FULL
+
+
+async def _tier_is(kyc: KycStack, user_id: str, tier: int) -> bool:
+    return kyc.wallet.tiers.get(user_id) == tier
+
+
 async def test_kyc_stats_are_for_services(kyc: KycStack) -> None:
     service = (("authorization", f"Bearer {kyc.auth.service_token}"),)
     stats = await kyc.internal.GetKycStats(kyc_pb2.GetKycStatsRequest(), metadata=service)

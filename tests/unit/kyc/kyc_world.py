@@ -16,7 +16,7 @@ from tests.fakes.kyc import (
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_kyc.domain.crypto import DocumentHasher, EnvelopeCipher
 from vaultpay_kyc.domain.documents import DocumentType, verhoeff_check_digit
-from vaultpay_kyc.domain.model import Submission
+from vaultpay_kyc.domain.model import KycTier, Submission
 from vaultpay_kyc.service_layer.commands import ApproveKyc, SubmitKyc, UploadKycDocument
 from vaultpay_kyc.service_layer.review import ReviewService
 from vaultpay_kyc.service_layer.rotation import KeyRotationService
@@ -131,9 +131,11 @@ class World:
         self.clock.advance()
         return submission
 
-    async def approve(self, submission: Submission, reviewer: str = "mod") -> Submission:
+    async def approve(
+        self, submission: Submission, reviewer: str = "mod", tier: KycTier | None = None
+    ) -> Submission:
         decided = await self.review.approve(
-            ApproveKyc(reviewer, submission.id, None, "", key(reviewer))
+            ApproveKyc(reviewer, submission.id, tier, "", key(reviewer))
         )
         self.clock.advance()
         return decided

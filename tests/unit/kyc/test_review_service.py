@@ -183,6 +183,30 @@ async def test_an_unspecified_tier_grants_full_and_none_is_refused(world: World)
     assert approved.granted_tier is KycTier.FULL
 
 
+async def test_an_approval_never_lowers_the_tier_the_user_holds(world: World) -> None:
+    """A pending submission next to a FULL grant cannot arise through SubmitKyc (FULL blocks
+    new submissions), so it is stored directly: approving it below FULL is refused on
+    kyc_tier and writes nothing; at FULL, or unspecified, it goes through."""
+    full = await world.submit()
+    await world.approve(full)
+    stray = dataclasses.replace(
+        full,
+        id="6f1c1a3e-0000-4000-8000-00000000000a",
+        status=KycStatus.PENDING,
+        granted_tier=None,
+        reviewer_id="",
+        reviewed_at=None,
+    )
+    await world.uow.submissions.add(stray, world.uow.submissions.secrets[full.id])
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as caught:
+        await world.review.approve(ApproveKyc("mod", stray.id, KycTier.BASIC, "", key("mod")))
+    assert [v.field for v in caught.value.violations] == ["kyc_tier"]
+    assert world.snapshot() == before
+    approved = await world.review.approve(ApproveKyc("mod", stray.id, None, "", key("mod")))
+    assert approved.granted_tier is KycTier.FULL
+
+
 async def test_rejection_needs_a_reason_and_notifies_with_it(world: World) -> None:
     submission = await world.submit()
     before = world.snapshot()

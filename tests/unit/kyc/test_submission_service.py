@@ -114,7 +114,7 @@ async def test_a_user_without_a_wallet_cannot_submit(world: World) -> None:
     assert world.snapshot() == before
 
 
-async def test_one_pending_or_approved_submission_per_user_and_a_rejected_user_may_resubmit(
+async def test_one_pending_submission_per_user_none_after_full_and_a_rejected_user_may_resubmit(
     world: World,
 ) -> None:
     first = await world.submit()
@@ -125,6 +125,38 @@ async def test_one_pending_or_approved_submission_per_user_and_a_rejected_user_m
     await world.approve(second)
     with pytest.raises(KycAlreadySubmittedError):
         await world.submit(number="YYYPY8888Y")
+
+
+async def test_a_basic_user_may_submit_again_to_be_upgraded_and_never_loses_the_tier(
+    world: World,
+) -> None:
+    """BASIC is not the end: the user submits again (an identity and address document) while
+    keeping BASIC; a pending upgrade still blocks a third submission, a rejected one leaves
+    BASIC, an upgrade approved at BASIC again changes nothing, and FULL is final."""
+    first = await world.submit()
+    await world.approve(first, tier=KycTier.BASIC)
+    upgrade = await world.submit(number="ZZZPZ9999Z")
+    assert upgrade.status is KycStatus.PENDING
+    view = await world.submissions.status("alice")
+    assert (view.latest, view.tier) == (upgrade, KycTier.BASIC)
+    with pytest.raises(KycAlreadySubmittedError, match="pending"):
+        await world.submit(number="YYYPY8888Y")
+    await world.review.reject(RejectKyc("mod", upgrade.id, "no address shown", key("mod")))
+    view = await world.submissions.status("alice")
+    assert view.latest is not None and view.latest.status is KycStatus.REJECTED
+    assert view.tier is KycTier.BASIC
+    again = await world.submit(number="YYYPY8888Y")
+    await world.approve(again, tier=KycTier.BASIC)  # harmless: BASIC stays BASIC
+    assert (await world.submissions.status("alice")).tier is KycTier.BASIC
+    last = await world.submit(number="XXXPX7777X")
+    await world.approve(last)  # unspecified: FULL
+    assert (await world.submissions.status("alice")).tier is KycTier.FULL
+    before = world.snapshot()
+    with pytest.raises(KycAlreadySubmittedError, match="full"):
+        await world.submit(number="WWWPW6666W")
+    with pytest.raises(KycAlreadySubmittedError, match="full"):
+        await world.submissions.upload(upload_command("alice", PDF), chunks_of(PDF))
+    assert world.snapshot() == before
 
 
 async def test_a_retried_submit_replays_the_first_answer_and_stores_one_submission(

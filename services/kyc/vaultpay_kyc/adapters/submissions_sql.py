@@ -14,7 +14,13 @@ from vaultpay_kyc.domain.crypto import WrappedKey
 from vaultpay_kyc.domain.documents import DocumentType
 from vaultpay_kyc.domain.errors import KycAlreadySubmittedError
 from vaultpay_kyc.domain.files import DocumentContentType
-from vaultpay_kyc.domain.model import DocumentFile, KycStatus, KycTier, Submission
+from vaultpay_kyc.domain.model import (
+    DocumentFile,
+    KycStatus,
+    KycTier,
+    Submission,
+    highest_tier,
+)
 from vaultpay_kyc.service_layer.ports import (
     ListedSubmission,
     QueueCursor,
@@ -107,7 +113,7 @@ class SqlSubmissionRepository:
                     )
         except IntegrityError as exc:
             if getattr(exc.orig, "sqlstate", "") == _UNIQUE_VIOLATION:
-                raise KycAlreadySubmittedError() from exc  # kyc_submissions_one_open
+                raise KycAlreadySubmittedError() from exc  # kyc_submissions_one_pending
             raise
 
     async def _one(self, query: Select[Any]) -> Submission | None:
@@ -149,13 +155,18 @@ class SqlSubmissionRepository:
             .limit(1)
         )
 
-    async def open_for_user(self, user_id: str) -> Submission | None:
+    async def pending_for_user(self, user_id: str) -> Submission | None:
         return await self._one(
-            select(*_COLUMNS).where(
-                s.user_id == user_id,
-                s.status.in_([KycStatus.PENDING.value, KycStatus.VERIFIED.value]),
-            )
+            select(*_COLUMNS).where(s.user_id == user_id, s.status == KycStatus.PENDING.value)
         )
+
+    async def held_tier(self, user_id: str) -> KycTier:
+        rows = await self._conn.execute(
+            select(s.granted_tier)
+            .distinct()
+            .where(s.user_id == user_id, s.status == KycStatus.VERIFIED.value)
+        )
+        return highest_tier(KycTier(tier) for tier in rows.scalars() if tier)
 
     async def update_review(self, submission: Submission) -> None:
         await self._conn.execute(

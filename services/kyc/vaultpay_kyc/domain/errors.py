@@ -31,8 +31,11 @@ __all__ = [
 
 
 class KycAlreadySubmittedError(AlreadyExistsError):
+    """A submission is waiting for review, or an approval already granted FULL. One reason
+    for both (clients already switch on it); the message says which."""
+
     reason = "KYC_ALREADY_SUBMITTED"
-    default_message = "you already have a pending or approved KYC submission"
+    default_message = "you already have a pending or fully verified KYC submission"
 
 
 class KycSubmissionNotFoundError(NotFoundError):

@@ -2,8 +2,13 @@
 
 A submission is PENDING until staff approve it (VERIFIED, with the tier granted) or reject it
 (REJECTED, with a reason the user sees). Only a pending submission can be decided, and never by
-its own owner. A user holds at most one PENDING or VERIFIED submission; after a rejection they
-may submit again. The number itself never lives here: only its mask.
+its own owner. A user holds at most one PENDING submission. BASIC is a step on the way, not the
+end (kyc_tier.proto: FULL is an identity *and address* document), so a user whose approvals
+granted BASIC may submit again to be upgraded, while one granted FULL may not
+(`check_may_submit`); after a rejection they may submit again. The tier a user holds is the
+highest their approvals granted (`highest_tier`), and an approval never grants less than that
+(`Submission.approve`), so neither a pending nor a rejected upgrade, nor an approval of one,
+lowers it. The number itself never lives here: only its mask.
 
 Values are frozen dataclasses: a rule returns a new `Submission`, the use case persists it, and
 the same objects serve as idempotent replies.
@@ -11,13 +16,18 @@ the same objects serve as idempotent replies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 
 from vaultpay_common.errors import ValidationError
 from vaultpay_kyc.domain.documents import DocumentType
-from vaultpay_kyc.domain.errors import KycNotPendingError, KycSelfReviewError
+from vaultpay_kyc.domain.errors import (
+    KycAlreadySubmittedError,
+    KycNotPendingError,
+    KycSelfReviewError,
+)
 from vaultpay_kyc.domain.files import DocumentContentType
 
 __all__ = [
@@ -27,7 +37,9 @@ __all__ = [
     "KycStatus",
     "KycTier",
     "Submission",
+    "check_may_submit",
     "clean_review_text",
+    "highest_tier",
 ]
 
 MAX_REASON_LENGTH = 500
@@ -41,11 +53,33 @@ class KycStatus(Enum):
 
 
 class KycTier(Enum):
-    """Mirrors vaultpay.type.v1.KycTier (and the wallet's tiers)."""
+    """Mirrors vaultpay.type.v1.KycTier (and the wallet's tiers), lowest first."""
 
     NONE = "NONE"
     BASIC = "BASIC"
     FULL = "FULL"
+
+    def is_below(self, other: KycTier) -> bool:
+        return _TIER_ORDER.index(self) < _TIER_ORDER.index(other)
+
+
+_TIER_ORDER = tuple(KycTier)
+
+
+def highest_tier(tiers: Iterable[KycTier]) -> KycTier:
+    """The tier a user holds: the highest of those their approvals granted (NONE for none)."""
+    return max(tiers, key=_TIER_ORDER.index, default=KycTier.NONE)
+
+
+def check_may_submit(pending: Submission | None, held: KycTier) -> None:
+    """A new submission needs no pending one (one review at a time) and a tier below FULL:
+    BASIC may ask to be upgraded, FULL has nothing left to gain."""
+    if pending is not None:
+        raise KycAlreadySubmittedError(
+            "you already have a pending KYC submission, waiting for review"
+        )
+    if held is KycTier.FULL:
+        raise KycAlreadySubmittedError("your KYC is already verified at the full tier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,21 +116,26 @@ class Submission:
     # The key-encryption key its data key is wrapped under (changes with rotations).
     key_id: str = ""
 
-    @property
-    def is_open(self) -> bool:
-        """Blocks another submission by the same user (pending or approved)."""
-        return self.status in (KycStatus.PENDING, KycStatus.VERIFIED)
-
     def _check_reviewable_by(self, reviewer_id: str) -> None:
         if reviewer_id == self.user_id:
             raise KycSelfReviewError()
         if self.status is not KycStatus.PENDING:
             raise KycNotPendingError(f"the submission is already {self.status.value.lower()}")
 
-    def approve(self, reviewer_id: str, tier: KycTier, now: datetime) -> Submission:
+    def approve(
+        self, reviewer_id: str, tier: KycTier, now: datetime, *, held: KycTier = KycTier.NONE
+    ) -> Submission:
+        """`held` is the tier the owner's earlier approvals granted. Granting less would lower
+        the wallet's tier through the outbox, which no approval should do: refused, naming
+        kyc_tier (the same tier again is harmless and allowed)."""
         if tier is KycTier.NONE:
             raise ValidationError.single("kyc_tier", "must be KYC_TIER_BASIC or KYC_TIER_FULL")
         self._check_reviewable_by(reviewer_id)
+        if tier.is_below(held):
+            raise ValidationError.single(
+                "kyc_tier",
+                f"must not be lower than the tier the user already holds (KYC_TIER_{held.value})",
+            )
         return replace(
             self,
             status=KycStatus.VERIFIED,

@@ -124,7 +124,7 @@ async def build_host(
     relay = OutboxRelay(
         runtime.engine,
         OUTBOX_PRODUCER,
-        kyc_outbox_handlers(GrpcWalletEvents(wallet_channel, token, timeout)),
+        kyc_outbox_handlers(GrpcWalletEvents(wallet_channel, token, timeout), review.held_tier),
         poll_interval=settings.outbox_poll_seconds,
     )
     retention = timedelta(hours=settings.idempotency_retention_hours)

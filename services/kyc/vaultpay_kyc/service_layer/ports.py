@@ -17,7 +17,7 @@ from vaultpay_common.audit import AuditEntry
 from vaultpay_common.idempotency import IdempotencyRecords
 from vaultpay_common.outbox import Outbox
 from vaultpay_kyc.domain.crypto import WrappedKey
-from vaultpay_kyc.domain.model import KycStatus, Submission
+from vaultpay_kyc.domain.model import KycStatus, KycTier, Submission
 
 __all__ = [
     "KeyRepository",
@@ -102,7 +102,8 @@ class KeyStillInUseError(Exception):
 
 class SubmissionRepository(Protocol):
     async def add(self, submission: Submission, sealed: SealedDocument) -> None:
-        """Raises KycAlreadySubmittedError when the user already has an open submission."""
+        """Raises KycAlreadySubmittedError when the user already has a pending submission
+        (the race-proof rule; the FULL rule is `check_may_submit`'s)."""
         ...
 
     async def get(self, submission_id: str, *, for_update: bool = False) -> Submission | None: ...
@@ -113,8 +114,12 @@ class SubmissionRepository(Protocol):
 
     async def latest_for_user(self, user_id: str) -> Submission | None: ...
 
-    async def open_for_user(self, user_id: str) -> Submission | None:
-        """The user's PENDING or VERIFIED submission, if any."""
+    async def pending_for_user(self, user_id: str) -> Submission | None:
+        """The user's PENDING submission, if any (there is at most one)."""
+        ...
+
+    async def held_tier(self, user_id: str) -> KycTier:
+        """The highest tier the user's VERIFIED submissions granted; NONE without one."""
         ...
 
     async def update_review(self, submission: Submission) -> None:

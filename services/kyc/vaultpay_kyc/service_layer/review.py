@@ -121,6 +121,12 @@ class ReviewService:
             )
             await uow.commit()
 
+    async def held_tier(self, user_id: str) -> KycTier:
+        """The tier the user's approvals granted (the highest): what a tier event delivers,
+        whatever its own, so a late older event cannot lower the wallet (deliveries.py)."""
+        async with self._uow() as uow:
+            return await uow.submissions.held_tier(user_id)
+
     async def stats(self) -> KycStats:
         async with self._uow() as uow:
             pending = await uow.submissions.pending_count()
@@ -135,7 +141,8 @@ class ReviewService:
 
         async def work(uow: KycUnitOfWork) -> Submission:
             submission = await self._load_for_decision(uow, sid)
-            decided = submission.approve(cmd.reviewer_id, tier, self._now())
+            held = await uow.submissions.held_tier(submission.user_id)
+            decided = submission.approve(cmd.reviewer_id, tier, self._now(), held=held)
             await uow.submissions.update_review(decided)
             await announce_approval(uow.outbox, decided, tier)
             details = {"user_id": decided.user_id, "kyc_tier": tier.value}

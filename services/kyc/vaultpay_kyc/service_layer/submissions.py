@@ -29,9 +29,8 @@ from vaultpay_kyc.domain.documents import (
     check_document_number,
     mask_document_number,
 )
-from vaultpay_kyc.domain.errors import KycAlreadySubmittedError
 from vaultpay_kyc.domain.files import check_document_file
-from vaultpay_kyc.domain.model import DocumentFile, KycStatus, KycTier, Submission
+from vaultpay_kyc.domain.model import DocumentFile, KycStatus, Submission, check_may_submit
 from vaultpay_kyc.domain.upload import METADATA_FIELD, UploadAssembler, plan_upload
 from vaultpay_kyc.service_layer.commands import KycStatusView, SubmitKyc, UploadKycDocument
 from vaultpay_kyc.service_layer.ports import KycUnitOfWork, SealedDocument, WalletDirectory
@@ -60,6 +59,14 @@ def _document_type(value: DocumentType | None, field: str) -> DocumentType:
     if value is None:
         raise ValidationError.single(field, "is required")
     return value
+
+
+async def _check_may_submit(uow: KycUnitOfWork, user_id: str) -> None:
+    """No pending submission, and a tier below FULL (`check_may_submit`). A race of two
+    submissions ends at the one-pending index; no approval can race this check, since one
+    needs a pending submission, which would have refused this one."""
+    pending = await uow.submissions.pending_for_user(user_id)
+    check_may_submit(pending, await uow.submissions.held_tier(user_id))
 
 
 class SubmissionService:
@@ -158,8 +165,7 @@ class SubmissionService:
             key = cmd.idempotency
             if key is not None and await uow.idempotency.claim(key) is not None:
                 return
-            if await uow.submissions.open_for_user(cmd.user_id) is not None:
-                raise KycAlreadySubmittedError()
+            await _check_may_submit(uow, cmd.user_id)
 
     def _seal(
         self,
@@ -184,8 +190,7 @@ class SubmissionService:
 
     async def _store(self, uow: KycUnitOfWork, sealed: _Sealed) -> Submission:
         user_id = sealed.ref.owner_id
-        if await uow.submissions.open_for_user(user_id) is not None:
-            raise KycAlreadySubmittedError()
+        await _check_may_submit(uow, user_id)
         key_id = await uow.keys.active_key_id(for_write=True)
         wrapped = self._cipher.wrap(sealed.dek, key_id)
         submission = Submission(
@@ -219,11 +224,10 @@ class SubmissionService:
     # ----- read -------------------------------------------------------------------------
 
     async def status(self, user_id: str) -> KycStatusView:
-        """The latest submission and the tier it earned (a VERIFIED one blocks newer ones,
-        so the latest is the approved one whenever there is one)."""
+        """The latest submission and the tier the user holds. The two differ for an upgrade:
+        the latest may be a pending or rejected request while an earlier approval's BASIC
+        still holds, so the tier is read from the approvals, not from the latest."""
         async with self._uow() as uow:
             latest = await uow.submissions.latest_for_user(user_id)
-        tier = KycTier.NONE
-        if latest is not None and latest.status is KycStatus.VERIFIED:
-            tier = latest.granted_tier or KycTier.NONE
+            tier = await uow.submissions.held_tier(user_id)
         return KycStatusView(latest, tier)

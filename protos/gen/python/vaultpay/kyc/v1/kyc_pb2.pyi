@@ -375,7 +375,9 @@ class GetKycStatusResponse(_message.Message):
     rejection_reason: _builtins.str
     """Why the latest submission was rejected; empty unless rejected."""
     kyc_tier: _kyc_tier_pb2.KycTier.ValueType
-    """The tier the caller's KYC has earned (KYC_TIER_NONE without an approval)."""
+    """The tier the caller's KYC has earned: the highest any approval granted
+    (KYC_TIER_NONE without an approval), whatever the latest submission's status.
+    """
     @_builtins.property
     def latest_submission(self) -> Global___KycSubmission:
         """The latest submission; unset when the caller has never submitted."""
@@ -413,7 +415,9 @@ class AdminListKycSubmissionsRequest(_message.Message):
     status: Global___KycStatus.ValueType
     """Only submissions in this status; KYC_STATUS_UNSPECIFIED for any."""
     user_id: _builtins.str
-    """Only submissions of this user."""
+    """Only submissions of this user: a UUID in its canonical form (INVALID_ARGUMENT
+    otherwise); empty for any user.
+    """
     def __init__(
         self,
         *,
@@ -536,7 +540,7 @@ class AdminApproveKycRequest(_message.Message):
     """The pending submission to approve."""
     kyc_tier: _kyc_tier_pb2.KycTier.ValueType
     """The tier to grant: KYC_TIER_BASIC or KYC_TIER_FULL; KYC_TIER_UNSPECIFIED grants
-    KYC_TIER_FULL.
+    KYC_TIER_FULL. Not lower than the tier the user already holds (INVALID_ARGUMENT).
     """
     note: _builtins.str
     """An optional note for the audit log, at most 500 characters."""

@@ -28,9 +28,11 @@ if _version_not_supported:
 class KycServiceStub:
     """KycService lets a wallet holder prove their identity. Document numbers and files are
     stored encrypted (AES-256-GCM); users only ever see their document number masked.
-    A submission needs a wallet, and a user has at most one pending or approved
-    submission at a time (ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED); after a
-    rejection they may submit again.
+    A submission needs a wallet (NOT_FOUND, reason WALLET_NOT_FOUND). A user has at most
+    one pending submission at a time; once one is approved at KYC_TIER_FULL they may not
+    submit again (both ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED). Approved at
+    KYC_TIER_BASIC, they may submit again to be upgraded to KYC_TIER_FULL (an identity and
+    address document), keeping BASIC meanwhile; after a rejection they may submit again.
     """
 
     def __init__(self, channel):
@@ -59,15 +61,20 @@ class KycServiceStub:
 class KycServiceServicer:
     """KycService lets a wallet holder prove their identity. Document numbers and files are
     stored encrypted (AES-256-GCM); users only ever see their document number masked.
-    A submission needs a wallet, and a user has at most one pending or approved
-    submission at a time (ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED); after a
-    rejection they may submit again.
+    A submission needs a wallet (NOT_FOUND, reason WALLET_NOT_FOUND). A user has at most
+    one pending submission at a time; once one is approved at KYC_TIER_FULL they may not
+    submit again (both ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED). Approved at
+    KYC_TIER_BASIC, they may submit again to be upgraded to KYC_TIER_FULL (an identity and
+    address document), keeping BASIC meanwhile; after a rejection they may submit again.
     """
 
     def SubmitKyc(self, request, context):
         """Submits an identity document for review, optionally with a scan or photo of it
         (inline bytes; base64 in JSON). Larger files go through UploadKycDocument. The number
-        is validated against its document type's format (INVALID_ARGUMENT otherwise).
+        is validated against its document type's format (INVALID_ARGUMENT otherwise). Allowed
+        with no submission pending and no approval at KYC_TIER_FULL (a user holding
+        KYC_TIER_BASIC submits this way to be upgraded); ALREADY_EXISTS, reason
+        KYC_ALREADY_SUBMITTED, otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,7 +92,9 @@ class KycServiceServicer:
 
     def GetKycStatus(self, request, context):
         """Returns where the caller's KYC stands: the latest submission's status, the rejection
-        reason if any, and the tier the wallet holds.
+        reason if any, and the tier the caller's approvals granted (the highest of them). The
+        two are independent during an upgrade: a pending or rejected request for
+        KYC_TIER_FULL leaves the KYC_TIER_BASIC an earlier approval granted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,9 +129,11 @@ def add_KycServiceServicer_to_server(servicer, server):
 class KycService:
     """KycService lets a wallet holder prove their identity. Document numbers and files are
     stored encrypted (AES-256-GCM); users only ever see their document number masked.
-    A submission needs a wallet, and a user has at most one pending or approved
-    submission at a time (ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED); after a
-    rejection they may submit again.
+    A submission needs a wallet (NOT_FOUND, reason WALLET_NOT_FOUND). A user has at most
+    one pending submission at a time; once one is approved at KYC_TIER_FULL they may not
+    submit again (both ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED). Approved at
+    KYC_TIER_BASIC, they may submit again to be upgraded to KYC_TIER_FULL (an identity and
+    address document), keeping BASIC meanwhile; after a rejection they may submit again.
     """
 
     @staticmethod
@@ -271,7 +282,9 @@ class KycAdminServiceServicer:
 
     def AdminApproveKyc(self, request, context):
         """Approves a pending submission: raises the wallet's KYC tier and limits, and notifies
-        the user. FAILED_PRECONDITION for a submission that is not pending.
+        the user. FAILED_PRECONDITION for a submission that is not pending. An approval never
+        lowers the user's tier: a kyc_tier below the one an earlier approval granted is
+        INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -29,9 +29,11 @@ GRPC_VERSION: str
 class KycServiceStub:
     """KycService lets a wallet holder prove their identity. Document numbers and files are
     stored encrypted (AES-256-GCM); users only ever see their document number masked.
-    A submission needs a wallet, and a user has at most one pending or approved
-    submission at a time (ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED); after a
-    rejection they may submit again.
+    A submission needs a wallet (NOT_FOUND, reason WALLET_NOT_FOUND). A user has at most
+    one pending submission at a time; once one is approved at KYC_TIER_FULL they may not
+    submit again (both ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED). Approved at
+    KYC_TIER_BASIC, they may submit again to be upgraded to KYC_TIER_FULL (an identity and
+    address document), keeping BASIC meanwhile; after a rejection they may submit again.
     """
 
     @_typing.overload
@@ -41,7 +43,10 @@ class KycServiceStub:
     SubmitKyc: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.SubmitKycRequest, _kyc_pb2.SubmitKycResponse]
     """Submits an identity document for review, optionally with a scan or photo of it
     (inline bytes; base64 in JSON). Larger files go through UploadKycDocument. The number
-    is validated against its document type's format (INVALID_ARGUMENT otherwise).
+    is validated against its document type's format (INVALID_ARGUMENT otherwise). Allowed
+    with no submission pending and no approval at KYC_TIER_FULL (a user holding
+    KYC_TIER_BASIC submits this way to be upgraded); ALREADY_EXISTS, reason
+    KYC_ALREADY_SUBMITTED, otherwise.
     """
     UploadKycDocument: _grpc.StreamUnaryMultiCallable[_kyc_pb2.UploadKycDocumentRequest, _kyc_pb2.UploadKycDocumentResponse]
     """Submits an identity document with a large file, streamed in chunks (gRPC only, no
@@ -51,23 +56,30 @@ class KycServiceStub:
     """
     GetKycStatus: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.GetKycStatusRequest, _kyc_pb2.GetKycStatusResponse]
     """Returns where the caller's KYC stands: the latest submission's status, the rejection
-    reason if any, and the tier the wallet holds.
+    reason if any, and the tier the caller's approvals granted (the highest of them). The
+    two are independent during an upgrade: a pending or rejected request for
+    KYC_TIER_FULL leaves the KYC_TIER_BASIC an earlier approval granted.
     """
 
 @_typing.type_check_only
 class KycServiceAsyncStub(KycServiceStub):
     """KycService lets a wallet holder prove their identity. Document numbers and files are
     stored encrypted (AES-256-GCM); users only ever see their document number masked.
-    A submission needs a wallet, and a user has at most one pending or approved
-    submission at a time (ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED); after a
-    rejection they may submit again.
+    A submission needs a wallet (NOT_FOUND, reason WALLET_NOT_FOUND). A user has at most
+    one pending submission at a time; once one is approved at KYC_TIER_FULL they may not
+    submit again (both ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED). Approved at
+    KYC_TIER_BASIC, they may submit again to be upgraded to KYC_TIER_FULL (an identity and
+    address document), keeping BASIC meanwhile; after a rejection they may submit again.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitKyc: _aio.UnaryUnaryMultiCallable[_kyc_pb2.SubmitKycRequest, _kyc_pb2.SubmitKycResponse]  # type: ignore[assignment]
     """Submits an identity document for review, optionally with a scan or photo of it
     (inline bytes; base64 in JSON). Larger files go through UploadKycDocument. The number
-    is validated against its document type's format (INVALID_ARGUMENT otherwise).
+    is validated against its document type's format (INVALID_ARGUMENT otherwise). Allowed
+    with no submission pending and no approval at KYC_TIER_FULL (a user holding
+    KYC_TIER_BASIC submits this way to be upgraded); ALREADY_EXISTS, reason
+    KYC_ALREADY_SUBMITTED, otherwise.
     """
     UploadKycDocument: _aio.StreamUnaryMultiCallable[_kyc_pb2.UploadKycDocumentRequest, _kyc_pb2.UploadKycDocumentResponse]  # type: ignore[assignment]
     """Submits an identity document with a large file, streamed in chunks (gRPC only, no
@@ -77,15 +89,19 @@ class KycServiceAsyncStub(KycServiceStub):
     """
     GetKycStatus: _aio.UnaryUnaryMultiCallable[_kyc_pb2.GetKycStatusRequest, _kyc_pb2.GetKycStatusResponse]  # type: ignore[assignment]
     """Returns where the caller's KYC stands: the latest submission's status, the rejection
-    reason if any, and the tier the wallet holds.
+    reason if any, and the tier the caller's approvals granted (the highest of them). The
+    two are independent during an upgrade: a pending or rejected request for
+    KYC_TIER_FULL leaves the KYC_TIER_BASIC an earlier approval granted.
     """
 
 class KycServiceServicer(metaclass=_abc_1.ABCMeta):
     """KycService lets a wallet holder prove their identity. Document numbers and files are
     stored encrypted (AES-256-GCM); users only ever see their document number masked.
-    A submission needs a wallet, and a user has at most one pending or approved
-    submission at a time (ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED); after a
-    rejection they may submit again.
+    A submission needs a wallet (NOT_FOUND, reason WALLET_NOT_FOUND). A user has at most
+    one pending submission at a time; once one is approved at KYC_TIER_FULL they may not
+    submit again (both ALREADY_EXISTS, reason KYC_ALREADY_SUBMITTED). Approved at
+    KYC_TIER_BASIC, they may submit again to be upgraded to KYC_TIER_FULL (an identity and
+    address document), keeping BASIC meanwhile; after a rejection they may submit again.
     """
 
     @_abc_1.abstractmethod
@@ -96,7 +112,10 @@ class KycServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kyc_pb2.SubmitKycResponse, _abc.Awaitable[_kyc_pb2.SubmitKycResponse]]:
         """Submits an identity document for review, optionally with a scan or photo of it
         (inline bytes; base64 in JSON). Larger files go through UploadKycDocument. The number
-        is validated against its document type's format (INVALID_ARGUMENT otherwise).
+        is validated against its document type's format (INVALID_ARGUMENT otherwise). Allowed
+        with no submission pending and no approval at KYC_TIER_FULL (a user holding
+        KYC_TIER_BASIC submits this way to be upgraded); ALREADY_EXISTS, reason
+        KYC_ALREADY_SUBMITTED, otherwise.
         """
 
     @_abc_1.abstractmethod
@@ -118,7 +137,9 @@ class KycServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_kyc_pb2.GetKycStatusResponse, _abc.Awaitable[_kyc_pb2.GetKycStatusResponse]]:
         """Returns where the caller's KYC stands: the latest submission's status, the rejection
-        reason if any, and the tier the wallet holds.
+        reason if any, and the tier the caller's approvals granted (the highest of them). The
+        two are independent during an upgrade: a pending or rejected request for
+        KYC_TIER_FULL leaves the KYC_TIER_BASIC an earlier approval granted.
         """
 
 def add_KycServiceServicer_to_server(servicer: KycServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
@@ -144,7 +165,9 @@ class KycAdminServiceStub:
     """
     AdminApproveKyc: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminApproveKycRequest, _kyc_pb2.AdminApproveKycResponse]
     """Approves a pending submission: raises the wallet's KYC tier and limits, and notifies
-    the user. FAILED_PRECONDITION for a submission that is not pending.
+    the user. FAILED_PRECONDITION for a submission that is not pending. An approval never
+    lowers the user's tier: a kyc_tier below the one an earlier approval granted is
+    INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
     """
     AdminRejectKyc: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminRejectKycRequest, _kyc_pb2.AdminRejectKycResponse]
     """Rejects a pending submission with a reason the user sees, and notifies them.
@@ -175,7 +198,9 @@ class KycAdminServiceAsyncStub(KycAdminServiceStub):
     """
     AdminApproveKyc: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminApproveKycRequest, _kyc_pb2.AdminApproveKycResponse]  # type: ignore[assignment]
     """Approves a pending submission: raises the wallet's KYC tier and limits, and notifies
-    the user. FAILED_PRECONDITION for a submission that is not pending.
+    the user. FAILED_PRECONDITION for a submission that is not pending. An approval never
+    lowers the user's tier: a kyc_tier below the one an earlier approval granted is
+    INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
     """
     AdminRejectKyc: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminRejectKycRequest, _kyc_pb2.AdminRejectKycResponse]  # type: ignore[assignment]
     """Rejects a pending submission with a reason the user sees, and notifies them.
@@ -221,7 +246,9 @@ class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_kyc_pb2.AdminApproveKycResponse, _abc.Awaitable[_kyc_pb2.AdminApproveKycResponse]]:
         """Approves a pending submission: raises the wallet's KYC tier and limits, and notifies
-        the user. FAILED_PRECONDITION for a submission that is not pending.
+        the user. FAILED_PRECONDITION for a submission that is not pending. An approval never
+        lowers the user's tier: a kyc_tier below the one an earlier approval granted is
+        INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
         """
 
     @_abc_1.abstractmethod

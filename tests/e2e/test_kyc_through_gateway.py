@@ -272,6 +272,72 @@ BAD_INPUT = [
 ]
 
 
+def test_misspelled_ids_are_400_naming_the_field_and_decide_nothing(
+    gateway: Gateway, moderator: str
+) -> None:
+    """The QA's spellings: braces, bare hex, a leading space, a trailing newline (each URL
+    encoded in the path) and a userId filter that is no id; answered 400 naming the field, as
+    auth and wallet answer them, not a view, a decision or an empty list."""
+    person = new_person(gateway)
+    submitted = person.call(gateway, "POST", "/v1/kyc/submissions", submission_body(pan()))
+    assert submitted.status == 200, submitted.body
+    sid = submitted.body["submission"]["submissionId"]
+    for spelled in ("%7B" + sid + "%7D", sid.replace("-", ""), "%20" + sid, sid + "%0A"):
+        viewed = gateway.call("GET", f"/v1/admin/kyc/{spelled}", token=moderator)
+        rejected = gateway.call(
+            "POST",
+            f"/v1/admin/kyc/{spelled}:reject",
+            {"requestId": rid(), "reason": "blurred"},
+            token=moderator,
+        )
+        for reply in (viewed, rejected):
+            assert (reply.status, reply.field_violations()) == (400, ["submissionId"]), (
+                spelled,
+                reply.body,
+            )
+    for user_id in ("nope", "%7B" + person.user_id + "%7D"):
+        listed = gateway.call("GET", f"/v1/admin/kyc?userId={user_id}", token=moderator)
+        assert (listed.status, listed.field_violations()) == (400, ["userId"]), listed.body
+    status = person.call(gateway, "GET", "/v1/kyc/status").body
+    assert status["status"] == "KYC_STATUS_PENDING"
+
+
+def test_a_user_without_a_wallet_is_404_wallet_not_found(gateway: Gateway) -> None:
+    person = new_person(gateway, wallet=False)
+    reply = person.call(gateway, "POST", "/v1/kyc/submissions", submission_body(pan()))
+    assert (reply.status, reply.error_reason()) == (404, "WALLET_NOT_FOUND"), reply.body
+
+
+def test_a_basic_user_submits_again_and_is_upgraded_to_full_in_wallet(
+    gateway: Gateway, moderator: str
+) -> None:
+    person = new_person(gateway)
+
+    def wallet_tier() -> str:
+        return str(person.call(gateway, "GET", "/v1/wallets/me").body["wallet"]["kycTier"])
+
+    def approve(sid: str, tier: str) -> Reply:
+        return gateway.call(
+            "POST",
+            f"/v1/admin/kyc/{sid}:approve",
+            {"requestId": rid(), "kycTier": tier},
+            token=moderator,
+        )
+
+    first = person.call(gateway, "POST", "/v1/kyc/submissions", submission_body(pan()))
+    assert approve(first.body["submission"]["submissionId"], "KYC_TIER_BASIC").status == 200
+    until(lambda: wallet_tier() == "KYC_TIER_BASIC", "the wallet's tier to become BASIC")
+    upgrade = person.call(gateway, "POST", "/v1/kyc/submissions", submission_body(pan()))
+    assert upgrade.status == 200, upgrade.body
+    status = person.call(gateway, "GET", "/v1/kyc/status").body
+    assert (status["status"], status["kycTier"]) == ("KYC_STATUS_PENDING", "KYC_TIER_BASIC")
+    approved = approve(upgrade.body["submission"]["submissionId"], "KYC_TIER_FULL")
+    assert approved.status == 200, approved.body
+    until(lambda: wallet_tier() == "KYC_TIER_FULL", "the wallet's tier to become FULL")
+    again = person.call(gateway, "POST", "/v1/kyc/submissions", submission_body(pan()))
+    assert (again.status, again.error_reason()) == (409, "KYC_ALREADY_SUBMITTED")
+
+
 @pytest.mark.parametrize(("override", "field"), BAD_INPUT)
 def test_bad_input_is_400_naming_the_field_and_writes_nothing(
     gateway: Gateway, moderator: str, override: dict[str, Any], field: str

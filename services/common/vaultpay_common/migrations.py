@@ -170,6 +170,11 @@ def run_env(metadata: MetaData) -> None:
             )
             with context.begin_transaction():
                 context.run_migrations()
+        except BaseException:
+            # A failed statement leaves the transaction aborted: roll back first, or the
+            # unlock fails too and its "current transaction is aborted" hides the cause.
+            connection.rollback()
+            raise
         finally:
             connection.execute(text(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})"))
 

@@ -89,10 +89,12 @@ def test_an_approved_user_may_hold_one_pending_upgrade_and_the_downgrade_waits_f
     upgrade = _add(dbs, user, "PENDING")  # k0001's index refused this
     with pytest.raises(asyncpg.UniqueViolationError):
         _add(dbs, user, "PENDING")
-    # The unique violation of k0001's index; what surfaces is the migration runner's advisory
-    # unlock failing in the aborted transaction (vaultpay_common.migrations.run_env).
-    with pytest.raises(DBAPIError):
+    # The unique violation of k0001's index surfaces as itself, not as the migration
+    # runner's unlock failing in the aborted transaction (vaultpay_common.migrations.run_env).
+    with pytest.raises(DBAPIError) as refused:
         _downgrade(dbs)
+    assert "kyc_submissions_one_open" in str(refused.value), str(refused.value)
+    assert "current transaction is aborted" not in str(refused.value)
     assert _indexes(dbs) == ["kyc_submissions_one_pending"]  # rolled back whole
     _owner(dbs, "DELETE FROM kyc_submissions WHERE id = $1::uuid", upgrade)
     _downgrade(dbs)

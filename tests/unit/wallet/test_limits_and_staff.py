@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
 
 from tests.unit.wallet.wallet_world import World, key
-from vaultpay_common.errors import ValidationError
-from vaultpay_wallet.domain.errors import SettingNotFoundError, WalletNotFoundError
+from vaultpay_common.errors import ErrorKind, ValidationError
+from vaultpay_wallet.domain.errors import (
+    SettingNotFoundError,
+    StaffSelfActionError,
+    WalletNotFoundError,
+)
 from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, LimitSource
 from vaultpay_wallet.domain.model import KycTier, WalletStatus
 from vaultpay_wallet.service_layer.commands import (
     AdminFreezeWallet,
     AdminSetWalletLimits,
+    AdminUnfreezeWallet,
     AmountInput,
     DeleteMyLimit,
     LimitValuesInput,
@@ -221,3 +227,29 @@ async def test_set_kyc_tier_is_idempotent_by_event_id_and_audited() -> None:
         await world.kyc.set_kyc_tier(SetKycTier("alice", None, "s", key("service:kyc")))
     assert err.value.violations[0].field == "kyc_tier"
     assert first.status is WalletStatus.ACTIVE
+
+
+async def test_staff_never_change_their_own_wallet_through_the_admin_api() -> None:
+    world = World()
+    own = await _basic(world, "mod")
+    await world.admin.freeze_wallet(AdminFreezeWallet("root", own, "risk", None, key("root")))
+    entry = LimitValuesInput(LimitAction.SEND, daily=AmountInput(INR, 10**12))
+    before = world.snapshot()
+    refused: list[Callable[[], Awaitable[object]]] = [
+        lambda: world.admin.unfreeze_wallet(AdminUnfreezeWallet("mod", own, "mine", key("mod"))),
+        lambda: world.admin.freeze_wallet(AdminFreezeWallet("mod", own, "r", None, key("mod"))),
+        lambda: world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("mod", own, (entry,), "raise", key("mod"))
+        ),
+        lambda: world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("mod", own, (), "r", key("mod"))
+        ),
+    ]
+    for call in refused:
+        with pytest.raises(StaffSelfActionError) as err:
+            await call()
+        assert err.value.reason == "CANNOT_MODIFY_SELF"
+        assert err.value.kind is ErrorKind.PERMISSION_DENIED
+    assert world.snapshot() == before
+    lifted = await world.admin.unfreeze_wallet(AdminUnfreezeWallet("root", own, "ok", key("root")))
+    assert lifted.status is WalletStatus.ACTIVE

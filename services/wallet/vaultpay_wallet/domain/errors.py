@@ -14,6 +14,7 @@ from vaultpay_common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     NotFoundError,
+    PermissionDeniedError,
 )
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "PinNotSetError",
     "PinResetTokenInvalidError",
     "SettingNotFoundError",
+    "StaffSelfActionError",
     "WalletAlreadyExistsError",
     "WalletClosedError",
     "WalletFrozenError",
@@ -73,6 +75,17 @@ class WalletHasPendingWithdrawalError(FailedPreconditionError):
 
     reason = "WALLET_HAS_PENDING_WITHDRAWAL"
     default_message = "a withdrawal is still being paid out; close the wallet once it has settled"
+
+
+class StaffSelfActionError(PermissionDeniedError):
+    """A staff member changing their own wallet through the admin API (freezing, unfreezing,
+    overriding limits). Staff act on other people's wallets only, the way nobody changes their
+    own role (auth) or decides their own KYC submission (kyc): otherwise a moderator lifts a
+    staff freeze put on them and an admin raises their own limits. The reason is auth's, as
+    the meaning is the same: a privilege turned on oneself."""
+
+    reason = "CANNOT_MODIFY_SELF"
+    default_message = "staff cannot change their own wallet; another staff member must do it"
 
 
 class PinNotSetError(FailedPreconditionError):

@@ -15,7 +15,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 
-from vaultpay_wallet.domain.errors import WalletClosedError, WalletHasBalanceError
+from vaultpay_wallet.domain.errors import (
+    StaffSelfActionError,
+    WalletClosedError,
+    WalletHasBalanceError,
+)
 
 __all__ = [
     "FREEZE_AUTHORITY",
@@ -146,6 +150,13 @@ class Wallet:
         return None
 
     # ----- rules ---------------------------------------------------------------------------
+
+    def check_staff_may_change(self, actor_id: str) -> None:
+        """Separation of duties: staff never change their own wallet with staff powers (a
+        freeze put on them, their limits); another staff member must. Checked on the wallet
+        row loaded under its lock, so the owner seen is the owner changed."""
+        if actor_id == self.user_id:
+            raise StaffSelfActionError()
 
     def _with_freezes(self, freezes: tuple[Freeze, ...], now: datetime) -> Wallet:
         if self.is_closed:

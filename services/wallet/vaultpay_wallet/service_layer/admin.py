@@ -1,7 +1,9 @@
 """Staff use cases on wallets: list, inspect, freeze, unfreeze and system figures.
 
 Object-level rules do not apply (staff see every wallet); the role rules live in the
-contract and the interceptor. Every change writes its audit row in its own transaction.
+contract and the interceptor. Staff never change their own wallet here (CANNOT_MODIFY_SELF,
+checked on the wallet row locked by the change). Every change writes its audit row in its own
+transaction.
 """
 
 from __future__ import annotations
@@ -116,9 +118,9 @@ class AdminService:
 
         async def work(uow: WalletUnitOfWork) -> Wallet:
             now = self._clock.now()
-            wallet = await persist_expired_lifts(
-                uow, await load_wallet(uow, wallet_id, for_update=True), now
-            )
+            loaded = await load_wallet(uow, wallet_id, for_update=True)
+            loaded.check_staff_may_change(cmd.actor_id)
+            wallet = await persist_expired_lifts(uow, loaded, now)
             wallet = wallet.frozen(
                 Freeze(FreezeSource.ADMIN, reason, now, cmd.until, cmd.actor_id), now
             )
@@ -150,6 +152,7 @@ class AdminService:
         async def work(uow: WalletUnitOfWork) -> Wallet:
             now = self._clock.now()
             wallet = await load_wallet(uow, wallet_id, for_update=True)
+            wallet.check_staff_may_change(cmd.actor_id)
             if wallet.is_closed:
                 raise WalletClosedError("a closed wallet stays closed")
             lifted = sorted(f.source.value for f in wallet.freezes)

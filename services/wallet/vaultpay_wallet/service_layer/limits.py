@@ -270,7 +270,8 @@ class LimitsService:
     async def admin_set_wallet_limits(
         self, cmd: AdminSetWalletLimits
     ) -> tuple[ActionLimitsView, ...]:
-        """PUT: the request is the wallet's complete set of admin overrides. Audited."""
+        """PUT: the request is the wallet's complete set of admin overrides. Never the
+        caller's own wallet (CANNOT_MODIFY_SELF). Audited."""
         wallet_id = clean_wallet_id(cmd.wallet_id)
         reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
         seen: set[LimitAction] = set()
@@ -283,6 +284,7 @@ class LimitsService:
 
         async def work(uow: WalletUnitOfWork) -> EffectiveLimits:
             wallet = await load_wallet(uow, wallet_id, for_update=True)
+            wallet.check_staff_may_change(cmd.actor_id)
             violations: list[FieldViolation] = []
             now = self._clock.now()
             overrides = []

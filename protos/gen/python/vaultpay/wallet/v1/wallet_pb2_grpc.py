@@ -1201,6 +1201,8 @@ class WalletAdminServiceServicer:
     def AdminFreezeWallet(self, request, context):
         """Freezes a wallet on behalf of the operator, with a required reason and an optional
         end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
+        Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
+        reason CANNOT_MODIFY_SELF.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1208,7 +1210,9 @@ class WalletAdminServiceServicer:
 
     def AdminUnfreezeWallet(self, request, context):
         """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
-        too). A closed wallet stays closed. Audited.
+        too). A closed wallet stays closed. Audited. The caller's own wallet answers
+        PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
+        by another staff member.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1224,7 +1228,8 @@ class WalletAdminServiceServicer:
     def AdminSetWalletLimits(self, request, context):
         """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
         set). Overrides may raise or lower the tier defaults; a user's own lower limits still
-        apply on top. Audited.
+        apply on top. Audited. The caller's own wallet answers PERMISSION_DENIED, reason
+        CANNOT_MODIFY_SELF (nobody raises their own limits).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

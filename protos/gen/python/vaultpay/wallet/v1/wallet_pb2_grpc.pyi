@@ -490,17 +490,22 @@ class WalletAdminServiceStub:
     AdminFreezeWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminFreezeWalletRequest, _wallet_pb2.AdminFreezeWalletResponse]
     """Freezes a wallet on behalf of the operator, with a required reason and an optional
     end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
+    Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
+    reason CANNOT_MODIFY_SELF.
     """
     AdminUnfreezeWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminUnfreezeWalletRequest, _wallet_pb2.AdminUnfreezeWalletResponse]
     """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
-    too). A closed wallet stays closed. Audited.
+    too). A closed wallet stays closed. Audited. The caller's own wallet answers
+    PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
+    by another staff member.
     """
     AdminListLimits: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]
     """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
     AdminSetWalletLimits: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminSetWalletLimitsRequest, _wallet_pb2.AdminSetWalletLimitsResponse]
     """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
     set). Overrides may raise or lower the tier defaults; a user's own lower limits still
-    apply on top. Audited.
+    apply on top. Audited. The caller's own wallet answers PERMISSION_DENIED, reason
+    CANNOT_MODIFY_SELF (nobody raises their own limits).
     """
     ListSettings: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListSettingsRequest, _wallet_pb2.ListSettingsResponse]
     """Lists the system settings (for example the default limits of each KYC tier)."""
@@ -535,17 +540,22 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     AdminFreezeWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminFreezeWalletRequest, _wallet_pb2.AdminFreezeWalletResponse]  # type: ignore[assignment]
     """Freezes a wallet on behalf of the operator, with a required reason and an optional
     end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
+    Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
+    reason CANNOT_MODIFY_SELF.
     """
     AdminUnfreezeWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminUnfreezeWalletRequest, _wallet_pb2.AdminUnfreezeWalletResponse]  # type: ignore[assignment]
     """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
-    too). A closed wallet stays closed. Audited.
+    too). A closed wallet stays closed. Audited. The caller's own wallet answers
+    PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
+    by another staff member.
     """
     AdminListLimits: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]  # type: ignore[assignment]
     """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
     AdminSetWalletLimits: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminSetWalletLimitsRequest, _wallet_pb2.AdminSetWalletLimitsResponse]  # type: ignore[assignment]
     """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
     set). Overrides may raise or lower the tier defaults; a user's own lower limits still
-    apply on top. Audited.
+    apply on top. Audited. The caller's own wallet answers PERMISSION_DENIED, reason
+    CANNOT_MODIFY_SELF (nobody raises their own limits).
     """
     ListSettings: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListSettingsRequest, _wallet_pb2.ListSettingsResponse]  # type: ignore[assignment]
     """Lists the system settings (for example the default limits of each KYC tier)."""
@@ -595,6 +605,8 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.AdminFreezeWalletResponse, _abc.Awaitable[_wallet_pb2.AdminFreezeWalletResponse]]:
         """Freezes a wallet on behalf of the operator, with a required reason and an optional
         end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
+        Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
+        reason CANNOT_MODIFY_SELF.
         """
 
     @_abc_1.abstractmethod
@@ -604,7 +616,9 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.AdminUnfreezeWalletResponse, _abc.Awaitable[_wallet_pb2.AdminUnfreezeWalletResponse]]:
         """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
-        too). A closed wallet stays closed. Audited.
+        too). A closed wallet stays closed. Audited. The caller's own wallet answers
+        PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
+        by another staff member.
         """
 
     @_abc_1.abstractmethod
@@ -623,7 +637,8 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.AdminSetWalletLimitsResponse, _abc.Awaitable[_wallet_pb2.AdminSetWalletLimitsResponse]]:
         """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
         set). Overrides may raise or lower the tier defaults; a user's own lower limits still
-        apply on top. Audited.
+        apply on top. Audited. The caller's own wallet answers PERMISSION_DENIED, reason
+        CANNOT_MODIFY_SELF (nobody raises their own limits).
         """
 
     @_abc_1.abstractmethod

@@ -210,7 +210,7 @@ async def test_an_approval_never_lowers_the_tier_the_user_holds(world: World) ->
 async def test_rejection_needs_a_reason_and_notifies_with_it(world: World) -> None:
     submission = await world.submit()
     before = world.snapshot()
-    for reason in ("", "   ", "x" * 501):
+    for reason in ("", "   ", "x" * 501, "ok\u202e", "fine\u200b", "a\x85b", "\x00"):
         with pytest.raises(ValidationError) as caught:
             await world.review.reject(RejectKyc("mod", submission.id, reason, key("mod")))
         assert [v.field for v in caught.value.violations] == ["reason"]
@@ -251,3 +251,11 @@ async def test_stats_count_pending_submissions(world: World) -> None:
     stats = await world.review.stats()
     assert stats.pending_count == 1
     assert stats.computed_at == world.clock.now()
+
+
+async def test_a_rejection_reason_may_run_over_lines(world: World) -> None:
+    submission = await world.submit()
+    rejected = await world.review.reject(
+        RejectKyc("mod", submission.id, "photo is blurred\n\tretake it", None)
+    )
+    assert rejected.rejection_reason == "photo is blurred\n\tretake it"

@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 
 from tests.fakes.transfer import NOW, FakePayoutLedger, ScriptedBank
-from vaultpay_common.errors import ErrorKind
+from vaultpay_common.errors import ErrorKind, ValidationError
 from vaultpay_common.idempotency import IdempotencyKeyInUseError
 from vaultpay_common.outbox import OutboxEvent, PermanentDeliveryError
 from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
@@ -17,7 +17,12 @@ from vaultpay_transfer.adapters.deliveries import transfer_outbox_handlers
 from vaultpay_transfer.domain.errors import LimitExceededError
 from vaultpay_transfer.domain.notifications import NotificationText, notification_text
 from vaultpay_transfer.domain.outcomes import refusal_error
-from vaultpay_transfer.domain.validation import REFUSING_TEST_ACCOUNT
+from vaultpay_transfer.domain.validation import (
+    REFUSING_TEST_ACCOUNT,
+    BankAccountInput,
+    bank_account,
+    check_note,
+)
 from vaultpay_transfer.service_layer.payouts import PayoutWorker
 from vaultpay_transfer.service_layer.ports import PayoutLease
 
@@ -263,3 +268,15 @@ async def test_the_simulated_bank_refuses_only_the_documented_test_account() -> 
     paid = await bank.pay_out(PayoutLease("t", hasher("123456789012"), 1, "INR", 1))
     assert (refused.refused, paid.paid) == (True, True)
     assert hasher("123456789012") != AccountHasher(b"j" * 32)("123456789012")
+
+
+@pytest.mark.parametrize("text", ["\u202eecilA", "Al\u200bice", "Alice\u2066", "a\x85b", "\ue000"])
+def test_a_note_or_holder_name_with_bidi_zero_width_or_control_characters_is_refused(
+    text: str,
+) -> None:
+    with pytest.raises(ValidationError) as note:
+        check_note(text)
+    assert note.value.violations[0].field == "note"
+    with pytest.raises(ValidationError) as holder:
+        bank_account(BankAccountInput("123456789012", "HDFC0001234", text))
+    assert holder.value.violations[0].field == "bank_account.account_holder_name"

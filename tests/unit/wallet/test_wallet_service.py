@@ -72,6 +72,11 @@ async def test_a_colliding_wallet_id_is_drawn_again() -> None:
         ("", "", "display_name"),
         ("x" * 101, "", "display_name"),
         ("Al\x00", "", "display_name"),
+        ("\u202eecilA", "", "display_name"),  # a bidi override: renders as "Alice"
+        ("Al\u200bice\u2066", "", "display_name"),  # zero-width space, bidi isolate
+        ("Al\x85ice", "", "display_name"),  # a C1 control
+        ("Alice\ue000", "", "display_name"),  # private use
+        ("Alice\u0378", "", "display_name"),  # unassigned
         ("Alice", "ABC", "currency_code"),
         ("Alice", "inr", "currency_code"),
     ],

@@ -18,6 +18,7 @@ from vaultpay_auth.domain.errors import (
 )
 from vaultpay_common.context import Role
 from vaultpay_common.errors import FieldViolation, ValidationError
+from vaultpay_common.text import has_control_characters
 
 __all__ = [
     "check_may_manage",
@@ -70,7 +71,7 @@ def _name_violations(full_name: str) -> list[FieldViolation]:
         return [FieldViolation("full_name", "is required")]
     if len(full_name) > MAX_NAME:
         return [FieldViolation("full_name", f"must be at most {MAX_NAME} characters")]
-    if any(unicodedata.category(ch).startswith("C") for ch in full_name):
+    if has_control_characters(full_name):
         return [FieldViolation("full_name", "must not contain control characters")]
     return []
 

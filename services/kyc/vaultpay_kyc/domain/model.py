@@ -22,6 +22,7 @@ from datetime import datetime
 from enum import Enum
 
 from vaultpay_common.errors import ValidationError
+from vaultpay_common.text import has_control_characters
 from vaultpay_kyc.domain.documents import DocumentType
 from vaultpay_kyc.domain.errors import (
     KycAlreadySubmittedError,
@@ -89,14 +90,18 @@ class DocumentFile:
 
 
 def clean_review_text(value: str, *, field: str, required: bool, max_length: int) -> str:
-    """Trimmed text without control characters other than newlines."""
+    """Trimmed text with no character of Unicode's C* categories but newlines and tabs (a
+    reason the user reads may run over lines; bidi and zero-width characters would let it
+    read other than it is stored, as in wallet and auth)."""
     text = value.strip()
     if required and not text:
         raise ValidationError.single(field, "is required")
     if len(text) > max_length:
         raise ValidationError.single(field, f"must be at most {max_length} characters")
-    if any((ord(ch) < 32 and ch not in "\n\t") or ord(ch) == 127 for ch in text):
-        raise ValidationError.single(field, "must not contain control characters")
+    if has_control_characters(text, allowed="\n\t"):
+        raise ValidationError.single(
+            field, "must not contain control or invisible formatting characters"
+        )
     return text
 
 

@@ -14,7 +14,6 @@ bounded so a whole notification fits a PostgreSQL NOTIFY payload (8000 bytes) fo
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from vaultpay_common.errors import (
     UnavailableError,
     ValidationError,
 )
+from vaultpay_common.text import has_control_characters
 
 __all__ = [
     "BODY_MAX_LENGTH",
@@ -52,7 +52,7 @@ __all__ = [
 TITLE_MAX_LENGTH = 120
 BODY_MAX_LENGTH = 1000
 DEDUPE_KEY_MAX_LENGTH = 200
-_BODY_CONTROLS_ALLOWED = frozenset("\n\t")
+_BODY_CONTROLS_ALLOWED = "\n\t"
 
 
 class NotificationKind(Enum):
@@ -161,21 +161,17 @@ def parse_notification_kind(value: NotificationKind | str) -> NotificationKind:
         raise ValidationError.single("kind", "must be a known notification kind") from None
 
 
-def _has_controls(text: str, allowed: frozenset[str] = frozenset()) -> bool:
-    return any(unicodedata.category(c).startswith("C") and c not in allowed for c in text)
-
-
 def _text_violations(title: str, body: str) -> list[FieldViolation]:
     violations: list[FieldViolation] = []
     if not title:
         violations.append(FieldViolation("title", "is required"))
     elif len(title) > TITLE_MAX_LENGTH:
         violations.append(FieldViolation("title", f"must be at most {TITLE_MAX_LENGTH} characters"))
-    elif _has_controls(title):
+    elif has_control_characters(title):
         violations.append(FieldViolation("title", "must be one line without control characters"))
     if len(body) > BODY_MAX_LENGTH:
         violations.append(FieldViolation("body", f"must be at most {BODY_MAX_LENGTH} characters"))
-    elif _has_controls(body, _BODY_CONTROLS_ALLOWED):
+    elif has_control_characters(body, allowed=_BODY_CONTROLS_ALLOWED):
         violations.append(FieldViolation("body", "must not contain control characters"))
     return violations
 
@@ -185,7 +181,7 @@ def check_dedupe_key(value: str, field: str = "request_id") -> str:
     key = value.strip()
     if not key:
         raise ValidationError.single(field, "is required")
-    if len(key) > DEDUPE_KEY_MAX_LENGTH or _has_controls(key):
+    if len(key) > DEDUPE_KEY_MAX_LENGTH or has_control_characters(key):
         raise ValidationError.single(
             field, f"must be printable text of at most {DEDUPE_KEY_MAX_LENGTH} characters"
         )

@@ -3,23 +3,26 @@ raises ValidationError naming the request field."""
 
 from __future__ import annotations
 
-import unicodedata
-
 from vaultpay_common.errors import ValidationError
+from vaultpay_common.text import has_control_characters
 from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY, is_currency_code
 
 __all__ = ["clean_currency", "clean_text"]
 
 
 def clean_text(value: str, *, field: str, min_length: int, max_length: int) -> str:
-    """Trimmed text of `min_length`..`max_length` characters without control characters."""
+    """Trimmed text of `min_length`..`max_length` characters with no character of Unicode's
+    C* categories: controls, and the bidi and zero-width format characters that would let a
+    display name shown to a payer ("\u202eecilA") read as someone else's ("Alice")."""
     text = value.strip()
     if len(text) < min_length:
         raise ValidationError.single(field, "is required" if min_length == 1 else "is too short")
     if len(text) > max_length:
         raise ValidationError.single(field, f"must be at most {max_length} characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise ValidationError.single(field, "must not contain control characters")
+    if has_control_characters(text):
+        raise ValidationError.single(
+            field, "must not contain control or invisible formatting characters"
+        )
     return text
 
 

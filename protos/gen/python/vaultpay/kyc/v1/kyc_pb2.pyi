@@ -598,7 +598,9 @@ class AdminRejectKycRequest(_message.Message):
     submission_id: _builtins.str
     """The pending submission to reject."""
     reason: _builtins.str
-    """Why, as the user will see it; required, 1 to 500 characters."""
+    """Why, as the user will see it; required, 1 to 500 characters. Newlines and tabs are
+    kept; other control, bidi or zero-width characters (Unicode category C*) are refused.
+    """
     def __init__(
         self,
         *,

@@ -710,7 +710,11 @@ class CreateWalletRequest(_message.Message):
     request_id: _builtins.str
     """Client-generated UUID identifying this attempt (AIP-155)."""
     display_name: _builtins.str
-    """The name payers will see, 1 to 100 characters (usually the user's full name)."""
+    """The name payers will see, 1 to 100 characters (usually the user's full name). No
+    control, bidi or zero-width characters (any Unicode category C*, which could make the
+    name read as someone else's): INVALID_ARGUMENT naming display_name. The wallet's other
+    free text (notes, staff reasons) follows the same rule.
+    """
     currency_code: _builtins.str
     """ISO 4217 code of the wallet's currency; empty means "INR"."""
     def __init__(

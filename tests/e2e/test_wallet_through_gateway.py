@@ -156,6 +156,56 @@ def test_a_user_unfreeze_leaves_a_staff_freeze_in_place(gateway: Gateway, mesh: 
     assert {"wallet.frozen", "wallet.unfrozen"} <= actions, actions
 
 
+def test_staff_never_change_their_own_wallet_through_the_admin_api(
+    gateway: Gateway, mesh: Mesh
+) -> None:
+    # QA of 2026-12-03: a moderator lifted a staff freeze on their own wallet (200 ACTIVE) and
+    # an admin raised their own limits (200 LIMIT_SOURCE_ADMIN_OVERRIDE).
+    admin = staff_token(mesh, gateway, "ADMIN")
+    created = gateway.call(
+        "POST", "/v1/wallets", {"requestId": rid(), "displayName": "Staff"}, token=admin
+    )
+    assert created.status == 200, created.body
+    wallet_id = str(created.body["wallet"]["walletId"])
+    root = staff_token(mesh, gateway, "SUPER_ADMIN")
+    held = gateway.call(
+        "POST",
+        f"/v1/admin/wallets/{wallet_id}:freeze",
+        {"requestId": rid(), "reason": "staff account review"},
+        token=root,
+    )
+    assert held.status == 200, held.body
+
+    own = f"/v1/admin/wallets/{wallet_id}"
+    limits = {
+        "requestId": rid(),
+        "reason": "mine",
+        "limits": [
+            {
+                "action": "LIMIT_ACTION_SEND",
+                "daily": {"currencyCode": "INR", "amountMinor": "900000000"},
+            }
+        ],
+    }
+    for method, path, body in (
+        ("POST", f"{own}:unfreeze", {"requestId": rid(), "reason": "mine"}),
+        ("POST", f"{own}:freeze", {"requestId": rid(), "reason": "mine"}),
+        ("PUT", f"{own}/limits", limits),
+    ):
+        refused = gateway.call(method, path, body, token=admin)
+        assert (refused.status, refused.error_reason()) == (403, "CANNOT_MODIFY_SELF"), (
+            path,
+            refused.body,
+        )
+    still = gateway.call("GET", "/v1/wallets/me", token=admin).body["wallet"]
+    assert still["status"] == "WALLET_STATUS_FROZEN", still
+
+    lifted = gateway.call(
+        "POST", f"{own}:unfreeze", {"requestId": rid(), "reason": "cleared"}, token=root
+    )
+    assert lifted.status == 200 and lifted.body["wallet"]["status"] == "WALLET_STATUS_ACTIVE"
+
+
 async def test_limits_lower_refuse_raise_override_and_settings(
     gateway: Gateway, mesh: Mesh
 ) -> None:

@@ -134,7 +134,7 @@ def test_a_user_unfreeze_leaves_a_staff_freeze_in_place(gateway: Gateway, mesh: 
     assert staff.status == 200, staff.body
 
     unfreeze = person.call(gateway, "POST", "/v1/wallets/me:unfreeze", {"requestId": rid()})
-    assert unfreeze.status in (200, 400), unfreeze.body
+    assert (unfreeze.status, unfreeze.error_reason()) == (400, "WALLET_FROZEN"), unfreeze.body
     wallet = person.call(gateway, "GET", "/v1/wallets/me").body["wallet"]
     assert wallet["status"] == "WALLET_STATUS_FROZEN"
     assert wallet["freeze"]["reason"] == "FREEZE_REASON_ADMIN"
@@ -148,6 +148,9 @@ def test_a_user_unfreeze_leaves_a_staff_freeze_in_place(gateway: Gateway, mesh: 
     )
     assert lifted.status == 200, lifted.body
     assert lifted.body["wallet"]["status"] == "WALLET_STATUS_ACTIVE"
+
+    # The lifted staff freeze took the owner's own with it.
+    assert "freeze" not in lifted.body["wallet"], lifted.body
 
     admin = staff_token(mesh, gateway, "ADMIN")
     events = gateway.call("GET", f"/v1/admin/audit-logs?targetId={person.wallet_id}", token=admin)

@@ -9,6 +9,8 @@ import pytest
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_common.errors import ValidationError
 from vaultpay_wallet.domain.errors import (
+    InvalidPinError,
+    PinLockedError,
     WalletAlreadyExistsError,
     WalletClosedError,
     WalletFrozenError,
@@ -23,6 +25,7 @@ from vaultpay_wallet.service_layer.commands import (
     CreateWallet,
     FreezeMyWallet,
     UnfreezeMyWallet,
+    VerifyPin,
 )
 from vaultpay_wallet.service_layer.limits import LimitsService
 from vaultpay_wallet.service_layer.wallets import WalletService
@@ -123,12 +126,15 @@ async def test_the_owner_lifts_only_their_own_freeze() -> None:
     await world.admin.freeze_wallet(
         AdminFreezeWallet("staff", wallet.id, "fraud check", None, key("staff"))
     )
-    after = await world.wallets.unfreeze_my_wallet(UnfreezeMyWallet("alice", key()))
-    assert after.status is WalletStatus.FROZEN
-    assert after.displayed_freeze is not None
-    assert after.displayed_freeze.source is FreezeSource.ADMIN
-    with pytest.raises(WalletFrozenError):
+    before = world.snapshot()
+    # QA of 2026-12-03: this answered OK with the wallet still FROZEN (the self-freeze
+    # lifted); it is refused and changes nothing, as without the self-freeze.
+    with pytest.raises(WalletFrozenError) as err:
         await world.wallets.unfreeze_my_wallet(UnfreezeMyWallet("alice", key()))
+    assert "staff" in err.value.message
+    assert world.snapshot() == before
+    stored = world.uow.wallets.wallets[wallet.id]
+    assert {f.source for f in stored.freezes} == {FreezeSource.ADMIN, FreezeSource.SELF}
     lifted = await world.admin.unfreeze_wallet(
         AdminUnfreezeWallet("staff", wallet.id, "ok", key("staff"))
     )
@@ -179,3 +185,19 @@ async def test_usage_that_raises_is_treated_as_unknown() -> None:
     limits = LimitsService(lambda: world.uow, world.clock, world.usage)
     result = await limits.get_limits("alice")
     assert result.usage_known is False
+
+
+async def test_a_pin_lockout_under_a_self_freeze_is_refused_and_changes_nothing() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    for _ in range(3):
+        with pytest.raises((InvalidPinError, PinLockedError)):
+            await world.pins.verify_pin(VerifyPin("alice", "0000", key()))
+    await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "lost phone", key()))
+    before = world.snapshot()
+    with pytest.raises(WalletFrozenError) as err:
+        await world.wallets.unfreeze_my_wallet(UnfreezeMyWallet("alice", key()))
+    assert "reset the PIN" in err.value.message
+    assert world.snapshot() == before
+    stored = world.uow.wallets.wallets[wallet.id]
+    assert {f.source for f in stored.freezes} == {FreezeSource.PIN_LOCKOUT, FreezeSource.SELF}

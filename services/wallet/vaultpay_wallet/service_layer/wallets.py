@@ -48,6 +48,13 @@ log = logging.getLogger(__name__)
 _WALLET = DataclassCodec(Wallet)
 _ID_ATTEMPTS = 8  # 36^6 ids: eight collisions in a row mean something else is wrong
 _SELF = frozenset({FreezeSource.SELF})
+# What UnfreezeMyWallet tells an owner whose wallet another freeze holds.
+_HELD_MESSAGES = {
+    FreezeSource.ADMIN: "the wallet is frozen by staff, which only staff can lift; "
+    "nothing was changed",
+    FreezeSource.PIN_LOCKOUT: "the wallet is locked after wrong PINs: reset the PIN or wait "
+    "for the lockout to end; nothing was changed",
+}
 
 
 class WalletService:
@@ -156,9 +163,12 @@ class WalletService:
             return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
 
     async def unfreeze_my_wallet(self, cmd: UnfreezeMyWallet) -> Wallet:
-        """Lifts only the owner's own freeze. With no self-freeze but another freeze:
-        WALLET_FROZEN. With a self-freeze and another one, the self-freeze is lifted and the
-        wallet stays FROZEN (showing the other). Not frozen at all: a no-op."""
+        """Lifts only the owner's own freeze, and answers OK only when the wallet is active
+        again. While a staff freeze or a PIN lockout is in force, WALLET_FROZEN and nothing
+        changes, whether or not a self-freeze sits under it: a 200 still FROZEN read as
+        "unfrozen" to clients, and lifting the owner's guard (lost phone) while the wallet is
+        held anyway buys the owner nothing. The self-freeze goes with the staff unfreeze, or
+        stays, to be lifted here, once the other freeze expires. Not frozen at all: a no-op."""
 
         async def work(uow: WalletUnitOfWork) -> Wallet:
             now = self._clock.now()
@@ -167,11 +177,10 @@ class WalletService:
             )
             if wallet.is_closed:
                 raise WalletClosedError()
+            held = [f.source for f in wallet.freezes if f.source is not FreezeSource.SELF]
+            if held:
+                raise WalletFrozenError(_HELD_MESSAGES[held[0]])
             if wallet.freeze_by(FreezeSource.SELF) is None:
-                if wallet.freezes:
-                    raise WalletFrozenError(
-                        "the wallet is frozen by staff or a PIN lockout; the owner cannot lift it"
-                    )
                 return wallet
             wallet = wallet.lifted(_SELF, now)
             await uow.wallets.update(wallet)

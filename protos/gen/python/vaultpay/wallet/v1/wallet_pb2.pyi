@@ -981,7 +981,7 @@ class UnfreezeMyWalletResponse(_message.Message):
     WALLET_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def wallet(self) -> Global___Wallet:
-        """The wallet, active again."""
+        """The wallet, active again (an answer is never a wallet still frozen)."""
 
     def __init__(
         self,

@@ -209,8 +209,11 @@ class WalletServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UnfreezeMyWallet(self, request, context):
-        """Lifts a self-freeze. An admin freeze or a PIN lockout cannot be lifted here and fails
-        with FAILED_PRECONDITION, reason WALLET_FROZEN.
+        """Lifts a self-freeze; succeeds only with the wallet active again (not frozen at all is a
+        no-op). While an admin freeze or a PIN lockout is in force it fails with
+        FAILED_PRECONDITION, reason WALLET_FROZEN, and changes nothing, even when a self-freeze
+        sits under it: that one is lifted with the staff unfreeze, or here once the other
+        freeze has ended.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -60,8 +60,11 @@ class WalletServiceStub:
     cannot send or withdraw but still receives. Lift it with UnfreezeMyWallet.
     """
     UnfreezeMyWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.UnfreezeMyWalletRequest, _wallet_pb2.UnfreezeMyWalletResponse]
-    """Lifts a self-freeze. An admin freeze or a PIN lockout cannot be lifted here and fails
-    with FAILED_PRECONDITION, reason WALLET_FROZEN.
+    """Lifts a self-freeze; succeeds only with the wallet active again (not frozen at all is a
+    no-op). While an admin freeze or a PIN lockout is in force it fails with
+    FAILED_PRECONDITION, reason WALLET_FROZEN, and changes nothing, even when a self-freeze
+    sits under it: that one is lifted with the staff unfreeze, or here once the other
+    freeze has ended.
     """
     CloseMyWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.CloseMyWalletRequest, _wallet_pb2.CloseMyWalletResponse]
     """Closes the caller's wallet for good. Only with a zero balance (otherwise
@@ -162,8 +165,11 @@ class WalletServiceAsyncStub(WalletServiceStub):
     cannot send or withdraw but still receives. Lift it with UnfreezeMyWallet.
     """
     UnfreezeMyWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.UnfreezeMyWalletRequest, _wallet_pb2.UnfreezeMyWalletResponse]  # type: ignore[assignment]
-    """Lifts a self-freeze. An admin freeze or a PIN lockout cannot be lifted here and fails
-    with FAILED_PRECONDITION, reason WALLET_FROZEN.
+    """Lifts a self-freeze; succeeds only with the wallet active again (not frozen at all is a
+    no-op). While an admin freeze or a PIN lockout is in force it fails with
+    FAILED_PRECONDITION, reason WALLET_FROZEN, and changes nothing, even when a self-freeze
+    sits under it: that one is lifted with the staff unfreeze, or here once the other
+    freeze has ended.
     """
     CloseMyWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.CloseMyWalletRequest, _wallet_pb2.CloseMyWalletResponse]  # type: ignore[assignment]
     """Closes the caller's wallet for good. Only with a zero balance (otherwise
@@ -297,8 +303,11 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.UnfreezeMyWalletRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.UnfreezeMyWalletResponse, _abc.Awaitable[_wallet_pb2.UnfreezeMyWalletResponse]]:
-        """Lifts a self-freeze. An admin freeze or a PIN lockout cannot be lifted here and fails
-        with FAILED_PRECONDITION, reason WALLET_FROZEN.
+        """Lifts a self-freeze; succeeds only with the wallet active again (not frozen at all is a
+        no-op). While an admin freeze or a PIN lockout is in force it fails with
+        FAILED_PRECONDITION, reason WALLET_FROZEN, and changes nothing, even when a self-freeze
+        sits under it: that one is lifted with the staff unfreeze, or here once the other
+        freeze has ended.
         """
 
     @_abc_1.abstractmethod

@@ -78,9 +78,9 @@ CONFIRM_SUBJECT = "Confirm a new device or network"
 CHECKER_APPLICATION = "vaultpay-bank-checker"
 # Room for any run: sends are capped per transaction by the tier (100,000 INR), far above
 # what a test wallet holds, and the daily and monthly totals are lifted to the maximum.
-ROOMY_SETTINGS = {
-    "limits.tier_full.send.daily": str(10**12),
+ROOMY_SETTINGS = {  # widest first: a tier's windows must stay in order after every update
     "limits.tier_full.send.monthly": str(10**12),
+    "limits.tier_full.send.daily": str(10**12),
 }
 # Reconnect quickly after a restart (the default backoff grows to minutes).
 CHANNEL_OPTIONS = [

@@ -185,11 +185,12 @@ async def approve_kyc(mesh: Mesh, accounts: Sequence[Account], *, parallel: int)
 
 
 def limit_settings() -> list[str]:
-    """The FULL tier's send and top-up defaults the bench raises."""
+    """The FULL tier's send and top-up defaults the bench raises, widest window first: a tier's
+    windows must stay in order (per transaction <= daily <= monthly) after every update."""
     return [
         f"limits.tier_full.{action}.{window}"
         for action in ("send", "top_up")
-        for window in ("per_transaction", "daily", "monthly")
+        for window in ("monthly", "daily", "per_transaction")
     ]
 
 

@@ -265,13 +265,13 @@ async def test_limits_lower_refuse_raise_override_and_settings(
     changed = gateway.call(
         "PATCH",
         f"/v1/admin/settings/{key}",
-        {"requestId": rid(), "value": "777777", "reason": "e2e"},
+        {"requestId": rid(), "value": "7777700", "reason": "e2e"},
         token=root,
     )
     assert changed.status == 200, changed.body
     mine = person.call(gateway, "GET", "/v1/wallets/me/limits").body["limits"]
     top_up = next(a for a in mine if a["action"] == "LIMIT_ACTION_TOP_UP")
-    assert top_up["monthly"]["amount"]["amountMinor"] == "777777"
+    assert top_up["monthly"]["amount"]["amountMinor"] == "7777700"
     bad = gateway.call(
         "PATCH",
         f"/v1/admin/settings/{key}",

@@ -281,7 +281,7 @@ async def test_the_app_role_cannot_rewrite_setting_history_or_delete_wallets(
 ) -> None:
     world = _World(engine)
     await world.settings.update_setting(
-        UpdateSetting("root", "limits.tier_basic.send.daily", "123400", "test", new_key("root"))
+        UpdateSetting("root", "limits.tier_basic.send.daily", "1234000", "test", new_key("root"))
     )
     async with engine.connect() as conn:
         for statement in (
@@ -295,7 +295,7 @@ async def test_the_app_role_cannot_rewrite_setting_history_or_delete_wallets(
                 async with conn.begin_nested():
                     await conn.execute(text(statement))
     page = await world.settings.list_settings("limits.tier_basic.send.", "", 10)
-    assert {s.key: s.value for s in page.settings}["limits.tier_basic.send.daily"] == "123400"
+    assert {s.key: s.value for s in page.settings}["limits.tier_basic.send.daily"] == "1234000"
     assert not page.has_more
 
 

@@ -159,6 +159,11 @@ def test_the_limits_raised_are_the_full_tiers_send_and_top_up() -> None:
     keys = limit_settings()
     assert len(keys) == 6
     assert "limits.tier_full.send.daily" in keys and "limits.tier_full.top_up.monthly" in keys
+    # Raised widest first, so every update keeps per transaction <= daily <= monthly.
+    assert keys.index("limits.tier_full.send.monthly") < keys.index("limits.tier_full.send.daily")
+    assert keys.index("limits.tier_full.send.daily") < keys.index(
+        "limits.tier_full.send.per_transaction"
+    )
 
 
 def test_a_tokens_subject_is_its_user() -> None:

@@ -142,17 +142,17 @@ async def test_a_setting_change_applies_to_the_next_read_and_is_audited() -> Non
     world = World()
     await _basic(world)
     updated = await world.settings.update_setting(
-        UpdateSetting("root", "limits.tier_basic.send.daily", "4200", "promo", key("root"))
+        UpdateSetting("root", "limits.tier_basic.send.daily", "4200000", "promo", key("root"))
     )
-    assert (updated.value, updated.updated_by) == ("4200", "root")
+    assert (updated.value, updated.updated_by) == ("4200000", "root")
     caps = await world.limits.effective_limits(
         (await world.wallets.get_my_wallet("alice")).wallet.id
     )
     send = next(c for c in caps.limits if c.action is LimitAction.SEND)
-    assert send.daily.amount_minor == 4200
+    assert send.daily.amount_minor == 4_200_000
     entry = world.uow.audit_entries[-1]
     assert entry.action == "setting.updated"
-    assert entry.details["new_value"] == "4200"
+    assert entry.details["new_value"] == "4200000"
     with pytest.raises(SettingNotFoundError):
         await world.settings.update_setting(UpdateSetting("root", "nope", "1", "", key("root")))
     with pytest.raises(ValidationError) as err:
@@ -253,3 +253,86 @@ async def test_staff_never_change_their_own_wallet_through_the_admin_api() -> No
     assert world.snapshot() == before
     lifted = await world.admin.unfreeze_wallet(AdminUnfreezeWallet("root", own, "ok", key("root")))
     assert lifted.status is WalletStatus.ACTIVE
+
+
+def _admin_entry(per_tx: int | None, daily: int | None, monthly: int | None) -> LimitValuesInput:
+    def amount(value: int | None) -> AmountInput | None:
+        return None if value is None else AmountInput(INR, value)
+
+    return LimitValuesInput(LimitAction.SEND, amount(per_tx), amount(daily), amount(monthly))
+
+
+@pytest.mark.parametrize(
+    ("windows", "field", "description"),
+    [
+        ((5_000, 1_000, None), "limits[0].daily", "must be at least per_transaction"),
+        ((None, 9_000, 8_000), "limits[0].monthly", "must be at least daily"),
+        ((5_000, None, 4_000), "limits[0].monthly", "must be at least per_transaction"),
+    ],
+)
+async def test_admin_limits_of_one_action_must_be_in_order(
+    windows: tuple[int | None, int | None, int | None], field: str, description: str
+) -> None:
+    world = World()
+    wallet_id = await _basic(world)
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as err:
+        await world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("s", wallet_id, (_admin_entry(*windows),), "r", key("s"))
+        )
+    assert [(v.field, v.description) for v in err.value.violations] == [(field, description)]
+    assert world.snapshot() == before
+    # A window lowered alone, under the tier's per-transaction default, is fine.
+    await world.limits.admin_set_wallet_limits(
+        AdminSetWalletLimits("s", wallet_id, (_admin_entry(None, 100, None),), "r", key("s"))
+    )
+
+
+async def test_a_users_own_limits_must_be_in_order_and_name_a_window() -> None:
+    world = World()
+    await _basic(world)
+    await world.limits.set_my_limit(
+        SetMyLimit("alice", "send", None, AmountInput(INR, 50_000), None, key())
+    )
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as disorder:
+        await world.limits.set_my_limit(
+            SetMyLimit("alice", "send", AmountInput(INR, 600), AmountInput(INR, 500), None, key())
+        )
+    assert [v.field for v in disorder.value.violations] == ["daily"]
+    # QA of 2026-12-03: a PUT with no window silently deleted the user's own limits.
+    with pytest.raises(ValidationError) as empty:
+        await world.limits.set_my_limit(SetMyLimit("alice", "send", None, None, None, key()))
+    assert [v.field for v in empty.value.violations] == ["per_transaction", "daily", "monthly"]
+    assert world.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "description"),
+    [
+        (
+            "limits.tier_basic.send.daily",
+            "10",
+            "must be at least limits.tier_basic.send.per_transaction (1000000)",
+        ),
+        (
+            "limits.tier_basic.send.per_transaction",
+            "2500001",
+            "must be at most limits.tier_basic.send.daily (2500000)",
+        ),
+        (
+            "limits.tier_full.top_up.monthly",
+            "19999999",
+            "must be at least limits.tier_full.top_up.daily (20000000)",
+        ),
+    ],
+)
+async def test_a_tier_default_must_stay_in_order_with_its_other_windows(
+    setting: str, value: str, description: str
+) -> None:
+    world = World()
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as err:
+        await world.settings.update_setting(UpdateSetting("root", setting, value, "", key("root")))
+    assert [(v.field, v.description) for v in err.value.violations] == [("value", description)]
+    assert world.snapshot() == before

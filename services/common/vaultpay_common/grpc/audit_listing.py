@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vaultpay.type.v1 import audit_pb2
 from vaultpay_common.audit import AuditQuery, AuditRecord
+from vaultpay_common.errors import ValidationError
 from vaultpay_common.grpc.convert import (
     audit_event_to_proto,
     audit_filters,
@@ -24,7 +25,7 @@ from vaultpay_common.grpc.convert import (
 )
 from vaultpay_common.pagination import PageTokens, paginate, sequence_cursor
 
-__all__ = ["AuditListRequest", "FetchAuditEvents", "list_audit_events"]
+__all__ = ["AuditListRequest", "FetchAuditEvents", "audit_query", "list_audit_events"]
 
 FetchAuditEvents = Callable[[AuditQuery, int | None, int], Awaitable[Sequence[AuditRecord]]]
 
@@ -50,12 +51,19 @@ class AuditListRequest(Protocol):
 
 
 def audit_query(request: AuditListRequest) -> AuditQuery:
+    """The filters of a listing. The range is [start_time, end_time): an end at or before the
+    start is INVALID_ARGUMENT naming end_time (as transfer's listings answer), not an empty
+    page that reads as "nothing happened"."""
+    start = datetime_or_none(request, "start_time")
+    end = datetime_or_none(request, "end_time")
+    if start is not None and end is not None and end <= start:
+        raise ValidationError.single("end_time", "must be after start_time")
     return AuditQuery(
         actor_id=request.actor_id,
         action=request.action,
         target_id=request.target_id,
-        start=datetime_or_none(request, "start_time"),
-        end=datetime_or_none(request, "end_time"),
+        start=start,
+        end=end,
     )
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "limits_view",
     "tier_default_key",
     "tier_settings_prefix",
+    "window_order_conflicts",
     "window_resets",
 ]
 
@@ -150,6 +151,28 @@ def effective_caps(
             caps[window.value] = cap
         result.append(ActionCaps(action, **caps))
     return tuple(result)
+
+
+def window_order_conflicts(
+    values: Mapping[LimitWindow, int | None],
+) -> list[tuple[LimitWindow, LimitWindow]]:
+    """The pairs (narrower, wider) of windows whose caps are out of order: a per-transaction
+    cap above the daily or monthly one, or a daily cap above the monthly one. Such a set
+    reads as a promise the narrower cap cannot keep (a 10,000 send "allowed" under a daily cap
+    of 10), so whoever sets caps together sets them in order. Windows left None are not
+    compared: they fall through to another source, and lowering one window alone (a daily
+    cap under the tier's per-transaction default) is how caps are tightened.
+
+        window_order_conflicts({PER_TRANSACTION: 500, DAILY: 100})  # [(PER_TRANSACTION, DAILY)]
+    """
+    windows = list(LimitWindow)  # narrowest first
+    conflicts = []
+    for i, narrower in enumerate(windows):
+        for wider in windows[i + 1 :]:
+            low, high = values.get(narrower), values.get(wider)
+            if low is not None and high is not None and low > high:
+                conflicts.append((narrower, wider))
+    return conflicts
 
 
 def _find(

@@ -20,6 +20,7 @@ from vaultpay_wallet.domain.limits import LimitAction, LimitWindow, tier_default
 from vaultpay_wallet.domain.model import KycTier
 
 __all__ = [
+    "LIMIT_SETTINGS",
     "SETTINGS",
     "SettingSpec",
     "SettingType",
@@ -114,6 +115,15 @@ def _limit_specs() -> list[SettingSpec]:
 
 SETTINGS: dict[str, SettingSpec] = {
     spec.key: spec for spec in sorted(_limit_specs(), key=lambda s: s.key)
+}
+
+
+# Which tier, action and window each limit default is, e.g. "limits.tier_basic.send.daily".
+LIMIT_SETTINGS: dict[str, tuple[KycTier, LimitAction, LimitWindow]] = {
+    tier_default_key(tier, action, window): (tier, action, window)
+    for tier in KycTier
+    for action in LimitAction
+    for window in LimitWindow
 }
 
 

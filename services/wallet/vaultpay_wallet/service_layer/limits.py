@@ -32,6 +32,7 @@ from vaultpay_wallet.domain.limits import (
     effective_caps,
     limits_view,
     tier_settings_prefix,
+    window_order_conflicts,
 )
 from vaultpay_wallet.domain.model import KycTier, Wallet
 from vaultpay_wallet.domain.settings_catalog import SETTINGS
@@ -87,6 +88,22 @@ def _amount(
             FieldViolation(f"{field}.currency_code", f"must be the wallet's currency {currency}")
         )
     return value.amount_minor
+
+
+def _order_violations(
+    values: Mapping[LimitWindow, int | None], prefix: str = ""
+) -> list[FieldViolation]:
+    """One violation per window set below a narrower window of the same request, on the
+    wider window's field: "limits[0].daily: must be at least per_transaction"."""
+    violations: list[FieldViolation] = []
+    named: set[LimitWindow] = set()
+    for narrower, wider in window_order_conflicts(values):
+        if wider not in named:
+            named.add(wider)
+            violations.append(
+                FieldViolation(f"{prefix}{wider.value}", f"must be at least {narrower.value}")
+            )
+    return violations
 
 
 def defaults_from_stored(stored: Mapping[str, str], tier: KycTier) -> dict[str, int]:
@@ -178,8 +195,22 @@ class LimitsService:
 
     async def set_my_limit(self, cmd: SetMyLimit) -> ActionLimitsView:
         """Replaces the owner's own caps for one action (unset windows fall through). Only
-        lower or equal to the admin override / tier default; INVALID_ARGUMENT otherwise."""
+        lower or equal to the admin override / tier default, and in order (per transaction
+        <= daily <= monthly among the windows set); INVALID_ARGUMENT otherwise. A request
+        setting no window is INVALID_ARGUMENT too: it used to delete the owner's limits
+        silently, which is DeleteMyLimit's job, not a PUT's that forgot its body."""
         action = parse_limit_action(cmd.action)
+        if all(getattr(cmd, w.value) is None for w in LimitWindow):
+            raise ValidationError(
+                [
+                    FieldViolation(
+                        w.value,
+                        "set at least one of per_transaction, daily and monthly "
+                        "(DeleteMyLimit goes back to the defaults)",
+                    )
+                    for w in LimitWindow
+                ]
+            )
 
         async def work(uow: WalletUnitOfWork) -> EffectiveLimits:
             wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
@@ -192,6 +223,7 @@ class LimitsService:
                 )
                 for window in LimitWindow
             }
+            violations += _order_violations(values)
             if violations:
                 raise ValidationError(violations)
             defaults = await tier_defaults(uow, wallet.kyc_tier)
@@ -215,23 +247,19 @@ class LimitsService:
                     )
             if violations:
                 raise ValidationError(violations)
-            now = self._clock.now()
-            if all(v is None for v in values.values()):
-                await uow.limits.delete_user(wallet.id, action)
-            else:
-                await uow.limits.put_user(
-                    LimitOverride(
-                        wallet.id,
-                        LimitSource.USER,
-                        action,
-                        values[LimitWindow.PER_TRANSACTION],
-                        values[LimitWindow.DAILY],
-                        values[LimitWindow.MONTHLY],
-                        cmd.user_id,
-                        "",
-                        now,
-                    )
+            await uow.limits.put_user(
+                LimitOverride(
+                    wallet.id,
+                    LimitSource.USER,
+                    action,
+                    values[LimitWindow.PER_TRANSACTION],
+                    values[LimitWindow.DAILY],
+                    values[LimitWindow.MONTHLY],
+                    cmd.user_id,
+                    "",
+                    self._clock.now(),
                 )
+            )
             return await self._effective(uow, wallet)
 
         return await self._one_action(cmd.idempotency, work, action)
@@ -301,6 +329,7 @@ class LimitsService:
                 }
                 if all(v is None for v in values.values()):
                     violations.append(FieldViolation(f"limits[{i}]", "sets no window"))
+                violations += _order_violations(values, f"limits[{i}].")
                 overrides.append(
                     LimitOverride(
                         wallet.id,

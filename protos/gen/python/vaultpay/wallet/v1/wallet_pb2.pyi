@@ -2424,7 +2424,9 @@ class ListAuditEventsRequest(_message.Message):
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """Only events before this time."""
+        """Only events before this time; when both are set, after start_time (INVALID_ARGUMENT
+        otherwise).
+        """
 
     def __init__(
         self,

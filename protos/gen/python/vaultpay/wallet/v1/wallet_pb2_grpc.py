@@ -282,7 +282,9 @@ class WalletServiceServicer:
 
     def SetMyLimit(self, request, context):
         """Sets the caller's own, lower limits for one action. A user may only lower a limit:
-        a value above the tier default or admin override is refused.
+        a value above the tier default or admin override is refused. The windows set must be in
+        order (per_transaction <= daily <= monthly), and at least one must be set; to go back
+        to the defaults, call DeleteMyLimit. INVALID_ARGUMENT names the field otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1231,7 +1233,9 @@ class WalletAdminServiceServicer:
     def AdminSetWalletLimits(self, request, context):
         """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
         set). Overrides may raise or lower the tier defaults; a user's own lower limits still
-        apply on top. Audited. The caller's own wallet answers PERMISSION_DENIED, reason
+        apply on top. The windows set in one entry must be in order (per_transaction <= daily
+        <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
+        per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
         CANNOT_MODIFY_SELF (nobody raises their own limits).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1248,6 +1252,8 @@ class WalletAdminServiceServicer:
     def UpdateSetting(self, request, context):
         """Changes the value of one existing setting. The value is validated against the
         setting's type and range (INVALID_ARGUMENT otherwise); unknown keys answer NOT_FOUND.
+        A tier's default limits of one action stay in order (per_transaction <= daily <=
+        monthly): raise the widest window first, lower the narrowest first.
         Audited with the old and new value.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -100,7 +100,9 @@ class WalletServiceStub:
     """Returns the effective limits of every action with today's and this month's usage."""
     SetMyLimit: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.SetMyLimitRequest, _wallet_pb2.SetMyLimitResponse]
     """Sets the caller's own, lower limits for one action. A user may only lower a limit:
-    a value above the tier default or admin override is refused.
+    a value above the tier default or admin override is refused. The windows set must be in
+    order (per_transaction <= daily <= monthly), and at least one must be set; to go back
+    to the defaults, call DeleteMyLimit. INVALID_ARGUMENT names the field otherwise.
     """
     DeleteMyLimit: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.DeleteMyLimitRequest, _wallet_pb2.DeleteMyLimitResponse]
     """Removes the caller's own limits for one action, back to the tier defaults (or the
@@ -205,7 +207,9 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """Returns the effective limits of every action with today's and this month's usage."""
     SetMyLimit: _aio.UnaryUnaryMultiCallable[_wallet_pb2.SetMyLimitRequest, _wallet_pb2.SetMyLimitResponse]  # type: ignore[assignment]
     """Sets the caller's own, lower limits for one action. A user may only lower a limit:
-    a value above the tier default or admin override is refused.
+    a value above the tier default or admin override is refused. The windows set must be in
+    order (per_transaction <= daily <= monthly), and at least one must be set; to go back
+    to the defaults, call DeleteMyLimit. INVALID_ARGUMENT names the field otherwise.
     """
     DeleteMyLimit: _aio.UnaryUnaryMultiCallable[_wallet_pb2.DeleteMyLimitRequest, _wallet_pb2.DeleteMyLimitResponse]  # type: ignore[assignment]
     """Removes the caller's own limits for one action, back to the tier defaults (or the
@@ -391,7 +395,9 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.SetMyLimitResponse, _abc.Awaitable[_wallet_pb2.SetMyLimitResponse]]:
         """Sets the caller's own, lower limits for one action. A user may only lower a limit:
-        a value above the tier default or admin override is refused.
+        a value above the tier default or admin override is refused. The windows set must be in
+        order (per_transaction <= daily <= monthly), and at least one must be set; to go back
+        to the defaults, call DeleteMyLimit. INVALID_ARGUMENT names the field otherwise.
         """
 
     @_abc_1.abstractmethod
@@ -513,7 +519,9 @@ class WalletAdminServiceStub:
     AdminSetWalletLimits: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminSetWalletLimitsRequest, _wallet_pb2.AdminSetWalletLimitsResponse]
     """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
     set). Overrides may raise or lower the tier defaults; a user's own lower limits still
-    apply on top. Audited. The caller's own wallet answers PERMISSION_DENIED, reason
+    apply on top. The windows set in one entry must be in order (per_transaction <= daily
+    <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
+    per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
     CANNOT_MODIFY_SELF (nobody raises their own limits).
     """
     ListSettings: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListSettingsRequest, _wallet_pb2.ListSettingsResponse]
@@ -521,6 +529,8 @@ class WalletAdminServiceStub:
     UpdateSetting: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.UpdateSettingRequest, _wallet_pb2.UpdateSettingResponse]
     """Changes the value of one existing setting. The value is validated against the
     setting's type and range (INVALID_ARGUMENT otherwise); unknown keys answer NOT_FOUND.
+    A tier's default limits of one action stay in order (per_transaction <= daily <=
+    monthly): raise the widest window first, lower the narrowest first.
     Audited with the old and new value.
     """
     GetSystemStats: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetSystemStatsRequest, _wallet_pb2.GetSystemStatsResponse]
@@ -563,7 +573,9 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     AdminSetWalletLimits: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminSetWalletLimitsRequest, _wallet_pb2.AdminSetWalletLimitsResponse]  # type: ignore[assignment]
     """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
     set). Overrides may raise or lower the tier defaults; a user's own lower limits still
-    apply on top. Audited. The caller's own wallet answers PERMISSION_DENIED, reason
+    apply on top. The windows set in one entry must be in order (per_transaction <= daily
+    <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
+    per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
     CANNOT_MODIFY_SELF (nobody raises their own limits).
     """
     ListSettings: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListSettingsRequest, _wallet_pb2.ListSettingsResponse]  # type: ignore[assignment]
@@ -571,6 +583,8 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     UpdateSetting: _aio.UnaryUnaryMultiCallable[_wallet_pb2.UpdateSettingRequest, _wallet_pb2.UpdateSettingResponse]  # type: ignore[assignment]
     """Changes the value of one existing setting. The value is validated against the
     setting's type and range (INVALID_ARGUMENT otherwise); unknown keys answer NOT_FOUND.
+    A tier's default limits of one action stay in order (per_transaction <= daily <=
+    monthly): raise the widest window first, lower the narrowest first.
     Audited with the old and new value.
     """
     GetSystemStats: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetSystemStatsRequest, _wallet_pb2.GetSystemStatsResponse]  # type: ignore[assignment]
@@ -646,7 +660,9 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.AdminSetWalletLimitsResponse, _abc.Awaitable[_wallet_pb2.AdminSetWalletLimitsResponse]]:
         """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
         set). Overrides may raise or lower the tier defaults; a user's own lower limits still
-        apply on top. Audited. The caller's own wallet answers PERMISSION_DENIED, reason
+        apply on top. The windows set in one entry must be in order (per_transaction <= daily
+        <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
+        per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
         CANNOT_MODIFY_SELF (nobody raises their own limits).
         """
 
@@ -666,6 +682,8 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.UpdateSettingResponse, _abc.Awaitable[_wallet_pb2.UpdateSettingResponse]]:
         """Changes the value of one existing setting. The value is validated against the
         setting's type and range (INVALID_ARGUMENT otherwise); unknown keys answer NOT_FOUND.
+        A tier's default limits of one action stay in order (per_transaction <= daily <=
+        monthly): raise the widest window first, lower the narrowest first.
         Audited with the old and new value.
         """
 

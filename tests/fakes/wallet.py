@@ -144,13 +144,13 @@ class FakeWalletRepository:
         )
 
     async def list(
-        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int
+        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int, now: datetime
     ) -> Sequence[Wallet]:
         rows = sorted(self.wallets.values(), key=lambda w: (w.created_at, w.id), reverse=True)
         rows = [
             w
             for w in rows
-            if (flt.status is None or w.status is flt.status)
+            if (flt.status is None or w.current(now).status is flt.status)
             and (flt.kyc_tier is None or w.kyc_tier is flt.kyc_tier)
             and (not flt.user_id or w.user_id == flt.user_id)
             and (after is None or (w.created_at, w.id) < after)
@@ -162,11 +162,12 @@ class FakeWalletRepository:
             w.id for w in self.wallets.values() if any(not f.is_active(now) for f in w.freezes)
         )[:limit]
 
-    async def stats(self) -> WalletStats:
+    async def stats(self, now: datetime) -> WalletStats:
         counts: dict[WalletStatus, int] = {}
         totals: dict[str, int] = {}
         for w in self.wallets.values():
-            counts[w.status] = counts.get(w.status, 0) + 1
+            status = w.current(now).status
+            counts[status] = counts.get(status, 0) + 1
             totals[w.currency] = totals.get(w.currency, 0) + w.balance_minor
         return WalletStats(counts, tuple(CurrencyAmount(c, t) for c, t in sorted(totals.items())))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -319,3 +320,32 @@ async def test_admin_freeze_list_and_limits_round_trip_through_sql(engine: Async
     stats = await world.admin.system_stats()
     assert stats.frozen_wallet_count >= 1
     assert stats.transfer is None and stats.pending_kyc_count is None
+
+
+async def test_a_lapsed_timed_freeze_counts_as_lifted_in_the_sql_filter_and_figures(
+    engine: AsyncEngine,
+) -> None:
+    # QA of 2026-12-03: until the sweep ran (up to a minute), ?status=FROZEN still listed a
+    # wallet whose freeze had ended (its item showing ACTIVE) and the stats still counted it.
+    world = _World(engine)
+    world.clock.current = datetime(2040, 1, 1, tzinfo=UTC)  # no other test's freeze ends here
+    user = f"lapse-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Lapse", "", new_key(user)))
+    until = world.clock.now() + timedelta(minutes=1)
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", wallet.id, "timed", until, new_key("staff"))
+    )
+    frozen_only = WalletFilter(status=WalletStatus.FROZEN, user_id=user)
+    active_only = WalletFilter(status=WalletStatus.ACTIVE, user_id=user)
+    assert [w.id for w in (await world.admin.list_wallets(frozen_only, None, 10)).wallets] == [
+        wallet.id
+    ]
+    before = await world.admin.system_stats()
+
+    world.clock.advance(timedelta(minutes=2))  # the sweep has not run
+    assert (await world.admin.list_wallets(frozen_only, None, 10)).wallets == ()
+    listed = (await world.admin.list_wallets(active_only, None, 10)).wallets
+    assert [(w.id, w.status) for w in listed] == [(wallet.id, WalletStatus.ACTIVE)]
+    after = await world.admin.system_stats()
+    assert after.frozen_wallet_count == before.frozen_wallet_count - 1
+    assert after.active_wallet_count == before.active_wallet_count + 1

@@ -336,3 +336,21 @@ async def test_a_tier_default_must_stay_in_order_with_its_other_windows(
         await world.settings.update_setting(UpdateSetting("root", setting, value, "", key("root")))
     assert [(v.field, v.description) for v in err.value.violations] == [("value", description)]
     assert world.snapshot() == before
+
+
+async def test_a_lapsed_timed_freeze_counts_as_lifted_in_the_list_filter_and_figures() -> None:
+    world = World()
+    wallet_id = await _basic(world)
+    until = world.clock.now() + timedelta(hours=1)
+    await world.admin.freeze_wallet(AdminFreezeWallet("s", wallet_id, "r", until, key("s")))
+    frozen = await world.admin.list_wallets(WalletFilter(status=WalletStatus.FROZEN), None, 10)
+    assert [w.id for w in frozen.wallets] == [wallet_id]
+    world.clock.advance(timedelta(hours=2))  # the sweep has not run yet
+    still_frozen = await world.admin.list_wallets(
+        WalletFilter(status=WalletStatus.FROZEN), None, 10
+    )
+    active = await world.admin.list_wallets(WalletFilter(status=WalletStatus.ACTIVE), None, 10)
+    assert still_frozen.wallets == ()
+    assert [(w.id, w.status) for w in active.wallets] == [(wallet_id, WalletStatus.ACTIVE)]
+    stats = await world.admin.system_stats()
+    assert (stats.frozen_wallet_count, stats.active_wallet_count) == (0, 1)

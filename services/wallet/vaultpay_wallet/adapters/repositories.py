@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, tuple_, update
+from sqlalchemy import and_, case, delete, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -176,12 +176,12 @@ class SqlWalletRepository:
             )
 
     async def list(
-        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int
+        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int, now: datetime
     ) -> Sequence[Wallet]:
         c = wallets.c
         query = select(wallets, _PIN_SET)
         if flt.status is not None:
-            query = query.where(c.status == flt.status.value)
+            query = query.where(_effective_status(now) == flt.status.value)
         if flt.kyc_tier is not None:
             query = query.where(c.kyc_tier == flt.kyc_tier.value)
         if flt.user_id:
@@ -204,9 +204,10 @@ class SqlWalletRepository:
         )
         return [r.wallet_id for r in rows]
 
-    async def stats(self) -> WalletStats:
+    async def stats(self, now: datetime) -> WalletStats:
+        effective = select(_effective_status(now).label("status")).subquery()
         counts = await self._conn.execute(
-            select(wallets.c.status, func.count()).group_by(wallets.c.status)
+            select(effective.c.status, func.count()).group_by(effective.c.status)
         )
         totals = await self._conn.execute(
             select(wallets.c.currency, func.sum(wallets.c.balance))
@@ -217,6 +218,22 @@ class SqlWalletRepository:
             counts={WalletStatus(status): int(n) for status, n in counts},
             total_balances=tuple(CurrencyAmount(cur, int(total)) for cur, total in totals),
         )
+
+
+def _effective_status(now: datetime) -> Any:
+    """A wallet's status as `Wallet.current(now)` has it: FROZEN whose freezes have all
+    passed their until-time reads ACTIVE (the sweep persists that within a minute; the list
+    filter and the figures must not lag the wallet they show). A FROZEN row with no freeze
+    row at all stays FROZEN, as the model keeps it. The freeze subqueries run only for
+    FROZEN rows (CASE) and use the freezes' primary key (wallet_id first)."""
+    f = wallet_freezes.c
+    mine = f.wallet_id == wallets.c.id
+    lapsed = and_(
+        wallets.c.status == WalletStatus.FROZEN.value,
+        exists().where(mine),
+        ~exists().where(mine, or_(f.until.is_(None), f.until > now)),
+    )
+    return case((lapsed, WalletStatus.ACTIVE.value), else_=wallets.c.status)
 
 
 def _pin(row: Any) -> PinRecord:

@@ -74,7 +74,7 @@ class AdminService:
         `limit` is the already-bounded page size."""
         now = self._clock.now()
         async with self._uow() as uow:
-            rows = await uow.wallets.list(flt, after, limit + 1)
+            rows = await uow.wallets.list(flt, after, limit + 1, now)
         return WalletPage(tuple(w.current(now) for w in rows[:limit]), len(rows) > limit)
 
     async def get_wallet(self, wallet_id: str) -> AdminWalletView:
@@ -189,7 +189,7 @@ class AdminService:
         services, None when a peer cannot answer (never a reason to fail)."""
         now = self._clock.now()
         async with self._uow() as uow:
-            stats = await uow.wallets.stats()
+            stats = await uow.wallets.stats(now)
         transfer, pending = await asyncio.gather(
             self._peer(self._transfer_stats.stats(now)), self._peer(self._kyc_stats.pending_count())
         )

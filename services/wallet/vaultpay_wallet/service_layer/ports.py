@@ -169,13 +169,16 @@ class WalletRepository(Protocol):
         """Writes status, tier, times and the freezes; never the balance (transfer's)."""
 
     async def list(
-        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int
+        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int, now: datetime
     ) -> Sequence[Wallet]:
-        """Newest first, keyset on (created_at, id) strictly after `after`."""
+        """Newest first, keyset on (created_at, id) strictly after `after`. The status filter
+        matches the status as of `now` (freezes past their until-time lifted), the one the
+        listed wallets show."""
 
     async def ids_with_expired_freezes(self, now: datetime, limit: int) -> Sequence[str]: ...
 
-    async def stats(self) -> WalletStats: ...
+    async def stats(self, now: datetime) -> WalletStats:
+        """Wallets by status as of `now` (as `list` filters them) and balances by currency."""
 
 
 class PinRepository(Protocol):

@@ -1880,7 +1880,10 @@ class AdminListWalletsRequest(_message.Message):
     page_token: _builtins.str
     """The next_page_token of a previous call with the same filters."""
     status: Global___WalletStatus.ValueType
-    """Only wallets in this status; WALLET_STATUS_UNSPECIFIED for any."""
+    """Only wallets in this status; WALLET_STATUS_UNSPECIFIED for any. The status as the
+    listed wallet shows it: a freeze past its until-time counts as lifted, also before the
+    background sweep has recorded that.
+    """
     kyc_tier: _kyc_tier_pb2.KycTier.ValueType
     """Only wallets at this KYC tier; KYC_TIER_UNSPECIFIED for any."""
     user_id: _builtins.str

@@ -21,6 +21,7 @@ from tests.support import rpc_failure
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.errors import NotFoundError
+from vaultpay_common.grpc.revocations import RevocationSet
 from vaultpay_common.grpc.server import GrpcServiceHost, standard_interceptors
 from vaultpay_common.grpc.tokens import Introspection, TokenVerifier
 
@@ -96,7 +97,13 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
     host = GrpcServiceHost(
         "kit",
         address="127.0.0.1:0",
-        interceptors=standard_interceptors("kit", [WALLET, KYC], verifier, NeverIntrospected()),
+        interceptors=standard_interceptors(
+            "kit",
+            [WALLET, KYC],
+            verifier,
+            NeverIntrospected(),
+            revocations=RevocationSet(max_staleness=1.0, retention=60.0),
+        ),
         max_message_bytes=1 << 20,
         shutdown_grace_seconds=0.5,
     )

@@ -7,6 +7,7 @@ import pytest
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay_common.context import Role
 from vaultpay_common.grpc.authz import AccessRuleMissingError, AuthInterceptor
+from vaultpay_common.grpc.revocations import RevocationSet
 from vaultpay_common.grpc.rules import AccessRule, load_access_rules
 from vaultpay_common.grpc.tokens import Introspection, TokenInvalidError, TokenVerifier
 
@@ -52,7 +53,10 @@ async def _no_keys() -> list[dict[str, str]]:
 
 def _interceptor() -> AuthInterceptor:
     verifier = TokenVerifier(_no_keys, issuer="i", audience="a")
-    return AuthInterceptor(load_access_rules(SERVICES), verifier, _NeverIntrospect())
+    revoked = RevocationSet(max_staleness=1.0, retention=60.0)
+    return AuthInterceptor(
+        load_access_rules(SERVICES), verifier, _NeverIntrospect(), revocations=revoked
+    )
 
 
 async def test_a_method_without_a_rule_is_denied_before_any_token_check() -> None:

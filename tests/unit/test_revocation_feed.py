@@ -140,6 +140,32 @@ def test_hearing_of_a_revocation_again_restarts_its_retention(
     assert revoked.refusal("s1") == "TOKEN_REVOKED"
 
 
+def test_a_watch_is_called_once_with_the_reason_when_its_session_is_revoked(
+    revoked: RevocationSet,
+) -> None:
+    heard: list[str] = []
+    other: list[str] = []
+    revoked.watch("s1", heard.append)
+    revoked.watch("s2", other.append)
+    revoked.record([Revocation("s1", "ACCOUNT_DISABLED")])
+    assert (heard, other) == (["ACCOUNT_DISABLED"], [])
+    revoked.record([Revocation("s1")])  # again: the watch has been used up
+    assert heard == ["ACCOUNT_DISABLED"]
+    assert revoked.watching() == 1  # s2's
+
+
+def test_a_cancelled_watch_is_not_called_and_leaves_nothing_behind(
+    revoked: RevocationSet,
+) -> None:
+    heard: list[str] = []
+    unwatch = revoked.watch("s1", heard.append)
+    unwatch()
+    unwatch()  # twice: harmless
+    revoked.record([Revocation("s1")])
+    assert heard == []
+    assert revoked.watching() == 0
+
+
 def test_bounds_must_be_positive(clock: Clock) -> None:
     with pytest.raises(ValueError, match="positive"):
         RevocationSet(max_staleness=0, retention=RETENTION, clock=clock)

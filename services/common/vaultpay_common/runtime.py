@@ -4,7 +4,9 @@
     peers = runtime.peer_auth()                           # services other than auth (and
                                                           # their revocation feed job)
     runtime.every(settings.audit_seal_interval_seconds, sealer.seal_once, name="audit sealer")
-    host = runtime.host(SERVICES, peers.verifier, peers.introspector)
+    host = runtime.host(
+        SERVICES, peers.verifier, peers.introspector, revocations=peers.revocations
+    )
     host.add(descriptor, lambda server: add_XServicer_to_server(servicer, server))
     await host.start()                                    # also starts the periodic jobs
     await host.serve_until_signal()                       # stops jobs, server, then pools
@@ -26,6 +28,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from vaultpay_common.config import PeerServiceSettings, ServiceSettings
 from vaultpay_common.db import create_engine
 from vaultpay_common.grpc.auth_client import PeerAuth, RenewRejectedIdentity
+from vaultpay_common.grpc.revocations import SessionRevocations
 from vaultpay_common.grpc.server import GrpcServiceHost, standard_interceptors
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 from vaultpay_common.pagination import PageTokens
@@ -147,7 +150,8 @@ class ServiceRuntime:
         )
         self._renew_identity.provider = auth.identity
         if settings.revocation_feed:
-            # Polls until shutdown; without it the strict path asks auth on every call.
+            # Polls until shutdown; without it the strict path asks auth on every call, and
+            # non-strict calls see no revocation at all.
             self.every(0.0, auth.feed.run, name="revocation feed")
         return auth
 
@@ -180,6 +184,7 @@ class ServiceRuntime:
         verifier: TokenVerifier,
         introspector: TokenIntrospector,
         *,
+        revocations: SessionRevocations | None,
         always_strict: bool = False,
     ) -> GrpcServiceHost:
         """The gRPC host with the standard interceptors; starts and stops this runtime's jobs."""
@@ -192,6 +197,7 @@ class ServiceRuntime:
                 contract,
                 verifier,
                 introspector,
+                revocations=revocations,
                 always_strict=always_strict,
                 gateway_secret=None if gateway is None else gateway.get_secret_value(),
             ),

@@ -53,7 +53,7 @@ def _peer_interceptor(channel: grpc.aio.Channel) -> AuthInterceptor:
         STRICT_ADMIN: AccessRule(min_role=Role.ADMIN, strict=True),
         STRICT_USER: AccessRule(min_role=Role.USER, strict=True),
     }
-    return AuthInterceptor(rules, peer.verifier, peer.introspector)
+    return AuthInterceptor(rules, peer.verifier, peer.introspector, revocations=peer.revocations)
 
 
 async def test_a_peer_service_verifies_and_introspects_through_auth(auth: AuthStack) -> None:

@@ -199,7 +199,9 @@ async def peer(auth: AuthStack) -> AsyncIterator[Peer]:
     }
     running = Peer(
         peer_auth,
-        AuthInterceptor(rules, peer_auth.verifier, peer_auth.introspector),
+        AuthInterceptor(
+            rules, peer_auth.verifier, peer_auth.introspector, revocations=peer_auth.revocations
+        ),
         counted,
         link,
         channel,

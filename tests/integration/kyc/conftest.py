@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from vaultpay.kyc.v1 import kyc_pb2_grpc
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.context import Role
+from vaultpay_common.grpc.revocations import RevocationSet
 from vaultpay_common.grpc.tokens import Introspection, TokenVerifier
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_kyc.entrypoints.bootstrap import build_host
@@ -73,6 +74,9 @@ class LocalAuth:
         self.verifier = TokenVerifier(self._jwks, issuer=ISSUER, audience=AUDIENCE)
         self.introspector = self
         self.identity = self
+        # Never confirmed (stale), and empty: non-strict calls decide from the token alone,
+        # strict ones ask `introspect`.
+        self.revocations = RevocationSet(max_staleness=1.0, retention=3600.0)
         self.service_token = self._sign("service:kyc", "service", None)
 
     async def _jwks(self) -> list[dict[str, str]]:

@@ -131,7 +131,8 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     runtime.on_shutdown(close_hasher)
     runtime.seal_audit()
     runtime.every(3600.0, purge_revocations, name="revocation feed purge")
-    host = runtime.host(SERVICES, verifier, introspector, always_strict=True)
+    # No revocation set: every call asks the database (always_strict) whether its session lives.
+    host = runtime.host(SERVICES, verifier, introspector, revocations=None, always_strict=True)
     tokens = runtime.page_tokens
     host.add(
         SERVICES[0],

@@ -203,12 +203,15 @@ class PeerAuth:
     """Everything a service other than auth needs to authenticate its callers:
 
     auth = PeerAuth(channel, client_id="wallet", client_secret=..., issuer=..., audience=...)
-    interceptors = standard_interceptors("wallet", services, auth.verifier, auth.introspector)
-    runtime job: auth.feed.run()     # keeps auth.revocations fresh; the strict path reads it
+    interceptors = standard_interceptors(
+        "wallet", services, auth.verifier, auth.introspector, revocations=auth.revocations
+    )
+    runtime job: auth.feed.run()     # keeps auth.revocations fresh; every user call reads it
     await stub.SomeInternalRpc(request, metadata=outgoing_metadata(await auth.identity.token()))
 
     Until `feed.run()` has completed a poll (or while it cannot), the strict path asks auth
-    (IntrospectToken) on every call, as it did before the feed existed.
+    (IntrospectToken) on every call, as it did before the feed existed; non-strict calls then
+    refuse only the revocations already received.
     """
 
     def __init__(

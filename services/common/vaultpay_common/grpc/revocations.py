@@ -26,6 +26,11 @@ revoked carries its user's current role and an active user.
 
 A revoked session is forgotten `retention` seconds after it was received, which must outlast
 the longest-lived access token (plus clock leeway): later, every token of it has expired.
+
+The same set is what the auth interceptor checks on *every* user call, strict or not (a known
+revocation is final whatever the feed's freshness), and what ends an open stream: `watch`
+calls back when a session is recorded as revoked, so a stream waits for that instead of
+polling (vaultpay_common.grpc.authz).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ __all__ = [
     "RevocationPage",
     "RevocationSet",
     "RevocationSource",
+    "SessionRevocations",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,6 +94,17 @@ class ClaimsVerifier(Protocol):
     async def verify(self, token: str) -> TokenClaims: ...
 
 
+RevokedCallback = Callable[[str], None]
+
+
+class SessionRevocations(Protocol):
+    """What the auth interceptor reads of the revoked sessions it holds in memory."""
+
+    def refusal(self, session_id: str) -> str | None: ...
+
+    def watch(self, session_id: str, on_revoked: RevokedCallback) -> Callable[[], None]: ...
+
+
 class FeedCursorRejectedError(Exception):
     """auth no longer accepts our cursor: the feed starts over from an empty one."""
 
@@ -110,6 +127,7 @@ class RevocationSet:
         self._forget_at: dict[str, float] = {}
         self._expiry: deque[tuple[float, str]] = deque()
         self._confirmed_at: float | None = None
+        self._watchers: dict[str, set[RevokedCallback]] = {}
 
     def record(self, revocations: Iterable[Revocation]) -> None:
         """Remembers revoked sessions (again, for one already known: harmless)."""
@@ -119,6 +137,8 @@ class RevocationSet:
             self._reasons[revocation.session_id] = revocation.reason
             self._forget_at[revocation.session_id] = forget_at
             self._expiry.append((forget_at, revocation.session_id))
+            for on_revoked in self._watchers.pop(revocation.session_id, ()):
+                on_revoked(revocation.reason)
         self._prune(now)
 
     def confirm(self, as_of: float) -> None:
@@ -138,6 +158,30 @@ class RevocationSet:
     def refusal(self, session_id: str) -> str | None:
         """The reason a token of this session is refused, or None if it is not revoked."""
         return self._reasons.get(session_id)
+
+    def watch(self, session_id: str, on_revoked: RevokedCallback) -> Callable[[], None]:
+        """Calls `on_revoked(reason)` once, when `session_id` is next recorded as revoked.
+
+        Returns the function that cancels the watch (call it when the watcher goes away). A
+        session already revoked is not reported: the caller also checks `refusal`, with no
+        await between the two, so nothing can be recorded in between unseen. The callback runs inside
+        `record`, so it must only note the news (set a future), never block or raise.
+        """
+        watchers = self._watchers.setdefault(session_id, set())
+        watchers.add(on_revoked)
+
+        def unwatch() -> None:
+            current = self._watchers.get(session_id)
+            if current is not None:
+                current.discard(on_revoked)
+                if not current:
+                    del self._watchers[session_id]
+
+        return unwatch
+
+    def watching(self) -> int:
+        """How many watches are open (for tests: a stream that ended left none behind)."""
+        return sum(len(w) for w in self._watchers.values())
 
     def __len__(self) -> int:
         return len(self._reasons)

@@ -27,6 +27,7 @@ from vaultpay_common.grpc.authz import AuthInterceptor
 from vaultpay_common.grpc.errors import ErrorInterceptor
 from vaultpay_common.grpc.hygiene import RequestHygieneInterceptor
 from vaultpay_common.grpc.request_context import RequestContextInterceptor
+from vaultpay_common.grpc.revocations import SessionRevocations
 from vaultpay_common.grpc.rules import load_access_rules
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 
@@ -43,6 +44,7 @@ def standard_interceptors(
     verifier: TokenVerifier,
     introspector: TokenIntrospector,
     *,
+    revocations: SessionRevocations | None,
     always_strict: bool = False,
     gateway_secret: str | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
@@ -50,13 +52,19 @@ def standard_interceptors(
 
     Request context (id, client IP, deadline) → error mapping → the access rules declared in
     `contract` (deny by default) → request hygiene. Errors from every later stage are mapped.
-    `gateway_secret` lets calls from the gateway name their client's address.
+    `gateway_secret` lets calls from the gateway name their client's address. `revocations`
+    (auth's revocation feed in memory, `PeerAuth.revocations`) is checked on every user call;
+    only auth, whose every call is strict, passes None.
     """
     return [
         RequestContextInterceptor(gateway_secret=gateway_secret),
         ErrorInterceptor(service),
         AuthInterceptor(
-            load_access_rules(contract), verifier, introspector, always_strict=always_strict
+            load_access_rules(contract),
+            verifier,
+            introspector,
+            revocations=revocations,
+            always_strict=always_strict,
         ),
         RequestHygieneInterceptor(),
     ]

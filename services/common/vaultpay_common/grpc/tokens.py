@@ -132,6 +132,11 @@ class TokenVerifier:
         self._max_key_age = max_key_age
         self._refresh_lock = asyncio.Lock()
 
+    @property
+    def leeway_seconds(self) -> int:
+        """How long past `exp` a token is still accepted (clock skew between auth and us)."""
+        return self._leeway
+
     async def refresh_keys(self, *, force: bool = False) -> None:
         async with self._refresh_lock:
             now = time.monotonic()

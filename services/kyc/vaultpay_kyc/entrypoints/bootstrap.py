@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
 from vaultpay_common.clock import Clock, SystemClock
+from vaultpay_common.grpc.revocations import SessionRevocations
 from vaultpay_common.grpc.server import GrpcServiceHost
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 from vaultpay_common.idempotency import purge_expired_idempotency_records
@@ -67,6 +68,8 @@ class CallerAuth(Protocol):
     def verifier(self) -> TokenVerifier: ...
     @property
     def introspector(self) -> TokenIntrospector: ...
+    @property
+    def revocations(self) -> SessionRevocations: ...
 
 
 def envelope_cipher(settings: KycSettings) -> EnvelopeCipher:
@@ -142,7 +145,7 @@ async def build_host(
     )
     runtime.every(3600.0, cleanup, name="idempotency and outbox cleanup")
 
-    host = runtime.host(SERVICES, peers.verifier, peers.introspector)
+    host = runtime.host(SERVICES, peers.verifier, peers.introspector, revocations=peers.revocations)
     user = KycServicer(
         submissions,
         upload_drain_limit_bytes=settings.document_max_bytes + (1 << 20),

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from vaultpay_common.audit import FileCheckpointStore
 from vaultpay_common.clock import Clock, SystemClock
+from vaultpay_common.grpc.revocations import SessionRevocations
 from vaultpay_common.grpc.server import GrpcServiceHost
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 from vaultpay_common.idempotency import purge_expired_idempotency_records
@@ -73,6 +74,8 @@ class CallerAuth(Protocol):
     def verifier(self) -> TokenVerifier: ...
     @property
     def introspector(self) -> TokenIntrospector: ...
+    @property
+    def revocations(self) -> SessionRevocations: ...
 
 
 def build_verifier(
@@ -145,7 +148,7 @@ async def build_host(
     runtime.every(settings.payout_interval_seconds, payouts.run_once, name="payout worker")
     runtime.every(3600.0, cleanup, name="idempotency and outbox cleanup")
 
-    host = runtime.host(SERVICES, peers.verifier, peers.introspector)
+    host = runtime.host(SERVICES, peers.verifier, peers.introspector, revocations=peers.revocations)
     user = TransferServicer(
         movements, queries, runtime.page_tokens, fingerprint_key=settings.fingerprint_key
     )

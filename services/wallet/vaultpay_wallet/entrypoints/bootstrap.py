@@ -141,7 +141,7 @@ async def build_host(
     runtime.every(0.0, relay.run, name="outbox relay")
     runtime.every(3600.0, cleanup, name="idempotency and outbox cleanup")
 
-    host = runtime.host(SERVICES, peers.verifier, peers.introspector)
+    host = runtime.host(SERVICES, peers.verifier, peers.introspector, revocations=peers.revocations)
     host.on_stopping(stop_streams)
     tokens = runtime.page_tokens
     fingerprint_key = settings.fingerprint_key

@@ -114,6 +114,17 @@ async def test_introspection_reports_a_revoked_token(auth: AuthStack) -> None:
     assert answer.inactive_reason == auth_pb2.INACTIVE_REASON_TOKEN_REVOKED
 
 
+async def test_an_access_token_never_outlives_its_session(infra: Infra) -> None:
+    """A session that merely expires is in no revocation feed, so the services would honour
+    a token of it until the token's own expiry: its tokens are cut at the session's end."""
+    async with own_auth_stack(infra, "shortsession", refresh_token_ttl_seconds=120) as stack:
+        _, tokens = await stack.user_with_token()
+    claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
+    assert 0 < claims["exp"] - claims["iat"] <= 120  # not the usual 15 minutes
+    assert claims["exp"] <= tokens.refresh_token_expire_time.seconds  # the session's end
+    assert tokens.access_token_expire_time.seconds == claims["exp"]
+
+
 async def test_users_cannot_call_internal_rpcs(auth: AuthStack) -> None:
     _, tokens = await auth.user_with_token()
     failure = await rpc_failure(

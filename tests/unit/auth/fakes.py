@@ -81,8 +81,10 @@ class CountingHasher:
 
 
 class FakeIssuer:
-    def issue_access_token(self, user: User, session_id: str) -> tuple[str, datetime]:
-        return f"access:{user.id}:{session_id}", EPOCH + timedelta(minutes=15)
+    def issue_access_token(
+        self, user: User, session_id: str, *, not_after: datetime
+    ) -> tuple[str, datetime]:
+        return f"access:{user.id}:{session_id}", min(EPOCH + timedelta(minutes=15), not_after)
 
     def issue_service_token(self, client_id: str) -> tuple[str, datetime]:
         return f"service:{client_id}", EPOCH + timedelta(minutes=10)

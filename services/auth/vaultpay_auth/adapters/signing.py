@@ -442,11 +442,13 @@ class JwtIssuer:
         self._access_ttl = access_ttl
         self._service_ttl = service_ttl
 
-    def _sign(self, claims: dict[str, Any], ttl: timedelta) -> tuple[str, datetime]:
+    def _sign(
+        self, claims: dict[str, Any], ttl: timedelta, not_after: datetime | None = None
+    ) -> tuple[str, datetime]:
         key = self._keys.active
         assert key.private_key is not None
         now = datetime.now(UTC)
-        expires_at = now + ttl
+        expires_at = now + ttl if not_after is None else min(now + ttl, not_after)
         payload = {
             "iss": self._issuer,
             "aud": self._audience,
@@ -458,14 +460,18 @@ class JwtIssuer:
         token = jwt.encode(payload, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
         return token, expires_at.replace(microsecond=0)
 
-    def issue_access_token(self, user: User, session_id: str) -> tuple[str, datetime]:
+    def issue_access_token(
+        self, user: User, session_id: str, *, not_after: datetime
+    ) -> tuple[str, datetime]:
+        """Never valid past `not_after` (its session's end): the services learn of revoked
+        sessions from auth's feed, but a session that merely expires is in no feed."""
         claims = {
             "sub": user.id,
             "role": user.role.claim,
             "sid": session_id,
             "typ": ACCESS_TOKEN_TYPE,
         }
-        return self._sign(claims, self._access_ttl)
+        return self._sign(claims, self._access_ttl, not_after)
 
     def issue_service_token(self, client_id: str) -> tuple[str, datetime]:
         return self._sign(

@@ -203,7 +203,9 @@ class AccountService:
         await uow.sessions.add_refresh_token(
             hash_refresh_token(refresh), session.id, user.id, session.expires_at
         )
-        access, access_expires_at = self._issuer.issue_access_token(user, session.id)
+        access, access_expires_at = self._issuer.issue_access_token(
+            user, session.id, not_after=session.expires_at
+        )
         return IssuedTokens(access, access_expires_at, refresh, session.expires_at)
 
     async def refresh(self, refresh_token: str) -> IssuedTokens:

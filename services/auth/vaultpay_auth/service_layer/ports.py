@@ -51,7 +51,14 @@ class PasswordHasher(Protocol):
 
 
 class AccessTokenIssuer(Protocol):
-    def issue_access_token(self, user: User, session_id: str) -> tuple[str, datetime]: ...
+    def issue_access_token(
+        self, user: User, session_id: str, *, not_after: datetime
+    ) -> tuple[str, datetime]:
+        """A token of `session_id` that expires at the usual lifetime or at `not_after` (the
+        session's end), whichever is first: the revocation feed carries revoked sessions, not
+        expired ones, so a token must not outlive its session."""
+        ...
+
     def issue_service_token(self, client_id: str) -> tuple[str, datetime]: ...
 
 

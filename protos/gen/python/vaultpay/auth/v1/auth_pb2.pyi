@@ -131,7 +131,7 @@ class TokenPair(_message.Message):
     """Always "Bearer"."""
     @_builtins.property
     def access_token_expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When the access token expires (15 minutes after issue)."""
+        """When the access token expires: 15 minutes after issue, or the session's end if sooner."""
 
     @_builtins.property
     def refresh_token_expire_time(self) -> _timestamp_pb2.Timestamp:

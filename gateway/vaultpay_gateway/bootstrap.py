@@ -35,7 +35,7 @@ from vaultpay_gateway.contract import ApiContract, ContractError, Rpc
 from vaultpay_gateway.docs import DOCS_PATH, DocsSite
 from vaultpay_gateway.errors import local_reply_config
 from vaultpay_gateway.filters import grpc_json_transcoder, public_http_filters, router
-from vaultpay_gateway.ratelimits import rpc_rate_limits
+from vaultpay_gateway.ratelimits import client_retry_after_seconds, rpc_rate_limits
 from vaultpay_gateway.routes import REFLECTION_CLUSTER, jwks_route_config, public_route_config
 from vaultpay_gateway.settings import GatewaySettings, HostPort, SettingsError, UnixSocket
 
@@ -178,7 +178,10 @@ def _public_listener(
             rpc_rate_limits(contract, settings),
             caps,
         ),
-        local_reply_config=local_reply_config(DOCS_PATH if docs is not None else None),
+        local_reply_config=local_reply_config(
+            DOCS_PATH if docs is not None else None,
+            retry_after_seconds=client_retry_after_seconds(settings),
+        ),
         access_log=_access_log(settings.access_log_path),
     )
     return {

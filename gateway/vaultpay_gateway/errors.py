@@ -7,8 +7,15 @@ the shape every VaultPay error has:
 - JSON clients get the HTTP status plus a `google.rpc.Status` body with an `ErrorInfo`
   (`domain: vaultpay.gateway`, a stable `reason`), content type `application/json`.
 - Native gRPC clients get a trailers-only reply whose `grpc-status` is set explicitly (Envoy's
-  HTTP->gRPC default maps 413 to UNKNOWN and 429 to UNAVAILABLE) and whose `grpc-message` is
-  Envoy's own text.
+  HTTP->gRPC default maps 413 to UNKNOWN and 429 to UNAVAILABLE), a fixed `grpc-message` and
+  `grpc-status-details-bin`: the same `google.rpc.Status` with the same `ErrorInfo` a JSON
+  client gets (plus a `google.rpc.RetryInfo` where the JSON reply says `Retry-After`), so a
+  gRPC client can tell "refresh your token" from "bad token" too. A mapper can only add fixed
+  headers, so each Status is serialised here, at config time, with a fixed message (gRPC
+  clients such as grpcio's `rpc_status.from_call` insist that `grpc-message` equals the
+  Status' message, so Envoy's own varying text cannot be kept beside it). Refused tokens are
+  told apart by jwt_authn's response code details, as for JSON: expired ("Jwt is expired"),
+  missing ("Jwt is missing"), any other ("the access token is not valid").
 
 A request counts as native gRPC when its content type is `application/grpc…` and the
 transcoder did not produce it (the transcoder marks what it transcodes with
@@ -33,10 +40,14 @@ which clients cannot set.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
+
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
     "DUPLICATE_FIELD_REASON",
@@ -47,10 +58,12 @@ __all__ = [
     "LOCAL_REPLY_MARK",
     "NOT_FOUND_TEXT",
     "QUERY_PARAMETER_REASON",
+    "RATE_LIMITED_REASON",
     "TOKEN_EXPIRED_REASON",
     "TRANSCODE_FAILURE_HEADER",
     "UNKNOWN_FIELD_REASON",
     "GatewayError",
+    "grpc_status_details",
     "local_reply_config",
 ]
 
@@ -68,8 +81,11 @@ QUERY_PARAMETER_REASON = "QUERY_PARAMETER_NOT_ALLOWED"
 JSON_BODY_METADATA = "vaultpay.json_body"
 NOT_FOUND_TEXT = "no such API route"
 TOKEN_EXPIRED_REASON = "TOKEN_EXPIRED"  # noqa: S105 - an error reason, not a secret
+RATE_LIMITED_REASON = "RATE_LIMITED"
+RATE_LIMITED_MESSAGE = "too many requests; try again later"
 # jwt_authn's response code details for an expired token (its failure text, spaces as `_`).
 _JWT_EXPIRED_DETAILS = "jwt_authn_access_denied{Jwt_is_expired}"
+_JWT_MISSING_DETAILS = "jwt_authn_access_denied{Jwt_is_missing}"
 # In the transcoder's details when it cannot convert a request (a JSON value of the wrong
 # type in the body, `early_…` in the query).
 _TRANSCODE_FAILURE_DETAILS = "grpc_json_transcode_failure"
@@ -88,8 +104,10 @@ _ENVOY_TEXT = "%LOCAL_REPLY_BODY%"
 class GatewayError:
     """How one HTTP status produced by Envoy is reported.
 
-    `message` None keeps Envoy's text (useful for 4xx: "Jwt is expired", the JSON parse
-    error); 5xx use a fixed text so upstream addresses and reset reasons stay inside.
+    `message` None keeps Envoy's text for JSON clients (useful for 4xx: "Jwt is expired", the
+    JSON parse error); 5xx use a fixed text so upstream addresses and reset reasons stay
+    inside. gRPC clients always get a fixed text (`grpc_text`), the one serialised into
+    their `grpc-status-details-bin`.
     """
 
     http_status: int
@@ -97,6 +115,11 @@ class GatewayError:
     reason: str
     grpc_code: int
     message: str | None = None
+    grpc_message: str | None = None
+
+    @property
+    def grpc_text(self) -> str:
+        return self.grpc_message or self.message or GENERIC_MESSAGES[self.grpc_code][1]
 
 
 # gRPC codes (google/rpc/code.proto).
@@ -104,18 +127,58 @@ _INVALID_ARGUMENT, _DEADLINE_EXCEEDED, _NOT_FOUND, _PERMISSION_DENIED = 3, 4, 5,
 _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _INTERNAL, _UNAVAILABLE, _UNAUTHENTICATED = 8, 12, 13, 14, 16
 _UNKNOWN = 2
 
+_INVALID_TOKEN_TEXT = "the access token is not valid"  # noqa: S105 - a message
+
 GATEWAY_ERRORS: tuple[GatewayError, ...] = (
     GatewayError(400, _INVALID_ARGUMENT, "INVALID_REQUEST", _INVALID_ARGUMENT),
-    GatewayError(401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED),
-    GatewayError(403, _PERMISSION_DENIED, "TOKEN_INVALID", _PERMISSION_DENIED),
+    GatewayError(
+        401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, grpc_message=_INVALID_TOKEN_TEXT
+    ),
+    GatewayError(
+        403,
+        _PERMISSION_DENIED,
+        "TOKEN_INVALID",
+        _PERMISSION_DENIED,
+        grpc_message=_INVALID_TOKEN_TEXT,
+    ),
     # A JSON client asked for a path that is not in the API; a gRPC client for a method the
     # gateway does not route: UNIMPLEMENTED is what gRPC servers answer for that.
     GatewayError(404, _NOT_FOUND, "NOT_FOUND", _UNIMPLEMENTED, NOT_FOUND_TEXT),
-    GatewayError(408, _DEADLINE_EXCEEDED, "REQUEST_TIMEOUT", _DEADLINE_EXCEEDED),
-    GatewayError(413, _RESOURCE_EXHAUSTED, "PAYLOAD_TOO_LARGE", _RESOURCE_EXHAUSTED),
-    GatewayError(414, _INVALID_ARGUMENT, "URI_TOO_LONG", _INVALID_ARGUMENT),
-    GatewayError(429, _RESOURCE_EXHAUSTED, "RATE_LIMITED", _RESOURCE_EXHAUSTED),
-    GatewayError(431, _INVALID_ARGUMENT, "HEADERS_TOO_LARGE", _INVALID_ARGUMENT),
+    GatewayError(
+        408,
+        _DEADLINE_EXCEEDED,
+        "REQUEST_TIMEOUT",
+        _DEADLINE_EXCEEDED,
+        grpc_message="the request took too long to arrive",
+    ),
+    GatewayError(
+        413,
+        _RESOURCE_EXHAUSTED,
+        "PAYLOAD_TOO_LARGE",
+        _RESOURCE_EXHAUSTED,
+        grpc_message="the request is too large",
+    ),
+    GatewayError(
+        414,
+        _INVALID_ARGUMENT,
+        "URI_TOO_LONG",
+        _INVALID_ARGUMENT,
+        grpc_message="the request path is too long",
+    ),
+    GatewayError(
+        429,
+        _RESOURCE_EXHAUSTED,
+        RATE_LIMITED_REASON,
+        _RESOURCE_EXHAUSTED,
+        grpc_message=RATE_LIMITED_MESSAGE,
+    ),
+    GatewayError(
+        431,
+        _INVALID_ARGUMENT,
+        "HEADERS_TOO_LARGE",
+        _INVALID_ARGUMENT,
+        grpc_message="the request headers are too large",
+    ),
     GatewayError(500, _INTERNAL, "INTERNAL", _INTERNAL, "internal gateway error"),
     GatewayError(502, _UNAVAILABLE, "UNAVAILABLE", _UNAVAILABLE, "service unavailable"),
     GatewayError(503, _UNAVAILABLE, "UNAVAILABLE", _UNAVAILABLE, "service unavailable"),
@@ -206,16 +269,43 @@ def _set_header(key: str, value: str) -> dict[str, Any]:
     return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
-def _grpc_mapper(error: GatewayError, match: dict[str, Any] | None = None) -> dict[str, Any]:
+def grpc_status_details(
+    grpc_code: int, message: str, reason: str, retry_seconds: int | None = None
+) -> str:
+    """The `grpc-status-details-bin` value of one gateway error: a base64 `google.rpc.Status`
+    with `grpc_code`, `message`, an `ErrorInfo` (`reason`, domain `vaultpay.gateway`) and, if
+    `retry_seconds` is given, a `RetryInfo`. Padded base64, which gRPC clients accept."""
+    status = status_pb2.Status(code=grpc_code, message=message)
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+    status.details.append(info)
+    if retry_seconds is not None:
+        retry = any_pb2.Any()
+        retry.Pack(
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_seconds))
+        )
+        status.details.append(retry)
+    return base64.b64encode(status.SerializeToString()).decode("ascii")
+
+
+def _grpc_mapper(
+    error: GatewayError,
+    match: dict[str, Any] | None = None,
+    *,
+    retry_seconds: int | None = None,
+) -> dict[str, Any]:
+    """A native gRPC reply: trailers-only, status, fixed message and its Status details."""
+    details = grpc_status_details(error.grpc_code, error.grpc_text, error.reason, retry_seconds)
     return {
         "filter": {
             "and_filter": {"filters": [_NATIVE_GRPC, match or _status_is(error.http_status)]}
         },
         "headers_to_add": [
             _set_header("grpc-status", str(error.grpc_code)),
+            _set_header("grpc-status-details-bin", details),
             _set_header(LOCAL_REPLY_MARK, "1"),
         ],
-        "body_format_override": _text(error.message or _ENVOY_TEXT),
+        "body_format_override": _text(error.grpc_text),
     }
 
 
@@ -241,7 +331,9 @@ def _details_match(http_status: int, expression: str) -> dict[str, Any]:
     return {"and_filter": {"filters": [_status_is(http_status), cel]}}
 
 
-_WRONG_AUDIENCE = GatewayError(401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED)
+_WRONG_AUDIENCE = GatewayError(
+    401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, grpc_message=_INVALID_TOKEN_TEXT
+)
 
 
 def _jwt_forbidden() -> dict[str, Any]:
@@ -259,14 +351,33 @@ def _wrong_audience_mappers() -> tuple[dict[str, Any], dict[str, Any]]:
     return _grpc_mapper(_WRONG_AUDIENCE, _jwt_forbidden()), json_mapper
 
 
+_EXPIRED = GatewayError(
+    401, _UNAUTHENTICATED, TOKEN_EXPIRED_REASON, _UNAUTHENTICATED, grpc_message="Jwt is expired"
+)
+_MISSING = GatewayError(
+    401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, grpc_message="Jwt is missing"
+)
+
+
+def _jwt_is(details: str) -> dict[str, Any]:
+    return _details_match(401, f"response.code_details == '{details}'")
+
+
 def _token_expired_mapper() -> dict[str, Any]:
     """An expired token: 401 like any refused token, but reason TOKEN_EXPIRED, so clients know
     that refreshing helps. The CEL filter reads the reply's response code details."""
-    expired = GatewayError(401, _UNAUTHENTICATED, TOKEN_EXPIRED_REASON, _UNAUTHENTICATED)
     return {
-        "filter": _details_match(401, f"response.code_details == '{_JWT_EXPIRED_DETAILS}'"),
-        "body_format_override": _status_json(expired),
+        "filter": _jwt_is(_JWT_EXPIRED_DETAILS),
+        "body_format_override": _status_json(_EXPIRED),
     }
+
+
+def _grpc_token_mappers() -> list[dict[str, Any]]:
+    """gRPC replies for an expired and a missing token; any other 401 is the plain one."""
+    return [
+        _grpc_mapper(_EXPIRED, _jwt_is(_JWT_EXPIRED_DETAILS)),
+        _grpc_mapper(_MISSING, _jwt_is(_JWT_MISSING_DETAILS)),
+    ]
 
 
 def _transcode_failure_mapper() -> dict[str, Any]:
@@ -328,10 +439,15 @@ def _verbatim_mapper(path_prefix: str) -> dict[str, Any]:
     }
 
 
-def local_reply_config(verbatim_path_prefix: str | None = None) -> dict[str, Any]:
+def local_reply_config(
+    verbatim_path_prefix: str | None = None, retry_after_seconds: int = 1
+) -> dict[str, Any]:
     """The HttpConnectionManager `local_reply_config`: the JSON body check's replies as they
     are, the docs (`verbatim_path_prefix`, if any) as they are, then gRPC mappers, then JSON
-    ones (expired tokens and transcoder failures before the plain status mappers)."""
+    ones (expired tokens and transcoder failures before the plain status mappers).
+
+    `retry_after_seconds` is the RetryInfo of a gRPC 429: what the client rate limit's
+    `Retry-After` says. The RPC budgets' exact wait replaces it in the `replies` filter."""
     grpc_fallback = {
         "filter": _NATIVE_GRPC,
         "headers_to_add": [_set_header(LOCAL_REPLY_MARK, "1")],
@@ -344,7 +460,14 @@ def local_reply_config(verbatim_path_prefix: str | None = None) -> dict[str, Any
             _json_body_check_mapper(),
             *verbatim,
             grpc_wrong_audience,
-            *(_grpc_mapper(e) for e in GATEWAY_ERRORS),
+            *_grpc_token_mappers(),
+            *(
+                _grpc_mapper(
+                    e,
+                    retry_seconds=retry_after_seconds if e.http_status == 429 else None,
+                )
+                for e in GATEWAY_ERRORS
+            ),
             grpc_fallback,
             json_wrong_audience,
             _token_expired_mapper(),

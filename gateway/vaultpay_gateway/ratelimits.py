@@ -35,6 +35,7 @@ __all__ = [
     "RPC_KEY",
     "RPC_RATELIMIT_FILTER",
     "client_ratelimit_filter",
+    "client_retry_after_seconds",
     "rpc_rate_limits",
     "rpc_ratelimit_filter",
 ]
@@ -75,10 +76,17 @@ def _enforced(runtime_prefix: str) -> Json:
     }
 
 
+def client_retry_after_seconds(settings: GatewaySettings) -> int:
+    """The wait the client filter's refusals name (`Retry-After`; gRPC: `RetryInfo`)."""
+    return max(
+        settings.client_rate_limit.retry_after_seconds, settings.rate_limit.retry_after_seconds
+    )
+
+
 def client_ratelimit_filter(settings: GatewaySettings) -> Json:
     """The client's own bucket, then the global one."""
     client = settings.client_rate_limit
-    wait = max(client.retry_after_seconds, settings.rate_limit.retry_after_seconds)
+    wait = client_retry_after_seconds(settings)
     return {
         "name": CLIENT_RATELIMIT_FILTER,
         "typed_config": typed(

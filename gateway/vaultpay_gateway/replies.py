@@ -47,17 +47,23 @@ it was.
 
 from __future__ import annotations
 
+import base64
+
 from vaultpay_gateway._types import Json, typed
 from vaultpay_gateway.errors import (
     ERROR_DOMAIN,
     GENERIC_MESSAGES,
     LOCAL_REPLY_MARK,
+    RATE_LIMITED_MESSAGE,
+    RATE_LIMITED_REASON,
     TRANSCODE_FAILURE_HEADER,
+    grpc_status_details,
 )
 
 __all__ = ["REPLIES_FILTER", "replies_filter"]
 
 REPLIES_FILTER = "vaultpay.replies"
+_RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 
 _REPLIES_LUA = r"""-- vaultpay gateway: replies made inside Envoy (vaultpay_gateway/replies.py).
 local byte, char, find, format, gsub, sub = string.byte, string.char, string.find, string.format, string.gsub, string.sub
@@ -231,9 +237,57 @@ local function scrub_grpc_status(map)
   if details ~= nil then map:remove("grpc-status-details-bin") end
 end
 
+local B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+-- Bytes to padded base64.
+local function base64(data)
+  local out = {}
+  for i = 1, #data, 3 do
+    local a, b, c = byte(data, i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local quad = {}
+    for k = 1, 4 do
+      local index = floor(n / 64 ^ (4 - k)) % 64
+      quad[k] = sub(B64_ALPHABET, index + 1, index + 1)
+    end
+    if c == nil then quad[4] = "=" end
+    if b == nil then quad[3] = "=" end
+    out[#out + 1] = concat(quad)
+  end
+  return concat(out)
+end
+
+-- A protobuf varint.
+local function varint(n)
+  local out = {}
+  repeat
+    local low = n % 128
+    n = floor(n / 128)
+    out[#out + 1] = char(n > 0 and low + 128 or low)
+  until n == 0
+  return concat(out)
+end
+
+local function field(tag, bytes)
+  return char(tag) .. varint(#bytes) .. bytes
+end
+
+-- The RPC rate limit's gRPC 429: the mapper's Status names the client filter's wait; put the
+-- bucket's own (x-ratelimit-reset) into its RetryInfo, as Retry-After already says.
+local function exact_retry_info(headers)
+  local reset = tonumber(headers:get("x-ratelimit-reset") or "")
+  -- x-ratelimit-* come on every reply of a budgeted RPC (a 413 too): only a 429's message says.
+  if reset == nil or headers:get("grpc-message") ~= RATE_LIMITED_MESSAGE then return end
+  local seconds = math.max(1, math.ceil(reset))
+  local retry_info = field(0x0a, "\8" .. varint(seconds))  -- RetryInfo{retry_delay{seconds}}
+  local any = field(0x0a, RETRY_INFO_TYPE) .. field(0x12, retry_info)
+  headers:replace("grpc-status-details-bin", base64(RATE_LIMITED_STATUS .. field(0x1a, any)))
+end
+
 local function on_grpc_response(handle, headers)
   if headers:get(LOCAL) ~= nil then
     headers:remove(LOCAL)
+    exact_retry_info(headers)
     return
   end
   if headers:get("grpc-status") ~= nil then
@@ -300,6 +354,18 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _lua_bytes(data: bytes) -> str:
+    """A Lua string literal of arbitrary bytes (every byte as a decimal escape)."""
+    return '"' + "".join(f"\\{b}" for b in data) + '"'
+
+
+def _rate_limited_status() -> bytes:
+    """The RPC rate limit's gRPC Status without its RetryInfo, which the script appends (a
+    repeated field's entries may follow each other in any number of pieces)."""
+    encoded = grpc_status_details(8, RATE_LIMITED_MESSAGE, RATE_LIMITED_REASON)
+    return base64.b64decode(encoded)
+
+
 def _generic_table() -> str:
     rows = ", ".join(
         f"[{code}] = {{ {_lua_string(reason)}, {_lua_string(message)} }}"
@@ -314,6 +380,9 @@ def replies_filter() -> Json:
         f"local DOMAIN = {_lua_string(ERROR_DOMAIN)}\n"
         f"local MARK = {_lua_string(TRANSCODE_FAILURE_HEADER)}\n"
         f"local LOCAL = {_lua_string(LOCAL_REPLY_MARK)}\n"
+        f"local RATE_LIMITED_STATUS = {_lua_bytes(_rate_limited_status())}\n"
+        f"local RATE_LIMITED_MESSAGE = {_lua_string(RATE_LIMITED_MESSAGE)}\n"
+        f"local RETRY_INFO_TYPE = {_lua_string(_RETRY_INFO_TYPE)}\n"
         f"{_generic_table()}{_REPLIES_LUA}"
     )
     return {

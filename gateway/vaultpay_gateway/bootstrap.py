@@ -247,12 +247,22 @@ def render_bootstrap(
     if missing:
         raise SettingsError(f"no upstream address for: {', '.join(missing)}")
     clusters = [
-        upstream_cluster(name, settings.upstreams[name], settings.health_check)
+        upstream_cluster(
+            name,
+            settings.upstreams[name],
+            settings.health_check,
+            settings.upstream_keepalive_seconds,
+        )
         for name in contract.upstreams
     ]
     if settings.reflection is not None:
         clusters.append(
-            upstream_cluster(REFLECTION_CLUSTER, settings.reflection, settings.health_check)
+            upstream_cluster(
+                REFLECTION_CLUSTER,
+                settings.reflection,
+                settings.health_check,
+                settings.upstream_keepalive_seconds,
+            )
         )
     listeners = [_public_listener(contract, settings, docs), _jwks_listener(contract, settings)]
     clusters.append(jwks_cluster(settings.jwks_socket))

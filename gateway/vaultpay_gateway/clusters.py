@@ -18,23 +18,34 @@ JWKS_LISTENER = "jwks_loopback"
 JWKS_CLUSTER = "jwks_loopback"
 ADMIN_CLUSTER = "envoy_admin"
 
-_HTTP2_ONLY = {
-    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        explicit_http_config={
-            "http2_protocol_options": {
-                "connection_keepalive": {"interval": "30s", "timeout": "5s"},
-            }
-        },
-    )
-}
+
+def _http2_only(keepalive_seconds: float) -> Json:
+    """HTTP/2 to the service, pinged every `keepalive_seconds` (a dead connection is closed
+    after 5 s without an answer). The services must accept pings that often while a stream is
+    idle (`grpc.http2.min_ping_interval_without_data_ms`, 10 s in `server_options`), or they
+    count them as strikes and close the connection, streams and all."""
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            explicit_http_config={
+                "http2_protocol_options": {
+                    "connection_keepalive": {
+                        "interval": duration(keepalive_seconds),
+                        "timeout": "5s",
+                    },
+                }
+            },
+        )
+    }
 
 
 def _endpoint(address: Json) -> Json:
     return {"endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}
 
 
-def upstream_cluster(name: str, address: HostPort, health: HealthCheck) -> Json:
+def upstream_cluster(
+    name: str, address: HostPort, health: HealthCheck, keepalive_seconds: float = 30.0
+) -> Json:
     """A cluster for one service.
 
     Panic mode is off (`healthy_panic_threshold: 0`): when the only host fails its health
@@ -46,7 +57,7 @@ def upstream_cluster(name: str, address: HostPort, health: HealthCheck) -> Json:
         "type": "STATIC" if address.is_ip else "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": "1s",
-        "typed_extension_protocol_options": _HTTP2_ONLY,
+        "typed_extension_protocol_options": _http2_only(keepalive_seconds),
         "load_assignment": {
             "cluster_name": name,
             **_endpoint({"socket_address": {"address": address.host, "port_value": address.port}}),

@@ -357,6 +357,10 @@ class GatewaySettings:
     # entries are trusted for the client address; 0 when clients connect directly.
     trusted_proxy_hops: int = 0
     stream_idle_timeout_seconds: float = 3600.0
+    # HTTP/2 PING to each service connection this often, so a dead one is noticed. The
+    # services accept a ping every 10 s (`server_options`); pinging more often than a gRPC
+    # server allows makes it close the connection with every stream on it.
+    upstream_keepalive_seconds: float = 30.0
     jwks_socket_path: str | None = None
     # Serve Swagger UI and the OpenAPI document under /docs (public).
     serve_docs: bool = True
@@ -394,6 +398,8 @@ class GatewaySettings:
             raise SettingsError("trusted_proxy_hops must be between 0 and 5")
         if self.unary_timeout_seconds <= 0:
             raise SettingsError("unary_timeout_seconds must be positive")
+        if self.upstream_keepalive_seconds <= 0:
+            raise SettingsError("upstream_keepalive_seconds must be positive")
         for origin in self.cors_origins:
             if origin == "*" or "://" not in origin or origin.endswith("/"):
                 raise SettingsError(

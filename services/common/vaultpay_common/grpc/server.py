@@ -70,14 +70,26 @@ def standard_interceptors(
     ]
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+def server_options(
+    max_message_bytes: int, *, min_ping_interval_ms: int = 10_000
+) -> list[tuple[str, int]]:
+    """The options of every service's server.
+
+    `min_ping_interval_ms`: how often a client (the gateway's Envoy pings every 30 s) may
+    ping while no data flows; pings closer together are strikes, and after `max_ping_strikes`
+    the server closes the connection with GOAWAY `too_many_pings`, ending every stream on it
+    with UNAVAILABLE. The key is gRPC core's `GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS`,
+    spelled `grpc.http2.min_ping_interval_without_data_ms`; gRPC ignores unknown keys, and a
+    misspelled one left its default of 5 minutes, which cut idle WatchNotifications streams
+    through the gateway after about two minutes. Tests shorten it.
+    """
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", min_ping_interval_ms),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_connection_idle_ms", 15 * 60_000),
         ("grpc.so_reuseport", 0),

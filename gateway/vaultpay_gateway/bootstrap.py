@@ -36,6 +36,7 @@ from vaultpay_gateway.docs import DOCS_PATH, DocsSite
 from vaultpay_gateway.errors import local_reply_config
 from vaultpay_gateway.filters import grpc_json_transcoder, public_http_filters, router
 from vaultpay_gateway.ratelimits import client_retry_after_seconds, rpc_rate_limits
+from vaultpay_gateway.replies import REPLIES_METADATA
 from vaultpay_gateway.routes import REFLECTION_CLUSTER, jwks_route_config, public_route_config
 from vaultpay_gateway.settings import GatewaySettings, HostPort, SettingsError, UnixSocket
 
@@ -52,7 +53,13 @@ ACCESS_LOG_FORMAT: Json = {
     "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "rpc": "%REQ_WITHOUT_QUERY(:PATH)%",
     "status": "%RESPONSE_CODE%",
-    "grpc_status": "%GRPC_STATUS_NUMBER%",
+    # The code a JSON error reply's body carries (the `replies` filter records it), else
+    # Envoy's (grpc-status of the reply, or a guess from the HTTP status).
+    "grpc_status": "%TYPED_CEL("
+    f"'{REPLIES_METADATA}' in metadata.filter_metadata"
+    f" && 'grpc_status' in metadata.filter_metadata['{REPLIES_METADATA}']"
+    f" ? int(metadata.filter_metadata['{REPLIES_METADATA}']['grpc_status'])"
+    " : response.grpc_status)%",
     "response_flags": "%RESPONSE_FLAGS%",
     "details": "%RESPONSE_CODE_DETAILS%",
     "duration_ms": "%DURATION%",
@@ -85,7 +92,11 @@ def _access_log(path: Path | None) -> list[Json]:
                 "typed_config": typed(
                     "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
                 ),
-            }
+            },
+            {
+                "name": "envoy.formatter.cel",
+                "typed_config": typed("envoy.extensions.formatter.cel.v3.Cel"),
+            },
         ],
     }
     if path is None:

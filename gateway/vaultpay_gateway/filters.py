@@ -188,9 +188,11 @@ def public_http_filters(
 ) -> list[Json]:
     return [
         _header_mutation(),
+        # Before every filter that answers by itself (but header_mutation, which never does),
+        # so it sees all their replies.
+        replies_filter(),
         client_ratelimit_filter(settings),
         *body_limit_filters(settings, rpc_caps),
-        replies_filter(),
         {
             "name": "envoy.filters.http.cors",
             "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors"),

@@ -41,8 +41,14 @@ sees their replies and every upstream reply once transcoded:
    (`ratelimits`) carry a fallback `Retry-After` and `x-ratelimit-reset`, the seconds until the
    bucket that refused has a token again; the header is set from it.
 
+6. **The access log's `grpc_status`.** A JSON error reply's `google.rpc.Status` code goes
+   into the dynamic metadata (`REPLIES_METADATA`, key `grpc_status`); the access log prefers
+   it to Envoy's `%GRPC_STATUS%`, which finds no `grpc-status` in a transcoded reply and
+   guesses from the HTTP status (400 → 13, 429 → 14).
+
 Only error replies are read (and buffered); a failure inside the script leaves the reply as
-it was.
+it was. The filter sits right after `header_mutation`, so it also sees the replies of the
+client rate limit and the body caps (and removes their `errors.LOCAL_REPLY_MARK`).
 """
 
 from __future__ import annotations
@@ -60,9 +66,12 @@ from vaultpay_gateway.errors import (
     grpc_status_details,
 )
 
-__all__ = ["REPLIES_FILTER", "replies_filter"]
+__all__ = ["REPLIES_FILTER", "REPLIES_METADATA", "replies_filter"]
 
 REPLIES_FILTER = "vaultpay.replies"
+# Dynamic metadata namespace: `grpc_status`, the code of a JSON error reply's body, for the
+# access log (bootstrap.ACCESS_LOG_FORMAT).
+REPLIES_METADATA = "vaultpay.replies"
 _RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 
 _REPLIES_LUA = r"""-- vaultpay gateway: replies made inside Envoy (vaultpay_gateway/replies.py).
@@ -336,11 +345,16 @@ function envoy_on_response(handle)
   -- handle:body() yields until the whole reply is in; objects taken before it are stale.
   local body = handle:body()
   if body == nil or body:length() == 0 then return end
-  local ok, new_body, wait = pcall(error_reply, body:getBytes(0, body:length()), status, type_error)
+  local text = body:getBytes(0, body:length())
+  local ok, new_body, wait = pcall(error_reply, text, status, type_error)
   if not ok then
     handle:logErr("error reply left as it was: " .. tostring(new_body))
-    return
+    new_body = nil
   end
+  -- The access log's grpc_status: the code the client reads, not Envoy's guess from :status.
+  local logged = tonumber(string.match(new_body or text, '^%s*{%s*"code"%s*:%s*(%d+)'))
+  if logged ~= nil then handle:streamInfo():dynamicMetadata():set(LOG_NAMESPACE, "grpc_status", logged) end
+  if not ok then return end
   headers = handle:headers()
   if wait ~= nil and headers:get("retry-after") == nil then headers:replace("retry-after", tostring(wait)) end
   if new_body == nil then return end
@@ -380,6 +394,7 @@ def replies_filter() -> Json:
         f"local DOMAIN = {_lua_string(ERROR_DOMAIN)}\n"
         f"local MARK = {_lua_string(TRANSCODE_FAILURE_HEADER)}\n"
         f"local LOCAL = {_lua_string(LOCAL_REPLY_MARK)}\n"
+        f"local LOG_NAMESPACE = {_lua_string(REPLIES_METADATA)}\n"
         f"local RATE_LIMITED_STATUS = {_lua_bytes(_rate_limited_status())}\n"
         f"local RATE_LIMITED_MESSAGE = {_lua_string(RATE_LIMITED_MESSAGE)}\n"
         f"local RETRY_INFO_TYPE = {_lua_string(_RETRY_INFO_TYPE)}\n"

@@ -261,12 +261,12 @@ def test_filter_order(descriptor_set: Path) -> None:
 
     assert names == [
         "envoy.filters.http.header_mutation",
+        "vaultpay.replies",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.body_size_limit",
         # Off unless a route turns them on: the KYC file routes' caps (gRPC, JSON).
         f"vaultpay.body_size_limit.{10 * MiB + 64 * 1024}",
         f"vaultpay.body_size_limit.{14 * MiB}",
-        "vaultpay.replies",
         "envoy.filters.http.cors",
         "vaultpay.request_guard",
         "vaultpay.json_body.capture",

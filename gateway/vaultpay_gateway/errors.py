@@ -156,7 +156,7 @@ GATEWAY_ERRORS: tuple[GatewayError, ...] = (
         _RESOURCE_EXHAUSTED,
         "PAYLOAD_TOO_LARGE",
         _RESOURCE_EXHAUSTED,
-        grpc_message="the request is too large",
+        message="the request is too large",
     ),
     GatewayError(
         414,
@@ -170,7 +170,7 @@ GATEWAY_ERRORS: tuple[GatewayError, ...] = (
         _RESOURCE_EXHAUSTED,
         RATE_LIMITED_REASON,
         _RESOURCE_EXHAUSTED,
-        grpc_message=RATE_LIMITED_MESSAGE,
+        message=RATE_LIMITED_MESSAGE,
     ),
     GatewayError(
         431,
@@ -212,11 +212,16 @@ GENERIC_MESSAGES: Mapping[int, tuple[str, str]] = MappingProxyType(
 )
 
 
+def _literal(text: str) -> str:
+    """`text` inside an Envoy format string, where `%` starts a command."""
+    return text.replace("%", "%%")
+
+
 def _status_json(error: GatewayError) -> dict[str, Any]:
     return {
         "json_format": {
             "code": error.code,
-            "message": error.message or _ENVOY_TEXT,
+            "message": _ENVOY_TEXT if error.message is None else _literal(error.message),
             "details": [
                 {"@type": _ERROR_INFO_TYPE, "reason": error.reason, "domain": ERROR_DOMAIN}
             ],
@@ -305,7 +310,7 @@ def _grpc_mapper(
             _set_header("grpc-status-details-bin", details),
             _set_header(LOCAL_REPLY_MARK, "1"),
         ],
-        "body_format_override": _text(error.grpc_text),
+        "body_format_override": _text(_literal(error.grpc_text)),
     }
 
 
@@ -378,6 +383,24 @@ def _grpc_token_mappers() -> list[dict[str, Any]]:
         _grpc_mapper(_EXPIRED, _jwt_is(_JWT_EXPIRED_DETAILS)),
         _grpc_mapper(_MISSING, _jwt_is(_JWT_MISSING_DETAILS)),
     ]
+
+
+_BAD_PATH = GatewayError(
+    400,
+    _INVALID_ARGUMENT,
+    INVALID_REQUEST_REASON,
+    _INVALID_ARGUMENT,
+    message="the request path is not valid: an encoded slash (%2F, %5C) is not allowed",
+)
+
+
+def _bad_path_mapper() -> dict[str, Any]:
+    """Envoy refuses a path it cannot normalise (an escaped slash: `path_with_escaped_slashes_
+    action: REJECT_REQUEST`) with an empty text; say what is wrong instead."""
+    return {
+        "filter": _details_match(400, "response.code_details == 'path_normalization_failed'"),
+        "body_format_override": _status_json(_BAD_PATH),
+    }
 
 
 def _transcode_failure_mapper() -> dict[str, Any]:
@@ -472,6 +495,7 @@ def local_reply_config(
             json_wrong_audience,
             _token_expired_mapper(),
             _transcode_failure_mapper(),
+            _bad_path_mapper(),
             *(_json_mapper(e) for e in GATEWAY_ERRORS),
         ],
         "body_format": _status_json(_FALLBACK),

@@ -16,8 +16,10 @@ sees their replies and every upstream reply once transcoded:
    reason `INVALID_REQUEST`) with the text as message; this filter adds a
    `google.rpc.BadRequest` whose field violation names the field by its JSON path
    (`daily.amountMinor`, `limits[1].daily`) and rewrites the message to start with it.
-   Errors the text names no field for (`Root element must be a message`, a list for a
-   field that is not repeated) keep the mapper's reply unchanged. Lua cannot read response
+   A body that is not a JSON object (`[]`, `null`; the transcoder: ": Root element must be
+   a message.") is "the request body must be a JSON object"; a body that is not UTF-8 is
+   "the request body is not valid UTF-8" (the transcoder's text quoted the body around the
+   bad bytes, raw). Other texts that name no field keep the mapper's reply unchanged. Lua cannot read response
    code details, so the local reply mapper marks transcoder failures with
    `errors.TRANSCODE_FAILURE_HEADER`; only marked 400 replies are read (and buffered), and the
    mark is removed, so other replies pass untouched and unbuffered.
@@ -180,10 +182,24 @@ local function field_error(field, description)
     quote(message), quote(DOMAIN), quote(field), quote(description))
 end
 
--- The new body for the mapper's reply `text`, or nil to keep it.
+local function request_error(message)
+  return format(
+    '{"code":3,"message":%s,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"INVALID_REQUEST","domain":%s}]}',
+    quote(message), quote(DOMAIN))
+end
+
+-- The new body for the mapper's reply `text`, or nil to keep it. The transcoder's texts that
+-- name no field become plain words; its UTF-8 error quotes the body around the bad bytes,
+-- which must not come back.
 local function type_error_body(text)
   local message = json_message(text)
   if message == nil then return nil end
+  if find(message, "non UTF-8", 1, true) ~= nil then
+    return request_error("the request body is not valid UTF-8")
+  end
+  if find(message, "Root element must be a message", 1, true) ~= nil then
+    return request_error("the request body must be a JSON object")
+  end
   local field, description = violation(message)
   if field == nil then return nil end
   return field_error(field, description)

@@ -114,6 +114,17 @@ def test_a_flooding_client_is_refused_while_another_client_gets_through(
     assert passed.status == 200, passed.body
 
 
+def test_a_rate_limited_json_call_says_so_in_words(hardened: GatewayUnderTest) -> None:
+    flooder = "127.0.0.6"
+    for _ in range(CLIENT_BURST):
+        hardened.call("GET", "/v1/auth/jwks", source=flooder)
+
+    refused = hardened.call("GET", "/v1/auth/jwks", source=flooder)
+
+    status = assert_gateway_error(refused, 429, 8, "RATE_LIMITED")
+    assert status["message"] == "too many requests; try again later"
+
+
 def test_expensive_public_rpcs_have_a_tighter_budget_per_client(
     hardened: GatewayUnderTest,
 ) -> None:

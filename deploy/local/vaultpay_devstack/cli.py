@@ -132,7 +132,8 @@ def _banner(mesh: Mesh) -> str:
         grpcurl = str(Path(grpcurl).relative_to(REPO_ROOT))
     lines = [
         "",
-        "VaultPay mesh is up. Ctrl-C (or `python -m vaultpay_devstack.cli stop`) stops it.",
+        # `make stop` (or the venv's python): the system python has no vaultpay_devstack.
+        "VaultPay mesh is up. Ctrl-C here (or `make stop` in another terminal) stops it.",
     ]
     gateway = urlsplit(mesh.gateway_url).netloc
     if mesh.envoy is not None:

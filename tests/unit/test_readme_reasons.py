@@ -1,0 +1,103 @@
+"""README's error-reason tables list every reason the gateway and auth produce, each with the
+gRPC code and HTTP status the code gives it, and its KYC examples use a file that ships."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from google.rpc import code_pb2
+
+from vaultpay_auth.domain import errors as auth_errors
+from vaultpay_auth.service_layer.introspection import InvalidClientError
+from vaultpay_common.errors import DomainError, ErrorKind
+from vaultpay_gateway import errors as gateway_errors
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+# How Envoy's transcoder (grpc-gateway's table) turns a gRPC code into an HTTP status.
+_HTTP = {
+    ErrorKind.INVALID_ARGUMENT: 400,
+    ErrorKind.FAILED_PRECONDITION: 400,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.ALREADY_EXISTS: 409,
+    ErrorKind.ABORTED: 409,
+    ErrorKind.PERMISSION_DENIED: 403,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.RESOURCE_EXHAUSTED: 429,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.DEADLINE_EXCEEDED: 504,
+}
+
+
+def _rows(start: str, end: str) -> dict[str, list[str]]:
+    """The table rows between two markers, by reason: [gRPC cell, HTTP cell, when]."""
+    section = README[README.index(start) : README.index(end, README.index(start))]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        match = re.match(r"^\| `([A-Z_]+)` \|(.*)\|$", line)
+        if match:
+            rows[match.group(1)] = [cell.strip() for cell in match.group(2).split("|")]
+    return rows
+
+
+def _gateway_expected() -> set[tuple[str, str, str]]:
+    name = code_pb2.Code.Name
+    expected: set[tuple[str, str, str]] = set()
+    for e in gateway_errors.GATEWAY_ERRORS:
+        if e.http_status == 403:  # jwt_authn's 403 is answered as 401 TOKEN_INVALID
+            continue
+        # JSON clients read `code`, gRPC clients `grpc_code` (they differ for 404).
+        expected |= {(e.reason, name(e.code), str(e.http_status))}
+        expected |= {(e.reason, name(e.grpc_code), str(e.http_status))}
+    for reason in (
+        gateway_errors.UNKNOWN_FIELD_REASON,
+        gateway_errors.DUPLICATE_FIELD_REASON,
+        gateway_errors.QUERY_PARAMETER_REASON,
+    ):
+        expected.add((reason, "INVALID_ARGUMENT", "400"))
+    expected.add((gateway_errors.TOKEN_EXPIRED_REASON, "UNAUTHENTICATED", "401"))
+    return expected
+
+
+def _auth_expected() -> set[tuple[str, str, str]]:
+    classes: list[type[DomainError]] = [
+        getattr(auth_errors, name) for name in auth_errors.__all__
+    ] + [InvalidClientError]
+    expected = {(c.reason, c.kind.value, str(_HTTP[c.kind])) for c in classes}
+    expected.add(("INVALID_ARGUMENT", "INVALID_ARGUMENT", "400"))  # ValidationError
+    return expected
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        ("The gateway's own (domain `vaultpay.gateway`", "Auth's (domain", _gateway_expected()),
+        ("Auth's (domain `vaultpay.auth`", "Common to every service", _auth_expected()),
+    ],
+    ids=["gateway", "auth"],
+)
+def test_every_reason_is_in_the_readme_with_its_codes(
+    start: str, end: str, expected: set[tuple[str, str, str]]
+) -> None:
+    rows = _rows(start, end)
+
+    for reason, grpc_code, http_status in sorted(expected):
+        assert reason in rows, f"README has no row for {reason}"
+        grpc_cell, http_cell, _ = rows[reason]
+        assert f"`{grpc_code}`" in grpc_cell, (reason, grpc_code, grpc_cell)
+        if reason != "INVALID_CLIENT":  # internal RPC: no HTTP route
+            assert http_status in http_cell, (reason, http_status, http_cell)
+
+
+def test_the_kyc_examples_read_a_file_that_ships() -> None:
+    files = set(re.findall(r"FILE=(\S+)", README))
+
+    assert files, "the KYC examples name their file in FILE="
+    for name in files:
+        path = ROOT / name
+        assert path.is_file(), name
+        assert path.read_bytes().startswith(b"%PDF-"), name
+    assert "scan.pdf" not in README

@@ -13,6 +13,7 @@ security lets a service's role reach only its events (w0006, t0008, k0003) and i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import uuid
@@ -627,3 +628,79 @@ def test_the_idempotency_policies_and_p0003_are_undone_by_their_downgrades(infra
 
 def _plain(dsn: str) -> str:
     return dsn.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def _secured(dbs: Provisioned) -> dict[str, bool]:
+    rows = _owner_fetch(
+        dbs,
+        "SELECT relname, relrowsecurity FROM pg_class"
+        " WHERE relname IN ('outbox_events', 'idempotency_records')",
+    )
+    return {r["relname"]: r["relrowsecurity"] for r in rows}
+
+
+async def _writes_its_own(dbs: Provisioned, service: str) -> None:
+    """`service`'s role stores an idempotency record and an outbox event of its own."""
+    conn = await asyncpg.connect(_plain(dbs.app_dsn(service)))
+    try:
+        await conn.execute(
+            _INSERT_RECORD,
+            f"user:{uuid.uuid4()}",
+            RECORD_METHODS[service][0],
+            str(uuid.uuid4()),
+            b"reply",
+            datetime.now(UTC),
+        )
+        await conn.execute(
+            "INSERT INTO outbox_events (event_id, producer, topic, payload)"
+            " VALUES (gen_random_uuid(), $1, 'test.topic', '{}'::jsonb)",
+            service,
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "order",
+    [("kyc", "wallet", "transfer"), ("transfer", "kyc")],
+    ids=["kyc-first", "transfer-first"],
+)
+def test_row_security_waits_for_every_services_policy(infra: Infra, order: tuple[str, ...]) -> None:
+    """Each service migrates only its own chains, in any order (kyc: platform + kyc; transfer:
+    platform + wallet + transfer). Row-level security on the shared tables comes on with the
+    last service's policy, not the first: before, the services not yet migrated have no policy,
+    and would have been refused their own writes (wallet's PIN check, a KYC submission). A
+    downgrade of one service's chain turns it off again, for the same reason."""
+    chains = {chain.name: chain for chain in CHAINS}
+    runs = {
+        "kyc": ("platform", "kyc"),
+        "wallet": ("platform", "wallet"),
+        "transfer": ("platform", "wallet", "transfer"),
+    }
+    with _fresh(infra) as dbs:
+        roles = dbs.chain_roles()
+        done: set[str] = set()
+        for service in order:
+            for name in runs[service]:
+                migrate_chain(
+                    chains[name], dbs.vaultpay_owner_dsn, roles[name], shared_role=roles["platform"]
+                )
+                done.add(name)
+            complete = {"wallet", "transfer", "kyc"} <= done
+            assert _secured(dbs) == {
+                "outbox_events": complete,
+                "idempotency_records": complete,
+            }, (service, done)
+            for writer in SERVICES:  # every role writes its own, migrated or not yet
+                asyncio.run(_writes_its_own(dbs, writer))
+        migrate_chain(
+            chains["kyc"],
+            dbs.vaultpay_owner_dsn,
+            roles["kyc"],
+            shared_role=roles["platform"],
+            action="downgrade",
+            revision=BEFORE_IDEMPOTENCY_POLICIES["kyc"],
+        )
+        assert _secured(dbs) == {"outbox_events": True, "idempotency_records": False}
+        for writer in SERVICES:
+            asyncio.run(_writes_its_own(dbs, writer))

@@ -65,6 +65,7 @@ from vaultpay_common.idempotency.model import (
     IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
 )
+from vaultpay_common.row_security import ISOLATED_SERVICES, row_security_follows_policies
 
 __all__ = [
     "IDEMPOTENCY_RETENTION",
@@ -87,6 +88,10 @@ IDEMPOTENCY_RETENTION = timedelta(hours=24)
 _TABLE_NAME = "idempotency_records"
 _UNIQUE_VIOLATION = "23505"
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+# On while every service's policy exists, off otherwise (vaultpay_common.row_security).
+_ROW_SECURITY = row_security_follows_policies(
+    _TABLE_NAME, [f"idempotency_{service}" for service in ISOLATED_SERVICES]
+)
 
 
 # The service a method names: its gRPC package's second part, or a CLI's "vaultpay-<service>".
@@ -194,22 +199,14 @@ def idempotency_service_drop_ddl() -> list[str]:
     ]
 
 
-_RLS_OFF_WITHOUT_POLICIES = """DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE tablename = 'idempotency_records') THEN
-        ALTER TABLE idempotency_records DISABLE ROW LEVEL SECURITY;
-    END IF;
-END
-$$"""
-
-
 def idempotency_service_policy_ddl(service: str, app_role: str) -> list[str]:
-    """`app_role` sees, inserts and deletes the records of `service` only; row-level security
-    on. Needs p0003's column.
+    """`app_role` sees, inserts and deletes the records of `service` only, once row-level
+    security is on: with the last service's policy (`vaultpay_common.row_security`; a role
+    with no policy would see no record, so it stays off until every service's chain has
+    added its own). Needs p0003's column.
 
-    Policies add up: where one role serves several services, it gets each one's records. A
-    role with no policy sees no record once row-level security is on, so every service's
-    chain adds its own before its service runs. The owner is not bound (no FORCE): transfer's
+    Policies add up: where one role serves several services, it gets each one's records. The
+    owner is not bound (no FORCE): transfer's
     SECURITY DEFINER ledger functions insert transfer's records as the owner."""
     for name in (service, app_role):
         if not _ROLE.match(name):
@@ -218,17 +215,17 @@ def idempotency_service_policy_ddl(service: str, app_role: str) -> list[str]:
         f'DROP POLICY IF EXISTS "idempotency_{service}" ON {_TABLE_NAME}',
         f'CREATE POLICY "idempotency_{service}" ON {_TABLE_NAME} TO "{app_role}"'
         f" USING (service = '{service}') WITH CHECK (service = '{service}')",
-        f"ALTER TABLE {_TABLE_NAME} ENABLE ROW LEVEL SECURITY",
+        _ROW_SECURITY,
     ]
 
 
 def idempotency_service_policy_drop_ddl(service: str) -> list[str]:
-    """Drops `service`'s policy; row-level security goes off with the last policy."""
+    """Drops `service`'s policy; row-level security goes off with it (`row_security`)."""
     if not _ROLE.match(service):
         raise ValueError(f"not a plain name: {service!r}")
     return [
         f'DROP POLICY IF EXISTS "idempotency_{service}" ON {_TABLE_NAME}',
-        _RLS_OFF_WITHOUT_POLICIES,
+        _ROW_SECURITY,
     ]
 
 

@@ -49,6 +49,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from vaultpay_common.clock import Clock
 from vaultpay_common.outbox.model import OutboxEvent, OutboxMessage, OutboxStatus, encode_payload
+from vaultpay_common.row_security import ISOLATED_SERVICES, row_security_follows_policies
 
 __all__ = [
     "OUTBOX_RETENTION",
@@ -67,6 +68,10 @@ _TABLE_NAME = "outbox_events"
 # How long delivered events are kept (for support and replays) before the cleanup job.
 OUTBOX_RETENTION = timedelta(days=7)
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+# On while every service's policy exists, off otherwise (vaultpay_common.row_security).
+_ROW_SECURITY = row_security_follows_policies(
+    _TABLE_NAME, [f"outbox_{service}" for service in ISOLATED_SERVICES]
+)
 _PENDING = text("status = 'PENDING'")
 LAST_ERROR_LIMIT = 500
 _UUID_ARRAY = postgresql.ARRAY(UUID(as_uuid=False))
@@ -135,21 +140,12 @@ def outbox_table_drop_ddl() -> list[str]:
     return [f"DROP TABLE IF EXISTS {_TABLE_NAME}"]
 
 
-_RLS_OFF_WITHOUT_POLICIES = """DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE tablename = 'outbox_events') THEN
-        ALTER TABLE outbox_events DISABLE ROW LEVEL SECURITY;
-    END IF;
-END
-$$"""
-
-
 def outbox_producer_policy_ddl(producer: str, app_role: str) -> list[str]:
-    """`app_role` sees and writes the events of `producer` only; row-level security on.
+    """`app_role` sees and writes the events of `producer` only, once row-level security is
+    on: with the last service's policy (`vaultpay_common.row_security`; a role with no policy
+    would see no event, so it stays off until every service's chain has added its own).
 
-    Policies add up: where one role serves several producers, it gets each one's events. A
-    role with no policy sees no event once row-level security is on, so every service's chain
-    adds its own before its service runs."""
+    Policies add up: where one role serves several producers, it gets each one's events."""
     for name in (producer, app_role):
         if not _ROLE.match(name):
             raise ValueError(f"not a plain name: {name!r}")
@@ -157,17 +153,17 @@ def outbox_producer_policy_ddl(producer: str, app_role: str) -> list[str]:
         f'DROP POLICY IF EXISTS "outbox_{producer}" ON {_TABLE_NAME}',
         f'CREATE POLICY "outbox_{producer}" ON {_TABLE_NAME} TO "{app_role}"'
         f" USING (producer = '{producer}') WITH CHECK (producer = '{producer}')",
-        f"ALTER TABLE {_TABLE_NAME} ENABLE ROW LEVEL SECURITY",
+        _ROW_SECURITY,
     ]
 
 
 def outbox_producer_policy_drop_ddl(producer: str) -> list[str]:
-    """Drops `producer`'s policy; row-level security goes off with the last policy."""
+    """Drops `producer`'s policy; row-level security goes off with it (`row_security`)."""
     if not _ROLE.match(producer):
         raise ValueError(f"not a plain name: {producer!r}")
     return [
         f'DROP POLICY IF EXISTS "outbox_{producer}" ON {_TABLE_NAME}',
-        _RLS_OFF_WITHOUT_POLICIES,
+        _ROW_SECURITY,
     ]
 
 

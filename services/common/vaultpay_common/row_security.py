@@ -1,0 +1,44 @@
+"""Row-level security on a shared table, switched on only once every service has its policy.
+
+The shared platform tables (`outbox_events`, `idempotency_records`) give each service's role
+only its own rows through one policy per service, each created by that service's own chain.
+But each service migrates only its own chains (kyc runs platform + kyc, wallet platform +
+wallet, transfer platform + wallet + transfer), in whatever order a deployment runs them, and
+with row-level security on, a role without a policy is denied every row: had the first chain
+to run switched it on, the services not yet migrated (or a single role serving them all)
+would have been refused their own writes, a PIN check or a KYC submission among them, until
+their chain ran (review of 2026-12-03). So every chain that adds or drops a policy ends with
+`row_security_follows_policies`: on exactly while all of the services' policies exist, off
+otherwise, the state before any policy, which the previous release runs under.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+__all__ = ["ISOLATED_SERVICES", "row_security_follows_policies"]
+
+# The services of the shared database, each with a policy of its own on each shared table.
+ISOLATED_SERVICES = ("wallet", "transfer", "kyc")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+
+
+def row_security_follows_policies(table: str, policies: Sequence[str]) -> str:
+    """A DO block: row-level security on `table` while every one of `policies` exists on it,
+    off while any is missing."""
+    for name in (table, *policies):
+        if not _NAME.match(name):
+            raise ValueError(f"not a plain name: {name!r}")
+    names = ", ".join(f"'{policy}'" for policy in policies)
+    return f"""DO $$
+BEGIN
+    IF (SELECT count(*) FROM pg_policies
+        WHERE schemaname = current_schema() AND tablename = '{table}'
+          AND policyname IN ({names})) = {len(set(policies))} THEN
+        ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+    ELSE
+        ALTER TABLE {table} DISABLE ROW LEVEL SECURITY;
+    END IF;
+END
+$$"""  # noqa: S608 (plain names, checked above)

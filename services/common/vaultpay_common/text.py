@@ -10,10 +10,22 @@ a freeze note) must not carry Unicode's "other" characters, general category C*:
 - Cs lone surrogates, Co private-use and Cn unassigned code points, which render as nothing
   anyone can check.
 
+One exception, because the product's users write Indic names: ZERO WIDTH NON-JOINER (U+200C)
+and ZERO WIDTH JOINER (U+200D) pass when the character right before them is a virama (canonical
+combining class 9), the simple case of RFC 5892 (IDNA2008) Appendix A.1 and A.2 (CONTEXTJ).
+Devanagari, Malayalam, Sinhala and the other Brahmic scripts put a joiner there to choose how a
+conjunct renders: a half form with ZWJ ("\\u0915\\u094d\\u200d\\u0937"), a visible virama with
+ZWNJ, a Malayalam chillu, Sinhala's "\\u0dc1\\u0dca\\u200d\\u0dbb\\u0dd3". Anywhere else a
+joiner stays refused ("Al\\u200dice" would compare different from "Alice" and look the same).
+The other half of A.1, a ZWNJ between characters of the right joining types (Persian and other
+Arabic-script text), is not implemented: such a ZWNJ is refused.
+
 auth's full name refused these first; wallet, kyc and transfer refuse them with this check.
 
     has_control_characters("Alice")                       # False
     has_control_characters("\\u202eecilA")                 # True
+    has_control_characters("\\u0915\\u094d\\u200d\\u0937")    # False: ZWJ after a virama
+    has_control_characters("Al\\u200dice")                 # True
     has_control_characters("line one\\nline two", allowed="\\n")  # False
 """
 
@@ -24,7 +36,24 @@ import unicodedata
 __all__ = ["has_control_characters"]
 
 
+_JOINERS = "\u200c\u200d"  # ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER
+_VIRAMA = 9  # the canonical combining class of a virama
+
+
 def has_control_characters(text: str, *, allowed: str = "") -> bool:
     """Whether `text` holds a character of any C* category other than those in `allowed`
-    (e.g. "\\n\\t" where a multi-line text is expected)."""
-    return any(unicodedata.category(ch)[0] == "C" and ch not in allowed for ch in text)
+    (e.g. "\\n\\t" where a multi-line text is expected).
+
+    A ZWNJ (U+200C) or ZWJ (U+200D) right after a virama (``unicodedata.combining(ch) == 9``)
+    does not count: RFC 5892 Appendix A.1 (ZWNJ) and A.2 (ZWJ), the "Virama" rule of CONTEXTJ,
+    which Indic names need. A joiner anywhere else does ("Al\\u200dice", "\\u200cAlice",
+    "a\\u200c"). A.1's other rule, a ZWNJ allowed by the joining types of the letters around it
+    (Persian and other Arabic-script text), is not implemented, so such a ZWNJ is refused."""
+    previous = ""
+    for ch in text:
+        if unicodedata.category(ch)[0] == "C" and ch not in allowed:
+            after_virama = previous != "" and unicodedata.combining(previous) == _VIRAMA
+            if not (ch in _JOINERS and after_virama):
+                return True
+        previous = ch
+    return False

@@ -95,6 +95,16 @@ async def test_bad_input_names_the_field_and_writes_nothing(
     assert world.snapshot() == before
 
 
+async def test_a_display_name_with_a_joiner_after_a_virama_is_accepted() -> None:
+    # Indic names need ZWJ/ZWNJ after a virama (RFC 5892 CONTEXTJ); "Al\u200dice" stays refused.
+    world = World()
+    name = "സിന്\u200d क्\u200dष"  # Malayalam, Devanagari
+    wallet = await world.wallets.create_wallet(CreateWallet("alice", name, "", key()))
+    assert (await world.wallets.lookup_wallet(wallet.id)).display_name == name
+    with pytest.raises(ValidationError):
+        await world.wallets.create_wallet(CreateWallet("bob", "Al\u200dice", "", key("bob")))
+
+
 async def test_another_users_wallet_is_not_found_and_lookup_shows_only_public_fields() -> None:
     world = World()
     wallet = await world.open_wallet("alice")

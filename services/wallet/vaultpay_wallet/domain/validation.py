@@ -13,7 +13,8 @@ __all__ = ["clean_currency", "clean_text"]
 def clean_text(value: str, *, field: str, min_length: int, max_length: int) -> str:
     """Trimmed text of `min_length`..`max_length` characters with no character of Unicode's
     C* categories: controls, and the bidi and zero-width format characters that would let a
-    display name shown to a payer ("\u202eecilA") read as someone else's ("Alice")."""
+    display name shown to a payer ("\u202eecilA") read as someone else's ("Alice"). A ZWJ or
+    ZWNJ right after a virama (Indic names) passes: see `vaultpay_common.text`."""
     text = value.strip()
     if len(text) < min_length:
         raise ValidationError.single(field, "is required" if min_length == 1 else "is too short")

@@ -448,8 +448,11 @@ class AuthAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeactivateUser(self, request, context):
-        """Deactivates a user and revokes all of their sessions at once: strict RPCs refuse
-        their tokens from the next call. Audited.
+        """Deactivates a user and revokes all of their sessions at once: every authenticated RPC
+        of every service, strict or not, refuses their tokens (ACCOUNT_DISABLED), auth's from
+        the next call and the other services' within about a second (from the revocation feed
+        they hold in memory; while a service's feed is stale, its non-strict RPCs are decided
+        from the token and the revocations already known until the feed catches up). Audited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -719,7 +722,8 @@ class AuthInternalServiceServicer:
 
     def IntrospectToken(self, request, context):
         """Tells whether an access token is live: signature and expiry valid, session not
-        revoked, user active. Returns the user's current role. This is the strict path.
+        revoked, user active. Returns the user's current role. Strict RPCs of the other
+        services ask it only while their copy of the revocation feed is stale.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -744,10 +748,12 @@ class AuthInternalServiceServicer:
 
     def PollSessionRevocations(self, request, context):
         """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
-        role change, deactivation) since the caller's cursor, so that a service can answer the
-        strict path from memory instead of calling IntrospectToken on every call. Services poll
-        it a few times a second; an answer with caught_up set holds every revocation committed
-        before the request arrived, which is what lets the caller bound how stale its copy is.
+        role change, deactivation) since the caller's cursor, so that a service refuses a
+        revoked session's token on every authenticated call, strict or not, and ends its open
+        streams, from memory, without calling IntrospectToken (which strict calls still ask
+        while the feed is stale). Services poll it a few times a second; an answer with
+        caught_up set holds every revocation committed before the request arrived, which is
+        what lets the caller bound how stale its copy is.
         Revocations are kept as long as a token of the session may still be unexpired, so a
         first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
         fails with INVALID_ARGUMENT.

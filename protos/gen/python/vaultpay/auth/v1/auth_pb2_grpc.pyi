@@ -185,8 +185,11 @@ class AuthAdminServiceStub:
     SetUserRole: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SetUserRoleRequest, _auth_pb2.SetUserRoleResponse]
     """Changes a user's role. Audited."""
     DeactivateUser: _grpc.UnaryUnaryMultiCallable[_auth_pb2.DeactivateUserRequest, _auth_pb2.DeactivateUserResponse]
-    """Deactivates a user and revokes all of their sessions at once: strict RPCs refuse
-    their tokens from the next call. Audited.
+    """Deactivates a user and revokes all of their sessions at once: every authenticated RPC
+    of every service, strict or not, refuses their tokens (ACCOUNT_DISABLED), auth's from
+    the next call and the other services' within about a second (from the revocation feed
+    they hold in memory; while a service's feed is stale, its non-strict RPCs are decided
+    from the token and the revocations already known until the feed catches up). Audited.
     """
     ReactivateUser: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ReactivateUserRequest, _auth_pb2.ReactivateUserResponse]
     """Reactivates a deactivated user. They must sign in again. Audited."""
@@ -208,8 +211,11 @@ class AuthAdminServiceAsyncStub(AuthAdminServiceStub):
     SetUserRole: _aio.UnaryUnaryMultiCallable[_auth_pb2.SetUserRoleRequest, _auth_pb2.SetUserRoleResponse]  # type: ignore[assignment]
     """Changes a user's role. Audited."""
     DeactivateUser: _aio.UnaryUnaryMultiCallable[_auth_pb2.DeactivateUserRequest, _auth_pb2.DeactivateUserResponse]  # type: ignore[assignment]
-    """Deactivates a user and revokes all of their sessions at once: strict RPCs refuse
-    their tokens from the next call. Audited.
+    """Deactivates a user and revokes all of their sessions at once: every authenticated RPC
+    of every service, strict or not, refuses their tokens (ACCOUNT_DISABLED), auth's from
+    the next call and the other services' within about a second (from the revocation feed
+    they hold in memory; while a service's feed is stale, its non-strict RPCs are decided
+    from the token and the revocations already known until the feed catches up). Audited.
     """
     ReactivateUser: _aio.UnaryUnaryMultiCallable[_auth_pb2.ReactivateUserRequest, _auth_pb2.ReactivateUserResponse]  # type: ignore[assignment]
     """Reactivates a deactivated user. They must sign in again. Audited."""
@@ -252,8 +258,11 @@ class AuthAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.DeactivateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.DeactivateUserResponse, _abc.Awaitable[_auth_pb2.DeactivateUserResponse]]:
-        """Deactivates a user and revokes all of their sessions at once: strict RPCs refuse
-        their tokens from the next call. Audited.
+        """Deactivates a user and revokes all of their sessions at once: every authenticated RPC
+        of every service, strict or not, refuses their tokens (ACCOUNT_DISABLED), auth's from
+        the next call and the other services' within about a second (from the revocation feed
+        they hold in memory; while a service's feed is stale, its non-strict RPCs are decided
+        from the token and the revocations already known until the feed catches up). Audited.
         """
 
     @_abc_1.abstractmethod
@@ -285,7 +294,8 @@ class AuthInternalServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuthInternalServiceAsyncStub: ...
     IntrospectToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.IntrospectTokenRequest, _auth_pb2.IntrospectTokenResponse]
     """Tells whether an access token is live: signature and expiry valid, session not
-    revoked, user active. Returns the user's current role. This is the strict path.
+    revoked, user active. Returns the user's current role. Strict RPCs of the other
+    services ask it only while their copy of the revocation feed is stale.
     """
     IssueServiceToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.IssueServiceTokenRequest, _auth_pb2.IssueServiceTokenResponse]
     """Issues a short-lived service token for a configured service identity
@@ -298,10 +308,12 @@ class AuthInternalServiceStub:
     """
     PollSessionRevocations: _grpc.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]
     """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
-    role change, deactivation) since the caller's cursor, so that a service can answer the
-    strict path from memory instead of calling IntrospectToken on every call. Services poll
-    it a few times a second; an answer with caught_up set holds every revocation committed
-    before the request arrived, which is what lets the caller bound how stale its copy is.
+    role change, deactivation) since the caller's cursor, so that a service refuses a
+    revoked session's token on every authenticated call, strict or not, and ends its open
+    streams, from memory, without calling IntrospectToken (which strict calls still ask
+    while the feed is stale). Services poll it a few times a second; an answer with
+    caught_up set holds every revocation committed before the request arrived, which is
+    what lets the caller bound how stale its copy is.
     Revocations are kept as long as a token of the session may still be unexpired, so a
     first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
     fails with INVALID_ARGUMENT.
@@ -316,7 +328,8 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     IntrospectToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.IntrospectTokenRequest, _auth_pb2.IntrospectTokenResponse]  # type: ignore[assignment]
     """Tells whether an access token is live: signature and expiry valid, session not
-    revoked, user active. Returns the user's current role. This is the strict path.
+    revoked, user active. Returns the user's current role. Strict RPCs of the other
+    services ask it only while their copy of the revocation feed is stale.
     """
     IssueServiceToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.IssueServiceTokenRequest, _auth_pb2.IssueServiceTokenResponse]  # type: ignore[assignment]
     """Issues a short-lived service token for a configured service identity
@@ -329,10 +342,12 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
     """
     PollSessionRevocations: _aio.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]  # type: ignore[assignment]
     """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
-    role change, deactivation) since the caller's cursor, so that a service can answer the
-    strict path from memory instead of calling IntrospectToken on every call. Services poll
-    it a few times a second; an answer with caught_up set holds every revocation committed
-    before the request arrived, which is what lets the caller bound how stale its copy is.
+    role change, deactivation) since the caller's cursor, so that a service refuses a
+    revoked session's token on every authenticated call, strict or not, and ends its open
+    streams, from memory, without calling IntrospectToken (which strict calls still ask
+    while the feed is stale). Services poll it a few times a second; an answer with
+    caught_up set holds every revocation committed before the request arrived, which is
+    what lets the caller bound how stale its copy is.
     Revocations are kept as long as a token of the session may still be unexpired, so a
     first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
     fails with INVALID_ARGUMENT.
@@ -350,7 +365,8 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.IntrospectTokenResponse, _abc.Awaitable[_auth_pb2.IntrospectTokenResponse]]:
         """Tells whether an access token is live: signature and expiry valid, session not
-        revoked, user active. Returns the user's current role. This is the strict path.
+        revoked, user active. Returns the user's current role. Strict RPCs of the other
+        services ask it only while their copy of the revocation feed is stale.
         """
 
     @_abc_1.abstractmethod
@@ -381,10 +397,12 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.PollSessionRevocationsResponse, _abc.Awaitable[_auth_pb2.PollSessionRevocationsResponse]]:
         """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
-        role change, deactivation) since the caller's cursor, so that a service can answer the
-        strict path from memory instead of calling IntrospectToken on every call. Services poll
-        it a few times a second; an answer with caught_up set holds every revocation committed
-        before the request arrived, which is what lets the caller bound how stale its copy is.
+        role change, deactivation) since the caller's cursor, so that a service refuses a
+        revoked session's token on every authenticated call, strict or not, and ends its open
+        streams, from memory, without calling IntrospectToken (which strict calls still ask
+        while the feed is stale). Services poll it a few times a second; an answer with
+        caught_up set holds every revocation committed before the request arrived, which is
+        what lets the caller bound how stale its copy is.
         Revocations are kept as long as a token of the session may still be unexpired, so a
         first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
         fails with INVALID_ARGUMENT.

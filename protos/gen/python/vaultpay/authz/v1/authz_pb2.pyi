@@ -42,9 +42,13 @@ class AccessRule(_message.Message):
     or `internal` is set.
     """
     strict: _builtins.bool
-    """Also ask auth (IntrospectToken) that the token is not revoked, the user is still
-    active and the role is still current. Used for money movement, PIN and password
-    changes and admin actions.
+    """Fail closed when the service cannot tell that the token's session is still live: every
+    authenticated call refuses a revoked session (from auth's revocation feed, held in
+    memory), but while that feed is stale a strict call asks auth (IntrospectToken) and is
+    refused with UNAVAILABLE if auth cannot answer, where a non-strict call is decided from
+    the token and the revocations already known. A live session's token carries the current
+    role (a role change revokes the session). In auth every user call is strict. Used for
+    money movement, PIN and password changes and admin actions.
     """
     internal: _builtins.bool
     """Only service principals (service tokens from IssueServiceToken) may call; never

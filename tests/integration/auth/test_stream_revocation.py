@@ -1,9 +1,11 @@
-"""An open server stream through the real interceptor chain, against a real auth stack whose
-access tokens live a few seconds: the stream ends with UNAUTHENTICATED when its token expires
-(no message needed to notice: a timer at the expiry) and when its session is revoked (auth's
-revocation feed, held in memory by the peer, wakes it; the deactivation and role-change cases
-are in tests/e2e/test_revocation_feed.py). The stream here idles after its first
-message, as a notification stream usually does, so nothing but the guard can end it.
+"""An open server stream through the real interceptor chain, against a real auth stack: the
+stream ends with UNAUTHENTICATED when its token expires (an auth whose access tokens live a few
+seconds; no message needed to notice: a timer at the expiry) and when its session is revoked
+(an auth whose tokens live two minutes, so that a logout plus the feed's delay under load
+cannot be overtaken by the expiry; auth's revocation feed, held in memory by the peer, wakes
+it; the deactivation and role-change cases are in tests/e2e/test_revocation_feed.py). The
+stream here idles after its first message, as a notification stream usually does, so nothing
+but the guard can end it.
 
 The verifier takes no leeway here, so "expired" is the token's own `exp`; the services run
 with 30 s (tests/unit/test_auth_interceptor_revocations.py checks the leeway on a fake clock).
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -30,13 +33,16 @@ from vaultpay_common.grpc.tokens import TokenVerifier
 from vaultpay_devstack.infra import Infra
 
 WALLET = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"]
-TTL = 5  # seconds an access token of this module's auth lives
+SHORT_TTL = 5  # seconds an access token lives in the expiry case
+LONG_TTL = 120  # seconds it lives in the revocation case: far beyond PATIENCE
 PATIENCE = 15.0  # how long a test waits for the stream to end before it gives up
 
 
 @pytest.fixture(scope="module")
-async def auth(infra: Infra) -> AsyncIterator[AuthStack]:
-    async with own_auth_stack(infra, "authstream", access_token_ttl_seconds=TTL) as stack:
+async def auth(infra: Infra, request: pytest.FixtureRequest) -> AsyncIterator[AuthStack]:
+    """An auth whose access tokens live `request.param` seconds (each test picks its own)."""
+    ttl: int = request.param
+    async with own_auth_stack(infra, f"authstream{ttl}", access_token_ttl_seconds=ttl) as stack:
         yield stack
 
 
@@ -121,6 +127,7 @@ async def _until_closed(wallet: Wallet) -> None:
         await wallet.watcher.closed.wait()
 
 
+@pytest.mark.parametrize("auth", [SHORT_TTL], indirect=True)
 async def test_an_open_stream_ends_when_its_token_expires(auth: AuthStack, wallet: Wallet) -> None:
     _, tokens = await auth.user_with_token()
     call = await _open(wallet, tokens)
@@ -129,14 +136,19 @@ async def test_an_open_stream_ends_when_its_token_expires(auth: AuthStack, walle
     await _until_closed(wallet)
 
 
+@pytest.mark.parametrize("auth", [LONG_TTL], indirect=True)
 async def test_an_open_stream_ends_when_its_session_is_logged_out(
     auth: AuthStack, wallet: Wallet
 ) -> None:
     _, tokens = await auth.user_with_token()
+    # The token must outlive the wait below, or under load the logout plus the feed's delay
+    # could reach its expiry first and the stream end with TOKEN_EXPIRED (a flaky test).
+    left = tokens.access_token_expire_time.ToDatetime(UTC) - datetime.now(UTC)
+    assert left > timedelta(seconds=PATIENCE * 2)
     call = await _open(wallet, tokens)
     await auth.public.Logout(auth_pb2.LogoutRequest(), metadata=bearer(tokens))
     ended = await _end_of(call)
-    # Well within the token's few seconds: the feed, not the expiry, ended it.
+    # Long before the token's expiry: the feed, not the expiry, ended it.
     assert (ended.code, ended.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
     await _until_closed(wallet)
     assert wallet.peer.revocations.watching() == 0

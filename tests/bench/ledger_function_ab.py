@@ -82,7 +82,8 @@ BEGIN
         SELECT user_id INTO sender FROM bench_ref.accounts WHERE n = s;
         SELECT wallet_id INTO recipient FROM bench_ref.accounts WHERE n = r;
         SELECT * INTO answer FROM transfer_send_money(
-            'bench-loop', 'loop', gen_random_uuid(), repeat('0', 64),
+            'bench:loop', '/vaultpay.transfer.v1.TransferService/SendMoney',
+            gen_random_uuid(), repeat('0', 64),
             (random() * 9e18)::bigint, sender, recipient,
             1 + floor(random() * {max_amount})::bigint, 'INR', '');
         IF answer.outcome <> 'OK' THEN
@@ -161,7 +162,8 @@ async def seed(dsn: str, ids: Sequence[str], users: Sequence[str]) -> None:
         )
         for user in users:
             row = await conn.fetchrow(
-                "SELECT outcome, reply FROM transfer_top_up('bench-seed', 'seed', $1::uuid,"
+                "SELECT outcome, reply FROM transfer_top_up('bench:seed',"
+                " '/vaultpay.transfer.v1.TransferService/TopUp', $1::uuid,"
                 " repeat('0', 64), $2, $3, $4, 'INR', 'UPI', $5, 'seed')",
                 str(uuid.uuid4()),
                 secrets.randbits(62),

@@ -429,6 +429,123 @@ async def test_a_service_sees_inserts_and_deletes_only_its_own_idempotency_recor
         await owner.close()
 
 
+_TOP_UP = (
+    "SELECT outcome, reply FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $1, $6, 'INR', 'UPI',"
+    " $7, 'roles test')"
+)
+_SEND = (
+    "SELECT outcome, reply FROM transfer_send_money($1, $2, $3::uuid, $4, $5, $1, $6, $7, 'INR',"
+    " 'roles test')"
+)
+
+
+async def test_transfers_ledger_keeps_only_transfers_idempotency_records(
+    world: Provisioned,
+) -> None:
+    """The money functions run as the table's owner, whom row-level security does not bind:
+    through them transfer's role may neither probe a record of wallet's nor store one under
+    wallet's or kyc's methods (t0010). Refused as insufficient_privilege, nothing written;
+    transfer's own methods still move money."""
+    tag = uuid.uuid4().hex[:8]
+    alice, bob = f"roles-{tag}-a", f"roles-{tag}-b"
+    alice_wallet, bob_wallet = f"VPY-A{tag[:5].upper()}", f"VPY-B{tag[:5].upper()}"
+    wallets_probe = str(uuid.uuid4())
+    owner = await asyncpg.connect(_plain(world.vaultpay_owner_dsn))
+    transfer = await asyncpg.connect(_plain(world.app_dsn("transfer")))
+    try:
+        await owner.executemany(
+            "INSERT INTO wallets (id, user_id, display_name, currency, balance, status, kyc_tier,"
+            " created_at, updated_at) VALUES ($1, $2, $1, 'INR', 0, 'ACTIVE', 'FULL', now(),"
+            " now())",
+            [(alice_wallet, alice), (bob_wallet, bob)],
+        )
+        # transfer's own TopUp: money moves, the record is transfer's.
+        row = await transfer.fetchrow(
+            _TOP_UP,
+            alice,
+            "/vaultpay.transfer.v1.TransferService/TopUp",
+            str(uuid.uuid4()),
+            "a" * 64,
+            secrets.randbits(62),
+            5_000,
+            f"ref-{tag}",
+        )
+        assert row["outcome"] == "OK", row
+        # A record of wallet's, under alice's key.
+        await owner.execute(
+            _INSERT_RECORD,
+            alice,
+            RECORD_METHODS["wallet"][0],
+            wallets_probe,
+            b'{"wallet": "its own answer"}',
+            datetime.now(UTC),
+        )
+
+        async def refused(sql: str, *args: Any) -> None:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="not method"):
+                await transfer.fetch(sql, *args)
+
+        for method in (*RECORD_METHODS["wallet"], *RECORD_METHODS["kyc"], "pgbench", ""):
+            # Probing wallet's key (a REPLAY would hand back its stored answer, a REUSED tell
+            # that it exists) and storing a new record under another's method alike.
+            for request_id in (wallets_probe, str(uuid.uuid4())):
+                await refused(
+                    _SEND,
+                    alice,
+                    method,
+                    request_id,
+                    "0" * 64,
+                    secrets.randbits(62),
+                    bob_wallet,
+                    100,
+                )
+                await refused(
+                    _TOP_UP,
+                    alice,
+                    method,
+                    request_id,
+                    "0" * 64,
+                    secrets.randbits(62),
+                    100,
+                    f"ref-{uuid.uuid4()}",
+                )
+        # Nothing written: alice's one top-up, wallet's one record, bob untouched.
+        stored = await owner.fetch(
+            "SELECT method, service FROM idempotency_records WHERE caller = $1 ORDER BY service",
+            alice,
+        )
+        assert [tuple(r) for r in stored] == [
+            ("/vaultpay.transfer.v1.TransferService/TopUp", "transfer"),
+            (RECORD_METHODS["wallet"][0], "wallet"),
+        ]
+        balances = await owner.fetch(
+            "SELECT user_id, balance FROM wallets WHERE user_id = ANY($1::text[]) ORDER BY 1",
+            [alice, bob],
+        )
+        assert [tuple(r) for r in balances] == [(alice, 5_000), (bob, 0)]
+        rows = await owner.fetchval(
+            "SELECT count(*) FROM wallet_transactions WHERE user_id = ANY($1::text[])",
+            [alice, bob],
+        )
+        assert rows == 1
+        # transfer's own SendMoney still goes through.
+        row = await transfer.fetchrow(
+            _SEND,
+            alice,
+            "/vaultpay.transfer.v1.TransferService/SendMoney",
+            str(uuid.uuid4()),
+            "b" * 64,
+            secrets.randbits(62),
+            bob_wallet,
+            1_200,
+        )
+        assert row["outcome"] == "OK", row
+        assert await owner.fetchval("SELECT balance FROM wallets WHERE user_id = $1", bob) == 1_200
+    finally:
+        await transfer.close()
+        await owner.close()
+
+
 class _Clock:
     def now(self) -> datetime:
         return datetime.now(UTC)

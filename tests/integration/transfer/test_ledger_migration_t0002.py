@@ -193,11 +193,12 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0009")]
+    assert after["versions"] == [("transfer", "t0010")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
-    # t0007 move the grants from the group role to wallet's and transfer's own.
+    # t0007 move the grants from the group role to wallet's and transfer's own; t0010 replaces
+    # the idempotency claim and record (transfer's methods only).
     assert set(changed) == {"functions", "indexes", "relations", "triggers", "versions"}, changed
     moved = {name for name, _kind, _owner, acl in changed["relations"][1]}
     assert {"wallets", "wallet_pins", "ledger_postings", "payouts"} <= moved

@@ -95,6 +95,11 @@ def test_the_function_script_calls_the_service_function_once() -> None:
     text = script_text(FUNCTION)
     assert _sql_statements(text) == ["SELECT"]
     assert "transfer_send_money(" in text
+    # SendMoney's own method (the ledger refuses any other service's, t0010), under a caller
+    # of pgbench's own that the bench counts apart.
+    assert "'pgbench:' || :client_id::text, '/vaultpay.transfer.v1.TransferService/SendMoney'" in (
+        text
+    )
     # The idempotency record's fingerprint must be a sha256 hex digest.
     assert re.search(r"'[0-9a-f]{64}'", text)
 

@@ -20,6 +20,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0005_downgrade_ddl,
     ledger_t0006_ddl,
     ledger_t0006_downgrade_ddl,
+    ledger_t0010_ddl,
+    ledger_t0010_downgrade_ddl,
 )
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -142,3 +144,31 @@ def test_t0006_adds_the_months_figures_to_a_daily_refusal_and_nothing_else() -> 
         + "\n                                   'monthly_used_minor', v_month_used::text)::text;",
         1,
     )
+
+
+def test_t0010_refuses_other_services_methods_in_the_claim_and_record_and_nothing_else() -> None:
+    upgrade = ledger_t0010_ddl()
+    assert _functions(upgrade) == {"transfer_claim": "plpgsql", "transfer_remember": "plpgsql"}
+    t0002 = [
+        s
+        for s in ledger_t0002_ddl()
+        if s.startswith(
+            (
+                "CREATE OR REPLACE FUNCTION transfer_claim(",
+                "CREATE OR REPLACE FUNCTION transfer_remember(",
+            )
+        )
+    ]
+    assert ledger_t0010_downgrade_ddl() == t0002
+    # Same signatures, settings and bodies: the method check first, and only that added.
+    guard = (
+        "    IF p_method IS NULL OR left(p_method, 19) <> '/vaultpay.transfer.' THEN\n"
+        "        RAISE EXCEPTION 'the ledger keeps transfer''s idempotency records only, not"
+        " method %',\n"
+        "            quote_nullable(p_method)\n"
+        "            USING ERRCODE = 'insufficient_privilege';\n"
+        "    END IF;\n"
+    )
+    assert len("/vaultpay.transfer.") == 19
+    assert upgrade == [s.replace("\nBEGIN\n", "\nBEGIN\n" + guard, 1) for s in t0002]
+    assert all("SECURITY DEFINER" not in s for s in upgrade)

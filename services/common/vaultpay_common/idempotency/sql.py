@@ -23,8 +23,9 @@ services log in as roles of their own each service's chain adds
 delete only its own service's records, and each service's cleanup purges only its own
 (`purge_expired_idempotency_records(engine, service, ...)`, on the `(service, created_at)`
 index). The table's owner is not bound (row-level security is not FORCEd): the migrations and
-transfer's SECURITY DEFINER ledger functions, which write transfer's records as the owner. A
-method that names no service (a benchmark's) gives a NULL service: only the owner sees it.
+transfer's SECURITY DEFINER ledger functions, which write transfer's records as the owner (and
+refuse any other service's method, transfer t0010). A method that names no service gives a NULL
+service: only the owner sees it.
 """
 
 from __future__ import annotations

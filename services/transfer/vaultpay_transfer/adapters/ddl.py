@@ -17,6 +17,8 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   `t0005_downgrade.sql`.
 * t0006: `t0006_upgrade.sql` (a daily limit's refusal also tells the month's limit and
   usage); its downgrade is t0002's limit check, read from `functions.sql`.
+* t0010: `t0010_upgrade.sql` (the idempotency claim and record refuse a method that is not
+  transfer's); its downgrade is t0002's claim and record, read from `functions.sql`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ __all__ = [
     "ledger_t0005_downgrade_ddl",
     "ledger_t0006_ddl",
     "ledger_t0006_downgrade_ddl",
+    "ledger_t0010_ddl",
+    "ledger_t0010_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -47,6 +51,7 @@ _T0001_FUNCTIONS = "functions_t0001.sql"
 _CREATE_FUNCTION = re.compile(r"^CREATE FUNCTION ", re.MULTILINE)
 _LEASE = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_lease_payouts\(")
 _LIMIT_REFUSAL = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_limit_refusal\(")
+_IDEMPOTENCY = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_(?:claim|remember)\(")
 
 
 def _script(name: str) -> str:
@@ -121,3 +126,15 @@ def ledger_t0006_ddl() -> list[str]:
 def ledger_t0006_downgrade_ddl() -> list[str]:
     """t0006's downgrade: t0002's limit check, as `functions.sql` (t0002's own file) has it."""
     return [s for s in split_sql(_script("functions.sql")) if _LIMIT_REFUSAL.match(s)]
+
+
+def ledger_t0010_ddl() -> list[str]:
+    """t0010: the idempotency claim and record of the money functions take transfer's methods
+    only (insufficient_privilege for any other)."""
+    return split_sql(_script("t0010_upgrade.sql"))
+
+
+def ledger_t0010_downgrade_ddl() -> list[str]:
+    """t0010's downgrade: t0002's claim and record, as `functions.sql` (t0002's own file) has
+    them."""
+    return [s for s in split_sql(_script("functions.sql")) if _IDEMPOTENCY.match(s)]

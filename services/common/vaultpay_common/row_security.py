@@ -10,14 +10,18 @@ would have been refused their own writes, a PIN check or a KYC submission among 
 their chain ran (review of 2026-12-03). So every chain that adds or drops a policy ends with
 `row_security_follows_policies`: on exactly while all of the services' policies exist, off
 otherwise, the state before any policy, which the previous release runs under.
+
+`ServicePolicies` writes one table's policies: a service's role sees and writes the rows
+whose `column` names that service (`<prefix>_<service>`), and the switch follows.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-__all__ = ["ISOLATED_SERVICES", "row_security_follows_policies"]
+__all__ = ["ISOLATED_SERVICES", "ServicePolicies", "row_security_follows_policies"]
 
 # The services of the shared database, each with a policy of its own on each shared table.
 ISOLATED_SERVICES = ("wallet", "transfer", "kyc")
@@ -42,3 +46,39 @@ BEGIN
     END IF;
 END
 $$"""  # noqa: S608 (plain names, checked above)
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePolicies:
+    """The per-service policies of one shared table: policy `<prefix>_<service>` lets
+    `app_role` see, write and delete only the rows whose `column` is `service` (what the
+    table's grants allow of it). Policies add up: where one role serves several services, it
+    gets each one's rows. The table's owner is not bound (no FORCE)."""
+
+    table: str
+    prefix: str
+    column: str
+
+    def add_ddl(self, service: str, app_role: str) -> list[str]:
+        policy = self._policy(service)
+        if not _NAME.match(app_role):
+            raise ValueError(f"not a plain name: {app_role!r}")
+        return [
+            f'DROP POLICY IF EXISTS "{policy}" ON {self.table}',
+            f'CREATE POLICY "{policy}" ON {self.table} TO "{app_role}"'
+            f" USING ({self.column} = '{service}') WITH CHECK ({self.column} = '{service}')",
+            self._switch(),
+        ]
+
+    def drop_ddl(self, service: str) -> list[str]:
+        return [f'DROP POLICY IF EXISTS "{self._policy(service)}" ON {self.table}', self._switch()]
+
+    def _policy(self, service: str) -> str:
+        for name in (self.table, self.prefix, self.column, service):
+            if not _NAME.match(name):
+                raise ValueError(f"not a plain name: {name!r}")
+        return f"{self.prefix}_{service}"
+
+    def _switch(self) -> str:
+        policies = [f"{self.prefix}_{service}" for service in ISOLATED_SERVICES]
+        return row_security_follows_policies(self.table, policies)

@@ -66,7 +66,7 @@ from vaultpay_common.idempotency.model import (
     IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
 )
-from vaultpay_common.row_security import ISOLATED_SERVICES, row_security_follows_policies
+from vaultpay_common.row_security import ServicePolicies
 
 __all__ = [
     "IDEMPOTENCY_RETENTION",
@@ -89,10 +89,8 @@ IDEMPOTENCY_RETENTION = timedelta(hours=24)
 _TABLE_NAME = "idempotency_records"
 _UNIQUE_VIOLATION = "23505"
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
-# On while every service's policy exists, off otherwise (vaultpay_common.row_security).
-_ROW_SECURITY = row_security_follows_policies(
-    _TABLE_NAME, [f"idempotency_{service}" for service in ISOLATED_SERVICES]
-)
+# Each service's role sees its own records (vaultpay_common.row_security).
+_POLICIES = ServicePolicies(_TABLE_NAME, "idempotency", "service")
 
 
 # The service a method names: its gRPC package's second part, or a CLI's "vaultpay-<service>".
@@ -204,30 +202,15 @@ def idempotency_service_policy_ddl(service: str, app_role: str) -> list[str]:
     """`app_role` sees, inserts and deletes the records of `service` only, once row-level
     security is on: with the last service's policy (`vaultpay_common.row_security`; a role
     with no policy would see no record, so it stays off until every service's chain has
-    added its own). Needs p0003's column.
-
-    Policies add up: where one role serves several services, it gets each one's records. The
-    owner is not bound (no FORCE): transfer's
-    SECURITY DEFINER ledger functions insert transfer's records as the owner."""
-    for name in (service, app_role):
-        if not _ROLE.match(name):
-            raise ValueError(f"not a plain name: {name!r}")
-    return [
-        f'DROP POLICY IF EXISTS "idempotency_{service}" ON {_TABLE_NAME}',
-        f'CREATE POLICY "idempotency_{service}" ON {_TABLE_NAME} TO "{app_role}"'
-        f" USING (service = '{service}') WITH CHECK (service = '{service}')",
-        _ROW_SECURITY,
-    ]
+    added its own). Needs p0003's column. The owner is not bound (no FORCE): transfer's
+    SECURITY DEFINER ledger functions insert transfer's records as the owner (t0010 lets
+    them store transfer's methods only)."""
+    return _POLICIES.add_ddl(service, app_role)
 
 
 def idempotency_service_policy_drop_ddl(service: str) -> list[str]:
     """Drops `service`'s policy; row-level security goes off with it (`row_security`)."""
-    if not _ROLE.match(service):
-        raise ValueError(f"not a plain name: {service!r}")
-    return [
-        f'DROP POLICY IF EXISTS "idempotency_{service}" ON {_TABLE_NAME}',
-        _ROW_SECURITY,
-    ]
+    return _POLICIES.drop_ddl(service)
 
 
 def idempotency_lock_key(key: IdempotencyKey) -> int:

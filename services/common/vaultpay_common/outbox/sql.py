@@ -49,7 +49,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from vaultpay_common.clock import Clock
 from vaultpay_common.outbox.model import OutboxEvent, OutboxMessage, OutboxStatus, encode_payload
-from vaultpay_common.row_security import ISOLATED_SERVICES, row_security_follows_policies
+from vaultpay_common.row_security import ServicePolicies
 
 __all__ = [
     "OUTBOX_RETENTION",
@@ -68,10 +68,8 @@ _TABLE_NAME = "outbox_events"
 # How long delivered events are kept (for support and replays) before the cleanup job.
 OUTBOX_RETENTION = timedelta(days=7)
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
-# On while every service's policy exists, off otherwise (vaultpay_common.row_security).
-_ROW_SECURITY = row_security_follows_policies(
-    _TABLE_NAME, [f"outbox_{service}" for service in ISOLATED_SERVICES]
-)
+# Each producer's role sees its own events (vaultpay_common.row_security).
+_POLICIES = ServicePolicies(_TABLE_NAME, "outbox", "producer")
 _PENDING = text("status = 'PENDING'")
 LAST_ERROR_LIMIT = 500
 _UUID_ARRAY = postgresql.ARRAY(UUID(as_uuid=False))
@@ -143,28 +141,13 @@ def outbox_table_drop_ddl() -> list[str]:
 def outbox_producer_policy_ddl(producer: str, app_role: str) -> list[str]:
     """`app_role` sees and writes the events of `producer` only, once row-level security is
     on: with the last service's policy (`vaultpay_common.row_security`; a role with no policy
-    would see no event, so it stays off until every service's chain has added its own).
-
-    Policies add up: where one role serves several producers, it gets each one's events."""
-    for name in (producer, app_role):
-        if not _ROLE.match(name):
-            raise ValueError(f"not a plain name: {name!r}")
-    return [
-        f'DROP POLICY IF EXISTS "outbox_{producer}" ON {_TABLE_NAME}',
-        f'CREATE POLICY "outbox_{producer}" ON {_TABLE_NAME} TO "{app_role}"'
-        f" USING (producer = '{producer}') WITH CHECK (producer = '{producer}')",
-        _ROW_SECURITY,
-    ]
+    would see no event, so it stays off until every service's chain has added its own)."""
+    return _POLICIES.add_ddl(producer, app_role)
 
 
 def outbox_producer_policy_drop_ddl(producer: str) -> list[str]:
     """Drops `producer`'s policy; row-level security goes off with it (`row_security`)."""
-    if not _ROLE.match(producer):
-        raise ValueError(f"not a plain name: {producer!r}")
-    return [
-        f'DROP POLICY IF EXISTS "outbox_{producer}" ON {_TABLE_NAME}',
-        _ROW_SECURITY,
-    ]
+    return _POLICIES.drop_ddl(producer)
 
 
 class SqlOutbox:

@@ -320,3 +320,36 @@ async def test_a_closed_wallet_is_refused_before_an_attempt_counts(
         with pytest.raises(WalletClosedError):
             await world.move(user, HOME, pin=pin)
     assert await world.failed_attempts(user) == 0
+
+
+async def test_a_late_lower_tier_keeps_the_wallet_and_is_audited(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    # kyc's tier events arrive in any order: a BASIC call still in flight may reach wallet
+    # after the FULL one. SetKycTier never lowers: OK, the row unchanged, audited as kept.
+    world = _World(engine, redis)
+    user = await world.user(KycTier.FULL)
+    late_key = new_key("kyc")
+    late = await world.tiers.set_kyc_tier(SetKycTier(user, KycTier.BASIC, "sub-1", late_key))
+    again = await world.tiers.set_kyc_tier(SetKycTier(user, KycTier.BASIC, "sub-1", late_key))
+
+    assert late.kyc_tier is KycTier.FULL and again == late
+    async with engine.connect() as conn:
+        stored = await conn.scalar(
+            text("SELECT kyc_tier FROM wallets WHERE user_id = :u"), {"u": user}
+        )
+        kept = (
+            await conn.execute(
+                text(
+                    "SELECT details FROM audit_events"
+                    " WHERE action = 'wallet.kyc_tier_kept' AND target_id = :w"
+                ),
+                {"w": late.id},
+            )
+        ).all()
+    assert stored == "FULL"
+    assert [row.details for row in kept] == [
+        {"old_tier": "FULL", "asked_tier": "BASIC", "submission_id": "sub-1"}
+    ]
+    checked = await world.move(user, CAFE)  # the movement still sees FULL
+    assert checked.kyc_tier is KycTier.FULL

@@ -13,7 +13,8 @@ from vaultpay_kyc.service_layer.events import TIER_TOPIC
 
 
 class RecordingWallet:
-    """Sets exactly the tier it is given, as wallet's SetKycTier does."""
+    """Sets exactly the tier it is given (wallet's SetKycTier never lowers one; this fake
+    does, so kyc's own rule, the tier held at delivery, is what these tests check)."""
 
     def __init__(self) -> None:
         self.tiers: dict[str, KycTier] = {}

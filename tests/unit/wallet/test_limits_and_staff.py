@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -227,6 +228,48 @@ async def test_set_kyc_tier_is_idempotent_by_event_id_and_audited() -> None:
         await world.kyc.set_kyc_tier(SetKycTier("alice", None, "s", key("service:kyc")))
     assert err.value.violations[0].field == "kyc_tier"
     assert first.status is WalletStatus.ACTIVE
+
+
+async def test_set_kyc_tier_raises_none_basic_full_each_audited() -> None:
+    world = World()
+    await world.open_wallet()
+    basic = await world.kyc.set_kyc_tier(SetKycTier("alice", KycTier.BASIC, "sub-1", key("kyc")))
+    full = await world.kyc.set_kyc_tier(SetKycTier("alice", KycTier.FULL, "sub-2", key("kyc")))
+    same = await world.kyc.set_kyc_tier(SetKycTier("alice", KycTier.FULL, "sub-2", key("kyc")))
+    assert (basic.kyc_tier, full.kyc_tier, same.kyc_tier) == (KycTier.BASIC,) + (KycTier.FULL,) * 2
+    assert [
+        (e.details["old_tier"], e.details["new_tier"], e.details["submission_id"])
+        for e in world.uow.audit_entries
+        if e.action == "wallet.kyc_tier_set"
+    ] == [("NONE", "BASIC", "sub-1"), ("BASIC", "FULL", "sub-2"), ("FULL", "FULL", "sub-2")]
+
+
+async def test_a_late_lower_tier_keeps_the_wallet_and_is_audited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kyc's events arrive in any order: a BASIC call in flight may land after the FULL one.
+    It is answered with the wallet unchanged (settled, not dead-lettered), and replays the
+    same answer under its request id."""
+    world = World()
+    await world.open_wallet()
+    full = await world.kyc.set_kyc_tier(SetKycTier("alice", KycTier.FULL, "sub-2", key("kyc")))
+    stored = world.uow.wallets.wallets[full.id]
+    late_key = key("kyc")
+    with caplog.at_level(logging.INFO, logger="vaultpay_wallet.service_layer.internal"):
+        late = await world.kyc.set_kyc_tier(SetKycTier("alice", KycTier.BASIC, "sub-1", late_key))
+    assert late.kyc_tier is KycTier.FULL and late == full
+    assert world.uow.wallets.wallets[full.id] == stored  # not written, not even updated_at
+    kept = [e for e in world.uow.audit_entries if e.action == "wallet.kyc_tier_kept"]
+    assert [(e.target_id, dict(e.details)) for e in kept] == [
+        (full.id, {"old_tier": "FULL", "asked_tier": "BASIC", "submission_id": "sub-1"})
+    ]
+    assert [e.action for e in world.uow.audit_entries].count("wallet.kyc_tier_set") == 1
+    assert any(r.levelno == logging.INFO and "kept" in r.getMessage() for r in caplog.records)
+    before = world.snapshot()
+    again = await world.kyc.set_kyc_tier(SetKycTier("alice", KycTier.BASIC, "sub-1", late_key))
+    assert again == late and world.snapshot() == before
+    none = await world.kyc.set_kyc_tier(SetKycTier("alice", KycTier.NONE, "sub-0", key("kyc")))
+    assert none.kyc_tier is KycTier.FULL
 
 
 async def test_staff_never_change_their_own_wallet_through_the_admin_api() -> None:

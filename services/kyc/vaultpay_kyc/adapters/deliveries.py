@@ -6,11 +6,12 @@ delivery of the same event (the relay is at-least-once) changes nothing in walle
 A user's tier events are not delivered in order: an event that failed waits for its backoff
 while a later one may go through, and a dead-lettered one can be replayed days later. Since a
 user approved at BASIC may be upgraded to FULL, an older BASIC event arriving after the FULL
-one would lower the wallet, because wallet's SetKycTier sets exactly the tier it is given. So
-the tier sent is the one the user holds *when the event is delivered* (never below the
-event's own: its approval committed before it could be delivered), and a late BASIC event
-repeats FULL. What is left: an older event's call still in flight while a newer approval is
-committed and delivered (a user's new submission and a review within one delivery timeout).
+one would ask wallet for BASIC again. So the tier sent is the one the user holds *when the
+event is delivered* (never below the event's own: its approval committed before it could be
+delivered), and a late BASIC event repeats FULL. An older event's call still in flight while a
+newer approval is committed and delivered (a user's new submission and a review within one
+delivery timeout) still carries BASIC: wallet's SetKycTier never lowers a tier, and answers it
+OK with the wallet unchanged (docs/decisions.md).
 """
 
 from __future__ import annotations

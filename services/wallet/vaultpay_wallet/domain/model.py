@@ -54,9 +54,15 @@ FREEZE_AUTHORITY: tuple[FreezeSource, ...] = (
 
 
 class KycTier(Enum):
+    """In ascending order: NONE < BASIC < FULL (kyc_tier.proto)."""
+
     NONE = "NONE"
     BASIC = "BASIC"
     FULL = "FULL"
+
+    def is_below(self, other: KycTier) -> bool:
+        order = list(KycTier)
+        return order.index(self) < order.index(other)
 
 
 @dataclass(frozen=True, slots=True)

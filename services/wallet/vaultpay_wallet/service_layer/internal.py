@@ -106,9 +106,15 @@ class KycTierService:
         self._clock = clock
 
     async def set_kyc_tier(self, cmd: SetKycTier) -> Wallet:
-        """Sets exactly the given tier (raising or lowering: kyc decides), idempotent by the
-        approval's event id. Works on a closed wallet too (a late event must not dead-letter).
-        Audited as "wallet.kyc_tier_set" with the submission id."""
+        """Raises the wallet to the given tier, never lowers it; idempotent by the approval's
+        event id. Works on a closed wallet too (a late event must not dead-letter).
+
+        kyc's tier events reach wallet in any order (the relay does not keep a user's events
+        in order, and a call already in flight can land after a newer one), and no RPC lowers
+        a tier (there is no KYC revocation). So a tier below the wallet's is answered with the
+        wallet unchanged (not an error: the event is settled, not dead-lettered), audited as
+        "wallet.kyc_tier_kept" with the old and the asked tier and the submission id. The same
+        or a higher tier is set and audited as "wallet.kyc_tier_set" with the submission id."""
         if cmd.idempotency is None:
             raise ValidationError.single("request_id", "is required")
         if not cmd.user_id:
@@ -124,6 +130,29 @@ class KycTierService:
             now = self._clock.now()
             wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
             old = wallet.kyc_tier
+            if tier.is_below(old):
+                await uow.audit(
+                    AuditEntry(
+                        "wallet.kyc_tier_kept",
+                        "wallet",
+                        wallet.id,
+                        {
+                            "old_tier": old.value,
+                            "asked_tier": tier.value,
+                            "submission_id": submission_id,
+                        },
+                    )
+                )
+                log.info(
+                    "kyc tier kept: a lower tier was asked",
+                    extra={
+                        "wallet_id": wallet.id,
+                        "old_tier": old.value,
+                        "asked_tier": tier.value,
+                        "submission_id": submission_id,
+                    },
+                )
+                return wallet.current(now)
             wallet = wallet.with_tier(tier, now)
             await uow.wallets.update(wallet)
             await uow.audit(

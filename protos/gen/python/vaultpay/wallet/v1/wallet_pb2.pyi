@@ -2687,7 +2687,9 @@ class SetKycTierRequest(_message.Message):
     user_id: _builtins.str
     """The user whose wallet's tier to set."""
     kyc_tier: _kyc_tier_pb2.KycTier.ValueType
-    """The new tier."""
+    """The approved tier: set when at or above the wallet's, ignored (wallet unchanged)
+    when below it.
+    """
     submission_id: _builtins.str
     """The approved KYC submission, for the audit log."""
     def __init__(
@@ -2715,7 +2717,7 @@ class SetKycTierResponse(_message.Message):
     WALLET_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def wallet(self) -> Global___Wallet:
-        """The wallet with its new tier."""
+        """The wallet with its tier after the call (its current one when a lower tier was asked)."""
 
     def __init__(
         self,

@@ -1700,9 +1700,12 @@ class WalletInternalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetKycTier(self, request, context):
-        """Sets a wallet's KYC tier when a submission is approved (called by kyc, directly or
+        """Raises a wallet's KYC tier when a submission is approved (called by kyc, directly or
         through its outbox relay). Idempotent by request_id; the tier's default limits apply
-        from the next money movement.
+        from the next money movement. Never lowers a tier: kyc's events may arrive out of
+        order, so a tier below the wallet's current one is answered OK with the wallet
+        unchanged (and audited as kept); the same or a higher tier is set. No RPC lowers a
+        tier (there is no KYC revocation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

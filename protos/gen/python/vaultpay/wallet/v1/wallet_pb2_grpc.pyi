@@ -744,9 +744,12 @@ class WalletInternalServiceStub:
     limit), which the transfer service enforces inside its ledger transaction.
     """
     SetKycTier: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.SetKycTierRequest, _wallet_pb2.SetKycTierResponse]
-    """Sets a wallet's KYC tier when a submission is approved (called by kyc, directly or
+    """Raises a wallet's KYC tier when a submission is approved (called by kyc, directly or
     through its outbox relay). Idempotent by request_id; the tier's default limits apply
-    from the next money movement.
+    from the next money movement. Never lowers a tier: kyc's events may arrive out of
+    order, so a tier below the wallet's current one is answered OK with the wallet
+    unchanged (and audited as kept); the same or a higher tier is set. No RPC lowers a
+    tier (there is no KYC revocation).
     """
     CreateNotification: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.CreateNotificationRequest, _wallet_pb2.CreateNotificationResponse]
     """Delivers a notification to a user (transfer completed, KYC decided, ...). Idempotent
@@ -797,9 +800,12 @@ class WalletInternalServiceAsyncStub(WalletInternalServiceStub):
     limit), which the transfer service enforces inside its ledger transaction.
     """
     SetKycTier: _aio.UnaryUnaryMultiCallable[_wallet_pb2.SetKycTierRequest, _wallet_pb2.SetKycTierResponse]  # type: ignore[assignment]
-    """Sets a wallet's KYC tier when a submission is approved (called by kyc, directly or
+    """Raises a wallet's KYC tier when a submission is approved (called by kyc, directly or
     through its outbox relay). Idempotent by request_id; the tier's default limits apply
-    from the next money movement.
+    from the next money movement. Never lowers a tier: kyc's events may arrive out of
+    order, so a tier below the wallet's current one is answered OK with the wallet
+    unchanged (and audited as kept); the same or a higher tier is set. No RPC lowers a
+    tier (there is no KYC revocation).
     """
     CreateNotification: _aio.UnaryUnaryMultiCallable[_wallet_pb2.CreateNotificationRequest, _wallet_pb2.CreateNotificationResponse]  # type: ignore[assignment]
     """Delivers a notification to a user (transfer completed, KYC decided, ...). Idempotent
@@ -871,9 +877,12 @@ class WalletInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.SetKycTierRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.SetKycTierResponse, _abc.Awaitable[_wallet_pb2.SetKycTierResponse]]:
-        """Sets a wallet's KYC tier when a submission is approved (called by kyc, directly or
+        """Raises a wallet's KYC tier when a submission is approved (called by kyc, directly or
         through its outbox relay). Idempotent by request_id; the tier's default limits apply
-        from the next money movement.
+        from the next money movement. Never lowers a tier: kyc's events may arrive out of
+        order, so a tier below the wallet's current one is answered OK with the wallet
+        unchanged (and audited as kept); the same or a higher tier is set. No RPC lowers a
+        tier (there is no KYC revocation).
         """
 
     @_abc_1.abstractmethod

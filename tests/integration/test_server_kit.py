@@ -91,6 +91,13 @@ def _user_token() -> str:
     return jwt.encode(claims, KEY, algorithm="EdDSA", headers={"kid": "k"})
 
 
+def established_revocations() -> RevocationSet:
+    """A feed that once completed a poll (and is stale now): no call needs introspection."""
+    revoked = RevocationSet(max_staleness=1.0, retention=60.0)
+    revoked.confirm(time.monotonic() - 2.0)
+    return revoked
+
+
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay")
@@ -102,7 +109,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
             [WALLET, KYC],
             verifier,
             NeverIntrospected(),
-            revocations=RevocationSet(max_staleness=1.0, retention=60.0),
+            revocations=established_revocations(),
         ),
         max_message_bytes=1 << 20,
         shutdown_grace_seconds=0.5,

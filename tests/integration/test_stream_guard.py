@@ -95,6 +95,7 @@ class Handlers:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[grpc.aio.Channel, RevocationSet, Handlers]]:
     revoked = RevocationSet(max_staleness=1.0, retention=990.0)
+    revoked.confirm(time.monotonic() - 2.0)  # established once, stale now: the token decides
     rules = {f"/{SERVICE}/{name}": AccessRule(min_role=Role.USER) for name in Handlers().stopped}
     verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay")
     auth = AuthInterceptor(rules, verifier, NeverIntrospected(), revocations=revoked)

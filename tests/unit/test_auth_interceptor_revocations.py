@@ -221,6 +221,20 @@ async def test_a_stale_feed_leaves_a_non_strict_call_to_the_token_alone(kit: Kit
     assert kit.auth.calls == 0
 
 
+async def test_before_the_first_complete_poll_every_call_asks_auth(kit: Kit) -> None:
+    """A process that just started may not know revocations made before it: a non-strict
+    call is refused by auth's answer (and fails closed while auth cannot answer)."""
+    kit.auth.answer = Introspection(active=False, reason="TOKEN_REVOKED")
+    with pytest.raises(UnauthenticatedError) as refused:
+        await kit.call(READ, _token("s1"))
+    assert refused.value.reason == "TOKEN_REVOKED"
+    assert kit.auth.calls == 1
+    kit.fresh()
+    kit.stale()  # established once: a stale feed now leaves non-strict calls to the token
+    assert await kit.call(READ, _token("s1")) is not None
+    assert kit.auth.calls == 1
+
+
 async def test_a_stale_feed_still_refuses_a_revocation_it_already_holds(kit: Kit) -> None:
     kit.revoked.record([Revocation("s1", "ACCOUNT_DISABLED")])
     kit.stale()

@@ -1,12 +1,15 @@
 """The strict path from memory (vaultpay_common.grpc.revocations), on an injected clock: what is
 revoked is refused, knowledge older than the freshness bound is never trusted (the call asks
-auth instead), and a feed pass is only confirmed as of the moment it was sent."""
+auth instead), and a feed pass is only confirmed as of the moment it was sent plus how long
+auth held it."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -93,6 +96,16 @@ def _introspector(
 def test_a_set_never_confirmed_is_not_fresh(revoked: RevocationSet) -> None:
     assert not revoked.is_fresh()
     assert revoked.staleness() is None
+
+
+def test_a_set_is_established_by_its_first_confirmation_and_stays_so(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    revoked.record([Revocation("s1")])
+    assert not revoked.is_established()  # revocations before this process may be missing
+    revoked.confirm(clock.now)
+    clock.advance(BOUND * 10)
+    assert revoked.is_established() and not revoked.is_fresh()
 
 
 def test_freshness_lasts_exactly_the_bound_from_the_confirmed_moment(
@@ -251,19 +264,36 @@ class Source:
         self.clock = clock
         self.pages = list(pages)
         self.cursors: list[str] = []
+        self.waits: list[float] = []
         self.latency = latency
 
-    async def __call__(self, cursor: str) -> RevocationPage:
+    async def __call__(self, cursor: str, wait: float) -> RevocationPage:
         self.cursors.append(cursor)
-        self.clock.advance(self.latency)
+        self.waits.append(wait)
         page = self.pages.pop(0)
+        self.clock.advance(self.latency + (0.0 if isinstance(page, Exception) else page.waited))
         if isinstance(page, Exception):
             raise page
         return page
 
 
-def _page(cursor: str, *sessions: str, caught_up: bool = True) -> RevocationPage:
-    return RevocationPage([Revocation(s) for s in sessions], cursor, caught_up)
+def _sleeper(clock: Clock, source: Source, sleeps: list[float]) -> Callable[[float], Any]:
+    """The feed's sleep: notes each pause, moves the clock, and ends the run (cancelling it)
+    once the source has no page left."""
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+        if not source.pages:
+            raise asyncio.CancelledError
+
+    return sleep
+
+
+def _page(
+    cursor: str, *sessions: str, caught_up: bool = True, waited: float = 0.0
+) -> RevocationPage:
+    return RevocationPage([Revocation(s) for s in sessions], cursor, caught_up, waited)
 
 
 async def test_a_pass_is_confirmed_as_of_the_moment_its_first_page_was_sent(
@@ -276,6 +306,52 @@ async def test_a_pass_is_confirmed_as_of_the_moment_its_first_page_was_sent(
     assert source.cursors == ["", "c1"]
     assert revoked.staleness() == pytest.approx(clock.now - sent)  # 0.6 s, not 0
     assert (revoked.refusal("s1"), revoked.refusal("s2")) == ("TOKEN_REVOKED", "TOKEN_REVOKED")
+
+
+async def test_a_held_pass_is_confirmed_as_of_its_send_plus_the_time_auth_held_it(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    """auth held the first page 0.5 s before reading it: the set is complete as of then, on
+    our clock, which is what keeps a long poll within the freshness bound."""
+    source = Source(clock, _page("c1", waited=0.5), latency=0.1)
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, wait=0.5, clock=clock)
+    sent = clock.now
+    await feed.poll_once()
+    assert source.waits == [0.5]
+    assert revoked.staleness() == pytest.approx(clock.now - (sent + 0.5))  # 0.1 s: the trip
+
+
+async def test_only_the_first_page_of_a_pass_may_be_held(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    source = Source(clock, _page("c1", "s1", caught_up=False, waited=0.3), _page("c2", "s2"))
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, wait=0.5, clock=clock)
+    sent = clock.now
+    await feed.poll_once()
+    assert source.waits == [0.5, 0.0]
+    assert revoked.staleness() == pytest.approx(clock.now - (sent + 0.3))
+
+
+async def test_a_hold_longer_than_the_trip_is_never_believed_past_the_answers_arrival(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    """An auth whose clock runs fast (or that lies) cannot make the set fresh in the future."""
+    source = Source(clock, _page("c1", waited=0.4), latency=-0.3)  # arrived 0.1 s after send
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, wait=0.5, clock=clock)
+    await feed.poll_once()
+    assert revoked.staleness() == pytest.approx(0.0)
+    clock.advance(BOUND + 0.01)
+    assert not revoked.is_fresh()
+
+
+async def test_a_held_poll_starts_the_next_at_once(revoked: RevocationSet, clock: Clock) -> None:
+    source = Source(clock, _page("c1", waited=0.5), _page("c2", waited=0.5), latency=0.01)
+    sleeps: list[float] = []
+    sleep = _sleeper(clock, source, sleeps)
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, wait=0.5, clock=clock, sleep=sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await feed.run()
+    assert sleeps == [0.0, 0.0]
 
 
 async def test_the_next_pass_continues_from_the_cursor_of_the_last_complete_one(
@@ -337,13 +413,7 @@ async def test_the_feed_keeps_polling_through_an_outage_and_logs_it_once(
     down = ConnectionError("auth is down")
     source = Source(clock, _page("c1"), down, down, down, _page("c2"), latency=0.05)
     sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        clock.advance(seconds)
-        if not source.pages:
-            raise asyncio.CancelledError
-
+    sleep = _sleeper(clock, source, sleeps)
     feed = RevocationFeed(source, revoked, poll_interval=0.25, clock=clock, sleep=sleep)
     with caplog.at_level(logging.INFO), pytest.raises(asyncio.CancelledError):
         await feed.run()
@@ -375,12 +445,18 @@ def _peer_settings(**feed: float) -> PeerServiceSettings:
 def test_the_feed_defaults_refuse_a_revoked_token_within_a_second() -> None:
     settings = _peer_settings()
     assert settings.revocation_feed
-    assert (settings.revocation_poll_seconds, settings.revocation_max_staleness_seconds) == (
-        0.25,
-        1.0,
-    )
+    assert (
+        settings.revocation_poll_seconds,
+        settings.revocation_wait_seconds,
+        settings.revocation_max_staleness_seconds,
+    ) == (0.25, 0.5, 1.0)
 
 
 def test_the_feed_must_poll_more_often_than_its_freshness_bound() -> None:
-    with pytest.raises(ValidationError, match="revocation_poll_seconds must be below"):
+    with pytest.raises(ValidationError, match="must be below revocation_max_staleness_seconds"):
         _peer_settings(revocation_poll_seconds=1.0, revocation_max_staleness_seconds=1.0)
+
+
+def test_a_poll_may_not_be_held_as_long_as_the_freshness_bound() -> None:
+    with pytest.raises(ValidationError, match="must be below revocation_max_staleness_seconds"):
+        _peer_settings(revocation_wait_seconds=1.0, revocation_max_staleness_seconds=1.0)

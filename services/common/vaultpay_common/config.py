@@ -175,19 +175,24 @@ class PeerServiceSettings(ServiceSettings):
     jwt_audience: str = "vaultpay"
     # How long a call to a peer may take before it is given up as unavailable.
     peer_timeout_seconds: float = 3.0
-    # The strict path answers from auth's revocation feed, polled this often, while the last
-    # complete poll is at most `revocation_max_staleness_seconds` old (a revoked token is
-    # refused within that bound); after that it asks auth (IntrospectToken) on every strict
-    # call until the feed recovers. False: always ask auth.
+    # The strict path answers from auth's revocation feed, long-polled (auth holds a poll
+    # with nothing new up to `revocation_wait_seconds`, answering as soon as a revocation
+    # commits; polls start at most every `revocation_poll_seconds`), while the last complete
+    # poll is at most `revocation_max_staleness_seconds` old (a revoked token is refused
+    # within that bound); after that it asks auth (IntrospectToken) on every strict call
+    # until the feed recovers. False: always ask auth.
     revocation_feed: bool = True
     revocation_poll_seconds: float = Field(default=0.25, gt=0)
+    revocation_wait_seconds: float = Field(default=0.5, ge=0)
     revocation_max_staleness_seconds: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _feed_polls_within_its_bound(self) -> Self:
-        if self.revocation_poll_seconds >= self.revocation_max_staleness_seconds:
+        bound = self.revocation_max_staleness_seconds
+        if self.revocation_poll_seconds >= bound or self.revocation_wait_seconds >= bound:
             raise ValueError(
-                "revocation_poll_seconds must be below revocation_max_staleness_seconds"
+                "revocation_poll_seconds and revocation_wait_seconds must be below"
+                " revocation_max_staleness_seconds"
             )
         return self
 

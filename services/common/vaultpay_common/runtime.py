@@ -146,12 +146,13 @@ class ServiceRuntime:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             revocation_poll_seconds=settings.revocation_poll_seconds,
+            revocation_wait_seconds=settings.revocation_wait_seconds,
             revocation_max_staleness_seconds=settings.revocation_max_staleness_seconds,
         )
         self._renew_identity.provider = auth.identity
         if settings.revocation_feed:
-            # Polls until shutdown; without it the strict path asks auth on every call, and
-            # non-strict calls see no revocation at all.
+            # Polls until shutdown; without it every call asks auth (the revocation set is
+            # never established).
             self.every(0.0, auth.feed.run, name="revocation feed")
         return auth
 

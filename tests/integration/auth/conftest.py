@@ -3,6 +3,7 @@ interceptors, migrated by the real CLI. One per test module (fresh database)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -70,8 +71,14 @@ class AuthStack:
     async def staff(self, role: str) -> tuple[auth_pb2.User, auth_pb2.TokenPair]:
         """A user of the given role, made through the CLI and direct SQL as an operator would."""
         email = f"{role.lower()}-{uuid.uuid4().hex[:10]}@example.com"
-        result = self.cli(
-            "create-superadmin", "--email", email, "--password-stdin", stdin=PASSWORD + "\n"
+        # In a thread: the event loop (auth's and the test's peers') keeps running meanwhile.
+        result = await asyncio.to_thread(
+            self.cli,
+            "create-superadmin",
+            "--email",
+            email,
+            "--password-stdin",
+            stdin=PASSWORD + "\n",
         )
         assert result.returncode == 0, result.stderr
         if role != "SUPER_ADMIN":
@@ -80,7 +87,8 @@ class AuthStack:
             async def demote(conn: Any) -> None:
                 await conn.execute("UPDATE users SET role = $1 WHERE email = $2", role, email)
 
-            run_sql(
+            await asyncio.to_thread(
+                run_sql,
                 self.dbs.url(self.dbs.auth_owner_role, self.dbs.auth_database, driver="postgresql"),
                 demote,
             )

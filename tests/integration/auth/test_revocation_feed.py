@@ -47,6 +47,7 @@ from vaultpay_devstack.infra import Infra
 
 STRICT_USER = "/vaultpay.test.v1.Probe/StrictUser"
 STRICT_ADMIN = "/vaultpay.test.v1.Probe/StrictAdmin"
+LENIENT_USER = "/vaultpay.test.v1.Probe/LenientUser"
 INTROSPECT = "/vaultpay.auth.v1.AuthInternalService/IntrospectToken"
 POLL = "/vaultpay.auth.v1.AuthInternalService/PollSessionRevocations"
 BOUND = 1.0  # the freshness bound, and the promise: a revoked token refused within it
@@ -170,6 +171,20 @@ async def _until(condition: Callable[[], bool], *, within: float, what: str) -> 
     return time.monotonic() - started
 
 
+def _peer_auth(channel: grpc.aio.Channel) -> PeerAuth:
+    """What wallet builds, with the feed's default timings spelled out."""
+    return PeerAuth(
+        channel,
+        client_id="wallet",
+        client_secret=SERVICE_SECRET,
+        issuer="vaultpay-auth",
+        audience="vaultpay",
+        revocation_poll_seconds=0.25,
+        revocation_wait_seconds=0.5,
+        revocation_max_staleness_seconds=BOUND,
+    )
+
+
 @pytest.fixture
 async def peer(auth: AuthStack) -> AsyncIterator[Peer]:
     link = Link(auth.port)
@@ -184,15 +199,7 @@ async def peer(auth: AuthStack) -> AsyncIterator[Peer]:
             ("grpc.max_reconnect_backoff_ms", 300),
         ],
     )
-    peer_auth = PeerAuth(
-        channel,
-        client_id="wallet",
-        client_secret=SERVICE_SECRET,
-        issuer="vaultpay-auth",
-        audience="vaultpay",
-        revocation_poll_seconds=0.25,
-        revocation_max_staleness_seconds=BOUND,
-    )
+    peer_auth = _peer_auth(channel)
     rules = {
         STRICT_USER: AccessRule(min_role=Role.USER, strict=True),
         STRICT_ADMIN: AccessRule(min_role=Role.ADMIN, strict=True),
@@ -449,8 +456,81 @@ async def test_a_cursor_auth_never_returned_makes_the_feed_start_over(auth: Auth
     identity = ServiceTokenProvider(auth.channel, "wallet", SERVICE_SECRET)
     source = GrpcRevocationSource(auth.channel, identity, timeout=BOUND)
     with pytest.raises(FeedCursorRejectedError):  # auth answered INVALID_ARGUMENT
-        await source("v1.not-a-cursor")
-    assert (await source("")).caught_up
+        await source("v1.not-a-cursor", 0.0)
+    assert (await source("", 0.0)).caught_up
+
+
+# ----- long poll -------------------------------------------------------------------------------
+
+
+async def _caught_up_cursor(source: GrpcRevocationSource) -> str:
+    cursor, page = "", await source("", 0.0)
+    while not page.caught_up:
+        cursor = page.next_cursor
+        page = await source(cursor, 0.0)
+    return page.next_cursor
+
+
+async def test_a_held_poll_is_answered_when_a_revocation_commits(auth: AuthStack) -> None:
+    """auth holds a poll with nothing new and answers it from the revoking COMMIT's NOTIFY,
+    long before its wait ends; `waited` says how long it held the poll."""
+    identity = ServiceTokenProvider(auth.channel, "wallet", SERVICE_SECRET)
+    source = GrpcRevocationSource(auth.channel, identity, timeout=BOUND)
+    _, tokens = await auth.user_with_token()
+    cursor = await _caught_up_cursor(source)
+    started = time.monotonic()
+    held = asyncio.create_task(source(cursor, 20.0))
+    await asyncio.sleep(0.5)  # let auth read once and start holding: the logout comes after
+    assert not held.done(), "auth answered a poll with nothing new at once"
+    await auth.public.Logout(auth_pb2.LogoutRequest(), metadata=bearer(tokens))
+    page = await held
+    assert _sid(tokens) in {r.session_id for r in page.revocations}
+    assert 0.4 < page.waited < time.monotonic() - started < 20.0
+
+
+async def test_a_held_poll_with_nothing_new_ends_with_its_wait(auth: AuthStack) -> None:
+    identity = ServiceTokenProvider(auth.channel, "wallet", SERVICE_SECRET)
+    source = GrpcRevocationSource(auth.channel, identity, timeout=BOUND)
+    cursor = await _caught_up_cursor(source)
+    page = await source(cursor, 0.3)
+    assert page.caught_up and not page.revocations
+    assert page.waited >= 0.29
+
+
+async def test_an_idle_peer_is_answered_by_held_polls(auth: AuthStack, peer: Peer) -> None:
+    """About two polls a second (each held 0.5 s), not four, and the set stays fresh."""
+    before, started = peer.counted[POLL], time.monotonic()
+    await _until(lambda: peer.counted[POLL] >= before + 4, within=10, what="polled 4 times")
+    took = time.monotonic() - started
+    assert took >= 3 * 0.5 * 0.9  # three whole holds at least between the first and fourth
+    assert peer.auth.revocations.is_fresh()
+
+
+async def test_a_peer_that_never_completed_a_poll_asks_auth_on_every_call(
+    auth: AuthStack,
+) -> None:
+    """Before its first complete poll a peer may not know revocations made before it started:
+    a non-strict call is decided by IntrospectToken, as a strict one is."""
+    counted = CountCalls()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{auth.port}", interceptors=[counted])
+    peer_auth = _peer_auth(channel)
+    rules = {LENIENT_USER: AccessRule(min_role=Role.USER)}
+    interceptor = AuthInterceptor(
+        rules, peer_auth.verifier, peer_auth.introspector, revocations=peer_auth.revocations
+    )
+    try:
+        _, tokens = await auth.user_with_token()
+        await auth.public.Logout(auth_pb2.LogoutRequest(), metadata=bearer(tokens))
+        with pytest.raises(UnauthenticatedError) as refused:
+            await interceptor.authorize(LENIENT_USER, _Context(tokens.access_token))
+        assert refused.value.reason == "TOKEN_REVOKED"
+        assert counted[INTROSPECT] == 1
+        await peer_auth.feed.poll_once()
+        _, live = await auth.user_with_token()
+        assert await interceptor.authorize(LENIENT_USER, _Context(live.access_token)) is not None
+        assert counted[INTROSPECT] == 1  # established: answered from memory
+    finally:
+        await channel.close()
 
 
 async def test_a_read_gives_the_rows_as_the_database_holds_them(auth: AuthStack) -> None:

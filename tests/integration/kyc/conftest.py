@@ -74,9 +74,10 @@ class LocalAuth:
         self.verifier = TokenVerifier(self._jwks, issuer=ISSUER, audience=AUDIENCE)
         self.introspector = self
         self.identity = self
-        # Never confirmed (stale), and empty: non-strict calls decide from the token alone,
-        # strict ones ask `introspect`.
+        # Established once, then stale, and empty: non-strict calls decide from the token
+        # alone, strict ones ask `introspect`.
         self.revocations = RevocationSet(max_staleness=1.0, retention=3600.0)
+        self.revocations.confirm(time.monotonic() - 2.0)
         self.service_token = self._sign("service:kyc", "service", None)
 
     async def _jwks(self) -> list[dict[str, str]]:

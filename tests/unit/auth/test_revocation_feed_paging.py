@@ -3,6 +3,7 @@ answers, and why a slow commit below the reader's position is never skipped."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -102,3 +103,98 @@ async def test_a_cursor_from_the_future_starts_over() -> None:
     assert [cursor for cursor, _, _ in reader.asked] == [FeedCursor(900), FeedCursor()]
     assert [r.session_id for r in page.revocations] == ["s-1"]
     assert page.next_cursor == FeedCursor(50)
+
+
+# ----- held polls ------------------------------------------------------------------------------
+
+
+class Notices:
+    """Stands for the LISTEN link: `notify()` is a revocation's COMMIT being heard."""
+
+    def __init__(self, *, listening: bool = True) -> None:
+        self.listening = listening
+        self.generation = 0
+        self._next = asyncio.Event()
+
+    async def wait_past(self, generation: int) -> None:
+        if generation == self.generation and self.listening:
+            await self._next.wait()
+
+    def notify(self) -> None:
+        self.generation += 1
+        heard, self._next = self._next, asyncio.Event()
+        heard.set()
+
+
+class NotifyingReader(Reader):
+    """A reader after whose first read a revocation commits (and its notice is heard)."""
+
+    def __init__(self, notices: Notices, *reads: FeedRead) -> None:
+        super().__init__(*reads)
+        self.notices = notices
+
+    async def read(self, cursor: FeedCursor, *, limit: int, look_back: timedelta) -> FeedRead:
+        if not self.asked:
+            asyncio.get_running_loop().call_soon(self.notices.notify)
+        return await super().read(cursor, limit=limit, look_back=look_back)
+
+
+def _service(reader: Reader, notices: Notices | None) -> RevocationFeedService:
+    return RevocationFeedService(reader, look_back=timedelta(minutes=20), notices=notices)
+
+
+async def test_a_held_poll_is_answered_when_a_revocation_commits() -> None:
+    notices = Notices()
+    reader = NotifyingReader(notices, FeedRead(50, 60, []), FeedRead(52, 60, [_row(51, 7)]))
+    page = await _service(reader, notices).poll("v1.50", wait=timedelta(seconds=30))
+    assert [r.session_id for r in page.revocations] == ["s-7"]
+    assert [cursor for cursor, _, _ in reader.asked] == [FeedCursor(50), FeedCursor(50)]
+    assert timedelta(0) <= page.waited < timedelta(seconds=30)
+
+
+async def test_a_held_poll_with_nothing_new_is_read_again_when_its_wait_ends() -> None:
+    reader = Reader(FeedRead(50, 60, []), FeedRead(53, 61, []))
+    page = await _service(reader, Notices()).poll("v1.50", wait=timedelta(milliseconds=20))
+    assert len(reader.asked) == 2
+    assert (page.next_cursor, page.caught_up) == (FeedCursor(53), True)  # the second read's
+    assert page.waited >= timedelta(milliseconds=15)
+
+
+async def test_a_notice_heard_before_the_wait_begins_is_not_missed() -> None:
+    """The revocation commits between the first read and the wait: no hold at all."""
+    notices = Notices()
+
+    class ReaderThatHearsAtOnce(Reader):
+        async def read(self, cursor: FeedCursor, *, limit: int, look_back: timedelta) -> FeedRead:
+            if not self.asked:
+                notices.notify()
+            return await super().read(cursor, limit=limit, look_back=look_back)
+
+    reader = ReaderThatHearsAtOnce(FeedRead(50, 60, []), FeedRead(52, 60, [_row(51, 7)]))
+    async with asyncio.timeout(5):
+        page = await _service(reader, notices).poll("v1.50", wait=timedelta(seconds=30))
+    assert [r.session_id for r in page.revocations] == ["s-7"]
+
+
+@pytest.mark.parametrize(
+    ("notices", "read"),
+    [
+        (Notices(), FeedRead(50, 60, [_row(50, 1)])),  # something new: answered at once
+        (Notices(listening=False), FeedRead(50, 60, [])),  # link down: never held
+        (None, FeedRead(50, 60, [])),  # no notices at all
+    ],
+)
+async def test_a_poll_is_answered_at_once_when_it_cannot_or_need_not_be_held(
+    notices: Notices | None, read: FeedRead
+) -> None:
+    reader = Reader(read)
+    async with asyncio.timeout(5):
+        page = await _service(reader, notices).poll("v1.50", wait=timedelta(seconds=30))
+    assert len(reader.asked) == 1
+    assert page.waited == timedelta(0)
+
+
+async def test_a_negative_wait_is_invalid() -> None:
+    with pytest.raises(ValidationError) as refused:
+        await _service(Reader(), Notices()).poll("v1.50", wait=timedelta(seconds=-1))
+    assert refused.value.violations[0].field == "wait"

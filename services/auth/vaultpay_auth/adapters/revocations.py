@@ -1,4 +1,5 @@
-"""The revocation feed's table: read in one consistent snapshot, purged when nobody needs it.
+"""The revocation feed's table: read in one consistent snapshot, purged when nobody needs it;
+and the LISTEN link that wakes held polls when a revocation commits.
 
 The rows are written by a trigger on `sessions` (sql/revocations.sql), in the transaction that
 revokes the session; this module only reads and purges them. Why the cursor is a transaction
@@ -12,9 +13,12 @@ compiled through SQLAlchemy each time, it cost auth ~50 ms of CPU per second on 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from datetime import timedelta
 from importlib.resources import files
+from typing import Any
 
 import asyncpg
 from sqlalchemy import delete, func, literal
@@ -28,6 +32,8 @@ from vaultpay_common.pg_failures import LOST_CONNECTION
 from vaultpay_common.pg_raw import borrowed_driver
 
 __all__ = [
+    "REVOCATION_CHANNEL",
+    "PgRevocationNotices",
     "SqlRevocationFeed",
     "revocation_feed_ddl",
     "revocation_feed_drop_ddl",
@@ -40,6 +46,10 @@ _DROP = [
     "DROP TABLE IF EXISTS session_revocations",
 ]
 
+
+# What the revoking transaction NOTIFYs at COMMIT (migration 0005's trigger function).
+REVOCATION_CHANNEL = "vaultpay_auth_session_revocations"
+_PROBE_TIMEOUT = 2.0
 
 _T = session_revocations
 _MAX_BIGINT = 2**63 - 1
@@ -131,3 +141,56 @@ class SqlRevocationFeed:
                 delete(_T).where(_T.c.recorded_at < func.clock_timestamp() - literal(older_than))
             )
         return int(result.rowcount)
+
+
+class PgRevocationNotices:
+    """Implements RevocationNotices: one LISTEN connection on REVOCATION_CHANNEL.
+
+    Run `listen()` as a restarting job (`runtime.every`): it holds the link until cancelled,
+    probes it every `probe_interval` seconds so a dead one is noticed, and raises when it is
+    lost, after waking every held poll (they are answered from a read at once, and polls are
+    not held again until the link is back).
+    """
+
+    def __init__(self, engine: AsyncEngine, *, probe_interval: float = 5.0) -> None:
+        self._engine = engine
+        self._probe_interval = probe_interval
+        self._generation = 0
+        self._next = asyncio.Event()
+        self._listening = False
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def wait_past(self, generation: int) -> None:
+        if generation == self._generation and self._listening:
+            await self._next.wait()
+
+    def _heard(self, *_: object) -> None:
+        self._generation += 1
+        heard, self._next = self._next, asyncio.Event()
+        heard.set()
+
+    async def listen(self) -> None:
+        async with self._engine.connect() as conn:
+            try:
+                raw: Any = (await conn.get_raw_connection()).driver_connection
+                await raw.add_listener(REVOCATION_CHANNEL, self._heard)
+                raw.add_termination_listener(self._heard)
+                self._listening = True
+                while True:
+                    await asyncio.sleep(self._probe_interval)
+                    # A dead link raises here (and ends the job) instead of going quiet.
+                    async with asyncio.timeout(_PROBE_TIMEOUT):
+                        await raw.fetchval("SELECT 1")
+            finally:
+                self._listening = False
+                self._heard()  # held polls read now rather than at their timeout
+                # The LISTEN connection never goes back to the pool.
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()

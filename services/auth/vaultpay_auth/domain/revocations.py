@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vaultpay_common.errors import ValidationError
 
@@ -91,6 +91,8 @@ class FeedPage:
     next_cursor: FeedCursor
     # Every revocation committed before the read is in this page or an earlier one of the pass.
     caught_up: bool
+    # How long the poll was held before its read (zero: answered at once).
+    waited: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)

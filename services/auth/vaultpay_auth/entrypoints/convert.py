@@ -8,7 +8,7 @@ from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.revocations import FeedPage, RevokedSession, inactive_reason_of
 from vaultpay_auth.service_layer.accounts import IssuedTokens
 from vaultpay_common.context import Role
-from vaultpay_common.grpc.convert import timestamp
+from vaultpay_common.grpc.convert import duration, timestamp
 
 __all__ = [
     "INACTIVE_REASONS",
@@ -69,4 +69,5 @@ def feed_page_to_proto(page: FeedPage) -> auth_pb2.PollSessionRevocationsRespons
         revocations=[_revocation_to_proto(r) for r in page.revocations],
         next_cursor=page.next_cursor.encode(),
         caught_up=page.caught_up,
+        waited=duration(page.waited),
     )

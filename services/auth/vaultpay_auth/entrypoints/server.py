@@ -11,7 +11,7 @@ from datetime import timedelta
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
-from vaultpay_auth.adapters.revocations import SqlRevocationFeed
+from vaultpay_auth.adapters.revocations import PgRevocationNotices, SqlRevocationFeed
 from vaultpay_auth.adapters.signing import JwtIssuer, KeyRing
 from vaultpay_auth.adapters.throttle import RedisLoginThrottle, RedisSignUpThrottle
 from vaultpay_auth.domain.security_events import EmailFingerprint
@@ -120,7 +120,11 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     # (plus clock leeway); its rows are purged once twice that old.
     feed_table = SqlRevocationFeed(runtime.engine)
     look_back = access_ttl + timedelta(minutes=5)
-    revocations = RevocationFeedService(feed_table, look_back=look_back)
+    # Peers long-poll the feed: LISTEN wakes their held polls when a revocation commits;
+    # restarted by the runtime if its connection drops (polls are not held meanwhile).
+    notices = PgRevocationNotices(runtime.engine)
+    runtime.every(1.0, notices.listen, name="revocation notices")
+    revocations = RevocationFeedService(feed_table, look_back=look_back, notices=notices)
 
     async def purge_revocations() -> None:
         await feed_table.purge(2 * look_back)

@@ -4,6 +4,8 @@ convert the result. No SQL, no try/except, no context.abort here.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.adapters.signing import KeyRing
 from vaultpay_auth.entrypoints.convert import (
@@ -37,6 +39,8 @@ from vaultpay_common.pagination import (
 __all__ = ["AuthAdminServicer", "AuthInternalServicer", "AuthServicer"]
 
 Ctx = ServicerContext
+# A held feed poll is answered this long before its caller's deadline (room for the read).
+_HELD_ANSWER_MARGIN = 0.1
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
@@ -218,4 +222,8 @@ class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
     async def PollSessionRevocations(
         self, request: auth_pb2.PollSessionRevocationsRequest, context: Ctx
     ) -> auth_pb2.PollSessionRevocationsResponse:
-        return feed_page_to_proto(await self._revocations.poll(request.cursor))
+        wait = request.wait.ToTimedelta()
+        remaining = context.time_remaining()
+        if remaining is not None:  # answer while the caller still listens, read included
+            wait = min(wait, timedelta(seconds=max(0.0, remaining - _HELD_ANSWER_MARGIN)))
+        return feed_page_to_proto(await self._revocations.poll(request.cursor, wait=wait))

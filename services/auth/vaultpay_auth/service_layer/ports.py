@@ -23,6 +23,7 @@ __all__ = [
     "PasswordHasher",
     "RefreshRecord",
     "RevocationFeedReader",
+    "RevocationNotices",
     "SignUpThrottle",
     "UserFilter",
 ]
@@ -83,6 +84,23 @@ class RevocationFeedReader(Protocol):
     async def read(self, cursor: FeedCursor, *, limit: int, look_back: timedelta) -> FeedRead:
         """Up to `limit` revocations after `cursor` recorded within `look_back`, with the
         transaction horizon of the same snapshot."""
+        ...
+
+
+class RevocationNotices(Protocol):
+    """Wakes held feed polls when a revocation commits (LISTEN for the revoking trigger's
+    NOTIFY). `generation` counts the notices heard; `listening` is False while the link is
+    down, when polls are answered at once instead of held."""
+
+    @property
+    def listening(self) -> bool: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    async def wait_past(self, generation: int) -> None:
+        """Returns once a notice after `generation` has been heard or the link is down (at
+        once if either is already so)."""
         ...
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -168,7 +169,8 @@ class GrpcTokenIntrospector:
 class GrpcRevocationSource:
     """Reads auth's revocation feed (AuthInternalService.PollSessionRevocations).
 
-    `timeout` bounds each page: an answer later than the freshness bound is stale on arrival.
+    `timeout` bounds each page beyond the time auth may hold it: an answer later than the
+    freshness bound is stale on arrival.
     """
 
     def __init__(
@@ -178,12 +180,15 @@ class GrpcRevocationSource:
         self._identity = identity
         self._timeout = timeout
 
-    async def __call__(self, cursor: str) -> RevocationPage:
+    async def __call__(self, cursor: str, wait: float) -> RevocationPage:
+        request = auth_pb2.PollSessionRevocationsRequest(cursor=cursor)
+        if wait > 0:
+            request.wait.FromTimedelta(timedelta(seconds=wait))
         try:
             reply = await self._stub.PollSessionRevocations(
-                auth_pb2.PollSessionRevocationsRequest(cursor=cursor),
+                request,
                 metadata=outgoing_metadata(await self._identity.token()),
-                timeout=self._timeout,
+                timeout=wait + self._timeout,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
@@ -196,6 +201,7 @@ class GrpcRevocationSource:
             ],
             next_cursor=reply.next_cursor,
             caught_up=reply.caught_up,
+            waited=reply.waited.ToTimedelta().total_seconds(),
         )
 
 
@@ -209,9 +215,10 @@ class PeerAuth:
     runtime job: auth.feed.run()     # keeps auth.revocations fresh; every user call reads it
     await stub.SomeInternalRpc(request, metadata=outgoing_metadata(await auth.identity.token()))
 
-    Until `feed.run()` has completed a poll (or while it cannot), the strict path asks auth
-    (IntrospectToken) on every call, as it did before the feed existed; non-strict calls then
-    refuse only the revocations already received.
+    Until `feed.run()` has completed a poll, every call asks auth (IntrospectToken): the set
+    may lack revocations made before this process started. While the feed cannot poll, the
+    strict path asks auth on every call; non-strict calls then refuse only the revocations
+    already received.
     """
 
     def __init__(
@@ -223,6 +230,7 @@ class PeerAuth:
         issuer: str,
         audience: str,
         revocation_poll_seconds: float = 0.25,
+        revocation_wait_seconds: float = 0.5,
         revocation_max_staleness_seconds: float = 1.0,
     ) -> None:
         self.identity = ServiceTokenProvider(channel, client_id, client_secret)
@@ -234,7 +242,12 @@ class PeerAuth:
         source = GrpcRevocationSource(
             channel, self.identity, timeout=revocation_max_staleness_seconds
         )
-        self.feed = RevocationFeed(source, self.revocations, poll_interval=revocation_poll_seconds)
+        self.feed = RevocationFeed(
+            source,
+            self.revocations,
+            poll_interval=revocation_poll_seconds,
+            wait=revocation_wait_seconds,
+        )
         self.introspector = FeedIntrospector(
             self.verifier, self.revocations, fallback=self.remote_introspector
         )

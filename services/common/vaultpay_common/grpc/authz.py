@@ -14,7 +14,8 @@ introspector answers from the same feed while it is fresh and asks auth (Introsp
 while it is stale, failing closed (UNAVAILABLE) when auth cannot answer. That is the one
 difference left between strict and non-strict RPCs: while the feed is stale (auth unreachable,
 the feed broken), a non-strict call is decided from the token and the revocations already known,
-so auth being down does not take every read down with it. In auth the introspector is one local
+so auth being down does not take every read down with it. Before the feed's first complete
+poll nothing is known, and every call is strict. In auth the introspector is one local
 query and every user call takes the strict path (`always_strict`).
 
 An open server stream is held to the same rule for as long as it stays open: it ends with
@@ -132,7 +133,7 @@ class AuthInterceptor(CallInterceptor):
         # Every user call, strict or not, fresh feed or stale: a known revocation is final.
         self._refuse_if_revoked(claims)
         role = claims.role
-        if rule.strict or self._always_strict:
+        if rule.strict or self._always_strict or not self._revocations_established():
             answer = await self._introspector.introspect(token)
             if not answer.active:
                 raise _no_longer_valid(answer.reason or "TOKEN_REVOKED")
@@ -145,6 +146,11 @@ class AuthInterceptor(CallInterceptor):
             subject=claims.subject, role=role, session_id=claims.session_id, token=token
         )
         return principal, claims
+
+    def _revocations_established(self) -> bool:
+        """False until the feed's first complete poll: the set may then lack revocations made
+        before this process started, so every call asks, as a strict one does."""
+        return self._revocations is None or self._revocations.is_established()
 
     def _refuse_if_revoked(self, claims: TokenClaims) -> None:
         """One dictionary lookup: the revoked sessions this process holds."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vaultpay.type.v1 import audit_pb2
@@ -18,6 +19,7 @@ __all__ = [
     "audit_filters",
     "current_principal",
     "datetime_or_none",
+    "duration",
     "page_scope",
     "role_from_proto",
     "timestamp",
@@ -25,6 +27,12 @@ __all__ = [
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def duration(value: timedelta) -> Duration:
+    message = Duration()
+    message.FromTimedelta(value)
+    return message
 
 
 def timestamp(value: datetime) -> Timestamp:

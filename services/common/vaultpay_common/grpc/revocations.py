@@ -3,21 +3,32 @@
 A strict RPC must refuse a token whose session was revoked (logout, refresh-token reuse,
 password change, role change, deactivation: each ends the user's sessions in auth). Asking
 auth (IntrospectToken) on every call costs a network round trip and a database query per
-money movement. Instead each service polls auth's revocation feed a few times a second and
-keeps the revoked session ids in a `RevocationSet`:
+money movement. Instead each service long-polls auth's revocation feed and keeps the revoked
+session ids in a `RevocationSet`:
 
     revoked = RevocationSet(max_staleness=1.0, retention=16 * 60)
-    feed = RevocationFeed(source, revoked, poll_interval=0.25)      # runtime job: feed.run()
+    feed = RevocationFeed(source, revoked, poll_interval=0.25, wait=0.5)  # job: feed.run()
     introspector = FeedIntrospector(verifier, revoked, fallback=GrpcTokenIntrospector(...))
 
-Freshness is measured on this process's own monotonic clock from the moment a poll was *sent*:
-auth reads the feed after receiving it, so a complete answer holds every revocation committed
-before that moment, whatever the network or auth's clock did. While the last complete poll is
-younger than `max_staleness`, the strict check is a dictionary lookup; once it is older (auth
-unreachable, the feed broken, this process too busy to poll), every strict call falls back to
+auth holds a poll that has nothing new for up to `wait` seconds and answers it as soon as a
+revocation commits, so a revocation usually reaches every service within milliseconds, and an
+idle service asks about twice a second. (An auth that does not hold polls is simply asked
+every `poll_interval`.)
+
+Freshness is measured on this process's own monotonic clock from the moment a poll was *sent*,
+plus how long auth says it held the poll before reading its answer (`waited`, a duration on
+auth's clock, capped by the time the answer took to arrive): auth reads the feed after
+receiving the poll, so a complete answer holds every revocation committed before that moment,
+whatever the network or auth's wall clock did. While the last complete poll is younger than
+`max_staleness`, the strict check is a dictionary lookup; once it is older (auth unreachable,
+the feed broken, this process too busy to poll), every strict call falls back to
 IntrospectToken, which fails closed (UNAVAILABLE) when auth cannot answer either. So a revoked
-token is refused at most `max_staleness` after the revocation committed, and usually one poll
-interval after.
+token is refused at most `max_staleness` after the revocation committed, and usually a few
+milliseconds after.
+
+Until the first complete poll the set may lack revocations made before this process started,
+so it is not `established`, and every call, strict or not, asks auth
+(vaultpay_common.grpc.authz).
 
 Why the session id and the token's own role are enough: every change that must take effect at
 once (logout, reuse, password change, deactivation, role change) revokes the user's sessions in
@@ -78,14 +89,17 @@ class Revocation:
 
 @dataclass(frozen=True, slots=True)
 class RevocationPage:
-    """One answer of the feed: `caught_up` when it completes everything up to the poll."""
+    """One answer of the feed: `caught_up` when it completes everything up to the poll plus
+    `waited`, the seconds auth held it before reading."""
 
     revocations: list[Revocation]
     next_cursor: str
     caught_up: bool
+    waited: float = 0.0
 
 
-RevocationSource = Callable[[str], Awaitable[RevocationPage]]
+# Reads one page: (cursor, how long auth may hold a poll with nothing new, in seconds).
+RevocationSource = Callable[[str, float], Awaitable[RevocationPage]]
 
 
 class ClaimsVerifier(Protocol):
@@ -101,6 +115,8 @@ class SessionRevocations(Protocol):
     """What the auth interceptor reads of the revoked sessions it holds in memory."""
 
     def refusal(self, session_id: str) -> str | None: ...
+
+    def is_established(self) -> bool: ...
 
     def watch(self, session_id: str, on_revoked: RevokedCallback) -> Callable[[], None]: ...
 
@@ -151,6 +167,11 @@ class RevocationSet:
         confirmed = self._confirmed_at
         return confirmed is not None and self._clock() - confirmed <= self._max_staleness
 
+    def is_established(self) -> bool:
+        """True once a complete poll was recorded: before, revocations made before this
+        process started may be missing, whatever the set holds."""
+        return self._confirmed_at is not None
+
     def staleness(self) -> float | None:
         """Seconds since the knowledge was last confirmed complete; None if it never was."""
         return None if self._confirmed_at is None else self._clock() - self._confirmed_at
@@ -195,11 +216,14 @@ class RevocationSet:
 
 
 class RevocationFeed:
-    """Keeps a RevocationSet current by polling auth's feed every `poll_interval` seconds.
+    """Keeps a RevocationSet current by long-polling auth's feed: each pass asks auth to hold
+    it up to `wait` seconds while there is nothing new, and passes start at most every
+    `poll_interval` seconds.
 
     A poll is a pass: pages until one is `caught_up`, then the set is confirmed as of the
-    moment the pass's first page was sent. A pass that fails part-way is started again from
-    the last complete pass's cursor (its pages' revocations are kept: knowing more is safe).
+    moment the pass's first page was sent plus how long auth held that page (never later
+    than the answer's arrival). A pass that fails part-way is started again from the last
+    complete pass's cursor (its pages' revocations are kept: knowing more is safe).
     """
 
     def __init__(
@@ -208,15 +232,17 @@ class RevocationFeed:
         revoked: RevocationSet,
         *,
         poll_interval: float,
+        wait: float = 0.0,
         max_pages_per_pass: int = 1000,
         clock: Monotonic = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if poll_interval <= 0:
-            raise ValueError("poll_interval must be positive")
+        if poll_interval <= 0 or wait < 0:
+            raise ValueError("poll_interval must be positive and wait not negative")
         self._source = source
         self._revoked = revoked
         self._interval = poll_interval
+        self._wait = wait
         self._max_pages = max_pages_per_pass
         self._clock = clock
         self._sleep = sleep
@@ -229,9 +255,12 @@ class RevocationFeed:
         """One complete pass; raises whatever the source raised (the set stays unconfirmed)."""
         started = self._clock()
         cursor = self._cursor
+        held = 0.0
         try:
-            for _ in range(self._max_pages):
-                page = await self._source(cursor)
+            for number in range(self._max_pages):
+                page = await self._source(cursor, self._wait if number == 0 else 0.0)
+                if number == 0:
+                    held = page.waited
                 self._revoked.record(page.revocations)
                 cursor = page.next_cursor
                 if page.caught_up:
@@ -242,7 +271,9 @@ class RevocationFeed:
             self._cursor = ""  # start over: everything within auth's look-back window
             raise
         self._cursor = cursor
-        self._revoked.confirm(started)
+        # auth read the first page at least `held` after our send (durations, not clocks);
+        # never later than now, whatever auth claims.
+        self._revoked.confirm(min(started + max(held, 0.0), self._clock()))
         self.polls += 1
 
     async def run(self) -> None:

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -1033,18 +1034,27 @@ class PollSessionRevocationsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CURSOR_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """The next_cursor of the previous answer; empty for a first poll (every revocation whose
     tokens may still be unexpired).
     """
+    @_builtins.property
+    def wait(self) -> _duration_pb2.Duration:
+        """How long auth may hold the poll when it has nothing new to answer: it answers as soon
+        as a revocation commits, or when this much time has passed (capped at 10 s, and at the
+        call's deadline). Unset or zero: answer at once.
+        """
+
     def __init__(
         self,
         *,
         cursor: _builtins.str = ...,
+        wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1059,16 +1069,25 @@ class PollSessionRevocationsResponse(_message.Message):
     REVOCATIONS_FIELD_NUMBER: _builtins.int
     NEXT_CURSOR_FIELD_NUMBER: _builtins.int
     CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    WAITED_FIELD_NUMBER: _builtins.int
     next_cursor: _builtins.str
     """Where the next poll continues."""
     caught_up: _builtins.bool
     """True when this answer, with those before it, holds every revocation committed before
-    the request arrived. False when more are waiting: poll again at once with next_cursor.
+    the request arrived plus `waited`. False when more are waiting: poll again at once with
+    next_cursor.
     """
     @_builtins.property
     def revocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionRevocation]:
         """Sessions revoked since the cursor. A revocation may be repeated in a later answer
         (applying it twice is harmless); none is ever left out.
+        """
+
+    @_builtins.property
+    def waited(self) -> _duration_pb2.Duration:
+        """How long auth held the poll (measured from when it received the request to when it read
+        the answer); zero when it answered at once. The answer holds every revocation committed
+        before the caller's send time plus this much, on the caller's own clock.
         """
 
     def __init__(
@@ -1077,10 +1096,11 @@ class PollSessionRevocationsResponse(_message.Message):
         revocations: _abc.Iterable[Global___SessionRevocation] | None = ...,
         next_cursor: _builtins.str = ...,
         caught_up: _builtins.bool = ...,
+        waited: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["waited", b"waited"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "next_cursor", b"next_cursor", "revocations", b"revocations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "next_cursor", b"next_cursor", "revocations", b"revocations", "waited", b"waited"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

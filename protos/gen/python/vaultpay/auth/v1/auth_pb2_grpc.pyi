@@ -311,9 +311,12 @@ class AuthInternalServiceStub:
     role change, deactivation) since the caller's cursor, so that a service refuses a
     revoked session's token on every authenticated call, strict or not, and ends its open
     streams, from memory, without calling IntrospectToken (which strict calls still ask
-    while the feed is stale). Services poll it a few times a second; an answer with
-    caught_up set holds every revocation committed before the request arrived, which is
-    what lets the caller bound how stale its copy is.
+    while the feed is stale). An answer with caught_up set holds every revocation committed
+    before the request arrived plus `waited`, which is what lets the caller bound how stale
+    its copy is. Services long-poll it: with `wait` set, auth holds a poll that has nothing
+    new until a revocation commits (answering within milliseconds of the COMMIT) or `wait`
+    has passed, so an idle service asks about twice a second and still learns of a
+    revocation at once.
     Revocations are kept as long as a token of the session may still be unexpired, so a
     first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
     fails with INVALID_ARGUMENT.
@@ -345,9 +348,12 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
     role change, deactivation) since the caller's cursor, so that a service refuses a
     revoked session's token on every authenticated call, strict or not, and ends its open
     streams, from memory, without calling IntrospectToken (which strict calls still ask
-    while the feed is stale). Services poll it a few times a second; an answer with
-    caught_up set holds every revocation committed before the request arrived, which is
-    what lets the caller bound how stale its copy is.
+    while the feed is stale). An answer with caught_up set holds every revocation committed
+    before the request arrived plus `waited`, which is what lets the caller bound how stale
+    its copy is. Services long-poll it: with `wait` set, auth holds a poll that has nothing
+    new until a revocation commits (answering within milliseconds of the COMMIT) or `wait`
+    has passed, so an idle service asks about twice a second and still learns of a
+    revocation at once.
     Revocations are kept as long as a token of the session may still be unexpired, so a
     first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
     fails with INVALID_ARGUMENT.
@@ -400,9 +406,12 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         role change, deactivation) since the caller's cursor, so that a service refuses a
         revoked session's token on every authenticated call, strict or not, and ends its open
         streams, from memory, without calling IntrospectToken (which strict calls still ask
-        while the feed is stale). Services poll it a few times a second; an answer with
-        caught_up set holds every revocation committed before the request arrived, which is
-        what lets the caller bound how stale its copy is.
+        while the feed is stale). An answer with caught_up set holds every revocation committed
+        before the request arrived plus `waited`, which is what lets the caller bound how stale
+        its copy is. Services long-poll it: with `wait` set, auth holds a poll that has nothing
+        new until a revocation commits (answering within milliseconds of the COMMIT) or `wait`
+        has passed, so an idle service asks about twice a second and still learns of a
+        revocation at once.
         Revocations are kept as long as a token of the session may still be unexpired, so a
         first poll (empty cursor) returns all of them. Cursors are opaque; a malformed one
         fails with INVALID_ARGUMENT.

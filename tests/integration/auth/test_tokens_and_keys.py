@@ -21,6 +21,7 @@ from tests.integration.auth.conftest import SERVICE_SECRET, AuthStack, bearer
 from tests.integration.auth.stacks import own_auth_stack
 from tests.support import rpc_failure
 from vaultpay.auth.v1 import auth_pb2
+from vaultpay.type.v1 import role_pb2
 from vaultpay_auth.adapters.signing import KeyRing
 from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.db import create_engine
@@ -165,13 +166,19 @@ async def test_jwks_publishes_the_key_that_signs_tokens(auth: AuthStack) -> None
     assert claims["exp"] - claims["iat"] == 15 * 60
 
 
-async def test_services_look_up_a_users_contact(auth: AuthStack) -> None:
+async def test_services_look_up_a_users_contact_and_current_role(auth: AuthStack) -> None:
     user = await auth.register()
     reply = await auth.internal.GetUserContact(
         auth_pb2.GetUserContactRequest(user_id=user.user_id),
         metadata=bearer(await _service_token(auth)),
     )
-    assert (reply.email, reply.active) == (user.email, True)
+    assert (reply.email, reply.active, reply.role) == (user.email, True, role_pb2.ROLE_USER)
+    staff, _ = await auth.staff("MODERATOR")
+    reply = await auth.internal.GetUserContact(
+        auth_pb2.GetUserContactRequest(user_id=staff.user_id),
+        metadata=bearer(await _service_token(auth)),
+    )
+    assert reply.role == role_pb2.ROLE_MODERATOR  # wallet's staff actions compare it
 
 
 # ----- rotation: a published standby key takes over ---------------------------------------

@@ -216,7 +216,10 @@ class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
     ) -> auth_pb2.GetUserContactResponse:
         user = await self._admin.get_user(parse_uuid(request.user_id, "user_id"))
         return auth_pb2.GetUserContactResponse(
-            email=user.email, full_name=user.full_name, active=user.active
+            email=user.email,
+            full_name=user.full_name,
+            active=user.active,
+            role=role_to_proto(user.role),
         )
 
     async def PollSessionRevocations(

@@ -1006,22 +1006,29 @@ class GetUserContactResponse(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     FULL_NAME_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     """The normalised email address."""
     full_name: _builtins.str
     """The display name."""
     active: _builtins.bool
     """False when the user has been deactivated (mail should not be sent)."""
+    role: _role_pb2.Role.ValueType
+    """The user's current role (from auth's database, not from any token). Wallet refuses a
+    staff action on the wallet of a user the caller does not outrank; a reply without a
+    role (an older auth) is treated as "cannot tell" and the action fails closed.
+    """
     def __init__(
         self,
         *,
         email: _builtins.str = ...,
         full_name: _builtins.str = ...,
         active: _builtins.bool = ...,
+        role: _role_pb2.Role.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "email", b"email", "full_name", b"full_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "email", b"email", "full_name", b"full_name", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

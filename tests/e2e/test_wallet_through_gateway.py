@@ -159,6 +159,20 @@ def test_a_user_unfreeze_leaves_a_staff_freeze_in_place(gateway: Gateway, mesh: 
     assert {"wallet.frozen", "wallet.unfrozen"} <= actions, actions
 
 
+def _raised_send_limit(reason: str) -> dict[str, object]:
+    """An AdminSetWalletLimits body raising the daily send limit far above any tier's."""
+    return {
+        "requestId": rid(),
+        "reason": reason,
+        "limits": [
+            {
+                "action": "LIMIT_ACTION_SEND",
+                "daily": {"currencyCode": "INR", "amountMinor": "900000000"},
+            }
+        ],
+    }
+
+
 def test_staff_never_change_their_own_wallet_through_the_admin_api(
     gateway: Gateway, mesh: Mesh
 ) -> None:
@@ -180,16 +194,7 @@ def test_staff_never_change_their_own_wallet_through_the_admin_api(
     assert held.status == 200, held.body
 
     own = f"/v1/admin/wallets/{wallet_id}"
-    limits = {
-        "requestId": rid(),
-        "reason": "mine",
-        "limits": [
-            {
-                "action": "LIMIT_ACTION_SEND",
-                "daily": {"currencyCode": "INR", "amountMinor": "900000000"},
-            }
-        ],
-    }
+    limits = _raised_send_limit("mine")
     for method, path, body in (
         ("POST", f"{own}:unfreeze", {"requestId": rid(), "reason": "mine"}),
         ("POST", f"{own}:freeze", {"requestId": rid(), "reason": "mine"}),
@@ -207,6 +212,43 @@ def test_staff_never_change_their_own_wallet_through_the_admin_api(
         "POST", f"{own}:unfreeze", {"requestId": rid(), "reason": "cleared"}, token=root
     )
     assert lifted.status == 200 and lifted.body["wallet"]["status"] == "WALLET_STATUS_ACTIVE"
+
+
+def test_staff_change_only_the_wallets_of_people_they_outrank(gateway: Gateway, mesh: Mesh) -> None:
+    # A moderator could freeze an admin's or a super_admin's wallet: wallet did not know the
+    # owner's role. It now asks auth (GetUserContact) and applies auth's rank rule.
+    moderator = staff_token(mesh, gateway, "MODERATOR")
+    admin = staff_token(mesh, gateway, "ADMIN")
+    other_admin = staff_token(mesh, gateway, "ADMIN")
+    root = staff_token(mesh, gateway, "SUPER_ADMIN")
+
+    def wallet_of(token: str) -> str:
+        created = gateway.call(
+            "POST", "/v1/wallets", {"requestId": rid(), "displayName": "Staff"}, token=token
+        )
+        assert created.status == 200, created.body
+        return str(created.body["wallet"]["walletId"])
+
+    admins_wallet, moderators_wallet = wallet_of(admin), wallet_of(moderator)
+    limits = _raised_send_limit("rank")
+
+    def act(method: str, path: str, token: str) -> tuple[int, str]:
+        body = limits if method == "PUT" else {"requestId": rid(), "reason": "rank"}
+        answer = gateway.call(method, f"/v1/admin/wallets/{path}", body, token=token)
+        return answer.status, answer.error_reason()
+
+    refused = (403, "INSUFFICIENT_PERMISSIONS")
+    assert act("POST", f"{admins_wallet}:freeze", moderator) == refused
+    assert act("POST", f"{admins_wallet}:freeze", other_admin) == refused
+    assert act("PUT", f"{admins_wallet}/limits", other_admin) == refused
+    untouched = gateway.call("GET", "/v1/wallets/me", token=admin).body["wallet"]
+    assert untouched["status"] == "WALLET_STATUS_ACTIVE", untouched
+
+    assert act("POST", f"{moderators_wallet}:freeze", admin) == (200, "")
+    assert act("POST", f"{moderators_wallet}:unfreeze", moderator) == (403, "CANNOT_MODIFY_SELF")
+    assert act("POST", f"{admins_wallet}:freeze", root) == (200, "")
+    assert act("POST", f"{admins_wallet}:unfreeze", moderator) == refused
+    assert act("POST", f"{admins_wallet}:unfreeze", root) == (200, "")
 
 
 async def test_limits_lower_refuse_raise_override_and_settings(

@@ -14,9 +14,15 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.fakes.wallet import FakePinHasher, FakeUsage, FixedClock, ReversibleSealer
+from tests.fakes.wallet import (
+    FakePinHasher,
+    FakeUsage,
+    FakeUserRoles,
+    FixedClock,
+    ReversibleSealer,
+)
 from tests.integration.wallet.wallet_chain import new_key
-from vaultpay_common.context import DEADLINE
+from vaultpay_common.context import DEADLINE, Role
 from vaultpay_common.db import create_engine
 from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
@@ -86,10 +92,13 @@ class _World:
         uow: Callable[[], WalletUnitOfWork] = lambda: SqlWalletUnitOfWork(engine)  # noqa: E731
         self.sql_reads = PgWalletReads(engine)
         self.uow_reads = UnitOfWorkReads(uow)
-        self.limits = LimitsService(uow, self.clock, FakeUsage(), reads=self.sql_reads)
+        roles = FakeUserRoles()
+        self.limits = LimitsService(uow, self.clock, FakeUsage(), reads=self.sql_reads, roles=roles)
         self.wallets = WalletService(uow, self.clock, self.limits, reads=self.sql_reads)
         self.pins = PinService(uow, self.clock, FakePinHasher(), ReversibleSealer())
-        self.admin = AdminService(uow, self.clock, self.limits, _NoIps(), _NoStats(), _NoStats())
+        self.admin = AdminService(
+            uow, self.clock, self.limits, _NoIps(), _NoStats(), _NoStats(), roles=roles
+        )
         self.settings = SettingsService(uow, self.clock)
         self.tiers = KycTierService(uow, self.clock)
 
@@ -115,12 +124,13 @@ async def _busy_wallet(world: _World) -> tuple[str, str]:
     await world.wallets.freeze_my_wallet(FreezeMyWallet(user, "holiday", new_key(user)))
     until = world.clock.now() + timedelta(hours=1)
     await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "check", until, new_key("staff"))
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "check", until, new_key("staff"))
     )
     await world.tiers.set_kyc_tier(SetKycTier(user, KycTier.BASIC, "sub-1", new_key("kyc")))
     await world.limits.admin_set_wallet_limits(
         AdminSetWalletLimits(
             "staff",
+            Role.ADMIN,
             wallet.id,
             (LimitValuesInput(LimitAction.SEND, daily=AmountInput("INR", 9_000_00)),),
             "review",

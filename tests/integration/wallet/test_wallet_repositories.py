@@ -25,10 +25,12 @@ from tests.fakes.wallet import (
     FakeTransferStats,
     FakeTrustedIps,
     FakeUsage,
+    FakeUserRoles,
     FixedClock,
     ReversibleSealer,
 )
 from tests.integration.wallet.wallet_chain import new_key, private_wallet_chain
+from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
 from vaultpay_common.migrations import PLATFORM_CHAIN, upgrade_all
 from vaultpay_devstack.postgres import Provisioned
@@ -86,7 +88,8 @@ class _World:
         self.clock = FixedClock()
         self.hasher = FakePinHasher()
         uow: Callable[[], WalletUnitOfWork] = lambda: SqlWalletUnitOfWork(engine)  # noqa: E731
-        self.limits = LimitsService(uow, self.clock, FakeUsage())
+        roles = FakeUserRoles()
+        self.limits = LimitsService(uow, self.clock, FakeUsage(), roles=roles)
         self.wallets = WalletService(uow, self.clock, self.limits)
         self.pins = PinService(
             uow,
@@ -96,7 +99,13 @@ class _World:
             PgPinCheckFastPath(engine) if fast else None,
         )
         self.admin = AdminService(
-            uow, self.clock, self.limits, FakeTrustedIps(), FakeTransferStats(), FakeKycStats()
+            uow,
+            self.clock,
+            self.limits,
+            FakeTrustedIps(),
+            FakeTransferStats(),
+            FakeKycStats(),
+            roles=roles,
         )
         self.settings = SettingsService(uow, self.clock)
 
@@ -248,7 +257,7 @@ async def test_the_fast_path_keeps_the_rule_and_hands_the_rest_to_the_general_pa
     assert await _attempts(engine, wallet.id) == 1
 
     await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "check", None, new_key("staff"))
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "check", None, new_key("staff"))
     )
     assert await world.pins.verify_pin(VerifyPin(user, "2468", new_key(user)))  # general path
     assert (fast.reserved, fast.settled) == (2, 1)
@@ -305,7 +314,7 @@ async def test_admin_freeze_list_and_limits_round_trip_through_sql(engine: Async
     user = f"adm-{uuid.uuid4()}"
     wallet = await world.wallets.create_wallet(CreateWallet(user, "Adm", "", new_key(user)))
     frozen = await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "check", None, new_key("staff"))
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "check", None, new_key("staff"))
     )
     assert frozen.status is WalletStatus.FROZEN
     view = await world.admin.get_wallet(wallet.id)
@@ -333,7 +342,7 @@ async def test_a_lapsed_timed_freeze_counts_as_lifted_in_the_sql_filter_and_figu
     wallet = await world.wallets.create_wallet(CreateWallet(user, "Lapse", "", new_key(user)))
     until = world.clock.now() + timedelta(minutes=1)
     await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "timed", until, new_key("staff"))
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "timed", until, new_key("staff"))
     )
     frozen_only = WalletFilter(status=WalletStatus.FROZEN, user_id=user)
     active_only = WalletFilter(status=WalletStatus.ACTIVE, user_id=user)

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.context import Role
 from vaultpay_common.errors import ErrorKind, ValidationError
 from vaultpay_wallet.domain.errors import (
     SettingNotFoundError,
@@ -90,6 +91,7 @@ async def test_an_admin_override_replaces_the_set_and_caps_the_users_ceiling() -
     limits = await world.limits.admin_set_wallet_limits(
         AdminSetWalletLimits(
             "staff",
+            Role.ADMIN,
             wallet_id,
             (LimitValuesInput(LimitAction.SEND, daily=AmountInput(INR, 7_000)),),
             "risk review",
@@ -107,7 +109,7 @@ async def test_an_admin_override_replaces_the_set_and_caps_the_users_ceiling() -
     assert [r.override.source for r in page.overrides] == [LimitSource.ADMIN_OVERRIDE]
     # PUT semantics: an empty set removes every override
     await world.limits.admin_set_wallet_limits(
-        AdminSetWalletLimits("staff", wallet_id, (), "undo", key("staff"))
+        AdminSetWalletLimits("staff", Role.ADMIN, wallet_id, (), "undo", key("staff"))
     )
     assert (await world.limits.admin_list_limits(LimitOverrideFilter(), None, 10)).overrides == ()
 
@@ -118,12 +120,12 @@ async def test_admin_limits_need_a_reason_and_one_entry_per_action() -> None:
     entry = LimitValuesInput(LimitAction.SEND, daily=AmountInput(INR, 1))
     with pytest.raises(ValidationError) as no_reason:
         await world.limits.admin_set_wallet_limits(
-            AdminSetWalletLimits("s", wallet_id, (entry,), " ", key("s"))
+            AdminSetWalletLimits("s", Role.ADMIN, wallet_id, (entry,), " ", key("s"))
         )
     assert no_reason.value.violations[0].field == "reason"
     with pytest.raises(ValidationError) as twice:
         await world.limits.admin_set_wallet_limits(
-            AdminSetWalletLimits("s", wallet_id, (entry, entry), "r", key("s"))
+            AdminSetWalletLimits("s", Role.ADMIN, wallet_id, (entry, entry), "r", key("s"))
         )
     assert twice.value.violations[0].field == "limits[1].action"
 
@@ -177,15 +179,23 @@ async def test_admin_freeze_needs_a_reason_and_a_future_end_and_notifies_the_own
     world = World()
     wallet_id = await _basic(world)
     with pytest.raises(ValidationError) as err:
-        await world.admin.freeze_wallet(AdminFreezeWallet("s", wallet_id, "", None, key("s")))
+        await world.admin.freeze_wallet(
+            AdminFreezeWallet("s", Role.ADMIN, wallet_id, "", None, key("s"))
+        )
     assert err.value.violations[0].field == "reason"
     past = world.clock.now() - timedelta(minutes=1)
     with pytest.raises(ValidationError) as err2:
-        await world.admin.freeze_wallet(AdminFreezeWallet("s", wallet_id, "r", past, key("s")))
+        await world.admin.freeze_wallet(
+            AdminFreezeWallet("s", Role.ADMIN, wallet_id, "r", past, key("s"))
+        )
     assert err2.value.violations[0].field == "until_time"
     with pytest.raises(WalletNotFoundError):
-        await world.admin.freeze_wallet(AdminFreezeWallet("s", "VPY-ZZZZZZ", "r", None, key("s")))
-    await world.admin.freeze_wallet(AdminFreezeWallet("s", wallet_id, "r", None, key("s")))
+        await world.admin.freeze_wallet(
+            AdminFreezeWallet("s", Role.ADMIN, "VPY-ZZZZZZ", "r", None, key("s"))
+        )
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("s", Role.ADMIN, wallet_id, "r", None, key("s"))
+    )
     (note,) = world.uow.outbox.of_topic("notification.create")
     assert note.payload["user_id"] == "alice" and note.payload["kind"] == "WALLET_STATUS"
 
@@ -275,17 +285,23 @@ async def test_a_late_lower_tier_keeps_the_wallet_and_is_audited(
 async def test_staff_never_change_their_own_wallet_through_the_admin_api() -> None:
     world = World()
     own = await _basic(world, "mod")
-    await world.admin.freeze_wallet(AdminFreezeWallet("root", own, "risk", None, key("root")))
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("root", Role.SUPER_ADMIN, own, "risk", None, key("root"))
+    )
     entry = LimitValuesInput(LimitAction.SEND, daily=AmountInput(INR, 10**12))
     before = world.snapshot()
     refused: list[Callable[[], Awaitable[object]]] = [
-        lambda: world.admin.unfreeze_wallet(AdminUnfreezeWallet("mod", own, "mine", key("mod"))),
-        lambda: world.admin.freeze_wallet(AdminFreezeWallet("mod", own, "r", None, key("mod"))),
-        lambda: world.limits.admin_set_wallet_limits(
-            AdminSetWalletLimits("mod", own, (entry,), "raise", key("mod"))
+        lambda: world.admin.unfreeze_wallet(
+            AdminUnfreezeWallet("mod", Role.MODERATOR, own, "mine", key("mod"))
+        ),
+        lambda: world.admin.freeze_wallet(
+            AdminFreezeWallet("mod", Role.MODERATOR, own, "r", None, key("mod"))
         ),
         lambda: world.limits.admin_set_wallet_limits(
-            AdminSetWalletLimits("mod", own, (), "r", key("mod"))
+            AdminSetWalletLimits("mod", Role.MODERATOR, own, (entry,), "raise", key("mod"))
+        ),
+        lambda: world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("mod", Role.MODERATOR, own, (), "r", key("mod"))
         ),
     ]
     for call in refused:
@@ -294,7 +310,9 @@ async def test_staff_never_change_their_own_wallet_through_the_admin_api() -> No
         assert err.value.reason == "CANNOT_MODIFY_SELF"
         assert err.value.kind is ErrorKind.PERMISSION_DENIED
     assert world.snapshot() == before
-    lifted = await world.admin.unfreeze_wallet(AdminUnfreezeWallet("root", own, "ok", key("root")))
+    lifted = await world.admin.unfreeze_wallet(
+        AdminUnfreezeWallet("root", Role.SUPER_ADMIN, own, "ok", key("root"))
+    )
     assert lifted.status is WalletStatus.ACTIVE
 
 
@@ -321,13 +339,17 @@ async def test_admin_limits_of_one_action_must_be_in_order(
     before = world.snapshot()
     with pytest.raises(ValidationError) as err:
         await world.limits.admin_set_wallet_limits(
-            AdminSetWalletLimits("s", wallet_id, (_admin_entry(*windows),), "r", key("s"))
+            AdminSetWalletLimits(
+                "s", Role.ADMIN, wallet_id, (_admin_entry(*windows),), "r", key("s")
+            )
         )
     assert [(v.field, v.description) for v in err.value.violations] == [(field, description)]
     assert world.snapshot() == before
     # A window lowered alone, under the tier's per-transaction default, is fine.
     await world.limits.admin_set_wallet_limits(
-        AdminSetWalletLimits("s", wallet_id, (_admin_entry(None, 100, None),), "r", key("s"))
+        AdminSetWalletLimits(
+            "s", Role.ADMIN, wallet_id, (_admin_entry(None, 100, None),), "r", key("s")
+        )
     )
 
 
@@ -385,7 +407,9 @@ async def test_a_lapsed_timed_freeze_counts_as_lifted_in_the_list_filter_and_fig
     world = World()
     wallet_id = await _basic(world)
     until = world.clock.now() + timedelta(hours=1)
-    await world.admin.freeze_wallet(AdminFreezeWallet("s", wallet_id, "r", until, key("s")))
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("s", Role.ADMIN, wallet_id, "r", until, key("s"))
+    )
     frozen = await world.admin.list_wallets(WalletFilter(status=WalletStatus.FROZEN), None, 10)
     assert [w.id for w in frozen.wallets] == [wallet_id]
     world.clock.advance(timedelta(hours=2))  # the sweep has not run yet

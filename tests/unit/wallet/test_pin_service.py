@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.context import Role
 from vaultpay_common.errors import DomainError, ValidationError
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.errors import (
@@ -229,7 +230,9 @@ async def test_a_movements_check_refuses_a_frozen_wallet_before_counting_an_atte
     world = World()
     wallet = await world.open_wallet_with_pin()
     if freeze == "admin":
-        await world.admin.freeze_wallet(AdminFreezeWallet("staff", wallet.id, "r", None, key("s")))
+        await world.admin.freeze_wallet(
+            AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "r", None, key("s"))
+        )
     else:
         await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "lost my phone", key()))
     for pin in (BAD, BAD, BAD, GOOD):
@@ -261,7 +264,9 @@ async def test_a_movements_check_passes_once_a_timed_freeze_has_lapsed() -> None
     world = World()
     wallet = await world.open_wallet_with_pin()
     until = world.clock.now() + timedelta(hours=1)
-    await world.admin.freeze_wallet(AdminFreezeWallet("staff", wallet.id, "r", until, key("s")))
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "r", until, key("s"))
+    )
     with pytest.raises(WalletFrozenError):
         await world.pins.verify_transfer_pin(VerifyTransferPin("alice", BAD, key("t")))
     world.clock.advance(timedelta(hours=2))
@@ -315,7 +320,9 @@ async def test_staff_unfreeze_lifts_a_lockout_and_clears_the_counter() -> None:
     wallet = await world.open_wallet_with_pin()
     for _ in range(3):
         await _wrong(world)
-    await world.admin.unfreeze_wallet(AdminUnfreezeWallet("staff", wallet.id, "verified", key("s")))
+    await world.admin.unfreeze_wallet(
+        AdminUnfreezeWallet("staff", Role.ADMIN, wallet.id, "verified", key("s"))
+    )
     assert world.uow.pins.records[wallet.id].failed_attempts == 0
     await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))
 
@@ -338,7 +345,9 @@ async def test_change_pin_checks_the_current_pin_under_the_lockout_rule() -> Non
 async def test_pin_reset_mails_a_sealed_single_use_token_that_lifts_only_the_lockout() -> None:
     world = World()
     wallet = await world.open_wallet_with_pin()
-    await world.admin.freeze_wallet(AdminFreezeWallet("staff", wallet.id, "hold", None, key("s")))
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "hold", None, key("s"))
+    )
     for _ in range(3):
         await _wrong(world)
     requested = await world.pins.request_pin_reset(RequestPinReset("alice", key()))

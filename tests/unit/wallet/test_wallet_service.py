@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.context import Role
 from vaultpay_common.errors import ValidationError
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
@@ -134,7 +135,7 @@ async def test_the_owner_lifts_only_their_own_freeze() -> None:
     wallet = await world.open_wallet()
     await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "lost phone", key()))
     await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "fraud check", None, key("staff"))
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "fraud check", None, key("staff"))
     )
     before = world.snapshot()
     # QA of 2026-12-03: this answered OK with the wallet still FROZEN (the self-freeze
@@ -146,7 +147,7 @@ async def test_the_owner_lifts_only_their_own_freeze() -> None:
     stored = world.uow.wallets.wallets[wallet.id]
     assert {f.source for f in stored.freezes} == {FreezeSource.ADMIN, FreezeSource.SELF}
     lifted = await world.admin.unfreeze_wallet(
-        AdminUnfreezeWallet("staff", wallet.id, "ok", key("staff"))
+        AdminUnfreezeWallet("staff", Role.ADMIN, wallet.id, "ok", key("staff"))
     )
     assert lifted.status is WalletStatus.ACTIVE
 
@@ -159,11 +160,13 @@ async def test_close_needs_zero_balance_and_a_staff_freeze_blocks_it() -> None:
         await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))
     world.uow.wallets.set_balance(wallet.id, 0)
     await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "hold", None, key("staff"))
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "hold", None, key("staff"))
     )
     with pytest.raises(WalletFrozenError):
         await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))
-    await world.admin.unfreeze_wallet(AdminUnfreezeWallet("staff", wallet.id, "", key("staff")))
+    await world.admin.unfreeze_wallet(
+        AdminUnfreezeWallet("staff", Role.ADMIN, wallet.id, "", key("staff"))
+    )
     await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "", key()))
     closed = await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))
     assert closed.status is WalletStatus.CLOSED and closed.freezes == ()
@@ -178,7 +181,7 @@ async def test_an_expired_staff_freeze_reads_as_lifted_and_the_sweep_persists_it
     wallet = await world.open_wallet()
     until = world.clock.now() + timedelta(hours=2)
     await world.admin.freeze_wallet(
-        AdminFreezeWallet("staff", wallet.id, "hold", until, key("staff"))
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "hold", until, key("staff"))
     )
     world.clock.advance(timedelta(hours=3))
     assert (await world.wallets.get_my_wallet("alice")).wallet.status is WalletStatus.ACTIVE

@@ -11,6 +11,7 @@ from tests.fakes.wallet import (
     FakeTransferStats,
     FakeTrustedIps,
     FakeUsage,
+    FakeUserRoles,
     FakeWalletUnitOfWork,
     FixedClock,
     ReversibleSealer,
@@ -46,14 +47,21 @@ class World:
     trusted_ips: FakeTrustedIps = field(default_factory=FakeTrustedIps)
     transfer_stats: FakeTransferStats = field(default_factory=FakeTransferStats)
     kyc_stats: FakeKycStats = field(default_factory=FakeKycStats)
+    roles: FakeUserRoles = field(default_factory=FakeUserRoles)
 
     def __post_init__(self) -> None:
         factory = lambda: self.uow  # noqa: E731
-        self.limits = LimitsService(factory, self.clock, self.usage)
+        self.limits = LimitsService(factory, self.clock, self.usage, roles=self.roles)
         self.wallets = WalletService(factory, self.clock, self.limits)
         self.pins = PinService(factory, self.clock, self.hasher, self.sealer)
         self.admin = AdminService(
-            factory, self.clock, self.limits, self.trusted_ips, self.transfer_stats, self.kyc_stats
+            factory,
+            self.clock,
+            self.limits,
+            self.trusted_ips,
+            self.transfer_stats,
+            self.kyc_stats,
+            roles=self.roles,
         )
         self.settings = SettingsService(factory, self.clock)
         self.kyc = KycTierService(factory, self.clock)

@@ -1,9 +1,11 @@
 """Clients of the wallet's peers, with their failures translated at the boundary.
 
-Each answers what the service layer asks in its own terms: a user's contact for mail (auth),
-limit usage and transfer figures (transfer), pending KYC (kyc). Figures for display degrade to
-"unknown" (None) when the peer is down or not deployed yet, because a dashboard or a limits
-screen must still work; the mail contact raises, so the outbox retries the delivery later.
+Each answers what the service layer asks in its own terms: a user's contact for mail and
+their role for staff actions (auth), limit usage and transfer figures (transfer), pending KYC
+(kyc). Figures for display degrade to "unknown" (None) when the peer is down or not deployed
+yet, because a dashboard or a limits screen must still work; the mail contact raises, so the
+outbox retries the delivery later; the role raises AUTH_UNAVAILABLE, so a staff action whose
+rank cannot be checked fails closed.
 
 Limit usage (GetMyWallet, GetLimits) is asked for on every call and never cached: it changes
 with every money movement. What is remembered is only that transfer could not answer: for
@@ -26,7 +28,9 @@ from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
 from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from vaultpay.type.v1 import limit_action_pb2, money_pb2
-from vaultpay_common.grpc.auth_client import outgoing_metadata
+from vaultpay_common.context import Role
+from vaultpay_common.grpc.auth_client import AuthUnavailableError, outgoing_metadata
+from vaultpay_common.grpc.convert import role_from_proto
 from vaultpay_common.outbox import DeliveryError, PermanentDeliveryError
 from vaultpay_wallet.domain.limits import ActionUsage, LimitAction
 from vaultpay_wallet.service_layer.ports import CurrencyAmount, TransferStats
@@ -47,20 +51,43 @@ class UserContact:
 
 
 class GrpcUserContacts:
-    """auth's GetUserContact, for mail."""
+    """auth's GetUserContact: the contact for mail, the role for staff actions
+    (`UserRoleSource`)."""
 
     def __init__(self, channel: grpc.aio.Channel, token: TokenSource, timeout: float) -> None:
         self._stub = auth_pb2_grpc.AuthInternalServiceStub(channel)
         self._token = token
         self._timeout = timeout
 
+    async def _get(self, user_id: str) -> auth_pb2.GetUserContactResponse:
+        reply: auth_pb2.GetUserContactResponse = await self._stub.GetUserContact(
+            auth_pb2.GetUserContactRequest(user_id=user_id),
+            metadata=outgoing_metadata(await self._token()),
+            timeout=self._timeout,
+        )
+        return reply
+
+    async def role_of(self, user_id: str) -> Role:
+        """Any failure is AUTH_UNAVAILABLE (fail closed), ROLE_UNSPECIFIED (an auth older
+        than the field) and an unknown user included: no answer is taken as "a user"."""
+        try:
+            reply = await self._get(user_id)
+            role = role_from_proto(reply.role)
+        except AuthUnavailableError:  # our own service token could not be had
+            raise
+        except Exception as exc:
+            log.warning(
+                "role of a wallet owner unknown",
+                extra={"peer": "auth", "error": type(exc).__name__},
+            )
+            raise AuthUnavailableError("auth could not tell the wallet owner's role") from exc
+        if role is None:
+            raise AuthUnavailableError("auth answered without the wallet owner's role")
+        return role
+
     async def contact(self, user_id: str) -> UserContact:
         try:
-            reply = await self._stub.GetUserContact(
-                auth_pb2.GetUserContactRequest(user_id=user_id),
-                metadata=outgoing_metadata(await self._token()),
-                timeout=self._timeout,
-            )
+            reply = await self._get(user_id)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _GONE:
                 raise PermanentDeliveryError(f"user {user_id} is unknown to auth") from exc

@@ -13,6 +13,7 @@ from vaultpay_common.errors import (
     AbortedError,
     AlreadyExistsError,
     FailedPreconditionError,
+    InsufficientPermissionsError,
     NotFoundError,
     PermissionDeniedError,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "PinNotSetError",
     "PinResetTokenInvalidError",
     "SettingNotFoundError",
+    "StaffOutrankedError",
     "StaffSelfActionError",
     "WalletAlreadyExistsError",
     "WalletClosedError",
@@ -86,6 +88,15 @@ class StaffSelfActionError(PermissionDeniedError):
 
     reason = "CANNOT_MODIFY_SELF"
     default_message = "staff cannot change their own wallet; another staff member must do it"
+
+
+class StaffOutrankedError(InsufficientPermissionsError):
+    """A staff member acting through the admin API on the wallet of someone they do not
+    outrank (a moderator freezing an admin's wallet, an admin another admin's limits). auth
+    refuses the same thing for roles and status (`check_may_manage`) with this class's
+    reason, INSUFFICIENT_PERMISSIONS, so clients see one vocabulary."""
+
+    default_message = "staff act only on the wallets of users ranked below them"
 
 
 class PinNotSetError(FailedPreconditionError):

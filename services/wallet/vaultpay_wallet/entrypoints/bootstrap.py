@@ -97,7 +97,7 @@ async def build_host(
     listener = PgNotificationListener(settings.database_url.get_secret_value(), hub)
 
     reads = PgWalletReads(runtime.engine)  # the hot reads: one statement, no transaction
-    limits = LimitsService(uow, clock, transfer, reads=reads)
+    limits = LimitsService(uow, clock, transfer, reads=reads, roles=contacts)
     wallets = WalletService(uow, clock, limits, reads=reads)
     pins = PinService(uow, clock, hasher, sealer, PgPinCheckFastPath(runtime.engine))
     ip_trust = IpTrustService(
@@ -108,7 +108,9 @@ async def build_host(
         ip_hash_key=settings.derived_key("ip-hash"),
     )
     notifications = NotificationService(uow, hub, clock)
-    admin = AdminService(uow, clock, limits, _TrustedIpCount(runtime), transfer, kyc)
+    admin = AdminService(
+        uow, clock, limits, _TrustedIpCount(runtime), transfer, kyc, roles=contacts
+    )
     settings_service = SettingsService(uow, clock)
     tiers = KycTierService(uow, clock)
     sweeper = FreezeSweeper(uow, clock)

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_common.context import Role
+from vaultpay_common.errors import InsufficientPermissionsError
 from vaultpay_common.grpc.audit_listing import list_audit_events
 from vaultpay_common.grpc.convert import (
     current_principal,
@@ -69,6 +71,15 @@ _WALLET_ID = {"wallet_id": normalize_wallet_id}
 
 def _setting_cursor(position: Mapping[str, Any]) -> str:
     return position_text(position, "k", max_length=200)
+
+
+def _staff() -> tuple[str, Role]:
+    """The calling staff member's user id and role (the access rules admit user tokens
+    only, each with a role; anything else is refused as auth's interceptor would)."""
+    principal = current_principal()
+    if principal.role is None:
+        raise InsufficientPermissionsError("a staff member's access token is required")
+    return principal.user_id, principal.role
 
 
 class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
@@ -146,7 +157,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     ) -> wallet_pb2.AdminFreezeWalletResponse:
         wallet = await self._admin.freeze_wallet(
             cmd.AdminFreezeWallet(
-                current_principal().user_id,
+                *_staff(),
                 request.wallet_id,
                 request.reason,
                 datetime_or_none(request, "until_time"),
@@ -160,7 +171,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     ) -> wallet_pb2.AdminUnfreezeWalletResponse:
         wallet = await self._admin.unfreeze_wallet(
             cmd.AdminUnfreezeWallet(
-                current_principal().user_id,
+                *_staff(),
                 request.wallet_id,
                 request.reason,
                 idempotency_key(request, canonical=_WALLET_ID),
@@ -207,7 +218,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
         )
         views = await self._limits.admin_set_wallet_limits(
             cmd.AdminSetWalletLimits(
-                current_principal().user_id,
+                *_staff(),
                 request.wallet_id,
                 limits,
                 request.reason,

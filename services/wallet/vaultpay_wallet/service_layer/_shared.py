@@ -1,18 +1,23 @@
 """Steps several use cases share: loading a caller's wallet, persisting the lifting of
-expired freezes, and reply codecs."""
+expired freezes, the staff rank check, and reply codecs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from vaultpay_common.audit import AuditEntry
-from vaultpay_common.errors import ValidationError
+from vaultpay_common.context import Role
+from vaultpay_common.errors import UnavailableError, ValidationError
 from vaultpay_wallet.domain.errors import WalletNotFoundError
 from vaultpay_wallet.domain.ids import is_wallet_id, normalize_wallet_id
 from vaultpay_wallet.domain.model import FreezeSource, Wallet
-from vaultpay_wallet.service_layer.ports import WalletUnitOfWork
+from vaultpay_wallet.domain.staff import check_staff_outranks_owner
+from vaultpay_wallet.service_layer.ports import UserRoleSource, WalletUnitOfWork
 
 __all__ = [
+    "NO_ROLES",
+    "check_staff_rank",
     "clean_wallet_id",
     "load_own_wallet",
     "load_wallet",
@@ -63,3 +68,34 @@ async def persist_expired_lifts(uow: WalletUnitOfWork, wallet: Wallet, now: date
         )
     )
     return current
+
+
+class _NoRoles:
+    """A `UserRoleSource` that can never tell: a service built without one fails its staff
+    changes closed instead of skipping the rank rule."""
+
+    async def role_of(self, user_id: str) -> Role:
+        raise UnavailableError("no source of user roles is configured")
+
+
+NO_ROLES: UserRoleSource = _NoRoles()
+
+
+async def check_staff_rank(
+    uow_factory: Callable[[], WalletUnitOfWork],
+    roles: UserRoleSource,
+    wallet_id: str,
+    actor_id: str,
+    actor_role: Role,
+) -> None:
+    """The rules of a staff change of another user's wallet that need no lock, before the
+    change's transaction opens, so a refusal writes nothing and no row stays locked while
+    auth is asked: not the actor's own wallet (CANNOT_MODIFY_SELF, decided without auth,
+    as auth decides it first too), then the owner ranked below the actor
+    (INSUFFICIENT_PERMISSIONS; domain/staff.py). A wallet's owner never changes, so the
+    owner checked here is the owner of the row the change locks. Raises WALLET_NOT_FOUND,
+    and AUTH_UNAVAILABLE (or UNAVAILABLE) when the owner's role cannot be had."""
+    async with uow_factory() as uow:
+        wallet = await load_wallet(uow, wallet_id)
+    wallet.check_staff_may_change(actor_id)
+    check_staff_outranks_owner(actor_role, await roles.role_of(wallet.user_id))

@@ -2,8 +2,10 @@
 
 Object-level rules do not apply (staff see every wallet); the role rules live in the
 contract and the interceptor. Staff never change their own wallet here (CANNOT_MODIFY_SELF,
-checked on the wallet row locked by the change). Every change writes its audit row in its own
-transaction.
+checked on the wallet row locked by the change), nor the wallet of someone they do not outrank
+(INSUFFICIENT_PERMISSIONS, the owner's role asked of auth before the change's transaction; see
+`check_staff_rank`). Every change writes its audit row in its own transaction; a refusal
+writes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from vaultpay_wallet.domain.errors import WalletClosedError
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet, WalletStatus
 from vaultpay_wallet.domain.validation import clean_text
 from vaultpay_wallet.service_layer._shared import (
+    NO_ROLES,
+    check_staff_rank,
     clean_wallet_id,
     load_wallet,
     persist_expired_lifts,
@@ -33,6 +37,7 @@ from vaultpay_wallet.service_layer.ports import (
     KycStatsSource,
     TransferStatsSource,
     TrustedIpCounter,
+    UserRoleSource,
     WalletFilter,
     WalletUnitOfWork,
 )
@@ -57,6 +62,8 @@ class AdminService:
         trusted_ips: TrustedIpCounter,
         transfer_stats: TransferStatsSource,
         kyc_stats: KycStatsSource,
+        *,
+        roles: UserRoleSource = NO_ROLES,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -64,6 +71,7 @@ class AdminService:
         self._trusted_ips = trusted_ips
         self._transfer_stats = transfer_stats
         self._kyc_stats = kyc_stats
+        self._roles = roles
 
     # ----- inspect --------------------------------------------------------------------
 
@@ -115,6 +123,7 @@ class AdminService:
         reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
         if cmd.until is not None and cmd.until <= self._clock.now():
             raise ValidationError.single("until_time", "must be in the future")
+        await check_staff_rank(self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role)
 
         async def work(uow: WalletUnitOfWork) -> Wallet:
             now = self._clock.now()
@@ -148,6 +157,7 @@ class AdminService:
         wallet answers WALLET_CLOSED. Audited (also when there was nothing to lift)."""
         wallet_id = clean_wallet_id(cmd.wallet_id)
         reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
+        await check_staff_rank(self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role)
 
         async def work(uow: WalletUnitOfWork) -> Wallet:
             now = self._clock.now()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from vaultpay_common.context import Role
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.limits import LimitAction
 from vaultpay_wallet.domain.model import KycTier
@@ -145,11 +146,14 @@ class DeleteMyLimit:
 
 
 # ----- staff ----------------------------------------------------------------------------
+# The changes of another user's wallet carry the staff member's role too (from their token,
+# current on these strict RPCs): the owner must rank below it (domain/staff.py).
 
 
 @dataclass(frozen=True, slots=True)
 class AdminFreezeWallet:
     actor_id: str
+    actor_role: Role
     wallet_id: str
     reason: str
     until: datetime | None
@@ -159,6 +163,7 @@ class AdminFreezeWallet:
 @dataclass(frozen=True, slots=True)
 class AdminUnfreezeWallet:
     actor_id: str
+    actor_role: Role
     wallet_id: str
     reason: str
     idempotency: IdempotencyKey | None
@@ -167,6 +172,7 @@ class AdminUnfreezeWallet:
 @dataclass(frozen=True, slots=True)
 class AdminSetWalletLimits:
     actor_id: str
+    actor_role: Role
     wallet_id: str
     limits: tuple[LimitValuesInput, ...]
     reason: str

@@ -37,7 +37,13 @@ from vaultpay_wallet.domain.limits import (
 from vaultpay_wallet.domain.model import KycTier, Wallet
 from vaultpay_wallet.domain.settings_catalog import SETTINGS
 from vaultpay_wallet.domain.validation import clean_text
-from vaultpay_wallet.service_layer._shared import clean_wallet_id, load_own_wallet, load_wallet
+from vaultpay_wallet.service_layer._shared import (
+    NO_ROLES,
+    check_staff_rank,
+    clean_wallet_id,
+    load_own_wallet,
+    load_wallet,
+)
 from vaultpay_wallet.service_layer.commands import (
     AdminSetWalletLimits,
     AmountInput,
@@ -47,6 +53,7 @@ from vaultpay_wallet.service_layer.commands import (
 from vaultpay_wallet.service_layer.ports import (
     LimitOverrideFilter,
     LimitUsageSource,
+    UserRoleSource,
     WalletForLimits,
     WalletReads,
     WalletUnitOfWork,
@@ -129,7 +136,9 @@ async def caps_for(uow: WalletUnitOfWork, wallet: Wallet) -> tuple[ActionCaps, .
 
 class LimitsService:
     """`reads` serves GetLimits (and GetMyWallet through `view_of`); by default it goes
-    through the unit of work, the server passes the single-statement SQL reads."""
+    through the unit of work, the server passes the single-statement SQL reads. `roles`
+    (auth) gives the wallet owner's role for the staff override; without it the override
+    fails closed (UNAVAILABLE)."""
 
     def __init__(
         self,
@@ -138,11 +147,13 @@ class LimitsService:
         usage: LimitUsageSource,
         *,
         reads: WalletReads | None = None,
+        roles: UserRoleSource = NO_ROLES,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._usage = usage
         self._reads = reads or UnitOfWorkReads(uow)
+        self._roles = roles
 
     # ----- reading --------------------------------------------------------------------
 
@@ -299,7 +310,8 @@ class LimitsService:
         self, cmd: AdminSetWalletLimits
     ) -> tuple[ActionLimitsView, ...]:
         """PUT: the request is the wallet's complete set of admin overrides. Never the
-        caller's own wallet (CANNOT_MODIFY_SELF). Audited."""
+        caller's own wallet (CANNOT_MODIFY_SELF), nor one whose owner the caller does not
+        outrank (INSUFFICIENT_PERMISSIONS). Audited."""
         wallet_id = clean_wallet_id(cmd.wallet_id)
         reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
         seen: set[LimitAction] = set()
@@ -309,6 +321,7 @@ class LimitsService:
             if entry.action in seen:
                 raise ValidationError.single(f"limits[{i}].action", "is listed twice")
             seen.add(entry.action)
+        await check_staff_rank(self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role)
 
         async def work(uow: WalletUnitOfWork) -> EffectiveLimits:
             wallet = await load_wallet(uow, wallet_id, for_update=True)

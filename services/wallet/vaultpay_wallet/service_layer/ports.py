@@ -2,7 +2,8 @@
 
 The SQL adapters (`adapters/repositories.py`, `adapters/unit_of_work.py`) and the test fakes
 (`tests/fakes/wallet.py`) implement the repositories; the lead's composition root provides the
-peer ports (`LimitUsageSource`, `TransferStatsSource`, `KycStatsSource`, `TrustedIpCounter`),
+peer ports (`LimitUsageSource`, `TransferStatsSource`, `KycStatsSource`, `TrustedIpCounter`,
+`UserRoleSource`),
 the `PinHasher` (`adapters/pin_hasher.py`) and the `SecretSealer`
 (`vaultpay_common.sealing.AesGcmSealer`).
 
@@ -20,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self
 
 from vaultpay_common.audit import AuditEntry
+from vaultpay_common.context import Role
 from vaultpay_common.idempotency import IdempotencyKey, IdempotencyRecords
 from vaultpay_common.outbox import Outbox
 from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, LimitOverride, LimitSource
@@ -48,6 +50,7 @@ __all__ = [
     "TransferStats",
     "TransferStatsSource",
     "TrustedIpCounter",
+    "UserRoleSource",
     "WalletFilter",
     "WalletForLimits",
     "WalletReads",
@@ -366,3 +369,12 @@ class KycStatsSource(Protocol):
 class TrustedIpCounter(Protocol):
     async def count_trusted(self, user_id: str, now: datetime) -> int:
         """How many IP addresses the user trusts now (the IP-trust engineer's repository)."""
+
+
+class UserRoleSource(Protocol):
+    """A user's current role, from auth's GetUserContact (adapters/peers.py), for the rank
+    rule of staff actions (domain/staff.py)."""
+
+    async def role_of(self, user_id: str) -> Role:
+        """Raises an UnavailableError when auth cannot tell (down, too slow, an answer
+        without a role, or the user unknown to it): the staff action then fails closed."""

@@ -1207,7 +1207,10 @@ class WalletAdminServiceServicer:
         """Freezes a wallet on behalf of the operator, with a required reason and an optional
         end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
-        reason CANNOT_MODIFY_SELF.
+        reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
+        (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
+        INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth;
+        while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1217,7 +1220,7 @@ class WalletAdminServiceServicer:
         """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
         too). A closed wallet stays closed. Audited. The caller's own wallet answers
         PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
-        by another staff member.
+        by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1236,7 +1239,8 @@ class WalletAdminServiceServicer:
         apply on top. The windows set in one entry must be in order (per_transaction <= daily
         <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
         per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
-        CANNOT_MODIFY_SELF (nobody raises their own limits).
+        CANNOT_MODIFY_SELF (nobody raises their own limits). The rank rule and its failure of
+        AdminFreezeWallet apply (an admin does not set another admin's limits).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -506,13 +506,16 @@ class WalletAdminServiceStub:
     """Freezes a wallet on behalf of the operator, with a required reason and an optional
     end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
-    reason CANNOT_MODIFY_SELF.
+    reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
+    (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
+    INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth;
+    while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
     """
     AdminUnfreezeWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminUnfreezeWalletRequest, _wallet_pb2.AdminUnfreezeWalletResponse]
     """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
     too). A closed wallet stays closed. Audited. The caller's own wallet answers
     PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
-    by another staff member.
+    by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
     """
     AdminListLimits: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]
     """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
@@ -522,7 +525,8 @@ class WalletAdminServiceStub:
     apply on top. The windows set in one entry must be in order (per_transaction <= daily
     <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
     per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
-    CANNOT_MODIFY_SELF (nobody raises their own limits).
+    CANNOT_MODIFY_SELF (nobody raises their own limits). The rank rule and its failure of
+    AdminFreezeWallet apply (an admin does not set another admin's limits).
     """
     ListSettings: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListSettingsRequest, _wallet_pb2.ListSettingsResponse]
     """Lists the system settings (for example the default limits of each KYC tier)."""
@@ -560,13 +564,16 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     """Freezes a wallet on behalf of the operator, with a required reason and an optional
     end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
-    reason CANNOT_MODIFY_SELF.
+    reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
+    (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
+    INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth;
+    while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
     """
     AdminUnfreezeWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminUnfreezeWalletRequest, _wallet_pb2.AdminUnfreezeWalletResponse]  # type: ignore[assignment]
     """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
     too). A closed wallet stays closed. Audited. The caller's own wallet answers
     PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
-    by another staff member.
+    by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
     """
     AdminListLimits: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]  # type: ignore[assignment]
     """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
@@ -576,7 +583,8 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     apply on top. The windows set in one entry must be in order (per_transaction <= daily
     <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
     per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
-    CANNOT_MODIFY_SELF (nobody raises their own limits).
+    CANNOT_MODIFY_SELF (nobody raises their own limits). The rank rule and its failure of
+    AdminFreezeWallet apply (an admin does not set another admin's limits).
     """
     ListSettings: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListSettingsRequest, _wallet_pb2.ListSettingsResponse]  # type: ignore[assignment]
     """Lists the system settings (for example the default limits of each KYC tier)."""
@@ -629,7 +637,10 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Freezes a wallet on behalf of the operator, with a required reason and an optional
         end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
-        reason CANNOT_MODIFY_SELF.
+        reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
+        (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
+        INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth;
+        while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
         """
 
     @_abc_1.abstractmethod
@@ -641,7 +652,7 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
         too). A closed wallet stays closed. Audited. The caller's own wallet answers
         PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
-        by another staff member.
+        by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
         """
 
     @_abc_1.abstractmethod
@@ -663,7 +674,8 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         apply on top. The windows set in one entry must be in order (per_transaction <= daily
         <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
         per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
-        CANNOT_MODIFY_SELF (nobody raises their own limits).
+        CANNOT_MODIFY_SELF (nobody raises their own limits). The rank rule and its failure of
+        AdminFreezeWallet apply (an admin does not set another admin's limits).
         """
 
     @_abc_1.abstractmethod

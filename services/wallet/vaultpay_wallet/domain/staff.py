@@ -1,0 +1,29 @@
+"""Who on the staff may act on whose wallet: the rank rule of the admin API's changes.
+
+auth's rule for SetUserRole and DeactivateUser (`check_may_manage` in auth's domain policies)
+applied to wallets: staff act only on people ranked strictly below them, except a
+super_admin, who acts on anyone (another super_admin included). Acting on oneself is refused
+before this rule is asked (`Wallet.check_staff_may_change`, CANNOT_MODIFY_SELF), as in auth.
+
+On every pair auth's actions admit (an admin or super_admin acting) the two rules agree.
+auth has no moderator action; here a moderator acts on users' wallets only, not on another
+moderator's, as an admin does not act on another admin: equal rank is refused below
+super_admin.
+
+    check_staff_outranks_owner(Role.ADMIN, Role.MODERATOR)  # allowed
+    check_staff_outranks_owner(Role.MODERATOR, Role.ADMIN)  # StaffOutrankedError
+"""
+
+from __future__ import annotations
+
+from vaultpay_common.context import Role
+from vaultpay_wallet.domain.errors import StaffOutrankedError
+
+__all__ = ["check_staff_outranks_owner"]
+
+
+def check_staff_outranks_owner(actor_role: Role, owner_role: Role) -> None:
+    """Raises StaffOutrankedError (PERMISSION_DENIED, INSUFFICIENT_PERMISSIONS) unless a
+    staff member with `actor_role` may change a wallet whose owner has `owner_role`."""
+    if actor_role is not Role.SUPER_ADMIN and owner_role >= actor_role:
+        raise StaffOutrankedError()

@@ -120,8 +120,11 @@ class WalletStandIn(
     wallet_pb2_grpc.WalletServiceServicer, wallet_pb2_grpc.WalletInternalServiceServicer
 ):
     """Answers GetBalance for users it knows; records SetKycTier and CreateNotification,
-    applying each request_id once, as wallet does. `down` answers UNAVAILABLE, and so does
-    SetKycTier for the submissions in `tier_unavailable_for`."""
+    applying each request_id once, as wallet does (SetKycTier: the same request again is
+    replayed, another one under the same request_id is FAILED_PRECONDITION). `down` answers
+    UNAVAILABLE, and so does SetKycTier for the submissions in `tier_unavailable_for`; for
+    those in `tier_reply_lost_for` it applies the call, then answers UNAVAILABLE (a lost
+    reply)."""
 
     def __init__(self) -> None:
         self.users: set[str] = set()
@@ -131,6 +134,8 @@ class WalletStandIn(
         self.seen_tokens: set[str] = set()
         self.down = False
         self.tier_unavailable_for: set[str] = set()
+        self.tier_reply_lost_for: set[str] = set()
+        self._tier_requests: dict[str, bytes] = {}
 
     def _enter(self, context: grpc.aio.ServicerContext) -> None:
         for item in context.invocation_metadata() or ():
@@ -154,8 +159,19 @@ class WalletStandIn(
         self._enter(context)
         if self.down or request.submission_id in self.tier_unavailable_for:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "wallet is down")
-        self.tier_calls.append(request)
-        self.tiers[request.user_id] = request.kyc_tier
+        bare = wallet_pb2.SetKycTierRequest()
+        bare.CopyFrom(request)
+        bare.ClearField("request_id")
+        fingerprint = bare.SerializeToString(deterministic=True)
+        stored = self._tier_requests.get(request.request_id)
+        if stored is not None and stored != fingerprint:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED")
+        if stored is None:  # new; a replay changes nothing
+            self._tier_requests[request.request_id] = fingerprint
+            self.tier_calls.append(request)
+            self.tiers[request.user_id] = request.kyc_tier
+        if request.submission_id in self.tier_reply_lost_for:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the reply was lost")
         return wallet_pb2.SetKycTierResponse()
 
     async def CreateNotification(

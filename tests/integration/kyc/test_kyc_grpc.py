@@ -592,6 +592,56 @@ async def test_a_late_basic_event_does_not_lower_the_full_tier_in_wallet(kyc: Ky
     assert kyc.wallet.tiers[user_id] == kyc_tier_pb2.KYC_TIER_FULL
 
 
+async def test_a_basic_events_retry_after_the_upgrade_is_delivered_not_dead_lettered(
+    kyc: KycStack,
+) -> None:
+    """The BASIC approval's first attempt reaches wallet but its reply is lost; it is retried
+    after the upgrade to FULL, so the retry sends FULL. That is another request than the stored
+    BASIC one and must not reuse its request_id (IDEMPOTENCY_KEY_REUSED: a dead letter for a
+    wallet that is right): the event is delivered and the wallet holds FULL."""
+    user_id, user = kyc.user()
+    first = (await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)).submission
+    kyc.wallet.tier_reply_lost_for.add(first.submission_id)
+    try:
+        await _approve(kyc, first.submission_id, kyc_tier_pb2.KYC_TIER_BASIC)
+        await eventually(lambda: _tier_is(kyc, user_id, kyc_tier_pb2.KYC_TIER_BASIC))
+        upgrade = await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)
+        await _approve(kyc, upgrade.submission.submission_id, kyc_tier_pb2.KYC_TIER_FULL)
+        await eventually(lambda: _tier_is(kyc, user_id, kyc_tier_pb2.KYC_TIER_FULL))
+    finally:
+        kyc.wallet.tier_reply_lost_for.discard(first.submission_id)
+
+    async def settled() -> str | None:
+        status = await _tier_event_status(kyc, first.submission_id)
+        return None if status == "PENDING" else status
+
+    assert await eventually(settled, within=30.0) == "DELIVERED"
+    assert kyc.wallet.tiers[user_id] == kyc_tier_pb2.KYC_TIER_FULL
+    sent = [c for c in kyc.wallet.tier_calls if c.submission_id == first.submission_id]
+    assert [c.kyc_tier for c in sent] == [kyc_tier_pb2.KYC_TIER_BASIC, kyc_tier_pb2.KYC_TIER_FULL]
+    assert sent[0].request_id != sent[1].request_id
+
+
+async def _tier_event_status(kyc: KycStack, submission_id: str) -> str:
+    engine = create_engine(kyc.dbs.app_dsn("kyc"), application_name="kyc-test")
+    try:
+        async with engine.connect() as conn:
+            return str(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT status FROM outbox_events WHERE producer = 'kyc'"
+                            " AND topic = 'wallet.kyc_tier'"
+                            " AND payload->>'submission_id' = :id"
+                        ),
+                        {"id": submission_id},
+                    )
+                ).scalar_one()
+            )
+    finally:
+        await engine.dispose()
+
+
 async def _tier_is(kyc: KycStack, user_id: str, tier: int) -> bool:
     return kyc.wallet.tiers.get(user_id) == tier
 

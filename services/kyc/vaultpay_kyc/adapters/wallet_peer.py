@@ -5,9 +5,10 @@
   contract has no internal lookup by user id, and the user may read their own wallet anyway.
   NOT_FOUND means no wallet; anything else means wallet cannot say (UNAVAILABLE).
 - `GrpcWalletEvents` delivers the outbox's events with kyc's service identity:
-  WalletInternalService.SetKycTier and CreateNotification, each with the event id as the
-  request_id (wallet dedupes). Transient failures are retried by the relay; a refusal that
-  retrying cannot change (unknown user, invalid event) dead-letters the event.
+  WalletInternalService.SetKycTier and CreateNotification, each with the request_id the
+  handler gives (the event id, or for a tier above the event's own a key derived from it:
+  deliveries.py), which wallet dedupes. Transient failures are retried by the relay; a
+  refusal that retrying cannot change (unknown user, invalid event) dead-letters the event.
 """
 
 from __future__ import annotations
@@ -84,10 +85,13 @@ class GrpcWalletEvents:
         return DeliveryError(message)
 
     async def set_kyc_tier(
-        self, event_id: str, user_id: str, tier: KycTier, submission_id: str
+        self, request_id: str, user_id: str, tier: KycTier, submission_id: str
     ) -> None:
         request = wallet_pb2.SetKycTierRequest(
-            request_id=event_id, user_id=user_id, kyc_tier=_TIERS[tier], submission_id=submission_id
+            request_id=request_id,
+            user_id=user_id,
+            kyc_tier=_TIERS[tier],
+            submission_id=submission_id,
         )
         try:
             await self._stub.SetKycTier(

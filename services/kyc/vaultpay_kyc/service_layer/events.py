@@ -2,8 +2,9 @@
 
 Topic "wallet.kyc_tier" becomes WalletInternalService.SetKycTier and "notification.create"
 becomes WalletInternalService.CreateNotification; the kyc relay passes each event's id as the
-request_id, so wallet applies a redelivered event once. Payloads and texts hold the masked
-number at most, never the number itself.
+request_id (a tier event sent with a higher tier held: a key of its id and that tier,
+adapters/deliveries.py), so wallet applies a redelivered event once. Payloads and texts hold
+the masked number at most, never the number itself.
 """
 
 from __future__ import annotations

@@ -239,7 +239,12 @@ async def test_a_yielding_stream_without_messages_still_sends_the_request_id(
 
     assert [item async for item in call] == []
     assert await call.code() == grpc.StatusCode.OK
-    assert _ids(await call.initial_metadata()) == ["req-empty"]
+    # In the headers; and in the trailers too, which is where a client finds it when the
+    # transport folded an empty stream's headers into a trailers-only answer (seen once, in a
+    # full suite on a loaded machine: no headers at all).
+    headers, trailers = _ids(await call.initial_metadata()), _ids(await call.trailing_metadata())
+    assert trailers == ["req-empty"]
+    assert headers in (["req-empty"], [])
 
 
 async def test_a_stream_refused_before_its_first_message_is_a_status_with_the_request_id(

@@ -211,4 +211,7 @@ class RequestContextInterceptor(CallInterceptor):
                 sent = True
             yield item
         if not sent:
+            # Also in the trailers: an empty stream's headers and status may reach the client
+            # as one trailers-only answer, where a client reads metadata from the trailers.
             await context.send_initial_metadata(headers)
+            context.set_trailing_metadata(headers)

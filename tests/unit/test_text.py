@@ -65,3 +65,31 @@ def test_a_zero_width_joiner_after_a_virama_passes(text: str) -> None:
 )
 def test_a_zero_width_joiner_anywhere_else_is_refused(text: str) -> None:
     assert has_control_characters(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "family \U0001f468\u200d\U0001f469\u200d\U0001f467",  # man ZWJ woman ZWJ girl
+        "\U0001f3f3\ufe0f\u200d\U0001f308",  # white flag, VS16, ZWJ, rainbow
+        "\U0001f469\U0001f3fd\u200d\U0001f4bb",  # woman, skin tone, ZWJ, laptop
+        "\U0001f3c3\u200d\u2640\ufe0f",  # runner ZWJ female sign, VS16
+    ],
+)
+def test_a_zero_width_joiner_inside_an_emoji_sequence_passes(text: str) -> None:
+    assert not has_control_characters(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\U0001f468\u200d",  # nothing after it
+        "\u200d\U0001f468",  # nothing before it
+        "\U0001f468\u200da",  # a letter after the emoji
+        "a\u200d\U0001f468",  # a letter before it
+        "\U0001f468\u200d\u200d\U0001f469",  # the second ZWJ follows a ZWJ
+        "\U0001f468\u200c\U0001f469",  # only the ZWJ joins emoji, not the ZWNJ
+    ],
+)
+def test_a_zero_width_joiner_next_to_anything_but_emoji_is_refused(text: str) -> None:
+    assert has_control_characters(text)

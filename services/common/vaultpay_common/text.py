@@ -20,12 +20,21 @@ joiner stays refused ("Al\\u200dice" would compare different from "Alice" and lo
 The other half of A.1, a ZWNJ between characters of the right joining types (Persian and other
 Arabic-script text), is not implemented: such a ZWNJ is refused.
 
+And one for emoji, because people put them in payment notes: a ZWJ between two emoji, where the
+character before it is a symbol (So, e.g. U+1F468), a skin-tone modifier (U+1F3FB..U+1F3FF) or
+the emoji presentation selector (U+FE0F), and the one after it a symbol: the emoji ZWJ
+sequences of Unicode TR #51 ("\U0001f468\u200d\U0001f469\u200d\U0001f467", a family;
+"\U0001f3f3\ufe0f\u200d\U0001f308", a rainbow flag). Such a sequence renders as one glyph,
+visibly different from its parts, so it cannot make two texts look the same; between letters
+the ZWJ stays refused.
+
 auth's full name refused these first; wallet, kyc and transfer refuse them with this check.
 
     has_control_characters("Alice")                       # False
     has_control_characters("\\u202eecilA")                 # True
     has_control_characters("\\u0915\\u094d\\u200d\\u0937")    # False: ZWJ after a virama
     has_control_characters("Al\\u200dice")                 # True
+    has_control_characters("\\U0001f468\\u200d\\U0001f469")    # False: an emoji ZWJ sequence
     has_control_characters("line one\\nline two", allowed="\\n")  # False
 """
 
@@ -37,7 +46,10 @@ __all__ = ["has_control_characters"]
 
 
 _JOINERS = "\u200c\u200d"  # ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER
+_ZWJ = "\u200d"
 _VIRAMA = 9  # the canonical combining class of a virama
+_EMOJI_PRESENTATION = "\ufe0f"  # VARIATION SELECTOR-16
+_SKIN_TONES = ("\U0001f3fb", "\U0001f3ff")  # EMOJI MODIFIER FITZPATRICK TYPE-1-2 .. TYPE-6
 
 
 def has_control_characters(text: str, *, allowed: str = "") -> bool:
@@ -46,14 +58,31 @@ def has_control_characters(text: str, *, allowed: str = "") -> bool:
 
     A ZWNJ (U+200C) or ZWJ (U+200D) right after a virama (``unicodedata.combining(ch) == 9``)
     does not count: RFC 5892 Appendix A.1 (ZWNJ) and A.2 (ZWJ), the "Virama" rule of CONTEXTJ,
-    which Indic names need. A joiner anywhere else does ("Al\\u200dice", "\\u200cAlice",
-    "a\\u200c"). A.1's other rule, a ZWNJ allowed by the joining types of the letters around it
-    (Persian and other Arabic-script text), is not implemented, so such a ZWNJ is refused."""
+    which Indic names need; nor does a ZWJ inside an emoji ZWJ sequence (module docstring). A
+    joiner anywhere else does ("Al\\u200dice", "\\u200cAlice", "a\\u200c"). A.1's other
+    rule, a ZWNJ allowed by the joining types of the letters around it (Persian and other
+    Arabic-script text), is not implemented, so such a ZWNJ is refused."""
     previous = ""
-    for ch in text:
+    for index, ch in enumerate(text):
         if unicodedata.category(ch)[0] == "C" and ch not in allowed:
             after_virama = previous != "" and unicodedata.combining(previous) == _VIRAMA
-            if not (ch in _JOINERS and after_virama):
+            joins = ch in _JOINERS and after_virama
+            if not (joins or (ch == _ZWJ and _joins_emoji(previous, text[index + 1 : index + 2]))):
                 return True
         previous = ch
     return False
+
+
+def _is_symbol(ch: str) -> bool:
+    return ch != "" and unicodedata.category(ch) == "So"
+
+
+def _joins_emoji(before: str, after: str) -> bool:
+    """A ZWJ inside an emoji ZWJ sequence: an emoji (or its modifier or presentation
+    selector) before it, an emoji after it."""
+    emoji_before = (
+        _is_symbol(before)
+        or before == _EMOJI_PRESENTATION
+        or (before != "" and _SKIN_TONES[0] <= before <= _SKIN_TONES[1])
+    )
+    return emoji_before and _is_symbol(after)

@@ -270,7 +270,9 @@ async def test_the_simulated_bank_refuses_only_the_documented_test_account() -> 
     assert hasher("123456789012") != AccountHasher(b"j" * 32)("123456789012")
 
 
-@pytest.mark.parametrize("text", ["\u202eecilA", "Al\u200bice", "Alice\u2066", "a\x85b", "\ue000"])
+@pytest.mark.parametrize(
+    "text", ["\u202eecilA", "Al\u200bice", "Alice\u2066", "a\x85b", "\ue000", "one\u2028two"]
+)
 def test_a_note_or_holder_name_with_bidi_zero_width_or_control_characters_is_refused(
     text: str,
 ) -> None:
@@ -280,3 +282,18 @@ def test_a_note_or_holder_name_with_bidi_zero_width_or_control_characters_is_ref
     with pytest.raises(ValidationError) as holder:
         bank_account(BankAccountInput("123456789012", "HDFC0001234", text))
     assert holder.value.violations[0].field == "bank_account.account_holder_name"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "family \U0001f468\u200d\U0001f469\u200d\U0001f467",  # an emoji ZWJ sequence
+        "\u0915\u094d\u200d\u0937",  # a Devanagari conjunct: ZWJ after a virama
+        "rent\u00a0Dec",  # a no-break space
+    ],
+)
+def test_a_note_or_holder_name_takes_what_people_write(text: str) -> None:
+    """QA found these refused as "control characters" (the check was str.isprintable, which
+    refuses every separator but the space, and every ZWJ)."""
+    assert check_note(text) == text
+    assert bank_account(BankAccountInput("123456789012", "HDFC0001234", text)).holder_name == text

@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from vaultpay_common.errors import FieldViolation, ValidationError
+from vaultpay_common.text import has_control_characters
 from vaultpay_transfer.domain.errors import InvalidAmountError
 
 __all__ = [
@@ -38,6 +39,7 @@ _WALLET_ID = re.compile(r"^VPY-[A-Z0-9]{6}\Z")
 _IFSC = re.compile(r"^[A-Z]{4}0[A-Z0-9]{6}\Z")
 _ACCOUNT_NUMBER = re.compile(r"^[0-9]{9,18}\Z")
 _PIN = re.compile(r"^[0-9]{4}\Z")
+_LINE_BREAKS = ("Zl", "Zp")  # LINE SEPARATOR, PARAGRAPH SEPARATOR
 _PAYMENT_REFERENCE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 
 
@@ -99,13 +101,26 @@ def canonical_account_number(number: str) -> str:
 
 
 def check_note(note: str) -> str:
-    """At most 140 printable characters, trimmed; control characters are refused."""
+    """At most 140 characters on one line, trimmed. Refused: Unicode's C* characters (controls,
+    bidi overrides, zero-width characters; the shared rule of vaultpay_common.text, which lets
+    Indic conjuncts and emoji ZWJ sequences through) and the line and paragraph separators.
+    Other spaces (a no-break space) are text."""
     value = canonical_text(note)
     if len(value) > MAX_NOTE_CHARS:
         raise ValidationError.single("note", f"must be at most {MAX_NOTE_CHARS} characters")
-    if not value.isprintable():
-        raise ValidationError.single("note", "must not contain control characters")
+    problem = _one_line_text_problem(value)
+    if problem is not None:
+        raise ValidationError.single("note", problem)
     return value
+
+
+def _one_line_text_problem(value: str) -> str | None:
+    """What is wrong with one line of free text people read, or None."""
+    if has_control_characters(value):
+        return "must not contain control, bidi or zero-width characters"
+    if any(unicodedata.category(ch) in _LINE_BREAKS for ch in value):
+        return "must be one line"
+    return None
 
 
 def check_pin_shape(pin: str) -> str:
@@ -170,10 +185,10 @@ def bank_account(given: BankAccountInput | None) -> BankAccount:
             ("bank_account.ifsc", "must be 4 letters, a zero, then 6 letters or digits")
         )
     holder = canonical_text(given.account_holder_name)
-    if not 1 <= len(holder) <= 100 or not holder.isprintable():
-        violations.append(
-            ("bank_account.account_holder_name", "must be 1 to 100 printable characters")
-        )
+    if not 1 <= len(holder) <= 100:
+        violations.append(("bank_account.account_holder_name", "must be 1 to 100 characters"))
+    elif (problem := _one_line_text_problem(holder)) is not None:
+        violations.append(("bank_account.account_holder_name", problem))
     if violations:
         raise ValidationError([FieldViolation(f, d) for f, d in violations])
     return BankAccount(number, ifsc, holder)

@@ -159,6 +159,9 @@ def test_the_money_journey_through_the_gateway(
     lower = {"requestId": rid(), "daily": inr(125_100), "perTransaction": inr(50_000)}
     lowered = _call(gateway, alice, "PUT", "/v1/wallets/me/limits/send", lower)
     assert lowered.status == 200, lowered.body
+    limits = _call(gateway, alice, "GET", "/v1/wallets/me/limits")
+    sending = next(a for a in limits.body["limits"] if a["action"] == "LIMIT_ACTION_SEND")
+    assert sending["available"] == inr(50), sending  # what is left of the lowered day
     over = _call(
         gateway,
         alice,

@@ -16,7 +16,13 @@ from vaultpay_wallet.domain.errors import (
     StaffSelfActionError,
     WalletNotFoundError,
 )
-from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, LimitSource
+from vaultpay_wallet.domain.limits import (
+    ActionLimitsView,
+    ActionUsage,
+    LimitAction,
+    LimitSource,
+    LimitView,
+)
 from vaultpay_wallet.domain.model import KycTier, WalletStatus
 from vaultpay_wallet.service_layer.commands import (
     AdminFreezeWallet,
@@ -139,6 +145,42 @@ async def test_usage_is_joined_with_the_caps() -> None:
     assert send.daily.used_minor == 1_000
     assert send.daily.remaining_minor == send.daily.amount_minor - 1_000
     assert send.daily.reset_at is not None and send.per_transaction.reset_at is None
+
+
+def _view(
+    per_tx: int, daily: tuple[int, int | None], monthly: tuple[int, int | None]
+) -> ActionLimitsView:
+    def window(cap: int, used: int | None) -> LimitView:
+        remaining = None if used is None else max(0, cap - used)
+        return LimitView(cap, LimitSource.TIER_DEFAULT, used, remaining, None)
+
+    return ActionLimitsView(
+        LimitAction.SEND,
+        "INR",
+        LimitView(per_tx, LimitSource.TIER_DEFAULT, None, per_tx, None),
+        window(*daily),
+        window(*monthly),
+    )
+
+
+@pytest.mark.parametrize(
+    ("per_tx", "daily", "monthly", "available"),
+    [
+        (5_000, (20_000, 0), (50_000, 0), 5_000),  # the per-transaction cap
+        (5_000, (20_000, 17_000), (50_000, 17_000), 3_000),  # what is left of the day
+        (5_000, (20_000, 0), (12_000, 11_127), 873),  # a month nearly used up caps the day
+        (5_000, (20_000, None), (50_000, None), None),  # usage unknown
+    ],
+)
+def test_what_the_limits_let_through_now_is_the_smallest_of_the_three(
+    per_tx: int,
+    daily: tuple[int, int | None],
+    monthly: tuple[int, int | None],
+    available: int | None,
+) -> None:
+    """QA: GetLimits showed a day's remaining of 19,988,873 while the month (the user's own
+    lower cap) had 873 left; `available` is what a send may move now."""
+    assert _view(per_tx, daily, monthly).available_minor == available
 
 
 async def test_a_setting_change_applies_to_the_next_read_and_is_audited() -> None:

@@ -227,6 +227,14 @@ class ActionLimitsView:
     daily: LimitView
     monthly: LimitView
 
+    @property
+    def available_minor(self) -> int | None:
+        """The largest single movement the limits let through now (None: usage unknown)."""
+        day, month = self.daily.remaining_minor, self.monthly.remaining_minor
+        if day is None or month is None:
+            return None
+        return min(self.per_transaction.amount_minor, day, month)
+
 
 def limits_view(
     currency: str,

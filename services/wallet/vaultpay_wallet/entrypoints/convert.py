@@ -194,13 +194,16 @@ def _limit_to_proto(view: LimitView, currency: str) -> wallet_pb2.Limit:
 
 
 def action_limits_to_proto(view: ActionLimitsView) -> wallet_pb2.ActionLimits:
-    """Usage that is unknown (transfer down) leaves `used` and `remaining` unset."""
-    return wallet_pb2.ActionLimits(
+    """Usage that is unknown (transfer down) leaves `used`, `remaining` and `available` unset."""
+    limits = wallet_pb2.ActionLimits(
         action=_ACTION[view.action],
         per_transaction=_limit_to_proto(view.per_transaction, view.currency),
         daily=_limit_to_proto(view.daily, view.currency),
         monthly=_limit_to_proto(view.monthly, view.currency),
     )
+    if view.available_minor is not None:
+        limits.available.CopyFrom(money(view.available_minor, view.currency))
+    return limits
 
 
 def override_to_proto(override: LimitOverride, currency: str) -> wallet_pb2.LimitOverride:

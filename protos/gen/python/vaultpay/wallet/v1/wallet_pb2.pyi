@@ -412,6 +412,7 @@ class ActionLimits(_message.Message):
     PER_TRANSACTION_FIELD_NUMBER: _builtins.int
     DAILY_FIELD_NUMBER: _builtins.int
     MONTHLY_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
     action: _limit_action_pb2.LimitAction.ValueType
     """The action."""
     @_builtins.property
@@ -426,6 +427,14 @@ class ActionLimits(_message.Message):
     def monthly(self) -> Global___Limit:
         """The cap on the total of the current calendar month."""
 
+    @_builtins.property
+    def available(self) -> _money_pb2.Money:
+        """The largest single movement the limits let through now: the smallest of the
+        per-transaction cap and what is left of the day's and the month's (a month nearly used
+        up caps the day too). Unset when usage is unknown (transfer unavailable). The balance,
+        the wallet's status and KYC may still refuse less.
+        """
+
     def __init__(
         self,
         *,
@@ -433,10 +442,11 @@ class ActionLimits(_message.Message):
         per_transaction: Global___Limit | None = ...,
         daily: Global___Limit | None = ...,
         monthly: Global___Limit | None = ...,
+        available: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["daily", b"daily", "monthly", b"monthly", "per_transaction", b"per_transaction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "daily", b"daily", "monthly", b"monthly", "per_transaction", b"per_transaction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "daily", b"daily", "monthly", b"monthly", "per_transaction", b"per_transaction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "available", b"available", "daily", b"daily", "monthly", b"monthly", "per_transaction", b"per_transaction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

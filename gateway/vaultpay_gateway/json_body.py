@@ -182,6 +182,9 @@ local function read_string()
           from = from + 6
         end
       end
+      -- A surrogate left unpaired is no character (the transcoder's own error would quote
+      -- the body around it).
+      if cp >= 0xD800 and cp < 0xE000 then bad("a \\u escape of an unpaired surrogate") end
       parts[#parts + 1] = utf8(cp)
     else
       local replacement = ESCAPES[escape]

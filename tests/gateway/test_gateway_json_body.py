@@ -162,8 +162,17 @@ def test_body_sent_to_a_binding_without_body_is_checked(
         "{'email': 'a@example.com', 'isAdmin': true}",
         '{"email": "a@example.com", "isAdmin": true,}',
         '{"fullName": ' + "[" * 200 + "]" * 200 + "}",
+        '{"fullName": "a\\ud800b"}',
+        '{"fullName": "a\\udc00\\ud800b"}',
     ],
-    ids=["unquoted keys", "single quotes", "trailing comma", "too deep"],
+    ids=[
+        "unquoted keys",
+        "single quotes",
+        "trailing comma",
+        "too deep",
+        "lone high surrogate",
+        "surrogates out of order",
+    ],
 )
 def test_json_the_transcoder_would_tolerate_is_refused(
     gateway: GatewayUnderTest, auth_double: ThreadedAuthDouble, body: str
@@ -176,6 +185,7 @@ def test_json_the_transcoder_would_tolerate_is_refused(
 
     status = assert_gateway_error(reply, 400, 3, "INVALID_REQUEST")
     assert status["message"].startswith("the request body is not valid JSON")
+    assert "\n" not in status["message"] and "^" not in status["message"]  # no body excerpt
     assert auth_double.servicer.register_calls == calls_before
 
 

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from pydantic import SecretStr
 
-__all__ = ["RpcFailure", "rpc_failure"]
+__all__ = ["RpcFailure", "peer_service_fields", "rpc_failure"]
+
+
+def peer_service_fields() -> dict[str, Any]:
+    """The required fields of a peer service's settings (wallet, transfer, kyc), none reachable:
+    enough to build the settings and check how they parse."""
+    return {
+        "database_url": SecretStr("postgresql+asyncpg://u:p@127.0.0.1/db"),
+        "redis_url": SecretStr("redis://127.0.0.1:6379/1"),
+        "key_encryption_key": SecretStr(base64.b64encode(bytes(32)).decode()),
+        "service_client_id": "wallet",
+        "service_client_secret": SecretStr("s" * 24),
+    }
 
 
 @dataclass

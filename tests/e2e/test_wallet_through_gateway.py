@@ -51,6 +51,23 @@ def test_open_a_wallet_set_and_verify_a_pin(gateway: Gateway) -> None:
     assert again.error_reason() == "WALLET_ALREADY_EXISTS"
 
 
+def test_a_wallet_opens_only_in_a_supported_currency(gateway: Gateway) -> None:
+    # The mesh runs with the default WALLET_CURRENCIES (INR alone): the tier limits are minor
+    # units meant for rupees, so a well-formed USD is refused, naming the field, and opens none.
+    person = new_person(gateway, wallet=False)
+    body = {"requestId": rid(), "displayName": "Dollar Person", "currencyCode": "USD"}
+    refused = person.call(gateway, "POST", "/v1/wallets", body)
+    assert (refused.status, refused.error_reason()) == (400, "INVALID_ARGUMENT"), refused.body
+    assert refused.field_violations() == ["currencyCode"], refused.body
+    assert "supported: INR" in refused.body["message"], refused.body
+    assert person.call(gateway, "GET", "/v1/wallets/me").status == 404
+    inr = person.call(
+        gateway, "POST", "/v1/wallets", {**body, "requestId": rid(), "currencyCode": "INR"}
+    )
+    assert inr.status == 200, inr.body
+    assert inr.body["wallet"]["currencyCode"] == "INR"
+
+
 def test_a_retried_create_with_the_same_request_id_replays_the_wallet(gateway: Gateway) -> None:
     person = new_person(gateway, wallet=False)
     body = {"requestId": rid(), "displayName": "Retry Person"}

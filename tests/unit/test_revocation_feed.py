@@ -6,14 +6,14 @@ auth held it."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
+from tests.support import peer_service_fields
 from vaultpay_common.config import PeerServiceSettings
 from vaultpay_common.context import Role
 from vaultpay_common.grpc.revocations import (
@@ -432,14 +432,7 @@ async def test_the_feed_keeps_polling_through_an_outage_and_logs_it_once(
 
 
 def _peer_settings(**feed: float) -> PeerServiceSettings:
-    return PeerServiceSettings(
-        database_url=SecretStr("postgresql+asyncpg://u:p@127.0.0.1/db"),
-        redis_url=SecretStr("redis://127.0.0.1:6379/1"),
-        key_encryption_key=SecretStr(base64.b64encode(bytes(32)).decode()),
-        service_client_id="wallet",
-        service_client_secret=SecretStr("s" * 24),
-        **feed,  # type: ignore[arg-type]
-    )
+    return PeerServiceSettings(**{**peer_service_fields(), **feed})
 
 
 def test_the_feed_defaults_refuse_a_revoked_token_within_a_second() -> None:

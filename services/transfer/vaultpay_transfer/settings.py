@@ -24,6 +24,7 @@ class TransferSettings(PeerServiceSettings):
     db_pool_size: int = 64
     # The largest amount one movement may carry, in minor units (10 billion INR in paise):
     # far above any limit, far below BIGINT; anything larger is refused as INVALID_AMOUNT.
+    # The same number for every currency wallet supports (WALLET_CURRENCIES, INR by default).
     max_amount_minor: int = 10**12
     # How often the outbox relay looks for due events (it is also woken after each commit).
     outbox_poll_seconds: float = 1.0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from vaultpay_common.config import PeerServiceSettings
+from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY, parse_currency_codes
 
 __all__ = ["WalletSettings"]
 
@@ -28,6 +31,23 @@ class WalletSettings(PeerServiceSettings):
     outbox_poll_seconds: float = 1.0
     # Idempotency records older than this are deleted (at least 24 h, ARCHITECTURE.md).
     idempotency_retention_hours: int = 48
+    # The currencies a wallet may be opened in, comma separated ("INR,USD"; INR must be one):
+    # CreateWallet refuses any other (INVALID_ARGUMENT naming currency_code). A malformed value
+    # stops the service at start-up. The tier limits (settings `limits.tier_*`) and transfer's
+    # TRANSFER_MAX_AMOUNT_MINOR are plain minor units applied alike to every supported
+    # currency: 10,000,000 is 1 lakh rupees, 10 million yen or 10,000 dinars. Add a currency
+    # only with limits meant for it too (per-currency limits are not built). Wallets already
+    # open in a currency later dropped from the list keep working.
+    currencies: Annotated[frozenset[str], NoDecode] = frozenset({DEFAULT_CURRENCY})
+
+    @field_validator("currencies", mode="before")
+    @classmethod
+    def _iso_codes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_currency_codes(value)
+        if isinstance(value, (set, frozenset, list, tuple)):
+            return parse_currency_codes(",".join(str(v) for v in value))
+        return value
 
     @field_validator("pin_bcrypt_rounds")
     @classmethod

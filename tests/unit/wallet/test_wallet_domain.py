@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from vaultpay_common.errors import ValidationError
+from vaultpay_wallet.domain.currency import parse_currency_codes
 from vaultpay_wallet.domain.errors import WalletClosedError, WalletHasBalanceError
 from vaultpay_wallet.domain.ids import is_wallet_id, new_wallet_id, normalize_wallet_id
 from vaultpay_wallet.domain.limits import (
@@ -21,7 +22,7 @@ from vaultpay_wallet.domain.limits import (
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, KycTier, Wallet, WalletStatus
 from vaultpay_wallet.domain.pin import pin_violations
 from vaultpay_wallet.domain.settings_catalog import SETTINGS, parse_setting_value
-from vaultpay_wallet.domain.validation import clean_currency
+from vaultpay_wallet.domain.validation import clean_currency, require_supported_currency
 
 NOW = datetime(2026, 12, 1, 6, 30, tzinfo=UTC)
 
@@ -49,6 +50,37 @@ def test_currency_must_be_a_known_iso_code(code: str) -> None:
 def test_empty_currency_means_inr() -> None:
     assert clean_currency("") == "INR"
     assert clean_currency("USD") == "USD"
+
+
+def test_a_well_formed_currency_outside_the_supported_set_is_refused_naming_the_set() -> None:
+    assert require_supported_currency("INR", frozenset({"INR"})) == "INR"
+    assert require_supported_currency("USD", frozenset({"INR", "USD"})) == "USD"
+    with pytest.raises(ValidationError) as err:
+        require_supported_currency("JPY", frozenset({"USD", "INR"}))
+    violation = err.value.violations[0]
+    assert violation.field == "currency_code"
+    assert violation.description == "JPY is not supported here (supported: INR, USD)"
+
+
+def test_the_supported_currencies_parse_from_a_comma_separated_list() -> None:
+    assert parse_currency_codes("INR") == {"INR"}
+    assert parse_currency_codes(" INR , USD,INR") == {"INR", "USD"}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "comma-separated"),
+        ("INR,,USD", "comma-separated"),
+        ("INR,usd", "'usd' is not an upper-case ISO 4217"),
+        ("INR,XYZ", "'XYZ' is not an upper-case ISO 4217"),
+        ("INR;USD", "'INR;USD' is not"),
+        ("USD", "must include INR"),
+    ],
+)
+def test_a_malformed_supported_currency_list_is_refused(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_currency_codes(text)
 
 
 @pytest.mark.parametrize(

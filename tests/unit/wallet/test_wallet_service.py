@@ -70,6 +70,33 @@ async def test_a_colliding_wallet_id_is_drawn_again() -> None:
     assert second.id == "VPY-BBBBBB"
 
 
+async def test_only_a_supported_currency_opens_a_wallet_inr_alone_by_default() -> None:
+    world = World()
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as err:
+        await world.wallets.create_wallet(CreateWallet("alice", "Alice", "USD", key()))
+    assert err.value.reason == "INVALID_ARGUMENT"
+    (violation,) = err.value.violations
+    assert violation.field == "currency_code"
+    assert violation.description == "USD is not supported here (supported: INR)"
+    assert world.snapshot() == before
+    wallet = await world.wallets.create_wallet(CreateWallet("alice", "Alice", "INR", key()))
+    assert wallet.currency == "INR"
+
+
+async def test_a_configured_extra_currency_opens_a_wallet_in_it() -> None:
+    world = World()
+    wallets = WalletService(
+        lambda: world.uow, world.clock, world.limits, currencies=frozenset({"INR", "USD"})
+    )
+    usd = await wallets.create_wallet(CreateWallet("alice", "Alice", "USD", key()))
+    assert (usd.currency, (await wallets.get_balance("alice")).currency) == ("USD", "USD")
+    inr = await wallets.create_wallet(CreateWallet("bob", "Bob", "", key("bob")))
+    assert inr.currency == "INR"
+    with pytest.raises(ValidationError, match=r"supported: INR, USD"):
+        await wallets.create_wallet(CreateWallet("carol", "Carol", "EUR", key("carol")))
+
+
 @pytest.mark.parametrize(
     ("display_name", "currency", "field"),
     [

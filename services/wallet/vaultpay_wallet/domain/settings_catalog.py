@@ -64,7 +64,9 @@ def _rupees(amount: int) -> str:
 
 
 # (per_transaction, daily, monthly) in rupees per tier and action. NONE cannot move money
-# (KYC gates top-up, send and withdraw), so its defaults are zero.
+# (KYC gates top-up, send and withdraw), so its defaults are zero. Stored and applied as
+# minor units of whatever currency the wallet holds: that is why wallets open only in the
+# currencies WALLET_CURRENCIES lists (INR alone by default; wallet's settings.py).
 _TIER_DEFAULTS: dict[KycTier, dict[LimitAction, tuple[int, int, int]]] = {
     KycTier.NONE: {action: (0, 0, 0) for action in LimitAction},
     KycTier.BASIC: {

@@ -7,7 +7,7 @@ from vaultpay_common.errors import ValidationError
 from vaultpay_common.text import has_control_characters
 from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY, is_currency_code
 
-__all__ = ["clean_currency", "clean_text"]
+__all__ = ["clean_currency", "clean_text", "require_supported_currency"]
 
 
 def clean_text(value: str, *, field: str, min_length: int, max_length: int) -> str:
@@ -34,4 +34,16 @@ def clean_currency(value: str, *, field: str = "currency_code") -> str:
         return DEFAULT_CURRENCY
     if code != code.upper() or not is_currency_code(code):
         raise ValidationError.single(field, "must be an upper-case ISO 4217 currency code")
+    return code
+
+
+def require_supported_currency(
+    code: str, supported: frozenset[str], *, field: str = "currency_code"
+) -> str:
+    """`code` (already clean) if the deployment supports it. The tier limits are minor units
+    of every supported currency alike, so a code outside the set is refused rather than given
+    limits meant for another currency."""
+    if code not in supported:
+        listed = ", ".join(sorted(supported))
+        raise ValidationError.single(field, f"{code} is not supported here (supported: {listed})")
     return code

@@ -98,7 +98,7 @@ async def build_host(
 
     reads = PgWalletReads(runtime.engine)  # the hot reads: one statement, no transaction
     limits = LimitsService(uow, clock, transfer, reads=reads, roles=contacts)
-    wallets = WalletService(uow, clock, limits, reads=reads)
+    wallets = WalletService(uow, clock, limits, reads=reads, currencies=settings.currencies)
     pins = PinService(uow, clock, hasher, sealer, PgPinCheckFastPath(runtime.engine))
     ip_trust = IpTrustService(
         uow,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY
 from vaultpay_wallet.domain.errors import (
     WalletAlreadyExistsError,
     WalletClosedError,
@@ -23,7 +24,11 @@ from vaultpay_wallet.domain.errors import (
 )
 from vaultpay_wallet.domain.ids import new_wallet_id
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet
-from vaultpay_wallet.domain.validation import clean_currency, clean_text
+from vaultpay_wallet.domain.validation import (
+    clean_currency,
+    clean_text,
+    require_supported_currency,
+)
 from vaultpay_wallet.service_layer._shared import (
     clean_wallet_id,
     load_own_wallet,
@@ -59,7 +64,8 @@ _HELD_MESSAGES = {
 
 class WalletService:
     """`reads` serves GetBalance and GetMyWallet; by default it goes through the unit of
-    work, the server passes the single-statement SQL reads."""
+    work, the server passes the single-statement SQL reads. `currencies` are those a wallet
+    may be opened in (`WALLET_CURRENCIES`; INR alone by default)."""
 
     def __init__(
         self,
@@ -69,12 +75,14 @@ class WalletService:
         *,
         reads: WalletReads | None = None,
         new_id: Callable[[], str] = new_wallet_id,
+        currencies: frozenset[str] = frozenset({DEFAULT_CURRENCY}),
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._limits = limits
         self._reads = reads or UnitOfWorkReads(uow)
         self._new_id = new_id
+        self._currencies = currencies
 
     # ----- open -----------------------------------------------------------------------
 
@@ -83,7 +91,7 @@ class WalletService:
         display_name = clean_text(
             cmd.display_name, field="display_name", min_length=1, max_length=100
         )
-        currency = clean_currency(cmd.currency_code)
+        currency = require_supported_currency(clean_currency(cmd.currency_code), self._currencies)
         async with self._uow() as uow:
             return await run_once(
                 uow,

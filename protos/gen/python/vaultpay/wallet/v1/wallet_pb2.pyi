@@ -726,7 +726,10 @@ class CreateWalletRequest(_message.Message):
     free text (notes, staff reasons) follows the same rule.
     """
     currency_code: _builtins.str
-    """ISO 4217 code of the wallet's currency; empty means "INR"."""
+    """ISO 4217 code of the wallet's currency; empty means "INR". Only the currencies the
+    deployment supports open a wallet (WALLET_CURRENCIES, "INR" alone by default); another
+    well-formed code is INVALID_ARGUMENT naming currency_code, with the supported ones listed.
+    """
     def __init__(
         self,
         *,

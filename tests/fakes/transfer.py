@@ -35,6 +35,7 @@ from vaultpay_transfer.service_layer.ports import (
     BankAnswer,
     IpCheck,
     MovementChecked,
+    PayoutHold,
     PayoutLease,
     PayoutSettlement,
 )
@@ -242,10 +243,24 @@ class FakePayoutLedger:
     settled: list[str] = field(default_factory=list)
     returned: list[tuple[str, str]] = field(default_factory=list)
     unreachable: set[str] = field(default_factory=set)  # settling these: database unavailable
+    frozen: set[str] = field(default_factory=set)  # held: their wallets are frozen by staff
+    held: dict[str, float] = field(default_factory=dict)  # held payout -> its hold, in seconds
 
     async def lease_payouts(self, limit: int, lease_seconds: float) -> list[PayoutLease]:
         leased, self.pending = self.pending[:limit], self.pending[limit:]
         return leased
+
+    async def hold_if_frozen(self, transaction_id: str, hold_seconds: float) -> PayoutHold:
+        if transaction_id in self.settled or transaction_id in dict(self.returned):
+            return PayoutHold.FINISHED
+        was_held = transaction_id in self.held
+        if transaction_id in self.frozen:
+            self.held[transaction_id] = hold_seconds
+            return PayoutHold.STILL_HELD if was_held else PayoutHold.HELD
+        if was_held:
+            del self.held[transaction_id]
+            return PayoutHold.RELEASED
+        return PayoutHold.CLEAR
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
         if transaction_id in self.unreachable:
@@ -264,8 +279,10 @@ class ScriptedBank:
 
     refusing: set[str] = field(default_factory=set)
     down: set[str] = field(default_factory=set)
+    asked: list[str] = field(default_factory=list)  # the payouts it was asked about, in order
 
     async def pay_out(self, payout: PayoutLease) -> BankAnswer:
+        self.asked.append(payout.transaction_id)
         if payout.account_hash in self.down:
             raise ConnectionError("bank unreachable")
         if payout.account_hash in self.refusing:

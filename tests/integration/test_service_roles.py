@@ -82,6 +82,7 @@ FUNCTIONS = {
     "transfer_send_money": "transfer",
     "transfer_withdraw_held": "transfer",
     "transfer_top_up": "transfer",
+    "transfer_hold_payout_if_frozen": "transfer",  # the payout worker's check (t0011)
     "wallet_pin_settle_movement": "wallet",
     "wallet_pin_reserve": "wallet",
     "audit_append": "all",

@@ -39,6 +39,9 @@ class TransferSettings(PeerServiceSettings):
     payout_interval_seconds: float = 1.0
     # Pending payouts handled per round.
     payout_batch_size: int = 50
+    # How long a payout held by a staff freeze of its wallet waits before it is checked again
+    # (service_layer/payouts.py): at most this long after the freeze is lifted, it is paid out.
+    payout_hold_seconds: float = 30.0
 
     @field_validator("idempotency_retention_hours")
     @classmethod

@@ -188,13 +188,29 @@ class LedgerWorld:
             "Account Holder",
         )
 
-    async def freeze(self, wallet: Wallet, source: FreezeSource = FreezeSource.ADMIN) -> None:
+    async def freeze(
+        self,
+        wallet: Wallet,
+        source: FreezeSource = FreezeSource.ADMIN,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> None:
         """Freezes the wallet exactly as wallet's use cases do (its repository, its rules)."""
         async with SqlWalletUnitOfWork(self.wallet_engine) as uow:
             current = await uow.wallets.get(wallet.wallet_id, for_update=True)
             assert current is not None
             now = datetime.now(UTC)
-            await uow.wallets.update(current.frozen(Freeze(source, "test", now), now))
+            freeze = Freeze(source, "test", since or now, until)
+            await uow.wallets.update(current.frozen(freeze, now))
+            await uow.commit()
+
+    async def lift(self, wallet: Wallet, source: FreezeSource = FreezeSource.ADMIN) -> None:
+        """Lifts the wallet's freeze of `source` as wallet's use cases do."""
+        async with SqlWalletUnitOfWork(self.wallet_engine) as uow:
+            current = await uow.wallets.get(wallet.wallet_id, for_update=True)
+            assert current is not None
+            await uow.wallets.update(current.lifted(frozenset({source}), datetime.now(UTC)))
             await uow.commit()
 
     async def balance(self, wallet: Wallet) -> int:

@@ -193,13 +193,25 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0010")]
+    assert after["versions"] == [("transfer", "t0011")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
     # t0007 move the grants from the group role to wallet's and transfer's own; t0010 replaces
-    # the idempotency claim and record (transfer's methods only).
-    assert set(changed) == {"functions", "indexes", "relations", "triggers", "versions"}, changed
+    # the idempotency claim and record (transfer's methods only); t0011 adds the payout hold's
+    # function and its one column.
+    assert set(changed) == {
+        "columns",
+        "functions",
+        "indexes",
+        "relations",
+        "triggers",
+        "versions",
+    }, changed
+    assert changed["columns"] == (
+        [],
+        [("payouts", "held_since", "timestamp with time zone", "", "YES")],
+    )
     moved = {name for name, _kind, _owner, acl in changed["relations"][1]}
     assert {"wallets", "wallet_pins", "ledger_postings", "payouts"} <= moved
     assert [name for name, _ in changed["indexes"][0]] == ["wallet_transactions_ledger_idx"]
@@ -596,11 +608,19 @@ def _without_t0006s_monthly_figures(answer: tuple[str, str, Any]) -> tuple[str, 
     return label, outcome, reply
 
 
+def _without_t0011s_held_since(payouts: list[Any]) -> list[Any]:
+    """t0011 adds `payouts.held_since`, which only the payout worker's hold check sets."""
+    rows = [row[0] for row in payouts]
+    assert all(row.pop("held_since") is None for row in rows)
+    return [(row,) for row in rows]
+
+
 async def test_the_functions_answer_and_write_exactly_as_t0001s(worlds: Worlds) -> None:
     old_answers, old_state = await _history(worlds.old)
     new_answers, new_state = await _history(worlds.new)
     for old, new in zip(old_answers, new_answers, strict=True):
         assert _without_t0006s_monthly_figures(new) == old
+    new_state["payouts"] = _without_t0011s_held_since(new_state["payouts"])
     for name in _STATE:
         assert new_state[name] == old_state[name], name
     outcomes = {outcome for _, outcome, _ in new_answers}

@@ -22,6 +22,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0006_downgrade_ddl,
     ledger_t0010_ddl,
     ledger_t0010_downgrade_ddl,
+    ledger_t0011_ddl,
+    ledger_t0011_downgrade_ddl,
 )
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -172,3 +174,25 @@ def test_t0010_refuses_other_services_methods_in_the_claim_and_record_and_nothin
     assert len("/vaultpay.transfer.") == 19
     assert upgrade == [s.replace("\nBEGIN\n", "\nBEGIN\n" + guard, 1) for s in t0002]
     assert all("SECURITY DEFINER" not in s for s in upgrade)
+
+
+def test_t0011_adds_the_payout_hold_for_the_app_role_and_its_downgrade_drops_it() -> None:
+    upgrade = ledger_t0011_ddl("vaultpay_app")
+    assert upgrade[0] == "ALTER TABLE payouts ADD COLUMN held_since timestamptz"
+    assert _functions(upgrade) == {"transfer_hold_payout_if_frozen": "plpgsql"}
+    hold = upgrade[1]
+    assert hold.startswith("CREATE FUNCTION transfer_hold_payout_if_frozen(") and len(upgrade) == 4
+    assert "SECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in hold
+    # The payout's row first, then the wallet's (transfer_return_payout's order).
+    assert hold.index("FROM payouts WHERE") < hold.index("FROM wallets AS w")
+    assert "FOR UPDATE;" in hold and "FOR SHARE;" in hold
+    assert "f.source = 'ADMIN'" in hold
+    assert upgrade[-2].startswith("REVOKE ALL ON FUNCTION") and upgrade[-2].endswith("FROM PUBLIC")
+    assert upgrade[-1].startswith("GRANT EXECUTE ON FUNCTION")
+    assert upgrade[-1].endswith('TO "vaultpay_app"')
+    assert ledger_t0011_downgrade_ddl() == [
+        "DROP FUNCTION transfer_hold_payout_if_frozen(uuid, double precision)",
+        "ALTER TABLE payouts DROP COLUMN held_since",
+    ]
+    with pytest.raises(ValueError, match="unsafe role name"):
+        ledger_t0011_ddl('app"; DROP TABLE payouts; --')

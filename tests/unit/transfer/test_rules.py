@@ -3,12 +3,14 @@ payout worker's decisions and the simulated bank."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Literal
 
 import pytest
 
 from tests.fakes.transfer import NOW, FakePayoutLedger, ScriptedBank
+from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.errors import ErrorKind, ValidationError
 from vaultpay_common.idempotency import IdempotencyKeyInUseError
 from vaultpay_common.outbox import OutboxEvent, PermanentDeliveryError
@@ -24,7 +26,7 @@ from vaultpay_transfer.domain.validation import (
     check_note,
 )
 from vaultpay_transfer.service_layer.payouts import PayoutWorker
-from vaultpay_transfer.service_layer.ports import PayoutLease
+from vaultpay_transfer.service_layer.ports import PayoutHold, PayoutLease
 
 
 @pytest.mark.parametrize(
@@ -246,6 +248,51 @@ async def test_the_payout_worker_settles_returns_and_leaves_what_the_bank_cannot
     assert await worker.run_once() == 2
     assert ledger.settled == ["t-paid"]
     assert ledger.returned == [("t-refused", "account closed")]
+
+
+async def test_a_payout_of_a_wallet_frozen_by_staff_is_held_not_sent_until_the_freeze_lifts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    frozen = PayoutLease("t-frozen", "good", 100, "INR", 1)
+    ledger = FakePayoutLedger(
+        pending=[frozen, PayoutLease("t-paid", "good", 200, "INR", 1)], frozen={"t-frozen"}
+    )
+    bank = ScriptedBank()
+    worker = PayoutWorker(ledger, bank, hold_seconds=45)
+    with caplog.at_level(logging.INFO, logger="vaultpay_transfer.service_layer.payouts"):
+        assert await worker.run_once() == 1
+        assert bank.asked == ["t-paid"]  # the held one never reached the bank
+        assert ledger.settled == ["t-paid"]
+        assert ledger.held == {"t-frozen": 45}
+
+        ledger.pending = [frozen]  # due again: still frozen, still held, logged once only
+        assert await worker.run_once() == 0
+        assert bank.asked == ["t-paid"]
+
+        ledger.frozen.clear()  # staff lift the freeze: it goes to the bank and settles
+        ledger.pending = [frozen]
+        assert await worker.run_once() == 1
+    assert bank.asked == ["t-paid", "t-frozen"]
+    assert ledger.settled == ["t-paid", "t-frozen"]
+    assert ledger.held == {}
+    said = [(r.getMessage(), getattr(r, "transaction_id", "")) for r in caplog.records]
+    assert [m for m, t in said if t == "t-frozen" and "held" in m] == [
+        "a payout is held: its wallet is frozen by staff; it is checked again later",
+        "a held payout is released: its wallet's staff freeze was lifted",
+    ]
+
+
+async def test_a_payout_whose_hold_cannot_be_checked_is_not_sent() -> None:
+    ledger = FakePayoutLedger(pending=[PayoutLease("t-unsure", "good", 100, "INR", 1)])
+
+    async def unreachable(transaction_id: str, hold_seconds: float) -> PayoutHold:
+        raise DatabaseUnavailableError()
+
+    ledger.hold_if_frozen = unreachable  # type: ignore[method-assign]
+    bank = ScriptedBank()
+    assert await PayoutWorker(ledger, bank).run_once() == 0
+    assert bank.asked == []
+    assert ledger.settled == []
 
 
 async def test_an_answer_that_cannot_be_recorded_leaves_the_rest_of_the_batch_going() -> None:

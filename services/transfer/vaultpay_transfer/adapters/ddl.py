@@ -19,6 +19,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   usage); its downgrade is t0002's limit check, read from `functions.sql`.
 * t0010: `t0010_upgrade.sql` (the idempotency claim and record refuse a method that is not
   transfer's); its downgrade is t0002's claim and record, read from `functions.sql`.
+* t0011: `t0011_upgrade.sql` (a payout of a wallet that staff froze is held, not paid out:
+  `payouts.held_since` and `transfer_hold_payout_if_frozen`); its downgrade
+  `t0011_downgrade.sql`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ __all__ = [
     "ledger_t0006_downgrade_ddl",
     "ledger_t0010_ddl",
     "ledger_t0010_downgrade_ddl",
+    "ledger_t0011_ddl",
+    "ledger_t0011_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -138,3 +143,13 @@ def ledger_t0010_downgrade_ddl() -> list[str]:
     """t0010's downgrade: t0002's claim and record, as `functions.sql` (t0002's own file) has
     them."""
     return [s for s in split_sql(_script("functions.sql")) if _IDEMPOTENCY.match(s)]
+
+
+def ledger_t0011_ddl(app_role: str) -> list[str]:
+    """t0011: the payout hold of a staff-frozen wallet, executable by `app_role` only."""
+    return _for_role("t0011_upgrade.sql", app_role)
+
+
+def ledger_t0011_downgrade_ddl() -> list[str]:
+    """t0011's downgrade: the hold check and its column go."""
+    return split_sql(_script("t0011_downgrade.sql"))

@@ -55,7 +55,12 @@ from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
-from vaultpay_transfer.service_layer.ports import HeldMovement, PayoutLease, PayoutSettlement
+from vaultpay_transfer.service_layer.ports import (
+    HeldMovement,
+    PayoutHold,
+    PayoutLease,
+    PayoutSettlement,
+)
 
 __all__ = ["PgLedger"]
 
@@ -89,6 +94,7 @@ _LEASE = (
     "SELECT transaction_id::text AS transaction_id, account_hash, amount, currency, attempts "
     "FROM transfer_lease_payouts($1::integer, $2::double precision)"
 )
+_HOLD_IF_FROZEN = "SELECT transfer_hold_payout_if_frozen($1::uuid, $2::double precision) AS hold"
 _SETTLE = "SELECT outcome, reply FROM transfer_settle_payout($1::uuid)"
 _RETURN = "SELECT outcome, reply FROM transfer_return_payout($1::uuid, $2::text)"
 _WALLET_STATUS = "SELECT status FROM wallets WHERE id = $1"
@@ -286,6 +292,12 @@ class PgLedger:
             )
             for r in rows
         ]
+
+    async def hold_if_frozen(self, transaction_id: str, hold_seconds: float) -> PayoutHold:
+        rows = await self._fetch(_HOLD_IF_FROZEN, transaction_id, hold_seconds)
+        if not rows:
+            raise RuntimeError("a payout function returned no row")
+        return PayoutHold(str(rows[0]["hold"]))
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
         return await self._settlement(_SETTLE, transaction_id)

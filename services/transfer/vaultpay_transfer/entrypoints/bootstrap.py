@@ -133,7 +133,10 @@ async def build_host(
         clock=clock,
     )
     payouts = PayoutWorker(
-        ledger, bank or SimulatedBank(hasher), batch_size=settings.payout_batch_size
+        ledger,
+        bank or SimulatedBank(hasher),
+        batch_size=settings.payout_batch_size,
+        hold_seconds=settings.payout_hold_seconds,
     )
     retention = timedelta(hours=settings.idempotency_retention_hours)
 

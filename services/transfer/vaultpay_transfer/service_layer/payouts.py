@@ -8,6 +8,15 @@ the work; settling and returning are idempotent in the ledger, so a payout handl
 which a real bank's API takes as its idempotency key. A payout whose answer cannot be
 recorded (the database unreachable, a commit outcome unknown, a statement timeout) waits for
 its lease; the rest of the batch goes on.
+
+Before the bank is asked, the ledger checks the payout's wallet under its row lock
+(`hold_if_frozen`, transfer t0011): while staff keep the wallet frozen (an ADMIN freeze in
+force) the payout is held, not sent: it stays PENDING, its money in payouts-in-flight, and is
+checked again after `hold_seconds`; once the freeze is lifted it goes to the bank as any other.
+A self-freeze or a PIN lockout does not hold a withdrawal accepted before it. A hold and its
+release are logged once each (INFO); the owner is told nothing until the payout settles or
+comes back, as before. A payout whose check cannot be made is not sent: it waits for its lease.
+Once the bank has been asked, a freeze no longer stops the settlement: the money has left.
 """
 
 from __future__ import annotations
@@ -15,7 +24,13 @@ from __future__ import annotations
 import logging
 
 from vaultpay_common.errors import DeadlineExceededError, UnavailableError
-from vaultpay_transfer.service_layer.ports import Bank, BankAnswer, PayoutLease, PayoutLedger
+from vaultpay_transfer.service_layer.ports import (
+    Bank,
+    BankAnswer,
+    PayoutHold,
+    PayoutLease,
+    PayoutLedger,
+)
 
 __all__ = ["PayoutWorker"]
 
@@ -24,17 +39,26 @@ log = logging.getLogger(__name__)
 
 class PayoutWorker:
     def __init__(
-        self, ledger: PayoutLedger, bank: Bank, *, batch_size: int = 50, lease_seconds: float = 60
+        self,
+        ledger: PayoutLedger,
+        bank: Bank,
+        *,
+        batch_size: int = 50,
+        lease_seconds: float = 60,
+        hold_seconds: float = 30,
     ) -> None:
         self._ledger = ledger
         self._bank = bank
         self._batch = batch_size
         self._lease = lease_seconds
+        self._hold = hold_seconds
 
     async def run_once(self) -> int:
         """How many payouts were finished (settled or returned) in this round."""
         finished = 0
         for payout in await self._ledger.lease_payouts(self._batch, self._lease):
+            if not await self._may_ask_bank(payout):
+                continue
             try:
                 answer = await self._bank.pay_out(payout)
             except Exception:
@@ -54,6 +78,29 @@ class PayoutWorker:
                     exc_info=True,
                 )
         return finished
+
+    async def _may_ask_bank(self, payout: PayoutLease) -> bool:
+        """Whether `payout` goes to the bank now: not while staff keep its wallet frozen."""
+        try:
+            hold = await self._ledger.hold_if_frozen(payout.transaction_id, self._hold)
+        except (UnavailableError, DeadlineExceededError):
+            log.warning(
+                "a payout could not be checked for a staff freeze; it is retried after its lease",
+                extra={"transaction_id": payout.transaction_id},
+                exc_info=True,
+            )
+            return False
+        if hold is PayoutHold.HELD:
+            log.info(
+                "a payout is held: its wallet is frozen by staff; it is checked again later",
+                extra={"transaction_id": payout.transaction_id, "hold_seconds": self._hold},
+            )
+        elif hold is PayoutHold.RELEASED:
+            log.info(
+                "a held payout is released: its wallet's staff freeze was lifted",
+                extra={"transaction_id": payout.transaction_id},
+            )
+        return hold.asks_bank
 
     async def _record(self, payout: PayoutLease, answer: BankAnswer) -> int:
         """Settles or returns `payout` as the bank answered: 1 when it is finished."""

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Protocol
 
 from vaultpay_common.idempotency import IdempotencyKey
@@ -38,6 +39,7 @@ __all__ = [
     "IpCheck",
     "Ledger",
     "LedgerAuditor",
+    "PayoutHold",
     "PayoutLease",
     "PayoutLedger",
     "PayoutSettlement",
@@ -185,8 +187,26 @@ class PayoutSettlement:
     wallet_closed: bool = False
 
 
+class PayoutHold(Enum):
+    """A leased payout's check before the bank is asked (`PayoutLedger.hold_if_frozen`): held
+    while staff keep its wallet frozen (it stays PENDING, due again after the hold)."""
+
+    CLEAR = "CLEAR"  # ask the bank
+    RELEASED = "RELEASED"  # ask the bank: it was held until now
+    HELD = "HELD"  # newly held
+    STILL_HELD = "STILL_HELD"
+    FINISHED = "FINISHED"  # settled or returned already: nothing to ask
+    NOT_FOUND = "NOT_FOUND"
+
+    @property
+    def asks_bank(self) -> bool:
+        return self in (PayoutHold.CLEAR, PayoutHold.RELEASED)
+
+
 class PayoutLedger(Protocol):
     async def lease_payouts(self, limit: int, lease_seconds: float) -> list[PayoutLease]: ...
+
+    async def hold_if_frozen(self, transaction_id: str, hold_seconds: float) -> PayoutHold: ...
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement: ...
 

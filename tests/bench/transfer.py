@@ -368,6 +368,10 @@ class TransferBenchMesh(BenchMesh):
         env = super().env_for(service, operator=operator)
         if service == "auth":
             env["AUTH_REGISTER_PER_IP"] = "100000"  # every bench user signs up from 127.0.0.1
+        if service == "transfer":
+            # A few senders at 8 clients send tens of movements a second each, and the setup
+            # funds every wallet at once: the per-user guard is off (--service-env sets it).
+            env["TRANSFER_MOVEMENT_RATE_PER_SECOND"] = "0"
         prefix = spec(service).env_prefix + "_"
         env |= {name: value for name, value in self.service_env if name.startswith(prefix)}
         return env

@@ -42,6 +42,14 @@ class TransferSettings(PeerServiceSettings):
     # How long a payout held by a staff freeze of its wallet waits before it is checked again
     # (service_layer/payouts.py): at most this long after the freeze is lifted, it is paid out.
     payout_hold_seconds: float = 30.0
+    # Each user's money movements (TopUp, SendMoney and Withdraw together), a token bucket in
+    # this process: `movement_burst` at once, then `movement_rate_per_second`; above it
+    # RATE_LIMITED (429, Retry-After), before the idempotency lookup, the PIN or the
+    # database. 0 turns it off. Per replica: N transfer processes let N times through (a
+    # guard against runaway clients, not a global quota, which would need a shared store on
+    # the money path). Far above a person's pace; the bench and bank stacks turn it off.
+    movement_rate_per_second: float = 5.0
+    movement_burst: int = 20
 
     @field_validator("idempotency_retention_hours")
     @classmethod
@@ -55,6 +63,20 @@ class TransferSettings(PeerServiceSettings):
     def _sane_batch(cls, value: int) -> int:
         if not 1 <= value <= 500:
             raise ValueError("must be between 1 and 500")
+        return value
+
+    @field_validator("movement_rate_per_second")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        if not 0 <= value <= 1_000_000:
+            raise ValueError("must be between 0 (off) and 1000000")
+        return value
+
+    @field_validator("movement_burst")
+    @classmethod
+    def _burst(cls, value: int) -> int:
+        if not 1 <= value <= 1_000_000:
+            raise ValueError("must be between 1 and 1000000")
         return value
 
     @field_validator("max_amount_minor")

@@ -16,6 +16,7 @@ from vaultpay_common.errors import (
     FailedPreconditionError,
     FieldViolation,
     NotFoundError,
+    RateLimitedError,
     UnavailableError,
     ValidationError,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "KycNotVerifiedError",
     "LimitExceededError",
     "MonthlyLimitExceededError",
+    "MovementRateLimitedError",
     "PassedThroughError",
     "PaymentReferenceUsedError",
     "PerTransactionLimitExceededError",
@@ -101,6 +103,13 @@ class IpNotTrustedError(FailedPreconditionError):
 class PaymentReferenceUsedError(AlreadyExistsError):
     reason = "PAYMENT_REFERENCE_USED"
     default_message = "this payment reference was already credited"
+
+
+class MovementRateLimitedError(RateLimitedError):
+    """The user moved money faster than this transfer process lets one user (RetryInfo)."""
+
+    reason = "RATE_LIMITED"
+    default_message = "too many money movements, try again shortly"
 
 
 class SelfTransferError(ValidationError):

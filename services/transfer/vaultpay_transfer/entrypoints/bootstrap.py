@@ -39,6 +39,7 @@ from vaultpay_transfer.service_layer.movements import MovementService
 from vaultpay_transfer.service_layer.payouts import PayoutWorker
 from vaultpay_transfer.service_layer.ports import Bank
 from vaultpay_transfer.service_layer.queries import TransactionQueries
+from vaultpay_transfer.service_layer.throttle import MovementThrottle, TokenBuckets
 from vaultpay_transfer.service_layer.verification import LedgerVerification
 from vaultpay_transfer.settings import TransferSettings
 
@@ -114,6 +115,11 @@ async def build_host(
 
     ledger = PgLedger(runtime.engine, on_commit=_wake_relay)
     hasher = AccountHasher(settings.bank_account_key)
+    throttle = (
+        MovementThrottle(TokenBuckets(settings.movement_rate_per_second, settings.movement_burst))
+        if settings.movement_rate_per_second > 0
+        else None
+    )
     movements = MovementService(
         ledger,
         GrpcWalletGate(wallet_channel, token, timeout),
@@ -121,6 +127,7 @@ async def build_host(
         max_amount_minor=settings.max_amount_minor,
         pin_check_key=settings.fingerprint_key,
         clock=clock,
+        throttle=throttle,
     )
     queries = TransactionQueries(SqlTransactionStore(runtime.engine), clock)
     verification = build_verifier(settings, runtime.engine, clock)

@@ -6,8 +6,14 @@
     )
     debit = await service.send_money(SendMoney(user_id, key, "VPY-AB12CD", amount, "", pin, ip))
 
+Every movement (TopUp too) first takes a token from its user's bucket (`throttle`,
+service_layer/throttle.py; TRANSFER_MOVEMENT_RATE_PER_SECOND / _BURST): a user above the rate
+is RATE_LIMITED with a retry delay before anything else, input included. Every call counts,
+a retry of a completed request too (telling it apart would take the database lookup the
+throttle runs before); a client within the rate never sees it.
+
 The order of a PIN-checked movement:
-1. the input (INVALID_ARGUMENT naming the field), before anything else is asked;
+1. the input (INVALID_ARGUMENT naming the field), before anything else is asked (the rate apart);
 2. the stored answer of the same request_id: a retry is answered from it without asking for
    the PIN again, so retries never burn PIN attempts; the same request_id with another
    request is IDEMPOTENCY_KEY_REUSED;
@@ -57,6 +63,7 @@ from vaultpay_transfer.domain.validation import (
 )
 from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney, TopUp, Withdraw
 from vaultpay_transfer.service_layer.ports import Ledger, WalletGate
+from vaultpay_transfer.service_layer.throttle import MovementThrottle
 
 __all__ = ["MovementService", "pin_check_id"]
 
@@ -95,6 +102,7 @@ class MovementService:
         max_amount_minor: int,
         pin_check_key: bytes,
         clock: Clock | None = None,
+        throttle: MovementThrottle | None = None,
     ) -> None:
         if len(pin_check_key) < 32:
             raise ValueError("the PIN-check key must be at least 32 bytes")
@@ -104,9 +112,11 @@ class MovementService:
         self._wallet = wallet
         self._hash_account = account_hasher
         self._max = max_amount_minor
+        self._throttle = throttle
 
     async def top_up(self, cmd: TopUp) -> Transaction:
         """Simulated external funding from the clearing account (no PIN: money comes in)."""
+        self._admit(cmd.user_id)
         amount, currency = _amount(cmd.amount, self._max)
         if cmd.payment_method is None:
             raise ValidationError.single("payment_method", "is required")
@@ -122,6 +132,7 @@ class MovementService:
         )
 
     async def send_money(self, cmd: SendMoney) -> Transaction:
+        self._admit(cmd.user_id)
         amount, currency = _amount(cmd.amount, self._max)
         recipient = check_recipient(cmd.recipient_wallet_id)
         note = check_note(cmd.note)
@@ -140,6 +151,7 @@ class MovementService:
             )
 
     async def withdraw(self, cmd: Withdraw) -> Transaction:
+        self._admit(cmd.user_id)
         amount, currency = _amount(cmd.amount, self._max)
         account = bank_account(cmd.bank_account)
         pin = check_pin_shape(cmd.pin)
@@ -161,6 +173,10 @@ class MovementService:
                 "withdraw",
                 currency,
             )
+
+    def _admit(self, user_id: str) -> None:
+        if self._throttle is not None:
+            self._throttle.admit(user_id)
 
     def _settled(
         self, outcome: LedgerOutcome, amount_minor: int, movement: Movement, currency: str

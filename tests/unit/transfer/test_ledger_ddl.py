@@ -24,6 +24,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0010_downgrade_ddl,
     ledger_t0011_ddl,
     ledger_t0011_downgrade_ddl,
+    ledger_t0012_ddl,
+    ledger_t0012_downgrade_ddl,
 )
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -196,3 +198,42 @@ def test_t0011_adds_the_payout_hold_for_the_app_role_and_its_downgrade_drops_it(
     ]
     with pytest.raises(ValueError, match="unsafe role name"):
         ledger_t0011_ddl('app"; DROP TABLE payouts; --')
+
+
+def test_t0012_takes_the_movements_time_after_the_wallet_lock_and_changes_nothing_else() -> None:
+    upgrade = ledger_t0012_ddl()
+    timed = (
+        "transfer_send_money",
+        "transfer_top_up",
+        "transfer_withdraw",
+        "transfer_return_payout",
+    )
+    assert _functions(upgrade) == dict.fromkeys(timed, "plpgsql")
+    t0002 = [
+        s
+        for s in ledger_t0002_ddl()
+        if s.startswith(tuple(f"CREATE OR REPLACE FUNCTION {name}(" for name in timed))
+    ]
+    assert ledger_t0012_downgrade_ddl() == t0002
+    # The last line of each function's wallet lock (and, where one follows, its NOT FOUND).
+    locked = (
+        "    END LOOP;\n",
+        "    IF NOT FOUND THEN outcome := 'WALLET_NOT_FOUND'; RETURN NEXT; RETURN; END IF;\n",
+        "    IF NOT FOUND THEN outcome := 'WALLET_NOT_FOUND'; RETURN NEXT; RETURN; END IF;\n",
+        "    FROM wallets WHERE id = p.wallet_id FOR UPDATE;\n",
+    )
+    early = "    v_now timestamptz := clock_timestamp();\n"
+    late = "    v_now := clock_timestamp();\n"
+    assert all(
+        s.count(early) == 1 and s.count(lock) == 1 for s, lock in zip(t0002, locked, strict=True)
+    )
+    # The same functions byte for byte, but for where v_now is read: under the lock.
+    assert upgrade == [
+        s.replace(early, "    v_now timestamptz;\n").replace(lock, lock + late)
+        for s, lock in zip(t0002, locked, strict=True)
+    ]
+    for s in upgrade:
+        body = s[s.index("\nBEGIN\n") :]
+        assert "v_now" not in body[: body.index(late)]
+        assert body.index("FOR UPDATE") < body.index(late)
+        assert "SECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in s

@@ -22,6 +22,8 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0011: `t0011_upgrade.sql` (a payout of a wallet that staff froze is held, not paid out:
   `payouts.held_since` and `transfer_hold_payout_if_frozen`); its downgrade
   `t0011_downgrade.sql`.
+* t0012: `t0012_upgrade.sql` (the money functions take a movement's time under its wallet's
+  row lock); its downgrade is t0002's four, read from `functions.sql`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ __all__ = [
     "ledger_t0010_downgrade_ddl",
     "ledger_t0011_ddl",
     "ledger_t0011_downgrade_ddl",
+    "ledger_t0012_ddl",
+    "ledger_t0012_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -57,6 +61,9 @@ _CREATE_FUNCTION = re.compile(r"^CREATE FUNCTION ", re.MULTILINE)
 _LEASE = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_lease_payouts\(")
 _LIMIT_REFUSAL = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_limit_refusal\(")
 _IDEMPOTENCY = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_(?:claim|remember)\(")
+_TIMED = re.compile(
+    r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|top_up|withdraw|return_payout)\("
+)
 
 
 def _script(name: str) -> str:
@@ -153,3 +160,14 @@ def ledger_t0011_ddl(app_role: str) -> list[str]:
 def ledger_t0011_downgrade_ddl() -> list[str]:
     """t0011's downgrade: the hold check and its column go."""
     return split_sql(_script("t0011_downgrade.sql"))
+
+
+def ledger_t0012_ddl() -> list[str]:
+    """t0012: SendMoney's, TopUp's, Withdraw's and the payout return's functions take the
+    movement's time right after they lock its wallet(s), not before the claim and the wait."""
+    return split_sql(_script("t0012_upgrade.sql"))
+
+
+def ledger_t0012_downgrade_ddl() -> list[str]:
+    """t0012's downgrade: t0002's four, as `functions.sql` (t0002's own file) has them."""
+    return [s for s in split_sql(_script("functions.sql")) if _TIMED.match(s)]

@@ -1,0 +1,325 @@
+-- Migration t0012: a movement's time is taken under its wallet's row lock.
+--
+-- t0002's transfer_send_money, transfer_top_up, transfer_withdraw and transfer_return_payout
+-- read clock_timestamp() in their DECLARE section, before the idempotency claim and before
+-- they wait for the wallet's row lock (SELECT ... FOR UPDATE). That time is the movement's
+-- created_at, its postings' time and (but for the return) its limit's business day. A
+-- movement that waited for the lock behind another of the same wallet committed after it with
+-- an earlier time, so the wallet's history (newest first by created_at, id) could show on its
+-- newest row a balance_after that is not the wallet's balance; one that waited across midnight
+-- Asia/Kolkata counted against the previous day's limit. v_now is now assigned right after
+-- the wallet's row lock is taken (after the NOT FOUND check where one follows it): every time
+-- a movement writes or decides by is taken while no other movement of that wallet can commit.
+-- Nothing between DECLARE and the lock read v_now (the claim takes no time; the idempotency
+-- record's created_at is its column default, now()). Otherwise t0002's functions
+-- (functions.sql), byte for byte; CREATE OR REPLACE keeps their owner, privileges, SECURITY
+-- DEFINER and search_path. transfer_settle_payout locks no wallet and writes no balance: left
+-- as it is.
+
+CREATE OR REPLACE FUNCTION transfer_send_money(
+    p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint,
+    p_user_id text, p_recipient_wallet_id text, p_amount bigint, p_currency text,
+    p_note text
+) RETURNS TABLE (outcome text, reply text)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_sender_id text;
+    w record;
+    s record;
+    r record;
+    v_now timestamptz;
+    v_day date;
+    v_movement uuid := gen_random_uuid();
+    v_debit uuid := gen_random_uuid();
+    v_reference text;
+    v_sender_after bigint;
+    v_recipient_after bigint;
+BEGIN
+    SELECT c.outcome, c.reply INTO outcome, reply
+    FROM transfer_claim(p_caller, p_method, p_request_id, p_fingerprint, p_lock) AS c;
+    IF FOUND THEN RETURN NEXT; RETURN; END IF;
+
+    SELECT id INTO v_sender_id FROM wallets WHERE user_id = p_user_id;
+    IF NOT FOUND THEN outcome := 'WALLET_NOT_FOUND'; RETURN NEXT; RETURN; END IF;
+    IF v_sender_id = p_recipient_wallet_id THEN
+        outcome := 'SELF_TRANSFER'; RETURN NEXT; RETURN;
+    END IF;
+
+    -- Both rows, locked in id order: two opposite sends between the same pair queue, never
+    -- deadlock. A freeze that committed before this point is seen below.
+    FOR w IN
+        SELECT id, user_id, display_name, currency, balance, status, kyc_tier FROM wallets
+        WHERE id IN (v_sender_id, p_recipient_wallet_id) ORDER BY id FOR UPDATE
+    LOOP
+        IF w.id = v_sender_id THEN s := w; ELSE r := w; END IF;
+    END LOOP;
+    v_now := clock_timestamp();
+    IF r IS NULL THEN outcome := 'RECIPIENT_NOT_FOUND'; RETURN NEXT; RETURN; END IF;
+
+    outcome := transfer_state_refusal(s.id, s.status);
+    IF outcome IS NOT NULL THEN RETURN NEXT; RETURN; END IF;
+    IF r.status = 'CLOSED' THEN outcome := 'RECIPIENT_CLOSED'; RETURN NEXT; RETURN; END IF;
+    IF p_currency <> s.currency OR r.currency <> s.currency THEN
+        outcome := 'CURRENCY_MISMATCH';
+        reply := json_build_object('currency', s.currency)::text;
+        RETURN NEXT; RETURN;
+    END IF;
+    IF s.kyc_tier = 'NONE' THEN outcome := 'KYC_NOT_VERIFIED'; RETURN NEXT; RETURN; END IF;
+    IF EXISTS (SELECT 1 FROM wallet_transactions AS t
+               WHERE t.user_id = p_user_id AND t.request_id = p_request_id) THEN
+        outcome := 'IDEMPOTENCY_KEY_REUSED'; RETURN NEXT; RETURN;
+    END IF;
+    v_day := transfer_business_day(v_now);
+    SELECT l.outcome, l.reply INTO outcome, reply
+    FROM transfer_limit_refusal(s.id, s.kyc_tier, 'send', p_amount, v_day, s.currency) AS l;
+    IF FOUND THEN RETURN NEXT; RETURN; END IF;
+    IF s.balance < p_amount THEN outcome := 'INSUFFICIENT_BALANCE'; RETURN NEXT; RETURN; END IF;
+
+    -- Every check passed: the writes.
+    v_reference := transfer_open_movement(v_movement, 'P2P', s.currency, p_amount, v_now, true);
+    UPDATE wallets SET balance = balance - p_amount WHERE id = s.id
+    RETURNING balance INTO v_sender_after;
+    UPDATE wallets SET balance = balance + p_amount WHERE id = r.id
+    RETURNING balance INTO v_recipient_after;
+    INSERT INTO ledger_postings (ledger_transaction_id, account, currency, amount, created_at)
+    VALUES (v_movement, s.id, s.currency, -p_amount, v_now),
+           (v_movement, r.id, s.currency, p_amount, v_now);
+    WITH sides AS (
+        INSERT INTO wallet_transactions (
+            id, ledger_transaction_id, reference, request_id, user_id, wallet_id, type,
+            category, status, amount, currency, balance_after, counterparty_wallet_id,
+            counterparty_name, note, created_at, completed_at)
+        VALUES
+            (v_debit, v_movement, v_reference, p_request_id, s.user_id, s.id, 'DEBIT',
+             'P2P_SEND', 'COMPLETED', p_amount, s.currency, v_sender_after, r.id,
+             r.display_name, p_note, v_now, v_now),
+            (gen_random_uuid(), v_movement, v_reference, NULL, r.user_id, r.id, 'CREDIT',
+             'P2P_RECEIVE', 'COMPLETED', p_amount, s.currency, v_recipient_after, s.id,
+             s.display_name, p_note, v_now, v_now)
+        RETURNING *
+    )
+    SELECT row_to_json(sides)::text INTO reply FROM sides WHERE sides.id = v_debit;
+    PERFORM transfer_count_usage(s.id, 'send', v_day, p_amount);
+    PERFORM transfer_remember(p_caller, p_method, p_request_id, p_fingerprint, reply);
+    PERFORM transfer_notify(s.user_id, 'MONEY_SENT', jsonb_build_object(
+        'transaction_id', v_debit, 'reference', v_reference, 'amount_minor', p_amount::text,
+        'currency', s.currency, 'counterparty', r.display_name, 'counterparty_wallet_id', r.id,
+        'balance_after_minor', v_sender_after::text));
+    PERFORM transfer_notify(r.user_id, 'MONEY_RECEIVED', jsonb_build_object(
+        'reference', v_reference, 'amount_minor', p_amount::text, 'currency', s.currency,
+        'counterparty', s.display_name, 'counterparty_wallet_id', s.id,
+        'balance_after_minor', v_recipient_after::text));
+    outcome := 'OK';
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION transfer_top_up(
+    p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint,
+    p_user_id text, p_amount bigint, p_currency text, p_payment_method text,
+    p_payment_reference text, p_description text
+) RETURNS TABLE (outcome text, reply text)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    w record;
+    v_now timestamptz;
+    v_day date;
+    v_movement uuid := gen_random_uuid();
+    v_credit uuid := gen_random_uuid();
+    v_reference text;
+    v_after bigint;
+BEGIN
+    SELECT c.outcome, c.reply INTO outcome, reply
+    FROM transfer_claim(p_caller, p_method, p_request_id, p_fingerprint, p_lock) AS c;
+    IF FOUND THEN RETURN NEXT; RETURN; END IF;
+
+    SELECT id, user_id, currency, balance, status, kyc_tier INTO w
+    FROM wallets WHERE user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN outcome := 'WALLET_NOT_FOUND'; RETURN NEXT; RETURN; END IF;
+    v_now := clock_timestamp();
+    outcome := transfer_state_refusal(w.id, w.status);
+    IF outcome IS NOT NULL THEN RETURN NEXT; RETURN; END IF;
+    IF p_currency <> w.currency THEN
+        outcome := 'CURRENCY_MISMATCH';
+        reply := json_build_object('currency', w.currency)::text;
+        RETURN NEXT; RETURN;
+    END IF;
+    IF w.kyc_tier = 'NONE' THEN outcome := 'KYC_NOT_VERIFIED'; RETURN NEXT; RETURN; END IF;
+    IF EXISTS (SELECT 1 FROM wallet_transactions AS t
+               WHERE t.user_id = p_user_id AND t.request_id = p_request_id) THEN
+        outcome := 'IDEMPOTENCY_KEY_REUSED'; RETURN NEXT; RETURN;
+    END IF;
+    v_day := transfer_business_day(v_now);
+    SELECT l.outcome, l.reply INTO outcome, reply
+    FROM transfer_limit_refusal(w.id, w.kyc_tier, 'top_up', p_amount, v_day, w.currency) AS l;
+    IF FOUND THEN RETURN NEXT; RETURN; END IF;
+    -- The first write: a payment reference already credited stops the call here, having
+    -- written nothing (a concurrent insert of the same one is waited for).
+    INSERT INTO top_up_payments (payment_method, payment_reference, transaction_id, created_at)
+    VALUES (p_payment_method, p_payment_reference, v_credit, v_now)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN outcome := 'PAYMENT_REFERENCE_USED'; RETURN NEXT; RETURN; END IF;
+
+    v_reference := transfer_open_movement(v_movement, 'TOP_UP', w.currency, p_amount, v_now,
+                                          true);
+    UPDATE wallets SET balance = balance + p_amount WHERE id = w.id RETURNING balance INTO v_after;
+    INSERT INTO ledger_postings (ledger_transaction_id, account, currency, amount, created_at)
+    VALUES (v_movement, 'sys:clearing', w.currency, -p_amount, v_now),
+           (v_movement, w.id, w.currency, p_amount, v_now);
+    WITH side AS (
+        INSERT INTO wallet_transactions (
+            id, ledger_transaction_id, reference, request_id, user_id, wallet_id, type,
+            category, status, amount, currency, balance_after, counterparty_description,
+            created_at, completed_at)
+        VALUES (v_credit, v_movement, v_reference, p_request_id, w.user_id, w.id, 'CREDIT',
+                'TOP_UP', 'COMPLETED', p_amount, w.currency, v_after, p_description, v_now,
+                v_now)
+        RETURNING *
+    )
+    SELECT row_to_json(side)::text INTO reply FROM side;
+    PERFORM transfer_count_usage(w.id, 'top_up', v_day, p_amount);
+    PERFORM transfer_remember(p_caller, p_method, p_request_id, p_fingerprint, reply);
+    PERFORM transfer_notify(w.user_id, 'TOP_UP', jsonb_build_object(
+        'transaction_id', v_credit, 'reference', v_reference, 'amount_minor', p_amount::text,
+        'currency', w.currency, 'counterparty', p_description,
+        'balance_after_minor', v_after::text));
+    outcome := 'OK';
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION transfer_withdraw(
+    p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint,
+    p_user_id text, p_amount bigint, p_currency text, p_ifsc text, p_account_mask text,
+    p_account_hash text, p_holder_name text
+) RETURNS TABLE (outcome text, reply text)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    w record;
+    v_now timestamptz;
+    v_day date;
+    v_movement uuid := gen_random_uuid();
+    v_debit uuid := gen_random_uuid();
+    v_reference text;
+    v_after bigint;
+BEGIN
+    SELECT c.outcome, c.reply INTO outcome, reply
+    FROM transfer_claim(p_caller, p_method, p_request_id, p_fingerprint, p_lock) AS c;
+    IF FOUND THEN RETURN NEXT; RETURN; END IF;
+
+    SELECT id, user_id, currency, balance, status, kyc_tier INTO w
+    FROM wallets WHERE user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN outcome := 'WALLET_NOT_FOUND'; RETURN NEXT; RETURN; END IF;
+    v_now := clock_timestamp();
+    outcome := transfer_state_refusal(w.id, w.status);
+    IF outcome IS NOT NULL THEN RETURN NEXT; RETURN; END IF;
+    IF p_currency <> w.currency THEN
+        outcome := 'CURRENCY_MISMATCH';
+        reply := json_build_object('currency', w.currency)::text;
+        RETURN NEXT; RETURN;
+    END IF;
+    IF w.kyc_tier = 'NONE' THEN outcome := 'KYC_NOT_VERIFIED'; RETURN NEXT; RETURN; END IF;
+    IF EXISTS (SELECT 1 FROM wallet_transactions AS t
+               WHERE t.user_id = p_user_id AND t.request_id = p_request_id) THEN
+        outcome := 'IDEMPOTENCY_KEY_REUSED'; RETURN NEXT; RETURN;
+    END IF;
+    v_day := transfer_business_day(v_now);
+    SELECT l.outcome, l.reply INTO outcome, reply
+    FROM transfer_limit_refusal(w.id, w.kyc_tier, 'withdraw', p_amount, v_day, w.currency) AS l;
+    IF FOUND THEN RETURN NEXT; RETURN; END IF;
+    IF w.balance < p_amount THEN outcome := 'INSUFFICIENT_BALANCE'; RETURN NEXT; RETURN; END IF;
+
+    v_reference := transfer_open_movement(v_movement, 'WITHDRAW', w.currency, p_amount, v_now,
+                                          true);
+    UPDATE wallets SET balance = balance - p_amount WHERE id = w.id RETURNING balance INTO v_after;
+    INSERT INTO ledger_postings (ledger_transaction_id, account, currency, amount, created_at)
+    VALUES (v_movement, w.id, w.currency, -p_amount, v_now),
+           (v_movement, 'sys:payouts_in_flight', w.currency, p_amount, v_now);
+    WITH side AS (
+        INSERT INTO wallet_transactions (
+            id, ledger_transaction_id, reference, request_id, user_id, wallet_id, type,
+            category, status, amount, currency, balance_after, counterparty_description,
+            created_at, completed_at)
+        VALUES (v_debit, v_movement, v_reference, p_request_id, w.user_id, w.id, 'DEBIT',
+                'WITHDRAW', 'PENDING', p_amount, w.currency, v_after,
+                p_ifsc || ' ' || p_account_mask, v_now, NULL)
+        RETURNING *
+    )
+    SELECT row_to_json(side)::text INTO reply FROM side;
+    INSERT INTO payouts (
+        transaction_id, ledger_transaction_id, wallet_id, currency, amount, ifsc, account_mask,
+        account_hash, holder_name, status, created_at, available_at)
+    VALUES (v_debit, v_movement, w.id, w.currency, p_amount, p_ifsc, p_account_mask,
+            p_account_hash, p_holder_name, 'PENDING', v_now, v_now);
+    PERFORM transfer_count_usage(w.id, 'withdraw', v_day, p_amount);
+    PERFORM transfer_remember(p_caller, p_method, p_request_id, p_fingerprint, reply);
+    outcome := 'OK';
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION transfer_return_payout(p_transaction_id uuid, p_reason text)
+RETURNS TABLE (outcome text, reply text)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    p record;
+    t record;
+    w record;
+    v_now timestamptz;
+    v_movement uuid := gen_random_uuid();
+    v_credit uuid := gen_random_uuid();
+    v_reference text;
+    v_after bigint;
+BEGIN
+    SELECT * INTO p FROM payouts WHERE payouts.transaction_id = p_transaction_id FOR UPDATE;
+    IF NOT FOUND THEN outcome := 'NOT_FOUND'; RETURN NEXT; RETURN; END IF;
+    IF p.status <> 'PENDING' THEN outcome := 'ALREADY_FINISHED'; RETURN NEXT; RETURN; END IF;
+    SELECT id, user_id, display_name, balance INTO w
+    FROM wallets WHERE id = p.wallet_id FOR UPDATE;
+    v_now := clock_timestamp();
+    SELECT * INTO t FROM wallet_transactions WHERE id = p_transaction_id;
+    v_reference := transfer_open_movement(v_movement, 'PAYOUT_RETURNED', p.currency, p.amount,
+                                          v_now, true);
+    UPDATE wallets SET balance = balance + p.amount WHERE id = w.id RETURNING balance INTO v_after;
+    INSERT INTO ledger_postings (ledger_transaction_id, account, currency, amount, created_at)
+    VALUES (v_movement, 'sys:payouts_in_flight', p.currency, -p.amount, v_now),
+           (v_movement, w.id, p.currency, p.amount, v_now);
+    INSERT INTO wallet_transactions (
+        id, ledger_transaction_id, reference, request_id, user_id, wallet_id, type, category,
+        status, amount, currency, balance_after, counterparty_description,
+        original_transaction_id, created_at, completed_at)
+    VALUES (v_credit, v_movement, v_reference, NULL, w.user_id, w.id, 'CREDIT', 'WITHDRAW',
+            'COMPLETED', p.amount, p.currency, v_after, t.counterparty_description,
+            p_transaction_id, v_now, v_now);
+    UPDATE payouts SET status = 'RETURNED', finished_at = v_now, failure_reason = p_reason
+    WHERE payouts.transaction_id = p_transaction_id;
+    UPDATE wallet_transactions AS u SET status = 'FAILED', completed_at = v_now
+    WHERE u.id = p_transaction_id
+    RETURNING row_to_json(u)::text INTO reply;
+    PERFORM transfer_count_usage(w.id, 'withdraw', transfer_business_day(t.created_at),
+                                 -p.amount);
+    PERFORM transfer_notify(w.user_id, 'WITHDRAWAL_RETURNED', jsonb_build_object(
+        'transaction_id', p_transaction_id, 'reference', t.reference,
+        'amount_minor', p.amount::text, 'currency', p.currency,
+        'counterparty', t.counterparty_description, 'reason', p_reason,
+        'balance_after_minor', v_after::text));
+    outcome := 'OK';
+    RETURN NEXT;
+END
+$$;

@@ -1,11 +1,19 @@
-"""The payout worker's lease (transfer_lease_payouts, t0004) on real PostgreSQL: the payouts it
-leases are found by their key however the planner guesses the round's size."""
+"""The payout worker's lease (transfer_lease_payouts, t0004 and t0013) on real PostgreSQL: the
+payouts it leases are found by their key however the planner guesses the round's size, and a
+payout the bank cannot be asked about is leased for twice as long each time, up to 64 times the
+worker's lease; a staff hold gives its attempt back, so it does not lengthen the next lease."""
 
 from __future__ import annotations
 
+import secrets
+from datetime import datetime, timedelta
+
 import pytest
 
-from tests.integration.transfer.conftest import LedgerWorld
+from tests.fakes.transfer import ScriptedBank
+from tests.integration.transfer.conftest import LedgerWorld, Wallet
+from vaultpay_transfer.service_layer.payouts import PayoutWorker
+from vaultpay_wallet.domain.model import FreezeSource
 
 pytestmark = pytest.mark.integration
 
@@ -36,3 +44,84 @@ async def test_the_lease_finds_its_payouts_by_key_whatever_the_planner_guesses(
     # small a scan is cheapest, on a large one the primary key's index; never a join.
     assert "InitPlan" in plan and "= ANY" in plan, plan
     assert "Join" not in plan and "Nested Loop" not in plan, plan
+
+
+_LEASE = 10.0
+
+
+async def _pending_payout(ledger: LedgerWorld) -> tuple[str, str, Wallet]:
+    """A new payout to an account of its own: its transaction id, its account hash, its
+    wallet."""
+    wallet = await ledger.new_wallet()
+    await ledger.fund(wallet, 5_000)
+    account_hash = secrets.token_hex(32)
+    outcome = await ledger.withdraw(wallet, 1_000, account_hash=account_hash)
+    assert outcome.code == "OK" and outcome.transaction is not None, outcome
+    return outcome.transaction.transaction_id, account_hash, wallet
+
+
+async def _leased_for(
+    ledger: LedgerWorld, worker: PayoutWorker, transaction_id: str
+) -> tuple[timedelta, timedelta, int]:
+    """One round of the worker on the payout, made due first: the bounds of its lease's length
+    (the database's clock read just before and just after the round) and its attempts."""
+    [before] = await ledger.fetch(
+        "UPDATE payouts SET available_at = clock_timestamp() WHERE transaction_id = $1::uuid"
+        " RETURNING clock_timestamp() AS now",
+        transaction_id,
+    )
+    await worker.run_once()
+    [row] = await ledger.fetch(
+        "SELECT available_at, attempts, clock_timestamp() AS now FROM payouts"
+        " WHERE transaction_id = $1::uuid",
+        transaction_id,
+    )
+    available_at: datetime = row["available_at"]
+    return available_at - row["now"], available_at - before["now"], int(row["attempts"])
+
+
+async def test_a_payout_the_bank_cannot_be_asked_about_is_leased_twice_as_long_each_time(
+    ledger: LedgerWorld,
+) -> None:
+    """t0004 leased every payout for the worker's lease: one the bank never answered came back
+    every lease period forever. Each lease is now the worker's lease times 2^attempts so far,
+    capped at 64 times."""
+    transaction_id, account_hash, _ = await _pending_payout(ledger)
+    bank = ScriptedBank(down={account_hash})
+    worker = PayoutWorker(ledger.ledger, bank, batch_size=1000, lease_seconds=_LEASE)
+
+    for attempt, factor in enumerate((1, 2, 4, 8, 16, 32, 64, 64, 64), start=1):
+        shortest, longest, attempts = await _leased_for(ledger, worker, transaction_id)
+        lease = timedelta(seconds=_LEASE * factor)
+        assert shortest <= lease <= longest, (attempt, shortest, longest)
+        assert attempts == attempt
+    assert bank.asked.count(transaction_id) == 9  # asked every round, never answered
+    [row] = await ledger.fetch(
+        "SELECT status FROM payouts WHERE transaction_id = $1::uuid", transaction_id
+    )
+    assert row["status"] == "PENDING"
+
+
+async def test_a_held_payout_gives_its_attempt_back_and_does_not_back_off(
+    ledger: LedgerWorld,
+) -> None:
+    """t0011's hold gives the lease's attempt back (the bank was not asked): however many rounds
+    a staff freeze holds a payout, its next lease is as long as before the freeze."""
+    transaction_id, account_hash, wallet = await _pending_payout(ledger)
+    bank = ScriptedBank(down={account_hash})
+    worker = PayoutWorker(
+        ledger.ledger, bank, batch_size=1000, lease_seconds=_LEASE, hold_seconds=0
+    )
+    for _ in range(2):  # two failed attempts: the next lease is 4 times the worker's
+        await _leased_for(ledger, worker, transaction_id)
+    await ledger.freeze(wallet, FreezeSource.ADMIN)
+    for _ in range(3):
+        *_, attempts = await _leased_for(ledger, worker, transaction_id)
+        assert attempts == 2
+    assert bank.asked.count(transaction_id) == 2
+    await ledger.lift(wallet, FreezeSource.ADMIN)
+
+    shortest, longest, attempts = await _leased_for(ledger, worker, transaction_id)
+    assert shortest <= timedelta(seconds=_LEASE * 4) <= longest
+    assert attempts == 3
+    assert bank.asked.count(transaction_id) == 3

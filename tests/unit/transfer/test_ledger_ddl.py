@@ -26,6 +26,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0011_downgrade_ddl,
     ledger_t0012_ddl,
     ledger_t0012_downgrade_ddl,
+    ledger_t0013_ddl,
+    ledger_t0013_downgrade_ddl,
 )
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -237,3 +239,20 @@ def test_t0012_takes_the_movements_time_after_the_wallet_lock_and_changes_nothin
         assert "v_now" not in body[: body.index(late)]
         assert body.index("FOR UPDATE") < body.index(late)
         assert "SECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in s
+
+
+def test_t0013_only_lengthens_the_payout_lease_with_its_attempts() -> None:
+    [upgrade] = ledger_t0013_ddl()
+    assert _functions([upgrade]) == {"transfer_lease_payouts": "sql"}
+    [t0004] = ledger_t0004_ddl()
+    assert ledger_t0013_downgrade_ddl() == [t0004]
+    # t0004's lease byte for byte, but for the lease's length: doubled per earlier attempt
+    # (the SET reads the row's attempts before this lease), at most 64 times.
+    fixed = "        available_at = clock_timestamp() + make_interval(secs => p_lease_seconds)\n"
+    backoff = (
+        "        available_at = clock_timestamp()\n"
+        "            + make_interval(secs => p_lease_seconds * power(2, least(p.attempts, 6)))\n"
+    )
+    assert t0004.count(fixed) == 1
+    assert upgrade == t0004.replace(fixed, backoff)
+    assert "SECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in upgrade

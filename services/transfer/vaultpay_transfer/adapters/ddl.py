@@ -52,6 +52,8 @@ __all__ = [
     "ledger_t0011_downgrade_ddl",
     "ledger_t0012_ddl",
     "ledger_t0012_downgrade_ddl",
+    "ledger_t0013_ddl",
+    "ledger_t0013_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -171,3 +173,13 @@ def ledger_t0012_ddl() -> list[str]:
 def ledger_t0012_downgrade_ddl() -> list[str]:
     """t0012's downgrade: t0002's four, as `functions.sql` (t0002's own file) has them."""
     return [s for s in split_sql(_script("functions.sql")) if _TIMED.match(s)]
+
+
+def ledger_t0013_ddl() -> list[str]:
+    """t0013: the payout lease backs off, `p_lease_seconds * 2^least(attempts, 6)` long."""
+    return split_sql(_script("t0013_upgrade.sql"))
+
+
+def ledger_t0013_downgrade_ddl() -> list[str]:
+    """t0013's downgrade: t0004's lease, as `t0004_upgrade.sql` (t0004's own file) has it."""
+    return ledger_t0004_ddl()

@@ -11,12 +11,14 @@ One database per test module.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import secrets
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,12 +27,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
+from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
@@ -243,3 +247,29 @@ async def ledger(databases: Provisioned, redis_url: str) -> AsyncIterator[Ledger
     finally:
         await engine.dispose()
         await wallet_engine.dispose()
+
+
+async def ledger_is_clean(ledger: LedgerWorld) -> None:
+    """The verifier's every check passes."""
+    checks = await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+
+
+async def waiting_on_a_lock(ledger: LedgerWorld, function: str, within: float = 20.0) -> None:
+    """Until a session of transfer's role runs `function` and waits on a lock (a role sees
+    what its own sessions wait for); polled, with a deadline."""
+    deadline = time.monotonic() + within
+    while True:
+        async with ledger.engine.connect() as conn:
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database() AND position(:f IN query) > 0"
+                ),
+                {"f": function + "("},
+            )
+        if waiting:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {function} waiting on a lock")
+        await asyncio.sleep(0.02)

@@ -14,14 +14,8 @@ from collections import Counter
 
 from sqlalchemy import text
 
-from tests.integration.transfer.conftest import SEND, LedgerWorld, key
-from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
+from tests.integration.transfer.conftest import SEND, LedgerWorld, key, ledger_is_clean
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
-
-
-async def _ledger_is_clean(ledger: LedgerWorld) -> None:
-    checks = await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()
-    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
 
 
 async def _waiting_on_locks(ledger: LedgerWorld, at_least: int, within: float = 20.0) -> None:
@@ -74,7 +68,7 @@ async def test_twenty_concurrent_copies_of_one_request_make_one_effect(
     again = await send()
     assert again.code == "REPLAY"
     assert again.transaction == next(o.transaction for o in outcomes if o.code == "OK")
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_twenty_concurrent_sends_never_pass_the_daily_limit_together(
@@ -97,7 +91,7 @@ async def test_twenty_concurrent_sends_never_pass_the_daily_limit_together(
     refused = next(o for o in outcomes if o.code == "DAILY_LIMIT_EXCEEDED")
     assert refused.details["limit_minor"] == "5000"
     assert refused.details["used_minor"] == "5000"
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_a_freeze_queued_before_a_burst_of_sends_stops_every_one_of_them(
@@ -131,7 +125,7 @@ async def test_a_freeze_queued_before_a_burst_of_sends_stops_every_one_of_them(
     assert Counter(o.code for o in outcomes) == {"WALLET_FROZEN": 20}
     assert await ledger.balance(alice) == 100_000
     assert await ledger.balance(bob) == 0
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_a_freeze_during_a_burst_stops_every_debit_that_commits_after_it(
@@ -168,7 +162,7 @@ async def test_a_freeze_during_a_burst_stops_every_debit_that_commits_after_it(
         key(alice.user_id), alice.user_id, bob.wallet_id, 100, "INR", ""
     )
     assert after.code == "WALLET_FROZEN"
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_opposite_concurrent_sends_between_one_pair_never_deadlock(
@@ -190,7 +184,7 @@ async def test_opposite_concurrent_sends_between_one_pair_never_deadlock(
     moved_to_alice = sum(10 + i for i in range(40) if not i % 2)
     assert await ledger.balance(alice) == 50_000 - moved_to_bob + moved_to_alice
     assert await ledger.balance(bob) == 50_000 + moved_to_bob - moved_to_alice
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_the_same_request_id_on_two_methods_at_once_moves_money_once(
@@ -209,4 +203,4 @@ async def test_the_same_request_id_on_two_methods_at_once_moves_money_once(
     moved = [o for o in outcomes if isinstance(o, LedgerOutcome) and o.code == "OK"]
     assert len(moved) == 1, outcomes
     assert await ledger.balance(alice) == 9_900
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)

@@ -12,47 +12,26 @@ balance_after that is not the wallet's balance.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import text
 
-from tests.integration.transfer.conftest import TOP_UP, LedgerWorld, Wallet, key
+from tests.integration.transfer.conftest import (
+    TOP_UP,
+    LedgerWorld,
+    Wallet,
+    key,
+    ledger_is_clean,
+    waiting_on_a_lock,
+)
 from vaultpay_common.idempotency import idempotency_lock_key
-from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
 from vaultpay_transfer.domain.model import PaymentMethod
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 
 T = TypeVar("T")
-
-
-async def _ledger_is_clean(ledger: LedgerWorld) -> None:
-    checks = await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()
-    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
-
-
-async def _waiting_on_a_lock(ledger: LedgerWorld, function: str, within: float = 20.0) -> None:
-    """Until a session of transfer's role runs `function` and waits on a lock (a role sees
-    what its own sessions wait for)."""
-    deadline = time.monotonic() + within
-    while True:
-        async with ledger.engine.connect() as conn:
-            waiting = await conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database() AND position(:f IN query) > 0"
-                ),
-                {"f": function + "("},
-            )
-        if waiting:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {function} waiting on a lock")
-        await asyncio.sleep(0.02)
 
 
 async def _after_waiting_for(
@@ -69,7 +48,7 @@ async def _after_waiting_for(
         await holding.start()
         await blocker.execute("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE", wallet.wallet_id)
         moving = asyncio.create_task(movement())
-        await _waiting_on_a_lock(ledger, function)
+        await waiting_on_a_lock(ledger, function)
         waited_at: datetime = await blocker.fetchval("SELECT clock_timestamp()")
         await holding.rollback()
         result = await moving
@@ -125,7 +104,7 @@ async def test_a_movement_that_waited_for_its_wallet_is_timed_after_the_wait(
     assert outcome.code == "OK" and outcome.transaction is not None, outcome
     times = await _times_of(ledger, outcome.transaction.transaction_id)
     assert all(at > waited_at for at in times), (waited_at, times)
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_a_returned_payout_that_waited_for_its_wallet_is_timed_after_the_wait(
@@ -151,7 +130,7 @@ async def test_a_returned_payout_that_waited_for_its_wallet_is_timed_after_the_w
     times = await _times_of(ledger, credit["id"])
     assert all(at > waited_at for at in times), (waited_at, times)
     assert await ledger.balance(alice) == 10_000
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_a_send_overtaken_while_it_waited_is_still_the_historys_newest_row(
@@ -172,7 +151,7 @@ async def test_a_send_overtaken_while_it_waited_is_still_the_historys_newest_row
                 key(alice.user_id), alice.user_id, bob.wallet_id, 300, "INR", ""
             )
         )
-        await _waiting_on_a_lock(ledger, "transfer_send_money")
+        await waiting_on_a_lock(ledger, "transfer_send_money")
         credit = key(alice.user_id, TOP_UP)
         [row] = await blocker.fetch(
             "SELECT outcome FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $6, $7, 'INR',"
@@ -204,4 +183,4 @@ async def test_a_send_overtaken_while_it_waited_is_still_the_historys_newest_row
         ("TOP_UP", 10_700),
         ("TOP_UP", 10_000),
     ]
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)

@@ -19,8 +19,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.fakes.transfer import ScriptedBank
-from tests.integration.transfer.conftest import LedgerWorld, Wallet
-from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
+from tests.integration.transfer.conftest import (
+    LedgerWorld,
+    Wallet,
+    ledger_is_clean,
+    waiting_on_a_lock,
+)
 from vaultpay_transfer.service_layer.payouts import PayoutWorker
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.model import Freeze, FreezeSource
@@ -52,11 +56,6 @@ async def _payout(ledger: LedgerWorld, transaction_id: str) -> tuple[str, str, b
     return str(row["status"]), str(row["withdrawal"]), bool(row["held"])
 
 
-async def _ledger_is_clean(ledger: LedgerWorld) -> None:
-    checks = await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()
-    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
-
-
 def _worker(ledger: LedgerWorld, bank: ScriptedBank) -> PayoutWorker:
     # hold_seconds=0: a held payout is due again at the next round, as the test runs them.
     return PayoutWorker(ledger.ledger, bank, batch_size=1000, hold_seconds=0)
@@ -84,7 +83,7 @@ async def test_a_staff_freeze_holds_a_pending_payout_until_it_is_lifted(
         "SELECT attempts FROM payouts WHERE transaction_id = $1::uuid", pending
     )
     assert attempts["attempts"] == 0  # each lease given back: the bank was never asked
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
     holds = [
         r
         for r in caplog.records
@@ -102,7 +101,7 @@ async def test_a_staff_freeze_holds_a_pending_payout_until_it_is_lifted(
         getattr(r, "transaction_id", "") == pending and "released" in r.getMessage()
         for r in caplog.records
     )
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_a_self_freeze_or_a_lapsed_staff_freeze_does_not_hold_a_payout(
@@ -121,7 +120,7 @@ async def test_a_self_freeze_or_a_lapsed_staff_freeze_does_not_hold_a_payout(
     assert {own, lapsed} <= set(bank.asked)
     assert await _payout(ledger, own) == ("SETTLED", "COMPLETED", False)
     assert await _payout(ledger, lapsed) == ("SETTLED", "COMPLETED", False)
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_a_freeze_committing_while_the_worker_checks_the_payout_holds_it(
@@ -137,11 +136,11 @@ async def test_a_freeze_committing_while_the_worker_checks_the_payout_holds_it(
         now = datetime.now(UTC)
         await uow.wallets.update(current.frozen(Freeze(FreezeSource.ADMIN, "fraud", now), now))
         round_ = asyncio.create_task(_worker(ledger, bank).run_once())
-        await asyncio.sleep(0.5)
+        await waiting_on_a_lock(ledger, "transfer_hold_payout_if_frozen")
         assert not round_.done()  # the check waits for the wallet's row
         await uow.commit()
     await round_
     assert pending not in bank.asked
     assert await _payout(ledger, pending) == ("PENDING", "PENDING", True)
     assert await ledger.balance(dave) == 0
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)

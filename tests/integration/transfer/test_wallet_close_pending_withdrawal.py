@@ -23,10 +23,9 @@ from collections.abc import Callable
 import pytest
 
 from tests.fakes.wallet import FakeUsage
-from tests.integration.transfer.conftest import TOP_UP, LedgerWorld, Wallet, key
+from tests.integration.transfer.conftest import TOP_UP, LedgerWorld, Wallet, key, ledger_is_clean
 from vaultpay_common.clock import SystemClock
 from vaultpay_common.errors import ErrorKind
-from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
 from vaultpay_transfer.domain.model import PaymentMethod
 from vaultpay_transfer.service_layer.payouts import PayoutWorker
 from vaultpay_transfer.service_layer.ports import BankAnswer, PayoutLease
@@ -82,11 +81,6 @@ async def _status(ledger: LedgerWorld, wallet: Wallet) -> str:
     return str(rows[0]["status"])
 
 
-async def _ledger_is_clean(ledger: LedgerWorld) -> None:
-    checks = await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()
-    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
-
-
 def test_the_refusal_is_a_failed_precondition_with_its_own_reason() -> None:
     error = WalletHasPendingWithdrawalError()
     assert error.kind is ErrorKind.FAILED_PRECONDITION
@@ -123,7 +117,7 @@ async def test_a_returned_payout_comes_back_to_an_open_wallet_which_closes_once_
     assert await _close(ledger, bob) == "WALLET_HAS_PENDING_WITHDRAWAL"
     assert (await ledger.ledger.settle_payout(paid)).outcome == "OK"
     assert await _close(ledger, bob) == "CLOSED"
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_other_wallet_updates_and_a_second_close_are_not_refused_by_the_trigger(
@@ -180,7 +174,7 @@ async def test_closes_racing_withdrawals_and_settlements_never_close_with_one_pe
         if await _status(ledger, wallet) != "CLOSED":
             assert await _close(ledger, wallet) == "CLOSED"
     assert (await ledger.fetch(_PENDING_ON_CLOSED, ids))[0]["n"] == 0
-    await _ledger_is_clean(ledger)
+    await ledger_is_clean(ledger)
 
 
 async def test_withdrawals_racing_a_close_at_zero_never_leave_money_in_flight_from_it(

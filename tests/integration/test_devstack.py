@@ -285,3 +285,27 @@ def test_stop_never_signals_a_process_that_is_not_a_mesh(tmp_path: Path) -> None
     finally:
         bystander.kill()
         bystander.wait(5)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="root + setpriv")
+def test_a_child_run_as_another_user_gets_only_that_users_ids(tmp_path: Path) -> None:
+    import pwd
+
+    from vaultpay_devstack.procs import ManagedProcess, wait_until
+
+    entry = pwd.getpwnam("postgres")
+    proc = ManagedProcess.start(
+        "sleeper", ["sleep", "30"], log=tmp_path / "sleeper.log", user="postgres"
+    )
+    try:
+        # setpriv execs `sleep` in the same PID: wait for that exec.
+        comm = Path(f"/proc/{proc.pid}/comm")
+        wait_until(lambda: comm.read_text().strip() == "sleep", what="the exec", proc=proc)
+        status = Path(f"/proc/{proc.pid}/status")
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        assert fields["Uid"].split() == [str(entry.pw_uid)] * 4
+        assert fields["Gid"].split() == [str(entry.pw_gid)] * 4
+        assert fields["Groups"].split() == []
+    finally:
+        proc.stop()
+    assert proc.exited() is not None

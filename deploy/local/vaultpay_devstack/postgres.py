@@ -53,6 +53,8 @@ from vaultpay_devstack.procs import (
     log_tail,
     os_user_ids,
     pid_alive,
+    run_as_user,
+    setpriv_prefix,
     wait_until,
 )
 
@@ -433,25 +435,22 @@ def _initdb(
     argv += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
     argv += ["--encoding=UTF8", "--no-locale", *(["--no-sync"] if fast else [])]
     try:
-        _run_initdb(argv, data_dir, log=log, uid=uid, gid=gid)
+        _run_initdb(argv, data_dir, log=log, run_as=run_as)
     finally:
         pwfile.unlink(missing_ok=True)
 
 
-def _run_initdb(
-    argv: list[str], data_dir: Path, *, log: Path, uid: int | None, gid: int | None
-) -> None:
+def _run_initdb(argv: list[str], data_dir: Path, *, log: Path, run_as: str | None) -> None:
+    switch, popen_user = run_as_user(run_as)
     with log.open("ab") as out:
         result = subprocess.run(  # noqa: S603 (our own argv, no shell)
-            argv,
+            [*(setpriv_prefix(switch) if switch else []), *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=data_dir.parent,
-            user=uid,
-            group=gid,
-            extra_groups=[] if uid is not None else None,
             check=False,
+            **popen_user,
         )
     if result.returncode != 0:
         raise StartupError(f"initdb failed ({result.returncode}); see {log}:\n{log_tail(log)}")

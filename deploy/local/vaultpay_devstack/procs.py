@@ -5,6 +5,11 @@ reaches only the supervisor, which then stops children in order), stdout and std
 one log file, and a parent-death signal (through `setpriv`, which execs, so the PID stays the
 child's) so that nothing outlives a supervisor that was killed outright.
 
+A child that runs as another OS user (PostgreSQL refuses root) is switched by `setpriv` too, not
+by Popen's `user=`/`group=`: those make CPython fork instead of vfork, and a forked child runs
+the parent's fork handlers, which in a process with gRPC threads (the tests) can crash the
+child before it execs.
+
     proc = ManagedProcess.start("redis", ["redis-server", "--port", "6380"], log=Path("redis.log"))
     wait_until(lambda: port_accepts(6380), what="redis", proc=proc)
     proc.stop()
@@ -25,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "ManagedProcess",
@@ -38,6 +44,8 @@ __all__ = [
     "port_accepts",
     "port_is_free",
     "require_tool",
+    "run_as_user",
+    "setpriv_prefix",
     "wait_until",
 ]
 
@@ -170,8 +178,9 @@ class ManagedProcess:
     ) -> ManagedProcess:
         """Starts `argv` in a new session, output appended to `log`, as `user` if given."""
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [*_death_signal_prefix(stop_signal), *[str(a) for a in argv]]
-        uid, gid = os_user_ids(user)
+        switch, popen_user = run_as_user(user)
+        setpriv = setpriv_prefix([*switch, "--pdeathsig", stop_signal.name])
+        command = [*setpriv, *[str(a) for a in argv]]
         with log.open("ab") as out:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             out.write(f"\n=== {stamp} starting {name}: {' '.join(command)}\n".encode())
@@ -184,9 +193,7 @@ class ManagedProcess:
                 env=dict(env) if env is not None else base_env(),
                 cwd=cwd,
                 start_new_session=True,
-                user=uid,
-                group=gid,
-                extra_groups=[] if uid is not None else None,
+                **popen_user,
             )
         return cls(name, popen, log, stop_signal, stop_timeout)
 
@@ -251,9 +258,21 @@ def wait_until(
         interval = min(interval * 1.5, 0.5)
 
 
-def _death_signal_prefix(sig: signal.Signals) -> list[str]:
+def setpriv_prefix(options: Sequence[str]) -> list[str]:
+    """`setpriv <options> --`, which execs the command after it; empty without setpriv."""
     setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", sig.name, "--"] if setpriv else []
+    return [setpriv, *options, "--"] if setpriv else []
+
+
+def run_as_user(user: str | None) -> tuple[list[str], dict[str, Any]]:
+    """How to start a child as `user`: `setpriv` options (see `setpriv_prefix`), or, where
+    setpriv is missing, Popen keyword arguments. Both are empty when no switch is needed."""
+    uid, gid = os_user_ids(user)
+    if uid is None or gid is None:
+        return [], {}
+    if shutil.which("setpriv"):
+        return [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"], {}
+    return [], {"user": uid, "group": gid, "extra_groups": []}
 
 
 def os_user_ids(user: str | None) -> tuple[int | None, int | None]:

@@ -43,3 +43,33 @@ async def test_verify_ledger_is_clean_then_catches_a_balance_changed_behind_its_
     broken = run_transfer_cli(ledger.env, "verify-ledger")
     assert broken.returncode == 1
     assert "FAIL wallet_balances_match_postings" in broken.stdout
+
+
+async def test_verify_ledger_catches_a_wallet_posting_missing_from_the_wallets_history(
+    ledger: LedgerWorld,
+) -> None:
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, 5_000)
+    sent = await ledger.ledger.send_money(
+        key(alice.user_id), alice.user_id, bob.wallet_id, 1_200, "INR", ""
+    )
+    assert sent.code == "OK"
+    # Bob's side of the send deleted by the owner, with the append-only triggers switched off:
+    # every balance still equals its postings, but Bob's history no longer shows the credit.
+    conn = await ledger.owner()
+    try:
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE wallet_transactions DISABLE TRIGGER USER")
+            ledger_id = await conn.fetchval(
+                "DELETE FROM wallet_transactions WHERE wallet_id = $1"
+                " RETURNING ledger_transaction_id::text",
+                bob.wallet_id,
+            )
+            await conn.execute("ALTER TABLE wallet_transactions ENABLE TRIGGER USER")
+    finally:
+        await conn.close()
+    checks = {c.name: c for c in await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()}
+    missing = checks["wallet_postings_have_transactions"]
+    assert not missing.ok
+    assert ledger_id in missing.detail
+    assert checks["wallet_transactions_match_postings"].ok  # the other direction still holds

@@ -55,3 +55,30 @@ async def test_usage_per_action_and_the_counted_movements(ledger: LedgerWorld) -
     two_days_on = await store.stats(now + timedelta(days=2))
     assert (two_days_on.daily_count, two_days_on.monthly_count) == (0, 3)
     assert (await store.stats(now + timedelta(days=31))).monthly_count == 0
+
+
+class _FixedClock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+
+async def test_limit_usage_names_a_malformed_wallet_id_and_is_read_as_of_its_clock(
+    ledger: LedgerWorld,
+) -> None:
+    from vaultpay_common.errors import ValidationError
+    from vaultpay_transfer.service_layer.queries import TransactionQueries
+
+    alice = await ledger.new_wallet()
+    await ledger.fund(alice, 700)
+    at = datetime.now(UTC).replace(microsecond=0)
+    queries = TransactionQueries(SqlTransactionStore(ledger.engine), _FixedClock(at))
+    for bad in ("", "   ", "wallet-1"):
+        with pytest.raises(ValidationError) as refused:
+            await queries.limit_usage(bad)
+        assert [v.field for v in refused.value.violations] == ["wallet_id"]
+    usage = await queries.limit_usage(f"  {alice.wallet_id.lower()} ")
+    assert (usage.currency, usage.read_at) == ("INR", at)
+    assert usage.actions[2] == UsageFigures("top_up", 700, 700)

@@ -25,7 +25,7 @@ from vaultpay_transfer.domain.validation import (
     bank_account,
     check_note,
 )
-from vaultpay_transfer.service_layer.payouts import PayoutWorker
+from vaultpay_transfer.service_layer.payouts import ALERT_AFTER_ATTEMPTS, PayoutWorker
 from vaultpay_transfer.service_layer.ports import PayoutHold, PayoutLease
 
 
@@ -248,6 +248,19 @@ async def test_the_payout_worker_settles_returns_and_leaves_what_the_bank_cannot
     assert await worker.run_once() == 2
     assert ledger.settled == ["t-paid"]
     assert ledger.returned == [("t-refused", "account closed")]
+
+
+async def test_a_payout_the_bank_keeps_failing_is_kept_and_alerts_from_its_7th_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    early = PayoutLease("t-early", "flaky", 100, "INR", ALERT_AFTER_ATTEMPTS - 1)
+    late = PayoutLease("t-late", "flaky", 100, "INR", ALERT_AFTER_ATTEMPTS)
+    ledger = FakePayoutLedger(pending=[early, late])
+    with caplog.at_level(logging.WARNING, logger="vaultpay_transfer.service_layer.payouts"):
+        assert await PayoutWorker(ledger, ScriptedBank(down={"flaky"})).run_once() == 0
+    levels = {getattr(r, "transaction_id", ""): r.levelno for r in caplog.records}
+    assert levels == {"t-early": logging.WARNING, "t-late": logging.ERROR}
+    assert (ledger.settled, ledger.returned) == ([], [])  # never given up on, never returned
 
 
 async def test_a_payout_of_a_wallet_frozen_by_staff_is_held_not_sent_until_the_freeze_lifts(

@@ -115,6 +115,16 @@ class UsageFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """A wallet's usage of every limited action, as of `read_at` (whose business day and month
+    the figures are)."""
+
+    currency: str
+    actions: tuple[UsageFigures, ...]
+    read_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class TransferStats:
     daily_count: int
     daily_volumes: tuple[tuple[str, int], ...]  # (currency, minor units)

@@ -270,15 +270,14 @@ class TransferInternalServicer(transfer_pb2_grpc.TransferInternalServiceServicer
     async def GetLimitUsage(
         self, request: transfer_pb2.GetLimitUsageRequest, context: Ctx
     ) -> transfer_pb2.GetLimitUsageResponse:
-        currency, usage = await self._queries.limit_usage(request.wallet_id.strip().upper())
-        reply = transfer_pb2.GetLimitUsageResponse()
-        for figures in usage:
+        usage = await self._queries.limit_usage(request.wallet_id)
+        reply = transfer_pb2.GetLimitUsageResponse(read_time=timestamp(usage.read_at))
+        for figures in usage.actions:
             reply.usage.add(
                 action=ACTIONS[figures.action],
-                daily_used=money(figures.daily_used_minor, currency),
-                monthly_used=money(figures.monthly_used_minor, currency),
+                daily_used=money(figures.daily_used_minor, usage.currency),
+                monthly_used=money(figures.monthly_used_minor, usage.currency),
             )
-        reply.read_time.GetCurrentTime()
         return reply
 
     async def GetTransferStats(

@@ -17,6 +17,12 @@ A self-freeze or a PIN lockout does not hold a withdrawal accepted before it. A 
 release are logged once each (INFO); the owner is told nothing until the payout settles or
 comes back, as before. A payout whose check cannot be made is not sent: it waits for its lease.
 Once the bank has been asked, a freeze no longer stops the settlement: the money has left.
+
+A payout is never given up on: once the bank may have been asked, only the bank's answer
+tells whether the money left, so returning it to the wallet after some number of failures
+could pay it out twice. Its lease backs off instead (t0013), and from its
+`ALERT_AFTER_ATTEMPTS`-th attempt (about an hour of failures at the default lease) each failure
+is logged as an ERROR naming the attempts, for an operator to look at the bank side.
 """
 
 from __future__ import annotations
@@ -32,9 +38,13 @@ from vaultpay_transfer.service_layer.ports import (
     PayoutLedger,
 )
 
-__all__ = ["PayoutWorker"]
+__all__ = ["ALERT_AFTER_ATTEMPTS", "PayoutWorker"]
 
 log = logging.getLogger(__name__)
+
+# The attempt from which a failure to reach the bank is an ERROR: at the default 60 s lease,
+# doubling per attempt (t0013), the 7th attempt comes about 63 minutes after the first.
+ALERT_AFTER_ATTEMPTS = 7
 
 
 class PayoutWorker:
@@ -62,9 +72,12 @@ class PayoutWorker:
             try:
                 answer = await self._bank.pay_out(payout)
             except Exception:
-                log.warning(
-                    "the bank could not be asked; the payout is retried after its lease",
-                    extra={"transaction_id": payout.transaction_id},
+                stuck = payout.attempts >= ALERT_AFTER_ATTEMPTS
+                log.log(
+                    logging.ERROR if stuck else logging.WARNING,
+                    "the bank could not be asked; the payout is retried after its lease"
+                    + (" (an operator should look at the bank side)" if stuck else ""),
+                    extra={"transaction_id": payout.transaction_id, "attempts": payout.attempts},
                     exc_info=True,
                 )
                 continue

@@ -16,10 +16,12 @@ from vaultpay_common.ids import parse_uuid
 from vaultpay_transfer.domain.errors import TransactionNotFoundError, WalletNotFoundError
 from vaultpay_transfer.domain.model import (
     REFERENCE_PATTERN,
+    LimitUsage,
     Transaction,
     TransferStats,
     UsageFigures,
 )
+from vaultpay_transfer.domain.validation import check_wallet_id
 from vaultpay_transfer.service_layer.ports import (
     TransactionCursor,
     TransactionFilter,
@@ -71,16 +73,19 @@ class TransactionQueries:
         _check_window(flt)
         return await self._store.list(flt, after, limit)
 
-    async def limit_usage(self, wallet_id: str) -> tuple[str, Sequence[UsageFigures]]:
-        """The wallet's currency and its usage of every action (zero where none)."""
+    async def limit_usage(self, wallet_id: str) -> LimitUsage:
+        """The wallet's usage of every action (zero where none), in its currency."""
+        wallet_id = check_wallet_id(wallet_id, "wallet_id")
         currency = await self._store.wallet_currency(wallet_id)
         if currency is None:
             raise WalletNotFoundError("no such wallet")
-        found = {u.action: u for u in await self._store.usage(wallet_id, self._clock.now())}
-        return currency, [
+        now = self._clock.now()
+        found = {u.action: u for u in await self._store.usage(wallet_id, now)}
+        actions = tuple(
             found.get(action, UsageFigures(action, 0, 0))
             for action in ("send", "withdraw", "top_up")
-        ]
+        )
+        return LimitUsage(currency, actions, now)
 
     async def stats(self) -> TransferStats:
         return await self._store.stats(self._clock.now())

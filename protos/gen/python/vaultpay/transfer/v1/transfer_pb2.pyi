@@ -1432,7 +1432,9 @@ class AdminVerifyLedgerResponse(_message.Message):
 
     @_builtins.property
     def verify_time(self) -> _timestamp_pb2.Timestamp:
-        """When the verification ran (it reads one consistent snapshot)."""
+        """When the verification ran (the ledger checks read one consistent snapshot; the audit
+        chain is read in a snapshot of its own, right after).
+        """
 
     def __init__(
         self,
@@ -1531,18 +1533,20 @@ class GetTransferStatsResponse(_message.Message):
     OPEN_DISPUTE_COUNT_FIELD_NUMBER: _builtins.int
     COMPUTE_TIME_FIELD_NUMBER: _builtins.int
     daily_transaction_count: _builtins.int
-    """Completed transactions in the last 24 hours."""
+    """Movements completed in the last 24 hours (a reversed one still counts), each once: a send
+    and a settled withdrawal by their debit, a top-up by its credit.
+    """
     monthly_transaction_count: _builtins.int
-    """Completed transactions in the last 30 days."""
+    """Movements completed in the last 30 days, counted as above."""
     open_dispute_count: _builtins.int
     """Disputes not yet resolved."""
     @_builtins.property
     def daily_volumes(self) -> _containers.RepeatedCompositeFieldContainer[_money_pb2.Money]:
-        """Their volume (debit side only, so a send counts once), one entry per currency."""
+        """Their volume (each movement once, as counted above), one entry per currency."""
 
     @_builtins.property
     def monthly_volumes(self) -> _containers.RepeatedCompositeFieldContainer[_money_pb2.Money]:
-        """Their volume (debit side only), one entry per currency."""
+        """Their volume, one entry per currency."""
 
     @_builtins.property
     def compute_time(self) -> _timestamp_pb2.Timestamp:

@@ -836,8 +836,9 @@ class TransferInternalServiceServicer:
     """
 
     def GetLimitUsage(self, request, context):
-        """Returns how much of each action's daily and monthly limits a wallet has used, from
-        completed transactions. The wallet service shows it next to the limits it owns.
+        """Returns how much of each action's daily and monthly limits a wallet has used: the movements
+        the limits count, a withdrawal from when it is made (while its payout is pending too) until
+        the bank refuses it. The wallet service shows it next to the limits it owns.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -398,8 +398,9 @@ class TransferInternalServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TransferInternalServiceAsyncStub: ...
     GetLimitUsage: _grpc.UnaryUnaryMultiCallable[_transfer_pb2.GetLimitUsageRequest, _transfer_pb2.GetLimitUsageResponse]
-    """Returns how much of each action's daily and monthly limits a wallet has used, from
-    completed transactions. The wallet service shows it next to the limits it owns.
+    """Returns how much of each action's daily and monthly limits a wallet has used: the movements
+    the limits count, a withdrawal from when it is made (while its payout is pending too) until
+    the bank refuses it. The wallet service shows it next to the limits it owns.
     """
     GetTransferStats: _grpc.UnaryUnaryMultiCallable[_transfer_pb2.GetTransferStatsRequest, _transfer_pb2.GetTransferStatsResponse]
     """Returns the ledger's share of the system statistics (volume and open disputes) for
@@ -414,8 +415,9 @@ class TransferInternalServiceAsyncStub(TransferInternalServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetLimitUsage: _aio.UnaryUnaryMultiCallable[_transfer_pb2.GetLimitUsageRequest, _transfer_pb2.GetLimitUsageResponse]  # type: ignore[assignment]
-    """Returns how much of each action's daily and monthly limits a wallet has used, from
-    completed transactions. The wallet service shows it next to the limits it owns.
+    """Returns how much of each action's daily and monthly limits a wallet has used: the movements
+    the limits count, a withdrawal from when it is made (while its payout is pending too) until
+    the bank refuses it. The wallet service shows it next to the limits it owns.
     """
     GetTransferStats: _aio.UnaryUnaryMultiCallable[_transfer_pb2.GetTransferStatsRequest, _transfer_pb2.GetTransferStatsResponse]  # type: ignore[assignment]
     """Returns the ledger's share of the system statistics (volume and open disputes) for
@@ -433,8 +435,9 @@ class TransferInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _transfer_pb2.GetLimitUsageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_transfer_pb2.GetLimitUsageResponse, _abc.Awaitable[_transfer_pb2.GetLimitUsageResponse]]:
-        """Returns how much of each action's daily and monthly limits a wallet has used, from
-        completed transactions. The wallet service shows it next to the limits it owns.
+        """Returns how much of each action's daily and monthly limits a wallet has used: the movements
+        the limits count, a withdrawal from when it is made (while its payout is pending too) until
+        the bank refuses it. The wallet service shows it next to the limits it owns.
         """
 
     @_abc_1.abstractmethod

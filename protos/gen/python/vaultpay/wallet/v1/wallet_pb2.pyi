@@ -654,9 +654,11 @@ class SystemStats(_message.Message):
     closed_wallet_count: _builtins.int
     """Wallets in WALLET_STATUS_CLOSED."""
     daily_transaction_count: _builtins.int
-    """Completed transactions in the last 24 hours."""
+    """Movements completed in the last 24 hours (a reversed one still counts), each once: a send
+    and a settled withdrawal by their debit, a top-up by its credit.
+    """
     monthly_transaction_count: _builtins.int
-    """Completed transactions in the last 30 days."""
+    """Movements completed in the last 30 days, counted as above."""
     pending_kyc_count: _builtins.int
     """KYC submissions waiting for review."""
     open_dispute_count: _builtins.int
@@ -667,11 +669,11 @@ class SystemStats(_message.Message):
 
     @_builtins.property
     def daily_volumes(self) -> _containers.RepeatedCompositeFieldContainer[_money_pb2.Money]:
-        """Their volume (debit side only, so a send counts once), one entry per currency."""
+        """Their volume (each movement once, as counted above), one entry per currency."""
 
     @_builtins.property
     def monthly_volumes(self) -> _containers.RepeatedCompositeFieldContainer[_money_pb2.Money]:
-        """Their volume (debit side only), one entry per currency."""
+        """Their volume, one entry per currency."""
 
     @_builtins.property
     def compute_time(self) -> _timestamp_pb2.Timestamp:

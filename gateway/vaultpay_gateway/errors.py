@@ -390,13 +390,15 @@ _BAD_PATH = GatewayError(
     _INVALID_ARGUMENT,
     INVALID_REQUEST_REASON,
     _INVALID_ARGUMENT,
-    message="the request path is not valid: an encoded slash (%2F, %5C) is not allowed",
+    message="the request path is not valid: an encoded slash (%2F, %5C) or NUL (%00) is not"
+    " allowed",
 )
 
 
 def _bad_path_mapper() -> dict[str, Any]:
     """Envoy refuses a path it cannot normalise (an escaped slash: `path_with_escaped_slashes_
-    action: REJECT_REQUEST`) with an empty text; say what is wrong instead."""
+    action: REJECT_REQUEST`; an encoded NUL, which its normalisation refuses) with an empty
+    text; say what is wrong instead."""
     return {
         "filter": _details_match(400, "response.code_details == 'path_normalization_failed'"),
         "body_format_override": _status_json(_BAD_PATH),

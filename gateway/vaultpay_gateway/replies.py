@@ -19,7 +19,11 @@ sees their replies and every upstream reply once transcoded:
    A body that is not a JSON object (`[]`, `null`; the transcoder: ": Root element must be
    a message.") is "the request body must be a JSON object"; a body that is not UTF-8 is
    "the request body is not valid UTF-8" (the transcoder's text quoted the body around the
-   bad bytes, raw). Other texts that name no field keep the mapper's reply unchanged. Lua cannot read response
+   bad bytes, raw). An unknown query parameter (the transcoder: `Could not find field "foo" in
+   the type "vaultpay...Request".`) is a violation of `foo`, "is not a parameter of this
+   request", without the type's name (a name over 64 characters is not repeated: "the request
+   has a parameter it does not take").
+   Other texts that name no field keep the mapper's reply unchanged. Lua cannot read response
    code details, so the local reply mapper marks transcoder failures with
    `errors.TRANSCODE_FAILURE_HEADER`; only marked 400 replies are read (and buffered), and the
    mark is removed, so other replies pass untouched and unbuffered.
@@ -199,6 +203,15 @@ local function type_error_body(text)
   end
   if find(message, "Root element must be a message", 1, true) ~= nil then
     return request_error("the request body must be a JSON object")
+  end
+  if find(message, "Could not find field ", 1, true) == 1 then
+    -- An unknown query parameter (`?foo=1`): named as the client sent it (a short name only),
+    -- never with the request message's internal type name.
+    local unknown = string.match(message, '^Could not find field "(.-)" in the type "[%w_.]+"%.?$')
+    if unknown ~= nil and unknown ~= "" and #unknown <= 64 then
+      return field_error(unknown, "is not a parameter of this request")
+    end
+    return request_error("the request has a parameter it does not take")
   end
   local field, description = violation(message)
   if field == nil then return nil end

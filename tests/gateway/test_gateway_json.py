@@ -193,8 +193,28 @@ def test_wrongly_typed_field_is_400_status_json(gateway: GatewayUnderTest) -> No
     assert_gateway_error(reply, 400, 3, "INVALID_REQUEST")
 
 
-def test_unknown_query_parameter_is_400_status_json(gateway: GatewayUnderTest) -> None:
-    assert_gateway_error(gateway.call("GET", "/v1/auth/jwks?debug=1"), 400, 3, "INVALID_REQUEST")
+def test_unknown_query_parameter_is_400_status_json_naming_it(gateway: GatewayUnderTest) -> None:
+    status = assert_gateway_error(
+        gateway.call("GET", "/v1/auth/jwks?debug=1"), 400, 3, "INVALID_REQUEST"
+    )
+    assert status["message"] == "debug: is not a parameter of this request", status
+    assert {
+        "@type": "type.googleapis.com/google.rpc.BadRequest",
+        "fieldViolations": [
+            {"field": "debug", "description": "is not a parameter of this request"}
+        ],
+    } in status["details"]
+    assert "vaultpay." not in json.dumps(status).replace("vaultpay.gateway", "")  # no type name
+
+
+def test_an_unknown_query_parameter_with_a_long_name_is_not_echoed(
+    gateway: GatewayUnderTest,
+) -> None:
+    name = "x" * 65
+    status = assert_gateway_error(
+        gateway.call("GET", f"/v1/auth/jwks?{name}=1"), 400, 3, "INVALID_REQUEST"
+    )
+    assert name not in json.dumps(status)
 
 
 def test_unknown_body_field_is_400_status_json(

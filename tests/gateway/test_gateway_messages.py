@@ -13,11 +13,14 @@ from tests.gateway.harness import GatewayUnderTest
 from tests.gateway.test_gateway_json import JSON, assert_gateway_error
 
 
-def test_an_encoded_slash_in_the_path_is_explained(gateway: GatewayUnderTest) -> None:
-    reply = gateway.call("GET", "/v1/wallets/VPY-a%2Fb")
+@pytest.mark.parametrize("encoded", ["%2F", "%5C", "%00"])
+def test_an_encoded_slash_or_nul_in_the_path_is_explained(
+    gateway: GatewayUnderTest, encoded: str
+) -> None:
+    reply = gateway.call("GET", f"/v1/wallets/VPY-a{encoded}b")
 
     status = assert_gateway_error(reply, 400, 3, "INVALID_REQUEST")
-    assert "%2F" in status["message"], status
+    assert encoded in status["message"], status
 
 
 @pytest.mark.parametrize("body", ["[]", "null", "[{}]", '"text"', "5"])

@@ -8,7 +8,8 @@ history's newest row showing a `balance_after` that is not the balance), and one
 across midnight Asia/Kolkata counted against the previous day. Each now takes its time right
 after it locks the wallet(s); nothing else in them changes (the held two call them). SQL in
 `sql/t0012_upgrade.sql`; the downgrade puts t0002's four back (read from `sql/functions.sql`).
-CREATE OR REPLACE: owners, privileges, SECURITY DEFINER and search_path stay.
+CREATE OR REPLACE: owners and privileges stay; SECURITY DEFINER and the pinned search_path are
+restated by each statement (a replacement takes its attributes from the new statement).
 
 Revision ID: t0012
 Revises: t0011

@@ -7,7 +7,8 @@ is now `p_lease_seconds * 2^least(attempts, 6)`, attempts counted before this le
 returned within its lease, so a longer lease only delays a retry after a failure; a held payout
 (t0011 gives its attempt back) does not back off. Otherwise t0004's function, byte for byte.
 SQL in `sql/t0013_upgrade.sql`; the downgrade puts t0004's lease back (`sql/t0004_upgrade.sql`).
-CREATE OR REPLACE: owner, privileges, SECURITY DEFINER and search_path stay.
+CREATE OR REPLACE: owner and privileges stay; SECURITY DEFINER and the pinned search_path are
+restated by the statement (a replacement takes its attributes from the new statement).
 
 Revision ID: t0013
 Revises: t0012

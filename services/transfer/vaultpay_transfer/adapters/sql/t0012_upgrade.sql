@@ -12,9 +12,9 @@
 -- a movement writes or decides by is taken while no other movement of that wallet can commit.
 -- Nothing between DECLARE and the lock read v_now (the claim takes no time; the idempotency
 -- record's created_at is its column default, now()). Otherwise t0002's functions
--- (functions.sql), byte for byte; CREATE OR REPLACE keeps their owner, privileges, SECURITY
--- DEFINER and search_path. transfer_settle_payout locks no wallet and writes no balance: left
--- as it is.
+-- (functions.sql), byte for byte; CREATE OR REPLACE keeps their owner and privileges, and
+-- their other attributes are these statements' (each restates SECURITY DEFINER and the pinned
+-- search_path). transfer_settle_payout locks no wallet and writes no balance: left as it is.
 
 CREATE OR REPLACE FUNCTION transfer_send_money(
     p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint,

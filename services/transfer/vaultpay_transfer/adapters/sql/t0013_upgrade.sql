@@ -9,8 +9,9 @@
 -- same worker, so a longer lease on a later attempt delays nothing but a retry after a failure.
 -- A held payout does not back off: transfer_hold_payout_if_frozen (t0011) gives the lease's
 -- attempt back, so its next lease is as long as the one it was held under. Otherwise t0004's
--- function, byte for byte; CREATE OR REPLACE keeps its owner, privileges, SECURITY DEFINER and
--- search_path. The downgrade puts t0004's back (read from t0004_upgrade.sql).
+-- function, byte for byte; CREATE OR REPLACE keeps its owner and privileges, and its other
+-- attributes are this statement's (it restates SECURITY DEFINER and the pinned search_path).
+-- The downgrade puts t0004's back (read from t0004_upgrade.sql).
 
 CREATE OR REPLACE FUNCTION transfer_lease_payouts(
     p_limit integer, p_lease_seconds double precision

@@ -8,11 +8,12 @@ like wallet and records every call.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.errors import ErrorKind
@@ -33,9 +34,10 @@ from vaultpay_transfer.domain.model import (
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_transfer.service_layer.ports import (
     BankAnswer,
+    ClaimAnswer,
     IpCheck,
     MovementChecked,
-    PayoutHold,
+    PayoutClaim,
     PayoutLease,
     PayoutSettlement,
 )
@@ -237,30 +239,54 @@ class FakeWalletGate:
         return MovementChecked(wallet_id, await self.check_ip(user_id, client_ip, check_id))
 
 
+def payout_lease(
+    transaction_id: str, account_hash: str, amount_minor: int, attempts: int = 1
+) -> PayoutLease:
+    """A lease of one minute from NOW, in INR."""
+    return PayoutLease(
+        transaction_id, account_hash, amount_minor, "INR", attempts, NOW + timedelta(minutes=1)
+    )
+
+
 @dataclass
 class FakePayoutLedger:
+    """The payout side of the ledger: leases as they are pending, the fenced claim (t0014) and
+    the freeze hold (t0011) as the SQL answers them, settles and returns."""
+
     pending: list[PayoutLease] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
     returned: list[tuple[str, str]] = field(default_factory=list)
     unreachable: set[str] = field(default_factory=set)  # settling these: database unavailable
     frozen: set[str] = field(default_factory=set)  # held: their wallets are frozen by staff
     held: dict[str, float] = field(default_factory=dict)  # held payout -> its hold, in seconds
+    # Leased again by another worker as soon as this one leased them: its claim is LEASE_LOST.
+    stolen: set[str] = field(default_factory=set)
+    lease_until: dict[str, datetime] = field(default_factory=dict)  # each payout's available_at
 
     async def lease_payouts(self, limit: int, lease_seconds: float) -> list[PayoutLease]:
         leased, self.pending = self.pending[:limit], self.pending[limit:]
+        for lease in leased:
+            later = timedelta(seconds=1) if lease.transaction_id in self.stolen else timedelta()
+            self.lease_until[lease.transaction_id] = lease.lease_until + later
         return leased
 
-    async def hold_if_frozen(self, transaction_id: str, hold_seconds: float) -> PayoutHold:
+    async def claim_for_bank(
+        self, lease: PayoutLease, hold_seconds: float, bank_seconds: float
+    ) -> PayoutClaim:
+        transaction_id = lease.transaction_id
         if transaction_id in self.settled or transaction_id in dict(self.returned):
-            return PayoutHold.FINISHED
+            return PayoutClaim(ClaimAnswer.FINISHED, None)
+        if self.lease_until.get(transaction_id) != lease.lease_until:
+            return PayoutClaim(ClaimAnswer.LEASE_LOST, self.lease_until.get(transaction_id))
         was_held = transaction_id in self.held
         if transaction_id in self.frozen:
             self.held[transaction_id] = hold_seconds
-            return PayoutHold.STILL_HELD if was_held else PayoutHold.HELD
-        if was_held:
-            del self.held[transaction_id]
-            return PayoutHold.RELEASED
-        return PayoutHold.CLEAR
+            until = self.lease_until[transaction_id] = NOW + timedelta(seconds=hold_seconds)
+            return PayoutClaim(ClaimAnswer.STILL_HELD if was_held else ClaimAnswer.HELD, until)
+        self.held.pop(transaction_id, None)
+        until = max(lease.lease_until, NOW + timedelta(seconds=bank_seconds))
+        self.lease_until[transaction_id] = until
+        return PayoutClaim(ClaimAnswer.RELEASED if was_held else ClaimAnswer.CLEAR, until)
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
         if transaction_id in self.unreachable:
@@ -275,16 +301,20 @@ class FakePayoutLedger:
 
 @dataclass
 class ScriptedBank:
-    """Answers by account hash: refuse the `refusing` ones, fail (raise) the `down` ones."""
+    """Answers by account hash: refuse the `refusing` ones, fail (raise) the `down` ones, never
+    answer the `silent` ones (the call waits until it is cancelled)."""
 
     refusing: set[str] = field(default_factory=set)
     down: set[str] = field(default_factory=set)
+    silent: set[str] = field(default_factory=set)
     asked: list[str] = field(default_factory=list)  # the payouts it was asked about, in order
 
     async def pay_out(self, payout: PayoutLease) -> BankAnswer:
         self.asked.append(payout.transaction_id)
         if payout.account_hash in self.down:
             raise ConnectionError("bank unreachable")
+        if payout.account_hash in self.silent:
+            await asyncio.Event().wait()
         if payout.account_hash in self.refusing:
             return BankAnswer(paid=False, refused=True, reason="account closed")
         return BankAnswer(paid=True)

@@ -82,7 +82,8 @@ FUNCTIONS = {
     "transfer_send_money": "transfer",
     "transfer_withdraw_held": "transfer",
     "transfer_top_up": "transfer",
-    "transfer_hold_payout_if_frozen": "transfer",  # the payout worker's check (t0011)
+    "transfer_lease_payouts": "transfer",  # created again by t0014, its grant given again
+    "transfer_claim_payout_for_bank": "transfer",  # the payout worker's claim (t0014)
     "wallet_pin_settle_movement": "wallet",
     "wallet_pin_reserve": "wallet",
     "audit_append": "all",

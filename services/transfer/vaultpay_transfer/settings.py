@@ -42,6 +42,10 @@ class TransferSettings(PeerServiceSettings):
     # How long a payout held by a staff freeze of its wallet waits before it is checked again
     # (service_layer/payouts.py): at most this long after the freeze is lifted, it is paid out.
     payout_hold_seconds: float = 30.0
+    # How long the payout worker holds a payout for one bank call (service_layer/payouts.py):
+    # the claim before the call leases it for at least this long, and the call is abandoned
+    # (retried after the payout's lease, as an unreachable bank) after 80% of it.
+    payout_bank_seconds: float = 30.0
     # Each user's money movements (TopUp, SendMoney and Withdraw together), a token bucket in
     # this process: `movement_burst` at once, then `movement_rate_per_second`; above it
     # RATE_LIMITED (429, Retry-After), before the idempotency lookup, the PIN or the
@@ -63,6 +67,13 @@ class TransferSettings(PeerServiceSettings):
     def _sane_batch(cls, value: int) -> int:
         if not 1 <= value <= 500:
             raise ValueError("must be between 1 and 500")
+        return value
+
+    @field_validator("payout_bank_seconds")
+    @classmethod
+    def _bank_call(cls, value: float) -> float:
+        if not 0 < value <= 3600:
+            raise ValueError("must be above 0 and at most 3600 (seconds)")
         return value
 
     @field_validator("movement_rate_per_second")

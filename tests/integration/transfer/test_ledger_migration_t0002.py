@@ -193,14 +193,16 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0013")]
+    assert after["versions"] == [("transfer", "t0014")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
     # t0007 move the grants from the group role to wallet's and transfer's own; t0010 replaces
     # the idempotency claim and record (transfer's methods only); t0011 adds the payout hold's
     # function and its one column; t0012 replaces the movements' functions (their time taken
-    # under the wallet's lock); t0013 replaces the lease again (backing off with attempts).
+    # under the wallet's lock); t0013 replaces the lease again (backing off with attempts);
+    # t0014 creates the lease again (returning its end) and replaces the hold's function with
+    # the fenced claim.
     assert set(changed) == {
         "columns",
         "functions",

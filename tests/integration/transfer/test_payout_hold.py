@@ -136,7 +136,7 @@ async def test_a_freeze_committing_while_the_worker_checks_the_payout_holds_it(
         now = datetime.now(UTC)
         await uow.wallets.update(current.frozen(Freeze(FreezeSource.ADMIN, "fraud", now), now))
         round_ = asyncio.create_task(_worker(ledger, bank).run_once())
-        await waiting_on_a_lock(ledger, "transfer_hold_payout_if_frozen")
+        await waiting_on_a_lock(ledger, "transfer_claim_payout_for_bank")
         assert not round_.done()  # the check waits for the wallet's row
         await uow.commit()
     await round_

@@ -47,6 +47,9 @@ async def test_the_lease_finds_its_payouts_by_key_whatever_the_planner_guesses(
 
 
 _LEASE = 10.0
+# The bank call's time, shorter than the first lease: the claim before the call (t0014) then
+# keeps the lease's end as the lease set it (it only lengthens a lease that would end sooner).
+_BANK = _LEASE / 2
 
 
 async def _pending_payout(ledger: LedgerWorld) -> tuple[str, str, Wallet]:
@@ -88,7 +91,9 @@ async def test_a_payout_the_bank_cannot_be_asked_about_is_leased_twice_as_long_e
     capped at 64 times."""
     transaction_id, account_hash, _ = await _pending_payout(ledger)
     bank = ScriptedBank(down={account_hash})
-    worker = PayoutWorker(ledger.ledger, bank, batch_size=1000, lease_seconds=_LEASE)
+    worker = PayoutWorker(
+        ledger.ledger, bank, batch_size=1000, lease_seconds=_LEASE, bank_seconds=_BANK
+    )
 
     for attempt, factor in enumerate((1, 2, 4, 8, 16, 32, 64, 64, 64), start=1):
         shortest, longest, attempts = await _leased_for(ledger, worker, transaction_id)
@@ -110,7 +115,12 @@ async def test_a_held_payout_gives_its_attempt_back_and_does_not_back_off(
     transaction_id, account_hash, wallet = await _pending_payout(ledger)
     bank = ScriptedBank(down={account_hash})
     worker = PayoutWorker(
-        ledger.ledger, bank, batch_size=1000, lease_seconds=_LEASE, hold_seconds=0
+        ledger.ledger,
+        bank,
+        batch_size=1000,
+        lease_seconds=_LEASE,
+        hold_seconds=0,
+        bank_seconds=_BANK,
     )
     for _ in range(2):  # two failed attempts: the next lease is 4 times the worker's
         await _leased_for(ledger, worker, transaction_id)

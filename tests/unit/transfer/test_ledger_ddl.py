@@ -28,6 +28,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0012_downgrade_ddl,
     ledger_t0013_ddl,
     ledger_t0013_downgrade_ddl,
+    ledger_t0014_ddl,
+    ledger_t0014_downgrade_ddl,
 )
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -256,3 +258,66 @@ def test_t0013_only_lengthens_the_payout_lease_with_its_attempts() -> None:
     assert t0004.count(fixed) == 1
     assert upgrade == t0004.replace(fixed, backoff)
     assert "SECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in upgrade
+
+
+def test_t0014_fences_the_lease_and_replaces_the_hold_check_with_the_claim() -> None:
+    upgrade = ledger_t0014_ddl("vaultpay_app")
+    lease_sig = "transfer_lease_payouts(integer, double precision)"
+    claim_sig = (
+        "transfer_claim_payout_for_bank(uuid, timestamptz, double precision, double precision)"
+    )
+    assert _functions(upgrade) == {
+        "transfer_lease_payouts": "sql",
+        "transfer_claim_payout_for_bank": "plpgsql",
+    }
+    assert len(upgrade) == 8
+    # A new type of result: dropped and created again, its privileges given again.
+    assert upgrade[0] == f"DROP FUNCTION {lease_sig}"
+    assert upgrade[2] == f"REVOKE ALL ON FUNCTION {lease_sig} FROM PUBLIC"
+    assert upgrade[3] == f'GRANT EXECUTE ON FUNCTION {lease_sig} TO "vaultpay_app"'
+    # t0013's lease byte for byte, but for the returned lease's end.
+    [t0013] = ledger_t0013_ddl()
+    assert upgrade[1] == (
+        t0013.replace("CREATE OR REPLACE FUNCTION ", "CREATE FUNCTION ", 1)
+        .replace(
+            "               attempts integer)",
+            "               attempts integer, lease_until timestamptz)",
+            1,
+        )
+        .replace("p.currency, p.attempts\n", "p.currency, p.attempts, p.available_at\n", 1)
+    )
+    assert "SECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in upgrade[1]
+    assert upgrade[4] == "DROP FUNCTION transfer_hold_payout_if_frozen(uuid, double precision)"
+    claim = upgrade[5]
+    assert claim.startswith("CREATE FUNCTION transfer_claim_payout_for_bank(")
+    assert "RETURNS TABLE (answer text, lease_until timestamptz)" in claim
+    assert "VOLATILE\nSECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in claim
+    # The payout's row first, then (past the fence) the wallet's, as t0011 took them.
+    locked = claim.index("FROM payouts WHERE payouts.transaction_id = p_transaction_id FOR UPDATE;")
+    fence = claim.index("IF p.available_at IS DISTINCT FROM p_lease_until THEN")
+    wallet = claim.index("FROM wallets AS w WHERE w.id = p.wallet_id FOR SHARE;")
+    assert locked < claim.index("'FINISHED'") < fence < wallet
+    # LEASE_LOST changes nothing: the one statement before it is the payout's lock.
+    assert claim[fence:].index("'LEASE_LOST'") < claim[fence:].index("END IF;")
+    assert claim.count("UPDATE payouts") == 2  # the hold's and the renewal's, past the locks
+    assert claim.index("UPDATE payouts") > wallet
+    # t0011's hold (after the locks), then the renewal that covers the bank call.
+    assert "f.source = 'ADMIN'" in claim
+    assert "attempts = greatest(payouts.attempts - 1, 0)" in claim
+    assert "v_now + make_interval(secs => p_bank_seconds)" in claim
+    assert upgrade[6] == f"REVOKE ALL ON FUNCTION\n    {claim_sig}\nFROM PUBLIC"
+    assert upgrade[7] == f'GRANT EXECUTE ON FUNCTION\n    {claim_sig}\nTO "vaultpay_app"'
+
+    hold = [s for s in ledger_t0011_ddl("vaultpay_app") if "transfer_hold_payout_if_frozen" in s]
+    assert len(hold) == 3
+    assert ledger_t0014_downgrade_ddl("vaultpay_app") == [
+        "DROP FUNCTION transfer_claim_payout_for_bank(uuid, timestamptz, double precision,\n"
+        "                                             double precision)",
+        f"DROP FUNCTION {lease_sig}",
+        t0013,
+        upgrade[2],
+        upgrade[3],
+        *hold,
+    ]
+    with pytest.raises(ValueError, match="unsafe role name"):
+        ledger_t0014_ddl('app"; DROP TABLE payouts; --')

@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from tests.fakes.transfer import NOW, FakePayoutLedger, ScriptedBank
+from tests.fakes.transfer import NOW, FakePayoutLedger, ScriptedBank, payout_lease
 from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.errors import ErrorKind, ValidationError
 from vaultpay_common.idempotency import IdempotencyKeyInUseError
@@ -26,7 +26,7 @@ from vaultpay_transfer.domain.validation import (
     check_note,
 )
 from vaultpay_transfer.service_layer.payouts import ALERT_AFTER_ATTEMPTS, PayoutWorker
-from vaultpay_transfer.service_layer.ports import PayoutHold, PayoutLease
+from vaultpay_transfer.service_layer.ports import PayoutClaim, PayoutLease
 
 
 @pytest.mark.parametrize(
@@ -239,9 +239,9 @@ async def test_a_malformed_notification_event_is_dead_lettered_not_retried() -> 
 async def test_the_payout_worker_settles_returns_and_leaves_what_the_bank_cannot_answer() -> None:
     ledger = FakePayoutLedger(
         pending=[
-            PayoutLease("t-paid", "good", 100, "INR", 1),
-            PayoutLease("t-refused", "bad", 200, "INR", 1),
-            PayoutLease("t-later", "flaky", 300, "INR", 1),
+            payout_lease("t-paid", "good", 100),
+            payout_lease("t-refused", "bad", 200),
+            payout_lease("t-later", "flaky", 300),
         ]
     )
     worker = PayoutWorker(ledger, ScriptedBank(refusing={"bad"}, down={"flaky"}))
@@ -253,8 +253,8 @@ async def test_the_payout_worker_settles_returns_and_leaves_what_the_bank_cannot
 async def test_a_payout_the_bank_keeps_failing_is_kept_and_alerts_from_its_7th_attempt(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    early = PayoutLease("t-early", "flaky", 100, "INR", ALERT_AFTER_ATTEMPTS - 1)
-    late = PayoutLease("t-late", "flaky", 100, "INR", ALERT_AFTER_ATTEMPTS)
+    early = payout_lease("t-early", "flaky", 100, ALERT_AFTER_ATTEMPTS - 1)
+    late = payout_lease("t-late", "flaky", 100, ALERT_AFTER_ATTEMPTS)
     ledger = FakePayoutLedger(pending=[early, late])
     with caplog.at_level(logging.WARNING, logger="vaultpay_transfer.service_layer.payouts"):
         assert await PayoutWorker(ledger, ScriptedBank(down={"flaky"})).run_once() == 0
@@ -266,9 +266,9 @@ async def test_a_payout_the_bank_keeps_failing_is_kept_and_alerts_from_its_7th_a
 async def test_a_payout_of_a_wallet_frozen_by_staff_is_held_not_sent_until_the_freeze_lifts(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    frozen = PayoutLease("t-frozen", "good", 100, "INR", 1)
+    frozen = payout_lease("t-frozen", "good", 100)
     ledger = FakePayoutLedger(
-        pending=[frozen, PayoutLease("t-paid", "good", 200, "INR", 1)], frozen={"t-frozen"}
+        pending=[frozen, payout_lease("t-paid", "good", 200)], frozen={"t-frozen"}
     )
     bank = ScriptedBank()
     worker = PayoutWorker(ledger, bank, hold_seconds=45)
@@ -295,24 +295,68 @@ async def test_a_payout_of_a_wallet_frozen_by_staff_is_held_not_sent_until_the_f
     ]
 
 
-async def test_a_payout_whose_hold_cannot_be_checked_is_not_sent() -> None:
-    ledger = FakePayoutLedger(pending=[PayoutLease("t-unsure", "good", 100, "INR", 1)])
+async def test_a_payout_whose_claim_cannot_be_made_is_not_sent() -> None:
+    ledger = FakePayoutLedger(pending=[payout_lease("t-unsure", "good", 100)])
 
-    async def unreachable(transaction_id: str, hold_seconds: float) -> PayoutHold:
+    async def unreachable(
+        lease: PayoutLease, hold_seconds: float, bank_seconds: float
+    ) -> PayoutClaim:
         raise DatabaseUnavailableError()
 
-    ledger.hold_if_frozen = unreachable  # type: ignore[method-assign]
+    ledger.claim_for_bank = unreachable  # type: ignore[method-assign]
     bank = ScriptedBank()
     assert await PayoutWorker(ledger, bank).run_once() == 0
     assert bank.asked == []
     assert ledger.settled == []
 
 
+async def test_a_payout_whose_lease_was_lost_is_skipped_without_asking_the_bank(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its lease ran out before the worker reached it and another worker leased it: the claim
+    answers LEASE_LOST and this worker leaves it to the other one."""
+    ledger = FakePayoutLedger(
+        pending=[payout_lease("t-lost", "good", 100), payout_lease("t-paid", "good", 200)],
+        stolen={"t-lost"},
+    )
+    bank = ScriptedBank()
+    with caplog.at_level(logging.INFO, logger="vaultpay_transfer.service_layer.payouts"):
+        assert await PayoutWorker(ledger, bank).run_once() == 1
+    assert bank.asked == ["t-paid"]
+    assert (ledger.settled, ledger.returned, ledger.held) == (["t-paid"], [], {})
+    [lost] = [r for r in caplog.records if getattr(r, "transaction_id", "") == "t-lost"]
+    assert lost.levelno == logging.INFO and "another worker has it" in lost.getMessage()
+
+
+async def test_a_bank_call_past_its_timeout_is_abandoned_as_an_unreachable_bank(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The claim renews the lease for `bank_seconds`; the call gets 80% of that, then the
+    payout is neither settled nor returned, and is retried after its lease."""
+    ledger = FakePayoutLedger(
+        pending=[payout_lease("t-silent", "mute", 100), payout_lease("t-paid", "good", 200)]
+    )
+    bank = ScriptedBank(silent={"mute"})
+    worker = PayoutWorker(ledger, bank, bank_seconds=0.05)
+    with caplog.at_level(logging.WARNING, logger="vaultpay_transfer.service_layer.payouts"):
+        assert await worker.run_once() == 1
+    assert bank.asked == ["t-silent", "t-paid"]
+    assert (ledger.settled, ledger.returned) == (["t-paid"], [])
+    [failed] = [r for r in caplog.records if getattr(r, "transaction_id", "") == "t-silent"]
+    assert failed.levelno == logging.WARNING
+    assert failed.getMessage() == (
+        "the bank could not be asked (no answer in time); the payout is retried after its lease"
+    )
+    assert failed.exc_info is not None and failed.exc_info[0] is TimeoutError
+    with pytest.raises(ValueError, match="bank_seconds"):
+        PayoutWorker(ledger, bank, bank_seconds=0)
+
+
 async def test_an_answer_that_cannot_be_recorded_leaves_the_rest_of_the_batch_going() -> None:
     ledger = FakePayoutLedger(
         pending=[
-            PayoutLease("t-stuck", "good", 100, "INR", 1),
-            PayoutLease("t-paid", "good", 200, "INR", 1),
+            payout_lease("t-stuck", "good", 100),
+            payout_lease("t-paid", "good", 200),
         ],
         unreachable={"t-stuck"},
     )
@@ -324,8 +368,8 @@ async def test_an_answer_that_cannot_be_recorded_leaves_the_rest_of_the_batch_go
 async def test_the_simulated_bank_refuses_only_the_documented_test_account() -> None:
     hasher = AccountHasher(b"k" * 32)
     bank = SimulatedBank(hasher)
-    refused = await bank.pay_out(PayoutLease("t", hasher(REFUSING_TEST_ACCOUNT), 1, "INR", 1))
-    paid = await bank.pay_out(PayoutLease("t", hasher("123456789012"), 1, "INR", 1))
+    refused = await bank.pay_out(payout_lease("t", hasher(REFUSING_TEST_ACCOUNT), 1))
+    paid = await bank.pay_out(payout_lease("t", hasher("123456789012"), 1))
     assert (refused.refused, paid.paid) == (True, True)
     assert hasher("123456789012") != AccountHasher(b"j" * 32)("123456789012")
 

@@ -24,6 +24,12 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   `t0011_downgrade.sql`.
 * t0012: `t0012_upgrade.sql` (the money functions take a movement's time under its wallet's
   row lock); its downgrade is t0002's four, read from `functions.sql`.
+* t0013: `t0013_upgrade.sql` (the payout lease backs off with the payout's attempts); its
+  downgrade is t0004's lease, read from `t0004_upgrade.sql`.
+* t0014: `t0014_upgrade.sql` (the payout lease is fenced: the lease returns its end, and
+  `transfer_claim_payout_for_bank` replaces `transfer_hold_payout_if_frozen`); its downgrade
+  `t0014_downgrade.sql`, then t0013's lease (`t0013_upgrade.sql`) with the lease's privileges
+  as t0014 gives them, and t0011's hold check with its privileges (`t0011_upgrade.sql`).
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ __all__ = [
     "ledger_t0012_downgrade_ddl",
     "ledger_t0013_ddl",
     "ledger_t0013_downgrade_ddl",
+    "ledger_t0014_ddl",
+    "ledger_t0014_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -63,6 +71,13 @@ _CREATE_FUNCTION = re.compile(r"^CREATE FUNCTION ", re.MULTILINE)
 _LEASE = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_lease_payouts\(")
 _LIMIT_REFUSAL = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_limit_refusal\(")
 _IDEMPOTENCY = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_(?:claim|remember)\(")
+_LEASE_PRIVILEGES = re.compile(
+    r"^(?:REVOKE ALL|GRANT EXECUTE) ON FUNCTION transfer_lease_payouts\(integer, double precision\)"
+)
+_HOLD_CHECK = re.compile(
+    r"^(?:CREATE FUNCTION|REVOKE ALL ON FUNCTION|GRANT EXECUTE ON FUNCTION)"
+    r" transfer_hold_payout_if_frozen\("
+)
 _TIMED = re.compile(
     r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|top_up|withdraw|return_payout)\("
 )
@@ -183,3 +198,23 @@ def ledger_t0013_ddl() -> list[str]:
 def ledger_t0013_downgrade_ddl() -> list[str]:
     """t0013's downgrade: t0004's lease, as `t0004_upgrade.sql` (t0004's own file) has it."""
     return ledger_t0004_ddl()
+
+
+def ledger_t0014_ddl(app_role: str) -> list[str]:
+    """t0014: the payout lease returns its end (dropped and created again, executable by
+    `app_role` only), and the fenced claim before the bank call replaces t0011's hold check."""
+    return _for_role("t0014_upgrade.sql", app_role)
+
+
+def ledger_t0014_downgrade_ddl(app_role: str) -> list[str]:
+    """t0014's downgrade: the claim and the lease go; t0013's lease comes back (its own file)
+    with the privileges t0014 gives the lease, then t0011's hold check with its privileges
+    (its own file; not its column, which t0014 kept)."""
+    lease_privileges = [s for s in ledger_t0014_ddl(app_role) if _LEASE_PRIVILEGES.match(s)]
+    hold_check = [s for s in ledger_t0011_ddl(app_role) if _HOLD_CHECK.match(s)]
+    return (
+        split_sql(_script("t0014_downgrade.sql"))
+        + ledger_t0013_ddl()
+        + lease_privileges
+        + hold_check
+    )

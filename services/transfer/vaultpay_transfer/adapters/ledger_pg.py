@@ -56,8 +56,9 @@ from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_transfer.service_layer.ports import (
+    ClaimAnswer,
     HeldMovement,
-    PayoutHold,
+    PayoutClaim,
     PayoutLease,
     PayoutSettlement,
 )
@@ -91,10 +92,13 @@ _HOLD = (
 )
 _UNHOLD = "SELECT pg_advisory_unlock($1::bigint)"
 _LEASE = (
-    "SELECT transaction_id::text AS transaction_id, account_hash, amount, currency, attempts "
-    "FROM transfer_lease_payouts($1::integer, $2::double precision)"
+    "SELECT transaction_id::text AS transaction_id, account_hash, amount, currency, attempts,"
+    " lease_until FROM transfer_lease_payouts($1::integer, $2::double precision)"
 )
-_HOLD_IF_FROZEN = "SELECT transfer_hold_payout_if_frozen($1::uuid, $2::double precision) AS hold"
+_CLAIM = (
+    "SELECT answer, lease_until FROM transfer_claim_payout_for_bank($1::uuid, $2::timestamptz,"
+    " $3::double precision, $4::double precision)"
+)
 _SETTLE = "SELECT outcome, reply FROM transfer_settle_payout($1::uuid)"
 _RETURN = "SELECT outcome, reply FROM transfer_return_payout($1::uuid, $2::text)"
 _WALLET_STATUS = "SELECT status FROM wallets WHERE id = $1"
@@ -288,16 +292,25 @@ class PgLedger:
         rows = await self._fetch(_LEASE, limit, lease_seconds)
         return [
             PayoutLease(
-                r["transaction_id"], r["account_hash"], r["amount"], r["currency"], r["attempts"]
+                r["transaction_id"],
+                r["account_hash"],
+                r["amount"],
+                r["currency"],
+                r["attempts"],
+                r["lease_until"],
             )
             for r in rows
         ]
 
-    async def hold_if_frozen(self, transaction_id: str, hold_seconds: float) -> PayoutHold:
-        rows = await self._fetch(_HOLD_IF_FROZEN, transaction_id, hold_seconds)
+    async def claim_for_bank(
+        self, lease: PayoutLease, hold_seconds: float, bank_seconds: float
+    ) -> PayoutClaim:
+        rows = await self._fetch(
+            _CLAIM, lease.transaction_id, lease.lease_until, hold_seconds, bank_seconds
+        )
         if not rows:
             raise RuntimeError("a payout function returned no row")
-        return PayoutHold(str(rows[0]["hold"]))
+        return PayoutClaim(ClaimAnswer(str(rows[0]["answer"])), rows[0]["lease_until"])
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
         return await self._settlement(_SETTLE, transaction_id)

@@ -144,6 +144,7 @@ async def build_host(
         bank or SimulatedBank(hasher),
         batch_size=settings.payout_batch_size,
         hold_seconds=settings.payout_hold_seconds,
+        bank_seconds=settings.payout_bank_seconds,
     )
     retention = timedelta(hours=settings.idempotency_retention_hours)
 

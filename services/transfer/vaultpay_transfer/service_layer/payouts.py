@@ -3,20 +3,32 @@ or returns the money to the wallet when the bank refuses. Run by `runtime.every`
 
 Each payout is leased first (other workers skip it until the lease ends), so replicas share
 the work; settling and returning are idempotent in the ledger, so a payout handled twice
-(a lease that ran out) still moves money once. The bank may be asked twice for one payout
-(its answer was not recorded before the lease ran out): it gets the payout's transaction id,
-which a real bank's API takes as its idempotency key. A payout whose answer cannot be
-recorded (the database unreachable, a commit outcome unknown, a statement timeout) waits for
-its lease; the rest of the batch goes on.
+still moves money once. A round leases up to `batch_size` payouts and handles them one after
+the other, so a payout's lease may run out before the worker reaches it and another worker may
+lease it meanwhile. The lease is therefore fenced (transfer t0014): it comes with its end
+(`PayoutLease.lease_until`), and before the bank is asked the worker claims the payout with it
+(`claim_for_bank`). Under the payout's row lock the ledger answers LEASE_LOST, changing
+nothing, when the payout's lease is no longer that one: the worker skips it (INFO; the other
+worker has it), so two workers never ask the bank for one payout at once, and a stale worker
+cannot move a payout another one holds. A claim that lets the payout go to the bank also
+renews its lease for the call (at least `bank_seconds` from the claim), and the bank call is
+given `bank_seconds * 0.8` (`BANK_CALL_SHARE`): a call that has not answered by then is
+abandoned and handled as a bank that could not be reached, before its lease can run out.
 
-Before the bank is asked, the ledger checks the payout's wallet under its row lock
-(`hold_if_frozen`, transfer t0011): while staff keep the wallet frozen (an ADMIN freeze in
-force) the payout is held, not sent: it stays PENDING, its money in payouts-in-flight, and is
-checked again after `hold_seconds`; once the freeze is lifted it goes to the bank as any other.
-A self-freeze or a PIN lockout does not hold a withdrawal accepted before it. A hold and its
-release are logged once each (INFO); the owner is told nothing until the payout settles or
-comes back, as before. A payout whose check cannot be made is not sent: it waits for its lease.
-Once the bank has been asked, a freeze no longer stops the settlement: the money has left.
+The bank may still be asked twice for one payout, one call after the other: a call abandoned
+at its timeout, or an answer that could not be recorded (the database unreachable, a commit
+outcome unknown, a statement timeout), leaves the payout to be asked again after its lease. It
+gets the payout's transaction id, which a real bank's API takes as its idempotency key. The
+rest of the batch goes on.
+
+The claim also checks the payout's wallet under its row lock (transfer t0011): while staff
+keep the wallet frozen (an ADMIN freeze in force) the payout is held, not sent: it stays
+PENDING, its money in payouts-in-flight, and is checked again after `hold_seconds`; once the
+freeze is lifted it goes to the bank as any other. A self-freeze or a PIN lockout does not
+hold a withdrawal accepted before it. A hold and its release are logged once each (INFO); the
+owner is told nothing until the payout settles or comes back, as before. A payout whose claim
+cannot be made is not sent: it waits for its lease. Once the bank has been asked, a freeze no
+longer stops the settlement: the money has left.
 
 A payout is never given up on: once the bank may have been asked, only the bank's answer
 tells whether the money left, so returning it to the wallet after some number of failures
@@ -27,24 +39,28 @@ is logged as an ERROR naming the attempts, for an operator to look at the bank s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from vaultpay_common.errors import DeadlineExceededError, UnavailableError
 from vaultpay_transfer.service_layer.ports import (
     Bank,
     BankAnswer,
-    PayoutHold,
+    ClaimAnswer,
     PayoutLease,
     PayoutLedger,
 )
 
-__all__ = ["ALERT_AFTER_ATTEMPTS", "PayoutWorker"]
+__all__ = ["ALERT_AFTER_ATTEMPTS", "BANK_CALL_SHARE", "PayoutWorker"]
 
 log = logging.getLogger(__name__)
 
 # The attempt from which a failure to reach the bank is an ERROR: at the default 60 s lease,
 # doubling per attempt (t0013), the 7th attempt comes about 63 minutes after the first.
 ALERT_AFTER_ATTEMPTS = 7
+# The share of the renewed lease (`bank_seconds`) a bank call may take: the rest is left for
+# the claim's round trip and recording the answer before the lease can run out.
+BANK_CALL_SHARE = 0.8
 
 
 class PayoutWorker:
@@ -56,12 +72,16 @@ class PayoutWorker:
         batch_size: int = 50,
         lease_seconds: float = 60,
         hold_seconds: float = 30,
+        bank_seconds: float = 30,
     ) -> None:
+        if bank_seconds <= 0:
+            raise ValueError("bank_seconds must be positive")
         self._ledger = ledger
         self._bank = bank
         self._batch = batch_size
         self._lease = lease_seconds
         self._hold = hold_seconds
+        self._bank_seconds = bank_seconds
 
     async def run_once(self) -> int:
         """How many payouts were finished (settled or returned) in this round."""
@@ -70,12 +90,15 @@ class PayoutWorker:
             if not await self._may_ask_bank(payout):
                 continue
             try:
-                answer = await self._bank.pay_out(payout)
-            except Exception:
+                async with asyncio.timeout(self._bank_seconds * BANK_CALL_SHARE):
+                    answer = await self._bank.pay_out(payout)
+            except Exception as exc:
                 stuck = payout.attempts >= ALERT_AFTER_ATTEMPTS
                 log.log(
                     logging.ERROR if stuck else logging.WARNING,
-                    "the bank could not be asked; the payout is retried after its lease"
+                    "the bank could not be asked"
+                    + (" (no answer in time)" if isinstance(exc, TimeoutError) else "")
+                    + "; the payout is retried after its lease"
                     + (" (an operator should look at the bank side)" if stuck else ""),
                     extra={"transaction_id": payout.transaction_id, "attempts": payout.attempts},
                     exc_info=True,
@@ -93,27 +116,33 @@ class PayoutWorker:
         return finished
 
     async def _may_ask_bank(self, payout: PayoutLease) -> bool:
-        """Whether `payout` goes to the bank now: not while staff keep its wallet frozen."""
+        """Whether `payout` goes to the bank now: only while this worker's lease is still the
+        payout's, and not while staff keep its wallet frozen."""
         try:
-            hold = await self._ledger.hold_if_frozen(payout.transaction_id, self._hold)
+            claim = await self._ledger.claim_for_bank(payout, self._hold, self._bank_seconds)
         except (UnavailableError, DeadlineExceededError):
             log.warning(
-                "a payout could not be checked for a staff freeze; it is retried after its lease",
+                "a payout could not be claimed for the bank; it is retried after its lease",
                 extra={"transaction_id": payout.transaction_id},
                 exc_info=True,
             )
             return False
-        if hold is PayoutHold.HELD:
+        if claim.answer is ClaimAnswer.LEASE_LOST:
+            log.info(
+                "a payout's lease ran out before the worker reached it; another worker has it",
+                extra={"transaction_id": payout.transaction_id},
+            )
+        elif claim.answer is ClaimAnswer.HELD:
             log.info(
                 "a payout is held: its wallet is frozen by staff; it is checked again later",
                 extra={"transaction_id": payout.transaction_id, "hold_seconds": self._hold},
             )
-        elif hold is PayoutHold.RELEASED:
+        elif claim.answer is ClaimAnswer.RELEASED:
             log.info(
                 "a held payout is released: its wallet's staff freeze was lifted",
                 extra={"transaction_id": payout.transaction_id},
             )
-        return hold.asks_bank
+        return claim.asks_bank
 
     async def _record(self, payout: PayoutLease, answer: BankAnswer) -> int:
         """Settles or returns `payout` as the bank answered: 1 when it is finished."""

@@ -35,11 +35,12 @@ from vaultpay_transfer.domain.outcomes import LedgerOutcome
 __all__ = [
     "Bank",
     "BankAnswer",
+    "ClaimAnswer",
     "HeldMovement",
     "IpCheck",
     "Ledger",
     "LedgerAuditor",
-    "PayoutHold",
+    "PayoutClaim",
     "PayoutLease",
     "PayoutLedger",
     "PayoutSettlement",
@@ -176,6 +177,9 @@ class PayoutLease:
     amount_minor: int
     currency: str
     attempts: int
+    # The lease's end as the ledger set it (the payout's available_at): the fencing value the
+    # worker shows when it claims the payout for the bank (`PayoutLedger.claim_for_bank`).
+    lease_until: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,26 +191,41 @@ class PayoutSettlement:
     wallet_closed: bool = False
 
 
-class PayoutHold(Enum):
-    """A leased payout's check before the bank is asked (`PayoutLedger.hold_if_frozen`): held
-    while staff keep its wallet frozen (it stays PENDING, due again after the hold)."""
+class ClaimAnswer(Enum):
+    """The ledger's answer when the worker claims a leased payout for the bank
+    (`PayoutLedger.claim_for_bank`)."""
 
-    CLEAR = "CLEAR"  # ask the bank
-    RELEASED = "RELEASED"  # ask the bank: it was held until now
-    HELD = "HELD"  # newly held
+    CLEAR = "CLEAR"  # ask the bank (the lease renewed for the call)
+    RELEASED = "RELEASED"  # ask the bank: it was held by a staff freeze until now
+    HELD = "HELD"  # newly held: its wallet is frozen by staff; due again after the hold
     STILL_HELD = "STILL_HELD"
+    LEASE_LOST = "LEASE_LOST"  # another worker leased it since (or a hold moved it): skip it
     FINISHED = "FINISHED"  # settled or returned already: nothing to ask
     NOT_FOUND = "NOT_FOUND"
 
+
+@dataclass(frozen=True, slots=True)
+class PayoutClaim:
+    answer: ClaimAnswer
+    # The payout's available_at as the claim left it: for CLEAR and RELEASED the renewed
+    # lease, which covers the bank call; None when NOT_FOUND or FINISHED.
+    lease_until: datetime | None
+
     @property
     def asks_bank(self) -> bool:
-        return self in (PayoutHold.CLEAR, PayoutHold.RELEASED)
+        return self.answer in (ClaimAnswer.CLEAR, ClaimAnswer.RELEASED)
 
 
 class PayoutLedger(Protocol):
     async def lease_payouts(self, limit: int, lease_seconds: float) -> list[PayoutLease]: ...
 
-    async def hold_if_frozen(self, transaction_id: str, hold_seconds: float) -> PayoutHold: ...
+    async def claim_for_bank(
+        self, lease: PayoutLease, hold_seconds: float, bank_seconds: float
+    ) -> PayoutClaim:
+        """Under the payout's lock: LEASE_LOST (nothing changed) unless `lease` is still the
+        payout's lease; a staff freeze holds it for `hold_seconds`; a payout that may go to
+        the bank is leased for at least `bank_seconds` more."""
+        ...
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement: ...
 

@@ -53,6 +53,7 @@ from vaultpay_wallet.service_layer.ip_trust import (
     IpTrustService,
     ListTrustedIps,
     RevokeTrustedIp,
+    TrustCacheUnavailableError,
 )
 from vaultpay_wallet.service_layer.limits import LimitsService
 from vaultpay_wallet.service_layer.pins import PinService
@@ -85,14 +86,17 @@ async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
 
 
 class _CountingCache(RedisTrustedIpCache):
-    """The real Redis cache, counting the lookups made of it."""
+    """The real Redis cache, counting the lookups made of it; `down` makes it unreachable."""
 
     def __init__(self, redis: Redis, clock: Clock) -> None:
         super().__init__(redis, clock, prefix=f"test:{uuid.uuid4().hex}:")
         self.lookups = 0
+        self.down = False
 
     async def lookup(self, user_id: str, ip_hash: str) -> datetime | None:
         self.lookups += 1
+        if self.down:
+            raise TrustCacheUnavailableError("connection refused")
         return await super().lookup(user_id, ip_hash)
 
 
@@ -186,6 +190,21 @@ async def test_a_trusted_address_is_read_with_the_pin_and_not_from_redis(
     assert checked.ip is not None and checked.ip.trusted and not checked.ip.failed_open
     assert world.cache.lookups == 0
     assert world.hasher.verifications == 1
+
+
+async def test_an_address_the_pin_check_found_untrusted_is_not_failed_open_by_a_redis_outage(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    world.cache.down = True  # CheckIpTrust alone would fail open now
+
+    checked = await world.move(user, CAFE)
+
+    assert checked.ip is not None
+    assert (checked.ip.trusted, checked.ip.failed_open) == (False, False)
+    assert checked.ip.confirmation_sent
+    assert len(await world.mailed_tokens(user)) == 2  # HOME's link at set-up, CAFE's now
 
 
 async def test_last_seen_moves_forward_at_most_every_few_minutes(

@@ -61,7 +61,8 @@ class MovementChecks:
     The common case reads the address in the PIN's own settlement (one PostgreSQL call, no
     Redis on the money path: `PinVerified.address_trusted`). An address found untrusted
     there, or a check settled on the general path, is checked as CheckIpTrust checks it (an
-    untrusted one mails its confirmation token; a retry mails nothing more).
+    untrusted one mails its confirmation token; a retry mails nothing more); one found
+    untrusted there skips the Redis cache, so a Redis outage does not fail it open.
 
     Before mailing, the wallet's KYC tier is read: a wallet of tier NONE cannot send or
     withdraw, so confirming the address would only lead to KYC_NOT_VERIFIED (QA: the user
@@ -95,7 +96,8 @@ class MovementChecks:
             return MovementChecked(verified.wallet_id, _NOT_MAILED, tier)
         assert cmd.idempotency is not None  # required: verify_transfer_pin checked it
         ip = await self._ip_trust.check_ip_trust(
-            CheckIpTrust(cmd.idempotency.request_id, cmd.user_id, client_ip)
+            CheckIpTrust(cmd.idempotency.request_id, cmd.user_id, client_ip),
+            found_untrusted=verified.address_trusted is False,
         )
         return MovementChecked(verified.wallet_id, ip, tier)
 

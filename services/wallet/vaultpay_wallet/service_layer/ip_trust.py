@@ -11,7 +11,9 @@ dropped on revoke; its entries live at most a few minutes, which also bounds how
 Fail-open (the product brief's choice, ARCHITECTURE.md "IP trust"): when Redis cannot be
 reached the check answers trusted=true with `failed_open=True`, logs a warning and touches
 nothing; the transaction PIN remains the gate. Every other failure (PostgreSQL down, bad
-input) fails closed as usual.
+input) fails closed as usual. Not when PostgreSQL has just answered: a money movement's PIN
+settlement reads the address's trust itself, and an address it found untrusted is checked
+without the cache (`found_untrusted`), so a Redis outage cannot turn that answer into a pass.
 
 The mailed token travels through the outbox sealed (`SecretSealer`); the database holds
 only its SHA-256.
@@ -269,21 +271,27 @@ class IpTrustService:
         user and keyed hash this check reads); INVALID_ARGUMENT for a bad id or address."""
         return MovementAddress(canonical_uuid(user_id, "user_id"), self._hasher.hash(client_ip))
 
-    async def check_ip_trust(self, command: CheckIpTrust) -> IpTrustCheck:
+    async def check_ip_trust(
+        self, command: CheckIpTrust, *, found_untrusted: bool = False
+    ) -> IpTrustCheck:
+        """`found_untrusted`: PostgreSQL has just read this address as untrusted (a movement's
+        PIN settlement did): the cache is not asked, so neither a stale entry nor an
+        unreachable Redis (which fails open) can overrule what the truth just said."""
         request_id = canonical_uuid(command.request_id, "request_id")
         user_id = canonical_uuid(command.user_id, "user_id")
         ip_hash = self._hasher.hash(command.client_ip)
-        try:
-            cached_until = await self._cache.lookup(user_id, ip_hash)
-        except TrustCacheUnavailableError:
-            log.warning(
-                "IP trust cache unavailable: failing open (the PIN remains the gate)",
-                extra={"user_id": user_id, "ip_hash": ip_hash[:16]},
-            )
-            return IpTrustCheck(trusted=True, confirmation_sent=False, failed_open=True)
+        if not found_untrusted:
+            try:
+                cached_until = await self._cache.lookup(user_id, ip_hash)
+            except TrustCacheUnavailableError:
+                log.warning(
+                    "IP trust cache unavailable: failing open (the PIN remains the gate)",
+                    extra={"user_id": user_id, "ip_hash": ip_hash[:16]},
+                )
+                return IpTrustCheck(trusted=True, confirmation_sent=False, failed_open=True)
+            if cached_until is not None and self._clock.now() < cached_until:
+                return IpTrustCheck(trusted=True, confirmation_sent=False)
         now = self._clock.now()
-        if cached_until is not None and now < cached_until:
-            return IpTrustCheck(trusted=True, confirmation_sent=False)
         async with self._uow() as uow:
             trusted = await uow.trusted_ips.get(user_id, ip_hash)
             if trusted is None or not trusted.is_trusted_at(now):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf import descriptor_pb2
 
@@ -22,6 +22,9 @@ class Access:
     internal: bool = False
     min_role: str = "ROLE_UNSPECIFIED"
     strict: bool = False
+    # With internal: the service principals allowed to call. API.md documents an internal RPC
+    # as "service" without naming them, so they take no part in the comparison with it.
+    callers: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def meanings(self) -> int:
@@ -44,6 +47,7 @@ def access_rule(method: descriptor_pb2.MethodDescriptorProto) -> Access | None:
         internal=rule.internal,
         min_role=role_pb2.Role.Name(rule.min_role),
         strict=rule.strict,
+        callers=tuple(rule.callers),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.contract.access import access_rule, is_internal_service
 from vaultpay_devstack.routes import ContractMethod
+from vaultpay_devstack.services import SERVICE_CLIENTS
 
 
 def test_every_rpc_has_an_access_rule(methods: list[ContractMethod]) -> None:
@@ -42,3 +43,29 @@ def test_internal_rpcs_live_in_internal_services(methods: list[ContractMethod]) 
         and not is_internal_service(m.service)
     ]
     assert not stray, f"internal RPCs outside an *InternalService: {stray}"
+
+
+def test_every_internal_rpc_names_known_calling_services(methods: list[ContractMethod]) -> None:
+    """Deny by default between services: an internal rule names the services that call it (the
+    interceptor refuses to load one that names none), each a service identity auth issues tokens
+    to (the devstack's SERVICE_CLIENTS) other than the service itself, none twice, and only
+    internal rules name callers."""
+    known = set(SERVICE_CLIENTS)
+    wrong = []
+    for m in methods:
+        rule = access_rule(m.descriptor)
+        if rule is None:
+            continue
+        if not rule.internal:
+            if rule.callers:
+                wrong.append(f"{m.full_name}: callers without internal {rule.callers}")
+            continue
+        if not rule.callers:
+            wrong.append(f"{m.full_name}: internal without callers")
+        if unknown := sorted(set(rule.callers) - known):
+            wrong.append(f"{m.full_name}: unknown services {unknown}")
+        if len(set(rule.callers)) != len(rule.callers):
+            wrong.append(f"{m.full_name}: a caller named twice {rule.callers}")
+        if (owner := m.package.split(".")[1]) in rule.callers:
+            wrong.append(f"{m.full_name}: {owner} names itself as a caller")
+    assert not wrong, wrong

@@ -28,12 +28,14 @@ from tests.e2e.wallet_support import bearer, service_token, staff_token
 from vaultpay.authz.v1 import authz_pb2
 from vaultpay.type.v1 import role_pb2
 from vaultpay_devstack.mesh import Mesh
+from vaultpay_devstack.services import SERVICE_CLIENTS
 
 __all__ = [
     "ROLES",
     "Outcome",
     "allowed",
     "call",
+    "caller_token",
     "callers",
     "cases",
     "check",
@@ -43,15 +45,16 @@ __all__ = [
     "rule",
 ]
 
-# Every kind of caller, with the human role it holds (None: no role).
+_SERVICE = "service:"
+# Every kind of caller, with the human role it holds (None: no role): each service identity is
+# a caller of its own ("service:wallet", ...), since an internal rule admits only those it names.
 ROLES: dict[str, int | None] = {
     "anonymous": None,
     "user": role_pb2.ROLE_USER,
     "moderator": role_pb2.ROLE_MODERATOR,
     "admin": role_pb2.ROLE_ADMIN,
     "super_admin": role_pb2.ROLE_SUPER_ADMIN,
-    "service": None,
-}
+} | {f"{_SERVICE}{client}": None for client in SERVICE_CLIENTS}
 DENIED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 # An allowed call with an empty request may fail validation, but never like this.
 BROKEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNIMPLEMENTED}
@@ -72,14 +75,15 @@ def rule(method: MethodDescriptor) -> authz_pb2.AccessRule | None:
 
 
 def allowed(access: authz_pb2.AccessRule | None, principal: str) -> bool:
-    """What authz.proto says: public is anyone, internal is services only, min_role is that
-    human role or higher; no rule is nobody (deny by default)."""
+    """What authz.proto says: public is anyone, internal is the services the rule names
+    (callers) only, min_role is that human role or higher; no rule is nobody (deny by
+    default)."""
     if access is None:
         return False
     if access.public:
         return True
     if access.internal:
-        return principal == "service"
+        return principal.startswith(_SERVICE) and principal[len(_SERVICE) :] in access.callers
     role = ROLES[principal]
     return (
         access.min_role != role_pb2.ROLE_UNSPECIFIED
@@ -121,16 +125,22 @@ def check_one_meaning(contract: FileDescriptor) -> None:
         assert access.internal == internal_service, method.full_name
 
 
-async def callers(mesh: Mesh, gateway: Gateway, service_client: str) -> dict[str, str | None]:
-    """One token per kind of caller."""
+async def callers(mesh: Mesh, gateway: Gateway) -> dict[str, str | None]:
+    """One token per kind of caller, a service token for each service identity."""
     return {
         "anonymous": None,
         "user": gateway.user_token(),
         "moderator": staff_token(mesh, gateway, "MODERATOR"),
         "admin": staff_token(mesh, gateway, "ADMIN"),
         "super_admin": staff_token(mesh, gateway, "SUPER_ADMIN"),
-        "service": await service_token(mesh, service_client),
-    }
+    } | {f"{_SERVICE}{client}": await service_token(mesh, client) for client in SERVICE_CLIENTS}
+
+
+def caller_token(tokens: dict[str, str | None], method: MethodDescriptor) -> str | None:
+    """The token of a service that an internal method's rule names (its first caller)."""
+    access = rule(method)
+    assert access is not None and access.callers, method.full_name
+    return tokens[f"{_SERVICE}{access.callers[0]}"]
 
 
 @dataclass(frozen=True)

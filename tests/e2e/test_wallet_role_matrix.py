@@ -23,7 +23,7 @@ CONTRACT = wallet_pb2.DESCRIPTOR
 
 @pytest.fixture(scope="module")
 async def tokens(mesh: Mesh, gateway: Gateway) -> dict[str, str | None]:
-    return await matrix.callers(mesh, gateway, "transfer")
+    return await matrix.callers(mesh, gateway)
 
 
 @pytest.fixture(scope="module")
@@ -53,5 +53,5 @@ async def test_internal_rpcs_are_not_routed_through_the_gateway(
     method: MethodDescriptor, mesh: Mesh, tokens: dict[str, str | None]
 ) -> None:
     async with grpc.aio.insecure_channel(gateway_grpc_address(mesh)) as channel:
-        outcome = await matrix.call(channel, method, tokens["service"])
+        outcome = await matrix.call(channel, method, matrix.caller_token(tokens, method))
     assert outcome.code == grpc.StatusCode.UNIMPLEMENTED, outcome

@@ -1,14 +1,25 @@
 """The contract's access rules drive the interceptor; anything without a rule is denied."""
 
+import re
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import ServiceDescriptor
 
 from vaultpay.auth.v1 import auth_pb2
+from vaultpay.authz.v1 import authz_pb2
+from vaultpay.type.v1 import role_pb2
 from vaultpay_common.context import Role
 from vaultpay_common.grpc.authz import AccessRuleMissingError, AuthInterceptor
 from vaultpay_common.grpc.revocations import RevocationSet
-from vaultpay_common.grpc.rules import AccessRule, load_access_rules
+from vaultpay_common.grpc.rules import (
+    AccessRule,
+    InternalRuleWithoutCallersError,
+    load_access_rules,
+    rule_of,
+)
 from vaultpay_common.grpc.tokens import Introspection, TokenInvalidError, TokenVerifier
 
 SERVICES = list(auth_pb2.DESCRIPTOR.services_by_name.values())
@@ -24,8 +35,51 @@ def test_rules_are_read_from_the_proto_options() -> None:
         min_role=Role.ADMIN, strict=True
     )
     assert rules["/vaultpay.auth.v1.AuthInternalService/IntrospectToken"] == AccessRule(
-        internal=True
+        internal=True, callers=frozenset({"kyc", "transfer", "wallet"})
     )
+    assert rules["/vaultpay.auth.v1.AuthInternalService/GetUserContact"] == AccessRule(
+        internal=True, callers=frozenset({"wallet"})
+    )
+
+
+def _options(**fields: Any) -> descriptor_pb2.MethodOptions:
+    options = descriptor_pb2.MethodOptions()
+    options.Extensions[authz_pb2.rule].CopyFrom(authz_pb2.AccessRule(**fields))
+    return options
+
+
+@dataclass
+class _Method:
+    name: str
+    options: descriptor_pb2.MethodOptions
+
+    def GetOptions(self) -> descriptor_pb2.MethodOptions:
+        return self.options
+
+
+@dataclass
+class _Service:
+    full_name: str
+    methods: list[_Method]
+
+
+def test_an_internal_rule_without_callers_fails_to_load() -> None:
+    """Deny by default: a service refuses to start rather than admit every service."""
+    with pytest.raises(InternalRuleWithoutCallersError, match="callers"):
+        rule_of(_options(internal=True))
+    probe = _Service("vaultpay.test.v1.Probe", [_Method("Stats", _options(internal=True))])
+    with pytest.raises(
+        InternalRuleWithoutCallersError, match=re.escape("/vaultpay.test.v1.Probe/Stats")
+    ):
+        load_access_rules([cast(ServiceDescriptor, probe)])
+
+
+def test_an_internal_rule_keeps_the_callers_it_names() -> None:
+    rule = rule_of(_options(internal=True, callers=["wallet", "transfer"]))
+    assert rule == AccessRule(internal=True, callers=frozenset({"wallet", "transfer"}))
+    # Callers mean nothing without `internal`: a human rule admits no service by name.
+    human = rule_of(_options(min_role=role_pb2.ROLE_USER, callers=["wallet"]))
+    assert human == AccessRule(min_role=Role.USER)
 
 
 @dataclass

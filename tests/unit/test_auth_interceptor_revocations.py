@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from vaultpay_common.context import Role
-from vaultpay_common.errors import UnauthenticatedError
+from vaultpay_common.errors import InsufficientPermissionsError, UnauthenticatedError
 from vaultpay_common.grpc.authz import AuthInterceptor
 from vaultpay_common.grpc.revocations import FeedIntrospector, Revocation, RevocationSet
 from vaultpay_common.grpc.rules import AccessRule
@@ -38,7 +38,7 @@ RULES = {
     READ: AccessRule(min_role=Role.USER),
     STAFF_READ: AccessRule(min_role=Role.MODERATOR),
     STRICT: AccessRule(min_role=Role.USER, strict=True),
-    INTERNAL: AccessRule(internal=True),
+    INTERNAL: AccessRule(internal=True, callers=frozenset({"wallet"})),
     WATCH: AccessRule(min_role=Role.USER),
 }
 LEEWAY = 30  # the verifier's default
@@ -51,12 +51,19 @@ async def _jwks() -> list[dict[str, str]]:
     return [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k", "alg": "EdDSA"}]
 
 
-def _token(sid: str, *, role: str = "user", typ: str = "access", lifetime: int = 600) -> str:
+def _token(
+    sid: str,
+    *,
+    role: str = "user",
+    typ: str = "access",
+    lifetime: int = 600,
+    service: str = "wallet",
+) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": "vaultpay-auth",
         "aud": "vaultpay",
-        "sub": "service:wallet" if typ == "service" else "user-1",
+        "sub": f"service:{service}" if typ == "service" else "user-1",
         "jti": f"jti-{sid}",
         "typ": typ,
         "iat": now,
@@ -260,6 +267,19 @@ async def test_service_tokens_are_not_looked_up(kit: Kit) -> None:
     principal = await kit.call(INTERNAL, _token("", typ="service"))
     assert principal is not None
     assert principal.service == "wallet"
+
+
+@pytest.mark.parametrize("service", ["kyc", "transfer", "auth", ""])
+async def test_an_internal_rpc_refuses_a_service_its_rule_does_not_name(
+    kit: Kit, service: str
+) -> None:
+    with pytest.raises(InsufficientPermissionsError, match=f"service {service} may not call"):
+        await kit.call(INTERNAL, _token("", typ="service", service=service))
+
+
+async def test_an_internal_rpc_refuses_a_user_token_before_looking_at_callers(kit: Kit) -> None:
+    with pytest.raises(InsufficientPermissionsError, match="only services may call"):
+        await kit.call(INTERNAL, _token("s1"))
 
 
 def test_an_interceptor_that_is_not_always_strict_needs_the_revocations() -> None:

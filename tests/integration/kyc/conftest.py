@@ -107,6 +107,10 @@ class LocalAuth:
     def user_token(self, user_id: str, role: Role = Role.USER) -> str:
         return self._sign(user_id, "access", role)
 
+    def peer_token(self, service: str) -> str:
+        """Another service's identity, as it calls kyc (wallet asks GetKycStats)."""
+        return self._sign(f"service:{service}", "service", None)
+
     async def token(self) -> str:
         """kyc's own service identity (what PeerAuth.identity gives)."""
         return self.service_token

@@ -647,9 +647,17 @@ async def _tier_is(kyc: KycStack, user_id: str, tier: int) -> bool:
 
 
 async def test_kyc_stats_are_for_services(kyc: KycStack) -> None:
-    service = (("authorization", f"Bearer {kyc.auth.service_token}"),)
-    stats = await kyc.internal.GetKycStats(kyc_pb2.GetKycStatsRequest(), metadata=service)
+    wallet = (("authorization", f"Bearer {kyc.auth.peer_token('wallet')}"),)
+    stats = await kyc.internal.GetKycStats(kyc_pb2.GetKycStatsRequest(), metadata=wallet)
     assert stats.pending_count >= 0 and stats.HasField("compute_time")
+    # Only wallet asks for the statistics: another service (here kyc's own identity) is refused.
+    own = (("authorization", f"Bearer {kyc.auth.service_token}"),)
+    refused = await rpc_failure(
+        kyc.internal.GetKycStats(kyc_pb2.GetKycStatsRequest(), metadata=own)
+    )
+    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.reason == "INSUFFICIENT_PERMISSIONS"
+    assert "service kyc may not call this method" in refused.message
     _, admin = kyc.staff(Role.SUPER_ADMIN)
     failure = await rpc_failure(
         kyc.internal.GetKycStats(kyc_pb2.GetKycStatsRequest(), metadata=admin)

@@ -22,7 +22,8 @@ An open server stream is held to the same rule for as long as it stays open: it 
 UNAUTHENTICATED once its token's session is recorded as revoked (woken by the revocation set,
 no polling) or the token expires (plus the verifier's leeway; a timer at that moment), and
 each message is checked before it is sent. Deny by default: a method with no rule is refused
-before its handler runs.
+before its handler runs, and an internal method admits only the services its rule names
+(`callers`); any other service is refused with INSUFFICIENT_PERMISSIONS.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class AuthInterceptor(CallInterceptor):
             if claims.token_type != SERVICE_TOKEN_TYPE:
                 raise InsufficientPermissionsError("only services may call this method")
             service = claims.subject.removeprefix("service:")
+            if service not in rule.callers:  # deny by default: only the named services
+                raise InsufficientPermissionsError(f"service {service} may not call this method")
             principal = Principal(subject=claims.subject, role=None, token=token, service=service)
             return principal, claims
         if claims.token_type != ACCESS_TOKEN_TYPE or claims.role is None:

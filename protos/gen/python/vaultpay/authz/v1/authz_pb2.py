@@ -26,7 +26,7 @@ from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor
 from vaultpay.type.v1 import role_pb2 as vaultpay_dot_type_dot_v1_dot_role__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvaultpay/authz/v1/authz.proto\x12\x11vaultpay.authz.v1\x1a google/protobuf/descriptor.proto\x1a\x1bvaultpay/type/v1/role.proto\"h\n\nAccessRule\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12(\n\x08min_role\x18\x02 \x01(\x0e\x32\x16.vaultpay.type.v1.Role\x12\x0e\n\x06strict\x18\x03 \x01(\x08\x12\x10\n\x08internal\x18\x04 \x01(\x08:M\n\x04rule\x12\x1e.google.protobuf.MethodOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x1d.vaultpay.authz.v1.AccessRuleB\x19\n\x15\x63om.vaultpay.authz.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvaultpay/authz/v1/authz.proto\x12\x11vaultpay.authz.v1\x1a google/protobuf/descriptor.proto\x1a\x1bvaultpay/type/v1/role.proto\"y\n\nAccessRule\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12(\n\x08min_role\x18\x02 \x01(\x0e\x32\x16.vaultpay.type.v1.Role\x12\x0e\n\x06strict\x18\x03 \x01(\x08\x12\x10\n\x08internal\x18\x04 \x01(\x08\x12\x0f\n\x07\x63\x61llers\x18\x05 \x03(\t:M\n\x04rule\x12\x1e.google.protobuf.MethodOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x1d.vaultpay.authz.v1.AccessRuleB\x19\n\x15\x63om.vaultpay.authz.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,5 +35,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\025com.vaultpay.authz.v1P\001'
   _globals['_ACCESSRULE']._serialized_start=115
-  _globals['_ACCESSRULE']._serialized_end=219
+  _globals['_ACCESSRULE']._serialized_end=236
 # @@protoc_insertion_point(module_scope)

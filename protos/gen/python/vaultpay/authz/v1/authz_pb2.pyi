@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import extension_dict as _extension_dict
 from vaultpay.type.v1 import role_pb2 as _role_pb2
 import builtins as _builtins
@@ -35,6 +37,7 @@ class AccessRule(_message.Message):
     MIN_ROLE_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
     INTERNAL_FIELD_NUMBER: _builtins.int
+    CALLERS_FIELD_NUMBER: _builtins.int
     public: _builtins.bool
     """Callable without a token (register, login, JWKS, emailed-token confirmations)."""
     min_role: _role_pb2.Role.ValueType
@@ -54,6 +57,14 @@ class AccessRule(_message.Message):
     """Only service principals (service tokens from IssueServiceToken) may call; never
     routed through the public gateway.
     """
+    @_builtins.property
+    def callers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With `internal`, the service principals allowed to call (e.g. "transfer"): the service
+        token's subject without its "service:" prefix. An internal rule must name at least one
+        (a rule without callers fails to load: deny by default); any other service is refused
+        with PERMISSION_DENIED (reason INSUFFICIENT_PERMISSIONS). Ignored without `internal`.
+        """
+
     def __init__(
         self,
         *,
@@ -61,10 +72,11 @@ class AccessRule(_message.Message):
         min_role: _role_pb2.Role.ValueType = ...,
         strict: _builtins.bool = ...,
         internal: _builtins.bool = ...,
+        callers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["internal", b"internal", "min_role", b"min_role", "public", b"public", "strict", b"strict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callers", b"callers", "internal", b"internal", "min_role", b"min_role", "public", b"public", "strict", b"strict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -54,7 +54,8 @@ ROLES: dict[str, int | None] = {
     "moderator": role_pb2.ROLE_MODERATOR,
     "admin": role_pb2.ROLE_ADMIN,
     "super_admin": role_pb2.ROLE_SUPER_ADMIN,
-} | {f"{_SERVICE}{client}": None for client in SERVICE_CLIENTS}
+    **{f"{_SERVICE}{client}": None for client in SERVICE_CLIENTS},
+}
 DENIED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 # An allowed call with an empty request may fail validation, but never like this.
 BROKEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNIMPLEMENTED}

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import SecretStr
 
-__all__ = ["RpcFailure", "peer_service_fields", "rpc_failure"]
+__all__ = ["RpcFailure", "eventually", "peer_service_fields", "rpc_failure"]
+
+T = TypeVar("T")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, within: float = 20.0, what: str = "condition"
+) -> T:
+    """Polls `check` until it returns something other than None/False, or fails at the deadline
+    (never a fixed sleep: the delay grows from 20 ms to 0.5 s)."""
+    deadline = time.monotonic() + within
+    delay = 0.02
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {within} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 def peer_service_fields() -> dict[str, Any]:

@@ -10,7 +10,6 @@ what kyc asks of it. One stack per test module (fresh database).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -19,9 +18,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import jwt
@@ -38,7 +37,6 @@ from vaultpay_devstack.postgres import Provisioned
 from vaultpay_kyc.entrypoints.bootstrap import build_host
 from vaultpay_kyc.settings import KycSettings
 
-T = TypeVar("T")
 ISSUER, AUDIENCE = "vaultpay-auth", "vaultpay"
 BIG = 32 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -49,20 +47,6 @@ CHANNEL_OPTIONS = [
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float = 20.0) -> T:
-    """Polls `check` until it returns something other than None/False, or fails at the deadline."""
-    deadline = time.monotonic() + within
-    delay = 0.02
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)
 
 
 class LocalAuth:

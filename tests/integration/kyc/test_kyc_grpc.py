@@ -13,9 +13,9 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from tests.integration.kyc.conftest import KycStack, bearer, eventually
+from tests.integration.kyc.conftest import KycStack, bearer
 from tests.integration.kyc.kyc_support import MiB, pan, pdf, rid, submit_request, upload_stream
-from tests.support import rpc_failure
+from tests.support import eventually, rpc_failure
 from vaultpay.kyc.v1 import kyc_pb2
 from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2

@@ -11,14 +11,12 @@ One database per test module.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import secrets
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support import eventually
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_devstack.postgres import Provisioned
@@ -258,18 +257,16 @@ async def ledger_is_clean(ledger: LedgerWorld) -> None:
 async def waiting_on_a_lock(ledger: LedgerWorld, function: str, within: float = 20.0) -> None:
     """Until a session of transfer's role runs `function` and waits on a lock (a role sees
     what its own sessions wait for); polled, with a deadline."""
-    deadline = time.monotonic() + within
-    while True:
+
+    async def waiting() -> bool:
         async with ledger.engine.connect() as conn:
-            waiting = await conn.scalar(
+            count = await conn.scalar(
                 text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                     " AND datname = current_database() AND position(:f IN query) > 0"
                 ),
                 {"f": function + "("},
             )
-        if waiting:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {function} waiting on a lock")
-        await asyncio.sleep(0.02)
+        return bool(count)
+
+    await eventually(waiting, within=within, what=f"{function} waiting on a lock")

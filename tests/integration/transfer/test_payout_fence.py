@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -23,6 +22,7 @@ import pytest
 
 from tests.fakes.transfer import ScriptedBank
 from tests.integration.transfer.conftest import LedgerWorld, Wallet, ledger_is_clean
+from tests.support import eventually
 from vaultpay_transfer.service_layer.payouts import PayoutWorker
 from vaultpay_transfer.service_layer.ports import (
     ClaimAnswer,
@@ -59,18 +59,16 @@ async def _row(ledger: LedgerWorld, transaction_id: str) -> tuple[str, datetime,
 
 async def _lease_runs_out(ledger: LedgerWorld, transaction_id: str, within: float = 20.0) -> None:
     """Until the database's clock has passed the payout's lease; polled, with a deadline."""
-    deadline = time.monotonic() + within
-    while True:
+
+    async def due() -> bool:
         [row] = await ledger.fetch(
             "SELECT available_at <= clock_timestamp() AS due FROM payouts"
             " WHERE transaction_id = $1::uuid",
             transaction_id,
         )
-        if row["due"]:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("the payout's lease did not run out")
-        await asyncio.sleep(0.02)
+        return bool(row["due"])
+
+    await eventually(due, within=within, what="the payout's lease running out")
 
 
 def _lease_of(leases: list[PayoutLease], transaction_id: str) -> PayoutLease:

@@ -35,11 +35,11 @@ from vaultpay_devstack.procs import (
     LOOPBACK,
     ManagedProcess,
     MissingToolError,
+    PortHold,
     StartupError,
     base_env,
     free_ports,
     log_tail,
-    port_is_free,
     wait_until,
 )
 from vaultpay_devstack.services import (
@@ -302,8 +302,14 @@ class Mesh:
         start_gateway = cfg.gateway and GATEWAY_MODULE in found
         if cfg.gateway and not start_gateway:
             report(f"warning: no `{GATEWAY_MODULE}` package yet, so no Envoy gateway")
-        self._refuse_busy_ports(runnable, start_gateway)
+        with self._hold_ports(runnable, start_gateway):
+            self._start_held(runnable, found, start_gateway)
 
+    def _start_held(
+        self, runnable: list[ServiceSpec], found: set[str], start_gateway: bool
+    ) -> None:
+        """The rest of `_start`, while the fixed ports are held (`PortHold`)."""
+        cfg, report = self.config, self.config.report
         secrets = MeshSecrets.load(self.var_dir)
         self.infra = start_infra(
             self.var_dir,
@@ -350,18 +356,12 @@ class Mesh:
         if start_gateway:
             self._start_gateway()
 
-    def _refuse_busy_ports(self, runnable: list[ServiceSpec], gateway: bool) -> None:
+    def _hold_ports(self, runnable: list[ServiceSpec], gateway: bool) -> PortHold:
+        """Refuses ports already in use, and holds the rest until the mesh is up."""
         wanted = {f"{s.name} gRPC": self.config.service_ports[s.name] for s in runnable}
         if gateway:
             wanted |= {"gateway": self.config.gateway_port, "Envoy admin": self.config.admin_port}
-        busy = [
-            f"{what} {LOOPBACK}:{port}" for what, port in wanted.items() if not port_is_free(port)
-        ]
-        if busy:
-            raise StartupError(
-                f"ports in use: {', '.join(busy)}. Is another mesh running? "
-                "(`python -m vaultpay_devstack.cli status` / `... stop`)"
-            )
+        return PortHold(wanted)
 
     def _migrate(self, service: ServiceSpec) -> None:
         self.config.report(f"migrating {service.name}")

@@ -35,6 +35,7 @@ from typing import Any
 __all__ = [
     "ManagedProcess",
     "MissingToolError",
+    "PortHold",
     "StartupError",
     "free_port",
     "free_ports",
@@ -116,6 +117,60 @@ def port_is_free(port: int, host: str = LOOPBACK) -> bool:
         except OSError:
             return False
         return True
+
+
+class PortHold:
+    """Fixed ports kept from outgoing connections until their listeners have bound them.
+
+    A fixed port inside the kernel's ephemeral range (`make run`'s 50051-50054 lie in
+    32768-60999) can become the local port of any outgoing connection, such as auth's
+    connection to PostgreSQL made while wallet is still starting; the listener's bind then
+    fails with "address in use" until that connection closes. Linux never picks a port that
+    a socket has bound for an outgoing connection, and a bound socket that does not listen
+    does not stop a listener with SO_REUSEADDR (gRPC, Envoy and PostgreSQL set it) from
+    binding the same port. So each port is held by such a socket from the busy-port check
+    until its listener is up.
+
+        with PortHold({"wallet gRPC": 50052}) as held:   # StartupError naming busy ports
+            ...start wallet, wait until it serves...
+            held.release(50052)
+    """
+
+    def __init__(self, ports: Mapping[str, int], host: str = LOOPBACK) -> None:
+        self._sockets: dict[int, socket.socket] = {}
+        busy: list[str] = []
+        for what, port in ports.items():
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                busy.append(f"{what} {host}:{port}")
+                continue
+            self._sockets[port] = sock
+        if busy:
+            self.close()
+            raise StartupError(
+                f"ports in use: {', '.join(busy)}. Is another mesh running? "
+                "(`python -m vaultpay_devstack.cli status` / `... stop`)"
+            )
+
+    def release(self, port: int) -> None:
+        """Lets go of `port` (its listener has bound it); a port not held is ignored."""
+        sock = self._sockets.pop(port, None)
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        for port in list(self._sockets):
+            self.release(port)
+
+    def __enter__(self) -> PortHold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def port_accepts(port: int, host: str = LOOPBACK) -> bool:

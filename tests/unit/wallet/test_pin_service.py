@@ -307,6 +307,42 @@ async def test_a_passed_check_is_replayed_only_while_its_pin_is_the_pin() -> Non
     assert fresh.wallet_id == passed.wallet_id
 
 
+async def test_a_check_whose_pin_changes_while_it_runs_answers_pin_changed_for_good() -> None:
+    # It answered ABORTED ("retry"), and every retry with its request_id did the same: the
+    # retry reuses the reservation counted against the old PIN.
+    world = World()
+    await world.open_wallet_with_pin()
+    check = key("service:transfer")
+    hashing, release = asyncio.Event(), asyncio.Event()
+    verify = world.hasher.verify
+
+    async def slow_verify(pin: str, pin_hash: str) -> bool:
+        hashing.set()
+        await release.wait()
+        return await verify(pin, pin_hash)
+
+    world.hasher.verify = slow_verify  # type: ignore[method-assign]
+    running = asyncio.ensure_future(
+        world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, check))
+    )
+    await hashing.wait()
+    del world.hasher.verify
+    world.clock.advance(timedelta(minutes=1))
+    await world.pins.change_pin(ChangePin("alice", GOOD, "8642", "8642", key()))
+    release.set()
+    with pytest.raises(PinChangedError) as changed:
+        await running
+    assert changed.value.kind.name == "FAILED_PRECONDITION"
+    checks = world.hasher.verifications
+    for pin in (GOOD, "8642"):  # a retry is refused the same, before bcrypt
+        with pytest.raises(PinChangedError):
+            await world.pins.verify_transfer_pin(VerifyTransferPin("alice", pin, check))
+    assert world.hasher.verifications == checks
+    await world.pins.verify_transfer_pin(
+        VerifyTransferPin("alice", "8642", key("service:transfer"))
+    )
+
+
 async def test_a_malformed_pin_to_check_is_bad_input_not_an_attempt() -> None:
     world = World()
     wallet = await world.open_wallet_with_pin()

@@ -41,7 +41,6 @@ from typing import TypeVar
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import (
-    AbortedError,
     DomainError,
     UnavailableError,
     ValidationError,
@@ -367,6 +366,8 @@ class PinService:
                 record = await uow.pins.get(reservation.wallet_id)
                 if record is None:
                     raise PinNotSetError()
+                if record.updated_at != reservation.pin_updated_at:
+                    raise PinChangedError()  # the attempt was counted against the old PIN
                 return reservation, record.pin_hash
             now = self._clock.now()
             wallet = await load_own_wallet(uow, user_id, for_update=True)
@@ -407,8 +408,12 @@ class PinService:
         wallet = await load_wallet(uow, reservation.wallet_id, for_update=True)
         self._require_open(wallet)
         record = await uow.pins.get(wallet.id)
-        if record is None or record.updated_at != reservation.pin_updated_at:
-            raise AbortedError("the PIN changed while it was being checked; retry")
+        if record is None:
+            raise PinNotSetError()
+        if record.updated_at != reservation.pin_updated_at:
+            # Final, like a retry of a check that passed before the change: a retry with this
+            # request_id would be checked against the reservation of the old PIN again.
+            raise PinChangedError()
         lockout = wallet.freeze_by(FreezeSource.PIN_LOCKOUT)
         locked = lockout is not None and lockout.is_active(now)
         if matched and not locked:

@@ -242,7 +242,8 @@ class WalletServiceServicer:
         wrong PIN counts toward the lockout exactly like a wrong PIN on a transfer: the third
         consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED). A retry of a
         check that passed replays it while the PIN is unchanged; after a PIN change it fails
-        with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id).
+        with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id), as
+        does a check during which the PIN changed, and every retry of it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1673,7 +1674,8 @@ class WalletInternalServiceServicer:
         PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
         counted by checks of the same wallet still running, it fails with ABORTED reason
         PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id. A retry of a
-        check that passed fails with PIN_CHANGED once the PIN has changed since.
+        check that passed fails with PIN_CHANGED once the PIN has changed since, as does a check
+        during which the PIN changed, and every retry of it.
         With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
         in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
         A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one

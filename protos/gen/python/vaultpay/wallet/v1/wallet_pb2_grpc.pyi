@@ -81,7 +81,8 @@ class WalletServiceStub:
     wrong PIN counts toward the lockout exactly like a wrong PIN on a transfer: the third
     consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED). A retry of a
     check that passed replays it while the PIN is unchanged; after a PIN change it fails
-    with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id).
+    with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id), as
+    does a check during which the PIN changed, and every retry of it.
     """
     ChangePin: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ChangePinRequest, _wallet_pb2.ChangePinResponse]
     """Replaces the PIN after checking the current one; a wrong current PIN counts toward
@@ -188,7 +189,8 @@ class WalletServiceAsyncStub(WalletServiceStub):
     wrong PIN counts toward the lockout exactly like a wrong PIN on a transfer: the third
     consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED). A retry of a
     check that passed replays it while the PIN is unchanged; after a PIN change it fails
-    with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id).
+    with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id), as
+    does a check during which the PIN changed, and every retry of it.
     """
     ChangePin: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ChangePinRequest, _wallet_pb2.ChangePinResponse]  # type: ignore[assignment]
     """Replaces the PIN after checking the current one; a wrong current PIN counts toward
@@ -346,7 +348,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         wrong PIN counts toward the lockout exactly like a wrong PIN on a transfer: the third
         consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED). A retry of a
         check that passed replays it while the PIN is unchanged; after a PIN change it fails
-        with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id).
+        with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id), as
+        does a check during which the PIN changed, and every retry of it.
         """
 
     @_abc_1.abstractmethod
@@ -737,7 +740,8 @@ class WalletInternalServiceStub:
     PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
     counted by checks of the same wallet still running, it fails with ABORTED reason
     PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id. A retry of a
-    check that passed fails with PIN_CHANGED once the PIN has changed since.
+    check that passed fails with PIN_CHANGED once the PIN has changed since, as does a check
+    during which the PIN changed, and every retry of it.
     With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
     in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
     A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one
@@ -793,7 +797,8 @@ class WalletInternalServiceAsyncStub(WalletInternalServiceStub):
     PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
     counted by checks of the same wallet still running, it fails with ABORTED reason
     PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id. A retry of a
-    check that passed fails with PIN_CHANGED once the PIN has changed since.
+    check that passed fails with PIN_CHANGED once the PIN has changed since, as does a check
+    during which the PIN changed, and every retry of it.
     With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
     in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
     A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one
@@ -852,7 +857,8 @@ class WalletInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         PIN_LOCKED, and a wallet without a PIN fails with PIN_NOT_SET. While every attempt is
         counted by checks of the same wallet still running, it fails with ABORTED reason
         PIN_CHECK_IN_PROGRESS: nothing is locked, retry with the same request_id. A retry of a
-        check that passed fails with PIN_CHANGED once the PIN has changed since.
+        check that passed fails with PIN_CHANGED once the PIN has changed since, as does a check
+        during which the PIN changed, and every retry of it.
         With client_ip set, a matching PIN is followed by CheckIpTrust's check of that address
         in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
         A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one

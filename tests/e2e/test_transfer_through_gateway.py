@@ -650,3 +650,24 @@ def test_lookups_with_an_empty_key_or_a_repeated_parameter_are_refused_naming_th
     # transfer names the field `request_id` (proto); a JSON client reads its JSON name.
     malformed = _call(gateway, alice, "GET", "/v1/transactions/request/not-a-uuid")
     assert (malformed.status, malformed.field_violations()) == (400, ["requestId"]), malformed.body
+
+
+def test_a_path_or_query_value_that_is_not_utf8_is_refused_naming_its_field(
+    gateway: Gateway, people: tuple[Person, Person]
+) -> None:
+    """QA: `GET /v1/transactions/%FF` answered a violation of `request`, "is not a valid
+    message: Error parsing message with type 'vaultpay.transfer.v1.GetTransactionRequest'"."""
+    alice, _ = people
+
+    for path, field in (
+        ("/v1/transactions/ab%FF%FE", "transactionId"),
+        ("/v1/transactions/reference/VP-TXN-%C3%28", "referenceId"),
+        ("/v1/transactions?pageToken=a%C3", "pageToken"),
+    ):
+        reply = _call(gateway, alice, "GET", path)
+        assert (reply.status, reply.error_reason(), reply.field_violations()) == (
+            400,
+            "INVALID_ARGUMENT",
+            [field],
+        ), reply.body
+        assert b"vaultpay." not in reply.body, reply.body

@@ -1,5 +1,5 @@
-"""Request hygiene for every RPC: a request must parse as its message, and its text fields
-must not carry NUL characters.
+"""Request hygiene for every RPC: a request must parse as its message (a string field that is
+not UTF-8 is named), and its text fields must not carry NUL characters.
 
 PostgreSQL cannot store U+0000 in text, and a NUL in an identifier or name is never
 legitimate, so such a request is refused up front with INVALID_ARGUMENT naming the field,
@@ -46,7 +46,12 @@ def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
 class RequestHygieneInterceptor(CallInterceptor):
     def check_request(self, method: str, request: Any) -> None:
         if isinstance(request, UndecodableRequest):
-            raise ValidationError.single("request", f"is not a valid message: {request.error}")
+            if request.bad_utf8_fields:
+                raise ValidationError(
+                    [FieldViolation(f, "is not valid UTF-8") for f in request.bad_utf8_fields]
+                )
+            # The parser's words name the internal message type: not for the client.
+            raise ValidationError.single("request", "is not a valid message of this method")
         if isinstance(request, Message):
             violations = nul_violations(request)
             if violations:

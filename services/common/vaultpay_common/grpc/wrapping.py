@@ -24,11 +24,13 @@ the next stage answers the very same handler object, so the chain stays exactly 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+
+from vaultpay_common.grpc.undecodable import bad_utf8_fields
 
 __all__ = ["CallInterceptor", "OpenStream", "UnaryCall", "UndecodableRequest"]
 
@@ -41,12 +43,14 @@ _MAX_CACHED_HANDLERS = 4096
 
 
 class UndecodableRequest:
-    """A request message that did not parse, and why (the parser's words, no request bytes)."""
+    """A request message that did not parse: the parser's words (no request bytes) and the
+    string fields whose bytes are not UTF-8, when that is why."""
 
-    __slots__ = ("error",)
+    __slots__ = ("bad_utf8_fields", "error")
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, bad_utf8_fields: Sequence[str] = ()) -> None:
         self.error = error
+        self.bad_utf8_fields = tuple(bad_utf8_fields)
 
 
 class _TolerantDeserializer:
@@ -61,7 +65,10 @@ class _TolerantDeserializer:
         try:
             return self._parse(data)
         except DecodeError as exc:
-            return UndecodableRequest(str(exc))
+            message_class = getattr(self._parse, "__self__", None)
+            descriptor = getattr(message_class, "DESCRIPTOR", None)
+            bad = bad_utf8_fields(descriptor, data) if descriptor is not None else []
+            return UndecodableRequest(str(exc), bad)
 
 
 def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:

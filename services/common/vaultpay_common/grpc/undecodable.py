@@ -1,0 +1,85 @@
+"""Why a request message did not parse, in terms a client can act on.
+
+The protobuf parser says only "Error parsing message with type '<internal type>': String field
+had bad UTF-8", never which field. The gateway sends a JSON client's path and query values as
+they came, so `GET /v1/transactions/%FF` reaches the service as a `transaction_id` that is not
+UTF-8. `bad_utf8_fields` walks the wire format along the message's descriptor and names each
+string field whose bytes are not UTF-8 (`transaction_id`, `filter.note`, `notes[2]`), so the
+refusal is an INVALID_ARGUMENT naming the field like any other bad input.
+
+    bad_utf8_fields(GetTransactionRequest.DESCRIPTOR, data)   # ['transaction_id']
+"""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+__all__ = ["bad_utf8_fields"]
+
+_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
+_MAX_DEPTH = 32
+
+
+class _MalformedError(Exception):
+    """The bytes are not a well-formed message (truncated, an unknown wire type)."""
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise _MalformedError
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+def bad_utf8_fields(descriptor: Descriptor, data: bytes) -> list[str]:
+    """The paths of the string fields of `data` (a `descriptor` message) that are not UTF-8;
+    empty when there are none or when the bytes are malformed in some other way."""
+    found: list[str] = []
+    try:
+        _walk(descriptor, data, "", found, 0)
+    except _MalformedError:
+        return found
+    return found
+
+
+def _walk(descriptor: Descriptor, data: bytes, prefix: str, found: list[str], depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise _MalformedError
+    seen: dict[int, int] = {}
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == _VARINT:
+            _, at = _varint(data, at)
+            continue
+        if wire_type in (_FIXED64, _FIXED32):
+            at += 8 if wire_type == _FIXED64 else 4
+            continue
+        if wire_type != _LENGTH_DELIMITED:
+            raise _MalformedError  # groups: not in our contracts
+        length, at = _varint(data, at)
+        if at + length > len(data):
+            raise _MalformedError
+        value, at = data[at : at + length], at + length
+        field = descriptor.fields_by_number.get(number)
+        if field is None:
+            continue
+        index = seen.get(number, 0)
+        seen[number] = index + 1
+        path = prefix + field.name
+        if field.is_repeated:
+            path += f"[{index}]"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                found.append(path)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
+            _walk(field.message_type, value, path + ".", found, depth + 1)

@@ -14,7 +14,12 @@ Without `chain_roles` every chain grants to the one `app_role`. A chain's migrat
 the platform's role (`shared_role`), which `move_privileges_ddl` moves a service's grants from
 when a database that used one role for everything takes roles of its own.
 
-and each chain's `env.py` is two lines:
+Migrations of one database take turns (a session-level advisory lock, polled), and each
+revision runs in a transaction of its own: a chain that fails at a revision keeps the ones
+before it (its version table says which), and a revision may run statements that must not be
+in a transaction (`op.get_context().autocommit_block()`, e.g. CREATE INDEX CONCURRENTLY).
+
+Each chain's `env.py` is two lines:
 
     from vaultpay_common.migrations import run_env
     run_env(metadata)
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -48,6 +54,7 @@ __all__ = [
 
 # Held while migrating, so two services migrating one database at once take turns.
 _MIGRATION_LOCK = 0x4D494752  # "MIGR"
+_TURN_POLL_SECONDS = 0.2
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
@@ -151,6 +158,21 @@ def _text_array(names: Sequence[str]) -> str:
     return "ARRAY[" + ", ".join(f"'{name}'" for name in names) + "]::text[]"
 
 
+def _take_turn(connection: Connection) -> None:
+    """Takes the migration lock (session-level), polled, and commits: no transaction is left
+    open, so Alembic gives each revision a transaction of its own (`transaction_per_migration`)
+    and a revision may run statements outside any (`autocommit_block`: CREATE INDEX
+    CONCURRENTLY, transfer t0015). Polled rather than waited for: a migrator blocked in
+    `pg_advisory_lock` would hold its statement's snapshot all the while, and the CONCURRENTLY
+    build of the migrator holding the lock waits for every older snapshot of the database (a
+    deadlock PostgreSQL would break by failing one of the two)."""
+    lock = text(f"SELECT pg_try_advisory_lock({_MIGRATION_LOCK})")
+    while not connection.execute(lock).scalar_one():
+        connection.rollback()
+        time.sleep(_TURN_POLL_SECONDS)
+    connection.commit()
+
+
 def run_env(metadata: MetaData) -> None:
     """The body of a chain's env.py: online migrations on an async engine."""
     from alembic import context
@@ -160,7 +182,7 @@ def run_env(metadata: MetaData) -> None:
         raise SystemExit("offline migrations are not supported; run the service's `migrate`")
 
     def migrate(connection: Connection) -> None:
-        connection.execute(text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})"))
+        _take_turn(connection)
         try:
             context.configure(
                 connection=connection,

@@ -193,7 +193,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0014")]
+    assert after["versions"] == [("transfer", "t0015")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
@@ -202,7 +202,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # function and its one column; t0012 replaces the movements' functions (their time taken
     # under the wallet's lock); t0013 replaces the lease again (backing off with attempts);
     # t0014 creates the lease again (returning its end) and replaces the hold's function with
-    # the fenced claim.
+    # the fenced claim; t0015 adds the partial indexes of the rare categories and statuses
+    # (built CONCURRENTLY, outside the revision's transaction).
     assert set(changed) == {
         "columns",
         "functions",
@@ -218,7 +219,20 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     moved = {name for name, _kind, _owner, acl in changed["relations"][1]}
     assert {"wallets", "wallet_pins", "ledger_postings", "payouts"} <= moved
     assert [name for name, _ in changed["indexes"][0]] == ["wallet_transactions_ledger_idx"]
-    assert changed["indexes"][1] == []
+    assert changed["indexes"][1] == [
+        (
+            "wallet_transactions_rare_category_idx",
+            "CREATE INDEX wallet_transactions_rare_category_idx ON public.wallet_transactions"
+            " USING btree (category, created_at DESC, id DESC)"
+            " WHERE (category <> ALL (ARRAY['P2P_SEND'::text, 'P2P_RECEIVE'::text]))",
+        ),
+        (
+            "wallet_transactions_rare_status_idx",
+            "CREATE INDEX wallet_transactions_rare_status_idx ON public.wallet_transactions"
+            " USING btree (status, created_at DESC, id DESC)"
+            " WHERE (status = ANY (ARRAY['FAILED'::text, 'REVERSED'::text]))",
+        ),
+    ]
     assert changed["triggers"][0] == []
     assert [t[1] for t in changed["triggers"][1]] == ["wallets_close_without_pending_withdrawal"]
     _top_up_and_send(upgraded, "U2")  # ...and by t0002's, on the same tables

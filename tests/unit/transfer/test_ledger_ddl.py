@@ -30,7 +30,12 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0013_downgrade_ddl,
     ledger_t0014_ddl,
     ledger_t0014_downgrade_ddl,
+    ledger_t0015_ddl,
+    ledger_t0015_downgrade_ddl,
 )
+from vaultpay_transfer.adapters.transactions_sql import partial_index_predicates
+from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
+from vaultpay_transfer.service_layer.ports import TransactionFilter
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
 # deployed databases must never change; a new revision changes what it must.
@@ -321,3 +326,60 @@ def test_t0014_fences_the_lease_and_replaces_the_hold_check_with_the_claim() -> 
     ]
     with pytest.raises(ValueError, match="unsafe role name"):
         ledger_t0014_ddl('app"; DROP TABLE payouts; --')
+
+
+def test_t0015_adds_the_rare_listing_indexes_concurrently_that_no_p2p_send_writes() -> None:
+    upgrade = ledger_t0015_ddl()
+    rare_category = (
+        "CREATE INDEX CONCURRENTLY wallet_transactions_rare_category_idx\n"
+        "    ON wallet_transactions (category, created_at DESC, id DESC)\n"
+        "    WHERE category NOT IN ('P2P_SEND', 'P2P_RECEIVE')"
+    )
+    rare_status = (
+        "CREATE INDEX CONCURRENTLY wallet_transactions_rare_status_idx\n"
+        "    ON wallet_transactions (status, created_at DESC, id DESC)\n"
+        "    WHERE status IN ('FAILED', 'REVERSED')"
+    )
+    # A build that failed left an INVALID index: running the migration again builds it anew.
+    assert upgrade == [
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_rare_category_idx",
+        rare_category,
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_rare_status_idx",
+        rare_status,
+    ]
+    assert ledger_t0015_downgrade_ddl() == [
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_rare_status_idx",
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_rare_category_idx",
+    ]
+
+
+def _predicates(flt: TransactionFilter) -> list[str]:
+    return [str(p).removeprefix("wallet_transactions.") for p in partial_index_predicates(flt)]
+
+
+def test_the_staff_listing_states_the_partial_indexes_predicates_as_the_indexes_do() -> None:
+    """A generic plan uses a partial index only if the query states its predicate: the
+    listing's literal must be the index's WHERE, word for word."""
+    wheres = [s.split("\n    WHERE ", 1)[1] for s in ledger_t0015_ddl() if "\n    WHERE " in s]
+    for category in TransactionCategory:
+        stated = _predicates(TransactionFilter(category=category))
+        common = category in (TransactionCategory.P2P_SEND, TransactionCategory.P2P_RECEIVE)
+        assert stated == ([] if common else [wheres[0]]), category
+    for status in TransactionStatus:
+        stated = _predicates(TransactionFilter(status=status))
+        if status in (TransactionStatus.FAILED, TransactionStatus.REVERSED):
+            assert stated == [wheres[1]]
+        elif status is TransactionStatus.PENDING:
+            assert stated == ["status = 'PENDING'"]  # t0001's wallet_transactions_pending_idx
+        else:
+            assert stated == []
+    both = TransactionFilter(
+        category=TransactionCategory.REVERSAL, status=TransactionStatus.REVERSED
+    )
+    assert _predicates(both) == wheres
+    # A user's or a wallet's listing keeps its own index: nothing is added.
+    for narrowed in (
+        TransactionFilter(user_id="u", category=TransactionCategory.REVERSAL),
+        TransactionFilter(wallet_id="VPY-AAAAAA", status=TransactionStatus.FAILED),
+    ):
+        assert _predicates(narrowed) == []

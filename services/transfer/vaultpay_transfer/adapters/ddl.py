@@ -30,6 +30,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   `transfer_claim_payout_for_bank` replaces `transfer_hold_payout_if_frozen`); its downgrade
   `t0014_downgrade.sql`, then t0013's lease (`t0013_upgrade.sql`) with the lease's privileges
   as t0014 gives them, and t0011's hold check with its privileges (`t0011_upgrade.sql`).
+* t0015: `t0015_upgrade.sql` (the staff listing's rare categories and statuses get partial
+  indexes that a P2P send never writes; built CONCURRENTLY, so outside a transaction); its
+  downgrade `t0015_downgrade.sql`.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ __all__ = [
     "ledger_t0013_downgrade_ddl",
     "ledger_t0014_ddl",
     "ledger_t0014_downgrade_ddl",
+    "ledger_t0015_ddl",
+    "ledger_t0015_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -218,3 +223,14 @@ def ledger_t0014_downgrade_ddl(app_role: str) -> list[str]:
         + lease_privileges
         + hold_check
     )
+
+
+def ledger_t0015_ddl() -> list[str]:
+    """t0015: partial indexes of the rare categories and statuses (the staff listing's filters),
+    CONCURRENTLY: each statement must run outside a transaction."""
+    return split_sql(_script("t0015_upgrade.sql"))
+
+
+def ledger_t0015_downgrade_ddl() -> list[str]:
+    """t0015's downgrade: both indexes go, CONCURRENTLY (outside a transaction too)."""
+    return split_sql(_script("t0015_downgrade.sql"))

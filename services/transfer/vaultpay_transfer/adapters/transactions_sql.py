@@ -1,5 +1,6 @@
 """Reads of the ledger with SQLAlchemy Core (not the money path): lookups, keyset-paginated
-histories on the (user_id, created_at, id) indexes, limit usage and statistics.
+histories on the (user_id, created_at, id) indexes (the staff's on the wallet's, the time's or
+a rare category's or status's partial index), limit usage and statistics.
 
 A read on a connection PostgreSQL ended answers DATABASE_UNAVAILABLE (retry), never an
 unexpected error: GetTransactionByRequestId is how a client learns what became of a send
@@ -13,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, tuple_
+from sqlalchemy import TextClause, and_, bindparam, func, or_, select, text, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -21,13 +22,45 @@ from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.pg_failures import connection_lost
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.adapters.tables import limit_usage, wallet_transactions, wallets
-from vaultpay_transfer.domain.model import Transaction, TransferStats, UsageFigures
+from vaultpay_transfer.domain.model import (
+    Transaction,
+    TransactionCategory,
+    TransactionStatus,
+    TransferStats,
+    UsageFigures,
+)
 from vaultpay_transfer.domain.windows import BUSINESS_TIME_ZONE
 from vaultpay_transfer.service_layer.ports import TransactionCursor, TransactionFilter
 
 __all__ = ["SqlTransactionStore"]
 
 _T = wallet_transactions.c
+
+# The partial indexes' predicates (t0015's two, t0001's pending one), literally as the indexes
+# state them: asyncpg prepares every statement, and a generic plan cannot prove an index's
+# predicate from `category = $1`, so a listing that may use one says it in constant SQL (the
+# values come from the enums, never from a caller's text). Without a user or a wallet to
+# narrow by, a rare category or status otherwise walks the time index of the whole table.
+_COMMON_CATEGORIES = frozenset({TransactionCategory.P2P_SEND, TransactionCategory.P2P_RECEIVE})
+_RARE_CATEGORY = text("wallet_transactions.category NOT IN ('P2P_SEND', 'P2P_RECEIVE')")
+_RARE_STATUSES = frozenset({TransactionStatus.FAILED, TransactionStatus.REVERSED})
+_RARE_STATUS = text("wallet_transactions.status IN ('FAILED', 'REVERSED')")
+_PENDING = text("wallet_transactions.status = 'PENDING'")
+
+
+def partial_index_predicates(flt: TransactionFilter) -> list[TextClause]:
+    """The predicates of the partial indexes that `flt` implies, for a listing of everyone's
+    rows; none for a user's or a wallet's (their own indexes bound a page)."""
+    if flt.user_id or flt.wallet_id:
+        return []
+    predicates: list[TextClause] = []
+    if flt.category is not None and flt.category not in _COMMON_CATEGORIES:
+        predicates.append(_RARE_CATEGORY)
+    if flt.status in _RARE_STATUSES:
+        predicates.append(_RARE_STATUS)
+    elif flt.status is TransactionStatus.PENDING:
+        predicates.append(_PENDING)
+    return predicates
 
 
 class SqlTransactionStore:
@@ -93,6 +126,7 @@ class SqlTransactionStore:
             query = query.where(_T.created_at >= flt.start)
         if flt.end is not None:
             query = query.where(_T.created_at < flt.end)
+        query = query.where(*partial_index_predicates(flt))
         if after is not None:
             # Typed binds: a bare str would be sent as VARCHAR, and uuid < varchar is no
             # operator in PostgreSQL.

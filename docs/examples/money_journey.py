@@ -176,7 +176,7 @@ def balance(gateway: Gateway, person: Person) -> int:
 
 
 def confirm_address(gateway: Gateway, person: Person, maildir: Path) -> None:
-    """Reads the confirmation link's code from the mail (a new person has just this one) and
+    """Reads the confirmation code from the mail (a new person has just this one) and
     redeems it."""
     mail = wait_for_message(maildir, to=person.email, subject_contains=CONFIRM_SUBJECT, timeout=30)
     body = mail.message.get_body(preferencelist=("plain",))

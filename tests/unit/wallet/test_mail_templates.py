@@ -98,6 +98,7 @@ async def test_the_ip_confirmation_mail_carries_the_code_that_confirms_the_ip() 
     [(_, subject, body)] = mailbox.sent
     assert subject == MAIL_TEMPLATES["ip_confirmation"][0]
     assert "203.0.113.7" not in body  # the mail names the network by its keyed hash only
+    assert "POST /v1/ip-trust:confirm" in body and "link" not in body  # QA: said "link"
     confirmed = await service.confirm_ip(ConfirmIp(_code_in(body)))
     assert confirmed.user_id == user
 

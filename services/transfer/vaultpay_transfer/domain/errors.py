@@ -92,11 +92,11 @@ class CurrencyMismatchError(FailedPreconditionError):
 
 
 class IpNotTrustedError(FailedPreconditionError):
-    """The client's address is not trusted yet; wallet mailed a confirmation link."""
+    """The client's address is not trusted yet; wallet mailed a confirmation code."""
 
     reason = "IP_NOT_TRUSTED"
     default_message = (
-        "money cannot move from this network address yet; confirm it with the link we emailed"
+        "money cannot move from this network address yet; confirm it with the code we emailed"
     )
 
 

@@ -19,7 +19,7 @@ The order of a PIN-checked movement:
    request is IDEMPOTENCY_KEY_REUSED;
 3. the PIN (wallet's VerifyTransferPin: one lockout rule for all; a frozen or closed
    wallet is refused before its PIN is checked), then the client's IP (checked as wallet's
-   CheckIpTrust checks it, which mails the confirmation link itself), both in one call to
+   CheckIpTrust checks it, which mails the confirmation code itself), both in one call to
    wallet. Behind an address wallet did not find trusted, a wallet of KYC tier NONE is
    mailed nothing and refused KYC_NOT_VERIFIED here, before IP_NOT_TRUSTED: confirming the
    address would only lead to that refusal (the ledger re-checks the tier in any case);

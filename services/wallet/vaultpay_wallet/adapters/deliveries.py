@@ -45,7 +45,10 @@ MAIL_TEMPLATES: dict[str, tuple[str, str]] = {
     "ip_confirmation": (
         "Confirm a new device or network for VaultPay",
         "Hello {name},\n\nA payment was attempted from a network we have not seen for your "
-        "account (id {ip_hash}).\nIf it was you, confirm it with this single-use code: {code}\n\n"
+        "account (id {ip_hash}).\n"
+        "If it was you, confirm it with this single-use code: {code}\n"
+        "(enter it in the VaultPay app; a client calls POST /v1/ip-trust:confirm with it as "
+        '"token"), then send the payment again.\n\n'
         "It expires at {expires_at} (30 minutes). If it was not you, change your password.\n",
     ),
 }

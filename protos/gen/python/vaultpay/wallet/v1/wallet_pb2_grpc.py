@@ -310,7 +310,8 @@ class WalletServiceServicer:
     def ConfirmIp(self, request, context):
         """Confirms a new IP address with the single-use token emailed when a money movement
         came from it (valid 30 minutes). The address is then trusted for 30 days. Public:
-        the link is opened from the email, and the token is the credential.
+        the code may be entered on another device than the one that tried to pay, and the
+        token is the credential.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1680,7 +1681,7 @@ class WalletInternalServiceServicer:
         in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
         A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one
         with WALLET_CLOSED, before the PIN is checked or an attempt counted (a PIN lockout
-        stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation link for
+        stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation code for
         an untrusted address: the response says the tier (kyc_tier), and the caller refuses
         the movement with KYC_NOT_VERIFIED before IP_NOT_TRUSTED.
         """

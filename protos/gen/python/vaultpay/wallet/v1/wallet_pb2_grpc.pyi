@@ -116,7 +116,8 @@ class WalletServiceStub:
     ConfirmIp: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ConfirmIpRequest, _wallet_pb2.ConfirmIpResponse]
     """Confirms a new IP address with the single-use token emailed when a money movement
     came from it (valid 30 minutes). The address is then trusted for 30 days. Public:
-    the link is opened from the email, and the token is the credential.
+    the code may be entered on another device than the one that tried to pay, and the
+    token is the credential.
     """
     RevokeTrustedIp: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.RevokeTrustedIpRequest, _wallet_pb2.RevokeTrustedIpResponse]
     """Stops trusting one IP address; the next money movement from it needs a confirmation."""
@@ -224,7 +225,8 @@ class WalletServiceAsyncStub(WalletServiceStub):
     ConfirmIp: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ConfirmIpRequest, _wallet_pb2.ConfirmIpResponse]  # type: ignore[assignment]
     """Confirms a new IP address with the single-use token emailed when a money movement
     came from it (valid 30 minutes). The address is then trusted for 30 days. Public:
-    the link is opened from the email, and the token is the credential.
+    the code may be entered on another device than the one that tried to pay, and the
+    token is the credential.
     """
     RevokeTrustedIp: _aio.UnaryUnaryMultiCallable[_wallet_pb2.RevokeTrustedIpRequest, _wallet_pb2.RevokeTrustedIpResponse]  # type: ignore[assignment]
     """Stops trusting one IP address; the next money movement from it needs a confirmation."""
@@ -431,7 +433,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.ConfirmIpResponse, _abc.Awaitable[_wallet_pb2.ConfirmIpResponse]]:
         """Confirms a new IP address with the single-use token emailed when a money movement
         came from it (valid 30 minutes). The address is then trusted for 30 days. Public:
-        the link is opened from the email, and the token is the credential.
+        the code may be entered on another device than the one that tried to pay, and the
+        token is the credential.
         """
 
     @_abc_1.abstractmethod
@@ -746,7 +749,7 @@ class WalletInternalServiceStub:
     in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
     A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one
     with WALLET_CLOSED, before the PIN is checked or an attempt counted (a PIN lockout
-    stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation link for
+    stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation code for
     an untrusted address: the response says the tier (kyc_tier), and the caller refuses
     the movement with KYC_NOT_VERIFIED before IP_NOT_TRUSTED.
     """
@@ -803,7 +806,7 @@ class WalletInternalServiceAsyncStub(WalletInternalServiceStub):
     in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
     A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one
     with WALLET_CLOSED, before the PIN is checked or an attempt counted (a PIN lockout
-    stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation link for
+    stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation code for
     an untrusted address: the response says the tier (kyc_tier), and the caller refuses
     the movement with KYC_NOT_VERIFIED before IP_NOT_TRUSTED.
     """
@@ -863,7 +866,7 @@ class WalletInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         in the same call (its answer in ip_trust): a money movement's two checks, one exchange.
         A wallet frozen by its holder or by staff fails with WALLET_FROZEN, and a closed one
         with WALLET_CLOSED, before the PIN is checked or an attempt counted (a PIN lockout
-        stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation link for
+        stays PIN_LOCKED). A wallet whose KYC tier is NONE is mailed no confirmation code for
         an untrusted address: the response says the tier (kyc_tier), and the caller refuses
         the movement with KYC_NOT_VERIFIED before IP_NOT_TRUSTED.
         """

@@ -310,7 +310,9 @@ class Transaction(_message.Message):
     `VP-TXN-4KD7Q2MX`. Shared by both sides of a send.
     """
     request_id: _builtins.str
-    """The client's request_id of the call that created it; empty on the recipient's side."""
+    """The client's request_id of the call that created it; empty on the recipient's side and
+    on what no client asked for (a refused payout's return credit).
+    """
     wallet_id: _builtins.str
     """The wallet this side belongs to."""
     type: Global___TransactionType.ValueType
@@ -337,7 +339,9 @@ class Transaction(_message.Message):
 
     @_builtins.property
     def reversed_amount(self) -> _money_pb2.Money:
-        """How much of this transaction later refunds and reversals have returned so far."""
+        """How much of this transaction later refunds and reversals have returned so far: always
+        set, in the transaction's currency, zero until one does (its presence means nothing).
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:

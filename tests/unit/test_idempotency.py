@@ -152,6 +152,16 @@ def test_a_request_id_in_any_but_the_canonical_spelling_is_invalid_argument(
     assert [v.field for v in caught.value.violations] == ["request_id"]
 
 
+def test_the_nil_uuid_is_refused_as_a_request_id() -> None:
+    # QA of 2026-12-03: a client that always sends the nil UUID would have every later request
+    # answered IDEMPOTENCY_KEY_REUSED or replayed, and learn why only by reading the ids.
+    for spelling in ("00000000-0000-0000-0000-000000000000", str(uuid.UUID(int=0)).upper()):
+        with pytest.raises(ValidationError) as caught:
+            _key(spelling)
+        assert [v.field for v in caught.value.violations] == ["request_id"]
+        assert "nil UUID" in caught.value.violations[0].description
+
+
 @pytest.mark.parametrize(
     ("caller", "method", "fingerprint"),
     [

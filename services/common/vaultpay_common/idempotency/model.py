@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from vaultpay_common.errors import AbortedError, FailedPreconditionError
+from vaultpay_common.errors import AbortedError, FailedPreconditionError, ValidationError
 from vaultpay_common.ids import parse_uuid
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
 T = TypeVar("T")
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 class IdempotencyKeyReusedError(FailedPreconditionError):
@@ -66,8 +67,13 @@ def request_fingerprint(payload: bytes) -> str:
 def canonical_request_id(request_id: str) -> str:
     """`request_id` in lower case, or INVALID_ARGUMENT: the strict parser of every id
     (`ids.parse_uuid`), so the id a client sent is the one GetTransactionByRequestId and the
-    replies show; `{...}`, `urn:uuid:` and unhyphenated spellings are refused."""
-    return parse_uuid(request_id, "request_id")
+    replies show; `{...}`, `urn:uuid:` and unhyphenated spellings are refused. So is the nil
+    UUID: it is no client's fresh id but a placeholder a buggy client sends every time, whose
+    second request would be IDEMPOTENCY_KEY_REUSED (or, the same again, a silent replay)."""
+    value = parse_uuid(request_id, "request_id")
+    if value == _NIL_UUID:
+        raise ValidationError.single("request_id", "must be a new random UUID, not the nil UUID")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

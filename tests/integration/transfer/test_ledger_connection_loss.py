@@ -7,6 +7,10 @@ asyncpg with InternalClientError ("cannot switch to state 12; another operation 
 progress"), which reached the client as INTERNAL; reads (GetTransactionByRequestId, the very
 call that tells a client what became of a lost reply) answered INTERNAL on any lost
 connection.
+
+PostgreSQL ends the connections here while they sit idle in the pool, so a send fails before
+its call reaches the server: the outcome is never really ambiguous. A commit whose reply is
+lost, and a connection ended while its transaction waits, are in test_commit_outcome.py.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from vaultpay_devstack.infra import Infra
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
+from vaultpay_transfer.domain.model import Transaction
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +68,7 @@ async def test_terminated_connections_answer_unavailable_and_move_money_at_most_
     reads = SqlTransactionStore(engine)
     sent: dict[str, int] = {}
     answered: dict[str, str] = {}
+    looked_up: dict[str, Transaction | None] = {}
     try:
         for round_ in range(ROUNDS):
             # Fill the pool, let PostgreSQL end every connection in it, then use them: to send
@@ -70,25 +76,31 @@ async def test_terminated_connections_answer_unavailable_and_move_money_at_most_
             keys = [key(alice.user_id, body=str(uuid.uuid4())) for _ in range(SENDS)]
             await asyncio.gather(*(_look_up(money, k) for k in keys))
             assert await _terminate_our_backends(infra) > 0
-            outcomes: list[object]
             if round_ % 2:
-                looked_up = list(sent)[-SENDS:]
-                calls = [reads.by_request_id(alice.user_id, r) for r in looked_up]
-                outcomes = list(await asyncio.gather(*calls, return_exceptions=True))
+                asked = list(sent)[-SENDS:]
+                calls = [reads.by_request_id(alice.user_id, r) for r in asked]
+                found_now = await asyncio.gather(*calls, return_exceptions=True)
+                for request_id, result in zip(asked, found_now, strict=True):
+                    if isinstance(result, BaseException):
+                        # A read commits nothing: a lost connection is plain "unavailable".
+                        assert isinstance(result, DatabaseUnavailableError), repr(result)
+                    else:
+                        looked_up[request_id] = result
             else:
                 sends = [
                     money.send_money(k, alice.user_id, bob.wallet_id, 100, "INR", "") for k in keys
                 ]
-                outcomes = list(await asyncio.gather(*sends, return_exceptions=True))
+                outcomes = await asyncio.gather(*sends, return_exceptions=True)
                 sent.update({k.request_id: 100 for k in keys})
-            for k, outcome in zip(keys, outcomes, strict=False):
-                if isinstance(outcome, BaseException):
-                    # Nothing but "unavailable" may come out of a lost connection.
-                    assert isinstance(
-                        outcome, CommitOutcomeUnknownError | DatabaseUnavailableError
-                    ), repr(outcome)
-                elif getattr(outcome, "code", None) == "OK":
-                    answered[k.request_id] = cast(Any, outcome).transaction.transaction_id
+                for k, outcome in zip(keys, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        # Nothing but "unavailable" may come out of a lost connection.
+                        assert isinstance(
+                            outcome, CommitOutcomeUnknownError | DatabaseUnavailableError
+                        ), repr(outcome)
+                    else:
+                        assert outcome.code == "OK" and outcome.transaction is not None, outcome
+                        answered[k.request_id] = outcome.transaction.transaction_id
         # Every send answered OK made one debit, the one it answered with; no other moved.
         rows = await ledger.fetch(
             "SELECT request_id::text AS request_id, count(*) AS n, min(id::text) AS id "
@@ -100,6 +112,21 @@ async def test_terminated_connections_answer_unavailable_and_move_money_at_most_
         for request_id, transaction_id in answered.items():
             assert found[request_id] == (1, transaction_id)
         assert set(found) <= set(sent)
+        # Every lookup that answered told the ledger's truth (the sends it asked about had all
+        # returned, so the ledger has not changed for them since): the debit, or nothing.
+        # And, on a healthy connection, the lookup of every request sent.
+        healthy = SqlTransactionStore(ledger.engine)
+        for request_id in sent:
+            seen_now = await healthy.by_request_id(alice.user_id, request_id)
+            if request_id in looked_up:
+                assert seen_now == looked_up[request_id]
+            looked_up[request_id] = seen_now
+        for request_id, seen in looked_up.items():
+            if seen is None:
+                assert request_id not in found
+            else:
+                assert found[request_id] == (1, seen.transaction_id)
+                assert (seen.wallet_id, seen.amount_minor) == (alice.wallet_id, 100)
         moved = sum(100 * n for n, _ in found.values())
         assert await ledger.balance(alice) == 1_000_000 - moved
         assert await ledger.balance(bob) == moved

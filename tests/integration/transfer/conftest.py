@@ -254,9 +254,11 @@ async def ledger_is_clean(ledger: LedgerWorld) -> None:
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
 
 
-async def waiting_on_a_lock(ledger: LedgerWorld, function: str, within: float = 20.0) -> None:
-    """Until a session of transfer's role runs `function` and waits on a lock (a role sees
-    what its own sessions wait for); polled, with a deadline."""
+async def waiting_on_a_lock(
+    ledger: LedgerWorld, function: str, within: float = 20.0, *, at_least: int = 1
+) -> None:
+    """Until `at_least` sessions of transfer's role run `function` and wait on a lock (a role
+    sees what its own sessions wait for); polled, with a deadline."""
 
     async def waiting() -> bool:
         async with ledger.engine.connect() as conn:
@@ -267,6 +269,8 @@ async def waiting_on_a_lock(ledger: LedgerWorld, function: str, within: float = 
                 ),
                 {"f": function + "("},
             )
-        return bool(count)
+        return (count or 0) >= at_least
 
-    await eventually(waiting, within=within, what=f"{function} waiting on a lock")
+    await eventually(
+        waiting, within=within, what=f"{at_least} sessions of {function} waiting on a lock"
+    )

@@ -1,8 +1,12 @@
-"""Races on the real ledger: many concurrent calls of the one-round-trip functions.
+"""Races on the real ledger: many concurrent calls of the one-round-trip functions, and of
+SendMoney's real path (MovementService: the key's hold, wallet's checks, the `_held` call).
 
 Each property is proven by running the calls, not argued: one effect for 20 copies of a
 request, a daily limit that 20 concurrent sends cannot pass together, a freeze that wins
-over every debit still queued behind it, and opposite sends that never deadlock.
+over every debit still queued behind it, and opposite sends that never deadlock. Where the
+overlap matters it is made, not hoped for: the sender's row is locked by another session
+until the calls are seen waiting behind it (pg_stat_activity, polled with a deadline), and the
+freeze reads the balance under its own row lock, so "after the freeze" is exact.
 """
 
 from __future__ import annotations
@@ -11,11 +15,36 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from tests.integration.transfer.conftest import SEND, LedgerWorld, key, ledger_is_clean
+from tests.fakes.transfer import FakeWalletGate
+from tests.integration.transfer.conftest import (
+    SEND,
+    LedgerWorld,
+    Wallet,
+    key,
+    ledger_is_clean,
+    waiting_on_a_lock,
+)
+from tests.support import eventually
+from vaultpay_common.db import create_engine
+from vaultpay_common.errors import ErrorKind
+from vaultpay_common.idempotency import IdempotencyKey, IdempotencyKeyInUseError
+from vaultpay_transfer.adapters.ledger_pg import PgLedger
+from vaultpay_transfer.domain.errors import DailyLimitExceededError
+from vaultpay_transfer.domain.model import Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
+from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney
+from vaultpay_transfer.service_layer.movements import MovementService
+from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
+from vaultpay_wallet.domain.model import Freeze, FreezeSource
+
+HOME = "203.0.113.7"
+PIN_KEY = b"pin-check-key-of-this-test-32-b!"
 
 
 async def _waiting_on_locks(ledger: LedgerWorld, at_least: int, within: float = 20.0) -> None:
@@ -94,6 +123,135 @@ async def test_twenty_concurrent_sends_never_pass_the_daily_limit_together(
     await ledger_is_clean(ledger)
 
 
+@asynccontextmanager
+async def _row_locked(ledger: LedgerWorld, wallet: Wallet) -> AsyncIterator[None]:
+    """The wallet's row locked FOR UPDATE by another session (as the owner) until the block
+    ends: every movement of it queues behind, with whatever it holds (its key) held."""
+    blocker = await ledger.owner()
+    try:
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE", wallet.wallet_id)
+        try:
+            yield
+        finally:
+            await holding.rollback()
+    finally:
+        await blocker.close()
+
+
+def _gate(wallet: Wallet) -> FakeWalletGate:
+    """wallet's answers to the movement's PIN and IP checks: PIN 1234, from HOME."""
+    return FakeWalletGate(
+        pins={wallet.user_id: "1234"},
+        wallet_ids={wallet.user_id: wallet.wallet_id},
+        trusted_ips={wallet.user_id: {HOME}},
+    )
+
+
+def _service(ledger: PgLedger, gate: FakeWalletGate) -> MovementService:
+    return MovementService(ledger, gate, str, max_amount_minor=10**12, pin_check_key=PIN_KEY)
+
+
+def _send(sender: Wallet, recipient: Wallet, amount: int, request: IdempotencyKey) -> SendMoney:
+    return SendMoney(
+        sender.user_id, request, recipient.wallet_id, AmountInput("INR", amount), "", "1234", HOME
+    )
+
+
+async def test_twenty_concurrent_copies_of_one_send_through_the_service_make_one_effect(
+    ledger: LedgerWorld,
+) -> None:
+    """SendMoney's real path (MovementService: the key's hold, wallet's checks, the `_held`
+    ledger call) on real PostgreSQL, in two "transfer processes". The copy that takes the key
+    is kept inside its ledger call (the sender's row is locked elsewhere) until the 19 others
+    have answered: each of them overlapped it, whatever the scheduling. ARCHITECTURE.md,
+    "Idempotency": the same key while the first still runs is ABORTED IDEMPOTENCY_KEY_IN_USE;
+    once it committed, the stored answer."""
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, 10_000)
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=10, application_name="t2")
+    gates = [_gate(alice), _gate(alice)]
+    services = [_service(ledger.ledger, gates[0]), _service(PgLedger(engine), gates[1])]
+    send = _send(alice, bob, 700, key(alice.user_id, SEND, body="bob 700"))
+    copies: list[asyncio.Task[Transaction]] = []
+    try:
+        async with _row_locked(ledger, alice):
+            copies = [asyncio.create_task(services[i % 2].send_money(send)) for i in range(20)]
+            await waiting_on_a_lock(ledger, "transfer_send_money_held")
+
+            async def others_answered() -> bool:
+                return sum(c.done() for c in copies) == 19
+
+            await eventually(others_answered, what="the 19 other copies answered")
+            [running] = [c for c in copies if not c.done()]
+            assert await ledger.balance(alice) == 10_000  # nothing moved yet
+        first = await running
+        answers = await asyncio.gather(*copies, return_exceptions=True)
+        # A later replay, in either process, is answered from the stored record.
+        replays = [await services[0].send_money(send), await services[1].send_money(send)]
+    finally:
+        for copy in copies:
+            copy.cancel()
+        await asyncio.gather(*copies, return_exceptions=True)
+        await engine.dispose()
+    in_use = [a for a in answers if isinstance(a, IdempotencyKeyInUseError)]
+    assert len(in_use) == 19, answers
+    assert all(e.kind is ErrorKind.ABORTED and e.reason == "IDEMPOTENCY_KEY_IN_USE" for e in in_use)
+    assert [a for a in answers if isinstance(a, Transaction)] == [first]
+    assert replays == [first, first]
+    # wallet was asked for the PIN once: a copy refused for the key never reached it.
+    assert sum(1 for g in gates for what, _, _ in g.calls if what == "pin") == 1
+    assert await ledger.balance(alice) == 9_300
+    assert await ledger.balance(bob) == 700
+    rows = await ledger.fetch(
+        "SELECT count(DISTINCT ledger_transaction_id) AS movements, count(*) AS sides"
+        " FROM wallet_transactions WHERE reference = $1",
+        first.reference,
+    )
+    assert (rows[0]["movements"], rows[0]["sides"]) == (1, 2)
+    mine = await ledger.fetch(
+        "SELECT count(*) AS n FROM wallet_transactions WHERE request_id = $1::uuid",
+        send.key.request_id,
+    )
+    assert mine[0]["n"] == 1
+    await ledger_is_clean(ledger)
+
+
+async def test_twenty_concurrent_sends_through_the_service_never_pass_the_daily_limit(
+    ledger: LedgerWorld,
+) -> None:
+    """20 sends of 1,000 (each its own request) against a daily limit of 5,000, through
+    SendMoney's real path: all 20 hold their keys, passed wallet's checks and wait on the
+    sender's row at once before any of them may run; five move money, fifteen are refused."""
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, 100_000)
+    await ledger.set_limit(alice, "send", per_transaction=10_000, daily=5_000, monthly=50_000)
+    service = _service(ledger.ledger, _gate(alice))
+    sends: list[asyncio.Task[Transaction]] = []
+    try:
+        async with _row_locked(ledger, alice):
+            sends = [
+                asyncio.create_task(
+                    service.send_money(_send(alice, bob, 1_000, key(alice.user_id)))
+                )
+                for _ in range(20)
+            ]
+            await waiting_on_a_lock(ledger, "transfer_send_money_held", at_least=20)
+        answers = await asyncio.gather(*sends, return_exceptions=True)
+    finally:
+        for send in sends:
+            send.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
+    moved = [a for a in answers if isinstance(a, Transaction)]
+    refused = [a for a in answers if isinstance(a, DailyLimitExceededError)]
+    assert (len(moved), len(refused)) == (5, 15), answers
+    assert all(r.metadata["limit_minor"] == "5000" for r in refused)
+    assert await ledger.balance(bob) == 5_000
+    assert await ledger.balance(alice) == 95_000
+    await ledger_is_clean(ledger)
+
+
 async def test_a_freeze_queued_before_a_burst_of_sends_stops_every_one_of_them(
     ledger: LedgerWorld,
 ) -> None:
@@ -128,38 +286,68 @@ async def test_a_freeze_queued_before_a_burst_of_sends_stops_every_one_of_them(
     await ledger_is_clean(ledger)
 
 
+async def _freeze_reading_balance(ledger: LedgerWorld, wallet: Wallet, *, queued: int) -> int:
+    """Freezes `wallet` as wallet's use cases do (`LedgerWorld.freeze`: its repository, the row
+    loaded FOR UPDATE) and answers the balance read under that row lock, inside the freeze's
+    own transaction: no debit can commit between that read and the freeze's COMMIT. The COMMIT
+    waits (polled) until `queued` sends wait on a lock behind the freeze: sends that began
+    before the freeze committed and take the row after it."""
+    async with SqlWalletUnitOfWork(ledger.wallet_engine) as uow:
+        current = await uow.wallets.get(wallet.wallet_id, for_update=True)
+        assert current is not None
+        now = datetime.now(UTC)
+        await uow.wallets.update(current.frozen(Freeze(FreezeSource.ADMIN, "test", now), now))
+        await waiting_on_a_lock(ledger, "transfer_send_money", at_least=queued)
+        await uow.commit()
+    return current.balance_minor
+
+
 async def test_a_freeze_during_a_burst_stops_every_debit_that_commits_after_it(
     ledger: LedgerWorld,
 ) -> None:
+    """The burst, in order on the sender's row: sends queued ahead of the freeze (they commit),
+    the freeze (it reads the balance under the row lock), sends queued behind it (each began
+    while the wallet was still ACTIVE, and each must be refused), then the rest of the burst.
+    A ledger that checked the status before taking the row lock would debit the sends queued
+    behind the freeze: the balance would end below the one the freeze saw."""
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
-    await ledger.fund(alice, 100_000)
-    frozen_at: list[float] = []
-    started: dict[int, float] = {}
-
-    async def send(i: int) -> LedgerOutcome:
-        await asyncio.sleep(0.002 * i)
-        started[i] = time.monotonic()
-        return await ledger.ledger.send_money(
-            key(alice.user_id), alice.user_id, bob.wallet_id, 100, "INR", ""
-        )
-
-    async def freeze() -> None:
-        await asyncio.sleep(0.04)
-        await ledger.freeze(alice)
-        frozen_at.append(time.monotonic())
-
-    results = await asyncio.gather(*(send(i) for i in range(60)), freeze())
-    outcomes: list[LedgerOutcome] = [r for r in results if isinstance(r, LedgerOutcome)]
-    ok = [i for i, o in enumerate(outcomes) if o.code == "OK"]
-    refused = [i for i, o in enumerate(outcomes) if o.code == "WALLET_FROZEN"]
-    assert len(ok) + len(refused) == 60
-    assert refused, "the freeze came after every send; the burst proved nothing"
-    # A send that began after the freeze had committed never moved money.
-    assert all(started[i] < frozen_at[0] for i in ok)
-    # The debits that did commit are exactly what left the wallet.
-    assert await ledger.balance(alice) == 100_000 - 100 * len(ok)
+    initial, amount, burst = 100_000, 100, 60
+    await ledger.fund(alice, initial)
+    # A "transfer process" of its own, at most 8 sends in the database at once (the rest of
+    # the burst waits for a connection): the burst outlasts the freeze.
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=4, application_name="burst")
+    sender = PgLedger(engine)
+    sends: list[asyncio.Task[LedgerOutcome]] = []
+    try:
+        async with _row_locked(ledger, alice):
+            sends = [
+                asyncio.create_task(
+                    sender.send_money(
+                        key(alice.user_id), alice.user_id, bob.wallet_id, amount, "INR", ""
+                    )
+                )
+                for _ in range(burst)
+            ]
+            await waiting_on_a_lock(ledger, "transfer_send_money", at_least=8)
+            freeze = asyncio.create_task(_freeze_reading_balance(ledger, alice, queued=3))
+            await _waiting_on_locks(ledger, 9)  # the freeze too, behind the first 8 sends
+        seen = await freeze
+        outcomes = await asyncio.gather(*sends)
+    finally:
+        for send in sends:
+            send.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
+        await engine.dispose()
+    codes = Counter(o.code for o in outcomes)
+    assert set(codes) == {"OK", "WALLET_FROZEN"}, codes  # both sides of the freeze, no race lost
+    # Exactly the debits that committed before the freeze took the row left the wallet: none
+    # committed after it.
+    assert (initial - seen) % amount == 0
+    assert codes["OK"] == (initial - seen) // amount, (codes, seen)
+    assert await ledger.balance(alice) == seen
+    assert await ledger.balance(bob) == initial - seen
     after = await ledger.ledger.send_money(
-        key(alice.user_id), alice.user_id, bob.wallet_id, 100, "INR", ""
+        key(alice.user_id), alice.user_id, bob.wallet_id, amount, "INR", ""
     )
     assert after.code == "WALLET_FROZEN"
     await ledger_is_clean(ledger)

@@ -188,6 +188,7 @@ def _public_listener(
             body_schemas(contract),
             rpc_rate_limits(contract, settings),
             caps,
+            contract,
         ),
         local_reply_config=local_reply_config(
             DOCS_PATH if docs is not None else None,

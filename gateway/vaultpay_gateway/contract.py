@@ -30,6 +30,7 @@ __all__ = [
     "AccessRule",
     "ApiContract",
     "ContractError",
+    "EnumValue",
     "HttpBinding",
     "Message",
     "MessageField",
@@ -81,6 +82,14 @@ class MessageField:
     json_name: str
     message_type: str | None
     repeated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EnumValue:
+    """One value of an enum: the name a JSON client sends and its number."""
+
+    name: str
+    number: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +158,17 @@ def _no_messages() -> Mapping[str, Message]:
     return MappingProxyType({})
 
 
+def _no_enums() -> Mapping[str, tuple[EnumValue, ...]]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class ApiContract:
     services: tuple[Service, ...]
     # Every message of the descriptor set by full name (no leading dot).
     messages: Mapping[str, Message] = field(default_factory=_no_messages, compare=False)
+    # Every enum of the descriptor set by full name, its values in declaration order.
+    enums: Mapping[str, tuple[EnumValue, ...]] = field(default_factory=_no_enums, compare=False)
 
     @property
     def public_services(self) -> tuple[Service, ...]:
@@ -253,6 +268,19 @@ def _messages(scope: str, types: Iterable[descriptor_pb2.DescriptorProto]) -> It
         yield from _messages(full_name, message.nested_type)
 
 
+def _enums(
+    scope: str,
+    enums: Iterable[descriptor_pb2.EnumDescriptorProto],
+    messages: Iterable[descriptor_pb2.DescriptorProto],
+) -> Iterator[tuple[str, tuple[EnumValue, ...]]]:
+    for enum in enums:
+        name = f"{scope}.{enum.name}" if scope else enum.name
+        yield name, tuple(EnumValue(v.name, v.number) for v in enum.value)
+    for message in messages:
+        nested = f"{scope}.{message.name}" if scope else message.name
+        yield from _enums(nested, message.enum_type, message.nested_type)
+
+
 def load_contract(descriptor_set: Path) -> ApiContract:
     """Reads the VaultPay services (packages `vaultpay.*`) from a FileDescriptorSet."""
     try:
@@ -274,6 +302,11 @@ def load_contract(descriptor_set: Path) -> ApiContract:
     messages = {
         m.full_name: m for file in files for m in _messages(file.package, file.message_type)
     }
+    enums = dict(
+        entry for file in files for entry in _enums(file.package, file.enum_type, file.message_type)
+    )
     return ApiContract(
-        tuple(sorted(services, key=lambda s: s.full_name)), MappingProxyType(messages)
+        tuple(sorted(services, key=lambda s: s.full_name)),
+        MappingProxyType(messages),
+        MappingProxyType(enums),
     )

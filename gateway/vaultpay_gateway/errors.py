@@ -14,8 +14,10 @@ the shape every VaultPay error has:
   headers, so each Status is serialised here, at config time, with a fixed message (gRPC
   clients such as grpcio's `rpc_status.from_call` insist that `grpc-message` equals the
   Status' message, so Envoy's own varying text cannot be kept beside it). Refused tokens are
-  told apart by jwt_authn's response code details, as for JSON: expired ("Jwt is expired"),
-  missing ("Jwt is missing"), any other ("the access token is not valid").
+  told apart by jwt_authn's response code details, as for JSON: expired ("the access token
+  has expired"), missing ("the request has no access token"), any other ("the access token is
+  not valid"). jwt_authn's own texts ("Jwt is expired", "Jwt verification fails", "Jwt header
+  is an invalid JSON") are its jargon and reach no client, JSON or gRPC.
 
 A request counts as native gRPC when its content type is `application/grpc…` and the
 transcoder did not produce it (the transcoder marks what it transcodes with
@@ -30,7 +32,8 @@ with 403; a token the gateway does not accept is a credential problem, so that b
 
 Native gRPC local replies carry `LOCAL_REPLY_MARK` for the `replies` filter, which removes
 it: that filter gives upstream gRPC errors without an `ErrorInfo` a generic message
-(`GENERIC_MESSAGES`), and must leave Envoy's own texts ("Jwt is expired") alone.
+(`GENERIC_MESSAGES`), and must leave the gateway's own texts ("the access token has
+expired") alone.
 
 The JSON body check (`json_body`) writes its own `google.rpc.Status` bodies (reason
 `UNKNOWN_FIELD` with BadRequest field violations). Envoy runs Lua replies through the mapper
@@ -104,9 +107,9 @@ _ENVOY_TEXT = "%LOCAL_REPLY_BODY%"
 class GatewayError:
     """How one HTTP status produced by Envoy is reported.
 
-    `message` None keeps Envoy's text for JSON clients (useful for 4xx: "Jwt is expired", the
-    JSON parse error); 5xx use a fixed text so upstream addresses and reset reasons stay
-    inside. gRPC clients always get a fixed text (`grpc_text`), the one serialised into
+    `message` None keeps Envoy's text for JSON clients (useful for 4xx: the transcoder's
+    text, which the `replies` filter rewords); 5xx use a fixed text so upstream addresses and
+    reset reasons stay inside. gRPC clients always get a fixed text (`grpc_text`), the one serialised into
     their `grpc-status-details-bin`.
     """
 
@@ -127,13 +130,15 @@ _INVALID_ARGUMENT, _DEADLINE_EXCEEDED, _NOT_FOUND, _PERMISSION_DENIED = 3, 4, 5,
 _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _INTERNAL, _UNAVAILABLE, _UNAUTHENTICATED = 8, 12, 13, 14, 16
 _UNKNOWN = 2
 
+# jwt_authn's texts ("Jwt verification fails", "Jwt is missing") are its jargon: every refused
+# token gets one of these instead, JSON and gRPC clients alike.
 _INVALID_TOKEN_TEXT = "the access token is not valid"  # noqa: S105 - a message
+_EXPIRED_TOKEN_TEXT = "the access token has expired"  # noqa: S105 - a message
+_MISSING_TOKEN_TEXT = "the request has no access token"  # noqa: S105 - a message
 
 GATEWAY_ERRORS: tuple[GatewayError, ...] = (
     GatewayError(400, _INVALID_ARGUMENT, "INVALID_REQUEST", _INVALID_ARGUMENT),
-    GatewayError(
-        401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, grpc_message=_INVALID_TOKEN_TEXT
-    ),
+    GatewayError(401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, _INVALID_TOKEN_TEXT),
     GatewayError(
         403,
         _PERMISSION_DENIED,
@@ -337,7 +342,7 @@ def _details_match(http_status: int, expression: str) -> dict[str, Any]:
 
 
 _WRONG_AUDIENCE = GatewayError(
-    401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, grpc_message=_INVALID_TOKEN_TEXT
+    401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, _INVALID_TOKEN_TEXT
 )
 
 
@@ -357,10 +362,10 @@ def _wrong_audience_mappers() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 _EXPIRED = GatewayError(
-    401, _UNAUTHENTICATED, TOKEN_EXPIRED_REASON, _UNAUTHENTICATED, grpc_message="Jwt is expired"
+    401, _UNAUTHENTICATED, TOKEN_EXPIRED_REASON, _UNAUTHENTICATED, _EXPIRED_TOKEN_TEXT
 )
 _MISSING = GatewayError(
-    401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, grpc_message="Jwt is missing"
+    401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, _MISSING_TOKEN_TEXT
 )
 
 
@@ -374,6 +379,14 @@ def _token_expired_mapper() -> dict[str, Any]:
     return {
         "filter": _jwt_is(_JWT_EXPIRED_DETAILS),
         "body_format_override": _status_json(_EXPIRED),
+    }
+
+
+def _token_missing_mapper() -> dict[str, Any]:
+    """No token at all: reason TOKEN_INVALID as for any refused token, in its own words."""
+    return {
+        "filter": _jwt_is(_JWT_MISSING_DETAILS),
+        "body_format_override": _status_json(_MISSING),
     }
 
 
@@ -496,6 +509,7 @@ def local_reply_config(
             grpc_fallback,
             json_wrong_audience,
             _token_expired_mapper(),
+            _token_missing_mapper(),
             _transcode_failure_mapper(),
             _bad_path_mapper(),
             *(_json_mapper(e) for e in GATEWAY_ERRORS),

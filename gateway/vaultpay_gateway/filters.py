@@ -40,7 +40,7 @@ from vaultpay_gateway._types import Json, duration, typed
 from vaultpay_gateway.body_limits import RpcCaps, body_limit_filters
 from vaultpay_gateway.body_schema import BodySchemas
 from vaultpay_gateway.clusters import JWKS_CLUSTER
-from vaultpay_gateway.contract import Rpc
+from vaultpay_gateway.contract import ApiContract, Rpc
 from vaultpay_gateway.json_body import capture_filter, check_filter
 from vaultpay_gateway.ratelimits import client_ratelimit_filter, rpc_ratelimit_filter
 from vaultpay_gateway.replies import replies_filter
@@ -178,6 +178,20 @@ def jwt_authn(settings: GatewaySettings, jwks_uri: str) -> Json:
     }
 
 
+def _field_message_types(contract: ApiContract) -> tuple[str, ...]:
+    """The message types some field has: the only ones a transcoder type error can name."""
+    return tuple(
+        sorted(
+            {
+                f.message_type
+                for m in contract.messages.values()
+                for f in m.fields
+                if f.message_type is not None
+            }
+        )
+    )
+
+
 def public_http_filters(
     settings: GatewaySettings,
     transcoded_services: Sequence[str],
@@ -185,12 +199,18 @@ def public_http_filters(
     body_schemas: BodySchemas,
     rpc_budgets: Sequence[tuple[Rpc, RateLimit]] = (),
     rpc_caps: Sequence[RpcCaps] = (),
+    contract: ApiContract | None = None,
 ) -> list[Json]:
+    """`contract` names the enums and messages of the type errors the `replies` filter words
+    (without it, they are "has a value of the wrong type")."""
     return [
         _header_mutation(),
         # Before every filter that answers by itself (but header_mutation, which never does),
         # so it sees all their replies.
-        replies_filter(),
+        replies_filter(
+            contract.enums if contract is not None else None,
+            _field_message_types(contract) if contract is not None else (),
+        ),
         client_ratelimit_filter(settings),
         *body_limit_filters(settings, rpc_caps),
         {

@@ -15,7 +15,14 @@ sees their replies and every upstream reply once transcoded:
    local reply mapper has already made that a `google.rpc.Status` (400, INVALID_ARGUMENT,
    reason `INVALID_REQUEST`) with the text as message; this filter adds a
    `google.rpc.BadRequest` whose field violation names the field by its JSON path
-   (`daily.amountMinor`, `limits[1].daily`) and rewrites the message to start with it.
+   (`daily.amountMinor`, `limits[1].daily`) and says in words what the field must be, which
+   is also the message (`daily.amountMinor: must be a whole number from … to …`): never the
+   transcoder's type name (`TYPE_INT64`, `vaultpay.type.v1.Money`), never the value (quoted
+   whole, control characters included; for a time, the parser's text with the proto field
+   name). The words come from tables generated with the config: `TYPE_WORDS` (scalars,
+   well-known types), `enum_words` (the contract's enums, "is not one of this field's values
+   (A, B, C)") and the message types of the contract's fields ("must be an object"); any
+   other type is "has a value of the wrong type".
    A body that is not a JSON object (`[]`, `null`; the transcoder: ": Root element must be
    a message.") is "the request body must be a JSON object"; a body that is not UTF-8 is
    "the request body is not valid UTF-8" (the transcoder's text quoted the body around the
@@ -60,8 +67,11 @@ client rate limit and the body caps (and removes their `errors.LOCAL_REPLY_MARK`
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 from vaultpay_gateway._types import Json, typed
+from vaultpay_gateway.contract import API_PACKAGE_PREFIX, EnumValue
 from vaultpay_gateway.errors import (
     ERROR_DOMAIN,
     GENERIC_MESSAGES,
@@ -72,7 +82,15 @@ from vaultpay_gateway.errors import (
     grpc_status_details,
 )
 
-__all__ = ["REPLIES_FILTER", "REPLIES_METADATA", "replies_filter"]
+__all__ = [
+    "ENUM_LIST_MAX_CHARS",
+    "ENUM_LIST_MAX_NAMES",
+    "REPLIES_FILTER",
+    "REPLIES_METADATA",
+    "TYPE_WORDS",
+    "enum_words",
+    "replies_filter",
+]
 
 REPLIES_FILTER = "vaultpay.replies"
 # Dynamic metadata namespace: `grpc_status`, the code of a JSON error reply's body, for the
@@ -164,7 +182,19 @@ local function json_field_paths(text)
   return sub(text, 1, start - 1) .. renamed .. sub(text, stop)
 end
 
+-- What a value of the transcoder's type `kind` must be, in words: KINDS (scalars and
+-- well-known types), ENUMS (every enum of the descriptor set, with its names where the list
+-- is short), MESSAGES (every message of the descriptor set); anything else is generic.
+local function must_be(kind)
+  local words = KINDS[kind] or ENUMS[kind]
+  if words ~= nil then return words end
+  if MESSAGES[kind] then return "must be an object" end
+  return "has a value of the wrong type"
+end
+
 -- The field and what is wrong with it, from the transcoder's text; nil if it names none.
+-- Neither the value (the transcoder quotes it whole, control characters and all, and for a
+-- time its parser's text naming the proto field) nor the type's internal name is repeated.
 local function violation(message)
   local path, value, kind = string.match(message, "^([%w_.%[%]]*): invalid value (.-) for type ([%w_.%/]+)$")
   if path == nil then return nil end
@@ -175,7 +205,7 @@ local function violation(message)
   end
   if path == "" then return nil end
   kind = gsub(kind, "^type%.googleapis%.com/", "")
-  return json_path(path), format("invalid value %s for type %s", value, kind)
+  return json_path(path), must_be(kind)
 end
 
 local function field_error(field, description)
@@ -417,8 +447,94 @@ def _generic_table() -> str:
     return f"local GENERIC = {{ {rows} }}\n"
 
 
-def replies_filter() -> Json:
-    """The Lua filter; it defines only `envoy_on_response`."""
+def _lua_table(name: str, entries: Mapping[str, str | bool]) -> str:
+    rows = ", ".join(
+        f"[{_lua_string(key)}] = {_lua_string(value) if isinstance(value, str) else 'true'}"
+        for key, value in entries.items()
+    )
+    return f"local {name} = {{ {rows} }}\n"
+
+
+_WHOLE = "must be a whole number from {} to {}"
+# proto3 JSON writes 64-bit integers as strings (a JavaScript number cannot hold them all).
+_WHOLE_64 = _WHOLE + " (a JSON number or a string of digits)"
+_INT32 = _WHOLE.format(-(2**31), 2**31 - 1)
+_UINT32 = _WHOLE.format(0, 2**32 - 1)
+_INT64 = _WHOLE_64.format(-(2**63), 2**63 - 1)
+_UINT64 = _WHOLE_64.format(0, 2**64 - 1)
+_NUMBER = "must be a number"
+_BOOL = "must be true or false"
+_STRING = "must be a string"
+_BYTES = "must be a string of base64-encoded bytes"
+_NOT_A_VALUE = "is not one of this field's values"
+_OBJECT = "must be an object"
+
+# What a value must be, by the type the transcoder's text names: a scalar's `TYPE_…` or a
+# well-known type's full name (google.protobuf.Value takes any JSON: not listed, generic).
+TYPE_WORDS: Mapping[str, str] = MappingProxyType(
+    {
+        **dict.fromkeys(("TYPE_INT32", "TYPE_SINT32", "TYPE_SFIXED32"), _INT32),
+        **dict.fromkeys(("TYPE_UINT32", "TYPE_FIXED32"), _UINT32),
+        **dict.fromkeys(("TYPE_INT64", "TYPE_SINT64", "TYPE_SFIXED64"), _INT64),
+        **dict.fromkeys(("TYPE_UINT64", "TYPE_FIXED64"), _UINT64),
+        **dict.fromkeys(("TYPE_DOUBLE", "TYPE_FLOAT"), _NUMBER),
+        "TYPE_BOOL": _BOOL,
+        "TYPE_STRING": _STRING,
+        "TYPE_BYTES": _BYTES,
+        "TYPE_ENUM": _NOT_A_VALUE,
+        **dict.fromkeys(("TYPE_MESSAGE", "TYPE_GROUP"), _OBJECT),
+        "google.protobuf.Timestamp": "must be an RFC 3339 time such as 2026-12-03T10:00:00Z",
+        "google.protobuf.Duration": "must be a number of seconds ending in s, such as 1.5s",
+        "google.protobuf.FieldMask": "must be a string of field names separated by commas",
+        "google.protobuf.Struct": _OBJECT,
+        "google.protobuf.ListValue": "must be a list",
+        "google.protobuf.NullValue": "must be null",
+        "google.protobuf.Int32Value": _INT32,
+        "google.protobuf.UInt32Value": _UINT32,
+        "google.protobuf.Int64Value": _INT64,
+        "google.protobuf.UInt64Value": _UINT64,
+        **dict.fromkeys(("google.protobuf.DoubleValue", "google.protobuf.FloatValue"), _NUMBER),
+        "google.protobuf.BoolValue": _BOOL,
+        "google.protobuf.StringValue": _STRING,
+        "google.protobuf.BytesValue": _BYTES,
+    }
+)
+
+# An enum's names are listed when there are this many at most and they fit in this many
+# characters; longer lists would drown the message.
+ENUM_LIST_MAX_NAMES = 12
+ENUM_LIST_MAX_CHARS = 300
+
+
+def enum_words(enums: Mapping[str, Sequence[EnumValue]]) -> dict[str, str]:
+    """What a value of each enum must be: "is not one of this field's values (A, B, C)".
+
+    The list leaves out the zero value named `…_UNSPECIFIED` (sending it is sending nothing;
+    it is accepted, so it is never why a value was refused). Enums outside the API's
+    packages, and those whose list is too long, get the sentence without the list.
+    """
+    words: dict[str, str] = {}
+    for full_name, values in sorted(enums.items()):
+        names = [v.name for v in values if not (v.number == 0 and v.name.endswith("_UNSPECIFIED"))]
+        listed = ", ".join(names)
+        if (
+            full_name.startswith(API_PACKAGE_PREFIX)
+            and 0 < len(names) <= ENUM_LIST_MAX_NAMES
+            and len(listed) <= ENUM_LIST_MAX_CHARS
+        ):
+            words[full_name] = f"{_NOT_A_VALUE} ({listed})"
+        else:
+            words[full_name] = _NOT_A_VALUE
+    return words
+
+
+def replies_filter(
+    enums: Mapping[str, Sequence[EnumValue]] | None = None,
+    messages: Sequence[str] = (),
+) -> Json:
+    """The Lua filter; it defines only `envoy_on_response`. `enums` and `messages` (full
+    names, from the contract) let a type error say "is not one of this field's values" or
+    "must be an object" where the transcoder names an enum or a message type."""
     source = (
         f"local DOMAIN = {_lua_string(ERROR_DOMAIN)}\n"
         f"local MARK = {_lua_string(TRANSCODE_FAILURE_HEADER)}\n"
@@ -427,7 +543,11 @@ def replies_filter() -> Json:
         f"local RATE_LIMITED_STATUS = {_lua_bytes(_rate_limited_status())}\n"
         f"local RATE_LIMITED_MESSAGE = {_lua_string(RATE_LIMITED_MESSAGE)}\n"
         f"local RETRY_INFO_TYPE = {_lua_string(_RETRY_INFO_TYPE)}\n"
-        f"{_generic_table()}{_REPLIES_LUA}"
+        f"{_generic_table()}"
+        f"{_lua_table('KINDS', TYPE_WORDS)}"
+        f"{_lua_table('ENUMS', enum_words(enums or {}))}"
+        f"{_lua_table('MESSAGES', dict.fromkeys(sorted(messages), True))}"
+        f"{_REPLIES_LUA}"
     )
     return {
         "name": REPLIES_FILTER,

@@ -41,7 +41,7 @@ async def test_protected_rpc_without_token_is_unauthenticated(channel: grpc.aio.
         await stub.GetMe(auth_pb2.GetMeRequest())
 
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert error.value.details() == "Jwt is missing"
+    assert error.value.details() == "the request has no access token"
 
 
 async def test_protected_rpc_with_foreign_token_is_unauthenticated(

@@ -140,7 +140,7 @@ async def test_a_missing_token_is_token_invalid(channel: grpc.aio.Channel) -> No
     error = await _get_me_error(channel, [])
 
     _gateway_status(error, grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
-    assert error.details() == "Jwt is missing"
+    assert error.details() == "the request has no access token"
 
 
 async def test_an_expired_token_is_token_expired(

@@ -96,7 +96,8 @@ _ERROR_RESPONSES = (
         "INVALID_ARGUMENT, FAILED_PRECONDITION or OUT_OF_RANGE: the request is invalid, or the "
         "system is not in a state to run it (e.g. reason `IDEMPOTENCY_KEY_REUSED`). Invalid "
         "fields are listed in a `google.rpc.BadRequest` detail. The gateway itself answers 400 "
-        "with reason `INVALID_REQUEST` (malformed JSON, an unknown query parameter) or "
+        "with reason `INVALID_REQUEST` (malformed JSON, a value of the wrong type, an unknown "
+        "query parameter) or "
         "`UNKNOWN_FIELD` (a body key the request message does not define).",
     ),
     _ErrorResponse(

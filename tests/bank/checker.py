@@ -1,7 +1,8 @@
 """The bank test's checker: what the clients saw against what the ledger holds.
 
     problems = check(history, ledger)     # [] when every property holds
-    print(summary(history))
+    gaps = unexercised(history, ledger, seconds=45, fault_names=FAULTS)  # [] when the run
+    print(summary(history))                                              # did what it claims
 
 Properties (each violation is one line naming the request, wallet or movement):
 - the total is conserved: the test wallets hold exactly what they were funded with, the
@@ -16,30 +17,53 @@ Properties (each violation is one line naming the request, wallet or movement):
 - every acknowledged send is in the ledger exactly once, under the transaction id it was
   answered with; every refused one is not; every unknown one was resolved, and the resolution
   agrees with the ledger; a replay answered the same transaction;
-- no debit of a frozen wallet took its lock between the freeze and its lifting (`_freezes`);
+- no debit of a frozen wallet, acknowledged to a client or not, committed between the commit
+  of a staff freeze and the commit of its lifting (database commit times only, `_freezes`),
+  and every WALLET_FROZEN refusal came while a freeze of its sender was in force;
 - refusals are only the ones this workload can cause (balance, freeze; PIN_CHECK_IN_PROGRESS
   is a retryable ABORTED, never a final answer), nobody was locked out for wrong PINs, and faults
   surface as retryable codes, never INTERNAL, straight to a service or through Envoy (a
   service sends its response headers only with its answer, so a service that dies mid-call
-  leaves Envoy nothing to reset: it answers UNAVAILABLE).
+  leaves Envoy nothing to reset: it answers UNAVAILABLE);
+- the database's clock is the client's (measured once): the few comparisons of a client's
+  reading with a database time allow the measured offset and error (and `CLOCK_MARGIN`).
+
+`unexercised` is the other half: what the run must have done for the properties to mean
+anything (enough SendMoney calls, refusals of both kinds, retries answered after a retryable
+failure, duplicates, lost replies, a refusal inside a freeze window, faults with effects).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from tests.bank.history import (
     ALLOWED_REFUSALS,
+    CLOCK_MARGIN,
+    CLOCK_SLACK,
+    INDEFINITE,
+    Attempt,
+    Fault,
     History,
     LedgerRow,
     LedgerSnapshot,
     Send,
 )
 
-__all__ = ["check", "lost_replies", "summary"]
+__all__ = ["check", "freeze_windows", "frozen_refusals_in_windows", "lost_replies", "summary"]
+__all__ += ["unexercised"]
 
 _SHOWN = 10  # violations listed per property
+# The floors of `unexercised`, per second of sending. A default run (45 s, 2 cores) makes
+# about 50 SendMoney attempts and 26 acknowledged sends a second; a loaded machine, fewer.
+MIN_SEND_ATTEMPTS_PER_SECOND = 15
+MIN_OK_PER_SECOND = 5
+# Faults of transfer's process and Redis's: their pid must change.
+_NEW_PROCESS = ("kill-transfer", "restart-transfer", "restart-redis")
+# An attempt counts against a backend termination only when no other fault is near it.
+_OTHER_FAULT_TAIL = 1.0
 
 
 def check(history: History, ledger: LedgerSnapshot) -> list[str]:
@@ -51,6 +75,7 @@ def check(history: History, ledger: LedgerSnapshot) -> list[str]:
     problems += _capped(_expected_balances(history, ledger))
     problems += _capped(_freezes(history, ledger))
     problems += _capped(_answers(history, ledger))
+    problems += _clock(ledger)
     problems += [
         f"fault {f.name} at {f.started:.3f} failed: {f.error}" for f in history.faults if f.error
     ]
@@ -71,29 +96,73 @@ def summary(history: History) -> str:
         if s.outcome == "unknown"
     )
     faults = Counter(f.name for f in history.faults)
+    killed = sum(f.killed for f in history.faults)
+    killed_transfer = sum(f.killed_transfer for f in history.faults)
+    queued = [f.queued for f in history.faults if f.name == "pause-transfer"]
     replays = sum(1 for s in history.sends if s.replayed is not None)
     return (
         f"{len(history.sends)} sends over {len(history.funding)} wallets: "
         f"{dict(outcomes)}; refusals {dict(reasons)}; unknown resolved {dict(resolved)}; "
         f"{sum(codes.values())} attempts by code {dict(codes)}; "
         f"lookups by code {dict(lookups)}; "
-        f"retried sends {sum(1 for s in history.sends if len(s.attempts) > 1)}; "
+        f"sends retried with SendMoney {sum(1 for s in history.sends if len(_calls(s)) > 1)}, "
+        f"answered OK after a retryable failure {sum(1 for s in history.sends if _retried_ok(s))}; "
+        f"duplicates {sum(1 for s in history.sends if s.duplicate)}; "
         f"replays {replays}; freezes {len(history.freezes)}; faults {dict(faults)}; "
+        f"backends terminated {killed} ({killed_transfer} transfer's); "
+        f"transfer backends queued at each pause {queued}; "
         f"balance reads {len(history.reads)}"
     )
 
 
 def lost_replies(history: History, ledger: LedgerSnapshot) -> int:
-    """Sends whose commit happened before the attempt that was answered OK had even started:
-    an earlier attempt committed and lost its reply, and a retry got the stored answer."""
+    """Sends whose commit happened before the first SendMoney attempt answered OK had even
+    started (by more than the clocks' offset, its error and `CLOCK_MARGIN`): an earlier attempt committed and lost its reply,
+    and a retry of the same request_id got the stored answer. (An answer found by
+    GetTransactionByRequestId is no retry's: it does not count.)"""
     debits = {key: rows[0] for key, rows in _debits(ledger).items()}
     count = 0
     for send in history.sends:
         debit = debits.get((send.sender_user, send.request_id))
-        answered = [a.started for a in send.attempts if a.code == "OK"]
-        if send.outcome == "ok" and debit is not None and debit.created_at < min(answered):
+        answered = [a.started for a in _calls(send) if a.code == "OK"]
+        if debit is None or debit.committed_at is None or not answered:
+            continue
+        if debit.committed_at < min(answered) - _slack(ledger):
             count += 1
     return count
+
+
+def freeze_windows(ledger: LedgerSnapshot) -> dict[str, list[tuple[float, float]]]:
+    """Per wallet, (freeze's commit, lifting's commit) in the database's commit times: from a
+    `wallet.frozen` to the next `wallet.unfrozen` (a freeze never lifted lasts for ever)."""
+    events: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    for e in ledger.freeze_events:
+        if e.committed_at is not None:
+            events[e.wallet_id].append((e.committed_at, e.sequence, e.action))
+    windows: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for wallet, found in events.items():
+        start: float | None = None
+        for at, _, action in sorted(found):
+            if action == "frozen" and start is None:
+                start = at
+            elif action == "unfrozen" and start is not None:
+                windows[wallet].append((start, at))
+                start = None
+        if start is not None:
+            windows[wallet].append((start, math.inf))
+    return windows
+
+
+def frozen_refusals_in_windows(history: History, ledger: LedgerSnapshot) -> int:
+    """SendMoney attempts refused WALLET_FROZEN that were in flight (client clock, no slack)
+    inside a freeze window of their sender (commit times): sends that raced a freeze."""
+    windows = freeze_windows(ledger)
+    return sum(
+        1
+        for send in history.sends
+        for a in _calls(send)
+        if _refused_frozen(a) and _inside(ledger, a, windows.get(send.sender, []), 0.0)
+    )
 
 
 def _capped(found: Iterable[str]) -> list[str]:
@@ -256,37 +325,94 @@ def _expected_balances(history: History, ledger: LedgerSnapshot) -> Iterable[str
 
 
 def _freezes(history: History, ledger: LedgerSnapshot) -> Iterable[str]:
-    """No debit of a frozen wallet took its row lock between the freeze's commit and the
-    lifting's. Neither commit is observed, so only what is certain counts:
-    - the debit started after the freeze was acknowledged (its function's clock_timestamp),
-      so it locked the wallet after the freeze had committed;
-    - it, or a later movement of the wallet in lock order (posting id), was acknowledged to
-      a client before the lifting was sent, so it locked the wallet before the lifting
-      committed."""
-    acked: dict[str, float] = {}  # movement -> when a client first heard it committed
-    debits = _debits(ledger)
-    for send in history.sends:
-        rows = debits.get((send.sender_user, send.request_id))
-        answers = [a.ended for a in send.attempts if a.code == "OK"]
-        if rows and answers:
-            acked[rows[0].movement] = min(answers)
-    debit_rows = {(r.movement, r.wallet_id): r for r in ledger.rows if r.type == "DEBIT"}
-    lock_order: dict[str, list[str]] = defaultdict(list)
-    for p in sorted(ledger.postings, key=lambda p: p.id):
-        lock_order[p.account].append(p.movement)
-    for window in history.freezes:
-        movements = lock_order.get(window.wallet_id, [])
-        known_by = float("inf")  # earliest acknowledgement of this movement or a later one
-        for movement in reversed(movements):
-            known_by = min(known_by, acked.get(movement, float("inf")))
-            debit = debit_rows.get((movement, window.wallet_id))
-            if debit and debit.created_at > window.acked and known_by < window.lifted:
+    """No debit of a wallet committed between a staff freeze's commit and its lifting's.
+
+    Both the freeze (wallet's AdminFreezeWallet: the wallet row FOR UPDATE, status FROZEN and
+    its audit row, one transaction) and a send's ledger function (both wallet rows FOR UPDATE,
+    then the state check, then the writes) hold the wallet's row lock to their commit, so
+    their commit order is their lock order: a debit that committed after the freeze locked
+    after it, saw FROZEN and must have refused, unless the lifting had committed first. Every
+    P2P_SEND debit counts, acknowledged to a client or not (timed out, resolved, given up).
+
+    And a WALLET_FROZEN refusal must have been in flight while a freeze of its sender was in
+    force (client clock against commit times, with the slack)."""
+    if blind := [e for e in ledger.freeze_events if e.committed_at is None]:
+        yield (
+            f"{len(blind)} freeze or lifting rows have no commit time "
+            "(track_commit_timestamp off?): the freeze rule cannot be checked"
+        )
+    windows = freeze_windows(ledger)
+    for debit in ledger.rows:
+        if debit.category != "P2P_SEND":
+            continue
+        if debit.committed_at is None:
+            yield f"debit {debit.id} has no commit time: the freeze rule cannot be checked"
+            continue
+        for start, end in windows.get(debit.wallet_id, []):
+            if start < debit.committed_at < end:
                 yield (
                     f"{debit.wallet_id} was debited ({debit.id}, request {debit.request_id}) "
-                    f"by a send that started at {debit.created_at:.6f}, after its freeze was "
-                    f"acknowledged at {window.acked:.6f}, and locked it before the freeze "
-                    f"was lifted at {window.lifted:.6f}"
+                    f"by a send that committed at {debit.committed_at:.6f}, while frozen: "
+                    f"the freeze committed at {start:.6f}, its lifting at {end:.6f}"
                 )
+    acknowledged = Counter(w.wallet_id for w in history.freezes)
+    for wallet, count in sorted(acknowledged.items()):
+        if len(windows.get(wallet, [])) < count:
+            yield (
+                f"{wallet}: {count} freezes acknowledged to a client, the database has "
+                f"{len(windows.get(wallet, []))}"
+            )
+    for send in history.sends:
+        for a in _calls(send):
+            if _refused_frozen(a) and not _inside(
+                ledger, a, windows.get(send.sender, []), _slack(ledger)
+            ):
+                yield (
+                    f"request {send.request_id} was refused WALLET_FROZEN in flight from "
+                    f"{a.started:.3f} to {a.ended:.3f}, when no freeze of {send.sender} was "
+                    "in force"
+                )
+
+
+def _clock(ledger: LedgerSnapshot) -> list[str]:
+    if abs(ledger.clock_offset) + ledger.clock_error > CLOCK_SLACK:
+        return [
+            f"the database's clock is {ledger.clock_offset:+.3f} s (+-{ledger.clock_error:.3f}) "
+            f"from the client's, more than the {CLOCK_SLACK} s the checker allows"
+        ]
+    return []
+
+
+def _calls(send: Send) -> list[Attempt]:
+    """The send's SendMoney attempts (not its GetTransactionByRequestId lookups)."""
+    return [a for a in send.attempts if a.rpc == "SendMoney"]
+
+
+def _retried_ok(send: Send) -> bool:
+    """A SendMoney attempt answered OK after an earlier one of the request had ended with a
+    retryable failure: a retry with the same request_id."""
+    calls = _calls(send)
+    return any(
+        a.code == "OK" and any(b.code in INDEFINITE and b.ended <= a.started for b in calls)
+        for a in calls
+    )
+
+
+def _refused_frozen(attempt: Attempt) -> bool:
+    return (attempt.reason or attempt.code) == "WALLET_FROZEN"
+
+
+def _slack(ledger: LedgerSnapshot) -> float:
+    """What a client's reading held against a database time is allowed either way."""
+    return abs(ledger.clock_offset) + ledger.clock_error + CLOCK_MARGIN
+
+
+def _inside(
+    ledger: LedgerSnapshot, a: Attempt, windows: list[tuple[float, float]], slack: float
+) -> bool:
+    """The attempt was in flight during one of the windows (`slack` either way)."""
+    began, ended = a.started - slack, a.ended + slack
+    return any(began < end and ended > start for start, end in windows)
 
 
 def _answers(history: History, ledger: LedgerSnapshot) -> Iterable[str]:
@@ -303,3 +429,105 @@ def _answers(history: History, ledger: LedgerSnapshot) -> Iterable[str]:
                     f"{attempt.message!r}) at {attempt.ended:.3f} via {attempt.via}: a fault "
                     "must answer a retryable code"
                 )
+
+
+def unexercised(
+    history: History,
+    ledger: LedgerSnapshot,
+    *,
+    seconds: float,
+    fault_names: Collection[str],
+    replay_sample: int = 0,
+) -> list[str]:
+    """What the run should have done and did not (a checker never passes a run that did
+    nothing): one line per missing piece of evidence."""
+    gaps: list[str] = []
+    sends = history.sends
+    calls = [a for s in sends for a in _calls(s)]
+    ok = [s for s in sends if s.outcome == "ok"]
+    if len(calls) < MIN_SEND_ATTEMPTS_PER_SECOND * seconds:
+        gaps.append(
+            f"{len(calls)} SendMoney attempts in {seconds:g} s, fewer than "
+            f"{MIN_SEND_ATTEMPTS_PER_SECOND} a second"
+        )
+    if len(ok) < MIN_OK_PER_SECOND * seconds:
+        gaps.append(f"{len(ok)} acknowledged sends in {seconds:g} s")
+    for reason in sorted(ALLOWED_REFUSALS):
+        if not any(s.reason == reason for s in sends):
+            gaps.append(f"no send refused {reason}")
+    if not frozen_refusals_in_windows(history, ledger):
+        gaps.append("no WALLET_FROZEN refusal in flight inside a freeze window")
+    if not any(a.via == "envoy" and a.code == "OK" for s in ok for a in s.attempts):
+        gaps.append("no send answered OK through Envoy")
+    if not any(_retried_ok(s) for s in sends):
+        gaps.append("no SendMoney retry answered OK after a retryable failure")
+    if not any(
+        s.committed_id and c[0].code == "DEADLINE_EXCEEDED" and any(a.code == "OK" for a in c)
+        for s in sends
+        if (c := _calls(s))
+    ):
+        gaps.append("no send whose first attempt timed out was answered OK by a retry")
+    if not any(s.duplicate and len(_calls(s)) >= 2 for s in sends):
+        gaps.append("no request sent as two copies at once")
+    if not lost_replies(history, ledger):
+        gaps.append("no reply lost after its commit and answered by a retry")
+    unknown = [s for s in sends if s.outcome == "unknown"]
+    if not unknown:
+        gaps.append("no send left unknown")
+    if any(s.resolved is None for s in unknown):
+        gaps.append("an unknown send was not resolved")
+    if not history.freezes or not freeze_windows(ledger):
+        gaps.append("no freeze acknowledged, or none in the database")
+    if not history.reads:
+        gaps.append("no balance read during the run")
+    replays = sum(1 for s in sends if s.replayed is not None)
+    if replays < min(len(ok), replay_sample):
+        gaps.append(f"{replays} replays, fewer than {min(len(ok), replay_sample)}")
+    gaps += _fault_effects(history, fault_names)
+    return gaps
+
+
+def _fault_effects(history: History, fault_names: Collection[str]) -> list[str]:
+    """Every fault kind ran and did something: backends (transfer's among them) were
+    terminated, a pause caught sends queued on a lock, restarts brought new processes, and
+    SendMoney calls in flight met each kind (a retryable failure; for Redis, which is not on
+    the money path, calls in flight at all)."""
+    gaps: list[str] = []
+    faults = history.faults
+    if missing := sorted(set(fault_names) - {f.name for f in faults}):
+        gaps.append(f"faults never injected: {missing}")
+    terminations = [f for f in faults if f.name == "terminate-backends"]
+    if terminations and not sum(f.killed for f in terminations):
+        gaps.append("no backend was ever terminated")
+    if terminations and not sum(f.killed_transfer for f in terminations):
+        gaps.append("no transfer backend was ever terminated")
+    pauses = [f for f in faults if f.name == "pause-transfer"]
+    if pauses and not any(f.queued for f in pauses):
+        gaps.append("no pause of transfer caught a send queued on a wallet lock")
+    for f in faults:
+        if f.name in _NEW_PROCESS and (not f.pid_after or f.pid_after == f.pid_before):
+            gaps.append(f"{f.name} at {f.started:.3f}: pid {f.pid_before} -> {f.pid_after}")
+    calls = sorted((a for s in history.sends for a in _calls(s)), key=lambda a: a.started)
+    others = [f for f in faults if f.name != "terminate-backends"]
+    for name in sorted({f.name for f in faults}):
+        kind = [f for f in faults if f.name == name]
+        if name == "restart-redis":
+            met = any(_during(a, f) for f in kind for a in calls)
+        elif name == "terminate-backends":
+            met = any(
+                _during(a, f)
+                and a.code in INDEFINITE
+                and not any(_during(a, o, _OTHER_FAULT_TAIL) for o in others)
+                for f in kind
+                for a in calls
+            )
+        else:
+            met = any(_during(a, f) and a.code in INDEFINITE for f in kind for a in calls)
+        if not met:
+            answer = "" if name == "restart-redis" else " that ended retryable"
+            gaps.append(f"no SendMoney attempt in flight during {name}{answer}")
+    return gaps
+
+
+def _during(a: Attempt, f: Fault, tail: float = 0.0) -> bool:
+    return a.started <= f.ended + tail and a.ended >= f.started

@@ -3,9 +3,14 @@
 Both are plain values, so the checker (tests/bank/checker.py) is a pure function of them and
 is tested on its own with made-up histories (tests/bank/test_checker.py).
 
-Times are wall-clock seconds since the epoch (`time.time()`), the clock PostgreSQL's
-`clock_timestamp()` reads on the same machine, so a client's observation ("the freeze was
-acknowledged at T") and a row's `created_at` can be compared.
+Times are wall-clock seconds since the epoch: a client's `time.time()`, a row's `created_at`
+and a transaction's commit time (`pg_xact_commit_timestamp(xmin)`, the test's PostgreSQL runs
+with `track_commit_timestamp=on`). Orders that matter to a property are taken from the
+database alone (commit times against commit times: the freeze rule). Where a client's reading
+is held against the database's (a lost reply, a refusal inside a freeze), the two clocks are
+the same machine's, and the snapshot carries the offset measured once (`clock_offset`,
+`clock_error`): the checker fails when it exceeds `CLOCK_SLACK`, and each comparison allows
+the measured offset, its error and `CLOCK_MARGIN` either way.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ from typing import Literal
 
 __all__ = [
     "ALLOWED_REFUSALS",
+    "CLOCK_MARGIN",
+    "CLOCK_SLACK",
+    "INDEFINITE",
     "Attempt",
     "BalanceRead",
     "Fault",
+    "FreezeEvent",
     "FreezeWindow",
     "History",
     "LedgerRow",
@@ -30,6 +39,16 @@ __all__ = [
 # What an acknowledged-as-failed send may be refused with in this workload: every wallet is
 # funded, verified, trusted and far below its limits, and every PIN is right.
 ALLOWED_REFUSALS = frozenset({"INSUFFICIENT_BALANCE", "WALLET_FROZEN"})
+# Answers that do not say whether the send happened: retried with the same request_id.
+INDEFINITE = frozenset(
+    {"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL", "ABORTED"}
+)
+# How far a client's clock may be from the database's (seconds, the measured offset plus its
+# error): one machine's clock read twice is within a millisecond; more, and the test fails.
+CLOCK_SLACK = 0.05
+# What a comparison of a client's reading with a database time allows besides the measured
+# offset and error (reading the clock is not instantaneous either).
+CLOCK_MARGIN = 0.005
 
 # ok: answered OK with a transaction; failed: a definite refusal (nothing moved);
 # unknown: no definite answer (timeouts, UNAVAILABLE, ...) before the client gave up.
@@ -73,6 +92,8 @@ class Send:
     # Sends that moved money, sent again unchanged afterwards: the transaction id the replay
     # answered ("" when it did not answer OK, None when not replayed).
     replayed: str | None = None
+    # The first attempt went out as two identical calls at once (two copies of one request).
+    duplicate: bool = False
 
     @property
     def committed_id(self) -> str | None:
@@ -86,8 +107,9 @@ class Send:
 
 @dataclass
 class FreezeWindow:
-    """A staff freeze of one wallet: acknowledged at `acked`, its lifting sent at `lifted`.
-    No debit of the wallet may start in between."""
+    """A staff freeze of one wallet as its client saw it: acknowledged at `acked`, its lifting
+    sent at `lifted` (client clock, never compared: each acknowledged freeze must be in the
+    database, and the freeze rule orders by its commit times, `LedgerSnapshot.freeze_events`)."""
 
     wallet_id: str
     acked: float
@@ -96,10 +118,17 @@ class FreezeWindow:
 
 @dataclass
 class Fault:
+    """One injected fault and what it did (the test asserts faults had effects)."""
+
     name: str
     started: float
     ended: float
     error: str = ""  # the fault could not be injected (the test fails on it)
+    killed: int = 0  # terminate-backends: backends terminated, all of the mesh's
+    killed_transfer: int = 0  # ... of which transfer's
+    queued: int = 0  # pause-transfer: transfer backends waiting on a wallet lock at SIGSTOP
+    pid_before: int = 0  # restarts: the process before and after (Redis's or transfer's)
+    pid_after: int = 0
 
 
 @dataclass
@@ -137,7 +166,21 @@ class LedgerRow:
     amount: int
     balance_after: int
     counterparty: str
-    created_at: float
+    created_at: float  # clock_timestamp() right after the ledger function locked the wallets
+    # when its transaction committed (pg_xact_commit_timestamp); None when not recorded
+    committed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class FreezeEvent:
+    """A staff freeze or lifting of a wallet as the database has it: its audit row
+    (`wallet.frozen` / `wallet.unfrozen`, written in the transaction that changed the wallet
+    under its row lock) and that transaction's commit time."""
+
+    wallet_id: str
+    action: Literal["frozen", "unfrozen"]
+    committed_at: float | None
+    sequence: int  # the audit row's
 
 
 @dataclass(frozen=True)
@@ -157,3 +200,8 @@ class LedgerSnapshot:
     rows: list[LedgerRow]
     postings: list[Posting]
     lockouts: list[str] = field(default_factory=list)  # wallets wallet locked for wrong PINs
+    freeze_events: list[FreezeEvent] = field(default_factory=list)
+    # The database's clock minus the client's, measured once (SELECT clock_timestamp() between
+    # two time.time()), and half that round trip: how uncertain the offset is.
+    clock_offset: float = 0.0
+    clock_error: float = 0.0

@@ -4,15 +4,24 @@ ledgers, no I/O)."""
 from __future__ import annotations
 
 import itertools
+import math
 import uuid
 from dataclasses import replace
 
 import pytest
 
-from tests.bank.checker import check, lost_replies
+from tests.bank.checker import (
+    check,
+    freeze_windows,
+    frozen_refusals_in_windows,
+    lost_replies,
+    unexercised,
+)
 from tests.bank.history import (
     Attempt,
     BalanceRead,
+    Fault,
+    FreezeEvent,
     FreezeWindow,
     History,
     LedgerRow,
@@ -61,10 +70,17 @@ class World:
         self.ledger.rows.append(
             LedgerRow(
                 row_id, movement, request_id, USERS[wallet], wallet, kind, category,
-                "COMPLETED", amount, balance, other, at,
+                "COMPLETED", amount, balance, other, at, at + 0.001,
             )
         )  # fmt: skip
         return row_id
+
+    def freeze(self, wallet: str, frozen: float, lifted: float | None) -> None:
+        """A staff freeze committed at `frozen`, lifted at `lifted` (None: never)."""
+        events = self.ledger.freeze_events
+        events.append(FreezeEvent(wallet, "frozen", frozen, len(events) + 1))
+        if lifted is not None:
+            events.append(FreezeEvent(wallet, "unfrozen", lifted, len(events) + 1))
 
     def send(
         self, sender: str = A, amount: int = 100, *, code: str = "OK", at: float = T0 + 10
@@ -79,7 +95,8 @@ class World:
         return send
 
     def commit(self, send: Send, *, at: float | None = None) -> str:
-        """The send's movement in the ledger (started at `at`); returns the debit's id."""
+        """The send's movement in the ledger (its time `at`, committed a millisecond later);
+        returns the debit's id."""
         at = send.attempts[0].started + 0.01 if at is None else at
         movement = str(uuid.uuid4())
         self.ledger.kinds[movement] = "P2P"
@@ -183,36 +200,79 @@ def test_a_balance_after_that_its_postings_do_not_give_is_a_lost_update() -> Non
     assert any("in lock order give" in p for p in check(world.history, world.ledger))
 
 
+FROZEN_WHILE = "while frozen"
+
+
+@pytest.mark.parametrize("outcome", ["ok", "unknown resolved", "unknown given up"])
 @pytest.mark.parametrize(
-    ("started", "acknowledged", "caught"),
+    ("committed", "caught"),
     [
-        (T0 + 12.0, T0 + 12.5, True),  # locked and committed while frozen
-        (T0 + 12.0, T0 + 14.0, False),  # may have waited on the lock until the lifting
-        (T0 + 10.5, T0 + 12.5, False),  # may have locked before the freeze committed
+        (T0 + 12.0, True),  # committed between the freeze's commit and the lifting's
+        (T0 + 10.9, False),  # committed before the freeze: it held the lock first
+        (T0 + 13.1, False),  # committed after the lifting
     ],
 )
-def test_a_debit_that_locked_a_frozen_wallet_is_caught(
-    started: float, acknowledged: float, caught: bool
+def test_a_debit_committed_while_its_wallet_was_frozen_is_caught_acknowledged_or_not(
+    committed: float, outcome: str, caught: bool
 ) -> None:
     world = World()
-    world.history.freezes.append(FreezeWindow(A, acked=T0 + 11.0, lifted=T0 + 13.0))
-    send = world.send(at=started - 0.01)
-    send.attempts[0].ended = acknowledged
-    world.commit(send, at=started)
-    found = [p for p in check(world.history, world.ledger) if "after its freeze" in p]
+    world.freeze(A, T0 + 11.0, T0 + 13.0)
+    world.history.freezes.append(FreezeWindow(A, acked=T0 + 14.0, lifted=T0 + 14.5))
+    send = world.send(at=committed - 0.5)
+    if outcome != "ok":  # the client never heard: timed out, then resolved or not even that
+        send.attempts[0].code = "DEADLINE_EXCEEDED"
+        send.outcome = "unknown"
+    world.commit(send, at=committed - 0.001)
+    if outcome == "unknown resolved":
+        send.resolved = send.attempts[0].transaction_id or world.ledger.rows[-2].id
+    found = [p for p in check(world.history, world.ledger) if FROZEN_WHILE in p]
     assert bool(found) is caught
 
 
-def test_a_later_movement_acknowledged_during_the_freeze_pins_an_earlier_debit_inside_it() -> None:
+def test_a_freeze_never_lifted_lasts_to_the_end_and_a_refreeze_opens_a_new_window() -> None:
     world = World()
-    world.history.freezes.append(FreezeWindow(A, acked=T0 + 11.0, lifted=T0 + 13.0))
-    debit = world.send(at=T0 + 11.9)
-    debit.attempts[0].ended = T0 + 20.0  # its own reply came late
-    world.commit(debit, at=T0 + 12.0)
-    credit = world.send(B, at=T0 + 12.1)  # into A, after it in A's lock order
-    credit.attempts[0].ended = T0 + 12.2
-    world.commit(credit, at=T0 + 12.1)
-    assert any("after its freeze" in p for p in check(world.history, world.ledger))
+    world.freeze(A, T0 + 11.0, T0 + 12.0)
+    world.freeze(A, T0 + 20.0, None)
+    assert freeze_windows(world.ledger)[A] == [(T0 + 11.0, T0 + 12.0), (T0 + 20.0, math.inf)]
+    world.commit(world.send(at=T0 + 15.0))  # between the two: fine
+    assert check(world.history, world.ledger) == []
+    world.commit(world.send(at=T0 + 99.0))
+    assert any(FROZEN_WHILE in p for p in check(world.history, world.ledger))
+
+
+def test_the_freeze_rule_needs_commit_times() -> None:
+    world = World()
+    world.commit(world.send())
+    world.ledger.rows[-2] = replace(world.ledger.rows[-2], committed_at=None)
+    world.ledger.freeze_events.append(FreezeEvent(A, "frozen", None, 1))
+    problems = check(world.history, world.ledger)
+    assert any("has no commit time" in p for p in problems)
+    assert any("track_commit_timestamp" in p for p in problems)
+
+
+def test_a_freeze_a_client_saw_acknowledged_must_be_in_the_database() -> None:
+    world = World()
+    world.history.freezes.append(FreezeWindow(A, acked=T0 + 11.0, lifted=T0 + 12.0))
+    assert any("1 freezes acknowledged" in p for p in check(world.history, world.ledger))
+    world.freeze(A, T0 + 10.9, T0 + 12.1)
+    assert check(world.history, world.ledger) == []
+
+
+def test_a_wallet_frozen_refusal_must_come_while_a_freeze_is_in_force() -> None:
+    world = World()
+    world.freeze(A, T0 + 11.0, T0 + 13.0)
+    inside = world.send(at=T0 + 12.0, code="WALLET_FROZEN")
+    assert check(world.history, world.ledger) == []
+    assert frozen_refusals_in_windows(world.history, world.ledger) == 1
+    inside.attempts[0] = replace(inside.attempts[0], started=T0 + 14.0, ended=T0 + 14.1)
+    assert any("when no freeze of" in p for p in check(world.history, world.ledger))
+    assert frozen_refusals_in_windows(world.history, world.ledger) == 0
+
+
+def test_a_database_clock_far_from_the_clients_fails_loudly() -> None:
+    world = World()
+    world.ledger.clock_offset = 0.3
+    assert any("the database's clock" in p for p in check(world.history, world.ledger))
 
 
 def test_internal_is_a_violation_direct_or_through_envoy() -> None:
@@ -249,3 +309,55 @@ def test_a_commit_before_the_answered_attempt_started_is_a_lost_reply() -> None:
     world.commit(send, at=T0 + 9.2)
     assert check(world.history, world.ledger) == []
     assert lost_replies(world.history, world.ledger) == 1
+
+
+def test_a_lookup_that_found_the_commit_is_no_lost_reply_answered_by_a_retry() -> None:
+    world = World()
+    send = world.send()
+    send.attempts = [
+        Attempt(T0 + 9.0, T0 + 9.5, 0.5, "DEADLINE_EXCEEDED"),
+        Attempt(T0 + 10.0, T0 + 10.1, 3.0, "OK", rpc="GetTransactionByRequestId"),
+    ]
+    world.commit(send, at=T0 + 9.2)
+    assert check(world.history, world.ledger) == []
+    assert lost_replies(world.history, world.ledger) == 0
+    assert any("retry answered OK" in g for g in _gaps(world))
+
+
+def _gaps(world: World) -> list[str]:
+    return unexercised(
+        world.history, world.ledger, seconds=1.0, fault_names=("terminate-backends",)
+    )
+
+
+def test_a_run_that_did_nothing_proves_nothing() -> None:
+    gaps = _gaps(World())
+    for missing in (
+        "SendMoney attempts",
+        "refused INSUFFICIENT_BALANCE",
+        "refused WALLET_FROZEN",
+        "inside a freeze window",
+        "retry answered OK",
+        "two copies",
+        "lost after its commit",
+        "faults never injected",
+    ):
+        assert any(missing in g for g in gaps), missing
+
+
+def test_faults_must_show_their_effects() -> None:
+    world = World()
+    send = world.send(code="UNAVAILABLE")
+    send.outcome = "unknown"
+    world.history.faults = [
+        Fault("terminate-backends", T0 + 10.05, T0 + 10.06),  # killed nothing
+        Fault("restart-transfer", T0 + 30.0, T0 + 31.0, pid_before=7, pid_after=7),
+        Fault("pause-transfer", T0 + 40.0, T0 + 43.0),  # nothing queued
+    ]
+    gaps = _gaps(world)
+    assert any("no backend was ever terminated" in g for g in gaps)
+    assert any("no transfer backend" in g for g in gaps)
+    assert any("restart-transfer at" in g and "7 -> 7" in g for g in gaps)
+    assert any("no pause of transfer" in g for g in gaps)
+    assert any("during restart-transfer that ended retryable" in g for g in gaps)
+    assert not any("during terminate-backends" in g for g in gaps)  # the UNAVAILABLE send

@@ -43,9 +43,11 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from tests.bank.history import (
+    INDEFINITE,
     Attempt,
     BalanceRead,
     Fault,
+    FreezeEvent,
     FreezeWindow,
     History,
     LedgerRow,
@@ -88,10 +90,8 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-# Answers that do not say whether the send happened: retried with the same request_id.
-INDEFINITE = frozenset(
-    {"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL", "ABORTED"}
-)
+# Sends a pause waits for (queued on the wallets it holds) before it stops transfer.
+PAUSE_QUEUE = 3
 RESTARTS = ("kill-transfer", "pause-transfer", "restart-redis", "restart-transfer")
 FAULTS = ("terminate-backends", *RESTARTS)
 Verdict = Literal["ok", "failed", "retry", "renew"]
@@ -345,6 +345,7 @@ class Bank:
             attempts = await asyncio.gather(
                 *(self._attempt(send, token, timeout, via) for _ in range(copies))
             )
+            send.duplicate = send.duplicate or copies == 2
             send.attempts += attempts
             self._latencies.extend(a.ended - a.started for a in attempts if a.code == "OK")
             verdicts = [verdict(a) for a in attempts]
@@ -515,13 +516,11 @@ class Bank:
         """Restarts, one every `restart_every` seconds in RESTARTS order, each awaited to its
         end (a restart returns once the process answers health again); meanwhile backends
         are terminated every `terminate_every` seconds or so."""
-        restarts: dict[str, Callable[[], Awaitable[object]]] = {
-            "kill-transfer": lambda: asyncio.to_thread(
-                self.mesh.restart_service, "transfer", crash=True
-            ),
+        restarts: dict[str, Callable[[Fault], Awaitable[None]]] = {
+            "kill-transfer": lambda fault: self.restart_transfer(fault, crash=True),
             "pause-transfer": self.pause_transfer,
-            "restart-redis": lambda: asyncio.to_thread(self.mesh.restart_redis),
-            "restart-transfer": lambda: asyncio.to_thread(self.mesh.restart_service, "transfer"),
+            "restart-redis": self.restart_redis,
+            "restart-transfer": lambda fault: self.restart_transfer(fault, crash=False),
         }
         terminator = asyncio.create_task(self._terminator(history, stop))
         plan = itertools.cycle(RESTARTS)
@@ -537,21 +536,38 @@ class Bank:
             await self._fault(history, "terminate-backends", self.terminate_backends)
 
     async def _fault(
-        self, history: History, name: str, action: Callable[[], Awaitable[object]]
+        self, history: History, name: str, action: Callable[[Fault], Awaitable[None]]
     ) -> None:
-        started = time.time()
+        """Injects one fault; `action` records what it did on the `Fault`."""
+        fault = Fault(name, time.time(), 0.0)
         try:
-            await action()
+            await action(fault)
         except Exception as exc:
-            history.faults.append(Fault(name, started, time.time(), repr(exc)))
-        else:
-            history.faults.append(Fault(name, started, time.time()))
+            fault.error = repr(exc)
+        fault.ended = time.time()
+        history.faults.append(fault)
 
-    async def pause_transfer(self) -> None:
-        """Holds a few wallets' row locks until sends queue on them inside their ledger calls,
+    async def restart_transfer(self, fault: Fault, *, crash: bool) -> None:
+        fault.pid_before = self.mesh.services["transfer"].pid
+        await asyncio.to_thread(self.mesh.restart_service, "transfer", crash=crash)
+        fault.pid_after = self.mesh.services["transfer"].pid
+
+    async def restart_redis(self, fault: Fault) -> None:
+        fault.pid_before = self._redis_pid()
+        await asyncio.to_thread(self.mesh.restart_redis)
+        fault.pid_after = self._redis_pid()
+
+    def _redis_pid(self) -> int:
+        infra = self.mesh.infra
+        process = None if infra is None else infra.redis.process
+        return 0 if process is None else process.pid
+
+    async def pause_transfer(self, fault: Fault) -> None:
+        """Holds a few wallets' row locks until PAUSE_QUEUE sends queue on them (or 2 s pass),
         SIGSTOPs the transfer process, lets the locks go (the queued sends commit while it
         sleeps) and SIGCONTs it after the clients' deadlines passed: commits whose replies are
-        lost, for certain (a GC pause or a noisy neighbour at the worst moment)."""
+        lost, for certain (a GC pause or a noisy neighbour at the worst moment). Records how
+        many transfer backends were queued when it stopped the process."""
         hot = random.Random().sample([a.wallet_id for a in self.accounts], 3)
         pid = self.mesh.services["transfer"].pid
         holder = await self._connect(self.ledger_dsn)
@@ -562,12 +578,15 @@ class Bank:
                 await holder.execute(
                     "SELECT 1 FROM wallets WHERE id = ANY($1::text[]) FOR UPDATE", hot
                 )
-                for _ in range(100):  # up to about 2 s
-                    queued = await watcher.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND application_name = 'vaultpay-transfer'"
+                for _ in range(100):  # up to about 2 s for a few sends to queue
+                    fault.queued = int(
+                        await watcher.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE wait_event_type = 'Lock' "
+                            "AND application_name = 'vaultpay-transfer'"
+                        )
                     )
-                    if queued:
+                    if fault.queued >= PAUSE_QUEUE:
                         break
                     await asyncio.sleep(0.02)
                 os.kill(pid, signal.SIGSTOP)
@@ -579,20 +598,26 @@ class Bank:
             await holder.close()
             await watcher.close()
 
-    async def terminate_backends(self) -> int:
-        """pg_terminate_backend on every connection of the mesh's databases but ours."""
+    async def terminate_backends(self, fault: Fault) -> None:
+        """pg_terminate_backend on every connection of the mesh's databases but ours; records
+        how many it ended, and how many of them were transfer's."""
         conn = await self._connect(self.admin_dsn)
         try:
-            killed = await conn.fetchval(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid() "
-                "AND coalesce(application_name, '') <> $2",
+            row = await conn.fetchrow(
+                "SELECT count(*) FILTER (WHERE ended) AS killed, "
+                "count(*) FILTER (WHERE ended AND application_name = 'vaultpay-transfer') "
+                "AS transfer FROM ("
+                "  SELECT application_name, pg_terminate_backend(pid) AS ended "
+                "  FROM pg_stat_activity "
+                "  WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid() "
+                "  AND coalesce(application_name, '') <> $2"
+                ") AS t",
                 self.databases,
                 CHECKER_APPLICATION,
             )
         finally:
             await conn.close()
-        return int(killed)
+        fault.killed, fault.killed_transfer = int(row["killed"]), int(row["transfer"])
 
     # ----- after the run --------------------------------------------------------------------
 
@@ -674,8 +699,13 @@ class Bank:
         return reply
 
     async def read_ledger(self) -> LedgerSnapshot:
+        """The ledger in one snapshot, with each side's and each freeze's commit time, and
+        the offset of the database's clock from ours."""
         conn = await self._connect(self.ledger_dsn)
         try:
+            before = time.time()
+            db_now = float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+            after = time.time()
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 balances = await conn.fetch("SELECT id, balance FROM wallets")
                 kinds = await conn.fetch("SELECT id::text AS id, kind FROM ledger_transactions")
@@ -683,7 +713,8 @@ class Bank:
                     "SELECT id::text AS id, ledger_transaction_id::text AS movement, "
                     "request_id::text AS request_id, user_id, wallet_id, type, category, status, "
                     "amount, balance_after, counterparty_wallet_id, "
-                    "extract(epoch FROM created_at)::float8 AS created_at "
+                    "extract(epoch FROM created_at)::float8 AS created_at, "
+                    "extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 AS committed_at "
                     "FROM wallet_transactions"
                 )
                 postings = await conn.fetch(
@@ -692,6 +723,12 @@ class Bank:
                 )
                 lockouts = await conn.fetch(
                     "SELECT target_id FROM audit_events WHERE action = 'wallet.pin_locked'"
+                )
+                # Audit rows are never updated: xmin is the freezing transaction's.
+                freezes = await conn.fetch(
+                    "SELECT target_id, action, sequence, "
+                    "extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 AS committed_at "
+                    "FROM audit_events WHERE action IN ('wallet.frozen', 'wallet.unfrozen')"
                 )
         finally:
             await conn.close()
@@ -712,6 +749,7 @@ class Bank:
                     int(r["balance_after"]),
                     r["counterparty_wallet_id"],
                     float(r["created_at"]),
+                    _seconds(r["committed_at"]),
                 )
                 for r in rows
             ],
@@ -720,7 +758,28 @@ class Bank:
                 for p in postings
             ],
             lockouts=[r["target_id"] for r in lockouts],
+            freeze_events=[
+                FreezeEvent(
+                    r["target_id"],
+                    "frozen" if r["action"] == "wallet.frozen" else "unfrozen",
+                    _seconds(r["committed_at"]),
+                    int(r["sequence"]),
+                )
+                for r in freezes
+            ],
+            clock_offset=db_now - (before + after) / 2,
+            clock_error=(after - before) / 2,
         )
+
+    async def tracks_commit_times(self) -> bool:
+        """Whether the database records commit times (the freeze rule needs them)."""
+        conn = await self._connect(self.ledger_dsn)
+        try:
+            return bool(
+                await conn.fetchval("SELECT current_setting('track_commit_timestamp') = 'on'")
+            )
+        finally:
+            await conn.close()
 
     def verify_ledger(self) -> subprocess.CompletedProcess[str]:
         """`vaultpay-transfer verify-ledger`, as an operator runs it (exit 0 when clean)."""
@@ -732,3 +791,7 @@ class Bank:
             timeout=120,
             check=False,
         )
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else float(value)

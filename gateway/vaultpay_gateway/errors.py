@@ -109,8 +109,8 @@ class GatewayError:
 
     `message` None keeps Envoy's text for JSON clients (useful for 4xx: the transcoder's
     text, which the `replies` filter rewords); 5xx use a fixed text so upstream addresses and
-    reset reasons stay inside. gRPC clients always get a fixed text (`grpc_text`), the one serialised into
-    their `grpc-status-details-bin`.
+    reset reasons stay inside. gRPC clients always get a fixed text (`grpc_text`), the one
+    serialised into their `grpc-status-details-bin`.
     """
 
     http_status: int

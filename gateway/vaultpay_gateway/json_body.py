@@ -66,6 +66,7 @@ from vaultpay_gateway.errors import (
     QUERY_PARAMETER_REASON,
     UNKNOWN_FIELD_REASON,
 )
+from vaultpay_gateway.lua import lua_string
 
 __all__ = ["CAPTURE_FILTER", "CHECK_FILTER", "capture_filter", "check_filter", "checker_lua"]
 
@@ -576,15 +577,6 @@ end
 """
 
 
-def _lua_string(text: str) -> str:
-    """A Lua string literal; every byte outside printable ASCII as a decimal escape."""
-    out = [
-        chr(b) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else f"\\{b:03d}"
-        for b in text.encode()
-    ]
-    return '"' + "".join(out) + '"'
-
-
 def _lua_rule(rule: ValueRule, ids: Mapping[str, int]) -> str:
     """`true` anything, `"s"` anything but an array, `n` / `-n` message rule n (`-`: no array),
     `{n}` a map (never an array) whose values follow rule n."""
@@ -602,13 +594,13 @@ def _comment(text: str) -> str:
 
 def _prelude() -> str:
     return (
-        f"local NS = {_lua_string(JSON_BODY_METADATA)}\n"
-        f"local DOMAIN = {_lua_string(ERROR_DOMAIN)}\n"
-        f"local REASON = {_lua_string(UNKNOWN_FIELD_REASON)}\n"
-        f"local DUPLICATE = {_lua_string(DUPLICATE_FIELD_REASON)}\n"
-        f"local INVALID = {_lua_string(INVALID_REQUEST_REASON)}\n"
-        f"local LIST_NOT_EXPECTED = {_lua_string(LIST_NOT_EXPECTED)}\n"
-        f"local QUERY_REASON = {_lua_string(QUERY_PARAMETER_REASON)}\n"
+        f"local NS = {lua_string(JSON_BODY_METADATA)}\n"
+        f"local DOMAIN = {lua_string(ERROR_DOMAIN)}\n"
+        f"local REASON = {lua_string(UNKNOWN_FIELD_REASON)}\n"
+        f"local DUPLICATE = {lua_string(DUPLICATE_FIELD_REASON)}\n"
+        f"local INVALID = {lua_string(INVALID_REQUEST_REASON)}\n"
+        f"local LIST_NOT_EXPECTED = {lua_string(LIST_NOT_EXPECTED)}\n"
+        f"local QUERY_REASON = {lua_string(QUERY_PARAMETER_REASON)}\n"
     )
 
 
@@ -623,8 +615,8 @@ def checker_lua(schemas: BodySchemas) -> str:
     for key, number in ids.items():
         rule = schemas.messages[key]
         entries = [
-            *(f"[{_lua_string(k)}] = {_lua_rule(v, ids)}" for k, v in sorted(rule.fields.items())),
-            *(f"[{_lua_string(k)}] = false" for k in sorted(rule.path_bound)),
+            *(f"[{lua_string(k)}] = {_lua_rule(v, ids)}" for k, v in sorted(rule.fields.items())),
+            *(f"[{lua_string(k)}] = false" for k in sorted(rule.path_bound)),
         ]
         lines.append(f"  [{number}] = {{ {', '.join(entries)} }},{_comment(key)}")
     lines += ["}", "local A = {"]
@@ -632,7 +624,7 @@ def checker_lua(schemas: BodySchemas) -> str:
         aliases = schemas.messages[key].aliases
         if aliases:
             spellings = ", ".join(
-                f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in sorted(aliases.items())
+                f"[{lua_string(k)}] = {lua_string(v)}" for k, v in sorted(aliases.items())
             )
             lines.append(f"  [{number}] = {{ {spellings} }},")
     lines += ["}", "local Q = {"]
@@ -641,16 +633,16 @@ def checker_lua(schemas: BodySchemas) -> str:
             {b.method for b in bindings} - {b.method for b in bindings if b.accepts_query}
         )
         if closed:
-            flags = ", ".join(f"[{_lua_string(m)}] = true" for m in closed)
-            lines.append(f"  [{_lua_string(grpc_path)}] = {{ {flags} }},")
+            flags = ", ".join(f"[{lua_string(m)}] = true" for m in closed)
+            lines.append(f"  [{lua_string(grpc_path)}] = {{ {flags} }},")
     lines += ["}", "local E = {"]
     for method in sorted({shape.method for shape in schemas.empty_paths}):
         shapes = ", ".join(
-            f"[{_lua_string(shape.path)}] = {_lua_string(shape.field)}"
+            f"[{lua_string(shape.path)}] = {lua_string(shape.field)}"
             for shape in schemas.empty_paths
             if shape.method == method
         )
-        lines.append(f"  [{_lua_string(method)}] = {{ {shapes} }},")
+        lines.append(f"  [{lua_string(method)}] = {{ {shapes} }},")
     lines += ["}", "local R = {"]
     for grpc_path, bindings in sorted(schemas.rpcs.items()):
         rules = {b.body for b in bindings}
@@ -658,10 +650,10 @@ def checker_lua(schemas: BodySchemas) -> str:
             value = _lua_rule(bindings[0].body, ids)
         else:
             choices = ", ".join(
-                f"{{ {_lua_string(b.method)}, {_lua_rule(b.body, ids)} }}" for b in bindings
+                f"{{ {lua_string(b.method)}, {_lua_rule(b.body, ids)} }}" for b in bindings
             )
             value = f"{{ b = {{ {choices} }} }}"
-        lines.append(f"  [{_lua_string(grpc_path)}] = {value},")
+        lines.append(f"  [{lua_string(grpc_path)}] = {value},")
     lines.append("}")
     return "\n".join(lines) + _CHECK_LUA
 

@@ -81,6 +81,7 @@ from vaultpay_gateway.errors import (
     TRANSCODE_FAILURE_HEADER,
     grpc_status_details,
 )
+from vaultpay_gateway.lua import lua_bytes, lua_string
 
 __all__ = [
     "ENUM_LIST_MAX_CHARS",
@@ -423,15 +424,6 @@ end
 """
 
 
-def _lua_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _lua_bytes(data: bytes) -> str:
-    """A Lua string literal of arbitrary bytes (every byte as a decimal escape)."""
-    return '"' + "".join(f"\\{b}" for b in data) + '"'
-
-
 def _rate_limited_status() -> bytes:
     """The RPC rate limit's gRPC Status without its RetryInfo, which the script appends (a
     repeated field's entries may follow each other in any number of pieces)."""
@@ -441,7 +433,7 @@ def _rate_limited_status() -> bytes:
 
 def _generic_table() -> str:
     rows = ", ".join(
-        f"[{code}] = {{ {_lua_string(reason)}, {_lua_string(message)} }}"
+        f"[{code}] = {{ {lua_string(reason)}, {lua_string(message)} }}"
         for code, (reason, message) in sorted(GENERIC_MESSAGES.items())
     )
     return f"local GENERIC = {{ {rows} }}\n"
@@ -449,7 +441,7 @@ def _generic_table() -> str:
 
 def _lua_table(name: str, entries: Mapping[str, str | bool]) -> str:
     rows = ", ".join(
-        f"[{_lua_string(key)}] = {_lua_string(value) if isinstance(value, str) else 'true'}"
+        f"[{lua_string(key)}] = {lua_string(value) if isinstance(value, str) else 'true'}"
         for key, value in entries.items()
     )
     return f"local {name} = {{ {rows} }}\n"
@@ -536,13 +528,13 @@ def replies_filter(
     names, from the contract) let a type error say "is not one of this field's values" or
     "must be an object" where the transcoder names an enum or a message type."""
     source = (
-        f"local DOMAIN = {_lua_string(ERROR_DOMAIN)}\n"
-        f"local MARK = {_lua_string(TRANSCODE_FAILURE_HEADER)}\n"
-        f"local LOCAL = {_lua_string(LOCAL_REPLY_MARK)}\n"
-        f"local LOG_NAMESPACE = {_lua_string(REPLIES_METADATA)}\n"
-        f"local RATE_LIMITED_STATUS = {_lua_bytes(_rate_limited_status())}\n"
-        f"local RATE_LIMITED_MESSAGE = {_lua_string(RATE_LIMITED_MESSAGE)}\n"
-        f"local RETRY_INFO_TYPE = {_lua_string(_RETRY_INFO_TYPE)}\n"
+        f"local DOMAIN = {lua_string(ERROR_DOMAIN)}\n"
+        f"local MARK = {lua_string(TRANSCODE_FAILURE_HEADER)}\n"
+        f"local LOCAL = {lua_string(LOCAL_REPLY_MARK)}\n"
+        f"local LOG_NAMESPACE = {lua_string(REPLIES_METADATA)}\n"
+        f"local RATE_LIMITED_STATUS = {lua_bytes(_rate_limited_status())}\n"
+        f"local RATE_LIMITED_MESSAGE = {lua_string(RATE_LIMITED_MESSAGE)}\n"
+        f"local RETRY_INFO_TYPE = {lua_string(_RETRY_INFO_TYPE)}\n"
         f"{_generic_table()}"
         f"{_lua_table('KINDS', TYPE_WORDS)}"
         f"{_lua_table('ENUMS', enum_words(enums or {}))}"

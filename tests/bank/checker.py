@@ -52,8 +52,14 @@ from tests.bank.history import (
     Send,
 )
 
-__all__ = ["check", "freeze_windows", "frozen_refusals_in_windows", "lost_replies", "summary"]
-__all__ += ["unexercised"]
+__all__ = [
+    "check",
+    "freeze_windows",
+    "frozen_refusals_in_windows",
+    "lost_replies",
+    "summary",
+    "unexercised",
+]
 
 _SHOWN = 10  # violations listed per property
 # The floors of `unexercised`, per second of sending. A default run (45 s, 2 cores) makes
@@ -117,7 +123,8 @@ def summary(history: History) -> str:
 
 def lost_replies(history: History, ledger: LedgerSnapshot) -> int:
     """Sends whose commit happened before the first SendMoney attempt answered OK had even
-    started (by more than the clocks' offset, its error and `CLOCK_MARGIN`): an earlier attempt committed and lost its reply,
+    started (by more than the clocks' offset, its error and `CLOCK_MARGIN`): an earlier attempt
+    committed and lost its reply,
     and a retry of the same request_id got the stored answer. (An answer found by
     GetTransactionByRequestId is no retry's: it does not count.)"""
     debits = {key: rows[0] for key, rows in _debits(ledger).items()}
@@ -268,7 +275,10 @@ def _sends_against_ledger(history: History, ledger: LedgerSnapshot) -> Iterable[
     for key, found in sorted(debits.items()):
         send = sent.get(key)
         if send is None:
-            yield f"phantom: debit {found[0].id} of {found[0].wallet_id} (request {key[1]!r}) matches no request a client sent"
+            yield (
+                f"phantom: debit {found[0].id} of {found[0].wallet_id} (request {key[1]!r}) "
+                "matches no request a client sent"
+            )
             continue
         if len(found) != 1:
             yield f"request {send.request_id} is in the ledger {len(found)} times"
@@ -421,7 +431,10 @@ def _answers(history: History, ledger: LedgerSnapshot) -> Iterable[str]:
     allowed = ALLOWED_REFUSALS
     for send in history.sends:
         if send.outcome == "failed" and send.reason not in allowed:
-            yield f"request {send.request_id} was refused with {send.reason!r}, which nothing here should cause"
+            yield (
+                f"request {send.request_id} was refused with {send.reason!r}, "
+                "which nothing here should cause"
+            )
         for attempt in send.attempts:
             if attempt.code == "INTERNAL":
                 yield (

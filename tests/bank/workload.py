@@ -709,13 +709,16 @@ class Bank:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 balances = await conn.fetch("SELECT id, balance FROM wallets")
                 kinds = await conn.fetch("SELECT id::text AS id, kind FROM ledger_transactions")
+                # The commit time of the movement's ledger_transactions row: insert-only,
+                # unlike wallet_transactions (a status change would move its xmin).
                 rows = await conn.fetch(
-                    "SELECT id::text AS id, ledger_transaction_id::text AS movement, "
-                    "request_id::text AS request_id, user_id, wallet_id, type, category, status, "
-                    "amount, balance_after, counterparty_wallet_id, "
-                    "extract(epoch FROM created_at)::float8 AS created_at, "
-                    "extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 AS committed_at "
-                    "FROM wallet_transactions"
+                    "SELECT w.id::text AS id, w.ledger_transaction_id::text AS movement, "
+                    "w.request_id::text AS request_id, w.user_id, w.wallet_id, w.type, "
+                    "w.category, w.status, w.amount, w.balance_after, w.counterparty_wallet_id, "
+                    "extract(epoch FROM w.created_at)::float8 AS created_at, "
+                    "extract(epoch FROM pg_xact_commit_timestamp(m.xmin))::float8 AS committed_at "
+                    "FROM wallet_transactions w "
+                    "JOIN ledger_transactions m ON m.id = w.ledger_transaction_id"
                 )
                 postings = await conn.fetch(
                     "SELECT id, ledger_transaction_id::text AS movement, account, amount "

@@ -18,6 +18,7 @@ child before it execs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import random
@@ -129,32 +130,45 @@ class PortHold:
     a socket has bound for an outgoing connection, and a bound socket that does not listen
     does not stop a listener with SO_REUSEADDR (gRPC, Envoy and PostgreSQL set it) from
     binding the same port. So each port is held by such a socket from the busy-port check
-    until its listener is up.
+    until its listener is up (the mesh holds them all until the whole mesh is up). These are
+    Linux's rules, as the rest of the devstack assumes: on BSD and macOS the listener would need
+    SO_REUSEPORT as well.
 
         with PortHold({"wallet gRPC": 50052}) as held:   # StartupError naming busy ports
             ...start wallet, wait until it serves...
-            held.release(50052)
+            held.release(50052)                        # or at the end of the block
     """
 
     def __init__(self, ports: Mapping[str, int], host: str = LOOPBACK) -> None:
         self._sockets: dict[int, socket.socket] = {}
         busy: list[str] = []
-        for what, port in ports.items():
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError:
-                sock.close()
-                busy.append(f"{what} {host}:{port}")
-                continue
-            self._sockets[port] = sock
+        try:
+            for what, port in ports.items():
+                if not self._hold(host, port):
+                    busy.append(f"{what} {host}:{port}")
+        except BaseException:
+            self.close()
+            raise
         if busy:
             self.close()
             raise StartupError(
                 f"ports in use: {', '.join(busy)}. Is another mesh running? "
                 "(`python -m vaultpay_devstack.cli status` / `... stop`)"
             )
+
+    def _hold(self, host: str, port: int) -> bool:
+        """Binds `port`; False when something else has it (any other failure is raised)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise StartupError(f"cannot hold {host}:{port}: {exc.strerror}") from exc
+        self._sockets[port] = sock
+        return True
 
     def release(self, port: int) -> None:
         """Lets go of `port` (its listener has bound it); a port not held is ignored."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
+    "MAX_VIOLATIONS",
     "AbortedError",
     "AlreadyExistsError",
     "DeadlineExceededError",
@@ -78,17 +79,26 @@ class DomainError(Exception):
         self.metadata = metadata or {}
 
 
+# The most violations one error carries: a request can hold millions of bad values (a repeated
+# field), and every violation travels in the reply's trailers, which clients cap at a few KiB.
+MAX_VIOLATIONS = 20
+
+
 class ValidationError(DomainError):
-    """Invalid input; carries every offending field so clients can show them all at once."""
+    """Invalid input; carries every offending field so clients can show them all at once (the
+    first MAX_VIOLATIONS of them; the message says when there were more)."""
 
     kind = ErrorKind.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
     default_message = "the request has invalid fields"
 
     def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
-        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        shown = violations[:MAX_VIOLATIONS]
+        summary = "; ".join(f"{v.field}: {v.description}" for v in shown)
+        if len(violations) > len(shown):
+            summary += "; and more"  # a check may stop counting once it has found enough
         super().__init__(message or f"invalid request: {summary}")
-        self.violations = violations
+        self.violations = shown
 
     @classmethod
     def single(cls, field: str, description: str) -> ValidationError:

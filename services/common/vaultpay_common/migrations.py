@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,11 @@ __all__ = [
 # Held while migrating, so two services migrating one database at once take turns.
 _MIGRATION_LOCK = 0x4D494752  # "MIGR"
 _TURN_POLL_SECONDS = 0.2
+# Who holds the migration lock (an advisory lock on one bigint: classid 0, objid the key).
+_LOCK_HOLDER = text(
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND classid = 0 AND objid = CAST(:key AS oid) AND objsubid = 1 LIMIT 1"
+).bindparams(key=_MIGRATION_LOCK)
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
@@ -167,7 +173,16 @@ def _take_turn(connection: Connection) -> None:
     build of the migrator holding the lock waits for every older snapshot of the database (a
     deadlock PostgreSQL would break by failing one of the two)."""
     lock = text(f"SELECT pg_try_advisory_lock({_MIGRATION_LOCK})")
+    waited = False
     while not connection.execute(lock).scalar_one():
+        if not waited:  # say once why nothing happens (a long build may hold the turn)
+            holder = connection.execute(_LOCK_HOLDER).scalar()
+            print(
+                f"waiting for another migration of this database (backend pid {holder})",
+                file=sys.stderr,
+                flush=True,
+            )
+            waited = True
         connection.rollback()
         time.sleep(_TURN_POLL_SECONDS)
     connection.commit()

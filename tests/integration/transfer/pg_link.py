@@ -137,13 +137,15 @@ class PgLink:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for pipe in self.pipes:
             pipe.cut()
         for pipe in self.pipes:
             await pipe.wait_closed()
+        if server is not None:
+            await server.wait_closed()
 
     async def pipe_of(self, admin: Any, pid: int) -> Pipe:
         """The proxied connection of backend `pid` (`admin`: an asyncpg connection that sees

@@ -12,20 +12,36 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from vaultpay_common.errors import FieldViolation, ValidationError
+from vaultpay_common.errors import MAX_VIOLATIONS, FieldViolation, ValidationError
 from vaultpay_common.grpc.wrapping import CallInterceptor, UndecodableRequest
 
 __all__ = ["RequestHygieneInterceptor", "nul_violations"]
 
 
+# A map key names its entry in a violation's path: a client's text, so only its start.
+_MAX_KEY_CHARS = 40
+
+
+def _entry(path: str, key: object) -> str:
+    shown = repr(key)
+    if len(shown) > _MAX_KEY_CHARS:
+        shown = shown[:_MAX_KEY_CHARS] + "..."
+    return f"{path}[{shown}]"
+
+
 def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
-    """Every string field (at any depth) that contains a NUL character."""
+    """Every string field (at any depth) that contains a NUL character (a map entry named by
+    the start of its key; ValidationError keeps the first MAX_VIOLATIONS)."""
     found: list[FieldViolation] = []
     for field, value in message.ListFields():
+        if len(found) > MAX_VIOLATIONS:
+            break
         path = f"{prefix}{field.name}"
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             for key, item in value.items():
-                entry = f"{path}[{key!r}]"
+                if len(found) > MAX_VIOLATIONS:
+                    break
+                entry = _entry(path, key)
                 if isinstance(key, str) and "\x00" in key:
                     found.append(FieldViolation(path, "must not contain NUL characters"))
                 if isinstance(item, Message):
@@ -35,6 +51,8 @@ def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
             continue
         items = value if field.is_repeated else [value]
         for index, item in enumerate(items):
+            if len(found) > MAX_VIOLATIONS:
+                break
             where = f"{path}[{index}]" if field.is_repeated else path
             if isinstance(item, Message):
                 found += nul_violations(item, f"{where}.")

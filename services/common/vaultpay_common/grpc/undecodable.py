@@ -7,10 +7,12 @@ UTF-8. `bad_utf8_fields` walks the wire format along the message's descriptor an
 string field whose bytes are not UTF-8 (`transaction_id`, `filter.note`, `notes[2]`), so the
 refusal is an INVALID_ARGUMENT naming the field like any other bad input.
 
-    bad_utf8_fields(GetTransactionRequest.DESCRIPTOR, data)   # ['transaction_id']
+    bad_utf8_fields(GetTransactionRequest.DESCRIPTOR, data, limit=21)   # ['transaction_id']
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
@@ -22,6 +24,10 @@ _MAX_DEPTH = 32
 
 class _MalformedError(Exception):
     """The bytes are not a well-formed message (truncated, an unknown wire type)."""
+
+
+class _EnoughError(Exception):
+    """As many fields as asked for are found."""
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
@@ -37,18 +43,20 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
         shift += 7
 
 
-def bad_utf8_fields(descriptor: Descriptor, data: bytes) -> list[str]:
-    """The paths of the string fields of `data` (a `descriptor` message) that are not UTF-8;
-    empty when there are none or when the bytes are malformed in some other way."""
+def bad_utf8_fields(descriptor: Descriptor, data: bytes, *, limit: int) -> list[str]:
+    """The paths of the string fields of `data` (a `descriptor` message) that are not UTF-8,
+    in wire order, at most `limit` of them (the walk stops there: a request may repeat a bad
+    value a million times). Where the bytes are malformed in some other way, the fields found
+    before that point (maybe none)."""
     found: list[str] = []
-    try:
-        _walk(descriptor, data, "", found, 0)
-    except _MalformedError:
-        return found
+    with contextlib.suppress(_MalformedError, _EnoughError):
+        _walk(descriptor, data, "", found, 0, limit)
     return found
 
 
-def _walk(descriptor: Descriptor, data: bytes, prefix: str, found: list[str], depth: int) -> None:
+def _walk(
+    descriptor: Descriptor, data: bytes, prefix: str, found: list[str], depth: int, limit: int
+) -> None:
     if depth > _MAX_DEPTH:
         raise _MalformedError
     seen: dict[int, int] = {}
@@ -81,5 +89,7 @@ def _walk(descriptor: Descriptor, data: bytes, prefix: str, found: list[str], de
                 value.decode("utf-8")
             except UnicodeDecodeError:
                 found.append(path)
+                if len(found) >= limit:
+                    raise _EnoughError from None
         elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
-            _walk(field.message_type, value, path + ".", found, depth + 1)
+            _walk(field.message_type, value, path + ".", found, depth + 1, limit)

@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from vaultpay_common.errors import MAX_VIOLATIONS
 from vaultpay_common.grpc.undecodable import bad_utf8_fields
 
 __all__ = ["CallInterceptor", "OpenStream", "UnaryCall", "UndecodableRequest"]
@@ -67,7 +68,11 @@ class _TolerantDeserializer:
         except DecodeError as exc:
             message_class = getattr(self._parse, "__self__", None)
             descriptor = getattr(message_class, "DESCRIPTOR", None)
-            bad = bad_utf8_fields(descriptor, data) if descriptor is not None else []
+            bad = (
+                bad_utf8_fields(descriptor, data, limit=MAX_VIOLATIONS + 1)
+                if descriptor is not None
+                else []
+            )
             return UndecodableRequest(str(exc), bad)
 
 

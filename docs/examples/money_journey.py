@@ -198,7 +198,7 @@ def send(gateway: Gateway, asha: Person, ravi: Person, maildir: Path) -> dict[st
     refused = gateway.call("POST", "/v1/transactions:send", request, token=asha.token)
     if (refused.status, refused.reason) != (400, "IP_NOT_TRUSTED"):
         raise JourneyError(f"a first send from a new address answered {refused}")
-    step("Asha: the first send from this machine is refused (IP_NOT_TRUSTED), a link is mailed")
+    step("Asha: the first send from this machine is refused (IP_NOT_TRUSTED), a code is mailed")
     confirm_address(gateway, asha, maildir)
     reply = gateway.ok("POST", "/v1/transactions:send", request, token=asha.token)
     sent: dict[str, Any] = reply["transaction"]

@@ -253,6 +253,43 @@ async def test_invalid_input_names_its_field_before_anything_is_asked(
     assert ledger.calls == [] and wallet.calls == []
 
 
+async def test_every_bad_field_of_a_movement_is_named_in_one_refusal(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    """QA of 2026-12-03: a send with a bad amount, recipient, note and PIN named the amount
+    only; a form shows them all at once. Several bad fields are INVALID_ARGUMENT (one alone
+    keeps its own reason, as above)."""
+    bad: dict[str, Any] = {
+        "amount": AmountInput("INR", -5),
+        "recipient_wallet_id": "bob",
+        "note": "x" * 141,
+    }
+    with pytest.raises(ValidationError) as caught:
+        await service.send_money(send(**bad, pin="12a4"))
+    fields = ["amount.amount_minor", "recipient_wallet_id", "note", "pin"]
+    assert [v.field for v in caught.value.violations] == fields
+    assert caught.value.reason == "INVALID_ARGUMENT"
+
+    account = BankAccountInput("12", "HDFC0001234", "")
+    with pytest.raises(ValidationError) as caught:
+        await service.withdraw(Withdraw(ALICE, key(), None, account, "", HOME))
+    assert [v.field for v in caught.value.violations] == [
+        "amount",
+        "bank_account.account_number",
+        "bank_account.account_holder_name",
+        "pin",
+    ]
+
+    with pytest.raises(ValidationError) as caught:
+        await service.top_up(TopUp(ALICE, key(), AmountInput("inr", 5), None, ""))
+    assert [v.field for v in caught.value.violations] == [
+        "amount.currency_code",
+        "payment_method",
+        "payment_reference",
+    ]
+    assert ledger.calls == [] and wallet.calls == []
+
+
 @pytest.mark.parametrize(
     ("code", "error"),
     [

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from vaultpay_common.errors import FieldViolation, ValidationError
 from vaultpay_common.text import has_control_characters
@@ -19,6 +21,7 @@ __all__ = [
     "REFUSING_TEST_ACCOUNT",
     "BankAccount",
     "BankAccountInput",
+    "InputChecks",
     "bank_account",
     "canonical_wallet_id",
     "check_amount",
@@ -31,6 +34,8 @@ __all__ = [
     "mask_account_number",
 ]
 
+T = TypeVar("T")
+
 MAX_NOTE_CHARS = 140
 # The simulated bank refuses every payout to this account number (README, "Transfer").
 REFUSING_TEST_ACCOUNT = "000000000000"
@@ -41,6 +46,34 @@ _ACCOUNT_NUMBER = re.compile(r"^[0-9]{9,18}\Z")
 _PIN = re.compile(r"^[0-9]{4}\Z")
 _LINE_BREAKS = ("Zl", "Zp")  # LINE SEPARATOR, PARAGRAPH SEPARATOR
 _PAYMENT_REFERENCE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
+
+
+class InputChecks:
+    """Runs a request's input checks so that one refusal names every bad field, as a
+    ValidationError promises; one bad field alone keeps its own error (INVALID_AMOUNT).
+
+        checks = InputChecks()
+        note = checks.run(lambda: check_note(text), fallback="")
+        pin = checks.run(lambda: check_pin_shape(pin_text), fallback="")
+        checks.raise_any()   # then every value is the checked one
+    """
+
+    def __init__(self) -> None:
+        self._failed: list[ValidationError] = []
+
+    def run(self, check: Callable[[], T], *, fallback: T) -> T:
+        """`check`'s value, or `fallback` (never used: `raise_any` raises) when it refuses."""
+        try:
+            return check()
+        except ValidationError as refused:
+            self._failed.append(refused)
+            return fallback
+
+    def raise_any(self) -> None:
+        if len(self._failed) == 1:
+            raise self._failed[0]
+        if self._failed:
+            raise ValidationError([v for refused in self._failed for v in refused.violations])
 
 
 def check_amount(field: str, amount_minor: int, *, maximum: int) -> int:

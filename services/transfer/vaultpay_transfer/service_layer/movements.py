@@ -50,9 +50,11 @@ from vaultpay_transfer.domain.errors import (
     KycNotVerifiedError,
     SelfTransferError,
 )
-from vaultpay_transfer.domain.model import Transaction
+from vaultpay_transfer.domain.model import PaymentMethod, Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome, Movement, refusal_error
 from vaultpay_transfer.domain.validation import (
+    BankAccount,
+    InputChecks,
     bank_account,
     check_amount,
     check_currency,
@@ -92,6 +94,15 @@ def _amount(given: AmountInput | None, maximum: int) -> tuple[int, str]:
     return check_amount("amount.amount_minor", given.amount_minor, maximum=maximum), currency
 
 
+def _payment_method(method: PaymentMethod | None) -> PaymentMethod:
+    if method is None:
+        raise ValidationError.single("payment_method", "is required")
+    return method
+
+
+_NO_ACCOUNT = BankAccount("", "", "")  # a fallback InputChecks never lets through
+
+
 class MovementService:
     def __init__(
         self,
@@ -117,14 +128,16 @@ class MovementService:
     async def top_up(self, cmd: TopUp) -> Transaction:
         """Simulated external funding from the clearing account (no PIN: money comes in)."""
         self._admit(cmd.user_id)
-        amount, currency = _amount(cmd.amount, self._max)
-        if cmd.payment_method is None:
-            raise ValidationError.single("payment_method", "is required")
-        reference = check_payment_reference(cmd.payment_reference)
-        description = f"{cmd.payment_method.label} {reference[-4:]}"
+        checks = InputChecks()
+        amount, currency = checks.run(lambda: _amount(cmd.amount, self._max), fallback=(0, ""))
+        method = checks.run(lambda: _payment_method(cmd.payment_method), fallback=None)
+        reference = checks.run(lambda: check_payment_reference(cmd.payment_reference), fallback="")
+        checks.raise_any()
+        assert method is not None  # checked
+        description = f"{method.label} {reference[-4:]}"
         return self._settled(
             await self._ledger.top_up(
-                cmd.key, cmd.user_id, amount, currency, cmd.payment_method, reference, description
+                cmd.key, cmd.user_id, amount, currency, method, reference, description
             ),
             amount,
             "top_up",
@@ -133,10 +146,12 @@ class MovementService:
 
     async def send_money(self, cmd: SendMoney) -> Transaction:
         self._admit(cmd.user_id)
-        amount, currency = _amount(cmd.amount, self._max)
-        recipient = check_recipient(cmd.recipient_wallet_id)
-        note = check_note(cmd.note)
-        pin = check_pin_shape(cmd.pin)
+        checks = InputChecks()
+        amount, currency = checks.run(lambda: _amount(cmd.amount, self._max), fallback=(0, ""))
+        recipient = checks.run(lambda: check_recipient(cmd.recipient_wallet_id), fallback="")
+        note = checks.run(lambda: check_note(cmd.note), fallback="")
+        pin = checks.run(lambda: check_pin_shape(cmd.pin), fallback="")
+        checks.raise_any()
         async with self._ledger.hold(cmd.key) as held:
             if held.stored is not None:
                 return held.stored
@@ -152,9 +167,11 @@ class MovementService:
 
     async def withdraw(self, cmd: Withdraw) -> Transaction:
         self._admit(cmd.user_id)
-        amount, currency = _amount(cmd.amount, self._max)
-        account = bank_account(cmd.bank_account)
-        pin = check_pin_shape(cmd.pin)
+        checks = InputChecks()
+        amount, currency = checks.run(lambda: _amount(cmd.amount, self._max), fallback=(0, ""))
+        account = checks.run(lambda: bank_account(cmd.bank_account), fallback=_NO_ACCOUNT)
+        pin = checks.run(lambda: check_pin_shape(cmd.pin), fallback="")
+        checks.raise_any()
         async with self._ledger.hold(cmd.key) as held:
             if held.stored is not None:
                 return held.stored

@@ -21,10 +21,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event as sqlalchemy_events
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.transfer.conftest import LedgerWorld, Wallet, key, plain_dsn
+from tests.integration.transfer.sql_capture import CapturedStatement
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
 from vaultpay_transfer.service_layer.ports import TransactionCursor, TransactionFilter
@@ -42,25 +41,6 @@ BY_USER = "wallet_transactions_user_idx"
 # At most this many shared buffers for a page of a category with no row: a descent of a small
 # index. The time index of P2P_ROWS rows is hundreds of pages.
 EMPTY_PAGE_BUFFERS = 10
-
-
-class _Captured:
-    """The last statement (and its parameters) the engine sends."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine.sync_engine
-        self.statement = ""
-        self.parameters: Any = ()
-
-    def _on_execute(self, conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        self.statement, self.parameters = statement, parameters
-
-    def __enter__(self) -> _Captured:
-        sqlalchemy_events.listen(self._engine, "before_cursor_execute", self._on_execute)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        sqlalchemy_events.remove(self._engine, "before_cursor_execute", self._on_execute)
 
 
 def _execute(parameters: Any) -> str:
@@ -99,7 +79,7 @@ async def _plans(
 ) -> Any:
     """The scans of the generic and of the custom plan of the statement `store.list(flt)`
     sends, prepared as transfer's role prepares it."""
-    with _Captured(ledger.engine) as captured:
+    with CapturedStatement(ledger.engine) as captured:
         await store.list(flt, after, PAGE)
     execute = _execute(captured.parameters)
     conn = await asyncpg.connect(plain_dsn(ledger.dbs.app_dsn("transfer")))
@@ -141,7 +121,7 @@ async def _fill(ledger: LedgerWorld, alice: Wallet) -> None:
 
 async def _empty_page_buffers(ledger: LedgerWorld, store: SqlTransactionStore) -> int:
     """Shared buffers a page of REVERSAL (no such row) reads, as the generic plan runs it."""
-    with _Captured(ledger.engine) as captured:
+    with CapturedStatement(ledger.engine) as captured:
         assert (
             await store.list(TransactionFilter(category=TransactionCategory.REVERSAL), None, PAGE)
             == []

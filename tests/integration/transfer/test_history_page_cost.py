@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
-from sqlalchemy import event as sqlalchemy_events
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.transfer.conftest import LedgerWorld, Wallet, key
+from tests.integration.transfer.sql_capture import CapturedStatement
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import TransactionCategory
 from vaultpay_transfer.service_layer.ports import TransactionFilter
@@ -32,28 +30,9 @@ PAGE = 20
 SLACK_PAGES = 8
 
 
-class _Captured:
-    """The last statement (and its parameters) the engine sends."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine.sync_engine
-        self.statement = ""
-        self.parameters: Any = None
-
-    def _on_execute(self, conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        self.statement, self.parameters = statement, parameters
-
-    def __enter__(self) -> _Captured:
-        sqlalchemy_events.listen(self._engine, "before_cursor_execute", self._on_execute)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        sqlalchemy_events.remove(self._engine, "before_cursor_execute", self._on_execute)
-
-
 async def _pages_read(ledger: LedgerWorld, read: Callable[[], Awaitable[object]]) -> int:
     """Shared buffers (hit or read) of the statement `read` sends, run again under EXPLAIN."""
-    with _Captured(ledger.engine) as captured:
+    with CapturedStatement(ledger.engine) as captured:
         await read()
     async with ledger.engine.connect() as conn:
         plan = await conn.exec_driver_sql(

@@ -47,6 +47,21 @@ async def _wrong(world: World, k: IdempotencyKey | None = None) -> DomainError:
     return err.value
 
 
+def _pause_bcrypt(world: World) -> tuple[asyncio.Event, asyncio.Event]:
+    """Makes PIN checks wait in bcrypt: the first event is set when one gets there, and they
+    go on once the second is set (`del world.hasher.verify` stops pausing later ones)."""
+    hashing, release = asyncio.Event(), asyncio.Event()
+    verify = world.hasher.verify
+
+    async def slow_verify(pin: str, pin_hash: str) -> bool:
+        hashing.set()
+        await release.wait()
+        return await verify(pin, pin_hash)
+
+    world.hasher.verify = slow_verify  # type: ignore[method-assign]
+    return hashing, release
+
+
 async def test_set_pin_once_then_pin_already_set() -> None:
     world = World()
     await world.open_wallet()
@@ -183,16 +198,7 @@ async def test_a_check_whose_caller_went_away_still_settles() -> None:
     world = World()
     wallet = await world.open_wallet_with_pin()
     await _wrong(world)
-    hashing = asyncio.Event()
-    release = asyncio.Event()
-    verify = world.hasher.verify
-
-    async def slow_verify(pin: str, pin_hash: str) -> bool:
-        hashing.set()
-        await release.wait()
-        return await verify(pin, pin_hash)
-
-    world.hasher.verify = slow_verify  # type: ignore[method-assign]
+    hashing, release = _pause_bcrypt(world)
     call = asyncio.ensure_future(world.pins.verify_pin(VerifyPin("alice", GOOD, key())))
     await hashing.wait()
     call.cancel()  # the caller's deadline, a cancelled RPC
@@ -313,15 +319,7 @@ async def test_a_check_whose_pin_changes_while_it_runs_answers_pin_changed_for_g
     world = World()
     await world.open_wallet_with_pin()
     check = key("service:transfer")
-    hashing, release = asyncio.Event(), asyncio.Event()
-    verify = world.hasher.verify
-
-    async def slow_verify(pin: str, pin_hash: str) -> bool:
-        hashing.set()
-        await release.wait()
-        return await verify(pin, pin_hash)
-
-    world.hasher.verify = slow_verify  # type: ignore[method-assign]
+    hashing, release = _pause_bcrypt(world)
     running = asyncio.ensure_future(
         world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, check))
     )

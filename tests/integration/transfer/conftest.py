@@ -170,6 +170,20 @@ class LedgerWorld:
         assert outcome.transaction is not None
         return outcome.transaction
 
+    async def send(self, sender: Wallet, recipient: Wallet, amount: int) -> Transaction:
+        """A send the ledger accepts (its own request_id, no note); the sender's side."""
+        outcome = await self.ledger.send_money(
+            key(sender.user_id, request_id=str(uuid.uuid4())),
+            sender.user_id,
+            recipient.wallet_id,
+            amount,
+            "INR",
+            "",
+        )
+        assert outcome.code == "OK", outcome
+        assert outcome.transaction is not None
+        return outcome.transaction
+
     async def withdraw(
         self,
         wallet: Wallet,

@@ -15,14 +15,13 @@ which the table holds no row at all: a walk of the time index reads every one of
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.integration.transfer.conftest import LedgerWorld, Wallet, key, plain_dsn
+from tests.integration.transfer.conftest import LedgerWorld, Wallet, plain_dsn
 from tests.integration.transfer.sql_capture import CapturedStatement
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
@@ -145,15 +144,7 @@ async def test_a_rare_category_or_status_reads_its_partial_index_in_generic_plan
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
     topped_up = await ledger.fund(alice, 1_000_000)
     for _ in range(3):
-        sent = await ledger.ledger.send_money(
-            key(alice.user_id, request_id=str(uuid.uuid4())),
-            alice.user_id,
-            bob.wallet_id,
-            100,
-            "INR",
-            "",
-        )
-        assert sent.code == "OK", sent
+        await ledger.send(alice, bob, 100)
     returned = await ledger.withdraw(alice, 1_000)
     pending = await ledger.withdraw(alice, 2_000)
     assert returned.transaction is not None and pending.transaction is not None

@@ -9,12 +9,11 @@ sorted a user's whole history) would fail."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tests.integration.transfer.conftest import LedgerWorld, Wallet, key
+from tests.integration.transfer.conftest import LedgerWorld, Wallet
 from tests.integration.transfer.sql_capture import CapturedStatement
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import TransactionCategory
@@ -83,15 +82,7 @@ async def test_a_history_page_reads_as_many_pages_in_a_big_table_as_in_a_small_o
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
     await ledger.fund(alice, 1_000_000)
     for _ in range(2 * PAGE):
-        sent = await ledger.ledger.send_money(
-            key(alice.user_id, request_id=str(uuid.uuid4())),
-            alice.user_id,
-            bob.wallet_id,
-            100,
-            "INR",
-            "",
-        )
-        assert sent.code == "OK", sent
+        await ledger.send(alice, bob, 100)
     store = SqlTransactionStore(ledger.engine)
     mine = TransactionFilter(user_id=alice.user_id)
     first_page = await store.list(mine, None, PAGE)

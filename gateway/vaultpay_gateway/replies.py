@@ -164,10 +164,39 @@ end
 
 local BAD_REQUEST = '"@type":"type.googleapis.com/google.rpc.BadRequest"'
 
+-- `text` with every plain occurrence of `old` replaced by `new` (no patterns).
+local function replace_plain(text, old, new)
+  local out, at = {}, 1
+  while true do
+    local first, last = find(text, old, at, true)
+    if first == nil then break end
+    out[#out + 1] = sub(text, at, first - 1)
+    out[#out + 1] = new
+    at = last + 1
+  end
+  out[#out + 1] = sub(text, at)
+  return concat(out)
+end
+
+-- Where the first "message" string's content lies in a JSON object Envoy serialised (the
+-- indexes of its first and last character), or nil.
+local function message_bounds(text)
+  local _, last = find(text, '"message":"', 1, true)
+  if last == nil then return nil end
+  local at = last + 1
+  while true do
+    local stop = find(text, '["\\]', at)
+    if stop == nil then return nil end
+    if byte(text, stop) == 34 then return last + 1, stop - 1 end
+    at = stop + 2
+  end
+end
+
 -- A service's BadRequest names fields by proto path (`recipient_wallet_id`), as gRPC
 -- clients read them; a JSON client gets the JSON path (`recipientWalletId`), as the
--- gateway's own violations and google.rpc.BadRequest's documentation spell them. Only the
--- `field` strings inside the BadRequest detail change (up to the next detail); the
+-- gateway's own violations and google.rpc.BadRequest's documentation spell them. The
+-- `field` strings inside the BadRequest detail change (up to the next detail), and so does
+-- each `<field>: ` the message names ("invalid request: recipient_wallet_id: ..."); the
 -- gateway's own replies (domain vaultpay.gateway) already use JSON names and keep the keys
 -- a client sent that the contract does not know. nil: nothing to change.
 local function json_field_paths(text)
@@ -176,11 +205,21 @@ local function json_field_paths(text)
   if start == nil then return nil end
   local stop = find(text, '{"@type":"', start + #BAD_REQUEST, true) or #text + 1
   local region = sub(text, start, stop - 1)
+  local renames = {}
   local renamed = gsub(region, '{"field":"([^"\\]*)"', function(field)
-    return '{"field":"' .. json_path(field) .. '"'
+    local path = json_path(field)
+    if path ~= field then renames[#renames + 1] = { field, path } end
+    return '{"field":"' .. path .. '"'
   end)
   if renamed == region then return nil end
-  return sub(text, 1, start - 1) .. renamed .. sub(text, stop)
+  text = sub(text, 1, start - 1) .. renamed .. sub(text, stop)
+  local first, last = message_bounds(text)
+  if first == nil or first > start then return text end
+  local message = sub(text, first, last)
+  for _, pair in ipairs(renames) do
+    message = replace_plain(message, pair[1] .. ": ", pair[2] .. ": ")
+  end
+  return sub(text, 1, first - 1) .. message .. sub(text, last + 1)
 end
 
 -- What a value of the transcoder's type `kind` must be, in words: KINDS (scalars and

@@ -670,4 +670,6 @@ def test_a_path_or_query_value_that_is_not_utf8_is_refused_naming_its_field(
             "INVALID_ARGUMENT",
             [field],
         ), reply.body
-        assert b"vaultpay." not in reply.body, reply.body
+        message = str(reply.body["message"])
+        assert "vaultpay." not in message and "parsing" not in message, reply.body
+        assert f"{field}: is not valid UTF-8" in message, reply.body

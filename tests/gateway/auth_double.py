@@ -198,7 +198,8 @@ def _invalid_fields() -> status_pb2.Status:
     """A BadRequest in proto spelling, then an ErrorInfo whose metadata has a `field` key."""
     return _status(
         code_pb2.INVALID_ARGUMENT,
-        "invalid request",
+        # As a service's ValidationError words it: each field by its proto path.
+        "invalid request: " + "; ".join(f"{field}: is wrong" for field in PROTO_PATH_VIOLATIONS),
         error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=field, description="is wrong")

@@ -39,6 +39,10 @@ def test_a_services_proto_paths_reach_json_clients_as_json_paths(
     assert reply.status == 400, reply.body
     status = reply.json()
     assert [v["field"] for v in violations(status)] == JSON_PATHS
+    # The message names them as the violations do (it named `full_name` to a JSON client).
+    assert status["message"] == "invalid request: " + "; ".join(
+        f"{path}: is wrong" for path in JSON_PATHS
+    )
     info = next(d for d in status["details"] if d["@type"] == ERROR_INFO)
     assert (info["domain"], info["metadata"]) == ("vaultpay.auth", {"field": "full_name"})
 

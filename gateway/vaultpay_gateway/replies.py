@@ -216,8 +216,10 @@ local function json_field_paths(text)
   local first, last = message_bounds(text)
   if first == nil or first > start then return text end
   local message = sub(text, first, last)
+  -- A service writes "invalid request: f1: d1; f2: d2": a space before each field and ": "
+  -- after it, so `account_number` is never matched inside `bank_account.account_number`.
   for _, pair in ipairs(renames) do
-    message = replace_plain(message, pair[1] .. ": ", pair[2] .. ": ")
+    message = replace_plain(message, " " .. pair[1] .. ": ", " " .. pair[2] .. ": ")
   end
   return sub(text, 1, first - 1) .. message .. sub(text, last + 1)
 end

@@ -24,7 +24,14 @@ from tests.gateway.test_gateway_json_body import violations
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_gateway.contract import load_contract
 
-JSON_PATHS = ["fullName", "limits[1].daily.amountMinor", "labels['some_key'].value1", "request"]
+JSON_PATHS = [
+    "fullName",
+    "limits[1].daily.amountMinor",
+    "labels['some_key'].value1",
+    "request",
+    "accountNumber",
+    "bankAccount.accountNumber",
+]
 
 
 def _register(gateway: GatewayUnderTest, body: dict[str, Any]) -> Any:

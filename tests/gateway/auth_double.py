@@ -197,15 +197,23 @@ PROTO_PATH_VIOLATIONS = (
 )
 
 
+def described(field: str) -> str:
+    """What is wrong with `field`: the first has a quote and a backslash (JSON escapes them)."""
+    return 'is "wrong" \\ here' if field == PROTO_PATH_VIOLATIONS[0] else "is wrong"
+
+
 def _invalid_fields() -> status_pb2.Status:
     """A BadRequest in proto spelling, then an ErrorInfo whose metadata has a `field` key."""
     return _status(
         code_pb2.INVALID_ARGUMENT,
         # As a service's ValidationError words it: each field by its proto path.
-        "invalid request: " + "; ".join(f"{field}: is wrong" for field in PROTO_PATH_VIOLATIONS),
+        "invalid request: "
+        + "; ".join(f"{field}: {described(field)}" for field in PROTO_PATH_VIOLATIONS),
         error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=field, description="is wrong")
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=field, description=described(field)
+                )
                 for field in PROTO_PATH_VIOLATIONS
             ]
         ),

@@ -17,7 +17,7 @@ from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.gateway.auth_double import PROTO_PATH_VIOLATIONS
+from tests.gateway.auth_double import PROTO_PATH_VIOLATIONS, described
 from tests.gateway.harness import GatewayUnderTest
 from tests.gateway.test_gateway_json import ERROR_INFO, JSON, assert_gateway_error, bearer
 from tests.gateway.test_gateway_json_body import violations
@@ -47,8 +47,10 @@ def test_a_services_proto_paths_reach_json_clients_as_json_paths(
     status = reply.json()
     assert [v["field"] for v in violations(status)] == JSON_PATHS
     # The message names them as the violations do (it named `full_name` to a JSON client).
+    # (The first description holds a quote and a backslash: escapes do not end the message.)
     assert status["message"] == "invalid request: " + "; ".join(
-        f"{path}: is wrong" for path in JSON_PATHS
+        f"{path}: {described(proto)}"
+        for path, proto in zip(JSON_PATHS, PROTO_PATH_VIOLATIONS, strict=True)
     )
     info = next(d for d in status["details"] if d["@type"] == ERROR_INFO)
     assert (info["domain"], info["metadata"]) == ("vaultpay.auth", {"field": "full_name"})

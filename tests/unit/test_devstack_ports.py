@@ -35,6 +35,14 @@ def test_a_port_something_listens_on_is_refused_by_name() -> None:
         pass
 
 
+def test_one_port_wanted_twice_is_refused_by_both_names() -> None:
+    (port,) = free_ports(1)
+    with pytest.raises(StartupError, match="gateway and Envoy admin are both set to port"):
+        PortHold({"gateway": port, "Envoy admin": port})
+    with PortHold({"gateway": port}):  # nothing was left bound
+        pass
+
+
 def test_a_listener_binds_a_held_port_and_the_port_is_let_go() -> None:
     (port,) = free_ports(1)
     with PortHold({"wallet gRPC": port}) as held:

@@ -142,6 +142,11 @@ class PortHold:
     def __init__(self, ports: Mapping[str, int], host: str = LOOPBACK) -> None:
         self._sockets: dict[int, socket.socket] = {}
         busy: list[str] = []
+        named: dict[int, str] = {}
+        for what, port in ports.items():
+            if port in named:  # two binds with SO_REUSEADDR would both succeed
+                raise StartupError(f"{named[port]} and {what} are both set to port {port}")
+            named[port] = what
         try:
             for what, port in ports.items():
                 if not self._hold(host, port):

@@ -56,11 +56,13 @@ __all__ = [
 # Held while migrating, so two services migrating one database at once take turns.
 _MIGRATION_LOCK = 0x4D494752  # "MIGR"
 _TURN_POLL_SECONDS = 0.2
-# Who holds the migration lock (an advisory lock on one bigint: classid 0, objid the key).
+# Who holds the migration lock of this database: an advisory lock on one bigint shows in
+# pg_locks (cluster-wide) as classid = its high 32 bits, objid = its low 32 bits, objsubid 1.
 _LOCK_HOLDER = text(
     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-    " AND classid = 0 AND objid = CAST(:key AS oid) AND objsubid = 1 LIMIT 1"
-).bindparams(key=_MIGRATION_LOCK)
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid) AND objsubid = 1 LIMIT 1"
+).bindparams(high=_MIGRATION_LOCK >> 32, low=_MIGRATION_LOCK & 0xFFFFFFFF)
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
@@ -178,7 +180,8 @@ def _take_turn(connection: Connection) -> None:
         if not waited:  # say once why nothing happens (a long build may hold the turn)
             holder = connection.execute(_LOCK_HOLDER).scalar()
             print(
-                f"waiting for another migration of this database (backend pid {holder})",
+                "waiting for another migration of this database"
+                f" (backend pid {holder if holder is not None else 'unknown'})",
                 file=sys.stderr,
                 flush=True,
             )

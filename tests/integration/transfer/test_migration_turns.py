@@ -34,7 +34,10 @@ async def test_a_migration_waits_its_turn_and_names_who_holds_it(ledger: LedgerW
         said: list[str] = []
 
         async def read_line() -> str | None:
-            line = (await stderr.readline()).decode()
+            try:
+                line = (await asyncio.wait_for(stderr.readline(), timeout=0.5)).decode()
+            except TimeoutError:
+                return None  # nothing said yet: asked again until the deadline
             said.append(line)
             return line if WAITING in line or not line else None
 

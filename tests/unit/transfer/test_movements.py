@@ -260,13 +260,20 @@ async def test_every_bad_field_of_a_movement_is_named_in_one_refusal(
     only; a form shows them all at once. Several bad fields are INVALID_ARGUMENT (one alone
     keeps its own reason, as above)."""
     bad: dict[str, Any] = {
-        "amount": AmountInput("INR", -5),
+        "amount": AmountInput("inr", -5),
         "recipient_wallet_id": "bob",
         "note": "x" * 141,
     }
     with pytest.raises(ValidationError) as caught:
         await service.send_money(send(**bad, pin="12a4"))
-    fields = ["amount.amount_minor", "recipient_wallet_id", "note", "pin"]
+    # In the order of SendMoneyRequest's fields; both halves of the amount.
+    fields = [
+        "recipient_wallet_id",
+        "amount.currency_code",
+        "amount.amount_minor",
+        "note",
+        "pin",
+    ]
     assert [v.field for v in caught.value.violations] == fields
     assert caught.value.reason == "INVALID_ARGUMENT"
 

@@ -87,11 +87,23 @@ def pin_check_id(key: IdempotencyKey, pin: str, secret: bytes) -> str:
     return str(uuid.uuid5(_CHECK_NAMESPACE, scope))
 
 
-def _amount(given: AmountInput | None, maximum: int) -> tuple[int, str]:
+def _amount(checks: InputChecks, given: AmountInput | None, maximum: int) -> tuple[int, str]:
+    """The amount and its currency, each checked on its own (both may be named)."""
     if given is None:
-        raise ValidationError.single("amount", "is required")
-    currency = check_currency("amount.currency_code", given.currency)
-    return check_amount("amount.amount_minor", given.amount_minor, maximum=maximum), currency
+        checks.run(lambda: _required("amount"), fallback=None)
+        return 0, ""
+    currency = checks.run(
+        lambda: check_currency("amount.currency_code", given.currency), fallback=""
+    )
+    minor = checks.run(
+        lambda: check_amount("amount.amount_minor", given.amount_minor, maximum=maximum),
+        fallback=0,
+    )
+    return minor, currency
+
+
+def _required(field: str) -> None:
+    raise ValidationError.single(field, "is required")
 
 
 def _payment_method(method: PaymentMethod | None) -> PaymentMethod:
@@ -129,7 +141,7 @@ class MovementService:
         """Simulated external funding from the clearing account (no PIN: money comes in)."""
         self._admit(cmd.user_id)
         checks = InputChecks()
-        amount, currency = checks.run(lambda: _amount(cmd.amount, self._max), fallback=(0, ""))
+        amount, currency = _amount(checks, cmd.amount, self._max)
         method = checks.run(lambda: _payment_method(cmd.payment_method), fallback=None)
         reference = checks.run(lambda: check_payment_reference(cmd.payment_reference), fallback="")
         checks.raise_any()
@@ -147,8 +159,8 @@ class MovementService:
     async def send_money(self, cmd: SendMoney) -> Transaction:
         self._admit(cmd.user_id)
         checks = InputChecks()
-        amount, currency = checks.run(lambda: _amount(cmd.amount, self._max), fallback=(0, ""))
         recipient = checks.run(lambda: check_recipient(cmd.recipient_wallet_id), fallback="")
+        amount, currency = _amount(checks, cmd.amount, self._max)
         note = checks.run(lambda: check_note(cmd.note), fallback="")
         pin = checks.run(lambda: check_pin_shape(cmd.pin), fallback="")
         checks.raise_any()
@@ -168,7 +180,7 @@ class MovementService:
     async def withdraw(self, cmd: Withdraw) -> Transaction:
         self._admit(cmd.user_id)
         checks = InputChecks()
-        amount, currency = checks.run(lambda: _amount(cmd.amount, self._max), fallback=(0, ""))
+        amount, currency = _amount(checks, cmd.amount, self._max)
         account = checks.run(lambda: bank_account(cmd.bank_account), fallback=_NO_ACCOUNT)
         pin = checks.run(lambda: check_pin_shape(cmd.pin), fallback="")
         checks.raise_any()

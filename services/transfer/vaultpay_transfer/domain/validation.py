@@ -69,6 +69,10 @@ class InputChecks:
             self._failed.append(refused)
             return fallback
 
+    def refuse(self, field: str, description: str) -> None:
+        """A refusal found without a check function (a required field that is missing)."""
+        self._failed.append(ValidationError.single(field, description))
+
     def raise_any(self) -> None:
         if len(self._failed) == 1:
             raise self._failed[0]

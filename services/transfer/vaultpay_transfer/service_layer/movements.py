@@ -43,14 +43,13 @@ import uuid
 from collections.abc import Callable
 
 from vaultpay_common.clock import Clock, SystemClock
-from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.domain.errors import (
     IpNotTrustedError,
     KycNotVerifiedError,
     SelfTransferError,
 )
-from vaultpay_transfer.domain.model import PaymentMethod, Transaction
+from vaultpay_transfer.domain.model import Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome, Movement, refusal_error
 from vaultpay_transfer.domain.validation import (
     BankAccount,
@@ -90,7 +89,7 @@ def pin_check_id(key: IdempotencyKey, pin: str, secret: bytes) -> str:
 def _amount(checks: InputChecks, given: AmountInput | None, maximum: int) -> tuple[int, str]:
     """The amount and its currency, each checked on its own (both may be named)."""
     if given is None:
-        checks.run(lambda: _required("amount"), fallback=None)
+        checks.refuse("amount", "is required")
         return 0, ""
     currency = checks.run(
         lambda: check_currency("amount.currency_code", given.currency), fallback=""
@@ -100,16 +99,6 @@ def _amount(checks: InputChecks, given: AmountInput | None, maximum: int) -> tup
         fallback=0,
     )
     return minor, currency
-
-
-def _required(field: str) -> None:
-    raise ValidationError.single(field, "is required")
-
-
-def _payment_method(method: PaymentMethod | None) -> PaymentMethod:
-    if method is None:
-        raise ValidationError.single("payment_method", "is required")
-    return method
 
 
 _NO_ACCOUNT = BankAccount("", "", "")  # a fallback InputChecks never lets through
@@ -142,7 +131,9 @@ class MovementService:
         self._admit(cmd.user_id)
         checks = InputChecks()
         amount, currency = _amount(checks, cmd.amount, self._max)
-        method = checks.run(lambda: _payment_method(cmd.payment_method), fallback=None)
+        method = cmd.payment_method
+        if method is None:
+            checks.refuse("payment_method", "is required")
         reference = checks.run(lambda: check_payment_reference(cmd.payment_reference), fallback="")
         checks.raise_any()
         assert method is not None  # checked

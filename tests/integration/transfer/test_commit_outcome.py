@@ -165,16 +165,18 @@ async def _pair(ledger: LedgerWorld) -> tuple[Wallet, Wallet]:
     return alice, bob
 
 
-def _send(alice: Wallet, bob: Wallet) -> SendMoney:
+def _send(alice: Wallet, bob: Wallet) -> tuple[SendMoney, IdempotencyKey]:
+    """The send and its key."""
+    sent = key(alice.user_id, SEND, body=f"{bob.wallet_id} {AMOUNT}")
     return SendMoney(
         alice.user_id,
-        key(alice.user_id, SEND, body=f"{bob.wallet_id} {AMOUNT}"),
+        sent,
         bob.wallet_id,
         AmountInput("INR", AMOUNT),
         "",
         "1234",
         "203.0.113.7",
-    )
+    ), sent
 
 
 def _through(link: PgLink, ledger: LedgerWorld) -> str:
@@ -201,15 +203,15 @@ async def test_a_commit_whose_reply_is_lost_is_unknown_and_the_lookup_tells_it_h
     again, nothing moved again).
     """
     alice, bob = await _pair(ledger)
-    send = _send(alice, bob)
-    rid = send.key.request_id
+    send, sent = _send(alice, bob)
+    rid = sent.request_id
     engine = create_engine(
         _through(link, ledger),
         pool_size=2,
         application_name="transfer-reply-lost",
     )
     try:
-        wallet = _Wallet(alice.wallet_id, _losing_the_reply(link, admin, send.key))
+        wallet = _Wallet(alice.wallet_id, _losing_the_reply(link, admin, sent))
         service = MovementService(
             PgLedger(engine), wallet, str, max_amount_minor=10**12, pin_check_key=KEY
         )
@@ -249,8 +251,8 @@ async def test_a_connection_ended_before_the_commit_is_unknown_and_the_retry_mov
     retry with the same request_id moves the money exactly once.
     """
     alice, bob = await _pair(ledger)
-    send = _send(alice, bob)
-    rid = send.key.request_id
+    send, sent = _send(alice, bob)
+    rid = sent.request_id
     engine = create_engine(
         ledger.dbs.app_dsn("transfer"), pool_size=2, application_name="transfer-ended"
     )
@@ -277,7 +279,7 @@ async def test_a_connection_ended_before_the_commit_is_unknown_and_the_retry_mov
             return None if pid is None else int(pid)
 
         pid = await eventually(blocked, what="the ledger call waiting on the wallet row")
-        assert pid == await _holder(admin, send.key)  # it is the send's ledger call
+        assert pid == await _holder(admin, sent)  # it is the send's ledger call
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
         with pytest.raises(CommitOutcomeUnknownError) as lost:
             await sending

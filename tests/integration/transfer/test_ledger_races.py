@@ -173,7 +173,8 @@ async def test_twenty_concurrent_copies_of_one_send_through_the_service_make_one
     engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=10, application_name="t2")
     gates = [_gate(alice), _gate(alice)]
     services = [_service(ledger.ledger, gates[0]), _service(PgLedger(engine), gates[1])]
-    send = _send(alice, bob, 700, key(alice.user_id, SEND, body="bob 700"))
+    sent = key(alice.user_id, SEND, body="bob 700")
+    send = _send(alice, bob, 700, sent)
     copies: list[asyncio.Task[Transaction]] = []
     try:
         async with _row_locked(ledger, alice):
@@ -212,7 +213,7 @@ async def test_twenty_concurrent_copies_of_one_send_through_the_service_make_one
     assert (rows[0]["movements"], rows[0]["sides"]) == (1, 2)
     mine = await ledger.fetch(
         "SELECT count(*) AS n FROM wallet_transactions WHERE request_id = $1::uuid",
-        send.key.request_id,
+        sent.request_id,
     )
     assert mine[0]["n"] == 1
     await ledger_is_clean(ledger)

@@ -116,9 +116,8 @@ async def test_a_retry_that_another_process_serves_while_the_first_is_at_wallet_
     fast.trusted_ips[alice.user_id] = {HOME}
     first = MovementService(ledger.ledger, slow, str, max_amount_minor=10**12, pin_check_key=KEY)
     second = MovementService(other_process, fast, str, max_amount_minor=10**12, pin_check_key=KEY)
-    send = SendMoney(
-        alice.user_id, key(alice.user_id), bob.wallet_id, AmountInput("INR", 600), "", "1234", HOME
-    )
+    sent = key(alice.user_id)
+    send = SendMoney(alice.user_id, sent, bob.wallet_id, AmountInput("INR", 600), "", "1234", HOME)
     running = asyncio.ensure_future(first.send_money(send))
     await at_wallet.wait()
     # Run now, the retry could be refused (for the balance, say) and the first attempt
@@ -130,7 +129,7 @@ async def test_a_retry_that_another_process_serves_while_the_first_is_at_wallet_
     assert debit.amount_minor == 600
     assert await second.send_money(send) == debit  # the other process replays the answer
     assert await ledger.balance(alice) == 400
-    assert await _key_is_free(ledger, send.key)
+    assert await _key_is_free(ledger, sent)
 
 
 async def test_the_commit_frees_the_key_and_a_stored_answer_holds_nothing(

@@ -79,3 +79,28 @@ async def test_the_burst_plus_first_top_up_is_rate_limited_and_others_are_not(
     assert await ledger.balance(alice) == BURST * 100  # the refused one moved nothing
     await transfer.TopUp(_top_up(), metadata=bearer(bob_token), timeout=10)
     assert await ledger.balance(bob) == 100
+
+
+async def test_a_top_up_with_a_bad_request_id_names_every_bad_field_and_takes_no_token(
+    ledger: LedgerWorld, stack: tuple[Any, LocalAuth]
+) -> None:
+    """Through the real host: one INVALID_ARGUMENT whose BadRequest names the request_id,
+    the amount and the payment method in the request's field order (the request_id was
+    refused alone before); more of them than the burst are never RATE_LIMITED and leave the
+    user's whole burst."""
+    transfer, auth = stack
+    alice = await ledger.new_wallet()
+    token = auth.user_token(alice.user_id)
+    bad = _top_up()
+    bad.request_id = "not-a-uuid"
+    bad.amount.amount_minor = 0
+    bad.payment_method = 99  # type: ignore[assignment]
+    for _ in range(BURST + 2):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await transfer.TopUp(bad, metadata=bearer(token), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    violations = _detail(refused.value, error_details_pb2.BadRequest).field_violations
+    assert [v.field for v in violations] == ["request_id", "amount.amount_minor", "payment_method"]
+    for _ in range(BURST):
+        await transfer.TopUp(_top_up(), metadata=bearer(token), timeout=10)
+    assert await ledger.balance(alice) == BURST * 100

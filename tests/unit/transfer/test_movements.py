@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from tests.fakes.transfer import FakeLedger, FakeWalletGate
+from vaultpay.transfer.v1 import transfer_pb2
+from vaultpay.type.v1 import money_pb2
+from vaultpay_common.context import METHOD, PRINCIPAL, Principal, Role
 from vaultpay_common.errors import DomainError, ErrorKind, ValidationError
 from vaultpay_common.idempotency import (
     IdempotencyKey,
@@ -20,6 +23,7 @@ from vaultpay_common.idempotency import (
     IdempotencyKeyReusedError,
     request_fingerprint,
 )
+from vaultpay_common.pagination import PageTokens
 from vaultpay_transfer.domain.errors import (
     CommitOutcomeUnknownError,
     CurrencyMismatchError,
@@ -33,6 +37,7 @@ from vaultpay_transfer.domain.errors import (
 )
 from vaultpay_transfer.domain.model import PaymentMethod, TransactionCategory
 from vaultpay_transfer.domain.validation import BankAccountInput
+from vaultpay_transfer.entrypoints.servicers import TransferServicer
 from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney, TopUp, Withdraw
 from vaultpay_transfer.service_layer.movements import MovementService, pin_check_id
 
@@ -106,9 +111,10 @@ async def test_a_retry_is_answered_from_the_stored_reply_without_asking_for_the_
 async def test_the_same_request_id_with_another_request_is_refused_before_the_pin(
     service: MovementService, wallet: FakeWalletGate
 ) -> None:
-    first = send()
+    sent = key()
+    first = send(key=sent)
     await service.send_money(first)
-    other = replace(first.key, fingerprint=request_fingerprint(b"another amount"))
+    other = replace(sent, fingerprint=request_fingerprint(b"another amount"))
     with pytest.raises(IdempotencyKeyReusedError):
         await service.send_money(replace(first, key=other, amount=AmountInput("INR", 5)))
     assert len(wallet.calls) == 2
@@ -130,15 +136,15 @@ async def test_a_wrong_pin_passes_wallets_reason_and_remaining_attempts_through(
 async def test_the_pin_and_ip_checks_of_one_movement_share_an_id_of_its_own(
     service: MovementService, wallet: FakeWalletGate
 ) -> None:
-    command = send()
-    await service.send_money(command)
+    sent = key()
+    await service.send_money(send(key=sent))
     ids = {c[2] for c in wallet.calls}
-    assert ids == {pin_check_id(command.key, "1234", CHECK_KEY)}
+    assert ids == {pin_check_id(sent, "1234", CHECK_KEY)}
     # Another user (or method) with the same request_id is another check at wallet.
-    assert pin_check_id(replace(command.key, caller=BOB), "1234", CHECK_KEY) not in ids
-    assert pin_check_id(replace(command.key, method="/x/Withdraw"), "1234", CHECK_KEY) not in ids
+    assert pin_check_id(replace(sent, caller=BOB), "1234", CHECK_KEY) not in ids
+    assert pin_check_id(replace(sent, method="/x/Withdraw"), "1234", CHECK_KEY) not in ids
     # The id is keyed: whoever reads wallet's records cannot try the 10,000 PINs against it.
-    assert pin_check_id(command.key, "1234", b"another-key-of-thirty-two-bytes!") not in ids
+    assert pin_check_id(sent, "1234", b"another-key-of-thirty-two-bytes!") not in ids
 
 
 async def test_another_pin_under_a_passed_checks_request_id_is_a_new_counted_check(
@@ -168,19 +174,17 @@ async def test_a_pin_checked_for_a_refused_movement_never_passes_another_one(
 ) -> None:
     # The ledger refuses the first (and stores nothing); the same request_id with another
     # amount is another request, so it is another check at wallet, never the first one's OK.
-    too_much = send(20_000)
+    first = key()
+    too_much = send(20_000, key=first)
     with pytest.raises(InsufficientBalanceError):
         await service.send_money(too_much)
-    smaller = replace(
-        too_much,
-        key=replace(too_much.key, fingerprint=request_fingerprint(b"1000")),
-        amount=AmountInput("INR", 1_000),
-    )
+    other = replace(first, fingerprint=request_fingerprint(b"1000"))
+    smaller = replace(too_much, key=other, amount=AmountInput("INR", 1_000))
     await service.send_money(smaller)
     checks = [c[2] for c in wallet.calls if c[0] == "pin"]
     assert checks == [
-        pin_check_id(too_much.key, "1234", CHECK_KEY),
-        pin_check_id(smaller.key, "1234", CHECK_KEY),
+        pin_check_id(first, "1234", CHECK_KEY),
+        pin_check_id(other, "1234", CHECK_KEY),
     ]
     assert checks[0] != checks[1]
 
@@ -457,3 +461,118 @@ async def test_the_claim_is_released_when_a_movement_fails(
         await service.send_money(wrong)
     with pytest.raises(PassedThroughError):  # the retry runs again, not IN_USE
         await service.send_money(wrong)
+
+
+BAD_KEY = ValidationError.single("request_id", "must be a UUID")
+
+
+async def test_a_bad_request_id_is_named_first_with_every_other_bad_field(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    """QA of 2026-12-03: a malformed request_id was refused alone, before the use case
+    looked at the rest; now its refusal (read by the entrypoint) comes in the command and is
+    named first, request_id being field 1 of the three requests."""
+    with pytest.raises(ValidationError) as caught:
+        await service.send_money(send(0, key=BAD_KEY, pin="12a4"))
+    assert [v.field for v in caught.value.violations] == [
+        "request_id",
+        "amount.amount_minor",
+        "pin",
+    ]
+    assert caught.value.reason == "INVALID_ARGUMENT"
+
+    account = BankAccountInput("12", "HDFC0001234", "A")
+    with pytest.raises(ValidationError) as caught:
+        await service.withdraw(Withdraw(ALICE, BAD_KEY, None, account, "1234", HOME))
+    assert [v.field for v in caught.value.violations] == [
+        "request_id",
+        "amount",
+        "bank_account.account_number",
+    ]
+
+    unknown = ValidationError.single("payment_method", "is not a known payment method")
+    with pytest.raises(ValidationError) as caught:
+        await service.top_up(TopUp(ALICE, BAD_KEY, AmountInput("INR", 0), unknown, "ref"))
+    assert [v.field for v in caught.value.violations] == [
+        "request_id",
+        "amount.amount_minor",
+        "payment_method",
+    ]
+    assert ledger.calls == [] and wallet.calls == []
+
+
+async def test_a_bad_request_id_alone_is_refused_alone_and_asks_nothing(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await service.send_money(send(key=BAD_KEY))
+    assert caught.value is BAD_KEY
+    assert ledger.calls == [] and wallet.calls == []
+
+
+# --- through the servicer: the entrypoint's refusals reach the use case's one refusal -----
+
+TOP_UP = "/vaultpay.transfer.v1.TransferService/TopUp"
+
+
+@pytest.fixture
+def servicer(service: MovementService) -> Iterator[TransferServicer]:
+    principal = PRINCIPAL.set(Principal(subject=ALICE, role=Role.USER))
+    method = METHOD.set(TOP_UP)
+    unused: Any = None
+    yield TransferServicer(service, unused, PageTokens(b"k" * 32), fingerprint_key=CHECK_KEY)
+    PRINCIPAL.reset(principal)
+    METHOD.reset(method)
+
+
+def _top_up_request(**changes: Any) -> transfer_pb2.TopUpRequest:
+    fields: dict[str, Any] = {
+        "request_id": str(uuid.uuid4()),
+        "amount": money_pb2.Money(currency_code="INR", amount_minor=500),
+        "payment_method": transfer_pb2.PAYMENT_METHOD_UPI,
+        "payment_reference": "upi-ref-000123",
+        **changes,
+    }
+    return transfer_pb2.TopUpRequest(**fields)
+
+
+@pytest.mark.parametrize("request_id", ["not-a-uuid", "", "00000000-0000-0000-0000-000000000000"])
+async def test_a_top_up_names_a_bad_request_id_a_zero_amount_and_an_unknown_method_at_once(
+    servicer: TransferServicer, ledger: FakeLedger, request_id: str
+) -> None:
+    request = _top_up_request(
+        request_id=request_id,
+        amount=money_pb2.Money(currency_code="INR", amount_minor=0),
+        payment_method=99,
+    )
+    with pytest.raises(ValidationError) as caught:
+        await servicer.TopUp(request, None)  # type: ignore[arg-type]
+    assert [v.field for v in caught.value.violations] == [
+        "request_id",
+        "amount.amount_minor",
+        "payment_method",
+    ]
+    assert caught.value.reason == "INVALID_ARGUMENT"
+    assert ledger.calls == []
+
+
+async def test_through_the_servicer_one_bad_field_keeps_its_own_refusal(
+    servicer: TransferServicer, ledger: FakeLedger
+) -> None:
+    refusals = {}
+    for field, request in (
+        ("request_id", _top_up_request(request_id="not-a-uuid")),
+        ("payment_method", _top_up_request(payment_method=99)),
+        ("amount.amount_minor", _top_up_request(amount=money_pb2.Money(currency_code="INR"))),
+    ):
+        with pytest.raises(ValidationError) as caught:
+            await servicer.TopUp(request, None)  # type: ignore[arg-type]
+        refusals[field] = ([v.field for v in caught.value.violations], caught.value.reason)
+    assert refusals == {
+        "request_id": (["request_id"], "INVALID_ARGUMENT"),
+        "payment_method": (["payment_method"], "INVALID_ARGUMENT"),
+        "amount.amount_minor": (["amount.amount_minor"], "INVALID_AMOUNT"),
+    }
+    assert ledger.calls == []
+    await servicer.TopUp(_top_up_request(), None)  # type: ignore[arg-type]
+    assert ledger.balances[ALICE_WALLET] == 10_500

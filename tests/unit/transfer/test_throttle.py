@@ -5,11 +5,12 @@ bucket never touches another's; full buckets are dropped; the use cases ask it f
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from tests.fakes.transfer import FakeLedger, FakeWalletGate
-from vaultpay_common.errors import ErrorKind, RateLimitedError
+from vaultpay_common.errors import ErrorKind, RateLimitedError, ValidationError
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_transfer.domain.errors import MovementRateLimitedError
 from vaultpay_transfer.domain.model import PaymentMethod
@@ -150,3 +151,31 @@ async def test_the_three_movements_share_the_users_bucket_and_are_refused_before
     assert (ledger.calls, wallet.calls) == (ledger_calls, wallet_calls)
     bob_top_up = TopUp(BOB, _key("/t", BOB), amount, PaymentMethod.UPI, "upi-ref-000124")
     await service.top_up(bob_top_up)  # another user is not affected
+
+
+async def test_a_request_without_a_usable_key_neither_takes_a_token_nor_is_rate_limited(
+    clock: FakeClock,
+) -> None:
+    """README: a requestId that is not a UUID is refused before the rate. Since its refusal
+    is named with the request's other bad fields by the use case (not raised alone by the
+    entrypoint), the use case leaves such a call out of the bucket."""
+    ledger = FakeLedger()
+    ledger.add_wallet(ALICE, "VPY-AAAAAA", 10_000)
+    service = MovementService(
+        ledger,
+        FakeWalletGate(pins={}, wallet_ids={}, trusted_ips={}),
+        lambda n: f"hash-of-{n}",
+        max_amount_minor=10**12,
+        pin_check_key=b"pin-check-key-of-the-unit-tests!",
+        throttle=MovementThrottle(TokenBuckets(1.0, 1, clock=clock)),
+    )
+    bad_key = ValidationError.single("request_id", "must be a UUID")
+    amount = AmountInput("INR", 100)
+    unkeyed = TopUp(ALICE, bad_key, amount, PaymentMethod.UPI, "upi-ref-000123")
+    for _ in range(3):
+        with pytest.raises(ValidationError):  # not RATE_LIMITED, and the token is still there
+            await service.top_up(unkeyed)
+    await service.top_up(TopUp(ALICE, _key("/t"), amount, PaymentMethod.UPI, "upi-ref-000123"))
+    with pytest.raises(ValidationError) as caught:  # the bucket is empty now
+        await service.top_up(replace(unkeyed, amount=AmountInput("INR", 0)))
+    assert [v.field for v in caught.value.violations] == ["request_id", "amount.amount_minor"]

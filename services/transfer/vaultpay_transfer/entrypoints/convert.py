@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from vaultpay.transfer.v1 import transfer_pb2
 from vaultpay.type.v1 import limit_action_pb2, money_pb2
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.grpc.convert import datetime_or_none, timestamp
+from vaultpay_common.grpc.idempotency import idempotency_key
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.domain.model import (
     LedgerReport,
     PaymentMethod,
@@ -28,6 +32,7 @@ __all__ = [
     "bank_account_input",
     "ledger_report_to_proto",
     "money",
+    "movement_key",
     "payment_method_from_proto",
     "transaction_filter",
     "transaction_to_proto",
@@ -86,12 +91,26 @@ def bank_account_input(request: transfer_pb2.WithdrawRequest) -> BankAccountInpu
     return BankAccountInput(account.account_number, account.ifsc, account.account_holder_name)
 
 
-def payment_method_from_proto(value: int) -> PaymentMethod | None:
+def movement_key(request: Message, **fields: Any) -> IdempotencyKey | ValidationError:
+    """A movement's idempotency key (`request_id` required; `fields` as `idempotency_key`
+    takes them), or the refusal of its request_id, returned for the use case to name with
+    the request's other bad fields (InputChecks.take)."""
+    try:
+        key = idempotency_key(request, required=True, **fields)
+    except ValidationError as refused:
+        return refused
+    assert key is not None  # required
+    return key
+
+
+def payment_method_from_proto(value: int) -> PaymentMethod | ValidationError | None:
+    """The method, None when not given (0), or the refusal of a number that is no known
+    method, returned for the use case to name with the request's other bad fields."""
     if value == 0:
         return None
     method = next((m for number, m in _METHODS.items() if number == value), None)
     if method is None:
-        raise ValidationError.single("payment_method", "is not a known payment method")
+        return ValidationError.single("payment_method", "is not a known payment method")
     return method
 
 

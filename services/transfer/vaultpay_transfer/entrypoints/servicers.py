@@ -1,5 +1,7 @@
 """gRPC servicers of the transfer service. Each method: convert the request, await a use
-case, convert the result. No SQL, no try/except, no context.abort here.
+case, convert the result. No SQL, no try/except, no context.abort here. A movement's key and
+payment method are converted into a value or its refusal (`movement_key`,
+`payment_method_from_proto`): the use case names a refusal with the request's other bad fields.
 
 Disputes, refunds and reversals (OpenDispute, ListMyDisputes, GetDispute, AdminListDisputes,
 AdminResolveDispute, AdminReverseTransaction) come in a later issue: they are not overridden,
@@ -9,14 +11,11 @@ so they answer UNIMPLEMENTED (reason NOT_IMPLEMENTED) after the access check.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from vaultpay_common.context import CLIENT_IP
 from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
-from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
-from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.pagination import PageTokens, paginate, uuid_cursor
 from vaultpay_transfer.domain.model import Transaction
 from vaultpay_transfer.domain.validation import (
@@ -32,6 +31,7 @@ from vaultpay_transfer.entrypoints.convert import (
     bank_account_input,
     ledger_report_to_proto,
     money,
+    movement_key,
     payment_method_from_proto,
     transaction_filter,
     transaction_to_proto,
@@ -46,12 +46,6 @@ __all__ = ["TransferAdminServicer", "TransferInternalServicer", "TransferService
 
 Ctx = ServicerContext
 _LATER = "disputes, refunds and reversals come in a later release"
-
-
-def _required_key(request: Any, **fields: Any) -> IdempotencyKey:
-    key = idempotency_key(request, required=True, **fields)
-    assert key is not None
-    return key
 
 
 def _cursor_of(tx: Transaction) -> Mapping[str, str | int]:
@@ -89,9 +83,7 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
         tx = await self._moves.top_up(
             cmd.TopUp(
                 current_principal().user_id,
-                _required_key(
-                    request, canonical={"payment_reference": canonical_payment_reference}
-                ),
+                movement_key(request, canonical={"payment_reference": canonical_payment_reference}),
                 amount_input(request),
                 payment_method_from_proto(request.payment_method),
                 request.payment_reference,
@@ -109,7 +101,7 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
                 # compared it would tell a PIN guess right or wrong without asking wallet. The
                 # recipient and the note are compared as the send reads them (`vpy-ab12cd` is
                 # `VPY-AB12CD`, a note's surrounding spaces are trimmed).
-                _required_key(
+                movement_key(
                     request,
                     unkeyed=("pin",),
                     canonical={"recipient_wallet_id": canonical_wallet_id, "note": canonical_text},
@@ -129,7 +121,7 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
         tx = await self._moves.withdraw(
             cmd.Withdraw(
                 current_principal().user_id,
-                _required_key(
+                movement_key(
                     request,
                     unkeyed=("pin",),
                     canonical={

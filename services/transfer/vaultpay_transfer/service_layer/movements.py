@@ -10,10 +10,14 @@ Every movement (TopUp too) first takes a token from its user's bucket (`throttle
 service_layer/throttle.py; TRANSFER_MOVEMENT_RATE_PER_SECOND / _BURST): a user above the rate
 is RATE_LIMITED with a retry delay before anything else, input included. Every call counts,
 a retry of a completed request too (telling it apart would take the database lookup the
-throttle runs before); a client within the rate never sees it.
+throttle runs before); a client within the rate never sees it. A call whose request_id the
+entrypoint could not read (missing, not a UUID, the nil UUID) takes no token and is never
+RATE_LIMITED: it is refused with its other bad fields, having cost only their pure checks.
 
 The order of a PIN-checked movement:
-1. the input (INVALID_ARGUMENT naming the field), before anything else is asked (the rate apart);
+1. the input, request_id included, in one refusal naming every bad field in the order of the
+   request's fields (`InputChecks`; one bad field alone keeps its own reason, so a bad
+   amount alone is INVALID_AMOUNT), before anything else is asked (the rate apart);
 2. the stored answer of the same request_id: a retry is answered from it without asking for
    the PIN again, so retries never burn PIN attempts; the same request_id with another
    request is IDEMPOTENCY_KEY_REUSED;
@@ -43,6 +47,7 @@ import uuid
 from collections.abc import Callable
 
 from vaultpay_common.clock import Clock, SystemClock
+from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.domain.errors import (
     IpNotTrustedError,
@@ -52,12 +57,13 @@ from vaultpay_transfer.domain.errors import (
 from vaultpay_transfer.domain.model import Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome, Movement, refusal_error
 from vaultpay_transfer.domain.validation import (
-    BankAccount,
+    Checked,
     InputChecks,
     bank_account,
     check_amount,
     check_currency,
     check_note,
+    check_payment_method,
     check_payment_reference,
     check_pin_shape,
     check_recipient,
@@ -86,22 +92,18 @@ def pin_check_id(key: IdempotencyKey, pin: str, secret: bytes) -> str:
     return str(uuid.uuid5(_CHECK_NAMESPACE, scope))
 
 
-def _amount(checks: InputChecks, given: AmountInput | None, maximum: int) -> tuple[int, str]:
+def _amount(
+    checks: InputChecks, given: AmountInput | None, maximum: int
+) -> tuple[Checked[int], Checked[str]]:
     """The amount and its currency, each checked on its own (both may be named)."""
     if given is None:
-        checks.refuse("amount", "is required")
-        return 0, ""
-    currency = checks.run(
-        lambda: check_currency("amount.currency_code", given.currency), fallback=""
-    )
+        missing = checks.refuse("amount", "is required")
+        return missing, missing
+    currency = checks.run(lambda: check_currency("amount.currency_code", given.currency))
     minor = checks.run(
-        lambda: check_amount("amount.amount_minor", given.amount_minor, maximum=maximum),
-        fallback=0,
+        lambda: check_amount("amount.amount_minor", given.amount_minor, maximum=maximum)
     )
     return minor, currency
-
-
-_NO_ACCOUNT = BankAccount("", "", "")  # a fallback InputChecks never lets through
 
 
 class MovementService:
@@ -128,74 +130,83 @@ class MovementService:
 
     async def top_up(self, cmd: TopUp) -> Transaction:
         """Simulated external funding from the clearing account (no PIN: money comes in)."""
-        self._admit(cmd.user_id)
-        checks = InputChecks()
-        amount, currency = _amount(checks, cmd.amount, self._max)
-        method = cmd.payment_method
-        if method is None:
-            checks.refuse("payment_method", "is required")
-        reference = checks.run(lambda: check_payment_reference(cmd.payment_reference), fallback="")
-        checks.raise_any()
-        assert method is not None  # checked
-        description = f"{method.label} {reference[-4:]}"
+        self._admit(cmd.user_id, cmd.key)
+        with InputChecks() as checks:  # in TopUpRequest's field order
+            key = checks.take(cmd.key)
+            minor, currency = _amount(checks, cmd.amount, self._max)
+            method = checks.run(lambda: check_payment_method(cmd.payment_method))
+            reference = checks.run(lambda: check_payment_reference(cmd.payment_reference))
+        description = f"{method.value.label} {reference.value[-4:]}"
+        amount = minor.value
         return self._settled(
             await self._ledger.top_up(
-                cmd.key, cmd.user_id, amount, currency, method, reference, description
+                key.value,
+                cmd.user_id,
+                amount,
+                currency.value,
+                method.value,
+                reference.value,
+                description,
             ),
             amount,
             "top_up",
-            currency,
+            currency.value,
         )
 
     async def send_money(self, cmd: SendMoney) -> Transaction:
-        self._admit(cmd.user_id)
-        checks = InputChecks()
-        recipient = checks.run(lambda: check_recipient(cmd.recipient_wallet_id), fallback="")
-        amount, currency = _amount(checks, cmd.amount, self._max)
-        note = checks.run(lambda: check_note(cmd.note), fallback="")
-        pin = checks.run(lambda: check_pin_shape(cmd.pin), fallback="")
-        checks.raise_any()
-        async with self._ledger.hold(cmd.key) as held:
+        self._admit(cmd.user_id, cmd.key)
+        with InputChecks() as checks:  # in SendMoneyRequest's field order
+            key = checks.take(cmd.key)
+            recipient = checks.run(lambda: check_recipient(cmd.recipient_wallet_id))
+            minor, currency = _amount(checks, cmd.amount, self._max)
+            note = checks.run(lambda: check_note(cmd.note))
+            pin = checks.run(lambda: check_pin_shape(cmd.pin))
+        async with self._ledger.hold(key.value) as held:
             if held.stored is not None:
                 return held.stored
-            wallet_id = await self._authorise(cmd.user_id, pin, cmd.client_ip, cmd.key)
-            if wallet_id == recipient:
+            wallet_id = await self._authorise(cmd.user_id, pin.value, cmd.client_ip, key.value)
+            if wallet_id == recipient.value:
                 raise SelfTransferError()
             return self._settled(
-                await held.send_money(cmd.user_id, recipient, amount, currency, note),
-                amount,
+                await held.send_money(
+                    cmd.user_id, recipient.value, minor.value, currency.value, note.value
+                ),
+                minor.value,
                 "send",
-                currency,
+                currency.value,
             )
 
     async def withdraw(self, cmd: Withdraw) -> Transaction:
-        self._admit(cmd.user_id)
-        checks = InputChecks()
-        amount, currency = _amount(checks, cmd.amount, self._max)
-        account = checks.run(lambda: bank_account(cmd.bank_account), fallback=_NO_ACCOUNT)
-        pin = checks.run(lambda: check_pin_shape(cmd.pin), fallback="")
-        checks.raise_any()
-        async with self._ledger.hold(cmd.key) as held:
+        self._admit(cmd.user_id, cmd.key)
+        with InputChecks() as checks:  # in WithdrawRequest's field order
+            key = checks.take(cmd.key)
+            minor, currency = _amount(checks, cmd.amount, self._max)
+            checked_account = checks.run(lambda: bank_account(cmd.bank_account))
+            pin = checks.run(lambda: check_pin_shape(cmd.pin))
+        account = checked_account.value
+        async with self._ledger.hold(key.value) as held:
             if held.stored is not None:
                 return held.stored
-            await self._authorise(cmd.user_id, pin, cmd.client_ip, cmd.key)
+            await self._authorise(cmd.user_id, pin.value, cmd.client_ip, key.value)
             return self._settled(
                 await held.withdraw(
                     cmd.user_id,
-                    amount,
-                    currency,
+                    minor.value,
+                    currency.value,
                     account.ifsc,
                     account.mask,
                     self._hash_account(account.account_number),
                     account.holder_name,
                 ),
-                amount,
+                minor.value,
                 "withdraw",
-                currency,
+                currency.value,
             )
 
-    def _admit(self, user_id: str) -> None:
-        if self._throttle is not None:
+    def _admit(self, user_id: str, key: IdempotencyKey | ValidationError) -> None:
+        """Takes the user's token; not for a request without a usable key, which is refused
+        with its other bad fields, costs no more than reading them, and counts for nothing."""
+        if self._throttle is not None and isinstance(key, IdempotencyKey):
             self._throttle.admit(user_id)
 
     def _settled(

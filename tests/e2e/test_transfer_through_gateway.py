@@ -673,3 +673,19 @@ def test_a_path_or_query_value_that_is_not_utf8_is_refused_naming_its_field(
         message = str(reply.body["message"])
         assert "vaultpay." not in message and "parsing" not in message, reply.body
         assert f"{field}: is not valid UTF-8" in message, reply.body
+
+
+def test_a_top_up_names_a_bad_request_id_with_its_other_bad_fields(
+    gateway: Gateway, people: tuple[Person, Person]
+) -> None:
+    """A malformed requestId was refused alone; now the one refusal names it with the
+    amount and the missing payment method, in the request's order and in JSON names."""
+    alice, _ = people
+    bad = {"requestId": "not-a-uuid", "amount": inr(0), "paymentReference": "upi-e2e-1"}
+    reply = _call(gateway, alice, "POST", "/v1/transactions:topUp", bad)
+    assert (reply.status, reply.error_reason(), reply.field_violations()) == (
+        400,
+        "INVALID_ARGUMENT",
+        ["requestId", "amount.amountMinor", "paymentMethod"],
+    ), reply.body
+    assert str(reply.body["message"]).startswith("invalid request: requestId: "), reply.body

@@ -57,7 +57,8 @@ BEFORE_IDEMPOTENCY_POLICIES = {
 
 # (table, privilege) each service's role holds; every other pair of the matrix is denied.
 TABLES = {
-    "wallets": {"wallet": {"SELECT", "INSERT", "UPDATE"}},
+    # UPDATE of the columns wallet changes only (w0008): no table-level UPDATE.
+    "wallets": {"wallet": {"SELECT", "INSERT"}},
     "wallet_pins": {"wallet": {"SELECT", "INSERT", "UPDATE"}},
     "trusted_ips": {"wallet": {"SELECT", "INSERT", "UPDATE", "DELETE"}},
     "notifications": {"wallet": {"SELECT", "INSERT", "UPDATE"}},
@@ -91,6 +92,8 @@ FUNCTIONS = {
 }
 # transfer's crossing into wallet's rows: these columns of `wallets`, read only.
 TRANSFER_WALLET_COLUMNS = {"id", "status", "currency", "balance"}
+# The columns of `wallets` wallet's role may UPDATE (w0008); nobody else may UPDATE any.
+WALLET_UPDATE_COLUMNS = {"status", "kyc_tier", "updated_at", "closed_at"}
 SERVICES = ("wallet", "transfer", "kyc")
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
@@ -198,6 +201,21 @@ def test_transfer_reads_only_the_wallet_columns_it_needs(world: Provisioned) -> 
         world.app_role("transfer"),
     )
     assert {r["attname"] for r in rows if r["held"]} == TRANSFER_WALLET_COLUMNS
+
+
+def test_only_wallet_updates_wallets_and_only_the_columns_it_changes(world: Provisioned) -> None:
+    rows = _owner_fetch(
+        world,
+        "SELECT r.service, a.attname,"
+        " has_column_privilege(r.role, 'wallets', a.attname, 'UPDATE') AS held"
+        " FROM unnest($1::text[], $2::text[]) AS r(service, role), pg_attribute AS a"
+        " WHERE a.attrelid = 'wallets'::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+        list(SERVICES),
+        [world.app_role(s) for s in SERVICES],
+    )
+    assert {(r["service"], r["attname"]) for r in rows if r["held"]} == {
+        ("wallet", column) for column in WALLET_UPDATE_COLUMNS
+    }
 
 
 def test_the_group_role_cannot_log_in(migrated: Provisioned) -> None:

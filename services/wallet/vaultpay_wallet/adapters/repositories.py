@@ -137,7 +137,10 @@ class SqlWalletRepository:
         return await self._one(wallets.c.user_id == user_id, for_update)
 
     async def update(self, wallet: Wallet) -> None:
-        """Raises WalletHasPendingWithdrawalError when `wallet` is being closed while a
+        """Writes what a wallet's use cases change: its status, tier, times and freezes
+        (wallet's role may UPDATE those columns of `wallets` only, migration w0008).
+
+        Raises WalletHasPendingWithdrawalError when `wallet` is being closed while a
         withdrawal of it is still PENDING (transfer's trigger refuses it; the transaction is
         then lost, and the unit of work rolls it back)."""
         try:
@@ -145,7 +148,6 @@ class SqlWalletRepository:
                 update(wallets)
                 .where(wallets.c.id == wallet.id)
                 .values(
-                    display_name=wallet.display_name,
                     status=wallet.status.value,
                     kyc_tier=wallet.kyc_tier.value,
                     updated_at=wallet.updated_at,

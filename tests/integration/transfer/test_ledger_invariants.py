@@ -178,7 +178,9 @@ async def test_a_daily_refusal_tells_the_months_limit_and_usage_too(ledger: Ledg
         key(alice.user_id), alice.user_id, bob.wallet_id, 400, "INR", ""
     )
     assert refused.code == "DAILY_LIMIT_EXCEEDED"
-    assert dict(refused.details) == {
+    details = dict(refused.details)
+    assert details.pop("decided_at")  # transfer t0016: test_limit_refusal_time.py
+    assert details == {
         "action": "send",
         "limit_minor": "1000",
         "used_minor": "700",

@@ -193,7 +193,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0015")]
+    assert after["versions"] == [("transfer", "t0016")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
@@ -203,7 +203,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # under the wallet's lock); t0013 replaces the lease again (backing off with attempts);
     # t0014 creates the lease again (returning its end) and replaces the hold's function with
     # the fenced claim; t0015 adds the partial indexes of the rare categories and statuses
-    # (built CONCURRENTLY, outside the revision's transaction).
+    # (built CONCURRENTLY, outside the revision's transaction); t0016 replaces the movements'
+    # functions again (a limit's refusal tells its time).
     assert set(changed) == {
         "columns",
         "functions",
@@ -617,9 +618,12 @@ async def _history(dbs: Provisioned) -> tuple[list[tuple[str, str, Any]], dict[s
         await owner.close()
 
 
-def _without_t0006s_monthly_figures(answer: tuple[str, str, Any]) -> tuple[str, str, Any]:
-    """t0006 adds the month's limit and usage to a daily limit's refusal, and nothing else."""
+def _without_later_limit_figures(answer: tuple[str, str, Any]) -> tuple[str, str, Any]:
+    """t0006 adds the month's limit and usage to a daily limit's refusal, and t0016 the time
+    of the decision to every limit's refusal; nothing else."""
     label, outcome, reply = answer
+    if isinstance(reply, dict) and outcome.endswith("_LIMIT_EXCEEDED"):
+        assert reply.pop("decided_at", None) is not None, answer
     if isinstance(reply, dict) and outcome == "DAILY_LIMIT_EXCEEDED":
         reply = {k: v for k, v in reply.items() if not k.startswith("monthly_")}
     return label, outcome, reply
@@ -636,7 +640,7 @@ async def test_the_functions_answer_and_write_exactly_as_t0001s(worlds: Worlds) 
     old_answers, old_state = await _history(worlds.old)
     new_answers, new_state = await _history(worlds.new)
     for old, new in zip(old_answers, new_answers, strict=True):
-        assert _without_t0006s_monthly_figures(new) == old
+        assert _without_later_limit_figures(new) == old
     new_state["payouts"] = _without_t0011s_held_since(new_state["payouts"])
     for name in _STATE:
         assert new_state[name] == old_state[name], name

@@ -32,6 +32,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0014_downgrade_ddl,
     ledger_t0015_ddl,
     ledger_t0015_downgrade_ddl,
+    ledger_t0016_ddl,
+    ledger_t0016_downgrade_ddl,
 )
 from vaultpay_transfer.adapters.transactions_sql import partial_index_predicates
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
@@ -351,6 +353,32 @@ def test_t0015_adds_the_rare_listing_indexes_concurrently_that_no_p2p_send_write
         "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_rare_status_idx",
         "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_rare_category_idx",
     ]
+
+
+def test_t0016_adds_the_decision_time_to_a_limit_refusal_and_changes_nothing_else() -> None:
+    upgrade = ledger_t0016_ddl()
+    limited = ("transfer_send_money", "transfer_top_up", "transfer_withdraw")
+    assert _functions(upgrade) == dict.fromkeys(limited, "plpgsql")
+    t0012 = [
+        s
+        for s in ledger_t0012_ddl()
+        if s.startswith(tuple(f"CREATE OR REPLACE FUNCTION {name}(" for name in limited))
+    ]
+    assert ledger_t0016_downgrade_ddl() == t0012
+    # The branch that returns transfer_limit_refusal's row, and only it, adds v_now: the
+    # movement's time, read under the wallet's lock, by which the limits were counted.
+    refused = "AS l;\n    IF FOUND THEN RETURN NEXT; RETURN; END IF;\n"
+    told = (
+        "AS l;\n    IF FOUND THEN\n"
+        "        reply := (reply::jsonb || jsonb_build_object('decided_at', v_now))::text;\n"
+        "        RETURN NEXT; RETURN;\n"
+        "    END IF;\n"
+    )
+    assert all(s.count(refused) == 1 for s in t0012)
+    assert upgrade == [s.replace(refused, told) for s in t0012]
+    for s in upgrade:
+        assert "FROM transfer_limit_refusal(" in s.split(told)[0].rsplit("\n", 2)[-1]
+        assert "SECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in s
 
 
 def _predicates(flt: TransactionFilter) -> list[str]:

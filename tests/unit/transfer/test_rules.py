@@ -193,6 +193,60 @@ def test_a_daily_refusal_without_the_months_figures_waits_for_the_day() -> None:
     assert "monthly_limit_minor" not in refused.metadata
 
 
+# The ledger decided at 23:59:59.990 on 3 December in Kolkata (t0016's `decided_at`); the
+# service's clock read the reply at 00:00:00.010 on the 4th.
+_DECIDED_LATE = "2026-12-03T23:59:59.99+05:30"
+_READ_AFTER_MIDNIGHT = datetime(2026, 12, 3, 18, 30, 0, 10_000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("code", "retry_after"),
+    [
+        # The day the ledger counted ends in 10 ms: retry in a second, not tomorrow.
+        ("DAILY_LIMIT_EXCEEDED", 1),
+        # The month it counted is December, which has 28 days left.
+        ("MONTHLY_LIMIT_EXCEEDED", 28 * 86_400 + 1),
+    ],
+)
+def test_a_limit_refusal_waits_for_the_end_of_the_window_the_ledger_decided_in(
+    code: str, retry_after: int
+) -> None:
+    details = {"action": "send", "limit_minor": "1000", "used_minor": "800", "currency": "INR"}
+    refused = refusal_error(
+        code,
+        {**details, "decided_at": _DECIDED_LATE},
+        now=_READ_AFTER_MIDNIGHT,
+        amount_minor=500,
+    )
+    assert refused.retry_after_seconds == retry_after
+    # The service's own clock would have said a whole day (the review's case).
+    by_service = refusal_error(code, details, now=_READ_AFTER_MIDNIGHT, amount_minor=500)
+    assert by_service.retry_after_seconds != retry_after
+
+
+def test_a_limit_refusal_counts_its_wait_from_the_ledgers_clock_not_the_services() -> None:
+    # A service host 12 hours ahead of the database (its clock says 11:59:30 on the 4th): the
+    # window and the wait are the ledger's.
+    details = {"action": "send", "limit_minor": "1000", "used_minor": "800", "currency": "INR"}
+    decided = {**details, "decided_at": "2026-12-03T18:29:30+00:00"}  # 23:59:30 in Kolkata
+    ahead = datetime(2026, 12, 4, 6, 29, 30, tzinfo=UTC)
+    refused = refusal_error("DAILY_LIMIT_EXCEEDED", decided, now=ahead, amount_minor=500)
+    assert refused.retry_after_seconds == 30
+    assert "decided_at" not in refused.metadata
+
+
+@pytest.mark.parametrize("told", ["", "not a time", "2026-12-03T23:59:59.99"])
+def test_a_limit_refusal_without_a_usable_decision_time_falls_back_to_the_services_clock(
+    told: str,
+) -> None:
+    # A function older than t0016 tells no time; one without an offset is not trusted.
+    details = {"action": "send", "limit_minor": "1000", "used_minor": "800", "currency": "INR"}
+    if told:
+        details["decided_at"] = told
+    refused = refusal_error("DAILY_LIMIT_EXCEEDED", details, now=_LATE, amount_minor=500)
+    assert refused.retry_after_seconds == 30
+
+
 def test_notifications_say_what_moved_with_whom_and_never_the_account_number() -> None:
     facts = {
         "amount_minor": "125050",

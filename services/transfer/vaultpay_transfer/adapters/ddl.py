@@ -33,6 +33,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0015: `t0015_upgrade.sql` (the staff listing's rare categories and statuses get partial
   indexes that a P2P send never writes; built CONCURRENTLY, so outside a transaction); its
   downgrade `t0015_downgrade.sql`.
+* t0016: `t0016_upgrade.sql` (a limit's refusal by SendMoney's, TopUp's or Withdraw's
+  function tells the time it was decided at, `decided_at`); its downgrade is t0012's three,
+  read from `t0012_upgrade.sql`.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ __all__ = [
     "ledger_t0014_downgrade_ddl",
     "ledger_t0015_ddl",
     "ledger_t0015_downgrade_ddl",
+    "ledger_t0016_ddl",
+    "ledger_t0016_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -86,6 +91,7 @@ _HOLD_CHECK = re.compile(
 _TIMED = re.compile(
     r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|top_up|withdraw|return_payout)\("
 )
+_LIMITED = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|top_up|withdraw)\(")
 
 
 def _script(name: str) -> str:
@@ -234,3 +240,14 @@ def ledger_t0015_ddl() -> list[str]:
 def ledger_t0015_downgrade_ddl() -> list[str]:
     """t0015's downgrade: both indexes go, CONCURRENTLY (outside a transaction too)."""
     return split_sql(_script("t0015_downgrade.sql"))
+
+
+def ledger_t0016_ddl() -> list[str]:
+    """t0016: SendMoney's, TopUp's and Withdraw's functions add the time they decided at
+    (`decided_at`) to a limit's refusal; nothing else in them changes."""
+    return split_sql(_script("t0016_upgrade.sql"))
+
+
+def ledger_t0016_downgrade_ddl() -> list[str]:
+    """t0016's downgrade: t0012's three, as `t0012_upgrade.sql` (t0012's own file) has them."""
+    return [s for s in ledger_t0012_ddl() if _LIMITED.match(s)]

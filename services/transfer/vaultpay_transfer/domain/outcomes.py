@@ -11,6 +11,12 @@ refused then. The month keeps today's usage after the day resets, so a daily ref
 movement the month's limit would refuse too (the ledger tells the month's figures with it)
 says the month's end; an amount above a window's whole limit says nothing, like a
 per-transaction limit, which waiting never clears.
+
+The window is the one the ledger decided in: its refusal tells the database's time of the
+decision (`decided_at`, transfer t0016), and the wait counts from it, so neither a reply that
+crosses midnight on its way nor a service clock that differs from the database's moves the
+refusal into another window. A function older than t0016 tells no time: the service's clock
+(`now`) stands in.
 """
 
 from __future__ import annotations
@@ -147,7 +153,8 @@ def refusal_error(
     """The domain error of a refusal code; an unknown code is a bug (RuntimeError).
     `amount_minor`, the movement's amount: the refusal says when to retry only when a reset
     lets it through (see the module docstring). `movement` and `currency` (the amount's, as
-    requested) let CURRENCY_MISMATCH say what mismatched."""
+    requested) let CURRENCY_MISMATCH say what mismatched. `now`, the service's clock, times a
+    limit's window only when the refusal does not tell when the ledger decided it."""
     build = _REFUSALS.get(code)
     if build is None:
         raise RuntimeError(f"the ledger answered an unknown outcome {code!r}")
@@ -159,8 +166,22 @@ def refusal_error(
     if window is not None:
         reset = _reset_that_helps(window, details, amount_minor)
         if reset is not None:
-            error.retry_after_seconds = seconds_until(window_end(reset, now), now)
+            decided_at = _decided_at(details, now)
+            error.retry_after_seconds = seconds_until(window_end(reset, decided_at), decided_at)
     return error
+
+
+def _decided_at(details: Mapping[str, str], now: datetime) -> datetime:
+    """The ledger's time of the decision (ISO 8601 with its offset), else `now`: an older
+    function tells none, and a time without an offset would be read in the host's zone."""
+    told = details.get("decided_at")
+    if not told:
+        return now
+    try:
+        decided_at = datetime.fromisoformat(told)
+    except ValueError:
+        return now
+    return decided_at if decided_at.tzinfo is not None else now
 
 
 def _minor(details: Mapping[str, str], key: str) -> int | None:

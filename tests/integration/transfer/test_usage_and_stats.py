@@ -2,8 +2,9 @@
 (GetTransferStats), read from real PostgreSQL by `SqlTransactionStore`: each action's use of
 the wallet's business day and month (Asia/Kolkata), and the completed movements counted once
 (the debit of a send, the credit of a top-up; a withdrawal once it is no longer pending) in the
-last 24 hours and 30 days. The clock is the store's argument, so the day and month boundaries
-are tested without waiting for them."""
+last 24 hours and 30 days. The usage is read in the business day of the database's clock (the
+one the ledger's functions count by), or of a time given to the store, so the day and month
+boundaries are tested without waiting for them; the statistics' clock is the store's argument."""
 
 from __future__ import annotations
 
@@ -34,17 +35,18 @@ async def test_usage_per_action_and_the_counted_movements(ledger: LedgerWorld) -
     store = SqlTransactionStore(ledger.engine)
     now = datetime.now(UTC)
 
-    usage = {u.action: u for u in await store.usage(alice.wallet_id, now)}
-    assert usage == {
+    read_at, used = await store.usage(alice.wallet_id, now)
+    assert read_at == now
+    assert {u.action: u for u in used} == {
         "top_up": UsageFigures("top_up", 10_000, 10_000),
         "send": UsageFigures("send", 1_500, 1_500),
         "withdraw": UsageFigures("withdraw", 300, 300),
     }
-    assert await store.usage(bob.wallet_id, now) == []  # receiving uses no limit
+    assert await store.usage(bob.wallet_id, now) == (now, [])  # receiving uses no limit
 
     tomorrow = now + timedelta(days=1)
     same_month = tomorrow.astimezone(KOLKATA).month == now.astimezone(KOLKATA).month
-    later = {u.action: u for u in await store.usage(alice.wallet_id, tomorrow)}
+    later = {u.action: u for u in (await store.usage(alice.wallet_id, tomorrow))[1]}
     expected_month = 1_500 if same_month else 0
     assert later.get("send", UsageFigures("send", 0, 0)) == UsageFigures("send", 0, expected_month)
 
@@ -65,7 +67,7 @@ class _FixedClock:
         return self.at
 
 
-async def test_limit_usage_names_a_malformed_wallet_id_and_is_read_as_of_its_clock(
+async def test_limit_usage_names_a_malformed_wallet_id_and_is_read_by_the_databases_clock(
     ledger: LedgerWorld,
 ) -> None:
     from vaultpay_common.errors import ValidationError
@@ -73,12 +75,25 @@ async def test_limit_usage_names_a_malformed_wallet_id_and_is_read_as_of_its_clo
 
     alice = await ledger.new_wallet()
     await ledger.fund(alice, 700)
-    at = datetime.now(UTC).replace(microsecond=0)
-    queries = TransactionQueries(SqlTransactionStore(ledger.engine), _FixedClock(at))
+    # A service host a day and seven hours ahead: its day is not the one the ledger counted in.
+    ahead = datetime.now(UTC) + timedelta(days=1, hours=7)
+    queries = TransactionQueries(SqlTransactionStore(ledger.engine), _FixedClock(ahead))
     for bad in ("", "   ", "wallet-1"):
         with pytest.raises(ValidationError) as refused:
             await queries.limit_usage(bad)
         assert [v.field for v in refused.value.violations] == ["wallet_id"]
-    usage = await queries.limit_usage(f"  {alice.wallet_id.lower()} ")
-    assert (usage.currency, usage.read_at) == ("INR", at)
+    conn = await ledger.owner()
+    try:
+        before: datetime = await conn.fetchval("SELECT clock_timestamp()")
+        usage = await queries.limit_usage(f"  {alice.wallet_id.lower()} ")
+        after: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    finally:
+        await conn.close()
+    assert usage.currency == "INR"
+    assert before <= usage.read_at <= after
     assert usage.actions[2] == UsageFigures("top_up", 700, 700)
+    # The store answers the same for a wallet with no usage, as of the database's clock too.
+    bob = await ledger.new_wallet()
+    nothing = await queries.limit_usage(bob.wallet_id)
+    assert nothing.read_at >= after
+    assert all(u.daily_used_minor == u.monthly_used_minor == 0 for u in nothing.actions)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.pg_failures import connection_lost
 from vaultpay_transfer.adapters.rows import transaction_from_row
-from vaultpay_transfer.adapters.tables import limit_usage, wallet_transactions, wallets
+from vaultpay_transfer.adapters.tables import wallet_transactions, wallets
 from vaultpay_transfer.domain.model import (
     Transaction,
     TransactionCategory,
@@ -46,6 +46,19 @@ _RARE_CATEGORY = text("wallet_transactions.category NOT IN ('P2P_SEND', 'P2P_REC
 _RARE_STATUSES = frozenset({TransactionStatus.FAILED, TransactionStatus.REVERSED})
 _RARE_STATUS = text("wallet_transactions.status IN ('FAILED', 'REVERSED')")
 _PENDING = text("wallet_transactions.status = 'PENDING'")
+
+
+# One row per action used in the business day's month (Asia/Kolkata), each with the time the
+# day is taken from; one row without an action when none was.
+_USAGE = text(
+    "WITH clock AS (SELECT coalesce(CAST(:at AS timestamptz), now()) AS at),"
+    " today AS (SELECT at, CAST(at AT TIME ZONE :zone AS date) AS day FROM clock)"
+    " SELECT t.at, u.action, coalesce(sum(u.used) FILTER (WHERE u.day = t.day), 0),"
+    " coalesce(sum(u.used), 0)"
+    " FROM today AS t LEFT JOIN limit_usage AS u ON u.wallet_id = :wallet_id"
+    " AND u.day >= CAST(date_trunc('month', t.day) AS date) AND u.day <= t.day"
+    " GROUP BY t.at, u.action"
+).bindparams(zone=BUSINESS_TIME_ZONE.key)
 
 
 def partial_index_predicates(flt: TransactionFilter) -> list[TextClause]:
@@ -146,21 +159,18 @@ class SqlTransactionStore:
             value = await conn.scalar(select(wallets.c.currency).where(wallets.c.id == wallet_id))
         return None if value is None else str(value)
 
-    async def usage(self, wallet_id: str, now: datetime) -> Sequence[UsageFigures]:
-        today = now.astimezone(BUSINESS_TIME_ZONE).date()
-        u = limit_usage.c
-        query = (
-            select(
-                u.action,
-                func.coalesce(func.sum(u.used).filter(u.day == today), 0),
-                func.coalesce(func.sum(u.used), 0),
-            )
-            .where(u.wallet_id == wallet_id, u.day >= today.replace(day=1), u.day <= today)
-            .group_by(u.action)
-        )
+    async def usage(
+        self, wallet_id: str, at: datetime | None = None
+    ) -> tuple[datetime, Sequence[UsageFigures]]:
+        """The time read and each action's use in its business day and month. Without `at`,
+        the database's clock, in the same statement: the window the ledger's functions count
+        by (their time is the database's), whatever the service host's clock says."""
         async with self._connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [UsageFigures(str(a), int(d), int(m)) for a, d, m in rows]
+            rows = (await conn.execute(_USAGE, {"wallet_id": wallet_id, "at": at})).all()
+        read_at: datetime = rows[0][0]  # the clock's row: one, with no action when none
+        return read_at, [
+            UsageFigures(str(a), int(d), int(m)) for _, a, d, m in rows if a is not None
+        ]
 
     async def stats(self, now: datetime) -> TransferStats:
         """Completed movements counted once: the debit side, or the credit of a top-up."""

@@ -159,7 +159,12 @@ class TransactionStore(Protocol):
 
     async def wallet_currency(self, wallet_id: str) -> str | None: ...
 
-    async def usage(self, wallet_id: str, now: datetime) -> Sequence[UsageFigures]: ...
+    async def usage(
+        self, wallet_id: str, at: datetime | None = None
+    ) -> tuple[datetime, Sequence[UsageFigures]]:
+        """The time read (`at`, else the database's clock) and each used action's figures
+        of that time's business day and month."""
+        ...
 
     async def stats(self, now: datetime) -> TransferStats: ...
 

@@ -74,18 +74,19 @@ class TransactionQueries:
         return await self._store.list(flt, after, limit)
 
     async def limit_usage(self, wallet_id: str) -> LimitUsage:
-        """The wallet's usage of every action (zero where none), in its currency."""
+        """The wallet's usage of every action (zero where none), in its currency, as of the
+        database's clock: the ledger's functions count the windows by it, not by ours."""
         wallet_id = check_wallet_id(wallet_id, "wallet_id")
         currency = await self._store.wallet_currency(wallet_id)
         if currency is None:
             raise WalletNotFoundError("no such wallet")
-        now = self._clock.now()
-        found = {u.action: u for u in await self._store.usage(wallet_id, now)}
+        read_at, used = await self._store.usage(wallet_id)
+        found = {u.action: u for u in used}
         actions = tuple(
             found.get(action, UsageFigures(action, 0, 0))
             for action in ("send", "withdraw", "top_up")
         )
-        return LimitUsage(currency, actions, now)
+        return LimitUsage(currency, actions, read_at)
 
     async def stats(self) -> TransferStats:
         return await self._store.stats(self._clock.now())

@@ -1,11 +1,51 @@
 """AdminVerifyLedger's checks and `vaultpay-transfer verify-ledger`: clean after real
-movements, and a balance changed behind the ledger's back is caught (own module: the tampering
-stays in this module's database)."""
+movements (top-ups, sends, withdrawals settled and returned by the payout worker, one still
+pending), and each check catches the owner's tampering it is there for, naming what it found,
+while the others it does not concern still pass.
+
+The owner's edits (append-only triggers switched off where they stand in the way) are made in
+one transaction, the checks run in it, and it is rolled back: every test starts from a clean
+ledger (own module all the same: the first test's edit is committed, then put back)."""
 
 from __future__ import annotations
 
-from tests.integration.transfer.conftest import LedgerWorld, key, run_transfer_cli
-from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from tests.fakes.transfer import ScriptedBank
+from tests.integration.transfer.conftest import (
+    LedgerWorld,
+    Wallet,
+    key,
+    ledger_is_clean,
+    run_transfer_cli,
+)
+from vaultpay_common.db import create_engine
+from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor, check_ledger
+from vaultpay_transfer.domain.model import LedgerCheck
+from vaultpay_transfer.service_layer.payouts import PayoutWorker
+
+# Every check AdminVerifyLedger answers, in its order.
+CHECKS = (
+    "postings_balanced",
+    "wallet_balances_match_postings",
+    "total_balance_zero",
+    "no_negative_user_balance",
+    "wallet_transactions_match_postings",
+    "wallet_postings_have_transactions",
+    "payouts_in_flight_match_pending",
+    "ledger_transactions_match_postings",
+    "wallet_transactions_match_ledger",
+    "wallet_histories_add_up",
+    "top_up_payments_match_top_ups",
+    "limit_usage_matches_movements",
+    "withdrawals_match_payouts",
+    "returned_payouts_credited_back",
+    "audit_chain_intact",
+)
 
 
 async def test_verify_ledger_is_clean_then_catches_a_balance_changed_behind_its_back(
@@ -43,33 +83,376 @@ async def test_verify_ledger_is_clean_then_catches_a_balance_changed_behind_its_
     broken = run_transfer_cli(ledger.env, "verify-ledger")
     assert broken.returncode == 1
     assert "FAIL wallet_balances_match_postings" in broken.stdout
-
-
-async def test_verify_ledger_catches_a_wallet_posting_missing_from_the_wallets_history(
-    ledger: LedgerWorld,
-) -> None:
-    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
-    await ledger.fund(alice, 5_000)
-    sent = await ledger.ledger.send_money(
-        key(alice.user_id), alice.user_id, bob.wallet_id, 1_200, "INR", ""
-    )
-    assert sent.code == "OK"
-    # Bob's side of the send deleted by the owner, with the append-only triggers switched off:
-    # every balance still equals its postings, but Bob's history no longer shows the credit.
+    # Put back, so that the tests below start from a clean ledger.
     conn = await ledger.owner()
     try:
-        async with conn.transaction():
-            await conn.execute("ALTER TABLE wallet_transactions DISABLE TRIGGER USER")
-            ledger_id = await conn.fetchval(
-                "DELETE FROM wallet_transactions WHERE wallet_id = $1"
-                " RETURNING ledger_transaction_id::text",
-                bob.wallet_id,
-            )
-            await conn.execute("ALTER TABLE wallet_transactions ENABLE TRIGGER USER")
+        await conn.execute("UPDATE wallets SET balance = balance - 1 WHERE id = $1", bob.wallet_id)
     finally:
         await conn.close()
-    checks = {c.name: c for c in await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()}
-    missing = checks["wallet_postings_have_transactions"]
-    assert not missing.ok
-    assert ledger_id in missing.detail
-    assert checks["wallet_transactions_match_postings"].ok  # the other direction still holds
+    await ledger_is_clean(ledger)
+
+
+@dataclass
+class World:
+    """Real movements of three fresh wallets: the ids the tampering aims at."""
+
+    alice: Wallet
+    bob: Wallet
+    carol: Wallet
+    top_up: str  # Alice's first top-up (wallet-side id), with later rows in her history
+    send: str  # Alice -> Bob (Alice's side)
+    settled: str  # Alice's withdrawal the bank paid
+    returned: str  # Alice's withdrawal the bank refused
+    pending: str  # Alice's withdrawal not sent to the bank yet
+
+
+async def _world(ledger: LedgerWorld) -> World:
+    alice, bob, carol = [await ledger.new_wallet() for _ in range(3)]
+    top_up = await ledger.fund(alice, 50_000)
+    await ledger.fund(bob, 20_000)
+    send = await ledger.send(alice, bob, 7_000)
+    await ledger.send(bob, alice, 2_000)
+    await ledger.send(bob, carol, 500)
+    refusing = secrets.token_hex(32)
+    settled = await ledger.withdraw(alice, 3_000)
+    returned = await ledger.withdraw(alice, 4_000, account_hash=refusing)
+    assert settled.transaction is not None and returned.transaction is not None
+    await PayoutWorker(ledger.ledger, ScriptedBank(refusing={refusing}), batch_size=1000).run_once()
+    pending = await ledger.withdraw(alice, 1_000)
+    assert pending.transaction is not None
+    await ledger.fund(alice, 600)
+    return World(
+        alice,
+        bob,
+        carol,
+        top_up.transaction_id,
+        send.transaction_id,
+        settled.transaction.transaction_id,
+        returned.transaction.transaction_id,
+        pending.transaction.transaction_id,
+    )
+
+
+async def _tampered(ledger: LedgerWorld, *edits: str, **params: Any) -> dict[str, LedgerCheck]:
+    """The ledger checks seen inside the owner's transaction that made `edits` (with
+    `params`), rolled back afterwards."""
+    engine = create_engine(ledger.dbs.vaultpay_owner_dsn, pool_size=1, application_name="tamper")
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                for edit in edits:
+                    await conn.execute(text(edit), params)
+                return {c.name: c for c in await check_ledger(conn)}
+            finally:
+                await transaction.rollback()
+    finally:
+        await engine.dispose()
+
+
+def _failed(checks: dict[str, LedgerCheck]) -> set[str]:
+    return {name for name, check in checks.items() if not check.ok}
+
+
+async def _ledger_id(ledger: LedgerWorld, transaction_id: str) -> str:
+    [row] = await ledger.fetch(
+        "SELECT ledger_transaction_id::text AS id FROM wallet_transactions WHERE id = $1::uuid",
+        transaction_id,
+    )
+    return str(row["id"])
+
+
+async def test_a_ledger_the_real_code_wrote_passes_every_check(ledger: LedgerWorld) -> None:
+    world = await _world(ledger)
+    statuses = {
+        str(r["transaction_id"]): (r["status"], r["tx_status"])
+        for r in await ledger.fetch(
+            "SELECT p.transaction_id, p.status, t.status AS tx_status FROM payouts AS p"
+            " JOIN wallet_transactions AS t ON t.id = p.transaction_id"
+            " WHERE p.wallet_id = $1",
+            world.alice.wallet_id,
+        )
+    }
+    assert statuses == {
+        world.settled: ("SETTLED", "COMPLETED"),
+        world.returned: ("RETURNED", "FAILED"),
+        world.pending: ("PENDING", "PENDING"),
+    }
+    checks = await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()
+    assert [c.name for c in checks] == list(CHECKS)
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    clean = run_transfer_cli(ledger.env, "verify-ledger")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    for name in CHECKS:
+        assert f"ok   {name}: " in clean.stdout
+    assert clean.stdout.endswith("the ledger is consistent\n")
+
+
+async def test_a_top_up_inflated_across_its_rows_is_caught(ledger: LedgerWorld) -> None:
+    """The review's case: both postings, the wallet-side amount and the balance x1000."""
+    world = await _world(ledger)
+    movement = await _ledger_id(ledger, world.top_up)
+    inflate = (
+        "ALTER TABLE ledger_postings DISABLE TRIGGER USER",
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        "UPDATE ledger_postings SET amount = amount * 1000 WHERE ledger_transaction_id = :m",
+        "UPDATE wallet_transactions SET amount = amount * 1000 WHERE id = :t",
+        "UPDATE wallets SET balance = balance + 49950000 WHERE id = :w",
+    )
+    params = {"m": movement, "t": world.top_up, "w": world.alice.wallet_id}
+    checks = await _tampered(ledger, *inflate, **params)
+    assert _failed(checks) == {
+        "ledger_transactions_match_postings",
+        "wallet_histories_add_up",
+        "limit_usage_matches_movements",
+    }
+    assert movement in checks["ledger_transactions_match_postings"].detail
+    assert world.top_up in checks["wallet_histories_add_up"].detail
+    assert world.alice.wallet_id in checks["limit_usage_matches_movements"].detail
+
+    # Every balance_after from it on raised too, and the day's usage: the movement's own
+    # amount still tells.
+    rewrite = (
+        *inflate,
+        "UPDATE wallet_transactions AS t SET balance_after = t.balance_after + 49950000"
+        " FROM ledger_postings AS p WHERE t.wallet_id = :w"
+        " AND p.ledger_transaction_id = t.ledger_transaction_id AND p.account = t.wallet_id"
+        " AND p.id >= (SELECT min(id) FROM ledger_postings"
+        "              WHERE ledger_transaction_id = :m AND account = :w)",
+        "UPDATE limit_usage SET used = used + 49950000 WHERE wallet_id = :w AND action = 'top_up'",
+    )
+    checks = await _tampered(ledger, *rewrite, **params)
+    assert _failed(checks) == {"ledger_transactions_match_postings"}
+    assert movement in checks["ledger_transactions_match_postings"].detail
+
+    # ... and the movement's amount too: every redundant record agrees, nothing is left to
+    # tell (decisions.md: internal consistency, not authenticity).
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE ledger_transactions DISABLE TRIGGER USER",
+        *rewrite,
+        "UPDATE ledger_transactions SET amount = amount * 1000 WHERE id = :m",
+        **params,
+    )
+    assert _failed(checks) == set()
+
+
+async def test_postings_that_do_not_balance_are_caught(ledger: LedgerWorld) -> None:
+    """Two top-ups' clearing postings changed by one unit each way: every total still holds,
+    each movement still credits its amount; only the postings' own sums tell."""
+    world = await _world(ledger)
+    first = await _ledger_id(ledger, world.top_up)
+    [later] = await ledger.fetch(
+        "SELECT ledger_transaction_id::text AS id FROM wallet_transactions"
+        " WHERE wallet_id = $1 AND category = 'TOP_UP' AND id <> $2::uuid",
+        world.alice.wallet_id,
+        world.top_up,
+    )
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE ledger_postings DISABLE TRIGGER USER",
+        "UPDATE ledger_postings SET amount = amount + 1"
+        " WHERE ledger_transaction_id = :a AND account = 'sys:clearing'",
+        "UPDATE ledger_postings SET amount = amount - 1"
+        " WHERE ledger_transaction_id = :b AND account = 'sys:clearing'",
+        a=first,
+        b=later["id"],
+    )
+    assert _failed(checks) == {"postings_balanced"}
+    assert first in checks["postings_balanced"].detail
+    assert later["id"] in checks["postings_balanced"].detail
+
+
+async def test_a_wallet_side_amount_unlike_its_posting_is_caught(ledger: LedgerWorld) -> None:
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        "UPDATE wallet_transactions SET amount = amount + 100 WHERE id = :t",
+        t=world.send,
+    )
+    # The row no longer chains either; its limit usage no longer matches.
+    assert _failed(checks) == {
+        "wallet_transactions_match_postings",
+        "wallet_histories_add_up",
+        "limit_usage_matches_movements",
+    }
+    assert world.send in checks["wallet_transactions_match_postings"].detail
+    assert world.send in checks["wallet_histories_add_up"].detail
+
+
+async def test_a_wallet_posting_missing_from_the_wallets_history_is_caught(
+    ledger: LedgerWorld,
+) -> None:
+    # Carol's only row (the credit of Bob's send) deleted: every balance still equals its
+    # postings, but her history no longer shows it.
+    world = await _world(ledger)
+    [row] = await ledger.fetch(
+        "SELECT ledger_transaction_id::text AS id FROM wallet_transactions WHERE wallet_id = $1",
+        world.carol.wallet_id,
+    )
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        "DELETE FROM wallet_transactions WHERE wallet_id = :w",
+        w=world.carol.wallet_id,
+    )
+    assert _failed(checks) == {"wallet_postings_have_transactions"}
+    assert row["id"] in checks["wallet_postings_have_transactions"].detail
+
+
+async def test_a_payout_settled_without_its_movement_is_caught(ledger: LedgerWorld) -> None:
+    """The pending payout and its withdrawal marked paid (no trigger stands in the way), but
+    its money never left payouts-in-flight."""
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "UPDATE payouts SET status = 'SETTLED', finished_at = now() WHERE transaction_id = :t",
+        "UPDATE wallet_transactions SET status = 'COMPLETED', completed_at = now() WHERE id = :t",
+        t=world.pending,
+    )
+    assert _failed(checks) == {"payouts_in_flight_match_pending"}
+    assert "INR" in checks["payouts_in_flight_match_pending"].detail
+
+
+async def test_a_negative_balance_is_caught(ledger: LedgerWorld) -> None:
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallets DROP CONSTRAINT wallets_balance_not_negative",  # the owner may
+        "UPDATE wallets SET balance = -100 WHERE id = :w",
+        w=world.carol.wallet_id,
+    )
+    # A balance no posting made: its sums and its history's end tell too.
+    assert _failed(checks) == {
+        "no_negative_user_balance",
+        "wallet_balances_match_postings",
+        "total_balance_zero",
+        "wallet_histories_add_up",
+    }
+    assert world.carol.wallet_id in checks["no_negative_user_balance"].detail
+
+
+async def test_a_movement_amount_unlike_its_postings_is_caught(ledger: LedgerWorld) -> None:
+    world = await _world(ledger)
+    movement = await _ledger_id(ledger, world.send)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE ledger_transactions DISABLE TRIGGER USER",
+        "UPDATE ledger_transactions SET amount = amount + 1 WHERE id = :m",
+        m=movement,
+    )
+    assert _failed(checks) == {"ledger_transactions_match_postings"}
+    assert movement in checks["ledger_transactions_match_postings"].detail
+
+
+async def test_a_movement_between_accounts_its_kind_never_names_is_caught(
+    ledger: LedgerWorld,
+) -> None:
+    """A top-up's money drawn from payouts-in-flight instead of clearing: both system
+    accounts' sum is unchanged, but in-flight no longer holds the pending payouts."""
+    world = await _world(ledger)
+    movement = await _ledger_id(ledger, world.top_up)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE ledger_postings DISABLE TRIGGER USER",
+        "UPDATE ledger_postings SET account = 'sys:payouts_in_flight'"
+        " WHERE ledger_transaction_id = :m AND account = 'sys:clearing'",
+        m=movement,
+    )
+    assert _failed(checks) == {
+        "ledger_transactions_match_postings",
+        "payouts_in_flight_match_pending",
+    }
+    assert movement in checks["ledger_transactions_match_postings"].detail
+
+
+async def test_a_wallet_side_row_unlike_its_movement_is_caught(ledger: LedgerWorld) -> None:
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        "UPDATE wallet_transactions SET reference = 'VP-TXN-FORGED00' WHERE id = :t",
+        t=world.send,
+    )
+    assert _failed(checks) == {"wallet_transactions_match_ledger"}
+    assert world.send in checks["wallet_transactions_match_ledger"].detail
+
+
+async def test_a_history_row_whose_balance_after_does_not_follow_is_caught(
+    ledger: LedgerWorld,
+) -> None:
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        "UPDATE wallet_transactions SET balance_after = balance_after + 5 WHERE id = :t",
+        t=world.send,
+    )
+    assert _failed(checks) == {"wallet_histories_add_up"}
+    assert world.send in checks["wallet_histories_add_up"].detail
+
+
+async def test_a_top_up_without_its_payment_is_caught(ledger: LedgerWorld) -> None:
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE top_up_payments DISABLE TRIGGER USER",
+        "DELETE FROM top_up_payments WHERE transaction_id = :t",
+        t=world.top_up,
+    )
+    assert _failed(checks) == {"top_up_payments_match_top_ups"}
+    assert world.top_up in checks["top_up_payments_match_top_ups"].detail
+
+
+async def test_limit_usage_unlike_the_days_movements_is_caught(ledger: LedgerWorld) -> None:
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "UPDATE limit_usage SET used = 0 WHERE wallet_id = :w AND action = 'send'",
+        w=world.alice.wallet_id,
+    )
+    assert _failed(checks) == {"limit_usage_matches_movements"}
+    assert f"{world.alice.wallet_id} send " in checks["limit_usage_matches_movements"].detail
+
+
+async def test_a_withdrawal_completed_while_its_payout_is_pending_is_caught(
+    ledger: LedgerWorld,
+) -> None:
+    """The review's case: PENDING -> COMPLETED is a transition the trigger allows."""
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "UPDATE wallet_transactions SET status = 'COMPLETED', completed_at = now() WHERE id = :t",
+        t=world.pending,
+    )
+    assert _failed(checks) == {"withdrawals_match_payouts"}
+    assert world.pending in checks["withdrawals_match_payouts"].detail
+
+
+async def test_a_payout_of_another_amount_than_its_withdrawal_is_caught(
+    ledger: LedgerWorld,
+) -> None:
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger, "UPDATE payouts SET amount = amount + 1 WHERE transaction_id = :t", t=world.settled
+    )
+    assert _failed(checks) == {"withdrawals_match_payouts"}
+    assert world.settled in checks["withdrawals_match_payouts"].detail
+
+
+async def test_a_return_credit_that_names_no_payout_is_caught(ledger: LedgerWorld) -> None:
+    world = await _world(ledger)
+    [credit] = await ledger.fetch(
+        "SELECT id::text FROM wallet_transactions WHERE original_transaction_id = $1::uuid",
+        world.returned,
+    )
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        "UPDATE wallet_transactions SET original_transaction_id = NULL WHERE id = :c",
+        c=credit["id"],
+    )
+    assert _failed(checks) == {"returned_payouts_credited_back"}
+    detail = checks["returned_payouts_credited_back"].detail
+    assert world.returned in detail and credit["id"] in detail

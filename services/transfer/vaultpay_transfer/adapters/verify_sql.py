@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from vaultpay_common.audit import CheckpointStore, verify_audit
 from vaultpay_transfer.domain.model import LedgerCheck
 
-__all__ = ["SqlLedgerAuditor"]
+__all__ = ["SqlLedgerAuditor", "check_ledger"]
 
 _CHECKS: tuple[tuple[str, str, str], ...] = (
     (
@@ -97,6 +97,155 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
         WHERE coalesce(f.total, 0) <> coalesce(q.total, 0)
         """,
     ),
+    (
+        # The accounts each kind moves money between, as the ledger functions write them
+        # (a wallet is `wallet`). REFUND and REVERSAL have no writer yet: the one that adds
+        # them adds their shape here.
+        "ledger_transactions_match_postings",
+        "every ledger transaction's amount and currency are what its two postings move,"
+        " between the accounts of its kind",
+        """
+        SELECT t.id::text FROM ledger_transactions AS t
+        LEFT JOIN (
+            SELECT ledger_transaction_id AS id, count(*) AS postings,
+                   sum(amount) FILTER (WHERE amount > 0) AS moved,
+                   min(currency) AS low_currency, max(currency) AS high_currency,
+                   min(CASE WHEN account LIKE 'VPY-%' THEN 'wallet' ELSE account END)
+                       FILTER (WHERE amount < 0) AS source,
+                   min(CASE WHEN account LIKE 'VPY-%' THEN 'wallet' ELSE account END)
+                       FILTER (WHERE amount > 0) AS target
+            FROM ledger_postings GROUP BY ledger_transaction_id
+        ) AS p ON p.id = t.id
+        WHERE p.id IS NULL OR p.postings <> 2 OR p.moved IS DISTINCT FROM t.amount
+           OR p.low_currency <> t.currency OR p.high_currency <> t.currency
+           OR concat_ws(' ', t.kind, p.source, p.target) NOT IN (
+               'TOP_UP sys:clearing wallet',
+               'P2P wallet wallet',
+               'WITHDRAW wallet sys:payouts_in_flight',
+               'PAYOUT_SETTLED sys:payouts_in_flight sys:clearing',
+               'PAYOUT_RETURNED sys:payouts_in_flight wallet')
+        LIMIT 5
+        """,
+    ),
+    (
+        "wallet_transactions_match_ledger",
+        "every wallet-side transaction has its ledger transaction's reference, currency and kind",
+        """
+        SELECT w.id::text FROM wallet_transactions AS w
+        JOIN ledger_transactions AS t ON t.id = w.ledger_transaction_id
+        WHERE w.reference IS DISTINCT FROM t.reference OR w.currency <> t.currency
+           OR concat_ws(' ', t.kind, w.type, w.category) NOT IN (
+               'TOP_UP CREDIT TOP_UP',
+               'P2P DEBIT P2P_SEND',
+               'P2P CREDIT P2P_RECEIVE',
+               'WITHDRAW DEBIT WITHDRAW',
+               'PAYOUT_RETURNED CREDIT WITHDRAW')
+        LIMIT 5
+        """,
+    ),
+    (
+        # In the order the ledger wrote them: by their postings' ids (an identity without a
+        # cache), drawn under the wallet's row lock; created_at was read before the lock until
+        # t0012, so it is no order for older rows. Every row counts, whatever
+        # its status: a pending or returned withdrawal left the balance when it was accepted,
+        # and a return is a credit of its own.
+        "wallet_histories_add_up",
+        "every wallet's history adds up: each balance_after is the previous one plus or minus"
+        " its amount, and the last is the wallet's balance",
+        """
+        SELECT h.id::text FROM (
+            SELECT t.id, t.wallet_id, t.balance_after,
+                   CASE WHEN t.type = 'DEBIT' THEN -t.amount ELSE t.amount END AS moved,
+                   lag(t.balance_after, 1, 0::bigint) OVER history AS before,
+                   lead(t.id) OVER history IS NULL AS last
+            FROM wallet_transactions AS t
+            JOIN ledger_postings AS p
+                ON p.ledger_transaction_id = t.ledger_transaction_id AND p.account = t.wallet_id
+            WINDOW history AS (PARTITION BY t.wallet_id ORDER BY p.id)
+        ) AS h
+        LEFT JOIN wallets AS w ON w.id = h.wallet_id
+        WHERE h.balance_after <> h.before + h.moved
+           OR (h.last AND h.balance_after IS DISTINCT FROM w.balance)
+        LIMIT 5
+        """,
+    ),
+    (
+        "top_up_payments_match_top_ups",
+        "every top-up has exactly one external payment, made at its time, and every payment"
+        " has its top-up",
+        """
+        SELECT coalesce(t.id, p.transaction_id)::text FROM
+            (SELECT id, created_at FROM wallet_transactions WHERE category = 'TOP_UP') AS t
+        FULL JOIN
+            (SELECT transaction_id, count(*) AS payments, min(created_at) AS first,
+                    max(created_at) AS last
+             FROM top_up_payments GROUP BY transaction_id) AS p ON p.transaction_id = t.id
+        WHERE t.id IS NULL OR p.transaction_id IS NULL OR p.payments <> 1
+           OR p.first <> t.created_at OR p.last <> t.created_at
+        LIMIT 5
+        """,
+    ),
+    (
+        # Days of Asia/Kolkata, as transfer_business_day counts them (the app role, which runs
+        # this, may not call it); a returned withdrawal gives its usage back on its own day.
+        "limit_usage_matches_movements",
+        "every wallet's limit usage per day is what its sends, top-ups and unreturned"
+        " withdrawals of that day add up to",
+        """
+        SELECT concat_ws(' ', coalesce(u.wallet_id, m.wallet_id), coalesce(u.action, m.action),
+                         coalesce(u.day, m.day))
+        FROM limit_usage AS u
+        FULL JOIN (
+            SELECT wallet_id,
+                   CASE category WHEN 'P2P_SEND' THEN 'send' WHEN 'TOP_UP' THEN 'top_up'
+                                 ELSE 'withdraw' END AS action,
+                   (created_at AT TIME ZONE 'Asia/Kolkata')::date AS day, sum(amount) AS used
+            FROM wallet_transactions
+            WHERE category IN ('P2P_SEND', 'TOP_UP')
+               OR (category = 'WITHDRAW' AND type = 'DEBIT' AND status <> 'FAILED')
+            GROUP BY 1, 2, 3
+        ) AS m ON m.wallet_id = u.wallet_id AND m.action = u.action AND m.day = u.day
+        WHERE coalesce(u.used, 0) <> coalesce(m.used, 0)
+        LIMIT 5
+        """,
+    ),
+    (
+        "withdrawals_match_payouts",
+        "every withdrawal has its payout, of the same wallet and amount, and their statuses"
+        " agree (PENDING, COMPLETED when SETTLED, FAILED when RETURNED)",
+        """
+        SELECT coalesce(t.id, p.transaction_id)::text FROM
+            (SELECT * FROM wallet_transactions
+             WHERE category = 'WITHDRAW' AND type = 'DEBIT') AS t
+        FULL JOIN payouts AS p ON p.transaction_id = t.id
+        WHERE t.id IS NULL OR p.transaction_id IS NULL
+           OR p.ledger_transaction_id <> t.ledger_transaction_id OR p.wallet_id <> t.wallet_id
+           OR p.amount <> t.amount OR p.currency <> t.currency
+           OR concat_ws(' ', p.status, t.status) NOT IN (
+               'PENDING PENDING', 'SETTLED COMPLETED', 'RETURNED FAILED')
+        LIMIT 5
+        """,
+    ),
+    (
+        "returned_payouts_credited_back",
+        "every returned payout is credited back to its wallet once, in full, and every such"
+        " credit is of a returned payout",
+        """
+        SELECT coalesce(p.transaction_id::text, c.first_id) FROM
+            (SELECT * FROM payouts WHERE status = 'RETURNED') AS p
+        FULL JOIN
+            (SELECT original_transaction_id, count(*) AS credits, min(id::text) AS first_id,
+                    min(amount) AS low, max(amount) AS high, min(wallet_id) AS low_wallet,
+                    max(wallet_id) AS high_wallet, bool_and(status = 'COMPLETED') AS completed
+             FROM wallet_transactions WHERE category = 'WITHDRAW' AND type = 'CREDIT'
+             GROUP BY original_transaction_id) AS c
+            ON c.original_transaction_id = p.transaction_id
+        WHERE p.transaction_id IS NULL OR c.original_transaction_id IS NULL OR c.credits <> 1
+           OR c.low <> p.amount OR c.high <> p.amount OR c.low_wallet <> p.wallet_id
+           OR c.high_wallet <> p.wallet_id OR NOT c.completed
+        LIMIT 5
+        """,
+    ),
 )
 
 
@@ -105,6 +254,11 @@ async def _check(conn: AsyncConnection, name: str, what: str, sql: str) -> Ledge
     if not bad:
         return LedgerCheck(name, True, what)
     return LedgerCheck(name, False, f"{what}: violated by {', '.join(str(b) for b in bad)}")
+
+
+async def check_ledger(conn: AsyncConnection) -> list[LedgerCheck]:
+    """The ledger's checks (not the audit chain), in the snapshot `conn` is in."""
+    return [await _check(conn, *spec) for spec in _CHECKS]
 
 
 class SqlLedgerAuditor:
@@ -123,7 +277,7 @@ class SqlLedgerAuditor:
                 isolation_level="REPEATABLE READ", postgresql_readonly=True
             )
             async with conn.begin():
-                checks = [await _check(conn, *spec) for spec in _CHECKS]
+                checks = await check_ledger(conn)
         # The audit chain in a snapshot of its own, taken after its latest checkpoint is read
         # (verify_audit does both): in the ledger's snapshot, a checkpoint the sealer saved
         # during the checks above would name seals the snapshot cannot see, and read as rows

@@ -128,6 +128,7 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
         """,
     ),
     (
+        # The sides each kind writes (REFUND and REVERSAL: as above, added with their writer).
         "wallet_transactions_match_ledger",
         "every wallet-side transaction has its ledger transaction's reference, currency and kind",
         """

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.fakes.transfer import FakeWalletGate
 from tests.support import eventually
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
@@ -36,12 +38,15 @@ from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
+from vaultpay_transfer.service_layer.movements import MovementService
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.model import Freeze, FreezeSource
 
 SEND = "/vaultpay.transfer.v1.TransferService/SendMoney"
 TOP_UP = "/vaultpay.transfer.v1.TransferService/TopUp"
 WITHDRAW = "/vaultpay.transfer.v1.TransferService/Withdraw"
+HOME = "203.0.113.7"  # the client address wallet_gate trusts
+PIN_KEY = b"pin-check-key-of-this-test-32-b!"
 
 
 def plain_dsn(dsn: str) -> str:
@@ -288,3 +293,35 @@ async def waiting_on_a_lock(
     await eventually(
         waiting, within=within, what=f"{at_least} sessions of {function} waiting on a lock"
     )
+
+
+@asynccontextmanager
+async def row_locked(ledger: LedgerWorld, wallet: Wallet) -> AsyncIterator[None]:
+    """The wallet's row locked FOR UPDATE by another session (as the owner) until the block
+    ends: every movement of it queues behind, with whatever it holds (its key) held."""
+    blocker = await ledger.owner()
+    try:
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE", wallet.wallet_id)
+        try:
+            yield
+        finally:
+            await holding.rollback()
+    finally:
+        await blocker.close()
+
+
+def wallet_gate(wallet: Wallet) -> FakeWalletGate:
+    """wallet's answers to the movement's PIN and IP checks: PIN 1234, from HOME."""
+    return FakeWalletGate(
+        pins={wallet.user_id: "1234"},
+        wallet_ids={wallet.user_id: wallet.wallet_id},
+        trusted_ips={wallet.user_id: {HOME}},
+    )
+
+
+def movement_service(ledger: PgLedger, gate: FakeWalletGate) -> MovementService:
+    """TopUp, SendMoney and Withdraw's real use cases over `ledger`; an account number is its
+    own hash."""
+    return MovementService(ledger, gate, str, max_amount_minor=10**12, pin_check_key=PIN_KEY)

@@ -15,20 +15,21 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from tests.fakes.transfer import FakeWalletGate
 from tests.integration.transfer.conftest import (
+    HOME,
     SEND,
     LedgerWorld,
     Wallet,
     key,
     ledger_is_clean,
+    movement_service,
+    row_locked,
     waiting_on_a_lock,
+    wallet_gate,
 )
 from tests.support import eventually
 from vaultpay_common.db import create_engine
@@ -39,12 +40,8 @@ from vaultpay_transfer.domain.errors import DailyLimitExceededError
 from vaultpay_transfer.domain.model import Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney
-from vaultpay_transfer.service_layer.movements import MovementService
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.model import Freeze, FreezeSource
-
-HOME = "203.0.113.7"
-PIN_KEY = b"pin-check-key-of-this-test-32-b!"
 
 
 async def _waiting_on_locks(ledger: LedgerWorld, at_least: int, within: float = 20.0) -> None:
@@ -123,36 +120,6 @@ async def test_twenty_concurrent_sends_never_pass_the_daily_limit_together(
     await ledger_is_clean(ledger)
 
 
-@asynccontextmanager
-async def _row_locked(ledger: LedgerWorld, wallet: Wallet) -> AsyncIterator[None]:
-    """The wallet's row locked FOR UPDATE by another session (as the owner) until the block
-    ends: every movement of it queues behind, with whatever it holds (its key) held."""
-    blocker = await ledger.owner()
-    try:
-        holding = blocker.transaction()
-        await holding.start()
-        await blocker.execute("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE", wallet.wallet_id)
-        try:
-            yield
-        finally:
-            await holding.rollback()
-    finally:
-        await blocker.close()
-
-
-def _gate(wallet: Wallet) -> FakeWalletGate:
-    """wallet's answers to the movement's PIN and IP checks: PIN 1234, from HOME."""
-    return FakeWalletGate(
-        pins={wallet.user_id: "1234"},
-        wallet_ids={wallet.user_id: wallet.wallet_id},
-        trusted_ips={wallet.user_id: {HOME}},
-    )
-
-
-def _service(ledger: PgLedger, gate: FakeWalletGate) -> MovementService:
-    return MovementService(ledger, gate, str, max_amount_minor=10**12, pin_check_key=PIN_KEY)
-
-
 def _send(sender: Wallet, recipient: Wallet, amount: int, request: IdempotencyKey) -> SendMoney:
     return SendMoney(
         sender.user_id, request, recipient.wallet_id, AmountInput("INR", amount), "", "1234", HOME
@@ -171,13 +138,16 @@ async def test_twenty_concurrent_copies_of_one_send_through_the_service_make_one
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
     await ledger.fund(alice, 10_000)
     engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=10, application_name="t2")
-    gates = [_gate(alice), _gate(alice)]
-    services = [_service(ledger.ledger, gates[0]), _service(PgLedger(engine), gates[1])]
+    gates = [wallet_gate(alice), wallet_gate(alice)]
+    services = [
+        movement_service(ledger.ledger, gates[0]),
+        movement_service(PgLedger(engine), gates[1]),
+    ]
     sent = key(alice.user_id, SEND, body="bob 700")
     send = _send(alice, bob, 700, sent)
     copies: list[asyncio.Task[Transaction]] = []
     try:
-        async with _row_locked(ledger, alice):
+        async with row_locked(ledger, alice):
             copies = [asyncio.create_task(services[i % 2].send_money(send)) for i in range(20)]
             await waiting_on_a_lock(ledger, "transfer_send_money_held")
 
@@ -228,10 +198,10 @@ async def test_twenty_concurrent_sends_through_the_service_never_pass_the_daily_
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
     await ledger.fund(alice, 100_000)
     await ledger.set_limit(alice, "send", per_transaction=10_000, daily=5_000, monthly=50_000)
-    service = _service(ledger.ledger, _gate(alice))
+    service = movement_service(ledger.ledger, wallet_gate(alice))
     sends: list[asyncio.Task[Transaction]] = []
     try:
-        async with _row_locked(ledger, alice):
+        async with row_locked(ledger, alice):
             sends = [
                 asyncio.create_task(
                     service.send_money(_send(alice, bob, 1_000, key(alice.user_id)))
@@ -320,7 +290,7 @@ async def test_a_freeze_during_a_burst_stops_every_debit_that_commits_after_it(
     sender = PgLedger(engine)
     sends: list[asyncio.Task[LedgerOutcome]] = []
     try:
-        async with _row_locked(ledger, alice):
+        async with row_locked(ledger, alice):
             sends = [
                 asyncio.create_task(
                     sender.send_money(

@@ -12,6 +12,7 @@ One database per test module.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -322,6 +323,39 @@ def wallet_gate(wallet: Wallet) -> FakeWalletGate:
 
 
 def movement_service(ledger: PgLedger, gate: FakeWalletGate) -> MovementService:
-    """TopUp, SendMoney and Withdraw's real use cases over `ledger`; an account number is its
-    own hash."""
-    return MovementService(ledger, gate, str, max_amount_minor=10**12, pin_check_key=PIN_KEY)
+    """TopUp, SendMoney and Withdraw's real use cases over `ledger`; `account_hash` hashes a
+    bank account number."""
+    return MovementService(
+        ledger, gate, account_hash, max_amount_minor=10**12, pin_check_key=PIN_KEY
+    )
+
+
+def account_hash(account_number: str) -> str:
+    """The account's hash as the tests' Withdraw stores it (unkeyed: no secret here)."""
+    return hashlib.sha256(account_number.encode()).hexdigest()
+
+
+_WRITTEN_BY_A_MOVEMENT = (
+    "ledger_transactions",
+    "ledger_postings",
+    "wallet_transactions",
+    "idempotency_records",
+    "outbox_events",
+    "limit_usage",
+    "top_up_payments",
+    "payouts",
+)
+
+
+async def footprint(ledger: LedgerWorld) -> dict[str, int]:
+    """The rows of every table a movement writes, the limit usage they hold, and the sum of
+    the balances: equal before and after a call that wrote nothing."""
+    counts = {}
+    for table in _WRITTEN_BY_A_MOVEMENT:
+        rows = await ledger.fetch(f"SELECT count(*) AS n FROM {table}")
+        counts[table] = rows[0]["n"]
+    [usage] = await ledger.fetch("SELECT coalesce(sum(used), 0) AS used FROM limit_usage")
+    counts["limit_usage.used"] = usage["used"]
+    [balances] = await ledger.fetch("SELECT coalesce(sum(balance), 0) AS total FROM wallets")
+    counts["wallets.balance"] = balances["total"]
+    return counts

@@ -16,6 +16,7 @@ from tests.integration.transfer.conftest import (
     SEND,
     TOP_UP,
     LedgerWorld,
+    footprint,
     key,
     plain_dsn,
 )
@@ -23,25 +24,6 @@ from vaultpay_transfer.domain.model import PaymentMethod, TransactionStatus, Tra
 from vaultpay_wallet.domain.limits import LimitAction, LimitOverride, LimitSource, effective_caps
 from vaultpay_wallet.domain.model import FreezeSource, KycTier
 from vaultpay_wallet.domain.settings_catalog import SETTINGS
-
-_TABLES = (
-    "ledger_transactions",
-    "ledger_postings",
-    "wallet_transactions",
-    "idempotency_records",
-    "outbox_events",
-    "limit_usage",
-    "top_up_payments",
-    "payouts",
-)
-
-
-async def _counts(ledger: LedgerWorld) -> dict[str, int]:
-    counts = {}
-    for table in _TABLES:
-        rows = await ledger.fetch(f"SELECT count(*) AS n FROM {table}")
-        counts[table] = rows[0]["n"]
-    return counts
 
 
 async def test_a_send_writes_one_balanced_movement_both_sides_and_two_notifications(
@@ -156,11 +138,11 @@ async def test_a_refused_send_names_its_guard_and_writes_nothing(
         await ledger.set_limit(alice, "send", source="USER", daily=999)
     elif setup == "no_wallet":
         sender = str(uuid.uuid4())
-    before = await _counts(ledger)
+    before = await footprint(ledger)
     outcome = await ledger.ledger.send_money(key(sender), sender, recipient, amount, currency, "")
     assert outcome.code == expected, outcome
     assert outcome.transaction is None
-    assert await _counts(ledger) == before
+    assert await footprint(ledger) == before
     assert await ledger.balance(alice) == 5_000
 
 

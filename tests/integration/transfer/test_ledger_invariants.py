@@ -21,6 +21,7 @@ from tests.integration.transfer.conftest import (
     plain_dsn,
 )
 from vaultpay_transfer.domain.model import PaymentMethod, TransactionStatus, TransactionType
+from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_wallet.domain.limits import LimitAction, LimitOverride, LimitSource, effective_caps
 from vaultpay_wallet.domain.model import FreezeSource, KycTier
 from vaultpay_wallet.domain.settings_catalog import SETTINGS
@@ -206,9 +207,104 @@ async def test_a_payment_reference_is_credited_once_per_method(ledger: LedgerWor
         return outcome.code
 
     assert await top_up(PaymentMethod.UPI) == "OK"
+    before = await footprint(ledger)
     assert await top_up(PaymentMethod.UPI) == "PAYMENT_REFERENCE_USED"
+    assert await footprint(ledger) == before  # the refusal wrote nothing
     assert await top_up(PaymentMethod.CARD) == "OK"
     assert await ledger.balance(alice) == 2_000
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected", "limit_minor", "used_minor"),
+    [
+        ("poor", "INSUFFICIENT_BALANCE", None, None),
+        ("per_transaction", "PER_TRANSACTION_LIMIT_EXCEEDED", "599", "0"),
+        ("daily", "DAILY_LIMIT_EXCEEDED", "1500", "1000"),
+        ("monthly", "MONTHLY_LIMIT_EXCEEDED", "1500", "1000"),
+    ],
+    ids=["poor", "per_transaction", "daily", "monthly"],
+)
+async def test_a_refused_withdrawal_names_its_guard_and_writes_nothing(
+    ledger: LedgerWorld,
+    setup: str,
+    expected: str,
+    limit_minor: str | None,
+    used_minor: str | None,
+) -> None:
+    """After a withdrawal of 1,000 today (its usage, payout and postings in place), another
+    of 600 (of 4,001 when the balance is short) is refused and changes none of them."""
+    alice = await ledger.new_wallet()
+    await ledger.fund(alice, 5_000)
+    assert (await ledger.withdraw(alice, 1_000)).code == "OK"
+    amount = 4_001 if setup == "poor" else 600
+    if setup == "per_transaction":
+        await ledger.set_limit(alice, "withdraw", per_transaction=599)
+    elif setup == "daily":
+        await ledger.set_limit(alice, "withdraw", daily=1_500, monthly=100_000)
+    elif setup == "monthly":
+        await ledger.set_limit(alice, "withdraw", daily=100_000, monthly=1_500)
+    before = await footprint(ledger)
+    outcome = await ledger.withdraw(alice, amount)
+    assert (outcome.code, outcome.transaction) == (expected, None), outcome
+    if limit_minor is not None:
+        assert (outcome.details["limit_minor"], outcome.details["used_minor"]) == (
+            limit_minor,
+            used_minor,
+        )
+    assert await footprint(ledger) == before
+    assert await ledger.balance(alice) == 4_000
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected", "limit_minor", "used_minor"),
+    [
+        ("payment_reference_used", "PAYMENT_REFERENCE_USED", None, None),
+        ("per_transaction", "PER_TRANSACTION_LIMIT_EXCEEDED", "599", "0"),
+        ("daily", "DAILY_LIMIT_EXCEEDED", "1500", "1000"),
+        ("monthly", "MONTHLY_LIMIT_EXCEEDED", "1500", "1000"),
+    ],
+    ids=["payment_reference_used", "per_transaction", "daily", "monthly"],
+)
+async def test_a_refused_top_up_names_its_guard_and_writes_nothing(
+    ledger: LedgerWorld,
+    setup: str,
+    expected: str,
+    limit_minor: str | None,
+    used_minor: str | None,
+) -> None:
+    """After a top-up of 1,000 today, another of 600 is refused and changes nothing."""
+    alice = await ledger.new_wallet()
+    credited = f"upi-{uuid.uuid4().hex}"
+
+    async def top_up(amount: int, reference: str) -> LedgerOutcome:
+        return await ledger.ledger.top_up(
+            key(alice.user_id, TOP_UP),
+            alice.user_id,
+            amount,
+            "INR",
+            PaymentMethod.UPI,
+            reference,
+            "UPI test",
+        )
+
+    assert (await top_up(1_000, credited)).code == "OK"
+    reference = credited if setup == "payment_reference_used" else f"upi-{uuid.uuid4().hex}"
+    if setup == "per_transaction":
+        await ledger.set_limit(alice, "top_up", per_transaction=599)
+    elif setup == "daily":
+        await ledger.set_limit(alice, "top_up", daily=1_500, monthly=100_000)
+    elif setup == "monthly":
+        await ledger.set_limit(alice, "top_up", daily=100_000, monthly=1_500)
+    before = await footprint(ledger)
+    outcome = await top_up(600, reference)
+    assert (outcome.code, outcome.transaction) == (expected, None), outcome
+    if limit_minor is not None:
+        assert (outcome.details["limit_minor"], outcome.details["used_minor"]) == (
+            limit_minor,
+            used_minor,
+        )
+    assert await footprint(ledger) == before
+    assert await ledger.balance(alice) == 1_000
 
 
 async def test_a_withdrawal_moves_money_into_flight_and_settles_or_comes_back(

@@ -111,6 +111,8 @@ async def test_the_bank_loses_and_invents_no_money_through_faults(
     bank_mesh: Mesh, tmp_path: Path
 ) -> None:
     config = bank_config()
+    # First, so that any failure (an exception in the run included) shows how to replay it.
+    print(f"bank test seed {config.seed}: replay its choices with {SEED_ENV}={config.seed}")
     bank = Bank(bank_mesh, config)
     try:
         assert await bank.tracks_commit_times(), (

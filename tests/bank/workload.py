@@ -15,7 +15,10 @@ the commit) and sometimes goes out twice at once (a duplicate). An answer that t
 (DEADLINE_EXCEEDED, UNAVAILABLE, ABORTED, ...) is retried with the same request_id and body,
 sometimes after asking GetTransactionByRequestId, until a definite answer or `op_budget`
 seconds; a few clients give up after the first such answer. What is still unknown after the
-run is asked with GetTransactionByRequestId. The seed fixes the clients' choices, not timing.
+run is asked with GetTransactionByRequestId. The seed fixes the clients' choices, not timing:
+every random choice of the run (clients, freezers, the nemesis's pauses and terminations,
+retries' jitter, the replayed sample) draws from a stream derived from it (`Bank.stream`), so
+VAULTPAY_BANK_TEST_SEED replays a run's choices.
 """
 
 from __future__ import annotations
@@ -169,6 +172,7 @@ class Bank:
         self.mesh = mesh
         self.config = config
         self.rng = random.Random(config.seed)
+        self._pauses = self.stream("pause-transfer")
         self.gateway = Gateway(mesh.gateway_url)
         self.accounts: list[Account] = []
         self.staff_token = ""
@@ -184,6 +188,11 @@ class Bank:
             dbs.vaultpay_owner_role, dbs.vaultpay_database, driver="postgresql"
         )
         self.databases = [dbs.vaultpay_database, dbs.auth_database]
+
+    def stream(self, *part: object) -> random.Random:
+        """The random choices of one part of the run (`stream("freezer", 1)`), derived from
+        the run's seed: the same seed draws the same choices, whatever the timing."""
+        return random.Random("/".join([str(self.config.seed), *map(str, part)]))
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -305,7 +314,7 @@ class Bank:
             for i in range(self.config.clients)
         ]
         helpers = [
-            asyncio.create_task(self._freezer(history, stop), name=f"freezer {i}")
+            asyncio.create_task(self._freezer(i, history, stop), name=f"freezer {i}")
             for i in range(self.config.freezers)
         ]
         helpers.append(asyncio.create_task(self._reader(history, stop), name="reader"))
@@ -423,10 +432,15 @@ class Bank:
         )
 
     async def _staff_call(
-        self, what: str, method: Callable[..., Awaitable[Any]], request: Any, history: History
+        self,
+        what: str,
+        method: Callable[..., Awaitable[Any]],
+        request: Any,
+        history: History,
+        rng: random.Random,
     ) -> bool:
-        """A staff RPC (the request's request_id fixed) retried until a definite answer."""
-        rng = random.Random()
+        """A staff RPC (the request's request_id fixed) retried until a definite answer;
+        `rng` jitters the retries (the caller's stream)."""
         began = time.monotonic()
         for n in itertools.count():
             if time.monotonic() - began > 60.0:
@@ -455,9 +469,9 @@ class Bank:
                 staff_token, self.mesh, self.gateway, "SUPER_ADMIN"
             )
 
-    async def _freezer(self, history: History, stop: asyncio.Event) -> None:
+    async def _freezer(self, index: int, history: History, stop: asyncio.Event) -> None:
         """Freezes a wallet (staff), keeps it frozen a moment while sends race it, lifts it."""
-        rng = random.Random()
+        rng = self.stream("freezer", index)
         admin = wallet_pb2_grpc.WalletAdminServiceStub(self._wallet_channel())
         while not await wait_or_stop(stop, rng.uniform(0.3, 1.5)):
             wallet = rng.choice(
@@ -468,7 +482,7 @@ class Bank:
                 request_id=rid(), wallet_id=wallet, reason="bank test: freezes racing sends"
             )
             frozen = await self._staff_call(
-                f"freezing {wallet}", admin.AdminFreezeWallet, freeze, history
+                f"freezing {wallet}", admin.AdminFreezeWallet, freeze, history, rng
             )
             acked = time.time()
             await wait_or_stop(stop, rng.uniform(0.5, 2.0))
@@ -477,7 +491,11 @@ class Bank:
                 request_id=rid(), wallet_id=wallet, reason="bank test"
             )
             await self._staff_call(
-                f"lifting the freeze of {wallet}", admin.AdminUnfreezeWallet, unfreeze, history
+                f"lifting the freeze of {wallet}",
+                admin.AdminUnfreezeWallet,
+                unfreeze,
+                history,
+                rng,
             )
             if frozen:
                 history.freezes.append(FreezeWindow(wallet, acked, lifted))
@@ -530,7 +548,7 @@ class Bank:
         await terminator
 
     async def _terminator(self, history: History, stop: asyncio.Event) -> None:
-        rng = random.Random()
+        rng = self.stream("terminator")
         every = self.config.terminate_every
         while not await wait_or_stop(stop, rng.uniform(0.5 * every, 1.5 * every)):
             await self._fault(history, "terminate-backends", self.terminate_backends)
@@ -568,7 +586,7 @@ class Bank:
         sleeps) and SIGCONTs it after the clients' deadlines passed: commits whose replies are
         lost, for certain (a GC pause or a noisy neighbour at the worst moment). Records how
         many transfer backends were queued when it stopped the process."""
-        hot = random.Random().sample([a.wallet_id for a in self.accounts], 3)
+        hot = self._pauses.sample([a.wallet_id for a in self.accounts], 3)
         pid = self.mesh.services["transfer"].pid
         holder = await self._connect(self.ledger_dsn)
         watcher = await self._connect(self.admin_dsn)
@@ -645,7 +663,7 @@ class Bank:
     async def _ask(self, send: Send, call: Callable[[str], Awaitable[Any]]) -> Any | str | None:
         """`call(token)` with retries: its reply, the reason of a definite failure, or None."""
         account = self._by_user[send.sender_user]
-        rng = random.Random()
+        rng = self.stream("ask", send.request_id)
         began = time.monotonic()
         for n in itertools.count():
             if time.monotonic() - began > 30.0:

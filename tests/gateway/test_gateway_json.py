@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -140,13 +141,28 @@ def test_fetched_keys_outlive_a_failing_jwks_refresh(
     calls_before = auth_double.servicer.jwks_calls
     auth_double.servicer.jwks_down = True
     try:
-        time.sleep(JWKS_CACHE_SECONDS + 1.5)
+        # Two calls since: the second comes only after the first was answered UNAVAILABLE
+        # (a retry or the next refresh), so at least one refresh attempt has failed. The
+        # refresh runs every JWKS_CACHE_SECONDS; the deadline only guards against a hang.
+        _poll_until(
+            lambda: auth_double.servicer.jwks_calls >= calls_before + 2,
+            within=30 + 4 * JWKS_CACHE_SECONDS,
+            what="a background JWKS refresh failing",
+        )
         reply = gateway.call("GET", "/v1/auth/me", headers=bearer(signing_key.token()))
     finally:
         auth_double.servicer.jwks_down = False
 
     assert reply.status == 200, reply.body
-    assert auth_double.servicer.jwks_calls > calls_before, "the refresh must have been tried"
+
+
+def _poll_until(check: Callable[[], bool], *, within: float, what: str) -> None:
+    """Polls `check` every 50 ms until it holds; fails at the deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within} s")
+        time.sleep(0.05)
 
 
 def test_unknown_path_is_404_status_json(gateway: GatewayUnderTest) -> None:

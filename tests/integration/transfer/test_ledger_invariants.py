@@ -426,12 +426,17 @@ async def test_postings_that_do_not_balance_are_refused_even_for_the_owner(
                     " ($1::uuid, 'VPY-AAAAAA', 'INR', 4, now())",
                     movement,
                 )
-            raise_rollback = True
-            assert raise_rollback
-    except asyncpg.InFailedSQLTransactionError:
-        pass
+            # Leaving the block asks for a COMMIT: the refused statement makes it a rollback.
     finally:
         await conn.close()
+    # Read from a new connection: nothing of the movement was kept, not even its header.
+    kept = await ledger.fetch(
+        "SELECT (SELECT count(*) FROM ledger_transactions WHERE id = $1::uuid) AS headers,"
+        " (SELECT count(*) FROM ledger_postings WHERE ledger_transaction_id = $1::uuid)"
+        " AS postings",
+        movement,
+    )
+    assert [tuple(r) for r in kept] == [(0, 0)]
 
 
 async def _settings(ledger: LedgerWorld) -> dict[str, int]:

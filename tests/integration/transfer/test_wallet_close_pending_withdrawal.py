@@ -181,36 +181,54 @@ async def test_withdrawals_racing_a_close_at_zero_never_leave_money_in_flight_fr
     ledger: LedgerWorld,
 ) -> None:
     """The close can win here (the wallet is empty but a top-up lands during the race): a
-    withdrawal either comes first (and the close is refused) or sees CLOSED."""
+    withdrawal either comes first (and the close is refused) or sees CLOSED. Each order is
+    first made on purpose, so both outcomes are known to be checked; then they race."""
+
+    async def fund_then_withdraw(wallet: Wallet) -> str:
+        funded = await ledger.ledger.top_up(
+            key(wallet.user_id, TOP_UP),
+            wallet.user_id,
+            500,
+            "INR",
+            PaymentMethod.UPI,
+            f"upi-{uuid.uuid4().hex}",
+            "UPI test",
+        )
+        if funded.code != "OK":
+            return funded.code
+        return await _withdraw(ledger, wallet, 500)
+
+    def close_won(close: str, withdrawn: str) -> bool:
+        """Exactly one of the two won: a close that won leaves nothing for a withdrawal (a
+        top-up cannot reach the wallet either); a close that lost let the withdrawal through."""
+        assert close in {"CLOSED", "WALLET_HAS_BALANCE", "WALLET_HAS_PENDING_WITHDRAWAL"}, close
+        if close == "CLOSED":
+            assert withdrawn in {"WALLET_CLOSED", "INSUFFICIENT_BALANCE"}, withdrawn
+            return True
+        assert len(withdrawn) == 36, withdrawn  # the withdrawal's transaction id
+        return False
+
+    closed_first = await ledger.new_wallet()
+    close = await _close(ledger, closed_first)
+    assert close_won(close, await fund_then_withdraw(closed_first))
+    withdrawn_first = await ledger.new_wallet()
+    withdrawn = await fund_then_withdraw(withdrawn_first)
+    close = await _close(ledger, withdrawn_first)
+    assert close == "WALLET_HAS_PENDING_WITHDRAWAL"
+    assert not close_won(close, withdrawn)
+
     rounds = 30
     wallets = [await ledger.new_wallet() for _ in range(rounds)]
 
     async def race(wallet: Wallet) -> tuple[str, str]:
-        async def fund_then_withdraw() -> str:
-            funded = await ledger.ledger.top_up(
-                key(wallet.user_id, TOP_UP),
-                wallet.user_id,
-                500,
-                "INR",
-                PaymentMethod.UPI,
-                f"upi-{uuid.uuid4().hex}",
-                "UPI test",
-            )
-            if funded.code != "OK":
-                return funded.code
-            return await _withdraw(ledger, wallet, 500)
-
-        close, withdrawn = await asyncio.gather(_close(ledger, wallet), fund_then_withdraw())
+        close, withdrawn = await asyncio.gather(_close(ledger, wallet), fund_then_withdraw(wallet))
         return close, withdrawn
 
     results = [await race(w) for w in wallets]
-    ids = [w.wallet_id for w in wallets]
+    ids = [w.wallet_id for w in [*wallets, closed_first, withdrawn_first]]
     assert (await ledger.fetch(_PENDING_ON_CLOSED, ids))[0]["n"] == 0
     for close, withdrawn in results:
-        assert close in {"CLOSED", "WALLET_HAS_BALANCE", "WALLET_HAS_PENDING_WITHDRAWAL"}
-        if close == "CLOSED":
-            # A close that won leaves nothing for a withdrawal (a top-up cannot reach it either).
-            assert withdrawn in {"WALLET_CLOSED", "INSUFFICIENT_BALANCE"}, withdrawn
+        close_won(close, withdrawn)
 
 
 class _RefusingBank:

@@ -19,8 +19,9 @@ _Index = dict[tuple[str, str], list[ContractMethod]]
 
 @pytest.fixture(scope="module")
 def api_rows() -> list[ApiRow]:
-    if not API_MD.is_file():
-        pytest.skip(f"{API_MD} not found (shared/ sits beside the checkout in CI)")
+    assert API_MD.is_file(), (
+        f"{API_MD} not found: shared/ (with API.md) must sit beside the checkout, as CI has it"
+    )
     rows = parse_api_md()
     assert rows, f"no RPC rows found in {API_MD}"
     return rows

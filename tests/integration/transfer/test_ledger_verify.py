@@ -9,11 +9,16 @@ ledger (own module all the same: the first test's edit is committed, then put ba
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from tests.fakes.transfer import ScriptedBank
 from tests.integration.transfer.conftest import (
@@ -23,6 +28,8 @@ from tests.integration.transfer.conftest import (
     ledger_is_clean,
     run_transfer_cli,
 )
+from tests.support import eventually
+from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import create_engine
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor, check_ledger
 from vaultpay_transfer.domain.model import LedgerCheck
@@ -456,3 +463,61 @@ async def test_a_return_credit_that_names_no_payout_is_caught(ledger: LedgerWorl
     assert _failed(checks) == {"returned_payouts_credited_back"}
     detail = checks["returned_payouts_credited_back"].detail
     assert world.returned in detail and credit["id"] in detail
+
+
+async def _checked_behind_a_lock(
+    ledger: LedgerWorld, check: Callable[[], Coroutine[Any, Any, Sequence[LedgerCheck]]]
+) -> asyncio.Task[Sequence[LedgerCheck]]:
+    """Runs `check` while the owner locks ledger_postings against readers, until the checks
+    wait on that lock and some more, then lets go: the checks' task, done or still running."""
+    conn = await ledger.owner()
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE ledger_postings IN ACCESS EXCLUSIVE MODE")
+            checking = asyncio.create_task(check())
+
+            async def waiting() -> bool:
+                if checking.done():
+                    return True
+                async with ledger.engine.connect() as seen:  # a role sees its own sessions
+                    count = await seen.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE application_name = 'verify' AND wait_event_type = 'Lock'"
+                        )
+                    )
+                return bool(count)
+
+            await eventually(waiting, within=30, what="the checks wait on the postings' lock")
+            # Longer than the bounds below (the engine's 0.1 s, the deadline's 0.2 s): a
+            # statement they bound is cancelled while it waits.
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+    return checking
+
+
+async def test_the_checks_outlast_the_services_statement_bound_but_not_a_callers_deadline(
+    ledger: LedgerWorld,
+) -> None:
+    """A large ledger's full scans take longer than DB_STATEMENT_TIMEOUT_MS (sized for
+    requests): a scan waiting longer than the engine's bound still completes, while a gRPC
+    caller's deadline still bounds it."""
+    engine = create_engine(
+        ledger.dbs.app_dsn("transfer"), application_name="verify", statement_timeout_ms=100
+    )
+    try:
+        auditor = SqlLedgerAuditor(engine, b"k" * 32, None)
+        checking = await _checked_behind_a_lock(ledger, auditor.check)
+        checks = await asyncio.wait_for(checking, 60)  # a hang guard
+        assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+
+        async def within_a_deadline() -> Sequence[LedgerCheck]:
+            DEADLINE.set(time.monotonic() + 0.2)  # this task's context only
+            return await auditor.check()
+
+        checking = await _checked_behind_a_lock(ledger, within_a_deadline)
+        with pytest.raises(DBAPIError, match="statement timeout"):
+            await asyncio.wait_for(checking, 60)
+    finally:
+        await engine.dispose()

@@ -6,13 +6,16 @@ are full scans: an operator's proof, not a hot path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.audit import CheckpointStore, verify_audit
+from vaultpay_common.context import remaining_seconds
 from vaultpay_transfer.domain.model import LedgerCheck
 
 __all__ = ["SqlLedgerAuditor", "check_ledger"]
@@ -257,6 +260,18 @@ async def _check(conn: AsyncConnection, name: str, what: str, sql: str) -> Ledge
     return LedgerCheck(name, False, f"{what}: violated by {', '.join(str(b) for b in bad)}")
 
 
+# Full scans of a large ledger outlast the services' per-statement bound (DB_STATEMENT_TIMEOUT_MS,
+# sized for requests): the checks are bounded by the caller's gRPC deadline when it sent one,
+# else by this (the CLI; an operator can interrupt it sooner).
+UNBOUNDED_CALL_TIMEOUT = timedelta(minutes=30)
+
+
+def _timeout_ms() -> int:
+    left = remaining_seconds()
+    seconds = UNBOUNDED_CALL_TIMEOUT.total_seconds() if left is None else left
+    return max(1, math.floor(seconds * 1000))
+
+
 async def check_ledger(conn: AsyncConnection) -> list[LedgerCheck]:
     """The ledger's checks (not the audit chain), in the snapshot `conn` is in."""
     return [await _check(conn, *spec) for spec in _CHECKS]
@@ -278,6 +293,7 @@ class SqlLedgerAuditor:
                 isolation_level="REPEATABLE READ", postgresql_readonly=True
             )
             async with conn.begin():
+                await conn.execute(text(f"SET LOCAL statement_timeout = {_timeout_ms()}"))
                 checks = await check_ledger(conn)
         # The audit chain in a snapshot of its own, taken after its latest checkpoint is read
         # (verify_audit does both): in the ledger's snapshot, a checkpoint the sealer saved

@@ -491,7 +491,8 @@ class LedgerCheck(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Stable snake_case name, e.g. "postings_balanced", "wallet_balances_match_postings",
-    "total_balance_zero", "no_negative_user_balance", "audit_chain_intact".
+    "total_balance_zero", "no_negative_user_balance", "wallet_histories_add_up",
+    "withdrawals_match_payouts", "audit_chain_intact" (README, "Transfer", lists them all).
     """
     ok: _builtins.bool
     """True when the invariant holds."""

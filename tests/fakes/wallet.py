@@ -21,7 +21,13 @@ from vaultpay_common.context import Role
 from vaultpay_common.errors import UnavailableError
 from vaultpay_common.sealing import UnsealError
 from vaultpay_wallet.domain.errors import WalletAlreadyExistsError, WalletIdCollisionError
-from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, LimitOverride, LimitSource
+from vaultpay_wallet.domain.limits import (
+    ActionUsage,
+    LimitAction,
+    LimitOverride,
+    LimitSource,
+    UsageReading,
+)
 from vaultpay_wallet.domain.model import FreezeSource, Wallet, WalletStatus
 from vaultpay_wallet.domain.pin import MAX_FAILED_PIN_ATTEMPTS, PinRecord
 from vaultpay_wallet.domain.settings_catalog import SETTINGS
@@ -359,17 +365,19 @@ class ReversibleSealer:
 
 
 class FakeUsage:
-    """Usage per action; `down=True` answers unknown, `broken=True` raises."""
+    """Usage per action, read at `read_at` (None: not said); `down=True` answers unknown,
+    `broken=True` raises."""
 
     def __init__(self) -> None:
         self.used: list[ActionUsage] = []
+        self.read_at: datetime | None = None
         self.down = False
         self.broken = False
 
-    async def usage(self, wallet_id: str, now: datetime) -> Sequence[ActionUsage] | None:
+    async def usage(self, wallet_id: str) -> UsageReading | None:
         if self.broken:
             raise ConnectionError("transfer is down")
-        return None if self.down else list(self.used)
+        return None if self.down else UsageReading(self.read_at, list(self.used))
 
 
 class FakeTransferStats:

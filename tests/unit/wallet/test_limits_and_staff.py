@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -145,6 +145,29 @@ async def test_usage_is_joined_with_the_caps() -> None:
     assert send.daily.used_minor == 1_000
     assert send.daily.remaining_minor == send.daily.amount_minor - 1_000
     assert send.daily.reset_at is not None and send.per_transaction.reset_at is None
+
+
+async def test_the_resets_follow_the_time_transfer_counted_the_usage_by() -> None:
+    """Transfer counts the windows by the database's clock and says when it read them; a
+    wallet host a few seconds ahead, already past midnight in Kolkata, must not show today's
+    usage with tomorrow's reset (nor the month's end of the next month)."""
+    world = World()
+    await _basic(world)
+    world.usage.used = [ActionUsage(LimitAction.SEND, 1_000, 5_000)]
+    # 30 November, 23:59:58 in Kolkata by the database; 1 December, 00:00:01 by this host.
+    world.usage.read_at = datetime(2026, 11, 30, 18, 29, 58, tzinfo=UTC)
+    world.clock.current = datetime(2026, 11, 30, 18, 30, 1, tzinfo=UTC)
+    send = next(
+        v for v in (await world.limits.get_limits("alice")).limits if v.action is LimitAction.SEND
+    )
+    assert send.daily.reset_at == datetime(2026, 11, 30, 18, 30, tzinfo=UTC)
+    assert send.monthly.reset_at == datetime(2026, 11, 30, 18, 30, tzinfo=UTC)
+    # Usage unknown (transfer down): this host's clock places the resets.
+    world.usage.down = True
+    send = next(
+        v for v in (await world.limits.get_limits("alice")).limits if v.action is LimitAction.SEND
+    )
+    assert send.daily.reset_at == datetime(2026, 12, 1, 18, 30, tzinfo=UTC)
 
 
 def _view(

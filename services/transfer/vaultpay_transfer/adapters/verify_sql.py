@@ -7,6 +7,7 @@ are full scans: an operator's proof, not a hot path.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -191,7 +192,8 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         # Days of Asia/Kolkata, as transfer_business_day counts them (the app role, which runs
-        # this, may not call it); a returned withdrawal gives its usage back on its own day.
+        # this, may not call it); a returned withdrawal gives its usage back on the
+        # withdrawal's day, not the return's (t0012 `transfer_return_payout`).
         "limit_usage_matches_movements",
         "every wallet's limit usage per day is what its sends, top-ups and unreturned"
         " withdrawals of that day add up to",
@@ -261,20 +263,27 @@ async def _check(conn: AsyncConnection, name: str, what: str, sql: str) -> Ledge
 
 
 # Full scans of a large ledger outlast the services' per-statement bound (DB_STATEMENT_TIMEOUT_MS,
-# sized for requests): the checks are bounded by the caller's gRPC deadline when it sent one,
-# else by this (the CLI; an operator can interrupt it sooner).
+# sized for requests): the checks together are bounded by the caller's gRPC deadline when it
+# sent one, else by this (the CLI; an operator can interrupt it sooner).
 UNBOUNDED_CALL_TIMEOUT = timedelta(minutes=30)
 
 
-def _timeout_ms() -> int:
+def _checks_end() -> float:
+    """The monotonic time by which every check must have ended."""
     left = remaining_seconds()
-    seconds = UNBOUNDED_CALL_TIMEOUT.total_seconds() if left is None else left
-    return max(1, math.floor(seconds * 1000))
+    return time.monotonic() + (UNBOUNDED_CALL_TIMEOUT.total_seconds() if left is None else left)
 
 
-async def check_ledger(conn: AsyncConnection) -> list[LedgerCheck]:
-    """The ledger's checks (not the audit chain), in the snapshot `conn` is in."""
-    return [await _check(conn, *spec) for spec in _CHECKS]
+async def check_ledger(conn: AsyncConnection, *, ends: float | None = None) -> list[LedgerCheck]:
+    """The ledger's checks (not the audit chain), in the snapshot `conn` is in; each statement
+    bounded by what is left until `ends` (monotonic), when given."""
+    checks = []
+    for spec in _CHECKS:
+        if ends is not None:
+            left_ms = max(1, math.floor((ends - time.monotonic()) * 1000))
+            await conn.execute(text(f"SET LOCAL statement_timeout = {left_ms}"))
+        checks.append(await _check(conn, *spec))
+    return checks
 
 
 class SqlLedgerAuditor:
@@ -293,8 +302,7 @@ class SqlLedgerAuditor:
                 isolation_level="REPEATABLE READ", postgresql_readonly=True
             )
             async with conn.begin():
-                await conn.execute(text(f"SET LOCAL statement_timeout = {_timeout_ms()}"))
-                checks = await check_ledger(conn)
+                checks = await check_ledger(conn, ends=_checks_end())
         # The audit chain in a snapshot of its own, taken after its latest checkpoint is read
         # (verify_audit does both): in the ledger's snapshot, a checkpoint the sealer saved
         # during the checks above would name seals the snapshot cannot see, and read as rows

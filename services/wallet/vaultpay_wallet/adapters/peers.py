@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 
@@ -32,7 +32,7 @@ from vaultpay_common.context import Role
 from vaultpay_common.grpc.auth_client import AuthUnavailableError, outgoing_metadata
 from vaultpay_common.grpc.convert import role_from_proto
 from vaultpay_common.outbox import DeliveryError, PermanentDeliveryError
-from vaultpay_wallet.domain.limits import ActionUsage, LimitAction
+from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, UsageReading
 from vaultpay_wallet.service_layer.ports import CurrencyAmount, TransferStats
 
 __all__ = ["GrpcKycStats", "GrpcTransferFigures", "GrpcUserContacts", "UserContact"]
@@ -123,7 +123,7 @@ class GrpcTransferFigures:
         self._usage_retry_seconds = usage_retry_seconds
         self._usage_down_until: float | None = None  # monotonic; None while transfer answers
 
-    async def usage(self, wallet_id: str, now: datetime) -> Sequence[ActionUsage] | None:
+    async def usage(self, wallet_id: str) -> UsageReading | None:
         down_until = self._usage_down_until
         if down_until is not None and time.monotonic() < down_until:
             return None
@@ -144,11 +144,17 @@ class GrpcTransferFigures:
         if down_until is not None:
             log.info("limit usage known again", extra={"peer": "transfer"})
             self._usage_down_until = None
-        return [
-            ActionUsage(_ACTIONS[u.action], u.daily_used.amount_minor, u.monthly_used.amount_minor)
-            for u in reply.usage
-            if u.action in _ACTIONS
-        ]
+        read_at = reply.read_time.ToDatetime(tzinfo=UTC) if reply.HasField("read_time") else None
+        return UsageReading(
+            read_at,
+            [
+                ActionUsage(
+                    _ACTIONS[u.action], u.daily_used.amount_minor, u.monthly_used.amount_minor
+                )
+                for u in reply.usage
+                if u.action in _ACTIONS
+            ],
+        )
 
     async def stats(self, now: datetime) -> TransferStats | None:
         try:

@@ -207,6 +207,15 @@ class ActionUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageReading:
+    """The usage transfer counted, and the time it read it by (None: it did not say). The
+    windows are the ledger's, taken from the database's clock: `read_at` places the resets."""
+
+    read_at: datetime | None
+    actions: Sequence[ActionUsage]
+
+
+@dataclass(frozen=True, slots=True)
 class LimitView:
     """One effective cap as GetLimits shows it. `used_minor`/`remaining_minor` are None when
     usage is unknown (transfer unavailable) and `used_minor`/`reset_at` for per-transaction

@@ -23,11 +23,11 @@ from vaultpay_wallet.domain.errors import WalletClosedError, WalletNotFoundError
 from vaultpay_wallet.domain.limits import (
     ActionCaps,
     ActionLimitsView,
-    ActionUsage,
     LimitAction,
     LimitOverride,
     LimitSource,
     LimitWindow,
+    UsageReading,
     base_cap,
     effective_caps,
     limits_view,
@@ -157,11 +157,9 @@ class LimitsService:
 
     # ----- reading --------------------------------------------------------------------
 
-    async def _usage_or_unknown(
-        self, wallet_id: str, now: datetime
-    ) -> Sequence[ActionUsage] | None:
+    async def _usage_or_unknown(self, wallet_id: str) -> UsageReading | None:
         try:
-            return await self._usage.usage(wallet_id, now)
+            return await self._usage.usage(wallet_id)
         except Exception as exc:  # a peer's failure must never fail GetLimits
             log.warning("limit usage unavailable", extra={"error": type(exc).__name__})
             return None
@@ -169,9 +167,20 @@ class LimitsService:
     async def _with_usage(
         self, wallet: Wallet, caps: tuple[ActionCaps, ...]
     ) -> tuple[tuple[ActionLimitsView, ...], bool]:
-        now = self._clock.now()
-        usage = await self._usage_or_unknown(wallet.id, now)
-        return limits_view(wallet.currency, caps, usage, now), usage is not None
+        return await self._joined(wallet.id, wallet.currency, caps)
+
+    async def _joined(
+        self, wallet_id: str, currency: str, caps: Sequence[ActionCaps]
+    ) -> tuple[tuple[ActionLimitsView, ...], bool]:
+        """Caps joined with transfer's usage; (views, usage_known). The windows' resets are
+        placed by the time transfer read the usage by (the database's clock, by which the
+        ledger counts the windows), so a host clock a few seconds off never shows today's
+        usage with tomorrow's reset; this host's clock only when usage is unknown."""
+        reading = await self._usage_or_unknown(wallet_id)
+        if reading is None:
+            return limits_view(currency, caps, None, self._clock.now()), False
+        at = reading.read_at or self._clock.now()
+        return limits_view(currency, caps, reading.actions, at), True
 
     async def view_for(self, wallet: Wallet) -> tuple[tuple[ActionLimitsView, ...], bool]:
         """Effective limits and usage of a wallet already loaded; (views, usage_known)."""
@@ -300,9 +309,8 @@ class LimitsService:
         """Runs a change once (its reply is the caps), then joins today's usage."""
         async with self._uow() as uow:
             effective = await run_once(uow, key, _EFFECTIVE, lambda: work(uow))
-        now = self._clock.now()
-        usage = await self._usage_or_unknown(effective.wallet_id, now)
-        return limits_view(effective.currency, effective.limits, usage, now)
+        views, _ = await self._joined(effective.wallet_id, effective.currency, effective.limits)
+        return views
 
     # ----- staff ----------------------------------------------------------------------
 

@@ -24,7 +24,12 @@ from vaultpay_common.audit import AuditEntry
 from vaultpay_common.context import Role
 from vaultpay_common.idempotency import IdempotencyKey, IdempotencyRecords
 from vaultpay_common.outbox import Outbox
-from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, LimitOverride, LimitSource
+from vaultpay_wallet.domain.limits import (
+    LimitAction,
+    LimitOverride,
+    LimitSource,
+    UsageReading,
+)
 from vaultpay_wallet.domain.model import KycTier, Wallet, WalletStatus
 from vaultpay_wallet.domain.pin import PinRecord
 
@@ -351,7 +356,7 @@ class SecretSealer(Protocol):
 class LimitUsageSource(Protocol):
     """Usage of the current windows, from transfer's GetLimitUsage."""
 
-    async def usage(self, wallet_id: str, now: datetime) -> Sequence[ActionUsage] | None:
+    async def usage(self, wallet_id: str) -> UsageReading | None:
         """None when usage is unknown (transfer absent, down or too slow); never raises for
         that. An action missing from the answer has used nothing."""
 

@@ -11,6 +11,7 @@ One database per test module.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -19,7 +20,7 @@ import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +34,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.fakes.transfer import FakeWalletGate
 from tests.support import eventually
 from vaultpay_common.db import create_engine
-from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
+from vaultpay_common.errors import ErrorKind
+from vaultpay_common.idempotency import (
+    IdempotencyKey,
+    IdempotencyKeyInUseError,
+    request_fingerprint,
+)
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
@@ -359,3 +365,58 @@ async def footprint(ledger: LedgerWorld) -> dict[str, int]:
     [balances] = await ledger.fetch("SELECT coalesce(sum(balance), 0) AS total FROM wallets")
     counts["wallets.balance"] = balances["total"]
     return counts
+
+
+@dataclass(frozen=True)
+class RaceOutcome:
+    first: Transaction  # the one copy's answer
+    replays: list[Transaction]  # a later replay in each process
+    gates: list[FakeWalletGate]  # wallet's stand-ins of the two processes
+
+
+async def twenty_copies(
+    ledger: LedgerWorld,
+    payer: Wallet,
+    move: Callable[[MovementService], Coroutine[Any, Any, Transaction]],
+    held_function: str,
+) -> RaceOutcome:
+    """20 concurrent copies of one movement, through MovementService (the key's hold, wallet's
+    checks, the `_held` ledger call) in two "transfer processes" on real PostgreSQL. The copy
+    that takes the key is kept inside its ledger call (`held_function`, waiting on the payer's
+    row, locked elsewhere) until the 19 others have answered: each overlapped it, whatever the
+    scheduling. Asserts what ARCHITECTURE.md ("Idempotency") promises: the 19 are ABORTED
+    IDEMPOTENCY_KEY_IN_USE, nothing moved while the one ran, and once it committed a replay in
+    either process is its stored answer."""
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=10, application_name="t2")
+    gates = [wallet_gate(payer), wallet_gate(payer)]
+    services = [
+        movement_service(ledger.ledger, gates[0]),
+        movement_service(PgLedger(engine), gates[1]),
+    ]
+    balance = await ledger.balance(payer)
+    copies: list[asyncio.Task[Transaction]] = []
+    try:
+        async with row_locked(ledger, payer):
+            copies = [asyncio.create_task(move(services[i % 2])) for i in range(20)]
+            await waiting_on_a_lock(ledger, held_function)
+
+            async def others_answered() -> bool:
+                return sum(c.done() for c in copies) == 19
+
+            await eventually(others_answered, what="the 19 other copies answered")
+            [running] = [c for c in copies if not c.done()]
+            assert await ledger.balance(payer) == balance  # nothing moved yet
+        first = await running
+        answers = await asyncio.gather(*copies, return_exceptions=True)
+        replays = [await move(services[0]), await move(services[1])]
+    finally:
+        for copy in copies:
+            copy.cancel()
+        await asyncio.gather(*copies, return_exceptions=True)
+        await engine.dispose()
+    in_use = [a for a in answers if isinstance(a, IdempotencyKeyInUseError)]
+    assert len(in_use) == 19, answers
+    assert all(e.kind is ErrorKind.ABORTED and e.reason == "IDEMPOTENCY_KEY_IN_USE" for e in in_use)
+    assert [a for a in answers if isinstance(a, Transaction)] == [first]
+    assert replays == [first, first]
+    return RaceOutcome(first, replays, gates)

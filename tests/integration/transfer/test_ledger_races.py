@@ -28,13 +28,12 @@ from tests.integration.transfer.conftest import (
     ledger_is_clean,
     movement_service,
     row_locked,
+    twenty_copies,
     waiting_on_a_lock,
     wallet_gate,
 )
-from tests.support import eventually
 from vaultpay_common.db import create_engine
-from vaultpay_common.errors import ErrorKind
-from vaultpay_common.idempotency import IdempotencyKey, IdempotencyKeyInUseError
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.domain.errors import DailyLimitExceededError
 from vaultpay_transfer.domain.model import Transaction
@@ -137,40 +136,12 @@ async def test_twenty_concurrent_copies_of_one_send_through_the_service_make_one
     once it committed, the stored answer."""
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
     await ledger.fund(alice, 10_000)
-    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=10, application_name="t2")
-    gates = [wallet_gate(alice), wallet_gate(alice)]
-    services = [
-        movement_service(ledger.ledger, gates[0]),
-        movement_service(PgLedger(engine), gates[1]),
-    ]
     sent = key(alice.user_id, SEND, body="bob 700")
     send = _send(alice, bob, 700, sent)
-    copies: list[asyncio.Task[Transaction]] = []
-    try:
-        async with row_locked(ledger, alice):
-            copies = [asyncio.create_task(services[i % 2].send_money(send)) for i in range(20)]
-            await waiting_on_a_lock(ledger, "transfer_send_money_held")
-
-            async def others_answered() -> bool:
-                return sum(c.done() for c in copies) == 19
-
-            await eventually(others_answered, what="the 19 other copies answered")
-            [running] = [c for c in copies if not c.done()]
-            assert await ledger.balance(alice) == 10_000  # nothing moved yet
-        first = await running
-        answers = await asyncio.gather(*copies, return_exceptions=True)
-        # A later replay, in either process, is answered from the stored record.
-        replays = [await services[0].send_money(send), await services[1].send_money(send)]
-    finally:
-        for copy in copies:
-            copy.cancel()
-        await asyncio.gather(*copies, return_exceptions=True)
-        await engine.dispose()
-    in_use = [a for a in answers if isinstance(a, IdempotencyKeyInUseError)]
-    assert len(in_use) == 19, answers
-    assert all(e.kind is ErrorKind.ABORTED and e.reason == "IDEMPOTENCY_KEY_IN_USE" for e in in_use)
-    assert [a for a in answers if isinstance(a, Transaction)] == [first]
-    assert replays == [first, first]
+    race = await twenty_copies(
+        ledger, alice, lambda service: service.send_money(send), "transfer_send_money_held"
+    )
+    gates, first = race.gates, race.first
     # wallet was asked for the PIN once: a copy refused for the key never reached it.
     assert sum(1 for g in gates for what, _, _ in g.calls if what == "pin") == 1
     assert await ledger.balance(alice) == 9_300

@@ -11,8 +11,6 @@ stands for it.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.integration.transfer.conftest import (
@@ -25,20 +23,14 @@ from tests.integration.transfer.conftest import (
     key,
     ledger_is_clean,
     movement_service,
-    row_locked,
-    waiting_on_a_lock,
+    twenty_copies,
     wallet_gate,
 )
-from tests.support import eventually
-from vaultpay_common.db import create_engine
-from vaultpay_common.errors import ErrorKind
 from vaultpay_common.idempotency import (
     IdempotencyKey,
-    IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
 )
-from vaultpay_transfer.adapters.ledger_pg import PgLedger
-from vaultpay_transfer.domain.model import Transaction, TransactionStatus
+from vaultpay_transfer.domain.model import TransactionStatus
 from vaultpay_transfer.domain.validation import BankAccountInput
 from vaultpay_transfer.service_layer.commands import AmountInput, Withdraw
 
@@ -148,39 +140,12 @@ async def test_twenty_concurrent_copies_of_one_withdraw_through_the_service_pay_
     IDEMPOTENCY_KEY_IN_USE; then one debit, one payout, and replays of the stored answer."""
     alice = await ledger.new_wallet()
     await ledger.fund(alice, 10_000)
-    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=10, application_name="t2")
-    gates = [wallet_gate(alice), wallet_gate(alice)]
-    services = [
-        movement_service(ledger.ledger, gates[0]),
-        movement_service(PgLedger(engine), gates[1]),
-    ]
     request = key(alice.user_id, WITHDRAW, body="700 to HDFC0001234 123456789012")
     withdraw = _withdraw(alice, 700, request)
-    copies: list[asyncio.Task[Transaction]] = []
-    try:
-        async with row_locked(ledger, alice):
-            copies = [asyncio.create_task(services[i % 2].withdraw(withdraw)) for i in range(20)]
-            await waiting_on_a_lock(ledger, "transfer_withdraw_held")
-
-            async def others_answered() -> bool:
-                return sum(c.done() for c in copies) == 19
-
-            await eventually(others_answered, what="the 19 other copies answered")
-            [running] = [c for c in copies if not c.done()]
-            assert await ledger.balance(alice) == 10_000  # nothing moved yet
-        first = await running
-        answers = await asyncio.gather(*copies, return_exceptions=True)
-        replays = [await services[0].withdraw(withdraw), await services[1].withdraw(withdraw)]
-    finally:
-        for copy in copies:
-            copy.cancel()
-        await asyncio.gather(*copies, return_exceptions=True)
-        await engine.dispose()
-    in_use = [a for a in answers if isinstance(a, IdempotencyKeyInUseError)]
-    assert len(in_use) == 19, answers
-    assert all(e.kind is ErrorKind.ABORTED and e.reason == "IDEMPOTENCY_KEY_IN_USE" for e in in_use)
-    assert [a for a in answers if isinstance(a, Transaction)] == [first]
-    assert replays == [first, first]
+    race = await twenty_copies(
+        ledger, alice, lambda service: service.withdraw(withdraw), "transfer_withdraw_held"
+    )
+    gates = race.gates
     assert sum(1 for g in gates for what, _, _ in g.calls if what == "pin") == 1
     assert await ledger.balance(alice) == 9_300
     assert await _effects(ledger, request) == (1, 1, 2)

@@ -50,6 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "time_limit(seconds): this test's own limit instead of the suite's"
     )
+    # A shell starts a background job (`make test &`, nohup) with SIGINT ignored, and an
+    # ignored signal stays ignored across exec: the watchdog's interrupt would then do nothing
+    # and a hung teardown would wait out the whole grace. Python's own handler makes it work.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # The terminal's stderr, as pytest's faulthandler plugin keeps it: a test's captured
     # stderr would swallow the report along with the interrupted test.
     terminal = os.dup(sys.__stderr__.fileno() if sys.__stderr__ else 2)

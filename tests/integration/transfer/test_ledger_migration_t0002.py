@@ -193,7 +193,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0016")]
+    assert after["versions"] == [("transfer", "t0017")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
@@ -204,7 +204,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # t0014 creates the lease again (returning its end) and replaces the hold's function with
     # the fenced claim; t0015 adds the partial indexes of the rare categories and statuses
     # (built CONCURRENTLY, outside the revision's transaction); t0016 replaces the movements'
-    # functions again (a limit's refusal tells its time).
+    # functions again (a limit's refusal tells its time); t0017 adds the payouts' triggers and
+    # their function (a payout changes only along its progress).
     assert set(changed) == {
         "columns",
         "functions",
@@ -235,7 +236,12 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
         ),
     ]
     assert changed["triggers"][0] == []
-    assert [t[1] for t in changed["triggers"][1]] == ["wallets_close_without_pending_withdrawal"]
+    assert [t[1] for t in changed["triggers"][1]] == [
+        "payouts_change_along_their_progress",
+        "payouts_never_deleted",
+        "payouts_never_truncated",
+        "wallets_close_without_pending_withdrawal",
+    ]
     _top_up_and_send(upgraded, "U2")  # ...and by t0002's, on the same tables
 
     for chain, revision in ((TRANSFER_CHAIN, "t0001"), (WALLET_CHAIN, "w0004")):

@@ -173,7 +173,7 @@ async def history(ledger: LedgerWorld) -> History:
     migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
-    assert version["version_num"] == "t0016"
+    assert version["version_num"] == "t0017"
     eras["t0016"] = await _era(ledger, alice, bob, worker=True)
     return History(alice, bob, await ledger.new_wallet(), eras)
 

@@ -36,6 +36,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0016: `t0016_upgrade.sql` (a limit's refusal by SendMoney's, TopUp's or Withdraw's
   function tells the time it was decided at, `decided_at`); its downgrade is t0012's three,
   read from `t0012_upgrade.sql`.
+* t0017: `t0017_upgrade.sql` (a payout changes only along its progress: PENDING -> SETTLED |
+  RETURNED once, its money and destination never, a finished one never, none deleted); its
+  downgrade `t0017_downgrade.sql`.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ __all__ = [
     "ledger_t0015_downgrade_ddl",
     "ledger_t0016_ddl",
     "ledger_t0016_downgrade_ddl",
+    "ledger_t0017_ddl",
+    "ledger_t0017_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -251,3 +256,13 @@ def ledger_t0016_ddl() -> list[str]:
 def ledger_t0016_downgrade_ddl() -> list[str]:
     """t0016's downgrade: t0012's three, as `t0012_upgrade.sql` (t0012's own file) has them."""
     return [s for s in ledger_t0012_ddl() if _LIMITED.match(s)]
+
+
+def ledger_t0017_ddl() -> list[str]:
+    """t0017: the payouts' triggers (a payout changes only along its progress)."""
+    return split_sql(_script("t0017_upgrade.sql"))
+
+
+def ledger_t0017_downgrade_ddl() -> list[str]:
+    """t0017's downgrade: the triggers and their function go."""
+    return split_sql(_script("t0017_downgrade.sql"))

@@ -38,6 +38,7 @@ from vaultpay_common.errors import ErrorKind
 from vaultpay_common.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUseError,
+    idempotency_lock_key,
     request_fingerprint,
 )
 from vaultpay_devstack.postgres import Provisioned
@@ -420,3 +421,41 @@ async def twenty_copies(
     assert [a for a in answers if isinstance(a, Transaction)] == [first]
     assert replays == [first, first]
     return RaceOutcome(first, replays, gates)
+
+
+async def send_overtaken_by_a_top_up(
+    ledger: LedgerWorld, alice: Wallet, bob: Wallet
+) -> tuple[LedgerOutcome, IdempotencyKey]:
+    """A send of 300 from alice to bob waits for alice's row lock; the session holding it tops
+    her up by 700 (in its own transaction) and commits first. The send's outcome and the
+    top-up's key."""
+    blocker = await ledger.owner()
+    try:
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE", alice.wallet_id)
+        sending = asyncio.create_task(
+            ledger.ledger.send_money(
+                key(alice.user_id), alice.user_id, bob.wallet_id, 300, "INR", ""
+            )
+        )
+        await waiting_on_a_lock(ledger, "transfer_send_money")
+        credit = key(alice.user_id, TOP_UP)
+        [row] = await blocker.fetch(
+            "SELECT outcome FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $6, $7, 'INR',"
+            " $8, $9, 'UPI test')",
+            credit.caller,
+            credit.method,
+            credit.request_id,
+            credit.fingerprint,
+            idempotency_lock_key(credit),
+            alice.user_id,
+            700,
+            PaymentMethod.UPI.value,
+            f"upi-{uuid.uuid4().hex}",
+        )
+        assert row["outcome"] == "OK"
+        await holding.commit()
+        return await sending, credit
+    finally:
+        await blocker.close()

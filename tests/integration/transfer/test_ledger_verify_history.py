@@ -36,10 +36,9 @@ from tests.integration.transfer.conftest import (
     account_hash,
     key,
     run_transfer_cli,
-    waiting_on_a_lock,
+    send_overtaken_by_a_top_up,
 )
 from vaultpay_common.db import create_engine
-from vaultpay_common.idempotency import idempotency_lock_key
 from vaultpay_common.migrations import migrate_chain
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor, check_ledger
 from vaultpay_transfer.domain.model import LedgerCheck, PaymentMethod
@@ -74,36 +73,7 @@ class History:
 async def _overtaken_send(ledger: LedgerWorld, alice: Wallet, bob: Wallet) -> tuple[str, str]:
     """A send of alice's waits for her row lock; the session holding it tops her up and
     commits first. The send's and the top-up's wallet-side ids."""
-    blocker = await ledger.owner()
-    try:
-        holding = blocker.transaction()
-        await holding.start()
-        await blocker.execute("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE", alice.wallet_id)
-        sending = asyncio.create_task(
-            ledger.ledger.send_money(
-                key(alice.user_id), alice.user_id, bob.wallet_id, 300, "INR", ""
-            )
-        )
-        await waiting_on_a_lock(ledger, "transfer_send_money")
-        credit = key(alice.user_id, TOP_UP)
-        [row] = await blocker.fetch(
-            "SELECT outcome FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $6, $7, 'INR',"
-            " $8, $9, 'UPI test')",
-            credit.caller,
-            credit.method,
-            credit.request_id,
-            credit.fingerprint,
-            idempotency_lock_key(credit),
-            alice.user_id,
-            700,
-            PaymentMethod.UPI.value,
-            f"upi-{uuid.uuid4().hex}",
-        )
-        assert row["outcome"] == "OK"
-        await holding.commit()
-        sent = await sending
-    finally:
-        await blocker.close()
+    sent, credit = await send_overtaken_by_a_top_up(ledger, alice, bob)
     assert sent.code == "OK" and sent.transaction is not None, sent
     [top_up] = await ledger.fetch(
         "SELECT id::text AS id FROM wallet_transactions WHERE wallet_id = $1"

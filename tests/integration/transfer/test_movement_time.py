@@ -25,9 +25,9 @@ from tests.integration.transfer.conftest import (
     Wallet,
     key,
     ledger_is_clean,
+    send_overtaken_by_a_top_up,
     waiting_on_a_lock,
 )
-from vaultpay_common.idempotency import idempotency_lock_key
 from vaultpay_transfer.domain.model import PaymentMethod
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 
@@ -141,36 +141,7 @@ async def test_a_send_overtaken_while_it_waited_is_still_the_historys_newest_row
     in alice's history and carry her balance."""
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
     await ledger.fund(alice, 10_000)
-    blocker = await ledger.owner()
-    try:
-        holding = blocker.transaction()
-        await holding.start()
-        await blocker.execute("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE", alice.wallet_id)
-        sending = asyncio.create_task(
-            ledger.ledger.send_money(
-                key(alice.user_id), alice.user_id, bob.wallet_id, 300, "INR", ""
-            )
-        )
-        await waiting_on_a_lock(ledger, "transfer_send_money")
-        credit = key(alice.user_id, TOP_UP)
-        [row] = await blocker.fetch(
-            "SELECT outcome FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $6, $7, 'INR',"
-            " $8, $9, 'UPI test')",
-            credit.caller,
-            credit.method,
-            credit.request_id,
-            credit.fingerprint,
-            idempotency_lock_key(credit),
-            alice.user_id,
-            700,
-            PaymentMethod.UPI.value,
-            f"upi-{uuid.uuid4().hex}",
-        )
-        assert row["outcome"] == "OK"
-        await holding.commit()
-        sent = await sending
-    finally:
-        await blocker.close()
+    sent, _ = await send_overtaken_by_a_top_up(ledger, alice, bob)
     assert sent.code == "OK", sent
     assert await ledger.balance(alice) == 10_000 + 700 - 300
     history = await ledger.fetch(

@@ -29,12 +29,41 @@ from vaultpay_common.pg_failures import connection_lost
 
 _QUERY_CANCELED = "57014"  # statement_timeout (the caller's deadline) or a cancel
 
-__all__ = ["DatabaseUnavailableError", "SqlUnitOfWork", "create_engine"]
+__all__ = [
+    "DatabaseUnavailableError",
+    "SqlUnitOfWork",
+    "create_engine",
+    "limit_statements",
+    "limit_statements_to_deadline",
+    "query_canceled",
+]
 
 
 class DatabaseUnavailableError(UnavailableError):
     reason = "DATABASE_UNAVAILABLE"
     default_message = "the database is unavailable, retry later"
+
+
+def query_canceled(exc: BaseException) -> bool:
+    """The statement was cancelled: its statement_timeout (a caller's deadline) passed, or a
+    cancel request reached it. Answer DEADLINE_EXCEEDED, not an unexpected error."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(orig, "sqlstate", "") == _QUERY_CANCELED
+
+
+async def limit_statements(conn: AsyncConnection, seconds: float) -> None:
+    """Bounds each later statement of `conn`'s transaction by `seconds` (at least 1 ms).
+    `SET LOCAL` takes no snapshot: a REPEATABLE READ transaction's begins at its first query."""
+    timeout_ms = max(1, math.floor(seconds * 1000))
+    await conn.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
+
+
+async def limit_statements_to_deadline(conn: AsyncConnection) -> None:
+    """`limit_statements` to the time the caller's gRPC deadline leaves, when it sent one:
+    the database stops working for a client that has already gone."""
+    left = remaining_seconds()
+    if left is not None:
+        await limit_statements(conn, left)
 
 
 def create_engine(
@@ -90,10 +119,7 @@ class SqlUnitOfWork:
         try:
             self._conn = await self._engine.connect()
             await self._conn.begin()
-            left = remaining_seconds()
-            if left is not None:
-                timeout_ms = max(1, math.floor(left * 1000))
-                await self._conn.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
+            await limit_statements_to_deadline(self._conn)
         except Exception as exc:
             # PoolTimeoutError: every pooled connection stayed checked out for the pool's timeout.
             lost = isinstance(
@@ -150,7 +176,7 @@ class SqlUnitOfWork:
                 raise
         finally:
             await (self._discard() if lost else self._close())
-        if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", "") == _QUERY_CANCELED:
+        if exc is not None and query_canceled(exc):
             raise DeadlineExceededError() from exc
         if exc is not None and lost and not isinstance(exc, DatabaseUnavailableError):
             # The connection died under us (database restart, network): nothing committed,

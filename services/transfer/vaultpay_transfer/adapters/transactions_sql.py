@@ -2,9 +2,11 @@
 histories on the (user_id, created_at, id) indexes (the staff's on the wallet's, the time's or
 a rare category's or status's partial index), limit usage and statistics.
 
-A read on a connection PostgreSQL ended answers DATABASE_UNAVAILABLE (retry), never an
-unexpected error: GetTransactionByRequestId is how a client learns what became of a send
-whose reply was lost, so it must say "try again" when the database is failing over.
+A read on a connection PostgreSQL ended answers DATABASE_UNAVAILABLE (retry), and one that
+outlived the caller's deadline (each read's statements are bounded by it) DEADLINE_EXCEEDED,
+never an unexpected error: GetTransactionByRequestId is how a client learns what became of a
+send whose reply was lost, so it must say "try again" when the database is failing over or
+slow.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from sqlalchemy import TextClause, and_, bindparam, func, or_, select, text, tup
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from vaultpay_common.db import DatabaseUnavailableError
+from vaultpay_common.context import remaining_seconds
+from vaultpay_common.db import (
+    DatabaseUnavailableError,
+    limit_statements_to_deadline,
+    query_canceled,
+)
+from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_common.pg_failures import connection_lost
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.adapters.tables import wallet_transactions, wallets
@@ -82,11 +90,16 @@ class SqlTransactionStore:
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection for one read; a lost one is discarded (not handed to the next
-        read) and becomes DatabaseUnavailableError."""
+        """A pooled connection for one read, bounded by the caller's deadline; a lost one is
+        discarded (not handed to the next read) and becomes DatabaseUnavailableError, a read
+        cancelled by the deadline DeadlineExceededError."""
+        left = remaining_seconds()
+        if left is not None and left <= 0:
+            raise DeadlineExceededError()
         try:
             async with self._engine.connect() as conn:
                 try:
+                    await limit_statements_to_deadline(conn)
                     yield conn
                 except DBAPIError as exc:
                     if connection_lost(exc) and not exc.connection_invalidated:
@@ -95,6 +108,8 @@ class SqlTransactionStore:
         except (DBAPIError, OSError) as exc:
             if connection_lost(exc):
                 raise DatabaseUnavailableError() from exc
+            if query_canceled(exc):
+                raise DeadlineExceededError() from exc
             raise
 
     async def _one(self, *where: Any) -> Transaction | None:

@@ -6,17 +6,20 @@ are full scans: an operator's proof, not a hot path.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.audit import CheckpointStore, verify_audit
 from vaultpay_common.context import remaining_seconds
+from vaultpay_common.db import limit_statements, query_canceled
+from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_transfer.domain.model import LedgerCheck
 
 __all__ = ["SqlLedgerAuditor", "check_ledger"]
@@ -280,8 +283,7 @@ async def check_ledger(conn: AsyncConnection, *, ends: float | None = None) -> l
     checks = []
     for spec in _CHECKS:
         if ends is not None:
-            left_ms = max(1, math.floor((ends - time.monotonic()) * 1000))
-            await conn.execute(text(f"SET LOCAL statement_timeout = {left_ms}"))
+            await limit_statements(conn, ends - time.monotonic())
         checks.append(await _check(conn, *spec))
     return checks
 
@@ -296,18 +298,34 @@ class SqlLedgerAuditor:
         self._audit_key = audit_key
         self._checkpoints = checkpoints
 
-    async def check(self) -> Sequence[LedgerCheck]:
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only REPEATABLE READ transaction (its snapshot taken at its first query)."""
         async with self._engine.connect() as conn:
             await conn.execution_options(
                 isolation_level="REPEATABLE READ", postgresql_readonly=True
             )
             async with conn.begin():
-                checks = await check_ledger(conn, ends=_checks_end())
-        # The audit chain in a snapshot of its own, taken after its latest checkpoint is read
-        # (verify_audit does both): in the ledger's snapshot, a checkpoint the sealer saved
-        # during the checks above would name seals the snapshot cannot see, and read as rows
-        # deleted.
-        audit = await verify_audit(self._engine, self._audit_key, self._checkpoints)
+                yield conn
+
+    async def check(self) -> Sequence[LedgerCheck]:
+        """Every check, or DeadlineExceededError when they outlast the caller's deadline (30
+        minutes without one): the ledger's and the audit chain's statements share that bound."""
+        ends = _checks_end()
+        try:
+            async with self._snapshot() as conn:
+                checks = await check_ledger(conn, ends=ends)
+            # The audit chain in a snapshot of its own, taken after its latest checkpoint is
+            # read (verify_audit reads it before its first query; SET LOCAL takes no snapshot):
+            # in the ledger's snapshot, a checkpoint the sealer saved during the checks above
+            # would name seals the snapshot cannot see, and read as rows deleted.
+            async with self._snapshot() as conn:
+                await limit_statements(conn, ends - time.monotonic())
+                audit = await verify_audit(conn, self._audit_key, self._checkpoints)
+        except DBAPIError as exc:
+            if query_canceled(exc):
+                raise DeadlineExceededError() from exc
+            raise
         checks.append(
             LedgerCheck(
                 "audit_chain_intact",

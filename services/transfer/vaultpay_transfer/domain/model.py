@@ -42,6 +42,20 @@ class TransactionCategory(Enum):
     REFUND = "REFUND"
     REVERSAL = "REVERSAL"
 
+    @property
+    def only_type(self) -> TransactionType | None:
+        """The side every row of this category is on; None for a category with rows of both
+        (a refused withdrawal is credited back as WITHDRAW; refunds and reversals go either
+        way)."""
+        return _ONE_SIDED.get(self)
+
+
+_ONE_SIDED = {
+    TransactionCategory.TOP_UP: TransactionType.CREDIT,
+    TransactionCategory.P2P_SEND: TransactionType.DEBIT,
+    TransactionCategory.P2P_RECEIVE: TransactionType.CREDIT,
+}
+
 
 class TransactionStatus(Enum):
     PENDING = "PENDING"

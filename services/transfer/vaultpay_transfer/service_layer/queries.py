@@ -37,9 +37,18 @@ def _found(transaction: Transaction | None) -> Transaction:
     return transaction
 
 
-def _check_window(flt: TransactionFilter) -> None:
+def _check_filter(flt: TransactionFilter) -> None:
+    """Refuses filters no row can match (an inverted window; a type its category never has:
+    staff could otherwise walk the whole table's index for an empty page)."""
     if flt.start is not None and flt.end is not None and flt.end <= flt.start:
         raise ValidationError.single("end_time", "must be after start_time")
+    side = None if flt.category is None else flt.category.only_type
+    if flt.category is not None and side is not None and flt.type not in (None, side):
+        raise ValidationError.single(
+            "type",
+            f"must be {side.value} or unset with category {flt.category.value}"
+            f" (a {flt.category.value} transaction is always a {side.value})",
+        )
 
 
 class TransactionQueries:
@@ -64,13 +73,13 @@ class TransactionQueries:
     async def list_mine(
         self, user_id: str, flt: TransactionFilter, after: TransactionCursor | None, limit: int
     ) -> Sequence[Transaction]:
-        _check_window(flt)
+        _check_filter(flt)
         return await self._store.list(replace(flt, user_id=user_id), after, limit)
 
     async def list_all(
         self, flt: TransactionFilter, after: TransactionCursor | None, limit: int
     ) -> Sequence[Transaction]:
-        _check_window(flt)
+        _check_filter(flt)
         return await self._store.list(flt, after, limit)
 
     async def limit_usage(self, wallet_id: str) -> LimitUsage:

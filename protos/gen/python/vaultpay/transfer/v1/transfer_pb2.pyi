@@ -526,11 +526,13 @@ class ActionUsage(_message.Message):
     """The action."""
     @_builtins.property
     def daily_used(self) -> _money_pb2.Money:
-        """Total of completed movements in the current calendar day (Asia/Kolkata)."""
+        """Total of the movements the limits count (see GetLimitUsage: a pending withdrawal
+        counts, a returned one does not) in the current calendar day (Asia/Kolkata).
+        """
 
     @_builtins.property
     def monthly_used(self) -> _money_pb2.Money:
-        """Total of completed movements in the current calendar month (Asia/Kolkata)."""
+        """The same in the current calendar month (Asia/Kolkata)."""
 
     def __init__(
         self,

@@ -193,7 +193,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0017")]
+    assert after["versions"] == [("transfer", "t0018")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
@@ -205,7 +205,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # the fenced claim; t0015 adds the partial indexes of the rare categories and statuses
     # (built CONCURRENTLY, outside the revision's transaction); t0016 replaces the movements'
     # functions again (a limit's refusal tells its time); t0017 adds the payouts' triggers and
-    # their function (a payout changes only along its progress).
+    # their function (a payout changes only along its progress); t0018 adds the partial index
+    # of the counted rare-category rows by completion time (GetTransferStats, CONCURRENTLY).
     assert set(changed) == {
         "columns",
         "functions",
@@ -227,6 +228,14 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
             "CREATE INDEX wallet_transactions_rare_category_idx ON public.wallet_transactions"
             " USING btree (category, created_at DESC, id DESC)"
             " WHERE (category <> ALL (ARRAY['P2P_SEND'::text, 'P2P_RECEIVE'::text]))",
+        ),
+        (
+            "wallet_transactions_rare_completed_idx",
+            "CREATE INDEX wallet_transactions_rare_completed_idx ON public.wallet_transactions"
+            " USING btree (completed_at)"
+            " WHERE ((category <> ALL (ARRAY['P2P_SEND'::text, 'P2P_RECEIVE'::text]))"
+            " AND (status = ANY (ARRAY['COMPLETED'::text, 'REVERSED'::text]))"
+            " AND ((type = 'DEBIT'::text) OR (category = 'TOP_UP'::text)))",
         ),
         (
             "wallet_transactions_rare_status_idx",

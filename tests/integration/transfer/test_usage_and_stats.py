@@ -5,7 +5,9 @@ the wallet's business day and month (Asia/Kolkata), and the completed movements 
 last 24 hours and 30 days. The usage is read in the business day of the database's clock (the
 one the ledger's functions count by), or of a time given to the store, so the day and month
 boundaries are tested at fixed instants (usage rows the owner writes), without waiting for them;
-the statistics' clock is the store's argument.
+the statistics' clock is the store's argument. A movement is counted by the time it completed: a
+withdrawal made before a window and settled inside it is in it, one made inside it and still
+pending is not (read at instants set from the database's clock around them).
 
 The module shares one database: the stats are read as the change since a snapshot taken before
 the test's own movements, and "now" is the database's clock read around them (the ledger stamps
@@ -92,6 +94,40 @@ async def test_usage_per_action_and_the_counted_movements(ledger: LedgerWorld) -
     assert two_days_on.daily_count == 0  # nothing was made in the day before that instant
     assert _added(earlier, two_days_on)[2:] == (3, {"INR": 11_500})
     assert (await store.stats(now + timedelta(days=31))).monthly_count == 0
+
+
+async def test_a_withdrawal_counts_in_the_windows_it_settled_in_not_where_it_was_made(
+    ledger: LedgerWorld,
+) -> None:
+    """`mark` lies between a withdrawal's creation and its settlement (both stamped by the
+    database's clock): read at `mark + 24 h`, the day's window starts at `mark`; read at `mark +
+    30 days`, the month's does. Each read is compared with the same read before the settlement
+    (the module's other movements completed before `mark`). A withdrawal made after `mark` and
+    still pending is in neither. By creation time (before t0018's change) the settled one was
+    missing from both."""
+    store = SqlTransactionStore(ledger.engine)
+    alice = await ledger.new_wallet()
+    await ledger.fund(alice, 10_000)
+    made = await ledger.withdraw(alice, 400)
+    assert made.code == "OK" and made.transaction is not None, made
+    await ledger.fetch("SELECT pg_sleep(0.01)")  # the database's clock moves past its creation
+    mark = await _database_now(ledger)
+    assert made.transaction.created_at < mark
+    day_on, month_on = mark + timedelta(hours=24), mark + timedelta(days=30)
+    before = {at: await store.stats(at) for at in (day_on, month_on)}
+
+    settled = await ledger.ledger.settle_payout(made.transaction.transaction_id)
+    assert settled.outcome == "OK" and settled.transaction is not None, settled
+    completed_at = settled.transaction.completed_at
+    assert completed_at is not None and completed_at > mark
+    pending = await ledger.withdraw(alice, 250)  # made inside both windows, never settled
+    assert pending.code == "OK" and pending.transaction is not None, pending
+    assert pending.transaction.created_at > mark
+
+    # The day from `mark`: the settled withdrawal (made before it), not the pending one.
+    assert _added(before[day_on], await store.stats(day_on)) == (1, {"INR": 400}, 1, {"INR": 400})
+    # The month from `mark` (its last day starts 29 days later): the settled one only.
+    assert _added(before[month_on], await store.stats(month_on)) == (0, {}, 1, {"INR": 400})
 
 
 async def test_usage_resets_at_midnight_asia_kolkata_and_with_the_month(

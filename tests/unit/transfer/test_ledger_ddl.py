@@ -34,8 +34,10 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0015_downgrade_ddl,
     ledger_t0016_ddl,
     ledger_t0016_downgrade_ddl,
+    ledger_t0018_ddl,
+    ledger_t0018_downgrade_ddl,
 )
-from vaultpay_transfer.adapters.transactions_sql import partial_index_predicates
+from vaultpay_transfer.adapters.transactions_sql import _STATS, partial_index_predicates
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
 from vaultpay_transfer.service_layer.ports import TransactionFilter
 
@@ -379,6 +381,36 @@ def test_t0016_adds_the_decision_time_to_a_limit_refusal_and_changes_nothing_els
     for s in upgrade:
         assert "FROM transfer_limit_refusal(" in s.split(told)[0].rsplit("\n", 2)[-1]
         assert "SECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in s
+
+
+_RARE_COMPLETED = (
+    "CREATE INDEX CONCURRENTLY wallet_transactions_rare_completed_idx\n"
+    "    ON wallet_transactions (completed_at)\n"
+    "    WHERE category NOT IN ('P2P_SEND', 'P2P_RECEIVE')\n"
+    "      AND status IN ('COMPLETED', 'REVERSED')\n"
+    "      AND (type = 'DEBIT' OR category = 'TOP_UP')"
+)
+
+
+def test_t0018_adds_the_counted_rare_rows_index_concurrently_that_no_p2p_send_writes() -> None:
+    # A build that failed left an INVALID index: running the migration again builds it anew.
+    assert ledger_t0018_ddl() == [
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_rare_completed_idx",
+        _RARE_COMPLETED,
+    ]
+    assert ledger_t0018_downgrade_ddl() == [
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_rare_completed_idx"
+    ]
+
+
+def test_the_stats_state_the_rare_completed_index_predicate_as_the_index_does() -> None:
+    """The stats' rare branch states t0018's WHERE word for word (a generic plan uses a partial
+    index only then); the P2P branch states the same counted rows of the P2P categories."""
+    where = " ".join(_RARE_COMPLETED.split("\n    WHERE ", 1)[1].split())
+    statement = " ".join(str(_STATS).split())
+    assert statement.count(f"WHERE {where} AND completed_at >= :month") == 1
+    p2p = where.replace("category NOT IN (", "category IN (")
+    assert statement.count(f"WHERE {p2p} AND created_at >= :month") == 1
 
 
 def _predicates(flt: TransactionFilter) -> list[str]:

@@ -39,6 +39,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0017: `t0017_upgrade.sql` (a payout changes only along its progress: PENDING -> SETTLED |
   RETURNED once, its money and destination never, a finished one never, none deleted); its
   downgrade `t0017_downgrade.sql`.
+* t0018: `t0018_upgrade.sql` (GetTransferStats' rare categories by completion time: a partial
+  index on completed_at of their counted rows, which a P2P send never writes; built
+  CONCURRENTLY, so outside a transaction); its downgrade `t0018_downgrade.sql`.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ __all__ = [
     "ledger_t0016_downgrade_ddl",
     "ledger_t0017_ddl",
     "ledger_t0017_downgrade_ddl",
+    "ledger_t0018_ddl",
+    "ledger_t0018_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -266,3 +271,14 @@ def ledger_t0017_ddl() -> list[str]:
 def ledger_t0017_downgrade_ddl() -> list[str]:
     """t0017's downgrade: the triggers and their function go."""
     return split_sql(_script("t0017_downgrade.sql"))
+
+
+def ledger_t0018_ddl() -> list[str]:
+    """t0018: the partial index of the counted rare-category rows by completion time
+    (GetTransferStats), CONCURRENTLY: each statement must run outside a transaction."""
+    return split_sql(_script("t0018_upgrade.sql"))
+
+
+def ledger_t0018_downgrade_ddl() -> list[str]:
+    """t0018's downgrade: the index goes, CONCURRENTLY (outside a transaction too)."""
+    return split_sql(_script("t0018_downgrade.sql"))

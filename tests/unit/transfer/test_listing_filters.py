@@ -1,6 +1,7 @@
-"""The listings' filters are checked before the store is asked: a filter no row can match is
-INVALID_ARGUMENT naming the field to change, not an empty page found by walking the whole
-table's index (staff listings have no user to narrow them)."""
+"""The listings' filters are checked before the store is asked: one refusal names every
+malformed filter, and a filter no row can match is INVALID_ARGUMENT naming the field to change,
+not an empty page found by walking the whole table's index (staff listings have no user to
+narrow them)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from vaultpay.transfer.v1 import transfer_pb2
 from vaultpay_common.clock import SystemClock
 from vaultpay_common.errors import ValidationError
 from vaultpay_transfer.domain.model import (
@@ -16,6 +18,7 @@ from vaultpay_transfer.domain.model import (
     TransactionCategory,
     TransactionType,
 )
+from vaultpay_transfer.entrypoints.convert import transaction_filter
 from vaultpay_transfer.service_layer.ports import TransactionCursor, TransactionFilter
 from vaultpay_transfer.service_layer.queries import TransactionQueries
 
@@ -89,3 +92,40 @@ async def test_an_inverted_window_is_refused_naming_end_time() -> None:
             await queries.list_all(TransactionFilter(start=start, end=end), None, 10)
         assert [v.field for v in refused.value.violations] == ["end_time"]
     assert store.asked == []
+
+
+def test_one_refusal_names_every_malformed_filter_of_a_staff_listing() -> None:
+    request = transfer_pb2.AdminListTransactionsRequest(
+        type=transfer_pb2.TransactionType.ValueType(99),  # numbers no enum value has
+        category=transfer_pb2.TransactionCategory.ValueType(98),
+        status=transfer_pb2.TransactionStatus.ValueType(97),
+        wallet_id="not a wallet",
+    )
+    request.end_time.seconds = 10**12  # past year 9999
+    with pytest.raises(ValidationError) as refused:
+        transaction_filter(request)
+    assert sorted(v.field for v in refused.value.violations) == [
+        "category",
+        "end_time",
+        "status",
+        "type",
+        "wallet_id",
+    ]
+
+
+def test_a_users_listing_reads_its_filters_and_has_no_staff_ones() -> None:
+    request = transfer_pb2.ListTransactionsRequest(
+        type=transfer_pb2.TRANSACTION_TYPE_DEBIT,
+        category=transfer_pb2.TRANSACTION_CATEGORY_P2P_SEND,
+    )
+    request.start_time.seconds = 1_764_720_000
+    flt = transaction_filter(request, user_id="u")
+    assert (flt.user_id, flt.type, flt.category, flt.wallet_id, flt.status, flt.end) == (
+        "u",
+        TransactionType.DEBIT,
+        TransactionCategory.P2P_SEND,
+        "",
+        None,
+        None,
+    )
+    assert flt.start == datetime.fromtimestamp(1_764_720_000, UTC)

@@ -22,7 +22,7 @@ from vaultpay_transfer.domain.model import (
     TransactionStatus,
     TransactionType,
 )
-from vaultpay_transfer.domain.validation import BankAccountInput, check_wallet_id
+from vaultpay_transfer.domain.validation import BankAccountInput, InputChecks, check_wallet_id
 from vaultpay_transfer.service_layer.commands import AmountInput
 from vaultpay_transfer.service_layer.ports import TransactionFilter
 
@@ -129,21 +129,31 @@ def transaction_filter(
     *,
     user_id: str = "",
 ) -> TransactionFilter:
-    type_ = _from(_TYPES, request.type, "type")
-    category = _from(_CATEGORIES, request.category, "category")
-    status = None
-    wallet_id = ""
-    if isinstance(request, transfer_pb2.AdminListTransactionsRequest):
-        status = _from(_STATUSES, request.status, "status")
-        wallet_id = check_wallet_id(request.wallet_id, "wallet_id", required=False)
+    """The listing's filters; one refusal names every malformed one."""
+    staff = request if isinstance(request, transfer_pb2.AdminListTransactionsRequest) else None
+    with InputChecks() as checks:
+        type_ = checks.run(lambda: _from(_TYPES, request.type, "type"))
+        category = checks.run(lambda: _from(_CATEGORIES, request.category, "category"))
+        start = checks.run(lambda: datetime_or_none(request, "start_time"))
+        end = checks.run(lambda: datetime_or_none(request, "end_time"))
+        status = checks.run(
+            lambda: None if staff is None else _from(_STATUSES, staff.status, "status")
+        )
+        wallet_id = checks.run(
+            lambda: (
+                ""
+                if staff is None
+                else check_wallet_id(staff.wallet_id, "wallet_id", required=False)
+            )
+        )
     return TransactionFilter(
         user_id=user_id,
-        wallet_id=wallet_id,
-        type=type_,
-        category=category,
-        status=status,
-        start=datetime_or_none(request, "start_time"),
-        end=datetime_or_none(request, "end_time"),
+        wallet_id=wallet_id.value,
+        type=type_.value,
+        category=category.value,
+        status=status.value,
+        start=start.value,
+        end=end.value,
     )
 
 

@@ -2,17 +2,21 @@
 
 with CapturedStatement(ledger.engine) as captured:
     await store.list(...)
-captured.statement, captured.parameters
+await conn.execute(f"PREPARE listing AS {captured.statement}")   # typed as the engine sent it
+plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute_prepared('listing', captured.parameters)}")
+plan_scans(plan)                                                 # [(node type, index or table)]
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["CapturedStatement"]
+__all__ = ["CapturedStatement", "execute_prepared", "plan_scans"]
 
 
 class CapturedStatement:
@@ -32,3 +36,31 @@ class CapturedStatement:
 
     def __exit__(self, *_: object) -> None:
         sqlalchemy_events.remove(self._engine, "before_cursor_execute", self._on_execute)
+
+
+def execute_prepared(name: str, parameters: Any) -> str:
+    """EXECUTE of the prepared statement `name` with `parameters` as literals (EXECUTE takes no
+    bind parameters); each is coerced to the type the statement declares for it."""
+    if not parameters:
+        return f"EXECUTE {name}"
+    literals = [
+        str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+        for value in parameters
+    ]
+    return f"EXECUTE {name}({', '.join(literals)})"
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def plan_scans(document: Any) -> list[tuple[str, str]]:
+    """(node type, index or relation) of every scan of an EXPLAIN (FORMAT JSON) plan."""
+    root = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    return [
+        (node["Node Type"], node.get("Index Name") or node.get("Relation Name", ""))
+        for node in _nodes(root)
+        if "Scan" in node["Node Type"]
+    ]

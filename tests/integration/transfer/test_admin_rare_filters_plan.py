@@ -15,14 +15,17 @@ which the table holds no row at all: a walk of the time index reads every one of
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.integration.transfer.conftest import LedgerWorld, Wallet, plain_dsn
-from tests.integration.transfer.sql_capture import CapturedStatement
+from tests.integration.transfer.sql_capture import (
+    CapturedStatement,
+    execute_prepared,
+    plan_scans,
+)
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
 from vaultpay_transfer.service_layer.ports import TransactionCursor, TransactionFilter
@@ -42,34 +45,6 @@ BY_USER = "wallet_transactions_user_idx"
 EMPTY_PAGE_BUFFERS = 10
 
 
-def _execute(parameters: Any) -> str:
-    """EXECUTE of the prepared `listing` with `parameters` as literals (EXECUTE takes no bind
-    parameters); each is coerced to the type the statement declares for it."""
-    if not parameters:
-        return "EXECUTE listing"
-    literals = [
-        str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
-        for value in parameters
-    ]
-    return f"EXECUTE listing({', '.join(literals)})"
-
-
-def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
-
-
-def _scans(document: Any) -> list[tuple[str, str]]:
-    """(node type, index or relation) of every scan of the plan."""
-    root = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
-    return [
-        (node["Node Type"], node.get("Index Name") or node.get("Relation Name", ""))
-        for node in _nodes(root)
-        if "Scan" in node["Node Type"]
-    ]
-
-
 async def _plans(
     ledger: LedgerWorld,
     store: SqlTransactionStore,
@@ -80,14 +55,14 @@ async def _plans(
     sends, prepared as transfer's role prepares it."""
     with CapturedStatement(ledger.engine) as captured:
         await store.list(flt, after, PAGE)
-    execute = _execute(captured.parameters)
+    execute = execute_prepared("listing", captured.parameters)
     conn = await asyncpg.connect(plain_dsn(ledger.dbs.app_dsn("transfer")))
     try:
         await conn.execute(f"PREPARE listing AS {captured.statement}")
         plans = {}
         for mode in ("force_generic_plan", "force_custom_plan"):
             await conn.execute(f"SET plan_cache_mode = {mode}")
-            plans[mode] = _scans(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute}"))
+            plans[mode] = plan_scans(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute}"))
     finally:
         await conn.close()
     return plans
@@ -130,7 +105,8 @@ async def _empty_page_buffers(ledger: LedgerWorld, store: SqlTransactionStore) -
         await conn.execute(f"PREPARE listing AS {captured.statement}")
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         document = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {_execute(captured.parameters)}"
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+            + execute_prepared("listing", captured.parameters)
         )
     finally:
         await conn.close()

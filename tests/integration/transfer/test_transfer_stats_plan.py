@@ -20,8 +20,7 @@ import pytest
 from sqlalchemy import event as sqlalchemy_events
 
 from tests.integration.transfer.conftest import LedgerWorld, plain_dsn
-from tests.integration.transfer.sql_capture import CapturedStatement
-from tests.integration.transfer.test_admin_rare_filters_plan import _execute, _scans
+from tests.integration.transfer.sql_capture import CapturedStatement, execute_prepared, plan_scans
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 
 pytestmark = pytest.mark.integration
@@ -94,14 +93,14 @@ async def _plans(ledger: LedgerWorld, store: SqlTransactionStore, now: datetime)
     finally:
         sqlalchemy_events.remove(sync_engine, "before_cursor_execute", count)
     assert sent == [captured.statement]  # both windows, one statement: one snapshot
-    execute = _execute(captured.parameters).replace("EXECUTE listing", "EXECUTE stats")
+    execute = execute_prepared("stats", captured.parameters)
     conn = await asyncpg.connect(plain_dsn(ledger.dbs.app_dsn("transfer")))
     try:
         await conn.execute(f"PREPARE stats AS {captured.statement}")
         plans = {}
         for mode in ("force_generic_plan", "force_custom_plan"):
             await conn.execute(f"SET plan_cache_mode = {mode}")
-            plans[mode] = _scans(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute}"))
+            plans[mode] = plan_scans(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute}"))
     finally:
         await conn.close()
     return plans

@@ -8,7 +8,7 @@ Against `make run`'s mesh: the gateway on 127.0.0.1:8080, mail in var/mail (the 
 Two people register, open wallets and set PINs; both submit a PAN for KYC and the staff member
 (an admin or above, who also verifies the ledger at the end) approves it, which raises their
 wallets' tier through the outbox. Asha tops up 5,000 INR and sends 250 INR to Ravi: the first
-send from this machine is refused (IP_NOT_TRUSTED), the link mailed to her confirms the
+send from this machine is refused (IP_NOT_TRUSTED), the code mailed to her confirms the
 address, and the same request then goes through; a retry of it replays the same transaction.
 Both see it in their history and notifications, by reference and by request id. Asha
 withdraws twice: to an ordinary account (the simulated bank pays it) and to the test account

@@ -42,7 +42,7 @@ class AuthSettings(ServiceSettings):
     bcrypt_max_waiting_sign_ins: int = Field(default=128, ge=0)
     bcrypt_max_waiting_sign_ups: int = Field(default=16, ge=0)
     # How long a rotated-in key is published before it signs: longer than any verifier's JWKS
-    # cache (Envoy's is 300 s).
+    # cache (Envoy's is 60 s).
     key_publish_lead_seconds: int = 600
     # How often each replica reloads signing keys (so a rotation reaches every replica).
     key_reload_seconds: float = 30.0

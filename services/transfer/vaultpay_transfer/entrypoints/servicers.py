@@ -4,8 +4,9 @@ payment method are converted into a value or its refusal (`movement_key`,
 `payment_method_from_proto`): the use case names a refusal with the request's other bad fields.
 
 Disputes, refunds and reversals (OpenDispute, ListMyDisputes, GetDispute, AdminListDisputes,
-AdminResolveDispute, AdminReverseTransaction) come in a later issue: they are not overridden,
-so they answer UNIMPLEMENTED (reason NOT_IMPLEMENTED) after the access check.
+AdminResolveDispute, AdminReverseTransaction) come in a later issue: they raise
+NotImplementedError, which the error interceptor answers as UNIMPLEMENTED (reason
+NOT_IMPLEMENTED), after the access check.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from vaultpay_common.config import ServiceSettings
+from vaultpay_common.config import ServiceSettings, settings_problem
 from vaultpay_common.db import create_engine
 from vaultpay_common.errors import DomainError
 from vaultpay_common.migrations import MigrationChain, unnamed_chains, upgrade_all
@@ -132,7 +132,8 @@ class ServiceCli(Generic[S]):
         try:
             settings = self.settings_type()
         except pydantic.ValidationError as exc:
-            print(self._settings_problem(exc), file=sys.stderr)
+            prefix = str(getattr(self.settings_type, "model_config", {}).get("env_prefix", ""))
+            print(settings_problem(exc, self.prog, prefix), file=sys.stderr)
             return 2
         try:
             if args.command == "migrate":
@@ -147,24 +148,6 @@ class ServiceCli(Generic[S]):
         except LookupError as exc:
             print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
             return 2
-
-    def _settings_problem(self, exc: pydantic.ValidationError) -> str:
-        """What is missing or wrong, by environment variable; never a value (pydantic's own
-        text quotes the input, which holds secrets)."""
-        prefix = str(getattr(self.settings_type, "model_config", {}).get("env_prefix", ""))
-        problems = [
-            f"  {prefix}{'_'.join(str(p) for p in e['loc']).upper() or '(settings)'}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)
-        ]
-        service = self.prog.removeprefix("vaultpay-")
-        return "\n".join(
-            [
-                f"error: {self.prog} cannot read its settings:",
-                *problems,
-                "In a checkout running `make run`, load them with:",
-                f'  eval "$(.venv/bin/python -m vaultpay_devstack.cli env {service})"',
-            ]
-        )
 
     def _migrate(self, settings: S) -> int:
         if settings.migration_database_url is None:

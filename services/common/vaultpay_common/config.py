@@ -18,14 +18,15 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["PeerServiceSettings", "Profile", "ServiceSettings", "SmtpSettings", "decode_key32"]
@@ -205,3 +206,35 @@ class SmtpSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 1025
     sender: str = "VaultPay <no-reply@vaultpay.local>"
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def settings_problem(exc: ValidationError, prog: str, env_prefix: str) -> str:
+    """What is missing or wrong in `prog`'s settings, by environment variable; never a value
+    (pydantic's own text quotes the input, which holds keys and passwords)."""
+    problems = [
+        f"  {env_prefix}{'_'.join(str(p) for p in e['loc']).upper() or '(settings)'}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    ]
+    service = prog.removeprefix("vaultpay-")
+    return "\n".join(
+        [
+            f"error: {prog} cannot read its settings:",
+            *problems,
+            "In a checkout running `make run`, load them with:",
+            f'  eval "$(.venv/bin/python -m vaultpay_devstack.cli env {service})"',
+        ]
+    )
+
+
+def load_settings(settings_type: type[SettingsT], prog: str) -> SettingsT:
+    """`settings_type()` from the environment; a bad or missing one prints `settings_problem`
+    to stderr and exits 2 (a process's start-up, never a request)."""
+    try:
+        return settings_type()
+    except ValidationError as exc:
+        prefix = str(settings_type.model_config.get("env_prefix", ""))
+        print(settings_problem(exc, prog, prefix), file=sys.stderr)
+        raise SystemExit(2) from None

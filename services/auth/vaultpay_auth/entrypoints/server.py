@@ -27,7 +27,6 @@ from vaultpay_auth.service_layer.revocations import RevocationFeedService
 from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.grpc.server import GrpcServiceHost, run_service
 from vaultpay_common.grpc.tokens import TokenVerifier
-from vaultpay_common.logging import configure_logging
 from vaultpay_common.runtime import ServiceRuntime
 
 __all__ = ["build_host", "main"]
@@ -157,16 +156,8 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     return host
 
 
-async def _serve() -> None:
-    settings = AuthSettings()
-    configure_logging("auth", settings.log_level)
-    host = await build_host(settings)
-    await host.start()
-    await host.serve_until_signal()
-
-
 def main() -> None:
-    run_service(_serve)
+    run_service("auth", AuthSettings, build_host)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vaultpay_common.config import ServiceSettings, load_settings
 from vaultpay_common.grpc.authz import AuthInterceptor
 from vaultpay_common.grpc.errors import ErrorInterceptor
 from vaultpay_common.grpc.hygiene import RequestHygieneInterceptor
@@ -30,6 +31,9 @@ from vaultpay_common.grpc.request_context import RequestContextInterceptor
 from vaultpay_common.grpc.revocations import SessionRevocations
 from vaultpay_common.grpc.rules import load_access_rules
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
+from vaultpay_common.logging import configure_logging
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 __all__ = ["GrpcServiceHost", "run_service", "server_options", "standard_interceptors"]
 
@@ -181,8 +185,22 @@ class GrpcServiceHost:
         await self.stop()
 
 
-def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Runs a service's async main on uvloop (faster asyncpg paths; grpc.aio works on it)."""
+def run_service(
+    name: str,
+    settings_type: type[SettingsT],
+    build_host: Callable[[SettingsT], Awaitable[GrpcServiceHost]],
+) -> None:
+    """A service's process: reads its settings (a bad one exits 2 naming the variable, never
+    its value), logs as `name`, builds and starts the host, serves until SIGTERM or SIGINT; on
+    uvloop (faster asyncpg paths; grpc.aio works on it)."""
     import uvloop
 
-    uvloop.run(main())
+    settings = load_settings(settings_type, f"vaultpay-{name}")
+
+    async def serve() -> None:
+        configure_logging(name, settings.log_level)
+        host = await build_host(settings)
+        await host.start()
+        await host.serve_until_signal()
+
+    uvloop.run(serve())

@@ -6,23 +6,14 @@ python -m vaultpay_kyc.entrypoints.server
 from __future__ import annotations
 
 from vaultpay_common.grpc.server import run_service
-from vaultpay_common.logging import configure_logging
 from vaultpay_kyc.entrypoints.bootstrap import build_host
 from vaultpay_kyc.settings import KycSettings
 
 __all__ = ["main"]
 
 
-async def _serve() -> None:
-    settings = KycSettings()
-    configure_logging("kyc", settings.log_level)
-    host = await build_host(settings)
-    await host.start()
-    await host.serve_until_signal()
-
-
 def main() -> None:
-    run_service(_serve)
+    run_service("kyc", KycSettings, build_host)
 
 
 if __name__ == "__main__":

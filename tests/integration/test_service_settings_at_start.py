@@ -1,0 +1,42 @@
+"""A service process started with bad settings exits 2 naming each bad variable, and never
+prints a value: pydantic's own message quotes the input, and a key that is slightly wrong (a
+rotation with 31 bytes, bad base64) is still the real key, which would land in the container's
+logs. The CLI already printed only names; the four servers now share its message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SECRET = "kek-almost-right-0123456789-SECRET"
+PASSWORD = "db-password-SECRET"
+
+
+@pytest.mark.parametrize(
+    ("service", "prefix"),
+    [("auth", "AUTH_"), ("wallet", "WALLET_"), ("transfer", "TRANSFER_"), ("kyc", "KYC_")],
+)
+def test_a_server_with_a_bad_key_exits_2_naming_it_without_its_value(
+    service: str, prefix: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
+    env[f"{prefix}KEY_ENCRYPTION_KEY"] = SECRET
+    env[f"{prefix}DATABASE_URL"] = f"postgresql+asyncpg://app:{PASSWORD}@127.0.0.1:1/x"
+    started = subprocess.run(
+        [sys.executable, "-m", f"vaultpay_{service}.entrypoints.server"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = started.stdout + started.stderr
+    assert started.returncode == 2, output
+    assert f"{prefix}KEY_ENCRYPTION_KEY: Value error" in started.stderr, output
+    assert SECRET not in output and PASSWORD not in output, output
+    assert "Traceback" not in output, output

@@ -180,7 +180,14 @@ async def test_other_refusals_of_a_batch_also_fall_back_to_single_calls(
 
 
 @pytest.mark.parametrize(
-    "failure", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED]
+    "failure",
+    [
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        # Our identity or right to the method refused: a deployment fault, the same for every
+        # event, retried until a deploy fixes it, never a dead letter at the first attempt.
+        grpc.StatusCode.PERMISSION_DENIED,
+    ],
 )
 async def test_a_transient_batch_failure_fails_every_event_to_be_retried(
     wallet: tuple[FakeWallet, grpc.aio.Channel], failure: grpc.StatusCode

@@ -89,7 +89,7 @@ class OutboxRelay:
         handlers: Mapping[str, Handler],
         *,
         batch_size: int = 50,
-        max_attempts: int = 8,
+        max_attempts: int = 20,
         base_delay: float = 1.0,
         max_delay: float = 300.0,
         clock: Clock | None = None,

@@ -31,11 +31,13 @@ __all__ = ["GrpcWalletDirectory", "GrpcWalletEvents"]
 log = logging.getLogger(__name__)
 
 TokenSource = Callable[[], Awaitable[str]]
+# wallet's refusals of one event. PERMISSION_DENIED is not among them: it refuses our identity
+# or our right to the method (a deployment fault, the same for every event, fixed by a
+# deploy), so the relay retries it rather than dead-letter every event at its first attempt.
 _PERMANENT = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.PERMISSION_DENIED,
 }
 _TIERS = {
     KycTier.NONE: kyc_tier_pb2.KYC_TIER_NONE,

@@ -12,10 +12,10 @@
   request_id (wallet dedupes). The deliveries asked for in the same event-loop turn (the
   relay starts up to 8 at once) go as one CreateNotifications call (one alone: a
   CreateNotification), and each caller gets its own outcome. A transient failure of the call
-  (UNAVAILABLE, DEADLINE_EXCEEDED, ...) fails every event of it, to be retried; a refusal of
-  the batch (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, PERMISSION_DENIED, or a wallet
-  without CreateNotifications) is followed by one CreateNotification per event, so only the
-  events wallet refuses dead-letter. Each call has the same deadline (`timeout`).
+  (UNAVAILABLE, DEADLINE_EXCEEDED, PERMISSION_DENIED: our identity refused, ...) fails every
+  event of it, to be retried; a refusal of the batch (INVALID_ARGUMENT, FAILED_PRECONDITION,
+  NOT_FOUND, or a wallet without CreateNotifications) is followed by one CreateNotification
+  per event, so only the events wallet refuses dead-letter. Each call has the same deadline (`timeout`).
 """
 
 from __future__ import annotations
@@ -52,11 +52,13 @@ _CALLER_CODES: dict[grpc.StatusCode, ErrorKind] = {
     grpc.StatusCode.INVALID_ARGUMENT: ErrorKind.INVALID_ARGUMENT,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ErrorKind.RESOURCE_EXHAUSTED,
 }
+# wallet's refusals of one event. PERMISSION_DENIED is not among them: it refuses our identity
+# or our right to the method (a deployment fault, the same for every event, fixed by a
+# deploy), so the relay retries it rather than dead-letter every event at its first attempt.
 _PERMANENT = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.PERMISSION_DENIED,
 }
 # A batch wallet refuses as a whole is sent again one event at a time, so each event gets
 # its own outcome; UNIMPLEMENTED: a wallet that predates CreateNotifications.

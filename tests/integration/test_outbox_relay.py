@@ -31,6 +31,7 @@ from vaultpay_common.outbox import (
 )
 from vaultpay_common.outbox.relay_sql import SETTLE, claim_round, claim_statement
 from vaultpay_common.pg_raw import borrowed_driver
+from vaultpay_common.runtime import stop_tasks
 from vaultpay_devstack.postgres import Provisioned
 
 pytestmark = pytest.mark.integration
@@ -798,3 +799,45 @@ async def test_a_stop_waits_for_the_release_no_longer_than_release_timeout(
     row = await _row(app, event_id)
     assert row.status == "PENDING"
     assert (row.attempts, row.lease_token is None) in {(1, False), (0, True)}, row
+
+
+async def test_a_shutdown_that_cancels_again_still_gives_the_release_its_time(
+    app: AsyncEngine, producer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service stops its jobs with `stop_tasks`, which cancels them again every half second
+    (here every 0.1 s): the relay's release must still get its `release_timeout`, not end at
+    the next cancellation with its events left to wait out the lease."""
+    [event_id] = await _add(app, producer, OutboxMessage(TOPIC, {"hang": 1}))
+    handler = _Gated()
+    relay = _relay(app, producer, {TOPIC: handler}, _Clock(), release_timeout=30)
+    task = asyncio.create_task(relay.relay_once())
+
+    async def started() -> bool:
+        return len(handler.started) == 1
+
+    await _until(started)
+    async with app.connect() as locker:  # the release waits for this row lock
+        await locker.execute(
+            text("SELECT 1 FROM outbox_events WHERE event_id = CAST(:e AS uuid) FOR UPDATE"),
+            {"e": event_id},
+        )
+        stopping = asyncio.create_task(stop_tasks([task], recancel_every=0.1))
+
+        async def release_waits() -> bool:
+            async with app.connect() as conn:
+                waiting = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE '%outbox_events%' AND pid <> pg_backend_pid()"
+                    )
+                )
+            return bool(waiting)
+
+        await _until(release_waits)
+        await asyncio.sleep(0.5)  # five re-cancellations while the release waits on the lock
+        await locker.rollback()
+    assert await asyncio.wait_for(stopping, 60) == []  # a hang guard; nothing left running
+    assert task.cancelled()
+    assert "stopped before its round's settlement was confirmed" not in caplog.text
+    row = await _row(app, event_id)  # released: due again now, its attempt given back
+    assert (row.status, row.attempts, row.lease_token) == ("PENDING", 0, None), row

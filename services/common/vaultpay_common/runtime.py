@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -53,7 +54,7 @@ class PeriodicJob:
 
 
 async def stop_tasks(
-    tasks: Sequence[asyncio.Task[None]], *, within: float = 10.0, recancel_every: float = 0.5
+    tasks: Sequence[asyncio.Task[Any]], *, within: float = 10.0, recancel_every: float = 0.5
 ) -> list[str]:
     """Cancels `tasks` and waits for them to end; returns the names of those still running
     after `within` seconds. A task that swallowed its cancellation (in Python 3.11 an

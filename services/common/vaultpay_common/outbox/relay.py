@@ -288,9 +288,16 @@ class OutboxRelay:
 
     async def _let_settle(self, settling: asyncio.Task[None]) -> None:
         """The relay is being cancelled: gives the round's settlement `release_timeout` to end,
-        so its events need not wait out the lease, then lets the cancellation go on."""
+        so its events need not wait out the lease, then lets the cancellation go on. Further
+        cancellations do not shorten it (a service's shutdown cancels its jobs again every
+        half second, `stop_tasks`); `release_timeout` bounds it."""
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self._release_timeout
         try:
-            await asyncio.wait({settling}, timeout=self._release_timeout)
+            while not settling.done() and (left := ends - loop.time()) > 0:
+                # The caller re-raises its own cancellation once this returns.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({settling}, timeout=left)
         finally:
             if not settling.done():
                 settling.cancel()

@@ -193,7 +193,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0018")]
+    assert after["versions"] == [("transfer", "t0019")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
@@ -206,7 +206,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # (built CONCURRENTLY, outside the revision's transaction); t0016 replaces the movements'
     # functions again (a limit's refusal tells its time); t0017 adds the payouts' triggers and
     # their function (a payout changes only along its progress); t0018 adds the partial index
-    # of the counted rare-category rows by completion time (GetTransferStats, CONCURRENTLY).
+    # of the counted rare-category rows by completion time (GetTransferStats, CONCURRENTLY);
+    # t0019 replaces TopUp's function (a reference already credited is answered first).
     assert set(changed) == {
         "columns",
         "functions",

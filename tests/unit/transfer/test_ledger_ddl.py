@@ -36,6 +36,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0016_downgrade_ddl,
     ledger_t0018_ddl,
     ledger_t0018_downgrade_ddl,
+    ledger_t0019_ddl,
+    ledger_t0019_downgrade_ddl,
 )
 from vaultpay_transfer.adapters.transactions_sql import _STATS, partial_index_predicates
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
@@ -401,6 +403,42 @@ def test_t0018_adds_the_counted_rare_rows_index_concurrently_that_no_p2p_send_wr
     assert ledger_t0018_downgrade_ddl() == [
         "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_rare_completed_idx"
     ]
+
+
+def test_t0019_answers_a_credited_reference_right_after_the_wallet_lock_and_nothing_else() -> None:
+    [upgrade] = ledger_t0019_ddl()
+    assert _functions([upgrade]) == {"transfer_top_up": "plpgsql"}
+    [t0016] = [
+        s for s in ledger_t0016_ddl() if s.startswith("CREATE OR REPLACE FUNCTION transfer_top_up(")
+    ]
+    assert ledger_t0019_downgrade_ddl() == [t0016]
+    # t0016's function byte for byte, but for the lookup of the payment reference: right after
+    # the wallet's row lock (and the time read under it), before the wallet's state.
+    locked = (
+        "    FROM wallets WHERE user_id = p_user_id FOR UPDATE;\n"
+        "    IF NOT FOUND THEN outcome := 'WALLET_NOT_FOUND'; RETURN NEXT; RETURN; END IF;\n"
+        "    v_now := clock_timestamp();\n"
+    )
+    looked_up = (
+        "    -- A reference already credited is answered first, whatever else the wallet would be\n"
+        "    -- refused for; read under the row lock, after any earlier top-up of this wallet ended.\n"
+        "    IF EXISTS (SELECT 1 FROM top_up_payments\n"
+        "               WHERE payment_method = p_payment_method\n"
+        "                 AND payment_reference = p_payment_reference) THEN\n"
+        "        outcome := 'PAYMENT_REFERENCE_USED'; RETURN NEXT; RETURN;\n"
+        "    END IF;\n"
+    )
+    assert t0016.count(locked) == 1
+    assert upgrade == t0016.replace(locked, locked + looked_up)
+    body = upgrade[upgrade.index("\nBEGIN\n") :]
+    # After the claim (a retry under the same request id replays) and the lock; before every
+    # other refusal; the INSERT ... ON CONFLICT DO NOTHING stays as the backstop.
+    assert body.index("FROM transfer_claim(") < body.index("FOR UPDATE") < body.index(looked_up)
+    assert body.index(looked_up) < body.index("transfer_state_refusal(")
+    assert (
+        "ON CONFLICT DO NOTHING;\n    IF NOT FOUND THEN outcome := 'PAYMENT_REFERENCE_USED'" in body
+    )
+    assert "SECURITY DEFINER\nSET search_path = pg_catalog, public, pg_temp\n" in upgrade
 
 
 def test_the_stats_state_the_rare_completed_index_predicate_as_the_index_does() -> None:

@@ -42,6 +42,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0018: `t0018_upgrade.sql` (GetTransferStats' rare categories by completion time: a partial
   index on completed_at of their counted rows, which a P2P send never writes; built
   CONCURRENTLY, so outside a transaction); its downgrade `t0018_downgrade.sql`.
+* t0019: `t0019_upgrade.sql` (TopUp's function answers a payment reference already credited
+  before the wallet's other refusals, under the wallet's row lock); its downgrade is t0016's
+  TopUp function, read from `t0016_upgrade.sql`.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ __all__ = [
     "ledger_t0017_downgrade_ddl",
     "ledger_t0018_ddl",
     "ledger_t0018_downgrade_ddl",
+    "ledger_t0019_ddl",
+    "ledger_t0019_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -102,6 +107,7 @@ _TIMED = re.compile(
     r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|top_up|withdraw|return_payout)\("
 )
 _LIMITED = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|top_up|withdraw)\(")
+_TOP_UP = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_top_up\(")
 
 
 def _script(name: str) -> str:
@@ -282,3 +288,15 @@ def ledger_t0018_ddl() -> list[str]:
 def ledger_t0018_downgrade_ddl() -> list[str]:
     """t0018's downgrade: the index goes, CONCURRENTLY (outside a transaction too)."""
     return split_sql(_script("t0018_downgrade.sql"))
+
+
+def ledger_t0019_ddl() -> list[str]:
+    """t0019: TopUp's function answers PAYMENT_REFERENCE_USED for a reference already credited
+    right after it locks the wallet's row, before the wallet's other refusals."""
+    return split_sql(_script("t0019_upgrade.sql"))
+
+
+def ledger_t0019_downgrade_ddl() -> list[str]:
+    """t0019's downgrade: t0016's TopUp function, as `t0016_upgrade.sql` (t0016's own file) has
+    it."""
+    return [s for s in ledger_t0016_ddl() if _TOP_UP.match(s)]

@@ -210,10 +210,12 @@ async def test_a_dead_letter_can_be_replayed_by_staff(app: AsyncEngine, producer
     assert (row.status, row.attempts) == ("DEAD", 1)  # permanent: no retries
 
     async with app.begin() as conn:
-        assert await replay_dead_letter(conn, event_id)
-        assert not await replay_dead_letter(conn, event_id)  # no longer dead
-        assert not await replay_dead_letter(conn, str(uuid.uuid4()))
-        assert not await replay_dead_letter(conn, "not-a-uuid")
+        # Another service's replay cannot revive it (row-level security may be off).
+        assert not await replay_dead_letter(conn, event_id, producer=f"{producer}-other")
+        assert await replay_dead_letter(conn, event_id, producer=producer)
+        assert not await replay_dead_letter(conn, event_id, producer=producer)  # no longer dead
+        assert not await replay_dead_letter(conn, str(uuid.uuid4()), producer=producer)
+        assert not await replay_dead_letter(conn, "not-a-uuid", producer=producer)
     handler.failure = None
     assert await relay.relay_once() == 1
     assert [e.attempts for e in handler.delivered] == [1]
@@ -390,9 +392,12 @@ async def test_every_service_cli_lists_and_replays_its_dead_letters(
     from vaultpay_common.cli import ServiceCli
     from vaultpay_common.config import ServiceSettings
 
-    [event_id] = await _add(app, producer, OutboxMessage(TOPIC, {"n": 1}))
+    event_ids = await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(3)))
     handler, clock = _Recorder(PermanentDeliveryError("user does not exist")), _Clock()
     assert await _relay(app, producer, {TOPIC: handler}, clock).relay_once() == 0
+    other = f"{producer}-other"
+    [others] = await _add(app, other, OutboxMessage(TOPIC, {"n": 9}))
+    assert await _relay(app, other, {TOPIC: handler}, clock).relay_once() == 0
 
     settings = ServiceSettings(
         database_url=databases.app_dsn("wallet"),
@@ -401,18 +406,42 @@ async def test_every_service_cli_lists_and_replays_its_dead_letters(
     )
     cli = ServiceCli("vaultpay-test", lambda: settings, chains=[], outbox_producer=producer)
 
-    def run(*argv: str) -> tuple[int, str]:
+    def run(*argv: str) -> tuple[int, str, str]:
         # main() runs its own event loop: off this test's loop, in a thread.
         code = cli.main(list(argv))
-        return code, capsys.readouterr().out
+        said = capsys.readouterr()
+        return code, said.out, said.err
 
-    code, out = await asyncio.to_thread(run, "dead-letters")
-    assert code == 0 and event_id in out and "1 dead-lettered event(s)" in out
-    code, out = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", event_id)
+    code, out, _ = await asyncio.to_thread(run, "dead-letters")
+    lines = out.splitlines()
+    assert code == 0 and lines[-1] == f"3 dead-lettered event(s) of {producer}"
+    assert all(event_id in out for event_id in event_ids) and others not in out
+    dead_at = clock.now().strftime("%Y-%m-%d %H:%M:%SZ")  # the relay's clock stamps it
+    assert all(" created 20" in line and f" dead {dead_at} " in line for line in lines[:-1])
+
+    # A page: the total, and how to see more.
+    code, out, _ = await asyncio.to_thread(run, "dead-letters", "--limit", "2")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3
+    assert lines[-1] == (
+        f"showing 2 of 3 dead-lettered events of {producer}, oldest first; "
+        "--limit (up to 1000) shows more"
+    )
+
+    [event_id, *_] = event_ids
+    code, out, _ = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", event_id)
     assert code == 0 and "pending again" in out
     assert (await _row(app, event_id)).status == "PENDING"
-    code, _ = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", event_id)
-    assert code == 2  # no longer dead
+    code, _, err = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", event_id)
+    assert code == 2 and err == f"error: no dead-lettered event {event_id} of {producer}\n"
+
+    # Another producer's dead letter is not this CLI's to revive.
+    code, _, err = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", others)
+    assert code == 2 and err == f"error: no dead-lettered event {others} of {producer}\n"
+    assert (await _row(app, others)).status == "DEAD"
+
+    code, _, err = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", "E")
+    assert code == 2 and err == "error: --event-id must be a UUID\n"
 
 
 # --- settling a round, bounded fan-out, releasing leases on stop ---------------------------

@@ -5,6 +5,7 @@ ledger or chain), with no traceback (QA: `vaultpay-transfer verify-ledger` witho
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -29,3 +30,116 @@ def test_missing_settings_are_named_with_the_way_to_load_them(
     assert "TRANSFER_SERVICE_CLIENT_SECRET" not in said.err  # it was given
     assert "canary" not in said.err
     assert 'cli env transfer)"' in said.err
+
+
+# ----- the database cannot be reached: exit 3, one line, never the DSN ------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def unreachable_database(monkeypatch: pytest.MonkeyPatch) -> str:
+    """transfer's settings, complete, with a database URL (and its password) on a closed port."""
+    for name in list(os.environ):
+        if name.startswith("TRANSFER_"):
+            monkeypatch.delenv(name)
+    url = f"postgresql+asyncpg://vaultpay_app:canary-password@127.0.0.1:{_closed_port()}/vaultpay"
+    monkeypatch.setenv("TRANSFER_DATABASE_URL", url)
+    monkeypatch.setenv("TRANSFER_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("TRANSFER_KEY_ENCRYPTION_KEY", "A" * 43 + "=")
+    monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_ID", "transfer")
+    monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_SECRET", "canary-secret-value")
+    return url
+
+
+@pytest.mark.parametrize(
+    ("argv", "outcome"),
+    [
+        (["verify-ledger"], "nothing was changed"),
+        (["verify-audit"], "nothing was changed"),
+        (["dead-letters"], "nothing was changed"),
+        (
+            ["replay-dead-letter", "--event-id", "0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11"],
+            "the replay did not happen",
+        ),
+    ],
+)
+def test_an_unreachable_database_exits_3_with_one_line_and_no_secret(
+    unreachable_database: str,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    outcome: str,
+) -> None:
+    """Not 1, which `verify-ledger` and `verify-audit` answer for a broken ledger or chain
+    (review of 2026-12-03: a raw ConnectionRefusedError traceback, exit 1)."""
+    assert cli.main(argv) == 3
+
+    said = capsys.readouterr()
+    assert said.out == ""
+    [line] = said.err.splitlines()
+    assert line.startswith("error: the database is unreachable (")
+    assert line.endswith(f"); {outcome}")
+    assert "Traceback" not in said.err
+    assert "canary" not in said.err and "127.0.0.1" not in said.err
+
+
+def test_a_lost_connection_inside_a_sqlalchemy_error_is_an_outage_too() -> None:
+    """SQLAlchemy wraps asyncpg's errors; the cause tells (vaultpay_common.pg_failures)."""
+    import asyncpg
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from vaultpay_common.cli import _database_unreachable
+    from vaultpay_common.db import DatabaseUnavailableError
+
+    def wrapped(cls: type[Exception], cause: BaseException) -> Exception:
+        try:
+            raise cls("SELECT 1", None, cause) from cause
+        except cls as exc:
+            return exc
+
+    lost = asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+    assert _database_unreachable(wrapped(InterfaceError, lost))
+    assert _database_unreachable(DatabaseUnavailableError())
+    assert _database_unreachable(ConnectionRefusedError(111, "Connect call failed"))
+    assert not _database_unreachable(wrapped(OperationalError, ValueError("a bug")))
+    # A file the command could not open is no outage of the database.
+    assert not _database_unreachable(PermissionError(13, "Permission denied", "/ckpt/head"))
+    assert not _database_unreachable(KeyError("a bug"))
+
+
+def test_a_bug_is_a_traceback_not_bad_input(
+    unreachable_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyError/IndexError inside a command is a bug (exit 1 with its traceback), not the
+    operator's bad input (exit 2), as `except LookupError` made it."""
+
+    async def broken(*_: object) -> int:
+        facts: dict[str, int] = {}
+        return facts["missing"]
+
+    command = next(c for c in cli._commands if c.name == "verify-audit")
+    monkeypatch.setattr(command, "runner", broken)
+    with pytest.raises(KeyError):
+        cli.main(["verify-audit"])
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "1001", "ten"])
+def test_dead_letters_refuses_a_limit_outside_1_to_1000(
+    unreachable_database: str, capsys: pytest.CaptureFixture[str], limit: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["dead-letters", "--limit", limit])
+    assert exited.value.code == 2
+    assert "--limit: must be a whole number from 1 to 1000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("event_id", ["not-a-uuid", "", "12345"])
+def test_replay_refuses_an_id_that_is_not_a_uuid_before_connecting(
+    unreachable_database: str, capsys: pytest.CaptureFixture[str], event_id: str
+) -> None:
+    assert cli.main(["replay-dead-letter", "--event-id", event_id]) == 2
+    assert capsys.readouterr().err == "error: --event-id must be a UUID\n"

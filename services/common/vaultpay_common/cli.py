@@ -15,8 +15,19 @@ Every service gets `migrate` (its migration chains, as the table owner) and `ver
 
     main = cli.main
 
-Commands print progress and results to stdout, errors to stderr, and exit 0 on success,
-1 when a check fails (a broken audit chain), 2 on bad input or a refused action.
+Commands print progress and results to stdout, errors to stderr, and exit
+
+    0  success
+    1  a check failed (a broken audit chain, an inconsistent ledger), or an unexpected error
+       (a bug: with its traceback)
+    2  bad input or a refused action (settings, arguments, an unknown id, a DomainError)
+    3  could not run: a dependency is unavailable (the database cannot be reached, or the
+       connection was lost); one line on stderr naming the exception's type (never its text,
+       which can carry the host or the user) and what became of the command's changes
+
+so that an automated `verify-audit` / `verify-ledger` reads 1 as "broken" and 3 as "try again".
+A command says what an outage means for it with `if_unreachable` (read-only ones: nothing was
+changed); a runner that knows better raises `CommandUnreachableError(note) from` the failure.
 """
 
 from __future__ import annotations
@@ -24,19 +35,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.config import ServiceSettings, settings_problem
-from vaultpay_common.db import create_engine
-from vaultpay_common.errors import DomainError
+from vaultpay_common.db import DatabaseUnavailableError, create_engine
+from vaultpay_common.errors import DomainError, UnavailableError
 from vaultpay_common.migrations import MigrationChain, unnamed_chains, upgrade_all
+from vaultpay_common.pg_failures import connection_lost
 
-__all__ = ["CliCommand", "ServiceCli"]
+__all__ = [
+    "EXIT_CHECK_FAILED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "CliCommand",
+    "CommandUnreachableError",
+    "ServiceCli",
+]
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+READ_ONLY = "nothing was changed"
+# What a command that writes says when it does not say better.
+MAY_HAVE_STOPPED = "it may have stopped part-way: check what it did before running it again"
+_MIGRATE_UNREACHABLE = "the migrations it finished stay applied; `migrate` again continues"
+# `dead-letters --limit`: one screen to a few; the total is printed either way.
+DEAD_LETTER_LIMIT_MAX = 1000
 
 S = TypeVar("S", bound=ServiceSettings)
 Configure = Callable[[argparse.ArgumentParser], None]
@@ -48,12 +81,23 @@ class CliCommand(Generic[S]):
     name: str
     help: str
     configure: Configure
+    # The end of the one line printed when the database cannot be reached or is lost.
+    if_unreachable: str = MAY_HAVE_STOPPED
     runner: Runner[S] | None = None
 
     def run(self, runner: Runner[S]) -> Runner[S]:
         """Decorator: the coroutine that carries the command out; returns the exit code."""
         self.runner = runner
         return runner
+
+
+class CommandUnreachableError(Exception):
+    """Raised by a runner `from` a lost connection when it knows better than its command's
+    `if_unreachable` what became of its changes (a COMMIT whose outcome is unknown)."""
+
+    def __init__(self, note: str) -> None:
+        super().__init__(note)
+        self.note = note
 
 
 @dataclass
@@ -67,56 +111,99 @@ class ServiceCli(Generic[S]):
     _commands: list[CliCommand[S]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.command("verify-audit", help="verify the audit log's hash chain")(_no_args).run(
-            _verify_audit
-        )
+        self.command(
+            "verify-audit", help="verify the audit log's hash chain", if_unreachable=READ_ONLY
+        )(_no_args).run(_verify_audit)
         if self.outbox_producer is not None:
             self._add_dead_letter_commands(self.outbox_producer)
 
     def _add_dead_letter_commands(self, producer: str) -> None:
-        from vaultpay_common.outbox import list_dead_letters, replay_dead_letter
+        from vaultpay_common.outbox import (
+            count_dead_letters,
+            list_dead_letters,
+            replay_dead_letter,
+        )
 
-        @self.command("dead-letters", help="list outbox events that stopped retrying")
+        @self.command(
+            "dead-letters",
+            help="list outbox events that stopped retrying, oldest first",
+            if_unreachable=READ_ONLY,
+        )
         def _list_args(parser: argparse.ArgumentParser) -> None:
-            parser.add_argument("--limit", type=int, default=50)
+            parser.add_argument(
+                "--limit",
+                type=_dead_letter_limit,
+                default=50,
+                help=f"how many to list, 1 to {DEAD_LETTER_LIMIT_MAX} (default 50)",
+            )
 
         @_list_args.run
         async def _list(settings: S, args: argparse.Namespace) -> int:
             engine = _cli_engine(settings)
             try:
+                # One snapshot: the total is what the page is out of.
                 async with engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="REPEATABLE READ")
                     events = await list_dead_letters(conn, producer, args.limit)
+                    total = await count_dead_letters(conn, producer)
             finally:
                 await engine.dispose()
             for event in events:
                 print(
                     f"{event.event_id}  {event.topic:<22} attempts={event.attempts}  "
+                    f"created {_when(event.created_at)}  dead {_when(event.dead_at)}  "
                     f"{event.last_error}"
                 )
-            print(f"{len(events)} dead-lettered event(s)")
-            return 0
+            print(_dead_letter_summary(producer, len(events), total, args.limit))
+            return EXIT_OK
 
-        @self.command("replay-dead-letter", help="send a dead-lettered outbox event again")
+        @self.command(
+            "replay-dead-letter",
+            help="send a dead-lettered outbox event again",
+            if_unreachable="the replay did not happen",
+        )
         def _replay_args(parser: argparse.ArgumentParser) -> None:
-            parser.add_argument("--event-id", required=True)
+            parser.add_argument(
+                "--event-id", required=True, help="its id, as dead-letters lists it"
+            )
 
         @_replay_args.run
         async def _replay(settings: S, args: argparse.Namespace) -> int:
+            try:
+                event_id = str(uuid.UUID(args.event_id))
+            except ValueError:
+                print("error: --event-id must be a UUID", file=sys.stderr)
+                return EXIT_USAGE
             engine = _cli_engine(settings)
             try:
-                async with engine.begin() as conn:
-                    replayed = await replay_dead_letter(conn, args.event_id)
+                async with engine.connect() as conn:
+                    transaction = await conn.begin()
+                    replayed = await replay_dead_letter(conn, event_id, producer=producer)
+                    try:
+                        await transaction.commit()
+                    except Exception as exc:
+                        if connection_lost(exc):
+                            raise CommandUnreachableError(
+                                "the replay may or may not have happened: `dead-letters` "
+                                "shows whether the event is still dead"
+                            ) from exc
+                        raise
             finally:
                 await engine.dispose()
             if not replayed:
-                print(f"error: no dead-lettered event {args.event_id}", file=sys.stderr)
-                return 2
-            print(f"event {args.event_id} is pending again; the relay delivers it shortly")
-            return 0
+                print(f"error: no dead-lettered event {event_id} of {producer}", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"event {event_id} is pending again; the relay delivers it shortly")
+            return EXIT_OK
 
-    def command(self, name: str, *, help: str) -> Callable[[Configure], CliCommand[S]]:
+    def command(
+        self, name: str, *, help: str, if_unreachable: str = MAY_HAVE_STOPPED
+    ) -> Callable[[Configure], CliCommand[S]]:
+        """Registers a command. `if_unreachable` ends the line printed (exit 3) when the
+        database cannot be reached or is lost: what became of the command's changes."""
+
         def register(configure: Configure) -> CliCommand[S]:
-            command = CliCommand[S](name, help, configure)
+            command = CliCommand[S](name, help, configure, if_unreachable)
             self._commands.append(command)
             return command
 
@@ -134,20 +221,31 @@ class ServiceCli(Generic[S]):
         except pydantic.ValidationError as exc:
             prefix = str(getattr(self.settings_type, "model_config", {}).get("env_prefix", ""))
             print(settings_problem(exc, self.prog, prefix), file=sys.stderr)
-            return 2
+            return EXIT_USAGE
+        chosen = next((c for c in self._commands if c.name == args.command), None)
+        if_unreachable = _MIGRATE_UNREACHABLE if chosen is None else chosen.if_unreachable
         try:
-            if args.command == "migrate":
+            if chosen is None:
                 return self._migrate(settings)
-            chosen = next(c for c in self._commands if c.name == args.command)
             if chosen.runner is None:
                 raise RuntimeError(f"command {chosen.name} has no runner")
             return asyncio.run(chosen.runner(settings, args))
-        except DomainError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return 2
-        except LookupError as exc:
-            print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-            return 2
+        except Exception as exc:
+            if _database_unreachable(exc):
+                note = exc.note if isinstance(exc, CommandUnreachableError) else None
+                print(
+                    f"error: the database is unreachable ({_root_cause_name(exc)}); "
+                    f"{note or if_unreachable}",
+                    file=sys.stderr,
+                )
+                return EXIT_UNAVAILABLE
+            if isinstance(exc, UnavailableError):
+                print(f"error: {exc.message}; {if_unreachable}", file=sys.stderr)
+                return EXIT_UNAVAILABLE
+            if isinstance(exc, DomainError):
+                print(f"error: {exc.message}", file=sys.stderr)
+                return EXIT_USAGE
+            raise  # a bug: its traceback, exit 1
 
     def _migrate(self, settings: S) -> int:
         if settings.migration_database_url is None:
@@ -176,6 +274,50 @@ def _cli_engine(settings: ServiceSettings) -> AsyncEngine:
     return create_engine(
         settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-cli"
     )
+
+
+def _database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached, or the connection was lost (asyncpg's errors,
+    OSError, SQLAlchemy's wrappers of them, DatabaseUnavailableError); not a file the command
+    could not open (an OSError naming a file: the audit checkpoints), which is no outage."""
+    if isinstance(exc, DatabaseUnavailableError):
+        return True
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return False
+    return connection_lost(exc)
+
+
+def _root_cause_name(exc: BaseException) -> str:
+    """The type of the innermost exception `exc` was raised from: the most telling one
+    (ConnectionRefusedError rather than SQLAlchemy's wrapper), printed without its text."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return type(exc).__name__
+
+
+def _dead_letter_limit(text: str) -> int:
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= DEAD_LETTER_LIMIT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {DEAD_LETTER_LIMIT_MAX}, not {text!r}"
+        )
+    return limit
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "(not recorded)"
+
+
+def _dead_letter_summary(producer: str, shown: int, total: int, limit: int) -> str:
+    if shown >= total:
+        return f"{total} dead-lettered event(s) of {producer}"
+    line = f"showing {shown} of {total} dead-lettered events of {producer}, oldest first"
+    if limit < DEAD_LETTER_LIMIT_MAX:
+        return f"{line}; --limit (up to {DEAD_LETTER_LIMIT_MAX}) shows more"
+    return f"{line}; the rest show as the oldest are replayed"
 
 
 def _no_args(parser: argparse.ArgumentParser) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "JwtIssuer",
     "KeyRing",
     "SigningKey",
+    "UnknownSigningKeyError",
     "Withdrawal",
 ]
 
@@ -107,6 +108,10 @@ class _State:
     created_at: datetime
     not_before: datetime
     retired_at: datetime | None
+
+
+class UnknownSigningKeyError(LookupError):
+    """`withdraw` was given a kid the ring has never had (the operator's typo)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,14 +231,14 @@ class KeyRing:
     async def withdraw(self, kid: str) -> Withdrawal:
         """Emergency removal of a (compromised) key: it leaves the JWKS at once. If it was
         signing (or about to), the key published longest takes over now and a new standby is
-        published. Raises LookupError for an unknown kid.
+        published. Raises UnknownSigningKeyError for an unknown kid.
         """
         now = self._clock.now()
         async with self._engine.begin() as conn:
             await self._lock(conn)
             rows = await self._rows(conn)
             if not any(r.kid == kid for r in rows):
-                raise LookupError(f"no signing key {kid!r}")
+                raise UnknownSigningKeyError(f"no signing key {kid!r}")
             before = _signer(rows, now)
             long_ago = now - self._verify_window - timedelta(days=1)
             await conn.execute(

@@ -6,7 +6,8 @@
                                                            # AUTH_KEY_PUBLISH_LEAD_SECONDS (or now)
     vaultpay-auth withdraw-signing-key --kid K             # compromised key: out of the JWKS now,
                                                            # the standby signs at once
-    vaultpay-auth verify-audit                             # exit 1 if the hash chain is broken
+    vaultpay-auth verify-audit                             # exit 1 if the hash chain is broken,
+                                                           # 3 if the database is unreachable
 
 A super_admin is only ever created here, never through the API.
 """
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
-from vaultpay_auth.adapters.signing import KeyRing, SigningKey
+from vaultpay_auth.adapters.signing import KeyRing, SigningKey, UnknownSigningKeyError
 from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.policies import check_registration, normalize_email
 from vaultpay_auth.settings import AuthSettings
@@ -166,7 +167,11 @@ def _warn_if_young(key: SigningKey, now: datetime, settings: AuthSettings) -> No
         )
 
 
-@cli.command("create-superadmin", help="create or promote a super_admin")
+@cli.command(
+    "create-superadmin",
+    help="create or promote a super_admin",
+    if_unreachable="running it again is safe (it creates or promotes, in one transaction)",
+)
 def _create_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--email", required=True)
     parser.add_argument("--full-name", default="VaultPay Super Admin")
@@ -209,7 +214,11 @@ def _withdraw_args(parser: argparse.ArgumentParser) -> None:
 
 @_withdraw_args.run
 async def _withdraw(settings: AuthSettings, args: argparse.Namespace) -> int:
-    await withdraw_signing_key(settings, args.kid)
+    try:
+        await withdraw_signing_key(settings, args.kid)
+    except UnknownSigningKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,7 @@ from vaultpay_common.outbox.model import (
 from vaultpay_common.outbox.relay import OutboxRelay
 from vaultpay_common.outbox.sql import (
     SqlOutbox,
+    count_dead_letters,
     list_dead_letters,
     outbox_producer_policy_ddl,
     outbox_producer_policy_drop_ddl,
@@ -35,6 +36,7 @@ __all__ = [
     "PermanentDeliveryError",
     "SqlOutbox",
     "backoff_delay",
+    "count_dead_letters",
     "encode_payload",
     "list_dead_letters",
     "outbox_producer_policy_ddl",

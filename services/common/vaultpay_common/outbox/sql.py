@@ -54,6 +54,7 @@ from vaultpay_common.row_security import ServicePolicies
 __all__ = [
     "OUTBOX_RETENTION",
     "SqlOutbox",
+    "count_dead_letters",
     "list_dead_letters",
     "outbox_producer_policy_ddl",
     "outbox_producer_policy_drop_ddl",
@@ -210,21 +211,37 @@ def truncate_error(message: str) -> str:
     return message if len(message) <= LAST_ERROR_LIMIT else message[: LAST_ERROR_LIMIT - 1] + "…"
 
 
+def _dead(producer: str | None) -> Any:
+    condition = _events.c.status == OutboxStatus.DEAD.value
+    return condition if producer is None else condition & (_events.c.producer == producer)
+
+
 async def list_dead_letters(
     conn: AsyncConnection, producer: str | None, limit: int
 ) -> list[OutboxEvent]:
     """Dead-lettered events (of one producer, or all), oldest first, for staff to inspect."""
-    query = select(*_columns()).where(_events.c.status == OutboxStatus.DEAD.value)
-    if producer is not None:
-        query = query.where(_events.c.producer == producer)
-    query = query.order_by(_events.c.created_at, _events.c.event_id).limit(max(0, limit))
+    query = (
+        select(*_columns())
+        .where(_dead(producer))
+        .order_by(_events.c.created_at, _events.c.event_id)
+        .limit(max(0, limit))
+    )
     return [_event(row) for row in await conn.execute(query)]
 
 
-async def replay_dead_letter(conn: AsyncConnection, event_id: str) -> bool:
-    """Puts a dead-lettered event back to pending, due now, with its attempts reset.
+async def count_dead_letters(conn: AsyncConnection, producer: str | None) -> int:
+    """How many events (of one producer, or all) are dead-lettered: what a page of
+    `list_dead_letters` is out of."""
+    query = select(func.count()).select_from(_events).where(_dead(producer))
+    return int((await conn.execute(query)).scalar_one())
 
-    False when there is no dead-lettered event with that id. The last error is kept until
+
+async def replay_dead_letter(conn: AsyncConnection, event_id: str, *, producer: str) -> bool:
+    """Puts `producer`'s dead-lettered event back to pending, due now, with its attempts reset.
+
+    False when `producer` has no dead-lettered event with that id (an id that is not a UUID
+    included): another service's event is theirs to replay, even where row-level security is
+    off (one role for every service, or a chain not yet migrated). The last error is kept until
     the next attempt overwrites it, so staff can still see why it died.
     """
     try:
@@ -233,7 +250,7 @@ async def replay_dead_letter(conn: AsyncConnection, event_id: str) -> bool:
         return False
     result = await conn.execute(
         update(_events)
-        .where(_events.c.event_id == canonical, _events.c.status == OutboxStatus.DEAD.value)
+        .where(_events.c.event_id == canonical, _dead(producer))
         .values(
             status=OutboxStatus.PENDING.value,
             attempts=0,

@@ -4,7 +4,8 @@ vaultpay-kyc migrate                          # platform + kyc migrations (owner
 vaultpay-kyc verify-audit                     # the vaultpay database's audit chain
 vaultpay-kyc rotate-key [--request-id UUID]   # new document key, re-wrap every row, with progress
 vaultpay-kyc rotate-key --resume              # finish an interrupted rotation, no new key
-vaultpay-kyc dead-letters [--limit N]         # outbox events that stopped retrying
+vaultpay-kyc dead-letters [--limit N]         # kyc's outbox events that stopped retrying,
+                                              # oldest N (1-1000, 50) of the total
 vaultpay-kyc replay-dead-letter --event-id E  # send one again (after fixing the cause)
 
 `rotate-key` is the same use case as AdminRotateKycKey, run as the app role with the
@@ -46,7 +47,12 @@ main = cli.main
 _ROTATE_METHOD = "cli:vaultpay-kyc/rotate-key"
 
 
-@cli.command("rotate-key", help="rotate the document encryption key (re-wraps every row)")
+@cli.command(
+    "rotate-key",
+    help="rotate the document encryption key (re-wraps every row)",
+    if_unreachable="a rotation that started finishes with `rotate-key --resume` (or its "
+    "--request-id), or by the service's periodic job",
+)
 def _rotate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-id", help="resume the rotation started with this id")
     parser.add_argument("--resume", action="store_true", help="only finish an unfinished rotation")

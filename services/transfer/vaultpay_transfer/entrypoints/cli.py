@@ -3,8 +3,12 @@
 vaultpay-transfer migrate                          # platform + wallet + transfer migrations
 vaultpay-transfer verify-audit                     # the vaultpay database's audit chain
 vaultpay-transfer verify-ledger                    # the ledger's invariants + the audit chain
-vaultpay-transfer dead-letters [--limit N]         # outbox events that stopped retrying
+vaultpay-transfer dead-letters [--limit N]         # transfer's outbox events that stopped
+                                                   # retrying, oldest N (1-1000, 50) of the total
 vaultpay-transfer replay-dead-letter --event-id E  # send one again (after fixing the cause)
+
+Exit codes (`vaultpay_common.cli`): 0 ok; 1 a check failed (the ledger is not consistent, the
+audit chain is broken); 2 bad settings or input; 3 the database is unreachable.
 
 `migrate` runs the wallet chain before the transfer chain: the ledger's functions lock and
 update wallet rows and read wallet's limits, so its migration needs wallet's tables.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaultpay_common.cli import ServiceCli
+from vaultpay_common.cli import READ_ONLY, ServiceCli
 from vaultpay_common.db import create_engine
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
 from vaultpay_transfer.settings import TransferSettings
@@ -39,7 +43,11 @@ cli = ServiceCli(
 main = cli.main
 
 
-@cli.command("verify-ledger", help="prove the ledger's invariants and the audit chain")
+@cli.command(
+    "verify-ledger",
+    help="prove the ledger's invariants and the audit chain",
+    if_unreachable=READ_ONLY,
+)
 def _verify_args(parser: argparse.ArgumentParser) -> None:
     del parser
 

@@ -2,7 +2,8 @@
 
 vaultpay-wallet migrate                         # platform + wallet migrations (owner DSN)
 vaultpay-wallet verify-audit                    # the vaultpay database's audit chain
-vaultpay-wallet dead-letters [--limit N]        # outbox events that stopped retrying
+vaultpay-wallet dead-letters [--limit N]        # wallet's outbox events that stopped
+                                                # retrying, oldest N (1-1000, 50) of the total
 vaultpay-wallet replay-dead-letter --event-id E # send one again (after fixing the cause)
 """
 

@@ -127,6 +127,23 @@ def test_a_bug_is_a_traceback_not_bad_input(
         cli.main(["verify-audit"])
 
 
+def test_a_command_past_its_time_bound_exits_3_not_bad_input(
+    unreachable_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify-ledger's checks bounded by 30 minutes on a slow database: "try again" (3), not
+    the operator's bad input (2), nor a broken ledger (1)."""
+    from vaultpay_common.errors import DeadlineExceededError
+
+    async def too_slow(*_: object) -> int:
+        raise DeadlineExceededError()
+
+    command = next(c for c in cli._commands if c.name == "verify-ledger")
+    monkeypatch.setattr(command, "runner", too_slow)
+    assert cli.main(["verify-ledger"]) == 3
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == "error: the request took longer than its deadline allows; nothing was changed"
+
+
 @pytest.mark.parametrize("limit", ["0", "-5", "1001", "ten"])
 def test_dead_letters_refuses_a_limit_outside_1_to_1000(
     unreachable_database: str, capsys: pytest.CaptureFixture[str], limit: str

@@ -22,7 +22,7 @@ Commands print progress and results to stdout, errors to stderr, and exit
        (a bug: with its traceback)
     2  bad input or a refused action (settings, arguments, an unknown id, a DomainError)
     3  could not run: a dependency is unavailable (the database cannot be reached, or the
-       connection was lost); one line on stderr naming the exception's type (never its text,
+       connection was lost) or too slow for the command's time bound; one line on stderr naming the exception's type (never its text,
        which can carry the host or the user) and what became of the command's changes
 
 so that an automated `verify-audit` / `verify-ledger` reads 1 as "broken" and 3 as "try again".
@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.config import ServiceSettings, settings_problem
 from vaultpay_common.db import DatabaseUnavailableError, create_engine
-from vaultpay_common.errors import DomainError, UnavailableError
+from vaultpay_common.errors import DeadlineExceededError, DomainError, UnavailableError
 from vaultpay_common.migrations import MigrationChain, unnamed_chains, upgrade_all
 from vaultpay_common.pg_failures import connection_lost
 
@@ -239,7 +239,9 @@ class ServiceCli(Generic[S]):
                     file=sys.stderr,
                 )
                 return EXIT_UNAVAILABLE
-            if isinstance(exc, UnavailableError):
+            if isinstance(exc, UnavailableError | DeadlineExceededError):
+                # The database too slow for the command's bound (verify-ledger's 30 minutes)
+                # is "try again", as an outage is, not bad input.
                 print(f"error: {exc.message}; {if_unreachable}", file=sys.stderr)
                 return EXIT_UNAVAILABLE
             if isinstance(exc, DomainError):

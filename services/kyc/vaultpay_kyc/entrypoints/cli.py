@@ -21,13 +21,14 @@ import sys
 import uuid
 from pathlib import Path
 
-from vaultpay_common.cli import ServiceCli
+from vaultpay_common.cli import EXIT_UNAVAILABLE, ServiceCli
 from vaultpay_common.clock import SystemClock
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
 from vaultpay_kyc.entrypoints.bootstrap import build_rotation
 from vaultpay_kyc.service_layer.commands import RotateKycKey, RotationOutcome, RotationProgress
+from vaultpay_kyc.service_layer.rotation import KeyRotationIncompleteError
 from vaultpay_kyc.settings import KycSettings
 
 __all__ = ["KYC_CHAIN", "main"]
@@ -93,12 +94,16 @@ async def _rotate(settings: KycSettings, args: argparse.Namespace) -> int:
             )
             operator = f"operator:{getpass.getuser()}"
             outcome = await rotation.rotate(RotateKycKey(key, operator), _print_progress)
+    except KeyRotationIncompleteError as exc:
+        # Not the operator's bad input (2) nor a failed check (1): unfinished, try again (3).
+        print(f"error: {exc.message}; or run `rotate-key --resume`", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     finally:
         await engine.dispose()
     _print_outcome(outcome)
     if not outcome.finished:
         print("error: rows are still waiting; run `rotate-key --resume`", file=sys.stderr)
-        return 1
+        return EXIT_UNAVAILABLE
     return 0
 
 

@@ -239,6 +239,14 @@ class ServiceCli(Generic[S]):
                     file=sys.stderr,
                 )
                 return EXIT_UNAVAILABLE
+            if _database_refused(exc):
+                prefix = str(getattr(self.settings_type, "model_config", {}).get("env_prefix", ""))
+                print(
+                    f"error: the database refused the connection ({_root_cause_name(exc)}): "
+                    f"check {prefix}DATABASE_URL (or {prefix}MIGRATION_DATABASE_URL for migrate)",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
             if isinstance(exc, UnavailableError | DeadlineExceededError):
                 # The database too slow for the command's bound (verify-ledger's 30 minutes)
                 # is "try again", as an outage is, not bad input.
@@ -287,6 +295,21 @@ def _database_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.filename is not None:
         return False
     return connection_lost(exc)
+
+
+# PostgreSQL refused the settings themselves: a wrong user or password, no such database.
+_REFUSED_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
+
+
+def _database_refused(exc: BaseException) -> bool:
+    """PostgreSQL answered, and refused who or what the settings name (SQLSTATE class 28,
+    3D000): bad settings, as a missing one is, not an outage and not a failed check."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) in _REFUSED_SQLSTATES:
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _root_cause_name(exc: BaseException) -> str:

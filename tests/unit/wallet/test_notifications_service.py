@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from datetime import timedelta
 
@@ -129,6 +130,22 @@ async def test_a_batch_returns_one_result_per_item_in_order_each_event_created_o
     ]
     assert results[2].notification == results[0].notification
     assert len(env.uow.notifications.all()) == 3
+
+
+async def test_a_batchs_notifications_list_in_the_order_they_were_asked_for(env: Env) -> None:
+    """Newest first by (created_at, id): each item is a microsecond after the one before, so
+    a batch (a relay round: a send's MONEY_SENT, then a withdrawal's return) is not ordered by
+    its random ids."""
+    titles = [f"event {i}" for i in range(30)]
+    results = await env.service.create_notifications(
+        [CreateNotification(str(uuid.uuid4()), USER, "KYC", title, "") for title in titles]
+    )
+    times = [r.notification.created_at for r in results]
+    assert all(earlier < later for earlier, later in itertools.pairwise(times))
+    newest_first = sorted(
+        results, key=lambda r: (r.notification.created_at, r.notification.notification_id)
+    )[::-1]
+    assert [r.notification.title for r in newest_first] == titles[::-1]
 
 
 async def test_a_batch_with_an_invalid_item_names_every_bad_field_by_index_and_writes_nothing(

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -235,7 +235,9 @@ class NotificationService:
         violations: list[FieldViolation] = []
         for index, command in enumerate(commands):
             try:
-                items.append(_validated(command, now))
+                # Each item a microsecond after the one before: an inbox lists newest first by
+                # (created_at, id), and one time for all would order a batch by its random ids.
+                items.append(_validated(command, now + timedelta(microseconds=index)))
             except ValidationError as exc:
                 violations += [
                     FieldViolation(f"notifications[{index}].{v.field}", v.description)

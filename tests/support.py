@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import SecretStr
 
-__all__ = ["RpcFailure", "eventually", "peer_service_fields", "rpc_failure"]
+__all__ = [
+    "RpcFailure",
+    "eventually",
+    "peer_service_fields",
+    "rpc_failure",
+    "use_transfer_settings",
+]
 
 T = TypeVar("T")
 
@@ -89,3 +97,16 @@ async def rpc_failure(call: Awaitable[Any]) -> RpcFailure:
                 raw = value if isinstance(value, bytes) else value.encode()
         return _parse_details(exc.code(), exc.details() or "", raw)
     raise AssertionError("the call succeeded but was expected to fail")
+
+
+def use_transfer_settings(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    """transfer's settings, complete and valid, in the environment for a CLI run, with
+    `database_url`; none of the process's own TRANSFER_* survive, a secret is a canary."""
+    for name in list(os.environ):
+        if name.startswith("TRANSFER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TRANSFER_DATABASE_URL", database_url)
+    monkeypatch.setenv("TRANSFER_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("TRANSFER_KEY_ENCRYPTION_KEY", "A" * 43 + "=")
+    monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_ID", "transfer")
+    monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_SECRET", "canary-secret-value")

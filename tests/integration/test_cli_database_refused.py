@@ -5,10 +5,9 @@ check, never the password, rather than a traceback and exit 1, which `verify-led
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from tests.support import use_transfer_settings
 from vaultpay_devstack.infra import Infra
 from vaultpay_transfer.entrypoints.cli import cli
 
@@ -33,15 +32,8 @@ def test_a_refused_login_exits_2_naming_the_setting(
 ) -> None:
     pg = infra.postgres
     user, password = user or pg.superuser, password or pg.password or "trust-needs-none"
-    for name in list(os.environ):
-        if name.startswith("TRANSFER_"):
-            monkeypatch.delenv(name)
     url = f"postgresql+asyncpg://{user}:{password}@{pg.host}:{pg.port}/{database}"
-    monkeypatch.setenv("TRANSFER_DATABASE_URL", url)
-    monkeypatch.setenv("TRANSFER_REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("TRANSFER_KEY_ENCRYPTION_KEY", "A" * 43 + "=")
-    monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_ID", "transfer")
-    monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_SECRET", "canary-secret-value")
+    use_transfer_settings(monkeypatch, url)
 
     assert cli.main(["verify-ledger"]) == 2
 

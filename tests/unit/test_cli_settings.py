@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from tests.support import use_transfer_settings
 from vaultpay_transfer.entrypoints.cli import cli
 
 
@@ -44,15 +45,8 @@ def _closed_port() -> int:
 @pytest.fixture
 def unreachable_database(monkeypatch: pytest.MonkeyPatch) -> str:
     """transfer's settings, complete, with a database URL (and its password) on a closed port."""
-    for name in list(os.environ):
-        if name.startswith("TRANSFER_"):
-            monkeypatch.delenv(name)
     url = f"postgresql+asyncpg://vaultpay_app:canary-password@127.0.0.1:{_closed_port()}/vaultpay"
-    monkeypatch.setenv("TRANSFER_DATABASE_URL", url)
-    monkeypatch.setenv("TRANSFER_REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("TRANSFER_KEY_ENCRYPTION_KEY", "A" * 43 + "=")
-    monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_ID", "transfer")
-    monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_SECRET", "canary-secret-value")
+    use_transfer_settings(monkeypatch, url)
     return url
 
 

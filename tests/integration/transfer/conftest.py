@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import pytest
@@ -41,11 +41,13 @@ from vaultpay_common.idempotency import (
     idempotency_lock_key,
     request_fingerprint,
 )
+from vaultpay_common.migrations import migrate_chain
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
+from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN
 from vaultpay_transfer.service_layer.movements import MovementService
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.model import Freeze, FreezeSource
@@ -119,6 +121,19 @@ class LedgerWorld:
 
     async def owner(self) -> Any:
         return await asyncpg.connect(plain_dsn(self.dbs.vaultpay_owner_dsn))
+
+    async def migrate(self, action: Literal["upgrade", "downgrade"], revision: str) -> None:
+        """transfer's migration chain up or down to `revision` ("head"), as the owner runs it
+        (in a thread: Alembic is synchronous)."""
+        await asyncio.to_thread(
+            migrate_chain,
+            TRANSFER_CHAIN,
+            self.dbs.vaultpay_owner_dsn,
+            self.dbs.app_role("transfer"),
+            shared_role=self.dbs.vaultpay_app_role,
+            action=action,
+            revision=revision,
+        )
 
     async def new_wallet(
         self, *, tier: str = "FULL", currency: str = "INR", name: str = "Test Person"

@@ -13,10 +13,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["CapturedStatement", "execute_prepared", "plan_scans"]
+__all__ = ["CapturedStatement", "execute_prepared", "plan_scans", "prepared_plan_scans"]
 
 
 class CapturedStatement:
@@ -64,3 +65,21 @@ def plan_scans(document: Any) -> list[tuple[str, str]]:
         for node in _nodes(root)
         if "Scan" in node["Node Type"]
     ]
+
+
+async def prepared_plan_scans(
+    dsn: str, name: str, captured: CapturedStatement
+) -> dict[str, list[tuple[str, str]]]:
+    """The scans of the generic and of the custom plan of the captured statement, prepared
+    as `name` on a connection of `dsn` (the role the service prepares it as)."""
+    execute = execute_prepared(name, captured.parameters)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"PREPARE {name} AS {captured.statement}")
+        plans = {}
+        for mode in ("force_generic_plan", "force_custom_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            plans[mode] = plan_scans(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute}"))
+    finally:
+        await conn.close()
+    return plans

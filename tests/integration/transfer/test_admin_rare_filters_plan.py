@@ -24,7 +24,7 @@ from tests.integration.transfer.conftest import LedgerWorld, Wallet, plain_dsn
 from tests.integration.transfer.sql_capture import (
     CapturedStatement,
     execute_prepared,
-    plan_scans,
+    prepared_plan_scans,
 )
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
@@ -55,17 +55,7 @@ async def _plans(
     sends, prepared as transfer's role prepares it."""
     with CapturedStatement(ledger.engine) as captured:
         await store.list(flt, after, PAGE)
-    execute = execute_prepared("listing", captured.parameters)
-    conn = await asyncpg.connect(plain_dsn(ledger.dbs.app_dsn("transfer")))
-    try:
-        await conn.execute(f"PREPARE listing AS {captured.statement}")
-        plans = {}
-        for mode in ("force_generic_plan", "force_custom_plan"):
-            await conn.execute(f"SET plan_cache_mode = {mode}")
-            plans[mode] = plan_scans(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute}"))
-    finally:
-        await conn.close()
-    return plans
+    return await prepared_plan_scans(plain_dsn(ledger.dbs.app_dsn("transfer")), "listing", captured)
 
 
 async def _fill(ledger: LedgerWorld, alice: Wallet) -> None:

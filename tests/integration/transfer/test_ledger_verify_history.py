@@ -39,11 +39,9 @@ from tests.integration.transfer.conftest import (
     send_overtaken_by_a_top_up,
 )
 from vaultpay_common.db import create_engine
-from vaultpay_common.migrations import migrate_chain
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor, check_ledger
 from vaultpay_transfer.domain.model import LedgerCheck, PaymentMethod
 from vaultpay_transfer.domain.validation import REFUSING_TEST_ACCOUNT
-from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN
 from vaultpay_transfer.service_layer.payouts import PayoutWorker
 
 pytestmark = pytest.mark.integration
@@ -123,16 +121,7 @@ async def _era(ledger: LedgerWorld, alice: Wallet, bob: Wallet, *, worker: bool)
 
 @pytest.fixture(scope="module")
 async def history(ledger: LedgerWorld) -> History:
-    dbs = ledger.dbs
-    await asyncio.to_thread(
-        migrate_chain,
-        TRANSFER_CHAIN,
-        dbs.vaultpay_owner_dsn,
-        dbs.app_role("transfer"),
-        shared_role=dbs.vaultpay_app_role,
-        action="downgrade",
-        revision="t0011",
-    )
+    await ledger.migrate("downgrade", "t0011")
     [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
     assert version["version_num"] == "t0011"
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()

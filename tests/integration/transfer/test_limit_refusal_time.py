@@ -12,7 +12,6 @@ an old function, mid-deploy); upgraded again, they are t0016's.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -20,11 +19,9 @@ from typing import Literal
 import pytest
 
 from tests.integration.transfer.conftest import TOP_UP, LedgerWorld, Wallet, key
-from vaultpay_common.migrations import migrate_chain
 from vaultpay_transfer.domain.errors import LimitExceededError
 from vaultpay_transfer.domain.model import PaymentMethod
 from vaultpay_transfer.domain.windows import seconds_until, window_end
-from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN
 from vaultpay_transfer.service_layer.commands import AmountInput, TopUp
 from vaultpay_transfer.service_layer.movements import MovementService
 from vaultpay_transfer.service_layer.ports import MovementChecked
@@ -174,18 +171,6 @@ async def _functions(ledger: LedgerWorld) -> list[tuple[str, str, str]]:
     return [(r["name"], r["definition"], r["acl"]) for r in rows]
 
 
-def _transfer_chain(ledger: LedgerWorld, action: Literal["upgrade", "downgrade"], to: str) -> None:
-    dbs = ledger.dbs
-    migrate_chain(
-        TRANSFER_CHAIN,
-        dbs.vaultpay_owner_dsn,
-        dbs.app_role("transfer"),
-        shared_role=dbs.vaultpay_app_role,
-        action=action,
-        revision=to,
-    )
-
-
 async def test_t0016_downgrades_to_t0015s_functions_and_upgrades_back(
     ledger: LedgerWorld,
 ) -> None:
@@ -194,7 +179,7 @@ async def test_t0016_downgrades_to_t0015s_functions_and_upgrades_back(
     assert [name for name, _, _ in head] == sorted(_LIMITED)
     assert all("'decided_at', v_now" in definition for _, definition, _ in head)
     try:
-        await asyncio.to_thread(_transfer_chain, ledger, "downgrade", "t0015")
+        await ledger.migrate("downgrade", "t0015")
         old = await _functions(ledger)
         assert [(n, acl) for n, _, acl in old] == [(n, acl) for n, _, acl in head]
         assert not any("decided_at" in definition for _, definition, _ in old)
@@ -205,6 +190,6 @@ async def test_t0016_downgrades_to_t0015s_functions_and_upgrades_back(
         assert error.reason == "DAILY_LIMIT_EXCEEDED" and error.retry_after_seconds is not None
         assert abs(error.retry_after_seconds - _wait("daily", before)) <= 5
     finally:
-        await asyncio.to_thread(_transfer_chain, ledger, "upgrade", "head")
+        await ledger.migrate("upgrade", "head")
     assert await _functions(ledger) == head
     assert await _decided_at(ledger, wallet) is not None

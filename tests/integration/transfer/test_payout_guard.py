@@ -4,7 +4,6 @@ path (settle, return) still passes; every other change is refused."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -12,8 +11,6 @@ import asyncpg
 import pytest
 
 from tests.integration.transfer.conftest import LedgerWorld, Wallet
-from vaultpay_common.migrations import migrate_chain
-from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN
 
 pytestmark = pytest.mark.integration
 
@@ -89,18 +86,6 @@ async def test_a_payout_ends_once_and_never_changes_after(
     assert await ledger.balance(wallet) == (4_000 if end == "settle" else 5_000)
 
 
-def _transfer_chain(ledger: LedgerWorld, action: Literal["upgrade", "downgrade"], to: str) -> None:
-    dbs = ledger.dbs
-    migrate_chain(
-        TRANSFER_CHAIN,
-        dbs.vaultpay_owner_dsn,
-        dbs.app_role("transfer"),
-        shared_role=dbs.vaultpay_app_role,
-        action=action,
-        revision=to,
-    )
-
-
 async def test_t0017_downgrades_without_its_triggers_and_upgrades_back(
     ledger: LedgerWorld,
 ) -> None:
@@ -118,8 +103,8 @@ async def test_t0017_downgrades_without_its_triggers_and_upgrades_back(
     ]
     assert await triggers() == expected
     try:
-        await asyncio.to_thread(_transfer_chain, ledger, "downgrade", "t0016")
+        await ledger.migrate("downgrade", "t0016")
         assert await triggers() == []
     finally:
-        await asyncio.to_thread(_transfer_chain, ledger, "upgrade", "head")
+        await ledger.migrate("upgrade", "head")
     assert await triggers() == expected

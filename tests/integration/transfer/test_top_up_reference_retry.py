@@ -28,10 +28,8 @@ from tests.integration.transfer.conftest import (
     waiting_on_a_lock,
 )
 from vaultpay_common.idempotency import IdempotencyKey, idempotency_lock_key
-from vaultpay_common.migrations import migrate_chain
 from vaultpay_transfer.domain.model import PaymentMethod
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
-from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN
 from vaultpay_wallet.domain.model import FreezeSource
 
 pytestmark = pytest.mark.integration
@@ -161,16 +159,7 @@ async def test_t0016s_function_gave_the_reviews_answers_and_t0019_gives_them_bac
     """Downgraded to t0018 (t0016's function, put back by t0019's downgrade), the retry was
     refused for the limit and for the freeze; upgraded again, it is told the reference was
     credited. Last in the module: it migrates the module's database."""
-    dbs = ledger.dbs
-    await asyncio.to_thread(
-        migrate_chain,
-        TRANSFER_CHAIN,
-        dbs.vaultpay_owner_dsn,
-        dbs.app_role("transfer"),
-        shared_role=dbs.vaultpay_app_role,
-        action="downgrade",
-        revision="t0018",
-    )
+    await ledger.migrate("downgrade", "t0018")
     try:
         [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
         assert version["version_num"] == "t0018"

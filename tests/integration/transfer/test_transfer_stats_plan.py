@@ -15,12 +15,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import event as sqlalchemy_events
 
 from tests.integration.transfer.conftest import LedgerWorld, plain_dsn
-from tests.integration.transfer.sql_capture import CapturedStatement, execute_prepared, plan_scans
+from tests.integration.transfer.sql_capture import CapturedStatement, prepared_plan_scans
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 
 pytestmark = pytest.mark.integration
@@ -93,17 +92,7 @@ async def _plans(ledger: LedgerWorld, store: SqlTransactionStore, now: datetime)
     finally:
         sqlalchemy_events.remove(sync_engine, "before_cursor_execute", count)
     assert sent == [captured.statement]  # both windows, one statement: one snapshot
-    execute = execute_prepared("stats", captured.parameters)
-    conn = await asyncpg.connect(plain_dsn(ledger.dbs.app_dsn("transfer")))
-    try:
-        await conn.execute(f"PREPARE stats AS {captured.statement}")
-        plans = {}
-        for mode in ("force_generic_plan", "force_custom_plan"):
-            await conn.execute(f"SET plan_cache_mode = {mode}")
-            plans[mode] = plan_scans(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute}"))
-    finally:
-        await conn.close()
-    return plans
+    return await prepared_plan_scans(plain_dsn(ledger.dbs.app_dsn("transfer")), "stats", captured)
 
 
 async def test_the_stats_read_an_index_range_per_branch_and_count_by_completion(

@@ -438,6 +438,27 @@ async def twenty_copies(
     return RaceOutcome(first, replays, gates)
 
 
+async def top_up_on(
+    conn: Any, credit: IdempotencyKey, wallet: Wallet, amount: int, reference: str
+) -> str:
+    """transfer_top_up called on `conn` (an asyncpg connection, in whatever transaction it
+    holds) as TopUp calls it, by UPI with `reference`: the outcome."""
+    [row] = await conn.fetch(
+        "SELECT outcome FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $6, $7, 'INR',"
+        " $8, $9, 'UPI test')",
+        credit.caller,
+        credit.method,
+        credit.request_id,
+        credit.fingerprint,
+        idempotency_lock_key(credit),
+        wallet.user_id,
+        amount,
+        PaymentMethod.UPI.value,
+        reference,
+    )
+    return str(row["outcome"])
+
+
 async def send_overtaken_by_a_top_up(
     ledger: LedgerWorld, alice: Wallet, bob: Wallet
 ) -> tuple[LedgerOutcome, IdempotencyKey]:
@@ -456,20 +477,7 @@ async def send_overtaken_by_a_top_up(
         )
         await waiting_on_a_lock(ledger, "transfer_send_money")
         credit = key(alice.user_id, TOP_UP)
-        [row] = await blocker.fetch(
-            "SELECT outcome FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $6, $7, 'INR',"
-            " $8, $9, 'UPI test')",
-            credit.caller,
-            credit.method,
-            credit.request_id,
-            credit.fingerprint,
-            idempotency_lock_key(credit),
-            alice.user_id,
-            700,
-            PaymentMethod.UPI.value,
-            f"upi-{uuid.uuid4().hex}",
-        )
-        assert row["outcome"] == "OK"
+        assert await top_up_on(blocker, credit, alice, 700, f"upi-{uuid.uuid4().hex}") == "OK"
         await holding.commit()
         return await sending, credit
     finally:

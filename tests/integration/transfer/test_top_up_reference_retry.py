@@ -25,9 +25,10 @@ from tests.integration.transfer.conftest import (
     footprint,
     key,
     run_transfer_cli,
+    top_up_on,
     waiting_on_a_lock,
 )
-from vaultpay_common.idempotency import IdempotencyKey, idempotency_lock_key
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.domain.model import PaymentMethod
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_wallet.domain.model import FreezeSource
@@ -130,19 +131,7 @@ async def test_a_retry_waiting_on_the_row_lock_sees_its_first_attempt_commit(
         transaction = first.transaction()
         await transaction.start()
         credit = key(alice.user_id, TOP_UP)
-        [row] = await first.fetch(
-            "SELECT outcome FROM transfer_top_up($1, $2, $3::uuid, $4, $5, $6, 1000, 'INR',"
-            " $7, $8, 'UPI test')",
-            credit.caller,
-            credit.method,
-            credit.request_id,
-            credit.fingerprint,
-            idempotency_lock_key(credit),
-            alice.user_id,
-            PaymentMethod.UPI.value,
-            reference,
-        )
-        assert row["outcome"] == "OK"
+        assert await top_up_on(first, credit, alice, 1_000, reference) == "OK"
         retrying = asyncio.create_task(_top_up(ledger, alice, reference))
         await waiting_on_a_lock(ledger, "transfer_top_up")
         await transaction.commit()

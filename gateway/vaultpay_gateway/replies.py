@@ -490,7 +490,7 @@ def _lua_table(name: str, entries: Mapping[str, str | bool]) -> str:
 
 _WHOLE = "must be a whole number from {} to {}"
 # proto3 JSON writes 64-bit integers as strings (a JavaScript number cannot hold them all).
-_WHOLE_64 = _WHOLE + " (a JSON number or a string of digits)"
+_WHOLE_64 = _WHOLE + ' (a JSON number, or a string of a whole number such as "100")'
 _INT32 = _WHOLE.format(-(2**31), 2**31 - 1)
 _UINT32 = _WHOLE.format(0, 2**32 - 1)
 _INT64 = _WHOLE_64.format(-(2**63), 2**63 - 1)

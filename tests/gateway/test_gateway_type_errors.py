@@ -35,7 +35,7 @@ from vaultpay_gateway.replies import ENUM_LIST_MAX_NAMES, TYPE_WORDS, enum_words
 INT32 = "must be a whole number from -2147483648 to 2147483647"
 INT64 = (
     "must be a whole number from -9223372036854775808 to 9223372036854775807"
-    " (a JSON number or a string of digits)"
+    ' (a JSON number, or a string of a whole number such as "100")'
 )
 TIME = "must be an RFC 3339 time such as 2026-12-03T10:00:00Z"
 NOT_A_VALUE = "is not one of this field's values"

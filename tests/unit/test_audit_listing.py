@@ -36,7 +36,7 @@ def test_an_end_at_or_before_the_start_names_end_time(
     with pytest.raises(ValidationError) as err:
         audit_query(message(start_time=_ts(start), end_time=_ts(end)))
     assert [(v.field, v.description) for v in err.value.violations] == [
-        ("end_time", "must be after start_time")
+        ("end_time", "must be after the start time")
     ]
 
 

@@ -57,7 +57,7 @@ def audit_query(request: AuditListRequest) -> AuditQuery:
     start = datetime_or_none(request, "start_time")
     end = datetime_or_none(request, "end_time")
     if start is not None and end is not None and end <= start:
-        raise ValidationError.single("end_time", "must be after start_time")
+        raise ValidationError.single("end_time", "must be after the start time")
     return AuditQuery(
         actor_id=request.actor_id,
         action=request.action,

@@ -34,7 +34,11 @@ from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.errors import DomainError, ErrorKind, FieldViolation, ValidationError
 from vaultpay_common.grpc.auth_client import outgoing_metadata
 from vaultpay_common.outbox import DeliveryError, PermanentDeliveryError
-from vaultpay_transfer.domain.errors import PassedThroughError, WalletUnavailableError
+from vaultpay_transfer.domain.errors import (
+    PassedThroughError,
+    WalletNotFoundError,
+    WalletUnavailableError,
+)
 from vaultpay_transfer.domain.notifications import NotificationText
 from vaultpay_transfer.service_layer.ports import IpCheck, MovementChecked
 
@@ -103,6 +107,10 @@ def wallet_refusal(exc: grpc.aio.AioRpcError) -> DomainError:
         error: DomainError = ValidationError(violations or [FieldViolation("pin", status.message)])
         error.reason = info.reason or error.reason
         return error
+    if info.reason == WalletNotFoundError.reason:
+        # wallet's "no such wallet" is about the caller's own wallet here (a movement checks
+        # its sender's PIN), not the recipient: said as TopUp says it.
+        return WalletNotFoundError()
     return PassedThroughError(
         kind, info.reason or exc.code().name, status.message, dict(info.metadata)
     )

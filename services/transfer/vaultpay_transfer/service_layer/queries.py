@@ -41,7 +41,7 @@ def _check_filter(flt: TransactionFilter) -> None:
     """Refuses filters no row can match (an inverted window; a type its category never has:
     staff could otherwise walk the whole table's index for an empty page)."""
     if flt.start is not None and flt.end is not None and flt.end <= flt.start:
-        raise ValidationError.single("end_time", "must be after start_time")
+        raise ValidationError.single("end_time", "must be after the start time")
     side = None if flt.category is None else flt.category.only_type
     if flt.category is not None and side is not None and flt.type not in (None, side):
         raise ValidationError.single(

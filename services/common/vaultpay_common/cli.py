@@ -209,6 +209,11 @@ class ServiceCli(Generic[S]):
 
         return register
 
+    @property
+    def _env_prefix(self) -> str:
+        """The settings' environment prefix (TRANSFER_), to name a variable in a message."""
+        return str(getattr(self.settings_type, "model_config", {}).get("env_prefix", ""))
+
     def main(self, argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=self.prog, description=self.description)
         sub = parser.add_subparsers(dest="command", required=True)
@@ -219,8 +224,7 @@ class ServiceCli(Generic[S]):
         try:
             settings = self.settings_type()
         except pydantic.ValidationError as exc:
-            prefix = str(getattr(self.settings_type, "model_config", {}).get("env_prefix", ""))
-            print(settings_problem(exc, self.prog, prefix), file=sys.stderr)
+            print(settings_problem(exc, self.prog, self._env_prefix), file=sys.stderr)
             return EXIT_USAGE
         chosen = next((c for c in self._commands if c.name == args.command), None)
         if_unreachable = _MIGRATE_UNREACHABLE if chosen is None else chosen.if_unreachable
@@ -240,7 +244,7 @@ class ServiceCli(Generic[S]):
                 )
                 return EXIT_UNAVAILABLE
             if _database_refused(exc):
-                prefix = str(getattr(self.settings_type, "model_config", {}).get("env_prefix", ""))
+                prefix = self._env_prefix
                 print(
                     f"error: the database refused the connection ({_root_cause_name(exc)}): "
                     f"check {prefix}DATABASE_URL (or {prefix}MIGRATION_DATABASE_URL for migrate)",

@@ -45,7 +45,7 @@ from vaultpay_transfer.service_layer.ports import (
 NOW = datetime(2026, 12, 16, 10, 0, tzinfo=UTC)
 
 
-def _tx(
+def fake_transaction(
     wallet_id: str, user_id: str, key: IdempotencyKey, amount: int, category: TransactionCategory
 ) -> Transaction:
     debit = category in (TransactionCategory.P2P_SEND, TransactionCategory.WITHDRAW)
@@ -148,7 +148,7 @@ class FakeLedger:
             return LedgerOutcome("INSUFFICIENT_BALANCE")
         self.balances[sender] -= amount_minor
         self.balances[recipient_wallet_id] += amount_minor
-        tx = _tx(sender, user_id, key, amount_minor, TransactionCategory.P2P_SEND)
+        tx = fake_transaction(sender, user_id, key, amount_minor, TransactionCategory.P2P_SEND)
         return self._commit(key, tx)
 
     async def top_up(
@@ -167,7 +167,7 @@ class FakeLedger:
         wallet = self.wallets[user_id]
         self.balances[wallet] += amount_minor
         return self._commit(
-            key, _tx(wallet, user_id, key, amount_minor, TransactionCategory.TOP_UP)
+            key, fake_transaction(wallet, user_id, key, amount_minor, TransactionCategory.TOP_UP)
         )
 
     async def withdraw(
@@ -189,7 +189,7 @@ class FakeLedger:
         if self.balances[wallet] < amount_minor:
             return LedgerOutcome("INSUFFICIENT_BALANCE")
         self.balances[wallet] -= amount_minor
-        tx = _tx(wallet, user_id, key, amount_minor, TransactionCategory.WITHDRAW)
+        tx = fake_transaction(wallet, user_id, key, amount_minor, TransactionCategory.WITHDRAW)
         return self._commit(key, tx)
 
 

@@ -42,10 +42,11 @@ from vaultpay_common.context import METHOD, PRINCIPAL
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKey, canonical_request_id, request_fingerprint
 
-__all__ = ["idempotency_key"]
+__all__ = ["idempotency_caller", "idempotency_key"]
 
 
-def _caller() -> str:
+def idempotency_caller() -> str:
+    """Whose keys the current call's are: the user's subject, or `service:<name>`."""
     principal = PRINCIPAL.get()
     if principal is None:
         return "anonymous"
@@ -85,7 +86,7 @@ def idempotency_key(
         for path in secret:
             _rewrite(bare, path, lambda value: _keyed(value, key))
     return IdempotencyKey(
-        caller=_caller(),
+        caller=idempotency_caller(),
         method=METHOD.get(),
         request_id=request_id,
         fingerprint=request_fingerprint(bare.SerializeToString(deterministic=True)),

@@ -26,6 +26,7 @@ from vaultpay_common.idempotency.sql import (
     idempotency_table_ddl,
     idempotency_table_drop_ddl,
     purge_expired_idempotency_records,
+    scope_lock_key,
 )
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "purge_expired_idempotency_records",
     "request_fingerprint",
     "run_once",
+    "scope_lock_key",
 ]

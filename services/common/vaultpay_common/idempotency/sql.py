@@ -83,6 +83,7 @@ __all__ = [
     "idempotency_table_ddl",
     "idempotency_table_drop_ddl",
     "purge_expired_idempotency_records",
+    "scope_lock_key",
 ]
 
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
@@ -216,7 +217,13 @@ def idempotency_service_policy_drop_ddl(service: str) -> list[str]:
 def idempotency_lock_key(key: IdempotencyKey) -> int:
     """The signed 64-bit advisory-lock id of a key (shared with any SQL function that claims
     keys itself, e.g. a one-round-trip transfer)."""
-    scope = "\x00".join(("idempotency", key.caller, key.method, key.request_id))
+    return scope_lock_key(key.caller, key.method, key.request_id)
+
+
+def scope_lock_key(caller: str, method: str, request_id: str) -> int:
+    """The advisory-lock id of every key of (caller, method, request_id), whatever its request:
+    the lock an attempt holds while it runs."""
+    scope = "\x00".join(("idempotency", caller, method, request_id))
     return int.from_bytes(hashlib.sha256(scope.encode()).digest()[:8], "big", signed=True)
 
 

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import TextClause, bindparam, select, text, tuple_
+from sqlalchemy import ARRAY, BigInteger, TextClause, bindparam, select, text, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,6 +28,7 @@ from vaultpay_common.db import (
     query_canceled,
 )
 from vaultpay_common.errors import DeadlineExceededError
+from vaultpay_common.idempotency import scope_lock_key
 from vaultpay_common.pg_failures import connection_lost
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.adapters.tables import wallet_transactions, wallets
@@ -103,6 +104,15 @@ _STATS = text(
 )
 
 
+# Advisory locks of this database taken by a bigint key (pg_advisory_lock(bigint) shows its
+# high half as classid, its low half as objid, objsubid 1); the shift rebuilds the signed key.
+_KEYS_HELD = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = ANY(:locks))"
+).bindparams(bindparam("locks", type_=ARRAY(BigInteger)))
+
+
 def partial_index_predicates(flt: TransactionFilter) -> list[TextClause]:
     """The predicates of the partial indexes that `flt` implies, for a listing of everyone's
     rows; none for a user's or a wallet's (their own indexes bound a page)."""
@@ -169,6 +179,17 @@ class SqlTransactionStore:
 
     async def by_request_id(self, user_id: str, request_id: str) -> Transaction | None:
         return await self._one(_T.request_id == request_id, _T.user_id == user_id)
+
+    async def movement_in_flight(
+        self, caller: str, methods: Sequence[str], request_id: str
+    ) -> bool:
+        """Whether a session of this database holds the advisory lock of one of the keys: a
+        movement holds its key's from before its PIN check until its commit (PgLedger.hold's
+        session lock, the ledger function's transaction lock)."""
+        locks = [scope_lock_key(caller, method, request_id) for method in methods]
+        async with self._connect() as conn:
+            held = await conn.scalar(_KEYS_HELD, {"locks": locks})
+        return bool(held)
 
     async def list(
         self, flt: TransactionFilter, after: TransactionCursor | None, limit: int

@@ -45,6 +45,7 @@ from vaultpay_transfer.settings import TransferSettings
 
 __all__ = [
     "IDEMPOTENCY_SERVICE",
+    "MOVEMENT_METHODS",
     "OUTBOX_PRODUCER",
     "SERVICES",
     "CallerAuth",
@@ -56,6 +57,12 @@ OUTBOX_PRODUCER = "transfer"  # the producer the ledger functions write their ev
 # Whose idempotency records the cleanup purges: the service its methods name
 # ("/vaultpay.transfer.v1.…", vaultpay_common.idempotency.idempotency_service).
 IDEMPOTENCY_SERVICE = "transfer"
+# The methods whose idempotency keys a movement holds while it runs (GetTransactionByRequestId
+# answers IDEMPOTENCY_KEY_IN_USE for them, see TransactionQueries.by_request_id).
+MOVEMENT_METHODS = tuple(
+    f"/{transfer_pb2.DESCRIPTOR.services_by_name['TransferService'].full_name}/{name}"
+    for name in ("TopUp", "SendMoney", "Withdraw")
+)
 SERVICES = [
     transfer_pb2.DESCRIPTOR.services_by_name[name]
     for name in ("TransferService", "TransferAdminService", "TransferInternalService")
@@ -129,7 +136,7 @@ async def build_host(
         clock=clock,
         throttle=throttle,
     )
-    queries = TransactionQueries(SqlTransactionStore(runtime.engine), clock)
+    queries = TransactionQueries(SqlTransactionStore(runtime.engine), clock, MOVEMENT_METHODS)
     verification = build_verifier(settings, runtime.engine, clock)
     relay = notification_relay(
         runtime.engine,

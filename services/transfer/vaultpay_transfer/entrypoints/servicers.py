@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from vaultpay_common.context import CLIENT_IP
 from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
+from vaultpay_common.grpc.idempotency import idempotency_caller
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.pagination import PageTokens, paginate, uuid_cursor
 from vaultpay_transfer.domain.model import Transaction
@@ -156,7 +157,9 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
     async def GetTransactionByRequestId(
         self, request: transfer_pb2.GetTransactionByRequestIdRequest, context: Ctx
     ) -> transfer_pb2.GetTransactionByRequestIdResponse:
-        tx = await self._queries.by_request_id(current_principal().user_id, request.request_id)
+        tx = await self._queries.by_request_id(
+            current_principal().user_id, request.request_id, idempotency_caller()
+        )
         return transfer_pb2.GetTransactionByRequestIdResponse(transaction=transaction_to_proto(tx))
 
     async def ListTransactions(

@@ -151,6 +151,13 @@ class TransactionStore(Protocol):
 
     async def by_request_id(self, user_id: str, request_id: str) -> Transaction | None: ...
 
+    async def movement_in_flight(
+        self, caller: str, methods: Sequence[str], request_id: str
+    ) -> bool:
+        """A movement of `caller` with `request_id` by one of `methods` is running now (its
+        outcome not committed yet). Its commit comes before it lets go of its key."""
+        ...
+
     async def list(
         self, flt: TransactionFilter, after: TransactionCursor | None, limit: int
     ) -> Sequence[Transaction]:

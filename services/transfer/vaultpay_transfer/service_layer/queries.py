@@ -2,7 +2,8 @@
 wallet service shows (limit usage, statistics).
 
 Object-level access lives here: another user's transaction answers TRANSACTION_NOT_FOUND,
-exactly like a missing one.
+exactly like a missing one. A lookup by request id whose movement is still running answers
+IDEMPOTENCY_KEY_IN_USE: NOT_FOUND there would tell a client that no money moved.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import replace
 
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import ValidationError
+from vaultpay_common.idempotency import IdempotencyKeyInUseError
 from vaultpay_common.ids import parse_uuid
 from vaultpay_transfer.domain.errors import TransactionNotFoundError, WalletNotFoundError
 from vaultpay_transfer.domain.model import (
@@ -52,9 +54,15 @@ def _check_filter(flt: TransactionFilter) -> None:
 
 
 class TransactionQueries:
-    def __init__(self, store: TransactionStore, clock: Clock) -> None:
+    def __init__(
+        self, store: TransactionStore, clock: Clock, movement_methods: Sequence[str] = ()
+    ) -> None:
+        """`movement_methods`: the methods whose keys a movement holds while it runs (the
+        gRPC paths of TopUp, SendMoney and Withdraw), for `by_request_id` to tell a running
+        movement from none."""
         self._store = store
         self._clock = clock
+        self._movement_methods = tuple(movement_methods)
 
     async def get(self, user_id: str, transaction_id: str) -> Transaction:
         tx_id = parse_uuid(transaction_id, "transaction_id")
@@ -66,9 +74,20 @@ class TransactionQueries:
             raise ValidationError.single("reference_id", "must look like VP-TXN-XXXXXXXX")
         return _found(await self._store.by_reference(user_id, value))
 
-    async def by_request_id(self, user_id: str, request_id: str) -> Transaction:
+    async def by_request_id(self, user_id: str, request_id: str, caller: str) -> Transaction:
+        """The caller's side of the movement `request_id` made; while that movement is still
+        running (a client asking after a reply it lost, an attempt still waiting on a lock),
+        IdempotencyKeyInUseError (retry shortly), never a NOT_FOUND that reads as "no money
+        moved". `caller` is whose keys the movements hold (`idempotency_caller`)."""
         rid = parse_uuid(request_id, "request_id")
-        return _found(await self._store.by_request_id(user_id, rid))
+        found = await self._store.by_request_id(user_id, rid)
+        if found is None and self._movement_methods:
+            if await self._store.movement_in_flight(caller, self._movement_methods, rid):
+                raise IdempotencyKeyInUseError()
+            # A movement that ended between the two reads committed before it let go of its
+            # key: read again, so its commit is not answered NOT_FOUND.
+            found = await self._store.by_request_id(user_id, rid)
+        return _found(found)
 
     async def list_mine(
         self, user_id: str, flt: TransactionFilter, after: TransactionCursor | None, limit: int

@@ -161,9 +161,10 @@ class TransferServiceServicer:
 
     def GetTransactionByRequestId(self, request, context):
         """Returns the transaction one of the caller's money-moving requests created, by its
-        request_id: how a client that lost a reply learns the outcome. NOT_FOUND means no
-        money has moved under that request_id (yet); retrying with the same request_id is
-        always safe.
+        request_id: how a client that lost a reply learns the outcome. ABORTED with reason
+        IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is still running: ask
+        again shortly. NOT_FOUND means none is running and no money has moved under that
+        request_id; retrying with the same request_id is always safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

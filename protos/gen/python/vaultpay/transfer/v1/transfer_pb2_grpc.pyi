@@ -74,9 +74,10 @@ class TransferServiceStub:
     """
     GetTransactionByRequestId: _grpc.UnaryUnaryMultiCallable[_transfer_pb2.GetTransactionByRequestIdRequest, _transfer_pb2.GetTransactionByRequestIdResponse]
     """Returns the transaction one of the caller's money-moving requests created, by its
-    request_id: how a client that lost a reply learns the outcome. NOT_FOUND means no
-    money has moved under that request_id (yet); retrying with the same request_id is
-    always safe.
+    request_id: how a client that lost a reply learns the outcome. ABORTED with reason
+    IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is still running: ask
+    again shortly. NOT_FOUND means none is running and no money has moved under that
+    request_id; retrying with the same request_id is always safe.
     """
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_transfer_pb2.ListTransactionsRequest, _transfer_pb2.ListTransactionsResponse]
     """Lists the caller's transactions, newest first, with optional filters."""
@@ -135,9 +136,10 @@ class TransferServiceAsyncStub(TransferServiceStub):
     """
     GetTransactionByRequestId: _aio.UnaryUnaryMultiCallable[_transfer_pb2.GetTransactionByRequestIdRequest, _transfer_pb2.GetTransactionByRequestIdResponse]  # type: ignore[assignment]
     """Returns the transaction one of the caller's money-moving requests created, by its
-    request_id: how a client that lost a reply learns the outcome. NOT_FOUND means no
-    money has moved under that request_id (yet); retrying with the same request_id is
-    always safe.
+    request_id: how a client that lost a reply learns the outcome. ABORTED with reason
+    IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is still running: ask
+    again shortly. NOT_FOUND means none is running and no money has moved under that
+    request_id; retrying with the same request_id is always safe.
     """
     ListTransactions: _aio.UnaryUnaryMultiCallable[_transfer_pb2.ListTransactionsRequest, _transfer_pb2.ListTransactionsResponse]  # type: ignore[assignment]
     """Lists the caller's transactions, newest first, with optional filters."""
@@ -229,9 +231,10 @@ class TransferServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_transfer_pb2.GetTransactionByRequestIdResponse, _abc.Awaitable[_transfer_pb2.GetTransactionByRequestIdResponse]]:
         """Returns the transaction one of the caller's money-moving requests created, by its
-        request_id: how a client that lost a reply learns the outcome. NOT_FOUND means no
-        money has moved under that request_id (yet); retrying with the same request_id is
-        always safe.
+        request_id: how a client that lost a reply learns the outcome. ABORTED with reason
+        IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is still running: ask
+        again shortly. NOT_FOUND means none is running and no money has moved under that
+        request_id; retrying with the same request_id is always safe.
         """
 
     @_abc_1.abstractmethod

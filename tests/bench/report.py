@@ -145,7 +145,10 @@ class Row:
         ratio = self.ratio
         if ratio is None:
             return "-"
-        text = ("~" if self.rough else "") + f"{ratio:.3f}"
+        shown = f"{ratio:.3f}"
+        if self.goal is not None and self.goal.met(float(shown)) != self.goal.met(ratio):
+            shown = f"{ratio:.4f}"  # 0.8497 is no "0.850" beside a goal of 0.85 it missed
+        text = ("~" if self.rough else "") + shown
         if self.against is Against.BASELINE and self.baseline_rate_limited:
             text += "!"
         return text

@@ -504,11 +504,17 @@ class LedgerCheck:
     failed: int
     service_sends: int
     pgbench_sends: int
+    # Acknowledged sends whose request id is not in the ledger exactly once (lost, or twice).
+    acknowledged_not_once: int = 0
+    # Sends of the services in the ledger under a request id the bench never sent.
+    beyond_the_sends_made: int = 0
 
     @property
     def consistent_with_acks(self) -> bool:
-        """Every acknowledged send is in the ledger, and nothing more than the sends made."""
-        return self.acknowledged <= self.service_sends <= self.acknowledged + self.failed
+        """Every acknowledged send is in the ledger exactly once (by its request id), and every
+        other send of the services in it is one the bench made and saw fail (its outcome
+        unknown)."""
+        return self.acknowledged_not_once == 0 and self.beyond_the_sends_made == 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -519,6 +525,8 @@ class LedgerCheck:
             "sendmoney_in_ledger": self.service_sends,
             "pgbench_function_sends_in_ledger": self.pgbench_sends,
             "acknowledged_sends_all_in_ledger": self.consistent_with_acks,
+            "acknowledged_not_in_ledger_once": self.acknowledged_not_once,
+            "sends_in_ledger_beyond_those_made": self.beyond_the_sends_made,
         }
 
 
@@ -1048,24 +1056,36 @@ class Runner:
         )
         output = (done.stdout + done.stderr).strip()
 
-        async def count(conn: Any) -> tuple[int, int]:
-            sends = await conn.fetchval(
-                "SELECT count(*) FROM wallet_transactions WHERE category = 'P2P_SEND'"
+        acknowledged, failed = self.tally.acknowledged, self.tally.failed_ids
+
+        async def compare(conn: Any) -> tuple[int, int, int, int]:
+            # The services' sends: every P2P debit but those pgbench's function cells made
+            # (their keys' callers are pgbench's), each by its request id.
+            rows = await conn.fetch(
+                "SELECT request_id::text AS id, count(*) AS n FROM wallet_transactions"
+                " WHERE category = 'P2P_SEND' AND request_id NOT IN (SELECT request_id::uuid"
+                " FROM idempotency_records WHERE starts_with(caller, $1)) GROUP BY request_id",
+                PGBENCH_CALLER_PREFIX,
             )
             pgbench = await conn.fetchval(
                 "SELECT count(*) FROM idempotency_records WHERE starts_with(caller, $1)",
                 PGBENCH_CALLER_PREFIX,
             )
-            return int(sends), int(pgbench)
+            in_ledger = {str(r["id"]): int(r["n"]) for r in rows}
+            not_once = sum(1 for rid in acknowledged if in_ledger.get(rid) != 1)
+            beyond = sum(n for rid, n in in_ledger.items() if rid not in acknowledged | failed)
+            return sum(in_ledger.values()), int(pgbench), not_once, beyond
 
-        sends, pgbench = await self._with_database(count)
+        sends, pgbench, not_once, beyond = await self._with_database(compare)
         return LedgerCheck(
             done.returncode == 0,
             output,
             self.tally.ok,
             self.tally.failed,
-            sends - pgbench,
+            sends,
             pgbench,
+            acknowledged_not_once=not_once,
+            beyond_the_sends_made=beyond,
         )
 
 
@@ -1154,7 +1174,14 @@ def format_ledger(check: LedgerCheck) -> str:
     lines.append(
         f"sends: {check.acknowledged} SendMoney acknowledged, {check.failed} failed; "
         f"{check.service_sends} in the ledger (+ {check.pgbench_sends} by pgbench's function "
-        f"cells); every acknowledged send in the ledger, none beyond the sends made: {acks}"
+        f"cells); every acknowledged send in the ledger once by its request id, none beyond"
+        f" the sends made: {acks}"
+        + (
+            ""
+            if check.consistent_with_acks
+            else f" ({check.acknowledged_not_once} acknowledged not there once,"
+            f" {check.beyond_the_sends_made} there beyond them)"
+        )
     )
     return "\n".join(lines)
 

@@ -58,20 +58,37 @@ class Draw:
 
 @dataclass
 class Tally:
-    """Every SendMoney the bench made: answered OK, or failed (which may still have committed:
-    a timeout or UNAVAILABLE leaves the outcome unknown)."""
+    """Every SendMoney the bench made, by request id: answered OK (`acknowledged`), or failed
+    (which may still have committed: a timeout or UNAVAILABLE leaves the outcome unknown).
+    A worker makes one call at a time and names its request id with `request_id` first."""
 
-    ok: int = 0
-    failed: int = 0
+    acknowledged: set[str] = field(default_factory=set)
+    failed_ids: set[str] = field(default_factory=set)
+    _asked: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return len(self.acknowledged)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_ids)
+
+    def request_id(self, worker: int) -> str:
+        """A fresh request id for `worker`'s next call."""
+        self._asked[worker] = value = str(uuid.uuid4())
+        return value
 
     def wrap(self, call: Call) -> Call:
         async def counted(worker: int) -> None:
             try:
                 await call(worker)
             except BaseException:
-                self.failed += 1
+                asked = self._asked.pop(worker, None)
+                if asked is not None:  # else it failed before it sent anything
+                    self.failed_ids.add(asked)
                 raise
-            self.ok += 1
+            self.acknowledged.add(self._asked.pop(worker))
 
         return counted
 
@@ -87,7 +104,7 @@ class SendTarget:
 
 class GrpcSends(SendTarget):
     """Direct gRPC to the transfer process(es): one channel (its own connection) per
-    WORKERS_PER_CHANNEL workers, spread over `addresses` (several: a client-side split)."""
+    WORKERS_PER_CHANNEL workers, as many per address (several: a client-side split, even)."""
 
     path = "gRPC"
 
@@ -96,7 +113,11 @@ class GrpcSends(SendTarget):
         self.tally = tally
 
     async def open(self, concurrency: int, draw: Draw, senders: Sequence[Account]) -> Session:
-        count = max(len(self.addresses), -(-concurrency // WORKERS_PER_CHANNEL))
+        # A whole number of channels per address, and workers dealt to channels in turn: each
+        # process gets the same share of the workers (with 2 processes and 4 clients, worker
+        # // 4 put all four on the first one).
+        per_address = -(-concurrency // (WORKERS_PER_CHANNEL * len(self.addresses)))
+        count = max(1, per_address) * len(self.addresses)
         channels = [grpc_channel(self.addresses[i % len(self.addresses)]) for i in range(count)]
         for channel in channels:
             await channel.channel_ready()
@@ -106,12 +127,12 @@ class GrpcSends(SendTarget):
         async def send(worker: int) -> None:
             sender = senders[worker % len(senders)]
             request = transfer_pb2.SendMoneyRequest(
-                request_id=str(uuid.uuid4()),
+                request_id=self.tally.request_id(worker),
                 recipient_wallet_id=draw.recipient(sender).wallet_id,
                 amount=money_pb2.Money(currency_code=CURRENCY, amount_minor=draw.amount()),
                 pin=PIN,
             )
-            stub = stubs[worker // WORKERS_PER_CHANNEL % len(stubs)]
+            stub = stubs[worker % len(stubs)]
             await stub.SendMoney(request, metadata=metadata[worker % len(senders)])
 
         async def close() -> None:
@@ -131,9 +152,9 @@ class HttpSends(SendTarget):
         self.tally = tally
         self._authority = f"{host}:{port}"
 
-    def request(self, sender: Account, recipient: Account, amount: int) -> bytes:
+    def request(self, sender: Account, recipient: Account, amount: int, request_id: str) -> bytes:
         body = {
-            "requestId": str(uuid.uuid4()),
+            "requestId": request_id,
             "recipientWalletId": recipient.wallet_id,
             "amount": {"currencyCode": CURRENCY, "amountMinor": str(amount)},
             "pin": PIN,
@@ -151,7 +172,9 @@ class HttpSends(SendTarget):
 
         async def send(worker: int) -> None:
             sender = senders[worker % len(senders)]
-            raw = self.request(sender, draw.recipient(sender), draw.amount())
+            raw = self.request(
+                sender, draw.recipient(sender), draw.amount(), self.tally.request_id(worker)
+            )
             await connections[worker].request(raw)
 
         async def close() -> None:

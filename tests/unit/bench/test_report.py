@@ -185,3 +185,25 @@ def test_the_tail_is_compared_with_the_idle_cell_of_its_own_section_first() -> N
     assert rows[-1].reference == 4.0  # not the plain GetBalance cell's 2.0 ms
     assert rows[-1].ratio == 1.25
     assert rows[-2].goal is None and rows[-2].ratio == 0.75  # the idle cell: vs the baseline
+
+
+def test_a_ratio_that_would_round_onto_its_goal_shows_a_fourth_digit() -> None:
+    """0.8497 missed a goal of 0.85: "0.850" beside "NO" read as a contradiction (the README's
+    full run of 2026-12-03 21:51)."""
+
+    def pin_row(rps_ratio: float) -> Row:
+        return Row(
+            "VerifyPin",
+            "gRPC",
+            False,
+            stats(8, 30, seconds=4.0),
+            1.0,
+            against=Against.CEILING,
+            reference=30 / 4.0 / rps_ratio,
+            goal=Goal(0.85),
+        )
+
+    missed = pin_row(0.8497)
+    assert (missed.ratio_text(), missed.met_text()) == ("0.8497", "NO")
+    clear = pin_row(0.8412)
+    assert clear.ratio_text() == "0.841"

@@ -100,30 +100,41 @@ def test_a_sender_from_elsewhere_sends_to_any_bench_wallet() -> None:
     assert picks == set(wallets.wallet_ids)
 
 
-async def test_the_tally_counts_every_call() -> None:
+async def test_the_tally_keeps_every_calls_request_id_by_its_answer() -> None:
     tally = Tally()
+    named: list[str] = []
 
     async def fine(worker: int) -> None:
-        return None
+        named.append(tally.request_id(worker))
 
     async def broken(worker: int) -> None:
+        named.append(tally.request_id(worker))
         raise TimeoutError
+
+    async def before_sending(worker: int) -> None:
+        raise ValueError("no request made")
 
     await tally.wrap(fine)(0)
     with pytest.raises(TimeoutError):
-        await tally.wrap(broken)(0)
+        await tally.wrap(broken)(1)
+    with pytest.raises(ValueError, match="no request made"):
+        await tally.wrap(before_sending)(2)
+    assert (tally.acknowledged, tally.failed_ids) == ({named[0]}, {named[1]})
     assert (tally.ok, tally.failed) == (1, 1)
 
 
 def test_the_json_send_carries_the_pin_and_the_senders_token() -> None:
     wallets = accounts(3)
-    raw = HttpSends("127.0.0.1", 8080, Tally()).request(wallets.all[0], wallets.all[1], 42)
+    raw = HttpSends("127.0.0.1", 8080, Tally()).request(
+        wallets.all[0], wallets.all[1], 42, "0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11"
+    )
     head, body = raw.split(b"\r\n\r\n", 1)
     assert head.startswith(b"POST /v1/transactions:send HTTP/1.1")
     assert b"Authorization: Bearer token-0" in head
     sent = json.loads(body)
     assert sent["pin"] == PIN and sent["recipientWalletId"] == wallets.all[1].wallet_id
     assert sent["amount"] == {"currencyCode": "INR", "amountMinor": "42"}
+    assert sent["requestId"] == "0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11"
 
 
 def test_a_second_endpoint_joins_the_transfer_cluster(tmp_path: Path) -> None:
@@ -191,3 +202,42 @@ def test_pg_statements_are_off_unless_asked_and_read_per_send() -> None:
     assert per_request(top, 0)[0]["ms_per_request"] == 900.0
     shown = format_statements(figures).splitlines()
     assert len(shown) == 3 and "4.500" in shown[1] and "SELECT a FROM f($1)" in shown[1]
+
+
+@pytest.mark.parametrize("clients", [1, 2, 4, 8, 12, 32, 64])
+async def test_direct_grpc_gives_each_transfer_process_the_same_share_of_workers(
+    clients: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two processes and 4 clients, `worker // 4` sent everything to the first (a review
+    of the bench: the two-process gRPC cell measured one process twice)."""
+    from tests.bench import transfer_workloads
+    from vaultpay.transfer.v1 import transfer_pb2_grpc
+
+    opened: list[str] = []
+
+    class _Channel:
+        def __init__(self, address: str) -> None:
+            self.address = address
+            opened.append(address)
+
+        async def channel_ready(self) -> None:
+            return None
+
+    used: list[str] = []
+
+    class _Stub:
+        def __init__(self, channel: _Channel) -> None:
+            self.channel = channel
+
+        async def SendMoney(self, request: object, metadata: object) -> None:
+            used.append(self.channel.address)
+
+    monkeypatch.setattr(transfer_workloads, "grpc_channel", _Channel)
+    monkeypatch.setattr(transfer_pb2_grpc, "TransferServiceStub", _Stub)
+    wallets = accounts(max(2, clients))
+    sends = transfer_workloads.GrpcSends(["a:1", "b:2"], Tally())
+    session = await sends.open(clients, Draw(wallets, 0, 10, random.Random(1)), wallets.all)
+    for worker in range(clients):
+        await session.call(worker)
+    assert opened.count("a:1") == opened.count("b:2")
+    assert abs(used.count("a:1") - used.count("b:2")) <= clients % 2

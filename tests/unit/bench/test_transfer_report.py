@@ -98,12 +98,15 @@ def test_the_profile_shows_cpu_per_request_and_drops_idle_processes() -> None:
 
 def test_the_ledger_check_wants_every_acknowledged_send_and_nothing_more() -> None:
     good = LedgerCheck(True, "the ledger is consistent", 100, 2, 101, 50)
-    lost = LedgerCheck(True, "", 100, 0, 99, 0)
-    extra = LedgerCheck(True, "", 100, 1, 102, 0)
+    lost = LedgerCheck(True, "", 100, 0, 99, 0, acknowledged_not_once=1)
+    # A lost acknowledged send and a failed one that committed: the counts agree, the ids not.
+    swapped = LedgerCheck(True, "", 100, 1, 100, 0, acknowledged_not_once=1)
+    extra = LedgerCheck(True, "", 100, 1, 102, 0, beyond_the_sends_made=1)
     assert good.consistent_with_acks
-    assert not lost.consistent_with_acks and not extra.consistent_with_acks
+    assert not any(c.consistent_with_acks for c in (lost, swapped, extra))
     text = format_ledger(good)
     assert "CONSISTENT" in text and "100 SendMoney acknowledged" in text
+    assert "1 acknowledged not there once" in format_ledger(swapped)
     assert "NOT CONSISTENT" in format_ledger(LedgerCheck(False, "FAIL x", 0, 0, 0, 0))
 
 

@@ -1056,7 +1056,8 @@ class Runner:
         )
         output = (done.stdout + done.stderr).strip()
 
-        acknowledged, failed = self.tally.acknowledged, self.tally.failed_ids
+        acknowledged = self.tally.acknowledged
+        made = acknowledged | self.tally.failed_ids
 
         async def compare(conn: Any) -> tuple[int, int, int, int]:
             # The services' sends: every P2P debit but those pgbench's function cells made
@@ -1073,7 +1074,7 @@ class Runner:
             )
             in_ledger = {str(r["id"]): int(r["n"]) for r in rows}
             not_once = sum(1 for rid in acknowledged if in_ledger.get(rid) != 1)
-            beyond = sum(n for rid, n in in_ledger.items() if rid not in acknowledged | failed)
+            beyond = sum(n for rid, n in in_ledger.items() if rid not in made)
             return sum(in_ledger.values()), int(pgbench), not_once, beyond
 
         sends, pgbench, not_once, beyond = await self._with_database(compare)

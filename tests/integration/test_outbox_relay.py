@@ -857,7 +857,8 @@ async def test_a_shutdown_that_cancels_again_still_gives_the_release_its_time(
                 waiting = await conn.scalar(
                     text(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND query LIKE '%outbox_events%' AND pid <> pg_backend_pid()"
+                        " AND datname = current_database() AND query LIKE '%outbox_events%'"
+                        " AND pid <> pg_backend_pid()"
                     )
                 )
             return bool(waiting)

@@ -40,3 +40,19 @@ def test_a_server_with_a_bad_key_exits_2_naming_it_without_its_value(
     assert f"{prefix}KEY_ENCRYPTION_KEY: Value error" in started.stderr, output
     assert SECRET not in output and PASSWORD not in output, output
     assert "Traceback" not in output, output
+
+
+def test_a_server_with_a_setting_it_cannot_parse_exits_2_naming_it() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFER_")}
+    env["TRANSFER_DATABASE_CHAIN_ROLES"] = '{"' + SECRET
+    started = subprocess.run(
+        [sys.executable, "-m", "vaultpay_transfer.entrypoints.server"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode == 2, started.stderr
+    assert "TRANSFER_DATABASE_CHAIN_ROLES: cannot be parsed" in started.stderr
+    assert SECRET not in started.stderr and "Traceback" not in started.stderr

@@ -77,6 +77,25 @@ async def test_without_a_deadline_the_engine_default_still_bounds_statements(inf
         await engine.dispose()
 
 
+async def test_a_callers_long_deadline_does_not_lift_the_engines_bound(infra: Infra) -> None:
+    """A deadline an hour away leaves the service's own bound (here 300 ms) in force; only a
+    shorter one lowers it (review of 2026-12-03: reads set the deadline's time whatever it was)."""
+    url = infra.postgres.admin_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_engine(url, pool_size=1, application_name="uow-test", statement_timeout_ms=300)
+    token = DEADLINE.set(time.monotonic() + 3600)
+    try:
+        async with SqlUnitOfWork(engine) as uow:
+            bound = (await uow.connection.execute(text("SHOW statement_timeout"))).scalar_one()
+        assert bound == "300ms"
+        DEADLINE.set(time.monotonic() + 0.1)
+        async with SqlUnitOfWork(engine) as uow:
+            lowered = (await uow.connection.execute(text("SHOW statement_timeout"))).scalar_one()
+        assert lowered in {f"{ms}ms" for ms in range(1, 101)}
+    finally:
+        DEADLINE.reset(token)
+        await engine.dispose()
+
+
 async def test_a_pooled_connection_terminated_while_idle_is_unavailable_and_then_recovers(
     engine: AsyncEngine, infra: Infra
 ) -> None:

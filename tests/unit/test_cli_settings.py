@@ -154,3 +154,15 @@ def test_replay_refuses_an_id_that_is_not_a_uuid_before_connecting(
 ) -> None:
     assert cli.main(["replay-dead-letter", "--event-id", event_id]) == 2
     assert capsys.readouterr().err == "error: --event-id must be a UUID\n"
+
+
+def test_a_setting_that_cannot_be_parsed_is_named_exit_2(
+    unreachable_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad JSON in a mapping setting raises pydantic-settings' SettingsError, not a
+    ValidationError: it was a traceback and exit 1."""
+    monkeypatch.setenv("TRANSFER_DATABASE_CHAIN_ROLES", '{"canary": ')
+    assert cli.main(["verify-ledger"]) == 2
+    said = capsys.readouterr().err
+    assert "TRANSFER_DATABASE_CHAIN_ROLES: cannot be parsed" in said
+    assert "canary" not in said and "Traceback" not in said

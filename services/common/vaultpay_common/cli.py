@@ -42,9 +42,10 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import pydantic
+from pydantic_settings import SettingsError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from vaultpay_common.config import ServiceSettings, settings_problem
+from vaultpay_common.config import ServiceSettings, settings_problem, unparsable_setting
 from vaultpay_common.db import DatabaseUnavailableError, create_engine
 from vaultpay_common.errors import DeadlineExceededError, DomainError, UnavailableError
 from vaultpay_common.migrations import MigrationChain, unnamed_chains, upgrade_all
@@ -225,6 +226,9 @@ class ServiceCli(Generic[S]):
             settings = self.settings_type()
         except pydantic.ValidationError as exc:
             print(settings_problem(exc, self.prog, self._env_prefix), file=sys.stderr)
+            return EXIT_USAGE
+        except SettingsError as exc:
+            print(unparsable_setting(exc, self.prog, self._env_prefix), file=sys.stderr)
             return EXIT_USAGE
         chosen = next((c for c in self._commands if c.name == args.command), None)
         if_unreachable = _MIGRATE_UNREACHABLE if chosen is None else chosen.if_unreachable

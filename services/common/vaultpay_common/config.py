@@ -27,7 +27,7 @@ from typing import Self, TypeVar
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 __all__ = ["PeerServiceSettings", "Profile", "ServiceSettings", "SmtpSettings", "decode_key32"]
 
@@ -229,12 +229,22 @@ def settings_problem(exc: ValidationError, prog: str, env_prefix: str) -> str:
     )
 
 
+def unparsable_setting(exc: SettingsError, prog: str, env_prefix: str) -> str:
+    """A setting pydantic-settings could not parse at all (bad JSON in a mapping): its variable,
+    never its value (the message names the field and the source only)."""
+    field = re.search(r'field "([^"]+)"', str(exc))
+    name = f"{env_prefix}{field.group(1).upper()}" if field else "a setting"
+    return f"error: {prog} cannot read its settings:\n  {name}: cannot be parsed (JSON expected)"
+
+
 def load_settings(settings_type: type[SettingsT], prog: str) -> SettingsT:
     """`settings_type()` from the environment; a bad or missing one prints `settings_problem`
-    to stderr and exits 2 (a process's start-up, never a request)."""
+    (or `unparsable_setting`) to stderr and exits 2 (a process's start-up, never a request)."""
+    prefix = str(settings_type.model_config.get("env_prefix", ""))
     try:
         return settings_type()
     except ValidationError as exc:
-        prefix = str(settings_type.model_config.get("env_prefix", ""))
         print(settings_problem(exc, prog, prefix), file=sys.stderr)
-        raise SystemExit(2) from None
+    except SettingsError as exc:
+        print(unparsable_setting(exc, prog, prefix), file=sys.stderr)
+    raise SystemExit(2)

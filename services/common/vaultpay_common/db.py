@@ -58,12 +58,21 @@ async def limit_statements(conn: AsyncConnection, seconds: float) -> None:
     await conn.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
 
 
+# The session's own bound (the engine's DB_STATEMENT_TIMEOUT_MS; 0 is none) or the deadline's,
+# whichever is shorter: a caller's long deadline never lifts the service's bound.
+_LIMIT_TO_DEADLINE = text(
+    "SELECT set_config('statement_timeout', least(nullif((SELECT setting::bigint"
+    " FROM pg_settings WHERE name = 'statement_timeout'), 0), :ms)::text, true)"
+)
+
+
 async def limit_statements_to_deadline(conn: AsyncConnection) -> None:
-    """`limit_statements` to the time the caller's gRPC deadline leaves, when it sent one:
-    the database stops working for a client that has already gone."""
+    """Lowers each later statement's bound of `conn`'s transaction to the time the caller's
+    gRPC deadline leaves, when it sent one and it is shorter than the session's own: the
+    database stops working for a client that has already gone."""
     left = remaining_seconds()
     if left is not None:
-        await limit_statements(conn, left)
+        await conn.execute(_LIMIT_TO_DEADLINE, {"ms": max(1, math.floor(left * 1000))})
 
 
 def create_engine(

@@ -104,12 +104,13 @@ _STATS = text(
 )
 
 
-# Advisory locks of this database taken by a bigint key (pg_advisory_lock(bigint) shows its
-# high half as classid, its low half as objid, objsubid 1); the shift rebuilds the signed key.
+# Whether another session holds one of the keys' advisory locks exclusively (as a movement
+# does): a shared try-lock of each, released when this read's transaction ends. No scan of
+# pg_locks, whose read stops every lock manager partition for a moment. A movement whose own
+# try-lock falls in that instant is answered IDEMPOTENCY_KEY_IN_USE, which it retries.
 _KEYS_HELD = text(
-    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    " AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = ANY(:locks))"
+    "SELECT coalesce(bool_or(NOT pg_try_advisory_xact_lock_shared(k)), false)"
+    " FROM unnest(CAST(:locks AS bigint[])) AS k"
 ).bindparams(bindparam("locks", type_=ARRAY(BigInteger)))
 
 
@@ -183,8 +184,8 @@ class SqlTransactionStore:
     async def movement_in_flight(
         self, caller: str, methods: Sequence[str], request_id: str
     ) -> bool:
-        """Whether a session of this database holds the advisory lock of one of the keys: a
-        movement holds its key's from before its PIN check until its commit (PgLedger.hold's
+        """Whether another session holds the advisory lock of one of the keys: a movement
+        holds its key's exclusively from before its PIN check until its commit (PgLedger.hold's
         session lock, the ledger function's transaction lock)."""
         locks = [scope_lock_key(caller, method, request_id) for method in methods]
         async with self._connect() as conn:

@@ -162,9 +162,11 @@ class TransferServiceServicer:
     def GetTransactionByRequestId(self, request, context):
         """Returns the transaction one of the caller's money-moving requests created, by its
         request_id: how a client that lost a reply learns the outcome. ABORTED with reason
-        IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is still running: ask
-        again shortly. NOT_FOUND means none is running and no money has moved under that
-        request_id; retrying with the same request_id is always safe.
+        IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is running in the ledger
+        now: ask again shortly. NOT_FOUND means no money has moved under that request_id and
+        none of its attempts is running in the ledger; an attempt still on its way there (waiting
+        for a connection, on a paused process) may yet commit, so retry the movement itself with
+        the same request_id, which is always safe, rather than treat NOT_FOUND as final.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

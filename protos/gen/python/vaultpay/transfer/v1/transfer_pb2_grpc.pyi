@@ -75,9 +75,11 @@ class TransferServiceStub:
     GetTransactionByRequestId: _grpc.UnaryUnaryMultiCallable[_transfer_pb2.GetTransactionByRequestIdRequest, _transfer_pb2.GetTransactionByRequestIdResponse]
     """Returns the transaction one of the caller's money-moving requests created, by its
     request_id: how a client that lost a reply learns the outcome. ABORTED with reason
-    IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is still running: ask
-    again shortly. NOT_FOUND means none is running and no money has moved under that
-    request_id; retrying with the same request_id is always safe.
+    IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is running in the ledger
+    now: ask again shortly. NOT_FOUND means no money has moved under that request_id and
+    none of its attempts is running in the ledger; an attempt still on its way there (waiting
+    for a connection, on a paused process) may yet commit, so retry the movement itself with
+    the same request_id, which is always safe, rather than treat NOT_FOUND as final.
     """
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_transfer_pb2.ListTransactionsRequest, _transfer_pb2.ListTransactionsResponse]
     """Lists the caller's transactions, newest first, with optional filters."""
@@ -137,9 +139,11 @@ class TransferServiceAsyncStub(TransferServiceStub):
     GetTransactionByRequestId: _aio.UnaryUnaryMultiCallable[_transfer_pb2.GetTransactionByRequestIdRequest, _transfer_pb2.GetTransactionByRequestIdResponse]  # type: ignore[assignment]
     """Returns the transaction one of the caller's money-moving requests created, by its
     request_id: how a client that lost a reply learns the outcome. ABORTED with reason
-    IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is still running: ask
-    again shortly. NOT_FOUND means none is running and no money has moved under that
-    request_id; retrying with the same request_id is always safe.
+    IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is running in the ledger
+    now: ask again shortly. NOT_FOUND means no money has moved under that request_id and
+    none of its attempts is running in the ledger; an attempt still on its way there (waiting
+    for a connection, on a paused process) may yet commit, so retry the movement itself with
+    the same request_id, which is always safe, rather than treat NOT_FOUND as final.
     """
     ListTransactions: _aio.UnaryUnaryMultiCallable[_transfer_pb2.ListTransactionsRequest, _transfer_pb2.ListTransactionsResponse]  # type: ignore[assignment]
     """Lists the caller's transactions, newest first, with optional filters."""
@@ -232,9 +236,11 @@ class TransferServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_transfer_pb2.GetTransactionByRequestIdResponse, _abc.Awaitable[_transfer_pb2.GetTransactionByRequestIdResponse]]:
         """Returns the transaction one of the caller's money-moving requests created, by its
         request_id: how a client that lost a reply learns the outcome. ABORTED with reason
-        IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is still running: ask
-        again shortly. NOT_FOUND means none is running and no money has moved under that
-        request_id; retrying with the same request_id is always safe.
+        IDEMPOTENCY_KEY_IN_USE means a movement with that request_id is running in the ledger
+        now: ask again shortly. NOT_FOUND means no money has moved under that request_id and
+        none of its attempts is running in the ledger; an attempt still on its way there (waiting
+        for a connection, on a paused process) may yet commit, so retry the movement itself with
+        the same request_id, which is always safe, rather than treat NOT_FOUND as final.
         """
 
     @_abc_1.abstractmethod

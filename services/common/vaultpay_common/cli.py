@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +46,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.config import ServiceSettings, settings_problem, unparsable_setting
 from vaultpay_common.db import DatabaseUnavailableError, create_engine
-from vaultpay_common.errors import DeadlineExceededError, DomainError, UnavailableError
+from vaultpay_common.errors import (
+    DeadlineExceededError,
+    DomainError,
+    UnavailableError,
+    ValidationError,
+)
+from vaultpay_common.ids import parse_uuid
 from vaultpay_common.migrations import MigrationChain, unnamed_chains, upgrade_all
 from vaultpay_common.pg_failures import connection_lost
 
@@ -171,8 +176,8 @@ class ServiceCli(Generic[S]):
         @_replay_args.run
         async def _replay(settings: S, args: argparse.Namespace) -> int:
             try:
-                event_id = str(uuid.UUID(args.event_id))
-            except ValueError:
+                event_id = parse_uuid(args.event_id, "event_id")
+            except ValidationError:
                 print("error: --event-id must be a UUID", file=sys.stderr)
                 return EXIT_USAGE
             engine = _cli_engine(settings)

@@ -60,9 +60,10 @@ async def limit_statements(conn: AsyncConnection, seconds: float) -> None:
 
 # The session's own bound (the engine's DB_STATEMENT_TIMEOUT_MS; 0 is none) or the deadline's,
 # whichever is shorter: a caller's long deadline never lifts the service's bound.
+# (current_setting reads "10s", "300ms", "0": an interval; no scan of the pg_settings view.)
 _LIMIT_TO_DEADLINE = text(
-    "SELECT set_config('statement_timeout', least(nullif((SELECT setting::bigint"
-    " FROM pg_settings WHERE name = 'statement_timeout'), 0), :ms)::text, true)"
+    "SELECT set_config('statement_timeout', least(nullif(extract(epoch FROM"
+    " current_setting('statement_timeout')::interval) * 1000, 0), :ms)::bigint::text, true)"
 )
 
 

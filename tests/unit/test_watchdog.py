@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -40,13 +39,22 @@ def test_never_reached():
 """
 
 
+_EXEC_WITH_SIGINT_IGNORED = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN);"
+    " os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def run_child(
     argv: list[str], *, limit: str, cwd: Path, sigint_ignored: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """`sigint_ignored`: started as a shell starts a background job (`make test &`, nohup),
-    SIGINT ignored, which exec keeps."""
+    SIGINT ignored, which exec keeps. A small Python ignores it and execs the child: no
+    `preexec_fn`, which runs Python in the forked child, where gRPC's fork handlers (this
+    suite has gRPC threads running) aborted it once."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VAULTPAY_TEST_TIME_LIMIT": limit}
-    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+    if sigint_ignored:
+        argv = [sys.executable, "-c", _EXEC_WITH_SIGINT_IGNORED, *argv]
     return subprocess.run(
         argv,
         cwd=cwd,
@@ -55,7 +63,6 @@ def run_child(
         text=True,
         timeout=120,
         check=False,
-        preexec_fn=ignore,
     )
 
 

@@ -14,6 +14,7 @@ from vaultpay_common.errors import ErrorKind, ValidationError
 from vaultpay_wallet.domain.errors import (
     SettingNotFoundError,
     StaffSelfActionError,
+    WalletAlreadyFrozenError,
     WalletNotFoundError,
 )
 from vaultpay_wallet.domain.limits import (
@@ -263,6 +264,50 @@ async def test_admin_freeze_needs_a_reason_and_a_future_end_and_notifies_the_own
     )
     (note,) = world.uow.outbox.of_topic("notification.create")
     assert note.payload["user_id"] == "alice" and note.payload["kind"] == "WALLET_STATUS"
+
+
+async def test_a_staff_freeze_never_shortens_the_staff_freeze_in_force() -> None:
+    """A fraud hold with no end is not undone by another staff member's timed freeze (the
+    payout worker would pay a held withdrawal once the short one lapsed); a freeze that
+    lasts at least as long replaces it, and a lapsed one is no obstacle."""
+    world = World()
+    wallet_id = await _basic(world)
+
+    async def freeze(reason: str, until: datetime | None) -> None:
+        await world.admin.freeze_wallet(
+            AdminFreezeWallet("s", Role.ADMIN, wallet_id, reason, until, key("s"))
+        )
+
+    async def freeze_in_force() -> tuple[str, datetime | None]:
+        view = await world.admin.get_wallet(wallet_id)
+        shown = view.wallet.displayed_freeze
+        assert shown is not None
+        return shown.note, shown.until
+
+    soon = world.clock.now() + timedelta(hours=1)
+    later = world.clock.now() + timedelta(hours=2)
+    await freeze("fraud hold", None)
+    with pytest.raises(WalletAlreadyFrozenError) as refused:
+        await freeze("short look", soon)
+    assert refused.value.metadata == {"until": ""}
+    assert "with no end" in str(refused.value)
+    assert await freeze_in_force() == ("fraud hold", None)
+    await freeze("still held", None)  # as long: replaces it
+    assert await freeze_in_force() == ("still held", None)
+
+    await world.admin.unfreeze_wallet(AdminUnfreezeWallet("s", Role.ADMIN, wallet_id, "", key("s")))
+    await freeze("two hours", later)
+    with pytest.raises(WalletAlreadyFrozenError) as shorter:
+        await freeze("one hour", soon)
+    assert shorter.value.metadata == {"until": later.isoformat()}
+    await freeze("for good", None)  # longer: replaces it
+    assert await freeze_in_force() == ("for good", None)
+
+    await world.admin.unfreeze_wallet(AdminUnfreezeWallet("s", Role.ADMIN, wallet_id, "", key("s")))
+    await freeze("one hour", soon)
+    world.clock.advance(timedelta(hours=1, seconds=1))  # lapsed, the sweep not run yet
+    await freeze("another", world.clock.now() + timedelta(minutes=5))
+    assert (await freeze_in_force())[0] == "another"
 
 
 async def test_admin_views_list_get_and_stats() -> None:

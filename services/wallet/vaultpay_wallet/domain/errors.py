@@ -9,6 +9,8 @@ not match), with the remaining attempts in the metadata.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from vaultpay_common.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -30,6 +32,7 @@ __all__ = [
     "StaffOutrankedError",
     "StaffSelfActionError",
     "WalletAlreadyExistsError",
+    "WalletAlreadyFrozenError",
     "WalletClosedError",
     "WalletFrozenError",
     "WalletHasBalanceError",
@@ -58,6 +61,22 @@ class WalletIdCollisionError(Exception):
 class WalletFrozenError(FailedPreconditionError):
     reason = "WALLET_FROZEN"
     default_message = "the wallet is frozen"
+
+
+class WalletAlreadyFrozenError(FailedPreconditionError):
+    """A staff freeze that would end before the staff freeze in force (metadata `until`: its
+    end, empty for none). Lift that freeze first to set a shorter one."""
+
+    reason = "WALLET_ALREADY_FROZEN"
+    default_message = "staff froze the wallet for longer"
+
+    def __init__(self, until: datetime | None) -> None:
+        ends = f"until {until.isoformat()}" if until is not None else "with no end"
+        super().__init__(
+            f"staff already froze this wallet {ends}; a staff freeze never shortens it "
+            "(unfreeze it first)",
+            metadata={"until": "" if until is None else until.isoformat()},
+        )
 
 
 class WalletClosedError(FailedPreconditionError):

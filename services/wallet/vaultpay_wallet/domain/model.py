@@ -17,6 +17,7 @@ from enum import Enum
 
 from vaultpay_wallet.domain.errors import (
     StaffSelfActionError,
+    WalletAlreadyFrozenError,
     WalletClosedError,
     WalletHasBalanceError,
 )
@@ -75,6 +76,12 @@ class Freeze:
 
     def is_active(self, now: datetime) -> bool:
         return self.until is None or now < self.until
+
+    def lasts_at_least_as_long_as(self, other: Freeze) -> bool:
+        """Whether this freeze ends no earlier than `other` (no end outlasts every end)."""
+        if self.until is None:
+            return True
+        return other.until is not None and self.until >= other.until
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +190,21 @@ class Wallet:
             raise WalletClosedError()
 
     def frozen(self, freeze: Freeze, now: datetime) -> Wallet:
-        """Adds or replaces the freeze of `freeze.source` (one per source)."""
+        """Adds or replaces the freeze of `freeze.source` (one per source).
+
+        A staff freeze never shortens the staff freeze in force: a hold with no end (or a
+        later one), put there for fraud, say, is not undone by another staff member's
+        shorter freeze; that answers WALLET_ALREADY_FROZEN with the end in force (lift the
+        freeze first to shorten it). One that lasts at least as long replaces it."""
         self._require_open()
+        in_force = self.freeze_by(freeze.source)
+        if (
+            freeze.source is FreezeSource.ADMIN
+            and in_force is not None
+            and in_force.is_active(now)
+            and not freeze.lasts_at_least_as_long_as(in_force)
+        ):
+            raise WalletAlreadyFrozenError(in_force.until)
         others = tuple(f for f in self.freezes if f.source is not freeze.source)
         return self._with_freezes((*others, freeze), now)
 

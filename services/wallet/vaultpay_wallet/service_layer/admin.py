@@ -117,8 +117,9 @@ class AdminService:
 
     async def freeze_wallet(self, cmd: AdminFreezeWallet) -> Wallet:
         """Adds (or replaces) the staff freeze, with a reason and an optional end in the
-        future. Coexists with a self-freeze or lockout; only staff can lift it. Audited, and
-        the owner is notified (without the staff note)."""
+        future; never shortens the staff freeze in force (WALLET_ALREADY_FROZEN, see
+        `Wallet.frozen`). Coexists with a self-freeze or lockout; only staff can lift it.
+        Audited, and the owner is notified (without the staff note)."""
         wallet_id = clean_wallet_id(cmd.wallet_id)
         reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
         if cmd.until is not None and cmd.until <= self._clock.now():

@@ -1207,7 +1207,11 @@ class WalletAdminServiceServicer:
 
     def AdminFreezeWallet(self, request, context):
         """Freezes a wallet on behalf of the operator, with a required reason and an optional
-        end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
+        end time. Coexists with the owner's own freeze and a PIN lockout; the owner cannot lift
+        a staff freeze. A staff freeze never shortens the staff freeze in force: one that would
+        end earlier (or ends where the one in force has no end) answers FAILED_PRECONDITION,
+        reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
+        changes nothing (lift it first); one that lasts at least as long replaces it. Audited.
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
         reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
         (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason

@@ -510,7 +510,11 @@ class WalletAdminServiceStub:
     """
     AdminFreezeWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminFreezeWalletRequest, _wallet_pb2.AdminFreezeWalletResponse]
     """Freezes a wallet on behalf of the operator, with a required reason and an optional
-    end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
+    end time. Coexists with the owner's own freeze and a PIN lockout; the owner cannot lift
+    a staff freeze. A staff freeze never shortens the staff freeze in force: one that would
+    end earlier (or ends where the one in force has no end) answers FAILED_PRECONDITION,
+    reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
+    changes nothing (lift it first); one that lasts at least as long replaces it. Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -568,7 +572,11 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     """
     AdminFreezeWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminFreezeWalletRequest, _wallet_pb2.AdminFreezeWalletResponse]  # type: ignore[assignment]
     """Freezes a wallet on behalf of the operator, with a required reason and an optional
-    end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
+    end time. Coexists with the owner's own freeze and a PIN lockout; the owner cannot lift
+    a staff freeze. A staff freeze never shortens the staff freeze in force: one that would
+    end earlier (or ends where the one in force has no end) answers FAILED_PRECONDITION,
+    reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
+    changes nothing (lift it first); one that lasts at least as long replaces it. Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -641,7 +649,11 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.AdminFreezeWalletResponse, _abc.Awaitable[_wallet_pb2.AdminFreezeWalletResponse]]:
         """Freezes a wallet on behalf of the operator, with a required reason and an optional
-        end time. Replaces a self-freeze; the owner cannot lift an admin freeze. Audited.
+        end time. Coexists with the owner's own freeze and a PIN lockout; the owner cannot lift
+        a staff freeze. A staff freeze never shortens the staff freeze in force: one that would
+        end earlier (or ends where the one in force has no end) answers FAILED_PRECONDITION,
+        reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
+        changes nothing (lift it first); one that lasts at least as long replaces it. Audited.
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
         reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
         (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason

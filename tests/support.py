@@ -10,15 +10,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "RpcFailure",
+    "driver_has_read_its_end",
     "eventually",
     "peer_service_fields",
+    "pooled_drivers",
     "rpc_failure",
     "use_transfer_settings",
 ]
@@ -41,6 +45,23 @@ async def eventually(
             raise AssertionError(f"{what} not met within {within} s")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+async def pooled_drivers(engine: AsyncEngine, count: int) -> list[asyncpg.Connection]:
+    """Fills the engine's pool with `count` connections (checked out at once, then returned)
+    and gives their asyncpg connections, to watch what happens to them."""
+    held = [await engine.connect() for _ in range(count)]
+    try:
+        return [(await conn.get_raw_connection()).driver_connection for conn in held]
+    finally:
+        for conn in held:
+            await conn.close()
+
+
+async def driver_has_read_its_end(drivers: list[asyncpg.Connection]) -> bool:
+    """Whether asyncpg has read the end of file of every one of `drivers` (PostgreSQL may list
+    a backend as gone a moment before its socket closes: poll this with `eventually`)."""
+    return all(driver.is_closed() for driver in drivers)
 
 
 def peer_service_fields() -> dict[str, Any]:

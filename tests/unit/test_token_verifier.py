@@ -11,7 +11,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from vaultpay_common.context import Role
-from vaultpay_common.grpc.tokens import TokenExpiredError, TokenInvalidError, TokenVerifier
+from vaultpay_common.grpc.tokens import (
+    AuthUnavailableError,
+    TokenExpiredError,
+    TokenInvalidError,
+    TokenVerifier,
+)
 
 ISS, AUD = "vaultpay-auth", "vaultpay"
 
@@ -144,6 +149,35 @@ async def test_unknown_kid_refreshes_the_key_set_once(keys: Keys, verifier: Toke
     claims = await verifier.verify(_sign(keys))
     assert claims.subject == "user-1"
     assert keys.fetches == 2
+
+
+async def test_a_key_set_that_cannot_be_read_is_auth_unavailable_not_a_bad_token(
+    keys: Keys,
+) -> None:
+    """A service started before auth, or a key rotated while auth is down: a valid token's
+    key cannot be known, so the answer is UNAVAILABLE AUTH_UNAVAILABLE (retry), not
+    TOKEN_INVALID (sign in again); also within the refresh interval after the failure, and
+    once auth answers the token verifies (review of 2026-12-04)."""
+    auth_up = False
+
+    async def jwks() -> list[dict[str, str]]:
+        if not auth_up:
+            raise ConnectionError("auth is not up yet")
+        return await keys.jwks()
+
+    verifier = TokenVerifier(jwks, issuer=ISS, audience=AUD, min_refresh_interval=3600)
+    token = _sign(keys)
+    with pytest.raises(AuthUnavailableError):
+        await verifier.verify(token)
+    with pytest.raises(AuthUnavailableError):  # no new fetch inside the interval
+        await verifier.verify(token)
+    auth_up = True
+    await verifier.refresh_keys(force=True)
+    assert (await verifier.verify(token)).subject == "user-1"
+    stranger = Keys()
+    stranger.kid = "k9"
+    with pytest.raises(TokenInvalidError):  # the key set was read: an unknown key is bad
+        await verifier.verify(_sign(stranger))
 
 
 async def test_verified_tokens_are_cached(keys: Keys, verifier: TokenVerifier) -> None:

@@ -18,8 +18,8 @@ import math
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, InvalidatePoolError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -36,6 +36,7 @@ __all__ = [
     "limit_statements",
     "limit_statements_to_deadline",
     "query_canceled",
+    "replace_closed_at_checkout",
 ]
 
 
@@ -85,12 +86,14 @@ def create_engine(
     deadline (a caller's shorter deadline lowers it per transaction). Bound parameters are
     kept out of error messages and logs: they can carry personal data.
     """
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        # No pre-ping: it costs a round trip per checkout on every call. A connection broken by
-        # a database restart fails one call (UNAVAILABLE, retryable) and is then discarded.
+        # No pre-ping: it costs a round trip per checkout on every call. A connection the
+        # driver already knows is closed is replaced at checkout (replace_closed_at_checkout);
+        # one broken by a database restart before the driver heard of it fails one call
+        # (UNAVAILABLE, retryable) and is then discarded.
         pool_pre_ping=False,
         # Most recently used connection first: at a low rate a few warm backends serve the
         # calls instead of every connection the pool grew to at its peak in turn (each with
@@ -106,6 +109,22 @@ def create_engine(
             }
         },
     )
+    event.listen(engine.sync_engine.pool, "checkout", replace_closed_at_checkout)
+    return engine
+
+
+def replace_closed_at_checkout(dbapi_connection: object, record: object, proxy: object) -> None:
+    """Pool checkout hook: a pooled connection whose socket PostgreSQL closed (a restart, a
+    failover, pg_terminate_backend) while it sat idle is known closed to asyncpg, which read
+    the end of file. Without this every such connection failed the one call that took it,
+    and after a restart that was one call per pooled connection, minutes later for the
+    least used ones. Raising InvalidatePoolError makes SQLAlchemy discard it and every
+    connection opened before it (their next checkout replaces them too) and hand out a new
+    one: no round trip, one method call per checkout."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    is_closed = getattr(driver, "is_closed", None)
+    if is_closed is not None and is_closed():
+        raise InvalidatePoolError("the pooled connection was closed by the server")
 
 
 class SqlUnitOfWork:

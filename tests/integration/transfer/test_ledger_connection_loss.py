@@ -23,14 +23,15 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.transfer.conftest import LedgerWorld, key
+from tests.integration.transfer.conftest import TOP_UP, LedgerWorld, key
+from tests.support import driver_has_read_its_end, eventually, pooled_drivers
 from vaultpay_common.db import DatabaseUnavailableError, create_engine
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_devstack.infra import Infra
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
-from vaultpay_transfer.domain.model import Transaction
+from vaultpay_transfer.domain.model import PaymentMethod, Transaction
 
 pytestmark = pytest.mark.integration
 
@@ -134,9 +135,60 @@ async def test_terminated_connections_answer_unavailable_and_move_money_at_most_
         await engine.dispose()
 
 
+async def test_after_a_restart_connections_known_closed_cost_no_call(
+    ledger: LedgerWorld, infra: Infra
+) -> None:
+    """What a PostgreSQL restart does to a warm pool: every idle connection ended at once.
+    Once asyncpg has read their end of file (PostgreSQL may list a backend as gone a moment
+    before; until then a connection still fails its one call), a burst of movements (raw
+    asyncpg) and of reads (units of work) all succeed on new connections. Before the pool's checkout hook, every
+    pooled connection failed the one call that took it (review of 2026-12-04), and a TopUp
+    answered COMMIT_OUTCOME_UNKNOWN for a call never sent."""
+    alice = await ledger.new_wallet()
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=SENDS, application_name=_APP)
+    money = PgLedger(engine)
+    reads = SqlTransactionStore(engine)
+
+    async def top_up() -> str:
+        request = key(alice.user_id, TOP_UP, body=str(uuid.uuid4()))
+        try:
+            outcome = await money.top_up(
+                request, alice.user_id, 100, "INR", PaymentMethod.UPI, f"upi-{uuid.uuid4()}", ""
+            )
+        except (CommitOutcomeUnknownError, DatabaseUnavailableError) as exc:
+            return type(exc).__name__
+        return outcome.code
+
+    async def read() -> str:
+        try:
+            await reads.by_request_id(alice.user_id, str(uuid.uuid4()))
+        except DatabaseUnavailableError as exc:
+            return type(exc).__name__
+        return "OK"
+
+    async def restart() -> None:
+        drivers = await pooled_drivers(engine, SENDS)  # the warm pool
+        assert await _terminate_our_backends(infra) == SENDS
+
+        async def ended() -> bool:
+            return await driver_has_read_its_end(drivers)
+
+        await eventually(ended, within=10, what="the pool's connections seen ended")
+
+    try:
+        for calls in (top_up, read):
+            await restart()
+            assert await asyncio.gather(*(calls() for _ in range(SENDS))) == ["OK"] * SENDS
+    finally:
+        await engine.dispose()
+
+
 class _DeadDriver:
     """An asyncpg connection whose backend was terminated while idle: the error arrived,
     the end of file not yet."""
+
+    def is_closed(self) -> bool:
+        return False  # the end of file has not been read
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         raise asyncpg.InternalClientError(

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.fakes.transfer import FakeWalletGate
@@ -27,7 +28,12 @@ from tests.integration.transfer.conftest import (
     key,
     plain_dsn,
 )
-from vaultpay_common.db import DatabaseUnavailableError, create_engine
+from tests.support import driver_has_read_its_end, eventually, pooled_drivers
+from vaultpay_common.db import (
+    DatabaseUnavailableError,
+    create_engine,
+    replace_closed_at_checkout,
+)
 from vaultpay_common.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUseError,
@@ -220,14 +226,43 @@ async def test_the_held_functions_refuse_a_caller_that_does_not_hold_the_key(
     assert await ledger.balance(alice) == 1_000
 
 
+async def test_a_pooled_connection_ended_while_idle_is_replaced_before_the_lookup(
+    ledger: LedgerWorld, infra: Infra
+) -> None:
+    """PostgreSQL ended the pooled connection while it sat idle (a restart, a failover): the
+    pool hands out a new one (the driver had read its end), so the movement just runs."""
+    alice, bob = await _funded_pair(ledger, 1_000)
+    name = "transfer-hold-replaced"
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=1, application_name=name)
+    money = PgLedger(engine)
+    request = key(alice.user_id)
+    try:
+        drivers = await pooled_drivers(engine, 1)  # the pool's one connection, idle
+        await _end_sessions(infra, name)
+
+        async def ended() -> bool:
+            return await driver_has_read_its_end(drivers)
+
+        await eventually(ended, within=10, what="the pooled connection seen ended")
+        async with money.hold(request) as held:
+            assert held.stored is None
+            outcome = await held.send_money(alice.user_id, bob.wallet_id, 100, "INR", "")
+        assert outcome.code == "OK"
+    finally:
+        await engine.dispose()
+    assert await _key_is_free(ledger, request)
+
+
 async def test_a_connection_lost_under_the_lookup_is_unavailable_and_holds_nothing(
     ledger: LedgerWorld, infra: Infra
 ) -> None:
-    """PostgreSQL ended the pooled connection (a failover, pg_terminate_backend): the lookup
-    answers UNAVAILABLE (it committed nothing), the connection is gone, and the retry runs."""
+    """A pooled connection PostgreSQL ended is handed out anyway (the checkout hook removed,
+    as for a connection whose end the driver has not read yet): the lookup answers
+    UNAVAILABLE (it committed nothing), the connection is gone, and the retry runs."""
     alice, bob = await _funded_pair(ledger, 1_000)
     name = "transfer-hold-loss"
     engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=1, application_name=name)
+    event.remove(engine.sync_engine.pool, "checkout", replace_closed_at_checkout)
     lost = PgLedger(engine)
     request = key(alice.user_id)
     try:

@@ -7,6 +7,7 @@ no address is asked about."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_common.context import DEADLINE
 from vaultpay_transfer.adapters.wallet_peer import GrpcWalletGate
 from vaultpay_transfer.domain.errors import PassedThroughError, WalletUnavailableError
 from vaultpay_transfer.service_layer.ports import IpCheck
@@ -36,12 +38,14 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
     tier: kyc_tier_pb2.KycTier.ValueType = kyc_tier_pb2.KYC_TIER_BASIC  # told if not trusted
     refuse_identity: bool = False  # answers UNAUTHENTICATED, as to an expired service token
     pin_checks: list[wallet_pb2.VerifyTransferPinRequest] = field(default_factory=list)
+    time_left: list[float | None] = field(default_factory=list)  # each check's deadline
     ip_checks: list[wallet_pb2.CheckIpTrustRequest] = field(default_factory=list)
 
     async def VerifyTransferPin(
         self, request: wallet_pb2.VerifyTransferPinRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.VerifyTransferPinResponse:
         self.pin_checks.append(request)
+        self.time_left.append(context.time_remaining())
         if self.refuse_identity:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "token expired")
         if request.pin != "1234":
@@ -104,6 +108,24 @@ async def test_both_checks_are_one_call_carrying_the_address(
         (CHECK, USER, "203.0.113.9"),
     ]
     assert fake.ip_checks == []
+
+
+async def test_the_callers_deadline_bounds_the_call_to_wallet(
+    wallet: tuple[FakeWallet, GrpcWalletGate],
+) -> None:
+    """gRPC deadline propagation (review of 2026-12-04): a caller with 1 s left gives wallet
+    1 s, not the peer timeout (5 s here); one with more, or none, the peer timeout."""
+    fake, gate = wallet
+    for left in (1.0, 60.0, None):
+        token = DEADLINE.set(None if left is None else time.monotonic() + left)
+        try:
+            await gate.check_movement(USER, "1234", HOME, CHECK)
+        finally:
+            DEADLINE.reset(token)
+    short, long_, unset = fake.time_left
+    assert short is not None and 0.5 < short < 1.1
+    assert long_ is not None and 4.5 < long_ < 5.1
+    assert unset is not None and 4.5 < unset < 5.1
 
 
 async def test_a_wallet_without_ip_trust_in_its_answer_is_asked_check_ip_trust(

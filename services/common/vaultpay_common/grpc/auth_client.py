@@ -20,7 +20,6 @@ from grpc.aio import ClientCallDetails
 
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_common.context import REQUEST_ID, Role
-from vaultpay_common.errors import UnavailableError
 from vaultpay_common.grpc.revocations import (
     FeedCursorRejectedError,
     FeedIntrospector,
@@ -29,7 +28,12 @@ from vaultpay_common.grpc.revocations import (
     RevocationPage,
     RevocationSet,
 )
-from vaultpay_common.grpc.tokens import DEFAULT_MAX_TOKEN_LIFETIME, Introspection, TokenVerifier
+from vaultpay_common.grpc.tokens import (
+    DEFAULT_MAX_TOKEN_LIFETIME,
+    AuthUnavailableError,
+    Introspection,
+    TokenVerifier,
+)
 
 __all__ = [
     "AuthUnavailableError",
@@ -53,11 +57,6 @@ _REASONS = {
     auth_pb2.INACTIVE_REASON_ACCOUNT_DISABLED: "ACCOUNT_DISABLED",
     auth_pb2.INACTIVE_REASON_USER_NOT_FOUND: "TOKEN_REVOKED",
 }
-
-
-class AuthUnavailableError(UnavailableError):
-    reason = "AUTH_UNAVAILABLE"
-    default_message = "the auth service is unavailable, retry later"
 
 
 def outgoing_metadata(token: str) -> tuple[tuple[str, str], ...]:

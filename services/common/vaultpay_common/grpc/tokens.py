@@ -32,12 +32,13 @@ import jwt
 from jwt.algorithms import OKPAlgorithm
 
 from vaultpay_common.context import Role
-from vaultpay_common.errors import UnauthenticatedError
+from vaultpay_common.errors import UnauthenticatedError, UnavailableError
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "DEFAULT_MAX_TOKEN_LIFETIME",
     "SERVICE_TOKEN_TYPE",
+    "AuthUnavailableError",
     "Introspection",
     "TokenClaims",
     "TokenExpiredError",
@@ -99,6 +100,11 @@ class Introspection:
     session_id: str = ""
 
 
+class AuthUnavailableError(UnavailableError):
+    reason = "AUTH_UNAVAILABLE"
+    default_message = "the auth service is unavailable, retry later"
+
+
 class TokenIntrospector(Protocol):
     async def introspect(self, token: str) -> Introspection: ...
 
@@ -128,6 +134,7 @@ class TokenVerifier:
         self._cache: OrderedDict[str, TokenClaims] = OrderedDict()
         self._cache_size = cache_size
         self._last_refresh = 0.0
+        self._last_refresh_failed = False
         self._min_refresh_interval = min_refresh_interval
         self._max_key_age = max_key_age
         self._refresh_lock = asyncio.Lock()
@@ -143,7 +150,9 @@ class TokenVerifier:
             if not force and now - self._last_refresh < self._min_refresh_interval:
                 return
             self._last_refresh = now
+            self._last_refresh_failed = True
             jwks = await self._fetch_jwks()
+            self._last_refresh_failed = False
             keys: dict[str, Any] = {}
             for jwk in jwks:
                 if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
@@ -170,6 +179,10 @@ class TokenVerifier:
                 log.warning("could not refresh the JWKS", exc_info=True)
         key = self._keys.get(kid)
         if key is None:
+            if self._last_refresh_failed:
+                # auth's keys could not be read (auth down, or we started before it): the
+                # key may well be auth's, so "sign in again" would be wrong. Retryable.
+                raise AuthUnavailableError("auth's signing keys cannot be read, retry later")
             raise TokenInvalidError("the token was signed with an unknown key")
         return key
 

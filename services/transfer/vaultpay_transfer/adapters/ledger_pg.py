@@ -8,7 +8,8 @@ on this path (ARCHITECTURE.md, "Performance").
 
 Failures are told apart by what they prove:
 - the connection could not be had (PostgreSQL unreachable, the pool exhausted for its
-  timeout): nothing happened -> DatabaseUnavailableError;
+  timeout), or was known closed before the call was sent (the pool replaces those at
+  checkout, `vaultpay_common.db`): nothing happened -> DatabaseUnavailableError;
 - the connection died after the call was sent, or was found dead when it was made
   (pg_failures.LOST_CONNECTION): the COMMIT may have happened ->
   CommitOutcomeUnknownError (UNAVAILABLE); the client asks GetTransactionByRequestId;
@@ -137,6 +138,9 @@ async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
 async def _run(
     conn: AsyncConnection, driver: asyncpg.Connection, sql: str, *args: Any
 ) -> list[asyncpg.Record]:
+    if driver.is_closed():  # found closed before anything was sent: nothing happened
+        await conn.invalidate()
+        raise DatabaseUnavailableError()
     try:
         rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
     except asyncpg.QueryCanceledError as exc:

@@ -31,6 +31,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_common.context import remaining_seconds
 from vaultpay_common.errors import DomainError, ErrorKind, FieldViolation, ValidationError
 from vaultpay_common.grpc.auth_client import outgoing_metadata
 from vaultpay_common.outbox import DeliveryError, PermanentDeliveryError
@@ -130,6 +131,12 @@ class GrpcWalletGate:
         self._token = token
         self._timeout = timeout
 
+    def _call_timeout(self) -> float:
+        """The peer timeout, or what is left of our caller's deadline if that is shorter
+        (gRPC's deadline propagation): wallet then knows when nobody waits any more."""
+        left = remaining_seconds()
+        return self._timeout if left is None else max(0.0, min(self._timeout, left))
+
     async def _metadata(self) -> tuple[tuple[str, str], ...]:
         try:
             return outgoing_metadata(await self._token())
@@ -145,7 +152,7 @@ class GrpcWalletGate:
         )
         try:
             reply = await self._stub.VerifyTransferPin(
-                request, metadata=metadata, timeout=self._timeout
+                request, metadata=metadata, timeout=self._call_timeout()
             )
             ip = reply.ip_trust
             if not reply.HasField("ip_trust"):  # a wallet that checks only the PIN
@@ -154,7 +161,7 @@ class GrpcWalletGate:
                         request_id=check_id, user_id=user_id, client_ip=client_ip
                     ),
                     metadata=metadata,
-                    timeout=self._timeout,
+                    timeout=self._call_timeout(),
                 )
         except grpc.aio.AioRpcError as exc:
             raise wallet_refusal(exc) from exc

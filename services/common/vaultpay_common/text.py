@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["has_control_characters"]
+__all__ = ["ascii_upper", "has_control_characters"]
 
 
 _JOINERS = "\u200c\u200d"  # ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER
@@ -50,6 +50,15 @@ _ZWJ = "\u200d"
 _VIRAMA = 9  # the canonical combining class of a virama
 _EMOJI_PRESENTATION = "\ufe0f"  # VARIATION SELECTOR-16
 _SKIN_TONES = ("\U0001f3fb", "\U0001f3ff")  # EMOJI MODIFIER FITZPATRICK TYPE-1-2 .. TYPE-6
+
+
+def ascii_upper(text: str) -> str:
+    """`text` trimmed and upper-cased when it is all ASCII; otherwise only trimmed. For ids and
+    codes that are ASCII by definition and case-insensitive on input: str.upper() would spell
+    some other letters as ASCII ones ("vpy-abcd\ufb00" as "VPY-ABCDFF", "\u0131" as "I"), so an
+    id that is not the one shown would be accepted as it; left alone, their pattern refuses it."""
+    value = text.strip()
+    return value.upper() if value.isascii() else value
 
 
 def has_control_characters(text: str, *, allowed: str = "") -> bool:

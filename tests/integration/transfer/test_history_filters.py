@@ -87,6 +87,9 @@ async def test_every_filter_pages_newest_first_and_each_row_once(ledger: LedgerW
     ]
     before_all = replace(mine, end=top_up.created_at - timedelta(microseconds=1))
     assert await _all_pages(store, before_all) == []
+    # A user's listing without a user id (never sent by the gateway: defence in depth)
+    # lists nothing, not every user's rows (review of 2026-12-04).
+    assert await _all_pages(store, TransactionFilter(user_id="")) == []
 
     # Staff: one wallet (bob's two receipts), one status (the pending withdrawal).
     bobs = await _all_pages(store, TransactionFilter(wallet_id=bob.wallet_id))

@@ -129,3 +129,16 @@ def test_a_users_listing_reads_its_filters_and_has_no_staff_ones() -> None:
         None,
     )
     assert flt.start == datetime.fromtimestamp(1_764_720_000, UTC)
+
+
+async def test_the_staff_listing_is_of_every_user_and_a_users_of_that_user_only() -> None:
+    """user_id None is every user (the staff listing); a user's listing, even with an empty
+    id, is that user's only (review of 2026-12-04: "" used to mean every user)."""
+    queries, store = _queries()
+    staff = transaction_filter(transfer_pb2.AdminListTransactionsRequest(wallet_id="VPY-AB12CD"))
+    assert staff.user_id is None
+    await queries.list_all(staff, None, 10)
+    await queries.list_mine(
+        "", transaction_filter(transfer_pb2.ListTransactionsRequest()), None, 10
+    )
+    assert [f.user_id for f in store.asked] == [None, ""]

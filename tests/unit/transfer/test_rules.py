@@ -24,6 +24,7 @@ from vaultpay_transfer.domain.validation import (
     BankAccountInput,
     bank_account,
     check_note,
+    check_recipient,
 )
 from vaultpay_transfer.service_layer.payouts import ALERT_AFTER_ATTEMPTS, PayoutWorker
 from vaultpay_transfer.service_layer.ports import PayoutClaim, PayoutLease
@@ -265,6 +266,39 @@ def test_notifications_say_what_moved_with_whom_and_never_the_account_number() -
     assert back.kind == "WITHDRAWAL" and "····9012" in back.body
     for text in (sent, back):
         assert len(text.title) <= 120 and len(text.body) <= 1000
+
+
+@pytest.mark.parametrize("spelling", ["vpy-abcd\ufb00", "vpy-abc12\u0131", "vpy-abcd\ufb06"])
+def test_a_recipient_spelt_with_letters_that_upper_case_into_ascii_is_refused(
+    spelling: str,
+) -> None:
+    """str.upper() spells U+FB00 as "FF", U+0131 as "I", U+FB06 as "ST": the id paid would
+    not be the one written (review of 2026-12-04)."""
+    with pytest.raises(ValidationError):
+        check_recipient(spelling)
+    assert check_recipient(" vpy-abcdff ") == "VPY-ABCDFF"
+
+
+def test_a_senders_chosen_name_is_quoted_beside_its_wallet_id() -> None:
+    """A display name is anyone's words: unquoted, "VaultPay Security. Your wallet is locked,
+    call +91 …" sent with 0.01 INR read as ours (review of 2026-12-04)."""
+    facts = {
+        "amount_minor": "1",
+        "currency": "INR",
+        "reference": "VP-TXN-ABCD2345",
+        "counterparty": 'VaultPay Security" says: call +91 90000 00000 \u201cnow\u201d',
+        "counterparty_wallet_id": "VPY-AB12CD",
+        "balance_after_minor": "1",
+    }
+    received = notification_text("MONEY_RECEIVED", facts)
+    assert received.body == (
+        "0.01 INR from \"VaultPay Security' says: call +91 90000 00000 'now'\" (VPY-AB12CD), "
+        "reference VP-TXN-ABCD2345. Balance: 0.01 INR."
+    )
+    sent = notification_text("MONEY_SENT", {**facts, "counterparty": "Bob"})
+    assert (
+        sent.body == '0.01 INR to "Bob" (VPY-AB12CD), reference VP-TXN-ABCD2345. Balance: 0.01 INR.'
+    )
 
 
 async def test_a_malformed_notification_event_is_dead_lettered_not_retried() -> None:

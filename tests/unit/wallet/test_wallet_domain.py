@@ -40,6 +40,15 @@ def test_new_wallet_ids_have_the_vpy_format_and_differ() -> None:
     assert not is_wallet_id("VPY-ABC12!")
 
 
+@pytest.mark.parametrize("spelling", ["vpy-abcd\ufb00", "vpy-abc12\u0131", "vpy-abcd\ufb06"])
+def test_an_id_spelt_with_letters_that_upper_case_into_ascii_is_not_a_wallet_id(
+    spelling: str,
+) -> None:
+    """str.upper() spells U+FB00 as "FF", U+0131 as "I", U+FB06 as "ST": such an id is not the
+    one shown to anybody (review of 2026-12-04)."""
+    assert not is_wallet_id(normalize_wallet_id(spelling))
+
+
 @pytest.mark.parametrize("code", ["INRR", "ABC", "inr", "XAU", "12"])
 def test_currency_must_be_a_known_iso_code(code: str) -> None:
     with pytest.raises(ValidationError) as err:

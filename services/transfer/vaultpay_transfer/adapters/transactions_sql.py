@@ -117,7 +117,7 @@ _KEYS_HELD = text(
 def partial_index_predicates(flt: TransactionFilter) -> list[TextClause]:
     """The predicates of the partial indexes that `flt` implies, for a listing of everyone's
     rows; none for a user's or a wallet's (their own indexes bound a page)."""
-    if flt.user_id or flt.wallet_id:
+    if flt.user_id is not None or flt.wallet_id:
         return []
     predicates: list[TextClause] = []
     if flt.category is not None and flt.category not in _COMMON_CATEGORIES:
@@ -196,7 +196,7 @@ class SqlTransactionStore:
         self, flt: TransactionFilter, after: TransactionCursor | None, limit: int
     ) -> Sequence[Transaction]:
         query = select(wallet_transactions)
-        if flt.user_id:
+        if flt.user_id is not None:
             query = query.where(_T.user_id == flt.user_id)
         if flt.wallet_id:
             query = query.where(_T.wallet_id == flt.wallet_id)

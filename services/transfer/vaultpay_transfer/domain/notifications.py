@@ -31,6 +31,18 @@ def _balance(facts: Mapping[str, str]) -> str:
     return f" Balance: {format_amount(after, facts['currency'])}." if after else ""
 
 
+_OWN_QUOTES = str.maketrans({'"': "'", "\u201c": "'", "\u201d": "'"})
+
+
+def _wallet_holder(facts: Mapping[str, str]) -> str:
+    """The other wallet of a send, as `"Name" (VPY-XXXXXX)`: a display name is anyone's choice
+    of words ("VaultPay Security: call …" sent with 0.01 INR would read as ours unquoted),
+    so it is quoted, stripped of its own quotes, and the wallet id says who it is."""
+    name = facts.get("counterparty", "").translate(_OWN_QUOTES)
+    wallet_id = facts.get("counterparty_wallet_id", "")
+    return f'"{name}" ({wallet_id})' if wallet_id else f'"{name}"'
+
+
 def notification_text(kind: str, facts: Mapping[str, str]) -> NotificationText:
     """KeyError/ValueError for an event without the facts its kind needs."""
     amount = format_amount(facts["amount_minor"], facts["currency"])
@@ -38,13 +50,15 @@ def notification_text(kind: str, facts: Mapping[str, str]) -> NotificationText:
     who = facts.get("counterparty", "")
     if kind == "MONEY_SENT":
         return NotificationText(
-            kind, f"You sent {amount}", f"{amount} to {who} ({reference}).{_balance(facts)}"
+            kind,
+            f"You sent {amount}",
+            f"{amount} to {_wallet_holder(facts)}, reference {reference}.{_balance(facts)}",
         )
     if kind == "MONEY_RECEIVED":
         return NotificationText(
             kind,
             f"You received {amount}",
-            f"{amount} from {who} ({reference}).{_balance(facts)}",
+            f"{amount} from {_wallet_holder(facts)}, reference {reference}.{_balance(facts)}",
         )
     if kind == "TOP_UP":
         return NotificationText(

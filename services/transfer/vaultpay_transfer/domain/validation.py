@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Generic, Never, TypeVar, cast
 
 from vaultpay_common.errors import FieldViolation, ValidationError
-from vaultpay_common.text import has_control_characters
+from vaultpay_common.text import ascii_upper, has_control_characters
 from vaultpay_transfer.domain.errors import InvalidAmountError
 from vaultpay_transfer.domain.model import PaymentMethod
 
@@ -178,7 +178,7 @@ def check_recipient(wallet_id: str) -> str:
 def canonical_wallet_id(wallet_id: str) -> str:
     """The one spelling of a wallet id (upper case, no surrounding spaces), valid or not: what
     check_wallet_id checks, and what an idempotency fingerprint compares."""
-    return wallet_id.strip().upper()
+    return ascii_upper(wallet_id)
 
 
 def check_wallet_id(wallet_id: str, field: str, *, required: bool = True) -> str:
@@ -204,7 +204,7 @@ def canonical_payment_reference(reference: str) -> str:
 
 
 def canonical_ifsc(ifsc: str) -> str:
-    return ifsc.strip().upper()
+    return ascii_upper(ifsc)
 
 
 def canonical_account_number(number: str) -> str:

@@ -127,7 +127,7 @@ def _from(mapping: Mapping[E, int], value: int, field: str) -> E | None:
 def transaction_filter(
     request: transfer_pb2.ListTransactionsRequest | transfer_pb2.AdminListTransactionsRequest,
     *,
-    user_id: str = "",
+    user_id: str | None = None,
 ) -> TransactionFilter:
     """The listing's filters; one refusal names every malformed one."""
     staff = request if isinstance(request, transfer_pb2.AdminListTransactionsRequest) else None

@@ -128,9 +128,11 @@ class WalletGate(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TransactionFilter:
-    """Filters of a listing; None/empty means "any"."""
+    """Filters of a listing; None/empty means "any", except `user_id`: None is any user (the
+    staff listing), and any string, even an empty one, is that user only (a user's listing
+    whose caller somehow had no id lists nothing, never everyone's)."""
 
-    user_id: str = ""
+    user_id: str | None = None
     wallet_id: str = ""
     type: TransactionType | None = None
     category: TransactionCategory | None = None

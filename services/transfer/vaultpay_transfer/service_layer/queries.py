@@ -15,6 +15,7 @@ from vaultpay_common.clock import Clock
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKeyInUseError
 from vaultpay_common.ids import parse_uuid
+from vaultpay_common.text import ascii_upper
 from vaultpay_transfer.domain.errors import TransactionNotFoundError, WalletNotFoundError
 from vaultpay_transfer.domain.model import (
     REFERENCE_PATTERN,
@@ -69,7 +70,7 @@ class TransactionQueries:
         return _found(await self._store.get(user_id, tx_id))
 
     async def by_reference(self, user_id: str, reference: str) -> Transaction:
-        value = reference.strip().upper()
+        value = ascii_upper(reference)
         if not REFERENCE_PATTERN.match(value):
             raise ValidationError.single("reference_id", "must look like VP-TXN-XXXXXXXX")
         return _found(await self._store.by_reference(user_id, value))

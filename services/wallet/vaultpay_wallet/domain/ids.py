@@ -13,6 +13,8 @@ import re
 import secrets
 import string
 
+from vaultpay_common.text import ascii_upper
+
 __all__ = ["WALLET_ID_ALPHABET", "is_wallet_id", "new_wallet_id", "normalize_wallet_id"]
 
 WALLET_ID_ALPHABET = string.ascii_uppercase + string.digits
@@ -27,7 +29,7 @@ def new_wallet_id() -> str:
 
 def normalize_wallet_id(raw: str) -> str:
     """Ids are case-insensitive on input (LookupWallet) and upper case everywhere else."""
-    return raw.strip().upper()
+    return ascii_upper(raw)
 
 
 def is_wallet_id(value: str) -> bool:

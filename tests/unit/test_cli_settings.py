@@ -166,3 +166,44 @@ def test_a_setting_that_cannot_be_parsed_is_named_exit_2(
     said = capsys.readouterr().err
     assert "TRANSFER_DATABASE_CHAIN_ROLES: cannot be parsed" in said
     assert "canary" not in said and "Traceback" not in said
+
+
+@pytest.mark.parametrize(("given", "minutes"), [([], 30), (["--within", "240"], 240)])
+def test_verify_ledger_is_bounded_by_its_within_option(
+    unreachable_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    given: list[str],
+    minutes: int,
+) -> None:
+    """An operator with a ledger or audit chain too large for 30 minutes gives it longer
+    (review of 2026-12-04: past some size the default bound failed every run)."""
+    import time
+    from datetime import UTC, datetime
+
+    from vaultpay_common.context import remaining_seconds
+    from vaultpay_transfer.domain.model import LedgerReport
+    from vaultpay_transfer.entrypoints import bootstrap
+
+    seen: list[float | None] = []
+
+    class Verifier:
+        async def verify(self) -> LedgerReport:
+            seen.append(remaining_seconds())
+            return LedgerReport((), datetime.now(UTC))
+
+    monkeypatch.setattr(bootstrap, "build_verifier", lambda *_: Verifier())
+    began = time.monotonic()
+    assert cli.main(["verify-ledger", *given]) == 0
+    [left] = seen
+    assert left is not None
+    assert minutes * 60 - (time.monotonic() - began) - 1 < left <= minutes * 60
+
+
+@pytest.mark.parametrize("within", ["0", "1441", "half"])
+def test_verify_ledger_refuses_a_bound_outside_1_to_1440_minutes(
+    unreachable_database: str, capsys: pytest.CaptureFixture[str], within: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["verify-ledger", "--within", within])
+    assert exited.value.code == 2
+    assert "--within: must be a whole number of minutes from 1 to 1440" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 vaultpay-transfer migrate                          # platform + wallet + transfer migrations
 vaultpay-transfer verify-audit                     # the vaultpay database's audit chain
-vaultpay-transfer verify-ledger                    # the ledger's invariants + the audit chain
+vaultpay-transfer verify-ledger [--within M]       # the ledger's invariants + the audit chain,
+                                                   # given up after M minutes (1-1440, 30)
 vaultpay-transfer dead-letters [--limit N]         # transfer's outbox events that stopped
                                                    # retrying, oldest N (1-1000, 50) of the total
 vaultpay-transfer replay-dead-letter --event-id E  # send one again (after fixing the cause)
@@ -17,11 +18,14 @@ update wallet rows and read wallet's limits, so its migration needs wallet's tab
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from vaultpay_common.cli import READ_ONLY, ServiceCli
+from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import create_engine
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
+from vaultpay_transfer.adapters.verify_sql import UNBOUNDED_CALL_TIMEOUT
 from vaultpay_transfer.settings import TransferSettings
 
 __all__ = ["TRANSFER_CHAIN", "WALLET_CHAIN", "main"]
@@ -41,6 +45,7 @@ cli = ServiceCli(
     outbox_producer="transfer",
 )
 main = cli.main
+_MAX_MINUTES = 24 * 60
 
 
 @cli.command(
@@ -49,13 +54,33 @@ main = cli.main
     if_unreachable=READ_ONLY,
 )
 def _verify_args(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument(
+        "--within",
+        type=_minutes,
+        default=int(UNBOUNDED_CALL_TIMEOUT.total_seconds() // 60),
+        metavar="MINUTES",
+        help="give up (exit 3) after this many minutes, 1 to 1440 (default: %(default)s); a "
+        "ledger or audit chain too large for the default needs more, on a replica",
+    )
+
+
+def _minutes(text: str) -> int:
+    try:
+        minutes = int(text)
+    except ValueError:
+        minutes = 0
+    if not 1 <= minutes <= _MAX_MINUTES:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of minutes from 1 to {_MAX_MINUTES}, not {text!r}"
+        )
+    return minutes
 
 
 @_verify_args.run
 async def _verify(settings: TransferSettings, args: argparse.Namespace) -> int:
     from vaultpay_transfer.entrypoints.bootstrap import build_verifier
 
+    DEADLINE.set(time.monotonic() + args.within * 60)  # every check, the audit chain's too
     engine = create_engine(
         settings.database_url.get_secret_value(),
         pool_size=1,

@@ -31,6 +31,9 @@ class WalletSettings(PeerServiceSettings):
     outbox_poll_seconds: float = 1.0
     # Idempotency records older than this are deleted (at least 24 h, ARCHITECTURE.md).
     idempotency_retention_hours: int = 48
+    # PIN reset tokens, IP confirmations and trusted IPs are deleted this long after they
+    # expire (by the hourly cleanup; nothing reads an expired one as live). At least 1.
+    expired_row_retention_hours: int = 24
     # The currencies a wallet may be opened in, comma separated ("INR,USD"; INR must be one):
     # CreateWallet refuses any other (INVALID_ARGUMENT naming currency_code). A malformed value
     # stops the service at start-up. The tier limits (settings `limits.tier_*`) and transfer's
@@ -61,4 +64,11 @@ class WalletSettings(PeerServiceSettings):
     def _keeps_a_day(cls, value: int) -> int:
         if value < 24:
             raise ValueError("must be at least 24 (hours)")
+        return value
+
+    @field_validator("expired_row_retention_hours")
+    @classmethod
+    def _keeps_an_hour(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1 (hour)")
         return value

@@ -207,7 +207,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # functions again (a limit's refusal tells its time); t0017 adds the payouts' triggers and
     # their function (a payout changes only along its progress); t0018 adds the partial index
     # of the counted rare-category rows by completion time (GetTransferStats, CONCURRENTLY);
-    # t0019 replaces TopUp's function (a reference already credited is answered first).
+    # t0019 replaces TopUp's function (a reference already credited is answered first); w0009
+    # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge.
     assert set(changed) == {
         "columns",
         "functions",
@@ -224,6 +225,25 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     assert {"wallets", "wallet_pins", "ledger_postings", "payouts"} <= moved
     assert [name for name, _ in changed["indexes"][0]] == ["wallet_transactions_ledger_idx"]
     assert changed["indexes"][1] == [
+        (
+            "ip_confirmations_expires_idx",
+            "CREATE INDEX ip_confirmations_expires_idx ON public.ip_confirmations"
+            " USING btree (expires_at)",
+        ),
+        (
+            "pin_reset_tokens_expires_idx",
+            "CREATE INDEX pin_reset_tokens_expires_idx ON public.pin_reset_tokens"
+            " USING btree (expires_at)",
+        ),
+        (
+            "trusted_ips_expires_idx",
+            "CREATE INDEX trusted_ips_expires_idx ON public.trusted_ips USING btree (expires_at)",
+        ),
+        (
+            "wallet_pins_stale_lock_idx",
+            "CREATE INDEX wallet_pins_stale_lock_idx ON public.wallet_pins"
+            " USING btree (last_attempt_at) WHERE (failed_attempts >= 3)",
+        ),
         (
             "wallet_transactions_rare_category_idx",
             "CREATE INDEX wallet_transactions_rare_category_idx ON public.wallet_transactions"

@@ -60,6 +60,7 @@ trusted_ips = Table(
     PrimaryKeyConstraint("user_id", "ip_hash", name="trusted_ips_pkey"),
     CheckConstraint("ip_hash ~ '^[0-9a-f]{64}$'", name="trusted_ips_hash_hex"),
     Index("trusted_ips_user_seen_idx", "user_id", "last_seen_at", "ip_hash"),
+    Index("trusted_ips_expires_idx", "expires_at"),  # the retention's (w0009)
 )
 
 ip_confirmations = Table(
@@ -75,6 +76,7 @@ ip_confirmations = Table(
     PrimaryKeyConstraint("user_id", "ip_hash", name="ip_confirmations_pkey"),
     CheckConstraint("ip_hash ~ '^[0-9a-f]{64}$'", name="ip_confirmations_hash_hex"),
     Index("ip_confirmations_token_key", "token_hash", unique=True),
+    Index("ip_confirmations_expires_idx", "expires_at"),  # the retention's (w0009)
 )
 
 _t = trusted_ips.c

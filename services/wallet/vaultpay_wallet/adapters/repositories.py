@@ -6,7 +6,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -292,6 +304,10 @@ class SqlPinRepository:
         )
 
     async def stale_lock_wallet_ids(self, before: datetime, limit: int) -> Sequence[str]:
+        """Reads `wallet_pins_stale_lock_idx` (w0009), the used-up counters only. Its predicate
+        is literal SQL, never a bind parameter: asyncpg prepares the statement, and a generic
+        plan cannot prove `failed_attempts >= 3` from `failed_attempts >= $1` (it scanned the
+        whole table)."""
         c = wallet_pins.c
         lockout = exists().where(
             wallet_freezes.c.wallet_id == c.wallet_id,
@@ -300,7 +316,7 @@ class SqlPinRepository:
         rows = await self._conn.execute(
             select(c.wallet_id)
             .where(
-                c.failed_attempts >= MAX_FAILED_PIN_ATTEMPTS,
+                c.failed_attempts >= literal_column(str(MAX_FAILED_PIN_ATTEMPTS)),
                 c.last_attempt_at < before,
                 ~lockout,
             )

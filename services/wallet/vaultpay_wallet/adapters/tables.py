@@ -84,6 +84,12 @@ wallet_pins = Table(
     Column("updated_at", _TS, nullable=False),
     Column("last_attempt_at", _TS),
     CheckConstraint("failed_attempts BETWEEN 0 AND 3", name="wallet_pins_failed_attempts_range"),
+    # The stale-lock sweep's (w0009): used-up counters only, by their last attempt.
+    Index(
+        "wallet_pins_stale_lock_idx",
+        "last_attempt_at",
+        postgresql_where=text("failed_attempts >= 3"),
+    ),
 )
 
 pin_reset_tokens = Table(
@@ -95,6 +101,7 @@ pin_reset_tokens = Table(
     Column("expires_at", _TS, nullable=False),
     Column("used_at", _TS),
     Index("pin_reset_tokens_wallet_idx", "wallet_id", postgresql_where=text("used_at IS NULL")),
+    Index("pin_reset_tokens_expires_idx", "expires_at"),  # the retention's (w0009)
 )
 
 wallet_limit_overrides = Table(

@@ -1,8 +1,9 @@
 """Composition root of the wallet service, shared by the server and the integration tests.
 
 Builds everything inside the event loop: the runtime (engine, Redis, page tokens), peers,
-adapters, use cases, periodic jobs (audit sealer, freeze sweep, outbox relay, idempotency and
-outbox cleanup), the notification listener, and the gRPC host with the three servicers.
+adapters, use cases, periodic jobs (audit sealer, freeze sweep, outbox relay, idempotency,
+outbox and expired rows cleanup), the notification listener, and the gRPC host with the three
+servicers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from vaultpay_wallet.adapters.peers import GrpcKycStats, GrpcTransferFigures, Gr
 from vaultpay_wallet.adapters.pin_hasher import BcryptPinHasher
 from vaultpay_wallet.adapters.pins_pg import PgPinCheckFastPath
 from vaultpay_wallet.adapters.reads_pg import PgWalletReads
+from vaultpay_wallet.adapters.retention_sql import purge_expired_wallet_rows
 from vaultpay_wallet.adapters.unit_of_work import OUTBOX_PRODUCER, SqlWalletUnitOfWork
 from vaultpay_wallet.entrypoints.servicers import WalletServicer
 from vaultpay_wallet.entrypoints.servicers_staff import (
@@ -122,12 +124,14 @@ async def build_host(
         poll_interval=settings.outbox_poll_seconds,
     )
     retention = timedelta(hours=settings.idempotency_retention_hours)
+    expired_margin = timedelta(hours=settings.expired_row_retention_hours)
 
     async def cleanup() -> None:
         await purge_expired_idempotency_records(
             runtime.engine, IDEMPOTENCY_SERVICE, clock=clock, retention=retention
         )
         await purge_delivered_outbox_events(runtime.engine, OUTBOX_PRODUCER, clock=clock)
+        await purge_expired_wallet_rows(runtime.engine, clock=clock, margin=expired_margin)
 
     async def close_hasher() -> None:
         hasher.close()
@@ -141,7 +145,7 @@ async def build_host(
     runtime.seal_audit()
     runtime.every(settings.freeze_sweep_seconds, sweeper.sweep_expired_freezes, name="freeze sweep")
     runtime.every(0.0, relay.run, name="outbox relay")
-    runtime.every(3600.0, cleanup, name="idempotency and outbox cleanup")
+    runtime.every(3600.0, cleanup, name="idempotency, outbox and expired rows cleanup")
 
     host = runtime.host(SERVICES, peers.verifier, peers.introspector, revocations=peers.revocations)
     host.on_stopping(stop_streams)

@@ -25,6 +25,7 @@ from vaultpay_common.outbox import (
     PermanentDeliveryError,
     SqlOutbox,
     list_dead_letters,
+    outbox_purge_index_ddl,
     outbox_table_ddl,
     purge_delivered_outbox_events,
     replay_dead_letter,
@@ -71,6 +72,11 @@ async def app(databases: Provisioned) -> AsyncIterator[AsyncEngine]:
     async with owner.begin() as conn:
         for statement in outbox_table_ddl(databases.vaultpay_app_role):
             await conn.execute(text(statement))
+    # p0004's cleanup index, CONCURRENTLY: outside a transaction, as the migration runs it.
+    async with owner.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        for statement in outbox_purge_index_ddl():
+            await autocommit.execute(text(statement))
     await owner.dispose()
     engine = create_engine(databases.app_dsn("wallet"), pool_size=20, application_name="ob-test")
     yield engine

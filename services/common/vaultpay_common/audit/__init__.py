@@ -72,7 +72,13 @@ from vaultpay_common.audit.model import (
 )
 from vaultpay_common.audit.sealer import AuditChainBrokenError, AuditSealer
 from vaultpay_common.audit.store import AuditLog, list_audit_events
-from vaultpay_common.audit.tables import audit_ddl, audit_drop_ddl, audit_tables
+from vaultpay_common.audit.tables import (
+    audit_action_index_ddl,
+    audit_action_index_drop_ddl,
+    audit_ddl,
+    audit_drop_ddl,
+    audit_tables,
+)
 from vaultpay_common.audit.verify import verify_audit
 
 __all__ = [
@@ -91,6 +97,8 @@ __all__ = [
     "CheckpointInvalidError",
     "CheckpointStore",
     "FileCheckpointStore",
+    "audit_action_index_ddl",
+    "audit_action_index_drop_ddl",
     "audit_ddl",
     "audit_drop_ddl",
     "audit_table_ddl",

@@ -26,7 +26,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import UserDefinedType
 
-__all__ = ["SEAL_LOCK_KEY", "XID8", "audit_ddl", "audit_drop_ddl", "audit_tables", "split_sql"]
+__all__ = [
+    "SEAL_LOCK_KEY",
+    "XID8",
+    "audit_action_index_ddl",
+    "audit_action_index_drop_ddl",
+    "audit_ddl",
+    "audit_drop_ddl",
+    "audit_tables",
+    "split_sql",
+]
 
 # The advisory lock sealers serialise on (bytes "VPAUDSEL"); sql/functions.sql uses the same.
 SEAL_LOCK_KEY = int.from_bytes(b"VPAUDSEL", "big")
@@ -47,7 +56,8 @@ XID8 = _Xid8()
 
 
 def audit_tables(metadata: MetaData) -> tuple[Table, Table]:
-    """(audit_events, audit_seals) in `metadata`; matches sql/tables.sql."""
+    """(audit_events, audit_seals) in `metadata`; matches sql/tables.sql, then
+    sql/action_index.sql (platform p0004, auth 0006)."""
     events = Table(
         "audit_events",
         metadata,
@@ -66,6 +76,7 @@ def audit_tables(metadata: MetaData) -> tuple[Table, Table]:
         Index("audit_events_actor_idx", "actor_id", "sequence"),
         Index("audit_events_target_idx", "target_id", "sequence"),
         Index("audit_events_created_idx", "created_at"),
+        Index("audit_events_action_idx", "action", "sequence"),
     )
     seals = Table(
         "audit_seals",
@@ -125,3 +136,14 @@ def audit_ddl(app_role: str) -> list[str]:
 def audit_drop_ddl() -> list[str]:
     """Statements undoing `audit_ddl` (a downgrade)."""
     return split_sql(_script("drop.sql"))
+
+
+def audit_action_index_ddl() -> list[str]:
+    """The listing's `(action, sequence)` index, after `audit_ddl` (platform p0004, auth 0006):
+    CONCURRENTLY, so each statement must run outside a transaction (an autocommit block)."""
+    return split_sql(_script("action_index.sql"))
+
+
+def audit_action_index_drop_ddl() -> list[str]:
+    """Undoes `audit_action_index_ddl` (a downgrade), outside a transaction too."""
+    return split_sql(_script("action_index_drop.sql"))

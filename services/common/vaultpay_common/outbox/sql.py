@@ -10,7 +10,9 @@ token, so a relay whose lease expired cannot settle an event another relay re-cl
 that dies mid-delivery leaves the lease to expire, and the event is due again. Those two
 statements are in `relay_sql.py` (raw asyncpg: they run after every commit that adds events).
 
-Schema and privileges: `outbox_table_ddl(app_role)`. The app role may SELECT, INSERT, UPDATE
+Schema and privileges: `outbox_table_ddl(app_role)` creates the table as platform p0002 did,
+`outbox_purge_index_ddl()` adds what p0004 changed (run in that order by the platform chain and
+the integration tests). The app role may SELECT, INSERT, UPDATE
 (relay bookkeeping, replays) and DELETE (the cleanup of delivered events). Where the services
 log in as roles of their own, each service's chain adds `outbox_producer_policy_ddl`: row-level
 security lets a service's role see and write only the events it produces (the ledger's
@@ -22,7 +24,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +37,7 @@ from sqlalchemy import (
     Row,
     Table,
     Text,
-    delete,
+    bindparam,
     func,
     insert,
     select,
@@ -46,6 +48,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.expression import TextClause
 
 from vaultpay_common.clock import Clock
 from vaultpay_common.outbox.model import OutboxEvent, OutboxMessage, OutboxStatus, encode_payload
@@ -55,9 +58,12 @@ __all__ = [
     "OUTBOX_RETENTION",
     "SqlOutbox",
     "count_dead_letters",
+    "delivered_outbox_events_delete",
     "list_dead_letters",
     "outbox_producer_policy_ddl",
     "outbox_producer_policy_drop_ddl",
+    "outbox_purge_index_ddl",
+    "outbox_purge_index_drop_ddl",
     "outbox_table",
     "outbox_table_ddl",
     "outbox_table_drop_ddl",
@@ -72,13 +78,16 @@ _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 # Each producer's role sees its own events (vaultpay_common.row_security).
 _POLICIES = ServicePolicies(_TABLE_NAME, "outbox", "producer")
 _PENDING = text("status = 'PENDING'")
+_DELIVERED = text("status = 'DELIVERED'")
+_DELIVERED_INDEX = "outbox_events_delivered_idx"
+_PURGE_INDEX = "outbox_events_producer_delivered_idx"
 LAST_ERROR_LIMIT = 500
 _UUID_ARRAY = postgresql.ARRAY(UUID(as_uuid=False))
 _TIMESTAMP_ARRAY = postgresql.ARRAY(DateTime(timezone=True))
 _TEXT_ARRAY = postgresql.ARRAY(Text)
 
 
-def outbox_table(metadata: MetaData) -> Table:
+def _table(metadata: MetaData, *, at_head: bool) -> Table:
     return Table(
         _TABLE_NAME,
         metadata,
@@ -108,19 +117,28 @@ def outbox_table(metadata: MetaData) -> Table:
             "created_at",
             postgresql_where=text("status = 'DEAD'"),
         ),
-        Index(
-            "outbox_events_delivered_idx",
-            "delivered_at",
-            postgresql_where=text("status = 'DELIVERED'"),
+        *(
+            # What each producer's cleanup reads: its delivered events, oldest first (p0004).
+            [Index(_PURGE_INDEX, "producer", "delivered_at", postgresql_where=_DELIVERED)]
+            if at_head
+            else [Index(_DELIVERED_INDEX, "delivered_at", postgresql_where=_DELIVERED)]
         ),
     )
 
 
+def outbox_table(metadata: MetaData) -> Table:
+    """The table as it is at the platform chain's head (p0004's cleanup index)."""
+    return _table(metadata, at_head=True)
+
+
 _events = outbox_table(MetaData())
+# As p0002 created it: `outbox_table_ddl` must go on creating exactly that.
+_events_p0002 = _table(MetaData(), at_head=False)
 
 
 def outbox_table_ddl(app_role: str) -> list[str]:
-    """Statements that create the table and its indexes and grant the app role what it needs.
+    """Statements that create the table as p0002 did and grant the app role what it needs;
+    `outbox_purge_index_ddl` then brings it to the head's shape.
 
     Run in order by the table owner (the platform migration; integration tests).
     """
@@ -128,8 +146,8 @@ def outbox_table_ddl(app_role: str) -> list[str]:
         raise ValueError(f"not a plain role name: {app_role!r}")
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     return [
-        str(CreateTable(_events).compile(dialect=dialect)).strip(),
-        *(str(CreateIndex(index).compile(dialect=dialect)) for index in _events.indexes),
+        str(CreateTable(_events_p0002).compile(dialect=dialect)).strip(),
+        *(str(CreateIndex(index).compile(dialect=dialect)) for index in _events_p0002.indexes),
         f'REVOKE ALL ON {_TABLE_NAME} FROM "{app_role}"',
         f'GRANT SELECT, INSERT, UPDATE, DELETE ON {_TABLE_NAME} TO "{app_role}"',
     ]
@@ -137,6 +155,34 @@ def outbox_table_ddl(app_role: str) -> list[str]:
 
 def outbox_table_drop_ddl() -> list[str]:
     return [f"DROP TABLE IF EXISTS {_TABLE_NAME}"]
+
+
+def outbox_purge_index_ddl() -> list[str]:
+    """Platform p0004: the `(producer, delivered_at) WHERE status = 'DELIVERED'` index each
+    producer's cleanup reads, in place of p0002's `delivered_at` one (the cleanup was its only
+    reader, and read every producer's rows on it before reaching its own).
+
+    CONCURRENTLY, so each statement must run outside a transaction (Alembic's autocommit
+    block): the relays and every money movement write the table while it builds. A build that
+    failed leaves an INVALID index: the DROP first builds it again when the migration reruns.
+    """
+    return [
+        f"DROP INDEX CONCURRENTLY IF EXISTS {_PURGE_INDEX}",
+        f"CREATE INDEX CONCURRENTLY {_PURGE_INDEX} ON {_TABLE_NAME} (producer, delivered_at)"
+        f" WHERE {_DELIVERED.text}",
+        f"DROP INDEX CONCURRENTLY IF EXISTS {_DELIVERED_INDEX}",
+    ]
+
+
+def outbox_purge_index_drop_ddl() -> list[str]:
+    """p0004's downgrade: p0002's `delivered_at` index back, the cleanup's gone; CONCURRENTLY
+    (outside a transaction) too."""
+    return [
+        f"DROP INDEX CONCURRENTLY IF EXISTS {_DELIVERED_INDEX}",
+        f"CREATE INDEX CONCURRENTLY {_DELIVERED_INDEX} ON {_TABLE_NAME} (delivered_at)"
+        f" WHERE {_DELIVERED.text}",
+        f"DROP INDEX CONCURRENTLY IF EXISTS {_PURGE_INDEX}",
+    ]
 
 
 def outbox_producer_policy_ddl(producer: str, app_role: str) -> list[str]:
@@ -262,6 +308,43 @@ async def replay_dead_letter(conn: AsyncConnection, event_id: str, *, producer: 
     return bool(result.rowcount)
 
 
+# One batch of a cleanup: the victims are a range of p0004's `(producer, delivered_at) WHERE
+# status = 'DELIVERED'` index, and their row addresses take the DELETE straight to them (a TID
+# scan). Matching them by `event_id IN (SELECT ...)` let the planner hash-join a scan of the
+# whole table, every batch. Oldest first, the index's order, which no scan of the table has: so
+# the planner keeps to the index even where it guesses that most of the table is due (a generic
+# plan's guess; a scan with a LIMIT would read again, every batch, the pages earlier batches
+# emptied). The status is a literal and the batch size an integer: asyncpg prepares every
+# statement, and a generic plan can neither prove the partial index's predicate from
+# `status = $1` nor see how few rows `LIMIT $n` wants. The addresses are taken and used by one
+# statement, whose snapshot keeps them from being reused; a delivered event is never updated
+# again (every relay UPDATE requires 'PENDING'), and a row another purge deleted first is
+# skipped.
+_DELETE_BATCH = (
+    "DELETE FROM outbox_events WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM outbox_events"
+    " WHERE producer = :producer AND status = 'DELIVERED' AND delivered_at < :older_than"
+    " ORDER BY delivered_at LIMIT {batch_size}))"
+)
+
+
+def delivered_outbox_events_delete(
+    producer: str, older_than: datetime, *, batch_size: int
+) -> TextClause:
+    """The statement that deletes at most `batch_size` of `producer`'s events delivered before
+    `older_than`, reading them from the cleanup's index."""
+    if older_than.tzinfo is None:
+        raise ValueError("older_than must be an aware datetime")
+    if not producer:
+        raise ValueError("a purge needs its producer's name")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    return text(_DELETE_BATCH.format(batch_size=int(batch_size))).bindparams(
+        bindparam("producer", producer, type_=Text),
+        bindparam("older_than", older_than, type_=DateTime(timezone=True)),
+    )
+
+
 async def purge_delivered_outbox_events(
     engine: AsyncEngine,
     producer: str,
@@ -274,20 +357,11 @@ async def purge_delivered_outbox_events(
     most `batch_size` a transaction, and returns how many. A week of events can be millions of
     rows: one statement would delete them all in one long transaction next to the money path
     (and hold back vacuum). Dead letters stay until replayed; other producers' events are
-    theirs to clean up."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    older_than = clock.now() - retention
-    victims = (
-        select(_events.c.event_id)
-        .where(
-            _events.c.status == OutboxStatus.DELIVERED.value,
-            _events.c.delivered_at < older_than,
-            _events.c.producer == producer,
-        )
-        .limit(batch_size)
+    theirs to clean up (and, where each service logs in as a role of its own, row-level
+    security hides them anyway)."""
+    statement = delivered_outbox_events_delete(
+        producer, clock.now() - retention, batch_size=batch_size
     )
-    statement = delete(_events).where(_events.c.event_id.in_(victims))
     total = 0
     while True:
         async with engine.begin() as conn:

@@ -16,12 +16,12 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
+from vaultpay_common.cleanup import shared_tables_cleanup
 from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.grpc.revocations import SessionRevocations
 from vaultpay_common.grpc.server import GrpcServiceHost
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
-from vaultpay_common.idempotency import purge_expired_idempotency_records
-from vaultpay_common.outbox import OutboxRelay, purge_delivered_outbox_events
+from vaultpay_common.outbox import OutboxRelay
 from vaultpay_common.runtime import ServiceRuntime
 from vaultpay_kyc.adapters.deliveries import kyc_outbox_handlers
 from vaultpay_kyc.adapters.unit_of_work import OUTBOX_PRODUCER, SqlKycUnitOfWork
@@ -130,13 +130,14 @@ async def build_host(
         kyc_outbox_handlers(GrpcWalletEvents(wallet_channel, token, timeout), review.held_tier),
         poll_interval=settings.outbox_poll_seconds,
     )
-    retention = timedelta(hours=settings.idempotency_retention_hours)
 
-    async def cleanup() -> None:
-        await purge_expired_idempotency_records(
-            runtime.engine, IDEMPOTENCY_SERVICE, clock=clock, retention=retention
-        )
-        await purge_delivered_outbox_events(runtime.engine, OUTBOX_PRODUCER, clock=clock)
+    cleanup = shared_tables_cleanup(
+        runtime.engine,
+        service=IDEMPOTENCY_SERVICE,
+        producer=OUTBOX_PRODUCER,
+        clock=clock,
+        idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
+    )
 
     runtime.seal_audit()
     runtime.every(0.0, relay.run, name="outbox relay")

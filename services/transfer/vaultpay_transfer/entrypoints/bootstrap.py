@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from vaultpay_common.audit import FileCheckpointStore
+from vaultpay_common.cleanup import shared_tables_cleanup
 from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.grpc.revocations import SessionRevocations
 from vaultpay_common.grpc.server import GrpcServiceHost
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
-from vaultpay_common.idempotency import purge_expired_idempotency_records
-from vaultpay_common.outbox import OutboxRelay, purge_delivered_outbox_events
+from vaultpay_common.outbox import OutboxRelay
 from vaultpay_common.runtime import ServiceRuntime
 from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
 from vaultpay_transfer.adapters.deliveries import notification_relay
@@ -153,13 +153,14 @@ async def build_host(
         hold_seconds=settings.payout_hold_seconds,
         bank_seconds=settings.payout_bank_seconds,
     )
-    retention = timedelta(hours=settings.idempotency_retention_hours)
 
-    async def cleanup() -> None:
-        await purge_expired_idempotency_records(
-            runtime.engine, IDEMPOTENCY_SERVICE, clock=clock, retention=retention
-        )
-        await purge_delivered_outbox_events(runtime.engine, OUTBOX_PRODUCER, clock=clock)
+    cleanup = shared_tables_cleanup(
+        runtime.engine,
+        service=IDEMPOTENCY_SERVICE,
+        producer=OUTBOX_PRODUCER,
+        clock=clock,
+        idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
+    )
 
     runtime.seal_audit()
     runtime.every(0.0, relay.run, name="outbox relay")

@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_common.cleanup import shared_tables_cleanup
 from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.config import SmtpSettings
 from vaultpay_common.grpc.server import GrpcServiceHost
-from vaultpay_common.idempotency import purge_expired_idempotency_records
 from vaultpay_common.mail import SmtpMailer
-from vaultpay_common.outbox import OutboxRelay, purge_delivered_outbox_events
+from vaultpay_common.outbox import OutboxRelay
 from vaultpay_common.runtime import ServiceRuntime
 from vaultpay_common.sealing import AesGcmSealer
 from vaultpay_wallet.adapters.deliveries import wallet_outbox_handlers
@@ -123,15 +123,22 @@ async def build_host(
         wallet_outbox_handlers(contacts, SmtpMailer(smtp or SmtpSettings()), sealer, notifications),
         poll_interval=settings.outbox_poll_seconds,
     )
-    retention = timedelta(hours=settings.idempotency_retention_hours)
     expired_margin = timedelta(hours=settings.expired_row_retention_hours)
 
-    async def cleanup() -> None:
-        await purge_expired_idempotency_records(
-            runtime.engine, IDEMPOTENCY_SERVICE, clock=clock, retention=retention
+    async def expired_wallet_rows() -> int:
+        deleted = await purge_expired_wallet_rows(
+            runtime.engine, clock=clock, margin=expired_margin
         )
-        await purge_delivered_outbox_events(runtime.engine, OUTBOX_PRODUCER, clock=clock)
-        await purge_expired_wallet_rows(runtime.engine, clock=clock, margin=expired_margin)
+        return sum(deleted.values())
+
+    cleanup = shared_tables_cleanup(
+        runtime.engine,
+        service=IDEMPOTENCY_SERVICE,
+        producer=OUTBOX_PRODUCER,
+        clock=clock,
+        idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
+        own={"expired PIN reset codes, IP confirmations and trusted IPs": expired_wallet_rows},
+    )
 
     async def close_hasher() -> None:
         hasher.close()

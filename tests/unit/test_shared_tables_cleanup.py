@@ -18,7 +18,7 @@ class _Clock:
         return datetime(2026, 12, 4, tzinfo=UTC)
 
 
-async def test_a_failing_idempotency_purge_still_lets_the_outbox_purge_run(
+async def test_a_failing_idempotency_purge_still_lets_the_other_purges_run(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[tuple[str, str]] = []
@@ -31,6 +31,10 @@ async def test_a_failing_idempotency_purge_still_lets_the_outbox_purge_run(
         calls.append(("outbox", producer))
         return 3
 
+    async def own_rows() -> int:
+        calls.append(("own", "kyc"))
+        return 1
+
     monkeypatch.setattr(cleanup, "purge_expired_idempotency_records", failing_idempotency)
     monkeypatch.setattr(cleanup, "purge_delivered_outbox_events", outbox)
     job = shared_tables_cleanup(
@@ -39,10 +43,11 @@ async def test_a_failing_idempotency_purge_still_lets_the_outbox_purge_run(
         producer="kyc",
         clock=_Clock(),
         idempotency_retention=timedelta(hours=24),
+        own={"the service's own rows": own_rows},
     )
     with caplog.at_level(logging.INFO, logger="vaultpay_common.cleanup"):
         await job()  # the failure is logged, not raised: the periodic job does not log it twice
-    assert calls == [("idempotency", "kyc"), ("outbox", "kyc")]
+    assert calls == [("idempotency", "kyc"), ("outbox", "kyc"), ("own", "kyc")]
     failed = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [getattr(r, "purge", None) for r in failed] == ["idempotency records"]
     assert failed[0].exc_info is not None and isinstance(failed[0].exc_info[1], TimeoutError)

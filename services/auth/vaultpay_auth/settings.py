@@ -25,6 +25,9 @@ class AuthSettings(ServiceSettings):
     access_token_ttl_seconds: int = 15 * 60
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     service_token_ttl_seconds: int = 10 * 60
+    # How long a session and its refresh tokens are kept after the session ended (expired or
+    # revoked) before the hourly cleanup deletes them; at least a day (adapters/retention.py).
+    session_retention_seconds: int = Field(default=30 * 24 * 3600, ge=24 * 3600)
     login_failures_per_account: int = 5
     login_failures_per_ip: int = 20
     login_failure_window_seconds: int = 15 * 60

@@ -21,10 +21,9 @@ from importlib.resources import files
 from typing import Any
 
 import asyncpg
-from sqlalchemy import delete, func, literal
+from sqlalchemy import Integer, Interval, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from vaultpay_auth.adapters.tables import session_revocations
 from vaultpay_auth.domain.revocations import FeedCursor, FeedRead, FeedRow, RevokedSession
 from vaultpay_common.audit.tables import split_sql
 from vaultpay_common.db import DatabaseUnavailableError
@@ -51,7 +50,6 @@ _DROP = [
 REVOCATION_CHANNEL = "vaultpay_auth_session_revocations"
 _PROBE_TIMEOUT = 2.0
 
-_T = session_revocations
 _MAX_BIGINT = 2**63 - 1
 
 # The snapshot's horizon and newest id joined with the page (LEFT JOIN on a one-row anchor: the
@@ -77,6 +75,20 @@ ORDER BY page.xact_id::xid8, page.sequence
 """
 _READ_FROM_HORIZON = _READ.format(cursor="r.xact_id >= $3::text::xid8")
 _READ_AFTER = _READ.format(cursor="(r.xact_id, r.sequence) > ($3::text::xid8, $4::bigint)")
+
+
+# One batch of the purge: the oldest rows by `session_revocations_recorded_idx`, deleted by
+# their addresses (a TID scan), as the idempotency purge does. The cut is the database's clock,
+# the one `recorded_at` was written with.
+_PURGE_BATCH = text(
+    "DELETE FROM session_revocations WHERE ctid = ANY(ARRAY("
+    "SELECT r.ctid FROM session_revocations r"
+    " WHERE r.recorded_at < clock_timestamp() - CAST(:older_than AS interval)"
+    " ORDER BY r.recorded_at LIMIT :batch_size))"
+).bindparams(
+    bindparam("older_than", type_=Interval()),
+    bindparam("batch_size", type_=Integer),
+)
 
 
 def revocation_feed_ddl(app_role: str) -> list[str]:
@@ -134,13 +146,24 @@ class SqlRevocationFeed:
             ],
         )
 
-    async def purge(self, older_than: timedelta) -> int:
-        """Deletes rows no poller can need any more; returns how many."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                delete(_T).where(_T.c.recorded_at < func.clock_timestamp() - literal(older_than))
-            )
-        return int(result.rowcount)
+    async def purge(self, older_than: timedelta, *, batch_size: int = 5_000) -> int:
+        """Deletes rows recorded more than `older_than` ago (no poller can need them any more),
+        at most `batch_size` a transaction; returns how many.
+
+        A burst of revocations (a mass deactivation, a role change of many) can leave many rows
+        due at once: one DELETE would hold their locks in one long transaction."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        total = 0
+        while True:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(
+                    _PURGE_BATCH, {"older_than": older_than, "batch_size": batch_size}
+                )
+            deleted = int(result.rowcount)
+            total += deleted
+            if deleted < batch_size:
+                return total
 
 
 class PgRevocationNotices:

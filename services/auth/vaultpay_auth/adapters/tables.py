@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import UUID
 
@@ -64,7 +65,11 @@ sessions = Table(
     Column("revoked_at", DateTime(timezone=True)),
     Column("revoke_reason", Text, nullable=False, server_default=""),
     Index("sessions_user_idx", "user_id"),
+    # auth 0007: what revoking every session of a user reads (its sessions not revoked).
+    Index("sessions_live_user_idx", "user_id", postgresql_where=text("revoked_at IS NULL")),
 )
+# auth 0007: when a session ended (LEAST ignores a NULL revoked_at); the cleanup job reads it.
+Index("sessions_ended_idx", func.least(sessions.c.expires_at, sessions.c.revoked_at))
 
 refresh_tokens = Table(
     "refresh_tokens",

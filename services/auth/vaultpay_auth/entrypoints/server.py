@@ -11,6 +11,7 @@ from datetime import timedelta
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
+from vaultpay_auth.adapters.retention import purge_ended_sessions
 from vaultpay_auth.adapters.revocations import PgRevocationNotices, SqlRevocationFeed
 from vaultpay_auth.adapters.signing import JwtIssuer, KeyRing
 from vaultpay_auth.adapters.throttle import RedisLoginThrottle, RedisSignUpThrottle
@@ -128,12 +129,19 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     async def purge_revocations() -> None:
         await feed_table.purge(2 * look_back)
 
+    # Sessions (and their refresh tokens) that ended more than the retention ago.
+    session_retention = timedelta(seconds=settings.session_retention_seconds)
+
+    async def purge_sessions() -> None:
+        await purge_ended_sessions(runtime.engine, retention=session_retention)
+
     async def close_hasher() -> None:
         hasher.close()
 
     runtime.on_shutdown(close_hasher)
     runtime.seal_audit()
     runtime.every(3600.0, purge_revocations, name="revocation feed purge")
+    runtime.every(3600.0, purge_sessions, name="ended session purge")
     # No revocation set: every call asks the database (always_strict) whether its session lives.
     host = runtime.host(SERVICES, verifier, introspector, revocations=None, always_strict=True)
     tokens = runtime.page_tokens

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
 from tests.integration.transfer.sql_capture import CapturedStatement, prepared_plan_scans
 from vaultpay_common.audit import AuditQuery, list_audit_events
@@ -199,6 +200,9 @@ async def test_the_audit_listing_by_action_reads_a_range_of_the_action_index(
                 sequences = [r.sequence for r in page]
                 assert sequences == sorted(sequences, reverse=True), name
                 assert sequences[0] > before - RARE_EVERY - 1, name  # none skipped
+                # Planned for the action it looks for, never by the generic plan.
+                planned = await conn.execute(text("SHOW plan_cache_mode"))
+                assert planned.scalar_one() == "force_custom_plan", name
     finally:
         await engine.dispose()
     dsn = _plain(migrated.app_dsn("wallet"))

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy import event, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, InvalidatePoolError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -115,16 +115,17 @@ def create_engine(
 
 def replace_closed_at_checkout(dbapi_connection: object, record: object, proxy: object) -> None:
     """Pool checkout hook: a pooled connection whose socket PostgreSQL closed (a restart, a
-    failover, pg_terminate_backend) while it sat idle is known closed to asyncpg, which read
-    the end of file. Without this every such connection failed the one call that took it,
-    and after a restart that was one call per pooled connection, minutes later for the
-    least used ones. Raising InvalidatePoolError makes SQLAlchemy discard it and every
-    connection opened before it (their next checkout replaces them too) and hand out a new
-    one: no round trip, one method call per checkout."""
+    failover, pg_terminate_backend, idle_session_timeout) while it sat idle is known closed
+    to asyncpg, which read the end of file. Without this every such connection failed the
+    one call that took it, and after a restart that was one call per pooled connection,
+    minutes later for the least used ones. Raising DisconnectionError makes SQLAlchemy
+    discard that connection and hand out a new one; the others stay (each is checked at its
+    own checkout, so one ended backend does not make the whole pool reconnect). No round
+    trip: one method call per checkout."""
     driver = getattr(dbapi_connection, "driver_connection", None)
     is_closed = getattr(driver, "is_closed", None)
     if is_closed is not None and is_closed():
-        raise InvalidatePoolError("the pooled connection was closed by the server")
+        raise DisconnectionError("the pooled connection was closed by the server")
 
 
 class SqlUnitOfWork:

@@ -23,7 +23,11 @@ from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.auth.conftest import AuthStack, bearer
-from tests.integration.transfer.sql_capture import CapturedStatement, prepared_plan_scans
+from tests.integration.transfer.sql_capture import (
+    CapturedStatement,
+    prepared_plan_index_conditions,
+    prepared_plan_scans,
+)
 from tests.support import rpc_failure
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
@@ -334,6 +338,11 @@ async def test_the_cleanups_find_their_rows_by_index(
             assert indexes <= {index for _, index in scans}, (name, mode, scans)
             assert ("Tid Scan", table) in scans, (name, mode, scans)
             assert "Seq Scan" not in {kind for kind, _ in scans}, (name, mode, scans)
+    # The feed's cut is a range of its index, not a walk of the whole index filtering each
+    # entry (clock_timestamp() is volatile, so it could not be an index condition).
+    conditions = await prepared_plan_index_conditions(app_dsn, "feed_cut", statements["feed"])
+    for mode, found in conditions.items():
+        assert found.get("session_revocations_recorded_idx"), (mode, found)
 
     cut = datetime.now(UTC)
     due = await owner.fetchval(

@@ -67,19 +67,45 @@ def plan_scans(document: Any) -> list[tuple[str, str]]:
     ]
 
 
+def plan_index_conditions(document: Any) -> dict[str, str]:
+    """Index name -> its Index Cond ("" for none: the scan walks the whole index, filtering)
+    of every index scan of an EXPLAIN (FORMAT JSON) plan."""
+    root = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    return {
+        node["Index Name"]: node.get("Index Cond", "")
+        for node in _nodes(root)
+        if node.get("Index Name")
+    }
+
+
+async def _prepared_explains(dsn: str, name: str, captured: CapturedStatement) -> dict[str, Any]:
+    """EXPLAIN (FORMAT JSON) of the generic and of the custom plan of the captured statement,
+    prepared as `name` on a connection of `dsn` (the role the service prepares it as)."""
+    execute = execute_prepared(name, captured.parameters)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"PREPARE {name} AS {captured.statement}")
+        explains = {}
+        for mode in ("force_generic_plan", "force_custom_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            explains[mode] = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute}")
+    finally:
+        await conn.close()
+    return explains
+
+
 async def prepared_plan_scans(
     dsn: str, name: str, captured: CapturedStatement
 ) -> dict[str, list[tuple[str, str]]]:
     """The scans of the generic and of the custom plan of the captured statement, prepared
     as `name` on a connection of `dsn` (the role the service prepares it as)."""
-    execute = execute_prepared(name, captured.parameters)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f"PREPARE {name} AS {captured.statement}")
-        plans = {}
-        for mode in ("force_generic_plan", "force_custom_plan"):
-            await conn.execute(f"SET plan_cache_mode = {mode}")
-            plans[mode] = plan_scans(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {execute}"))
-    finally:
-        await conn.close()
-    return plans
+    explains = await _prepared_explains(dsn, name, captured)
+    return {mode: plan_scans(document) for mode, document in explains.items()}
+
+
+async def prepared_plan_index_conditions(
+    dsn: str, name: str, captured: CapturedStatement
+) -> dict[str, dict[str, str]]:
+    """`plan_index_conditions` of the generic and of the custom plan (see prepared_plan_scans)."""
+    explains = await _prepared_explains(dsn, name, captured)
+    return {mode: plan_index_conditions(document) for mode, document in explains.items()}

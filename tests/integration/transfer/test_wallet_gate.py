@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.context import DEADLINE
-from vaultpay_transfer.adapters.wallet_peer import GrpcWalletGate
+from vaultpay_transfer.adapters.wallet_peer import LEDGER_CALL_RESERVE, GrpcWalletGate
 from vaultpay_transfer.domain.errors import PassedThroughError, WalletUnavailableError
 from vaultpay_transfer.service_layer.ports import IpCheck
 
@@ -114,7 +114,8 @@ async def test_the_callers_deadline_bounds_the_call_to_wallet(
     wallet: tuple[FakeWallet, GrpcWalletGate],
 ) -> None:
     """gRPC deadline propagation (review of 2026-12-04): a caller with 1 s left gives wallet
-    1 s, not the peer timeout (5 s here); one with more, or none, the peer timeout."""
+    that less the ledger call's reserve, not the peer timeout (5 s here); one with more, or
+    none, the peer timeout."""
     fake, gate = wallet
     for left in (1.0, 60.0, None):
         token = DEADLINE.set(None if left is None else time.monotonic() + left)
@@ -123,7 +124,7 @@ async def test_the_callers_deadline_bounds_the_call_to_wallet(
         finally:
             DEADLINE.reset(token)
     short, long_, unset = fake.time_left
-    assert short is not None and 0.5 < short < 1.1
+    assert short is not None and 0.5 < short < 1.1 - LEDGER_CALL_RESERVE  # the ledger's share
     assert long_ is not None and 4.5 < long_ < 5.1
     assert unset is not None and 4.5 < unset < 5.1
 

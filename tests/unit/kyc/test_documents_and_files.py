@@ -179,3 +179,11 @@ def test_a_file_over_the_cap_is_refused_before_it_is_looked_at() -> None:
 def test_content_types_other_than_the_three_are_refused(content_type: str) -> None:
     field, _ = _file_refusal(PDF, content_type)
     assert field == "document_content_type"
+
+
+def test_a_letter_that_upper_cases_into_ascii_is_not_an_ascii_letter() -> None:
+    """ "\ufb00".upper() is "FF": "ABC\ufb001234F" is refused, not read as the PAN
+    ABCFF1234F (review of 2026-12-04)."""
+    with pytest.raises(ValidationError):
+        _check(DocumentType.PAN, "ABC\ufb001234F")
+    assert _check(DocumentType.PAN, "abcpe1234f") == "ABCPE1234F"

@@ -299,6 +299,12 @@ def test_a_senders_chosen_name_is_quoted_beside_its_wallet_id() -> None:
     assert (
         sent.body == '0.01 INR to "Bob" (VPY-AB12CD), reference VP-TXN-ABCD2345. Balance: 0.01 INR.'
     )
+    # Every other mark that reads as a double quote (low, reversed, angle, fullwidth, prime,
+    # CJK) is made a single one too; a name's own single quotes and letters stay.
+    marks = "\u201e\u201f\u00ab\u00bb\u2039\u203a\uff02\u2033\u301d\u301e\u301f"
+    named = notification_text("MONEY_RECEIVED", {**facts, "counterparty": f"O'Neil {marks}"})
+    singles = "'" * len(marks)
+    assert named.body.startswith('0.01 INR from "O' + "'" + "Neil " + singles + '" (VPY-AB12CD)')
 
 
 async def test_a_malformed_notification_event_is_dead_lettered_not_retried() -> None:

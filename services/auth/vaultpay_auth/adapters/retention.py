@@ -14,7 +14,7 @@ what reuse detection reads.
 
 The job deletes in rounds, each its own short transaction: at most `batch_size` tokens of the
 oldest `batch_size` ended sessions (the foreign key wants them gone first), then those of these
-sessions that have no token left. The sessions come from `sessions_ended_idx` (auth 0006), an
+sessions that have no token left. The sessions come from `sessions_ended_idx` (auth 0007), an
 index on the end, in order; the rows go by their addresses (a TID scan), as the idempotency
 purge does. Nothing else refers to a session: the revocation feed's rows copy what they need
 (and are purged on their own clock) and audit rows name sessions by id, never by key.

@@ -79,11 +79,13 @@ _READ_AFTER = _READ.format(cursor="(r.xact_id, r.sequence) > ($3::text::xid8, $4
 
 # One batch of the purge: the oldest rows by `session_revocations_recorded_idx`, deleted by
 # their addresses (a TID scan), as the idempotency purge does. The cut is the database's clock,
-# the one `recorded_at` was written with.
+# the one `recorded_at` was written with, read as statement_timestamp(): a stable function is
+# an index condition (a range of the index); clock_timestamp(), volatile, made every batch walk
+# the whole index, filtering.
 _PURGE_BATCH = text(
     "DELETE FROM session_revocations WHERE ctid = ANY(ARRAY("
     "SELECT r.ctid FROM session_revocations r"
-    " WHERE r.recorded_at < clock_timestamp() - CAST(:older_than AS interval)"
+    " WHERE r.recorded_at < statement_timestamp() - CAST(:older_than AS interval)"
     " ORDER BY r.recorded_at LIMIT :batch_size))"
 ).bindparams(
     bindparam("older_than", type_=Interval()),

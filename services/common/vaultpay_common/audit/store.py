@@ -103,6 +103,10 @@ async def list_audit_events(
         stmt = stmt.where(c.actor_id == query.actor_id)
     if query.action:
         stmt = stmt.where(c.action == query.action)
+        # asyncpg prepares the statement, and its generic plan cannot see which action it
+        # looks for (it prices every one as common) and may walk the whole primary key back
+        # for a rare one: this transaction plans for the values (the action index's range).
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     if query.target_id:
         stmt = stmt.where(c.target_id == query.target_id)
     if query.start is not None:

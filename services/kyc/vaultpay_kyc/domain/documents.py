@@ -23,6 +23,7 @@ import re
 from enum import Enum
 
 from vaultpay_common.errors import ValidationError
+from vaultpay_common.text import ascii_upper
 
 __all__ = [
     "DL_STATE_CODES",
@@ -106,8 +107,8 @@ def verhoeff_check_digit(digits: str) -> str:
 
 
 def normalise_document_number(raw: str) -> str:
-    """Upper case, without whitespace or hyphens."""
-    return _SEPARATORS.sub("", raw).upper()
+    """Upper case (ASCII only: "\ufb00".upper() is "FF"), without whitespace or hyphens."""
+    return ascii_upper(_SEPARATORS.sub("", raw))
 
 
 def check_document_number(

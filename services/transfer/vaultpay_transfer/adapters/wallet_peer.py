@@ -125,6 +125,10 @@ def _kyc_verified(tier: int) -> bool | None:
     return tier != kyc_tier_pb2.KYC_TIER_NONE
 
 
+# What a movement keeps of its caller's deadline for its ledger call after wallet answers.
+LEDGER_CALL_RESERVE = 0.25  # seconds
+
+
 class GrpcWalletGate:
     def __init__(self, channel: grpc.aio.Channel, token: TokenSource, timeout: float) -> None:
         self._stub = wallet_pb2_grpc.WalletInternalServiceStub(channel)
@@ -132,10 +136,13 @@ class GrpcWalletGate:
         self._timeout = timeout
 
     def _call_timeout(self) -> float:
-        """The peer timeout, or what is left of our caller's deadline if that is shorter
-        (gRPC's deadline propagation): wallet then knows when nobody waits any more."""
+        """The peer timeout, or what is left of our caller's deadline less the ledger call's
+        reserve if that is shorter (gRPC's deadline propagation): wallet then knows when
+        nobody waits any more, and a check that passes leaves time to move the money."""
         left = remaining_seconds()
-        return self._timeout if left is None else max(0.0, min(self._timeout, left))
+        if left is None:
+            return self._timeout
+        return max(0.0, min(self._timeout, left - LEDGER_CALL_RESERVE))
 
     async def _metadata(self) -> tuple[tuple[str, str], ...]:
         try:

@@ -7,6 +7,7 @@ event's facts.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,14 +32,21 @@ def _balance(facts: Mapping[str, str]) -> str:
     return f" Balance: {format_amount(after, facts['currency'])}." if after else ""
 
 
-_OWN_QUOTES = str.maketrans({'"': "'", "\u201c": "'", "\u201d": "'"})
+# ASCII, low double, fullwidth, double prime, CJK double primes (the others are Pi or Pf).
+_OTHER_DOUBLE_QUOTES = '"\u201e\uff02\u2033\u301d\u301e\u301f'
+
+
+def _is_double_quote(char: str) -> bool:
+    """A mark that could read as closing our quotes: the ASCII one, any initial or final
+    quotation mark (Pi, Pf: curly, low, angle quotes), the fullwidth one, a double prime."""
+    return char in _OTHER_DOUBLE_QUOTES or unicodedata.category(char) in ("Pi", "Pf")
 
 
 def _wallet_holder(facts: Mapping[str, str]) -> str:
     """The other wallet of a send, as `"Name" (VPY-XXXXXX)`: a display name is anyone's choice
     of words ("VaultPay Security: call …" sent with 0.01 INR would read as ours unquoted),
     so it is quoted, stripped of its own quotes, and the wallet id says who it is."""
-    name = facts.get("counterparty", "").translate(_OWN_QUOTES)
+    name = "".join("'" if _is_double_quote(c) else c for c in facts.get("counterparty", ""))
     wallet_id = facts.get("counterparty_wallet_id", "")
     return f'"{name}" ({wallet_id})' if wallet_id else f'"{name}"'
 

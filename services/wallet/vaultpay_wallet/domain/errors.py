@@ -73,8 +73,9 @@ class WalletAlreadyFrozenError(FailedPreconditionError):
     def __init__(self, until: datetime | None) -> None:
         ends = f"until {until.isoformat()}" if until is not None else "with no end"
         super().__init__(
-            f"staff already froze this wallet {ends}; a staff freeze never shortens it "
-            "(unfreeze it first)",
+            f"staff already froze this wallet {ends}; a staff freeze never shortens it (to end "
+            "it sooner, unfreeze the wallet, which also lifts the owner's own freeze and a PIN "
+            "lockout)",
             metadata={"until": "" if until is None else until.isoformat()},
         )
 

@@ -185,7 +185,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
         self, request: wallet_pb2.AdminListLimitsRequest, context: Ctx
     ) -> wallet_pb2.AdminListLimitsResponse:
         flt = LimitOverrideFilter(
-            wallet_id=request.wallet_id.strip().upper(),
+            wallet_id=normalize_wallet_id(request.wallet_id),
             source=source_from_proto(request.source),
             action=action_from_proto(request.action),
         )

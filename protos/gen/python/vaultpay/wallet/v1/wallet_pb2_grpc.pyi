@@ -514,7 +514,9 @@ class WalletAdminServiceStub:
     a staff freeze. A staff freeze never shortens the staff freeze in force: one that would
     end earlier (or ends where the one in force has no end) answers FAILED_PRECONDITION,
     reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
-    changes nothing (lift it first); one that lasts at least as long replaces it. Audited.
+    changes nothing (to end it sooner, AdminUnfreezeWallet, which lifts every freeze); one
+    that lasts at least as long replaces it (the audit log keeps the one it replaced).
+    Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -576,7 +578,9 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     a staff freeze. A staff freeze never shortens the staff freeze in force: one that would
     end earlier (or ends where the one in force has no end) answers FAILED_PRECONDITION,
     reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
-    changes nothing (lift it first); one that lasts at least as long replaces it. Audited.
+    changes nothing (to end it sooner, AdminUnfreezeWallet, which lifts every freeze); one
+    that lasts at least as long replaces it (the audit log keeps the one it replaced).
+    Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -653,7 +657,9 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         a staff freeze. A staff freeze never shortens the staff freeze in force: one that would
         end earlier (or ends where the one in force has no end) answers FAILED_PRECONDITION,
         reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
-        changes nothing (lift it first); one that lasts at least as long replaces it. Audited.
+        changes nothing (to end it sooner, AdminUnfreezeWallet, which lifts every freeze); one
+        that lasts at least as long replaces it (the audit log keeps the one it replaced).
+        Audited.
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
         reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
         (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason

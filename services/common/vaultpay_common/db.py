@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
@@ -33,6 +34,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "SqlUnitOfWork",
     "create_engine",
+    "delete_in_batches",
     "limit_statements",
     "limit_statements_to_deadline",
     "query_canceled",
@@ -212,3 +214,22 @@ class SqlUnitOfWork:
             # The connection died under us (database restart, network): nothing committed,
             # and a retry will get a fresh connection.
             raise DatabaseUnavailableError() from exc
+
+
+async def delete_in_batches(
+    engine: AsyncEngine,
+    one_batch: Callable[[AsyncConnection], Awaitable[int]],
+    batch_size: int,
+) -> int:
+    """Runs `one_batch` (it deletes at most `batch_size` rows and says how many), each in a
+    transaction of its own, until one deletes fewer; returns how many went in all. The purges'
+    shape: no long transaction holding many rows' locks, nothing left that was due."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    total = 0
+    while True:
+        async with engine.begin() as conn:
+            deleted = await one_batch(conn)
+        total += deleted
+        if deleted < batch_size:
+            return total

@@ -22,11 +22,11 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import Integer, Interval, bindparam, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_auth.domain.revocations import FeedCursor, FeedRead, FeedRow, RevokedSession
 from vaultpay_common.audit.tables import split_sql
-from vaultpay_common.db import DatabaseUnavailableError
+from vaultpay_common.db import DatabaseUnavailableError, delete_in_batches
 from vaultpay_common.pg_failures import LOST_CONNECTION
 from vaultpay_common.pg_raw import borrowed_driver
 
@@ -154,18 +154,12 @@ class SqlRevocationFeed:
 
         A burst of revocations (a mass deactivation, a role change of many) can leave many rows
         due at once: one DELETE would hold their locks in one long transaction."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        total = 0
-        while True:
-            async with self._engine.begin() as conn:
-                result = await conn.execute(
-                    _PURGE_BATCH, {"older_than": older_than, "batch_size": batch_size}
-                )
-            deleted = int(result.rowcount)
-            total += deleted
-            if deleted < batch_size:
-                return total
+
+        async def one_batch(conn: AsyncConnection) -> int:
+            params = {"older_than": older_than, "batch_size": batch_size}
+            return int((await conn.execute(_PURGE_BATCH, params)).rowcount)
+
+        return await delete_in_batches(self._engine, one_batch, batch_size)
 
 
 class PgRevocationNotices:

@@ -61,6 +61,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.expression import Delete, TextClause
 
 from vaultpay_common.clock import Clock
+from vaultpay_common.db import delete_in_batches
 from vaultpay_common.idempotency.model import (
     IdempotencyKey,
     IdempotencyKeyInUseError,
@@ -341,12 +342,10 @@ async def purge_expired_idempotency_records(
     if retention < IDEMPOTENCY_RETENTION:
         raise ValueError("idempotency records must be kept at least 24 hours")
     older_than = clock.now() - retention
-    total = 0
-    while True:
-        async with engine.begin() as conn:
-            deleted = await delete_expired_idempotency_records(
-                conn, service, older_than, batch_size=batch_size
-            )
-        total += deleted
-        if deleted < batch_size:
-            return total
+    return await delete_in_batches(
+        engine,
+        lambda conn: delete_expired_idempotency_records(
+            conn, service, older_than, batch_size=batch_size
+        ),
+        batch_size,
+    )

@@ -51,6 +51,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.expression import TextClause
 
 from vaultpay_common.clock import Clock
+from vaultpay_common.db import delete_in_batches
 from vaultpay_common.outbox.model import OutboxEvent, OutboxMessage, OutboxStatus, encode_payload
 from vaultpay_common.row_security import ServicePolicies
 
@@ -362,10 +363,8 @@ async def purge_delivered_outbox_events(
     statement = delivered_outbox_events_delete(
         producer, clock.now() - retention, batch_size=batch_size
     )
-    total = 0
-    while True:
-        async with engine.begin() as conn:
-            deleted = int((await conn.execute(statement)).rowcount)
-        total += deleted
-        if deleted < batch_size:
-            return total
+
+    async def one_batch(conn: AsyncConnection) -> int:
+        return int((await conn.execute(statement)).rowcount)
+
+    return await delete_in_batches(engine, one_batch, batch_size)

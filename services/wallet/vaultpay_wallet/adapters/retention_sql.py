@@ -22,6 +22,7 @@ again), which is then kept.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime, timedelta
 
@@ -29,6 +30,7 @@ from sqlalchemy import DateTime, Integer, TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.clock import Clock
+from vaultpay_common.db import delete_in_batches
 
 __all__ = [
     "EXPIRED_ROW_RETENTION",
@@ -83,6 +85,12 @@ async def delete_expired_batch(
     return int(result.rowcount)
 
 
+async def _one_batch(
+    table: str, older_than: datetime, batch_size: int, conn: AsyncConnection
+) -> int:
+    return await delete_expired_batch(conn, table, older_than, batch_size)
+
+
 async def purge_expired_wallet_rows(
     engine: AsyncEngine,
     *,
@@ -97,14 +105,9 @@ async def purge_expired_wallet_rows(
     older_than = clock.now() - margin
     deleted: dict[str, int] = {}
     for table in PURGED_TABLES:
-        total = 0
-        while True:
-            async with engine.begin() as conn:
-                count = await delete_expired_batch(conn, table, older_than, batch_size)
-            total += count
-            if count < batch_size:
-                break
-        deleted[table] = total
+        deleted[table] = await delete_in_batches(
+            engine, functools.partial(_one_batch, table, older_than, batch_size), batch_size
+        )
     if any(deleted.values()):
         extra = {f"deleted_{table}": count for table, count in deleted.items()}
         log.info("expired wallet rows deleted", extra=extra)

@@ -64,6 +64,7 @@ __all__ = [
     "CliCommand",
     "CommandUnreachableError",
     "ServiceCli",
+    "whole_number",
 ]
 
 EXIT_OK = 0
@@ -333,16 +334,26 @@ def _root_cause_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _dead_letter_limit(text: str) -> int:
-    try:
-        limit = int(text)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= DEAD_LETTER_LIMIT_MAX:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number from 1 to {DEAD_LETTER_LIMIT_MAX}, not {text!r}"
-        )
-    return limit
+def whole_number(low: int, high: int, *, of: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (of `of`, e.g. "minutes"),
+    refused with both bounds said."""
+    unit = f" of {of}" if of else ""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = low - 1
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number{unit} from {low} to {high}, not {text!r}"
+            )
+        return number
+
+    return parse
+
+
+_dead_letter_limit = whole_number(1, DEAD_LETTER_LIMIT_MAX)
 
 
 def _when(moment: datetime | None) -> str:

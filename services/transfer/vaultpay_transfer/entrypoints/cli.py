@@ -21,7 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vaultpay_common.cli import READ_ONLY, ServiceCli
+from vaultpay_common.cli import READ_ONLY, ServiceCli, whole_number
 from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import create_engine
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
@@ -46,6 +46,7 @@ cli = ServiceCli(
 )
 main = cli.main
 _MAX_MINUTES = 24 * 60
+_minutes = whole_number(1, _MAX_MINUTES, of="minutes")
 
 
 @cli.command(
@@ -62,18 +63,6 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
         help="give up (exit 3) after this many minutes, 1 to 1440 (default: %(default)s); a "
         "ledger or audit chain too large for the default needs more, on a replica",
     )
-
-
-def _minutes(text: str) -> int:
-    try:
-        minutes = int(text)
-    except ValueError:
-        minutes = 0
-    if not 1 <= minutes <= _MAX_MINUTES:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number of minutes from 1 to {_MAX_MINUTES}, not {text!r}"
-        )
-    return minutes
 
 
 @_verify_args.run

@@ -27,6 +27,7 @@ import asyncpg
 import pytest
 from sqlalchemy.dialects import postgresql
 
+from tests.integration.transfer.sql_capture import CapturedStatement, prepared_plan_scans
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import (
     IDEMPOTENCY_RETENTION,
@@ -650,6 +651,20 @@ async def test_the_purge_reads_its_services_range_of_the_index(migrated: Provisi
     assert "Tid Scan" in {n["Node Type"] for n in nodes}, plan
     assert "idempotency_records_service_created_idx" in {n.get("Index Name") for n in nodes}
     assert deleted == "DELETE 400"  # the hour past the day, one method in three
+
+    # As the service sends it (asyncpg prepares it): its generic plan too, which cannot see
+    # the service, the cut or the batch size (review of 2026-12-04).
+    engine = create_engine(migrated.app_dsn("transfer"), pool_size=1, application_name="purge")
+    try:
+        with CapturedStatement(engine) as captured:
+            await purge_expired_idempotency_records(engine, "transfer", clock=_Clock())
+    finally:
+        await engine.dispose()
+    plans = await prepared_plan_scans(_plain(migrated.app_dsn("transfer")), "purge", captured)
+    for mode, scans in plans.items():
+        assert ("Tid Scan", "idempotency_records") in scans, (mode, scans)
+        assert "Seq Scan" not in {kind for kind, _ in scans}, (mode, scans)
+        assert "idempotency_records_service_created_idx" in {i for _, i in scans}, (mode, scans)
 
 
 def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

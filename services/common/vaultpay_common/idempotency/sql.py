@@ -40,7 +40,6 @@ from sqlalchemy import (
     Computed,
     DateTime,
     Index,
-    Integer,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -282,15 +281,15 @@ class SqlIdempotencyRecords:
 # their row addresses take the DELETE straight to them (a TID scan). Matching them by primary
 # key instead let the planner hash-join a scan of the whole table, every batch. The addresses
 # are taken and used by one statement, whose snapshot keeps them from being reused; records are
-# never updated, and a row another purge deleted first is skipped.
-_DELETE_BATCH = text(
+# never updated, and a row another purge deleted first is skipped. The batch size is written
+# into the SQL and the victims taken oldest first: asyncpg prepares the statement, and its
+# generic plan, blind to a LIMIT parameter and to how much of the table is due, scanned the
+# whole table (a review of 2026-12-04); ordered by the index's own column, it keeps to it.
+_DELETE_BATCH = (
     "DELETE FROM idempotency_records WHERE ctid = ANY(ARRAY("
     "SELECT ctid FROM idempotency_records"
-    " WHERE service = :service AND created_at < :older_than LIMIT :batch_size))"
-).bindparams(
-    bindparam("service", type_=Text),
-    bindparam("older_than", type_=DateTime(timezone=True)),
-    bindparam("batch_size", type_=Integer),
+    " WHERE service = :service AND created_at < :older_than"
+    " ORDER BY created_at LIMIT {batch_size}))"
 )
 
 
@@ -309,7 +308,10 @@ def expired_idempotency_records_delete(
         )
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    return _DELETE_BATCH.bindparams(service=service, older_than=older_than, batch_size=batch_size)
+    return text(_DELETE_BATCH.format(batch_size=int(batch_size))).bindparams(
+        bindparam("service", service, type_=Text),
+        bindparam("older_than", older_than, type_=DateTime(timezone=True)),
+    )
 
 
 async def delete_expired_idempotency_records(

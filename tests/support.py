@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "RpcFailure",
-    "driver_has_read_its_end",
     "eventually",
     "peer_service_fields",
     "pooled_drivers",
     "rpc_failure",
+    "until_seen_ended",
     "use_transfer_settings",
 ]
 
@@ -58,10 +58,14 @@ async def pooled_drivers(engine: AsyncEngine, count: int) -> list[asyncpg.Connec
             await conn.close()
 
 
-async def driver_has_read_its_end(drivers: list[asyncpg.Connection]) -> bool:
-    """Whether asyncpg has read the end of file of every one of `drivers` (PostgreSQL may list
-    a backend as gone a moment before its socket closes: poll this with `eventually`)."""
-    return all(driver.is_closed() for driver in drivers)
+async def until_seen_ended(drivers: list[asyncpg.Connection], *, within: float = 10.0) -> None:
+    """Polls until asyncpg has read the end of file of every one of `drivers` (PostgreSQL may
+    list a backend as gone a moment before its socket closes)."""
+
+    async def ended() -> bool:
+        return all(driver.is_closed() for driver in drivers)
+
+    await eventually(ended, within=within, what="the pooled connections seen ended")
 
 
 def peer_service_fields() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from sqlalchemy import make_url, text
 
 from tests.integration.auth.conftest import PASSWORD, SERVICE_SECRET, AuthStack, bearer
 from tests.integration.auth.stacks import own_auth_stack
-from tests.support import driver_has_read_its_end, eventually, pooled_drivers
+from tests.support import pooled_drivers, until_seen_ended
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay.type.v1 import role_pb2
 from vaultpay_auth.adapters.revocations import SqlRevocationFeed
@@ -643,10 +643,7 @@ async def test_a_connection_lost_between_reads_is_replaced_without_a_failed_read
             ).scalar_one()
         assert ended == 1
 
-        async def ended() -> bool:
-            return await driver_has_read_its_end(drivers)
-
-        await eventually(ended, within=10, what="the pooled connection seen ended")
+        await until_seen_ended(drivers)
         read = await feed.read(FeedCursor(), limit=10, look_back=look_back)  # a new connection
         assert read.horizon > 0
     finally:

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.transfer.conftest import TOP_UP, LedgerWorld, key
-from tests.support import driver_has_read_its_end, eventually, pooled_drivers
+from tests.support import pooled_drivers, until_seen_ended
 from vaultpay_common.db import DatabaseUnavailableError, create_engine
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_devstack.infra import Infra
@@ -170,10 +170,7 @@ async def test_after_a_restart_connections_known_closed_cost_no_call(
         drivers = await pooled_drivers(engine, SENDS)  # the warm pool
         assert await _terminate_our_backends(infra) == SENDS
 
-        async def ended() -> bool:
-            return await driver_has_read_its_end(drivers)
-
-        await eventually(ended, within=10, what="the pool's connections seen ended")
+        await until_seen_ended(drivers)
 
     try:
         for calls in (top_up, read):

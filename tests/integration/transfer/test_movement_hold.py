@@ -28,7 +28,7 @@ from tests.integration.transfer.conftest import (
     key,
     plain_dsn,
 )
-from tests.support import driver_has_read_its_end, eventually, pooled_drivers
+from tests.support import pooled_drivers, until_seen_ended
 from vaultpay_common.db import (
     DatabaseUnavailableError,
     create_engine,
@@ -101,6 +101,16 @@ async def _funded_pair(ledger: LedgerWorld, amount: int) -> tuple[Wallet, Wallet
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
     await ledger.fund(alice, amount)
     return alice, bob
+
+
+async def _send_held(
+    money: PgLedger, request: IdempotencyKey, sender: Wallet, recipient: Wallet
+) -> None:
+    """A send of 100 through a hold of `request` with nothing stored: it commits."""
+    async with money.hold(request) as held:
+        assert held.stored is None
+        outcome = await held.send_money(sender.user_id, recipient.wallet_id, 100, "INR", "")
+    assert outcome.code == "OK"
 
 
 async def test_a_retry_that_another_process_serves_while_the_first_is_at_wallet_is_in_use(
@@ -240,14 +250,8 @@ async def test_a_pooled_connection_ended_while_idle_is_replaced_before_the_looku
         drivers = await pooled_drivers(engine, 1)  # the pool's one connection, idle
         await _end_sessions(infra, name)
 
-        async def ended() -> bool:
-            return await driver_has_read_its_end(drivers)
-
-        await eventually(ended, within=10, what="the pooled connection seen ended")
-        async with money.hold(request) as held:
-            assert held.stored is None
-            outcome = await held.send_money(alice.user_id, bob.wallet_id, 100, "INR", "")
-        assert outcome.code == "OK"
+        await until_seen_ended(drivers)
+        await _send_held(money, request, alice, bob)
     finally:
         await engine.dispose()
     assert await _key_is_free(ledger, request)
@@ -272,10 +276,7 @@ async def test_a_connection_lost_under_the_lookup_is_unavailable_and_holds_nothi
         with pytest.raises(DatabaseUnavailableError):
             async with lost.hold(request):
                 pytest.fail("the lookup on a lost connection answered")
-        async with lost.hold(request) as held:
-            assert held.stored is None
-            outcome = await held.send_money(alice.user_id, bob.wallet_id, 100, "INR", "")
-        assert outcome.code == "OK"
+        await _send_held(lost, request, alice, bob)
     finally:
         await engine.dispose()
     assert await _key_is_free(ledger, request)

@@ -10,7 +10,6 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import grpc
@@ -18,17 +17,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.integration.wallet.wallet_chain import migrate_to_head
 from tests.support import rpc_failure
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.clock import SystemClock
 from vaultpay_common.db import create_engine
 from vaultpay_common.grpc.errors import ErrorInterceptor
 from vaultpay_common.grpc.request_context import RequestContextInterceptor
-from vaultpay_common.migrations import PLATFORM_CHAIN, upgrade_all
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.notification_hub import NotificationHub, PgNotificationListener
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
-from vaultpay_wallet.entrypoints.cli import WALLET_CHAIN
 from vaultpay_wallet.entrypoints.servicers_staff import WalletInternalServicer
 from vaultpay_wallet.service_layer.notifications import (
     NotificationService,
@@ -44,15 +42,7 @@ _UNUSED = cast(Any, None)  # the servicer's other use cases: not called here
 
 @pytest.fixture(scope="module")
 def migrated(databases: Provisioned) -> Provisioned:
-    with ThreadPoolExecutor(1) as pool:  # Alembic runs its own event loop
-        pool.submit(
-            upgrade_all,
-            [PLATFORM_CHAIN, WALLET_CHAIN],
-            databases.vaultpay_owner_dsn,
-            databases.app_role("wallet"),
-            chain_roles=databases.chain_roles(),
-        ).result()
-    return databases
+    return migrate_to_head(databases)
 
 
 @pytest.fixture(scope="module")

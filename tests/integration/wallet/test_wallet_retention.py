@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fakes.wallet import FixedClock
 from tests.integration.transfer.sql_capture import CapturedStatement, prepared_plan_scans
+from tests.integration.wallet.wallet_chain import migrate_to_head
 from vaultpay_common.db import create_engine
-from vaultpay_common.migrations import PLATFORM_CHAIN, upgrade_all
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.ip_trust_sql import (
     SqlIpConfirmationRepository,
@@ -44,7 +44,6 @@ from vaultpay_wallet.adapters.retention_sql import (
 )
 from vaultpay_wallet.adapters.tables import pin_reset_tokens
 from vaultpay_wallet.domain.pin import PIN_LOCKOUT_DURATION
-from vaultpay_wallet.entrypoints.cli import WALLET_CHAIN
 
 pytestmark = pytest.mark.integration
 
@@ -70,14 +69,7 @@ def _hex64(seed: str) -> str:
 
 @pytest.fixture(scope="module")
 def migrated(databases: Provisioned) -> Provisioned:
-    """The platform chain and the real wallet chain at their heads, as wallet's `migrate`."""
-    upgrade_all(
-        [PLATFORM_CHAIN, WALLET_CHAIN],
-        databases.vaultpay_owner_dsn,
-        databases.app_role("wallet"),
-        chain_roles=databases.chain_roles(),
-    )
-    return databases
+    return migrate_to_head(databases)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from tests.fakes.wallet import (
     FakeUserRoles,
     FixedClock,
 )
+from tests.integration.wallet.wallet_chain import migrate_to_head
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
@@ -80,14 +81,7 @@ def _plain(dsn: str) -> str:
 
 @pytest.fixture(scope="module")
 def migrated(databases: Provisioned) -> Provisioned:
-    """The platform chain and the real wallet chain at their heads, as wallet's `migrate`."""
-    upgrade_all(
-        [PLATFORM_CHAIN, WALLET_CHAIN],
-        databases.vaultpay_owner_dsn,
-        databases.app_role("wallet"),
-        chain_roles=databases.chain_roles(),
-    )
-    return databases
+    return migrate_to_head(databases)
 
 
 @pytest.fixture(scope="module")

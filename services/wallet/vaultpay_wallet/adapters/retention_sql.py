@@ -85,12 +85,6 @@ async def delete_expired_batch(
     return int(result.rowcount)
 
 
-async def _one_batch(
-    table: str, older_than: datetime, batch_size: int, conn: AsyncConnection
-) -> int:
-    return await delete_expired_batch(conn, table, older_than, batch_size)
-
-
 async def purge_expired_wallet_rows(
     engine: AsyncEngine,
     *,
@@ -106,7 +100,11 @@ async def purge_expired_wallet_rows(
     deleted: dict[str, int] = {}
     for table in PURGED_TABLES:
         deleted[table] = await delete_in_batches(
-            engine, functools.partial(_one_batch, table, older_than, batch_size), batch_size
+            engine,
+            functools.partial(
+                delete_expired_batch, table=table, older_than=older_than, batch_size=batch_size
+            ),
+            batch_size,
         )
     if any(deleted.values()):
         extra = {f"deleted_{table}": count for table, count in deleted.items()}

@@ -62,7 +62,8 @@ TABLES = {
     "wallets": {"wallet": {"SELECT", "INSERT"}},
     "wallet_pins": {"wallet": {"SELECT", "INSERT", "UPDATE"}},
     "trusted_ips": {"wallet": {"SELECT", "INSERT", "UPDATE", "DELETE"}},
-    "notifications": {"wallet": {"SELECT", "INSERT", "UPDATE"}},
+    # DELETE for the retention's purge (w0010).
+    "notifications": {"wallet": {"SELECT", "INSERT", "UPDATE", "DELETE"}},
     "system_settings": {"wallet": {"SELECT", "UPDATE"}},
     "ledger_postings": {"transfer": {"SELECT"}},
     "ledger_transactions": {"transfer": {"SELECT"}},

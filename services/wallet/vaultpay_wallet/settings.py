@@ -34,6 +34,10 @@ class WalletSettings(PeerServiceSettings):
     # PIN reset tokens, IP confirmations and trusted IPs are deleted this long after they
     # expire (by the hourly cleanup; nothing reads an expired one as live). At least 1.
     expired_row_retention_hours: int = 24
+    # Notifications are deleted this long after they were created, read or not (by the hourly
+    # cleanup). A notification is only a message: the ledger's transactions are the record of
+    # money. From 1 to 3650 (ten years).
+    notification_retention_days: int = 180
     # The currencies a wallet may be opened in, comma separated ("INR,USD"; INR must be one):
     # CreateWallet refuses any other (INVALID_ARGUMENT naming currency_code). A malformed value
     # stops the service at start-up. The tier limits (settings `limits.tier_*`) and transfer's
@@ -71,4 +75,11 @@ class WalletSettings(PeerServiceSettings):
     def _keeps_an_hour(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1 (hour)")
+        return value
+
+    @field_validator("notification_retention_days")
+    @classmethod
+    def _keeps_a_day_to_ten_years(cls, value: int) -> int:
+        if not 1 <= value <= 3650:
+            raise ValueError("must be between 1 and 3650 (days)")
         return value

@@ -208,7 +208,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # their function (a payout changes only along its progress); t0018 adds the partial index
     # of the counted rare-category rows by completion time (GetTransferStats, CONCURRENTLY);
     # t0019 replaces TopUp's function (a reference already credited is answered first); w0009
-    # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge.
+    # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge; w0010 the
+    # index of the notifications' purge (and its DELETE grant).
     assert set(changed) == {
         "columns",
         "functions",
@@ -229,6 +230,11 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
             "ip_confirmations_expires_idx",
             "CREATE INDEX ip_confirmations_expires_idx ON public.ip_confirmations"
             " USING btree (expires_at)",
+        ),
+        (
+            "notifications_created_idx",
+            "CREATE INDEX notifications_created_idx ON public.notifications"
+            " USING btree (created_at)",
         ),
         (
             "pin_reset_tokens_expires_idx",

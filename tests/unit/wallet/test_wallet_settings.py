@@ -1,4 +1,5 @@
-"""WALLET_CURRENCIES: the currencies a wallet may be opened in, checked when the service starts."""
+"""The wallet settings checked when the service starts: WALLET_CURRENCIES (the currencies a
+wallet may be opened in) and WALLET_NOTIFICATION_RETENTION_DAYS."""
 
 from __future__ import annotations
 
@@ -32,3 +33,29 @@ def test_a_malformed_list_stops_the_service_at_start_up(
     with pytest.raises(SettingsError) as err:
         _settings()
     assert err.value.errors()[0]["loc"] == ("currencies",)
+
+
+# WALLET_NOTIFICATION_RETENTION_DAYS: how long a notification is kept, read or not.
+
+
+def test_notifications_are_kept_180_days_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WALLET_NOTIFICATION_RETENTION_DAYS", raising=False)
+    assert _settings().notification_retention_days == 180
+
+
+@pytest.mark.parametrize("value", ["1", "3650"])
+def test_a_notification_retention_from_a_day_to_ten_years_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("WALLET_NOTIFICATION_RETENTION_DAYS", value)
+    assert _settings().notification_retention_days == int(value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "3651", "180.5"])
+def test_a_notification_retention_out_of_bounds_stops_the_service_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("WALLET_NOTIFICATION_RETENTION_DAYS", value)
+    with pytest.raises(SettingsError) as err:
+        _settings()
+    assert err.value.errors()[0]["loc"] == ("notification_retention_days",)

@@ -82,6 +82,7 @@ notifications = Table(
         "id",
         postgresql_where=text("NOT read"),
     ),
+    Index("notifications_created_idx", "created_at"),  # the retention's (w0010)
 )
 
 _c = notifications.c

@@ -1,9 +1,9 @@
 """Composition root of the wallet service, shared by the server and the integration tests.
 
 Builds everything inside the event loop: the runtime (engine, Redis, page tokens), peers,
-adapters, use cases, periodic jobs (audit sealer, freeze sweep, outbox relay, idempotency,
-outbox and expired rows cleanup), the notification listener, and the gRPC host with the three
-servicers.
+adapters, use cases, periodic jobs (audit sealer, freeze sweep, outbox relay, the cleanup of
+idempotency records, outbox events, expired rows and old notifications), the notification
+listener, and the gRPC host with the three servicers.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from vaultpay_wallet.adapters.deliveries import wallet_outbox_handlers
 from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
 from vaultpay_wallet.adapters.ip_trust_sql import trusted_ips
 from vaultpay_wallet.adapters.notification_hub import NotificationHub, PgNotificationListener
+from vaultpay_wallet.adapters.notification_retention_sql import purge_old_notifications
 from vaultpay_wallet.adapters.peers import GrpcKycStats, GrpcTransferFigures, GrpcUserContacts
 from vaultpay_wallet.adapters.pin_hasher import BcryptPinHasher
 from vaultpay_wallet.adapters.pins_pg import PgPinCheckFastPath
@@ -131,13 +132,23 @@ async def build_host(
         )
         return sum(deleted.values())
 
+    notification_retention = timedelta(days=settings.notification_retention_days)
+
+    async def old_notifications() -> int:
+        return await purge_old_notifications(
+            runtime.engine, clock=clock, retention=notification_retention
+        )
+
     cleanup = shared_tables_cleanup(
         runtime.engine,
         service=IDEMPOTENCY_SERVICE,
         producer=OUTBOX_PRODUCER,
         clock=clock,
         idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
-        own={"expired PIN reset codes, IP confirmations and trusted IPs": expired_wallet_rows},
+        own={
+            "expired PIN reset codes, IP confirmations and trusted IPs": expired_wallet_rows,
+            "old notifications": old_notifications,
+        },
     )
 
     async def close_hasher() -> None:
@@ -152,7 +163,9 @@ async def build_host(
     runtime.seal_audit()
     runtime.every(settings.freeze_sweep_seconds, sweeper.sweep_expired_freezes, name="freeze sweep")
     runtime.every(0.0, relay.run, name="outbox relay")
-    runtime.every(3600.0, cleanup, name="idempotency, outbox and expired rows cleanup")
+    runtime.every(
+        3600.0, cleanup, name="idempotency, outbox, expired rows and notifications cleanup"
+    )
 
     host = runtime.host(SERVICES, peers.verifier, peers.introspector, revocations=peers.revocations)
     host.on_stopping(stop_streams)

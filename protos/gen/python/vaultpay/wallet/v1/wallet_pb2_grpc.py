@@ -325,14 +325,18 @@ class WalletServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListNotifications(self, request, context):
-        """Lists the caller's notifications, newest first.
+        """Lists the caller's notifications, newest first. The inbox is not a history: a
+        notification is deleted, read or unread, once it is older than the service's retention
+        (180 days unless the operator set another, from 1 to 3650 days). The record of money is
+        the ledger (TransferService.ListTransactions), which keeps every transaction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetUnreadCount(self, request, context):
-        """Returns how many of the caller's notifications are unread (for a badge).
+        """Returns how many of the caller's notifications are unread (for a badge); notifications
+        past the retention (see ListNotifications) are deleted and no longer count.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -340,7 +344,8 @@ class WalletServiceServicer:
 
     def MarkNotificationRead(self, request, context):
         """Marks one of the caller's notifications read. Another user's notification answers
-        NOT_FOUND, exactly like a missing one. Marking a read notification again is a no-op.
+        NOT_FOUND, exactly like a missing one (or one deleted past the retention, see
+        ListNotifications). Marking a read notification again is a no-op.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -122,12 +122,19 @@ class WalletServiceStub:
     RevokeTrustedIp: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.RevokeTrustedIpRequest, _wallet_pb2.RevokeTrustedIpResponse]
     """Stops trusting one IP address; the next money movement from it needs a confirmation."""
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListNotificationsRequest, _wallet_pb2.ListNotificationsResponse]
-    """Lists the caller's notifications, newest first."""
+    """Lists the caller's notifications, newest first. The inbox is not a history: a
+    notification is deleted, read or unread, once it is older than the service's retention
+    (180 days unless the operator set another, from 1 to 3650 days). The record of money is
+    the ledger (TransferService.ListTransactions), which keeps every transaction.
+    """
     GetUnreadCount: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetUnreadCountRequest, _wallet_pb2.GetUnreadCountResponse]
-    """Returns how many of the caller's notifications are unread (for a badge)."""
+    """Returns how many of the caller's notifications are unread (for a badge); notifications
+    past the retention (see ListNotifications) are deleted and no longer count.
+    """
     MarkNotificationRead: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.MarkNotificationReadRequest, _wallet_pb2.MarkNotificationReadResponse]
     """Marks one of the caller's notifications read. Another user's notification answers
-    NOT_FOUND, exactly like a missing one. Marking a read notification again is a no-op.
+    NOT_FOUND, exactly like a missing one (or one deleted past the retention, see
+    ListNotifications). Marking a read notification again is a no-op.
     """
     MarkAllNotificationsRead: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.MarkAllNotificationsReadRequest, _wallet_pb2.MarkAllNotificationsReadResponse]
     """Marks every unread notification of the caller read."""
@@ -231,12 +238,19 @@ class WalletServiceAsyncStub(WalletServiceStub):
     RevokeTrustedIp: _aio.UnaryUnaryMultiCallable[_wallet_pb2.RevokeTrustedIpRequest, _wallet_pb2.RevokeTrustedIpResponse]  # type: ignore[assignment]
     """Stops trusting one IP address; the next money movement from it needs a confirmation."""
     ListNotifications: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListNotificationsRequest, _wallet_pb2.ListNotificationsResponse]  # type: ignore[assignment]
-    """Lists the caller's notifications, newest first."""
+    """Lists the caller's notifications, newest first. The inbox is not a history: a
+    notification is deleted, read or unread, once it is older than the service's retention
+    (180 days unless the operator set another, from 1 to 3650 days). The record of money is
+    the ledger (TransferService.ListTransactions), which keeps every transaction.
+    """
     GetUnreadCount: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetUnreadCountRequest, _wallet_pb2.GetUnreadCountResponse]  # type: ignore[assignment]
-    """Returns how many of the caller's notifications are unread (for a badge)."""
+    """Returns how many of the caller's notifications are unread (for a badge); notifications
+    past the retention (see ListNotifications) are deleted and no longer count.
+    """
     MarkNotificationRead: _aio.UnaryUnaryMultiCallable[_wallet_pb2.MarkNotificationReadRequest, _wallet_pb2.MarkNotificationReadResponse]  # type: ignore[assignment]
     """Marks one of the caller's notifications read. Another user's notification answers
-    NOT_FOUND, exactly like a missing one. Marking a read notification again is a no-op.
+    NOT_FOUND, exactly like a missing one (or one deleted past the retention, see
+    ListNotifications). Marking a read notification again is a no-op.
     """
     MarkAllNotificationsRead: _aio.UnaryUnaryMultiCallable[_wallet_pb2.MarkAllNotificationsReadRequest, _wallet_pb2.MarkAllNotificationsReadResponse]  # type: ignore[assignment]
     """Marks every unread notification of the caller read."""
@@ -451,7 +465,11 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.ListNotificationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.ListNotificationsResponse, _abc.Awaitable[_wallet_pb2.ListNotificationsResponse]]:
-        """Lists the caller's notifications, newest first."""
+        """Lists the caller's notifications, newest first. The inbox is not a history: a
+        notification is deleted, read or unread, once it is older than the service's retention
+        (180 days unless the operator set another, from 1 to 3650 days). The record of money is
+        the ledger (TransferService.ListTransactions), which keeps every transaction.
+        """
 
     @_abc_1.abstractmethod
     def GetUnreadCount(
@@ -459,7 +477,9 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.GetUnreadCountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.GetUnreadCountResponse, _abc.Awaitable[_wallet_pb2.GetUnreadCountResponse]]:
-        """Returns how many of the caller's notifications are unread (for a badge)."""
+        """Returns how many of the caller's notifications are unread (for a badge); notifications
+        past the retention (see ListNotifications) are deleted and no longer count.
+        """
 
     @_abc_1.abstractmethod
     def MarkNotificationRead(
@@ -468,7 +488,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.MarkNotificationReadResponse, _abc.Awaitable[_wallet_pb2.MarkNotificationReadResponse]]:
         """Marks one of the caller's notifications read. Another user's notification answers
-        NOT_FOUND, exactly like a missing one. Marking a read notification again is a no-op.
+        NOT_FOUND, exactly like a missing one (or one deleted past the retention, see
+        ListNotifications). Marking a read notification again is a no-op.
         """
 
     @_abc_1.abstractmethod

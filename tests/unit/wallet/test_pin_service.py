@@ -422,6 +422,40 @@ async def test_a_new_reset_request_invalidates_the_earlier_token_and_tokens_expi
     assert empty.value.violations[0].field == "token"
 
 
+async def test_changing_the_pin_revokes_a_reset_token_mailed_before_the_change() -> None:
+    """An owner who changes a PIN they think leaked must not have it undone by the reset
+    link already in a mailbox that may have leaked too."""
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+    (mail,) = world.uow.outbox.of_topic("mail.send")
+    token = world.sealer.open(mail.payload["params"]["token_sealed"])
+    changed = await world.pins.change_pin(ChangePin("alice", GOOD, "8642", "8642", key()))
+    assert all(t.used_at == changed.pin_updated_at for t in world.uow.reset_tokens.tokens.values())
+    (audited,) = [e for e in world.uow.audit_entries if e.action == "wallet.pin_changed"]
+    assert audited.details == {"reset_tokens_revoked": "1"}
+    before = world.snapshot()
+    with pytest.raises(PinResetTokenInvalidError):
+        await world.pins.reset_pin(ResetPin(token, "9753", "9753", key("anon")))
+    assert world.snapshot() == before
+    await world.pins.verify_pin(VerifyPin("alice", "8642", key()))
+    assert world.uow.pins.records[wallet.id].updated_at == changed.pin_updated_at
+
+
+async def test_a_refused_pin_change_leaves_the_reset_token_usable() -> None:
+    """Only a change that happens revokes: a wrong current PIN (perhaps the very reason the
+    owner asked for a reset) leaves the mailed token working."""
+    world = World()
+    await world.open_wallet_with_pin()
+    await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+    (mail,) = world.uow.outbox.of_topic("mail.send")
+    token = world.sealer.open(mail.payload["params"]["token_sealed"])
+    with pytest.raises(InvalidPinError):
+        await world.pins.change_pin(ChangePin("alice", BAD, "8642", "8642", key()))
+    await world.pins.reset_pin(ResetPin(token, "9753", "9753", key("anon")))
+    await world.pins.verify_pin(VerifyPin("alice", "9753", key()))
+
+
 async def test_a_retried_pin_reset_request_sends_one_mail() -> None:
     world = World()
     await world.open_wallet_with_pin()

@@ -246,7 +246,8 @@ class PinService:
         return PinVerified(outcome.wallet_id, trusted)
 
     async def change_pin(self, cmd: ChangePin) -> PinChanged:
-        """The current PIN is checked under the lockout rule; the new one must differ."""
+        """The current PIN is checked under the lockout rule; the new one must differ. Every
+        PIN reset token still outstanding stops working, in the change's transaction."""
         _check_shape(cmd.current_pin, "current_pin")
         _new_pin(cmd.new_pin, cmd.new_pin_confirmation, "new_pin")
         if cmd.new_pin == cmd.current_pin:
@@ -439,7 +440,14 @@ class PinService:
             )
         changed_at = self._clock.now()
         await uow.pins.set_hash(wallet.id, new_hash, changed_at)
-        await uow.audit(AuditEntry("wallet.pin_changed", "wallet", wallet.id))
+        # A reset link mailed before the change must not undo it: an owner who changes a PIN
+        # they think leaked may also have lost their mailbox.
+        revoked = await uow.reset_tokens.invalidate_for_wallet(wallet.id, changed_at)
+        await uow.audit(
+            AuditEntry(
+                "wallet.pin_changed", "wallet", wallet.id, {"reset_tokens_revoked": str(revoked)}
+            )
+        )
         await notify(
             uow.outbox,
             user_id=wallet.user_id,

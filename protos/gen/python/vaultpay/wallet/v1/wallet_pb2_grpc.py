@@ -251,15 +251,16 @@ class WalletServiceServicer:
 
     def ChangePin(self, request, context):
         """Replaces the PIN after checking the current one; a wrong current PIN counts toward
-        the lockout.
+        the lockout. A change also invalidates every unused PIN reset token (RequestPinReset),
+        so a reset link mailed before the change cannot undo it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RequestPinReset(self, request, context):
-        """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request
-        invalidates any earlier unused token.
+        """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request,
+        or a change of the PIN (ChangePin), invalidates any earlier unused token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

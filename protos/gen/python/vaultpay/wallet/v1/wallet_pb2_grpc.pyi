@@ -86,11 +86,12 @@ class WalletServiceStub:
     """
     ChangePin: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ChangePinRequest, _wallet_pb2.ChangePinResponse]
     """Replaces the PIN after checking the current one; a wrong current PIN counts toward
-    the lockout.
+    the lockout. A change also invalidates every unused PIN reset token (RequestPinReset),
+    so a reset link mailed before the change cannot undo it.
     """
     RequestPinReset: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.RequestPinResetRequest, _wallet_pb2.RequestPinResetResponse]
-    """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request
-    invalidates any earlier unused token.
+    """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request,
+    or a change of the PIN (ChangePin), invalidates any earlier unused token.
     """
     ResetPin: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ResetPinRequest, _wallet_pb2.ResetPinResponse]
     """Sets a new PIN with an emailed reset token. Public because a locked-out user may not
@@ -202,11 +203,12 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """
     ChangePin: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ChangePinRequest, _wallet_pb2.ChangePinResponse]  # type: ignore[assignment]
     """Replaces the PIN after checking the current one; a wrong current PIN counts toward
-    the lockout.
+    the lockout. A change also invalidates every unused PIN reset token (RequestPinReset),
+    so a reset link mailed before the change cannot undo it.
     """
     RequestPinReset: _aio.UnaryUnaryMultiCallable[_wallet_pb2.RequestPinResetRequest, _wallet_pb2.RequestPinResetResponse]  # type: ignore[assignment]
-    """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request
-    invalidates any earlier unused token.
+    """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request,
+    or a change of the PIN (ChangePin), invalidates any earlier unused token.
     """
     ResetPin: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ResetPinRequest, _wallet_pb2.ResetPinResponse]  # type: ignore[assignment]
     """Sets a new PIN with an emailed reset token. Public because a locked-out user may not
@@ -375,7 +377,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.ChangePinResponse, _abc.Awaitable[_wallet_pb2.ChangePinResponse]]:
         """Replaces the PIN after checking the current one; a wrong current PIN counts toward
-        the lockout.
+        the lockout. A change also invalidates every unused PIN reset token (RequestPinReset),
+        so a reset link mailed before the change cannot undo it.
         """
 
     @_abc_1.abstractmethod
@@ -384,8 +387,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.RequestPinResetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.RequestPinResetResponse, _abc.Awaitable[_wallet_pb2.RequestPinResetResponse]]:
-        """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request
-        invalidates any earlier unused token.
+        """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request,
+        or a change of the PIN (ChangePin), invalidates any earlier unused token.
         """
 
     @_abc_1.abstractmethod

@@ -15,7 +15,7 @@ database refuses.
         tokens, page_size=request.page_size, page_token=request.page_token,
         scope=page_scope(),  # vaultpay_common.grpc.convert: this RPC and its caller
         filters={"status": status},
-        fetch=lambda after, limit: admin.list_wallets(flt, after, limit),
+        fetch=lambda after, limit: admin.list_wallets(flt, after, limit, viewer=viewer),
         cursor_of=lambda w: {"c": w.created_at.isoformat(), "i": w.wallet_id},
         parse=created_id_cursor,
     )

@@ -43,6 +43,7 @@ from vaultpay_wallet.domain.errors import (
     PinLockedError,
 )
 from vaultpay_wallet.domain.model import FreezeSource, WalletStatus
+from vaultpay_wallet.domain.staff_reads import StaffViewer
 from vaultpay_wallet.service_layer.admin import AdminService
 from vaultpay_wallet.service_layer.commands import (
     AdminFreezeWallet,
@@ -78,6 +79,10 @@ async def engine(migrated: Provisioned) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+# The staff member reading wallets in these tests.
+STAFF = StaffViewer("staff-reader", Role.ADMIN, "198.51.100.9")
 
 
 class _World:
@@ -317,18 +322,46 @@ async def test_admin_freeze_list_and_limits_round_trip_through_sql(engine: Async
         AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "check", None, new_key("staff"))
     )
     assert frozen.status is WalletStatus.FROZEN
-    view = await world.admin.get_wallet(wallet.id)
+    view = await world.admin.get_wallet(wallet.id, viewer=STAFF)
     assert view.wallet.displayed_freeze is not None
     assert view.wallet.displayed_freeze.note == "check"
-    page = await world.admin.list_wallets(
-        WalletFilter(user_id=user),
-        None,
-        10,
-    )
+    page = await world.admin.list_wallets(WalletFilter(user_id=user), None, 10, viewer=STAFF)
     assert [w.id for w in page.wallets] == [wallet.id]
     stats = await world.admin.system_stats()
     assert stats.frozen_wallet_count >= 1
     assert stats.transfer is None and stats.pending_kyc_count is None
+
+
+async def test_staff_reads_of_wallets_commit_their_audit_rows(engine: AsyncEngine) -> None:
+    """AdminGetWallet and AdminListWallets write their audit rows in the read's transaction
+    and commit them (a read-only unit of work would otherwise roll them back)."""
+    world = _World(engine)
+    user = f"seen-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Seen", "", new_key(user)))
+    await world.admin.get_wallet(wallet.id, viewer=STAFF)
+    await world.admin.list_wallets(WalletFilter(user_id=user), None, 10, viewer=STAFF)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT action, target_id, actor_id, actor_role, details FROM audit_events "
+                    "WHERE action IN ('wallet.viewed', 'wallets.listed') "
+                    "AND (target_id = :w OR details->>'user_id' = :u) ORDER BY sequence"
+                ),
+                {"w": wallet.id, "u": user},
+            )
+        ).all()
+    assert [(r.action, r.target_id, r.actor_id, r.actor_role) for r in rows] == [
+        ("wallet.viewed", wallet.id, "staff-reader", "ADMIN"),
+        ("wallets.listed", "", "staff-reader", "ADMIN"),
+    ]
+    assert rows[0].details == {"user_id": user, "ip": "198.51.100.9"}
+    assert rows[1].details == {
+        "user_id": user,
+        "count": "1",
+        "wallet_ids": wallet.id,
+        "ip": "198.51.100.9",
+    }
 
 
 async def test_a_lapsed_timed_freeze_counts_as_lifted_in_the_sql_filter_and_figures(
@@ -346,14 +379,14 @@ async def test_a_lapsed_timed_freeze_counts_as_lifted_in_the_sql_filter_and_figu
     )
     frozen_only = WalletFilter(status=WalletStatus.FROZEN, user_id=user)
     active_only = WalletFilter(status=WalletStatus.ACTIVE, user_id=user)
-    assert [w.id for w in (await world.admin.list_wallets(frozen_only, None, 10)).wallets] == [
-        wallet.id
-    ]
+    assert [
+        w.id for w in (await world.admin.list_wallets(frozen_only, None, 10, viewer=STAFF)).wallets
+    ] == [wallet.id]
     before = await world.admin.system_stats()
 
     world.clock.advance(timedelta(minutes=2))  # the sweep has not run
-    assert (await world.admin.list_wallets(frozen_only, None, 10)).wallets == ()
-    listed = (await world.admin.list_wallets(active_only, None, 10)).wallets
+    assert (await world.admin.list_wallets(frozen_only, None, 10, viewer=STAFF)).wallets == ()
+    listed = (await world.admin.list_wallets(active_only, None, 10, viewer=STAFF)).wallets
     assert [(w.id, w.status) for w in listed] == [(wallet.id, WalletStatus.ACTIVE)]
     after = await world.admin.system_stats()
     assert after.frozen_wallet_count == before.frozen_wallet_count - 1

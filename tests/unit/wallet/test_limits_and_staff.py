@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.unit.wallet.wallet_world import World, key
+from tests.unit.wallet.wallet_world import STAFF, World, key
 from vaultpay_common.context import Role
 from vaultpay_common.errors import ErrorKind, ValidationError
 from vaultpay_wallet.domain.errors import (
@@ -279,7 +279,7 @@ async def test_a_staff_freeze_never_shortens_the_staff_freeze_in_force() -> None
         )
 
     async def freeze_in_force() -> tuple[str, datetime | None]:
-        view = await world.admin.get_wallet(wallet_id)
+        view = await world.admin.get_wallet(wallet_id, viewer=STAFF)
         shown = view.wallet.displayed_freeze
         assert shown is not None
         return shown.note, shown.until
@@ -315,16 +315,20 @@ async def test_admin_views_list_get_and_stats() -> None:
     first = await _basic(world, "alice")
     world.clock.advance(timedelta(seconds=1))
     second = await world.open_wallet("bob")
-    page = await world.admin.list_wallets(WalletFilter(), None, 1)
+    page = await world.admin.list_wallets(WalletFilter(), None, 1, viewer=STAFF)
     assert [w.id for w in page.wallets] == [second.id] and page.has_more
     last = page.wallets[-1]
-    page2 = await world.admin.list_wallets(WalletFilter(), (last.created_at, last.id), 1)
+    page2 = await world.admin.list_wallets(
+        WalletFilter(), (last.created_at, last.id), 1, viewer=STAFF
+    )
     assert [w.id for w in page2.wallets] == [first] and not page2.has_more
-    only_basic = await world.admin.list_wallets(WalletFilter(kyc_tier=KycTier.BASIC), None, 10)
+    only_basic = await world.admin.list_wallets(
+        WalletFilter(kyc_tier=KycTier.BASIC), None, 10, viewer=STAFF
+    )
     assert [w.id for w in only_basic.wallets] == [first]
 
     world.trusted_ips.broken = True
-    view = await world.admin.get_wallet(first)
+    view = await world.admin.get_wallet(first, viewer=STAFF)
     assert view.trusted_ip_count is None and view.failed_pin_attempts == 0
 
     world.uow.wallets.set_balance(first, 500)
@@ -520,13 +524,17 @@ async def test_a_lapsed_timed_freeze_counts_as_lifted_in_the_list_filter_and_fig
     await world.admin.freeze_wallet(
         AdminFreezeWallet("s", Role.ADMIN, wallet_id, "r", until, key("s"))
     )
-    frozen = await world.admin.list_wallets(WalletFilter(status=WalletStatus.FROZEN), None, 10)
+    frozen = await world.admin.list_wallets(
+        WalletFilter(status=WalletStatus.FROZEN), None, 10, viewer=STAFF
+    )
     assert [w.id for w in frozen.wallets] == [wallet_id]
     world.clock.advance(timedelta(hours=2))  # the sweep has not run yet
     still_frozen = await world.admin.list_wallets(
-        WalletFilter(status=WalletStatus.FROZEN), None, 10
+        WalletFilter(status=WalletStatus.FROZEN), None, 10, viewer=STAFF
     )
-    active = await world.admin.list_wallets(WalletFilter(status=WalletStatus.ACTIVE), None, 10)
+    active = await world.admin.list_wallets(
+        WalletFilter(status=WalletStatus.ACTIVE), None, 10, viewer=STAFF
+    )
     assert still_frozen.wallets == ()
     assert [(w.id, w.status) for w in active.wallets] == [(wallet_id, WalletStatus.ACTIVE)]
     stats = await world.admin.system_stats()

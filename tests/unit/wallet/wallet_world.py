@@ -16,8 +16,10 @@ from tests.fakes.wallet import (
     FixedClock,
     ReversibleSealer,
 )
+from vaultpay_common.context import Role
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_wallet.domain.model import Wallet
+from vaultpay_wallet.domain.staff_reads import StaffViewer
 from vaultpay_wallet.service_layer.admin import AdminService
 from vaultpay_wallet.service_layer.commands import CreateWallet, SetPin
 from vaultpay_wallet.service_layer.internal import FreezeSweeper, KycTierService
@@ -26,7 +28,10 @@ from vaultpay_wallet.service_layer.pins import PinService
 from vaultpay_wallet.service_layer.settings import SettingsService
 from vaultpay_wallet.service_layer.wallets import WalletService
 
-__all__ = ["World", "key"]
+__all__ = ["STAFF", "World", "key"]
+
+# The staff member reading wallets in tests that are not about who reads them.
+STAFF = StaffViewer("staff-reader", Role.ADMIN, "198.51.100.9")
 
 
 def key(

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from vaultpay_common.context import Role
+from vaultpay_common.context import CLIENT_IP, Role
 from vaultpay_common.errors import InsufficientPermissionsError
 from vaultpay_common.grpc.audit_listing import list_audit_events
 from vaultpay_common.grpc.convert import (
@@ -33,6 +33,7 @@ from vaultpay_common.pagination import (
 from vaultpay_wallet.domain.ids import normalize_wallet_id
 from vaultpay_wallet.domain.model import Wallet
 from vaultpay_wallet.domain.settings_catalog import SettingView
+from vaultpay_wallet.domain.staff_reads import StaffViewer
 from vaultpay_wallet.entrypoints.convert import (
     action_from_proto,
     action_limits_to_proto,
@@ -82,6 +83,11 @@ def _staff() -> tuple[str, Role]:
     return principal.user_id, principal.role
 
 
+def _viewer() -> StaffViewer:
+    """The staff member reading wallets and their address, for the audit row of the read."""
+    return StaffViewer(*_staff(), CLIENT_IP.get())
+
+
 class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     def __init__(
         self,
@@ -98,9 +104,13 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
         self._tokens = page_tokens
 
     async def _wallet_slice(
-        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int
+        self,
+        flt: WalletFilter,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        viewer: StaffViewer,
     ) -> SliceOf[Wallet]:
-        page = await self._admin.list_wallets(flt, after, limit)
+        page = await self._admin.list_wallets(flt, after, limit, viewer=viewer)
         return SliceOf(page.wallets, page.has_more)
 
     async def _override_slice(
@@ -123,13 +133,14 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
             kyc_tier=tier_from_proto(request.kyc_tier),
             user_id=parse_optional_uuid(request.user_id, "user_id"),
         )
+        viewer = _viewer()
         page = await paginate(
             self._tokens,
             page_size=request.page_size,
             page_token=request.page_token,
             scope=page_scope(),
             filters={"status": flt.status, "tier": flt.kyc_tier, "user": flt.user_id},
-            fetch_slice=lambda after, limit: self._wallet_slice(flt, after, limit),
+            fetch_slice=lambda after, limit: self._wallet_slice(flt, after, limit, viewer),
             cursor_of=lambda w: {"c": w.created_at.isoformat(), "i": w.id},
             parse=created_id_cursor,
         )
@@ -141,7 +152,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     async def AdminGetWallet(
         self, request: wallet_pb2.AdminGetWalletRequest, context: Ctx
     ) -> wallet_pb2.AdminGetWalletResponse:
-        view = await self._admin.get_wallet(request.wallet_id)
+        view = await self._admin.get_wallet(request.wallet_id, viewer=_viewer())
         reply = wallet_pb2.AdminGetWalletResponse(
             wallet=wallet_to_proto(view.wallet, staff_view=True),
             limits=[action_limits_to_proto(a) for a in view.limits],

@@ -5,7 +5,9 @@ contract and the interceptor. Staff never change their own wallet here (CANNOT_M
 checked on the wallet row locked by the change), nor the wallet of someone they do not outrank
 (INSUFFICIENT_PERMISSIONS, the owner's role asked of auth before the change's transaction; see
 `check_staff_rank`). Every change writes its audit row in its own transaction; a refusal
-writes nothing.
+writes nothing. Staff reads (AdminGetWallet, AdminListWallets) are audited too, in the read's
+transaction, with the ids shown and the client address (ASVS 5.0 V16, as auth audits staff
+reads of users; domain/staff_reads.py): never a balance.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import DataclassCodec, run_once
 from vaultpay_wallet.domain.errors import WalletClosedError
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet, WalletStatus
+from vaultpay_wallet.domain.staff_reads import StaffViewer, wallet_viewed, wallets_listed
 from vaultpay_wallet.domain.validation import clean_text
 from vaultpay_wallet.service_layer._shared import (
     NO_ROLES,
@@ -53,6 +56,19 @@ _WALLET = DataclassCodec(Wallet)
 _ALL_SOURCES = frozenset(FreezeSource)
 
 
+def _audited_filters(flt: WalletFilter) -> dict[str, str]:
+    """The filters of a listing as the audit log keeps them (the ones set; no secret among
+    them: a status, a tier, a user id)."""
+    filters: dict[str, str] = {}
+    if flt.status is not None:
+        filters["status"] = flt.status.value
+    if flt.kyc_tier is not None:
+        filters["kyc_tier"] = flt.kyc_tier.value
+    if flt.user_id:
+        filters["user_id"] = flt.user_id
+    return filters
+
+
 class AdminService:
     def __init__(
         self,
@@ -76,21 +92,34 @@ class AdminService:
     # ----- inspect --------------------------------------------------------------------
 
     async def list_wallets(
-        self, flt: WalletFilter, after: tuple[datetime, str] | None, limit: int
+        self,
+        flt: WalletFilter,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        *,
+        viewer: StaffViewer,
     ) -> WalletPage:
         """Newest first; `after` is the (created_at, id) of the previous page's last wallet;
-        `limit` is the already-bounded page size."""
+        `limit` is the already-bounded page size. Audited (`wallets.listed`) with the page's
+        wallet ids and the filters, committed with the read."""
         now = self._clock.now()
         async with self._uow() as uow:
             rows = await uow.wallets.list(flt, after, limit + 1, now)
-        return WalletPage(tuple(w.current(now) for w in rows[:limit]), len(rows) > limit)
+            shown = tuple(w.current(now) for w in rows[:limit])
+            await uow.audit(wallets_listed(viewer, shown, _audited_filters(flt)))
+            await uow.commit()
+        return WalletPage(shown, len(rows) > limit)
 
-    async def get_wallet(self, wallet_id: str) -> AdminWalletView:
+    async def get_wallet(self, wallet_id: str, *, viewer: StaffViewer) -> AdminWalletView:
+        """The staff view of one wallet. Audited (`wallet.viewed`), committed with the read;
+        an unknown wallet writes nothing."""
         cleaned = clean_wallet_id(wallet_id)
         now = self._clock.now()
         async with self._uow() as uow:
             stored = await load_wallet(uow, cleaned)
             pin = await uow.pins.get(stored.id)
+            await uow.audit(wallet_viewed(viewer, stored))
+            await uow.commit()
         wallet = stored.current(now)
         limits, known = await self._limits.view_for(wallet)
         try:

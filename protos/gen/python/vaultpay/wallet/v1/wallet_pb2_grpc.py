@@ -1197,7 +1197,8 @@ class WalletAdminServiceServicer:
     """
 
     def AdminListWallets(self, request, context):
-        """Lists wallets, newest first, with optional filters.
+        """Lists wallets, newest first, with optional filters. Audited (`wallets.listed`: the
+        caller, the filters set, the ids of the wallets shown and the client address).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1205,7 +1206,8 @@ class WalletAdminServiceServicer:
 
     def AdminGetWallet(self, request, context):
         """Returns the full view of one wallet: the wallet, its effective limits and usage, and
-        PIN and IP-trust state.
+        PIN and IP-trust state. Audited (`wallet.viewed`: the caller, the wallet, its owner and
+        the client address; never what the view showed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -527,10 +527,13 @@ class WalletAdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WalletAdminServiceAsyncStub: ...
     AdminListWallets: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminListWalletsRequest, _wallet_pb2.AdminListWalletsResponse]
-    """Lists wallets, newest first, with optional filters."""
+    """Lists wallets, newest first, with optional filters. Audited (`wallets.listed`: the
+    caller, the filters set, the ids of the wallets shown and the client address).
+    """
     AdminGetWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminGetWalletRequest, _wallet_pb2.AdminGetWalletResponse]
     """Returns the full view of one wallet: the wallet, its effective limits and usage, and
-    PIN and IP-trust state.
+    PIN and IP-trust state. Audited (`wallet.viewed`: the caller, the wallet, its owner and
+    the client address; never what the view showed).
     """
     AdminFreezeWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminFreezeWalletRequest, _wallet_pb2.AdminFreezeWalletResponse]
     """Freezes a wallet on behalf of the operator, with a required reason and an optional
@@ -591,10 +594,13 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     AdminListWallets: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminListWalletsRequest, _wallet_pb2.AdminListWalletsResponse]  # type: ignore[assignment]
-    """Lists wallets, newest first, with optional filters."""
+    """Lists wallets, newest first, with optional filters. Audited (`wallets.listed`: the
+    caller, the filters set, the ids of the wallets shown and the client address).
+    """
     AdminGetWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminGetWalletRequest, _wallet_pb2.AdminGetWalletResponse]  # type: ignore[assignment]
     """Returns the full view of one wallet: the wallet, its effective limits and usage, and
-    PIN and IP-trust state.
+    PIN and IP-trust state. Audited (`wallet.viewed`: the caller, the wallet, its owner and
+    the client address; never what the view showed).
     """
     AdminFreezeWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminFreezeWalletRequest, _wallet_pb2.AdminFreezeWalletResponse]  # type: ignore[assignment]
     """Freezes a wallet on behalf of the operator, with a required reason and an optional
@@ -658,7 +664,9 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.AdminListWalletsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.AdminListWalletsResponse, _abc.Awaitable[_wallet_pb2.AdminListWalletsResponse]]:
-        """Lists wallets, newest first, with optional filters."""
+        """Lists wallets, newest first, with optional filters. Audited (`wallets.listed`: the
+        caller, the filters set, the ids of the wallets shown and the client address).
+        """
 
     @_abc_1.abstractmethod
     def AdminGetWallet(
@@ -667,7 +675,8 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.AdminGetWalletResponse, _abc.Awaitable[_wallet_pb2.AdminGetWalletResponse]]:
         """Returns the full view of one wallet: the wallet, its effective limits and usage, and
-        PIN and IP-trust state.
+        PIN and IP-trust state. Audited (`wallet.viewed`: the caller, the wallet, its owner and
+        the client address; never what the view showed).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,64 @@
+"""What the audit trail records of staff reading wallets (ASVS 5.0 V16, as auth's staff reads of
+users in `vaultpay_auth.domain.security_events`): who looked, at which wallets, from which
+client address, under which filters.
+
+Never a balance, a PIN's state or a staff note: the row says that a wallet was seen, not what
+it showed, so a copy of the log reveals no more than the ids it already names.
+
+    entry = wallet_viewed(StaffViewer("staff-id", Role.MODERATOR, "192.0.2.1"), wallet)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from vaultpay_common.audit.model import AuditEntry
+from vaultpay_common.context import Role
+from vaultpay_wallet.domain.model import Wallet
+
+__all__ = ["WALLETS_LISTED", "WALLET_VIEWED", "StaffViewer", "wallet_viewed", "wallets_listed"]
+
+WALLET_VIEWED = "wallet.viewed"
+WALLETS_LISTED = "wallets.listed"
+
+
+@dataclass(frozen=True, slots=True)
+class StaffViewer:
+    """The staff member reading wallets through the admin API, and their client address."""
+
+    actor_id: str
+    actor_role: Role
+    client_ip: str = ""
+
+
+def wallet_viewed(viewer: StaffViewer, wallet: Wallet) -> AuditEntry:
+    """AdminGetWallet: one wallet shown, with its owner's id to correlate with auth's log."""
+    return AuditEntry(
+        WALLET_VIEWED,
+        "wallet",
+        wallet.id,
+        {"user_id": wallet.user_id, "ip": viewer.client_ip},
+        actor_id=viewer.actor_id,
+        actor_role=viewer.actor_role.name,
+    )
+
+
+def wallets_listed(
+    viewer: StaffViewer, shown: Sequence[Wallet], filters: Mapping[str, str]
+) -> AuditEntry:
+    """AdminListWallets: one page shown, which wallets, under which filters (none: empty)."""
+    details = {
+        **filters,
+        "count": str(len(shown)),
+        "wallet_ids": ",".join(w.id for w in shown),
+        "ip": viewer.client_ip,
+    }
+    return AuditEntry(
+        WALLETS_LISTED,
+        "wallets",
+        "",
+        details,
+        actor_id=viewer.actor_id,
+        actor_role=viewer.actor_role.name,
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from vaultpay_common.context import Role
 from vaultpay_common.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -21,6 +22,7 @@ from vaultpay_common.errors import (
 )
 
 __all__ = [
+    "FreezeHeldByHigherRankError",
     "InvalidPinError",
     "PinAlreadySetError",
     "PinChangedError",
@@ -117,6 +119,23 @@ class StaffOutrankedError(InsufficientPermissionsError):
     reason, INSUFFICIENT_PERMISSIONS, so clients see one vocabulary."""
 
     default_message = "staff act only on the wallets of users ranked below them"
+
+
+class FreezeHeldByHigherRankError(PermissionDeniedError):
+    """A staff member lifting (AdminUnfreezeWallet) or replacing (AdminFreezeWallet) a staff
+    freeze in force that someone ranked above them set: a moderator does not undo an admin's
+    fraud hold. Metadata `held_by_role`: the setter's role as auth has it now ("admin"),
+    never who they are. Nothing is lifted or written."""
+
+    reason = "FREEZE_HELD_BY_HIGHER_RANK"
+    default_message = "a staff member ranked above you froze this wallet"
+
+    def __init__(self, setter_role: Role) -> None:
+        super().__init__(
+            f"a staff freeze set by a {setter_role.claim} is in force; only a {setter_role.claim} "
+            "or higher may lift or replace it",
+            metadata={"held_by_role": setter_role.claim},
+        )
 
 
 class PinNotSetError(FailedPreconditionError):

@@ -140,6 +140,14 @@ class Wallet:
             return True
         return self.status is WalletStatus.FROZEN and not self.freezes
 
+    def staff_freeze_set_by_other(self, actor_id: str, now: datetime) -> Freeze | None:
+        """The staff freeze in force, unless `actor_id` set it: what a staff change by
+        `actor_id` would lift or replace, subject to the setter's rank (domain/staff.py)."""
+        held = self.freeze_by(FreezeSource.ADMIN)
+        if held is None or not held.is_active(now) or held.set_by == actor_id:
+            return None
+        return held
+
     def expired_freezes(self, now: datetime) -> tuple[Freeze, ...]:
         return tuple(f for f in self.freezes if not f.is_active(now))
 

@@ -12,14 +12,21 @@ super_admin.
 
     check_staff_outranks_owner(Role.ADMIN, Role.MODERATOR)  # allowed
     check_staff_outranks_owner(Role.MODERATOR, Role.ADMIN)  # StaffOutrankedError
+
+A staff freeze in force answers to a second rule: who set it. Staff lift or replace only the
+staff freezes of people ranked no higher than them (equal rank allowed: an admin takes over
+another admin's hold, a moderator another moderator's; a super_admin anything):
+
+    check_may_override_staff_freeze(Role.ADMIN, Role.ADMIN)  # allowed
+    check_may_override_staff_freeze(Role.MODERATOR, Role.ADMIN)  # FreezeHeldByHigherRankError
 """
 
 from __future__ import annotations
 
 from vaultpay_common.context import Role
-from vaultpay_wallet.domain.errors import StaffOutrankedError
+from vaultpay_wallet.domain.errors import FreezeHeldByHigherRankError, StaffOutrankedError
 
-__all__ = ["check_staff_outranks_owner"]
+__all__ = ["check_may_override_staff_freeze", "check_staff_outranks_owner"]
 
 
 def check_staff_outranks_owner(actor_role: Role, owner_role: Role) -> None:
@@ -27,3 +34,12 @@ def check_staff_outranks_owner(actor_role: Role, owner_role: Role) -> None:
     staff member with `actor_role` may change a wallet whose owner has `owner_role`."""
     if actor_role is not Role.SUPER_ADMIN and owner_role >= actor_role:
         raise StaffOutrankedError()
+
+
+def check_may_override_staff_freeze(actor_role: Role, setter_role: Role) -> None:
+    """Raises FreezeHeldByHigherRankError (PERMISSION_DENIED, FREEZE_HELD_BY_HIGHER_RANK)
+    when the staff freeze in force was set by someone ranked above `actor_role`. Not the
+    owner rule: equal rank may take over a colleague's hold (their reasons are in the audit
+    log), a lower rank may not undo it."""
+    if setter_role > actor_role:
+        raise FreezeHeldByHigherRankError(setter_role)

@@ -87,15 +87,17 @@ async def check_staff_rank(
     wallet_id: str,
     actor_id: str,
     actor_role: Role,
-) -> None:
+) -> Wallet:
     """The rules of a staff change of another user's wallet that need no lock, before the
     change's transaction opens, so a refusal writes nothing and no row stays locked while
     auth is asked: not the actor's own wallet (CANNOT_MODIFY_SELF, decided without auth,
     as auth decides it first too), then the owner ranked below the actor
     (INSUFFICIENT_PERMISSIONS; domain/staff.py). A wallet's owner never changes, so the
     owner checked here is the owner of the row the change locks. Raises WALLET_NOT_FOUND,
-    and AUTH_UNAVAILABLE (or UNAVAILABLE) when the owner's role cannot be had."""
+    and AUTH_UNAVAILABLE (or UNAVAILABLE) when the owner's role cannot be had. Returns the
+    wallet as read (unlocked), for the change's other checks before its transaction."""
     async with uow_factory() as uow:
         wallet = await load_wallet(uow, wallet_id)
     wallet.check_staff_may_change(actor_id)
     check_staff_outranks_owner(actor_role, await roles.role_of(wallet.user_id))
+    return wallet

@@ -4,7 +4,9 @@ Object-level rules do not apply (staff see every wallet); the role rules live in
 contract and the interceptor. Staff never change their own wallet here (CANNOT_MODIFY_SELF,
 checked on the wallet row locked by the change), nor the wallet of someone they do not outrank
 (INSUFFICIENT_PERMISSIONS, the owner's role asked of auth before the change's transaction; see
-`check_staff_rank`). Every change writes its audit row in its own transaction; a refusal
+`check_staff_rank`), nor lift or replace a staff freeze in force that someone ranked above
+them set (FREEZE_HELD_BY_HIGHER_RANK, the setter's current role asked of auth the same way;
+see `_check_freeze_setter`). Every change writes its audit row in its own transaction; a refusal
 writes nothing. Staff reads (AdminGetWallet, AdminListWallets) are audited too, in the read's
 transaction, with the ids shown and the client address (ASVS 5.0 V16, as auth audits staff
 reads of users; domain/staff_reads.py): never a balance.
@@ -20,10 +22,12 @@ from typing import TypeVar
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
-from vaultpay_common.errors import ValidationError
+from vaultpay_common.context import Role
+from vaultpay_common.errors import AbortedError, ValidationError
 from vaultpay_common.idempotency import DataclassCodec, run_once
 from vaultpay_wallet.domain.errors import WalletClosedError
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet, WalletStatus
+from vaultpay_wallet.domain.staff import check_may_override_staff_freeze
 from vaultpay_wallet.domain.staff_reads import StaffViewer, wallet_viewed, wallets_listed
 from vaultpay_wallet.domain.validation import clean_text
 from vaultpay_wallet.service_layer._shared import (
@@ -67,6 +71,20 @@ def _audited_filters(flt: WalletFilter) -> dict[str, str]:
     if flt.user_id:
         filters["user_id"] = flt.user_id
     return filters
+
+
+def _require_same_staff_freeze(
+    locked: Wallet, checked: Freeze | None, actor_id: str, actor_role: Role, now: datetime
+) -> None:
+    """Under the wallet's lock: the staff freeze the change would lift or replace is still
+    the one whose setter was checked (or one has lapsed meanwhile). Another staff member's
+    freeze that committed in between is answered ABORTED, nothing written; a retry checks
+    its setter."""
+    if actor_role is Role.SUPER_ADMIN:
+        return
+    held = locked.staff_freeze_set_by_other(actor_id, now)
+    if held is not None and held != checked:
+        raise AbortedError("the staff freeze changed while this change was checked; retry")
 
 
 class AdminService:
@@ -147,18 +165,24 @@ class AdminService:
     async def freeze_wallet(self, cmd: AdminFreezeWallet) -> Wallet:
         """Adds (or replaces) the staff freeze, with a reason and an optional end in the
         future; never shortens the staff freeze in force (WALLET_ALREADY_FROZEN, see
-        `Wallet.frozen`). Coexists with a self-freeze or lockout; only staff can lift it.
-        Audited, and the owner is notified (without the staff note)."""
+        `Wallet.frozen`), nor replaces one set by a higher rank (FREEZE_HELD_BY_HIGHER_RANK:
+        the replacement would then be the actor's to lift). Coexists with a self-freeze or
+        lockout; only staff can lift it. Audited, and the owner is notified (without the
+        staff note)."""
         wallet_id = clean_wallet_id(cmd.wallet_id)
         reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
         if cmd.until is not None and cmd.until <= self._clock.now():
             raise ValidationError.single("until_time", "must be in the future")
-        await check_staff_rank(self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role)
+        read = await check_staff_rank(
+            self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role
+        )
+        checked = await self._check_freeze_setter(read, cmd.actor_id, cmd.actor_role)
 
         async def work(uow: WalletUnitOfWork) -> Wallet:
             now = self._clock.now()
             loaded = await load_wallet(uow, wallet_id, for_update=True)
             loaded.check_staff_may_change(cmd.actor_id)
+            _require_same_staff_freeze(loaded, checked, cmd.actor_id, cmd.actor_role, now)
             wallet = await persist_expired_lifts(uow, loaded, now)
             wallet = wallet.frozen(
                 Freeze(FreezeSource.ADMIN, reason, now, cmd.until, cmd.actor_id), now
@@ -183,11 +207,17 @@ class AdminService:
             return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
 
     async def unfreeze_wallet(self, cmd: AdminUnfreezeWallet) -> Wallet:
-        """Lifts every freeze (staff, self, PIN lockout) and clears the PIN counter. A closed
-        wallet answers WALLET_CLOSED. Audited (also when there was nothing to lift)."""
+        """Lifts every freeze (staff, self, PIN lockout) and clears the PIN counter. A staff
+        freeze in force set by someone ranked above the actor refuses the whole call
+        (FREEZE_HELD_BY_HIGHER_RANK, nothing lifted); a lockout or the owner's own freeze
+        any staff member may lift. A closed wallet answers WALLET_CLOSED. Audited (also when
+        there was nothing to lift)."""
         wallet_id = clean_wallet_id(cmd.wallet_id)
         reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
-        await check_staff_rank(self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role)
+        read = await check_staff_rank(
+            self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role
+        )
+        checked = await self._check_freeze_setter(read, cmd.actor_id, cmd.actor_role)
 
         async def work(uow: WalletUnitOfWork) -> Wallet:
             now = self._clock.now()
@@ -195,6 +225,7 @@ class AdminService:
             wallet.check_staff_may_change(cmd.actor_id)
             if wallet.is_closed:
                 raise WalletClosedError("a closed wallet stays closed")
+            _require_same_staff_freeze(wallet, checked, cmd.actor_id, cmd.actor_role, now)
             lifted = sorted(f.source.value for f in wallet.freezes)
             wallet = wallet.lifted(_ALL_SOURCES, now)
             await uow.wallets.update(wallet)
@@ -221,6 +252,20 @@ class AdminService:
 
         async with self._uow() as uow:
             return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
+
+    async def _check_freeze_setter(
+        self, wallet: Wallet, actor_id: str, actor_role: Role
+    ) -> Freeze | None:
+        """The setter's rank rule (domain/staff.py) for the staff freeze in force that the
+        change would lift or replace, asked before the change's transaction as the owner's
+        rank is (no row stays locked while auth answers; AUTH_UNAVAILABLE fails closed).
+        Returns the freeze checked, which the change requires unchanged under its lock."""
+        if actor_role is Role.SUPER_ADMIN:
+            return None  # outranked by nobody: no need to ask
+        held = wallet.staff_freeze_set_by_other(actor_id, self._clock.now())
+        if held is not None:
+            check_may_override_staff_freeze(actor_role, await self._roles.role_of(held.set_by))
+        return held
 
     # ----- figures --------------------------------------------------------------------
 

@@ -63,7 +63,9 @@ class _FreezeReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FreezeRe
     FREEZE_REASON_SELF: _FreezeReason.ValueType  # 1
     """The owner froze it (FreezeMyWallet); the owner may lift it."""
     FREEZE_REASON_ADMIN: _FreezeReason.ValueType  # 2
-    """Staff froze it (AdminFreezeWallet); only staff may lift it."""
+    """Staff froze it (AdminFreezeWallet); only staff ranked at least as high as the one who
+    froze it may lift it.
+    """
     FREEZE_REASON_PIN_LOCKOUT: _FreezeReason.ValueType  # 3
     """Three consecutive wrong PINs; lifts itself after 24 hours, or earlier by ResetPin or staff."""
 
@@ -75,7 +77,9 @@ FREEZE_REASON_UNSPECIFIED: FreezeReason.ValueType  # 0
 FREEZE_REASON_SELF: FreezeReason.ValueType  # 1
 """The owner froze it (FreezeMyWallet); the owner may lift it."""
 FREEZE_REASON_ADMIN: FreezeReason.ValueType  # 2
-"""Staff froze it (AdminFreezeWallet); only staff may lift it."""
+"""Staff froze it (AdminFreezeWallet); only staff ranked at least as high as the one who
+froze it may lift it.
+"""
 FREEZE_REASON_PIN_LOCKOUT: FreezeReason.ValueType  # 3
 """Three consecutive wrong PINs; lifts itself after 24 hours, or earlier by ResetPin or staff."""
 Global___FreezeReason: _TypeAlias = FreezeReason  # noqa: Y015

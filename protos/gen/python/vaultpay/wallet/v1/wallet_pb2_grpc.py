@@ -1221,7 +1221,9 @@ class WalletAdminServiceServicer:
         reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
         changes nothing (to end it sooner, AdminUnfreezeWallet, which lifts every freeze); one
         that lasts at least as long replaces it (the audit log keeps the one it replaced).
-        Audited.
+        A staff freeze in force set by someone ranked above the caller (by their current role
+        in auth) is never replaced: PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK,
+        metadata `held_by_role` the setter's role ("admin"), and nothing changes. Audited.
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
         reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
         (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -1233,10 +1235,16 @@ class WalletAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AdminUnfreezeWallet(self, request, context):
-        """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
-        too). A closed wallet stays closed. Audited. The caller's own wallet answers
-        PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
-        by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
+        """Lifts every freeze (admin, self and PIN lockout; a lockout's attempt counter is cleared
+        too). A staff freeze in force set by someone ranked above the caller (by their current
+        role in auth; equal rank may lift it, a super_admin anything) refuses the whole call:
+        PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK, metadata `held_by_role` the
+        setter's role ("admin"), nothing lifted. A PIN lockout or the owner's own freeze any
+        staff member lifts. A staff freeze that another staff member sets while the call is
+        checked answers ABORTED (retry). A closed wallet stays closed. Audited. The caller's own
+        wallet answers PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff
+        member is lifted by another staff member. The rank rule and its failure of
+        AdminFreezeWallet apply.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -543,7 +543,9 @@ class WalletAdminServiceStub:
     reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
     changes nothing (to end it sooner, AdminUnfreezeWallet, which lifts every freeze); one
     that lasts at least as long replaces it (the audit log keeps the one it replaced).
-    Audited.
+    A staff freeze in force set by someone ranked above the caller (by their current role
+    in auth) is never replaced: PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK,
+    metadata `held_by_role` the setter's role ("admin"), and nothing changes. Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -551,10 +553,16 @@ class WalletAdminServiceStub:
     while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
     """
     AdminUnfreezeWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminUnfreezeWalletRequest, _wallet_pb2.AdminUnfreezeWalletResponse]
-    """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
-    too). A closed wallet stays closed. Audited. The caller's own wallet answers
-    PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
-    by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
+    """Lifts every freeze (admin, self and PIN lockout; a lockout's attempt counter is cleared
+    too). A staff freeze in force set by someone ranked above the caller (by their current
+    role in auth; equal rank may lift it, a super_admin anything) refuses the whole call:
+    PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK, metadata `held_by_role` the
+    setter's role ("admin"), nothing lifted. A PIN lockout or the owner's own freeze any
+    staff member lifts. A staff freeze that another staff member sets while the call is
+    checked answers ABORTED (retry). A closed wallet stays closed. Audited. The caller's own
+    wallet answers PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff
+    member is lifted by another staff member. The rank rule and its failure of
+    AdminFreezeWallet apply.
     """
     AdminListLimits: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]
     """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
@@ -610,7 +618,9 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
     changes nothing (to end it sooner, AdminUnfreezeWallet, which lifts every freeze); one
     that lasts at least as long replaces it (the audit log keeps the one it replaced).
-    Audited.
+    A staff freeze in force set by someone ranked above the caller (by their current role
+    in auth) is never replaced: PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK,
+    metadata `held_by_role` the setter's role ("admin"), and nothing changes. Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -618,10 +628,16 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
     """
     AdminUnfreezeWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminUnfreezeWalletRequest, _wallet_pb2.AdminUnfreezeWalletResponse]  # type: ignore[assignment]
-    """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
-    too). A closed wallet stays closed. Audited. The caller's own wallet answers
-    PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
-    by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
+    """Lifts every freeze (admin, self and PIN lockout; a lockout's attempt counter is cleared
+    too). A staff freeze in force set by someone ranked above the caller (by their current
+    role in auth; equal rank may lift it, a super_admin anything) refuses the whole call:
+    PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK, metadata `held_by_role` the
+    setter's role ("admin"), nothing lifted. A PIN lockout or the owner's own freeze any
+    staff member lifts. A staff freeze that another staff member sets while the call is
+    checked answers ABORTED (retry). A closed wallet stays closed. Audited. The caller's own
+    wallet answers PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff
+    member is lifted by another staff member. The rank rule and its failure of
+    AdminFreezeWallet apply.
     """
     AdminListLimits: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]  # type: ignore[assignment]
     """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
@@ -692,7 +708,9 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
         changes nothing (to end it sooner, AdminUnfreezeWallet, which lifts every freeze); one
         that lasts at least as long replaces it (the audit log keeps the one it replaced).
-        Audited.
+        A staff freeze in force set by someone ranked above the caller (by their current role
+        in auth) is never replaced: PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK,
+        metadata `held_by_role` the setter's role ("admin"), and nothing changes. Audited.
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
         reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
         (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -706,10 +724,16 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.AdminUnfreezeWalletRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.AdminUnfreezeWalletResponse, _abc.Awaitable[_wallet_pb2.AdminUnfreezeWalletResponse]]:
-        """Lifts any freeze (admin, self or PIN lockout; a lockout's attempt counter is cleared
-        too). A closed wallet stays closed. Audited. The caller's own wallet answers
-        PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
-        by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
+        """Lifts every freeze (admin, self and PIN lockout; a lockout's attempt counter is cleared
+        too). A staff freeze in force set by someone ranked above the caller (by their current
+        role in auth; equal rank may lift it, a super_admin anything) refuses the whole call:
+        PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK, metadata `held_by_role` the
+        setter's role ("admin"), nothing lifted. A PIN lockout or the owner's own freeze any
+        staff member lifts. A staff freeze that another staff member sets while the call is
+        checked answers ABORTED (retry). A closed wallet stays closed. Audited. The caller's own
+        wallet answers PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff
+        member is lifted by another staff member. The rank rule and its failure of
+        AdminFreezeWallet apply.
         """
 
     @_abc_1.abstractmethod

@@ -80,3 +80,15 @@ def test_short_email_local_parts_do_not_forbid_ordinary_letters() -> None:
 def test_password_containing_the_email_name_is_refused() -> None:
     with pytest.raises(ValidationError):
         check_registration("harriet@example.com", "harriet-rules-1234", "Harriet")
+
+
+def test_the_refusal_of_the_email_name_in_any_case_says_it_is_the_name_part() -> None:
+    """A newcomer's `Root pass 123 secure!` for root@example.com holds no email address, only
+    its name part in another case: the message must name what the rule checks."""
+    with pytest.raises(ValidationError) as caught:
+        check_registration("root@example.com", "Root pass 123 secure!", "Root")
+    (violation,) = caught.value.violations
+    assert violation.field == "password"
+    assert violation.description == (
+        "must not contain the email address or its name part (before the @)"
+    )

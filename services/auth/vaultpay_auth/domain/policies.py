@@ -38,6 +38,9 @@ MIN_PASSWORD, MAX_PASSWORD = 12, 128
 MAX_NAME = 100
 # Shorter local parts ("a@…") would forbid ordinary letters; only meaningful ones are checked.
 MIN_LOCAL_PART_CHECKED = 4
+# The rule checks the email's local part ("root" of root@example.com), in any case: a
+# password holding the whole address holds its name part too, so the message names the part.
+_CONTAINS_EMAIL = "must not contain the email address or its name part (before the @)"
 MAX_REASON = 500
 
 
@@ -62,7 +65,7 @@ def password_violations(password: str, email: str, field: str = "password") -> l
         return [FieldViolation(field, "must contain at least one letter and one digit")]
     local_part = email.split("@")[0]
     if len(local_part) >= MIN_LOCAL_PART_CHECKED and local_part in password.lower():
-        return [FieldViolation(field, "must not contain the email address")]
+        return [FieldViolation(field, _CONTAINS_EMAIL)]
     return []
 
 

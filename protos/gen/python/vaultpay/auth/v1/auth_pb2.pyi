@@ -167,7 +167,9 @@ class RegisterRequest(_message.Message):
     email: _builtins.str
     """Email address; normalised to lower case, at most 254 characters."""
     password: _builtins.str
-    """Password: 12 to 128 characters with at least one letter and one digit, and not the email."""
+    """Password: 12 to 128 characters with at least one letter and one digit, not containing
+    the email's name part (before the @, any case; checked when it has 4 characters or more).
+    """
     full_name: _builtins.str
     """Display name, 1 to 100 characters."""
     def __init__(

@@ -265,8 +265,17 @@ def withdraw(gateway: Gateway, asha: Person, account: str, want: str) -> dict[st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateway", default="127.0.0.1:8080", help="the gateway's host:port")
-    parser.add_argument("--maildir", type=Path, default=Path("var/mail"), help="the SMTP sink's")
-    parser.add_argument("--staff-email", required=True, help="an admin or super_admin")
+    parser.add_argument(
+        "--maildir",
+        type=Path,
+        default=Path("var/mail"),
+        help="the SMTP sink's mail directory, where the mailed code is read (default var/mail)",
+    )
+    parser.add_argument(
+        "--staff-email",
+        required=True,
+        help="an admin or super_admin; the password is read from $STAFF_PASSWORD, or asked for",
+    )
     args = parser.parse_args()
     password = os.environ.get("STAFF_PASSWORD") or getpass.getpass(f"{args.staff_email}: ")
     gateway = Gateway(args.gateway)

@@ -222,7 +222,12 @@ class ServiceCli(Generic[S]):
         return str(getattr(self.settings_type, "model_config", {}).get("env_prefix", ""))
 
     def main(self, argv: list[str] | None = None) -> int:
-        parser = argparse.ArgumentParser(prog=self.prog, description=self.description)
+        # The description is the module's docstring: a usage line per command, kept as written.
+        parser = argparse.ArgumentParser(
+            prog=self.prog,
+            description=self.description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sub = parser.add_subparsers(dest="command", required=True)
         sub.add_parser("migrate", help="apply the database migrations (owner DSN)")
         for command in self._commands:

@@ -2,6 +2,7 @@
 
     vaultpay-auth migrate                                  # alembic upgrade head (owner DSN)
     vaultpay-auth create-superadmin --email a@b.c [--full-name N] [--password-stdin]
+                                                           # asks twice, or reads stdin's 1st line
     vaultpay-auth rotate-signing-key [--immediate]         # the standby signs once published for
                                                            # AUTH_KEY_PUBLISH_LEAD_SECONDS (or now)
     vaultpay-auth withdraw-signing-key --kid K             # compromised key: out of the JWKS now,
@@ -176,7 +177,10 @@ def _create_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--email", required=True)
     parser.add_argument("--full-name", default="VaultPay Super Admin")
     parser.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin"
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (no terminal needed); "
+        "otherwise it is asked for twice",
     )
 
 

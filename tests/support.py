@@ -8,11 +8,13 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 __all__ = [
     "RpcFailure",
     "eventually",
+    "json_time",
     "peer_service_fields",
     "pooled_drivers",
     "rpc_failure",
@@ -45,6 +48,13 @@ async def eventually(
             raise AssertionError(f"{what} not met within {within} s")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+def json_time(moment: datetime) -> str:
+    """`moment` (aware) as proto3 JSON writes a Timestamp: the one form of a time in the API."""
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp.ToJsonString()
 
 
 async def pooled_drivers(engine: AsyncEngine, count: int) -> list[asyncpg.Connection]:

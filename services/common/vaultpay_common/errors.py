@@ -11,6 +11,7 @@ them without knowing about gRPC:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "ValidationError",
+    "metadata_time",
 ]
 
 
@@ -45,6 +47,25 @@ class ErrorKind(Enum):
     ABORTED = "ABORTED"
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+
+
+def metadata_time(moment: datetime) -> str:
+    """A time as an error's metadata and message carry it: RFC 3339 in UTC with `Z`, the
+    form proto3 JSON gives every Timestamp of the API (fractions of 0, 3 or 6 digits), so a
+    client parses the `until` of PIN_LOCKED as it parses any `createdAt`. A naive datetime is
+    local time, as `astimezone` reads it.
+
+    >>> metadata_time(datetime(2026, 12, 5, 10, 11, 8, 247530, tzinfo=UTC))
+    '2026-12-05T10:11:08.247530Z'
+    """
+    utc = moment.astimezone(UTC)
+    seconds = utc.replace(tzinfo=None).isoformat(timespec="seconds")
+    micros = utc.microsecond
+    if micros == 0:
+        return f"{seconds}Z"
+    if micros % 1000 == 0:
+        return f"{seconds}.{micros // 1000:03d}Z"
+    return f"{seconds}.{micros:06d}Z"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.support import json_time
 from tests.unit.wallet.wallet_world import STAFF, World, key
 from vaultpay_common.context import Role
 from vaultpay_common.errors import ErrorKind, ValidationError
@@ -299,7 +300,9 @@ async def test_a_staff_freeze_never_shortens_the_staff_freeze_in_force() -> None
     await freeze("two hours", later)
     with pytest.raises(WalletAlreadyFrozenError) as shorter:
         await freeze("one hour", soon)
-    assert shorter.value.metadata == {"until": later.isoformat()}
+    # The API's one form of a time (proto3 JSON's, `…Z`), in the metadata and the message.
+    assert shorter.value.metadata == {"until": json_time(later)}
+    assert f"until {json_time(later)};" in str(shorter.value)
     await freeze("for good", None)  # longer: replaces it
     assert await freeze_in_force() == ("for good", None)
 

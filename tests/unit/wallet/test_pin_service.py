@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from tests.support import json_time
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_common.context import Role
 from vaultpay_common.errors import DomainError, ValidationError
@@ -117,13 +118,17 @@ async def test_wrong_pins_count_and_the_third_locks_the_wallet_for_24_hours() ->
     assert stored.status is WalletStatus.FROZEN
     lockout = stored.freeze_by(FreezeSource.PIN_LOCKOUT)
     assert lockout is not None and lockout.until == world.clock.now() + timedelta(hours=24)
+    # The end as every time of the API reads (`…Z`), in the metadata and the message.
+    assert third.metadata == {"until": json_time(lockout.until)}
+    assert str(third).endswith(f"until {json_time(lockout.until)}")
     assert [e.action for e in world.uow.audit_entries].count("wallet.pin_locked") == 1
     assert world.uow.outbox.of_topic("notification.create")[-1].payload["kind"] == "SECURITY"
     # the right PIN during a lockout is still refused, and bcrypt is not even run
     checks = world.hasher.verifications
-    with pytest.raises(PinLockedError):
+    with pytest.raises(PinLockedError) as during:
         await world.pins.verify_pin(VerifyPin("alice", GOOD, key()))
     assert world.hasher.verifications == checks
+    assert during.value.metadata == {"until": json_time(lockout.until)}
 
 
 async def test_the_lockout_lifts_itself_after_24_hours_with_a_fresh_counter() -> None:

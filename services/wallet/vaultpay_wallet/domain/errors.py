@@ -19,6 +19,7 @@ from vaultpay_common.errors import (
     InsufficientPermissionsError,
     NotFoundError,
     PermissionDeniedError,
+    metadata_time,
 )
 
 __all__ = [
@@ -73,12 +74,13 @@ class WalletAlreadyFrozenError(FailedPreconditionError):
     default_message = "staff froze the wallet for longer"
 
     def __init__(self, until: datetime | None) -> None:
-        ends = f"until {until.isoformat()}" if until is not None else "with no end"
+        until_text = "" if until is None else metadata_time(until)
+        ends = f"until {until_text}" if until_text else "with no end"
         super().__init__(
             f"staff already froze this wallet {ends}; a staff freeze never shortens it (to end "
             "it sooner, unfreeze the wallet, which also lifts the owner's own freeze and a PIN "
             "lockout)",
-            metadata={"until": "" if until is None else until.isoformat()},
+            metadata={"until": until_text},
         )
 
 
@@ -163,14 +165,16 @@ class InvalidPinError(FailedPreconditionError):
 
 
 class PinLockedError(FailedPreconditionError):
-    """Too many wrong PINs: the wallet is frozen (PIN_LOCKOUT) until `metadata["until"]`."""
+    """Too many wrong PINs: the wallet is frozen (PIN_LOCKOUT) until `metadata["until"]`
+    (`metadata_time`: RFC 3339 UTC with `Z`); no `until` when the end is unknown."""
 
     reason = "PIN_LOCKED"
     default_message = "too many wrong PINs; the wallet is locked"
 
-    def __init__(self, until_iso: str = "") -> None:
-        message = self.default_message + (f" until {until_iso}" if until_iso else "")
-        super().__init__(message, metadata={"until": until_iso} if until_iso else None)
+    def __init__(self, until: datetime | None = None) -> None:
+        until_text = "" if until is None else metadata_time(until)
+        message = self.default_message + (f" until {until_text}" if until_text else "")
+        super().__init__(message, metadata={"until": until_text} if until_text else None)
 
 
 class PinChangedError(FailedPreconditionError):

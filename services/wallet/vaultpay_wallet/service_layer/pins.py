@@ -142,8 +142,7 @@ def _raise_unless_ok(outcome: PinCheckOutcome) -> None:
     if outcome.result is PinCheckResult.INVALID:
         raise InvalidPinError(outcome.remaining_attempts)
     if outcome.result is PinCheckResult.LOCKED:
-        until = outcome.locked_until.isoformat() if outcome.locked_until else ""
-        raise PinLockedError(until)
+        raise PinLockedError(outcome.locked_until)
 
 
 def _check_shape(pin: str, field: str) -> None:
@@ -378,7 +377,7 @@ class PinService:
                 raise PinNotSetError()
             lockout = wallet.freeze_by(FreezeSource.PIN_LOCKOUT)
             if lockout is not None and lockout.is_active(now):
-                raise PinLockedError(lockout.until.isoformat() if lockout.until else "")
+                raise PinLockedError(lockout.until)
             if movement and wallet.frozen_besides_lockout(now):
                 raise WalletFrozenError()
             wallet = await persist_expired_lifts(uow, wallet, now)

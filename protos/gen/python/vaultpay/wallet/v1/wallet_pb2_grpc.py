@@ -240,10 +240,11 @@ class WalletServiceServicer:
     def VerifyPin(self, request, context):
         """Checks a PIN without moving money (for example before showing sensitive screens). A
         wrong PIN counts toward the lockout exactly like a wrong PIN on a transfer: the third
-        consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED). A retry of a
-        check that passed replays it while the PIN is unchanged; after a PIN change it fails
-        with FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id), as
-        does a check during which the PIN changed, and every retry of it.
+        consecutive failure freezes the wallet for 24 hours (reason PIN_LOCKED, metadata `until`
+        the lockout's end, in UTC ending in Z like every time of the API). A retry of a check
+        that passed replays it while the PIN is unchanged; after a PIN change it fails with
+        FAILED_PRECONDITION reason PIN_CHANGED (send it anew, with a new request_id), as does a
+        check during which the PIN changed, and every retry of it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1218,9 +1219,10 @@ class WalletAdminServiceServicer:
         end time. Coexists with the owner's own freeze and a PIN lockout; the owner cannot lift
         a staff freeze. A staff freeze never shortens the staff freeze in force: one that would
         end earlier (or ends where the one in force has no end) answers FAILED_PRECONDITION,
-        reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (empty: none), and
-        changes nothing (to end it sooner, AdminUnfreezeWallet, which lifts every freeze); one
-        that lasts at least as long replaces it (the audit log keeps the one it replaced).
+        reason WALLET_ALREADY_FROZEN, metadata `until` the end in force (in UTC ending in Z;
+        empty: none), and changes nothing (to end it sooner, AdminUnfreezeWallet, which lifts
+        every freeze); one that lasts at least as long replaces it (the audit log keeps the one
+        it replaced).
         A staff freeze in force set by someone ranked above the caller (by their current role
         in auth) is never replaced: PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK,
         metadata `held_by_role` the setter's role ("admin"), and nothing changes. Audited.

@@ -269,6 +269,9 @@ async def test_an_interrupted_rotation_resumes_and_the_cli_rotates_with_progress
     assert result.returncode == 0, result.stderr
     assert f"request id {request_id}" in result.stdout
     assert "re-wrapped" in result.stdout and "left" in result.stdout
+    # The final state once: the empty sweep after the last batch repeated it (QA: printed twice).
+    progress = [line for line in result.stdout.splitlines() if line.startswith("re-wrapped")]
+    assert progress[-1].endswith(", 0 left") and len(progress) == len(set(progress))
     new_states, new_used = await _keys(app)
     (new_key,) = new_states
     assert new_key != started.key_id and set(new_used) == {new_key}

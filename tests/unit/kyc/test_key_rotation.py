@@ -57,7 +57,8 @@ async def test_a_rotation_rewraps_every_row_in_batches_and_drops_the_old_key(wor
     assert _all_open(world) == before
     # Only the data keys moved: the sealed files are byte for byte the same.
     assert {sid: s.sealed_file for sid, s in world.uow.submissions.secrets.items()} == sealed_before
-    assert [p.rewrapped for p in seen] == [2, 3, 3]  # batches of 2, then the empty check
+    # Batches of 2; the empty check after the last one repeats its state and is not reported.
+    assert seen == [RotationProgress(2, 1), RotationProgress(3, 0)]
     actions = [e.action for e in world.uow.audit_entries]
     assert actions[-2:] == ["kyc.key_rotation_started", "kyc.key_rotated"]
     assert world.uow.audit_entries[-1].details["reencrypted_count"] == "3"
@@ -103,9 +104,11 @@ async def test_an_interrupted_rotation_resumes_where_it_stopped(world: World) ->
 async def test_rows_held_by_others_are_waited_for_then_reported_unfinished(world: World) -> None:
     held = sorted(world.uow.submissions.rows)[0]
     world.uow.keys.locked.add(held)
+    seen: list[RotationProgress] = []
     with pytest.raises(KeyRotationIncompleteError):
-        await world.rotation.rotate(RotateKycKey(key("root")))
+        await world.rotation.rotate(RotateKycKey(key("root")), seen.append)
     assert world.sleeps  # it polled instead of giving up at once
+    assert seen == [RotationProgress(2, 1)]  # each poll found the same state: told once
     assert world.uow.submissions.secrets[held].wrapped_key.key_id == FIRST_KEY_ID
     assert FIRST_KEY_ID in world.uow.keys.states  # still used: not dropped
     world.uow.keys.locked.clear()

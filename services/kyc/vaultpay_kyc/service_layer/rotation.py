@@ -132,7 +132,11 @@ class KeyRotationService:
         self, rotation_id: str, progress: ProgressSink | None = None
     ) -> RotationOutcome:
         """Sweeps and finishes; returns unfinished after the settle time (or the caller's
-        deadline, whichever is first) if rows are still held by others."""
+        deadline, whichever is first) if rows are still held by others.
+
+        `progress` hears of each state once: the sweep that finds nothing left after the last
+        batch (or polls rows still held) repeats the state before it, and a CLI printed
+        `re-wrapped 2, 0 left` twice."""
         budget = self._settle
         left = remaining_seconds()
         if left is not None:
@@ -140,11 +144,14 @@ class KeyRotationService:
         deadline = self._monotonic() + budget
         rewrapped = 0
         unreadable: set[str] = set()
+        reported: RotationProgress | None = None
         while True:
             done, remaining = await self._sweep_batch(rotation_id, unreadable)
             rewrapped += done
-            if progress is not None:
-                progress(RotationProgress(rewrapped, remaining))
+            state = RotationProgress(rewrapped, remaining)
+            if progress is not None and state != reported:
+                progress(state)
+                reported = state
             if done:
                 continue
             if remaining == 0:

@@ -99,6 +99,20 @@ def test_a_limit_refusal_tells_the_limit_the_usage_and_what_remains() -> None:
     }
 
 
+def test_a_limit_refusal_says_the_amounts_as_the_notifications_do_and_in_minor_units() -> None:
+    error = refusal_error(
+        "PER_TRANSACTION_LIMIT_EXCEEDED",
+        {"action": "send", "limit_minor": "10000000", "used_minor": "0", "currency": "INR"},
+        now=NOW,
+    )
+    assert error.message == (
+        "the amount is above the per-transaction limit (send: limit 100,000.00 INR, used "
+        "0.00 INR, remaining 100,000.00 INR; in minor units: limit 10000000, used 0, "
+        "remaining 10000000)"
+    )
+    assert error.metadata["limit_minor"] == "10000000"  # programs keep the minor units
+
+
 def test_an_unknown_outcome_is_a_bug_not_a_refusal() -> None:
     with pytest.raises(RuntimeError):
         refusal_error("SOMETHING_NEW", {}, now=NOW)

@@ -20,6 +20,7 @@ from vaultpay_common.errors import (
     UnavailableError,
     ValidationError,
 )
+from vaultpay_transfer.domain.notifications import format_amount
 
 __all__ = [
     "CommitOutcomeUnknownError",
@@ -130,15 +131,20 @@ class InvalidAmountError(ValidationError):
 
 
 class LimitExceededError(DomainError):
-    """A limit would be passed; the metadata says which and how much is used."""
+    """A limit would be passed; the metadata says which and how much is used, in minor units
+    (for programs); the message says it as the notifications do (`100,000.00 INR`), for
+    people, and repeats the minor units the metadata carries."""
 
     kind = ErrorKind.RESOURCE_EXHAUSTED
 
     def __init__(self, action: str, limit_minor: int, used_minor: int, currency: str) -> None:
         remaining = max(0, limit_minor - used_minor)
+        limit, used, left = (
+            format_amount(amount, currency) for amount in (limit_minor, used_minor, remaining)
+        )
         super().__init__(
-            f"{self.default_message} ({action}: limit {limit_minor}, used {used_minor}, "
-            f"remaining {remaining} minor units of {currency})",
+            f"{self.default_message} ({action}: limit {limit}, used {used}, remaining {left}; "
+            f"in minor units: limit {limit_minor}, used {used_minor}, remaining {remaining})",
             metadata={
                 "action": action,
                 "limit_minor": str(limit_minor),

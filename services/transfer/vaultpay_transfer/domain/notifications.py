@@ -21,8 +21,9 @@ class NotificationText:
     body: str
 
 
-def format_amount(amount_minor: str, currency: str) -> str:
-    """ "125050", "INR" -> "1,250.50 INR" (two decimals: every currency we hold has them)."""
+def format_amount(amount_minor: int | str, currency: str) -> str:
+    """ "125050", "INR" -> "1,250.50 INR" (two decimals: every currency we hold has them).
+    Also the major-unit form of a limit refusal's message (domain/errors.py)."""
     units, minor = divmod(int(amount_minor), 100)
     return f"{units:,}.{minor:02d} {currency}"
 

@@ -16,9 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 from tests.fakes.idempotency import FakeIdempotencyRecords
 from tests.fakes.outbox import FakeOutbox
+from tests.fakes.roles import FakeUserRoles
 from tests.fakes.uow import FakeUnitOfWork
-from vaultpay_common.context import Role
-from vaultpay_common.errors import UnavailableError
 from vaultpay_common.sealing import UnsealError
 from vaultpay_wallet.domain.errors import WalletAlreadyExistsError, WalletIdCollisionError
 from vaultpay_wallet.domain.limits import (
@@ -405,19 +404,3 @@ class FakeTrustedIps:
         if self.broken:
             raise ConnectionError("ip trust store down")
         return self.count
-
-
-class FakeUserRoles:
-    """auth's roles: a user not listed in `roles` is a plain user; `down=True` is auth
-    unreachable (raises UnavailableError, as the client does). `asked` records each lookup."""
-
-    def __init__(self, roles: dict[str, Role] | None = None) -> None:
-        self.roles = dict(roles or {})
-        self.down = False
-        self.asked: list[str] = []
-
-    async def role_of(self, user_id: str) -> Role:
-        self.asked.append(user_id)
-        if self.down:
-            raise UnavailableError("auth is down")
-        return self.roles.get(user_id, Role.USER)

@@ -38,7 +38,7 @@ def test_rules_are_read_from_the_proto_options() -> None:
         internal=True, callers=frozenset({"kyc", "transfer", "wallet"})
     )
     assert rules["/vaultpay.auth.v1.AuthInternalService/GetUserContact"] == AccessRule(
-        internal=True, callers=frozenset({"wallet"})
+        internal=True, callers=frozenset({"kyc", "wallet"})
     )
 
 

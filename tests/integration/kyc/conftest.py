@@ -1,7 +1,9 @@
 """An in-process kyc server on real PostgreSQL (migrated by the real `vaultpay-kyc migrate`)
 and Redis, with the real interceptors, outbox relay and jobs. Callers are authenticated with a
-local Ed25519 key instead of a running auth; wallet is a small stand-in server that records
-what kyc asks of it. One stack per test module (fresh database).
+local Ed25519 key instead of a running auth, whose GetUserContact (the owner's role for the
+rank rule of reviews) a stand-in answers from the roles of the tokens it signed; wallet is a
+small stand-in server that records what kyc asks of it. One stack per test module (fresh
+database).
 
     async def test_x(kyc: KycStack) -> None:
         user = kyc.user_token(kyc.new_wallet_user())
@@ -28,7 +30,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay.kyc.v1 import kyc_pb2_grpc
+from vaultpay.type.v1 import role_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.context import Role
 from vaultpay_common.grpc.revocations import RevocationSet
@@ -55,6 +59,8 @@ class LocalAuth:
     def __init__(self) -> None:
         self._key = Ed25519PrivateKey.generate()
         self._roles: dict[str, Role] = {}
+        # Each user's role as auth's database has it (the last token signed for them).
+        self.user_roles: dict[str, Role] = {}
         self.verifier = TokenVerifier(self._jwks, issuer=ISSUER, audience=AUDIENCE)
         self.introspector = self
         self.identity = self
@@ -89,6 +95,7 @@ class LocalAuth:
         return token
 
     def user_token(self, user_id: str, role: Role = Role.USER) -> str:
+        self.user_roles[user_id] = role
         return self._sign(user_id, "access", role)
 
     def peer_token(self, service: str) -> str:
@@ -102,6 +109,33 @@ class LocalAuth:
     async def introspect(self, token: str) -> Introspection:
         role = self._roles.get(token)
         return Introspection(active=role is not None, role=role, reason="TOKEN_REVOKED")
+
+
+class AuthStandIn(auth_pb2_grpc.AuthInternalServiceServicer):
+    """auth's GetUserContact: the role of a user `LocalAuth` signed a token for, NOT_FOUND for
+    anyone else; `down` answers UNAVAILABLE. `asked` records each user id asked about."""
+
+    def __init__(self, auth: LocalAuth) -> None:
+        self._auth = auth
+        self.down = False
+        self.asked: list[str] = []
+
+    async def GetUserContact(
+        self, request: auth_pb2.GetUserContactRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetUserContactResponse:
+        self.asked.append(request.user_id)
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "auth is down")
+        role = self._auth.user_roles.get(request.user_id)
+        if role is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such user")
+            raise AssertionError("abort raises")
+        return auth_pb2.GetUserContactResponse(
+            email=f"{request.user_id}@example.com",
+            full_name="A User",
+            active=True,
+            role=role_pb2.Role.ValueType(role.value),
+        )
 
 
 class WalletStandIn(
@@ -188,6 +222,7 @@ class KycStack:
     channel: grpc.aio.Channel
     auth: LocalAuth
     wallet: WalletStandIn
+    auth_peer: AuthStandIn
     settings: KycSettings
     env: dict[str, str]
     dbs: Provisioned
@@ -225,7 +260,9 @@ class KycStack:
         )
 
 
-def _env(dbs: Provisioned, redis_url: str, wallet_address: str) -> dict[str, str]:
+def _env(
+    dbs: Provisioned, redis_url: str, wallet_address: str, auth_address: str
+) -> dict[str, str]:
     return {
         "KYC_DATABASE_URL": dbs.app_dsn("kyc"),
         "KYC_MIGRATION_DATABASE_URL": dbs.vaultpay_owner_dsn,
@@ -237,6 +274,7 @@ def _env(dbs: Provisioned, redis_url: str, wallet_address: str) -> dict[str, str
         "KYC_SERVICE_CLIENT_ID": "kyc",
         "KYC_SERVICE_CLIENT_SECRET": "unused-in-these-tests",
         "KYC_WALLET_ADDRESS": wallet_address,
+        "KYC_AUTH_ADDRESS": auth_address,
         "KYC_GRPC_ADDRESS": "127.0.0.1:0",
         "KYC_ROTATION_BATCH_SIZE": "7",
         "KYC_ROTATION_RESUME_SECONDS": "3600",
@@ -248,13 +286,16 @@ def _env(dbs: Provisioned, redis_url: str, wallet_address: str) -> dict[str, str
 
 @pytest.fixture(scope="module")
 async def kyc(databases: Provisioned, redis_url: str) -> AsyncIterator[KycStack]:
+    auth = LocalAuth()
+    auth_peer = AuthStandIn(auth)  # type: ignore[abstract]
     wallet = WalletStandIn()  # type: ignore[abstract]
     wallet_server = grpc.aio.server()
     wallet_pb2_grpc.add_WalletServiceServicer_to_server(wallet, wallet_server)
     wallet_pb2_grpc.add_WalletInternalServiceServicer_to_server(wallet, wallet_server)
-    wallet_port = wallet_server.add_insecure_port("127.0.0.1:0")
+    auth_pb2_grpc.add_AuthInternalServiceServicer_to_server(auth_peer, wallet_server)
+    peers = f"127.0.0.1:{wallet_server.add_insecure_port('127.0.0.1:0')}"
     await wallet_server.start()
-    env = _env(databases, redis_url, f"127.0.0.1:{wallet_port}")
+    env = _env(databases, redis_url, peers, peers)
     migrated = subprocess.run(
         [sys.executable, "-m", "vaultpay_kyc.entrypoints.cli", "migrate"],
         env={**os.environ, **env},
@@ -270,12 +311,11 @@ async def kyc(databases: Provisioned, redis_url: str) -> AsyncIterator[KycStack]
         if k != "KYC_DATABASE_CHAIN_ROLES"  # migrate's alone
     }
     settings = KycSettings(**fields)
-    auth = LocalAuth()
     host = await build_host(settings, auth=auth)
     port = await host.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
     try:
-        yield KycStack(channel, auth, wallet, settings, env, databases)
+        yield KycStack(channel, auth, wallet, auth_peer, settings, env, databases)
     finally:
         await channel.close()
         await host.stop()

@@ -13,17 +13,25 @@ from tests.fakes.kyc import (
     FixedClock,
     key_ring_for_tests,
 )
+from tests.fakes.roles import FakeUserRoles
+from vaultpay_common.context import Role
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_kyc.domain.crypto import DocumentHasher, EnvelopeCipher
 from vaultpay_kyc.domain.documents import DocumentType, verhoeff_check_digit
 from vaultpay_kyc.domain.model import KycTier, Submission
-from vaultpay_kyc.service_layer.commands import ApproveKyc, SubmitKyc, UploadKycDocument
+from vaultpay_kyc.service_layer.commands import (
+    ApproveKyc,
+    SubmissionDetails,
+    SubmitKyc,
+    UploadKycDocument,
+)
 from vaultpay_kyc.service_layer.review import ReviewService
 from vaultpay_kyc.service_layer.rotation import KeyRotationService
 from vaultpay_kyc.service_layer.submissions import SubmissionService
 
 __all__ = [
     "JPEG",
+    "MOD",
     "PDF",
     "PNG",
     "World",
@@ -38,6 +46,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"\x55" * 500 + b"\xff\xd9"
 MAX_FILE = 64 * 1024
 MAX_CHUNK = 4 * 1024
+# The role of the reviewers the tests name ("mod", "other-mod"); auth (`World.roles`) ranks
+# every user it was not told about as a plain user.
+MOD = Role.MODERATOR
 
 
 def key(caller: str = "alice", body: bytes = b"", method: str = "M") -> IdempotencyKey:
@@ -86,6 +97,7 @@ class World:
     wallets: FakeWalletDirectory = field(
         default_factory=lambda: FakeWalletDirectory({"alice", "bob", "carol", "mod"})
     )
+    roles: FakeUserRoles = field(default_factory=FakeUserRoles)
 
     def __post_init__(self) -> None:
         factory = lambda: self.uow  # noqa: E731
@@ -101,7 +113,7 @@ class World:
             max_file_bytes=MAX_FILE,
             max_chunk_bytes=MAX_CHUNK,
         )
-        self.review = ReviewService(factory, self.clock, self.cipher)
+        self.review = ReviewService(factory, self.clock, self.cipher, roles=self.roles)
         self.sleeps: list[float] = []
         self.rotation = KeyRotationService(
             factory,
@@ -132,13 +144,23 @@ class World:
         return submission
 
     async def approve(
-        self, submission: Submission, reviewer: str = "mod", tier: KycTier | None = None
+        self,
+        submission: Submission,
+        reviewer: str = "mod",
+        tier: KycTier | None = None,
+        *,
+        role: Role = MOD,
     ) -> Submission:
         decided = await self.review.approve(
-            ApproveKyc(reviewer, submission.id, tier, "", key(reviewer))
+            ApproveKyc(reviewer, role, submission.id, tier, "", key(reviewer))
         )
         self.clock.advance()
         return decided
+
+    async def view(
+        self, submission_id: str, viewer: str = "mod", *, role: Role = MOD
+    ) -> SubmissionDetails:
+        return await self.review.view(submission_id, viewer, role)
 
     def snapshot(self) -> object:
         """Everything a command could write, to prove a refused one wrote nothing."""

@@ -147,7 +147,7 @@ async def test_submissions_keep_working_between_batches(world: World) -> None:
     await world.rotation._sweep_batch(started.rotation_id, set())
     newcomer = await world.submit("mod", "QQQPQ1111Q", document_type=DocumentType.PAN)
     for sid in world.uow.submissions.rows:
-        details = await world.review.view(sid)
+        details = await world.view(sid)
         assert details.document_number
     outcome = await world.rotation.complete(started.rotation_id)
     assert outcome.finished

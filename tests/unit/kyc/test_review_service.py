@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from tests.unit.kyc.kyc_world import PDF, World, key
+from tests.unit.kyc.kyc_world import MOD, PDF, World, key
 from vaultpay_common.errors import ValidationError
 from vaultpay_kyc.domain.errors import (
     DocumentUnreadableError,
@@ -33,7 +33,7 @@ async def test_the_queue_lists_pending_oldest_first_then_reviewed_newest_first(
     b = await world.submit("bob", "ZZZPZ9999Z")
     c = await world.submit("carol", "YYYPY8888Y")
     await world.approve(a)
-    await world.review.reject(RejectKyc("mod", c.id, "expired", key("mod")))
+    await world.review.reject(RejectKyc("mod", MOD, c.id, "expired", key("mod")))
     page = await world.review.list_queue(QueueFilter(), None, 10)
     assert [i.submission.id for i in page.items] == [b.id, c.id, a.id]
     assert not page.has_more
@@ -58,17 +58,17 @@ async def test_the_same_document_from_two_users_is_flagged_and_shown_to_the_revi
     second = await world.submit("bob", "abcpe-1234-f")
     listed = (await world.review.list_queue(QueueFilter(), None, 10)).items
     assert [i.possible_duplicate for i in listed] == [True, True]
-    details = await world.review.view(second.id)
+    details = await world.view(second.id)
     assert details.duplicate_submission_ids == (first.id,)
     other = await world.submit("carol", "ZZZPZ9999Z")
-    assert (await world.review.view(other.id)).duplicate_submission_ids == ()
+    assert (await world.view(other.id)).duplicate_submission_ids == ()
 
 
 async def test_viewing_decrypts_and_audits_who_saw_what_but_never_the_number(
     world: World,
 ) -> None:
     submission = await world.submit(file=PDF, content_type="application/pdf")
-    details = await world.review.view(submission.id)
+    details = await world.view(submission.id)
     assert (details.document_number, details.document_file) == ("ABCPE1234F", PDF)
     entry = world.uow.audit_entries[-1]
     assert (entry.action, entry.target_id) == ("kyc.submission_viewed", submission.id)
@@ -78,9 +78,9 @@ async def test_viewing_decrypts_and_audits_who_saw_what_but_never_the_number(
 
 async def test_viewing_a_missing_or_malformed_id(world: World) -> None:
     with pytest.raises(KycSubmissionNotFoundError):
-        await world.review.view("6f1c1a3e-0000-4000-8000-000000000009")
+        await world.view("6f1c1a3e-0000-4000-8000-000000000009")
     with pytest.raises(ValidationError):
-        await world.review.view("not-a-uuid")
+        await world.view("not-a-uuid")
 
 
 def _misspelled(sid: str) -> list[str]:
@@ -97,15 +97,15 @@ def _misspelled(sid: str) -> list[str]:
 
 
 async def _view(world: World, sid: str) -> object:
-    return await world.review.view(sid)
+    return await world.view(sid)
 
 
 async def _approve(world: World, sid: str) -> object:
-    return await world.review.approve(ApproveKyc("mod", sid, None, "", key("mod")))
+    return await world.review.approve(ApproveKyc("mod", MOD, sid, None, "", key("mod")))
 
 
 async def _reject(world: World, sid: str) -> object:
-    return await world.review.reject(RejectKyc("mod", sid, "blurred", key("mod")))
+    return await world.review.reject(RejectKyc("mod", MOD, sid, "blurred", key("mod")))
 
 
 async def test_every_submission_id_is_parsed_strictly_naming_the_field(world: World) -> None:
@@ -119,7 +119,7 @@ async def test_every_submission_id_is_parsed_strictly_naming_the_field(world: Wo
                 await use(world, spelling)
             assert [v.field for v in caught.value.violations] == ["submission_id"], spelling
     assert world.snapshot() == before
-    viewed = await world.review.view(submission.id.upper())
+    viewed = await world.view(submission.id.upper())
     assert viewed.submission.id == submission.id
 
 
@@ -133,13 +133,13 @@ async def test_a_ciphertext_moved_to_another_row_fails_clearly_and_is_audited(
         secrets[thief.id], sealed_number=secrets[victim.id].sealed_number
     )
     with pytest.raises(DocumentUnreadableError, match=f"document_number of submission {thief.id}"):
-        await world.review.view(thief.id)
+        await world.view(thief.id)
     secrets = world.uow.submissions.secrets  # the fake replaced its dict on rollback
     secrets[thief.id] = dataclasses.replace(
         secrets[thief.id], wrapped_key=secrets[victim.id].wrapped_key
     )
     with pytest.raises(DocumentUnreadableError, match="does not unwrap"):
-        await world.review.view(thief.id)
+        await world.view(thief.id)
     actions = [e.action for e in world.uow.audit_entries]
     assert actions.count("kyc.document_unreadable") == 2
     assert "kyc.submission_viewed" not in actions
@@ -150,7 +150,9 @@ async def test_approval_records_the_tier_and_sends_tier_and_notification_events(
 ) -> None:
     submission = await world.submit()
     k = key("mod")
-    approved = await world.review.approve(ApproveKyc("mod", submission.id, KycTier.BASIC, "ok", k))
+    approved = await world.review.approve(
+        ApproveKyc("mod", MOD, submission.id, KycTier.BASIC, "ok", k)
+    )
     assert (approved.status, approved.granted_tier, approved.reviewer_id) == (
         KycStatus.VERIFIED,
         KycTier.BASIC,
@@ -170,7 +172,9 @@ async def test_approval_records_the_tier_and_sends_tier_and_notification_events(
         "kyc_tier": "BASIC",
         "note": "ok",
     }
-    replay = await world.review.approve(ApproveKyc("mod", submission.id, KycTier.BASIC, "ok", k))
+    replay = await world.review.approve(
+        ApproveKyc("mod", MOD, submission.id, KycTier.BASIC, "ok", k)
+    )
     assert replay == approved
     assert len(world.uow.outbox.messages) == 2
 
@@ -178,8 +182,8 @@ async def test_approval_records_the_tier_and_sends_tier_and_notification_events(
 async def test_an_unspecified_tier_grants_full_and_none_is_refused(world: World) -> None:
     submission = await world.submit()
     with pytest.raises(ValidationError):
-        await world.review.approve(ApproveKyc("mod", submission.id, KycTier.NONE, "", None))
-    approved = await world.review.approve(ApproveKyc("mod", submission.id, None, "", None))
+        await world.review.approve(ApproveKyc("mod", MOD, submission.id, KycTier.NONE, "", None))
+    approved = await world.review.approve(ApproveKyc("mod", MOD, submission.id, None, "", None))
     assert approved.granted_tier is KycTier.FULL
 
 
@@ -200,10 +204,10 @@ async def test_an_approval_never_lowers_the_tier_the_user_holds(world: World) ->
     await world.uow.submissions.add(stray, world.uow.submissions.secrets[full.id])
     before = world.snapshot()
     with pytest.raises(ValidationError) as caught:
-        await world.review.approve(ApproveKyc("mod", stray.id, KycTier.BASIC, "", key("mod")))
+        await world.review.approve(ApproveKyc("mod", MOD, stray.id, KycTier.BASIC, "", key("mod")))
     assert [v.field for v in caught.value.violations] == ["kyc_tier"]
     assert world.snapshot() == before
-    approved = await world.review.approve(ApproveKyc("mod", stray.id, None, "", key("mod")))
+    approved = await world.review.approve(ApproveKyc("mod", MOD, stray.id, None, "", key("mod")))
     assert approved.granted_tier is KycTier.FULL
 
 
@@ -212,10 +216,12 @@ async def test_rejection_needs_a_reason_and_notifies_with_it(world: World) -> No
     before = world.snapshot()
     for reason in ("", "   ", "x" * 501, "ok\u202e", "fine\u200b", "a\x85b", "\x00"):
         with pytest.raises(ValidationError) as caught:
-            await world.review.reject(RejectKyc("mod", submission.id, reason, key("mod")))
+            await world.review.reject(RejectKyc("mod", MOD, submission.id, reason, key("mod")))
         assert [v.field for v in caught.value.violations] == ["reason"]
     assert world.snapshot() == before
-    rejected = await world.review.reject(RejectKyc("mod", submission.id, "photo is blurred", None))
+    rejected = await world.review.reject(
+        RejectKyc("mod", MOD, submission.id, "photo is blurred", None)
+    )
     assert rejected.rejection_reason == "photo is blurred"
     (note,) = world.uow.outbox.messages
     assert "photo is blurred" in note.payload["body"]
@@ -226,19 +232,19 @@ async def test_only_pending_submissions_are_decided_and_never_by_their_owner(
 ) -> None:
     mine = await world.submit("mod", "ZZZPZ9999Z")
     with pytest.raises(KycSelfReviewError):
-        await world.review.approve(ApproveKyc("mod", mine.id, None, "", None))
+        await world.review.approve(ApproveKyc("mod", MOD, mine.id, None, "", None))
     with pytest.raises(KycSelfReviewError):
-        await world.review.reject(RejectKyc("mod", mine.id, "no", None))
+        await world.review.reject(RejectKyc("mod", MOD, mine.id, "no", None))
     submission = await world.submit()
     await world.approve(submission)
     before = world.snapshot()
     with pytest.raises(KycNotPendingError):
-        await world.review.reject(RejectKyc("mod", submission.id, "changed my mind", None))
+        await world.review.reject(RejectKyc("mod", MOD, submission.id, "changed my mind", None))
     with pytest.raises(KycNotPendingError):
-        await world.review.approve(ApproveKyc("other-mod", submission.id, None, "", None))
+        await world.review.approve(ApproveKyc("other-mod", MOD, submission.id, None, "", None))
     with pytest.raises(KycSubmissionNotFoundError):
         await world.review.approve(
-            ApproveKyc("mod", "6f1c1a3e-0000-4000-8000-000000000009", None, "", None)
+            ApproveKyc("mod", MOD, "6f1c1a3e-0000-4000-8000-000000000009", None, "", None)
         )
     assert world.snapshot() == before
 
@@ -256,6 +262,6 @@ async def test_stats_count_pending_submissions(world: World) -> None:
 async def test_a_rejection_reason_may_run_over_lines(world: World) -> None:
     submission = await world.submit()
     rejected = await world.review.reject(
-        RejectKyc("mod", submission.id, "photo is blurred\n\tretake it", None)
+        RejectKyc("mod", MOD, submission.id, "photo is blurred\n\tretake it", None)
     )
     assert rejected.rejection_reason == "photo is blurred\n\tretake it"

@@ -13,6 +13,7 @@ from tests.unit.kyc.kyc_world import (
     JPEG,
     MAX_CHUNK,
     MAX_FILE,
+    MOD,
     PDF,
     PNG,
     World,
@@ -120,7 +121,7 @@ async def test_one_pending_submission_per_user_none_after_full_and_a_rejected_us
     first = await world.submit()
     with pytest.raises(KycAlreadySubmittedError):
         await world.submit(number="ZZZPZ9999Z")
-    await world.review.reject(RejectKyc("mod", first.id, "blurry photo", key("mod")))
+    await world.review.reject(RejectKyc("mod", MOD, first.id, "blurry photo", key("mod")))
     second = await world.submit(number="ZZZPZ9999Z")
     await world.approve(second)
     with pytest.raises(KycAlreadySubmittedError):
@@ -141,7 +142,7 @@ async def test_a_basic_user_may_submit_again_to_be_upgraded_and_never_loses_the_
     assert (view.latest, view.tier) == (upgrade, KycTier.BASIC)
     with pytest.raises(KycAlreadySubmittedError, match="pending"):
         await world.submit(number="YYYPY8888Y")
-    await world.review.reject(RejectKyc("mod", upgrade.id, "no address shown", key("mod")))
+    await world.review.reject(RejectKyc("mod", MOD, upgrade.id, "no address shown", key("mod")))
     view = await world.submissions.status("alice")
     assert view.latest is not None and view.latest.status is KycStatus.REJECTED
     assert view.tier is KycTier.BASIC
@@ -177,7 +178,7 @@ async def test_status_shows_the_latest_submission_reason_and_tier(world: World) 
     empty = await world.submissions.status("alice")
     assert (empty.latest, empty.tier) == (None, KycTier.NONE)
     first = await world.submit()
-    await world.review.reject(RejectKyc("mod", first.id, " unreadable scan ", key("mod")))
+    await world.review.reject(RejectKyc("mod", MOD, first.id, " unreadable scan ", key("mod")))
     rejected = await world.submissions.status("alice")
     assert rejected.latest is not None
     assert (rejected.latest.status, rejected.latest.rejection_reason) == (

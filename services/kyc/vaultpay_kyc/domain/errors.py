@@ -2,7 +2,9 @@
 
 Codes follow google/rpc/code.proto: a second open submission is ALREADY_EXISTS (the
 contract says so), a decision on a submission that is no longer pending is FAILED_PRECONDITION,
-staff deciding their own submission is PERMISSION_DENIED, a user without a wallet is
+staff deciding their own submission is PERMISSION_DENIED (KYC_SELF_REVIEW), and so is staff
+deciding the submission of someone they do not outrank (INSUFFICIENT_PERMISSIONS, as wallet and
+auth answer the same rule), a user without a wallet is
 NOT_FOUND (WALLET_NOT_FOUND, as wallet and transfer answer it). A stored document that no longer
 decrypts (altered, or copied from another row) is FAILED_PRECONDITION with its own reason:
 the request is fine, the stored state is not, and retrying will not help.
@@ -13,6 +15,7 @@ from __future__ import annotations
 from vaultpay_common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
+    InsufficientPermissionsError,
     NotFoundError,
     PermissionDeniedError,
     UnavailableError,
@@ -22,6 +25,7 @@ __all__ = [
     "DocumentUnreadableError",
     "KycAlreadySubmittedError",
     "KycNotPendingError",
+    "KycReviewerOutrankedError",
     "KycSelfReviewError",
     "KycSubmissionNotFoundError",
     "NoActiveKeyError",
@@ -53,6 +57,15 @@ class KycNotPendingError(FailedPreconditionError):
 class KycSelfReviewError(PermissionDeniedError):
     reason = "KYC_SELF_REVIEW"
     default_message = "staff cannot review their own KYC submission"
+
+
+class KycReviewerOutrankedError(InsufficientPermissionsError):
+    """Staff deciding (or opening, decrypted) the submission of someone they do not outrank:
+    a moderator another moderator's (each would approve the other's), a moderator or admin an
+    admin's. wallet refuses the same rule for staff changes of a wallet (StaffOutrankedError)
+    with this reason, INSUFFICIENT_PERMISSIONS, so clients see one vocabulary."""
+
+    default_message = "staff review only the KYC submissions of users ranked below them"
 
 
 class WalletRequiredError(NotFoundError):

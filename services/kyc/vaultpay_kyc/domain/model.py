@@ -2,7 +2,8 @@
 
 A submission is PENDING until staff approve it (VERIFIED, with the tier granted) or reject it
 (REJECTED, with a reason the user sees). Only a pending submission can be decided, and never by
-its own owner. A user holds at most one PENDING submission. BASIC is a step on the way, not the
+its own owner, nor by staff who do not outrank the owner (`check_reviewer_outranks_owner`: the
+rank rule wallet applies to staff changes of a wallet, `vaultpay_common.ranks`). A user holds at most one PENDING submission. BASIC is a step on the way, not the
 end (kyc_tier.proto: FULL is an identity *and address* document), so a user whose approvals
 granted BASIC may submit again to be upgraded, while one granted FULL may not
 (`check_may_submit`); after a rejection they may submit again. The tier a user holds is the
@@ -21,12 +22,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 
+from vaultpay_common.context import Role
 from vaultpay_common.errors import ValidationError
+from vaultpay_common.ranks import staff_outranks
 from vaultpay_common.text import has_control_characters
 from vaultpay_kyc.domain.documents import DocumentType
 from vaultpay_kyc.domain.errors import (
     KycAlreadySubmittedError,
     KycNotPendingError,
+    KycReviewerOutrankedError,
     KycSelfReviewError,
 )
 from vaultpay_kyc.domain.files import DocumentContentType
@@ -39,6 +43,7 @@ __all__ = [
     "KycTier",
     "Submission",
     "check_may_submit",
+    "check_reviewer_outranks_owner",
     "clean_review_text",
     "highest_tier",
 ]
@@ -83,6 +88,18 @@ def check_may_submit(pending: Submission | None, held: KycTier) -> None:
         raise KycAlreadySubmittedError("your KYC is already verified at the full tier")
 
 
+def check_reviewer_outranks_owner(reviewer_role: Role, owner_role: Role) -> None:
+    """Staff review only the submissions of users ranked below them; a super_admin reviews
+    anyone's. Otherwise two moderators approve each other (each reaching FULL) and a moderator
+    decides an admin's identity. Raises KycReviewerOutrankedError (INSUFFICIENT_PERMISSIONS).
+
+        check_reviewer_outranks_owner(Role.ADMIN, Role.MODERATOR)  # allowed
+        check_reviewer_outranks_owner(Role.MODERATOR, Role.MODERATOR)  # refused
+    """
+    if not staff_outranks(reviewer_role, owner_role):
+        raise KycReviewerOutrankedError()
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentFile:
     content_type: DocumentContentType
@@ -121,9 +138,13 @@ class Submission:
     # The key-encryption key its data key is wrapped under (changes with rotations).
     key_id: str = ""
 
-    def _check_reviewable_by(self, reviewer_id: str) -> None:
+    def check_not_own(self, reviewer_id: str) -> None:
+        """Nobody decides their own submission (KYC_SELF_REVIEW), whatever their rank."""
         if reviewer_id == self.user_id:
             raise KycSelfReviewError()
+
+    def _check_reviewable_by(self, reviewer_id: str) -> None:
+        self.check_not_own(reviewer_id)
         if self.status is not KycStatus.PENDING:
             raise KycNotPendingError(f"the submission is already {self.status.value.lower()}")
 

@@ -1,7 +1,7 @@
 """Composition root of the kyc service, shared by the server, the CLI and the tests.
 
 Builds everything inside the event loop: the runtime (engine, Redis, page tokens), the
-crypto (key ring and document hasher from settings), the wallet peer, the use cases, the
+crypto (key ring and document hasher from settings), the wallet and auth peers, the use cases, the
 periodic jobs (audit sealer, outbox relay, rotation resume, idempotency and outbox cleanup),
 and the gRPC host with the three servicers. Tests pass `auth` to run the real host without a
 real auth service.
@@ -23,6 +23,7 @@ from vaultpay_common.grpc.server import GrpcServiceHost
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 from vaultpay_common.outbox import OutboxRelay
 from vaultpay_common.runtime import ServiceRuntime
+from vaultpay_kyc.adapters.auth_peer import GrpcUserRoles
 from vaultpay_kyc.adapters.deliveries import kyc_outbox_handlers
 from vaultpay_kyc.adapters.unit_of_work import OUTBOX_PRODUCER, SqlKycUnitOfWork
 from vaultpay_kyc.adapters.wallet_peer import GrpcWalletDirectory, GrpcWalletEvents
@@ -122,7 +123,8 @@ async def build_host(
         max_file_bytes=settings.document_max_bytes,
         max_chunk_bytes=settings.upload_chunk_max_bytes,
     )
-    review = ReviewService(uow, clock, cipher)
+    roles = GrpcUserRoles(runtime.channel(settings.auth_address), token, timeout)
+    review = ReviewService(uow, clock, cipher, roles=roles)
     rotation = build_rotation(settings, runtime.engine, clock, on_commit=_wake_relay)
     relay = OutboxRelay(
         runtime.engine,

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterable
 from google.protobuf.message import Message
 
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
+from vaultpay_common.context import Role
+from vaultpay_common.errors import InsufficientPermissionsError
 from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
@@ -107,6 +109,15 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
         return reply
 
 
+def _staff() -> tuple[str, Role]:
+    """The calling staff member's user id and role (the access rules admit user tokens
+    only, each with a role; anything else is refused as auth's interceptor would)."""
+    principal = current_principal()
+    if principal.role is None:
+        raise InsufficientPermissionsError("a staff member's access token is required")
+    return principal.user_id, principal.role
+
+
 class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     def __init__(
         self, review: ReviewService, rotation: KeyRotationService, page_tokens: PageTokens
@@ -150,7 +161,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     async def AdminGetKycSubmission(
         self, request: kyc_pb2.AdminGetKycSubmissionRequest, context: Ctx
     ) -> kyc_pb2.AdminGetKycSubmissionResponse:
-        details = await self._review.view(request.submission_id)
+        details = await self._review.view(request.submission_id, *_staff())
         return kyc_pb2.AdminGetKycSubmissionResponse(
             submission=submission_to_proto(
                 details.submission,
@@ -167,7 +178,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     ) -> kyc_pb2.AdminApproveKycResponse:
         submission = await self._review.approve(
             cmd.ApproveKyc(
-                current_principal().subject,
+                *_staff(),
                 request.submission_id,
                 tier_from_proto(request.kyc_tier),
                 request.note,
@@ -183,7 +194,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     ) -> kyc_pb2.AdminRejectKycResponse:
         submission = await self._review.reject(
             cmd.RejectKyc(
-                current_principal().subject,
+                *_staff(),
                 request.submission_id,
                 request.reason,
                 idempotency_key(request),

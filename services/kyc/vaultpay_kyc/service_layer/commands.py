@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from vaultpay_common.context import Role
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_kyc.domain.documents import DocumentType
 from vaultpay_kyc.domain.model import KycTier, Submission
@@ -57,6 +58,7 @@ class UploadKycDocument:
 @dataclass(frozen=True, slots=True)
 class ApproveKyc:
     reviewer_id: str
+    reviewer_role: Role
     submission_id: str
     kyc_tier: KycTier | None  # None: KYC_TIER_UNSPECIFIED, which grants FULL
     note: str
@@ -66,6 +68,7 @@ class ApproveKyc:
 @dataclass(frozen=True, slots=True)
 class RejectKyc:
     reviewer_id: str
+    reviewer_role: Role
     submission_id: str
     reason: str
     idempotency: IdempotencyKey | None

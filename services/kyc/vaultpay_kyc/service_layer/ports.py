@@ -2,7 +2,8 @@
 
 The SQL adapters (`adapters/submissions_sql.py`, `adapters/keys_sql.py`,
 `adapters/unit_of_work.py`) and the test fakes (`tests/fakes/kyc.py`) implement the
-repositories; the composition root provides the `WalletDirectory` (a gRPC client of wallet).
+repositories; the composition root provides the `WalletDirectory` (a gRPC client of wallet)
+and the `UserRoleSource` (a gRPC client of auth).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from vaultpay_common.audit import AuditEntry
+from vaultpay_common.context import Role
 from vaultpay_common.idempotency import IdempotencyRecords
 from vaultpay_common.outbox import Outbox
 from vaultpay_kyc.domain.crypto import WrappedKey
@@ -30,6 +32,7 @@ __all__ = [
     "Rotation",
     "SealedDocument",
     "SubmissionRepository",
+    "UserRoleSource",
     "WalletDirectory",
 ]
 
@@ -186,6 +189,16 @@ class WalletDirectory(Protocol):
     async def require_wallet(self, user_id: str) -> None:
         """Raises WalletRequiredError when the user has no wallet, WalletUnavailableError
         when wallet cannot say."""
+        ...
+
+
+class UserRoleSource(Protocol):
+    """A user's current role, from auth's GetUserContact (adapters/auth_peer.py), for the rank
+    rule of staff decisions (`check_reviewer_outranks_owner`)."""
+
+    async def role_of(self, user_id: str) -> Role:
+        """Raises an UnavailableError when auth cannot tell (down, too slow, an answer
+        without a role, or the user unknown to it): the decision then fails closed."""
         ...
 
 

@@ -6,6 +6,14 @@ possible duplicates); the number never goes into it. A decision locks the row, a
 domain rule (pending only, never one's own), stores it, audits it and puts the events for
 wallet into the outbox, all in one transaction, so an approval commits even while wallet is
 down and the tier follows when it is back.
+
+Staff decide, and open decrypted, only the submissions of users they outrank (a super_admin
+anyone's; `check_reviewer_outranks_owner`). The owner's role is asked of auth before the
+transaction opens, as wallet does for its staff changes (`check_staff_rank`), so no row stays
+locked while auth answers and a refusal writes nothing; a submission's owner never changes, so
+the owner checked is the owner of the row the decision locks. When auth cannot tell, the call
+fails closed (AUTH_UNAVAILABLE, nothing decided or shown). One's own submission is refused
+(decisions) or shown (the view) without asking auth.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from datetime import datetime
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
+from vaultpay_common.context import Role
+from vaultpay_common.errors import UnavailableError
 from vaultpay_common.idempotency import run_once
 from vaultpay_common.ids import parse_uuid
 from vaultpay_kyc.domain.crypto import EnvelopeCipher, Field, SubmissionRef
@@ -24,6 +34,7 @@ from vaultpay_kyc.domain.model import (
     MAX_NOTE_LENGTH,
     KycTier,
     Submission,
+    check_reviewer_outranks_owner,
     clean_review_text,
 )
 from vaultpay_kyc.service_layer.commands import (
@@ -34,21 +45,43 @@ from vaultpay_kyc.service_layer.commands import (
     SubmissionDetails,
 )
 from vaultpay_kyc.service_layer.events import announce_approval, announce_rejection
-from vaultpay_kyc.service_layer.ports import KycUnitOfWork, QueueCursor, QueueFilter
+from vaultpay_kyc.service_layer.ports import (
+    KycUnitOfWork,
+    QueueCursor,
+    QueueFilter,
+    UserRoleSource,
+)
 from vaultpay_kyc.service_layer.submissions import SUBMISSION_CODEC
 
-__all__ = ["ReviewService"]
+__all__ = ["NO_ROLES", "ReviewService"]
 
 log = logging.getLogger(__name__)
 
 
+class _NoRoles:
+    """A `UserRoleSource` that can never tell: a service built without one fails its staff
+    decisions closed instead of skipping the rank rule."""
+
+    async def role_of(self, user_id: str) -> Role:
+        raise UnavailableError("no source of user roles is configured")
+
+
+NO_ROLES: UserRoleSource = _NoRoles()
+
+
 class ReviewService:
     def __init__(
-        self, uow: Callable[[], KycUnitOfWork], clock: Clock, cipher: EnvelopeCipher
+        self,
+        uow: Callable[[], KycUnitOfWork],
+        clock: Clock,
+        cipher: EnvelopeCipher,
+        *,
+        roles: UserRoleSource = NO_ROLES,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._cipher = cipher
+        self._roles = roles
 
     # ----- read -------------------------------------------------------------------------
 
@@ -59,9 +92,14 @@ class ReviewService:
             rows = await uow.submissions.list_queue(flt, after, limit + 1)
         return QueuePage(rows[:limit], len(rows) > limit)
 
-    async def view(self, submission_id: str) -> SubmissionDetails:
-        """Decrypts one submission for the caller (staff); audited in the same transaction."""
+    async def view(
+        self, submission_id: str, viewer_id: str, viewer_role: Role
+    ) -> SubmissionDetails:
+        """Decrypts one submission for the caller (staff); audited in the same transaction.
+        Only a submission its viewer could decide, or their own: the decrypted document is
+        there to decide on, and a moderator has no need of an admin's identity number."""
         sid = parse_uuid(submission_id, "submission_id")
+        await self._check_rank(sid, viewer_id, viewer_role, own_allowed=True)
         unreadable: DocumentUnreadableError | None = None
         async with self._uow() as uow:
             submission = await uow.submissions.get(sid)
@@ -138,6 +176,7 @@ class ReviewService:
         sid = parse_uuid(cmd.submission_id, "submission_id")
         tier = cmd.kyc_tier or KycTier.FULL
         note = clean_review_text(cmd.note, field="note", required=False, max_length=MAX_NOTE_LENGTH)
+        await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
 
         async def work(uow: KycUnitOfWork) -> Submission:
             submission = await self._load_for_decision(uow, sid)
@@ -156,6 +195,7 @@ class ReviewService:
 
     async def reject(self, cmd: RejectKyc) -> Submission:
         sid = parse_uuid(cmd.submission_id, "submission_id")
+        await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
 
         async def work(uow: KycUnitOfWork) -> Submission:
             submission = await self._load_for_decision(uow, sid)
@@ -174,6 +214,24 @@ class ReviewService:
 
         async with self._uow() as uow:
             return await run_once(uow, cmd.idempotency, SUBMISSION_CODEC, lambda: work(uow))
+
+    async def _check_rank(
+        self, sid: str, staff_id: str, staff_role: Role, *, own_allowed: bool = False
+    ) -> None:
+        """The rules of a review that need no lock, before its transaction opens: not one's
+        own (KYC_SELF_REVIEW, decided without auth; allowed for a view), then the owner ranked
+        below the reviewer (INSUFFICIENT_PERMISSIONS). Raises KYC_SUBMISSION_NOT_FOUND, and
+        AUTH_UNAVAILABLE (or UNAVAILABLE) when the owner's role cannot be had. Whether the
+        submission is still pending is the transaction's check: a replayed decision must
+        reach its stored reply."""
+        async with self._uow() as uow:
+            submission = await uow.submissions.get(sid)
+        if submission is None:
+            raise KycSubmissionNotFoundError()
+        if own_allowed and submission.user_id == staff_id:
+            return
+        submission.check_not_own(staff_id)
+        check_reviewer_outranks_owner(staff_role, await self._roles.role_of(submission.user_id))
 
     async def _load_for_decision(self, uow: KycUnitOfWork, sid: str) -> Submission:
         submission = await uow.submissions.get(sid, for_update=True)

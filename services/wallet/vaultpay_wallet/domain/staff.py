@@ -1,6 +1,7 @@
 """Who on the staff may act on whose wallet: the rank rule of the admin API's changes.
 
-auth's rule for SetUserRole and DeactivateUser (`check_may_manage` in auth's domain policies)
+The rule itself is shared with kyc's decisions (`vaultpay_common.ranks.staff_outranks`); this
+module raises wallet's error for it. auth's rule for SetUserRole and DeactivateUser (`check_may_manage` in auth's domain policies)
 applied to wallets: staff act only on people ranked strictly below them, except a
 super_admin, who acts on anyone (another super_admin included). Acting on oneself is refused
 before this rule is asked (`Wallet.check_staff_may_change`, CANNOT_MODIFY_SELF), as in auth.
@@ -24,6 +25,7 @@ another admin's hold, a moderator another moderator's; a super_admin anything):
 from __future__ import annotations
 
 from vaultpay_common.context import Role
+from vaultpay_common.ranks import staff_outranks
 from vaultpay_wallet.domain.errors import FreezeHeldByHigherRankError, StaffOutrankedError
 
 __all__ = ["check_may_override_staff_freeze", "check_staff_outranks_owner"]
@@ -32,7 +34,7 @@ __all__ = ["check_may_override_staff_freeze", "check_staff_outranks_owner"]
 def check_staff_outranks_owner(actor_role: Role, owner_role: Role) -> None:
     """Raises StaffOutrankedError (PERMISSION_DENIED, INSUFFICIENT_PERMISSIONS) unless a
     staff member with `actor_role` may change a wallet whose owner has `owner_role`."""
-    if actor_role is not Role.SUPER_ADMIN and owner_role >= actor_role:
+    if not staff_outranks(actor_role, owner_role):
         raise StaffOutrankedError()
 
 

@@ -1017,8 +1017,9 @@ class GetUserContactResponse(_message.Message):
     """False when the user has been deactivated (mail should not be sent)."""
     role: _role_pb2.Role.ValueType
     """The user's current role (from auth's database, not from any token). Wallet refuses a
-    staff action on the wallet of a user the caller does not outrank; a reply without a
-    role (an older auth) is treated as "cannot tell" and the action fails closed.
+    staff action on the wallet of a user the caller does not outrank, kyc a review of their
+    KYC submission; a reply without a role (an older auth) is treated as "cannot tell" and
+    the action fails closed.
     """
     def __init__(
         self,

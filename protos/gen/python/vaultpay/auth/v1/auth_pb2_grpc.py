@@ -741,7 +741,8 @@ class AuthInternalServiceServicer:
     def GetUserContact(self, request, context):
         """Returns where to reach a user (email and name) for services that send mail on the
         user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages, and the user's
-        current role, which wallet's staff actions compare with the caller's.
+        current role, which wallet's staff actions and kyc's reviews (decisions and decrypted
+        views of a submission) compare with the caller's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

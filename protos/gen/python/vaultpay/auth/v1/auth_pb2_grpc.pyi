@@ -305,7 +305,8 @@ class AuthInternalServiceStub:
     GetUserContact: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUserContactRequest, _auth_pb2.GetUserContactResponse]
     """Returns where to reach a user (email and name) for services that send mail on the
     user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages, and the user's
-    current role, which wallet's staff actions compare with the caller's.
+    current role, which wallet's staff actions and kyc's reviews (decisions and decrypted
+    views of a submission) compare with the caller's.
     """
     PollSessionRevocations: _grpc.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]
     """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
@@ -343,7 +344,8 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
     GetUserContact: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUserContactRequest, _auth_pb2.GetUserContactResponse]  # type: ignore[assignment]
     """Returns where to reach a user (email and name) for services that send mail on the
     user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages, and the user's
-    current role, which wallet's staff actions compare with the caller's.
+    current role, which wallet's staff actions and kyc's reviews (decisions and decrypted
+    views of a submission) compare with the caller's.
     """
     PollSessionRevocations: _aio.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]  # type: ignore[assignment]
     """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
@@ -396,7 +398,8 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_pb2.GetUserContactResponse, _abc.Awaitable[_auth_pb2.GetUserContactResponse]]:
         """Returns where to reach a user (email and name) for services that send mail on the
         user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages, and the user's
-        current role, which wallet's staff actions compare with the caller's.
+        current role, which wallet's staff actions and kyc's reviews (decisions and decrypted
+        views of a submission) compare with the caller's.
         """
 
     @_abc_1.abstractmethod

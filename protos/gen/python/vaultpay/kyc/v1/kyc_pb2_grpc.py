@@ -221,7 +221,11 @@ class KycService:
 class KycAdminServiceStub:
     """KycAdminService is the review queue for staff. Decisions are audited, and an approval
     raises the wallet's tier (and with it the limits) through the outbox; the user is
-    notified of every decision.
+    notified of every decision. Staff decide, and open decrypted, only the submissions of users
+    ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
+    (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
+    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
+    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
     """
 
     def __init__(self, channel):
@@ -260,7 +264,11 @@ class KycAdminServiceStub:
 class KycAdminServiceServicer:
     """KycAdminService is the review queue for staff. Decisions are audited, and an approval
     raises the wallet's tier (and with it the limits) through the outbox; the user is
-    notified of every decision.
+    notified of every decision. Staff decide, and open decrypted, only the submissions of users
+    ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
+    (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
+    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
+    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
     """
 
     def AdminListKycSubmissions(self, request, context):
@@ -274,7 +282,8 @@ class KycAdminServiceServicer:
     def AdminGetKycSubmission(self, request, context):
         """Returns one submission decrypted: the full document number and file, plus other
         users' submissions with the same document. Every call is audited (who viewed what,
-        never the number itself).
+        never the number itself). Only one's own submission or that of a user ranked below the
+        caller (a super_admin: anyone's); otherwise PERMISSION_DENIED (INSUFFICIENT_PERMISSIONS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -285,6 +294,8 @@ class KycAdminServiceServicer:
         the user. FAILED_PRECONDITION for a submission that is not pending. An approval never
         lowers the user's tier: a kyc_tier below the one an earlier approval granted is
         INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
+        PERMISSION_DENIED: KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for
+        that of a user the caller does not outrank.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -292,7 +303,9 @@ class KycAdminServiceServicer:
 
     def AdminRejectKyc(self, request, context):
         """Rejects a pending submission with a reason the user sees, and notifies them.
-        FAILED_PRECONDITION for a submission that is not pending.
+        FAILED_PRECONDITION for a submission that is not pending. PERMISSION_DENIED:
+        KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for that of a user the
+        caller does not outrank.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -346,7 +359,11 @@ def add_KycAdminServiceServicer_to_server(servicer, server):
 class KycAdminService:
     """KycAdminService is the review queue for staff. Decisions are audited, and an approval
     raises the wallet's tier (and with it the limits) through the outbox; the user is
-    notified of every decision.
+    notified of every decision. Staff decide, and open decrypted, only the submissions of users
+    ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
+    (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
+    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
+    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
     """
 
     @staticmethod

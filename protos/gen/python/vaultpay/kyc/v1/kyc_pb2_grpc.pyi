@@ -147,7 +147,11 @@ def add_KycServiceServicer_to_server(servicer: KycServiceServicer, server: _typi
 class KycAdminServiceStub:
     """KycAdminService is the review queue for staff. Decisions are audited, and an approval
     raises the wallet's tier (and with it the limits) through the outbox; the user is
-    notified of every decision.
+    notified of every decision. Staff decide, and open decrypted, only the submissions of users
+    ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
+    (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
+    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
+    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
     """
 
     @_typing.overload
@@ -161,17 +165,22 @@ class KycAdminServiceStub:
     AdminGetKycSubmission: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminGetKycSubmissionRequest, _kyc_pb2.AdminGetKycSubmissionResponse]
     """Returns one submission decrypted: the full document number and file, plus other
     users' submissions with the same document. Every call is audited (who viewed what,
-    never the number itself).
+    never the number itself). Only one's own submission or that of a user ranked below the
+    caller (a super_admin: anyone's); otherwise PERMISSION_DENIED (INSUFFICIENT_PERMISSIONS).
     """
     AdminApproveKyc: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminApproveKycRequest, _kyc_pb2.AdminApproveKycResponse]
     """Approves a pending submission: raises the wallet's KYC tier and limits, and notifies
     the user. FAILED_PRECONDITION for a submission that is not pending. An approval never
     lowers the user's tier: a kyc_tier below the one an earlier approval granted is
     INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
+    PERMISSION_DENIED: KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for
+    that of a user the caller does not outrank.
     """
     AdminRejectKyc: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminRejectKycRequest, _kyc_pb2.AdminRejectKycResponse]
     """Rejects a pending submission with a reason the user sees, and notifies them.
-    FAILED_PRECONDITION for a submission that is not pending.
+    FAILED_PRECONDITION for a submission that is not pending. PERMISSION_DENIED:
+    KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for that of a user the
+    caller does not outrank.
     """
     AdminRotateKycKey: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminRotateKycKeyRequest, _kyc_pb2.AdminRotateKycKeyResponse]
     """Rotates the document encryption key: new writes use a fresh key at once, and stored
@@ -183,7 +192,11 @@ class KycAdminServiceStub:
 class KycAdminServiceAsyncStub(KycAdminServiceStub):
     """KycAdminService is the review queue for staff. Decisions are audited, and an approval
     raises the wallet's tier (and with it the limits) through the outbox; the user is
-    notified of every decision.
+    notified of every decision. Staff decide, and open decrypted, only the submissions of users
+    ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
+    (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
+    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
+    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -194,17 +207,22 @@ class KycAdminServiceAsyncStub(KycAdminServiceStub):
     AdminGetKycSubmission: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminGetKycSubmissionRequest, _kyc_pb2.AdminGetKycSubmissionResponse]  # type: ignore[assignment]
     """Returns one submission decrypted: the full document number and file, plus other
     users' submissions with the same document. Every call is audited (who viewed what,
-    never the number itself).
+    never the number itself). Only one's own submission or that of a user ranked below the
+    caller (a super_admin: anyone's); otherwise PERMISSION_DENIED (INSUFFICIENT_PERMISSIONS).
     """
     AdminApproveKyc: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminApproveKycRequest, _kyc_pb2.AdminApproveKycResponse]  # type: ignore[assignment]
     """Approves a pending submission: raises the wallet's KYC tier and limits, and notifies
     the user. FAILED_PRECONDITION for a submission that is not pending. An approval never
     lowers the user's tier: a kyc_tier below the one an earlier approval granted is
     INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
+    PERMISSION_DENIED: KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for
+    that of a user the caller does not outrank.
     """
     AdminRejectKyc: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminRejectKycRequest, _kyc_pb2.AdminRejectKycResponse]  # type: ignore[assignment]
     """Rejects a pending submission with a reason the user sees, and notifies them.
-    FAILED_PRECONDITION for a submission that is not pending.
+    FAILED_PRECONDITION for a submission that is not pending. PERMISSION_DENIED:
+    KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for that of a user the
+    caller does not outrank.
     """
     AdminRotateKycKey: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminRotateKycKeyRequest, _kyc_pb2.AdminRotateKycKeyResponse]  # type: ignore[assignment]
     """Rotates the document encryption key: new writes use a fresh key at once, and stored
@@ -215,7 +233,11 @@ class KycAdminServiceAsyncStub(KycAdminServiceStub):
 class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """KycAdminService is the review queue for staff. Decisions are audited, and an approval
     raises the wallet's tier (and with it the limits) through the outbox; the user is
-    notified of every decision.
+    notified of every decision. Staff decide, and open decrypted, only the submissions of users
+    ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
+    (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
+    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
+    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
     """
 
     @_abc_1.abstractmethod
@@ -236,7 +258,8 @@ class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kyc_pb2.AdminGetKycSubmissionResponse, _abc.Awaitable[_kyc_pb2.AdminGetKycSubmissionResponse]]:
         """Returns one submission decrypted: the full document number and file, plus other
         users' submissions with the same document. Every call is audited (who viewed what,
-        never the number itself).
+        never the number itself). Only one's own submission or that of a user ranked below the
+        caller (a super_admin: anyone's); otherwise PERMISSION_DENIED (INSUFFICIENT_PERMISSIONS).
         """
 
     @_abc_1.abstractmethod
@@ -249,6 +272,8 @@ class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         the user. FAILED_PRECONDITION for a submission that is not pending. An approval never
         lowers the user's tier: a kyc_tier below the one an earlier approval granted is
         INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
+        PERMISSION_DENIED: KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for
+        that of a user the caller does not outrank.
         """
 
     @_abc_1.abstractmethod
@@ -258,7 +283,9 @@ class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_kyc_pb2.AdminRejectKycResponse, _abc.Awaitable[_kyc_pb2.AdminRejectKycResponse]]:
         """Rejects a pending submission with a reason the user sees, and notifies them.
-        FAILED_PRECONDITION for a submission that is not pending.
+        FAILED_PRECONDITION for a submission that is not pending. PERMISSION_DENIED:
+        KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for that of a user the
+        caller does not outrank.
         """
 
     @_abc_1.abstractmethod

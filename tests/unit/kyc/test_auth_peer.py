@@ -1,0 +1,67 @@
+"""A submission owner's role from auth's GetUserContact: any answer but a role is
+AUTH_UNAVAILABLE, so a review whose rank cannot be checked fails closed (as wallet's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+
+from vaultpay.auth.v1 import auth_pb2
+from vaultpay.type.v1 import role_pb2
+from vaultpay_common.context import Role
+from vaultpay_common.errors import ErrorKind, UnavailableError
+from vaultpay_common.grpc.auth_client import AuthUnavailableError
+from vaultpay_kyc.adapters.auth_peer import GrpcUserRoles
+
+
+class _Auth:
+    """A stand-in for auth's internal stub: answers `role`, or raises `failure`."""
+
+    def __init__(self, role: int = role_pb2.ROLE_ADMIN, failure: Exception | None = None) -> None:
+        self.role = role_pb2.Role.ValueType(role)
+        self.failure = failure
+        self.asked: list[str] = []
+
+    async def GetUserContact(self, request: Any, **kwargs: Any) -> Any:
+        self.asked.append(request.user_id)
+        if self.failure is not None:
+            raise self.failure
+        return auth_pb2.GetUserContactResponse(email="a@example.com", active=True, role=self.role)
+
+
+async def _token() -> str:
+    return "service-token"
+
+
+async def _no_token() -> str:
+    raise AuthUnavailableError()
+
+
+def _roles(auth: _Auth, token: Any = _token) -> GrpcUserRoles:
+    roles = GrpcUserRoles(grpc.aio.insecure_channel("127.0.0.1:1"), token, 1.0)
+    roles._stub = auth  # type: ignore[assignment]
+    return roles
+
+
+async def test_the_owners_role_is_auths_answer() -> None:
+    auth = _Auth(role_pb2.ROLE_MODERATOR)
+    assert await _roles(auth).role_of("u1") is Role.MODERATOR
+    assert auth.asked == ["u1"]
+
+
+@pytest.mark.parametrize(
+    ("auth", "token"),
+    [
+        (_Auth(failure=ConnectionError("auth is down")), _token),
+        (_Auth(role=role_pb2.ROLE_UNSPECIFIED), _token),  # an auth older than the field
+        (_Auth(role=99), _token),  # a role kyc does not know
+        (_Auth(), _no_token),  # no service token to call with
+    ],
+    ids=["down", "no-role", "unknown-role", "no-token"],
+)
+async def test_no_role_in_the_answer_is_auth_unavailable(auth: _Auth, token: Any) -> None:
+    with pytest.raises(UnavailableError) as err:
+        await _roles(auth, token).role_of("u1")
+    assert (err.value.kind, err.value.reason) == (ErrorKind.UNAVAILABLE, "AUTH_UNAVAILABLE")

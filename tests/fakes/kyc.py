@@ -111,6 +111,16 @@ class FakeSubmissionRepository:
             submission, key_id=self.rows[submission.id].key_id
         )
 
+    async def verified_for_another_user(self, submission_id: str) -> bool:
+        this = self.rows[submission_id]
+        number_hash = self.secrets[submission_id].number_hash
+        return any(
+            s.user_id != this.user_id
+            and s.status is KycStatus.VERIFIED
+            and self.secrets[s.id].number_hash == number_hash
+            for s in self.rows.values()
+        )
+
     async def duplicates(self, number_hash: str, *, other_than_user: str) -> list[str]:
         same = [
             self.rows[sid]

@@ -1,8 +1,10 @@
 """The review rules over native gRPC on real PostgreSQL: staff decide only the submissions of
-users they outrank (the owner's role asked of auth, failing closed while auth is down)."""
+users they outrank (the owner's role asked of auth, failing closed while auth is down); one
+document is verified for one user, also when two approvals race."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -11,7 +13,7 @@ from sqlalchemy import text
 
 from tests.integration.kyc.conftest import KycStack, bearer
 from tests.integration.kyc.kyc_support import pan, rid, submit_request
-from tests.support import rpc_failure
+from tests.support import eventually, rpc_failure
 from vaultpay.kyc.v1 import kyc_pb2
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
@@ -122,3 +124,132 @@ async def test_a_decision_fails_closed_while_auth_is_down(kyc: KycStack) -> None
         metadata=root,
     )
     assert approved.submission.status == kyc_pb2.KYC_STATUS_VERIFIED
+
+
+# ----- one document, one verified user ---------------------------------------------------
+
+# The class of kyc's document locks (adapters/submissions_sql.py: bytes "VPKD").
+_DOCUMENT_LOCK_CLASS = int.from_bytes(b"VPKD", "big")
+
+
+async def _same_document_from_two_users(kyc: KycStack) -> list[str]:
+    number = pan()
+    ids = []
+    for spelling in (number, number.lower()):
+        _, user = kyc.user()
+        reply = await kyc.public.SubmitKyc(submit_request(spelling), metadata=user)
+        ids.append(reply.submission.submission_id)
+    return ids
+
+
+async def _approve_each(kyc: KycStack, submission_ids: list[str]) -> list[Any]:
+    """One approval per submission, all at once, each by its own moderator."""
+    calls = []
+    for sid in submission_ids:
+        _, moderator = kyc.staff()
+        calls.append(
+            kyc.admin.AdminApproveKyc(
+                kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid),
+                metadata=moderator,
+            )
+        )
+    return list(await asyncio.gather(*(_outcome(c) for c in calls)))
+
+
+async def _outcome(call: Any) -> Any:
+    """The reply, or the failure's (code, reason)."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        failure = await rpc_failure(_raise(exc))
+        return (failure.code, failure.reason)
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
+
+
+async def _verified(kyc: KycStack, submission_ids: list[str]) -> int:
+    engine = create_engine(kyc.dbs.app_dsn("kyc"), application_name="kyc-test")
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                text(
+                    "SELECT count(*) FROM kyc_submissions"
+                    " WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'VERIFIED'"
+                ),
+                {"ids": submission_ids},
+            )
+            return int(found.scalar_one())
+    finally:
+        await engine.dispose()
+
+
+def _one_won(outcomes: list[Any]) -> None:
+    replies = [o for o in outcomes if isinstance(o, kyc_pb2.AdminApproveKycResponse)]
+    refusals = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(replies) == 1, outcomes
+    assert refusals == [(grpc.StatusCode.FAILED_PRECONDITION, "KYC_DOCUMENT_IN_USE")]
+
+
+async def test_a_document_verified_for_one_user_is_refused_for_another(kyc: KycStack) -> None:
+    first, second = await _same_document_from_two_users(kyc)
+    (approved,) = await _approve_each(kyc, [first])
+    assert approved.submission.status == kyc_pb2.KYC_STATUS_VERIFIED
+    (refused,) = await _approve_each(kyc, [second])
+    assert refused == (grpc.StatusCode.FAILED_PRECONDITION, "KYC_DOCUMENT_IN_USE")
+    assert await _verified(kyc, [first, second]) == 1
+    assert await _audited(kyc, second) == ["kyc.submitted"]  # nothing written
+    _, moderator = kyc.staff()
+    rejected = await kyc.admin.AdminRejectKyc(
+        kyc_pb2.AdminRejectKycRequest(request_id=rid(), submission_id=second, reason="not yours"),
+        metadata=moderator,
+    )
+    assert rejected.submission.status == kyc_pb2.KYC_STATUS_REJECTED
+
+
+async def test_two_approvals_of_one_document_for_two_users_waiting_together_one_wins(
+    kyc: KycStack,
+) -> None:
+    """Both approvals are made to wait on the document's lock (held here), so both have
+    passed every other check before either decides; released, exactly one passes."""
+    first, second = await _same_document_from_two_users(kyc)
+    engine = create_engine(kyc.dbs.app_dsn("kyc"), application_name="kyc-test")
+    try:
+        async with engine.connect() as holder, engine.connect() as watcher:
+            await holder.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(:c, hashtext(number_hash))"
+                    " FROM kyc_submissions WHERE id = :id"
+                ),
+                {"c": _DOCUMENT_LOCK_CLASS, "id": first},
+            )
+            racing = asyncio.ensure_future(_approve_each(kyc, [first, second]))
+
+            async def both_wait() -> bool:
+                waiting = await watcher.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND classid = :c AND NOT granted"
+                    ),
+                    {"c": _DOCUMENT_LOCK_CLASS},
+                )
+                await watcher.commit()
+                return int(waiting.scalar_one()) == 2
+
+            await eventually(both_wait, within=10.0)
+            await holder.rollback()  # releases the lock
+            outcomes = await racing
+    finally:
+        await engine.dispose()
+    _one_won(outcomes)
+    assert await _verified(kyc, [first, second]) == 1
+
+
+async def test_simultaneous_approvals_of_one_document_for_two_users_verify_one(
+    kyc: KycStack,
+) -> None:
+    for _ in range(5):
+        pair = await _same_document_from_two_users(kyc)
+        _one_won(await _approve_each(kyc, pair))
+        assert await _verified(kyc, pair) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, cast, exists, func, insert, literal, select, tuple_, update
+from sqlalchemy import Select, cast, exists, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -31,6 +31,13 @@ from vaultpay_kyc.service_layer.ports import (
 __all__ = ["SqlSubmissionRepository"]
 
 _UNIQUE_VIOLATION = "23505"
+# The class of the documents' advisory locks (two-key form; bytes "VPKD"), the object being
+# hashtext(number_hash): an approval holds its document's until it commits.
+_DOCUMENT_LOCK_CLASS = int.from_bytes(b"VPKD", "big") & 0x7FFF_FFFF
+_LOCK_DOCUMENT = text(
+    "SELECT pg_advisory_xact_lock(:lock_class, hashtext(number_hash))"
+    " FROM kyc_submissions WHERE id = :id"
+)
 _DUPLICATES_SHOWN = 50
 s = kyc_submissions.c
 _other = kyc_submissions.alias("other")
@@ -180,6 +187,25 @@ class SqlSubmissionRepository:
                 reviewed_at=submission.reviewed_at,
             )
         )
+
+    async def verified_for_another_user(self, submission_id: str) -> bool:
+        """Two statements: the lock, then the check. Under READ COMMITTED the check's snapshot
+        is taken after the lock is granted, so it sees an approval that committed while this
+        one waited (one statement would read a snapshot taken before the wait). A hash
+        collision of two documents only serialises their approvals."""
+        await self._conn.execute(
+            _LOCK_DOCUMENT, {"lock_class": _DOCUMENT_LOCK_CLASS, "id": submission_id}
+        )
+        this = kyc_submissions.alias("this")
+        query = select(
+            exists().where(
+                this.c.id == submission_id,
+                s.number_hash == this.c.number_hash,
+                s.user_id != this.c.user_id,
+                s.status == KycStatus.VERIFIED.value,
+            )
+        )
+        return bool((await self._conn.execute(query)).scalar_one())
 
     async def duplicates(self, number_hash: str, *, other_than_user: str) -> list[str]:
         rows = await self._conn.execute(

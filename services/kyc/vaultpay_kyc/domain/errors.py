@@ -7,7 +7,9 @@ deciding the submission of someone they do not outrank (INSUFFICIENT_PERMISSIONS
 auth answer the same rule), a user without a wallet is
 NOT_FOUND (WALLET_NOT_FOUND, as wallet and transfer answer it). A stored document that no longer
 decrypts (altered, or copied from another row) is FAILED_PRECONDITION with its own reason:
-the request is fine, the stored state is not, and retrying will not help.
+the request is fine, the stored state is not, and retrying will not help. An approval of a
+document already verified for another user is FAILED_PRECONDITION too (KYC_DOCUMENT_IN_USE): the
+state of another submission refuses it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from vaultpay_common.errors import (
 __all__ = [
     "DocumentUnreadableError",
     "KycAlreadySubmittedError",
+    "KycDocumentInUseError",
     "KycNotPendingError",
     "KycReviewerOutrankedError",
     "KycSelfReviewError",
@@ -52,6 +55,15 @@ class KycSubmissionNotFoundError(NotFoundError):
 class KycNotPendingError(FailedPreconditionError):
     reason = "KYC_NOT_PENDING"
     default_message = "the submission was already reviewed"
+
+
+class KycDocumentInUseError(FailedPreconditionError):
+    """An approval of a document (same type and number, by its keyed hash) that another user's
+    submission already had approved: one identity document verifies one user. The message
+    names neither the other user nor the number."""
+
+    reason = "KYC_DOCUMENT_IN_USE"
+    default_message = "this document is already verified for another user; reject the submission"
 
 
 class KycSelfReviewError(PermissionDeniedError):

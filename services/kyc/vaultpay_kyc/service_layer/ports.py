@@ -129,6 +129,13 @@ class SubmissionRepository(Protocol):
         """Stores status, tier, reason, reviewer and review time."""
         ...
 
+    async def verified_for_another_user(self, submission_id: str) -> bool:
+        """Whether another user holds a VERIFIED submission of this submission's document
+        (same keyed hash). Takes the document's lock first, held until the transaction ends,
+        so two approvals of one document are serialised and the second sees the first's
+        commit: of two users' concurrent approvals, one passes."""
+        ...
+
     async def duplicates(self, number_hash: str, *, other_than_user: str) -> list[str]:
         """Ids of other users' submissions with the same keyed hash, oldest first (≤ 50)."""
         ...

@@ -7,6 +7,11 @@ domain rule (pending only, never one's own), stores it, audits it and puts the e
 wallet into the outbox, all in one transaction, so an approval commits even while wallet is
 down and the tier follows when it is back.
 
+An approval is refused (KYC_DOCUMENT_IN_USE, nothing written) when the document is already
+verified for another user: checked in the decision's transaction under the document's lock
+(`verified_for_another_user`), so two approvals of one document for two users cannot both
+pass. The duplicates the view lists only inform a reviewer; this is the rule.
+
 Staff decide, and open decrypted, only the submissions of users they outrank (a super_admin
 anyone's; `check_reviewer_outranks_owner`). The owner's role is asked of auth before the
 transaction opens, as wallet does for its staff changes (`check_staff_rank`), so no row stays
@@ -29,7 +34,11 @@ from vaultpay_common.errors import UnavailableError
 from vaultpay_common.idempotency import run_once
 from vaultpay_common.ids import parse_uuid
 from vaultpay_kyc.domain.crypto import EnvelopeCipher, Field, SubmissionRef
-from vaultpay_kyc.domain.errors import DocumentUnreadableError, KycSubmissionNotFoundError
+from vaultpay_kyc.domain.errors import (
+    DocumentUnreadableError,
+    KycDocumentInUseError,
+    KycSubmissionNotFoundError,
+)
 from vaultpay_kyc.domain.model import (
     MAX_NOTE_LENGTH,
     KycTier,
@@ -182,6 +191,8 @@ class ReviewService:
             submission = await self._load_for_decision(uow, sid)
             held = await uow.submissions.held_tier(submission.user_id)
             decided = submission.approve(cmd.reviewer_id, tier, self._now(), held=held)
+            if await uow.submissions.verified_for_another_user(sid):
+                raise KycDocumentInUseError()
             await uow.submissions.update_review(decided)
             await announce_approval(uow.outbox, decided, tier)
             details = {"user_id": decided.user_id, "kyc_tier": tier.value}

@@ -295,7 +295,9 @@ class KycAdminServiceServicer:
         lowers the user's tier: a kyc_tier below the one an earlier approval granted is
         INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
         PERMISSION_DENIED: KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for
-        that of a user the caller does not outrank.
+        that of a user the caller does not outrank. FAILED_PRECONDITION (KYC_DOCUMENT_IN_USE) when
+        the same document is already verified for another user: nothing is decided, reject it
+        instead; of two concurrent approvals of one document for two users, one passes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -174,7 +174,9 @@ class KycAdminServiceStub:
     lowers the user's tier: a kyc_tier below the one an earlier approval granted is
     INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
     PERMISSION_DENIED: KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for
-    that of a user the caller does not outrank.
+    that of a user the caller does not outrank. FAILED_PRECONDITION (KYC_DOCUMENT_IN_USE) when
+    the same document is already verified for another user: nothing is decided, reject it
+    instead; of two concurrent approvals of one document for two users, one passes.
     """
     AdminRejectKyc: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminRejectKycRequest, _kyc_pb2.AdminRejectKycResponse]
     """Rejects a pending submission with a reason the user sees, and notifies them.
@@ -216,7 +218,9 @@ class KycAdminServiceAsyncStub(KycAdminServiceStub):
     lowers the user's tier: a kyc_tier below the one an earlier approval granted is
     INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
     PERMISSION_DENIED: KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for
-    that of a user the caller does not outrank.
+    that of a user the caller does not outrank. FAILED_PRECONDITION (KYC_DOCUMENT_IN_USE) when
+    the same document is already verified for another user: nothing is decided, reject it
+    instead; of two concurrent approvals of one document for two users, one passes.
     """
     AdminRejectKyc: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminRejectKycRequest, _kyc_pb2.AdminRejectKycResponse]  # type: ignore[assignment]
     """Rejects a pending submission with a reason the user sees, and notifies them.
@@ -273,7 +277,9 @@ class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         lowers the user's tier: a kyc_tier below the one an earlier approval granted is
         INVALID_ARGUMENT on kyc_tier (the same tier again is allowed and changes nothing).
         PERMISSION_DENIED: KYC_SELF_REVIEW for one's own submission, INSUFFICIENT_PERMISSIONS for
-        that of a user the caller does not outrank.
+        that of a user the caller does not outrank. FAILED_PRECONDITION (KYC_DOCUMENT_IN_USE) when
+        the same document is already verified for another user: nothing is decided, reject it
+        instead; of two concurrent approvals of one document for two users, one passes.
         """
 
     @_abc_1.abstractmethod

@@ -253,3 +253,40 @@ async def test_simultaneous_approvals_of_one_document_for_two_users_verify_one(
         pair = await _same_document_from_two_users(kyc)
         _one_won(await _approve_each(kyc, pair))
         assert await _verified(kyc, pair) == 1
+
+
+# ----- the queue's reads are audited -----------------------------------------------------
+
+
+async def test_a_page_of_the_queue_is_audited_with_who_the_filters_and_the_ids(
+    kyc: KycStack,
+) -> None:
+    number = pan()
+    user_id, user = kyc.user()
+    sid = (await kyc.public.SubmitKyc(submit_request(number), metadata=user)).submission
+    moderator_id, moderator = kyc.staff()
+    listed = await kyc.admin.AdminListKycSubmissions(
+        kyc_pb2.AdminListKycSubmissionsRequest(user_id=user_id, status=kyc_pb2.KYC_STATUS_PENDING),
+        metadata=moderator,
+    )
+    assert [s.submission_id for s in listed.submissions] == [sid.submission_id]
+    engine = create_engine(kyc.dbs.app_dsn("kyc"), application_name="kyc-test")
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT actor_id, actor_role, target_type, details::text AS raw,"
+                        " details->>'user_id' AS user_id, details->>'status' AS status,"
+                        " details->>'submission_ids' AS ids FROM audit_events"
+                        " WHERE action = 'kyc.queue_listed' AND actor_id = :actor"
+                    ),
+                    {"actor": moderator_id},
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    (row,) = rows
+    assert (row.actor_role, row.target_type) == ("MODERATOR", "kyc_submissions")
+    assert (row.user_id, row.status, row.ids) == (user_id, "PENDING", sid.submission_id)
+    assert number not in row.raw and sid.masked_document_number not in row.raw

@@ -265,3 +265,47 @@ async def test_a_rejection_reason_may_run_over_lines(world: World) -> None:
         RejectKyc("mod", MOD, submission.id, "photo is blurred\n\tretake it", None)
     )
     assert rejected.rejection_reason == "photo is blurred\n\tretake it"
+
+
+async def test_every_page_of_the_queue_is_audited_with_its_filters_and_ids_never_a_number(
+    world: World,
+) -> None:
+    a = await world.submit("alice", "ABCPE1234F")
+    b = await world.submit("bob", "ZZZPZ9999Z")
+    audited = len(world.uow.audit_entries)
+    first = await world.review.list_queue(QueueFilter(status=KycStatus.PENDING), None, 1)
+    last = first.items[-1].submission
+    await world.review.list_queue(
+        QueueFilter(status=KycStatus.PENDING), QueueCursor(False, last.created_at, last.id), 1
+    )
+    mine = await world.review.list_queue(QueueFilter(user_id="bob"), None, 10)
+    entries = world.uow.audit_entries[audited:]
+    assert [e.action for e in entries] == ["kyc.queue_listed"] * 3
+    assert [(e.target_type, e.target_id) for e in entries] == [("kyc_submissions", "")] * 3
+    assert [dict(e.details) for e in entries] == [
+        {
+            "status": "PENDING",
+            "user_id": "",
+            "continued": "false",
+            "count": "1",
+            "submission_ids": a.id,
+        },
+        {
+            "status": "PENDING",
+            "user_id": "",
+            "continued": "true",
+            "count": "1",
+            "submission_ids": b.id,
+        },
+        {
+            "status": "",
+            "user_id": "bob",
+            "continued": "false",
+            "count": "1",
+            "submission_ids": b.id,
+        },
+    ]
+    assert [i.submission.id for i in mine.items] == [b.id]
+    shown = str(entries)
+    for secret in ("ABCPE1234F", "ZZZPZ9999Z", a.masked_number, b.masked_number):
+        assert secret not in shown

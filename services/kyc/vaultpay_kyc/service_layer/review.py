@@ -1,4 +1,9 @@
-"""Staff's use cases: the queue, the decrypted view (audited), approve and reject, the stats.
+"""Staff's use cases: the queue and the decrypted view (both audited), approve and reject,
+the stats.
+
+Every page of the queue writes an audit row in the same transaction as the read
+("kyc.queue_listed": who, under which filters, how many and which submissions were shown;
+never a number, masked or not).
 
 Every view of a decrypted submission writes an audit row in the same transaction as the read
 ("kyc.submission_viewed": who, which submission, whether the file was included, how many
@@ -56,6 +61,7 @@ from vaultpay_kyc.service_layer.commands import (
 from vaultpay_kyc.service_layer.events import announce_approval, announce_rejection
 from vaultpay_kyc.service_layer.ports import (
     KycUnitOfWork,
+    ListedSubmission,
     QueueCursor,
     QueueFilter,
     UserRoleSource,
@@ -65,6 +71,19 @@ from vaultpay_kyc.service_layer.submissions import SUBMISSION_CODEC
 __all__ = ["NO_ROLES", "ReviewService"]
 
 log = logging.getLogger(__name__)
+
+
+def _queue_listed(
+    flt: QueueFilter, after: QueueCursor | None, shown: list[ListedSubmission]
+) -> AuditEntry:
+    details = {
+        "status": flt.status.value if flt.status is not None else "",
+        "user_id": flt.user_id,
+        "continued": str(after is not None).lower(),
+        "count": str(len(shown)),
+        "submission_ids": ",".join(i.submission.id for i in shown),
+    }
+    return AuditEntry("kyc.queue_listed", "kyc_submissions", "", details)
 
 
 class _NoRoles:
@@ -97,9 +116,15 @@ class ReviewService:
     async def list_queue(
         self, flt: QueueFilter, after: QueueCursor | None, limit: int
     ) -> QueuePage:
+        """A page of the queue; audited in the same transaction as the read, as auth audits
+        its staff's listings of users: the filters and the ids shown (each row carries its
+        owner and masked number, so the ids say whose data was seen), never a number."""
         async with self._uow() as uow:
             rows = await uow.submissions.list_queue(flt, after, limit + 1)
-        return QueuePage(rows[:limit], len(rows) > limit)
+            shown = rows[:limit]
+            await uow.audit(_queue_listed(flt, after, shown))
+            await uow.commit()
+        return QueuePage(shown, len(rows) > limit)
 
     async def view(
         self, submission_id: str, viewer_id: str, viewer_role: Role

@@ -273,7 +273,8 @@ class KycAdminServiceServicer:
 
     def AdminListKycSubmissions(self, request, context):
         """Lists submissions with masked numbers: pending ones oldest first (the queue order),
-        then reviewed ones newest first.
+        then reviewed ones newest first. Every page is audited (who listed, the filters and the
+        ids shown, never a number).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

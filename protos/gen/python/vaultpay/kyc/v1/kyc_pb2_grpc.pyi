@@ -160,7 +160,8 @@ class KycAdminServiceStub:
     def __new__(cls, channel: _aio.Channel) -> KycAdminServiceAsyncStub: ...
     AdminListKycSubmissions: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminListKycSubmissionsRequest, _kyc_pb2.AdminListKycSubmissionsResponse]
     """Lists submissions with masked numbers: pending ones oldest first (the queue order),
-    then reviewed ones newest first.
+    then reviewed ones newest first. Every page is audited (who listed, the filters and the
+    ids shown, never a number).
     """
     AdminGetKycSubmission: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminGetKycSubmissionRequest, _kyc_pb2.AdminGetKycSubmissionResponse]
     """Returns one submission decrypted: the full document number and file, plus other
@@ -204,7 +205,8 @@ class KycAdminServiceAsyncStub(KycAdminServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     AdminListKycSubmissions: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminListKycSubmissionsRequest, _kyc_pb2.AdminListKycSubmissionsResponse]  # type: ignore[assignment]
     """Lists submissions with masked numbers: pending ones oldest first (the queue order),
-    then reviewed ones newest first.
+    then reviewed ones newest first. Every page is audited (who listed, the filters and the
+    ids shown, never a number).
     """
     AdminGetKycSubmission: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminGetKycSubmissionRequest, _kyc_pb2.AdminGetKycSubmissionResponse]  # type: ignore[assignment]
     """Returns one submission decrypted: the full document number and file, plus other
@@ -251,7 +253,8 @@ class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_kyc_pb2.AdminListKycSubmissionsResponse, _abc.Awaitable[_kyc_pb2.AdminListKycSubmissionsResponse]]:
         """Lists submissions with masked numbers: pending ones oldest first (the queue order),
-        then reviewed ones newest first.
+        then reviewed ones newest first. Every page is audited (who listed, the filters and the
+        ids shown, never a number).
         """
 
     @_abc_1.abstractmethod

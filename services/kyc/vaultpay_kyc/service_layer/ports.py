@@ -200,7 +200,7 @@ class WalletDirectory(Protocol):
 
 
 class UserRoleSource(Protocol):
-    """A user's current role, from auth's GetUserContact (adapters/auth_peer.py), for the rank
+    """A user's current role, from auth
     rule of staff decisions (`check_reviewer_outranks_owner`)."""
 
     async def role_of(self, user_id: str) -> Role:

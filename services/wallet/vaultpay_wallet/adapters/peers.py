@@ -29,8 +29,8 @@ from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
 from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from vaultpay.type.v1 import limit_action_pb2, money_pb2
 from vaultpay_common.context import Role
-from vaultpay_common.grpc.auth_client import AuthUnavailableError, outgoing_metadata
-from vaultpay_common.grpc.convert import role_from_proto
+from vaultpay_common.grpc.auth_client import outgoing_metadata
+from vaultpay_common.grpc.user_roles import GrpcUserRoles
 from vaultpay_common.outbox import DeliveryError, PermanentDeliveryError
 from vaultpay_wallet.domain.limits import ActionUsage, LimitAction, UsageReading
 from vaultpay_wallet.service_layer.ports import CurrencyAmount, TransferStats
@@ -58,6 +58,7 @@ class GrpcUserContacts:
         self._stub = auth_pb2_grpc.AuthInternalServiceStub(channel)
         self._token = token
         self._timeout = timeout
+        self._roles = GrpcUserRoles(channel, token, timeout, whose="wallet owner")
 
     async def _get(self, user_id: str) -> auth_pb2.GetUserContactResponse:
         reply: auth_pb2.GetUserContactResponse = await self._stub.GetUserContact(
@@ -68,22 +69,8 @@ class GrpcUserContacts:
         return reply
 
     async def role_of(self, user_id: str) -> Role:
-        """Any failure is AUTH_UNAVAILABLE (fail closed), ROLE_UNSPECIFIED (an auth older
-        than the field) and an unknown user included: no answer is taken as "a user"."""
-        try:
-            reply = await self._get(user_id)
-            role = role_from_proto(reply.role)
-        except AuthUnavailableError:  # our own service token could not be had
-            raise
-        except Exception as exc:
-            log.warning(
-                "role of a wallet owner unknown",
-                extra={"peer": "auth", "error": type(exc).__name__},
-            )
-            raise AuthUnavailableError("auth could not tell the wallet owner's role") from exc
-        if role is None:
-            raise AuthUnavailableError("auth answered without the wallet owner's role")
-        return role
+        """Any failure is AUTH_UNAVAILABLE (fail closed; `vaultpay_common.grpc.user_roles`)."""
+        return await self._roles.role_of(user_id)
 
     async def contact(self, user_id: str) -> UserContact:
         try:

@@ -1,0 +1,64 @@
+"""A user's current role, asked of auth: the rank rule of staff actions in wallet and kyc.
+
+    roles = GrpcUserRoles(channel, service_token, timeout=2.0, whose="wallet owner")
+    role = await roles.role_of(user_id)  # Role, or AuthUnavailableError
+
+It asks AuthInternalService.GetUserContact with the caller's service identity (the method's
+access rule names the services that may) and keeps only the role, which comes from auth's
+database, never from a token. Every failure is AUTH_UNAVAILABLE, so an action whose rank
+cannot be checked fails closed: auth down or too slow, our own service token not to be had, an
+answer without a role (an auth older than the field) or with one this build does not know, a
+user unknown to auth. No answer is taken as "a user".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay_common.context import Role
+from vaultpay_common.grpc.auth_client import outgoing_metadata
+from vaultpay_common.grpc.convert import role_from_proto
+from vaultpay_common.grpc.tokens import AuthUnavailableError
+
+__all__ = ["GrpcUserRoles"]
+
+log = logging.getLogger(__name__)
+
+TokenSource = Callable[[], Awaitable[str]]
+
+
+class GrpcUserRoles:
+    """`role_of(user_id)` over auth's GetUserContact; `whose` names the user in logs and
+    errors ("wallet owner", "kyc submission's owner")."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, token: TokenSource, timeout: float, *, whose: str
+    ) -> None:
+        self._stub = auth_pb2_grpc.AuthInternalServiceStub(channel)
+        self._token = token
+        self._timeout = timeout
+        self._whose = whose
+
+    async def role_of(self, user_id: str) -> Role:
+        try:
+            reply: auth_pb2.GetUserContactResponse = await self._stub.GetUserContact(
+                auth_pb2.GetUserContactRequest(user_id=user_id),
+                metadata=outgoing_metadata(await self._token()),
+                timeout=self._timeout,
+            )
+            role = role_from_proto(reply.role)
+        except AuthUnavailableError:  # our own service token could not be had
+            raise
+        except Exception as exc:
+            log.warning(
+                "a user's role unknown",
+                extra={"peer": "auth", "whose": self._whose, "error": type(exc).__name__},
+            )
+            raise AuthUnavailableError(f"auth could not tell the {self._whose}'s role") from exc
+        if role is None:
+            raise AuthUnavailableError(f"auth answered without the {self._whose}'s role")
+        return role

@@ -193,7 +193,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0019")]
+    assert after["versions"] == [("transfer", "t0020")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
@@ -207,7 +207,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # functions again (a limit's refusal tells its time); t0017 adds the payouts' triggers and
     # their function (a payout changes only along its progress); t0018 adds the partial index
     # of the counted rare-category rows by completion time (GetTransferStats, CONCURRENTLY);
-    # t0019 replaces TopUp's function (a reference already credited is answered first); w0009
+    # t0019 replaces TopUp's function (a reference already credited is answered first); t0020
+    # replaces transfer_caps (a missing default fails closed, whatever the user's limit); w0009
     # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge; w0010 the
     # index of the notifications' purge (and its DELETE grant).
     assert set(changed) == {

@@ -38,6 +38,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0018_downgrade_ddl,
     ledger_t0019_ddl,
     ledger_t0019_downgrade_ddl,
+    ledger_t0020_ddl,
+    ledger_t0020_downgrade_ddl,
 )
 from vaultpay_transfer.adapters.transactions_sql import _STATS, partial_index_predicates
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
@@ -481,3 +483,25 @@ def test_the_staff_listing_states_the_partial_indexes_predicates_as_the_indexes_
         TransactionFilter(wallet_id="VPY-AAAAAA", status=TransactionStatus.FAILED),
     ):
         assert _predicates(narrowed) == []
+
+
+def test_t0020_caps_a_window_without_a_base_at_0_and_changes_nothing_else() -> None:
+    [upgrade] = ledger_t0020_ddl()
+    assert _functions([upgrade]) == {"transfer_caps": "plpgsql"}
+    [t0002] = [
+        s for s in ledger_t0002_ddl() if s.startswith("CREATE OR REPLACE FUNCTION transfer_caps(")
+    ]
+    assert ledger_t0020_downgrade_ddl() == [t0002]
+    # t0002's function byte for byte, but for the three folds: least() is never handed a
+    # missing base (it would ignore the NULL and answer the user's own limit).
+    for window, admin in (
+        ("per_transaction", "o.admin_per_transaction"),
+        ("daily", "o.admin_daily"),
+        ("monthly", "o.admin_monthly"),
+    ):
+        base = f"coalesce({admin}, d.{window})"
+        assert f"CASE WHEN {base} IS NULL THEN 0" in upgrade
+        assert f"coalesce(least({base}," not in upgrade
+    folds = upgrade.split("    SELECT\n", 1)[1].split("    INTO per_transaction", 1)[0]
+    head, tail = upgrade.split(folds)
+    assert t0002.startswith(head) and t0002.endswith(tail)

@@ -45,6 +45,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0019: `t0019_upgrade.sql` (TopUp's function answers a payment reference already credited
   before the wallet's other refusals, under the wallet's row lock); its downgrade is t0016's
   TopUp function, read from `t0016_upgrade.sql`.
+* t0020: `t0020_upgrade.sql` (transfer_caps fails closed when a window's base, the admin
+  override or the tier default, is missing, whatever the user's own limit); its downgrade is
+  t0002's transfer_caps, read from `functions.sql`.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ __all__ = [
     "ledger_t0018_downgrade_ddl",
     "ledger_t0019_ddl",
     "ledger_t0019_downgrade_ddl",
+    "ledger_t0020_ddl",
+    "ledger_t0020_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -108,6 +113,7 @@ _TIMED = re.compile(
 )
 _LIMITED = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|top_up|withdraw)\(")
 _TOP_UP = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_top_up\(")
+_CAPS = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_caps\(")
 
 
 def _script(name: str) -> str:
@@ -300,3 +306,14 @@ def ledger_t0019_downgrade_ddl() -> list[str]:
     """t0019's downgrade: t0016's TopUp function, as `t0016_upgrade.sql` (t0016's own file) has
     it."""
     return [s for s in ledger_t0016_ddl() if _TOP_UP.match(s)]
+
+
+def ledger_t0020_ddl() -> list[str]:
+    """t0020: transfer_caps fails closed (a cap of 0) for a window with neither an admin
+    override nor a tier default, even when the user set their own limit."""
+    return split_sql(_script("t0020_upgrade.sql"))
+
+
+def ledger_t0020_downgrade_ddl() -> list[str]:
+    """t0020's downgrade: t0002's transfer_caps, as `functions.sql` (t0002's own file) has it."""
+    return [s for s in split_sql(_script("functions.sql")) if _CAPS.match(s)]

@@ -1,0 +1,35 @@
+"""A missing tier default fails closed, whatever the user's own limit.
+
+`transfer_caps` folded each window's cap as `coalesce(least(coalesce(admin, default), user),
+0)`: PostgreSQL's least() ignores NULLs, so with neither an admin override nor the tier's
+default setting, a user's own lower limit became the cap instead of 0, against the function's
+own comment ("a missing default fails closed") and wallet's `effective_caps`, which refuses to
+compute caps without the default. A window whose base is missing is now 0 whatever the user
+set. SQL in `sql/t0020_upgrade.sql`; the downgrade puts t0002's `transfer_caps` back (read
+from `sql/functions.sql`). CREATE OR REPLACE: owner and privileges stay.
+
+Revision ID: t0020
+Revises: t0019
+Create Date: 2026-12-04
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from vaultpay_transfer.adapters.ddl import ledger_t0020_ddl, ledger_t0020_downgrade_ddl
+
+revision = "t0020"
+down_revision = "t0019"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    for statement in ledger_t0020_ddl():
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    for statement in ledger_t0020_downgrade_ddl():
+        op.execute(statement)

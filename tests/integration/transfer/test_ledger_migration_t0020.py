@@ -1,9 +1,17 @@
-"""Migration t0020 on real PostgreSQL: a missing tier default fails closed.
+"""Migration t0020 on real PostgreSQL: a missing tier default fails closed, and TopUp tells a
+credited payment reference early only to the wallet it credited.
 
-A window with neither an admin override nor its tier's default setting is capped at 0, also
-for a user who set their own (lower) limit: t0002's `transfer_caps` gave that user's limit
-(PostgreSQL's least() ignores NULLs), so the movement went through. The last test downgrades
-to t0019 (the review's answers) and upgrades again.
+* A window with neither an admin override nor its tier's default setting is capped at 0, also
+  for a user who set their own (lower) limit: t0002's `transfer_caps` gave that user's limit
+  (PostgreSQL's least() ignores NULLs), so the movement went through.
+* t0019's TopUp answered PAYMENT_REFERENCE_USED for a reference credited to ANY wallet before
+  the wallet's own refusals, so a frozen or KYC-NONE wallet could probe other users'
+  references. Now that early answer is for the wallet's own credit only (the lost-reply retry
+  under a new request id, tests/integration/transfer/test_top_up_reference_retry.py); another
+  wallet's reference is refused after the wallet's own refusals, by the INSERT's backstop,
+  still PAYMENT_REFERENCE_USED and still credited once, racing or not.
+
+The last test downgrades to t0019 (the review's answers) and upgrades again.
 """
 
 from __future__ import annotations
@@ -21,10 +29,14 @@ from tests.integration.transfer.conftest import (
     Wallet,
     footprint,
     key,
+    ledger_is_clean,
     run_transfer_cli,
+    top_up_on,
+    waiting_on_a_lock,
 )
 from vaultpay_transfer.domain.model import PaymentMethod
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
+from vaultpay_wallet.domain.model import FreezeSource
 
 pytestmark = pytest.mark.integration
 
@@ -114,14 +126,132 @@ async def test_an_admin_override_still_stands_in_for_a_missing_default(
         assert (await _top_up(ledger, bob, 3_000)).code == "OK"
 
 
-async def test_t0019s_caps_let_the_users_limit_through_and_t0020_closes_them_again(
+async def _credited(ledger: LedgerWorld) -> tuple[Wallet, str]:
+    """A wallet topped up by 1,000 with a reference: the wallet and the reference."""
+    alice = await ledger.new_wallet()
+    reference = _reference()
+    assert (await _top_up(ledger, alice, 1_000, reference)).code == "OK"
+    return alice, reference
+
+
+async def _close(ledger: LedgerWorld, wallet: Wallet) -> None:
+    owner = await ledger.owner()
+    try:
+        await owner.execute(
+            "UPDATE wallets SET status = 'CLOSED', closed_at = now() WHERE id = $1",
+            wallet.wallet_id,
+        )
+    finally:
+        await owner.close()
+
+
+async def test_another_wallets_reference_is_refused_for_the_wallets_own_state_first(
     ledger: LedgerWorld,
 ) -> None:
-    """Downgraded to t0019 (t0002's transfer_caps, put back by t0020's downgrade), the user's
-    own limit was the cap; upgraded again, the movement is refused. Last in the module: it
-    migrates the module's database."""
+    """Frozen, closed, KYC-NONE or over its limit, a wallet trying a reference credited to
+    another wallet is told its own refusal, as for any fresh reference: nothing about the
+    other wallet's payment."""
+    _, reference = await _credited(ledger)
+    frozen, closed, unverified, limited = (
+        await ledger.new_wallet(),
+        await ledger.new_wallet(),
+        await ledger.new_wallet(tier="NONE"),
+        await ledger.new_wallet(),
+    )
+    await ledger.freeze(frozen, FreezeSource.ADMIN)
+    await _close(ledger, closed)
+    await ledger.set_limit(limited, "top_up", daily=500, monthly=100_000)
+    before = await footprint(ledger)
+    for wallet, refusal in (
+        (frozen, "WALLET_FROZEN"),
+        (closed, "WALLET_CLOSED"),
+        (unverified, "KYC_NOT_VERIFIED"),
+        (limited, "DAILY_LIMIT_EXCEEDED"),
+    ):
+        probe = await _top_up(ledger, wallet, 1_000, reference)
+        assert (probe.code, probe.transaction) == (refusal, None), (refusal, probe)
+        # Told the same as for a reference nobody was credited with.
+        assert (await _top_up(ledger, wallet, 1_000)).code == refusal
+    assert await footprint(ledger) == before
+
+
+async def test_another_wallets_reference_is_still_refused_and_never_credited_twice(
+    ledger: LedgerWorld,
+) -> None:
+    """A wallet that may be topped up is refused another wallet's reference by the INSERT's
+    backstop, having written nothing; the wallet's own retry is still told first, frozen."""
+    alice, reference = await _credited(ledger)
+    bob = await ledger.new_wallet()
+    before = await footprint(ledger)
+    taken = await _top_up(ledger, bob, 1_000, reference)
+    assert (taken.code, taken.transaction) == ("PAYMENT_REFERENCE_USED", None), taken
+    assert await footprint(ledger) == before
+    await ledger.freeze(alice, FreezeSource.SELF)
+    own = await _top_up(ledger, alice, 1_000, reference)
+    assert (own.code, own.transaction) == ("PAYMENT_REFERENCE_USED", None), own
+    assert (await ledger.balance(alice), await ledger.balance(bob)) == (1_000, 0)
+
+
+@pytest.mark.parametrize("first_commits", [True, False], ids=["commits", "rolls_back"])
+async def test_two_wallets_racing_one_reference_credit_it_once(
+    ledger: LedgerWorld, first_commits: bool
+) -> None:
+    """Alice's top-up with the reference has written its payment row and not committed when
+    Bob's, under his own row lock and past his own checks (the early lookup saw no credit of
+    his), waits for it on the INSERT. Alice commits: Bob is refused PAYMENT_REFERENCE_USED.
+    She rolls back: Bob is credited."""
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    reference = _reference()
+    first = await ledger.owner()
+    try:
+        transaction = first.transaction()
+        await transaction.start()
+        assert await top_up_on(first, key(alice.user_id, TOP_UP), alice, 1_000, reference) == "OK"
+        racing = asyncio.create_task(_top_up(ledger, bob, 1_000, reference))
+        await waiting_on_a_lock(ledger, "transfer_top_up")
+        if first_commits:
+            await transaction.commit()
+        else:
+            await transaction.rollback()
+    finally:
+        await first.close()
+    second = await racing
+    if first_commits:
+        assert (second.code, second.transaction) == ("PAYMENT_REFERENCE_USED", None), second
+        assert (await ledger.balance(alice), await ledger.balance(bob)) == (1_000, 0)
+    else:
+        assert second.code == "OK", second
+        assert (await ledger.balance(alice), await ledger.balance(bob)) == (0, 1_000)
+    [payments] = await ledger.fetch(
+        "SELECT count(*) AS n FROM top_up_payments WHERE payment_reference = $1", reference
+    )
+    assert payments["n"] == 1
+    await ledger_is_clean(ledger)
+
+
+async def test_ten_wallets_topping_up_one_reference_at_once_credit_it_once(
+    ledger: LedgerWorld,
+) -> None:
+    wallets = [await ledger.new_wallet() for _ in range(10)]
+    reference = _reference()
+    answers = await asyncio.gather(*(_top_up(ledger, w, 1_000, reference) for w in wallets))
+    assert sorted(a.code for a in answers) == ["OK"] + ["PAYMENT_REFERENCE_USED"] * 9, answers
+    assert sum([await ledger.balance(w) for w in wallets]) == 1_000
+    await ledger_is_clean(ledger)
+
+
+async def test_t0019s_functions_gave_the_reviews_answers_and_t0020_closes_them(
+    ledger: LedgerWorld,
+) -> None:
+    """Downgraded to t0019 (t0002's transfer_caps and t0019's TopUp, put back by t0020's
+    downgrade), the user's own limit was the cap and a frozen wallet was told another
+    wallet's reference was credited; upgraded again, the movement is refused and the frozen
+    wallet is told it is frozen. Last in the module: it migrates the module's database."""
     dave = await ledger.new_wallet(tier="BASIC")
     await ledger.set_limit(dave, "top_up", source="USER", daily=5_000)
+    _, reference = await _credited(ledger)
+    frozen = await ledger.new_wallet()
+    await ledger.freeze(frozen, FreezeSource.ADMIN)
     await ledger.migrate("downgrade", "t0019")
     try:
         [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
@@ -129,6 +259,9 @@ async def test_t0019s_caps_let_the_users_limit_through_and_t0020_closes_them_aga
         async with _setting_missing(ledger, BASIC_TOP_UP_DAILY):
             assert (await _caps(ledger, dave, "BASIC", "top_up"))[1] == 5_000
             assert (await _top_up(ledger, dave, 100)).code == "OK"
+        # The probe t0019 answered: another wallet's reference, told to a frozen wallet.
+        probe = await _top_up(ledger, frozen, 1_000, reference)
+        assert probe.code == "PAYMENT_REFERENCE_USED"
     finally:
         migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
@@ -137,3 +270,4 @@ async def test_t0019s_caps_let_the_users_limit_through_and_t0020_closes_them_aga
     async with _setting_missing(ledger, BASIC_TOP_UP_DAILY):
         assert (await _top_up(ledger, dave, 100)).code == "DAILY_LIMIT_EXCEEDED"
     assert await ledger.balance(dave) == 100
+    assert (await _top_up(ledger, frozen, 1_000, reference)).code == "WALLET_FROZEN"

@@ -485,13 +485,21 @@ def test_the_staff_listing_states_the_partial_indexes_predicates_as_the_indexes_
         assert _predicates(narrowed) == []
 
 
-def test_t0020_caps_a_window_without_a_base_at_0_and_changes_nothing_else() -> None:
-    [upgrade] = ledger_t0020_ddl()
-    assert _functions([upgrade]) == {"transfer_caps": "plpgsql"}
+def test_t0020_replaces_transfer_caps_and_top_up_and_its_downgrade_puts_theirs_back() -> None:
+    upgrade = ledger_t0020_ddl()
+    assert _functions(upgrade) == {"transfer_caps": "plpgsql", "transfer_top_up": "plpgsql"}
+    assert len(upgrade) == 2
     [t0002] = [
         s for s in ledger_t0002_ddl() if s.startswith("CREATE OR REPLACE FUNCTION transfer_caps(")
     ]
-    assert ledger_t0020_downgrade_ddl() == [t0002]
+    assert ledger_t0020_downgrade_ddl() == [t0002, *ledger_t0019_ddl()]
+
+
+def test_t0020_caps_a_window_without_a_base_at_0_and_changes_nothing_else() -> None:
+    [upgrade] = [s for s in ledger_t0020_ddl() if "FUNCTION transfer_caps(" in s]
+    [t0002] = [
+        s for s in ledger_t0002_ddl() if s.startswith("CREATE OR REPLACE FUNCTION transfer_caps(")
+    ]
     # t0002's function byte for byte, but for the three folds: least() is never handed a
     # missing base (it would ignore the NULL and answer the user's own limit).
     for window, admin in (
@@ -505,3 +513,34 @@ def test_t0020_caps_a_window_without_a_base_at_0_and_changes_nothing_else() -> N
     folds = upgrade.split("    SELECT\n", 1)[1].split("    INTO per_transaction", 1)[0]
     head, tail = upgrade.split(folds)
     assert t0002.startswith(head) and t0002.endswith(tail)
+
+
+def test_t0020_tells_a_credited_reference_early_only_to_its_own_wallet() -> None:
+    [upgrade] = [s for s in ledger_t0020_ddl() if "FUNCTION transfer_top_up(" in s]
+    [t0019] = ledger_t0019_ddl()
+    anyone = (
+        "    IF EXISTS (SELECT 1 FROM top_up_payments\n"
+        "               WHERE payment_method = p_payment_method\n"
+        "                 AND payment_reference = p_payment_reference) THEN\n"
+    )
+    own = (
+        "    IF EXISTS (SELECT 1 FROM top_up_payments AS p\n"
+        "               JOIN wallet_transactions AS t ON t.id = p.transaction_id\n"
+        "               WHERE p.payment_method = p_payment_method\n"
+        "                 AND p.payment_reference = p_payment_reference\n"
+        "                 AND t.wallet_id = w.id) THEN\n"
+    )
+    assert t0019.count(anyone) == 1 and upgrade.count(own) == 1
+    # The early lookup still comes right after the wallet's lock, before its state.
+    assert upgrade.index("FOR UPDATE;") < upgrade.index(own)
+    assert upgrade.index(own) < upgrade.index("transfer_state_refusal(")
+    # The backstop stays: the INSERT that refuses a reference credited to another wallet.
+    backstop = (
+        "    ON CONFLICT DO NOTHING;\n    IF NOT FOUND THEN outcome := 'PAYMENT_REFERENCE_USED';"
+    )
+    assert upgrade.count(backstop) == 1 and t0019.count(backstop) == 1
+
+    def code(statement: str) -> list[str]:
+        return [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
+
+    assert code(upgrade) == code(t0019.replace(anyone, own))

@@ -46,8 +46,10 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   before the wallet's other refusals, under the wallet's row lock); its downgrade is t0016's
   TopUp function, read from `t0016_upgrade.sql`.
 * t0020: `t0020_upgrade.sql` (transfer_caps fails closed when a window's base, the admin
-  override or the tier default, is missing, whatever the user's own limit); its downgrade is
-  t0002's transfer_caps, read from `functions.sql`.
+  override or the tier default, is missing, whatever the user's own limit; TopUp's function
+  answers a credited reference before the wallet's other refusals only when it credited this
+  wallet); its downgrade is t0002's transfer_caps, read from `functions.sql`, and t0019's
+  TopUp function, read from `t0019_upgrade.sql`.
 """
 
 from __future__ import annotations
@@ -310,10 +312,15 @@ def ledger_t0019_downgrade_ddl() -> list[str]:
 
 def ledger_t0020_ddl() -> list[str]:
     """t0020: transfer_caps fails closed (a cap of 0) for a window with neither an admin
-    override nor a tier default, even when the user set their own limit."""
+    override nor a tier default, even when the user set their own limit; TopUp's function
+    answers PAYMENT_REFERENCE_USED before the wallet's other refusals only for a reference
+    credited to this wallet (one credited to another is refused by its INSERT, as before
+    t0019)."""
     return split_sql(_script("t0020_upgrade.sql"))
 
 
 def ledger_t0020_downgrade_ddl() -> list[str]:
-    """t0020's downgrade: t0002's transfer_caps, as `functions.sql` (t0002's own file) has it."""
-    return [s for s in split_sql(_script("functions.sql")) if _CAPS.match(s)]
+    """t0020's downgrade: t0002's transfer_caps, as `functions.sql` (t0002's own file) has it,
+    and t0019's TopUp function, as `t0019_upgrade.sql` (t0019's own file) has it."""
+    caps = [s for s in split_sql(_script("functions.sql")) if _CAPS.match(s)]
+    return caps + ledger_t0019_ddl()

@@ -1,5 +1,7 @@
 -- Migration t0020: transfer_caps fails closed when a tier default is missing, whatever the
--- user's own limit.
+-- user's own limit; TopUp tells a credited reference early only to the wallet it credited.
+--
+-- transfer_caps.
 --
 -- transfer_caps (functions.sql, t0002) folds each window's cap as
 -- coalesce(least(coalesce(admin, default), user), 0), meaning "a missing default fails closed
@@ -62,5 +64,116 @@ BEGIN
         WHERE w.wallet_id = p_wallet_id AND w.action = p_action
           AND w.source IN ('ADMIN_OVERRIDE', 'USER')
     ) AS o;
+END
+$$;
+
+-- transfer_top_up: a reference credited to another wallet is no longer told before the
+-- wallet's own refusals.
+--
+-- t0019 answered PAYMENT_REFERENCE_USED right after the wallet's row lock for a
+-- (payment_method, payment_reference) credited to ANY wallet, before the state, currency, KYC,
+-- request-id and limit refusals: a frozen, closed or KYC-NONE wallet could probe whether a
+-- reference was ever credited to anyone. The early answer exists for a lost-reply retry under a
+-- new request id, whose reference was credited to the same wallet; it is now given only for
+-- that: the payment row's transaction_id is the credit's wallet_transactions row (t0001), and
+-- the lookup joins it and asks for this wallet's id (two primary-key probes). A reference
+-- credited to another wallet is refused where t0016 refused it, by the INSERT ... ON CONFLICT
+-- DO NOTHING into top_up_payments after the wallet's own refusals, still
+-- PAYMENT_REFERENCE_USED and still never credited twice (the primary key; a concurrent credit
+-- of the same reference to another wallet is waited for, then refused). Otherwise t0019's
+-- transfer_top_up (t0019_upgrade.sql), byte for byte but for two comments; CREATE OR REPLACE
+-- keeps its owner and privileges, and the statement restates SECURITY DEFINER and the pinned
+-- search_path.
+
+CREATE OR REPLACE FUNCTION transfer_top_up(
+    p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint,
+    p_user_id text, p_amount bigint, p_currency text, p_payment_method text,
+    p_payment_reference text, p_description text
+) RETURNS TABLE (outcome text, reply text)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    w record;
+    v_now timestamptz;
+    v_day date;
+    v_movement uuid := gen_random_uuid();
+    v_credit uuid := gen_random_uuid();
+    v_reference text;
+    v_after bigint;
+BEGIN
+    SELECT c.outcome, c.reply INTO outcome, reply
+    FROM transfer_claim(p_caller, p_method, p_request_id, p_fingerprint, p_lock) AS c;
+    IF FOUND THEN RETURN NEXT; RETURN; END IF;
+
+    SELECT id, user_id, currency, balance, status, kyc_tier INTO w
+    FROM wallets WHERE user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN outcome := 'WALLET_NOT_FOUND'; RETURN NEXT; RETURN; END IF;
+    v_now := clock_timestamp();
+    -- A reference already credited TO THIS WALLET is answered first, whatever else the
+    -- wallet would be refused for; read under the row lock, after any earlier top-up of this
+    -- wallet ended. One credited to another wallet is not told here: the INSERT below
+    -- refuses it, after the wallet's own refusals.
+    IF EXISTS (SELECT 1 FROM top_up_payments AS p
+               JOIN wallet_transactions AS t ON t.id = p.transaction_id
+               WHERE p.payment_method = p_payment_method
+                 AND p.payment_reference = p_payment_reference
+                 AND t.wallet_id = w.id) THEN
+        outcome := 'PAYMENT_REFERENCE_USED'; RETURN NEXT; RETURN;
+    END IF;
+    outcome := transfer_state_refusal(w.id, w.status);
+    IF outcome IS NOT NULL THEN RETURN NEXT; RETURN; END IF;
+    IF p_currency <> w.currency THEN
+        outcome := 'CURRENCY_MISMATCH';
+        reply := json_build_object('currency', w.currency)::text;
+        RETURN NEXT; RETURN;
+    END IF;
+    IF w.kyc_tier = 'NONE' THEN outcome := 'KYC_NOT_VERIFIED'; RETURN NEXT; RETURN; END IF;
+    IF EXISTS (SELECT 1 FROM wallet_transactions AS t
+               WHERE t.user_id = p_user_id AND t.request_id = p_request_id) THEN
+        outcome := 'IDEMPOTENCY_KEY_REUSED'; RETURN NEXT; RETURN;
+    END IF;
+    v_day := transfer_business_day(v_now);
+    SELECT l.outcome, l.reply INTO outcome, reply
+    FROM transfer_limit_refusal(w.id, w.kyc_tier, 'top_up', p_amount, v_day, w.currency) AS l;
+    IF FOUND THEN
+        reply := (reply::jsonb || jsonb_build_object('decided_at', v_now))::text;
+        RETURN NEXT; RETURN;
+    END IF;
+    -- The first write: a payment reference already credited (to another wallet, or to this
+    -- one concurrently) stops the call here, having written nothing (a concurrent insert of
+    -- the same one is waited for).
+    INSERT INTO top_up_payments (payment_method, payment_reference, transaction_id, created_at)
+    VALUES (p_payment_method, p_payment_reference, v_credit, v_now)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN outcome := 'PAYMENT_REFERENCE_USED'; RETURN NEXT; RETURN; END IF;
+
+    v_reference := transfer_open_movement(v_movement, 'TOP_UP', w.currency, p_amount, v_now,
+                                          true);
+    UPDATE wallets SET balance = balance + p_amount WHERE id = w.id RETURNING balance INTO v_after;
+    INSERT INTO ledger_postings (ledger_transaction_id, account, currency, amount, created_at)
+    VALUES (v_movement, 'sys:clearing', w.currency, -p_amount, v_now),
+           (v_movement, w.id, w.currency, p_amount, v_now);
+    WITH side AS (
+        INSERT INTO wallet_transactions (
+            id, ledger_transaction_id, reference, request_id, user_id, wallet_id, type,
+            category, status, amount, currency, balance_after, counterparty_description,
+            created_at, completed_at)
+        VALUES (v_credit, v_movement, v_reference, p_request_id, w.user_id, w.id, 'CREDIT',
+                'TOP_UP', 'COMPLETED', p_amount, w.currency, v_after, p_description, v_now,
+                v_now)
+        RETURNING *
+    )
+    SELECT row_to_json(side)::text INTO reply FROM side;
+    PERFORM transfer_count_usage(w.id, 'top_up', v_day, p_amount);
+    PERFORM transfer_remember(p_caller, p_method, p_request_id, p_fingerprint, reply);
+    PERFORM transfer_notify(w.user_id, 'TOP_UP', jsonb_build_object(
+        'transaction_id', v_credit, 'reference', v_reference, 'amount_minor', p_amount::text,
+        'currency', w.currency, 'counterparty', p_description,
+        'balance_after_minor', v_after::text));
+    outcome := 'OK';
+    RETURN NEXT;
 END
 $$;

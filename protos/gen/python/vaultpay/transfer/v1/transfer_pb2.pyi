@@ -566,7 +566,13 @@ class TopUpRequest(_message.Message):
     payment_method: Global___PaymentMethod.ValueType
     """The external funding source."""
     payment_reference: _builtins.str
-    """The external payment's reference (e.g. the UPI transaction id), 1 to 64 characters."""
+    """The external payment's reference (e.g. the UPI transaction id), 1 to 64 characters.
+    Credited once per payment method across all wallets. A reference already credited to
+    the caller's wallet fails with ALREADY_EXISTS (PAYMENT_REFERENCE_USED) before any other
+    check of the wallet, so a retry under a new request_id of a top-up that committed is
+    told so; one credited to another wallet fails the same way only after the wallet's own
+    checks (state, currency, KYC, limits).
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """How much to add; positive and in the wallet's currency."""

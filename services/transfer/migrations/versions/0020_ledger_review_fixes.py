@@ -1,12 +1,22 @@
-"""A missing tier default fails closed, whatever the user's own limit.
+"""A missing tier default fails closed; a credited reference is told early only to its wallet.
 
 `transfer_caps` folded each window's cap as `coalesce(least(coalesce(admin, default), user),
 0)`: PostgreSQL's least() ignores NULLs, so with neither an admin override nor the tier's
 default setting, a user's own lower limit became the cap instead of 0, against the function's
 own comment ("a missing default fails closed") and wallet's `effective_caps`, which refuses to
 compute caps without the default. A window whose base is missing is now 0 whatever the user
-set. SQL in `sql/t0020_upgrade.sql`; the downgrade puts t0002's `transfer_caps` back (read
-from `sql/functions.sql`). CREATE OR REPLACE: owner and privileges stay.
+set.
+
+`transfer_top_up` (t0019) answered PAYMENT_REFERENCE_USED before the wallet's state, KYC and
+limit refusals for a reference credited to any wallet, so a frozen, closed or KYC-NONE wallet
+could probe other users' references. The early answer is now given only for a reference
+credited to this wallet (the lost-reply retry t0019 exists for: its payment row's credit is
+this wallet's); one credited to another wallet is refused by the INSERT ... ON CONFLICT
+backstop after the wallet's own refusals, as before t0019.
+
+SQL in `sql/t0020_upgrade.sql`; the downgrade puts t0002's `transfer_caps` (read from
+`sql/functions.sql`) and t0019's `transfer_top_up` (read from `sql/t0019_upgrade.sql`) back.
+CREATE OR REPLACE: owners and privileges stay.
 
 Revision ID: t0020
 Revises: t0019

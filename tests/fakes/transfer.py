@@ -262,6 +262,9 @@ class FakePayoutLedger:
     # Leased again by another worker as soon as this one leased them: its claim is LEASE_LOST.
     stolen: set[str] = field(default_factory=set)
     lease_until: dict[str, datetime] = field(default_factory=dict)  # each payout's available_at
+    # Finished by another worker while this one asked the bank (SETTLED or RETURNED): the claim
+    # let them through, settling or returning them answers ALREADY_FINISHED with that status.
+    finished_meanwhile: dict[str, str] = field(default_factory=dict)
 
     async def lease_payouts(self, limit: int, lease_seconds: float) -> list[PayoutLease]:
         leased, self.pending = self.pending[:limit], self.pending[limit:]
@@ -291,12 +294,18 @@ class FakePayoutLedger:
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
         if transaction_id in self.unreachable:
             raise DatabaseUnavailableError()
+        if transaction_id in self.finished_meanwhile:
+            status = self.finished_meanwhile[transaction_id]
+            return PayoutSettlement("ALREADY_FINISHED", None, final_status=status)
         self.settled.append(transaction_id)
-        return PayoutSettlement("OK", None)
+        return PayoutSettlement("OK", None, final_status="SETTLED")
 
     async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement:
+        if transaction_id in self.finished_meanwhile:
+            status = self.finished_meanwhile[transaction_id]
+            return PayoutSettlement("ALREADY_FINISHED", None, final_status=status)
         self.returned.append((transaction_id, reason))
-        return PayoutSettlement("OK", None)
+        return PayoutSettlement("OK", None, final_status="RETURNED")
 
 
 @dataclass

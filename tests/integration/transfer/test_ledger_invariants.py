@@ -327,8 +327,10 @@ async def test_a_withdrawal_moves_money_into_flight_and_settles_or_comes_back(
     assert done.transaction is not None and done.transaction.status is TransactionStatus.COMPLETED
     back = await ledger.ledger.return_payout(returned, "account closed")
     assert back.transaction is not None and back.transaction.status is TransactionStatus.FAILED
-    assert (await ledger.ledger.settle_payout(returned)).outcome == "ALREADY_FINISHED"
-    assert (await ledger.ledger.return_payout(settled, "late")).outcome == "ALREADY_FINISHED"
+    late_settle = await ledger.ledger.settle_payout(returned)
+    assert (late_settle.outcome, late_settle.final_status) == ("ALREADY_FINISHED", "RETURNED")
+    late_return = await ledger.ledger.return_payout(settled, "late")
+    assert (late_return.outcome, late_return.final_status) == ("ALREADY_FINISHED", "SETTLED")
     assert await ledger.balance(alice) == 7_000
     credit = await ledger.fetch(
         "SELECT type, category, amount, balance_after FROM wallet_transactions"

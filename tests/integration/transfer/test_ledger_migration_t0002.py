@@ -208,7 +208,9 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # their function (a payout changes only along its progress); t0018 adds the partial index
     # of the counted rare-category rows by completion time (GetTransferStats, CONCURRENTLY);
     # t0019 replaces TopUp's function (a reference already credited is answered first); t0020
-    # replaces transfer_caps (a missing default fails closed, whatever the user's limit); w0009
+    # replaces transfer_caps (a missing default fails closed, whatever the user's limit),
+    # TopUp's function again (that early answer only for this wallet's own credit) and the
+    # payout's settle and return (ALREADY_FINISHED tells the payout's status); w0009
     # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge; w0010 the
     # index of the notifications' purge (and its DELETE grant).
     assert set(changed) == {
@@ -662,9 +664,14 @@ async def _history(dbs: Provisioned) -> tuple[list[tuple[str, str, Any]], dict[s
 
 
 def _without_later_limit_figures(answer: tuple[str, str, Any]) -> tuple[str, str, Any]:
-    """t0006 adds the month's limit and usage to a daily limit's refusal, and t0016 the time
-    of the decision to every limit's refusal; nothing else."""
+    """t0006 adds the month's limit and usage to a daily limit's refusal, t0016 the time of
+    the decision to every limit's refusal, and t0020 a finished payout's status to
+    ALREADY_FINISHED (t0001 replied nothing); nothing else."""
     label, outcome, reply = answer
+    if outcome == "ALREADY_FINISHED":
+        assert isinstance(reply, dict) and set(reply) == {"status"}, answer
+        assert reply["status"] in ("SETTLED", "RETURNED"), answer
+        return label, outcome, None
     if isinstance(reply, dict) and outcome.endswith("_LIMIT_EXCEEDED"):
         assert reply.pop("decided_at", None) is not None, answer
     if isinstance(reply, dict) and outcome == "DAILY_LIMIT_EXCEEDED":

@@ -485,21 +485,59 @@ def test_the_staff_listing_states_the_partial_indexes_predicates_as_the_indexes_
         assert _predicates(narrowed) == []
 
 
-def test_t0020_replaces_transfer_caps_and_top_up_and_its_downgrade_puts_theirs_back() -> None:
-    upgrade = ledger_t0020_ddl()
-    assert _functions(upgrade) == {"transfer_caps": "plpgsql", "transfer_top_up": "plpgsql"}
-    assert len(upgrade) == 2
-    [t0002] = [
-        s for s in ledger_t0002_ddl() if s.startswith("CREATE OR REPLACE FUNCTION transfer_caps(")
+def _t0002s(name: str) -> str:
+    [statement] = [
+        s for s in ledger_t0002_ddl() if s.startswith(f"CREATE OR REPLACE FUNCTION {name}(")
     ]
-    assert ledger_t0020_downgrade_ddl() == [t0002, *ledger_t0019_ddl()]
+    return statement
+
+
+def _t0012s_return() -> str:
+    [statement] = [
+        s
+        for s in ledger_t0012_ddl()
+        if s.startswith("CREATE OR REPLACE FUNCTION transfer_return_payout(")
+    ]
+    return statement
+
+
+def test_t0020_replaces_four_functions_and_its_downgrade_puts_theirs_back() -> None:
+    upgrade = ledger_t0020_ddl()
+    assert _functions(upgrade) == dict.fromkeys(
+        ("transfer_caps", "transfer_top_up", "transfer_settle_payout", "transfer_return_payout"),
+        "plpgsql",
+    )
+    assert len(upgrade) == 4
+    assert ledger_t0020_downgrade_ddl() == [
+        _t0002s("transfer_caps"),
+        *ledger_t0019_ddl(),
+        _t0002s("transfer_settle_payout"),
+        _t0012s_return(),
+    ]
+
+
+def test_t0020_tells_a_finished_payouts_status_and_changes_nothing_else() -> None:
+    silent = "    IF p.status <> 'PENDING' THEN outcome := 'ALREADY_FINISHED'; RETURN NEXT; RETURN; END IF;\n"
+    told = (
+        "    IF p.status <> 'PENDING' THEN\n"
+        "        outcome := 'ALREADY_FINISHED';\n"
+        "        reply := json_build_object('status', p.status)::text;\n"
+        "        RETURN NEXT; RETURN;\n"
+        "    END IF;\n"
+    )
+    upgrade = ledger_t0020_ddl()
+    for name, before in (
+        ("transfer_settle_payout", _t0002s("transfer_settle_payout")),
+        ("transfer_return_payout", _t0012s_return()),
+    ):
+        [after] = [s for s in upgrade if s.startswith(f"CREATE OR REPLACE FUNCTION {name}(")]
+        assert before.count(silent) == 1
+        assert after == before.replace(silent, told)
 
 
 def test_t0020_caps_a_window_without_a_base_at_0_and_changes_nothing_else() -> None:
     [upgrade] = [s for s in ledger_t0020_ddl() if "FUNCTION transfer_caps(" in s]
-    [t0002] = [
-        s for s in ledger_t0002_ddl() if s.startswith("CREATE OR REPLACE FUNCTION transfer_caps(")
-    ]
+    t0002 = _t0002s("transfer_caps")
     # t0002's function byte for byte, but for the three folds: least() is never handed a
     # missing base (it would ignore the NULL and answer the user's own limit).
     for window, admin in (

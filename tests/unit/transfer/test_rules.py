@@ -26,7 +26,11 @@ from vaultpay_transfer.domain.validation import (
     check_note,
     check_recipient,
 )
-from vaultpay_transfer.service_layer.payouts import ALERT_AFTER_ATTEMPTS, PayoutWorker
+from vaultpay_transfer.service_layer.payouts import (
+    ALERT_AFTER_ATTEMPTS,
+    CONTRADICTION,
+    PayoutWorker,
+)
 from vaultpay_transfer.service_layer.ports import PayoutClaim, PayoutLease
 
 
@@ -471,6 +475,40 @@ async def test_an_answer_that_cannot_be_recorded_leaves_the_rest_of_the_batch_go
     worker = PayoutWorker(ledger, ScriptedBank())
     assert await worker.run_once() == 1  # t-stuck waits for its lease, t-paid is settled
     assert ledger.settled == ["t-paid"]
+
+
+async def test_a_bank_answer_contradicting_how_a_payout_finished_is_an_error_not_a_finish(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another worker finished two payouts while this one asked the bank: one RETURNED (its
+    money back in the wallet) that the bank now says it paid, one SETTLED it now refuses.
+    Neither is counted as finished: each is an ERROR naming the payout and both outcomes, and
+    counted apart. A repeat that agrees (SETTLED, paid) is a finish, silently."""
+    ledger = FakePayoutLedger(
+        pending=[
+            payout_lease("t-returned", "good", 100),
+            payout_lease("t-settled", "bad", 200),
+            payout_lease("t-repeat", "good", 300),
+            payout_lease("t-paid", "good", 400),
+        ],
+        finished_meanwhile={
+            "t-returned": "RETURNED",
+            "t-settled": "SETTLED",
+            "t-repeat": "SETTLED",
+        },
+    )
+    worker = PayoutWorker(ledger, ScriptedBank(refusing={"bad"}))
+    with caplog.at_level(logging.INFO, logger="vaultpay_transfer.service_layer.payouts"):
+        assert await worker.run_once() == 2  # t-repeat and t-paid
+    assert worker.contradicted == 2
+    assert (ledger.settled, ledger.returned) == (["t-paid"], [])
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [CONTRADICTION, CONTRADICTION]
+    assert [
+        (vars(r)["transaction_id"], vars(r)["bank_answer"], vars(r)["ledger_status"])
+        for r in errors
+    ] == [("t-returned", "paid", "RETURNED"), ("t-settled", "refused", "SETTLED")]
+    assert not any("good" in str(vars(r)) or "bad" in str(vars(r)) for r in errors)
 
 
 async def test_the_simulated_bank_refuses_only_the_documented_test_account() -> None:

@@ -1,4 +1,5 @@
-"""A missing tier default fails closed; a credited reference is told early only to its wallet.
+"""A missing tier default fails closed; a credited reference is told early only to its wallet;
+a finished payout tells how it finished.
 
 `transfer_caps` folded each window's cap as `coalesce(least(coalesce(admin, default), user),
 0)`: PostgreSQL's least() ignores NULLs, so with neither an admin override nor the tier's
@@ -14,9 +15,16 @@ credited to this wallet (the lost-reply retry t0019 exists for: its payment row'
 this wallet's); one credited to another wallet is refused by the INSERT ... ON CONFLICT
 backstop after the wallet's own refusals, as before t0019.
 
-SQL in `sql/t0020_upgrade.sql`; the downgrade puts t0002's `transfer_caps` (read from
-`sql/functions.sql`) and t0019's `transfer_top_up` (read from `sql/t0019_upgrade.sql`) back.
-CREATE OR REPLACE: owners and privileges stay.
+`transfer_settle_payout` and `transfer_return_payout` answered ALREADY_FINISHED with no reply
+whichever way the payout had finished, so the payout worker could not see a bank answer that
+contradicts it (paid, for a payout already returned to the wallet, or the reverse). Their
+ALREADY_FINISHED now replies `{"status": "SETTLED" | "RETURNED"}`, read under the payout's
+row lock; nothing else changes.
+
+SQL in `sql/t0020_upgrade.sql`; the downgrade puts t0002's `transfer_caps` and
+`transfer_settle_payout` (read from `sql/functions.sql`), t0019's `transfer_top_up` (read from
+`sql/t0019_upgrade.sql`) and t0012's `transfer_return_payout` (read from
+`sql/t0012_upgrade.sql`) back. CREATE OR REPLACE: owners and privileges stay.
 
 Revision ID: t0020
 Revises: t0019

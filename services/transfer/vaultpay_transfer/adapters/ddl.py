@@ -48,8 +48,10 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0020: `t0020_upgrade.sql` (transfer_caps fails closed when a window's base, the admin
   override or the tier default, is missing, whatever the user's own limit; TopUp's function
   answers a credited reference before the wallet's other refusals only when it credited this
-  wallet); its downgrade is t0002's transfer_caps, read from `functions.sql`, and t0019's
-  TopUp function, read from `t0019_upgrade.sql`.
+  wallet; the payout's settle and return tell a finished payout's status with
+  ALREADY_FINISHED); its downgrade is t0002's transfer_caps and settle, read from
+  `functions.sql`, t0019's TopUp function, read from `t0019_upgrade.sql`, and t0012's return,
+  read from `t0012_upgrade.sql`.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ _TIMED = re.compile(
 _LIMITED = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|top_up|withdraw)\(")
 _TOP_UP = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_top_up\(")
 _CAPS = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_caps\(")
+_SETTLE = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_settle_payout\(")
+_RETURN = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_return_payout\(")
 
 
 def _script(name: str) -> str:
@@ -315,12 +319,16 @@ def ledger_t0020_ddl() -> list[str]:
     override nor a tier default, even when the user set their own limit; TopUp's function
     answers PAYMENT_REFERENCE_USED before the wallet's other refusals only for a reference
     credited to this wallet (one credited to another is refused by its INSERT, as before
-    t0019)."""
+    t0019); the payout's settle and return answer ALREADY_FINISHED with the payout's status
+    (`{"status": "SETTLED" | "RETURNED"}`)."""
     return split_sql(_script("t0020_upgrade.sql"))
 
 
 def ledger_t0020_downgrade_ddl() -> list[str]:
-    """t0020's downgrade: t0002's transfer_caps, as `functions.sql` (t0002's own file) has it,
-    and t0019's TopUp function, as `t0019_upgrade.sql` (t0019's own file) has it."""
+    """t0020's downgrade: t0002's transfer_caps and settle, as `functions.sql` (t0002's own
+    file) has them, t0019's TopUp function, as `t0019_upgrade.sql` (t0019's own file) has it,
+    and t0012's return, as `t0012_upgrade.sql` (t0012's own file) has it."""
     caps = [s for s in split_sql(_script("functions.sql")) if _CAPS.match(s)]
-    return caps + ledger_t0019_ddl()
+    settle = [s for s in split_sql(_script("functions.sql")) if _SETTLE.match(s)]
+    returned = [s for s in ledger_t0012_ddl() if _RETURN.match(s)]
+    return caps + ledger_t0019_ddl() + settle + returned

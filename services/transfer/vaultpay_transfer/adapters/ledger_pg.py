@@ -317,10 +317,10 @@ class PgLedger:
         return PayoutClaim(ClaimAnswer(str(rows[0]["answer"])), rows[0]["lease_until"])
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
-        return await self._settlement(_SETTLE, transaction_id)
+        return await self._settlement("SETTLED", _SETTLE, transaction_id)
 
     async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement:
-        settled = await self._settlement(_RETURN, transaction_id, reason)
+        settled = await self._settlement("RETURNED", _RETURN, transaction_id, reason)
         if settled.outcome != "OK" or settled.transaction is None:
             return settled
         # Closed is terminal, so a status read after the commit tells whether the credit
@@ -338,16 +338,17 @@ class PgLedger:
         closed = bool(rows) and rows[0]["status"] == "CLOSED"
         return replace(settled, wallet_closed=closed)
 
-    async def _settlement(self, sql: str, *args: Any) -> PayoutSettlement:
+    async def _settlement(self, status: str, sql: str, *args: Any) -> PayoutSettlement:
+        """The function's answer; `status` is the payout's when it answers OK. Its
+        ALREADY_FINISHED replies `{"status": ...}`, how the payout finished (t0020)."""
         rows = await self._fetch(sql, *args)
         if not rows:
             raise RuntimeError("a payout function returned no row")
-        reply = rows[0]["reply"]
-        self._committed(str(rows[0]["outcome"]))
-        return PayoutSettlement(
-            str(rows[0]["outcome"]),
-            None if reply is None else transaction_from_row(json.loads(reply)),
-        )
+        outcome, reply = str(rows[0]["outcome"]), rows[0]["reply"]
+        self._committed(outcome)
+        if outcome == "OK":
+            return PayoutSettlement(outcome, transaction_from_row(json.loads(reply)), False, status)
+        return PayoutSettlement(outcome, None, False, _details(reply).get("status"))
 
 
 class _PgHeldMovement:

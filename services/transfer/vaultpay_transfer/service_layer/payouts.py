@@ -35,6 +35,13 @@ tells whether the money left, so returning it to the wallet after some number of
 could pay it out twice. Its lease backs off instead (t0013), and from its
 `ALERT_AFTER_ATTEMPTS`-th attempt (about an hour of failures at the default lease) each failure
 is logged as an ERROR naming the attempts, for an operator to look at the bank side.
+
+The ledger settles or returns a payout once; recording an answer for a payout already finished
+answers ALREADY_FINISHED with how it finished (t0020). When that contradicts the bank's answer
+(the bank says paid, but the payout was RETURNED and its money credited back to the wallet; or
+it says refused, but the payout was SETTLED) the ledger is left as it is, the worker logs
+`CONTRADICTION` as an ERROR naming the payout and both outcomes, for an operator to reconcile
+with the bank, and counts it in `contradicted`, not among the finished payouts.
 """
 
 from __future__ import annotations
@@ -49,9 +56,10 @@ from vaultpay_transfer.service_layer.ports import (
     ClaimAnswer,
     PayoutLease,
     PayoutLedger,
+    PayoutSettlement,
 )
 
-__all__ = ["ALERT_AFTER_ATTEMPTS", "BANK_CALL_SHARE", "PayoutWorker"]
+__all__ = ["ALERT_AFTER_ATTEMPTS", "BANK_CALL_SHARE", "CONTRADICTION", "PayoutWorker"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,12 @@ ALERT_AFTER_ATTEMPTS = 7
 # The share of the renewed lease (`bank_seconds`) a bank call may take: the rest is left for
 # the claim's round trip and recording the answer before the lease can run out.
 BANK_CALL_SHARE = 0.8
+# The ERROR logged when the bank's answer contradicts how the ledger finished the payout: the
+# line to alert on (README, "Operations").
+CONTRADICTION = (
+    "a payout's bank answer contradicts how the ledger finished it; an operator must reconcile"
+    " it with the bank"
+)
 
 
 class PayoutWorker:
@@ -82,9 +96,12 @@ class PayoutWorker:
         self._lease = lease_seconds
         self._hold = hold_seconds
         self._bank_seconds = bank_seconds
+        # Bank answers that contradicted how the payout had already finished, since start.
+        self.contradicted = 0
 
     async def run_once(self) -> int:
-        """How many payouts were finished (settled or returned) in this round."""
+        """How many payouts were finished (settled or returned) in this round; a bank answer
+        that contradicts a payout finished the other way is not one (see `contradicted`)."""
         finished = 0
         for payout in await self._ledger.lease_payouts(self._batch, self._lease):
             if not await self._may_ask_bank(payout):
@@ -145,12 +162,15 @@ class PayoutWorker:
         return claim.asks_bank
 
     async def _record(self, payout: PayoutLease, answer: BankAnswer) -> int:
-        """Settles or returns `payout` as the bank answered: 1 when it is finished."""
+        """Settles or returns `payout` as the bank answered: 1 when it is finished as the bank
+        said, 0 when the bank's answer contradicts how it had finished already."""
         if answer.paid:
-            await self._ledger.settle_payout(payout.transaction_id)
-            return 1
+            settled = await self._ledger.settle_payout(payout.transaction_id)
+            return self._agrees(payout, "paid", "SETTLED", settled)
         if answer.refused:
             returned = await self._ledger.return_payout(payout.transaction_id, answer.reason)
+            if not self._agrees(payout, "refused", "RETURNED", returned):
+                return 0
             if returned.wallet_closed:
                 # Kept (the money must stay conserved) but never expected: a wallet with a
                 # pending withdrawal cannot be closed (WALLET_HAS_PENDING_WITHDRAWAL).
@@ -164,4 +184,23 @@ class PayoutWorker:
                     },
                 )
             return 1
+        return 0
+
+    def _agrees(
+        self, payout: PayoutLease, bank_answer: str, status: str, recorded: PayoutSettlement
+    ) -> int:
+        """1 unless the payout had finished otherwise than `status` (the bank's answer): then
+        the contradiction is logged (no account details) and counted, and 0."""
+        if recorded.final_status is None or recorded.final_status == status:
+            return 1
+        self.contradicted += 1
+        log.error(
+            CONTRADICTION,
+            extra={
+                "transaction_id": payout.transaction_id,
+                "bank_answer": bank_answer,
+                "ledger_status": recorded.final_status,
+                "attempts": payout.attempts,
+            },
+        )
         return 0

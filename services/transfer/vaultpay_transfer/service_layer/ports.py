@@ -203,6 +203,10 @@ class PayoutSettlement:
     # A returned payout that credited a CLOSED wallet (an anomaly: wallet refuses to close
     # with a withdrawal pending, so only a wallet closed some other way gets here).
     wallet_closed: bool = False
+    # How the payout finished: SETTLED or RETURNED, this call's doing (OK) or an earlier one's
+    # (ALREADY_FINISHED, transfer t0020); None when NOT_FOUND, or when a ledger before t0020
+    # did not say.
+    final_status: str | None = None
 
 
 class ClaimAnswer(Enum):

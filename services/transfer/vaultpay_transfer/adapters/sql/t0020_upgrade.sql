@@ -1,5 +1,6 @@
 -- Migration t0020: transfer_caps fails closed when a tier default is missing, whatever the
--- user's own limit; TopUp tells a credited reference early only to the wallet it credited.
+-- user's own limit; TopUp tells a credited reference early only to the wallet it credited; a
+-- payout already finished tells how it finished.
 --
 -- transfer_caps.
 --
@@ -172,6 +173,116 @@ BEGIN
     PERFORM transfer_notify(w.user_id, 'TOP_UP', jsonb_build_object(
         'transaction_id', v_credit, 'reference', v_reference, 'amount_minor', p_amount::text,
         'currency', w.currency, 'counterparty', p_description,
+        'balance_after_minor', v_after::text));
+    outcome := 'OK';
+    RETURN NEXT;
+END
+$$;
+
+-- transfer_settle_payout and transfer_return_payout: ALREADY_FINISHED tells the payout's final
+-- status.
+--
+-- Both answered ALREADY_FINISHED, with no reply, for a payout no longer PENDING, whichever way
+-- it had finished: a worker recording the bank's "paid" for a payout already RETURNED (its
+-- money credited back to the wallet), or "refused" for one already SETTLED, could not tell
+-- that answer from a harmless repeat, and counted it as finished with nothing logged. The
+-- reply of ALREADY_FINISHED is now {"status": "SETTLED" | "RETURNED"}, read under the
+-- payout's row lock (and final: t0017's triggers keep a finished payout as it is); the
+-- worker compares it with the bank's answer. Nothing else changes: a finished payout is still
+-- left as it is. Otherwise functions.sql's transfer_settle_payout and t0012's
+-- transfer_return_payout (t0012_upgrade.sql), byte for byte; CREATE OR REPLACE keeps their
+-- owners and privileges.
+
+CREATE OR REPLACE FUNCTION transfer_settle_payout(p_transaction_id uuid)
+RETURNS TABLE (outcome text, reply text)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    p record;
+    v_now timestamptz := clock_timestamp();
+    v_movement uuid := gen_random_uuid();
+BEGIN
+    SELECT * INTO p FROM payouts WHERE payouts.transaction_id = p_transaction_id FOR UPDATE;
+    IF NOT FOUND THEN outcome := 'NOT_FOUND'; RETURN NEXT; RETURN; END IF;
+    IF p.status <> 'PENDING' THEN
+        outcome := 'ALREADY_FINISHED';
+        reply := json_build_object('status', p.status)::text;
+        RETURN NEXT; RETURN;
+    END IF;
+    PERFORM transfer_open_movement(v_movement, 'PAYOUT_SETTLED', p.currency, p.amount, v_now,
+                                   false);
+    INSERT INTO ledger_postings (ledger_transaction_id, account, currency, amount, created_at)
+    VALUES (v_movement, 'sys:payouts_in_flight', p.currency, -p.amount, v_now),
+           (v_movement, 'sys:clearing', p.currency, p.amount, v_now);
+    UPDATE payouts SET status = 'SETTLED', finished_at = v_now
+    WHERE payouts.transaction_id = p_transaction_id;
+    UPDATE wallet_transactions AS t SET status = 'COMPLETED', completed_at = v_now
+    WHERE t.id = p_transaction_id
+    RETURNING row_to_json(t)::text INTO reply;
+    PERFORM transfer_notify(t.user_id, 'WITHDRAWAL_SETTLED', jsonb_build_object(
+        'transaction_id', t.id, 'reference', t.reference, 'amount_minor', t.amount::text,
+        'currency', t.currency, 'counterparty', t.counterparty_description))
+    FROM wallet_transactions AS t WHERE t.id = p_transaction_id;
+    outcome := 'OK';
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION transfer_return_payout(p_transaction_id uuid, p_reason text)
+RETURNS TABLE (outcome text, reply text)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    p record;
+    t record;
+    w record;
+    v_now timestamptz;
+    v_movement uuid := gen_random_uuid();
+    v_credit uuid := gen_random_uuid();
+    v_reference text;
+    v_after bigint;
+BEGIN
+    SELECT * INTO p FROM payouts WHERE payouts.transaction_id = p_transaction_id FOR UPDATE;
+    IF NOT FOUND THEN outcome := 'NOT_FOUND'; RETURN NEXT; RETURN; END IF;
+    IF p.status <> 'PENDING' THEN
+        outcome := 'ALREADY_FINISHED';
+        reply := json_build_object('status', p.status)::text;
+        RETURN NEXT; RETURN;
+    END IF;
+    SELECT id, user_id, display_name, balance INTO w
+    FROM wallets WHERE id = p.wallet_id FOR UPDATE;
+    v_now := clock_timestamp();
+    SELECT * INTO t FROM wallet_transactions WHERE id = p_transaction_id;
+    v_reference := transfer_open_movement(v_movement, 'PAYOUT_RETURNED', p.currency, p.amount,
+                                          v_now, true);
+    UPDATE wallets SET balance = balance + p.amount WHERE id = w.id RETURNING balance INTO v_after;
+    INSERT INTO ledger_postings (ledger_transaction_id, account, currency, amount, created_at)
+    VALUES (v_movement, 'sys:payouts_in_flight', p.currency, -p.amount, v_now),
+           (v_movement, w.id, p.currency, p.amount, v_now);
+    INSERT INTO wallet_transactions (
+        id, ledger_transaction_id, reference, request_id, user_id, wallet_id, type, category,
+        status, amount, currency, balance_after, counterparty_description,
+        original_transaction_id, created_at, completed_at)
+    VALUES (v_credit, v_movement, v_reference, NULL, w.user_id, w.id, 'CREDIT', 'WITHDRAW',
+            'COMPLETED', p.amount, p.currency, v_after, t.counterparty_description,
+            p_transaction_id, v_now, v_now);
+    UPDATE payouts SET status = 'RETURNED', finished_at = v_now, failure_reason = p_reason
+    WHERE payouts.transaction_id = p_transaction_id;
+    UPDATE wallet_transactions AS u SET status = 'FAILED', completed_at = v_now
+    WHERE u.id = p_transaction_id
+    RETURNING row_to_json(u)::text INTO reply;
+    PERFORM transfer_count_usage(w.id, 'withdraw', transfer_business_day(t.created_at),
+                                 -p.amount);
+    PERFORM transfer_notify(w.user_id, 'WITHDRAWAL_RETURNED', jsonb_build_object(
+        'transaction_id', p_transaction_id, 'reference', t.reference,
+        'amount_minor', p.amount::text, 'currency', p.currency,
+        'counterparty', t.counterparty_description, 'reason', p_reason,
         'balance_after_minor', v_after::text));
     outcome := 'OK';
     RETURN NEXT;

@@ -265,6 +265,9 @@ class FakePayoutLedger:
     # Finished by another worker while this one asked the bank (SETTLED or RETURNED): the claim
     # let them through, settling or returning them answers ALREADY_FINISHED with that status.
     finished_meanwhile: dict[str, str] = field(default_factory=dict)
+    # Claiming or recording these raises the given exception (an unexpected database error).
+    claim_raises: dict[str, BaseException] = field(default_factory=dict)
+    record_raises: dict[str, BaseException] = field(default_factory=dict)
 
     async def lease_payouts(self, limit: int, lease_seconds: float) -> list[PayoutLease]:
         leased, self.pending = self.pending[:limit], self.pending[limit:]
@@ -277,6 +280,8 @@ class FakePayoutLedger:
         self, lease: PayoutLease, hold_seconds: float, bank_seconds: float
     ) -> PayoutClaim:
         transaction_id = lease.transaction_id
+        if transaction_id in self.claim_raises:
+            raise self.claim_raises[transaction_id]
         if transaction_id in self.settled or transaction_id in dict(self.returned):
             return PayoutClaim(ClaimAnswer.FINISHED, None)
         if self.lease_until.get(transaction_id) != lease.lease_until:
@@ -294,6 +299,8 @@ class FakePayoutLedger:
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
         if transaction_id in self.unreachable:
             raise DatabaseUnavailableError()
+        if transaction_id in self.record_raises:
+            raise self.record_raises[transaction_id]
         if transaction_id in self.finished_meanwhile:
             status = self.finished_meanwhile[transaction_id]
             return PayoutSettlement("ALREADY_FINISHED", None, final_status=status)
@@ -301,6 +308,8 @@ class FakePayoutLedger:
         return PayoutSettlement("OK", None, final_status="SETTLED")
 
     async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement:
+        if transaction_id in self.record_raises:
+            raise self.record_raises[transaction_id]
         if transaction_id in self.finished_meanwhile:
             status = self.finished_meanwhile[transaction_id]
             return PayoutSettlement("ALREADY_FINISHED", None, final_status=status)

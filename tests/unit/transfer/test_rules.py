@@ -3,6 +3,7 @@ payout worker's decisions and the simulated bank."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Literal
@@ -10,6 +11,7 @@ from typing import Literal
 import pytest
 
 from tests.fakes.transfer import NOW, FakePayoutLedger, ScriptedBank, payout_lease
+from tests.support import eventually
 from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.errors import ErrorKind, ValidationError
 from vaultpay_common.idempotency import IdempotencyKeyInUseError
@@ -509,6 +511,63 @@ async def test_a_bank_answer_contradicting_how_a_payout_finished_is_an_error_not
         for r in errors
     ] == [("t-returned", "paid", "RETURNED"), ("t-settled", "refused", "SETTLED")]
     assert not any("good" in str(vars(r)) or "bad" in str(vars(r)) for r in errors)
+
+
+class _UnexpectedDatabaseError(Exception):
+    """Stands for a database error the worker does not expect (asyncpg's, say)."""
+
+
+async def test_an_unexpected_error_on_one_payout_leaves_the_rest_of_the_batch_going(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ledger = FakePayoutLedger(
+        pending=[
+            payout_lease("t-claim-broken", "good", 100),
+            payout_lease("t-record-broken", "bad", 200),
+            payout_lease("t-paid", "good", 300),
+            payout_lease("t-refused", "bad", 400),
+        ],
+        claim_raises={"t-claim-broken": RuntimeError("a payout function returned no row")},
+        record_raises={"t-record-broken": _UnexpectedDatabaseError("duplicate key value")},
+    )
+    bank = ScriptedBank(refusing={"bad"})
+    with caplog.at_level(logging.WARNING, logger="vaultpay_transfer.service_layer.payouts"):
+        assert await PayoutWorker(ledger, bank).run_once() == 2
+    assert bank.asked == ["t-record-broken", "t-paid", "t-refused"]
+    assert (ledger.settled, ledger.returned) == (["t-paid"], [("t-refused", "account closed")])
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [(vars(r)["transaction_id"], vars(r)["error_type"]) for r in errors] == [
+        ("t-claim-broken", "RuntimeError"),
+        ("t-record-broken", "_UnexpectedDatabaseError"),
+    ]
+    assert all("retried after its lease" in r.getMessage() and r.exc_info for r in errors)
+
+
+async def test_a_cancelled_round_is_cancelled_not_logged_and_skipped() -> None:
+    """Cancellation is not an error of one payout: raised while one is recorded it ends the
+    round (nothing after it is handled), and a round cancelled while it waits on the bank
+    ends cancelled."""
+    ledger = FakePayoutLedger(
+        pending=[payout_lease("t-cancelled", "good", 100), payout_lease("t-next", "good", 200)],
+        record_raises={"t-cancelled": asyncio.CancelledError()},
+    )
+    bank = ScriptedBank()
+    with pytest.raises(asyncio.CancelledError):
+        await PayoutWorker(ledger, bank).run_once()
+    assert (bank.asked, ledger.settled) == (["t-cancelled"], [])
+
+    waiting = FakePayoutLedger(pending=[payout_lease("t-silent", "mute", 100)])
+    silent = ScriptedBank(silent={"mute"})
+    round_ = asyncio.create_task(PayoutWorker(waiting, silent).run_once())
+
+    async def asked() -> bool:
+        return silent.asked == ["t-silent"]
+
+    await eventually(asked, within=5, what="the bank asked")
+    round_.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await round_
+    assert round_.cancelled()
 
 
 async def test_the_simulated_bank_refuses_only_the_documented_test_account() -> None:

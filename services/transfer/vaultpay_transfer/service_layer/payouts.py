@@ -19,7 +19,9 @@ The bank may still be asked twice for one payout, one call after the other: a ca
 at its timeout, or an answer that could not be recorded (the database unreachable, a commit
 outcome unknown, a statement timeout), leaves the payout to be asked again after its lease. It
 gets the payout's transaction id, which a real bank's API takes as its idempotency key. The
-rest of the batch goes on.
+rest of the batch goes on, after any other error while one payout is handled too (an
+unexpected database error, a bug: an ERROR naming the payout and the error's type); only a
+cancellation ends the round early.
 
 The claim also checks the payout's wallet under its row lock (transfer t0011): while staff
 keep the wallet frozen (an ADMIN freeze in force) the payout is held, not sent: it stays
@@ -101,36 +103,57 @@ class PayoutWorker:
 
     async def run_once(self) -> int:
         """How many payouts were finished (settled or returned) in this round; a bank answer
-        that contradicts a payout finished the other way is not one (see `contradicted`)."""
+        that contradicts a payout finished the other way is not one (see `contradicted`).
+
+        An unexpected error while handling one payout (a database error other than the
+        expected unavailability and timeouts, a bug) is logged as an ERROR naming the payout
+        and the error's type, and the round goes on with the next payout: the failed one is
+        retried after its lease, as any other it could not finish. Cancellation is not an
+        error: it ends the round at once."""
         finished = 0
         for payout in await self._ledger.lease_payouts(self._batch, self._lease):
-            if not await self._may_ask_bank(payout):
-                continue
             try:
-                async with asyncio.timeout(self._bank_seconds * BANK_CALL_SHARE):
-                    answer = await self._bank.pay_out(payout)
-            except Exception as exc:
-                stuck = payout.attempts >= ALERT_AFTER_ATTEMPTS
-                log.log(
-                    logging.ERROR if stuck else logging.WARNING,
-                    "the bank could not be asked"
-                    + (" (no answer in time)" if isinstance(exc, TimeoutError) else "")
-                    + "; the payout is retried after its lease"
-                    + (" (an operator should look at the bank side)" if stuck else ""),
-                    extra={"transaction_id": payout.transaction_id, "attempts": payout.attempts},
-                    exc_info=True,
-                )
-                continue
-            try:
-                finished += await self._record(payout, answer)
-            except (UnavailableError, DeadlineExceededError):
-                log.warning(
-                    "the bank's answer could not be recorded; the payout is retried after its"
-                    " lease",
-                    extra={"transaction_id": payout.transaction_id},
+                finished += await self._handle(payout)
+            except Exception as exc:  # never CancelledError: a BaseException, it propagates
+                log.error(
+                    "a payout could not be handled (unexpected error); it is retried after its"
+                    " lease, and the round goes on",
+                    extra={
+                        "transaction_id": payout.transaction_id,
+                        "error_type": type(exc).__name__,
+                    },
                     exc_info=True,
                 )
         return finished
+
+    async def _handle(self, payout: PayoutLease) -> int:
+        """Claims `payout`, asks the bank and records its answer: 1 when it is finished."""
+        if not await self._may_ask_bank(payout):
+            return 0
+        try:
+            async with asyncio.timeout(self._bank_seconds * BANK_CALL_SHARE):
+                answer = await self._bank.pay_out(payout)
+        except Exception as exc:
+            stuck = payout.attempts >= ALERT_AFTER_ATTEMPTS
+            log.log(
+                logging.ERROR if stuck else logging.WARNING,
+                "the bank could not be asked"
+                + (" (no answer in time)" if isinstance(exc, TimeoutError) else "")
+                + "; the payout is retried after its lease"
+                + (" (an operator should look at the bank side)" if stuck else ""),
+                extra={"transaction_id": payout.transaction_id, "attempts": payout.attempts},
+                exc_info=True,
+            )
+            return 0
+        try:
+            return await self._record(payout, answer)
+        except (UnavailableError, DeadlineExceededError):
+            log.warning(
+                "the bank's answer could not be recorded; the payout is retried after its lease",
+                extra={"transaction_id": payout.transaction_id},
+                exc_info=True,
+            )
+            return 0
 
     async def _may_ask_bank(self, payout: PayoutLease) -> bool:
         """Whether `payout` goes to the bank now: only while this worker's lease is still the

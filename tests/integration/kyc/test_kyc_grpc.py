@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -113,6 +114,7 @@ async def test_submit_view_approve_raises_the_tier_and_notifies(kyc: KycStack) -
         await engine.dispose()
     assert [r.action for r in rows] == ["kyc.submitted", "kyc.submission_viewed", "kyc.approved"]
     assert rows[1].actor_id == moderator_id
+    assert json.loads(rows[1].details)["ip"] == "127.0.0.1"  # the staff member's address
     assert all(number not in r.details for r in rows)
     assert tier_call.request_id in events  # deduped by the outbox event id
 

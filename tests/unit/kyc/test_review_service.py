@@ -68,11 +68,11 @@ async def test_viewing_decrypts_and_audits_who_saw_what_but_never_the_number(
     world: World,
 ) -> None:
     submission = await world.submit(file=PDF, content_type="application/pdf")
-    details = await world.view(submission.id)
+    details = await world.review.view(submission.id, "mod", MOD, client_ip="203.0.113.7")
     assert (details.document_number, details.document_file) == ("ABCPE1234F", PDF)
     entry = world.uow.audit_entries[-1]
     assert (entry.action, entry.target_id) == ("kyc.submission_viewed", submission.id)
-    assert entry.details["file_included"] == "true"
+    assert (entry.details["file_included"], entry.details["ip"]) == ("true", "203.0.113.7")
     assert "ABCPE1234F" not in str(entry)
 
 
@@ -139,9 +139,10 @@ async def test_a_ciphertext_moved_to_another_row_fails_clearly_and_is_audited(
         secrets[thief.id], wrapped_key=secrets[victim.id].wrapped_key
     )
     with pytest.raises(DocumentUnreadableError, match="does not unwrap"):
-        await world.view(thief.id)
+        await world.review.view(thief.id, "mod", MOD, client_ip="203.0.113.7")
     actions = [e.action for e in world.uow.audit_entries]
     assert actions.count("kyc.document_unreadable") == 2
+    assert world.uow.audit_entries[-1].details["ip"] == "203.0.113.7"
     assert "kyc.submission_viewed" not in actions
 
 
@@ -278,7 +279,9 @@ async def test_every_page_of_the_queue_is_audited_with_its_filters_and_ids_never
     await world.review.list_queue(
         QueueFilter(status=KycStatus.PENDING), QueueCursor(False, last.created_at, last.id), 1
     )
-    mine = await world.review.list_queue(QueueFilter(user_id="bob"), None, 10)
+    mine = await world.review.list_queue(
+        QueueFilter(user_id="bob"), None, 10, client_ip="203.0.113.7"
+    )
     entries = world.uow.audit_entries[audited:]
     assert [e.action for e in entries] == ["kyc.queue_listed"] * 3
     assert [(e.target_type, e.target_id) for e in entries] == [("kyc_submissions", "")] * 3
@@ -289,6 +292,7 @@ async def test_every_page_of_the_queue_is_audited_with_its_filters_and_ids_never
             "continued": "false",
             "count": "1",
             "submission_ids": a.id,
+            "ip": "",
         },
         {
             "status": "PENDING",
@@ -296,6 +300,7 @@ async def test_every_page_of_the_queue_is_audited_with_its_filters_and_ids_never
             "continued": "true",
             "count": "1",
             "submission_ids": b.id,
+            "ip": "",
         },
         {
             "status": "",
@@ -303,6 +308,7 @@ async def test_every_page_of_the_queue_is_audited_with_its_filters_and_ids_never
             "continued": "false",
             "count": "1",
             "submission_ids": b.id,
+            "ip": "203.0.113.7",
         },
     ]
     assert [i.submission.id for i in mine.items] == [b.id]

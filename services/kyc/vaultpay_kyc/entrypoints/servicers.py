@@ -9,7 +9,7 @@ from collections.abc import AsyncIterable
 from google.protobuf.message import Message
 
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
-from vaultpay_common.context import Role
+from vaultpay_common.context import CLIENT_IP, Role
 from vaultpay_common.errors import InsufficientPermissionsError
 from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
@@ -135,7 +135,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
         )
 
         async def fetch(after: QueueCursor | None, limit: int) -> SliceOf[ListedSubmission]:
-            page = await self._review.list_queue(flt, after, limit)
+            page = await self._review.list_queue(flt, after, limit, client_ip=CLIENT_IP.get())
             return SliceOf(page.items, page.has_more)
 
         page = await paginate(
@@ -161,7 +161,9 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     async def AdminGetKycSubmission(
         self, request: kyc_pb2.AdminGetKycSubmissionRequest, context: Ctx
     ) -> kyc_pb2.AdminGetKycSubmissionResponse:
-        details = await self._review.view(request.submission_id, *_staff())
+        details = await self._review.view(
+            request.submission_id, *_staff(), client_ip=CLIENT_IP.get()
+        )
         return kyc_pb2.AdminGetKycSubmissionResponse(
             submission=submission_to_proto(
                 details.submission,

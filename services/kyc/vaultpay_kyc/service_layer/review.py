@@ -74,9 +74,10 @@ log = logging.getLogger(__name__)
 
 
 def _queue_listed(
-    flt: QueueFilter, after: QueueCursor | None, shown: list[ListedSubmission]
+    flt: QueueFilter, after: QueueCursor | None, shown: list[ListedSubmission], client_ip: str
 ) -> AuditEntry:
     details = {
+        "ip": client_ip,
         "status": flt.status.value if flt.status is not None else "",
         "user_id": flt.user_id,
         "continued": str(after is not None).lower(),
@@ -114,22 +115,24 @@ class ReviewService:
     # ----- read -------------------------------------------------------------------------
 
     async def list_queue(
-        self, flt: QueueFilter, after: QueueCursor | None, limit: int
+        self, flt: QueueFilter, after: QueueCursor | None, limit: int, *, client_ip: str = ""
     ) -> QueuePage:
         """A page of the queue; audited in the same transaction as the read, as auth audits
-        its staff's listings of users: the filters and the ids shown (each row carries its
-        owner and masked number, so the ids say whose data was seen), never a number."""
+        its staff's listings of users: the filters, the ids shown (each row carries its
+        owner and masked number, so the ids say whose data was seen) and the staff member's
+        client address, never a number."""
         async with self._uow() as uow:
             rows = await uow.submissions.list_queue(flt, after, limit + 1)
             shown = rows[:limit]
-            await uow.audit(_queue_listed(flt, after, shown))
+            await uow.audit(_queue_listed(flt, after, shown, client_ip))
             await uow.commit()
         return QueuePage(shown, len(rows) > limit)
 
     async def view(
-        self, submission_id: str, viewer_id: str, viewer_role: Role
+        self, submission_id: str, viewer_id: str, viewer_role: Role, *, client_ip: str = ""
     ) -> SubmissionDetails:
-        """Decrypts one submission for the caller (staff); audited in the same transaction.
+        """Decrypts one submission for the caller (staff); audited in the same transaction,
+        with the caller's client address (as auth and wallet audit their staff reads).
         Only a submission its viewer could decide, or their own: the decrypted document is
         there to decide on, and a moderator has no need of an admin's identity number."""
         sid = parse_uuid(submission_id, "submission_id")
@@ -165,17 +168,18 @@ class ReviewService:
                             "document_type": submission.document_type.value,
                             "file_included": str(bool(file)).lower(),
                             "possible_duplicates": str(len(duplicates)),
+                            "ip": client_ip,
                         },
                     )
                 )
                 await uow.commit()
                 return SubmissionDetails(submission, number, file, tuple(duplicates))
         assert unreadable is not None  # the readable path returned inside the block
-        await self._record_unreadable(submission, sealed.wrapped_key.key_id, unreadable)
+        await self._record_unreadable(submission, sealed.wrapped_key.key_id, unreadable, client_ip)
         raise unreadable
 
     async def _record_unreadable(
-        self, submission: Submission, key_id: str, error: DocumentUnreadableError
+        self, submission: Submission, key_id: str, error: DocumentUnreadableError, client_ip: str
     ) -> None:
         """Tampering or a misplaced ciphertext is a security event: log it and audit it."""
         log.error(
@@ -188,7 +192,7 @@ class ReviewService:
                     "kyc.document_unreadable",
                     "kyc_submission",
                     submission.id,
-                    {"user_id": submission.user_id, "key_id": key_id},
+                    {"user_id": submission.user_id, "key_id": key_id, "ip": client_ip},
                 )
             )
             await uow.commit()

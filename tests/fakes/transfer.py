@@ -240,9 +240,10 @@ class FakeWalletGate:
 
 
 def payout_lease(
-    transaction_id: str, account_hash: str, amount_minor: int, attempts: int = 1
+    transaction_id: str, account_hash: str, amount_minor: int, attempts: int = 0
 ) -> PayoutLease:
-    """A lease of one minute from NOW, in INR."""
+    """A lease of one minute from NOW, in INR, of a payout the bank was asked about `attempts`
+    times before (t0021: a lease counts no attempt)."""
     return PayoutLease(
         transaction_id, account_hash, amount_minor, "INR", attempts, NOW + timedelta(minutes=1)
     )
@@ -250,8 +251,9 @@ def payout_lease(
 
 @dataclass
 class FakePayoutLedger:
-    """The payout side of the ledger: leases as they are pending, the fenced claim (t0014) and
-    the freeze hold (t0011) as the SQL answers them, settles and returns."""
+    """The payout side of the ledger: leases as they are pending, the fenced claim (t0014),
+    counting a payout's bank calls (t0021), and the freeze hold (t0011) as the SQL answers them,
+    settles and returns."""
 
     pending: list[PayoutLease] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
@@ -262,6 +264,8 @@ class FakePayoutLedger:
     # Leased again by another worker as soon as this one leased them: its claim is LEASE_LOST.
     stolen: set[str] = field(default_factory=set)
     lease_until: dict[str, datetime] = field(default_factory=dict)  # each payout's available_at
+    # Each payout's bank calls, as the claims counted them (from its lease's count).
+    attempts: dict[str, int] = field(default_factory=dict)
     # Finished by another worker while this one asked the bank (SETTLED or RETURNED): the claim
     # let them through, settling or returning them answers ALREADY_FINISHED with that status.
     finished_meanwhile: dict[str, str] = field(default_factory=dict)
@@ -294,7 +298,11 @@ class FakePayoutLedger:
         self.held.pop(transaction_id, None)
         until = max(lease.lease_until, NOW + timedelta(seconds=bank_seconds))
         self.lease_until[transaction_id] = until
-        return PayoutClaim(ClaimAnswer.RELEASED if was_held else ClaimAnswer.CLEAR, until)
+        attempts = self.attempts[transaction_id] = (
+            self.attempts.get(transaction_id, lease.attempts) + 1
+        )
+        answer = ClaimAnswer.RELEASED if was_held else ClaimAnswer.CLEAR
+        return PayoutClaim(answer, until, attempts)
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
         if transaction_id in self.unreachable:

@@ -193,7 +193,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0020")]
+    assert after["versions"] == [("transfer", "t0021")]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and
@@ -210,7 +210,9 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # t0019 replaces TopUp's function (a reference already credited is answered first); t0020
     # replaces transfer_caps (a missing default fails closed, whatever the user's limit),
     # TopUp's function again (that early answer only for this wallet's own credit) and the
-    # payout's settle and return (ALREADY_FINISHED tells the payout's status); w0009
+    # payout's settle and return (ALREADY_FINISHED tells the payout's status); t0021 replaces
+    # the lease (it counts no attempt) and creates the claim again (it counts the bank call and
+    # returns the count); w0009
     # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge; w0010 the
     # index of the notifications' purge (and its DELETE grant).
     assert set(changed) == {
@@ -666,8 +668,13 @@ async def _history(dbs: Provisioned) -> tuple[list[tuple[str, str, Any]], dict[s
 def _without_later_limit_figures(answer: tuple[str, str, Any]) -> tuple[str, str, Any]:
     """t0006 adds the month's limit and usage to a daily limit's refusal, t0016 the time of
     the decision to every limit's refusal, and t0020 a finished payout's status to
-    ALREADY_FINISHED (t0001 replied nothing); nothing else."""
+    ALREADY_FINISHED (t0001 replied nothing); t0021's lease counts no attempt (t0001's counted
+    the lease; the claim for the bank counts the bank calls now, and the script makes none);
+    nothing else."""
     label, outcome, reply = answer
+    if label == "lease":
+        assert reply and all(attempts == 0 for *_, attempts in reply), answer
+        return label, outcome, [(*leased, attempts + 1) for *leased, attempts in reply]
     if outcome == "ALREADY_FINISHED":
         assert isinstance(reply, dict) and set(reply) == {"status"}, answer
         assert reply["status"] in ("SETTLED", "RETURNED"), answer
@@ -686,12 +693,25 @@ def _without_t0011s_held_since(payouts: list[Any]) -> list[Any]:
     return [(row,) for row in rows]
 
 
+def _without_attempts(payouts: list[Any]) -> tuple[list[Any], list[int]]:
+    """The payouts without their attempts, and their attempts, in order."""
+    rows = [dict(row[0]) for row in payouts]
+    attempts = [int(row.pop("attempts")) for row in rows]
+    return [(row,) for row in rows], sorted(attempts)
+
+
 async def test_the_functions_answer_and_write_exactly_as_t0001s(worlds: Worlds) -> None:
     old_answers, old_state = await _history(worlds.old)
     new_answers, new_state = await _history(worlds.new)
     for old, new in zip(old_answers, new_answers, strict=True):
         assert _without_later_limit_figures(new) == old
     new_state["payouts"] = _without_t0011s_held_since(new_state["payouts"])
+    # t0021: the lease counts no attempt (t0001's counted each lease; the script asks no bank).
+    new_state["payouts"], new_attempts = _without_attempts(new_state["payouts"])
+    old_state["payouts"], old_attempts = _without_attempts(old_state["payouts"])
+    [leased] = [reply for label, _, reply in old_answers if label == "lease"]
+    assert new_attempts == [0] * len(new_attempts)
+    assert old_attempts == [0] * (len(old_attempts) - len(leased)) + [1] * len(leased)
     for name in _STATE:
         assert new_state[name] == old_state[name], name
     outcomes = {outcome for _, outcome, _ in new_answers}

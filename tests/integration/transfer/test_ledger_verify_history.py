@@ -1,7 +1,7 @@
 """The ledger's checks on a ledger older and newer functions wrote: no false failure.
 
 The module's own database is downgraded to t0011 (the movements' time read before the wallet's
-row lock, as until t0012), movements are made, it is upgraded to head (t0020) and the same
+row lock, as until t0012), movements are made, it is upgraded to head (t0021) and the same
 movements are made again; then every check of `SqlLedgerAuditor` must pass. The movements of
 each era: a send overtaken while it waited for its wallet's row lock (the session holding the
 lock tops the wallet up and commits first: under t0011 the send's created_at is earlier than
@@ -132,17 +132,17 @@ async def history(ledger: LedgerWorld) -> History:
     migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
-    assert version["version_num"] == "t0020"
-    eras["t0020"] = await _era(ledger, alice, bob, worker=True)
+    assert version["version_num"] == "t0021"
+    eras["t0021"] = await _era(ledger, alice, bob, worker=True)
     return History(alice, bob, await ledger.new_wallet(), eras)
 
 
 async def test_a_ledger_older_and_newer_functions_wrote_passes_every_check(
     ledger: LedgerWorld, history: History
 ) -> None:
-    old, new = history.eras["t0011"], history.eras["t0020"]
+    old, new = history.eras["t0011"], history.eras["t0021"]
     # The scenario is the one meant: t0011's overtaken send is timed before the top-up that
-    # overtook it but posted after it; t0020's is after it both ways.
+    # overtook it but posted after it; t0021's is after it both ways.
     assert await _order(ledger, old.top_up, old.send) == {"by_time": False, "by_posting": True}
     assert await _order(ledger, new.top_up, new.send) == {"by_time": True, "by_posting": True}
     statuses = {
@@ -190,7 +190,7 @@ async def _tampered(ledger: LedgerWorld, *edits: str, **params: Any) -> dict[str
         await engine.dispose()
 
 
-@pytest.mark.parametrize("era", ["t0011", "t0020"])
+@pytest.mark.parametrize("era", ["t0011", "t0021"])
 async def test_a_returned_withdrawals_usage_given_back_on_another_day_is_caught(
     ledger: LedgerWorld, history: History, era: str
 ) -> None:

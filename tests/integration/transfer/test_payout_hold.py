@@ -82,7 +82,7 @@ async def test_a_staff_freeze_holds_a_pending_payout_until_it_is_lifted(
     [attempts] = await ledger.fetch(
         "SELECT attempts FROM payouts WHERE transaction_id = $1::uuid", pending
     )
-    assert attempts["attempts"] == 0  # each lease given back: the bank was never asked
+    assert attempts["attempts"] == 0  # the bank was never asked: no attempt counted
     await ledger_is_clean(ledger)
     holds = [
         r

@@ -1,7 +1,9 @@
-"""The payout worker's lease (transfer_lease_payouts, t0004 and t0013) on real PostgreSQL: the
-payouts it leases are found by their key however the planner guesses the round's size, and a
-payout the bank cannot be asked about is leased for twice as long each time, up to 64 times the
-worker's lease; a staff hold gives its attempt back, so it does not lengthen the next lease."""
+"""The payout worker's lease (transfer_lease_payouts, t0004, t0013 and t0021) on real
+PostgreSQL: the payouts it leases are found by their key however the planner guesses the round's
+size, and a payout the bank cannot be asked about is leased for twice as long each time, up to
+64 times the worker's lease; a staff hold asks no bank and counts no attempt (t0021: only the
+claim that lets the payout go to the bank counts one), so it does not lengthen the next
+lease."""
 
 from __future__ import annotations
 
@@ -107,11 +109,12 @@ async def test_a_payout_the_bank_cannot_be_asked_about_is_leased_twice_as_long_e
     assert row["status"] == "PENDING"
 
 
-async def test_a_held_payout_gives_its_attempt_back_and_does_not_back_off(
+async def test_a_held_payout_counts_no_attempt_and_does_not_back_off(
     ledger: LedgerWorld,
 ) -> None:
-    """t0011's hold gives the lease's attempt back (the bank was not asked): however many rounds
-    a staff freeze holds a payout, its next lease is as long as before the freeze."""
+    """t0011's hold asks no bank, so it counts no attempt (t0013 gave the lease's back; since
+    t0021 the lease takes none): however many rounds a staff freeze holds a payout, its next
+    lease is as long as before the freeze."""
     transaction_id, account_hash, wallet = await _pending_payout(ledger)
     bank = ScriptedBank(down={account_hash})
     worker = PayoutWorker(

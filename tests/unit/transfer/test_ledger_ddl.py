@@ -40,6 +40,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0019_downgrade_ddl,
     ledger_t0020_ddl,
     ledger_t0020_downgrade_ddl,
+    ledger_t0021_ddl,
+    ledger_t0021_downgrade_ddl,
 )
 from vaultpay_transfer.adapters.transactions_sql import _STATS, partial_index_predicates
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
@@ -582,3 +584,68 @@ def test_t0020_tells_a_credited_reference_early_only_to_its_own_wallet() -> None
         return [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
 
     assert code(upgrade) == code(t0019.replace(anyone, own))
+
+
+_CLAIM_SIG = "transfer_claim_payout_for_bank(uuid, timestamptz, double precision, double precision)"
+
+
+def test_t0021_counts_a_payouts_attempts_at_the_claim_for_the_bank_not_at_the_lease() -> None:
+    upgrade = ledger_t0021_ddl("vaultpay_app")
+    t0014 = ledger_t0014_ddl("vaultpay_app")
+    assert _functions(upgrade) == {
+        "transfer_lease_payouts": "sql",
+        "transfer_claim_payout_for_bank": "plpgsql",
+    }
+    assert len(upgrade) == 5
+    # The lease: t0014's byte for byte (its type of result too: CREATE OR REPLACE keeps its
+    # privileges), but for the attempt it no longer counts; its backoff reads the bank calls.
+    counted = "    SET attempts = p.attempts + 1,\n        available_at = clock_timestamp()\n"
+    uncounted = "    SET available_at = clock_timestamp()\n"
+    assert t0014[1].count(counted) == 1
+    assert upgrade[0] == t0014[1].replace(
+        "CREATE FUNCTION ", "CREATE OR REPLACE FUNCTION ", 1
+    ).replace(counted, uncounted)
+    assert "power(2, least(p.attempts, 6))" in upgrade[0]
+    # The claim: a new type of result, so dropped and created again with t0014's privileges.
+    assert upgrade[1] == (
+        "DROP FUNCTION transfer_claim_payout_for_bank(uuid, timestamptz, double precision,\n"
+        "                                             double precision)"
+    )
+    assert upgrade[3:] == t0014[6:]
+    assert upgrade[4] == f'GRANT EXECUTE ON FUNCTION\n    {_CLAIM_SIG}\nTO "vaultpay_app"'
+    # t0014's claim, but for the attempt: the hold gives none back (the lease took none), the
+    # renewal for the bank call counts it and returns the count.
+    given_back = "            attempts = greatest(payouts.attempts - 1, 0),\n"
+    renewal = "                                v_now + make_interval(secs => p_bank_seconds)),\n"
+    assert t0014[5].count(given_back) == 1 and t0014[5].count(renewal) == 1
+    expected = (
+        t0014[5]
+        .replace(
+            "RETURNS TABLE (answer text, lease_until timestamptz)",
+            "RETURNS TABLE (answer text, lease_until timestamptz, attempts integer)",
+            1,
+        )
+        .replace(given_back, "", 1)
+        .replace(renewal, renewal + "        attempts = payouts.attempts + 1,\n", 1)
+        .replace(
+            "    RETURNING payouts.available_at INTO lease_until;\n"
+            "    answer := CASE WHEN p.held_since IS NULL THEN 'CLEAR'",
+            "    RETURNING payouts.available_at, payouts.attempts INTO lease_until, attempts;\n"
+            "    answer := CASE WHEN p.held_since IS NULL THEN 'CLEAR'",
+            1,
+        )
+    )
+    assert upgrade[2] == expected
+    assert upgrade[2].count("attempts = payouts.attempts + 1") == 1
+    assert upgrade[2].index("attempts = payouts.attempts + 1") > upgrade[2].index("'STILL_HELD'")
+    with pytest.raises(ValueError, match="unsafe role name"):
+        ledger_t0021_ddl('app"; DROP TABLE payouts; --')
+
+
+def test_t0021s_downgrade_puts_t0014s_claim_and_lease_back() -> None:
+    t0014 = ledger_t0014_ddl("vaultpay_app")
+    assert ledger_t0021_downgrade_ddl("vaultpay_app") == [
+        ledger_t0021_ddl("vaultpay_app")[1],
+        *t0014[5:8],
+        t0014[1].replace("CREATE FUNCTION ", "CREATE OR REPLACE FUNCTION ", 1),
+    ]

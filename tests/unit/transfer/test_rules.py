@@ -367,14 +367,52 @@ async def test_the_payout_worker_settles_returns_and_leaves_what_the_bank_cannot
 async def test_a_payout_the_bank_keeps_failing_is_kept_and_alerts_from_its_7th_attempt(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    early = payout_lease("t-early", "flaky", 100, ALERT_AFTER_ATTEMPTS - 1)
-    late = payout_lease("t-late", "flaky", 100, ALERT_AFTER_ATTEMPTS)
+    """Leased after 5 and 6 failed bank calls: the claims count the 6th and the 7th (t0021),
+    and the 7th failure is the ERROR."""
+    early = payout_lease("t-early", "flaky", 100, ALERT_AFTER_ATTEMPTS - 2)
+    late = payout_lease("t-late", "flaky", 100, ALERT_AFTER_ATTEMPTS - 1)
     ledger = FakePayoutLedger(pending=[early, late])
     with caplog.at_level(logging.WARNING, logger="vaultpay_transfer.service_layer.payouts"):
         assert await PayoutWorker(ledger, ScriptedBank(down={"flaky"})).run_once() == 0
     levels = {getattr(r, "transaction_id", ""): r.levelno for r in caplog.records}
     assert levels == {"t-early": logging.WARNING, "t-late": logging.ERROR}
+    attempts = {getattr(r, "transaction_id", ""): getattr(r, "attempts", 0) for r in caplog.records}
+    assert attempts == {"t-early": ALERT_AFTER_ATTEMPTS - 1, "t-late": ALERT_AFTER_ATTEMPTS}
+    assert ledger.attempts == attempts
     assert (ledger.settled, ledger.returned) == ([], [])  # never given up on, never returned
+
+
+async def test_the_bank_alert_counts_the_claims_bank_calls_not_the_leases(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker alerts on the count the claim returns (t0021), not on the lease's: a payout
+    whose lease carries a high count but whose claim counts its 1st bank call only warns, and
+    one whose lease says none but whose claim counts a 7th alerts."""
+
+    class _Counted(FakePayoutLedger):
+        async def claim_for_bank(
+            self, lease: PayoutLease, hold_seconds: float, bank_seconds: float
+        ) -> PayoutClaim:
+            claim = await super().claim_for_bank(lease, hold_seconds, bank_seconds)
+            counted = {"t-leased-often": 1, "t-asked-often": ALERT_AFTER_ATTEMPTS}
+            return PayoutClaim(claim.answer, claim.lease_until, counted[lease.transaction_id])
+
+    ledger = _Counted(
+        pending=[
+            payout_lease("t-leased-often", "flaky", 100, 40),
+            payout_lease("t-asked-often", "flaky", 200, 0),
+        ]
+    )
+    with caplog.at_level(logging.WARNING, logger="vaultpay_transfer.service_layer.payouts"):
+        assert await PayoutWorker(ledger, ScriptedBank(down={"flaky"})).run_once() == 0
+    said = {
+        getattr(r, "transaction_id", ""): (r.levelno, getattr(r, "attempts", None))
+        for r in caplog.records
+    }
+    assert said == {
+        "t-leased-often": (logging.WARNING, 1),
+        "t-asked-often": (logging.ERROR, ALERT_AFTER_ATTEMPTS),
+    }
 
 
 async def test_a_payout_of_a_wallet_frozen_by_staff_is_held_not_sent_until_the_freeze_lifts(

@@ -52,6 +52,11 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   ALREADY_FINISHED); its downgrade is t0002's transfer_caps and settle, read from
   `functions.sql`, t0019's TopUp function, read from `t0019_upgrade.sql`, and t0012's return,
   read from `t0012_upgrade.sql`.
+* t0021: `t0021_upgrade.sql` (a payout's attempts count its bank calls: the lease counts none
+  and backs off with the bank calls made so far; the claim before the bank call counts one
+  when it lets the payout go to the bank, and returns the count); its downgrade
+  `t0021_downgrade.sql`, then t0014's claim with its privileges and t0014's lease as CREATE OR
+  REPLACE (both read from `t0014_upgrade.sql`).
 """
 
 from __future__ import annotations
@@ -96,6 +101,8 @@ __all__ = [
     "ledger_t0019_downgrade_ddl",
     "ledger_t0020_ddl",
     "ledger_t0020_downgrade_ddl",
+    "ledger_t0021_ddl",
+    "ledger_t0021_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -120,6 +127,11 @@ _TOP_UP = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_top_up\(")
 _CAPS = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_caps\(")
 _SETTLE = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_settle_payout\(")
 _RETURN = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_return_payout\(")
+_T0014_LEASE = re.compile(r"^CREATE FUNCTION transfer_lease_payouts\(")
+_T0014_CLAIM = re.compile(
+    r"^(?:CREATE FUNCTION |REVOKE ALL ON FUNCTION\n    |GRANT EXECUTE ON FUNCTION\n    )"
+    r"transfer_claim_payout_for_bank\("
+)
 
 
 def _script(name: str) -> str:
@@ -332,3 +344,25 @@ def ledger_t0020_downgrade_ddl() -> list[str]:
     settle = [s for s in split_sql(_script("functions.sql")) if _SETTLE.match(s)]
     returned = [s for s in ledger_t0012_ddl() if _RETURN.match(s)]
     return caps + ledger_t0019_ddl() + settle + returned
+
+
+def ledger_t0021_ddl(app_role: str) -> list[str]:
+    """t0021: the payout lease counts no attempt and backs off with the bank calls made so far
+    (CREATE OR REPLACE: its type of result is t0014's); the claim before the bank call counts
+    the attempt when it lets the payout go to the bank and returns the count (`attempts`: a new
+    type of result, so dropped and created again, executable by `app_role` only)."""
+    return _for_role("t0021_upgrade.sql", app_role)
+
+
+def ledger_t0021_downgrade_ddl(app_role: str) -> list[str]:
+    """t0021's downgrade: its claim goes, then t0014's claim comes back with its privileges and
+    t0014's lease goes over t0021's (CREATE OR REPLACE), as `t0014_upgrade.sql` (t0014's own
+    file) has them."""
+    t0014 = ledger_t0014_ddl(app_role)
+    claim = [s for s in t0014 if _T0014_CLAIM.match(s)]
+    lease = [
+        s.replace("CREATE FUNCTION ", "CREATE OR REPLACE FUNCTION ", 1)
+        for s in t0014
+        if _T0014_LEASE.match(s)
+    ]
+    return _for_role("t0021_downgrade.sql", app_role) + claim + lease

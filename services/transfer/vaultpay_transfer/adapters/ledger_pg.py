@@ -97,7 +97,8 @@ _LEASE = (
     " lease_until FROM transfer_lease_payouts($1::integer, $2::double precision)"
 )
 _CLAIM = (
-    "SELECT answer, lease_until FROM transfer_claim_payout_for_bank($1::uuid, $2::timestamptz,"
+    "SELECT answer, lease_until, attempts"
+    " FROM transfer_claim_payout_for_bank($1::uuid, $2::timestamptz,"
     " $3::double precision, $4::double precision)"
 )
 _SETTLE = "SELECT outcome, reply FROM transfer_settle_payout($1::uuid)"
@@ -314,7 +315,8 @@ class PgLedger:
         )
         if not rows:
             raise RuntimeError("a payout function returned no row")
-        return PayoutClaim(ClaimAnswer(str(rows[0]["answer"])), rows[0]["lease_until"])
+        row = rows[0]
+        return PayoutClaim(ClaimAnswer(str(row["answer"])), row["lease_until"], row["attempts"])
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
         return await self._settlement("SETTLED", _SETTLE, transaction_id)

@@ -36,7 +36,11 @@ A payout is never given up on: once the bank may have been asked, only the bank'
 tells whether the money left, so returning it to the wallet after some number of failures
 could pay it out twice. Its lease backs off instead (t0013), and from its
 `ALERT_AFTER_ATTEMPTS`-th attempt (about an hour of failures at the default lease) each failure
-is logged as an ERROR naming the attempts, for an operator to look at the bank side.
+is logged as an ERROR naming the attempts, for an operator to look at the bank side. An attempt
+is a bank call (transfer t0021): the claim counts it when it lets the payout go to the bank
+(`PayoutClaim.attempts`), and the lease backs off with the calls made so far. A lease lost to
+another worker, a claim that failed, a hold: none counts, so none lengthens the next lease or
+brings the alert nearer.
 
 The ledger settles or returns a payout once; recording an answer for a payout already finished
 answers ALREADY_FINISHED with how it finished (t0020). When that contradicts the bank's answer
@@ -56,6 +60,7 @@ from vaultpay_transfer.service_layer.ports import (
     Bank,
     BankAnswer,
     ClaimAnswer,
+    PayoutClaim,
     PayoutLease,
     PayoutLedger,
     PayoutSettlement,
@@ -65,8 +70,9 @@ __all__ = ["ALERT_AFTER_ATTEMPTS", "BANK_CALL_SHARE", "CONTRADICTION", "PayoutWo
 
 log = logging.getLogger(__name__)
 
-# The attempt from which a failure to reach the bank is an ERROR: at the default 60 s lease,
-# doubling per attempt (t0013), the 7th attempt comes about 63 minutes after the first.
+# The attempt (bank call, t0021) from which a failure to reach the bank is an ERROR: at the
+# default 60 s lease, doubling per failed call (t0013), the 7th comes about 63 minutes after
+# the first.
 ALERT_AFTER_ATTEMPTS = 7
 # The share of the renewed lease (`bank_seconds`) a bank call may take: the rest is left for
 # the claim's round trip and recording the answer before the lease can run out.
@@ -128,25 +134,28 @@ class PayoutWorker:
 
     async def _handle(self, payout: PayoutLease) -> int:
         """Claims `payout`, asks the bank and records its answer: 1 when it is finished."""
-        if not await self._may_ask_bank(payout):
+        claim = await self._claim(payout)
+        if claim is None or not claim.asks_bank:
             return 0
+        # The bank calls counting this one, as the claim counted them (t0021).
+        attempts = payout.attempts + 1 if claim.attempts is None else claim.attempts
         try:
             async with asyncio.timeout(self._bank_seconds * BANK_CALL_SHARE):
                 answer = await self._bank.pay_out(payout)
         except Exception as exc:
-            stuck = payout.attempts >= ALERT_AFTER_ATTEMPTS
+            stuck = attempts >= ALERT_AFTER_ATTEMPTS
             log.log(
                 logging.ERROR if stuck else logging.WARNING,
                 "the bank could not be asked"
                 + (" (no answer in time)" if isinstance(exc, TimeoutError) else "")
                 + "; the payout is retried after its lease"
                 + (" (an operator should look at the bank side)" if stuck else ""),
-                extra={"transaction_id": payout.transaction_id, "attempts": payout.attempts},
+                extra={"transaction_id": payout.transaction_id, "attempts": attempts},
                 exc_info=True,
             )
             return 0
         try:
-            return await self._record(payout, answer)
+            return await self._record(payout, answer, attempts)
         except (UnavailableError, DeadlineExceededError):
             log.warning(
                 "the bank's answer could not be recorded; the payout is retried after its lease",
@@ -155,9 +164,10 @@ class PayoutWorker:
             )
             return 0
 
-    async def _may_ask_bank(self, payout: PayoutLease) -> bool:
-        """Whether `payout` goes to the bank now: only while this worker's lease is still the
-        payout's, and not while staff keep its wallet frozen."""
+    async def _claim(self, payout: PayoutLease) -> PayoutClaim | None:
+        """The ledger's claim of `payout` for the bank (None when it could not be made): it
+        goes to the bank (`asks_bank`) only while this worker's lease is still the payout's,
+        and not while staff keep its wallet frozen."""
         try:
             claim = await self._ledger.claim_for_bank(payout, self._hold, self._bank_seconds)
         except (UnavailableError, DeadlineExceededError):
@@ -166,7 +176,7 @@ class PayoutWorker:
                 extra={"transaction_id": payout.transaction_id},
                 exc_info=True,
             )
-            return False
+            return None
         if claim.answer is ClaimAnswer.LEASE_LOST:
             log.info(
                 "a payout's lease ran out before the worker reached it; another worker has it",
@@ -182,17 +192,17 @@ class PayoutWorker:
                 "a held payout is released: its wallet's staff freeze was lifted",
                 extra={"transaction_id": payout.transaction_id},
             )
-        return claim.asks_bank
+        return claim
 
-    async def _record(self, payout: PayoutLease, answer: BankAnswer) -> int:
+    async def _record(self, payout: PayoutLease, answer: BankAnswer, attempts: int) -> int:
         """Settles or returns `payout` as the bank answered: 1 when it is finished as the bank
         said, 0 when the bank's answer contradicts how it had finished already."""
         if answer.paid:
             settled = await self._ledger.settle_payout(payout.transaction_id)
-            return self._agrees(payout, "paid", "SETTLED", settled)
+            return self._agrees(payout, attempts, "paid", "SETTLED", settled)
         if answer.refused:
             returned = await self._ledger.return_payout(payout.transaction_id, answer.reason)
-            if not self._agrees(payout, "refused", "RETURNED", returned):
+            if not self._agrees(payout, attempts, "refused", "RETURNED", returned):
                 return 0
             if returned.wallet_closed:
                 # Kept (the money must stay conserved) but never expected: a wallet with a
@@ -210,7 +220,12 @@ class PayoutWorker:
         return 0
 
     def _agrees(
-        self, payout: PayoutLease, bank_answer: str, status: str, recorded: PayoutSettlement
+        self,
+        payout: PayoutLease,
+        attempts: int,
+        bank_answer: str,
+        status: str,
+        recorded: PayoutSettlement,
     ) -> int:
         """1 unless the payout had finished otherwise than `status` (the bank's answer): then
         the contradiction is logged (no account details) and counted, and 0."""
@@ -223,7 +238,7 @@ class PayoutWorker:
                 "transaction_id": payout.transaction_id,
                 "bank_answer": bank_answer,
                 "ledger_status": recorded.final_status,
-                "attempts": payout.attempts,
+                "attempts": attempts,
             },
         )
         return 0

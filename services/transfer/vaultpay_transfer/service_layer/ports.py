@@ -190,6 +190,8 @@ class PayoutLease:
     account_hash: str
     amount_minor: int
     currency: str
+    # The bank calls made for the payout before this lease (transfer t0021: a lease counts
+    # none; the claim for the bank counts each call, `PayoutClaim.attempts`).
     attempts: int
     # The lease's end as the ledger set it (the payout's available_at): the fencing value the
     # worker shows when it claims the payout for the bank (`PayoutLedger.claim_for_bank`).
@@ -228,6 +230,10 @@ class PayoutClaim:
     # The payout's available_at as the claim left it: for CLEAR and RELEASED the renewed
     # lease, which covers the bank call; None when NOT_FOUND or FINISHED.
     lease_until: datetime | None
+    # For CLEAR and RELEASED, the payout's bank calls counting the one this claim lets through
+    # (transfer t0021: counted by the claim, not by the lease); None for every other answer,
+    # which counts none.
+    attempts: int | None = None
 
     @property
     def asks_bank(self) -> bool:
@@ -242,7 +248,7 @@ class PayoutLedger(Protocol):
     ) -> PayoutClaim:
         """Under the payout's lock: LEASE_LOST (nothing changed) unless `lease` is still the
         payout's lease; a staff freeze holds it for `hold_seconds`; a payout that may go to
-        the bank is leased for at least `bank_seconds` more."""
+        the bank is leased for at least `bank_seconds` more and its attempt counted."""
         ...
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement: ...

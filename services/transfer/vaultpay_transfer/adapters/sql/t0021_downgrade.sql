@@ -1,0 +1,5 @@
+-- Migration t0021's downgrade: the claim that counts the bank calls goes; the downgrade then
+-- creates t0014's claim (read from t0014_upgrade.sql) with its privileges, and puts t0014's
+-- lease, which counts the leases, back over t0021's (adapters/ddl.py).
+DROP FUNCTION transfer_claim_payout_for_bank(uuid, timestamptz, double precision,
+                                             double precision);

@@ -92,8 +92,9 @@ FUNCTIONS = {
     "audit_append": "all",
     "transfer_caps": "nobody",  # the money functions call it as the owner
 }
-# transfer's crossing into wallet's rows: these columns of `wallets`, read only.
-TRANSFER_WALLET_COLUMNS = {"id", "status", "currency", "balance"}
+# transfer's crossing into wallet's rows: these columns of `wallets`, read only (user_id since
+# t0021: the ledger verifier compares each history row's owner with its wallet's).
+TRANSFER_WALLET_COLUMNS = {"id", "status", "currency", "balance", "user_id"}
 # The columns of `wallets` wallet's role may UPDATE (w0008); nobody else may UPDATE any.
 WALLET_UPDATE_COLUMNS = {"status", "kyc_tier", "updated_at", "closed_at"}
 SERVICES = ("wallet", "transfer", "kyc")

@@ -9,6 +9,9 @@ payout's attempts count its bank calls, not its leases.
   and the first failure came as an ERROR "an operator should look at the bank side".
 * A payout whose claim for the bank fails on a database error (a statement timeout here) gains
   no attempt.
+* Transfer's role may read who owns a wallet (`wallets.user_id`, for the ledger verifier's
+  `history_rows_owned_by_wallet_owner`; tests/integration/transfer/test_ledger_verify.py):
+  not at t0020.
 
 The last test downgrades to t0020 (the lease counting leases again) and upgrades again.
 """
@@ -238,6 +241,7 @@ async def test_t0020s_lease_counted_a_lost_lease_and_t0021_does_not(ledger: Ledg
         assert list(claimed.keys()) == ["answer", "lease_until"]  # no count
         assert claimed["answer"] == "CLEAR"
         assert await _attempts(ledger, payout) == 1
+        assert not await _transfer_reads_wallet_owners(ledger)
     finally:
         migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
@@ -253,3 +257,13 @@ async def test_t0020s_lease_counted_a_lost_lease_and_t0021_does_not(ledger: Ledg
     claim = await ledger.ledger.claim_for_bank(lease, 0, _BANK)
     assert (claim.answer, claim.attempts) == (ClaimAnswer.CLEAR, 2)
     assert await _attempts(ledger, payout) == 2
+    assert await _transfer_reads_wallet_owners(ledger)
+    await ledger_is_clean(ledger)  # as transfer's role, the owners' check included
+
+
+async def _transfer_reads_wallet_owners(ledger: LedgerWorld) -> bool:
+    [row] = await ledger.fetch(
+        "SELECT has_column_privilege($1, 'wallets', 'user_id', 'SELECT') AS held",
+        ledger.dbs.app_role("transfer"),
+    )
+    return bool(row["held"])

@@ -31,7 +31,7 @@ from tests.support import eventually
 from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import create_engine
 from vaultpay_common.errors import DeadlineExceededError
-from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor, check_ledger
+from vaultpay_transfer.adapters.verify_sql import _CHECKS, SqlLedgerAuditor, check_ledger
 from vaultpay_transfer.domain.model import LedgerCheck
 from vaultpay_transfer.service_layer.payouts import PayoutWorker
 
@@ -51,6 +51,7 @@ CHECKS = (
     "limit_usage_matches_movements",
     "withdrawals_match_payouts",
     "returned_payouts_credited_back",
+    "history_rows_owned_by_wallet_owner",
     "audit_chain_intact",
 )
 
@@ -466,6 +467,73 @@ async def test_a_return_credit_that_names_no_payout_is_caught(ledger: LedgerWorl
     assert _failed(checks) == {"returned_payouts_credited_back"}
     detail = checks["returned_payouts_credited_back"].detail
     assert world.returned in detail and credit["id"] in detail
+
+
+async def test_a_history_row_given_to_another_user_is_caught(ledger: LedgerWorld) -> None:
+    """Alice's side of her send to Bob, re-assigned to Bob's user: ListTransactions would show
+    it to Bob and hide it from Alice, while every sum still holds."""
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        "UPDATE wallet_transactions SET user_id = :u WHERE id = :t",
+        u=world.bob.user_id,
+        t=world.send,
+    )
+    assert _failed(checks) == {"history_rows_owned_by_wallet_owner"}
+    detail = checks["history_rows_owned_by_wallet_owner"].detail
+    assert world.send in detail and world.bob.user_id not in detail
+
+
+async def test_transfers_role_catches_a_history_row_given_to_another_user(
+    ledger: LedgerWorld,
+) -> None:
+    """As AdminVerifyLedger and the CLI run it, as transfer's role (which may read the wallets'
+    owners since t0021): the owner's edit committed, seen, then put back."""
+    world = await _world(ledger)
+    owner = await ledger.owner()
+    try:
+        async with owner.transaction():
+            await owner.execute("ALTER TABLE wallet_transactions DISABLE TRIGGER USER")
+            await owner.execute(
+                "UPDATE wallet_transactions SET user_id = $1 WHERE id = $2::uuid",
+                world.carol.user_id,
+                world.top_up,
+            )
+            await owner.execute("ALTER TABLE wallet_transactions ENABLE TRIGGER USER")
+        try:
+            checks = {
+                c.name: c for c in await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()
+            }
+            assert _failed(checks) == {"history_rows_owned_by_wallet_owner"}
+            assert world.top_up in checks["history_rows_owned_by_wallet_owner"].detail
+            broken = run_transfer_cli(ledger.env, "verify-ledger")
+            assert broken.returncode == 1
+            assert "FAIL history_rows_owned_by_wallet_owner" in broken.stdout
+        finally:
+            async with owner.transaction():
+                await owner.execute("ALTER TABLE wallet_transactions DISABLE TRIGGER USER")
+                await owner.execute(
+                    "UPDATE wallet_transactions SET user_id = $1 WHERE id = $2::uuid",
+                    world.alice.user_id,
+                    world.top_up,
+                )
+                await owner.execute("ALTER TABLE wallet_transactions ENABLE TRIGGER USER")
+    finally:
+        await owner.close()
+    await ledger_is_clean(ledger)
+
+
+async def test_the_owner_check_reads_each_table_once_in_one_join(ledger: LedgerWorld) -> None:
+    """Cheap on a large ledger: one join of the history and the wallets, no subplan run per
+    row, planned as transfer's role."""
+    [sql] = [sql for name, _, sql in _CHECKS if name == "history_rows_owned_by_wallet_owner"]
+    async with ledger.engine.connect() as conn:
+        plan = "\n".join(r[0] for r in await conn.execute(text("EXPLAIN " + sql)))
+    joins = [line for line in plan.splitlines() if "Join" in line or "Nested Loop" in line]
+    assert len(joins) == 1, plan
+    assert "SubPlan" not in plan, plan
+    assert plan.count("on wallet_transactions") == 1 and plan.count("on wallets") == 1, plan
 
 
 async def _checked_behind_a_lock(

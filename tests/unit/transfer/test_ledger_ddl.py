@@ -596,7 +596,7 @@ def test_t0021_counts_a_payouts_attempts_at_the_claim_for_the_bank_not_at_the_le
         "transfer_lease_payouts": "sql",
         "transfer_claim_payout_for_bank": "plpgsql",
     }
-    assert len(upgrade) == 5
+    assert len(upgrade) == 6
     # The lease: t0014's byte for byte (its type of result too: CREATE OR REPLACE keeps its
     # privileges), but for the attempt it no longer counts; its backoff reads the bank calls.
     counted = "    SET attempts = p.attempts + 1,\n        available_at = clock_timestamp()\n"
@@ -611,7 +611,7 @@ def test_t0021_counts_a_payouts_attempts_at_the_claim_for_the_bank_not_at_the_le
         "DROP FUNCTION transfer_claim_payout_for_bank(uuid, timestamptz, double precision,\n"
         "                                             double precision)"
     )
-    assert upgrade[3:] == t0014[6:]
+    assert upgrade[3:5] == t0014[6:]
     assert upgrade[4] == f'GRANT EXECUTE ON FUNCTION\n    {_CLAIM_SIG}\nTO "vaultpay_app"'
     # t0014's claim, but for the attempt: the hold gives none back (the lease took none), the
     # renewal for the bank call counts it and returns the count.
@@ -642,9 +642,20 @@ def test_t0021_counts_a_payouts_attempts_at_the_claim_for_the_bank_not_at_the_le
         ledger_t0021_ddl('app"; DROP TABLE payouts; --')
 
 
+def test_t0021_lets_transfers_role_read_who_owns_a_wallet_and_nothing_more() -> None:
+    """The ledger verifier compares each history row's user_id with its wallet's owner."""
+    upgrade = ledger_t0021_ddl("vaultpay_app")
+    assert upgrade[5] == 'GRANT SELECT (user_id) ON wallets TO "vaultpay_app"'
+    assert [s for s in upgrade if "GRANT" in s and "ON wallets" in s] == [upgrade[5]]
+    assert ledger_t0021_downgrade_ddl("vaultpay_app")[0] == (
+        'REVOKE SELECT (user_id) ON wallets FROM "vaultpay_app"'
+    )
+
+
 def test_t0021s_downgrade_puts_t0014s_claim_and_lease_back() -> None:
     t0014 = ledger_t0014_ddl("vaultpay_app")
     assert ledger_t0021_downgrade_ddl("vaultpay_app") == [
+        'REVOKE SELECT (user_id) ON wallets FROM "vaultpay_app"',
         ledger_t0021_ddl("vaultpay_app")[1],
         *t0014[5:8],
         t0014[1].replace("CREATE FUNCTION ", "CREATE OR REPLACE FUNCTION ", 1),

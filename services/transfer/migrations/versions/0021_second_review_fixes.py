@@ -1,4 +1,5 @@
-"""A payout's attempts count its bank calls, not its leases.
+"""A payout's attempts count its bank calls, not its leases; the ledger verifier may read who
+owns a wallet.
 
 `transfer_lease_payouts` (t0013, t0014) added an attempt on every lease and doubled the next
 lease with it, and the payout worker alerts from the 7th attempt. A payout leased but never sent
@@ -11,9 +12,14 @@ lease for the call, and returns the count (`attempts`, a new type of result: dro
 created again, its privileges given again to transfer's role). A hold no longer gives an
 attempt back (the lease took none). The fence is t0014's, unchanged.
 
-SQL in `sql/t0021_upgrade.sql`; the downgrade (`sql/t0021_downgrade.sql`) drops the claim, then
-creates t0014's claim with its privileges and puts t0014's lease back (CREATE OR REPLACE), both
-read from `sql/t0014_upgrade.sql`.
+Transfer's role is granted SELECT of `wallets.user_id` (t0007 granted id, status, currency and
+balance only): the ledger verifier's `history_rows_owned_by_wallet_owner` compares each
+history row's `user_id` (by which ListTransactions and GetTransaction find it) with its
+wallet's owner.
+
+SQL in `sql/t0021_upgrade.sql`; the downgrade (`sql/t0021_downgrade.sql`) revokes the column's
+grant and drops the claim, then creates t0014's claim with its privileges and puts t0014's
+lease back (CREATE OR REPLACE), both read from `sql/t0014_upgrade.sql`.
 
 Revision ID: t0021
 Revises: t0020

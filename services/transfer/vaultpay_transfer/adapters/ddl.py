@@ -54,9 +54,10 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   read from `t0012_upgrade.sql`.
 * t0021: `t0021_upgrade.sql` (a payout's attempts count its bank calls: the lease counts none
   and backs off with the bank calls made so far; the claim before the bank call counts one
-  when it lets the payout go to the bank, and returns the count); its downgrade
-  `t0021_downgrade.sql`, then t0014's claim with its privileges and t0014's lease as CREATE OR
-  REPLACE (both read from `t0014_upgrade.sql`).
+  when it lets the payout go to the bank, and returns the count; transfer's role may read
+  `wallets.user_id`, for the ledger verifier); its downgrade `t0021_downgrade.sql` (the
+  column's grant revoked, the claim dropped), then t0014's claim with its privileges and
+  t0014's lease as CREATE OR REPLACE (both read from `t0014_upgrade.sql`).
 """
 
 from __future__ import annotations
@@ -350,12 +351,14 @@ def ledger_t0021_ddl(app_role: str) -> list[str]:
     """t0021: the payout lease counts no attempt and backs off with the bank calls made so far
     (CREATE OR REPLACE: its type of result is t0014's); the claim before the bank call counts
     the attempt when it lets the payout go to the bank and returns the count (`attempts`: a new
-    type of result, so dropped and created again, executable by `app_role` only)."""
+    type of result, so dropped and created again, executable by `app_role` only); `app_role`
+    may read `wallets.user_id` (the ledger verifier compares each history row's owner)."""
     return _for_role("t0021_upgrade.sql", app_role)
 
 
 def ledger_t0021_downgrade_ddl(app_role: str) -> list[str]:
-    """t0021's downgrade: its claim goes, then t0014's claim comes back with its privileges and
+    """t0021's downgrade: the grant of `wallets.user_id` is revoked and its claim goes, then
+    t0014's claim comes back with its privileges and
     t0014's lease goes over t0021's (CREATE OR REPLACE), as `t0014_upgrade.sql` (t0014's own
     file) has them."""
     t0014 = ledger_t0014_ddl(app_role)

@@ -255,6 +255,21 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
         LIMIT 5
         """,
     ),
+    (
+        # ListTransactions and GetTransaction find a user's rows by wallet_transactions.user_id:
+        # a row re-assigned to another user would be shown to them, and hidden from its owner,
+        # while every sum above still holds. One join of the two tables (the wallets are few
+        # beside the history rows: hashed once), reading only the owner's column of `wallets`
+        # (transfer's role may read it since t0021).
+        "history_rows_owned_by_wallet_owner",
+        "every wallet-side transaction belongs to its wallet's owner, the user it is listed for",
+        """
+        SELECT t.id::text FROM wallet_transactions AS t
+        LEFT JOIN wallets AS w ON w.id = t.wallet_id
+        WHERE w.user_id IS DISTINCT FROM t.user_id
+        LIMIT 5
+        """,
+    ),
 )
 
 

@@ -23,9 +23,15 @@
 -- again, with its privileges given again as t0014 gave them. Otherwise t0014's claim: the
 -- same locks in the same order, the same fence, the same hold and renewal.
 --
--- The downgrade (t0021_downgrade.sql, then t0014's claim with its privileges and t0014's lease
--- as CREATE OR REPLACE, read from t0014_upgrade.sql) counts leases again; attempts already
--- counted stay as they are either way.
+-- Transfer's role may also read `wallets.user_id` (t0007 granted id, status, currency and
+-- balance only): the ledger verifier's `history_rows_owned_by_wallet_owner` compares each
+-- wallet_transactions row's user_id, by which ListTransactions and GetTransaction find it,
+-- with its wallet's owner. Read only, as the other columns.
+--
+-- The downgrade (t0021_downgrade.sql: the column's grant revoked and the claim dropped, then
+-- t0014's claim with its privileges and t0014's lease as CREATE OR REPLACE, read from
+-- t0014_upgrade.sql) counts leases again; attempts already counted stay as they are either
+-- way.
 
 CREATE OR REPLACE FUNCTION transfer_lease_payouts(
     p_limit integer, p_lease_seconds double precision
@@ -109,3 +115,5 @@ FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     transfer_claim_payout_for_bank(uuid, timestamptz, double precision, double precision)
 TO __APP_ROLE__;
+
+GRANT SELECT (user_id) ON wallets TO __APP_ROLE__;

@@ -65,6 +65,8 @@ __all__ = [
     "TOKEN_EXPIRED_REASON",
     "TRANSCODE_FAILURE_HEADER",
     "UNKNOWN_FIELD_REASON",
+    "UNSUPPORTED_MEDIA_TYPE_REASON",
+    "UNSUPPORTED_MEDIA_TYPE_TEXT",
     "GatewayError",
     "grpc_status_details",
     "local_reply_config",
@@ -80,6 +82,11 @@ DUPLICATE_FIELD_REASON = "DUPLICATE_FIELD"
 INVALID_REQUEST_REASON = "INVALID_REQUEST"
 # A query parameter on a `body: "*"` binding, whose fields belong in the body (400).
 QUERY_PARAMETER_REASON = "QUERY_PARAMETER_NOT_ALLOWED"
+# A request body sent without `content-type: application/json` (415 / INVALID_ARGUMENT).
+UNSUPPORTED_MEDIA_TYPE_REASON = "UNSUPPORTED_MEDIA_TYPE"
+UNSUPPORTED_MEDIA_TYPE_TEXT = (
+    "the request body must be JSON, sent with content-type: application/json"
+)
 # Dynamic metadata namespace of the JSON body check (json_body.py).
 JSON_BODY_METADATA = "vaultpay.json_body"
 NOT_FOUND_TEXT = "no such API route"
@@ -169,6 +176,15 @@ GATEWAY_ERRORS: tuple[GatewayError, ...] = (
         "URI_TOO_LONG",
         _INVALID_ARGUMENT,
         grpc_message="the request path is too long",
+    ),
+    # A body that is not declared as JSON (`json_body`'s capture refuses it before the
+    # transcoder, which would read any body as JSON).
+    GatewayError(
+        415,
+        _INVALID_ARGUMENT,
+        UNSUPPORTED_MEDIA_TYPE_REASON,
+        _INVALID_ARGUMENT,
+        message=UNSUPPORTED_MEDIA_TYPE_TEXT,
     ),
     GatewayError(
         429,

@@ -27,9 +27,11 @@
   path of exactly one RPC, and the route's per-route config (derived from the RPC's access
   rule) decides whether a token is needed. No REST template has to be turned into a regex,
   so templates cannot overlap into a public hole.
-- The JSON body check is split around the transcoder (`json_body`): the capture copies the
-  (already capped) body before the transcoder consumes it; the check runs once the gRPC path
-  names the RPC and the token has been checked, and refuses unknown keys before routing.
+- The JSON body check is split around the transcoder (`json_body`): the capture refuses a
+  body not sent as `application/json` (415: the transcoder would read it as JSON anyway) and
+  copies the (already capped) body before the transcoder consumes it; the check runs once the
+  gRPC path names the RPC and the token has been checked, and refuses unknown keys before
+  routing.
 """
 
 from __future__ import annotations

@@ -7,13 +7,31 @@ violation per key) before anything is routed:
 
 1. `capture` (before the transcoder): keeps a copy of the body of every request that is not
    native gRPC in the request's dynamic metadata (`vaultpay.json_body`). Clients cannot set
-   dynamic metadata, so only this filter decides what gets checked.
+   dynamic metadata, so only this filter decides what gets checked. A body not sent as
+   `application/json` is refused here (415, see below).
 2. `check` (after the transcoder and jwt_authn): by now `:path` is the exact gRPC path the
    transcoder chose, so the RPC, and with it the body schema (`body_schema`), is known
    without a second path-template matcher that could disagree with the transcoder's. It
    parses the copy as strict JSON (RFC 8259), walks it against the schema and answers 400 on
    an unknown key. Running after jwt_authn keeps 401 ahead of 400: callers without a valid
    token learn nothing about the schema.
+
+The capture also refuses a non-empty body that is not declared as JSON (415, reason
+`UNSUPPORTED_MEDIA_TYPE`): the transcoder reads any body as JSON whatever its content-type,
+so `text/plain` (which a browser sends cross-origin without a CORS preflight), no content-type
+at all or curl's `application/x-www-form-urlencoded` were served as if they were JSON. Only one
+content-type whose media type is `application/json` (any case; parameters allowed, a charset
+only if UTF-8) passes. `+json` types (`application/merge-patch+json`, `application/problem+json`)
+are refused: each names semantics of its own (a merge patch is not the proto3 JSON mapping the
+transcoder applies), and a client that sends one expects them. Bodies that are empty (a GET, a
+POST without body) pass whatever they say: there is nothing to misread. This refusal runs
+before the transcoder, whose JSON parser would otherwise answer first (400 for `a=b`), and so
+before jwt_authn and before the transcoder's 404: the 401-before-400 rule above protects the
+schema, and a media-type refusal says nothing about the schema, the route or the caller (it
+depends on the request's own headers alone; the same body to a path that does not exist gets
+415 too). The reply is a plain local reply that the mapper turns into the usual Status
+(INVALID_ARGUMENT; a request that only looks like gRPC, `application/grpc; x`, gets the
+mapper's plain-text gRPC form, as for any local reply to it).
 
 It fails closed: the capture marks every request it inspects, and the check refuses (500) a
 transcoded request that carries no mark. Native gRPC is recognised exactly as Envoy does (one
@@ -65,6 +83,7 @@ from vaultpay_gateway.errors import (
     JSON_BODY_METADATA,
     QUERY_PARAMETER_REASON,
     UNKNOWN_FIELD_REASON,
+    UNSUPPORTED_MEDIA_TYPE_TEXT,
 )
 from vaultpay_gateway.lua import lua_string
 
@@ -86,6 +105,24 @@ local function is_native_grpc(headers)
     or string.find(content_type, "^application/grpc%+[%w._-]+$") ~= nil
 end
 
+-- A body the transcoder may read: one content-type whose media type is `application/json`
+-- (any case), parameters allowed, but a charset only if it is UTF-8 (RFC 8259 §8.1: the
+-- transcoder reads every body as UTF-8). Two content-types arrive joined by a comma.
+local function is_json(content_type)
+  if content_type == nil or string.find(content_type, ",", 1, true) ~= nil then return false end
+  local media, parameters = string.match(content_type, "^[ \t]*([^; \t]+)[ \t]*(.*)$")
+  if media == nil or string.lower(media) ~= "application/json" then return false end
+  if parameters ~= "" and string.sub(parameters, 1, 1) ~= ";" then return false end
+  for parameter in string.gmatch(parameters, "[^;]+") do
+    local name, value = string.match(parameter, "^[ \t]*([^= \t]+)[ \t]*=[ \t]*(.-)[ \t]*$")
+    if name ~= nil and string.lower(name) == "charset" then
+      value = string.lower((string.gsub(value, '^"(.*)"$', "%1")))
+      if value ~= "utf-8" then return false end
+    end
+  end
+  return true
+end
+
 function envoy_on_request(handle)
   -- Only the transcoder may say what the original method was (access logs, binding choice).
   handle:headers():remove("x-envoy-original-method")
@@ -97,6 +134,12 @@ function envoy_on_request(handle)
   -- The check refuses a transcoded request that this filter did not see (fail closed).
   metadata:set(NS, "seen", true)
   if body == nil or body:length() == 0 then return end
+  -- The transcoder would read any body as JSON (`text/plain`, none, a form): refused before
+  -- it does (415, made a google.rpc.Status by the local reply mapper).
+  if not is_json(handle:headers():get("content-type")) then
+    handle:respond({ [":status"] = "415" }, UNSUPPORTED_MEDIA_TYPE)
+    return
+  end
   local bytes = body:getBytes(0, body:length())
   if string.find(bytes, "\0", 1, true) ~= nil then
     -- Never valid JSON, and metadata strings would be cut at it.
@@ -669,8 +712,10 @@ def _lua_filter(name: str, source: str) -> Json:
 
 
 def capture_filter() -> Json:
-    """Before the transcoder: copies non-gRPC request bodies into the dynamic metadata."""
-    return _lua_filter(CAPTURE_FILTER, _prelude() + _CAPTURE_LUA)
+    """Before the transcoder: refuses non-gRPC request bodies not sent as JSON (415), copies
+    the others into the dynamic metadata."""
+    media_type = f"local UNSUPPORTED_MEDIA_TYPE = {lua_string(UNSUPPORTED_MEDIA_TYPE_TEXT)}\n"
+    return _lua_filter(CAPTURE_FILTER, _prelude() + media_type + _CAPTURE_LUA)
 
 
 def check_filter(schemas: BodySchemas) -> Json:

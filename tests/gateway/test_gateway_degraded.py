@@ -16,7 +16,7 @@ from tests.gateway.harness import (
     loopback_settings,
     start_gateway,
 )
-from tests.gateway.test_gateway_json import assert_gateway_error
+from tests.gateway.test_gateway_json import JSON, assert_gateway_error
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay_gateway import HostPort, RateLimit
 
@@ -111,7 +111,7 @@ def test_gateway_starts_while_auth_is_down(gateway_with_auth_down: GatewayUnderT
 def test_route_to_a_down_upstream_is_503_status_json(
     gateway_with_auth_down: GatewayUnderTest,
 ) -> None:
-    reply = gateway_with_auth_down.call("POST", "/v1/auth/register", "{}")
+    reply = gateway_with_auth_down.call("POST", "/v1/auth/register", "{}", JSON)
 
     status = assert_gateway_error(reply, 503, 14, "UNAVAILABLE")
     assert status["message"] == "service unavailable"

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from tests.gateway.auth_double import SigningKey
 from tests.gateway.harness import GatewayUnderTest
-from tests.gateway.test_gateway_json import assert_gateway_error, bearer
+from tests.gateway.test_gateway_json import JSON, assert_gateway_error, bearer
 from vaultpay_gateway.docs import swagger_ui_dir
 from vaultpay_gateway.openapi import build_openapi, render_openapi
 
@@ -115,7 +115,7 @@ def test_docs_are_public_and_ignore_tokens_and_bodies(gateway: GatewayUnderTest)
 
 
 def test_only_the_docs_files_are_served(gateway: GatewayUnderTest) -> None:
-    assert_gateway_error(gateway.call("POST", "/docs", "{}"), 404, 5, "NOT_FOUND")
+    assert_gateway_error(gateway.call("POST", "/docs", "{}", JSON), 404, 5, "NOT_FOUND")
     assert_gateway_error(gateway.call("GET", "/docs/index.j2"), 404, 5, "NOT_FOUND")
     assert_gateway_error(gateway.call("GET", "/docs/../envoy.json"), 404, 5, "NOT_FOUND")
     assert_gateway_error(gateway.call("GET", "/docsx"), 404, 5, "NOT_FOUND")

@@ -134,15 +134,16 @@ def test_token_is_checked_before_the_body(gateway: GatewayUnderTest) -> None:
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/grpc-web", None])
-def test_other_content_types_are_checked_too(
+def test_other_content_types_are_refused_before_the_check(
     gateway: GatewayUnderTest, content_type: str | None
 ) -> None:
-    """The transcoder transcodes every request that is not native gRPC, whatever it says."""
+    """The transcoder transcodes every request that is not native gRPC, whatever it says:
+    a body not sent as JSON is refused (415, test_gateway_media_type.py)."""
     headers = {} if content_type is None else {"content-type": content_type}
 
     reply = gateway.call("POST", "/v1/auth/register", '{"isAdmin": true}', headers)
 
-    assert_unknown_fields(reply, "isAdmin")
+    assert reply.status == 415, reply.body
 
 
 def test_body_sent_to_a_binding_without_body_is_checked(
@@ -265,7 +266,8 @@ def test_a_content_type_that_only_looks_like_grpc_is_still_checked(
 
     reply = gateway.call("POST", "/v1/auth/register", body, {"content-type": content_type})
 
-    assert reply.status == 400, reply.body
+    # Not native gRPC, so not JSON either: refused before the transcoder (415).
+    assert reply.status == 415, reply.body
     assert auth_double.servicer.register_calls == calls_before
 
 

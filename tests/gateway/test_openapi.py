@@ -226,7 +226,9 @@ def test_security_follows_the_access_rules(document: dict[str, Any], descriptor_
 def test_errors_are_google_rpc_status_with_details(document: dict[str, Any]) -> None:
     for path, verb, operation in _operations(document):
         assert set(_ERRORS) <= set(operation["responses"]), f"{verb} {path}"
-        for status in (*_ERRORS, *_SECURED_ERRORS):
+        # 415 (a body not sent as application/json) where the operation takes a body.
+        assert ("415" in operation["responses"]) == ("requestBody" in operation), f"{verb} {path}"
+        for status in (*_ERRORS, *_SECURED_ERRORS, "415"):
             if status in operation["responses"]:
                 response = _resolve(document, operation["responses"][status]["$ref"])
                 schema = response["content"]["application/json"]["schema"]

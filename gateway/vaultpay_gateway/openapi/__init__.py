@@ -22,8 +22,9 @@ what the gateway serves.
   field.
 - Schemas follow the proto3 JSON mapping (`schemas`).
 - Errors are `google.rpc.Status` (with `ErrorInfo`, `BadRequest` and `RetryInfo` details)
-  for 400, 401, 403, 404, 409, 429, 503 and any other status (`default`); public operations
-  do not list 401 and 403.
+  for 400, 401, 403, 404, 409, 415, 429, 503 and any other status (`default`); public
+  operations do not list 401 and 403, operations without a request body not 415 (a body sent
+  to them anyway gets it too, like `default`).
 - Security: `bearerAuth` (JWT) on every operation whose RPC is not `public: true`; public ones
   have an empty `security`.
 - `servers` is `/`: the document works on whatever host and port serves it.
@@ -87,6 +88,7 @@ class _ErrorResponse:
     text: str
     secured_only: bool = False
     retry_after: bool = False
+    body_only: bool = False
 
 
 _ERROR_RESPONSES = (
@@ -124,6 +126,14 @@ _ERROR_RESPONSES = (
         "Conflict",
         "ALREADY_EXISTS or ABORTED, e.g. reason `IDEMPOTENCY_KEY_IN_USE` while the first "
         "request with the same `requestId` is still running: retry later with the same id.",
+    ),
+    _ErrorResponse(
+        "415",
+        "UnsupportedMediaType",
+        "INVALID_ARGUMENT, reason `UNSUPPORTED_MEDIA_TYPE`: the request body was not sent with "
+        "`content-type: application/json` (parameters such as `; charset=utf-8` are fine; a "
+        "charset must be UTF-8). The gateway refuses it before anything else reads the body.",
+        body_only=True,
     ),
     _ErrorResponse(
         "429",
@@ -307,7 +317,7 @@ class _Document:
             schema = self._schemas.field_schema(request, field)
         return {"required": True, "content": {_JSON: {"schema": schema}}}
 
-    def _responses(self, rpc: Rpc, output: str) -> Json:
+    def _responses(self, rpc: Rpc, output: str, *, has_body: bool) -> Json:
         success: Json = {
             "description": _summary(self._index.comment("message", output)) or "OK",
             "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}},
@@ -322,7 +332,7 @@ class _Document:
         public = rpc.rule is not None and rpc.rule.public
         responses: Json = {"200": success}
         for error in _ERROR_RESPONSES:
-            if error.secured_only and public:
+            if (error.secured_only and public) or (error.body_only and not has_body):
                 continue
             responses[error.status] = {"$ref": f"#/components/responses/{error.name}"}
         return responses
@@ -357,7 +367,7 @@ class _Document:
             "tags": [tag],
             "summary": _summary(comment) or rpc.name,
             "description": "\n\n".join(part for part in parts if part),
-            "responses": self._responses(rpc, output),
+            "responses": self._responses(rpc, output, has_body=bool(binding.body)),
             "security": [] if access["public"] else [{SECURITY_SCHEME: []}],
             RPC_EXTENSION: rpc.full_name,
             ACCESS_EXTENSION: access,

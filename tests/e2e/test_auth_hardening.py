@@ -96,6 +96,7 @@ async def test_auth_keeps_its_own_sign_up_quota_per_client_address(
     many gateways it spreads over. Called as the gateway calls auth (its identity secret and
     the client address), straight at auth's port."""
     secret = mesh.env_for("auth").get("AUTH_GATEWAY_SECRET", "")
+    assert secret, "the mesh gives auth no gateway secret (services.service_env always does)"
     address = f"198.18.{secrets.randbelow(256)}.{secrets.randbelow(250) + 2}"
     metadata = (
         (GATEWAY_IDENTITY_HEADER, secret),
@@ -106,10 +107,10 @@ async def test_auth_keeps_its_own_sign_up_quota_per_client_address(
         probe = auth_pb2.LoginRequest(email=fresh_email("probe"), password=WRONG)
         await rpc_failure(stub.Login(probe, metadata=metadata))
         seen = {e["details"].get("ip") for e in audit_events(gateway, admin, "user.login_failed")}
-        if address not in seen:
-            # Without the gateway's secret every call counts against this machine's address,
-            # which the other tests sign up from: exhausting it would break them.
-            pytest.skip("this mesh gives the tests no gateway identity to name an address with")
+        # The regression this guards: auth ignoring the address the gateway vouched for. Then
+        # every call would count against this machine's own address, which the other tests
+        # sign up from, so stop here rather than exhaust it.
+        assert address in seen, f"auth did not record the address the gateway named: {seen}"
 
         def register(email: str) -> Any:
             request = auth_pb2.RegisterRequest(email=email, password=PASSWORD, full_name="E2E")
@@ -134,10 +135,10 @@ def test_security_events_are_audited_through_the_gateway(
     mesh: Mesh, gateway: Gateway, admin: str
 ) -> None:
     client = Client(gateway, own_address())
-    # The address the services see: this client's own once the gateway vouches for it (its
-    # identity secret), else the gateway's own connection.
-    vouched = bool(mesh.env_for("auth").get("AUTH_GATEWAY_SECRET"))
-    address = client.address if vouched else "127.0.0.1"
+    # The mesh always gives the gateway its identity secret, so the address the services see
+    # is this client's own (127.x.y.z, never 127.0.0.1), not the gateway's own connection.
+    assert mesh.env_for("auth").get("AUTH_GATEWAY_SECRET"), "the mesh set no gateway secret"
+    address = client.address
     email = fresh_email("user")
     assert client.register(email).status == 200
     token = client.login(email).body["tokens"]["accessToken"]

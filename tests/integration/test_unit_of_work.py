@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tests.support import eventually
 from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import DatabaseUnavailableError, SqlUnitOfWork, create_engine
 from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_common.pg_raw import borrowed_driver
 from vaultpay_devstack.infra import Infra
-from vaultpay_devstack.postgres import run_sql
+from vaultpay_devstack.postgres import Provisioned, run_sql
 
 
 @pytest.fixture
-async def engine(infra: Infra) -> AsyncIterator[AsyncEngine]:
-    url = infra.postgres.admin_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+async def engine(databases: Provisioned) -> AsyncIterator[AsyncEngine]:
+    """An engine on this module's own database (`databases`, dropped after the module), as
+    its owner: the probe table goes with the database, never into a shared server's."""
+    url = databases.url(databases.vaultpay_owner_role, databases.vaultpay_database)
     engine = create_engine(url, pool_size=2, application_name="uow-test")
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE IF NOT EXISTS uow_probe (n int)"))
@@ -96,27 +101,76 @@ async def test_a_callers_long_deadline_does_not_lift_the_engines_bound(infra: In
         await engine.dispose()
 
 
-async def test_a_pooled_connection_terminated_while_idle_is_unavailable_and_then_recovers(
+async def _pooled_driver(engine: AsyncEngine) -> tuple[int, asyncpg.Connection]:
+    """The backend pid and the asyncpg connection of the connection the pool hands out next
+    (the only one pooled: the pool is LIFO and a fresh engine has used one at a time)."""
+    async with SqlUnitOfWork(engine) as uow:
+        pid = int((await uow.connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+        raw = await uow.connection.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+    return pid, driver
+
+
+def _terminate_and_wait_until_gone(admin_dsn: str, pid: int, *, within: float = 10.0) -> None:
+    """Ends backend `pid` and waits until it has left pg_stat_activity. Blocking on purpose:
+    the caller's event loop does not run meanwhile, so asyncpg cannot yet have read the end
+    of the connection."""
+
+    async def work(conn: asyncpg.Connection) -> None:
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+        deadline = time.monotonic() + within
+        while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            assert time.monotonic() < deadline, f"backend {pid} still there after {within} s"
+            await asyncio.sleep(0.01)
+
+    run_sql(admin_dsn, work)
+
+
+async def _insert_probe(engine: AsyncEngine) -> str:
+    try:
+        async with SqlUnitOfWork(engine) as uow:
+            await uow.connection.execute(text("INSERT INTO uow_probe VALUES (1)"))
+            await uow.commit()
+    except DatabaseUnavailableError:
+        return "unavailable"
+    return "ok"
+
+
+async def test_a_pooled_connection_the_driver_knows_closed_is_replaced_at_checkout(
     engine: AsyncEngine, infra: Infra
 ) -> None:
-    """PostgreSQL ends an idle pooled connection (restart, failover, pg_terminate_backend):
-    the next unit of work that takes it answers UNAVAILABLE, never a raw driver error, and
-    the one after gets a fresh connection."""
-    async with SqlUnitOfWork(engine) as uow:
-        pid = (await uow.connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-    run_sql(infra.postgres.admin_dsn, lambda c: c.execute(f"SELECT pg_terminate_backend({pid})"))
+    """PostgreSQL ends an idle pooled connection (restart, failover, pg_terminate_backend)
+    and asyncpg has read the end of it: the checkout hook (`replace_closed_at_checkout`)
+    hands out a fresh connection instead, so no call fails for it. With this ordering
+    UNAVAILABLE is not a possible outcome; the next test covers the other one."""
+    pid, driver = await _pooled_driver(engine)
+    _terminate_and_wait_until_gone(infra.postgres.admin_dsn, pid)
 
-    outcomes: list[str] = []
-    for _ in range(3):  # the pool may hand out the dead connection first or second
-        try:
-            async with SqlUnitOfWork(engine) as uow:
-                await uow.connection.execute(text("INSERT INTO uow_probe VALUES (1)"))
-                await uow.commit()
-            outcomes.append("ok")
-        except DatabaseUnavailableError:
-            outcomes.append("unavailable")
-    assert outcomes[-1] == "ok"
-    assert set(outcomes) <= {"ok", "unavailable"}
+    async def driver_knows() -> bool:
+        return bool(driver.is_closed())
+
+    await eventually(driver_knows, within=10.0, what="asyncpg saw the connection end")
+    assert [await _insert_probe(engine) for _ in range(3)] == ["ok", "ok", "ok"]
+    fresh, _ = await _pooled_driver(engine)
+    assert fresh != pid
+    assert await _count(engine) == 3
+
+
+async def test_a_pooled_connection_ended_before_the_driver_heard_is_unavailable_once(
+    engine: AsyncEngine, infra: Infra
+) -> None:
+    """The backend of an idle pooled connection is gone but asyncpg has not read the end of
+    it yet (the event loop has not run since): the checkout hook cannot tell, the unit of
+    work that takes it answers UNAVAILABLE (never a raw driver error), and the one after
+    gets a fresh connection."""
+    pid, driver = await _pooled_driver(engine)
+    _terminate_and_wait_until_gone(infra.postgres.admin_dsn, pid)
+    assert not driver.is_closed()  # the case under test: the driver has not heard yet
+    assert await _insert_probe(engine) == "unavailable"
+    assert await _insert_probe(engine) == "ok"
+    fresh, _ = await _pooled_driver(engine)
+    assert fresh != pid
+    assert await _count(engine) == 1
 
 
 async def test_an_exhausted_pool_is_unavailable_for_units_of_work_and_raw_calls(

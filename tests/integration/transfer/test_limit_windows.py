@@ -14,7 +14,9 @@ month in either.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -26,6 +28,7 @@ from vaultpay_transfer.domain.model import PaymentMethod
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 
 ACTIONS = ("send", "top_up", "withdraw")
+T = TypeVar("T")
 KOLKATA = ZoneInfo("Asia/Kolkata")
 
 
@@ -33,6 +36,23 @@ async def _business_day(ledger: LedgerWorld) -> date:
     [row] = await ledger.fetch("SELECT transfer_business_day(clock_timestamp()) AS day")
     day: date = row["day"]
     return day
+
+
+async def _on_one_business_day(
+    ledger: LedgerWorld, scenario: Callable[[date], Awaitable[T]], *, attempts: int = 3
+) -> tuple[date, T]:
+    """Runs `scenario(today)` (it sets up a fresh wallet, puts usage at days relative to
+    `today` and moves money) and returns `today` and what it answered, once the business day
+    read after it is still `today`: every movement in between was made on that day. When
+    Kolkata's midnight (18:30 UTC) fell in between, the scenario runs again on the new day.
+    Scenarios return what they saw and the caller asserts on it, so a run that straddled
+    midnight is retried rather than failed."""
+    for _ in range(attempts):
+        today = await _business_day(ledger)
+        answered = await scenario(today)
+        if await _business_day(ledger) == today:
+            return today, answered
+    raise AssertionError(f"the business day changed during each of {attempts} attempts")
 
 
 async def _used(ledger: LedgerWorld, wallet: Wallet, action: str, day: date, amount: int) -> None:
@@ -172,35 +192,45 @@ async def test_the_business_day_is_kolkatas_whatever_the_sessions_time_zone(
 async def test_yesterdays_usage_does_not_count_toward_todays_daily_limit(
     ledger: LedgerWorld, action: str
 ) -> None:
-    wallet = await _wallet_with_limits(ledger, action, daily=1_000, monthly=1_000_000)
-    today = await _business_day(ledger)
+    async def scenario(today: date) -> tuple[LedgerOutcome, LedgerOutcome, dict[date, int]]:
+        wallet = await _wallet_with_limits(ledger, action, daily=1_000, monthly=1_000_000)
+        yesterday = today - timedelta(days=1)
+        await _used(ledger, wallet, action, yesterday, 1_000)  # yesterday's whole daily limit
+        moved = await _move(ledger, action, wallet, 1_000)
+        # Today's own usage does count: one more unit is over the day.
+        refused = await _move(ledger, action, wallet, 1)
+        return moved, refused, await _usage(ledger, wallet, action)
+
+    today, (moved, refused, usage) = await _on_one_business_day(ledger, scenario)
     yesterday = today - timedelta(days=1)
-    await _used(ledger, wallet, action, yesterday, 1_000)  # yesterday's whole daily limit
-    moved = await _move(ledger, action, wallet, 1_000)
     assert moved.code == "OK", moved
-    # Today's own usage does count: one more unit is over the day.
-    refused = await _move(ledger, action, wallet, 1)
     assert refused.code == "DAILY_LIMIT_EXCEEDED", refused
     this_month = yesterday.month == today.month
     assert (refused.details["used_minor"], refused.details["monthly_used_minor"]) == (
         "1000",
         "2000" if this_month else "1000",
     )
-    assert (await _usage(ledger, wallet, action))[yesterday] == 1_000
+    assert usage[yesterday] == 1_000
 
 
 @pytest.mark.parametrize("action", ACTIONS)
 async def test_an_earlier_day_of_this_month_counts_toward_the_month_but_not_the_day(
     ledger: LedgerWorld, action: str
 ) -> None:
-    today = await _business_day(ledger)
-    if today.day == 1:
+    async def scenario(today: date) -> tuple[LedgerOutcome, LedgerOutcome] | None:
+        if today.day == 1:
+            return None  # no earlier day in this month
+        wallet = await _wallet_with_limits(ledger, action, daily=1_000, monthly=1_500)
+        await _used(ledger, wallet, action, today.replace(day=1), 1_000)
+        moved = await _move(ledger, action, wallet, 500)  # 1,500 this month, 500 today
+        refused = await _move(ledger, action, wallet, 1)  # 501 today: only the month refuses
+        return moved, refused
+
+    _, outcomes = await _on_one_business_day(ledger, scenario)
+    if outcomes is None:
         pytest.skip("today is the month's first business day: no earlier day in this month")
-    wallet = await _wallet_with_limits(ledger, action, daily=1_000, monthly=1_500)
-    await _used(ledger, wallet, action, today.replace(day=1), 1_000)
-    moved = await _move(ledger, action, wallet, 500)  # 1,500 this month, 500 today
+    moved, refused = outcomes
     assert moved.code == "OK", moved
-    refused = await _move(ledger, action, wallet, 1)  # 501 today: only the month refuses it
     assert refused.code == "MONTHLY_LIMIT_EXCEEDED", refused
     assert (refused.details["limit_minor"], refused.details["used_minor"]) == ("1500", "1500")
 
@@ -209,14 +239,17 @@ async def test_an_earlier_day_of_this_month_counts_toward_the_month_but_not_the_
 async def test_last_months_usage_counts_toward_neither_window(
     ledger: LedgerWorld, action: str
 ) -> None:
-    today = await _business_day(ledger)
-    last_day_of_last_month = today.replace(day=1) - timedelta(days=1)
-    wallet = await _wallet_with_limits(ledger, action, daily=1_000, monthly=1_000)
-    await _used(ledger, wallet, action, last_day_of_last_month, 1_000)
-    await _used(ledger, wallet, action, last_day_of_last_month.replace(day=1), 1_000)
-    moved = await _move(ledger, action, wallet, 1_000)
+    async def scenario(today: date) -> tuple[LedgerOutcome, LedgerOutcome]:
+        last_day_of_last_month = today.replace(day=1) - timedelta(days=1)
+        wallet = await _wallet_with_limits(ledger, action, daily=1_000, monthly=1_000)
+        await _used(ledger, wallet, action, last_day_of_last_month, 1_000)
+        await _used(ledger, wallet, action, last_day_of_last_month.replace(day=1), 1_000)
+        moved = await _move(ledger, action, wallet, 1_000)
+        refused = await _move(ledger, action, wallet, 1)
+        return moved, refused
+
+    _, (moved, refused) = await _on_one_business_day(ledger, scenario)
     assert moved.code == "OK", moved
-    refused = await _move(ledger, action, wallet, 1)
     assert refused.code == "DAILY_LIMIT_EXCEEDED", refused
     assert refused.details["monthly_used_minor"] == "1000"
 

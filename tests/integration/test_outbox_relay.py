@@ -870,7 +870,15 @@ async def test_a_shutdown_that_cancels_again_still_gives_the_release_its_time(
             return bool(waiting)
 
         await _until(release_waits)
-        await asyncio.sleep(0.5)  # five re-cancellations while the release waits on the lock
+        # Cancellation requests the task has had so far (it never uncancels): the stop's own
+        # and any re-cancellations before the release reached the lock.
+        before_the_lock = task.cancelling()
+
+        async def recancelled_five_times_on_the_lock() -> bool:
+            return task.cancelling() - before_the_lock >= 5
+
+        await _until(recancelled_five_times_on_the_lock)
+        assert not task.done()  # five re-cancellations later the release is still waiting
         await locker.rollback()
     assert await asyncio.wait_for(stopping, 60) == []  # a hang guard; nothing left running
     assert task.cancelled()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import DecodeError
 
 from vaultpay.transfer.v1 import transfer_pb2
 from vaultpay.type.v1 import audit_pb2
@@ -30,7 +31,7 @@ def _spoil(message: object) -> bytes:
 
 def test_a_top_level_string_is_named() -> None:
     data = _spoil(transfer_pb2.GetTransactionRequest(transaction_id=BAD))
-    with pytest.raises(Exception, match="UTF-8"):
+    with pytest.raises(DecodeError, match="UTF-8"):
         transfer_pb2.GetTransactionRequest.FromString(data)
     assert _bad(transfer_pb2.GetTransactionRequest.DESCRIPTOR, data) == ["transaction_id"]
 

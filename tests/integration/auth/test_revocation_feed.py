@@ -41,7 +41,7 @@ from vaultpay_common.grpc.auth_client import (
     PeerAuth,
     ServiceTokenProvider,
 )
-from vaultpay_common.grpc.authz import AuthInterceptor
+from vaultpay_common.grpc.authz import AuthInterceptor, InsufficientPermissionsError
 from vaultpay_common.grpc.revocations import FeedCursorRejectedError
 from vaultpay_common.grpc.rules import AccessRule
 from vaultpay_devstack.infra import Infra
@@ -335,8 +335,9 @@ async def test_a_role_change_takes_effect_on_the_strict_path_within_a_second(
     principal = await peer.strict(new.access_token)
     assert principal is not None
     assert principal.role is Role.USER
-    with pytest.raises(Exception, match="requires role ADMIN"):
+    with pytest.raises(InsufficientPermissionsError, match="requires role ADMIN") as refused:
         await peer.strict(new.access_token, STRICT_ADMIN)
+    assert refused.value.reason == "INSUFFICIENT_PERMISSIONS"
     assert peer.counted[INTROSPECT] == 0
 
 

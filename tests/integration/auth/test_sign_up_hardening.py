@@ -3,7 +3,8 @@ hashing, a taken email is refused before bcrypt runs, and bcrypt serves waiting 
 waiting sign-ups.
 
 Its own auth server (not the shared one): a real bcrypt cost, so that hashes queue, and a small
-per-IP sign-up limit. Its own Redis database, so its counters meet no other module's.
+per-IP sign-up limit. A Redis database no service uses, shared only with test_throttle_counters
+(whose keys are unique per test); the stack starts without an earlier run's throttle counters.
 """
 
 from __future__ import annotations
@@ -25,13 +26,35 @@ from vaultpay_auth.adapters.throttle import RedisSignUpThrottle
 from vaultpay_common.errors import RateLimitedError
 from vaultpay_devstack.infra import Infra
 
-REDIS_DB = 9  # unused by the services (auth 0, the vaultpay services 1) and other modules
+REDIS_DB = 9  # unused by the services (auth 0, the vaultpay services 1)
 PER_IP = 3
 FLOOD = 50
 
 
+# What auth's throttles keep in Redis (adapters/throttle.py): sign-up counters per address
+# and overall (one-hour address windows), password-attempt counters and their markers.
+STACK_KEYS = ("auth:sign-ups:*", "auth:pw-attempts:*")
+
+
+async def _forget_earlier_runs(redis_url: str) -> None:
+    """Deletes the throttle keys an earlier run's stack left in this database: on an external
+    Redis they outlive the run (an address's sign-ups count for an hour), and an address this
+    run picks again would start with their count. Only the stack's own key patterns go; the
+    other module on this database (test_throttle_counters) keys every counter uniquely, so
+    losing its leftovers costs it nothing."""
+    redis = Redis.from_url(redis_url)
+    try:
+        for pattern in STACK_KEYS:
+            stale = [key async for key in redis.scan_iter(match=pattern, count=1000)]
+            if stale:
+                await redis.unlink(*stale)
+    finally:
+        await redis.aclose()
+
+
 @pytest.fixture(scope="module")
 async def stack(infra: Infra) -> AsyncIterator[AuthStack]:
+    await _forget_earlier_runs(infra.redis.url(REDIS_DB))
     async with own_auth_stack(
         infra,
         "authsu",

@@ -1,4 +1,4 @@
-"""Processes and clients for the gateway tests: free ports, a real Envoy, plain HTTP calls.
+"""Processes and clients for the gateway tests: held ports, a real Envoy, plain HTTP calls.
 
 The auth double runs on its own event loop in a background thread, so tests may block on
 HTTP calls without starving the upstream (or Envoy's health checks and JWKS fetches).
@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from tests.gateway.auth_double import AuthDouble, SigningKey, start_auth_double
-from vaultpay_devstack.procs import free_port
+from tests.ports import ListenerPort, closed_port
 from vaultpay_gateway import (
     DEFAULT_RPC_RATE_LIMITS,
     GatewaySettings,
@@ -42,7 +42,8 @@ __all__ = [
     "GatewayUnderTest",
     "Reply",
     "ThreadedAuthDouble",
-    "free_port",
+    "closed_port",
+    "envoy_port",
     "http_call",
     "loopback_settings",
     "start_gateway",
@@ -220,19 +221,41 @@ class GatewayUnderTest:
         self.envoy.stop()
 
 
+# Ports handed out by `envoy_port`, held until the Envoy whose settings name them is ready.
+_HELD_FOR_ENVOY: dict[int, ListenerPort] = {}
+
+
+def envoy_port() -> HostPort:
+    """A loopback address for one of Envoy's listeners, its port held (`ListenerPort`) from
+    other processes until `start_gateway` has the Envoy listening there."""
+    held = ListenerPort()
+    _HELD_FOR_ENVOY[held.port] = held
+    return HostPort("127.0.0.1", held.port)
+
+
+def _release_for_envoy(settings: GatewaySettings) -> None:
+    for address in (settings.listen, settings.ready_listen):
+        held = _HELD_FOR_ENVOY.pop(address.port, None) if address is not None else None
+        if held is not None:
+            held.release()
+
+
 def start_gateway(
     workdir: Path, settings: GatewaySettings, env: Mapping[str, str] | None = None
 ) -> GatewayUnderTest:
     """Renders `settings` into `workdir`, validates it, starts Envoy (with `env` added to its
-    environment) and waits for /ready."""
+    environment) and waits for /ready; then lets go of the listener ports `envoy_port` held."""
     config = build_config(settings, workdir / "envoy.json")
     validate(config)
-    envoy = EnvoyProcess(config, settings.admin, workdir / "envoy.log", env)
     try:
-        envoy.wait_ready()
-    except BaseException:
-        envoy.stop()
-        raise
+        envoy = EnvoyProcess(config, settings.admin, workdir / "envoy.log", env)
+        try:
+            envoy.wait_ready()
+        except BaseException:
+            envoy.stop()
+            raise
+    finally:
+        _release_for_envoy(settings)
     return GatewayUnderTest(settings, config, envoy)
 
 
@@ -242,13 +265,14 @@ def loopback_settings(
     upstreams: Mapping[str, HostPort],
     **overrides: Any,
 ) -> GatewaySettings:
-    """Settings on a free loopback port, the admin interface on a Unix socket in `workdir`;
-    every upstream not given points at a closed port. The RPC budgets are there but lifted
-    far above what a test module sends from one address (tests that need them tight say so)."""
-    closed = HostPort("127.0.0.1", free_port())
+    """Settings on a held loopback port (`envoy_port`), the admin interface on a Unix socket in
+    `workdir`; every upstream not given points at a port that stays closed (`closed_port`).
+    The RPC budgets are there but lifted far above what a test module sends from one address
+    (tests that need them tight say so)."""
+    closed = HostPort("127.0.0.1", closed_port())
     names = load_contract(descriptor_set).upstreams
     settings: dict[str, Any] = {
-        "listen": HostPort("127.0.0.1", free_port()),
+        "listen": envoy_port(),
         "admin": UnixSocket(workdir.resolve() / "admin" / "admin.sock"),
         "upstreams": {**dict.fromkeys(names, closed), **upstreams},
         "access_log_path": workdir / "access.log",

@@ -12,7 +12,7 @@ import pytest
 from tests.gateway.harness import (
     GatewayUnderTest,
     ThreadedAuthDouble,
-    free_port,
+    closed_port,
     loopback_settings,
     start_gateway,
 )
@@ -42,8 +42,8 @@ def _running(
 def gateway_with_auth_down(
     tmp_path_factory: pytest.TempPathFactory, descriptor_set: Path
 ) -> Iterator[GatewayUnderTest]:
-    """Every upstream, auth included, points at a closed port."""
-    closed = HostPort("127.0.0.1", free_port())
+    """Every upstream, auth included, points at a port that stays closed."""
+    closed = HostPort("127.0.0.1", closed_port())
     yield from _running(tmp_path_factory, "gateway-auth-down", descriptor_set, closed)
 
 

@@ -26,7 +26,7 @@ from tests.gateway.harness import (
     GatewayUnderTest,
     Reply,
     ThreadedAuthDouble,
-    free_port,
+    envoy_port,
     http_call,
     loopback_settings,
     start_gateway,
@@ -76,7 +76,7 @@ def hardened(
                 fill_interval_seconds=REGISTER_REFILL_SECONDS,
             )
         },
-        ready_listen=HostPort("127.0.0.1", free_port()),
+        ready_listen=envoy_port(),
     )
     running = start_gateway(workdir, settings, env={"VAULTPAY_GATEWAY_SECRET": GATEWAY_SECRET})
     try:

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from tests.integration.auth.conftest import SERVICE_SECRET, AuthStack, bearer
+from tests.ports import closed_port
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay_common.context import Role
 from vaultpay_common.errors import UnauthenticatedError
@@ -20,7 +21,6 @@ from vaultpay_common.grpc.auth_client import (
 )
 from vaultpay_common.grpc.authz import AuthInterceptor, InsufficientPermissionsError
 from vaultpay_common.grpc.rules import AccessRule
-from vaultpay_devstack.procs import free_port
 
 STRICT_ADMIN = "/vaultpay.test.v1.Probe/StrictAdmin"
 STRICT_USER = "/vaultpay.test.v1.Probe/StrictUser"
@@ -82,7 +82,7 @@ async def test_service_token_is_reused_until_it_nears_expiry(auth: AuthStack) ->
 
 async def test_strict_calls_fail_closed_when_auth_is_unreachable(auth: AuthStack) -> None:
     _, tokens = await auth.user_with_token()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as dead:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{closed_port()}") as dead:
         identity = ServiceTokenProvider(dead, "wallet", SERVICE_SECRET)
         introspector = GrpcTokenIntrospector(dead, identity)
         with pytest.raises(AuthUnavailableError):

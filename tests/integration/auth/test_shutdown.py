@@ -12,11 +12,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.integration.auth.conftest import AuthStack
-from vaultpay_devstack.procs import free_port
+from tests.ports import ListenerPort
 
 
 async def test_sigterm_turns_health_not_serving_and_exits_cleanly(auth: AuthStack) -> None:
-    port = free_port()
+    held = ListenerPort()  # kept from other processes until the server has bound it
+    port = held.port
     env = {**os.environ, **auth.env, "AUTH_GRPC_ADDRESS": f"127.0.0.1:{port}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "vaultpay_auth.entrypoints.server"],
@@ -35,6 +36,7 @@ async def test_sigterm_turns_health_not_serving_and_exits_cleanly(auth: AuthStac
             )
             first = await watch.read()
             assert first.status == health_pb2.HealthCheckResponse.SERVING
+            held.release()  # the server listens on it now
             process.send_signal(signal.SIGTERM)
             second = await watch.read()
             assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -44,6 +46,7 @@ async def test_sigterm_turns_health_not_serving_and_exits_cleanly(auth: AuthStac
         assert '"msg": "shutting down"' in log
         assert '"msg": "stopped"' in log
     finally:
+        held.release()
         if process.poll() is None:
             process.kill()
             process.wait(10)

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.fakes.wallet import ReversibleSealer
+from tests.ports import closed_port
 from vaultpay_common.audit.model import AuditEntry
 from vaultpay_common.audit.store import AuditLog
 from vaultpay_common.clock import SystemClock
@@ -27,7 +28,6 @@ from vaultpay_common.idempotency import SqlIdempotencyRecords
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
 from vaultpay_common.outbox import SqlOutbox
 from vaultpay_devstack.postgres import Provisioned
-from vaultpay_devstack.procs import free_port
 from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
 from vaultpay_wallet.adapters.ip_trust_sql import (
     SqlIpConfirmationRepository,
@@ -215,7 +215,7 @@ async def test_trusted_ips_page_most_recently_seen_first(engine: AsyncEngine, re
 async def test_when_redis_is_down_the_check_fails_open_and_writes_nothing(
     engine: AsyncEngine,
 ) -> None:
-    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    dead = Redis.from_url(f"redis://127.0.0.1:{closed_port()}/0", socket_connect_timeout=0.5)
     try:
         service, user = _ip_service(engine, dead), str(uuid.uuid4())
         result = await _check(service, user, "203.0.113.99")

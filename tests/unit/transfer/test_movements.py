@@ -576,3 +576,23 @@ async def test_through_the_servicer_one_bad_field_keeps_its_own_refusal(
     assert ledger.calls == []
     await servicer.TopUp(_top_up_request(), None)  # type: ignore[arg-type]
     assert ledger.balances[ALICE_WALLET] == 10_500
+
+
+async def test_a_committed_movement_logs_one_line_without_the_note_or_pin(
+    service: MovementService, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="vaultpay_transfer.service_layer.movements")
+    debit = await service.send_money(send(2_500))
+    with pytest.raises(InsufficientBalanceError):
+        await service.send_money(send(999_999))
+    [line] = [r for r in caplog.records if r.getMessage() == "movement committed"]
+    names = ("movement", "transaction_id", "amount_minor", "wallet_id", "currency", "status")
+    assert {k: getattr(line, k) for k in names} == {
+        "movement": "send",
+        "transaction_id": debit.transaction_id,
+        "amount_minor": 2_500,
+        "wallet_id": ALICE_WALLET,
+        "currency": "INR",
+        "status": debit.status.name,
+    }
+    assert not {"lunch", "1234"} & {str(v) for v in vars(line).values()}

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import uuid
 from collections.abc import Callable
 
@@ -73,6 +74,8 @@ from vaultpay_transfer.service_layer.ports import Ledger, WalletGate
 from vaultpay_transfer.service_layer.throttle import MovementThrottle
 
 __all__ = ["MovementService", "pin_check_id"]
+
+log = logging.getLogger(__name__)
 
 # Namespace of the ids under which wallet counts a movement's PIN check and IP check.
 _CHECK_NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c59-9e0d-5a4b3c2d1e0f")
@@ -213,7 +216,23 @@ class MovementService:
         self, outcome: LedgerOutcome, amount_minor: int, movement: Movement, currency: str
     ) -> Transaction:
         if outcome.accepted and outcome.transaction is not None:
-            return outcome.transaction
+            done = outcome.transaction
+            # One line per committed movement (its request id comes from the log context):
+            # what an operator greps for when a client asks what became of a payment. Never
+            # the note, the PIN, a bank account or the counterparty's name.
+            log.info(
+                "movement committed",
+                extra={
+                    "movement": movement,
+                    "transaction_id": done.transaction_id,
+                    "reference": done.reference,
+                    "wallet_id": done.wallet_id,
+                    "amount_minor": done.amount_minor,
+                    "currency": done.currency,
+                    "status": done.status.name,
+                },
+            )
+            return done
         now = self._clock.now()
         raise refusal_error(
             outcome.code,

@@ -19,9 +19,12 @@ the shape every VaultPay error has:
   not valid"). jwt_authn's own texts ("Jwt is expired", "Jwt verification fails", "Jwt header
   is an invalid JSON") are its jargon and reach no client, JSON or gRPC.
 
-A request counts as native gRPC when its content type is `application/grpc…` and the
-transcoder did not produce it (the transcoder marks what it transcodes with
-`x-envoy-original-method`).
+A request counts as native gRPC when its content-type passes Envoy's own test
+(`native_grpc`: `application/grpc` or `application/grpc+…`) and the transcoder did not
+produce it (the transcoder marks what it transcodes with `x-envoy-original-method`). Envoy
+answers exactly those in gRPC form; a content-type that only looks like gRPC
+(`application/grpc; charset=utf-8`, `application/grpc-web`) gets the JSON reply, as any
+transcoded request does.
 
 Expired tokens are told apart from other bad tokens: jwt_authn answers both with 401, but an
 expired one gets reason `TOKEN_EXPIRED` (the services' reason for it), matched on the reply's
@@ -33,7 +36,8 @@ with 403; a token the gateway does not accept is a credential problem, so that b
 Native gRPC local replies carry `LOCAL_REPLY_MARK` for the `replies` filter, which removes
 it: that filter gives upstream gRPC errors without an `ErrorInfo` a generic message
 (`GENERIC_MESSAGES`), and must leave the gateway's own texts ("the access token has
-expired") alone.
+expired") alone. The mark never leaves the gateway: `header_mutation`, the last filter on
+the way back, removes it from every reply as well (`filters`).
 
 The JSON body check (`json_body`) writes its own `google.rpc.Status` bodies (reason
 `UNKNOWN_FIELD` with BadRequest field violations). Envoy runs Lua replies through the mapper
@@ -51,6 +55,8 @@ from typing import Any
 
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+
+from vaultpay_gateway.native_grpc import native_grpc_content_type
 
 __all__ = [
     "DUPLICATE_FIELD_REASON",
@@ -262,17 +268,12 @@ def _status_is(http_status: int) -> dict[str, Any]:
     }
 
 
+# A request Envoy answers in gRPC form: native gRPC by Envoy's own test (`native_grpc`), and
+# not produced by the transcoder, which sets `application/grpc` on what it transcodes.
 _NATIVE_GRPC: dict[str, Any] = {
     "and_filter": {
         "filters": [
-            {
-                "header_filter": {
-                    "header": {
-                        "name": "content-type",
-                        "string_match": {"prefix": "application/grpc"},
-                    }
-                }
-            },
+            native_grpc_content_type(),
             {
                 "header_filter": {
                     "header": {

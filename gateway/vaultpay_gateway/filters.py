@@ -1,13 +1,14 @@
 """The HTTP filter chain of the public listener, in decode order.
 
-    header_mutation -> local_ratelimit (per client + global) -> body_size_limit
-    -> replies (lua) -> cors -> request_guard (lua) -> json_body.capture (lua)
+    header_mutation -> replies (lua) -> local_ratelimit (per client + global)
+    -> body_size_limit -> cors -> request_guard (lua) -> json_body.capture (lua)
     -> grpc_json_transcoder -> rpc_ratelimit -> jwt_authn -> json_body.check (lua) -> router
 
 - header_mutation comes first so that, on the way back, it sees every reply, Envoy's own
   included: it adds `Cache-Control: no-store` to any reply that has no Cache-Control (tokens
-  and personal data must not be kept by browsers or proxies; the docs set their own). It
-  also drops `grpc-*` headers from JSON replies (GATEWAY.md item 4); that per-route config is
+  and personal data must not be kept by browsers or proxies; the docs set their own), and
+  removes the local reply mapper's internal marks from every reply. It also drops `grpc-*`
+  headers from JSON replies (GATEWAY.md item 4); that per-route config is
   read while the path is still the REST path, so it only applies to JSON requests.
 - Cheap rejections next: the client's token bucket and the global one (`ratelimits`), then
   the body cap (GATEWAY.md item 5: the transcoder's own limit only sizes its buffer): one
@@ -43,6 +44,7 @@ from vaultpay_gateway.body_limits import RpcCaps, body_limit_filters
 from vaultpay_gateway.body_schema import BodySchemas
 from vaultpay_gateway.clusters import JWKS_CLUSTER
 from vaultpay_gateway.contract import ApiContract, Rpc
+from vaultpay_gateway.errors import LOCAL_REPLY_MARK, TRANSCODE_FAILURE_HEADER
 from vaultpay_gateway.json_body import capture_filter, check_filter
 from vaultpay_gateway.ratelimits import client_ratelimit_filter, rpc_ratelimit_filter
 from vaultpay_gateway.replies import replies_filter
@@ -51,6 +53,7 @@ from vaultpay_gateway.settings import GatewaySettings, RateLimit
 
 __all__ = [
     "HEADER_MUTATION_FILTER",
+    "INTERNAL_REPLY_HEADERS",
     "JWT_FILTER",
     "JWT_PROVIDER",
     "JWT_REQUIREMENT",
@@ -126,19 +129,26 @@ def grpc_json_transcoder(
     }
 
 
+# Marks the local reply mapper sets for the `replies` filter (`errors`), never for clients.
+INTERNAL_REPLY_HEADERS = (LOCAL_REPLY_MARK, TRANSCODE_FAILURE_HEADER)
+
+
 def _header_mutation() -> Json:
-    """`Cache-Control: no-store` on every reply without a Cache-Control of its own."""
+    """`Cache-Control: no-store` on every reply without a Cache-Control of its own, and no
+    reply keeps an internal mark (`INTERNAL_REPLY_HEADERS`): `replies` removes them where
+    it reads them, this removes them from every reply, whatever the request looked like."""
     no_store = {
         "append": {
             "header": {"key": "cache-control", "value": "no-store"},
             "append_action": "ADD_IF_ABSENT",
         }
     }
+    internal = [{"remove": header} for header in INTERNAL_REPLY_HEADERS]
     return {
         "name": HEADER_MUTATION_FILTER,
         "typed_config": typed(
             "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            mutations={"response_mutations": [no_store]},
+            mutations={"response_mutations": [no_store, *internal]},
         ),
     }
 

@@ -30,14 +30,15 @@ before jwt_authn and before the transcoder's 404: the 401-before-400 rule above 
 schema, and a media-type refusal says nothing about the schema, the route or the caller (it
 depends on the request's own headers alone; the same body to a path that does not exist gets
 415 too). The reply is a plain local reply that the mapper turns into the usual Status
-(INVALID_ARGUMENT; a request that only looks like gRPC, `application/grpc; x`, gets the
-mapper's plain-text gRPC form, as for any local reply to it).
+(INVALID_ARGUMENT), for a request that only looks like gRPC (`application/grpc; x`,
+`application/grpc-web`) too: Envoy answers it as HTTP, and so does the mapper (`native_grpc`).
 
 It fails closed: the capture marks every request it inspects, and the check refuses (500) a
-transcoded request that carries no mark. Native gRPC is recognised exactly as Envoy does (one
-content-type, `application/grpc` or `application/grpc+codec`), so `application/grpc; x` is
-transcoded *and* checked. A body holding a NUL byte is refused (400). Query parameters that
-name a field the URL path sets are refused too (the transcoder would let `?walletId=` override
+transcoded request that carries no mark. Native gRPC is recognised exactly as Envoy does
+(`native_grpc`: `application/grpc`, or `application/grpc+` and anything after it), so
+`application/grpc; x` is transcoded *and* checked, and `application/grpc+proto; x` passes as
+the native call Envoy takes it for. A body holding a NUL byte is refused (400). Query
+parameters that name a field the URL path sets are refused too (the transcoder would let `?walletId=` override
 `/wallets/{wallet_id}`), and so is every query parameter of a `body: "*"` binding (400
 `QUERY_PARAMETER_NOT_ALLOWED`): the transcoder would take `POST /v1/auth/login?password=…` from
 the URL, where proxies and browser histories keep it. A key that appears twice in one object,
@@ -86,6 +87,7 @@ from vaultpay_gateway.errors import (
     UNSUPPORTED_MEDIA_TYPE_TEXT,
 )
 from vaultpay_gateway.lua import lua_string
+from vaultpay_gateway.native_grpc import NATIVE_GRPC_LUA
 
 __all__ = ["CAPTURE_FILTER", "CHECK_FILTER", "capture_filter", "check_filter", "checker_lua"]
 
@@ -94,16 +96,9 @@ CHECK_FILTER = "vaultpay.json_body.check"
 _SAFE_COMMENT = re.compile(r"[\w.\-]+")
 
 _CAPTURE_LUA = r"""-- vaultpay gateway: copies JSON request bodies for the unknown-field check that runs
--- after the transcoder (vaultpay_gateway/json_body.py). Native gRPC is left alone.
--- Native gRPC exactly as Envoy recognises it: one content-type, `application/grpc` or
--- `application/grpc+<codec>`. Anything else (`application/grpc; x`, two content-types) is
--- transcoded by Envoy, so it is captured and checked like JSON.
-local function is_native_grpc(headers)
-  local content_type = headers:get("content-type")
-  if content_type == nil or string.find(content_type, ",", 1, true) ~= nil then return false end
-  return content_type == "application/grpc"
-    or string.find(content_type, "^application/grpc%+[%w._-]+$") ~= nil
-end
+-- after the transcoder (vaultpay_gateway/json_body.py). Native gRPC (is_native_grpc, above,
+-- Envoy's own test) is left alone; anything else (`application/grpc; x`, `application/grpc-web`)
+-- is transcoded by Envoy, so it is captured and checked like JSON.
 
 -- A body the transcoder may read: one content-type whose media type is `application/json`
 -- (any case), parameters allowed, but a charset only if it is UTF-8 (RFC 8259 §8.1: the
@@ -126,7 +121,7 @@ end
 function envoy_on_request(handle)
   -- Only the transcoder may say what the original method was (access logs, binding choice).
   handle:headers():remove("x-envoy-original-method")
-  if is_native_grpc(handle:headers()) then return end
+  if is_native_grpc(handle:headers():get("content-type")) then return end
   -- handle:body() yields until the body is in; Envoy objects taken before it are stale
   -- after it, so the metadata is fetched afterwards.
   local body = handle:body()
@@ -715,7 +710,7 @@ def capture_filter() -> Json:
     """Before the transcoder: refuses non-gRPC request bodies not sent as JSON (415), copies
     the others into the dynamic metadata."""
     media_type = f"local UNSUPPORTED_MEDIA_TYPE = {lua_string(UNSUPPORTED_MEDIA_TYPE_TEXT)}\n"
-    return _lua_filter(CAPTURE_FILTER, _prelude() + media_type + _CAPTURE_LUA)
+    return _lua_filter(CAPTURE_FILTER, _prelude() + media_type + NATIVE_GRPC_LUA + _CAPTURE_LUA)
 
 
 def check_filter(schemas: BodySchemas) -> Json:

@@ -61,7 +61,11 @@ sees their replies and every upstream reply once transcoded:
 
 Only error replies are read (and buffered); a failure inside the script leaves the reply as
 it was. The filter sits right after `header_mutation`, so it also sees the replies of the
-client rate limit and the body caps (and removes their `errors.LOCAL_REPLY_MARK`).
+client rate limit and the body caps. It removes `errors.LOCAL_REPLY_MARK` from every reply it
+sees (`header_mutation` does too, after it). A reply is gRPC when its content-type passes
+Envoy's own test (`native_grpc`, as for requests); `application/grpc; x` or
+`application/grpc-web` are not, and Envoy never answers a request in gRPC form unless the
+request passed that test.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ from vaultpay_gateway.errors import (
     grpc_status_details,
 )
 from vaultpay_gateway.lua import lua_bytes, lua_string
+from vaultpay_gateway.native_grpc import NATIVE_GRPC_LUA
 
 __all__ = [
     "ENUM_LIST_MAX_CHARS",
@@ -394,9 +399,8 @@ local function exact_retry_info(headers)
   headers:replace("grpc-status-details-bin", base64(RATE_LIMITED_STATUS .. field(0x1a, any)))
 end
 
-local function on_grpc_response(handle, headers)
-  if headers:get(LOCAL) ~= nil then
-    headers:remove(LOCAL)
+local function on_grpc_response(handle, headers, local_reply)
+  if local_reply then
     exact_retry_info(headers)
     return
   end
@@ -429,11 +433,16 @@ function envoy_on_response(handle)
   if reset ~= nil and headers:get("retry-after") ~= nil then
     headers:replace("retry-after", tostring(math.max(1, math.ceil(reset))))
   end
-  local content_type = headers:get("content-type") or ""
-  if sub(content_type, 1, 16) == "application/grpc" then
-    on_grpc_response(handle, headers)
+  -- The local reply mapper's mark (a gRPC reply of Envoy's own) never leaves the gateway.
+  local local_reply = headers:get(LOCAL) ~= nil
+  if local_reply then headers:remove(LOCAL) end
+  local content_type = headers:get("content-type")
+  -- A gRPC reply by Envoy's own test, the one every filter of the gateway uses.
+  if is_native_grpc(content_type) then
+    on_grpc_response(handle, headers, local_reply)
     return
   end
+  content_type = content_type or ""
   if status == "200" then
     -- Only the cors filter's preflight replies carry access-control-allow-methods.
     if headers:get("access-control-allow-methods") ~= nil then headers:replace(":status", "204") end
@@ -580,6 +589,7 @@ def replies_filter(
         f"{_lua_table('KINDS', TYPE_WORDS)}"
         f"{_lua_table('ENUMS', enum_words(enums or {}))}"
         f"{_lua_table('MESSAGES', dict.fromkeys(sorted(messages), True))}"
+        f"{NATIVE_GRPC_LUA}"
         f"{_REPLIES_LUA}"
     )
     return {

@@ -33,6 +33,12 @@ from vaultpay_gateway import (
     validate,
 )
 from vaultpay_gateway.__main__ import main
+from vaultpay_gateway.filters import HEADER_MUTATION_FILTER, INTERNAL_REPLY_HEADERS
+from vaultpay_gateway.native_grpc import (
+    NATIVE_GRPC_LUA,
+    is_native_grpc,
+    native_grpc_content_type,
+)
 
 # --- a synthetic contract, to pin derivation rules independently of the real protos ---
 
@@ -313,6 +319,68 @@ def test_every_gateway_error_has_a_json_and_a_grpc_mapper(descriptor_set: Path) 
         assert {"key": "grpc-status", "value": str(error.grpc_code)} in [
             h["header"] for m in mappers for h in m.get("headers_to_add", [])
         ]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "native"),
+    [
+        ("application/grpc", True),
+        ("application/grpc+proto", True),
+        ("application/grpc+", True),
+        ("application/grpc+proto; charset=utf-8", True),
+        ("application/grpc+proto,application/json", True),
+        ("application/grpc; charset=utf-8", False),
+        ("application/grpc;x", False),
+        ("Application/GRPC", False),
+        ("application/grpc-web", False),
+        ("application/grpc-web+proto", False),
+        ("application/grpc,application/grpc", False),
+        (" application/grpc", False),
+        ("application/json", False),
+        (None, False),
+    ],
+)
+def test_native_grpc_is_envoys_test(content_type: str | None, native: bool) -> None:
+    """Grpc::Common::hasGrpcContentType: exactly `application/grpc`, or `application/grpc+`
+    and anything after it; case-sensitive; two headers arrive joined by a comma."""
+    assert is_native_grpc(content_type) is native
+
+
+def _lua_sources(config: dict[str, Any]) -> dict[str, str]:
+    return {
+        f["name"]: f["typed_config"]["default_source_code"]["inline_string"]
+        for f in _public_hcm(config)["http_filters"]
+        if f["typed_config"]["@type"].endswith(".lua.v3.Lua")
+    }
+
+
+def test_every_filter_tells_native_grpc_apart_by_the_one_shared_rule(
+    descriptor_set: Path,
+) -> None:
+    config = _render(descriptor_set)
+    sources = _lua_sources(config)
+
+    # The Lua filters that ask carry the generated helper, and no test of their own.
+    for name in ("vaultpay.replies", "vaultpay.json_body.capture"):
+        assert NATIVE_GRPC_LUA in sources[name], name
+    for name, source in sources.items():
+        rest = source.replace(NATIVE_GRPC_LUA, "")
+        assert '"application/grpc' not in rest, name  # a string literal, not a comment
+    # The local reply mapper: the same test as a header matcher, on the request.
+    mappers = json.dumps(_public_hcm(config)["local_reply_config"]["mappers"])
+    assert json.dumps(native_grpc_content_type()) in mappers
+    assert '{"prefix": "application/grpc"}' not in mappers
+
+
+def test_no_reply_keeps_an_internal_mark(descriptor_set: Path) -> None:
+    """header_mutation, the last filter on the way back, removes the mapper's marks."""
+    config = _render(descriptor_set)
+    mutations = _filter(config, HEADER_MUTATION_FILTER)["mutations"]["response_mutations"]
+
+    assert set(INTERNAL_REPLY_HEADERS) == {"x-vaultpay-local-reply", "x-vaultpay-transcode-failure"}
+    for header in INTERNAL_REPLY_HEADERS:
+        assert {"remove": header} in mutations
+    assert _public_hcm(config)["http_filters"][0]["name"] == HEADER_MUTATION_FILTER
 
 
 def test_access_log_never_records_credentials_or_query_strings(descriptor_set: Path) -> None:
@@ -657,14 +725,12 @@ def test_cli_takes_a_unix_admin_socket_and_rpc_budgets(
 def test_replies_without_a_cache_control_of_their_own_are_no_store(descriptor_set: Path) -> None:
     mutation = _filter(_render(descriptor_set), "envoy.filters.http.header_mutation")
 
-    assert mutation["mutations"]["response_mutations"] == [
-        {
-            "append": {
-                "header": {"key": "cache-control", "value": "no-store"},
-                "append_action": "ADD_IF_ABSENT",
-            }
+    assert {
+        "append": {
+            "header": {"key": "cache-control", "value": "no-store"},
+            "append_action": "ADD_IF_ABSENT",
         }
-    ]
+    } in mutation["mutations"]["response_mutations"]
 
 
 def test_the_wrong_audience_mappers_answer_401(descriptor_set: Path) -> None:

@@ -200,8 +200,8 @@ class WalletDirectory(Protocol):
 
 
 class UserRoleSource(Protocol):
-    """A user's current role, from auth
-    rule of staff decisions (`check_reviewer_outranks_owner`)."""
+    """A user's current role, from auth's GetUserContact (`vaultpay_common.grpc.user_roles`),
+    for the rank rule of staff decisions (`check_reviewer_outranks_owner`)."""
 
     async def role_of(self, user_id: str) -> Role:
         """Raises an UnavailableError when auth cannot tell (down, too slow, an answer

@@ -210,7 +210,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # t0019 replaces TopUp's function (a reference already credited is answered first); t0020
     # replaces transfer_caps (a missing default fails closed, whatever the user's limit),
     # TopUp's function again (that early answer only for this wallet's own credit) and the
-    # payout's settle and return (ALREADY_FINISHED tells the payout's status); t0021 replaces
+    # payout's settle and return (ALREADY_FINISHED replies the withdrawal's row); t0021 replaces
     # the lease (it counts no attempt) and creates the claim again (it counts the bank call and
     # returns the count); w0009
     # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge; w0010 the
@@ -667,17 +667,17 @@ async def _history(dbs: Provisioned) -> tuple[list[tuple[str, str, Any]], dict[s
 
 def _without_later_limit_figures(answer: tuple[str, str, Any]) -> tuple[str, str, Any]:
     """t0006 adds the month's limit and usage to a daily limit's refusal, t0016 the time of
-    the decision to every limit's refusal, and t0020 a finished payout's status to
-    ALREADY_FINISHED (t0001 replied nothing); t0021's lease counts no attempt (t0001's counted
-    the lease; the claim for the bank counts the bank calls now, and the script makes none);
-    nothing else."""
+    the decision to every limit's refusal, and t0020 the finished payout's withdrawal row to
+    ALREADY_FINISHED (t0001 replied nothing; the test holds it to the OK's row); t0021's lease
+    counts no attempt (t0001's counted the lease; the claim for the bank counts the bank calls
+    now, and the script makes none); nothing else."""
     label, outcome, reply = answer
     if label == "lease":
         assert reply and all(attempts == 0 for *_, attempts in reply), answer
         return label, outcome, [(*leased, attempts + 1) for *leased, attempts in reply]
     if outcome == "ALREADY_FINISHED":
-        assert isinstance(reply, dict) and set(reply) == {"status"}, answer
-        assert reply["status"] in ("SETTLED", "RETURNED"), answer
+        assert isinstance(reply, dict) and reply["category"] == "WITHDRAW", answer
+        assert reply["status"] in ("COMPLETED", "FAILED"), answer
         return label, outcome, None
     if isinstance(reply, dict) and outcome.endswith("_LIMIT_EXCEEDED"):
         assert reply.pop("decided_at", None) is not None, answer
@@ -738,6 +738,12 @@ async def test_the_functions_answer_and_write_exactly_as_t0001s(worlds: Worlds) 
         "NOT_FOUND",
     }, outcomes
     answers = {label: (outcome, reply) for label, outcome, reply in new_answers}
+    # t0020: a finished payout's ALREADY_FINISHED replies its withdrawal's row as the OK that
+    # finished it replied the row (the shape every release's adapter parses).
+    assert answers["settle again"] == ("ALREADY_FINISHED", answers["settle"][1])
+    assert answers["return again"] == ("ALREADY_FINISHED", answers["return"][1])
+    assert answers["settle"][1]["status"] == "COMPLETED"
+    assert answers["return"][1]["status"] == "FAILED"
     assert answers["expired freeze sends"][0] == "OK"
     assert answers["to a frozen wallet"][0] == "OK"
     assert answers["caps False VPY-ALICE0 BASIC top_up"][1] == (1_000_000, 5_000_000, 10_000_000)

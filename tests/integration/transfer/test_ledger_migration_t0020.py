@@ -1,5 +1,6 @@
-"""Migration t0020 on real PostgreSQL: a missing tier default fails closed, and TopUp tells a
-credited payment reference early only to the wallet it credited.
+"""Migration t0020 on real PostgreSQL: a missing tier default fails closed, TopUp tells a
+credited payment reference early only to the wallet it credited, and a finished payout's
+answer tells how it finished in the shape every release reads.
 
 * A window with neither an admin override nor its tier's default setting is capped at 0, also
   for a user who set their own (lower) limit: t0002's `transfer_caps` gave that user's limit
@@ -10,6 +11,10 @@ credited payment reference early only to the wallet it credited.
   under a new request id, tests/integration/transfer/test_top_up_reference_retry.py); another
   wallet's reference is refused after the wallet's own refusals, by the INSERT's backstop,
   still PAYMENT_REFERENCE_USED and still credited once, racing or not.
+* A payout's settle and return answer ALREADY_FINISHED with the payout's withdrawal row, as
+  their OK does: the previous release's adapter, which parses any reply as a transaction row,
+  reads it during a rolling deploy, and this release tells from its status how the payout
+  ended.
 
 The last test downgrades to t0019 (the review's answers) and upgrades again.
 """
@@ -17,10 +22,12 @@ The last test downgrades to t0019 (the review's answers) and upgrades again.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import pytest
 
 from tests.integration.transfer.conftest import (
@@ -30,12 +37,15 @@ from tests.integration.transfer.conftest import (
     footprint,
     key,
     ledger_is_clean,
+    plain_dsn,
     run_transfer_cli,
     top_up_on,
     waiting_on_a_lock,
 )
-from vaultpay_transfer.domain.model import PaymentMethod
+from vaultpay_transfer.adapters.rows import transaction_from_row
+from vaultpay_transfer.domain.model import PaymentMethod, TransactionStatus
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
+from vaultpay_transfer.service_layer.ports import PayoutSettlement
 from vaultpay_wallet.domain.model import FreezeSource
 
 pytestmark = pytest.mark.integration
@@ -237,6 +247,68 @@ async def test_ten_wallets_topping_up_one_reference_at_once_credit_it_once(
     answers = await asyncio.gather(*(_top_up(ledger, w, 1_000, reference) for w in wallets))
     assert sorted(a.code for a in answers) == ["OK"] + ["PAYMENT_REFERENCE_USED"] * 9, answers
     assert sum([await ledger.balance(w) for w in wallets]) == 1_000
+    await ledger_is_clean(ledger)
+
+
+def _previous_releases_settlement(outcome: str, reply: str | None) -> PayoutSettlement:
+    """How the previous release's adapter read a settle or return answer (`PgLedger.
+    _settlement` as of 8f4a911, before t0020), kept here as it was: any reply as a withdrawal
+    row. Its payout worker caught only unavailability and timeouts around it, so a reply it
+    could not parse ended its whole round, during a rolling deploy (t0020 runs before the
+    old processes are replaced)."""
+    return PayoutSettlement(
+        outcome,
+        None if reply is None else transaction_from_row(json.loads(reply)),
+    )
+
+
+async def test_a_finished_payouts_answer_reads_in_the_previous_release_and_tells_how_it_ended(
+    ledger: LedgerWorld,
+) -> None:
+    """ALREADY_FINISHED replies the withdrawal's row as the OK that finished the payout
+    replied it: the previous release's parsing reads it (COMPLETED, FAILED), and the adapter
+    tells the payout's end from it (SETTLED, RETURNED), a contradiction included."""
+    alice = await ledger.new_wallet()
+    await ledger.fund(alice, 10_000)
+    settled, returned = [
+        (await ledger.withdraw(alice, amount)).transaction for amount in (3_000, 2_000)
+    ]
+    assert settled is not None and returned is not None
+    app = await asyncpg.connect(plain_dsn(ledger.dbs.app_dsn("transfer")))
+    try:
+
+        async def previous_release(sql: str, *args: str) -> PayoutSettlement:
+            row = await app.fetchrow(f"SELECT outcome, reply FROM {sql}", *args)
+            assert row is not None
+            return _previous_releases_settlement(row["outcome"], row["reply"])
+
+        settle = "transfer_settle_payout($1::uuid)"
+        give_back = "transfer_return_payout($1::uuid, $2::text)"
+        paid = await previous_release(settle, settled.transaction_id)
+        refused = await previous_release(give_back, returned.transaction_id, "account closed")
+        assert paid.outcome == refused.outcome == "OK"
+        for late, finished in (
+            (await previous_release(settle, settled.transaction_id), paid),
+            (await previous_release(give_back, settled.transaction_id, "late"), paid),
+            (await previous_release(settle, returned.transaction_id), refused),
+            (await previous_release(give_back, returned.transaction_id, "again"), refused),
+        ):
+            assert late == PayoutSettlement("ALREADY_FINISHED", finished.transaction)
+    finally:
+        await app.close()
+    assert paid.transaction is not None and refused.transaction is not None
+    assert paid.transaction.status is TransactionStatus.COMPLETED
+    assert refused.transaction.status is TransactionStatus.FAILED
+    # This release's adapter: the payout's end, from the same row.
+    for late, outcome in (
+        (await ledger.ledger.settle_payout(settled.transaction_id), "SETTLED"),
+        (await ledger.ledger.return_payout(settled.transaction_id, "late"), "SETTLED"),
+        (await ledger.ledger.settle_payout(returned.transaction_id), "RETURNED"),
+        (await ledger.ledger.return_payout(returned.transaction_id, "again"), "RETURNED"),
+    ):
+        assert (late.outcome, late.final_status) == ("ALREADY_FINISHED", outcome)
+        assert late.transaction in (paid.transaction, refused.transaction)
+    assert await ledger.balance(alice) == 7_000
     await ledger_is_clean(ledger)
 
 

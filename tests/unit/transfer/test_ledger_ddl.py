@@ -518,22 +518,26 @@ def test_t0020_replaces_four_functions_and_its_downgrade_puts_theirs_back() -> N
     ]
 
 
-def test_t0020_tells_a_finished_payouts_status_and_changes_nothing_else() -> None:
+def test_t0020_tells_a_finished_payouts_withdrawal_row_and_changes_nothing_else() -> None:
     silent = "    IF p.status <> 'PENDING' THEN outcome := 'ALREADY_FINISHED'; RETURN NEXT; RETURN; END IF;\n"
-    told = (
-        "    IF p.status <> 'PENDING' THEN\n"
-        "        outcome := 'ALREADY_FINISHED';\n"
-        "        reply := json_build_object('status', p.status)::text;\n"
-        "        RETURN NEXT; RETURN;\n"
-        "    END IF;\n"
-    )
     upgrade = ledger_t0020_ddl()
-    for name, before in (
-        ("transfer_settle_payout", _t0002s("transfer_settle_payout")),
-        ("transfer_return_payout", _t0012s_return()),
+    # The reply is built as each function's OK reply is (row_to_json of the withdrawal's
+    # wallet_transactions row, under the same alias): the one shape every adapter parses.
+    for name, before, alias in (
+        ("transfer_settle_payout", _t0002s("transfer_settle_payout"), "t"),
+        ("transfer_return_payout", _t0012s_return(), "u"),
     ):
+        told = (
+            "    IF p.status <> 'PENDING' THEN\n"
+            "        outcome := 'ALREADY_FINISHED';\n"
+            f"        SELECT row_to_json({alias})::text INTO reply FROM wallet_transactions AS {alias}\n"
+            f"        WHERE {alias}.id = p_transaction_id;\n"
+            "        RETURN NEXT; RETURN;\n"
+            "    END IF;\n"
+        )
         [after] = [s for s in upgrade if s.startswith(f"CREATE OR REPLACE FUNCTION {name}(")]
         assert before.count(silent) == 1
+        assert f"RETURNING row_to_json({alias})::text INTO reply;" in before
         assert after == before.replace(silent, told)
 
 

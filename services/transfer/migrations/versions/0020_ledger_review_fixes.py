@@ -18,8 +18,11 @@ backstop after the wallet's own refusals, as before t0019.
 `transfer_settle_payout` and `transfer_return_payout` answered ALREADY_FINISHED with no reply
 whichever way the payout had finished, so the payout worker could not see a bank answer that
 contradicts it (paid, for a payout already returned to the wallet, or the reverse). Their
-ALREADY_FINISHED now replies `{"status": "SETTLED" | "RETURNED"}`, read under the payout's
-row lock; nothing else changes.
+ALREADY_FINISHED now replies the payout's withdrawal row, built as their OK reply is
+(`row_to_json` of its `wallet_transactions` row: COMPLETED when the payout was settled, FAILED
+when it was returned), read under the payout's row lock; nothing else changes. A transaction
+row is what the previous release's adapter parses any reply as, so its workers go on as they
+did during a rolling deploy.
 
 SQL in `sql/t0020_upgrade.sql`; the downgrade puts t0002's `transfer_caps` and
 `transfer_settle_payout` (read from `sql/functions.sql`), t0019's `transfer_top_up` (read from

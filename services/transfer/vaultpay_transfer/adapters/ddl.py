@@ -48,7 +48,7 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0020: `t0020_upgrade.sql` (transfer_caps fails closed when a window's base, the admin
   override or the tier default, is missing, whatever the user's own limit; TopUp's function
   answers a credited reference before the wallet's other refusals only when it credited this
-  wallet; the payout's settle and return tell a finished payout's status with
+  wallet; the payout's settle and return reply a finished payout's withdrawal row with
   ALREADY_FINISHED); its downgrade is t0002's transfer_caps and settle, read from
   `functions.sql`, t0019's TopUp function, read from `t0019_upgrade.sql`, and t0012's return,
   read from `t0012_upgrade.sql`.
@@ -332,8 +332,9 @@ def ledger_t0020_ddl() -> list[str]:
     override nor a tier default, even when the user set their own limit; TopUp's function
     answers PAYMENT_REFERENCE_USED before the wallet's other refusals only for a reference
     credited to this wallet (one credited to another is refused by its INSERT, as before
-    t0019); the payout's settle and return answer ALREADY_FINISHED with the payout's status
-    (`{"status": "SETTLED" | "RETURNED"}`)."""
+    t0019); the payout's settle and return answer ALREADY_FINISHED with the payout's
+    withdrawal row, as their OK does (`row_to_json`: COMPLETED when it was settled, FAILED
+    when returned), the shape every release's adapter parses."""
     return split_sql(_script("t0020_upgrade.sql"))
 
 

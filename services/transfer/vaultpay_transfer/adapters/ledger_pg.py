@@ -54,7 +54,7 @@ from vaultpay_common.idempotency import (
 from vaultpay_common.pg_failures import LOST_CONNECTION
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
-from vaultpay_transfer.domain.model import PaymentMethod, Transaction
+from vaultpay_transfer.domain.model import PaymentMethod, Transaction, TransactionStatus
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_transfer.service_layer.ports import (
     ClaimAnswer,
@@ -319,10 +319,10 @@ class PgLedger:
         return PayoutClaim(ClaimAnswer(str(row["answer"])), row["lease_until"], row["attempts"])
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement:
-        return await self._settlement("SETTLED", _SETTLE, transaction_id)
+        return await self._settlement(_SETTLE, transaction_id)
 
     async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement:
-        settled = await self._settlement("RETURNED", _RETURN, transaction_id, reason)
+        settled = await self._settlement(_RETURN, transaction_id, reason)
         if settled.outcome != "OK" or settled.transaction is None:
             return settled
         # Closed is terminal, so a status read after the commit tells whether the credit
@@ -340,17 +340,31 @@ class PgLedger:
         closed = bool(rows) and rows[0]["status"] == "CLOSED"
         return replace(settled, wallet_closed=closed)
 
-    async def _settlement(self, status: str, sql: str, *args: Any) -> PayoutSettlement:
-        """The function's answer; `status` is the payout's when it answers OK. Its
-        ALREADY_FINISHED replies `{"status": ...}`, how the payout finished (t0020)."""
+    async def _settlement(self, sql: str, *args: Any) -> PayoutSettlement:
+        """The function's answer and the payout's withdrawal row it replies: the row this call
+        finished (OK) or, since t0020, the row an earlier call finished (ALREADY_FINISHED; a
+        ledger before t0020 replied nothing there). How the payout finished is read from that
+        row's status, so the reply keeps the one shape every release parses."""
         rows = await self._fetch(sql, *args)
         if not rows:
             raise RuntimeError("a payout function returned no row")
         outcome, reply = str(rows[0]["outcome"]), rows[0]["reply"]
         self._committed(outcome)
-        if outcome == "OK":
-            return PayoutSettlement(outcome, transaction_from_row(json.loads(reply)), False, status)
-        return PayoutSettlement(outcome, None, False, _details(reply).get("status"))
+        if reply is None:
+            return PayoutSettlement(outcome, None)
+        withdrawal = transaction_from_row(json.loads(reply))
+        return PayoutSettlement(outcome, withdrawal, False, _payout_end(withdrawal))
+
+
+def _payout_end(withdrawal: Transaction) -> str:
+    """How a finished payout ended, by its withdrawal's status: settling completes the
+    withdrawal, returning fails it (one transaction sets both); only a completed one can
+    later be reversed. A PENDING withdrawal here would be a broken ledger."""
+    if withdrawal.status is TransactionStatus.FAILED:
+        return "RETURNED"
+    if withdrawal.status in (TransactionStatus.COMPLETED, TransactionStatus.REVERSED):
+        return "SETTLED"
+    raise RuntimeError(f"a finished payout's withdrawal is {withdrawal.status.name}")
 
 
 class _PgHeldMovement:

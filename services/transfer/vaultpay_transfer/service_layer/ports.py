@@ -201,13 +201,16 @@ class PayoutLease:
 @dataclass(frozen=True, slots=True)
 class PayoutSettlement:
     outcome: str  # OK, ALREADY_FINISHED, NOT_FOUND
+    # The payout's withdrawal as the ledger replied it: finished by this call (OK) or by an
+    # earlier one (ALREADY_FINISHED, transfer t0020); None when NOT_FOUND, or ALREADY_FINISHED
+    # from a ledger before t0020.
     transaction: Transaction | None
     # A returned payout that credited a CLOSED wallet (an anomaly: wallet refuses to close
     # with a withdrawal pending, so only a wallet closed some other way gets here).
     wallet_closed: bool = False
     # How the payout finished: SETTLED or RETURNED, this call's doing (OK) or an earlier one's
-    # (ALREADY_FINISHED, transfer t0020); None when NOT_FOUND, or when a ledger before t0020
-    # did not say.
+    # (ALREADY_FINISHED, transfer t0020: read from the withdrawal's status, COMPLETED or
+    # FAILED); None when there is no withdrawal (`transaction`) to read it from.
     final_status: str | None = None
 
 

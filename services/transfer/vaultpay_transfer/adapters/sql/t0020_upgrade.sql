@@ -179,17 +179,22 @@ BEGIN
 END
 $$;
 
--- transfer_settle_payout and transfer_return_payout: ALREADY_FINISHED tells the payout's final
--- status.
+-- transfer_settle_payout and transfer_return_payout: ALREADY_FINISHED tells how the payout
+-- finished.
 --
 -- Both answered ALREADY_FINISHED, with no reply, for a payout no longer PENDING, whichever way
 -- it had finished: a worker recording the bank's "paid" for a payout already RETURNED (its
 -- money credited back to the wallet), or "refused" for one already SETTLED, could not tell
 -- that answer from a harmless repeat, and counted it as finished with nothing logged. The
--- reply of ALREADY_FINISHED is now {"status": "SETTLED" | "RETURNED"}, read under the
--- payout's row lock (and final: t0017's triggers keep a finished payout as it is); the
--- worker compares it with the bank's answer. Nothing else changes: a finished payout is still
--- left as it is. Otherwise functions.sql's transfer_settle_payout and t0012's
+-- reply of ALREADY_FINISHED is now the payout's withdrawal row as it stands, built as their OK
+-- reply is (row_to_json of the wallet_transactions row), read under the payout's row lock:
+-- COMPLETED for a SETTLED payout (REVERSED, should a completed one ever be reversed), FAILED
+-- for a RETURNED one (each function sets both in one transaction, and t0017's triggers keep a
+-- finished payout as it is); the worker compares it with the bank's answer. It is a
+-- transaction row because the previous release's adapter parses any reply as one: it reads
+-- the row and goes on as before, during a rolling deploy (a {"status": ...} reply would make
+-- it fail, and abandon its round, on every contradiction). Nothing else changes: a finished
+-- payout is still left as it is. Otherwise functions.sql's transfer_settle_payout and t0012's
 -- transfer_return_payout (t0012_upgrade.sql), byte for byte; CREATE OR REPLACE keeps their
 -- owners and privileges.
 
@@ -209,7 +214,8 @@ BEGIN
     IF NOT FOUND THEN outcome := 'NOT_FOUND'; RETURN NEXT; RETURN; END IF;
     IF p.status <> 'PENDING' THEN
         outcome := 'ALREADY_FINISHED';
-        reply := json_build_object('status', p.status)::text;
+        SELECT row_to_json(t)::text INTO reply FROM wallet_transactions AS t
+        WHERE t.id = p_transaction_id;
         RETURN NEXT; RETURN;
     END IF;
     PERFORM transfer_open_movement(v_movement, 'PAYOUT_SETTLED', p.currency, p.amount, v_now,
@@ -252,7 +258,8 @@ BEGIN
     IF NOT FOUND THEN outcome := 'NOT_FOUND'; RETURN NEXT; RETURN; END IF;
     IF p.status <> 'PENDING' THEN
         outcome := 'ALREADY_FINISHED';
-        reply := json_build_object('status', p.status)::text;
+        SELECT row_to_json(u)::text INTO reply FROM wallet_transactions AS u
+        WHERE u.id = p_transaction_id;
         RETURN NEXT; RETURN;
     END IF;
     SELECT id, user_id, display_name, balance INTO w

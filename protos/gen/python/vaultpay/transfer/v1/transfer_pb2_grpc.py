@@ -627,9 +627,10 @@ class TransferAdminServiceServicer:
     def AdminVerifyLedger(self, request, context):
         """Proves the ledger's invariants (every transaction's postings sum to zero, every
         wallet balance equals the sum of its postings, all balances including system accounts
-        sum to zero, no user balance is negative, each wallet's history adds up to its balance,
-        every movement agrees with its postings, payment, limit usage and payout) and checks the
-        audit hash chain. The caller's deadline bounds its full scans.
+        sum to zero, no user balance is negative, each wallet's history adds up to its balance
+        and every row of it belongs to the wallet's owner, every movement agrees with its
+        postings, payment, limit usage and payout) and checks the audit hash chain. The caller's
+        deadline bounds its full scans.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -307,9 +307,10 @@ class TransferAdminServiceStub:
     AdminVerifyLedger: _grpc.UnaryUnaryMultiCallable[_transfer_pb2.AdminVerifyLedgerRequest, _transfer_pb2.AdminVerifyLedgerResponse]
     """Proves the ledger's invariants (every transaction's postings sum to zero, every
     wallet balance equals the sum of its postings, all balances including system accounts
-    sum to zero, no user balance is negative, each wallet's history adds up to its balance,
-    every movement agrees with its postings, payment, limit usage and payout) and checks the
-    audit hash chain. The caller's deadline bounds its full scans.
+    sum to zero, no user balance is negative, each wallet's history adds up to its balance
+    and every row of it belongs to the wallet's owner, every movement agrees with its
+    postings, payment, limit usage and payout) and checks the audit hash chain. The caller's
+    deadline bounds its full scans.
     """
 
 @_typing.type_check_only
@@ -338,9 +339,10 @@ class TransferAdminServiceAsyncStub(TransferAdminServiceStub):
     AdminVerifyLedger: _aio.UnaryUnaryMultiCallable[_transfer_pb2.AdminVerifyLedgerRequest, _transfer_pb2.AdminVerifyLedgerResponse]  # type: ignore[assignment]
     """Proves the ledger's invariants (every transaction's postings sum to zero, every
     wallet balance equals the sum of its postings, all balances including system accounts
-    sum to zero, no user balance is negative, each wallet's history adds up to its balance,
-    every movement agrees with its postings, payment, limit usage and payout) and checks the
-    audit hash chain. The caller's deadline bounds its full scans.
+    sum to zero, no user balance is negative, each wallet's history adds up to its balance
+    and every row of it belongs to the wallet's owner, every movement agrees with its
+    postings, payment, limit usage and payout) and checks the audit hash chain. The caller's
+    deadline bounds its full scans.
     """
 
 class TransferAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -396,9 +398,10 @@ class TransferAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_transfer_pb2.AdminVerifyLedgerResponse, _abc.Awaitable[_transfer_pb2.AdminVerifyLedgerResponse]]:
         """Proves the ledger's invariants (every transaction's postings sum to zero, every
         wallet balance equals the sum of its postings, all balances including system accounts
-        sum to zero, no user balance is negative, each wallet's history adds up to its balance,
-        every movement agrees with its postings, payment, limit usage and payout) and checks the
-        audit hash chain. The caller's deadline bounds its full scans.
+        sum to zero, no user balance is negative, each wallet's history adds up to its balance
+        and every row of it belongs to the wallet's owner, every movement agrees with its
+        postings, payment, limit usage and payout) and checks the audit hash chain. The caller's
+        deadline bounds its full scans.
         """
 
 def add_TransferAdminServiceServicer_to_server(servicer: TransferAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

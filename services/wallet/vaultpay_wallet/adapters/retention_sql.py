@@ -10,27 +10,24 @@ past that time). So a row is deleted once it has been expired for `margin` (a da
 deletion changes: an address confirmed again after its lapsed row went starts a new
 `first_seen`.
 
-Batches of at most `batch_size` rows, oldest first, each its own transaction (no long
-transaction or many row locks next to the money path), read from each table's `expires_at`
-index (w0009). The rows of a batch are picked by `ctid` and deleted by the same statement, whose
-snapshot keeps the ctids from being reused; the outer `expires_at` test is checked again on a
-row a concurrent upsert renewed meanwhile (a confirmation mailed again, an address confirmed
-again), which is then kept.
+Batches of at most `batch_size` rows, oldest first, each its own transaction, read from each
+table's `expires_at` index (w0009). The statement is `OldRowsPurge`'s (`old_rows_purge_sql`):
+its outer `expires_at` test is checked again on a row a concurrent upsert renewed meanwhile (a
+confirmation mailed again, an address confirmed again), which is then kept.
 
     deleted = await purge_expired_wallet_rows(engine, clock=clock)   # {"trusted_ips": 12, ...}
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, Integer, TextClause, bindparam, text
+from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.clock import Clock
-from vaultpay_common.db import delete_in_batches
+from vaultpay_wallet.adapters.old_rows_purge_sql import OldRowsPurge
 
 __all__ = [
     "EXPIRED_ROW_RETENTION",
@@ -46,43 +43,20 @@ EXPIRED_ROW_RETENTION = timedelta(hours=24)
 # Each has `expires_at` and the index `<table>_expires_idx` (w0009).
 PURGED_TABLES = ("pin_reset_tokens", "ip_confirmations", "trusted_ips")
 
-
-def _batch_delete(table: str) -> TextClause:
-    # `table` is one of PURGED_TABLES, never input. The subquery reads the expiry index in
-    # order (ORDER BY makes it the cheaper plan in a generic plan too, where `expires_at < $1`
-    # is guessed to match a third of the table). The outer test is the recheck of a row
-    # renewed meanwhile, written as `IS TRUE` so that no index can serve it: the batch's rows
-    # are taken by ctid (a Tid Scan), never by a second walk of the expired range.
-    return text(
-        f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
-        f"SELECT ctid FROM {table} WHERE expires_at < :older_than"
-        " ORDER BY expires_at LIMIT :batch_size))"
-        " AND (expires_at < :older_than) IS TRUE"
-    ).bindparams(
-        bindparam("older_than", type_=DateTime(timezone=True)),
-        bindparam("batch_size", type_=Integer),
-    )
-
-
-_DELETES = {table: _batch_delete(table) for table in PURGED_TABLES}
+_EXPIRED = {table: OldRowsPurge(table, "expires_at") for table in PURGED_TABLES}
 
 
 def expired_rows_delete(table: str, older_than: datetime, batch_size: int) -> TextClause:
     """The statement deleting at most `batch_size` rows of `table` expired before `older_than`,
     oldest first."""
-    if older_than.tzinfo is None:
-        raise ValueError("older_than must be an aware datetime")
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    return _DELETES[table].bindparams(older_than=older_than, batch_size=batch_size)
+    return _EXPIRED[table].statement(older_than, batch_size)
 
 
 async def delete_expired_batch(
     conn: AsyncConnection, table: str, older_than: datetime, batch_size: int
 ) -> int:
     """Deletes one batch; returns how many rows went."""
-    result = await conn.execute(expired_rows_delete(table, older_than, batch_size))
-    return int(result.rowcount)
+    return await _EXPIRED[table].delete_batch(conn, older_than, batch_size)
 
 
 async def purge_expired_wallet_rows(
@@ -97,15 +71,10 @@ async def purge_expired_wallet_rows(
     if margin < timedelta(hours=1):
         raise ValueError("expired rows must be kept at least an hour past their expiry")
     older_than = clock.now() - margin
-    deleted: dict[str, int] = {}
-    for table in PURGED_TABLES:
-        deleted[table] = await delete_in_batches(
-            engine,
-            functools.partial(
-                delete_expired_batch, table=table, older_than=older_than, batch_size=batch_size
-            ),
-            batch_size,
-        )
+    deleted = {
+        table: await purge.purge(engine, older_than=older_than, batch_size=batch_size)
+        for table, purge in _EXPIRED.items()
+    }
     if any(deleted.values()):
         extra = {f"deleted_{table}": count for table, count in deleted.items()}
         log.info("expired wallet rows deleted", extra=extra)

@@ -258,7 +258,7 @@ async def test_simultaneous_approvals_of_one_document_for_two_users_verify_one(
 # ----- the queue's reads are audited -----------------------------------------------------
 
 
-async def test_a_page_of_the_queue_is_audited_with_who_the_filters_and_the_ids(
+async def test_a_page_of_the_queue_is_audited_with_who_the_filters_set_and_the_ids(
     kyc: KycStack,
 ) -> None:
     number = pan()
@@ -270,6 +270,9 @@ async def test_a_page_of_the_queue_is_audited_with_who_the_filters_and_the_ids(
         metadata=moderator,
     )
     assert [s.submission_id for s in listed.submissions] == [sid.submission_id]
+    await kyc.admin.AdminListKycSubmissions(
+        kyc_pb2.AdminListKycSubmissionsRequest(page_size=1), metadata=moderator
+    )
     engine = create_engine(kyc.dbs.app_dsn("kyc"), application_name="kyc-test")
     try:
         async with engine.connect() as conn:
@@ -277,16 +280,22 @@ async def test_a_page_of_the_queue_is_audited_with_who_the_filters_and_the_ids(
                 await conn.execute(
                     text(
                         "SELECT actor_id, actor_role, target_type, details::text AS raw,"
+                        " details ? 'user_id' AS by_user, details ? 'status' AS by_status,"
                         " details->>'user_id' AS user_id, details->>'status' AS status,"
-                        " details->>'submission_ids' AS ids FROM audit_events"
+                        " details->>'submission_ids' AS ids, details->>'ip' AS ip"
+                        " FROM audit_events"
                         " WHERE action = 'kyc.queue_listed' AND actor_id = :actor"
+                        " ORDER BY sequence"
                     ),
                     {"actor": moderator_id},
                 )
             ).all()
     finally:
         await engine.dispose()
-    (row,) = rows
+    row, unfiltered = rows
     assert (row.actor_role, row.target_type) == ("MODERATOR", "kyc_submissions")
     assert (row.user_id, row.status, row.ids) == (user_id, "PENDING", sid.submission_id)
+    assert row.ip == unfiltered.ip == "127.0.0.1"  # the staff member's address
+    # Only the filters set, as auth's users.listed and wallet's wallets.listed.
+    assert not unfiltered.by_user and not unfiltered.by_status
     assert number not in row.raw and sid.masked_document_number not in row.raw

@@ -19,6 +19,7 @@ from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_kyc.domain.crypto import DocumentHasher, EnvelopeCipher
 from vaultpay_kyc.domain.documents import DocumentType, verhoeff_check_digit
 from vaultpay_kyc.domain.model import KycTier, Submission
+from vaultpay_kyc.domain.staff_reads import StaffViewer
 from vaultpay_kyc.service_layer.commands import (
     ApproveKyc,
     SubmissionDetails,
@@ -160,7 +161,7 @@ class World:
     async def view(
         self, submission_id: str, viewer: str = "mod", *, role: Role = MOD
     ) -> SubmissionDetails:
-        return await self.review.view(submission_id, viewer, role)
+        return await self.review.view(submission_id, viewer=StaffViewer(viewer, role))
 
     def snapshot(self) -> object:
         """Everything a command could write, to prove a refused one wrote nothing."""

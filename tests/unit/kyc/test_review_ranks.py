@@ -14,6 +14,7 @@ from vaultpay_common.context import Role
 from vaultpay_common.errors import DomainError, ErrorKind, UnavailableError
 from vaultpay_kyc.domain.errors import KycReviewerOutrankedError, KycSelfReviewError
 from vaultpay_kyc.domain.model import KycStatus, check_reviewer_outranks_owner
+from vaultpay_kyc.domain.staff_reads import StaffViewer
 from vaultpay_kyc.service_layer.commands import ApproveKyc, RejectKyc
 from vaultpay_kyc.service_layer.review import ReviewService
 from vaultpay_wallet.domain.staff import check_staff_outranks_owner
@@ -166,7 +167,7 @@ async def test_a_review_service_built_without_a_role_source_refuses_decisions() 
     for call in (
         lambda: review.approve(ApproveKyc("root", Role.SUPER_ADMIN, sid, None, "", None)),
         lambda: review.reject(RejectKyc("root", Role.SUPER_ADMIN, sid, "no", None)),
-        lambda: review.view(sid, "root", Role.SUPER_ADMIN),
+        lambda: review.view(sid, viewer=StaffViewer("root", Role.SUPER_ADMIN)),
     ):
         with pytest.raises(UnavailableError):
             await call()

@@ -16,9 +16,13 @@ from vaultpay_kyc.domain.errors import (
     KycSubmissionNotFoundError,
 )
 from vaultpay_kyc.domain.model import KycStatus, KycTier
+from vaultpay_kyc.domain.staff_reads import StaffViewer
 from vaultpay_kyc.service_layer.commands import ApproveKyc, RejectKyc
 from vaultpay_kyc.service_layer.events import NOTIFICATION_TOPIC, TIER_TOPIC
 from vaultpay_kyc.service_layer.ports import QueueCursor, QueueFilter
+
+STAFF = StaffViewer("mod", MOD)
+STAFF_AT_HOME = StaffViewer("mod", MOD, "203.0.113.7")
 
 
 @pytest.fixture
@@ -34,20 +38,22 @@ async def test_the_queue_lists_pending_oldest_first_then_reviewed_newest_first(
     c = await world.submit("carol", "YYYPY8888Y")
     await world.approve(a)
     await world.review.reject(RejectKyc("mod", MOD, c.id, "expired", key("mod")))
-    page = await world.review.list_queue(QueueFilter(), None, 10)
+    page = await world.review.list_queue(QueueFilter(), None, 10, viewer=STAFF)
     assert [i.submission.id for i in page.items] == [b.id, c.id, a.id]
     assert not page.has_more
-    first = await world.review.list_queue(QueueFilter(), None, 2)
+    first = await world.review.list_queue(QueueFilter(), None, 2, viewer=STAFF)
     assert first.has_more
     last = first.items[-1].submission
     assert last.reviewed_at is not None
     rest = await world.review.list_queue(
-        QueueFilter(), QueueCursor(True, last.reviewed_at, last.id), 2
+        QueueFilter(), QueueCursor(True, last.reviewed_at, last.id), 2, viewer=STAFF
     )
     assert [i.submission.id for i in rest.items] == [a.id]
-    pending = await world.review.list_queue(QueueFilter(status=KycStatus.PENDING), None, 10)
+    pending = await world.review.list_queue(
+        QueueFilter(status=KycStatus.PENDING), None, 10, viewer=STAFF
+    )
     assert [i.submission.id for i in pending.items] == [b.id]
-    mine = await world.review.list_queue(QueueFilter(user_id="alice"), None, 10)
+    mine = await world.review.list_queue(QueueFilter(user_id="alice"), None, 10, viewer=STAFF)
     assert [i.submission.id for i in mine.items] == [a.id]
 
 
@@ -56,7 +62,7 @@ async def test_the_same_document_from_two_users_is_flagged_and_shown_to_the_revi
 ) -> None:
     first = await world.submit("alice", "ABCPE1234F")
     second = await world.submit("bob", "abcpe-1234-f")
-    listed = (await world.review.list_queue(QueueFilter(), None, 10)).items
+    listed = (await world.review.list_queue(QueueFilter(), None, 10, viewer=STAFF)).items
     assert [i.possible_duplicate for i in listed] == [True, True]
     details = await world.view(second.id)
     assert details.duplicate_submission_ids == (first.id,)
@@ -68,11 +74,18 @@ async def test_viewing_decrypts_and_audits_who_saw_what_but_never_the_number(
     world: World,
 ) -> None:
     submission = await world.submit(file=PDF, content_type="application/pdf")
-    details = await world.review.view(submission.id, "mod", MOD, client_ip="203.0.113.7")
+    details = await world.review.view(submission.id, viewer=STAFF_AT_HOME)
     assert (details.document_number, details.document_file) == ("ABCPE1234F", PDF)
     entry = world.uow.audit_entries[-1]
     assert (entry.action, entry.target_id) == ("kyc.submission_viewed", submission.id)
-    assert (entry.details["file_included"], entry.details["ip"]) == ("true", "203.0.113.7")
+    assert (entry.actor_id, entry.actor_role) == ("mod", "MODERATOR")
+    assert dict(entry.details) == {
+        "user_id": "alice",
+        "document_type": "PAN",
+        "file_included": "true",
+        "possible_duplicates": "0",
+        "ip": "203.0.113.7",
+    }
     assert "ABCPE1234F" not in str(entry)
 
 
@@ -139,10 +152,16 @@ async def test_a_ciphertext_moved_to_another_row_fails_clearly_and_is_audited(
         secrets[thief.id], wrapped_key=secrets[victim.id].wrapped_key
     )
     with pytest.raises(DocumentUnreadableError, match="does not unwrap"):
-        await world.review.view(thief.id, "mod", MOD, client_ip="203.0.113.7")
+        await world.review.view(thief.id, viewer=STAFF_AT_HOME)
     actions = [e.action for e in world.uow.audit_entries]
     assert actions.count("kyc.document_unreadable") == 2
-    assert world.uow.audit_entries[-1].details["ip"] == "203.0.113.7"
+    unreadable = world.uow.audit_entries[-1]
+    assert (unreadable.actor_id, unreadable.actor_role) == ("mod", "MODERATOR")
+    assert dict(unreadable.details) == {
+        "user_id": "bob",
+        "key_id": secrets[victim.id].wrapped_key.key_id,
+        "ip": "203.0.113.7",
+    }
     assert "kyc.submission_viewed" not in actions
 
 
@@ -268,27 +287,32 @@ async def test_a_rejection_reason_may_run_over_lines(world: World) -> None:
     assert rejected.rejection_reason == "photo is blurred\n\tretake it"
 
 
-async def test_every_page_of_the_queue_is_audited_with_its_filters_and_ids_never_a_number(
+async def test_every_page_of_the_queue_is_audited_with_the_filters_set_and_ids_never_a_number(
     world: World,
 ) -> None:
     a = await world.submit("alice", "ABCPE1234F")
     b = await world.submit("bob", "ZZZPZ9999Z")
     audited = len(world.uow.audit_entries)
-    first = await world.review.list_queue(QueueFilter(status=KycStatus.PENDING), None, 1)
+    first = await world.review.list_queue(
+        QueueFilter(status=KycStatus.PENDING), None, 1, viewer=STAFF
+    )
     last = first.items[-1].submission
     await world.review.list_queue(
-        QueueFilter(status=KycStatus.PENDING), QueueCursor(False, last.created_at, last.id), 1
+        QueueFilter(status=KycStatus.PENDING),
+        QueueCursor(False, last.created_at, last.id),
+        1,
+        viewer=STAFF,
     )
-    mine = await world.review.list_queue(
-        QueueFilter(user_id="bob"), None, 10, client_ip="203.0.113.7"
-    )
+    mine = await world.review.list_queue(QueueFilter(user_id="bob"), None, 10, viewer=STAFF_AT_HOME)
+    await world.review.list_queue(QueueFilter(), None, 10, viewer=STAFF)
     entries = world.uow.audit_entries[audited:]
-    assert [e.action for e in entries] == ["kyc.queue_listed"] * 3
-    assert [(e.target_type, e.target_id) for e in entries] == [("kyc_submissions", "")] * 3
+    assert [e.action for e in entries] == ["kyc.queue_listed"] * 4
+    assert [(e.target_type, e.target_id) for e in entries] == [("kyc_submissions", "")] * 4
+    assert [(e.actor_id, e.actor_role) for e in entries] == [("mod", "MODERATOR")] * 4
+    # Only the filters set, as auth's users.listed and wallet's wallets.listed.
     assert [dict(e.details) for e in entries] == [
         {
             "status": "PENDING",
-            "user_id": "",
             "continued": "false",
             "count": "1",
             "submission_ids": a.id,
@@ -296,19 +320,23 @@ async def test_every_page_of_the_queue_is_audited_with_its_filters_and_ids_never
         },
         {
             "status": "PENDING",
-            "user_id": "",
             "continued": "true",
             "count": "1",
             "submission_ids": b.id,
             "ip": "",
         },
         {
-            "status": "",
             "user_id": "bob",
             "continued": "false",
             "count": "1",
             "submission_ids": b.id,
             "ip": "203.0.113.7",
+        },
+        {
+            "continued": "false",
+            "count": "2",
+            "submission_ids": f"{a.id},{b.id}",
+            "ip": "",
         },
     ]
     assert [i.submission.id for i in mine.items] == [b.id]

@@ -68,6 +68,7 @@ from vaultpay_common.audit.model import (
     AuditVerification,
     ChainBreak,
     Checkpoint,
+    StaffViewer,
     compute_row_hash,
 )
 from vaultpay_common.audit.sealer import AuditChainBrokenError, AuditSealer
@@ -97,6 +98,7 @@ __all__ = [
     "CheckpointInvalidError",
     "CheckpointStore",
     "FileCheckpointStore",
+    "StaffViewer",
     "audit_action_index_ddl",
     "audit_action_index_drop_ddl",
     "audit_ddl",

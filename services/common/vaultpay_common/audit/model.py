@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from vaultpay_common.context import Role
+
 __all__ = [
     "GENESIS_HASH",
     "AuditEntry",
@@ -29,6 +31,7 @@ __all__ = [
     "ChainVerifier",
     "Checkpoint",
     "Seal",
+    "StaffViewer",
     "canonical_row",
     "check_against_checkpoint",
     "checkpoint_is_authentic",
@@ -52,6 +55,17 @@ class AuditEntry:
     # through a public RPC.
     actor_id: str = ""
     actor_role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StaffViewer:
+    """The staff member reading users' data through an admin API, and their client address:
+    the actor (and the `ip` detail) of the audit rows of staff reads, which wallet and kyc
+    build in their `domain/staff_reads.py`."""
+
+    actor_id: str
+    actor_role: Role
+    client_ip: str = ""
 
 
 @dataclass(frozen=True, slots=True)

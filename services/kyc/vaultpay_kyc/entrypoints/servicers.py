@@ -17,6 +17,7 @@ from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.ids import parse_optional_uuid
 from vaultpay_common.pagination import PageTokens, SliceOf, paginate
+from vaultpay_kyc.domain.staff_reads import StaffViewer
 from vaultpay_kyc.entrypoints.convert import (
     document_type_from_proto,
     queue_cursor,
@@ -133,9 +134,10 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
             status=status_from_proto(request.status),
             user_id=parse_optional_uuid(request.user_id, "user_id"),
         )
+        viewer = StaffViewer(*_staff(), CLIENT_IP.get())
 
         async def fetch(after: QueueCursor | None, limit: int) -> SliceOf[ListedSubmission]:
-            page = await self._review.list_queue(flt, after, limit, client_ip=CLIENT_IP.get())
+            page = await self._review.list_queue(flt, after, limit, viewer=viewer)
             return SliceOf(page.items, page.has_more)
 
         page = await paginate(
@@ -162,7 +164,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
         self, request: kyc_pb2.AdminGetKycSubmissionRequest, context: Ctx
     ) -> kyc_pb2.AdminGetKycSubmissionResponse:
         details = await self._review.view(
-            request.submission_id, *_staff(), client_ip=CLIENT_IP.get()
+            request.submission_id, viewer=StaffViewer(*_staff(), CLIENT_IP.get())
         )
         return kyc_pb2.AdminGetKycSubmissionResponse(
             submission=submission_to_proto(

@@ -7,10 +7,12 @@ never a number, masked or not).
 
 Every view of a decrypted submission writes an audit row in the same transaction as the read
 ("kyc.submission_viewed": who, which submission, whether the file was included, how many
-possible duplicates); the number never goes into it. A decision locks the row, applies the
-domain rule (pending only, never one's own), stores it, audits it and puts the events for
-wallet into the outbox, all in one transaction, so an approval commits even while wallet is
-down and the tier follows when it is back.
+possible duplicates); the number never goes into it. Both rows are built in
+`domain.staff_reads`, as wallet's and auth's staff reads are: the filters set, the viewer and
+their client address. A decision locks the row, applies the domain rule (pending only, never
+one's own), stores it, audits it and puts the events for wallet into the outbox, all in one
+transaction, so an approval commits even while wallet is down and the tier follows when it is
+back.
 
 An approval is refused (KYC_DOCUMENT_IN_USE, nothing written) when the document is already
 verified for another user: checked in the decision's transaction under the document's lock
@@ -51,6 +53,12 @@ from vaultpay_kyc.domain.model import (
     check_reviewer_outranks_owner,
     clean_review_text,
 )
+from vaultpay_kyc.domain.staff_reads import (
+    StaffViewer,
+    document_unreadable,
+    queue_listed,
+    submission_viewed,
+)
 from vaultpay_kyc.service_layer.commands import (
     ApproveKyc,
     KycStats,
@@ -61,7 +69,6 @@ from vaultpay_kyc.service_layer.commands import (
 from vaultpay_kyc.service_layer.events import announce_approval, announce_rejection
 from vaultpay_kyc.service_layer.ports import (
     KycUnitOfWork,
-    ListedSubmission,
     QueueCursor,
     QueueFilter,
     UserRoleSource,
@@ -73,18 +80,14 @@ __all__ = ["NO_ROLES", "ReviewService"]
 log = logging.getLogger(__name__)
 
 
-def _queue_listed(
-    flt: QueueFilter, after: QueueCursor | None, shown: list[ListedSubmission], client_ip: str
-) -> AuditEntry:
-    details = {
-        "ip": client_ip,
-        "status": flt.status.value if flt.status is not None else "",
-        "user_id": flt.user_id,
-        "continued": str(after is not None).lower(),
-        "count": str(len(shown)),
-        "submission_ids": ",".join(i.submission.id for i in shown),
-    }
-    return AuditEntry("kyc.queue_listed", "kyc_submissions", "", details)
+def _audited_filters(flt: QueueFilter) -> dict[str, str]:
+    """The filters of a page of the queue as the audit log keeps them (the ones set)."""
+    filters: dict[str, str] = {}
+    if flt.status is not None:
+        filters["status"] = flt.status.value
+    if flt.user_id:
+        filters["user_id"] = flt.user_id
+    return filters
 
 
 class _NoRoles:
@@ -115,7 +118,7 @@ class ReviewService:
     # ----- read -------------------------------------------------------------------------
 
     async def list_queue(
-        self, flt: QueueFilter, after: QueueCursor | None, limit: int, *, client_ip: str = ""
+        self, flt: QueueFilter, after: QueueCursor | None, limit: int, *, viewer: StaffViewer
     ) -> QueuePage:
         """A page of the queue; audited in the same transaction as the read, as auth audits
         its staff's listings of users: the filters, the ids shown (each row carries its
@@ -124,19 +127,21 @@ class ReviewService:
         async with self._uow() as uow:
             rows = await uow.submissions.list_queue(flt, after, limit + 1)
             shown = rows[:limit]
-            await uow.audit(_queue_listed(flt, after, shown, client_ip))
+            submissions = [listed.submission for listed in shown]
+            continued = after is not None
+            await uow.audit(
+                queue_listed(viewer, submissions, _audited_filters(flt), continued=continued)
+            )
             await uow.commit()
         return QueuePage(shown, len(rows) > limit)
 
-    async def view(
-        self, submission_id: str, viewer_id: str, viewer_role: Role, *, client_ip: str = ""
-    ) -> SubmissionDetails:
+    async def view(self, submission_id: str, *, viewer: StaffViewer) -> SubmissionDetails:
         """Decrypts one submission for the caller (staff); audited in the same transaction,
         with the caller's client address (as auth and wallet audit their staff reads).
         Only a submission its viewer could decide, or their own: the decrypted document is
         there to decide on, and a moderator has no need of an admin's identity number."""
         sid = parse_uuid(submission_id, "submission_id")
-        await self._check_rank(sid, viewer_id, viewer_role, own_allowed=True)
+        await self._check_rank(sid, viewer.actor_id, viewer.actor_role, own_allowed=True)
         unreadable: DocumentUnreadableError | None = None
         async with self._uow() as uow:
             submission = await uow.submissions.get(sid)
@@ -159,27 +164,25 @@ class ReviewService:
                     sealed.number_hash, other_than_user=submission.user_id
                 )
                 await uow.audit(
-                    AuditEntry(
-                        "kyc.submission_viewed",
-                        "kyc_submission",
-                        sid,
-                        {
-                            "user_id": submission.user_id,
-                            "document_type": submission.document_type.value,
-                            "file_included": str(bool(file)).lower(),
-                            "possible_duplicates": str(len(duplicates)),
-                            "ip": client_ip,
-                        },
+                    submission_viewed(
+                        viewer,
+                        submission,
+                        file_included=bool(file),
+                        possible_duplicates=len(duplicates),
                     )
                 )
                 await uow.commit()
                 return SubmissionDetails(submission, number, file, tuple(duplicates))
         assert unreadable is not None  # the readable path returned inside the block
-        await self._record_unreadable(submission, sealed.wrapped_key.key_id, unreadable, client_ip)
+        await self._record_unreadable(submission, sealed.wrapped_key.key_id, unreadable, viewer)
         raise unreadable
 
     async def _record_unreadable(
-        self, submission: Submission, key_id: str, error: DocumentUnreadableError, client_ip: str
+        self,
+        submission: Submission,
+        key_id: str,
+        error: DocumentUnreadableError,
+        viewer: StaffViewer,
     ) -> None:
         """Tampering or a misplaced ciphertext is a security event: log it and audit it."""
         log.error(
@@ -187,14 +190,7 @@ class ReviewService:
             extra={"submission_id": submission.id, "key_id": key_id, "error": error.message},
         )
         async with self._uow() as uow:
-            await uow.audit(
-                AuditEntry(
-                    "kyc.document_unreadable",
-                    "kyc_submission",
-                    submission.id,
-                    {"user_id": submission.user_id, "key_id": key_id, "ip": client_ip},
-                )
-            )
+            await uow.audit(document_unreadable(viewer, submission, key_id))
             await uow.commit()
 
     async def held_tier(self, user_id: str) -> KycTier:

@@ -11,25 +11,14 @@ it showed, so a copy of the log reveals no more than the ids it already names.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-from vaultpay_common.audit.model import AuditEntry
-from vaultpay_common.context import Role
+from vaultpay_common.audit.model import AuditEntry, StaffViewer
 from vaultpay_wallet.domain.model import Wallet
 
 __all__ = ["WALLETS_LISTED", "WALLET_VIEWED", "StaffViewer", "wallet_viewed", "wallets_listed"]
 
 WALLET_VIEWED = "wallet.viewed"
 WALLETS_LISTED = "wallets.listed"
-
-
-@dataclass(frozen=True, slots=True)
-class StaffViewer:
-    """The staff member reading wallets through the admin API, and their client address."""
-
-    actor_id: str
-    actor_role: Role
-    client_ip: str = ""
 
 
 def wallet_viewed(viewer: StaffViewer, wallet: Wallet) -> AuditEntry:

@@ -11,15 +11,26 @@ oneself is each service's earlier, separate rule.
     staff_outranks(Role.ADMIN, Role.MODERATOR)  # True
     staff_outranks(Role.MODERATOR, Role.MODERATOR)  # False: equals do not act on each other
     staff_outranks(Role.SUPER_ADMIN, Role.SUPER_ADMIN)  # True
+
+Whom a super_admin may act on does not depend on anyone's role, so a rule asked for a
+super_admin needs no role looked up (`acts_on_anyone`): the services ask auth for the other
+person's role only when the answer can matter, and a super_admin can still act while auth is
+down or does not know the other person.
 """
 
 from __future__ import annotations
 
 from vaultpay_common.context import Role
 
-__all__ = ["staff_outranks"]
+__all__ = ["acts_on_anyone", "staff_outranks"]
+
+
+def acts_on_anyone(actor_role: Role) -> bool:
+    """Whether staff with `actor_role` may act on anyone, whatever their role (a super_admin):
+    then no one's role need be asked."""
+    return actor_role is Role.SUPER_ADMIN
 
 
 def staff_outranks(actor_role: Role, owner_role: Role) -> bool:
     """Whether staff with `actor_role` may act on what a user with `owner_role` owns."""
-    return actor_role is Role.SUPER_ADMIN or actor_role > owner_role
+    return acts_on_anyone(actor_role) or actor_role > owner_role

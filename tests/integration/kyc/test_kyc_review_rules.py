@@ -105,13 +105,13 @@ async def test_a_moderator_neither_decides_nor_opens_an_admins_submission(
 async def test_a_decision_fails_closed_while_auth_is_down(kyc: KycStack) -> None:
     user_id, user = kyc.user()
     sid = (await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)).submission
-    _, root = kyc.staff(Role.SUPER_ADMIN)
+    _, admin = kyc.staff(Role.ADMIN)
     kyc.auth_peer.down = True
     try:
         failure = await rpc_failure(
             kyc.admin.AdminApproveKyc(
                 kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid.submission_id),
-                metadata=root,
+                metadata=admin,
             )
         )
     finally:
@@ -121,9 +121,26 @@ async def test_a_decision_fails_closed_while_auth_is_down(kyc: KycStack) -> None
     assert user_id in kyc.auth_peer.asked
     approved = await kyc.admin.AdminApproveKyc(
         kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid.submission_id),
-        metadata=root,
+        metadata=admin,
     )
     assert approved.submission.status == kyc_pb2.KYC_STATUS_VERIFIED
+
+
+async def test_a_super_admin_decides_while_auth_is_down(kyc: KycStack) -> None:
+    """A super_admin outranks any owner, so kyc does not ask auth for their decision."""
+    user_id, user = kyc.user()
+    sid = (await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)).submission
+    _, root = kyc.staff(Role.SUPER_ADMIN)
+    kyc.auth_peer.down = True
+    try:
+        approved = await kyc.admin.AdminApproveKyc(
+            kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid.submission_id),
+            metadata=root,
+        )
+    finally:
+        kyc.auth_peer.down = False
+    assert approved.submission.status == kyc_pb2.KYC_STATUS_VERIFIED
+    assert user_id not in kyc.auth_peer.asked
 
 
 # ----- one document, one verified user ---------------------------------------------------

@@ -101,7 +101,8 @@ async def test_staff_review_a_submission_only_when_they_outrank_its_owner(
             "INSUFFICIENT_PERMISSIONS",
         )
         assert world.snapshot() == before  # nothing decided, no audit row, no idempotency record
-    assert world.roles.asked == ["owner"]
+    # A super_admin outranks anyone: auth's answer could not change it, so it is not asked.
+    assert world.roles.asked == ([] if reviewer_role is Role.SUPER_ADMIN else ["owner"])
 
 
 async def test_two_moderators_cannot_approve_each_others_submissions() -> None:
@@ -117,15 +118,31 @@ async def test_two_moderators_cannot_approve_each_others_submissions() -> None:
 
 
 @REVIEWS
-async def test_a_review_fails_closed_writing_nothing_while_auth_is_down(act: Call) -> None:
+@pytest.mark.parametrize("role", [Role.MODERATOR, Role.ADMIN], ids=lambda r: r.name.lower())
+async def test_a_review_fails_closed_writing_nothing_while_auth_is_down(
+    act: Call, role: Role
+) -> None:
     world = World()
     sid = (await world.submit("alice")).id
     world.roles.down = True
     before = world.snapshot()
     with pytest.raises(UnavailableError) as err:
-        await act(world, "root", Role.SUPER_ADMIN, sid)
+        await act(world, "staffer", role, sid)
     assert err.value.kind is ErrorKind.UNAVAILABLE
     assert world.snapshot() == before
+
+
+@REVIEWS
+async def test_a_super_admin_reviews_while_auth_is_down_asking_it_nothing(act: Call) -> None:
+    """Whatever the owner's role, a super_admin outranks them: auth being down (or not
+    knowing the owner) cannot stop the one role the rank rule never refuses."""
+    world = World()
+    sid = await _submitted_by(world, "root-2", Role.SUPER_ADMIN)
+    world.roles.down = True
+    audited = len(world.uow.audit_entries)
+    await act(world, "root", Role.SUPER_ADMIN, sid)
+    assert len(world.uow.audit_entries) == audited + 1
+    assert world.roles.asked == []
 
 
 @DECISIONS
@@ -165,9 +182,9 @@ async def test_a_review_service_built_without_a_role_source_refuses_decisions() 
     review = ReviewService(lambda: world.uow, world.clock, world.cipher)
     before = world.snapshot()
     for call in (
-        lambda: review.approve(ApproveKyc("root", Role.SUPER_ADMIN, sid, None, "", None)),
-        lambda: review.reject(RejectKyc("root", Role.SUPER_ADMIN, sid, "no", None)),
-        lambda: review.view(sid, viewer=StaffViewer("root", Role.SUPER_ADMIN)),
+        lambda: review.approve(ApproveKyc("adm", Role.ADMIN, sid, None, "", None)),
+        lambda: review.reject(RejectKyc("adm", Role.ADMIN, sid, "no", None)),
+        lambda: review.view(sid, viewer=StaffViewer("adm", Role.ADMIN)),
     ):
         with pytest.raises(UnavailableError):
             await call()

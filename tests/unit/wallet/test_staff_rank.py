@@ -133,7 +133,8 @@ async def test_staff_change_a_wallet_only_when_they_outrank_its_owner(
             await act(world, "staffer", actor_role, wallet_id)
         assert err.value.reason == "INSUFFICIENT_PERMISSIONS"
         assert world.snapshot() == before  # no change, no audit row, no idempotency record
-    assert world.roles.asked == ["owner"]
+    # A super_admin acts on anyone: auth's answer could not change it, so it is not asked.
+    assert world.roles.asked == ([] if actor_role is Role.SUPER_ADMIN else ["owner"])
 
 
 async def test_a_moderator_freezes_and_unfreezes_a_users_wallet() -> None:
@@ -150,15 +151,33 @@ async def test_a_moderator_freezes_and_unfreezes_a_users_wallet() -> None:
 
 
 @ACTIONS
-async def test_a_staff_change_fails_closed_writing_nothing_while_auth_is_down(act: Call) -> None:
+@pytest.mark.parametrize("role", [Role.MODERATOR, Role.ADMIN], ids=lambda r: r.name.lower())
+async def test_a_staff_change_fails_closed_writing_nothing_while_auth_is_down(
+    act: Call, role: Role
+) -> None:
     world = World()
     wallet_id = (await world.open_wallet("alice")).id
     world.roles.down = True
     before = world.snapshot()
     with pytest.raises(UnavailableError) as err:
-        await act(world, "root", Role.SUPER_ADMIN, wallet_id)
+        await act(world, "staffer", role, wallet_id)
     assert err.value.kind is ErrorKind.UNAVAILABLE
     assert world.snapshot() == before
+
+
+@ACTIONS
+async def test_a_super_admin_changes_a_wallet_while_auth_is_down_asking_it_nothing(
+    act: Call,
+) -> None:
+    """Whatever the owner's role, a super_admin outranks them: auth being down (or not
+    knowing the owner) cannot stop the one role the rank rule never refuses."""
+    world = World()
+    wallet_id = await _staff_wallet(world, "root-2", Role.SUPER_ADMIN)
+    world.roles.down = True
+    audited = len(world.uow.audit_entries)
+    await act(world, "root", Role.SUPER_ADMIN, wallet_id)
+    assert len(world.uow.audit_entries) == audited + 1
+    assert world.roles.asked == []
 
 
 @ACTIONS
@@ -175,7 +194,8 @@ async def test_acting_on_ones_own_wallet_is_refused_as_before_without_asking_aut
 
 
 async def test_a_wallet_built_without_a_role_source_refuses_staff_changes() -> None:
-    """The default of AdminService and LimitsService fails closed rather than skip the rule."""
+    """The default of AdminService and LimitsService fails closed rather than skip the rule
+    (for every caller it must ask: a super_admin's changes ask nothing)."""
     from vaultpay_wallet.service_layer.admin import AdminService
     from vaultpay_wallet.service_layer.limits import LimitsService
 
@@ -189,10 +209,10 @@ async def test_a_wallet_built_without_a_role_source_refuses_staff_changes() -> N
     before = world.snapshot()
     for call in (
         lambda: admin.freeze_wallet(
-            AdminFreezeWallet("root", Role.SUPER_ADMIN, wallet_id, "r", None, key("root"))
+            AdminFreezeWallet("adm", Role.ADMIN, wallet_id, "r", None, key("adm"))
         ),
         lambda: limits.admin_set_wallet_limits(
-            AdminSetWalletLimits("root", Role.SUPER_ADMIN, wallet_id, (_LIMIT,), "r", key("root"))
+            AdminSetWalletLimits("adm", Role.ADMIN, wallet_id, (_LIMIT,), "r", key("adm"))
         ),
     ):
         with pytest.raises(UnavailableError):

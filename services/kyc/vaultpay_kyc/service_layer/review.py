@@ -25,7 +25,8 @@ transaction opens, as wallet does for its staff changes (`check_staff_rank`), so
 locked while auth answers and a refusal writes nothing; a submission's owner never changes, so
 the owner checked is the owner of the row the decision locks. When auth cannot tell, the call
 fails closed (AUTH_UNAVAILABLE, nothing decided or shown). One's own submission is refused
-(decisions) or shown (the view) without asking auth.
+(decisions) or shown (the view) without asking auth, and a super_admin's review asks auth
+nothing (they outrank anyone, so no answer could change it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from vaultpay_common.context import Role
 from vaultpay_common.errors import UnavailableError
 from vaultpay_common.idempotency import run_once
 from vaultpay_common.ids import parse_uuid
+from vaultpay_common.ranks import acts_on_anyone
 from vaultpay_kyc.domain.crypto import EnvelopeCipher, Field, SubmissionRef
 from vaultpay_kyc.domain.errors import (
     DocumentUnreadableError,
@@ -256,10 +258,11 @@ class ReviewService:
     ) -> None:
         """The rules of a review that need no lock, before its transaction opens: not one's
         own (KYC_SELF_REVIEW, decided without auth; allowed for a view), then the owner ranked
-        below the reviewer (INSUFFICIENT_PERMISSIONS). Raises KYC_SUBMISSION_NOT_FOUND, and
-        AUTH_UNAVAILABLE (or UNAVAILABLE) when the owner's role cannot be had. Whether the
-        submission is still pending is the transaction's check: a replayed decision must
-        reach its stored reply."""
+        below the reviewer (INSUFFICIENT_PERMISSIONS), not asked of auth for a super_admin,
+        who outranks anyone (`acts_on_anyone`). Raises KYC_SUBMISSION_NOT_FOUND, and
+        AUTH_UNAVAILABLE (or UNAVAILABLE) when the owner's role is needed and cannot be had.
+        Whether the submission is still pending is the transaction's check: a replayed
+        decision must reach its stored reply."""
         async with self._uow() as uow:
             submission = await uow.submissions.get(sid)
         if submission is None:
@@ -267,7 +270,9 @@ class ReviewService:
         if own_allowed and submission.user_id == staff_id:
             return
         submission.check_not_own(staff_id)
-        check_reviewer_outranks_owner(staff_role, await self._roles.role_of(submission.user_id))
+        if not acts_on_anyone(staff_role):
+            owner_role = await self._roles.role_of(submission.user_id)
+            check_reviewer_outranks_owner(staff_role, owner_role)
 
     async def _load_for_decision(self, uow: KycUnitOfWork, sid: str) -> Submission:
         submission = await uow.submissions.get(sid, for_update=True)

@@ -9,6 +9,7 @@ from datetime import datetime
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.context import Role
 from vaultpay_common.errors import UnavailableError, ValidationError
+from vaultpay_common.ranks import acts_on_anyone
 from vaultpay_wallet.domain.errors import WalletNotFoundError
 from vaultpay_wallet.domain.ids import is_wallet_id, normalize_wallet_id
 from vaultpay_wallet.domain.model import FreezeSource, Wallet
@@ -93,11 +94,14 @@ async def check_staff_rank(
     auth is asked: not the actor's own wallet (CANNOT_MODIFY_SELF, decided without auth,
     as auth decides it first too), then the owner ranked below the actor
     (INSUFFICIENT_PERMISSIONS; domain/staff.py). A wallet's owner never changes, so the
-    owner checked here is the owner of the row the change locks. Raises WALLET_NOT_FOUND,
-    and AUTH_UNAVAILABLE (or UNAVAILABLE) when the owner's role cannot be had. Returns the
-    wallet as read (unlocked), for the change's other checks before its transaction."""
+    owner checked here is the owner of the row the change locks. A super_admin acts on
+    anyone, so auth is not asked for them (`acts_on_anyone`): they can act while auth is
+    down or does not know the owner. Raises WALLET_NOT_FOUND, and AUTH_UNAVAILABLE (or
+    UNAVAILABLE) when the owner's role is needed and cannot be had. Returns the wallet as
+    read (unlocked), for the change's other checks before its transaction."""
     async with uow_factory() as uow:
         wallet = await load_wallet(uow, wallet_id)
     wallet.check_staff_may_change(actor_id)
-    check_staff_outranks_owner(actor_role, await roles.role_of(wallet.user_id))
+    if not acts_on_anyone(actor_role):
+        check_staff_outranks_owner(actor_role, await roles.role_of(wallet.user_id))
     return wallet

@@ -6,10 +6,11 @@ checked on the wallet row locked by the change), nor the wallet of someone they 
 (INSUFFICIENT_PERMISSIONS, the owner's role asked of auth before the change's transaction; see
 `check_staff_rank`), nor lift or replace a staff freeze in force that someone ranked above
 them set (FREEZE_HELD_BY_HIGHER_RANK, the setter's current role asked of auth the same way;
-see `_check_freeze_setter`). Every change writes its audit row in its own transaction; a refusal
-writes nothing. Staff reads (AdminGetWallet, AdminListWallets) are audited too, in the read's
-transaction, with the ids shown and the client address (ASVS 5.0 V16, as auth audits staff
-reads of users; domain/staff_reads.py): never a balance.
+see `_check_freeze_setter`). A super_admin outranks anyone, so auth is never asked for them.
+Every change writes its audit row in its own transaction; a refusal writes nothing. Staff
+reads (AdminGetWallet, AdminListWallets) are audited too, in the read's transaction, with the
+ids shown and the client address (ASVS 5.0 V16, as auth audits staff reads of users;
+domain/staff_reads.py): never a balance.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from vaultpay_common.clock import Clock
 from vaultpay_common.context import Role
 from vaultpay_common.errors import AbortedError, ValidationError
 from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_common.ranks import acts_on_anyone
 from vaultpay_wallet.domain.errors import WalletClosedError
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet, WalletStatus
 from vaultpay_wallet.domain.staff import check_may_override_staff_freeze
@@ -80,7 +82,7 @@ def _require_same_staff_freeze(
     the one whose setter was checked (or one has lapsed meanwhile). Another staff member's
     freeze that committed in between is answered ABORTED, nothing written; a retry checks
     its setter."""
-    if actor_role is Role.SUPER_ADMIN:
+    if acts_on_anyone(actor_role):
         return
     held = locked.staff_freeze_set_by_other(actor_id, now)
     if held is not None and held != checked:
@@ -260,7 +262,7 @@ class AdminService:
         change would lift or replace, asked before the change's transaction as the owner's
         rank is (no row stays locked while auth answers; AUTH_UNAVAILABLE fails closed).
         Returns the freeze checked, which the change requires unchanged under its lock."""
-        if actor_role is Role.SUPER_ADMIN:
+        if acts_on_anyone(actor_role):
             return None  # outranked by nobody: no need to ask
         held = wallet.staff_freeze_set_by_other(actor_id, self._clock.now())
         if held is not None:

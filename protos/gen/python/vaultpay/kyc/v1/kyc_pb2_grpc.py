@@ -224,8 +224,9 @@ class KycAdminServiceStub:
     notified of every decision. Staff decide, and open decrypted, only the submissions of users
     ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
     (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
-    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
-    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
+    The owner's role is asked of auth at each such call (never for a super_admin, who outranks
+    anyone); while auth cannot tell, the call is UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is
+    decided or shown.
     """
 
     def __init__(self, channel):
@@ -267,8 +268,9 @@ class KycAdminServiceServicer:
     notified of every decision. Staff decide, and open decrypted, only the submissions of users
     ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
     (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
-    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
-    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
+    The owner's role is asked of auth at each such call (never for a super_admin, who outranks
+    anyone); while auth cannot tell, the call is UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is
+    decided or shown.
     """
 
     def AdminListKycSubmissions(self, request, context):
@@ -365,8 +367,9 @@ class KycAdminService:
     notified of every decision. Staff decide, and open decrypted, only the submissions of users
     ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
     (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
-    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
-    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
+    The owner's role is asked of auth at each such call (never for a super_admin, who outranks
+    anyone); while auth cannot tell, the call is UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is
+    decided or shown.
     """
 
     @staticmethod

@@ -150,8 +150,9 @@ class KycAdminServiceStub:
     notified of every decision. Staff decide, and open decrypted, only the submissions of users
     ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
     (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
-    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
-    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
+    The owner's role is asked of auth at each such call (never for a super_admin, who outranks
+    anyone); while auth cannot tell, the call is UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is
+    decided or shown.
     """
 
     @_typing.overload
@@ -198,8 +199,9 @@ class KycAdminServiceAsyncStub(KycAdminServiceStub):
     notified of every decision. Staff decide, and open decrypted, only the submissions of users
     ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
     (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
-    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
-    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
+    The owner's role is asked of auth at each such call (never for a super_admin, who outranks
+    anyone); while auth cannot tell, the call is UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is
+    decided or shown.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -242,8 +244,9 @@ class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     notified of every decision. Staff decide, and open decrypted, only the submissions of users
     ranked below them (a super_admin anyone's but their own decisions): PERMISSION_DENIED
     (INSUFFICIENT_PERMISSIONS) otherwise, the rule wallet applies to staff changes of a wallet.
-    The owner's role is asked of auth at each such call; while auth cannot tell, the call is
-    UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is decided or shown.
+    The owner's role is asked of auth at each such call (never for a super_admin, who outranks
+    anyone); while auth cannot tell, the call is UNAVAILABLE (AUTH_UNAVAILABLE) and nothing is
+    decided or shown.
     """
 
     @_abc_1.abstractmethod

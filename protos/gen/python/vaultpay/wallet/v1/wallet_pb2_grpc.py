@@ -1229,8 +1229,9 @@ class WalletAdminServiceServicer:
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
         reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
         (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
-        INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth;
-        while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
+        INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth (never
+        asked for a super_admin, who outranks anyone); while auth cannot tell it, UNAVAILABLE
+        (AUTH_UNAVAILABLE) and nothing changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -553,8 +553,9 @@ class WalletAdminServiceStub:
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
-    INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth;
-    while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
+    INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth (never
+    asked for a super_admin, who outranks anyone); while auth cannot tell it, UNAVAILABLE
+    (AUTH_UNAVAILABLE) and nothing changes.
     """
     AdminUnfreezeWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminUnfreezeWalletRequest, _wallet_pb2.AdminUnfreezeWalletResponse]
     """Lifts every freeze (admin, self and PIN lockout; a lockout's attempt counter is cleared
@@ -629,8 +630,9 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
-    INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth;
-    while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
+    INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth (never
+    asked for a super_admin, who outranks anyone); while auth cannot tell it, UNAVAILABLE
+    (AUTH_UNAVAILABLE) and nothing changes.
     """
     AdminUnfreezeWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminUnfreezeWalletRequest, _wallet_pb2.AdminUnfreezeWalletResponse]  # type: ignore[assignment]
     """Lifts every freeze (admin, self and PIN lockout; a lockout's attempt counter is cleared
@@ -720,8 +722,9 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
         reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
         (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
-        INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth;
-        while auth cannot tell it, UNAVAILABLE (AUTH_UNAVAILABLE) and nothing changes.
+        INSUFFICIENT_PERMISSIONS, as auth's SetUserRole. The owner's role comes from auth (never
+        asked for a super_admin, who outranks anyone); while auth cannot tell it, UNAVAILABLE
+        (AUTH_UNAVAILABLE) and nothing changes.
         """
 
     @_abc_1.abstractmethod

@@ -25,6 +25,7 @@ from vaultpay_common.idempotency import (
     UnsupportedTypeError,
     request_fingerprint,
     run_once,
+    stored_reply,
 )
 
 METHOD = "/vaultpay.wallet.v1.WalletService/SetPin"
@@ -325,6 +326,31 @@ async def test_a_failed_call_stores_nothing_so_a_retry_runs_again() -> None:
             await run_once(uow, key, CODEC, refuse)
     assert uow.idempotency.reply_for(key) is None
     assert await _transfer(uow, key) == Done("t-1")
+
+
+async def _stored(uow: _Uow, key: IdempotencyKey | None) -> Done | None:
+    async with uow:
+        return await stored_reply(uow, key, CODEC)
+
+
+async def test_stored_reply_answers_a_committed_reply_without_running_or_committing() -> None:
+    uow, key = _Uow(), _key()
+    assert await _stored(uow, None) is None
+    assert await _stored(uow, key) is None
+    await _transfer(uow, key, "first")
+    assert await _stored(uow, key) == Done("first")
+    assert uow.effects == ["first"] and uow.commits == 1
+
+
+async def test_stored_reply_refuses_as_the_claim_does() -> None:
+    uow, request_id = _Uow(), str(uuid.uuid4())
+    await _transfer(uow, _key(request_id, b"amount=100"))
+    with pytest.raises(IdempotencyKeyReusedError):
+        await _stored(uow, _key(request_id, b"amount=999"))
+    running = _key()
+    uow.idempotency.hold(running)
+    with pytest.raises(IdempotencyKeyInUseError):
+        await _stored(uow, running)
 
 
 # --- the package surface -----------------------------------------------------------------

@@ -38,6 +38,7 @@ from vaultpay_wallet.adapters import tables
 from vaultpay_wallet.adapters.pins_pg import PgPinCheckFastPath
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.errors import (
+    FreezeHeldByHigherRankError,
     InvalidPinError,
     PinCheckInProgressError,
     PinLockedError,
@@ -47,6 +48,7 @@ from vaultpay_wallet.domain.staff_reads import StaffViewer
 from vaultpay_wallet.service_layer.admin import AdminService
 from vaultpay_wallet.service_layer.commands import (
     AdminFreezeWallet,
+    AdminUnfreezeWallet,
     CreateWallet,
     SetPin,
     UpdateSetting,
@@ -93,7 +95,7 @@ class _World:
         self.clock = FixedClock()
         self.hasher = FakePinHasher()
         uow: Callable[[], WalletUnitOfWork] = lambda: SqlWalletUnitOfWork(engine)  # noqa: E731
-        roles = FakeUserRoles()
+        self.roles = roles = FakeUserRoles()
         self.limits = LimitsService(uow, self.clock, FakeUsage(), roles=roles)
         self.wallets = WalletService(uow, self.clock, self.limits)
         self.pins = PinService(
@@ -330,6 +332,30 @@ async def test_admin_freeze_list_and_limits_round_trip_through_sql(engine: Async
     stats = await world.admin.system_stats()
     assert stats.frozen_wallet_count >= 1
     assert stats.transfer is None and stats.pending_kyc_count is None
+
+
+async def test_a_retried_unfreeze_replays_after_a_higher_rank_froze_again(
+    engine: AsyncEngine,
+) -> None:
+    """The stored reply is looked up in a transaction of its own that ends without commit
+    (the claim's advisory lock goes with it), before auth is asked; the change's own
+    transaction then claims the key again."""
+    world = _World(engine)
+    world.roles.roles |= {"mod-1": Role.MODERATOR, "adm-1": Role.ADMIN}
+    user = f"retry-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Retry", "", new_key(user)))
+    unfreeze = AdminUnfreezeWallet("mod-1", Role.MODERATOR, wallet.id, "ok", new_key("mod-1"))
+    first = await world.admin.unfreeze_wallet(unfreeze)
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("adm-1", Role.ADMIN, wallet.id, "fraud", None, new_key("adm-1"))
+    )
+    assert await world.admin.unfreeze_wallet(unfreeze) == first
+    with pytest.raises(FreezeHeldByHigherRankError):  # a new request is checked as any
+        await world.admin.unfreeze_wallet(
+            AdminUnfreezeWallet("mod-1", Role.MODERATOR, wallet.id, "ok", new_key("mod-1"))
+        )
+    view = await world.admin.get_wallet(wallet.id, viewer=STAFF)
+    assert view.wallet.status is WalletStatus.FROZEN
 
 
 async def test_staff_reads_of_wallets_commit_their_audit_rows(engine: AsyncEngine) -> None:

@@ -12,6 +12,7 @@ import pytest
 from tests.unit.kyc.kyc_world import World, key
 from vaultpay_common.context import Role
 from vaultpay_common.errors import DomainError, ErrorKind, UnavailableError
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_kyc.domain.errors import KycReviewerOutrankedError, KycSelfReviewError
 from vaultpay_kyc.domain.model import KycStatus, check_reviewer_outranks_owner
 from vaultpay_kyc.domain.staff_reads import StaffViewer
@@ -174,6 +175,32 @@ async def test_a_replayed_approval_still_answers_its_stored_reply() -> None:
     first = await world.review.approve(ApproveKyc("mod", Role.MODERATOR, sid, None, "", k))
     again = await world.review.approve(ApproveKyc("mod", Role.MODERATOR, sid, None, "", k))
     assert again == first
+
+
+@pytest.mark.parametrize(
+    "decide",
+    [
+        lambda w, sid, k: w.review.approve(ApproveKyc("mod", Role.MODERATOR, sid, None, "", k)),
+        lambda w, sid, k: w.review.reject(RejectKyc("mod", Role.MODERATOR, sid, "blurred", k)),
+    ],
+    ids=["approve", "reject"],
+)
+async def test_a_retried_decision_gets_its_stored_reply_whatever_changed_since(
+    decide: Callable[[World, str, IdempotencyKey], Awaitable[object]],
+) -> None:
+    """The decision committed but its reply was lost; since then the owner was promoted
+    above the moderator and auth went down. The retry is answered the stored reply, not
+    INSUFFICIENT_PERMISSIONS or AUTH_UNAVAILABLE, and asks auth nothing."""
+    world = World()
+    sid = (await world.submit("alice")).id
+    k = key("mod")
+    first = await decide(world, sid, k)
+    world.roles.roles["alice"] = Role.ADMIN
+    world.roles.down = True
+    world.roles.asked.clear()
+    before = world.snapshot()
+    assert await decide(world, sid, k) == first
+    assert world.snapshot() == before and world.roles.asked == []
 
 
 async def test_a_review_service_built_without_a_role_source_refuses_decisions() -> None:

@@ -261,3 +261,59 @@ async def test_staff_replace_the_staff_freeze_of_a_colleague_of_no_higher_rank(
         replaced = await _freeze(world, actor, wallet.id, note="second")
         held = replaced.freeze_by(FreezeSource.ADMIN)
         assert held is not None and (held.note, held.set_by) == ("second", actor)
+
+
+# ----- retries: a change that committed is answered its stored reply ----------------------
+
+
+async def test_a_retried_unfreeze_gets_its_stored_reply_after_a_higher_rank_froze_again() -> None:
+    """The review's case: a moderator's unfreeze committed, its reply was lost, and an admin
+    then froze the wallet. The retry with the same request id is answered the stored reply
+    (as kyc answers a retried decision that is no longer pending), not
+    FREEZE_HELD_BY_HIGHER_RANK; the admin's hold stays and auth is not asked."""
+    world = _world()
+    wallet = await world.open_wallet("alice")
+    await _freeze(world, "mod-2", wallet.id)
+    unfreeze = AdminUnfreezeWallet("mod-1", Role.MODERATOR, wallet.id, "cleared", key("mod-1"))
+    first = await world.admin.unfreeze_wallet(unfreeze)
+    await _freeze(world, "adm-1", wallet.id, note="fraud hold")
+    world.roles.asked.clear()
+    before = world.snapshot()
+
+    assert await world.admin.unfreeze_wallet(unfreeze) == first
+    assert world.snapshot() == before and world.roles.asked == []
+    held = world.uow.wallets.wallets[wallet.id].freeze_by(FreezeSource.ADMIN)
+    assert held is not None and held.set_by == "adm-1"
+
+
+async def test_a_retried_freeze_gets_its_stored_reply_after_a_higher_rank_replaced_it() -> None:
+    world = _world()
+    wallet = await world.open_wallet("alice")
+    freeze = AdminFreezeWallet("mod-1", Role.MODERATOR, wallet.id, "hold", None, key("mod-1"))
+    first = await world.admin.freeze_wallet(freeze)
+    await _freeze(world, "adm-1", wallet.id, note="fraud hold")
+    before = world.snapshot()
+    assert await world.admin.freeze_wallet(freeze) == first
+    assert world.snapshot() == before
+
+
+async def test_a_retried_freeze_gets_its_stored_reply_after_its_end_passed() -> None:
+    """The end had to be in the future when the freeze was made, not when it is retried."""
+    world = _world()
+    wallet = await world.open_wallet("alice")
+    until = world.clock.now() + timedelta(hours=1)
+    freeze = AdminFreezeWallet("mod-1", Role.MODERATOR, wallet.id, "hold", until, key("mod-1"))
+    first = await world.admin.freeze_wallet(freeze)
+    world.clock.advance(timedelta(hours=2))
+    assert await world.admin.freeze_wallet(freeze) == first
+
+
+async def test_a_new_request_after_a_higher_rank_froze_again_is_still_refused() -> None:
+    """Only a retry of a committed change is replayed: the same unfreeze under a new
+    request id is checked as any."""
+    world = _world()
+    wallet = await world.open_wallet("alice")
+    await _unfreeze(world, "mod-1", wallet.id)
+    await _freeze(world, "adm-1", wallet.id)
+    with pytest.raises(FreezeHeldByHigherRankError):
+        await _unfreeze(world, "mod-1", wallet.id)

@@ -11,6 +11,7 @@ from tests.unit.wallet.wallet_world import World, key
 from vaultpay_auth.domain.policies import check_may_manage
 from vaultpay_common.context import Role
 from vaultpay_common.errors import DomainError, ErrorKind, UnavailableError
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.errors import StaffOutrankedError, StaffSelfActionError
 from vaultpay_wallet.domain.limits import LimitAction
 from vaultpay_wallet.domain.model import WalletStatus
@@ -135,6 +136,41 @@ async def test_staff_change_a_wallet_only_when_they_outrank_its_owner(
         assert world.snapshot() == before  # no change, no audit row, no idempotency record
     # A super_admin acts on anyone: auth's answer could not change it, so it is not asked.
     assert world.roles.asked == ([] if actor_role is Role.SUPER_ADMIN else ["owner"])
+
+
+MOD = Role.MODERATOR
+Retried = Callable[[World, str, IdempotencyKey], Awaitable[object]]
+RETRIED = pytest.mark.parametrize(
+    "act",
+    [
+        lambda w, wid, k: w.admin.freeze_wallet(AdminFreezeWallet("mod", MOD, wid, "r", None, k)),
+        lambda w, wid, k: w.admin.unfreeze_wallet(AdminUnfreezeWallet("mod", MOD, wid, "r", k)),
+        lambda w, wid, k: w.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("mod", MOD, wid, (_LIMIT,), "r", k)
+        ),
+    ],
+    ids=["freeze", "unfreeze", "limits"],
+)
+
+
+@RETRIED
+async def test_a_retry_of_a_committed_change_gets_its_stored_reply_whatever_changed_since(
+    act: Retried,
+) -> None:
+    """The change committed but its reply was lost; since then the owner was promoted above
+    the moderator and auth went down. The retry with the same request id is answered the
+    first reply, as every idempotent call is, not INSUFFICIENT_PERMISSIONS or
+    AUTH_UNAVAILABLE; it writes nothing again and asks auth nothing."""
+    world = World()
+    wallet_id = (await world.open_wallet("alice")).id
+    k = key("mod")
+    first = await act(world, wallet_id, k)
+    world.roles.roles["alice"] = Role.ADMIN
+    world.roles.down = True
+    world.roles.asked.clear()
+    before = world.snapshot()
+    assert await act(world, wallet_id, k) == first
+    assert world.snapshot() == before and world.roles.asked == []
 
 
 async def test_a_moderator_freezes_and_unfreezes_a_users_wallet() -> None:

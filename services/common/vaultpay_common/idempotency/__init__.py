@@ -10,7 +10,7 @@ from vaultpay_common.idempotency.model import (
     canonical_request_id,
     request_fingerprint,
 )
-from vaultpay_common.idempotency.service import IdempotentUnitOfWork, run_once
+from vaultpay_common.idempotency.service import IdempotentUnitOfWork, run_once, stored_reply
 from vaultpay_common.idempotency.sql import (
     IDEMPOTENCY_RETENTION,
     SqlIdempotencyRecords,
@@ -56,4 +56,5 @@ __all__ = [
     "request_fingerprint",
     "run_once",
     "scope_lock_key",
+    "stored_reply",
 ]

@@ -26,7 +26,8 @@ locked while auth answers and a refusal writes nothing; a submission's owner nev
 the owner checked is the owner of the row the decision locks. When auth cannot tell, the call
 fails closed (AUTH_UNAVAILABLE, nothing decided or shown). One's own submission is refused
 (decisions) or shown (the view) without asking auth, and a super_admin's review asks auth
-nothing (they outrank anyone, so no answer could change it).
+nothing (they outrank anyone, so no answer could change it). A retry of a decision that
+committed gets its stored reply before the rank is checked (`_stored`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.context import Role
 from vaultpay_common.errors import UnavailableError
-from vaultpay_common.idempotency import run_once
+from vaultpay_common.idempotency import IdempotencyKey, run_once, stored_reply
 from vaultpay_common.ids import parse_uuid
 from vaultpay_common.ranks import acts_on_anyone
 from vaultpay_kyc.domain.crypto import EnvelopeCipher, Field, SubmissionRef
@@ -212,6 +213,9 @@ class ReviewService:
         sid = parse_uuid(cmd.submission_id, "submission_id")
         tier = cmd.kyc_tier or KycTier.FULL
         note = clean_review_text(cmd.note, field="note", required=False, max_length=MAX_NOTE_LENGTH)
+        replay = await self._stored(cmd.idempotency)
+        if replay is not None:
+            return replay
         await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
 
         async def work(uow: KycUnitOfWork) -> Submission:
@@ -233,6 +237,9 @@ class ReviewService:
 
     async def reject(self, cmd: RejectKyc) -> Submission:
         sid = parse_uuid(cmd.submission_id, "submission_id")
+        replay = await self._stored(cmd.idempotency)
+        if replay is not None:
+            return replay
         await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
 
         async def work(uow: KycUnitOfWork) -> Submission:
@@ -252,6 +259,14 @@ class ReviewService:
 
         async with self._uow() as uow:
             return await run_once(uow, cmd.idempotency, SUBMISSION_CODEC, lambda: work(uow))
+
+    async def _stored(self, key: IdempotencyKey | None) -> Submission | None:
+        """The reply of an earlier decision with `key` that committed, looked up before the
+        rank check: a retry gets the first call's reply whatever changed since (the owner's
+        role, auth being down), as pending-only is left to the transaction for the same
+        reason. Its own short transaction, ended before auth is asked."""
+        async with self._uow() as uow:
+            return await stored_reply(uow, key, SUBMISSION_CODEC)
 
     async def _check_rank(
         self, sid: str, staff_id: str, staff_role: Role, *, own_allowed: bool = False

@@ -7,9 +7,10 @@ checked on the wallet row locked by the change), nor the wallet of someone they 
 `check_staff_rank`), nor lift or replace a staff freeze in force that someone ranked above
 them set (FREEZE_HELD_BY_HIGHER_RANK, the setter's current role asked of auth the same way;
 see `_check_freeze_setter`). A super_admin outranks anyone, so auth is never asked for them.
-Every change writes its audit row in its own transaction; a refusal writes nothing. Staff
-reads (AdminGetWallet, AdminListWallets) are audited too, in the read's transaction, with the
-ids shown and the client address (ASVS 5.0 V16, as auth audits staff reads of users;
+Every change writes its audit row in its own transaction; a refusal writes nothing; a retry of
+a change that committed gets its stored reply before any of these checks runs (`_stored`).
+Staff reads (AdminGetWallet, AdminListWallets) are audited too, in the read's transaction, with
+the ids shown and the client address (ASVS 5.0 V16, as auth audits staff reads of users;
 domain/staff_reads.py): never a balance.
 """
 
@@ -25,7 +26,7 @@ from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.context import Role
 from vaultpay_common.errors import AbortedError, ValidationError
-from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once, stored_reply
 from vaultpay_common.ranks import acts_on_anyone
 from vaultpay_wallet.domain.errors import WalletClosedError
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet, WalletStatus
@@ -173,6 +174,9 @@ class AdminService:
         staff note)."""
         wallet_id = clean_wallet_id(cmd.wallet_id)
         reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
+        replay = await self._stored(cmd.idempotency)
+        if replay is not None:
+            return replay
         if cmd.until is not None and cmd.until <= self._clock.now():
             raise ValidationError.single("until_time", "must be in the future")
         read = await check_staff_rank(
@@ -216,6 +220,9 @@ class AdminService:
         there was nothing to lift)."""
         wallet_id = clean_wallet_id(cmd.wallet_id)
         reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
+        replay = await self._stored(cmd.idempotency)
+        if replay is not None:
+            return replay
         read = await check_staff_rank(
             self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role
         )
@@ -254,6 +261,16 @@ class AdminService:
 
         async with self._uow() as uow:
             return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
+
+    async def _stored(self, key: IdempotencyKey | None) -> Wallet | None:
+        """The reply of an earlier call with `key` that committed, looked up before the checks
+        that precede the change's transaction (the owner's and the setter's rank, the end in
+        the future): a retry gets the first call's reply whatever changed since (a colleague
+        froze the wallet again, someone's role changed, auth is down, the end has passed),
+        never a refusal the first call did not get. Its own short transaction, ended before
+        auth is asked."""
+        async with self._uow() as uow:
+            return await stored_reply(uow, key, _WALLET)
 
     async def _check_freeze_setter(
         self, wallet: Wallet, actor_id: str, actor_role: Role

@@ -18,7 +18,7 @@ from datetime import datetime
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import FieldViolation, ValidationError
-from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once
+from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once, stored_reply
 from vaultpay_wallet.domain.errors import WalletClosedError, WalletNotFoundError
 from vaultpay_wallet.domain.limits import (
     ActionCaps,
@@ -312,6 +312,16 @@ class LimitsService:
         views, _ = await self._joined(effective.wallet_id, effective.currency, effective.limits)
         return views
 
+    async def _replayed(self, key: IdempotencyKey | None) -> tuple[ActionLimitsView, ...] | None:
+        """The views of an earlier change with `key` that committed (joined with today's
+        usage, as `_run` joins them), or None; looked up in its own short transaction."""
+        async with self._uow() as uow:
+            effective = await stored_reply(uow, key, _EFFECTIVE)
+        if effective is None:
+            return None
+        views, _ = await self._joined(effective.wallet_id, effective.currency, effective.limits)
+        return views
+
     # ----- staff ----------------------------------------------------------------------
 
     async def admin_set_wallet_limits(
@@ -329,6 +339,9 @@ class LimitsService:
             if entry.action in seen:
                 raise ValidationError.single(f"limits[{i}].action", "is listed twice")
             seen.add(entry.action)
+        replay = await self._replayed(cmd.idempotency)
+        if replay is not None:
+            return replay  # before the rank check: a committed change's retry is not refused
         await check_staff_rank(self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role)
 
         async def work(uow: WalletUnitOfWork) -> EffectiveLimits:

@@ -58,6 +58,14 @@ async def test_the_owners_role_is_auths_answer() -> None:
     assert auth.asked == ["u1"]
 
 
+async def test_an_empty_user_id_is_a_callers_bug_never_sent_to_auth() -> None:
+    """Not AUTH_UNAVAILABLE: auth is not at fault, and blaming it hid the empty id."""
+    auth = _Auth()
+    with pytest.raises(ValueError, match="without a user id"):
+        await _roles(auth).role_of("")
+    assert auth.asked == []
+
+
 @pytest.mark.parametrize(
     ("auth", "token"),
     [

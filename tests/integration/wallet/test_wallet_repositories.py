@@ -39,6 +39,7 @@ from vaultpay_wallet.adapters.pins_pg import PgPinCheckFastPath
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.errors import (
     FreezeHeldByHigherRankError,
+    FreezeSetterUnknownError,
     InvalidPinError,
     PinCheckInProgressError,
     PinLockedError,
@@ -356,6 +357,36 @@ async def test_a_retried_unfreeze_replays_after_a_higher_rank_froze_again(
         )
     view = await world.admin.get_wallet(wallet.id, viewer=STAFF)
     assert view.wallet.status is WalletStatus.FROZEN
+
+
+async def test_a_staff_freeze_row_without_a_setter_only_a_super_admin_lifts(
+    engine: AsyncEngine,
+) -> None:
+    """`wallet_freezes.set_by` defaults to '' (a row written outside the API): below
+    super_admin the unfreeze is FREEZE_SETTER_UNKNOWN, and auth is never asked about ''."""
+    world = _World(engine)
+    world.roles.roles |= {"adm-1": Role.ADMIN, "root-1": Role.SUPER_ADMIN}
+    user = f"legacy-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Legacy", "", new_key(user)))
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("adm-1", Role.ADMIN, wallet.id, "hold", None, new_key("adm-1"))
+    )
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(tables.wallet_freezes)
+            .where(tables.wallet_freezes.c.wallet_id == wallet.id)
+            .values(set_by=text("DEFAULT"))
+        )
+    world.roles.asked.clear()
+    with pytest.raises(FreezeSetterUnknownError):
+        await world.admin.unfreeze_wallet(
+            AdminUnfreezeWallet("adm-2", Role.ADMIN, wallet.id, "ok", new_key("adm-2"))
+        )
+    assert "" not in world.roles.asked
+    lifted = await world.admin.unfreeze_wallet(
+        AdminUnfreezeWallet("root-1", Role.SUPER_ADMIN, wallet.id, "ok", new_key("root-1"))
+    )
+    assert lifted.status is WalletStatus.ACTIVE
 
 
 async def test_staff_reads_of_wallets_commit_their_audit_rows(engine: AsyncEngine) -> None:

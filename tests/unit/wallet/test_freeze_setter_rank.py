@@ -4,7 +4,8 @@ stay liftable by any staff member."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from itertools import product
 
 import pytest
@@ -15,11 +16,12 @@ from vaultpay_common.context import Role
 from vaultpay_common.errors import AbortedError, ErrorKind, UnavailableError
 from vaultpay_wallet.domain.errors import (
     FreezeHeldByHigherRankError,
+    FreezeSetterUnknownError,
     InvalidPinError,
     PinLockedError,
 )
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet, WalletStatus
-from vaultpay_wallet.domain.staff import check_may_override_staff_freeze
+from vaultpay_wallet.domain.staff import check_may_override_staff_freeze, check_setter_recorded
 from vaultpay_wallet.service_layer.commands import (
     AdminFreezeWallet,
     AdminUnfreezeWallet,
@@ -317,3 +319,58 @@ async def test_a_new_request_after_a_higher_rank_froze_again_is_still_refused() 
     await _freeze(world, "adm-1", wallet.id)
     with pytest.raises(FreezeHeldByHigherRankError):
         await _unfreeze(world, "mod-1", wallet.id)
+
+
+# ----- a staff freeze that records no setter ----------------------------------------------
+
+
+def _frozen_by_no_one(world: World, wallet_id: str) -> None:
+    """A staff freeze as a row written outside the API leaves it: `set_by` empty."""
+    repo, now = world.uow.wallets, world.clock.now()
+    repo.wallets[wallet_id] = repo.wallets[wallet_id].frozen(
+        Freeze(FreezeSource.ADMIN, "legacy hold", now), now
+    )
+
+
+@pytest.mark.parametrize("actor", ["mod-1", "adm-1"])
+@pytest.mark.parametrize("change", [_unfreeze, _freeze], ids=["unfreeze", "replace"])
+async def test_only_a_super_admin_overrides_a_staff_freeze_with_no_recorded_setter(
+    actor: str, change: Callable[[World, str, str], Awaitable[Wallet]]
+) -> None:
+    """Its setter may have been a super_admin: below super_admin the change is refused with
+    its own reason (not AUTH_UNAVAILABLE, which blamed auth), writes nothing, and auth is
+    asked about the owner only, never about an empty id."""
+    world = _world()
+    wallet = await world.open_wallet("alice")
+    _frozen_by_no_one(world, wallet.id)
+    world.roles.asked.clear()
+    before = world.snapshot()
+    with pytest.raises(FreezeSetterUnknownError) as err:
+        await change(world, actor, wallet.id)
+    assert (err.value.kind, err.value.reason) == (
+        ErrorKind.PERMISSION_DENIED,
+        "FREEZE_SETTER_UNKNOWN",
+    )
+    assert world.snapshot() == before
+    assert world.roles.asked == ["alice"]
+
+
+async def test_a_super_admin_lifts_a_staff_freeze_with_no_recorded_setter() -> None:
+    world = _world()
+    wallet = await world.open_wallet("alice")
+    _frozen_by_no_one(world, wallet.id)
+    world.roles.asked.clear()
+    lifted = await _unfreeze(world, "root-1", wallet.id)
+    assert lifted.status is WalletStatus.ACTIVE and world.roles.asked == []
+
+
+@pytest.mark.parametrize("role", STAFF_ROLES, ids=lambda role: role.name.lower())
+def test_the_unrecorded_setter_rule_refuses_every_role_below_super_admin(role: Role) -> None:
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    unrecorded = Freeze(FreezeSource.ADMIN, "legacy hold", now)
+    if role is Role.SUPER_ADMIN:
+        check_setter_recorded(unrecorded, role)
+    else:
+        with pytest.raises(FreezeSetterUnknownError):
+            check_setter_recorded(unrecorded, role)
+    check_setter_recorded(Freeze(FreezeSource.ADMIN, "hold", now, None, "adm-1"), role)

@@ -44,6 +44,9 @@ class GrpcUserRoles:
         self._whose = whose
 
     async def role_of(self, user_id: str) -> Role:
+        if not user_id:
+            # A caller's bug (no one to ask about), not auth's failure: never sent to auth.
+            raise ValueError(f"the {self._whose}'s role was asked without a user id")
         try:
             reply: auth_pb2.GetUserContactResponse = await self._stub.GetUserContact(
                 auth_pb2.GetUserContactRequest(user_id=user_id),

@@ -24,6 +24,7 @@ from vaultpay_common.errors import (
 
 __all__ = [
     "FreezeHeldByHigherRankError",
+    "FreezeSetterUnknownError",
     "InvalidPinError",
     "PinAlreadySetError",
     "PinChangedError",
@@ -138,6 +139,19 @@ class FreezeHeldByHigherRankError(PermissionDeniedError):
             "or higher may lift or replace it",
             metadata={"held_by_role": setter_role.claim},
         )
+
+
+class FreezeSetterUnknownError(PermissionDeniedError):
+    """A staff member below super_admin lifting or replacing a staff freeze in force that
+    records no setter (`set_by` empty: a row written outside the API, which always records
+    one). Whoever set it may have been a super_admin, so only a super_admin may; auth is not
+    asked (there is no one to ask about). Nothing is lifted or written."""
+
+    reason = "FREEZE_SETTER_UNKNOWN"
+    default_message = (
+        "the staff freeze in force records no one who set it; only a super_admin may lift or "
+        "replace it"
+    )
 
 
 class PinNotSetError(FailedPreconditionError):

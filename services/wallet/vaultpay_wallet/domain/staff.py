@@ -20,15 +20,28 @@ another admin's hold, a moderator another moderator's; a super_admin anything):
 
     check_may_override_staff_freeze(Role.ADMIN, Role.ADMIN)  # allowed
     check_may_override_staff_freeze(Role.MODERATOR, Role.ADMIN)  # FreezeHeldByHigherRankError
+
+A staff freeze that records no setter (`Freeze.set_by` empty: the API always records one, so
+only a row written outside it) has no rank to compare: only a super_admin, who outranks
+whoever set it, lifts or replaces it (`check_setter_recorded`, FreezeSetterUnknownError).
 """
 
 from __future__ import annotations
 
 from vaultpay_common.context import Role
-from vaultpay_common.ranks import staff_outranks
-from vaultpay_wallet.domain.errors import FreezeHeldByHigherRankError, StaffOutrankedError
+from vaultpay_common.ranks import acts_on_anyone, staff_outranks
+from vaultpay_wallet.domain.errors import (
+    FreezeHeldByHigherRankError,
+    FreezeSetterUnknownError,
+    StaffOutrankedError,
+)
+from vaultpay_wallet.domain.model import Freeze
 
-__all__ = ["check_may_override_staff_freeze", "check_staff_outranks_owner"]
+__all__ = [
+    "check_may_override_staff_freeze",
+    "check_setter_recorded",
+    "check_staff_outranks_owner",
+]
 
 
 def check_staff_outranks_owner(actor_role: Role, owner_role: Role) -> None:
@@ -45,3 +58,11 @@ def check_may_override_staff_freeze(actor_role: Role, setter_role: Role) -> None
     log), a lower rank may not undo it."""
     if setter_role > actor_role:
         raise FreezeHeldByHigherRankError(setter_role)
+
+
+def check_setter_recorded(held: Freeze, actor_role: Role) -> None:
+    """Raises FreezeSetterUnknownError (PERMISSION_DENIED, FREEZE_SETTER_UNKNOWN) when the
+    staff freeze in force records no setter and `actor_role` is below super_admin: it may
+    have been a super_admin's, and an unknown setter is never asked of auth."""
+    if not held.set_by and not acts_on_anyone(actor_role):
+        raise FreezeSetterUnknownError()

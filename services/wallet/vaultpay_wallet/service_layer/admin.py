@@ -6,12 +6,13 @@ checked on the wallet row locked by the change), nor the wallet of someone they 
 (INSUFFICIENT_PERMISSIONS, the owner's role asked of auth before the change's transaction; see
 `check_staff_rank`), nor lift or replace a staff freeze in force that someone ranked above
 them set (FREEZE_HELD_BY_HIGHER_RANK, the setter's current role asked of auth the same way;
-see `_check_freeze_setter`). A super_admin outranks anyone, so auth is never asked for them.
-Every change writes its audit row in its own transaction; a refusal writes nothing; a retry of
-a change that committed gets its stored reply before any of these checks runs (`_stored`).
-Staff reads (AdminGetWallet, AdminListWallets) are audited too, in the read's transaction, with
-the ids shown and the client address (ASVS 5.0 V16, as auth audits staff reads of users;
-domain/staff_reads.py): never a balance.
+see `_check_freeze_setter`; a staff freeze that records no setter only a super_admin lifts
+or replaces, FREEZE_SETTER_UNKNOWN). A super_admin outranks anyone, so auth is never asked
+for them. Every change writes its audit row in its own transaction; a refusal writes nothing;
+a retry of a change that committed gets its stored reply before any of these checks runs
+(`_stored`). Staff reads (AdminGetWallet, AdminListWallets) are audited too, in the read's
+transaction, with the ids shown and the client address (ASVS 5.0 V16, as auth audits staff
+reads of users; domain/staff_reads.py): never a balance.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once
 from vaultpay_common.ranks import acts_on_anyone
 from vaultpay_wallet.domain.errors import WalletClosedError
 from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet, WalletStatus
-from vaultpay_wallet.domain.staff import check_may_override_staff_freeze
+from vaultpay_wallet.domain.staff import check_may_override_staff_freeze, check_setter_recorded
 from vaultpay_wallet.domain.staff_reads import StaffViewer, wallet_viewed, wallets_listed
 from vaultpay_wallet.domain.validation import clean_text
 from vaultpay_wallet.service_layer._shared import (
@@ -277,12 +278,15 @@ class AdminService:
     ) -> Freeze | None:
         """The setter's rank rule (domain/staff.py) for the staff freeze in force that the
         change would lift or replace, asked before the change's transaction as the owner's
-        rank is (no row stays locked while auth answers; AUTH_UNAVAILABLE fails closed).
-        Returns the freeze checked, which the change requires unchanged under its lock."""
+        rank is (no row stays locked while auth answers; AUTH_UNAVAILABLE fails closed). A
+        freeze that records no setter is refused below super_admin without asking auth
+        (FREEZE_SETTER_UNKNOWN). Returns the freeze checked, which the change requires
+        unchanged under its lock."""
         if acts_on_anyone(actor_role):
             return None  # outranked by nobody: no need to ask
         held = wallet.staff_freeze_set_by_other(actor_id, self._clock.now())
         if held is not None:
+            check_setter_recorded(held, actor_role)  # auth is never asked about no one
             check_may_override_staff_freeze(actor_role, await self._roles.role_of(held.set_by))
         return held
 

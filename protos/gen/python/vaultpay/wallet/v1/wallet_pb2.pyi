@@ -64,7 +64,7 @@ class _FreezeReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FreezeRe
     """The owner froze it (FreezeMyWallet); the owner may lift it."""
     FREEZE_REASON_ADMIN: _FreezeReason.ValueType  # 2
     """Staff froze it (AdminFreezeWallet); only staff ranked at least as high as the one who
-    froze it may lift it.
+    froze it may lift it (only a super_admin when no one who froze it is recorded).
     """
     FREEZE_REASON_PIN_LOCKOUT: _FreezeReason.ValueType  # 3
     """Three consecutive wrong PINs; lifts itself after 24 hours, or earlier by ResetPin or staff."""
@@ -78,7 +78,7 @@ FREEZE_REASON_SELF: FreezeReason.ValueType  # 1
 """The owner froze it (FreezeMyWallet); the owner may lift it."""
 FREEZE_REASON_ADMIN: FreezeReason.ValueType  # 2
 """Staff froze it (AdminFreezeWallet); only staff ranked at least as high as the one who
-froze it may lift it.
+froze it may lift it (only a super_admin when no one who froze it is recorded).
 """
 FREEZE_REASON_PIN_LOCKOUT: FreezeReason.ValueType  # 3
 """Three consecutive wrong PINs; lifts itself after 24 hours, or earlier by ResetPin or staff."""

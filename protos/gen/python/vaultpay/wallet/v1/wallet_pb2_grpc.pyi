@@ -549,7 +549,9 @@ class WalletAdminServiceStub:
     it replaced).
     A staff freeze in force set by someone ranked above the caller (by their current role
     in auth) is never replaced: PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK,
-    metadata `held_by_role` the setter's role ("admin"), and nothing changes. Audited.
+    metadata `held_by_role` the setter's role ("admin"), and nothing changes. One that
+    records no setter (written outside this API) only a super_admin replaces:
+    PERMISSION_DENIED, reason FREEZE_SETTER_UNKNOWN, and nothing changes. Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -562,12 +564,13 @@ class WalletAdminServiceStub:
     too). A staff freeze in force set by someone ranked above the caller (by their current
     role in auth; equal rank may lift it, a super_admin anything) refuses the whole call:
     PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK, metadata `held_by_role` the
-    setter's role ("admin"), nothing lifted. A PIN lockout or the owner's own freeze any
-    staff member lifts. A staff freeze that another staff member sets while the call is
-    checked answers ABORTED (retry). A closed wallet stays closed. Audited. The caller's own
-    wallet answers PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff
-    member is lifted by another staff member. The rank rule and its failure of
-    AdminFreezeWallet apply.
+    setter's role ("admin"), nothing lifted; one that records no setter (written outside
+    this API) only a super_admin lifts: PERMISSION_DENIED, reason FREEZE_SETTER_UNKNOWN,
+    nothing lifted. A PIN lockout or the owner's own freeze any staff member lifts. A staff
+    freeze that another staff member sets while the call is checked answers ABORTED
+    (retry). A closed wallet stays closed. Audited. The caller's own wallet answers
+    PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
+    by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
     """
     AdminListLimits: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]
     """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
@@ -626,7 +629,9 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     it replaced).
     A staff freeze in force set by someone ranked above the caller (by their current role
     in auth) is never replaced: PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK,
-    metadata `held_by_role` the setter's role ("admin"), and nothing changes. Audited.
+    metadata `held_by_role` the setter's role ("admin"), and nothing changes. One that
+    records no setter (written outside this API) only a super_admin replaces:
+    PERMISSION_DENIED, reason FREEZE_SETTER_UNKNOWN, and nothing changes. Audited.
     Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
     reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
     (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -639,12 +644,13 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     too). A staff freeze in force set by someone ranked above the caller (by their current
     role in auth; equal rank may lift it, a super_admin anything) refuses the whole call:
     PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK, metadata `held_by_role` the
-    setter's role ("admin"), nothing lifted. A PIN lockout or the owner's own freeze any
-    staff member lifts. A staff freeze that another staff member sets while the call is
-    checked answers ABORTED (retry). A closed wallet stays closed. Audited. The caller's own
-    wallet answers PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff
-    member is lifted by another staff member. The rank rule and its failure of
-    AdminFreezeWallet apply.
+    setter's role ("admin"), nothing lifted; one that records no setter (written outside
+    this API) only a super_admin lifts: PERMISSION_DENIED, reason FREEZE_SETTER_UNKNOWN,
+    nothing lifted. A PIN lockout or the owner's own freeze any staff member lifts. A staff
+    freeze that another staff member sets while the call is checked answers ABORTED
+    (retry). A closed wallet stays closed. Audited. The caller's own wallet answers
+    PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
+    by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
     """
     AdminListLimits: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]  # type: ignore[assignment]
     """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
@@ -718,7 +724,9 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         it replaced).
         A staff freeze in force set by someone ranked above the caller (by their current role
         in auth) is never replaced: PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK,
-        metadata `held_by_role` the setter's role ("admin"), and nothing changes. Audited.
+        metadata `held_by_role` the setter's role ("admin"), and nothing changes. One that
+        records no setter (written outside this API) only a super_admin replaces:
+        PERMISSION_DENIED, reason FREEZE_SETTER_UNKNOWN, and nothing changes. Audited.
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
         reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
         (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason
@@ -737,12 +745,13 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         too). A staff freeze in force set by someone ranked above the caller (by their current
         role in auth; equal rank may lift it, a super_admin anything) refuses the whole call:
         PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK, metadata `held_by_role` the
-        setter's role ("admin"), nothing lifted. A PIN lockout or the owner's own freeze any
-        staff member lifts. A staff freeze that another staff member sets while the call is
-        checked answers ABORTED (retry). A closed wallet stays closed. Audited. The caller's own
-        wallet answers PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff
-        member is lifted by another staff member. The rank rule and its failure of
-        AdminFreezeWallet apply.
+        setter's role ("admin"), nothing lifted; one that records no setter (written outside
+        this API) only a super_admin lifts: PERMISSION_DENIED, reason FREEZE_SETTER_UNKNOWN,
+        nothing lifted. A PIN lockout or the owner's own freeze any staff member lifts. A staff
+        freeze that another staff member sets while the call is checked answers ABORTED
+        (retry). A closed wallet stays closed. Audited. The caller's own wallet answers
+        PERMISSION_DENIED, reason CANNOT_MODIFY_SELF: a staff freeze on a staff member is lifted
+        by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
         """
 
     @_abc_1.abstractmethod

@@ -230,6 +230,31 @@ async def test_a_staff_freeze_that_commits_while_the_setter_is_checked_aborts_th
         await _unfreeze(world, "mod-2", wallet.id)
 
 
+async def test_a_staff_freeze_that_commits_while_a_freeze_is_checked_aborts_it_too() -> None:
+    """AdminFreezeWallet's replacement is checked the same way (proto: ABORTED)."""
+    world = _world()
+    wallet = await world.open_wallet("alice")
+    await _freeze(world, "mod-1", wallet.id)
+    repo = world.uow.wallets
+
+    class AdminFreezesMeanwhile(FakeUserRoles):
+        async def role_of(self, user_id: str) -> Role:
+            if user_id == "mod-1":
+                now = world.clock.now()
+                hold = Freeze(FreezeSource.ADMIN, "fraud", now, None, "adm-1")
+                repo.wallets[wallet.id] = repo.wallets[wallet.id].frozen(hold, now)
+            return await super().role_of(user_id)
+
+    world.admin._roles = AdminFreezesMeanwhile(STAFF)
+    audited = len(world.uow.audit_entries)
+    with pytest.raises(AbortedError) as err:
+        await _freeze(world, "mod-2", wallet.id, note="mine")
+    assert (err.value.kind, err.value.reason) == (ErrorKind.ABORTED, "ABORTED")
+    held = repo.wallets[wallet.id].freeze_by(FreezeSource.ADMIN)
+    assert held is not None and held.set_by == "adm-1"  # the admin's hold, not replaced
+    assert len(world.uow.audit_entries) == audited
+
+
 # ----- freeze: replacing the staff freeze in force -----------------------------------------
 
 

@@ -170,9 +170,10 @@ class AdminService:
         """Adds (or replaces) the staff freeze, with a reason and an optional end in the
         future; never shortens the staff freeze in force (WALLET_ALREADY_FROZEN, see
         `Wallet.frozen`), nor replaces one set by a higher rank (FREEZE_HELD_BY_HIGHER_RANK:
-        the replacement would then be the actor's to lift). Coexists with a self-freeze or
-        lockout; only staff can lift it. Audited, and the owner is notified (without the
-        staff note)."""
+        the replacement would then be the actor's to lift). Another staff member's freeze
+        that commits while this one is checked answers ABORTED (`_require_same_staff_freeze`).
+        Coexists with a self-freeze or lockout; only staff can lift it. Audited, and the owner
+        is notified (without the staff note)."""
         wallet_id = clean_wallet_id(cmd.wallet_id)
         reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
         replay = await self._stored(cmd.idempotency)

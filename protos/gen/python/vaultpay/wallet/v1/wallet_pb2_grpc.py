@@ -1227,7 +1227,9 @@ class WalletAdminServiceServicer:
         in auth) is never replaced: PERMISSION_DENIED, reason FREEZE_HELD_BY_HIGHER_RANK,
         metadata `held_by_role` the setter's role ("admin"), and nothing changes. One that
         records no setter (written outside this API) only a super_admin replaces:
-        PERMISSION_DENIED, reason FREEZE_SETTER_UNKNOWN, and nothing changes. Audited.
+        PERMISSION_DENIED, reason FREEZE_SETTER_UNKNOWN, and nothing changes. A staff freeze
+        that another staff member sets while the call is checked answers ABORTED, reason
+        ABORTED, and nothing changes (retry: the retry checks the new freeze). Audited.
         Staff never act on their own wallet: the caller's own wallet answers PERMISSION_DENIED,
         reason CANNOT_MODIFY_SELF. Staff act only on the wallets of users ranked below them
         (a super_admin on anyone else's): otherwise PERMISSION_DENIED, reason

@@ -11,13 +11,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from vaultpay.type.v1 import audit_pb2
 from vaultpay_common.audit import AuditQuery, AuditRecord
 from vaultpay_common.context import METHOD, PRINCIPAL, Principal, Role
-from vaultpay_common.errors import UnauthenticatedError, ValidationError
+from vaultpay_common.errors import (
+    InsufficientPermissionsError,
+    UnauthenticatedError,
+    ValidationError,
+)
 from vaultpay_common.pagination import PageScope
 
 __all__ = [
     "audit_event_to_proto",
     "audit_filters",
     "current_principal",
+    "current_staff",
     "datetime_or_none",
     "duration",
     "page_scope",
@@ -84,6 +89,15 @@ def current_principal() -> Principal:
     if principal is None:
         raise UnauthenticatedError()
     return principal
+
+
+def current_staff() -> tuple[str, Role]:
+    """The calling staff member's user id and role (the staff RPCs' access rules admit user
+    tokens only, each with a role; anything else is refused as auth's interceptor would)."""
+    principal = current_principal()
+    if principal.role is None:
+        raise InsufficientPermissionsError("a staff member's access token is required")
+    return principal.user_id, principal.role
 
 
 def page_scope() -> PageScope:

@@ -9,9 +9,8 @@ from collections.abc import AsyncIterable
 from google.protobuf.message import Message
 
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
-from vaultpay_common.context import CLIENT_IP, Role
-from vaultpay_common.errors import InsufficientPermissionsError
-from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
+from vaultpay_common.context import CLIENT_IP
+from vaultpay_common.grpc.convert import current_principal, current_staff, page_scope, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
@@ -110,15 +109,6 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
         return reply
 
 
-def _staff() -> tuple[str, Role]:
-    """The calling staff member's user id and role (the access rules admit user tokens
-    only, each with a role; anything else is refused as auth's interceptor would)."""
-    principal = current_principal()
-    if principal.role is None:
-        raise InsufficientPermissionsError("a staff member's access token is required")
-    return principal.user_id, principal.role
-
-
 class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     def __init__(
         self, review: ReviewService, rotation: KeyRotationService, page_tokens: PageTokens
@@ -134,7 +124,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
             status=status_from_proto(request.status),
             user_id=parse_optional_uuid(request.user_id, "user_id"),
         )
-        viewer = StaffViewer(*_staff(), CLIENT_IP.get())
+        viewer = StaffViewer(*current_staff(), CLIENT_IP.get())
 
         async def fetch(after: QueueCursor | None, limit: int) -> SliceOf[ListedSubmission]:
             page = await self._review.list_queue(flt, after, limit, viewer=viewer)
@@ -164,7 +154,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
         self, request: kyc_pb2.AdminGetKycSubmissionRequest, context: Ctx
     ) -> kyc_pb2.AdminGetKycSubmissionResponse:
         details = await self._review.view(
-            request.submission_id, viewer=StaffViewer(*_staff(), CLIENT_IP.get())
+            request.submission_id, viewer=StaffViewer(*current_staff(), CLIENT_IP.get())
         )
         return kyc_pb2.AdminGetKycSubmissionResponse(
             submission=submission_to_proto(
@@ -182,7 +172,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     ) -> kyc_pb2.AdminApproveKycResponse:
         submission = await self._review.approve(
             cmd.ApproveKyc(
-                *_staff(),
+                *current_staff(),
                 request.submission_id,
                 tier_from_proto(request.kyc_tier),
                 request.note,
@@ -198,7 +188,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     ) -> kyc_pb2.AdminRejectKycResponse:
         submission = await self._review.reject(
             cmd.RejectKyc(
-                *_staff(),
+                *current_staff(),
                 request.submission_id,
                 request.reason,
                 idempotency_key(request),

@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from vaultpay_common.context import CLIENT_IP, Role
-from vaultpay_common.errors import InsufficientPermissionsError
+from vaultpay_common.context import CLIENT_IP
 from vaultpay_common.grpc.audit_listing import list_audit_events
 from vaultpay_common.grpc.convert import (
     current_principal,
+    current_staff,
     datetime_or_none,
     page_scope,
     timestamp,
@@ -74,18 +74,9 @@ def _setting_cursor(position: Mapping[str, Any]) -> str:
     return position_text(position, "k", max_length=200)
 
 
-def _staff() -> tuple[str, Role]:
-    """The calling staff member's user id and role (the access rules admit user tokens
-    only, each with a role; anything else is refused as auth's interceptor would)."""
-    principal = current_principal()
-    if principal.role is None:
-        raise InsufficientPermissionsError("a staff member's access token is required")
-    return principal.user_id, principal.role
-
-
 def _viewer() -> StaffViewer:
     """The staff member reading wallets and their address, for the audit row of the read."""
-    return StaffViewer(*_staff(), CLIENT_IP.get())
+    return StaffViewer(*current_staff(), CLIENT_IP.get())
 
 
 class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
@@ -168,7 +159,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     ) -> wallet_pb2.AdminFreezeWalletResponse:
         wallet = await self._admin.freeze_wallet(
             cmd.AdminFreezeWallet(
-                *_staff(),
+                *current_staff(),
                 request.wallet_id,
                 request.reason,
                 datetime_or_none(request, "until_time"),
@@ -182,7 +173,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     ) -> wallet_pb2.AdminUnfreezeWalletResponse:
         wallet = await self._admin.unfreeze_wallet(
             cmd.AdminUnfreezeWallet(
-                *_staff(),
+                *current_staff(),
                 request.wallet_id,
                 request.reason,
                 idempotency_key(request, canonical=_WALLET_ID),
@@ -229,7 +220,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
         )
         views = await self._limits.admin_set_wallet_limits(
             cmd.AdminSetWalletLimits(
-                *_staff(),
+                *current_staff(),
                 request.wallet_id,
                 limits,
                 request.reason,

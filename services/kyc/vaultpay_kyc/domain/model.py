@@ -3,13 +3,14 @@
 A submission is PENDING until staff approve it (VERIFIED, with the tier granted) or reject it
 (REJECTED, with a reason the user sees). Only a pending submission can be decided, and never by
 its own owner, nor by staff who do not outrank the owner (`check_reviewer_outranks_owner`: the
-rank rule wallet applies to staff changes of a wallet, `vaultpay_common.ranks`). A user holds at most one PENDING submission. BASIC is a step on the way, not the
-end (kyc_tier.proto: FULL is an identity *and address* document), so a user whose approvals
-granted BASIC may submit again to be upgraded, while one granted FULL may not
-(`check_may_submit`); after a rejection they may submit again. The tier a user holds is the
-highest their approvals granted (`highest_tier`), and an approval never grants less than that
-(`Submission.approve`), so neither a pending nor a rejected upgrade, nor an approval of one,
-lowers it. The number itself never lives here: only its mask.
+rank rule wallet applies to staff changes of a wallet, `vaultpay_common.ranks`). A user holds
+at most one PENDING submission. BASIC is a step on the way, not the end (kyc_tier.proto: FULL
+is an identity *and address* document), so a user whose approvals granted BASIC may submit
+again to be upgraded, while one granted FULL may not (`check_may_submit`); after a rejection
+they may submit again. The tier a user holds is the highest their approvals granted
+(`highest_tier`), and an approval never grants less than that (`Submission.approve`), so
+neither a pending nor a rejected upgrade, nor an approval of one, lowers it. The number itself
+never lives here: only its mask.
 
 Values are frozen dataclasses: a rule returns a new `Submission`, the use case persists it, and
 the same objects serve as idempotent replies.

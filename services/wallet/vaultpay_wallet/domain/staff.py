@@ -1,9 +1,10 @@
 """Who on the staff may act on whose wallet: the rank rule of the admin API's changes.
 
 The rule itself is shared with kyc's decisions (`vaultpay_common.ranks.staff_outranks`); this
-module raises wallet's error for it. auth's rule for SetUserRole and DeactivateUser (`check_may_manage` in auth's domain policies)
-applied to wallets: staff act only on people ranked strictly below them, except a
-super_admin, who acts on anyone (another super_admin included). Acting on oneself is refused
+module raises wallet's error for it. auth's rule for SetUserRole and DeactivateUser
+(`check_may_manage` in auth's domain policies) applied to wallets: staff act only on people
+ranked strictly below them, except a super_admin, who acts on anyone (another super_admin
+included). Acting on oneself is refused
 before this rule is asked (`Wallet.check_staff_may_change`, CANNOT_MODIFY_SELF), as in auth.
 
 On every pair auth's actions admit (an admin or super_admin acting) the two rules agree.

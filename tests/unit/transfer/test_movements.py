@@ -596,3 +596,16 @@ async def test_a_committed_movement_logs_one_line_without_the_note_or_pin(
         "status": debit.status.name,
     }
     assert not {"lunch", "1234"} & {str(v) for v in vars(line).values()}
+
+
+async def test_a_replayed_top_up_logs_nothing_new(
+    service: MovementService, ledger: FakeLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="vaultpay_transfer.service_layer.movements")
+    command = TopUp(ALICE, key(), AmountInput("INR", 5_000), PaymentMethod.UPI, "upi-ref-77")
+    first = await service.top_up(command)
+    again = await service.top_up(command)  # the ledger answers REPLAY with the stored row
+    assert again == first
+    assert ledger.calls.count("top_up") == 2
+    lines = [r for r in caplog.records if r.getMessage() == "movement committed"]
+    assert [line.transaction_id for line in lines] == [first.transaction_id]  # type: ignore[attr-defined]

@@ -217,6 +217,8 @@ class MovementService:
     ) -> Transaction:
         if outcome.accepted and outcome.transaction is not None:
             done = outcome.transaction
+            if outcome.code != "OK":
+                return done  # a replay: its movement was logged when it committed
             # One line per committed movement (its request id comes from the log context):
             # what an operator greps for when a client asks what became of a payment. Never
             # the note, the PIN, a bank account or the counterparty's name.

@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 import time
 from collections import OrderedDict
@@ -133,7 +134,9 @@ class TokenVerifier:
         self._keys: dict[str, Any] = {}
         self._cache: OrderedDict[str, TokenClaims] = OrderedDict()
         self._cache_size = cache_size
-        self._last_refresh = 0.0
+        # Never refreshed: minus infinity, not 0.0. time.monotonic() counts from boot, so on a
+        # machine up for less than the interval 0.0 would read as "just refreshed".
+        self._last_refresh = -math.inf
         self._last_refresh_failed = False
         self._min_refresh_interval = min_refresh_interval
         self._max_key_age = max_key_age

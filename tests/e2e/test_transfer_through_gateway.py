@@ -82,14 +82,28 @@ def _balance(gateway: Gateway, person: Person) -> int:
     return int(reply.body["balance"]["amountMinor"])
 
 
+def _top_up(gateway: Gateway, person: Person, minor: int) -> None:
+    """Funds `person` by UPI (a top-up needs no trusted address)."""
+    body = {
+        "requestId": rid(),
+        "amount": inr(minor),
+        "paymentMethod": "PAYMENT_METHOD_UPI",
+        "paymentReference": f"upi-{uuid.uuid4().hex[:20]}",
+    }
+    funded = _call(gateway, person, "POST", "/v1/transactions:topUp", body)
+    assert funded.status == 200, funded.body
+
+
 def _notes(gateway: Gateway, person: Person) -> list[str]:
     reply = _call(gateway, person, "GET", "/v1/notifications")
     assert reply.status == 200, reply.body
     return [str(n["title"]) for n in reply.body.get("notifications", [])]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def people(gateway: Gateway, mesh: Mesh) -> tuple[Person, Person]:
+    """Two people with PINs and approved KYC, new to each test: no test sees another's money,
+    trusted addresses, limits or PIN attempts."""
     alice = new_person(gateway, pin=PIN)
     bob = new_person(gateway, pin=PIN)
     await approve_kyc(mesh, alice, bob)
@@ -378,7 +392,10 @@ def _status_of(gateway: Gateway, person: Person, transaction_id: str) -> str:
 def test_withdrawals_settle_or_come_back_and_the_ledger_verifies(
     gateway: Gateway, mesh: Mesh, people: tuple[Person, Person]
 ) -> None:
-    alice, _ = people
+    alice, bob = people
+    _top_up(gateway, alice, 50_000)
+    send = {"requestId": rid(), "recipientWalletId": bob.wallet_id, "amount": inr(100), "pin": PIN}
+    _trust_my_network(gateway, mesh, alice, send)
     before = _balance(gateway, alice)
     paid = _withdraw(gateway, alice, 10_000, "123456789012")
     refused = _withdraw(gateway, alice, 20_000, REFUSING_ACCOUNT)
@@ -432,19 +449,7 @@ async def test_a_sends_notifications_reach_both_watchers_within_a_second_of_the_
 ) -> None:
     carol, dave = new_person(gateway, pin=PIN), new_person(gateway, pin=PIN)
     await approve_kyc(mesh, carol, dave)
-    funded = _call(
-        gateway,
-        carol,
-        "POST",
-        "/v1/transactions:topUp",
-        {
-            "requestId": rid(),
-            "amount": inr(10_000),
-            "paymentMethod": "PAYMENT_METHOD_UPI",
-            "paymentReference": f"upi-{uuid.uuid4().hex[:20]}",
-        },
-    )
-    assert funded.status == 200, funded.body
+    _top_up(gateway, carol, 10_000)
     send = {
         "requestId": rid(),
         "recipientWalletId": dave.wallet_id,

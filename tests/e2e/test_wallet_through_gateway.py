@@ -233,7 +233,7 @@ def test_staff_never_change_their_own_wallet_through_the_admin_api(
 
 def test_staff_change_only_the_wallets_of_people_they_outrank(gateway: Gateway, mesh: Mesh) -> None:
     # A moderator could freeze an admin's or a super_admin's wallet: wallet did not know the
-    # owner's role. It now asks auth (GetUserContact) and applies auth's rank rule.
+    # owner's role. It now asks auth (GetUserRole) and applies auth's rank rule.
     moderator = staff_token(mesh, gateway, "MODERATOR")
     admin = staff_token(mesh, gateway, "ADMIN")
     other_admin = staff_token(mesh, gateway, "ADMIN")

@@ -40,6 +40,9 @@ def test_rules_are_read_from_the_proto_options() -> None:
     assert rules["/vaultpay.auth.v1.AuthInternalService/GetUserContact"] == AccessRule(
         internal=True, callers=frozenset({"kyc", "wallet"})
     )
+    assert rules["/vaultpay.auth.v1.AuthInternalService/GetUserRole"] == AccessRule(
+        internal=True, callers=frozenset({"kyc", "wallet"})
+    )
 
 
 def _options(**fields: Any) -> descriptor_pb2.MethodOptions:

@@ -127,6 +127,9 @@ CALLS: dict[str, Any] = {
     "auth GetUserContact": lambda v: AuthInternalServicer(_ANY, _ANY, _ANY, _ANY).GetUserContact(
         auth_pb2.GetUserContactRequest(user_id=v), _ANY
     ),
+    "auth GetUserRole": lambda v: AuthInternalServicer(_ANY, _ANY, _ANY, _ANY).GetUserRole(
+        auth_pb2.GetUserRoleRequest(user_id=v), _ANY
+    ),
     "wallet MarkNotificationRead": lambda v: _wallet_user().MarkNotificationRead(
         wallet_pb2.MarkNotificationReadRequest(notification_id=v), _ANY
     ),

@@ -1,5 +1,6 @@
-"""A user's role from auth's GetUserContact (wallet's staff actions, kyc's decisions): any
-answer but a role is AUTH_UNAVAILABLE, so an action whose rank cannot be checked fails closed."""
+"""A user's role from auth's GetUserRole (wallet's staff actions, kyc's decisions), which
+carries nothing but the role: any answer but a role is AUTH_UNAVAILABLE, so an action whose
+rank cannot be checked fails closed. Wallet's mail alone still asks GetUserContact."""
 
 from __future__ import annotations
 
@@ -14,22 +15,33 @@ from vaultpay_common.context import Role
 from vaultpay_common.errors import ErrorKind, UnavailableError
 from vaultpay_common.grpc.auth_client import AuthUnavailableError
 from vaultpay_common.grpc.user_roles import GrpcUserRoles
-from vaultpay_wallet.adapters.peers import GrpcUserContacts
+from vaultpay_wallet.adapters.peers import GrpcUserContacts, UserContact
 
 
 class _Auth:
-    """A stand-in for auth's internal stub: answers `role`, or raises `failure`."""
+    """A stand-in for auth's internal stub: GetUserRole answers `role`, GetUserContact a
+    contact (without a role), or either raises `failure`. `calls` records (rpc, user id)."""
 
     def __init__(self, role: int = role_pb2.ROLE_ADMIN, failure: Exception | None = None) -> None:
         self.role = role_pb2.Role.ValueType(role)
         self.failure = failure
-        self.asked: list[str] = []
+        self.calls: list[tuple[str, str]] = []
 
-    async def GetUserContact(self, request: Any, **kwargs: Any) -> Any:
-        self.asked.append(request.user_id)
+    @property
+    def asked(self) -> list[str]:
+        return [user_id for _, user_id in self.calls]
+
+    async def GetUserRole(self, request: Any, **kwargs: Any) -> Any:
+        self.calls.append(("GetUserRole", request.user_id))
         if self.failure is not None:
             raise self.failure
-        return auth_pb2.GetUserContactResponse(email="a@example.com", active=True, role=self.role)
+        return auth_pb2.GetUserRoleResponse(role=self.role)
+
+    async def GetUserContact(self, request: Any, **kwargs: Any) -> Any:
+        self.calls.append(("GetUserContact", request.user_id))
+        if self.failure is not None:
+            raise self.failure
+        return auth_pb2.GetUserContactResponse(email="a@example.com", full_name="A", active=True)
 
 
 async def _token() -> str:
@@ -48,14 +60,16 @@ def _roles(auth: _Auth, token: Any = _token) -> GrpcUserRoles:
 
 def _wallets_contacts(auth: _Auth) -> GrpcUserContacts:
     contacts = GrpcUserContacts(grpc.aio.insecure_channel("127.0.0.1:1"), _token, 1.0)
+    contacts._stub = auth  # type: ignore[assignment]
     contacts._roles._stub = auth  # type: ignore[assignment]
     return contacts
 
 
-async def test_the_owners_role_is_auths_answer() -> None:
+async def test_the_owners_role_is_auths_answer_to_get_user_role_alone() -> None:
+    """Least privilege: a rank check never asks for the user's contact (email, name)."""
     auth = _Auth(role_pb2.ROLE_MODERATOR)
     assert await _roles(auth).role_of("u1") is Role.MODERATOR
-    assert auth.asked == ["u1"]
+    assert auth.calls == [("GetUserRole", "u1")]
 
 
 async def test_an_empty_user_id_is_a_callers_bug_never_sent_to_auth() -> None:
@@ -86,3 +100,11 @@ async def test_wallets_contacts_answer_roles_by_the_same_rule() -> None:
     assert await _wallets_contacts(_Auth(role_pb2.ROLE_MODERATOR)).role_of("u1") is Role.MODERATOR
     with pytest.raises(UnavailableError):
         await _wallets_contacts(_Auth(role_pb2.ROLE_UNSPECIFIED)).role_of("u1")
+
+
+async def test_wallet_asks_the_contact_for_mail_and_the_role_for_a_rank_check() -> None:
+    auth = _Auth(role_pb2.ROLE_MODERATOR)
+    contacts = _wallets_contacts(auth)
+    assert await contacts.contact("u1") == UserContact("a@example.com", "A", True)
+    assert await contacts.role_of("u2") is Role.MODERATOR
+    assert auth.calls == [("GetUserContact", "u1"), ("GetUserRole", "u2")]

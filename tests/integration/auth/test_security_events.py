@@ -204,7 +204,7 @@ async def test_a_staff_listing_of_users_is_audited_with_the_ids_shown(
     assert_no_secrets(event, user.email)
 
 
-async def test_a_peer_service_reading_a_contact_is_not_a_staff_read(
+async def test_a_peer_service_reading_a_contact_or_a_role_is_not_a_staff_read(
     auth: AuthStack, admin: auth_pb2.TokenPair
 ) -> None:
     user = await auth.register()
@@ -213,6 +213,10 @@ async def test_a_peer_service_reading_a_contact_is_not_a_staff_read(
     )
     await auth.internal.GetUserContact(
         auth_pb2.GetUserContactRequest(user_id=user.user_id),
+        metadata=bearer(service.access_token),
+    )
+    await auth.internal.GetUserRole(
+        auth_pb2.GetUserRoleRequest(user_id=user.user_id),
         metadata=bearer(service.access_token),
     )
     assert await events(auth, admin, "user.viewed", user.user_id) == []

@@ -30,12 +30,17 @@ from vaultpay_devstack.infra import Infra
 
 T = TypeVar("T")
 
+# Every identity of the mesh, so that the access rules of the internal RPCs are tried for each.
+_SERVICE_CLIENTS = ",".join(f"{c}:{SERVICE_SECRET}" for c in ("wallet", "kyc", "transfer"))
+
 
 @pytest.fixture(scope="module")
 async def auth(infra: Infra) -> AsyncIterator[AuthStack]:
     """This module's own auth server. It reloads its keys only hourly by itself, so whatever
     it picks up within seconds reached it through the key-change notification."""
-    async with own_auth_stack(infra, "keys", key_reload_seconds=3600.0) as started:
+    async with own_auth_stack(
+        infra, "keys", key_reload_seconds=3600.0, service_clients=_SERVICE_CLIENTS
+    ) as started:
         yield started
 
 
@@ -86,9 +91,9 @@ async def ring(auth: AuthStack) -> AsyncIterator[KeyRing]:
         await engine.dispose()
 
 
-async def _service_token(auth: AuthStack) -> str:
+async def _service_token(auth: AuthStack, client_id: str = "wallet") -> str:
     reply: auth_pb2.IssueServiceTokenResponse = await auth.internal.IssueServiceToken(
-        auth_pb2.IssueServiceTokenRequest(client_id="wallet", client_secret=SERVICE_SECRET)
+        auth_pb2.IssueServiceTokenRequest(client_id=client_id, client_secret=SERVICE_SECRET)
     )
     return reply.access_token
 
@@ -178,7 +183,65 @@ async def test_services_look_up_a_users_contact_and_current_role(auth: AuthStack
         auth_pb2.GetUserContactRequest(user_id=staff.user_id),
         metadata=bearer(await _service_token(auth)),
     )
-    assert reply.role == role_pb2.ROLE_MODERATOR  # wallet's staff actions compare it
+    assert reply.role == role_pb2.ROLE_MODERATOR
+
+
+async def _role_of(auth: AuthStack, user_id: str, service: str) -> role_pb2.Role.ValueType:
+    reply: auth_pb2.GetUserRoleResponse = await auth.internal.GetUserRole(
+        auth_pb2.GetUserRoleRequest(user_id=user_id),
+        metadata=bearer(await _service_token(auth, service)),
+    )
+    return reply.role
+
+
+@pytest.mark.parametrize("service", ["wallet", "kyc"])
+async def test_the_rank_services_look_up_a_users_current_role_and_nothing_else(
+    auth: AuthStack, service: str
+) -> None:
+    """Wallet's staff actions and kyc's reviews compare the owner's role with the caller's:
+    the answer carries the role only, never the user's email or name."""
+    assert [f.name for f in auth_pb2.GetUserRoleResponse.DESCRIPTOR.fields] == ["role"]
+    user = await auth.register()
+    assert await _role_of(auth, user.user_id, service) == role_pb2.ROLE_USER
+    staff, _ = await auth.staff("MODERATOR")
+    assert await _role_of(auth, staff.user_id, service) == role_pb2.ROLE_MODERATOR
+
+
+async def test_a_deactivated_users_role_is_still_their_role(auth: AuthStack) -> None:
+    """As GetUserContact answered it: a deactivated admin's staff freezes stay protected by
+    their rank (the rank rule does not look at whether the owner or setter is active)."""
+    _, super_admin = await auth.staff("SUPER_ADMIN")
+    admin, _ = await auth.staff("ADMIN")
+    await auth.admin.DeactivateUser(
+        auth_pb2.DeactivateUserRequest(user_id=admin.user_id, reason="left the company"),
+        metadata=bearer(super_admin),
+    )
+    assert await _role_of(auth, admin.user_id, "kyc") == role_pb2.ROLE_ADMIN
+
+
+async def test_the_role_of_a_user_auth_does_not_know_is_not_found(auth: AuthStack) -> None:
+    failure = await rpc_failure(
+        auth.internal.GetUserRole(
+            auth_pb2.GetUserRoleRequest(user_id=str(uuid.uuid4())),
+            metadata=bearer(await _service_token(auth, "kyc")),
+        )
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+
+
+async def test_users_and_services_without_a_rank_rule_cannot_ask_a_role(auth: AuthStack) -> None:
+    user, tokens = await auth.user_with_token()
+    _, admin = await auth.staff("ADMIN")
+    for token in (tokens.access_token, admin.access_token, await _service_token(auth, "transfer")):
+        failure = await rpc_failure(
+            auth.internal.GetUserRole(
+                auth_pb2.GetUserRoleRequest(user_id=user.user_id), metadata=bearer(token)
+            )
+        )
+        assert (failure.code, failure.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "INSUFFICIENT_PERMISSIONS",
+        )
 
 
 # ----- rotation: a published standby key takes over ---------------------------------------
@@ -368,6 +431,13 @@ async def test_odd_spellings_of_a_user_id_are_invalid_argument(
     failure = await rpc_failure(
         auth.internal.GetUserContact(
             auth_pb2.GetUserContactRequest(user_id=odd),
+            metadata=bearer(await _service_token(auth)),
+        )
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["user_id"])
+    failure = await rpc_failure(
+        auth.internal.GetUserRole(
+            auth_pb2.GetUserRoleRequest(user_id=odd),
             metadata=bearer(await _service_token(auth)),
         )
     )

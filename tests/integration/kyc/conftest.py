@@ -1,6 +1,6 @@
 """An in-process kyc server on real PostgreSQL (migrated by the real `vaultpay-kyc migrate`)
 and Redis, with the real interceptors, outbox relay and jobs. Callers are authenticated with a
-local Ed25519 key instead of a running auth, whose GetUserContact (the owner's role for the
+local Ed25519 key instead of a running auth, whose GetUserRole (the owner's role for the
 rank rule of reviews) a stand-in answers from the roles of the tokens it signed; wallet is a
 small stand-in server that records what kyc asks of it. One stack per test module (fresh
 database).
@@ -112,17 +112,18 @@ class LocalAuth:
 
 
 class AuthStandIn(auth_pb2_grpc.AuthInternalServiceServicer):
-    """auth's GetUserContact: the role of a user `LocalAuth` signed a token for, NOT_FOUND for
-    anyone else; `down` answers UNAVAILABLE. `asked` records each user id asked about."""
+    """auth's GetUserRole: the role of a user `LocalAuth` signed a token for, NOT_FOUND for
+    anyone else; `down` answers UNAVAILABLE. `asked` records each user id asked about. It
+    serves no GetUserContact: kyc has no business with a user's email or name."""
 
     def __init__(self, auth: LocalAuth) -> None:
         self._auth = auth
         self.down = False
         self.asked: list[str] = []
 
-    async def GetUserContact(
-        self, request: auth_pb2.GetUserContactRequest, context: grpc.aio.ServicerContext
-    ) -> auth_pb2.GetUserContactResponse:
+    async def GetUserRole(
+        self, request: auth_pb2.GetUserRoleRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetUserRoleResponse:
         self.asked.append(request.user_id)
         if self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "auth is down")
@@ -130,12 +131,7 @@ class AuthStandIn(auth_pb2_grpc.AuthInternalServiceServicer):
         if role is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such user")
             raise AssertionError("abort raises")
-        return auth_pb2.GetUserContactResponse(
-            email=f"{request.user_id}@example.com",
-            full_name="A User",
-            active=True,
-            role=role_pb2.Role.ValueType(role.value),
-        )
+        return auth_pb2.GetUserRoleResponse(role=role_pb2.Role.ValueType(role.value))
 
 
 class WalletStandIn(

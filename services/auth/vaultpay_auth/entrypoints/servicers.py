@@ -222,6 +222,12 @@ class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
             role=role_to_proto(user.role),
         )
 
+    async def GetUserRole(
+        self, request: auth_pb2.GetUserRoleRequest, context: Ctx
+    ) -> auth_pb2.GetUserRoleResponse:
+        role = await self._admin.role_of(parse_uuid(request.user_id, "user_id"))
+        return auth_pb2.GetUserRoleResponse(role=role_to_proto(role))
+
     async def PollSessionRevocations(
         self, request: auth_pb2.PollSessionRevocationsRequest, context: Ctx
     ) -> auth_pb2.PollSessionRevocationsResponse:

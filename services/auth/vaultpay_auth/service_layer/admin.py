@@ -1,4 +1,5 @@
-"""Staff use cases: list and inspect users, change roles, deactivate and reactivate.
+"""Staff use cases: list and inspect users, change roles, deactivate and reactivate; and the
+peer services' lookups of a user (GetUserContact's contact, GetUserRole's role).
 
 The rules: only a super_admin grants, removes or acts on admin and super_admin; nobody acts
 on themselves; the last active super_admin is never demoted or deactivated (checked under
@@ -96,6 +97,18 @@ class AdminService:
         if user is None:
             raise UserNotFoundError()
         return user
+
+    async def role_of(self, user_id: str) -> Role:
+        """The user's current role for a peer service's rank rule (GetUserRole), and nothing
+        else about them: not their contact, and whether they are active does not change it
+        (a deactivated admin still outranks a moderator). Not a staff read, so not audited.
+        Raises UserNotFoundError for a user auth does not know."""
+        check_user_id(user_id)
+        async with self._uow() as uow:
+            user = await uow.users.get(user_id)
+        if user is None:
+            raise UserNotFoundError()
+        return user.role
 
     async def _lock_managed_user(
         self, uow: AuthUnitOfWork, actor: Principal, user_id: str, new_role: Role | None

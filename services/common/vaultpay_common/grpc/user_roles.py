@@ -3,12 +3,13 @@
     roles = GrpcUserRoles(channel, service_token, timeout=2.0, whose="wallet owner")
     role = await roles.role_of(user_id)  # Role, or AuthUnavailableError
 
-It asks AuthInternalService.GetUserContact with the caller's service identity (the method's
-access rule names the services that may) and keeps only the role, which comes from auth's
-database, never from a token. Every failure is AUTH_UNAVAILABLE, so an action whose rank
-cannot be checked fails closed: auth down or too slow, our own service token not to be had, an
-answer without a role (an auth older than the field) or with one this build does not know, a
-user unknown to auth. No answer is taken as "a user".
+It asks AuthInternalService.GetUserRole with the caller's service identity (the method's
+access rule names the services that may), which answers the role and nothing else about the
+user (no email or name crosses for a rank check), from auth's database, never from a token.
+Every failure is AUTH_UNAVAILABLE, so an action whose rank cannot be checked fails closed: auth
+down or too slow (or older than GetUserRole), our own service token not to be had, an answer
+without a role or with one this build does not know, a user unknown to auth. No answer is
+taken as "a user".
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ TokenSource = Callable[[], Awaitable[str]]
 
 
 class GrpcUserRoles:
-    """`role_of(user_id)` over auth's GetUserContact; `whose` names the user in logs and
+    """`role_of(user_id)` over auth's GetUserRole; `whose` names the user in logs and
     errors ("wallet owner", "kyc submission's owner")."""
 
     def __init__(
@@ -48,8 +49,8 @@ class GrpcUserRoles:
             # A caller's bug (no one to ask about), not auth's failure: never sent to auth.
             raise ValueError(f"the {self._whose}'s role was asked without a user id")
         try:
-            reply: auth_pb2.GetUserContactResponse = await self._stub.GetUserContact(
-                auth_pb2.GetUserContactRequest(user_id=user_id),
+            reply: auth_pb2.GetUserRoleResponse = await self._stub.GetUserRole(
+                auth_pb2.GetUserRoleRequest(user_id=user_id),
                 metadata=outgoing_metadata(await self._token()),
                 timeout=self._timeout,
             )

@@ -200,7 +200,7 @@ class WalletDirectory(Protocol):
 
 
 class UserRoleSource(Protocol):
-    """A user's current role, from auth's GetUserContact (`vaultpay_common.grpc.user_roles`),
+    """A user's current role, from auth's GetUserRole (`vaultpay_common.grpc.user_roles`),
     for the rank rule of staff decisions (`check_reviewer_outranks_owner`)."""
 
     async def role_of(self, user_id: str) -> Role:

@@ -51,8 +51,8 @@ class UserContact:
 
 
 class GrpcUserContacts:
-    """auth's GetUserContact: the contact for mail, the role for staff actions
-    (`UserRoleSource`)."""
+    """auth's GetUserContact for the contact mail needs, and its GetUserRole (through
+    `GrpcUserRoles`) for the role staff actions need (`UserRoleSource`)."""
 
     def __init__(self, channel: grpc.aio.Channel, token: TokenSource, timeout: float) -> None:
         self._stub = auth_pb2_grpc.AuthInternalServiceStub(channel)

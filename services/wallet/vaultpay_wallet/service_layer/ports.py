@@ -377,7 +377,7 @@ class TrustedIpCounter(Protocol):
 
 
 class UserRoleSource(Protocol):
-    """A user's current role, from auth's GetUserContact (adapters/peers.py), for the rank
+    """A user's current role, from auth's GetUserRole (adapters/peers.py), for the rank
     rule of staff actions (domain/staff.py)."""
 
     async def role_of(self, user_id: str) -> Role:

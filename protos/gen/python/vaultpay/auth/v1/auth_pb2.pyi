@@ -1016,10 +1016,8 @@ class GetUserContactResponse(_message.Message):
     active: _builtins.bool
     """False when the user has been deactivated (mail should not be sent)."""
     role: _role_pb2.Role.ValueType
-    """The user's current role (from auth's database, not from any token). Wallet refuses a
-    staff action on the wallet of a user the caller does not outrank, kyc a review of their
-    KYC submission; a reply without a role (an older auth) is treated as "cannot tell" and
-    the action fails closed.
+    """The user's current role (from auth's database, not from any token). Kept for callers
+    built before GetUserRole, which the rank rules of wallet and kyc now ask instead.
     """
     def __init__(
         self,
@@ -1036,6 +1034,54 @@ class GetUserContactResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUserContactResponse: _TypeAlias = GetUserContactResponse  # noqa: Y015
+
+@_typing.final
+class GetUserRoleRequest(_message.Message):
+    """Request of AuthInternalService.GetUserRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user's id."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserRoleRequest: _TypeAlias = GetUserRoleRequest  # noqa: Y015
+
+@_typing.final
+class GetUserRoleResponse(_message.Message):
+    """Response of AuthInternalService.GetUserRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    role: _role_pb2.Role.ValueType
+    """The user's current role (from auth's database, not from any token), whether or not the
+    user is active. Wallet refuses a staff action on the wallet of a user the caller does
+    not outrank, kyc a review of their KYC submission; a reply without a role is treated
+    as "cannot tell" and the action fails closed.
+    """
+    def __init__(
+        self,
+        *,
+        role: _role_pb2.Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserRoleResponse: _TypeAlias = GetUserRoleResponse  # noqa: Y015
 
 @_typing.final
 class PollSessionRevocationsRequest(_message.Message):

@@ -708,6 +708,11 @@ class AuthInternalServiceStub:
                 request_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactRequest.SerializeToString,
                 response_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactResponse.FromString,
                 _registered_method=True)
+        self.GetUserRole = channel.unary_unary(
+                '/vaultpay.auth.v1.AuthInternalService/GetUserRole',
+                request_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserRoleRequest.SerializeToString,
+                response_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserRoleResponse.FromString,
+                _registered_method=True)
         self.PollSessionRevocations = channel.unary_unary(
                 '/vaultpay.auth.v1.AuthInternalService/PollSessionRevocations',
                 request_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.PollSessionRevocationsRequest.SerializeToString,
@@ -740,9 +745,19 @@ class AuthInternalServiceServicer:
 
     def GetUserContact(self, request, context):
         """Returns where to reach a user (email and name) for services that send mail on the
-        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages, and the user's
-        current role, which wallet's staff actions and kyc's reviews (decisions and decrypted
-        views of a submission) compare with the caller's.
+        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. A service that
+        needs only the user's rank asks GetUserRole.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserRole(self, request, context):
+        """Returns the user's current role and nothing else, for the rank rule of staff actions:
+        wallet's staff changes of a wallet (freeze, unfreeze, limits; the owner's and a staff
+        freeze's setter's rank) and kyc's reviews (decisions and decrypted views of a
+        submission) compare it with the caller's. A deactivated user keeps their role here, as
+        in auth's database. An unknown user fails with NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -784,6 +799,11 @@ def add_AuthInternalServiceServicer_to_server(servicer, server):
                     servicer.GetUserContact,
                     request_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactRequest.FromString,
                     response_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactResponse.SerializeToString,
+            ),
+            'GetUserRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserRole,
+                    request_deserializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserRoleRequest.FromString,
+                    response_serializer=vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserRoleResponse.SerializeToString,
             ),
             'PollSessionRevocations': grpc.unary_unary_rpc_method_handler(
                     servicer.PollSessionRevocations,
@@ -874,6 +894,33 @@ class AuthInternalService:
             '/vaultpay.auth.v1.AuthInternalService/GetUserContact',
             vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactRequest.SerializeToString,
             vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vaultpay.auth.v1.AuthInternalService/GetUserRole',
+            vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserRoleRequest.SerializeToString,
+            vaultpay_dot_auth_dot_v1_dot_auth__pb2.GetUserRoleResponse.FromString,
             options,
             channel_credentials,
             insecure,

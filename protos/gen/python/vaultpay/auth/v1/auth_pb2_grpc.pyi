@@ -304,9 +304,15 @@ class AuthInternalServiceStub:
     """
     GetUserContact: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUserContactRequest, _auth_pb2.GetUserContactResponse]
     """Returns where to reach a user (email and name) for services that send mail on the
-    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages, and the user's
-    current role, which wallet's staff actions and kyc's reviews (decisions and decrypted
-    views of a submission) compare with the caller's.
+    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. A service that
+    needs only the user's rank asks GetUserRole.
+    """
+    GetUserRole: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUserRoleRequest, _auth_pb2.GetUserRoleResponse]
+    """Returns the user's current role and nothing else, for the rank rule of staff actions:
+    wallet's staff changes of a wallet (freeze, unfreeze, limits; the owner's and a staff
+    freeze's setter's rank) and kyc's reviews (decisions and decrypted views of a
+    submission) compare it with the caller's. A deactivated user keeps their role here, as
+    in auth's database. An unknown user fails with NOT_FOUND.
     """
     PollSessionRevocations: _grpc.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]
     """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
@@ -343,9 +349,15 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
     """
     GetUserContact: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUserContactRequest, _auth_pb2.GetUserContactResponse]  # type: ignore[assignment]
     """Returns where to reach a user (email and name) for services that send mail on the
-    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages, and the user's
-    current role, which wallet's staff actions and kyc's reviews (decisions and decrypted
-    views of a submission) compare with the caller's.
+    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. A service that
+    needs only the user's rank asks GetUserRole.
+    """
+    GetUserRole: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUserRoleRequest, _auth_pb2.GetUserRoleResponse]  # type: ignore[assignment]
+    """Returns the user's current role and nothing else, for the rank rule of staff actions:
+    wallet's staff changes of a wallet (freeze, unfreeze, limits; the owner's and a staff
+    freeze's setter's rank) and kyc's reviews (decisions and decrypted views of a
+    submission) compare it with the caller's. A deactivated user keeps their role here, as
+    in auth's database. An unknown user fails with NOT_FOUND.
     """
     PollSessionRevocations: _aio.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]  # type: ignore[assignment]
     """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
@@ -397,9 +409,21 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetUserContactResponse, _abc.Awaitable[_auth_pb2.GetUserContactResponse]]:
         """Returns where to reach a user (email and name) for services that send mail on the
-        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages, and the user's
-        current role, which wallet's staff actions and kyc's reviews (decisions and decrypted
-        views of a submission) compare with the caller's.
+        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. A service that
+        needs only the user's rank asks GetUserRole.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUserRole(
+        self,
+        request: _auth_pb2.GetUserRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetUserRoleResponse, _abc.Awaitable[_auth_pb2.GetUserRoleResponse]]:
+        """Returns the user's current role and nothing else, for the rank rule of staff actions:
+        wallet's staff changes of a wallet (freeze, unfreeze, limits; the owner's and a staff
+        freeze's setter's rank) and kyc's reviews (decisions and decrypted views of a
+        submission) compare it with the caller's. A deactivated user keeps their role here, as
+        in auth's database. An unknown user fails with NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

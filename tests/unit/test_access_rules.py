@@ -37,8 +37,10 @@ def test_rules_are_read_from_the_proto_options() -> None:
     assert rules["/vaultpay.auth.v1.AuthInternalService/IntrospectToken"] == AccessRule(
         internal=True, callers=frozenset({"kyc", "transfer", "wallet"})
     )
+    # Least privilege: the contact (email, name) only to the service that sends mail; the
+    # role, which the staff rank rule needs, to wallet and kyc.
     assert rules["/vaultpay.auth.v1.AuthInternalService/GetUserContact"] == AccessRule(
-        internal=True, callers=frozenset({"kyc", "wallet"})
+        internal=True, callers=frozenset({"wallet"})
     )
     assert rules["/vaultpay.auth.v1.AuthInternalService/GetUserRole"] == AccessRule(
         internal=True, callers=frozenset({"kyc", "wallet"})

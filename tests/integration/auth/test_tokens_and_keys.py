@@ -186,6 +186,43 @@ async def test_services_look_up_a_users_contact_and_current_role(auth: AuthStack
     assert reply.role == role_pb2.ROLE_MODERATOR
 
 
+async def test_kyc_may_ask_a_users_role_but_never_their_contact(auth: AuthStack) -> None:
+    """Kyc's reviews need the owner's rank, not where to reach them: its service identity is
+    refused GetUserContact (the user's email and name) and answered GetUserRole."""
+    user = await auth.register()
+    kyc = await _service_token(auth, "kyc")
+    failure = await rpc_failure(
+        auth.internal.GetUserContact(
+            auth_pb2.GetUserContactRequest(user_id=user.user_id), metadata=bearer(kyc)
+        )
+    )
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "INSUFFICIENT_PERMISSIONS",
+    )
+    reply = await auth.internal.GetUserRole(
+        auth_pb2.GetUserRoleRequest(user_id=user.user_id), metadata=bearer(kyc)
+    )
+    assert reply.role == role_pb2.ROLE_USER
+
+
+async def test_only_wallet_of_the_services_may_ask_a_contact(auth: AuthStack) -> None:
+    user = await auth.register()
+    for service in ("kyc", "transfer"):
+        failure = await rpc_failure(
+            auth.internal.GetUserContact(
+                auth_pb2.GetUserContactRequest(user_id=user.user_id),
+                metadata=bearer(await _service_token(auth, service)),
+            )
+        )
+        assert failure.code is grpc.StatusCode.PERMISSION_DENIED, service
+    reply = await auth.internal.GetUserContact(
+        auth_pb2.GetUserContactRequest(user_id=user.user_id),
+        metadata=bearer(await _service_token(auth, "wallet")),
+    )
+    assert reply.email == user.email
+
+
 async def _role_of(auth: AuthStack, user_id: str, service: str) -> role_pb2.Role.ValueType:
     reply: auth_pb2.GetUserRoleResponse = await auth.internal.GetUserRole(
         auth_pb2.GetUserRoleRequest(user_id=user_id),

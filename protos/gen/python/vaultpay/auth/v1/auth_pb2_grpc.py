@@ -745,8 +745,9 @@ class AuthInternalServiceServicer:
 
     def GetUserContact(self, request, context):
         """Returns where to reach a user (email and name) for services that send mail on the
-        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. A service that
-        needs only the user's rank asks GetUserRole.
+        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. Only the services
+        that send such mail may call it; a service that needs only the user's rank (kyc's
+        reviews) asks GetUserRole and never receives the user's contact.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -304,8 +304,9 @@ class AuthInternalServiceStub:
     """
     GetUserContact: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUserContactRequest, _auth_pb2.GetUserContactResponse]
     """Returns where to reach a user (email and name) for services that send mail on the
-    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. A service that
-    needs only the user's rank asks GetUserRole.
+    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. Only the services
+    that send such mail may call it; a service that needs only the user's rank (kyc's
+    reviews) asks GetUserRole and never receives the user's contact.
     """
     GetUserRole: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUserRoleRequest, _auth_pb2.GetUserRoleResponse]
     """Returns the user's current role and nothing else, for the rank rule of staff actions:
@@ -349,8 +350,9 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
     """
     GetUserContact: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUserContactRequest, _auth_pb2.GetUserContactResponse]  # type: ignore[assignment]
     """Returns where to reach a user (email and name) for services that send mail on the
-    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. A service that
-    needs only the user's rank asks GetUserRole.
+    user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. Only the services
+    that send such mail may call it; a service that needs only the user's rank (kyc's
+    reviews) asks GetUserRole and never receives the user's contact.
     """
     GetUserRole: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUserRoleRequest, _auth_pb2.GetUserRoleResponse]  # type: ignore[assignment]
     """Returns the user's current role and nothing else, for the rank rule of staff actions:
@@ -409,8 +411,9 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetUserContactResponse, _abc.Awaitable[_auth_pb2.GetUserContactResponse]]:
         """Returns where to reach a user (email and name) for services that send mail on the
-        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. A service that
-        needs only the user's rank asks GetUserRole.
+        user's behalf, e.g. wallet's PIN-reset and IP-confirmation messages. Only the services
+        that send such mail may call it; a service that needs only the user's rank (kyc's
+        reviews) asks GetUserRole and never receives the user's contact.
         """
 
     @_abc_1.abstractmethod

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from tests.fakes.idempotency import FakeIdempotencyRecords
 from tests.fakes.outbox import FakeOutbox
 from tests.fakes.roles import FakeUserRoles
 from tests.fakes.uow import FakeUnitOfWork
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.sealing import UnsealError
 from vaultpay_wallet.domain.errors import WalletAlreadyExistsError, WalletIdCollisionError
 from vaultpay_wallet.domain.limits import (
@@ -40,10 +41,12 @@ from vaultpay_wallet.service_layer.ports import (
     WalletFilter,
     WalletStats,
 )
+from vaultpay_wallet.service_layer.results import MovementAddress, PinReservation
 
 __all__ = [
     "FakeKycStats",
     "FakeLimitOverrideRepository",
+    "FakePinCheckFastPath",
     "FakePinHasher",
     "FakePinRepository",
     "FakePinResetTokenRepository",
@@ -349,6 +352,75 @@ class FakePinHasher:
     async def verify(self, pin: str, pin_hash: str) -> bool:
         self.verifications += 1
         return pin_hash == "h:" + pin
+
+
+class FakePinCheckFastPath:
+    """`PinCheckFastPath` on a fake unit of work, with the SQL functions' conditions
+    (adapters/sql/pin_check.sql): it reserves or settles only an ACTIVE wallet without
+    freezes whose keys have no stored record, and otherwise changes nothing and answers
+    None / False, sending the use case down the general path. Each call commits at once, as
+    the functions do. `trusted` holds the (user_id, ip_hash) a movement finds trusted."""
+
+    def __init__(self, uow: FakeWalletUnitOfWork) -> None:
+        self._uow = uow
+        self.trusted: set[tuple[str, str]] = set()
+        self.reservations = 0
+        self.settlements = 0
+
+    def _usable(self, wallet: Wallet | None, *keys: IdempotencyKey) -> bool:
+        records = self._uow.idempotency
+        return (
+            wallet is not None
+            and wallet.status is WalletStatus.ACTIVE
+            and not wallet.freezes
+            and all(records.reply_for(k) is None for k in keys)
+        )
+
+    async def reserve(
+        self,
+        user_id: str,
+        key: IdempotencyKey,
+        reserve_key: IdempotencyKey,
+        now: datetime,
+        encode: Callable[[PinReservation], bytes],
+    ) -> tuple[PinReservation, str] | None:
+        wallet = await self._uow.wallets.get_by_user(user_id)
+        if wallet is None or not self._usable(wallet, key, reserve_key):
+            return None
+        attempt = await self._uow.pins.reserve_attempt(wallet.id, now)
+        record = await self._uow.pins.get(wallet.id)
+        if attempt is None or record is None:
+            return None
+        reservation = PinReservation(wallet.id, attempt, record.updated_at)
+        await self._uow.idempotency.save(reserve_key, encode(reservation))
+        self.reservations += 1
+        return reservation, record.pin_hash
+
+    async def settle_match(
+        self, reservation: PinReservation, key: IdempotencyKey, reply: bytes
+    ) -> bool:
+        wallet = await self._uow.wallets.get(reservation.wallet_id)
+        record = await self._uow.pins.get(reservation.wallet_id)
+        if not self._usable(wallet, key) or record is None:
+            return False
+        if record.updated_at != reservation.pin_updated_at:
+            return False
+        await self._uow.pins.reset_attempts(reservation.wallet_id)
+        await self._uow.idempotency.save(key, reply)
+        self.settlements += 1
+        return True
+
+    async def settle_movement_match(
+        self,
+        reservation: PinReservation,
+        key: IdempotencyKey,
+        reply: bytes,
+        address: MovementAddress,
+        now: datetime,
+    ) -> tuple[bool, bool]:
+        if not await self.settle_match(reservation, key, reply):
+            return False, False
+        return True, (address.user_id, address.ip_hash) in self.trusted
 
 
 class ReversibleSealer:

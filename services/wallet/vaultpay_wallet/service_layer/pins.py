@@ -23,6 +23,24 @@ lost connection, so a counted attempt stays unsettled only when the wallet proce
 The reservation is stored under the request's key with "#reserve" appended to the method,
 so a retry after a crash between the phases does not count twice either.
 
+A retry that arrives while its first call is still queued for bcrypt, hashing or settling
+(transfer's deadline passed and it retried; a client sent the movement again with its
+request_id) finds the reservation but no reply yet. Within one wallet process it does not
+hash again (at cost 12 a hash is ~240 ms of a core, and a burst of timeouts would double the
+hashing just when the hash pool is the bottleneck): keyed checks run as a single flight
+(`vaultpay_common.single_flight`), and the retry awaits the first call's outcome, the same
+success, INVALID_PIN with the same remaining attempts, PIN_LOCKED or error the first call
+gets, as its stored reply would answer. It joins before reserving when the check is already
+hashing, or after reading the stored reservation when the first call had only just reserved.
+The flight's key is the whole idempotency key, fingerprint included: another request under
+the same request_id shares nothing and is still refused IDEMPOTENCY_KEY_REUSED. Neither
+caller's cancellation stops the shared check; a joined movement check is answered without
+the address's trust (the first call read its own address, maybe another), so the caller
+looks at its address as after a replay. The flight is forgotten as the check ends, so a
+later retry reads the stored reply in PostgreSQL. Across processes (two wallet replicas)
+nothing is shared: a retry on another replica hashes again, and the stored reservation and
+reply keep that to one counted attempt and one answer, as before.
+
 A keyed check of an open, unfrozen wallet with attempts left (nearly every check of a money
 movement) reserves and, for a right PIN, settles through `PinCheckFastPath`: the same rule
 in a few statements (a movement's settlement also reads whether its client address is
@@ -34,9 +52,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
@@ -47,6 +65,7 @@ from vaultpay_common.errors import (
 )
 from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, ReplyCodec, run_once
 from vaultpay_common.outbox import OutboxMessage
+from vaultpay_common.single_flight import SingleFlight, shared_outcome
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
     PinAlreadySetError,
@@ -171,6 +190,12 @@ class PinService:
         self._hasher = hasher
         self._sealer = sealer
         self._fast = fast_path
+        self._checks: SingleFlight[IdempotencyKey, _Checked] = SingleFlight()
+
+    @property
+    def checks_in_flight(self) -> int:
+        """Keyed PIN checks hashing or settling in this process now."""
+        return len(self._checks)
 
     async def _stored(self, key: IdempotencyKey | None, codec: ReplyCodec[T]) -> T | None:
         """The stored reply of an earlier call with this key, checked before bcrypt runs."""
@@ -268,6 +293,10 @@ class PinService:
         address: MovementAddress | None = None,
         movement: bool = False,
     ) -> _Checked:
+        running = None if key is None else self._checks.running(key)
+        if running is not None:  # a retry while this process still checks the key
+            outcome, _ = await shared_outcome(running)
+            return outcome, None
         reserved = await self._reserve_fast(user_id, key)
         if reserved is None:
             settled = await self._stored(key, _OUTCOME)
@@ -277,13 +306,22 @@ class PinService:
                 return settled, None
             reserved = await self._reserve(user_id, key, movement=movement)
         reservation, pin_hash = reserved
+
+        def finish() -> Coroutine[Any, Any, _Checked]:
+            return self._finish(reservation, pin, pin_hash, key, new_pin=new_pin, address=address)
+
         # The attempt is counted: settle it even if the caller goes away meanwhile (a cancelled
         # RPC, the caller's deadline), so only a wallet process that dies leaves it unsettled.
-        finishing = asyncio.ensure_future(
-            self._finish(reservation, pin, pin_hash, key, new_pin=new_pin, address=address)
-        )
-        finishing.add_done_callback(_log_unsettled)
-        return await asyncio.shield(finishing)
+        # A check of this key already hashing here (it reserved first) is joined, not repeated.
+        finishing: asyncio.Future[_Checked]
+        if key is None:
+            finishing, started = asyncio.ensure_future(finish()), True
+        else:
+            finishing, started = self._checks.start(key, finish)
+        if started:
+            finishing.add_done_callback(_log_unsettled)
+        outcome, trusted = await shared_outcome(finishing)
+        return outcome, (trusted if started else None)
 
     async def _finish(
         self,

@@ -6,9 +6,10 @@ it (the link mailed once per movement)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -20,6 +21,7 @@ from tests.fakes.wallet import FakePinHasher, FakeUsage, FixedClock, ReversibleS
 from tests.integration.wallet.wallet_chain import new_key, private_wallet_chain
 from vaultpay_common.clock import Clock
 from vaultpay_common.db import create_engine
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.migrations import PLATFORM_CHAIN, upgrade_all
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
@@ -57,6 +59,7 @@ from vaultpay_wallet.service_layer.ip_trust import (
 )
 from vaultpay_wallet.service_layer.limits import LimitsService
 from vaultpay_wallet.service_layer.pins import PinService
+from vaultpay_wallet.service_layer.results import PinReservation
 from vaultpay_wallet.service_layer.wallets import WalletService
 
 pytestmark = pytest.mark.integration
@@ -372,3 +375,92 @@ async def test_a_late_lower_tier_keeps_the_wallet_and_is_audited(
     ]
     checked = await world.move(user, CAFE)  # the movement still sees FULL
     assert checked.kyc_tier is KycTier.FULL
+
+
+class _FirstReserveHeld(PgPinCheckFastPath):
+    """The real fast path, the answer of the first reservation that counts an attempt held
+    on its way back (committed: the attempt counted, the reservation stored) until `answer`
+    is set, as a busy event loop or network can hold it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.reserved = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def reserve(
+        self,
+        user_id: str,
+        key: IdempotencyKey,
+        reserve_key: IdempotencyKey,
+        now: datetime,
+        encode: Callable[[PinReservation], bytes],
+    ) -> tuple[PinReservation, str] | None:
+        reserved = await super().reserve(user_id, key, reserve_key, now, encode)
+        if reserved is not None and not self.reserved.is_set():
+            self.reserved.set()
+            await self.answer.wait()
+        return reserved
+
+
+@pytest.mark.parametrize("entered", [PIN, "1357"], ids=["right-pin", "wrong-pin"])
+async def test_two_concurrent_checks_of_one_movement_hash_once_and_count_one_attempt(
+    engine: AsyncEngine, redis: Redis, entered: str
+) -> None:
+    """The retry (another address: transfer retried after its deadline) reads the first
+    call's committed reservation and hashes; the first call, its reservation's answer late,
+    joins that hash instead of starting another."""
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    fast = _FirstReserveHeld(engine)
+    hashing, release = asyncio.Event(), asyncio.Event()
+    hashes = 0
+
+    async def held_bcrypt(pin: str, pin_hash: str) -> bool:
+        nonlocal hashes
+        hashes += 1
+        hashing.set()
+        await release.wait()
+        return await FakePinHasher.verify(world.hasher, pin, pin_hash)
+
+    world.hasher.verify = held_bcrypt  # type: ignore[method-assign]
+
+    def uow() -> SqlWalletUnitOfWork:
+        return SqlWalletUnitOfWork(engine)
+
+    pins = PinService(uow, world.clock, world.hasher, ReversibleSealer(), fast)
+    checks = MovementChecks(pins, world.ip_trust, uow)
+    check = new_key(user)
+
+    def move(ip: str) -> asyncio.Task[MovementChecked]:
+        return asyncio.ensure_future(checks.check(VerifyTransferPin(user, entered, check), ip))
+
+    first = move(HOME)
+    await fast.reserved.wait()
+    retry = move(CAFE)  # finds the reservation stored, no reply yet: the general path
+    await hashing.wait()
+    fast.answer.set()
+    for _ in range(5):  # no time passes: the first call goes on until it waits again
+        await asyncio.sleep(0)
+    assert hashes == 1  # the first call joined the retry's hash
+    release.set()
+    answers = await asyncio.gather(first, retry, return_exceptions=True)
+
+    assert world.hasher.verifications == 1
+    assert pins.checks_in_flight == 0
+    if entered == PIN:
+        assert await world.failed_attempts(user) == 0
+        assert not any(isinstance(a, BaseException) for a in answers)
+        assert answers[0].wallet_id == answers[1].wallet_id  # type: ignore[union-attr]
+    else:
+        assert await world.failed_attempts(user) == 1
+        assert all(isinstance(a, InvalidPinError) for a in answers)
+        assert [a.metadata for a in answers] == [{"remaining_attempts": "2"}] * 2  # type: ignore[union-attr]
+    async with engine.connect() as conn:
+        stored = await conn.scalar(
+            text(
+                "SELECT count(*) FROM idempotency_records"
+                " WHERE request_id = CAST(:r AS uuid) AND method = :m"
+            ),
+            {"r": check.request_id, "m": check.method},
+        )
+    assert stored == 1  # one settled reply, which a later retry replays

@@ -312,7 +312,7 @@ class PinService:
 
         # The attempt is counted: settle it even if the caller goes away meanwhile (a cancelled
         # RPC, the caller's deadline), so only a wallet process that dies leaves it unsettled.
-        # A check of this key already hashing here (it reserved first) is joined, not repeated.
+        # A call with this key that got here first is hashing it already: join, do not hash.
         finishing: asyncio.Future[_Checked]
         if key is None:
             finishing, started = asyncio.ensure_future(finish()), True
@@ -321,7 +321,7 @@ class PinService:
         if started:
             finishing.add_done_callback(_log_unsettled)
         outcome, trusted = await shared_outcome(finishing)
-        return outcome, (trusted if started else None)
+        return outcome, (trusted if started else None)  # the trust read is of its starter's address
 
     async def _finish(
         self,

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, Reply
 from tests.e2e.wallet_support import mailed_code, new_person, rid, service_token, staff_token
 from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
@@ -320,24 +320,23 @@ async def test_limits_lower_refuse_raise_override_and_settings(
     settings = gateway.call("GET", "/v1/admin/settings?keyPrefix=limits.tier_basic.", token=root)
     assert settings.status == 200, settings.body
     key = "limits.tier_basic.top_up.monthly"
-    assert any(s["key"] == key for s in settings.body["settings"]), settings.body
-    changed = gateway.call(
-        "PATCH",
-        f"/v1/admin/settings/{key}",
-        {"requestId": rid(), "value": "7777700", "reason": "e2e"},
-        token=root,
-    )
-    assert changed.status == 200, changed.body
-    mine = person.call(gateway, "GET", "/v1/wallets/me/limits").body["limits"]
-    top_up = next(a for a in mine if a["action"] == "LIMIT_ACTION_TOP_UP")
-    assert top_up["monthly"]["amount"]["amountMinor"] == "7777700"
-    bad = gateway.call(
-        "PATCH",
-        f"/v1/admin/settings/{key}",
-        {"requestId": rid(), "value": "-5", "reason": "e2e"},
-        token=root,
-    )
-    assert bad.status == 400 and "value" in bad.field_violations(), bad.body
+    [original] = [s["value"] for s in settings.body["settings"] if s["key"] == key]
+
+    def set_to(value: str) -> Reply:
+        body = {"requestId": rid(), "value": value, "reason": "e2e"}
+        return gateway.call("PATCH", f"/v1/admin/settings/{key}", body, token=root)
+
+    try:  # the setting is the whole mesh's: the next test finds it as it was
+        changed = set_to("7777700")
+        assert changed.status == 200, changed.body
+        mine = person.call(gateway, "GET", "/v1/wallets/me/limits").body["limits"]
+        top_up = next(a for a in mine if a["action"] == "LIMIT_ACTION_TOP_UP")
+        assert top_up["monthly"]["amount"]["amountMinor"] == "7777700"
+        bad = set_to("-5")
+        assert bad.status == 400 and "value" in bad.field_violations(), bad.body
+    finally:
+        restored = set_to(str(original))
+        assert restored.status == 200, restored.body
 
 
 def test_bad_input_is_400_naming_the_field_and_writes_nothing(gateway: Gateway) -> None:

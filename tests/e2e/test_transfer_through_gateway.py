@@ -348,6 +348,7 @@ def test_a_frozen_wallet_is_refused_before_a_wrong_pin_counts(gateway: Gateway, 
         body = {**send, "requestId": rid(), "pin": pin}
         refused = _call(gateway, erin, "POST", "/v1/transactions:send", body)
         assert (refused.status, refused.error_reason()) == (400, "WALLET_FROZEN"), refused.body
+        assert _metadata(refused) == {"freeze_reason": "FREEZE_REASON_ADMIN"}  # staff's, no end
 
     lifted = gateway.call(
         "POST", f"{target}:unfreeze", {"requestId": rid(), "reason": "ok"}, token=moderator

@@ -11,7 +11,7 @@ import pytest
 from tests.support import json_time
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_common.context import Role
-from vaultpay_common.errors import DomainError, ValidationError
+from vaultpay_common.errors import DomainError, ValidationError, metadata_time
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
@@ -247,10 +247,12 @@ async def test_a_movements_check_refuses_a_frozen_wallet_before_counting_an_atte
     else:
         await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "lost my phone", key()))
     for pin in (BAD, BAD, BAD, GOOD):
-        with pytest.raises(WalletFrozenError):
+        with pytest.raises(WalletFrozenError) as frozen:
             await world.pins.verify_transfer_pin(
                 VerifyTransferPin("alice", pin, key("service:transfer"))
             )
+        # Which freeze holds it, as GetWallet names it: the owner can lift their own.
+        assert frozen.value.metadata == {"freeze_reason": f"FREEZE_REASON_{freeze.upper()}"}
     assert world.uow.pins.records[wallet.id].failed_attempts == 0
     stored = world.uow.wallets.wallets[wallet.id]
     assert stored.freeze_by(FreezeSource.PIN_LOCKOUT) is None  # no lockout on top
@@ -278,8 +280,13 @@ async def test_a_movements_check_passes_once_a_timed_freeze_has_lapsed() -> None
     await world.admin.freeze_wallet(
         AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "r", until, key("s"))
     )
-    with pytest.raises(WalletFrozenError):
+    with pytest.raises(WalletFrozenError) as frozen:
         await world.pins.verify_transfer_pin(VerifyTransferPin("alice", BAD, key("t")))
+    assert frozen.value.metadata == {
+        "freeze_reason": "FREEZE_REASON_ADMIN",
+        "until": metadata_time(until),
+    }
+    assert "only staff can lift" in frozen.value.message
     world.clock.advance(timedelta(hours=2))
     with pytest.raises(InvalidPinError) as wrong:
         await world.pins.verify_transfer_pin(VerifyTransferPin("alice", BAD, key("t")))
@@ -469,3 +476,16 @@ async def test_a_retried_pin_reset_request_sends_one_mail() -> None:
     again = await world.pins.request_pin_reset(RequestPinReset("alice", k))
     assert first == again
     assert len(world.uow.outbox.of_topic("mail.send")) == 1
+
+
+async def test_a_movement_refused_for_staffs_and_the_owners_freezes_names_staffs() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "lost my phone", key()))
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "r", None, key("s"))
+    )
+    with pytest.raises(WalletFrozenError) as frozen:
+        await world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, key("t")))
+    # The one the owner cannot lift; no end, so no `until`.
+    assert frozen.value.metadata == {"freeze_reason": "FREEZE_REASON_ADMIN"}

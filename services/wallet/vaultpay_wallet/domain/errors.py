@@ -63,8 +63,30 @@ class WalletIdCollisionError(Exception):
 
 
 class WalletFrozenError(FailedPreconditionError):
+    """A freeze holds the wallet. A money movement's refusal (`held_by`) says which, as
+    metadata `freeze_reason` (FREEZE_REASON_SELF or FREEZE_REASON_ADMIN, the names GetWallet
+    shows) and `until` (its end, `metadata_time`; absent for a freeze without one)."""
+
     reason = "WALLET_FROZEN"
     default_message = "the wallet is frozen"
+
+    @classmethod
+    def held_by(cls, source: str | None, until: datetime | None) -> WalletFrozenError:
+        """`source`: "SELF" or "ADMIN" (FreezeSource's values), None when no freeze explains
+        the status. The message says who can lift it."""
+        if source is None:
+            return cls()
+        until_text = "" if until is None else metadata_time(until)
+        ends = f" until {until_text}" if until_text else ""
+        message = (
+            f"you froze this wallet{ends}; unfreeze it to move money"
+            if source == "SELF"
+            else f"the wallet is frozen by staff{ends}, which only staff can lift"
+        )
+        metadata = {"freeze_reason": f"FREEZE_REASON_{source}"}
+        if until_text:
+            metadata["until"] = until_text
+        return cls(message, metadata=metadata)
 
 
 class WalletAlreadyFrozenError(FailedPreconditionError):

@@ -140,6 +140,16 @@ class Wallet:
             return True
         return self.status is WalletStatus.FROZEN and not self.freezes
 
+    def movement_hold(self, now: datetime) -> Freeze | None:
+        """The freeze in force, other than a PIN lockout, that is hardest to lift (staff's
+        before the owner's): what a refused movement tells its caller. None when no such
+        freeze is in force, also for a wallet FROZEN with no freeze to explain it."""
+        for source in FREEZE_AUTHORITY:
+            found = self.freeze_by(source)
+            if source is not FreezeSource.PIN_LOCKOUT and found and found.is_active(now):
+                return found
+        return None
+
     def staff_freeze_set_by_other(self, actor_id: str, now: datetime) -> Freeze | None:
         """The staff freeze in force, unless `actor_id` set it: what a staff change by
         `actor_id` would lift or replace, subject to the setter's rank (domain/staff.py)."""

@@ -417,7 +417,11 @@ class PinService:
             if lockout is not None and lockout.is_active(now):
                 raise PinLockedError(lockout.until)
             if movement and wallet.frozen_besides_lockout(now):
-                raise WalletFrozenError()
+                hold = wallet.movement_hold(now)
+                raise WalletFrozenError.held_by(
+                    None if hold is None else hold.source.value,
+                    None if hold is None else hold.until,
+                )
             wallet = await persist_expired_lifts(uow, wallet, now)
             if lockout is None and record.stale_lock_expired(now):
                 await uow.pins.reset_attempts(wallet.id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from tests.fakes.idempotency import FakeIdempotencyRecords
@@ -359,13 +359,23 @@ class FakePinCheckFastPath:
     (adapters/sql/pin_check.sql): it reserves or settles only an ACTIVE wallet without
     freezes whose keys have no stored record, and otherwise changes nothing and answers
     None / False, sending the use case down the general path. Each call commits at once, as
-    the functions do. `trusted` holds the (user_id, ip_hash) a movement finds trusted."""
+    the functions do. A movement's address is trusted when `trusted_at` says so, by default
+    when its (user_id, ip_hash) is in `trusted`; `addresses` lists the ones settled."""
 
-    def __init__(self, uow: FakeWalletUnitOfWork) -> None:
+    def __init__(
+        self,
+        uow: FakeWalletUnitOfWork,
+        trusted_at: Callable[[MovementAddress, datetime], Awaitable[bool]] | None = None,
+    ) -> None:
         self._uow = uow
+        self._trusted_at = trusted_at or self._in_trusted
         self.trusted: set[tuple[str, str]] = set()
+        self.addresses: list[MovementAddress] = []
         self.reservations = 0
         self.settlements = 0
+
+    async def _in_trusted(self, address: MovementAddress, now: datetime) -> bool:
+        return (address.user_id, address.ip_hash) in self.trusted
 
     def _usable(self, wallet: Wallet | None, *keys: IdempotencyKey) -> bool:
         records = self._uow.idempotency
@@ -420,7 +430,8 @@ class FakePinCheckFastPath:
     ) -> tuple[bool, bool]:
         if not await self.settle_match(reservation, key, reply):
             return False, False
-        return True, (address.user_id, address.ip_hash) in self.trusted
+        self.addresses.append(address)
+        return True, await self._trusted_at(address, now)
 
 
 class ReversibleSealer:

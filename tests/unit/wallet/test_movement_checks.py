@@ -7,22 +7,21 @@ on to CheckIpTrust's path, which mails the link."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 
 import pytest
 
+from tests.fakes.wallet import FakePinCheckFastPath
 from tests.unit.wallet.ip_trust_world import IP, Env
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_common.errors import ValidationError
-from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.errors import InvalidPinError
 from vaultpay_wallet.domain.model import KycTier, Wallet
 from vaultpay_wallet.service_layer.commands import SetKycTier, VerifyTransferPin
 from vaultpay_wallet.service_layer.internal import MovementChecks
 from vaultpay_wallet.service_layer.ip_trust import IpTrustCheck
 from vaultpay_wallet.service_layer.pins import PinService
-from vaultpay_wallet.service_layer.results import MovementAddress, PinReservation
+from vaultpay_wallet.service_layer.results import MovementAddress
 
 USER = str(uuid.uuid4())
 PIN = "2468"
@@ -55,53 +54,14 @@ async def test_the_address_is_checked_only_once_the_pin_matched() -> None:
     assert (pin_only.wallet_id, pin_only.ip) == (wallet.id, None)
 
 
-class _FastPath:
-    """`PinCheckFastPath` on the fakes, for the common case only: the attempt counted and
-    cleared as the SQL functions do, and the settlement of a movement answering whether the
-    address is trusted from the IP service's own (fake) rows."""
+def _fast_checks(world: World, ips: Env) -> tuple[MovementChecks, FakePinCheckFastPath]:
+    """The fast path on the fakes, a movement's address trusted by the IP service's rows."""
 
-    def __init__(self, world: World, ips: Env) -> None:
-        self._world = world
-        self._ips = ips
-        self.addresses: list[MovementAddress] = []
+    async def trusted_at(address: MovementAddress, now: datetime) -> bool:
+        trusted = await ips.uow.trusted_ips.get(address.user_id, address.ip_hash)
+        return trusted is not None and trusted.is_trusted_at(now)
 
-    async def reserve(
-        self,
-        user_id: str,
-        key: IdempotencyKey,
-        reserve_key: IdempotencyKey,
-        now: datetime,
-        encode: Callable[[PinReservation], bytes],
-    ) -> tuple[PinReservation, str] | None:
-        pins = self._world.uow.pins
-        wallet = await self._world.uow.wallets.get_by_user(user_id)
-        assert wallet is not None
-        attempt = await pins.reserve_attempt(wallet.id, now)
-        record = await pins.get(wallet.id)
-        assert attempt is not None and record is not None
-        return PinReservation(wallet.id, attempt, record.updated_at), record.pin_hash
-
-    async def settle_match(
-        self, reservation: PinReservation, key: IdempotencyKey, reply: bytes
-    ) -> bool:
-        raise AssertionError("a movement's PIN settles with its address")
-
-    async def settle_movement_match(
-        self,
-        reservation: PinReservation,
-        key: IdempotencyKey,
-        reply: bytes,
-        address: MovementAddress,
-        now: datetime,
-    ) -> tuple[bool, bool]:
-        await self._world.uow.pins.reset_attempts(reservation.wallet_id)
-        self.addresses.append(address)
-        trusted = await self._ips.uow.trusted_ips.get(address.user_id, address.ip_hash)
-        return True, trusted is not None and trusted.is_trusted_at(now)
-
-
-def _fast_checks(world: World, ips: Env) -> tuple[MovementChecks, _FastPath]:
-    fast = _FastPath(world, ips)
+    fast = FakePinCheckFastPath(world.uow, trusted_at)
     pins = PinService(lambda: world.uow, world.clock, world.hasher, world.sealer, fast)
     return MovementChecks(pins, ips.service, lambda: world.uow), fast
 

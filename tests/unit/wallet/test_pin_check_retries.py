@@ -6,6 +6,7 @@ holds bcrypt on an event, so the order of the calls is the test's, not the sched
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ import pytest
 
 from tests.fakes.wallet import FakePinCheckFastPath
 from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.context import DEADLINE, remaining_seconds
 from vaultpay_common.idempotency import (
     IdempotencyKey,
     IdempotencyKeyReusedError,
@@ -143,16 +145,52 @@ async def test_another_request_under_the_same_request_id_is_refused_not_joined(
         check.caller, check.method, check.request_id, request_fingerprint(b"another request")
     )
 
-    first = _movement(pins, GOOD, check)
+    first = _movement(pins, BAD, check)
     await bcrypt.hashing.wait()
-    with pytest.raises(IdempotencyKeyReusedError):
-        await _movement(pins, GOOD, other)
+    # Answered while the first check still hashes: a join would wait for it (bounded here,
+    # so a join fails this test instead of hanging it).
+    async with asyncio.timeout(5):
+        with pytest.raises(IdempotencyKeyReusedError):
+            await _movement(pins, GOOD, other)
     bcrypt.release.set()
 
-    assert (await first).wallet_id == wallet.id
+    with pytest.raises(InvalidPinError):
+        await first
     assert bcrypt.entered == 1
-    assert world.uow.pins.records[wallet.id].failed_attempts == 0
+    assert world.uow.pins.records[wallet.id].failed_attempts == 1  # the first call's only
     assert pins.checks_in_flight == 0
+
+
+@PATHS
+async def test_the_shared_check_runs_without_its_first_callers_deadline(fast: bool) -> None:
+    """Transfer's deadline passed while the first call waited for bcrypt, and it retried with
+    a fresh one: the check both await settles without the expired deadline (which would
+    have limited its statements to 1 ms and failed the retry too)."""
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    pins, bcrypt = _pins(world, fast=fast)
+    deadlines_seen: list[float | None] = []
+    held_verify = world.hasher.verify
+
+    async def verify(pin: str, pin_hash: str) -> bool:
+        deadlines_seen.append(remaining_seconds())
+        return await held_verify(pin, pin_hash)
+
+    world.hasher.verify = verify  # type: ignore[method-assign]
+    check = key("service:transfer")
+
+    expired = DEADLINE.set(time.monotonic() - 1)
+    first = _movement(pins, BAD, check)  # the task copies the context: the expired deadline
+    DEADLINE.reset(expired)
+    await bcrypt.hashing.wait()
+    retry = _movement(pins, BAD, check)
+    await _let_the_new_call_run()
+    bcrypt.release.set()
+
+    errors = await asyncio.gather(first, retry, return_exceptions=True)
+    assert [type(e) for e in errors] == [InvalidPinError, InvalidPinError]
+    assert deadlines_seen == [None]  # one hash, outside any caller's deadline
+    assert world.uow.pins.records[wallet.id].failed_attempts == 1
 
 
 @PATHS

@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
+from vaultpay_common.context import DEADLINE
 from vaultpay_common.errors import (
     DomainError,
     UnavailableError,
@@ -333,6 +334,10 @@ class PinService:
         new_pin: str | None,
         address: MovementAddress | None,
     ) -> _Checked:
+        # A task of its own (its own copy of the context): it outlives the caller's deadline,
+        # as it outlives the caller, and a retry that joins it must not inherit that
+        # deadline either; the settlement's statements have the engine's timeout only.
+        DEADLINE.set(None)
         matched = await self._hasher.verify(pin, pin_hash)
         new_hash = await self._hasher.hash(new_pin) if matched and new_pin is not None else None
         for attempt in range(_SETTLE_TRIES):

@@ -598,14 +598,29 @@ async def test_a_committed_movement_logs_one_line_without_the_note_or_pin(
     assert not {"lunch", "1234"} & {str(v) for v in vars(line).values()}
 
 
-async def test_a_replayed_top_up_logs_nothing_new(
+async def test_a_replay_logs_movement_replayed_not_a_second_commit(
     service: MovementService, ledger: FakeLedger, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A TopUp retry is answered REPLAY by the ledger, a send's retry from the held key's
+    stored answer: each logs `movement replayed`, so a payment whose first answer was lost
+    (and with it its `movement committed` line) still shows, and is never counted twice."""
     caplog.set_level("INFO", logger="vaultpay_transfer.service_layer.movements")
     command = TopUp(ALICE, key(), AmountInput("INR", 5_000), PaymentMethod.UPI, "upi-ref-77")
     first = await service.top_up(command)
-    again = await service.top_up(command)  # the ledger answers REPLAY with the stored row
+    again = await service.top_up(command)
+    sent_key = key()
+    sent = await service.send_money(send(2_500, key=sent_key))
+    assert await service.send_money(send(2_500, key=sent_key)) == sent
     assert again == first
     assert ledger.calls.count("top_up") == 2
-    lines = [r for r in caplog.records if r.getMessage() == "movement committed"]
-    assert [line.transaction_id for line in lines] == [first.transaction_id]  # type: ignore[attr-defined]
+    lines = [
+        (r.getMessage(), r.movement, r.transaction_id)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage().startswith("movement ")
+    ]
+    assert lines == [
+        ("movement committed", "top_up", first.transaction_id),
+        ("movement replayed", "top_up", first.transaction_id),
+        ("movement committed", "send", sent.transaction_id),
+        ("movement replayed", "send", sent.transaction_id),
+    ]

@@ -76,6 +76,8 @@ from vaultpay_transfer.service_layer.throttle import MovementThrottle
 __all__ = ["MovementService", "pin_check_id"]
 
 log = logging.getLogger(__name__)
+COMMITTED = "movement committed"  # the log lines of an answered movement (`_logged`)
+REPLAYED = "movement replayed"
 
 # Namespace of the ids under which wallet counts a movement's PIN check and IP check.
 _CHECK_NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c59-9e0d-5a4b3c2d1e0f")
@@ -166,7 +168,7 @@ class MovementService:
             pin = checks.run(lambda: check_pin_shape(cmd.pin))
         async with self._ledger.hold(key.value) as held:
             if held.stored is not None:
-                return held.stored
+                return _logged(REPLAYED, held.stored, "send")
             wallet_id = await self._authorise(cmd.user_id, pin.value, cmd.client_ip, key.value)
             if wallet_id == recipient.value:
                 raise SelfTransferError()
@@ -189,7 +191,7 @@ class MovementService:
         account = checked_account.value
         async with self._ledger.hold(key.value) as held:
             if held.stored is not None:
-                return held.stored
+                return _logged(REPLAYED, held.stored, "withdraw")
             await self._authorise(cmd.user_id, pin.value, cmd.client_ip, key.value)
             return self._settled(
                 await held.withdraw(
@@ -216,25 +218,9 @@ class MovementService:
         self, outcome: LedgerOutcome, amount_minor: int, movement: Movement, currency: str
     ) -> Transaction:
         if outcome.accepted and outcome.transaction is not None:
-            done = outcome.transaction
-            if outcome.code != "OK":
-                return done  # a replay: its movement was logged when it committed
-            # One line per committed movement (its request id comes from the log context):
-            # what an operator greps for when a client asks what became of a payment. Never
-            # the note, the PIN, a bank account or the counterparty's name.
-            log.info(
-                "movement committed",
-                extra={
-                    "movement": movement,
-                    "transaction_id": done.transaction_id,
-                    "reference": done.reference,
-                    "wallet_id": done.wallet_id,
-                    "amount_minor": done.amount_minor,
-                    "currency": done.currency,
-                    "status": done.status.name,
-                },
+            return _logged(
+                COMMITTED if outcome.code == "OK" else REPLAYED, outcome.transaction, movement
             )
-            return done
         now = self._clock.now()
         raise refusal_error(
             outcome.code,
@@ -254,3 +240,24 @@ class MovementService:
             sent = checked.ip.confirmation_sent
             raise IpNotTrustedError(metadata={"confirmation_sent": "true" if sent else "false"})
         return checked.wallet_id
+
+
+def _logged(message: str, done: Transaction, movement: Movement) -> Transaction:
+    """One line per answered movement, its request id from the log context: `movement
+    committed` when this call committed it, `movement replayed` when a retry was answered
+    with what an earlier call committed (whose own line may be missing: its answer was lost
+    with its connection or its deadline). What an operator greps for when a client asks what
+    became of a payment. Never the note, the PIN, a bank account or the counterparty's name."""
+    log.info(
+        message,
+        extra={
+            "movement": movement,
+            "transaction_id": done.transaction_id,
+            "reference": done.reference,
+            "wallet_id": done.wallet_id,
+            "amount_minor": done.amount_minor,
+            "currency": done.currency,
+            "status": done.status.name,
+        },
+    )
+    return done

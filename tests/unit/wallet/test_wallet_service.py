@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -241,3 +242,24 @@ async def test_a_pin_lockout_under_a_self_freeze_is_refused_and_changes_nothing(
     assert world.snapshot() == before
     stored = world.uow.wallets.wallets[wallet.id]
     assert {f.source for f in stored.freezes} == {FreezeSource.PIN_LOCKOUT, FreezeSource.SELF}
+
+
+async def test_the_owner_is_told_of_staffs_freeze_over_a_pin_lockout() -> None:
+    """Review of 2026-12-04: the refusal named the first non-self freeze in the wallet's
+    list, the lockout when it came first, so the owner was told to reset the PIN while
+    staff's freeze, which only staff lift, held the wallet anyway."""
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    for _ in range(3):
+        with pytest.raises((InvalidPinError, PinLockedError)):
+            await world.pins.verify_pin(VerifyPin("alice", "0000", key()))
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "fraud check", None, key("staff"))
+    )
+    stored = world.uow.wallets.wallets[wallet.id]
+    # The lockout listed first, as PostgreSQL may return it (the freezes are read unordered).
+    lockout_first = sorted(stored.freezes, key=lambda f: f.source is not FreezeSource.PIN_LOCKOUT)
+    world.uow.wallets.wallets[wallet.id] = replace(stored, freezes=tuple(lockout_first))
+    with pytest.raises(WalletFrozenError) as err:
+        await world.wallets.unfreeze_my_wallet(UnfreezeMyWallet("alice", key()))
+    assert "only staff can lift" in err.value.message

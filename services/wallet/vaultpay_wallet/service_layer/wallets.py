@@ -23,7 +23,7 @@ from vaultpay_wallet.domain.errors import (
     WalletNotFoundError,
 )
 from vaultpay_wallet.domain.ids import new_wallet_id
-from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet
+from vaultpay_wallet.domain.model import FREEZE_AUTHORITY, Freeze, FreezeSource, Wallet
 from vaultpay_wallet.domain.validation import (
     clean_currency,
     clean_text,
@@ -185,9 +185,11 @@ class WalletService:
             )
             if wallet.is_closed:
                 raise WalletClosedError()
-            held = [f.source for f in wallet.freezes if f.source is not FreezeSource.SELF]
-            if held:
-                raise WalletFrozenError(_HELD_MESSAGES[held[0]])
+            held = {f.source for f in wallet.freezes} - {FreezeSource.SELF}
+            if held:  # named by the hardest to lift: staff's before a lockout
+                raise WalletFrozenError(
+                    _HELD_MESSAGES[next(s for s in FREEZE_AUTHORITY if s in held)]
+                )
             if wallet.freeze_by(FreezeSource.SELF) is None:
                 return wallet
             wallet = wallet.lifted(_SELF, now)

@@ -320,7 +320,8 @@ async def test_limits_lower_refuse_raise_override_and_settings(
     settings = gateway.call("GET", "/v1/admin/settings?keyPrefix=limits.tier_basic.", token=root)
     assert settings.status == 200, settings.body
     key = "limits.tier_basic.top_up.monthly"
-    [original] = [s["value"] for s in settings.body["settings"] if s["key"] == key]
+    original = next((s["value"] for s in settings.body["settings"] if s["key"] == key), None)
+    assert original is not None, settings.body
 
     def set_to(value: str) -> Reply:
         body = {"requestId": rid(), "value": value, "reason": "e2e"}

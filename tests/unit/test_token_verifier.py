@@ -353,12 +353,13 @@ async def test_a_token_that_expires_before_it_was_issued_is_refused(
 
 
 async def test_a_verifier_on_a_machine_booted_moments_ago_still_fetches_the_key_set(
-    keys: Keys, monkeypatch: pytest.MonkeyPatch
+    keys: Keys,
 ) -> None:
     """time.monotonic() counts from boot: a service started seconds after the machine must
     not take its never-done first refresh for a recent one (which answered every token
     TOKEN_INVALID, on a fresh CI machine, until the refresh interval had passed)."""
-    monkeypatch.setattr("vaultpay_common.grpc.tokens.time.monotonic", lambda: 5.0)
-    verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=3600)
+    verifier = TokenVerifier(
+        keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=3600, monotonic=lambda: 5.0
+    )
     assert (await verifier.verify(_sign(keys))).subject == "user-1"
     assert keys.fetches == 1

@@ -125,8 +125,10 @@ class TokenVerifier:
         min_refresh_interval: float = 2.0,
         max_key_age: float = 60.0,
         max_token_lifetime: float = DEFAULT_MAX_TOKEN_LIFETIME,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch_jwks = fetch_jwks
+        self._monotonic = monotonic  # the key set's age; a test's seam
         self._max_token_lifetime = max_token_lifetime
         self._issuer = issuer
         self._audience = audience
@@ -149,7 +151,7 @@ class TokenVerifier:
 
     async def refresh_keys(self, *, force: bool = False) -> None:
         async with self._refresh_lock:
-            now = time.monotonic()
+            now = self._monotonic()
             if not force and now - self._last_refresh < self._min_refresh_interval:
                 return
             self._last_refresh = now
@@ -167,7 +169,7 @@ class TokenVerifier:
                     del self._cache[token]
 
     async def _refresh_if_stale(self) -> None:
-        if time.monotonic() - self._last_refresh < self._max_key_age:
+        if self._monotonic() - self._last_refresh < self._max_key_age:
             return
         try:
             await self.refresh_keys()
@@ -190,7 +192,7 @@ class TokenVerifier:
         return key
 
     async def verify(self, token: str) -> TokenClaims:
-        if time.monotonic() - self._last_refresh >= self._max_key_age:
+        if self._monotonic() - self._last_refresh >= self._max_key_age:
             await self._refresh_if_stale()
         cached = self._cache.get(token)
         if cached is not None:

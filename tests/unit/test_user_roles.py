@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc.aio import AioRpcError, Metadata
 
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay.type.v1 import role_pb2
@@ -108,3 +109,38 @@ async def test_wallet_asks_the_contact_for_mail_and_the_role_for_a_rank_check() 
     assert await contacts.contact("u1") == UserContact("a@example.com", "A", True)
     assert await contacts.role_of("u2") is Role.MODERATOR
     assert auth.calls == [("GetUserContact", "u1"), ("GetUserRole", "u2")]
+
+
+class _AuthBeforeGetUserRole(_Auth):
+    """An auth of the release before GetUserRole (rolled back to, or not upgraded yet): the
+    method is UNIMPLEMENTED, and its GetUserContact answers the role too."""
+
+    async def GetUserRole(self, request: Any, **kwargs: Any) -> Any:
+        self.calls.append(("GetUserRole", request.user_id))
+        raise AioRpcError(grpc.StatusCode.UNIMPLEMENTED, Metadata(), Metadata(), "unknown")
+
+    async def GetUserContact(self, request: Any, **kwargs: Any) -> Any:
+        contact = await super().GetUserContact(request, **kwargs)
+        contact.role = self.role
+        return contact
+
+
+async def test_an_auth_without_get_user_role_is_asked_its_contacts_role() -> None:
+    """Wallet and kyc deploy before auth, and survive auth's rollback: no outage of the
+    staff actions while the releases differ."""
+    auth = _AuthBeforeGetUserRole(role_pb2.ROLE_MODERATOR)
+    assert await _roles(auth).role_of("u1") is Role.MODERATOR
+    assert auth.calls == [("GetUserRole", "u1"), ("GetUserContact", "u1")]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED],
+)
+async def test_any_other_refusal_of_get_user_role_fails_closed_without_the_contact(
+    code: grpc.StatusCode,
+) -> None:
+    auth = _Auth(failure=AioRpcError(code, Metadata(), Metadata(), "no"))
+    with pytest.raises(AuthUnavailableError):
+        await _roles(auth).role_of("u1")
+    assert auth.calls == [("GetUserRole", "u1")]

@@ -6,10 +6,12 @@
 It asks AuthInternalService.GetUserRole with the caller's service identity (the method's
 access rule names the services that may), which answers the role and nothing else about the
 user (no email or name crosses for a rank check), from auth's database, never from a token.
-Every failure is AUTH_UNAVAILABLE, so an action whose rank cannot be checked fails closed: auth
-down or too slow (or older than GetUserRole), our own service token not to be had, an answer
-without a role or with one this build does not know, a user unknown to auth. No answer is
-taken as "a user".
+An auth older than GetUserRole (UNIMPLEMENTED: rolled back, or not upgraded yet, since wallet
+and kyc deploy first) is asked its GetUserContact, whose role field that release fills and
+whose rule lets both services ask. Every other failure is AUTH_UNAVAILABLE, so an action whose
+rank cannot be checked fails closed: auth down or too slow, our own service token not to be
+had, an answer without a role or with one this build does not know, a user unknown to auth. No
+answer is taken as "a user".
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay.type.v1 import role_pb2
 from vaultpay_common.context import Role
 from vaultpay_common.grpc.auth_client import outgoing_metadata
 from vaultpay_common.grpc.convert import role_from_proto
@@ -49,12 +52,7 @@ class GrpcUserRoles:
             # A caller's bug (no one to ask about), not auth's failure: never sent to auth.
             raise ValueError(f"the {self._whose}'s role was asked without a user id")
         try:
-            reply: auth_pb2.GetUserRoleResponse = await self._stub.GetUserRole(
-                auth_pb2.GetUserRoleRequest(user_id=user_id),
-                metadata=outgoing_metadata(await self._token()),
-                timeout=self._timeout,
-            )
-            role = role_from_proto(reply.role)
+            role = role_from_proto(await self._ask(user_id))
         except AuthUnavailableError:  # our own service token could not be had
             raise
         except Exception as exc:
@@ -66,3 +64,24 @@ class GrpcUserRoles:
         if role is None:
             raise AuthUnavailableError(f"auth answered without the {self._whose}'s role")
         return role
+
+    async def _ask(self, user_id: str) -> role_pb2.Role.ValueType:
+        metadata = outgoing_metadata(await self._token())
+        try:
+            reply: auth_pb2.GetUserRoleResponse = await self._stub.GetUserRole(
+                auth_pb2.GetUserRoleRequest(user_id=user_id),
+                metadata=metadata,
+                timeout=self._timeout,
+            )
+            return reply.role
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        # An auth older than GetUserRole (rolled back, or not upgraded yet: wallet and kyc
+        # go first): its GetUserContact carries the role, and it lets wallet and kyc ask.
+        contact: auth_pb2.GetUserContactResponse = await self._stub.GetUserContact(
+            auth_pb2.GetUserContactRequest(user_id=user_id),
+            metadata=metadata,
+            timeout=self._timeout,
+        )
+        return contact.role

@@ -605,7 +605,8 @@ async def test_a_replay_logs_movement_replayed_not_a_second_commit(
     stored answer: each logs `movement replayed`, so a payment whose first answer was lost
     (and with it its `movement committed` line) still shows, and is never counted twice."""
     caplog.set_level("INFO", logger="vaultpay_transfer.service_layer.movements")
-    command = TopUp(ALICE, key(), AmountInput("INR", 5_000), PaymentMethod.UPI, "upi-ref-77")
+    top_up_key = key()
+    command = TopUp(ALICE, top_up_key, AmountInput("INR", 5_000), PaymentMethod.UPI, "upi-ref-77")
     first = await service.top_up(command)
     again = await service.top_up(command)
     sent_key = key()
@@ -614,13 +615,14 @@ async def test_a_replay_logs_movement_replayed_not_a_second_commit(
     assert again == first
     assert ledger.calls.count("top_up") == 2
     lines = [
-        (r.getMessage(), r.movement, r.transaction_id)  # type: ignore[attr-defined]
+        (r.getMessage(), r.movement, r.transaction_id, r.movement_request_id)  # type: ignore[attr-defined]
         for r in caplog.records
         if r.getMessage().startswith("movement ")
     ]
+    top_up_id, send_id = top_up_key.request_id, sent_key.request_id
     assert lines == [
-        ("movement committed", "top_up", first.transaction_id),
-        ("movement replayed", "top_up", first.transaction_id),
-        ("movement committed", "send", sent.transaction_id),
-        ("movement replayed", "send", sent.transaction_id),
+        ("movement committed", "top_up", first.transaction_id, top_up_id),
+        ("movement replayed", "top_up", first.transaction_id, top_up_id),
+        ("movement committed", "send", sent.transaction_id, send_id),
+        ("movement replayed", "send", sent.transaction_id, send_id),
     ]

@@ -254,6 +254,7 @@ def _logged(message: str, done: Transaction, movement: Movement) -> Transaction:
             "movement": movement,
             "transaction_id": done.transaction_id,
             "reference": done.reference,
+            "movement_request_id": done.request_id,  # the body's; `request_id` is the call's
             "wallet_id": done.wallet_id,
             "amount_minor": done.amount_minor,
             "currency": done.currency,

@@ -31,6 +31,7 @@ __all__ = [
     "UnavailableError",
     "ValidationError",
     "metadata_time",
+    "wallet_frozen_refusal",
 ]
 
 
@@ -66,6 +67,29 @@ def metadata_time(moment: datetime) -> str:
     if micros % 1000 == 0:
         return f"{seconds}.{micros // 1000:03d}Z"
     return f"{seconds}.{micros:06d}Z"
+
+
+def wallet_frozen_refusal(source: str, until: str = "") -> tuple[str, dict[str, str]]:
+    """The message and metadata of a money movement's WALLET_FROZEN, one wording whichever
+    service refuses it (wallet's PIN check, transfer's ledger). `source`: the freeze that holds
+    the wallet, "SELF" or "ADMIN" (wallet's FreezeSource values); `until`: its end as
+    `metadata_time` gives it, "" for a freeze without one. The message says who can lift it;
+    metadata `freeze_reason` is FREEZE_REASON_<source> (the enum names GetWallet shows), and
+    `until` is there only for a freeze with an end.
+
+    >>> wallet_frozen_refusal("SELF")
+    ('you froze this wallet; unfreeze it to move money', {'freeze_reason': 'FREEZE_REASON_SELF'})
+    """
+    ends = f" until {until}" if until else ""
+    message = (
+        f"you froze this wallet{ends}; unfreeze it to move money"
+        if source == "SELF"
+        else f"the wallet is frozen by staff{ends}, which only staff can lift"
+    )
+    metadata = {"freeze_reason": f"FREEZE_REASON_{source}"}
+    if until:
+        metadata["until"] = until
+    return message, metadata
 
 
 @dataclass(frozen=True, slots=True)

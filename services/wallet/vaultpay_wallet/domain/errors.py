@@ -20,6 +20,7 @@ from vaultpay_common.errors import (
     NotFoundError,
     PermissionDeniedError,
     metadata_time,
+    wallet_frozen_refusal,
 )
 
 __all__ = [
@@ -76,16 +77,10 @@ class WalletFrozenError(FailedPreconditionError):
         the status. The message says who can lift it."""
         if source is None:
             return cls()
-        until_text = "" if until is None else metadata_time(until)
-        ends = f" until {until_text}" if until_text else ""
-        message = (
-            f"you froze this wallet{ends}; unfreeze it to move money"
-            if source == "SELF"
-            else f"the wallet is frozen by staff{ends}, which only staff can lift"
+        # The wording is shared with transfer's ledger refusal (vaultpay_common.errors).
+        message, metadata = wallet_frozen_refusal(
+            source, "" if until is None else metadata_time(until)
         )
-        metadata = {"freeze_reason": f"FREEZE_REASON_{source}"}
-        if until_text:
-            metadata["until"] = until_text
         return cls(message, metadata=metadata)
 
 

@@ -95,6 +95,9 @@ FUNCTIONS = {
 # transfer's crossing into wallet's rows: these columns of `wallets`, read only (user_id since
 # t0021: the ledger verifier compares each history row's owner with its wallet's).
 TRANSFER_WALLET_COLUMNS = {"id", "status", "currency", "balance", "user_id"}
+# and these of `wallet_freezes` (t0022: a WALLET_FROZEN the ledger answers tells the freeze
+# that holds the wallet; not its note nor who set it).
+TRANSFER_FREEZE_COLUMNS = {"wallet_id", "source", "until"}
 # The columns of `wallets` wallet's role may UPDATE (w0008); nobody else may UPDATE any.
 WALLET_UPDATE_COLUMNS = {"status", "kyc_tier", "updated_at", "closed_at"}
 SERVICES = ("wallet", "transfer", "kyc")
@@ -204,6 +207,14 @@ def test_transfer_reads_only_the_wallet_columns_it_needs(world: Provisioned) -> 
         world.app_role("transfer"),
     )
     assert {r["attname"] for r in rows if r["held"]} == TRANSFER_WALLET_COLUMNS
+    freezes = _owner_fetch(
+        world,
+        "SELECT a.attname, has_column_privilege($1, 'wallet_freezes', a.attname, 'SELECT')"
+        " AS held FROM pg_attribute AS a WHERE a.attrelid = 'wallet_freezes'::regclass"
+        " AND a.attnum > 0 AND NOT a.attisdropped",
+        world.app_role("transfer"),
+    )
+    assert {r["attname"] for r in freezes if r["held"]} == TRANSFER_FREEZE_COLUMNS
 
 
 def test_only_wallet_updates_wallets_and_only_the_columns_it_changes(world: Provisioned) -> None:

@@ -246,7 +246,7 @@ async def test_t0020s_lease_counted_a_lost_lease_and_t0021_does_not(ledger: Ledg
         migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
-    assert version["version_num"] == "t0021"
+    assert version["version_num"] == "t0022"
     await _lease_runs_out(ledger, payout)
     [lease] = [
         lease

@@ -42,6 +42,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0020_downgrade_ddl,
     ledger_t0021_ddl,
     ledger_t0021_downgrade_ddl,
+    ledger_t0022_ddl,
+    ledger_t0022_downgrade_ddl,
 )
 from vaultpay_transfer.adapters.transactions_sql import _STATS, partial_index_predicates
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
@@ -664,3 +666,16 @@ def test_t0021s_downgrade_puts_t0014s_claim_and_lease_back() -> None:
         *t0014[5:8],
         t0014[1].replace("CREATE FUNCTION ", "CREATE OR REPLACE FUNCTION ", 1),
     ]
+
+
+def test_t0022_lets_transfers_role_read_which_freeze_holds_a_wallet_and_nothing_more() -> None:
+    """A WALLET_FROZEN the ledger answers tells the freeze (the ledger adapter reads it after
+    the refusal): which freeze and when it ends, not its note nor who among staff set it."""
+    assert ledger_t0022_ddl("vaultpay_app") == [
+        'GRANT SELECT (wallet_id, source, until) ON wallet_freezes TO "vaultpay_app"'
+    ]
+    assert ledger_t0022_downgrade_ddl("vaultpay_app") == [
+        'REVOKE SELECT (wallet_id, source, until) ON wallet_freezes FROM "vaultpay_app"'
+    ]
+    with pytest.raises(ValueError, match="unsafe role name"):
+        ledger_t0022_ddl('app"; DROP TABLE wallet_freezes; --')

@@ -13,7 +13,7 @@ import pytest
 from tests.fakes.transfer import NOW, FakePayoutLedger, ScriptedBank, payout_lease
 from tests.support import eventually
 from vaultpay_common.db import DatabaseUnavailableError
-from vaultpay_common.errors import ErrorKind, ValidationError
+from vaultpay_common.errors import ErrorKind, ValidationError, metadata_time
 from vaultpay_common.idempotency import IdempotencyKeyInUseError
 from vaultpay_common.outbox import OutboxEvent, PermanentDeliveryError
 from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
@@ -34,6 +34,7 @@ from vaultpay_transfer.service_layer.payouts import (
     PayoutWorker,
 )
 from vaultpay_transfer.service_layer.ports import PayoutClaim, PayoutLease
+from vaultpay_wallet.domain.errors import WalletFrozenError as WalletsFrozenError
 
 
 @pytest.mark.parametrize(
@@ -87,6 +88,59 @@ def test_a_currency_mismatch_says_what_mismatched_for_each_movement(
     assert error.metadata == {"currency": "INR", "mismatch": mismatch}
     if movement != "send":  # QA: a top-up or withdrawal was told about a send's recipient
         assert "recipient" not in error.message and "send" not in error.message
+
+
+_STAFF_END = datetime(2026, 12, 24, 18, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("source", "until", "message", "metadata"),
+    [
+        (
+            "SELF",
+            None,
+            "you froze this wallet; unfreeze it to move money",
+            {"freeze_reason": "FREEZE_REASON_SELF"},
+        ),
+        (
+            "ADMIN",
+            _STAFF_END,
+            "the wallet is frozen by staff until 2026-12-24T18:30:00Z, which only staff can lift",
+            {"freeze_reason": "FREEZE_REASON_ADMIN", "until": "2026-12-24T18:30:00Z"},
+        ),
+        (
+            "ADMIN",
+            None,
+            "the wallet is frozen by staff, which only staff can lift",
+            {"freeze_reason": "FREEZE_REASON_ADMIN"},
+        ),
+    ],
+)
+def test_a_ledger_wallet_frozen_with_its_freeze_tells_what_wallets_pin_check_tells(
+    source: Literal["SELF", "ADMIN"], until: datetime | None, message: str, metadata: dict[str, str]
+) -> None:
+    """The ledger adapter fills WALLET_FROZEN's details with the freeze that holds the wallet:
+    the refusal carries wallet's metadata and message (a TopUp's, or a send's frozen after the
+    PIN check), word for word."""
+    details = {"freeze_reason": f"FREEZE_REASON_{source}"}
+    if until is not None:
+        details["until"] = metadata_time(until)
+    error = refusal_error("WALLET_FROZEN", details, now=NOW, movement="top_up")
+    assert (error.kind, error.reason) == (ErrorKind.FAILED_PRECONDITION, "WALLET_FROZEN")
+    assert (error.message, error.metadata) == (message, metadata)
+    wallets = WalletsFrozenError.held_by(source, until)
+    assert (error.message, error.metadata) == (wallets.message, wallets.metadata)
+
+
+@pytest.mark.parametrize("details", [{}, {"freeze_reason": "FREEZE_REASON_PIN_LOCKOUT"}])
+def test_a_ledger_wallet_frozen_without_its_freeze_is_bare(details: dict[str, str]) -> None:
+    """No freeze read (FROZEN with none to explain it, or the read failed): the bare refusal."""
+    error = refusal_error("WALLET_FROZEN", details, now=NOW)
+    assert (error.reason, error.message, error.metadata) == (
+        "WALLET_FROZEN",
+        "the wallet is frozen",
+        {},
+    )
 
 
 def test_a_limit_refusal_tells_the_limit_the_usage_and_what_remains() -> None:

@@ -58,6 +58,10 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   `wallets.user_id`, for the ledger verifier); its downgrade `t0021_downgrade.sql` (the
   column's grant revoked, the claim dropped), then t0014's claim with its privileges and
   t0014's lease as CREATE OR REPLACE (both read from `t0014_upgrade.sql`).
+* t0022: `t0022_upgrade.sql` (transfer's role may read `wallet_freezes`' wallet_id, source
+  and until: a WALLET_FROZEN the ledger answers tells the freeze that holds the wallet, read
+  by the ledger adapter after the refusal); its downgrade `t0022_downgrade.sql` (the
+  columns' grant revoked).
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ __all__ = [
     "ledger_t0020_downgrade_ddl",
     "ledger_t0021_ddl",
     "ledger_t0021_downgrade_ddl",
+    "ledger_t0022_ddl",
+    "ledger_t0022_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -370,3 +376,14 @@ def ledger_t0021_downgrade_ddl(app_role: str) -> list[str]:
         if _T0014_LEASE.match(s)
     ]
     return _for_role("t0021_downgrade.sql", app_role) + claim + lease
+
+
+def ledger_t0022_ddl(app_role: str) -> list[str]:
+    """t0022: `app_role` may read `wallet_freezes`' wallet_id, source and until (which freeze
+    holds a wallet the ledger refused WALLET_FROZEN, and when it ends), nothing more."""
+    return _for_role("t0022_upgrade.sql", app_role)
+
+
+def ledger_t0022_downgrade_ddl(app_role: str) -> list[str]:
+    """t0022's downgrade: the columns' grant is revoked."""
+    return _for_role("t0022_downgrade.sql", app_role)

@@ -27,6 +27,16 @@ releases the session's: no round trip is added. A movement that ends without its
 call (wallet refused the PIN) unlocks the key, one more round trip; a connection that may
 still hold a key (a call that failed on its way, a cancelled task) is discarded, never
 handed to another caller.
+
+A movement the ledger refuses WALLET_FROZEN (a TopUp into a frozen wallet; a send or
+withdrawal whose wallet was frozen after wallet's PIN check) costs one more statement, on
+the same connection: the freeze that holds the caller's wallet (in force, not a PIN lockout,
+staff's before the owner's, as wallet's FREEZE_AUTHORITY has it; transfer's role reads those
+columns of `wallet_freezes` since t0022) fills the outcome's `details` (`freeze_reason`,
+`until`), so the refusal tells what wallet's PIN check tells. A read that fails leaves the
+refusal bare (a WARNING), never turns it into another error; no freeze found (FROZEN with
+no freeze to explain it, or only a PIN lockout), bare too. Every other outcome, the money
+path's included, runs exactly the statements it ran before.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.db import DatabaseUnavailableError
-from vaultpay_common.errors import DeadlineExceededError, UnavailableError
+from vaultpay_common.errors import DeadlineExceededError, UnavailableError, metadata_time
 from vaultpay_common.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUseError,
@@ -104,6 +114,14 @@ _CLAIM = (
 _SETTLE = "SELECT outcome, reply FROM transfer_settle_payout($1::uuid)"
 _RETURN = "SELECT outcome, reply FROM transfer_return_payout($1::uuid, $2::text)"
 _WALLET_STATUS = "SELECT status FROM wallets WHERE id = $1"
+# The freeze that holds the user's wallet, after a WALLET_FROZEN only (see the module
+# docstring): in force, not a PIN lockout, staff's before the owner's.
+_HOLDING_FREEZE = (
+    "SELECT f.source, f.until FROM wallets AS w JOIN wallet_freezes AS f ON f.wallet_id = w.id"
+    " WHERE w.user_id = $1 AND f.source IN ('ADMIN', 'SELF')"
+    " AND (f.until IS NULL OR f.until > now())"
+    " ORDER BY f.source = 'ADMIN' DESC LIMIT 1"
+)
 _REQUEST_INDEX = "wallet_transactions_request_idx"
 
 
@@ -125,6 +143,34 @@ def _outcome(row: Mapping[str, Any] | None) -> LedgerOutcome:
     if code in ("OK", "REPLAY"):
         return LedgerOutcome(code, transaction_from_row(json.loads(reply)))
     return LedgerOutcome(code, details=_details(reply))
+
+
+async def _with_holding_freeze(
+    conn: AsyncConnection, driver: asyncpg.Connection, outcome: LedgerOutcome, user_id: str
+) -> LedgerOutcome:
+    """A WALLET_FROZEN outcome with the freeze that holds `user_id`'s wallet in its details;
+    any other outcome as it is (see the module docstring)."""
+    if outcome.code != "WALLET_FROZEN":
+        return outcome
+    try:
+        rows = await _run(conn, driver, _HOLDING_FREEZE, user_id)
+    except Exception:  # the refusal stands, whatever failed telling why
+        log.warning(
+            "the freeze holding a wallet could not be read; WALLET_FROZEN is answered without it",
+            exc_info=True,
+        )
+        return outcome
+    except BaseException:
+        # Cancelled mid-statement: the connection goes rather than back to the pool busy.
+        if not conn.invalidated:
+            await conn.invalidate()
+        raise
+    if not rows:
+        return outcome
+    details = {"freeze_reason": f"FREEZE_REASON_{rows[0]['source']}"}
+    if rows[0]["until"] is not None:
+        details["until"] = metadata_time(rows[0]["until"])
+    return replace(outcome, details=details)
 
 
 async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
@@ -187,11 +233,16 @@ class PgLedger:
         if outcome == "OK" and self._on_commit is not None:
             self._on_commit()
 
-    async def _call(self, sql: str, *args: Any) -> LedgerOutcome:
-        rows = await self._fetch(sql, *args)
-        outcome = _outcome(rows[0] if rows else None)
-        self._committed(outcome.code)
-        return outcome
+    async def _call(self, sql: str, key: IdempotencyKey, user_id: str, *args: Any) -> LedgerOutcome:
+        conn = await self._connect()
+        try:
+            driver = await _driver(conn)
+            rows = await _run(conn, driver, sql, *_key_args(key), user_id, *args)
+            outcome = _outcome(rows[0] if rows else None)
+            self._committed(outcome.code)
+            return await _with_holding_freeze(conn, driver, outcome, user_id)
+        finally:
+            await conn.close()
 
     @asynccontextmanager
     async def hold(self, key: IdempotencyKey) -> AsyncIterator[HeldMovement]:
@@ -244,7 +295,7 @@ class PgLedger:
         note: str,
     ) -> LedgerOutcome:
         return await self._call(
-            _SEND, *_key_args(key), user_id, recipient_wallet_id, amount_minor, currency, note
+            _SEND, key, user_id, recipient_wallet_id, amount_minor, currency, note
         )
 
     async def top_up(
@@ -259,7 +310,7 @@ class PgLedger:
     ) -> LedgerOutcome:
         return await self._call(
             _TOP_UP,
-            *_key_args(key),
+            key,
             user_id,
             amount_minor,
             currency,
@@ -281,7 +332,7 @@ class PgLedger:
     ) -> LedgerOutcome:
         return await self._call(
             _WITHDRAW,
-            *_key_args(key),
+            key,
             user_id,
             amount_minor,
             currency,
@@ -387,13 +438,13 @@ class _PgHeldMovement:
         # True once nothing of ours can be left locked on the connection.
         self.released = stored is not None
 
-    async def _call(self, sql: str, *args: Any) -> LedgerOutcome:
+    async def _call(self, sql: str, user_id: str, *args: Any) -> LedgerOutcome:
         if self.released:
             raise RuntimeError(
                 "a held movement calls the ledger once, and only when it holds the key"
             )
         try:
-            rows = await _run(self._conn, self._driver, sql, *_key_args(self._key), *args)
+            rows = await _run(self._conn, self._driver, sql, *_key_args(self._key), user_id, *args)
         except BaseException:
             # Whether the call reached the point that releases the lock is unknown: the
             # connection goes rather than come back to the pool still holding the key.
@@ -402,7 +453,8 @@ class _PgHeldMovement:
         self.released = True
         outcome = _outcome(rows[0] if rows else None)
         self._committed(outcome.code)
-        return outcome
+        # The key is no longer held: a read that fails here leaves nothing locked.
+        return await _with_holding_freeze(self._conn, self._driver, outcome, user_id)
 
     async def send_money(
         self, user_id: str, recipient_wallet_id: str, amount_minor: int, currency: str, note: str

@@ -19,6 +19,7 @@ from vaultpay_common.errors import (
     RateLimitedError,
     UnavailableError,
     ValidationError,
+    wallet_frozen_refusal,
 )
 from vaultpay_transfer.domain.notifications import format_amount
 
@@ -66,8 +67,23 @@ class TransactionNotFoundError(NotFoundError):
 
 
 class WalletFrozenError(FailedPreconditionError):
+    """A freeze holds the caller's wallet. Refused by the ledger, it says which as wallet's
+    PIN check does (`held_by`): metadata `freeze_reason` (FREEZE_REASON_SELF or
+    FREEZE_REASON_ADMIN) and `until` (its end; absent for a freeze without one), and a message
+    saying who can lift it; bare when no freeze explains the status or it could not be read."""
+
     reason = "WALLET_FROZEN"
     default_message = "the wallet is frozen"
+
+    @classmethod
+    def held_by(cls, freeze_reason: str, until: str) -> WalletFrozenError:
+        """`freeze_reason`: FREEZE_REASON_SELF or FREEZE_REASON_ADMIN, anything else (none
+        read) the bare refusal; `until`: its end as `metadata_time` gives it, "" for none."""
+        source = freeze_reason.removeprefix("FREEZE_REASON_")
+        if source not in ("SELF", "ADMIN"):
+            return cls()
+        message, metadata = wallet_frozen_refusal(source, until)
+        return cls(message, metadata=metadata)
 
 
 class WalletClosedError(FailedPreconditionError):

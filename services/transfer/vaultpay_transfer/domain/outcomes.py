@@ -120,7 +120,11 @@ _REFUSALS: dict[str, Callable[[Mapping[str, str]], DomainError]] = {
     "WALLET_NOT_FOUND": lambda _: WalletNotFoundError(),
     "RECIPIENT_NOT_FOUND": lambda _: RecipientNotFoundError(),
     "SELF_TRANSFER": lambda _: SelfTransferError(),
-    "WALLET_FROZEN": lambda _: WalletFrozenError(),
+    # The freeze that holds the wallet, when the ledger adapter could read it (details
+    # `freeze_reason` and `until`, as wallet's PIN check tells them); bare otherwise.
+    "WALLET_FROZEN": lambda details: WalletFrozenError.held_by(
+        details.get("freeze_reason", ""), details.get("until", "")
+    ),
     "WALLET_CLOSED": lambda _: WalletClosedError(),
     "RECIPIENT_CLOSED": lambda _: WalletClosedError(
         "the recipient's wallet is closed", metadata={"side": "recipient"}

@@ -82,15 +82,19 @@ def _balance(gateway: Gateway, person: Person) -> int:
     return int(reply.body["balance"]["amountMinor"])
 
 
-def _top_up(gateway: Gateway, person: Person, minor: int) -> None:
-    """Funds `person` by UPI (a top-up needs no trusted address)."""
-    body = {
+def _top_up_body(minor: int) -> dict[str, Any]:
+    """A top-up by UPI of `minor`, under a new request id and payment reference."""
+    return {
         "requestId": rid(),
         "amount": inr(minor),
         "paymentMethod": "PAYMENT_METHOD_UPI",
         "paymentReference": f"upi-{uuid.uuid4().hex[:20]}",
     }
-    funded = _call(gateway, person, "POST", "/v1/transactions:topUp", body)
+
+
+def _top_up(gateway: Gateway, person: Person, minor: int) -> None:
+    """Funds `person` by UPI (a top-up needs no trusted address)."""
+    funded = _call(gateway, person, "POST", "/v1/transactions:topUp", _top_up_body(minor))
     assert funded.status == 200, funded.body
 
 
@@ -349,6 +353,10 @@ def test_a_frozen_wallet_is_refused_before_a_wrong_pin_counts(gateway: Gateway, 
         refused = _call(gateway, erin, "POST", "/v1/transactions:send", body)
         assert (refused.status, refused.error_reason()) == (400, "WALLET_FROZEN"), refused.body
         assert _metadata(refused) == {"freeze_reason": "FREEZE_REASON_ADMIN"}  # staff's, no end
+    # A top-up, refused by the ledger itself, tells the freeze too (transfer t0022).
+    top_up = _call(gateway, erin, "POST", "/v1/transactions:topUp", _top_up_body(100))
+    assert (top_up.status, top_up.error_reason()) == (400, "WALLET_FROZEN"), top_up.body
+    assert _metadata(top_up) == {"freeze_reason": "FREEZE_REASON_ADMIN"}
 
     lifted = gateway.call(
         "POST", f"{target}:unfreeze", {"requestId": rid(), "reason": "ok"}, token=moderator
@@ -359,6 +367,13 @@ def test_a_frozen_wallet_is_refused_before_a_wrong_pin_counts(gateway: Gateway, 
     )
     assert (wrong.status, wrong.error_reason()) == (400, "INVALID_PIN"), wrong.body
     assert _metadata(wrong)["remaining_attempts"] == "2"  # none counted while frozen
+
+    froze = _call(gateway, erin, "POST", "/v1/wallets/me:freeze", {"requestId": rid()})
+    assert froze.status == 200, froze.body
+    top_up = _call(gateway, erin, "POST", "/v1/transactions:topUp", _top_up_body(100))
+    assert (top_up.status, top_up.error_reason()) == (400, "WALLET_FROZEN"), top_up.body
+    assert _metadata(top_up) == {"freeze_reason": "FREEZE_REASON_SELF"}
+    assert "unfreeze it" in str(top_up.body["message"]), top_up.body
 
 
 def _withdraw(gateway: Gateway, person: Person, amount: int, account: str) -> dict[str, Any]:

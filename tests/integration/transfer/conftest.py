@@ -19,6 +19,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -121,6 +122,25 @@ class LedgerWorld:
 
     async def owner(self) -> Any:
         return await asyncpg.connect(plain_dsn(self.dbs.vaultpay_owner_dsn))
+
+    async def key_is_free(self, key: IdempotencyKey, within: float = 10.0) -> bool:
+        """Whether a session of its own can take the key's lock (polled: a discarded
+        connection's session ends a moment after the pool lets it go). Never the ledger's
+        pool: a session may take again an advisory lock it holds itself."""
+        deadline = time.monotonic() + within
+        conn = await self.owner()
+        try:
+            while True:
+                if await conn.fetchval(
+                    "SELECT pg_try_advisory_lock($1)", idempotency_lock_key(key)
+                ):
+                    await conn.execute("SELECT pg_advisory_unlock($1)", idempotency_lock_key(key))
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
 
     async def migrate(self, action: Literal["upgrade", "downgrade"], revision: str) -> None:
         """transfer's migration chain up or down to `revision` ("head"), as the owner runs it

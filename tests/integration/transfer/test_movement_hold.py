@@ -61,23 +61,6 @@ async def other_process(ledger: LedgerWorld) -> AsyncIterator[PgLedger]:
         await engine.dispose()
 
 
-async def _key_is_free(ledger: LedgerWorld, key: IdempotencyKey, within: float = 10.0) -> bool:
-    """Whether a session of its own can take the key's lock (polled: a discarded connection's
-    session ends a moment after the pool lets it go)."""
-    deadline = time.monotonic() + within
-    conn = await ledger.owner()
-    try:
-        while True:
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", idempotency_lock_key(key)):
-                await conn.execute("SELECT pg_advisory_unlock($1)", idempotency_lock_key(key))
-                return True
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.02)
-    finally:
-        await conn.close()
-
-
 async def _end_sessions(infra: Infra, application_name: str, within: float = 10.0) -> None:
     """PostgreSQL ends the sessions of `application_name` (a failover, an operator), and they
     are gone when this returns."""
@@ -145,7 +128,7 @@ async def test_a_retry_that_another_process_serves_while_the_first_is_at_wallet_
     assert debit.amount_minor == 600
     assert await second.send_money(send) == debit  # the other process replays the answer
     assert await ledger.balance(alice) == 400
-    assert await _key_is_free(ledger, sent)
+    assert await ledger.key_is_free(sent)
 
 
 async def test_the_commit_frees_the_key_and_a_stored_answer_holds_nothing(
@@ -155,13 +138,13 @@ async def test_the_commit_frees_the_key_and_a_stored_answer_holds_nothing(
     request = key(alice.user_id, body="bob 250")
     async with ledger.ledger.hold(request) as held:
         assert held.stored is None
-        assert not await _key_is_free(ledger, request, within=0)
+        assert not await ledger.key_is_free(request, within=0)
         outcome = await held.send_money(alice.user_id, bob.wallet_id, 250, "INR", "")
         assert outcome.code == "OK" and outcome.transaction is not None
-        assert await _key_is_free(ledger, request, within=0)  # before the block even ends
+        assert await ledger.key_is_free(request, within=0)  # before the block even ends
     async with other_process.hold(request) as again:
         assert again.stored == outcome.transaction
-        assert await _key_is_free(ledger, request, within=0)
+        assert await ledger.key_is_free(request, within=0)
     with pytest.raises(IdempotencyKeyReusedError):
         async with other_process.hold(key(alice.user_id, request_id=request.request_id)):
             pass
@@ -175,7 +158,7 @@ async def test_a_movement_that_ends_before_its_ledger_call_frees_the_key(
     with pytest.raises(LookupError):  # wallet refused the PIN, say
         async with ledger.ledger.hold(request):
             raise LookupError("refused before the ledger")
-    assert await _key_is_free(ledger, request, within=0)
+    assert await ledger.key_is_free(request, within=0)
 
     async def stalls() -> None:
         async with ledger.ledger.hold(request):
@@ -183,13 +166,13 @@ async def test_a_movement_that_ends_before_its_ledger_call_frees_the_key(
 
     stalled = asyncio.ensure_future(stalls())
     deadline = time.monotonic() + 10
-    while await _key_is_free(ledger, request, within=0):
+    while await ledger.key_is_free(request, within=0):
         assert time.monotonic() < deadline, "the stalled movement never held its key"
         await asyncio.sleep(0.02)
     stalled.cancel()  # the client went away
     with pytest.raises(asyncio.CancelledError):
         await stalled
-    assert await _key_is_free(ledger, request)
+    assert await ledger.key_is_free(request)
 
 
 async def test_a_withdrawal_runs_held_and_frees_its_key(ledger: LedgerWorld) -> None:
@@ -202,7 +185,7 @@ async def test_a_withdrawal_runs_held_and_frees_its_key(ledger: LedgerWorld) -> 
     assert outcome.code == "OK" and outcome.transaction is not None
     assert outcome.transaction.status is TransactionStatus.PENDING
     assert await ledger.balance(alice) == 700
-    assert await _key_is_free(ledger, request, within=0)
+    assert await ledger.key_is_free(request, within=0)
 
 
 async def test_the_held_functions_refuse_a_caller_that_does_not_hold_the_key(
@@ -254,7 +237,7 @@ async def test_a_pooled_connection_ended_while_idle_is_replaced_before_the_looku
         await _send_held(money, request, alice, bob)
     finally:
         await engine.dispose()
-    assert await _key_is_free(ledger, request)
+    assert await ledger.key_is_free(request)
 
 
 async def test_a_connection_lost_under_the_lookup_is_unavailable_and_holds_nothing(
@@ -279,7 +262,7 @@ async def test_a_connection_lost_under_the_lookup_is_unavailable_and_holds_nothi
         await _send_held(lost, request, alice, bob)
     finally:
         await engine.dispose()
-    assert await _key_is_free(ledger, request)
+    assert await ledger.key_is_free(request)
 
 
 async def test_a_connection_lost_while_at_wallet_keeps_the_movements_own_answer(
@@ -302,7 +285,7 @@ async def test_a_connection_lost_while_at_wallet_keeps_the_movements_own_answer(
     try:
         with pytest.raises(LookupError, match="wallet unavailable"):
             await wallet_unavailable_meanwhile()
-        assert await _key_is_free(ledger, request)
+        assert await ledger.key_is_free(request)
         async with lost.hold(request) as held:  # the retry, on a new connection
             outcome = await held.send_money(alice.user_id, bob.wallet_id, 100, "INR", "")
         assert outcome.code == "OK"

@@ -153,8 +153,12 @@ async def _with_holding_freeze(
     if outcome.code != "WALLET_FROZEN":
         return outcome
     try:
-        rows = await _run(conn, driver, _HOLDING_FREEZE, user_id)
+        # The driver itself, not `_run`: a read's lost connection is no movement's unknown
+        # commit, so neither its log line nor its error.
+        rows = await driver.fetch(_HOLDING_FREEZE, user_id)
     except Exception:  # the refusal stands, whatever failed telling why
+        if driver.is_closed() and not conn.invalidated:
+            await conn.invalidate()
         log.warning(
             "the freeze holding a wallet could not be read; WALLET_FROZEN is answered without it",
             exc_info=True,
@@ -167,7 +171,7 @@ async def _with_holding_freeze(
         raise
     if not rows:
         return outcome
-    details = {"freeze_reason": f"FREEZE_REASON_{rows[0]['source']}"}
+    details = {**outcome.details, "freeze_reason": f"FREEZE_REASON_{rows[0]['source']}"}
     if rows[0]["until"] is not None:
         details["until"] = metadata_time(rows[0]["until"])
     return replace(outcome, details=details)
@@ -237,7 +241,14 @@ class PgLedger:
         conn = await self._connect()
         try:
             driver = await _driver(conn)
-            rows = await _run(conn, driver, sql, *_key_args(key), user_id, *args)
+            try:
+                rows = await _run(conn, driver, sql, *_key_args(key), user_id, *args)
+            except BaseException as exc:
+                # Interrupted mid-call (a cancelled task): the connection goes rather than back
+                # to the pool with the statement maybe still running (`_run` handles errors).
+                if not isinstance(exc, Exception) and not conn.invalidated:
+                    await conn.invalidate()
+                raise
             outcome = _outcome(rows[0] if rows else None)
             self._committed(outcome.code)
             return await _with_holding_freeze(conn, driver, outcome, user_id)

@@ -12,6 +12,7 @@
 -- nothing it could write. Read only, as t0007's and t0021's columns of `wallets`.
 --
 -- The downgrade (t0022_downgrade.sql) revokes the columns' grant: the adapter's read is then
--- refused, and it answers the bare WALLET_FROZEN again (a WARNING logged).
+-- refused, and it answers the bare WALLET_FROZEN again (a WARNING logged), unless one role
+-- serves wallet too, whose own grant of the table keeps the read.
 
 GRANT SELECT (wallet_id, source, until) ON wallet_freezes TO __APP_ROLE__;

@@ -72,7 +72,8 @@ def metadata_time(moment: datetime) -> str:
 def wallet_frozen_refusal(source: str, until: str = "") -> tuple[str, dict[str, str]]:
     """The message and metadata of a money movement's WALLET_FROZEN, one wording whichever
     service refuses it (wallet's PIN check, transfer's ledger). `source`: the freeze that holds
-    the wallet, "SELF" or "ADMIN" (wallet's FreezeSource values); `until`: its end as
+    the wallet, "SELF", "ADMIN" or (a TopUp into a locked wallet) "PIN_LOCKOUT" (wallet's
+    FreezeSource values); `until`: its end as
     `metadata_time` gives it, "" for a freeze without one. The message says who can lift it;
     metadata `freeze_reason` is FREEZE_REASON_<source> (the enum names GetWallet shows), and
     `until` is there only for a freeze with an end.
@@ -81,11 +82,12 @@ def wallet_frozen_refusal(source: str, until: str = "") -> tuple[str, dict[str, 
     ('you froze this wallet; unfreeze it to move money', {'freeze_reason': 'FREEZE_REASON_SELF'})
     """
     ends = f" until {until}" if until else ""
-    message = (
-        f"you froze this wallet{ends}; unfreeze it to move money"
-        if source == "SELF"
-        else f"the wallet is frozen by staff{ends}, which only staff can lift"
-    )
+    if source == "SELF":
+        message = f"you froze this wallet{ends}; unfreeze it to move money"
+    elif source == "PIN_LOCKOUT":
+        message = f"the wallet is locked after wrong PINs{ends}: reset the PIN or wait"
+    else:
+        message = f"the wallet is frozen by staff{ends}, which only staff can lift"
     metadata = {"freeze_reason": f"FREEZE_REASON_{source}"}
     if until:
         metadata["until"] = until

@@ -3,10 +3,10 @@ on real PostgreSQL, with the real ledger adapter and movement use cases.
 
 The ledger function refuses a TopUp into a frozen wallet, and a send or withdrawal whose
 wallet a freeze committed on after wallet's PIN check (`transfer_state_refusal`), with the
-code only. After such a refusal the ledger adapter reads the freeze in force (not a PIN
-lockout; staff's before the owner's) into the outcome's details, and the refusal carries
-wallet's metadata (`freeze_reason`, `until`) and message. No freeze to tell (a PIN lockout
-only, FROZEN with no freeze row), or the read refused: the bare code.
+code only. After such a refusal the ledger adapter reads the freeze in force (staff's, a PIN
+lockout, the owner's, in that order) into the outcome's details, and the refusal carries
+wallet's metadata (`freeze_reason`, `until`) and message. No freeze to tell (FROZEN with no
+freeze row), or the read refused: the bare code.
 
 The last test downgrades to t0021 (transfer's role may not read `wallet_freezes`: the bare
 refusal and a WARNING, never another error) and upgrades again.
@@ -120,13 +120,24 @@ async def test_both_freezes_in_force_tell_staffs(ledger: LedgerWorld) -> None:
     )
 
 
-async def test_no_freeze_to_tell_answers_the_bare_refusal(ledger: LedgerWorld) -> None:
-    """A PIN lockout alone (the ledger counts it frozen; wallet's check tells PIN_LOCKED), and
-    a FROZEN wallet with no freeze row: WALLET_FROZEN without details."""
+async def test_a_top_up_into_a_locked_wallet_tells_the_lockout_and_its_end(
+    ledger: LedgerWorld,
+) -> None:
+    """A PIN lockout alone: the ledger counts it frozen for a TopUp, which has no PIN check to
+    answer PIN_LOCKED first; with the owner's own freeze too, the lockout (harder to lift)."""
     locked = await ledger.new_wallet()
-    await ledger.freeze(locked, FreezeSource.PIN_LOCKOUT, until=_staff_end())
+    until = _staff_end()
+    await ledger.freeze(locked, FreezeSource.PIN_LOCKOUT, until=until)
+    told = {"freeze_reason": "FREEZE_REASON_PIN_LOCKOUT", "until": metadata_time(until)}
     outcome = await _top_up(ledger, locked)
-    assert (outcome.code, dict(outcome.details)) == ("WALLET_FROZEN", {})
+    assert (outcome.code, dict(outcome.details)) == ("WALLET_FROZEN", told)
+    await ledger.freeze(locked, FreezeSource.SELF)
+    outcome = await _top_up(ledger, locked)
+    assert (outcome.code, dict(outcome.details)) == ("WALLET_FROZEN", told)
+
+
+async def test_no_freeze_to_tell_answers_the_bare_refusal(ledger: LedgerWorld) -> None:
+    """A FROZEN wallet with no freeze row: WALLET_FROZEN without details."""
     unexplained = await ledger.new_wallet()
     conn = await ledger.owner()
     try:

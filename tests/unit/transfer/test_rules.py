@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pytest
@@ -132,7 +132,7 @@ def test_a_ledger_wallet_frozen_with_its_freeze_tells_what_wallets_pin_check_tel
     assert (error.message, error.metadata) == (wallets.message, wallets.metadata)
 
 
-@pytest.mark.parametrize("details", [{}, {"freeze_reason": "FREEZE_REASON_PIN_LOCKOUT"}])
+@pytest.mark.parametrize("details", [{}, {"freeze_reason": "FREEZE_REASON_UNSPECIFIED"}])
 def test_a_ledger_wallet_frozen_without_its_freeze_is_bare(details: dict[str, str]) -> None:
     """No freeze read (FROZEN with none to explain it, or the read failed): the bare refusal."""
     error = refusal_error("WALLET_FROZEN", details, now=NOW)
@@ -698,3 +698,13 @@ def test_a_note_or_holder_name_takes_what_people_write(text: str) -> None:
     refuses every separator but the space, and every ZWJ)."""
     assert check_note(text) == text
     assert bank_account(BankAccountInput("123456789012", "HDFC0001234", text)).holder_name == text
+
+
+def test_a_top_up_into_a_locked_wallet_says_to_reset_the_pin_or_wait() -> None:
+    until = NOW + timedelta(hours=24)
+    details = {"freeze_reason": "FREEZE_REASON_PIN_LOCKOUT", "until": metadata_time(until)}
+    error = refusal_error("WALLET_FROZEN", details, now=NOW, movement="top_up")
+    assert error.metadata == details
+    assert error.message == (
+        f"the wallet is locked after wrong PINs until {metadata_time(until)}: reset the PIN or wait"
+    )

@@ -30,12 +30,13 @@ handed to another caller.
 
 A movement the ledger refuses WALLET_FROZEN (a TopUp into a frozen wallet; a send or
 withdrawal whose wallet was frozen after wallet's PIN check) costs one more statement, on
-the same connection: the freeze that holds the caller's wallet (in force, not a PIN lockout,
-staff's before the owner's, as wallet's FREEZE_AUTHORITY has it; transfer's role reads those
+the same connection: the freeze that holds the caller's wallet (in force, the hardest to lift
+first: staff's, a PIN lockout, the owner's, as wallet's FREEZE_AUTHORITY has it; a lockout
+alone reaches the ledger only on a TopUp, which has no PIN check; transfer's role reads those
 columns of `wallet_freezes` since t0022) fills the outcome's `details` (`freeze_reason`,
 `until`), so the refusal tells what wallet's PIN check tells. A read that fails leaves the
 refusal bare (a WARNING), never turns it into another error; no freeze found (FROZEN with
-no freeze to explain it, or only a PIN lockout), bare too. Every other outcome, the money
+no freeze to explain it), bare too. Every other outcome, the money
 path's included, runs exactly the statements it ran before.
 """
 
@@ -115,12 +116,11 @@ _SETTLE = "SELECT outcome, reply FROM transfer_settle_payout($1::uuid)"
 _RETURN = "SELECT outcome, reply FROM transfer_return_payout($1::uuid, $2::text)"
 _WALLET_STATUS = "SELECT status FROM wallets WHERE id = $1"
 # The freeze that holds the user's wallet, after a WALLET_FROZEN only (see the module
-# docstring): in force, not a PIN lockout, staff's before the owner's.
+# docstring): in force, the hardest to lift first (wallet's FREEZE_AUTHORITY).
 _HOLDING_FREEZE = (
     "SELECT f.source, f.until FROM wallets AS w JOIN wallet_freezes AS f ON f.wallet_id = w.id"
-    " WHERE w.user_id = $1 AND f.source IN ('ADMIN', 'SELF')"
-    " AND (f.until IS NULL OR f.until > now())"
-    " ORDER BY f.source = 'ADMIN' DESC LIMIT 1"
+    " WHERE w.user_id = $1 AND (f.until IS NULL OR f.until > now())"
+    " ORDER BY CASE f.source WHEN 'ADMIN' THEN 0 WHEN 'PIN_LOCKOUT' THEN 1 ELSE 2 END LIMIT 1"
 )
 _REQUEST_INDEX = "wallet_transactions_request_idx"
 

@@ -68,8 +68,8 @@ class TransactionNotFoundError(NotFoundError):
 
 class WalletFrozenError(FailedPreconditionError):
     """A freeze holds the caller's wallet. Refused by the ledger, it says which as wallet's
-    PIN check does (`held_by`): metadata `freeze_reason` (FREEZE_REASON_SELF or
-    FREEZE_REASON_ADMIN) and `until` (its end; absent for a freeze without one), and a message
+    PIN check does (`held_by`): metadata `freeze_reason` (FREEZE_REASON_SELF,
+    FREEZE_REASON_ADMIN or, for a TopUp, FREEZE_REASON_PIN_LOCKOUT) and `until` (its end; absent for a freeze without one), and a message
     saying who can lift it; bare when no freeze explains the status or it could not be read."""
 
     reason = "WALLET_FROZEN"
@@ -77,10 +77,10 @@ class WalletFrozenError(FailedPreconditionError):
 
     @classmethod
     def held_by(cls, freeze_reason: str, until: str) -> WalletFrozenError:
-        """`freeze_reason`: FREEZE_REASON_SELF or FREEZE_REASON_ADMIN, anything else (none
+        """`freeze_reason`: FREEZE_REASON_SELF, _ADMIN or _PIN_LOCKOUT, anything else (none
         read) the bare refusal; `until`: its end as `metadata_time` gives it, "" for none."""
         source = freeze_reason.removeprefix("FREEZE_REASON_")
-        if source not in ("SELF", "ADMIN"):
+        if source not in ("SELF", "ADMIN", "PIN_LOCKOUT"):
             return cls()
         message, metadata = wallet_frozen_refusal(source, until)
         return cls(message, metadata=metadata)

@@ -45,3 +45,14 @@ def test_a_range_or_one_bound_is_a_filter() -> None:
     assert (both.start, both.end) == (EARLY, LATE)
     only_end = audit_query(auth_pb2.ListAuthAuditEventsRequest(end_time=_ts(EARLY)))
     assert (only_end.start, only_end.end) == (None, EARLY)
+
+
+def test_one_refusal_names_the_page_size_and_an_inverted_window() -> None:
+    """Review of 2026-12-04 (third): a bad page size was named alone, and the window only on
+    the next round trip."""
+    request = wallet_pb2.ListAuditEventsRequest(
+        page_size=-1, start_time=_ts(LATE), end_time=_ts(EARLY)
+    )
+    with pytest.raises(ValidationError) as err:
+        audit_query(request)
+    assert [v.field for v in err.value.violations] == ["page_size", "end_time"]

@@ -142,3 +142,33 @@ async def test_the_staff_listing_is_of_every_user_and_a_users_of_that_user_only(
         "", transaction_filter(transfer_pb2.ListTransactionsRequest()), None, 10
     )
     assert [f.user_id for f in store.asked] == [None, ""]
+
+
+def test_one_refusal_names_the_page_size_and_the_filters_no_row_can_match() -> None:
+    """Review of 2026-12-04 (third): a bad page size used to hide an inverted window, and an
+    unmatchable type and category were named only once the window was fixed: one round trip
+    per problem."""
+    users = transfer_pb2.ListTransactionsRequest(
+        page_size=-5,
+        type=transfer_pb2.TRANSACTION_TYPE_DEBIT,
+        category=transfer_pb2.TRANSACTION_CATEGORY_TOP_UP,
+    )
+    users.start_time.seconds, users.end_time.seconds = 2_000, 1_000
+    with pytest.raises(ValidationError) as refused:
+        transaction_filter(users, user_id="u")
+    assert [v.field for v in refused.value.violations] == ["page_size", "end_time", "type"]
+
+    staff = transfer_pb2.AdminListTransactionsRequest(page_size=-1, wallet_id="not a wallet")
+    staff.start_time.seconds, staff.end_time.seconds = 2_000, 2_000
+    with pytest.raises(ValidationError) as refused:
+        transaction_filter(staff)
+    # A malformed filter is named; the window is judged once every filter is well formed.
+    assert [v.field for v in refused.value.violations] == ["page_size", "wallet_id"]
+
+
+def test_a_well_formed_listing_with_an_inverted_window_names_only_end_time() -> None:
+    request = transfer_pb2.AdminListTransactionsRequest(page_size=10)
+    request.start_time.seconds, request.end_time.seconds = 2_000, 1_000
+    with pytest.raises(ValidationError) as refused:
+        transaction_filter(request)
+    assert [v.field for v in refused.value.violations] == ["end_time"]

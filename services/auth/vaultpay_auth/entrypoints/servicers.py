@@ -30,8 +30,10 @@ from vaultpay_common.grpc.convert import (
 )
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.ids import parse_uuid
+from vaultpay_common.input_checks import InputChecks
 from vaultpay_common.pagination import (
     PageTokens,
+    page_size,
     paginate,
     uuid_cursor,
 )
@@ -108,8 +110,11 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
     async def ListUsers(
         self, request: auth_pb2.ListUsersRequest, context: Ctx
     ) -> auth_pb2.ListUsersResponse:
+        with InputChecks() as checks:  # one refusal names every bad field
+            checks.run(lambda: page_size(request.page_size))
+            role = checks.run(lambda: role_from_proto(request.role))
         flt = UserFilter(
-            role=role_from_proto(request.role),
+            role=role.value,
             active=request.active if request.HasField("active") else None,
             email_prefix=request.email_prefix.strip(),
         )

@@ -23,7 +23,8 @@ from vaultpay_common.grpc.convert import (
     datetime_or_none,
     page_scope,
 )
-from vaultpay_common.pagination import PageTokens, paginate, sequence_cursor
+from vaultpay_common.input_checks import InputChecks
+from vaultpay_common.pagination import PageTokens, page_size, paginate, sequence_cursor
 
 __all__ = ["AuditListRequest", "FetchAuditEvents", "audit_query", "list_audit_events"]
 
@@ -53,18 +54,32 @@ class AuditListRequest(Protocol):
 def audit_query(request: AuditListRequest) -> AuditQuery:
     """The filters of a listing. The range is [start_time, end_time): an end at or before the
     start is INVALID_ARGUMENT naming end_time (as transfer's listings answer), not an empty
-    page that reads as "nothing happened"."""
-    start = datetime_or_none(request, "start_time")
-    end = datetime_or_none(request, "end_time")
-    if start is not None and end is not None and end <= start:
-        raise ValidationError.single("end_time", "must be after the start time")
+    page that reads as "nothing happened". One refusal names the page size and every bad
+    time with it; the window is judged once both times are well formed."""
+    with InputChecks() as checks:  # in the request's field order
+        checks.run(lambda: page_size(request.page_size))
+        start = checks.run(lambda: datetime_or_none(request, "start_time"))
+        end = checks.run(lambda: datetime_or_none(request, "end_time"))
+        checks.run(lambda: _window(request))
     return AuditQuery(
         actor_id=request.actor_id,
         action=request.action,
         target_id=request.target_id,
-        start=start,
-        end=end,
+        start=start.value,
+        end=end.value,
     )
+
+
+def _window(request: AuditListRequest) -> None:
+    """end_time after start_time, when both are given and well formed (a malformed one is
+    named by its own check)."""
+    try:
+        start = datetime_or_none(request, "start_time")
+        end = datetime_or_none(request, "end_time")
+    except ValidationError:
+        return
+    if start is not None and end is not None and end <= start:
+        raise ValidationError.single("end_time", "must be after the start time")
 
 
 async def list_audit_events(

@@ -15,7 +15,8 @@ from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.ids import parse_optional_uuid
-from vaultpay_common.pagination import PageTokens, SliceOf, paginate
+from vaultpay_common.input_checks import InputChecks
+from vaultpay_common.pagination import PageTokens, SliceOf, page_size, paginate
 from vaultpay_kyc.domain.staff_reads import StaffViewer
 from vaultpay_kyc.entrypoints.convert import (
     document_type_from_proto,
@@ -120,10 +121,11 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
     async def AdminListKycSubmissions(
         self, request: kyc_pb2.AdminListKycSubmissionsRequest, context: Ctx
     ) -> kyc_pb2.AdminListKycSubmissionsResponse:
-        flt = QueueFilter(
-            status=status_from_proto(request.status),
-            user_id=parse_optional_uuid(request.user_id, "user_id"),
-        )
+        with InputChecks() as checks:  # one refusal names every bad field
+            checks.run(lambda: page_size(request.page_size))
+            status = checks.run(lambda: status_from_proto(request.status))
+            user_id = checks.run(lambda: parse_optional_uuid(request.user_id, "user_id"))
+        flt = QueueFilter(status=status.value, user_id=user_id.value)
         viewer = StaffViewer(*current_staff(), CLIENT_IP.get())
 
         async def fetch(after: QueueCursor | None, limit: int) -> SliceOf[ListedSubmission]:

@@ -14,6 +14,7 @@ from vaultpay_common.errors import ValidationError
 from vaultpay_common.grpc.convert import datetime_or_none, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.idempotency import IdempotencyKey
+from vaultpay_common.pagination import page_size
 from vaultpay_transfer.domain.model import (
     LedgerReport,
     PaymentMethod,
@@ -25,6 +26,7 @@ from vaultpay_transfer.domain.model import (
 from vaultpay_transfer.domain.validation import BankAccountInput, InputChecks, check_wallet_id
 from vaultpay_transfer.service_layer.commands import AmountInput
 from vaultpay_transfer.service_layer.ports import TransactionFilter
+from vaultpay_transfer.service_layer.queries import check_listable
 
 __all__ = [
     "ACTIONS",
@@ -129,16 +131,23 @@ def transaction_filter(
     *,
     user_id: str | None = None,
 ) -> TransactionFilter:
-    """The listing's filters; one refusal names every malformed one."""
+    """The listing's filters. One refusal names every bad field of the request, its page size
+    and the filters no row can match (`check_listable`) among them; the page token is read
+    afterwards (`paginate`), as what it may hold depends on the filters."""
+    with InputChecks() as checks:  # in the request's field order
+        checks.run(lambda: page_size(request.page_size))
+        flt = checks.run(lambda: _filter_fields(request, user_id))
+    return flt.value
+
+
+def _filter_fields(
+    request: transfer_pb2.ListTransactionsRequest | transfer_pb2.AdminListTransactionsRequest,
+    user_id: str | None,
+) -> TransactionFilter:
+    """Every malformed filter in one refusal; once all are well formed, those that no row
+    can match together."""
     staff = request if isinstance(request, transfer_pb2.AdminListTransactionsRequest) else None
     with InputChecks() as checks:
-        type_ = checks.run(lambda: _from(_TYPES, request.type, "type"))
-        category = checks.run(lambda: _from(_CATEGORIES, request.category, "category"))
-        start = checks.run(lambda: datetime_or_none(request, "start_time"))
-        end = checks.run(lambda: datetime_or_none(request, "end_time"))
-        status = checks.run(
-            lambda: None if staff is None else _from(_STATUSES, staff.status, "status")
-        )
         wallet_id = checks.run(
             lambda: (
                 ""
@@ -146,7 +155,14 @@ def transaction_filter(
                 else check_wallet_id(staff.wallet_id, "wallet_id", required=False)
             )
         )
-    return TransactionFilter(
+        status = checks.run(
+            lambda: None if staff is None else _from(_STATUSES, staff.status, "status")
+        )
+        type_ = checks.run(lambda: _from(_TYPES, request.type, "type"))
+        category = checks.run(lambda: _from(_CATEGORIES, request.category, "category"))
+        start = checks.run(lambda: datetime_or_none(request, "start_time"))
+        end = checks.run(lambda: datetime_or_none(request, "end_time"))
+    flt = TransactionFilter(
         user_id=user_id,
         wallet_id=wallet_id.value,
         type=type_.value,
@@ -155,6 +171,8 @@ def transaction_filter(
         start=start.value,
         end=end.value,
     )
+    check_listable(flt)
+    return flt
 
 
 def transaction_to_proto(tx: Transaction) -> transfer_pb2.Transaction:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from vaultpay_common.clock import Clock
-from vaultpay_common.errors import ValidationError
+from vaultpay_common.errors import FieldViolation, ValidationError
 from vaultpay_common.idempotency import IdempotencyKeyInUseError
 from vaultpay_common.ids import parse_uuid
 from vaultpay_common.text import ascii_upper
@@ -31,7 +31,7 @@ from vaultpay_transfer.service_layer.ports import (
     TransactionStore,
 )
 
-__all__ = ["TransactionQueries"]
+__all__ = ["TransactionQueries", "check_listable"]
 
 
 def _found(transaction: Transaction | None) -> Transaction:
@@ -40,18 +40,25 @@ def _found(transaction: Transaction | None) -> Transaction:
     return transaction
 
 
-def _check_filter(flt: TransactionFilter) -> None:
+def check_listable(flt: TransactionFilter) -> None:
     """Refuses filters no row can match (an inverted window; a type its category never has:
-    staff could otherwise walk the whole table's index for an empty page)."""
+    staff could otherwise walk the whole table's index for an empty page), both in one
+    refusal. The entrypoint asks it too, so that the same refusal names them with the
+    request's other bad fields."""
+    unmatchable: list[FieldViolation] = []
     if flt.start is not None and flt.end is not None and flt.end <= flt.start:
-        raise ValidationError.single("end_time", "must be after the start time")
+        unmatchable.append(FieldViolation("end_time", "must be after the start time"))
     side = None if flt.category is None else flt.category.only_type
     if flt.category is not None and side is not None and flt.type not in (None, side):
-        raise ValidationError.single(
-            "type",
-            f"must be {side.value} or unset with category {flt.category.value}"
-            f" (a {flt.category.value} transaction is always a {side.value})",
+        unmatchable.append(
+            FieldViolation(
+                "type",
+                f"must be {side.value} or unset with category {flt.category.value}"
+                f" (a {flt.category.value} transaction is always a {side.value})",
+            )
         )
+    if unmatchable:
+        raise ValidationError(unmatchable)
 
 
 class TransactionQueries:
@@ -93,13 +100,13 @@ class TransactionQueries:
     async def list_mine(
         self, user_id: str, flt: TransactionFilter, after: TransactionCursor | None, limit: int
     ) -> Sequence[Transaction]:
-        _check_filter(flt)
+        check_listable(flt)
         return await self._store.list(replace(flt, user_id=user_id), after, limit)
 
     async def list_all(
         self, flt: TransactionFilter, after: TransactionCursor | None, limit: int
     ) -> Sequence[Transaction]:
-        _check_filter(flt)
+        check_listable(flt)
         return await self._store.list(flt, after, limit)
 
     async def limit_usage(self, wallet_id: str) -> LimitUsage:

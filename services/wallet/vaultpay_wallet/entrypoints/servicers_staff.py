@@ -22,11 +22,13 @@ from vaultpay_common.grpc.convert import (
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.ids import parse_optional_uuid, parse_uuid
+from vaultpay_common.input_checks import InputChecks
 from vaultpay_common.pagination import (
     PageTokens,
     SliceOf,
     created_id_cursor,
     created_number_cursor,
+    page_size,
     paginate,
     position_text,
 )
@@ -119,11 +121,12 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     async def AdminListWallets(
         self, request: wallet_pb2.AdminListWalletsRequest, context: Ctx
     ) -> wallet_pb2.AdminListWalletsResponse:
-        flt = WalletFilter(
-            status=status_from_proto(request.status),
-            kyc_tier=tier_from_proto(request.kyc_tier),
-            user_id=parse_optional_uuid(request.user_id, "user_id"),
-        )
+        with InputChecks() as checks:  # one refusal names every bad field
+            checks.run(lambda: page_size(request.page_size))
+            status = checks.run(lambda: status_from_proto(request.status))
+            tier = checks.run(lambda: tier_from_proto(request.kyc_tier))
+            user_id = checks.run(lambda: parse_optional_uuid(request.user_id, "user_id"))
+        flt = WalletFilter(status=status.value, kyc_tier=tier.value, user_id=user_id.value)
         viewer = _viewer()
         page = await paginate(
             self._tokens,
@@ -186,10 +189,13 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     async def AdminListLimits(
         self, request: wallet_pb2.AdminListLimitsRequest, context: Ctx
     ) -> wallet_pb2.AdminListLimitsResponse:
+        with InputChecks() as checks:  # one refusal names every bad field
+            checks.run(lambda: page_size(request.page_size))
+            wallet_id = checks.run(lambda: normalize_wallet_id(request.wallet_id))
+            source = checks.run(lambda: source_from_proto(request.source))
+            action = checks.run(lambda: action_from_proto(request.action))
         flt = LimitOverrideFilter(
-            wallet_id=normalize_wallet_id(request.wallet_id),
-            source=source_from_proto(request.source),
-            action=action_from_proto(request.action),
+            wallet_id=wallet_id.value, source=source.value, action=action.value
         )
         page = await paginate(
             self._tokens,

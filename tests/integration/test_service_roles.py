@@ -87,6 +87,7 @@ FUNCTIONS = {
     "transfer_top_up": "transfer",
     "transfer_lease_payouts": "transfer",  # created again by t0014, its grant given again
     "transfer_claim_payout_for_bank": "transfer",  # the payout worker's claim (t0014)
+    "transfer_hold_lookup": "transfer",  # a held movement's stored answer or its key (t0023)
     "wallet_pin_settle_movement": "wallet",
     "wallet_pin_reserve": "wallet",
     "audit_append": "all",

@@ -26,7 +26,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.integration.transfer.conftest import plain_dsn, run_transfer_cli, transfer_env
+from tests.integration.transfer.conftest import (
+    TRANSFER_HEAD,
+    plain_dsn,
+    run_transfer_cli,
+    transfer_env,
+)
 from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain
 from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import (
@@ -193,7 +198,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     _migrate_with_cli(upgraded, worlds.redis_url)
     after = catalogue(upgraded)
     assert _differences(after, catalogue(new)) == {}
-    assert after["versions"] == [("transfer", "t0022")]
+    assert after["versions"] == [("transfer", TRANSFER_HEAD)]
     changed = _differences(before, after)
     # t0003 (after t0002) adds a trigger on wallets and its function; t0004 replaces the lease;
     # t0005 adds the held movements' functions; t0006 replaces the limit check; w0005 and

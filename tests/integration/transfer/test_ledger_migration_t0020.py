@@ -32,6 +32,7 @@ import pytest
 
 from tests.integration.transfer.conftest import (
     TOP_UP,
+    TRANSFER_HEAD,
     LedgerWorld,
     Wallet,
     footprint,
@@ -338,7 +339,7 @@ async def test_t0019s_functions_gave_the_reviews_answers_and_t0020_closes_them(
         migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
-    assert version["version_num"] == "t0022"
+    assert version["version_num"] == TRANSFER_HEAD
     async with _setting_missing(ledger, BASIC_TOP_UP_DAILY):
         assert (await _top_up(ledger, dave, 100)).code == "DAILY_LIMIT_EXCEEDED"
     assert await ledger.balance(dave) == 100

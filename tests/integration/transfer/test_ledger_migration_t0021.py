@@ -27,7 +27,12 @@ from datetime import timedelta
 import pytest
 
 from tests.fakes.transfer import ScriptedBank
-from tests.integration.transfer.conftest import LedgerWorld, ledger_is_clean, run_transfer_cli
+from tests.integration.transfer.conftest import (
+    TRANSFER_HEAD,
+    LedgerWorld,
+    ledger_is_clean,
+    run_transfer_cli,
+)
 from tests.support import eventually
 from vaultpay_common.db import create_engine
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
@@ -246,7 +251,7 @@ async def test_t0020s_lease_counted_a_lost_lease_and_t0021_does_not(ledger: Ledg
         migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
-    assert version["version_num"] == "t0022"
+    assert version["version_num"] == TRANSFER_HEAD
     await _lease_runs_out(ledger, payout)
     [lease] = [
         lease

@@ -24,6 +24,7 @@ import pytest
 from tests.integration.transfer.conftest import (
     HOME,
     TOP_UP,
+    TRANSFER_HEAD,
     WITHDRAW,
     LedgerWorld,
     Wallet,
@@ -214,7 +215,7 @@ async def test_t0021_could_not_read_the_freeze_and_t0022_can(
         migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
-    assert version["version_num"] == "t0022"
+    assert version["version_num"] == TRANSFER_HEAD
     outcome = await _top_up(ledger, alice)
     assert (outcome.code, dict(outcome.details)) == (
         "WALLET_FROZEN",

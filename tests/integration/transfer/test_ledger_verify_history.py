@@ -1,7 +1,7 @@
 """The ledger's checks on a ledger older and newer functions wrote: no false failure.
 
 The module's own database is downgraded to t0011 (the movements' time read before the wallet's
-row lock, as until t0012), movements are made, it is upgraded to head (t0022) and the same
+row lock, as until t0012), movements are made, it is upgraded to head (TRANSFER_HEAD) and the same
 movements are made again; then every check of `SqlLedgerAuditor` must pass. The movements of
 each era: a send overtaken while it waited for its wallet's row lock (the session holding the
 lock tops the wallet up and commits first: under t0011 the send's created_at is earlier than
@@ -31,6 +31,7 @@ from sqlalchemy import text
 from tests.fakes.transfer import ScriptedBank
 from tests.integration.transfer.conftest import (
     TOP_UP,
+    TRANSFER_HEAD,
     LedgerWorld,
     Wallet,
     account_hash,
@@ -132,7 +133,7 @@ async def history(ledger: LedgerWorld) -> History:
     migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
-    assert version["version_num"] == "t0022"
+    assert version["version_num"] == TRANSFER_HEAD
     eras["t0021"] = await _era(ledger, alice, bob, worker=True)
     return History(alice, bob, await ledger.new_wallet(), eras)
 

@@ -20,6 +20,7 @@ import pytest
 
 from tests.integration.transfer.conftest import (
     TOP_UP,
+    TRANSFER_HEAD,
     LedgerWorld,
     Wallet,
     footprint,
@@ -160,6 +161,6 @@ async def test_t0016s_function_gave_the_reviews_answers_and_t0019_gives_them_bac
         migrated = await asyncio.to_thread(run_transfer_cli, ledger.env, "migrate")
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     [version] = await ledger.fetch("SELECT version_num FROM alembic_version_transfer")
-    assert version["version_num"] == "t0022"
+    assert version["version_num"] == TRANSFER_HEAD
     assert (await _top_up(ledger, alice, reference)).code == "PAYMENT_REFERENCE_USED"
     assert await ledger.balance(alice) == 1_000

@@ -44,6 +44,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0021_downgrade_ddl,
     ledger_t0022_ddl,
     ledger_t0022_downgrade_ddl,
+    ledger_t0023_ddl,
+    ledger_t0023_downgrade_ddl,
 )
 from vaultpay_transfer.adapters.transactions_sql import _STATS, partial_index_predicates
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
@@ -679,3 +681,66 @@ def test_t0022_lets_transfers_role_read_which_freeze_holds_a_wallet_and_nothing_
     ]
     with pytest.raises(ValueError, match="unsafe role name"):
         ledger_t0022_ddl('app"; DROP TABLE wallet_freezes; --')
+
+
+_REQUEST_ID_USED = (
+    "    IF EXISTS (SELECT 1 FROM wallet_transactions AS t\n"
+    "               WHERE t.user_id = p_user_id AND t.request_id = p_request_id) THEN\n"
+    "        outcome := 'IDEMPOTENCY_KEY_REUSED'; RETURN NEXT; RETURN;\n"
+    "    END IF;\n"
+)
+
+
+def _code(statement: str) -> list[str]:
+    return [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
+
+
+@pytest.mark.parametrize(
+    ("name", "before"),
+    [
+        ("transfer_send_money", "    IF r IS NULL THEN"),
+        ("transfer_withdraw", "    outcome := transfer_state_refusal(w.id, w.status);"),
+        ("transfer_top_up", "    outcome := transfer_state_refusal(w.id, w.status);"),
+    ],
+)
+def test_t0023_answers_a_used_request_id_before_the_wallets_other_refusals(
+    name: str, before: str
+) -> None:
+    """A retry whose stored answer expired (48 h) was refused for the wallet's state, the
+    recipient's, the currency or KYC, a payment its commit contradicts: the request id's check
+    now comes first under the lock. Otherwise the function of t0016 (send, withdraw) or t0020
+    (top-up), line for line."""
+    [upgrade] = [s for s in ledger_t0023_ddl("vaultpay_app") if f"FUNCTION {name}(" in s]
+    earlier = ledger_t0016_ddl() if name != "transfer_top_up" else ledger_t0020_ddl()
+    [previous] = [s for s in earlier if f"FUNCTION {name}(" in s]
+    assert previous.count(_REQUEST_ID_USED) == 1 and upgrade.count(_REQUEST_ID_USED) == 1
+    assert upgrade.index("FOR UPDATE") < upgrade.index(_REQUEST_ID_USED) < upgrade.index(before)
+    assert upgrade.index(_REQUEST_ID_USED) < upgrade.index("transfer_state_refusal(")
+    moved = previous.replace(_REQUEST_ID_USED, "").replace(before, _REQUEST_ID_USED + before, 1)
+    assert _code(upgrade) == _code(moved)
+
+
+def test_t0023s_hold_lookup_reads_again_after_taking_the_key_and_only_transfer_runs_it() -> None:
+    upgrade = ledger_t0023_ddl("vaultpay_app")
+    [lookup] = [s for s in upgrade if s.startswith("CREATE FUNCTION transfer_hold_lookup(")]
+    read = "    FROM idempotency_records AS r\n"
+    assert lookup.count(read) == 2
+    assert lookup.index(read) < lookup.index("pg_try_advisory_lock(p_lock)") < lookup.rindex(read)
+    assert "SECURITY DEFINER" not in lookup  # the caller's own SELECT of the records
+    assert upgrade[-2:] == [
+        "REVOKE ALL ON FUNCTION transfer_hold_lookup(text, text, uuid, bigint) FROM PUBLIC",
+        "GRANT EXECUTE ON FUNCTION transfer_hold_lookup(text, text, uuid, bigint)"
+        ' TO "vaultpay_app"',
+    ]
+    with pytest.raises(ValueError, match="unsafe role name"):
+        ledger_t0023_ddl('app"; DROP TABLE payouts; --')
+
+
+def test_t0023s_downgrade_drops_the_lookup_and_puts_the_money_functions_back() -> None:
+    sent_withdrawn = [s for s in ledger_t0016_ddl() if "FUNCTION transfer_top_up(" not in s]
+    [top_up] = [s for s in ledger_t0020_ddl() if "FUNCTION transfer_top_up(" in s]
+    assert ledger_t0023_downgrade_ddl("vaultpay_app") == [
+        "DROP FUNCTION transfer_hold_lookup(text, text, uuid, bigint)",
+        *sent_withdrawn,
+        top_up,
+    ]

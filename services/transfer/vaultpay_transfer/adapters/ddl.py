@@ -62,6 +62,11 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   and until: a WALLET_FROZEN the ledger answers tells the freeze that holds the wallet, read
   by the ledger adapter after the refusal); its downgrade `t0022_downgrade.sql` (the
   columns' grant revoked).
+* t0023: `t0023_upgrade.sql` (SendMoney's, Withdraw's and TopUp's functions answer a request
+  id that already moved the user's money before any other refusal; the held movement's
+  look-up, `transfer_hold_lookup`, reads again after it takes the key); its downgrade
+  `t0023_downgrade.sql` (the look-up dropped), then t0016's send and withdraw and t0020's
+  top-up as their own files have them.
 """
 
 from __future__ import annotations
@@ -110,6 +115,8 @@ __all__ = [
     "ledger_t0021_downgrade_ddl",
     "ledger_t0022_ddl",
     "ledger_t0022_downgrade_ddl",
+    "ledger_t0023_ddl",
+    "ledger_t0023_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -131,6 +138,7 @@ _TIMED = re.compile(
 )
 _LIMITED = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|top_up|withdraw)\(")
 _TOP_UP = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_top_up\(")
+_SEND_OR_WITHDRAW = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_(?:send_money|withdraw)\(")
 _CAPS = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_caps\(")
 _SETTLE = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_settle_payout\(")
 _RETURN = re.compile(r"^CREATE OR REPLACE FUNCTION transfer_return_payout\(")
@@ -387,3 +395,21 @@ def ledger_t0022_ddl(app_role: str) -> list[str]:
 def ledger_t0022_downgrade_ddl(app_role: str) -> list[str]:
     """t0022's downgrade: the columns' grant is revoked."""
     return _for_role("t0022_downgrade.sql", app_role)
+
+
+def ledger_t0023_ddl(app_role: str) -> list[str]:
+    """t0023: SendMoney's, Withdraw's and TopUp's functions answer IDEMPOTENCY_KEY_REUSED for a
+    request id that already moved the user's money first under the wallet's lock (TopUp after
+    a reference credited to this wallet), so a retry whose stored answer expired is never
+    refused for a payment that went through; `transfer_hold_lookup` (executable by
+    `app_role` only) looks up a held movement's stored answer, takes its key, and looks again
+    on a new snapshot when it took it."""
+    return _for_role("t0023_upgrade.sql", app_role)
+
+
+def ledger_t0023_downgrade_ddl(app_role: str) -> list[str]:
+    """t0023's downgrade: the look-up goes, then t0016's send and withdraw and t0020's top-up
+    come back, as `t0016_upgrade.sql` and `t0020_upgrade.sql` (their own files) have them."""
+    send_withdraw = [s for s in ledger_t0016_ddl() if _SEND_OR_WITHDRAW.match(s)]
+    top_up = [s for s in ledger_t0020_ddl() if _TOP_UP.match(s)]
+    return _for_role("t0023_downgrade.sql", app_role) + send_withdraw + top_up

@@ -18,8 +18,10 @@ Failures are told apart by what they prove:
   back -> IdempotencyKeyInUseError (a retry is told IDEMPOTENCY_KEY_REUSED).
 
 `hold(key)` serves a PIN-checked movement (transfer t0005): one connection for its whole
-run. Its first statement reads the stored answer and, when there is none, takes the key's
-session-level advisory lock (the id the ledger's claim locks) in the same round trip; a key
+run. Its first statement (`transfer_hold_lookup`, t0023) reads the stored answer and, when
+there is none, takes the key's session-level advisory lock (the id the ledger's claim locks)
+and reads again, in the same round trip: an attempt that committed between the first read and
+the lock let go of the key only after its commit, so its answer is not missed. A key
 another session holds is IdempotencyKeyInUseError (and a connection lost during it is
 DatabaseUnavailableError: a lookup commits nothing). The movement's ledger call, on the same
 connection, goes through `transfer_*_held`, which hands the lock to its own transaction and
@@ -95,12 +97,10 @@ _WITHDRAW = (
 _SEND_HELD = _SEND.replace("transfer_send_money(", "transfer_send_money_held(")
 _WITHDRAW_HELD = _WITHDRAW.replace("transfer_withdraw(", "transfer_withdraw_held(")
 # The stored answer, or (none stored) the key's session-level lock: held is NULL, or whether
-# this session took it.
+# this session took it. A function (t0023), as it reads again after taking the lock.
 _HOLD = (
-    "SELECT r.fingerprint, convert_from(r.reply, 'UTF8') AS reply,"
-    " CASE WHEN r.request_id IS NULL THEN pg_try_advisory_lock($4::bigint) END AS held"
-    " FROM (SELECT 1) AS one LEFT JOIN idempotency_records AS r"
-    " ON r.caller = $1 AND r.method = $2 AND r.request_id = $3::uuid"
+    "SELECT fingerprint, reply, held"
+    " FROM transfer_hold_lookup($1::text, $2::text, $3::uuid, $4::bigint)"
 )
 _UNHOLD = "SELECT pg_advisory_unlock($1::bigint)"
 _LEASE = (

@@ -38,3 +38,14 @@ def test_rate_limit_carries_retry_info() -> None:
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
     retry = _detail(status, error_details_pb2.RetryInfo)
     assert retry.retry_delay.seconds == 42  # type: ignore[attr-defined]
+
+
+def test_a_nested_messages_violations_are_named_inside_it() -> None:
+    refused = ValidationError(
+        [FieldViolation("request_id", "must be a UUID"), FieldViolation("pin", "is required")]
+    ).within("metadata")
+    assert [(v.field, v.description) for v in refused.violations] == [
+        ("metadata.request_id", "must be a UUID"),
+        ("metadata.pin", "is required"),
+    ]
+    assert "metadata.request_id: must be a UUID" in refused.message

@@ -151,6 +151,13 @@ class ValidationError(DomainError):
     def single(cls, field: str, description: str) -> ValidationError:
         return cls([FieldViolation(field, description)])
 
+    def within(self, parent: str) -> ValidationError:
+        """The same violations, of fields inside the message field `parent` (a check written
+        for a request's top level, applied to a message nested in it)."""
+        return ValidationError(
+            [FieldViolation(f"{parent}.{v.field}", v.description) for v in self.violations]
+        )
+
 
 class NotFoundError(DomainError):
     kind = ErrorKind.NOT_FOUND

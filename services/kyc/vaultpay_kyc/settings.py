@@ -34,6 +34,10 @@ class KycSettings(PeerServiceSettings):
     max_message_bytes: int = 10 * _MiB + _MESSAGE_OVERHEAD
     # How often the outbox relay looks for due events (it is also woken after each commit).
     outbox_poll_seconds: float = 1.0
+    # Failed deliveries of an outbox event before it is dead-lettered. Its SetKycTier events
+    # unlock what an approved user may do with money, so a wallet outage of days (41-83 h at
+    # the 5-minute backoff cap), not the other relays' half hour to an hour, ends one.
+    outbox_max_attempts: int = 1000
     # Idempotency records older than this are deleted (at least 24 h, ARCHITECTURE.md).
     idempotency_retention_hours: int = 48
     # Rows re-wrapped per transaction during a key rotation.
@@ -63,6 +67,13 @@ class KycSettings(PeerServiceSettings):
     def _batch_in_range(cls, value: int) -> int:
         if not 1 <= value <= 10_000:
             raise ValueError("must be between 1 and 10000")
+        return value
+
+    @field_validator("outbox_max_attempts")
+    @classmethod
+    def _attempts_in_range(cls, value: int) -> int:
+        if not 20 <= value <= 100_000:
+            raise ValueError("must be between 20 and 100000")
         return value
 
     @field_validator("idempotency_retention_hours")

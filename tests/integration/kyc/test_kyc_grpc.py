@@ -318,7 +318,16 @@ def _chunk(data: bytes) -> kyc_pb2.UploadKycDocumentRequest:
 
 @pytest.mark.parametrize(
     "case",
-    ["over-cap", "too-long", "cut-off", "chunk-first", "metadata-twice", "wrong-hash", "text"],
+    [
+        "over-cap",
+        "too-long",
+        "cut-off",
+        "chunk-first",
+        "metadata-twice",
+        "wrong-hash",
+        "text",
+        "bad-request-id",
+    ],
 )
 async def test_a_bad_stream_is_refused_and_creates_nothing(kyc: KycStack, case: str) -> None:
     user_id, user = kyc.user()
@@ -345,6 +354,9 @@ async def test_a_bad_stream_is_refused_and_creates_nothing(kyc: KycStack, case: 
     elif case == "text":
         text_file = b"plain text " * 1000
         messages = list(upload_stream(number, text_file))
+    elif case == "bad-request-id":  # named where the stream holds it (review of 2026-12-04)
+        messages = list(upload_stream(number, data, request_id="not-a-uuid"))
+        expected_field = "metadata.request_id"
     failure = await rpc_failure(kyc.public.UploadKycDocument(_messages(messages), metadata=user))
     assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, [expected_field]), (
         failure.message

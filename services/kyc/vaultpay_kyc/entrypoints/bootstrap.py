@@ -133,6 +133,7 @@ async def build_host(
         OUTBOX_PRODUCER,
         kyc_outbox_handlers(GrpcWalletEvents(wallet_channel, token, timeout), review.held_tier),
         poll_interval=settings.outbox_poll_seconds,
+        max_attempts=settings.outbox_max_attempts,
     )
 
     cleanup = shared_tables_cleanup(

@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
 from vaultpay_common.context import CLIENT_IP
+from vaultpay_common.errors import ValidationError
 from vaultpay_common.grpc.convert import current_principal, current_staff, page_scope, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
@@ -58,6 +59,14 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
             request, secret=("document_number",), secret_key=self._fingerprint_key
         )
 
+    def _upload_key(self, metadata: kyc_pb2.UploadKycDocumentMetadata) -> IdempotencyKey | None:
+        """The upload's key, from its metadata message: a bad request_id is named as the
+        stream's first message holds it (`metadata.request_id`), like its other fields."""
+        try:
+            return self._document_key(metadata)
+        except ValidationError as refused:
+            raise refused.within("metadata") from None
+
     async def SubmitKyc(
         self, request: kyc_pb2.SubmitKycRequest, context: Ctx
     ) -> kyc_pb2.SubmitKycResponse:
@@ -88,7 +97,7 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
                     metadata.document_content_type,
                     metadata.document_size_bytes,
                     metadata.document_sha256,
-                    self._document_key(metadata),
+                    self._upload_key(metadata),
                 ),
                 chunks,
             )

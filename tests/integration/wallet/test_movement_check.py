@@ -210,6 +210,26 @@ async def test_an_address_the_pin_check_found_untrusted_is_not_failed_open_by_a_
     assert len(await world.mailed_tokens(user)) == 2  # HOME's link at set-up, CAFE's now
 
 
+async def test_a_retried_movement_from_an_untrusted_address_is_not_failed_open_either(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    """The retry replays the stored PIN check, which tells no address (review of 2026-12-04,
+    third: it was then checked through the cache, and an unreachable Redis passed it)."""
+    world = _World(engine, redis)
+    user = await world.user_trusting(HOME)
+    world.cache.down = True
+    request = str(uuid.uuid4())
+
+    first = await world.move(user, CAFE, request=request)
+    retry = await world.move(user, CAFE, request=request)
+
+    assert first.ip is not None and (first.ip.trusted, first.ip.failed_open) == (False, False)
+    assert retry.ip is not None and (retry.ip.trusted, retry.ip.failed_open) == (False, False)
+    assert retry.ip.confirmation_sent  # the same answer: its link went out with the first
+    assert len(await world.mailed_tokens(user)) == 2  # HOME's link at set-up, CAFE's once
+    assert world.hasher.verifications == 1  # the retry was answered from the stored check
+
+
 async def test_last_seen_moves_forward_at_most_every_few_minutes(
     engine: AsyncEngine, redis: Redis
 ) -> None:

@@ -172,14 +172,14 @@ async def test_when_the_cache_is_down_the_check_fails_open_and_warns(
     assert "failing open" in caplog.text and IP not in caplog.text
 
 
-async def test_an_address_found_untrusted_skips_the_cache_and_never_fails_open(
+async def test_a_movements_address_skips_the_cache_and_never_fails_open(
     env: Env,
 ) -> None:
-    # A movement's PIN settlement read the address from PostgreSQL and found it untrusted:
-    # neither an unreachable cache nor a stale entry may turn that into a pass.
+    # A movement's PIN settlement did not find the address trusted in PostgreSQL: neither an
+    # unreachable cache nor a stale entry may turn that into a pass.
     env.cache.down = True
     result = await env.service.check_ip_trust(
-        CheckIpTrust(str(uuid.uuid4()), USER, IP), found_untrusted=True
+        CheckIpTrust(str(uuid.uuid4()), USER, IP), movement=True
     )
     assert (result.trusted, result.confirmation_sent, result.failed_open) == (False, True, False)
     assert len(env.mails()) == 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -263,3 +264,47 @@ async def test_the_owner_is_told_of_staffs_freeze_over_a_pin_lockout() -> None:
     with pytest.raises(WalletFrozenError) as err:
         await world.wallets.unfreeze_my_wallet(UnfreezeMyWallet("alice", key()))
     assert "only staff can lift" in err.value.message
+
+
+async def test_the_sweep_restarts_a_stale_counter_but_not_one_a_check_counted_since() -> None:
+    """A counter left at 3 with no lockout (the locking attempt died) restarts a lockout's
+    length after its last attempt, audited. Review of 2026-12-04 (third): the sweep reset the
+    counter it had found without looking again, so a check that restarted it and counted a
+    new attempt in between lost that attempt: a free guess."""
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    pins = world.uow.pins
+    stale_at = world.clock.now()
+    pins.records[wallet.id] = replace(
+        pins.records[wallet.id], failed_attempts=3, last_attempt_at=stale_at
+    )
+    world.clock.advance(timedelta(hours=25))
+    found = pins.stale_lock_wallet_ids
+
+    async def a_check_counts_meanwhile(before: datetime, limit: int) -> Sequence[str]:
+        listed = await found(before, limit)
+        record = pins.records[wallet.id]
+        pins.records[wallet.id] = replace(
+            record, failed_attempts=1, last_attempt_at=world.clock.now()
+        )
+        return listed
+
+    pins.stale_lock_wallet_ids = a_check_counts_meanwhile  # type: ignore[method-assign]
+    await world.sweeper.sweep_expired_freezes()
+    assert pins.records[wallet.id].failed_attempts == 1  # the new attempt kept
+    assert [e.action for e in world.uow.audit_entries][-1] != "wallet.pin_attempts_restarted"
+
+    pins.stale_lock_wallet_ids = found  # type: ignore[method-assign]
+    pins.records[wallet.id] = replace(
+        pins.records[wallet.id], failed_attempts=3, last_attempt_at=world.clock.now()
+    )
+    assert await world.sweeper.sweep_expired_freezes() == 0  # not stale yet
+    world.clock.advance(timedelta(hours=24, seconds=1))
+    assert await world.sweeper.sweep_expired_freezes() == 1
+    assert pins.records[wallet.id].failed_attempts == 0
+    restarted = world.uow.audit_entries[-1]
+    assert (restarted.action, restarted.target_id, restarted.actor_id) == (
+        "wallet.pin_attempts_restarted",
+        wallet.id,
+        "system",
+    )

@@ -17,7 +17,7 @@ from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import DataclassCodec, run_once
-from vaultpay_wallet.domain.model import KycTier, Wallet
+from vaultpay_wallet.domain.model import FreezeSource, KycTier, Wallet
 from vaultpay_wallet.domain.pin import PIN_LOCKOUT_DURATION
 from vaultpay_wallet.domain.validation import clean_text
 from vaultpay_wallet.service_layer._shared import (
@@ -61,8 +61,10 @@ class MovementChecks:
     The common case reads the address in the PIN's own settlement (one PostgreSQL call, no
     Redis on the money path: `PinVerified.address_trusted`). An address found untrusted
     there, or a check settled on the general path, is checked as CheckIpTrust checks it (an
-    untrusted one mails its confirmation token; a retry mails nothing more); one found
-    untrusted there skips the Redis cache, so a Redis outage does not fail it open.
+    untrusted one mails its confirmation token; a retry mails nothing more), but without the
+    Redis cache: a Redis outage does not fail a movement's address open, whether the
+    settlement found it untrusted or did not read it (a replayed or joined check, the
+    general path).
 
     Before mailing, the wallet's KYC tier is read: a wallet of tier NONE cannot send or
     withdraw, so confirming the address would only lead to KYC_NOT_VERIFIED (QA: the user
@@ -97,7 +99,7 @@ class MovementChecks:
         assert cmd.idempotency is not None  # required: verify_transfer_pin checked it
         ip = await self._ip_trust.check_ip_trust(
             CheckIpTrust(cmd.idempotency.request_id, cmd.user_id, client_ip),
-            found_untrusted=verified.address_trusted is False,
+            movement=True,
         )
         return MovementChecked(verified.wallet_id, ip, tier)
 
@@ -171,6 +173,28 @@ class KycTierService:
             return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
 
 
+async def _restart_stale_counter(uow: WalletUnitOfWork, wallet_id: str, now: datetime) -> None:
+    """Restarts a counter found left at 3 with no lockout, judged again under the wallet's
+    row lock, which a PIN check's reservation takes too: one that counted an attempt since
+    the look (restarting the counter itself first) keeps it. Audited as a system action."""
+    wallet = await uow.wallets.get(wallet_id, for_update=True)
+    record = await uow.pins.get(wallet_id)
+    if wallet is None or record is None or not record.stale_lock_expired(now):
+        return
+    if wallet.freeze_by(FreezeSource.PIN_LOCKOUT) is not None:
+        return  # a lockout ends by itself (the freeze sweep restarts the counter then)
+    await uow.pins.reset_attempts(wallet_id)
+    await uow.audit(
+        AuditEntry(
+            "wallet.pin_attempts_restarted",
+            "wallet",
+            wallet_id,
+            {"failed_attempts": str(record.failed_attempts)},
+            actor_id="system",
+        )
+    )
+
+
 class FreezeSweeper:
     """Lifts freezes whose until-time has passed (readers already see them lifted), and
     restarts a PIN counter left at 3 by an attempt that died before it could lock out."""
@@ -190,11 +214,13 @@ class FreezeSweeper:
                     wallet = await uow.wallets.get(wallet_id, for_update=True)
                     if wallet is not None:
                         await persist_expired_lifts(uow, wallet, at)
+                await uow.commit()
+            async with self._uow() as uow:
                 stale = await uow.pins.stale_lock_wallet_ids(
                     at - PIN_LOCKOUT_DURATION, _SWEEP_BATCH
                 )
                 for wallet_id in stale:
-                    await uow.pins.reset_attempts(wallet_id)
+                    await _restart_stale_counter(uow, wallet_id, at)
                 await uow.commit()
             total += len(ids) + len(stale)
             if len(ids) < _SWEEP_BATCH and len(stale) < _SWEEP_BATCH:

@@ -11,9 +11,10 @@ dropped on revoke; its entries live at most a few minutes, which also bounds how
 Fail-open (the product brief's choice, ARCHITECTURE.md "IP trust"): when Redis cannot be
 reached the check answers trusted=true with `failed_open=True`, logs a warning and touches
 nothing; the transaction PIN remains the gate. Every other failure (PostgreSQL down, bad
-input) fails closed as usual. Not when PostgreSQL has just answered: a money movement's PIN
-settlement reads the address's trust itself, and an address it found untrusted is checked
-without the cache (`found_untrusted`), so a Redis outage cannot turn that answer into a pass.
+input) fails closed as usual. Not for a money movement: its PIN settlement reads the
+address's trust itself, and an address it did not find trusted (found untrusted, or not read:
+a replayed or joined check, the general path) is checked without the cache
+(`movement=True`), so a Redis outage never turns PostgreSQL's answer into a pass.
 
 The mailed token travels through the outbox sealed (`SecretSealer`); the database holds
 only its SHA-256.
@@ -272,15 +273,15 @@ class IpTrustService:
         return MovementAddress(canonical_uuid(user_id, "user_id"), self._hasher.hash(client_ip))
 
     async def check_ip_trust(
-        self, command: CheckIpTrust, *, found_untrusted: bool = False
+        self, command: CheckIpTrust, *, movement: bool = False
     ) -> IpTrustCheck:
-        """`found_untrusted`: PostgreSQL has just read this address as untrusted (a movement's
-        PIN settlement did): the cache is not asked, so neither a stale entry nor an
-        unreachable Redis (which fails open) can overrule what the truth just said."""
+        """`movement`: a money movement's check, whose PIN settlement did not find the address
+        trusted: the cache is not asked, so neither a stale entry nor an unreachable Redis
+        (which fails open) can overrule PostgreSQL, the truth."""
         request_id = canonical_uuid(command.request_id, "request_id")
         user_id = canonical_uuid(command.user_id, "user_id")
         ip_hash = self._hasher.hash(command.client_ip)
-        if not found_untrusted:
+        if not movement:
             try:
                 cached_until = await self._cache.lookup(user_id, ip_hash)
             except TrustCacheUnavailableError:

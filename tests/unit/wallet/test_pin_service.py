@@ -12,7 +12,7 @@ from tests.support import json_time
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_common.context import Role
 from vaultpay_common.errors import DomainError, ValidationError, metadata_time
-from vaultpay_common.idempotency import IdempotencyKey
+from vaultpay_common.idempotency import IdempotencyKey, IdempotencyKeyInUseError
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
     PinAlreadySetError,
@@ -489,3 +489,32 @@ async def test_a_movement_refused_for_staffs_and_the_owners_freezes_names_staffs
         await world.pins.verify_transfer_pin(VerifyTransferPin("alice", GOOD, key("t")))
     # The one the owner cannot lift; no end, so no `until`.
     assert frozen.value.metadata == {"freeze_reason": "FREEZE_REASON_ADMIN"}
+
+
+async def test_a_settlement_the_key_is_held_against_a_moment_is_tried_again_and_locks() -> None:
+    """Another replica's call of the same check can hold its key for a moment (its look for
+    the stored answer) just as this one settles. Review of 2026-12-04 (third): the settlement
+    was not tried again, so a third wrong PIN answered IDEMPOTENCY_KEY_IN_USE with its attempt
+    counted and no lockout written (no freeze, no audit row, no mail)."""
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    await _wrong(world)
+    await _wrong(world)
+    records = world.uow.idempotency
+    claim = records.claim
+    third = key()
+    claims_of_third: list[IdempotencyKey] = []
+
+    async def held_at_settlement(asked: IdempotencyKey) -> bytes | None:
+        if asked == third:
+            claims_of_third.append(asked)
+            if len(claims_of_third) == 2:  # the first look is this call's own stored-answer
+                raise IdempotencyKeyInUseError()
+        return await claim(asked)
+
+    records.claim = held_at_settlement  # type: ignore[assignment]
+    locked = await _wrong(world, third)
+    assert isinstance(locked, PinLockedError)
+    assert len(claims_of_third) == 3  # its look, the refused settlement, the one that settled
+    assert world.uow.wallets.wallets[wallet.id].freeze_by(FreezeSource.PIN_LOCKOUT) is not None
+    assert [e.action for e in world.uow.audit_entries].count("wallet.pin_locked") == 1

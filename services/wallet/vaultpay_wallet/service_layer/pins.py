@@ -64,7 +64,13 @@ from vaultpay_common.errors import (
     UnavailableError,
     ValidationError,
 )
-from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, ReplyCodec, run_once
+from vaultpay_common.idempotency import (
+    DataclassCodec,
+    IdempotencyKey,
+    IdempotencyKeyInUseError,
+    ReplyCodec,
+    run_once,
+)
 from vaultpay_common.outbox import OutboxMessage
 from vaultpay_common.single_flight import SingleFlight, shared_outcome
 from vaultpay_wallet.domain.errors import (
@@ -367,9 +373,12 @@ class PinService:
                         lambda: self._settle(uow, reservation, matched, new_hash),
                     )
                 return outcome, None
-            except UnavailableError:
-                # A lost connection: settling again is safe (the key replays a committed
-                # outcome; without a key the settlement is the same twice).
+            except (UnavailableError, IdempotencyKeyInUseError):
+                # A lost connection, or the key held a moment by another replica's call of
+                # the same check (its stored-answer look, its own settlement): settling again
+                # is safe (the key replays a committed outcome; without a key the settlement
+                # is the same twice), and a lockout is never left unwritten for a moment's
+                # contention.
                 if attempt + 1 == _SETTLE_TRIES:
                     raise
                 await asyncio.sleep(_SETTLE_RETRY_PAUSE * 2**attempt)

@@ -15,6 +15,7 @@ state of another submission refuses it.
 from __future__ import annotations
 
 from vaultpay_common.errors import (
+    AbortedError,
     AlreadyExistsError,
     FailedPreconditionError,
     InsufficientPermissionsError,
@@ -31,6 +32,7 @@ __all__ = [
     "KycReviewerOutrankedError",
     "KycSelfReviewError",
     "KycSubmissionNotFoundError",
+    "KycUploadInProgressError",
     "NoActiveKeyError",
     "WalletRequiredError",
     "WalletUnavailableError",
@@ -43,6 +45,16 @@ class KycAlreadySubmittedError(AlreadyExistsError):
 
     reason = "KYC_ALREADY_SUBMITTED"
     default_message = "you already have a pending or fully verified KYC submission"
+
+
+class KycUploadInProgressError(AbortedError):
+    """Another upload stream of this user is still being received (each holds up to a file
+    of the cap until it ends): one at a time per user, so a client cannot hold the service's
+    memory with parallel streams. Retry once the other has answered."""
+
+    reason = "KYC_UPLOAD_IN_PROGRESS"
+    default_message = "another upload of yours is still in progress: retry once it has answered"
+    retry_after_seconds = 1
 
 
 class KycSubmissionNotFoundError(NotFoundError):

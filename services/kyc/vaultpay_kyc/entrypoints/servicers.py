@@ -4,7 +4,8 @@ convert the result. No SQL, no try/except, no context.abort here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import contextmanager
 
 from google.protobuf.message import Message
 
@@ -18,6 +19,8 @@ from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.ids import parse_optional_uuid
 from vaultpay_common.input_checks import InputChecks
 from vaultpay_common.pagination import PageTokens, SliceOf, page_size, paginate
+from vaultpay_kyc.domain.errors import KycUploadInProgressError
+from vaultpay_kyc.domain.model import Submission
 from vaultpay_kyc.domain.staff_reads import StaffViewer
 from vaultpay_kyc.entrypoints.convert import (
     document_type_from_proto,
@@ -51,6 +54,20 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
         self._fingerprint_key = fingerprint_key
         self._submissions = submissions
         self._drain_limit = upload_drain_limit_bytes
+        self._uploading: set[str] = set()  # users whose upload stream is being received
+
+    @contextmanager
+    def _one_upload_of(self, user_id: str) -> Iterator[None]:
+        """Refuses a second upload stream of `user_id` while one is being received in this
+        process (KYC_UPLOAD_IN_PROGRESS, drained like any refusal). Another replica does not
+        see it; the gateway's limits bound what a user reaches there."""
+        if user_id in self._uploading:
+            raise KycUploadInProgressError()
+        self._uploading.add(user_id)
+        try:
+            yield
+        finally:
+            self._uploading.discard(user_id)
 
     def _document_key(self, request: Message) -> IdempotencyKey | None:
         """The call's key with the document number keyed into the fingerprint (its mask and
@@ -87,21 +104,27 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
     async def UploadKycDocument(
         self, request_iterator: AsyncIterable[kyc_pb2.UploadKycDocumentRequest], context: Ctx
     ) -> kyc_pb2.UploadKycDocumentResponse:
+        user_id = current_principal().user_id
         stream = UploadStream(request_iterator, drain_limit_bytes=self._drain_limit)
-        submission = await stream.answer(
-            lambda metadata, chunks: self._submissions.upload(
-                cmd.UploadKycDocument(
-                    current_principal().user_id,
-                    document_type_from_proto(metadata.document_type, "metadata.document_type"),
-                    metadata.document_number,
-                    metadata.document_content_type,
-                    metadata.document_size_bytes,
-                    metadata.document_sha256,
-                    self._upload_key(metadata),
-                ),
-                chunks,
-            )
-        )
+
+        async def upload(
+            metadata: kyc_pb2.UploadKycDocumentMetadata, chunks: AsyncIterator[bytes]
+        ) -> Submission:
+            with self._one_upload_of(user_id):
+                return await self._submissions.upload(
+                    cmd.UploadKycDocument(
+                        user_id,
+                        document_type_from_proto(metadata.document_type, "metadata.document_type"),
+                        metadata.document_number,
+                        metadata.document_content_type,
+                        metadata.document_size_bytes,
+                        metadata.document_sha256,
+                        self._upload_key(metadata),
+                    ),
+                    chunks,
+                )
+
+        submission = await stream.answer(upload)
         return kyc_pb2.UploadKycDocumentResponse(
             submission=submission_to_proto(submission, staff_view=False)
         )

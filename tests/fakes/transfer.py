@@ -328,11 +328,13 @@ class FakePayoutLedger:
 @dataclass
 class ScriptedBank:
     """Answers by account hash: refuse the `refusing` ones, fail (raise) the `down` ones, never
-    answer the `silent` ones (the call waits until it is cancelled)."""
+    answer the `silent` ones (the call waits until it is cancelled), answer neither paid nor
+    refused for the `undecided` ones."""
 
     refusing: set[str] = field(default_factory=set)
     down: set[str] = field(default_factory=set)
     silent: set[str] = field(default_factory=set)
+    undecided: set[str] = field(default_factory=set)
     asked: list[str] = field(default_factory=list)  # the payouts it was asked about, in order
 
     async def pay_out(self, payout: PayoutLease) -> BankAnswer:
@@ -343,6 +345,8 @@ class ScriptedBank:
             await asyncio.Event().wait()
         if payout.account_hash in self.refusing:
             return BankAnswer(paid=False, refused=True, reason="account closed")
+        if payout.account_hash in self.undecided:
+            return BankAnswer(paid=False)
         return BankAnswer(paid=True)
 
 

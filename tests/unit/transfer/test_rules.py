@@ -708,3 +708,41 @@ def test_a_top_up_into_a_locked_wallet_says_to_reset_the_pin_or_wait() -> None:
     assert error.message == (
         f"the wallet is locked after wrong PINs until {metadata_time(until)}: reset the PIN or wait"
     )
+
+
+async def test_a_bank_that_cannot_say_whether_it_paid_is_logged_and_alerts_from_the_7th(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Neither paid nor refused (the port's "ask again later"): the payout stays PENDING, as
+    for an unreachable bank, and is logged the same way. Review of 2026-12-04 (third): it was
+    dropped without a line, so a bank answering so for ever alerted nobody."""
+    early = payout_lease("t-early", "unsure", 100, ALERT_AFTER_ATTEMPTS - 2)
+    late = payout_lease("t-late", "unsure", 100, ALERT_AFTER_ATTEMPTS - 1)
+    ledger = FakePayoutLedger(pending=[early, late])
+    with caplog.at_level(logging.WARNING, logger="vaultpay_transfer.service_layer.payouts"):
+        assert await PayoutWorker(ledger, ScriptedBank(undecided={"unsure"})).run_once() == 0
+    logged = {getattr(r, "transaction_id", ""): r for r in caplog.records}
+    assert {t: r.levelno for t, r in logged.items()} == {
+        "t-early": logging.WARNING,
+        "t-late": logging.ERROR,
+    }
+    assert logged["t-early"].getMessage() == (
+        "the bank could not say whether it paid; the payout is retried after its lease"
+    )
+    assert not logged["t-late"].exc_info  # no exception to show
+    assert (ledger.settled, ledger.returned) == ([], [])
+
+
+async def test_a_held_payout_the_bank_was_already_asked_about_is_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A staff freeze holds a payout whose earlier bank call's answer was never recorded: the
+    money may have left, so an operator must check with the bank (review of 2026-12-04,
+    third: it was the INFO line of any held payout)."""
+    asked = payout_lease("t-asked", "good", 100, 1)
+    ledger = FakePayoutLedger(pending=[asked, payout_lease("t-new", "good", 200)])
+    ledger.frozen = {"t-asked", "t-new"}
+    with caplog.at_level(logging.INFO, logger="vaultpay_transfer.service_layer.payouts"):
+        assert await PayoutWorker(ledger, ScriptedBank()).run_once() == 0
+    levels = {getattr(r, "transaction_id", ""): r.levelno for r in caplog.records}
+    assert levels == {"t-asked": logging.ERROR, "t-new": logging.INFO}

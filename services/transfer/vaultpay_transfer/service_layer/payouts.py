@@ -143,17 +143,8 @@ class PayoutWorker:
             async with asyncio.timeout(self._bank_seconds * BANK_CALL_SHARE):
                 answer = await self._bank.pay_out(payout)
         except Exception as exc:
-            stuck = attempts >= ALERT_AFTER_ATTEMPTS
-            log.log(
-                logging.ERROR if stuck else logging.WARNING,
-                "the bank could not be asked"
-                + (" (no answer in time)" if isinstance(exc, TimeoutError) else "")
-                + "; the payout is retried after its lease"
-                + (" (an operator should look at the bank side)" if stuck else ""),
-                extra={"transaction_id": payout.transaction_id, "attempts": attempts},
-                exc_info=True,
-            )
-            return 0
+            timed_out = " (no answer in time)" if isinstance(exc, TimeoutError) else ""
+            return _not_finished(payout, attempts, "the bank could not be asked" + timed_out)
         try:
             return await self._record(payout, answer, attempts)
         except (UnavailableError, DeadlineExceededError):
@@ -181,6 +172,19 @@ class PayoutWorker:
             log.info(
                 "a payout's lease ran out before the worker reached it; another worker has it",
                 extra={"transaction_id": payout.transaction_id},
+            )
+        elif claim.answer is ClaimAnswer.HELD and payout.attempts > 0:
+            # The bank was asked before and its answer never recorded (a lost commit, a call
+            # past its time): it may have paid, and the hold keeps the payout PENDING.
+            log.error(
+                "a payout the bank was already asked about is held by a staff freeze; whether"
+                " it was paid is unknown until the freeze lifts: an operator should check it"
+                " with the bank",
+                extra={
+                    "transaction_id": payout.transaction_id,
+                    "attempts": payout.attempts,
+                    "hold_seconds": self._hold,
+                },
             )
         elif claim.answer is ClaimAnswer.HELD:
             log.info(
@@ -217,7 +221,9 @@ class PayoutWorker:
                     },
                 )
             return 1
-        return 0
+        return _not_finished(
+            payout, attempts, "the bank could not say whether it paid", exc_info=False
+        )
 
     def _agrees(
         self,
@@ -242,3 +248,18 @@ class PayoutWorker:
             },
         )
         return 0
+
+
+def _not_finished(payout: PayoutLease, attempts: int, why: str, *, exc_info: bool = True) -> int:
+    """0, logged: the bank could not be asked, or could not say; the payout stays PENDING and
+    is asked again after its lease, a WARNING until its 7th bank call, then an ERROR."""
+    stuck = attempts >= ALERT_AFTER_ATTEMPTS
+    log.log(
+        logging.ERROR if stuck else logging.WARNING,
+        why
+        + "; the payout is retried after its lease"
+        + (" (an operator should look at the bank side)" if stuck else ""),
+        extra={"transaction_id": payout.transaction_id, "attempts": attempts},
+        exc_info=exc_info,
+    )
+    return 0

@@ -67,3 +67,19 @@ async def test_released_attempts_do_not_count_and_never_go_below_zero(redis: Red
     await throttle.reserve(who, where)  # the one allowed attempt is still there ...
     with pytest.raises(LoginThrottledError):
         await throttle.reserve(who, where)  # ... and only one
+
+
+async def test_the_addresses_of_one_ipv6_64_share_a_count_and_another_64_does_not(
+    redis: Redis,
+) -> None:
+    """One connection is given a /64 and may use a new address per request (review of
+    2026-12-04, third): it is one client to the per-address limit."""
+    throttle = RedisLoginThrottle(redis, per_account=100, per_ip=2, window_seconds=60)
+    network = f"2001:db8:{uuid.uuid4().int % 65535:x}:{uuid.uuid4().int % 65535:x}"
+    await throttle.reserve(account(), f"{network}::1")
+    await throttle.reserve(account(), f"{network}:1:2:3:4")
+    with pytest.raises(LoginThrottledError) as refused:
+        await throttle.reserve(account(), f"{network}:ffff::9")
+    assert refused.value.scopes == ("ip",)
+    neighbour = f"2001:db8:{uuid.uuid4().int % 65535:x}:{uuid.uuid4().int % 65535:x}::1"
+    await throttle.reserve(account(), neighbour)

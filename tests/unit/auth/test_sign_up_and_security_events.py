@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -285,3 +286,25 @@ async def test_a_staff_listing_records_exactly_the_users_shown() -> None:
     assert entry.details["email_prefix_hash"] == EmailFingerprint(KEY)("user")
     assert {u.id for u in users} >= set(entry.details["user_ids"].split(","))
     assert "user" not in entry.details.values()
+
+
+async def test_a_login_whose_password_is_replaced_while_it_is_checked_opens_no_session() -> None:
+    """Review of 2026-12-04 (third): a login that read the old hash before a password change
+    committed, and opened its session after, got a session the change's revocation of every
+    session could not see: a thief looping logins kept one across every change. The re-read
+    under the lock compares the hash it checked."""
+    world = World()
+    user = world.add_user("ada@example.com")
+    verify = world.hasher.verify
+
+    async def changed_meanwhile(password: str, password_hash: str, **kw: Any) -> bool:
+        matched = await verify(password, password_hash, **kw)
+        world.uow.users.users[user.id].password_hash = "hashed:a new passphrase 42"
+        return matched
+
+    world.hasher.verify = changed_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(InvalidCredentialsError):
+        await world.accounts.login("ada@example.com", PASSWORD, IP)
+    assert world.uow.sessions.sessions == {}
+    assert world.only("user.login_failed").details["reason"] == "password_replaced"
+    assert world.throttle.succeeded_for == []  # not a success: its attempt still counts

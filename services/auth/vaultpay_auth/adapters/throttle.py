@@ -18,12 +18,14 @@ answer tells whether an account exists, so probing for accounts is throttled too
 
 Both fail open when Redis is down (logged): bcrypt and its bounded admission still bound the
 cost of each attempt, and an outage of the cache must not lock every user out. The account key
-is hashed so emails never sit in Redis in the clear.
+is hashed so emails never sit in Redis in the clear. A client's address counts as IPv4 or
+as its IPv6 /64 (`address_block`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 
 from redis.asyncio import Redis
@@ -31,7 +33,7 @@ from redis.exceptions import RedisError
 
 from vaultpay_auth.domain.errors import LoginThrottledError, SignUpThrottledError
 
-__all__ = ["LoginThrottledError", "RedisLoginThrottle", "RedisSignUpThrottle"]
+__all__ = ["LoginThrottledError", "RedisLoginThrottle", "RedisSignUpThrottle", "address_block"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,22 @@ return 0
 _SCOPES = {1: ("account",), 2: ("ip",), 3: ("account", "ip")}
 
 
+def address_block(client_ip: str) -> str:
+    """What a per-address limit counts for `client_ip`: an IPv4 address as it is, an IPv6
+    address's /64 (one subscriber's network: an ordinary connection is given a /64 and may
+    take a new address from it for every request, so counting whole addresses bound no
+    client), "unknown" without one."""
+    if not client_ip:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 class RedisLoginThrottle:
     def __init__(self, redis: Redis, *, per_account: int, per_ip: int, window_seconds: int) -> None:
         self._redis = redis
@@ -110,7 +128,7 @@ class RedisLoginThrottle:
 
     @staticmethod
     def _ip_key(client_ip: str) -> str:
-        return f"auth:pw-attempts:ip:{client_ip or 'unknown'}"
+        return f"auth:pw-attempts:ip:{address_block(client_ip)}"
 
     async def reserve(self, account: str, client_ip: str) -> None:
         """Counts one password attempt, or raises LoginThrottledError (RetryInfo) if over."""
@@ -164,7 +182,7 @@ class RedisSignUpThrottle:
         self._reserve = redis.register_script(_RESERVE_SIGN_UP)
 
     def address_key(self, client_ip: str) -> str:
-        return f"{self._namespace}:ip:{client_ip or 'unknown'}"
+        return f"{self._namespace}:ip:{address_block(client_ip)}"
 
     async def reserve(self, client_ip: str) -> None:
         """Counts one sign-up attempt, or raises SignUpThrottledError (RetryInfo) if over."""

@@ -69,7 +69,8 @@ def _claimed(email_hash: str, user: User | None) -> tuple[str, str]:
 
 def sign_in_refused(email_hash: str, user: User | None, client_ip: str, reason: str) -> AuditEntry:
     """A sign-in refused after its password was checked (`reason`: invalid_credentials,
-    account_disabled)."""
+    account_disabled, password_replaced: the password matched the one a change or reset
+    replaced while it was being checked)."""
     return AuditEntry(
         LOGIN_FAILED,
         *_claimed(email_hash, user),

@@ -169,16 +169,24 @@ class AccountService:
             )
             raise InvalidCredentialsError()
         assert found is not None
-        await self._throttle.succeeded(email, client_ip)
         tokens: IssuedTokens | None = None
         async with self._uow() as uow:
             # Re-read under a lock: a deactivation or role change that committed while bcrypt
-            # ran must not yield a session or a token with the old role.
+            # ran must not yield a session or a token with the old role, and a password change
+            # (or reset) must not yield one for the password it replaced: that change revoked
+            # every session it found, and this one would have outlived it.
             user = await uow.users.get(found.id, for_update=True)
-            if user is not None and user.active:
+            replaced = user is not None and user.password_hash != found.password_hash
+            if user is not None and user.active and not replaced:
                 tokens = await self._open_session(uow, user)
                 await uow.audit(_by_user(user, "user.login", {"ip": client_ip}))
                 await uow.commit()
+        if replaced:
+            await self._record(
+                sign_in_refused(self._fingerprint(email), found, client_ip, "password_replaced")
+            )
+            raise InvalidCredentialsError()
+        await self._throttle.succeeded(email, client_ip)
         if tokens is None or user is None:
             await self._record(
                 sign_in_refused(self._fingerprint(email), found, client_ip, "account_disabled")

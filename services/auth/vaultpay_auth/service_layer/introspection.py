@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -17,6 +18,8 @@ from vaultpay_common.grpc.tokens import (
 from vaultpay_common.ids import parse_uuid
 
 __all__ = ["InvalidClientError", "LocalIntrospector", "ServiceIdentityService"]
+
+log = logging.getLogger(__name__)
 
 
 class LocalIntrospector:
@@ -74,5 +77,13 @@ class ServiceIdentityService:
         # Compare even for unknown clients so timing does not reveal which ids exist.
         matches = hmac.compare_digest(expected.encode(), client_secret.encode())
         if not expected or not matches:
+            # What a leaked or guessed service secret looks like from here: alert on a run
+            # of these (the client id as sent, cut short; never the secret).
+            log.warning(
+                "a service token was refused: unknown client or wrong secret",
+                extra={"client_id": client_id[:64], "known_client": bool(expected)},
+            )
             raise InvalidClientError()
-        return self._issuer.issue_service_token(client_id)
+        token, expires_at = self._issuer.issue_service_token(client_id)
+        log.info("a service token was issued", extra={"client_id": client_id})
+        return token, expires_at

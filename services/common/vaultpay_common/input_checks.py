@@ -27,8 +27,8 @@ class InputChecks:
             pin = checks.run(lambda: check_pin_shape(pin_text))
         use(key.value, note.value, pin.value)  # every value is the checked one
 
-    Reading `.value` inside the block (or without one) raises RuntimeError: a movement that
-    forgot to let its checks raise (a movement, a listing) fails loudly in every test, never with a fallback value.
+    Reading `.value` inside the block (or without one) raises RuntimeError: a use case that
+    forgot to let its checks raise fails loudly in every test, never with a fallback value.
     """
 
     def __init__(self) -> None:

@@ -255,10 +255,12 @@ class FakeKeyRepository:
     async def retiring_key_ids(self) -> list[str]:
         return sorted(k for k, state in self.states.items() if state == "RETIRING")
 
-    async def finish_rotations(self, now: datetime) -> list[Rotation]:
+    async def finish_rotations(self, now: datetime, *, through_key: str) -> list[Rotation]:
+        made_active = [r.started_at for r in self.rotations.values() if r.to_key_id == through_key]
+        newest = max(made_active) if made_active else None
         finished = []
         for rotation_id, rotation in list(self.rotations.items()):
-            if not rotation.finished:
+            if not rotation.finished and (newest is None or rotation.started_at <= newest):
                 done = dataclasses.replace(rotation, finished_at=now)
                 self.rotations[rotation_id] = done
                 finished.append(done)

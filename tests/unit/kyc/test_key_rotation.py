@@ -4,14 +4,16 @@ does not rotate twice, an interrupted rotation resumes, and a key is dropped onl
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
 import pytest
 
 from tests.fakes.kyc import FIRST_KEY_ID
 from tests.unit.kyc.kyc_world import PDF, World, key
-from vaultpay_kyc.domain.crypto import Field, SubmissionRef
+from vaultpay_kyc.domain.crypto import Field, SubmissionRef, new_key_id
 from vaultpay_kyc.domain.documents import DocumentType
 from vaultpay_kyc.service_layer.commands import RotateKycKey, RotationProgress
+from vaultpay_kyc.service_layer.ports import Rotation
 from vaultpay_kyc.service_layer.rotation import KeyRotationIncompleteError
 
 USERS = ["alice", "bob", "carol"]
@@ -152,3 +154,41 @@ async def test_submissions_keep_working_between_batches(world: World) -> None:
     outcome = await world.rotation.complete(started.rotation_id)
     assert outcome.finished
     assert world.uow.submissions.rows[newcomer.id].key_id == started.key_id
+
+
+async def test_a_rotation_started_while_another_finishes_is_not_finished_by_it(
+    world: World,
+) -> None:
+    """Review of 2026-12-04 (third): a rotation that finished with an unreadable row left (so
+    its old key stays) marked every unfinished rotation finished, a newer one too, whose rows
+    were still on the key it retired: had that one's process died, nothing resumed it. Now a
+    readable row on a retiring key keeps the finishing rotation sweeping, and only rotations
+    up to the key it swept to are finished."""
+    secrets = world.uow.submissions.secrets
+    broken = sorted(secrets)[0]
+    blob = bytearray(secrets[broken].wrapped_key.blob)
+    blob[-1] ^= 1
+    secrets[broken] = dataclasses.replace(
+        secrets[broken],
+        wrapped_key=dataclasses.replace(secrets[broken].wrapped_key, blob=bytes(blob)),
+    )
+    keys = world.uow.keys
+    drop = keys.drop_unused_keys
+    newer = new_key_id()
+
+    async def another_rotation_starts_meanwhile() -> list[str]:
+        # As `rotate` starts one, in another process, just as the first one finishes.
+        if newer not in keys.states:
+            now = world.clock.now() + timedelta(seconds=1)
+            previous = await keys.activate(newer, now)
+            await keys.add_rotation(Rotation("the-newer", previous, newer, "root", now))
+        return await drop()
+
+    keys.drop_unused_keys = another_rotation_starts_meanwhile  # type: ignore[method-assign]
+    outcome = await world.rotation.rotate(RotateKycKey(key("root")))
+    assert outcome.finished
+    # Every readable row reached the newest key before any rotation was marked finished.
+    now_held = world.uow.submissions.secrets  # the fake unit of work swaps its dicts
+    readable = {sid: s.wrapped_key.key_id for sid, s in now_held.items() if sid != broken}
+    assert set(readable.values()) == {newer}
+    assert keys.rotations["the-newer"].finished

@@ -165,10 +165,14 @@ class SqlKeyRepository:
         )
         return [str(row.key_id) for row in rows]
 
-    async def finish_rotations(self, now: datetime) -> list[Rotation]:
+    async def finish_rotations(self, now: datetime, *, through_key: str) -> list[Rotation]:
+        newest = select(func.max(r.started_at)).where(r.to_key_id == through_key).scalar_subquery()
         rows = await self._conn.execute(
             update(kyc_key_rotations)
-            .where(r.finished_at.is_(None))
+            .where(
+                r.finished_at.is_(None),
+                r.started_at <= func.coalesce(newest, text("'infinity'::timestamptz")),
+            )
             .values(finished_at=now)
             .returning(*kyc_key_rotations.c)
         )

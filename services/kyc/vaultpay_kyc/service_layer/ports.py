@@ -187,8 +187,10 @@ class KeyRepository(Protocol):
 
     async def retiring_key_ids(self) -> list[str]: ...
 
-    async def finish_rotations(self, now: datetime) -> list[Rotation]:
-        """Marks every unfinished rotation finished; returns those this call finished."""
+    async def finish_rotations(self, now: datetime, *, through_key: str) -> list[Rotation]:
+        """Marks finished every unfinished rotation started no later than the one that made
+        `through_key` active (all of them if none did); returns those this call finished. A
+        rotation started since (a newer key) is left to finish itself."""
         ...
 
 

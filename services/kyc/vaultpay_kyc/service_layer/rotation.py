@@ -155,7 +155,7 @@ class KeyRotationService:
             if done:
                 continue
             if remaining == 0:
-                outcome = await self._finish(rotation_id, pinned=bool(unreadable))
+                outcome = await self._finish(rotation_id, unreadable)
                 if outcome is not None:
                     return outcome
             if self._monotonic() >= deadline:
@@ -190,16 +190,22 @@ class KeyRotationService:
             await uow.commit()
         return len(rewrapped), remaining
 
-    async def _finish(self, rotation_id: str, *, pinned: bool) -> RotationOutcome | None:
-        """Drops unused retiring keys; None when a late row still needs a sweep."""
+    async def _finish(self, rotation_id: str, unreadable: set[str]) -> RotationOutcome | None:
+        """Drops unused retiring keys; None when a late row still needs a sweep. Keys kept only
+        by `unreadable` rows do not keep the rotation open, but a readable row on a retiring
+        key does (a rotation started since this one's last count moved the active key on),
+        and a rotation started after the key this one swept to is left to finish itself."""
         try:
             async with self._uow() as uow:
+                active = await uow.keys.active_key_id()
                 dropped = await uow.keys.drop_unused_keys()
                 still = await uow.keys.retiring_key_ids()
-                if still and not pinned:
+                if still and (
+                    not unreadable or await uow.keys.count_rows_to_rewrap(skip=sorted(unreadable))
+                ):
                     await uow.commit()
                     return None
-                finished = await uow.keys.finish_rotations(self._clock.now())
+                finished = await uow.keys.finish_rotations(self._clock.now(), through_key=active)
                 for rotation in finished:
                     await uow.audit(
                         AuditEntry(

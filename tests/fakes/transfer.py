@@ -81,6 +81,7 @@ class FakeLedger:
     forced: str | None = None  # answer this refusal code to the next movement
     fail_with: Exception | None = None  # raise this from the next movement
     held: set[tuple[str, str, str]] = field(default_factory=set)  # keys a movement holds
+    moved: set[tuple[str, str]] = field(default_factory=set)  # (user, request id) that moved
 
     def add_wallet(self, user_id: str, wallet_id: str, balance: int = 0) -> None:
         self.wallets[user_id] = wallet_id
@@ -104,6 +105,8 @@ class FakeLedger:
         scope = (key.caller, key.method, key.request_id)
         if scope in self.held:
             raise IdempotencyKeyInUseError()
+        if (key.caller, key.request_id) in self.moved:  # its stored answer expired
+            raise IdempotencyKeyReusedError()
         self.held.add(scope)
         try:
             yield FakeHeldMovement(self, key, None)
@@ -127,6 +130,7 @@ class FakeLedger:
 
     def _commit(self, key: IdempotencyKey, tx: Transaction) -> LedgerOutcome:
         self.stored[(key.caller, key.method, key.request_id)] = (key.fingerprint, tx)
+        self.moved.add((key.caller, key.request_id))
         return LedgerOutcome("OK", tx)
 
     async def send_money(

@@ -6,7 +6,10 @@ cleanup deleted it, the ledger's own guard (a request id moves a user's money on
 refuses a retry. A review (2026-12-04, third) found that guard judged after the wallet's
 state, the recipient's, the currency and KYC: a client retrying a payment that went through,
 once the sender's wallet was frozen, was told WALLET_FROZEN, a definite refusal for a payment
-its commit made. It is judged first now, under the wallet's lock, and still writes nothing.
+its commit made. It is judged first now, under the wallet's lock, and still writes nothing;
+and for SendMoney and Withdraw, whose PIN check at wallet refuses a frozen wallet before the
+ledger is asked, by the held movement's look-up too (`transfer_hold_lookup`'s `used`), so
+the use case answers IDEMPOTENCY_KEY_REUSED without asking wallet.
 """
 
 from __future__ import annotations
@@ -16,14 +19,19 @@ import uuid
 import pytest
 
 from tests.integration.transfer.conftest import (
+    HOME,
     TOP_UP,
     WITHDRAW,
     LedgerWorld,
     footprint,
     key,
+    movement_service,
+    wallet_gate,
 )
-from vaultpay_common.idempotency import IdempotencyKey
+from vaultpay_common.idempotency import IdempotencyKey, IdempotencyKeyReusedError
 from vaultpay_transfer.domain.model import PaymentMethod
+from vaultpay_transfer.domain.validation import BankAccountInput
+from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney, Withdraw
 from vaultpay_wallet.domain.model import FreezeSource
 
 pytestmark = pytest.mark.integration
@@ -106,3 +114,31 @@ async def test_a_top_up_request_id_used_again_after_its_answer_expired_is_reused
     assert await top_up("second") == "IDEMPOTENCY_KEY_REUSED"
     assert await footprint(ledger) == before
     assert await ledger.balance(alice) == 500
+
+
+async def test_a_send_and_a_withdrawal_retried_after_expiry_are_reused_before_the_pin_check(
+    ledger: LedgerWorld,
+) -> None:
+    """Through the use cases: the held look-up answers IDEMPOTENCY_KEY_REUSED before wallet
+    is asked (a frozen sender's PIN check would refuse WALLET_FROZEN), writing nothing."""
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, 1_000)
+    gate = wallet_gate(alice)
+    service = movement_service(ledger.ledger, gate)
+    sent = key(alice.user_id)
+    send = SendMoney(alice.user_id, sent, bob.wallet_id, AmountInput("INR", 300), "", "1234", HOME)
+    withdrawn = key(alice.user_id, WITHDRAW)
+    account = BankAccountInput("123456789012", "HDFC0001234", "Alice")
+    withdraw = Withdraw(alice.user_id, withdrawn, AmountInput("INR", 200), account, "1234", HOME)
+    await service.send_money(send)
+    await service.withdraw(withdraw)
+    await _expire(ledger, sent)
+    await _expire(ledger, withdrawn)
+    asked = len(gate.calls)
+    before = await footprint(ledger)
+    for retry in (service.send_money(send), service.withdraw(withdraw)):
+        with pytest.raises(IdempotencyKeyReusedError):
+            await retry
+    assert len(gate.calls) == asked  # wallet was not asked again
+    assert await footprint(ledger) == before
+    assert await ledger.key_is_free(sent) and await ledger.key_is_free(withdrawn)

@@ -4,7 +4,7 @@ does not rotate twice, an interrupted rotation resumes, and a key is dropped onl
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -156,7 +156,7 @@ async def test_submissions_keep_working_between_batches(world: World) -> None:
     assert world.uow.submissions.rows[newcomer.id].key_id == started.key_id
 
 
-async def test_a_rotation_started_while_another_finishes_is_not_finished_by_it(
+async def test_a_rotation_started_as_another_finishes_has_its_rows_rewrapped_before_either_ends(
     world: World,
 ) -> None:
     """Review of 2026-12-04 (third): a rotation that finished with an unreadable row left (so
@@ -192,3 +192,38 @@ async def test_a_rotation_started_while_another_finishes_is_not_finished_by_it(
     readable = {sid: s.wrapped_key.key_id for sid, s in now_held.items() if sid != broken}
     assert set(readable.values()) == {newer}
     assert keys.rotations["the-newer"].finished
+
+
+async def test_a_rotation_started_after_anothers_last_count_is_left_to_finish_itself(
+    world: World,
+) -> None:
+    """The newer rotation commits after the finishing one counted no readable row left, just
+    before it marks rotations finished: it marks only those up to the key it swept to."""
+    secrets = world.uow.submissions.secrets
+    broken = sorted(secrets)[0]
+    blob = bytearray(secrets[broken].wrapped_key.blob)
+    blob[-1] ^= 1
+    secrets[broken] = dataclasses.replace(
+        secrets[broken],
+        wrapped_key=dataclasses.replace(secrets[broken].wrapped_key, blob=bytes(blob)),
+    )
+    keys = world.uow.keys
+    finish = keys.finish_rotations
+    newer = new_key_id()
+
+    async def another_rotation_commits_just_before(
+        now: datetime, *, through_key: str
+    ) -> list[Rotation]:
+        # After `_finish` read the active key and counted no readable row left.
+        if newer not in keys.states:
+            started = world.clock.now() + timedelta(seconds=1)
+            previous = await keys.activate(newer, started)
+            await keys.add_rotation(Rotation("the-newer", previous, newer, "root", started))
+        return await finish(now, through_key=through_key)
+
+    keys.finish_rotations = another_rotation_commits_just_before  # type: ignore[method-assign]
+    outcome = await world.rotation.rotate(RotateKycKey(key("root")))
+    assert outcome.finished
+    assert not keys.rotations["the-newer"].finished  # its own process (or resume) ends it
+    resumed = await world.rotation.resume_unfinished()
+    assert resumed is not None and resumed.finished and resumed.key_id == newer

@@ -626,3 +626,20 @@ async def test_a_replay_logs_movement_replayed_not_a_second_commit(
         ("movement committed", "send", sent.transaction_id, send_id),
         ("movement replayed", "send", sent.transaction_id, send_id),
     ]
+
+
+async def test_a_retry_whose_stored_answer_expired_is_reused_before_wallet_is_asked(
+    service: MovementService, ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    """Review of the day's diff (2026-12-04): the ledger's moved-request check came first in
+    the money function, but a SendMoney retry reached it only after wallet's PIN check, which
+    refuses a frozen sender (WALLET_FROZEN for a payment that went through). The hold tells
+    it before wallet is asked."""
+    command = send()
+    await service.send_money(command)
+    scope = (command.key.caller, command.key.method, command.key.request_id)  # type: ignore[union-attr]
+    del ledger.stored[scope]  # the cleanup, 48 h later
+    with pytest.raises(IdempotencyKeyReusedError):
+        await service.send_money(command)
+    assert [c[0] for c in wallet.calls] == ["pin", "ip"]  # the first call's only
+    assert ledger.balances[BOB_WALLET] == 1_000

@@ -290,7 +290,7 @@ async def test_the_sweep_restarts_a_stale_counter_but_not_one_a_check_counted_si
         return listed
 
     pins.stale_lock_wallet_ids = a_check_counts_meanwhile  # type: ignore[method-assign]
-    await world.sweeper.sweep_expired_freezes()
+    assert await world.sweeper.sweep_expired_freezes() == 0  # nothing restarted
     assert pins.records[wallet.id].failed_attempts == 1  # the new attempt kept
     assert [e.action for e in world.uow.audit_entries][-1] != "wallet.pin_attempts_restarted"
 

@@ -21,7 +21,9 @@ Failures are told apart by what they prove:
 run. Its first statement (`transfer_hold_lookup`, t0023) reads the stored answer and, when
 there is none, takes the key's session-level advisory lock (the id the ledger's claim locks)
 and reads again, in the same round trip: an attempt that committed between the first read and
-the lock let go of the key only after its commit, so its answer is not missed. A key
+the lock let go of the key only after its commit, so its answer is not missed. A request id
+that moved the user's money without a stored answer left (expired, or another method's) is
+IdempotencyKeyReusedError there, before wallet is asked. A key
 another session holds is IdempotencyKeyInUseError (and a connection lost during it is
 DatabaseUnavailableError: a lookup commits nothing). The movement's ledger call, on the same
 connection, goes through `transfer_*_held`, which hands the lock to its own transaction and
@@ -99,7 +101,7 @@ _WITHDRAW_HELD = _WITHDRAW.replace("transfer_withdraw(", "transfer_withdraw_held
 # The stored answer, or (none stored) the key's session-level lock: held is NULL, or whether
 # this session took it. A function (t0023), as it reads again after taking the lock.
 _HOLD = (
-    "SELECT fingerprint, reply, held"
+    "SELECT fingerprint, reply, held, used"
     " FROM transfer_hold_lookup($1::text, $2::text, $3::uuid, $4::bigint)"
 )
 _UNHOLD = "SELECT pg_advisory_unlock($1::bigint)"
@@ -285,6 +287,8 @@ class PgLedger:
                 stored = transaction_from_row(json.loads(row["reply"]))
                 yield _PgHeldMovement(self._committed, conn, driver, key, stored)
                 return
+            if row["used"]:  # its answer expired; the request id moved money once
+                raise IdempotencyKeyReusedError()
             if not row["held"]:
                 raise IdempotencyKeyInUseError()
             held = _PgHeldMovement(self._committed, conn, driver, key, None)

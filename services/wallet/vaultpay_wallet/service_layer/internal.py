@@ -173,16 +173,17 @@ class KycTierService:
             return await run_once(uow, cmd.idempotency, _WALLET, lambda: work(uow))
 
 
-async def _restart_stale_counter(uow: WalletUnitOfWork, wallet_id: str, now: datetime) -> None:
+async def _restart_stale_counter(uow: WalletUnitOfWork, wallet_id: str, now: datetime) -> bool:
     """Restarts a counter found left at 3 with no lockout, judged again under the wallet's
     row lock, which a PIN check's reservation takes too: one that counted an attempt since
-    the look (restarting the counter itself first) keeps it. Audited as a system action."""
+    the look (restarting the counter itself first) keeps it. Audited as a system action;
+    whether it restarted."""
     wallet = await uow.wallets.get(wallet_id, for_update=True)
     record = await uow.pins.get(wallet_id)
     if wallet is None or record is None or not record.stale_lock_expired(now):
-        return
+        return False
     if wallet.freeze_by(FreezeSource.PIN_LOCKOUT) is not None:
-        return  # a lockout ends by itself (the freeze sweep restarts the counter then)
+        return False  # a lockout ends by itself (the freeze sweep restarts the counter then)
     await uow.pins.reset_attempts(wallet_id)
     await uow.audit(
         AuditEntry(
@@ -193,6 +194,7 @@ async def _restart_stale_counter(uow: WalletUnitOfWork, wallet_id: str, now: dat
             actor_id="system",
         )
     )
+    return True
 
 
 class FreezeSweeper:
@@ -219,10 +221,9 @@ class FreezeSweeper:
                 stale = await uow.pins.stale_lock_wallet_ids(
                     at - PIN_LOCKOUT_DURATION, _SWEEP_BATCH
                 )
-                for wallet_id in stale:
-                    await _restart_stale_counter(uow, wallet_id, at)
+                restarted = [await _restart_stale_counter(uow, w, at) for w in stale]
                 await uow.commit()
-            total += len(ids) + len(stale)
+            total += len(ids) + sum(restarted)
             if len(ids) < _SWEEP_BATCH and len(stale) < _SWEEP_BATCH:
                 break
         if total:

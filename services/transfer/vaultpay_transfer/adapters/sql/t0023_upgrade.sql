@@ -20,7 +20,12 @@
 -- the retry asked wallet for the PIN again (a wrong PIN there was a counted attempt and an
 -- INVALID_PIN for a payment that had gone through; the ledger's own claim then answered it
 -- right). The function reads, takes the lock, and reads again on a new snapshot when it took
--- it: a commit is visible before its key is let go. One round trip, as before.
+-- it: a commit is visible before its key is let go. Then, still holding it, it tells whether
+-- the request id already moved the user's money (`used`: a stored answer expired, or another
+-- method used the id), so that such a retry is IDEMPOTENCY_KEY_REUSED before wallet's PIN
+-- check, which refuses a frozen wallet: without it, the money functions' moved check above
+-- was never reached by a SendMoney or Withdraw retry of a frozen sender. One round trip, as
+-- before, and one more index probe.
 
 CREATE OR REPLACE FUNCTION transfer_send_money(
     p_caller text, p_method text, p_request_id uuid, p_fingerprint text, p_lock bigint,
@@ -308,12 +313,13 @@ $$;
 
 CREATE FUNCTION transfer_hold_lookup(
     p_caller text, p_method text, p_request_id uuid, p_lock bigint
-) RETURNS TABLE (fingerprint text, reply text, held boolean)
+) RETURNS TABLE (fingerprint text, reply text, held boolean, used boolean)
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
+    used := false;
     -- The stored answer wins whoever holds the key (a retry of a finished movement).
     SELECT r.fingerprint, convert_from(r.reply, 'UTF8') INTO fingerprint, reply
     FROM idempotency_records AS r
@@ -327,6 +333,17 @@ BEGIN
         FROM idempotency_records AS r
         WHERE r.caller = p_caller AND r.method = p_method AND r.request_id = p_request_id;
         IF FOUND THEN
+            PERFORM pg_advisory_unlock(p_lock);
+            held := NULL;
+            RETURN NEXT; RETURN;
+        END IF;
+        -- No stored answer: its request id may still have moved this user's money (the
+        -- answer expired, or another method used the id). Told now, before wallet is asked
+        -- for the PIN, which would answer a frozen wallet's or a wrong PIN's refusal for a
+        -- payment that went through. The caller of a movement is its user.
+        used := EXISTS (SELECT 1 FROM wallet_transactions AS t
+                        WHERE t.user_id = p_caller AND t.request_id = p_request_id);
+        IF used THEN
             PERFORM pg_advisory_unlock(p_lock);
             held := NULL;
         END IF;

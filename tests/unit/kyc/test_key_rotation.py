@@ -45,6 +45,19 @@ def _all_open(world: World) -> dict[str, tuple[bytes, bytes]]:
     return opened
 
 
+def _break_one_data_key(world: World) -> str:
+    """Alters the first submission's wrapped data key so that it no longer unwraps; its id."""
+    secrets = world.uow.submissions.secrets
+    broken = sorted(secrets)[0]
+    blob = bytearray(secrets[broken].wrapped_key.blob)
+    blob[-1] ^= 1
+    secrets[broken] = dataclasses.replace(
+        secrets[broken],
+        wrapped_key=dataclasses.replace(secrets[broken].wrapped_key, blob=bytes(blob)),
+    )
+    return broken
+
+
 async def test_a_rotation_rewraps_every_row_in_batches_and_drops_the_old_key(world: World) -> None:
     before = _all_open(world)
     sealed_before = {sid: s.sealed_file for sid, s in world.uow.submissions.secrets.items()}
@@ -129,14 +142,7 @@ async def test_a_drop_that_races_a_late_writer_sweeps_again(world: World) -> Non
 async def test_a_row_that_does_not_unwrap_keeps_its_key_and_the_rest_moves_on(
     world: World,
 ) -> None:
-    secrets = world.uow.submissions.secrets
-    broken = sorted(secrets)[0]
-    blob = bytearray(secrets[broken].wrapped_key.blob)
-    blob[-1] ^= 1
-    secrets[broken] = dataclasses.replace(
-        secrets[broken],
-        wrapped_key=dataclasses.replace(secrets[broken].wrapped_key, blob=bytes(blob)),
-    )
+    _break_one_data_key(world)
     outcome = await world.rotation.rotate(RotateKycKey(key("root")))
     assert outcome.finished and outcome.reencrypted_count == 2
     assert world.uow.keys.states[FIRST_KEY_ID] == "RETIRING"
@@ -164,14 +170,7 @@ async def test_a_rotation_started_as_another_finishes_has_its_rows_rewrapped_bef
     were still on the key it retired: had that one's process died, nothing resumed it. Now a
     readable row on a retiring key keeps the finishing rotation sweeping, and only rotations
     up to the key it swept to are finished."""
-    secrets = world.uow.submissions.secrets
-    broken = sorted(secrets)[0]
-    blob = bytearray(secrets[broken].wrapped_key.blob)
-    blob[-1] ^= 1
-    secrets[broken] = dataclasses.replace(
-        secrets[broken],
-        wrapped_key=dataclasses.replace(secrets[broken].wrapped_key, blob=bytes(blob)),
-    )
+    broken = _break_one_data_key(world)
     keys = world.uow.keys
     drop = keys.drop_unused_keys
     newer = new_key_id()
@@ -199,14 +198,7 @@ async def test_a_rotation_started_after_anothers_last_count_is_left_to_finish_it
 ) -> None:
     """The newer rotation commits after the finishing one counted no readable row left, just
     before it marks rotations finished: it marks only those up to the key it swept to."""
-    secrets = world.uow.submissions.secrets
-    broken = sorted(secrets)[0]
-    blob = bytearray(secrets[broken].wrapped_key.blob)
-    blob[-1] ^= 1
-    secrets[broken] = dataclasses.replace(
-        secrets[broken],
-        wrapped_key=dataclasses.replace(secrets[broken].wrapped_key, blob=bytes(blob)),
-    )
+    _break_one_data_key(world)
     keys = world.uow.keys
     finish = keys.finish_rotations
     newer = new_key_id()

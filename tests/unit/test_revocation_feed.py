@@ -354,6 +354,30 @@ async def test_a_held_poll_starts_the_next_at_once(revoked: RevocationSet, clock
     assert sleeps == [0.0, 0.0]
 
 
+async def test_every_page_tells_the_verifier_the_withdrawn_keys_as_it_arrives(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    """A withdrawal is acted on at the page that names it, even in a pass that then fails:
+    forgetting a key is as safe as knowing a revocation."""
+    heard: list[list[str]] = []
+    first = RevocationPage([Revocation("s1")], "c1", False, withdrawn_keys=("k-old",))
+    second = RevocationPage([], "c2", True, withdrawn_keys=("k-old", "k-new"))
+    source = Source(clock, first, second, _page("c3"), ConnectionError("auth went away"))
+    feed = RevocationFeed(
+        source,
+        revoked,
+        poll_interval=0.25,
+        on_keys_withdrawn=lambda kids: heard.append(list(kids)),
+        clock=clock,
+    )
+    await feed.poll_once()
+    assert heard == [["k-old"], ["k-old", "k-new"]]
+    await feed.poll_once()  # a page naming none is not passed on
+    assert len(heard) == 2
+    with pytest.raises(ConnectionError):
+        await feed.poll_once()
+
+
 async def test_the_next_pass_continues_from_the_cursor_of_the_last_complete_one(
     revoked: RevocationSet, clock: Clock
 ) -> None:

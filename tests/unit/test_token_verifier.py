@@ -203,6 +203,40 @@ async def test_a_key_withdrawn_from_the_jwks_stops_verifying_after_the_key_age(k
         await verifier.verify(fresh)
 
 
+async def test_a_key_forgotten_as_withdrawn_refuses_its_cached_tokens_at_once(keys: Keys) -> None:
+    """What the revocation feed makes of a withdrawal: no waiting for the key set's age."""
+    verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, max_key_age=3600)
+    token = _sign(keys)
+    await verifier.verify(token)  # cached
+    verifier.forget_keys(["k1"])
+    with pytest.raises(TokenInvalidError, match="withdrawn key"):
+        await verifier.verify(token)
+    with pytest.raises(TokenInvalidError, match="withdrawn key"):
+        await verifier.verify(_sign(keys, jti="j2"))  # and any other it signed
+    assert keys.fetches == 1  # refused without asking auth
+
+
+async def test_a_key_set_that_still_lists_a_withdrawn_key_does_not_bring_it_back(
+    keys: Keys,
+) -> None:
+    """An auth replica that has not reloaded yet may serve the old key set for a moment."""
+    verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=0)
+    await verifier.verify(_sign(keys))
+    verifier.forget_keys(["k1"])
+    await verifier.refresh_keys(force=True)  # the JWKS still names k1
+    with pytest.raises(TokenInvalidError, match="withdrawn key"):
+        await verifier.verify(_sign(keys, jti="j2"))
+
+
+async def test_forgetting_an_unknown_or_known_kid_again_changes_nothing_else(keys: Keys) -> None:
+    verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, max_key_age=3600)
+    token = _sign(keys)
+    await verifier.verify(token)
+    verifier.forget_keys(["k-other"])
+    verifier.forget_keys(["k-other"])
+    assert (await verifier.verify(token)).subject == "user-1"
+
+
 async def test_the_key_set_is_not_refetched_while_young(keys: Keys) -> None:
     verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, max_key_age=3600)
     for _ in range(3):

@@ -650,3 +650,95 @@ async def test_a_connection_lost_between_reads_is_replaced_without_a_failed_read
     finally:
         await engine.dispose()
         await killer.dispose()
+
+
+# ----- a withdrawn signing key -----------------------------------------------------------------
+
+
+def _kid(tokens: auth_pb2.TokenPair) -> str:
+    return str(jwt.get_unverified_header(tokens.access_token)["kid"])
+
+
+async def _withdraw(auth: AuthStack, kid: str) -> None:
+    """The operator's command, off the event loop (the peer's feed goes on meanwhile)."""
+    result = await asyncio.to_thread(auth.cli, "withdraw-signing-key", "--kid", kid)
+    assert result.returncode == 0, result.stderr
+
+
+async def _standby_kid(auth: AuthStack) -> str:
+    engine = create_engine(auth.dbs.auth_app_dsn, pool_size=1, application_name="feed-test")
+    try:
+        async with engine.connect() as conn:
+            return str(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT kid FROM signing_keys WHERE retired_at IS NULL"
+                            " AND not_before >= '9999-01-01' ORDER BY created_at LIMIT 1"
+                        )
+                    )
+                ).scalar_one()
+            )
+    finally:
+        await engine.dispose()
+
+
+async def test_a_withdrawn_keys_tokens_are_refused_within_a_second(
+    auth: AuthStack, peer: Peer
+) -> None:
+    """A leaked private key: once the operator withdraws it, a peer refuses every token it
+    signed, one verified and cached before included, on a lenient call as on a strict one,
+    within the feed's bound and from memory; its key set alone would take up to a minute."""
+    user, tokens = await auth.user_with_token()
+    lenient = AuthInterceptor(
+        {LENIENT_USER: AccessRule(min_role=Role.USER)},
+        peer.auth.verifier,
+        peer.auth.introspector,
+        revocations=peer.auth.revocations,
+    )
+    assert await lenient.authorize(LENIENT_USER, _Context(tokens.access_token)) is not None
+    assert await peer.strict(tokens.access_token) is not None
+    await _withdraw(auth, _kid(tokens))
+    started = time.monotonic()
+    refused: UnauthenticatedError | None = None
+    while refused is None:
+        try:
+            await lenient.authorize(LENIENT_USER, _Context(tokens.access_token))
+        except UnauthenticatedError as exc:
+            refused = exc
+            break
+        assert time.monotonic() - started < BOUND, "the withdrawn key's token was honoured"
+        await asyncio.sleep(0.01)
+    assert refused.reason == "TOKEN_INVALID"
+    with pytest.raises(UnauthenticatedError) as strict_refusal:
+        await peer.strict(tokens.access_token)
+    assert strict_refusal.value.reason == "TOKEN_INVALID"
+    assert peer.counted[INTROSPECT] == 0  # refused from memory, not by asking auth
+    # The key that took over was published before: its tokens pass at once.
+    new = await auth.login(user.email)
+    assert _kid(new) != _kid(tokens)
+    assert await lenient.authorize(LENIENT_USER, _Context(new.access_token)) is not None
+
+
+async def test_a_held_poll_is_answered_when_a_key_is_withdrawn(auth: AuthStack) -> None:
+    """The withdrawal's COMMIT wakes held polls as a revocation's does, and every answer from
+    then on names the key. (The standby is withdrawn: a new one is published, nothing else
+    changes.) A withdrawal that commits before auth's first read leaves the poll held for
+    its whole wait, which proves nothing about the wake-up: the test then tries again."""
+    identity = ServiceTokenProvider(auth.channel, "wallet", SERVICE_SECRET)
+    source = GrpcRevocationSource(auth.channel, identity, timeout=BOUND)
+    wait = 8.0
+    for _ in range(3):
+        kid = await _standby_kid(auth)
+        cursor = await _caught_up_cursor(source)
+        started = time.monotonic()
+        held = asyncio.create_task(source(cursor, wait))
+        await _withdraw(auth, kid)  # a process to start: the poll is held by then, mostly
+        page = await held
+        took = time.monotonic() - started
+        assert kid in page.withdrawn_keys
+        if page.waited < wait * 0.9:
+            assert took < wait
+            assert kid in (await source(page.next_cursor, 0.0)).withdrawn_keys
+            return
+    raise AssertionError("every withdrawal beat auth's first read of the held poll")

@@ -16,6 +16,7 @@ import grpc
 import jwt
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.integration.auth.conftest import SERVICE_SECRET, AuthStack, bearer
 from tests.integration.auth.stacks import own_auth_stack
@@ -24,6 +25,7 @@ from vaultpay.auth.v1 import auth_pb2
 from vaultpay.type.v1 import role_pb2
 from vaultpay_auth.adapters.signing import KeyRing
 from vaultpay_auth.settings import AuthSettings
+from vaultpay_common.audit import AuditEntry
 from vaultpay_common.db import create_engine
 from vaultpay_common.pagination import PageScope, PageTokens
 from vaultpay_devstack.infra import Infra
@@ -443,6 +445,51 @@ async def test_withdrawing_the_key_a_rotation_would_switch_to_keeps_the_current_
     await ring.withdraw(kid)
     assert ring.signer_at(switch_at + timedelta(seconds=1)).kid == signer.kid
     assert ring.standby is not None and ring.standby.kid != kid
+
+
+async def test_a_withdrawal_is_audited_in_its_own_transaction(
+    auth: AuthStack, ring: KeyRing
+) -> None:
+    """The CLI's row names what took over; and an audit row that cannot be written takes the
+    withdrawal with it (it used to be written after the change had committed)."""
+    standby = ring.standby
+    assert standby is not None
+
+    async def failing(conn: AsyncConnection, entry: AuditEntry) -> None:
+        raise RuntimeError("the audit table refused the row")
+
+    with pytest.raises(RuntimeError, match="refused the row"):
+        await ring.withdraw(standby.kid, audit=failing, via="test")
+    await ring.reload()
+    assert ring.standby is not None and ring.standby.kid == standby.kid, "nothing changed"
+    assert standby.kid in await _published(auth)
+
+    signer = ring.active.kid
+    result = auth.cli("withdraw-signing-key", "--kid", standby.kid)
+    assert result.returncode == 0, result.stderr
+    engine = create_engine(auth.env["AUTH_DATABASE_URL"], pool_size=1, application_name="test")
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT e.details, e.xact_id::text::bigint % 4294967296 AS xid,"
+                        " k.xmin::text::bigint AS key_xid, k.withdrawn_at IS NOT NULL AS marked"
+                        " FROM audit_events e JOIN signing_keys k ON k.kid = e.target_id"
+                        " WHERE e.action = 'signing_key.withdrawn' AND e.target_id = :kid"
+                    ),
+                    {"kid": standby.kid},
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    (row,) = rows
+    assert row.details["via"] == "cli"
+    assert row.details["signer"] == signer
+    assert row.details["switched"] == "false"
+    assert row.details["standby"] not in ("", standby.kid)
+    assert row.marked
+    assert row.xid == row.key_xid, "the row and the withdrawal are one transaction"
 
 
 async def test_withdrawing_an_unknown_key_is_a_clear_error(auth: AuthStack) -> None:

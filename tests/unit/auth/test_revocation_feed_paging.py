@@ -54,6 +54,13 @@ def test_a_pass_that_fits_one_answer_is_caught_up_and_continues_from_the_new_hor
     assert (page.next_cursor, page.caught_up) == (FeedCursor(120), True)
 
 
+@pytest.mark.parametrize("limit", [1, 5])
+def test_every_answer_names_the_withdrawn_keys_of_its_read(limit: int) -> None:
+    """A whole or a partial page: a peer may act on a withdrawal from any answer."""
+    read = FeedRead(120, 130, [_row(105, 1), _row(119, 2)], withdrawn_keys=("k-1", "k-2"))
+    assert page_of(FeedCursor(100), read, limit=limit).withdrawn_keys == ("k-1", "k-2")
+
+
 def test_a_pass_larger_than_an_answer_continues_after_its_last_row() -> None:
     rows = [_row(105, 1), _row(105, 2), _row(110, 3)]
     page = page_of(FeedCursor(100), FeedRead(120, 130, rows), limit=2)

@@ -53,15 +53,23 @@ _PROBE_TIMEOUT = 2.0
 _MAX_BIGINT = 2**63 - 1
 
 # The snapshot's horizon and newest id joined with the page (LEFT JOIN on a one-row anchor: the
-# horizon comes back even when no row does), in (xact_id, sequence) order. xid8 travels as text
-# both ways. Parameters:
+# horizon comes back even when no row does), in (xact_id, sequence) order, and on every row the
+# signing keys withdrawn within the look-back (auth 0008; a handful of rows, a scan of a tiny
+# table). xid8 travels as text both ways. Parameters:
 # $1 look-back (interval), $2 limit, then the cursor: $3 horizon, or $3 xact_id and $4 sequence
 # of the last row delivered.
 _READ = """
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
        pg_snapshot_xmax(pg_current_snapshot())::text AS newest,
+       anchor.withdrawn,
        page.xact_id, page.sequence, page.session_id, page.user_id, page.revoked_at, page.reason
-FROM (SELECT 1 AS one) AS anchor
+FROM (
+    SELECT ARRAY(
+        SELECT k.kid FROM signing_keys k
+        WHERE k.withdrawn_at > clock_timestamp() - $1::interval
+        ORDER BY k.kid
+    ) AS withdrawn
+) AS anchor
 LEFT JOIN (
     SELECT r.xact_id::text AS xact_id, r.sequence, r.session_id, r.user_id, r.revoked_at,
            r.reason
@@ -132,6 +140,7 @@ class SqlRevocationFeed:
         return FeedRead(
             horizon=int(first["horizon"]),
             newest=int(first["newest"]),
+            withdrawn_keys=tuple(first["withdrawn"]),
             rows=[
                 FeedRow(
                     int(row["xact_id"]),

@@ -19,6 +19,15 @@ publish lead; a withdrawal cannot wait, and says so when the key it promotes is 
 Every change is announced in its own transaction with NOTIFY on `KEY_CHANGES_CHANNEL`; each
 replica's `watch()` LISTENs and reloads at once, and also every `interval` seconds in case a
 notification is lost. So a withdrawn key stops signing (and verifying) within milliseconds.
+
+The other services verify tokens with the JWKS they fetched (refreshed every minute), so a
+withdrawal also records `withdrawn_at` and wakes the revocation feed's held polls
+(`REVOCATION_CHANNEL`): every answer of the feed names the keys withdrawn within its
+look-back, and a peer forgets such a key, and every token it verified under it, as soon as
+one arrives (vaultpay_common.grpc.revocations).
+
+`rotate` and `withdraw` take an `audit` writer: the audit row is written in the change's own
+transaction, so a change is never left without its row (nor a row without its change).
 """
 
 from __future__ import annotations
@@ -39,17 +48,20 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from vaultpay_auth.adapters.revocations import REVOCATION_CHANNEL
 from vaultpay_auth.adapters.tables import signing_keys
 from vaultpay_auth.domain.model import User
+from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.grpc.tokens import ACCESS_TOKEN_TYPE, SERVICE_TOKEN_TYPE
 
 __all__ = [
     "KEY_CHANGES_CHANNEL",
     "STANDBY",
+    "AuditWriter",
     "JwtIssuer",
     "KeyRing",
     "SigningKey",
@@ -66,6 +78,8 @@ KEY_CHANGES_CHANNEL = "vaultpay_auth_signing_keys"
 _PROBE_TIMEOUT = 5.0
 
 ChangeListener = Callable[[], Awaitable[object]]
+# Appends an audit row on the change's own connection (e.g. `AuditLog().append`).
+AuditWriter = Callable[[AsyncConnection, AuditEntry], Awaitable[object]]
 
 
 def _b64url(raw: bytes) -> str:
@@ -191,11 +205,14 @@ class KeyRing:
                 await self._announce(conn, "repaired")
         await self.reload()
 
-    async def rotate(self, lead: timedelta) -> tuple[str, datetime]:
+    async def rotate(
+        self, lead: timedelta, *, audit: AuditWriter | None = None, via: str = ""
+    ) -> tuple[str, datetime]:
         """Promotes the key published longest (normally the standby) to sign once it has been
         published for `lead` (at once if it already has, or if `lead` is zero); the key that
         signs now retires then, and a new standby is published. Returns the promoted kid and
-        when it takes over.
+        when it takes over. `audit` writes `signing_key.rotated` (details: `via`, `signs_from`)
+        in the same transaction.
         """
         now = self._clock.now()
         async with self._engine.begin() as conn:
@@ -223,15 +240,23 @@ class KeyRing:
                 .where(signing_keys.c.kid == promoted.kid)
                 .values(not_before=switch_at, retired_at=None)
             )
+            if audit is not None:
+                details = {"via": via, "signs_from": switch_at.isoformat()}
+                entry = AuditEntry("signing_key.rotated", "signing_key", promoted.kid, details)
+                await audit(conn, entry)
             await self._repair(conn, now)
             await self._announce(conn, f"rotated:{promoted.kid}")
         await self.reload()
         return promoted.kid, switch_at
 
-    async def withdraw(self, kid: str) -> Withdrawal:
-        """Emergency removal of a (compromised) key: it leaves the JWKS at once. If it was
-        signing (or about to), the key published longest takes over now and a new standby is
-        published. Raises UnknownSigningKeyError for an unknown kid.
+    async def withdraw(
+        self, kid: str, *, audit: AuditWriter | None = None, via: str = ""
+    ) -> Withdrawal:
+        """Emergency removal of a (compromised) key: it leaves the JWKS at once, and the
+        revocation feed tells the peers at once. If it was signing (or about to), the key
+        published longest takes over now and a new standby is published. `audit` writes
+        `signing_key.withdrawn` (details: `via`, `signer`, `switched`, `standby`) in the same
+        transaction. Raises UnknownSigningKeyError for an unknown kid.
         """
         now = self._clock.now()
         async with self._engine.begin() as conn:
@@ -242,15 +267,33 @@ class KeyRing:
             before = _signer(rows, now)
             long_ago = now - self._verify_window - timedelta(days=1)
             await conn.execute(
-                update(signing_keys).where(signing_keys.c.kid == kid).values(retired_at=long_ago)
+                update(signing_keys)
+                .where(signing_keys.c.kid == kid)
+                .values(
+                    retired_at=long_ago,
+                    withdrawn_at=func.coalesce(signing_keys.c.withdrawn_at, now),
+                )
             )
             await self._repair(conn, now)
-            after = _signer(await self._rows(conn), now)
+            rows = await self._rows(conn)
+            after = _signer(rows, now)
+            assert after is not None  # _repair guarantees a signer
+            switched = before is None or before.kid != after.kid
             await self._announce(conn, f"withdrawn:{kid}")
+            await conn.execute(  # wakes the feed's held polls: the peers hear of it now
+                text("SELECT pg_notify(:channel, 'signing_key')"), {"channel": REVOCATION_CHANNEL}
+            )
+            if audit is not None:
+                standby = _longest_published_standby(rows)
+                details = {
+                    "via": via,
+                    "signer": after.kid,
+                    "switched": str(switched).lower(),
+                    "standby": standby.kid if standby is not None else "",
+                }
+                await audit(conn, AuditEntry("signing_key.withdrawn", "signing_key", kid, details))
         await self.reload()
-        assert after is not None  # _repair guarantees a signer
         signer = next(key for key in self._keys if key.kid == after.kid)
-        switched = before is None or before.kid != after.kid
         return Withdrawal(kid, signer, switched, self.standby)
 
     # ----- keeping a replica current ----------------------------------------------------------
@@ -418,6 +461,11 @@ class KeyRing:
 
 def _is_live(row: _State, now: datetime) -> bool:
     return row.retired_at is None or row.retired_at > now
+
+
+def _longest_published_standby(rows: Sequence[_State]) -> _State | None:
+    standbys = [r for r in rows if r.not_before >= STANDBY and r.retired_at is None]
+    return min(standbys, key=lambda r: r.created_at, default=None)
 
 
 def _signer(rows: Sequence[_State], now: datetime) -> _State | None:

@@ -94,6 +94,8 @@ signing_keys = Table(
     # Published in the JWKS from creation; signs from not_before until retired_at.
     Column("not_before", DateTime(timezone=True), nullable=False),
     Column("retired_at", DateTime(timezone=True)),
+    # When an operator withdrew it (retired_at is then set far in the past); NULL: never.
+    Column("withdrawn_at", DateTime(timezone=True)),
 )
 
 # The revocation feed (sql/revocations.sql creates it, with the trigger on `sessions` that

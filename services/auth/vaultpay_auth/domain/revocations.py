@@ -93,6 +93,8 @@ class FeedPage:
     caught_up: bool
     # How long the poll was held before its read (zero: answered at once).
     waited: timedelta = timedelta(0)
+    # The signing keys withdrawn within the look-back, as of the read (every page carries them).
+    withdrawn_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ class FeedRead:
     horizon: int  # the oldest transaction still running (pg_snapshot_xmin)
     newest: int  # the first transaction id not yet assigned (pg_snapshot_xmax)
     rows: list[FeedRow]
+    withdrawn_keys: tuple[str, ...] = ()  # signing keys withdrawn within the look-back
 
 
 def page_of(cursor: FeedCursor, read: FeedRead, limit: int) -> FeedPage:
@@ -120,8 +123,19 @@ def page_of(cursor: FeedCursor, read: FeedRead, limit: int) -> FeedPage:
     an id below our position is then read again by the next pass, never skipped).
     """
     next_horizon = read.horizon if cursor.after is None else cursor.horizon
+    withdrawn = read.withdrawn_keys
     if len(read.rows) <= limit:
-        return FeedPage([r.revoked for r in read.rows], FeedCursor(next_horizon), caught_up=True)
+        return FeedPage(
+            [r.revoked for r in read.rows],
+            FeedCursor(next_horizon),
+            caught_up=True,
+            withdrawn_keys=withdrawn,
+        )
     shown = read.rows[:limit]
     position = (shown[-1].xact_id, shown[-1].sequence)
-    return FeedPage([r.revoked for r in shown], FeedCursor(next_horizon, position), caught_up=False)
+    return FeedPage(
+        [r.revoked for r in shown],
+        FeedCursor(next_horizon, position),
+        caught_up=False,
+        withdrawn_keys=withdrawn,
+    )

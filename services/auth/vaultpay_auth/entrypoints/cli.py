@@ -30,7 +30,7 @@ from vaultpay_auth.adapters.signing import KeyRing, SigningKey, UnknownSigningKe
 from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.policies import check_registration, normalize_email
 from vaultpay_auth.settings import AuthSettings
-from vaultpay_common.audit import AuditEntry
+from vaultpay_common.audit import AuditEntry, AuditLog
 from vaultpay_common.cli import ServiceCli
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
@@ -115,11 +115,7 @@ async def rotate_signing_key(settings: AuthSettings, *, immediate: bool) -> None
     engine, keys = _key_ring(settings)
     try:
         lead = timedelta(seconds=0 if immediate else settings.key_publish_lead_seconds)
-        kid, switch_at = await keys.rotate(lead)
-        async with SqlAuthUnitOfWork(engine, settings.audit_key) as uow:
-            details = {"via": "cli", "signs_from": switch_at.isoformat()}
-            await uow.audit(AuditEntry("signing_key.rotated", "signing_key", kid, details))
-            await uow.commit()
+        kid, switch_at = await keys.rotate(lead, audit=AuditLog().append, via="cli")
         promoted = keys.signer_at(switch_at)
         now = datetime.now(UTC)
         print(
@@ -134,20 +130,14 @@ async def rotate_signing_key(settings: AuthSettings, *, immediate: bool) -> None
 async def withdraw_signing_key(settings: AuthSettings, kid: str) -> None:
     engine, keys = _key_ring(settings)
     try:
-        done = await keys.withdraw(kid)
-        async with SqlAuthUnitOfWork(engine, settings.audit_key) as uow:
-            details = {
-                "via": "cli",
-                "signer": done.signer.kid,
-                "switched": str(done.switched).lower(),
-                "standby": _kid_of(done.standby),
-            }
-            await uow.audit(AuditEntry("signing_key.withdrawn", "signing_key", kid, details))
-            await uow.commit()
+        done = await keys.withdraw(kid, audit=AuditLog().append, via="cli")
     finally:
         await engine.dispose()
     now = datetime.now(UTC)
-    print(f"signing key {kid} withdrawn: out of the JWKS now; running replicas were notified")
+    print(
+        f"signing key {kid} withdrawn: out of the JWKS now; running replicas and the other"
+        " services were notified"
+    )
     if done.switched:
         print(f"{done.signer.kid} ({_age(done.signer, now)}) signs now")
         _warn_if_young(done.signer, now, settings)

@@ -70,4 +70,5 @@ def feed_page_to_proto(page: FeedPage) -> auth_pb2.PollSessionRevocationsRespons
         next_cursor=page.next_cursor.encode(),
         caught_up=page.caught_up,
         waited=duration(page.waited),
+        withdrawn_key_ids=page.withdrawn_keys,
     )

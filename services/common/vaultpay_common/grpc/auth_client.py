@@ -201,6 +201,7 @@ class GrpcRevocationSource:
             next_cursor=reply.next_cursor,
             caught_up=reply.caught_up,
             waited=reply.waited.ToTimedelta().total_seconds(),
+            withdrawn_keys=tuple(reply.withdrawn_key_ids),
         )
 
 
@@ -246,6 +247,7 @@ class PeerAuth:
             self.revocations,
             poll_interval=revocation_poll_seconds,
             wait=revocation_wait_seconds,
+            on_keys_withdrawn=self.verifier.forget_keys,
         )
         self.introspector = FeedIntrospector(
             self.verifier, self.revocations, fallback=self.remote_introspector

@@ -35,6 +35,11 @@ once (logout, reuse, password change, deactivation, role change) revokes the use
 the same transaction, and no session outlives a role change, so a token whose session is not
 revoked carries its user's current role and an active user.
 
+The feed also names the signing keys auth withdrew (an operator's emergency: a leaked private
+key); `RevocationFeed` hands them to the verifier (`TokenVerifier.forget_keys`), which refuses
+their tokens from then on, cached ones too: within the same bound as a revocation, where the
+verifier's own key-set refresh alone would take up to a minute.
+
 A revoked session is forgotten `retention` seconds after it was received, which must outlast
 the longest-lived access token (plus clock leeway): later, every token of it has expired.
 
@@ -65,6 +70,7 @@ __all__ = [
     "ClaimsVerifier",
     "FeedCursorRejectedError",
     "FeedIntrospector",
+    "KeysWithdrawn",
     "Revocation",
     "RevocationFeed",
     "RevocationPage",
@@ -96,10 +102,14 @@ class RevocationPage:
     next_cursor: str
     caught_up: bool
     waited: float = 0.0
+    # The signing keys (kid) auth withdrew within the feed's look-back.
+    withdrawn_keys: tuple[str, ...] = ()
 
 
 # Reads one page: (cursor, how long auth may hold a poll with nothing new, in seconds).
 RevocationSource = Callable[[str, float], Awaitable[RevocationPage]]
+# Told the withdrawn signing keys of every page (TokenVerifier.forget_keys).
+KeysWithdrawn = Callable[[Iterable[str]], None]
 
 
 class ClaimsVerifier(Protocol):
@@ -224,6 +234,10 @@ class RevocationFeed:
     moment the pass's first page was sent plus how long auth held that page (never later
     than the answer's arrival). A pass that fails part-way is started again from the last
     complete pass's cursor (its pages' revocations are kept: knowing more is safe).
+
+    Every page also names the signing keys auth withdrew lately; `on_keys_withdrawn` (the
+    verifier's `forget_keys`) hears them as each page arrives, so a compromised key's tokens,
+    cached ones too, are refused from then on rather than at the key set's next refresh.
     """
 
     def __init__(
@@ -234,6 +248,7 @@ class RevocationFeed:
         poll_interval: float,
         wait: float = 0.0,
         max_pages_per_pass: int = 1000,
+        on_keys_withdrawn: KeysWithdrawn | None = None,
         clock: Monotonic = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -241,6 +256,7 @@ class RevocationFeed:
             raise ValueError("poll_interval must be positive and wait not negative")
         self._source = source
         self._revoked = revoked
+        self._on_keys_withdrawn = on_keys_withdrawn
         self._interval = poll_interval
         self._wait = wait
         self._max_pages = max_pages_per_pass
@@ -261,6 +277,8 @@ class RevocationFeed:
                 page = await self._source(cursor, self._wait if number == 0 else 0.0)
                 if number == 0:
                     held = page.waited
+                if page.withdrawn_keys and self._on_keys_withdrawn is not None:
+                    self._on_keys_withdrawn(page.withdrawn_keys)
                 self._revoked.record(page.revocations)
                 cursor = page.next_cursor
                 if page.caught_up:

@@ -2,7 +2,9 @@
 
 The key set is refreshed when it is older than `max_key_age` (so a key withdrawn from the JWKS
 stops verifying within that time, and tokens it signed are dropped from the cache) and when a
-token names an unknown `kid` (rate-limited, so random kids cannot hammer auth).
+token names an unknown `kid` (rate-limited, so random kids cannot hammer auth). A service that
+follows auth's revocation feed hears of a withdrawal sooner: `forget_keys` drops the key and
+its cached tokens at once, and keeps it out of every key set fetched later.
 
 Verified tokens are cached until they expire (PyJWT costs 0.05-0.3 ms a call); an unknown
 `kid` triggers one JWKS refresh (rate-limited) so rotated keys are picked up at once.
@@ -25,7 +27,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -134,6 +136,7 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway_seconds
         self._keys: dict[str, Any] = {}
+        self._withdrawn: set[str] = set()  # forgotten for good (`forget_keys`)
         self._cache: OrderedDict[str, TokenClaims] = OrderedDict()
         self._cache_size = cache_size
         # Never refreshed: minus infinity, not 0.0. time.monotonic() counts from boot, so on a
@@ -160,13 +163,31 @@ class TokenVerifier:
             self._last_refresh_failed = False
             keys: dict[str, Any] = {}
             for jwk in jwks:
-                if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
+                usable = jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519"
+                if usable and jwk.get("kid") and jwk["kid"] not in self._withdrawn:
                     keys[jwk["kid"]] = OKPAlgorithm.from_jwk(jwk)
             withdrawn = self._keys.keys() - keys.keys()
             self._keys = keys
-            if withdrawn:
-                for token in [t for t, c in self._cache.items() if c.key_id in withdrawn]:
-                    del self._cache[token]
+            self._drop_cached(withdrawn)
+
+    def forget_keys(self, kids: Iterable[str]) -> None:
+        """Forgets signing keys auth withdrew, for good: the tokens they signed, cached ones
+        too, are refused from now on (TOKEN_INVALID), and no key set fetched later (say, from
+        an auth replica that has not reloaded yet) brings them back. Called with the same
+        kids on every poll of the revocation feed; only news costs anything."""
+        news = set(kids) - self._withdrawn
+        if not news:
+            return
+        self._withdrawn |= news
+        for kid in news & self._keys.keys():
+            del self._keys[kid]
+        self._drop_cached(news)
+        log.warning("signing keys withdrawn by auth: %s", ", ".join(sorted(news)))
+
+    def _drop_cached(self, kids: set[str]) -> None:
+        if kids:
+            for token in [t for t, c in self._cache.items() if c.key_id in kids]:
+                del self._cache[token]
 
     async def _refresh_if_stale(self) -> None:
         if self._monotonic() - self._last_refresh < self._max_key_age:
@@ -177,6 +198,8 @@ class TokenVerifier:
             log.warning("could not refresh the JWKS", exc_info=True)
 
     async def _key_for(self, kid: str) -> Any:
+        if kid in self._withdrawn:
+            raise TokenInvalidError("the token was signed with a withdrawn key")
         if kid not in self._keys:
             try:
                 await self.refresh_keys()
@@ -220,6 +243,8 @@ class TokenVerifier:
         if not 0 < payload["exp"] - payload["iat"] <= self._max_token_lifetime:
             raise TokenInvalidError("the token's lifetime is not one auth issues")
         claims = _claims_from(payload, header["kid"])
+        if claims.key_id in self._withdrawn:  # forgotten while this call awaited the key set
+            raise TokenInvalidError("the token was signed with a withdrawn key")
         self._cache[token] = claims
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

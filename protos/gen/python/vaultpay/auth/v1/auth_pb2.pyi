@@ -1126,6 +1126,7 @@ class PollSessionRevocationsResponse(_message.Message):
     NEXT_CURSOR_FIELD_NUMBER: _builtins.int
     CAUGHT_UP_FIELD_NUMBER: _builtins.int
     WAITED_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_KEY_IDS_FIELD_NUMBER: _builtins.int
     next_cursor: _builtins.str
     """Where the next poll continues."""
     caught_up: _builtins.bool
@@ -1146,6 +1147,15 @@ class PollSessionRevocationsResponse(_message.Message):
         before the caller's send time plus this much, on the caller's own clock.
         """
 
+    @_builtins.property
+    def withdrawn_key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The signing keys (their `kid`) withdrawn within the feed's look-back, read in the same
+        snapshot as the revocations and repeated in every answer: a verifier forgets each at
+        once, with every token it verified under it, so a compromised key's tokens are refused
+        as soon as an answer read after the withdrawal committed arrives (a withdrawal wakes
+        held polls as a revocation does), not when the verifier's key set next expires.
+        """
+
     def __init__(
         self,
         *,
@@ -1153,10 +1163,11 @@ class PollSessionRevocationsResponse(_message.Message):
         next_cursor: _builtins.str = ...,
         caught_up: _builtins.bool = ...,
         waited: _duration_pb2.Duration | None = ...,
+        withdrawn_key_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["waited", b"waited"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "next_cursor", b"next_cursor", "revocations", b"revocations", "waited", b"waited"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "next_cursor", b"next_cursor", "revocations", b"revocations", "waited", b"waited", "withdrawn_key_ids", b"withdrawn_key_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

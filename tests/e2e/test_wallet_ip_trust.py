@@ -25,6 +25,7 @@ from tests.e2e.wallet_support import (
 )
 from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_common.errors import DomainError
 from vaultpay_devstack.mesh import Mesh
 from vaultpay_devstack.smtp_sink import read_messages, wait_for_message
 from vaultpay_transfer.adapters.wallet_peer import wallet_refusal
@@ -187,6 +188,7 @@ async def test_a_movements_pin_and_ip_checks_in_one_call(
     with pytest.raises(grpc.aio.AioRpcError) as wrong:
         await stub.VerifyTransferPin(request("0000", rid(), ip), metadata=bearer(token), timeout=10)
     refusal = wallet_refusal(wrong.value)  # transfer's reading of wallet's answer
+    assert isinstance(refusal, DomainError)
     assert (refusal.reason, refusal.metadata) == ("INVALID_PIN", {"remaining_attempts": "2"})
 
     # Before KYC: the tier is told and no link is mailed (the movement would fail on KYC).

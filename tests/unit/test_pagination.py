@@ -99,7 +99,9 @@ def test_a_forged_position_is_refused_even_with_a_valid_shape() -> None:
         other_service.decode(f"{body}.{signature}", {}, scope=SCOPE)
 
 
-@pytest.mark.parametrize("garbage", ["not-a-token!!", "a.b.c", "x" * 2000, ".", "e30.AAAA"])
+@pytest.mark.parametrize(
+    "garbage", ["not-a-token!!", "a.b.c", "x" * 2000, ".", "e30.AAAA", "e30.\u00e9", "\u00e9.AAAA"]
+)
 def test_garbage_page_token_is_invalid_argument(garbage: str) -> None:
     with pytest.raises(ValidationError):
         TOKENS.decode(garbage, {}, scope=SCOPE)

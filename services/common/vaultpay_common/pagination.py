@@ -142,7 +142,9 @@ class PageTokens:
         """The position a token points at, or None for the first page."""
         if not token:
             return None
-        if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 1:
+        # Only ASCII is ours (base64url and a dot); compare_digest raises TypeError on other
+        # text, which would answer INTERNAL.
+        if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 1 or not token.isascii():
             raise _invalid_token()
         encoded, signature = token.split(".")
         try:

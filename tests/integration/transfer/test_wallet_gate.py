@@ -19,6 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.context import DEADLINE
+from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_transfer.adapters.wallet_peer import LEDGER_CALL_RESERVE, GrpcWalletGate
 from vaultpay_transfer.domain.errors import PassedThroughError, WalletUnavailableError
 from vaultpay_transfer.service_layer.ports import IpCheck
@@ -187,3 +188,30 @@ async def test_a_wallet_of_tier_none_behind_an_untrusted_address_is_not_kyc_veri
     fake.answers_ip = False  # an older wallet tells no tier: nothing is concluded
     older = await gate.check_movement(USER, "1234", "203.0.113.9", CHECK)
     assert older.kyc_verified is None
+
+
+async def test_a_request_without_a_client_address_is_untrusted_without_asking_about_one(
+    wallet: tuple[FakeWallet, GrpcWalletGate],
+) -> None:
+    """A caller on a unix socket has no address: wallet checks the PIN only, and the address
+    is untrusted, not a CheckIpTrust with an empty one (which answered the client 400
+    `client_ip: is required`, a field its request does not have)."""
+    fake, gate = wallet
+    checked = await gate.check_movement(USER, "1234", "", CHECK)
+    assert checked.ip == IpCheck(trusted=False, confirmation_sent=False)
+    assert fake.ip_checks == []
+
+
+async def test_a_deadline_with_no_time_left_for_wallet_and_the_ledger_is_deadline_exceeded(
+    wallet: tuple[FakeWallet, GrpcWalletGate],
+) -> None:
+    """Not wallet's failure (it used to be WALLET_UNAVAILABLE and a WARNING blaming wallet):
+    nothing is asked, nothing moved."""
+    fake, gate = wallet
+    token = DEADLINE.set(time.monotonic() + LEDGER_CALL_RESERVE / 2)
+    try:
+        with pytest.raises(DeadlineExceededError):
+            await gate.check_movement(USER, "1234", HOME, CHECK)
+    finally:
+        DEADLINE.reset(token)
+    assert fake.pin_checks == []

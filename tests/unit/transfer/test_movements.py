@@ -195,7 +195,14 @@ async def test_an_untrusted_address_refuses_the_movement_with_ip_not_trusted(
     with pytest.raises(IpNotTrustedError) as caught:
         await service.send_money(send(client_ip="198.51.100.1"))
     assert caught.value.metadata == {"confirmation_sent": "true"}
+    assert caught.value.message.endswith("confirm it with the code we emailed")
     assert "send_money" not in ledger.calls
+
+
+def test_an_untrusted_address_mailed_no_new_code_says_so() -> None:
+    refused = IpNotTrustedError(confirmation_sent=False)
+    assert refused.metadata == {"confirmation_sent": "false"}
+    assert refused.message.endswith("the code we emailed earlier (no new code was sent)")
 
 
 async def test_kyc_not_verified_behind_an_untrusted_address_is_refused_before_the_ip(

@@ -132,6 +132,29 @@ def test_a_ledger_wallet_frozen_with_its_freeze_tells_what_wallets_pin_check_tel
     assert (error.message, error.metadata) == (wallets.message, wallets.metadata)
 
 
+@pytest.mark.parametrize("movement", ["send", "withdraw"])
+def test_a_send_locked_out_after_its_pin_check_is_pin_locked(
+    movement: Literal["send", "withdraw"],
+) -> None:
+    """Wrong PINs of other requests locked the wallet between this movement's passed check and
+    its ledger call: PIN_LOCKED with the lockout's end, as wallet's check now answers (review
+    of 2026-12-04; it was WALLET_FROZEN). A TopUp, which checks no PIN, is told the freeze."""
+    until = metadata_time(NOW + timedelta(hours=24))
+    details = {"freeze_reason": "FREEZE_REASON_PIN_LOCKOUT", "until": until}
+    error = refusal_error("WALLET_FROZEN", details, now=NOW, movement=movement)
+    assert (error.kind, error.reason, error.metadata) == (
+        ErrorKind.FAILED_PRECONDITION,
+        "PIN_LOCKED",
+        {"until": until},
+    )
+    assert error.message == f"too many wrong PINs; the wallet is locked until {until}"
+    top_up = refusal_error("WALLET_FROZEN", details, now=NOW, movement="top_up")
+    assert (top_up.reason, top_up.metadata["freeze_reason"]) == (
+        "WALLET_FROZEN",
+        "FREEZE_REASON_PIN_LOCKOUT",
+    )
+
+
 @pytest.mark.parametrize("details", [{}, {"freeze_reason": "FREEZE_REASON_UNSPECIFIED"}])
 def test_a_ledger_wallet_frozen_without_its_freeze_is_bare(details: dict[str, str]) -> None:
     """No freeze read (FROZEN with none to explain it, or the read failed): the bare refusal."""

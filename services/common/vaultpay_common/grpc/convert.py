@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -61,16 +62,26 @@ class _WithOptionalFields(Protocol):
 def datetime_or_none(request: _WithOptionalFields, field: str) -> datetime | None:
     """The request's optional Timestamp `field`, None when unset; one outside what a
     Timestamp may hold (years 1 to 9999, nanos 0 to 999,999,999: JSON's `startTime.seconds`
-    reaches past Envoy's own check) is INVALID_ARGUMENT on `field`."""
+    reaches past Envoy's own check) is INVALID_ARGUMENT on `field`.
+
+    PostgreSQL keeps microseconds: a time between two is rounded up to the next (protobuf
+    truncates), which keeps every [start, end) window exact at the database's precision (a
+    row at T+1 µs is before an end of T+1.5 µs; one at T is not at or after a start of
+    T+0.5 µs), and delays a freeze's end by less than a microsecond. A window inside one
+    microsecond is then empty, refused as an end not after its start."""
     if not request.HasField(field):
         return None
     value: Timestamp = getattr(request, field)
     try:
-        return value.ToDatetime(tzinfo=UTC)
+        moment = value.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError) as exc:
         raise ValidationError.single(
             field, "is not a valid time (years 1 to 9999, nanos 0 to 999999999)"
         ) from exc
+    if value.nanos % 1000:
+        with contextlib.suppress(OverflowError):  # the last microsecond of year 9999 stays
+            moment += timedelta(microseconds=1)
+    return moment
 
 
 def role_from_proto(value: int, field: str = "role") -> Role | None:

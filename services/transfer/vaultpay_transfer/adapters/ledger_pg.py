@@ -36,7 +36,8 @@ A movement the ledger refuses WALLET_FROZEN (a TopUp into a frozen wallet; a sen
 withdrawal whose wallet was frozen after wallet's PIN check) costs one more statement, on
 the same connection: the freeze that holds the caller's wallet (in force, the hardest to lift
 first: staff's, a PIN lockout, the owner's, as wallet's FREEZE_AUTHORITY has it; a lockout
-alone reaches the ledger only on a TopUp, which has no PIN check; transfer's role reads those
+reaches the ledger on a TopUp, which has no PIN check, or on a send or withdrawal locked out
+after its own check passed, which the refusal then calls PIN_LOCKED; transfer's role reads those
 columns of `wallet_freezes` since t0022) fills the outcome's `details` (`freeze_reason`,
 `until`), so the refusal tells what wallet's PIN check tells. A read that fails leaves the
 refusal bare (a WARNING), never turns it into another error; no freeze found (FROZEN with

@@ -16,13 +16,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from vaultpay_common.audit import CheckpointStore, verify_audit
+from vaultpay_common.audit import AuditVerification, CheckpointStore, verify_audit
 from vaultpay_common.context import remaining_seconds
 from vaultpay_common.db import limit_statements, query_canceled
 from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_transfer.domain.model import LedgerCheck
 
-__all__ = ["SqlLedgerAuditor", "check_ledger"]
+__all__ = ["SqlLedgerAuditor", "audit_chain_check", "check_ledger"]
 
 _CHECKS: tuple[tuple[str, str, str], ...] = (
     (
@@ -304,14 +304,27 @@ async def check_ledger(conn: AsyncConnection, *, ends: float | None = None) -> l
 
 
 class SqlLedgerAuditor:
-    """`LedgerAuditor`: the ledger checks in one snapshot, then the audit chain in its own."""
+    """`LedgerAuditor`: the ledger checks in one snapshot, then the audit chain in its own.
+
+    `audit_chain_intact` passes only when the chain is unbroken *and* proven whole: its head
+    reaches a signed checkpoint outside the database (or nothing is sealed yet), since without
+    one deleting the newest rows goes unnoticed; and, given `sealing_bound`, no committed row
+    has waited longer than that to be sealed (a sealer that stopped, or stopped at a break it
+    found, leaves rows that no chain vouches for). Warnings that prove nothing wrong (seals
+    after the latest checkpoint, rows sealed within the bound) stay warnings."""
 
     def __init__(
-        self, engine: AsyncEngine, audit_key: bytes, checkpoints: CheckpointStore | None
+        self,
+        engine: AsyncEngine,
+        audit_key: bytes,
+        checkpoints: CheckpointStore | None,
+        *,
+        sealing_bound: timedelta | None = None,
     ) -> None:
         self._engine = engine
         self._audit_key = audit_key
         self._checkpoints = checkpoints
+        self._sealing_bound = sealing_bound
 
     @asynccontextmanager
     async def _snapshot(self) -> AsyncIterator[AsyncConnection]:
@@ -341,14 +354,27 @@ class SqlLedgerAuditor:
             if query_canceled(exc):
                 raise DeadlineExceededError() from exc
             raise
-        checks.append(
-            LedgerCheck(
-                "audit_chain_intact",
-                audit.ok,
-                f"{audit.sealed} audit rows sealed, {audit.verified} verified, "
-                f"{audit.unsealed} not sealed yet"
-                + ("" if audit.ok else f"; BROKEN: {audit.broken}")
-                + "".join(f"; warning: {warning}" for warning in audit.warnings),
-            )
-        )
+        checks.append(audit_chain_check(audit, self._sealing_bound))
         return checks
+
+
+def audit_chain_check(audit: AuditVerification, sealing_bound: timedelta | None) -> LedgerCheck:
+    """`audit_chain_intact` from what `verify_audit` found (see SqlLedgerAuditor)."""
+    age, bound = audit.oldest_unsealed_age, sealing_bound
+    detail = (
+        f"{audit.sealed} audit rows sealed, {audit.verified} verified, "
+        f"{audit.unsealed} not sealed yet"
+    )
+    if not audit.ok:
+        detail += f"; BROKEN: {audit.broken}"
+    elif not audit.anchored:
+        detail += "; NOT PROVEN: the chain's head reaches no signed checkpoint"
+    overdue = False
+    if bound is not None and age is not None and age > bound:
+        overdue = True
+        detail += (
+            f"; SEALER BEHIND: a row has waited {int(age.total_seconds())} s to be sealed"
+            f" (bound {int(bound.total_seconds())} s): is the sealer running?"
+        )
+    detail += "".join(f"; warning: {warning}" for warning in audit.warnings)
+    return LedgerCheck("audit_chain_intact", audit.anchored and not overdue, detail)

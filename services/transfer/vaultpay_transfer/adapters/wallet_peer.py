@@ -4,10 +4,14 @@
   VerifyTransferPin call with the client_ip (with a wallet that does not answer ip_trust yet,
   a CheckIpTrust call follows), under our service identity. Its kyc_tier, set when the
   address was not found trusted, becomes `MovementChecked.kyc_verified`. wallet's refusals of the caller (INVALID_PIN with its remaining attempts,
-  PIN_LOCKED, PIN_NOT_SET, PIN_CHECK_IN_PROGRESS, WALLET_FROZEN, IDEMPOTENCY_KEY_*, invalid
-  input) reach the client unchanged: same code, reason, message and metadata. Anything else
-  (wallet down, our identity refused, a deadline) is WALLET_UNAVAILABLE: the movement did
-  not happen.
+  PIN_LOCKED, PIN_NOT_SET, PIN_CHECK_IN_PROGRESS, WALLET_FROZEN, IDEMPOTENCY_KEY_*, a bad
+  `pin`) reach the client unchanged: same code, reason, message, metadata and retry delay.
+  wallet's INVALID_ARGUMENT about any other field is about what transfer sent (its user id,
+  check id or address), not the client's request: logged as an ERROR and answered INTERNAL.
+  A caller's deadline too short for the check and the ledger call is DEADLINE_EXCEEDED
+  before wallet is asked; a request without a client address (a caller on a unix socket) is
+  an untrusted address, never a CheckIpTrust with an empty one. Anything else (wallet down,
+  our identity refused, a deadline) is WALLET_UNAVAILABLE: the movement did not happen.
 - `GrpcWalletNotifications`: notifications for the outbox relay, the event id as the
   request_id (wallet dedupes). The deliveries asked for in the same event-loop turn (the
   relay starts up to 8 at once) go as one CreateNotifications call (one alone: a
@@ -32,7 +36,13 @@ from google.rpc import error_details_pb2, status_pb2
 from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from vaultpay_common.context import remaining_seconds
-from vaultpay_common.errors import DomainError, ErrorKind, FieldViolation, ValidationError
+from vaultpay_common.errors import (
+    DeadlineExceededError,
+    DomainError,
+    ErrorKind,
+    FieldViolation,
+    ValidationError,
+)
 from vaultpay_common.grpc.auth_client import outgoing_metadata
 from vaultpay_common.outbox import DeliveryError, PermanentDeliveryError
 from vaultpay_transfer.domain.errors import (
@@ -88,33 +98,57 @@ def _rich_status(exc: grpc.aio.AioRpcError) -> status_pb2.Status | None:
     return None
 
 
-def wallet_refusal(exc: grpc.aio.AioRpcError) -> DomainError:
-    """The domain error a failed wallet call becomes (see the module docstring)."""
+# The one field of wallet's check that is the client's own: the movement's `pin`.
+_CLIENT_FIELDS = frozenset({"pin"})
+
+
+class WalletRefusedOurRequestError(RuntimeError):
+    """wallet found what transfer sent invalid (not the client's PIN): a bug between the two
+    services, answered INTERNAL, never blamed on a field the client did not send."""
+
+
+def wallet_refusal(exc: grpc.aio.AioRpcError) -> Exception:
+    """The error a failed wallet call becomes (see the module docstring): a DomainError the
+    client is answered with, or WalletRefusedOurRequestError (INTERNAL)."""
     kind = _CALLER_CODES.get(exc.code())
     status = _rich_status(exc)
     if kind is None or status is None:
         log.warning("wallet call failed", extra={"peer": "wallet", "code": exc.code().name})
         return WalletUnavailableError()
     info = error_details_pb2.ErrorInfo()
+    retry = error_details_pb2.RetryInfo()
     violations: list[FieldViolation] = []
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             detail.Unpack(info)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            detail.Unpack(retry)
         elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
     if kind is ErrorKind.INVALID_ARGUMENT:
-        error: DomainError = ValidationError(violations or [FieldViolation("pin", status.message)])
+        others = sorted({v.field for v in violations} - _CLIENT_FIELDS)
+        if others or not violations:
+            log.error(
+                "wallet refused transfer's PIN check as invalid",
+                extra={"peer": "wallet", "fields": ",".join(others), "reason": info.reason},
+            )
+            return WalletRefusedOurRequestError(f"wallet refused the check: {status.message}")
+        error: DomainError = ValidationError(violations)
         error.reason = info.reason or error.reason
         return error
     if info.reason == WalletNotFoundError.reason:
         # wallet's "no such wallet" is about the caller's own wallet here (a movement checks
         # its sender's PIN), not the recipient: said as TopUp says it.
         return WalletNotFoundError()
-    return PassedThroughError(
+    passed = PassedThroughError(
         kind, info.reason or exc.code().name, status.message, dict(info.metadata)
     )
+    if retry.HasField("retry_delay"):
+        delay = retry.retry_delay  # whole seconds, rounded up (never sooner than told)
+        passed.retry_after_seconds = max(1, delay.seconds + (1 if delay.nanos > 0 else 0))
+    return passed
 
 
 def _kyc_verified(tier: int) -> bool | None:
@@ -138,11 +172,18 @@ class GrpcWalletGate:
     def _call_timeout(self) -> float:
         """The peer timeout, or what is left of our caller's deadline less the ledger call's
         reserve if that is shorter (gRPC's deadline propagation): wallet then knows when
-        nobody waits any more, and a check that passes leaves time to move the money."""
+        nobody waits any more, and a check that passes leaves time to move the money. A
+        deadline that leaves no time for both is DEADLINE_EXCEEDED here, not wallet's
+        failure: nothing was asked, nothing moved."""
         left = remaining_seconds()
         if left is None:
             return self._timeout
-        return max(0.0, min(self._timeout, left - LEDGER_CALL_RESERVE))
+        timeout = min(self._timeout, left - LEDGER_CALL_RESERVE)
+        if timeout <= 0:
+            raise DeadlineExceededError(
+                "too little of the request's deadline is left to check the PIN and move the money"
+            )
+        return timeout
 
     async def _metadata(self) -> tuple[tuple[str, str], ...]:
         try:
@@ -161,22 +202,22 @@ class GrpcWalletGate:
             reply = await self._stub.VerifyTransferPin(
                 request, metadata=metadata, timeout=self._call_timeout()
             )
-            ip = reply.ip_trust
-            if not reply.HasField("ip_trust"):  # a wallet that checks only the PIN
-                ip = await self._stub.CheckIpTrust(
+            if reply.HasField("ip_trust"):
+                ip = IpCheck(bool(reply.ip_trust.trusted), bool(reply.ip_trust.confirmation_sent))
+            elif not client_ip:  # no address to trust (wallet checked only the PIN)
+                ip = IpCheck(trusted=False, confirmation_sent=False)
+            else:  # a wallet that checks only the PIN
+                answer = await self._stub.CheckIpTrust(
                     wallet_pb2.CheckIpTrustRequest(
                         request_id=check_id, user_id=user_id, client_ip=client_ip
                     ),
                     metadata=metadata,
                     timeout=self._call_timeout(),
                 )
+                ip = IpCheck(bool(answer.trusted), bool(answer.confirmation_sent))
         except grpc.aio.AioRpcError as exc:
             raise wallet_refusal(exc) from exc
-        return MovementChecked(
-            str(reply.wallet_id),
-            IpCheck(bool(ip.trusted), bool(ip.confirmation_sent)),
-            _kyc_verified(reply.kyc_tier),
-        )
+        return MovementChecked(str(reply.wallet_id), ip, _kyc_verified(reply.kyc_tier))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,9 @@
 Codes follow google/rpc/code.proto (API.md): a state the caller must change first is
 FAILED_PRECONDITION, a limit RESOURCE_EXHAUSTED, a dependency that is down UNAVAILABLE.
 Reasons not listed in API.md are ours: INVALID_AMOUNT, CURRENCY_MISMATCH,
-PAYMENT_REFERENCE_USED, TRANSACTION_NOT_FOUND, COMMIT_OUTCOME_UNKNOWN, WALLET_UNAVAILABLE
-(README, "Transfer").
+PAYMENT_REFERENCE_USED, TRANSACTION_NOT_FOUND, COMMIT_OUTCOME_UNKNOWN, WALLET_UNAVAILABLE,
+DATABASE_UNAVAILABLE and DEADLINE_EXCEEDED, and wallet's PIN_CHANGED and
+PIN_CHECK_IN_PROGRESS passed through (README, "Transfer").
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "PassedThroughError",
     "PaymentReferenceUsedError",
     "PerTransactionLimitExceededError",
+    "PinLockedError",
     "RecipientNotFoundError",
     "SelfTransferError",
     "TransactionNotFoundError",
@@ -86,6 +88,19 @@ class WalletFrozenError(FailedPreconditionError):
         return cls(message, metadata=metadata)
 
 
+class PinLockedError(FailedPreconditionError):
+    """A send or withdrawal whose wallet a PIN lockout froze after its own PIN check passed
+    (wrong PINs of other requests in between): answered as wallet's check answers a locked
+    wallet, PIN_LOCKED with `until` (the lockout's end, `metadata_time`), not WALLET_FROZEN."""
+
+    reason = "PIN_LOCKED"
+    default_message = "too many wrong PINs; the wallet is locked"
+
+    def __init__(self, until: str = "") -> None:
+        message = self.default_message + (f" until {until}" if until else "")
+        super().__init__(message, metadata={"until": until} if until else None)
+
+
 class WalletClosedError(FailedPreconditionError):
     """The caller's wallet is closed, or (metadata side=recipient) the recipient's."""
 
@@ -109,12 +124,21 @@ class CurrencyMismatchError(FailedPreconditionError):
 
 
 class IpNotTrustedError(FailedPreconditionError):
-    """The client's address is not trusted yet; wallet mailed a confirmation code."""
+    """The client's address is not trusted yet. Metadata `confirmation_sent`: whether wallet
+    mailed a confirmation code for it now (not when one is already outstanding, or the
+    request came without an address); the message says which."""
 
     reason = "IP_NOT_TRUSTED"
     default_message = (
         "money cannot move from this network address yet; confirm it with the code we emailed"
     )
+
+    def __init__(self, *, confirmation_sent: bool) -> None:
+        message = self.default_message + (
+            "" if confirmation_sent else " earlier (no new code was sent)"
+        )
+        sent = "true" if confirmation_sent else "false"
+        super().__init__(message, metadata={"confirmation_sent": sent})
 
 
 class PaymentReferenceUsedError(AlreadyExistsError):

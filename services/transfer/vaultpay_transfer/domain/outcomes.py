@@ -37,6 +37,7 @@ from vaultpay_transfer.domain.errors import (
     MonthlyLimitExceededError,
     PaymentReferenceUsedError,
     PerTransactionLimitExceededError,
+    PinLockedError,
     RecipientNotFoundError,
     SelfTransferError,
     WalletClosedError,
@@ -164,6 +165,8 @@ def refusal_error(
         raise RuntimeError(f"the ledger answered an unknown outcome {code!r}")
     if code == "CURRENCY_MISMATCH":
         error = _mismatch(details, movement, currency)
+    elif code == "WALLET_FROZEN" and _locked_out_after_its_check(details, movement):
+        error = PinLockedError(details.get("until", ""))
     else:
         error = build(details)
     window = _WINDOWS.get(code)
@@ -173,6 +176,15 @@ def refusal_error(
             decided_at = _decided_at(details, now)
             error.retry_after_seconds = seconds_until(window_end(reset, decided_at), decided_at)
     return error
+
+
+def _locked_out_after_its_check(details: Mapping[str, str], movement: Movement | None) -> bool:
+    """A send's or withdrawal's PIN passed wallet's check, then a lockout froze the wallet
+    before the ledger call: said as that check would now say it (a TopUp, without a PIN
+    check, is told the freeze)."""
+    return movement in ("send", "withdraw") and (
+        details.get("freeze_reason") == "FREEZE_REASON_PIN_LOCKOUT"
+    )
 
 
 def _decided_at(details: Mapping[str, str], now: datetime) -> datetime:

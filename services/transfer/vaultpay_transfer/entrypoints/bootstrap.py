@@ -95,9 +95,11 @@ def build_verifier(
         if settings.audit_checkpoint_dir is not None
         else None
     )
-    return LedgerVerification(
-        SqlLedgerAuditor(engine, settings.audit_key, checkpoints), clock or SystemClock()
-    )
+    # Rows are sealed within a round (1 s by default); ten minutes, or 60 rounds of a slower
+    # sealer, behind is a sealer that stopped.
+    bound = timedelta(seconds=max(600.0, 60 * settings.audit_seal_interval_seconds))
+    auditor = SqlLedgerAuditor(engine, settings.audit_key, checkpoints, sealing_bound=bound)
+    return LedgerVerification(auditor, clock or SystemClock())
 
 
 async def build_host(

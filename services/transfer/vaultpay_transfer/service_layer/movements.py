@@ -237,8 +237,7 @@ class MovementService:
         if checked.kyc_verified is False:
             raise KycNotVerifiedError()
         if not checked.ip.trusted:
-            sent = checked.ip.confirmation_sent
-            raise IpNotTrustedError(metadata={"confirmation_sent": "true" if sent else "false"})
+            raise IpNotTrustedError(confirmation_sent=checked.ip.confirmation_sent)
         return checked.wallet_id
 
 

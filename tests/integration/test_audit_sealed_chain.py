@@ -170,6 +170,32 @@ async def test_rows_committed_out_of_order_are_all_sealed_and_the_chain_verifies
         assert list(order) == [late_sequence, early_sequence]
 
 
+async def test_a_sealer_whose_remembered_horizon_is_ahead_of_the_database_looks_again(
+    app: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a failover to a standby that lost the tail (or a restore in place) transaction ids
+    restart below what a running sealer remembers as sealed; rows committed then were never
+    looked at (review of 2026-12-04). Played by a sealer that remembers a horizon far ahead."""
+    sealer = AuditSealer(app, CHAIN_KEY, None)
+    await sealer.seal_once()
+    sealer._sealed_below = str(2**62)  # what it learnt before the database went back
+    async with app.begin() as conn:
+        sequence = await LOG.append(conn, _entry(1))
+
+    async def sealed() -> bool:
+        await sealer.seal_once()
+        async with app.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT count(*) FROM audit_seals WHERE sequence = :s"), {"s": sequence}
+            )
+        return bool(found)
+
+    deadline = time.monotonic() + 10
+    while not await sealed():
+        assert time.monotonic() < deadline, "the row was never sealed"
+    assert "transaction horizon went back" in caplog.text
+
+
 async def test_many_concurrent_writers_and_sealers_end_in_one_verified_chain(
     app: AsyncEngine, checkpoints: FileCheckpointStore
 ) -> None:

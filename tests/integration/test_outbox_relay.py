@@ -340,6 +340,66 @@ async def test_concurrent_relays_share_the_work_and_never_deliver_an_event_twice
     assert len({relay for _, relay in deliveries}) > 1  # the work was shared
 
 
+async def test_a_handler_raising_cancelled_error_fails_its_delivery_not_the_relay(
+    app: AsyncEngine, producer: str
+) -> None:
+    """A gRPC call cancelled under a handler (its channel closed) raises CancelledError out of
+    the handler: a failed delivery, retried; the relay goes on (review of 2026-12-04: it
+    ended the relay's job until the process restarted)."""
+    [first] = await _add(app, producer, OutboxMessage(TOPIC, {"n": 1}))
+
+    async def cancelled(event: OutboxEvent) -> None:
+        raise asyncio.CancelledError
+
+    relay = _relay(
+        app,
+        producer,
+        {TOPIC: cancelled},
+        _Clock(),
+        lease=10,
+        delivery_timeout=5,
+        poll_interval=0.05,
+    )
+    assert await relay.relay_once() == 0
+    row = await _row(app, first)
+    assert (row.status, row.attempts, row.lease_token) == ("PENDING", 1, None)
+    assert "cancelled" in row.last_error
+
+    task = asyncio.create_task(relay.run())
+    try:
+        [second] = await _add(app, producer, OutboxMessage(TOPIC, {"n": 2}))
+
+        async def attempted() -> bool:
+            return bool((await _row(app, second)).attempts >= 1)
+
+        await _until(attempted)
+        assert not task.done(), "the relay ended"
+    finally:
+        await _cancelled(task)
+
+
+async def test_an_error_text_the_database_cannot_store_does_not_block_the_round(
+    app: AsyncEngine, producer: str
+) -> None:
+    """A NUL (PostgreSQL's text refuses it) or a lone surrogate (asyncpg cannot encode it) in
+    a handler's error failed the settlement of the whole round, so its delivered events were
+    leased and delivered again and again (review of 2026-12-04)."""
+    good, bad = await _add(
+        app, producer, OutboxMessage(TOPIC, {"n": 1}), OutboxMessage(TOPIC, {"n": 2})
+    )
+
+    async def handler(event: OutboxEvent) -> None:
+        if event.event_id == bad:
+            raise RuntimeError("bank said \x00 and \ud800")
+
+    relay = _relay(app, producer, {TOPIC: handler}, _Clock(), lease=10, delivery_timeout=5)
+    assert await relay.relay_once() == 1
+    assert (await _row(app, good)).status == "DELIVERED"
+    failed = await _row(app, bad)
+    assert (failed.status, failed.attempts) == ("PENDING", 1)
+    assert "\x00" not in failed.last_error and "bank said" in failed.last_error
+
+
 async def test_run_delivers_soon_after_a_wake(app: AsyncEngine, producer: str) -> None:
     handler = _Recorder()
     relay = _relay(app, producer, {TOPIC: handler}, _Clock(), poll_interval=3600)

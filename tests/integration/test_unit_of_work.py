@@ -71,6 +71,29 @@ async def test_a_connection_killed_mid_transaction_is_unavailable_and_then_recov
         assert (await uow.connection.execute(text("SELECT 1"))).scalar_one() == 1
 
 
+async def test_a_session_bounds_idle_transactions_and_probes_a_silent_client(
+    engine: AsyncEngine,
+) -> None:
+    """A process frozen or cut off mid-transaction does not keep its locks for hours (review
+    of 2026-12-04): PostgreSQL ends the idle transaction, and probes the socket."""
+    async with engine.connect() as conn:
+        shown = {
+            name: await conn.scalar(text(f"SHOW {name}"))
+            for name in (
+                "idle_in_transaction_session_timeout",
+                "tcp_keepalives_idle",
+                "tcp_keepalives_interval",
+                "tcp_keepalives_count",
+            )
+        }
+    assert shown == {
+        "idle_in_transaction_session_timeout": "2min",
+        "tcp_keepalives_idle": "30",
+        "tcp_keepalives_interval": "10",
+        "tcp_keepalives_count": "3",
+    }
+
+
 async def test_without_a_deadline_the_engine_default_still_bounds_statements(infra: Infra) -> None:
     url = infra.postgres.admin_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
     engine = create_engine(url, pool_size=1, application_name="uow-test", statement_timeout_ms=300)

@@ -25,6 +25,7 @@ from vaultpay_common.outbox import (
     backoff_delay,
     encode_payload,
 )
+from vaultpay_common.outbox.sql import LAST_ERROR_LIMIT, truncate_error
 
 # --- messages and payloads -----------------------------------------------------------------
 
@@ -165,3 +166,10 @@ def test_the_pure_modules_do_not_import_sqlalchemy(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     assert not {name for name in imported if name.split(".")[0] in {"sqlalchemy", "grpc"}}
+
+
+def test_an_error_is_cut_to_what_last_error_can_store() -> None:
+    assert truncate_error("refused \x00 \ud800") == "refused \ufffd ?"
+    long = truncate_error("x" * (LAST_ERROR_LIMIT + 50))
+    assert len(long) == LAST_ERROR_LIMIT and long.endswith("…")
+    assert truncate_error("fine") == "fine"

@@ -79,14 +79,29 @@ async def limit_statements_to_deadline(conn: AsyncConnection) -> None:
         await conn.execute(_LIMIT_TO_DEADLINE, {"ms": max(1, math.floor(left * 1000))})
 
 
+# A session of ours never waits this long inside a transaction (the longest legitimate wait
+# is a movement's hold across wallet's PIN check, bounded by the peer timeout): a process that
+# froze or lost its network mid-transaction (a VM pause, a partition) would otherwise keep its
+# row and advisory locks (IDEMPOTENCY_KEY_IN_USE for every retry) and pin the snapshot horizon
+# the audit sealer seals below, until the kernel's keepalive gave up, two hours later.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 120_000
+# PostgreSQL's side of the socket probes a silent client after 30 s, every 10 s, 3 times.
+_KEEPALIVES = {
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
+
+
 def create_engine(
     url: str, *, pool_size: int = 10, application_name: str, statement_timeout_ms: int = 10_000
 ) -> AsyncEngine:
     """An engine with a bounded pool, tagged with the service name.
 
     Every statement is bounded by `statement_timeout_ms` even when the caller sent no
-    deadline (a caller's shorter deadline lowers it per transaction). Bound parameters are
-    kept out of error messages and logs: they can carry personal data.
+    deadline (a caller's shorter deadline lowers it per transaction), and a transaction left
+    idle by a frozen or cut-off process by IDLE_IN_TRANSACTION_TIMEOUT_MS. Bound parameters
+    are kept out of error messages and logs: they can carry personal data.
     """
     engine = create_async_engine(
         url,
@@ -108,6 +123,8 @@ def create_engine(
             "server_settings": {
                 "application_name": application_name,
                 "statement_timeout": str(statement_timeout_ms),
+                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
+                **_KEEPALIVES,
             }
         },
     )

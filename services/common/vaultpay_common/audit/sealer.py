@@ -72,6 +72,14 @@ class AuditSealer:
             if checkpoint is not None:
                 await _require_checkpoint(conn, checkpoint)
             horizon = str(await conn.scalar(_HORIZON))
+            if self._sealed_below is not None and int(horizon) < int(self._sealed_below):
+                # Transaction ids went back (a failover to a standby that lost the tail, a
+                # restore in place): rows below what this sealer remembers may be unsealed.
+                log.warning(
+                    "the database's transaction horizon went back; looking at every row again",
+                    extra={"horizon": horizon, "remembered": self._sealed_below},
+                )
+                self._sealed_below = None
             rows = await self._sealable(conn, horizon)
             seals = seal_rows(self._key, head, rows)
             if seals:

@@ -228,6 +228,13 @@ class OutboxRelay:
         except TimeoutError:
             error = f"delivery timed out after {self._delivery_timeout:g}s"
             self._fail(event, batch, error, permanent=False)
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if this is not None and this.cancelling():
+                raise  # the relay is being stopped
+            # The handler's own (a gRPC call cancelled under it, its channel closed): a failed
+            # delivery, retried; never the end of the relay.
+            self._fail(event, batch, "the delivery was cancelled", permanent=False)
         except Exception as exc:  # any handler failure is retried: at least once, not at most
             self._fail(event, batch, _describe(exc), permanent=False)
         else:

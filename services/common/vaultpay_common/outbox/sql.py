@@ -255,7 +255,11 @@ def _columns() -> Sequence[Any]:
 
 
 def truncate_error(message: str) -> str:
-    return message if len(message) <= LAST_ERROR_LIMIT else message[: LAST_ERROR_LIMIT - 1] + "…"
+    """What `last_error` can store: at most LAST_ERROR_LIMIT characters of valid UTF-8 without
+    NUL (PostgreSQL's text refuses NUL, and asyncpg cannot encode a lone surrogate: either
+    would fail the settlement of the whole round, delivered events included)."""
+    text = message.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= LAST_ERROR_LIMIT else text[: LAST_ERROR_LIMIT - 1] + "…"
 
 
 def _dead(producer: str | None) -> Any:

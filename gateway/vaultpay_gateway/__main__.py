@@ -8,7 +8,8 @@
         [--rate-limit 1000/2000] [--client-rate-limit 100/200] \
         [--rpc-rate-limit vaultpay.auth.v1.AuthService.Login=10/10 …] [--jwks-socket PATH] \
         [--identity-secret-env VAULTPAY_GATEWAY_SECRET | --no-identity] [--no-docs] \
-        [--reflection 127.0.0.1:9090] [--validate]
+        [--reflection 127.0.0.1:9090] [--max-heap-bytes 1073741824] [--max-connections 10000] \
+        [--validate]
 
 Rate limits: `--rate-limit` is the global bucket and `--client-rate-limit` each client
 address's, both RATE[/BURST] per second; `--rpc-rate-limit RPC=RATE[/BURST]` sets a budget
@@ -198,6 +199,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="route gRPC server reflection to this `vaultpay_gateway.reflection` server",
     )
+    add(
+        "--max-heap-bytes",
+        type=int,
+        default=defaults.max_heap_bytes,
+        help="Envoy's heap bound for its overload manager; keep it below the memory limit "
+        f"({defaults.max_heap_bytes})",
+    )
+    add(
+        "--max-connections",
+        type=int,
+        default=defaults.max_downstream_connections,
+        help=f"client connections held at once ({defaults.max_downstream_connections})",
+    )
     add("--validate", action="store_true", help="run `envoy --mode validate` on the result")
     return parser
 
@@ -224,6 +238,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[GatewaySettings, Path
         jwks_socket_path=args.jwks_socket,
         serve_docs=not args.no_docs,
         reflection=args.reflection,
+        max_heap_bytes=args.max_heap_bytes,
+        max_downstream_connections=args.max_connections,
     )
     return settings, args.out, bool(args.validate)
 

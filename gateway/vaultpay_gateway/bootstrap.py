@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vaultpay_gateway._types import Json, typed
+from vaultpay_gateway._types import Json, duration, typed
 from vaultpay_gateway.body_limits import rpc_caps
 from vaultpay_gateway.body_schema import body_schemas
 from vaultpay_gateway.clusters import (
@@ -40,7 +40,14 @@ from vaultpay_gateway.replies import REPLIES_METADATA
 from vaultpay_gateway.routes import REFLECTION_CLUSTER, jwks_route_config, public_route_config
 from vaultpay_gateway.settings import GatewaySettings, HostPort, SettingsError, UnixSocket
 
-__all__ = ["ACCESS_LOG_FORMAT", "address_of", "jwks_uri", "render_bootstrap", "write_bootstrap"]
+__all__ = [
+    "ACCESS_LOG_FORMAT",
+    "address_of",
+    "jwks_uri",
+    "overload_manager",
+    "render_bootstrap",
+    "write_bootstrap",
+]
 
 # Never the Authorization header, never a query string (it may hold a token someone tried
 # to pass as ?access_token=).
@@ -167,6 +174,10 @@ def _public_listener(
         path_with_escaped_slashes_action="REJECT_REQUEST",
         server_name="vaultpay-gateway",
         request_headers_timeout="10s",
+        # The whole request (body, client stream) within the longest RPC timeout and a margin
+        # (`GatewaySettings.request_timeout_seconds`); disarmed once the reply starts, so a
+        # server stream (WatchNotifications) is not cut by it.
+        request_timeout=duration(settings.request_timeout_seconds),
         stream_idle_timeout="300s",
         # Envoy's parser refuses (431) anything beyond this; `request_guard` applies the
         # tighter caps the services need.
@@ -284,7 +295,73 @@ def render_bootstrap(
     return {
         "node": {"id": "vaultpay-gateway", "cluster": "vaultpay-gateway"},
         "admin": {"address": address_of(settings.admin)},
+        "overload_manager": overload_manager(settings),
         "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+_HEAP = "envoy.resource_monitors.fixed_heap"
+_CONNECTIONS = "envoy.resource_monitors.global_downstream_max_connections"
+
+
+def overload_manager(settings: GatewaySettings) -> Json:
+    """Envoy's edge guidance: a heap bound with graduated actions, so a flood of slow or
+    large requests meets refusals and resets, not the kernel's OOM killer; and a bound on the
+    client connections held at once. Streams holding 1 MiB or more of buffers are tracked so
+    that the biggest can be reset first."""
+
+    def above(value: float) -> list[Json]:
+        return [{"name": _HEAP, "threshold": {"value": value}}]
+
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": _HEAP,
+                "typed_config": typed(
+                    "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    max_heap_size_bytes=settings.max_heap_bytes,
+                ),
+            },
+            {
+                "name": _CONNECTIONS,
+                "typed_config": typed(
+                    "envoy.extensions.resource_monitors.downstream_connections.v3."
+                    "DownstreamConnectionsConfig",
+                    max_active_downstream_connections=settings.max_downstream_connections,
+                ),
+            },
+        ],
+        "actions": [
+            {"name": "envoy.overload_actions.shrink_heap", "triggers": above(0.90)},
+            {"name": "envoy.overload_actions.stop_accepting_requests", "triggers": above(0.95)},
+            {
+                "name": "envoy.overload_actions.reset_high_memory_stream",
+                "triggers": [
+                    {
+                        "name": _HEAP,
+                        "scaled": {"scaling_threshold": 0.85, "saturation_threshold": 0.95},
+                    }
+                ],
+            },
+            {
+                "name": "envoy.overload_actions.reduce_timeouts",
+                "triggers": [
+                    {
+                        "name": _HEAP,
+                        "scaled": {"scaling_threshold": 0.80, "saturation_threshold": 0.95},
+                    }
+                ],
+                "typed_config": typed(
+                    "envoy.config.overload.v3.ScaleTimersOverloadActionConfig",
+                    timer_scale_factors=[
+                        {"timer": "HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_scale": {"value": 10}},
+                        {"timer": "HTTP_DOWNSTREAM_STREAM_IDLE", "min_scale": {"value": 10}},
+                    ],
+                ),
+            },
+        ],
+        "buffer_factory_config": {"minimum_account_to_track_power_of_two": 20},
     }
 
 

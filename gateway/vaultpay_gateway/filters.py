@@ -72,9 +72,12 @@ HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
 
 
 def router() -> Json:
+    # No x-envoy-upstream-service-time (or other x-envoy-*) on replies: nothing for clients.
     return {
         "name": "envoy.filters.http.router",
-        "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
+        "typed_config": typed(
+            "envoy.extensions.filters.http.router.v3.Router", suppress_envoy_headers=True
+        ),
     }
 
 
@@ -223,12 +226,16 @@ def public_http_filters(
             contract.enums if contract is not None else None,
             _field_message_types(contract) if contract is not None else (),
         ),
-        client_ratelimit_filter(settings),
-        *body_limit_filters(settings, rpc_caps),
+        # Before every filter that answers by itself (replies apart), so that a browser can
+        # read their refusals too (a 429's Retry-After, a 413): a filter's own reply carries
+        # CORS headers only when cors saw the request on its way in. Preflights are answered
+        # here, before the rate limits: cheap replies, cached by browsers for 10 minutes.
         {
             "name": "envoy.filters.http.cors",
             "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
+        client_ratelimit_filter(settings),
+        *body_limit_filters(settings, rpc_caps),
         request_guard_filter(settings.max_path_bytes, settings.max_header_bytes),
         capture_filter(),
         grpc_json_transcoder(

@@ -12,8 +12,10 @@ contract's descriptor set, and Envoy routes both paths to it (`GatewaySettings.r
 What it shows is exactly what the gateway routes (`contract.ApiContract.routed_rpcs`):
 
 - internal services (`…InternalService`, or every RPC `internal`) are removed from the files
-  it serves, so `list` does not name them and `describe` does not find them (their request
-  messages stay: they are plain types);
+  it serves, so `list` does not name them and `describe` does not find them; nor their
+  messages: a `vaultpay.*` message no routed RPC's request or reply reaches (through its
+  fields), and no extension declares, is removed too, so `describe
+  vaultpay.auth.v1.IssueServiceTokenRequest` finds nothing (enums stay: plain values);
 - RPCs of public services that the gateway does not route (marked `internal`, or without an
   access rule) are removed from their service.
 
@@ -77,6 +79,7 @@ def public_descriptors(descriptor_set: Path) -> PublicDescriptors:
         routed.setdefault(rpc.service, set()).add(rpc.name)
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
     pool = descriptor_pool.DescriptorPool()
+    trimmed_files: list[descriptor_pb2.FileDescriptorProto] = []
     for file in files:
         trimmed = descriptor_pb2.FileDescriptorProto()
         trimmed.CopyFrom(file)
@@ -90,10 +93,50 @@ def public_descriptors(descriptor_set: Path) -> PublicDescriptors:
                 kept.CopyFrom(service)
                 del kept.method[:]
                 kept.method.extend(m for m in service.method if m.name in methods)
+        trimmed_files.append(trimmed)
+    reachable = _reachable_messages(trimmed_files)
+    for trimmed in trimmed_files:
+        if trimmed.package.startswith("vaultpay."):
+            used = [m for m in trimmed.message_type if f"{trimmed.package}.{m.name}" in reachable]
+            del trimmed.message_type[:]
+            trimmed.message_type.extend(used)
         # Files come in dependency order (protoc --include_imports), as Add requires.
         pool.Add(trimmed)
     services = tuple(sorted(routed))
     return PublicDescriptors(pool, services)
+
+
+def _reachable_messages(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> set[str]:
+    """Full names (no leading dot) of the messages the kept services' RPCs and the files'
+    extensions reach, following message-typed fields (nested messages included)."""
+    messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+
+    def index(prefix: str, found: Sequence[descriptor_pb2.DescriptorProto]) -> None:
+        for message in found:
+            name = f"{prefix}.{message.name}"
+            messages[name] = message
+            index(name, message.nested_type)
+
+    roots: list[str] = []
+    for file in files:
+        index(file.package, file.message_type)
+        roots += [m.input_type for s in file.service for m in s.method]
+        roots += [m.output_type for s in file.service for m in s.method]
+        roots += [e.type_name for e in file.extension if e.type_name]
+    reached: set[str] = set()
+    pending = [name.lstrip(".") for name in roots]
+    while pending:
+        name = pending.pop()
+        if name in reached or name not in messages:
+            continue
+        reached.add(name)
+        # Its enclosing messages are kept with it (a nested type lives in its parent).
+        parent = name.rsplit(".", 1)[0]
+        pending.append(parent)
+        message = messages[name]
+        pending += [f.type_name.lstrip(".") for f in message.field if f.type_name]
+        pending += [f"{name}.{nested.name}" for nested in message.nested_type]
+    return reached
 
 
 def _v1_handler(servicer: reflection_pb2_grpc.ServerReflectionServicer) -> grpc.GenericRpcHandler:

@@ -309,6 +309,15 @@ def _default_rpc_limits() -> Mapping[str, RpcLimits]:
     return DEFAULT_RPC_LIMITS
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a DNS name: it may resolve to anything
+
+
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """Everything the gateway's Envoy bootstrap is rendered from."""
@@ -367,6 +376,23 @@ class GatewaySettings:
     # The reflection server (`python -m vaultpay_gateway.reflection`) that answers gRPC
     # server reflection for the public API through the gateway; None: reflection is not routed.
     reflection: HostPort | None = None
+    # Envoy's overload manager: the heap Envoy may grow to (it shrinks its heap at 90 %,
+    # resets the streams holding the most buffered memory from 85 to 95 %, shortens idle
+    # timeouts, and stops accepting requests at 95 %), and the client connections it holds at
+    # once. Keep the heap below the process's memory limit (a container's, say).
+    max_heap_bytes: int = 1024 * MiB
+    max_downstream_connections: int = 10_000
+
+    @property
+    def request_timeout_seconds(self) -> float:
+        """How long a request may take to arrive whole (its body included, a client stream's
+        too): the longest RPC timeout and a margin. A body that trickles in (one byte now and
+        then restarts every idle timer) cannot hold its buffers for longer."""
+        longest = max(
+            [self.unary_timeout_seconds]
+            + [r.timeout_seconds for r in self.rpc_limits.values() if r.timeout_seconds]
+        )
+        return longest + 15.0
 
     @property
     def jwks_socket(self) -> str:
@@ -400,6 +426,15 @@ class GatewaySettings:
             raise SettingsError("unary_timeout_seconds must be positive")
         if self.upstream_keepalive_seconds <= 0:
             raise SettingsError("upstream_keepalive_seconds must be positive")
+        if self.max_heap_bytes < 64 * MiB:
+            raise SettingsError("max_heap_bytes must be at least 64 MiB")
+        if self.max_downstream_connections < 1:
+            raise SettingsError("max_downstream_connections must be positive")
+        if isinstance(self.admin, HostPort) and not _is_loopback(self.admin.host):
+            raise SettingsError(
+                "the admin interface can stop Envoy and dump its config: bind it to a loopback "
+                f"address or a Unix socket, not {self.admin.host}"
+            )
         for origin in self.cors_origins:
             if origin == "*" or "://" not in origin or origin.endswith("/"):
                 raise SettingsError(

@@ -268,12 +268,12 @@ def test_filter_order(descriptor_set: Path) -> None:
     assert names == [
         "envoy.filters.http.header_mutation",
         "vaultpay.replies",
+        "envoy.filters.http.cors",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.body_size_limit",
         # Off unless a route turns them on: the KYC file routes' caps (gRPC, JSON).
         f"vaultpay.body_size_limit.{10 * MiB + 64 * 1024}",
         f"vaultpay.body_size_limit.{14 * MiB}",
-        "envoy.filters.http.cors",
         "vaultpay.request_guard",
         "vaultpay.json_body.capture",
         "envoy.filters.http.grpc_json_transcoder",
@@ -739,3 +739,41 @@ def test_the_wrong_audience_mappers_answer_401(descriptor_set: Path) -> None:
 
     assert len(to_401) == 1
     assert "jwt_authn_access_denied" in json.dumps(to_401[0]["filter"])
+
+
+def test_envoy_bounds_its_heap_and_connections_and_a_trickling_request(
+    descriptor_set: Path, tmp_path: Path
+) -> None:
+    """Review of 2026-12-04: bodies that trickle in (a byte every few minutes restarts every
+    idle timer) could hold 14 MiB buffers each until Envoy's memory ran out: the whole
+    request must arrive within the longest RPC timeout (60 s, KYC files) and 15 s, and the
+    overload manager acts on the heap before the kernel's OOM killer would."""
+    config = _render(descriptor_set, max_heap_bytes=192 * MiB, max_downstream_connections=500)
+
+    assert _public_hcm(config)["request_timeout"] == "75s"
+    overload = config["overload_manager"]
+    monitors = {m["name"]: m["typed_config"] for m in overload["resource_monitors"]}
+    heap = monitors["envoy.resource_monitors.fixed_heap"]
+    assert heap["max_heap_size_bytes"] == 192 * MiB
+    connections = monitors["envoy.resource_monitors.global_downstream_max_connections"]
+    assert connections["max_active_downstream_connections"] == 500
+    actions = {a["name"] for a in overload["actions"]}
+    assert {
+        "envoy.overload_actions.stop_accepting_requests",
+        "envoy.overload_actions.reset_high_memory_stream",
+        "envoy.overload_actions.reduce_timeouts",
+    } <= actions
+    out = tmp_path / "envoy.json"
+    flags = ["--max-heap-bytes", str(192 * MiB), "--max-connections", "500", "--validate"]
+    code = main(["--descriptor", str(descriptor_set), "--out", str(out), *flags])
+    assert code == 0  # Envoy accepts it
+    assert json.loads(out.read_text())["overload_manager"] == overload
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "gateway.internal"])
+def test_the_admin_interface_is_never_bound_beyond_loopback(
+    descriptor_set: Path, host: str
+) -> None:
+    with pytest.raises(SettingsError, match="admin interface"):
+        GatewaySettings(descriptor_set=descriptor_set, admin=HostPort(host, 9901))
+    GatewaySettings(descriptor_set=descriptor_set, admin=HostPort("::1", 9901))

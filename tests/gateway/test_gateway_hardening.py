@@ -22,6 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from tests.gateway.auth_double import RETRY_DELAY, SigningKey
+from tests.gateway.conftest import ALLOWED_ORIGIN, MAX_REQUEST_BYTES
 from tests.gateway.harness import (
     GatewayUnderTest,
     Reply,
@@ -77,6 +78,7 @@ def hardened(
             )
         },
         ready_listen=envoy_port(),
+        cors_origins=(ALLOWED_ORIGIN,),
     )
     running = start_gateway(workdir, settings, env={"VAULTPAY_GATEWAY_SECRET": GATEWAY_SECRET})
     try:
@@ -112,6 +114,34 @@ def test_a_flooding_client_is_refused_while_another_client_gets_through(
     assert_gateway_error(refused, 429, 8, "RATE_LIMITED")
     assert 1 <= _retry_after(refused) <= 60
     assert passed.status == 200, passed.body
+
+
+def test_a_browser_can_read_the_gateways_own_refusals(
+    hardened: GatewayUnderTest, gateway: GatewayUnderTest
+) -> None:
+    """A 429 of the rate limit (with its Retry-After) and a 413 of the body cap carry the
+    CORS headers of an allowed origin (review of 2026-12-04: the filters that answer them ran
+    before cors, so a browser could read neither)."""
+    flooder, origin = "127.0.0.9", {"origin": ALLOWED_ORIGIN}
+    for _ in range(CLIENT_BURST):
+        hardened.call("GET", "/v1/auth/jwks", headers=origin, source=flooder)
+    limited = hardened.call("GET", "/v1/auth/jwks", headers=origin, source=flooder)
+    too_large = gateway.call(
+        "POST", "/v1/auth/login", "x" * (MAX_REQUEST_BYTES + 1), {**JSON, **origin}
+    )
+
+    assert_gateway_error(limited, 429, 8, "RATE_LIMITED")
+    assert_gateway_error(too_large, 413, 8, "PAYLOAD_TOO_LARGE")
+    for reply in (limited, too_large):
+        assert reply.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    assert "retry-after" in limited.headers["access-control-expose-headers"]
+
+
+def test_replies_carry_no_envoy_headers(gateway: GatewayUnderTest) -> None:
+    reply = gateway.call("GET", "/v1/auth/jwks")
+
+    assert reply.status == 200
+    assert not [h for h in reply.headers if h.startswith("x-envoy-")], reply.headers
 
 
 def test_a_rate_limited_json_call_says_so_in_words(hardened: GatewayUnderTest) -> None:

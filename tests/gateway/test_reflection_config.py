@@ -56,6 +56,33 @@ def test_the_real_contract_lists_exactly_its_public_services(descriptor_set: Pat
     assert not [s for s in services if s.endswith("InternalService")]
 
 
+@pytest.mark.parametrize(
+    "internal",
+    [
+        "vaultpay.auth.v1.IssueServiceTokenRequest",
+        "vaultpay.auth.v1.PollSessionRevocationsResponse",
+        "vaultpay.wallet.v1.VerifyTransferPinRequest",
+        "vaultpay.wallet.v1.CreateNotificationRequest",
+    ],
+)
+def test_the_internal_services_messages_are_not_described(
+    descriptor_set: Path, internal: str
+) -> None:
+    """Review of 2026-12-04: `describe vaultpay.auth.v1.IssueServiceTokenRequest` through the
+    gateway named `client_secret`, and VerifyTransferPinRequest its `pin` and `client_ip`."""
+    pool = public_descriptors(descriptor_set).pool
+
+    with pytest.raises(KeyError):
+        pool.FindMessageTypeByName(internal)
+    # What the routed RPCs use is all there, nested and shared types included.
+    login = pool.FindMessageTypeByName("vaultpay.auth.v1.LoginRequest")
+    assert login.fields_by_name["password"]
+    send = pool.FindMethodByName("vaultpay.transfer.v1.TransferService.SendMoney")
+    amount = send.input_type.fields_by_name["amount"].message_type
+    assert amount is not None and amount.full_name
+    assert pool.FindMessageTypeByName("vaultpay.transfer.v1.Transaction")
+
+
 def test_without_a_reflection_server_reflection_is_not_routed(descriptor_set: Path) -> None:
     config = _render(descriptor_set)
 

@@ -54,6 +54,7 @@ from vaultpay_gateway.settings import GatewaySettings, RateLimit
 __all__ = [
     "HEADER_MUTATION_FILTER",
     "INTERNAL_REPLY_HEADERS",
+    "JWT_BEFORE_BODY_FILTER",
     "JWT_FILTER",
     "JWT_PROVIDER",
     "JWT_REQUIREMENT",
@@ -66,6 +67,9 @@ __all__ = [
 ]
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
+# The same check, before any body is buffered, on the routes that turn it on (the JSON route
+# of a KYC file: a 14 MiB body is held whole before the transcoder and the JWT_FILTER).
+JWT_BEFORE_BODY_FILTER = "vaultpay.jwt_authn.before_body"
 JWT_PROVIDER = "vaultpay_auth"
 JWT_REQUIREMENT = "access_token"
 HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
@@ -156,8 +160,9 @@ def _header_mutation() -> Json:
     }
 
 
-def jwt_authn(settings: GatewaySettings, jwks_uri: str) -> Json:
-    """Edge JWT check; which routes need it is decided per route (`PerRouteConfig`).
+def jwt_authn(settings: GatewaySettings, jwks_uri: str, name: str = JWT_FILTER) -> Json:
+    """Edge JWT check; which routes need it is decided per route (`PerRouteConfig`; a route
+    without one is not checked by this instance).
 
     Tokens are read only from `Authorization: Bearer` (never `?access_token=`, GATEWAY.md
     item 7) and forwarded untouched, because every service verifies them again.
@@ -184,7 +189,7 @@ def jwt_authn(settings: GatewaySettings, jwks_uri: str) -> Json:
         },
     }
     return {
-        "name": JWT_FILTER,
+        "name": name,
         "typed_config": typed(
             "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
             providers={JWT_PROVIDER: provider},
@@ -235,6 +240,9 @@ def public_http_filters(
             "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
         client_ratelimit_filter(settings),
+        # Off but where a route turns it on (the KYC file's JSON route): a bad token is
+        # refused before its body (up to 14 MiB) is read, not after it was buffered whole.
+        jwt_authn(settings, jwks_uri, JWT_BEFORE_BODY_FILTER),
         *body_limit_filters(settings, rpc_caps),
         request_guard_filter(settings.max_path_bytes, settings.max_header_bytes),
         capture_filter(),

@@ -33,6 +33,7 @@ from vaultpay_gateway.docs import DocsSite, docs_routes
 from vaultpay_gateway.errors import NOT_FOUND_TEXT
 from vaultpay_gateway.filters import (
     HEADER_MUTATION_FILTER,
+    JWT_BEFORE_BODY_FILTER,
     JWT_FILTER,
     JWT_REQUIREMENT,
     TRANSCODER_FILTER,
@@ -232,6 +233,11 @@ def _json_limit_routes(
                     **_json_reply_headers(),
                     TRANSCODER_FILTER: transcoder,
                     **body_limit_per_route(cap.json_request_bytes, settings.max_request_bytes),
+                    **(
+                        {}
+                        if _is_public(cap.rpc)
+                        else {JWT_BEFORE_BODY_FILTER: _jwt_per_route(cap.rpc)}
+                    ),
                 },
             }
             for binding in cap.rpc.http

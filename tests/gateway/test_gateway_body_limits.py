@@ -153,6 +153,21 @@ def test_a_json_body_over_the_raised_cap_is_413_status_json_before_it_is_sent(
     assert kyc_double.servicer.calls == calls_before
 
 
+def test_a_bad_token_is_refused_before_a_kyc_body_is_read(
+    capped_gateway: GatewayUnderTest, kyc_double: ThreadedKycDouble
+) -> None:
+    """Any Authorization header opens the 14 MiB route, whose body is buffered whole before
+    the transcoder and jwt_authn: a junk token is now refused at the headers (review of
+    2026-12-04), not after Envoy held a body that trickled in. The body is never sent here:
+    the answer comes first, or the call times out."""
+    calls_before = kyc_double.servicer.calls
+
+    refused = announced(capped_gateway, SUBMIT, JSON_CAP - 1, {"authorization": "Bearer junk"})
+
+    assert_gateway_error(refused, 401, 16, "TOKEN_INVALID")
+    assert kyc_double.servicer.calls == calls_before
+
+
 def test_unknown_fields_are_refused_in_a_body_of_the_raised_cap(
     capped_gateway: GatewayUnderTest, kyc_double: ThreadedKycDouble, token: dict[str, str]
 ) -> None:

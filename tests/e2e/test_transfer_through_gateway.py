@@ -158,6 +158,16 @@ def test_the_money_journey_through_the_gateway(
         "TRANSACTION_TYPE_DEBIT",
         str(500_000 - 125_050),
     )
+    # The sender's side as the issue lists it: note, request id, counterparty, times.
+    assert (debit["note"], debit["requestId"], debit["status"]) == (
+        "dinner",
+        send["requestId"],
+        "TRANSACTION_STATUS_COMPLETED",
+    )
+    assert debit["amount"] == inr(125_050)
+    assert debit["counterparty"]["walletId"] == bob.wallet_id
+    assert debit["counterparty"]["displayName"] == "E2E Person"
+    assert debit["createTime"] and debit["completeTime"], debit
     assert _call(gateway, alice, "POST", "/v1/transactions:send", send).body == sent.body
     # A retry is answered whatever PIN it carries (a replay that compared the PIN would tell
     # a guess right or wrong without wallet's lockout); another amount is another request.
@@ -260,6 +270,9 @@ def test_the_money_journey_through_the_gateway(
         alice.wallet_id,
     )
     assert received["requestId"] == ""
+    assert (received["note"], received["amount"]) == ("dinner", inr(125_050))
+    assert received["balanceAfter"] == inr(125_050)
+    assert received["createTime"] == debit["createTime"], (received, debit)
 
     # Lookups: by reference (each sees their own side), by request id, and never another's.
     for person, kind in ((alice, "TRANSACTION_TYPE_DEBIT"), (bob, "TRANSACTION_TYPE_CREDIT")):
@@ -269,6 +282,9 @@ def test_the_money_journey_through_the_gateway(
     assert by_request.body["transaction"]["transactionId"] == debit["transactionId"]
     assert _call(gateway, bob, "GET", f"/v1/transactions/request/{send['requestId']}").status == 404
     assert _call(gateway, bob, "GET", f"/v1/transactions/{debit['transactionId']}").status == 404
+    outsider = new_person(gateway, pin=PIN)  # neither side of it: the reference is not theirs
+    stranger = _call(gateway, outsider, "GET", f"/v1/transactions/reference/{reference}")
+    assert (stranger.status, stranger.error_reason()) == (404, "TRANSACTION_NOT_FOUND")
 
     # Both notifications, delivered through wallet within moments of the commit.
     eventually(lambda: any(t.startswith("You sent 1,250.50 INR") for t in _notes(gateway, alice)))
@@ -374,6 +390,61 @@ def test_a_frozen_wallet_is_refused_before_a_wrong_pin_counts(gateway: Gateway, 
     assert (top_up.status, top_up.error_reason()) == (400, "WALLET_FROZEN"), top_up.body
     assert _metadata(top_up) == {"freeze_reason": "FREEZE_REASON_SELF"}
     assert "unfreeze it" in str(top_up.body["message"]), top_up.body
+
+
+async def test_sends_and_withdrawals_tell_a_missing_pin_and_share_the_pin_lockout(
+    gateway: Gateway, mesh: Mesh, people: tuple[Person, Person]
+) -> None:
+    """PIN_NOT_SET and PIN_LOCKED reach a SendMoney and a Withdraw from the real wallet, and a
+    refusal moves nothing. One lockout rule for all: three wrong PINs through sends lock the
+    wallet for sends, withdrawals and the holder's own PIN check alike, the right PIN too."""
+    alice, bob = people
+    no_pin = new_person(gateway)
+    await approve_kyc(mesh, no_pin)
+    _top_up(gateway, no_pin, 10_000)
+    _top_up(gateway, alice, 10_000)
+    send = {"recipientWalletId": bob.wallet_id, "amount": inr(100)}
+    withdrawal = {
+        "amount": inr(100),
+        "bankAccount": {
+            "accountNumber": "123456789012",
+            "ifsc": "HDFC0001234",
+            "accountHolderName": "E2E Person",
+        },
+    }
+    for path, body in (("/v1/transactions:send", send), ("/v1/transactions:withdraw", withdrawal)):
+        unset = _call(gateway, no_pin, "POST", path, {**body, "requestId": rid(), "pin": PIN})
+        assert (unset.status, unset.error_reason()) == (400, "PIN_NOT_SET"), unset.body
+
+    remaining = []
+    for _ in range(3):
+        wrong = _call(
+            gateway,
+            alice,
+            "POST",
+            "/v1/transactions:send",
+            {**send, "requestId": rid(), "pin": "0000"},
+        )
+        remaining.append((wrong.status, wrong.error_reason(), _metadata(wrong)))
+    assert [r[:2] for r in remaining] == [(400, "INVALID_PIN")] * 2 + [(400, "PIN_LOCKED")]
+    assert [r[2].get("remaining_attempts") for r in remaining[:2]] == ["2", "1"]
+    until = remaining[2][2]["until"]
+    assert until.endswith("Z"), remaining[2]
+    for path, body in (("/v1/transactions:send", send), ("/v1/transactions:withdraw", withdrawal)):
+        locked = _call(gateway, alice, "POST", path, {**body, "requestId": rid(), "pin": PIN})
+        assert (locked.status, locked.error_reason()) == (400, "PIN_LOCKED"), locked.body
+        assert _metadata(locked)["until"] == until
+    verify = _call(
+        gateway, alice, "POST", "/v1/wallets/me/pin:verify", {"requestId": rid(), "pin": PIN}
+    )
+    assert (verify.status, verify.error_reason()) == (400, "PIN_LOCKED"), verify.body
+    assert (_balance(gateway, alice), _balance(gateway, no_pin), _balance(gateway, bob)) == (
+        10_000,
+        10_000,
+        0,
+    )
+    history = _call(gateway, alice, "GET", "/v1/transactions")
+    assert [t["category"] for t in history.body["transactions"]] == ["TRANSACTION_CATEGORY_TOP_UP"]
 
 
 def _withdraw(gateway: Gateway, person: Person, amount: int, account: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""README's error-reason tables list every reason the gateway and auth produce, each with the
+"""README's error-reason tables list every reason the gateway, auth and the money movements produce, each with the
 gRPC code and HTTP status the code gives it, and its KYC examples use a file that ships."""
 
 from __future__ import annotations
@@ -101,3 +101,55 @@ def test_the_kyc_examples_read_a_file_that_ships() -> None:
         assert path.is_file(), name
         assert path.read_bytes().startswith(b"%PDF-"), name
     assert "scan.pdf" not in README
+
+
+def _transfer_listed() -> dict[str, set[str]]:
+    """The transfer section's "Error reasons (HTTP status)" paragraph: each reason (or group
+    of reasons joined by ` / `) followed by its status, as `REASON` (NNN."""
+    start = README.index("Error reasons (HTTP status):", README.index("## The transfer service"))
+    paragraph = README[start : README.index("\n\n", start)]
+    listed: dict[str, set[str]] = {}
+    for group, status in re.findall(r"((?:`[A-Z_]+`\s*/\s*)*`[A-Z_]+`)\s*\((\d{3})", paragraph):
+        for reason in re.findall(r"`([A-Z_]+)`", group):
+            listed.setdefault(reason, set()).add(status)
+    return listed
+
+
+def _transfer_expected() -> set[tuple[str, str]]:
+    from vaultpay_common.db import DatabaseUnavailableError
+    from vaultpay_common.errors import DeadlineExceededError
+    from vaultpay_common.idempotency import IdempotencyKeyInUseError, IdempotencyKeyReusedError
+    from vaultpay_transfer.domain import errors as transfer_errors
+    from vaultpay_wallet.domain import errors as wallet_errors
+
+    classes: list[type[DomainError]] = [
+        c
+        for c in (getattr(transfer_errors, name) for name in transfer_errors.__all__)
+        if isinstance(c, type) and issubclass(c, DomainError) and c.reason.isupper()
+    ]
+    # A movement's PIN check at wallet, passed through as wallet answers it.
+    classes += [
+        wallet_errors.InvalidPinError,
+        wallet_errors.PinLockedError,
+        wallet_errors.PinNotSetError,
+        wallet_errors.PinCheckInProgressError,
+        wallet_errors.PinChangedError,
+        IdempotencyKeyInUseError,
+        IdempotencyKeyReusedError,
+        DatabaseUnavailableError,
+        DeadlineExceededError,
+    ]
+    skipped = {"FAILED_PRECONDITION"}  # bases whose subclasses carry the reasons
+    return {(c.reason, str(_HTTP[c.kind])) for c in classes if c.reason not in skipped} | {
+        ("INVALID_ARGUMENT", "400")
+    }
+
+
+def test_every_transfer_reason_is_in_the_readme_with_its_http_status() -> None:
+    """The movements' reasons, kept in step with the code (an acceptance audit of
+    2026-12-04 found the list checked by hand only)."""
+    listed = _transfer_listed()
+
+    for reason, status in sorted(_transfer_expected()):
+        assert reason in listed, f"README's transfer reasons do not list {reason}"
+        assert listed[reason] == {status}, (reason, status, listed[reason])

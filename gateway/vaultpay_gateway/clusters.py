@@ -9,6 +9,7 @@ __all__ = [
     "ADMIN_CLUSTER",
     "JWKS_CLUSTER",
     "JWKS_LISTENER",
+    "MAX_UPSTREAM_REQUESTS",
     "admin_cluster",
     "jwks_cluster",
     "upstream_cluster",
@@ -43,6 +44,13 @@ def _endpoint(address: Json) -> Json:
     return {"endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}
 
 
+# Requests in flight to one service at once. Envoy's default, 1,024, counts every open
+# WatchNotifications stream (up to 5 a user, each open for as long as its client likes): some
+# 200 watching users would have filled it, and every other call to wallet answered 503 at
+# once. The per-client and per-RPC rate limits, and each service's own, bound the unary load.
+MAX_UPSTREAM_REQUESTS = 20_000
+
+
 def upstream_cluster(
     name: str, address: HostPort, health: HealthCheck, keepalive_seconds: float = 30.0
 ) -> Json:
@@ -63,6 +71,7 @@ def upstream_cluster(
             **_endpoint({"socket_address": {"address": address.host, "port_value": address.port}}),
         },
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        "circuit_breakers": {"thresholds": [{"max_requests": MAX_UPSTREAM_REQUESTS}]},
         "health_checks": [
             {
                 "timeout": duration(health.timeout_seconds),

@@ -779,3 +779,17 @@ def test_the_admin_interface_is_never_bound_beyond_loopback(
     with pytest.raises(SettingsError, match="admin interface"):
         GatewaySettings(descriptor_set=descriptor_set, admin=HostPort(host, 9901))
     GatewaySettings(descriptor_set=descriptor_set, admin=HostPort("::1", 9901))
+
+
+def test_open_streams_do_not_use_up_a_services_request_budget(descriptor_set: Path) -> None:
+    """Review of 2026-12-04: Envoy's default of 1,024 requests in flight per cluster counted
+    every open WatchNotifications stream, so a few hundred watching users would have made
+    every other wallet call 503."""
+    config = _render(descriptor_set)
+
+    services = {"auth", "wallet", "transfer", "kyc"}
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert services <= clusters.keys()
+    for name in services:
+        (thresholds,) = clusters[name]["circuit_breakers"]["thresholds"]
+        assert thresholds["max_requests"] >= 20_000, name

@@ -90,5 +90,10 @@ bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmarks (auth+wallet, kyc
 	@$(PY) -m tests.bench.kyc $(BENCH_ARGS)
 	@$(PY) -m tests.bench.transfer $(BENCH_ARGS)
 
-clean: ## remove the virtualenv, build outputs and local state
+clean: ## stop a `make run` mesh, then remove the virtualenv, build outputs and local state (var/, its keys too)
+	@if [ -x $(PY) ] && [ -d var ]; then $(PY) -m vaultpay_devstack.cli stop; fi
+	@if [ -n "$${VAULTPAY_POSTGRES_ADMIN_URL:-}" ] && [ "$${CONFIRM:-}" != 1 ] && [ -e var/secrets.json ]; then \
+	  echo "refusing: var/secrets.json holds the keys of the databases on VAULTPAY_POSTGRES_ADMIN_URL's server (auth's signing keys, the KYC documents' keys, the audit chain's key): without them those databases cannot be read. make clean CONFIRM=1 deletes them anyway." >&2; \
+	  exit 2; \
+	fi
 	rm -rf $(VENV) build var

@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from tests.support import use_transfer_settings
+from vaultpay_common.cli import EXIT_INTERNAL
 from vaultpay_transfer.entrypoints.cli import cli
 
 
@@ -105,11 +106,13 @@ def test_a_lost_connection_inside_a_sqlalchemy_error_is_an_outage_too() -> None:
     assert not _database_unreachable(KeyError("a bug"))
 
 
-def test_a_bug_is_a_traceback_not_bad_input(
-    unreachable_database: str, monkeypatch: pytest.MonkeyPatch
+def test_a_bug_is_a_traceback_and_exit_70_not_bad_input_nor_a_failed_check(
+    unreachable_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A KeyError/IndexError inside a command is a bug (exit 1 with its traceback), not the
-    operator's bad input (exit 2), as `except LookupError` made it."""
+    """A KeyError/IndexError inside a command is a bug, not the operator's bad input (exit 2,
+    as `except LookupError` made it), nor a broken chain or ledger: exit 1 is what a scheduled
+    `verify-audit` pages on, so a bug is exit 70 (EX_SOFTWARE) with its traceback (review of
+    2026-12-04: it was exit 1)."""
 
     async def broken(*_: object) -> int:
         facts: dict[str, int] = {}
@@ -117,8 +120,37 @@ def test_a_bug_is_a_traceback_not_bad_input(
 
     command = next(c for c in cli._commands if c.name == "verify-audit")
     monkeypatch.setattr(command, "runner", broken)
-    with pytest.raises(KeyError):
-        cli.main(["verify-audit"])
+    assert cli.main(["verify-audit"]) == EXIT_INTERNAL == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError" in err
+    assert err.splitlines()[-1].endswith("(KeyError); exit 70, not a failed check")
+
+
+def test_a_missing_grant_is_a_settings_problem(
+    unreachable_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class InsufficientPrivilegeError(Exception):
+        sqlstate = "42501"
+
+    async def refused(*_: object) -> int:
+        raise RuntimeError("a statement failed") from InsufficientPrivilegeError(
+            "permission denied"
+        )
+
+    command = next(c for c in cli._commands if c.name == "verify-ledger")
+    monkeypatch.setattr(command, "runner", refused)
+    assert cli.main(["verify-ledger"]) == 2
+    assert "insufficient_privilege" in capsys.readouterr().err
+
+
+def test_a_database_url_without_asyncpg_is_named_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRANSFER_DATABASE_URL", "postgresql://u:sekret@127.0.0.1:1/db")
+    assert cli.main(["verify-ledger"]) == 2
+    err = capsys.readouterr().err
+    assert "TRANSFER_DATABASE_URL: Value error, must start with postgresql+asyncpg://" in err
+    assert "sekret" not in err
 
 
 def test_a_command_past_its_time_bound_exits_3_not_bad_input(

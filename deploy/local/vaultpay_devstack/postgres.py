@@ -294,8 +294,12 @@ def start_postgres(
 def connect_postgres(admin_url: str) -> PostgresServer:
     """An existing server from its superuser URL, checked by connecting once."""
     parts = urlsplit(admin_url)
-    if parts.scheme not in {"postgres", "postgresql"} or not parts.hostname:
-        raise ValueError(f"expected postgresql://user@host:port/db, got {admin_url!r}")
+    if parts.scheme not in {"postgres", "postgresql", "postgresql+asyncpg"} or not parts.hostname:
+        # Never the URL itself: it carries the superuser's password.
+        raise StartupError(
+            "VAULTPAY_POSTGRES_ADMIN_URL must be postgresql://user:password@host:port/db "
+            f"(scheme {parts.scheme or 'missing'!r}{'' if parts.hostname else ', no host'})"
+        )
     server = PostgresServer(
         host=parts.hostname,
         port=parts.port or 5432,

@@ -119,7 +119,11 @@ def connect_redis(url: str) -> RedisServer:
     """An existing Redis from its URL (the database number is ignored), checked with PING."""
     parts = urlsplit(url)
     if parts.scheme != "redis" or not parts.hostname:
-        raise ValueError(f"expected redis://host:port[/db], got {url!r}")
+        # Never the URL itself: it may carry the password.
+        raise StartupError(
+            "VAULTPAY_REDIS_URL must be redis://[:password@]host:port[/db] "
+            f"(scheme {parts.scheme or 'missing'!r}{'' if parts.hostname else ', no host'})"
+        )
     server = RedisServer(parts.hostname, parts.port or 6379, parts.password)
     if not server.ping():
         raise StartupError(f"Redis at {server.host}:{server.port} does not answer PING")

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,7 @@ from vaultpay_common.pg_failures import connection_lost
 
 __all__ = [
     "EXIT_CHECK_FAILED",
+    "EXIT_INTERNAL",
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
@@ -71,6 +73,9 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+# An unexpected failure (a bug, or a setting nothing checked): never 1, which a scheduled
+# `verify-ledger` or `verify-audit` reads as "an invariant broke". EX_SOFTWARE of sysexits.h.
+EXIT_INTERNAL = 70
 READ_ONLY = "nothing was changed"
 # What a command that writes says when it does not say better.
 MAY_HAVE_STOPPED = "it may have stopped part-way: check what it did before running it again"
@@ -274,7 +279,23 @@ class ServiceCli(Generic[S]):
             if isinstance(exc, DomainError):
                 print(f"error: {exc.message}", file=sys.stderr)
                 return EXIT_USAGE
-            raise  # a bug: its traceback, exit 1
+            if _lacks_privilege(exc):
+                prefix = self._env_prefix
+                print(
+                    "error: the database role may not do this (insufficient_privilege): check "
+                    f"{prefix}DATABASE_URL's role and that `migrate` ran (it grants)",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            # A bug, or a setting nothing checked: its traceback for whoever debugs it, and an
+            # exit code of its own (1 means a check failed).
+            traceback.print_exc(file=sys.stderr)
+            print(
+                f"error: {self.prog} failed unexpectedly ({type(exc).__name__}); "
+                f"exit {EXIT_INTERNAL}, not a failed check",
+                file=sys.stderr,
+            )
+            return EXIT_INTERNAL
 
     def _migrate(self, settings: S) -> int:
         if settings.migration_database_url is None:
@@ -318,6 +339,16 @@ def _database_unreachable(exc: BaseException) -> bool:
 
 # PostgreSQL refused the settings themselves: a wrong user or password, no such database.
 _REFUSED_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
+
+
+def _lacks_privilege(exc: BaseException) -> bool:
+    """PostgreSQL refused a statement to the role (SQLSTATE 42501): a grant is missing."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "42501" or getattr(seen, "pgcode", None) == "42501":
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _database_refused(exc: BaseException) -> bool:

@@ -108,6 +108,15 @@ class ServiceSettings(BaseSettings):
             decode_key32(value.get_secret_value())
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: SecretStr) -> SecretStr:
+        """The services and their CLIs talk to PostgreSQL through asyncpg: a plain
+        `postgresql://` URL would fail later, on the first query, naming a missing driver."""
+        if not value.get_secret_value().startswith("postgresql+asyncpg://"):
+            raise ValueError("must start with postgresql+asyncpg://")
+        return value
+
     @field_validator("database_app_role")
     @classmethod
     def _plain_identifier(cls, value: str) -> str:

@@ -79,10 +79,13 @@ deploy-check: $(STAMP) ## hadolint the Dockerfile, validate k8s manifests, compo
 run: $(STAMP) $(DESCRIPTOR) ## start the whole mesh (private PostgreSQL/Redis, migrations, services, Envoy, SMTP sink)
 	@$(PY) -m vaultpay_devstack.cli run
 
-status: $(STAMP) ## is a `make run` mesh running, and where?
+# Only the virtualenv, not the package stamp: stopping must not reinstall (nor need the network).
+status: ## is a `make run` mesh running, and where?
+	@test -x $(PY) || { echo "no virtualenv here: no mesh was started from this checkout"; exit 3; }
 	@$(PY) -m vaultpay_devstack.cli status
 
-stop: $(STAMP) ## stop a `make run` started in another terminal
+stop: ## stop a `make run` started in another terminal
+	@test -x $(PY) || { echo "no virtualenv here: no mesh was started from this checkout"; exit 0; }
 	@$(PY) -m vaultpay_devstack.cli stop
 
 bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmarks (auth+wallet, kyc, transfer), printed as ratios against a baseline

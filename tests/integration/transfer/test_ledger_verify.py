@@ -186,13 +186,17 @@ async def test_a_ledger_the_real_code_wrote_passes_every_check(ledger: LedgerWor
         world.returned: ("RETURNED", "FAILED"),
         world.pending: ("PENDING", "PENDING"),
     }
-    checks = await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()
+    heard: list[LedgerCheck] = []  # each check as it completes: the CLI's progress
+    checks = await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check(heard.append)
     assert [c.name for c in checks] == list(CHECKS)
+    assert heard == list(checks)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     clean = run_transfer_cli(ledger.env, "verify-ledger")
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    for name in CHECKS:
-        assert f"ok   {name}: " in clean.stdout
+    lines = clean.stdout.splitlines()
+    assert lines[0] == f"verifying the ledger: {len(CHECKS)} checks, each a full scan ..."
+    assert [line.split(":")[0] for line in lines[1:-1]] == [f"ok   {name}" for name in CHECKS]
+    assert lines[-1] == "the ledger is consistent"
     assert clean.stdout.endswith("the ledger is consistent\n")
 
 

@@ -21,8 +21,9 @@ from vaultpay_common.context import remaining_seconds
 from vaultpay_common.db import limit_statements, query_canceled
 from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_transfer.domain.model import LedgerCheck
+from vaultpay_transfer.service_layer.ports import CheckDone
 
-__all__ = ["SqlLedgerAuditor", "audit_chain_check", "check_ledger"]
+__all__ = ["CHECK_COUNT", "SqlLedgerAuditor", "audit_chain_check", "check_ledger"]
 
 _CHECKS: tuple[tuple[str, str, str], ...] = (
     (
@@ -271,6 +272,8 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
         """,
     ),
 )
+# The ledger's checks and the audit chain's.
+CHECK_COUNT = len(_CHECKS) + 1
 
 
 async def _check(conn: AsyncConnection, name: str, what: str, sql: str) -> LedgerCheck:
@@ -292,14 +295,18 @@ def _checks_end() -> float:
     return time.monotonic() + (UNBOUNDED_CALL_TIMEOUT.total_seconds() if left is None else left)
 
 
-async def check_ledger(conn: AsyncConnection, *, ends: float | None = None) -> list[LedgerCheck]:
+async def check_ledger(
+    conn: AsyncConnection, *, ends: float | None = None, on_check: CheckDone | None = None
+) -> list[LedgerCheck]:
     """The ledger's checks (not the audit chain), in the snapshot `conn` is in; each statement
-    bounded by what is left until `ends` (monotonic), when given."""
+    bounded by what is left until `ends` (monotonic), when given; `on_check` hears each."""
     checks = []
     for spec in _CHECKS:
         if ends is not None:
             await limit_statements(conn, ends - time.monotonic())
         checks.append(await _check(conn, *spec))
+        if on_check is not None:
+            on_check(checks[-1])
     return checks
 
 
@@ -336,13 +343,13 @@ class SqlLedgerAuditor:
             async with conn.begin():
                 yield conn
 
-    async def check(self) -> Sequence[LedgerCheck]:
+    async def check(self, on_check: CheckDone | None = None) -> Sequence[LedgerCheck]:
         """Every check, or DeadlineExceededError when they outlast the caller's deadline (30
         minutes without one): the ledger's and the audit chain's statements share that bound."""
         ends = _checks_end()
         try:
             async with self._snapshot() as conn:
-                checks = await check_ledger(conn, ends=ends)
+                checks = await check_ledger(conn, ends=ends, on_check=on_check)
             # The audit chain in a snapshot of its own, taken after its latest checkpoint is
             # read (verify_audit reads it before its first query; SET LOCAL takes no snapshot):
             # in the ledger's snapshot, a checkpoint the sealer saved during the checks above
@@ -355,6 +362,8 @@ class SqlLedgerAuditor:
                 raise DeadlineExceededError() from exc
             raise
         checks.append(audit_chain_check(audit, self._sealing_bound))
+        if on_check is not None:
+            on_check(checks[-1])
         return checks
 
 

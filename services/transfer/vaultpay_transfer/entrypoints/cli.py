@@ -25,7 +25,8 @@ from vaultpay_common.cli import READ_ONLY, ServiceCli, whole_number
 from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import create_engine
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
-from vaultpay_transfer.adapters.verify_sql import UNBOUNDED_CALL_TIMEOUT
+from vaultpay_transfer.adapters.verify_sql import CHECK_COUNT, UNBOUNDED_CALL_TIMEOUT
+from vaultpay_transfer.domain.model import LedgerCheck
 from vaultpay_transfer.settings import TransferSettings
 
 __all__ = ["TRANSFER_CHAIN", "WALLET_CHAIN", "main"]
@@ -75,12 +76,15 @@ async def _verify(settings: TransferSettings, args: argparse.Namespace) -> int:
         pool_size=1,
         application_name="vaultpay-transfer-cli",
     )
+    print(f"verifying the ledger: {CHECK_COUNT} checks, each a full scan ...", flush=True)
+
+    def done(check: LedgerCheck) -> None:  # as each completes: a large ledger takes minutes
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}", flush=True)
+
     try:
-        report = await build_verifier(settings, engine).verify()
+        report = await build_verifier(settings, engine).verify(done)
     finally:
         await engine.dispose()
-    for check in report.checks:
-        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
     print("the ledger is consistent" if report.ok else "error: the ledger is NOT consistent")
     return 0 if report.ok else 1
 

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +35,7 @@ from vaultpay_transfer.domain.outcomes import LedgerOutcome
 __all__ = [
     "Bank",
     "BankAnswer",
+    "CheckDone",
     "ClaimAnswer",
     "HeldMovement",
     "IpCheck",
@@ -178,9 +179,14 @@ class TransactionStore(Protocol):
     async def stats(self, now: datetime) -> TransferStats: ...
 
 
+# Told each check as soon as it has run (the CLI prints it: a large ledger takes minutes).
+CheckDone = Callable[[LedgerCheck], None]
+
+
 class LedgerAuditor(Protocol):
-    async def check(self) -> Sequence[LedgerCheck]:
-        """Every invariant of the ledger and the audit chain, from one snapshot."""
+    async def check(self, on_check: CheckDone | None = None) -> Sequence[LedgerCheck]:
+        """Every invariant of the ledger and the audit chain, from one snapshot; `on_check`
+        hears each as it completes."""
         ...
 
 

@@ -23,7 +23,8 @@ help: ## list the targets
 
 $(STAMP): requirements.lock pyproject.toml
 	@echo "==> virtualenv in $(VENV) (pinned packages from requirements.lock)"
-	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	@# A virtualenv without pip (made where python3-venv was missing) is made again.
+	@test -x $(VENV)/bin/pip || { rm -rf $(VENV) && $(PYTHON_SYS) -m venv $(VENV); }
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
@@ -33,7 +34,9 @@ venv: $(STAMP) ## create the virtualenv and install the locked packages
 lock: ## re-pin requirements.in into requirements.lock (needs the registry)
 	@rm -rf build/lockenv && $(PYTHON_SYS) -m venv build/lockenv
 	@build/lockenv/bin/pip install --quiet -r requirements.in
-	@build/lockenv/bin/pip freeze --exclude-editable > requirements.lock
+	@# --all: setuptools too (grpcio-tools needs a recent one, and the editable install builds
+	@# with it); pip itself stays whatever the virtualenv brings.
+	@build/lockenv/bin/pip freeze --all --exclude-editable | grep -v '^pip==' > requirements.lock
 	@echo "requirements.lock updated"
 
 protos: $(STAMP) ## regenerate Python stubs (+ .pyi) from protos/ into protos/gen/python

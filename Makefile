@@ -84,11 +84,11 @@ run: $(STAMP) $(DESCRIPTOR) ## start the whole mesh (private PostgreSQL/Redis, m
 
 # Only the virtualenv, not the package stamp: stopping must not reinstall (nor need the network).
 status: ## is a `make run` mesh running, and where?
-	@test -x $(PY) || { echo "no virtualenv here: no mesh was started from this checkout"; exit 3; }
+	@$(PY) -c 'import vaultpay_devstack' 2>/dev/null || { echo "no installed virtualenv here: no mesh runs from this checkout"; exit 3; }
 	@$(PY) -m vaultpay_devstack.cli status
 
 stop: ## stop a `make run` started in another terminal
-	@test -x $(PY) || { echo "no virtualenv here: no mesh was started from this checkout"; exit 0; }
+	@$(PY) -c 'import vaultpay_devstack' 2>/dev/null || { echo "no installed virtualenv here: no mesh runs from this checkout"; exit 0; }
 	@$(PY) -m vaultpay_devstack.cli stop
 
 bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmarks (auth+wallet, kyc, transfer), printed as ratios against a baseline
@@ -97,9 +97,15 @@ bench: $(STAMP) $(DESCRIPTOR) ## throughput/latency benchmarks (auth+wallet, kyc
 	@$(PY) -m tests.bench.transfer $(BENCH_ARGS)
 
 clean: ## stop a `make run` mesh, then remove the virtualenv, build outputs and local state (var/, its keys too)
-	@if [ -x $(PY) ] && [ -d var ]; then $(PY) -m vaultpay_devstack.cli stop; fi
-	@if [ -n "$${VAULTPAY_POSTGRES_ADMIN_URL:-}" ] && [ "$${CONFIRM:-}" != 1 ] && [ -e var/secrets.json ]; then \
-	  echo "refusing: var/secrets.json holds the keys of the databases on VAULTPAY_POSTGRES_ADMIN_URL's server (auth's signing keys, the KYC documents' keys, the audit chain's key): without them those databases cannot be read. make clean CONFIRM=1 deletes them anyway." >&2; \
+	@# Refused first (nothing stopped): var/secrets.json holds the keys of databases on an existing
+	@# server, which a mesh started with VAULTPAY_POSTGRES_ADMIN_URL marks in var/.
+	@if { [ -e var/external-postgres ] || [ -n "$${VAULTPAY_POSTGRES_ADMIN_URL:-}" ]; } \
+	  && [ -e var/secrets.json ] && [ "$${CONFIRM:-}" != 1 ]; then \
+	  echo "refusing: var/secrets.json holds the keys of the databases on an existing PostgreSQL ($$(cat var/external-postgres 2>/dev/null || echo the one VAULTPAY_POSTGRES_ADMIN_URL names)): auth's signing keys, the KYC documents' keys, the audit chain's key; without them those databases cannot be read. make clean CONFIRM=1 deletes them anyway." >&2; \
 	  exit 2; \
+	fi
+	@# A virtualenv whose packages never installed cannot stop anything (and runs nothing).
+	@if [ -d var ] && $(PY) -c 'import vaultpay_devstack' 2>/dev/null; then \
+	  $(PY) -m vaultpay_devstack.cli stop; \
 	fi
 	rm -rf $(VENV) build var

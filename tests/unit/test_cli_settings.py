@@ -143,6 +143,20 @@ def test_a_missing_grant_is_a_settings_problem(
     assert "insufficient_privilege" in capsys.readouterr().err
 
 
+def test_a_row_level_security_refusal_is_a_bug_not_a_missing_grant(
+    unreachable_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class RowSecurityError(Exception):
+        sqlstate = "42501"
+
+    async def refused(*_: object) -> int:
+        raise RowSecurityError('new row violates row-level security policy for table "x"')
+
+    command = next(c for c in cli._commands if c.name == "verify-ledger")
+    monkeypatch.setattr(command, "runner", refused)
+    assert cli.main(["verify-ledger"]) == EXIT_INTERNAL
+
+
 def test_a_database_url_without_asyncpg_is_named_before_anything_runs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -239,7 +253,7 @@ def test_verify_ledger_is_bounded_by_its_within_option(
     seen: list[float | None] = []
 
     class Verifier:
-        async def verify(self) -> LedgerReport:
+        async def verify(self, on_check: object = None) -> LedgerReport:
             seen.append(remaining_seconds())
             return LedgerReport((), datetime.now(UTC))
 

@@ -76,6 +76,9 @@ DEFAULT_CORS_ORIGINS = (
 )
 Reporter = Callable[[str], None]
 
+# In var/: the mesh's databases live on an existing server (VAULTPAY_POSTGRES_ADMIN_URL).
+EXTERNAL_POSTGRES_MARKER = "external-postgres"
+
 
 def print_progress(message: str) -> None:
     print(f"==> {message}", flush=True)
@@ -321,6 +324,11 @@ class Mesh:
             postgres_settings=cfg.postgres_settings,
             report=report,
         )
+        if cfg.postgres_admin_url:
+            # `make clean` keeps var/secrets.json (these databases' keys) unless told: it
+            # reads this, not the environment of whoever runs it. Host and port, no password.
+            server = f"{self.infra.postgres.host}:{self.infra.postgres.port}\n"
+            (self.var_dir / EXTERNAL_POSTGRES_MARKER).write_text(server, encoding="utf-8")
         report("provisioning roles and databases")
         self.databases = provision(
             self.infra.postgres.admin_dsn,

@@ -281,9 +281,10 @@ class ServiceCli(Generic[S]):
                 return EXIT_USAGE
             if _lacks_privilege(exc):
                 prefix = self._env_prefix
+                url = "MIGRATION_DATABASE_URL" if chosen is None else "DATABASE_URL"
                 print(
                     "error: the database role may not do this (insufficient_privilege): check "
-                    f"{prefix}DATABASE_URL's role and that `migrate` ran (it grants)",
+                    f"{prefix}{url}'s role and that `migrate` ran (it grants)",
                     file=sys.stderr,
                 )
                 return EXIT_USAGE
@@ -342,12 +343,13 @@ _REFUSED_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
 
 
 def _lacks_privilege(exc: BaseException) -> bool:
-    """PostgreSQL refused a statement to the role (SQLSTATE 42501): a grant is missing."""
+    """PostgreSQL refused a statement to the role (SQLSTATE 42501): a grant is missing. Not a
+    row-level-security refusal, which shares the code but is a bug of ours (exit 70)."""
     seen: BaseException | None = exc
     while seen is not None:
-        if getattr(seen, "sqlstate", None) == "42501" or getattr(seen, "pgcode", None) == "42501":
-            return True
-        seen = seen.__cause__
+        if "42501" in (getattr(seen, "sqlstate", None), getattr(seen, "pgcode", None)):
+            return "row-level security" not in str(seen)
+        seen = seen.__cause__ or seen.__context__
     return False
 
 

@@ -79,11 +79,13 @@ async def limit_statements_to_deadline(conn: AsyncConnection) -> None:
         await conn.execute(_LIMIT_TO_DEADLINE, {"ms": max(1, math.floor(left * 1000))})
 
 
-# A session of ours never waits this long inside a transaction (the longest legitimate wait
-# is a movement's hold across wallet's PIN check, bounded by the peer timeout): a process that
-# froze or lost its network mid-transaction (a VM pause, a partition) would otherwise keep its
-# row and advisory locks (IDEMPOTENCY_KEY_IN_USE for every retry) and pin the snapshot horizon
-# the audit sealer seals below, until the kernel's keepalive gave up, two hours later.
+# A session of ours never waits this long inside a transaction: a process that froze or lost
+# its network mid-transaction (a VM pause, a partition) would otherwise keep its row and
+# transaction-level advisory locks (IDEMPOTENCY_KEY_IN_USE for every retry) and pin the
+# snapshot horizon the audit sealer seals below, until the kernel's keepalive gave up, two
+# hours later. (Not transfer's movement hold: a session-level lock taken outside any
+# transaction, held until the session ends; the keepalives below end a partitioned one, not
+# one whose process is only paused.)
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 120_000
 # PostgreSQL's side of the socket probes a silent client after 30 s, every 10 s, 3 times.
 _KEEPALIVES = {

@@ -1,7 +1,8 @@
 """`vaultpay-transfer verify-ledger` on a tampered audit chain (own module: its own chain). The
 owner deletes the newest sealed rows with the triggers off: a shorter chain that still links
 up, caught only because its head no longer reaches the signed checkpoint outside the database;
-and the same chain without a checkpoint directory is not proven whole. Both exit 1."""
+and the same chain with a checkpoint directory that holds no checkpoint is not proven whole.
+Both exit 1. (Without any checkpoint directory nothing can be anchored: a warning, exit 0.)"""
 
 from __future__ import annotations
 
@@ -40,9 +41,13 @@ async def test_verify_ledger_fails_on_deleted_audit_rows_and_on_an_unanchored_ch
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "ok   audit_chain_intact: 3 audit rows sealed, 3 verified" in clean.stdout
 
-    unanchored = run_transfer_cli(ledger.env, "verify-ledger")  # no checkpoint directory
+    empty = {**ledger.env, "TRANSFER_AUDIT_CHECKPOINT_DIR": str(tmp_path / "empty")}
+    unanchored = run_transfer_cli(empty, "verify-ledger")  # its checkpoint is not there
     assert unanchored.returncode == 1, unanchored.stdout + unanchored.stderr
     assert "NOT PROVEN" in unanchored.stdout
+    storeless = run_transfer_cli(ledger.env, "verify-ledger")  # no checkpoint directory
+    assert storeless.returncode == 0, storeless.stdout + storeless.stderr
+    assert "warning: no checkpoint store is configured" in storeless.stdout
 
     owner = await ledger.owner()
     try:

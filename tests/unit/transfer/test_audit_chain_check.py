@@ -46,6 +46,25 @@ def test_a_sealed_chain_without_a_checkpoint_is_not_proven() -> None:
     assert "NOT PROVEN: the chain's head reaches no signed checkpoint" in check.detail
 
 
+def test_without_a_checkpoint_store_an_unbroken_chain_passes_with_its_warning() -> None:
+    """A deployment without `*_AUDIT_CHECKPOINT_DIR` can anchor nothing: failing every run
+    would make the check useless there; the warning says what is not proven."""
+    warned = AuditVerification(
+        sealed=42,
+        verified=42,
+        broken=None,
+        unsealed=0,
+        oldest_unsealed_age=None,
+        checkpoint=None,
+        warnings=("no checkpoint store is configured: the head of the chain is not anchored",),
+    )
+    check = audit_chain_check(warned, BOUND, anchored_required=False)
+    assert check.ok
+    assert "warning: no checkpoint store is configured" in check.detail
+    broken = _found(checkpoint=None, broken=ChainBreak(7, "row hash mismatch", 7))
+    assert not audit_chain_check(broken, BOUND, anchored_required=False).ok
+
+
 def test_a_broken_chain_fails_and_says_where() -> None:
     check = audit_chain_check(_found(broken=ChainBreak(7, "row hash mismatch", 7)), BOUND)
     assert not check.ok

@@ -203,6 +203,8 @@ def test_an_untrusted_address_mailed_no_new_code_says_so() -> None:
     refused = IpNotTrustedError(confirmation_sent=False)
     assert refused.metadata == {"confirmation_sent": "false"}
     assert refused.message.endswith("the code we emailed earlier (no new code was sent)")
+    unknown = IpNotTrustedError(confirmation_sent=False, address_known=False)
+    assert unknown.message == "money cannot move from a caller whose network address is unknown"
 
 
 async def test_kyc_not_verified_behind_an_untrusted_address_is_refused_before_the_ip(

@@ -271,7 +271,8 @@ class KeyRing:
                 .where(signing_keys.c.kid == kid)
                 .values(
                     retired_at=long_ago,
-                    withdrawn_at=func.coalesce(signing_keys.c.withdrawn_at, now),
+                    # The database's clock: the feed's look-back compares it with clock_timestamp().
+                    withdrawn_at=func.coalesce(signing_keys.c.withdrawn_at, func.now()),
                 )
             )
             await self._repair(conn, now)

@@ -313,12 +313,15 @@ async def check_ledger(
 class SqlLedgerAuditor:
     """`LedgerAuditor`: the ledger checks in one snapshot, then the audit chain in its own.
 
-    `audit_chain_intact` passes only when the chain is unbroken *and* proven whole: its head
-    reaches a signed checkpoint outside the database (or nothing is sealed yet), since without
-    one deleting the newest rows goes unnoticed; and, given `sealing_bound`, no committed row
-    has waited longer than that to be sealed (a sealer that stopped, or stopped at a break it
-    found, leaves rows that no chain vouches for). Warnings that prove nothing wrong (seals
-    after the latest checkpoint, rows sealed within the bound) stay warnings."""
+    `audit_chain_intact` passes only when the chain is unbroken and, with a checkpoint store
+    configured, proven whole: its head reaches a signed checkpoint outside the database (or
+    nothing is sealed yet), since without one deleting the newest rows goes unnoticed; and,
+    given `sealing_bound`, no committed row has waited longer than that to be sealed (a sealer
+    that stopped, or stopped at a break it found, leaves rows that no chain vouches for).
+    Without a store (a deployment that set no `*_AUDIT_CHECKPOINT_DIR`: the Kubernetes and
+    compose files, whose replicas would need shared storage for it) nothing can be anchored:
+    the check says so in a warning rather than failing every run. Warnings that prove nothing
+    wrong (seals after the latest checkpoint, rows sealed within the bound) stay warnings."""
 
     def __init__(
         self,
@@ -361,14 +364,18 @@ class SqlLedgerAuditor:
             if query_canceled(exc):
                 raise DeadlineExceededError() from exc
             raise
-        checks.append(audit_chain_check(audit, self._sealing_bound))
+        anchored_required = self._checkpoints is not None
+        checks.append(audit_chain_check(audit, self._sealing_bound, anchored_required))
         if on_check is not None:
             on_check(checks[-1])
         return checks
 
 
-def audit_chain_check(audit: AuditVerification, sealing_bound: timedelta | None) -> LedgerCheck:
-    """`audit_chain_intact` from what `verify_audit` found (see SqlLedgerAuditor)."""
+def audit_chain_check(
+    audit: AuditVerification, sealing_bound: timedelta | None, anchored_required: bool = True
+) -> LedgerCheck:
+    """`audit_chain_intact` from what `verify_audit` found (see SqlLedgerAuditor);
+    `anchored_required`: a checkpoint store is configured."""
     age, bound = audit.oldest_unsealed_age, sealing_bound
     detail = (
         f"{audit.sealed} audit rows sealed, {audit.verified} verified, "
@@ -376,7 +383,7 @@ def audit_chain_check(audit: AuditVerification, sealing_bound: timedelta | None)
     )
     if not audit.ok:
         detail += f"; BROKEN: {audit.broken}"
-    elif not audit.anchored:
+    elif anchored_required and not audit.anchored:
         detail += "; NOT PROVEN: the chain's head reaches no signed checkpoint"
     overdue = False
     if bound is not None and age is not None and age > bound:
@@ -386,4 +393,5 @@ def audit_chain_check(audit: AuditVerification, sealing_bound: timedelta | None)
             f" (bound {int(bound.total_seconds())} s): is the sealer running?"
         )
     detail += "".join(f"; warning: {warning}" for warning in audit.warnings)
-    return LedgerCheck("audit_chain_intact", audit.anchored and not overdue, detail)
+    proven = audit.anchored if anchored_required else audit.ok
+    return LedgerCheck("audit_chain_intact", proven and not overdue, detail)

@@ -133,10 +133,13 @@ class IpNotTrustedError(FailedPreconditionError):
         "money cannot move from this network address yet; confirm it with the code we emailed"
     )
 
-    def __init__(self, *, confirmation_sent: bool) -> None:
-        message = self.default_message + (
-            "" if confirmation_sent else " earlier (no new code was sent)"
-        )
+    def __init__(self, *, confirmation_sent: bool, address_known: bool = True) -> None:
+        if not address_known:  # a caller not through the gateway, on a unix socket, say
+            message = "money cannot move from a caller whose network address is unknown"
+        else:
+            message = self.default_message + (
+                "" if confirmation_sent else " earlier (no new code was sent)"
+            )
         sent = "true" if confirmation_sent else "false"
         super().__init__(message, metadata={"confirmation_sent": sent})
 

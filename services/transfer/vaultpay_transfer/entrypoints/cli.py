@@ -76,9 +76,12 @@ async def _verify(settings: TransferSettings, args: argparse.Namespace) -> int:
         pool_size=1,
         application_name="vaultpay-transfer-cli",
     )
-    print(f"verifying the ledger: {CHECK_COUNT} checks, each a full scan ...", flush=True)
+    printed: list[LedgerCheck] = []
 
     def done(check: LedgerCheck) -> None:  # as each completes: a large ledger takes minutes
+        if not printed:  # once connected: an unreachable database prints only its error
+            print(f"verifying the ledger: {CHECK_COUNT} checks, each a full scan", flush=True)
+        printed.append(check)
         print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}", flush=True)
 
     try:

@@ -237,7 +237,9 @@ class MovementService:
         if checked.kyc_verified is False:
             raise KycNotVerifiedError()
         if not checked.ip.trusted:
-            raise IpNotTrustedError(confirmation_sent=checked.ip.confirmation_sent)
+            raise IpNotTrustedError(
+                confirmation_sent=checked.ip.confirmation_sent, address_known=bool(client_ip)
+            )
         return checked.wallet_id
 
 

@@ -10,7 +10,10 @@ ledger (own module all the same: the first test's edit is committed, then put ba
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -197,6 +200,19 @@ async def test_a_ledger_the_real_code_wrote_passes_every_check(ledger: LedgerWor
     assert lines[0] == f"verifying the ledger: {len(CHECKS)} checks, each a full scan"
     assert [line.split(":")[0] for line in lines[1:-1]] == [f"ok   {name}" for name in CHECKS]
     assert lines[-1] == "the ledger is consistent"
+    # A reader that stops early (`| head -1`) does not turn the verdict into an error.
+    shell = f"{sys.executable} -m vaultpay_transfer.entrypoints.cli verify-ledger | head -1"
+    piped = subprocess.run(
+        ["bash", "-c", shell + "; exit ${PIPESTATUS[0]}"],
+        env={**os.environ, **ledger.env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stdout + piped.stderr
+    assert piped.stdout.startswith("verifying the ledger:")
+    assert piped.stderr == ""
     assert clean.stdout.endswith("the ledger is consistent\n")
 
 

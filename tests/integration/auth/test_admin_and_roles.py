@@ -225,11 +225,20 @@ async def test_a_deactivated_admin_loses_even_the_non_strict_admin_reads_at_once
 
 async def test_create_superadmin_on_an_existing_account_ends_its_sessions(auth: AuthStack) -> None:
     user, tokens = await auth.user_with_token()
+    # Without --reset-existing an existing email (a typo, say) changes nothing.
+    refused = auth.cli(
+        "create-superadmin", "--email", user.email, "--password-stdin", stdin="typo 99 secret\n"
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "exists: nothing was changed; --reset-existing" in refused.stderr
+    still = await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens))
+    assert still.user.role == role_pb2.ROLE_USER
     result = auth.cli(
         "create-superadmin",
         "--email",
         user.email,
         "--password-stdin",
+        "--reset-existing",
         stdin="a recovered 99 secret\n",
     )
     assert result.returncode == 0, result.stderr

@@ -3,6 +3,9 @@
     vaultpay-auth migrate                                  # alembic upgrade head (owner DSN)
     vaultpay-auth create-superadmin --email a@b.c [--full-name N] [--password-stdin]
                                                            # asks twice, or reads stdin's 1st line
+        [--reset-existing]                                 # an existing account (a recovery):
+                                                           # promoted, this password, reactivated,
+                                                           # its sessions ended
     vaultpay-auth rotate-signing-key [--immediate]         # the standby signs once published for
                                                            # AUTH_KEY_PUBLISH_LEAD_SECONDS (or now)
     vaultpay-auth withdraw-signing-key --kid K             # compromised key: out of the JWKS now,
@@ -34,6 +37,7 @@ from vaultpay_common.audit import AuditEntry, AuditLog
 from vaultpay_common.cli import ServiceCli
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
+from vaultpay_common.errors import DomainError
 from vaultpay_common.migrations import MigrationChain
 
 __all__ = ["main"]
@@ -52,8 +56,20 @@ def _read_password(from_stdin: bool) -> str:
     return first
 
 
+class AccountExistsError(DomainError):
+    """create-superadmin named an existing account without --reset-existing (a typo must not
+    hand super_admin, a new password and a reactivation to someone else's account)."""
+
+    reason = "ACCOUNT_EXISTS"
+
+
 async def create_superadmin(
-    settings: AuthSettings, email: str, full_name: str, password: str
+    settings: AuthSettings,
+    email: str,
+    full_name: str,
+    password: str,
+    *,
+    reset_existing: bool = False,
 ) -> None:
     email = normalize_email(email)
     check_registration(email, password, full_name)
@@ -82,6 +98,12 @@ async def create_superadmin(
                 )
                 await uow.users.add(user)
                 action = "user.superadmin_created"
+            elif not reset_existing:
+                raise AccountExistsError(
+                    f"an account {email} exists: nothing was changed; --reset-existing makes it "
+                    "a super_admin with this password, reactivates it and ends its sessions "
+                    "(a recovery)"
+                )
             else:
                 user = existing
                 user.role, user.active, user.updated_at = Role.SUPER_ADMIN, True, now
@@ -172,12 +194,25 @@ def _create_args(parser: argparse.ArgumentParser) -> None:
         help="read the password from the first line of stdin (no terminal needed); "
         "otherwise it is asked for twice",
     )
+    parser.add_argument(
+        "--reset-existing",
+        action="store_true",
+        help="the email may be an existing account's (a recovery): it becomes a super_admin "
+        "with this password, is reactivated and its sessions end; without it, an existing "
+        "email changes nothing (exit 2)",
+    )
 
 
 @_create_args.run
 async def _create(settings: AuthSettings, args: argparse.Namespace) -> int:
     password = _read_password(args.password_stdin)
-    await create_superadmin(settings, args.email, args.full_name.strip(), password)
+    await create_superadmin(
+        settings,
+        args.email,
+        args.full_name.strip(),
+        password,
+        reset_existing=args.reset_existing,
+    )
     return 0
 
 

@@ -110,6 +110,9 @@ class MeshConfig:
     gateway_rate_limit: str | None = None
     # More `name=value` settings for a private PostgreSQL (a bench's pg_stat_statements).
     postgres_settings: tuple[str, ...] = ()
+    # Each service's pool (`<SERVICE>_DB_POOL_SIZE` of `make run`'s environment, by service
+    # name); a service not named keeps its own default.
+    db_pool_sizes: dict[str, int] = field(default_factory=dict)
     report: Reporter = print_progress
 
     @classmethod
@@ -119,6 +122,8 @@ class MeshConfig:
         VAULTPAY_POSTGRES_ADMIN_URL, VAULTPAY_REDIS_URL: use existing servers.
         VAULTPAY_GATEWAY_PORT: the Envoy listener (8080). VAULTPAY_SERVICES: e.g. "auth,wallet".
         VAULTPAY_CORS_ORIGINS: comma-separated browser origins allowed by CORS ("" for none).
+        <SERVICE>_DB_POOL_SIZE (AUTH_, WALLET_, TRANSFER_, KYC_): that service's pool, passed on
+        (the services inherit no other variable of this environment).
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -132,6 +137,13 @@ class MeshConfig:
             values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         if names := env.get("VAULTPAY_SERVICES"):
             values["services"] = tuple(n.strip() for n in names.split(",") if n.strip())
+        pools = {
+            s.name: int(size)
+            for s in SERVICES
+            if (size := env.get(f"{s.env_prefix}_DB_POOL_SIZE", "").strip())
+        }
+        if pools:
+            values["db_pool_sizes"] = pools
         values.update(overrides)
         return cls(**values)
 
@@ -349,6 +361,7 @@ class Mesh:
             secrets=secrets,
             var_dir=self.var_dir,
             bcrypt_rounds=cfg.bcrypt_rounds,
+            db_pool_sizes=cfg.db_pool_sizes,
         )
         for service in runnable:
             if service.cli_module in found:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -88,6 +88,7 @@ class EnvInputs:
     var_dir: Path
     smtp_host: str = LOOPBACK
     bcrypt_rounds: int | None = None  # None: the profile's default
+    db_pool_sizes: Mapping[str, int] = field(default_factory=dict)  # by service; else its own
 
 
 def gateway_secret(secrets: MeshSecrets) -> str:
@@ -127,6 +128,8 @@ def service_env(
         f"{p}_REDIS_URL": inputs.redis.url(service.redis_db),
         f"{p}_GATEWAY_SECRET": gateway_secret(inputs.secrets),
     }
+    if service.name in inputs.db_pool_sizes:
+        env[f"{p}_DB_POOL_SIZE"] = str(inputs.db_pool_sizes[service.name])
     if operator:
         env[f"{p}_MIGRATION_DATABASE_URL"] = dbs.url(owner, database)
         if service.database != "auth":

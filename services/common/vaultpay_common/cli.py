@@ -55,7 +55,7 @@ from vaultpay_common.errors import (
 )
 from vaultpay_common.ids import parse_uuid
 from vaultpay_common.migrations import MigrationChain, unnamed_chains, upgrade_all
-from vaultpay_common.pg_failures import connection_lost
+from vaultpay_common.pg_failures import connection_lost, sqlstates
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -345,23 +345,15 @@ _REFUSED_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
 def _lacks_privilege(exc: BaseException) -> bool:
     """PostgreSQL refused a statement to the role (SQLSTATE 42501): a grant is missing. Not a
     row-level-security refusal, which shares the code but is a bug of ours (exit 70)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if "42501" in (getattr(seen, "sqlstate", None), getattr(seen, "pgcode", None)):
-            return "row-level security" not in str(seen)
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(
+        code == "42501" and "row-level security" not in str(seen) for code, seen in sqlstates(exc)
+    )
 
 
 def _database_refused(exc: BaseException) -> bool:
     """PostgreSQL answered, and refused who or what the settings name (SQLSTATE class 28,
     3D000): bad settings, as a missing one is, not an outage and not a failed check."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if getattr(seen, "sqlstate", None) in _REFUSED_SQLSTATES:
-            return True
-        seen = seen.__cause__
-    return False
+    return any(code in _REFUSED_SQLSTATES for code, _ in sqlstates(exc))
 
 
 def _root_cause_name(exc: BaseException) -> str:

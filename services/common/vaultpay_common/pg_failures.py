@@ -12,10 +12,12 @@ message was read and before its end of file was. SQLAlchemy wraps each in a DBAP
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import asyncpg
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["LOST_CONNECTION", "connection_lost"]
+__all__ = ["LOST_CONNECTION", "causes", "connection_lost", "sqlstates"]
 
 LOST_CONNECTION: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError among them
@@ -29,13 +31,27 @@ LOST_CONNECTION: tuple[type[BaseException], ...] = (
 )
 
 
-def connection_lost(exc: BaseException) -> bool:
-    """True when `exc`, or one it was raised from, says the connection is gone or unusable."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then each exception it was raised from (`raise ... from`, as SQLAlchemy wraps
+    the driver's)."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, LOST_CONNECTION):
-            return True
-        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
-            return True
+        yield seen
         seen = seen.__cause__
-    return False
+
+
+def sqlstates(exc: BaseException) -> Iterator[tuple[str, BaseException]]:
+    """The SQLSTATE codes PostgreSQL answered along `exc`'s causes, each with its exception."""
+    for seen in causes(exc):
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(code, str):
+            yield code, seen
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """True when `exc`, or one it was raised from, says the connection is gone or unusable."""
+    return any(
+        isinstance(seen, LOST_CONNECTION)
+        or (isinstance(seen, DBAPIError) and seen.connection_invalidated)
+        for seen in causes(exc)
+    )

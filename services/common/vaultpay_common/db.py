@@ -84,8 +84,8 @@ async def limit_statements_to_deadline(conn: AsyncConnection) -> None:
 # transaction-level advisory locks (IDEMPOTENCY_KEY_IN_USE for every retry) and pin the
 # snapshot horizon the audit sealer seals below, until the kernel's keepalive gave up, two
 # hours later. (Not transfer's movement hold: a session-level lock taken outside any
-# transaction, held until the session ends; the keepalives below end a partitioned one, not
-# one whose process is only paused.)
+# transaction, held until the session ends; the keepalives below end a partitioned one, and
+# the hold's own idle_session_timeout one whose process is only paused: adapters/ledger_pg.)
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 120_000
 # PostgreSQL's side of the socket probes a silent client after 30 s, every 10 s, 3 times.
 _KEEPALIVES = {

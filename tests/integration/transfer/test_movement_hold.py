@@ -42,6 +42,7 @@ from vaultpay_common.idempotency import (
 )
 from vaultpay_devstack.infra import Infra
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
+from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
 from vaultpay_transfer.domain.model import TransactionStatus
 from vaultpay_transfer.service_layer.commands import AmountInput, SendMoney
 from vaultpay_transfer.service_layer.movements import MovementService
@@ -314,3 +315,84 @@ async def test_a_pool_held_up_by_movements_at_wallet_answers_unavailable(
 async def _enter(hold: AbstractAsyncContextManager[HeldMovement]) -> None:
     async with hold:
         pytest.fail("a movement got a connection from an exhausted pool")
+
+
+async def test_a_holder_idle_past_its_bound_loses_the_key_and_moves_nothing(
+    ledger: LedgerWorld, other_process: PgLedger
+) -> None:
+    """A transfer process paused while a movement waits at wallet (SIGSTOP, a paused
+    container: its socket still answers the keepalives) held the key until it resumed.
+    PostgreSQL now ends a holding session idle past the hold's bound: a retry elsewhere runs,
+    and the paused movement, resumed, finds its connection gone and moves nothing."""
+    alice, bob = await _funded_pair(ledger, 1_000)
+    name = "transfer-hold-paused"
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=1, application_name=name)
+    paused = PgLedger(engine, hold_idle_timeout=1)
+    request = key(alice.user_id)
+    holding, resume = asyncio.Event(), asyncio.Event()
+
+    async def pauses_at_wallet() -> None:
+        async with paused.hold(request) as held:
+            holding.set()
+            await resume.wait()  # the process does nothing: its session sits idle
+            await held.send_money(alice.user_id, bob.wallet_id, 100, "INR", "")
+
+    stalled = asyncio.ensure_future(pauses_at_wallet())
+    try:
+        await holding.wait()
+        assert not await ledger.key_is_free(request, within=0)
+        assert await ledger.key_is_free(request, within=30), "the idle holder kept the key"
+        await _send_held(other_process, request, alice, bob)  # the retry, in another process
+        resume.set()
+        with pytest.raises((DatabaseUnavailableError, CommitOutcomeUnknownError)):
+            await stalled
+    finally:
+        stalled.cancel()
+        await engine.dispose()
+    assert await ledger.balance(alice) == 900  # the retry's 100, once
+
+
+async def test_a_session_that_let_go_of_the_key_has_its_own_idle_setting_back(
+    ledger: LedgerWorld,
+) -> None:
+    """The bound is the holding session's only while it holds: after a ledger call, an
+    unlock or a stored answer, the pooled connection is as PostgreSQL set it up (not ended
+    the next time it sits idle for a second)."""
+    alice, bob = await _funded_pair(ledger, 1_000)
+    engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=1, application_name="t-idle")
+    money = PgLedger(engine, hold_idle_timeout=1)
+
+    async def pooled_setting() -> str:
+        async with engine.connect() as conn:
+            return str((await conn.exec_driver_sql("SHOW idle_session_timeout")).scalar_one())
+
+    try:
+        default = await pooled_setting()
+        request = key(alice.user_id)
+        async with money.hold(request) as held:
+            assert await _setting_of(held) == "1s"
+            await held.send_money(alice.user_id, bob.wallet_id, 100, "INR", "")
+        assert await pooled_setting() == default
+        async with money.hold(request) as again:  # its stored answer: nothing held
+            assert again.stored is not None
+            assert await _setting_of(again) == default
+        seen: list[str] = []
+        with pytest.raises(LookupError):
+            await _refused_at_wallet(money.hold(key(alice.user_id)), seen)
+        assert seen == ["1s"]
+        assert await pooled_setting() == default
+    finally:
+        await engine.dispose()
+
+
+async def _setting_of(held: HeldMovement) -> str:
+    driver = held._driver  # type: ignore[attr-defined]
+    return str(await driver.fetchval("SHOW idle_session_timeout"))
+
+
+async def _refused_at_wallet(
+    hold: AbstractAsyncContextManager[HeldMovement], seen: list[str]
+) -> None:
+    async with hold as held:
+        seen.append(await _setting_of(held))
+        raise LookupError("wallet refused the PIN")

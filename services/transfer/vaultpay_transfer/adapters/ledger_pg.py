@@ -30,7 +30,12 @@ connection, goes through `transfer_*_held`, which hands the lock to its own tran
 releases the session's: no round trip is added. A movement that ends without its ledger
 call (wallet refused the PIN) unlocks the key, one more round trip; a connection that may
 still hold a key (a call that failed on its way, a cancelled task) is discarded, never
-handed to another caller.
+handed to another caller. A session-level lock outlives no session, but a process that is
+paused (not dead, so its socket answers the keepalives) would keep its session, and the key
+IN_USE, until it resumed: the lookup that takes the lock also sets that session's
+`idle_session_timeout` to `hold_idle_timeout` (in the same statement), and the statements
+that let go of the key reset it, so a holder idle for longer loses its session and the lock
+(its ledger call then finds the connection closed: DatabaseUnavailableError, nothing moved).
 
 A movement the ledger refuses WALLET_FROZEN (a TopUp into a frozen wallet; a send or
 withdrawal whose wallet was frozen after wallet's PIN check) costs one more statement, on
@@ -80,7 +85,7 @@ from vaultpay_transfer.service_layer.ports import (
     PayoutSettlement,
 )
 
-__all__ = ["PgLedger"]
+__all__ = ["DEFAULT_HOLD_IDLE_TIMEOUT", "PgLedger"]
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +102,26 @@ _WITHDRAW = (
     "SELECT outcome, reply FROM transfer_withdraw($1::text, $2::text, $3::uuid, $4::text,"
     " $5::bigint, $6::text, $7::bigint, $8::text, $9::text, $10::text, $11::text, $12::text)"
 )
-_SEND_HELD = _SEND.replace("transfer_send_money(", "transfer_send_money_held(")
-_WITHDRAW_HELD = _WITHDRAW.replace("transfer_withdraw(", "transfer_withdraw_held(")
+# A session holding a movement's key ends if it sits idle for longer than the hold's bound
+# ($5 of _HOLD; see the module docstring); the statements that let go of the key put the
+# session's own setting back (set_config with NULL is RESET).
+_IDLE_RESET = "set_config('idle_session_timeout', NULL, false) AS idle_reset"
+_SEND_HELD = _SEND.replace(
+    "outcome, reply FROM transfer_send_money(",
+    f"outcome, reply, {_IDLE_RESET} FROM transfer_send_money_held(",
+)
+_WITHDRAW_HELD = _WITHDRAW.replace(
+    "outcome, reply FROM transfer_withdraw(",
+    f"outcome, reply, {_IDLE_RESET} FROM transfer_withdraw_held(",
+)
 # The stored answer, or (none stored) the key's session-level lock: held is NULL, or whether
 # this session took it. A function (t0023), as it reads again after taking the lock.
 _HOLD = (
-    "SELECT fingerprint, reply, held, used"
+    "SELECT fingerprint, reply, held, used,"
+    " CASE WHEN held THEN set_config('idle_session_timeout', $5::text, false) END AS idle_bound"
     " FROM transfer_hold_lookup($1::text, $2::text, $3::uuid, $4::bigint)"
 )
-_UNHOLD = "SELECT pg_advisory_unlock($1::bigint)"
+_UNHOLD = f"SELECT pg_advisory_unlock($1::bigint), {_IDLE_RESET}"
 _LEASE = (
     "SELECT transaction_id::text AS transaction_id, account_hash, amount, currency, attempts,"
     " lease_until FROM transfer_lease_payouts($1::integer, $2::double precision)"
@@ -126,6 +142,9 @@ _HOLDING_FREEZE = (
     " ORDER BY CASE f.source WHEN 'ADMIN' THEN 0 WHEN 'PIN_LOCKOUT' THEN 1 ELSE 2 END LIMIT 1"
 )
 _REQUEST_INDEX = "wallet_transactions_request_idx"
+# How long a session holding a movement's key may sit idle (waiting for wallet's PIN check)
+# before PostgreSQL ends it, and the lock with it: well past the check's own timeouts.
+DEFAULT_HOLD_IDLE_TIMEOUT = 60.0  # seconds
 
 
 def _key_args(key: IdempotencyKey) -> tuple[Any, ...]:
@@ -216,10 +235,20 @@ async def _run(
 class PgLedger:
     """`Ledger` and `PayoutLedger` on PostgreSQL (see the module docstring)."""
 
-    def __init__(self, engine: AsyncEngine, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        on_commit: Callable[[], None] | None = None,
+        *,
+        hold_idle_timeout: float = DEFAULT_HOLD_IDLE_TIMEOUT,
+    ) -> None:
+        if hold_idle_timeout < 1:
+            raise ValueError("hold_idle_timeout is at least a second")
         self._engine = engine
         # Told after a movement committed (wakes the outbox relay: the events are due now).
         self._on_commit = on_commit
+        # idle_session_timeout's text for a session holding a movement's key.
+        self._hold_idle_bound = f"{int(hold_idle_timeout * 1000)}ms"
 
     async def _connect(self) -> AsyncConnection:
         try:
@@ -273,6 +302,7 @@ class PgLedger:
                     key.method,
                     key.request_id,
                     idempotency_lock_key(key),
+                    self._hold_idle_bound,
                 )
             except BaseException as exc:
                 # Whether the lock was taken is unknown (a cancelled or timed-out statement

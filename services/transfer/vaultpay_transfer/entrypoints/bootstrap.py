@@ -26,7 +26,7 @@ from vaultpay_common.outbox import OutboxRelay
 from vaultpay_common.runtime import ServiceRuntime
 from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
 from vaultpay_transfer.adapters.deliveries import notification_relay
-from vaultpay_transfer.adapters.ledger_pg import PgLedger
+from vaultpay_transfer.adapters.ledger_pg import DEFAULT_HOLD_IDLE_TIMEOUT, PgLedger
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
 from vaultpay_transfer.adapters.wallet_peer import GrpcWalletGate, GrpcWalletNotifications
@@ -122,7 +122,12 @@ async def build_host(
         if relay is not None:
             relay.wake()
 
-    ledger = PgLedger(runtime.engine, on_commit=_wake_relay)
+    ledger = PgLedger(
+        runtime.engine,
+        on_commit=_wake_relay,
+        # Past the longest wait at wallet: the PIN check and the address check, each bounded.
+        hold_idle_timeout=max(DEFAULT_HOLD_IDLE_TIMEOUT, 4 * settings.peer_timeout_seconds),
+    )
     hasher = AccountHasher(settings.bank_account_key)
     throttle = (
         MovementThrottle(TokenBuckets(settings.movement_rate_per_second, settings.movement_burst))

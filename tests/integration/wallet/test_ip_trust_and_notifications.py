@@ -5,6 +5,7 @@ across two "replicas", and the Redis-down fail-open path."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 import time
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import asyncpg
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
@@ -34,7 +36,7 @@ from vaultpay_wallet.adapters.ip_trust_sql import (
     SqlTrustedIpRepository,
 )
 from vaultpay_wallet.adapters.notification_hub import NotificationHub, PgNotificationListener
-from vaultpay_wallet.adapters.notifications_sql import SqlNotificationRepository
+from vaultpay_wallet.adapters.notifications_sql import NOTIFY_CHANNEL, SqlNotificationRepository
 from vaultpay_wallet.domain.ip_trust import IpConfirmationTokenInvalidError
 from vaultpay_wallet.domain.notifications import NotificationStreamInterruptedError
 from vaultpay_wallet.service_layer.ip_trust import (
@@ -55,6 +57,7 @@ from vaultpay_wallet.service_layer.notifications import (
 pytestmark = pytest.mark.integration
 
 KEY = b"integration-ip-hash-key-0123456789"
+PATIENCE = 10.0  # how long a test waits for something before it gives up (never a sleep)
 MIGRATION = (
     Path(__file__).resolve().parents[3]
     / "services/wallet/migrations/versions/0002_ip_trust_notifications.py"
@@ -282,6 +285,61 @@ async def test_watchers_on_two_replicas_hear_a_commit_within_a_second(
             hub.close()
         for listener in listeners:
             await listener.stop()
+
+
+async def test_a_forged_notify_reaches_no_stream_and_a_listening_role_learns_no_content(
+    migrated: Provisioned, engine: AsyncEngine
+) -> None:
+    """PostgreSQL checks no privilege on LISTEN/NOTIFY: another service's role of the shared
+    database can notify on wallet's channel and listen to it. A forged notification (made up,
+    or naming another user's real one) never reaches a stream; a listener hears ids only."""
+    hub = NotificationHub()
+    listener = PgNotificationListener(migrated.app_dsn("wallet"), hub)
+    await listener.start()
+    service = NotificationService(lambda: _Uow(engine), hub, SystemClock())
+    victim, other = str(uuid.uuid4()), str(uuid.uuid4())
+    intruder = await asyncpg.connect(
+        migrated.app_dsn("kyc").replace("postgresql+asyncpg://", "postgresql://")
+    )
+    heard: list[str] = []
+    await intruder.add_listener(NOTIFY_CHANNEL, lambda *args: heard.append(args[3]))
+    try:
+        others = await service.create_notification(
+            CreateNotification(str(uuid.uuid4()), other, "TOP_UP", "Top-up", "₹900 added")
+        )
+        async with service.watch(WatchNotifications(victim)) as events:
+            assert (await _next_event(events)).unread_count == 0
+            made_up = {
+                "id": str(uuid.uuid4()),
+                "user_id": victim,
+                "kind": "SECURITY",
+                "title": "Your PIN was reset",
+                "body": "call +1 555 0100",
+                "read": False,
+                "created_at": "2026-12-04T00:00:00+00:00",
+            }
+            borrowed = {"id": others.notification.notification_id, "user_id": victim}
+            for forged in (made_up, borrowed):
+                await intruder.execute(
+                    "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, json.dumps(forged)
+                )
+            created = await service.create_notification(
+                CreateNotification(str(uuid.uuid4()), victim, "TOP_UP", "Top-up", "₹500 added")
+            )
+            # Notifications are heard in commit order: the forged ones came first.
+            event = await _next_event(events, within=PATIENCE)
+            assert event.notification == created.notification
+        deadline = time.monotonic() + PATIENCE
+        while len(heard) < 4:  # the two real ones and the two forged
+            assert time.monotonic() < deadline, f"the intruder heard {heard}"
+            await asyncio.sleep(0.02)
+        real = [json.loads(p) for p in heard if "title" not in json.loads(p)]
+        assert {r["id"] for r in real} >= {created.notification.notification_id}
+        assert not any("₹" in p for p in heard)
+    finally:
+        await intruder.close()
+        hub.close()
+        await listener.stop()
 
 
 async def test_a_lost_listener_interrupts_streams_then_reconnects(

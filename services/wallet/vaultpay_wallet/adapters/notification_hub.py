@@ -5,6 +5,14 @@ connection doing `LISTEN wallet_notifications`) that hands every committed notif
 whichever replica created it, to its own `NotificationHub`. The hub hands it to that
 process's watchers of the notification's user.
 
+A NOTIFY only names a notification (any role of the shared database may notify on the
+channel: `notifications_sql`). For a user with a watcher here, the listener reads the named
+notifications from the table on the same connection, a batch per read, in the order they
+were told, and delivers those that exist for that user; a name the table does not hold for
+that user (a forged NOTIFY) is dropped with a WARNING. Users without a watcher here cost no
+read. If the reads fall `max_pending` behind, or one fails, every stream ends as if the feed
+had been lost (UNAVAILABLE: re-open and list).
+
 Per watcher, a bounded buffer: `publish` never waits, so one slow client cannot hold up the
 others or the listener. When a watcher's buffer is full its stream ends with
 NotificationStreamOverflowError (ABORTED): the client re-opens it, gets the unread count in
@@ -38,7 +46,13 @@ from typing import Any
 import asyncpg
 
 from vaultpay_common.errors import DomainError
-from vaultpay_wallet.adapters.notifications_sql import NOTIFY_CHANNEL, decode_notify_payload
+from vaultpay_wallet.adapters.notifications_sql import (
+    LIVE_READ,
+    NOTIFY_CHANNEL,
+    NotifiedRef,
+    decode_notify_payload,
+    note_from_record,
+)
 from vaultpay_wallet.domain.notifications import (
     Notification,
     NotificationStreamInterruptedError,
@@ -145,6 +159,12 @@ class NotificationHub:
     def stream_count(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))
 
+    def interrupt(self) -> None:
+        """Notifications may have been missed but the feed is up: every open stream ends
+        (UNAVAILABLE, its client re-opens and lists), new ones are accepted."""
+        self.feed_lost()
+        self.feed_restored()
+
     def feed_lost(self) -> None:
         """The feed may have missed notifications: end every stream, refuse new ones."""
         self._feed_up = False
@@ -181,15 +201,26 @@ class PgNotificationListener:
         channel: str = NOTIFY_CHANNEL,
         probe_interval: float = 15.0,
         max_backoff: float = 10.0,
+        max_pending: int = 10_000,
+        read_batch: int = 200,
     ) -> None:
+        if max_pending < 1 or read_batch < 1:
+            raise ValueError("max_pending and read_batch must be positive")
         self._dsn = _asyncpg_dsn(database_url)
         self._hub = hub
         self._channel = channel
         self._probe_interval = probe_interval
         self._max_backoff = max_backoff
+        self._max_pending = max_pending
+        self._read_batch = read_batch
         self._conn: Any = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Told, not yet read: for users with a watcher here, in the order told.
+        self._pending: deque[NotifiedRef] = deque()
+        self._told = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._using_conn = asyncio.Lock()  # one operation at a time on the connection
 
     @property
     def listening(self) -> bool:
@@ -199,13 +230,15 @@ class PgNotificationListener:
         """Connects and LISTENs before returning (fails fast on a bad DSN at start-up)."""
         await self._connect()
         self._task = asyncio.create_task(self._supervise(), name="notification-listener")
+        self._reader = asyncio.create_task(self._read_told(), name="notification-reader")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._reader, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._reader = None
         await self._disconnect()
 
     async def _connect(self) -> None:
@@ -228,11 +261,58 @@ class PgNotificationListener:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
-            note = decode_notify_payload(payload)
+            told = decode_notify_payload(payload)
         except (ValueError, KeyError, TypeError):
             log.warning("ignored an unreadable notification payload")
             return
-        self._hub.publish(note)
+        if not self._hub.stream_count(told.user_id):
+            return  # nobody here watches this user: nothing to read
+        if len(self._pending) >= self._max_pending:
+            log.warning(
+                "live notifications fell %d behind; every stream ends and its client catches"
+                " up by listing",
+                len(self._pending),
+            )
+            self._pending.clear()
+            self._hub.interrupt()
+            return
+        self._pending.append(told)
+        self._told.set()
+
+    async def _read_told(self) -> None:
+        """Reads and delivers what `_on_notify` queued, a batch per read, in order."""
+        while True:
+            await self._told.wait()
+            self._told.clear()
+            while self._pending:
+                batch = [
+                    self._pending.popleft()
+                    for _ in range(min(self._read_batch, len(self._pending)))
+                ]
+                try:
+                    self._deliver(batch, await self._read(batch))
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                    log.warning("could not read notifications to deliver live", exc_info=True)
+                    self._pending.clear()
+                    self._hub.interrupt()
+
+    async def _read(self, batch: list[NotifiedRef]) -> dict[str, asyncpg.Record]:
+        async with self._using_conn, asyncio.timeout(5):
+            if not self.listening:
+                raise ConnectionResetError("the notification listener has no connection")
+            rows = await self._conn.fetch(LIVE_READ, [told.notification_id for told in batch])
+        return {row["id"]: row for row in rows}
+
+    def _deliver(self, batch: list[NotifiedRef], found: dict[str, asyncpg.Record]) -> None:
+        for told in batch:
+            row = found.get(told.notification_id)
+            if row is None or row["user_id"] != told.user_id:
+                log.warning(
+                    "dropped a NOTIFY naming a notification the table does not hold for its"
+                    " user (forged, or deleted before it was read)"
+                )
+                continue
+            self._hub.publish(note_from_record(row))
 
     async def _supervise(self) -> None:
         failures = 0
@@ -245,6 +325,7 @@ class PgNotificationListener:
                 await self._until_lost()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 log.warning("notification listener lost its connection", exc_info=True)
+            self._pending.clear()  # their streams end now
             self._hub.feed_lost()
             await self._disconnect()
             failures += 1
@@ -257,5 +338,5 @@ class PgNotificationListener:
                 async with asyncio.timeout(self._probe_interval):  # never swallows a cancel
                     await self._lost.wait()
                 return
-            async with asyncio.timeout(5):
+            async with self._using_conn, asyncio.timeout(5):
                 await self._conn.fetchval("SELECT 1")

@@ -1,25 +1,31 @@
 """The notification inbox in PostgreSQL (SQLAlchemy Core), and its NOTIFY fan-out.
 
 `add` inserts and, in the same transaction, raises `NOTIFY wallet_notifications` with the
-whole notification as JSON. PostgreSQL delivers a NOTIFY only when its transaction commits,
-to every listening session (one per wallet replica, see `notification_hub`), so watchers
-hear of exactly the committed notifications, with no separate publish step to forget or
-to lose in a crash between commit and publish.
+notification's id and user id. PostgreSQL delivers a NOTIFY only when its transaction
+commits, to every listening session (one per wallet replica, see `notification_hub`), so
+watchers hear of exactly the committed notifications, with no separate publish step to forget
+or to lose in a crash between commit and publish.
+
+The payload names the notification and carries none of it: PostgreSQL checks no privilege
+on LISTEN or NOTIFY, so any role that can connect to the shared database (transfer's, kyc's)
+can listen on the channel and notify on it. The listener reads what it delivers from the
+table, which only wallet's role can read (`LIVE_READ`), and delivers nothing the table does
+not hold for that user: a listening role learns ids, a notifying one cannot put words on a
+user's stream.
 
 `add_many` does the same for a batch in three statements whatever its size: one INSERT of
 every row from `unnest` arrays (ON CONFLICT DO NOTHING, RETURNING what it inserted), one
 SELECT of the rows that already existed, and one `SELECT pg_notify(...) FROM unnest(...)` with
 a payload per new notification, so watchers hear of each exactly as after `add`.
 
-The payload always fits the 8000-byte NOTIFY limit: titles are at most 120 and bodies at
-most 1000 characters without control characters (at most ~5 KB of UTF-8 JSON).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from datetime import datetime
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -45,10 +51,13 @@ from vaultpay_wallet.adapters.metadata import metadata
 from vaultpay_wallet.domain.notifications import Notification, NotificationCursor, NotificationKind
 
 __all__ = [
+    "LIVE_READ",
     "NOTIFY_CHANNEL",
+    "NotifiedRef",
     "SqlNotificationRepository",
     "decode_notify_payload",
     "encode_notify_payload",
+    "note_from_record",
     "notifications",
 ]
 
@@ -104,33 +113,44 @@ def _note(row: Any) -> Notification:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NotifiedRef:
+    """What a NOTIFY says: which notification of which user was committed."""
+
+    notification_id: str
+    user_id: str
+
+
 def encode_notify_payload(note: Notification) -> str:
-    return json.dumps(
-        {
-            "id": note.notification_id,
-            "user_id": note.user_id,
-            "kind": note.kind.name,
-            "title": note.title,
-            "body": note.body,
-            "read": note.read,
-            "created_at": note.created_at.isoformat(),
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
+    return json.dumps({"id": note.notification_id, "user_id": note.user_id}, separators=(",", ":"))
+
+
+def decode_notify_payload(payload: str) -> NotifiedRef:
+    """Raises ValueError/KeyError/TypeError on a payload that names no notification (both
+    ids must be UUIDs, so a forged one cannot make the listener's read fail)."""
+    data = json.loads(payload)
+    return NotifiedRef(
+        notification_id=str(uuid.UUID(data["id"])), user_id=str(uuid.UUID(data["user_id"]))
     )
 
 
-def decode_notify_payload(payload: str) -> Notification:
-    """Raises ValueError/KeyError on a payload this release did not write."""
-    data = json.loads(payload)
+# The listener's read of the notifications it was told of (asyncpg, $1 a uuid[]).
+LIVE_READ = (
+    "SELECT id::text AS id, user_id::text AS user_id, kind, title, body, read, created_at"
+    " FROM notifications WHERE id = ANY($1::uuid[])"
+)
+
+
+def note_from_record(record: Mapping[str, Any]) -> Notification:
+    """A notification from a row of `LIVE_READ` (an asyncpg record)."""
     return Notification(
-        notification_id=str(data["id"]),
-        user_id=str(data["user_id"]),
-        kind=NotificationKind[data["kind"]],
-        title=str(data["title"]),
-        body=str(data["body"]),
-        read=bool(data["read"]),
-        created_at=datetime.fromisoformat(data["created_at"]),
+        notification_id=record["id"],
+        user_id=record["user_id"],
+        kind=NotificationKind[record["kind"]],
+        title=record["title"],
+        body=record["body"],
+        read=record["read"],
+        created_at=record["created_at"],
     )
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "FreezeHeldByHigherRankError",
     "FreezeSetterUnknownError",
     "InvalidPinError",
+    "LimitsHeldByHigherRankError",
     "PinAlreadySetError",
     "PinChangedError",
     "PinCheckInProgressError",
@@ -139,6 +140,26 @@ class StaffOutrankedError(InsufficientPermissionsError):
     reason, INSUFFICIENT_PERMISSIONS, so clients see one vocabulary."""
 
     default_message = "staff act only on the wallets of users ranked below them"
+
+
+class LimitsHeldByHigherRankError(PermissionDeniedError):
+    """A staff member replacing a wallet's admin limits (AdminSetWalletLimits is a PUT of the
+    whole set) while an override that someone ranked above them set is in force: an admin
+    does not undo a super_admin's clamp. Metadata `held_by_role`: the setter's role as auth
+    has it now, or "unknown" for an override that records no setter (only a super_admin
+    replaces those). Nothing is written."""
+
+    reason = "LIMITS_HELD_BY_HIGHER_RANK"
+    default_message = "a staff member ranked above you set this wallet's limits"
+
+    def __init__(self, setter_role: Role | None) -> None:
+        held_by = "unknown" if setter_role is None else setter_role.claim
+        who = "whose setter is not recorded" if setter_role is None else f"set by a {held_by}"
+        needed = "super_admin" if setter_role is None else f"{held_by} or higher"
+        super().__init__(
+            f"admin limits {who} are in force; only a {needed} may replace them",
+            metadata={"held_by_role": held_by},
+        )
 
 
 class FreezeHeldByHigherRankError(PermissionDeniedError):

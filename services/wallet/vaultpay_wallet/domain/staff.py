@@ -22,6 +22,11 @@ another admin's hold, a moderator another moderator's; a super_admin anything):
     check_may_override_staff_freeze(Role.ADMIN, Role.ADMIN)  # allowed
     check_may_override_staff_freeze(Role.MODERATOR, Role.ADMIN)  # FreezeHeldByHigherRankError
 
+A wallet's admin limit overrides answer to the same rule (AdminSetWalletLimits replaces
+them all): staff replace them only when every override in force set by someone else was set
+by a rank no higher than theirs (`check_may_replace_staff_limits`; no recorded setter: only
+a super_admin).
+
 A staff freeze that records no setter (`Freeze.set_by` empty: the API always records one, so
 only a row written outside it) has no rank to compare: only a super_admin, who outranks
 whoever set it, lifts or replaces it (`check_setter_recorded`, FreezeSetterUnknownError).
@@ -34,12 +39,14 @@ from vaultpay_common.ranks import acts_on_anyone, staff_outranks
 from vaultpay_wallet.domain.errors import (
     FreezeHeldByHigherRankError,
     FreezeSetterUnknownError,
+    LimitsHeldByHigherRankError,
     StaffOutrankedError,
 )
 from vaultpay_wallet.domain.model import Freeze
 
 __all__ = [
     "check_may_override_staff_freeze",
+    "check_may_replace_staff_limits",
     "check_setter_recorded",
     "check_staff_outranks_owner",
 ]
@@ -67,3 +74,14 @@ def check_setter_recorded(held: Freeze, actor_role: Role) -> None:
     have been a super_admin's, and an unknown setter is never asked of auth."""
     if not held.set_by and not acts_on_anyone(actor_role):
         raise FreezeSetterUnknownError()
+
+
+def check_may_replace_staff_limits(actor_role: Role, setter_role: Role | None) -> None:
+    """Raises LimitsHeldByHigherRankError (PERMISSION_DENIED, LIMITS_HELD_BY_HIGHER_RANK) when
+    an admin override in force was set by someone ranked above `actor_role`, or records no
+    setter (None) and `actor_role` is below super_admin. Equal rank may take over."""
+    if setter_role is None:
+        if not acts_on_anyone(actor_role):
+            raise LimitsHeldByHigherRankError(None)
+    elif setter_role > actor_role:
+        raise LimitsHeldByHigherRankError(setter_role)

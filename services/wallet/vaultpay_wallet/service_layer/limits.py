@@ -17,8 +17,10 @@ from datetime import datetime
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
-from vaultpay_common.errors import FieldViolation, ValidationError
+from vaultpay_common.context import Role
+from vaultpay_common.errors import AbortedError, FieldViolation, ValidationError
 from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once, stored_reply
+from vaultpay_common.ranks import acts_on_anyone
 from vaultpay_wallet.domain.errors import WalletClosedError, WalletNotFoundError
 from vaultpay_wallet.domain.limits import (
     ActionCaps,
@@ -36,6 +38,7 @@ from vaultpay_wallet.domain.limits import (
 )
 from vaultpay_wallet.domain.model import KycTier, Wallet
 from vaultpay_wallet.domain.settings_catalog import SETTINGS
+from vaultpay_wallet.domain.staff import check_may_replace_staff_limits
 from vaultpay_wallet.domain.validation import clean_text
 from vaultpay_wallet.service_layer._shared import (
     NO_ROLES,
@@ -343,10 +346,15 @@ class LimitsService:
         if replay is not None:
             return replay  # before the rank check: a committed change's retry is not refused
         await check_staff_rank(self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role)
+        checked = await self._check_override_setters(wallet_id, cmd.actor_id, cmd.actor_role)
 
         async def work(uow: WalletUnitOfWork) -> EffectiveLimits:
             wallet = await load_wallet(uow, wallet_id, for_update=True)
             wallet.check_staff_may_change(cmd.actor_id)
+            if checked is not None:
+                held = _set_by_others(await uow.limits.for_wallet(wallet.id), cmd.actor_id)
+                if held != checked:
+                    raise AbortedError("the wallet's admin limits changed while checked; retry")
             violations: list[FieldViolation] = []
             now = self._clock.now()
             overrides = []
@@ -392,6 +400,23 @@ class LimitsService:
 
         return await self._run(cmd.idempotency, work)
 
+    async def _check_override_setters(
+        self, wallet_id: str, actor_id: str, actor_role: Role
+    ) -> tuple[LimitOverride, ...] | None:
+        """The setters' rank rule (domain/staff.py) for the admin overrides in force that
+        others set, asked before the change's transaction as the owner's rank is (no row
+        locked while auth answers; AUTH_UNAVAILABLE fails closed). Returns the overrides
+        checked, which the change requires unchanged under the wallet's lock (another staff
+        member's change that commits meanwhile: ABORTED, retry); None for a super_admin."""
+        if acts_on_anyone(actor_role):
+            return None
+        async with self._uow() as uow:
+            held = _set_by_others(await uow.limits.for_wallet(wallet_id), actor_id)
+        for setter in sorted({o.set_by for o in held}):
+            role = await self._roles.role_of(setter) if setter else None
+            check_may_replace_staff_limits(actor_role, role)
+        return held
+
     async def admin_list_limits(
         self, flt: LimitOverrideFilter, after: tuple[datetime, int] | None, limit: int
     ) -> LimitOverridePage:
@@ -410,3 +435,18 @@ def _describe(overrides: Sequence[LimitOverride]) -> str:
         )
         parts.append(f"{o.action.value}:{windows}")
     return "; ".join(parts) or "(none)"
+
+
+def _set_by_others(overrides: Sequence[LimitOverride], actor_id: str) -> tuple[LimitOverride, ...]:
+    """The admin overrides among `overrides` that someone other than `actor_id` set, in a
+    fixed order (compared before and under the wallet's lock)."""
+    return tuple(
+        sorted(
+            (
+                o
+                for o in overrides
+                if o.source is LimitSource.ADMIN_OVERRIDE and o.set_by != actor_id
+            ),
+            key=lambda o: o.action.value,
+        )
+    )

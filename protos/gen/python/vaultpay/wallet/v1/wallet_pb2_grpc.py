@@ -1272,7 +1272,10 @@ class WalletAdminServiceServicer:
         <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
         per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
         CANNOT_MODIFY_SELF (nobody raises their own limits). The rank rule and its failure of
-        AdminFreezeWallet apply (an admin does not set another admin's limits).
+        AdminFreezeWallet apply (an admin does not set another admin's limits). Overrides in
+        force that someone ranked above the caller set are not replaced: PERMISSION_DENIED,
+        reason LIMITS_HELD_BY_HIGHER_RANK, metadata `held_by_role` (an admin does not undo a
+        super_admin's clamp; equal rank may); one committed meanwhile answers ABORTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

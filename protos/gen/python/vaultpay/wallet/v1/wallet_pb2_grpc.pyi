@@ -583,7 +583,10 @@ class WalletAdminServiceStub:
     <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
     per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
     CANNOT_MODIFY_SELF (nobody raises their own limits). The rank rule and its failure of
-    AdminFreezeWallet apply (an admin does not set another admin's limits).
+    AdminFreezeWallet apply (an admin does not set another admin's limits). Overrides in
+    force that someone ranked above the caller set are not replaced: PERMISSION_DENIED,
+    reason LIMITS_HELD_BY_HIGHER_RANK, metadata `held_by_role` (an admin does not undo a
+    super_admin's clamp; equal rank may); one committed meanwhile answers ABORTED.
     """
     ListSettings: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListSettingsRequest, _wallet_pb2.ListSettingsResponse]
     """Lists the system settings (for example the default limits of each KYC tier)."""
@@ -665,7 +668,10 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
     per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
     CANNOT_MODIFY_SELF (nobody raises their own limits). The rank rule and its failure of
-    AdminFreezeWallet apply (an admin does not set another admin's limits).
+    AdminFreezeWallet apply (an admin does not set another admin's limits). Overrides in
+    force that someone ranked above the caller set are not replaced: PERMISSION_DENIED,
+    reason LIMITS_HELD_BY_HIGHER_RANK, metadata `held_by_role` (an admin does not undo a
+    super_admin's clamp; equal rank may); one committed meanwhile answers ABORTED.
     """
     ListSettings: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListSettingsRequest, _wallet_pb2.ListSettingsResponse]  # type: ignore[assignment]
     """Lists the system settings (for example the default limits of each KYC tier)."""
@@ -780,7 +786,10 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         <= monthly; otherwise INVALID_ARGUMENT, e.g. "limits[0].daily: must be at least
         per_transaction"). Audited. The caller's own wallet answers PERMISSION_DENIED, reason
         CANNOT_MODIFY_SELF (nobody raises their own limits). The rank rule and its failure of
-        AdminFreezeWallet apply (an admin does not set another admin's limits).
+        AdminFreezeWallet apply (an admin does not set another admin's limits). Overrides in
+        force that someone ranked above the caller set are not replaced: PERMISSION_DENIED,
+        reason LIMITS_HELD_BY_HIGHER_RANK, metadata `held_by_role` (an admin does not undo a
+        super_admin's clamp; equal rank may); one committed meanwhile answers ABORTED.
         """
 
     @_abc_1.abstractmethod

@@ -35,6 +35,7 @@ __all__ = [
     "base_cap",
     "effective_caps",
     "limits_view",
+    "loosens",
     "tier_default_key",
     "tier_settings_prefix",
     "window_order_conflicts",
@@ -285,3 +286,13 @@ def limits_view(
 def _windowed(cap: EffectiveCap, used: int | None, reset_at: datetime) -> LimitView:
     remaining = None if used is None else max(0, cap.amount_minor - used)
     return LimitView(cap.amount_minor, cap.source, used, remaining, reset_at)
+
+
+def loosens(earlier: LimitOverride, later: LimitOverride) -> bool:
+    """Whether `later` allows more than `earlier` in some window: one that `earlier` capped
+    is uncapped, or capped higher (the owner's guard loosened)."""
+    for window in LimitWindow:
+        before, after = earlier.window(window), later.window(window)
+        if before is not None and (after is None or after > before):
+            return True
+    return False

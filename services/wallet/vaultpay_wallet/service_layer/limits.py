@@ -33,6 +33,7 @@ from vaultpay_wallet.domain.limits import (
     base_cap,
     effective_caps,
     limits_view,
+    loosens,
     tier_settings_prefix,
     window_order_conflicts,
 )
@@ -53,6 +54,7 @@ from vaultpay_wallet.service_layer.commands import (
     DeleteMyLimit,
     SetMyLimit,
 )
+from vaultpay_wallet.service_layer.notify import NotificationKind, notify
 from vaultpay_wallet.service_layer.ports import (
     LimitOverrideFilter,
     LimitUsageSource,
@@ -270,29 +272,48 @@ class LimitsService:
                     )
             if violations:
                 raise ValidationError(violations)
-            await uow.limits.put_user(
-                LimitOverride(
-                    wallet.id,
-                    LimitSource.USER,
-                    action,
-                    values[LimitWindow.PER_TRANSACTION],
-                    values[LimitWindow.DAILY],
-                    values[LimitWindow.MONTHLY],
-                    cmd.user_id,
-                    "",
-                    self._clock.now(),
+            now = self._clock.now()
+            mine = LimitOverride(
+                wallet.id,
+                LimitSource.USER,
+                action,
+                values[LimitWindow.PER_TRANSACTION],
+                values[LimitWindow.DAILY],
+                values[LimitWindow.MONTHLY],
+                cmd.user_id,
+                "",
+                now,
+            )
+            await uow.limits.put_user(mine)
+            await uow.audit(
+                AuditEntry(
+                    "wallet.own_limit_set", "wallet", wallet.id, {"limits": _describe([mine])}
                 )
             )
+            earlier = next(
+                (o for o in overrides if o.source is LimitSource.USER and o.action is action),
+                None,
+            )
+            if earlier is not None and loosens(earlier, mine):
+                await _tell_owner_own_limit_loosened(uow, wallet, action, now)
             return await self._effective(uow, wallet)
 
         return await self._one_action(cmd.idempotency, work, action)
 
     async def delete_my_limit(self, cmd: DeleteMyLimit) -> ActionLimitsView:
+        """Back to the admin override / tier default for one action. Removing a limit of the
+        owner's own is audited and notified (SECURITY), as it loosens their guard."""
         action = parse_limit_action(cmd.action)
 
         async def work(uow: WalletUnitOfWork) -> EffectiveLimits:
             wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
-            await uow.limits.delete_user(wallet.id, action)
+            if await uow.limits.delete_user(wallet.id, action):
+                await uow.audit(
+                    AuditEntry(
+                        "wallet.own_limit_removed", "wallet", wallet.id, {"action": action.name}
+                    )
+                )
+                await _tell_owner_own_limit_loosened(uow, wallet, action, self._clock.now())
             return await self._effective(uow, wallet)
 
         return await self._one_action(cmd.idempotency, work, action)
@@ -449,4 +470,20 @@ def _set_by_others(overrides: Sequence[LimitOverride], actor_id: str) -> tuple[L
             ),
             key=lambda o: o.action.value,
         )
+    )
+
+
+async def _tell_owner_own_limit_loosened(
+    uow: WalletUnitOfWork, wallet: Wallet, action: LimitAction, now: datetime
+) -> None:
+    """A SECURITY notification on every device: a limit the owner set as a guard was raised
+    or removed (by them, or by whoever holds their session)."""
+    await notify(
+        uow.outbox,
+        user_id=wallet.user_id,
+        kind=NotificationKind.SECURITY,
+        title="Your own limit was raised",
+        body=f"A limit you set on your wallet ({action.name.lower()}) was raised or removed. "
+        "If this was not you, set it again and change your password.",
+        dedupe_key=f"wallet.own_limit_loosened:{wallet.id}:{action.name}:{now.isoformat()}",
     )

@@ -195,6 +195,15 @@ class WalletService:
             wallet = wallet.lifted(_SELF, now)
             await uow.wallets.update(wallet)
             await uow.audit(AuditEntry("wallet.self_unfrozen", "wallet", wallet.id))
+            await notify(  # on every device: the guard of a lost phone was just lifted
+                uow.outbox,
+                user_id=wallet.user_id,
+                kind=NotificationKind.SECURITY,
+                title="Your wallet was unfrozen",
+                body="The freeze you set on your wallet was lifted: it can send and withdraw "
+                "again. If this was not you, freeze it again and change your password.",
+                dedupe_key=f"wallet.self_unfrozen:{wallet.id}:{now.isoformat()}",
+            )
             return wallet
 
         async with self._uow() as uow:

@@ -213,7 +213,7 @@ class WalletServiceServicer:
         no-op). While an admin freeze or a PIN lockout is in force it fails with
         FAILED_PRECONDITION, reason WALLET_FROZEN, and changes nothing, even when a self-freeze
         sits under it: that one is lifted with the staff unfreeze, or here once the other
-        freeze has ended.
+        freeze has ended. Lifting it is audited and notified (SECURITY, on every device).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -288,6 +288,8 @@ class WalletServiceServicer:
         a value above the tier default or admin override is refused. The windows set must be in
         order (per_transaction <= daily <= monthly), and at least one must be set; to go back
         to the defaults, call DeleteMyLimit. INVALID_ARGUMENT names the field otherwise.
+        Audited; one that raises or drops a window of the caller's own earlier limit also
+        notifies them (SECURITY, on every device: a guard was loosened).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -295,7 +297,7 @@ class WalletServiceServicer:
 
     def DeleteMyLimit(self, request, context):
         """Removes the caller's own limits for one action, back to the tier defaults (or the
-        admin override, if any).
+        admin override, if any). Removing one is audited and notified (SECURITY).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

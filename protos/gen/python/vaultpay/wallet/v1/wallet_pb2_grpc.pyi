@@ -64,7 +64,7 @@ class WalletServiceStub:
     no-op). While an admin freeze or a PIN lockout is in force it fails with
     FAILED_PRECONDITION, reason WALLET_FROZEN, and changes nothing, even when a self-freeze
     sits under it: that one is lifted with the staff unfreeze, or here once the other
-    freeze has ended.
+    freeze has ended. Lifting it is audited and notified (SECURITY, on every device).
     """
     CloseMyWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.CloseMyWalletRequest, _wallet_pb2.CloseMyWalletResponse]
     """Closes the caller's wallet for good. Only with a zero balance (otherwise
@@ -106,10 +106,12 @@ class WalletServiceStub:
     a value above the tier default or admin override is refused. The windows set must be in
     order (per_transaction <= daily <= monthly), and at least one must be set; to go back
     to the defaults, call DeleteMyLimit. INVALID_ARGUMENT names the field otherwise.
+    Audited; one that raises or drops a window of the caller's own earlier limit also
+    notifies them (SECURITY, on every device: a guard was loosened).
     """
     DeleteMyLimit: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.DeleteMyLimitRequest, _wallet_pb2.DeleteMyLimitResponse]
     """Removes the caller's own limits for one action, back to the tier defaults (or the
-    admin override, if any).
+    admin override, if any). Removing one is audited and notified (SECURITY).
     """
     ListTrustedIps: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListTrustedIpsRequest, _wallet_pb2.ListTrustedIpsResponse]
     """Lists the IP addresses the caller has confirmed for money movement, most recently
@@ -182,7 +184,7 @@ class WalletServiceAsyncStub(WalletServiceStub):
     no-op). While an admin freeze or a PIN lockout is in force it fails with
     FAILED_PRECONDITION, reason WALLET_FROZEN, and changes nothing, even when a self-freeze
     sits under it: that one is lifted with the staff unfreeze, or here once the other
-    freeze has ended.
+    freeze has ended. Lifting it is audited and notified (SECURITY, on every device).
     """
     CloseMyWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.CloseMyWalletRequest, _wallet_pb2.CloseMyWalletResponse]  # type: ignore[assignment]
     """Closes the caller's wallet for good. Only with a zero balance (otherwise
@@ -224,10 +226,12 @@ class WalletServiceAsyncStub(WalletServiceStub):
     a value above the tier default or admin override is refused. The windows set must be in
     order (per_transaction <= daily <= monthly), and at least one must be set; to go back
     to the defaults, call DeleteMyLimit. INVALID_ARGUMENT names the field otherwise.
+    Audited; one that raises or drops a window of the caller's own earlier limit also
+    notifies them (SECURITY, on every device: a guard was loosened).
     """
     DeleteMyLimit: _aio.UnaryUnaryMultiCallable[_wallet_pb2.DeleteMyLimitRequest, _wallet_pb2.DeleteMyLimitResponse]  # type: ignore[assignment]
     """Removes the caller's own limits for one action, back to the tier defaults (or the
-    admin override, if any).
+    admin override, if any). Removing one is audited and notified (SECURITY).
     """
     ListTrustedIps: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListTrustedIpsRequest, _wallet_pb2.ListTrustedIpsResponse]  # type: ignore[assignment]
     """Lists the IP addresses the caller has confirmed for money movement, most recently
@@ -333,7 +337,7 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         no-op). While an admin freeze or a PIN lockout is in force it fails with
         FAILED_PRECONDITION, reason WALLET_FROZEN, and changes nothing, even when a self-freeze
         sits under it: that one is lifted with the staff unfreeze, or here once the other
-        freeze has ended.
+        freeze has ended. Lifting it is audited and notified (SECURITY, on every device).
         """
 
     @_abc_1.abstractmethod
@@ -423,6 +427,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         a value above the tier default or admin override is refused. The windows set must be in
         order (per_transaction <= daily <= monthly), and at least one must be set; to go back
         to the defaults, call DeleteMyLimit. INVALID_ARGUMENT names the field otherwise.
+        Audited; one that raises or drops a window of the caller's own earlier limit also
+        notifies them (SECURITY, on every device: a guard was loosened).
         """
 
     @_abc_1.abstractmethod
@@ -432,7 +438,7 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.DeleteMyLimitResponse, _abc.Awaitable[_wallet_pb2.DeleteMyLimitResponse]]:
         """Removes the caller's own limits for one action, back to the tier defaults (or the
-        admin override, if any).
+        admin override, if any). Removing one is audited and notified (SECURITY).
         """
 
     @_abc_1.abstractmethod

@@ -41,13 +41,14 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 def test_private_postgres_runs_version_15_on_loopback(infra: Infra) -> None:
+    assert infra.postgres.host == "127.0.0.1"
+    if not infra.postgres.private:
+        pytest.skip("uses an existing PostgreSQL; its version and listen address are its own")
     version = run_sql(infra.postgres.admin_dsn, lambda conn: conn.fetchval("SHOW server_version"))
     listen = run_sql(infra.postgres.admin_dsn, lambda conn: conn.fetchval("SHOW listen_addresses"))
 
-    assert infra.postgres.host == "127.0.0.1"
-    if infra.postgres.private:
-        assert str(version).startswith("15.")
-        assert listen == "127.0.0.1"
+    assert str(version).startswith("15.")
+    assert listen == "127.0.0.1"
 
 
 def _connect_without_password(host: str, port: int) -> None:
@@ -243,8 +244,9 @@ def test_mesh_serves_grpc_health_and_gateway_readiness(mesh: Mesh) -> None:
     for name in mesh.services:
         with GrpcHealthProbe(mesh.grpc_address(name)) as health:
             assert health.probe(), name
-    if mesh.envoy is not None:
-        assert http_ok(f"http://127.0.0.1:{mesh.config.admin_port}/ready")
+    assert mesh.envoy is not None, "the mesh started no Envoy gateway"
+    assert mesh.envoy.exited() is None, "Envoy has exited"
+    assert http_ok(f"http://127.0.0.1:{mesh.config.admin_port}/ready")
 
 
 def test_children_get_an_allowlisted_environment(monkeypatch: pytest.MonkeyPatch) -> None:

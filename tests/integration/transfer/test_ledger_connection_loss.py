@@ -40,13 +40,17 @@ SENDS = 6
 _APP = "transfer-connection-loss"
 
 
-async def _terminate_our_backends(infra: Infra) -> int:
+async def _terminate_our_backends(infra: Infra, engine: AsyncEngine) -> int:
+    """Ends the sessions of `engine`'s pool: its application name, role and database (this
+    module's own, so a run sharing the server never loses its sessions to this one)."""
     conn = await asyncpg.connect(infra.postgres.admin_dsn)
     try:
         killed = await conn.fetchval(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = $1",
+            "WHERE application_name = $1 AND datname = $2 AND usename = $3",
             _APP,
+            engine.url.database,
+            engine.url.username,
         )
     finally:
         await conn.close()
@@ -76,7 +80,7 @@ async def test_terminated_connections_answer_unavailable_and_move_money_at_most_
             # in even rounds, to look up what earlier rounds sent in odd ones.
             keys = [key(alice.user_id, body=str(uuid.uuid4())) for _ in range(SENDS)]
             await asyncio.gather(*(_look_up(money, k) for k in keys))
-            assert await _terminate_our_backends(infra) > 0
+            assert await _terminate_our_backends(infra, engine) > 0
             if round_ % 2:
                 asked = list(sent)[-SENDS:]
                 calls = [reads.by_request_id(alice.user_id, r) for r in asked]
@@ -168,7 +172,7 @@ async def test_after_a_restart_connections_known_closed_cost_no_call(
 
     async def restart() -> None:
         drivers = await pooled_drivers(engine, SENDS)  # the warm pool
-        assert await _terminate_our_backends(infra) == SENDS
+        assert await _terminate_our_backends(infra, engine) == SENDS
 
         await until_seen_ended(drivers)
 

@@ -561,15 +561,16 @@ async def _checked_behind_a_lock(
     check: Callable[[], Coroutine[Any, Any, Sequence[LedgerCheck]]],
     table: str = "ledger_postings",
 ) -> asyncio.Task[Sequence[LedgerCheck]]:
-    """Runs `check` while the owner locks `table` against readers, until the checks wait on
-    that lock and some more, then lets go: the checks' task, done or still running."""
+    """Runs `check` while the owner locks `table` against readers, until a statement of the
+    checks has waited on that lock for 0.5 s (or the checks ended), then lets go: the checks'
+    task, done or still running."""
     conn = await ledger.owner()
     try:
         async with conn.transaction():
             await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             checking = asyncio.create_task(check())
 
-            async def waiting() -> bool:
+            async def waited(seconds: float) -> bool:
                 if checking.done():
                     return True
                 async with ledger.engine.connect() as seen:  # a role sees its own sessions
@@ -577,14 +578,21 @@ async def _checked_behind_a_lock(
                         text(
                             "SELECT count(*) FROM pg_stat_activity"
                             " WHERE application_name = 'verify' AND wait_event_type = 'Lock'"
-                        )
+                            " AND datname = current_database()"
+                            " AND clock_timestamp() - query_start > make_interval(secs => :s)"
+                        ),
+                        {"s": seconds},
                     )
                 return bool(count)
 
-            await eventually(waiting, within=30, what="the checks wait on the postings' lock")
+            await eventually(
+                lambda: waited(0), within=30, what="the checks wait on the postings' lock"
+            )
             # Longer than the bounds below (the engine's 0.1 s, the deadline's 0.2 s): a
             # statement they bound is cancelled while it waits.
-            await asyncio.sleep(0.5)
+            await eventually(
+                lambda: waited(0.5), within=30, what="a check waited 0.5 s on the lock"
+            )
     finally:
         await conn.close()
     return checking

@@ -13,6 +13,7 @@ month in either.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -213,26 +214,43 @@ async def test_yesterdays_usage_does_not_count_toward_todays_daily_limit(
     assert usage[yesterday] == 1_000
 
 
+@pytest.mark.parametrize(
+    ("day", "earlier"),
+    [
+        (date(2026, 3, 15), date(2026, 3, 1)),  # the month's first day
+        (date(2026, 3, 2), date(2026, 3, 1)),  # yesterday, in the same month
+        (date(2026, 2, 28), date(2026, 2, 1)),  # the last day of a short month
+    ],
+)
 @pytest.mark.parametrize("action", ACTIONS)
 async def test_an_earlier_day_of_this_month_counts_toward_the_month_but_not_the_day(
-    ledger: LedgerWorld, action: str
+    ledger: LedgerWorld, action: str, day: date, earlier: date
 ) -> None:
-    async def scenario(today: date) -> tuple[LedgerOutcome, LedgerOutcome] | None:
-        if today.day == 1:
-            return None  # no earlier day in this month
-        wallet = await _wallet_with_limits(ledger, action, daily=1_000, monthly=1_500)
-        await _used(ledger, wallet, action, today.replace(day=1), 1_000)
-        moved = await _move(ledger, action, wallet, 500)  # 1,500 this month, 500 today
-        refused = await _move(ledger, action, wallet, 1)  # 501 today: only the month refuses
-        return moved, refused
+    """1,000 used on `earlier`, an earlier day of `day`'s month: 500 more on `day` is within
+    the day (1,000) and the month (1,500); with those 500 used on `day`, 1 more is refused by
+    the month alone. At fixed business days, through the function every money function calls
+    with its business day: the money functions take the database's clock, which a test cannot
+    set, and on the 1st of a month no earlier day of it exists, so a check relative to today
+    would not run on those days. That they pass today's business day is checked above."""
+    wallet = await ledger.new_wallet()
+    await ledger.set_limit(wallet, action, per_transaction=10_000_000, daily=1_000, monthly=1_500)
+    await _used(ledger, wallet, action, earlier, 1_000)
 
-    _, outcomes = await _on_one_business_day(ledger, scenario)
-    if outcomes is None:
-        pytest.skip("today is the month's first business day: no earlier day in this month")
-    moved, refused = outcomes
-    assert moved.code == "OK", moved
-    assert refused.code == "MONTHLY_LIMIT_EXCEEDED", refused
-    assert (refused.details["limit_minor"], refused.details["used_minor"]) == ("1500", "1500")
+    async def refusals(amount: int) -> list[tuple[str, dict[str, str]]]:
+        rows = await ledger.fetch(
+            "SELECT outcome, reply FROM transfer_limit_refusal($1, 'FULL', $2, $3, $4, 'INR')",
+            wallet.wallet_id,
+            action,
+            amount,
+            day,
+        )
+        return [(r["outcome"], json.loads(r["reply"])) for r in rows]
+
+    assert await refusals(500) == []  # 1,500 this month, 500 today
+    await _used(ledger, wallet, action, day, 500)  # as the movement of those 500 counts them
+    [(outcome, reply)] = await refusals(1)  # 501 today: only the month refuses
+    assert outcome == "MONTHLY_LIMIT_EXCEEDED"
+    assert (reply["limit_minor"], reply["used_minor"]) == ("1500", "1500")
 
 
 @pytest.mark.parametrize("action", ACTIONS)

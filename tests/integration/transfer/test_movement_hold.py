@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.fakes.transfer import FakeWalletGate
 from tests.integration.transfer.conftest import (
@@ -62,18 +62,24 @@ async def other_process(ledger: LedgerWorld) -> AsyncIterator[PgLedger]:
         await engine.dispose()
 
 
-async def _end_sessions(infra: Infra, application_name: str, within: float = 10.0) -> None:
-    """PostgreSQL ends the sessions of `application_name` (a failover, an operator), and they
-    are gone when this returns."""
+async def _end_sessions(
+    infra: Infra, engine: AsyncEngine, application_name: str, within: float = 10.0
+) -> None:
+    """PostgreSQL ends the sessions of `engine` named `application_name` (a failover, an
+    operator), and they are gone when this returns. Only the sessions of the engine's role on
+    its database (this module's own), so a run sharing the server keeps its sessions."""
+    ours = "application_name = $1 AND datname = $2 AND usename = $3"
+    args = (application_name, engine.url.database, engine.url.username)
     admin = await asyncpg.connect(infra.postgres.admin_dsn)
     try:
         await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            application_name,
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {ours}",
+            *args,
         )
         deadline = time.monotonic() + within
         while await admin.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", application_name
+            f"SELECT count(*) FROM pg_stat_activity WHERE {ours}",
+            *args,
         ):
             assert time.monotonic() < deadline, "the sessions outlived their termination"
             await asyncio.sleep(0.02)
@@ -232,7 +238,7 @@ async def test_a_pooled_connection_ended_while_idle_is_replaced_before_the_looku
     request = key(alice.user_id)
     try:
         drivers = await pooled_drivers(engine, 1)  # the pool's one connection, idle
-        await _end_sessions(infra, name)
+        await _end_sessions(infra, engine, name)
 
         await until_seen_ended(drivers)
         await _send_held(money, request, alice, bob)
@@ -256,7 +262,7 @@ async def test_a_connection_lost_under_the_lookup_is_unavailable_and_holds_nothi
     try:
         async with lost.hold(key(alice.user_id)):  # the pool's one connection, now idle
             pass
-        await _end_sessions(infra, name)
+        await _end_sessions(infra, engine, name)
         with pytest.raises(DatabaseUnavailableError):
             async with lost.hold(request):
                 pytest.fail("the lookup on a lost connection answered")
@@ -280,7 +286,7 @@ async def test_a_connection_lost_while_at_wallet_keeps_the_movements_own_answer(
 
     async def wallet_unavailable_meanwhile() -> None:
         async with lost.hold(request):
-            await _end_sessions(infra, name)
+            await _end_sessions(infra, engine, name)
             raise LookupError("wallet unavailable")
 
     try:

@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from tests.integration.transfer.conftest import LedgerWorld, key
+from tests.support import eventually
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import TransferStats, UsageFigures
 from vaultpay_transfer.domain.windows import BUSINESS_TIME_ZONE
@@ -110,9 +111,14 @@ async def test_a_withdrawal_counts_in_the_windows_it_settled_in_not_where_it_was
     await ledger.fund(alice, 10_000)
     made = await ledger.withdraw(alice, 400)
     assert made.code == "OK" and made.transaction is not None, made
-    await ledger.fetch("SELECT pg_sleep(0.01)")  # the database's clock moves past its creation
-    mark = await _database_now(ledger)
-    assert made.transaction.created_at < mark
+    created_at = made.transaction.created_at
+
+    async def past_creation() -> datetime | None:
+        at = await _database_now(ledger)
+        return at if at > created_at else None
+
+    # The database's clock read once it has moved past the withdrawal's creation.
+    mark = await eventually(past_creation, within=10, what="the database's clock past creation")
     day_on, month_on = mark + timedelta(hours=24), mark + timedelta(days=30)
     before = {at: await store.stats(at) for at in (day_on, month_on)}
 

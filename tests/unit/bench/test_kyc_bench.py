@@ -164,18 +164,21 @@ def test_quick_and_full_options_and_run_py_options_are_ignored() -> None:
 
 def test_recorded_load_is_cut_into_windows() -> None:
     async def scenario() -> list[Completion]:
-        stop = asyncio.Event()
+        stop, enough = asyncio.Event(), asyncio.Event()
         calls = 0
 
         async def call(worker: int) -> None:
             nonlocal calls
             calls += 1
+            number = calls  # this call's own number (the other worker moves `calls` on)
+            if number >= 10:  # two timeouts begun; calls in flight at the stop are recorded
+                enough.set()
             await asyncio.sleep(0.001)
-            if calls % 5 == 0:
+            if number % 5 == 0:
                 raise TimeoutError
 
         async def stopper() -> None:
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(enough.wait(), timeout=30)
             stop.set()
 
         done, _ = await asyncio.gather(

@@ -11,6 +11,7 @@ import pytest
 from tests.support import json_time
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_common.context import Role
+from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.errors import DomainError, ValidationError, metadata_time
 from vaultpay_common.idempotency import IdempotencyKey, IdempotencyKeyInUseError
 from vaultpay_wallet.domain.errors import (
@@ -518,3 +519,25 @@ async def test_a_settlement_the_key_is_held_against_a_moment_is_tried_again_and_
     assert len(claims_of_third) == 3  # its look, the refused settlement, the one that settled
     assert world.uow.wallets.wallets[wallet.id].freeze_by(FreezeSource.PIN_LOCKOUT) is not None
     assert [e.action for e in world.uow.audit_entries].count("wallet.pin_locked") == 1
+
+
+async def test_a_keyless_change_whose_commit_reply_was_lost_answers_ok() -> None:
+    """ChangePin without a request_id: the settlement's COMMIT happened but its reply was
+    lost (a dropped connection), so the settlement runs again with nothing stored to replay.
+    It found the PIN changed (by itself) and answered PIN_CHANGED: the owner read "failed"
+    while the new PIN was in force (wallet review, 2026-12-04 night)."""
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    world.clock.advance(timedelta(minutes=1))
+    commit, lost = world.uow.commit, []
+
+    async def commits_then_loses_the_reply() -> None:
+        await commit()
+        if world.uow.pins.records[wallet.id].pin_hash == "h:8642" and not lost:
+            lost.append(True)
+            raise DatabaseUnavailableError()
+
+    world.uow.commit = commits_then_loses_the_reply  # type: ignore[method-assign]
+    await world.pins.change_pin(ChangePin("alice", GOOD, "8642", "8642", None))
+    assert lost == [True]
+    assert world.uow.pins.records[wallet.id].pin_hash == "h:8642"

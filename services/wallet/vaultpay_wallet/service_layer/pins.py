@@ -467,6 +467,16 @@ class PinService:
         if record is None:
             raise PinNotSetError()
         if record.updated_at != reservation.pin_updated_at:
+            if new_hash is not None and record.pin_hash == new_hash:
+                # This very change committed and its answer was lost (a settlement retried
+                # after a lost COMMIT reply, without a key to replay it): a salted hash is
+                # never written twice, so the PIN in force is the one this call set.
+                return PinCheckOutcome(
+                    wallet.id,
+                    PinCheckResult.OK,
+                    MAX_FAILED_PIN_ATTEMPTS,
+                    pin_updated_at=record.updated_at,
+                )
             # Final, like a retry of a check that passed before the change: a retry with this
             # request_id would be checked against the reservation of the old PIN again.
             raise PinChangedError()

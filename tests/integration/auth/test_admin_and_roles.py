@@ -189,7 +189,12 @@ async def test_role_change_is_in_the_audit_log(auth: AuthStack) -> None:
     assert len(events.events) == 1
     event = events.events[0]
     assert event.actor_id == admin_user.user_id
-    assert dict(event.details) == {"old_role": "USER", "new_role": "MODERATOR", "reason": "promo"}
+    assert dict(event.details) == {
+        "old_role": "USER",
+        "new_role": "MODERATOR",
+        "reason": "promo",
+        "ip": "127.0.0.1",  # no gateway in front: the peer's address
+    }
 
 
 async def test_malformed_user_id_is_invalid_argument(auth: AuthStack) -> None:

@@ -1,6 +1,6 @@
 """Security events reach the audit trail (ASVS 5.0 V16): failed and throttled sign-ins, logout,
-failed password changes and staff reads of users' data, each with the client IP and never a
-password or a clear email address."""
+password changes, refresh-token reuse, staff changes and staff reads of users' data and of the
+audit log, each with the client IP and never a password or a clear email address."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.integration.auth.conftest import PASSWORD, SERVICE_SECRET, AuthStack,
 from tests.integration.auth.stacks import as_gateway, own_auth_stack
 from tests.support import rpc_failure
 from vaultpay.auth.v1 import auth_pb2
-from vaultpay.type.v1 import audit_pb2
+from vaultpay.type.v1 import audit_pb2, role_pb2
 from vaultpay_devstack.infra import Infra
 
 WRONG = "wrong password 99 x"
@@ -220,3 +220,95 @@ async def test_a_peer_service_reading_a_contact_or_a_role_is_not_a_staff_read(
         metadata=bearer(service.access_token),
     )
     assert await events(auth, admin, "user.viewed", user.user_id) == []
+
+
+# --- Security review of 2026-12-04 (night) ---------------------------------------------------
+
+
+async def test_staff_changes_of_a_user_are_audited_with_the_address(
+    auth: AuthStack, admin: auth_pb2.TokenPair
+) -> None:
+    _, root = await auth.staff("SUPER_ADMIN")
+    user = await auth.register()
+    address = fresh_ip()
+    at = bearer(root) + caller(auth, address)
+    await auth.admin.SetUserRole(
+        auth_pb2.SetUserRoleRequest(user_id=user.user_id, role=role_pb2.ROLE_MODERATOR),
+        metadata=at,
+    )
+    await auth.admin.DeactivateUser(
+        auth_pb2.DeactivateUserRequest(user_id=user.user_id, reason="left"), metadata=at
+    )
+    await auth.admin.ReactivateUser(
+        auth_pb2.ReactivateUserRequest(user_id=user.user_id), metadata=at
+    )
+    for action in ("user.role_changed", "user.deactivated", "user.reactivated"):
+        [event] = await events(auth, admin, action, user.user_id)
+        assert event.details["ip"] == address, action
+
+
+async def test_a_changed_password_is_audited_with_the_address(
+    auth: AuthStack, admin: auth_pb2.TokenPair
+) -> None:
+    user, tokens = await auth.user_with_token()
+    address = fresh_ip()
+    await auth.public.ChangePassword(
+        auth_pb2.ChangePasswordRequest(
+            current_password=PASSWORD, new_password="a brand new 77 secret"
+        ),
+        metadata=bearer(tokens) + caller(auth, address),
+    )
+    [event] = await events(auth, admin, "user.password_changed", user.user_id)
+    assert (event.actor_id, event.details["ip"]) == (user.user_id, address)
+
+
+async def test_a_reused_refresh_token_is_found_by_its_user_with_the_address(
+    auth: AuthStack, admin: auth_pb2.TokenPair
+) -> None:
+    user, first = await auth.user_with_token()
+    await auth.public.RefreshToken(
+        auth_pb2.RefreshTokenRequest(refresh_token=first.refresh_token),
+        metadata=caller(auth, fresh_ip()),
+    )
+    thief = fresh_ip()
+    reuse = await rpc_failure(
+        auth.public.RefreshToken(
+            auth_pb2.RefreshTokenRequest(refresh_token=first.refresh_token),
+            metadata=caller(auth, thief),
+        )
+    )
+    assert reuse.reason == "TOKEN_REVOKED"
+    [event] = await events(auth, admin, "session.refresh_reuse_detected", user.user_id)
+    assert (event.actor_id, event.target_type) == ("anonymous", "user")
+    assert event.details["ip"] == thief and event.details["session_id"]
+    assert_no_secrets(event, first.refresh_token, first.access_token)
+
+
+async def test_a_read_of_the_audit_log_is_audited_with_its_filters_count_and_address(
+    auth: AuthStack,
+) -> None:
+    reader, reader_tokens = await auth.staff("ADMIN")
+    user, _ = await auth.user_with_token()
+    address = fresh_ip()
+    shown = await auth.admin.ListAuthAuditEvents(
+        auth_pb2.ListAuthAuditEventsRequest(target_id=user.user_id, action="user.login"),
+        metadata=bearer(reader_tokens) + caller(auth, address),
+    )
+    assert len(shown.events) == 1
+    listed = await auth.admin.ListAuthAuditEvents(
+        auth_pb2.ListAuthAuditEventsRequest(actor_id=reader.user_id, action="audit_events.listed"),
+        metadata=bearer(reader_tokens),
+    )
+    [event] = listed.events  # this read's own row commits after it
+    assert (event.actor_id, event.actor_role, event.target_type) == (
+        reader.user_id,
+        "ADMIN",
+        "audit_events",
+    )
+    assert dict(event.details) == {
+        "action": "user.login",
+        "target_id": user.user_id,
+        "count": "1",
+        "sequences": str(shown.events[0].sequence),
+        "ip": address,
+    }

@@ -115,6 +115,7 @@ async def test_submit_view_approve_raises_the_tier_and_notifies(kyc: KycStack) -
     assert [r.action for r in rows] == ["kyc.submitted", "kyc.submission_viewed", "kyc.approved"]
     assert rows[1].actor_id == moderator_id
     assert json.loads(rows[1].details)["ip"] == "127.0.0.1"  # the staff member's address
+    assert (rows[2].actor_id, json.loads(rows[2].details)["ip"]) == (moderator_id, "127.0.0.1")
     assert all(number not in r.details for r in rows)
     assert tier_call.request_id in events  # deduped by the outbox event id
 
@@ -127,6 +128,24 @@ async def test_submit_view_approve_raises_the_tier_and_notifies(kyc: KycStack) -
 
 async def _notified(kyc: KycStack, user_id: str) -> bool:
     return bool(kyc.wallet.notes_for(user_id))
+
+
+async def _audit_details(kyc: KycStack, action: str, target_id: str) -> dict[str, str]:
+    engine = create_engine(kyc.dbs.app_dsn("kyc"), application_name="kyc-test")
+    try:
+        async with engine.connect() as conn:
+            details = (
+                await conn.execute(
+                    text(
+                        "SELECT details::text FROM audit_events"
+                        " WHERE action = :action AND target_id = :id"
+                    ),
+                    {"action": action, "id": target_id},
+                )
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    return cast(dict[str, str], json.loads(details))
 
 
 async def test_a_rejected_user_is_told_why_and_may_submit_again(kyc: KycStack) -> None:
@@ -146,6 +165,8 @@ async def test_a_rejected_user_is_told_why_and_may_submit_again(kyc: KycStack) -
         kyc_pb2.KYC_STATUS_REJECTED,
         "blurred photo",
     )
+    rejected = await _audit_details(kyc, "kyc.rejected", first.submission.submission_id)
+    assert rejected["ip"] == "127.0.0.1"  # the reviewer's address, as their views have
     await eventually(lambda: _notified(kyc, user_id))
     second = await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)
     assert second.submission.status == kyc_pb2.KYC_STATUS_PENDING

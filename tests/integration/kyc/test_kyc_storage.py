@@ -5,6 +5,7 @@ submissions continue (RPC, retry, resume, the operator's CLI)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -56,6 +57,21 @@ async def _view(kyc: KycStack, submission_id: str) -> kyc_pb2.AdminGetKycSubmiss
         kyc_pb2.AdminGetKycSubmissionRequest(submission_id=submission_id), metadata=moderator
     )
     return reply
+
+
+async def _rotation_started(app: AsyncEngine, key_id: str) -> tuple[str, dict[str, str]]:
+    """The actor and details of the audit row that started the rotation to `key_id`."""
+    async with app.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT actor_id, details::text AS details FROM audit_events"
+                    " WHERE action = 'kyc.key_rotation_started' AND target_id = :key"
+                ),
+                {"key": key_id},
+            )
+        ).one()
+    return row.actor_id, json.loads(row.details)
 
 
 def marker_of(viewed: kyc_pb2.AdminGetKycSubmissionResponse) -> bytes:
@@ -242,6 +258,9 @@ async def test_rotation_during_concurrent_reads_and_submissions_loses_nothing(
     replay = await kyc.admin.AdminRotateKycKey(request, metadata=root)
     assert (replay.key_id, replay.previous_key_id) == (rotated.key_id, rotated.previous_key_id)
     assert (await _keys(app))[0] == {rotated.key_id: "ACTIVE"}  # not rotated twice
+    # The caller's address, as every staff row has (security review of 2026-12-04, night).
+    _, details = await _rotation_started(app, rotated.key_id)
+    assert details["ip"] == "127.0.0.1" and "via" not in details
 
 
 async def test_an_interrupted_rotation_resumes_and_the_cli_rotates_with_progress(
@@ -276,6 +295,8 @@ async def test_an_interrupted_rotation_resumes_and_the_cli_rotates_with_progress
     (new_key,) = new_states
     assert new_key != started.key_id and set(new_used) == {new_key}
     assert f"active key {new_key} (was {started.key_id})" in result.stdout
+    actor, details = await _rotation_started(app, new_key)  # no client address: the CLI
+    assert actor.startswith("operator:") and details["via"] == "cli" and "ip" not in details
     again = await asyncio.to_thread(kyc.cli, "rotate-key", "--request-id", request_id)
     assert again.returncode == 0, again.stderr
     assert (await _keys(app))[0] == {new_key: "ACTIVE"}  # the same request id: no new key

@@ -235,6 +235,8 @@ class FakeAuthUnitOfWork(FakeUnitOfWork):
         super().__init__()
         self.users = FakeUserRepository()
         self.sessions = FakeSessionRepository()
+        # The rows the audit log lists (a test stores them; `audit` does not add to them).
+        self.records: list[AuditRecord] = []
 
     def _state_holders(self) -> list[object]:
         return [self.users, self.sessions]
@@ -242,7 +244,15 @@ class FakeAuthUnitOfWork(FakeUnitOfWork):
     async def audit_events(
         self, query: AuditQuery, before_sequence: int | None, limit: int
     ) -> list[AuditRecord]:
-        raise NotImplementedError
+        """`records` newest first, by action and target (the filters the tests use)."""
+        chosen = [
+            r
+            for r in sorted(self.records, key=lambda r: r.sequence, reverse=True)
+            if (not query.action or r.action == query.action)
+            and (not query.target_id or r.target_id == query.target_id)
+            and (before_sequence is None or r.sequence < before_sequence)
+        ]
+        return chosen[:limit]
 
     def committed_actions(self) -> list[str]:
         return [e.action for e in self.audit_entries]

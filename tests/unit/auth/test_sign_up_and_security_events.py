@@ -1,11 +1,12 @@
 """Account and staff use cases on fakes: Register is refused before it costs a hash, and the
-security events of sign-in, logout, password change and staff reads are audited."""
+security events of sign-in, logout, password change, refresh-token reuse, staff changes and
+staff reads (of users and of the audit log) are audited with the client address."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from vaultpay_auth.domain.errors import (
     InvalidCredentialsError,
     LoginThrottledError,
     PasswordHashingBusyError,
+    RefreshTokenReusedError,
     SignUpThrottledError,
 )
 from vaultpay_auth.domain.model import User
@@ -32,7 +34,7 @@ from vaultpay_auth.domain.security_events import EmailFingerprint
 from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
 from vaultpay_auth.service_layer.ports import UserFilter
-from vaultpay_common.audit import AuditEntry
+from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
 from vaultpay_common.context import Principal, Role
 from vaultpay_common.errors import ValidationError
 
@@ -308,3 +310,106 @@ async def test_a_login_whose_password_is_replaced_while_it_is_checked_opens_no_s
     assert world.uow.sessions.sessions == {}
     assert world.only("user.login_failed").details["reason"] == "password_replaced"
     assert world.throttle.succeeded_for == []  # not a success: its attempt still counts
+
+
+# --- Security review of 2026-12-04 (night): writes, refresh reuse, the audit log's reads ---
+
+
+async def test_a_changed_password_is_audited_with_the_address() -> None:
+    world = World()
+    user = world.add_user("ada@example.com")
+    await world.accounts.change_password(user.id, "s1", PASSWORD, "a brand new 77 secret", IP)
+    entry = world.only("user.password_changed")
+    assert (entry.target_id, dict(entry.details)) == (user.id, {"revoked": "0", "ip": IP})
+
+
+async def test_staff_changes_of_a_user_are_audited_with_the_address() -> None:
+    """Staff reads had the address; the writes they audit (role, deactivation, reactivation)
+    had none."""
+    world = World()
+    root = world.add_user("root@example.com", role=Role.SUPER_ADMIN)
+    actor = Principal(subject=root.id, role=Role.SUPER_ADMIN, session_id="s-root")
+    user = world.add_user("ada@example.com")
+    await world.admin.set_role(actor, user.id, Role.MODERATOR, "promo", client_ip=IP)
+    await world.admin.deactivate(actor, user.id, "left the company", client_ip="198.51.100.8")
+    await world.admin.reactivate(actor, user.id, client_ip="198.51.100.9")
+    assert dict(world.only("user.role_changed").details) == {
+        "old_role": "USER",
+        "new_role": "MODERATOR",
+        "reason": "promo",
+        "ip": IP,
+    }
+    assert dict(world.only("user.deactivated").details) == {
+        "reason": "left the company",
+        "revoked_sessions": "0",
+        "ip": "198.51.100.8",
+    }
+    assert dict(world.only("user.reactivated").details) == {"ip": "198.51.100.9"}
+
+
+async def test_a_reused_refresh_token_is_found_by_its_user_with_the_address() -> None:
+    """The row targeted the session, by "system", without an address: searching the victim's
+    user id found nothing."""
+    world = World()
+    world.add_user("ada@example.com")
+    tokens, user = await world.accounts.login("ada@example.com", PASSWORD, IP)
+    [session_id] = world.uow.sessions.sessions
+    await world.accounts.refresh(tokens.refresh_token, IP)
+    with pytest.raises(RefreshTokenReusedError):
+        await world.accounts.refresh(tokens.refresh_token, "198.51.100.66")
+    entry = world.only("session.refresh_reuse_detected")
+    assert (entry.target_type, entry.target_id, entry.actor_id) == ("user", user.id, "anonymous")
+    assert dict(entry.details) == {"session_id": session_id, "ip": "198.51.100.66"}
+    assert world.uow.sessions.revoked == {session_id: "refresh_token_reuse"}
+
+
+def _record(sequence: int, action: str = "user.login", target_id: str = "u-1") -> AuditRecord:
+    return AuditRecord(
+        sequence=sequence,
+        created_at=datetime(2026, 12, 4, 22, 0, sequence, tzinfo=UTC),
+        actor_id=target_id,
+        actor_role="USER",
+        action=action,
+        target_type="user",
+        target_id=target_id,
+        request_id="",
+        details={"ip": "192.0.2.99"},
+    )
+
+
+async def test_a_page_of_the_audit_log_is_audited_with_its_filters_count_and_address() -> None:
+    """ListAuthAuditEvents returns users' ids and addresses but wrote no row, while ListUsers
+    does. The row commits with the read (one commit), counts the page shown, not the one more
+    read to see whether another follows, and keeps only the filters set."""
+    world = World()
+    world.uow.records = [_record(n) for n in range(1, 5)] + [_record(5, "user.logout")]
+    start = datetime(2026, 12, 4, tzinfo=UTC)
+    query = AuditQuery(action="user.login", target_id="u-1", start=start)
+    viewer = staff(Role.ADMIN)
+    page = await world.admin.list_audit_events(query, 4, 2, viewer=viewer, client_ip=IP)
+    assert [r.sequence for r in page.items] == [3, 2] and page.has_more
+    entry = world.only("audit_events.listed")
+    assert (entry.actor_id, entry.actor_role) == ("staff-1", "ADMIN")
+    assert (entry.target_type, entry.target_id) == ("audit_events", "")
+    assert dict(entry.details) == {
+        "action": "user.login",
+        "target_id": "u-1",
+        "start_time": start.isoformat(),
+        "count": "2",
+        "sequences": "3,2",
+        "ip": IP,
+    }
+    assert world.uow.commits == 1
+
+
+async def test_an_empty_page_of_the_audit_log_is_audited_too() -> None:
+    world = World()
+    page = await world.admin.list_audit_events(
+        AuditQuery(), None, 50, viewer=staff(Role.ADMIN), client_ip=IP
+    )
+    assert list(page.items) == [] and not page.has_more
+    assert dict(world.only("audit_events.listed").details) == {
+        "count": "0",
+        "sequences": "",
+        "ip": IP,
+    }

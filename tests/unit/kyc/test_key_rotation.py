@@ -219,3 +219,14 @@ async def test_a_rotation_started_after_anothers_last_count_is_left_to_finish_it
     assert not keys.rotations["the-newer"].finished  # its own process (or resume) ends it
     resumed = await world.rotation.resume_unfinished()
     assert resumed is not None and resumed.finished and resumed.key_id == newer
+
+
+async def test_a_rotation_records_where_it_was_asked_from(world: World) -> None:
+    """Security review of 2026-12-04 (night): AdminRotateKycKey's row had no client address.
+    The RPC's row names the caller's address; the CLI's, which has none, says `via: cli`
+    (as auth's CLI rows do) with its operator as the actor."""
+    await world.rotation.rotate(RotateKycKey(key("root"), client_ip="203.0.113.9"))
+    await world.rotation.rotate(RotateKycKey(key("cli"), "operator:ops"))
+    rpc, cli = [e for e in world.uow.audit_entries if e.action == "kyc.key_rotation_started"]
+    assert (rpc.actor_id, rpc.details["ip"], "via" in rpc.details) == ("", "203.0.113.9", False)
+    assert (cli.actor_id, cli.details["via"], "ip" in cli.details) == ("operator:ops", "cli", False)

@@ -191,6 +191,7 @@ async def test_approval_records_the_tier_and_sends_tier_and_notification_events(
         "user_id": "alice",
         "kyc_tier": "BASIC",
         "note": "ok",
+        "ip": "",
     }
     replay = await world.review.approve(
         ApproveKyc("mod", MOD, submission.id, KycTier.BASIC, "ok", k)
@@ -343,3 +344,25 @@ async def test_every_page_of_the_queue_is_audited_with_the_filters_set_and_ids_n
     shown = str(entries)
     for secret in ("ABCPE1234F", "ZZZPZ9999Z", a.masked_number, b.masked_number):
         assert secret not in shown
+
+
+async def test_decisions_are_audited_with_the_reviewers_address(world: World) -> None:
+    """Security review of 2026-12-04 (night): the views had the staff member's address, the
+    approvals and rejections they lead to had none."""
+    approved = await world.submit()
+    rejected = await world.submit("bob", "ZZZPZ9999Z")
+    await world.review.approve(
+        ApproveKyc("mod", MOD, approved.id, None, "", key("mod"), "203.0.113.7")
+    )
+    await world.review.reject(
+        RejectKyc("mod", MOD, rejected.id, "blurred", key("mod"), "203.0.113.8")
+    )
+    by_action = {e.action: e for e in world.uow.audit_entries}
+    assert (by_action["kyc.approved"].target_id, dict(by_action["kyc.approved"].details)) == (
+        approved.id,
+        {"user_id": "alice", "kyc_tier": "FULL", "ip": "203.0.113.7"},
+    )
+    assert (by_action["kyc.rejected"].target_id, dict(by_action["kyc.rejected"].details)) == (
+        rejected.id,
+        {"user_id": "bob", "reason": "blurred", "ip": "203.0.113.8"},
+    )

@@ -529,7 +529,7 @@ async def test_a_keyless_change_whose_commit_reply_was_lost_answers_ok() -> None
     world = World()
     wallet = await world.open_wallet_with_pin()
     world.clock.advance(timedelta(minutes=1))
-    commit, lost = world.uow.commit, []
+    commit, lost = world.uow.commit, list[bool]()
 
     async def commits_then_loses_the_reply() -> None:
         await commit()

@@ -1,5 +1,6 @@
 """What the audit trail records about security events (ASVS 5.0 V16): refused and throttled
-sign-ins, logout, failed password changes and staff reads of users' data.
+sign-ins, logout, failed password changes, a refresh token presented twice, and staff reads of
+users' data and of the audit log itself.
 
 Every event names the client address. None holds a password, a token or an email address in
 the clear: an address someone typed is recorded as its keyed hash, so staff can correlate the
@@ -17,20 +18,24 @@ import hmac
 from collections.abc import Sequence
 
 from vaultpay_auth.domain.model import User
-from vaultpay_common.audit.model import AuditEntry
+from vaultpay_common.audit.model import AuditEntry, AuditRecord
 from vaultpay_common.context import Principal
 
 __all__ = [
     "ANONYMOUS",
+    "AUDIT_EVENTS_LISTED",
     "LOGIN_FAILED",
     "LOGIN_THROTTLED",
     "LOGOUT",
     "PASSWORD_CHANGE_FAILED",
+    "REFRESH_REUSE_DETECTED",
     "USERS_LISTED",
     "USER_VIEWED",
     "EmailFingerprint",
+    "audit_events_listed",
     "logged_out",
     "password_change_failed",
+    "refresh_reuse_detected",
     "sign_in_refused",
     "sign_in_throttled",
     "user_viewed",
@@ -41,8 +46,10 @@ LOGIN_FAILED = "user.login_failed"
 LOGIN_THROTTLED = "user.login_throttled"
 LOGOUT = "user.logout"
 PASSWORD_CHANGE_FAILED = "user.password_change_failed"  # noqa: S105 (an action, no secret)
+REFRESH_REUSE_DETECTED = "session.refresh_reuse_detected"
 USER_VIEWED = "user.viewed"
 USERS_LISTED = "users.listed"
+AUDIT_EVENTS_LISTED = "audit_events.listed"
 # The actor of an attempt nobody has proven to be anyone yet.
 ANONYMOUS = "anonymous"
 
@@ -100,6 +107,20 @@ def password_change_failed(user_id: str, client_ip: str, reason: str) -> AuditEn
     return AuditEntry(PASSWORD_CHANGE_FAILED, "user", user_id, {"reason": reason, "ip": client_ip})
 
 
+def refresh_reuse_detected(user_id: str, session_id: str, client_ip: str) -> AuditEntry:
+    """A refresh token presented again after it was used: someone holds a copy, and the session
+    was ended. It targets the user, so an investigator searching by the victim's id finds it;
+    its actor is `ANONYMOUS`, since the token proves nobody (the thief or the victim may have
+    presented it), and the address is the presenter's."""
+    return AuditEntry(
+        REFRESH_REUSE_DETECTED,
+        "user",
+        user_id,
+        {"session_id": session_id, "ip": client_ip},
+        actor_id=ANONYMOUS,
+    )
+
+
 def _role(viewer: Principal) -> str:
     return viewer.role.name if viewer.role else ""
 
@@ -130,4 +151,29 @@ def users_listed(
     }
     return AuditEntry(
         USERS_LISTED, "users", "", details, actor_id=viewer.subject, actor_role=_role(viewer)
+    )
+
+
+def audit_events_listed(
+    viewer: Principal,
+    shown: Sequence[AuditRecord],
+    filters: dict[str, str],
+    client_ip: str,
+) -> AuditEntry:
+    """A page of the audit log shown to staff (ListAuthAuditEvents): its rows name users and
+    their addresses, so it is a staff read of users' data like `users_listed`, with the filters
+    set, how many rows and which (their sequences) were shown."""
+    details = {
+        **filters,
+        "count": str(len(shown)),
+        "sequences": ",".join(str(r.sequence) for r in shown),
+        "ip": client_ip,
+    }
+    return AuditEntry(
+        AUDIT_EVENTS_LISTED,
+        "audit_events",
+        "",
+        details,
+        actor_id=viewer.subject,
+        actor_role=_role(viewer),
     )

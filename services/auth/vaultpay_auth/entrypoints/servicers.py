@@ -65,7 +65,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def RefreshToken(
         self, request: auth_pb2.RefreshTokenRequest, context: Ctx
     ) -> auth_pb2.RefreshTokenResponse:
-        tokens = await self._accounts.refresh(request.refresh_token)
+        tokens = await self._accounts.refresh(request.refresh_token, CLIENT_IP.get())
         return auth_pb2.RefreshTokenResponse(tokens=token_pair_to_proto(tokens))
 
     async def Logout(
@@ -153,6 +153,7 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
             parse_uuid(request.user_id, "user_id"),
             role_from_proto(request.role),
             request.reason,
+            client_ip=CLIENT_IP.get(),
         )
         return auth_pb2.SetUserRoleResponse(user=user_to_proto(user))
 
@@ -160,7 +161,10 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
         self, request: auth_pb2.DeactivateUserRequest, context: Ctx
     ) -> auth_pb2.DeactivateUserResponse:
         user = await self._admin.deactivate(
-            current_principal(), parse_uuid(request.user_id, "user_id"), request.reason
+            current_principal(),
+            parse_uuid(request.user_id, "user_id"),
+            request.reason,
+            client_ip=CLIENT_IP.get(),
         )
         return auth_pb2.DeactivateUserResponse(user=user_to_proto(user))
 
@@ -168,15 +172,20 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
         self, request: auth_pb2.ReactivateUserRequest, context: Ctx
     ) -> auth_pb2.ReactivateUserResponse:
         user = await self._admin.reactivate(
-            current_principal(), parse_uuid(request.user_id, "user_id")
+            current_principal(), parse_uuid(request.user_id, "user_id"), client_ip=CLIENT_IP.get()
         )
         return auth_pb2.ReactivateUserResponse(user=user_to_proto(user))
 
     async def ListAuthAuditEvents(
         self, request: auth_pb2.ListAuthAuditEventsRequest, context: Ctx
     ) -> auth_pb2.ListAuthAuditEventsResponse:
+        viewer, client_ip = current_principal(), CLIENT_IP.get()
         events, next_token = await list_audit_events(
-            self._tokens, request, self._admin.list_audit_events
+            self._tokens,
+            request,
+            fetch_slice=lambda query, before, limit: self._admin.list_audit_events(
+                query, before, limit, viewer=viewer, client_ip=client_ip
+            ),
         )
         return auth_pb2.ListAuthAuditEventsResponse(events=events, next_page_token=next_token)
 

@@ -9,9 +9,9 @@ taken, and only then runs bcrypt, at sign-up priority (sign-ins are served first
 sign-up is refused when too many wait). A taken email answers ALREADY_EXISTS at once: the
 answer itself says so (the contract; see docs/decisions.md), so its speed reveals nothing more.
 
-Security events (refused and throttled sign-ins, logout, failed password changes) are audited
-with the client address; a refusal's row is written in a short transaction of its own, so it
-outlives the refusal it records.
+Security events (refused and throttled sign-ins, logout, failed and successful password
+changes, a refresh token presented twice) are audited with the client address; a refusal's row
+is written in a short transaction of its own, so it outlives the refusal it records.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from vaultpay_auth.domain.policies import (
 from vaultpay_auth.domain.security_events import (
     logged_out,
     password_change_failed,
+    refresh_reuse_detected,
     sign_in_refused,
     sign_in_throttled,
 )
@@ -216,7 +217,7 @@ class AccountService:
         )
         return IssuedTokens(access, access_expires_at, refresh, session.expires_at)
 
-    async def refresh(self, refresh_token: str) -> IssuedTokens:
+    async def refresh(self, refresh_token: str, client_ip: str) -> IssuedTokens:
         if not refresh_token:
             raise ValidationError.single("refresh_token", "is required")
         token_hash = hash_refresh_token(refresh_token)
@@ -230,7 +231,7 @@ class AccountService:
             if record.used_at is not None:
                 # Someone holds a stolen copy: end the whole family, for both holders.
                 await uow.sessions.revoke(session.id, "refresh_token_reuse")
-                await uow.audit(AuditEntry("session.refresh_reuse_detected", "session", session.id))
+                await uow.audit(refresh_reuse_detected(session.user_id, session.id, client_ip))
                 await uow.commit()
                 log.warning("refresh token reuse", extra={"session_id": session.id})
                 raise RefreshTokenReusedError()
@@ -296,7 +297,12 @@ class AccountService:
                 user.id, "password_changed", except_id=session_id
             )
             await uow.audit(
-                AuditEntry("user.password_changed", "user", user.id, {"revoked": str(revoked)})
+                AuditEntry(
+                    "user.password_changed",
+                    "user",
+                    user.id,
+                    {"revoked": str(revoked), "ip": client_ip},
+                )
             )
             await uow.commit()
         return revoked

@@ -6,7 +6,9 @@ on themselves; the last active super_admin is never demoted or deactivated (chec
 row locks on every super_admin, so two concurrent demotions cannot both pass).
 
 Staff reads of users' data (GetUser, ListUsers) are audited with the ids shown and the
-client address (ASVS 5.0 V16); a peer service's lookup (no staff viewer) is not.
+client address (ASVS 5.0 V16); a peer service's lookup (no staff viewer) is not. So is every
+page of the audit log (ListAuthAuditEvents: its rows name users and their addresses), and the
+staff changes (role, deactivation, reactivation) record the client address too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from vaultpay_auth.domain.policies import (
     normalize_email,
     require_reason,
 )
-from vaultpay_auth.domain.security_events import user_viewed, users_listed
+from vaultpay_auth.domain.security_events import audit_events_listed, user_viewed, users_listed
 from vaultpay_auth.service_layer.ports import AuthUnitOfWork, UserFilter
 from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
 from vaultpay_common.context import Principal, Role
@@ -39,6 +41,19 @@ __all__ = ["AdminService"]
 
 def _staff(viewer: Principal | None) -> TypeGuard[Principal]:
     return viewer is not None and not viewer.is_service
+
+
+def _audited_audit_filters(query: AuditQuery) -> dict[str, str]:
+    """The filters of a page of the audit log as its own audit row keeps them (the ones set),
+    named as the request names them."""
+    filters = {
+        "actor_id": query.actor_id,
+        "action": query.action,
+        "target_id": query.target_id,
+        "start_time": query.start.isoformat() if query.start is not None else "",
+        "end_time": query.end.isoformat() if query.end is not None else "",
+    }
+    return {name: value for name, value in filters.items() if value}
 
 
 class AdminService:
@@ -80,10 +95,25 @@ class AdminService:
         return filters
 
     async def list_audit_events(
-        self, query: AuditQuery, before_sequence: int | None, limit: int
-    ) -> list[AuditRecord]:
+        self,
+        query: AuditQuery,
+        before_sequence: int | None,
+        limit: int,
+        *,
+        viewer: Principal,
+        client_ip: str,
+    ) -> SliceOf[AuditRecord]:
+        """At most `limit` events before `before_sequence`, newest first, and whether more
+        follow. Always a staff read (ListAuthAuditEvents has no peer caller), audited in the
+        read's transaction as `list_users` is: a page whose row cannot be written is not
+        shown."""
         async with self._uow() as uow:
-            return await uow.audit_events(query, before_sequence, limit)
+            rows = await uow.audit_events(query, before_sequence, limit + 1)
+            shown = rows[:limit]
+            filters = _audited_audit_filters(query)
+            await uow.audit(audit_events_listed(viewer, shown, filters, client_ip))
+            await uow.commit()
+        return SliceOf(shown, len(rows) > limit)
 
     async def get_user(
         self, user_id: str, *, viewer: Principal | None = None, client_ip: str = ""
@@ -145,7 +175,7 @@ class AdminService:
                 raise LastSuperAdminError()
 
     async def set_role(
-        self, actor: Principal, user_id: str, role: Role | None, reason: str
+        self, actor: Principal, user_id: str, role: Role | None, reason: str, *, client_ip: str
     ) -> User:
         if role is None:
             raise ValidationError.single("role", "must be a role")
@@ -167,13 +197,20 @@ class AdminService:
                     "user.role_changed",
                     "user",
                     target.id,
-                    {"old_role": old_role.name, "new_role": role.name, "reason": reason},
+                    {
+                        "old_role": old_role.name,
+                        "new_role": role.name,
+                        "reason": reason,
+                        "ip": client_ip,
+                    },
                 )
             )
             await uow.commit()
         return target
 
-    async def deactivate(self, actor: Principal, user_id: str, reason: str) -> User:
+    async def deactivate(
+        self, actor: Principal, user_id: str, reason: str, *, client_ip: str
+    ) -> User:
         reason = require_reason(reason, required=True)
         async with self._uow() as uow:
             target = await self._lock_managed_user(uow, actor, user_id, None)
@@ -190,13 +227,13 @@ class AdminService:
                     "user.deactivated",
                     "user",
                     target.id,
-                    {"reason": reason, "revoked_sessions": str(revoked)},
+                    {"reason": reason, "revoked_sessions": str(revoked), "ip": client_ip},
                 )
             )
             await uow.commit()
         return target
 
-    async def reactivate(self, actor: Principal, user_id: str) -> User:
+    async def reactivate(self, actor: Principal, user_id: str, *, client_ip: str) -> User:
         async with self._uow() as uow:
             target = await self._lock_managed_user(uow, actor, user_id, None)
             if target.active:
@@ -205,6 +242,6 @@ class AdminService:
             target.deactivation_reason = ""
             target.updated_at = datetime.now(UTC)
             await uow.users.update(target)
-            await uow.audit(AuditEntry("user.reactivated", "user", target.id))
+            await uow.audit(AuditEntry("user.reactivated", "user", target.id, {"ip": client_ip}))
             await uow.commit()
         return target

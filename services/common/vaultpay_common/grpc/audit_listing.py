@@ -5,6 +5,10 @@ page fields, which `AuditListRequest` describes. A servicer stays one line of tr
 
     events, token = await list_audit_events(self._tokens, request, self._audit.list)
     return ListAuditEventsResponse(events=events, next_page_token=token)
+
+A use case that audits the page it shows (auth's) is given as `fetch_slice` instead: it is
+asked for the page itself, so the row it writes counts the events shown, not the one more
+that tells whether another page follows.
 """
 
 from __future__ import annotations
@@ -24,11 +28,19 @@ from vaultpay_common.grpc.convert import (
     page_scope,
 )
 from vaultpay_common.input_checks import InputChecks
-from vaultpay_common.pagination import PageTokens, page_size, paginate, sequence_cursor
+from vaultpay_common.pagination import PageTokens, Slice, page_size, paginate, sequence_cursor
 
-__all__ = ["AuditListRequest", "FetchAuditEvents", "audit_query", "list_audit_events"]
+__all__ = [
+    "AuditListRequest",
+    "FetchAuditEvents",
+    "FetchAuditSlice",
+    "audit_query",
+    "list_audit_events",
+]
 
 FetchAuditEvents = Callable[[AuditQuery, int | None, int], Awaitable[Sequence[AuditRecord]]]
+# A page of at most `limit` events and whether more follow (`paginate`'s `fetch_slice`).
+FetchAuditSlice = Callable[[AuditQuery, int | None, int], Awaitable[Slice[AuditRecord]]]
 
 
 class AuditListRequest(Protocol):
@@ -83,9 +95,14 @@ def _window(request: AuditListRequest) -> None:
 
 
 async def list_audit_events(
-    tokens: PageTokens, request: AuditListRequest, fetch: FetchAuditEvents
+    tokens: PageTokens,
+    request: AuditListRequest,
+    fetch: FetchAuditEvents | None = None,
+    *,
+    fetch_slice: FetchAuditSlice | None = None,
 ) -> tuple[list[audit_pb2.AuditEvent], str]:
-    """One page of audit events, newest first, and the token of the next page ("" at the end)."""
+    """One page of audit events, newest first, and the token of the next page ("" at the end).
+    Give `fetch` or `fetch_slice`, as to `paginate`."""
     query = audit_query(request)
     page = await paginate(
         tokens,
@@ -93,7 +110,12 @@ async def list_audit_events(
         page_token=request.page_token,
         scope=page_scope(),
         filters=audit_filters(query),
-        fetch=lambda before, limit: fetch(query, before, limit),
+        fetch=None if fetch is None else (lambda before, limit: fetch(query, before, limit)),
+        fetch_slice=(
+            None
+            if fetch_slice is None
+            else (lambda before, limit: fetch_slice(query, before, limit))
+        ),
         cursor_of=lambda e: {"s": e.sequence},
         parse=sequence_cursor,
     )

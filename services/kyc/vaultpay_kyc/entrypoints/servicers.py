@@ -211,6 +211,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
                 tier_from_proto(request.kyc_tier),
                 request.note,
                 idempotency_key(request),
+                CLIENT_IP.get(),
             )
         )
         return kyc_pb2.AdminApproveKycResponse(
@@ -226,6 +227,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
                 request.submission_id,
                 request.reason,
                 idempotency_key(request),
+                CLIENT_IP.get(),
             )
         )
         return kyc_pb2.AdminRejectKycResponse(
@@ -236,7 +238,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
         self, request: kyc_pb2.AdminRotateKycKeyRequest, context: Ctx
     ) -> kyc_pb2.AdminRotateKycKeyResponse:
         outcome = await self._rotation.rotate(
-            cmd.RotateKycKey(idempotency_key(request, required=True))
+            cmd.RotateKycKey(idempotency_key(request, required=True), client_ip=CLIENT_IP.get())
         )
         return kyc_pb2.AdminRotateKycKeyResponse(
             key_id=outcome.key_id,

@@ -1,7 +1,7 @@
 """Commands and results of the kyc use cases: small frozen dataclasses.
 
-Commands carry the actor explicitly and the idempotency key the entrypoint built from the
-request. Inputs arrive as the client sent them; the use cases validate them and name the
+Commands carry the actor explicitly (a staff command its client address too, for its audit
+row) and the idempotency key the entrypoint built from the request. Inputs arrive as the client sent them; the use cases validate them and name the
 offending request field. Results are what `DataclassCodec` stores as idempotent replies.
 """
 
@@ -63,6 +63,7 @@ class ApproveKyc:
     kyc_tier: KycTier | None  # None: KYC_TIER_UNSPECIFIED, which grants FULL
     note: str
     idempotency: IdempotencyKey | None
+    client_ip: str = ""  # the reviewer's address, the `ip` of the audit row
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +73,23 @@ class RejectKyc:
     submission_id: str
     reason: str
     idempotency: IdempotencyKey | None
+    client_ip: str = ""  # the reviewer's address, the `ip` of the audit row
 
 
 @dataclass(frozen=True, slots=True)
 class RotateKycKey:
-    """`actor_id` "" means the caller's principal (an RPC); the CLI names its operator."""
+    """`actor_id` "" means the caller's principal (an RPC, from `client_ip`); the CLI names its
+    operator, and has no client address."""
 
     idempotency: IdempotencyKey | None
     actor_id: str = ""
+    client_ip: str = ""
+
+    def origin(self) -> dict[str, str]:
+        """Where the rotation was asked from, as its audit row records it: the caller's client
+        address (`ip`, as every staff action's row), or the CLI (`via: cli`, as auth's CLI
+        rows say)."""
+        return {"via": "cli"} if self.actor_id else {"ip": self.client_ip}
 
 
 @dataclass(frozen=True, slots=True)

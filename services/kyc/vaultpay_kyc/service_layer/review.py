@@ -10,8 +10,8 @@ Every view of a decrypted submission writes an audit row in the same transaction
 possible duplicates); the number never goes into it. Both rows are built in
 `domain.staff_reads`, as wallet's and auth's staff reads are: the filters set, the viewer and
 their client address. A decision locks the row, applies the domain rule (pending only, never
-one's own), stores it, audits it and puts the events for wallet into the outbox, all in one
-transaction, so an approval commits even while wallet is down and the tier follows when it is
+one's own), stores it, audits it (with the reviewer's client address, as the reads) and puts
+the events for wallet into the outbox, all in one transaction, so an approval commits even while wallet is down and the tier follows when it is
 back.
 
 An approval is refused (KYC_DOCUMENT_IN_USE, nothing written) when the document is already
@@ -226,7 +226,7 @@ class ReviewService:
                 raise KycDocumentInUseError()
             await uow.submissions.update_review(decided)
             await announce_approval(uow.outbox, decided, tier)
-            details = {"user_id": decided.user_id, "kyc_tier": tier.value}
+            details = {"user_id": decided.user_id, "kyc_tier": tier.value, "ip": cmd.client_ip}
             if note:
                 details["note"] = note
             await uow.audit(AuditEntry("kyc.approved", "kyc_submission", sid, details))
@@ -252,7 +252,11 @@ class ReviewService:
                     "kyc.rejected",
                     "kyc_submission",
                     sid,
-                    {"user_id": decided.user_id, "reason": decided.rejection_reason},
+                    {
+                        "user_id": decided.user_id,
+                        "reason": decided.rejection_reason,
+                        "ip": cmd.client_ip,
+                    },
                 )
             )
             return decided

@@ -1,7 +1,8 @@
 """Rotating the key-encryption key without downtime: AdminRotateKycKey and `rotate-key`.
 
 1. Start (one transaction, idempotent by request_id): a fresh key id becomes the active key,
-   the old one starts retiring, a rotation row is recorded, audited. From this commit on,
+   the old one starts retiring, a rotation row is recorded, audited (with the caller's client
+   address, or `via: cli`). From this commit on,
    every new submission wraps its data key under the new key.
 2. Sweep (one short transaction per batch): rows still on a retiring key are locked
    (`SKIP LOCKED`: replicas and a concurrent resume share the work, approvals never wait
@@ -121,7 +122,7 @@ class KeyRotationService:
                 "kyc.key_rotation_started",
                 "kyc_key",
                 new,
-                {"previous_key_id": previous, "rotation_id": rotation_id},
+                {"previous_key_id": previous, "rotation_id": rotation_id, **cmd.origin()},
                 actor_id=cmd.actor_id,
             )
         )

@@ -466,7 +466,9 @@ class AuthAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAuthAuditEvents(self, request, context):
-        """Lists the auth service's audit events, newest first.
+        """Lists the auth service's audit events, newest first. Every page is audited
+        ("audit_events.listed": who read, the filters set, how many and which events were shown,
+        the client address): the events name users and their addresses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -194,7 +194,10 @@ class AuthAdminServiceStub:
     ReactivateUser: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ReactivateUserRequest, _auth_pb2.ReactivateUserResponse]
     """Reactivates a deactivated user. They must sign in again. Audited."""
     ListAuthAuditEvents: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListAuthAuditEventsRequest, _auth_pb2.ListAuthAuditEventsResponse]
-    """Lists the auth service's audit events, newest first."""
+    """Lists the auth service's audit events, newest first. Every page is audited
+    ("audit_events.listed": who read, the filters set, how many and which events were shown,
+    the client address): the events name users and their addresses.
+    """
 
 @_typing.type_check_only
 class AuthAdminServiceAsyncStub(AuthAdminServiceStub):
@@ -220,7 +223,10 @@ class AuthAdminServiceAsyncStub(AuthAdminServiceStub):
     ReactivateUser: _aio.UnaryUnaryMultiCallable[_auth_pb2.ReactivateUserRequest, _auth_pb2.ReactivateUserResponse]  # type: ignore[assignment]
     """Reactivates a deactivated user. They must sign in again. Audited."""
     ListAuthAuditEvents: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListAuthAuditEventsRequest, _auth_pb2.ListAuthAuditEventsResponse]  # type: ignore[assignment]
-    """Lists the auth service's audit events, newest first."""
+    """Lists the auth service's audit events, newest first. Every page is audited
+    ("audit_events.listed": who read, the filters set, how many and which events were shown,
+    the client address): the events name users and their addresses.
+    """
 
 class AuthAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthAdminService manages users on behalf of staff. Role changes follow these rules:
@@ -279,7 +285,10 @@ class AuthAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.ListAuthAuditEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ListAuthAuditEventsResponse, _abc.Awaitable[_auth_pb2.ListAuthAuditEventsResponse]]:
-        """Lists the auth service's audit events, newest first."""
+        """Lists the auth service's audit events, newest first. Every page is audited
+        ("audit_events.listed": who read, the filters set, how many and which events were shown,
+        the client address): the events name users and their addresses.
+        """
 
 def add_AuthAdminServiceServicer_to_server(servicer: AuthAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

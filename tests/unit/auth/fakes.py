@@ -55,17 +55,20 @@ def make_user(email: str, password: str = PASSWORD, *, role: Role = Role.USER) -
 
 
 class CountingHasher:
-    """A hasher that records every call and its priority."""
+    """A hasher that records every call and its priority. Its hashes read
+    "hashed<cost>:<password>"; `cost` is what `hash` makes now ("" by default, so
+    "hashed:<password>"), and `verify` accepts a hash of any cost, as bcrypt does."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
         self.busy: PasswordHashingBusyError | None = None  # raised instead of computing
+        self.cost = ""
 
     async def hash(self, password: str, *, priority: HashPriority = HashPriority.SIGN_IN) -> str:
         if self.busy is not None:
             raise self.busy
         self.calls.append(("hash", priority.value))
-        return f"hashed:{password}"
+        return f"hashed{self.cost}:{password}"
 
     async def verify(
         self, password: str, password_hash: str, *, priority: HashPriority = HashPriority.SIGN_IN
@@ -73,7 +76,11 @@ class CountingHasher:
         if self.busy is not None:
             raise self.busy
         self.calls.append(("verify", priority.value))
-        return password_hash == f"hashed:{password}"
+        made, _, hashed = password_hash.partition(":")
+        return made.startswith("hashed") and hashed == password
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return not password_hash.startswith(f"hashed{self.cost}:")
 
     @property
     def hashes(self) -> int:

@@ -183,5 +183,11 @@ class BcryptPasswordHasher:
         prehashed, stored = self._prehash(password), password_hash.encode()
         return await self._run(priority, lambda: bcrypt.checkpw(prehashed, stored))
 
+    def needs_rehash(self, password_hash: str) -> bool:
+        """A hash of another cost (`$2b$12$…` made before the setting became 13), or one
+        this hasher cannot read the cost of."""
+        parts = password_hash.split("$")
+        return len(parts) < 4 or not parts[2].isdigit() or int(parts[2]) != self._rounds
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

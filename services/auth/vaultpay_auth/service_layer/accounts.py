@@ -170,18 +170,17 @@ class AccountService:
             )
             raise InvalidCredentialsError()
         assert found is not None
-        tokens: IssuedTokens | None = None
-        async with self._uow() as uow:
-            # Re-read under a lock: a deactivation or role change that committed while bcrypt
-            # ran must not yield a session or a token with the old role, and a password change
-            # (or reset) must not yield one for the password it replaced: that change revoked
-            # every session it found, and this one would have outlived it.
-            user = await uow.users.get(found.id, for_update=True)
-            replaced = user is not None and user.password_hash != found.password_hash
-            if user is not None and user.active and not replaced:
-                tokens = await self._open_session(uow, user)
-                await uow.audit(_by_user(user, "user.login", {"ip": client_ip}))
-                await uow.commit()
+        upgraded = await self._upgraded_hash(password, found)
+        tokens, user, replaced = await self._sign_in(found, client_ip, upgraded)
+        # The hash changed while bcrypt ran: a password change, or another sign-in that
+        # upgraded the same password's hash (`_upgraded_hash`). Only the first is refused.
+        if (
+            replaced
+            and user is not None
+            and user.active
+            and await self._verify_or_waste_time(password, user)
+        ):
+            tokens, user, replaced = await self._sign_in(user, client_ip, None)
         if replaced:
             await self._record(
                 sign_in_refused(self._fingerprint(email), found, client_ip, "password_replaced")
@@ -194,6 +193,43 @@ class AccountService:
             )
             raise AccountDisabledError()
         return tokens, user
+
+    async def _upgraded_hash(self, password: str, user: User) -> str | None:
+        """A new hash of the password just proven, when the stored one was made at another
+        cost than the service's setting now (None otherwise). Without it, a raised cost left
+        every earlier account's hash at the old one, and a sign-in of an existing email took
+        a measurably different time than an unknown email's (hashed at today's cost): who
+        has an account showed. Best effort: a busy hasher skips it, never the sign-in."""
+        if not self._hasher.needs_rehash(user.password_hash):
+            return None
+        try:
+            return await self._hasher.hash(password, priority=HashPriority.SIGN_IN)
+        except PasswordHashingBusyError:
+            return None
+
+    async def _sign_in(
+        self, found: User, client_ip: str, upgraded: str | None
+    ) -> tuple[IssuedTokens | None, User | None, bool]:
+        """(tokens, the user as locked, replaced): a session for `found` if it is still
+        active with the hash that was verified. Re-read under a lock: a deactivation or
+        role change that committed while bcrypt ran must not yield a session or a token with
+        the old role, and a password change (or reset) must not yield one for the password it
+        replaced: that change revoked every session it found, and this one would have
+        outlived it. `upgraded` replaces the verified hash in the same transaction."""
+        tokens: IssuedTokens | None = None
+        async with self._uow() as uow:
+            user = await uow.users.get(found.id, for_update=True)
+            replaced = user is not None and user.password_hash != found.password_hash
+            if user is not None and user.active and not replaced:
+                tokens = await self._open_session(uow, user)
+                await uow.audit(_by_user(user, "user.login", {"ip": client_ip}))
+                if upgraded is not None:
+                    await uow.users.set_password_hash(user.id, user.password_hash, upgraded)
+                    log.info(
+                        "password hash upgraded to the current cost", extra={"user_id": user.id}
+                    )
+                await uow.commit()
+        return tokens, user, replaced
 
     async def _record_throttled(self, email: str, client_ip: str, scopes: tuple[str, ...]) -> None:
         async with self._uow() as uow:

@@ -50,6 +50,11 @@ class PasswordHasher(Protocol):
         self, password: str, password_hash: str, *, priority: HashPriority = HashPriority.SIGN_IN
     ) -> bool: ...
 
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether `password_hash` was made with other parameters (a cost) than `hash` uses
+        now: a sign-in that proved the password then stores a new hash."""
+        ...
+
 
 class AccessTokenIssuer(Protocol):
     def issue_access_token(

@@ -14,6 +14,7 @@ from tests.unit.auth.fakes import PASSWORD
 from tests.unit.auth.test_sign_up_and_security_events import IP, World
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.domain.errors import InvalidCredentialsError, PasswordHashingBusyError
+from vaultpay_common.errors import AbortedError
 
 
 def _stored(world: World, user_id: str) -> str:
@@ -115,3 +116,31 @@ def test_bcrypt_hashes_of_another_cost_need_a_new_hash(stored_cost: int, stale: 
         assert hasher.needs_rehash("not a bcrypt hash")
     finally:
         hasher.close()
+
+
+async def _change_while_the_hash_becomes(world: World, user_id: str, stored: str) -> None:
+    """ChangePassword, with the stored hash replaced by `stored` while its new hash is made
+    (a sign-in's upgrade, or a real change, committing meanwhile)."""
+    hash_now = world.hasher.hash
+
+    async def replaced_meanwhile(password: str, **kwargs: object) -> str:
+        world.uow.users.users[user_id].password_hash = stored
+        return await hash_now(password)
+
+    world.hasher.hash = replaced_meanwhile  # type: ignore[method-assign]
+    await world.accounts.change_password(user_id, "s1", PASSWORD, "a brand new 77 secret", IP)
+
+
+async def test_a_password_change_racing_a_sign_ins_upgrade_goes_through() -> None:
+    world = World()
+    user = world.add_user()
+    await _change_while_the_hash_becomes(world, user.id, f"hashed13:{PASSWORD}")
+    assert _stored(world, user.id) == "hashed:a brand new 77 secret"
+
+
+async def test_a_password_change_racing_another_change_is_aborted() -> None:
+    world = World()
+    user = world.add_user()
+    with pytest.raises(AbortedError):
+        await _change_while_the_hash_becomes(world, user.id, "hashed:someone elses 9 choice")
+    assert _stored(world, user.id) == "hashed:someone elses 9 choice"

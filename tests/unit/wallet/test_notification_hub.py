@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from vaultpay_wallet.adapters.notification_hub import NotificationHub
+from vaultpay_wallet.adapters.notification_hub import NotificationHub, PgNotificationListener
 from vaultpay_wallet.adapters.notifications_sql import (
     NotifiedRef,
     decode_notify_payload,
@@ -133,3 +133,23 @@ def test_a_payload_that_names_no_notification_is_refused(payload: str) -> None:
     """So a forged NOTIFY cannot make the listener's read of the table fail."""
     with pytest.raises((ValueError, KeyError, TypeError)):
         decode_notify_payload(payload)
+
+
+async def test_a_notify_storm_naming_one_user_ends_only_that_users_streams() -> None:
+    """Any role of the shared database may NOTIFY: a storm of made-up ids naming one watched
+    user must not end every user's streams (their queue is capped per user)."""
+    hub = NotificationHub()
+    listener = PgNotificationListener("postgresql://unused", hub, max_pending_per_user=3)
+    async with hub.subscribe(USER) as flooded, hub.subscribe(OTHER) as bystander:
+        listener._on_notify(None, 0, "", json.dumps({"id": str(uuid.uuid4()), "user_id": OTHER}))
+        for _ in range(4):
+            payload = json.dumps({"id": str(uuid.uuid4()), "user_id": USER})
+            listener._on_notify(None, 0, "", payload)
+        with pytest.raises(NotificationStreamInterruptedError):
+            await asyncio.wait_for(anext(flooded), 1)
+        assert [told.user_id for told in listener._pending] == [OTHER]
+        note = _note(OTHER)
+        hub.publish(note)
+        assert await asyncio.wait_for(anext(bystander), 1) == note
+    async with hub.subscribe(USER):  # the flooded user re-opens at once
+        pass

@@ -541,3 +541,7 @@ async def test_a_keyless_change_whose_commit_reply_was_lost_answers_ok() -> None
     await world.pins.change_pin(ChangePin("alice", GOOD, "8642", "8642", None))
     assert lost == [True]
     assert world.uow.pins.records[wallet.id].pin_hash == "h:8642"
+    # The retried settlement wrote nothing more: one audit row, one notification.
+    assert [e.action for e in world.uow.audit_entries].count("wallet.pin_changed") == 1
+    told = [m.payload["title"] for m in world.uow.outbox.messages]
+    assert told.count("Your PIN was changed") == 1

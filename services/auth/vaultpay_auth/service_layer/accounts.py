@@ -174,13 +174,14 @@ class AccountService:
         tokens, user, replaced = await self._sign_in(found, client_ip, upgraded)
         # The hash changed while bcrypt ran: a password change, or another sign-in that
         # upgraded the same password's hash (`_upgraded_hash`). Only the first is refused.
-        if (
-            replaced
-            and user is not None
-            and user.active
-            and await self._verify_or_waste_time(password, user)
-        ):
-            tokens, user, replaced = await self._sign_in(user, client_ip, None)
+        if replaced and user is not None and user.active:
+            try:
+                same_password = await self._verify_or_waste_time(password, user)
+            except PasswordHashingBusyError:
+                await self._throttle.release(email, client_ip)  # the password was right
+                raise
+            if same_password:
+                tokens, user, replaced = await self._sign_in(user, client_ip, None)
         if replaced:
             await self._record(
                 sign_in_refused(self._fingerprint(email), found, client_ip, "password_replaced")
@@ -193,6 +194,20 @@ class AccountService:
             )
             raise AccountDisabledError()
         return tokens, user
+
+    async def _still_the_password(self, user: User, current: str) -> str:
+        """The stored hash that `current` was proven against: the one read before, or, when a
+        sign-in upgraded it since (`_upgraded_hash`; the same password at another cost), the
+        upgraded one once `current` is checked against it. A real change meanwhile keeps the
+        old hash, so the compare-and-set refuses (ABORTED)."""
+        async with self._uow() as uow:
+            now = await uow.users.get(user.id)
+        if now is None or now.password_hash == user.password_hash:
+            return user.password_hash
+        matches = await self._hasher.verify(
+            current, now.password_hash, priority=HashPriority.SIGN_IN
+        )
+        return now.password_hash if matches else user.password_hash
 
     async def _upgraded_hash(self, password: str, user: User) -> str | None:
         """A new hash of the password just proven, when the stored one was made at another
@@ -326,8 +341,9 @@ class AccountService:
         if new == current:
             raise ValidationError.single("new_password", "must differ from the current password")
         new_hash = await self._hasher.hash(new)
+        verified_hash = await self._still_the_password(user, current)
         async with self._uow() as uow:
-            if not await uow.users.set_password_hash(user.id, user.password_hash, new_hash):
+            if not await uow.users.set_password_hash(user.id, verified_hash, new_hash):
                 raise AbortedError("the password changed meanwhile; retry")
             revoked = await uow.sessions.revoke_all_for_user(
                 user.id, "password_changed", except_id=session_id

@@ -35,7 +35,8 @@ paused (not dead, so its socket answers the keepalives) would keep its session, 
 IN_USE, until it resumed: the lookup that takes the lock also sets that session's
 `idle_session_timeout` to `hold_idle_timeout` (in the same statement), and the statements
 that let go of the key reset it, so a holder idle for longer loses its session and the lock
-(its ledger call then finds the connection closed: DatabaseUnavailableError, nothing moved).
+(its ledger call then finds the connection closed: DatabaseUnavailableError, or
+CommitOutcomeUnknownError if the driver had not yet read the close; nothing moved either way).
 
 A movement the ledger refuses WALLET_FROZEN (a TopUp into a frozen wallet; a send or
 withdrawal whose wallet was frozen after wallet's PIN check) costs one more statement, on

@@ -10,8 +10,9 @@ channel: `notifications_sql`). For a user with a watcher here, the listener read
 notifications from the table on the same connection, a batch per read, in the order they
 were told, and delivers those that exist for that user; a name the table does not hold for
 that user (a forged NOTIFY) is dropped with a WARNING. Users without a watcher here cost no
-read. If the reads fall `max_pending` behind, or one fails, every stream ends as if the feed
-had been lost (UNAVAILABLE: re-open and list).
+read. If one user's reads fall `max_pending_per_user` behind (a NOTIFY storm naming them),
+their streams end; if all fall `max_pending` behind, or a read fails, every stream ends
+(UNAVAILABLE: re-open and list; while the connection is down new streams wait for it).
 
 Per watcher, a bounded buffer: `publish` never waits, so one slow client cannot hold up the
 others or the listener. When a watcher's buffer is full its stream ends with
@@ -38,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -159,6 +160,11 @@ class NotificationHub:
     def stream_count(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))
 
+    def interrupt_user(self, user_id: str) -> None:
+        """Notifications of one user may have been missed: their streams end (UNAVAILABLE)."""
+        for subscription in tuple(self._by_user.get(user_id, ())):
+            subscription.fail(NotificationStreamInterruptedError())
+
     def interrupt(self) -> None:
         """Notifications may have been missed but the feed is up: every open stream ends
         (UNAVAILABLE, its client re-opens and lists), new ones are accepted."""
@@ -202,10 +208,11 @@ class PgNotificationListener:
         probe_interval: float = 15.0,
         max_backoff: float = 10.0,
         max_pending: int = 10_000,
+        max_pending_per_user: int = 500,
         read_batch: int = 200,
     ) -> None:
-        if max_pending < 1 or read_batch < 1:
-            raise ValueError("max_pending and read_batch must be positive")
+        if min(max_pending, max_pending_per_user, read_batch) < 1:
+            raise ValueError("max_pending(_per_user) and read_batch must be positive")
         self._dsn = _asyncpg_dsn(database_url)
         self._hub = hub
         self._channel = channel
@@ -218,6 +225,8 @@ class PgNotificationListener:
         self._task: asyncio.Task[None] | None = None
         # Told, not yet read: for users with a watcher here, in the order told.
         self._pending: deque[NotifiedRef] = deque()
+        self._queued: Counter[str] = Counter()  # in `_pending`, by user
+        self._max_pending_per_user = max_pending_per_user
         self._told = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._using_conn = asyncio.Lock()  # one operation at a time on the connection
@@ -267,17 +276,42 @@ class PgNotificationListener:
             return
         if not self._hub.stream_count(told.user_id):
             return  # nobody here watches this user: nothing to read
+        if self._queued[told.user_id] >= self._max_pending_per_user:
+            # One user's flood (a NOTIFY storm naming them) ends their streams alone.
+            log.warning("live notifications of one user fell behind; their streams end")
+            self._drop_user(told.user_id)
+            return
         if len(self._pending) >= self._max_pending:
             log.warning(
                 "live notifications fell %d behind; every stream ends and its client catches"
                 " up by listing",
                 len(self._pending),
             )
-            self._pending.clear()
+            self._clear_pending()
             self._hub.interrupt()
             return
         self._pending.append(told)
+        self._queued[told.user_id] += 1
         self._told.set()
+
+    def _clear_pending(self) -> None:
+        self._pending.clear()
+        self._queued.clear()
+
+    def _drop_user(self, user_id: str) -> None:
+        self._pending = deque(told for told in self._pending if told.user_id != user_id)
+        self._queued.pop(user_id, None)
+        self._hub.interrupt_user(user_id)
+
+    def _take_batch(self) -> list[NotifiedRef]:
+        batch: list[NotifiedRef] = []
+        while self._pending and len(batch) < self._read_batch:
+            told = self._pending.popleft()
+            self._queued[told.user_id] -= 1
+            if self._queued[told.user_id] <= 0:
+                del self._queued[told.user_id]
+            batch.append(told)
+        return batch
 
     async def _read_told(self) -> None:
         """Reads and delivers what `_on_notify` queued, a batch per read, in order."""
@@ -285,16 +319,16 @@ class PgNotificationListener:
             await self._told.wait()
             self._told.clear()
             while self._pending:
-                batch = [
-                    self._pending.popleft()
-                    for _ in range(min(self._read_batch, len(self._pending)))
-                ]
+                batch = self._take_batch()
                 try:
                     self._deliver(batch, await self._read(batch))
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                     log.warning("could not read notifications to deliver live", exc_info=True)
-                    self._pending.clear()
-                    self._hub.interrupt()
+                    self._clear_pending()
+                    if self.listening:
+                        self._hub.interrupt()
+                    else:  # the supervisor reconnects, then opens the feed again
+                        self._hub.feed_lost()
 
     async def _read(self, batch: list[NotifiedRef]) -> dict[str, asyncpg.Record]:
         async with self._using_conn, asyncio.timeout(5):
@@ -304,15 +338,19 @@ class PgNotificationListener:
         return {row["id"]: row for row in rows}
 
     def _deliver(self, batch: list[NotifiedRef], found: dict[str, asyncpg.Record]) -> None:
+        dropped = 0
         for told in batch:
             row = found.get(told.notification_id)
             if row is None or row["user_id"] != told.user_id:
-                log.warning(
-                    "dropped a NOTIFY naming a notification the table does not hold for its"
-                    " user (forged, or deleted before it was read)"
-                )
+                dropped += 1
                 continue
             self._hub.publish(note_from_record(row))
+        if dropped:  # one line per batch, however many
+            log.warning(
+                "dropped %d NOTIFY(s) naming a notification the table does not hold for its"
+                " user (forged, or deleted before it was read)",
+                dropped,
+            )
 
     async def _supervise(self) -> None:
         failures = 0
@@ -325,7 +363,7 @@ class PgNotificationListener:
                 await self._until_lost()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 log.warning("notification listener lost its connection", exc_info=True)
-            self._pending.clear()  # their streams end now
+            self._clear_pending()  # their streams end now
             self._hub.feed_lost()
             await self._disconnect()
             failures += 1

@@ -16,7 +16,13 @@ from tests.fakes.kyc import (
 from tests.fakes.roles import FakeUserRoles
 from vaultpay_common.context import Role
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
-from vaultpay_kyc.domain.crypto import DocumentHasher, EnvelopeCipher
+from vaultpay_kyc.domain.crypto import (
+    DataKey,
+    DocumentHasher,
+    EnvelopeCipher,
+    Field,
+    SubmissionRef,
+)
 from vaultpay_kyc.domain.documents import DocumentType, verhoeff_check_digit
 from vaultpay_kyc.domain.model import KycTier, Submission
 from vaultpay_kyc.domain.staff_reads import StaffViewer
@@ -26,6 +32,7 @@ from vaultpay_kyc.service_layer.commands import (
     SubmitKyc,
     UploadKycDocument,
 )
+from vaultpay_kyc.service_layer.ports import SealedDocument
 from vaultpay_kyc.service_layer.review import ReviewService
 from vaultpay_kyc.service_layer.rotation import KeyRotationService
 from vaultpay_kyc.service_layer.submissions import SubmissionService
@@ -114,7 +121,9 @@ class World:
             max_file_bytes=MAX_FILE,
             max_chunk_bytes=MAX_CHUNK,
         )
-        self.review = ReviewService(factory, self.clock, self.cipher, roles=self.roles)
+        self.review = ReviewService(
+            factory, self.clock, self.cipher, hasher=self.hasher, roles=self.roles
+        )
         self.sleeps: list[float] = []
         self.rotation = KeyRotationService(
             factory,
@@ -162,6 +171,20 @@ class World:
         self, submission_id: str, viewer: str = "mod", *, role: Role = MOD
     ) -> SubmissionDetails:
         return await self.review.view(submission_id, viewer=StaffViewer(viewer, role))
+
+    async def sealed_for(
+        self, submission: Submission, number: str = "ABCPE1234F"
+    ) -> SealedDocument:
+        """`number` sealed for `submission` as SubmitKyc seals it (for rows a test stores
+        directly), under the active key."""
+        ref = SubmissionRef(submission.id, submission.user_id)
+        dek = DataKey.generate(ref)
+        return SealedDocument(
+            self.hasher.digest(submission.document_type, number),
+            self.cipher.wrap(dek, await self.uow.keys.active_key_id(for_write=False)),
+            dek.seal(Field.DOCUMENT_NUMBER, number.encode()),
+            None,
+        )
 
     def snapshot(self) -> object:
         """Everything a command could write, to prove a refused one wrote nothing."""

@@ -206,7 +206,7 @@ async def test_a_retried_decision_gets_its_stored_reply_whatever_changed_since(
 async def test_a_review_service_built_without_a_role_source_refuses_decisions() -> None:
     world = World()
     sid = (await world.submit("alice")).id
-    review = ReviewService(lambda: world.uow, world.clock, world.cipher)
+    review = ReviewService(lambda: world.uow, world.clock, world.cipher, hasher=world.hasher)
     before = world.snapshot()
     for call in (
         lambda: review.approve(ApproveKyc("adm", Role.ADMIN, sid, None, "", None)),

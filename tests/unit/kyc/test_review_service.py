@@ -222,7 +222,7 @@ async def test_an_approval_never_lowers_the_tier_the_user_holds(world: World) ->
         reviewer_id="",
         reviewed_at=None,
     )
-    await world.uow.submissions.add(stray, world.uow.submissions.secrets[full.id])
+    await world.uow.submissions.add(stray, await world.sealed_for(stray))
     before = world.snapshot()
     with pytest.raises(ValidationError) as caught:
         await world.review.approve(ApproveKyc("mod", MOD, stray.id, KycTier.BASIC, "", key("mod")))
@@ -366,3 +366,32 @@ async def test_decisions_are_audited_with_the_reviewers_address(world: World) ->
         rejected.id,
         {"user_id": "bob", "reason": "blurred", "ip": "203.0.113.8"},
     )
+
+
+async def test_an_approval_refuses_a_number_hash_that_is_not_the_numbers(world: World) -> None:
+    """The duplicate check compares the stored number_hash, which the ciphertexts' associated
+    data does not bind: one edited in the database (here to the hash of a number verified
+    for another user) would let that number be approved twice. The approval hashes the
+    decrypted number again: refused as tampering, audited, nothing approved (security
+    review, 2026-12-04 night)."""
+    verified = await world.submit("bob", "ABCPB4321Q")
+    await world.approve(verified)
+    submission = await world.submit("alice", "ABCPE1234F")
+    stored = world.uow.submissions.secrets[submission.id]
+    bobs = world.uow.submissions.secrets[verified.id].number_hash
+    world.uow.submissions.secrets[submission.id] = dataclasses.replace(stored, number_hash=bobs)
+    with pytest.raises(DocumentUnreadableError):
+        await world.review.approve(ApproveKyc("mod", MOD, submission.id, None, "", key("mod")))
+    after = await world.uow.submissions.get(submission.id)
+    assert after is not None and after.status is KycStatus.PENDING
+    assert [e.action for e in world.uow.audit_entries].count("kyc.document_unreadable") == 1
+
+
+async def test_an_approval_refuses_a_document_copied_from_another_submission(
+    world: World,
+) -> None:
+    original = await world.submit("bob", "ABCPB4321Q")
+    stray = dataclasses.replace(original, id="6f1c1a3e-0000-4000-8000-00000000000b", user_id="eve")
+    await world.uow.submissions.add(stray, world.uow.submissions.secrets[original.id])
+    with pytest.raises(DocumentUnreadableError):
+        await world.review.approve(ApproveKyc("mod", MOD, stray.id, None, "", key("mod")))

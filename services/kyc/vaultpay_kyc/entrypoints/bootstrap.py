@@ -126,7 +126,9 @@ async def build_host(
     roles = GrpcUserRoles(
         runtime.channel(settings.auth_address), token, timeout, whose="kyc submission's owner"
     )
-    review = ReviewService(uow, clock, cipher, roles=roles)
+    review = ReviewService(
+        uow, clock, cipher, hasher=DocumentHasher(settings.document_hash_key), roles=roles
+    )
     rotation = build_rotation(settings, runtime.engine, clock, on_commit=_wake_relay)
     relay = OutboxRelay(
         runtime.engine,

@@ -32,6 +32,7 @@ committed gets its stored reply before the rank is checked (`_stored`).
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -43,7 +44,7 @@ from vaultpay_common.errors import UnavailableError
 from vaultpay_common.idempotency import IdempotencyKey, run_once, stored_reply
 from vaultpay_common.ids import parse_uuid
 from vaultpay_common.ranks import acts_on_anyone
-from vaultpay_kyc.domain.crypto import EnvelopeCipher, Field, SubmissionRef
+from vaultpay_kyc.domain.crypto import DocumentHasher, EnvelopeCipher, Field, SubmissionRef
 from vaultpay_kyc.domain.errors import (
     DocumentUnreadableError,
     KycDocumentInUseError,
@@ -74,6 +75,7 @@ from vaultpay_kyc.service_layer.ports import (
     KycUnitOfWork,
     QueueCursor,
     QueueFilter,
+    SealedDocument,
     UserRoleSource,
 )
 from vaultpay_kyc.service_layer.submissions import SUBMISSION_CODEC
@@ -111,11 +113,13 @@ class ReviewService:
         clock: Clock,
         cipher: EnvelopeCipher,
         *,
+        hasher: DocumentHasher,
         roles: UserRoleSource = NO_ROLES,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._cipher = cipher
+        self._hasher = hasher
         self._roles = roles
 
     # ----- read -------------------------------------------------------------------------
@@ -218,10 +222,20 @@ class ReviewService:
             return replay
         await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
 
+        unreadable: list[tuple[Submission, str]] = []  # what `_record_unreadable` records
+
         async def work(uow: KycUnitOfWork) -> Submission:
             submission = await self._load_for_decision(uow, sid)
             held = await uow.submissions.held_tier(submission.user_id)
             decided = submission.approve(cmd.reviewer_id, tier, self._now(), held=held)
+            sealed = await uow.submissions.sealed(sid, with_file=False)
+            if sealed is None:
+                raise KycSubmissionNotFoundError()
+            try:
+                self._require_hash_of_the_number(submission, sealed)
+            except DocumentUnreadableError:
+                unreadable.append((submission, sealed.wrapped_key.key_id))
+                raise
             if await uow.submissions.verified_for_another_user(sid):
                 raise KycDocumentInUseError()
             await uow.submissions.update_review(decided)
@@ -232,8 +246,33 @@ class ReviewService:
             await uow.audit(AuditEntry("kyc.approved", "kyc_submission", sid, details))
             return decided
 
-        async with self._uow() as uow:
-            return await run_once(uow, cmd.idempotency, SUBMISSION_CODEC, lambda: work(uow))
+        try:
+            async with self._uow() as uow:
+                return await run_once(uow, cmd.idempotency, SUBMISSION_CODEC, lambda: work(uow))
+        except DocumentUnreadableError as exc:
+            if unreadable:  # nothing approved; the security event outlives the refusal
+                [(submission, key_id)] = unreadable
+                viewer = StaffViewer(cmd.reviewer_id, cmd.reviewer_role, cmd.client_ip)
+                await self._record_unreadable(submission, key_id, exc, viewer)
+            raise
+
+    def _require_hash_of_the_number(self, submission: Submission, sealed: SealedDocument) -> None:
+        """The approval's duplicate check (`verified_for_another_user`) compares the stored
+        `number_hash`, a column the ciphertexts' associated data does not cover: one edited
+        in the database would let a number verified for its owner be approved for another
+        user. The number is decrypted and hashed again; a hash that is not the number's is
+        tampering (DocumentUnreadableError, audited), and nothing is approved."""
+        ref = SubmissionRef(submission.id, submission.user_id)
+        number = (
+            self._cipher.unwrap(ref, sealed.wrapped_key)
+            .open(Field.DOCUMENT_NUMBER, sealed.sealed_number)
+            .decode()
+        )
+        expected = self._hasher.digest(submission.document_type, number)
+        if not hmac.compare_digest(expected, sealed.number_hash):
+            raise DocumentUnreadableError(
+                "the document's recorded hash is not its number's: nothing was approved"
+            )
 
     async def reject(self, cmd: RejectKyc) -> Submission:
         sid = parse_uuid(cmd.submission_id, "submission_id")

@@ -156,3 +156,27 @@ def test_verify_audit_finds_a_row_rewritten_by_the_owner(gateway: Gateway, mesh:
     assert restored.exit_code == 0, restored.report
     assert "audit chain intact" in restored.report
     assert _stored_row(mesh, sequence) == (original, position)
+
+
+def test_reading_the_audit_log_is_itself_audited(gateway: Gateway, mesh: Mesh) -> None:
+    """Its rows name users, wallets and staff addresses: a page shown to staff writes
+    `audit_events.listed` with the filters, the rows shown and the reader's address, as
+    auth's ListAuthAuditEvents does (review of 2026-12-04 night)."""
+    person = new_person(gateway)
+    admin = staff_token(mesh, gateway, "ADMIN")
+    shown = gateway.call("GET", f"/v1/admin/audit-logs?targetId={person.wallet_id}", token=admin)
+    assert shown.status == 200, shown.body
+    sequences = ",".join(e["sequence"] for e in shown.body.get("events", []))
+    reads = gateway.call(
+        "GET",
+        f"/v1/admin/audit-logs?action=audit_events.listed&actorId={user_id_of(admin)}",
+        token=admin,
+    )
+    assert reads.status == 200, reads.body
+    mine = [e for e in reads.body["events"] if e["details"].get("target_id") == person.wallet_id]
+    assert len(mine) == 1, reads.body
+    details = mine[0]["details"]
+    assert details["sequences"] == sequences
+    assert details["count"] == str(len(shown.body.get("events", [])))
+    assert details["ip"], details
+    assert mine[0]["actorRole"] == "ADMIN"

@@ -43,19 +43,6 @@ def _staff(viewer: Principal | None) -> TypeGuard[Principal]:
     return viewer is not None and not viewer.is_service
 
 
-def _audited_audit_filters(query: AuditQuery) -> dict[str, str]:
-    """The filters of a page of the audit log as its own audit row keeps them (the ones set),
-    named as the request names them."""
-    filters = {
-        "actor_id": query.actor_id,
-        "action": query.action,
-        "target_id": query.target_id,
-        "start_time": query.start.isoformat() if query.start is not None else "",
-        "end_time": query.end.isoformat() if query.end is not None else "",
-    }
-    return {name: value for name, value in filters.items() if value}
-
-
 class AdminService:
     def __init__(
         self, uow: Callable[[], AuthUnitOfWork], *, fingerprint: Callable[[str], str]
@@ -110,7 +97,7 @@ class AdminService:
         async with self._uow() as uow:
             rows = await uow.audit_events(query, before_sequence, limit + 1)
             shown = rows[:limit]
-            filters = _audited_audit_filters(query)
+            filters = query.set_filters()
             await uow.audit(audit_events_listed(viewer, shown, filters, client_ip))
             await uow.commit()
         return SliceOf(shown, len(rows) > limit)

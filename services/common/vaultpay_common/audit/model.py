@@ -78,6 +78,18 @@ class AuditQuery:
     start: datetime | None = None
     end: datetime | None = None
 
+    def set_filters(self) -> dict[str, str]:
+        """The filters set, named as the listing requests name them: what the audit row of a
+        staff read of the log records of it."""
+        filters = {
+            "actor_id": self.actor_id,
+            "action": self.action,
+            "target_id": self.target_id,
+            "start_time": self.start.isoformat() if self.start is not None else "",
+            "end_time": self.end.isoformat() if self.end is not None else "",
+        }
+        return {name: value for name, value in filters.items() if value}
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:

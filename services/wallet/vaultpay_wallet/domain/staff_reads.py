@@ -12,13 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from vaultpay_common.audit.model import AuditEntry, StaffViewer
+from vaultpay_common.audit.model import AuditEntry, AuditRecord, StaffViewer
 from vaultpay_wallet.domain.model import Wallet
 
-__all__ = ["WALLETS_LISTED", "WALLET_VIEWED", "StaffViewer", "wallet_viewed", "wallets_listed"]
+__all__ = [
+    "AUDIT_EVENTS_LISTED",
+    "WALLETS_LISTED",
+    "WALLET_VIEWED",
+    "StaffViewer",
+    "audit_events_listed",
+    "wallet_viewed",
+    "wallets_listed",
+]
 
 WALLET_VIEWED = "wallet.viewed"
 WALLETS_LISTED = "wallets.listed"
+AUDIT_EVENTS_LISTED = "audit_events.listed"
 
 
 def wallet_viewed(viewer: StaffViewer, wallet: Wallet) -> AuditEntry:
@@ -46,6 +55,27 @@ def wallets_listed(
     return AuditEntry(
         WALLETS_LISTED,
         "wallets",
+        "",
+        details,
+        actor_id=viewer.actor_id,
+        actor_role=viewer.actor_role.name,
+    )
+
+
+def audit_events_listed(
+    viewer: StaffViewer, shown: Sequence[AuditRecord], filters: Mapping[str, str]
+) -> AuditEntry:
+    """ListAuditEvents: a page of the log shown (its rows name users, wallets and staff
+    addresses), under which filters, how many rows and which (their sequences)."""
+    details = {
+        **filters,
+        "count": str(len(shown)),
+        "sequences": ",".join(str(r.sequence) for r in shown),
+        "ip": viewer.client_ip,
+    }
+    return AuditEntry(
+        AUDIT_EVENTS_LISTED,
+        "audit_events",
         "",
         details,
         actor_id=viewer.actor_id,

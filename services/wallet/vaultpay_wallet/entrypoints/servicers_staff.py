@@ -302,7 +302,14 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     async def ListAuditEvents(
         self, request: wallet_pb2.ListAuditEventsRequest, context: Ctx
     ) -> wallet_pb2.ListAuditEventsResponse:
-        events, next_token = await list_audit_events(self._tokens, request, self._audit.list)
+        viewer = _viewer()
+        events, next_token = await list_audit_events(
+            self._tokens,
+            request,
+            fetch_slice=lambda query, before, limit: self._audit.list(
+                query, before, limit, viewer=viewer
+            ),
+        )
         return wallet_pb2.ListAuditEventsResponse(events=events, next_page_token=next_token)
 
 

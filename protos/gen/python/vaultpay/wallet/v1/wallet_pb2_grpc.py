@@ -1312,6 +1312,8 @@ class WalletAdminServiceServicer:
     def ListAuditEvents(self, request, context):
         """Lists audit events of the `vaultpay` database (wallet, transfer and kyc), newest
         first. Auth events are listed by vaultpay.auth.v1.AuthAdminService.ListAuthAuditEvents.
+        Every page shown is itself audited ("audit_events.listed": who read, the filters set,
+        how many and which events were shown, the client address), in the read's transaction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -610,6 +610,8 @@ class WalletAdminServiceStub:
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListAuditEventsRequest, _wallet_pb2.ListAuditEventsResponse]
     """Lists audit events of the `vaultpay` database (wallet, transfer and kyc), newest
     first. Auth events are listed by vaultpay.auth.v1.AuthAdminService.ListAuthAuditEvents.
+    Every page shown is itself audited ("audit_events.listed": who read, the filters set,
+    how many and which events were shown, the client address), in the read's transaction.
     """
 
 @_typing.type_check_only
@@ -695,6 +697,8 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListAuditEventsRequest, _wallet_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Lists audit events of the `vaultpay` database (wallet, transfer and kyc), newest
     first. Auth events are listed by vaultpay.auth.v1.AuthAdminService.ListAuthAuditEvents.
+    Every page shown is itself audited ("audit_events.listed": who read, the filters set,
+    how many and which events were shown, the client address), in the read's transaction.
     """
 
 class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -837,6 +841,8 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.ListAuditEventsResponse, _abc.Awaitable[_wallet_pb2.ListAuditEventsResponse]]:
         """Lists audit events of the `vaultpay` database (wallet, transfer and kyc), newest
         first. Auth events are listed by vaultpay.auth.v1.AuthAdminService.ListAuthAuditEvents.
+        Every page shown is itself audited ("audit_events.listed": who read, the filters set,
+        how many and which events were shown, the client address), in the read's transaction.
         """
 
 def add_WalletAdminServiceServicer_to_server(servicer: WalletAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,6 +5,7 @@ from vaultpay_auth.domain.policies import (
     check_may_manage,
     check_registration,
     normalize_email,
+    password_violations,
 )
 from vaultpay_common.context import Role
 from vaultpay_common.errors import ValidationError
@@ -92,3 +93,40 @@ def test_the_refusal_of_the_email_name_in_any_case_says_it_is_the_name_part() ->
     assert violation.description == (
         "must not contain the email address or its name part (before the @)"
     )
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "password1234",
+        "Password1234",
+        "qwerty123456",
+        "123456789abc",
+        "aaaaaaaaaaa1",
+        "letmein12345",
+        "hunter2hunter2",
+    ],
+)
+def test_a_password_of_the_right_shape_that_attackers_try_first_is_refused(password: str) -> None:
+    """12 characters, a letter and a digit, yet among the first guesses of a password spray
+    (security review, 2026-12-04 night): refused on `password` with the reason."""
+    [violation] = password_violations(password, "ada@example.com")
+    assert violation.field == "password"
+    assert violation.description.startswith("is too easy to guess"), violation
+
+
+def test_the_users_own_name_counts_as_easy_to_guess() -> None:
+    assert password_violations("Lovelace1815x", "ada@example.com") == []
+    [violation] = password_violations("Lovelace1815x", "ada@example.com", full_name="Ada Lovelace")
+    assert violation.description.startswith("is too easy to guess")
+
+
+@pytest.mark.parametrize(
+    "password", ["correct horse 42 battery", "S3cure-enough-pass", "a brand new 77 secret"]
+)
+def test_unrelated_words_pass(password: str) -> None:
+    assert password_violations(password, "ada@example.com") == []
+
+
+def test_a_long_password_is_estimated_on_its_start_and_stays_cheap() -> None:
+    assert password_violations("correct horse 42 battery " * 5, "ada@example.com") == []

@@ -335,7 +335,9 @@ class AccountService:
             await self._record(password_change_failed(user.id, client_ip, "wrong_current_password"))
             raise ValidationError.single("current_password", "is not the current password")
         await self._throttle.succeeded(user.email, client_ip)
-        violations = password_violations(new, user.email, field="new_password")
+        violations = password_violations(
+            new, user.email, field="new_password", full_name=user.full_name
+        )
         if violations:
             raise ValidationError(violations)
         if new == current:

@@ -168,7 +168,9 @@ class RegisterRequest(_message.Message):
     """Email address; normalised to lower case, at most 254 characters."""
     password: _builtins.str
     """Password: 12 to 128 characters with at least one letter and one digit, not containing
-    the email's name part (before the @, any case; checked when it has 4 characters or more).
+    the email's name part (before the @, any case; checked when it has 4 characters or more),
+    and not easy to guess (a common password, a keyboard walk, a repeat or the user's own
+    name: INVALID_ARGUMENT on `password`, "is too easy to guess (why)").
     """
     full_name: _builtins.str
     """Display name, 1 to 100 characters."""

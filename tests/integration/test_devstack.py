@@ -311,3 +311,54 @@ def test_a_child_run_as_another_user_gets_only_that_users_ids(tmp_path: Path) ->
     finally:
         proc.stop()
     assert proc.exited() is not None
+
+
+_SLOW_START = """
+import sys, time
+from pathlib import Path
+from vaultpay_devstack import cli
+cli.Mesh.start = lambda self: time.sleep(60)  # a start-up that takes a while
+sys.exit(cli.run(Path(sys.argv[1])))
+"""
+
+
+def test_stop_finds_a_mesh_that_is_still_starting(tmp_path: Path) -> None:
+    """The state file used to be written once the mesh was up: `make stop` during the
+    minutes of a first start-up answered "no mesh runs" and left it running."""
+    import subprocess
+    import sys
+
+    from vaultpay_devstack import cli
+    from vaultpay_devstack.procs import wait_until
+
+    starting = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_START, str(tmp_path)], stdout=subprocess.DEVNULL
+    )
+    try:
+        state = tmp_path / cli.STATE_FILE
+        wait_until(state.exists, what="the starting mesh's state file")
+        assert cli.status(tmp_path) == 0
+        assert cli.env(tmp_path, "auth") == 1  # nothing to export yet
+        assert cli.stop(tmp_path, timeout=30) == 0
+        assert starting.wait(10) == 0  # it unwound as on Ctrl-C
+        assert not state.exists()
+    finally:
+        starting.kill()
+        starting.wait(5)
+
+
+def test_a_mesh_run_through_the_vaultpay_local_script_is_recognised(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from vaultpay_devstack import cli
+    from vaultpay_devstack.procs import wait_until
+
+    script = tmp_path / "vaultpay-local"
+    script.write_text("import time\ntime.sleep(30)\n")
+    supervisor = subprocess.Popen([sys.executable, str(script), "run"])
+    try:
+        wait_until(lambda: cli._supervisor_alive(supervisor.pid), what="a supervisor recognised")
+    finally:
+        supervisor.kill()
+        supervisor.wait(5)

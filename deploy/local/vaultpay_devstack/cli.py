@@ -36,6 +36,7 @@ STATE_FILE = Path("run") / "mesh.json"
 
 class _State(TypedDict):
     supervisor_pid: int
+    starting: bool  # written as the supervisor begins, so `make stop` finds a mesh starting
     pids: dict[str, int]
     grpc: dict[str, str]
     gateway_url: str | None
@@ -57,6 +58,7 @@ def run(var_dir: Path) -> int:
     _trap_signals()
     mesh = Mesh(MeshConfig.from_env(var_dir=var_dir))
     try:
+        _write_starting_state(state_path)  # `make stop` stops a mesh still starting too
         mesh.start()
         _write_state(state_path, mesh)
         print(_banner(mesh), flush=True)
@@ -84,6 +86,9 @@ def status(var_dir: Path) -> int:
     if not state or not _supervisor_alive(state["supervisor_pid"]):
         print(f"no mesh runs from {var_dir}")
         return 3
+    if state.get("starting"):
+        print(f"mesh supervisor pid {state['supervisor_pid']} ({var_dir}) is starting")
+        return 0
     print(f"mesh supervisor pid {state['supervisor_pid']} ({var_dir})")
     for name, pid in state["pids"].items():
         print(f"  {name:<10} pid {pid:<8} {'alive' if pid_alive(pid) else 'DEAD'}")
@@ -101,6 +106,12 @@ def env(var_dir: Path, service: str) -> int:
     state = _read_state(var_dir / STATE_FILE)
     if not state or not _supervisor_alive(state["supervisor_pid"]):
         print(f"no mesh runs from {var_dir}", file=sys.stderr)
+        return 1
+    if state.get("starting"):
+        print(
+            "the mesh is still starting: ask again once it prints where to reach it",
+            file=sys.stderr,
+        )
         return 1
     if service not in state["env"]:
         print(f"{service!r} does not run; running: {', '.join(state['env'])}", file=sys.stderr)
@@ -200,7 +211,8 @@ def _supervisor_alive(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"vaultpay_devstack" in cmdline
+    # `python -m vaultpay_devstack.cli run` (make run) or the `vaultpay-local run` script.
+    return b"vaultpay_devstack" in cmdline or b"vaultpay-local" in cmdline
 
 
 def _without_password(url: str) -> str:
@@ -212,15 +224,35 @@ def _without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _write_starting_state(path: Path) -> None:
+    _write_state_file(
+        path,
+        {
+            "supervisor_pid": os.getpid(),
+            "starting": True,
+            "pids": {},
+            "grpc": {},
+            "gateway_url": None,
+            "envoy_admin": None,
+            "env": {},
+        },
+    )
+
+
 def _write_state(path: Path, mesh: Mesh) -> None:
     state: _State = {
         "supervisor_pid": os.getpid(),
+        "starting": False,
         "pids": {name: proc.pid for name, proc in mesh.processes().items()},
         "grpc": {name: mesh.grpc_address(name) for name in mesh.services},
         "gateway_url": mesh.gateway_url if mesh.envoy else None,
         "envoy_admin": f"http://127.0.0.1:{mesh.config.admin_port}" if mesh.envoy else None,
         "env": {name: mesh.env_for(name, operator=True) for name in mesh.services},
     }
+    _write_state_file(path, state)
+
+
+def _write_state_file(path: Path, state: _State) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds secrets

@@ -103,11 +103,12 @@ def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings, caps: RpcCaps 
     if seconds is None and not rpc.is_streaming:
         seconds = settings.unary_timeout_seconds
     if seconds is None:
-        # Streams live as long as the client wants (GATEWAY.md item 8); a client deadline
-        # (grpc-timeout) still applies.
+        # Streams live as long as the client wants (GATEWAY.md item 8). A client deadline
+        # (grpc-timeout) is left to the two ends, which both enforce it and answer
+        # DEADLINE_EXCEEDED: Envoy enforcing it too (`grpc_timeout_header_max`) reset a stream
+        # whose reply had started when the deadline came, which clients read as INTERNAL.
         action["timeout"] = "0s"
         action["idle_timeout"] = duration(settings.stream_idle_timeout_seconds)
-        action["max_stream_duration"] = {"grpc_timeout_header_max": "0s"}
     else:
         timeout = duration(seconds)
         action["timeout"] = timeout
@@ -154,7 +155,6 @@ def _reflection_routes(settings: GatewaySettings) -> list[Json]:
                 "cluster": REFLECTION_CLUSTER,
                 "timeout": "0s",
                 "idle_timeout": duration(settings.stream_idle_timeout_seconds),
-                "max_stream_duration": {"grpc_timeout_header_max": "0s"},
                 "retry_policy": _RETRY,
             },
             "request_headers_to_remove": [IDENTITY_HEADER],

@@ -268,3 +268,20 @@ async def test_read_marks_are_per_owner_and_the_unread_count_follows(
     assert all(n["read"] is True for n in _inbox(gateway, owner))
     nothing = owner.call(gateway, "POST", "/v1/notifications:markAllRead", {"requestId": rid()})
     assert nothing.status == 200 and nothing.body.get("markedCount", 0) == 0, nothing.body
+
+
+async def test_a_watch_whose_deadline_passes_ends_deadline_exceeded_through_the_gateway(
+    gateway: Gateway, mesh: Mesh
+) -> None:
+    """A gRPC client's deadline on the stream: the gateway reset the started stream when it
+    came (Envoy enforced grpc-timeout too), which the client read as INTERNAL."""
+    person = new_person(gateway, wallet=False)
+    async with grpc.aio.insecure_channel(gateway_grpc_address(mesh)) as channel:
+        stream = wallet_pb2_grpc.WalletServiceStub(channel).WatchNotifications(
+            wallet_pb2.WatchNotificationsRequest(), metadata=bearer(person.token), timeout=2
+        )
+        first = await stream.read()  # the badge count: the reply has started
+        assert isinstance(first, wallet_pb2.WatchNotificationsResponse)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await stream.read()
+    assert ended.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED, ended.value

@@ -263,3 +263,25 @@ def test_verify_ledger_is_bounded_by_its_within_option(
     [left] = seen
     assert left is not None
     assert minutes * 60 - (time.monotonic() - began) - 1 < left <= minutes * 60
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRANSFER_PAYOUT_BATCH_SIZE", "0"),
+        ("TRANSFER_PAYOUT_INTERVAL_SECONDS", "0"),
+        ("TRANSFER_PAYOUT_HOLD_SECONDS", "-1"),
+    ],
+)
+def test_a_payout_setting_that_would_stall_the_worker_is_refused_at_start(
+    unreachable_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+) -> None:
+    """A batch of 0 leased no payout, ever: withdrawals stayed in flight with nothing logged
+    (payouts review, 2026-12-04 night)."""
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["verify-ledger"]) == 2
+    assert variable in capsys.readouterr().err

@@ -62,16 +62,17 @@ class TransferSettings(PeerServiceSettings):
             raise ValueError("must be at least 24 (hours)")
         return value
 
-    @field_validator("outbox_batch_size")
+    @field_validator("outbox_batch_size", "payout_batch_size")
     @classmethod
     def _sane_batch(cls, value: int) -> int:
+        # A payout batch of 0 leased nothing, ever: withdrawals stayed in flight, unlogged.
         if not 1 <= value <= 500:
             raise ValueError("must be between 1 and 500")
         return value
 
-    @field_validator("payout_bank_seconds")
+    @field_validator("payout_bank_seconds", "payout_interval_seconds", "payout_hold_seconds")
     @classmethod
-    def _bank_call(cls, value: float) -> float:
+    def _payout_seconds(cls, value: float) -> float:
         if not 0 < value <= 3600:
             raise ValueError("must be above 0 and at most 3600 (seconds)")
         return value

@@ -26,6 +26,7 @@ from vaultpay_wallet.domain.limits import (
     LimitView,
 )
 from vaultpay_wallet.domain.model import KycTier, WalletStatus
+from vaultpay_wallet.domain.staff_reads import StaffViewer
 from vaultpay_wallet.service_layer.commands import (
     AdminFreezeWallet,
     AdminSetWalletLimits,
@@ -113,13 +114,25 @@ async def test_an_admin_override_replaces_the_set_and_caps_the_users_ceiling() -
         await world.limits.set_my_limit(
             SetMyLimit("alice", "send", None, AmountInput(INR, 7_001), None, key())
         )
-    page = await world.limits.admin_list_limits(LimitOverrideFilter(), None, 10)
+    viewer = StaffViewer("staff", Role.ADMIN, "198.51.100.7")
+    page = await world.limits.admin_list_limits(
+        LimitOverrideFilter(action=LimitAction.SEND), None, 10, viewer=viewer
+    )
     assert [r.override.source for r in page.overrides] == [LimitSource.ADMIN_OVERRIDE]
+    listed = world.uow.audit_entries[-1]  # the read is audited, with what it showed
+    assert (listed.action, listed.actor_id) == ("limits.listed", "staff")
+    assert listed.details == {
+        "action": "SEND",
+        "count": "1",
+        "wallet_ids": wallet_id,
+        "ip": "198.51.100.7",
+    }
     # PUT semantics: an empty set removes every override
     await world.limits.admin_set_wallet_limits(
         AdminSetWalletLimits("staff", Role.ADMIN, wallet_id, (), "undo", key("staff"))
     )
-    assert (await world.limits.admin_list_limits(LimitOverrideFilter(), None, 10)).overrides == ()
+    emptied = await world.limits.admin_list_limits(LimitOverrideFilter(), None, 10, viewer=viewer)
+    assert emptied.overrides == ()
 
 
 async def test_admin_limits_need_a_reason_and_one_entry_per_action() -> None:

@@ -17,10 +17,12 @@ from vaultpay_wallet.domain.model import Wallet
 
 __all__ = [
     "AUDIT_EVENTS_LISTED",
+    "LIMITS_LISTED",
     "WALLETS_LISTED",
     "WALLET_VIEWED",
     "StaffViewer",
     "audit_events_listed",
+    "limits_listed",
     "wallet_viewed",
     "wallets_listed",
 ]
@@ -28,6 +30,7 @@ __all__ = [
 WALLET_VIEWED = "wallet.viewed"
 WALLETS_LISTED = "wallets.listed"
 AUDIT_EVENTS_LISTED = "audit_events.listed"
+LIMITS_LISTED = "limits.listed"
 
 
 def wallet_viewed(viewer: StaffViewer, wallet: Wallet) -> AuditEntry:
@@ -76,6 +79,27 @@ def audit_events_listed(
     return AuditEntry(
         AUDIT_EVENTS_LISTED,
         "audit_events",
+        "",
+        details,
+        actor_id=viewer.actor_id,
+        actor_role=viewer.actor_role.name,
+    )
+
+
+def limits_listed(
+    viewer: StaffViewer, wallet_ids: Sequence[str], filters: Mapping[str, str]
+) -> AuditEntry:
+    """AdminListLimits: a page of overrides shown (each names its wallet and who set it, and
+    a user's own lower limits say what they guard), under which filters, for which wallets."""
+    details = {
+        **filters,
+        "count": str(len(wallet_ids)),
+        "wallet_ids": ",".join(wallet_ids),
+        "ip": viewer.client_ip,
+    }
+    return AuditEntry(
+        LIMITS_LISTED,
+        "limit_overrides",
         "",
         details,
         actor_id=viewer.actor_id,

@@ -109,7 +109,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     async def _override_slice(
         self, flt: LimitOverrideFilter, after: tuple[datetime, int] | None, limit: int
     ) -> SliceOf[ListedOverride]:
-        page = await self._limits.admin_list_limits(flt, after, limit)
+        page = await self._limits.admin_list_limits(flt, after, limit, viewer=_viewer())
         return SliceOf(page.overrides, page.has_more)
 
     async def _setting_slice(

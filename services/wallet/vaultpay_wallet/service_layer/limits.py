@@ -40,6 +40,7 @@ from vaultpay_wallet.domain.limits import (
 from vaultpay_wallet.domain.model import KycTier, Wallet
 from vaultpay_wallet.domain.settings_catalog import SETTINGS
 from vaultpay_wallet.domain.staff import check_may_replace_staff_limits
+from vaultpay_wallet.domain.staff_reads import StaffViewer, limits_listed
 from vaultpay_wallet.domain.validation import clean_text
 from vaultpay_wallet.service_layer._shared import (
     NO_ROLES,
@@ -439,12 +440,33 @@ class LimitsService:
         return held
 
     async def admin_list_limits(
-        self, flt: LimitOverrideFilter, after: tuple[datetime, int] | None, limit: int
+        self,
+        flt: LimitOverrideFilter,
+        after: tuple[datetime, int] | None,
+        limit: int,
+        *,
+        viewer: StaffViewer,
     ) -> LimitOverridePage:
-        """Overrides across wallets, most recently set first; `limit` already bounded."""
+        """Overrides across wallets, most recently set first; `limit` already bounded. Audited
+        (`limits.listed`) with the read, as wallet's other staff listings are."""
         async with self._uow() as uow:
             rows = await uow.limits.list(flt, after, limit + 1)
-        return LimitOverridePage(tuple(rows[:limit]), len(rows) > limit)
+            shown = tuple(rows[:limit])
+            await uow.audit(
+                limits_listed(viewer, [o.override.wallet_id for o in shown], _set_filters(flt))
+            )
+            await uow.commit()
+        return LimitOverridePage(shown, len(rows) > limit)
+
+
+def _set_filters(flt: LimitOverrideFilter) -> dict[str, str]:
+    """The filters of a listing that are set, named as the request names them."""
+    filters = {
+        "wallet_id": flt.wallet_id,
+        "source": flt.source.name if flt.source is not None else "",
+        "action": flt.action.name if flt.action is not None else "",
+    }
+    return {name: value for name, value in filters.items() if value}
 
 
 def _describe(overrides: Sequence[LimitOverride]) -> str:

@@ -28,7 +28,13 @@ def _row(xact: int, sequence: int, reason: str = "logout") -> FeedRow:
 
 @pytest.mark.parametrize(
     "cursor",
-    [FeedCursor(), FeedCursor(812), FeedCursor(812, (815, 40)), FeedCursor(2**64 - 1)],
+    [
+        FeedCursor(),
+        FeedCursor(812),
+        FeedCursor(812, (815, 40)),
+        FeedCursor(2**64 - 1),
+        FeedCursor(812, (815, 40), incarnation=1796417904563266),
+    ],
 )
 def test_a_cursor_survives_its_text(cursor: FeedCursor) -> None:
     text = cursor.encode()
@@ -110,6 +116,37 @@ async def test_a_cursor_from_the_future_starts_over() -> None:
     assert [cursor for cursor, _, _ in reader.asked] == [FeedCursor(900), FeedCursor()]
     assert [r.session_id for r in page.revocations] == ["s-1"]
     assert page.next_cursor == FeedCursor(50)
+
+
+def test_a_cursor_before_incarnations_is_read_as_of_an_unknown_server() -> None:
+    assert FeedCursor.parse("v1.812.815.40") == FeedCursor(812, (815, 40), incarnation=0)
+
+
+@pytest.mark.parametrize("issued_by", [0, 7])
+async def test_a_cursor_of_another_server_starts_over_even_below_its_newest_id(
+    issued_by: int,
+) -> None:
+    """A failover to a standby that lost the last transactions: the new primary soon hands
+    out ids past the poller's cursor again (its newest is above the cursor, so the restore
+    check alone saw nothing), and a logout committed under an id below the cursor would never
+    be read: revoked tokens honoured until they expired (token review, 2026-12-04 night)."""
+    reader = Reader(
+        FeedRead(1_011, 1_012, [], incarnation=8),
+        FeedRead(1_011, 1_012, [_row(995, 1)], incarnation=8),
+    )
+    service = RevocationFeedService(reader, look_back=timedelta(minutes=20))
+    page = await service.poll(FeedCursor(1_000, incarnation=issued_by).encode())
+    assert [cursor for cursor, _, _ in reader.asked][1] == FeedCursor()
+    assert [r.session_id for r in page.revocations] == ["s-1"]
+    assert page.next_cursor == FeedCursor(1_011, incarnation=8)
+
+
+async def test_a_cursor_of_the_same_server_reads_on() -> None:
+    reader = Reader(FeedRead(1_011, 1_012, [_row(1_005, 1)], incarnation=8))
+    service = RevocationFeedService(reader, look_back=timedelta(minutes=20))
+    page = await service.poll(FeedCursor(1_000, incarnation=8).encode())
+    assert [cursor for cursor, _, _ in reader.asked] == [FeedCursor(1_000, incarnation=8)]
+    assert page.next_cursor == FeedCursor(1_011, incarnation=8)
 
 
 # ----- held polls ------------------------------------------------------------------------------

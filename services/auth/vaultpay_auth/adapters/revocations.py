@@ -61,6 +61,7 @@ _MAX_BIGINT = 2**63 - 1
 _READ = """
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
        pg_snapshot_xmax(pg_current_snapshot())::text AS newest,
+       (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint AS incarnation,
        anchor.withdrawn,
        page.xact_id, page.sequence, page.session_id, page.user_id, page.revoked_at, page.reason
 FROM (
@@ -140,6 +141,7 @@ class SqlRevocationFeed:
         return FeedRead(
             horizon=int(first["horizon"]),
             newest=int(first["newest"]),
+            incarnation=int(first["incarnation"]),
             withdrawn_keys=tuple(first["withdrawn"]),
             rows=[
                 FeedRow(

@@ -10,11 +10,19 @@ transaction at or above it again. Rows can therefore repeat across answers, whic
 (a revocation applied twice is one revocation); none can be left out.
 
 A pass that does not fit one answer continues from the last (transaction, sequence) it sent,
-and keeps the horizon of its first page for the pass that follows:
+and keeps the horizon of its first page for the pass that follows.
 
-    FeedCursor.parse("")                     # a first poll: everything in the look-back window
-    FeedCursor(horizon=812).encode()         # "v1.812"
-    FeedCursor(812, after=(815, 40)).encode()  # "v1.812.815.40": mid-pass
+Transaction ids are a server's own: a failover to a standby that lost the last transactions,
+or a restore, hands out ids again that a poller's cursor has passed, and a revocation
+committed under such an id would never be read. A cursor therefore names the server that
+issued it too (`incarnation`: when its postmaster started, which differs between a primary and
+its promoted standby, and after any restart); a cursor of another incarnation starts over
+(the look-back window, re-read; applying a revocation twice is harmless). A "v1" cursor, from
+before incarnations, is of an unknown one.
+
+    FeedCursor.parse("")                        # a first poll: everything in the look-back
+    FeedCursor(horizon=812, incarnation=7).encode()          # "v2.7.812"
+    FeedCursor(812, after=(815, 40), incarnation=7).encode()  # "v2.7.812.815.40": mid-pass
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ __all__ = [
 ]
 
 _CURSOR = re.compile(r"v1\.(\d{1,20})(?:\.(\d{1,20})\.(\d{1,20}))?")
+_CURSOR_V2 = re.compile(r"v2\.(\d{1,20})\.(\d{1,20})(?:\.(\d{1,20})\.(\d{1,20}))?")
 _MAX_U64 = 2**64 - 1
 # revoke_reason values whose tokens are reported as a disabled account, as IntrospectToken does.
 _ACCOUNT_DISABLED_REASONS = frozenset({"deactivated"})
@@ -64,25 +73,33 @@ class FeedCursor:
 
     horizon: int = 0
     after: tuple[int, int] | None = None
+    incarnation: int = 0  # the issuing server's (0: unknown, a "v1" cursor)
 
     @classmethod
     def parse(cls, text: str) -> FeedCursor:
         if not text:
             return cls()
-        found = _CURSOR.fullmatch(text)
-        if found is None:
+        incarnation = "0"
+        if (found := _CURSOR_V2.fullmatch(text)) is not None:
+            incarnation, horizon, xact, sequence = found.groups()
+        elif (found := _CURSOR.fullmatch(text)) is not None:
+            horizon, xact, sequence = found.groups()
+        else:
             raise ValidationError.single("cursor", "is not a cursor this feed returned")
-        horizon, xact, sequence = found.groups()
-        numbers = [int(n) for n in (horizon, xact, sequence) if n is not None]
+        numbers = [int(n) for n in (incarnation, horizon, xact, sequence) if n is not None]
         if any(n > _MAX_U64 for n in numbers):
             raise ValidationError.single("cursor", "is not a cursor this feed returned")
         after = None if xact is None else (int(xact), int(sequence))
-        return cls(int(horizon), after)
+        return cls(int(horizon), after, int(incarnation))
+
+    @property
+    def is_fresh(self) -> bool:
+        """A first poll's cursor: it reads the whole look-back window anyway."""
+        return self.horizon == 0 and self.after is None
 
     def encode(self) -> str:
-        if self.after is None:
-            return f"v1.{self.horizon}"
-        return f"v1.{self.horizon}.{self.after[0]}.{self.after[1]}"
+        head = f"v2.{self.incarnation}.{self.horizon}"
+        return head if self.after is None else f"{head}.{self.after[0]}.{self.after[1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +130,7 @@ class FeedRead:
     newest: int  # the first transaction id not yet assigned (pg_snapshot_xmax)
     rows: list[FeedRow]
     withdrawn_keys: tuple[str, ...] = ()  # signing keys withdrawn within the look-back
+    incarnation: int = 0  # the server that read (FeedCursor.incarnation)
 
 
 def page_of(cursor: FeedCursor, read: FeedRead, limit: int) -> FeedPage:
@@ -127,7 +145,7 @@ def page_of(cursor: FeedCursor, read: FeedRead, limit: int) -> FeedPage:
     if len(read.rows) <= limit:
         return FeedPage(
             [r.revoked for r in read.rows],
-            FeedCursor(next_horizon),
+            FeedCursor(next_horizon, incarnation=read.incarnation),
             caught_up=True,
             withdrawn_keys=withdrawn,
         )
@@ -135,7 +153,7 @@ def page_of(cursor: FeedCursor, read: FeedRead, limit: int) -> FeedPage:
     position = (shown[-1].xact_id, shown[-1].sequence)
     return FeedPage(
         [r.revoked for r in shown],
-        FeedCursor(next_horizon, position),
+        FeedCursor(next_horizon, position, read.incarnation),
         caught_up=False,
         withdrawn_keys=withdrawn,
     )

@@ -80,9 +80,12 @@ class RevocationFeedService:
     async def _read(self, cursor: FeedCursor) -> FeedPage:
         read = await self._reader.read(cursor, limit=self._page_size + 1, look_back=self._look_back)
         furthest = max(cursor.horizon, cursor.after[0] if cursor.after else 0)
-        if furthest > read.newest:
-            # A cursor from the future: the database was restored from a backup older than the
-            # poller's last answer, and would reuse transaction ids below its cursor. Start over.
+        if not cursor.is_fresh and (
+            cursor.incarnation != read.incarnation or furthest > read.newest
+        ):
+            # A cursor of another server (a failover to a standby that lost the last
+            # transactions, a restart) or from the future (a restore): its transaction ids
+            # may be handed out again below the cursor. Start over (domain/revocations.py).
             cursor = FeedCursor()
             read = await self._reader.read(
                 cursor, limit=self._page_size + 1, look_back=self._look_back

@@ -477,3 +477,19 @@ def test_the_feed_must_poll_more_often_than_its_freshness_bound() -> None:
 def test_a_poll_may_not_be_held_as_long_as_the_freshness_bound() -> None:
     with pytest.raises(ValidationError, match="must be below revocation_max_staleness_seconds"):
         _peer_settings(revocation_wait_seconds=1.0, revocation_max_staleness_seconds=1.0)
+
+
+def test_a_copy_confirmed_before_a_vm_pause_is_stale_on_resume() -> None:
+    """CLOCK_MONOTONIC stands still while the VM is paused: by it alone a copy confirmed a
+    moment before a five-minute pause read as fresh on resume, without the revocations made
+    meanwhile (token review, 2026-12-04 night). The wall clock moved on: stale."""
+    monotonic, wall = Clock(), Clock()
+    copy = RevocationSet(max_staleness=BOUND, retention=RETENTION, clock=monotonic, wall=wall)
+    copy.confirm(monotonic())
+    monotonic.advance(BOUND / 4)
+    wall.advance(BOUND / 4)
+    assert copy.is_fresh()
+    wall.advance(300)  # the pause: only the wall clock saw it
+    assert not copy.is_fresh()
+    copy.confirm(monotonic())  # the next complete poll
+    assert copy.is_fresh()

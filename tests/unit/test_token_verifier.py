@@ -397,3 +397,42 @@ async def test_a_verifier_on_a_machine_booted_moments_ago_still_fetches_the_key_
     )
     assert (await verifier.verify(_sign(keys))).subject == "user-1"
     assert keys.fetches == 1
+
+
+# ----- a key set auth cannot confirm (token review, 2026-12-04 night) -----------------------
+
+
+async def test_a_key_set_unconfirmed_past_its_bound_verifies_nothing_until_auth_answers(
+    keys: Keys,
+) -> None:
+    """auth unreachable: neither the key-set refresh nor the revocation feed can tell of a
+    withdrawal, so a withdrawn (leaked) key kept verifying the tokens minted with it on every
+    RPC that is not strict. Past the bound nothing verifies, cached tokens included."""
+    now = [1_000.0]
+    reachable = [True]
+
+    async def jwks() -> list[dict[str, str]]:
+        if not reachable[0]:
+            raise ConnectionError("auth is unreachable")
+        return await keys.jwks()
+
+    verifier = TokenVerifier(
+        jwks,
+        issuer=ISS,
+        audience=AUD,
+        max_key_age=60,
+        max_unconfirmed_key_age=600,
+        monotonic=lambda: now[0],
+    )
+    token = _sign(keys)
+    await verifier.verify(token)  # cached
+    reachable[0] = False
+    now[0] += 590  # refreshes fail, the set is still within its bound
+    assert (await verifier.verify(token)).subject == "user-1"
+    now[0] += 20
+    for attempt in (token, _sign(keys, jti="j2")):
+        with pytest.raises(AuthUnavailableError, match="could not be confirmed"):
+            await verifier.verify(attempt)
+    reachable[0] = True  # auth answers again: the next refresh confirms the set
+    now[0] += 60
+    assert (await verifier.verify(token)).subject == "user-1"

@@ -138,17 +138,29 @@ class FeedCursorRejectedError(Exception):
 class RevocationSet:
     """Revoked sessions in memory, and how fresh that knowledge is.
 
-    `clock` is a monotonic clock (seconds); tests pass their own to move time.
+    `clock` is a monotonic clock (seconds); tests pass their own to move time. Freshness is
+    also judged by the wall clock (`wall`): CLOCK_MONOTONIC stands still while the VM is
+    paused (a hypervisor pause, a live migration's downtime), so a copy confirmed just before
+    a five-minute pause read as fresh on resume, without the revocations made meanwhile. Both
+    ages must be within the bound (a wall clock stepped forward only sends a call to the
+    fallback for a moment: fail closed).
     """
 
     def __init__(
-        self, *, max_staleness: float, retention: float, clock: Monotonic = time.monotonic
+        self,
+        *,
+        max_staleness: float,
+        retention: float,
+        clock: Monotonic = time.monotonic,
+        wall: Monotonic = time.time,
     ) -> None:
         if max_staleness <= 0 or retention <= 0:
             raise ValueError("max_staleness and retention must be positive")
         self._max_staleness = max_staleness
         self._retention = retention
         self._clock = clock
+        self._wall = wall
+        self._confirmed_wall: float | None = None
         self._reasons: dict[str, str] = {}
         self._forget_at: dict[str, float] = {}
         self._expiry: deque[tuple[float, str]] = deque()
@@ -169,13 +181,20 @@ class RevocationSet:
 
     def confirm(self, as_of: float) -> None:
         """Everything revoked before `as_of` (this clock) has been recorded."""
+        now = self._clock()
         if self._confirmed_at is None or as_of > self._confirmed_at:
             self._confirmed_at = as_of
-        self._prune(self._clock())
+            self._confirmed_wall = self._wall() - (now - as_of)  # `as_of` on the wall clock
+        self._prune(now)
 
     def is_fresh(self) -> bool:
-        confirmed = self._confirmed_at
-        return confirmed is not None and self._clock() - confirmed <= self._max_staleness
+        confirmed, confirmed_wall = self._confirmed_at, self._confirmed_wall
+        if confirmed is None or confirmed_wall is None:
+            return False
+        return (
+            self._clock() - confirmed <= self._max_staleness
+            and self._wall() - confirmed_wall <= self._max_staleness
+        )
 
     def is_established(self) -> bool:
         """True once a complete poll was recorded: before, revocations made before this

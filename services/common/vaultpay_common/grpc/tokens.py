@@ -9,6 +9,13 @@ its cached tokens at once, and keeps it out of every key set fetched later.
 Verified tokens are cached until they expire (PyJWT costs 0.05-0.3 ms a call); an unknown
 `kid` triggers one JWKS refresh (rate-limited) so rotated keys are picked up at once.
 
+A key set that could not be read again for `max_unconfirmed_key_age` (auth unreachable:
+neither the refresh nor the revocation feed can tell of a withdrawal meanwhile) stops
+verifying anything, cached tokens included (AUTH_UNAVAILABLE, retryable): otherwise a key
+withdrawn during the outage (a leak) would keep verifying the tokens an attacker mints with
+it, on every RPC that is not strict. The default outlives any token auth issued before the
+outage began, so tokens issued before it are not refused for it alone.
+
 Header and payload are parsed at least as strictly as Envoy parses them at the edge, so the
 service never reads a claim the gateway did not check: strict base64url, UTF-8 JSON objects
 without duplicate keys (a lenient parser keeps the last `role`), NumericDates that are JSON
@@ -40,6 +47,7 @@ from vaultpay_common.errors import UnauthenticatedError, UnavailableError
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "DEFAULT_MAX_TOKEN_LIFETIME",
+    "DEFAULT_MAX_UNCONFIRMED_KEY_AGE",
     "SERVICE_TOKEN_TYPE",
     "AuthUnavailableError",
     "Introspection",
@@ -59,6 +67,9 @@ _ALGORITHMS = ["EdDSA"]
 _REQUIRED = ["exp", "iat", "sub", "jti", "iss", "aud", "typ"]
 # The access-token lifetime (ARCHITECTURE: 15 min); service tokens live 10 min.
 DEFAULT_MAX_TOKEN_LIFETIME = 15 * 60
+# How long a key set may go unconfirmed (auth unreachable) and still verify: past the longest
+# token issued before the outage (and its leeway), as long as the revocation feed's look-back.
+DEFAULT_MAX_UNCONFIRMED_KEY_AGE = 20 * 60
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _MAX_SEGMENT_CHARS = 8192
 _TIME_CLAIMS = ("exp", "iat", "nbf")
@@ -126,6 +137,7 @@ class TokenVerifier:
         cache_size: int = 10_000,
         min_refresh_interval: float = 2.0,
         max_key_age: float = 60.0,
+        max_unconfirmed_key_age: float = DEFAULT_MAX_UNCONFIRMED_KEY_AGE,
         max_token_lifetime: float = DEFAULT_MAX_TOKEN_LIFETIME,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -143,8 +155,11 @@ class TokenVerifier:
         # machine up for less than the interval 0.0 would read as "just refreshed".
         self._last_refresh = -math.inf
         self._last_refresh_failed = False
+        self._last_confirmed = -math.inf  # the last refresh that read the key set
         self._min_refresh_interval = min_refresh_interval
         self._max_key_age = max_key_age
+        # Never below the refresh interval: a set is not refreshed before it is that old.
+        self._max_unconfirmed_key_age = max(max_unconfirmed_key_age, max_key_age)
         self._refresh_lock = asyncio.Lock()
 
     @property
@@ -161,6 +176,7 @@ class TokenVerifier:
             self._last_refresh_failed = True
             jwks = await self._fetch_jwks()
             self._last_refresh_failed = False
+            self._last_confirmed = now
             keys: dict[str, Any] = {}
             for jwk in jwks:
                 usable = jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519"
@@ -217,6 +233,11 @@ class TokenVerifier:
     async def verify(self, token: str) -> TokenClaims:
         if self._monotonic() - self._last_refresh >= self._max_key_age:
             await self._refresh_if_stale()
+        if self._keys and self._monotonic() - self._last_confirmed > self._max_unconfirmed_key_age:
+            raise AuthUnavailableError(
+                "auth's signing keys could not be confirmed for too long: a key withdrawn"
+                " meanwhile would go unnoticed; retry later"
+            )
         cached = self._cache.get(token)
         if cached is not None:
             if cached.expires_at + self._leeway > time.time():

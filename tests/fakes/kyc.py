@@ -194,8 +194,11 @@ class FakeKeyRepository:
         self.states[new_key_id] = "ACTIVE"
         return previous
 
-    async def add_rotation(self, rotation: Rotation) -> None:
-        self.rotations[rotation.rotation_id] = rotation
+    async def add_rotation(self, rotation: Rotation) -> datetime:
+        latest = [r.started_at + timedelta(microseconds=1) for r in self.rotations.values()]
+        started_at = max([rotation.started_at, *latest])
+        self.rotations[rotation.rotation_id] = dataclasses.replace(rotation, started_at=started_at)
+        return started_at
 
     async def get_rotation(self, rotation_id: str) -> Rotation | None:
         return self.rotations.get(rotation_id)

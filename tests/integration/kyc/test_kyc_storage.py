@@ -9,6 +9,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -302,3 +303,35 @@ async def test_an_interrupted_rotation_resumes_and_the_cli_rotates_with_progress
     assert (await _keys(app))[0] == {new_key: "ACTIVE"}  # the same request id: no new key
     nothing = await asyncio.to_thread(kyc.cli, "rotate-key", "--resume")
     assert "no unfinished rotation" in nothing.stdout
+
+
+class _Behind:
+    """A host whose clock is an hour behind."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) - timedelta(hours=1)
+
+
+async def test_rotations_are_ordered_as_they_took_the_lock_whatever_their_hosts_clocks(
+    kyc: KycStack, app: AsyncEngine
+) -> None:
+    """Rotation B (a host with a right clock) activates, then A (a host an hour behind):
+    A's start read earlier than B's, so finishing through A's key marked only A, and B stayed
+    unfinished for good (KYC_KEY_ROTATION_INCOMPLETE on every retry; KYC review, 2026-12-04
+    night). Each is recorded just after the one before it, and A's finish ends both."""
+    await _submit(kyc, pan())
+    b = build_rotation(kyc.settings, app, SystemClock())
+    a = build_rotation(kyc.settings, app, _Behind())
+    starts = []
+    for rotation, who in ((b, "b"), (a, "a")):
+        async with SqlKycUnitOfWork(app) as uow:
+            starts.append(await rotation._start(uow, RotateKycKey(None, who)))
+            await uow.commit()
+    assert starts[1].started_at > starts[0].started_at
+    outcome = await a.complete(starts[1].rotation_id)
+    assert outcome.finished
+    async with app.connect() as conn:
+        unfinished = await conn.scalar(
+            text("SELECT count(*) FROM kyc_key_rotations WHERE finished_at IS NULL")
+        )
+    assert unfinished == 0

@@ -266,3 +266,27 @@ async def test_a_retried_upload_replays_even_though_the_user_now_has_a_submissio
     )
     assert again == first
     assert len(world.uow.submissions.rows) == 1
+
+
+async def test_a_retried_submission_replays_while_wallet_is_down(world: World) -> None:
+    """The first SubmitKyc committed and its reply was lost; wallet is unreachable when the
+    client retries. The retry is answered its submission, not WALLET_UNAVAILABLE: wallet is
+    asked only when nothing is stored (KYC review, 2026-12-04 night)."""
+    k = key()
+    command = SubmitKyc("alice", DocumentType.PAN, "ABCPE1234F", b"", "", k)
+    first = await world.submissions.submit(command)
+    world.wallets.down = True
+    checks = world.wallets.checks
+    assert await world.submissions.submit(command) == first
+    upload = upload_command("alice", PNG, content_type="image/png", idempotency=key())
+    with pytest.raises(WalletUnavailableError):  # a new request still needs wallet
+        await world.submissions.upload(upload, chunks_of(PNG))
+    assert world.wallets.checks == checks + 1
+
+
+async def test_a_retried_upload_replays_while_wallet_is_down(world: World) -> None:
+    k = key()
+    command = upload_command("alice", PNG, content_type="image/png", idempotency=k)
+    first = await world.submissions.upload(command, chunks_of(PNG))
+    world.wallets.down = True
+    assert await world.submissions.upload(command, chunks_of(PNG)) == first

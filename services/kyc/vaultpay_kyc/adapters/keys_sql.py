@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -79,16 +79,24 @@ class SqlKeyRepository:
         )
         return previous
 
-    async def add_rotation(self, rotation: Rotation) -> None:
-        await self._conn.execute(
-            insert(kyc_key_rotations).values(
-                rotation_id=rotation.rotation_id,
-                from_key_id=rotation.from_key_id,
-                to_key_id=rotation.to_key_id,
-                started_by=rotation.started_by,
-                started_at=rotation.started_at,
+    async def add_rotation(self, rotation: Rotation) -> datetime:
+        # Under activate's lock: the rotations committed before are visible, and none starts
+        # until this one commits, so "just after the latest" orders them as they took it.
+        latest = select(func.max(r.started_at) + text("interval '1 microsecond'")).scalar_subquery()
+        started_at = (
+            await self._conn.execute(
+                insert(kyc_key_rotations)
+                .values(
+                    rotation_id=rotation.rotation_id,
+                    from_key_id=rotation.from_key_id,
+                    to_key_id=rotation.to_key_id,
+                    started_by=rotation.started_by,
+                    started_at=func.greatest(rotation.started_at, latest),
+                )
+                .returning(r.started_at)
             )
-        )
+        ).scalar_one()
+        return cast(datetime, started_at)
 
     async def get_rotation(self, rotation_id: str) -> Rotation | None:
         row = (

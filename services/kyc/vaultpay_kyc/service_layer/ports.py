@@ -163,7 +163,12 @@ class KeyRepository(Protocol):
         one's id. Rotations are serialised (the second waits for the first to commit)."""
         ...
 
-    async def add_rotation(self, rotation: Rotation) -> None: ...
+    async def add_rotation(self, rotation: Rotation) -> datetime:
+        """Records a rotation, under `activate`'s lock, and returns its start as recorded:
+        `rotation.started_at`, or just after the latest rotation recorded before it if that
+        is later (the clocks of two hosts, or two starts a moment apart), so that rotations
+        are in the order their activations took the lock (`finish_rotations` relies on it)."""
+        ...
 
     async def get_rotation(self, rotation_id: str) -> Rotation | None: ...
 

@@ -116,7 +116,7 @@ class KeyRotationService:
         new = self._new_key()
         previous = await uow.keys.activate(new, now)
         rotation_id = str(uuid.uuid4())
-        await uow.keys.add_rotation(Rotation(rotation_id, previous, new, cmd.actor_id, now))
+        now = await uow.keys.add_rotation(Rotation(rotation_id, previous, new, cmd.actor_id, now))
         await uow.audit(
             AuditEntry(
                 "kyc.key_rotation_started",

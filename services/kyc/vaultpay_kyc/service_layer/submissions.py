@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import ValidationError
-from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once, stored_reply
 from vaultpay_kyc.domain.crypto import (
     DataKey,
     DocumentHasher,
@@ -109,6 +109,9 @@ class SubmissionService:
             raise ValidationError.single(
                 "document_content_type", "must be empty without a document_file"
             )
+        stored = await self._stored(cmd.idempotency)
+        if stored is not None:
+            return stored  # a retry of a submission that committed: wallet is not asked
         await self._wallets.require_wallet(cmd.user_id)
         ref = SubmissionRef(self._new_id(), cmd.user_id)
         dek = DataKey.generate(ref)
@@ -136,8 +139,11 @@ class SubmissionService:
             cmd.document_content_type,
             max_bytes=self._max_file,
         )
-        await self._wallets.require_wallet(cmd.user_id)
-        await self._refuse_early_when_already_submitted(cmd)
+        if await self._stored(cmd.idempotency) is None:
+            # A retry of an upload that committed is answered its stored reply at the end of
+            # the stream (run_once), whether or not wallet answers now.
+            await self._wallets.require_wallet(cmd.user_id)
+            await self._refuse_early_when_already_submitted(cmd)
         ref = SubmissionRef(self._new_id(), cmd.user_id)
         dek = DataKey.generate(ref)
         assembler = UploadAssembler(
@@ -156,9 +162,19 @@ class SubmissionService:
                 uow, cmd.idempotency, SUBMISSION_CODEC, lambda: self._store(uow, sealed)
             )
 
+    async def _stored(self, key: IdempotencyKey | None) -> Submission | None:
+        """The reply of an earlier submission with `key` that committed, looked up before
+        wallet is asked (ARCHITECTURE.md: a retry gets its first answer whatever a peer says
+        now), in a short transaction of its own."""
+        async with self._uow() as uow:
+            return await stored_reply(uow, key, SUBMISSION_CODEC)
+
     async def _refuse_early_when_already_submitted(self, cmd: UploadKycDocument) -> None:
-        """Saves a client from streaming 10 MiB only to hear KYC_ALREADY_SUBMITTED, unless
-        the request is a retry of a stored success (then the end of the stream replays it).
+        """Refuses KYC_ALREADY_SUBMITTED before any chunk is sealed or stored, unless the
+        request is a retry of a stored success (then the end of the stream replays it). The
+        client still sends the rest of its stream before it hears the refusal (the stream is
+        drained so the answer is not lost to a reset, `upload_stream`); the service spends
+        nothing on it.
 
         The claim is only a look: the block ends without commit, which releases it."""
         async with self._uow() as uow:

@@ -678,7 +678,7 @@ class AdminRotateKycKeyResponse(_message.Message):
     previous_key_id: _builtins.str
     """The id of the key it replaced."""
     reencrypted_count: _builtins.int
-    """How many submissions were re-encrypted under the new key."""
+    """How many submissions had their data key re-wrapped under the new key."""
     def __init__(
         self,
         *,

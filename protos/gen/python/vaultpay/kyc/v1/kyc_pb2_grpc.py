@@ -317,9 +317,10 @@ class KycAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AdminRotateKycKey(self, request, context):
-        """Rotates the document encryption key: new writes use a fresh key at once, and stored
-        numbers and files are re-encrypted under it in batches before the call returns.
-        Every row records its key id, so reads keep working throughout (no downtime). Audited.
+        """Rotates the key-encryption key: new writes use a fresh key at once, and each stored
+        submission's data key is re-wrapped under it in batches before the call returns (the
+        numbers and files stay sealed under their own data keys, which do not change). Every
+        row records its key id, so reads keep working throughout (no downtime). Audited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -187,9 +187,10 @@ class KycAdminServiceStub:
     caller does not outrank.
     """
     AdminRotateKycKey: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminRotateKycKeyRequest, _kyc_pb2.AdminRotateKycKeyResponse]
-    """Rotates the document encryption key: new writes use a fresh key at once, and stored
-    numbers and files are re-encrypted under it in batches before the call returns.
-    Every row records its key id, so reads keep working throughout (no downtime). Audited.
+    """Rotates the key-encryption key: new writes use a fresh key at once, and each stored
+    submission's data key is re-wrapped under it in batches before the call returns (the
+    numbers and files stay sealed under their own data keys, which do not change). Every
+    row records its key id, so reads keep working throughout (no downtime). Audited.
     """
 
 @_typing.type_check_only
@@ -233,9 +234,10 @@ class KycAdminServiceAsyncStub(KycAdminServiceStub):
     caller does not outrank.
     """
     AdminRotateKycKey: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminRotateKycKeyRequest, _kyc_pb2.AdminRotateKycKeyResponse]  # type: ignore[assignment]
-    """Rotates the document encryption key: new writes use a fresh key at once, and stored
-    numbers and files are re-encrypted under it in batches before the call returns.
-    Every row records its key id, so reads keep working throughout (no downtime). Audited.
+    """Rotates the key-encryption key: new writes use a fresh key at once, and each stored
+    submission's data key is re-wrapped under it in batches before the call returns (the
+    numbers and files stay sealed under their own data keys, which do not change). Every
+    row records its key id, so reads keep working throughout (no downtime). Audited.
     """
 
 class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -306,9 +308,10 @@ class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _kyc_pb2.AdminRotateKycKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kyc_pb2.AdminRotateKycKeyResponse, _abc.Awaitable[_kyc_pb2.AdminRotateKycKeyResponse]]:
-        """Rotates the document encryption key: new writes use a fresh key at once, and stored
-        numbers and files are re-encrypted under it in batches before the call returns.
-        Every row records its key id, so reads keep working throughout (no downtime). Audited.
+        """Rotates the key-encryption key: new writes use a fresh key at once, and each stored
+        submission's data key is re-wrapped under it in batches before the call returns (the
+        numbers and files stay sealed under their own data keys, which do not change). Every
+        row records its key id, so reads keep working throughout (no downtime). Audited.
         """
 
 def add_KycAdminServiceServicer_to_server(servicer: KycAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -357,8 +357,14 @@ def test_a_mesh_run_through_the_vaultpay_local_script_is_recognised(tmp_path: Pa
     script = tmp_path / "vaultpay-local"
     script.write_text("import time\ntime.sleep(30)\n")
     supervisor = subprocess.Popen([sys.executable, str(script), "run"])
+    # A process that only mentions the name (a pager on a log, after pid reuse) is no mesh.
+    reader = subprocess.Popen([sys.executable, str(script), str(tmp_path / "vaultpay-local.log")])
     try:
         wait_until(lambda: cli._supervisor_alive(supervisor.pid), what="a supervisor recognised")
+        reader_cmdline = Path(f"/proc/{reader.pid}/cmdline")
+        wait_until(lambda: b"vaultpay-local.log" in reader_cmdline.read_bytes(), what="the exec")
+        assert not cli._supervisor_alive(reader.pid)
     finally:
-        supervisor.kill()
-        supervisor.wait(5)
+        for process in (supervisor, reader):
+            process.kill()
+            process.wait(5)

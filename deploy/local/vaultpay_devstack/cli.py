@@ -211,8 +211,15 @@ def _supervisor_alive(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    # `python -m vaultpay_devstack.cli run` (make run) or the `vaultpay-local run` script.
-    return b"vaultpay_devstack" in cmdline or b"vaultpay-local" in cmdline
+    # `python -m vaultpay_devstack.cli run` (make run), or the `vaultpay-local` script run by
+    # its interpreter (`python …/vaultpay-local run`): the script as the program run, not any
+    # mention of the name (`less var/log/vaultpay-local.log` must never be signalled).
+    args = cmdline.split(b"\0")
+    if b"vaultpay_devstack" in cmdline:
+        return True
+    return (
+        len(args) > 2 and Path(os.fsdecode(args[1])).name == "vaultpay-local" and args[2] == b"run"
+    )
 
 
 def _without_password(url: str) -> str:

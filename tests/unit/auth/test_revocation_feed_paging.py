@@ -20,6 +20,7 @@ from vaultpay_auth.service_layer.revocations import RevocationFeedService
 from vaultpay_common.errors import ValidationError
 
 WHEN = datetime(2026, 12, 10, 9, 0, tzinfo=UTC)
+INC = 1796417904563266  # the incarnation of the server the fake reads come from
 
 
 def _row(xact: int, sequence: int, reason: str = "logout") -> FeedRow:
@@ -55,33 +56,42 @@ def test_a_cursor_the_feed_never_returned_is_invalid(text: str) -> None:
 
 
 def test_a_pass_that_fits_one_answer_is_caught_up_and_continues_from_the_new_horizon() -> None:
-    page = page_of(FeedCursor(100), FeedRead(120, 130, [_row(105, 1), _row(119, 2)]), limit=5)
+    page = page_of(
+        FeedCursor(100), FeedRead(120, 130, [_row(105, 1), _row(119, 2)], incarnation=INC), limit=5
+    )
     assert [r.session_id for r in page.revocations] == ["s-1", "s-2"]
-    assert (page.next_cursor, page.caught_up) == (FeedCursor(120), True)
+    assert (page.next_cursor, page.caught_up) == (FeedCursor(120, incarnation=INC), True)
 
 
 @pytest.mark.parametrize("limit", [1, 5])
 def test_every_answer_names_the_withdrawn_keys_of_its_read(limit: int) -> None:
     """A whole or a partial page: a peer may act on a withdrawal from any answer."""
-    read = FeedRead(120, 130, [_row(105, 1), _row(119, 2)], withdrawn_keys=("k-1", "k-2"))
-    assert page_of(FeedCursor(100), read, limit=limit).withdrawn_keys == ("k-1", "k-2")
+    read = FeedRead(
+        120, 130, [_row(105, 1), _row(119, 2)], withdrawn_keys=("k-1", "k-2"), incarnation=INC
+    )
+    assert page_of(FeedCursor(100, incarnation=INC), read, limit=limit).withdrawn_keys == (
+        "k-1",
+        "k-2",
+    )
 
 
 def test_a_pass_larger_than_an_answer_continues_after_its_last_row() -> None:
     rows = [_row(105, 1), _row(105, 2), _row(110, 3)]
-    page = page_of(FeedCursor(100), FeedRead(120, 130, rows), limit=2)
+    page = page_of(FeedCursor(100), FeedRead(120, 130, rows, incarnation=INC), limit=2)
     assert [r.session_id for r in page.revocations] == ["s-1", "s-2"]
-    assert (page.next_cursor, page.caught_up) == (FeedCursor(120, (105, 2)), False)
+    assert (page.next_cursor, page.caught_up) == (FeedCursor(120, (105, 2), incarnation=INC), False)
 
 
 def test_a_pass_keeps_the_horizon_of_its_first_page() -> None:
     """Transaction 107 was running when the pass began (horizon 107 would have been read
     then) and commits while the pass is at 110: the pass does not see it, and the next pass
     starts from the first page's horizon, so it reads 107 then."""
-    first = page_of(FeedCursor(100), FeedRead(107, 130, [_row(105, 1), _row(110, 2)]), limit=1)
-    assert first.next_cursor == FeedCursor(107, (105, 1))
-    last = page_of(first.next_cursor, FeedRead(125, 131, [_row(110, 2)]), limit=1)
-    assert (last.next_cursor, last.caught_up) == (FeedCursor(107), True)
+    first = page_of(
+        FeedCursor(100), FeedRead(107, 130, [_row(105, 1), _row(110, 2)], incarnation=INC), limit=1
+    )
+    assert first.next_cursor == FeedCursor(107, (105, 1), incarnation=INC)
+    last = page_of(first.next_cursor, FeedRead(125, 131, [_row(110, 2)], incarnation=INC), limit=1)
+    assert (last.next_cursor, last.caught_up) == (FeedCursor(107, incarnation=INC), True)
 
 
 def test_a_deactivation_is_reported_as_a_disabled_account() -> None:
@@ -101,21 +111,26 @@ class Reader:
 
 
 async def test_the_service_reads_one_row_more_than_it_answers() -> None:
-    reader = Reader(FeedRead(50, 60, [_row(40, 1), _row(41, 2), _row(42, 3)]))
+    reader = Reader(FeedRead(50, 60, [_row(40, 1), _row(41, 2), _row(42, 3)], incarnation=INC))
     service = RevocationFeedService(reader, look_back=timedelta(minutes=20), page_size=2)
-    page = await service.poll("v1.40")
-    assert reader.asked == [(FeedCursor(40), 3, timedelta(minutes=20))]
+    page = await service.poll(FeedCursor(40, incarnation=INC).encode())
+    assert reader.asked == [(FeedCursor(40, incarnation=INC), 3, timedelta(minutes=20))]
     assert (len(page.revocations), page.caught_up) == (2, False)
 
 
 async def test_a_cursor_from_the_future_starts_over() -> None:
     """A database restored from an older backup reuses transaction ids below the cursor."""
-    reader = Reader(FeedRead(50, 60, []), FeedRead(50, 60, [_row(45, 1)]))
+    reader = Reader(
+        FeedRead(50, 60, [], incarnation=INC), FeedRead(50, 60, [_row(45, 1)], incarnation=INC)
+    )
     service = RevocationFeedService(reader, look_back=timedelta(minutes=20))
-    page = await service.poll("v1.900")
-    assert [cursor for cursor, _, _ in reader.asked] == [FeedCursor(900), FeedCursor()]
+    page = await service.poll(FeedCursor(900, incarnation=INC).encode())
+    assert [cursor for cursor, _, _ in reader.asked] == [
+        FeedCursor(900, incarnation=INC),
+        FeedCursor(),
+    ]
     assert [r.session_id for r in page.revocations] == ["s-1"]
-    assert page.next_cursor == FeedCursor(50)
+    assert page.next_cursor == FeedCursor(50, incarnation=INC)
 
 
 def test_a_cursor_before_incarnations_is_read_as_of_an_unknown_server() -> None:
@@ -189,18 +204,32 @@ def _service(reader: Reader, notices: Notices | None) -> RevocationFeedService:
 
 async def test_a_held_poll_is_answered_when_a_revocation_commits() -> None:
     notices = Notices()
-    reader = NotifyingReader(notices, FeedRead(50, 60, []), FeedRead(52, 60, [_row(51, 7)]))
-    page = await _service(reader, notices).poll("v1.50", wait=timedelta(seconds=30))
+    reader = NotifyingReader(
+        notices,
+        FeedRead(50, 60, [], incarnation=INC),
+        FeedRead(52, 60, [_row(51, 7)], incarnation=INC),
+    )
+    page = await _service(reader, notices).poll(
+        FeedCursor(50, incarnation=INC).encode(), wait=timedelta(seconds=30)
+    )
     assert [r.session_id for r in page.revocations] == ["s-7"]
-    assert [cursor for cursor, _, _ in reader.asked] == [FeedCursor(50), FeedCursor(50)]
+    assert [cursor for cursor, _, _ in reader.asked] == [
+        FeedCursor(50, incarnation=INC),
+        FeedCursor(50, incarnation=INC),
+    ]
     assert timedelta(0) <= page.waited < timedelta(seconds=30)
 
 
 async def test_a_held_poll_with_nothing_new_is_read_again_when_its_wait_ends() -> None:
-    reader = Reader(FeedRead(50, 60, []), FeedRead(53, 61, []))
-    page = await _service(reader, Notices()).poll("v1.50", wait=timedelta(milliseconds=20))
+    reader = Reader(FeedRead(50, 60, [], incarnation=INC), FeedRead(53, 61, [], incarnation=INC))
+    page = await _service(reader, Notices()).poll(
+        FeedCursor(50, incarnation=INC).encode(), wait=timedelta(milliseconds=20)
+    )
     assert len(reader.asked) == 2
-    assert (page.next_cursor, page.caught_up) == (FeedCursor(53), True)  # the second read's
+    assert (page.next_cursor, page.caught_up) == (
+        FeedCursor(53, incarnation=INC),
+        True,
+    )  # the second read's
     assert page.waited >= timedelta(milliseconds=15)
 
 
@@ -214,18 +243,25 @@ async def test_a_notice_heard_before_the_wait_begins_is_not_missed() -> None:
                 notices.notify()
             return await super().read(cursor, limit=limit, look_back=look_back)
 
-    reader = ReaderThatHearsAtOnce(FeedRead(50, 60, []), FeedRead(52, 60, [_row(51, 7)]))
+    reader = ReaderThatHearsAtOnce(
+        FeedRead(50, 60, [], incarnation=INC), FeedRead(52, 60, [_row(51, 7)], incarnation=INC)
+    )
     async with asyncio.timeout(5):
-        page = await _service(reader, notices).poll("v1.50", wait=timedelta(seconds=30))
+        page = await _service(reader, notices).poll(
+            FeedCursor(50, incarnation=INC).encode(), wait=timedelta(seconds=30)
+        )
     assert [r.session_id for r in page.revocations] == ["s-7"]
 
 
 @pytest.mark.parametrize(
     ("notices", "read"),
     [
-        (Notices(), FeedRead(50, 60, [_row(50, 1)])),  # something new: answered at once
-        (Notices(listening=False), FeedRead(50, 60, [])),  # link down: never held
-        (None, FeedRead(50, 60, [])),  # no notices at all
+        (
+            Notices(),
+            FeedRead(50, 60, [_row(50, 1)], incarnation=INC),
+        ),  # something new: answered at once
+        (Notices(listening=False), FeedRead(50, 60, [], incarnation=INC)),  # link down: never held
+        (None, FeedRead(50, 60, [], incarnation=INC)),  # no notices at all
     ],
 )
 async def test_a_poll_is_answered_at_once_when_it_cannot_or_need_not_be_held(
@@ -233,12 +269,16 @@ async def test_a_poll_is_answered_at_once_when_it_cannot_or_need_not_be_held(
 ) -> None:
     reader = Reader(read)
     async with asyncio.timeout(5):
-        page = await _service(reader, notices).poll("v1.50", wait=timedelta(seconds=30))
+        page = await _service(reader, notices).poll(
+            FeedCursor(50, incarnation=INC).encode(), wait=timedelta(seconds=30)
+        )
     assert len(reader.asked) == 1
     assert page.waited == timedelta(0)
 
 
 async def test_a_negative_wait_is_invalid() -> None:
     with pytest.raises(ValidationError) as refused:
-        await _service(Reader(), Notices()).poll("v1.50", wait=timedelta(seconds=-1))
+        await _service(Reader(), Notices()).poll(
+            FeedCursor(50, incarnation=INC).encode(), wait=timedelta(seconds=-1)
+        )
     assert refused.value.violations[0].field == "wait"

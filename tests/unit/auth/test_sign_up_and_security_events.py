@@ -108,6 +108,30 @@ async def test_invalid_input_is_refused_before_it_counts_against_the_address() -
     assert world.sign_ups.reserved == []
 
 
+async def test_a_guessable_password_is_judged_after_the_throttle_and_never_hashed() -> None:
+    """The estimate costs CPU (up to tens of milliseconds for some inputs): an address buys
+    it only within its sign-up allowance, and a throttled address gets none (review of
+    2026-12-04 night). A guessable password is refused on `password`, nothing hashed."""
+    world = World()
+    estimated: list[str] = []
+    estimate = world.accounts._estimate
+
+    async def counting(password: str, email: str, field: str, *, full_name: str) -> Any:
+        estimated.append(password)
+        return await estimate(password, email, field, full_name=full_name)
+
+    world.accounts._estimate = counting
+    world.sign_ups.refusal = SignUpThrottledError(retry_after_seconds=60)
+    with pytest.raises(SignUpThrottledError):
+        await world.accounts.register("new@example.com", "qwerty123456", "New", IP)
+    assert estimated == []
+    world.sign_ups.refusal = None
+    with pytest.raises(ValidationError) as refused:
+        await world.accounts.register("new@example.com", "qwerty123456", "New", IP)
+    assert [v.field for v in refused.value.violations] == ["password"]
+    assert (estimated, world.sign_ups.reserved, world.hasher.hashes) == (["qwerty123456"], [IP], 0)
+
+
 async def test_a_sign_up_counts_against_its_address_and_hashes_at_sign_up_priority() -> None:
     world = World()
     user = await world.accounts.register("new@example.com", PASSWORD, "New", IP)

@@ -129,8 +129,8 @@ class FeedRead:
     horizon: int  # the oldest transaction still running (pg_snapshot_xmin)
     newest: int  # the first transaction id not yet assigned (pg_snapshot_xmax)
     rows: list[FeedRow]
+    incarnation: int  # the server that read (FeedCursor.incarnation; never 0)
     withdrawn_keys: tuple[str, ...] = ()  # signing keys withdrawn within the look-back
-    incarnation: int = 0  # the server that read (FeedCursor.incarnation)
 
 
 def page_of(cursor: FeedCursor, read: FeedRead, limit: int) -> FeedPage:

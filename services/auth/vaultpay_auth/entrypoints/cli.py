@@ -31,13 +31,17 @@ from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
 from vaultpay_auth.adapters.signing import KeyRing, SigningKey, UnknownSigningKeyError
 from vaultpay_auth.domain.model import User
-from vaultpay_auth.domain.policies import check_registration, normalize_email
+from vaultpay_auth.domain.policies import (
+    check_registration,
+    guessability_violations,
+    normalize_email,
+)
 from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.audit import AuditEntry, AuditLog
 from vaultpay_common.cli import ServiceCli
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
-from vaultpay_common.errors import DomainError
+from vaultpay_common.errors import DomainError, ValidationError
 from vaultpay_common.migrations import MigrationChain
 
 __all__ = ["main"]
@@ -73,6 +77,9 @@ async def create_superadmin(
 ) -> None:
     email = normalize_email(email)
     check_registration(email, password, full_name)
+    weak = guessability_violations(password, email, full_name=full_name)  # one, on the CLI
+    if weak:
+        raise ValidationError(weak)
     engine = create_engine(
         settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
     )

@@ -9,6 +9,7 @@ import logging
 from datetime import timedelta
 
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay_auth.adapters.password_estimate import ThreadedPasswordEstimator
 from vaultpay_auth.adapters.passwords import BcryptPasswordHasher
 from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork
 from vaultpay_auth.adapters.retention import purge_ended_sessions
@@ -85,6 +86,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         max_waiting_sign_ins=settings.bcrypt_max_waiting_sign_ins,
         max_waiting_sign_ups=settings.bcrypt_max_waiting_sign_ups,
     )
+    estimator = ThreadedPasswordEstimator()  # off the loop (adapters/password_estimate)
     throttle = RedisLoginThrottle(
         runtime.redis,
         per_account=settings.login_failures_per_account,
@@ -112,6 +114,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
         sign_up_throttle=sign_ups,
         fingerprint=fingerprint,
+        estimator=estimator,
     )
     introspector = LocalIntrospector(uow, verifier)
     identities = ServiceIdentityService(settings.service_client_secrets, issuer)
@@ -137,6 +140,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
 
     async def close_hasher() -> None:
         hasher.close()
+        estimator.close()
 
     runtime.on_shutdown(close_hasher)
     runtime.seal_audit()

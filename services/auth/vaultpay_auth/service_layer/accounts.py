@@ -51,8 +51,10 @@ from vaultpay_auth.service_layer.ports import (
     AuthUnitOfWork,
     HashPriority,
     LoginThrottle,
+    PasswordEstimator,
     PasswordHasher,
     SignUpThrottle,
+    estimate_inline,
 )
 from vaultpay_auth.service_layer.tokens import hash_refresh_token, new_refresh_token
 from vaultpay_common.audit import AuditEntry
@@ -90,8 +92,11 @@ class AccountService:
         refresh_ttl: timedelta,
         sign_up_throttle: SignUpThrottle,
         fingerprint: Callable[[str], str],
+        estimator: PasswordEstimator = estimate_inline,
     ) -> None:
-        """`fingerprint` turns an email into the keyed hash the audit log records."""
+        """`fingerprint` turns an email into the keyed hash the audit log records;
+        `estimator` judges a new password's guessability (the server's runs off its loop)."""
+        self._estimate = estimator
         self._uow = uow
         self._hasher = hasher
         self._issuer = issuer
@@ -113,6 +118,10 @@ class AccountService:
         email, full_name = normalize_email(email), full_name.strip()
         check_registration(email, password, full_name)
         await self._sign_ups.reserve(client_ip)
+        # After the throttle: the estimate costs CPU an address must not buy without limit.
+        weak = await self._estimate(password, email, "password", full_name=full_name)
+        if weak:
+            raise ValidationError(weak)
         async with self._uow() as uow:
             if await uow.users.get_by_email(email) is not None:
                 raise EmailAlreadyRegisteredError()
@@ -335,9 +344,11 @@ class AccountService:
             await self._record(password_change_failed(user.id, client_ip, "wrong_current_password"))
             raise ValidationError.single("current_password", "is not the current password")
         await self._throttle.succeeded(user.email, client_ip)
-        violations = password_violations(
-            new, user.email, field="new_password", full_name=user.full_name
-        )
+        violations = password_violations(new, user.email, field="new_password")
+        if not violations:
+            violations = await self._estimate(
+                new, user.email, "new_password", full_name=user.full_name
+            )
         if violations:
             raise ValidationError(violations)
         if new == current:

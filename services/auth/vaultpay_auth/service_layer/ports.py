@@ -10,9 +10,11 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from vaultpay_auth.domain.model import Session, SessionHolder, User
+from vaultpay_auth.domain.policies import guessability_violations
 from vaultpay_auth.domain.revocations import FeedCursor, FeedRead
 from vaultpay_common.audit import AuditEntry, AuditQuery, AuditRecord
 from vaultpay_common.context import Role
+from vaultpay_common.errors import FieldViolation
 
 __all__ = [
     "AccessTokenIssuer",
@@ -20,12 +22,14 @@ __all__ = [
     "AuthUnitOfWork",
     "HashPriority",
     "LoginThrottle",
+    "PasswordEstimator",
     "PasswordHasher",
     "RefreshRecord",
     "RevocationFeedReader",
     "RevocationNotices",
     "SignUpThrottle",
     "UserFilter",
+    "estimate_inline",
 ]
 
 
@@ -54,6 +58,22 @@ class PasswordHasher(Protocol):
         """Whether `password_hash` was made with other parameters (a cost) than `hash` uses
         now: a sign-in that proved the password then stores a new hash."""
         ...
+
+
+class PasswordEstimator(Protocol):
+    """`domain.policies.guessability_violations`, run where its CPU (up to tens of
+    milliseconds for some inputs) does not hold the event loop (adapters/password_estimate)."""
+
+    async def __call__(
+        self, password: str, email: str, field: str, *, full_name: str
+    ) -> list[FieldViolation]: ...
+
+
+async def estimate_inline(
+    password: str, email: str, field: str, *, full_name: str
+) -> list[FieldViolation]:
+    """The estimate on the caller's thread: for tests and tools, not for a serving loop."""
+    return guessability_violations(password, email, field, full_name=full_name)
 
 
 class AccessTokenIssuer(Protocol):

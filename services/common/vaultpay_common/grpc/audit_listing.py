@@ -1,14 +1,16 @@
 """One audit listing for every service's staff `List...AuditEvents` RPC.
 
 The request messages of auth and wallet differ in name only; both carry the same filter and
-page fields, which `AuditListRequest` describes. A servicer stays one line of translation:
+page fields, which `AuditListRequest` describes. Both services audit the page they show
+(`audit_events.listed`), so their use cases are given as `fetch_slice`: asked for the page
+itself, the row they write counts the events shown, not the one more that tells whether
+another page follows:
 
-    events, token = await list_audit_events(self._tokens, request, self._audit.list)
-    return ListAuditEventsResponse(events=events, next_page_token=token)
+    events, token = await list_audit_events(
+        self._tokens, request, fetch_slice=lambda q, before, n: self._audit.list(q, before, n, viewer=v)
+    )
 
-A use case that audits the page it shows (auth's) is given as `fetch_slice` instead: it is
-asked for the page itself, so the row it writes counts the events shown, not the one more
-that tells whether another page follows.
+`fetch` (a plain read of `limit` + 1 rows) serves a listing that audits nothing.
 """
 
 from __future__ import annotations

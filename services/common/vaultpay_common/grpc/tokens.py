@@ -9,12 +9,13 @@ its cached tokens at once, and keeps it out of every key set fetched later.
 Verified tokens are cached until they expire (PyJWT costs 0.05-0.3 ms a call); an unknown
 `kid` triggers one JWKS refresh (rate-limited) so rotated keys are picked up at once.
 
-A key set that could not be read again for `max_unconfirmed_key_age` (auth unreachable:
-neither the refresh nor the revocation feed can tell of a withdrawal meanwhile) stops
-verifying anything, cached tokens included (AUTH_UNAVAILABLE, retryable): otherwise a key
-withdrawn during the outage (a leak) would keep verifying the tokens an attacker mints with
-it, on every RPC that is not strict. The default outlives any token auth issued before the
-outage began, so tokens issued before it are not refused for it alone.
+A key set whose refreshes have failed for `max_unconfirmed_key_age` since the first of them
+(auth unreachable: neither the refresh nor the revocation feed can tell of a withdrawal
+meanwhile) stops verifying anything, cached tokens included (AUTH_UNAVAILABLE, retryable):
+otherwise a key withdrawn during the outage (a leak) would keep verifying the tokens an
+attacker mints with it, on every RPC that is not strict. Measured from the first failed
+refresh, not the last success: a peer idle for hours whose first refresh meets a blip is not
+refused for it. The default outlives any token auth issued before the outage began.
 
 Header and payload are parsed at least as strictly as Envoy parses them at the edge, so the
 service never reads a claim the gateway did not check: strict base64url, UTF-8 JSON objects
@@ -155,7 +156,8 @@ class TokenVerifier:
         # machine up for less than the interval 0.0 would read as "just refreshed".
         self._last_refresh = -math.inf
         self._last_refresh_failed = False
-        self._last_confirmed = -math.inf  # the last refresh that read the key set
+        # The first refresh that failed since one last read the key set (None: none failed).
+        self._failing_since: float | None = None
         self._min_refresh_interval = min_refresh_interval
         self._max_key_age = max_key_age
         # Never below the refresh interval: a set is not refreshed before it is that old.
@@ -174,9 +176,11 @@ class TokenVerifier:
                 return
             self._last_refresh = now
             self._last_refresh_failed = True
+            if self._failing_since is None:
+                self._failing_since = now  # until the fetch below succeeds
             jwks = await self._fetch_jwks()
             self._last_refresh_failed = False
-            self._last_confirmed = now
+            self._failing_since = None
             keys: dict[str, Any] = {}
             for jwk in jwks:
                 usable = jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519"
@@ -233,7 +237,12 @@ class TokenVerifier:
     async def verify(self, token: str) -> TokenClaims:
         if self._monotonic() - self._last_refresh >= self._max_key_age:
             await self._refresh_if_stale()
-        if self._keys and self._monotonic() - self._last_confirmed > self._max_unconfirmed_key_age:
+        failing_since = self._failing_since
+        if (
+            self._keys
+            and failing_since is not None
+            and self._monotonic() - failing_since > self._max_unconfirmed_key_age
+        ):
             raise AuthUnavailableError(
                 "auth's signing keys could not be confirmed for too long: a key withdrawn"
                 " meanwhile would go unnoticed; retry later"

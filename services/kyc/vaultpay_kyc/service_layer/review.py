@@ -261,7 +261,9 @@ class ReviewService:
         `number_hash`, a column the ciphertexts' associated data does not cover: one edited
         in the database would let a number verified for its owner be approved for another
         user. The number is decrypted and hashed again; a hash that is not the number's is
-        tampering (DocumentUnreadableError, audited), and nothing is approved."""
+        tampering (DocumentUnreadableError, audited), and nothing is approved. The other side
+        of the check is not covered: the VERIFIED rows' stored hashes and statuses are read
+        as stored (binding them would take a keyed MAC over the row, checked on read)."""
         ref = SubmissionRef(submission.id, submission.user_id)
         number = (
             self._cipher.unwrap(ref, sealed.wrapped_key)

@@ -1262,6 +1262,7 @@ class WalletAdminServiceServicer:
 
     def AdminListLimits(self, request, context):
         """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets.
+        Audited ("limits.listed": the filters set, the wallets shown, the client address).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -581,7 +581,9 @@ class WalletAdminServiceStub:
     by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
     """
     AdminListLimits: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]
-    """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
+    """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets.
+    Audited ("limits.listed": the filters set, the wallets shown, the client address).
+    """
     AdminSetWalletLimits: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.AdminSetWalletLimitsRequest, _wallet_pb2.AdminSetWalletLimitsResponse]
     """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
     set). Overrides may raise or lower the tier defaults; a user's own lower limits still
@@ -668,7 +670,9 @@ class WalletAdminServiceAsyncStub(WalletAdminServiceStub):
     by another staff member. The rank rule and its failure of AdminFreezeWallet apply.
     """
     AdminListLimits: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminListLimitsRequest, _wallet_pb2.AdminListLimitsResponse]  # type: ignore[assignment]
-    """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
+    """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets.
+    Audited ("limits.listed": the filters set, the wallets shown, the client address).
+    """
     AdminSetWalletLimits: _aio.UnaryUnaryMultiCallable[_wallet_pb2.AdminSetWalletLimitsRequest, _wallet_pb2.AdminSetWalletLimitsResponse]  # type: ignore[assignment]
     """Replaces a wallet's admin limit overrides (PUT semantics: the request is the complete
     set). Overrides may raise or lower the tier defaults; a user's own lower limits still
@@ -782,7 +786,9 @@ class WalletAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.AdminListLimitsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.AdminListLimitsResponse, _abc.Awaitable[_wallet_pb2.AdminListLimitsResponse]]:
-        """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets."""
+        """Lists limit overrides (admin overrides and user-chosen lower limits) across wallets.
+        Audited ("limits.listed": the filters set, the wallets shown, the client address).
+        """
 
     @_abc_1.abstractmethod
     def AdminSetWalletLimits(

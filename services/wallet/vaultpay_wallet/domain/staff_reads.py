@@ -49,20 +49,7 @@ def wallets_listed(
     viewer: StaffViewer, shown: Sequence[Wallet], filters: Mapping[str, str]
 ) -> AuditEntry:
     """AdminListWallets: one page shown, which wallets, under which filters (none: empty)."""
-    details = {
-        **filters,
-        "count": str(len(shown)),
-        "wallet_ids": ",".join(w.id for w in shown),
-        "ip": viewer.client_ip,
-    }
-    return AuditEntry(
-        WALLETS_LISTED,
-        "wallets",
-        "",
-        details,
-        actor_id=viewer.actor_id,
-        actor_role=viewer.actor_role.name,
-    )
+    return _listed(WALLETS_LISTED, "wallets", viewer, filters, "wallet_ids", [w.id for w in shown])
 
 
 def audit_events_listed(
@@ -70,20 +57,8 @@ def audit_events_listed(
 ) -> AuditEntry:
     """ListAuditEvents: a page of the log shown (its rows name users, wallets and staff
     addresses), under which filters, how many rows and which (their sequences)."""
-    details = {
-        **filters,
-        "count": str(len(shown)),
-        "sequences": ",".join(str(r.sequence) for r in shown),
-        "ip": viewer.client_ip,
-    }
-    return AuditEntry(
-        AUDIT_EVENTS_LISTED,
-        "audit_events",
-        "",
-        details,
-        actor_id=viewer.actor_id,
-        actor_role=viewer.actor_role.name,
-    )
+    sequences = [str(r.sequence) for r in shown]
+    return _listed(AUDIT_EVENTS_LISTED, "audit_events", viewer, filters, "sequences", sequences)
 
 
 def limits_listed(
@@ -91,15 +66,28 @@ def limits_listed(
 ) -> AuditEntry:
     """AdminListLimits: a page of overrides shown (each names its wallet and who set it, and
     a user's own lower limits say what they guard), under which filters, for which wallets."""
+    return _listed(LIMITS_LISTED, "limit_overrides", viewer, filters, "wallet_ids", wallet_ids)
+
+
+def _listed(
+    action: str,
+    target_type: str,
+    viewer: StaffViewer,
+    filters: Mapping[str, str],
+    shown_as: str,
+    shown: Sequence[str],
+) -> AuditEntry:
+    """A page of a staff listing: the filters set, how many rows, which (`shown_as`), and
+    the reader's address."""
     details = {
         **filters,
-        "count": str(len(wallet_ids)),
-        "wallet_ids": ",".join(wallet_ids),
+        "count": str(len(shown)),
+        shown_as: ",".join(shown),
         "ip": viewer.client_ip,
     }
     return AuditEntry(
-        LIMITS_LISTED,
-        "limit_overrides",
+        action,
+        target_type,
         "",
         details,
         actor_id=viewer.actor_id,

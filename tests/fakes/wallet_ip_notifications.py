@@ -90,8 +90,8 @@ class FakeTrustedIpRepository:
     ) -> Sequence[TrustedIp]:
         rows = [r for r in self.rows.values() if r.user_id == user_id and r.expires_at > now]
         if after is not None:
-            rows = [r for r in rows if (r.last_seen_at, r.ip_hash) < after_key(after)]
-        rows.sort(key=lambda r: (r.last_seen_at, r.ip_hash), reverse=True)
+            rows = [r for r in rows if (r.first_seen_at, r.ip_hash) < after_key(after)]
+        rows.sort(key=lambda r: (r.first_seen_at, r.ip_hash), reverse=True)
         return rows[:limit]
 
     async def delete_by_public_hash(self, user_id: str, public_hash: str) -> TrustedIp | None:
@@ -103,7 +103,7 @@ class FakeTrustedIpRepository:
 
 
 def after_key(cursor: TrustedIpCursor) -> tuple[datetime, str]:
-    return (cursor.last_seen_at, cursor.public_hash)
+    return (cursor.first_seen_at, cursor.public_hash)
 
 
 class FakeIpConfirmationRepository:

@@ -116,7 +116,7 @@ def test_a_confirmation_is_usable_once_and_for_30_minutes() -> None:
 def test_trusted_ip_cursor_round_trips_and_refuses_garbage() -> None:
     cursor = TrustedIpCursor(NOW, "0123456789abcdef")
     assert TrustedIpCursor.from_position(cursor.position()) == cursor
-    for bad in ({}, {"t": "yesterday", "h": "0123456789abcdef"}, {"t": NOW.isoformat()}):
+    for bad in ({}, {"f": "yesterday", "h": "0123456789abcdef"}, {"f": NOW.isoformat()}):
         with pytest.raises(ValidationError) as caught:
             TrustedIpCursor.from_position(bad)
         assert caught.value.violations[0].field == "page_token"

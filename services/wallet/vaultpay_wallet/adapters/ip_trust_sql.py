@@ -149,11 +149,11 @@ class SqlTrustedIpRepository:
         query = select(trusted_ips).where(_t.user_id == user_id, _t.expires_at > now)
         if after is not None:
             position = tuple_(
-                literal(after.last_seen_at, _t.last_seen_at.type),
+                literal(after.first_seen_at, _t.first_seen_at.type),
                 literal(after.public_hash, _t.ip_hash.type),
             )
-            query = query.where(tuple_(_t.last_seen_at, _t.ip_hash) < position)
-        query = query.order_by(_t.last_seen_at.desc(), _t.ip_hash.desc()).limit(limit)
+            query = query.where(tuple_(_t.first_seen_at, _t.ip_hash) < position)
+        query = query.order_by(_t.first_seen_at.desc(), _t.ip_hash.desc()).limit(limit)
         return [_trusted(row) for row in await self._conn.execute(query)]
 
     async def delete_by_public_hash(self, user_id: str, public_hash: str) -> TrustedIp | None:

@@ -180,32 +180,36 @@ class TrustedIp:
 
 @dataclass(frozen=True, slots=True)
 class TrustedIpCursor:
-    """Keyset position of ListTrustedIps (most recently seen first).
+    """Keyset position of ListTrustedIps (most recently confirmed first).
 
-    Holds the public 16-digit hash, never the full HMAC; comparing the full hashes with the
-    prefix orders them exactly as the full hashes would (prefixes of one user differ).
+    On the first-seen time, which never changes (re-confirming keeps it): the last-seen time
+    moves with every movement from the address, so an address used between two page fetches
+    jumped ahead of the cursor and was never listed (the one a user revoking an attacker's
+    network looks for). Holds the public 16-digit hash, never the full HMAC; comparing the
+    full hashes with the prefix orders them exactly as the full hashes would (prefixes of one
+    user differ).
     """
 
-    last_seen_at: datetime
+    first_seen_at: datetime
     public_hash: str
 
     @classmethod
     def after(cls, trusted: TrustedIp) -> TrustedIpCursor:
-        return cls(trusted.last_seen_at, trusted.public_hash)
+        return cls(trusted.first_seen_at, trusted.public_hash)
 
     def position(self) -> dict[str, str]:
-        return {"t": self.last_seen_at.isoformat(), "h": self.public_hash}
+        return {"f": self.first_seen_at.isoformat(), "h": self.public_hash}
 
     @classmethod
     def from_position(cls, position: Mapping[str, Any]) -> TrustedIpCursor:
         try:
-            last_seen_at = datetime.fromisoformat(str(position["t"]))
+            first_seen_at = datetime.fromisoformat(str(position["f"]))
             public_hash = check_public_ip_hash(str(position["h"]), "page_token")
         except (KeyError, ValueError) as exc:
             raise ValidationError.single("page_token", "is not a valid page token") from exc
-        if last_seen_at.tzinfo is None:
+        if first_seen_at.tzinfo is None:
             raise ValidationError.single("page_token", "is not a valid page token")
-        return cls(last_seen_at, public_hash)
+        return cls(first_seen_at, public_hash)
 
 
 @dataclass(frozen=True, slots=True)

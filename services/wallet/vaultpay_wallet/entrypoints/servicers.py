@@ -255,8 +255,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             fetch_slice=lambda after, limit: self._ip.list_trusted_ips(
                 ip.ListTrustedIps(user_id, limit, after)
             ),
-            cursor_of=lambda v: TrustedIpCursor(v.last_seen_at, v.ip_hash).position(),
-            parse=times_checked(TrustedIpCursor.from_position, "t"),
+            cursor_of=lambda v: TrustedIpCursor(v.first_seen_at, v.ip_hash).position(),
+            parse=times_checked(TrustedIpCursor.from_position, "f"),
         )
         return wallet_pb2.ListTrustedIpsResponse(
             trusted_ips=[trusted_ip_to_proto(v) for v in page.items],

@@ -102,7 +102,7 @@ class TrustedIpRepository(Protocol):
     async def list(
         self, user_id: str, *, now: datetime, after: TrustedIpCursor | None, limit: int
     ) -> Sequence[TrustedIp]:
-        """Unexpired rows, most recently seen first (last_seen, ip_hash descending)."""
+        """Unexpired rows, most recently confirmed first (first_seen, ip_hash descending)."""
         ...
 
     async def delete_by_public_hash(self, user_id: str, public_hash: str) -> TrustedIp | None:
@@ -228,7 +228,7 @@ class TrustedIpPage:
         if not self.has_more:
             return None
         last = self.items[-1]
-        return TrustedIpCursor(last.last_seen_at, last.ip_hash)
+        return TrustedIpCursor(last.first_seen_at, last.ip_hash)
 
 
 @dataclass(frozen=True, slots=True)

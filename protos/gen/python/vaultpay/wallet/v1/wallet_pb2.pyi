@@ -1531,7 +1531,7 @@ class ListTrustedIpsResponse(_message.Message):
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def trusted_ips(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrustedIp]:
-        """One page of trusted addresses, most recently seen first."""
+        """One page of trusted addresses, most recently confirmed first."""
 
     def __init__(
         self,

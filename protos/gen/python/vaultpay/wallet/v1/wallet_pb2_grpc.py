@@ -305,7 +305,8 @@ class WalletServiceServicer:
 
     def ListTrustedIps(self, request, context):
         """Lists the IP addresses the caller has confirmed for money movement, most recently
-        seen first. Addresses are never shown, only a short hash.
+        confirmed first (first_seen_time: an order no movement changes, so paging never skips
+        one). Addresses are never shown, only a short hash.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -115,7 +115,8 @@ class WalletServiceStub:
     """
     ListTrustedIps: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListTrustedIpsRequest, _wallet_pb2.ListTrustedIpsResponse]
     """Lists the IP addresses the caller has confirmed for money movement, most recently
-    seen first. Addresses are never shown, only a short hash.
+    confirmed first (first_seen_time: an order no movement changes, so paging never skips
+    one). Addresses are never shown, only a short hash.
     """
     ConfirmIp: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ConfirmIpRequest, _wallet_pb2.ConfirmIpResponse]
     """Confirms a new IP address with the single-use token emailed when a money movement
@@ -235,7 +236,8 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """
     ListTrustedIps: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListTrustedIpsRequest, _wallet_pb2.ListTrustedIpsResponse]  # type: ignore[assignment]
     """Lists the IP addresses the caller has confirmed for money movement, most recently
-    seen first. Addresses are never shown, only a short hash.
+    confirmed first (first_seen_time: an order no movement changes, so paging never skips
+    one). Addresses are never shown, only a short hash.
     """
     ConfirmIp: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ConfirmIpRequest, _wallet_pb2.ConfirmIpResponse]  # type: ignore[assignment]
     """Confirms a new IP address with the single-use token emailed when a money movement
@@ -448,7 +450,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.ListTrustedIpsResponse, _abc.Awaitable[_wallet_pb2.ListTrustedIpsResponse]]:
         """Lists the IP addresses the caller has confirmed for money movement, most recently
-        seen first. Addresses are never shown, only a short hash.
+        confirmed first (first_seen_time: an order no movement changes, so paging never skips
+        one). Addresses are never shown, only a short hash.
         """
 
     @_abc_1.abstractmethod

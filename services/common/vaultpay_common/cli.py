@@ -18,8 +18,8 @@ Every service gets `migrate` (its migration chains, as the table owner) and `ver
 Commands print progress and results to stdout, errors to stderr, and exit
 
     0  success
-    1  a check failed (a broken audit chain, an inconsistent ledger), or an unexpected error
-       (a bug: with its traceback)
+    1  a check failed (a broken audit chain, an inconsistent ledger)
+   70  an unexpected error (a bug: with its traceback; EXIT_INTERNAL)
     2  bad input or a refused action (settings, arguments, an unknown id, a DomainError)
     3  could not run: a dependency is unavailable (the database cannot be reached, or the
        connection was lost) or too slow for the command's time bound; one line on stderr naming the exception's type (never its text,

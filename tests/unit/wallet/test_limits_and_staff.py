@@ -122,7 +122,7 @@ async def test_an_admin_override_replaces_the_set_and_caps_the_users_ceiling() -
     listed = world.uow.audit_entries[-1]  # the read is audited, with what it showed
     assert (listed.action, listed.actor_id) == ("limits.listed", "staff")
     assert listed.details == {
-        "action": "SEND",
+        "action": "send",
         "count": "1",
         "wallet_ids": wallet_id,
         "ip": "198.51.100.7",

@@ -311,7 +311,7 @@ class LimitsService:
             if await uow.limits.delete_user(wallet.id, action):
                 await uow.audit(
                     AuditEntry(
-                        "wallet.own_limit_removed", "wallet", wallet.id, {"action": action.name}
+                        "wallet.own_limit_removed", "wallet", wallet.id, {"action": action.value}
                     )
                 )
                 await _tell_owner_own_limit_loosened(uow, wallet, action, self._clock.now())
@@ -464,7 +464,7 @@ def _set_filters(flt: LimitOverrideFilter) -> dict[str, str]:
     filters = {
         "wallet_id": flt.wallet_id,
         "source": flt.source.name if flt.source is not None else "",
-        "action": flt.action.name if flt.action is not None else "",
+        "action": flt.action.value if flt.action is not None else "",
     }
     return {name: value for name, value in filters.items() if value}
 

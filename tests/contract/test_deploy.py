@@ -6,6 +6,13 @@
   now (`BEING_BUILT`: their package exists, the server module is about to).
 - `hadolint` passes on deploy/Dockerfile; `kubernetes-validate --strict` passes on every
   manifest kustomize applies, offline against the schemas the package ships.
+- Every service gets, in compose and in the Kubernetes ConfigMap, each peer address the local
+  runner (`vaultpay_devstack.services.service_env`) gives it; compose requires every secret of
+  compose.env.example and splits VAULTPAY_CORS_ORIGINS as `make run` does.
+- Each kustomization brings the namespace and the ConfigMaps its pods read (the migrations
+  and provisioning Jobs run before the main one is applied); every pod meets the `restricted`
+  Pod Security level the namespace enforces; no probe dials the pod IP for a container that
+  listens on loopback only.
 
 `make deploy-check` runs this file alone; `make test` runs it with the rest.
 """
@@ -20,6 +27,12 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs; types-PyYAML is not locked
+
+from vaultpay_devstack.credentials import MeshSecrets
+from vaultpay_devstack.mesh import MeshConfig
+from vaultpay_devstack.postgres import Provisioned
+from vaultpay_devstack.redis import RedisServer
+from vaultpay_devstack.services import DEFAULT_PORTS, SERVICES, EnvInputs, service_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -53,9 +66,26 @@ def _compose() -> dict[str, Any]:
     return data
 
 
-def _kustomize_resources(folder: Path) -> list[Path]:
+def _kustomization(folder: Path) -> dict[str, Any]:
     (kustomization,) = _yaml_documents(folder / "kustomization.yaml")
-    return [folder / name for name in kustomization["resources"]]
+    return kustomization
+
+
+def _kustomize_resources(folder: Path) -> list[Path]:
+    """The manifest files `kubectl apply -k folder` applies (a resource naming a directory is
+    another kustomization: its files, in turn)."""
+    found: list[Path] = []
+    for name in _kustomization(folder)["resources"]:
+        path = (folder / name).resolve()
+        for manifest in _kustomize_resources(path) if path.is_dir() else [path]:
+            if manifest not in found:
+                found.append(manifest)
+    return found
+
+
+# What `kubectl apply -k` is run on (README.md): the services, each release's migrations, the
+# once-per-environment provisioning.
+KUSTOMIZATIONS = (K8S, K8S / "migrate", K8S / "provision")
 
 
 def test_compose_runs_exactly_the_existing_services() -> None:
@@ -121,14 +151,281 @@ def test_kubernetes_manifests_pass_strict_schema_validation() -> None:
         pytest.fail(
             "kubernetes-validate is missing: `make venv` installs it from requirements.lock"
         )
-    manifests = [
-        *_kustomize_resources(K8S),
-        *_kustomize_resources(K8S / "migrate"),
-        K8S / "secrets.example.yaml",
-    ]
+    manifests = list(
+        dict.fromkeys(
+            [
+                *(m for folder in KUSTOMIZATIONS for m in _kustomize_resources(folder)),
+                K8S / "secrets.example.yaml",
+            ]
+        )
+    )
     result = _run(
         validate, "--strict", "--quiet", "--kubernetes-version", KUBERNETES_VERSION, *manifests
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ERROR" not in result.stdout + result.stderr
+
+
+# --- every service gets the peer addresses the local runner gives it --------------------------
+
+
+def _runner_addresses(tmp_path: Path) -> dict[str, dict[str, str]]:
+    """By service: the `*_ADDRESS` variables `make run` sets (its listen address and each
+    peer's). The other variables it sets are local (paths, pool sizes, the test bcrypt cost) or
+    secrets, which compose and the Secrets carry."""
+    inputs = EnvInputs(
+        profile="dev",
+        ports=dict(DEFAULT_PORTS),
+        databases=Provisioned("127.0.0.1", 5432),
+        redis=RedisServer("127.0.0.1", 6379),
+        smtp_port=2525,
+        secrets=MeshSecrets.load(tmp_path),
+        var_dir=tmp_path,
+    )
+    return {
+        service.name: {
+            name: value
+            for name, value in service_env(service, inputs).items()
+            if name.endswith("_ADDRESS")
+        }
+        for service in SERVICES
+        if service.name in existing_services()
+    }
+
+
+def _address_problems(
+    runner: dict[str, dict[str, str]], compose: dict[str, Any], config: dict[str, str]
+) -> list[str]:
+    """What compose's environments and the Kubernetes ConfigMap lack or get wrong, of the
+    addresses the runner sets: a peer at `<peer>:<port>` in compose, `dns:///<peer>:<port>`
+    (the headless Service, balanced round-robin) on Kubernetes; each service listening on
+    0.0.0.0."""
+    problems = []
+    for service, variables in runner.items():
+        environment = compose["services"][service].get("environment") or {}
+        prefix = f"{service.upper()}_"
+        for name in variables:
+            if name == f"{prefix}GRPC_ADDRESS":
+                in_compose = in_k8s = f"0.0.0.0:{DEFAULT_PORTS[service]}"
+            else:
+                peer = name.removeprefix(prefix).removesuffix("_ADDRESS").lower()
+                in_compose = f"{peer}:{DEFAULT_PORTS[peer]}"
+                in_k8s = f"dns:///{in_compose}"
+            if environment.get(name) != in_compose:
+                problems.append(
+                    f"compose {service}: {name}={environment.get(name)!r}, not {in_compose!r}"
+                )
+            if config.get(name) != in_k8s:
+                problems.append(f"k8s ConfigMap: {name}={config.get(name)!r}, not {in_k8s!r}")
+    return problems
+
+
+def _config_map(path: Path, name: str = "vaultpay-env") -> dict[str, str]:
+    (config,) = [
+        d
+        for d in _yaml_documents(path)
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name
+    ]
+    data: dict[str, str] = config["data"]
+    return data
+
+
+def test_every_service_gets_each_peer_address_the_local_runner_gives_it(tmp_path: Path) -> None:
+    runner = _runner_addresses(tmp_path)
+    # wallet calls transfer and kyc, transfer and kyc call wallet: every peer service knows
+    # every other one (and auth), as under `make run`.
+    assert "WALLET_TRANSFER_ADDRESS" in runner["wallet"]
+    assert "WALLET_KYC_ADDRESS" in runner["wallet"]
+
+    problems = _address_problems(runner, _compose(), _config_map(K8S / "base" / "config.yaml"))
+
+    assert problems == []
+
+
+# --- each kustomization is complete, and the namespace admits its pods ------------------------
+
+
+def _pod_specs(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"])
+        for path in _kustomize_resources(folder)
+        for doc in _yaml_documents(path)
+        if doc["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+    ]
+
+
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def _read_names(pod: dict[str, Any], kind: str) -> set[str]:
+    """The ConfigMaps (`kind` "configMap") or Secrets ("secret") the pod's containers read."""
+    names = set()
+    for container in _containers(pod):
+        for source in container.get("envFrom", []):
+            if ref := source.get(f"{kind}Ref"):
+                names.add(ref["name"])
+        for variable in container.get("env", []):
+            if ref := variable.get("valueFrom", {}).get(f"{kind}KeyRef"):
+                names.add(ref["name"])
+    for volume in pod.get("volumes", []):
+        if kind == "configMap" and "configMap" in volume:
+            names.add(volume["configMap"]["name"])
+        if kind == "secret" and "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+    return names
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_each_kustomization_brings_the_namespace_and_the_config_maps_its_pods_read(
+    folder: Path,
+) -> None:
+    docs = [doc for path in _kustomize_resources(folder) for doc in _yaml_documents(path)]
+    namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+    config_maps = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
+    read = {name for _, pod in _pod_specs(folder) for name in _read_names(pod, "configMap")}
+    secrets = {d["metadata"]["name"] for d in _yaml_documents(K8S / "secrets.example.yaml")}
+    secrets_read = {name for _, pod in _pod_specs(folder) for name in _read_names(pod, "secret")}
+
+    assert _pod_specs(folder)
+    assert _kustomization(folder)["namespace"] in namespaces
+    assert read <= config_maps
+    assert secrets_read <= secrets  # the operator creates them from secrets.example.yaml
+    assert _kustomization(folder)["images"] == _kustomization(K8S)["images"]
+
+
+_ALLOWED_VOLUMES = {"configMap", "emptyDir", "secret", "projected", "downwardAPI", "csi"}
+
+
+def _restricted_problems(where: str, pod: dict[str, Any]) -> list[str]:
+    """Where `pod` breaks the `restricted` Pod Security Standard (the checks these manifests
+    could break)."""
+    problems = []
+    pod_context = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            problems.append(f"{where}: {key}")
+    for volume in pod.get("volumes", []):
+        if not set(volume) - {"name"} <= _ALLOWED_VOLUMES:
+            problems.append(f"{where}: volume {volume['name']}")
+    for container in _containers(pod):
+        context = {**pod_context, **container.get("securityContext", {})}
+        name = f"{where} {container['name']}"
+        if context.get("runAsNonRoot") is not True or context.get("runAsUser") == 0:
+            problems.append(f"{name}: runAsNonRoot")
+        if context.get("seccompProfile", {}).get("type") not in {"RuntimeDefault", "Localhost"}:
+            problems.append(f"{name}: seccompProfile")
+        if container.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation")
+        capabilities = container.get("securityContext", {}).get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []) or set(capabilities.get("add", [])) - {
+            "NET_BIND_SERVICE"
+        }:
+            problems.append(f"{name}: capabilities")
+    return problems
+
+
+def test_every_pod_meets_the_restricted_pod_security_level() -> None:
+    (namespace,) = _yaml_documents(K8S / "base" / "namespace.yaml")
+    pods = [spec for folder in KUSTOMIZATIONS for spec in _pod_specs(folder)]
+
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert {where for where, _ in pods} >= {"Job/vaultpay-migrate", "Job/vaultpay-provision"}
+    assert [p for where, pod in pods for p in _restricted_problems(where, pod)] == []
+
+
+def test_the_provisioning_job_reads_its_secrets_from_a_secret() -> None:
+    (job,) = _yaml_documents(K8S / "provision" / "job.yaml")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {v["name"]: v for v in container["env"]}
+
+    assert set(env) >= {"VAULTPAY_POSTGRES_ADMIN_URL", "VAULTPAY_DB_PASSWORD"}
+    for name, variable in env.items():
+        assert "value" not in variable, name
+        assert variable["valueFrom"]["secretKeyRef"]["name"] == "vaultpay-provision"
+    assert "--password-env" in container["command"]
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "[::1]"}
+
+
+def test_no_probe_dials_the_pod_ip_of_a_loopback_only_listener() -> None:
+    """The kubelet's grpc, tcpSocket and httpGet probes connect to the pod IP: a container
+    listening on loopback only is probed from inside (exec)."""
+    problems = []
+    for folder in KUSTOMIZATIONS:
+        for where, pod in _pod_specs(folder):
+            for container in _containers(pod):
+                argv = [str(a) for a in container.get("command", []) + container.get("args", [])]
+                loopback_ports = {
+                    int(argv[i + 1].rpartition(":")[2])
+                    for i, arg in enumerate(argv[:-1])
+                    if arg == "--listen" and argv[i + 1].rpartition(":")[0] in _LOOPBACK
+                }
+                for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+                    probe = container.get(kind, {})
+                    for dialled in ("grpc", "tcpSocket", "httpGet"):
+                        if dialled in probe and probe[dialled]["port"] in loopback_ports:
+                            problems.append(f"{where} {container['name']}: {kind} {dialled}")
+
+    assert problems == []
+
+
+# --- compose: its secrets are required, its CORS origins split as `make run` splits them ------
+
+_INTERPOLATION = re.compile(r"(?<!\$)\$\{(\w+)([^}]*)\}")
+
+
+def _env_example() -> dict[str, str]:
+    lines = (DEPLOY / "compose.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _optional_secrets(compose_text: str) -> list[str]:
+    """The interpolations of the example's empty variables (the secrets to fill in) that
+    compose would replace by an empty string instead of refusing to start."""
+    secrets = {name for name, value in _env_example().items() if not value}
+    return [
+        f"${{{name}{rest}}}"
+        for name, rest in _INTERPOLATION.findall(compose_text)
+        if name in secrets and not rest.startswith(":?")
+    ]
+
+
+def test_compose_refuses_to_start_while_a_secret_is_missing() -> None:
+    text = (DEPLOY / "compose.yaml").read_text()
+    used = {name for name, _ in _INTERPOLATION.findall(text)}
+
+    assert {"VAULTPAY_AUTH_APP_PASSWORD", "VAULTPAY_OWNER_PASSWORD"} <= used
+    assert _optional_secrets(text) == []
+
+
+@pytest.mark.parametrize(
+    "origins",
+    ["http://localhost:3000", " http://a.example:8443, https://b.example,,", "", "https://*.x"],
+)
+def test_compose_passes_the_cors_origins_as_make_run_does(tmp_path: Path, origins: str) -> None:
+    gateway = _compose()["services"]["gateway-config"]
+    (script,) = gateway["command"]
+    # Stand-ins for the image's commands: `python` prints its arguments, one a line.
+    for name, body in {
+        "cp": "exit 0",
+        "python": 'for a in "$@"; do printf "%s\\n" "$a"; done',
+    }.items():
+        (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    result = subprocess.run(
+        [*gateway["entrypoint"], script.replace("$$", "$")],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "VAULTPAY_CORS_ORIGINS": origins},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    argv = result.stdout.splitlines()
+    passed = tuple(argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--cors-origin")
+
+    assert result.returncode == 0, result.stderr
+    assert "VAULTPAY_CORS_ORIGINS" in gateway["environment"]
+    assert passed == MeshConfig.from_env({"VAULTPAY_CORS_ORIGINS": origins}).cors_origins

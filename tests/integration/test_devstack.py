@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import signal
 import smtplib
 import stat
+import subprocess
+import sys
+import threading
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -16,9 +21,16 @@ import pytest
 
 from vaultpay_devstack.infra import Infra, scratch_dir, start_infra
 from vaultpay_devstack.mesh import Mesh, MeshConfig
-from vaultpay_devstack.postgres import Provisioned, provision, run_sql, unique_suffix
+from vaultpay_devstack.postgres import (
+    PostgresServer,
+    Provisioned,
+    provision,
+    run_sql,
+    start_postgres,
+    unique_suffix,
+)
 from vaultpay_devstack.probes import GrpcHealthProbe, http_ok
-from vaultpay_devstack.procs import pid_alive
+from vaultpay_devstack.procs import ManagedProcess, StartupError, pid_alive, wait_until
 from vaultpay_devstack.redis import ping
 from vaultpay_devstack.smtp_sink import read_messages, start_smtp_sink, wait_for_message
 
@@ -208,7 +220,6 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
         shutil.rmtree(var_dir, ignore_errors=True)
 
     assert set(env) == {
-        "VAULTPAY_PROFILE",
         "VAULTPAY_SMTP_HOST",
         "VAULTPAY_SMTP_PORT",
         "AUTH_GRPC_ADDRESS",
@@ -223,7 +234,6 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
     }
     # The table owner's DSN goes to migrations only, never to the running service.
     assert "AUTH_MIGRATION_DATABASE_URL" not in env
-    assert env["VAULTPAY_PROFILE"] == "test"
     assert env["AUTH_BCRYPT_ROUNDS"] == "4"
     assert env["AUTH_DATABASE_APP_ROLE"] == f"vaultpay_auth_app{suffix}"
     assert env["AUTH_DATABASE_URL"].endswith(f"/vaultpay_auth{suffix}")
@@ -329,7 +339,7 @@ def test_stop_finds_a_mesh_that_is_still_starting(tmp_path: Path) -> None:
     import sys
 
     from vaultpay_devstack import cli
-    from vaultpay_devstack.procs import wait_until
+    from vaultpay_devstack.procs import process_start_time, wait_until
 
     starting = subprocess.Popen(
         [sys.executable, "-c", _SLOW_START, str(tmp_path)], stdout=subprocess.DEVNULL
@@ -337,7 +347,10 @@ def test_stop_finds_a_mesh_that_is_still_starting(tmp_path: Path) -> None:
     try:
         state = tmp_path / cli.STATE_FILE
         wait_until(state.exists, what="the starting mesh's state file")
-        assert cli.status(tmp_path) == 0
+        # Named by its start time too, so a pid reused after a SIGKILL is never taken for it.
+        recorded = json.loads(state.read_text())
+        assert recorded["supervisor_start_time"] == process_start_time(starting.pid)
+        assert cli.status(tmp_path) == cli.STATUS_STARTING  # was 0, as if all was well
         assert cli.env(tmp_path, "auth") == 1  # nothing to export yet
         assert cli.stop(tmp_path, timeout=30) == 0
         assert starting.wait(10) == 0  # it unwound as on Ctrl-C
@@ -368,3 +381,347 @@ def test_a_mesh_run_through_the_vaultpay_local_script_is_recognised(tmp_path: Pa
         for process in (supervisor, reader):
             process.kill()
             process.wait(5)
+
+
+def _supervisor_lookalike(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A process whose command line is a supervisor's (`python …/vaultpay-local run`): what a
+    pid reused after a crash may be, at worst."""
+    script = tmp_path / "vaultpay-local"
+    script.write_text("import time\ntime.sleep(60)\n")
+    return subprocess.Popen([sys.executable, str(script), "run"])
+
+
+_RUN_UNTIL_START = """
+import sys
+from pathlib import Path
+from vaultpay_devstack import cli
+def start(self):
+    raise cli.StartupError("start-up reached")
+cli.Mesh.start = start
+sys.exit(cli.run(Path(sys.argv[1])))
+"""
+
+
+def test_a_state_file_whose_pid_another_process_reuses_names_no_mesh(tmp_path: Path) -> None:
+    """A supervisor killed by SIGKILL leaves its state file; its pid, reused, is no mesh:
+    `make stop` used to SIGTERM any process whose command line looked like a supervisor's (or
+    merely mentioned vaultpay_devstack), and `make run` refused ("a mesh already runs")."""
+    from vaultpay_devstack import cli
+    from vaultpay_devstack.procs import boot_id, process_start_time, wait_until
+
+    reused = _supervisor_lookalike(tmp_path)
+    try:
+        wait_until(lambda: cli._supervisor_alive(reused.pid), what="the look-alike's exec")
+        started = process_start_time(reused.pid)
+        assert started is not None
+        state = tmp_path / cli.STATE_FILE
+        state.parent.mkdir(parents=True)
+        # What the killed supervisor wrote: it started before the pid's new owner.
+        crashed: dict[str, Any] = {
+            "supervisor_pid": reused.pid,
+            "supervisor_start_time": started - 1,
+            "boot_id": boot_id(),
+            "starting": False,
+            "pids": {},
+            "grpc": {},
+            "gateway_url": None,
+            "envoy_admin": None,
+            "env": {},
+        }
+        state.write_text(json.dumps(crashed))
+
+        assert cli.status(tmp_path) == cli.STATUS_NOT_RUNNING
+        assert cli.env(tmp_path, "auth") == 1
+        assert cli.stop(tmp_path, timeout=1) == 0
+        assert reused.poll() is None  # never signalled
+
+        # Written before a reboot: the same pid and start time name nothing now.
+        state.write_text(json.dumps(crashed | {"supervisor_start_time": started, "boot_id": "x"}))
+        assert cli.status(tmp_path) == cli.STATUS_NOT_RUNNING
+        # The process the state file names is recognised, whatever its command line.
+        state.write_text(json.dumps(crashed | {"supervisor_start_time": started}))
+        assert cli.status(tmp_path) == cli.STATUS_HEALTHY
+
+        state.write_text(json.dumps(crashed))
+        run = subprocess.run(
+            [sys.executable, "-c", _RUN_UNTIL_START, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "already runs" not in run.stderr
+        assert "start-up reached" in run.stderr  # it went on to start a mesh
+        assert not state.exists()
+        assert reused.poll() is None
+    finally:
+        reused.kill()
+        reused.wait(5)
+
+
+def test_an_older_state_file_names_only_a_supervisors_command_line(tmp_path: Path) -> None:
+    """Without a start time (a state file of an older version) the command line decides, and
+    mentioning vaultpay_devstack is not enough (the reviewer's `tail -f` was signalled)."""
+    from vaultpay_devstack import cli
+    from vaultpay_devstack.procs import wait_until
+
+    watched = Path(cli.__file__).with_name("mesh.py")
+    assert b"vaultpay_devstack" in os.fsencode(watched)
+    tail = subprocess.Popen(["tail", "-f", str(watched)], stdout=subprocess.DEVNULL)
+    supervisor = _supervisor_lookalike(tmp_path)
+    try:
+        cmdline = Path(f"/proc/{tail.pid}/cmdline")
+        wait_until(lambda: b"mesh.py" in cmdline.read_bytes(), what="tail's exec")
+        state = tmp_path / cli.STATE_FILE
+        state.parent.mkdir(parents=True)
+        state.write_text(json.dumps({"supervisor_pid": tail.pid, "pids": {}, "grpc": {}}))
+
+        assert not cli._supervisor_alive(tail.pid)
+        assert cli.status(tmp_path) == cli.STATUS_NOT_RUNNING
+        assert cli.stop(tmp_path, timeout=1) == 0
+        assert tail.poll() is None  # left alone
+
+        wait_until(lambda: cli._supervisor_alive(supervisor.pid), what="the supervisor's exec")
+    finally:
+        for process in (tail, supervisor):
+            process.kill()
+            process.wait(5)
+
+
+_FAKE_SUPERVISOR = """
+import json, os, sys, time
+from pathlib import Path
+# Stands in for a running vaultpay_devstack supervisor: writes its state file, then waits.
+stat = Path("/proc/self/stat").read_bytes()
+state = json.loads(sys.argv[2]) | {
+    "supervisor_pid": os.getpid(),
+    "supervisor_start_time": int(stat[stat.rfind(b")") + 1 :].split()[19]),
+    "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+}
+path = Path(sys.argv[1])
+path.parent.mkdir(parents=True, exist_ok=True)
+path.with_suffix(".part").write_text(json.dumps(state))
+path.with_suffix(".part").replace(path)
+time.sleep(60)
+"""
+
+
+def test_status_exits_non_zero_unless_everything_is_healthy(tmp_path: Path) -> None:
+    """`make status` exited 0 whatever it printed: DEAD, NOT SERVING, NOT READY."""
+    from vaultpay_devstack import cli
+    from vaultpay_devstack.procs import free_ports, wait_until
+
+    gone = subprocess.Popen(["true"])
+    gone.wait(5)
+    no_grpc, no_admin = free_ports(2)
+    state_path = tmp_path / cli.STATE_FILE
+    running: dict[str, Any] = {
+        "starting": False,
+        "gateway_url": None,
+        "envoy_admin": None,
+        "env": {},
+    }
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", _FAKE_SUPERVISOR, str(state_path), json.dumps(running)]
+    )
+    try:
+        wait_until(state_path.exists, what="the supervisor's state file")
+        written = json.loads(state_path.read_text())
+
+        def status_with(**fields: Any) -> int:
+            state_path.write_text(json.dumps(written | {"pids": {}, "grpc": {}} | fields))
+            return cli.status(tmp_path)
+
+        assert status_with(pids={"smtp-sink": supervisor.pid}) == cli.STATUS_HEALTHY == 0
+        assert status_with(pids={"auth": gone.pid}) == cli.STATUS_DEGRADED  # DEAD
+        assert status_with(grpc={"auth": f"127.0.0.1:{no_grpc}"}) == cli.STATUS_DEGRADED
+        gateway = {"gateway_url": "http://127.0.0.1:8080"}
+        not_ready = gateway | {"envoy_admin": f"http://127.0.0.1:{no_admin}"}
+        assert status_with(**not_ready) == cli.STATUS_DEGRADED
+        assert status_with(starting=True) == cli.STATUS_STARTING
+        supervisor.kill()
+        supervisor.wait(5)
+        assert status_with() == cli.STATUS_NOT_RUNNING == 3  # as before
+        codes = {cli.STATUS_HEALTHY, cli.STATUS_NOT_RUNNING, cli.STATUS_STARTING}
+        assert len(codes | {cli.STATUS_DEGRADED}) == 4
+    finally:
+        supervisor.kill()
+        supervisor.wait(5)
+
+
+def _kill_initdb_in_bootstrap(monkeypatch: pytest.MonkeyPatch, *, into: Path | None = None) -> None:
+    """initdb is killed outright once its bootstrap runs (pg_control written, no password yet),
+    then the supervisor sees Ctrl-C: what Ctrl-C or `make stop` during "starting PostgreSQL"
+    does. `into` makes initdb write there instead (what an older version did: the data folder
+    itself)."""
+    from vaultpay_devstack import postgres
+
+    real_run_initdb = postgres._run_initdb
+
+    def interrupted(argv: list[str], *args: Any, **kwargs: Any) -> None:
+        if into is not None:
+            argv = [*argv]
+            argv[argv.index("-D") + 1] = str(into)
+        target = Path(argv[argv.index("-D") + 1])
+
+        def kill_initdb() -> None:
+            wait_until(
+                lambda: (target / "global" / "pg_control").exists(),
+                what="initdb's bootstrap",
+                interval=0.01,
+            )
+            for pid in _pids_of_command_lines_with(b"initdb", os.fsencode(target)):
+                os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_initdb)
+        killer.start()
+        with pytest.raises(StartupError):  # initdb "failed" (killed)
+            real_run_initdb(argv, *args, **kwargs)
+        killer.join()
+        # Its bootstrap backend exits once initdb's pipe closes.
+        wait_until(lambda: not postgres._postgres_processes_in(target), what="the bootstrap's exit")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(postgres, "_run_initdb", interrupted)
+
+
+def _pids_of_command_lines_with(*parts: bytes) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if all(part in cmdline for part in parts):
+            found.append(int(proc.name))
+    return found
+
+
+def _superuser(server: PostgresServer) -> str:
+    return str(run_sql(server.admin_dsn, lambda conn: conn.fetchval("SELECT current_user")))
+
+
+def test_an_interrupted_initdb_leaves_no_data_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """initdb killed in its bootstrap used to leave PG_VERSION and pg_control in the data folder,
+    with no superuser password: every later start took it for a cluster and failed."""
+    from vaultpay_devstack import postgres
+
+    root = scratch_dir("vaultpay-initdb-") / "postgres"
+    data = root / "data"
+    try:
+        _kill_initdb_in_bootstrap(monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            start_postgres(root, log=root / "postgres.log", fast=True, superuser_password="one")
+        assert not (data / "PG_VERSION").exists()
+        assert not postgres._initdb_dir(data).exists()  # removed on the way out
+        monkeypatch.undo()
+
+        # What a supervisor killed outright (SIGKILL) during initdb leaves: removed first.
+        leftover = postgres._initdb_dir(data)
+        (leftover / "global").mkdir(parents=True)
+        (leftover / "PG_VERSION").write_text("15\n")
+        server = start_postgres(
+            root, log=root / "postgres.log", fast=True, superuser_password="two"
+        )
+        try:
+            assert _superuser(server) == "postgres"  # the password of this start works
+        finally:
+            server.stop()
+        assert not leftover.exists()
+        assert sorted(p.name for p in root.iterdir()) == ["data", "postgres.log", "socket"]
+    finally:
+        shutil.rmtree(root.parent, ignore_errors=True)
+
+
+def test_a_cluster_an_older_version_left_half_made_is_refused_with_the_cure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A data folder an older version left half-made (initdb killed in its bootstrap) used to be
+    started as it was: PostgreSQL ran, the mesh then failed with no hint. It now names the cure."""
+    root = scratch_dir("vaultpay-half-made-") / "postgres"
+    data = root / "data"
+    try:
+        _kill_initdb_in_bootstrap(monkeypatch, into=data)  # as the old code did
+        with pytest.raises(KeyboardInterrupt):
+            start_postgres(root, log=root / "postgres.log", fast=True, superuser_password="one")
+        monkeypatch.undo()
+        assert (data / "PG_VERSION").exists()
+        assert (data / "global" / "pg_control").exists()
+
+        with pytest.raises(StartupError) as refused:
+            start_postgres(root, log=root / "postgres.log", fast=True, superuser_password="one")
+        assert f"rm -rf {data}" in str(refused.value)
+        assert "never finished" in str(refused.value)
+    finally:
+        shutil.rmtree(root.parent, ignore_errors=True)
+
+
+def test_a_stale_lock_file_whose_pid_another_process_reuses_does_not_stop_a_start(
+    tmp_path: Path,
+) -> None:
+    """After a crash or a restart of the host or container, postmaster.pid may name a pid that
+    another process now has: that is no running PostgreSQL (it was refused as one), and
+    PostgreSQL itself refuses such a lock file when that process runs as its OS user."""
+    from vaultpay_devstack import postgres
+
+    root = scratch_dir("vaultpay-stale-lock-") / "postgres"
+    data = root / "data"
+    os_user = postgres.PG_OS_USER if os.geteuid() == 0 else None
+    bystander: ManagedProcess | None = None
+    try:
+        first = start_postgres(root, log=root / "postgres.log", fast=True, superuser_password="pw")
+        try:
+            lock = (data / "postmaster.pid").read_text().splitlines()
+            assert first.process is not None
+            assert lock[0] == str(first.process.pid)
+            with pytest.raises(StartupError, match="already runs"):
+                postgres._refuse_if_running(data)  # the server itself is recognised
+        finally:
+            first.stop()
+        assert not (data / "postmaster.pid").exists()
+        # The postmaster's pid, reused (by a process of PostgreSQL's OS user, at worst).
+        bystander = ManagedProcess.start(
+            "bystander", ["sleep", "60"], log=tmp_path / "bystander.log", user=os_user
+        )
+        comm = Path(f"/proc/{bystander.pid}/comm")
+        wait_until(lambda: comm.read_text().strip() == "sleep", what="the exec", proc=bystander)
+        (data / "postmaster.pid").write_text("\n".join([str(bystander.pid), *lock[1:]]) + "\n")
+
+        again = start_postgres(root, log=root / "postgres.log", fast=True, superuser_password="pw")
+        try:
+            assert _superuser(again) == "postgres"
+        finally:
+            again.stop()
+        assert bystander.exited() is None  # left alone
+    finally:
+        if bystander is not None:
+            bystander.stop()
+        shutil.rmtree(root.parent, ignore_errors=True)
+
+
+def test_a_lock_file_naming_a_postgres_whose_folder_cannot_be_read_is_not_removed(
+    tmp_path: Path,
+) -> None:
+    """Review of 2026-12-04: the working folder of another OS user's process is unreadable
+    without CAP_SYS_PTRACE (root in a default container), so a live server of this folder
+    may not be found among its folder's processes; a lock naming a live postgres process is
+    therefore never taken for stale (removing a live server's lock file shuts it down)."""
+    from vaultpay_devstack import postgres
+
+    data = tmp_path / "data"
+    data.mkdir()
+    # A process named postgres working elsewhere: what an unreadable folder looks like.
+    fake = tmp_path / "postgres"
+    shutil.copy("/bin/sleep", fake)
+    server = ManagedProcess.start("fake-postgres", [str(fake), "60"], log=tmp_path / "fake.log")
+    try:
+        comm = Path(f"/proc/{server.pid}/comm")
+        wait_until(lambda: comm.read_text().strip() == "postgres", what="the exec", proc=server)
+        (data / "postmaster.pid").write_text(f"{server.pid}\n{data}\n")
+        with pytest.raises(StartupError, match="already runs"):
+            postgres._refuse_if_running(data)
+        assert (data / "postmaster.pid").exists()
+    finally:
+        server.stop()

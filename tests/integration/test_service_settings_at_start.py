@@ -56,3 +56,22 @@ def test_a_server_with_a_setting_it_cannot_parse_exits_2_naming_it() -> None:
     assert started.returncode == 2, started.stderr
     assert "TRANSFER_DATABASE_CHAIN_ROLES: cannot be parsed" in started.stderr
     assert SECRET not in started.stderr and "Traceback" not in started.stderr
+
+
+def test_wallet_with_half_a_mail_login_exits_2_naming_it_without_its_value() -> None:
+    """The relay's settings are wallet's too: a password without a username (a Secret mounted
+    without its ConfigMap line) stops the process at start, not at every mail it sends."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WALLET_", "VAULTPAY_SMTP"))}
+    env["VAULTPAY_SMTP_PASSWORD"] = PASSWORD
+    started = subprocess.run(
+        [sys.executable, "-m", "vaultpay_wallet.entrypoints.server"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = started.stdout + started.stderr
+    assert started.returncode == 2, output
+    assert "VAULTPAY_SMTP" in started.stderr, output
+    assert PASSWORD not in output and "Traceback" not in output, output

@@ -2,11 +2,18 @@
 
     python -m vaultpay_devstack.cli run      # start everything, print how to use it, wait
     python -m vaultpay_devstack.cli status   # which processes of a running mesh are alive
+                                             # (exit 0 healthy, 3 none, 4 starting, 5 degraded)
     python -m vaultpay_devstack.cli stop     # stop a `run` started in another terminal
     eval "$(python -m vaultpay_devstack.cli env auth)"   # a service's settings, for its CLI
 
 `run` keeps its state (PostgreSQL data, secrets, mail, logs) in `<repo>/var` across runs. It
 stops everything cleanly on Ctrl-C or SIGTERM, and exits non-zero if a child dies under it.
+
+The supervisor's state file (`<var>/run/mesh.json`) names it by pid *and* start time (field 22
+of /proc/<pid>/stat, with the boot's id): after a crash (SIGKILL) or a reboot the pid may be
+another process's, which `status`/`stop` must never take for the mesh (nor signal), and which
+must not make `run` refuse. A state file without the start time (an older version's) is
+matched on the supervisor's command line instead.
 """
 
 from __future__ import annotations
@@ -21,21 +28,50 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TypedDict, cast
+from typing import NotRequired, TypedDict, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from vaultpay_devstack.mesh import Mesh, MeshConfig, print_progress
 from vaultpay_devstack.paths import REPO_ROOT, VAR_DIR
 from vaultpay_devstack.probes import GrpcHealthProbe, http_ok
-from vaultpay_devstack.procs import MissingToolError, StartupError, pid_alive
+from vaultpay_devstack.procs import (
+    MissingToolError,
+    StartupError,
+    boot_id,
+    pid_alive,
+    process_start_time,
+)
 
 __all__ = ["main"]
 
 STATE_FILE = Path("run") / "mesh.json"
 
+# `status` exit codes. 3 ("not running", as in LSB init scripts) is what it always answered
+# without a mesh, and what `make status` answers without an installed virtualenv.
+STATUS_HEALTHY = 0
+STATUS_NOT_RUNNING = 3
+STATUS_STARTING = 4
+STATUS_DEGRADED = 5
+
+_EXIT_CODES = f"""\
+exit codes of `status`:
+  {STATUS_HEALTHY}  the mesh runs and every process is alive, every service SERVING, the
+     gateway ready
+  {STATUS_NOT_RUNNING}  no mesh runs from the var dir
+  {STATUS_STARTING}  the mesh is still starting
+  {STATUS_DEGRADED}  the mesh runs degraded: a process DEAD, a service NOT SERVING or the
+     gateway NOT READY
+`run`: 0 after Ctrl-C/SIGTERM/`stop`, 1 when it could not start or a child died.
+`stop`: 0 once stopped (or when no mesh runs), 1 if it still runs after the timeout.
+`env`: 0, or 1 when no mesh runs, it is still starting or the service does not run."""
+
 
 class _State(TypedDict):
     supervisor_pid: int
+    # The supervisor's start time (clock ticks since boot) and the boot's id: with the pid they
+    # name the supervisor exactly. Missing in an older version's state file.
+    supervisor_start_time: NotRequired[int]
+    boot_id: NotRequired[str]
     starting: bool  # written as the supervisor begins, so `make stop` finds a mesh starting
     pids: dict[str, int]
     grpc: dict[str, str]
@@ -50,7 +86,7 @@ class _ShutdownRequested(BaseException):
 
 def run(var_dir: Path) -> int:
     state_path = var_dir / STATE_FILE
-    if (state := _read_state(state_path)) and _supervisor_alive(state["supervisor_pid"]):
+    if (state := _read_state(state_path)) and _supervisor_running(state):
         print(
             f"a mesh already runs from {var_dir} (pid {state['supervisor_pid']})", file=sys.stderr
         )
@@ -82,29 +118,39 @@ def run(var_dir: Path) -> int:
 
 
 def status(var_dir: Path) -> int:
+    """Prints what runs; exits STATUS_HEALTHY, _NOT_RUNNING, _STARTING or _DEGRADED."""
     state = _read_state(var_dir / STATE_FILE)
-    if not state or not _supervisor_alive(state["supervisor_pid"]):
+    if not state or not _supervisor_running(state):
         print(f"no mesh runs from {var_dir}")
-        return 3
+        return STATUS_NOT_RUNNING
     if state.get("starting"):
         print(f"mesh supervisor pid {state['supervisor_pid']} ({var_dir}) is starting")
-        return 0
+        return STATUS_STARTING
     print(f"mesh supervisor pid {state['supervisor_pid']} ({var_dir})")
+    healthy = True
     for name, pid in state["pids"].items():
-        print(f"  {name:<10} pid {pid:<8} {'alive' if pid_alive(pid) else 'DEAD'}")
+        alive = pid_alive(pid)
+        healthy = healthy and alive
+        print(f"  {name:<10} pid {pid:<8} {'alive' if alive else 'DEAD'}")
     for name, address in state["grpc"].items():
         with GrpcHealthProbe(address) as health:
-            print(f"  {name:<10} {address:<21} {'SERVING' if health.probe() else 'NOT SERVING'}")
+            serving = health.probe()
+        healthy = healthy and serving
+        print(f"  {name:<10} {address:<21} {'SERVING' if serving else 'NOT SERVING'}")
     if admin := state.get("envoy_admin"):
         ready = http_ok(f"{admin}/ready")
+        healthy = healthy and ready
         print(f"  gateway    {state['gateway_url']:<21} {'ready' if ready else 'NOT READY'}")
-    return 0
+    if not healthy:
+        print("degraded")
+        return STATUS_DEGRADED
+    return STATUS_HEALTHY
 
 
 def env(var_dir: Path, service: str) -> int:
     """Prints `export` lines with the settings `service` runs with in the running mesh."""
     state = _read_state(var_dir / STATE_FILE)
-    if not state or not _supervisor_alive(state["supervisor_pid"]):
+    if not state or not _supervisor_running(state):
         print(f"no mesh runs from {var_dir}", file=sys.stderr)
         return 1
     if state.get("starting"):
@@ -123,9 +169,10 @@ def env(var_dir: Path, service: str) -> int:
 
 def stop(var_dir: Path, timeout: float = 120.0) -> int:
     state = _read_state(var_dir / STATE_FILE)
-    if not state or not _supervisor_alive(pid := state["supervisor_pid"]):
+    if not state or not _supervisor_running(state):
         print(f"no mesh runs from {var_dir}")
         return 0
+    pid = state["supervisor_pid"]
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while pid_alive(pid):
@@ -202,24 +249,77 @@ def _banner(mesh: Mesh) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _supervisor_alive(pid: int) -> bool:
-    """True only if `pid` is alive *and* is a mesh supervisor: after a crash or reboot the
-    state file's pid may belong to an unrelated process, which must never be signalled."""
+def _supervisor_running(state: _State) -> bool:
+    """True only while the supervisor that wrote `state` runs (see `_supervisor_alive`)."""
+    return _supervisor_alive(
+        state["supervisor_pid"], state.get("supervisor_start_time"), state.get("boot_id")
+    )
+
+
+def _supervisor_alive(pid: int, start_time: int | None = None, boot: str | None = None) -> bool:
+    """True only if `pid` is alive *and* is the mesh supervisor: after a crash (SIGKILL) or a
+    reboot the state file's pid may belong to an unrelated process, which must never be
+    signalled (nor make `run` refuse).
+
+    With the `start_time` (and `boot`) the supervisor recorded, the process must be that one:
+    a process that reuses the pid started later. Without them (a state file of an older
+    version) its command line must be a supervisor's (`_runs_the_supervisor`)."""
     if not pid_alive(pid):
         return False
+    if start_time is not None:
+        if boot is not None and boot != boot_id():
+            return False  # written before a reboot: its pid and start time mean nothing now
+        return process_start_time(pid) == start_time
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    # `python -m vaultpay_devstack.cli run` (make run), or the `vaultpay-local` script run by
-    # its interpreter (`python …/vaultpay-local run`): the script as the program run, not any
-    # mention of the name (`less var/log/vaultpay-local.log` must never be signalled).
-    args = cmdline.split(b"\0")
-    if b"vaultpay_devstack" in cmdline:
-        return True
-    return (
-        len(args) > 2 and Path(os.fsdecode(args[1])).name == "vaultpay-local" and args[2] == b"run"
-    )
+    return _runs_the_supervisor(cmdline.rstrip(b"\0").split(b"\0"))
+
+
+# Options of the Python interpreter that take a separate value (`-X dev`, `-W error`).
+_PYTHON_OPTIONS_WITH_VALUE = {b"-X", b"-W", b"--check-hash-based-pycs"}
+
+
+def _runs_the_supervisor(argv: list[bytes]) -> bool:
+    """True for the command lines that start a supervisor: `python -m vaultpay_devstack.cli
+    run` (`make run`, the README) and the `vaultpay-local` script run by its interpreter
+    (`python …/bin/vaultpay-local run`, which is what a `vaultpay-local run` runs), each with
+    interpreter options before and `--var DIR` around `run`. A process that merely mentions
+    the name (`tail -f …/vaultpay_devstack/mesh.py`, `less var/log/vaultpay-local.log`) is not."""
+    if not argv or not Path(os.fsdecode(argv[0])).name.startswith("python"):
+        return False
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg == b"-m" or (arg.startswith(b"-m") and not arg.startswith(b"--")):
+            module = arg[2:] or (argv[index + 1] if index + 1 < len(argv) else b"")
+            rest = argv[index + (1 if arg[2:] else 2) :]
+            return module == b"vaultpay_devstack.cli" and _command_is_run(rest)
+        if arg in _PYTHON_OPTIONS_WITH_VALUE:
+            index += 2
+        elif arg.startswith(b"-") and arg not in (b"-", b"-c") and not arg.startswith(b"-c"):
+            index += 1  # a flag such as -u, -B, -I, -Xdev
+        elif arg.startswith(b"-"):
+            return False  # `python -c …` or a program on stdin
+        else:  # the script run
+            script = Path(os.fsdecode(arg)).name
+            return script == "vaultpay-local" and _command_is_run(argv[index + 1 :])
+    return False
+
+
+def _command_is_run(args: list[bytes]) -> bool:
+    """True when the CLI's command (its first positional argument) is `run`."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == b"--var":
+            index += 2
+        elif arg.startswith(b"-"):
+            index += 1
+        else:
+            return arg == b"run"
+    return False
 
 
 def _without_password(url: str) -> str:
@@ -235,7 +335,7 @@ def _write_starting_state(path: Path) -> None:
     _write_state_file(
         path,
         {
-            "supervisor_pid": os.getpid(),
+            **_supervisor_identity(),
             "starting": True,
             "pids": {},
             "grpc": {},
@@ -248,7 +348,7 @@ def _write_starting_state(path: Path) -> None:
 
 def _write_state(path: Path, mesh: Mesh) -> None:
     state: _State = {
-        "supervisor_pid": os.getpid(),
+        **_supervisor_identity(),
         "starting": False,
         "pids": {name: proc.pid for name, proc in mesh.processes().items()},
         "grpc": {name: mesh.grpc_address(name) for name in mesh.services},
@@ -257,6 +357,22 @@ def _write_state(path: Path, mesh: Mesh) -> None:
         "env": {name: mesh.env_for(name, operator=True) for name in mesh.services},
     }
     _write_state_file(path, state)
+
+
+class _Identity(TypedDict):
+    supervisor_pid: int
+    supervisor_start_time: NotRequired[int]
+    boot_id: NotRequired[str]
+
+
+def _supervisor_identity() -> _Identity:
+    """This process as the state file names it: pid, start time and boot (where readable)."""
+    identity: _Identity = {"supervisor_pid": os.getpid()}
+    if (started := process_start_time(os.getpid())) is not None:
+        identity["supervisor_start_time"] = started
+        if (boot := boot_id()) is not None:
+            identity["boot_id"] = boot
+    return identity
 
 
 def _write_state_file(path: Path, state: _State) -> None:
@@ -291,8 +407,18 @@ def _ignore_signals() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vaultpay-local", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "status", "stop", "env"])
+    parser = argparse.ArgumentParser(
+        prog="vaultpay-local",
+        description=__doc__.splitlines()[0],
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "command",
+        choices=["run", "status", "stop", "env"],
+        help="run: start the mesh and wait; status: what runs (exit codes below); "
+        "stop: stop a `run` of another terminal; env: a service's settings as export lines",
+    )
     parser.add_argument("service", nargs="?", default="auth", help="for `env` (default: auth)")
     parser.add_argument("--var", type=Path, default=VAR_DIR, help="state directory (default: var/)")
     args = parser.parse_args(argv)

@@ -1,10 +1,14 @@
 """PostgreSQL for the local mesh: a private server from the local binaries, or an existing one.
 
 A private server lives under one directory (`<var>/postgres`): `data/` (the cluster, initdb'd
-once and reused afterwards) and `socket/` (its Unix socket). It listens on 127.0.0.1 only, on a
-free port, and is stopped by PID with a fast shutdown. Every connection, over TCP or the socket,
-authenticates with a password (SCRAM): other users of the machine cannot get in. A cluster made
-by an older version with trust authentication is converted on its next start.
+once and reused afterwards) and `socket/` (its Unix socket). initdb writes into
+`data.initdb-partial/`, renamed to `data/` only once the cluster is complete, so an initdb that
+fails or is interrupted (Ctrl-C, `make stop`) never leaves a half-made `data/` behind (the
+leftover of a supervisor killed outright is removed by the next start). It listens on
+127.0.0.1 only, on a free port, and is stopped by PID with a fast shutdown. Every connection,
+over TCP or the socket, authenticates with a password (SCRAM): other users of the machine
+cannot get in. A cluster made by an older version with trust authentication is converted on
+its next start.
 
     server = start_postgres(Path("var/postgres"), log=..., superuser_password=secret)
     dbs = provision(server.admin_dsn)
@@ -247,7 +251,9 @@ def start_postgres(
     run_as = PG_OS_USER if os.geteuid() == 0 else None
     _prepare_dirs(root, data_dir, socket_dir, run_as)
     _refuse_if_running(data_dir)
-    if not (data_dir / "PG_VERSION").exists():
+    if (data_dir / "PG_VERSION").exists():
+        _refuse_if_half_made(data_dir)
+    else:
         _initdb(bindir, data_dir, superuser_password, log=log, run_as=run_as, fast=fast)
     legacy_trust = _trusts_connections(data_dir)
 
@@ -424,10 +430,38 @@ async def _ignore_duplicate(statement: Awaitable[object]) -> None:
         pass
 
 
+def _initdb_dir(data_dir: Path) -> Path:
+    """Where initdb makes the cluster: beside `data_dir`, renamed to it once complete."""
+    return data_dir.with_name(f"{data_dir.name}.initdb-partial")
+
+
 def _initdb(
     bindir: Path, data_dir: Path, password: str, *, log: Path, run_as: str | None, fast: bool
 ) -> None:
+    """Makes the cluster in a sibling folder and renames it to `data_dir` only once complete.
+
+    `data_dir` is then either missing or a whole cluster: before, an initdb that failed or was
+    interrupted (Ctrl-C or `make stop` during "starting PostgreSQL") left `PG_VERSION` and
+    `pg_control` with the bootstrap unfinished and no superuser password, and every later
+    start reused it and failed. Everything the cluster needs before its first start (the
+    superuser's password, password authentication) is done by initdb itself, before the
+    rename; the server's settings are command-line options of each start."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise StartupError(
+            f"{data_dir} holds files but no PostgreSQL cluster (no PG_VERSION): an earlier "
+            f"initialisation was interrupted. Remove it (`rm -rf {data_dir}`) and start again."
+        )
+    partial = _initdb_dir(data_dir)
+    try:
+        _remove_tree(partial)  # the leftover of a supervisor killed outright during initdb
+    except OSError as exc:
+        raise StartupError(
+            f"cannot remove {partial}, left by an interrupted initdb: {exc}"
+        ) from exc
+    partial.mkdir(mode=0o700)
     uid, gid = os_user_ids(run_as)
+    if uid is not None and gid is not None:
+        os.chown(partial, uid, gid)
     # The password reaches initdb in a 0600 file of its OS user, never on a command line.
     pwfile = data_dir.parent / ".superuser-password"
     fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -435,20 +469,61 @@ def _initdb(
         out.write(password + "\n")
     if uid is not None and gid is not None:
         os.chown(pwfile, uid, gid)
-    argv = [str(bindir / "initdb"), "-D", str(data_dir), "-U", SUPERUSER]
+    argv = [str(bindir / "initdb"), "-D", str(partial), "-U", SUPERUSER]
     argv += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
     argv += ["--encoding=UTF8", "--no-locale", *(["--no-sync"] if fast else [])]
     try:
-        _run_initdb(argv, data_dir, log=log, run_as=run_as)
+        _run_initdb(argv, partial, log=log, run_as=run_as)
+        # An empty `data_dir` (made by an older version) is replaced: rename(2) allows that.
+        partial.rename(data_dir)
+        if not fast:
+            _fsync_dir(data_dir.parent)
+    except BaseException:
+        # initdb's bootstrap backend may still be exiting: what it leaves, the next start removes.
+        _remove_tree(partial, ignore_errors=True)
+        raise
     finally:
         pwfile.unlink(missing_ok=True)
+
+
+def _remove_tree(path: Path, *, ignore_errors: bool = False) -> None:
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _refuse_if_half_made(data_dir: Path) -> None:
+    """Names the cure for a cluster an older version left half-made (see `_initdb`): PostgreSQL
+    starts on it, but it has no superuser password and misses databases, so the mesh failed
+    later with no hint. A complete cluster has template1, template0 and postgres in base/."""
+    try:
+        databases = [entry for entry in (data_dir / "base").iterdir() if entry.name.isdigit()]
+    except OSError:
+        databases = []
+    if (data_dir / "global" / "pg_control").exists() and len(databases) >= 3:
+        return
+    raise StartupError(
+        f"{data_dir} holds a PostgreSQL cluster whose initialisation never finished (an "
+        "earlier start was interrupted while initialising it, e.g. by Ctrl-C or `make stop` "
+        f'during "starting PostgreSQL"). Remove it (`rm -rf {data_dir}`) and start again.'
+    )
 
 
 def _run_initdb(argv: list[str], data_dir: Path, *, log: Path, run_as: str | None) -> None:
     switch, popen_user = run_as_user(run_as)
     with log.open("ab") as out:
         result = subprocess.run(  # noqa: S603 (our own argv, no shell)
-            [*(setpriv_prefix(switch) if switch else []), *argv],
+            # initdb dies with the supervisor (killed outright, it could not stop it).
+            [*setpriv_prefix([*switch, "--pdeathsig", "SIGTERM"]), *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -496,16 +571,19 @@ def _require_passwords(server: PostgresServer, data_dir: Path) -> None:
 
 
 def _prepare_dirs(root: Path, data_dir: Path, socket_dir: Path, run_as: str | None) -> None:
-    for directory in (root, data_dir, socket_dir):
+    """`root` and `socket_dir` made if missing; `data_dir` is initdb's to make (`_initdb`)."""
+    for directory in (root, socket_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    data_dir.chmod(0o700)
+    if data_dir.exists():
+        data_dir.chmod(0o700)
     if run_as is None:
         return
     uid, gid = os_user_ids(run_as)
     if uid is None or gid is None:
         return
     for directory in (root, data_dir, socket_dir):
-        os.chown(directory, uid, gid)
+        if directory.exists():
+            os.chown(directory, uid, gid)
     if blocked := _first_untraversable(root.resolve(), uid, gid):
         raise StartupError(
             f"PostgreSQL refuses to run as root, so it runs as the {run_as!r} OS user, who "
@@ -530,16 +608,63 @@ def _first_untraversable(path: Path, uid: int, gid: int) -> Path | None:
 
 
 def _refuse_if_running(data_dir: Path) -> None:
+    """Refuses while a PostgreSQL runs on `data_dir`; removes a stale lock file.
+
+    A live pid in `postmaster.pid` is not enough: after a crash or a restart of the host or
+    container the pid may be another process's. PostgreSQL itself would refuse to start then
+    if that process runs as its OS user (only a dead pid, or one it may not signal, is
+    stale to it), so the lock file is removed here once no PostgreSQL process works in
+    `data_dir` (a postmaster and its backends run with it as their working directory). A
+    dead pid is left to PostgreSQL, which also checks that no old backend still holds the
+    shared memory."""
     pid_file = data_dir / "postmaster.pid"
     try:
         pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
-    if pid_alive(pid):
+    if not pid_alive(pid):
+        return
+    working = _postgres_processes_in(data_dir)
+    # A postgres whose working directory cannot be read (another OS user's, without
+    # CAP_SYS_PTRACE, as root in a default container) may be this folder's server: refused.
+    if pid in working or _is_postgres(pid):
         raise StartupError(
             f"PostgreSQL already runs on {data_dir} (pid {pid}); is another "
             "`python -m vaultpay_devstack.cli run` using this var dir?"
         )
+    if working:
+        pids = ", ".join(map(str, working))
+        raise StartupError(
+            f"PostgreSQL processes of an earlier server still work in {data_dir} (pids "
+            f"{pids}); stop them before starting again."
+        )
+    pid_file.unlink(missing_ok=True)  # stale: its pid is no PostgreSQL of this folder
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
+    except OSError:
+        return False
+
+
+def _postgres_processes_in(data_dir: Path) -> list[int]:
+    """PIDs of the live PostgreSQL processes (postmaster, backends) working in `data_dir`."""
+    target = str(data_dir.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() not in ("postgres", "postmaster"):
+                continue
+            if os.readlink(entry / "cwd") != target:
+                continue
+        except OSError:  # gone, or not ours to inspect (then not a server of our folder)
+            continue
+        if pid_alive(pid := int(entry.name)):
+            found.append(pid)
+    return sorted(found)
 
 
 def _pg_isready(bindir: Path, port: int) -> bool:

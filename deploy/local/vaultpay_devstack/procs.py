@@ -38,6 +38,7 @@ __all__ = [
     "MissingToolError",
     "PortHold",
     "StartupError",
+    "boot_id",
     "free_port",
     "free_ports",
     "log_tail",
@@ -45,6 +46,7 @@ __all__ = [
     "pid_alive",
     "port_accepts",
     "port_is_free",
+    "process_start_time",
     "require_tool",
     "run_as_user",
     "setpriv_prefix",
@@ -214,6 +216,39 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def process_start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat); None when
+    there is no such process. With the pid (and the boot) it names one process: a process that
+    reuses the pid later started later."""
+    try:
+        line = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return _start_time_in_stat(line)
+
+
+def _start_time_in_stat(line: bytes) -> int | None:
+    # `pid (comm) state ppid ...`: comm is the program's name, which may hold spaces and
+    # parentheses, so the fields are counted after its last ')'. The first of them is field 3
+    # (state); field 22 (starttime) is the 20th.
+    end_of_comm = line.rfind(b")")
+    if end_of_comm < 0:
+        return None
+    fields = line[end_of_comm + 1 :].split()
+    try:
+        return int(fields[22 - 3])
+    except (IndexError, ValueError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot's random id (a start time counts from the boot), or None where unreadable."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def log_tail(log: Path, lines: int = 30) -> str:

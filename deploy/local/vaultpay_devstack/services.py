@@ -1,7 +1,6 @@
 """The four services as the local mesh runs them, and the one place their environment is built.
 
-Each service reads its settings from `<SERVICE>_*` variables (plus `VAULTPAY_PROFILE` and the
-SMTP pair). `service_env` is the only code that decides them, so `make run`, the e2e tests and a
+Each service reads its settings from `<SERVICE>_*` variables (plus the SMTP pair). `service_env` is the only code that decides them, so `make run`, the e2e tests and a
 developer starting one service by hand (`mesh.env_for("auth")`) agree.
 """
 
@@ -117,7 +116,6 @@ def service_env(
             dbs.app_role(service.name),
         )
     env = {
-        "VAULTPAY_PROFILE": inputs.profile,
         f"{p}_KEY_ENCRYPTION_KEY": inputs.secrets.key_encryption_key(service.name),
         f"{p}_AUDIT_CHECKPOINT_DIR": str(inputs.var_dir / "audit-checkpoints" / service.database),
         "VAULTPAY_SMTP_HOST": inputs.smtp_host,

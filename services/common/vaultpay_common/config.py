@@ -10,7 +10,15 @@ Keys: every service has one root key kept outside the database (`<PREFIX>_KEY_EN
 each purpose gets its own key derived from it (`derived_key("password-pepper")`), so one leaked
 derived key reveals nothing about the others. The audit chain key is shared by the services of
 one database, so it is its own setting (`<PREFIX>_AUDIT_CHAIN_KEY`); without it the chain is keyed
-by a key derived from the root key (right for a database one service owns alone).
+by a key derived from the root key (right for a database one service owns alone: auth's). The
+services of the shared `vaultpay` database (wallet, transfer, kyc: `SharedDatabaseSettings`)
+must set it: each seals every unsealed row of that database, so keys derived from three root
+keys would seal one chain under three keys, and every verifier would find it broken.
+
+Bounds: a number that would stop a service later (a pool of no connection, a periodic job
+every 0 s, a NaN timeout, an unknown log level) is refused at start-up, naming its variable.
+Where a subclass changes a default, it keeps the bound by declaring the field with the same
+annotated type (`Seconds`, `PoolSize`, `MessageBytes`).
 """
 
 from __future__ import annotations
@@ -19,25 +27,48 @@ import base64
 import binascii
 import re
 import sys
-from enum import StrEnum
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-__all__ = ["PeerServiceSettings", "Profile", "ServiceSettings", "SmtpSettings", "decode_key32"]
+__all__ = [
+    "MessageBytes",
+    "PeerServiceSettings",
+    "PoolSize",
+    "Seconds",
+    "ServiceSettings",
+    "SharedDatabaseSettings",
+    "SmtpSettings",
+    "decode_key32",
+]
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
-
-class Profile(StrEnum):
-    DEV = "dev"
-    TEST = "test"
-    PROD = "prod"
+# A wait or the period of a job, in seconds: above 0 and finite (a period of 0 spins the
+# event loop; NaN or infinity never runs the job or never gives up).
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Connections the engine keeps open: at least one (a pool of 0 is SQLAlchemy's "no limit").
+PoolSize = Annotated[int, Field(ge=1)]
+# gRPC's largest message, both ways: gRPC reads -1 as no limit, 0 refuses every non-empty one,
+# and a C int holds no more than 2**31 - 1; a floor of 64 KiB refuses such slips.
+MessageBytes = Annotated[int, Field(ge=64 * 1024, le=2**31 - 1)]
+# The levels `configure_logging` is given (read in any case, kept upper case).
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 
 
 def decode_key32(value: str) -> bytes:
@@ -54,11 +85,15 @@ def decode_key32(value: str) -> bytes:
 class ServiceSettings(BaseSettings):
     """Settings every gRPC service has."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # Subclasses inherit both. allow_inf_nan: no float setting means anything as NaN or
+    # infinity. hide_input_in_errors: settings built outside `load_settings` (tests, tools) would
+    # quote the input (a DSN, a key, AUTH_SERVICE_CLIENTS) in pydantic's own message.
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, allow_inf_nan=False, hide_input_in_errors=True
+    )
 
-    profile: Profile = Field(default=Profile.PROD, validation_alias="VAULTPAY_PROFILE")
     grpc_address: str = "127.0.0.1:0"
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     database_url: SecretStr
     # The table owner's DSN, used only by the `migrate` command, never by the running service.
     migration_database_url: SecretStr | None = None
@@ -81,11 +116,11 @@ class ServiceSettings(BaseSettings):
     # Where signed audit checkpoints are kept (outside the database); None: no checkpoints.
     audit_checkpoint_dir: Path | None = None
     # How often the audit sealer chains newly committed rows.
-    audit_seal_interval_seconds: float = 1.0
-    # How long in-flight calls may finish after SIGTERM before they are cancelled.
-    shutdown_grace_seconds: float = 10.0
+    audit_seal_interval_seconds: Seconds = 1.0
+    # How long in-flight calls may finish after SIGTERM before they are cancelled (0: none).
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     # Largest request/response message; KYC uploads stream in chunks below this.
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: MessageBytes = 4 * 1024 * 1024
     # Connections kept open once opened (as many more may open under a burst, and close when
     # returned). Sized so the steady load of a busy process does not overflow: at 10, 32
     # concurrent SendMoney calls opened and closed a PostgreSQL session for every third send
@@ -93,13 +128,24 @@ class ServiceSettings(BaseSettings):
     # 7.4 ms at 10, 4.8 ms at 20). wallet and transfer, on the money path, default to 64.
     # PostgreSQL's max_connections must cover every process's pool and overflow (devstack:
     # 400; auth and kyc 64 each at most, wallet and transfer 128).
-    db_pool_size: int = 32
-    # Upper bound of any SQL statement when the caller gave no (shorter) deadline.
-    db_statement_timeout_ms: int = 10_000
+    db_pool_size: PoolSize = 32
+    # Upper bound of any SQL statement when the caller gave no (shorter) deadline; 0 is
+    # PostgreSQL's "no bound", and it refuses (at connect) a negative value or one above a C int.
+    db_statement_timeout_ms: int = Field(default=10_000, ge=0, le=2**31 - 1)
     # Shared with the gateway (its Envoy sends it as x-vaultpay-gateway-identity): calls that
     # carry it may name their client's address (x-envoy-external-address). None: no caller
     # may; every call is recorded under its peer address.
     gateway_secret: SecretStr | None = Field(default=None, min_length=32)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        """Any case, and the spellings Python's logging took before the level was checked
+        (WARN, FATAL), so a deployment that set one still starts."""
+        if not isinstance(value, str):
+            return value
+        level = value.strip().upper()
+        return _LEVEL_ALIASES.get(level, level)
 
     @field_validator("key_encryption_key", "audit_chain_key")
     @classmethod
@@ -184,7 +230,7 @@ class PeerServiceSettings(ServiceSettings):
     jwt_issuer: str = "vaultpay-auth"
     jwt_audience: str = "vaultpay"
     # How long a call to a peer may take before it is given up as unavailable.
-    peer_timeout_seconds: float = 3.0
+    peer_timeout_seconds: Seconds = 3.0
     # The strict path answers from auth's revocation feed, long-polled (auth holds a poll
     # with nothing new up to `revocation_wait_seconds`, answering as soon as a revocation
     # commits; polls start at most every `revocation_poll_seconds`), while the last complete
@@ -207,24 +253,115 @@ class PeerServiceSettings(ServiceSettings):
         return self
 
 
-class SmtpSettings(BaseSettings):
-    """Where outgoing mail goes (a local sink in development)."""
+class SharedDatabaseSettings(PeerServiceSettings):
+    """A service of the shared `vaultpay` database (wallet, transfer, kyc).
 
-    model_config = SettingsConfigDict(env_prefix="VAULTPAY_SMTP_", extra="ignore", frozen=True)
+    Each of them runs an audit sealer over every row of that database, so the chain has one
+    key: `<PREFIX>_AUDIT_CHAIN_KEY`, the same value for all three, is required (a key derived
+    from each service's own root key sealed rows under three keys: every verifier reported
+    the chain broken at the first row another service sealed)."""
+
+    audit_chain_key: SecretStr
+
+
+class SmtpSettings(BaseSettings):
+    """Where outgoing mail goes: a local sink in development (plain SMTP, no login), a relay's
+    submission port in production (587: STARTTLS, then a login).
+
+    A login is refused at start-up unless STARTTLS protects it, and a password without a
+    username; an empty variable counts as unset (a compose `${VAR:-}`)."""
+
+    # hide_input_in_errors: the services build these outside `load_settings`, and pydantic's
+    # own message would quote the input (the password) in a traceback.
+    model_config = SettingsConfigDict(
+        env_prefix="VAULTPAY_SMTP_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = 1025
+    # The From header: an address the relay lets `username` send as.
     sender: str = "VaultPay <no-reply@vaultpay.local>"
+    # STARTTLS before anything else, the server's certificate verified (against the system's
+    # CAs, or `ca_file`'s) with its name checked against `host`; a server that offers no
+    # STARTTLS gets no mail (never a fall-back to plain text).
+    starttls: bool = False
+    # PEM file of the CAs the relay's certificate is checked against, instead of the system's.
+    ca_file: FilePath | None = None
+    # Log in (SMTP AUTH) after STARTTLS; None: no login.
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @field_validator("ca_file", "username", "password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _login_only_over_tls(self) -> Self:
+        if self.password is not None and self.username is None:
+            raise ValueError("VAULTPAY_SMTP_PASSWORD is set without VAULTPAY_SMTP_USERNAME")
+        if self.username is not None and self.password is None:
+            raise ValueError("VAULTPAY_SMTP_USERNAME is set without VAULTPAY_SMTP_PASSWORD")
+        if self.username is not None and not self.starttls:
+            raise ValueError(
+                "VAULTPAY_SMTP_USERNAME needs VAULTPAY_SMTP_STARTTLS=true (the password would"
+                " cross the network in plain text)"
+            )
+        if self.ca_file is not None and not self.starttls:
+            raise ValueError("VAULTPAY_SMTP_CA_FILE needs VAULTPAY_SMTP_STARTTLS=true")
+        return self
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-def settings_problem(exc: ValidationError, prog: str, env_prefix: str) -> str:
-    """What is missing or wrong in `prog`'s settings, by environment variable; never a value
-    (pydantic's own text quotes the input, which holds keys and passwords)."""
+def _settings_type_named(title: str, env_prefix: str) -> type[BaseSettings] | None:
+    """The settings class a ValidationError is about: its name (the error's title) and prefix."""
+    pending: list[type[BaseSettings]] = [BaseSettings]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == title and cls.model_config.get("env_prefix", "") == env_prefix:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
+def _aliased_variables(settings_type: type[BaseSettings] | None) -> dict[str, str]:
+    """{the name pydantic puts in an error's location: the variable(s) to set} for the fields
+    read under a validation alias: pydantic-settings reads the alias as it is, unprefixed."""
+    found: dict[str, str] = {}
+    for info in (settings_type.model_fields if settings_type else {}).values():
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            found[alias] = alias
+        elif isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            # The location names the first choice; any of them is read.
+            names = [c for c in alias.choices if isinstance(c, str)]
+            found[alias.choices[0]] = " or ".join(names)
+    return found
+
+
+def _variable(loc: Sequence[Any], env_prefix: str, aliased: dict[str, str]) -> str:
+    if not loc:
+        return "(settings)"  # a check across several settings: its message names them
+    if str(loc[0]) in aliased:
+        return aliased[str(loc[0])]
+    return f"{env_prefix}{'_'.join(str(p) for p in loc).upper()}"
+
+
+def settings_problem(
+    exc: ValidationError,
+    prog: str,
+    env_prefix: str,
+    settings_type: type[BaseSettings] | None = None,
+) -> str:
+    """What is missing or wrong in `prog`'s settings, by environment variable (a field read
+    under a validation alias by that alias, unprefixed); never a value (pydantic's own text
+    quotes the input, which holds keys and passwords). Without `settings_type`, the settings
+    class is the one the error names, with `env_prefix`."""
+    aliased = _aliased_variables(settings_type or _settings_type_named(exc.title, env_prefix))
     problems = [
-        f"  {env_prefix}{'_'.join(str(p) for p in e['loc']).upper() or '(settings)'}: {e['msg']}"
+        f"  {_variable(e['loc'], env_prefix, aliased)}: {e['msg']}"
         for e in exc.errors(include_input=False, include_url=False)
     ]
     service = prog.removeprefix("vaultpay-")
@@ -253,7 +390,7 @@ def load_settings(settings_type: type[SettingsT], prog: str) -> SettingsT:
     try:
         return settings_type()
     except ValidationError as exc:
-        print(settings_problem(exc, prog, prefix), file=sys.stderr)
+        print(settings_problem(exc, prog, prefix, settings_type), file=sys.stderr)
     except SettingsError as exc:
         print(unparsable_setting(exc, prog, prefix), file=sys.stderr)
     raise SystemExit(2)

@@ -35,9 +35,34 @@ from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 from vaultpay_common.pagination import PageTokens
 from vaultpay_common.redis import create_redis
 
-__all__ = ["PeriodicJob", "ServiceRuntime", "stop_tasks"]
+__all__ = ["PEER_CHANNEL_OPTIONS", "PeriodicJob", "ServiceRuntime", "stop_tasks"]
 
 log = logging.getLogger(__name__)
+
+# Options of every channel to a peer service. A peer's address may resolve to several
+# servers (on Kubernetes `dns:///wallet:50052` names a headless Service: one address per ready
+# pod); round_robin keeps a connection to each and spreads the calls over them. gRPC's default,
+# pick_first, would send every call of this process to the first address for as long as it
+# stays up. One address (`127.0.0.1:50052`, `make run`) behaves the same under either.
+# Keepalive: a connection whose peer vanished without closing it (a node that died, a dropped
+# NAT entry) is found dead within 40 s, not after the kernel's retransmissions (~15 minutes,
+# during which every call round_robin sent on it waited for its deadline): a ping after 30 s
+# without reads, calls in flight or not, unanswered for 10 s closes it. gRPC (1.85) waits for a
+# ping's answer `grpc.http2.ping_timeout_ms` (1 minute unless set): keepalive_timeout_ms alone
+# (it also bounds unacknowledged writes, TCP_USER_TIMEOUT) left an unanswered ping waiting that
+# minute, a peer that still acknowledged TCP found dead after 90 s. max_pings_without_data 0: gRPC
+# would otherwise stop pinging an idle connection after two pings, and a dead pod's idle
+# connection would be found only by the next call sent on it. Within every server's ping policy
+# (grpc/server.py `server_options`: pings at least 10 s apart, allowed without calls).
+# tests/integration/test_peer_keepalive.py proves it against a peer that goes silent.
+PEER_CHANNEL_OPTIONS: tuple[tuple[str, str | int], ...] = (
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
 
 
 Job = Callable[[], Awaitable[object]]
@@ -130,8 +155,11 @@ class ServiceRuntime:
         self._cleanups.append(cleanup)
 
     def channel(self, address: str) -> grpc.aio.Channel:
-        """A channel to a peer, closed at shutdown; a refused service token is renewed."""
-        channel = grpc.aio.insecure_channel(address, interceptors=[self._renew_identity])
+        """A channel to a peer, closed at shutdown; a refused service token is renewed. Calls
+        are balanced round-robin over every address `address` resolves to."""
+        channel = grpc.aio.insecure_channel(
+            address, options=PEER_CHANNEL_OPTIONS, interceptors=[self._renew_identity]
+        )
         self._channels.append(channel)
         return channel
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from vaultpay_common.config import PeerServiceSettings
+from vaultpay_common.config import MessageBytes, Seconds, SharedDatabaseSettings
 
 __all__ = ["KycSettings"]
 
@@ -22,7 +22,7 @@ _MiB = 1024 * 1024
 _MESSAGE_OVERHEAD = 64 * 1024
 
 
-class KycSettings(PeerServiceSettings):
+class KycSettings(SharedDatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="KYC_", extra="ignore", frozen=True)
 
     grpc_address: str = "127.0.0.1:50054"
@@ -31,9 +31,9 @@ class KycSettings(PeerServiceSettings):
     # The largest chunk of an upload stream (the contract says at most 1 MiB).
     upload_chunk_max_bytes: int = _MiB
     # SubmitKyc carries a whole file and AdminGetKycSubmission returns one: room for both.
-    max_message_bytes: int = 10 * _MiB + _MESSAGE_OVERHEAD
+    max_message_bytes: MessageBytes = 10 * _MiB + _MESSAGE_OVERHEAD
     # How often the outbox relay looks for due events (it is also woken after each commit).
-    outbox_poll_seconds: float = 1.0
+    outbox_poll_seconds: Seconds = 1.0
     # Failed deliveries of an outbox event before it is dead-lettered. Its SetKycTier events
     # unlock what an approved user may do with money, so a wallet outage of days (41-83 h at
     # the 5-minute backoff cap), not the other relays' half hour to an hour, ends one.
@@ -44,9 +44,9 @@ class KycSettings(PeerServiceSettings):
     rotation_batch_size: int = 500
     # How long a rotation waits for rows held by other transactions before it reports
     # itself unfinished (it is resumed by the next retry or the periodic job).
-    rotation_settle_seconds: float = 30.0
+    rotation_settle_seconds: float = Field(default=30.0, ge=0)
     # How often an interrupted rotation is looked for and resumed.
-    rotation_resume_seconds: float = 60.0
+    rotation_resume_seconds: Seconds = 60.0
 
     @field_validator("document_max_bytes")
     @classmethod

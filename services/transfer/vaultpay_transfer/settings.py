@@ -9,25 +9,25 @@ from __future__ import annotations
 from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
-from vaultpay_common.config import PeerServiceSettings
+from vaultpay_common.config import PoolSize, Seconds, SharedDatabaseSettings
 
 __all__ = ["TransferSettings"]
 
 
-class TransferSettings(PeerServiceSettings):
+class TransferSettings(SharedDatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRANSFER_", extra="ignore", frozen=True)
 
     grpc_address: str = "127.0.0.1:50053"
     # One pooled connection per movement in flight, held while its call waits for a wallet
     # row's lock: at 32, a 64-client SendMoney load opened and closed some 100 PostgreSQL
     # sessions every few seconds (README, Benchmarks > Transfer). With overflow, 128 at most.
-    db_pool_size: int = 64
+    db_pool_size: PoolSize = 64
     # The largest amount one movement may carry, in minor units (10 billion INR in paise):
     # far above any limit, far below BIGINT; anything larger is refused as INVALID_AMOUNT.
     # The same number for every currency wallet supports (WALLET_CURRENCIES, INR by default).
     max_amount_minor: int = 10**12
     # How often the outbox relay looks for due events (it is also woken after each commit).
-    outbox_poll_seconds: float = 1.0
+    outbox_poll_seconds: Seconds = 1.0
     # Events the relay claims per round and delivers at once: one CreateNotifications call
     # (split above wallet's cap of 100 items) and one settling statement per round
     # (adapters/deliveries.py, `notification_relay`). Larger rounds cost wallet fewer calls;

@@ -4,31 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from vaultpay_common.config import PeerServiceSettings
+from vaultpay_common.config import PoolSize, Seconds, SharedDatabaseSettings
 from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY, parse_currency_codes
 
 __all__ = ["WalletSettings"]
 
 
-class WalletSettings(PeerServiceSettings):
+class WalletSettings(SharedDatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore", frozen=True)
 
     grpc_address: str = "127.0.0.1:50052"
     # One pooled connection per movement in flight, held while its call waits for a wallet
     # row's lock: at 32, a 64-client SendMoney load opened and closed some 100 PostgreSQL
     # sessions every few seconds (README, Benchmarks > Transfer). With overflow, 128 at most.
-    db_pool_size: int = 64
+    db_pool_size: PoolSize = 64
     # bcrypt cost of transaction PINs (12 in production; the test profile uses 4).
     pin_bcrypt_rounds: int = 12
     # Concurrent WatchNotifications streams one user may hold.
-    max_watch_streams_per_user: int = 5
+    max_watch_streams_per_user: int = Field(default=5, ge=1)
     # How often expired freezes (PIN lockouts, timed staff freezes) are lifted.
-    freeze_sweep_seconds: float = 30.0
+    freeze_sweep_seconds: Seconds = 30.0
     # How often the outbox relay looks for due events (it is also woken after each commit).
-    outbox_poll_seconds: float = 1.0
+    outbox_poll_seconds: Seconds = 1.0
     # Idempotency records older than this are deleted (at least 24 h, ARCHITECTURE.md).
     idempotency_retention_hours: int = 48
     # PIN reset tokens, IP confirmations and trusted IPs are deleted this long after they

@@ -53,7 +53,6 @@ async def own_auth_stack(
     )
     try:
         env = {
-            "VAULTPAY_PROFILE": "test",
             "AUTH_GRPC_ADDRESS": "127.0.0.1:0",
             "AUTH_DATABASE_URL": dbs.auth_app_dsn,
             "AUTH_MIGRATION_DATABASE_URL": dbs.auth_owner_dsn,

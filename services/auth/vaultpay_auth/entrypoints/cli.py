@@ -38,7 +38,7 @@ from vaultpay_auth.domain.policies import (
 )
 from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.audit import AuditEntry, AuditLog
-from vaultpay_common.cli import ServiceCli
+from vaultpay_common.cli import EXIT_USAGE, ServiceCli
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
 from vaultpay_common.errors import DomainError, ValidationError
@@ -51,12 +51,24 @@ cli = ServiceCli("vaultpay-auth", AuthSettings, chains=[AUTH_CHAIN], description
 main = cli.main
 
 
+class _PasswordNotReadError(Exception):
+    """The password could not be read: bad input (exit 2), never a failed check (1)."""
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
-        raise SystemExit("the passwords differ")
+    try:
+        first = getpass.getpass("password: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        # No terminal (getpass fell back to stdin) and stdin at its end: a script, a pipe.
+        raise _PasswordNotReadError(
+            "no password was read (no terminal, and stdin ended): pass --password-stdin and "
+            "give the password as stdin's first line"
+        ) from None
+    if again != first:
+        raise _PasswordNotReadError("the passwords differ; nothing was changed")
     return first
 
 
@@ -212,7 +224,11 @@ def _create_args(parser: argparse.ArgumentParser) -> None:
 
 @_create_args.run
 async def _create(settings: AuthSettings, args: argparse.Namespace) -> int:
-    password = _read_password(args.password_stdin)
+    try:
+        password = _read_password(args.password_stdin)
+    except _PasswordNotReadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     await create_superadmin(
         settings,
         args.email,

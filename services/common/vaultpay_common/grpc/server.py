@@ -79,10 +79,12 @@ def server_options(
 ) -> list[tuple[str, int]]:
     """The options of every service's server.
 
-    `min_ping_interval_ms`: how often a client (the gateway's Envoy pings every 30 s) may
-    ping while no data flows; pings closer together are strikes, and after `max_ping_strikes`
-    the server closes the connection with GOAWAY `too_many_pings`, ending every stream on it
-    with UNAVAILABLE. The key is gRPC core's `GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS`,
+    `min_ping_interval_ms`: how often a client (the gateway's Envoy and the services' peer
+    channels, `runtime.PEER_CHANNEL_OPTIONS`, ping every 30 s) may ping while no data flows,
+    calls in flight or not (`keepalive_permit_without_calls`: without it, any ping on a
+    connection with no call would be a strike); pings closer together are strikes, and after
+    `max_ping_strikes` the server closes the connection with GOAWAY `too_many_pings`, ending
+    every stream on it with UNAVAILABLE. The key is gRPC core's `GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS`,
     spelled `grpc.http2.min_ping_interval_without_data_ms`; gRPC ignores unknown keys, and a
     misspelled one left its default of 5 minutes, which cut idle WatchNotifications streams
     through the gateway after about two minutes. Tests shorten it.

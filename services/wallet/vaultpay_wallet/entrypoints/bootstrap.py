@@ -121,7 +121,12 @@ async def build_host(
     relay = OutboxRelay(
         runtime.engine,
         OUTBOX_PRODUCER,
-        wallet_outbox_handlers(contacts, SmtpMailer(smtp or SmtpSettings()), sealer, notifications),
+        wallet_outbox_handlers(
+            contacts,
+            SmtpMailer(smtp or SmtpSettings()),
+            sealer,
+            notifications,
+        ),
         poll_interval=settings.outbox_poll_seconds,
     )
     expired_margin = timedelta(hours=settings.expired_row_retention_hours)

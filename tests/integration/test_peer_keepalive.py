@@ -1,0 +1,144 @@
+"""A peer channel finds a connection whose peer went silent without closing it (a node that
+died: no FIN, no RST) by its keepalive pings (review of 2026-12-05: the peer channels had no
+keepalive, so calls sent on such a connection waited for their deadline for as long as TCP
+kept retransmitting, about 15 minutes).
+
+The peer is reached through a proxy that, once "blackholed", keeps both connections open and
+forwards nothing: its kernel still acknowledges every segment, so only a ping that goes
+unanswered tells. The channel uses `PEER_CHANNEL_OPTIONS` with every time divided by 20 (the
+server's minimum ping interval too): a ping after 1.5 s without reads, answered within 0.5 s,
+so the options' keys and their combination are the real ones. With keepalive_time_ms and
+keepalive_timeout_ms alone, gRPC 1.85 waited a minute (`grpc.http2.ping_timeout_ms`'s default)
+for the answer: the first test failed at its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from vaultpay_common.grpc.server import server_options
+from vaultpay_common.runtime import PEER_CHANNEL_OPTIONS
+
+pytestmark = pytest.mark.integration
+
+SCALE = 20
+
+
+def _scaled(options: list[tuple[str, int]] | tuple[tuple[str, str | int], ...]) -> list[Any]:
+    return [
+        (key, value // SCALE if key.endswith("_ms") and isinstance(value, int) else value)
+        for key, value in options
+    ]
+
+
+class BlackholeProxy:
+    """Forwards TCP to `upstream` until `blackhole()`; then reads and drops every byte, both
+    ways, and closes nothing."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream = upstream_port
+        self._silent = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def blackhole(self) -> None:
+        self._silent = True
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
+        self._writers += [writer, up_writer]
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(source, sink))
+            self._tasks.add(task)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await source.read(65536):
+                if not self._silent:
+                    sink.write(chunk)
+                    await sink.drain()
+
+
+@pytest.fixture
+async def proxied_peer() -> AsyncIterator[BlackholeProxy]:
+    """A server with the services' options (its minimum ping interval scaled down too), behind
+    a proxy."""
+    options = _scaled(server_options(1 << 20))
+    server = grpc.aio.server(options=options)
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    proxy = BlackholeProxy(port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+        await server.stop(0)
+
+
+def _peer_channel(proxy: BlackholeProxy) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        f"127.0.0.1:{proxy.port}", options=_scaled(PEER_CHANNEL_OPTIONS)
+    )
+
+
+async def test_a_call_on_a_silent_connection_fails_fast_not_at_its_deadline(
+    proxied_peer: BlackholeProxy,
+) -> None:
+    async with _peer_channel(proxied_peer) as channel:
+        health_stub = health_pb2_grpc.HealthStub(channel)
+        await health_stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        proxied_peer.blackhole()
+
+        began = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await health_stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+    # Found dead by an unanswered ping (about 2 s at this scale), not at the deadline.
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value
+    assert time.monotonic() - began < 7
+
+
+async def test_an_idle_connection_to_a_silent_peer_is_found_dead_before_any_call(
+    proxied_peer: BlackholeProxy,
+) -> None:
+    """Pings go on while no call is in flight, past gRPC's default of two without data: the
+    connection to a vanished pod is dropped before round_robin sends a call on it."""
+    async with _peer_channel(proxied_peer) as channel:
+        health_stub = health_pb2_grpc.HealthStub(channel)
+        await health_stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        await asyncio.sleep(5)  # idle: three pings answered, one more than gRPC's default
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        proxied_peer.blackhole()
+
+        async def left_ready() -> None:
+            state = channel.get_state()
+            while state == grpc.ChannelConnectivity.READY:
+                await channel.wait_for_state_change(state)
+                state = channel.get_state()
+
+        await asyncio.wait_for(left_ready(), timeout=6)

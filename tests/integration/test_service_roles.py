@@ -71,7 +71,8 @@ TABLES = {
     "payouts": {"transfer": {"SELECT"}},
     "kyc_documents": {"kyc": {"SELECT", "INSERT"}},
     "kyc_keys": {"kyc": {"SELECT", "INSERT", "UPDATE", "DELETE"}},
-    "kyc_submissions": {"kyc": {"SELECT", "INSERT", "UPDATE"}},
+    # UPDATE of the columns kyc changes only (k0006): no table-level UPDATE.
+    "kyc_submissions": {"kyc": {"SELECT", "INSERT"}},
     # The platform's: every service.
     "outbox_events": {
         s: {"SELECT", "INSERT", "UPDATE", "DELETE"} for s in ("wallet", "transfer", "kyc")
@@ -101,6 +102,17 @@ TRANSFER_WALLET_COLUMNS = {"id", "status", "currency", "balance", "user_id"}
 TRANSFER_FREEZE_COLUMNS = {"wallet_id", "source", "until"}
 # The columns of `wallets` wallet's role may UPDATE (w0008); nobody else may UPDATE any.
 WALLET_UPDATE_COLUMNS = {"status", "kyc_tier", "updated_at", "closed_at"}
+# The columns of `kyc_submissions` kyc's role may UPDATE (k0006): a decision and a key
+# rotation's re-wrap; nobody else may UPDATE any.
+KYC_UPDATE_COLUMNS = {
+    "status",
+    "rejection_reason",
+    "granted_tier",
+    "reviewer_id",
+    "reviewed_at",
+    "key_id",
+    "wrapped_key",
+}
 SERVICES = ("wallet", "transfer", "kyc")
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
@@ -233,6 +245,41 @@ def test_only_wallet_updates_wallets_and_only_the_columns_it_changes(world: Prov
     }
 
 
+def test_only_kyc_updates_submissions_and_only_the_columns_it_changes(world: Provisioned) -> None:
+    rows = _owner_fetch(
+        world,
+        "SELECT r.service, a.attname,"
+        " has_column_privilege(r.role, 'kyc_submissions', a.attname, 'UPDATE') AS held"
+        " FROM unnest($1::text[], $2::text[]) AS r(service, role), pg_attribute AS a"
+        " WHERE a.attrelid = 'kyc_submissions'::regclass AND a.attnum > 0"
+        " AND NOT a.attisdropped",
+        list(SERVICES),
+        [world.app_role(s) for s in SERVICES],
+    )
+    assert {(r["service"], r["attname"]) for r in rows if r["held"]} == {
+        ("kyc", column) for column in KYC_UPDATE_COLUMNS
+    }
+
+
+# A SECURITY DEFINER function runs as its owner: whoever may EXECUTE it holds what it does.
+# PUBLIC holds EXECUTE of a function whose ACL is NULL (PostgreSQL's default) or grants it to
+# grantee 0; transfer t0025 revoked it from the close guard's trigger function.
+_DEFINERS_PUBLIC_RUNS = (
+    "SELECT p.oid::regprocedure::text AS function,"
+    " p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) AS a"
+    "  WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') AS public"
+    " FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace"
+    " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prosecdef"
+)
+
+
+def test_no_security_definer_function_is_executable_by_public(world: Provisioned) -> None:
+    rows = _owner_fetch(world, _DEFINERS_PUBLIC_RUNS)
+    assert "audit_append(text,text,text,text,text,text,jsonb)" in {r["function"] for r in rows}
+    assert len(rows) > 10  # every chain's definers are looked at
+    assert sorted(r["function"] for r in rows if r["public"]) == []
+
+
 def test_the_group_role_cannot_log_in(migrated: Provisioned) -> None:
     group = migrated.url(
         migrated.vaultpay_app_role, migrated.vaultpay_database, driver="postgresql"
@@ -296,7 +343,10 @@ def test_the_move_is_undone_by_the_downgrades(infra: Infra) -> None:
             [dbs.app_role(s) for s in SERVICES],
         )
         assert granted == []  # the services' own roles hold nothing of their own now
-        policies = _owner_fetch(dbs, "SELECT policyname FROM pg_policies")
+        # The platform's retention policy (p0005) stays with the platform chain.
+        policies = _owner_fetch(
+            dbs, "SELECT policyname FROM pg_policies WHERE policyname <> 'idempotency_retention'"
+        )
         secured = _owner_fetch(
             dbs,
             "SELECT relname, relrowsecurity FROM pg_class"
@@ -420,11 +470,13 @@ async def test_a_service_sees_inserts_and_deletes_only_its_own_idempotency_recor
     world: Provisioned,
 ) -> None:
     """Row-level security on the shared idempotency records: no service's role reads another's
-    stored answers, stores one under its methods or deletes its records."""
+    stored answers, stores one under its methods or deletes its records. The records are a day
+    and an hour old: a younger one no role deletes at all (p0005, test_idempotency_retention)."""
     caller = f"roles-{uuid.uuid4()}"
+    past_a_day = datetime.now(UTC) - timedelta(hours=25)
     owner = await asyncpg.connect(_plain(world.vaultpay_owner_dsn))
     try:
-        await _add_records(owner, caller, datetime.now(UTC))
+        await _add_records(owner, caller, past_a_day)
         stored = await owner.fetch(
             "SELECT method, service FROM idempotency_records WHERE caller = $1", caller
         )
@@ -458,7 +510,7 @@ async def test_a_service_sees_inserts_and_deletes_only_its_own_idempotency_recor
                     RECORD_METHODS[service][0],
                     str(uuid.uuid4()),
                     b"its own",
-                    datetime.now(UTC),
+                    past_a_day,
                 )
             finally:
                 await conn.close()
@@ -736,6 +788,8 @@ def test_the_idempotency_policies_and_p0003_are_undone_by_their_downgrades(infra
     outbox's stay); downgrading p0003 then drops the column and restores the index; upgrading
     again ends as a new database does."""
 
+    retention = "idempotency_records:idempotency_retention"  # the platform's (p0005)
+
     def state(dbs: Provisioned) -> dict[str, Any]:
         rows = _owner_fetch(
             dbs,
@@ -770,7 +824,7 @@ def test_the_idempotency_policies_and_p0003_are_undone_by_their_downgrades(infra
         upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=roles)
         head = state(dbs)
         assert head["policies"] == sorted(
-            [*outbox, *(f"idempotency_records:idempotency_{s}" for s in SERVICES)]
+            [*outbox, retention, *(f"idempotency_records:idempotency_{s}" for s in SERVICES)]
         )
         assert (head["secured"], head["columns"][-1]) == (True, "service")
         assert head["indexes"] == [
@@ -795,9 +849,13 @@ def test_the_idempotency_policies_and_p0003_are_undone_by_their_downgrades(infra
                 action="downgrade",
                 revision=BEFORE_IDEMPOTENCY_POLICIES[chain.name],
             )
-            if chain.name == "wallet":  # the last service chain: no policy of ours is left
-                assert (state(dbs)["policies"], state(dbs)["secured"]) == (outbox, False)
+            if chain.name == "wallet":  # the last service chain: no policy of theirs is left
+                assert (state(dbs)["policies"], state(dbs)["secured"]) == (
+                    sorted([*outbox, retention]),
+                    False,
+                )
         down = state(dbs)
+        assert down["policies"] == outbox
         assert "service" not in down["columns"]
         assert down["indexes"] == ["idempotency_records_created_idx", "idempotency_records_pkey"]
         upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=roles)

@@ -373,3 +373,20 @@ def test_the_pure_modules_do_not_import_sqlalchemy(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     assert not {name for name in imported if name.split(".")[0] in {"sqlalchemy", "grpc"}}
+
+
+def test_the_retention_policy_deletes_nothing_younger_than_the_retention() -> None:
+    """p0005's policy states the retention's floor itself (a shipped migration never changes):
+    it must be IDEMPOTENCY_RETENTION, the shortest retention the purge accepts."""
+    from vaultpay_common.idempotency.sql import (
+        idempotency_retention_policy_ddl,
+        idempotency_retention_policy_drop_ddl,
+    )
+
+    hours = idempotency.IDEMPOTENCY_RETENTION / timedelta(hours=1)
+    assert idempotency_retention_policy_ddl() == [
+        'DROP POLICY IF EXISTS "idempotency_retention" ON idempotency_records',
+        'CREATE POLICY "idempotency_retention" ON idempotency_records AS RESTRICTIVE FOR DELETE'
+        f" TO PUBLIC USING (created_at < now() - interval '{hours:g} hours')",
+    ]
+    assert idempotency_retention_policy_drop_ddl() == [idempotency_retention_policy_ddl()[0]]

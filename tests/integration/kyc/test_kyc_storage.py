@@ -9,13 +9,14 @@ import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.integration.kyc.conftest import KycStack
 from tests.integration.kyc.kyc_support import aadhaar, pan, pdf, rid, submit_request
@@ -75,6 +76,21 @@ async def _rotation_started(app: AsyncEngine, key_id: str) -> tuple[str, dict[st
     return row.actor_id, json.loads(row.details)
 
 
+@asynccontextmanager
+async def _unguarded(conn: AsyncConnection) -> AsyncIterator[None]:
+    """k0006's guard off inside the owner's transaction `conn` only (ALTER TABLE holds the
+    table's exclusive lock until it commits): a sealed number moved to another row stands for
+    tampering below the database's rules (a superuser, a restored dump), which the guard
+    would otherwise refuse."""
+    await conn.execute(
+        text("ALTER TABLE kyc_submissions DISABLE TRIGGER kyc_submissions_change_guard")
+    )
+    yield
+    await conn.execute(
+        text("ALTER TABLE kyc_submissions ENABLE TRIGGER kyc_submissions_change_guard")
+    )
+
+
 def marker_of(viewed: kyc_pb2.AdminGetKycSubmissionResponse) -> bytes:
     """The marker line `pdf()` put after the PDF header."""
     return bytes(viewed.document_file.split(b"\n")[1])
@@ -123,7 +139,7 @@ async def test_a_ciphertext_moved_to_another_row_fails_clearly(
     victim = await _submit(kyc, pan(), pdf(5000, b"victim"))
     thief = await _submit(kyc, pan(), pdf(5000, b"thief"))
     columns = "wrapped_key, key_id, sealed_number"
-    async with owner.begin() as conn:
+    async with owner.begin() as conn, _unguarded(conn):
         original = (
             await conn.execute(
                 text(f"SELECT {columns} FROM kyc_submissions WHERE id = :id"), {"id": thief}
@@ -146,7 +162,8 @@ async def test_a_ciphertext_moved_to_another_row_fails_clearly(
         "KYC_DOCUMENT_UNREADABLE",
     )
     assert f"document_number of submission {thief}" in failure.message
-    async with owner.begin() as conn:  # the whole envelope: data key, number and file
+    # the whole envelope: data key, number and file
+    async with owner.begin() as conn, _unguarded(conn):
         await conn.execute(
             text(
                 "UPDATE kyc_submissions t SET wrapped_key = v.wrapped_key, key_id = v.key_id,"
@@ -163,7 +180,8 @@ async def test_a_ciphertext_moved_to_another_row_fails_clearly(
     assert failure.reason == "KYC_DOCUMENT_UNREADABLE"
     assert "does not unwrap" in failure.message
     assert (await _view(kyc, victim)).document_number  # the original row still reads
-    async with owner.begin() as conn:  # put the thief's own envelope back: it reads again
+    # put the thief's own envelope back: it reads again
+    async with owner.begin() as conn, _unguarded(conn):
         await conn.execute(
             text(
                 "UPDATE kyc_submissions SET wrapped_key = :w, key_id = :k, sealed_number = :n"

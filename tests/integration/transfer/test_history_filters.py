@@ -5,6 +5,7 @@ pagination, newest first, every row once."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -12,6 +13,8 @@ from datetime import timedelta
 import pytest
 
 from tests.integration.transfer.conftest import LedgerWorld, Wallet, key
+from vaultpay_common.audit.model import AuditEntry, StaffViewer
+from vaultpay_common.context import Role
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.domain.model import (
     Transaction,
@@ -19,6 +22,7 @@ from vaultpay_transfer.domain.model import (
     TransactionStatus,
     TransactionType,
 )
+from vaultpay_transfer.domain.staff_reads import transactions_listed
 from vaultpay_transfer.service_layer.ports import TransactionFilter
 
 pytestmark = pytest.mark.integration
@@ -101,3 +105,39 @@ async def test_every_filter_pages_newest_first_and_each_row_once(ledger: LedgerW
     assert _ids(pending) == [withdrawal.transaction.transaction_id]
     carols_debits = TransactionFilter(wallet_id=carol.wallet_id, type=TransactionType.DEBIT)
     assert await _all_pages(store, carols_debits) == []
+
+
+async def test_a_staff_page_and_its_audit_row_commit_together(ledger: LedgerWorld) -> None:
+    """AdminListTransactions' page is read and audited in one transaction by transfer's own
+    role (review of 2026-12-04: staff reads of the ledger left no trace)."""
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, 10_000)
+    sent = await _send(ledger, alice, bob, 100)
+    store = SqlTransactionStore(ledger.engine)
+    viewer = StaffViewer("staff-reader", Role.ADMIN, "192.0.2.9")
+    flt = TransactionFilter(wallet_id=alice.wallet_id, category=TransactionCategory.P2P_SEND)
+
+    page = await store.list_audited(
+        flt,
+        None,
+        5,
+        lambda rows: transactions_listed(
+            viewer, rows, {"wallet_id": alice.wallet_id}, continued=False
+        ),
+    )
+
+    assert _ids(page) == [sent.transaction_id]
+    [row] = await ledger.fetch(
+        "SELECT actor_id, actor_role, details FROM audit_events"
+        " WHERE action = 'transactions.listed' AND actor_id = 'staff-reader'"
+    )
+    details = json.loads(row["details"]) if isinstance(row["details"], str) else row["details"]
+    assert (row["actor_id"], row["actor_role"]) == ("staff-reader", "ADMIN")
+    assert details["transaction_ids"] == sent.transaction_id
+    assert details["wallet_id"] == alice.wallet_id and details["ip"] == "192.0.2.9"
+
+    def refuse(rows: Sequence[Transaction]) -> AuditEntry:
+        raise RuntimeError("the audit row could not be made")
+
+    with pytest.raises(RuntimeError):
+        await store.list_audited(flt, None, 5, refuse)

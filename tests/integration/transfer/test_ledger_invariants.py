@@ -108,7 +108,10 @@ async def test_a_refused_send_names_its_guard_and_writes_nothing(
     elif setup == "frozen":
         await ledger.freeze(alice, FreezeSource.SELF)
     elif setup in ("closed", "recipient_closed"):
-        target = alice if setup == "closed" else bob
+        # A CLOSED wallet holds no money (wallet's w0011): the closed sender is an empty one.
+        target = bob if setup == "recipient_closed" else await ledger.new_wallet()
+        if setup == "closed":
+            sender = target.user_id
         conn = await ledger.owner()
         try:
             await conn.execute(

@@ -217,11 +217,16 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # TopUp's function again (that early answer only for this wallet's own credit) and the
     # payout's settle and return (ALREADY_FINISHED replies the withdrawal's row); t0021 replaces
     # the lease (it counts no attempt) and creates the claim again (it counts the bank call and
-    # returns the count); w0009
+    # returns the count); t0024 the partial index of an owner's rows other than COMPLETED P2P
+    # sides (CONCURRENTLY); t0025 revokes PUBLIC's EXECUTE of t0003's function; t0026 three
+    # CHECKs on wallet_transactions (only a settled row carries a reversed amount, REVERSED is
+    # reversed in full, COMPLETED at most in part; validated after their NOT VALID add); w0009
     # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge; w0010 the
-    # index of the notifications' purge (and its DELETE grant).
+    # index of the notifications' purge (and its DELETE grant); w0011 a CHECK and a trigger on
+    # wallets (a CLOSED wallet holds no money and never opens again) and the trigger's function.
     assert set(changed) == {
         "columns",
+        "constraints",
         "functions",
         "indexes",
         "relations",
@@ -231,6 +236,32 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     assert changed["columns"] == (
         [],
         [("payouts", "held_since", "timestamp with time zone", "", "YES")],
+    )
+    assert changed["constraints"] == (
+        [],
+        [
+            (
+                "wallet_transactions",
+                "wallet_transactions_completed_reversed_in_part",
+                "CHECK (((status <> 'COMPLETED'::text) OR (reversed_amount < amount)))",
+            ),
+            (
+                "wallet_transactions",
+                "wallet_transactions_reversed_only_when_settled",
+                "CHECK (((reversed_amount = 0)"
+                " OR (status = ANY (ARRAY['COMPLETED'::text, 'REVERSED'::text]))))",
+            ),
+            (
+                "wallet_transactions",
+                "wallet_transactions_reversed_status_in_full",
+                "CHECK (((status <> 'REVERSED'::text) OR (reversed_amount = amount)))",
+            ),
+            (
+                "wallets",
+                "wallets_closed_with_zero_balance",
+                "CHECK (((status <> 'CLOSED'::text) OR (balance = 0)))",
+            ),
+        ],
     )
     moved = {name for name, _kind, _owner, acl in changed["relations"][1]}
     assert {"wallets", "wallet_pins", "ledger_postings", "payouts"} <= moved
@@ -280,6 +311,13 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
             " USING btree (status, created_at DESC, id DESC)"
             " WHERE (status = ANY (ARRAY['FAILED'::text, 'REVERSED'::text]))",
         ),
+        (
+            "wallet_transactions_user_rare_idx",
+            "CREATE INDEX wallet_transactions_user_rare_idx ON public.wallet_transactions"
+            " USING btree (user_id, created_at DESC, id DESC)"
+            " WHERE ((category <> ALL (ARRAY['P2P_SEND'::text, 'P2P_RECEIVE'::text]))"
+            " OR (status <> 'COMPLETED'::text))",
+        ),
     ]
     assert changed["triggers"][0] == []
     assert [t[1] for t in changed["triggers"][1]] == [
@@ -287,6 +325,7 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
         "payouts_never_deleted",
         "payouts_never_truncated",
         "wallets_close_without_pending_withdrawal",
+        "wallets_closed_is_final",
     ]
     _top_up_and_send(upgraded, "U2")  # ...and by t0002's, on the same tables
 

@@ -8,8 +8,9 @@ functions.
 * Closes racing withdrawals of the whole balance, and the settlement of a withdrawal, many
   times: never a CLOSED wallet with a PENDING withdrawal, never a withdrawal from a CLOSED
   wallet.
-* A payout returned to a wallet closed some other way is still credited (money is conserved)
-  and the payout worker logs the anomaly.
+* A payout refused for a wallet closed some other way is not credited (a CLOSED wallet holds
+  no money, wallet's w0011): it stays PENDING in payouts-in-flight (money is conserved) and
+  the payout worker logs an ERROR naming it.
 """
 
 from __future__ import annotations
@@ -263,32 +264,40 @@ async def _close_around_the_trigger(ledger: LedgerWorld, wallet: Wallet) -> None
         await conn.close()
 
 
-async def test_a_payout_returned_to_a_closed_wallet_is_credited_and_logged_as_an_anomaly(
+async def test_a_payout_refused_for_a_closed_wallet_stays_in_flight_and_is_logged(
     ledger: LedgerWorld, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A wallet closed some other way (as before t0003) while its withdrawal was pending, and
+    the bank refuses the payout: the return's credit is refused by the database (wallet's
+    w0011: a CLOSED wallet holds no money), so nothing is credited. The payout stays PENDING
+    with its money in payouts-in-flight (conserved: the verifier is clean), the worker logs an
+    ERROR naming it (not the database's error, whose detail is the wallet's row: the owner's
+    name, the balance) and goes on with its round; settling that money is staff's. (Until w0011
+    the return credited the CLOSED wallet and the worker logged an anomaly.)"""
     dave = await ledger.new_wallet()
     await ledger.fund(dave, 700)
     refused = await _withdraw(ledger, dave, 700, account="d")  # this test's own account
     await _close_around_the_trigger(ledger, dave)
+    # A payout returned to an open wallet in the same round is credited as ever.
+    erin = await ledger.new_wallet()
+    await ledger.fund(erin, 300)
+    await _withdraw(ledger, erin, 300, account="d")
 
     worker = PayoutWorker(ledger.ledger, _RefusingBank("d" * 64), batch_size=1000)
     with caplog.at_level(logging.WARNING, logger="vaultpay_transfer.service_layer.payouts"):
         assert await worker.run_once() >= 1
-    assert await ledger.balance(dave) == 700  # credited all the same: money is conserved
-    anomalies = [
-        r
-        for r in caplog.records
-        if "CLOSED wallet" in r.getMessage() and getattr(r, "transaction_id", "") == refused
-    ]
-    assert len(anomalies) == 1
-    assert anomalies[0].levelno == logging.ERROR
-    assert getattr(anomalies[0], "wallet_id", "") == dave.wallet_id
-    # A payout returned to an open wallet is no anomaly.
-    erin = await ledger.new_wallet()
-    await ledger.fund(erin, 300)
-    await _withdraw(ledger, erin, 300, account="d")
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="vaultpay_transfer.service_layer.payouts"):
-        assert await worker.run_once() >= 1
     assert await ledger.balance(erin) == 300
-    assert not [r for r in caplog.records if "CLOSED wallet" in r.getMessage()]
+    assert (await _status(ledger, dave), await ledger.balance(dave)) == ("CLOSED", 0)
+    [payout] = await ledger.fetch("SELECT status FROM payouts WHERE transaction_id = $1", refused)
+    assert payout["status"] == "PENDING"
+    failed = [r for r in caplog.records if getattr(r, "transaction_id", "") == refused]
+    assert [r.levelno for r in failed] == [logging.ERROR]
+    assert "wallet is CLOSED" in failed[0].getMessage()
+    # PostgreSQL's refusal names the failing row (the owner's name, the balance): no log line
+    # may carry it (review of 2026-12-04: it reached the log through the traceback).
+    logged = "\n".join(
+        f"{r.getMessage()} {r.exc_text or ''} {caplog.handler.format(r)}" for r in caplog.records
+    )
+    assert "Test Person" not in logged and "Failing row" not in logged
+    assert failed[0].exc_info is None
+    await ledger_is_clean(ledger)

@@ -46,6 +46,11 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0022_downgrade_ddl,
     ledger_t0023_ddl,
     ledger_t0023_downgrade_ddl,
+    ledger_t0025_ddl,
+    ledger_t0025_downgrade_ddl,
+    ledger_t0026_ddl,
+    ledger_t0026_downgrade_ddl,
+    ledger_t0026_validate_ddl,
 )
 from vaultpay_transfer.adapters.transactions_sql import _STATS, partial_index_predicates
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
@@ -743,4 +748,43 @@ def test_t0023s_downgrade_drops_the_lookup_and_puts_the_money_functions_back() -
         "DROP FUNCTION transfer_hold_lookup(text, text, uuid, bigint)",
         *sent_withdrawn,
         top_up,
+    ]
+
+
+def test_t0025_revokes_publics_execute_of_the_close_guard_and_the_downgrade_gives_it() -> None:
+    """t0007 made t0003's trigger function SECURITY DEFINER with PUBLIC's default EXECUTE: any
+    role could attach it to a table of its own and read the ledger through it."""
+    guard = "transfer_refuse_close_with_pending_withdrawal()"
+    assert ledger_t0025_ddl() == [f"REVOKE EXECUTE ON FUNCTION {guard} FROM PUBLIC"]
+    assert ledger_t0025_downgrade_ddl() == [f"GRANT EXECUTE ON FUNCTION {guard} TO PUBLIC"]
+
+
+def test_t0026_ties_the_reversed_amount_to_the_status_added_not_valid_then_validated() -> None:
+    """Only a settled row carries a reversed amount; REVERSED is reversed in full, COMPLETED at
+    most in part. Each CHECK is added NOT VALID (repeatable: dropped first), then validated by
+    a statement of its own (the migration runs those outside its transaction); the downgrade
+    drops the three."""
+    checks = {
+        "wallet_transactions_reversed_only_when_settled": (
+            "reversed_amount = 0 OR status IN ('COMPLETED', 'REVERSED')"
+        ),
+        "wallet_transactions_reversed_status_in_full": (
+            "status <> 'REVERSED' OR reversed_amount = amount"
+        ),
+        "wallet_transactions_completed_reversed_in_part": (
+            "status <> 'COMPLETED' OR reversed_amount < amount"
+        ),
+    }
+    drops = [f"DROP CONSTRAINT IF EXISTS {name}" for name in checks]
+    adds = [
+        f"ADD CONSTRAINT {name}\n        CHECK ({rule}) NOT VALID" for name, rule in checks.items()
+    ]
+    assert ledger_t0026_ddl() == [
+        "ALTER TABLE wallet_transactions\n    " + ",\n    ".join([*drops, *adds])
+    ]
+    assert ledger_t0026_validate_ddl() == [
+        f"ALTER TABLE wallet_transactions VALIDATE CONSTRAINT {name}" for name in checks
+    ]
+    assert ledger_t0026_downgrade_ddl() == [
+        "ALTER TABLE wallet_transactions\n    " + ",\n    ".join(drops)
     ]

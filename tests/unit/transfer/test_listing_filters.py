@@ -5,29 +5,40 @@ narrow them)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.fakes.transfer import fake_transaction
 from vaultpay.transfer.v1 import transfer_pb2
+from vaultpay_common.audit.model import AuditEntry, StaffViewer
 from vaultpay_common.clock import SystemClock
+from vaultpay_common.context import Role
 from vaultpay_common.errors import ValidationError
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.domain.model import (
     Transaction,
     TransactionCategory,
+    TransactionStatus,
     TransactionType,
 )
 from vaultpay_transfer.entrypoints.convert import transaction_filter
 from vaultpay_transfer.service_layer.ports import TransactionCursor, TransactionFilter
 from vaultpay_transfer.service_layer.queries import TransactionQueries
 
+_STAFF = StaffViewer("staff-1", Role.MODERATOR, "192.0.2.7")
+
 
 class _ListingStore:
-    """Only `list`, recording the filters it was asked with."""
+    """Only the listings, recording the filters asked with and the audit rows made; a staff
+    listing finds `rows` (at most the limit asked)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rows: Sequence[Transaction] = ()) -> None:
         self.asked: list[TransactionFilter] = []
+        self.audited: list[AuditEntry] = []
+        self.rows = list(rows)
 
     async def list(
         self, flt: TransactionFilter, after: TransactionCursor | None, limit: int
@@ -35,9 +46,21 @@ class _ListingStore:
         self.asked.append(flt)
         return []
 
+    async def list_audited(
+        self,
+        flt: TransactionFilter,
+        after: TransactionCursor | None,
+        limit: int,
+        audit: Callable[[Sequence[Transaction]], AuditEntry],
+    ) -> Sequence[Transaction]:
+        self.asked.append(flt)
+        found = self.rows[:limit]
+        self.audited.append(audit(found))
+        return found
 
-def _queries() -> tuple[TransactionQueries, _ListingStore]:
-    store = _ListingStore()
+
+def _queries(rows: Sequence[Transaction] = ()) -> tuple[TransactionQueries, _ListingStore]:
+    store = _ListingStore(rows)
     return TransactionQueries(store, SystemClock()), store  # type: ignore[arg-type]
 
 
@@ -54,7 +77,10 @@ async def test_a_type_its_category_never_has_is_refused_naming_type(
 ) -> None:
     queries, store = _queries()
     flt = TransactionFilter(type=never, category=category)
-    for listing in (queries.list_all(flt, None, 10), queries.list_mine("u", flt, None, 10)):
+    for listing in (
+        queries.list_all(flt, None, 10, viewer=_STAFF),
+        queries.list_mine("u", flt, None, 10),
+    ):
         with pytest.raises(ValidationError) as refused:
             await listing
         [violation] = refused.value.violations
@@ -80,7 +106,9 @@ async def test_a_type_its_category_can_have_is_listed(
     category: TransactionCategory | None, type_: TransactionType | None
 ) -> None:
     queries, store = _queries()
-    await queries.list_all(TransactionFilter(type=type_, category=category), None, 10)
+    await queries.list_all(
+        TransactionFilter(type=type_, category=category), None, 10, viewer=_STAFF
+    )
     assert [(f.category, f.type) for f in store.asked] == [(category, type_)]
 
 
@@ -89,7 +117,7 @@ async def test_an_inverted_window_is_refused_naming_end_time() -> None:
     start = datetime(2026, 12, 3, tzinfo=UTC)
     for end in (start, start - timedelta(seconds=1)):
         with pytest.raises(ValidationError) as refused:
-            await queries.list_all(TransactionFilter(start=start, end=end), None, 10)
+            await queries.list_all(TransactionFilter(start=start, end=end), None, 10, viewer=_STAFF)
         assert [v.field for v in refused.value.violations] == ["end_time"]
     assert store.asked == []
 
@@ -137,7 +165,7 @@ async def test_the_staff_listing_is_of_every_user_and_a_users_of_that_user_only(
     queries, store = _queries()
     staff = transaction_filter(transfer_pb2.AdminListTransactionsRequest(wallet_id="VPY-AB12CD"))
     assert staff.user_id is None
-    await queries.list_all(staff, None, 10)
+    await queries.list_all(staff, None, 10, viewer=_STAFF)
     await queries.list_mine(
         "", transaction_filter(transfer_pb2.ListTransactionsRequest()), None, 10
     )
@@ -172,3 +200,45 @@ def test_a_well_formed_listing_with_an_inverted_window_names_only_end_time() -> 
     with pytest.raises(ValidationError) as refused:
         transaction_filter(request)
     assert [v.field for v in refused.value.violations] == ["end_time"]
+
+
+async def test_a_staff_page_is_audited_with_its_viewer_filters_and_ids_only() -> None:
+    """Review of 2026-12-04: AdminListTransactions showed anyone's amounts, balances and
+    counterparties and left no trace; every other staff read of users' data is audited."""
+    rows = [
+        fake_transaction(
+            "VPY-AB12CD",
+            "u-1",
+            IdempotencyKey("c", "m", str(uuid.uuid4()), "0" * 64),
+            100 + i,
+            category,
+        )
+        for i, category in enumerate([TransactionCategory.P2P_SEND] * 3)
+    ]
+    queries, store = _queries(rows)
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    flt = TransactionFilter(wallet_id="VPY-AB12CD", status=TransactionStatus.COMPLETED, start=start)
+
+    first = await queries.list_all(flt, None, 2, viewer=_STAFF)
+    later = await queries.list_all(flt, (start, rows[0].transaction_id), 5, viewer=_STAFF)
+
+    assert [t.transaction_id for t in first.items] == [t.transaction_id for t in rows[:2]]
+    assert first.has_more and not later.has_more
+    page, next_page = store.audited
+    assert (page.action, page.actor_id, page.actor_role) == (
+        "transactions.listed",
+        "staff-1",
+        "MODERATOR",
+    )
+    assert page.details == {
+        "wallet_id": "VPY-AB12CD",
+        "status": "COMPLETED",
+        "start": start.isoformat(),
+        "continued": "false",
+        "count": "2",
+        "transaction_ids": ",".join(t.transaction_id for t in rows[:2]),
+        "ip": "192.0.2.7",
+    }, "the page shown, not the row read to see whether more follow"
+    assert next_page.details["continued"] == "true"
+    assert next_page.details["count"] == "3"
+    assert not any(str(t.amount_minor) in page.details.values() for t in rows)

@@ -70,6 +70,7 @@ from vaultpay_common.audit.model import (
     Checkpoint,
     StaffViewer,
     compute_row_hash,
+    staff_listing,
 )
 from vaultpay_common.audit.sealer import AuditChainBrokenError, AuditSealer
 from vaultpay_common.audit.store import AuditLog, list_audit_events
@@ -107,5 +108,6 @@ __all__ = [
     "audit_tables",
     "compute_row_hash",
     "list_audit_events",
+    "staff_listing",
     "verify_audit",
 ]

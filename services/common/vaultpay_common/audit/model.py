@@ -38,6 +38,7 @@ __all__ = [
     "compute_row_hash",
     "seal_rows",
     "sign_checkpoint",
+    "staff_listing",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -66,6 +67,34 @@ class StaffViewer:
     actor_id: str
     actor_role: Role
     client_ip: str = ""
+
+
+def staff_listing(
+    viewer: StaffViewer,
+    action: str,
+    target_type: str,
+    filters: Mapping[str, str],
+    shown_as: str,
+    shown: Iterable[str],
+    *,
+    continued: bool | None = None,
+) -> AuditEntry:
+    """A page of a staff listing of users' data: the filters set (none: no key), whether it
+    continued an earlier page (when told), how many rows and which (`shown_as`: their ids),
+    and the reader's address; the actor is the viewer. Never what the rows showed."""
+    ids = list(shown)
+    details = dict(filters)
+    if continued is not None:
+        details["continued"] = str(continued).lower()
+    details.update({"count": str(len(ids)), shown_as: ",".join(ids), "ip": viewer.client_ip})
+    return AuditEntry(
+        action,
+        target_type,
+        "",
+        details,
+        actor_id=viewer.actor_id,
+        actor_role=viewer.actor_role.name,
+    )
 
 
 @dataclass(frozen=True, slots=True)

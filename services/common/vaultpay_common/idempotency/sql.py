@@ -26,6 +26,12 @@ index). The table's owner is not bound (row-level security is not FORCEd): the m
 transfer's SECURITY DEFINER ledger functions, which write transfer's records as the owner (and
 refuse any other service's method, transfer t0010). A method that names no service gives a NULL
 service: only the owner sees it.
+
+Records are kept at least 24 hours (`IDEMPOTENCY_RETENTION`), and not by the purge's guard
+alone: `idempotency_retention_policy_ddl` (platform p0005) adds a restrictive DELETE policy for
+every role, so once row-level security is on no role but the owner deletes a record younger
+than that, whatever it asks (its own service's policy let it delete its own at any age, and a
+retry would then have run the effect again). The purge's cut is never later than that.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ __all__ = [
     "delete_expired_idempotency_records",
     "expired_idempotency_records_delete",
     "idempotency_lock_key",
+    "idempotency_retention_policy_ddl",
+    "idempotency_retention_policy_drop_ddl",
     "idempotency_service",
     "idempotency_service_ddl",
     "idempotency_service_drop_ddl",
@@ -92,6 +100,12 @@ _UNIQUE_VIOLATION = "23505"
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 # Each service's role sees its own records (vaultpay_common.row_security).
 _POLICIES = ServicePolicies(_TABLE_NAME, "idempotency", "service")
+# No role but the owner deletes a record younger than the retention's floor (p0005). Not one of
+# the services' policies: the switch of row-level security does not count it.
+_RETENTION_POLICY = "idempotency_retention"
+# IDEMPOTENCY_RETENTION as p0005 wrote it: a shipped migration's statement never changes (a test
+# checks the two agree).
+_RETENTION_FLOOR = "interval '24 hours'"
 
 
 # The service a method names: its gRPC package's second part, or a CLI's "vaultpay-<service>".
@@ -212,6 +226,29 @@ def idempotency_service_policy_ddl(service: str, app_role: str) -> list[str]:
 def idempotency_service_policy_drop_ddl(service: str) -> list[str]:
     """Drops `service`'s policy; row-level security goes off with it (`row_security`)."""
     return _POLICIES.drop_ddl(service)
+
+
+def idempotency_retention_policy_ddl() -> list[str]:
+    """Platform p0005: a RESTRICTIVE policy `FOR DELETE TO PUBLIC`, so a role deletes only the
+    records created more than 24 hours before its transaction began, whatever its permissive
+    policy (`idempotency_service_policy_ddl`, every command) allows. Restrictive, it grants
+    nothing: a role still reaches only the rows its service's policy gives it, and it binds only
+    while row-level security is on (with every service's policy, `row_security`; it is not one
+    of those the switch counts). The owner is not bound (no FORCE). The purge deletes only what
+    is older than its retention, at least 24 hours: the policy never holds back what it is due
+    to delete (a record of exactly the cut, under a clock ahead of the database's, waits for the
+    next run)."""
+    return [
+        f'DROP POLICY IF EXISTS "{_RETENTION_POLICY}" ON {_TABLE_NAME}',
+        f'CREATE POLICY "{_RETENTION_POLICY}" ON {_TABLE_NAME} AS RESTRICTIVE FOR DELETE'
+        f" TO PUBLIC USING (created_at < now() - {_RETENTION_FLOOR})",
+    ]
+
+
+def idempotency_retention_policy_drop_ddl() -> list[str]:
+    """p0005's downgrade: the policy goes (row-level security stays as the services' policies
+    have it)."""
+    return [f'DROP POLICY IF EXISTS "{_RETENTION_POLICY}" ON {_TABLE_NAME}']
 
 
 def idempotency_lock_key(key: IdempotencyKey) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from vaultpay_common.audit.model import AuditEntry, StaffViewer
+from vaultpay_common.audit.model import AuditEntry, StaffViewer, staff_listing
 from vaultpay_kyc.domain.model import Submission
 
 __all__ = [
@@ -56,14 +56,16 @@ def queue_listed(
     """AdminListKycSubmissions: one page shown, which submissions (each row shown carries its
     owner and masked number, so the ids say whose data was seen), under which filters (none:
     empty), and whether it continued an earlier page."""
-    details = {
-        **filters,
-        "continued": str(continued).lower(),
-        "count": str(len(shown)),
-        "submission_ids": ",".join(s.id for s in shown),
-        "ip": viewer.client_ip,
-    }
-    return _entry(viewer, QUEUE_LISTED, "kyc_submissions", "", details)
+    ids = [s.id for s in shown]
+    return staff_listing(
+        viewer,
+        QUEUE_LISTED,
+        "kyc_submissions",
+        filters,
+        "submission_ids",
+        ids,
+        continued=continued,
+    )
 
 
 def submission_viewed(

@@ -67,6 +67,18 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   look-up, `transfer_hold_lookup`, reads again after it takes the key); its downgrade
   `t0023_downgrade.sql` (the look-up dropped), then t0016's send and withdraw and t0020's
   top-up as their own files have them.
+* t0024: `t0024_upgrade.sql` (an owner's rows other than COMPLETED P2P sides get a partial
+  index, which a P2P send never writes: a history filtered by type or by a status other than
+  COMPLETED reads a page's worth of it, not the owner's whole history; built CONCURRENTLY, so
+  outside a transaction); its downgrade `t0024_downgrade.sql`.
+* t0025: `t0025_upgrade.sql` (PUBLIC's EXECUTE of t0003's close guard,
+  `transfer_refuse_close_with_pending_withdrawal`, a SECURITY DEFINER trigger function, is
+  revoked: no role can attach it to a table of its own and probe the ledger with it; the
+  trigger on `wallets` fires without it); its downgrade `t0025_downgrade.sql`.
+* t0026: `t0026_upgrade.sql` (a wallet-side row carries a reversed amount only once settled,
+  COMPLETED or REVERSED; a REVERSED one is reversed in full, a COMPLETED one at most in part:
+  three CHECKs added NOT VALID, each then validated outside the revision's transaction); its
+  downgrade `t0026_downgrade.sql`.
 """
 
 from __future__ import annotations
@@ -117,6 +129,13 @@ __all__ = [
     "ledger_t0022_downgrade_ddl",
     "ledger_t0023_ddl",
     "ledger_t0023_downgrade_ddl",
+    "ledger_t0024_ddl",
+    "ledger_t0024_downgrade_ddl",
+    "ledger_t0025_ddl",
+    "ledger_t0025_downgrade_ddl",
+    "ledger_t0026_ddl",
+    "ledger_t0026_downgrade_ddl",
+    "ledger_t0026_validate_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -413,3 +432,46 @@ def ledger_t0023_downgrade_ddl(app_role: str) -> list[str]:
     send_withdraw = [s for s in ledger_t0016_ddl() if _SEND_OR_WITHDRAW.match(s)]
     top_up = [s for s in ledger_t0020_ddl() if _TOP_UP.match(s)]
     return _for_role("t0023_downgrade.sql", app_role) + send_withdraw + top_up
+
+
+def ledger_t0024_ddl() -> list[str]:
+    """t0024: the partial index of an owner's rows other than COMPLETED P2P sides (the
+    histories' type and rare-status filters), CONCURRENTLY: outside a transaction."""
+    return split_sql(_script("t0024_upgrade.sql"))
+
+
+def ledger_t0024_downgrade_ddl() -> list[str]:
+    """t0024's downgrade: the index goes, CONCURRENTLY (outside a transaction too)."""
+    return split_sql(_script("t0024_downgrade.sql"))
+
+
+def ledger_t0025_ddl() -> list[str]:
+    """t0025: PUBLIC's EXECUTE of the close guard's trigger function (SECURITY DEFINER) is
+    revoked; only its owner keeps it, and the trigger on `wallets` still fires."""
+    return split_sql(_script("t0025_upgrade.sql"))
+
+
+def ledger_t0025_downgrade_ddl() -> list[str]:
+    """t0025's downgrade: PUBLIC's EXECUTE of the close guard's function is given back."""
+    return split_sql(_script("t0025_downgrade.sql"))
+
+
+_VALIDATE = re.compile(r"^ALTER TABLE \w+ VALIDATE CONSTRAINT \w+\Z")
+
+
+def ledger_t0026_ddl() -> list[str]:
+    """t0026: the three CHECKs on a wallet-side row's status and reversed amount, added NOT
+    VALID (no scan), in the revision's transaction; repeatable (each is dropped first)."""
+    return [s for s in split_sql(_script("t0026_upgrade.sql")) if not _VALIDATE.match(s)]
+
+
+def ledger_t0026_validate_ddl() -> list[str]:
+    """t0026's validations of its CHECKs, one statement each, after `ledger_t0026_ddl`
+    committed: each to run in a transaction of its own (SHARE UPDATE EXCLUSIVE: writes go on
+    while it scans)."""
+    return [s for s in split_sql(_script("t0026_upgrade.sql")) if _VALIDATE.match(s)]
+
+
+def ledger_t0026_downgrade_ddl() -> list[str]:
+    """t0026's downgrade: the three CHECKs go."""
+    return split_sql(_script("t0026_downgrade.sql"))

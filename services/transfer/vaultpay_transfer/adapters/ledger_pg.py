@@ -66,7 +66,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.db import DatabaseUnavailableError
-from vaultpay_common.errors import DeadlineExceededError, UnavailableError, metadata_time
+from vaultpay_common.errors import DeadlineExceededError, metadata_time
 from vaultpay_common.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUseError,
@@ -80,6 +80,7 @@ from vaultpay_transfer.domain.model import PaymentMethod, Transaction, Transacti
 from vaultpay_transfer.domain.outcomes import LedgerOutcome
 from vaultpay_transfer.service_layer.ports import (
     ClaimAnswer,
+    ClosedWalletPayoutError,
     HeldMovement,
     PayoutClaim,
     PayoutLease,
@@ -134,7 +135,7 @@ _CLAIM = (
 )
 _SETTLE = "SELECT outcome, reply FROM transfer_settle_payout($1::uuid)"
 _RETURN = "SELECT outcome, reply FROM transfer_return_payout($1::uuid, $2::text)"
-_WALLET_STATUS = "SELECT status FROM wallets WHERE id = $1"
+_CLOSED_HOLDS_NOTHING = "wallets_closed_with_zero_balance"  # wallet w0011
 # The freeze that holds the user's wallet, after a WALLET_FROZEN only (see the module
 # docstring): in force, the hardest to lift first (wallet's FREEZE_AUTHORITY).
 _HOLDING_FREEZE = (
@@ -420,23 +421,16 @@ class PgLedger:
         return await self._settlement(_SETTLE, transaction_id)
 
     async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement:
-        settled = await self._settlement(_RETURN, transaction_id, reason)
-        if settled.outcome != "OK" or settled.transaction is None:
-            return settled
-        # Closed is terminal, so a status read after the commit tells whether the credit
-        # went to a CLOSED wallet (one more round trip, for returned payouts only). The return
-        # has committed: a read that fails only leaves the anomaly check undone.
+        """A CLOSED wallet is never credited: it holds no money (wallet w0011's CHECK), and
+        none closes with a withdrawal pending (t0003); one closed before t0003 is
+        ClosedWalletPayoutError. Raised without PostgreSQL's error, whose detail is the
+        failing row: the owner's name and the balance, which no log may hold."""
         try:
-            rows = await self._fetch(_WALLET_STATUS, settled.transaction.wallet_id)
-        except (UnavailableError, DeadlineExceededError):
-            log.warning(
-                "a returned payout's wallet status could not be read",
-                extra={"transaction_id": transaction_id},
-                exc_info=True,
-            )
-            return settled
-        closed = bool(rows) and rows[0]["status"] == "CLOSED"
-        return replace(settled, wallet_closed=closed)
+            return await self._settlement(_RETURN, transaction_id, reason)
+        except asyncpg.CheckViolationError as exc:
+            if exc.constraint_name != _CLOSED_HOLDS_NOTHING:
+                raise
+        raise ClosedWalletPayoutError(transaction_id)
 
     async def _settlement(self, sql: str, *args: Any) -> PayoutSettlement:
         """The function's answer and the payout's withdrawal row it replies: the row this call
@@ -451,7 +445,7 @@ class PgLedger:
         if reply is None:
             return PayoutSettlement(outcome, None)
         withdrawal = transaction_from_row(json.loads(reply))
-        return PayoutSettlement(outcome, withdrawal, False, _payout_end(withdrawal))
+        return PayoutSettlement(outcome, withdrawal, _payout_end(withdrawal))
 
 
 def _payout_end(withdrawal: Transaction) -> str:

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
+from vaultpay_common.audit.model import StaffViewer
 from vaultpay_common.context import CLIENT_IP
-from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
+from vaultpay_common.grpc.convert import current_principal, current_staff, page_scope, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_caller
 from vaultpay_common.grpc.servicer import ServicerContext
-from vaultpay_common.pagination import PageTokens, paginate, uuid_cursor
+from vaultpay_common.pagination import PageTokens, SliceOf, paginate, uuid_cursor
 from vaultpay_transfer.domain.model import Transaction
 from vaultpay_transfer.domain.validation import (
     canonical_account_number,
@@ -219,9 +220,10 @@ class TransferAdminServicer(transfer_pb2_grpc.TransferAdminServiceServicer):
         self, request: transfer_pb2.AdminListTransactionsRequest, context: Ctx
     ) -> transfer_pb2.AdminListTransactionsResponse:
         flt = transaction_filter(request)
+        viewer = StaffViewer(*current_staff(), CLIENT_IP.get())
 
-        async def fetch(after: TransactionCursor | None, limit: int) -> Sequence[Transaction]:
-            return await self._queries.list_all(flt, after, limit)
+        async def fetch_slice(after: TransactionCursor | None, limit: int) -> SliceOf[Transaction]:
+            return await self._queries.list_all(flt, after, limit, viewer=viewer)
 
         page = await paginate(
             self._tokens,
@@ -229,7 +231,7 @@ class TransferAdminServicer(transfer_pb2_grpc.TransferAdminServiceServicer):
             page_token=request.page_token,
             scope=page_scope(),
             filters=_filters(flt),
-            fetch=fetch,
+            fetch_slice=fetch_slice,
             cursor_of=_cursor_of,
             parse=uuid_cursor,
         )

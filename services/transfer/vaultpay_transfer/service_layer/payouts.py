@@ -60,6 +60,7 @@ from vaultpay_transfer.service_layer.ports import (
     Bank,
     BankAnswer,
     ClaimAnswer,
+    ClosedWalletPayoutError,
     PayoutClaim,
     PayoutLease,
     PayoutLedger,
@@ -205,22 +206,17 @@ class PayoutWorker:
             settled = await self._ledger.settle_payout(payout.transaction_id)
             return self._agrees(payout, attempts, "paid", "SETTLED", settled)
         if answer.refused:
-            returned = await self._ledger.return_payout(payout.transaction_id, answer.reason)
-            if not self._agrees(payout, attempts, "refused", "RETURNED", returned):
-                return 0
-            if returned.wallet_closed:
-                # Kept (the money must stay conserved) but never expected: a wallet with a
-                # pending withdrawal cannot be closed (WALLET_HAS_PENDING_WITHDRAWAL).
+            try:
+                returned = await self._ledger.return_payout(payout.transaction_id, answer.reason)
+            except ClosedWalletPayoutError:
                 log.error(
-                    "anomaly: a returned payout credited a CLOSED wallet",
-                    extra={
-                        "transaction_id": payout.transaction_id,
-                        "wallet_id": returned.transaction.wallet_id
-                        if returned.transaction is not None
-                        else "",
-                    },
+                    "a refused payout's wallet is CLOSED, which holds no money: the payout stays"
+                    " in flight (its money in payouts-in-flight) for staff to settle; the bank"
+                    " is asked again after its lease",
+                    extra={"transaction_id": payout.transaction_id, "attempts": attempts},
                 )
-            return 1
+                return 0
+            return self._agrees(payout, attempts, "refused", "RETURNED", returned)
         return _not_finished(
             payout, attempts, "the bank could not say whether it paid", exc_info=False
         )

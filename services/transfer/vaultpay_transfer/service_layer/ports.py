@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Protocol
 
+from vaultpay_common.audit.model import AuditEntry
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_transfer.domain.model import (
     LedgerCheck,
@@ -37,6 +38,7 @@ __all__ = [
     "BankAnswer",
     "CheckDone",
     "ClaimAnswer",
+    "ClosedWalletPayoutError",
     "HeldMovement",
     "IpCheck",
     "Ledger",
@@ -167,6 +169,17 @@ class TransactionStore(Protocol):
         """Newest first, strictly after `after` in that order."""
         ...
 
+    async def list_audited(
+        self,
+        flt: TransactionFilter,
+        after: TransactionCursor | None,
+        limit: int,
+        audit: Callable[[Sequence[Transaction]], AuditEntry],
+    ) -> Sequence[Transaction]:
+        """`list`, and the audit row `audit` makes of the rows read, in one transaction: the
+        rows are returned only once their audit row committed."""
+        ...
+
     async def wallet_currency(self, wallet_id: str) -> str | None: ...
 
     async def usage(
@@ -204,6 +217,16 @@ class PayoutLease:
     lease_until: datetime
 
 
+class ClosedWalletPayoutError(Exception):
+    """A refused payout's money cannot go back: its wallet is CLOSED, and a CLOSED wallet holds
+    no money (wallet w0011). Only a wallet closed while its withdrawal was pending (before
+    transfer t0003) gets here; the payout stays in flight, for staff to settle."""
+
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__(f"payout {transaction_id}: its wallet is CLOSED")
+        self.transaction_id = transaction_id
+
+
 @dataclass(frozen=True, slots=True)
 class PayoutSettlement:
     outcome: str  # OK, ALREADY_FINISHED, NOT_FOUND
@@ -211,9 +234,6 @@ class PayoutSettlement:
     # earlier one (ALREADY_FINISHED, transfer t0020); None when NOT_FOUND, or ALREADY_FINISHED
     # from a ledger before t0020.
     transaction: Transaction | None
-    # A returned payout that credited a CLOSED wallet (an anomaly: wallet refuses to close
-    # with a withdrawal pending, so only a wallet closed some other way gets here).
-    wallet_closed: bool = False
     # How the payout finished: SETTLED or RETURNED, this call's doing (OK) or an earlier one's
     # (ALREADY_FINISHED, transfer t0020: read from the withdrawal's status, COMPLETED or
     # FAILED); None when there is no withdrawal (`transaction`) to read it from.
@@ -262,7 +282,9 @@ class PayoutLedger(Protocol):
 
     async def settle_payout(self, transaction_id: str) -> PayoutSettlement: ...
 
-    async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement: ...
+    async def return_payout(self, transaction_id: str, reason: str) -> PayoutSettlement:
+        """The money back to the wallet; ClosedWalletPayoutError when the wallet is CLOSED."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

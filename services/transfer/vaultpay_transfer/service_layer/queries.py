@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from vaultpay_common.audit.model import AuditEntry, StaffViewer
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import FieldViolation, ValidationError
 from vaultpay_common.idempotency import IdempotencyKeyInUseError
 from vaultpay_common.ids import parse_uuid
+from vaultpay_common.pagination import SliceOf
 from vaultpay_common.text import ascii_upper
 from vaultpay_transfer.domain.errors import TransactionNotFoundError, WalletNotFoundError
 from vaultpay_transfer.domain.model import (
@@ -24,6 +26,7 @@ from vaultpay_transfer.domain.model import (
     TransferStats,
     UsageFigures,
 )
+from vaultpay_transfer.domain.staff_reads import transactions_listed
 from vaultpay_transfer.domain.validation import check_wallet_id
 from vaultpay_transfer.service_layer.ports import (
     TransactionCursor,
@@ -59,6 +62,19 @@ def check_listable(flt: TransactionFilter) -> None:
         )
     if unmatchable:
         raise ValidationError(unmatchable)
+
+
+def _set_filters(flt: TransactionFilter) -> dict[str, str]:
+    """The staff listing's filters that are set, as the audit row records them."""
+    values = {
+        "wallet_id": flt.wallet_id or None,
+        "type": None if flt.type is None else flt.type.value,
+        "category": None if flt.category is None else flt.category.value,
+        "status": None if flt.status is None else flt.status.value,
+        "start": None if flt.start is None else flt.start.isoformat(),
+        "end": None if flt.end is None else flt.end.isoformat(),
+    }
+    return {name: value for name, value in values.items() if value}
 
 
 class TransactionQueries:
@@ -104,10 +120,27 @@ class TransactionQueries:
         return await self._store.list(replace(flt, user_id=user_id), after, limit)
 
     async def list_all(
-        self, flt: TransactionFilter, after: TransactionCursor | None, limit: int
-    ) -> Sequence[Transaction]:
+        self,
+        flt: TransactionFilter,
+        after: TransactionCursor | None,
+        limit: int,
+        *,
+        viewer: StaffViewer,
+    ) -> SliceOf[Transaction]:
+        """Staff's listing of everyone's transactions: a page of at most `limit` and whether
+        more follow. Audited ("transactions.listed": the filters set, the page's transaction
+        ids, the viewer and their address), committed with the read: a page is shown only
+        once its audit row is written."""
         check_listable(flt)
-        return await self._store.list(flt, after, limit)
+
+        def audited(rows: Sequence[Transaction]) -> AuditEntry:
+            shown = rows[:limit]
+            return transactions_listed(
+                viewer, shown, _set_filters(flt), continued=after is not None
+            )
+
+        rows = await self._store.list_audited(flt, after, limit + 1, audited)
+        return SliceOf(rows[:limit], len(rows) > limit)
 
     async def limit_usage(self, wallet_id: str) -> LimitUsage:
         """The wallet's usage of every action (zero where none), in its currency, as of the

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from vaultpay_common.audit.model import AuditEntry, AuditRecord, StaffViewer
+from vaultpay_common.audit.model import AuditEntry, AuditRecord, StaffViewer, staff_listing
 from vaultpay_wallet.domain.model import Wallet
 
 __all__ = [
@@ -79,17 +79,4 @@ def _listed(
 ) -> AuditEntry:
     """A page of a staff listing: the filters set, how many rows, which (`shown_as`), and
     the reader's address."""
-    details = {
-        **filters,
-        "count": str(len(shown)),
-        shown_as: ",".join(shown),
-        "ip": viewer.client_ip,
-    }
-    return AuditEntry(
-        action,
-        target_type,
-        "",
-        details,
-        actor_id=viewer.actor_id,
-        actor_role=viewer.actor_role.name,
-    )
+    return staff_listing(viewer, action, target_type, filters, shown_as, shown)

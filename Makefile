@@ -88,7 +88,7 @@ run: $(STAMP) $(DESCRIPTOR) ## start the whole mesh (private PostgreSQL/Redis, m
 	@$(PY) -m vaultpay_devstack.cli run
 
 # Only the virtualenv, not the package stamp: stopping must not reinstall (nor need the network).
-status: ## is a `make run` mesh running, and where? (exit 0 healthy, 3 none, 4 starting, 5 degraded)
+status: ## is a `make run` mesh running, and where? (fails unless healthy; the cli's own exit: 3 none, 4 starting, 5 degraded)
 	@$(PY) -c 'import vaultpay_devstack' 2>/dev/null || { echo "no installed virtualenv here: no mesh runs from this checkout"; exit 3; }
 	@$(PY) -m vaultpay_devstack.cli status
 

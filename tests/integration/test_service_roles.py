@@ -2,9 +2,12 @@
 its own tables (and transfer, wallet's columns it reads); the platform's shared tables are the
 group role's, which every service's role is a member of and nobody logs in as.
 
-Two worlds: one migrated as the services' `migrate` does it now (each chain granting to its
-service's role), and one migrated first the way it was before per-service roles (every chain
-granting to the group role) and then upgraded: w0005, t0007 and k0002 move the grants.
+Three worlds: one migrated as the services' `migrate` does it now (each chain granting to its
+service's role); one migrated first the way it was before per-service roles (every chain
+granting to the group role) and then upgraded: w0005, t0007 and k0002 move the grants; and one
+migrated to the heads with one role for everything and then migrated with per-service roles,
+which no revision runs for: `migrate` reconciles each chain at every run
+(vaultpay_common.chain_isolation; test_chain_roles_reconcile.py runs the services' commands).
 
 The shared outbox and idempotency records are each service's own row by row: row-level
 security lets a service's role reach only its events (w0006, t0008, k0003) and its records
@@ -151,6 +154,18 @@ def upgraded(infra: Infra) -> Iterator[Provisioned]:
         yield dbs
 
 
+@pytest.fixture(scope="module")
+def reconciled(infra: Infra) -> Iterator[Provisioned]:
+    """Migrated to the heads with one role for everything, then again with per-service roles:
+    the role and policy revisions have run already, and `migrate` moves what they would have."""
+    with _fresh(infra) as dbs:
+        upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role)
+        upgrade_all(
+            CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=dbs.chain_roles()
+        )
+        yield dbs
+
+
 def _owner_fetch(dbs: Provisioned, sql: str, *args: Any) -> list[Any]:
     owner = dbs.url(dbs.vaultpay_owner_role, dbs.vaultpay_database, driver="postgresql")
 
@@ -175,7 +190,7 @@ def _table_matrix(dbs: Provisioned) -> dict[tuple[str, str, str], bool]:
     return {(r["service"], r["name"], r["privilege"]): r["held"] for r in rows}
 
 
-@pytest.fixture(params=["migrated", "upgraded"])
+@pytest.fixture(params=["migrated", "upgraded", "reconciled"])
 def world(request: pytest.FixtureRequest) -> Provisioned:
     dbs: Provisioned = request.getfixturevalue(request.param)
     return dbs

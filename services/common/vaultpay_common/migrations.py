@@ -23,6 +23,13 @@ Each chain's `env.py` is two lines:
 
     from vaultpay_common.migrations import run_env
     run_env(metadata)
+
+A service chain also names what it grants its service's role (`isolation=`, a
+`vaultpay_common.chain_isolation.ChainIsolation`): with `chain_roles`, `upgrade_all` has each
+such chain, after its upgrade and in the same turn, move what the group role still holds of it
+to the service's role and point the service's row-level policies at that role, at every run,
+so that a database first migrated with one role for everything is isolated too, not only one
+whose role revisions ran with chain roles set (`reconcile_chain`).
 """
 
 from __future__ import annotations
@@ -35,13 +42,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from vaultpay_common.audit.tables import split_sql
+
+if TYPE_CHECKING:
+    from vaultpay_common.chain_isolation import ChainIsolation
 
 __all__ = [
     "PLATFORM_CHAIN",
@@ -88,15 +98,21 @@ def migrate_chain(
     shared_role: str | None = None,
     action: Literal["upgrade", "downgrade"] = "upgrade",
     revision: str = "head",
+    isolate: bool = False,
 ) -> None:
     """Runs one chain's migrations (`action`) to `revision`, as the table owner (`url`),
     granting to `app_role`; `shared_role` is the platform chain's role (default: `app_role`).
+    `isolate` (an upgrade to head only): then, in the same turn, a chain whose env.py names
+    its isolation moves to `app_role` what `shared_role` still holds of it and points its
+    service's policies at `app_role` (`vaultpay_common.chain_isolation`).
 
     Synchronous, and Alembic runs an event loop of its own: from async code, call it in a
     thread (`asyncio.to_thread`)."""
     from alembic import command
     from alembic.config import Config
 
+    if isolate and (action, revision) != ("upgrade", "head"):
+        raise ValueError("isolate follows an upgrade to head only")
     config = Config()
     config.set_main_option("script_location", str(chain.script_location))
     config.attributes.update(
@@ -104,6 +120,7 @@ def migrate_chain(
         app_role=app_role,
         shared_role=shared_role or app_role,
         version_table=chain.version_table,
+        isolate=isolate,
     )
     if action == "upgrade":
         command.upgrade(config, revision)
@@ -120,17 +137,26 @@ def upgrade_all(
 ) -> None:
     """Upgrades each chain to its head, in order, as the table owner (`url`).
 
-    Without `chain_roles` every chain grants to `app_role`. With it, each chain grants to the
-    role it names, and it must name every chain given and the platform's: a chain left out
-    would grant to `app_role` (transfer's `migrate` runs the wallet chain, which would hand
-    wallet's tables to transfer's role)."""
+    Without `chain_roles` every chain grants to `app_role`, as before. With it, each chain
+    grants to the role it names, and it must name every chain given and the platform's: a
+    chain left out would grant to `app_role` (transfer's `migrate` runs the wallet chain, which
+    would hand wallet's tables to transfer's role). Each service chain is then isolated at
+    every run (`migrate_chain`'s `isolate`): what the platform's role still holds of it moves
+    to its role, and its policies name its role, whatever the database was migrated with
+    before; a line is printed per change."""
     roles = chain_roles or {}
     missing = unnamed_chains(chains, roles)
     if missing:
         raise ValueError(f"chain_roles names no role for: {', '.join(missing)}")
     for chain in chains:
         role = roles.get(chain.name, app_role)
-        migrate_chain(chain, url, role, shared_role=roles.get(PLATFORM_CHAIN.name, app_role))
+        migrate_chain(
+            chain,
+            url,
+            role,
+            shared_role=roles.get(PLATFORM_CHAIN.name, app_role),
+            isolate=bool(roles),
+        )
 
 
 def unnamed_chains(chains: Sequence[MigrationChain], chain_roles: Mapping[str, str]) -> list[str]:
@@ -191,8 +217,11 @@ def _take_turn(connection: Connection) -> None:
     connection.commit()
 
 
-def run_env(metadata: MetaData) -> None:
-    """The body of a chain's env.py: online migrations on an async engine."""
+def run_env(metadata: MetaData, *, isolation: ChainIsolation | None = None) -> None:
+    """The body of a chain's env.py: online migrations on an async engine. A service chain
+    names what it grants its service's role (`isolation`): when the run isolates
+    (`migrate_chain`'s `isolate`), that is reconciled after the upgrade, in the same turn, and
+    committed in a transaction of its own."""
     from alembic import context
 
     config = context.config
@@ -210,6 +239,17 @@ def run_env(metadata: MetaData) -> None:
             )
             with context.begin_transaction():
                 context.run_migrations()
+            if isolation is not None and config.attributes.get("isolate", False):
+                from vaultpay_common.chain_isolation import reconcile_chain
+
+                app_role = config.attributes["app_role"]
+                reconcile_chain(
+                    connection,
+                    isolation,
+                    app_role=app_role,
+                    shared_role=config.attributes.get("shared_role", app_role),
+                )
+                connection.commit()
         except BaseException:
             # A failed statement leaves the transaction aborted: roll back first, or the
             # unlock fails too and its "current transaction is aborted" hides the cause.

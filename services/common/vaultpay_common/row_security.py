@@ -12,7 +12,10 @@ their chain ran (review of 2026-12-03). So every chain that adds or drops a poli
 otherwise, the state before any policy, which the previous release runs under.
 
 `ServicePolicies` writes one table's policies: a service's role sees and writes the rows
-whose `column` names that service (`<prefix>_<service>`), and the switch follows.
+whose `column` names that service (`<prefix>_<service>`), and the switch follows. A policy is
+created `TO` the role its chain grants to when it runs; `migrate` with chain roles points it at
+the service's role again at every run where it names another (`retarget_ddl`, from
+`vaultpay_common.chain_isolation`).
 """
 
 from __future__ import annotations
@@ -72,6 +75,19 @@ class ServicePolicies:
 
     def drop_ddl(self, service: str) -> list[str]:
         return [f'DROP POLICY IF EXISTS "{self._policy(service)}" ON {self.table}', self._switch()]
+
+    def policy(self, service: str) -> str:
+        """The name of `service`'s policy on the table (`<prefix>_<service>`)."""
+        return self._policy(service)
+
+    def retarget_ddl(self, service: str, app_role: str) -> list[str]:
+        """Points `service`'s existing policy at `app_role` alone, its rows unchanged (a
+        database whose policies were created for the group role, then given roles of its own:
+        `vaultpay_common.chain_isolation`), and the switch follows, as after `add_ddl`."""
+        policy = self._policy(service)
+        if not _NAME.match(app_role):
+            raise ValueError(f"not a plain name: {app_role!r}")
+        return [f'ALTER POLICY "{policy}" ON {self.table} TO "{app_role}"', self._switch()]
 
     def _policy(self, service: str) -> str:
         for name in (self.table, self.prefix, self.column, service):

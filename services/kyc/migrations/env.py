@@ -2,6 +2,8 @@
 
 from vaultpay_common.migrations import run_env
 from vaultpay_kyc.adapters import tables  # noqa: F401  (registers the tables)
+from vaultpay_kyc.adapters.isolation import KYC_ISOLATION
 from vaultpay_kyc.adapters.metadata import metadata
 
-run_env(metadata)
+# What the chain grants kyc's own role: made so at every `migrate` with chain roles.
+run_env(metadata, isolation=KYC_ISOLATION)

@@ -1,0 +1,270 @@
+"""Each service's own database role, made true at every `migrate` with chain roles.
+
+The revisions that give a service's chain a role of its own run once: wallet w0005, transfer
+t0007 and kyc k0002 move the chain's grants from the platform's group role (`shared_role`) to
+the service's, and the service's row-level policies on the shared outbox and idempotency
+records are created `TO` the chain's role (w0006/w0007, t0008/t0009, k0003/k0004). A database
+migrated to the heads with one role for everything, then migrated with
+`<SERVICE>_DATABASE_CHAIN_ROLES` set, ran none of them again: the group kept every grant and
+the policies kept naming it, so every member role reached every service's tables, functions
+and rows, and `migrate` said it had succeeded (review). The later revisions do not close it
+either: they grant what they add to the chain's `app_role` of the day, the group's in such a
+database (transfer t0014's payout claim, t0023's hold lookup, t0021's and t0022's columns of
+wallet's tables).
+
+So each service chain names what it grants its role at its head (`ChainIsolation`, given to
+`run_env` by its env.py), and after the chain's upgrade, at every `migrate` with chain roles
+(`upgrade_all`), `reconcile_chain`, in the migration's turn and one transaction:
+
+1. moves to the chain's role whatever the group role still holds on the chain's tables (their
+   columns included) and functions (every overload), with `move_privileges_ddl` as the
+   revisions do;
+2. grants the chain's role the columns of other chains' tables it reads (`column_grants`:
+   transfer's five columns of `wallets`, three of `wallet_freezes`) where it does not hold them
+   itself: in such a database the group held them, and the owning chain's step 1 moves them to
+   its own role (which holds the whole table anyway), whichever service migrates first;
+3. points each of the service's policies on the shared tables (`SHARED_POLICIES`) at the
+   chain's role where it names another (`ALTER POLICY ... TO`), then sets row-level security
+   as the policies' revisions do (`row_security`).
+
+Each step reads the catalog first and changes only what differs, printing a line per grant set
+moved or granted and per policy; a database already isolated gets no statement (and no lock).
+Where a chain's role is the group's (no chain roles: one role serves every service), nothing is
+done. The lists must name every table and function a chain's revisions grant to `app_role`:
+`tests/integration/test_chain_roles_reconcile.py` compares them with a database migrated with
+chain roles from the start.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from vaultpay_common.migrations import move_privileges_ddl
+from vaultpay_common.row_security import ISOLATED_SERVICES, ServicePolicies
+
+__all__ = ["SHARED_POLICIES", "ChainIsolation", "ColumnGrant", "reconcile_chain"]
+
+# The shared tables' per-service policies: the outbox's (by producer) and the idempotency
+# records' (by the service platform p0003 computes from the method), as vaultpay_common.outbox
+# and vaultpay_common.idempotency create them.
+SHARED_POLICIES = (
+    ServicePolicies("outbox_events", "outbox", "producer"),
+    ServicePolicies("idempotency_records", "idempotency", "service"),
+)
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+_COLUMN_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
+# The order privileges are said in.
+_PRIVILEGE_ORDER = (
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "TRUNCATE",
+    "REFERENCES",
+    "TRIGGER",
+    "MAINTAIN",
+    "EXECUTE",
+)
+
+# What `role` holds itself (not through a membership) on the tables, their columns and the
+# functions named: one row per privilege, in the schema `move_privileges_ddl` moves in.
+_HELD = text(
+    """
+SELECT 'table' AS kind, c.relname::text AS name, c.relname::text AS label,
+       NULL::text AS column_name, a.privilege_type AS privilege
+FROM pg_class AS c, aclexplode(c.relacl) AS a
+WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY (CAST(:tables AS text[]))
+  AND a.grantee = CAST(CAST(:role AS text) AS regrole)
+UNION ALL
+SELECT 'table', c.relname::text, c.relname::text, t.attname::text, a.privilege_type
+FROM pg_attribute AS t JOIN pg_class AS c ON c.oid = t.attrelid, aclexplode(t.attacl) AS a
+WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY (CAST(:tables AS text[]))
+  AND t.attnum > 0 AND NOT t.attisdropped
+  AND a.grantee = CAST(CAST(:role AS text) AS regrole)
+UNION ALL
+SELECT 'function', p.proname::text, p.oid::regprocedure::text, NULL, a.privilege_type
+FROM pg_proc AS p, aclexplode(p.proacl) AS a
+WHERE p.pronamespace = 'public'::regnamespace AND p.proname = ANY (CAST(:functions AS text[]))
+  AND a.grantee = CAST(CAST(:role AS text) AS regrole)
+ORDER BY 1, 3, 4 NULLS FIRST
+"""
+)
+# The columns of `table` named that `role` does not hold `privilege` of itself, on the column
+# or the whole table (nothing when the table is not there).
+_COLUMNS_LACKING = text(
+    """
+SELECT t.attname::text AS name
+FROM pg_attribute AS t JOIN pg_class AS c ON c.oid = t.attrelid
+WHERE c.relnamespace = 'public'::regnamespace AND c.relname = CAST(:table AS text)
+  AND t.attname = ANY (CAST(:columns AS text[])) AND t.attnum > 0 AND NOT t.attisdropped
+  AND NOT EXISTS (SELECT 1 FROM aclexplode(t.attacl) AS a
+                  WHERE a.grantee = CAST(CAST(:role AS text) AS regrole)
+                    AND a.privilege_type = CAST(:privilege AS text))
+  AND NOT EXISTS (SELECT 1 FROM aclexplode(c.relacl) AS a
+                  WHERE a.grantee = CAST(CAST(:role AS text) AS regrole)
+                    AND a.privilege_type = CAST(:privilege AS text))
+ORDER BY t.attnum
+"""
+)
+# The roles a policy applies to (none when it is not there), where row_security creates it.
+_POLICY_ROLES = text(
+    "SELECT CAST(roles AS text[]) AS roles FROM pg_policies"
+    " WHERE schemaname = current_schema() AND tablename = CAST(:table AS text)"
+    " AND policyname = CAST(:policy AS text)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnGrant:
+    """`privilege` on `columns` of `table`, another chain's table, for a chain's role."""
+
+    privilege: str
+    table: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainIsolation:
+    """What a service's chain grants its service's role at its head: every privilege on
+    `tables` (and their columns) and `functions` (every overload) that the group role holds
+    is the service's role's, and `column_grants` too; the service's policies on the shared
+    tables name its role."""
+
+    service: str
+    tables: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+    column_grants: tuple[ColumnGrant, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.service not in ISOLATED_SERVICES:
+            raise ValueError(f"{self.service!r} is not a service of the shared database")
+        names = [*self.tables, *self.functions]
+        for grant in self.column_grants:
+            if grant.privilege not in _COLUMN_PRIVILEGES:
+                raise ValueError(f"not a column privilege: {grant.privilege!r}")
+            if not grant.columns:
+                raise ValueError(f"no column of {grant.table!r} named")
+            names += [grant.table, *grant.columns]
+        for name in names:
+            if not _NAME.match(name):
+                raise ValueError(f"not a plain name: {name!r}")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)
+
+
+def reconcile_chain(
+    connection: Connection,
+    isolation: ChainIsolation,
+    *,
+    app_role: str,
+    shared_role: str,
+    say: Callable[[str], None] = _say,
+) -> int:
+    """Makes `app_role` (the chain's role) hold what `isolation` names, and the group role
+    (`shared_role`) none of it; says each change, and returns how many it made. Nothing when
+    the two roles are one. The caller commits (`run_env`, in the migration's turn)."""
+    for role in (app_role, shared_role):
+        if not _NAME.match(role):
+            raise ValueError(f"not a plain name: {role!r}")
+    if app_role == shared_role:
+        return 0
+    return (
+        _move_from_group(connection, isolation, app_role, shared_role, say)
+        + _grant_columns(connection, isolation, app_role, say)
+        + _retarget_policies(connection, isolation, app_role, say)
+    )
+
+
+def _move_from_group(
+    connection: Connection,
+    isolation: ChainIsolation,
+    app_role: str,
+    shared_role: str,
+    say: Callable[[str], None],
+) -> int:
+    rows = connection.execute(
+        _HELD,
+        {
+            "tables": list(isolation.tables),
+            "functions": list(isolation.functions),
+            "role": shared_role,
+        },
+    ).all()
+    if not rows:
+        return 0
+    # A line per grant set: an object's own privileges, or one privilege of its columns.
+    sets: dict[tuple[str, str | None], list[str]] = {}
+    for row in rows:
+        if row.column_name is None:
+            sets.setdefault((row.label, None), []).append(row.privilege)
+        else:
+            sets.setdefault((row.label, row.privilege), []).append(row.column_name)
+    tables = sorted({row.name for row in rows if row.kind == "table"})
+    functions = sorted({row.name for row in rows if row.kind == "function"})
+    for statement in move_privileges_ddl(
+        tables=tables, functions=functions, from_role=shared_role, to_role=app_role
+    ):
+        connection.execute(text(statement))
+    for (label, privilege), held in sets.items():
+        what = (
+            ", ".join(sorted(held, key=_PRIVILEGE_ORDER.index))
+            if privilege is None
+            else f"{privilege} ({', '.join(sorted(held))})"
+        )
+        say(f"{isolation.service}: moved {what} on {label} from {shared_role} to {app_role}")
+    return len(sets)
+
+
+def _grant_columns(
+    connection: Connection, isolation: ChainIsolation, app_role: str, say: Callable[[str], None]
+) -> int:
+    granted = 0
+    for grant in isolation.column_grants:
+        lacking = connection.scalars(
+            _COLUMNS_LACKING,
+            {
+                "table": grant.table,
+                "columns": list(grant.columns),
+                "role": app_role,
+                "privilege": grant.privilege,
+            },
+        ).all()
+        if not lacking:
+            continue
+        columns = ", ".join(f'"{column}"' for column in lacking)
+        connection.execute(
+            text(f'GRANT {grant.privilege} ({columns}) ON TABLE {grant.table} TO "{app_role}"')
+        )
+        say(
+            f"{isolation.service}: granted {grant.privilege} ({', '.join(lacking)})"
+            f" on {grant.table} to {app_role}"
+        )
+        granted += 1
+    return granted
+
+
+def _retarget_policies(
+    connection: Connection, isolation: ChainIsolation, app_role: str, say: Callable[[str], None]
+) -> int:
+    retargeted = 0
+    for policies in SHARED_POLICIES:
+        policy = policies.policy(isolation.service)
+        roles = connection.scalar(_POLICY_ROLES, {"table": policies.table, "policy": policy})
+        if roles is None or list(roles) == [app_role]:
+            continue  # not there (a chain below its policy), or already the service's role's
+        for statement in policies.retarget_ddl(isolation.service, app_role):
+            connection.execute(text(statement))
+        say(
+            f'{isolation.service}: policy "{policy}" on {policies.table} now applies to'
+            f" {app_role} (was {', '.join(roles)})"
+        )
+        retargeted += 1
+    return retargeted

@@ -1,0 +1,21 @@
+"""What the kyc chain grants kyc's own role, for `migrate` to reconcile at every run with chain
+roles (`vaultpay_common.chain_isolation`; the chain's env.py passes it to `run_env`).
+
+k0002 moved these from the group role once. A database migrated to the head with one role for
+everything, then migrated with `KYC_DATABASE_CHAIN_ROLES` set, gets them moved by its next
+`migrate`. Every table a kyc revision grants to `app_role` is named here (k0001's; k0006
+narrows UPDATE of `kyc_submissions` to columns); `kyc_check_submission_change` (k0006) is the
+owner's, granted to no role. `tests/integration/test_chain_roles_reconcile.py` compares the
+lists with what a database migrated with chain roles from the start grants.
+"""
+
+from __future__ import annotations
+
+from vaultpay_common.chain_isolation import ChainIsolation
+
+__all__ = ["KYC_ISOLATION"]
+
+KYC_ISOLATION = ChainIsolation(
+    service="kyc",
+    tables=("kyc_submissions", "kyc_documents", "kyc_keys", "kyc_key_rotations"),
+)

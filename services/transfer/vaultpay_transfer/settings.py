@@ -54,6 +54,10 @@ class TransferSettings(SharedDatabaseSettings):
     # the money path). Far above a person's pace; the bench and bank stacks turn it off.
     movement_rate_per_second: float = 5.0
     movement_burst: int = 20
+    # How often GetTransferStats' rollup adds the hours closed since its last run (t0027):
+    # GetTransferStats counts live only what came after the last hour rolled up, so at most
+    # an hour, ten minutes and this interval of movements.
+    stats_rollup_seconds: Seconds = 300.0
 
     @field_validator("idempotency_retention_hours")
     @classmethod

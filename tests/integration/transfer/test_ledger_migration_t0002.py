@@ -223,7 +223,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # reversed in full, COMPLETED at most in part; validated after their NOT VALID add); w0009
     # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge; w0010 the
     # index of the notifications' purge (and its DELETE grant); w0011 a CHECK and a trigger on
-    # wallets (a CLOSED wallet holds no money and never opens again) and the trigger's function.
+    # wallets (a CLOSED wallet holds no money and never opens again) and the trigger's function;
+    # t0027 the statistics rollup's two tables (their keys and CHECKs).
     assert set(changed) == {
         "columns",
         "constraints",
@@ -235,11 +236,43 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     }, changed
     assert changed["columns"] == (
         [],
-        [("payouts", "held_since", "timestamp with time zone", "", "YES")],
+        [
+            ("payouts", "held_since", "timestamp with time zone", "", "YES"),
+            ("transfer_stats_hourly", "currency", "text", "", "NO"),
+            ("transfer_stats_hourly", "hour", "timestamp with time zone", "", "NO"),
+            ("transfer_stats_hourly", "movements", "bigint", "", "NO"),
+            ("transfer_stats_hourly", "volume_minor", "numeric", "", "NO"),
+            ("transfer_stats_rollup", "only_row", "boolean", "true", "NO"),
+            ("transfer_stats_rollup", "rolled_until", "timestamp with time zone", "", "YES"),
+        ],
     )
     assert changed["constraints"] == (
         [],
         [
+            (
+                "transfer_stats_hourly",
+                "transfer_stats_hourly_movements_check",
+                "CHECK ((movements > 0))",
+            ),
+            (
+                "transfer_stats_hourly",
+                "transfer_stats_hourly_on_the_hour",
+                "CHECK ((hour = date_trunc('hour'::text, hour, 'UTC'::text)))",
+            ),
+            ("transfer_stats_hourly", "transfer_stats_hourly_pkey", "PRIMARY KEY (hour, currency)"),
+            (
+                "transfer_stats_hourly",
+                "transfer_stats_hourly_volume_minor_check",
+                "CHECK ((volume_minor > (0)::numeric))",
+            ),
+            ("transfer_stats_rollup", "transfer_stats_rollup_only_row_check", "CHECK (only_row)"),
+            ("transfer_stats_rollup", "transfer_stats_rollup_pkey", "PRIMARY KEY (only_row)"),
+            (
+                "transfer_stats_rollup",
+                "transfer_stats_rollup_rolled_until_check",
+                "CHECK (((rolled_until IS NULL)"
+                " OR (rolled_until = date_trunc('hour'::text, rolled_until, 'UTC'::text))))",
+            ),
             (
                 "wallet_transactions",
                 "wallet_transactions_completed_reversed_in_part",
@@ -281,6 +314,16 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
             "pin_reset_tokens_expires_idx",
             "CREATE INDEX pin_reset_tokens_expires_idx ON public.pin_reset_tokens"
             " USING btree (expires_at)",
+        ),
+        (
+            "transfer_stats_hourly_pkey",
+            "CREATE UNIQUE INDEX transfer_stats_hourly_pkey ON public.transfer_stats_hourly"
+            " USING btree (hour, currency)",
+        ),
+        (
+            "transfer_stats_rollup_pkey",
+            "CREATE UNIQUE INDEX transfer_stats_rollup_pkey ON public.transfer_stats_rollup"
+            " USING btree (only_row)",
         ),
         (
             "trusted_ips_expires_idx",

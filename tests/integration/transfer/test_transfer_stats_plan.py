@@ -1,6 +1,6 @@
 """GetTransferStats reads one range of an index per branch, never the table (transfer t0018),
-on real PostgreSQL: the one statement `SqlTransactionStore.stats` sends (captured from the
-engine) is prepared and explained as transfer's role prepares it, in a table of two years of
+on real PostgreSQL: each counting statement `SqlTransactionStore.stats` sends (captured from
+the engine) is prepared and explained as transfer's role prepares it, in a table of two years of
 P2P rows and rare rows (top-ups, settled, pending and returned withdrawals), the month a small
 part of it. The P2P sends are found by created_at on the time index (a P2P row completes at its
 creation); the rare categories by completed_at on t0018's partial index. Plan shapes, never
@@ -8,10 +8,12 @@ timing. Without t0018 the rare branch has no index on completed_at: it reads eve
 the table's whole history (all of t0015's rare category index), not the month's.
 
 The figures are checked too: what completed in the windows, by completion time, each movement
-once (the debit side, a top-up's credit)."""
+once (the debit side, a top-up's credit); the same once t0027's rollup holds the closed hours,
+and then the call reads a small part of what it read before (pages, not time)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy import event as sqlalchemy_events
 
 from tests.integration.transfer.conftest import LedgerWorld, plain_dsn
 from tests.integration.transfer.sql_capture import CapturedStatement, prepared_plan_scans
+from vaultpay_transfer.adapters.stats_sql import ROLLUP_MARGIN, SqlStatsRollup, hour_ceiling
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 
 pytestmark = pytest.mark.integration
@@ -76,23 +79,83 @@ async def _fill(ledger: LedgerWorld, now: datetime) -> None:
         await conn.close()
 
 
-async def _plans(ledger: LedgerWorld, store: SqlTransactionStore, now: datetime) -> Any:
-    """The scans of the generic and of the custom plan of the statement `store.stats(now)`
-    sends (it sends that one only), prepared as transfer's role prepares it."""
-    sent: list[str] = []
+MONTH_SENDS = 100_000  # P2P rows within the month, both sides: a busier month
 
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        sent.append(statement)
+
+async def _fill_month(ledger: LedgerWorld, now: datetime) -> None:
+    """P2P rows of other users within the last 30 days (currency XTM), one every 26 s."""
+    [row] = await ledger.fetch("SELECT id FROM ledger_transactions LIMIT 1")
+    conn = await ledger.owner()
+    try:
+        await conn.execute(
+            "INSERT INTO wallet_transactions (id, ledger_transaction_id, reference, user_id,"
+            " wallet_id, type, category, status, amount, currency, balance_after, created_at,"
+            " completed_at) SELECT gen_random_uuid(), $1, 'VP-TXN-FILLER00',"
+            " 'month-' || (i % 500), 'VPY-M' || (i % 500),"
+            " CASE WHEN i % 2 = 0 THEN 'DEBIT' ELSE 'CREDIT' END,"
+            " CASE WHEN i % 2 = 0 THEN 'P2P_SEND' ELSE 'P2P_RECEIVE' END, 'COMPLETED', 1, 'XTM',"
+            " i, t.at, t.at FROM generate_series(1, $2) AS i,"
+            " LATERAL (SELECT CAST($3 AS timestamptz) - interval '25.9 seconds' * i AS at) AS t",
+            row["id"],
+            MONTH_SENDS,
+            now,
+        )
+        await conn.execute("ANALYZE wallet_transactions")
+    finally:
+        await conn.close()
+
+
+async def _sent(ledger: LedgerWorld, store: SqlTransactionStore, now: datetime) -> list[Any]:
+    """Every statement (with its parameters) `store.stats(now)` sends."""
+    sent: list[Any] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
 
     sync_engine = ledger.engine.sync_engine
-    sqlalchemy_events.listen(sync_engine, "before_cursor_execute", count)
+    sqlalchemy_events.listen(sync_engine, "before_cursor_execute", record)
     try:
-        with CapturedStatement(ledger.engine) as captured:
-            await store.stats(now)
+        await store.stats(now)
     finally:
-        sqlalchemy_events.remove(sync_engine, "before_cursor_execute", count)
-    assert sent == [captured.statement]  # both windows, one statement: one snapshot
-    return await prepared_plan_scans(plain_dsn(ledger.dbs.app_dsn("transfer")), "stats", captured)
+        sqlalchemy_events.remove(sync_engine, "before_cursor_execute", record)
+    return sent
+
+
+def _captured(statement: str, parameters: Any) -> CapturedStatement:
+    captured = CapturedStatement.__new__(CapturedStatement)
+    captured.statement, captured.parameters = statement, parameters
+    return captured
+
+
+async def _plans(ledger: LedgerWorld, store: SqlTransactionStore, now: datetime) -> list[Any]:
+    """The scans of the generic and of the custom plan of each counting statement
+    `store.stats(now)` sends, prepared as transfer's role prepares them."""
+    counting = [
+        (statement, parameters)
+        for statement, parameters in await _sent(ledger, store, now)
+        if statement.startswith("WITH counted")
+    ]
+    assert counting  # at least the window's tail is counted
+    dsn = plain_dsn(ledger.dbs.app_dsn("transfer"))
+    return [
+        await prepared_plan_scans(dsn, f"stats_{n}", _captured(statement, parameters))
+        for n, (statement, parameters) in enumerate(counting)
+    ]
+
+
+async def _pages_read(ledger: LedgerWorld, store: SqlTransactionStore, now: datetime) -> int:
+    """Shared buffers (hit or read) of every statement `store.stats(now)` sends, each run
+    again under EXPLAIN (ANALYZE, BUFFERS)."""
+    pages = 0
+    async with ledger.engine.connect() as conn:
+        for statement, parameters in await _sent(ledger, store, now):
+            plan = await conn.exec_driver_sql(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, parameters
+            )
+            document = plan.scalar_one()
+            root = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+            pages += int(root["Shared Hit Blocks"]) + int(root["Shared Read Blocks"])
+    return pages
 
 
 async def test_the_stats_read_an_index_range_per_branch_and_count_by_completion(
@@ -119,9 +182,40 @@ async def test_the_stats_read_an_index_range_per_branch_and_count_by_completion(
     assert 1 in day  # a withdrawal made 3 days and 200 minutes ago, settled inside the day
     assert stats.daily_count <= stats.monthly_count
 
-    plans = await _plans(ledger, store, now)
-    for mode, scans in plans.items():
-        indexes = {index for node, index in scans if "Index" in node}
-        # Never the table: the time index for the sends, the partial index for the rest.
-        assert all(node != "Seq Scan" for node, _ in scans), (mode, scans)
-        assert indexes == {BY_TIME, RARE_COMPLETED}, (mode, scans)
+    for plans in await _plans(ledger, store, now):
+        for mode, scans in plans.items():
+            indexes = {index for node, index in scans if "Index" in node}
+            # Never the table: the time index for the sends, the partial index for the rest.
+            assert all(node != "Seq Scan" for node, _ in scans), (mode, scans)
+            assert indexes == {BY_TIME, RARE_COMPLETED}, (mode, scans)
+
+
+async def test_the_rolled_up_hours_give_the_same_figures_for_a_fraction_of_the_pages(
+    ledger: LedgerWorld,
+) -> None:
+    """t0027: once the closed hours are rolled up, a call counts live only the windows'
+    partial first hours and what completed since the last hour rolled up: the same figures
+    (the rollup counts as the live statement counts), a small part of the pages. The first
+    rollup catches up a day a run; once caught up, a run adds nothing (no hour twice)."""
+    await ledger.fund(await ledger.new_wallet(), 1_000)
+    [row] = await ledger.fetch("SELECT date_trunc('minute', now()) AS at")
+    now: datetime = row["at"]
+    await _fill(ledger, now)
+    await _fill_month(ledger, now)
+    store = SqlTransactionStore(ledger.engine)
+    live = await store.stats(now)
+    pages_live = await _pages_read(ledger, store, now)
+
+    rollup = SqlStatsRollup(ledger.engine)
+    runs = [await rollup.run_once() for _ in range(32)]  # 31 days back, a day a run
+    assert runs[:31] == [24] * 30 + [runs[30]] and runs[30] >= 23, runs
+    assert runs[31] in (0, 1)  # caught up (an hour may have closed during the test)
+    rolled = await store.stats(now)
+    pages_rolled = await _pages_read(ledger, store, now)
+
+    assert rolled == live
+    assert dict(rolled.monthly_volumes)["XTM"] == MONTH_SENDS // 2  # the debits
+    assert pages_rolled * 20 < pages_live, (pages_rolled, pages_live)
+    [watermark] = await ledger.fetch("SELECT rolled_until FROM transfer_stats_rollup")
+    assert watermark["rolled_until"] <= now - ROLLUP_MARGIN
+    assert watermark["rolled_until"] == hour_ceiling(watermark["rolled_until"])

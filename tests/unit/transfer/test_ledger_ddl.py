@@ -51,8 +51,11 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0026_ddl,
     ledger_t0026_downgrade_ddl,
     ledger_t0026_validate_ddl,
+    ledger_t0027_ddl,
+    ledger_t0027_downgrade_ddl,
 )
-from vaultpay_transfer.adapters.transactions_sql import _STATS, partial_index_predicates
+from vaultpay_transfer.adapters.stats_sql import _COUNTED_BETWEEN, _ROLL_UP
+from vaultpay_transfer.adapters.transactions_sql import partial_index_predicates
 from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
 from vaultpay_transfer.service_layer.ports import TransactionFilter
 
@@ -456,12 +459,14 @@ def test_t0019_answers_a_credited_reference_right_after_the_wallet_lock_and_noth
 
 def test_the_stats_state_the_rare_completed_index_predicate_as_the_index_does() -> None:
     """The stats' rare branch states t0018's WHERE word for word (a generic plan uses a partial
-    index only then); the P2P branch states the same counted rows of the P2P categories."""
+    index only then), in the live count and in the rollup (t0027); the P2P branch states the
+    same counted rows of the P2P categories."""
     where = " ".join(_RARE_COMPLETED.split("\n    WHERE ", 1)[1].split())
-    statement = " ".join(str(_STATS).split())
-    assert statement.count(f"WHERE {where} AND completed_at >= :month") == 1
     p2p = where.replace("category NOT IN (", "category IN (")
-    assert statement.count(f"WHERE {p2p} AND created_at >= :month") == 1
+    for counting in (_COUNTED_BETWEEN, _ROLL_UP):
+        statement = " ".join(str(counting).split())
+        assert statement.count(f"WHERE {where} AND completed_at >= :lo") == 1
+        assert statement.count(f"WHERE {p2p} AND created_at >= :lo") == 1
 
 
 def _predicates(flt: TransactionFilter) -> list[str]:
@@ -788,3 +793,25 @@ def test_t0026_ties_the_reversed_amount_to_the_status_added_not_valid_then_valid
     assert ledger_t0026_downgrade_ddl() == [
         "ALTER TABLE wallet_transactions\n    " + ",\n    ".join(drops)
     ]
+
+
+def test_t0027_creates_the_stats_rollup_for_transfers_role_only() -> None:
+    """The rollup's two tables, the watermark's one row, written and read by transfer's role
+    (quoted), no one else; the downgrade drops both."""
+    upgrade = ledger_t0027_ddl("vaultpay_transfer_app")
+    assert any(s.startswith("CREATE TABLE transfer_stats_hourly") for s in upgrade)
+    assert any(s.startswith("CREATE TABLE transfer_stats_rollup") for s in upgrade)
+    assert (
+        "INSERT INTO transfer_stats_rollup (only_row, rolled_until) VALUES (true, NULL)" in upgrade
+    )
+    grants = [s for s in upgrade if s.startswith("GRANT")]
+    assert grants == [
+        'GRANT SELECT, INSERT, DELETE ON transfer_stats_hourly TO "vaultpay_transfer_app"',
+        'GRANT SELECT, UPDATE (rolled_until) ON transfer_stats_rollup TO "vaultpay_transfer_app"',
+    ]
+    assert ledger_t0027_downgrade_ddl() == [
+        "DROP TABLE IF EXISTS transfer_stats_rollup",
+        "DROP TABLE IF EXISTS transfer_stats_hourly",
+    ]
+    with pytest.raises(ValueError, match="unsafe role name"):
+        ledger_t0027_ddl('app"; DROP TABLE payouts; --')

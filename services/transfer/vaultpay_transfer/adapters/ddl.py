@@ -79,6 +79,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
   COMPLETED or REVERSED; a REVERSED one is reversed in full, a COMPLETED one at most in part:
   three CHECKs added NOT VALID, each then validated outside the revision's transaction); its
   downgrade `t0026_downgrade.sql`.
+* t0027: `t0027_upgrade.sql` (GetTransferStats reads closed hours from a rollup,
+  `transfer_stats_hourly` and `transfer_stats_rollup`, written by transfer's rollup job); its
+  downgrade `t0027_downgrade.sql`.
 """
 
 from __future__ import annotations
@@ -136,6 +139,8 @@ __all__ = [
     "ledger_t0026_ddl",
     "ledger_t0026_downgrade_ddl",
     "ledger_t0026_validate_ddl",
+    "ledger_t0027_ddl",
+    "ledger_t0027_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -475,3 +480,13 @@ def ledger_t0026_validate_ddl() -> list[str]:
 def ledger_t0026_downgrade_ddl() -> list[str]:
     """t0026's downgrade: the three CHECKs go."""
     return split_sql(_script("t0026_downgrade.sql"))
+
+
+def ledger_t0027_ddl(app_role: str) -> list[str]:
+    """t0027: the statistics rollup's two tables, written and read by `app_role` only."""
+    return _for_role("t0027_upgrade.sql", app_role)
+
+
+def ledger_t0027_downgrade_ddl() -> list[str]:
+    """t0027's downgrade: both tables go."""
+    return split_sql(_script("t0027_downgrade.sql"))

@@ -1,7 +1,7 @@
 """Reads of the ledger with SQLAlchemy Core (not the money path): lookups, keyset-paginated
 histories on the (user_id, created_at, id) indexes (the staff's on the wallet's, the time's or
-a rare category's or status's partial index), limit usage and statistics (by completion time:
-the time index for P2P sends, t0018's partial index for the rare categories).
+a rare category's or status's partial index), limit usage and statistics (`stats_sql`: closed
+hours from t0027's rollup, the rest by completion time).
 
 A read on a connection PostgreSQL ended answers DATABASE_UNAVAILABLE (retry), and one that
 outlived the caller's deadline (each read's statements are bounded by it) DEADLINE_EXCEEDED,
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -45,6 +45,7 @@ from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_common.idempotency import scope_lock_key
 from vaultpay_common.pg_failures import connection_lost
 from vaultpay_transfer.adapters.rows import transaction_from_row
+from vaultpay_transfer.adapters.stats_sql import read_stats
 from vaultpay_transfer.adapters.tables import wallet_transactions, wallets
 from vaultpay_transfer.domain.model import (
     Transaction,
@@ -93,39 +94,6 @@ _USAGE = text(
     " AND u.day >= CAST(date_trunc('month', t.day) AS date) AND u.day <= t.day"
     " GROUP BY t.at, u.action"
 ).bindparams(zone=BUSINESS_TIME_ZONE.key)
-
-
-# GetTransferStats: the movements completed since :month (and :day), each once: COMPLETED or
-# REVERSED, the debit side or a top-up's credit (both branches state that predicate). Both
-# windows in one statement (one snapshot: the day's figures never exceed the month's), selected
-# by the time each movement completed, in two branches, each one range of an index, never a
-# scan of the table:
-# * P2P rows complete at creation: transfer_send_money inserts both sides COMPLETED with
-#   completed_at = created_at (one v_now), and protect.sql sets completed_at only once, so the
-#   sends are found by created_at on wallet_transactions_created_idx (t0001). SendMoney, the hot
-#   path, writes no index of its own for the statistics;
-# * the rare categories (TOP_UP, WITHDRAW, REFUND, REVERSAL) complete later (a withdrawal when
-#   it settles, possibly days after it was made): by completed_at on t0018's partial index
-#   wallet_transactions_rare_completed_idx, which holds their counted rows only. The branch
-#   states the index's predicate literally (a generic plan cannot prove it from parameters);
-#   the two must stay identical.
-_STATS = text(
-    "WITH counted AS ("
-    " SELECT currency, amount, completed_at FROM wallet_transactions"
-    " WHERE category IN ('P2P_SEND', 'P2P_RECEIVE')"
-    " AND status IN ('COMPLETED', 'REVERSED') AND (type = 'DEBIT' OR category = 'TOP_UP')"
-    " AND created_at >= :month AND completed_at >= :month"
-    " UNION ALL"
-    " SELECT currency, amount, completed_at FROM wallet_transactions"
-    " WHERE category NOT IN ('P2P_SEND', 'P2P_RECEIVE')"
-    " AND status IN ('COMPLETED', 'REVERSED') AND (type = 'DEBIT' OR category = 'TOP_UP')"
-    " AND completed_at >= :month)"
-    " SELECT currency, count(*) FILTER (WHERE completed_at >= :day),"
-    " coalesce(sum(amount) FILTER (WHERE completed_at >= :day), 0), count(*), sum(amount)"
-    " FROM counted GROUP BY currency ORDER BY currency"
-).bindparams(
-    bindparam("day", type_=_T.completed_at.type), bindparam("month", type_=_T.completed_at.type)
-)
 
 
 # Whether another session holds one of the keys' advisory locks exclusively (as a movement
@@ -240,15 +208,20 @@ class SqlTransactionStore:
         self._engine = engine
 
     @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+    async def _connect(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
         """A pooled connection for one read, bounded by the caller's deadline; a lost one is
         discarded (not handed to the next read) and becomes DatabaseUnavailableError, a read
-        cancelled by the deadline DeadlineExceededError."""
+        cancelled by the deadline DeadlineExceededError. `snapshot`: its statements read one
+        REPEATABLE READ snapshot (read only)."""
         left = remaining_seconds()
         if left is not None and left <= 0:
             raise DeadlineExceededError()
         try:
             async with self._engine.connect() as conn:
+                if snapshot:
+                    await conn.execution_options(
+                        isolation_level="REPEATABLE READ", postgresql_readonly=True
+                    )
                 try:
                     await limit_statements_to_deadline(conn)
                     yield conn
@@ -340,13 +313,7 @@ class SqlTransactionStore:
     async def stats(self, now: datetime) -> TransferStats:
         """Movements completed in the 24 hours and the 30 days before `now`, counted once (the
         debit side, or the credit of a top-up; a reversed one still counts), by the time they
-        completed: one statement, so both windows read one snapshot (the day's figures never
-        exceed the month's)."""
-        day, month = now - timedelta(hours=24), now - timedelta(days=30)
-        async with self._connect() as conn:
-            rows = (await conn.execute(_STATS, {"day": day, "month": month})).all()
-        daily = tuple((str(r[0]), int(r[2])) for r in rows if r[1])
-        monthly = tuple((str(r[0]), int(r[4])) for r in rows)
-        return TransferStats(
-            sum(int(r[1]) for r in rows), daily, sum(int(r[3]) for r in rows), monthly, 0, now
-        )
+        completed: closed hours from t0027's rollup, the rest counted (`stats_sql`), in one
+        REPEATABLE READ snapshot (the day's figures never exceed the month's)."""
+        async with self._connect(snapshot=True) as conn:
+            return await read_stats(conn, now)

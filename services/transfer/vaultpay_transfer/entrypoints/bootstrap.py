@@ -27,6 +27,7 @@ from vaultpay_common.runtime import ServiceRuntime
 from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
 from vaultpay_transfer.adapters.deliveries import notification_relay
 from vaultpay_transfer.adapters.ledger_pg import DEFAULT_HOLD_IDLE_TIMEOUT, PgLedger
+from vaultpay_transfer.adapters.stats_sql import SqlStatsRollup
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
 from vaultpay_transfer.adapters.verify_sql import SqlLedgerAuditor
 from vaultpay_transfer.adapters.wallet_peer import GrpcWalletGate, GrpcWalletNotifications
@@ -173,6 +174,9 @@ async def build_host(
     runtime.every(0.0, relay.run, name="outbox relay")
     runtime.every(settings.payout_interval_seconds, payouts.run_once, name="payout worker")
     runtime.every(3600.0, cleanup, name="idempotency and outbox cleanup")
+    runtime.every(
+        settings.stats_rollup_seconds, SqlStatsRollup(runtime.engine).run_once, name="stats rollup"
+    )
 
     host = runtime.host(SERVICES, peers.verifier, peers.introspector, revocations=peers.revocations)
     user = TransferServicer(

@@ -346,3 +346,72 @@ def test_each_chains_lists_name_what_it_grants_its_role(infra: Infra) -> None:
                 (grant.privilege, grant.table, tuple(sorted(grant.columns)))
                 for grant in isolation.column_grants
             }, isolation.service
+
+
+_TRANSFERS_COLUMNS = "SELECT id, user_id, status, currency, balance FROM wallets"
+_TRANSFERS_FREEZE_COLUMNS = "SELECT wallet_id, source, until FROM wallet_freezes"
+
+
+def test_transfer_reads_its_columns_of_wallets_whichever_service_reconciles_first(
+    infra: Infra,
+) -> None:
+    """Review of this change: wallet's reconcile moved every grant the group held on
+    `wallets`, transfer's columns included, so transfer's role (reading them through the
+    group) was refused until transfer's own reconcile, and for good where transfer's role is
+    the group's (a staged rollout). The group keeps them until transfer's reconcile takes them."""
+    with _fresh(infra) as dbs:
+        for service in SERVICES:
+            _migrate(dbs, service, None)
+        transfer = dbs.app_dsn("transfer")
+        # Transfer still on the group: wallet's reconcile leaves it its columns.
+        staged = dbs.chain_roles() | {"transfer": dbs.vaultpay_app_role}
+        _migrate(dbs, "wallet", staged)
+        for sql in (_TRANSFERS_COLUMNS, _TRANSFERS_FREEZE_COLUMNS):
+            assert not asyncio.run(_refused(transfer, sql)), sql
+        assert _reconciled_lines(_migrate(dbs, "wallet", staged)) == []  # nothing left to do
+        # Then every service with its own role: transfer's reconcile takes them from the group.
+        roles = dbs.chain_roles()
+        _migrate(dbs, "wallet", roles)
+        for sql in (_TRANSFERS_COLUMNS, _TRANSFERS_FREEZE_COLUMNS):
+            assert not asyncio.run(_refused(transfer, sql)), sql
+        said = _migrate(dbs, "transfer", roles)
+        assert any("revoked SELECT (id, user_id" in line for line in said.splitlines()), said
+        group_columns = [
+            name
+            for who, kind, name, privilege in _state(dbs)["privileges"]
+            if (who, kind, privilege) == ("group", "column", "SELECT")
+            and name.startswith(("wallets.", "wallet_freezes."))
+        ]
+        assert group_columns == []
+        for sql in (_TRANSFERS_COLUMNS, _TRANSFERS_FREEZE_COLUMNS):
+            assert not asyncio.run(_refused(transfer, sql)), sql
+
+
+def test_a_policy_of_another_role_than_the_group_stops_the_migration(infra: Infra) -> None:
+    """Review of this change: two settings naming wallet's role differently (transfer's
+    `migrate` runs wallet's chain too) flipped wallet's policies at each run, leaving wallet's
+    role without a policy; now the migration stops and says why."""
+    with _fresh(infra) as dbs:
+        roles = dbs.chain_roles()
+        for service in SERVICES:
+            _migrate(dbs, service, roles)
+        wrong = roles | {"wallet": dbs.app_role("kyc")}
+        settings = ServiceSettings(
+            database_url=dbs.app_dsn("transfer"),
+            migration_database_url=dbs.vaultpay_owner_dsn,
+            database_app_role=dbs.vaultpay_app_role,
+            database_chain_roles=wrong,
+            redis_url="redis://127.0.0.1:1/0",
+            key_encryption_key="A" * 43 + "=",
+        )
+        cli = ServiceCli("vaultpay-transfer", lambda: settings, chains=CLIS["transfer"].chains)
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(["migrate"])
+        assert code != 0
+        assert "DATABASE_CHAIN_ROLES" in err.getvalue() + out.getvalue()
+        policies = {
+            (r["tablename"], r["policyname"]): list(r["roles"])
+            for r in _owner_fetch(dbs, _POLICIES)
+        }
+        assert policies[("outbox_events", "outbox_wallet")] == [roles["wallet"]]

@@ -112,6 +112,18 @@ WHERE c.relnamespace = 'public'::regnamespace AND c.relname = CAST(:table AS tex
 ORDER BY t.attnum
 """
 )
+# The columns of `table` named that `role` holds `privilege` of itself, column by column.
+_COLUMNS_HELD = text(
+    """
+SELECT t.attname::text AS name
+FROM pg_attribute AS t JOIN pg_class AS c ON c.oid = t.attrelid, aclexplode(t.attacl) AS a
+WHERE c.relnamespace = 'public'::regnamespace AND c.relname = CAST(:table AS text)
+  AND t.attname = ANY (CAST(:columns AS text[])) AND t.attnum > 0 AND NOT t.attisdropped
+  AND a.grantee = CAST(CAST(:role AS text) AS regrole)
+  AND a.privilege_type = CAST(:privilege AS text)
+ORDER BY t.attnum
+"""
+)
 # The roles a policy applies to (none when it is not there), where row_security creates it.
 _POLICY_ROLES = text(
     "SELECT CAST(roles AS text[]) AS roles FROM pg_policies"
@@ -140,12 +152,17 @@ class ChainIsolation:
     tables: tuple[str, ...] = ()
     functions: tuple[str, ...] = ()
     column_grants: tuple[ColumnGrant, ...] = ()
+    # Columns of this chain's tables that another chain's role reads (its `column_grants`):
+    # the group keeps what it holds of them, for that role to read through it until its own
+    # chain's reconcile grants them to it and takes the group's (whichever migrates first; for
+    # good where that chain's role is the group).
+    read_by_others: tuple[ColumnGrant, ...] = ()
 
     def __post_init__(self) -> None:
         if self.service not in ISOLATED_SERVICES:
             raise ValueError(f"{self.service!r} is not a service of the shared database")
         names = [*self.tables, *self.functions]
-        for grant in self.column_grants:
+        for grant in (*self.column_grants, *self.read_by_others):
             if grant.privilege not in _COLUMN_PRIVILEGES:
                 raise ValueError(f"not a column privilege: {grant.privilege!r}")
             if not grant.columns:
@@ -178,8 +195,8 @@ def reconcile_chain(
         return 0
     return (
         _move_from_group(connection, isolation, app_role, shared_role, say)
-        + _grant_columns(connection, isolation, app_role, say)
-        + _retarget_policies(connection, isolation, app_role, say)
+        + _grant_columns(connection, isolation, app_role, shared_role, say)
+        + _retarget_policies(connection, isolation, app_role, shared_role, say)
     )
 
 
@@ -198,6 +215,17 @@ def _move_from_group(
             "role": shared_role,
         },
     ).all()
+    kept = {
+        (grant.table, grant.privilege, column)
+        for grant in isolation.read_by_others
+        for column in grant.columns
+    }
+    held_for_others = [
+        row
+        for row in rows
+        if row.column_name is not None and (row.name, row.privilege, row.column_name) in kept
+    ]
+    rows = [row for row in rows if row not in held_for_others]
     if not rows:
         return 0
     # A line per grant set: an object's own privileges, or one privilege of its columns.
@@ -213,6 +241,13 @@ def _move_from_group(
         tables=tables, functions=functions, from_role=shared_role, to_role=app_role
     ):
         connection.execute(text(statement))
+    for row in held_for_others:  # the move revoked all of the group's: these it keeps
+        connection.execute(
+            text(
+                f'GRANT {row.privilege} ("{row.column_name}") ON TABLE {row.name}'
+                f' TO "{shared_role}"'
+            )
+        )
     for (label, privilege), held in sets.items():
         what = (
             ", ".join(sorted(held, key=_PRIVILEGE_ORDER.index))
@@ -224,8 +259,14 @@ def _move_from_group(
 
 
 def _grant_columns(
-    connection: Connection, isolation: ChainIsolation, app_role: str, say: Callable[[str], None]
+    connection: Connection,
+    isolation: ChainIsolation,
+    app_role: str,
+    shared_role: str,
+    say: Callable[[str], None],
 ) -> int:
+    """The chain's role gets the other chains' columns it reads; then the group's copy of
+    them (kept by the owning chain's reconcile for this role, `read_by_others`) goes."""
     granted = 0
     for grant in isolation.column_grants:
         lacking = connection.scalars(
@@ -237,29 +278,64 @@ def _grant_columns(
                 "privilege": grant.privilege,
             },
         ).all()
-        if not lacking:
-            continue
-        columns = ", ".join(f'"{column}"' for column in lacking)
-        connection.execute(
-            text(f'GRANT {grant.privilege} ({columns}) ON TABLE {grant.table} TO "{app_role}"')
-        )
-        say(
-            f"{isolation.service}: granted {grant.privilege} ({', '.join(lacking)})"
-            f" on {grant.table} to {app_role}"
-        )
-        granted += 1
+        if lacking:
+            columns = ", ".join(f'"{column}"' for column in lacking)
+            connection.execute(
+                text(f'GRANT {grant.privilege} ({columns}) ON TABLE {grant.table} TO "{app_role}"')
+            )
+            say(
+                f"{isolation.service}: granted {grant.privilege} ({', '.join(lacking)})"
+                f" on {grant.table} to {app_role}"
+            )
+            granted += 1
+        held = connection.scalars(
+            _COLUMNS_HELD,
+            {
+                "table": grant.table,
+                "columns": list(grant.columns),
+                "role": shared_role,
+                "privilege": grant.privilege,
+            },
+        ).all()
+        if held:
+            columns = ", ".join(f'"{column}"' for column in held)
+            connection.execute(
+                text(
+                    f"REVOKE {grant.privilege} ({columns}) ON TABLE {grant.table}"
+                    f' FROM "{shared_role}"'
+                )
+            )
+            say(
+                f"{isolation.service}: revoked {grant.privilege} ({', '.join(held)})"
+                f" on {grant.table} from {shared_role}"
+            )
+            granted += 1
     return granted
 
 
 def _retarget_policies(
-    connection: Connection, isolation: ChainIsolation, app_role: str, say: Callable[[str], None]
+    connection: Connection,
+    isolation: ChainIsolation,
+    app_role: str,
+    shared_role: str,
+    say: Callable[[str], None],
 ) -> int:
+    """Points the service's policies named for the group at the service's role. One naming
+    another role (two settings naming the service's role differently, a renamed role) stops
+    the migration: moving it would leave that role's rows unreadable and unwritable."""
     retargeted = 0
     for policies in SHARED_POLICIES:
         policy = policies.policy(isolation.service)
         roles = connection.scalar(_POLICY_ROLES, {"table": policies.table, "policy": policy})
         if roles is None or list(roles) == [app_role]:
             continue  # not there (a chain below its policy), or already the service's role's
+        if not set(roles) <= {shared_role, app_role}:
+            raise RuntimeError(
+                f'policy "{policy}" on {policies.table} applies to {", ".join(roles)}, not to'
+                f" {app_role} (this migration's role of {isolation.service}) nor to the group"
+                f" {shared_role}: do every service's DATABASE_CHAIN_ROLES name the same role"
+                f" for {isolation.service}?"
+            )
         for statement in policies.retarget_ddl(isolation.service, app_role):
             connection.execute(text(statement))
         say(

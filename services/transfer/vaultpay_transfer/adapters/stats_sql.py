@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -28,8 +29,9 @@ from vaultpay_transfer.domain.model import TransferStats
 
 __all__ = ["ROLLUP_MARGIN", "SqlStatsRollup", "hour_ceiling", "read_stats"]
 
-# How long after an hour ends it is rolled up: a movement's completion time is taken before
-# its COMMIT (milliseconds before; a statement lasts at most the statement timeout).
+# How long after an hour ends it is rolled up at the earliest: a movement's completion time is
+# taken before its COMMIT (milliseconds before). The rollup also waits for every transaction
+# still open (`_LOCK_WATERMARK`), whatever the statement timeout.
 ROLLUP_MARGIN = timedelta(minutes=10)
 # The rollup keeps the hours of the longest window and a day more.
 _KEPT = timedelta(days=31)
@@ -74,8 +76,14 @@ _ROLLED_UNTIL = text("SELECT rolled_until FROM transfer_stats_rollup")
 # The rollup, one transaction: the watermark's row locked (one rollup at a time, whatever the
 # number of transfer processes), the closed hours since it counted per hour and currency, the
 # watermark moved to the last closed hour's end, hours past the longest window deleted.
+# The last hour that may be closed: ended `margin` ago, and before every transaction still
+# open (a movement's completion time is taken inside its transaction, so no row an open one
+# writes can complete before it began; the movements run in transfer's sessions, whose start
+# times its role may read).
 _LOCK_WATERMARK = text(
-    "SELECT rolled_until, date_trunc('hour', now() - CAST(:margin AS interval), 'UTC')"
+    "SELECT rolled_until, date_trunc('hour', least(now() - CAST(:margin AS interval),"
+    " (SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL)), 'UTC')"
     " FROM transfer_stats_rollup FOR UPDATE"
 )
 _HOURS = (
@@ -101,10 +109,12 @@ def hour_ceiling(at: datetime) -> datetime:
 Figures = dict[str, tuple[int, int]]  # currency -> (movements, volume in minor units)
 
 
-def _add(into: Figures, rows: Iterable[tuple[object, object, object]]) -> None:
+def _add(into: Figures, rows: Iterable[tuple[str, int | Decimal, int | Decimal]]) -> None:
+    """Adds each row's (currency, movements, volume); PostgreSQL's sums are numeric (Decimal,
+    exact: 50000 may come as Decimal('5E+4'), which int() reads and int(str()) does not)."""
     for currency, movements, volume in rows:
         count, total = into.get(str(currency), (0, 0))
-        into[str(currency)] = (count + int(str(movements)), total + int(str(volume)))
+        into[str(currency)] = (count + int(movements), total + int(volume))
 
 
 async def _window(conn: AsyncConnection, start: datetime, rolled_until: datetime | None) -> Figures:
@@ -155,7 +165,8 @@ class SqlStatsRollup:
             rolled_until, closed = (
                 await conn.execute(_LOCK_WATERMARK, {"margin": self._margin})
             ).one()
-            start = rolled_until or closed - _KEPT
+            # Hours older than the longest window are not kept: never rolled up either.
+            start = closed - _KEPT if rolled_until is None else max(rolled_until, closed - _KEPT)
             end = min(closed, start + _HOURS_PER_RUN)
             if end <= start:
                 return 0

@@ -12,7 +12,7 @@ migrated with chain roles from the start grants.
 
 from __future__ import annotations
 
-from vaultpay_common.chain_isolation import ChainIsolation
+from vaultpay_common.chain_isolation import ChainIsolation, ColumnGrant
 
 __all__ = ["WALLET_ISOLATION"]
 
@@ -31,4 +31,10 @@ WALLET_ISOLATION = ChainIsolation(
         "notifications",
     ),
     functions=("wallet_pin_reserve", "wallet_pin_settle_match", "wallet_pin_settle_movement"),
+    # Transfer's columns (its TRANSFER_ISOLATION.column_grants), read through the group until
+    # transfer's own reconcile.
+    read_by_others=(
+        ColumnGrant("SELECT", "wallets", ("id", "user_id", "status", "currency", "balance")),
+        ColumnGrant("SELECT", "wallet_freezes", ("wallet_id", "source", "until")),
+    ),
 )

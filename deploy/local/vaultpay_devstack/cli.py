@@ -91,8 +91,13 @@ def run(var_dir: Path) -> int:
             f"a mesh already runs from {var_dir} (pid {state['supervisor_pid']})", file=sys.stderr
         )
         return 1
+    try:
+        config = MeshConfig.from_env(var_dir=var_dir)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _trap_signals()
-    mesh = Mesh(MeshConfig.from_env(var_dir=var_dir))
+    mesh = Mesh(config)
     try:
         _write_starting_state(state_path)  # `make stop` stops a mesh still starting too
         mesh.start()

@@ -84,6 +84,17 @@ def print_progress(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
+def _port(variable: str, value: str) -> int:
+    """A TCP port from `variable`'s `value`, or StartupError naming the variable."""
+    try:
+        port = int(value.strip())
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise StartupError(f"{variable} must be a port number from 1 to 65535")
+    return port
+
+
 @dataclass
 class MeshConfig:
     """What to start and where. `from_env` for `make run`, `for_tests` for pytest."""
@@ -120,7 +131,10 @@ class MeshConfig:
         """Defaults, then `VAULTPAY_*` variables, then `overrides`.
 
         VAULTPAY_POSTGRES_ADMIN_URL, VAULTPAY_REDIS_URL: use existing servers.
-        VAULTPAY_GATEWAY_PORT: the Envoy listener (8080). VAULTPAY_SERVICES: e.g. "auth,wallet".
+        VAULTPAY_GATEWAY_PORT: the Envoy listener (8080); VAULTPAY_ADMIN_PORT: Envoy's
+        readiness listener (9901); VAULTPAY_AUTH_PORT, VAULTPAY_WALLET_PORT,
+        VAULTPAY_TRANSFER_PORT, VAULTPAY_KYC_PORT: the services (50051-50054); a bad one is
+        StartupError naming it. VAULTPAY_SERVICES: e.g. "auth,wallet".
         VAULTPAY_CORS_ORIGINS: comma-separated browser origins allowed by CORS ("" for none).
         <SERVICE>_DB_POOL_SIZE (AUTH_, WALLET_, TRANSFER_, KYC_): that service's pool, passed on
         (the services inherit no other variable of this environment).
@@ -132,7 +146,16 @@ class MeshConfig:
         if url := env.get("VAULTPAY_REDIS_URL"):
             values["redis_url"] = url
         if port := env.get("VAULTPAY_GATEWAY_PORT"):
-            values["gateway_port"] = int(port)
+            values["gateway_port"] = _port("VAULTPAY_GATEWAY_PORT", port)
+        if port := env.get("VAULTPAY_ADMIN_PORT"):
+            values["admin_port"] = _port("VAULTPAY_ADMIN_PORT", port)
+        service_ports = dict(DEFAULT_PORTS)
+        for name in DEFAULT_PORTS:
+            variable = f"VAULTPAY_{name.upper()}_PORT"
+            if port := env.get(variable):
+                service_ports[name] = _port(variable, port)
+        if service_ports != DEFAULT_PORTS:
+            values["service_ports"] = service_ports
         if (origins := env.get("VAULTPAY_CORS_ORIGINS")) is not None:
             values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         if names := env.get("VAULTPAY_SERVICES"):

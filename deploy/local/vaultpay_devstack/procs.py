@@ -160,7 +160,8 @@ class PortHold:
             self.close()
             raise StartupError(
                 f"ports in use: {', '.join(busy)}. Is another mesh running? "
-                "(`python -m vaultpay_devstack.cli status` / `... stop`)"
+                "(`python -m vaultpay_devstack.cli status` / `... stop`) Otherwise move ours:"
+                " VAULTPAY_GATEWAY_PORT, VAULTPAY_ADMIN_PORT, VAULTPAY_<SERVICE>_PORT"
             )
 
     def _hold(self, host: str, port: int) -> bool:

@@ -35,8 +35,8 @@ __all__ = ["ROLLUP_MARGIN", "SqlStatsRollup", "hour_ceiling", "read_stats"]
 ROLLUP_MARGIN = timedelta(minutes=10)
 # The rollup keeps the hours of the longest window and a day more.
 _KEPT = timedelta(days=31)
-# At most a day of hours per run: the first run on a ledger with history (31 days back)
-# catches up over successive runs, each a statement well within the statement timeout.
+# At most a day of hours per transaction: the first run on a ledger with history (31 days
+# back) catches up in 31 of them, each statement well within the statement timeout.
 _HOURS_PER_RUN = timedelta(hours=24)
 
 _TIME = wallet_transactions.c.completed_at.type
@@ -151,16 +151,26 @@ async def read_stats(conn: AsyncConnection, now: datetime) -> TransferStats:
 
 class SqlStatsRollup:
     """Transfer's statistics rollup (t0027): `run_once` adds the hours closed since the last
-    run to `transfer_stats_hourly`, a day of them at most; the first run starts 31 days
-    back."""
+    run to `transfer_stats_hourly`, a day of them per transaction; the first run starts 31
+    days back."""
 
     def __init__(self, engine: AsyncEngine, margin: timedelta = ROLLUP_MARGIN) -> None:
         self._engine = engine
         self._margin = margin
 
     async def run_once(self) -> int:
-        """How many hours were rolled up (0: none closed since the last run; 24: maybe more
-        to catch up, at the next run)."""
+        """How many hours were rolled up (0: none closed since the last run), a day of them
+        per transaction until caught up (the first run: 31 days, in 31 transactions)."""
+        total = 0
+        for _ in range(_KEPT // _HOURS_PER_RUN + 1):
+            rolled = await self._roll_up_a_day()
+            total += rolled
+            if rolled < _HOURS_PER_RUN // timedelta(hours=1):
+                break
+        return total
+
+    async def _roll_up_a_day(self) -> int:
+        """At most a day of the hours closed since the watermark, in one transaction."""
         async with self._engine.begin() as conn:
             rolled_until, closed = (
                 await conn.execute(_LOCK_WATERMARK, {"margin": self._margin})

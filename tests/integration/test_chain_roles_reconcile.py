@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import io
-import secrets
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from tests.integration.databases import fresh_databases
 from vaultpay_common.cli import ServiceCli
 from vaultpay_common.config import ServiceSettings
 from vaultpay_devstack.infra import Infra
-from vaultpay_devstack.postgres import Provisioned, deprovision, provision, run_sql, unique_suffix
+from vaultpay_devstack.postgres import Provisioned, run_sql
 from vaultpay_kyc.entrypoints import cli as kyc_cli
 from vaultpay_transfer.entrypoints import cli as transfer_cli
 from vaultpay_wallet.entrypoints import cli as wallet_cli
@@ -86,16 +86,6 @@ RECORD_METHODS = {
     "transfer": "/vaultpay.transfer.v1.TransferService/SendMoney",
     "kyc": "/vaultpay.kyc.v1.KycService/SubmitKyc",
 }
-
-
-@contextmanager
-def _fresh(infra: Infra) -> Iterator[Provisioned]:
-    admin = infra.postgres.admin_dsn
-    dbs = provision(admin, suffix=unique_suffix("i"), password=secrets.token_urlsafe(24))
-    try:
-        yield dbs
-    finally:
-        deprovision(admin, dbs)
 
 
 def _migrate(dbs: Provisioned, service: str, chain_roles: Mapping[str, str] | None) -> str:
@@ -165,7 +155,7 @@ def _state(dbs: Provisioned) -> dict[str, Any]:
 def reference(infra: Infra) -> Iterator[dict[str, Any]]:
     """The state of a database migrated with chain roles from the start (no reconcile needed),
     by the three services' `migrate` as `make run` runs them."""
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "i") as dbs:
         for service in SERVICES:
             _migrate(dbs, service, dbs.chain_roles())
         yield _state(dbs)
@@ -239,7 +229,7 @@ def test_chain_roles_set_after_one_role_isolate_each_service(
     reference: dict[str, Any],
     order: tuple[str, ...],
 ) -> None:
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "i") as dbs:
         roles = dbs.chain_roles()
         # One role for everything, to the heads, as before per-service roles.
         for service in order:
@@ -308,7 +298,7 @@ def test_each_chains_lists_name_what_it_grants_its_role(infra: Infra) -> None:
     from vaultpay_transfer.adapters.isolation import TRANSFER_ISOLATION
     from vaultpay_wallet.adapters.isolation import WALLET_ISOLATION
 
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "i") as dbs:
         for service in SERVICES:
             _migrate(dbs, service, dbs.chain_roles())
         for isolation in (WALLET_ISOLATION, TRANSFER_ISOLATION, KYC_ISOLATION):
@@ -359,7 +349,7 @@ def test_transfer_reads_its_columns_of_wallets_whichever_service_reconciles_firs
     `wallets`, transfer's columns included, so transfer's role (reading them through the
     group) was refused until transfer's own reconcile, and for good where transfer's role is
     the group's (a staged rollout). The group keeps them until transfer's reconcile takes them."""
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "i") as dbs:
         for service in SERVICES:
             _migrate(dbs, service, None)
         transfer = dbs.app_dsn("transfer")
@@ -391,7 +381,7 @@ def test_a_policy_of_another_role_than_the_group_stops_the_migration(infra: Infr
     """Review of this change: two settings naming wallet's role differently (transfer's
     `migrate` runs wallet's chain too) flipped wallet's policies at each run, leaving wallet's
     role without a policy; now the migration stops and says why."""
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "i") as dbs:
         roles = dbs.chain_roles()
         for service in SERVICES:
             _migrate(dbs, service, roles)

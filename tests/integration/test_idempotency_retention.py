@@ -15,21 +15,20 @@ role is a member of).
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from tests.integration.databases import fresh_databases
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IDEMPOTENCY_RETENTION, purge_expired_idempotency_records
 from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain, upgrade_all
 from vaultpay_devstack.infra import Infra
-from vaultpay_devstack.postgres import Provisioned, deprovision, provision, run_sql, unique_suffix
+from vaultpay_devstack.postgres import Provisioned, run_sql
 from vaultpay_kyc.entrypoints.cli import KYC_CHAIN
 from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN, WALLET_CHAIN
 
@@ -55,20 +54,10 @@ def _plain(dsn: str) -> str:
     return dsn.replace("postgresql+asyncpg://", "postgresql://")
 
 
-@contextmanager
-def _provisioned(infra: Infra) -> Iterator[Provisioned]:
-    admin = infra.postgres.admin_dsn
-    dbs = provision(admin, suffix=unique_suffix("r"), password=secrets.token_urlsafe(24))
-    try:
-        yield dbs
-    finally:
-        deprovision(admin, dbs)
-
-
 @pytest.fixture(scope="module")
 def own_roles(infra: Infra) -> Iterator[Provisioned]:
     """Migrated as `make run` does it: each chain granting to its service's role."""
-    with _provisioned(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         upgrade_all(
             CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=dbs.chain_roles()
         )
@@ -78,7 +67,7 @@ def own_roles(infra: Infra) -> Iterator[Provisioned]:
 @pytest.fixture(scope="module")
 def one_role(infra: Infra) -> Iterator[Provisioned]:
     """Every chain granting to the group role (the policies add up for it)."""
-    with _provisioned(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role)
         yield dbs
 
@@ -239,7 +228,7 @@ def test_p0005_is_one_restrictive_delete_policy_and_its_downgrade_drops_it(
     Row-level security still follows the services' policies alone: on with all three, off when
     one service's chain goes down, whatever p0005 did. p0005's downgrade drops the policy, and
     an upgrade puts it back."""
-    with _provisioned(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         roles = dbs.chain_roles()
         # The platform chain alone (kyc's `migrate` starts with it): the policy is there,
         # row-level security is not on yet (no service's policy exists).

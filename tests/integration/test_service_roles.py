@@ -21,7 +21,6 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +29,7 @@ import asyncpg
 import pytest
 from sqlalchemy.dialects import postgresql
 
+from tests.integration.databases import fresh_databases
 from tests.integration.transfer.sql_capture import CapturedStatement, prepared_plan_scans
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import (
@@ -40,7 +40,7 @@ from vaultpay_common.idempotency import (
 )
 from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain, upgrade_all
 from vaultpay_devstack.infra import Infra
-from vaultpay_devstack.postgres import Provisioned, deprovision, provision, run_sql, unique_suffix
+from vaultpay_devstack.postgres import Provisioned, run_sql
 from vaultpay_kyc.entrypoints import bootstrap as kyc_bootstrap
 from vaultpay_kyc.entrypoints.cli import KYC_CHAIN
 from vaultpay_transfer.entrypoints import bootstrap as transfer_bootstrap
@@ -120,20 +120,10 @@ SERVICES = ("wallet", "transfer", "kyc")
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
-@contextmanager
-def _fresh(infra: Infra) -> Iterator[Provisioned]:
-    admin = infra.postgres.admin_dsn
-    dbs = provision(admin, suffix=unique_suffix("r"), password=secrets.token_urlsafe(24))
-    try:
-        yield dbs
-    finally:
-        deprovision(admin, dbs)
-
-
 @pytest.fixture(scope="module")
 def migrated(infra: Infra) -> Iterator[Provisioned]:
     """Migrated as `make run` does it: each chain granting to its service's role."""
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         upgrade_all(
             CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=dbs.chain_roles()
         )
@@ -144,7 +134,7 @@ def migrated(infra: Infra) -> Iterator[Provisioned]:
 def upgraded(infra: Infra) -> Iterator[Provisioned]:
     """Migrated with one role for everything up to the revisions before the move, then
     upgraded with per-service roles."""
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         for chain in CHAINS:
             revision = BEFORE[chain.name]
             migrate_chain(chain, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, revision=revision)
@@ -158,7 +148,7 @@ def upgraded(infra: Infra) -> Iterator[Provisioned]:
 def reconciled(infra: Infra) -> Iterator[Provisioned]:
     """Migrated to the heads with one role for everything, then again with per-service roles:
     the role and policy revisions have run already, and `migrate` moves what they would have."""
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role)
         upgrade_all(
             CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=dbs.chain_roles()
@@ -334,7 +324,7 @@ async def test_kyc_cannot_move_money_or_read_a_pin_hash(migrated: Provisioned) -
 
 def test_the_move_is_undone_by_the_downgrades(infra: Infra) -> None:
     """Downgrading the three moves gives every grant back to the group role."""
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         roles = dbs.chain_roles()
         upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=roles)
         for chain in reversed(CHAINS[1:]):
@@ -757,7 +747,7 @@ def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def test_records_stored_before_p0003_belong_to_their_service_after_it(infra: Infra) -> None:
     """A database at the previous heads (per-service roles, outbox policies) with records of
     every service: the upgrade gives each record its service and each role only its own."""
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         roles = dbs.chain_roles()
         for chain in CHAINS:
             migrate_chain(
@@ -834,7 +824,7 @@ def test_the_idempotency_policies_and_p0003_are_undone_by_their_downgrades(infra
         "outbox_events:outbox_transfer",
         "outbox_events:outbox_wallet",
     ]
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         roles = dbs.chain_roles()
         upgrade_all(CHAINS, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role, chain_roles=roles)
         head = state(dbs)
@@ -928,7 +918,7 @@ def test_row_security_waits_for_every_services_policy(infra: Infra, order: tuple
         "wallet": ("platform", "wallet"),
         "transfer": ("platform", "wallet", "transfer"),
     }
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "r") as dbs:
         roles = dbs.chain_roles()
         done: set[str] = set()
         for service in order:

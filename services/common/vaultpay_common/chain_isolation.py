@@ -41,6 +41,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -267,50 +268,52 @@ def _grant_columns(
 ) -> int:
     """The chain's role gets the other chains' columns it reads; then the group's copy of
     them (kept by the owning chain's reconcile for this role, `read_by_others`) goes."""
-    granted = 0
+    changed = 0
     for grant in isolation.column_grants:
-        lacking = connection.scalars(
-            _COLUMNS_LACKING,
-            {
-                "table": grant.table,
-                "columns": list(grant.columns),
-                "role": app_role,
-                "privilege": grant.privilege,
-            },
-        ).all()
-        if lacking:
-            columns = ", ".join(f'"{column}"' for column in lacking)
-            connection.execute(
-                text(f'GRANT {grant.privilege} ({columns}) ON TABLE {grant.table} TO "{app_role}"')
-            )
-            say(
-                f"{isolation.service}: granted {grant.privilege} ({', '.join(lacking)})"
-                f" on {grant.table} to {app_role}"
-            )
-            granted += 1
-        held = connection.scalars(
-            _COLUMNS_HELD,
-            {
-                "table": grant.table,
-                "columns": list(grant.columns),
-                "role": shared_role,
-                "privilege": grant.privilege,
-            },
-        ).all()
-        if held:
-            columns = ", ".join(f'"{column}"' for column in held)
-            connection.execute(
-                text(
-                    f"REVOKE {grant.privilege} ({columns}) ON TABLE {grant.table}"
-                    f' FROM "{shared_role}"'
-                )
-            )
-            say(
-                f"{isolation.service}: revoked {grant.privilege} ({', '.join(held)})"
-                f" on {grant.table} from {shared_role}"
-            )
-            granted += 1
-    return granted
+        if lacking := _columns(connection, _COLUMNS_LACKING, grant, app_role):
+            _alter_columns(connection, isolation, "GRANT", "TO", grant, lacking, app_role, say)
+            changed += 1
+        if held := _columns(connection, _COLUMNS_HELD, grant, shared_role):
+            _alter_columns(connection, isolation, "REVOKE", "FROM", grant, held, shared_role, say)
+            changed += 1
+    return changed
+
+
+def _columns(connection: Connection, query: Any, grant: ColumnGrant, role: str) -> list[str]:
+    """The columns of `grant` that `query` (`_COLUMNS_LACKING`, `_COLUMNS_HELD`) finds for
+    `role`."""
+    found = connection.scalars(
+        query,
+        {
+            "table": grant.table,
+            "columns": list(grant.columns),
+            "role": role,
+            "privilege": grant.privilege,
+        },
+    ).all()
+    return list(found)
+
+
+def _alter_columns(
+    connection: Connection,
+    isolation: ChainIsolation,
+    verb: str,
+    preposition: str,
+    grant: ColumnGrant,
+    columns: list[str],
+    role: str,
+    say: Callable[[str], None],
+) -> None:
+    """GRANT or REVOKE `grant`'s privilege on `columns` TO or FROM `role`, and says so."""
+    quoted = ", ".join(f'"{column}"' for column in columns)
+    connection.execute(
+        text(f'{verb} {grant.privilege} ({quoted}) ON TABLE {grant.table} {preposition} "{role}"')
+    )
+    done = "granted" if verb == "GRANT" else "revoked"
+    say(
+        f"{isolation.service}: {done} {grant.privilege} ({', '.join(columns)})"
+        f" on {grant.table} {preposition.lower()} {role}"
+    )
 
 
 def _retarget_policies(

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import asyncpg
@@ -23,12 +22,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fakes.wallet import FakeUsage, FixedClock
+from tests.integration.databases import fresh_databases
 from tests.integration.wallet.wallet_chain import migrate_to_head
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain
 from vaultpay_devstack.infra import Infra
-from vaultpay_devstack.postgres import Provisioned, deprovision, provision, run_sql, unique_suffix
+from vaultpay_devstack.postgres import Provisioned, run_sql
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.errors import WalletHasBalanceError
 from vaultpay_wallet.domain.model import WalletStatus
@@ -173,16 +173,6 @@ def _key(user_id: str) -> IdempotencyKey:
 # -- the migration -----------------------------------------------------------------------------
 
 
-@contextmanager
-def _fresh(infra: Infra) -> Iterator[Provisioned]:
-    admin = infra.postgres.admin_dsn
-    dbs = provision(admin, suffix=unique_suffix("s"), password=secrets.token_urlsafe(24))
-    try:
-        yield dbs
-    finally:
-        deprovision(admin, dbs)
-
-
 def _wallet_chain(
     dbs: Provisioned,
     action: Literal["upgrade", "downgrade"] = "upgrade",
@@ -222,7 +212,7 @@ def _rules(dbs: Provisioned) -> list[str]:
 def test_the_migration_stops_at_a_closed_wallet_holding_money_and_runs_again(
     infra: Infra,
 ) -> None:
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "s") as dbs:
         migrate_chain(PLATFORM_CHAIN, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role)
         _wallet_chain(dbs, revision="w0010")
         # As a payout returned to a wallet closed before transfer's t0003 left it.

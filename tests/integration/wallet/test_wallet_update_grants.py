@@ -8,10 +8,8 @@ per service and with one role for every service.
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -26,13 +24,14 @@ from tests.fakes.wallet import (
     FakeUserRoles,
     FixedClock,
 )
+from tests.integration.databases import fresh_databases
 from tests.integration.wallet.wallet_chain import migrate_to_head
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain, upgrade_all
 from vaultpay_devstack.infra import Infra
-from vaultpay_devstack.postgres import Provisioned, deprovision, provision, run_sql, unique_suffix
+from vaultpay_devstack.postgres import Provisioned, run_sql
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.model import KycTier, WalletStatus
 from vaultpay_wallet.entrypoints.cli import WALLET_CHAIN
@@ -208,19 +207,9 @@ def test_wallets_role_holds_update_of_the_changing_columns_only(migrated: Provis
     assert _update_grants(migrated, migrated.app_role("wallet")) == (False, UPDATABLE)
 
 
-@contextmanager
-def _fresh(infra: Infra) -> Iterator[Provisioned]:
-    admin = infra.postgres.admin_dsn
-    dbs = provision(admin, suffix=unique_suffix("g"), password=secrets.token_urlsafe(24))
-    try:
-        yield dbs
-    finally:
-        deprovision(admin, dbs)
-
-
 @pytest.mark.parametrize("per_service", [True, False], ids=["role_per_service", "one_role"])
 def test_w0008_is_undone_by_its_downgrade_and_done_again(infra: Infra, per_service: bool) -> None:
-    with _fresh(infra) as dbs:
+    with fresh_databases(infra, "g") as dbs:
         roles = dbs.chain_roles() if per_service else {}
         role = roles.get("wallet", dbs.vaultpay_app_role)
         upgrade_all(

@@ -51,6 +51,7 @@ class BlackholeProxy:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.chunks_up = 0  # reads forwarded from the client to the peer (pings among them)
+        self.connections = 0  # connections accepted from the client
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -69,6 +70,7 @@ class BlackholeProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
         self._writers += [writer, up_writer]
         for source, sink, up in ((reader, up_writer, True), (up_reader, writer, False)):
@@ -86,13 +88,12 @@ class BlackholeProxy:
                     await sink.drain()
 
 
-@pytest.fixture
-async def proxied_peer() -> AsyncIterator[BlackholeProxy]:
-    """A server with the services' options (its minimum ping interval scaled down too), behind
-    a proxy."""
-    options = _scaled(server_options(1 << 20))
+@contextlib.asynccontextmanager
+async def _peer_behind_proxy(
+    options: list[Any], health_servicer: health.aio.HealthServicer
+) -> AsyncIterator[BlackholeProxy]:
     server = grpc.aio.server(options=options)
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     proxy = BlackholeProxy(port)
@@ -102,6 +103,16 @@ async def proxied_peer() -> AsyncIterator[BlackholeProxy]:
     finally:
         await proxy.close()
         await server.stop(0)
+
+
+@pytest.fixture
+async def proxied_peer() -> AsyncIterator[BlackholeProxy]:
+    """A server with the services' options (its minimum ping interval scaled down too), behind
+    a proxy."""
+    async with _peer_behind_proxy(
+        _scaled(server_options(1 << 20)), health.aio.HealthServicer()
+    ) as proxy:
+        yield proxy
 
 
 def _peer_channel(proxy: BlackholeProxy) -> grpc.aio.Channel:
@@ -151,3 +162,29 @@ async def test_an_idle_connection_to_a_silent_peer_is_found_dead_before_any_call
                 state = channel.get_state()
 
         await asyncio.wait_for(left_ready(), timeout=6)
+
+
+async def test_an_old_connection_is_replaced_and_its_open_stream_runs_on() -> None:
+    """A server asks a connection to go once it is `max_connection_age_ms` old, so a channel
+    reconnects (and, resolving a headless Service again, meets the pods a scale-up added); a
+    stream opened on the old connection runs on past its age (the grace is unbounded). Before
+    the option, the first connection served every call for as long as it stayed up: the proxy
+    never saw a second one."""
+    servicer = health.aio.HealthServicer()
+    options = _scaled(server_options(1 << 20, max_connection_age_ms=1_000 * SCALE))
+    async with _peer_behind_proxy(options, servicer) as proxy, _peer_channel(proxy) as channel:
+        health_stub = health_pb2_grpc.HealthStub(channel)
+        stream = health_stub.Watch(health_pb2.HealthCheckRequest(), timeout=60)
+        first = await stream.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+        async def reconnected_and_served() -> bool:
+            await health_stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            return proxy.connections >= 2
+
+        await eventually(reconnected_and_served, what="a second connection after the first aged")
+
+        await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        changed = await asyncio.wait_for(stream.read(), timeout=10)
+        assert changed.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        stream.cancel()

@@ -75,7 +75,10 @@ def standard_interceptors(
 
 
 def server_options(
-    max_message_bytes: int, *, min_ping_interval_ms: int = 10_000
+    max_message_bytes: int,
+    *,
+    min_ping_interval_ms: int = 10_000,
+    max_connection_age_ms: int = 5 * 60_000,
 ) -> list[tuple[str, int]]:
     """The options of every service's server.
 
@@ -88,6 +91,14 @@ def server_options(
     spelled `grpc.http2.min_ping_interval_without_data_ms`; gRPC ignores unknown keys, and a
     misspelled one left its default of 5 minutes, which cut idle WatchNotifications streams
     through the gateway after about two minutes. Tests shorten it.
+
+    `max_connection_age_ms`: a client's connection is asked to go (GOAWAY, gRPC adds ±10 %
+    jitter) once it is this old, so a peer's round_robin channel and Envoy reconnect, and a
+    client that resolves a headless Service again meets the pods a scale-up added; without it
+    they saw a new pod only once an old connection closed, which a busy one never does. The
+    grace (`grpc.max_connection_age_grace_ms`) is left at gRPC's default, unbounded: a call or
+    stream already on the connection (a WatchNotifications, auth's revocation feed) runs to its
+    end there, new calls go on the new connection.
     """
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -98,6 +109,7 @@ def server_options(
         ("grpc.http2.min_ping_interval_without_data_ms", min_ping_interval_ms),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_connection_idle_ms", 15 * 60_000),
+        ("grpc.max_connection_age_ms", max_connection_age_ms),
         ("grpc.so_reuseport", 0),
     ]
 

@@ -58,6 +58,7 @@ __all__ = [
     "MigrationChain",
     "migrate_chain",
     "move_privileges_ddl",
+    "refuse_to_drop_rows",
     "run_env",
     "unnamed_chains",
     "upgrade_all",
@@ -99,9 +100,12 @@ def migrate_chain(
     action: Literal["upgrade", "downgrade"] = "upgrade",
     revision: str = "head",
     isolate: bool = False,
+    drop_data: bool = False,
 ) -> None:
     """Runs one chain's migrations (`action`) to `revision`, as the table owner (`url`),
     granting to `app_role`; `shared_role` is the platform chain's role (default: `app_role`).
+    A downgrade that would drop a table holding rows stops unless `drop_data` says to drop
+    them (`refuse_to_drop_rows`).
     `isolate` (an upgrade to head only): then, in the same turn, a chain whose env.py names
     its isolation moves to `app_role` what `shared_role` still holds of it and points its
     service's policies at `app_role` (`vaultpay_common.chain_isolation`).
@@ -121,6 +125,7 @@ def migrate_chain(
         shared_role=shared_role or app_role,
         version_table=chain.version_table,
         isolate=isolate,
+        drop_data=drop_data,
     )
     if action == "upgrade":
         command.upgrade(config, revision)
@@ -186,6 +191,34 @@ def move_privileges_ddl(
         .replace("__FUNCTIONS__", _text_array(functions))
     )
     return split_sql(filled)
+
+
+def refuse_to_drop_rows(*tables: str) -> None:
+    """The first step of a downgrade that drops `tables`: it stops, naming those that hold
+    rows, unless the migration was asked to drop data (`migrate_chain(..., drop_data=True)`).
+
+    A downgrade to base used to drop the ledger, the wallets or the audit trail whatever they
+    held. The check is a statement of its own, so an offline (`--sql`) script carries it too."""
+    from alembic import context, op
+
+    if context.config.attributes.get("drop_data"):
+        return
+    for table in tables:
+        if not _NAME.match(table):
+            raise ValueError(f"not a table name: {table!r}")
+    checks = " ".join(
+        f"IF EXISTS (SELECT FROM {table}) THEN holding := holding || '{table}'::text; END IF;"
+        for table in tables
+    )
+    op.execute(
+        "DO $refuse$ DECLARE holding text[] := '{}'; BEGIN "
+        f"{checks} IF cardinality(holding) > 0 THEN RAISE EXCEPTION USING"
+        " ERRCODE = 'object_not_in_prerequisite_state',"
+        " MESSAGE = 'this downgrade drops tables that hold rows: '"
+        " || array_to_string(holding, ', '),"
+        " HINT = 'back them up; migrate_chain(..., drop_data=True) drops them';"
+        " END IF; END $refuse$"
+    )
 
 
 def _text_array(names: Sequence[str]) -> str:

@@ -12,6 +12,7 @@ from alembic import context, op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from vaultpay_common.audit import audit_table_ddl
+from vaultpay_common.migrations import refuse_to_drop_rows
 
 revision = "0001"
 down_revision = None
@@ -93,6 +94,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_to_drop_rows("users", "sessions", "refresh_tokens", "signing_keys", "audit_events")
     for table in ("audit_events", "signing_keys", "refresh_tokens", "sessions", "users"):
         op.drop_table(table)
     op.execute("DROP FUNCTION IF EXISTS audit_events_refuse_change()")

@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects.postgresql import UUID
 
+from vaultpay_common.migrations import refuse_to_drop_rows
+
 revision = "k0001"
 down_revision = None
 branch_labels = None
@@ -172,5 +174,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_to_drop_rows("kyc_submissions", "kyc_documents", "kyc_key_rotations")
     for table in ("kyc_key_rotations", "kyc_documents", "kyc_submissions", "kyc_keys"):
         op.drop_table(table)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from alembic import context, op
 
+from vaultpay_common.migrations import refuse_to_drop_rows
 from vaultpay_transfer.adapters.ddl import ledger_ddl, ledger_drop_ddl
 
 revision = "t0001"
@@ -32,5 +33,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_to_drop_rows(
+        "ledger_transactions",
+        "ledger_postings",
+        "wallet_transactions",
+        "top_up_payments",
+        "payouts",
+        "limit_usage",
+    )
     for statement in ledger_drop_ddl():
         op.execute(statement)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import context, op
 
+from vaultpay_common.migrations import refuse_to_drop_rows
 from vaultpay_wallet.domain.settings_catalog import SETTINGS
 
 revision = "w0001"
@@ -171,6 +172,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_to_drop_rows(
+        "wallets",
+        "wallet_freezes",
+        "wallet_pins",
+        "pin_reset_tokens",
+        "wallet_limit_overrides",
+        "system_setting_changes",
+    )
     for table in (
         "system_setting_changes",
         "system_settings",

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects.postgresql import UUID
 
+from vaultpay_common.migrations import refuse_to_drop_rows
+
 revision = "w0002"
 down_revision = "w0001"
 branch_labels = None
@@ -95,5 +97,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_to_drop_rows("notifications", "ip_confirmations", "trusted_ips")
     for table in ("notifications", "ip_confirmations", "trusted_ips"):
         op.drop_table(table)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from alembic import context, op
 
 from vaultpay_common.audit import audit_ddl, audit_drop_ddl
+from vaultpay_common.migrations import refuse_to_drop_rows
 
 revision = "p0001"
 down_revision = None
@@ -25,5 +26,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_to_drop_rows("audit_events")
     for statement in audit_drop_ddl():
         op.execute(statement)

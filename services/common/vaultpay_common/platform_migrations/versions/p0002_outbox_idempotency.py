@@ -14,6 +14,7 @@ from __future__ import annotations
 from alembic import context, op
 
 from vaultpay_common.idempotency import idempotency_table_ddl, idempotency_table_drop_ddl
+from vaultpay_common.migrations import refuse_to_drop_rows
 from vaultpay_common.outbox import outbox_table_ddl, outbox_table_drop_ddl
 
 revision = "p0002"
@@ -29,5 +30,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_to_drop_rows("outbox_events", "idempotency_records")
     for statement in (*outbox_table_drop_ddl(), *idempotency_table_drop_ddl()):
         op.execute(statement)

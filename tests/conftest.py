@@ -8,8 +8,9 @@ Unit tests request neither and pay nothing.
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 
 import pytest
 
@@ -18,6 +19,35 @@ from vaultpay_devstack.mesh import Mesh, MeshConfig
 from vaultpay_devstack.postgres import unique_suffix
 
 pytest_plugins = ["tests.watchdog"]
+
+# What the suite reads from the shell: where an existing PostgreSQL/Redis is, the watchdog's
+# limit, the bank test's length and seed. Every other service setting a shell may hold (the
+# README's `eval "$(… cli env auth)"` exports a running mesh's: its audit checkpoint folders,
+# peer addresses, SMTP sink) would reach the settings and CLIs the tests build, pointing them
+# at the developer's mesh: its checkpoints read with a test's key (a test failed) or written
+# with one (the mesh's next start found its audit "forged").
+SUITE_SETTINGS = ("VAULTPAY_POSTGRES_ADMIN_URL", "VAULTPAY_REDIS_URL", "VAULTPAY_TEST_TIME_LIMIT")
+SERVICE_PREFIXES = ("AUTH_", "WALLET_", "TRANSFER_", "KYC_", "VAULTPAY_")
+
+
+def shell_service_settings(environ: MutableMapping[str, str]) -> list[str]:
+    """The variables of `environ` the suite must not inherit."""
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(SERVICE_PREFIXES)
+        and name not in SUITE_SETTINGS
+        and not name.startswith("VAULTPAY_BANK_TEST_")
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Drops the shell's service settings before any test or fixture reads the environment."""
+    dropped = shell_service_settings(os.environ)
+    for name in dropped:
+        del os.environ[name]
+    if dropped:
+        print(f"tests ignore these settings of the shell: {', '.join(dropped)}")
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,10 @@ prints every thread's stack and every pending asyncio task's chain of awaits (a 
 in select) and interrupts the session as Ctrl-C would, so pytest reports the test, runs
 the fixtures' teardown (stopping the processes they started) and exits non-zero. If the
 session has still not ended `grace` seconds later (`vaultpay_time_limit_grace`, 60), a
-teardown that hangs included, it prints the stacks again and exits at once (the processes
-the suite started die with it: they run under a parent-death signal).
+teardown that hangs included, it prints the stacks again and exits at once (the servers the
+suite starts die with it: the devstack's, the gateway tests' Envoys and a test's own service
+run under a parent-death signal; test_devstack's short-lived stand-ins, which test how the
+devstack recognises processes by their command line, are ended by their tests).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import grpc
 
 from tests.gateway.auth_double import AuthDouble, SigningKey, start_auth_double
 from tests.ports import ListenerPort, closed_port
+from vaultpay_devstack.procs import setpriv_prefix
 from vaultpay_gateway import (
     DEFAULT_RPC_RATE_LIMITS,
     GatewaySettings,
@@ -133,8 +134,10 @@ class EnvoyProcess:
         self.log = log
         self._log_file = log.open("w")
         self.process = subprocess.Popen(
+            # Dies with the test session, even one the watchdog ends at once (os._exit).
             # One worker is plenty for tests; flush access logs quickly so tests can read them.
-            envoy_command(
+            setpriv_prefix(["--pdeathsig", "SIGTERM"])
+            + envoy_command(
                 config,
                 "--log-level",
                 "warn",

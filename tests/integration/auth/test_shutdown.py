@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.integration.auth.conftest import AuthStack
 from tests.ports import ListenerPort
+from vaultpay_devstack.procs import setpriv_prefix
 
 
 async def test_sigterm_turns_health_not_serving_and_exits_cleanly(auth: AuthStack) -> None:
@@ -20,7 +21,12 @@ async def test_sigterm_turns_health_not_serving_and_exits_cleanly(auth: AuthStac
     port = held.port
     env = {**os.environ, **auth.env, "AUTH_GRPC_ADDRESS": f"127.0.0.1:{port}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "vaultpay_auth.entrypoints.server"],
+        [
+            *setpriv_prefix(["--pdeathsig", "SIGTERM"]),  # dies with the session, whatever ends it
+            sys.executable,
+            "-m",
+            "vaultpay_auth.entrypoints.server",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

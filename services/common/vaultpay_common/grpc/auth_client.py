@@ -162,7 +162,16 @@ class GrpcTokenIntrospector:
             raise AuthUnavailableError() from exc
         if not reply.active:
             return Introspection(active=False, reason=_REASONS.get(reply.inactive_reason, ""))
-        return Introspection(active=True, role=Role(reply.role))
+        try:
+            role = Role(reply.role)
+        except ValueError:
+            # ROLE_UNSPECIFIED or a role this build does not know (an auth of another version
+            # mid-rollout): not a decision this service can act on. Fails closed as an auth
+            # outage does (AUTH_UNAVAILABLE), not INTERNAL with a traceback.
+            raise AuthUnavailableError(
+                "auth answered an active token without a known role"
+            ) from None
+        return Introspection(active=True, role=role)
 
 
 class GrpcRevocationSource:

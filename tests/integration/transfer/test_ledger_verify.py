@@ -54,6 +54,7 @@ CHECKS = (
     "limit_usage_matches_movements",
     "withdrawals_match_payouts",
     "returned_payouts_credited_back",
+    "statuses_match_movements",
     "history_rows_owned_by_wallet_owner",
     "audit_chain_intact",
 )
@@ -487,6 +488,35 @@ async def test_a_return_credit_that_names_no_payout_is_caught(ledger: LedgerWorl
     assert _failed(checks) == {"returned_payouts_credited_back"}
     detail = checks["returned_payouts_credited_back"].detail
     assert world.returned in detail and credit["id"] in detail
+
+
+async def test_a_send_marked_refunded_with_no_money_back_is_caught(ledger: LedgerWorld) -> None:
+    """COMPLETED -> REVERSED with the whole amount reversed: a transition the trigger allows
+    and t0026's CHECKs accept; no balance, posting or history sum changes (review of
+    2026-12-05)."""
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "UPDATE wallet_transactions SET status = 'REVERSED', reversed_amount = amount"
+        " WHERE id = :t",
+        t=world.send,
+    )
+    assert _failed(checks) == {"statuses_match_movements"}
+    assert world.send in checks["statuses_match_movements"].detail
+
+
+async def test_a_top_up_left_pending_while_its_money_stands_is_caught(
+    ledger: LedgerWorld,
+) -> None:
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        "UPDATE wallet_transactions SET status = 'PENDING', completed_at = NULL WHERE id = :t",
+        t=world.top_up,
+    )
+    assert _failed(checks) == {"statuses_match_movements"}
+    assert world.top_up in checks["statuses_match_movements"].detail
 
 
 async def test_a_history_row_given_to_another_user_is_caught(ledger: LedgerWorld) -> None:

@@ -257,6 +257,27 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
         """,
     ),
     (
+        # The trigger lets a row go COMPLETED -> REVERSED and its reversed amount grow (for the
+        # refunds and reversals to come), and t0026's CHECKs only tie the two together: a row
+        # marked refunded with no money back, or a side of a top-up or send left PENDING or
+        # FAILED while its postings stand, changed no sum above. A reversed amount is what the
+        # REFUND and REVERSAL rows naming the row returned (none are written yet: zero).
+        "statuses_match_movements",
+        "only a withdrawal waits or fails (every other side is settled when written), and each"
+        " row's reversed amount is what the refunds and reversals of it returned",
+        """
+        SELECT t.id::text FROM wallet_transactions AS t
+        LEFT JOIN (SELECT original_transaction_id, sum(amount) AS returned
+                   FROM wallet_transactions WHERE category IN ('REFUND', 'REVERSAL')
+                   GROUP BY original_transaction_id) AS r
+            ON r.original_transaction_id = t.id
+        WHERE (t.status IN ('PENDING', 'FAILED')
+               AND NOT (t.category = 'WITHDRAW' AND t.type = 'DEBIT'))
+           OR t.reversed_amount <> coalesce(r.returned, 0)
+        LIMIT 5
+        """,
+    ),
+    (
         # ListTransactions and GetTransaction find a user's rows by wallet_transactions.user_id:
         # a row re-assigned to another user would be shown to them, and hidden from its owner,
         # while every sum above still holds. One join of the two tables (the wallets are few

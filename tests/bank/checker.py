@@ -50,6 +50,7 @@ from tests.bank.history import (
     LedgerRow,
     LedgerSnapshot,
     Send,
+    verdict,
 )
 
 __all__ = [
@@ -294,6 +295,29 @@ def _sends_against_ledger(history: History, ledger: LedgerSnapshot) -> Iterable[
         rows = debits.get((send.sender_user, send.request_id), [])
         in_ledger = rows[0].id if rows else None
         yield from _one_send(send, in_ledger)
+        if rows and rows[0].committed_at is not None:
+            yield from _lookups_after_commit(send, rows[0].committed_at, _slack(ledger))
+
+
+# A transaction's commit time is stamped before it becomes visible to others (PostgreSQL
+# writes the commit record, then leaves the running set): a backend descheduled in between on
+# these busy cores is seen late by a few milliseconds. A lookup that started this long after
+# the stamp (and the clock slack) must see the commit.
+COMMIT_VISIBLE_MARGIN = 0.5
+
+
+def _lookups_after_commit(send: Send, committed_at: float, slack: float) -> Iterable[str]:
+    """GetTransactionByRequestId answers NOT_FOUND only when nothing committed: a lookup that
+    started after the send's commit (client clock, with the slack and
+    `COMMIT_VISIBLE_MARGIN`) must have found it."""
+    for a in send.attempts:
+        looked = a.rpc == "GetTransactionByRequestId" and a.code == "NOT_FOUND"
+        if looked and a.started - slack - COMMIT_VISIBLE_MARGIN > committed_at:
+            yield (
+                f"request {send.request_id}: GetTransactionByRequestId started at "
+                f"{a.started:.3f} answered NOT_FOUND, the send had committed at "
+                f"{committed_at:.6f}"
+            )
 
 
 def _one_send(send: Send, in_ledger: str | None) -> Iterable[str]:
@@ -435,6 +459,17 @@ def _answers(history: History, ledger: LedgerSnapshot) -> Iterable[str]:
                 f"request {send.request_id} was refused with {send.reason!r}, "
                 "which nothing here should cause"
             )
+        # Every refused attempt, not only the one that ended the send: one of two copies sent
+        # at once, refused while the other was answered OK (the same bytes told
+        # IDEMPOTENCY_KEY_REUSED, or PIN_LOCKED for a check in progress), ends no send.
+        for a in _calls(send):
+            refusal = a.reason or a.code
+            told = send.outcome == "failed" and refusal == send.reason  # reported above
+            if verdict(a) == "failed" and refusal not in allowed and not told:
+                yield (
+                    f"request {send.request_id}: an attempt at {a.started:.3f} was refused "
+                    f"with {refusal!r}, which nothing here should cause"
+                )
         for attempt in send.attempts:
             if attempt.code == "INTERNAL":
                 yield (

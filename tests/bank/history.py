@@ -34,6 +34,8 @@ __all__ = [
     "Outcome",
     "Posting",
     "Send",
+    "Verdict",
+    "verdict",
 ]
 
 # What an acknowledged-as-failed send may be refused with in this workload: every wallet is
@@ -205,3 +207,19 @@ class LedgerSnapshot:
     # two time.time()), and half that round trip: how uncertain the offset is.
     clock_offset: float = 0.0
     clock_error: float = 0.0
+
+
+# What a client makes of one SendMoney answer: ok; failed (a definite refusal: nothing moved);
+# retry (the answer tells nothing: the same request again); renew (refused before anything ran:
+# a fresh token, then the same request).
+Verdict = Literal["ok", "failed", "retry", "renew"]
+
+
+def verdict(attempt: Attempt) -> Verdict:
+    if attempt.code == "OK":
+        return "ok"
+    if attempt.code == "UNAUTHENTICATED":
+        return "renew"
+    if attempt.code in INDEFINITE or attempt.reason == "RATE_LIMITED":
+        return "retry"
+    return "failed"

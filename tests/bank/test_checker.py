@@ -361,3 +361,36 @@ def test_faults_must_show_their_effects() -> None:
     assert any("no pause of transfer" in g for g in gaps)
     assert any("during restart-transfer that ended retryable" in g for g in gaps)
     assert not any("during terminate-backends" in g for g in gaps)  # the UNAVAILABLE send
+
+
+def test_a_lookup_that_missed_a_committed_send_is_caught() -> None:
+    """GetTransactionByRequestId answers NOT_FOUND only when nothing committed (review of
+    2026-12-05: such answers were recorded and never compared with the ledger)."""
+    world = World()
+    send = world.send()
+    send.attempts = [
+        Attempt(T0 + 9.0, T0 + 9.05, 0.05, "DEADLINE_EXCEEDED"),
+        Attempt(T0 + 12.0, T0 + 12.1, 3.0, "NOT_FOUND", "TRANSACTION_NOT_FOUND",
+                rpc="GetTransactionByRequestId"),
+        Attempt(T0 + 13.0, T0 + 13.1, 3.0, "OK"),
+    ]  # fmt: skip
+    world.commit(send, at=T0 + 9.02)
+    problems = check(world.history, world.ledger)
+    assert len(problems) == 1 and "answered NOT_FOUND" in problems[0], problems
+
+    # Asked before the commit: nothing to see yet, no violation.
+    send.attempts[1] = replace(send.attempts[1], started=T0 + 9.01, ended=T0 + 9.015)
+    assert check(world.history, world.ledger) == []
+
+
+@pytest.mark.parametrize("refusal", ["IDEMPOTENCY_KEY_REUSED", "PIN_LOCKED"])
+def test_a_copy_refused_while_its_twin_was_answered_ok_is_caught(refusal: str) -> None:
+    """Two copies of one request at once: one OK, the other refused with what nothing here
+    causes. The send ends OK, so its final reason never showed the refusal."""
+    world = World()
+    send = world.send()
+    send.duplicate = True
+    send.attempts.append(Attempt(T0 + 10, T0 + 10.1, 3.0, "FAILED_PRECONDITION", refusal))
+    world.commit(send)
+    problems = check(world.history, world.ledger)
+    assert len(problems) == 1 and f"{refusal!r}" in problems[0], problems

@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 import grpc
@@ -57,6 +57,7 @@ from tests.bank.history import (
     LedgerSnapshot,
     Posting,
     Send,
+    verdict,
 )
 from tests.e2e.conftest import PASSWORD, Gateway
 from tests.e2e.wallet_support import (
@@ -97,7 +98,6 @@ CHANNEL_OPTIONS = [
 PAUSE_QUEUE = 3
 RESTARTS = ("kill-transfer", "pause-transfer", "restart-redis", "restart-transfer")
 FAULTS = ("terminate-backends", *RESTARTS)
-Verdict = Literal["ok", "failed", "retry", "renew"]
 
 
 @dataclass(frozen=True)
@@ -141,16 +141,6 @@ def failure_of(exc: grpc.aio.AioRpcError) -> tuple[str, str]:
                     detail.Unpack(info)
                     reason = info.reason
     return exc.code().name, reason
-
-
-def verdict(attempt: Attempt) -> Verdict:
-    if attempt.code == "OK":
-        return "ok"
-    if attempt.code == "UNAUTHENTICATED":
-        return "renew"  # refused before anything ran: a fresh token, then the same request
-    if attempt.code in INDEFINITE or attempt.reason == "RATE_LIMITED":
-        return "retry"
-    return "failed"
 
 
 async def backoff(attempt: int, rng: random.Random) -> None:

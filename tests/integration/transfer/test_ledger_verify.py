@@ -55,6 +55,7 @@ CHECKS = (
     "withdrawals_match_payouts",
     "returned_payouts_credited_back",
     "statuses_match_movements",
+    "p2p_sides_name_each_other",
     "history_rows_owned_by_wallet_owner",
     "audit_chain_intact",
 )
@@ -326,8 +327,10 @@ async def test_a_wallet_posting_missing_from_the_wallets_history_is_caught(
         "DELETE FROM wallet_transactions WHERE wallet_id = :w",
         w=world.carol.wallet_id,
     )
-    assert _failed(checks) == {"wallet_postings_have_transactions"}
+    # The send lost its receiving side too.
+    assert _failed(checks) == {"wallet_postings_have_transactions", "p2p_sides_name_each_other"}
     assert row["id"] in checks["wallet_postings_have_transactions"].detail
+    assert row["id"] in checks["p2p_sides_name_each_other"].detail
 
 
 async def test_a_payout_settled_without_its_movement_is_caught(ledger: LedgerWorld) -> None:
@@ -517,6 +520,55 @@ async def test_a_top_up_left_pending_while_its_money_stands_is_caught(
     )
     assert _failed(checks) == {"statuses_match_movements"}
     assert world.top_up in checks["statuses_match_movements"].detail
+
+
+async def test_receiving_sides_swapped_between_two_sends_are_caught(ledger: LedgerWorld) -> None:
+    """Two sends of one amount between four wallets (Alice -> Bob, Carol -> Dave, 500 each);
+    each receiving side, its posting and its reference moved to the other's movement: every
+    sum and kind holds, and Alice's history says she paid Bob while her movement credits
+    Dave."""
+    world = await _world(ledger)
+    dave = await ledger.new_wallet()
+    first = await ledger.send(world.alice, world.bob, 500)
+    second = await ledger.send(world.carol, dave, 500)
+    first_id = await _ledger_id(ledger, first.transaction_id)
+    second_id = await _ledger_id(ledger, second.transaction_id)
+    swap = (
+        "UPDATE {table} SET ledger_transaction_id = CASE ledger_transaction_id"
+        " WHEN CAST(:a AS uuid) THEN CAST(:b AS uuid) ELSE CAST(:a AS uuid) END{extra}"
+        " WHERE ledger_transaction_id IN (CAST(:a AS uuid), CAST(:b AS uuid)) AND {credit}"
+    )
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE ledger_postings DISABLE TRIGGER USER",
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        swap.format(table="ledger_postings", extra="", credit="amount > 0"),
+        swap.format(
+            table="wallet_transactions",
+            extra=", reference = (SELECT reference FROM ledger_transactions"
+            " WHERE id = CASE wallet_transactions.ledger_transaction_id WHEN CAST(:a AS uuid)"
+            " THEN CAST(:b AS uuid) ELSE CAST(:a AS uuid) END)",
+            credit="category = 'P2P_RECEIVE'",
+        ),
+        a=first_id,
+        b=second_id,
+    )
+    assert _failed(checks) == {"p2p_sides_name_each_other"}
+    detail = checks["p2p_sides_name_each_other"].detail
+    assert first_id in detail and second_id in detail
+
+
+async def test_a_counterparty_rewritten_is_caught(ledger: LedgerWorld) -> None:
+    world = await _world(ledger)
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallet_transactions DISABLE TRIGGER USER",
+        "UPDATE wallet_transactions SET counterparty_wallet_id = :c WHERE id = :t",
+        c=world.carol.wallet_id,
+        t=world.send,
+    )
+    assert _failed(checks) == {"p2p_sides_name_each_other"}
+    assert await _ledger_id(ledger, world.send) in checks["p2p_sides_name_each_other"].detail
 
 
 async def test_a_history_row_given_to_another_user_is_caught(ledger: LedgerWorld) -> None:

@@ -278,6 +278,32 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
         """,
     ),
     (
+        # Each side of a send names the other's wallet as its counterparty (a history's "paid
+        # to"): two sends of one amount whose receiving sides were swapped between them, or a
+        # counterparty rewritten, kept every sum and every kind above (review of 2026-12-05).
+        "p2p_sides_name_each_other",
+        "every send has one paying and one receiving side, each naming the other's wallet",
+        """
+        SELECT m.id::text FROM ledger_transactions AS m
+        LEFT JOIN (
+            SELECT ledger_transaction_id,
+                   count(*) FILTER (WHERE category = 'P2P_SEND') AS payers,
+                   count(*) FILTER (WHERE category = 'P2P_RECEIVE') AS payees,
+                   min(wallet_id) FILTER (WHERE category = 'P2P_SEND') AS payer,
+                   min(counterparty_wallet_id) FILTER (WHERE category = 'P2P_SEND') AS paid_to,
+                   min(wallet_id) FILTER (WHERE category = 'P2P_RECEIVE') AS payee,
+                   min(counterparty_wallet_id) FILTER (WHERE category = 'P2P_RECEIVE')
+                       AS paid_by
+            FROM wallet_transactions WHERE category IN ('P2P_SEND', 'P2P_RECEIVE')
+            GROUP BY ledger_transaction_id
+        ) AS s ON s.ledger_transaction_id = m.id
+        WHERE m.kind = 'P2P'
+          AND (s.ledger_transaction_id IS NULL OR s.payers <> 1 OR s.payees <> 1
+               OR s.paid_to <> s.payee OR s.paid_by <> s.payer)
+        LIMIT 5
+        """,
+    ),
+    (
         # ListTransactions and GetTransaction find a user's rows by wallet_transactions.user_id:
         # a row re-assigned to another user would be shown to them, and hidden from its owner,
         # while every sum above still holds. One join of the two tables (the wallets are few

@@ -105,6 +105,7 @@ def summary(history: History) -> str:
     faults = Counter(f.name for f in history.faults)
     killed = sum(f.killed for f in history.faults)
     killed_transfer = sum(f.killed_transfer for f in history.faults)
+    killed_busy = sum(f.killed_transfer_busy for f in history.faults)
     queued = [f.queued for f in history.faults if f.name == "pause-transfer"]
     replays = sum(1 for s in history.sends if s.replayed is not None)
     return (
@@ -116,7 +117,8 @@ def summary(history: History) -> str:
         f"answered OK after a retryable failure {sum(1 for s in history.sends if _retried_ok(s))}; "
         f"duplicates {sum(1 for s in history.sends if s.duplicate)}; "
         f"replays {replays}; freezes {len(history.freezes)}; faults {dict(faults)}; "
-        f"backends terminated {killed} ({killed_transfer} transfer's); "
+        f"backends terminated {killed} ({killed_transfer} transfer's, {killed_busy} of them "
+        "busy); "
         f"transfer backends queued at each pause {queued}; "
         f"balance reads {len(history.reads)}"
     )
@@ -549,6 +551,8 @@ def _fault_effects(history: History, fault_names: Collection[str]) -> list[str]:
         gaps.append("no backend was ever terminated")
     if terminations and not sum(f.killed_transfer for f in terminations):
         gaps.append("no transfer backend was ever terminated")
+    if terminations and not sum(f.killed_transfer_busy for f in terminations):
+        gaps.append("no transfer backend was terminated in a statement or a transaction")
     pauses = [f for f in faults if f.name == "pause-transfer"]
     if pauses and not any(f.queued for f in pauses):
         gaps.append("no pause of transfer caught a send queued on a wallet lock")

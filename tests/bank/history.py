@@ -128,6 +128,7 @@ class Fault:
     error: str = ""  # the fault could not be injected (the test fails on it)
     killed: int = 0  # terminate-backends: backends terminated, all of the mesh's
     killed_transfer: int = 0  # ... of which transfer's
+    killed_transfer_busy: int = 0  # ... of which in a statement or a transaction (not idle)
     queued: int = 0  # pause-transfer: transfer backends waiting on a wallet lock at SIGSTOP
     pid_before: int = 0  # restarts: the process before and after (Redis's or transfer's)
     pid_after: int = 0

@@ -363,6 +363,17 @@ def test_faults_must_show_their_effects() -> None:
     assert not any("during terminate-backends" in g for g in gaps)  # the UNAVAILABLE send
 
 
+def test_only_idle_transfer_connections_killed_is_no_evidence() -> None:
+    """A pooled idle connection's end is replaced unseen: the kills must have cut some
+    transfer backend short in a statement or a transaction (review of 2026-12-05)."""
+    world = World()
+    idle_only = Fault("terminate-backends", T0 + 10.0, T0 + 10.01, killed=9, killed_transfer=4)
+    world.history.faults = [idle_only]
+    assert any("terminated in a statement or a transaction" in g for g in _gaps(world))
+    idle_only.killed_transfer_busy = 1
+    assert not any("terminated in a statement or a transaction" in g for g in _gaps(world))
+
+
 def test_a_lookup_that_missed_a_committed_send_is_caught() -> None:
     """GetTransactionByRequestId answers NOT_FOUND only when nothing committed (review of
     2026-12-05: such answers were recorded and never compared with the ledger)."""

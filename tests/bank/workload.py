@@ -608,14 +608,18 @@ class Bank:
 
     async def terminate_backends(self, fault: Fault) -> None:
         """pg_terminate_backend on every connection of the mesh's databases but ours; records
-        how many it ended, and how many of them were transfer's."""
+        how many it ended, how many of them were transfer's, and how many of those were not
+        idle (a pooled idle connection's end is replaced unseen; a busy one's cuts a hold or
+        a ledger call short)."""
         conn = await self._connect(self.admin_dsn)
         try:
             row = await conn.fetchrow(
                 "SELECT count(*) FILTER (WHERE ended) AS killed, "
                 "count(*) FILTER (WHERE ended AND application_name = 'vaultpay-transfer') "
-                "AS transfer FROM ("
-                "  SELECT application_name, pg_terminate_backend(pid) AS ended "
+                "AS transfer, "
+                "count(*) FILTER (WHERE ended AND application_name = 'vaultpay-transfer' "
+                "AND state <> 'idle') AS busy FROM ("
+                "  SELECT application_name, state, pg_terminate_backend(pid) AS ended "
                 "  FROM pg_stat_activity "
                 "  WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid() "
                 "  AND coalesce(application_name, '') <> $2"
@@ -626,6 +630,7 @@ class Bank:
         finally:
             await conn.close()
         fault.killed, fault.killed_transfer = int(row["killed"]), int(row["transfer"])
+        fault.killed_transfer_busy = int(row["busy"])
 
     # ----- after the run --------------------------------------------------------------------
 

@@ -229,16 +229,34 @@ async def test_a_dead_letter_can_be_replayed_by_staff(app: AsyncEngine, producer
         assert await list_dead_letters(conn, producer, 10) == []
 
 
-async def test_an_event_without_a_handler_is_dead_lettered_as_a_configuration_bug(
+async def test_an_event_without_a_handler_is_retried_then_dead_lettered(
     app: AsyncEngine, producer: str
 ) -> None:
+    """Mid-rollout a newer build's topic reaches an older process: retried with backoff for
+    a process that knows it (review of 2026-12-05: dead-lettered at once); after
+    max_attempts it is a configuration bug."""
     [event_id] = await _add(app, producer, OutboxMessage("wallet.kyc_tier", {"tier": 2}))
-    relay = _relay(app, producer, {TOPIC: _Recorder()}, _Clock())
+    clock = _Clock()
+    relay = _relay(app, producer, {TOPIC: _Recorder()}, clock, max_attempts=2, base_delay=10.0)
     assert await relay.relay_once() == 0
     row = await _row(app, event_id)
-    assert row.status == "DEAD"
-    assert "no handler for topic 'wallet.kyc_tier'" in row.last_error
-    assert "configuration bug" in row.last_error
+    assert (row.status, row.attempts) == ("PENDING", 1)
+    assert row.last_error.startswith(
+        "UnknownToThisBuildError: no handler for topic 'wallet.kyc_tier'"
+    )
+    assert "a rollout in progress, or a configuration bug" in row.last_error
+
+    # A process of the build that knows the topic delivers it at its next turn.
+    clock.advance(11)
+    knows = _Recorder()
+    assert await _relay(app, producer, {"wallet.kyc_tier": knows}, clock).relay_once() == 1
+    assert [e.event_id for e in knows.delivered] == [event_id]
+
+    [orphan] = await _add(app, producer, OutboxMessage("wallet.kyc_tier", {"tier": 3}))
+    for _ in range(2):
+        assert await relay.relay_once() == 0
+        clock.advance(11)
+    assert (await _row(app, orphan)).status == "DEAD"
 
 
 async def test_a_handler_that_hangs_is_timed_out_and_retried(
@@ -697,7 +715,7 @@ async def test_a_round_settles_its_failures_together_each_with_its_own_error_and
     row = await _row(app, refused)
     assert (row.status, row.last_error) == ("DEAD", "PermanentDeliveryError: user does not exist")
     row = await _row(app, orphan)
-    assert row.status == "DEAD" and "no handler for topic 'no.such.topic'" in row.last_error
+    assert row.status == "PENDING" and "no handler for topic 'no.such.topic'" in row.last_error
 
 
 async def test_a_relay_delivers_at_most_max_concurrent_deliveries_at_once(

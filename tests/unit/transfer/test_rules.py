@@ -15,7 +15,7 @@ from tests.support import eventually
 from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.errors import ErrorKind, ValidationError, metadata_time
 from vaultpay_common.idempotency import IdempotencyKeyInUseError
-from vaultpay_common.outbox import OutboxEvent, PermanentDeliveryError
+from vaultpay_common.outbox import OutboxEvent, PermanentDeliveryError, UnknownToThisBuildError
 from vaultpay_transfer.adapters.bank import AccountHasher, SimulatedBank
 from vaultpay_transfer.adapters.deliveries import transfer_outbox_handlers
 from vaultpay_transfer.domain.errors import LimitExceededError
@@ -402,6 +402,28 @@ def test_a_senders_chosen_name_is_quoted_beside_its_wallet_id() -> None:
     named = notification_text("MONEY_RECEIVED", {**facts, "counterparty": f"O'Neil {marks}"})
     singles = "'" * len(marks)
     assert named.body.startswith('0.01 INR from "O' + "'" + "Neil " + singles + '" (VPY-AB12CD)')
+
+
+async def test_a_notification_kind_of_another_build_is_retried_not_dead_lettered() -> None:
+    """Mid-rollout a newer build's kind reaches this process: retried, for a process that
+    knows it (review of 2026-12-05: it was dead-lettered at once)."""
+
+    class Notifier:
+        async def notify(self, event_id: str, user_id: str, text: NotificationText) -> None:
+            raise AssertionError("nothing to notify")
+
+    handler = transfer_outbox_handlers(Notifier())["notification.create"]
+    facts = {
+        "kind": "REFUND_ISSUED",
+        "user_id": "u",
+        "amount_minor": "100",
+        "currency": "INR",
+        "reference": "VP-TXN-ABCD2345",
+    }
+    event = OutboxEvent("e3", "transfer", "notification.create", "", facts, 1, NOW)
+    with pytest.raises(UnknownToThisBuildError) as retried:
+        await handler(event)
+    assert not isinstance(retried.value, PermanentDeliveryError)
 
 
 async def test_a_malformed_notification_event_is_dead_lettered_not_retried() -> None:

@@ -14,7 +14,13 @@ import pytest
 from tests.fakes.wallet import FixedClock, ReversibleSealer
 from tests.fakes.wallet_ip_notifications import FakeIpNotificationsUnitOfWork, FakeTrustedIpCache
 from tests.unit.wallet.wallet_world import World, key
-from vaultpay_common.outbox import Handler, OutboxEvent, OutboxMessage, PermanentDeliveryError
+from vaultpay_common.outbox import (
+    Handler,
+    OutboxEvent,
+    OutboxMessage,
+    PermanentDeliveryError,
+    UnknownToThisBuildError,
+)
 from vaultpay_wallet.adapters.deliveries import MAIL_TEMPLATES, wallet_outbox_handlers
 from vaultpay_wallet.adapters.notification_hub import NotificationHub
 from vaultpay_wallet.adapters.peers import UserContact
@@ -118,11 +124,10 @@ async def test_a_deactivated_user_gets_no_mail() -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        {"user_id": "alice", "template": "no_such_template", "params": {}},
         {"user_id": "alice", "template": "pin_reset", "params": {"token_sealed": "x"}},
         {"user_id": "alice", "template": "pin_reset", "params": "not an object"},
     ],
-    ids=["unknown template", "a code that does not open", "params not an object"],
+    ids=["a code that does not open", "params not an object"],
 )
 async def test_an_undeliverable_mail_is_a_permanent_failure(payload: dict[str, object]) -> None:
     mailbox = Mailbox()
@@ -130,3 +135,38 @@ async def test_an_undeliverable_mail_is_a_permanent_failure(payload: dict[str, o
     with pytest.raises(PermanentDeliveryError):
         await handler(_event(OutboxMessage("mail.send", payload, key="alice")))
     assert mailbox.sent == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"user_id": "alice", "template": "no_such_template", "params": {}},
+        {
+            "user_id": "alice",
+            "template": "pin_reset",
+            "params": {"token_sealed": ReversibleSealer().seal("123456")},
+        },
+    ],
+    ids=["a template this build does not know", "a parameter this build's template needs"],
+)
+async def test_a_mail_of_another_build_is_retried_not_dead_lettered(
+    payload: dict[str, object],
+) -> None:
+    """Mid-rollout a newer build's template (or an older build's event without a parameter
+    this build's template needs) reaches this process: retried, for a process of the other
+    build to deliver (review of 2026-12-05: it was dead-lettered at once)."""
+    mailbox = Mailbox()
+    handler = _handlers(mailbox)["mail.send"]
+    with pytest.raises(UnknownToThisBuildError) as retried:
+        await handler(_event(OutboxMessage("mail.send", payload, key="alice")))
+    assert not isinstance(retried.value, PermanentDeliveryError)
+    assert mailbox.sent == []
+
+
+async def test_a_notification_wallet_refuses_is_dead_lettered_not_retried() -> None:
+    """An event of wallet's own that wallet's checks refuse: no retry makes it valid (it was
+    retried for up to an hour as a transient failure)."""
+    handler = _handlers(Mailbox())["notification.create"]
+    payload = {"user_id": "alice", "kind": "SECURITY", "title": "   ", "body": "b"}
+    with pytest.raises(PermanentDeliveryError, match="notification refused"):
+        await handler(_event(OutboxMessage("notification.create", payload, key="alice")))

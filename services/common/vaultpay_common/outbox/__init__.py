@@ -9,6 +9,7 @@ from vaultpay_common.outbox.model import (
     OutboxMessage,
     OutboxStatus,
     PermanentDeliveryError,
+    UnknownToThisBuildError,
     encode_payload,
 )
 from vaultpay_common.outbox.relay import OutboxRelay
@@ -38,6 +39,7 @@ __all__ = [
     "OutboxStatus",
     "PermanentDeliveryError",
     "SqlOutbox",
+    "UnknownToThisBuildError",
     "backoff_delay",
     "count_dead_letters",
     "delivered_outbox_events_delete",

@@ -90,4 +90,12 @@ class PermanentDeliveryError(DeliveryError):
     """Retrying cannot help (the consumer refused the event): dead-letter it at once."""
 
 
+class UnknownToThisBuildError(DeliveryError):
+    """The event names a topic, kind or template this build does not know, or lacks what this
+    build's template needs: during a rolling update a newer build's events reach older
+    processes (after a rollback, the reverse). Retried with backoff like any transient failure,
+    so a process of the other build delivers it; dead-lettered only after the relay's
+    `max_attempts` (30 to 60 minutes), which a finished rollout never reaches."""
+
+
 Handler = Callable[[OutboxEvent], Awaitable[None]]

@@ -37,7 +37,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.outbox.backoff import backoff_delay
-from vaultpay_common.outbox.model import Handler, OutboxEvent, PermanentDeliveryError
+from vaultpay_common.outbox.model import (
+    Handler,
+    OutboxEvent,
+    PermanentDeliveryError,
+    UnknownToThisBuildError,
+)
 from vaultpay_common.outbox.relay_sql import FailedDelivery, claim_round, settle_round
 from vaultpay_common.pg_raw import borrowed_driver
 
@@ -214,11 +219,15 @@ class OutboxRelay:
     async def _deliver(self, event: OutboxEvent, batch: _Round) -> None:
         handler = self._handlers.get(event.topic)
         if handler is None:
+            # Mid-rollout, a newer build's topic (or, after a rollback, an older one's):
+            # retried, so a process that knows it delivers it. Dead-lettered after
+            # max_attempts: then it is a configuration bug.
             error = (
-                f"no handler for topic {event.topic!r} in the {self._producer!r} relay "
-                "(configuration bug)"
+                f"{UnknownToThisBuildError.__name__}: no handler for topic {event.topic!r} in "
+                f"the {self._producer!r} relay of this build (a rollout in progress, or a "
+                "configuration bug)"
             )
-            self._fail(event, batch, error, permanent=True)
+            self._fail(event, batch, error, permanent=False)
             return
         try:
             async with asyncio.timeout(self._delivery_timeout):

@@ -10,8 +10,18 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.clock import Clock
-from vaultpay_common.outbox import Handler, OutboxEvent, OutboxRelay, PermanentDeliveryError
-from vaultpay_transfer.domain.notifications import NotificationText, notification_text
+from vaultpay_common.outbox import (
+    Handler,
+    OutboxEvent,
+    OutboxRelay,
+    PermanentDeliveryError,
+    UnknownToThisBuildError,
+)
+from vaultpay_transfer.domain.notifications import (
+    NotificationText,
+    UnknownNotificationKindError,
+    notification_text,
+)
 
 __all__ = ["NOTIFICATION_TOPIC", "Notifier", "notification_relay", "transfer_outbox_handlers"]
 
@@ -28,6 +38,8 @@ def transfer_outbox_handlers(notifier: Notifier) -> dict[str, Handler]:
         try:
             text = notification_text(facts["kind"], facts)
             user_id = facts["user_id"]
+        except UnknownNotificationKindError as exc:
+            raise UnknownToThisBuildError(str(exc)) from exc  # retried: a newer build knows it
         except (KeyError, ValueError) as exc:
             raise PermanentDeliveryError(f"malformed notification event: {exc}") from exc
         await notifier.notify(event.event_id, user_id, text)

@@ -11,7 +11,12 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["NotificationText", "format_amount", "notification_text"]
+__all__ = [
+    "NotificationText",
+    "UnknownNotificationKindError",
+    "format_amount",
+    "notification_text",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,10 @@ def _wallet_holder(facts: Mapping[str, str]) -> str:
     return f'"{name}" ({wallet_id})' if wallet_id else f'"{name}"'
 
 
+class UnknownNotificationKindError(ValueError):
+    """A kind this build has no text for (a newer build's event, mid-rollout)."""
+
+
 def notification_text(kind: str, facts: Mapping[str, str]) -> NotificationText:
     """KeyError/ValueError for an event without the facts its kind needs."""
     amount = format_amount(facts["amount_minor"], facts["currency"])
@@ -86,4 +95,4 @@ def notification_text(kind: str, facts: Mapping[str, str]) -> NotificationText:
             f"Withdrawal returned: {amount}",
             f"{amount} to {who} ({reference}) came back to your wallet: {reason}.{_balance(facts)}",
         )
-    raise ValueError(f"unknown notification kind {kind!r}")
+    raise UnknownNotificationKindError(f"unknown notification kind {kind!r}")

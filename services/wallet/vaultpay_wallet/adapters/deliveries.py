@@ -11,8 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from vaultpay_common.errors import ValidationError
 from vaultpay_common.mail import MailDeliveryError
-from vaultpay_common.outbox import DeliveryError, Handler, OutboxEvent, PermanentDeliveryError
+from vaultpay_common.outbox import (
+    DeliveryError,
+    Handler,
+    OutboxEvent,
+    PermanentDeliveryError,
+    UnknownToThisBuildError,
+)
 from vaultpay_common.sealing import UnsealError
 from vaultpay_wallet.adapters.peers import UserContact
 from vaultpay_wallet.service_layer.notifications import CreateNotification, NotificationService
@@ -66,8 +73,8 @@ def wallet_outbox_handlers(
 ) -> dict[str, Handler]:
     async def send_mail(event: OutboxEvent) -> None:
         template = MAIL_TEMPLATES.get(str(event.payload.get("template", "")))
-        if template is None:
-            raise PermanentDeliveryError("unknown mail template")
+        if template is None:  # a newer build's template, mid-rollout: retried
+            raise UnknownToThisBuildError("unknown mail template")
         params = dict(_params(event))
         try:
             code = sealer.open(str(params.pop("token_sealed", "")))
@@ -80,8 +87,8 @@ def wallet_outbox_handlers(
         values = {k: str(v) for k, v in params.items()}
         try:
             text = body.format_map({**values, "name": contact.full_name, "code": code})
-        except KeyError as exc:
-            raise PermanentDeliveryError(f"mail parameter missing: {exc.args[0]}") from exc
+        except KeyError as exc:  # this build's template needs what an older build's event lacks
+            raise UnknownToThisBuildError(f"mail parameter missing: {exc.args[0]}") from exc
         try:
             await mailer.send(contact.email, subject, text)
         except MailDeliveryError as exc:
@@ -89,14 +96,19 @@ def wallet_outbox_handlers(
 
     async def create_notification(event: OutboxEvent) -> None:
         payload = event.payload
-        await notifications.create_notification(
-            CreateNotification(
-                dedupe_key=str(payload.get("dedupe_key") or event.event_id),
-                user_id=str(payload.get("user_id", "")),
-                kind=str(payload.get("kind", "")),
-                title=str(payload.get("title", "")),
-                body=str(payload.get("body", "")),
+        try:
+            await notifications.create_notification(
+                CreateNotification(
+                    dedupe_key=str(payload.get("dedupe_key") or event.event_id),
+                    user_id=str(payload.get("user_id", "")),
+                    kind=str(payload.get("kind", "")),
+                    title=str(payload.get("title", "")),
+                    body=str(payload.get("body", "")),
+                )
             )
-        )
+        except ValidationError as exc:
+            # Refused as transfer's CreateNotifications refusals are (INVALID_ARGUMENT): no
+            # retry makes it valid. It was retried for up to an hour as a transient failure.
+            raise PermanentDeliveryError(f"notification refused: {exc}") from exc
 
     return {"mail.send": send_mail, "notification.create": create_notification}

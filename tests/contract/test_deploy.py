@@ -295,7 +295,17 @@ def test_each_kustomization_brings_the_namespace_and_the_config_maps_its_pods_re
     assert _kustomization(folder)["images"] == _kustomization(K8S)["images"]
 
 
-_ALLOWED_VOLUMES = {"configMap", "emptyDir", "secret", "projected", "downwardAPI", "csi"}
+# The `restricted` level's volume types (kubernetes.io/docs/concepts/security/pod-security-standards).
+_ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def _restricted_problems(where: str, pod: dict[str, Any]) -> list[str]:
@@ -429,3 +439,46 @@ def test_compose_passes_the_cors_origins_as_make_run_does(tmp_path: Path, origin
     assert result.returncode == 0, result.stderr
     assert "VAULTPAY_CORS_ORIGINS" in gateway["environment"]
     assert passed == MeshConfig.from_env({"VAULTPAY_CORS_ORIGINS": origins}).cors_origins
+
+
+# --- the audit checkpoints live on persistent volumes -------------------------------------------
+
+# Which audit chain each service seals: auth's database, or the shared `vaultpay` one.
+_CHAINS = {"auth": "auth", "wallet": "vaultpay", "transfer": "vaultpay", "kyc": "vaultpay"}
+
+
+def test_every_sealing_service_keeps_its_checkpoints_on_a_persistent_volume() -> None:
+    """Without `<SERVICE>_AUDIT_CHECKPOINT_DIR` the sealer keeps no checkpoint, and deleting the
+    newest audit rows with their seals leaves a chain that still verifies (review of
+    2026-12-05: the shipped files set none). One volume per chain: auth's, and one shared by
+    wallet, transfer and kyc, which seal the `vaultpay` database together."""
+    compose = _compose()
+    config = _config_map(K8S / "base" / "config.yaml")
+    pods = dict(_pod_specs(K8S))
+    compose_volumes: dict[str, set[str]] = {}
+    claims: dict[str, set[str]] = {}
+    for service, chain in _CHAINS.items():
+        variable = f"{service.upper()}_AUDIT_CHECKPOINT_DIR"
+        spec = compose["services"][service]
+        path = spec["environment"][variable]
+        [volume] = [m.split(":")[0] for m in spec["volumes"] if m.split(":")[1] == path]
+        assert volume in compose["volumes"], volume  # a named volume: it outlives the container
+        compose_volumes.setdefault(chain, set()).add(volume)
+
+        path = config[variable]
+        pod = pods[f"Deployment/{service}"]
+        [container] = [c for c in pod["containers"] if c["name"] == service]
+        [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == path]
+        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        claims.setdefault(chain, set()).add(volume["persistentVolumeClaim"]["claimName"])
+    for found in (compose_volumes, claims):
+        assert all(len(names) == 1 for names in found.values()), found
+        assert found["auth"] != found["vaultpay"]
+    declared = {
+        doc["metadata"]["name"]: doc
+        for path in _kustomize_resources(K8S)
+        for doc in _yaml_documents(path)
+        if doc["kind"] == "PersistentVolumeClaim"
+    }
+    for (claim,) in claims.values():
+        assert declared[claim]["spec"]["accessModes"] == ["ReadWriteMany"]  # replicas on nodes

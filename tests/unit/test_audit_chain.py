@@ -15,6 +15,7 @@ import vaultpay_common.audit as audit_package
 from vaultpay_common.audit.checkpoints import (
     CheckpointConflictError,
     CheckpointInvalidError,
+    CheckpointUnwritableError,
     FileCheckpointStore,
 )
 from vaultpay_common.audit.model import (
@@ -239,6 +240,17 @@ async def test_the_file_store_refuses_another_hash_for_a_checkpointed_position(
     await store.save(3, "a" * 64, START)
     with pytest.raises(CheckpointConflictError):
         await store.save(3, "b" * 64, START)
+
+
+async def test_a_directory_that_cannot_be_written_is_an_alarm_of_its_own(tmp_path: Path) -> None:
+    """A volume the service's user cannot write (a Kubernetes volume left root-owned), or a
+    path that is no directory: `CheckpointUnwritableError`, which the sealer reports at ERROR,
+    not a bare OSError logged as a passing WARNING (review of 2026-12-05)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    store = FileCheckpointStore(blocker / "checkpoints", CHECKPOINT_KEY)
+    with pytest.raises(CheckpointUnwritableError, match="no checkpoint written in"):
+        await store.save(3, "a" * 64, START)
 
 
 async def test_a_forged_or_unreadable_checkpoint_file_is_refused(tmp_path: Path) -> None:

@@ -198,7 +198,9 @@ def refuse_to_drop_rows(*tables: str) -> None:
     rows, unless the migration was asked to drop data (`migrate_chain(..., drop_data=True)`).
 
     A downgrade to base used to drop the ledger, the wallets or the audit trail whatever they
-    held. The check is a statement of its own, so an offline (`--sql`) script carries it too."""
+    held. The tables are locked (SHARE: writers wait) before they are looked at, so a row a
+    service commits meanwhile is either seen or waits for the drop to be refused or done; the
+    lock lasts to the end of the revision's transaction, which drops them."""
     from alembic import context, op
 
     if context.config.attributes.get("drop_data"):
@@ -212,6 +214,7 @@ def refuse_to_drop_rows(*tables: str) -> None:
     )
     op.execute(
         "DO $refuse$ DECLARE holding text[] := '{}'; BEGIN "
+        f"LOCK TABLE {', '.join(tables)} IN SHARE MODE; "
         f"{checks} IF cardinality(holding) > 0 THEN RAISE EXCEPTION USING"
         " ERRCODE = 'object_not_in_prerequisite_state',"
         " MESSAGE = 'this downgrade drops tables that hold rows: '"

@@ -191,6 +191,7 @@ class ServiceRuntime:
         from vaultpay_common.audit.checkpoints import (
             CheckpointConflictError,
             CheckpointInvalidError,
+            CheckpointUnwritableError,
         )
         from vaultpay_common.audit.sealer import AuditChainBrokenError
 
@@ -205,7 +206,13 @@ class ServiceRuntime:
             settings.audit_seal_interval_seconds,
             sealer.seal_once,
             name="audit sealer",
-            alarms=(AuditChainBrokenError, CheckpointInvalidError, CheckpointConflictError),
+            # ERROR, not WARNING: each means the newest rows are no longer anchored.
+            alarms=(
+                AuditChainBrokenError,
+                CheckpointInvalidError,
+                CheckpointConflictError,
+                CheckpointUnwritableError,
+            ),
         )
 
     def host(

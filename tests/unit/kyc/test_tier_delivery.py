@@ -11,7 +11,13 @@ import pytest
 
 from tests.unit.kyc.kyc_world import World
 from vaultpay_common.idempotency import canonical_request_id
-from vaultpay_common.outbox import DeliveryError, Handler, OutboxEvent, PermanentDeliveryError
+from vaultpay_common.outbox import (
+    DeliveryError,
+    Handler,
+    OutboxEvent,
+    PermanentDeliveryError,
+    UnknownToThisBuildError,
+)
 from vaultpay_kyc.adapters.deliveries import kyc_outbox_handlers, tier_request_id
 from vaultpay_kyc.domain.model import KycTier, highest_tier
 from vaultpay_kyc.service_layer.events import TIER_TOPIC
@@ -147,3 +153,18 @@ def test_a_tier_request_id_is_one_valid_uuid_per_event_and_tier_sent() -> None:
     assert canonical_request_id(derived) == derived  # wallet's rule: lower-case hyphenated UUID
     assert derived != event_id
     assert derived != tier_request_id(str(uuid.uuid4()), KycTier.BASIC, KycTier.FULL)
+
+
+async def test_a_tier_of_another_build_is_retried_not_dead_lettered() -> None:
+    """Mid-rollout a newer build's tier reaches this process: retried for a process that
+    knows it (review of 2026-12-05: dead-lettered at once, and with it what lets an approved
+    user move money)."""
+    world = World()
+    set_tier = kyc_outbox_handlers(RecordingWallet(), world.review.held_tier)[TIER_TOPIC]
+    payload = {"kyc_tier": "PLATINUM", "user_id": "alice", "submission_id": str(uuid.uuid4())}
+    event = OutboxEvent(
+        str(uuid.uuid4()), "kyc", TIER_TOPIC, "alice", payload, 1, datetime(2026, 12, 5, tzinfo=UTC)
+    )
+    with pytest.raises(UnknownToThisBuildError) as retried:
+        await set_tier(event)
+    assert not isinstance(retried.value, PermanentDeliveryError)

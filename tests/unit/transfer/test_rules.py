@@ -420,10 +420,12 @@ async def test_a_notification_kind_of_another_build_is_retried_not_dead_lettered
         "currency": "INR",
         "reference": "VP-TXN-ABCD2345",
     }
-    event = OutboxEvent("e3", "transfer", "notification.create", "", facts, 1, NOW)
-    with pytest.raises(UnknownToThisBuildError) as retried:
-        await handler(event)
-    assert not isinstance(retried.value, PermanentDeliveryError)
+    # The facts of this build's kinds, or other ones (no amount): the kind decides first.
+    for event_facts in (facts, {"kind": "DISPUTE_OPENED", "user_id": "u", "dispute_id": "d"}):
+        event = OutboxEvent("e3", "transfer", "notification.create", "", event_facts, 1, NOW)
+        with pytest.raises(UnknownToThisBuildError) as retried:
+            await handler(event)
+        assert not isinstance(retried.value, PermanentDeliveryError)
 
 
 async def test_a_malformed_notification_event_is_dead_lettered_not_retried() -> None:

@@ -167,6 +167,16 @@ async def test_a_notification_wallet_refuses_is_dead_lettered_not_retried() -> N
     """An event of wallet's own that wallet's checks refuse: no retry makes it valid (it was
     retried for up to an hour as a transient failure)."""
     handler = _handlers(Mailbox())["notification.create"]
-    payload = {"user_id": "alice", "kind": "SECURITY", "title": "   ", "body": "b"}
-    with pytest.raises(PermanentDeliveryError, match="notification refused"):
+    payload = {"user_id": str(uuid.uuid4()), "kind": "SECURITY", "title": "   ", "body": "b"}
+    with pytest.raises(PermanentDeliveryError, match=r"notification refused: .*title"):
         await handler(_event(OutboxMessage("notification.create", payload, key="alice")))
+
+
+async def test_a_notification_kind_of_another_build_is_retried_not_dead_lettered() -> None:
+    """A newer build's kind reaches this process mid-rollout: retried, for a process that
+    knows it (a review of the fix above found it dead-lettered as a refused notification)."""
+    handler = _handlers(Mailbox())["notification.create"]
+    payload = {"user_id": str(uuid.uuid4()), "kind": "LOYALTY_POINTS", "title": "t", "body": "b"}
+    with pytest.raises(UnknownToThisBuildError) as retried:
+        await handler(_event(OutboxMessage("notification.create", payload, key="alice")))
+    assert not isinstance(retried.value, PermanentDeliveryError)

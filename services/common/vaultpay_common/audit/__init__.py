@@ -56,6 +56,7 @@ from vaultpay_common.audit.checkpoints import (
     CheckpointConflictError,
     CheckpointInvalidError,
     CheckpointStore,
+    CheckpointUnwritableError,
     FileCheckpointStore,
 )
 from vaultpay_common.audit.legacy import audit_table_ddl
@@ -98,6 +99,7 @@ __all__ = [
     "CheckpointConflictError",
     "CheckpointInvalidError",
     "CheckpointStore",
+    "CheckpointUnwritableError",
     "FileCheckpointStore",
     "StaffViewer",
     "audit_action_index_ddl",

@@ -32,6 +32,7 @@ __all__ = [
     "CheckpointConflictError",
     "CheckpointInvalidError",
     "CheckpointStore",
+    "CheckpointUnwritableError",
     "FileCheckpointStore",
 ]
 
@@ -45,6 +46,11 @@ class CheckpointInvalidError(Exception):
 
 class CheckpointConflictError(Exception):
     """A different head hash for a position already checkpointed: the chain was rewritten."""
+
+
+class CheckpointUnwritableError(Exception):
+    """The directory cannot be written (not writable by the service's user, read-only, full):
+    no checkpoint is kept until someone fixes it."""
 
 
 class CheckpointStore(Protocol):
@@ -75,7 +81,12 @@ class FileCheckpointStore:
 
     async def save(self, position: int, head_hash: str, created_at: datetime) -> bool:
         checkpoint = sign_checkpoint(self._key, position, head_hash, created_at)
-        return await asyncio.to_thread(self._write, checkpoint)
+        try:
+            return await asyncio.to_thread(self._write, checkpoint)
+        except OSError as exc:
+            raise CheckpointUnwritableError(
+                f"no checkpoint written in {self._directory}: {exc.strerror or exc}"
+            ) from exc
 
     def _read(self) -> Checkpoint | None:
         try:

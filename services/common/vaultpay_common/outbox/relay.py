@@ -10,8 +10,9 @@ handler, at most `max_concurrent_deliveries` at a time (so a batch does not burs
 connection pools of the services the handlers call), each within `delivery_timeout`. Then it
 settles the whole round in one more statement (both in `relay_sql.py`): the delivered events,
 and the failed ones, each due again after its own `backoff_delay`, or dead-lettered after
-`max_attempts`, on a `PermanentDeliveryError`, or when the topic has no handler (a
-configuration bug). A delivery starts only while it can still end well inside the lease (see
+`max_attempts` or at once on a `PermanentDeliveryError`. An event whose topic has no handler
+is retried like a transient failure (`UnknownToThisBuildError`: mid-rollout, a process of the
+other build has it; past `max_attempts`, a configuration bug). A delivery starts only while it can still end well inside the lease (see
 `OutboxRelay`); the events whose turn comes later are made due again at once, their attempt
 not counted.
 

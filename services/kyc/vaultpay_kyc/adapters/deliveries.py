@@ -28,7 +28,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from vaultpay_common.outbox import Handler, OutboxEvent, PermanentDeliveryError
+from vaultpay_common.outbox import (
+    Handler,
+    OutboxEvent,
+    PermanentDeliveryError,
+    UnknownToThisBuildError,
+)
 from vaultpay_kyc.domain.model import KycTier, highest_tier
 from vaultpay_kyc.service_layer.events import NOTIFICATION_TOPIC, TIER_TOPIC
 
@@ -69,8 +74,8 @@ def kyc_outbox_handlers(
     async def set_tier(event: OutboxEvent) -> None:
         try:
             tier = KycTier(_text(event, "kyc_tier"))
-        except ValueError as exc:
-            raise PermanentDeliveryError("unknown tier") from exc
+        except ValueError as exc:  # a newer build's tier, mid-rollout: retried
+            raise UnknownToThisBuildError("unknown tier") from exc
         user_id = _text(event, "user_id")
         current = highest_tier((tier, await held_tier(user_id)))
         await wallet.set_kyc_tier(

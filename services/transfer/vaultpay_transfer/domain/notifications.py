@@ -61,8 +61,17 @@ class UnknownNotificationKindError(ValueError):
     """A kind this build has no text for (a newer build's event, mid-rollout)."""
 
 
+_KINDS = frozenset(
+    {"MONEY_SENT", "MONEY_RECEIVED", "TOP_UP", "WITHDRAWAL_SETTLED", "WITHDRAWAL_RETURNED"}
+)
+
+
 def notification_text(kind: str, facts: Mapping[str, str]) -> NotificationText:
-    """KeyError/ValueError for an event without the facts its kind needs."""
+    """KeyError/ValueError for an event without the facts its kind needs;
+    UnknownNotificationKindError, before any fact is read, for a kind this build has no text
+    for (a newer kind may carry other facts)."""
+    if kind not in _KINDS:
+        raise UnknownNotificationKindError(f"unknown notification kind {kind!r}")
     amount = format_amount(facts["amount_minor"], facts["currency"])
     reference = facts["reference"]
     who = facts.get("counterparty", "")
@@ -95,4 +104,4 @@ def notification_text(kind: str, facts: Mapping[str, str]) -> NotificationText:
             f"Withdrawal returned: {amount}",
             f"{amount} to {who} ({reference}) came back to your wallet: {reason}.{_balance(facts)}",
         )
-    raise UnknownNotificationKindError(f"unknown notification kind {kind!r}")
+    raise AssertionError(f"no text for {kind!r}, which _KINDS names")  # pragma: no cover

@@ -22,6 +22,7 @@ from vaultpay_common.outbox import (
 )
 from vaultpay_common.sealing import UnsealError
 from vaultpay_wallet.adapters.peers import UserContact
+from vaultpay_wallet.domain.notifications import parse_notification_kind
 from vaultpay_wallet.service_layer.notifications import CreateNotification, NotificationService
 
 __all__ = ["MAIL_TEMPLATES", "wallet_outbox_handlers"]
@@ -96,6 +97,10 @@ def wallet_outbox_handlers(
 
     async def create_notification(event: OutboxEvent) -> None:
         payload = event.payload
+        try:
+            parse_notification_kind(str(payload.get("kind", "")))
+        except ValidationError as exc:  # a newer build's kind, mid-rollout: retried
+            raise UnknownToThisBuildError(f"notification kind: {exc}") from exc
         try:
             await notifications.create_notification(
                 CreateNotification(

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import pytest
@@ -263,6 +264,19 @@ def test_the_money_journey_through_the_gateway(
             break
     assert paged == [t["transactionId"] for t in mine.body["transactions"]]
     assert token == ""
+    # A time window in query parameters (RFC 3339, as proto3 JSON writes a Timestamp): from the
+    # send's time on is the send alone; before it, the top-up alone; a window that ends before
+    # it begins is refused, naming the field.
+    sent_at = quote(debit["createTime"])
+    since = _call(gateway, alice, "GET", f"/v1/transactions?startTime={sent_at}")
+    assert [t["transactionId"] for t in since.body["transactions"]] == [debit["transactionId"]]
+    before = _call(gateway, alice, "GET", f"/v1/transactions?endTime={sent_at}")
+    assert [t["category"] for t in before.body["transactions"]] == ["TRANSACTION_CATEGORY_TOP_UP"]
+    backwards = _call(
+        gateway, alice, "GET", f"/v1/transactions?startTime={sent_at}&endTime={sent_at}"
+    )
+    assert backwards.status == 400, backwards.body
+    assert "endTime" in json.dumps(backwards.body) or "end_time" in json.dumps(backwards.body)
     theirs = _call(gateway, bob, "GET", "/v1/transactions?type=TRANSACTION_TYPE_CREDIT")
     (received,) = theirs.body["transactions"]
     assert (received["referenceId"], received["counterparty"]["walletId"]) == (

@@ -240,11 +240,13 @@ def public_http_filters(
             "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
         client_ratelimit_filter(settings),
+        # Before either jwt_authn: it spells the bearer scheme as jwt_authn's case-sensitive
+        # prefix wants it (the early one refused `bearer` on the KYC file routes).
+        request_guard_filter(settings.max_path_bytes, settings.max_header_bytes),
         # Off but where a route turns it on (the KYC file's JSON route): a bad token is
         # refused before its body (up to 14 MiB) is read, not after it was buffered whole.
         jwt_authn(settings, jwks_uri, JWT_BEFORE_BODY_FILTER),
         *body_limit_filters(settings, rpc_caps),
-        request_guard_filter(settings.max_path_bytes, settings.max_header_bytes),
         capture_filter(),
         grpc_json_transcoder(
             str(settings.descriptor_set.resolve()),

@@ -270,13 +270,14 @@ def test_filter_order(descriptor_set: Path) -> None:
         "vaultpay.replies",
         "envoy.filters.http.cors",
         "envoy.filters.http.local_ratelimit",
+        # Before either jwt_authn: the bearer scheme in any case.
+        "vaultpay.request_guard",
         # Off unless a route turns it on: the KYC file's JSON route checks its token first.
         "vaultpay.jwt_authn.before_body",
         "envoy.filters.http.body_size_limit",
         # Off unless a route turns them on: the KYC file routes' caps (gRPC, JSON).
         f"vaultpay.body_size_limit.{10 * MiB + 64 * 1024}",
         f"vaultpay.body_size_limit.{14 * MiB}",
-        "vaultpay.request_guard",
         "vaultpay.json_body.capture",
         "envoy.filters.http.grpc_json_transcoder",
         "vaultpay.rpc_ratelimit",

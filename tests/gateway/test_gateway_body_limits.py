@@ -168,6 +168,24 @@ def test_a_bad_token_is_refused_before_a_kyc_body_is_read(
     assert kyc_double.servicer.calls == calls_before
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER"])
+def test_the_kyc_file_route_takes_the_bearer_scheme_in_any_case(
+    capped_gateway: GatewayUnderTest,
+    kyc_double: ThreadedKycDouble,
+    signing_key: SigningKey,
+    scheme: str,
+) -> None:
+    """The route's early token check (before the body) ran before the filter that spells the
+    scheme `Bearer`, and refused `bearer` 401 on this route alone (review of 2026-12-05)."""
+    calls_before = kyc_double.servicer.calls
+    headers = {**JSON, "authorization": f"{scheme} {signing_key.token()}"}
+
+    reply = capped_gateway.call("POST", SUBMIT, submission(pdf(4096)), headers)
+
+    assert reply.status == 200, reply.body[:500]
+    assert kyc_double.servicer.calls == calls_before + 1
+
+
 def test_unknown_fields_are_refused_in_a_body_of_the_raised_cap(
     capped_gateway: GatewayUnderTest, kyc_double: ThreadedKycDouble, token: dict[str, str]
 ) -> None:

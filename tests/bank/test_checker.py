@@ -405,3 +405,16 @@ def test_a_copy_refused_while_its_twin_was_answered_ok_is_caught(refusal: str) -
     world.commit(send)
     problems = check(world.history, world.ledger)
     assert len(problems) == 1 and f"{refusal!r}" in problems[0], problems
+
+
+def test_a_freeze_race_that_never_caught_a_send_at_the_lock_is_no_evidence() -> None:
+    """The freeze rule's race made certain (review of 2026-12-05: a WALLET_FROZEN refusal
+    anywhere in a freeze window counted, the PIN check's included, so a run could pass
+    without any send crossing a freeze at the ledger)."""
+    world = World()
+    race = Fault("freeze-race", T0 + 20.0, T0 + 21.0)
+    world.history.faults = [race]
+    gap = "waited at the ledger's lock"
+    assert any(gap in g for g in _gaps(world))
+    race.queued = 1
+    assert not any(gap in g for g in _gaps(world))

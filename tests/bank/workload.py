@@ -96,7 +96,13 @@ CHANNEL_OPTIONS = [
 ]
 # Sends a pause waits for (queued on the wallets it holds) before it stops transfer.
 PAUSE_QUEUE = 3
-RESTARTS = ("kill-transfer", "pause-transfer", "restart-redis", "restart-transfer")
+RESTARTS = (
+    "kill-transfer",
+    "pause-transfer",
+    "restart-redis",
+    "restart-transfer",
+    "freeze-race",
+)
 FAULTS = ("terminate-backends", *RESTARTS)
 
 
@@ -169,6 +175,8 @@ class Bank:
         self._by_user: dict[str, Account] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._frozen: set[str] = set()
+        # A wallet no client sends to, its id below some senders': the freeze race's recipient.
+        self.race_recipient: Account | None = None
         self._latencies: collections.deque[float] = collections.deque(maxlen=256)
         dbs = mesh.databases
         infra = mesh.infra
@@ -211,6 +219,10 @@ class Bank:
         )
         self.accounts = [Account(p.email, p.user_id, p.wallet_id, p.token) for p in people]
         self._by_user = {a.user_id: a for a in self.accounts}
+        highest = max(a.wallet_id for a in self.accounts)
+        while self.race_recipient is None or self.race_recipient.wallet_id > highest:
+            p = await asyncio.to_thread(new_person, self.gateway, pin=PIN)
+            self.race_recipient = Account(p.email, p.user_id, p.wallet_id, p.token)
         self.staff_token = await asyncio.to_thread(
             staff_token, self.mesh, self.gateway, "SUPER_ADMIN"
         )
@@ -298,6 +310,8 @@ class Bank:
         """Clients, freezers, a balance reader and the nemesis for `seconds`; then the
         clients finish the send they are on (retrying within their budget)."""
         history = History(funding={a.wallet_id: self.config.funding for a in self.accounts})
+        if self.race_recipient is not None:
+            history.funding[self.race_recipient.wallet_id] = 0  # opened, never funded
         stop = asyncio.Event()
         clients = [
             asyncio.create_task(self._client(i, history, stop), name=f"client {i}")
@@ -494,7 +508,7 @@ class Bank:
     async def _reader(self, history: History, stop: asyncio.Event) -> None:
         """Every test wallet's balance in one statement, a few times a second (Jepsen's
         reads): each must see the whole funding and nothing negative."""
-        ids = [a.wallet_id for a in self.accounts]
+        ids = list(history.funding)
         conn: Any = None
         while True:
             try:
@@ -529,6 +543,7 @@ class Bank:
             "pause-transfer": self.pause_transfer,
             "restart-redis": self.restart_redis,
             "restart-transfer": lambda fault: self.restart_transfer(fault, crash=False),
+            "freeze-race": lambda fault: self.race_a_freeze(fault, history),
         }
         terminator = asyncio.create_task(self._terminator(history, stop))
         plan = itertools.cycle(RESTARTS)
@@ -605,6 +620,115 @@ class Bank:
                 os.kill(pid, signal.SIGCONT)
             await holder.close()
             await watcher.close()
+
+    async def race_a_freeze(self, fault: Fault, history: History) -> None:
+        """The race the freeze rule guards, made certain: a send past its PIN check waits at the
+        ledger's lock while a staff freeze of its sender commits; the ledger must refuse it.
+
+        The ledger function locks both wallets in id order, so holding the row of a recipient
+        whose id is lower than the sender's stops the send there, after the PIN check (which
+        locks the sender only) and before the sender is locked. Only this send goes to that
+        recipient (no client does), so the backend waiting on our lock is this send's. Then the
+        freeze (which locks the sender only) commits, the lock is let go, and the send must
+        answer WALLET_FROZEN. `fault.queued` is 1 when it did, after waiting at the lock; up to
+        three tries, as terminated backends may cut one short. The send is in the history like
+        any other (a debit committed while frozen breaks the freeze rule)."""
+        recipient = self.race_recipient
+        assert recipient is not None
+        rng = self.stream("freeze-race", len(history.faults))
+        for _ in range(3):
+            senders = [
+                a
+                for a in self.accounts
+                if a.wallet_id > recipient.wallet_id and a.wallet_id not in self._frozen
+            ]
+            if not senders:
+                return
+            sender = rng.choice(senders)
+            self._frozen.add(sender.wallet_id)  # the freezers keep off it meanwhile
+            try:
+                if await self._race_once(sender, recipient, history, rng):
+                    fault.queued = 1
+                    return
+            finally:
+                self._frozen.discard(sender.wallet_id)
+
+    async def _race_once(
+        self, sender: Account, recipient: Account, history: History, rng: random.Random
+    ) -> bool:
+        send = Send(
+            request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            client=-1,
+            sender_user=sender.user_id,
+            sender=sender.wallet_id,
+            recipient=recipient.wallet_id,
+            amount=1,
+        )
+        history.sends.append(send)
+        admin = wallet_pb2_grpc.WalletAdminServiceStub(self._wallet_channel())
+        holder = await self._connect(self.ledger_dsn)
+        watcher = await self._connect(self.admin_dsn)
+        frozen = False
+        attempt: asyncio.Task[Attempt] | None = None
+        try:
+            async with holder.transaction():
+                await holder.execute(
+                    "SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE", recipient.wallet_id
+                )
+                holder_pid = await holder.fetchval("SELECT pg_backend_pid()")
+                attempt = asyncio.create_task(self._attempt(send, sender.token, 10.0, "direct"))
+                waiting = False
+                for _ in range(150):  # up to about 3 s for the send to reach the lock
+                    waiting = bool(
+                        await watcher.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE application_name = 'vaultpay-transfer' "
+                            "AND $1 = ANY(pg_blocking_pids(pid))",
+                            holder_pid,
+                        )
+                    )
+                    if waiting or attempt.done():
+                        break
+                    await asyncio.sleep(0.02)
+                if waiting:
+                    freeze = wallet_pb2.AdminFreezeWalletRequest(
+                        request_id=rid(),
+                        wallet_id=sender.wallet_id,
+                        reason="bank test: a freeze racing a send at the ledger's lock",
+                    )
+                    frozen = await self._staff_call(
+                        f"freezing {sender.wallet_id}",
+                        admin.AdminFreezeWallet,
+                        freeze,
+                        history,
+                        rng,
+                    )
+                    acked = time.time()
+            answered = await attempt
+            send.attempts.append(answered)
+            if answered.code == "OK":
+                send.outcome, send.transaction_id = "ok", answered.transaction_id
+            elif verdict(answered) == "failed":
+                send.outcome, send.reason = "failed", answered.reason or answered.code
+            return frozen and waiting and (answered.reason or answered.code) == "WALLET_FROZEN"
+        finally:
+            if attempt is not None and not attempt.done():
+                attempt.cancel()
+            await holder.close()
+            await watcher.close()
+            if frozen:
+                lifted = time.time()
+                unfreeze = wallet_pb2.AdminUnfreezeWalletRequest(
+                    request_id=rid(), wallet_id=sender.wallet_id, reason="bank test"
+                )
+                await self._staff_call(
+                    f"lifting the freeze of {sender.wallet_id}",
+                    admin.AdminUnfreezeWallet,
+                    unfreeze,
+                    history,
+                    rng,
+                )
+                history.freezes.append(FreezeWindow(sender.wallet_id, acked, lifted))
 
     async def terminate_backends(self, fault: Fault) -> None:
         """pg_terminate_backend on every connection of the mesh's databases but ours; records

@@ -1,8 +1,9 @@
 """The HTTP filter chain of the public listener, in decode order.
 
-    header_mutation -> replies (lua) -> local_ratelimit (per client + global)
-    -> body_size_limit -> cors -> request_guard (lua) -> json_body.capture (lua)
-    -> grpc_json_transcoder -> rpc_ratelimit -> jwt_authn -> json_body.check (lua) -> router
+    header_mutation -> replies (lua) -> cors -> local_ratelimit (per client + global)
+    -> request_guard (lua) -> jwt_authn.before_body (KYC file routes only)
+    -> body_size_limit -> json_body.capture (lua) -> grpc_json_transcoder -> rpc_ratelimit
+    -> jwt_authn -> json_body.check (lua) -> router
 
 - header_mutation comes first so that, on the way back, it sees every reply, Envoy's own
   included: it adds `Cache-Control: no-store` to any reply that has no Cache-Control (tokens
@@ -10,17 +11,19 @@
   removes the local reply mapper's internal marks from every reply. It also drops `grpc-*`
   headers from JSON replies (GATEWAY.md item 4); that per-route config is
   read while the path is still the REST path, so it only applies to JSON requests.
-- Cheap rejections next: the client's token bucket and the global one (`ratelimits`), then
-  the body cap (GATEWAY.md item 5: the transcoder's own limit only sizes its buffer): one
-  instance per cap in use, the RPCs that carry a KYC file switching to theirs per route
-  (`body_limits`).
+- Cheap rejections next (after cors, so that their replies carry its headers): the client's
+  token bucket and the global one (`ratelimits`), the request line and header caps
+  (`request_guard`, below), then the body cap (GATEWAY.md item 5: the transcoder's own limit
+  only sizes its buffer): one instance per cap in use, the RPCs that carry a KYC file
+  switching to theirs per route (`body_limits`).
 - replies (`replies`) only acts on the way back, on replies of the filters after it and of
   the services: allowed CORS preflights become 204, the transcoder's JSON type errors get a
   BadRequest naming the field, upstream errors without an ErrorInfo get a generic message,
   429s get `Retry-After`.
 - cors answers preflights before the transcoder would reject OPTIONS as an unknown method.
 - request_guard (`request_guard`) caps the request line and headers (414 / 431) and accepts
-  the bearer scheme in any case, before anything reads them.
+  the bearer scheme in any case, before anything reads them: both jwt_authn filters (the KYC
+  file routes' early one among them) match the prefix `Bearer ` case-sensitively.
 - rpc_ratelimit (`ratelimits`) follows the transcoder: `:path` is then the exact gRPC path,
   for JSON and gRPC clients alike, and expensive public RPCs spend their own per-client
   budget.

@@ -157,7 +157,14 @@ async def start_server(descriptor_set: Path, address: str) -> tuple[grpc.aio.Ser
     """Starts the reflection server on `address` (`host:port`, port 0 for any free one);
     returns it and the bound port."""
     public = public_descriptors(descriptor_set)
-    server = grpc.aio.server()
+    # The services' metadata limit (`vaultpay_common.grpc.server.MAX_METADATA_BYTES`): what
+    # the edge lets through (`settings.MAX_HEADER_BYTES`) reaches it with Envoy's headers.
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_metadata_size", 24 * 1024),
+            ("grpc.absolute_max_metadata_size", 32 * 1024),
+        ]
+    )
     servicer = reflection.aio.ReflectionServicer(
         [*public.services, *REFLECTION_SERVICES], pool=public.pool
     )

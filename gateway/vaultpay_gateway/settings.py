@@ -57,6 +57,10 @@ GATEWAY_SECRET_ENV = "VAULTPAY_GATEWAY_SECRET"  # noqa: S105 - a variable name, 
 _MAX_SOCKET_PATH = 107
 MiB = 1 << 20
 # Envoy keeps body and buffer sizes in 32-bit fields; nothing here needs more than this.
+# The most request-header bytes (names and values) the edge lets through: within the
+# services' and the reflection server's gRPC metadata limit (24 KiB soft) with the original
+# path (`max_path_bytes`, up to 2 KiB) again, Envoy's headers and 32 bytes per entry.
+MAX_HEADER_BYTES = 12 * 1024
 _MAX_BODY_CAP = 1 << 30
 
 
@@ -340,8 +344,11 @@ class GatewaySettings:
     # ... except for these RPCs (full names): the KYC RPCs that carry a file.
     rpc_limits: Mapping[str, RpcLimits] = field(default_factory=_default_rpc_limits)
     # The request line (path and query) and all request headers together, checked at the
-    # edge (414 / 431) so that nothing too large for the services' gRPC metadata limit (8 KiB)
-    # is forwarded. Envoy's own parser stops at `max_request_headers_kb` (431 as well).
+    # edge (414 / 431) so that nothing too large for the services' gRPC metadata limit (24 KiB
+    # soft, `vaultpay_common.grpc.server.MAX_METADATA_BYTES`; the reflection server's is the
+    # same) is forwarded: gRPC counts 32 bytes more per header, and Envoy adds the original
+    # path again and its own headers, so at most MAX_HEADER_BYTES (12 KiB) reach ~19 KiB.
+    # Envoy's own parser stops at `max_request_headers_kb` (431 as well).
     max_path_bytes: int = 2048
     max_header_bytes: int = 8192
     max_request_headers_kb: int = 32
@@ -410,8 +417,12 @@ class GatewaySettings:
             raise SettingsError(f"max_request_bytes must be between 1 and {_MAX_BODY_CAP}")
         if not 0 < self.max_json_response_bytes <= _MAX_BODY_CAP:
             raise SettingsError(f"max_json_response_bytes must be between 1 and {_MAX_BODY_CAP}")
-        if not 256 <= self.max_path_bytes <= self.max_header_bytes:
-            raise SettingsError("max_path_bytes must be 256 or more and below max_header_bytes")
+        if not 256 <= self.max_path_bytes <= self.max_header_bytes <= MAX_HEADER_BYTES:
+            raise SettingsError(
+                "max_path_bytes must be 256 or more and below max_header_bytes, which must be"
+                f" at most {MAX_HEADER_BYTES} (what the services' metadata limit takes with"
+                " Envoy's own headers)"
+            )
         if not self.max_header_bytes <= self.max_request_headers_kb * 1024 <= 96 * 1024:
             raise SettingsError(
                 "max_request_headers_kb must hold max_header_bytes and be at most 96"

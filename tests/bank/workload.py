@@ -177,6 +177,7 @@ class Bank:
         self._frozen: set[str] = set()
         # A wallet no client sends to, its id below some senders': the freeze race's recipient.
         self.race_recipient: Account | None = None
+        self.unfunded: list[str] = []  # wallets opened, never funded (the race's among them)
         self._latencies: collections.deque[float] = collections.deque(maxlen=256)
         dbs = mesh.databases
         infra = mesh.infra
@@ -219,10 +220,14 @@ class Bank:
         )
         self.accounts = [Account(p.email, p.user_id, p.wallet_id, p.token) for p in people]
         self._by_user = {a.user_id: a for a in self.accounts}
-        highest = max(a.wallet_id for a in self.accounts)
-        while self.race_recipient is None or self.race_recipient.wallet_id > highest:
+        # The freeze race's recipient: below the fifth-highest client id, so that at least five
+        # wallets can send to it with the lower id locked first. Every wallet opened on the way
+        # is the test's (unfunded), so the checker accounts for it.
+        fifth = sorted(a.wallet_id for a in self.accounts)[-5]
+        while self.race_recipient is None or self.race_recipient.wallet_id > fifth:
             p = await asyncio.to_thread(new_person, self.gateway, pin=PIN)
             self.race_recipient = Account(p.email, p.user_id, p.wallet_id, p.token)
+            self.unfunded.append(p.wallet_id)
         self.staff_token = await asyncio.to_thread(
             staff_token, self.mesh, self.gateway, "SUPER_ADMIN"
         )
@@ -310,8 +315,7 @@ class Bank:
         """Clients, freezers, a balance reader and the nemesis for `seconds`; then the
         clients finish the send they are on (retrying within their budget)."""
         history = History(funding={a.wallet_id: self.config.funding for a in self.accounts})
-        if self.race_recipient is not None:
-            history.funding[self.race_recipient.wallet_id] = 0  # opened, never funded
+        history.funding.update(dict.fromkeys(self.unfunded, 0))
         stop = asyncio.Event()
         clients = [
             asyncio.create_task(self._client(i, history, stop), name=f"client {i}")
@@ -642,8 +646,9 @@ class Bank:
                 for a in self.accounts
                 if a.wallet_id > recipient.wallet_id and a.wallet_id not in self._frozen
             ]
-            if not senders:
-                return
+            if not senders:  # the freezers hold them all for a moment: a try spent waiting
+                await asyncio.sleep(0.5)
+                continue
             sender = rng.choice(senders)
             self._frozen.add(sender.wallet_id)  # the freezers keep off it meanwhile
             try:

@@ -638,6 +638,10 @@ def test_request_line_and_headers_are_capped_below_the_services_metadata_limit(
     assert _public_hcm(config)["max_request_headers_kb"] == 32
     with pytest.raises(SettingsError):
         _render(descriptor_set, max_header_bytes=40_000)
+    # Within Envoy's parser limit but past what the services' metadata limit takes with
+    # Envoy's own headers (review of 2026-12-05).
+    with pytest.raises(SettingsError, match="at most 12288"):
+        _render(descriptor_set, max_header_bytes=16_384)
 
 
 def test_rpc_routes_carry_the_gateway_identity_from_envoys_environment(

@@ -303,6 +303,38 @@ async def test_a_user_without_a_wallet_cannot_submit(kyc: KycStack) -> None:
         assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "WALLET_NOT_FOUND")
 
 
+async def test_a_retry_that_spells_the_document_otherwise_is_the_same_request(
+    kyc: KycStack,
+) -> None:
+    """The number with spaces or in lower case, the media type or the digest in upper case:
+    what the use case reads is the same, so the retry replays the first answer (review of
+    2026-12-05: IDEMPOTENCY_KEY_REUSED)."""
+    _, user = kyc.user()
+    number = pan()
+    spaced = f"{number[:5].lower()} {number[5:9]}-{number[9:]}"
+    request_id = rid()
+    data = pdf(4096, b"spelled twice")
+    first = await kyc.public.SubmitKyc(
+        submit_request(number, data, request_id=request_id), metadata=user
+    )
+    again = await kyc.public.SubmitKyc(
+        submit_request(spaced, data, "Application/PDF", request_id=request_id), metadata=user
+    )
+    assert again == first
+
+    _, streaming = kyc.user()
+    upload_id = rid()
+    digest = hashlib.sha256(data).hexdigest()
+    uploaded = await kyc.public.UploadKycDocument(
+        upload_stream(number, data, request_id=upload_id), metadata=streaming
+    )
+    retried = await kyc.public.UploadKycDocument(
+        upload_stream(spaced, data, sha256=digest.upper(), request_id=upload_id),
+        metadata=streaming,
+    )
+    assert retried == uploaded
+
+
 async def test_files_up_to_the_cap_pass_inline_and_streamed_and_read_back_identical(
     kyc: KycStack,
 ) -> None:

@@ -4,7 +4,7 @@ convert the result. No SQL, no try/except, no context.abort here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 
 from google.protobuf.message import Message
@@ -19,6 +19,7 @@ from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.ids import parse_optional_uuid
 from vaultpay_common.input_checks import InputChecks
 from vaultpay_common.pagination import PageTokens, SliceOf, page_size, paginate
+from vaultpay_kyc.domain.documents import normalise_document_number
 from vaultpay_kyc.domain.errors import KycUploadInProgressError
 from vaultpay_kyc.domain.model import Submission
 from vaultpay_kyc.domain.staff_reads import StaffViewer
@@ -41,6 +42,19 @@ from vaultpay_kyc.service_layer.submissions import SubmissionService
 __all__ = ["KycAdminServicer", "KycInternalServicer", "KycServicer"]
 
 Ctx = ServicerContext
+
+
+def _lowered(value: str) -> str:
+    return value.strip().lower()
+
+
+# How the use cases read the document fields (documents.py, files.py, upload.py), for the
+# requests that have them.
+_SPELLINGS: dict[str, Callable[[str], str]] = {
+    "document_number": normalise_document_number,
+    "document_content_type": _lowered,
+    "document_sha256": _lowered,
+}
 
 
 class KycServicer(kyc_pb2_grpc.KycServiceServicer):
@@ -71,9 +85,19 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
 
     def _document_key(self, request: Message) -> IdempotencyKey | None:
         """The call's key with the document number keyed into the fingerprint (its mask and
-        check digit leave few values to try; grpc/idempotency.py)."""
+        check digit leave few values to try; grpc/idempotency.py). The fields the use cases
+        read whatever their spelling enter it as they read them: a retry that writes the
+        number with spaces or in lower case, or the digest in upper case, is the same request
+        (it was IDEMPOTENCY_KEY_REUSED)."""
         return idempotency_key(
-            request, secret=("document_number",), secret_key=self._fingerprint_key
+            request,
+            secret=("document_number",),
+            secret_key=self._fingerprint_key,
+            canonical={
+                name: respell
+                for name, respell in _SPELLINGS.items()
+                if name in request.DESCRIPTOR.fields_by_name
+            },
         )
 
     def _upload_key(self, metadata: kyc_pb2.UploadKycDocumentMetadata) -> IdempotencyKey | None:

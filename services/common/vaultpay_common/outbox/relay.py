@@ -12,9 +12,9 @@ settles the whole round in one more statement (both in `relay_sql.py`): the deli
 and the failed ones, each due again after its own `backoff_delay`, or dead-lettered after
 `max_attempts` or at once on a `PermanentDeliveryError`. An event whose topic has no handler
 is retried like a transient failure (`UnknownToThisBuildError`: mid-rollout, a process of the
-other build has it; past `max_attempts`, a configuration bug). A delivery starts only while it can still end well inside the lease (see
-`OutboxRelay`); the events whose turn comes later are made due again at once, their attempt
-not counted.
+other build has it; past `max_attempts`, a configuration bug). A delivery starts only while
+it can still end well inside the lease (see `OutboxRelay`); the events whose turn comes later
+are made due again at once, their attempt not counted.
 
 Cancelling the relay (the service stopping) settles what the round delivered or failed and
 makes the rest of the batch due again at once, in a transaction the cancellation does not cut

@@ -7,8 +7,9 @@ check) and after the cors filter, so its refusals carry CORS headers:
    larger than `max_header_bytes` in all (names and values, the request line included)
    answer 431. Both are well below what the services' gRPC servers take as metadata (24 KiB
    soft, 32 KiB hard, `vaultpay_common.grpc.server.MAX_METADATA_BYTES`: a request within the
-   caps reaches them at about 15 KiB with Envoy's headers, the original path again among them,
-   and gRPC's 32 bytes per entry), whose own refusal named internal headers and sizes. Envoy's
+   default caps reaches them at about 15 KiB with Envoy's headers, the original path again
+   among them, and gRPC's 32 bytes per entry; 19 KiB under the highest header cap the settings
+   allow, `MAX_HEADER_BYTES`), whose own refusal named internal headers and sizes. Envoy's
    parser stops anything beyond `max_request_headers_kb` before this filter runs (431 too).
    The local reply mapper turns both into `google.rpc.Status` JSON (INVALID_ARGUMENT,
    reasons `URI_TOO_LONG` / `HEADERS_TOO_LARGE`) or a gRPC status.

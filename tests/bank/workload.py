@@ -671,18 +671,20 @@ class Bank:
         )
         history.sends.append(send)
         admin = wallet_pb2_grpc.WalletAdminServiceStub(self._wallet_channel())
-        holder = await self._connect(self.ledger_dsn)
-        watcher = await self._connect(self.admin_dsn)
-        frozen = False
+        holder: Any = None
+        watcher: Any = None
+        waiting = frozen = False
+        acked = 0.0
         attempt: asyncio.Task[Attempt] | None = None
         try:
+            holder = await self._connect(self.ledger_dsn)
+            watcher = await self._connect(self.admin_dsn)
             async with holder.transaction():
                 await holder.execute(
                     "SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE", recipient.wallet_id
                 )
                 holder_pid = await holder.fetchval("SELECT pg_backend_pid()")
                 attempt = asyncio.create_task(self._attempt(send, sender.token, 10.0, "direct"))
-                waiting = False
                 for _ in range(150):  # up to about 3 s for the send to reach the lock
                     waiting = bool(
                         await watcher.fetchval(
@@ -719,9 +721,11 @@ class Bank:
         finally:
             if attempt is not None and not attempt.done():
                 attempt.cancel()
-            await holder.close()
-            await watcher.close()
-            if frozen:
+            for conn in (holder, watcher):
+                if conn is not None:
+                    await conn.close()
+            # Lifted whenever it was asked for: an attempt that timed out may have committed it.
+            if waiting:
                 lifted = time.time()
                 unfreeze = wallet_pb2.AdminUnfreezeWalletRequest(
                     request_id=rid(), wallet_id=sender.wallet_id, reason="bank test"
@@ -733,7 +737,8 @@ class Bank:
                     history,
                     rng,
                 )
-                history.freezes.append(FreezeWindow(sender.wallet_id, acked, lifted))
+                if frozen:
+                    history.freezes.append(FreezeWindow(sender.wallet_id, acked, lifted))
 
     async def terminate_backends(self, fault: Fault) -> None:
         """pg_terminate_backend on every connection of the mesh's databases but ours; records

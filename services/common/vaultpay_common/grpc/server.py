@@ -76,10 +76,12 @@ def standard_interceptors(
 
 # The request metadata a server takes. gRPC counts each entry as name + value + 32 bytes and,
 # by default, refuses at random between 8 KiB (soft) and 16 KiB (hard): a JSON call through the
-# gateway within its 8 KiB header cap (the gateway's request_guard, names and values only) grows
-# by Envoy's headers (the original path again, the forwarded address, the request id, the
-# identity secret) and the per-entry overhead to about 15 KiB at worst, and such calls were
-# refused RESOURCE_EXHAUSTED now and then. 24 KiB soft, 32 KiB hard: all of them pass.
+# gateway within its header cap (the gateway's request_guard, names and values only: 8 KiB by
+# default, at most 12 KiB, `vaultpay_gateway.settings.MAX_HEADER_BYTES`) grows by Envoy's
+# headers (the original path again, the forwarded address, the request id, the identity
+# secret) and the per-entry overhead to about 15 KiB at worst (19 KiB under the highest cap),
+# and such calls were refused RESOURCE_EXHAUSTED now and then. 24 KiB soft, 32 KiB hard: all
+# of them pass.
 MAX_METADATA_BYTES = 24 * 1024
 
 

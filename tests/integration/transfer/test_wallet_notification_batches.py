@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,6 +28,7 @@ from vaultpay_common.outbox import (
     OutboxRelay,
     PermanentDeliveryError,
     SqlOutbox,
+    UnknownToThisBuildError,
     outbox_table_ddl,
 )
 from vaultpay_devstack.postgres import Provisioned
@@ -51,6 +54,8 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
     singles: list[str] = field(default_factory=list)
     batch_failure: grpc.StatusCode | None = None  # every batch call fails with it
     refused: set[str] = field(default_factory=set)  # INVALID_ARGUMENT, alone or in a batch
+    # INVALID_ARGUMENT naming `kind` alone, as a wallet that does not know the kind answers
+    unknown_kind: set[str] = field(default_factory=set)
     held: asyncio.Event = field(default_factory=asyncio.Event)  # set: calls answer
     hold_batches: bool = False
 
@@ -60,6 +65,17 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
         self.singles.append(request.request_id)
         if request.request_id in self.refused:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid request: title")
+        if request.request_id in self.unknown_kind:
+            bad = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field="kind", description="must be a known notification kind"
+                    )
+                ]
+            )
+            status = status_pb2.Status(code=3, message="invalid request: kind")
+            status.details.add().Pack(bad)
+            await context.abort_with_status(rpc_status.to_status(status))
         return wallet_pb2.CreateNotificationResponse(
             notification=wallet_pb2.Notification(title=request.title)
         )
@@ -73,7 +89,7 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
             await self.held.wait()
         if self.batch_failure is not None:
             await context.abort(self.batch_failure, "refused")
-        if self.refused & set(ids):
+        if (self.refused | self.unknown_kind) & set(ids):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "notifications[1].title")
         return wallet_pb2.CreateNotificationsResponse(
             notifications=[wallet_pb2.Notification(title=i.title) for i in request.notifications]
@@ -159,6 +175,23 @@ async def test_a_refused_batch_is_sent_again_one_by_one_and_only_the_refused_eve
     assert outcomes[:2] + outcomes[3:] == [None] * 4
     assert fake.batches == [events]
     assert sorted(fake.singles) == sorted(events)
+
+
+async def test_a_kind_wallet_does_not_know_yet_is_retried_not_dead_lettered(
+    wallet: tuple[FakeWallet, grpc.aio.Channel],
+) -> None:
+    """Mid-rollout, transfer of a newer build sends a kind an older wallet refuses (naming
+    `kind` alone): retried for a wallet that knows it; any other refusal stays permanent
+    (review of 2026-12-05)."""
+    fake, channel = wallet
+    events = _events(3)
+    fake.unknown_kind = {events[0]}
+    fake.refused = {events[1]}
+    outcomes = await _notify_all(_notifier(channel), events)
+    assert isinstance(outcomes[0], UnknownToThisBuildError)
+    assert not isinstance(outcomes[0], PermanentDeliveryError)
+    assert isinstance(outcomes[1], PermanentDeliveryError)
+    assert outcomes[2] is None
 
 
 @pytest.mark.parametrize(

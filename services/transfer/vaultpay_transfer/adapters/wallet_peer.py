@@ -44,7 +44,7 @@ from vaultpay_common.errors import (
     ValidationError,
 )
 from vaultpay_common.grpc.auth_client import outgoing_metadata
-from vaultpay_common.outbox import DeliveryError, PermanentDeliveryError
+from vaultpay_common.outbox import DeliveryError, PermanentDeliveryError, UnknownToThisBuildError
 from vaultpay_transfer.domain.errors import (
     PassedThroughError,
     WalletNotFoundError,
@@ -319,9 +319,29 @@ class GrpcWalletNotifications:
                 delivery.request, metadata=metadata, timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
+            if delivery.request.kind and _refused_only(exc, "kind"):
+                # A kind of ours a wallet of an older build does not know (mid-rollout):
+                # retried, for a wallet that knows it, not dead-lettered.
+                message = f"wallet does not know notification kind {delivery.request.kind}"
+                _settle([delivery], partial(UnknownToThisBuildError, message))
+                return
             _settle([delivery], partial(_failed, "CreateNotification", exc))
             return
         _settle([delivery], None)
+
+
+def _refused_only(exc: grpc.aio.AioRpcError, field: str) -> bool:
+    """wallet answered INVALID_ARGUMENT naming `field` and nothing else."""
+    status = _rich_status(exc)
+    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT or status is None:
+        return False
+    fields: set[str] = set()
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields |= {v.field for v in bad.field_violations}
+    return fields == {field}
 
 
 def _settle(batch: Sequence[_Delivery], error: Callable[[], Exception] | None) -> None:

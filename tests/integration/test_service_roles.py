@@ -285,6 +285,26 @@ def test_no_security_definer_function_is_executable_by_public(world: Provisioned
     assert sorted(r["function"] for r in rows if r["public"]) == []
 
 
+# Every function PUBLIC may EXECUTE (PostgreSQL's default for a new function): what it returns.
+_PUBLIC_RUNS = (
+    "SELECT p.oid::regprocedure::text AS function, p.prorettype::regtype::text AS returns"
+    " FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace"
+    " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    " AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) AS a"
+    "  WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))"
+)
+
+
+def test_public_executes_only_trigger_functions(world: Provisioned) -> None:
+    """The functions that keep PostgreSQL's default PUBLIC EXECUTE are trigger functions (the
+    append-only guards), which no one can call but a trigger; every function a role calls is
+    granted to that role alone. A new helper function left with the default would be callable
+    by every role of the cluster: this test names it."""
+    rows = _owner_fetch(world, _PUBLIC_RUNS)
+    assert "audit_refuse_change()" in {r["function"] for r in rows}
+    assert sorted(r["function"] for r in rows if r["returns"] != "trigger") == []
+
+
 def test_the_group_role_cannot_log_in(migrated: Provisioned) -> None:
     group = migrated.url(
         migrated.vaultpay_app_role, migrated.vaultpay_database, driver="postgresql"

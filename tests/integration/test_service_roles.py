@@ -73,7 +73,9 @@ TABLES = {
     "wallet_transactions": {"transfer": {"SELECT"}},
     "payouts": {"transfer": {"SELECT"}},
     "kyc_documents": {"kyc": {"SELECT", "INSERT"}},
-    "kyc_keys": {"kyc": {"SELECT", "INSERT", "UPDATE", "DELETE"}},
+    # UPDATE of the columns kyc changes only (k0007): no table-level UPDATE.
+    "kyc_keys": {"kyc": {"SELECT", "INSERT", "DELETE"}},
+    "kyc_key_rotations": {"kyc": {"SELECT", "INSERT"}},
     # UPDATE of the columns kyc changes only (k0006): no table-level UPDATE.
     "kyc_submissions": {"kyc": {"SELECT", "INSERT"}},
     # The platform's: every service.
@@ -115,6 +117,12 @@ KYC_UPDATE_COLUMNS = {
     "reviewed_at",
     "key_id",
     "wrapped_key",
+}
+# The columns of the key tables kyc's role may UPDATE (k0007): a key's retirement and a
+# rotation's progress; nobody else may UPDATE any.
+KYC_KEY_UPDATE_COLUMNS = {
+    "kyc_keys": {"state", "retiring_since"},
+    "kyc_key_rotations": {"reencrypted_count", "finished_at"},
 }
 SERVICES = ("wallet", "transfer", "kyc")
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -263,6 +271,27 @@ def test_only_kyc_updates_submissions_and_only_the_columns_it_changes(world: Pro
     )
     assert {(r["service"], r["attname"]) for r in rows if r["held"]} == {
         ("kyc", column) for column in KYC_UPDATE_COLUMNS
+    }
+
+
+@pytest.mark.parametrize("table", sorted(KYC_KEY_UPDATE_COLUMNS))
+def test_only_kyc_updates_its_key_tables_and_only_the_columns_it_changes(
+    world: Provisioned, table: str
+) -> None:
+    """k0001 granted kyc's role UPDATE of every column: it could rename a key (the documents
+    wrapped under it unreadable) or rewrite who rotated what (review of 2026-12-05)."""
+    rows = _owner_fetch(
+        world,
+        "SELECT r.service, a.attname,"
+        " has_column_privilege(r.role, $3::regclass, a.attname, 'UPDATE') AS held"
+        " FROM unnest($1::text[], $2::text[]) AS r(service, role), pg_attribute AS a"
+        " WHERE a.attrelid = $3::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+        list(SERVICES),
+        [world.app_role(s) for s in SERVICES],
+        table,
+    )
+    assert {(r["service"], r["attname"]) for r in rows if r["held"]} == {
+        ("kyc", column) for column in KYC_KEY_UPDATE_COLUMNS[table]
     }
 
 

@@ -4,7 +4,8 @@ roles (`vaultpay_common.chain_isolation`; the chain's env.py passes it to `run_e
 k0002 moved these from the group role once. A database migrated to the head with one role for
 everything, then migrated with `KYC_DATABASE_CHAIN_ROLES` set, gets them moved by its next
 `migrate`. Every table a kyc revision grants to `app_role` is named here (k0001's; k0006
-narrows UPDATE of `kyc_submissions` to columns); `kyc_check_submission_change` (k0006) is the
+narrows UPDATE of `kyc_submissions` to columns, k0007 that of `kyc_keys` and
+`kyc_key_rotations`); `kyc_check_submission_change` (k0006) is the
 owner's, granted to no role. `tests/integration/test_chain_roles_reconcile.py` compares the
 lists with what a database migrated with chain roles from the start grants.
 """

@@ -25,7 +25,8 @@ LOST_CONNECTION: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.CannotConnectNowError,  # 57P03: starting up, shutting down, in recovery
+    asyncpg.TooManyConnectionsError,  # 53300: every replica reconnecting at once
     ConnectionError,
     OSError,
 )

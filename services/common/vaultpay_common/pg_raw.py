@@ -21,18 +21,30 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.db import DatabaseUnavailableError
-from vaultpay_common.pg_failures import LOST_CONNECTION
+from vaultpay_common.pg_failures import LOST_CONNECTION, connection_lost
 
-__all__ = ["borrowed_driver"]
+__all__ = ["borrowed_driver", "connect_or_unavailable"]
+
+
+async def connect_or_unavailable(engine: AsyncEngine) -> AsyncConnection:
+    """A pooled connection, or DatabaseUnavailableError: the server unreachable, the pool
+    exhausted, or a new connection refused while PostgreSQL starts, stops or recovers
+    (57P03) or has no slot left (53300), which SQLAlchemy wraps in a bare DBAPIError (they
+    answered INTERNAL)."""
+    try:
+        return await engine.connect()
+    except (OperationalError, InterfaceError, OSError, PoolTimeoutError) as exc:
+        raise DatabaseUnavailableError() from exc  # unreachable, or the pool exhausted
+    except DBAPIError as exc:
+        if connection_lost(exc):
+            raise DatabaseUnavailableError() from exc
+        raise
 
 
 @asynccontextmanager
 async def borrowed_driver(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """The raw asyncpg connection of a pooled connection (see the module docstring)."""
-    try:
-        conn: AsyncConnection = await engine.connect()
-    except (OperationalError, InterfaceError, OSError, PoolTimeoutError) as exc:
-        raise DatabaseUnavailableError() from exc  # unreachable, or the pool exhausted
+    conn = await connect_or_unavailable(engine)
     try:
         try:
             raw = await conn.get_raw_connection()

@@ -153,3 +153,47 @@ async def test_a_notify_storm_naming_one_user_ends_only_that_users_streams() -> 
         assert await asyncio.wait_for(anext(bystander), 1) == note
     async with hub.subscribe(USER):  # the flooded user re-opens at once
         pass
+
+
+async def test_a_notification_of_an_unknown_kind_is_skipped_and_the_reader_lives_on() -> None:
+    """Mid-rollout a newer build writes a kind this build has no member for: the live reader
+    raised KeyError and ended for good, nothing restarting it (review of 2026-12-05). It
+    skips that row, delivers the rest, and a batch it cannot deliver at all ends the
+    streams, never the reader."""
+    hub = NotificationHub()
+    listener = PgNotificationListener("postgresql://unused", hub)
+    known, newer = str(uuid.uuid4()), str(uuid.uuid4())
+    rows = {
+        nid: {
+            "id": nid,
+            "user_id": USER,
+            "kind": kind,
+            "title": "t",
+            "body": "b",
+            "read": False,
+            "created_at": datetime.now(UTC),
+        }
+        for nid, kind in ((newer, "LOYALTY_POINTS"), (known, "TOP_UP"))
+    }
+    reads: list[list[str]] = []
+
+    async def read(batch: list[NotifiedRef]) -> dict[str, object]:
+        reads.append([told.notification_id for told in batch])
+        if len(reads) > 1:
+            raise RuntimeError("a bug in delivering")
+        return {told.notification_id: rows[told.notification_id] for told in batch}
+
+    listener._read = read  # type: ignore[method-assign]
+    listener._reader = asyncio.create_task(listener._read_told())
+    try:
+        async with hub.subscribe(USER) as stream:
+            for nid in (newer, known):
+                listener._on_notify(None, 0, "", json.dumps({"id": nid, "user_id": USER}))
+            delivered = await asyncio.wait_for(anext(stream), 1)
+            assert delivered.notification_id == known
+            listener._on_notify(None, 0, "", json.dumps({"id": known, "user_id": USER}))
+            with pytest.raises(NotificationStreamInterruptedError):
+                await asyncio.wait_for(anext(stream), 1)
+        assert not listener._reader.done()
+    finally:
+        listener._reader.cancel()

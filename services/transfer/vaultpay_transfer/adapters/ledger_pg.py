@@ -61,8 +61,7 @@ from dataclasses import replace
 from typing import Any
 
 import asyncpg
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.db import DatabaseUnavailableError
@@ -74,6 +73,7 @@ from vaultpay_common.idempotency import (
     idempotency_lock_key,
 )
 from vaultpay_common.pg_failures import LOST_CONNECTION
+from vaultpay_common.pg_raw import connect_or_unavailable
 from vaultpay_transfer.adapters.rows import transaction_from_row
 from vaultpay_transfer.domain.errors import CommitOutcomeUnknownError
 from vaultpay_transfer.domain.model import PaymentMethod, Transaction, TransactionStatus
@@ -253,12 +253,10 @@ class PgLedger:
         self._hold_idle_bound = f"{int(hold_idle_timeout * 1000)}ms"
 
     async def _connect(self) -> AsyncConnection:
-        try:
-            return await self._engine.connect()
-        except (OperationalError, InterfaceError, OSError, PoolTimeoutError) as exc:
-            # PoolTimeoutError: every pooled connection stayed checked out (by movements
-            # waiting at wallet, say) for the pool's whole timeout.
-            raise DatabaseUnavailableError() from exc
+        # The pool exhausted (every pooled connection checked out by movements waiting at
+        # wallet, say, for the pool's whole timeout), the server unreachable, or a new
+        # connection refused (starting, stopping, no slot left): DatabaseUnavailableError.
+        return await connect_or_unavailable(self._engine)
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = await self._connect()

@@ -30,6 +30,7 @@ import pytest
 from tests.integration.databases import fresh_databases
 from vaultpay_common.cli import ServiceCli
 from vaultpay_common.config import ServiceSettings
+from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain
 from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import Provisioned, run_sql
 from vaultpay_kyc.entrypoints import cli as kyc_cli
@@ -273,6 +274,33 @@ def test_chain_roles_set_after_one_role_isolate_each_service(
         # A third run: nothing to reconcile, nothing changes.
         for service in order:
             assert _reconciled_lines(_migrate(dbs, service, roles)) == []
+        assert _state(dbs) == state
+
+
+def test_chain_roles_set_after_one_role_at_a_revision_before_the_narrowing(
+    infra: Infra, reference: dict[str, Any]
+) -> None:
+    """A database migrated with one role to revisions before wallet w0008 and kyc k0006 (the
+    group held UPDATE of whole tables), then migrated with chain roles: the revisions narrowed
+    UPDATE of the chain's role, which held nothing yet, and the reconcile then moved the
+    group's table-level UPDATE to it, undoing them (review of 2026-12-05). The reconcile now
+    narrows what it moved: the same privileges as a database migrated with roles from the
+    start, and a second run changes nothing."""
+    with fresh_databases(infra, "n") as dbs:
+        owner, group = dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role
+        migrate_chain(PLATFORM_CHAIN, owner, group)
+        migrate_chain(wallet_cli.WALLET_CHAIN, owner, group, revision="w0007")
+        migrate_chain(kyc_cli.KYC_CHAIN, owner, group, revision="k0005")
+        roles = dbs.chain_roles()
+        said = [_migrate(dbs, service, roles) for service in SERVICES]
+        state = _state(dbs)
+        assert state["privileges"] - reference["privileges"] == set()
+        assert reference["privileges"] - state["privileges"] == set()
+        printed = [line for out in said for line in _reconciled_lines(out)]
+        for table in ("wallets", "kyc_submissions", "kyc_keys", "kyc_key_rotations"):
+            assert any("instead of UPDATE of the whole table" in line and f" {table} " in line
+                       for line in printed), table  # fmt: skip
+        assert all(_reconciled_lines(_migrate(dbs, service, roles)) == [] for service in SERVICES)
         assert _state(dbs) == state
 
 

@@ -158,12 +158,20 @@ class ChainIsolation:
     # chain's reconcile grants them to it and takes the group's (whichever migrates first; for
     # good where that chain's role is the group).
     read_by_others: tuple[ColumnGrant, ...] = ()
+    # Tables of this chain whose UPDATE a revision narrowed to columns (wallet w0008, kyc
+    # k0006, k0007): the chain's role holds UPDATE of these columns only, never of the table.
+    # A database migrated with one role before such a revision and given chain roles after it
+    # had the group's table-level UPDATE moved to the chain's role; the reconcile narrows it.
+    update_columns: tuple[ColumnGrant, ...] = ()
 
     def __post_init__(self) -> None:
         if self.service not in ISOLATED_SERVICES:
             raise ValueError(f"{self.service!r} is not a service of the shared database")
         names = [*self.tables, *self.functions]
-        for grant in (*self.column_grants, *self.read_by_others):
+        for grant in self.update_columns:
+            if grant.privilege != "UPDATE" or grant.table not in self.tables:
+                raise ValueError(f"update_columns names UPDATE of this chain's tables: {grant}")
+        for grant in (*self.column_grants, *self.read_by_others, *self.update_columns):
             if grant.privilege not in _COLUMN_PRIVILEGES:
                 raise ValueError(f"not a column privilege: {grant.privilege!r}")
             if not grant.columns:
@@ -196,9 +204,50 @@ def reconcile_chain(
         return 0
     return (
         _move_from_group(connection, isolation, app_role, shared_role, say)
+        + _narrow_updates(connection, isolation, app_role, say)
         + _grant_columns(connection, isolation, app_role, shared_role, say)
         + _retarget_policies(connection, isolation, app_role, shared_role, say)
     )
+
+
+# Whether `role` holds `privilege` on the whole of `table` (not only on some columns).
+_TABLE_PRIVILEGE_HELD = text(
+    """
+SELECT EXISTS (
+    SELECT 1 FROM pg_class AS c, aclexplode(c.relacl) AS a
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relname = CAST(:table AS text)
+      AND a.grantee = CAST(CAST(:role AS text) AS regrole)
+      AND a.privilege_type = CAST(:privilege AS text))
+"""
+)
+
+
+def _narrow_updates(
+    connection: Connection,
+    isolation: ChainIsolation,
+    app_role: str,
+    say: Callable[[str], None],
+) -> int:
+    """The chain's role's table-level UPDATE of a narrowed table (`update_columns`) becomes
+    UPDATE of its columns (revoking the table's takes the columns' grants with it: they are
+    given again)."""
+    changed = 0
+    for grant in isolation.update_columns:
+        held = connection.scalar(
+            _TABLE_PRIVILEGE_HELD,
+            {"table": grant.table, "role": app_role, "privilege": grant.privilege},
+        )
+        if not held:
+            continue
+        quoted = ", ".join(f'"{column}"' for column in grant.columns)
+        connection.execute(text(f'REVOKE UPDATE ON TABLE {grant.table} FROM "{app_role}"'))
+        connection.execute(text(f'GRANT UPDATE ({quoted}) ON TABLE {grant.table} TO "{app_role}"'))
+        say(
+            f"{isolation.service}: granted UPDATE ({', '.join(grant.columns)}) on {grant.table}"
+            f" to {app_role} instead of UPDATE of the whole table"
+        )
+        changed += 1
+    return changed
 
 
 def _move_from_group(

@@ -12,11 +12,29 @@ lists with what a database migrated with chain roles from the start grants.
 
 from __future__ import annotations
 
-from vaultpay_common.chain_isolation import ChainIsolation
+from vaultpay_common.chain_isolation import ChainIsolation, ColumnGrant
 
 __all__ = ["KYC_ISOLATION"]
 
 KYC_ISOLATION = ChainIsolation(
     service="kyc",
     tables=("kyc_submissions", "kyc_documents", "kyc_keys", "kyc_key_rotations"),
+    # k0006's and k0007's UPDATABLE_COLUMNS: kyc's role never UPDATEs these tables whole.
+    update_columns=(
+        ColumnGrant(
+            "UPDATE",
+            "kyc_submissions",
+            (
+                "status",
+                "rejection_reason",
+                "granted_tier",
+                "reviewer_id",
+                "reviewed_at",
+                "key_id",
+                "wrapped_key",
+            ),
+        ),
+        ColumnGrant("UPDATE", "kyc_keys", ("state", "retiring_since")),
+        ColumnGrant("UPDATE", "kyc_key_rotations", ("reencrypted_count", "finished_at")),
+    ),
 )

@@ -37,4 +37,8 @@ WALLET_ISOLATION = ChainIsolation(
         ColumnGrant("SELECT", "wallets", ("id", "user_id", "status", "currency", "balance")),
         ColumnGrant("SELECT", "wallet_freezes", ("wallet_id", "source", "until")),
     ),
+    # w0008's UPDATABLE_COLUMNS: wallet's role never UPDATEs the whole of `wallets`.
+    update_columns=(
+        ColumnGrant("UPDATE", "wallets", ("status", "kyc_tier", "updated_at", "closed_at")),
+    ),
 )

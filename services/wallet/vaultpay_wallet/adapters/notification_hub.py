@@ -352,14 +352,14 @@ class PgNotificationListener:
                 continue
             try:
                 note = note_from_record(row)
-            except KeyError:  # a kind of a newer build (mid-rollout): listed, not streamed here
+            except KeyError:  # a kind of a newer build (mid-rollout): not streamed here
                 unknown += 1
                 continue
             self._hub.publish(note)
         if unknown:
             log.warning(
                 "%d notification(s) of a kind this build does not know not delivered live"
-                " (their users see them by listing)",
+                " (a replica of the newer build lists them)",
                 unknown,
             )
         if dropped:  # one line per batch, however many

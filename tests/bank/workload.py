@@ -69,6 +69,7 @@ from tests.e2e.wallet_support import (
     service_token,
     staff_token,
 )
+from tests.support import eventually
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from vaultpay.type.v1 import kyc_tier_pb2, money_pb2
@@ -640,16 +641,17 @@ class Bank:
         recipient = self.race_recipient
         assert recipient is not None
         rng = self.stream("freeze-race", len(history.faults))
-        for _ in range(3):
-            senders = [
+
+        async def free_senders() -> list[Account]:
+            return [
                 a
                 for a in self.accounts
                 if a.wallet_id > recipient.wallet_id and a.wallet_id not in self._frozen
             ]
-            if not senders:  # the freezers hold them all for a moment: a try spent waiting
-                await asyncio.sleep(0.5)
-                continue
-            sender = rng.choice(senders)
+
+        for _ in range(3):
+            # The freezers hold a wallet for 0.5 to 2 s at a time: one is free again soon.
+            sender = rng.choice(await eventually(free_senders, within=10.0, what="a free sender"))
             self._frozen.add(sender.wallet_id)  # the freezers keep off it meanwhile
             try:
                 if await self._race_once(sender, recipient, history, rng):

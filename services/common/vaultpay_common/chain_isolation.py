@@ -239,13 +239,10 @@ def _narrow_updates(
         )
         if not held:
             continue
-        quoted = ", ".join(f'"{column}"' for column in grant.columns)
         connection.execute(text(f'REVOKE UPDATE ON TABLE {grant.table} FROM "{app_role}"'))
-        connection.execute(text(f'GRANT UPDATE ({quoted}) ON TABLE {grant.table} TO "{app_role}"'))
-        say(
-            f"{isolation.service}: granted UPDATE ({', '.join(grant.columns)}) on {grant.table}"
-            f" to {app_role} instead of UPDATE of the whole table"
-        )
+        say(f"{isolation.service}: revoked UPDATE of the whole of {grant.table} from {app_role}")
+        columns = list(grant.columns)
+        _alter_columns(connection, isolation, "GRANT", "TO", grant, columns, app_role, say)
         changed += 1
     return changed
 

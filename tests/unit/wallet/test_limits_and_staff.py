@@ -151,6 +151,74 @@ async def test_admin_limits_need_a_reason_and_one_entry_per_action() -> None:
     assert twice.value.violations[0].field == "limits[1].action"
 
 
+async def test_admin_limits_name_every_bad_field_at_once_before_auth_is_asked() -> None:
+    world = World()
+    wallet_id = await _basic(world)
+    world.roles.down = True  # a refusal the request alone shows does not wait on auth
+    entries = (
+        LimitValuesInput(LimitAction.SEND, per_transaction=AmountInput(INR, -5)),
+        LimitValuesInput(LimitAction.SEND, daily=AmountInput(INR, 9_223_372_036_854_775_807)),
+        LimitValuesInput(LimitAction.WITHDRAW),
+        LimitValuesInput(
+            LimitAction.TOP_UP, per_transaction=AmountInput(INR, 10), daily=AmountInput(INR, 5)
+        ),
+    )
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as err:
+        await world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("staff", Role.ADMIN, wallet_id, entries, " ", key("staff"))
+        )
+    assert [v.field for v in err.value.violations] == [
+        "reason",
+        "limits[0].per_transaction.amount_minor",
+        "limits[1].action",
+        "limits[1].daily.amount_minor",
+        "limits[2]",
+        "limits[3].daily",
+    ]
+    assert world.roles.asked == []
+    assert world.snapshot() == before
+
+
+async def test_an_override_above_the_largest_limit_is_refused() -> None:
+    world = World()
+    wallet_id = await _basic(world)
+    too_much = AmountInput(INR, 10**12 + 1)
+    with pytest.raises(ValidationError) as admin:
+        await world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits(
+                "staff",
+                Role.ADMIN,
+                wallet_id,
+                (LimitValuesInput(LimitAction.SEND, monthly=too_much),),
+                "typo",
+                key("staff"),
+            )
+        )
+    assert admin.value.violations[0].field == "limits[0].monthly.amount_minor"
+    with pytest.raises(ValidationError) as own:
+        await world.limits.set_my_limit(SetMyLimit("alice", "send", None, None, too_much, key()))
+    assert own.value.violations[0].field == "monthly.amount_minor"
+
+
+async def test_the_audit_row_of_an_override_names_the_set_it_replaced() -> None:
+    world = World()
+    wallet_id = await _basic(world)
+    clamp = LimitValuesInput(LimitAction.SEND, per_transaction=AmountInput(INR, 1))
+    await world.limits.admin_set_wallet_limits(
+        AdminSetWalletLimits("admin-a", Role.ADMIN, wallet_id, (clamp,), "fraud 42", key("a"))
+    )
+    world.roles.roles["admin-a"] = Role.ADMIN
+    other = LimitValuesInput(LimitAction.WITHDRAW, daily=AmountInput(INR, 5_000))
+    await world.limits.admin_set_wallet_limits(
+        AdminSetWalletLimits("admin-b", Role.ADMIN, wallet_id, (other,), "payouts", key("b"))
+    )
+    row = world.uow.audit_entries[-1]
+    assert row.action == "wallet.limits_overridden"
+    assert row.details["limits"] == "withdraw:per_transaction=-,daily=5000,monthly=-"
+    assert row.details["replaced"] == "send:per_transaction=1,daily=-,monthly=- by admin-a"
+
+
 async def test_usage_is_joined_with_the_caps() -> None:
     world = World()
     await _basic(world)

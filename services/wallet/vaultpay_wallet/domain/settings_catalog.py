@@ -21,6 +21,7 @@ from vaultpay_wallet.domain.model import KycTier
 
 __all__ = [
     "LIMIT_SETTINGS",
+    "MAX_LIMIT_MINOR",
     "SETTINGS",
     "SettingSpec",
     "SettingType",
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 _INTEGER = re.compile(r"^-?[0-9]{1,19}\Z")
-_MAX_LIMIT_MINOR = 10**12  # 10 billion INR: far above any tier, far below BIGINT
+MAX_LIMIT_MINOR = 10**12  # 10 billion INR: far above any tier, far below BIGINT
 
 
 class SettingType(Enum):
@@ -106,10 +107,10 @@ def _limit_specs() -> list[SettingSpec]:
                         description=(
                             f"Default {_WINDOW_TEXT[window]} {_ACTION_TEXT[action]} at KYC "
                             f"tier {tier.value}, in minor units (paise for INR); "
-                            f"0 to {_MAX_LIMIT_MINOR}."
+                            f"0 to {MAX_LIMIT_MINOR}."
                         ),
                         minimum=0,
-                        maximum=_MAX_LIMIT_MINOR,
+                        maximum=MAX_LIMIT_MINOR,
                     )
                 )
     return specs

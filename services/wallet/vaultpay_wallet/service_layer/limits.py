@@ -20,6 +20,7 @@ from vaultpay_common.clock import Clock
 from vaultpay_common.context import Role
 from vaultpay_common.errors import AbortedError, FieldViolation, ValidationError
 from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once, stored_reply
+from vaultpay_common.input_checks import InputChecks
 from vaultpay_common.ranks import acts_on_anyone
 from vaultpay_wallet.domain.errors import WalletClosedError, WalletNotFoundError
 from vaultpay_wallet.domain.limits import (
@@ -38,7 +39,7 @@ from vaultpay_wallet.domain.limits import (
     window_order_conflicts,
 )
 from vaultpay_wallet.domain.model import KycTier, Wallet
-from vaultpay_wallet.domain.settings_catalog import SETTINGS
+from vaultpay_wallet.domain.settings_catalog import MAX_LIMIT_MINOR, SETTINGS
 from vaultpay_wallet.domain.staff import check_may_replace_staff_limits
 from vaultpay_wallet.domain.staff_reads import StaffViewer, limits_listed
 from vaultpay_wallet.domain.validation import clean_text
@@ -53,6 +54,7 @@ from vaultpay_wallet.service_layer.commands import (
     AdminSetWalletLimits,
     AmountInput,
     DeleteMyLimit,
+    LimitValuesInput,
     SetMyLimit,
 )
 from vaultpay_wallet.service_layer.notify import NotificationKind, notify
@@ -92,15 +94,50 @@ def parse_limit_action(raw: str, *, field: str = "action") -> LimitAction:
 def _amount(
     value: AmountInput | None, currency: str, field: str, violations: list[FieldViolation]
 ) -> int | None:
+    """The amount of a window, in the wallet's currency (its shape: `_window_violations`)."""
     if value is None:
         return None
-    if value.amount_minor <= 0:
-        violations.append(FieldViolation(f"{field}.amount_minor", "must be positive"))
-    elif value.currency_code != currency:
+    if value.currency_code != currency:
         violations.append(
             FieldViolation(f"{field}.currency_code", f"must be the wallet's currency {currency}")
         )
     return value.amount_minor
+
+
+def _window_violations(value: AmountInput | None, field: str) -> list[FieldViolation]:
+    """A window's amount: positive, and at most MAX_LIMIT_MINOR (a tier default's bound: an
+    override of 9,223,372,036,854,775,807 is a typo, not a cap)."""
+    if value is None:
+        return []
+    if value.amount_minor <= 0:
+        return [FieldViolation(f"{field}.amount_minor", "must be positive")]
+    if value.amount_minor > MAX_LIMIT_MINOR:
+        return [FieldViolation(f"{field}.amount_minor", f"must be at most {MAX_LIMIT_MINOR}")]
+    return []
+
+
+def _check_override_shapes(limits: Sequence[LimitValuesInput]) -> None:
+    """Every entry of an admin override set that is bad on its own, in one refusal: its
+    action (required, once), its amounts, at least one window, the windows' order."""
+    violations: list[FieldViolation] = []
+    seen: set[LimitAction] = set()
+    for i, entry in enumerate(limits):
+        if entry.action is None:
+            violations.append(FieldViolation(f"limits[{i}].action", "is required"))
+        elif entry.action in seen:
+            violations.append(FieldViolation(f"limits[{i}].action", "is listed twice"))
+        else:
+            seen.add(entry.action)
+        given = {w: getattr(entry, w.value) for w in LimitWindow}
+        if all(v is None for v in given.values()):
+            violations.append(FieldViolation(f"limits[{i}]", "sets no window"))
+        shape = [_window_violations(v, f"limits[{i}].{w.value}") for w, v in given.items()]
+        violations += [v for found in shape for v in found]
+        if not any(shape):
+            amounts = {w: None if v is None else v.amount_minor for w, v in given.items()}
+            violations += _order_violations(amounts, f"limits[{i}].")
+    if violations:
+        raise ValidationError(violations)
 
 
 def _order_violations(
@@ -242,14 +279,18 @@ class LimitsService:
             wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
             if wallet.is_closed:
                 raise WalletClosedError()
-            violations: list[FieldViolation] = []
+            violations = [
+                v for w in LimitWindow for v in _window_violations(getattr(cmd, w.value), w.value)
+            ]
+            shaped = not violations
             values = {
                 window: _amount(
                     getattr(cmd, window.value), wallet.currency, window.value, violations
                 )
                 for window in LimitWindow
             }
-            violations += _order_violations(values)
+            if shaped:
+                violations += _order_violations(values)
             if violations:
                 raise ValidationError(violations)
             defaults = await tier_defaults(uow, wallet.kyc_tier)
@@ -354,16 +395,17 @@ class LimitsService:
     ) -> tuple[ActionLimitsView, ...]:
         """PUT: the request is the wallet's complete set of admin overrides. Never the
         caller's own wallet (CANNOT_MODIFY_SELF), nor one whose owner the caller does not
-        outrank (INSUFFICIENT_PERMISSIONS). Audited."""
-        wallet_id = clean_wallet_id(cmd.wallet_id)
-        reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
-        seen: set[LimitAction] = set()
-        for i, entry in enumerate(cmd.limits):
-            if entry.action is None:
-                raise ValidationError.single(f"limits[{i}].action", "is required")
-            if entry.action in seen:
-                raise ValidationError.single(f"limits[{i}].action", "is listed twice")
-            seen.add(entry.action)
+        outrank (INSUFFICIENT_PERMISSIONS). Every field the request alone shows bad is named
+        in one refusal before auth is asked anything (only the currency needs the wallet).
+        Audited with the set it replaced as well as the new one: a PUT from a stale view
+        removes another admin's clamp, and the audit row says which."""
+        with InputChecks() as checks:
+            wallet = checks.run(lambda: clean_wallet_id(cmd.wallet_id))
+            why = checks.run(
+                lambda: clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
+            )
+            checks.run(lambda: _check_override_shapes(cmd.limits))
+        wallet_id, reason = wallet.value, why.value
         replay = await self._replayed(cmd.idempotency)
         if replay is not None:
             return replay  # before the rank check: a committed change's retry is not refused
@@ -373,10 +415,9 @@ class LimitsService:
         async def work(uow: WalletUnitOfWork) -> EffectiveLimits:
             wallet = await load_wallet(uow, wallet_id, for_update=True)
             wallet.check_staff_may_change(cmd.actor_id)
-            if checked is not None:
-                held = _set_by_others(await uow.limits.for_wallet(wallet.id), cmd.actor_id)
-                if held != checked:
-                    raise AbortedError("the wallet's admin limits changed while checked; retry")
+            in_force = await uow.limits.for_wallet(wallet.id)
+            if checked is not None and _set_by_others(in_force, cmd.actor_id) != checked:
+                raise AbortedError("the wallet's admin limits changed while checked; retry")
             violations: list[FieldViolation] = []
             now = self._clock.now()
             overrides = []
@@ -391,9 +432,6 @@ class LimitsService:
                     )
                     for w in LimitWindow
                 }
-                if all(v is None for v in values.values()):
-                    violations.append(FieldViolation(f"limits[{i}]", "sets no window"))
-                violations += _order_violations(values, f"limits[{i}].")
                 overrides.append(
                     LimitOverride(
                         wallet.id,
@@ -410,12 +448,17 @@ class LimitsService:
             if violations:
                 raise ValidationError(violations)
             await uow.limits.replace_admin(wallet.id, overrides)
+            replaced = [o for o in in_force if o.source is LimitSource.ADMIN_OVERRIDE]
             await uow.audit(
                 AuditEntry(
                     "wallet.limits_overridden",
                     "wallet",
                     wallet.id,
-                    {"reason": reason, "limits": _describe(overrides)},
+                    {
+                        "reason": reason,
+                        "limits": _describe(overrides),
+                        "replaced": _describe(replaced, with_setter=True),
+                    },
                 )
             )
             return await self._effective(uow, wallet)
@@ -469,14 +512,16 @@ def _set_filters(flt: LimitOverrideFilter) -> dict[str, str]:
     return {name: value for name, value in filters.items() if value}
 
 
-def _describe(overrides: Sequence[LimitOverride]) -> str:
-    """ "send:per_transaction=100,daily=-,monthly=-; ..." for the audit log."""
+def _describe(overrides: Sequence[LimitOverride], *, with_setter: bool = False) -> str:
+    """ "send:per_transaction=100,daily=-,monthly=-; ..." for the audit log; `with_setter`
+    adds who set each (" by <user id>")."""
     parts = []
     for o in overrides:
         windows = ",".join(
             f"{w.value}={'-' if o.window(w) is None else o.window(w)}" for w in LimitWindow
         )
-        parts.append(f"{o.action.value}:{windows}")
+        setter = f" by {o.set_by or '-'}" if with_setter else ""
+        parts.append(f"{o.action.value}:{windows}{setter}")
     return "; ".join(parts) or "(none)"
 
 

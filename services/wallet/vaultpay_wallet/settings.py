@@ -25,6 +25,10 @@ class WalletSettings(SharedDatabaseSettings):
     pin_bcrypt_rounds: int = 12
     # Concurrent WatchNotifications streams one user may hold.
     max_watch_streams_per_user: int = Field(default=5, ge=1)
+    # Concurrent WatchNotifications streams one process may hold, every user's together; the
+    # next is refused (RESOURCE_EXHAUSTED, WATCH_CAPACITY_REACHED) until one closes. Without
+    # it, 4,000 accounts at the per-user cap held 20,000 streams in one process.
+    max_watch_streams: int = Field(default=10_000, ge=1)
     # How often expired freezes (PIN lockouts, timed staff freezes) are lifted.
     freeze_sweep_seconds: Seconds = 30.0
     # How often the outbox relay looks for due events (it is also woken after each commit).

@@ -119,6 +119,7 @@ OWN_BAD = [
     ),
     *(("WALLET_", "FREEZE_SWEEP_SECONDS", value) for value in ("0", "-1", "nan", "inf")),
     ("WALLET_", "MAX_WATCH_STREAMS_PER_USER", "0"),
+    ("WALLET_", "MAX_WATCH_STREAMS", "0"),
     *(("KYC_", "ROTATION_RESUME_SECONDS", value) for value in ("0", "-1", "nan", "inf")),
     *(("KYC_", "ROTATION_SETTLE_SECONDS", value) for value in ("-1", "nan", "inf")),
     *(("AUTH_", "KEY_RELOAD_SECONDS", value) for value in ("0", "-1", "nan", "inf")),

@@ -24,9 +24,16 @@ If the listener loses its connection, notifications may have been missed: every 
 ends with NotificationStreamInterruptedError (UNAVAILABLE), and new streams are refused the
 same way until LISTEN is back, so clients retry with backoff.
 
+Two caps on open streams, both per process: `max_streams_per_user` (TooManyStreamsError:
+the user closes one) and `max_streams` for every user together
+(TooManyStreamsInProcessError: retry later, maybe on another replica), so many accounts
+with a few streams each cannot hold an unbounded number of them in one process. A stream
+counts from the moment it is accepted until its `subscribe` block is left, however it
+ends (cleanly, cancelled by its client, overflowed or interrupted).
+
 Start and stop with the server (graceful shutdown ends every stream cleanly):
 
-    hub = NotificationHub(max_streams_per_user=5)
+    hub = NotificationHub(max_streams_per_user=5, max_streams=10_000)
     listener = PgNotificationListener(settings.database_url, hub)
     await listener.start()
     ...
@@ -39,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -59,11 +67,16 @@ from vaultpay_wallet.domain.notifications import (
     NotificationStreamInterruptedError,
     NotificationStreamOverflowError,
     TooManyStreamsError,
+    TooManyStreamsInProcessError,
 )
 
 __all__ = ["NotificationHub", "PgNotificationListener"]
 
 log = logging.getLogger(__name__)
+
+# At most one WARNING this often while the process cap refuses streams (each refusal is
+# logged anyway, at INFO, by the error interceptor).
+_FULL_WARNING_INTERVAL_SECONDS = 60.0
 
 
 class _Subscription:
@@ -117,35 +130,61 @@ class _Subscription:
 class NotificationHub:
     """Watchers of this process, by user. All methods run on the event loop's thread."""
 
-    def __init__(self, *, max_streams_per_user: int = 5, buffer_size: int = 100) -> None:
-        if max_streams_per_user < 1 or buffer_size < 1:
-            raise ValueError("max_streams_per_user and buffer_size must be positive")
-        self._max_streams = max_streams_per_user
+    def __init__(
+        self, *, max_streams_per_user: int = 5, max_streams: int = 10_000, buffer_size: int = 100
+    ) -> None:
+        if min(max_streams_per_user, max_streams, buffer_size) < 1:
+            raise ValueError("max_streams_per_user, max_streams and buffer_size must be positive")
+        self._max_streams_per_user = max_streams_per_user
+        self._max_streams = max_streams
         self._buffer_size = buffer_size
         self._by_user: dict[str, set[_Subscription]] = {}
+        self._open = 0  # the sizes of `_by_user`'s sets, summed
+        self._full_warned_at: float | None = None
         self._closed = False
         self._feed_up = True
 
     @asynccontextmanager
     async def subscribe(self, user_id: str) -> AsyncIterator[AsyncIterator[Notification]]:
-        """Raises TooManyStreamsError over the per-user cap (per process; each replica
-        enforces its own), NotificationStreamInterruptedError while closed or without feed."""
+        """Raises TooManyStreamsError over the per-user cap, TooManyStreamsInProcessError
+        over the cap of the whole process (both per process; each replica enforces its own),
+        NotificationStreamInterruptedError while closed or without feed.
+
+        Checked and counted with no `await` in between, so concurrent calls cannot overshoot
+        a cap; released when the block is left, however the stream ended."""
         if self._closed or not self._feed_up:
             raise NotificationStreamInterruptedError()
-        watchers = self._by_user.setdefault(user_id, set())
-        if len(watchers) >= self._max_streams:
+        if len(self._by_user.get(user_id, ())) >= self._max_streams_per_user:
             raise TooManyStreamsError(
-                f"at most {self._max_streams} notification streams per user",
-                metadata={"max_streams": str(self._max_streams)},
+                f"at most {self._max_streams_per_user} notification streams per user",
+                metadata={"max_streams": str(self._max_streams_per_user)},
             )
+        if self._open >= self._max_streams:
+            self._warn_full()
+            raise TooManyStreamsInProcessError()
         subscription = _Subscription(self._buffer_size)
+        watchers = self._by_user.setdefault(user_id, set())
         watchers.add(subscription)
+        self._open += 1
         try:
             yield subscription
         finally:
             watchers.discard(subscription)
+            self._open -= 1
             if not watchers:
                 self._by_user.pop(user_id, None)
+
+    def _warn_full(self) -> None:
+        now = time.monotonic()
+        last = self._full_warned_at
+        if last is not None and now - last < _FULL_WARNING_INTERVAL_SECONDS:
+            return
+        self._full_warned_at = now
+        log.warning(
+            "this process holds %d notification streams, its cap (WALLET_MAX_WATCH_STREAMS):"
+            " new ones are refused until some close",
+            self._open,
+        )
 
     def publish(self, note: Notification) -> None:
         """Never waits: a full watcher is failed instead (see the module docstring)."""
@@ -159,6 +198,11 @@ class NotificationHub:
 
     def stream_count(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))
+
+    @property
+    def open_streams(self) -> int:
+        """Streams open in this process, every user's (what `max_streams` caps)."""
+        return self._open
 
     def interrupt_user(self, user_id: str) -> None:
         """Notifications of one user may have been missed: their streams end (UNAVAILABLE)."""

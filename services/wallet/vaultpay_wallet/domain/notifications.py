@@ -43,6 +43,7 @@ __all__ = [
     "NotificationStreamInterruptedError",
     "NotificationStreamOverflowError",
     "TooManyStreamsError",
+    "TooManyStreamsInProcessError",
     "canonical_uuid",
     "check_dedupe_key",
     "new_notification",
@@ -82,6 +83,20 @@ class TooManyStreamsError(DomainError):
     kind = ErrorKind.RESOURCE_EXHAUSTED
     reason = "TOO_MANY_STREAMS"
     default_message = "too many open notification streams for this user; close one first"
+
+
+class TooManyStreamsInProcessError(DomainError):
+    """The wallet process serving this call holds its maximum of WatchNotifications streams,
+    whoever opened them. Not the caller's doing: retrying after a pause may land on another
+    replica or find a stream closed here (RetryInfo says when)."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+    reason = "WATCH_CAPACITY_REACHED"
+    default_message = (
+        "this server holds as many notification streams as it can; retry later (another"
+        " replica may take the stream)"
+    )
+    retry_after_seconds = 5
 
 
 class NotificationStreamOverflowError(AbortedError):

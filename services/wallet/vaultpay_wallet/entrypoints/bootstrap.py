@@ -96,7 +96,10 @@ async def build_host(
 
     sealer = AesGcmSealer(settings.derived_key("outbox-secrets"), purpose="mail")
     hasher = BcryptPinHasher(settings.derived_key("pin-pepper"), settings.pin_bcrypt_rounds)
-    hub = NotificationHub(max_streams_per_user=settings.max_watch_streams_per_user)
+    hub = NotificationHub(
+        max_streams_per_user=settings.max_watch_streams_per_user,
+        max_streams=settings.max_watch_streams,
+    )
     listener = PgNotificationListener(settings.database_url.get_secret_value(), hub)
 
     reads = PgWalletReads(runtime.engine)  # the hot reads: one statement, no transaction

@@ -116,8 +116,9 @@ class NotificationSubscriptions(Protocol):
     """The in-process hub (adapters.notification_hub.NotificationHub)."""
 
     def subscribe(self, user_id: str) -> AbstractAsyncContextManager[AsyncIterator[Notification]]:
-        """Raises TooManyStreamsError over the per-user cap. The iterator ends when the hub
-        closes (shutdown) and raises a stream error on overflow or a lost feed."""
+        """Raises TooManyStreamsError over the per-user cap, TooManyStreamsInProcessError over
+        the process's. The iterator ends when the hub closes (shutdown) and raises a stream
+        error on overflow or a lost feed."""
         ...
 
 
@@ -295,7 +296,8 @@ class NotificationService:
                 async for event in events:
                     yield to_proto(event)
 
-        Raises TooManyStreamsError on entry over the per-user cap. Ends cleanly when the hub
+        Raises TooManyStreamsError on entry over the per-user cap, TooManyStreamsInProcessError
+        over the process's. Ends cleanly when the hub
         closes; raises NotificationStreamOverflowError / NotificationStreamInterruptedError
         when the watcher fell behind or the feed was lost (the client re-opens).
         """

@@ -3,7 +3,8 @@ Alembic (w0003, w0004: the PIN check fast path's functions).
 
 Proves what fakes cannot: the PIN counter under 30 concurrent wrong PINs (at most 3 counted,
 exactly one lockout), the balance CHECK, the id-collision retry on the real unique key, the
-app role's grants, and the use cases end to end on the SQL unit of work.
+app role's grants, two tiers' limit defaults updated at once never crossing, and the use
+cases end to end on the SQL unit of work.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.fakes.wallet import (
 from tests.integration.wallet.wallet_chain import new_key, private_wallet_chain
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
+from vaultpay_common.errors import ValidationError
 from vaultpay_common.migrations import PLATFORM_CHAIN, upgrade_all
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters import tables
@@ -315,6 +317,77 @@ async def test_the_app_role_cannot_rewrite_setting_history_or_delete_wallets(
     page = await world.settings.list_settings("limits.tier_basic.send.", "", 10)
     assert {s.key: s.value for s in page.settings}["limits.tier_basic.send.daily"] == "1234000"
     assert not page.has_more
+
+
+async def _waiting_on_locks(engine: AsyncEngine, count: int) -> None:
+    """Waits until `count` backends of these tests wait for a row lock."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        async with engine.connect() as conn:
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wallet-test'"
+                    " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            )
+        if waiting == count:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{waiting} waiting, not {count}"
+        await asyncio.sleep(0.01)
+
+
+async def test_two_tiers_updated_at_once_cannot_cross(engine: AsyncEngine) -> None:
+    """BASIC's monthly withdraw default raised to 60,000,000 and FULL's lowered to 40,000,000
+    at the same time: each is in order with the other's old value, together they cross. Both
+    start while another transaction holds the two rows, so both are under way when it lets
+    go; every update of an action locks all its tiers' defaults in one order, so one commits
+    and the other is refused against the committed value (never both, never a deadlock)."""
+    world = _World(engine)
+    basic, full = "limits.tier_basic.withdraw.monthly", "limits.tier_full.withdraw.monthly"
+    settings = (await world.settings.list_settings("limits.tier_", "", 100)).settings
+    original = {s.key: s.value for s in settings if s.key in (basic, full)}
+    assert original == {basic: "10000000", full: "100000000"}
+
+    async def update(setting: str, value: str) -> str:
+        try:
+            await world.settings.update_setting(
+                UpdateSetting("root", setting, value, "race", new_key("root"))
+            )
+        except ValidationError as exc:
+            return f"{setting} {exc.violations[0].field}: {exc.violations[0].description}"
+        return f"{setting} = {value}"
+
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(
+                text("SELECT key FROM system_settings WHERE key IN (:b, :f) FOR UPDATE"),
+                {"b": basic, "f": full},
+            )
+            racing = [
+                asyncio.ensure_future(update(basic, "60000000")),
+                asyncio.ensure_future(update(full, "40000000")),
+            ]
+            try:
+                await _waiting_on_locks(engine, 2)
+            finally:
+                await holder.rollback()
+            outcomes = set(await asyncio.gather(*racing))
+        assert outcomes in (
+            {
+                f"{basic} = 60000000",
+                f"{full} value: must be at least {basic} (60000000)",
+            },
+            {
+                f"{full} = 40000000",
+                f"{basic} value: must be at most {full} (40000000)",
+            },
+        )
+        page = await world.settings.list_settings("limits.tier_", "", 100)
+        stored = {s.key: int(s.value) for s in page.settings}
+        assert stored[basic] <= stored[full]
+    finally:  # BASIC first: it goes back under either FULL value
+        for setting in (basic, full):
+            await update(setting, original[setting])
 
 
 async def test_admin_freeze_list_and_limits_round_trip_through_sql(engine: AsyncEngine) -> None:

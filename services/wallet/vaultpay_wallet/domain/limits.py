@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from vaultpay_wallet.domain.model import KycTier
@@ -37,6 +38,7 @@ __all__ = [
     "limits_view",
     "loosens",
     "tier_default_key",
+    "tier_order_conflicts",
     "tier_settings_prefix",
     "window_order_conflicts",
     "window_resets",
@@ -166,13 +168,33 @@ def window_order_conflicts(
 
         window_order_conflicts({PER_TRANSACTION: 500, DAILY: 100})  # [(PER_TRANSACTION, DAILY)]
     """
-    windows = list(LimitWindow)  # narrowest first
+    return _order_conflicts(list(LimitWindow), values)  # narrowest first
+
+
+def tier_order_conflicts(values: Mapping[KycTier, int | None]) -> list[tuple[KycTier, KycTier]]:
+    """The pairs (lower, higher) of KYC tiers whose defaults of one action and window are out
+    of order (NONE <= BASIC <= FULL). A BASIC default above FULL's lets a partly verified user
+    move more than a fully verified one, and makes the FULL approval lower their limit. Tiers
+    left None are not compared.
+
+        tier_order_conflicts({BASIC: 20_000_000, FULL: 10_000_000})  # [(BASIC, FULL)]
+    """
+    return _order_conflicts(list(KycTier), values)  # lowest first
+
+
+_Ranked = TypeVar("_Ranked")
+
+
+def _order_conflicts(
+    ranks: Sequence[_Ranked], values: Mapping[_Ranked, int | None]
+) -> list[tuple[_Ranked, _Ranked]]:
+    """Every pair (earlier, later) of `ranks` whose values are set and decrease."""
     conflicts = []
-    for i, narrower in enumerate(windows):
-        for wider in windows[i + 1 :]:
-            low, high = values.get(narrower), values.get(wider)
+    for i, earlier in enumerate(ranks):
+        for later in ranks[i + 1 :]:
+            low, high = values.get(earlier), values.get(later)
             if low is not None and high is not None and low > high:
-                conflicts.append((narrower, wider))
+                conflicts.append((earlier, later))
     return conflicts
 
 

@@ -1,21 +1,29 @@
 """System settings use cases (super_admin): list with a prefix filter, update one value.
 
 Values are validated against the typed catalogue (`domain/settings_catalog.py`); unknown
-keys answer NOT_FOUND. A tier's default limits of one action stay in order (per transaction
-<= daily <= monthly), checked against the other two under their row locks. Readers (limits) read the table on every call, so a change applies to
-the next request without a restart.
+keys answer NOT_FOUND. A tier's default limits of one action stay in order across windows (per
+transaction <= daily <= monthly) and across tiers (NONE <= BASIC <= FULL for each window),
+checked under the row locks of all the action's defaults. Readers (limits) read the table on
+every call, so a change applies to the next request without a restart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import DataclassCodec, run_once
 from vaultpay_wallet.domain.errors import SettingNotFoundError
-from vaultpay_wallet.domain.limits import LimitWindow, tier_default_key, window_order_conflicts
+from vaultpay_wallet.domain.limits import (
+    LimitAction,
+    LimitWindow,
+    tier_default_key,
+    tier_order_conflicts,
+    window_order_conflicts,
+)
+from vaultpay_wallet.domain.model import KycTier
 from vaultpay_wallet.domain.settings_catalog import (
     LIMIT_SETTINGS,
     SETTINGS,
@@ -39,34 +47,69 @@ def _view(stored: StoredSetting) -> SettingView:
     return SettingView(stored.key, stored.value, description, stored.updated_at, stored.updated_by)
 
 
+_Default = tuple[KycTier, LimitWindow]
+
+
+async def _lock_action_defaults(uow: WalletUnitOfWork, action: LimitAction) -> dict[_Default, int]:
+    """Every tier's default of `action` in every window, each row locked, in the one order
+    every update of the action takes them: tier (NONE, BASIC, FULL), then window (per
+    transaction, daily, monthly). Two concurrent updates of the action, whatever tier and
+    window each changes, so wait for each other instead of each passing against the other's
+    old value, and cannot deadlock. Limit readers do not lock these rows."""
+    values = {}
+    for tier in KycTier:
+        for window in LimitWindow:
+            key = tier_default_key(tier, action, window)
+            stored = await uow.settings.get(key, for_update=True)
+            values[tier, window] = int(
+                stored.value if stored is not None else SETTINGS[key].default
+            )
+    return values
+
+
+def _crossed_bound(
+    values: Mapping[_Default, int], tier: KycTier, window: LimitWindow
+) -> tuple[str, _Default] | None:
+    """The tightest default that (tier, window) is out of order with, among the same tier's
+    other windows and the same window of the other tiers (on a tie, the tier's own window):
+    the one message then names the value that fits. Conflicts between two other defaults are
+    left alone: an old inconsistency must not block the update that may fix it."""
+    crossed: list[tuple[str, _Default]] = []
+    for narrower, wider in window_order_conflicts({w: values[tier, w] for w in LimitWindow}):
+        if window is narrower:
+            crossed.append(("at most", (tier, wider)))
+        elif window is wider:
+            crossed.append(("at least", (tier, narrower)))
+    for lower, higher in tier_order_conflicts({t: values[t, window] for t in KycTier}):
+        if tier is lower:
+            crossed.append(("at most", (higher, window)))
+        elif tier is higher:
+            crossed.append(("at least", (lower, window)))
+    if not crossed:
+        return None
+    relation = crossed[0][0]  # both only when the other defaults are out of order themselves
+    bounds = [c for c in crossed if c[0] == relation]
+    tightest = min if relation == "at most" else max
+    return tightest(bounds, key=lambda c: values[c[1]])
+
+
 async def _check_limit_order(uow: WalletUnitOfWork, key: str, value: str) -> None:
-    """A tier's default limit must not cross the same action's other windows: a daily default
-    of 10 under a per-transaction default of 1,000,000 makes the tier's limits read as nonsense.
-    The action's three rows are locked in one order (per transaction, daily, monthly) before
-    the check, so two concurrent updates of one action cannot each pass against the other's
-    old value, nor deadlock. Limit readers do not lock these rows."""
+    """A tier's default limit must not cross the same action's other windows, nor the same
+    window of another tier. A daily default of 10 under a per-transaction default of 1,000,000
+    reads as nonsense; a BASIC default above FULL's lets a partly verified user move more than
+    a fully verified one, and makes the FULL approval lower their limit."""
     where = LIMIT_SETTINGS.get(key)
     if where is None:
         return
     tier, action, window = where
-    values: dict[LimitWindow, int | None] = {}
-    for other in LimitWindow:
-        other_key = tier_default_key(tier, action, other)
-        stored = await uow.settings.get(other_key, for_update=True)
-        if other is window:
-            values[other] = int(value)
-        else:
-            default = SETTINGS[other_key].default
-            values[other] = int(stored.value if stored is not None else default)
-    for narrower, wider in window_order_conflicts(values):
-        if window is narrower:
-            bound, relation = wider, "at most"
-        elif window is wider:
-            bound, relation = narrower, "at least"
-        else:
-            continue  # an old inconsistency between the other two; this update may fix it
-        bound_key = tier_default_key(tier, action, bound)
-        raise ValidationError.single("value", f"must be {relation} {bound_key} ({values[bound]})")
+    values = await _lock_action_defaults(uow, action)
+    values[tier, window] = int(value)
+    crossed = _crossed_bound(values, tier, window)
+    if crossed is None:
+        return
+    relation, bound = crossed
+    bound_key = tier_default_key(bound[0], action, bound[1])
+    raise ValidationError.single("value", f"must be {relation} {bound_key} ({values[bound]})")
 
 
 class SettingsService:

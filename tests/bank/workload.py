@@ -232,7 +232,7 @@ class Bank:
         self.staff_token = await asyncio.to_thread(
             staff_token, self.mesh, self.gateway, "SUPER_ADMIN"
         )
-        kyc = await service_token(self.mesh, "kyc")
+        kyc = await service_token(self.mesh, "kyc", to="wallet")
         internal = wallet_pb2_grpc.WalletInternalServiceStub(self._wallet_channel())
         await asyncio.gather(
             *(

@@ -134,13 +134,16 @@ class Accounts:
         return self.all[worker % (len(self.all) - 1)]
 
 
-async def service_token(mesh: Mesh, client_id: str) -> str:
-    """A service identity's access token (client credentials), as that peer holds it."""
+async def service_token(mesh: Mesh, client_id: str, *, to: str) -> str:
+    """A service identity's access token (client credentials) for calls to `to`, as that
+    peer holds it."""
     secret = mesh.env_for(client_id)[f"{client_id.upper()}_SERVICE_CLIENT_SECRET"]
     channel = grpc_channel(mesh.grpc_address("auth"))
     try:
         reply = await auth_pb2_grpc.AuthInternalServiceStub(channel).IssueServiceToken(
-            auth_pb2.IssueServiceTokenRequest(client_id=client_id, client_secret=secret),
+            auth_pb2.IssueServiceTokenRequest(
+                client_id=client_id, client_secret=secret, audience=to
+            ),
             timeout=30,
         )
     finally:
@@ -160,7 +163,7 @@ async def _bounded(parallel: int, jobs: Sequence[Any]) -> list[Any]:
 
 async def approve_kyc(mesh: Mesh, accounts: Sequence[Account], *, parallel: int) -> None:
     """What kyc's approval does: SetKycTier(FULL) with the kyc service's identity."""
-    token = await service_token(mesh, "kyc")
+    token = await service_token(mesh, "kyc", to="wallet")
     channel = grpc_channel(mesh.grpc_address("wallet"))
     stub = wallet_pb2_grpc.WalletInternalServiceStub(channel)
     try:
@@ -253,7 +256,7 @@ async def trust_loopback(mesh: Mesh, accounts: Sequence[Account], *, parallel: i
     """Each user confirms 127.0.0.1 the way a person does: the movement check (CheckIpTrust,
     transfer's identity) mails a code, ConfirmIp redeems it. Returns how many were already
     trusted."""
-    token = await service_token(mesh, "transfer")
+    token = await service_token(mesh, "transfer", to="wallet")
     channel = grpc_channel(mesh.grpc_address("wallet"))
     internal = wallet_pb2_grpc.WalletInternalServiceStub(channel)
     public = wallet_pb2_grpc.WalletServiceStub(channel)

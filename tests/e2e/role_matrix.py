@@ -126,15 +126,19 @@ def check_one_meaning(contract: FileDescriptor) -> None:
         assert access.internal == internal_service, method.full_name
 
 
-async def callers(mesh: Mesh, gateway: Gateway) -> dict[str, str | None]:
-    """One token per kind of caller, a service token for each service identity."""
+async def callers(mesh: Mesh, gateway: Gateway, service: str) -> dict[str, str | None]:
+    """One token per kind of caller, a service token for each service identity, addressed to
+    `service` (the one whose RPCs the matrix calls)."""
     return {
         "anonymous": None,
         "user": gateway.user_token(),
         "moderator": staff_token(mesh, gateway, "MODERATOR"),
         "admin": staff_token(mesh, gateway, "ADMIN"),
         "super_admin": staff_token(mesh, gateway, "SUPER_ADMIN"),
-    } | {f"{_SERVICE}{client}": await service_token(mesh, client) for client in SERVICE_CLIENTS}
+    } | {
+        f"{_SERVICE}{client}": await service_token(mesh, client, to=service)
+        for client in SERVICE_CLIENTS
+    }
 
 
 def caller_token(tokens: dict[str, str | None], method: MethodDescriptor) -> str | None:

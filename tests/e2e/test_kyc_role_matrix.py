@@ -27,7 +27,7 @@ CONTRACT = kyc_pb2.DESCRIPTOR
 
 @pytest.fixture(scope="module")
 async def tokens(mesh: Mesh, gateway: Gateway) -> dict[str, str | None]:
-    return await matrix.callers(mesh, gateway)
+    return await matrix.callers(mesh, gateway, "kyc")
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ NOT_YET = {
 
 @pytest.fixture(scope="module")
 async def tokens(mesh: Mesh, gateway: Gateway) -> dict[str, str | None]:
-    return await matrix.callers(mesh, gateway)
+    return await matrix.callers(mesh, gateway, "transfer")
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ class TransferService:
 
 @pytest.fixture
 async def transfer(mesh: Mesh) -> AsyncIterator[TransferService]:
-    token = await service_token(mesh, "transfer")
+    token = await service_token(mesh, "transfer", to="wallet")
     async with grpc.aio.insecure_channel(mesh.grpc_address("wallet")) as channel:
         yield TransferService(wallet_pb2_grpc.WalletInternalServiceStub(channel), token)
 

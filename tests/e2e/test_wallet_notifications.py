@@ -60,7 +60,7 @@ class Notifier:
 
 @pytest.fixture
 async def notifier(mesh: Mesh) -> AsyncIterator[Notifier]:
-    token = await service_token(mesh, "transfer")
+    token = await service_token(mesh, "transfer", to="wallet")
     async with grpc.aio.insecure_channel(mesh.grpc_address("wallet")) as channel:
         yield Notifier(wallet_pb2_grpc.WalletInternalServiceStub(channel), token)
 

@@ -23,7 +23,7 @@ CONTRACT = wallet_pb2.DESCRIPTOR
 
 @pytest.fixture(scope="module")
 async def tokens(mesh: Mesh, gateway: Gateway) -> dict[str, str | None]:
-    return await matrix.callers(mesh, gateway)
+    return await matrix.callers(mesh, gateway, "wallet")
 
 
 @pytest.fixture(scope="module")

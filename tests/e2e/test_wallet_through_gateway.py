@@ -277,7 +277,9 @@ async def test_limits_lower_refuse_raise_override_and_settings(
             wallet_pb2.SetKycTierRequest(
                 request_id=rid(), user_id=person.user_id, kyc_tier=kyc_tier_pb2.KYC_TIER_BASIC
             ),
-            metadata=(("authorization", f"Bearer {await service_token(mesh, 'kyc')}"),),
+            metadata=(
+                ("authorization", f"Bearer {await service_token(mesh, 'kyc', to='wallet')}"),
+            ),
         )
     limits = person.call(gateway, "GET", "/v1/wallets/me/limits").body["limits"]
     send = next(a for a in limits if a["action"] == "LIMIT_ACTION_SEND")

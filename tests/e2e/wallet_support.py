@@ -107,12 +107,15 @@ def create_staff(mesh: Mesh, role: str) -> str:
     return email
 
 
-async def service_token(mesh: Mesh, client_id: str = "transfer") -> str:
-    """A service identity's token (client credentials), as a peer service holds it."""
+async def service_token(mesh: Mesh, client_id: str, *, to: str) -> str:
+    """A service identity's token (client credentials) for calls to `to`, as a peer service
+    holds it (a token is addressed to one service)."""
     secret = mesh.env_for(client_id)[f"{client_id.upper()}_SERVICE_CLIENT_SECRET"]
     async with grpc.aio.insecure_channel(mesh.grpc_address("auth")) as channel:
         reply = await auth_pb2_grpc.AuthInternalServiceStub(channel).IssueServiceToken(
-            auth_pb2.IssueServiceTokenRequest(client_id=client_id, client_secret=secret)
+            auth_pb2.IssueServiceTokenRequest(
+                client_id=client_id, client_secret=secret, audience=to
+            )
         )
     return str(reply.access_token)
 
@@ -161,7 +164,7 @@ def user_id_of(token: str) -> str:
 
 async def approve_kyc(mesh: Mesh, *people: Person) -> None:
     """What kyc's approval does: wallet's SetKycTier(FULL) with the kyc service identity."""
-    token = await service_token(mesh, "kyc")
+    token = await service_token(mesh, "kyc", to="wallet")
     async with grpc.aio.insecure_channel(mesh.grpc_address("wallet")) as channel:
         stub = wallet_pb2_grpc.WalletInternalServiceStub(channel)
         for person in people:

@@ -78,19 +78,20 @@ async def test_a_refused_service_token_is_renewed_on_the_next_call(
     try:
         kyc.valid = {"token-1"}
         first = await stub.GetKycStats(
-            kyc_pb2.GetKycStatsRequest(), metadata=outgoing_metadata(await identity.token())
+            kyc_pb2.GetKycStatsRequest(), metadata=outgoing_metadata(await identity.token("kyc"))
         )
         assert first.pending_count == 7
 
         kyc.valid = {"token-2"}  # token-1's key is withdrawn; auth now signs with another
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.GetKycStats(
-                kyc_pb2.GetKycStatsRequest(), metadata=outgoing_metadata(await identity.token())
+                kyc_pb2.GetKycStatsRequest(),
+                metadata=outgoing_metadata(await identity.token("kyc")),
             )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
         again = await stub.GetKycStats(
-            kyc_pb2.GetKycStatsRequest(), metadata=outgoing_metadata(await identity.token())
+            kyc_pb2.GetKycStatsRequest(), metadata=outgoing_metadata(await identity.token("kyc"))
         )
         assert again.pending_count == 7
         assert auth.issued == 2
@@ -111,10 +112,11 @@ async def test_other_refusals_keep_the_token(peers: tuple[Auth, Kyc, str]) -> No
         kyc.refuse_with = grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.GetKycStats(
-                kyc_pb2.GetKycStatsRequest(), metadata=outgoing_metadata(await identity.token())
+                kyc_pb2.GetKycStatsRequest(),
+                metadata=outgoing_metadata(await identity.token("kyc")),
             )
         identity.forget("a token this service does not hold")
-        assert await identity.token() == "token-1"
+        assert await identity.token("kyc") == "token-1"
         assert auth.issued == 1
     finally:
         await kyc_channel.close()

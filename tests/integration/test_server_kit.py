@@ -100,7 +100,7 @@ def established_revocations() -> RevocationSet:
 
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay")
+    verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay", service="wallet")
     host = GrpcServiceHost(
         "kit",
         address="127.0.0.1:0",

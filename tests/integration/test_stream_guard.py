@@ -97,7 +97,7 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, RevocationSet, Handl
     revoked = RevocationSet(max_staleness=1.0, retention=990.0)
     revoked.confirm(time.monotonic() - 2.0)  # established once, stale now: the token decides
     rules = {f"/{SERVICE}/{name}": AccessRule(min_role=Role.USER) for name in Handlers().stopped}
-    verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay")
+    verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay", service="wallet")
     auth = AuthInterceptor(rules, verifier, NeverIntrospected(), revocations=revoked)
     handlers = Handlers()
     server = grpc.aio.server(interceptors=[ErrorInterceptor("kit"), auth])

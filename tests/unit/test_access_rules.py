@@ -111,7 +111,7 @@ async def _no_keys() -> list[dict[str, str]]:
 
 
 def _interceptor() -> AuthInterceptor:
-    verifier = TokenVerifier(_no_keys, issuer="i", audience="a")
+    verifier = TokenVerifier(_no_keys, issuer="i", audience="a", service="wallet")
     revoked = RevocationSet(max_staleness=1.0, retention=60.0)
     return AuthInterceptor(
         load_access_rules(SERVICES), verifier, _NeverIntrospect(), revocations=revoked

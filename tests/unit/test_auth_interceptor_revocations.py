@@ -62,7 +62,8 @@ def _token(
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": "vaultpay-auth",
-        "aud": "vaultpay",
+        # The kit's verifier is the callee's ("wallet"): a service token is addressed to it.
+        "aud": "vaultpay:wallet" if typ == "service" else "vaultpay",
         "sub": f"service:{service}" if typ == "service" else "user-1",
         "jti": f"jti-{sid}",
         "typ": typ,
@@ -164,7 +165,7 @@ class Kit:
 def kit() -> Kit:
     monotonic, wall, timer, auth = Monotonic(), WallClock(), Timer(), Auth()
     revoked = RevocationSet(max_staleness=1.0, retention=990.0, clock=monotonic)
-    verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay")
+    verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay", service="wallet")
     introspector = FeedIntrospector(verifier, revoked, fallback=auth)
     interceptor = AuthInterceptor(
         RULES, verifier, introspector, revocations=revoked, clock=wall, sleep=timer.sleep
@@ -283,7 +284,7 @@ async def test_an_internal_rpc_refuses_a_user_token_before_looking_at_callers(ki
 
 
 def test_an_interceptor_that_is_not_always_strict_needs_the_revocations() -> None:
-    verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay")
+    verifier = TokenVerifier(_jwks, issuer="vaultpay-auth", audience="vaultpay", service="wallet")
     with pytest.raises(ValueError, match="revocations are required"):
         AuthInterceptor(RULES, verifier, Auth(), revocations=None)
     AuthInterceptor(RULES, verifier, Auth(), revocations=None, always_strict=True)

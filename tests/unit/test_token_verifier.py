@@ -16,6 +16,7 @@ from vaultpay_common.grpc.tokens import (
     TokenExpiredError,
     TokenInvalidError,
     TokenVerifier,
+    service_audience,
 )
 
 ISS, AUD = "vaultpay-auth", "vaultpay"
@@ -75,7 +76,9 @@ def keys() -> Keys:
 
 @pytest.fixture
 def verifier(keys: Keys) -> TokenVerifier:
-    return TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=0)
+    return TokenVerifier(
+        keys.jwks, issuer=ISS, audience=AUD, service="wallet", min_refresh_interval=0
+    )
 
 
 async def test_valid_token_yields_subject_role_and_session(
@@ -165,7 +168,9 @@ async def test_a_key_set_that_cannot_be_read_is_auth_unavailable_not_a_bad_token
             raise ConnectionError("auth is not up yet")
         return await keys.jwks()
 
-    verifier = TokenVerifier(jwks, issuer=ISS, audience=AUD, min_refresh_interval=3600)
+    verifier = TokenVerifier(
+        jwks, issuer=ISS, audience=AUD, service="wallet", min_refresh_interval=3600
+    )
     token = _sign(keys)
     with pytest.raises(AuthUnavailableError):
         await verifier.verify(token)
@@ -189,7 +194,7 @@ async def test_verified_tokens_are_cached(keys: Keys, verifier: TokenVerifier) -
 
 async def test_a_key_withdrawn_from_the_jwks_stops_verifying_after_the_key_age(keys: Keys) -> None:
     verifier = TokenVerifier(
-        keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=0, max_key_age=0
+        keys.jwks, issuer=ISS, audience=AUD, service="wallet", min_refresh_interval=0, max_key_age=0
     )
     token = _sign(keys)
     await verifier.verify(token)  # cached
@@ -205,7 +210,9 @@ async def test_a_key_withdrawn_from_the_jwks_stops_verifying_after_the_key_age(k
 
 async def test_a_key_forgotten_as_withdrawn_refuses_its_cached_tokens_at_once(keys: Keys) -> None:
     """What the revocation feed makes of a withdrawal: no waiting for the key set's age."""
-    verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, max_key_age=3600)
+    verifier = TokenVerifier(
+        keys.jwks, issuer=ISS, audience=AUD, service="wallet", max_key_age=3600
+    )
     token = _sign(keys)
     await verifier.verify(token)  # cached
     verifier.forget_keys(["k1"])
@@ -220,7 +227,9 @@ async def test_a_key_set_that_still_lists_a_withdrawn_key_does_not_bring_it_back
     keys: Keys,
 ) -> None:
     """An auth replica that has not reloaded yet may serve the old key set for a moment."""
-    verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=0)
+    verifier = TokenVerifier(
+        keys.jwks, issuer=ISS, audience=AUD, service="wallet", min_refresh_interval=0
+    )
     await verifier.verify(_sign(keys))
     verifier.forget_keys(["k1"])
     await verifier.refresh_keys(force=True)  # the JWKS still names k1
@@ -229,7 +238,9 @@ async def test_a_key_set_that_still_lists_a_withdrawn_key_does_not_bring_it_back
 
 
 async def test_forgetting_an_unknown_or_known_kid_again_changes_nothing_else(keys: Keys) -> None:
-    verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, max_key_age=3600)
+    verifier = TokenVerifier(
+        keys.jwks, issuer=ISS, audience=AUD, service="wallet", max_key_age=3600
+    )
     token = _sign(keys)
     await verifier.verify(token)
     verifier.forget_keys(["k-other"])
@@ -238,7 +249,9 @@ async def test_forgetting_an_unknown_or_known_kid_again_changes_nothing_else(key
 
 
 async def test_the_key_set_is_not_refetched_while_young(keys: Keys) -> None:
-    verifier = TokenVerifier(keys.jwks, issuer=ISS, audience=AUD, max_key_age=3600)
+    verifier = TokenVerifier(
+        keys.jwks, issuer=ISS, audience=AUD, service="wallet", max_key_age=3600
+    )
     for _ in range(3):
         await verifier.verify(_sign(keys))
     assert keys.fetches == 1
@@ -370,7 +383,12 @@ async def test_a_token_may_live_as_long_as_an_access_token_and_no_longer(
 
 async def test_the_lifetime_cap_is_a_setting(keys: Keys) -> None:
     verifier = TokenVerifier(
-        keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=0, max_token_lifetime=300
+        keys.jwks,
+        issuer=ISS,
+        audience=AUD,
+        service="wallet",
+        min_refresh_interval=0,
+        max_token_lifetime=300,
     )
     now = _now()
     await verifier.verify(_sign(keys, iat=now, exp=now + 300))
@@ -393,7 +411,12 @@ async def test_a_verifier_on_a_machine_booted_moments_ago_still_fetches_the_key_
     not take its never-done first refresh for a recent one (which answered every token
     TOKEN_INVALID, on a fresh CI machine, until the refresh interval had passed)."""
     verifier = TokenVerifier(
-        keys.jwks, issuer=ISS, audience=AUD, min_refresh_interval=3600, monotonic=lambda: 5.0
+        keys.jwks,
+        issuer=ISS,
+        audience=AUD,
+        service="wallet",
+        min_refresh_interval=3600,
+        monotonic=lambda: 5.0,
     )
     assert (await verifier.verify(_sign(keys))).subject == "user-1"
     assert keys.fetches == 1
@@ -421,6 +444,7 @@ async def test_a_key_set_unconfirmed_past_its_bound_verifies_nothing_until_auth_
         jwks,
         issuer=ISS,
         audience=AUD,
+        service="wallet",
         max_key_age=60,
         max_unconfirmed_key_age=600,
         monotonic=lambda: now[0],
@@ -439,3 +463,52 @@ async def test_a_key_set_unconfirmed_past_its_bound_verifies_nothing_until_auth_
     reachable[0] = True  # auth answers again: the next refresh confirms the set
     now[0] += 60
     assert (await verifier.verify(token)).subject == "user-1"
+
+
+def _service_token(keys: Keys, aud: str, sub: str = "service:transfer") -> str:
+    claims = _claims(aud=aud, sub=sub, typ="service")
+    del claims["role"], claims["sid"]
+    return jwt.encode(claims, keys.private, algorithm="EdDSA", headers={"kid": keys.kid})
+
+
+async def test_a_service_token_is_accepted_only_by_the_service_it_is_addressed_to(
+    keys: Keys, verifier: TokenVerifier
+) -> None:
+    """Review of 2026-12-05: every service token was addressed to the whole mesh, so a peer
+    that received one with a call could present it anywhere as its sender for its life."""
+    claims = await verifier.verify(_service_token(keys, "vaultpay:wallet"))
+    assert (claims.subject, claims.token_type) == ("service:transfer", "service")
+    for elsewhere in ("vaultpay:auth", "vaultpay:kyc", "vaultpay", "vaultpay:wallet:x"):
+        with pytest.raises(TokenInvalidError):
+            await verifier.verify(_service_token(keys, elsewhere))
+
+
+async def test_an_unscoped_service_token_is_accepted_only_while_configured(keys: Keys) -> None:
+    token = _service_token(keys, AUD)
+    rolling = TokenVerifier(
+        keys.jwks,
+        issuer=ISS,
+        audience=AUD,
+        service="wallet",
+        accept_unscoped_service_tokens=True,
+        min_refresh_interval=0,
+    )
+    assert (await rolling.verify(token)).token_type == "service"
+    assert (await rolling.verify(_service_token(keys, "vaultpay:wallet"))).token_type == "service"
+    with pytest.raises(TokenInvalidError):
+        await rolling.verify(_service_token(keys, "vaultpay:kyc"))
+
+
+async def test_a_users_access_token_addressed_to_one_service_is_refused(
+    keys: Keys, verifier: TokenVerifier
+) -> None:
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_sign(keys, aud="vaultpay:wallet"))
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(_sign(keys, aud=[AUD, "vaultpay:wallet"]))
+
+
+def test_a_service_audience_names_a_service_of_the_mesh() -> None:
+    assert service_audience("vaultpay", "kyc") == "vaultpay:kyc"
+    with pytest.raises(ValueError, match="not a service of the mesh"):
+        service_audience("vaultpay", "gateway")

@@ -136,6 +136,11 @@ class ServiceSettings(BaseSettings):
     # carry it may name their client's address (x-envoy-external-address). None: no caller
     # may; every call is recorded under its peer address.
     gateway_secret: SecretStr | None = Field(default=None, min_length=32)
+    # Service tokens are addressed to the one service they call ("vaultpay:wallet"). True:
+    # also accept a service token addressed to the whole mesh, as builds before scoped
+    # service tokens asked for, during a rolling update from one; back to False once every
+    # service runs this build (such a token is a key to every service while accepted).
+    accept_unscoped_service_tokens: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod

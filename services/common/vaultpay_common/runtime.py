@@ -174,6 +174,8 @@ class ServiceRuntime:
             client_secret=settings.service_client_secret.get_secret_value(),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
+            service=self.name,
+            accept_unscoped_service_tokens=settings.accept_unscoped_service_tokens,
             revocation_poll_seconds=settings.revocation_poll_seconds,
             revocation_wait_seconds=settings.revocation_wait_seconds,
             revocation_max_staleness_seconds=settings.revocation_max_staleness_seconds,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import jwt
 import pytest
 
 from tests.integration.auth.conftest import SERVICE_SECRET, AuthStack, bearer
@@ -48,6 +49,7 @@ def _peer_interceptor(channel: grpc.aio.Channel) -> AuthInterceptor:
         client_secret=SERVICE_SECRET,
         issuer="vaultpay-auth",
         audience="vaultpay",
+        service="wallet",
     )
     rules = {
         STRICT_ADMIN: AccessRule(min_role=Role.ADMIN, strict=True),
@@ -77,7 +79,21 @@ async def test_the_strict_path_sees_revocation_and_the_current_role(auth: AuthSt
 
 async def test_service_token_is_reused_until_it_nears_expiry(auth: AuthStack) -> None:
     identity = ServiceTokenProvider(auth.channel, "wallet", SERVICE_SECRET)
-    assert await identity.token() == await identity.token()
+    assert await identity.token("auth") == await identity.token("auth")
+    # One token per peer, each addressed to that peer alone.
+    to_transfer = identity.for_peer("transfer")
+    assert await to_transfer() == await identity.token("transfer") != await identity.token("auth")
+    audiences = {
+        peer: jwt.decode(await identity.token(peer), options={"verify_signature": False})["aud"]
+        for peer in ("auth", "transfer", "kyc")
+    }
+    assert audiences == {
+        "auth": "vaultpay:auth",
+        "transfer": "vaultpay:transfer",
+        "kyc": "vaultpay:kyc",
+    }
+    with pytest.raises(ValueError, match="not a service of the mesh"):
+        identity.for_peer("gateway")
 
 
 async def test_strict_calls_fail_closed_when_auth_is_unreachable(auth: AuthStack) -> None:

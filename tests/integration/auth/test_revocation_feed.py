@@ -180,6 +180,7 @@ def _peer_auth(channel: grpc.aio.Channel) -> PeerAuth:
         client_secret=SERVICE_SECRET,
         issuer="vaultpay-auth",
         audience="vaultpay",
+        service="wallet",
         revocation_poll_seconds=0.25,
         revocation_wait_seconds=0.5,
         revocation_max_staleness_seconds=BOUND,

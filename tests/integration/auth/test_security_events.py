@@ -209,7 +209,9 @@ async def test_a_peer_service_reading_a_contact_or_a_role_is_not_a_staff_read(
 ) -> None:
     user = await auth.register()
     service = await auth.internal.IssueServiceToken(
-        auth_pb2.IssueServiceTokenRequest(client_id="wallet", client_secret=SERVICE_SECRET)
+        auth_pb2.IssueServiceTokenRequest(
+            client_id="wallet", client_secret=SERVICE_SECRET, audience="auth"
+        )
     )
     await auth.internal.GetUserContact(
         auth_pb2.GetUserContactRequest(user_id=user.user_id),

@@ -79,9 +79,14 @@ async def wallet(auth: AuthStack) -> AsyncIterator[Wallet]:
         client_secret=SERVICE_SECRET,
         issuer="vaultpay-auth",
         audience="vaultpay",
+        service="wallet",
     )
     verifier = TokenVerifier(
-        GrpcJwksFetcher(auth_channel), issuer="vaultpay-auth", audience="vaultpay", leeway_seconds=0
+        GrpcJwksFetcher(auth_channel),
+        issuer="vaultpay-auth",
+        audience="vaultpay",
+        service="wallet",
+        leeway_seconds=0,
     )
     watcher = IdleWatcher()  # type: ignore[abstract]
     host = GrpcServiceHost(

@@ -93,11 +93,41 @@ async def ring(auth: AuthStack) -> AsyncIterator[KeyRing]:
         await engine.dispose()
 
 
-async def _service_token(auth: AuthStack, client_id: str = "wallet") -> str:
+async def _service_token(auth: AuthStack, client_id: str = "wallet", to: str = "auth") -> str:
     reply: auth_pb2.IssueServiceTokenResponse = await auth.internal.IssueServiceToken(
-        auth_pb2.IssueServiceTokenRequest(client_id=client_id, client_secret=SERVICE_SECRET)
+        auth_pb2.IssueServiceTokenRequest(
+            client_id=client_id, client_secret=SERVICE_SECRET, audience=to
+        )
     )
     return reply.access_token
+
+
+async def test_a_service_token_works_only_at_the_service_it_was_issued_for(
+    auth: AuthStack,
+) -> None:
+    """Review of 2026-12-05: every service token was addressed to the whole mesh, so transfer,
+    given wallet's token with wallet's call, could read any user's contact at auth as wallet.
+    A token is now addressed to the service asked for, and auth refuses one for another."""
+    user = await auth.register()
+    asked = auth_pb2.GetUserContactRequest(user_id=user.user_id)
+    own = await _service_token(auth, "wallet", to="auth")
+    assert jwt.decode(own, options={"verify_signature": False})["aud"] == "vaultpay:auth"
+    assert (await auth.internal.GetUserContact(asked, metadata=bearer(own))).email
+    for elsewhere in ("transfer", "kyc", "wallet", ""):  # "": an unscoped token, older builds'
+        token = await _service_token(auth, "wallet", to=elsewhere)
+        failure = await rpc_failure(auth.internal.GetUserContact(asked, metadata=bearer(token)))
+        assert (failure.code, failure.reason) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "TOKEN_INVALID",
+        ), elsewhere
+    bad = await rpc_failure(
+        auth.internal.IssueServiceToken(
+            auth_pb2.IssueServiceTokenRequest(
+                client_id="wallet", client_secret=SERVICE_SECRET, audience="gateway"
+            )
+        )
+    )
+    assert (bad.code, bad.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["audience"])
 
 
 async def test_service_identity_introspects_a_live_user_token(auth: AuthStack) -> None:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,30 +56,31 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 class LocalAuth:
     """Signs tokens like auth does and answers the strict path from what it signed."""
 
-    def __init__(self) -> None:
+    def __init__(self, service: str = "kyc") -> None:
+        self._service = service  # whose callers it authenticates
         self._key = Ed25519PrivateKey.generate()
         self._roles: dict[str, Role] = {}
         # Each user's role as auth's database has it (the last token signed for them).
         self.user_roles: dict[str, Role] = {}
-        self.verifier = TokenVerifier(self._jwks, issuer=ISSUER, audience=AUDIENCE)
+        self.service_tokens: dict[str, str] = {}  # kyc's own, by the peer it calls
+        self.verifier = TokenVerifier(self._jwks, issuer=ISSUER, audience=AUDIENCE, service=service)
         self.introspector = self
         self.identity = self
         # Established once, then stale, and empty: non-strict calls decide from the token
         # alone, strict ones ask `introspect`.
         self.revocations = RevocationSet(max_staleness=1.0, retention=3600.0)
         self.revocations.confirm(time.monotonic() - 2.0)
-        self.service_token = self._sign("service:kyc", "service", None)
 
     async def _jwks(self) -> list[dict[str, str]]:
         raw = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
         return [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA"}]
 
-    def _sign(self, subject: str, typ: str, role: Role | None) -> str:
+    def _sign(self, subject: str, typ: str, role: Role | None, *, aud: str = AUDIENCE) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": ISSUER,
-            "aud": AUDIENCE,
+            "aud": aud,
             "sub": subject,
             "jti": uuid.uuid4().hex,
             "typ": typ,
@@ -98,13 +99,23 @@ class LocalAuth:
         self.user_roles[user_id] = role
         return self._sign(user_id, "access", role)
 
-    def peer_token(self, service: str) -> str:
-        """Another service's identity, as it calls kyc (wallet asks GetKycStats)."""
-        return self._sign(f"service:{service}", "service", None)
+    def peer_token(self, service: str, *, to: str = "") -> str:
+        """Another service's identity, as it calls `to` (by default the service this stands
+        in for: wallet asks kyc's GetKycStats)."""
+        return self._sign(
+            f"service:{service}", "service", None, aud=f"{AUDIENCE}:{to or self._service}"
+        )
 
-    async def token(self) -> str:
-        """kyc's own service identity (what PeerAuth.identity gives)."""
-        return self.service_token
+    def for_peer(self, peer: str) -> Callable[[], Awaitable[str]]:
+        """kyc's own service identity for `peer` (what PeerAuth.identity gives), one token
+        per peer (`service_tokens`)."""
+
+        async def token() -> str:
+            if peer not in self.service_tokens:
+                self.service_tokens[peer] = self.peer_token(self._service, to=peer)
+            return self.service_tokens[peer]
+
+        return token
 
     async def introspect(self, token: str) -> Introspection:
         role = self._roles.get(token)

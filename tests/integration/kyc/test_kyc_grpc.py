@@ -85,7 +85,8 @@ async def test_submit_view_approve_raises_the_tier_and_notifies(kyc: KycStack) -
     (note,) = kyc.wallet.notes_for(user_id)
     assert note.kind == wallet_pb2.NOTIFICATION_KIND_KYC
     assert number not in note.body and number[-4:] in note.body
-    assert kyc.auth.service_token in kyc.wallet.seen_tokens  # kyc's own identity, not the user's
+    # kyc's own identity, addressed to wallet, not the user's
+    assert kyc.auth.service_tokens["wallet"] in kyc.wallet.seen_tokens
     (tier_call,) = [c for c in kyc.wallet.tier_calls if c.user_id == user_id]
     assert tier_call.submission_id == sub.submission_id
 
@@ -724,13 +725,21 @@ async def test_kyc_stats_are_for_services(kyc: KycStack) -> None:
     assert stats.pending_count == before.pending_count + 2
     assert stats.HasField("compute_time")
     # Only wallet asks for the statistics: another service (here kyc's own identity) is refused.
-    own = (("authorization", f"Bearer {kyc.auth.service_token}"),)
+    own = (("authorization", f"Bearer {kyc.auth.peer_token('kyc')}"),)
     refused = await rpc_failure(
         kyc.internal.GetKycStats(kyc_pb2.GetKycStatsRequest(), metadata=own)
     )
     assert refused.code == grpc.StatusCode.PERMISSION_DENIED
     assert refused.reason == "INSUFFICIENT_PERMISSIONS"
     assert "service kyc may not call this method" in refused.message
+    # wallet's token for another service (one a peer received with wallet's call to it) is
+    # not wallet's identity here: a service token works only where it is addressed.
+    for elsewhere in ("auth", "transfer"):
+        replayed = (("authorization", f"Bearer {kyc.auth.peer_token('wallet', to=elsewhere)}"),)
+        stolen = await rpc_failure(
+            kyc.internal.GetKycStats(kyc_pb2.GetKycStatsRequest(), metadata=replayed)
+        )
+        assert (stolen.code, stolen.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
     _, admin = kyc.staff(Role.SUPER_ADMIN)
     failure = await rpc_failure(
         kyc.internal.GetKycStats(kyc_pb2.GetKycStatsRequest(), metadata=admin)

@@ -328,7 +328,7 @@ async def host_through_link(
         if k != "TRANSFER_DATABASE_CHAIN_ROLES"
     }
     fields["database_url"] = _through(link, ledger)
-    auth = LocalAuth()
+    auth = LocalAuth("transfer")
     host = await bootstrap.build_host(TransferSettings(**fields), auth=auth)
     port = await host.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

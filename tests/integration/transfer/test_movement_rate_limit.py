@@ -36,7 +36,7 @@ async def stack(ledger: LedgerWorld) -> AsyncIterator[tuple[Any, LocalAuth]]:
         if k != "TRANSFER_DATABASE_CHAIN_ROLES"  # migrate's alone
     }
     settings = TransferSettings(**fields, movement_burst=BURST, movement_rate_per_second=RATE)
-    auth = LocalAuth()
+    auth = LocalAuth("transfer")
     host = await build_host(settings, auth=auth)
     port = await host.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

@@ -93,8 +93,8 @@ class FakeIssuer:
     ) -> tuple[str, datetime]:
         return f"access:{user.id}:{session_id}", min(EPOCH + timedelta(minutes=15), not_after)
 
-    def issue_service_token(self, client_id: str) -> tuple[str, datetime]:
-        return f"service:{client_id}", EPOCH + timedelta(minutes=10)
+    def issue_service_token(self, client_id: str, peer: str) -> tuple[str, datetime]:
+        return f"service:{client_id}:{peer}", EPOCH + timedelta(minutes=10)
 
 
 class FakeLoginThrottle:

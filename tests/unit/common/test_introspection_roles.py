@@ -15,7 +15,8 @@ from vaultpay_common.grpc.auth_client import AuthUnavailableError, GrpcTokenIntr
 
 
 class _Identity:
-    async def token(self) -> str:
+    async def token(self, peer: str) -> str:
+        assert peer == "auth"
         return "service-token"
 
 

@@ -56,7 +56,7 @@ from vaultpay_auth.adapters.tables import signing_keys
 from vaultpay_auth.domain.model import User
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock, SystemClock
-from vaultpay_common.grpc.tokens import ACCESS_TOKEN_TYPE, SERVICE_TOKEN_TYPE
+from vaultpay_common.grpc.tokens import ACCESS_TOKEN_TYPE, SERVICE_TOKEN_TYPE, service_audience
 
 __all__ = [
     "KEY_CHANGES_CHANNEL",
@@ -527,7 +527,10 @@ class JwtIssuer:
         }
         return self._sign(claims, self._access_ttl, not_after)
 
-    def issue_service_token(self, client_id: str) -> tuple[str, datetime]:
-        return self._sign(
-            {"sub": f"service:{client_id}", "typ": SERVICE_TOKEN_TYPE}, self._service_ttl
-        )
+    def issue_service_token(self, client_id: str, peer: str) -> tuple[str, datetime]:
+        """A token `client_id` presents to `peer` alone (`service_audience`); `peer` empty:
+        addressed to the whole mesh, as builds before scoped tokens asked for (accepted only
+        where `accept_unscoped_service_tokens`)."""
+        audience = service_audience(self._audience, peer) if peer else self._audience
+        claims = {"sub": f"service:{client_id}", "typ": SERVICE_TOKEN_TYPE, "aud": audience}
+        return self._sign(claims, self._service_ttl)

@@ -72,6 +72,8 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         local_jwks,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
+        service="auth",
+        accept_unscoped_service_tokens=settings.accept_unscoped_service_tokens,
         min_refresh_interval=0,
         max_key_age=settings.key_reload_seconds,
         max_token_lifetime=max(

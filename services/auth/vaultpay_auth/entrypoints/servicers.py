@@ -220,7 +220,9 @@ class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
     async def IssueServiceToken(
         self, request: auth_pb2.IssueServiceTokenRequest, context: Ctx
     ) -> auth_pb2.IssueServiceTokenResponse:
-        token, expires_at = self._identities.issue(request.client_id, request.client_secret)
+        token, expires_at = self._identities.issue(
+            request.client_id, request.client_secret, request.audience
+        )
         return auth_pb2.IssueServiceTokenResponse(
             access_token=token, expire_time=timestamp(expires_at)
         )

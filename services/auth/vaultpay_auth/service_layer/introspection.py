@@ -11,6 +11,7 @@ from vaultpay_auth.service_layer.ports import AccessTokenIssuer, AuthUnitOfWork
 from vaultpay_common.errors import DomainError, UnauthenticatedError, ValidationError
 from vaultpay_common.grpc.tokens import (
     ACCESS_TOKEN_TYPE,
+    MESH_SERVICES,
     Introspection,
     TokenClaims,
     TokenVerifier,
@@ -72,7 +73,14 @@ class ServiceIdentityService:
         self._clients = clients
         self._issuer = issuer
 
-    def issue(self, client_id: str, client_secret: str) -> tuple[str, datetime]:
+    def issue(self, client_id: str, client_secret: str, peer: str = "") -> tuple[str, datetime]:
+        """A token for `client_id` to present to `peer` alone (one of MESH_SERVICES); `peer`
+        empty: an unscoped token, as a caller of a build before scoped tokens asks for (the
+        services accept it only while `accept_unscoped_service_tokens` is set)."""
+        if peer and peer not in MESH_SERVICES:
+            raise ValidationError.single(
+                "audience", f"must be one of {', '.join(MESH_SERVICES)} (the service called)"
+            )
         expected = self._clients.get(client_id, "")
         # Compare even for unknown clients so timing does not reveal which ids exist.
         matches = hmac.compare_digest(expected.encode(), client_secret.encode())
@@ -84,6 +92,12 @@ class ServiceIdentityService:
                 extra={"client_id": client_id[:64], "known_client": bool(expected)},
             )
             raise InvalidClientError()
-        token, expires_at = self._issuer.issue_service_token(client_id)
-        log.info("a service token was issued", extra={"client_id": client_id})
+        token, expires_at = self._issuer.issue_service_token(client_id, peer)
+        if peer:
+            log.info("a service token was issued", extra={"client_id": client_id, "peer": peer})
+        else:
+            log.warning(
+                "an unscoped service token was issued (a caller of an older build)",
+                extra={"client_id": client_id},
+            )
         return token, expires_at

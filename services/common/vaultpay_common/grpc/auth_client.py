@@ -9,8 +9,10 @@ AUTH_UNAVAILABLE), so strict calls fail closed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +32,7 @@ from vaultpay_common.grpc.revocations import (
 )
 from vaultpay_common.grpc.tokens import (
     DEFAULT_MAX_TOKEN_LIFETIME,
+    MESH_SERVICES,
     AuthUnavailableError,
     Introspection,
     TokenVerifier,
@@ -64,42 +67,63 @@ def outgoing_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"), ("x-request-id", REQUEST_ID.get()))
 
 
+@dataclass(slots=True)
+class _Held:
+    token: str = ""
+    renew_at: float = 0.0
+
+
 class ServiceTokenProvider:
-    """Holds this service's own token (client-credentials), renewed before it expires."""
+    """Holds this service's own tokens (client-credentials), one per peer it calls (each
+    addressed to that peer alone: `tokens.service_audience`), renewed before they expire.
+
+        token = await identity.token("wallet")      # for a call to wallet
+        wallet_token = identity.for_peer("wallet")  # the same, as a callable for an adapter
+    """
 
     def __init__(self, channel: grpc.aio.Channel, client_id: str, client_secret: str) -> None:
         self._stub = auth_pb2_grpc.AuthInternalServiceStub(channel)
         self._client_id = client_id
         self._client_secret = client_secret
-        self._token = ""
-        self._renew_at = 0.0
+        self._held: dict[str, _Held] = {}
         self._lock = asyncio.Lock()
 
-    async def token(self) -> str:
-        if self._token and time.time() < self._renew_at:
-            return self._token
+    def for_peer(self, peer: str) -> Callable[[], Awaitable[str]]:
+        """`token(peer)` as a callable, for an adapter that calls only `peer`."""
+        if peer not in MESH_SERVICES:
+            raise ValueError(f"not a service of the mesh: {peer!r}")
+        return functools.partial(self.token, peer)
+
+    async def token(self, peer: str) -> str:
+        held = self._held.get(peer)
+        if held is not None and held.token and time.time() < held.renew_at:
+            return held.token
         async with self._lock:
-            if self._token and time.time() < self._renew_at:
-                return self._token
+            held = self._held.setdefault(peer, _Held())
+            if held.token and time.time() < held.renew_at:
+                return held.token
             try:
                 reply = await self._stub.IssueServiceToken(
                     auth_pb2.IssueServiceTokenRequest(
-                        client_id=self._client_id, client_secret=self._client_secret
+                        client_id=self._client_id,
+                        client_secret=self._client_secret,
+                        audience=peer,
                     ),
                     timeout=_CALL_TIMEOUT,
                 )
             except grpc.aio.AioRpcError as exc:
                 raise AuthUnavailableError() from exc
             lifetime = reply.expire_time.seconds - time.time()
-            self._token = reply.access_token
-            self._renew_at = time.time() + lifetime * 0.8
-            return self._token
+            held.token = reply.access_token
+            held.renew_at = time.time() + lifetime * 0.8
+            return held.token
 
     def forget(self, token: str) -> None:
         """A peer refused `token` (its signing key was withdrawn, say): the next call gets a
         new one instead of reusing it until it expires."""
-        if token and token == self._token:
-            self._token, self._renew_at = "", 0.0
+        for held in self._held.values():
+            if token and token == held.token:
+                held.token, held.renew_at = "", 0.0
 
 
 class RenewRejectedIdentity(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -155,7 +179,7 @@ class GrpcTokenIntrospector:
         try:
             reply = await self._stub.IntrospectToken(
                 auth_pb2.IntrospectTokenRequest(token=token),
-                metadata=outgoing_metadata(await self._identity.token()),
+                metadata=outgoing_metadata(await self._identity.token("auth")),
                 timeout=_CALL_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
@@ -195,7 +219,7 @@ class GrpcRevocationSource:
         try:
             reply = await self._stub.PollSessionRevocations(
                 request,
-                metadata=outgoing_metadata(await self._identity.token()),
+                metadata=outgoing_metadata(await self._identity.token("auth")),
                 timeout=wait + self._timeout,
             )
         except grpc.aio.AioRpcError as exc:
@@ -217,12 +241,15 @@ class GrpcRevocationSource:
 class PeerAuth:
     """Everything a service other than auth needs to authenticate its callers:
 
-    auth = PeerAuth(channel, client_id="wallet", client_secret=..., issuer=..., audience=...)
+    auth = PeerAuth(channel, client_id="wallet", client_secret=..., issuer=..., audience=...,
+                    service="wallet")   # the service whose callers it authenticates
     interceptors = standard_interceptors(
         "wallet", services, auth.verifier, auth.introspector, revocations=auth.revocations
     )
     runtime job: auth.feed.run()     # keeps auth.revocations fresh; every user call reads it
-    await stub.SomeInternalRpc(request, metadata=outgoing_metadata(await auth.identity.token()))
+    await stub.SomeInternalRpc(
+        request, metadata=outgoing_metadata(await auth.identity.token("transfer"))
+    )
 
     Until `feed.run()` has completed a poll, every call asks auth (IntrospectToken): the set
     may lack revocations made before this process started. While the feed cannot poll, the
@@ -238,12 +265,20 @@ class PeerAuth:
         client_secret: str,
         issuer: str,
         audience: str,
+        service: str,
+        accept_unscoped_service_tokens: bool = False,
         revocation_poll_seconds: float = 0.25,
         revocation_wait_seconds: float = 0.5,
         revocation_max_staleness_seconds: float = 1.0,
     ) -> None:
         self.identity = ServiceTokenProvider(channel, client_id, client_secret)
-        self.verifier = TokenVerifier(GrpcJwksFetcher(channel), issuer=issuer, audience=audience)
+        self.verifier = TokenVerifier(
+            GrpcJwksFetcher(channel),
+            issuer=issuer,
+            audience=audience,
+            service=service,
+            accept_unscoped_service_tokens=accept_unscoped_service_tokens,
+        )
         self.remote_introspector = GrpcTokenIntrospector(channel, self.identity)
         self.revocations = RevocationSet(
             max_staleness=revocation_max_staleness_seconds, retention=_REVOCATION_RETENTION

@@ -22,6 +22,12 @@ service never reads a claim the gateway did not check: strict base64url, UTF-8 J
 without duplicate keys (a lenient parser keeps the last `role`), NumericDates that are JSON
 integers (PyJWT alone would `int()` a numeric string), string-valued claims, and a lifetime
 `exp - iat` no longer than the longest token auth issues (`max_token_lifetime`).
+
+Audiences: a user's access token is addressed to the whole mesh (`audience`, "vaultpay"); a
+service's token to the one service it calls (`service_audience`, "vaultpay:wallet"), and only
+that service's verifier (`service`) accepts it. A peer that receives a call therefore cannot
+replay the caller's token elsewhere as the caller (transfer presenting wallet's token to
+auth's GetUserContact, which names only wallet among its callers).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ __all__ = [
     "ACCESS_TOKEN_TYPE",
     "DEFAULT_MAX_TOKEN_LIFETIME",
     "DEFAULT_MAX_UNCONFIRMED_KEY_AGE",
+    "MESH_SERVICES",
     "SERVICE_TOKEN_TYPE",
     "AuthUnavailableError",
     "Introspection",
@@ -58,12 +65,15 @@ __all__ = [
     "TokenInvalidError",
     "TokenRevokedError",
     "TokenVerifier",
+    "service_audience",
 ]
 
 log = logging.getLogger(__name__)
 
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a token type, not a secret
 SERVICE_TOKEN_TYPE = "service"  # noqa: S105
+# The services a service token may be addressed to (`service_audience`).
+MESH_SERVICES = ("auth", "wallet", "transfer", "kyc")
 _ALGORITHMS = ["EdDSA"]
 _REQUIRED = ["exp", "iat", "sub", "jti", "iss", "aud", "typ"]
 # The access-token lifetime (ARCHITECTURE: 15 min); service tokens live 10 min.
@@ -134,6 +144,8 @@ class TokenVerifier:
         *,
         issuer: str,
         audience: str,
+        service: str,
+        accept_unscoped_service_tokens: bool = False,
         leeway_seconds: int = 30,
         cache_size: int = 10_000,
         min_refresh_interval: float = 2.0,
@@ -147,6 +159,10 @@ class TokenVerifier:
         self._max_token_lifetime = max_token_lifetime
         self._issuer = issuer
         self._audience = audience
+        # What each kind of token must be addressed to (`_check_audience`).
+        self._service_audiences = {service_audience(audience, service)}
+        if accept_unscoped_service_tokens:
+            self._service_audiences.add(audience)
         self._leeway = leeway_seconds
         self._keys: dict[str, Any] = {}
         self._withdrawn: set[str] = set()  # forgotten for good (`forget_keys`)
@@ -260,7 +276,7 @@ class TokenVerifier:
                 token,
                 key,
                 algorithms=_ALGORITHMS,
-                audience=self._audience,
+                audience=[self._audience, *self._service_audiences],
                 issuer=self._issuer,
                 leeway=self._leeway,
                 options={"require": _REQUIRED},
@@ -273,12 +289,25 @@ class TokenVerifier:
         if not 0 < payload["exp"] - payload["iat"] <= self._max_token_lifetime:
             raise TokenInvalidError("the token's lifetime is not one auth issues")
         claims = _claims_from(payload, header["kid"])
+        self._check_audience(claims.token_type, payload["aud"])
         if claims.key_id in self._withdrawn:  # forgotten while this call awaited the key set
             raise TokenInvalidError("the token was signed with a withdrawn key")
         self._cache[token] = claims
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return claims
+
+    def _check_audience(self, token_type: str, audience: object) -> None:
+        """A user's access token is addressed to the mesh (`audience`: every service, and
+        the gateway, take it); a service's token to one service, this one
+        (`service_audience`): a peer that receives it with a call cannot present it anywhere
+        else, as its sender, for the rest of its life. An unscoped service token (a build
+        before scoped ones, mid-rollout) only where `accept_unscoped_service_tokens`."""
+        if token_type == SERVICE_TOKEN_TYPE:
+            if audience not in self._service_audiences:
+                raise TokenInvalidError("the service token is addressed to another service")
+        elif audience != self._audience:
+            raise TokenInvalidError("the token is not addressed to the mesh")
 
     def _checked_shape(self, token: str) -> dict[str, Any]:
         """The header, once header and payload pass the strict checks (before any key work)."""
@@ -327,6 +356,14 @@ def _json_object(segment: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TokenInvalidError()
     return value
+
+
+def service_audience(audience: str, service: str) -> str:
+    """The audience of a service token for `service` ("vaultpay:wallet"): only that
+    service's verifier accepts it."""
+    if service not in MESH_SERVICES:
+        raise ValueError(f"not a service of the mesh: {service!r}")
+    return f"{audience}:{service}"
 
 
 def _claims_from(payload: dict[str, Any], key_id: str) -> TokenClaims:

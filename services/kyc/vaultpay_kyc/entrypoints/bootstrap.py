@@ -57,7 +57,9 @@ SERVICES = [
 
 
 class ServiceIdentity(Protocol):
-    async def token(self) -> str: ...
+    def for_peer(self, peer: str) -> Callable[[], Awaitable[str]]:
+        """Our token for calls to `peer` (addressed to it alone)."""
+        ...
 
 
 class CallerAuth(Protocol):
@@ -102,7 +104,6 @@ async def build_host(
     peers: CallerAuth = auth or runtime.peer_auth()
     wallet_channel = runtime.channel(settings.wallet_address)
     timeout = settings.peer_timeout_seconds
-    token: Callable[[], Awaitable[str]] = peers.identity.token
 
     relay: OutboxRelay | None = None
 
@@ -124,7 +125,10 @@ async def build_host(
         max_chunk_bytes=settings.upload_chunk_max_bytes,
     )
     roles = GrpcUserRoles(
-        runtime.channel(settings.auth_address), token, timeout, whose="kyc submission's owner"
+        runtime.channel(settings.auth_address),
+        peers.identity.for_peer("auth"),
+        timeout,
+        whose="kyc submission's owner",
     )
     review = ReviewService(
         uow, clock, cipher, hasher=DocumentHasher(settings.document_hash_key), roles=roles
@@ -133,7 +137,10 @@ async def build_host(
     relay = OutboxRelay(
         runtime.engine,
         OUTBOX_PRODUCER,
-        kyc_outbox_handlers(GrpcWalletEvents(wallet_channel, token, timeout), review.held_tier),
+        kyc_outbox_handlers(
+            GrpcWalletEvents(wallet_channel, peers.identity.for_peer("wallet"), timeout),
+            review.held_tier,
+        ),
         poll_interval=settings.outbox_poll_seconds,
         max_attempts=settings.outbox_max_attempts,
     )

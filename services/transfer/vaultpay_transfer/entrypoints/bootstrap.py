@@ -71,7 +71,9 @@ SERVICES = [
 
 
 class ServiceIdentity(Protocol):
-    async def token(self) -> str: ...
+    def for_peer(self, peer: str) -> Callable[[], Awaitable[str]]:
+        """Our token for calls to `peer` (addressed to it alone)."""
+        ...
 
 
 class CallerAuth(Protocol):
@@ -115,7 +117,7 @@ async def build_host(
     peers: CallerAuth = auth or runtime.peer_auth()
     wallet_channel = runtime.channel(settings.wallet_address)
     timeout = settings.peer_timeout_seconds
-    token: Callable[[], Awaitable[str]] = peers.identity.token
+    wallet_token = peers.identity.for_peer("wallet")
 
     relay: OutboxRelay | None = None
 
@@ -137,7 +139,7 @@ async def build_host(
     )
     movements = MovementService(
         ledger,
-        GrpcWalletGate(wallet_channel, token, timeout),
+        GrpcWalletGate(wallet_channel, wallet_token, timeout),
         hasher,
         max_amount_minor=settings.max_amount_minor,
         pin_check_key=settings.fingerprint_key,
@@ -149,7 +151,7 @@ async def build_host(
     relay = notification_relay(
         runtime.engine,
         OUTBOX_PRODUCER,
-        GrpcWalletNotifications(wallet_channel, token, timeout),
+        GrpcWalletNotifications(wallet_channel, wallet_token, timeout),
         batch_size=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_seconds,
         clock=clock,

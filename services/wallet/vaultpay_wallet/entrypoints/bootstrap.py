@@ -79,11 +79,15 @@ async def build_host(
     clock = clock or SystemClock()
     runtime = ServiceRuntime("wallet", settings)
     peers = runtime.peer_auth()
-    token = peers.identity.token
     timeout = settings.peer_timeout_seconds
-    transfer = GrpcTransferFigures(runtime.channel(settings.transfer_address), token, timeout)
-    kyc = GrpcKycStats(runtime.channel(settings.kyc_address), token, timeout)
-    contacts = GrpcUserContacts(runtime.channel(settings.auth_address), token, timeout)
+    identity = peers.identity
+    transfer = GrpcTransferFigures(
+        runtime.channel(settings.transfer_address), identity.for_peer("transfer"), timeout
+    )
+    kyc = GrpcKycStats(runtime.channel(settings.kyc_address), identity.for_peer("kyc"), timeout)
+    contacts = GrpcUserContacts(
+        runtime.channel(settings.auth_address), identity.for_peer("auth"), timeout
+    )
 
     relay: OutboxRelay | None = None
 

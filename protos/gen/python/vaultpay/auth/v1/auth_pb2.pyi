@@ -933,19 +933,28 @@ class IssueServiceTokenRequest(_message.Message):
 
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     """The service identity, e.g. "wallet"."""
     client_secret: _builtins.str
     """Its secret, from the service's configuration."""
+    audience: _builtins.str
+    """The service the token will be presented to: "auth", "wallet", "transfer" or "kyc". Only
+    that service accepts it (audience "<mesh audience>:<service>"), so a peer that receives
+    it with a call cannot present it elsewhere. Empty: a token for the whole mesh, as builds
+    before this field asked for; services accept it only while configured to
+    (ACCEPT_UNSCOPED_SERVICE_TOKENS, a rolling update's setting).
+    """
     def __init__(
         self,
         *,
         client_id: _builtins.str = ...,
         client_secret: _builtins.str = ...,
+        audience: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "client_id", b"client_id", "client_secret", b"client_secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

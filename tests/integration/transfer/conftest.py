@@ -59,7 +59,7 @@ WITHDRAW = "/vaultpay.transfer.v1.TransferService/Withdraw"
 HOME = "203.0.113.7"  # the client address wallet_gate trusts
 PIN_KEY = b"pin-check-key-of-this-test-32-b!"
 # The transfer chain's last revision: where `vaultpay-transfer migrate` leaves a database.
-TRANSFER_HEAD = "t0027"
+TRANSFER_HEAD = "t0028"
 
 
 def plain_dsn(dsn: str) -> str:

@@ -27,7 +27,11 @@ from tests.integration.transfer.sql_capture import (
     prepared_plan_scans,
 )
 from vaultpay_transfer.adapters.transactions_sql import SqlTransactionStore
-from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
+from vaultpay_transfer.domain.model import (
+    TransactionCategory,
+    TransactionStatus,
+    TransactionType,
+)
 from vaultpay_transfer.service_layer.ports import TransactionCursor, TransactionFilter
 
 pytestmark = pytest.mark.integration
@@ -41,6 +45,8 @@ BY_WALLET = "wallet_transactions_wallet_idx"
 BY_USER_CATEGORY = "wallet_transactions_user_category_idx"
 BY_USER = "wallet_transactions_user_idx"
 OWNER_RARE = "wallet_transactions_user_rare_idx"
+PAYOUT_RETURNS = "wallet_transactions_payout_returns_idx"
+OWNER_PAYOUT_RETURNS = "wallet_transactions_user_payout_returns_idx"
 WALLETS = "wallets_pkey"  # the wallet's owner, looked up once
 # At most this many shared buffers for a page of a category with no row: a descent of a small
 # index. The time index of P2P_ROWS rows is hundreds of pages.
@@ -146,6 +152,17 @@ async def test_a_rare_category_or_status_reads_its_partial_index_in_generic_plan
         TransactionFilter(category=TransactionCategory.WITHDRAW), None, PAGE
     )
     assert len(withdrawals) == 3  # two debits and the return's credit
+    returns = await store.list(
+        TransactionFilter(category=TransactionCategory.WITHDRAW, type=TransactionType.CREDIT),
+        None,
+        PAGE,
+    )
+    [return_credit] = [t for t in withdrawals if t.type is TransactionType.CREDIT]
+    assert ids(returns) == [return_credit.transaction_id]
+    mine = TransactionFilter(
+        user_id=alice.user_id, category=TransactionCategory.WITHDRAW, type=TransactionType.CREDIT
+    )
+    assert ids(await store.list(mine, None, PAGE)) == [return_credit.transaction_id]
     assert [t.created_at for t in withdrawals] == sorted(
         (t.created_at for t in withdrawals), reverse=True
     )
@@ -210,6 +227,28 @@ async def test_a_rare_category_or_status_reads_its_partial_index_in_generic_plan
         TransactionFilter(wallet_id=alice.wallet_id, status=TransactionStatus.PENDING),
         {WALLETS, OWNER_RARE},
         {WALLETS, OWNER_RARE, PENDING},
+        None,
+    )
+    # The returned payouts (t0028): their own indexes, not every rare row of the table nor
+    # every withdrawal of the owner (review of 2026-12-05).
+    returned_payouts = TransactionFilter(
+        category=TransactionCategory.WITHDRAW, type=TransactionType.CREDIT
+    )
+    expected["the returned payouts"] = (returned_payouts, {PAYOUT_RETURNS}, {PAYOUT_RETURNS}, None)
+    expected["one user's returned payouts"] = (
+        mine,
+        {OWNER_PAYOUT_RETURNS},
+        {OWNER_PAYOUT_RETURNS, PAYOUT_RETURNS},
+        None,
+    )
+    expected["one wallet's returned payouts"] = (
+        TransactionFilter(
+            wallet_id=alice.wallet_id,
+            category=TransactionCategory.WITHDRAW,
+            type=TransactionType.CREDIT,
+        ),
+        {WALLETS, OWNER_PAYOUT_RETURNS},
+        {WALLETS, OWNER_PAYOUT_RETURNS, PAYOUT_RETURNS},
         None,
     )
     for name, (flt, generic, custom, after) in expected.items():

@@ -224,7 +224,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # adds the indexes of the stale PIN-lock sweep and of wallet's expired-row purge; w0010 the
     # index of the notifications' purge (and its DELETE grant); w0011 a CHECK and a trigger on
     # wallets (a CLOSED wallet holds no money and never opens again) and the trigger's function;
-    # t0027 the statistics rollup's two tables (their keys and CHECKs).
+    # t0027 the statistics rollup's two tables (their keys and CHECKs); t0028 the partial
+    # indexes of the returned payouts (CONCURRENTLY).
     assert set(changed) == {
         "columns",
         "constraints",

@@ -53,10 +53,12 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_t0026_validate_ddl,
     ledger_t0027_ddl,
     ledger_t0027_downgrade_ddl,
+    ledger_t0028_ddl,
+    ledger_t0028_downgrade_ddl,
 )
 from vaultpay_transfer.adapters.stats_sql import _COUNTED_BETWEEN, _ROLL_UP
 from vaultpay_transfer.adapters.transactions_sql import partial_index_predicates
-from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus
+from vaultpay_transfer.domain.model import TransactionCategory, TransactionStatus, TransactionType
 from vaultpay_transfer.service_layer.ports import TransactionFilter
 
 # sha256 of t0001's statements as it shipped (comments aside): a migration that ran on
@@ -499,6 +501,24 @@ def test_the_staff_listing_states_the_partial_indexes_predicates_as_the_indexes_
         TransactionFilter(wallet_id="VPY-AAAAAA", status=TransactionStatus.FAILED),
     ):
         assert _predicates(narrowed) == []
+
+
+def test_t0028_indexes_the_returned_payouts_and_the_listing_states_their_predicate() -> None:
+    """Review of 2026-12-05: staff listing the returned payouts (WITHDRAW CREDIT) read every
+    rare row of the table. t0028's two indexes (everyone's, each owner's) hold those rows
+    alone, built and dropped CONCURRENTLY, and the listing states their WHERE word for word."""
+    upgrade = ledger_t0028_ddl()
+    creates = [s for s in upgrade if s.startswith("CREATE INDEX CONCURRENTLY")]
+    assert len(creates) == 2 and len(upgrade) == 4  # each after a DROP ... IF EXISTS
+    wheres = {s.split("\n    WHERE ", 1)[1] for s in creates}
+    assert wheres == {"category = 'WITHDRAW' AND type = 'CREDIT'"}
+    returns = TransactionFilter(category=TransactionCategory.WITHDRAW, type=TransactionType.CREDIT)
+    stated = [p.replace("wallet_transactions.", "") for p in _predicates(returns)]
+    assert stated == list(wheres)
+    assert ledger_t0028_downgrade_ddl() == [
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_user_payout_returns_idx",
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_payout_returns_idx",
+    ]
 
 
 def _t0002s(name: str) -> str:

@@ -112,6 +112,61 @@ async def test_a_type_its_category_can_have_is_listed(
     assert [(f.category, f.type) for f in store.asked] == [(category, type_)]
 
 
+@pytest.mark.parametrize("status", [TransactionStatus.PENDING, TransactionStatus.FAILED])
+@pytest.mark.parametrize(
+    ("category", "type_"),
+    [
+        (TransactionCategory.TOP_UP, None),
+        (TransactionCategory.P2P_SEND, None),
+        (TransactionCategory.REFUND, None),
+        (None, TransactionType.CREDIT),
+        (TransactionCategory.WITHDRAW, TransactionType.CREDIT),  # a return is COMPLETED
+    ],
+)
+async def test_a_status_only_a_withdrawals_debit_has_is_refused_with_another_kind(
+    status: TransactionStatus,
+    category: TransactionCategory | None,
+    type_: TransactionType | None,
+) -> None:
+    """Review of 2026-12-05: `status=FAILED&category=TOP_UP` matches no row, and the staff
+    listing walked every FAILED row of the table (every payout the bank ever refused) to
+    answer an empty page."""
+    queries, store = _queries()
+    flt = TransactionFilter(status=status, category=category, type=type_)
+    for listing in (
+        queries.list_all(flt, None, 10, viewer=_STAFF),
+        queries.list_mine("u", flt, None, 10),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            await listing
+        [violation] = refused.value.violations
+        assert violation.field == "status"
+        assert "always a WITHDRAW DEBIT" in violation.description
+    assert store.asked == []
+
+
+@pytest.mark.parametrize("status", [TransactionStatus.PENDING, TransactionStatus.FAILED])
+@pytest.mark.parametrize(
+    ("category", "type_"),
+    [
+        (None, None),
+        (TransactionCategory.WITHDRAW, None),
+        (None, TransactionType.DEBIT),
+        (TransactionCategory.WITHDRAW, TransactionType.DEBIT),
+    ],
+)
+async def test_a_status_only_a_withdrawals_debit_has_is_listed_with_that_kind(
+    status: TransactionStatus,
+    category: TransactionCategory | None,
+    type_: TransactionType | None,
+) -> None:
+    queries, store = _queries()
+    await queries.list_all(
+        TransactionFilter(status=status, category=category, type=type_), None, 10, viewer=_STAFF
+    )
+    assert [(f.status, f.category, f.type) for f in store.asked] == [(status, category, type_)]
+
+
 async def test_an_inverted_window_is_refused_naming_end_time() -> None:
     queries, store = _queries()
     start = datetime(2026, 12, 3, tzinfo=UTC)

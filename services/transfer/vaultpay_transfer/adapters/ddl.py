@@ -82,6 +82,9 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0027: `t0027_upgrade.sql` (GetTransferStats reads closed hours from a rollup,
   `transfer_stats_hourly` and `transfer_stats_rollup`, written by transfer's rollup job); its
   downgrade `t0027_downgrade.sql`.
+* t0028: `t0028_upgrade.sql` (the payouts the bank returned, WITHDRAW CREDIT rows, get
+  partial indexes of their own, everyone's and each owner's, CONCURRENTLY); its downgrade
+  `t0028_downgrade.sql`.
 """
 
 from __future__ import annotations
@@ -141,6 +144,8 @@ __all__ = [
     "ledger_t0026_validate_ddl",
     "ledger_t0027_ddl",
     "ledger_t0027_downgrade_ddl",
+    "ledger_t0028_ddl",
+    "ledger_t0028_downgrade_ddl",
 ]
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -490,3 +495,14 @@ def ledger_t0027_ddl(app_role: str) -> list[str]:
 def ledger_t0027_downgrade_ddl() -> list[str]:
     """t0027's downgrade: both tables go."""
     return split_sql(_script("t0027_downgrade.sql"))
+
+
+def ledger_t0028_ddl() -> list[str]:
+    """t0028: the partial indexes of the returned payouts (WITHDRAW CREDIT rows), everyone's
+    and each owner's, CONCURRENTLY: outside a transaction."""
+    return split_sql(_script("t0028_upgrade.sql"))
+
+
+def ledger_t0028_downgrade_ddl() -> list[str]:
+    """t0028's downgrade: both indexes go, CONCURRENTLY (outside a transaction too)."""
+    return split_sql(_script("t0028_downgrade.sql"))

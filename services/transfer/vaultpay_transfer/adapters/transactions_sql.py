@@ -77,6 +77,10 @@ _OWNER_RARE = text(
     "(wallet_transactions.category NOT IN ('P2P_SEND', 'P2P_RECEIVE')"
     " OR wallet_transactions.status <> 'COMPLETED')"
 )
+# t0028's indexes of the returned payouts (everyone's, each owner's), their predicate literally.
+_PAYOUT_RETURN = text(
+    "wallet_transactions.category = 'WITHDRAW' AND wallet_transactions.type = 'CREDIT'"
+)
 _P2P_OF_TYPE = {
     TransactionType.DEBIT: TransactionCategory.P2P_SEND,
     TransactionType.CREDIT: TransactionCategory.P2P_RECEIVE,
@@ -112,7 +116,9 @@ def partial_index_predicates(flt: TransactionFilter) -> list[TextClause]:
     if flt.user_id is not None or flt.wallet_id:
         return []
     predicates: list[TextClause] = []
-    if flt.category is not None and flt.category not in _COMMON_CATEGORIES:
+    if _asks_payout_returns(flt):
+        predicates.append(_PAYOUT_RETURN)
+    elif flt.category is not None and flt.category not in _COMMON_CATEGORIES:
         predicates.append(_RARE_CATEGORY)
     if flt.status in _RARE_STATUSES:
         predicates.append(_RARE_STATUS)
@@ -132,9 +138,10 @@ def listing_query(
     which is its owner's: wallets.user_id is unique and the ledger's functions write each
     side with its wallet's owner): the owner's own indexes, also where the rows asked for
     may be sparse in the history (a hot wallet holds millions of P2P_RECEIVE rows): a
-    status other than COMPLETED reads t0024's index of the owner's rare rows, and a type
-    without a category two ranges merged, its P2P category's and its rare rows' (each part
-    a page at most).
+    status other than COMPLETED reads t0024's index of the owner's rare rows, the returned
+    payouts (WITHDRAW CREDIT) t0028's index of the owner's, and a type without a category
+    two ranges merged, its P2P category's and its rare rows' (each part a page at most).
+    Everyone's returned payouts read t0028's other index.
 
     An owner's query names no wallet_id (the wallet's index would walk a hot wallet's
     payments), and gives the owner as a sub-select, whose value the planner does not see: it
@@ -151,6 +158,8 @@ def listing_query(
     where = [owner, *_filters(replace(flt, wallet_id=""), after)]
     if flt.status is not None and flt.status is not TransactionStatus.COMPLETED:
         return _page(select(wallet_transactions).where(*where, _OWNER_RARE), limit)
+    if _asks_payout_returns(flt):
+        return _page(select(wallet_transactions).where(*where, _PAYOUT_RETURN), limit)
     if flt.type is not None and flt.category is None:
         p2p = _P2P_OF_TYPE[flt.type]
         parts = [
@@ -160,6 +169,11 @@ def listing_query(
         merged = union_all(*parts).subquery("page")
         return _page(select(merged), limit, merged.c)
     return _page(select(wallet_transactions).where(*where), limit)
+
+
+def _asks_payout_returns(flt: TransactionFilter) -> bool:
+    """WITHDRAW CREDIT: the payouts the bank returned, few among the withdrawals (t0028)."""
+    return flt.category is TransactionCategory.WITHDRAW and flt.type is TransactionType.CREDIT
 
 
 def _owner(flt: TransactionFilter) -> ColumnElement[bool] | None:

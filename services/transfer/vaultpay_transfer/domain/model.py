@@ -63,6 +63,17 @@ class TransactionStatus(Enum):
     FAILED = "FAILED"
     REVERSED = "REVERSED"
 
+    @property
+    def only_on(self) -> tuple[TransactionCategory, TransactionType] | None:
+        """The one kind of row that can have this status: only a withdrawal's debit waits
+        for its payout or fails (every other side is settled when written; the verifier's
+        `statuses_match_movements`); None for a status any row may have."""
+        waits_or_fails = self in (TransactionStatus.PENDING, TransactionStatus.FAILED)
+        return _WITHDRAWAL_ONLY if waits_or_fails else None
+
+
+_WITHDRAWAL_ONLY = (TransactionCategory.WITHDRAW, TransactionType.DEBIT)
+
 
 class PaymentMethod(Enum):
     UPI = "UPI"

@@ -44,9 +44,10 @@ def _found(transaction: Transaction | None) -> Transaction:
 
 
 def check_listable(flt: TransactionFilter) -> None:
-    """Refuses filters no row can match (an inverted window; a type its category never has:
-    staff could otherwise walk the whole table's index for an empty page), both in one
-    refusal. The entrypoint asks it too, so that the same refusal names them with the
+    """Refuses filters no row can match (an inverted window; a type its category never has;
+    a status only a withdrawal's debit has, PENDING or FAILED, with another category or
+    type: staff could otherwise walk a whole index of the table for an empty page), all in
+    one refusal. The entrypoint asks it too, so that the same refusal names them with the
     request's other bad fields."""
     unmatchable: list[FieldViolation] = []
     if flt.start is not None and flt.end is not None and flt.end <= flt.start:
@@ -60,6 +61,17 @@ def check_listable(flt: TransactionFilter) -> None:
                 f" (a {flt.category.value} transaction is always a {side.value})",
             )
         )
+    only_on = None if flt.status is None else flt.status.only_on
+    if flt.status is not None and only_on is not None:
+        category, side = only_on
+        if flt.category not in (None, category) or flt.type not in (None, side):
+            unmatchable.append(
+                FieldViolation(
+                    "status",
+                    f"a {flt.status.value} transaction is always a {category.value}"
+                    f" {side.value}: leave category and type unset or set them so",
+                )
+            )
     if unmatchable:
         raise ValidationError(unmatchable)
 

@@ -138,8 +138,10 @@ class ServiceSettings(BaseSettings):
     gateway_secret: SecretStr | None = Field(default=None, min_length=32)
     # Service tokens are addressed to the one service they call ("vaultpay:wallet"). True:
     # also accept a service token addressed to the whole mesh, as builds before scoped
-    # service tokens asked for, during a rolling update from one; back to False once every
-    # service runs this build (such a token is a key to every service while accepted).
+    # service tokens (and this build with request_scoped_service_tokens False) ask for,
+    # during a rolling update or a rollback across that change; back to False once every
+    # service runs this build and asks for scoped tokens (such a token is a key to every
+    # service while accepted).
     accept_unscoped_service_tokens: bool = False
 
     @field_validator("log_level", mode="before")
@@ -236,6 +238,11 @@ class PeerServiceSettings(ServiceSettings):
     jwt_audience: str = "vaultpay"
     # How long a call to a peer may take before it is given up as unavailable.
     peer_timeout_seconds: Seconds = 3.0
+    # Ask auth for a token per peer, addressed to it alone. False only during the first
+    # phase of a rolling update from a build before scoped service tokens, whose services
+    # refuse a scoped one: one unscoped token for every peer (README, "A service token works
+    # only where it is sent").
+    request_scoped_service_tokens: bool = True
     # The strict path answers from auth's revocation feed, long-polled (auth holds a poll
     # with nothing new up to `revocation_wait_seconds`, answering as soon as a revocation
     # commits; polls start at most every `revocation_poll_seconds`), while the last complete

@@ -176,6 +176,7 @@ class ServiceRuntime:
             audience=settings.jwt_audience,
             service=self.name,
             accept_unscoped_service_tokens=settings.accept_unscoped_service_tokens,
+            request_scoped_service_tokens=settings.request_scoped_service_tokens,
             revocation_poll_seconds=settings.revocation_poll_seconds,
             revocation_wait_seconds=settings.revocation_wait_seconds,
             revocation_max_staleness_seconds=settings.revocation_max_staleness_seconds,

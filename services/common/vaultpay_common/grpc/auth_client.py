@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
+import jwt
 from google.protobuf.json_format import MessageToDict
 from grpc.aio import ClientCallDetails
 
@@ -36,6 +38,7 @@ from vaultpay_common.grpc.tokens import (
     AuthUnavailableError,
     Introspection,
     TokenVerifier,
+    service_audience,
 )
 
 __all__ = [
@@ -48,6 +51,8 @@ __all__ = [
     "ServiceTokenProvider",
     "outgoing_metadata",
 ]
+
+log = logging.getLogger(__name__)
 
 _CALL_TIMEOUT = 3.0
 # How long a revoked session is remembered after it was received: the longest access token,
@@ -79,12 +84,27 @@ class ServiceTokenProvider:
 
         token = await identity.token("wallet")      # for a call to wallet
         wallet_token = identity.for_peer("wallet")  # the same, as a callable for an adapter
+
+    `scoped` False (a rolling update from a build before scoped tokens, whose services would
+    refuse one): one unscoped token, addressed to the whole mesh, for every peer. `audience`
+    (the mesh's) lets a scoped token auth answered unscoped be said (an auth older than
+    scoped tokens, rolled back: every peer of this build refuses it).
     """
 
-    def __init__(self, channel: grpc.aio.Channel, client_id: str, client_secret: str) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        client_id: str,
+        client_secret: str,
+        *,
+        scoped: bool = True,
+        audience: str = "",
+    ) -> None:
         self._stub = auth_pb2_grpc.AuthInternalServiceStub(channel)
         self._client_id = client_id
         self._client_secret = client_secret
+        self._scoped = scoped
+        self._audience = audience
         self._held: dict[str, _Held] = {}
         self._lock = asyncio.Lock()
 
@@ -95,11 +115,12 @@ class ServiceTokenProvider:
         return functools.partial(self.token, peer)
 
     async def token(self, peer: str) -> str:
-        held = self._held.get(peer)
+        asked = peer if self._scoped else ""
+        held = self._held.get(asked)
         if held is not None and held.token and time.time() < held.renew_at:
             return held.token
         async with self._lock:
-            held = self._held.setdefault(peer, _Held())
+            held = self._held.setdefault(asked, _Held())
             if held.token and time.time() < held.renew_at:
                 return held.token
             try:
@@ -107,16 +128,35 @@ class ServiceTokenProvider:
                     auth_pb2.IssueServiceTokenRequest(
                         client_id=self._client_id,
                         client_secret=self._client_secret,
-                        audience=peer,
+                        audience=asked,
                     ),
                     timeout=_CALL_TIMEOUT,
                 )
             except grpc.aio.AioRpcError as exc:
                 raise AuthUnavailableError() from exc
+            if asked and self._audience:
+                self._check_scoped(reply.access_token, service_audience(self._audience, peer))
             lifetime = reply.expire_time.seconds - time.time()
             held.token = reply.access_token
             held.renew_at = time.time() + lifetime * 0.8
             return held.token
+
+    @staticmethod
+    def _check_scoped(token: str, expected: str) -> None:
+        """Says (ERROR) a token auth issued for another audience than asked: an auth of a
+        build before scoped tokens ignores the request's audience, and every peer of this
+        build refuses what it issues (401 TOKEN_INVALID) unless told to accept it."""
+        try:
+            audience = jwt.decode(token, options={"verify_signature": False}).get("aud")
+        except jwt.PyJWTError:
+            audience = None
+        if audience != expected:
+            log.error(
+                "auth issued a service token not addressed to the peer asked for: an auth"
+                " older than scoped service tokens? Its peers refuse it unless"
+                " ACCEPT_UNSCOPED_SERVICE_TOKENS is set on them",
+                extra={"expected_audience": expected, "audience": str(audience)},
+            )
 
     def forget(self, token: str) -> None:
         """A peer refused `token` (its signing key was withdrawn, say): the next call gets a
@@ -267,11 +307,18 @@ class PeerAuth:
         audience: str,
         service: str,
         accept_unscoped_service_tokens: bool = False,
+        request_scoped_service_tokens: bool = True,
         revocation_poll_seconds: float = 0.25,
         revocation_wait_seconds: float = 0.5,
         revocation_max_staleness_seconds: float = 1.0,
     ) -> None:
-        self.identity = ServiceTokenProvider(channel, client_id, client_secret)
+        self.identity = ServiceTokenProvider(
+            channel,
+            client_id,
+            client_secret,
+            scoped=request_scoped_service_tokens,
+            audience=audience,
+        )
         self.verifier = TokenVerifier(
             GrpcJwksFetcher(channel),
             issuer=issuer,

@@ -6,14 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Generic, Never, TypeVar, cast
+from typing import Generic, Never, ParamSpec, TypeVar, cast
 
 from vaultpay_common.errors import ValidationError
 
-__all__ = ["Checked", "InputChecks"]
+__all__ = ["Checked", "InputChecks", "refusal_or"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+P = ParamSpec("P")
+
+
+def refusal_or(parse: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | ValidationError:
+    """`parse(*args, **kwargs)`, or its refusal returned instead of raised: an entrypoint's
+    parse that the use case names with the request's other bad fields (`InputChecks.take`)."""
+    try:
+        return parse(*args, **kwargs)
+    except ValidationError as refused:
+        return refused
 
 
 class InputChecks:

@@ -180,6 +180,76 @@ async def test_admin_limits_name_every_bad_field_at_once_before_auth_is_asked() 
     assert world.snapshot() == before
 
 
+async def test_one_bad_window_hides_no_order_error_between_the_other_two() -> None:
+    """Review of 1935c5d: a bad window skipped the order check of the whole entry, so
+    `perTransaction=0, daily=500, monthly=100` named only the first; each is named now."""
+    world = World()
+    wallet_id = await _basic(world)
+    entry = LimitValuesInput(
+        LimitAction.SEND,
+        per_transaction=AmountInput(INR, 0),
+        daily=AmountInput(INR, 500),
+        monthly=AmountInput(INR, 100),
+    )
+    with pytest.raises(ValidationError) as staff:
+        await world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("staff", Role.ADMIN, wallet_id, (entry,), "r", key("staff"))
+        )
+    assert [v.field for v in staff.value.violations] == [
+        "limits[0].per_transaction.amount_minor",
+        "limits[0].monthly",
+    ]
+    with pytest.raises(ValidationError) as own:
+        await world.limits.set_my_limit(
+            SetMyLimit(
+                "alice",
+                "send",
+                AmountInput(INR, 0),
+                AmountInput(INR, 500),
+                AmountInput(INR, 100),
+                key(),
+            )
+        )
+    assert [v.field for v in own.value.violations] == [
+        "per_transaction.amount_minor",
+        "monthly",
+    ]
+
+
+async def test_an_action_the_entrypoint_refused_is_named_with_the_other_bad_fields() -> None:
+    world = World()
+    wallet_id = await _basic(world)
+    unknown = ValidationError.single("limits[0].action", "is not a known limit action")
+    entry = LimitValuesInput(unknown, daily=AmountInput(INR, -1))
+    with pytest.raises(ValidationError) as err:
+        await world.limits.admin_set_wallet_limits(
+            AdminSetWalletLimits("staff", Role.ADMIN, wallet_id, (entry,), "", key("staff"))
+        )
+    assert [v.field for v in err.value.violations] == [
+        "reason",
+        "limits[0].action",
+        "limits[0].daily.amount_minor",
+    ]
+
+
+async def test_a_committed_overrides_retry_replays_though_a_bound_now_refuses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review of 1935c5d: the bound ran before the stored-answer lookup, so a change that
+    committed before the bound existed (its reply lost) was answered 400 on its retry."""
+    world = World()
+    wallet_id = await _basic(world)
+    entry = LimitValuesInput(LimitAction.SEND, daily=AmountInput(INR, 5_000))
+    change = AdminSetWalletLimits("staff", Role.ADMIN, wallet_id, (entry,), "r", key("staff"))
+    first = await world.limits.admin_set_wallet_limits(change)
+    monkeypatch.setattr("vaultpay_wallet.service_layer.limits.MAX_LIMIT_MINOR", 1_000)
+    world.roles.down = True  # nor is auth asked for a replay
+    assert await world.limits.admin_set_wallet_limits(change) == first
+    fresh = AdminSetWalletLimits("staff", Role.ADMIN, wallet_id, (entry,), "r", key("staff"))
+    with pytest.raises(ValidationError):
+        await world.limits.admin_set_wallet_limits(fresh)
+
+
 async def test_an_override_above_the_largest_limit_is_refused() -> None:
     world = World()
     wallet_id = await _basic(world)

@@ -22,7 +22,7 @@ from vaultpay_common.grpc.convert import (
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.ids import parse_optional_uuid, parse_uuid
-from vaultpay_common.input_checks import InputChecks
+from vaultpay_common.input_checks import InputChecks, refusal_or
 from vaultpay_common.pagination import (
     PageTokens,
     SliceOf,
@@ -217,7 +217,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
     ) -> wallet_pb2.AdminSetWalletLimitsResponse:
         limits = tuple(
             cmd.LimitValuesInput(
-                action_from_proto(values.action, f"limits[{i}].action"),
+                refusal_or(action_from_proto, values.action, f"limits[{i}].action"),
                 amount_input(values, "per_transaction"),
                 amount_input(values, "daily"),
                 amount_input(values, "monthly"),

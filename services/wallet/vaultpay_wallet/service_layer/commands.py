@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from vaultpay_common.context import Role
+from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_wallet.domain.limits import LimitAction
 from vaultpay_wallet.domain.model import KycTier
@@ -50,9 +51,10 @@ class AmountInput:
 @dataclass(frozen=True, slots=True)
 class LimitValuesInput:
     """Caps for one action as requested; None = window not set. `action` None = the
-    request's LIMIT_ACTION_UNSPECIFIED (refused)."""
+    request's LIMIT_ACTION_UNSPECIFIED (refused); a ValidationError = the entrypoint's
+    refusal of a number no action has, named with the request's other bad fields."""
 
-    action: LimitAction | None
+    action: LimitAction | ValidationError | None
     per_transaction: AmountInput | None = None
     daily: AmountInput | None = None
     monthly: AmountInput | None = None

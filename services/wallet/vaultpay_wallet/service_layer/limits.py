@@ -122,7 +122,9 @@ def _check_override_shapes(limits: Sequence[LimitValuesInput]) -> None:
     violations: list[FieldViolation] = []
     seen: set[LimitAction] = set()
     for i, entry in enumerate(limits):
-        if entry.action is None:
+        if isinstance(entry.action, ValidationError):
+            violations += entry.action.violations
+        elif entry.action is None:
             violations.append(FieldViolation(f"limits[{i}].action", "is required"))
         elif entry.action in seen:
             violations.append(FieldViolation(f"limits[{i}].action", "is listed twice"))
@@ -131,13 +133,24 @@ def _check_override_shapes(limits: Sequence[LimitValuesInput]) -> None:
         given = {w: getattr(entry, w.value) for w in LimitWindow}
         if all(v is None for v in given.values()):
             violations.append(FieldViolation(f"limits[{i}]", "sets no window"))
-        shape = [_window_violations(v, f"limits[{i}].{w.value}") for w, v in given.items()]
-        violations += [v for found in shape for v in found]
-        if not any(shape):
-            amounts = {w: None if v is None else v.amount_minor for w, v in given.items()}
-            violations += _order_violations(amounts, f"limits[{i}].")
+        violations += _windows_violations(given, f"limits[{i}].")
     if violations:
         raise ValidationError(violations)
+
+
+def _windows_violations(
+    given: Mapping[LimitWindow, AmountInput | None], prefix: str = ""
+) -> list[FieldViolation]:
+    """Each window's amount (`_window_violations`), then the order of the windows whose
+    amounts are good (a bad one is not compared: one bad window hides no order error
+    between the other two)."""
+    violations: list[FieldViolation] = []
+    good: dict[LimitWindow, int | None] = {}
+    for window, value in given.items():
+        found = _window_violations(value, f"{prefix}{window.value}")
+        violations += found
+        good[window] = None if found or value is None else value.amount_minor
+    return violations + _order_violations(good, prefix)
 
 
 def _order_violations(
@@ -279,18 +292,13 @@ class LimitsService:
             wallet = await load_own_wallet(uow, cmd.user_id, for_update=True)
             if wallet.is_closed:
                 raise WalletClosedError()
-            violations = [
-                v for w in LimitWindow for v in _window_violations(getattr(cmd, w.value), w.value)
-            ]
-            shaped = not violations
+            violations = _windows_violations({w: getattr(cmd, w.value) for w in LimitWindow})
             values = {
                 window: _amount(
                     getattr(cmd, window.value), wallet.currency, window.value, violations
                 )
                 for window in LimitWindow
             }
-            if shaped:
-                violations += _order_violations(values)
             if violations:
                 raise ValidationError(violations)
             defaults = await tier_defaults(uow, wallet.kyc_tier)
@@ -399,6 +407,12 @@ class LimitsService:
         in one refusal before auth is asked anything (only the currency needs the wallet).
         Audited with the set it replaced as well as the new one: a PUT from a stale view
         removes another admin's clamp, and the audit row says which."""
+        # First: a committed change's retry replays, whatever the checks below now say (a
+        # bound added since it committed) and before the rank check. A stored answer matches
+        # this very request (the key's fingerprint), which was checked when it committed.
+        replay = await self._replayed(cmd.idempotency)
+        if replay is not None:
+            return replay
         with InputChecks() as checks:
             wallet = checks.run(lambda: clean_wallet_id(cmd.wallet_id))
             why = checks.run(
@@ -406,9 +420,6 @@ class LimitsService:
             )
             checks.run(lambda: _check_override_shapes(cmd.limits))
         wallet_id, reason = wallet.value, why.value
-        replay = await self._replayed(cmd.idempotency)
-        if replay is not None:
-            return replay  # before the rank check: a committed change's retry is not refused
         await check_staff_rank(self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role)
         checked = await self._check_override_setters(wallet_id, cmd.actor_id, cmd.actor_role)
 
@@ -422,7 +433,7 @@ class LimitsService:
             now = self._clock.now()
             overrides = []
             for i, entry in enumerate(cmd.limits):
-                assert entry.action is not None
+                assert isinstance(entry.action, LimitAction)  # _check_override_shapes
                 values = {
                     w: _amount(
                         getattr(entry, w.value),

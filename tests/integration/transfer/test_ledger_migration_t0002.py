@@ -336,6 +336,12 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
             " USING btree (last_attempt_at) WHERE (failed_attempts >= 3)",
         ),
         (
+            "wallet_transactions_payout_returns_idx",
+            "CREATE INDEX wallet_transactions_payout_returns_idx ON public.wallet_transactions"
+            " USING btree (created_at DESC, id DESC)"
+            " WHERE ((category = 'WITHDRAW'::text) AND (type = 'CREDIT'::text))",
+        ),
+        (
             "wallet_transactions_rare_category_idx",
             "CREATE INDEX wallet_transactions_rare_category_idx ON public.wallet_transactions"
             " USING btree (category, created_at DESC, id DESC)"
@@ -354,6 +360,12 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
             "CREATE INDEX wallet_transactions_rare_status_idx ON public.wallet_transactions"
             " USING btree (status, created_at DESC, id DESC)"
             " WHERE (status = ANY (ARRAY['FAILED'::text, 'REVERSED'::text]))",
+        ),
+        (
+            "wallet_transactions_user_payout_returns_idx",
+            "CREATE INDEX wallet_transactions_user_payout_returns_idx"
+            " ON public.wallet_transactions USING btree (user_id, created_at DESC, id DESC)"
+            " WHERE ((category = 'WITHDRAW'::text) AND (type = 'CREDIT'::text))",
         ),
         (
             "wallet_transactions_user_rare_idx",

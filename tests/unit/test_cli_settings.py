@@ -167,6 +167,49 @@ def test_a_database_url_without_asyncpg_is_named_before_anything_runs(
     assert "sekret" not in err
 
 
+def test_a_migration_url_without_asyncpg_is_named_before_migrate_runs(
+    unreachable_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Review of 2026-12-05: the owner's DSN pasted as `postgresql://` made `migrate` fail
+    on a missing driver, exit 70 ("a bug") with a traceback, not the variable named."""
+    monkeypatch.setenv("TRANSFER_MIGRATION_DATABASE_URL", "postgresql://o:sekret@127.0.0.1:1/db")
+    assert cli.main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "TRANSFER_MIGRATION_DATABASE_URL: Value error, must start with postgresql+asyncpg://" in err
+    )
+    assert "sekret" not in err and "Traceback" not in err
+
+
+def test_verify_audit_past_its_bound_exits_3_naming_within(
+    unreachable_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Review of 2026-12-05: a statement of verify-audit cancelled by its bound (57014) ended
+    in a traceback and exit 70, "a bug"; it is "try again" (3), naming `--within`."""
+    from sqlalchemy.exc import DBAPIError
+
+    import vaultpay_common.audit as audit
+
+    class CanceledError(Exception):
+        sqlstate = "57014"
+
+    asked: list[float | None] = []
+
+    async def too_slow(*_: object, within_seconds: float | None = None, **__: object) -> None:
+        asked.append(within_seconds)
+        raise DBAPIError("SELECT count(*) ...", None, CanceledError("canceling statement"))
+
+    monkeypatch.setattr(audit, "verify_audit", too_slow)
+    assert cli.main(["verify-audit", "--within", "7"]) == 3
+    err = capsys.readouterr().err
+    assert "not verified within 7 minutes (--within)" in err and "Traceback" not in err
+    assert asked == [7 * 60]
+
+
 def test_a_command_past_its_time_bound_exits_3_not_bad_input(
     unreachable_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -46,7 +46,7 @@ from pydantic_settings import SettingsError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vaultpay_common.config import ServiceSettings, settings_problem, unparsable_setting
-from vaultpay_common.db import DatabaseUnavailableError, create_engine
+from vaultpay_common.db import DatabaseUnavailableError, create_engine, query_canceled
 from vaultpay_common.errors import (
     DeadlineExceededError,
     DomainError,
@@ -125,7 +125,7 @@ class ServiceCli(Generic[S]):
     def __post_init__(self) -> None:
         self.command(
             "verify-audit", help="verify the audit log's hash chain", if_unreachable=READ_ONLY
-        )(_no_args).run(_verify_audit)
+        )(_verify_audit_args).run(_verify_audit)
         if self.outbox_producer is not None:
             self._add_dead_letter_commands(self.outbox_producer)
 
@@ -322,8 +322,13 @@ class ServiceCli(Generic[S]):
 
 
 def _cli_engine(settings: ServiceSettings) -> AsyncEngine:
+    """One connection, with the service's statement bound (`<PREFIX>_DB_STATEMENT_TIMEOUT_MS`,
+    which a command with its own `--within` raises for its snapshot)."""
     return create_engine(
-        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-cli"
+        settings.database_url.get_secret_value(),
+        pool_size=1,
+        application_name="vaultpay-cli",
+        statement_timeout_ms=settings.db_statement_timeout_ms,
     )
 
 
@@ -399,8 +404,20 @@ def _dead_letter_summary(producer: str, shown: int, total: int, limit: int) -> s
     return f"{line}; the rest show as the oldest are replayed"
 
 
-def _no_args(parser: argparse.ArgumentParser) -> None:
-    del parser
+# verify-audit's default bound, as verify-ledger's: a chain of tens of millions of rows needs
+# minutes (its count of unsealed rows is a scan of the whole table).
+VERIFY_AUDIT_MINUTES = 30
+
+
+def _verify_audit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--within",
+        type=whole_number(1, 24 * 60, of="minutes"),
+        default=VERIFY_AUDIT_MINUTES,
+        metavar="MINUTES",
+        help="bound each of its statements by this many minutes, give up (exit 3) past it, 1 "
+        "to 1440 (default: %(default)s)",
+    )
 
 
 async def _verify_audit(settings: ServiceSettings, args: argparse.Namespace) -> int:
@@ -412,8 +429,24 @@ async def _verify_audit(settings: ServiceSettings, args: argparse.Namespace) -> 
         if settings.audit_checkpoint_dir is not None
         else None
     )
+
+    def progress(verified: int) -> None:  # a long chain takes minutes: say it is moving
+        print(f"... {verified:,} seals read", flush=True)
+
     try:
-        result = await verify_audit(engine, settings.audit_key, checkpoints)
+        result = await verify_audit(
+            engine,
+            settings.audit_key,
+            checkpoints,
+            within_seconds=args.within * 60,
+            progress=progress,
+        )
+    except Exception as exc:
+        if query_canceled(exc):
+            raise DeadlineExceededError(
+                f"the audit log was not verified within {args.within} minutes (--within)"
+            ) from exc
+        raise
     finally:
         await engine.dispose()
     print(result.report())

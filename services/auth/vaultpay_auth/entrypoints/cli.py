@@ -93,7 +93,10 @@ async def create_superadmin(
     if weak:
         raise ValidationError(weak)
     engine = create_engine(
-        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
+        settings.database_url.get_secret_value(),
+        pool_size=1,
+        application_name="vaultpay-auth-cli",
+        statement_timeout_ms=settings.db_statement_timeout_ms,
     )
     hasher = BcryptPasswordHasher(
         settings.derived_key("password-pepper"), settings.bcrypt_rounds, workers=1
@@ -141,7 +144,10 @@ async def create_superadmin(
 
 def _key_ring(settings: AuthSettings) -> tuple[AsyncEngine, KeyRing]:
     engine = create_engine(
-        settings.database_url.get_secret_value(), pool_size=1, application_name="vaultpay-auth-cli"
+        settings.database_url.get_secret_value(),
+        pool_size=1,
+        application_name="vaultpay-auth-cli",
+        statement_timeout_ms=settings.db_statement_timeout_ms,
     )
     window = timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=5)
     return engine, KeyRing(engine, settings.kek_bytes, verify_window=window)

@@ -11,6 +11,7 @@ read in one REPEATABLE READ snapshot and streamed, so its size does not matter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -26,20 +27,34 @@ from vaultpay_common.audit.model import (
     check_against_checkpoint,
 )
 from vaultpay_common.audit.store import EVENTS, ROW_COLUMNS, SEALS, row_from_mapping
+from vaultpay_common.db import limit_statements
 
-__all__ = ["verify_audit"]
+__all__ = ["PROGRESS_EVERY", "verify_audit"]
+
+# How often (in seals) `verify_audit` reports its progress: a chain of millions of rows takes
+# minutes, one HMAC each.
+PROGRESS_EVERY = 100_000
 
 
 async def verify_audit(
     conn_or_engine: AsyncConnection | AsyncEngine,
     chain_key: bytes,
     checkpoints: CheckpointStore | None,
+    *,
+    within_seconds: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> AuditVerification:
     """Checks every seal in position order, then the chain against the latest checkpoint.
 
     Broken (`ok` False): a seal that does not link or match its row, a sealed row missing, a
     checkpoint with a bad signature, or a chain that no longer reaches the checkpoint (rows
     deleted after position N, or rewritten). Warnings: no checkpoint store or no checkpoint.
+
+    Given an engine, `within_seconds` bounds each statement of the snapshot (the session's
+    own `statement_timeout` otherwise: 10 s by default, which the count of unsealed rows, a
+    scan of the whole table, outgrows); a statement past it is DBAPIError 57014
+    (`db.query_canceled`). `progress` hears the seals verified so far, every
+    PROGRESS_EVERY of them.
     """
     checkpoint: Checkpoint | None = None
     forged: str = ""
@@ -54,8 +69,10 @@ async def verify_audit(
                 isolation_level="REPEATABLE READ", postgresql_readonly=True
             )
             async with conn.begin():
-                return await _verify(conn, chain_key, checkpoints, checkpoint, forged)
-    return await _verify(conn_or_engine, chain_key, checkpoints, checkpoint, forged)
+                if within_seconds is not None:
+                    await limit_statements(conn, within_seconds)
+                return await _verify(conn, chain_key, checkpoints, checkpoint, forged, progress)
+    return await _verify(conn_or_engine, chain_key, checkpoints, checkpoint, forged, progress)
 
 
 async def _verify(
@@ -64,6 +81,7 @@ async def _verify(
     checkpoints: CheckpointStore | None,
     checkpoint: Checkpoint | None,
     forged: str,
+    progress: Callable[[int], None] | None = None,
 ) -> AuditVerification:
     chain = ChainVerifier(chain_key, anchor=None if checkpoint is None else checkpoint.position)
     stmt = (
@@ -79,6 +97,8 @@ async def _verify(
             chain.feed(seal, None)
         else:
             chain.feed(seal, row_from_mapping({**m, "sequence": m["row_sequence"]}))
+        if progress is not None and chain.seen % PROGRESS_EVERY == 0:
+            progress(chain.seen)
 
     unsealed, oldest, now = (
         await conn.execute(

@@ -77,6 +77,7 @@ async def _verify(settings: TransferSettings, args: argparse.Namespace) -> int:
         settings.database_url.get_secret_value(),
         pool_size=1,
         application_name="vaultpay-transfer-cli",
+        statement_timeout_ms=settings.db_statement_timeout_ms,
     )
     printed: list[LedgerCheck] = []
 

@@ -456,13 +456,16 @@ async def test_auth_migration_0003_keeps_old_rows_and_they_get_sealed(
 
 
 async def test_verification_is_bounded_by_its_own_time_and_says_its_progress(
-    app: AsyncEngine, owner: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    app: AsyncEngine,
+    owner: AsyncEngine,
+    databases: Provisioned,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Review of 2026-12-05: verify-audit ran under the session's 10 s statement bound, which
     its count of unsealed rows (a scan of the whole table) outgrows on a large log, and said
     nothing until it ended. `within_seconds` bounds the snapshot's statements (here a lock
-    held on the table makes the read wait past it: 57014, which the CLI answers with exit 3),
-    and `progress` hears the seals read."""
+    held on the table makes the read wait past it, on an engine with no bound of its own:
+    57014, which the CLI answers with exit 3), and `progress` hears the seals read."""
     for n in range(5):
         async with app.begin() as conn:
             await LOG.append(conn, _entry(n))
@@ -473,12 +476,16 @@ async def test_verification_is_bounded_by_its_own_time_and_says_its_progress(
     assert result.ok and result.verified == 5
     assert heard == [2, 4]
 
-    async with owner.connect() as holder:
-        await holder.begin()
-        await holder.execute(text("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE"))
-        started = time.monotonic()
-        with pytest.raises(DBAPIError) as waited:
-            await verify_audit(app, CHAIN_KEY, None, within_seconds=0.5)
-        assert query_canceled(waited.value)
-        assert time.monotonic() - started < 5  # not the session's 10 s bound
-        await holder.rollback()
+    unbounded = create_engine(
+        databases.app_dsn("wallet"), application_name="au-unbounded", statement_timeout_ms=0
+    )
+    try:
+        async with owner.connect() as holder:
+            await holder.begin()
+            await holder.execute(text("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE"))
+            with pytest.raises(DBAPIError) as waited:
+                await verify_audit(unbounded, CHAIN_KEY, None, within_seconds=0.5)
+            assert query_canceled(waited.value)
+            await holder.rollback()
+    finally:
+        await unbounded.dispose()

@@ -24,6 +24,7 @@ from vaultpay_devstack.mesh import Mesh, MeshConfig
 from vaultpay_devstack.postgres import (
     PostgresServer,
     Provisioned,
+    deprovision,
     provision,
     run_sql,
     start_postgres,
@@ -146,6 +147,32 @@ def test_provision_is_idempotent(infra: Infra, databases: Provisioned) -> None:
     )
 
     assert again == databases
+
+
+def test_provisioning_as_a_role_without_superuser_names_what_the_role_needs(
+    infra: Infra,
+) -> None:
+    """CREATEROLE and CREATEDB are not enough (CREATE DATABASE … OWNER needs membership of the
+    owner role): the error says so, without the role's password (review of 2026-12-05)."""
+    suffix = unique_suffix("p")
+    admin, role, password = infra.postgres.admin_dsn, f"vaultpay_limited{suffix}", "Lim1ted-pw"
+    run_sql(admin, lambda conn: conn.execute(f'CREATE ROLE "{role}" LOGIN CREATEROLE CREATEDB'))
+    try:
+        run_sql(admin, lambda conn: conn.execute(f"ALTER ROLE \"{role}\" PASSWORD '{password}'"))
+        limited = (
+            f"postgresql://{role}:{password}@{infra.postgres.host}:{infra.postgres.port}/postgres"
+        )
+        with pytest.raises(StartupError) as refused:
+            provision(limited, suffix=suffix, password="provisioning-secret")
+    finally:
+        deprovision(admin, Provisioned(infra.postgres.host, infra.postgres.port, suffix))
+        run_sql(admin, lambda conn: conn.execute(f'DROP ROLE IF EXISTS "{role}"'))
+
+    message = str(refused.value)
+    # PostgreSQL 15: 'must be member of role "…"'; 16 and later: 'must be able to SET ROLE'.
+    assert f"as {role!r} failed (creating roles and databases): must be" in message
+    assert "must be a superuser" in message
+    assert password not in message
 
 
 def test_redis_answers_ping(infra: Infra) -> None:

@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import FrameType
 from typing import NotRequired, TypedDict, cast
@@ -61,7 +62,8 @@ exit codes of `status`:
   {STATUS_STARTING}  the mesh is still starting
   {STATUS_DEGRADED}  the mesh runs degraded: a process DEAD, a service NOT SERVING or the
      gateway NOT READY
-`run`: 0 after Ctrl-C/SIGTERM/`stop`, 1 when it could not start or a child died.
+`run`: 0 after Ctrl-C/SIGTERM/`stop`, 1 when it could not start or a child died, 2 for
+     a bad setting (the error names its variable)
 `stop`: 0 once stopped (or when no mesh runs), 1 if it still runs after the timeout.
 `env`: 0, or 1 when no mesh runs, it is still starting or the service does not run."""
 
@@ -115,11 +117,38 @@ def run(var_dir: Path) -> int:
         print_progress("shutting down")
         mesh.stop()
         return 0
-    except (StartupError, MissingToolError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        # Whatever failed once the mesh was built (a full disk writing the state file, a bug
+        # in the banner) stops what runs: the state file goes in `finally`, after which
+        # `make stop` no longer finds the mesh. A failed `start` stopped itself (a no-op).
+        _ignore_signals()
+        mesh.stop()
+        print(f"error: {_failure(exc, mesh.log_dir)}", file=sys.stderr)
         return 1
     finally:
         state_path.unlink(missing_ok=True)
+
+
+# Where `run` writes the traceback of an error it did not expect (in the mesh's log folder).
+SUPERVISOR_LOG = "supervisor.log"
+
+
+def _failure(exc: Exception, log_dir: Path) -> str:
+    """What `run` says of `exc`: the message of an expected error (StartupError,
+    MissingToolError), otherwise a short one with the traceback written to SUPERVISOR_LOG
+    (printed here only when that cannot be written, e.g. on a full disk)."""
+    if isinstance(exc, StartupError | MissingToolError):
+        return str(exc)
+    summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    trace = "".join(traceback.format_exception(exc))
+    log = log_dir / SUPERVISOR_LOG
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a", encoding="utf-8") as out:
+            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} the mesh stopped on\n{trace}")
+    except OSError:
+        return f"the mesh stopped on an unexpected error:\n{trace.rstrip()}"
+    return f"the mesh stopped on an unexpected error, {summary} (traceback in {log})"
 
 
 def status(var_dir: Path) -> int:
@@ -198,7 +227,7 @@ def _banner(mesh: Mesh) -> str:
         # `make stop` (or the venv's python): the system python has no vaultpay_devstack.
         "VaultPay mesh is up. Ctrl-C here (or `make stop` in another terminal) stops it.",
     ]
-    gateway = urlsplit(mesh.gateway_url).netloc
+    # Read only with Envoy: `mesh.gateway_url` raises when it does not run (no gateway yet).
     if mesh.envoy is not None:
         lines.append(f"  gateway (JSON + gRPC)  {mesh.gateway_url}")
         lines.append(f"  API docs (Swagger UI)  {mesh.gateway_url}/docs")
@@ -215,6 +244,7 @@ def _banner(mesh: Mesh) -> str:
         lines.append(f"  Redis                  {_without_password(mesh.infra.redis.url(0))}")
     if "auth" in mesh.services and mesh.envoy is not None:
         gw, js = mesh.gateway_url, "-H 'content-type: application/json'"
+        gateway = urlsplit(gw).netloc
         user = '"email":"asha@example.com","password":"correct-horse-42"'
         bearer = '-H "authorization: Bearer $TOKEN"'
         lines += [
@@ -384,9 +414,13 @@ def _write_state_file(path: Path, state: _State) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds secrets
-    with os.fdopen(fd, "w") as out:
-        json.dump(state, out, indent=2)
-    partial.replace(path)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(state, out, indent=2)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk leaves no half-written copy behind
+        raise
 
 
 def _read_state(path: Path) -> _State | None:

@@ -95,6 +95,35 @@ def _port(variable: str, value: str) -> int:
     return port
 
 
+def _pool_size(variable: str, value: str) -> int:
+    """A pool size (connections, at least one) from `variable`'s `value`, or StartupError."""
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise StartupError(
+            f"{variable} must be a whole number of connections, 1 or more (got {value!r})"
+        )
+    return size
+
+
+def _service_names(variable: str, value: str) -> tuple[str, ...]:
+    """The services `value` names (comma separated), in start order (auth first, as the others
+    ask it for tokens) and once each; StartupError naming `variable` and the known names for
+    an unknown one or none."""
+    known = [s.name for s in SERVICES]
+    named = {n.strip() for n in value.split(",") if n.strip()}
+    if unknown := sorted(named - set(known)):
+        raise StartupError(
+            f"{variable} names unknown services: {', '.join(map(repr, unknown))}"
+            f" (known: {', '.join(known)})"
+        )
+    if not named:
+        raise StartupError(f"{variable} names no service (known: {', '.join(known)})")
+    return tuple(name for name in known if name in named)
+
+
 @dataclass
 class MeshConfig:
     """What to start and where. `from_env` for `make run`, `for_tests` for pytest."""
@@ -134,10 +163,12 @@ class MeshConfig:
         VAULTPAY_GATEWAY_PORT: the Envoy listener (8080); VAULTPAY_ADMIN_PORT: Envoy's
         readiness listener (9901); VAULTPAY_AUTH_PORT, VAULTPAY_WALLET_PORT,
         VAULTPAY_TRANSFER_PORT, VAULTPAY_KYC_PORT: the services (50051-50054); a bad one is
-        StartupError naming it. VAULTPAY_SERVICES: e.g. "auth,wallet".
-        VAULTPAY_CORS_ORIGINS: comma-separated browser origins allowed by CORS ("" for none).
-        <SERVICE>_DB_POOL_SIZE (AUTH_, WALLET_, TRANSFER_, KYC_): that service's pool, passed on
-        (the services inherit no other variable of this environment).
+        StartupError naming it. VAULTPAY_SERVICES: e.g. "auth,wallet" (an unknown name is
+        StartupError listing the known ones). VAULTPAY_CORS_ORIGINS: comma-separated browser
+        origins allowed by CORS ("" for none). <SERVICE>_DB_POOL_SIZE (AUTH_, WALLET_,
+        TRANSFER_, KYC_): that service's pool, passed on (the services inherit no other
+        variable of this environment); anything but a whole number from 1 is StartupError
+        naming it.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -159,12 +190,12 @@ class MeshConfig:
         if (origins := env.get("VAULTPAY_CORS_ORIGINS")) is not None:
             values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         if names := env.get("VAULTPAY_SERVICES"):
-            values["services"] = tuple(n.strip() for n in names.split(",") if n.strip())
-        pools = {
-            s.name: int(size)
-            for s in SERVICES
-            if (size := env.get(f"{s.env_prefix}_DB_POOL_SIZE", "").strip())
-        }
+            values["services"] = _service_names("VAULTPAY_SERVICES", names)
+        pools: dict[str, int] = {}
+        for service in SERVICES:
+            variable = f"{service.env_prefix}_DB_POOL_SIZE"
+            if size := env.get(variable, "").strip():
+                pools[service.name] = _pool_size(variable, size)
         if pools:
             values["db_pool_sizes"] = pools
         values.update(overrides)

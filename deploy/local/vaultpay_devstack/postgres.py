@@ -38,13 +38,14 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 import asyncpg
 
@@ -339,6 +340,9 @@ def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) 
     Every name gets `suffix` (e.g. `_t1a2b`) so tests on a shared server stay apart; `password`
     (the provisioning secret) gives each login role a password of its own (`role_password`)
     when the server does not trust local connections.
+
+    A failure (the admin role may not create roles, the server went away) is a StartupError
+    saying what failed, where and as whom, never with a password.
     """
     parts = urlsplit(admin_dsn)
     result = Provisioned(parts.hostname or LOOPBACK, parts.port or 5432, suffix, password)
@@ -346,11 +350,49 @@ def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) 
         for name in (database, owner, app, *result.member_roles()):
             if not _NAME.match(name):
                 raise ValueError(f"unsafe PostgreSQL identifier {name!r}")
-    run_sql(admin_dsn, partial(_create_roles_and_databases, dbs=result))
+
+    def step(what: str, dsn: str, work: Callable[[Any], Awaitable[None]]) -> None:
+        try:
+            run_sql(dsn, work)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _provisioning_failed(what, parts, exc, result) from exc
+
+    step(
+        "creating roles and databases", admin_dsn, partial(_create_roles_and_databases, dbs=result)
+    )
     for database, owner, app in result.databases():
         lock_down = partial(_lock_down, database=database, owner=owner, app=app)
-        run_sql(_replace_database(admin_dsn, database), lock_down)
+        step(f"locking down database {database}", _replace_database(admin_dsn, database), lock_down)
     return result
+
+
+# What `provision` asks of the admin role, named when the server refuses it (SQLSTATE 42501).
+_ADMIN_ROLE_NEEDS = (
+    "The admin role (VAULTPAY_POSTGRES_ADMIN_URL's user) must be a superuser, such as "
+    "`postgres`: it creates login roles, databases owned by them, and hands each database's "
+    "public schema to its owner, which CREATEROLE and CREATEDB alone do not allow."
+)
+
+
+def _provisioning_failed(
+    what: str, admin: SplitResult, exc: BaseException, dbs: Provisioned
+) -> StartupError:
+    """The StartupError for a failed step of `provision`: what failed, on which server and as
+    which role, the server's reason, and what the admin role needs when it lacked a privilege.
+    The admin URL's password and every role's are masked out of the server's reason."""
+    reason = str(exc) or type(exc).__name__
+    passwords = [admin.password or "", unquote(admin.password or "")]
+    passwords += [dbs.role_password(role) or "" for role in _login_roles(dbs)]
+    passwords.append(dbs.password or "")
+    for secret in filter(None, passwords):
+        reason = reason.replace(secret, "***")
+    where = f"{admin.hostname or LOOPBACK}:{admin.port or 5432}"
+    user = unquote(admin.username or SUPERUSER)
+    message = f"provisioning the mesh's roles and databases on {where} as {user!r} failed"
+    message += f" ({what}): {reason}"
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        message += f". {_ADMIN_ROLE_NEEDS}"
+    return StartupError(message)
 
 
 def deprovision(admin_dsn: str, provisioned: Provisioned) -> None:
@@ -629,8 +671,8 @@ def _refuse_if_running(data_dir: Path) -> None:
     # CAP_SYS_PTRACE, as root in a default container) may be this folder's server: refused.
     if pid in working or _is_postgres(pid):
         raise StartupError(
-            f"PostgreSQL already runs on {data_dir} (pid {pid}); is another "
-            "`python -m vaultpay_devstack.cli run` using this var dir?"
+            f"PostgreSQL already runs on {data_dir} (pid {pid}); is another `make run` using "
+            "this var dir? (`make status` shows it, `make stop` stops it)"
         )
     if working:
         pids = ", ".join(map(str, working))
@@ -735,7 +777,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.admin_url:
         parser.error("--admin-url or VAULTPAY_POSTGRES_ADMIN_URL is required")
-    result = provision(args.admin_url, suffix=args.suffix, password=password)
+    try:
+        result = provision(args.admin_url, suffix=args.suffix, password=password)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for database, owner, app in result.databases():
         print(f"database {database}: owner {owner}, app role {app}")
     return 0

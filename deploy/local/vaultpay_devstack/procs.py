@@ -158,9 +158,12 @@ class PortHold:
             raise
         if busy:
             self.close()
+            # `make status`/`make stop`: a fresh machine may have no `python`, and the
+            # devstack is installed in the checkout's virtualenv only.
             raise StartupError(
-                f"ports in use: {', '.join(busy)}. Is another mesh running? "
-                "(`python -m vaultpay_devstack.cli status` / `... stop`) Otherwise move ours:"
+                f"ports in use: {', '.join(busy)}. Is another mesh running? (`make status` /"
+                " `make stop` in the checkout that runs it, or `.venv/bin/python -m"
+                " vaultpay_devstack.cli status` there) Otherwise move ours:"
                 " VAULTPAY_GATEWAY_PORT, VAULTPAY_ADMIN_PORT, VAULTPAY_<SERVICE>_PORT"
             )
 

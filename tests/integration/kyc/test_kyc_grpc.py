@@ -381,6 +381,7 @@ def _chunk(data: bytes) -> kyc_pb2.UploadKycDocumentRequest:
         "wrong-hash",
         "text",
         "bad-request-id",
+        "tiny-chunks",
     ],
 )
 async def test_a_bad_stream_is_refused_and_creates_nothing(kyc: KycStack, case: str) -> None:
@@ -411,6 +412,8 @@ async def test_a_bad_stream_is_refused_and_creates_nothing(kyc: KycStack, case: 
     elif case == "bad-request-id":  # named where the stream holds it (review of 2026-12-04)
         messages = list(upload_stream(number, data, request_id="not-a-uuid"))
         expected_field = "metadata.request_id"
+    elif case == "tiny-chunks":  # below 16 KiB before the last (review of kyc, item 1)
+        messages = list(upload_stream(number, data, chunk=4096))
     failure = await rpc_failure(kyc.public.UploadKycDocument(_messages(messages), metadata=user))
     assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, [expected_field]), (
         failure.message

@@ -15,6 +15,7 @@ from tests.integration.kyc.conftest import KycStack, bearer
 from tests.integration.kyc.kyc_support import pan, rid, submit_request
 from tests.support import eventually, rpc_failure
 from vaultpay.kyc.v1 import kyc_pb2
+from vaultpay.type.v1 import kyc_tier_pb2
 from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
 
@@ -141,6 +142,117 @@ async def test_a_super_admin_decides_while_auth_is_down(kyc: KycStack) -> None:
         kyc.auth_peer.down = False
     assert approved.submission.status == kyc_pb2.KYC_STATUS_VERIFIED
     assert user_id not in kyc.auth_peer.asked
+
+
+async def test_a_decisions_bad_input_is_named_before_auth_or_the_self_review_rule(
+    kyc: KycStack,
+) -> None:
+    """Review of kyc (item 3): an empty reason and KYC_TIER_NONE were checked only after the
+    rank check, so with auth down they answered AUTH_UNAVAILABLE, and on one's own submission
+    KYC_SELF_REVIEW."""
+    _, user = kyc.user()
+    sid = (await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)).submission
+    _, admin = kyc.staff(Role.ADMIN)
+    _, own_metadata, own = await _submitted_by_staff(kyc, Role.MODERATOR)
+    kyc.auth_peer.down = True
+    try:
+        no_reason = await rpc_failure(
+            kyc.admin.AdminRejectKyc(
+                kyc_pb2.AdminRejectKycRequest(request_id=rid(), submission_id=sid.submission_id),
+                metadata=admin,
+            )
+        )
+        no_tier = await rpc_failure(
+            kyc.admin.AdminApproveKyc(
+                kyc_pb2.AdminApproveKycRequest(
+                    request_id=rid(),
+                    submission_id=sid.submission_id,
+                    kyc_tier=kyc_tier_pb2.KYC_TIER_NONE,
+                ),
+                metadata=admin,
+            )
+        )
+        own_no_reason = await rpc_failure(
+            kyc.admin.AdminRejectKyc(
+                kyc_pb2.AdminRejectKycRequest(request_id=rid(), submission_id=own, reason=" "),
+                metadata=own_metadata,
+            )
+        )
+        everything = await rpc_failure(
+            kyc.admin.AdminApproveKyc(
+                kyc_pb2.AdminApproveKycRequest(
+                    request_id="nope",
+                    submission_id=own,
+                    kyc_tier=kyc_tier_pb2.KYC_TIER_NONE,
+                    note="\u202e",
+                ),
+                metadata=own_metadata,
+            )
+        )
+    finally:
+        kyc.auth_peer.down = False
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    assert (no_reason.code, no_reason.fields) == (invalid, ["reason"])
+    assert (no_tier.code, no_tier.fields) == (invalid, ["kyc_tier"])
+    assert (own_no_reason.code, own_no_reason.fields) == (invalid, ["reason"])
+    assert (everything.code, everything.fields) == (invalid, ["request_id", "kyc_tier", "note"])
+    assert await _status(kyc, sid.submission_id) == kyc_pb2.KYC_STATUS_PENDING
+    assert await _audited(kyc, own) == ["kyc.submitted"]
+
+
+async def test_a_reason_or_note_quoting_a_document_number_is_refused_and_writes_nothing(
+    kyc: KycStack,
+) -> None:
+    """Review of kyc (item 2): a moderator's reason went to the audit row, the outbox and the
+    user's notification as typed, number and all."""
+    user_id, user = kyc.user()
+    number = pan()
+    sid = (
+        await kyc.public.SubmitKyc(submit_request(number), metadata=user)
+    ).submission.submission_id
+    _, moderator = kyc.staff()
+    spelled = f"{number[:5].lower()} {number[5:9]}-{number[9:]}"
+    calls = [
+        kyc.admin.AdminRejectKyc(
+            kyc_pb2.AdminRejectKycRequest(
+                request_id=rid(), submission_id=sid, reason=f"the PAN {spelled} is not legible"
+            ),
+            metadata=moderator,
+        ),
+        kyc.admin.AdminRejectKyc(
+            kyc_pb2.AdminRejectKycRequest(
+                request_id=rid(), submission_id=sid, reason=f"mismatch{number}"
+            ),
+            metadata=moderator,
+        ),
+        kyc.admin.AdminApproveKyc(
+            kyc_pb2.AdminApproveKycRequest(
+                request_id=rid(), submission_id=sid, note="passport K1234567 seen too"
+            ),
+            metadata=moderator,
+        ),
+    ]
+    for call, field in zip(calls, ["reason", "reason", "note"], strict=True):
+        failure = await rpc_failure(call)
+        assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
+        assert number[5:9] not in failure.message and "1234567" not in failure.message
+    assert await _status(kyc, sid) == kyc_pb2.KYC_STATUS_PENDING
+    assert await _audited(kyc, sid) == ["kyc.submitted"]
+
+    rejected = await kyc.admin.AdminRejectKyc(
+        kyc_pb2.AdminRejectKycRequest(
+            request_id=rid(), submission_id=sid, reason="photo is blurred; name mismatch"
+        ),
+        metadata=moderator,
+    )
+    assert rejected.submission.rejection_reason == "photo is blurred; name mismatch"
+    await eventually(lambda: _notified(kyc, user_id))
+    (note,) = kyc.wallet.notes_for(user_id)
+    assert "photo is blurred; name mismatch" in note.body and number not in note.body
+
+
+async def _notified(kyc: KycStack, user_id: str) -> bool:
+    return bool(kyc.wallet.notes_for(user_id))
 
 
 # ----- one document, one verified user ---------------------------------------------------

@@ -76,6 +76,19 @@ async def _rotation_started(app: AsyncEngine, key_id: str) -> tuple[str, dict[st
     return row.actor_id, json.loads(row.details)
 
 
+async def _started_by(app: AsyncEngine, key_id: str) -> str:
+    """`kyc_key_rotations.started_by` of the rotation to `key_id`."""
+    async with app.connect() as conn:
+        return str(
+            (
+                await conn.execute(
+                    text("SELECT started_by FROM kyc_key_rotations WHERE to_key_id = :key"),
+                    {"key": key_id},
+                )
+            ).scalar_one()
+        )
+
+
 @asynccontextmanager
 async def _unguarded(conn: AsyncConnection) -> AsyncIterator[None]:
     """k0006's guard off inside the owner's transaction `conn` only (ALTER TABLE holds the
@@ -229,7 +242,7 @@ async def test_rotation_during_concurrent_reads_and_submissions_loses_nothing(
 ) -> None:
     files = {await _submit(kyc, pan(), pdf(2000 + i, f"file {i}".encode())): i for i in range(40)}
     expected = {sid: pdf(2000 + i, f"file {i}".encode()) for sid, i in files.items()}
-    _, root = kyc.staff(Role.SUPER_ADMIN)
+    root_id, root = kyc.staff(Role.SUPER_ADMIN)
     stop = asyncio.Event()
     failures: list[BaseException] = []
     read_count = 0
@@ -278,8 +291,11 @@ async def test_rotation_during_concurrent_reads_and_submissions_loses_nothing(
     assert (replay.key_id, replay.previous_key_id) == (rotated.key_id, rotated.previous_key_id)
     assert (await _keys(app))[0] == {rotated.key_id: "ACTIVE"}  # not rotated twice
     # The caller's address, as every staff row has (security review of 2026-12-04, night).
-    _, details = await _rotation_started(app, rotated.key_id)
+    actor, details = await _rotation_started(app, rotated.key_id)
     assert details["ip"] == "127.0.0.1" and "via" not in details
+    # Who asked (review of kyc, item 4: the RPC recorded started_by = '').
+    assert actor == root_id
+    assert await _started_by(app, rotated.key_id) == root_id
 
 
 async def test_an_interrupted_rotation_resumes_and_the_cli_rotates_with_progress(
@@ -316,6 +332,7 @@ async def test_an_interrupted_rotation_resumes_and_the_cli_rotates_with_progress
     assert f"active key {new_key} (was {started.key_id})" in result.stdout
     actor, details = await _rotation_started(app, new_key)  # no client address: the CLI
     assert actor.startswith("operator:") and details["via"] == "cli" and "ip" not in details
+    assert await _started_by(app, new_key) == actor  # the CLI's operator, as before
     again = await asyncio.to_thread(kyc.cli, "rotate-key", "--request-id", request_id)
     assert again.returncode == 0, again.stderr
     assert (await _keys(app))[0] == {new_key: "ACTIVE"}  # the same request id: no new key

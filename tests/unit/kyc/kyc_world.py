@@ -67,7 +67,7 @@ def aadhaar(first_eleven: str = "23412341234") -> str:
     return first_eleven + verhoeff_check_digit(first_eleven)
 
 
-async def chunks_of(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+async def chunks_of(data: bytes, size: int = MAX_CHUNK) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
 

@@ -125,7 +125,11 @@ def test_the_duplicate_hash_is_keyed_and_depends_on_type_and_number() -> None:
 # ----- the streamed upload ----------------------------------------------------------------
 
 
-def _assembler(data: bytes, *, size: int | None = None, sha: str | None = None) -> UploadAssembler:
+def _assembler(
+    data: bytes, *, size: int | None = None, sha: str | None = None, min_chunk: int = 1
+) -> UploadAssembler:
+    """Chunks of up to 256 bytes; of any size by default, so that the tests of other rules
+    may send small ones."""
     plan = plan_upload(
         len(data) if size is None else size,
         hashlib.sha256(data).hexdigest() if sha is None else sha,
@@ -133,7 +137,10 @@ def _assembler(data: bytes, *, size: int | None = None, sha: str | None = None) 
         max_bytes=4096,
     )
     return UploadAssembler(
-        plan, DataKey.generate(REF).sealer(Field.DOCUMENT_FILE), max_chunk_bytes=256
+        plan,
+        DataKey.generate(REF).sealer(Field.DOCUMENT_FILE),
+        max_chunk_bytes=256,
+        min_chunk_bytes=min_chunk,
     )
 
 
@@ -192,7 +199,10 @@ def test_the_magic_bytes_are_checked_even_when_they_arrive_one_byte_at_a_time() 
         len(data), hashlib.sha256(data).hexdigest(), "application/pdf", max_bytes=4096
     )
     assembler = UploadAssembler(
-        plan, DataKey.generate(REF).sealer(Field.DOCUMENT_FILE), max_chunk_bytes=256
+        plan,
+        DataKey.generate(REF).sealer(Field.DOCUMENT_FILE),
+        max_chunk_bytes=256,
+        min_chunk_bytes=1,
     )
     for i in range(7):
         assembler.add(data[i : i + 1])
@@ -225,3 +235,55 @@ def test_the_data_key_is_not_in_its_repr() -> None:
     dek = DataKey.generate(REF)
     assert dek.key.hex() not in repr(dek)
     assert "key=" not in repr(dataclasses.replace(dek))
+
+
+# The smallest chunk but the last (domain.upload.MIN_CHUNK_BYTES), as the README documents it.
+MIN_CHUNK_BYTES = 16 * 1024
+
+
+def _sized_assembler(data: bytes, *, max_chunk: int) -> UploadAssembler:
+    """The service's assembler: the default smallest chunk."""
+    plan = plan_upload(
+        len(data), hashlib.sha256(data).hexdigest(), "application/pdf", max_bytes=1 << 20
+    )
+    return UploadAssembler(
+        plan, DataKey.generate(REF).sealer(Field.DOCUMENT_FILE), max_chunk_bytes=max_chunk
+    )
+
+
+def test_a_chunk_below_the_minimum_is_refused_unless_it_ends_the_file() -> None:
+    """Review of kyc (item 1): any chunk size was accepted, so a 1 MB file could arrive as a
+    million 1-byte messages, each costing the service as much as a full one."""
+    data = (PDF * 64)[: 2 * MIN_CHUNK_BYTES + 100]
+    tiny = _sized_assembler(data, max_chunk=1 << 20)
+    with pytest.raises(ValidationError) as caught:
+        tiny.add(data[:1])
+    (violation,) = caught.value.violations
+    assert violation.field == "chunk"
+    assert violation.description == (
+        f"must be at least {MIN_CHUNK_BYTES} bytes, except the last chunk of the file"
+    )
+    short = _sized_assembler(data, max_chunk=1 << 20)
+    short.add(data[:MIN_CHUNK_BYTES])
+    with pytest.raises(ValidationError, match="at least"):
+        short.add(data[MIN_CHUNK_BYTES : 2 * MIN_CHUNK_BYTES - 1])
+
+    sized = _sized_assembler(data, max_chunk=1 << 20)
+    sized.add(data[:MIN_CHUNK_BYTES])
+    sized.add(data[MIN_CHUNK_BYTES : 2 * MIN_CHUNK_BYTES])
+    sized.add(data[2 * MIN_CHUNK_BYTES :])  # 100 bytes: the last chunk
+    assert len(sized.finish()) == NONCE_BYTES + len(data) + TAG_BYTES
+    whole = _sized_assembler(PDF[:300], max_chunk=1 << 20)
+    whole.add(PDF[:300])  # a small file in one chunk
+    assert len(whole.finish()) == NONCE_BYTES + 300 + TAG_BYTES
+
+
+def test_the_smallest_chunk_is_never_above_the_chunk_cap() -> None:
+    """KYC_UPLOAD_CHUNK_MAX_BYTES may be as low as 1 KiB: the minimum follows it down."""
+    data = (PDF * 8)[:5000]
+    capped = _sized_assembler(data, max_chunk=1024)
+    for start in range(0, len(data), 1024):
+        capped.add(data[start : start + 1024])
+    assert len(capped.finish()) == NONCE_BYTES + len(data) + TAG_BYTES
+    with pytest.raises(ValidationError, match="at least 1024 bytes"):
+        _sized_assembler(data, max_chunk=1024).add(data[:1023])

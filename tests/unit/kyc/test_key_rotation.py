@@ -10,6 +10,8 @@ import pytest
 
 from tests.fakes.kyc import FIRST_KEY_ID
 from tests.unit.kyc.kyc_world import PDF, World, key
+from vaultpay_common.context import Role
+from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_kyc.domain.crypto import Field, SubmissionRef, new_key_id
 from vaultpay_kyc.domain.documents import DocumentType
 from vaultpay_kyc.service_layer.commands import RotateKycKey, RotationProgress
@@ -18,6 +20,11 @@ from vaultpay_kyc.service_layer.rotation import KeyRotationIncompleteError
 
 USERS = ["alice", "bob", "carol"]
 NUMBERS = ["ABCPE1234F", "ZZZPZ9999Z", "YYYPY8888Y"]
+
+
+def _by_root(idempotency: IdempotencyKey | None) -> RotateKycKey:
+    """A rotation asked for through AdminRotateKycKey by the super_admin "root"."""
+    return RotateKycKey(idempotency, "root", Role.SUPER_ADMIN, "203.0.113.9")
 
 
 @pytest.fixture
@@ -62,7 +69,7 @@ async def test_a_rotation_rewraps_every_row_in_batches_and_drops_the_old_key(wor
     before = _all_open(world)
     sealed_before = {sid: s.sealed_file for sid, s in world.uow.submissions.secrets.items()}
     seen: list[RotationProgress] = []
-    outcome = await world.rotation.rotate(RotateKycKey(key("root")), seen.append)
+    outcome = await world.rotation.rotate(_by_root(key("root")), seen.append)
     assert outcome.finished
     assert outcome.previous_key_id == FIRST_KEY_ID
     assert outcome.reencrypted_count == 3
@@ -80,7 +87,7 @@ async def test_a_rotation_rewraps_every_row_in_batches_and_drops_the_old_key(wor
 
 
 async def test_new_writes_use_the_new_key_as_soon_as_the_rotation_started(world: World) -> None:
-    started = await world.rotation._start(world.uow, RotateKycKey(None))
+    started = await world.rotation._start(world.uow, _by_root(None))
     submission = await world.submit("mod", "QQQPQ1111Q")
     assert submission.key_id == started.key_id
     assert world.uow.submissions.secrets[submission.id].wrapped_key.key_id == started.key_id
@@ -90,8 +97,8 @@ async def test_new_writes_use_the_new_key_as_soon_as_the_rotation_started(world:
 
 async def test_a_retry_with_the_same_request_id_does_not_rotate_twice(world: World) -> None:
     k = key("root")
-    first = await world.rotation.rotate(RotateKycKey(k))
-    again = await world.rotation.rotate(RotateKycKey(k))
+    first = await world.rotation.rotate(_by_root(k))
+    again = await world.rotation.rotate(_by_root(k))
     assert (again.key_id, again.previous_key_id, again.reencrypted_count) == (
         first.key_id,
         first.previous_key_id,
@@ -99,13 +106,13 @@ async def test_a_retry_with_the_same_request_id_does_not_rotate_twice(world: Wor
     )
     assert len(world.uow.keys.rotations) == 1
     assert list(world.uow.keys.states) == [first.key_id]
-    second = await world.rotation.rotate(RotateKycKey(key("root")))
+    second = await world.rotation.rotate(_by_root(key("root")))
     assert second.previous_key_id == first.key_id
     assert second.key_id != first.key_id
 
 
 async def test_an_interrupted_rotation_resumes_where_it_stopped(world: World) -> None:
-    started = await world.rotation._start(world.uow, RotateKycKey(None))
+    started = await world.rotation._start(world.uow, _by_root(None))
     world.uow.commits += 1
     await world.rotation._sweep_batch(started.rotation_id, set())  # then the process died
     assert len(_keys_in_use(world)) == 2
@@ -121,7 +128,7 @@ async def test_rows_held_by_others_are_waited_for_then_reported_unfinished(world
     world.uow.keys.locked.add(held)
     seen: list[RotationProgress] = []
     with pytest.raises(KeyRotationIncompleteError):
-        await world.rotation.rotate(RotateKycKey(key("root")), seen.append)
+        await world.rotation.rotate(_by_root(key("root")), seen.append)
     assert world.sleeps  # it polled instead of giving up at once
     assert seen == [RotationProgress(2, 1)]  # each poll found the same state: told once
     assert world.uow.submissions.secrets[held].wrapped_key.key_id == FIRST_KEY_ID
@@ -134,7 +141,7 @@ async def test_rows_held_by_others_are_waited_for_then_reported_unfinished(world
 
 async def test_a_drop_that_races_a_late_writer_sweeps_again(world: World) -> None:
     world.uow.keys.fail_next_drop()
-    outcome = await world.rotation.rotate(RotateKycKey(key("root")))
+    outcome = await world.rotation.rotate(_by_root(key("root")))
     assert outcome.finished
     assert world.uow.keys.states == {outcome.key_id: "ACTIVE"}
 
@@ -143,7 +150,7 @@ async def test_a_row_that_does_not_unwrap_keeps_its_key_and_the_rest_moves_on(
     world: World,
 ) -> None:
     _break_one_data_key(world)
-    outcome = await world.rotation.rotate(RotateKycKey(key("root")))
+    outcome = await world.rotation.rotate(_by_root(key("root")))
     assert outcome.finished and outcome.reencrypted_count == 2
     assert world.uow.keys.states[FIRST_KEY_ID] == "RETIRING"
     assert world.uow.audit_entries[-1].details["keys_kept_for_unreadable_rows"] == FIRST_KEY_ID
@@ -151,7 +158,7 @@ async def test_a_row_that_does_not_unwrap_keeps_its_key_and_the_rest_moves_on(
 
 async def test_submissions_keep_working_between_batches(world: World) -> None:
     """A submission and a read between two batches of a rotation both succeed."""
-    started = await world.rotation._start(world.uow, RotateKycKey(None))
+    started = await world.rotation._start(world.uow, _by_root(None))
     await world.rotation._sweep_batch(started.rotation_id, set())
     newcomer = await world.submit("mod", "QQQPQ1111Q", document_type=DocumentType.PAN)
     for sid in world.uow.submissions.rows:
@@ -184,7 +191,7 @@ async def test_a_rotation_started_as_another_finishes_has_its_rows_rewrapped_bef
         return await drop()
 
     keys.drop_unused_keys = another_rotation_starts_meanwhile  # type: ignore[method-assign]
-    outcome = await world.rotation.rotate(RotateKycKey(key("root")))
+    outcome = await world.rotation.rotate(_by_root(key("root")))
     assert outcome.finished
     # Every readable row reached the newest key before any rotation was marked finished.
     now_held = world.uow.submissions.secrets  # the fake unit of work swaps its dicts
@@ -214,7 +221,7 @@ async def test_a_rotation_started_after_anothers_last_count_is_left_to_finish_it
         return await finish(now, through_key=through_key)
 
     keys.finish_rotations = another_rotation_commits_just_before  # type: ignore[method-assign]
-    outcome = await world.rotation.rotate(RotateKycKey(key("root")))
+    outcome = await world.rotation.rotate(_by_root(key("root")))
     assert outcome.finished
     assert not keys.rotations["the-newer"].finished  # its own process (or resume) ends it
     resumed = await world.rotation.resume_unfinished()
@@ -225,8 +232,21 @@ async def test_a_rotation_records_where_it_was_asked_from(world: World) -> None:
     """Security review of 2026-12-04 (night): AdminRotateKycKey's row had no client address.
     The RPC's row names the caller's address; the CLI's, which has none, says `via: cli`
     (as auth's CLI rows do) with its operator as the actor."""
-    await world.rotation.rotate(RotateKycKey(key("root"), client_ip="203.0.113.9"))
+    await world.rotation.rotate(_by_root(key("root")))
     await world.rotation.rotate(RotateKycKey(key("cli"), "operator:ops"))
     rpc, cli = [e for e in world.uow.audit_entries if e.action == "kyc.key_rotation_started"]
-    assert (rpc.actor_id, rpc.details["ip"], "via" in rpc.details) == ("", "203.0.113.9", False)
-    assert (cli.actor_id, cli.details["via"], "ip" in cli.details) == ("operator:ops", "cli", False)
+    assert (rpc.actor_id, rpc.actor_role) == ("root", "SUPER_ADMIN")
+    assert (rpc.details["ip"], "via" in rpc.details) == ("203.0.113.9", False)
+    assert (cli.actor_id, cli.actor_role) == ("operator:ops", "")
+    assert (cli.details["via"], "ip" in cli.details) == ("cli", False)
+
+
+async def test_a_rotation_records_who_started_it_through_the_rpc_and_the_cli(
+    world: World,
+) -> None:
+    """Review of kyc (item 4): AdminRotateKycKey recorded `started_by = ''`, only the CLI
+    named its operator. The staff member's user id is recorded now, as the CLI's operator."""
+    rpc = await world.rotation.rotate(_by_root(key("root")))
+    cli = await world.rotation.rotate(RotateKycKey(key("cli"), "operator:ops"))
+    started_by = {r.to_key_id: r.started_by for r in world.uow.keys.rotations.values()}
+    assert started_by == {rpc.key_id: "root", cli.key_id: "operator:ops"}

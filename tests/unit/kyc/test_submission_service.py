@@ -212,7 +212,7 @@ async def test_an_upload_stores_the_file_sealed_as_it_streamed(world: World) -> 
     ("data_parts", "declared", "message"),
     [
         ([PDF[:500], PDF[500:]], PDF[:500], "more than the declared"),
-        ([PDF[:200]], PDF[:500], "ended after 200 of 500"),
+        ([(PDF * 10)[:MAX_CHUNK]], PDF * 10, f"ended after {MAX_CHUNK} of {len(PDF) * 10}"),
         ([b"hello, I am text pretending"], b"hello, I am text pretending", "not a PDF"),
     ],
     ids=["too long", "cut off", "not a pdf"],

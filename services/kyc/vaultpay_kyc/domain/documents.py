@@ -15,11 +15,18 @@ Formats (the contract's DocumentType comments):
 - Passport: 1 letter and 7 digits.
 - Driving licence: a state/UT code, a 2-digit RTO code, the 4-digit year of issue (not in the
   future) and a 7-digit serial: 15 characters.
+
+Free text staff write about a submission (a rejection reason the user reads, an approval note)
+must not carry a number: `quotes_a_document_number` finds one of any format, written as a
+number may be written, and `numbers_in` the candidates to compare with one known number.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import Enum
 
 from vaultpay_common.errors import ValidationError
@@ -32,6 +39,8 @@ __all__ = [
     "check_document_number",
     "mask_document_number",
     "normalise_document_number",
+    "numbers_in",
+    "quotes_a_document_number",
     "verhoeff_check_digit",
     "verhoeff_is_valid",
 ]
@@ -122,40 +131,119 @@ def check_document_number(
     number = normalise_document_number(raw)
     if not number.isascii() or not number.isalnum():
         raise ValidationError.single(field, "may contain only letters, digits, spaces and hyphens")
-    if document_type is DocumentType.PAN:
-        if not _PAN.fullmatch(number):
-            raise ValidationError.single(
-                field, "a PAN is 5 letters, 4 digits and a letter (e.g. ABCPE1234F)"
-            )
-    elif document_type is DocumentType.AADHAAR:
-        if not _AADHAAR.fullmatch(number):
-            raise ValidationError.single(
-                field, "an Aadhaar number is 12 digits and does not start with 0 or 1"
-            )
-        if not verhoeff_is_valid(number):
-            raise ValidationError.single(field, "the Aadhaar check digit (Verhoeff) is wrong")
-    elif document_type is DocumentType.PASSPORT:
-        if not _PASSPORT.fullmatch(number):
-            raise ValidationError.single(
-                field, "a passport number is a letter and 7 digits (e.g. K1234567)"
-            )
-    else:
-        _check_driving_licence(number, current_year=current_year, field=field)
+    problem = _format_problem(document_type, number, current_year=current_year)
+    if problem is not None:
+        raise ValidationError.single(field, problem)
     return number
 
 
-def _check_driving_licence(number: str, *, current_year: int, field: str) -> None:
+def _format_problem(document_type: DocumentType, number: str, *, current_year: int) -> str | None:
+    """Which part of `document_type`'s format the normalised `number` misses; None if none."""
+    if document_type is DocumentType.PAN:
+        if not _PAN.fullmatch(number):
+            return "a PAN is 5 letters, 4 digits and a letter (e.g. ABCPE1234F)"
+    elif document_type is DocumentType.AADHAAR:
+        if not _AADHAAR.fullmatch(number):
+            return "an Aadhaar number is 12 digits and does not start with 0 or 1"
+        if not verhoeff_is_valid(number):
+            return "the Aadhaar check digit (Verhoeff) is wrong"
+    elif document_type is DocumentType.PASSPORT:
+        if not _PASSPORT.fullmatch(number):
+            return "a passport number is a letter and 7 digits (e.g. K1234567)"
+    else:
+        return _driving_licence_problem(number, current_year=current_year)
+    return None
+
+
+def _driving_licence_problem(number: str, *, current_year: int) -> str | None:
     match = _DRIVING_LICENCE.fullmatch(number)
     if match is None:
-        raise ValidationError.single(
-            field,
+        return (
             "a driving licence is a state code, 2-digit RTO code, 4-digit year of issue and "
-            "7 digits (e.g. MH1420110062821)",
+            "7 digits (e.g. MH1420110062821)"
         )
     if match["state"] not in DL_STATE_CODES:
-        raise ValidationError.single(field, "the driving licence's state code is not Indian")
+        return "the driving licence's state code is not Indian"
     if not _FIRST_DL_YEAR <= int(match["year"]) <= current_year:
-        raise ValidationError.single(field, "the driving licence's year of issue is not plausible")
+        return "the driving licence's year of issue is not plausible"
+    return None
+
+
+# ----- numbers in free text ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Respelled:
+    """Free text spelled as a number is normalised (NFKC, ASCII letters in upper case, no
+    whitespace or hyphens), with, for each character kept, whether a word of the text starts
+    or ends there (the text's character before or after it is not a letter or digit)."""
+
+    chars: str
+    starts: tuple[bool, ...]
+    ends: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, text: str) -> _Respelled:
+        text = unicodedata.normalize("NFKC", text)
+        chars: list[str] = []
+        starts: list[bool] = []
+        ends: list[bool] = []
+        last = len(text) - 1
+        for i, char in enumerate(text):
+            if _SEPARATORS.fullmatch(char):
+                continue
+            # Character by character: `ascii_upper` leaves a text that is not all ASCII as it
+            # is, and a rupee sign elsewhere must not hide a number written in lower case.
+            chars.append(char.upper() if char.isascii() else char)
+            starts.append(i == 0 or not text[i - 1].isalnum())
+            ends.append(i == last or not text[i + 1].isalnum())
+        return cls("".join(chars), tuple(starts), tuple(ends))
+
+    def spans(self, length: int, *, words_only: bool) -> Iterator[str]:
+        """Every run of `length` characters; with `words_only`, those that start where a word
+        of the text starts and end where one ends."""
+        for i in range(len(self.chars) - length + 1):
+            if not words_only or (self.starts[i] and self.ends[i + length - 1]):
+                yield self.chars[i : i + length]
+
+
+# The length of every format's numbers, normalised.
+_LENGTHS = {
+    DocumentType.PAN: 10,
+    DocumentType.AADHAAR: 12,
+    DocumentType.PASSPORT: 8,
+    DocumentType.DRIVING_LICENCE: 15,
+}
+
+
+def quotes_a_document_number(text: str, *, current_year: int) -> bool:
+    """True when `text` holds a number of one of the formats above (the Aadhaar check digit
+    and the licence's state and year included), spelled as a submission may spell it (any
+    case, spaces or hyphens anywhere) and standing as words do: it starts where a word of the
+    text starts and ends where one ends. Without that, words run together once the spaces go:
+    "year of birth 1990 does not match" holds "BIRTH1990D", a PAN's shape, and "uploaded on
+    2024-05-01" holds "N2024050", a passport's.
+
+        quotes_a_document_number("PAN abcpe 1234-f is not readable", current_year=2026)  # True
+        quotes_a_document_number("photo 2024 is blurred", current_year=2026)  # False
+    """
+    respelled = _Respelled.of(text)
+    return any(
+        _format_problem(document_type, span, current_year=current_year) is None
+        for document_type, length in _LENGTHS.items()
+        for span in respelled.spans(length, words_only=True)
+    )
+
+
+def numbers_in(text: str, document_type: DocumentType, *, current_year: int) -> set[str]:
+    """Every number of `document_type`'s format that `text` spells, normalised, wherever it
+    starts and ends (also run into the words around it): the candidates to compare with one
+    known number, where a false match costs nothing."""
+    return {
+        span
+        for span in _Respelled.of(text).spans(_LENGTHS[document_type], words_only=False)
+        if _format_problem(document_type, span, current_year=current_year) is None
+    }
 
 
 def mask_document_number(number: str) -> str:

@@ -27,7 +27,7 @@ from vaultpay_common.context import Role
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.ranks import staff_outranks
 from vaultpay_common.text import has_control_characters
-from vaultpay_kyc.domain.documents import DocumentType
+from vaultpay_kyc.domain.documents import DocumentType, quotes_a_document_number
 from vaultpay_kyc.domain.errors import (
     KycAlreadySubmittedError,
     KycNotPendingError,
@@ -39,6 +39,7 @@ from vaultpay_kyc.domain.files import DocumentContentType
 __all__ = [
     "MAX_NOTE_LENGTH",
     "MAX_REASON_LENGTH",
+    "QUOTES_A_NUMBER",
     "DocumentFile",
     "KycStatus",
     "KycTier",
@@ -47,6 +48,7 @@ __all__ = [
     "check_reviewer_outranks_owner",
     "clean_review_text",
     "highest_tier",
+    "tier_to_grant",
 ]
 
 MAX_REASON_LENGTH = 500
@@ -107,10 +109,19 @@ class DocumentFile:
     size_bytes: int
 
 
-def clean_review_text(value: str, *, field: str, required: bool, max_length: int) -> str:
+QUOTES_A_NUMBER = (
+    "must not contain a document number: describe the problem without quoting the number"
+)
+
+
+def clean_review_text(
+    value: str, *, field: str, required: bool, max_length: int, current_year: int
+) -> str:
     """Trimmed text with no character of Unicode's C* categories but newlines and tabs (a
     reason the user reads may run over lines; bidi and zero-width characters would let it
-    read other than it is stored, as in wallet and auth)."""
+    read other than it is stored, as in wallet and auth), and no document number of any format
+    (`quotes_a_document_number`): the text goes to the audit log, the outbox and the user's
+    notification, where a number never goes. The refusal does not repeat the number."""
     text = value.strip()
     if required and not text:
         raise ValidationError.single(field, "is required")
@@ -120,7 +131,17 @@ def clean_review_text(value: str, *, field: str, required: bool, max_length: int
         raise ValidationError.single(
             field, "must not contain control or invisible formatting characters"
         )
+    if quotes_a_document_number(text, current_year=current_year):
+        raise ValidationError.single(field, QUOTES_A_NUMBER)
     return text
+
+
+def tier_to_grant(requested: KycTier | None) -> KycTier:
+    """The tier an approval grants: FULL when none is named (KYC_TIER_UNSPECIFIED, as the
+    contract says), never NONE (ValidationError on kyc_tier)."""
+    if requested is KycTier.NONE:
+        raise ValidationError.single("kyc_tier", "must be KYC_TIER_BASIC or KYC_TIER_FULL")
+    return requested or KycTier.FULL
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +176,7 @@ class Submission:
         """`held` is the tier the owner's earlier approvals granted. Granting less would lower
         the wallet's tier through the outbox, which no approval should do: refused, naming
         kyc_tier (the same tier again is harmless and allowed)."""
-        if tier is KycTier.NONE:
-            raise ValidationError.single("kyc_tier", "must be KYC_TIER_BASIC or KYC_TIER_FULL")
+        tier = tier_to_grant(tier)
         self._check_reviewable_by(reviewer_id)
         if tier.is_below(held):
             raise ValidationError.single(
@@ -173,7 +193,11 @@ class Submission:
 
     def reject(self, reviewer_id: str, reason: str, now: datetime) -> Submission:
         cleaned = clean_review_text(
-            reason, field="reason", required=True, max_length=MAX_REASON_LENGTH
+            reason,
+            field="reason",
+            required=True,
+            max_length=MAX_REASON_LENGTH,
+            current_year=now.year,
         )
         self._check_reviewable_by(reviewer_id)
         return replace(

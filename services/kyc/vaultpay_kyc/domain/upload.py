@@ -6,6 +6,10 @@ never the plaintext file. A stream that carries more than it declared is refused
 that overflows; one that ends early, or whose hash or magic bytes disagree with the metadata,
 is refused at the end. Nothing is stored before `finish()` returned.
 
+Every chunk but the one that completes the file carries at least `MIN_CHUNK_BYTES` (16 KiB, or
+the chunk cap if that is smaller): each message costs the service about as much whatever it
+carries, so a file of 10 MiB takes at most 641 messages, not ten million 1-byte ones.
+
     plan = plan_upload(size, sha256, "image/png", max_bytes=cap)
     assembler = UploadAssembler(plan, dek.sealer(Field.DOCUMENT_FILE), max_chunk_bytes=1 << 20)
     for chunk in chunks:
@@ -28,10 +32,29 @@ from vaultpay_kyc.domain.files import (
     parse_content_type,
 )
 
-__all__ = ["CHUNK_FIELD", "METADATA_FIELD", "UploadAssembler", "UploadPlan", "plan_upload"]
+__all__ = [
+    "CHUNK_FIELD",
+    "METADATA_FIELD",
+    "MIN_CHUNK_BYTES",
+    "UploadAssembler",
+    "UploadPlan",
+    "plan_upload",
+    "smallest_chunk",
+]
 
 METADATA_FIELD = "metadata"
 CHUNK_FIELD = "chunk"
+# The smallest chunk but the last: the documented clients send 1 MiB, grpcurl's halves of a
+# 50 kB file are 25 kB.
+MIN_CHUNK_BYTES = 16 * 1024
+
+
+def smallest_chunk(max_chunk_bytes: int) -> int:
+    """The least a chunk but the last must carry under a chunk cap of `max_chunk_bytes`
+    (KYC_UPLOAD_CHUNK_MAX_BYTES may be as low as 1 KiB)."""
+    return min(MIN_CHUNK_BYTES, max_chunk_bytes)
+
+
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -71,10 +94,18 @@ def _meta(name: str, description: str) -> FieldViolation:
 
 
 class UploadAssembler:
-    def __init__(self, plan: UploadPlan, sealer: StreamSealer, *, max_chunk_bytes: int) -> None:
+    def __init__(
+        self,
+        plan: UploadPlan,
+        sealer: StreamSealer,
+        *,
+        max_chunk_bytes: int,
+        min_chunk_bytes: int = MIN_CHUNK_BYTES,
+    ) -> None:
         self._plan = plan
         self._sealer = sealer
         self._max_chunk = max_chunk_bytes
+        self._min_chunk = min(min_chunk_bytes, max_chunk_bytes)
         self._hash = hashlib.sha256()
         self._head = b""
         self._sniffed = False
@@ -89,6 +120,11 @@ class UploadAssembler:
             raise ValidationError.single(
                 CHUNK_FIELD,
                 f"the stream carries more than the declared {self._plan.size_bytes} bytes",
+            )
+        if len(chunk) < self._min_chunk and self.received + len(chunk) < self._plan.size_bytes:
+            raise ValidationError.single(
+                CHUNK_FIELD,
+                f"must be at least {self._min_chunk} bytes, except the last chunk of the file",
             )
         self.received += len(chunk)
         if not self._sniffed:

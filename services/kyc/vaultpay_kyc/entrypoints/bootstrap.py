@@ -28,6 +28,7 @@ from vaultpay_kyc.adapters.deliveries import kyc_outbox_handlers
 from vaultpay_kyc.adapters.unit_of_work import OUTBOX_PRODUCER, SqlKycUnitOfWork
 from vaultpay_kyc.adapters.wallet_peer import GrpcWalletDirectory, GrpcWalletEvents
 from vaultpay_kyc.domain.crypto import DocumentHasher, EnvelopeCipher, KeyRing
+from vaultpay_kyc.domain.upload import smallest_chunk
 from vaultpay_kyc.entrypoints.servicers import (
     KycAdminServicer,
     KycInternalServicer,
@@ -165,6 +166,7 @@ async def build_host(
         submissions,
         upload_drain_limit_bytes=settings.document_max_bytes + (1 << 20),
         fingerprint_key=settings.fingerprint_key,
+        upload_min_chunk_bytes=smallest_chunk(settings.upload_chunk_max_bytes),
     )
     staff = KycAdminServicer(review, rotation, runtime.page_tokens)
     internal = KycInternalServicer(review)

@@ -17,12 +17,13 @@ from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.ids import parse_optional_uuid
-from vaultpay_common.input_checks import InputChecks
+from vaultpay_common.input_checks import InputChecks, refusal_or
 from vaultpay_common.pagination import PageTokens, SliceOf, page_size, paginate
 from vaultpay_kyc.domain.documents import MAX_RAW_NUMBER_LENGTH, normalise_document_number
 from vaultpay_kyc.domain.errors import KycUploadInProgressError
 from vaultpay_kyc.domain.model import Submission
 from vaultpay_kyc.domain.staff_reads import StaffViewer
+from vaultpay_kyc.domain.upload import MIN_CHUNK_BYTES
 from vaultpay_kyc.entrypoints.convert import (
     document_type_from_proto,
     queue_cursor,
@@ -74,17 +75,20 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
         *,
         upload_drain_limit_bytes: int,
         fingerprint_key: bytes,
+        upload_min_chunk_bytes: int = MIN_CHUNK_BYTES,
     ) -> None:
         self._fingerprint_key = fingerprint_key
         self._submissions = submissions
         self._drain_limit = upload_drain_limit_bytes
+        self._min_chunk = upload_min_chunk_bytes
         self._uploading: set[str] = set()  # users whose upload stream is being received
 
     @contextmanager
     def _one_upload_of(self, user_id: str) -> Iterator[None]:
-        """Refuses a second upload stream of `user_id` while one is being received in this
-        process (KYC_UPLOAD_IN_PROGRESS, drained like any refusal). Another replica does not
-        see it; the gateway's limits bound what a user reaches there."""
+        """Refuses a second upload stream of `user_id` while one is being received, or drained
+        after its refusal, in this process (KYC_UPLOAD_IN_PROGRESS, drained like any refusal).
+        Another replica does not see it; the gateway's limits bound what a user reaches
+        there."""
         if user_id in self._uploading:
             raise KycUploadInProgressError()
         self._uploading.add(user_id)
@@ -139,26 +143,29 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
         self, request_iterator: AsyncIterable[kyc_pb2.UploadKycDocumentRequest], context: Ctx
     ) -> kyc_pb2.UploadKycDocumentResponse:
         user_id = current_principal().user_id
-        stream = UploadStream(request_iterator, drain_limit_bytes=self._drain_limit)
+        stream = UploadStream(
+            request_iterator,
+            drain_limit_bytes=self._drain_limit,
+            min_message_bytes=self._min_chunk,
+        )
 
         async def upload(
             metadata: kyc_pb2.UploadKycDocumentMetadata, chunks: AsyncIterator[bytes]
         ) -> Submission:
-            with self._one_upload_of(user_id):
-                return await self._submissions.upload(
-                    cmd.UploadKycDocument(
-                        user_id,
-                        document_type_from_proto(metadata.document_type, "metadata.document_type"),
-                        metadata.document_number,
-                        metadata.document_content_type,
-                        metadata.document_size_bytes,
-                        metadata.document_sha256,
-                        self._upload_key(metadata),
-                    ),
-                    chunks,
-                )
+            return await self._submissions.upload(
+                cmd.UploadKycDocument(
+                    user_id,
+                    document_type_from_proto(metadata.document_type, "metadata.document_type"),
+                    metadata.document_number,
+                    metadata.document_content_type,
+                    metadata.document_size_bytes,
+                    metadata.document_sha256,
+                    self._upload_key(metadata),
+                ),
+                chunks,
+            )
 
-        submission = await stream.answer(upload)
+        submission = await stream.answer(upload, hold=self._one_upload_of(user_id))
         return kyc_pb2.UploadKycDocumentResponse(
             submission=submission_to_proto(submission, staff_view=False)
         )
@@ -242,9 +249,9 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
             cmd.ApproveKyc(
                 *current_staff(),
                 request.submission_id,
-                tier_from_proto(request.kyc_tier),
+                refusal_or(tier_from_proto, request.kyc_tier),
                 request.note,
-                idempotency_key(request),
+                refusal_or(idempotency_key, request),
                 CLIENT_IP.get(),
             )
         )
@@ -260,7 +267,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
                 *current_staff(),
                 request.submission_id,
                 request.reason,
-                idempotency_key(request),
+                refusal_or(idempotency_key, request),
                 CLIENT_IP.get(),
             )
         )
@@ -272,7 +279,9 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
         self, request: kyc_pb2.AdminRotateKycKeyRequest, context: Ctx
     ) -> kyc_pb2.AdminRotateKycKeyResponse:
         outcome = await self._rotation.rotate(
-            cmd.RotateKycKey(idempotency_key(request, required=True), client_ip=CLIENT_IP.get())
+            cmd.RotateKycKey(
+                idempotency_key(request, required=True), *current_staff(), CLIENT_IP.get()
+            )
         )
         return kyc_pb2.AdminRotateKycKeyResponse(
             key_id=outcome.key_id,

@@ -5,17 +5,35 @@ reset under the client's pending write and grpc reports `INTERNAL: Internal erro
 instead of the server's status (seen with grpcio 1.85: a chunk sent before the metadata, about
 one call in three). So a refused upload (bad input, KYC_ALREADY_SUBMITTED, no wallet, ...)
 first reads and discards what the client still sends, up to a bound (the cap plus a margin),
-and only then answers: the client gets the refusal's own status and reason. Nothing read while draining is kept, and an abusive stream that passes the
-bound is cut off as before.
+and only then answers: the client gets the refusal's own status and reason. Nothing read while
+draining is kept, and an abusive stream that passes the bound is cut off as before.
 
-    stream = UploadStream(request_iterator, drain_limit_bytes=cap + (1 << 20))
-    submission = await stream.answer(lambda metadata, chunks: use_case(metadata, chunks))
+Every message drained counts toward the bound as at least the smallest chunk the service
+accepts (`min_message_bytes`, 16 KiB by default), whatever it carries: an empty message's
+`ByteSize()` is 0, so a stream of them was read for ever, and each costs tens of microseconds
+whatever its size (60 µs, client and server in one process, grpcio 1.85); counted by its 5-byte
+frame prefix alone, a bound of 11 MiB would still read two million of them (minutes of CPU),
+counted so, 704. A client that follows the contract (chunks of at least that size, the last
+one excepted) is counted what it sends, so it is drained whole and hears its refusal; one that
+sends smaller chunks, itself refused, is cut off earlier when its file is large.
+
+A guard passed as `hold` (one upload per user, servicers.py) is taken before the stream is read
+and released only after the drain: a refused stream cannot be followed by the user's next one
+while it is still being read.
+
+    stream = UploadStream(
+        request_iterator, drain_limit_bytes=cap + (1 << 20), min_message_bytes=16 * 1024
+    )
+    submission = await stream.answer(
+        lambda metadata, chunks: use_case(metadata, chunks), hold=one_upload_of(user_id)
+    )
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager, ExitStack
 from typing import TypeVar
 
 from vaultpay.kyc.v1 import kyc_pb2
@@ -29,6 +47,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Metadata = kyc_pb2.UploadKycDocumentMetadata
 
+# gRPC's length-prefixed message framing: a compressed flag and a 4-byte length.
+_FRAME_PREFIX_BYTES = 5
+
 
 class UploadStream:
     def __init__(
@@ -36,9 +57,11 @@ class UploadStream:
         requests: AsyncIterable[kyc_pb2.UploadKycDocumentRequest],
         *,
         drain_limit_bytes: int,
+        min_message_bytes: int,
     ) -> None:
         self._messages = aiter(requests)
         self._drain_limit = drain_limit_bytes
+        self._min_message = min_message_bytes
 
     async def _metadata(self) -> Metadata:
         try:
@@ -65,17 +88,31 @@ class UploadStream:
 
     async def _drain(self) -> None:
         drained = 0
+        messages = 0
         async for message in self._messages:
-            drained += message.ByteSize()
+            messages += 1
+            drained += max(message.ByteSize() + _FRAME_PREFIX_BYTES, self._min_message)
             if drained > self._drain_limit:
-                log.info("refused upload kept streaming; cut off", extra={"bytes": drained})
+                log.info(
+                    "refused upload kept streaming; cut off",
+                    extra={"bytes": drained, "messages": messages},
+                )
                 return
 
-    async def answer(self, work: Callable[[Metadata, AsyncIterator[bytes]], Awaitable[T]]) -> T:
-        """`work(metadata, chunks)`; a refusal is raised after the rest of the stream is read.
-        Unexpected errors are not drained for: they answer INTERNAL either way."""
-        try:
-            return await work(await self._metadata(), self._chunks())
-        except DomainError:
-            await self._drain()
-            raise
+    async def answer(
+        self,
+        work: Callable[[Metadata, AsyncIterator[bytes]], Awaitable[T]],
+        *,
+        hold: AbstractContextManager[object] | None = None,
+    ) -> T:
+        """`work(metadata, chunks)`, inside `hold`; a refusal is raised after the rest of the
+        stream is read, `hold` still held (a refusal by `hold` itself is drained too, without
+        it). Unexpected errors are not drained for: they answer INTERNAL either way."""
+        with ExitStack() as held:
+            try:
+                if hold is not None:
+                    held.enter_context(hold)
+                return await work(await self._metadata(), self._chunks())
+            except DomainError:
+                await self._drain()
+                raise

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from vaultpay_common.context import Role
+from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_kyc.domain.documents import DocumentType
 from vaultpay_kyc.domain.model import KycTier, Submission
@@ -57,12 +58,17 @@ class UploadKycDocument:
 
 @dataclass(frozen=True, slots=True)
 class ApproveKyc:
+    """`kyc_tier` and `idempotency` may hold the refusal the entrypoint met reading them
+    (an unknown tier number, a bad request_id): the use case names it with the request's
+    other bad fields."""
+
     reviewer_id: str
     reviewer_role: Role
     submission_id: str
-    kyc_tier: KycTier | None  # None: KYC_TIER_UNSPECIFIED, which grants FULL
+    # None: KYC_TIER_UNSPECIFIED, which grants FULL
+    kyc_tier: KycTier | ValidationError | None
     note: str
-    idempotency: IdempotencyKey | None
+    idempotency: IdempotencyKey | ValidationError | None
     client_ip: str = ""  # the reviewer's address, the `ip` of the audit row
 
 
@@ -72,24 +78,26 @@ class RejectKyc:
     reviewer_role: Role
     submission_id: str
     reason: str
-    idempotency: IdempotencyKey | None
+    idempotency: IdempotencyKey | ValidationError | None  # as ApproveKyc's
     client_ip: str = ""  # the reviewer's address, the `ip` of the audit row
 
 
 @dataclass(frozen=True, slots=True)
 class RotateKycKey:
-    """`actor_id` "" means the caller's principal (an RPC, from `client_ip`); the CLI names its
-    operator, and has no client address."""
+    """Who asked, as `kyc_key_rotations.started_by` and the audit row record it: a staff
+    member through AdminRotateKycKey (their user id and role, from `client_ip`), or the CLI's
+    operator (`operator:<login>`, no role, no client address)."""
 
     idempotency: IdempotencyKey | None
-    actor_id: str = ""
+    actor_id: str
+    actor_role: Role | None = None  # None: the CLI
     client_ip: str = ""
 
     def origin(self) -> dict[str, str]:
         """Where the rotation was asked from, as its audit row records it: the caller's client
         address (`ip`, as every staff action's row), or the CLI (`via: cli`, as auth's CLI
         rows say)."""
-        return {"via": "cli"} if self.actor_id else {"ip": self.client_ip}
+        return {"via": "cli"} if self.actor_role is None else {"ip": self.client_ip}
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,13 @@ fails closed (AUTH_UNAVAILABLE, nothing decided or shown). One's own submission 
 (decisions) or shown (the view) without asking auth, and a super_admin's review asks auth
 nothing (they outrank anyone, so no answer could change it). A retry of a decision that
 committed gets its stored reply before the rank is checked (`_stored`).
+
+A decision's input is checked before anything is read or asked, every bad field in one
+refusal (`InputChecks`): the request_id, the submission id, the tier, the reason or note. A
+reason or note goes to the audit row, the outbox and (a reason) the user's notification, so
+it may hold no document number of any format (`clean_review_text`), nor, checked in the
+decision's transaction, the submission's own number however it is written
+(`_refuse_the_number_in`).
 """
 
 from __future__ import annotations
@@ -36,15 +43,18 @@ import hmac
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.context import Role
-from vaultpay_common.errors import UnavailableError
+from vaultpay_common.errors import UnavailableError, ValidationError
 from vaultpay_common.idempotency import IdempotencyKey, run_once, stored_reply
 from vaultpay_common.ids import parse_uuid
+from vaultpay_common.input_checks import InputChecks
 from vaultpay_common.ranks import acts_on_anyone
 from vaultpay_kyc.domain.crypto import DocumentHasher, EnvelopeCipher, Field, SubmissionRef
+from vaultpay_kyc.domain.documents import numbers_in
 from vaultpay_kyc.domain.errors import (
     DocumentUnreadableError,
     KycDocumentInUseError,
@@ -52,10 +62,13 @@ from vaultpay_kyc.domain.errors import (
 )
 from vaultpay_kyc.domain.model import (
     MAX_NOTE_LENGTH,
+    MAX_REASON_LENGTH,
+    QUOTES_A_NUMBER,
     KycTier,
     Submission,
     check_reviewer_outranks_owner,
     clean_review_text,
+    tier_to_grant,
 )
 from vaultpay_kyc.domain.staff_reads import (
     StaffViewer,
@@ -84,6 +97,8 @@ __all__ = ["NO_ROLES", "ReviewService"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 def _audited_filters(flt: QueueFilter) -> dict[str, str]:
     """The filters of a page of the queue as the audit log keeps them (the ones set)."""
@@ -93,6 +108,14 @@ def _audited_filters(flt: QueueFilter) -> dict[str, str]:
     if flt.user_id:
         filters["user_id"] = flt.user_id
     return filters
+
+
+def _given(value: T | ValidationError) -> T:
+    """A value the entrypoint read, or the refusal it met reading it, raised now to be named
+    with the request's other bad fields (`InputChecks`)."""
+    if isinstance(value, ValidationError):
+        raise value
+    return value
 
 
 class _NoRoles:
@@ -214,10 +237,13 @@ class ReviewService:
     # ----- decide -----------------------------------------------------------------------
 
     async def approve(self, cmd: ApproveKyc) -> Submission:
-        sid = parse_uuid(cmd.submission_id, "submission_id")
-        tier = cmd.kyc_tier or KycTier.FULL
-        note = clean_review_text(cmd.note, field="note", required=False, max_length=MAX_NOTE_LENGTH)
-        replay = await self._stored(cmd.idempotency)
+        with InputChecks() as checks:  # in AdminApproveKycRequest's field order
+            key = checks.take(cmd.idempotency)
+            checked_sid = checks.run(lambda: parse_uuid(cmd.submission_id, "submission_id"))
+            checked_tier = checks.run(lambda: tier_to_grant(_given(cmd.kyc_tier)))
+            checked_note = checks.run(lambda: self._review_text(cmd.note, "note", MAX_NOTE_LENGTH))
+        sid, tier, note = checked_sid.value, checked_tier.value, checked_note.value
+        replay = await self._stored(key.value)
         if replay is not None:
             return replay
         await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
@@ -236,6 +262,7 @@ class ReviewService:
             except DocumentUnreadableError:
                 unreadable.append((submission, sealed.wrapped_key.key_id))
                 raise
+            self._refuse_the_number_in(note, "note", submission, sealed)
             if await uow.submissions.verified_for_another_user(sid):
                 raise KycDocumentInUseError()
             await uow.submissions.update_review(decided)
@@ -248,7 +275,7 @@ class ReviewService:
 
         try:
             async with self._uow() as uow:
-                return await run_once(uow, cmd.idempotency, SUBMISSION_CODEC, lambda: work(uow))
+                return await run_once(uow, key.value, SUBMISSION_CODEC, lambda: work(uow))
         except DocumentUnreadableError as exc:
             if unreadable:  # nothing approved; the security event outlives the refusal
                 [(submission, key_id)] = unreadable
@@ -277,15 +304,25 @@ class ReviewService:
             )
 
     async def reject(self, cmd: RejectKyc) -> Submission:
-        sid = parse_uuid(cmd.submission_id, "submission_id")
-        replay = await self._stored(cmd.idempotency)
+        with InputChecks() as checks:  # in AdminRejectKycRequest's field order
+            key = checks.take(cmd.idempotency)
+            checked_sid = checks.run(lambda: parse_uuid(cmd.submission_id, "submission_id"))
+            checked_reason = checks.run(
+                lambda: self._review_text(cmd.reason, "reason", MAX_REASON_LENGTH, required=True)
+            )
+        sid, reason = checked_sid.value, checked_reason.value
+        replay = await self._stored(key.value)
         if replay is not None:
             return replay
         await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
 
         async def work(uow: KycUnitOfWork) -> Submission:
             submission = await self._load_for_decision(uow, sid)
-            decided = submission.reject(cmd.reviewer_id, cmd.reason, self._now())
+            decided = submission.reject(cmd.reviewer_id, reason, self._now())
+            sealed = await uow.submissions.sealed(sid, with_file=False)
+            if sealed is None:
+                raise KycSubmissionNotFoundError()
+            self._refuse_the_number_in(decided.rejection_reason, "reason", submission, sealed)
             await uow.submissions.update_review(decided)
             await announce_rejection(uow.outbox, decided)
             await uow.audit(
@@ -303,7 +340,33 @@ class ReviewService:
             return decided
 
         async with self._uow() as uow:
-            return await run_once(uow, cmd.idempotency, SUBMISSION_CODEC, lambda: work(uow))
+            return await run_once(uow, key.value, SUBMISSION_CODEC, lambda: work(uow))
+
+    def _review_text(
+        self, value: str, field: str, max_length: int, *, required: bool = False
+    ) -> str:
+        return clean_review_text(
+            value,
+            field=field,
+            required=required,
+            max_length=max_length,
+            current_year=self._now().year,
+        )
+
+    def _refuse_the_number_in(
+        self, text: str, field: str, submission: Submission, sealed: SealedDocument
+    ) -> None:
+        """The submission's own number in a reviewer's text, however it is spelled, also run
+        into other words (which the check of every format, `clean_review_text`, lets pass so
+        as not to read numbers into ordinary sentences), is refused like any number. Compared
+        by its keyed hash, so the number is not decrypted for it (a rejection of a document
+        that no longer decrypts still works)."""
+        document_type = submission.document_type
+        for candidate in numbers_in(text, document_type, current_year=self._now().year):
+            if hmac.compare_digest(
+                self._hasher.digest(document_type, candidate), sealed.number_hash
+            ):
+                raise ValidationError.single(field, QUOTES_A_NUMBER)
 
     async def _stored(self, key: IdempotencyKey | None) -> Submission | None:
         """The reply of an earlier decision with `key` that committed, looked up before the

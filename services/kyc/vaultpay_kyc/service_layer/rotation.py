@@ -1,7 +1,8 @@
 """Rotating the key-encryption key without downtime: AdminRotateKycKey and `rotate-key`.
 
 1. Start (one transaction, idempotent by request_id): a fresh key id becomes the active key,
-   the old one starts retiring, a rotation row is recorded, audited (with the caller's client
+   the old one starts retiring, a rotation row is recorded with who started it (the staff
+   member's user id, or the CLI's `operator:<login>`), audited (with the caller's client
    address, or `via: cli`). From this commit on,
    every new submission wraps its data key under the new key.
 2. Sweep (one short transaction per batch): rows still on a retiring key are locked
@@ -124,6 +125,7 @@ class KeyRotationService:
                 new,
                 {"previous_key_id": previous, "rotation_id": rotation_id, **cmd.origin()},
                 actor_id=cmd.actor_id,
+                actor_role=cmd.actor_role.name if cmd.actor_role is not None else "",
             )
         )
         log.info("kyc key rotation started", extra={"key_id": new, "previous_key_id": previous})

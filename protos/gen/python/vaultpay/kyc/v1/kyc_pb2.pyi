@@ -252,7 +252,9 @@ class UploadKycDocumentRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
-    """The next piece of the file, at most 1 MiB; in every message after the first."""
+    """The next piece of the file, at most 1 MiB and, except the last, at least 16 KiB; in every
+    message after the first.
+    """
     @_builtins.property
     def metadata(self) -> Global___UploadKycDocumentMetadata:
         """The submission's details; exactly once, in the first message."""

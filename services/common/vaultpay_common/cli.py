@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
@@ -66,6 +67,7 @@ __all__ = [
     "CliCommand",
     "CommandUnreachableError",
     "ServiceCli",
+    "say",
     "whole_number",
 ]
 
@@ -321,6 +323,17 @@ class ServiceCli(Generic[S]):
         return 0
 
 
+def say(line: str) -> None:
+    """A line of a report on stdout. A reader that went away (`verify-ledger | head -3`)
+    stops the printing, not the command: the exit code is still the verdict (a
+    BrokenPipeError would have read as the database's, exit 3)."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        # What is still buffered, and every later line, goes nowhere (Python's own advice).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _cli_engine(settings: ServiceSettings) -> AsyncEngine:
     """One connection, with the service's statement bound (`<PREFIX>_DB_STATEMENT_TIMEOUT_MS`,
     which a command with its own `--within` raises for its snapshot)."""
@@ -431,7 +444,7 @@ async def _verify_audit(settings: ServiceSettings, args: argparse.Namespace) -> 
     )
 
     def progress(verified: int) -> None:  # a long chain takes minutes: say it is moving
-        print(f"... {verified:,} seals read", flush=True)
+        say(f"... {verified:,} seals read")
 
     try:
         result = await verify_audit(
@@ -449,5 +462,5 @@ async def _verify_audit(settings: ServiceSettings, args: argparse.Namespace) -> 
         raise
     finally:
         await engine.dispose()
-    print(result.report())
+    say(result.report())
     return 0 if result.ok else 1

@@ -203,3 +203,27 @@ async def test_ordinary_reasons_and_notes_pass_and_reach_the_user(reason: str) -
     assert reason in notification.payload["body"]
     await _approve(world, approved_id, note=reason)
     assert world.uow.audit_entries[-1].details["note"] == reason
+
+
+async def test_a_committed_decisions_retry_replays_though_its_text_is_now_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review of 8d546b9: the text checks ran before the stored-reply lookup, so a decision
+    committed before a rule existed (a reason quoting a number, written by an older replica)
+    had its retry refused 400 instead of replayed."""
+    world = World()
+    rejected_sid = (await world.submit("alice")).id
+    approved_sid = (await world.submit("bob")).id
+    reject_key, approve_key = key("mod"), key("mod")
+    rejected = await _reject(world, rejected_sid, "photo unreadable", idempotency=reject_key)
+    approved = await _approve(world, approved_sid, note="all good", idempotency=approve_key)
+    monkeypatch.setattr("vaultpay_kyc.domain.model.quotes_a_document_number", lambda *_, **__: True)
+    world.roles.down = True  # nor is auth asked
+    world.roles.asked.clear()
+    assert await _reject(world, rejected_sid, "photo unreadable", idempotency=reject_key) == (
+        rejected
+    )
+    assert await _approve(world, approved_sid, note="all good", idempotency=approve_key) == (
+        approved
+    )
+    assert await _refused(world, lambda: _reject(world, rejected_sid, "again")) == ["reason"]

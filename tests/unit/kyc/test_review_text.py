@@ -24,17 +24,18 @@ WRONG_CHECK_DIGIT = AADHAAR[:-1] + str((int(AADHAAR[-1]) + 1) % 10)
     [
         "PAN ABCPE1234F does not match the photo",
         "pan abcpe1234f is someone else's",
-        "number abcpe 1234-f is not readable",
+        "number ABCPE 1234-F is not readable",
         "the card reads ABCPE-1234-F.",
         "(ABCPE1234F)",
         f"Aadhaar {AADHAAR} is cut off",
         f"aadhaar {AADHAAR[:4]} {AADHAAR[4:8]} {AADHAAR[8:]} is cut off",
         f"aadhaar {AADHAAR[:4]}-{AADHAAR[4:8]}-{AADHAAR[8:]}",
         "passport K1234567 has expired",
-        "passport k 123 4567 has expired",
+        "passport K 123 4567 has expired",
         "licence MH1420110062821 is from another state",
         "licence MH-14-2011-0062821 is from another state",
-        "licence no: mh14 20110062821",
+        "licence no: MH14 20110062821",
+        "licence no: mh1420110062821",
         "\uff21\uff22\uff23\uff30\uff25\uff11\uff12\uff13\uff14\uff26 (full-width)",
         "₹ and a lower-case abcpe1234f beside non-ASCII text",
         "line one\npassport K1234567",
@@ -62,6 +63,13 @@ def test_a_number_of_any_format_however_written_is_found(text: str) -> None:
         "PAN ABCDE1234F has no holder type E",
         "K123456 is one digit short",
         "ids like aBCPE1234Fx run into other words",
+        # Review of 8d546b9: words of a sentence joined once the spaces went spelled a PAN
+        # ("MARCH2023A"); a number split into words counts only when typed upper case.
+        "Bill dated March 2023 a bit old, upload a recent one",
+        "photo 2023 a bit blurry",
+        "Address proof from March 2024 I cannot accept",
+        "since 2021 a new address",
+        "number abcpe 1234-f in lower-case words",
         "",
         "ok",
     ],
@@ -74,7 +82,7 @@ def test_a_reason_or_note_with_a_number_is_refused_naming_the_field_without_the_
     for field, required in (("reason", True), ("note", False)):
         with pytest.raises(ValidationError) as caught:
             clean_review_text(
-                "PAN abcpe 1234 f is not yours",
+                "PAN ABCPE 1234 F is not yours",
                 field=field,
                 required=required,
                 max_length=500,
@@ -104,3 +112,11 @@ def test_numbers_in_finds_one_type_anywhere_also_run_into_other_words() -> None:
     assert "ABCDE1234F" not in numbers_in(text, DocumentType.PAN, current_year=YEAR)
     assert numbers_in("photo is blurred", DocumentType.PAN, current_year=YEAR) == set()
     assert numbers_in(f"x{AADHAAR}x", DocumentType.AADHAAR, current_year=YEAR) == {AADHAAR}
+    # The own number is looked for whatever separates its parts (review of 8d546b9: dots
+    # and slashes let it through) and in any case.
+    dotted = f"Aadhaar {AADHAAR[:4]}.{AADHAAR[4:8]}.{AADHAAR[8:]} is cut off"
+    assert AADHAAR in numbers_in(dotted, DocumentType.AADHAAR, current_year=YEAR)
+    licence = "DL mh14/2011/0062821 is from another state"
+    assert "MH1420110062821" in numbers_in(licence, DocumentType.DRIVING_LICENCE, current_year=YEAR)
+    lower = "number abcpe 1234-f in lower-case words"
+    assert "ABCPE1234F" in numbers_in(lower, DocumentType.PAN, current_year=YEAR)

@@ -47,6 +47,8 @@ __all__ = [
 
 MAX_RAW_NUMBER_LENGTH = 64
 _SEPARATORS = re.compile(r"[\s\-]+")
+# Any character but a letter or digit: how a number quoted in free text may be split.
+_NOT_ALPHANUMERIC = re.compile(r"[^\w]|_")
 
 
 class DocumentType(Enum):
@@ -174,37 +176,54 @@ def _driving_licence_problem(number: str, *, current_year: int) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Respelled:
-    """Free text spelled as a number is normalised (NFKC, ASCII letters in upper case, no
-    whitespace or hyphens), with, for each character kept, whether a word of the text starts
-    or ends there (the text's character before or after it is not a letter or digit)."""
+    """Free text spelled as a number is normalised (NFKC, ASCII letters in upper case, the
+    separators dropped), with, for each character kept, whether a word of the text starts or
+    ends there (the text's character before or after it is not a letter or digit), which word
+    it is in, and whether it was typed as a number's letters are (not a lower-case letter)."""
 
     chars: str
     starts: tuple[bool, ...]
     ends: tuple[bool, ...]
+    words: tuple[int, ...]
+    typed_upper: tuple[bool, ...]
 
     @classmethod
-    def of(cls, text: str) -> _Respelled:
+    def of(cls, text: str, separators: re.Pattern[str] = _SEPARATORS) -> _Respelled:
         text = unicodedata.normalize("NFKC", text)
         chars: list[str] = []
         starts: list[bool] = []
         ends: list[bool] = []
+        words: list[int] = []
+        typed_upper: list[bool] = []
+        word = 0
         last = len(text) - 1
         for i, char in enumerate(text):
-            if _SEPARATORS.fullmatch(char):
+            if separators.fullmatch(char):
                 continue
+            if i > 0 and not text[i - 1].isalnum():
+                word += 1
             # Character by character: `ascii_upper` leaves a text that is not all ASCII as it
             # is, and a rupee sign elsewhere must not hide a number written in lower case.
             chars.append(char.upper() if char.isascii() else char)
             starts.append(i == 0 or not text[i - 1].isalnum())
             ends.append(i == last or not text[i + 1].isalnum())
-        return cls("".join(chars), tuple(starts), tuple(ends))
+            words.append(word)
+            typed_upper.append(not char.islower())
+        return cls("".join(chars), tuple(starts), tuple(ends), tuple(words), tuple(typed_upper))
 
     def spans(self, length: int, *, words_only: bool) -> Iterator[str]:
         """Every run of `length` characters; with `words_only`, those that start where a word
-        of the text starts and end where one ends."""
+        of the text starts and end where one ends, and, when they join several words, whose
+        letters were all typed upper case (a number written "ABCPE 1234 F"; words of a
+        sentence run together, "March 2023 a", would spell one otherwise)."""
         for i in range(len(self.chars) - length + 1):
-            if not words_only or (self.starts[i] and self.ends[i + length - 1]):
-                yield self.chars[i : i + length]
+            end = i + length - 1
+            if words_only and not (self.starts[i] and self.ends[end]):
+                continue
+            joined = self.words[i] != self.words[end]
+            if words_only and joined and not all(self.typed_upper[i : end + 1]):
+                continue
+            yield self.chars[i : i + length]
 
 
 # The length of every format's numbers, normalised.
@@ -224,8 +243,13 @@ def quotes_a_document_number(text: str, *, current_year: int) -> bool:
     "year of birth 1990 does not match" holds "BIRTH1990D", a PAN's shape, and "uploaded on
     2024-05-01" holds "N2024050", a passport's.
 
-        quotes_a_document_number("PAN abcpe 1234-f is not readable", current_year=2026)  # True
+        quotes_a_document_number("PAN ABCPE 1234-F is not readable", current_year=2026)  # True
+        quotes_a_document_number("pan abcpe1234f is not readable", current_year=2026)  # True
         quotes_a_document_number("photo 2024 is blurred", current_year=2026)  # False
+        quotes_a_document_number("bill of March 2023 a bit old", current_year=2026)  # False
+
+    A 12-digit reference whose last digit happens to be its Verhoeff digit (one in ten) reads
+    as an Aadhaar number: the moderator is asked to describe it without quoting it.
     """
     respelled = _Respelled.of(text)
     return any(
@@ -237,11 +261,13 @@ def quotes_a_document_number(text: str, *, current_year: int) -> bool:
 
 def numbers_in(text: str, document_type: DocumentType, *, current_year: int) -> set[str]:
     """Every number of `document_type`'s format that `text` spells, normalised, wherever it
-    starts and ends (also run into the words around it): the candidates to compare with one
-    known number, where a false match costs nothing."""
+    starts and ends (also run into the words around it, and written with any separator:
+    "2341.2341.2346", "MH14/2011/0062821"): the candidates to compare with one known number,
+    where a false match costs nothing."""
+    respelled = _Respelled.of(text, _NOT_ALPHANUMERIC)
     return {
         span
-        for span in _Respelled.of(text).spans(_LENGTHS[document_type], words_only=False)
+        for span in respelled.spans(_LENGTHS[document_type], words_only=False)
         if _format_problem(document_type, span, current_year=current_year) is None
     }
 

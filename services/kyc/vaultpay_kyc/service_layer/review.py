@@ -236,16 +236,22 @@ class ReviewService:
 
     # ----- decide -----------------------------------------------------------------------
 
+    async def _replayed(self, key: IdempotencyKey | ValidationError | None) -> Submission | None:
+        """A committed decision's retry replays first, before the input checks (a rule added
+        since it committed, such as the number in its text, must not refuse it; the key's
+        fingerprint makes it this very request, checked when it committed) and before auth."""
+        return None if isinstance(key, ValidationError) else await self._stored(key)
+
     async def approve(self, cmd: ApproveKyc) -> Submission:
+        replay = await self._replayed(cmd.idempotency)
+        if replay is not None:
+            return replay
         with InputChecks() as checks:  # in AdminApproveKycRequest's field order
             key = checks.take(cmd.idempotency)
             checked_sid = checks.run(lambda: parse_uuid(cmd.submission_id, "submission_id"))
             checked_tier = checks.run(lambda: tier_to_grant(_given(cmd.kyc_tier)))
             checked_note = checks.run(lambda: self._review_text(cmd.note, "note", MAX_NOTE_LENGTH))
         sid, tier, note = checked_sid.value, checked_tier.value, checked_note.value
-        replay = await self._stored(key.value)
-        if replay is not None:
-            return replay
         await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
 
         unreadable: list[tuple[Submission, str]] = []  # what `_record_unreadable` records
@@ -304,6 +310,9 @@ class ReviewService:
             )
 
     async def reject(self, cmd: RejectKyc) -> Submission:
+        replay = await self._replayed(cmd.idempotency)
+        if replay is not None:
+            return replay
         with InputChecks() as checks:  # in AdminRejectKycRequest's field order
             key = checks.take(cmd.idempotency)
             checked_sid = checks.run(lambda: parse_uuid(cmd.submission_id, "submission_id"))
@@ -311,9 +320,6 @@ class ReviewService:
                 lambda: self._review_text(cmd.reason, "reason", MAX_REASON_LENGTH, required=True)
             )
         sid, reason = checked_sid.value, checked_reason.value
-        replay = await self._stored(key.value)
-        if replay is not None:
-            return replay
         await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
 
         async def work(uow: KycUnitOfWork) -> Submission:

@@ -18,12 +18,10 @@ update wallet rows and read wallet's limits, so its migration needs wallet's tab
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
-from vaultpay_common.cli import READ_ONLY, ServiceCli, whole_number
+from vaultpay_common.cli import READ_ONLY, ServiceCli, say, whole_number
 from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import create_engine
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
@@ -83,27 +81,16 @@ async def _verify(settings: TransferSettings, args: argparse.Namespace) -> int:
 
     def done(check: LedgerCheck) -> None:  # as each completes: a large ledger takes minutes
         if not printed:  # once connected: an unreachable database prints only its error
-            _say(f"verifying the ledger: {CHECK_COUNT} checks, each a full scan")
+            say(f"verifying the ledger: {CHECK_COUNT} checks, each a full scan")
         printed.append(check)
-        _say(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+        say(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
 
     try:
         report = await build_verifier(settings, engine).verify(done)
     finally:
         await engine.dispose()
-    _say("the ledger is consistent" if report.ok else "error: the ledger is NOT consistent")
+    say("the ledger is consistent" if report.ok else "error: the ledger is NOT consistent")
     return 0 if report.ok else 1
-
-
-def _say(line: str) -> None:
-    """A line of the report. A reader that went away (`verify-ledger | head -3`) stops the
-    printing, not the verification: the exit code is still the verdict (a BrokenPipeError
-    would have read as the database's)."""
-    try:
-        print(line, flush=True)
-    except BrokenPipeError:
-        # What is still buffered, and every later line, goes nowhere (Python's own advice).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -109,7 +109,9 @@ async def test_deactivation_cuts_every_session_at_once(auth: AuthStack) -> None:
     refresh = await rpc_failure(
         auth.public.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=tokens.refresh_token))
     )
-    assert refresh.code is grpc.StatusCode.UNAUTHENTICATED
+    # Review of 2026-12-05: the session's revocation was checked first, and the holder was
+    # told TOKEN_REVOKED ("sign in again") instead of the account being disabled.
+    assert (refresh.code, refresh.reason) == (grpc.StatusCode.UNAUTHENTICATED, "ACCOUNT_DISABLED")
     await auth.admin.ReactivateUser(
         auth_pb2.ReactivateUserRequest(user_id=user.user_id), metadata=bearer(admin)
     )
@@ -253,3 +255,69 @@ async def test_create_superadmin_on_an_existing_account_ends_its_sessions(auth: 
     assert refresh.reason == "TOKEN_REVOKED"
     strict = await rpc_failure(auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens)))
     assert strict.reason == "TOKEN_REVOKED"
+
+
+async def test_a_recovery_racing_a_password_change_still_sets_its_password(
+    auth: AuthStack,
+) -> None:
+    """Review of 2026-12-05: `create-superadmin --reset-existing` read the account unlocked
+    and set its password by compare-and-set on the hash it had read: a ChangePassword
+    committing in between made the set match nothing, while the account was still promoted
+    and reported ready, with the holder's password. The account is now locked before it is
+    read; the recovery waits for the change, then sets its own password. The audit row names
+    the operator, the old role and what the recovery did."""
+    import asyncpg
+
+    user, _ = await auth.user_with_token()
+    holder = await asyncpg.connect(
+        auth.dbs.url(auth.dbs.auth_owner_role, auth.dbs.auth_database, driver="postgresql")
+    )
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.user_id)
+        recovery = asyncio.create_task(
+            asyncio.to_thread(
+                auth.cli,
+                "create-superadmin",
+                "--email",
+                user.email,
+                "--password-stdin",
+                "--reset-existing",
+                stdin="a recovered 99 secret\n",
+            )
+        )
+        deadline = asyncio.get_running_loop().time() + 60
+        # pg_locks, not pg_stat_activity: another role's wait events are not shown to this one.
+        while not await holder.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+        ):
+            if recovery.done():
+                raise AssertionError(f"the recovery never waited: {recovery.result()}")
+            assert asyncio.get_running_loop().time() < deadline, "the recovery never waited"
+            await asyncio.sleep(0.05)
+        # The holder's change (its hash stands for a new password) commits first.
+        await holder.execute(
+            "UPDATE users SET password_hash = 'changed-by-the-holder' WHERE id = $1",
+            user.user_id,
+        )
+        await transaction.commit()
+        result = await recovery
+        assert result.returncode == 0, result.stderr
+        tokens = await auth.login(user.email, "a recovered 99 secret")
+        me = await auth.public.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens))
+        assert me.user.role == role_pb2.ROLE_SUPER_ADMIN
+        details = await holder.fetchval(
+            "SELECT details FROM audit_events WHERE action = 'user.superadmin_promoted'"
+            " AND target_id = $1",
+            user.user_id,
+        )
+        actor = await holder.fetchval(
+            "SELECT actor_id FROM audit_events WHERE action = 'user.superadmin_promoted'"
+            " AND target_id = $1",
+            user.user_id,
+        )
+    finally:
+        await holder.close()
+    assert actor.startswith("operator:")
+    assert '"old_role": "user"' in str(details) and '"password_reset": "true"' in str(details)

@@ -9,7 +9,6 @@ Pure functions: each returns or raises domain errors, so handlers and tests shar
 from __future__ import annotations
 
 import re
-import unicodedata
 import uuid
 
 from zxcvbn import zxcvbn  # type: ignore[import-untyped]
@@ -20,7 +19,7 @@ from vaultpay_auth.domain.errors import (
 )
 from vaultpay_common.context import Role
 from vaultpay_common.errors import FieldViolation, ValidationError
-from vaultpay_common.text import has_control_characters
+from vaultpay_common.text import has_control_characters, normalized
 
 __all__ = [
     "check_may_manage",
@@ -54,7 +53,10 @@ MAX_REASON = 500
 
 
 def normalize_email(raw: str) -> str:
-    return unicodedata.normalize("NFKC", raw).strip().lower()
+    """NFKC, trimmed, lower case; a value far too long to be an email is only trimmed and
+    lower-cased (`text.normalized`), for `email_violations` to refuse and a sign-in to find
+    no account."""
+    return normalized("NFKC", raw).lower()
 
 
 def email_violations(email: str, field: str = "email") -> list[FieldViolation]:
@@ -70,7 +72,9 @@ def email_violations(email: str, field: str = "email") -> list[FieldViolation]:
 def password_violations(password: str, email: str, field: str = "password") -> list[FieldViolation]:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         return [FieldViolation(field, f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")]
-    if not re.search(r"[A-Za-z]", password) or not re.search(r"\d", password):
+    # A letter of any script (a Hindi or Cyrillic password has letters too), a digit 0-9 or
+    # another script's (`\d`).
+    if not any(ch.isalpha() for ch in password) or not re.search(r"\d", password):
         return [FieldViolation(field, "must contain at least one letter and one digit")]
     local_part = email.split("@")[0]
     if len(local_part) >= MIN_LOCAL_PART_CHECKED and local_part in password.lower():

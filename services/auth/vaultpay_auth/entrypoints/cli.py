@@ -103,6 +103,9 @@ async def create_superadmin(
     )
     try:
         password_hash = await hasher.hash(password)
+        # Who ran it, as kyc's CLI records its operator.
+        operator = f"operator:{getpass.getuser()}"
+        details = {"via": "cli"}
         async with SqlAuthUnitOfWork(engine, settings.audit_key) as uow:
             existing = await uow.users.get_by_email(email)
             now = datetime.now(UTC)
@@ -127,14 +130,27 @@ async def create_superadmin(
                     "(a recovery)"
                 )
             else:
-                user = existing
+                # Locked, then changed: a ChangePassword (or a sign-in's rehash) committing
+                # between the read and the write made the password's compare-and-set match
+                # nothing while the account was still promoted and reported ready, with the
+                # holder's password (the recovery of a compromised account, undone).
+                locked = await uow.users.get(existing.id, for_update=True)
+                assert locked is not None  # users are never deleted
+                details["old_role"] = locked.role.name.lower()
+                details["reactivated"] = str(not locked.active).lower()
+                details["password_reset"] = "true"  # noqa: S105 - a flag, not a password
+                user = locked
                 user.role, user.active, user.updated_at = Role.SUPER_ADMIN, True, now
+                user.deactivation_reason = ""
                 await uow.users.update(user)
-                await uow.users.set_password_hash(user.id, existing.password_hash, password_hash)
+                if not await uow.users.set_password_hash(
+                    user.id, locked.password_hash, password_hash
+                ):
+                    raise RuntimeError("the password could not be set: nothing was changed")
                 # A recovery must also throw out whoever held the account's sessions.
                 await uow.sessions.revoke_all_for_user(user.id, "superadmin_reset")
                 action = "user.superadmin_promoted"
-            await uow.audit(AuditEntry(action, "user", user.id, {"via": "cli"}))
+            await uow.audit(AuditEntry(action, "user", user.id, details, actor_id=operator))
             await uow.commit()
         print(f"super_admin {email} ready (user id {user.id})")
     finally:

@@ -287,6 +287,12 @@ class AccountService:
                 raise RefreshTokenInvalidError()
             session = await uow.sessions.get(record.session_id)
             if session is None or session.revoked_at is not None:
+                # A deactivation revokes every session of the user: its holder is told the
+                # account is disabled (ACCOUNT_DISABLED, as introspection and the README say),
+                # not to sign in again.
+                owner = await uow.users.get(record.user_id)
+                if owner is None or not owner.active:
+                    raise AccountDisabledError()
                 raise RefreshTokenReusedError("the session has been revoked")
             if record.used_at is not None:
                 # Someone holds a stolen copy: end the whole family, for both holders.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from vaultpay_common.errors import FieldViolation, ValidationError
 from vaultpay_common.input_checks import Checked, InputChecks
-from vaultpay_common.text import ascii_upper, has_control_characters
+from vaultpay_common.text import ascii_upper, has_control_characters, normalized
 from vaultpay_transfer.domain.errors import InvalidAmountError
 from vaultpay_transfer.domain.model import PaymentMethod
 
@@ -98,8 +98,9 @@ def check_wallet_id(wallet_id: str, field: str, *, required: bool = True) -> str
 
 
 def canonical_text(text: str) -> str:
-    """Free text as it is kept: trimmed, NFC (a note, an account holder's name)."""
-    return unicodedata.normalize("NFC", text.strip())
+    """Free text as it is kept: trimmed, NFC (a note, an account holder's name); a text far
+    longer than either may be is only trimmed (`text.normalized`), and refused by its check."""
+    return normalized("NFC", text)
 
 
 def canonical_payment_reference(reference: str) -> str:

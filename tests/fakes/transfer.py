@@ -82,6 +82,7 @@ class FakeLedger:
     fail_with: Exception | None = None  # raise this from the next movement
     held: set[tuple[str, str, str]] = field(default_factory=set)  # keys a movement holds
     moved: set[tuple[str, str]] = field(default_factory=set)  # (user, request id) that moved
+    lookups: list[str] = field(default_factory=list)  # request ids of `stored_answer` reads
 
     def add_wallet(self, user_id: str, wallet_id: str, balance: int = 0) -> None:
         self.wallets[user_id] = wallet_id
@@ -94,6 +95,11 @@ class FakeLedger:
         if found[0] != key.fingerprint:
             raise IdempotencyKeyReusedError()
         return found[1]
+
+    async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
+        self.lookups.append(key.request_id)  # a read: not among `calls`, which move or hold
+        found = self.stored.get((key.caller, key.method, key.request_id))
+        return None if found is None or found[0] != key.fingerprint else found[1]
 
     @asynccontextmanager
     async def hold(self, key: IdempotencyKey) -> AsyncIterator[FakeHeldMovement]:

@@ -108,6 +108,37 @@ async def test_a_retry_is_answered_from_the_stored_reply_without_asking_for_the_
     assert wallet.failures == {}
 
 
+async def test_a_committed_movements_retry_the_checks_now_refuse_replays_its_answer(
+    ledger: FakeLedger, wallet: FakeWalletGate
+) -> None:
+    """Review of 2026-12-05: the input checks ran before the stored answer was read, so a
+    retry of a send that went through, sent without its PIN or after the largest amount was
+    lowered, was told 400 for a payment that had moved the money."""
+
+    def service(max_amount_minor: int) -> MovementService:
+        return MovementService(
+            ledger,
+            wallet,
+            lambda n: f"hash-of-{n}",
+            max_amount_minor=max_amount_minor,
+            pin_check_key=CHECK_KEY,
+        )
+
+    command = send(5_000)
+    first = await service(10**12).send_money(command)
+    assert await service(10**12).send_money(replace(command, pin="")) == first
+    assert await service(1_000).send_money(command) == first
+    assert ledger.balances[BOB_WALLET] == 5_000  # moved once
+    assert ledger.lookups == [command.key.request_id] * 2  # type: ignore[union-attr]
+    topped = TopUp(ALICE, key(), AmountInput("INR", 7_000), PaymentMethod.UPI, "UTR-1")
+    credit = await service(10**12).top_up(topped)
+    assert await service(1_000).top_up(topped) == credit
+    # A request the checks refuse that never committed is refused as before.
+    with pytest.raises(ValidationError) as refused:
+        await service(10**12).send_money(send(pin=""))
+    assert [v.field for v in refused.value.violations] == ["pin"]
+
+
 async def test_the_same_request_id_with_another_request_is_refused_before_the_pin(
     service: MovementService, wallet: FakeWalletGate
 ) -> None:

@@ -124,6 +124,11 @@ _HOLD = (
     " FROM transfer_hold_lookup($1::text, $2::text, $3::uuid, $4::bigint)"
 )
 _UNHOLD = f"SELECT pg_advisory_unlock($1::bigint), {_IDLE_RESET}"
+# A stored answer, read only (`stored_answer`).
+_STORED = (
+    "SELECT fingerprint, convert_from(reply, 'UTF8') AS reply FROM idempotency_records"
+    " WHERE caller = $1::text AND method = $2::text AND request_id = $3::uuid"
+)
 _LEASE = (
     "SELECT transaction_id::text AS transaction_id, account_hash, amount, currency, attempts,"
     " lease_until FROM transfer_lease_payouts($1::integer, $2::double precision)"
@@ -330,6 +335,12 @@ class PgLedger:
                     await held.release()
         finally:
             await conn.close()
+
+    async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
+        [*rows] = await self._fetch(_STORED, key.caller, key.method, key.request_id)
+        if not rows or rows[0]["fingerprint"] != key.fingerprint:
+            return None
+        return transaction_from_row(json.loads(rows[0]["reply"]))
 
     async def send_money(
         self,

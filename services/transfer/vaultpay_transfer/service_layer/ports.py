@@ -100,6 +100,12 @@ class Ledger(Protocol):
         """A top-up needs no hold: nothing is asked between its arrival and its ledger call."""
         ...
 
+    async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
+        """The answer a committed movement stored under `key` for this very request (its
+        fingerprint), or None (none stored, or one of another request): read only, no hold.
+        For a retry the input checks now refuse (a PIN left out, a bound lowered since)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class IpCheck:

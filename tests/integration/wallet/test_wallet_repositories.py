@@ -45,6 +45,7 @@ from vaultpay_wallet.domain.errors import (
     InvalidPinError,
     PinCheckInProgressError,
     PinLockedError,
+    PinResetTokenInvalidError,
 )
 from vaultpay_wallet.domain.model import FreezeSource, WalletStatus
 from vaultpay_wallet.domain.staff_reads import StaffViewer
@@ -53,6 +54,8 @@ from vaultpay_wallet.service_layer.commands import (
     AdminFreezeWallet,
     AdminUnfreezeWallet,
     CreateWallet,
+    RequestPinReset,
+    ResetPin,
     SetPin,
     UpdateSetting,
     VerifyPin,
@@ -521,3 +524,53 @@ async def test_a_lapsed_timed_freeze_counts_as_lifted_in_the_sql_filter_and_figu
     after = await world.admin.system_stats()
     assert after.frozen_wallet_count == before.frozen_wallet_count - 1
     assert after.active_wallet_count == before.active_wallet_count + 1
+
+
+async def test_a_reset_racing_a_new_reset_request_waits_on_the_wallet_not_a_deadlock(
+    engine: AsyncEngine,
+) -> None:
+    """Review of 2026-12-05: ResetPin locked its token's row, then the wallet's, while
+    RequestPinReset (and a PIN check's settlement) lock the wallet, then write its tokens:
+    a reset link opened as another tab asked for a new code deadlocked (40P01, INTERNAL).
+    Here the wallet's row is held, as RequestPinReset holds it, while ResetPin starts; then the
+    holder writes the wallet's tokens, as RequestPinReset's invalidation does, and commits.
+    ResetPin waited on the wallet, so it finds its token spent: PIN_RESET_TOKEN_INVALID."""
+    world = _World(engine)
+    user = f"reset-{uuid.uuid4()}"
+    wallet = await world.wallets.create_wallet(CreateWallet(user, "Resetter", "", new_key(user)))
+    await world.pins.set_pin(SetPin(user, "2468", "2468", new_key(user)))
+    await world.pins.request_pin_reset(RequestPinReset(user, new_key(user)))
+    async with engine.connect() as conn:
+        payload = (
+            await conn.execute(
+                text(
+                    "SELECT payload FROM outbox_events WHERE topic = 'mail.send'"
+                    " AND payload->>'user_id' = :u"
+                ),
+                {"u": user},
+            )
+        ).scalar_one()
+    token = ReversibleSealer().open(payload["params"]["token_sealed"])
+
+    async with engine.connect() as holder:
+        await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM wallets WHERE id = :w FOR UPDATE"), {"w": wallet.id}
+        )
+        reset = asyncio.create_task(
+            world.pins.reset_pin(ResetPin(token, "8642", "8642", new_key("anon")))
+        )
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await holder.scalar(
+            text("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()")
+        ):
+            assert not reset.done(), reset
+            assert asyncio.get_running_loop().time() < deadline, "the reset never waited"
+            await asyncio.sleep(0.02)
+        await holder.execute(
+            text("UPDATE pin_reset_tokens SET used_at = now() WHERE wallet_id = :w"),
+            {"w": wallet.id},
+        )
+        await holder.commit()
+    with pytest.raises(PinResetTokenInvalidError):
+        await reset

@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_common.context import Role
-from vaultpay_common.errors import ValidationError
+from vaultpay_common.errors import ValidationError, metadata_time
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
     PinLockedError,
@@ -264,6 +264,23 @@ async def test_the_owner_is_told_of_staffs_freeze_over_a_pin_lockout() -> None:
     with pytest.raises(WalletFrozenError) as err:
         await world.wallets.unfreeze_my_wallet(UnfreezeMyWallet("alice", key()))
     assert "only staff can lift" in err.value.message
+
+
+async def test_a_full_counter_without_a_lockout_is_refused_with_its_end() -> None:
+    """Review of 2026-12-05: every attempt counted, none settled into a lockout (a check
+    that lost its connection after its reservation committed): PIN_LOCKED came with no
+    `until`, though the counter starts again a lockout's length after its last attempt."""
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    pins = world.uow.pins
+    last = world.clock.now()
+    pins.records[wallet.id] = replace(
+        pins.records[wallet.id], failed_attempts=3, last_attempt_at=last
+    )
+    world.clock.advance(timedelta(minutes=5))  # past the window of checks still running
+    with pytest.raises(PinLockedError) as locked:
+        await world.pins.verify_pin(VerifyPin("alice", "2468", key()))
+    assert locked.value.metadata == {"until": metadata_time(last + timedelta(hours=24))}
 
 
 async def test_the_sweep_restarts_a_stale_counter_but_not_one_a_check_counted_since() -> None:

@@ -101,6 +101,12 @@ class PinRecord:
             and now < self.last_attempt_at + PIN_CHECK_SETTLE_WINDOW
         )
 
+    @property
+    def stale_lock_ends(self) -> datetime | None:
+        """When a counter left full with no lockout written starts again (`stale_lock_expired`
+        from then on): the end a PIN_LOCKED refusal of it names."""
+        return None if self.last_attempt_at is None else self.last_attempt_at + PIN_LOCKOUT_DURATION
+
     def stale_lock_expired(self, now: datetime) -> bool:
         """All attempts used but no lockout written (the locking attempt died before it
         settled): fail closed, then start again once a lockout would have ended."""

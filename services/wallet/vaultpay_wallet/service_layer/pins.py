@@ -446,7 +446,9 @@ class PinService:
                 # older ones died before settling and count as wrong PINs (fail closed).
                 if record.checks_may_be_running(now):
                     raise PinCheckInProgressError()
-                raise PinLockedError()
+                # Its end is known: the counter starts again a lockout's length after its last
+                # attempt (review of 2026-12-05: PIN_LOCKED came with no `until`).
+                raise PinLockedError(record.stale_lock_ends)
             reservation = PinReservation(wallet.id, attempt, record.updated_at)
             if reserve_key is not None:
                 await uow.idempotency.save(reserve_key, _RESERVATION.dumps(reservation))
@@ -484,12 +486,18 @@ class PinService:
         locked = lockout is not None and lockout.is_active(now)
         if matched and not locked:
             return await self._succeeded(uow, wallet, new_hash, record.updated_at)
-        if matched or reservation.attempt < MAX_FAILED_PIN_ATTEMPTS:
+        # The counter as it stands, not as this check's reservation found it: a right PIN
+        # settled meanwhile cleared it (the owner proved the PIN: a wrong one in flight then
+        # locks nothing), and other wrong ones counted meanwhile leave fewer attempts than the
+        # reservation's number says (review of 2026-12-05: a right PIN between two wrong ones
+        # still locked the wallet for 24 h as three in a row, and two concurrent wrong PINs
+        # answered "2 left" when one was).
+        counter_full = record.failed_attempts >= MAX_FAILED_PIN_ATTEMPTS
+        if matched or reservation.attempt < MAX_FAILED_PIN_ATTEMPTS or not counter_full:
             if locked:  # the right PIN during a lockout is still refused
                 assert lockout is not None
                 return PinCheckOutcome(wallet.id, PinCheckResult.LOCKED, 0, lockout.until)
-            remaining = MAX_FAILED_PIN_ATTEMPTS - reservation.attempt
-            return PinCheckOutcome(wallet.id, PinCheckResult.INVALID, remaining)
+            return PinCheckOutcome(wallet.id, PinCheckResult.INVALID, record.attempts_left)
         if locked:
             assert lockout is not None
             return PinCheckOutcome(wallet.id, PinCheckResult.LOCKED, 0, lockout.until)
@@ -616,11 +624,15 @@ class PinService:
         pin_hash = await self._hasher.hash(cmd.new_pin)
 
         async def work(uow: WalletUnitOfWork) -> PinReset:
+            # The wallet's row first, then the token's: RequestPinReset and a PIN check's
+            # settlement lock the wallet, then write its tokens. The other order (token, then
+            # wallet) deadlocked with them (40P01, INTERNAL) when a reset link was opened as
+            # another tab asked for a new code (review of 2026-12-05).
+            wallet = await load_wallet(uow, found.wallet_id, for_update=True)
             now = self._clock.now()
             record = await uow.reset_tokens.get(token_hash, for_update=True)
-            if record is None or not record.usable(now):
+            if record is None or not record.usable(now) or record.wallet_id != wallet.id:
                 raise PinResetTokenInvalidError()
-            wallet = await load_wallet(uow, record.wallet_id, for_update=True)
             if wallet.is_closed:
                 raise PinResetTokenInvalidError()
             await uow.reset_tokens.mark_used(token_hash, now)

@@ -99,6 +99,8 @@ class FakeLedger:
     async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
         self.lookups.append(key.request_id)  # a read: not among `calls`, which move or hold
         found = self.stored.get((key.caller, key.method, key.request_id))
+        if found is None and (key.caller, key.request_id) in self.moved:  # its answer expired
+            raise IdempotencyKeyReusedError()
         return None if found is None or found[0] != key.fingerprint else found[1]
 
     @asynccontextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.transfer.conftest import SEND, TOP_UP, LedgerWorld, key
+from vaultpay_common.idempotency import IdempotencyKeyReusedError
 from vaultpay_transfer.domain.model import PaymentMethod
 
 pytestmark = pytest.mark.integration
@@ -36,3 +37,28 @@ async def test_a_committed_movements_answer_is_found_for_that_very_request(
     )
     assert topped.code == "OK"
     assert await ledger.ledger.stored_answer(top_up_key) == topped.transaction
+
+
+async def test_an_expired_answer_of_a_request_id_that_moved_money_is_key_reused(
+    ledger: LedgerWorld,
+) -> None:
+    """Review of 349589b: the lookup read only the stored answers, which are purged after
+    48 h: a refused retry of an older payment was answered 400, where `hold` answers
+    IDEMPOTENCY_KEY_REUSED (the request id moved money once)."""
+    alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
+    await ledger.fund(alice, 10_000)
+    sent_key = key(alice.user_id, SEND, body="300 to bob")
+    outcome = await ledger.ledger.send_money(sent_key, alice.user_id, bob.wallet_id, 300, "INR", "")
+    assert outcome.code == "OK"
+    conn = await ledger.owner()
+    try:  # the purge of expired answers, as the owner (test data only)
+        await conn.execute(
+            "DELETE FROM idempotency_records WHERE caller = $1 AND request_id = $2::uuid",
+            alice.user_id,
+            sent_key.request_id,
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(IdempotencyKeyReusedError):
+        await ledger.ledger.stored_answer(sent_key)
+    assert await ledger.ledger.stored_answer(key(alice.user_id, SEND)) is None

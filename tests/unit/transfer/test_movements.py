@@ -139,6 +139,21 @@ async def test_a_committed_movements_retry_the_checks_now_refuse_replays_its_ans
     assert [v.field for v in refused.value.violations] == ["pin"]
 
 
+async def test_a_refused_retry_of_a_payment_whose_answer_expired_is_key_reused(
+    service: MovementService, ledger: FakeLedger
+) -> None:
+    """Review of 349589b: a refused retry (no PIN) after the stored answer expired was a 400
+    for a payment that went through; it is IDEMPOTENCY_KEY_REUSED, as `hold` answers."""
+    command = send(2_000)
+    await service.send_money(command)
+    sent = command.key
+    assert isinstance(sent, IdempotencyKey)
+    del ledger.stored[(sent.caller, sent.method, sent.request_id)]  # purged after 48 h
+    with pytest.raises(IdempotencyKeyReusedError):
+        await service.send_money(replace(command, pin=""))
+    assert ledger.balances[BOB_WALLET] == 2_000
+
+
 async def test_the_same_request_id_with_another_request_is_refused_before_the_pin(
     service: MovementService, wallet: FakeWalletGate
 ) -> None:

@@ -124,10 +124,15 @@ _HOLD = (
     " FROM transfer_hold_lookup($1::text, $2::text, $3::uuid, $4::bigint)"
 )
 _UNHOLD = f"SELECT pg_advisory_unlock($1::bigint), {_IDLE_RESET}"
-# A stored answer, read only (`stored_answer`).
+# A stored answer, read only (`stored_answer`), and whether the request id moved the caller's
+# money (a movement's caller is its user), for an answer that expired: what
+# transfer_hold_lookup reads, without its lock.
 _STORED = (
-    "SELECT fingerprint, convert_from(reply, 'UTF8') AS reply FROM idempotency_records"
-    " WHERE caller = $1::text AND method = $2::text AND request_id = $3::uuid"
+    "SELECT r.fingerprint, convert_from(r.reply, 'UTF8') AS reply,"
+    " EXISTS (SELECT 1 FROM wallet_transactions AS t"
+    " WHERE t.user_id = $1::text AND t.request_id = $3::uuid) AS used"
+    " FROM (SELECT 1) AS one LEFT JOIN idempotency_records AS r"
+    " ON r.caller = $1::text AND r.method = $2::text AND r.request_id = $3::uuid"
 )
 _LEASE = (
     "SELECT transaction_id::text AS transaction_id, account_hash, amount, currency, attempts,"
@@ -337,10 +342,17 @@ class PgLedger:
             await conn.close()
 
     async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
-        [*rows] = await self._fetch(_STORED, key.caller, key.method, key.request_id)
-        if not rows or rows[0]["fingerprint"] != key.fingerprint:
+        try:
+            [row] = await self._fetch(_STORED, key.caller, key.method, key.request_id)
+        except CommitOutcomeUnknownError as exc:  # a lookup commits nothing
+            raise DatabaseUnavailableError() from exc
+        if row["fingerprint"] is None:
+            if row["used"]:  # its answer expired; the request id moved money once
+                raise IdempotencyKeyReusedError()
             return None
-        return transaction_from_row(json.loads(rows[0]["reply"]))
+        if row["fingerprint"] != key.fingerprint:
+            return None
+        return transaction_from_row(json.loads(row["reply"]))
 
     async def send_money(
         self,

@@ -103,7 +103,9 @@ class Ledger(Protocol):
     async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
         """The answer a committed movement stored under `key` for this very request (its
         fingerprint), or None (none stored, or one of another request): read only, no hold.
-        For a retry the input checks now refuse (a PIN left out, a bound lowered since)."""
+        For a retry the input checks now refuse (a PIN left out, a bound lowered since).
+        Raises IdempotencyKeyReusedError when no answer is stored but the request id moved
+        the caller's money (its answer expired), as `hold` does."""
         ...
 
 

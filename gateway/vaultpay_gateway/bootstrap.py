@@ -27,6 +27,7 @@ from vaultpay_gateway.body_schema import body_schemas
 from vaultpay_gateway.clusters import (
     ADMIN_CLUSTER,
     JWKS_LISTENER,
+    MAX_REFLECTION_REQUESTS,
     admin_cluster,
     jwks_cluster,
     upstream_cluster,
@@ -285,6 +286,7 @@ def render_bootstrap(
                 settings.reflection,
                 settings.health_check,
                 settings.upstream_keepalive_seconds,
+                max_requests=MAX_REFLECTION_REQUESTS,
             )
         )
     listeners = [_public_listener(contract, settings, docs), _jwks_listener(contract, settings)]

@@ -9,6 +9,7 @@ __all__ = [
     "ADMIN_CLUSTER",
     "JWKS_CLUSTER",
     "JWKS_LISTENER",
+    "MAX_REFLECTION_REQUESTS",
     "MAX_UPSTREAM_REQUESTS",
     "admin_cluster",
     "jwks_cluster",
@@ -49,12 +50,22 @@ def _endpoint(address: Json) -> Json:
 # 200 watching users would have filled it, and every other call to wallet answered 503 at
 # once. The per-client and per-RPC rate limits, and each service's own, bound the unary load.
 MAX_UPSTREAM_REQUESTS = 20_000
+# The reflection server's breaker: any client may open reflection streams, and a small
+# Python server behind the services' 20,000 would be theirs to tie up. grpcurl needs one
+# stream per command; past this, Envoy answers 503 (UNAVAILABLE) at once. Below the server's
+# own cap (`reflection.MAX_CONCURRENT_RPCS`), which leaves room for health checks.
+MAX_REFLECTION_REQUESTS = 100
 
 
 def upstream_cluster(
-    name: str, address: HostPort, health: HealthCheck, keepalive_seconds: float = 30.0
+    name: str,
+    address: HostPort,
+    health: HealthCheck,
+    keepalive_seconds: float = 30.0,
+    *,
+    max_requests: int = MAX_UPSTREAM_REQUESTS,
 ) -> Json:
-    """A cluster for one service.
+    """A cluster for one service, at most `max_requests` requests (streams) in flight.
 
     Panic mode is off (`healthy_panic_threshold: 0`): when the only host fails its health
     check, requests get an immediate 503 instead of a connect attempt to a dead process.
@@ -71,7 +82,7 @@ def upstream_cluster(
             **_endpoint({"socket_address": {"address": address.host, "port_value": address.port}}),
         },
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
-        "circuit_breakers": {"thresholds": [{"max_requests": MAX_UPSTREAM_REQUESTS}]},
+        "circuit_breakers": {"thresholds": [{"max_requests": max_requests}]},
         "health_checks": [
             {
                 "timeout": duration(health.timeout_seconds),

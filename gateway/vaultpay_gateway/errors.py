@@ -39,6 +39,13 @@ it: that filter gives upstream gRPC errors without an `ErrorInfo` a generic mess
 expired") alone. The mark never leaves the gateway: `header_mutation`, the last filter on
 the way back, removes it from every reply as well (`filters`).
 
+Envoy refuses a protocol upgrade (`Upgrade: websocket`, `h2c`, ...) itself, before any
+route, with a 403 and no text (response code details `upgrade_failed`: the config has no
+`upgrade_configs`); a CONNECT request gets the same from its route (`routes`). Those become
+400 `UPGRADE_NOT_SUPPORTED` saying what to use instead: a 403 read as a refused token would
+have signed a WebSocket client out. Any other 403 Envoy makes itself is `PERMISSION_DENIED`
+with a fixed text (jwt_authn's is the wrong-audience 401 above).
+
 The JSON body check (`json_body`) writes its own `google.rpc.Status` bodies (reason
 `UNKNOWN_FIELD` with BadRequest field violations). Envoy runs Lua replies through the mapper
 too, so the first mapper keeps those verbatim; it matches a flag in the dynamic metadata,
@@ -73,6 +80,8 @@ __all__ = [
     "UNKNOWN_FIELD_REASON",
     "UNSUPPORTED_MEDIA_TYPE_REASON",
     "UNSUPPORTED_MEDIA_TYPE_TEXT",
+    "UPGRADE_NOT_SUPPORTED_REASON",
+    "UPGRADE_NOT_SUPPORTED_TEXT",
     "GatewayError",
     "grpc_status_details",
     "local_reply_config",
@@ -93,6 +102,16 @@ UNSUPPORTED_MEDIA_TYPE_REASON = "UNSUPPORTED_MEDIA_TYPE"
 UNSUPPORTED_MEDIA_TYPE_TEXT = (
     "the request body must be JSON, sent with content-type: application/json"
 )
+# A protocol upgrade (WebSocket, h2c) or a CONNECT, which the gateway does not carry (400).
+UPGRADE_NOT_SUPPORTED_REASON = "UPGRADE_NOT_SUPPORTED"
+UPGRADE_NOT_SUPPORTED_TEXT = (
+    "protocol upgrades (WebSocket) and CONNECT are not supported;"
+    " use GET /v1/notifications:watch (NDJSON) for notifications"
+)
+# Response code details of Envoy's refusal of an upgrade no `upgrade_configs` allows.
+_UPGRADE_FAILED_DETAILS = "upgrade_failed"
+# A reply of Envoy's own with 403 that no other mapper explains.
+_FORBIDDEN_TEXT = "the gateway refused the request"
 # Dynamic metadata namespace of the JSON body check (json_body.py).
 JSON_BODY_METADATA = "vaultpay.json_body"
 NOT_FOUND_TEXT = "no such API route"
@@ -152,13 +171,8 @@ _MISSING_TOKEN_TEXT = "the request has no access token"  # noqa: S105 - a messag
 GATEWAY_ERRORS: tuple[GatewayError, ...] = (
     GatewayError(400, _INVALID_ARGUMENT, "INVALID_REQUEST", _INVALID_ARGUMENT),
     GatewayError(401, _UNAUTHENTICATED, "TOKEN_INVALID", _UNAUTHENTICATED, _INVALID_TOKEN_TEXT),
-    GatewayError(
-        403,
-        _PERMISSION_DENIED,
-        "TOKEN_INVALID",
-        _PERMISSION_DENIED,
-        grpc_message=_INVALID_TOKEN_TEXT,
-    ),
+    # Not a token problem: jwt_authn's 403 and refused upgrades have mappers of their own.
+    GatewayError(403, _PERMISSION_DENIED, "PERMISSION_DENIED", _PERMISSION_DENIED, _FORBIDDEN_TEXT),
     # A JSON client asked for a path that is not in the API; a gRPC client for a method the
     # gateway does not route: UNIMPLEMENTED is what gRPC servers answer for that.
     GatewayError(404, _NOT_FOUND, "NOT_FOUND", _UNIMPLEMENTED, NOT_FOUND_TEXT),
@@ -415,6 +429,30 @@ def _grpc_token_mappers() -> list[dict[str, Any]]:
     ]
 
 
+_UPGRADE = GatewayError(
+    400,
+    _INVALID_ARGUMENT,
+    UPGRADE_NOT_SUPPORTED_REASON,
+    _INVALID_ARGUMENT,
+    UPGRADE_NOT_SUPPORTED_TEXT,
+)
+
+
+def _upgrade_refused() -> dict[str, Any]:
+    """Envoy's 403 for an upgrade (or CONNECT) it does not carry."""
+    return _details_match(403, f"response.code_details == '{_UPGRADE_FAILED_DETAILS}'")
+
+
+def _upgrade_mappers() -> tuple[dict[str, Any], dict[str, Any]]:
+    """400 UPGRADE_NOT_SUPPORTED instead of Envoy's bare 403, for gRPC and for JSON clients."""
+    json_mapper = {
+        "filter": _upgrade_refused(),
+        "status_code": _UPGRADE.http_status,
+        "body_format_override": _status_json(_UPGRADE),
+    }
+    return _grpc_mapper(_UPGRADE, _upgrade_refused()), json_mapper
+
+
 _BAD_PATH = GatewayError(
     400,
     _INVALID_ARGUMENT,
@@ -499,7 +537,8 @@ def local_reply_config(
 ) -> dict[str, Any]:
     """The HttpConnectionManager `local_reply_config`: the JSON body check's replies as they
     are, the docs (`verbatim_path_prefix`, if any) as they are, then gRPC mappers, then JSON
-    ones (expired tokens and transcoder failures before the plain status mappers).
+    ones (wrong audiences, refused upgrades, expired tokens and transcoder failures before the
+    plain status mappers).
 
     `retry_after_seconds` is the RetryInfo of a gRPC 429: what the client rate limit's
     `Retry-After` says. The RPC budgets' exact wait replaces it in the `replies` filter."""
@@ -510,11 +549,13 @@ def local_reply_config(
     }
     verbatim = [] if verbatim_path_prefix is None else [_verbatim_mapper(verbatim_path_prefix)]
     grpc_wrong_audience, json_wrong_audience = _wrong_audience_mappers()
+    grpc_upgrade, json_upgrade = _upgrade_mappers()
     return {
         "mappers": [
             _json_body_check_mapper(),
             *verbatim,
             grpc_wrong_audience,
+            grpc_upgrade,
             *_grpc_token_mappers(),
             *(
                 _grpc_mapper(
@@ -525,6 +566,7 @@ def local_reply_config(
             ),
             grpc_fallback,
             json_wrong_audience,
+            json_upgrade,
             _token_expired_mapper(),
             _token_missing_mapper(),
             _transcode_failure_mapper(),

@@ -21,6 +21,14 @@ What it shows is exactly what the gateway routes (`contract.ApiContract.routed_r
 
 It also serves `grpc.health.v1.Health` (SERVING), so Envoy health checks it like any upstream.
 It holds no secrets and reads nothing but the descriptor set.
+
+Anyone may reach it through the gateway, so it bounds what one client can make it do: a
+stream answers at most `MAX_MESSAGES_PER_STREAM` requests (the next is refused with
+RESOURCE_EXHAUSTED, ErrorInfo reason `RESOURCE_EXHAUSTED`, domain `vaultpay.gateway`;
+grpcurl asks a few dozen at most), and the server runs at most
+`MAX_CONCURRENT_RPCS` calls at once (more are refused with RESOURCE_EXHAUSTED by grpc
+itself). Envoy's breaker in front of it (`clusters.MAX_REFLECTION_REQUESTS`) is lower, so the
+health checks still get through while reflection streams fill the server.
 """
 
 from __future__ import annotations
@@ -30,19 +38,25 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
 from vaultpay_gateway.contract import ContractError, load_contract
+from vaultpay_gateway.errors import ERROR_DOMAIN
 from vaultpay_gateway.settings import HostPort, SettingsError
 
 __all__ = [
+    "MAX_CONCURRENT_RPCS",
+    "MAX_MESSAGES_PER_STREAM",
     "REFLECTION_SERVICES",
     "PublicDescriptors",
     "main",
@@ -56,6 +70,13 @@ _V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 _V1 = "grpc.reflection.v1.ServerReflection"
 REFLECTION_SERVICES = (_V1ALPHA, _V1)
 _METHOD = "ServerReflectionInfo"
+# Requests one reflection stream answers; `grpcurl describe` of a whole service asks for one
+# file per import, a few dozen at most.
+MAX_MESSAGES_PER_STREAM = 200
+# Calls the server runs at once, health checks included: above Envoy's breaker for the
+# reflection cluster (100), so Envoy's health checks and the container's probe get through a
+# server full of reflection streams.
+MAX_CONCURRENT_RPCS = 128
 
 
 def reflection_paths() -> tuple[str, ...]:
@@ -139,7 +160,53 @@ def _reachable_messages(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> 
     return reached
 
 
-def _v1_handler(servicer: reflection_pb2_grpc.ServerReflectionServicer) -> grpc.GenericRpcHandler:
+def _status_with_info(code: int, message: str) -> status_pb2.Status:
+    """A `google.rpc.Status` whose ErrorInfo (domain `vaultpay.gateway`) names the code."""
+    status = status_pb2.Status(code=code, message=message)
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=code_pb2.Code.Name(code), domain=ERROR_DOMAIN))
+    status.details.append(info)
+    return status
+
+
+class _StreamCappedReflection:
+    """grpcio-reflection's servicer, answering at most `max_messages` requests per stream.
+
+    Its own servicer answers every message a stream carries: one stream within the edge's
+    1 MiB body cap held some 150,000 `list_services` requests."""
+
+    def __init__(self, servicer: Any, max_messages: int) -> None:
+        self._servicer = servicer
+        self._max_messages = max_messages
+        # With an ErrorInfo, or the gateway's `replies` filter would put a generic text in
+        # place of this one (`replies`, item 3).
+        self._refusal = rpc_status.to_status(
+            _status_with_info(
+                code_pb2.RESOURCE_EXHAUSTED,
+                f"a reflection stream answers at most {max_messages} requests; open a new stream",
+            )
+        )
+
+    async def _at_most(
+        self, requests: AsyncIterable[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        count = 0
+        async for request in requests:
+            count += 1
+            if count > self._max_messages:
+                refusal = self._refusal
+                await context.abort(refusal.code, refusal.details, refusal.trailing_metadata)
+            yield request
+
+    async def ServerReflectionInfo(  # noqa: N802 - the RPC's name
+        self, requests: AsyncIterable[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        replies = self._servicer.ServerReflectionInfo(self._at_most(requests, context), context)
+        async for reply in replies:
+            yield reply
+
+
+def _v1_handler(servicer: _StreamCappedReflection) -> grpc.GenericRpcHandler:
     """`grpc.reflection.v1` has the v1alpha messages field for field: one servicer, two names."""
     return grpc.method_handlers_generic_handler(
         _V1,
@@ -153,7 +220,13 @@ def _v1_handler(servicer: reflection_pb2_grpc.ServerReflectionServicer) -> grpc.
     )
 
 
-async def start_server(descriptor_set: Path, address: str) -> tuple[grpc.aio.Server, int]:
+async def start_server(
+    descriptor_set: Path,
+    address: str,
+    *,
+    max_messages_per_stream: int = MAX_MESSAGES_PER_STREAM,
+    max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+) -> tuple[grpc.aio.Server, int]:
     """Starts the reflection server on `address` (`host:port`, port 0 for any free one);
     returns it and the bound port."""
     public = public_descriptors(descriptor_set)
@@ -163,10 +236,14 @@ async def start_server(descriptor_set: Path, address: str) -> tuple[grpc.aio.Ser
         options=[
             ("grpc.max_metadata_size", 24 * 1024),
             ("grpc.absolute_max_metadata_size", 32 * 1024),
-        ]
+        ],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    servicer = reflection.aio.ReflectionServicer(
-        [*public.services, *REFLECTION_SERVICES], pool=public.pool
+    servicer = _StreamCappedReflection(
+        reflection.aio.ReflectionServicer(
+            [*public.services, *REFLECTION_SERVICES], pool=public.pool
+        ),
+        max_messages_per_stream,
     )
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     server.add_generic_rpc_handlers((_v1_handler(servicer),))

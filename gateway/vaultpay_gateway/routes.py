@@ -45,6 +45,8 @@ from vaultpay_gateway.settings import GatewaySettings
 __all__ = [
     "IDENTITY_HEADER",
     "REFLECTION_CLUSTER",
+    "REFLECTION_IDLE_TIMEOUT_SECONDS",
+    "REFLECTION_MAX_STREAM_SECONDS",
     "UNROUTED_CLUSTER",
     "jwks_route_config",
     "public_route_config",
@@ -52,6 +54,9 @@ __all__ = [
 
 UNROUTED_CLUSTER = "vaultpay_unrouted"
 REFLECTION_CLUSTER = "vaultpay_reflection"
+# A reflection stream's life at the edge: idle, and in all (`_reflection_routes`).
+REFLECTION_IDLE_TIMEOUT_SECONDS = 30
+REFLECTION_MAX_STREAM_SECONDS = 60
 _CORS_HEADERS = "authorization, content-type, x-request-id"
 _CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 # Response headers browsers may read besides the CORS-safelisted ones.
@@ -136,12 +141,17 @@ def _reflection_routes(settings: GatewaySettings) -> list[Json]:
     """Server reflection (v1alpha and v1) to the reflection server, public like the docs.
 
     Native gRPC only (`grpc: {}`); the transcoder, the JSON body filters and jwt_authn are off
-    for these routes. The stream lives as long as the client keeps it open.
+    for these routes. Anyone may open a reflection stream, so a stream lives briefly:
+    `REFLECTION_IDLE_TIMEOUT_SECONDS` without a message, `REFLECTION_MAX_STREAM_SECONDS` in
+    all (grpcurl's streams last milliseconds). The reflection cluster has its own small
+    circuit breaker (`clusters.MAX_REFLECTION_REQUESTS`) and the server a cap on the messages
+    of one stream (`reflection.MAX_MESSAGES_PER_STREAM`).
     """
     # Imported here: the package imports this module, and `python -m vaultpay_gateway.reflection`
     # must find the reflection module not imported yet (else runpy warns on every start).
     from vaultpay_gateway.reflection import reflection_paths
 
+    lifetime = duration(REFLECTION_MAX_STREAM_SECONDS)
     disabled = typed("envoy.config.route.v3.FilterConfig", disabled=True)
     off = dict.fromkeys(
         (CAPTURE_FILTER, "envoy.filters.http.grpc_json_transcoder", JWT_FILTER, CHECK_FILTER),
@@ -153,8 +163,14 @@ def _reflection_routes(settings: GatewaySettings) -> list[Json]:
             "match": {"path": path, "grpc": {}},
             "route": {
                 "cluster": REFLECTION_CLUSTER,
-                "timeout": "0s",
-                "idle_timeout": duration(settings.stream_idle_timeout_seconds),
+                # Ignored while max_stream_duration is set (as in `_rpc_route`); the same cap.
+                "timeout": lifetime,
+                "idle_timeout": duration(
+                    min(REFLECTION_IDLE_TIMEOUT_SECONDS, settings.stream_idle_timeout_seconds)
+                ),
+                # From the request's first byte. No grpc_timeout_header_max: a client's
+                # grpc-timeout stays with the two ends, as on the other streams.
+                "max_stream_duration": {"max_stream_duration": lifetime},
                 "retry_policy": _RETRY,
             },
             "request_headers_to_remove": [IDENTITY_HEADER],
@@ -162,6 +178,19 @@ def _reflection_routes(settings: GatewaySettings) -> list[Json]:
         }
         for path in reflection_paths()
     ]
+
+
+def _connect_refused() -> Json:
+    """CONNECT: a tunnel, which the gateway does not carry. Matched by a route, it is refused
+    at once by Envoy as an upgrade no `upgrade_configs` allows (403, `upgrade_failed`, before
+    any filter; `errors` answers it as 400 UPGRADE_NOT_SUPPORTED); the direct response is only
+    the route's required action. Without this route a CONNECT over HTTP/1.1 matched none and
+    waited in the JSON body capture, for a body that never ends, until the request timeout."""
+    return {
+        "name": "connect_refused",
+        "match": {"connect_matcher": {}},
+        "direct_response": {"status": 403},
+    }
 
 
 def _grpc_not_found() -> Json:
@@ -275,6 +304,7 @@ def public_route_config(
         "name": "vaultpay_api",
         "domains": ["*"],
         "routes": [
+            _connect_refused(),
             *(docs_routes(docs) if docs is not None else ()),
             *(_reflection_routes(settings) if settings.reflection is not None else ()),
             *routes,

@@ -382,6 +382,23 @@ def test_no_probe_dials_the_pod_ip_of_a_loopback_only_listener() -> None:
     assert problems == []
 
 
+def test_the_reflection_server_does_not_gate_the_gateway_pods_readiness() -> None:
+    """Anyone may open reflection streams through the gateway: a reflection server they keep
+    busy failed its readiness probe, which made the whole gateway pod NotReady (found by
+    a review). It is restarted when it stays down, and Envoy's readiness is the pod's."""
+    pods = dict(_pod_specs(K8S))
+    containers = {c["name"]: c for c in _containers(pods["Deployment/gateway"])}
+    reflection, envoy = containers["reflection"], containers["envoy"]
+
+    assert "readinessProbe" not in reflection
+    assert "startupProbe" not in reflection
+    probe = reflection["livenessProbe"]
+    assert probe["exec"]["command"][-1] == "127.0.0.1:9090"
+    # A busy server gets a while before it is restarted.
+    assert probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3) >= 60
+    assert "readinessProbe" in envoy
+
+
 # --- compose: its secrets are required, its CORS origins split as `make run` splits them ------
 
 _INTERPOLATION = re.compile(r"(?<!\$)\$\{(\w+)([^}]*)\}")

@@ -33,6 +33,7 @@ from vaultpay_gateway import (
     validate,
 )
 from vaultpay_gateway.__main__ import main
+from vaultpay_gateway.errors import UPGRADE_NOT_SUPPORTED_REASON as UPGRADE_REASON
 from vaultpay_gateway.filters import HEADER_MUTATION_FILTER, INTERNAL_REPLY_HEADERS
 from vaultpay_gateway.native_grpc import (
     NATIVE_GRPC_LUA,
@@ -322,6 +323,37 @@ def test_every_gateway_error_has_a_json_and_a_grpc_mapper(descriptor_set: Path) 
         assert {"key": "grpc-status", "value": str(error.grpc_code)} in [
             h["header"] for m in mappers for h in m.get("headers_to_add", [])
         ]
+
+
+def _reasons_of_403_replies(mappers: list[dict[str, Any]]) -> dict[str, str]:
+    """The JSON mappers that match an HTTP 403 reply: their filter's text -> their reason."""
+    found = {}
+    for mapper in mappers:
+        text = json.dumps(mapper["filter"])
+        if '"default_value": 403' not in text or "grpc" in text:
+            continue
+        status = mapper["body_format_override"]["json_format"]
+        found[text] = status["details"][0]["reason"]
+    return found
+
+
+def test_envoys_own_403_is_never_read_as_a_refused_token(descriptor_set: Path) -> None:
+    """Review: Envoy's 403 for a WebSocket upgrade fell to the catch-all 403 mapper, reason
+    TOKEN_INVALID with an empty message, and a client may sign its user out on that."""
+    mappers = _public_hcm(_render(descriptor_set))["local_reply_config"]["mappers"]
+    reasons = _reasons_of_403_replies(mappers)
+    (forbidden,) = [e for e in GATEWAY_ERRORS if e.http_status == 403]
+
+    assert sorted(reasons.values()) == ["PERMISSION_DENIED", "TOKEN_INVALID", UPGRADE_REASON]
+    # TOKEN_INVALID only for jwt_authn's own 403 (a token for another audience)...
+    (jwt_filter,) = [f for f, r in reasons.items() if r == "TOKEN_INVALID"]
+    assert "jwt_authn_access_denied" in jwt_filter
+    (upgrade_filter,) = [f for f, r in reasons.items() if r == UPGRADE_REASON]
+    assert "upgrade_failed" in upgrade_filter
+    # ... and the catch-all says something fixed that is not about tokens.
+    assert (forbidden.reason, forbidden.code, forbidden.grpc_code) == ("PERMISSION_DENIED", 7, 7)
+    assert forbidden.message and "token" not in forbidden.message
+    assert forbidden.grpc_text == forbidden.message
 
 
 @pytest.mark.parametrize(

@@ -47,8 +47,6 @@ def _gateway_expected() -> set[tuple[str, str, str]]:
     name = code_pb2.Code.Name
     expected: set[tuple[str, str, str]] = set()
     for e in gateway_errors.GATEWAY_ERRORS:
-        if e.http_status == 403:  # jwt_authn's 403 is answered as 401 TOKEN_INVALID
-            continue
         # JSON clients read `code`, gRPC clients `grpc_code` (they differ for 404).
         expected |= {(e.reason, name(e.code), str(e.http_status))}
         expected |= {(e.reason, name(e.grpc_code), str(e.http_status))}
@@ -56,6 +54,7 @@ def _gateway_expected() -> set[tuple[str, str, str]]:
         gateway_errors.UNKNOWN_FIELD_REASON,
         gateway_errors.DUPLICATE_FIELD_REASON,
         gateway_errors.QUERY_PARAMETER_REASON,
+        gateway_errors.UPGRADE_NOT_SUPPORTED_REASON,
     ):
         expected.add((reason, "INVALID_ARGUMENT", "400"))
     expected.add((gateway_errors.TOKEN_EXPIRED_REASON, "UNAUTHENTICATED", "401"))

@@ -28,8 +28,11 @@ from vaultpay_gateway.clusters import (
     ADMIN_CLUSTER,
     JWKS_LISTENER,
     MAX_REFLECTION_REQUESTS,
+    MAX_STREAM_REQUESTS,
     admin_cluster,
     jwks_cluster,
+    stream_upstreams,
+    streams_cluster,
     upstream_cluster,
 )
 from vaultpay_gateway.contract import ApiContract, ContractError, Rpc
@@ -279,6 +282,22 @@ def render_bootstrap(
         )
         for name in contract.upstreams
     ]
+    # Server streams get a cluster of their own per service (same endpoint, health check and
+    # HTTP/2 options) with its own breaker, so that open streams never fill the breaker the
+    # service's other calls share (`clusters.MAX_UPSTREAM_REQUESTS`).
+    clusters += [
+        upstream_cluster(
+            streams_cluster(name),
+            settings.upstreams[name],
+            settings.health_check,
+            settings.upstream_keepalive_seconds,
+            max_requests=MAX_STREAM_REQUESTS,
+        )
+        for name in stream_upstreams(contract)
+    ]
+    names = [c["name"] for c in clusters]
+    if len(set(names)) != len(names):
+        raise ContractError(f"two clusters share a name among: {', '.join(sorted(names))}")
     if settings.reflection is not None:
         clusters.append(
             upstream_cluster(

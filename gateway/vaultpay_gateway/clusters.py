@@ -1,8 +1,10 @@
-"""Upstream clusters: one HTTP/2 cluster per service, gRPC health checked."""
+"""Upstream clusters: one HTTP/2 cluster per service, gRPC health checked, and a second one
+(`<service>_streams`, same endpoint) for the service's server-streaming RPCs."""
 
 from __future__ import annotations
 
 from vaultpay_gateway._types import Json, duration, typed
+from vaultpay_gateway.contract import ApiContract, Rpc
 from vaultpay_gateway.settings import HealthCheck, HostPort
 
 __all__ = [
@@ -10,9 +12,14 @@ __all__ = [
     "JWKS_CLUSTER",
     "JWKS_LISTENER",
     "MAX_REFLECTION_REQUESTS",
+    "MAX_STREAM_REQUESTS",
     "MAX_UPSTREAM_REQUESTS",
+    "STREAMS_SUFFIX",
     "admin_cluster",
     "jwks_cluster",
+    "rpc_cluster",
+    "stream_upstreams",
+    "streams_cluster",
     "upstream_cluster",
 ]
 
@@ -45,16 +52,44 @@ def _endpoint(address: Json) -> Json:
     return {"endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}
 
 
-# Requests in flight to one service at once. Envoy's default, 1,024, counts every open
-# WatchNotifications stream (up to 5 a user, each open for as long as its client likes): some
-# 200 watching users would have filled it, and every other call to wallet answered 503 at
-# once. The per-client and per-RPC rate limits, and each service's own, bound the unary load.
+# Requests in flight to one service at once (Envoy's default is 1,024). The per-client and
+# per-RPC rate limits, and each service's own, bound the unary load. Server streams
+# (WatchNotifications: up to 5 a user, each open for as long as its client likes) do not count
+# here: they go to the service's streams cluster (`streams_cluster`), whose breaker is
+# `MAX_STREAM_REQUESTS`, so open streams can never make the service's other calls answer 503.
 MAX_UPSTREAM_REQUESTS = 20_000
+# Server streams in flight to one service at once, on its streams cluster. Past this, a new
+# stream gets 503 (UNAVAILABLE) at once; the unary calls are unaffected.
+MAX_STREAM_REQUESTS = 20_000
+STREAMS_SUFFIX = "_streams"
 # The reflection server's breaker: any client may open reflection streams, and a small
 # Python server behind the services' 20,000 would be theirs to tie up. grpcurl needs one
 # stream per command; past this, Envoy answers 503 (UNAVAILABLE) at once. Below the server's
 # own cap (`reflection.MAX_CONCURRENT_RPCS`), which leaves room for health checks.
 MAX_REFLECTION_REQUESTS = 100
+
+
+def streams_cluster(upstream: str) -> str:
+    """The name of the cluster for `upstream`'s server streams: `wallet` -> `wallet_streams`."""
+    return f"{upstream}{STREAMS_SUFFIX}"
+
+
+def rpc_cluster(contract: ApiContract, rpc: Rpc) -> str:
+    """The cluster an RPC's route goes to: its service's streams cluster for a server stream
+    (however the request arrives: native gRPC or its transcoded JSON route), else the service's
+    cluster. Client streams (the KYC upload) are bounded by their timeout and stay with the
+    service's cluster."""
+    upstream = contract.service_of(rpc).upstream
+    return streams_cluster(upstream) if rpc.server_streaming else upstream
+
+
+def stream_upstreams(contract: ApiContract) -> tuple[str, ...]:
+    """The upstreams with a routed server-streaming RPC: each gets a streams cluster."""
+    return tuple(
+        sorted(
+            {contract.service_of(r).upstream for r in contract.routed_rpcs() if r.server_streaming}
+        )
+    )
 
 
 def upstream_cluster(

@@ -11,6 +11,10 @@ The RPCs that carry a KYC file (`GatewaySettings.rpc_limits`) have larger body c
 longer timeout on their routes; for JSON clients their REST bindings also get routes of their
 own that size the buffers a body passes through before the transcoder (`body_limits`).
 
+A server-streaming RPC's route (WatchNotifications, and so its JSON route `:watch` too) goes
+to its service's streams cluster (`clusters.rpc_cluster`), whose breaker open streams cannot
+share with the service's other calls.
+
 Every RPC route sends the gateway's identity to the service (`IDENTITY_HEADER`, the value of
 the environment variable `GatewaySettings.identity_secret_env` of the Envoy process,
 overwriting whatever a client sent); the services trust `x-envoy-external-address` only from
@@ -28,6 +32,7 @@ from vaultpay_gateway.body_limits import (
     json_route_match,
     rpc_caps,
 )
+from vaultpay_gateway.clusters import rpc_cluster
 from vaultpay_gateway.contract import ApiContract, Rpc
 from vaultpay_gateway.docs import DocsSite, docs_routes
 from vaultpay_gateway.errors import NOT_FOUND_TEXT
@@ -297,7 +302,7 @@ def public_route_config(
         caps = rpc_caps(contract, settings)
     by_rpc = {cap.rpc.full_name: cap for cap in caps}
     routes = [
-        _rpc_route(rpc, contract.service_of(rpc).upstream, settings, by_rpc.get(rpc.full_name))
+        _rpc_route(rpc, rpc_cluster(contract, rpc), settings, by_rpc.get(rpc.full_name))
         for rpc in contract.routed_rpcs()
     ]
     virtual_host: Json = {

@@ -219,7 +219,9 @@ def test_real_contract_every_route_follows_its_rpc(descriptor_set: Path) -> None
     assert set(rpc_routes) == set(routed)
     for name, route in rpc_routes.items():
         rpc = routed[name]
-        assert route["route"]["cluster"] == contract.service_of(rpc).upstream
+        upstream = contract.service_of(rpc).upstream
+        expected = f"{upstream}_streams" if rpc.server_streaming else upstream
+        assert route["route"]["cluster"] == expected
         jwt = route["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]
         assert jwt.get("disabled", False) is (rpc.rule is not None and rpc.rule.public)
         # Streams are unbounded, except the upload of a KYC file (body_limits).

@@ -123,8 +123,37 @@ def public_descriptors(descriptor_set: Path) -> PublicDescriptors:
             trimmed.message_type.extend(used)
         # Files come in dependency order (protoc --include_imports), as Add requires.
         pool.Add(trimmed)
+    for reflection_file in _reflection_files():
+        pool.Add(reflection_file)
     services = tuple(sorted(routed))
     return PublicDescriptors(pool, services)
+
+
+def _reflection_files() -> list[descriptor_pb2.FileDescriptorProto]:
+    """The reflection services' own files, v1alpha's and v1's, which the server lists and so
+    must describe: without them `grpcurl describe` (every service) failed on "Symbol not
+    found: grpc.reflection.v1.ServerReflection". grpcio-reflection ships only v1alpha's
+    module; v1's file is the same messages and service under the v1 package (as the server
+    answers v1 with the v1alpha servicer, `_v1_handler`)."""
+    v1alpha = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(v1alpha)
+    v1 = descriptor_pb2.FileDescriptorProto()
+    v1.CopyFrom(v1alpha)
+    v1.name = "grpc/reflection/v1/reflection.proto"
+    v1.package = "grpc.reflection.v1"
+    prefix = ".grpc.reflection.v1alpha."
+    for message in v1.message_type:
+        for message_field in message.field:
+            if message_field.type_name.startswith(prefix):
+                message_field.type_name = (
+                    ".grpc.reflection.v1." + message_field.type_name[len(prefix) :]
+                )
+    for service in v1.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(prefix, ".grpc.reflection.v1.")
+            method.output_type = method.output_type.replace(prefix, ".grpc.reflection.v1.")
+    v1.ClearField("options")
+    return [v1alpha, v1]
 
 
 def _reachable_messages(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> set[str]:

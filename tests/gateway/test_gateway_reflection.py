@@ -127,6 +127,10 @@ def test_grpcurl_describes_every_service_within_one_streams_cap(
     assert len(services) >= 8
     for service in services:
         assert f"{service} is a service:" in _grpcurl(reflection_gateway, "describe", service)
+    # Every listed service at once, the reflection services too (they were listed, not
+    # described: "Symbol not found: grpc.reflection.v1.ServerReflection").
+    everything = _grpcurl(reflection_gateway, "describe")
+    assert all(f"{service} is a service:" in everything for service in listed)
 
 
 async def test_a_streams_requests_past_the_cap_are_refused_through_the_gateway(

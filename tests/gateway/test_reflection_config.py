@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
@@ -298,3 +299,27 @@ async def test_the_server_takes_what_the_edge_lets_through(demo_descriptor: Path
         await health_checks_with_metadata_all_pass(port)
     finally:
         await server.stop(0)
+
+
+@pytest.mark.parametrize("service", REFLECTION_SERVICES)
+async def test_the_reflection_services_it_lists_are_described(
+    demo_descriptor: Path, service: str
+) -> None:
+    """`grpcurl describe` (every listed service) failed on "Symbol not found:
+    grpc.reflection.v1.ServerReflection": the server listed the reflection services but had
+    no descriptor of them (noticed by the review of 2026-12-05)."""
+    server, port = await start_server(demo_descriptor, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)
+            [reply] = [r async for r in _reflection_call(channel)(iter([request]))]
+    finally:
+        await server.stop(None)
+    assert reply.WhichOneof("message_response") == "file_descriptor_response"
+    [raw] = reply.file_descriptor_response.file_descriptor_proto
+    described = descriptor_pb2.FileDescriptorProto.FromString(raw)
+    package, name = service.rsplit(".", 1)
+    assert described.package == package
+    [method] = next(s for s in described.service if s.name == name).method
+    assert method.input_type == f".{package}.ServerReflectionRequest"
+    assert method.output_type == f".{package}.ServerReflectionResponse"

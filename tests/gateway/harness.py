@@ -13,11 +13,11 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -36,6 +36,8 @@ from vaultpay_gateway import (
     load_contract,
     validate,
 )
+
+T = TypeVar("T")
 
 __all__ = [
     "LIFTED_RPC_RATE_LIMIT",
@@ -95,29 +97,40 @@ def http_call(
         conn.close()
 
 
-class ThreadedAuthDouble:
-    """The auth double on 127.0.0.1:<free port>, served from a private event loop thread."""
+class ServerThread:
+    """A gRPC server on a private event loop thread, so that Envoy health checks it while a
+    test blocks. Subclasses start theirs with `run(start())` and set `_server`."""
 
-    def __init__(self, keys: list[SigningKey]) -> None:
+    _server: grpc.aio.Server
+
+    def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        server, servicer, port = self._run(start_auth_double(keys))
-        self._server: grpc.aio.Server = server
-        self.servicer: AuthDouble = servicer
-        self.port: int = port
 
-    def _run(self, coro: Any) -> Any:
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Runs `coro` on the server's loop and waits for it (10 s at most)."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout=10)
 
     def stop(self) -> None:
         try:
-            self._run(self._server.stop(None))
+            self.run(self._server.stop(None))
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
             self._loop.close()
+
+
+class ThreadedAuthDouble(ServerThread):
+    """The auth double on 127.0.0.1:<free port>, served from a private event loop thread."""
+
+    def __init__(self, keys: list[SigningKey]) -> None:
+        super().__init__()
+        server, servicer, port = self.run(start_auth_double(keys))
+        self._server = server
+        self.servicer: AuthDouble = servicer
+        self.port: int = port
 
 
 class EnvoyProcess:
@@ -197,6 +210,29 @@ class GatewayUnderTest:
     def access_log(self) -> Path:
         assert self.settings.access_log_path is not None
         return self.settings.access_log_path
+
+    def active_requests(self, cluster: str) -> int:
+        """Requests in flight to `cluster` now, as Envoy counts them against its breaker
+        (`upstream_rq_active` of the admin interface's stats)."""
+        status, body = admin_get(
+            self.settings.admin, f"/stats?filter=^cluster\\.{cluster}\\.upstream_rq_active$"
+        )
+        assert status == 200, body
+        [line] = body.decode().split("\n")[:1]
+        return int(line.rsplit(":", 1)[1])
+
+    def logged(self, request_id: str, *, within: float = 5.0) -> dict[str, Any]:
+        """The access log's line of the request `request_id` (Envoy writes it after the
+        reply), polled for at most `within` seconds."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.access_log.exists():
+                for line in self.access_log.read_text().splitlines():
+                    entry: dict[str, Any] = json.loads(line)
+                    if entry["request_id"] == request_id:
+                        return entry
+            time.sleep(0.1)
+        raise AssertionError(f"no access log line for {request_id}")
 
     def call(
         self,

@@ -14,21 +14,18 @@ edge. It runs on an event loop of its own in a background thread, like the auth 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine
-from concurrent.futures import Future
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from tests.gateway.harness import ServerThread
 from vaultpay.kyc.v1 import kyc_pb2, kyc_pb2_grpc
 
 __all__ = ["KycDouble", "ThreadedKycDouble"]
 
-T = TypeVar("T")
 # Far above any cap of the gateway: the double never refuses a size.
 _NO_LIMIT = 256 * 1024 * 1024
 
@@ -130,23 +127,9 @@ async def _start() -> tuple[grpc.aio.Server, KycDouble, int]:
     return server, servicer, port
 
 
-class ThreadedKycDouble:
+class ThreadedKycDouble(ServerThread):
     """The kyc double on 127.0.0.1:<free port>, served from a private event loop thread."""
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._server, self.servicer, self.port = self._run(_start())
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result(timeout=10)
-
-    def stop(self) -> None:
-        try:
-            self._run(self._server.stop(None))
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-            self._loop.close()
+        super().__init__()
+        self._server, self.servicer, self.port = self.run(_start())

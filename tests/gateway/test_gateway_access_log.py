@@ -15,7 +15,7 @@ import pytest
 
 from tests.gateway.conftest import MAX_REQUEST_BYTES
 from tests.gateway.harness import GatewayUnderTest, Reply
-from tests.gateway.test_gateway_json import _wait_for_log_entry, register
+from tests.gateway.test_gateway_json import register
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
 
 
@@ -46,7 +46,7 @@ def test_a_json_call_logs_the_grpc_status_its_client_was_given(
     assert reply.status == http_status, reply.body
     if http_status >= 400:
         assert json.loads(reply.body)["code"] == grpc_status
-    entry = _wait_for_log_entry(gateway, reply.headers["x-request-id"])
+    entry = gateway.logged(reply.headers["x-request-id"])
     assert entry["status"] == http_status
     assert entry["grpc_status"] == grpc_status
 
@@ -63,5 +63,5 @@ async def test_a_native_grpc_error_logs_its_status(gateway: GatewayUnderTest) ->
             **dict(await call.trailing_metadata() or ()),
         }
 
-    entry = _wait_for_log_entry(gateway, str(metadata["x-request-id"]))
+    entry = gateway.logged(str(metadata["x-request-id"]))
     assert entry["grpc_status"] == 3

@@ -313,7 +313,7 @@ def test_access_log_is_json_with_request_id_and_without_the_token(
     gateway.call("GET", f"/v1/auth/me?access_token={token}")
     request_id = reply.headers["x-request-id"]
 
-    entry = _wait_for_log_entry(gateway, request_id)
+    entry = gateway.logged(request_id)
 
     assert entry["method"] == "GET"
     assert entry["path"] == "/v1/auth/me"
@@ -328,18 +328,6 @@ def test_access_log_is_json_with_request_id_and_without_the_token(
     assert "Bearer" not in log
 
 
-def _wait_for_log_entry(gateway: GatewayUnderTest, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if gateway.access_log.exists():
-            for line in gateway.access_log.read_text().splitlines():
-                entry: dict[str, Any] = json.loads(line)
-                if entry["request_id"] == request_id:
-                    return entry
-        time.sleep(0.1)
-    raise AssertionError(f"no access log line for {request_id}")
-
-
 def test_public_rpc_of_another_service_skips_jwt_and_reaches_its_cluster(
     gateway: GatewayUnderTest,
 ) -> None:
@@ -347,7 +335,7 @@ def test_public_rpc_of_another_service_skips_jwt_and_reaches_its_cluster(
     reply = gateway.call("POST", "/v1/wallets/pin:reset", "{}", JSON)
 
     assert_gateway_error(reply, 503, 14, "UNAVAILABLE")
-    entry = _wait_for_log_entry(gateway, reply.headers["x-request-id"])
+    entry = gateway.logged(reply.headers["x-request-id"])
     assert entry["upstream_cluster"] == "wallet"
     assert entry["rpc"] == "/vaultpay.wallet.v1.WalletService/ResetPin"
 

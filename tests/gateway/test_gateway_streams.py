@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tests.gateway.auth_double import SigningKey
 from tests.gateway.harness import (
@@ -28,8 +27,8 @@ from tests.gateway.harness import (
     loopback_settings,
     start_gateway,
 )
+from tests.gateway.wallet_double import ThreadedWallet
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from vaultpay_common.grpc.server import server_options
 from vaultpay_gateway import HostPort
 
 KEEPALIVE_SECONDS = 0.3
@@ -38,57 +37,9 @@ MIN_PING_INTERVAL_MS = 100
 PINGS_TO_OUTLIVE = 12
 
 
-async def _idle_watch(
-    request: wallet_pb2.WatchNotificationsRequest, context: grpc.aio.ServicerContext
-) -> AsyncIterator[wallet_pb2.WatchNotificationsResponse]:
-    """Sends the first message (the unread count), then nothing until cancelled."""
-    yield wallet_pb2.WatchNotificationsResponse(unread_count=1)
-    await asyncio.Event().wait()
-
-
-_WALLET = grpc.method_handlers_generic_handler(
-    "vaultpay.wallet.v1.WalletService",
-    {
-        "WatchNotifications": grpc.unary_stream_rpc_method_handler(
-            _idle_watch,
-            request_deserializer=wallet_pb2.WatchNotificationsRequest.FromString,
-            response_serializer=wallet_pb2.WatchNotificationsResponse.SerializeToString,
-        )
-    },
-)
-
-
-class _ThreadedWallet(ThreadedAuthDouble):
-    """The idle wallet on its own event loop thread (Envoy health checks it meanwhile)."""
-
-    def __init__(self) -> None:
-        super().__init__([])
-        self._wallet: grpc.aio.Server
-        self._wallet, self.wallet_port = self._run(self._start_wallet())
-
-    @staticmethod
-    async def _start_wallet() -> tuple[grpc.aio.Server, int]:
-        server = grpc.aio.server(
-            options=server_options(1024 * 1024, min_ping_interval_ms=MIN_PING_INTERVAL_MS)
-        )
-        server.add_generic_rpc_handlers((_WALLET,))
-        checks = health.aio.HealthServicer()
-        await checks.set("", health_pb2.HealthCheckResponse.SERVING)
-        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server, port
-
-    def stop(self) -> None:
-        try:
-            self._run(self._wallet.stop(None))
-        finally:
-            super().stop()
-
-
 @pytest.fixture(scope="module")
-def wallet() -> Iterator[_ThreadedWallet]:
-    running = _ThreadedWallet()
+def wallet() -> Iterator[ThreadedWallet]:
+    running = ThreadedWallet(min_ping_interval_ms=MIN_PING_INTERVAL_MS)
     try:
         yield running
     finally:
@@ -100,7 +51,7 @@ def pinging(
     tmp_path_factory: pytest.TempPathFactory,
     descriptor_set: Path,
     auth_double: ThreadedAuthDouble,
-    wallet: _ThreadedWallet,
+    wallet: ThreadedWallet,
     signing_key: SigningKey,
 ) -> Iterator[GatewayUnderTest]:
     workdir = tmp_path_factory.mktemp("gateway-streams")

@@ -9,15 +9,13 @@ to `wallet_streams` (same endpoint, health check and HTTP/2 options, a breaker o
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import vaultpay_gateway
 from tests.gateway.auth_double import SigningKey
@@ -27,8 +25,9 @@ from tests.gateway.harness import (
     loopback_settings,
     start_gateway,
 )
+from tests.gateway.wallet_double import ThreadedWallet
+from tests.support import eventually
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from vaultpay_common.grpc.server import server_options
 from vaultpay_gateway import (
     DEFAULT_UPSTREAMS,
     ApiContract,
@@ -146,62 +145,6 @@ def test_a_contract_whose_service_takes_a_streams_clusters_name_is_refused(
 SMALL_BREAKER = 2
 
 
-async def _idle_watch(
-    request: wallet_pb2.WatchNotificationsRequest, context: grpc.aio.ServicerContext
-) -> AsyncIterator[wallet_pb2.WatchNotificationsResponse]:
-    yield wallet_pb2.WatchNotificationsResponse(unread_count=1)
-    await asyncio.Event().wait()
-
-
-async def _balance(
-    request: wallet_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
-) -> wallet_pb2.GetBalanceResponse:
-    return wallet_pb2.GetBalanceResponse(wallet_id="w-1")
-
-
-_WALLET = grpc.method_handlers_generic_handler(
-    "vaultpay.wallet.v1.WalletService",
-    {
-        "WatchNotifications": grpc.unary_stream_rpc_method_handler(
-            _idle_watch,
-            request_deserializer=wallet_pb2.WatchNotificationsRequest.FromString,
-            response_serializer=wallet_pb2.WatchNotificationsResponse.SerializeToString,
-        ),
-        "GetBalance": grpc.unary_unary_rpc_method_handler(
-            _balance,
-            request_deserializer=wallet_pb2.GetBalanceRequest.FromString,
-            response_serializer=wallet_pb2.GetBalanceResponse.SerializeToString,
-        ),
-    },
-)
-
-
-class _ThreadedWallet(ThreadedAuthDouble):
-    """A wallet that answers GetBalance and holds watches open, on its own loop thread."""
-
-    def __init__(self) -> None:
-        super().__init__([])
-        self._wallet: grpc.aio.Server
-        self._wallet, self.wallet_port = self._run(self._start_wallet())
-
-    @staticmethod
-    async def _start_wallet() -> tuple[grpc.aio.Server, int]:
-        server = grpc.aio.server(options=server_options(1024 * 1024))
-        server.add_generic_rpc_handlers((_WALLET,))
-        checks = health.aio.HealthServicer()
-        await checks.set("", health_pb2.HealthCheckResponse.SERVING)
-        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server, port
-
-    def stop(self) -> None:
-        try:
-            self._run(self._wallet.stop(None))
-        finally:
-            super().stop()
-
-
 @pytest.fixture(scope="module")
 def small_breakers(
     tmp_path_factory: pytest.TempPathFactory,
@@ -211,7 +154,7 @@ def small_breakers(
 ) -> Iterator[GatewayUnderTest]:
     """A gateway whose wallet clusters (both, or the one on code without a streams cluster)
     admit `SMALL_BREAKER` requests at once."""
-    wallet = _ThreadedWallet()
+    wallet = ThreadedWallet()
     workdir = tmp_path_factory.mktemp("gateway-stream-clusters")
     settings = loopback_settings(
         workdir,
@@ -263,18 +206,6 @@ async def _until_healthy(stub: wallet_pb2_grpc.WalletServiceStub, token: str) ->
             await asyncio.sleep(0.1)
 
 
-def _logged_cluster(gateway: GatewayUnderTest, request_id: str) -> str:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if gateway.access_log.exists():
-            for line in gateway.access_log.read_text().splitlines():
-                entry: dict[str, Any] = json.loads(line)
-                if entry["request_id"] == request_id:
-                    return str(entry["upstream_cluster"])
-        time.sleep(0.1)
-    raise AssertionError(f"no access log line for {request_id}")
-
-
 async def test_open_watches_leave_wallets_unary_calls_alone(
     small_breakers: GatewayUnderTest, signing_key: SigningKey
 ) -> None:
@@ -283,7 +214,11 @@ async def test_open_watches_leave_wallets_unary_calls_alone(
     async with grpc.aio.insecure_channel(f"127.0.0.1:{small_breakers.port}") as channel:
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         await _until_healthy(stub, token)
-        await asyncio.sleep(0.2)  # the probe watch's slot is given back
+
+        async def probe_gone() -> bool:  # the probe watch's slot is given back
+            return small_breakers.active_requests("wallet_streams") == 0
+
+        await eventually(probe_gone, within=10, what="the probe watch let go")
 
         watches = []
         for _ in range(SMALL_BREAKER):
@@ -313,10 +248,9 @@ async def test_open_watches_leave_wallets_unary_calls_alone(
             json_balance = small_breakers.call("GET", "/v1/wallets/me/balance", headers=bearer)
             assert json_watch.status == 503, json_watch.body
             assert json_balance.status == 200, json_balance.body
-            assert _logged_cluster(small_breakers, json_watch.headers["x-request-id"]) == (
-                "wallet_streams"
-            )
-            assert _logged_cluster(small_breakers, json_balance.headers["x-request-id"]) == "wallet"
+            watch_id, balance_id = (r.headers["x-request-id"] for r in (json_watch, json_balance))
+            assert small_breakers.logged(watch_id)["upstream_cluster"] == "wallet_streams"
+            assert small_breakers.logged(balance_id)["upstream_cluster"] == "wallet"
             assert all(not w.done() for w in watches)
         finally:
             for call in watches:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -92,8 +93,19 @@ class Handlers:
         )
 
 
+@dataclass
+class Served:
+    channel: grpc.aio.Channel
+    revoked: RevocationSet
+    handlers: Handlers
+    verifier: TokenVerifier
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.channel, self.revoked, self.handlers))
+
+
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[grpc.aio.Channel, RevocationSet, Handlers]]:
+async def served() -> AsyncIterator[Served]:
     revoked = RevocationSet(max_staleness=1.0, retention=990.0)
     revoked.confirm(time.monotonic() - 2.0)  # established once, stale now: the token decides
     rules = {f"/{SERVICE}/{name}": AccessRule(min_role=Role.USER) for name in Handlers().stopped}
@@ -106,14 +118,14 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, RevocationSet, Handl
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield channel, revoked, handlers
+            yield Served(channel, revoked, handlers, verifier)
     finally:
         await server.stop(None)
 
 
 @pytest.mark.parametrize("style", ["Yielding", "Writing"])
 async def test_an_idle_stream_ends_with_unauthenticated_when_its_session_is_revoked(
-    served: tuple[grpc.aio.Channel, RevocationSet, Handlers], style: str
+    served: Served, style: str
 ) -> None:
     channel, revoked, handlers = served
     call = channel.unary_stream(f"/{SERVICE}/{style}")(
@@ -127,3 +139,23 @@ async def test_an_idle_stream_ends_with_unauthenticated_when_its_session_is_revo
         await handlers.stopped[style].wait()
     assert (ended.code, ended.reason) == (grpc.StatusCode.UNAUTHENTICATED, "ACCOUNT_DISABLED")
     assert revoked.watching() == 0
+
+
+@pytest.mark.parametrize("style", ["Yielding", "Writing"])
+async def test_an_idle_stream_ends_when_its_tokens_signing_key_is_withdrawn(
+    served: Served, style: str
+) -> None:
+    """Review of 2026-12-05: a stream opened with a token of a leaked key (any session id the
+    minter liked, never revoked) outlived the key's withdrawal until the token expired,
+    while a unary call with the same token was refused at once."""
+    call = served.channel.unary_stream(f"/{SERVICE}/{style}")(
+        b"", metadata=(("authorization", f"Bearer {_token('made-up')}"),)
+    )
+    async with asyncio.timeout(PATIENCE):
+        assert await call.read() == b"first"
+    served.verifier.forget_keys(["k"])  # what the feed does when auth withdraws the key
+    async with asyncio.timeout(PATIENCE):
+        ended = await rpc_failure(call.read())
+        await served.handlers.stopped[style].wait()
+    assert (ended.code, ended.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+    assert served.verifier._key_watchers == {}

@@ -348,6 +348,7 @@ async def test_a_message_ready_as_the_session_is_revoked_is_not_sent(kit: Kit) -
 
 
 async def test_a_stream_ends_when_its_token_expires_plus_the_leeway(kit: Kit) -> None:
+    kit.fresh()  # established: the expiry timer is the only one
     token = _token("s1", lifetime=60)
     feed = Feed()
     stream = await _open(kit, token, feed)
@@ -386,6 +387,43 @@ async def test_a_stream_whose_client_goes_away_leaves_no_watch_behind(kit: Kit) 
     await stream.aclose()  # type: ignore[attr-defined]
     assert feed.closed
     assert kit.revoked.watching() == 0
+
+
+async def test_a_stream_opened_before_the_feed_is_established_asks_auth_until_it_is(
+    kit: Kit,
+) -> None:
+    """The feed switched off (REVOCATION_FEED=false: every unary call asks auth) or not yet
+    through its first poll: no revocation can reach the stream's watch, so auth is asked
+    every few seconds (review of 2026-12-05: the stream outlived a logout until its token
+    expired, while unary calls with the same token were refused)."""
+    feed = Feed()
+    stream = await _open(kit, _token("s1"), feed)
+    waiting = asyncio.ensure_future(_refusal(stream))
+    await _until(lambda: 5.0 in kit.timer.asked, "the recheck timer")
+    calls = kit.auth.calls
+    kit.timer.fire()  # still active: the stream stays
+    await _until(lambda: kit.auth.calls == calls + 1, "a recheck")
+    assert not waiting.done()
+    kit.auth.answer = Introspection(active=False, reason="ACCOUNT_DISABLED")
+    await _until(lambda: kit.timer.asked.count(5.0) == 2, "the next recheck timer")
+    kit.timer.fire()
+    refused = await waiting
+    assert refused.reason == "ACCOUNT_DISABLED"
+    assert feed.closed
+
+
+async def test_a_stream_asks_auth_no_more_once_the_feed_is_established(kit: Kit) -> None:
+    feed = Feed()
+    stream = await _open(kit, _token("s1"), feed)
+    await _until(lambda: 5.0 in kit.timer.asked, "the recheck timer")
+    calls = kit.auth.calls
+    kit.stale()  # established (if stale: a stale feed does not end streams)
+    kit.timer.fire()
+    feed.queue.put_nowait("second")
+    async with asyncio.timeout(PATIENCE):
+        assert await anext(stream) == "second"
+    assert kit.auth.calls == calls
+    await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def test_a_stale_feed_does_not_end_a_stream(kit: Kit) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -151,6 +152,28 @@ def test_hearing_of_a_revocation_again_restarts_its_retention(
     clock.advance(20)
     revoked.confirm(clock.now)
     assert revoked.refusal("s1") == "TOKEN_REVOKED"
+
+
+def test_a_revocation_heard_again_and_again_is_kept_once(
+    revoked: RevocationSet, clock: Clock
+) -> None:
+    """auth delivers the same rows on every poll while an older transaction pins its feed's
+    horizon (four polls a second): each delivery queued an entry more, without bound."""
+    revoked.record([Revocation("s1"), Revocation("s2")])
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for _ in range(20_000):
+            revoked.record([Revocation("s1"), Revocation("s2")])
+            clock.advance(0.01)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024  # it was ~3 MB: an entry per delivery
+    revoked.record([Revocation("s1")])
+    clock.advance(RETENTION - 0.005)
+    revoked.confirm(clock.now)
+    assert (revoked.refusal("s1"), revoked.refusal("s2")) == ("TOKEN_REVOKED", None)
 
 
 def test_a_watch_is_called_once_with_the_reason_when_its_session_is_revoked(

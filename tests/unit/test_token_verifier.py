@@ -425,6 +425,34 @@ async def test_a_verifier_on_a_machine_booted_moments_ago_still_fetches_the_key_
 # ----- a key set auth cannot confirm (token review, 2026-12-04 night) -----------------------
 
 
+class FlakyAuth:
+    """auth's key set, reachable or not as the test says; counts the fetches. `verifier()`
+    runs on `now[0]` (monotonic), with a 60 s key age and a 600 s unconfirmed bound."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self.reachable = True
+        self.fetches = 0
+        self.now = [1_000.0]
+
+    async def jwks(self) -> list[dict[str, str]]:
+        self.fetches += 1
+        if not self.reachable:
+            raise ConnectionError("auth is unreachable")
+        return await self.keys.jwks()
+
+    def verifier(self) -> TokenVerifier:
+        return TokenVerifier(
+            self.jwks,
+            issuer=ISS,
+            audience=AUD,
+            service="wallet",
+            max_key_age=60,
+            max_unconfirmed_key_age=600,
+            monotonic=lambda: self.now[0],
+        )
+
+
 async def test_a_key_set_unconfirmed_past_its_bound_verifies_nothing_until_auth_answers(
     keys: Keys,
 ) -> None:
@@ -432,26 +460,12 @@ async def test_a_key_set_unconfirmed_past_its_bound_verifies_nothing_until_auth_
     withdrawal, so a withdrawn (leaked) key kept verifying the tokens minted with it on every
     RPC that is not strict. Past the bound (from the first failed refresh, not the last
     success: an idle peer is not refused for one blip) nothing verifies, cached tokens too."""
-    now = [1_000.0]
-    reachable = [True]
-
-    async def jwks() -> list[dict[str, str]]:
-        if not reachable[0]:
-            raise ConnectionError("auth is unreachable")
-        return await keys.jwks()
-
-    verifier = TokenVerifier(
-        jwks,
-        issuer=ISS,
-        audience=AUD,
-        service="wallet",
-        max_key_age=60,
-        max_unconfirmed_key_age=600,
-        monotonic=lambda: now[0],
-    )
+    auth = FlakyAuth(keys)
+    verifier = auth.verifier()
+    now = auth.now
     token = _sign(keys)
     await verifier.verify(token)  # cached
-    reachable[0] = False
+    auth.reachable = False
     now[0] += 8 * 3600  # idle for hours; the first refresh since meets the outage
     assert (await verifier.verify(token)).subject == "user-1"
     now[0] += 590  # refreshes keep failing: within the bound of the first failure
@@ -460,9 +474,29 @@ async def test_a_key_set_unconfirmed_past_its_bound_verifies_nothing_until_auth_
     for attempt in (token, _sign(keys, jti="j2")):
         with pytest.raises(AuthUnavailableError, match="could not be confirmed"):
             await verifier.verify(attempt)
-    reachable[0] = True  # auth answers again: the next refresh confirms the set
-    now[0] += 60
+    auth.reachable = True  # auth answers again: the next call's refresh confirms the set
+    now[0] += 3  # past the refresh interval (2 s), not the key set's age (60 s)
     assert (await verifier.verify(token)).subject == "user-1"
+
+
+async def test_past_the_bound_refusals_ask_auth_at_most_once_per_refresh_interval(
+    keys: Keys,
+) -> None:
+    """Each refusal past the bound tries a refresh, but no more often than the interval:
+    an outage does not turn every call into a JWKS request."""
+    auth = FlakyAuth(keys)
+    verifier, now = auth.verifier(), auth.now
+    token = _sign(keys)
+    await verifier.verify(token)
+    auth.reachable = False
+    now[0] += 60
+    await verifier.verify(token)  # the first failed refresh: the bound starts
+    now[0] += 601
+    before = auth.fetches
+    for _ in range(5):
+        with pytest.raises(AuthUnavailableError):
+            await verifier.verify(token)
+    assert auth.fetches == before + 1
 
 
 def _service_token(keys: Keys, aud: str, sub: str = "service:transfer") -> str:

@@ -15,6 +15,7 @@ import pytest
 
 from vaultpay.auth.v1 import auth_pb2
 from vaultpay_common.grpc.auth_client import ServiceTokenProvider
+from vaultpay_common.grpc.tokens import AuthUnavailableError
 
 _LOGGER = "vaultpay_common.grpc.auth_client"
 
@@ -91,3 +92,51 @@ async def test_a_scoped_token_auth_answered_unscoped_is_said_at_error(
     with caplog.at_level(logging.ERROR, logger=_LOGGER):
         await _provider(_Auth(), audience="vaultpay").token("wallet")
     assert caplog.records == []
+
+
+class _FailingAuth(_Auth):
+    """Answers until `down`, then fails every IssueServiceToken as an unreachable auth."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.failed = 0
+
+    async def IssueServiceToken(
+        self, request: auth_pb2.IssueServiceTokenRequest, **options: Any
+    ) -> auth_pb2.IssueServiceTokenResponse:
+        if self.down:
+            self.failed += 1
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata()
+            )
+        return await super().IssueServiceToken(request, **options)
+
+
+async def test_a_failed_renewal_keeps_the_held_token_while_it_is_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review of 2026-12-05: a renewal due (80 % of the life) that failed refused every call
+    AUTH_UNAVAILABLE though the held token had two minutes left, and each caller queued on
+    the lock asked auth in turn, waiting out a call's timeout each."""
+    now = [time.time()]
+    monkeypatch.setattr("vaultpay_common.grpc.auth_client.time.time", lambda: now[0])
+    auth = _FailingAuth()
+    provider = _provider(auth, audience="vaultpay")
+    held = await provider.token("wallet")
+    auth.down = True
+    now[0] += 500  # renewal due at 480 s of 600
+    assert [await provider.token("wallet") for _ in range(5)] == [held] * 5
+    assert auth.failed == 1  # asked once, then not again within the pause
+    now[0] += 3
+    assert await provider.token("wallet") == held
+    assert auth.failed == 2
+    now[0] += 90  # 593 s: too close to the expiry to hand out
+    with pytest.raises(AuthUnavailableError):
+        await provider.token("wallet")
+    with pytest.raises(AuthUnavailableError):  # a moment later: refused without asking
+        await provider.token("wallet")
+    assert auth.failed == 3
+    auth.down = False
+    now[0] += 3
+    assert await provider.token("wallet") != held

@@ -72,10 +72,30 @@ def outgoing_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"), ("x-request-id", REQUEST_ID.get()))
 
 
+# After a failed renewal, callers are answered without asking auth again for this long: from
+# the token still held, or AUTH_UNAVAILABLE at once (each caller queued on the lock waited out
+# a whole call's timeout in turn, three seconds each, the revocation feed among them).
+_RENEWAL_RETRY_PAUSE = 2.0
+# A held token is still handed out after a failed renewal while it has this long left.
+_EXPIRY_MARGIN = 15.0
+
+
 @dataclass(slots=True)
 class _Held:
     token: str = ""
     renew_at: float = 0.0
+    expires_at: float = 0.0
+    retry_at: float = 0.0  # no renewal before this, after one failed
+
+    def usable(self, now: float) -> str | None:
+        """The token to use now without asking auth, or None to ask (or refuse)."""
+        if not self.token:
+            return None
+        if now < self.renew_at:
+            return self.token
+        if now < self.retry_at and now < self.expires_at - _EXPIRY_MARGIN:
+            return self.token
+        return None
 
 
 class ServiceTokenProvider:
@@ -115,14 +135,21 @@ class ServiceTokenProvider:
         return functools.partial(self.token, peer)
 
     async def token(self, peer: str) -> str:
+        """The token for a call to `peer`. Renewed at 80 % of its life; while auth cannot
+        renew it, the one held is used until shortly before it expires (review of
+        2026-12-05: a renewal two minutes early that failed refused every call meanwhile,
+        though the token held was good), and auth is asked again at most every 2 s."""
         asked = peer if self._scoped else ""
         held = self._held.get(asked)
-        if held is not None and held.token and time.time() < held.renew_at:
-            return held.token
+        if held is not None and (usable := held.usable(time.time())) is not None:
+            return usable
         async with self._lock:
             held = self._held.setdefault(asked, _Held())
-            if held.token and time.time() < held.renew_at:
-                return held.token
+            now = time.time()
+            if (usable := held.usable(now)) is not None:
+                return usable
+            if now < held.retry_at:  # failed a moment ago, and nothing usable is held
+                raise AuthUnavailableError()
             try:
                 reply = await self._stub.IssueServiceToken(
                     auth_pb2.IssueServiceTokenRequest(
@@ -133,12 +160,22 @@ class ServiceTokenProvider:
                     timeout=_CALL_TIMEOUT,
                 )
             except grpc.aio.AioRpcError as exc:
+                held.retry_at = time.time() + _RENEWAL_RETRY_PAUSE
+                if (usable := held.usable(time.time())) is not None:
+                    log.warning(
+                        "could not renew a service token; the one held is still valid",
+                        extra={"peer": peer, "code": exc.code().name},
+                    )
+                    return usable
                 raise AuthUnavailableError() from exc
             if asked and self._audience:
                 self._check_scoped(reply.access_token, service_audience(self._audience, peer))
-            lifetime = reply.expire_time.seconds - time.time()
+            now = time.time()
+            lifetime = reply.expire_time.seconds - now
             held.token = reply.access_token
-            held.renew_at = time.time() + lifetime * 0.8
+            held.renew_at = now + lifetime * 0.8
+            held.expires_at = float(reply.expire_time.seconds)
+            held.retry_at = 0.0
             return held.token
 
     @staticmethod
@@ -163,7 +200,7 @@ class ServiceTokenProvider:
         new one instead of reusing it until it expires."""
         for held in self._held.values():
             if token and token == held.token:
-                held.token, held.renew_at = "", 0.0
+                held.token, held.renew_at, held.expires_at, held.retry_at = "", 0.0, 0.0, 0.0
 
 
 class RenewRejectedIdentity(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]

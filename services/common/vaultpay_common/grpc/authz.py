@@ -20,8 +20,10 @@ query and every user call takes the strict path (`always_strict`).
 
 An open server stream is held to the same rule for as long as it stays open: it ends with
 UNAUTHENTICATED once its token's session is recorded as revoked (woken by the revocation set,
-no polling) or the token expires (plus the verifier's leeway; a timer at that moment), and
-each message is checked before it is sent. Deny by default: a method with no rule is refused
+no polling), its signing key is withdrawn (woken by the verifier) or the token expires (plus
+the verifier's leeway; a timer at that moment), and each message is checked before it is
+sent. While the revoked sessions are not established (the feed switched off, or before its
+first complete poll) a stream asks auth about its token every `stream_recheck_seconds` (5). Deny by default: a method with no rule is refused
 before its handler runs, and an internal method admits only the services its rule names
 (`callers`); any other service is refused with INSUFFICIENT_PERMISSIONS.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Final
@@ -56,6 +59,8 @@ from vaultpay_common.grpc.tokens import (
 from vaultpay_common.grpc.wrapping import CallInterceptor, OpenStream, UnaryCall
 
 __all__ = ["AccessRuleMissingError", "AuthInterceptor", "InsufficientPermissionsError"]
+
+log = logging.getLogger(__name__)
 
 _BEARER = "bearer "
 _END: Final = object()  # what a stream's step answers once the stream is exhausted
@@ -89,6 +94,7 @@ class AuthInterceptor(CallInterceptor):
         always_strict: bool = False,
         clock: WallClock = time.time,
         sleep: Sleep = asyncio.sleep,
+        stream_recheck_seconds: float = 5.0,
     ) -> None:
         if revocations is None and not always_strict:
             raise ValueError(
@@ -104,6 +110,7 @@ class AuthInterceptor(CallInterceptor):
         self._always_strict = always_strict
         self._clock = clock
         self._sleep = sleep
+        self._stream_recheck_seconds = stream_recheck_seconds
 
     async def authorize(self, method: str, context: Any) -> Principal | None:
         principal, _ = await self._authorize(method, context)
@@ -165,6 +172,7 @@ class AuthInterceptor(CallInterceptor):
     def _check_still_honoured(self, claims: TokenClaims) -> None:
         """What each message of an open stream is checked against before it is sent."""
         self._refuse_if_revoked(claims)
+        self._verifier.check_key(claims.key_id)
         if self._clock() >= claims.expires_at + self._verifier.leeway_seconds:
             raise TokenExpiredError()
 
@@ -183,7 +191,8 @@ class AuthInterceptor(CallInterceptor):
             return
         # Closed explicitly: a client that goes away must release the handler's resources (a
         # notification subscription) now, not when the garbage collector finalizes it.
-        async with contextlib.aclosing(self._guarded(claims, stream())) as guarded:
+        token = principal.token if principal is not None else ""
+        async with contextlib.aclosing(self._guarded(claims, token, stream())) as guarded:
             async for item in guarded:
                 yield item
 
@@ -194,7 +203,8 @@ class AuthInterceptor(CallInterceptor):
         PRINCIPAL.set(principal)
         if claims is None:
             return await call()
-        guard = asyncio.ensure_future(self._end_of(claims))
+        token = principal.token if principal is not None else ""
+        guard = asyncio.ensure_future(self._end_of(claims, token))
         task: asyncio.Future[Any] = asyncio.ensure_future(call())
         try:
             await asyncio.wait((task, guard), return_when=asyncio.FIRST_COMPLETED)
@@ -205,7 +215,7 @@ class AuthInterceptor(CallInterceptor):
             await _settle(guard, task)
 
     async def _guarded(
-        self, claims: TokenClaims, items: AsyncIterator[Any]
+        self, claims: TokenClaims, token: str, items: AsyncIterator[Any]
     ) -> AsyncGenerator[Any, None]:
         """`items`, ended by UNAUTHENTICATED once `claims` stop being honoured.
 
@@ -213,7 +223,7 @@ class AuthInterceptor(CallInterceptor):
         can be raced against the guard (an idle stream must still end); the steps share one
         context, so context variables flow through the stream as they did in one task.
         """
-        guard = asyncio.ensure_future(self._end_of(claims))
+        guard = asyncio.ensure_future(self._end_of(claims, token))
         context = contextvars.copy_context()
         step: asyncio.Task[Any] | None = None
         try:
@@ -234,33 +244,79 @@ class AuthInterceptor(CallInterceptor):
             if aclose is not None:
                 await aclose()
 
-    async def _end_of(self, claims: TokenClaims) -> UnauthenticatedError:
+    async def _end_of(self, claims: TokenClaims, token: str) -> UnauthenticatedError:
         """Waits until `claims` stop being honoured, and answers the refusal to end with:
-        their session recorded as revoked (woken by the revocation set) or the token expired
-        (a timer at `exp` plus the verifier's leeway). Nothing polls."""
+        their session recorded as revoked (woken by the revocation set), their signing key
+        withdrawn (woken by the verifier) or the token expired (a timer at `exp` plus the
+        verifier's leeway). Nothing polls, but while the revoked sessions are not established
+        (the feed switched off, or not yet through its first poll), when auth is asked again
+        every `stream_recheck_seconds` (review of 2026-12-05: such a stream outlived its
+        session's logout, deactivation or demotion until its token expired)."""
         loop = asyncio.get_running_loop()
         revoked: asyncio.Future[str] = loop.create_future()
+        withdrawn: asyncio.Future[None] = loop.create_future()
 
         def on_revoked(reason: str) -> None:
             if not revoked.done():
                 revoked.set_result(reason)
 
+        def on_withdrawn() -> None:
+            if not withdrawn.done():
+                withdrawn.set_result(None)
+
         unwatch: Callable[[], None] = _nothing
+        unwatch_key = self._verifier.watch_key(claims.key_id, on_withdrawn)
+        try:
+            self._verifier.check_key(claims.key_id)  # withdrawn since the call was authorized
+        except UnauthenticatedError as refusal:
+            unwatch_key()
+            return refusal
+        except Exception:
+            unwatch_key()
+            raise
         if self._revocations is not None and claims.session_id:
             unwatch = self._revocations.watch(claims.session_id, on_revoked)
             known = self._revocations.refusal(claims.session_id)
             if known is not None:  # recorded since the call was authorized
                 unwatch()
+                unwatch_key()
                 return _no_longer_valid(known)
         expired = asyncio.ensure_future(self._until_expired(claims))
+        asked = asyncio.ensure_future(self._until_auth_says_inactive(token))
         try:
-            await asyncio.wait((revoked, expired), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                (revoked, withdrawn, expired, asked), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             unwatch()
-            await _settle(expired)
+            unwatch_key()
+            await _settle(expired, asked)
         if revoked.done():
             return _no_longer_valid(revoked.result())
+        if asked.done() and not asked.cancelled() and asked.exception() is None:
+            return _no_longer_valid(asked.result())
+        if withdrawn.done():
+            return TokenInvalidError("the token was signed with a withdrawn key")
         return TokenExpiredError()
+
+    async def _until_auth_says_inactive(self, token: str) -> str:
+        """While the revoked sessions are not established, asks auth about `token` every
+        `stream_recheck_seconds`; returns the reason once it is no longer active. Once they
+        are, waits for good: the revocation set's watch tells. An unanswered question keeps
+        the stream (the next one is asked on time), as a stale feed does."""
+        while not self._revocations_established():
+            await self._sleep(self._stream_recheck_seconds)
+            if self._revocations_established():
+                break
+            try:
+                answer = await self._introspector.introspect(token)
+            except Exception:
+                log.warning("could not ask auth about an open stream's token", exc_info=True)
+                continue
+            if not answer.active:
+                return answer.reason or "TOKEN_REVOKED"
+        await asyncio.get_running_loop().create_future()  # never set: cancelled at the end
+        raise AssertionError("unreachable")
 
     async def _until_expired(self, claims: TokenClaims) -> None:
         end = claims.expires_at + self._verifier.leeway_seconds

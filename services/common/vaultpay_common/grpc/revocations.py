@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -162,19 +162,23 @@ class RevocationSet:
         self._wall = wall
         self._confirmed_wall: float | None = None
         self._reasons: dict[str, str] = {}
-        self._forget_at: dict[str, float] = {}
-        self._expiry: deque[tuple[float, str]] = deque()
+        self._forget_at: OrderedDict[str, float] = OrderedDict()  # oldest heard first
         self._confirmed_at: float | None = None
         self._watchers: dict[str, set[RevokedCallback]] = {}
 
     def record(self, revocations: Iterable[Revocation]) -> None:
-        """Remembers revoked sessions (again, for one already known: harmless)."""
+        """Remembers revoked sessions; one heard of again has its retention restarted. One
+        entry per session, however often it is heard of: auth delivers a row again on every
+        poll while an older transaction pins the feed's horizon, four times a second, and
+        each delivery used to queue an entry more (review of 2026-12-05: tens of MB in
+        minutes while a long transaction ran)."""
         now = self._clock()
         forget_at = now + self._retention
         for revocation in revocations:
             self._reasons[revocation.session_id] = revocation.reason
+            # The clock is monotonic: the latest heard is always the last to be forgotten.
             self._forget_at[revocation.session_id] = forget_at
-            self._expiry.append((forget_at, revocation.session_id))
+            self._forget_at.move_to_end(revocation.session_id)
             for on_revoked in self._watchers.pop(revocation.session_id, ()):
                 on_revoked(revocation.reason)
         self._prune(now)
@@ -237,11 +241,12 @@ class RevocationSet:
         return len(self._reasons)
 
     def _prune(self, now: float) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
-            forget_at, session_id = self._expiry.popleft()
-            if self._forget_at.get(session_id) == forget_at:
-                del self._forget_at[session_id]
-                del self._reasons[session_id]
+        while self._forget_at:
+            session_id, forget_at = next(iter(self._forget_at.items()))
+            if forget_at > now:
+                break
+            del self._forget_at[session_id]
+            del self._reasons[session_id]
 
 
 class RevocationFeed:

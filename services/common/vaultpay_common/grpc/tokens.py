@@ -179,6 +179,8 @@ class TokenVerifier:
         # Never below the refresh interval: a set is not refreshed before it is that old.
         self._max_unconfirmed_key_age = max(max_unconfirmed_key_age, max_key_age)
         self._refresh_lock = asyncio.Lock()
+        # Open streams' tokens, by signing key: told when the key is withdrawn (`watch_key`).
+        self._key_watchers: dict[str, set[Callable[[], None]]] = {}
 
     @property
     def leeway_seconds(self) -> int:
@@ -224,6 +226,39 @@ class TokenVerifier:
         if kids:
             for token in [t for t, c in self._cache.items() if c.key_id in kids]:
                 del self._cache[token]
+            for kid in kids:
+                for on_withdrawn in self._key_watchers.pop(kid, ()):
+                    on_withdrawn()
+
+    def watch_key(self, kid: str, on_withdrawn: Callable[[], None]) -> Callable[[], None]:
+        """Calls `on_withdrawn()` once, when the key `kid` is withdrawn (named by the feed,
+        or gone from a key set fetched later); returns the function that cancels the watch.
+        An open stream ends with its token's key, as a unary call with that token is refused
+        (review of 2026-12-05: a stream opened with a leaked key's token outlived the key's
+        withdrawal until the token expired). The caller checks `check_key` first, with no
+        await between; the callback runs inside the withdrawal, so it must only note it."""
+        watchers = self._key_watchers.setdefault(kid, set())
+        watchers.add(on_withdrawn)
+
+        def unwatch() -> None:
+            current = self._key_watchers.get(kid)
+            if current is not None:
+                current.discard(on_withdrawn)
+                if not current:
+                    del self._key_watchers[kid]
+
+        return unwatch
+
+    def check_key(self, kid: str) -> None:
+        """Refuses a token already verified, as `verify` would refuse it now: its key since
+        withdrawn (TOKEN_INVALID), or auth's keys unconfirmed past their bound
+        (AUTH_UNAVAILABLE). No await: what an open stream checks before each message."""
+        if kid in self._withdrawn or (self._keys and kid not in self._keys):
+            raise TokenInvalidError("the token was signed with a withdrawn key")
+        if self._unconfirmed_too_long():
+            raise AuthUnavailableError(
+                "auth's signing keys could not be confirmed for too long; retry later"
+            )
 
     async def _refresh_if_stale(self) -> None:
         if self._monotonic() - self._last_refresh < self._max_key_age:
@@ -253,12 +288,15 @@ class TokenVerifier:
     async def verify(self, token: str) -> TokenClaims:
         if self._monotonic() - self._last_refresh >= self._max_key_age:
             await self._refresh_if_stale()
-        failing_since = self._failing_since
-        if (
-            self._keys
-            and failing_since is not None
-            and self._monotonic() - failing_since > self._max_unconfirmed_key_age
-        ):
+        if self._unconfirmed_too_long():
+            # Ask auth again before refusing (at most once per `min_refresh_interval`): the
+            # stale-set refresh above waits `max_key_age` after each failure, which held every
+            # call refused up to a minute after auth answered again (review of 2026-12-05).
+            try:
+                await self.refresh_keys()
+            except Exception:
+                log.warning("could not refresh the JWKS", exc_info=True)
+        if self._unconfirmed_too_long():
             raise AuthUnavailableError(
                 "auth's signing keys could not be confirmed for too long: a key withdrawn"
                 " meanwhile would go unnoticed; retry later"
@@ -296,6 +334,16 @@ class TokenVerifier:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return claims
+
+    def _unconfirmed_too_long(self) -> bool:
+        """The key set has gone unconfirmed (every refresh failing) past its bound, counted
+        from the first failed refresh: a key withdrawn meanwhile would go unnoticed."""
+        failing_since = self._failing_since
+        return (
+            bool(self._keys)
+            and failing_since is not None
+            and self._monotonic() - failing_since > self._max_unconfirmed_key_age
+        )
 
     def _check_audience(self, token_type: str, audience: object) -> None:
         """A user's access token is addressed to the mesh (`audience`: every service, and

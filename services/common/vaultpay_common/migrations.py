@@ -54,8 +54,10 @@ if TYPE_CHECKING:
     from vaultpay_common.chain_isolation import ChainIsolation
 
 __all__ = [
+    "LOCK_WAIT_LIMIT",
     "PLATFORM_CHAIN",
     "MigrationChain",
+    "limit_lock_waits",
     "migrate_chain",
     "move_privileges_ddl",
     "refuse_to_drop_rows",
@@ -191,6 +193,26 @@ def move_privileges_ddl(
         .replace("__FUNCTIONS__", _text_array(functions))
     )
     return split_sql(filled)
+
+
+# How long a revision's DDL on a table the services write waits for its lock (see below).
+LOCK_WAIT_LIMIT = "5s"
+
+
+def limit_lock_waits() -> None:
+    """The first step of a revision whose DDL takes a strong lock on a table the services write
+    (ALTER TABLE, CREATE TRIGGER: ACCESS EXCLUSIVE, SHARE ROW EXCLUSIVE). Such a lock request
+    waits behind every transaction holding the table, however long (a `verify-ledger` reading
+    for half an hour, a `pg_dump`), and every later lock on the table queues behind it: every
+    movement, PIN check or submission stalled to its statement timeout while `migrate` merely
+    looked slow (review of 2026-12-05). With a bound, the migration fails within
+    LOCK_WAIT_LIMIT instead (`lock_not_available`), nothing half-done (its transaction rolls
+    back), to be run again when the long reader is over. For the revision's transaction only
+    (SET LOCAL): a CREATE INDEX CONCURRENTLY in an autocommit block waits for older
+    transactions under lock_timeout too, and must not."""
+    from alembic import op
+
+    op.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_LIMIT}'")
 
 
 def refuse_to_drop_rows(*tables: str) -> None:

@@ -8,10 +8,13 @@ in-process kyc server.
   goes back to PENDING; the guard binds the owner's writes too.
 * What kyc's code does still goes through as kyc's role: the approval and the rejection
   (RPCs), and a re-wrap of a decided submission's data key.
+* A new submission is PENDING with no decision (k0008): kyc's role cannot insert a decided
+  one; the owner (a migration, a restore) can.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -216,3 +219,43 @@ async def test_kyc_holds_update_of_the_decision_and_the_re_wrap_only(
     assert not await owner.fetchval(
         "SELECT has_table_privilege($1, 'kyc_submissions', 'UPDATE')", kyc.dbs.app_role("kyc")
     )
+
+
+# A submission of `user_id` with the given decision, written as one row (k0008's subject).
+_INSERT = """
+INSERT INTO kyc_submissions (id, user_id, document_type, masked_number, number_hash, status,
+    granted_tier, rejection_reason, reviewer_id, created_at, reviewed_at, key_id, wrapped_key,
+    sealed_number)
+SELECT gen_random_uuid(), $1, 'PAN', 'XXXXXX234F', repeat('a', 64), $2, $3, $4, $5, now(),
+    $6::timestamptz, key_id, '\\x00'::bytea, '\\x00'::bytea
+  FROM kyc_keys WHERE state = 'ACTIVE'
+"""
+_DECIDED = {
+    "verified at FULL": ("VERIFIED", "FULL", "", "someone", "now"),
+    "rejected": ("REJECTED", None, "blurred", "someone", "now"),
+    "pending with a reviewer": ("PENDING", None, "", "someone", None),
+}
+
+
+def _stamp(value: str | None) -> datetime.datetime | None:
+    return None if value is None else datetime.datetime.now(datetime.UTC)
+
+
+@pytest.mark.parametrize("decision", sorted(_DECIDED))
+async def test_kyc_cannot_insert_a_decided_submission(
+    kyc: KycStack, app: Any, owner: Any, decision: str
+) -> None:
+    """Review of 2026-12-05: k0006 guarded UPDATE only, and kyc's role may INSERT every
+    column: a row VERIFIED at FULL for any user, which held_tier reads as a reviewed decision."""
+    user, (status, tier, reason, reviewer, reviewed) = f"u-{decision}", _DECIDED[decision]
+    args = (user, status, tier, reason, reviewer, _stamp(reviewed))
+    assert await _refused(app, _INSERT, *args) == "kyc_submissions_new_pending"
+    assert (
+        await owner.fetchval("SELECT count(*) FROM kyc_submissions WHERE user_id = $1", user) == 0
+    )
+    assert await owner.execute(_INSERT, *args) == "INSERT 0 1"  # the owner's restore may
+
+
+async def test_kyc_inserts_a_pending_submission(kyc: KycStack, app: Any) -> None:
+    args = ("u-pending", "PENDING", None, "", "", None)
+    assert await app.execute(_INSERT, *args) == "INSERT 0 1"

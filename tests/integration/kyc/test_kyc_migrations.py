@@ -1,10 +1,15 @@
 """kyc k0005 on a fresh database: one PENDING submission per user instead of one PENDING or
 VERIFIED, so a user approved at BASIC can hold an upgrade request; and its downgrade, which
-restores k0001's index and refuses while a user holds both."""
+restores k0001's index and refuses while a user holds both. And a revision whose DDL locks a
+table the service writes (k0008's trigger) gives up within `LOCK_WAIT_LIMIT` behind a long
+transaction instead of queueing every later write behind its lock request."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +18,12 @@ import asyncpg
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain, upgrade_all
+from vaultpay_common.migrations import (
+    LOCK_WAIT_LIMIT,
+    PLATFORM_CHAIN,
+    migrate_chain,
+    upgrade_all,
+)
 from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import Provisioned, deprovision, provision, run_sql, unique_suffix
 from vaultpay_kyc.entrypoints.cli import KYC_CHAIN
@@ -101,3 +111,56 @@ def test_an_approved_user_may_hold_one_pending_upgrade_and_the_downgrade_waits_f
     assert _indexes(dbs) == ["kyc_submissions_one_open"]
     with pytest.raises(asyncpg.UniqueViolationError):
         _add(dbs, user, "PENDING")
+
+
+def _migrate_kyc(dbs: Provisioned, action: str, revision: str) -> None:
+    migrate_chain(
+        KYC_CHAIN,
+        dbs.vaultpay_owner_dsn,
+        dbs.chain_roles()["kyc"],
+        shared_role=dbs.chain_roles()["platform"],
+        action=action,  # type: ignore[arg-type]
+        revision=revision,
+    )
+
+
+def _triggers(dbs: Provisioned) -> list[str]:
+    rows = _owner(
+        dbs,
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'kyc_submissions'::regclass"
+        " AND NOT tgisinternal ORDER BY tgname",
+    )
+    return [r["tgname"] for r in rows]
+
+
+def test_a_revision_behind_a_long_transaction_gives_up_instead_of_stalling_writes(
+    dbs: Provisioned,
+) -> None:
+    """Review of 2026-12-05: the DDL's lock request waited, without bound, behind any open
+    transaction on the table, and every submission queued behind it meanwhile."""
+    _migrate_kyc(dbs, "downgrade", "k0007")
+    assert "kyc_submissions_new_pending" not in _triggers(dbs)
+    owner = dbs.url(dbs.vaultpay_owner_role, dbs.vaultpay_database, driver="postgresql")
+    locked, release = threading.Event(), threading.Event()
+
+    async def hold(conn: Any) -> None:  # an open write transaction on the table, for minutes
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE kyc_submissions IN ROW EXCLUSIVE MODE")
+            locked.set()
+            await asyncio.to_thread(release.wait)
+
+    holder = threading.Thread(target=run_sql, args=(owner, hold))
+    holder.start()
+    try:
+        assert locked.wait(30)
+        started = time.monotonic()
+        with pytest.raises(DBAPIError, match="lock timeout"):
+            _migrate_kyc(dbs, "upgrade", "head")
+        limit = float(LOCK_WAIT_LIMIT.removesuffix("s"))
+        assert time.monotonic() - started < limit + 25  # a bound, not forever
+        assert "kyc_submissions_new_pending" not in _triggers(dbs)  # nothing half-done
+    finally:
+        release.set()
+        holder.join()
+    _migrate_kyc(dbs, "upgrade", "head")
+    assert "kyc_submissions_new_pending" in _triggers(dbs)

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from vaultpay_common.migrations import limit_lock_waits
+
 revision = "w0011"
 down_revision = "w0010"
 branch_labels = None
@@ -62,6 +64,7 @@ CREATE TRIGGER wallets_closed_is_final
 
 def upgrade() -> None:
     # Each statement may run again: a validation that failed left the ones before it.
+    limit_lock_waits()  # the trigger and the NOT VALID constraint lock `wallets` briefly
     op.execute(_REOPEN)
     op.execute("REVOKE EXECUTE ON FUNCTION wallet_refuse_reopen() FROM PUBLIC")
     op.execute("DROP TRIGGER IF EXISTS wallets_closed_is_final ON wallets")

@@ -5,9 +5,54 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["CurrencyMismatchError", "Money"]
+__all__ = ["CurrencyMismatchError", "Money", "format_major", "minor_unit_digits"]
 
 _CURRENCY = re.compile(r"^[A-Z]{3}\Z")
+
+# ISO 4217's minor units of the active codes that do not have two (amounts are stored in the
+# currency's own minor unit: 5000 JPY is five thousand yen, 1500 KWD is 1.500 dinars).
+_MINOR_UNIT_DIGITS: dict[str, int] = {
+    **dict.fromkeys(
+        [
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ],
+        0,
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    **dict.fromkeys(["CLF", "UYW"], 4),
+}
+
+
+def minor_unit_digits(currency: str) -> int:
+    """How many digits of `currency`'s amounts are after the decimal point (ISO 4217)."""
+    return _MINOR_UNIT_DIGITS.get(currency, 2)
+
+
+def format_major(amount_minor: int, currency: str, *, grouped: bool = True) -> str:
+    """An amount in minor units as people read it: (125050, "INR") -> "1,250.50 INR",
+    (5000, "JPY") -> "5,000 JPY", (1500, "KWD") -> "1.500 KWD"."""
+    digits = minor_unit_digits(currency)
+    sign = "-" if amount_minor < 0 else ""
+    units, minor = divmod(abs(amount_minor), 10**digits)
+    whole = f"{units:,}" if grouped else str(units)
+    fraction = f".{minor:0{digits}d}" if digits else ""
+    return f"{sign}{whole}{fraction} {currency}"
 
 
 class CurrencyMismatchError(ValueError):
@@ -67,6 +112,4 @@ class Money:
         return self.amount_minor > 0
 
     def __str__(self) -> str:
-        sign = "-" if self.amount_minor < 0 else ""
-        units, minor = divmod(abs(self.amount_minor), 100)
-        return f"{sign}{units}.{minor:02d} {self.currency}"
+        return format_major(self.amount_minor, self.currency, grouped=False)

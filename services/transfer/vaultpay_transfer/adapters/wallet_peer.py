@@ -226,8 +226,14 @@ class _Delivery:
     outcome: asyncio.Future[None]
 
 
+# How much of wallet's message a failed delivery keeps (it names the field and the rule, never
+# the notification's text): what `dead-letters` shows an operator about why wallet refused.
+_DETAILS_KEPT = 200
+
+
 def _failed(call: str, exc: grpc.aio.AioRpcError) -> DeliveryError:
-    message = f"wallet {call} failed: {exc.code().name}"
+    details = (exc.details() or "")[:_DETAILS_KEPT]
+    message = f"wallet {call} failed: {exc.code().name}" + (f": {details}" if details else "")
     error = PermanentDeliveryError(message) if exc.code() in _PERMANENT else DeliveryError(message)
     error.__cause__ = exc
     return error

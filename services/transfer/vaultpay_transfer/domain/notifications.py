@@ -11,6 +11,8 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from vaultpay_common.money import format_major
+
 __all__ = [
     "NotificationText",
     "UnknownNotificationKindError",
@@ -27,10 +29,10 @@ class NotificationText:
 
 
 def format_amount(amount_minor: int | str, currency: str) -> str:
-    """ "125050", "INR" -> "1,250.50 INR" (two decimals: every currency we hold has them).
+    """ "125050", "INR" -> "1,250.50 INR"; "5000", "JPY" -> "5,000 JPY" (each currency's own
+    ISO 4217 minor unit: review of 2026-12-05, a yen amount read a hundred times too small).
     Also the major-unit form of a limit refusal's message (domain/errors.py)."""
-    units, minor = divmod(int(amount_minor), 100)
-    return f"{units:,}.{minor:02d} {currency}"
+    return format_major(int(amount_minor), currency)
 
 
 def _balance(facts: Mapping[str, str]) -> str:

@@ -20,6 +20,11 @@ Properties (each violation is one line naming the request, wallet or movement):
 - no debit of a frozen wallet, acknowledged to a client or not, committed between the commit
   of a staff freeze and the commit of its lifting (database commit times only, `_freezes`),
   and every WALLET_FROZEN refusal came while a freeze of its sender was in force;
+- every INSUFFICIENT_BALANCE refusal came while the sender's balance, rebuilt from its ledger
+  rows' commit times, was below the amount at some moment of the attempt
+  (`_balance_refusals`), and no definite refusal came after its own request's debit had
+  committed: a retry of a committed request is answered with the stored answer
+  (`_refusals_after_commit`);
 - refusals are only the ones this workload can cause (balance, freeze; PIN_CHECK_IN_PROGRESS
   is a retryable ABORTED, never a final answer), nobody was locked out for wrong PINs, and faults
   surface as retryable codes, never INTERNAL, straight to a service or through Envoy (a
@@ -30,7 +35,8 @@ Properties (each violation is one line naming the request, wallet or movement):
 
 `unexercised` is the other half: what the run must have done for the properties to mean
 anything (enough SendMoney calls, refusals of both kinds, retries answered after a retryable
-failure, duplicates, lost replies, a refusal inside a freeze window, faults with effects).
+failure, duplicates, lost replies, a refusal inside a freeze window, faults with effects, met
+by calls with the full deadline).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from tests.bank.history import (
     ALLOWED_REFUSALS,
     CLOCK_MARGIN,
     CLOCK_SLACK,
+    FULL_DEADLINE,
     INDEFINITE,
     Attempt,
     Fault,
@@ -81,6 +88,8 @@ def check(history: History, ledger: LedgerSnapshot) -> list[str]:
     problems += _capped(_sends_against_ledger(history, ledger))
     problems += _capped(_expected_balances(history, ledger))
     problems += _capped(_freezes(history, ledger))
+    problems += _capped(_balance_refusals(history, ledger))
+    problems += _capped(_refusals_after_commit(history, ledger))
     problems += _capped(_answers(history, ledger))
     problems += _clock(ledger)
     problems += [
@@ -415,6 +424,88 @@ def _freezes(history: History, ledger: LedgerSnapshot) -> Iterable[str]:
                 )
 
 
+def _balance_refusals(history: History, ledger: LedgerSnapshot) -> Iterable[str]:
+    """An INSUFFICIENT_BALANCE refusal came while the sender held less than the amount at
+    some moment of the attempt.
+
+    The ledger function reads the sender's balance under the wallet's row lock, and every
+    movement of the wallet holds that lock to its commit, so the balance it read is the
+    balance_after of the wallet's last row committed before that moment (commit order is
+    lock order; every row counts: top-ups, sends, receipts). The moment lies in the attempt
+    (client clock, `_slack` either way: the span). The balances it may have read are then the
+    one held when the span began (the last row committed at or before its start; none: 0, a
+    wallet opens empty and its funding is a row) and each balance_after committed inside it;
+    the refusal is unjustified only if every one of them is at least the amount.
+
+    The request's own debit (a copy or retry of it that committed) and every row committed
+    after it never justify the refusal: the stored answer, looked up under the key's hold,
+    and the ledger's re-claim of the key run before the balance check, so a run that began
+    after that commit is answered with it, not refused, and a refusal read the balance before
+    its own request's debit committed. A debit committed before the span even began is
+    `_refusals_after_commit`'s. Conservative: an attempt is skipped when a row of the sender
+    that may have committed before the span's end (created_at at or before it) has no commit
+    time."""
+    slack = _slack(ledger)
+    debits = _debits(ledger)
+    by_wallet: dict[str, list[LedgerRow]] = defaultdict(list)
+    for r in ledger.rows:
+        by_wallet[r.wallet_id].append(r)
+    for send in history.sends:
+        rows = by_wallet.get(send.sender, [])
+        own = [
+            r.committed_at
+            for r in debits.get((send.sender_user, send.request_id), [])
+            if r.committed_at is not None
+        ]
+        cutoff = min(own, default=math.inf)
+        for a in _calls(send):
+            if verdict(a) != "failed" or (a.reason or a.code) != "INSUFFICIENT_BALANCE":
+                continue
+            began, ended = a.started - slack, a.ended + slack
+            if cutoff <= began or any(
+                r.committed_at is None and r.created_at <= ended for r in rows
+            ):
+                continue
+            timed = [(r.committed_at, r.balance_after) for r in rows if r.committed_at is not None]
+            start = max((at for at, _ in timed if at <= began), default=None)
+            held = [b for at, b in timed if at == start] if start is not None else [0]
+            held += [b for at, b in timed if began < at <= ended and at < cutoff]
+            if min(held) >= send.amount:
+                yield (
+                    f"request {send.request_id}: an attempt from {a.started:.3f} to "
+                    f"{a.ended:.3f} was refused INSUFFICIENT_BALANCE for {send.amount}, and "
+                    f"{send.sender} held at least {min(held)} throughout (its ledger rows' "
+                    f"commit times, +-{slack:.3f} s)"
+                )
+
+
+def _refusals_after_commit(history: History, ledger: LedgerSnapshot) -> Iterable[str]:
+    """A definite refusal of an attempt that started after its own request's debit had
+    committed (by more than the slack): the stored answer is looked up under the key's hold
+    before anything else is checked (the PIN, the wallet's state, the balance), and the hold
+    is released only once the commit is visible, so such an attempt must have been answered
+    with the stored answer. A refusal that came before the commit of a later copy or retry
+    is fine: a refused movement stores nothing."""
+    slack = _slack(ledger)
+    debits = _debits(ledger)
+    for send in history.sends:
+        committed = [
+            r.committed_at
+            for r in debits.get((send.sender_user, send.request_id), [])
+            if r.committed_at is not None
+        ]
+        if not committed:
+            continue
+        first = min(committed)
+        for a in _calls(send):
+            if verdict(a) == "failed" and first + slack < a.started:
+                yield (
+                    f"request {send.request_id}: an attempt at {a.started:.3f} was refused "
+                    f"{a.reason or a.code} after its debit had committed at {first:.6f}: a "
+                    "retry of a committed request is answered with the stored answer"
+                )
+
+
 def _clock(ledger: LedgerSnapshot) -> list[str]:
     if abs(ledger.clock_offset) + ledger.clock_error > CLOCK_SLACK:
         return [
@@ -546,7 +637,9 @@ def _fault_effects(history: History, fault_names: Collection[str]) -> list[str]:
     """Every fault kind ran and did something: backends (transfer's among them) were
     terminated, a pause caught sends queued on a lock, restarts brought new processes, and
     SendMoney calls in flight met each kind (a retryable failure; for Redis, which is not on
-    the money path, calls in flight at all)."""
+    the money path, calls in flight at all). A failure counts only from an attempt with the
+    full deadline (`FULL_DEADLINE`): a short-deadline one (about a fifth of first attempts,
+    around the median latency) ends DEADLINE_EXCEEDED on its own, fault or not."""
     gaps: list[str] = []
     faults = history.faults
     if missing := sorted(set(fault_names) - {f.name for f in faults}):
@@ -565,6 +658,7 @@ def _fault_effects(history: History, fault_names: Collection[str]) -> list[str]:
         if f.name in _NEW_PROCESS and (not f.pid_after or f.pid_after == f.pid_before):
             gaps.append(f"{f.name} at {f.started:.3f}: pid {f.pid_before} -> {f.pid_after}")
     calls = sorted((a for s in history.sends for a in _calls(s)), key=lambda a: a.started)
+    full = [a for a in calls if a.timeout >= FULL_DEADLINE]
     others = [f for f in faults if f.name != "terminate-backends"]
     for name in sorted({f.name for f in faults}):
         kind = [f for f in faults if f.name == name]
@@ -585,12 +679,12 @@ def _fault_effects(history: History, fault_names: Collection[str]) -> list[str]:
                 and a.code in INDEFINITE
                 and not any(_during(a, o, _OTHER_FAULT_TAIL) for o in others)
                 for f in kind
-                for a in calls
+                for a in full
             )
         else:
-            met = any(_during(a, f) and a.code in INDEFINITE for f in kind for a in calls)
+            met = any(_during(a, f) and a.code in INDEFINITE for f in kind for a in full)
         if not met:
-            answer = "" if name == "restart-redis" else " that ended retryable"
+            answer = "" if name == "restart-redis" else " that ended retryable (full deadline)"
             gaps.append(f"no SendMoney attempt in flight during {name}{answer}")
     return gaps
 

@@ -18,6 +18,7 @@ from tests.bank.checker import (
     unexercised,
 )
 from tests.bank.history import (
+    FULL_DEADLINE,
     Attempt,
     BalanceRead,
     Fault,
@@ -417,4 +418,129 @@ def test_a_freeze_race_that_never_caught_a_send_at_the_lock_is_no_evidence() -> 
     gap = "waited at the ledger's lock"
     assert any(gap in g for g in _gaps(world))
     race.queued = 1
+    assert not any(gap in g for g in _gaps(world))
+
+
+BALANCE = "was refused INSUFFICIENT_BALANCE for"
+STORED = "answered with the stored answer"
+
+
+def test_a_balance_refusal_while_the_sender_held_enough_is_caught() -> None:
+    """Refusals checked against the ledger (a review found an INSUFFICIENT_BALANCE
+    refusal was never held against the balance)."""
+    world = World()
+    refused = world.send(A, 500, code="INSUFFICIENT_BALANCE")  # A holds 1,000 all along
+    problems = check(world.history, world.ledger)
+    assert len(problems) == 1 and BALANCE in problems[0], problems
+    assert refused.request_id in problems[0]
+
+
+def test_a_balance_refusal_while_the_sender_held_less_is_fine() -> None:
+    world = World()
+    world.commit(world.send(A, 600, at=T0 + 5))  # A holds 400 from then on
+    world.send(A, 500, code="INSUFFICIENT_BALANCE", at=T0 + 10)
+    assert check(world.history, world.ledger) == []
+
+
+@pytest.mark.parametrize(
+    ("dip", "refilled", "caught"),
+    [
+        (T0 + 10.05, True, False),  # below the amount for a moment inside the attempt
+        (T0 + 9.0, False, False),  # below since before the attempt
+        (T0 + 9.0, True, True),  # below only before the attempt
+        (T0 + 10.5, True, True),  # below only after it
+    ],
+)
+def test_a_balance_refusal_needs_a_balance_below_the_amount_during_the_attempt(
+    dip: float, refilled: bool, caught: bool
+) -> None:
+    """The refused attempt runs from T0+10 to T0+10.1; A spends 600 of its 1,000 at `dip` and
+    gets it back 0.02 s later (`refilled`)."""
+    world = World()
+    world.commit(world.send(A, 600, at=dip - 0.1), at=dip)
+    if refilled:
+        world.commit(world.send(B, 600, at=dip - 0.1), at=dip + 0.02)
+    world.send(A, 500, code="INSUFFICIENT_BALANCE", at=T0 + 10)
+    found = [p for p in check(world.history, world.ledger) if BALANCE in p]
+    assert bool(found) is caught, found
+
+
+def test_a_refused_copy_is_not_excused_by_its_own_requests_debit() -> None:
+    """Two copies of one request: one committed (A: 1,000 -> 400) while the other was in
+    flight, refused for the balance. Only the hold lets one copy run at a time, and a copy
+    that runs after the commit gets the stored answer: the refusal read 1,000."""
+    world = World()
+    send = world.send(A, 600, at=T0 + 10)
+    send.duplicate = True
+    send.attempts.append(
+        Attempt(T0 + 10, T0 + 10.1, 3.0, "FAILED_PRECONDITION", "INSUFFICIENT_BALANCE")
+    )
+    world.commit(send, at=T0 + 10.05)
+    problems = check(world.history, world.ledger)
+    assert len(problems) == 1 and BALANCE in problems[0], problems
+
+
+def test_a_balance_refusal_is_not_judged_on_rows_without_commit_times() -> None:
+    """A row of the sender with no commit time may be anywhere before its created_at: one
+    created after the attempt changes nothing, one created before it skips the check."""
+    world = World()
+    world.send(A, 500, code="INSUFFICIENT_BALANCE", at=T0 + 10)
+    world.commit(world.send(B, 100, at=T0 + 20))
+    world.ledger.rows[-1] = replace(world.ledger.rows[-1], committed_at=None)  # A's credit
+    assert any(BALANCE in p for p in check(world.history, world.ledger))
+    world.commit(world.send(A, 600, at=T0 + 5))  # A held 400 during the refusal
+    world.ledger.rows[-2] = replace(world.ledger.rows[-2], committed_at=None)  # A's debit
+    assert not any(BALANCE in p for p in check(world.history, world.ledger))
+
+
+def test_a_balance_refusal_before_the_senders_funding_committed_is_fine() -> None:
+    """A wallet opens empty: before its first row committed it held nothing."""
+    world = World()
+    world.send(A, 500, code="INSUFFICIENT_BALANCE", at=T0 - 10)
+    assert check(world.history, world.ledger) == []
+
+
+def test_a_refusal_after_its_own_requests_commit_is_caught() -> None:
+    """A copy or retry that started after the request's debit committed must get the stored
+    answer; refused (here for the balance, on a send answered OK), nothing else noticed."""
+    world = World()
+    send = world.send(A, 100, at=T0 + 10)
+    world.commit(send)  # committed at T0+10.011
+    send.attempts.append(
+        Attempt(T0 + 10.5, T0 + 10.6, 3.0, "FAILED_PRECONDITION", "INSUFFICIENT_BALANCE")
+    )
+    problems = check(world.history, world.ledger)
+    assert len(problems) == 1 and STORED in problems[0], problems
+    assert send.request_id in problems[0]
+
+
+def test_a_refusal_before_a_later_copy_or_retry_committed_is_fine() -> None:
+    """Refused for the balance (A held 50), its twin timed out, and the retry committed once
+    B had paid A: a refused movement stores nothing, so the retry runs."""
+    world = World()
+    world.commit(world.send(A, 950, at=T0 + 5))  # A holds 50
+    send = world.send(A, 100, at=T0 + 11)  # the retry, answered OK
+    send.duplicate = True
+    send.attempts[:0] = [
+        Attempt(T0 + 10, T0 + 10.1, 3.0, "FAILED_PRECONDITION", "INSUFFICIENT_BALANCE"),
+        Attempt(T0 + 10, T0 + 10.1, 0.1, "DEADLINE_EXCEEDED"),
+    ]
+    world.commit(world.send(B, 500, at=T0 + 10.4), at=T0 + 10.5)  # A holds 550
+    world.commit(send, at=T0 + 11.01)
+    assert check(world.history, world.ledger) == []
+
+
+@pytest.mark.parametrize("fault", ["terminate-backends", "pause-transfer", "restart-transfer"])
+def test_a_short_deadline_that_timed_out_on_its_own_met_no_fault(fault: str) -> None:
+    """About a fifth of first attempts get a deadline around the median latency and end
+    DEADLINE_EXCEEDED fault or not (a review found one such attempt enough evidence
+    that a fault met a call in flight). Only an attempt with the full deadline counts."""
+    world = World()
+    send = world.send(code="DEADLINE_EXCEEDED", at=T0 + 10)
+    send.outcome = "unknown"
+    send.attempts[0] = replace(send.attempts[0], timeout=0.08)
+    world.history.faults = [Fault(fault, T0 + 10.02, T0 + 10.05)]
+    gap = f"during {fault} that ended retryable"
+    assert any(gap in g for g in _gaps(world))
+    send.attempts[0] = replace(send.attempts[0], timeout=FULL_DEADLINE)
     assert not any(gap in g for g in _gaps(world))

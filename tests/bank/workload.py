@@ -46,6 +46,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from tests.bank.history import (
+    FULL_DEADLINE,
     INDEFINITE,
     Attempt,
     BalanceRead,
@@ -357,7 +358,7 @@ class Bank:
         gives_up = rng.random() < cfg.give_up_share
         for n in itertools.count():
             short = n == 0 and rng.random() < cfg.short_deadline_share
-            timeout = self._short_deadline(rng) if short else 3.0
+            timeout = self._short_deadline(rng) if short else FULL_DEADLINE
             copies = 2 if n == 0 and rng.random() < cfg.duplicate_share else 1
             token = sender.token
             attempts = await asyncio.gather(
@@ -396,16 +397,18 @@ class Bank:
         started = time.time()
         try:
             reply = await self._transfer(via).GetTransactionByRequestId(
-                request, metadata=bearer(token), timeout=3.0
+                request, metadata=bearer(token), timeout=FULL_DEADLINE
             )
         except grpc.aio.AioRpcError as exc:
             code, reason = failure_of(exc)
             message = exc.details() or ""
             return Attempt(
-                started, time.time(), 3.0, code, reason, via=via, message=message, rpc=rpc
+                started, time.time(), FULL_DEADLINE, code, reason, via=via, message=message, rpc=rpc
             )
         found = reply.transaction.transaction_id
-        return Attempt(started, time.time(), 3.0, "OK", transaction_id=found, via=via, rpc=rpc)
+        return Attempt(
+            started, time.time(), FULL_DEADLINE, "OK", transaction_id=found, via=via, rpc=rpc
+        )
 
     def _short_deadline(self, rng: random.Random) -> float:
         """Around the latency of recent sends: such a client gives up anywhere along the

@@ -9,23 +9,33 @@ call that tells a client what became of a lost reply) answered INTERNAL on any l
 connection.
 
 PostgreSQL ends the connections here while they sit idle in the pool, so a send fails before
-its call reaches the server: the outcome is never really ambiguous. A commit whose reply is
-lost, and a connection ended while its transaction waits, are in test_commit_outcome.py.
+its call reaches the server: the outcome is never really ambiguous. The first test removes
+the pool's checkout hook (`replace_closed_at_checkout`), which would quietly replace the
+connections asyncpg already saw close, so its calls meet the ended connections, read or not
+by asyncpg, and it asserts that sends and lookups did fail on them (and others, on new
+connections, were answered); the hook's own effect is the second test's. A commit whose reply
+is lost, and a connection ended while its transaction waits, are in test_commit_outcome.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from typing import Any, cast
 
 import asyncpg
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.transfer.conftest import TOP_UP, LedgerWorld, key
 from tests.support import pooled_drivers, until_seen_ended
-from vaultpay_common.db import DatabaseUnavailableError, create_engine
+from vaultpay_common.db import (
+    DatabaseUnavailableError,
+    create_engine,
+    replace_closed_at_checkout,
+)
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_devstack.infra import Infra
 from vaultpay_transfer.adapters.ledger_pg import PgLedger
@@ -69,26 +79,34 @@ async def test_terminated_connections_answer_unavailable_and_move_money_at_most_
     alice, bob = await ledger.new_wallet(), await ledger.new_wallet()
     await ledger.fund(alice, 1_000_000)
     engine = create_engine(ledger.dbs.app_dsn("transfer"), pool_size=SENDS, application_name=_APP)
+    # Without the checkout hook, a pooled connection PostgreSQL ended is handed to the next
+    # call whether or not asyncpg has read its end: with it, the ones asyncpg saw close were
+    # quietly replaced, and a round could pass without any call meeting a lost connection.
+    event.remove(engine.sync_engine.pool, "checkout", replace_closed_at_checkout)
     money = PgLedger(engine)
     reads = SqlTransactionStore(engine)
     sent: dict[str, int] = {}
     answered: dict[str, str] = {}
     looked_up: dict[str, Transaction | None] = {}
+    lost_sends: Counter[str] = Counter()
+    lost_reads: Counter[str] = Counter()
     try:
         for round_ in range(ROUNDS):
-            # Fill the pool, let PostgreSQL end every connection in it, then use them: to send
-            # in even rounds, to look up what earlier rounds sent in odd ones.
-            keys = [key(alice.user_id, body=str(uuid.uuid4())) for _ in range(SENDS)]
-            await asyncio.gather(*(_look_up(money, k) for k in keys))
+            # Fill the pool, let PostgreSQL end every connection in it, then make twice as
+            # many calls at once: the pool's ended connections go to half of them, new ones to
+            # the others. Sends in even rounds, lookups of what earlier rounds sent in odd ones.
+            keys = [key(alice.user_id, body=str(uuid.uuid4())) for _ in range(2 * SENDS)]
+            await asyncio.gather(*(_look_up(money, k) for k in keys[:SENDS]))
             assert await _terminate_our_backends(infra, engine) > 0
             if round_ % 2:
-                asked = list(sent)[-SENDS:]
+                asked = list(sent)[-2 * SENDS :]
                 calls = [reads.by_request_id(alice.user_id, r) for r in asked]
                 found_now = await asyncio.gather(*calls, return_exceptions=True)
                 for request_id, result in zip(asked, found_now, strict=True):
                     if isinstance(result, BaseException):
                         # A read commits nothing: a lost connection is plain "unavailable".
                         assert isinstance(result, DatabaseUnavailableError), repr(result)
+                        lost_reads[type(result).__name__] += 1
                     else:
                         looked_up[request_id] = result
             else:
@@ -103,9 +121,14 @@ async def test_terminated_connections_answer_unavailable_and_move_money_at_most_
                         assert isinstance(
                             outcome, CommitOutcomeUnknownError | DatabaseUnavailableError
                         ), repr(outcome)
+                        lost_sends[type(outcome).__name__] += 1
                     else:
                         assert outcome.code == "OK" and outcome.transaction is not None, outcome
                         answered[k.request_id] = outcome.transaction.transaction_id
+        # The path was taken: sends and lookups met ended connections (and answered as
+        # above), and other sends and lookups, on new connections, were answered.
+        assert lost_sends and lost_reads, (lost_sends, lost_reads)
+        assert answered and any(found is not None for found in looked_up.values())
         # Every send answered OK made one debit, the one it answered with; no other moved.
         rows = await ledger.fetch(
             "SELECT request_id::text AS request_id, count(*) AS n, min(id::text) AS id "

@@ -2,7 +2,7 @@
 
 Each test (its fixtures' set-up and teardown included) gets `time_limit` seconds: the ini
 option `vaultpay_time_limit` (default 300), the environment's VAULTPAY_TEST_TIME_LIMIT, or the
-test's own `@pytest.mark.time_limit(seconds)`. When a test runs past it, a watchdog thread
+test's own `@pytest.mark.time_limit(seconds)` (VAULTPAY_TEST_TIME_LIMIT lifts it when larger). When a test runs past it, a watchdog thread
 prints every thread's stack and every pending asyncio task's chain of awaits (a hung
 `await` shows where it waits, which a thread's stack alone never does: the loop just sits
 in select) and interrupts the session as Ctrl-C would, so pytest reports the test, runs
@@ -68,10 +68,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def time_limit(item: pytest.Item) -> float:
+    """The test's own limit (its marker) or the suite's; VAULTPAY_TEST_TIME_LIMIT, when set,
+    also lifts a marker's lower limit (a slow machine's bank test needs it more than any)."""
+    from_env = os.environ.get(ENV_VARIABLE)
     marker = item.get_closest_marker("time_limit")
     if marker is not None:
-        return float(marker.args[0])
-    configured = os.environ.get(ENV_VARIABLE) or item.config.getini(INI_OPTION)
+        own = float(marker.args[0])
+        return max(own, float(from_env)) if from_env else own
+    configured = from_env or item.config.getini(INI_OPTION)
     return float(configured) if configured else DEFAULT_LIMIT
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.watchdog import ENV_VARIABLE, time_limit
+
 ROOT = Path(__file__).resolve().parents[2]
 
 HUNG_TEARDOWN = """
@@ -139,3 +141,25 @@ def test_a_session_that_ignores_the_interrupt_exits_after_the_grace(tmp_path: Pa
     assert "deaf::test is still running after 0.5 s" in child.stderr
     assert "did not end 0.5 s after the interrupt" in child.stderr
     assert "still alive" not in child.stdout
+
+
+def test_the_environments_limit_lifts_a_tests_own_lower_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review of 2026-12-05: the bank test's own limit won over VAULTPAY_TEST_TIME_LIMIT, so
+    a slow machine could not give the test most likely to need it more time."""
+
+    class Item:
+        def __init__(self, own: float | None) -> None:
+            self.own = own
+            self.config = type("Config", (), {"getini": staticmethod(lambda name: "")})()
+
+        def get_closest_marker(self, name: str) -> object:
+            return None if self.own is None else pytest.mark.time_limit(self.own).mark
+
+    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    assert time_limit(Item(285)) == 285  # type: ignore[arg-type]
+    monkeypatch.setenv(ENV_VARIABLE, "900")
+    assert time_limit(Item(285)) == 900  # type: ignore[arg-type]
+    assert time_limit(Item(1200)) == 1200  # type: ignore[arg-type]
+    assert time_limit(Item(None)) == 900  # type: ignore[arg-type]

@@ -208,6 +208,30 @@ async def test_a_key_withdrawn_from_the_jwks_stops_verifying_after_the_key_age(k
         await verifier.verify(fresh)
 
 
+async def test_a_key_set_aged_by_a_vm_pause_is_refreshed_at_once(keys: Keys) -> None:
+    """The monotonic clock stands still while the VM is paused: after a pause longer than the
+    feed's look-back, a key withdrawn meanwhile (no longer named by the feed) kept verifying
+    until a minute of monotonic time had passed (review of 2026-12-05)."""
+    wall = [time.time()]
+    verifier = TokenVerifier(
+        keys.jwks,
+        issuer=ISS,
+        audience=AUD,
+        service="wallet",
+        max_key_age=60,
+        monotonic=lambda: 1_000.0,  # paused: it never moves
+        wall=lambda: wall[0],
+    )
+    token = _sign(keys)
+    await verifier.verify(token)
+    keys.private, keys.kid = Ed25519PrivateKey.generate(), "k2"  # k1 withdrawn meanwhile
+    keys.public_raw = keys.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    wall[0] += 30 * 60  # the pause
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(token)
+    assert keys.fetches == 2
+
+
 async def test_a_key_forgotten_as_withdrawn_refuses_its_cached_tokens_at_once(keys: Keys) -> None:
     """What the revocation feed makes of a withdrawal: no waiting for the key set's age."""
     verifier = TokenVerifier(

@@ -438,6 +438,37 @@ async def test_a_slow_commit_below_the_readers_position_is_not_skipped(auth: Aut
         await engine.dispose()
 
 
+async def test_a_revocation_enters_the_feed_when_its_transaction_commits(
+    auth: AuthStack,
+) -> None:
+    """Review of 2026-12-05: the feed row was stamped when the revoking UPDATE ran, so a
+    transaction open longer than the readers' look-back (an operator's psql) committed a row
+    already outside every window: never delivered. It is written and stamped at COMMIT."""
+    _, tokens = await auth.user_with_token()
+    engine = create_engine(auth.dbs.auth_app_dsn, pool_size=2, application_name="feed-test")
+    revoke = text(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = 'logout' WHERE id = :sid"
+    )
+    feed_row = text(
+        "SELECT recorded_at FROM session_revocations WHERE session_id = CAST(:sid AS uuid)"
+    )
+    try:
+        async with engine.connect() as slow:
+            await slow.begin()
+            await slow.execute(revoke, {"sid": _sid(tokens)})
+            assert (await slow.execute(feed_row, {"sid": _sid(tokens)})).first() is None
+            after_update = (await slow.execute(text("SELECT clock_timestamp()"))).scalar_one()
+            await slow.commit()
+        async with engine.connect() as conn:
+            recorded = (await conn.execute(feed_row, {"sid": _sid(tokens)})).scalar_one()
+        assert recorded > after_update
+        service = RevocationFeedService(SqlRevocationFeed(engine), look_back=timedelta(minutes=20))
+        seen, _ = await _drain(service, "")
+        assert _sid(tokens) in seen
+    finally:
+        await engine.dispose()
+
+
 async def test_a_first_poll_answers_every_revocation_within_the_look_back(
     auth: AuthStack,
 ) -> None:

@@ -17,9 +17,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tests.blackhole import BlackholeProxy
 from tests.fakes.wallet import ReversibleSealer
 from tests.ports import closed_port
 from vaultpay_common.audit.model import AuditEntry
@@ -349,6 +350,37 @@ async def test_a_forged_notify_reaches_no_stream_and_a_listening_role_learns_no_
         await intruder.close()
         hub.close()
         await listener.stop()
+
+
+async def test_a_listener_whose_link_goes_silent_ends_its_streams_within_seconds(
+    migrated: Provisioned, engine: AsyncEngine
+) -> None:
+    """A failover or a dropped route leaves the LISTEN connection silent, with no reset
+    (asyncpg sets no keepalive): only the probe tells. Review of 2026-12-05: probed every
+    15 s with 5 s to answer, watches stayed silent up to 20 s, and new ones were accepted
+    into that silence. With the listener's own defaults (1 s, 3 s): within about 4 s."""
+    url = make_url(migrated.app_dsn("wallet"))
+    proxy = BlackholeProxy(url.port or 5432)
+    await proxy.start()
+    hub = NotificationHub()
+    listener = PgNotificationListener(
+        url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False), hub
+    )
+    await listener.start()
+    service = NotificationService(lambda: _Uow(engine), hub, SystemClock())
+    try:
+        async with service.watch(WatchNotifications(str(uuid.uuid4()))) as events:
+            await _next_event(events)
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(NotificationStreamInterruptedError):
+                await _next_event(events, within=10)
+            assert time.monotonic() - started < 6  # was up to 20 s
+        assert not hub.accepting  # new watches are refused until the feed is back
+    finally:
+        hub.close()
+        await listener.stop()
+        await proxy.close()
 
 
 async def test_a_lost_listener_interrupts_streams_then_reconnects(

@@ -153,9 +153,11 @@ class TokenVerifier:
         max_unconfirmed_key_age: float = DEFAULT_MAX_UNCONFIRMED_KEY_AGE,
         max_token_lifetime: float = DEFAULT_MAX_TOKEN_LIFETIME,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._fetch_jwks = fetch_jwks
         self._monotonic = monotonic  # the key set's age; a test's seam
+        self._wall = wall  # the key set's age too: the monotonic clock stands still in a pause
         self._max_token_lifetime = max_token_lifetime
         self._issuer = issuer
         self._audience = audience
@@ -171,6 +173,7 @@ class TokenVerifier:
         # Never refreshed: minus infinity, not 0.0. time.monotonic() counts from boot, so on a
         # machine up for less than the interval 0.0 would read as "just refreshed".
         self._last_refresh = -math.inf
+        self._last_refresh_wall = -math.inf
         self._last_refresh_failed = False
         # The first refresh that failed since one last read the key set (None: none failed).
         self._failing_since: float | None = None
@@ -190,9 +193,10 @@ class TokenVerifier:
     async def refresh_keys(self, *, force: bool = False) -> None:
         async with self._refresh_lock:
             now = self._monotonic()
-            if not force and now - self._last_refresh < self._min_refresh_interval:
+            if not force and self._key_set_age() < self._min_refresh_interval:
                 return
             self._last_refresh = now
+            self._last_refresh_wall = self._wall()
             self._last_refresh_failed = True
             if self._failing_since is None:
                 self._failing_since = now  # until the fetch below succeeds
@@ -261,7 +265,7 @@ class TokenVerifier:
             )
 
     async def _refresh_if_stale(self) -> None:
-        if self._monotonic() - self._last_refresh < self._max_key_age:
+        if self._key_set_age() < self._max_key_age:
             return
         try:
             await self.refresh_keys()
@@ -286,7 +290,7 @@ class TokenVerifier:
         return key
 
     async def verify(self, token: str) -> TokenClaims:
-        if self._monotonic() - self._last_refresh >= self._max_key_age:
+        if self._key_set_age() >= self._max_key_age:
             await self._refresh_if_stale()
         if self._unconfirmed_too_long():
             # Ask auth again before refusing (at most once per `min_refresh_interval`): the
@@ -334,6 +338,13 @@ class TokenVerifier:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return claims
+
+    def _key_set_age(self) -> float:
+        """Since the last refresh began, by the older of two clocks: CLOCK_MONOTONIC stands
+        still while the VM is paused, so after a pause longer than the feed's look-back a key
+        withdrawn during it (no longer named by the feed) verified until a minute of
+        monotonic time had passed (review of 2026-12-05; RevocationSet reads both too)."""
+        return max(self._monotonic() - self._last_refresh, self._wall() - self._last_refresh_wall)
 
     def _unconfirmed_too_long(self) -> bool:
         """The key set has gone unconfirmed (every refresh failing) past its bound, counted

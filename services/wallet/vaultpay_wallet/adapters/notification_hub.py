@@ -249,7 +249,8 @@ class PgNotificationListener:
         hub: NotificationHub,
         *,
         channel: str = NOTIFY_CHANNEL,
-        probe_interval: float = 15.0,
+        probe_interval: float = 1.0,
+        probe_timeout: float = 3.0,
         max_backoff: float = 10.0,
         max_pending: int = 10_000,
         max_pending_per_user: int = 500,
@@ -261,6 +262,7 @@ class PgNotificationListener:
         self._hub = hub
         self._channel = channel
         self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
         self._max_backoff = max_backoff
         self._max_pending = max_pending
         self._read_batch = read_batch
@@ -431,11 +433,18 @@ class PgNotificationListener:
             await asyncio.sleep(min(self._max_backoff, 0.2 * 2 ** min(failures, 10)))
 
     async def _until_lost(self) -> None:
-        """Returns when the connection is gone; probes it while notifications are quiet."""
+        """Returns when the connection is gone; probes it every `probe_interval` (1 s), each
+        probe given `probe_timeout` (3 s). A link that went silent without a reset (a
+        failover, a dropped route; asyncpg sets no TCP keepalive) is found within about 4 s,
+        streams ended and new ones refused until the feed is back: with a probe every 15 s
+        and 5 s to answer, watches stayed silent up to 20 s, and new ones were accepted into
+        that silence (review of 2026-12-05). The probe's time runs once it has the
+        connection: a batch read holding it is not the link's silence."""
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._probe_interval):  # never swallows a cancel
                     await self._lost.wait()
                 return
-            async with self._using_conn, asyncio.timeout(5):
-                await self._conn.fetchval("SELECT 1")
+            async with self._using_conn:
+                async with asyncio.timeout(self._probe_timeout):
+                    await self._conn.fetchval("SELECT 1")

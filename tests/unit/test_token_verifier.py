@@ -1,5 +1,6 @@
 """The fast path rejects every forged or misused token (ARCHITECTURE: Identity, tokens)."""
 
+import asyncio
 import base64
 import json
 import time
@@ -570,3 +571,39 @@ def test_a_service_audience_names_a_service_of_the_mesh() -> None:
     assert service_audience("vaultpay", "kyc") == "vaultpay:kyc"
     with pytest.raises(ValueError, match="not a service of the mesh"):
         service_audience("vaultpay", "gateway")
+
+
+async def test_past_the_bound_calls_are_refused_at_once_while_auth_hangs_a_refresh(
+    keys: Keys,
+) -> None:
+    """Review of 2026-12-05: with auth hung (each fetch waiting out a timeout longer than the
+    refresh interval), every call queued on the refresh lock and then started a fetch of its
+    own: the tenth waited ten timeouts. Those behind a refresh under way are refused at once."""
+    auth = FlakyAuth(keys)
+    verifier, now = auth.verifier(), auth.now
+    token = _sign(keys)
+    await verifier.verify(token)
+    auth.reachable = False
+    now[0] += 60
+    await verifier.verify(token)  # the first failed refresh: the bound starts
+    now[0] += 601
+    hung = asyncio.Event()
+    answered = asyncio.Event()
+
+    async def hanging() -> list[dict[str, str]]:
+        auth.fetches += 1
+        hung.set()
+        await answered.wait()
+        raise ConnectionError("auth timed out")
+
+    verifier._fetch_jwks = hanging
+    first = asyncio.ensure_future(verifier.verify(token))
+    await asyncio.wait_for(hung.wait(), 5)
+    before = auth.fetches
+    for _ in range(9):
+        with pytest.raises(AuthUnavailableError):
+            await asyncio.wait_for(verifier.verify(token), 5)  # never queued
+    answered.set()
+    with pytest.raises(AuthUnavailableError):
+        await first
+    assert auth.fetches == before

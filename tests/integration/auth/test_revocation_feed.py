@@ -438,6 +438,39 @@ async def test_a_slow_commit_below_the_readers_position_is_not_skipped(auth: Aut
         await engine.dispose()
 
 
+async def test_a_long_transaction_does_not_make_every_poll_carry_everything_again(
+    auth: AuthStack,
+) -> None:
+    """Review of 2026-12-05: the cursor was the oldest running transaction, so while one ran
+    (a migration, an operator's psql) every poll of every peer re-read every revocation
+    committed since it began, and was never held. A revocation the long transaction makes
+    itself is still delivered when it commits."""
+    _, a = await auth.user_with_token()
+    _, b = await auth.user_with_token()
+    engine = create_engine(auth.dbs.auth_app_dsn, pool_size=3, application_name="feed-test")
+    service = RevocationFeedService(SqlRevocationFeed(engine), look_back=timedelta(minutes=20))
+    revoke = text(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = 'logout' WHERE id = :sid"
+    )
+    try:
+        _, cursor = await _drain(service, "")
+        async with engine.connect() as long:
+            await long.begin()
+            await long.execute(revoke, {"sid": _sid(a)})  # holds an id: pins the horizon
+            async with engine.begin() as other:
+                await other.execute(revoke, {"sid": _sid(b)})
+            seen, cursor = await _drain(service, cursor)
+            assert _sid(b) in seen and _sid(a) not in seen
+            for _ in range(3):  # b is settled: not sent again while `long` runs
+                seen, cursor = await _drain(service, cursor)
+                assert _sid(b) not in seen
+            await long.commit()
+        seen, cursor = await _drain(service, cursor)
+        assert _sid(a) in seen
+    finally:
+        await engine.dispose()
+
+
 async def test_a_revocation_enters_the_feed_when_its_transaction_commits(
     auth: AuthStack,
 ) -> None:

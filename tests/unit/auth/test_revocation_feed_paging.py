@@ -4,11 +4,13 @@ answers, and why a slow commit below the reader's position is never skipped."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from vaultpay_auth.domain.revocations import (
+    MAX_IN_PROGRESS,
     FeedCursor,
     FeedRead,
     FeedRow,
@@ -35,6 +37,9 @@ def _row(xact: int, sequence: int, reason: str = "logout") -> FeedRow:
         FeedCursor(812, (815, 40)),
         FeedCursor(2**64 - 1),
         FeedCursor(812, (815, 40), incarnation=1796417904563266),
+        FeedCursor(820, incarnation=7, in_progress=(790, 815)),
+        FeedCursor(820, (800, 3), 7, in_progress=()),
+        FeedCursor(820, incarnation=7, in_progress=tuple(range(700, 764))),
     ],
 )
 def test_a_cursor_survives_its_text(cursor: FeedCursor) -> None:
@@ -47,7 +52,20 @@ def test_an_empty_cursor_starts_at_the_beginning() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["812", "v1.", "v1.-1", "v1.1.2", "v2.1", "v1.1.2.3.4", "v1.18446744073709551616"]
+    "text",
+    [
+        "812",
+        "v1.",
+        "v1.-1",
+        "v1.1.2",
+        "v2.1",
+        "v1.1.2.3.4",
+        "v1.18446744073709551616",
+        "v3.7.820",
+        "v3.7.820.790-",
+        "v3.7.820.820",  # a running transaction at or above the snapshot's xmax
+        "v3.7.820." + "-".join(str(n) for n in range(700, 765)),  # more than the cap
+    ],
 )
 def test_a_cursor_the_feed_never_returned_is_invalid(text: str) -> None:
     with pytest.raises(ValidationError) as refused:
@@ -92,6 +110,25 @@ def test_a_pass_keeps_the_horizon_of_its_first_page() -> None:
     assert first.next_cursor == FeedCursor(107, (105, 1), incarnation=INC)
     last = page_of(first.next_cursor, FeedRead(125, 131, [_row(110, 2)], incarnation=INC), limit=1)
     assert (last.next_cursor, last.caught_up) == (FeedCursor(107, incarnation=INC), True)
+
+
+def test_a_pass_continues_from_its_snapshot_not_its_oldest_running_transaction() -> None:
+    """Review of 2026-12-05: the next pass read every row at or above the oldest running
+    transaction, so while one long transaction ran every poll carried everything committed
+    since it began. It reads the transactions the snapshot saw running, and the newer ones."""
+    read = FeedRead(90, 130, [_row(105, 1)], incarnation=INC, in_progress=(90, 118))
+    page = page_of(FeedCursor(100), read, limit=5)
+    assert page.next_cursor == FeedCursor(130, incarnation=INC, in_progress=(90, 118))
+    first = page_of(FeedCursor(100), replace(read, rows=[_row(105, 1), _row(110, 2)]), limit=1)
+    assert first.next_cursor == FeedCursor(130, (105, 1), INC, in_progress=(90, 118))
+    later = FeedRead(95, 140, [_row(110, 2)], incarnation=INC, in_progress=(95,))
+    assert page_of(first.next_cursor, later, limit=1).next_cursor == page.next_cursor
+
+
+def test_a_snapshot_with_too_many_running_transactions_falls_back_to_its_horizon() -> None:
+    running = tuple(range(60, 60 + MAX_IN_PROGRESS + 1))
+    read = FeedRead(60, 130, [], incarnation=INC, in_progress=running)
+    assert page_of(FeedCursor(50), read, limit=5).next_cursor == FeedCursor(60, incarnation=INC)
 
 
 def test_a_deactivation_is_reported_as_a_disabled_account() -> None:

@@ -5,6 +5,7 @@ every peer (review of 2026-12-05)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -140,3 +141,33 @@ async def test_a_failed_renewal_keeps_the_held_token_while_it_is_valid(
     auth.down = False
     now[0] += 3
     assert await provider.token("wallet") != held
+
+
+async def test_callers_are_not_held_up_by_a_renewal_a_valid_token_covers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review of 2026-12-05: with auth hung, every caller of a peer waited on the lock while
+    one renewal ran its timeout, and a renewal of auth's token held up calls to wallet."""
+    now = [time.time()]
+    monkeypatch.setattr("vaultpay_common.grpc.auth_client.time.time", lambda: now[0])
+    auth = _Auth()
+    provider = _provider(auth, audience="vaultpay")
+    held = {peer: await provider.token(peer) for peer in ("wallet", "auth")}
+    now[0] += 500  # both due for renewal (80 % of 600 s)
+    asked, answer = asyncio.Event(), asyncio.Event()
+    original = auth.IssueServiceToken
+
+    async def hung(request: auth_pb2.IssueServiceTokenRequest, **options: Any) -> Any:
+        asked.set()
+        await answer.wait()
+        return await original(request, **options)
+
+    auth.IssueServiceToken = hung  # type: ignore[method-assign]
+    renewing = asyncio.ensure_future(provider.token("auth"))
+    await asyncio.wait_for(asked.wait(), 5)
+    for _ in range(5):  # never queued behind the renewal in flight
+        assert await asyncio.wait_for(provider.token("auth"), 1) == held["auth"]
+    auth.IssueServiceToken = original  # type: ignore[method-assign]
+    assert await asyncio.wait_for(provider.token("wallet"), 1) != held["wallet"]  # its own lock
+    answer.set()
+    assert await renewing != held["auth"]

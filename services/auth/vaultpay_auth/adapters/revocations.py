@@ -56,12 +56,13 @@ _MAX_BIGINT = 2**63 - 1
 # horizon comes back even when no row does), in (xact_id, sequence) order, and on every row the
 # signing keys withdrawn within the look-back (auth 0008; a handful of rows, a scan of a tiny
 # table). xid8 travels as text both ways. Parameters:
-# $1 look-back (interval), $2 limit, then the cursor: $3 horizon, or $3 xact_id and $4 sequence
-# of the last row delivered.
+# $1 look-back (interval), $2 limit, then the cursor: $3 horizon; or $3 a snapshot's xmax and
+# $4 the transactions it saw running; or $3 xact_id and $4 sequence of the last row delivered.
 _READ = """
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
        pg_snapshot_xmax(pg_current_snapshot())::text AS newest,
        (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint AS incarnation,
+       ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS in_progress,
        anchor.withdrawn,
        page.xact_id, page.sequence, page.session_id, page.user_id, page.revoked_at, page.reason
 FROM (
@@ -83,6 +84,9 @@ LEFT JOIN (
 ORDER BY page.xact_id::xid8, page.sequence
 """
 _READ_FROM_HORIZON = _READ.format(cursor="r.xact_id >= $3::text::xid8")
+_READ_FROM_SNAPSHOT = _READ.format(
+    cursor="(r.xact_id >= $3::text::xid8 OR r.xact_id = ANY($4::text[]::xid8[]))"
+)
 _READ_AFTER = _READ.format(cursor="(r.xact_id, r.sequence) > ($3::text::xid8, $4::bigint)")
 
 
@@ -126,8 +130,11 @@ class SqlRevocationFeed:
 
         Raises DatabaseUnavailableError when no connection can be had or it is lost mid-read."""
         args: tuple[object, ...]
-        if cursor.after is None:
+        if cursor.after is None and cursor.in_progress is None:
             sql, args = _READ_FROM_HORIZON, (look_back, limit, str(cursor.horizon))
+        elif cursor.after is None:
+            running = [str(n) for n in cursor.in_progress or ()]
+            sql, args = _READ_FROM_SNAPSHOT, (look_back, limit, str(cursor.horizon), running)
         else:
             xact, sequence = cursor.after
             # No row has a sequence above bigint's range, so clamping changes no answer.
@@ -143,6 +150,7 @@ class SqlRevocationFeed:
             newest=int(first["newest"]),
             incarnation=int(first["incarnation"]),
             withdrawn_keys=tuple(first["withdrawn"]),
+            in_progress=tuple(int(n) for n in first["in_progress"]),
             rows=[
                 FeedRow(
                     int(row["xact_id"]),

@@ -87,13 +87,15 @@ class _Held:
     expires_at: float = 0.0
     retry_at: float = 0.0  # no renewal before this, after one failed
 
-    def usable(self, now: float) -> str | None:
-        """The token to use now without asking auth, or None to ask (or refuse)."""
+    def usable(self, now: float, *, renewing: bool = False) -> str | None:
+        """The token to use now without asking auth, or None to ask (or refuse). Past its
+        renewal time it still serves, while valid, when the last renewal failed a moment ago
+        or one is under way (`renewing`): nobody waits on a renewal a valid token covers."""
         if not self.token:
             return None
         if now < self.renew_at:
             return self.token
-        if now < self.retry_at and now < self.expires_at - _EXPIRY_MARGIN:
+        if (renewing or now < self.retry_at) and now < self.expires_at - _EXPIRY_MARGIN:
             return self.token
         return None
 
@@ -126,7 +128,9 @@ class ServiceTokenProvider:
         self._scoped = scoped
         self._audience = audience
         self._held: dict[str, _Held] = {}
-        self._lock = asyncio.Lock()
+        # One renewal at a time per token (per peer): a renewal of auth's token (the
+        # revocation feed's) never holds up a call to wallet.
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def for_peer(self, peer: str) -> Callable[[], Awaitable[str]]:
         """`token(peer)` as a callable, for an adapter that calls only `peer`."""
@@ -140,10 +144,12 @@ class ServiceTokenProvider:
         2026-12-05: a renewal two minutes early that failed refused every call meanwhile,
         though the token held was good), and auth is asked again at most every 2 s."""
         asked = peer if self._scoped else ""
+        lock = self._locks.setdefault(asked, asyncio.Lock())
         held = self._held.get(asked)
-        if held is not None and (usable := held.usable(time.time())) is not None:
+        usable = None if held is None else held.usable(time.time(), renewing=lock.locked())
+        if usable is not None:
             return usable
-        async with self._lock:
+        async with lock:
             held = self._held.setdefault(asked, _Held())
             now = time.time()
             if (usable := held.usable(now)) is not None:

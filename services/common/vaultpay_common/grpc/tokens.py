@@ -200,7 +200,16 @@ class TokenVerifier:
             self._last_refresh_failed = True
             if self._failing_since is None:
                 self._failing_since = now  # until the fetch below succeeds
-            jwks = await self._fetch_jwks()
+            try:
+                jwks = await self._fetch_jwks()
+            except BaseException:
+                # The interval counts from the failed attempt's end: with auth hung (each
+                # fetch waits out its timeout, longer than the interval) every caller queued
+                # on the lock started a fetch of its own, one after another (review of
+                # 2026-12-05).
+                self._last_refresh = self._monotonic()
+                self._last_refresh_wall = self._wall()
+                raise
             self._last_refresh_failed = False
             self._failing_since = None
             keys: dict[str, Any] = {}
@@ -265,8 +274,8 @@ class TokenVerifier:
             )
 
     async def _refresh_if_stale(self) -> None:
-        if self._key_set_age() < self._max_key_age:
-            return
+        if self._key_set_age() < self._max_key_age or self._refresh_lock.locked():
+            return  # fresh enough, or being refreshed: the keys held serve meanwhile
         try:
             await self.refresh_keys()
         except Exception:
@@ -292,10 +301,11 @@ class TokenVerifier:
     async def verify(self, token: str) -> TokenClaims:
         if self._key_set_age() >= self._max_key_age:
             await self._refresh_if_stale()
-        if self._unconfirmed_too_long():
+        if self._unconfirmed_too_long() and not self._refresh_lock.locked():
             # Ask auth again before refusing (at most once per `min_refresh_interval`): the
             # stale-set refresh above waits `max_key_age` after each failure, which held every
             # call refused up to a minute after auth answered again (review of 2026-12-05).
+            # A call that finds a refresh under way is refused at once, not queued behind it.
             try:
                 await self.refresh_keys()
             except Exception:

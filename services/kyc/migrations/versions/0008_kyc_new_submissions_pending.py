@@ -73,5 +73,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    limit_lock_waits()  # as the upgrade: dropping takes the same strong lock
     op.execute("DROP TRIGGER kyc_submissions_new_pending ON kyc_submissions")
     op.execute("DROP FUNCTION kyc_check_new_submission()")

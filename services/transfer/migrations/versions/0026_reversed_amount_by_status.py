@@ -56,5 +56,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    limit_lock_waits()  # as the upgrade: dropping takes the same strong lock
     for statement in ledger_t0026_downgrade_ddl():
         op.execute(statement)

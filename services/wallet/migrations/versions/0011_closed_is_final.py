@@ -79,6 +79,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    limit_lock_waits()  # as the upgrade: dropping takes the same strong lock
     op.execute("DROP TRIGGER wallets_closed_is_final ON wallets")
     op.execute("DROP FUNCTION wallet_refuse_reopen()")
     op.execute(f"ALTER TABLE wallets DROP CONSTRAINT {_CHECK}")

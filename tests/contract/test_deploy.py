@@ -434,6 +434,31 @@ def test_compose_refuses_to_start_while_a_secret_is_missing() -> None:
 )
 def test_compose_passes_the_cors_origins_as_make_run_does(tmp_path: Path, origins: str) -> None:
     gateway = _compose()["services"]["gateway-config"]
+    argv = _gateway_config_argv(tmp_path, {"VAULTPAY_CORS_ORIGINS": origins})
+    passed = tuple(argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--cors-origin")
+
+    assert "VAULTPAY_CORS_ORIGINS" in gateway["environment"]
+    assert passed == MeshConfig.from_env({"VAULTPAY_CORS_ORIGINS": origins}).cors_origins
+
+
+@pytest.mark.parametrize("hops", ["0", "1"])
+def test_compose_passes_the_trusted_proxy_hops(tmp_path: Path, hops: str) -> None:
+    """Review of 2026-12-05: compose asks for a TLS proxy in front, yet never let the gateway
+    trust its x-forwarded-for entry: every client had the proxy's address (one login
+    throttle, one rate-limit bucket, one trusted address for everyone)."""
+    gateway = _compose()["services"]["gateway-config"]
+    argv = _gateway_config_argv(tmp_path, {"VAULTPAY_TRUSTED_PROXY_HOPS": hops})
+    at = argv.index("--trusted-proxy-hops")
+    assert argv[at + 1] == hops
+    assert gateway["environment"]["VAULTPAY_TRUSTED_PROXY_HOPS"] == (
+        "${VAULTPAY_TRUSTED_PROXY_HOPS-0}"
+    )
+    assert "VAULTPAY_TRUSTED_PROXY_HOPS=" in (ROOT / "deploy" / "compose.env.example").read_text()
+
+
+def _gateway_config_argv(tmp_path: Path, env: dict[str, str]) -> list[str]:
+    """The arguments compose's gateway-config command gives the config generator."""
+    gateway = _compose()["services"]["gateway-config"]
     (script,) = gateway["command"]
     # Stand-ins for the image's commands: `python` prints its arguments, one a line.
     for name, body in {
@@ -444,18 +469,14 @@ def test_compose_passes_the_cors_origins_as_make_run_does(tmp_path: Path, origin
         (tmp_path / name).chmod(0o755)
     result = subprocess.run(
         [*gateway["entrypoint"], script.replace("$$", "$")],
-        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "VAULTPAY_CORS_ORIGINS": origins},
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    argv = result.stdout.splitlines()
-    passed = tuple(argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--cors-origin")
-
     assert result.returncode == 0, result.stderr
-    assert "VAULTPAY_CORS_ORIGINS" in gateway["environment"]
-    assert passed == MeshConfig.from_env({"VAULTPAY_CORS_ORIGINS": origins}).cors_origins
+    return result.stdout.splitlines()
 
 
 # --- the audit checkpoints live on persistent volumes -------------------------------------------

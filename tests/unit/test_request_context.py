@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from tests.support import peer_service_fields
+from vaultpay_common.config import PeerServiceSettings
 from vaultpay_common.context import CLIENT_IP
 from vaultpay_common.grpc.request_context import (
     CLIENT_IP_HEADER,
@@ -119,3 +122,47 @@ async def test_the_peer_address_is_parsed(peer: str, expected: str) -> None:
 def test_a_short_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="at least"):
         RequestContextInterceptor(gateway_secret="short")
+
+
+OLD_SECRET = "the-secret-before-the-rotation-began-0123456789"
+
+
+async def test_mid_rotation_the_previous_secret_is_believed_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review of 2026-12-05: one secret only, so rotating it (Envoy and four services each
+    restarted in turn) moved every client behind a mismatched pair to the gateway's address,
+    silently: its login throttle, its rate limits and its IP trust shared by everyone."""
+    interceptor = RequestContextInterceptor(SECRET, OLD_SECRET)
+
+    async def seen(context: FakeContext) -> str:
+        async def call() -> str:
+            return CLIENT_IP.get()
+
+        answer: str = await interceptor.around_unary("/x.v1.S/M", context, call)
+        return answer
+
+    assert await seen(from_gateway("203.0.113.9", SECRET)) == "203.0.113.9"
+    assert await seen(from_gateway("203.0.113.9", OLD_SECRET)) == "203.0.113.9"
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="vaultpay_common.grpc.request_context"):
+        for _ in range(3):  # a third secret: not believed, said once, not per call
+            assert await seen(from_gateway("203.0.113.9", "x" * 40)) == "10.0.0.7"
+        assert await seen(FakeContext(((CLIENT_IP_HEADER, "203.0.113.9"),))) == "10.0.0.7"
+    [said] = caplog.records
+    assert "matches neither gateway secret" in said.getMessage()
+    assert "x" * 40 not in said.getMessage()
+
+
+def test_a_previous_secret_needs_a_current_one() -> None:
+    with pytest.raises(ValueError, match="current one"):
+        RequestContextInterceptor(None, OLD_SECRET)
+
+
+def test_settings_refuse_a_previous_gateway_secret_alone() -> None:
+    with pytest.raises(ValidationError, match="beside gateway_secret"):
+        PeerServiceSettings(**peer_service_fields(), gateway_previous_secret=OLD_SECRET)
+    both = PeerServiceSettings(
+        **peer_service_fields(), gateway_secret=SECRET, gateway_previous_secret=OLD_SECRET
+    )
+    assert both.gateway_previous_secret is not None

@@ -136,6 +136,10 @@ class ServiceSettings(BaseSettings):
     # carry it may name their client's address (x-envoy-external-address). None: no caller
     # may; every call is recorded under its peer address.
     gateway_secret: SecretStr | None = Field(default=None, min_length=32)
+    # While the gateway secret is rotated: the old one, also accepted. Rotate by setting the
+    # new secret here with the old one as previous (every service), then Envoy's
+    # VAULTPAY_GATEWAY_SECRET to the new one, then removing this.
+    gateway_previous_secret: SecretStr | None = Field(default=None, min_length=32)
     # Service tokens are addressed to the one service they call ("vaultpay:wallet"). True:
     # also accept a service token addressed to the whole mesh, as builds before scoped
     # service tokens (and this build with request_scoped_service_tokens False) ask for,
@@ -153,6 +157,14 @@ class ServiceSettings(BaseSettings):
             return value
         level = value.strip().upper()
         return _LEVEL_ALIASES.get(level, level)
+
+    @model_validator(mode="after")
+    def _previous_gateway_secret_beside_a_current_one(self) -> Self:
+        if self.gateway_previous_secret is not None and self.gateway_secret is None:
+            raise ValueError(
+                "gateway_previous_secret is accepted only beside gateway_secret (the new one)"
+            )
+        return self
 
     @field_validator("key_encryption_key", "audit_chain_key")
     @classmethod

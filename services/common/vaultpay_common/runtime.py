@@ -228,7 +228,7 @@ class ServiceRuntime:
         always_strict: bool = False,
     ) -> GrpcServiceHost:
         """The gRPC host with the standard interceptors; starts and stops this runtime's jobs."""
-        gateway = self.settings.gateway_secret
+        gateway, previous = self.settings.gateway_secret, self.settings.gateway_previous_secret
         host = GrpcServiceHost(
             self.name,
             address=self.settings.grpc_address,
@@ -240,6 +240,7 @@ class ServiceRuntime:
                 revocations=revocations,
                 always_strict=always_strict,
                 gateway_secret=None if gateway is None else gateway.get_secret_value(),
+                previous_gateway_secret=None if previous is None else previous.get_secret_value(),
             ),
             max_message_bytes=self.settings.max_message_bytes,
             shutdown_grace_seconds=self.settings.shutdown_grace_seconds,

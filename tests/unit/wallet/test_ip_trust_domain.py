@@ -59,6 +59,16 @@ def test_mapped_and_plain_ipv4_hash_alike_and_the_key_matters() -> None:
     assert len(hasher.hash("198.51.100.2")) == 64
 
 
+def test_an_ipv6_address_is_trusted_as_its_64() -> None:
+    """Review of 2026-12-05: trusting the /128 asked for a new confirmation after every
+    rotation of a device's temporary address (daily, or at each reconnection)."""
+    hasher = IpHasher(KEY)
+    assert hasher.hash("2001:db8:1:2::a") == hasher.hash("2001:db8:1:2:ffff:1:2:3")
+    assert hasher.hash("2001:db8:1:2::a") != hasher.hash("2001:db8:1:3::a")
+    assert hasher.hash("fe80::1%eth0") == hasher.hash("fe80::2")
+    assert hasher.hash("::ffff:198.51.100.2") != hasher.hash("::ffff:198.51.100.3")  # IPv4
+
+
 def test_the_hash_is_not_a_bare_sha256_of_the_address() -> None:
     import hashlib
 

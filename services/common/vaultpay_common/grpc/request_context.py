@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import re
 import time
 import urllib.parse
@@ -62,7 +63,10 @@ REQUEST_ID_HEADER = "x-request-id"
 CLIENT_IP_HEADER = "x-envoy-external-address"
 # Set by Envoy on every call it forwards: the shared gateway secret.
 GATEWAY_IDENTITY_HEADER = "x-vaultpay-gateway-identity"
+log = logging.getLogger(__name__)
+
 MIN_GATEWAY_SECRET_LENGTH = 32
+_MISMATCH_WARNING_INTERVAL = 60.0
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 # grpc peer strings: "ipv4:10.0.0.1:50000", "ipv6:[::1]:50000" (the brackets may come
 # %-encoded), "unix:/path".
@@ -137,20 +141,51 @@ class RequestContextInterceptor(CallInterceptor):
     """Outermost interceptor: everything after it logs with the request id.
 
     `gateway_secret` None: no caller is the gateway, every call is recorded under its peer
-    address.
+    address. `previous_gateway_secret`: also accepted, while a rotation is under way (the
+    services take the new secret with the old one as previous, then Envoy the new one, then
+    the previous one goes). A call that presents a gateway identity matching neither is said
+    at WARNING (at most once a minute): its client's address is not believed, and every
+    client behind that gateway then shares the gateway's address (review of 2026-12-05:
+    a rotation or a typo silently did that, login throttles and IP trust included).
     """
 
-    def __init__(self, gateway_secret: str | None = None) -> None:
-        if gateway_secret is not None and len(gateway_secret) < MIN_GATEWAY_SECRET_LENGTH:
-            raise ValueError(
-                f"the gateway secret must have at least {MIN_GATEWAY_SECRET_LENGTH} characters"
-            )
-        self._gateway_secret = None if gateway_secret is None else gateway_secret.encode()
+    def __init__(
+        self, gateway_secret: str | None = None, previous_gateway_secret: str | None = None
+    ) -> None:
+        for secret in (gateway_secret, previous_gateway_secret):
+            if secret is not None and len(secret) < MIN_GATEWAY_SECRET_LENGTH:
+                raise ValueError(
+                    f"the gateway secret must have at least {MIN_GATEWAY_SECRET_LENGTH} characters"
+                )
+        if gateway_secret is None and previous_gateway_secret is not None:
+            raise ValueError("a previous gateway secret needs a current one")
+        self._gateway_secrets = tuple(
+            s.encode() for s in (gateway_secret, previous_gateway_secret) if s is not None
+        )
+        self._next_mismatch_warning = 0.0
 
     def _from_gateway(self, presented: str | None) -> bool:
-        if self._gateway_secret is None:
+        if not self._gateway_secrets:
             return False
-        return hmac.compare_digest((presented or "").encode(), self._gateway_secret)
+        given = (presented or "").encode()
+        # Each compared, whichever matches: the time taken tells nothing of which.
+        matches = [hmac.compare_digest(given, secret) for secret in self._gateway_secrets]
+        if any(matches):
+            return True
+        if presented is not None:
+            self._say_mismatch()
+        return False
+
+    def _say_mismatch(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_mismatch_warning:
+            self._next_mismatch_warning = now + _MISMATCH_WARNING_INTERVAL
+            log.warning(
+                "a call presented a gateway identity that matches neither gateway secret: its"
+                " client's address is not believed (the gateway's own is used). Is"
+                " VAULTPAY_GATEWAY_SECRET the same at Envoy and here (a rotation half done, a"
+                " trailing newline)?"
+            )
 
     def _client_ip(self, context: Any, identity: str | None, forwarded: str | None) -> str:
         if forwarded is not None and self._from_gateway(identity):

@@ -51,17 +51,19 @@ def standard_interceptors(
     revocations: SessionRevocations | None,
     always_strict: bool = False,
     gateway_secret: str | None = None,
+    previous_gateway_secret: str | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The interceptor chain every VaultPay service runs, outermost first.
 
     Request context (id, client IP, deadline) → error mapping → the access rules declared in
     `contract` (deny by default) → request hygiene. Errors from every later stage are mapped.
-    `gateway_secret` lets calls from the gateway name their client's address. `revocations`
+    `gateway_secret` (and, mid-rotation, `previous_gateway_secret`) lets calls from the
+    gateway name their client's address. `revocations`
     (auth's revocation feed in memory, `PeerAuth.revocations`) is checked on every user call;
     only auth, whose every call is strict, passes None.
     """
     return [
-        RequestContextInterceptor(gateway_secret=gateway_secret),
+        RequestContextInterceptor(gateway_secret, previous_gateway_secret),
         ErrorInterceptor(service),
         AuthInterceptor(
             load_access_rules(contract),

@@ -8,6 +8,13 @@ for recovering the address.
 
     hasher = IpHasher(key)
     hasher.hash("::ffff:203.0.113.7") == hasher.hash(" 203.0.113.7")   # same address
+    hasher.hash("2001:db8:1:2::a") == hasher.hash("2001:db8:1:2::b")   # same /64
+
+What is trusted is an IPv4 address, or an IPv6 address's /64: one subscriber's network, from
+which a device takes a new temporary address every day or reconnection (the default on every
+phone and desktop system); trusting the /128 asked the user to confirm again after each
+rotation (review of 2026-12-05). Auth's and the gateway's per-address limits count the same
+/64 (`address_block`).
 
 Confirmation tokens are 256-bit random strings mailed to the owner; only their SHA-256 is
 stored (guessing the token is as hard as guessing the hash preimage, so no slow hash).
@@ -44,6 +51,7 @@ __all__ = [
     "check_public_ip_hash",
     "hash_confirmation_token",
     "new_confirmation_token",
+    "trusted_block",
 ]
 
 CONFIRMATION_TOKEN_TTL = timedelta(minutes=30)
@@ -108,9 +116,18 @@ class IpHasher:
         self._key = key
 
     def hash(self, client_ip: str, field: str = "client_ip") -> str:
-        """Hex HMAC-SHA256 of the canonical address; INVALID_ARGUMENT for a bad address."""
-        canonical = canonical_ip(client_ip, field)
-        return hmac.new(self._key, canonical.encode(), hashlib.sha256).hexdigest()
+        """Hex HMAC-SHA256 of what is trusted for the address (`trusted_block`);
+        INVALID_ARGUMENT for a bad address."""
+        trusted = trusted_block(canonical_ip(client_ip, field))
+        return hmac.new(self._key, trusted.encode(), hashlib.sha256).hexdigest()
+
+
+def trusted_block(canonical: str) -> str:
+    """An IPv4 address as it is; an IPv6 address as its /64 ("2001:db8:1:2::/64")."""
+    address = ipaddress.ip_address(canonical)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return canonical
 
 
 def canonical_ip_hash(value: str) -> str:

@@ -383,6 +383,44 @@ async def test_a_listener_whose_link_goes_silent_ends_its_streams_within_seconds
         await proxy.close()
 
 
+async def test_a_listener_that_fails_unexpectedly_starts_again(
+    migrated: Provisioned, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 2026-12-05: an exception of any kind but a lost connection ended the
+    listener's supervising task for good (nothing restarted it, health said SERVING): the
+    next lost link was never reconnected and every watch of the replica went silent."""
+    hub = NotificationHub()
+    listener = PgNotificationListener(migrated.app_dsn("wallet"), hub, probe_interval=0.2)
+    original = listener._until_lost
+    failures = [1]
+
+    async def failing_once() -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("a bug")
+        await original()
+
+    monkeypatch.setattr(listener, "_until_lost", failing_once)
+    await listener.start()
+    service = NotificationService(lambda: _Uow(engine), hub, SystemClock())
+    user = str(uuid.uuid4())
+    try:
+        deadline = time.monotonic() + 10
+        while failures[0] or not listener.listening or not hub.accepting:
+            assert time.monotonic() < deadline, "the listener did not start again"
+            await asyncio.sleep(0.05)
+        async with service.watch(WatchNotifications(user)) as events:
+            await _next_event(events)
+            await service.create_notification(
+                CreateNotification(str(uuid.uuid4()), user, "KYC", "KYC approved", "")
+            )
+            assert (await _next_event(events)).notification is not None
+        assert listener._task is not None and not listener._task.done()
+    finally:
+        hub.close()
+        await listener.stop()
+
+
 async def test_a_lost_listener_interrupts_streams_then_reconnects(
     migrated: Provisioned, engine: AsyncEngine
 ) -> None:

@@ -426,6 +426,12 @@ class PgNotificationListener:
                 await self._until_lost()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 log.warning("notification listener lost its connection", exc_info=True)
+            except Exception:
+                # Anything else (a bug, a driver error of another kind) ended this task for
+                # good, unnoticed: no reconnection after the next lost link, every watch of
+                # the replica silent while health said SERVING (review of 2026-12-05). It is
+                # said at ERROR and the feed starts again, as after a lost connection.
+                log.exception("notification listener failed; reconnecting")
             self._clear_pending()  # their streams end now
             self._hub.feed_lost()
             await self._disconnect()

@@ -260,7 +260,7 @@ def _wallet_admin(capture: _Capture) -> WalletAdminServicer:
 
 def _wallet_user(capture: _Capture) -> WalletServicer:
     c: Any = capture
-    return WalletServicer(_ANY, _ANY, _ANY, c, c, TOKENS, fingerprint_key=KEY)
+    return WalletServicer(_ANY, c, _ANY, c, c, TOKENS, fingerprint_key=KEY)
 
 
 @pytest.mark.parametrize(
@@ -326,6 +326,20 @@ def _wallet_user(capture: _Capture) -> WalletServicer:
             [USER.upper()],
             USER[:-1] + "f",
         ),
+        (
+            lambda s, r: _wallet_user(s).ResetPin(r, _ANY),
+            wallet_pb2.ResetPinRequest(token="t" * 43, new_pin=PIN, new_pin_confirmation=PIN),
+            "token",
+            ["t" * 43 + "\n", " " + "t" * 43],
+            "t" * 42 + "u",
+        ),
+        (
+            lambda s, r: _wallet_user(s).ConfirmIp(r, _ANY),
+            wallet_pb2.ConfirmIpRequest(token="c" * 43),
+            "token",
+            ["c" * 43 + "\n", " " + "c" * 43],
+            "c" * 42 + "d",
+        ),
     ],
     ids=[
         "SendMoney",
@@ -336,6 +350,8 @@ def _wallet_user(capture: _Capture) -> WalletServicer:
         "AdminSetWalletLimits",
         "RevokeTrustedIp",
         "MarkNotificationRead",
+        "ResetPin-token",  # review of 2026-12-05: a pasted code's trailing newline
+        "ConfirmIp-token",
     ],
 )
 def test_a_retry_that_spells_an_id_otherwise_is_the_same_request(

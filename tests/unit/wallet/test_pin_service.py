@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -545,3 +546,53 @@ async def test_a_keyless_change_whose_commit_reply_was_lost_answers_ok() -> None
     assert [e.action for e in world.uow.audit_entries].count("wallet.pin_changed") == 1
     told = [m.payload["title"] for m in world.uow.outbox.messages]
     assert told.count("Your PIN was changed") == 1
+
+
+@pytest.mark.parametrize("step", ["set", "reset"])
+async def test_a_retry_whose_first_attempt_commits_after_its_look_gets_the_answer(
+    step: str,
+) -> None:
+    """Review of 2026-12-05: the cheap check before bcrypt ran after the look for a stored
+    reply, in a transaction of its own; a first attempt that committed between the two (the
+    retry sent as it waited for bcrypt) made the retry's check refuse, PIN_ALREADY_SET or
+    PIN_RESET_TOKEN_INVALID, for a request that took effect."""
+    world = World()
+    if step == "set":
+        await world.open_wallet()
+        k = key()
+
+        def call() -> Any:
+            return world.pins.set_pin(SetPin("alice", GOOD, GOOD, k))
+    else:
+        await world.open_wallet_with_pin()
+        await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+        (mail,) = world.uow.outbox.of_topic("mail.send")
+        token = world.sealer.open(mail.payload["params"]["token_sealed"])
+        k = key("anon")
+
+        def call() -> Any:
+            return world.pins.reset_pin(ResetPin(token, "8642", "8642", k))
+
+    hashing, release = asyncio.Event(), asyncio.Event()
+    hash_pin = world.hasher.hash
+
+    async def slow_hash(pin: str) -> str:
+        hashing.set()
+        await release.wait()
+        return await hash_pin(pin)
+
+    world.hasher.hash = slow_hash  # type: ignore[method-assign]
+    first = asyncio.ensure_future(call())
+    await asyncio.wait_for(hashing.wait(), 5)  # past its check, in bcrypt
+    look = world.pins._stored
+
+    async def look_then_the_first_commits(*args: Any) -> Any:
+        found = await look(*args)
+        if not first.done():  # the window: between the retry's look and its check
+            release.set()
+            await first
+        return found
+
+    world.pins._stored = look_then_the_first_commits  # type: ignore[method-assign,assignment]
+    retried = await call()
+    assert retried == await first

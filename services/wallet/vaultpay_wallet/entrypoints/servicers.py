@@ -4,7 +4,7 @@ convert the result. No SQL, no try/except, no context.abort here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from google.protobuf.message import Message
@@ -141,9 +141,16 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
 
     # ----- the PIN ------------------------------------------------------------------------
 
-    def _pin_key(self, request: Message, *pins: str) -> IdempotencyKey | None:
+    def _pin_key(
+        self,
+        request: Message,
+        *pins: str,
+        canonical: dict[str, Callable[[str], str]] | None = None,
+    ) -> IdempotencyKey | None:
         """The call's key with its PINs keyed into the fingerprint (grpc/idempotency.py)."""
-        return idempotency_key(request, secret=pins, secret_key=self._fingerprint_key)
+        return idempotency_key(
+            request, secret=pins, secret_key=self._fingerprint_key, canonical=canonical
+        )
 
     async def SetPin(
         self, request: wallet_pb2.SetPinRequest, context: Ctx
@@ -198,7 +205,11 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 request.token,
                 request.new_pin,
                 request.new_pin_confirmation,
-                self._pin_key(request, "new_pin", "new_pin_confirmation"),
+                # The token as the use case reads it (trimmed): a retry pasted with a
+                # trailing newline is the same request (review of 2026-12-05).
+                self._pin_key(
+                    request, "new_pin", "new_pin_confirmation", canonical={"token": str.strip}
+                ),
             )
         )
         return wallet_pb2.ResetPinResponse(
@@ -266,7 +277,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     async def ConfirmIp(
         self, request: wallet_pb2.ConfirmIpRequest, context: Ctx
     ) -> wallet_pb2.ConfirmIpResponse:
-        confirmed = await self._ip.confirm_ip(ip.ConfirmIp(request.token, idempotency_key(request)))
+        key = idempotency_key(request, canonical={"token": str.strip})  # as the use case reads it
+        confirmed = await self._ip.confirm_ip(ip.ConfirmIp(request.token, key))
         return wallet_pb2.ConfirmIpResponse(trusted_ip=trusted_ip_to_proto(confirmed.trusted_ip))
 
     async def RevokeTrustedIp(

@@ -212,6 +212,19 @@ class PinService:
             stored = await uow.idempotency.claim(key)
         return None if stored is None else codec.loads(stored)
 
+    async def _replayed_or(
+        self, key: IdempotencyKey | None, codec: ReplyCodec[T], refusal: DomainError
+    ) -> T:
+        """The stored reply of this very request, or `refusal`, the cheap check's. The check
+        runs after the first look for a reply, in a transaction of its own: a first attempt
+        that committed between the two (a retry sent as it waited for bcrypt) is what made
+        the check refuse (the PIN now set, the token now used), and its retry must get its
+        answer, not PIN_ALREADY_SET or PIN_RESET_TOKEN_INVALID (review of 2026-12-05)."""
+        replay = await self._stored(key, codec)
+        if replay is not None:
+            return replay
+        raise refusal
+
     # ----- set ------------------------------------------------------------------------
 
     async def set_pin(self, cmd: SetPin) -> PinSet:
@@ -222,8 +235,9 @@ class PinService:
         async with self._uow() as uow:  # refuse before spending bcrypt time
             wallet = await load_own_wallet(uow, cmd.user_id)
             self._require_open(wallet)
-            if await uow.pins.get(wallet.id) is not None:
-                raise PinAlreadySetError()
+            already_set = await uow.pins.get(wallet.id) is not None
+        if already_set:
+            return await self._replayed_or(cmd.idempotency, _PIN_SET, PinAlreadySetError())
         pin_hash = await self._hasher.hash(cmd.pin)
 
         async def work(uow: WalletUnitOfWork) -> PinSet:
@@ -620,7 +634,7 @@ class PinService:
         async with self._uow() as uow:  # a cheap refusal before bcrypt (public endpoint)
             found = await uow.reset_tokens.get(token_hash)
         if found is None or not found.usable(self._clock.now()):
-            raise PinResetTokenInvalidError()
+            return await self._replayed_or(cmd.idempotency, _PIN_RESET, PinResetTokenInvalidError())
         pin_hash = await self._hasher.hash(cmd.new_pin)
 
         async def work(uow: WalletUnitOfWork) -> PinReset:

@@ -450,8 +450,10 @@ def test_compose_passes_the_trusted_proxy_hops(tmp_path: Path, hops: str) -> Non
     argv = _gateway_config_argv(tmp_path, {"VAULTPAY_TRUSTED_PROXY_HOPS": hops})
     at = argv.index("--trusted-proxy-hops")
     assert argv[at + 1] == hops
+    # 0 when unset or empty (an empty line in deploy/.env: `--trusted-proxy-hops ""` stopped
+    # the gateway's config, and with it the whole API).
     assert gateway["environment"]["VAULTPAY_TRUSTED_PROXY_HOPS"] == (
-        "${VAULTPAY_TRUSTED_PROXY_HOPS-0}"
+        "${VAULTPAY_TRUSTED_PROXY_HOPS:-0}"
     )
     assert "VAULTPAY_TRUSTED_PROXY_HOPS=" in (ROOT / "deploy" / "compose.env.example").read_text()
 

@@ -233,6 +233,38 @@ async def test_a_key_set_aged_by_a_vm_pause_is_refreshed_at_once(keys: Keys) -> 
     assert keys.fetches == 2
 
 
+async def test_after_a_pause_a_failed_refresh_is_tried_again_within_the_interval(
+    keys: Keys,
+) -> None:
+    """Review of 2026-12-05: a failed refresh counted as a refresh, so after a pause whose
+    first fetch failed (a dead channel), a key withdrawn during the pause verified for a key
+    age more, auth answering or not. The set's age goes on; the next call past the refresh
+    interval asks again and the key goes as soon as auth answers."""
+    auth = FlakyAuth(keys)
+    wall = [time.time()]
+    verifier = TokenVerifier(
+        auth.jwks,
+        issuer=ISS,
+        audience=AUD,
+        service="wallet",
+        max_key_age=60,
+        monotonic=lambda: auth.now[0],
+        wall=lambda: wall[0],
+    )
+    token = _sign(keys)
+    await verifier.verify(token)
+    keys.private, keys.kid = Ed25519PrivateKey.generate(), "k2"  # k1 withdrawn in the pause
+    keys.public_raw = keys.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    wall[0] += 30 * 60  # the pause: the monotonic clock stood still
+    auth.reachable = False
+    assert (await verifier.verify(token)).subject == "user-1"  # unconfirmed, within the bound
+    auth.reachable = True
+    auth.now[0] += 3  # past the 2 s interval, far within a key age
+    wall[0] += 3
+    with pytest.raises(TokenInvalidError):
+        await verifier.verify(token)
+
+
 async def test_a_key_forgotten_as_withdrawn_refuses_its_cached_tokens_at_once(keys: Keys) -> None:
     """What the revocation feed makes of a withdrawal: no waiting for the key set's age."""
     verifier = TokenVerifier(

@@ -54,6 +54,12 @@ class AuthSettings(ServiceSettings):
     key_publish_lead_seconds: int = Field(default=600, ge=0)
     # How often each replica reloads signing keys (so a rotation reaches every replica).
     key_reload_seconds: Seconds = 30.0
+    # The revocation feed answers "v3" cursors (its snapshot's running transactions: a long
+    # transaction no longer makes every poll re-send everything since it began). A build
+    # before them refuses a v3 cursor and its peers start over from the look-back: during a
+    # rolling update from such a build set False (v2 cursors, which every build reads), and
+    # True once every auth replica runs this build.
+    feed_snapshot_cursors: bool = True
 
     @field_validator("bcrypt_rounds")
     @classmethod

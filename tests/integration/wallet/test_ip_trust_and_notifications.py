@@ -390,7 +390,9 @@ async def test_a_listener_that_fails_unexpectedly_starts_again(
     listener's supervising task for good (nothing restarted it, health said SERVING): the
     next lost link was never reconnected and every watch of the replica went silent."""
     hub = NotificationHub()
-    listener = PgNotificationListener(migrated.app_dsn("wallet"), hub, probe_interval=0.2)
+    listener = PgNotificationListener(
+        migrated.app_dsn("wallet"), hub, probe_interval=0.2, max_backoff=0.3
+    )
     original = listener._until_lost
     failures = [1]
 

@@ -131,6 +131,19 @@ def test_a_snapshot_with_too_many_running_transactions_falls_back_to_its_horizon
     assert page_of(FeedCursor(50), read, limit=5).next_cursor == FeedCursor(60, incarnation=INC)
 
 
+def test_during_a_rolling_update_from_a_build_before_them_no_snapshot_cursor_is_issued() -> None:
+    """A build before v3 cursors refuses one (INVALID_ARGUMENT): its peers would start over
+    from the look-back on every poll that alternated between old and new replicas. With
+    feed_snapshot_cursors False every answer carries a v2 cursor, which every build reads; a
+    v3 cursor a peer already holds is still read."""
+    read = FeedRead(90, 130, [_row(105, 1)], incarnation=INC, in_progress=(90,))
+    held = FeedCursor(100, incarnation=INC, in_progress=(95,))
+    for cursor in (FeedCursor(100), held):
+        page = page_of(cursor, read, limit=5, snapshot=False)
+        assert page.next_cursor == FeedCursor(90, incarnation=INC)
+        assert page.next_cursor.encode().startswith("v2.")
+
+
 def test_a_deactivation_is_reported_as_a_disabled_account() -> None:
     assert inactive_reason_of(_row(1, 1, "deactivated").revoked) == "ACCOUNT_DISABLED"
     for reason in ("logout", "refresh_token_reuse", "password_changed", "role_changed"):

@@ -169,20 +169,21 @@ class FeedRead:
     in_progress: tuple[int, ...] | None = None
 
 
-def page_of(cursor: FeedCursor, read: FeedRead, limit: int) -> FeedPage:
+def page_of(cursor: FeedCursor, read: FeedRead, limit: int, *, snapshot: bool = True) -> FeedPage:
     """The answer to a poll at `cursor`, given a read of at most `limit` + 1 rows after it.
 
     A pass that starts here continues next time from this read's snapshot (its xmax and the
     transactions it saw running) or, when it saw more than MAX_IN_PROGRESS running, its
     horizon; a pass already under way keeps those of its first page (a transaction that
     commits meanwhile with an id below our position is then read again by the next pass,
-    never skipped).
+    never skipped). `snapshot` False: always the horizon (a "v2" cursor, which a build
+    before v3 cursors reads: a rolling update from one, AuthSettings.feed_snapshot_cursors).
     """
     if cursor.after is not None:
         next_start = FeedCursor(
             cursor.horizon, incarnation=read.incarnation, in_progress=cursor.in_progress
         )
-    elif read.in_progress is not None and len(read.in_progress) <= MAX_IN_PROGRESS:
+    elif snapshot and read.in_progress is not None and len(read.in_progress) <= MAX_IN_PROGRESS:
         next_start = FeedCursor(
             read.newest, incarnation=read.incarnation, in_progress=read.in_progress
         )

@@ -129,7 +129,12 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
     # restarted by the runtime if its connection drops (polls are not held meanwhile).
     notices = PgRevocationNotices(runtime.engine)
     runtime.every(1.0, notices.listen, name="revocation notices")
-    revocations = RevocationFeedService(feed_table, look_back=look_back, notices=notices)
+    revocations = RevocationFeedService(
+        feed_table,
+        look_back=look_back,
+        notices=notices,
+        snapshot_cursors=settings.feed_snapshot_cursors,
+    )
 
     async def purge_revocations() -> None:
         await feed_table.purge(2 * look_back)

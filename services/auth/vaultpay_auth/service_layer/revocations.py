@@ -43,9 +43,11 @@ class RevocationFeedService:
         notices: RevocationNotices | None = None,
         page_size: int = 2000,
         clock: Callable[[], float] = time.monotonic,
+        snapshot_cursors: bool = True,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be positive")
+        self._snapshot_cursors = snapshot_cursors  # AuthSettings.feed_snapshot_cursors
         self._reader = reader
         self._look_back = look_back
         self._notices = notices
@@ -90,4 +92,4 @@ class RevocationFeedService:
             read = await self._reader.read(
                 cursor, limit=self._page_size + 1, look_back=self._look_back
             )
-        return page_of(cursor, read, self._page_size)
+        return page_of(cursor, read, self._page_size, snapshot=self._snapshot_cursors)

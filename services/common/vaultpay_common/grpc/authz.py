@@ -23,9 +23,10 @@ UNAUTHENTICATED once its token's session is recorded as revoked (woken by the re
 no polling), its signing key is withdrawn (woken by the verifier) or the token expires (plus
 the verifier's leeway; a timer at that moment), and each message is checked before it is
 sent. While the revoked sessions are not established (the feed switched off, or before its
-first complete poll) a stream asks auth about its token every `stream_recheck_seconds` (5). Deny by default: a method with no rule is refused
-before its handler runs, and an internal method admits only the services its rule names
-(`callers`); any other service is refused with INSUFFICIENT_PERMISSIONS.
+first complete poll) a stream asks auth about its token every `stream_recheck_seconds` (5).
+Deny by default: a method with no rule is refused before its handler runs, and an internal
+method admits only the services its rule names (`callers`); any other service is refused with
+INSUFFICIENT_PERMISSIONS.
 """
 
 from __future__ import annotations

@@ -172,8 +172,13 @@ class TokenVerifier:
         self._cache_size = cache_size
         # Never refreshed: minus infinity, not 0.0. time.monotonic() counts from boot, so on a
         # machine up for less than the interval 0.0 would read as "just refreshed".
+        # The last refresh that succeeded (when it began): the key set's age.
         self._last_refresh = -math.inf
         self._last_refresh_wall = -math.inf
+        # The last attempt, failed or not (when it ended, if it failed): what the refresh
+        # interval counts from.
+        self._last_attempt = -math.inf
+        self._last_attempt_wall = -math.inf
         self._last_refresh_failed = False
         # The first refresh that failed since one last read the key set (None: none failed).
         self._failing_since: float | None = None
@@ -192,11 +197,10 @@ class TokenVerifier:
 
     async def refresh_keys(self, *, force: bool = False) -> None:
         async with self._refresh_lock:
-            now = self._monotonic()
-            if not force and self._key_set_age() < self._min_refresh_interval:
+            if not force and self._since_last_attempt() < self._min_refresh_interval:
                 return
-            self._last_refresh = now
-            self._last_refresh_wall = self._wall()
+            now, now_wall = self._monotonic(), self._wall()
+            self._last_attempt, self._last_attempt_wall = now, now_wall
             self._last_refresh_failed = True
             if self._failing_since is None:
                 self._failing_since = now  # until the fetch below succeeds
@@ -205,11 +209,13 @@ class TokenVerifier:
             except BaseException:
                 # The interval counts from the failed attempt's end: with auth hung (each
                 # fetch waits out its timeout, longer than the interval) every caller queued
-                # on the lock started a fetch of its own, one after another (review of
-                # 2026-12-05).
-                self._last_refresh = self._monotonic()
-                self._last_refresh_wall = self._wall()
+                # on the lock started a fetch of its own, one after another. The set's age
+                # goes on: the next call past the interval tries again, and a key withdrawn
+                # meanwhile (a VM pause past the feed's look-back) goes once auth answers,
+                # not a key age later (reviews of 2026-12-05).
+                self._last_attempt, self._last_attempt_wall = self._monotonic(), self._wall()
                 raise
+            self._last_refresh, self._last_refresh_wall = now, now_wall
             self._last_refresh_failed = False
             self._failing_since = None
             keys: dict[str, Any] = {}
@@ -274,8 +280,14 @@ class TokenVerifier:
             )
 
     async def _refresh_if_stale(self) -> None:
-        if self._key_set_age() < self._max_key_age or self._refresh_lock.locked():
-            return  # fresh enough, or being refreshed: the keys held serve meanwhile
+        if (
+            self._key_set_age() < self._max_key_age
+            or self._refresh_lock.locked()
+            or self._since_last_attempt() < self._min_refresh_interval
+        ):
+            # Fresh enough, being refreshed or just tried: the keys held serve meanwhile
+            # (within the unconfirmed bound, which `verify` checks).
+            return
         try:
             await self.refresh_keys()
         except Exception:
@@ -350,11 +362,15 @@ class TokenVerifier:
         return claims
 
     def _key_set_age(self) -> float:
-        """Since the last refresh began, by the older of two clocks: CLOCK_MONOTONIC stands
-        still while the VM is paused, so after a pause longer than the feed's look-back a key
-        withdrawn during it (no longer named by the feed) verified until a minute of
-        monotonic time had passed (review of 2026-12-05; RevocationSet reads both too)."""
+        """Since the last successful refresh began, by the older of two clocks:
+        CLOCK_MONOTONIC stands still while the VM is paused, so after a pause longer than the
+        feed's look-back a key withdrawn during it (no longer named by the feed) verified
+        until a minute of monotonic time had passed (review of 2026-12-05; RevocationSet
+        reads both too)."""
         return max(self._monotonic() - self._last_refresh, self._wall() - self._last_refresh_wall)
+
+    def _since_last_attempt(self) -> float:
+        return max(self._monotonic() - self._last_attempt, self._wall() - self._last_attempt_wall)
 
     def _unconfirmed_too_long(self) -> bool:
         """The key set has gone unconfirmed (every refresh failing) past its bound, counted

@@ -240,6 +240,10 @@ def _asyncpg_dsn(url: str) -> str:
     return "postgresql://" + rest if sep and scheme.startswith("postgres") else url
 
 
+# A LISTEN link up this long has recovered: the reconnection backoff starts over after it.
+_STABLE_LINK_SECONDS = 30.0
+
+
 class PgNotificationListener:
     """One LISTEN connection, reconnected with backoff, probed so a dead link is noticed."""
 
@@ -416,13 +420,16 @@ class PgNotificationListener:
             )
 
     async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
         while True:
+            up_since: float | None = None
+            unexpected = False
             try:
                 if not self.listening:
                     await self._connect()
                     log.info("notification listener reconnected")
-                failures = 0
+                up_since = loop.time()
                 await self._until_lost()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 log.warning("notification listener lost its connection", exc_info=True)
@@ -430,13 +437,21 @@ class PgNotificationListener:
                 # Anything else (a bug, a driver error of another kind) ended this task for
                 # good, unnoticed: no reconnection after the next lost link, every watch of
                 # the replica silent while health said SERVING (review of 2026-12-05). It is
-                # said at ERROR and the feed starts again, as after a lost connection.
+                # said at ERROR and the feed starts again, as after a lost connection, after
+                # the longest pause: a failure that repeats must not open and end every
+                # watch of the replica every second.
                 log.exception("notification listener failed; reconnecting")
+                unexpected = True
             self._clear_pending()  # their streams end now
             self._hub.feed_lost()
             await self._disconnect()
+            # The backoff starts over only after a link that held a while: one lost again at
+            # once (or failing the same way each time) keeps backing off.
+            if up_since is not None and loop.time() - up_since >= _STABLE_LINK_SECONDS:
+                failures = 0
             failures += 1
-            await asyncio.sleep(min(self._max_backoff, 0.2 * 2 ** min(failures, 10)))
+            pause = 0.2 * 2 ** min(failures, 10)
+            await asyncio.sleep(self._max_backoff if unexpected else min(self._max_backoff, pause))
 
     async def _until_lost(self) -> None:
         """Returns when the connection is gone; probes it every `probe_interval` (1 s), each

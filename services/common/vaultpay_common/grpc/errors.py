@@ -21,11 +21,12 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from vaultpay_common.context import REQUEST_ID
-from vaultpay_common.errors import DomainError, ErrorKind, ValidationError
+from vaultpay_common.errors import AbortedError, DomainError, ErrorKind, ValidationError
 from vaultpay_common.grpc.request_context import request_id_metadata
 from vaultpay_common.grpc.wrapping import CallInterceptor, OpenStream, UnaryCall
+from vaultpay_common.pg_failures import sqlstates
 
-__all__ = ["ErrorInterceptor", "status_for"]
+__all__ = ["ErrorInterceptor", "TransactionConflictError", "status_for"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,20 @@ def status_for(error: DomainError, domain: str) -> tuple[grpc.StatusCode, status
     return code, status
 
 
+# serialization_failure, deadlock_detected: the transaction was rolled back whole.
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+class TransactionConflictError(AbortedError):
+    reason = "TRANSACTION_CONFLICT"
+    default_message = "the request conflicted with a concurrent one and changed nothing; retry it"
+
+
+def _transaction_conflict(exc: BaseException) -> str | None:
+    """The SQLSTATE of a deadlock or serialization failure along `exc`'s causes, if any."""
+    return next((code for code, _ in sqlstates(exc) if code in _CONFLICT_SQLSTATES), None)
+
+
 class ErrorInterceptor(CallInterceptor):
     def __init__(self, service: str) -> None:
         self._domain = f"vaultpay.{service}"
@@ -78,6 +93,17 @@ class ErrorInterceptor(CallInterceptor):
             status.details.add().Pack(
                 error_details_pb2.ErrorInfo(reason="NOT_IMPLEMENTED", domain=self._domain)
             )
+        elif (conflict := _transaction_conflict(exc)) is not None:
+            # PostgreSQL rolled the transaction back to break a deadlock or a serialization
+            # conflict: nothing of it committed, and the same request may be sent again.
+            # Said at WARNING with its stack: a deadlock is a lock order to look at. INTERNAL
+            # told a client that might retry (and a reader of the error table) otherwise.
+            log.warning(
+                "transaction conflict answered ABORTED",
+                exc_info=exc,
+                extra={"method": method, "sqlstate": conflict},
+            )
+            code, status = status_for(TransactionConflictError(), self._domain)
         elif isinstance(exc, DomainError):
             code, status = status_for(exc, self._domain)
             log.info(

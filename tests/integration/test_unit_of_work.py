@@ -222,3 +222,32 @@ async def _enter_unit_of_work(engine: AsyncEngine) -> None:
 async def _borrow_driver(engine: AsyncEngine) -> None:
     async with borrowed_driver(engine):
         pytest.fail("a raw call got a connection from an exhausted pool")
+
+
+async def test_a_call_cancelled_while_its_unit_of_work_starts_gives_its_connection_back(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 2026-12-05: a cancellation (the client's deadline) between the checkout and
+    the deadline's bound skipped the discard, and `async with` calls no __aexit__ for an
+    __aenter__ that raised: the connection stayed checked out until the garbage collector
+    dropped it, with an ERROR from SQLAlchemy's pool."""
+    bounding = asyncio.Event()
+
+    async def stuck(conn: object) -> None:  # the bound's round trip, held there
+        bounding.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr("vaultpay_common.db.limit_statements_to_deadline", stuck)
+
+    async def enter() -> None:
+        async with SqlUnitOfWork(engine):
+            raise AssertionError("never entered")
+
+    before = engine.pool.checkedout()  # type: ignore[attr-defined]
+    call = asyncio.ensure_future(enter())
+    await asyncio.wait_for(bounding.wait(), 5)
+    assert engine.pool.checkedout() == before + 1  # type: ignore[attr-defined]
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert engine.pool.checkedout() == before  # type: ignore[attr-defined]

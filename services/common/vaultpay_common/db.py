@@ -13,6 +13,7 @@ that is left, so the database stops working for a client that has already gone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from collections.abc import Awaitable, Callable
@@ -179,6 +180,13 @@ class SqlUnitOfWork:
             await self._discard()
             if lost:
                 raise DatabaseUnavailableError() from exc
+            raise
+        except BaseException:
+            # A cancellation (the client's deadline, a cancelled call) between the checkout
+            # and the deadline's bound: `async with` calls no __aexit__ for an __aenter__
+            # that raised, so the connection stayed checked out until the garbage collector
+            # dropped it, with an ERROR from SQLAlchemy's pool (review of 2026-12-05).
+            await asyncio.shield(self._discard())
             raise
         self._committed = False
         self._bind(self._conn)

@@ -6,6 +6,8 @@ no address is asked about."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -38,6 +40,8 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
     answers_ip: bool = True
     tier: kyc_tier_pb2.KycTier.ValueType = kyc_tier_pb2.KYC_TIER_BASIC  # told if not trusted
     refuse_identity: bool = False  # answers UNAUTHENTICATED, as to an expired service token
+    slow: bool = False  # the check outlasts any deadline (a bcrypt queue under load)
+    port: int = 0  # where it serves
     pin_checks: list[wallet_pb2.VerifyTransferPinRequest] = field(default_factory=list)
     time_left: list[float | None] = field(default_factory=list)  # each check's deadline
     ip_checks: list[wallet_pb2.CheckIpTrustRequest] = field(default_factory=list)
@@ -47,6 +51,8 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
     ) -> wallet_pb2.VerifyTransferPinResponse:
         self.pin_checks.append(request)
         self.time_left.append(context.time_remaining())
+        if self.slow:
+            await asyncio.sleep(30)
         if self.refuse_identity:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "token expired")
         if request.pin != "1234":
@@ -77,20 +83,21 @@ class FakeWallet(wallet_pb2_grpc.WalletInternalServiceServicer):
         return wallet_pb2.CheckIpTrustResponse(trusted=trusted, confirmation_sent=not trusted)
 
 
+async def _token() -> str:
+    return "service-token"
+
+
 @pytest.fixture
 async def wallet() -> AsyncIterator[tuple[FakeWallet, GrpcWalletGate]]:
     fake = FakeWallet()  # type: ignore[abstract]
     server = grpc.aio.server()
     wallet_pb2_grpc.add_WalletInternalServiceServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = fake.port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-
-    async def token() -> str:
-        return "service-token"
 
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield fake, GrpcWalletGate(channel, token, timeout=5.0)
+            yield fake, GrpcWalletGate(channel, _token, timeout=5.0)
     finally:
         await server.stop(None)
 
@@ -215,3 +222,32 @@ async def test_a_deadline_with_no_time_left_for_wallet_and_the_ledger_is_deadlin
     finally:
         DEADLINE.reset(token)
     assert fake.pin_checks == []
+
+
+async def test_a_deadline_that_runs_out_while_wallet_checks_is_deadline_exceeded(
+    wallet: tuple[FakeWallet, GrpcWalletGate], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review of 2026-12-05: a caller whose deadline left wallet some time, but less than its
+    check took, was answered 503 WALLET_UNAVAILABLE (retry at once) with a WARNING blaming a
+    healthy wallet, one per such request."""
+    fake, gate = wallet
+    fake.slow = True
+    token = DEADLINE.set(time.monotonic() + LEDGER_CALL_RESERVE + 0.3)
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(DeadlineExceededError):
+            await gate.check_movement(USER, "1234", HOME, CHECK)
+    finally:
+        DEADLINE.reset(token)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_wallet_slower_than_our_own_peer_timeout_is_wallet_unavailable(
+    wallet: tuple[FakeWallet, GrpcWalletGate],
+) -> None:
+    """Our own bound ran out, not the caller's: wallet's failure to answer in time."""
+    fake, _ = wallet
+    fake.slow = True
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{fake.port}") as channel:
+        gate = GrpcWalletGate(channel, _token, timeout=0.3)
+        with pytest.raises(WalletUnavailableError):
+            await gate.check_movement(USER, "1234", HOME, CHECK)

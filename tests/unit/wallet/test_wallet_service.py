@@ -220,13 +220,17 @@ async def test_an_expired_staff_freeze_reads_as_lifted_and_the_sweep_persists_it
     assert await world.sweeper.sweep_expired_freezes() == 0
 
 
-async def test_usage_that_raises_is_treated_as_unknown() -> None:
+async def test_usage_that_raises_is_treated_as_unknown(caplog: pytest.LogCaptureFixture) -> None:
     world = World()
     await world.open_wallet()
     world.usage.broken = True
     limits = LimitsService(lambda: world.uow, world.clock, world.usage)
-    result = await limits.get_limits("alice")
+    with caplog.at_level("WARNING"):
+        result = await limits.get_limits("alice")
     assert result.usage_known is False
+    # Why, with its stack (review of 2026-12-05: the class name alone, not actionable).
+    [said] = [r for r in caplog.records if r.getMessage() == "limit usage unavailable"]
+    assert said.exc_info is not None and "transfer is down" in str(said.exc_info[1])
 
 
 async def test_a_pin_lockout_under_a_self_freeze_is_refused_and_changes_nothing() -> None:

@@ -554,7 +554,9 @@ class _PgHeldMovement:
         try:
             await self._driver.fetchval(_UNHOLD, idempotency_lock_key(self._key))
         except Exception:
-            log.warning("could not unlock a movement's key; its connection is discarded")
+            log.warning(
+                "could not unlock a movement's key; its connection is discarded", exc_info=True
+            )
             await self._discard()
         except BaseException:
             await self._discard()

@@ -198,24 +198,32 @@ class GrpcWalletGate:
         request = wallet_pb2.VerifyTransferPinRequest(
             request_id=check_id, user_id=user_id, pin=pin, client_ip=client_ip
         )
+        timeout = self._call_timeout()
         try:
-            reply = await self._stub.VerifyTransferPin(
-                request, metadata=metadata, timeout=self._call_timeout()
-            )
+            reply = await self._stub.VerifyTransferPin(request, metadata=metadata, timeout=timeout)
             if reply.HasField("ip_trust"):
                 ip = IpCheck(bool(reply.ip_trust.trusted), bool(reply.ip_trust.confirmation_sent))
             elif not client_ip:  # no address to trust (wallet checked only the PIN)
                 ip = IpCheck(trusted=False, confirmation_sent=False)
             else:  # a wallet that checks only the PIN
+                timeout = self._call_timeout()
                 answer = await self._stub.CheckIpTrust(
                     wallet_pb2.CheckIpTrustRequest(
                         request_id=check_id, user_id=user_id, client_ip=client_ip
                     ),
                     metadata=metadata,
-                    timeout=self._call_timeout(),
+                    timeout=timeout,
                 )
                 ip = IpCheck(bool(answer.trusted), bool(answer.confirmation_sent))
         except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED and timeout < self._timeout:
+                # The caller's own deadline ran out while wallet checked (a short grpc-timeout
+                # against a bcrypt check): 504 DEADLINE_EXCEEDED, as when no time was left at
+                # all, not 503 WALLET_UNAVAILABLE with a WARNING blaming a healthy wallet
+                # (review of 2026-12-05). Nothing moved.
+                raise DeadlineExceededError(
+                    "the request's deadline passed while its PIN was being checked"
+                ) from exc
             raise wallet_refusal(exc) from exc
         return MovementChecked(str(reply.wallet_id), ip, _kyc_verified(reply.kyc_tier))
 

@@ -147,7 +147,11 @@ class AdminService:
         try:
             trusted: int | None = await self._trusted_ips.count_trusted(wallet.user_id, now)
         except Exception as exc:  # an inspection page must not fail for a side figure
-            log.warning("trusted IP count unavailable", extra={"error": type(exc).__name__})
+            log.warning(
+                "trusted IP count unavailable",
+                extra={"error": type(exc).__name__},
+                exc_info=True,
+            )
             trusted = None
         # A lapsed lockout shows its counter cleared, as the next attempt will find it.
         lapsed = (
@@ -319,5 +323,7 @@ class AdminService:
         try:
             return await call
         except Exception as exc:
-            log.warning("peer figures unavailable", extra={"error": type(exc).__name__})
+            log.warning(
+                "peer figures unavailable", extra={"error": type(exc).__name__}, exc_info=True
+            )
             return None

@@ -217,7 +217,9 @@ class LimitsService:
         try:
             return await self._usage.usage(wallet_id)
         except Exception as exc:  # a peer's failure must never fail GetLimits
-            log.warning("limit usage unavailable", extra={"error": type(exc).__name__})
+            log.warning(
+                "limit usage unavailable", extra={"error": type(exc).__name__}, exc_info=True
+            )
             return None
 
     async def _with_usage(

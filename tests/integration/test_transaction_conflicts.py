@@ -11,13 +11,14 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support import rpc_failure
 from vaultpay_common.db import create_engine
 from vaultpay_common.grpc.errors import ErrorInterceptor
 from vaultpay_common.grpc.request_context import RequestContextInterceptor
+from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import Provisioned
 
 pytestmark = pytest.mark.integration
@@ -27,9 +28,17 @@ PATIENCE = 10.0
 
 
 @pytest.fixture
-async def engines(databases: Provisioned) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
-    """The handler's engine and the test's, told apart in pg_stat_activity."""
-    victim = create_engine(databases.vaultpay_owner_dsn, pool_size=2, application_name="victim")
+async def engines(
+    databases: Provisioned, infra: Infra
+) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
+    """The handler's engine (the server's admin: only a superuser sets deadlock_timeout) and
+    the test's, on this module's database, told apart in pg_stat_activity."""
+    admin = make_url(infra.postgres.admin_dsn).set(
+        drivername="postgresql+asyncpg", database=databases.vaultpay_database
+    )
+    victim = create_engine(
+        admin.render_as_string(hide_password=False), pool_size=2, application_name="victim"
+    )
     other = create_engine(databases.vaultpay_owner_dsn, pool_size=2, application_name="other")
     async with other.begin() as conn:
         await conn.execute(text("CREATE TABLE IF NOT EXISTS conflict_rows (id int PRIMARY KEY)"))
@@ -64,6 +73,10 @@ async def test_a_deadlock_victim_answers_aborted_transaction_conflict(
 
     async def deadlocking(request: bytes, context: Any) -> bytes:
         async with victim.begin() as conn:
+            # It waits second and checks for a deadlock after 50 ms, long before the other
+            # side's check (1 s): it finds the cycle, and is its victim, however slow the
+            # machine.
+            await conn.execute(text("SET LOCAL deadlock_timeout = '50ms'"))
             await conn.execute(text("SELECT * FROM conflict_rows WHERE id = 1 FOR UPDATE"))
             first_locked.set()
             await second_locked.wait()
@@ -86,15 +99,13 @@ async def test_a_deadlock_victim_answers_aborted_transaction_conflict(
             async with other_engine.begin() as other:
                 await other.execute(text("SELECT * FROM conflict_rows WHERE id = 2 FOR UPDATE"))
                 await asyncio.wait_for(first_locked.wait(), PATIENCE)
-                second_locked.set()
-                # The handler waits first, so its deadlock_timeout (1 s) ends first: it finds
-                # the deadlock and is its victim; this side then gets the row.
-                await _waiting_on_a_lock(other_engine, "victim")
                 waiting = asyncio.ensure_future(
                     other.execute(text("SELECT * FROM conflict_rows WHERE id = 1 FOR UPDATE"))
                 )
+                await _waiting_on_a_lock(other_engine, "other")
+                second_locked.set()
                 refused = await rpc_failure(call)
-                await asyncio.wait_for(waiting, PATIENCE)
+                await asyncio.wait_for(waiting, PATIENCE)  # this side then gets the row
     finally:
         await server.stop(None)
     assert (refused.code, refused.reason) == (grpc.StatusCode.ABORTED, "TRANSACTION_CONFLICT")

@@ -639,3 +639,30 @@ async def test_past_the_bound_calls_are_refused_at_once_while_auth_hangs_a_refre
     with pytest.raises(AuthUnavailableError):
         await first
     assert auth.fetches == before
+
+
+async def test_a_hung_auth_never_holds_a_call_whose_keys_are_good(keys: Keys) -> None:
+    """Review of 2026-12-05: a stale key set's refresh was awaited by the call that started
+    it: with auth hung, one call in every few seconds waited out the fetch's timeout (3 s),
+    service tokens on the money path among them. The call waits a moment only; the keys it
+    holds serve, and the refresh goes on by itself."""
+    auth = FlakyAuth(keys)
+    verifier, now = auth.verifier(), auth.now
+    token = _sign(keys)
+    await verifier.verify(token)
+    answered = asyncio.Event()
+
+    async def hanging() -> list[dict[str, str]]:
+        auth.fetches += 1
+        await answered.wait()
+        raise ConnectionError("auth timed out")
+
+    verifier._fetch_jwks = hanging
+    now[0] += 61  # stale: a refresh is due
+    before = auth.fetches
+    for _ in range(3):
+        claims = await asyncio.wait_for(verifier.verify(token), 2)  # not the fetch's time
+        assert claims.subject == "user-1"
+    assert auth.fetches == before + 1  # one refresh, under way
+    answered.set()
+    await asyncio.sleep(0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import math
@@ -137,6 +138,10 @@ class TokenIntrospector(Protocol):
 JwksFetcher = Callable[[], Awaitable[list[dict[str, str]]]]
 
 
+# How long a call waits for a key-set refresh it started while the keys it holds are good.
+_INLINE_REFRESH_PATIENCE = 0.2
+
+
 class TokenVerifier:
     def __init__(
         self,
@@ -187,6 +192,7 @@ class TokenVerifier:
         # Never below the refresh interval: a set is not refreshed before it is that old.
         self._max_unconfirmed_key_age = max(max_unconfirmed_key_age, max_key_age)
         self._refresh_lock = asyncio.Lock()
+        self._background_refresh: asyncio.Future[None] | None = None
         # Open streams' tokens, by signing key: told when the key is withdrawn (`watch_key`).
         self._key_watchers: dict[str, set[Callable[[], None]]] = {}
 
@@ -288,6 +294,22 @@ class TokenVerifier:
             # Fresh enough, being refreshed or just tried: the keys held serve meanwhile
             # (within the unconfirmed bound, which `verify` checks).
             return
+        if self._keys and not self._unconfirmed_too_long():
+            # Keys are held and still good: the refresh runs as a task of its own, awaited
+            # for a moment only (auth answers in milliseconds; then this call already sees
+            # its answer). Awaited whole, a hung auth (each fetch waiting out its 3 s
+            # timeout) stalled one call in every few seconds, service tokens on the money
+            # path among them (review of 2026-12-05); past the moment the keys held serve.
+            if self._background_refresh is None or self._background_refresh.done():
+                self._background_refresh = asyncio.ensure_future(self._refresh_quietly())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(self._background_refresh), _INLINE_REFRESH_PATIENCE
+                )
+            return
+        await self._refresh_quietly()
+
+    async def _refresh_quietly(self) -> None:
         try:
             await self.refresh_keys()
         except Exception:

@@ -43,7 +43,13 @@ from __future__ import annotations
 import unicodedata
 from typing import Literal
 
-__all__ = ["NORMALIZED_AT_MOST", "ascii_upper", "has_control_characters", "normalized"]
+__all__ = [
+    "NORMALIZED_AT_MOST",
+    "ascii_upper",
+    "has_control_characters",
+    "has_line_breaks",
+    "normalized",
+]
 
 # The longest text `normalized` normalises: far above every field it serves (an email's 254,
 # a note's 140), and far below where CPython's Unicode normalisation, quadratic in a run of
@@ -77,6 +83,13 @@ def normalized(form: Literal["NFC", "NFKC"], text: str) -> str:
     if len(value) > NORMALIZED_AT_MOST:
         return value
     return unicodedata.normalize(form, value).strip()
+
+
+def has_line_breaks(text: str) -> bool:
+    """Whether `text` holds a LINE SEPARATOR or PARAGRAPH SEPARATOR (Zl, Zp: not C*, so
+    `has_control_characters` lets them by), which phones and browsers break a line at: a name
+    or note meant as one line could put a line of its own under ours."""
+    return any(unicodedata.category(ch) in ("Zl", "Zp") for ch in text)
 
 
 def has_control_characters(text: str, *, allowed: str = "") -> bool:

@@ -135,6 +135,20 @@ async def test_a_display_name_with_a_joiner_after_a_virama_is_accepted() -> None
         await world.wallets.create_wallet(CreateWallet("bob", "Al\u200dice", "", key("bob")))
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029"])
+async def test_a_display_name_is_one_line(separator: str) -> None:
+    """Review of 2026-12-05: LINE and PARAGRAPH SEPARATOR (Zl, Zp) passed, and a payee's
+    notification quotes the payer's name: "Ravi<PS>VaultPay Security: call …" put a line of
+    its own, outside the quotes, under ours."""
+    world = World()
+    name = f"Ravi{separator}VaultPay Security: call +91 80000 00000"
+    with pytest.raises(ValidationError) as refused:
+        await world.wallets.create_wallet(CreateWallet("alice", name, "", key()))
+    assert [(v.field, v.description) for v in refused.value.violations] == [
+        ("display_name", "must be one line")
+    ]
+
+
 async def test_another_users_wallet_is_not_found_and_lookup_shows_only_public_fields() -> None:
     world = World()
     wallet = await world.open_wallet("alice")
@@ -191,8 +205,10 @@ async def test_close_needs_zero_balance_and_a_staff_freeze_blocks_it() -> None:
     await world.admin.freeze_wallet(
         AdminFreezeWallet("staff", Role.ADMIN, wallet.id, "hold", None, key("staff"))
     )
-    with pytest.raises(WalletFrozenError):
+    with pytest.raises(WalletFrozenError) as refused:
         await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))
+    # Which hold (review of 2026-12-05: no metadata, so a client could not say why or until when)
+    assert refused.value.metadata == {"freeze_reason": "FREEZE_REASON_ADMIN"}
     await world.admin.unfreeze_wallet(
         AdminUnfreezeWallet("staff", Role.ADMIN, wallet.id, "", key("staff"))
     )

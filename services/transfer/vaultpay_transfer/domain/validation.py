@@ -7,12 +7,11 @@ bank_account(BankAccountInput("123456789012", "hdfc0001234", "A. Person"))
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from vaultpay_common.errors import FieldViolation, ValidationError
 from vaultpay_common.input_checks import Checked, InputChecks
-from vaultpay_common.text import ascii_upper, has_control_characters, normalized
+from vaultpay_common.text import ascii_upper, has_control_characters, has_line_breaks, normalized
 from vaultpay_transfer.domain.errors import InvalidAmountError
 from vaultpay_transfer.domain.model import PaymentMethod
 
@@ -45,7 +44,6 @@ _WALLET_ID = re.compile(r"^VPY-[A-Z0-9]{6}\Z")
 _IFSC = re.compile(r"^[A-Z]{4}0[A-Z0-9]{6}\Z")
 _ACCOUNT_NUMBER = re.compile(r"^[0-9]{9,18}\Z")
 _PIN = re.compile(r"^[0-9]{4}\Z")
-_LINE_BREAKS = ("Zl", "Zp")  # LINE SEPARATOR, PARAGRAPH SEPARATOR
 _PAYMENT_REFERENCE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 
 
@@ -135,7 +133,7 @@ def _one_line_text_problem(value: str) -> str | None:
     """What is wrong with one line of free text people read, or None."""
     if has_control_characters(value):
         return "must not contain control, bidi or zero-width characters"
-    if any(unicodedata.category(ch) in _LINE_BREAKS for ch in value):
+    if has_line_breaks(value):
         return "must be one line"
     return None
 

@@ -4,7 +4,7 @@ raises ValidationError naming the request field."""
 from __future__ import annotations
 
 from vaultpay_common.errors import ValidationError
-from vaultpay_common.text import has_control_characters
+from vaultpay_common.text import has_control_characters, has_line_breaks
 from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY, is_currency_code
 
 __all__ = ["clean_currency", "clean_text", "require_supported_currency"]
@@ -14,7 +14,10 @@ def clean_text(value: str, *, field: str, min_length: int, max_length: int) -> s
     """Trimmed text of `min_length`..`max_length` characters with no character of Unicode's
     C* categories: controls, and the bidi and zero-width format characters that would let a
     display name shown to a payer ("\u202eecilA") read as someone else's ("Alice"). A ZWJ or
-    ZWNJ right after a virama (Indic names) passes: see `vaultpay_common.text`."""
+    ZWNJ right after a virama (Indic names) passes: see `vaultpay_common.text`. One line: no
+    LINE or PARAGRAPH SEPARATOR either (a display name with one put "VaultPay Security: …"
+    on a line of its own in its payee's notification, outside the quotes; review of
+    2026-12-05)."""
     text = value.strip()
     if len(text) < min_length:
         raise ValidationError.single(field, "is required" if min_length == 1 else "is too short")
@@ -24,6 +27,8 @@ def clean_text(value: str, *, field: str, min_length: int, max_length: int) -> s
         raise ValidationError.single(
             field, "must not contain control or invisible formatting characters"
         )
+    if has_line_breaks(text):  # a payer's notification quotes the display name on one line
+        raise ValidationError.single(field, "must be one line")
     return text
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
+from vaultpay_common.errors import metadata_time, wallet_frozen_refusal
 from vaultpay_common.idempotency import DataclassCodec, run_once
 from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY
 from vaultpay_wallet.domain.errors import (
@@ -226,9 +227,16 @@ class WalletService:
             )
             if wallet.is_closed:
                 raise WalletClosedError("the wallet is already closed")
-            if any(f.source is not FreezeSource.SELF for f in wallet.freezes):
+            holds = [f for f in wallet.freezes if f.source is not FreezeSource.SELF]
+            if holds:
+                # Which hold, and until when (staff's first: only staff lift it), as a
+                # movement's WALLET_FROZEN says it: the client can tell the user.
+                hold = min(holds, key=lambda f: f.source is not FreezeSource.ADMIN)
+                until = "" if hold.until is None else metadata_time(hold.until)
+                _, metadata = wallet_frozen_refusal(hold.source.value, until)
                 raise WalletFrozenError(
-                    "a wallet frozen by staff or a PIN lockout cannot be closed"
+                    "a wallet frozen by staff or a PIN lockout cannot be closed",
+                    metadata=metadata,
                 )
             wallet = wallet.closed(now)
             await uow.wallets.update(wallet)

@@ -221,9 +221,11 @@ class WalletServiceServicer:
 
     def CloseMyWallet(self, request, context):
         """Closes the caller's wallet for good. Only with a zero balance (otherwise
-        FAILED_PRECONDITION, reason WALLET_HAS_BALANCE) and no withdrawal still being paid out
-        (reason WALLET_HAS_PENDING_WITHDRAWAL). A closed wallet can neither send nor receive,
-        and a user whose wallet is closed cannot open another one.
+        FAILED_PRECONDITION, reason WALLET_HAS_BALANCE), no withdrawal still being paid out
+        (reason WALLET_HAS_PENDING_WITHDRAWAL) and no freeze but the caller's own (a staff
+        freeze or a PIN lockout: WALLET_FROZEN, metadata freeze_reason and until, as a
+        movement's). A closed wallet can neither send nor receive, and a user whose wallet is
+        closed cannot open another one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -68,9 +68,11 @@ class WalletServiceStub:
     """
     CloseMyWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.CloseMyWalletRequest, _wallet_pb2.CloseMyWalletResponse]
     """Closes the caller's wallet for good. Only with a zero balance (otherwise
-    FAILED_PRECONDITION, reason WALLET_HAS_BALANCE) and no withdrawal still being paid out
-    (reason WALLET_HAS_PENDING_WITHDRAWAL). A closed wallet can neither send nor receive,
-    and a user whose wallet is closed cannot open another one.
+    FAILED_PRECONDITION, reason WALLET_HAS_BALANCE), no withdrawal still being paid out
+    (reason WALLET_HAS_PENDING_WITHDRAWAL) and no freeze but the caller's own (a staff
+    freeze or a PIN lockout: WALLET_FROZEN, metadata freeze_reason and until, as a
+    movement's). A closed wallet can neither send nor receive, and a user whose wallet is
+    closed cannot open another one.
     """
     SetPin: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.SetPinRequest, _wallet_pb2.SetPinResponse]
     """Sets the 4-digit transaction PIN for the first time. FAILED_PRECONDITION
@@ -189,9 +191,11 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """
     CloseMyWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.CloseMyWalletRequest, _wallet_pb2.CloseMyWalletResponse]  # type: ignore[assignment]
     """Closes the caller's wallet for good. Only with a zero balance (otherwise
-    FAILED_PRECONDITION, reason WALLET_HAS_BALANCE) and no withdrawal still being paid out
-    (reason WALLET_HAS_PENDING_WITHDRAWAL). A closed wallet can neither send nor receive,
-    and a user whose wallet is closed cannot open another one.
+    FAILED_PRECONDITION, reason WALLET_HAS_BALANCE), no withdrawal still being paid out
+    (reason WALLET_HAS_PENDING_WITHDRAWAL) and no freeze but the caller's own (a staff
+    freeze or a PIN lockout: WALLET_FROZEN, metadata freeze_reason and until, as a
+    movement's). A closed wallet can neither send nor receive, and a user whose wallet is
+    closed cannot open another one.
     """
     SetPin: _aio.UnaryUnaryMultiCallable[_wallet_pb2.SetPinRequest, _wallet_pb2.SetPinResponse]  # type: ignore[assignment]
     """Sets the 4-digit transaction PIN for the first time. FAILED_PRECONDITION
@@ -349,9 +353,11 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.CloseMyWalletResponse, _abc.Awaitable[_wallet_pb2.CloseMyWalletResponse]]:
         """Closes the caller's wallet for good. Only with a zero balance (otherwise
-        FAILED_PRECONDITION, reason WALLET_HAS_BALANCE) and no withdrawal still being paid out
-        (reason WALLET_HAS_PENDING_WITHDRAWAL). A closed wallet can neither send nor receive,
-        and a user whose wallet is closed cannot open another one.
+        FAILED_PRECONDITION, reason WALLET_HAS_BALANCE), no withdrawal still being paid out
+        (reason WALLET_HAS_PENDING_WITHDRAWAL) and no freeze but the caller's own (a staff
+        freeze or a PIN lockout: WALLET_FROZEN, metadata freeze_reason and until, as a
+        movement's). A closed wallet can neither send nor receive, and a user whose wallet is
+        closed cannot open another one.
         """
 
     @_abc_1.abstractmethod

@@ -149,6 +149,39 @@ async def test_a_display_name_is_one_line(separator: str) -> None:
     ]
 
 
+def _as_before_one_line_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text checks as a build before one-line text had them (no Zl, Zp refusal)."""
+    for module in ("wallets", "admin"):
+        monkeypatch.setattr(
+            f"vaultpay_wallet.service_layer.{module}.clean_text",
+            lambda value, **_: value.strip(),
+        )
+
+
+async def test_a_retry_of_a_change_that_committed_under_older_rules_gets_its_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review of 2026-12-05: the input checks ran before the stored answer was looked for, so a
+    retry of a CreateWallet, a self-freeze or a staff freeze that committed with a text the
+    one-line rule now refuses (on a replica of the older build, its reply lost) was told 400
+    for a change in force."""
+    world = World()
+    text = "Ravi\u2029Rao"
+    create = CreateWallet("alice", text, "", key())
+    freeze = FreezeMyWallet("alice", text, key())
+    with monkeypatch.context() as older:
+        _as_before_one_line_text(older)
+        created = await world.wallets.create_wallet(create)
+        frozen = await world.wallets.freeze_my_wallet(freeze)
+        staff = AdminFreezeWallet("staff", Role.ADMIN, created.id, text, None, key("staff"))
+        held = await world.admin.freeze_wallet(staff)
+    assert await world.wallets.create_wallet(create) == created
+    assert await world.wallets.freeze_my_wallet(freeze) == frozen
+    assert await world.admin.freeze_wallet(staff) == held
+    with pytest.raises(ValidationError):  # a new request with such a text: refused
+        await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", text, key()))
+
+
 async def test_another_users_wallet_is_not_found_and_lookup_shows_only_public_fields() -> None:
     world = World()
     wallet = await world.open_wallet("alice")

@@ -178,11 +178,13 @@ class AdminService:
         that commits while this one is checked answers ABORTED (`_require_same_staff_freeze`).
         Coexists with a self-freeze or lockout; only staff can lift it. Audited, and the owner
         is notified (without the staff note)."""
-        wallet_id = clean_wallet_id(cmd.wallet_id)
-        reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
+        # The stored answer first: a retry of a change that committed gets it, whatever the
+        # checks below now say (a rule added since, such as one-line reasons, 2026-12-05).
         replay = await self._stored(cmd.idempotency)
         if replay is not None:
             return replay
+        wallet_id = clean_wallet_id(cmd.wallet_id)
+        reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
         if cmd.until is not None and cmd.until <= self._clock.now():
             raise ValidationError.single("until_time", "must be in the future")
         read = await check_staff_rank(
@@ -224,11 +226,13 @@ class AdminService:
         (FREEZE_HELD_BY_HIGHER_RANK, nothing lifted); a lockout or the owner's own freeze
         any staff member may lift. A closed wallet answers WALLET_CLOSED. Audited (also when
         there was nothing to lift)."""
-        wallet_id = clean_wallet_id(cmd.wallet_id)
-        reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
+        # The stored answer first: a retry of a change that committed gets it, whatever the
+        # checks below now say (a rule added since, such as one-line reasons, 2026-12-05).
         replay = await self._stored(cmd.idempotency)
         if replay is not None:
             return replay
+        wallet_id = clean_wallet_id(cmd.wallet_id)
+        reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
         read = await check_staff_rank(
             self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role
         )

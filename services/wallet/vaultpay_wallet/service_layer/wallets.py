@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
-from vaultpay_common.errors import metadata_time, wallet_frozen_refusal
-from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_common.errors import ValidationError, metadata_time, wallet_frozen_refusal
+from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once, stored_reply
 from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY
 from vaultpay_wallet.domain.errors import (
     WalletAlreadyExistsError,
@@ -85,14 +85,30 @@ class WalletService:
         self._new_id = new_id
         self._currencies = currencies
 
+    async def _replayed_or(self, key: IdempotencyKey | None, refused: ValidationError) -> Wallet:
+        """The stored answer of this very request, or `refused`, its input's refusal: a retry
+        of a call that committed gets its answer whatever the input checks now say (a rule
+        added since, such as one-line text, 2026-12-05). Only a refused request pays the
+        look."""
+        async with self._uow() as uow:
+            stored = await stored_reply(uow, key, _WALLET)
+        if stored is None:
+            raise refused
+        return stored
+
     # ----- open -----------------------------------------------------------------------
 
     async def create_wallet(self, cmd: CreateWallet) -> Wallet:
         """One per user, ever: a user whose wallet is closed cannot open another."""
-        display_name = clean_text(
-            cmd.display_name, field="display_name", min_length=1, max_length=100
-        )
-        currency = require_supported_currency(clean_currency(cmd.currency_code), self._currencies)
+        try:
+            display_name = clean_text(
+                cmd.display_name, field="display_name", min_length=1, max_length=100
+            )
+            currency = require_supported_currency(
+                clean_currency(cmd.currency_code), self._currencies
+            )
+        except ValidationError as refused:
+            return await self._replayed_or(cmd.idempotency, refused)
         async with self._uow() as uow:
             return await run_once(
                 uow,
@@ -152,7 +168,10 @@ class WalletService:
 
     async def freeze_my_wallet(self, cmd: FreezeMyWallet) -> Wallet:
         """Adds (or refreshes the note of) the owner's own freeze; other freezes stay."""
-        note = clean_text(cmd.note, field="note", min_length=0, max_length=500)
+        try:
+            note = clean_text(cmd.note, field="note", min_length=0, max_length=500)
+        except ValidationError as refused:
+            return await self._replayed_or(cmd.idempotency, refused)
 
         async def work(uow: WalletUnitOfWork) -> Wallet:
             now = self._clock.now()

@@ -47,6 +47,12 @@ class KycSettings(SharedDatabaseSettings):
     rotation_settle_seconds: float = Field(default=30.0, ge=0)
     # How often an interrupted rotation is looked for and resumed.
     rotation_resume_seconds: Seconds = 60.0
+    # Documents (SubmitKyc calls, upload streams) this process receives and seals at once;
+    # beyond, a call is refused RESOURCE_EXHAUSTED KYC_BUSY (retry in a second). Each holds a
+    # file of the cap several times over (the message, the fingerprint's copy, the sealed
+    # copy, the driver's parameter: ~50 MiB at 10 MiB): 8 fit the 768 MiB the k8s manifest
+    # gives the pod.
+    max_documents_in_flight: int = Field(default=8, ge=1, le=1000)
 
     @field_validator("document_max_bytes")
     @classmethod

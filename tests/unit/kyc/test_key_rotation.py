@@ -4,13 +4,14 @@ does not rotate twice, an interrupted rotation resumes, and a key is dropped onl
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime, timedelta
 
 import pytest
 
 from tests.fakes.kyc import FIRST_KEY_ID
 from tests.unit.kyc.kyc_world import PDF, World, key
-from vaultpay_common.context import Role
+from vaultpay_common.context import DEADLINE, Role
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_kyc.domain.crypto import Field, SubmissionRef, new_key_id
 from vaultpay_kyc.domain.documents import DocumentType
@@ -250,3 +251,26 @@ async def test_a_rotation_records_who_started_it_through_the_rpc_and_the_cli(
     cli = await world.rotation.rotate(RotateKycKey(key("cli"), "operator:ops"))
     started_by = {r.to_key_id: r.started_by for r in world.uow.keys.rotations.values()}
     assert started_by == {rpc.key_id: "root", cli.key_id: "operator:ops"}
+
+
+async def test_a_sweep_that_makes_progress_still_answers_within_the_callers_deadline(
+    world: World,
+) -> None:
+    """Review of 2026-12-05: the deadline was looked at only after a batch that re-wrapped
+    nothing: a long productive sweep was cut off by the gateway (504) where the contract
+    promises KYC_KEY_ROTATION_INCOMPLETE. Each batch here takes 2 s; the call has 5 s."""
+    sweep = world.rotation._sweep_batch
+
+    async def slow_batch(rotation_id: str, unreadable: set[str]) -> tuple[int, int]:
+        world.clock.advance(timedelta(seconds=2))
+        return await sweep(rotation_id, unreadable)
+
+    world.rotation._sweep_batch = slow_batch  # type: ignore[method-assign]
+    token = DEADLINE.set(time.monotonic() + 5)
+    try:
+        with pytest.raises(KeyRotationIncompleteError):
+            await world.rotation.rotate(_by_root(key("root")))
+    finally:
+        DEADLINE.reset(token)
+    outcome = await world.rotation.resume_unfinished()  # the background job ends it
+    assert outcome is not None and outcome.finished

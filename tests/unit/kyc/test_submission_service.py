@@ -290,3 +290,18 @@ async def test_a_retried_upload_replays_while_wallet_is_down(world: World) -> No
     first = await world.submissions.upload(command, chunks_of(PNG))
     world.wallets.down = True
     assert await world.submissions.upload(command, chunks_of(PNG)) == first
+
+
+async def test_a_second_inline_submission_is_refused_before_its_file_is_sealed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 2026-12-05: SubmitKyc sealed the file (a copy of up to 10 MiB, and the CPU)
+    before `_store` refused KYC_ALREADY_SUBMITTED; UploadKycDocument already refused first."""
+    await world.submit()
+
+    def no_sealing(*_: object) -> None:
+        raise AssertionError("a document was sealed for a refused submission")
+
+    monkeypatch.setattr("vaultpay_kyc.service_layer.submissions.DataKey.generate", no_sealing)
+    with pytest.raises(KycAlreadySubmittedError):
+        await world.submit(number="ZZZPZ9999Z")

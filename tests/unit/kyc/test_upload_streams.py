@@ -21,7 +21,7 @@ import pytest
 from vaultpay.kyc.v1 import kyc_pb2
 from vaultpay_common.context import METHOD, PRINCIPAL, Principal, Role
 from vaultpay_common.errors import ValidationError
-from vaultpay_kyc.domain.errors import KycUploadInProgressError
+from vaultpay_kyc.domain.errors import KycBusyError, KycUploadInProgressError
 from vaultpay_kyc.entrypoints.servicers import KycServicer
 from vaultpay_kyc.service_layer.commands import UploadKycDocument
 
@@ -212,3 +212,62 @@ async def test_the_users_next_stream_is_refused_while_a_refused_one_is_still_dra
     with pytest.raises(ValidationError):  # drained and answered: the user may upload again
         await servicer.UploadKycDocument(_stream(), None)  # type: ignore[arg-type]
     assert uploads.reached == 2
+
+
+# ----- documents in flight, every user together (review of kyc, 2026-12-05) -----------------
+
+
+class _HeldSubmissions(_HeldUploads):
+    """Also holds SubmitKyc calls: `submit` puts its user on `reached` and waits."""
+
+    async def submit(self, cmd: Any) -> Any:
+        self.reached.put_nowait(cmd.user_id)
+        await self.release.wait()
+        raise asyncio.CancelledError
+
+
+async def _as(user_id: str, call: Any) -> Any:
+    PRINCIPAL.set(Principal(user_id, Role.USER, str(uuid.uuid4())))
+    METHOD.set("/vaultpay.kyc.v1.KycService/SubmitKyc")
+    return await call()
+
+
+async def test_documents_in_flight_are_bounded_across_users_and_both_ways_in(
+    as_user: str,
+) -> None:
+    """Every user's SubmitKyc (a whole file each) and upload streams together: fifteen
+    parallel 10 MiB calls took the pod past its memory. Past the bound KYC_BUSY (429, retry
+    in a second); a slot frees when a call answers."""
+    held = _HeldSubmissions()
+    servicer = KycServicer(
+        held,  # type: ignore[arg-type]
+        upload_drain_limit_bytes=MiB,
+        fingerprint_key=_KEY,
+        max_documents_in_flight=2,
+    )
+    request = kyc_pb2.SubmitKycRequest(request_id=str(uuid.uuid4()), document_file=b"%PDF")
+    first = asyncio.ensure_future(
+        _as(str(uuid.uuid4()), lambda: servicer.SubmitKyc(request, None))  # type: ignore[arg-type]
+    )
+    second = asyncio.ensure_future(
+        _as(str(uuid.uuid4()), lambda: servicer.UploadKycDocument(_stream(), None))  # type: ignore[arg-type]
+    )
+    for _ in range(2):
+        await asyncio.wait_for(held.reached.get(), 5)
+    with pytest.raises(KycBusyError) as busy:  # a third user, in a task (context) of its own
+        await asyncio.ensure_future(
+            _as(str(uuid.uuid4()), lambda: servicer.SubmitKyc(request, None))  # type: ignore[arg-type]
+        )
+    assert (busy.value.reason, busy.value.retry_after_seconds) == ("KYC_BUSY", 1)
+    with pytest.raises(KycBusyError):
+        await servicer.UploadKycDocument(_stream(), None)  # type: ignore[arg-type]
+    held.release.set()
+    for call in (first, second):
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    held.release.clear()
+    again = asyncio.ensure_future(servicer.SubmitKyc(request, None))  # type: ignore[arg-type]
+    assert await asyncio.wait_for(held.reached.get(), 5) == as_user  # a slot is free again
+    held.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await again

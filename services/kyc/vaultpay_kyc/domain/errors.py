@@ -21,12 +21,14 @@ from vaultpay_common.errors import (
     InsufficientPermissionsError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitedError,
     UnavailableError,
 )
 
 __all__ = [
     "DocumentUnreadableError",
     "KycAlreadySubmittedError",
+    "KycBusyError",
     "KycDocumentInUseError",
     "KycNotPendingError",
     "KycReviewerOutrankedError",
@@ -55,6 +57,18 @@ class KycUploadInProgressError(AbortedError):
     reason = "KYC_UPLOAD_IN_PROGRESS"
     default_message = "another upload of yours is still in progress: retry once it has answered"
     retry_after_seconds = 1
+
+
+class KycBusyError(RateLimitedError):
+    """As many documents as this process may hold at once are being received or sealed
+    (`KYC_MAX_DOCUMENTS_IN_FLIGHT`; each holds a file of the cap several times over): parallel
+    calls, from one user or many, cannot exhaust its memory. Retry in a moment."""
+
+    reason = "KYC_BUSY"
+    default_message = "too many documents are being received right now: retry in a moment"
+
+    def __init__(self) -> None:
+        super().__init__(1)
 
 
 class KycSubmissionNotFoundError(NotFoundError):

@@ -167,6 +167,7 @@ async def build_host(
         upload_drain_limit_bytes=settings.document_max_bytes + (1 << 20),
         fingerprint_key=settings.fingerprint_key,
         upload_min_chunk_bytes=smallest_chunk(settings.upload_chunk_max_bytes),
+        max_documents_in_flight=settings.max_documents_in_flight,
     )
     staff = KycAdminServicer(review, rotation, runtime.page_tokens)
     internal = KycInternalServicer(review)

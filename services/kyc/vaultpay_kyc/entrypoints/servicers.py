@@ -20,7 +20,7 @@ from vaultpay_common.ids import parse_optional_uuid
 from vaultpay_common.input_checks import InputChecks, refusal_or
 from vaultpay_common.pagination import PageTokens, SliceOf, page_size, paginate
 from vaultpay_kyc.domain.documents import MAX_RAW_NUMBER_LENGTH, normalise_document_number
-from vaultpay_kyc.domain.errors import KycUploadInProgressError
+from vaultpay_kyc.domain.errors import KycBusyError, KycUploadInProgressError
 from vaultpay_kyc.domain.model import Submission
 from vaultpay_kyc.domain.staff_reads import StaffViewer
 from vaultpay_kyc.domain.upload import MIN_CHUNK_BYTES
@@ -76,12 +76,35 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
         upload_drain_limit_bytes: int,
         fingerprint_key: bytes,
         upload_min_chunk_bytes: int = MIN_CHUNK_BYTES,
+        max_documents_in_flight: int = 8,
     ) -> None:
         self._fingerprint_key = fingerprint_key
         self._submissions = submissions
         self._drain_limit = upload_drain_limit_bytes
         self._min_chunk = upload_min_chunk_bytes
         self._uploading: set[str] = set()  # users whose upload stream is being received
+        self._max_documents = max_documents_in_flight
+        self._documents = 0  # SubmitKyc calls and upload streams being handled now
+
+    @contextmanager
+    def _document_slot(self) -> Iterator[None]:
+        """One of the documents this process handles at once (KYC_MAX_DOCUMENTS_IN_FLIGHT);
+        none left: KYC_BUSY. One user's streams are also one at a time (`_one_upload_of`),
+        but many users' (or one user's inline SubmitKyc calls, each a whole file) were not
+        bounded: fifteen parallel 10 MiB calls took the pod past its memory (review of
+        2026-12-05)."""
+        if self._documents >= self._max_documents:
+            raise KycBusyError()
+        self._documents += 1
+        try:
+            yield
+        finally:
+            self._documents -= 1
+
+    @contextmanager
+    def _upload_holds(self, user_id: str) -> Iterator[None]:
+        with self._document_slot(), self._one_upload_of(user_id):
+            yield
 
     @contextmanager
     def _one_upload_of(self, user_id: str) -> Iterator[None]:
@@ -125,16 +148,17 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
     async def SubmitKyc(
         self, request: kyc_pb2.SubmitKycRequest, context: Ctx
     ) -> kyc_pb2.SubmitKycResponse:
-        submission = await self._submissions.submit(
-            cmd.SubmitKyc(
-                current_principal().user_id,
-                document_type_from_proto(request.document_type),
-                request.document_number,
-                request.document_file,
-                request.document_content_type,
-                self._document_key(request),
+        with self._document_slot():
+            submission = await self._submissions.submit(
+                cmd.SubmitKyc(
+                    current_principal().user_id,
+                    document_type_from_proto(request.document_type),
+                    request.document_number,
+                    request.document_file,
+                    request.document_content_type,
+                    self._document_key(request),
+                )
             )
-        )
         return kyc_pb2.SubmitKycResponse(
             submission=submission_to_proto(submission, staff_view=False)
         )
@@ -165,7 +189,7 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
                 chunks,
             )
 
-        submission = await stream.answer(upload, hold=self._one_upload_of(user_id))
+        submission = await stream.answer(upload, hold=self._upload_holds(user_id))
         return kyc_pb2.UploadKycDocumentResponse(
             submission=submission_to_proto(submission, staff_view=False)
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,11 @@ class KeyRotationIncompleteError(AbortedError):
 
     reason = "KYC_KEY_ROTATION_INCOMPLETE"
     default_message = "the key rotation has not finished yet; retry with the same request_id"
+
+
+# What a rotation asked for by a caller with a deadline leaves of it: one more batch and the
+# answer (KYC_KEY_ROTATION_INCOMPLETE), not a call cut off mid-batch.
+_ANSWER_MARGIN_SECONDS = 2.0
 
 
 class KeyRotationService:
@@ -142,8 +148,14 @@ class KeyRotationService:
         `re-wrapped 2, 0 left` twice."""
         budget = self._settle
         left = remaining_seconds()
+        # The caller's deadline, kept also while batches make progress (a sweep that kept
+        # re-wrapping never looked at it: past the gateway's 15 s the call was cut off, 504,
+        # where the contract promises KYC_KEY_ROTATION_INCOMPLETE; review of 2026-12-05).
+        # The margin leaves a batch and the answer their time.
+        hard_stop = math.inf
         if left is not None:
             budget = max(0.0, min(budget, left - 1.0))
+            hard_stop = self._monotonic() + max(0.0, left - _ANSWER_MARGIN_SECONDS)
         deadline = self._monotonic() + budget
         rewrapped = 0
         unreadable: set[str] = set()
@@ -156,6 +168,8 @@ class KeyRotationService:
                 progress(state)
                 reported = state
             if done:
+                if self._monotonic() >= hard_stop:
+                    return await self._outcome(rotation_id, finished=False)
                 continue
             if remaining == 0:
                 outcome = await self._finish(rotation_id, unreadable)

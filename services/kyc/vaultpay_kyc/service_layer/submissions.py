@@ -113,6 +113,9 @@ class SubmissionService:
         if stored is not None:
             return stored  # a retry of a submission that committed: wallet is not asked
         await self._wallets.require_wallet(cmd.user_id)
+        # Before the file is sealed (a copy of it): a user with a submission pending is told
+        # so without the service spending memory and CPU on it (review of 2026-12-05).
+        await self._refuse_early_when_already_submitted(cmd.idempotency, cmd.user_id)
         ref = SubmissionRef(self._new_id(), cmd.user_id)
         dek = DataKey.generate(ref)
         sealed = self._seal(ref, dek, document_type, number, channel="inline")
@@ -143,7 +146,7 @@ class SubmissionService:
             # A retry of an upload that committed is answered its stored reply at the end of
             # the stream (run_once), whether or not wallet answers now.
             await self._wallets.require_wallet(cmd.user_id)
-            await self._refuse_early_when_already_submitted(cmd)
+            await self._refuse_early_when_already_submitted(cmd.idempotency, cmd.user_id)
         ref = SubmissionRef(self._new_id(), cmd.user_id)
         dek = DataKey.generate(ref)
         assembler = UploadAssembler(
@@ -169,7 +172,9 @@ class SubmissionService:
         async with self._uow() as uow:
             return await stored_reply(uow, key, SUBMISSION_CODEC)
 
-    async def _refuse_early_when_already_submitted(self, cmd: UploadKycDocument) -> None:
+    async def _refuse_early_when_already_submitted(
+        self, key: IdempotencyKey | None, user_id: str
+    ) -> None:
         """Refuses KYC_ALREADY_SUBMITTED before any chunk is sealed or stored, unless the
         request is a retry of a stored success (then the end of the stream replays it). The
         client still sends the rest of its stream before it hears the refusal (the stream is
@@ -178,10 +183,9 @@ class SubmissionService:
 
         The claim is only a look: the block ends without commit, which releases it."""
         async with self._uow() as uow:
-            key = cmd.idempotency
             if key is not None and await uow.idempotency.claim(key) is not None:
                 return
-            await _check_may_submit(uow, cmd.user_id)
+            await _check_may_submit(uow, user_id)
 
     def _seal(
         self,

@@ -266,6 +266,7 @@ async def test_a_sweep_that_makes_progress_still_answers_within_the_callers_dead
         return await sweep(rotation_id, unreadable)
 
     world.rotation._sweep_batch = slow_batch  # type: ignore[method-assign]
+    world.rotation._batch = 1  # three batches for the three rows
     token = DEADLINE.set(time.monotonic() + 5)
     try:
         with pytest.raises(KeyRotationIncompleteError):
@@ -274,3 +275,17 @@ async def test_a_sweep_that_makes_progress_still_answers_within_the_callers_dead
         DEADLINE.reset(token)
     outcome = await world.rotation.resume_unfinished()  # the background job ends it
     assert outcome is not None and outcome.finished
+
+
+async def test_a_sweep_that_re_wrapped_the_last_rows_finishes_even_past_the_deadline(
+    world: World,
+) -> None:
+    """Review of the change above: a batch that re-wrapped the last rows after the hard stop
+    answered KYC_KEY_ROTATION_INCOMPLETE, every row re-wrapped and the old key kept."""
+    world.rotation._batch = 10  # one batch takes every row
+    token = DEADLINE.set(time.monotonic() + 1.5)  # within the margin: the stop is now
+    try:
+        outcome = await world.rotation.rotate(_by_root(key("root")))
+    finally:
+        DEADLINE.reset(token)
+    assert outcome.finished and outcome.dropped_key_ids == (FIRST_KEY_ID,)

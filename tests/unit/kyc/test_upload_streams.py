@@ -271,3 +271,36 @@ async def test_documents_in_flight_are_bounded_across_users_and_both_ways_in(
     held.release.set()
     with pytest.raises(asyncio.CancelledError):
         await again
+
+
+async def test_a_stream_that_sends_nothing_yet_holds_no_document_slot(as_user: str) -> None:
+    """Review of the bound above: the slot was taken before the stream's first message, so
+    eight signed-in users whose streams sent nothing kept every document out."""
+    held = _HeldSubmissions()
+    servicer = KycServicer(
+        held,  # type: ignore[arg-type]
+        upload_drain_limit_bytes=MiB,
+        fingerprint_key=_KEY,
+        max_documents_in_flight=1,
+    )
+    never = asyncio.Event()
+
+    async def silent() -> AsyncIterator[kyc_pb2.UploadKycDocumentRequest]:
+        await never.wait()
+        yield kyc_pb2.UploadKycDocumentRequest()
+
+    quiet = [
+        asyncio.ensure_future(
+            _as(str(uuid.uuid4()), lambda: servicer.UploadKycDocument(silent(), None))  # type: ignore[arg-type]
+        )
+        for _ in range(3)
+    ]
+    request = kyc_pb2.SubmitKycRequest(request_id=str(uuid.uuid4()), document_file=b"%PDF")
+    submitting = asyncio.ensure_future(servicer.SubmitKyc(request, None))  # type: ignore[arg-type]
+    assert await asyncio.wait_for(held.reached.get(), 5) == as_user  # not KYC_BUSY
+    held.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await submitting
+    for stream in quiet:
+        stream.cancel()
+    await asyncio.gather(*quiet, return_exceptions=True)

@@ -693,3 +693,19 @@ async def test_a_lapsed_timed_freeze_counts_as_lifted_in_the_list_filter_and_fig
     assert [(w.id, w.status) for w in active.wallets] == [(wallet_id, WalletStatus.ACTIVE)]
     stats = await world.admin.system_stats()
     assert (stats.frozen_wallet_count, stats.active_wallet_count) == (0, 1)
+
+
+async def test_a_setting_changed_under_older_rules_answers_its_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review of 2026-12-05: UpdateSetting checked its reason before its stored answer, so a
+    retry of a change that committed with a reason the one-line rule now refuses was 400."""
+    world = World()
+    reason = "promo\u2028ends friday"
+    update = UpdateSetting("root", "limits.tier_basic.send.daily", "4200000", reason, key("root"))
+    with monkeypatch.context() as older:
+        older.setattr(
+            "vaultpay_wallet.service_layer.settings.clean_text", lambda value, **_: value.strip()
+        )
+        first = await world.settings.update_setting(update)
+    assert await world.settings.update_setting(update) == first

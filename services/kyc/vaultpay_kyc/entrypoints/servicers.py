@@ -102,11 +102,6 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
             self._documents -= 1
 
     @contextmanager
-    def _upload_holds(self, user_id: str) -> Iterator[None]:
-        with self._document_slot(), self._one_upload_of(user_id):
-            yield
-
-    @contextmanager
     def _one_upload_of(self, user_id: str) -> Iterator[None]:
         """Refuses a second upload stream of `user_id` while one is being received, or drained
         after its refusal, in this process (KYC_UPLOAD_IN_PROGRESS, drained like any refusal).
@@ -176,22 +171,34 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
         async def upload(
             metadata: kyc_pb2.UploadKycDocumentMetadata, chunks: AsyncIterator[bytes]
         ) -> Submission:
-            return await self._submissions.upload(
-                cmd.UploadKycDocument(
-                    user_id,
-                    document_type_from_proto(metadata.document_type, "metadata.document_type"),
-                    metadata.document_number,
-                    metadata.document_content_type,
-                    metadata.document_size_bytes,
-                    metadata.document_sha256,
-                    self._upload_key(metadata),
-                ),
-                chunks,
-            )
+            # The slot is taken once the metadata arrived, and given back before a refused
+            # stream is drained: a stream that sends nothing, or one refused, holds none
+            # (review of 2026-12-05: eight silent streams kept every document out).
+            with self._document_slot():
+                return await self._upload(user_id, metadata, chunks)
 
-        submission = await stream.answer(upload, hold=self._upload_holds(user_id))
+        submission = await stream.answer(upload, hold=self._one_upload_of(user_id))
         return kyc_pb2.UploadKycDocumentResponse(
             submission=submission_to_proto(submission, staff_view=False)
+        )
+
+    async def _upload(
+        self,
+        user_id: str,
+        metadata: kyc_pb2.UploadKycDocumentMetadata,
+        chunks: AsyncIterator[bytes],
+    ) -> Submission:
+        return await self._submissions.upload(
+            cmd.UploadKycDocument(
+                user_id,
+                document_type_from_proto(metadata.document_type, "metadata.document_type"),
+                metadata.document_number,
+                metadata.document_content_type,
+                metadata.document_size_bytes,
+                metadata.document_sha256,
+                self._upload_key(metadata),
+            ),
+            chunks,
         )
 
     async def GetKycStatus(

@@ -167,11 +167,11 @@ class KeyRotationService:
             if progress is not None and state != reported:
                 progress(state)
                 reported = state
-            if done:
+            if done and remaining:  # progress, more to do: on, within the caller's deadline
                 if self._monotonic() >= hard_stop:
                     return await self._outcome(rotation_id, finished=False)
                 continue
-            if remaining == 0:
+            if remaining == 0:  # the last rows went (or none were left): finish
                 outcome = await self._finish(rotation_id, unreadable)
                 if outcome is not None:
                     return outcome

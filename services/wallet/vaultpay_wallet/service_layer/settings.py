@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.errors import ValidationError
-from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_common.idempotency import DataclassCodec, run_once, stored_reply
 from vaultpay_wallet.domain.errors import SettingNotFoundError
 from vaultpay_wallet.domain.limits import (
     LimitAction,
@@ -128,8 +128,17 @@ class SettingsService:
         spec = setting_spec(cmd.key)
         if spec is None:
             raise SettingNotFoundError()
-        value = parse_setting_value(spec, cmd.value)
-        reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
+        try:
+            value = parse_setting_value(spec, cmd.value)
+            reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
+        except ValidationError:
+            # A retry of a change that committed gets its answer whatever the checks now
+            # say (a rule added since, such as one-line reasons; review of 2026-12-05).
+            async with self._uow() as uow:
+                stored_view = await stored_reply(uow, cmd.idempotency, _SETTING)
+            if stored_view is None:
+                raise
+            return stored_view
 
         async def work(uow: WalletUnitOfWork) -> SettingView:
             await _check_limit_order(uow, spec.key, value)

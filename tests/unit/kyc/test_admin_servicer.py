@@ -29,9 +29,13 @@ _ANY: Any = None
 class _Rotations:
     def __init__(self) -> None:
         self.commands: list[RotateKycKey] = []
+        self.answer_within: list[float | None] = []
 
-    async def rotate(self, cmd: RotateKycKey) -> RotationOutcome:
+    async def rotate(
+        self, cmd: RotateKycKey, *, answer_within: float | None = None
+    ) -> RotationOutcome:
         self.commands.append(cmd)
+        self.answer_within.append(answer_within)
         return RotationOutcome("k2", "k1", 0, finished=True)
 
 
@@ -63,6 +67,8 @@ async def test_a_rotation_through_the_rpc_names_the_staff_member_who_asked(as_ad
     assert cmd.actor_id == as_admin  # it was "": kyc_key_rotations.started_by = ''
     assert (cmd.actor_role, cmd.client_ip) == (Role.ADMIN, "203.0.113.5")
     assert cmd.origin() == {"ip": "203.0.113.5"}  # not the CLI's `via: cli`
+    # Answered within the gateway's 15 s when the caller sent no deadline (a JSON call).
+    assert rotations.answer_within == [12.0]
 
 
 async def test_a_decisions_bad_fields_from_the_entrypoint_and_the_use_case_come_together(

@@ -289,3 +289,23 @@ async def test_a_sweep_that_re_wrapped_the_last_rows_finishes_even_past_the_dead
     finally:
         DEADLINE.reset(token)
     assert outcome.finished and outcome.dropped_key_ids == (FIRST_KEY_ID,)
+
+
+async def test_a_caller_without_a_deadline_is_answered_within_the_rpcs_own_bound(
+    world: World,
+) -> None:
+    """A JSON call through the gateway carries no grpc-timeout (the gateway ends it at 15 s):
+    without a bound of its own the sweep ran on and the caller got a 504. The RPC passes its
+    own (`answer_within`); the CLI passes none and sweeps to the end."""
+    sweep = world.rotation._sweep_batch
+
+    async def slow_batch(rotation_id: str, unreadable: set[str]) -> tuple[int, int]:
+        world.clock.advance(timedelta(seconds=2))
+        return await sweep(rotation_id, unreadable)
+
+    world.rotation._sweep_batch = slow_batch  # type: ignore[method-assign]
+    world.rotation._batch = 1
+    with pytest.raises(KeyRotationIncompleteError):
+        await world.rotation.rotate(_by_root(key("root")), answer_within=5.0)
+    outcome = await world.rotation.resume_unfinished()  # no bound: to the end
+    assert outcome is not None and outcome.finished

@@ -94,12 +94,18 @@ class KeyRotationService:
         self._monotonic = monotonic
 
     async def rotate(
-        self, cmd: RotateKycKey, progress: ProgressSink | None = None
+        self,
+        cmd: RotateKycKey,
+        progress: ProgressSink | None = None,
+        *,
+        answer_within: float | None = None,
     ) -> RotationOutcome:
-        """Starts a rotation (or replays the start of `cmd.idempotency`'s) and completes it."""
+        """Starts a rotation (or replays the start of `cmd.idempotency`'s) and completes it.
+        `answer_within`: the time to answer in when the caller sent no deadline (a JSON call
+        through the gateway carries none, and the gateway ends it at 15 s)."""
         async with self._uow() as uow:
             started = await run_once(uow, cmd.idempotency, _STARTED, lambda: self._start(uow, cmd))
-        outcome = await self.complete(started.rotation_id, progress)
+        outcome = await self.complete(started.rotation_id, progress, answer_within=answer_within)
         if not outcome.finished:
             raise KeyRotationIncompleteError(
                 f"key {outcome.key_id} is active; rows still wait for re-wrapping. Retry with "
@@ -138,7 +144,11 @@ class KeyRotationService:
         return RotationStarted(rotation_id, new, previous, now)
 
     async def complete(
-        self, rotation_id: str, progress: ProgressSink | None = None
+        self,
+        rotation_id: str,
+        progress: ProgressSink | None = None,
+        *,
+        answer_within: float | None = None,
     ) -> RotationOutcome:
         """Sweeps and finishes; returns unfinished after the settle time (or the caller's
         deadline, whichever is first) if rows are still held by others.
@@ -148,6 +158,8 @@ class KeyRotationService:
         `re-wrapped 2, 0 left` twice."""
         budget = self._settle
         left = remaining_seconds()
+        if left is None:
+            left = answer_within
         # The caller's deadline, kept also while batches make progress (a sweep that kept
         # re-wrapping never looked at it: past the gateway's 15 s the call was cut off, 504,
         # where the contract promises KYC_KEY_ROTATION_INCOMPLETE; review of 2026-12-05).

@@ -30,6 +30,7 @@ from vaultpay_auth.domain.errors import (
     SignUpThrottledError,
 )
 from vaultpay_auth.domain.model import User
+from vaultpay_auth.domain.policies import require_reason
 from vaultpay_auth.domain.security_events import EmailFingerprint
 from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
@@ -437,3 +438,47 @@ async def test_an_empty_page_of_the_audit_log_is_audited_too() -> None:
         "sequences": "",
         "ip": IP,
     }
+
+
+async def test_a_password_change_is_counted_apart_from_the_emails_sign_ins() -> None:
+    """Review of 2026-12-05: ChangePassword reserved on Login's counter (the email), so anyone
+    who typed five wrong passwords for the email blocked the signed-in owner's change, the
+    remedy, for as long as the attack went on. Its guesses (a stolen token's) have a counter
+    of their own, per user."""
+    world = World()
+    user = world.add_user("ada@example.com")
+    await world.accounts.change_password(user.id, "s1", PASSWORD, "a brand new 77 secret", IP)
+    [(account, ip)] = world.throttle.reserved
+    assert account != user.email and user.id in account and ip == IP
+    assert world.throttle.succeeded_for == [(account, IP)]
+
+
+async def test_an_empty_current_password_is_input_not_a_counted_guess() -> None:
+    world = World()
+    user = world.add_user("ada@example.com")
+    with pytest.raises(ValidationError) as refused:
+        await world.accounts.change_password(user.id, "s1", "", "a brand new 77 secret", IP)
+    assert [(v.field, v.description) for v in refused.value.violations] == [
+        ("current_password", "is required")
+    ]
+    assert world.throttle.reserved == [] and world.hasher.calls == []
+    assert world.uow.entries("user.password_change_failed") == []
+
+
+@pytest.mark.parametrize(
+    ("reason", "problem"),
+    [
+        ("fraud\u202e detected", "must not contain control or invisible formatting characters"),
+        ("fraud\u2028VaultPay Security: call us", "must be one line"),
+        ("fraud\nring", "must not contain control or invisible formatting characters"),
+    ],
+)
+def test_a_staff_reason_is_one_line_people_read(reason: str, problem: str) -> None:
+    """Review of 2026-12-05: DeactivateUser's and SetUserRole's reasons, shown in staff views
+    and the audit log, took bidi and line-break characters that wallet's refuse."""
+    with pytest.raises(ValidationError) as refused:
+        require_reason(reason, required=True)
+    assert [(v.field, v.description) for v in refused.value.violations] == [("reason", problem)]
+    assert require_reason("  card testing from one device ", required=True) == (
+        "card testing from one device"
+    )

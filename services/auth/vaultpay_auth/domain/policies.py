@@ -19,7 +19,7 @@ from vaultpay_auth.domain.errors import (
 )
 from vaultpay_common.context import Role
 from vaultpay_common.errors import FieldViolation, ValidationError
-from vaultpay_common.text import has_control_characters, normalized
+from vaultpay_common.text import has_control_characters, has_line_breaks, normalized
 
 __all__ = [
     "check_may_manage",
@@ -135,11 +135,20 @@ def check_user_id(user_id: str, field: str = "user_id") -> None:
 
 
 def require_reason(reason: str, *, required: bool) -> str:
+    """A staff reason: one line people read (staff views, the audit log), so no control, bidi
+    or zero-width character and no line break (review of 2026-12-05: "fraud\u202e…" read
+    reversed, a LINE SEPARATOR split it), as wallet's and transfer's texts."""
     reason = reason.strip()
     if required and not reason:
         raise ValidationError.single("reason", "is required")
     if len(reason) > MAX_REASON:
         raise ValidationError.single("reason", f"must be at most {MAX_REASON} characters")
+    if has_control_characters(reason):
+        raise ValidationError.single(
+            "reason", "must not contain control or invisible formatting characters"
+        )
+    if has_line_breaks(reason):
+        raise ValidationError.single("reason", "must be one line")
     return reason
 
 

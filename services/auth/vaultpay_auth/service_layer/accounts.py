@@ -66,6 +66,11 @@ __all__ = ["AccountService", "IssuedTokens"]
 log = logging.getLogger(__name__)
 
 
+# The account key of a password change's attempts (the throttle hashes it): not the email's,
+# which Login counts.
+_CHANGE_ATTEMPTS_KEY = "change-attempts:"
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedTokens:
     access_token: str
@@ -328,13 +333,19 @@ class AccountService:
     async def change_password(
         self, user_id: str, session_id: str, current: str, new: str, client_ip: str
     ) -> int:
+        if not current:  # as Login: an empty password is input, not a guess to count
+            raise ValidationError.single("current_password", "is required")
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
         if user is None:
             raise UserNotFoundError()
-        # A stolen access token must not allow unthrottled guessing of the password.
+        # A stolen access token must not allow unthrottled guessing of the password: its
+        # guesses are counted, on a counter of their own. On Login's (the email's), anyone
+        # who typed five wrong passwords for the email blocked the signed-in owner's change
+        # of password, the remedy, for as long as the attack went on (review of 2026-12-05).
+        counter = _CHANGE_ATTEMPTS_KEY + user.id
         try:
-            await self._throttle.reserve(user.email, client_ip)
+            await self._throttle.reserve(counter, client_ip)
         except LoginThrottledError as refused:
             if refused.first_refusal:
                 await self._record(password_change_failed(user.id, client_ip, "throttled"))
@@ -344,12 +355,12 @@ class AccountService:
                 current, user.password_hash, priority=HashPriority.SIGN_IN
             )
         except PasswordHashingBusyError:
-            await self._throttle.release(user.email, client_ip)  # no password was checked
+            await self._throttle.release(counter, client_ip)  # no password was checked
             raise
         if not verified:
             await self._record(password_change_failed(user.id, client_ip, "wrong_current_password"))
             raise ValidationError.single("current_password", "is not the current password")
-        await self._throttle.succeeded(user.email, client_ip)
+        await self._throttle.succeeded(counter, client_ip)
         violations = password_violations(new, user.email, field="new_password")
         if not violations:
             violations = await self._estimate(

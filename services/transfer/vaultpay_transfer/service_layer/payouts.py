@@ -211,8 +211,9 @@ class PayoutWorker:
             except ClosedWalletPayoutError:
                 log.error(
                     "a refused payout's wallet is CLOSED, which holds no money: the payout stays"
-                    " in flight (its money in payouts-in-flight) for staff to settle; the bank"
-                    " is asked again after its lease",
+                    " in flight (its money in payouts-in-flight) for staff to resolve with its"
+                    " owner; do not settle it, the bank refused it; the bank is asked again"
+                    " after its lease",
                     extra={"transaction_id": payout.transaction_id, "attempts": attempts},
                 )
                 return 0

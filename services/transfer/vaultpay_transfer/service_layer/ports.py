@@ -228,7 +228,8 @@ class PayoutLease:
 class ClosedWalletPayoutError(Exception):
     """A refused payout's money cannot go back: its wallet is CLOSED, and a CLOSED wallet holds
     no money (wallet w0011). Only a wallet closed while its withdrawal was pending (before
-    transfer t0003) gets here; the payout stays in flight, for staff to settle."""
+    transfer t0003) gets here; the payout stays in flight, for staff to resolve with its owner
+    (never to settle: the bank refused it)."""
 
     def __init__(self, transaction_id: str) -> None:
         super().__init__(f"payout {transaction_id}: its wallet is CLOSED")

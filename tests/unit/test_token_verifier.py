@@ -536,19 +536,24 @@ async def test_a_key_set_unconfirmed_past_its_bound_verifies_nothing_until_auth_
     assert (await verifier.verify(token)).subject == "user-1"
 
 
+async def _past_the_bound(auth: FlakyAuth, verifier: TokenVerifier, token: str) -> None:
+    """`token` verified once, then auth unreachable from the next refresh on, and the clock
+    moved past the unconfirmed bound (600 s) from that first failed refresh."""
+    await verifier.verify(token)
+    auth.reachable = False
+    auth.now[0] += 60
+    await verifier.verify(token)  # the first failed refresh: the bound starts
+    auth.now[0] += 601
+
+
 async def test_past_the_bound_refusals_ask_auth_at_most_once_per_refresh_interval(
     keys: Keys,
 ) -> None:
     """Each refusal past the bound tries a refresh, but no more often than the interval:
     an outage does not turn every call into a JWKS request."""
     auth = FlakyAuth(keys)
-    verifier, now = auth.verifier(), auth.now
-    token = _sign(keys)
-    await verifier.verify(token)
-    auth.reachable = False
-    now[0] += 60
-    await verifier.verify(token)  # the first failed refresh: the bound starts
-    now[0] += 601
+    verifier, token = auth.verifier(), _sign(keys)
+    await _past_the_bound(auth, verifier, token)
     before = auth.fetches
     for _ in range(5):
         with pytest.raises(AuthUnavailableError):
@@ -612,13 +617,8 @@ async def test_past_the_bound_calls_are_refused_at_once_while_auth_hangs_a_refre
     refresh interval), every call queued on the refresh lock and then started a fetch of its
     own: the tenth waited ten timeouts. Those behind a refresh under way are refused at once."""
     auth = FlakyAuth(keys)
-    verifier, now = auth.verifier(), auth.now
-    token = _sign(keys)
-    await verifier.verify(token)
-    auth.reachable = False
-    now[0] += 60
-    await verifier.verify(token)  # the first failed refresh: the bound starts
-    now[0] += 601
+    verifier, token = auth.verifier(), _sign(keys)
+    await _past_the_bound(auth, verifier, token)
     hung = asyncio.Event()
     answered = asyncio.Event()
 

@@ -383,6 +383,16 @@ async def test_a_listener_whose_link_goes_silent_ends_its_streams_within_seconds
         await proxy.close()
 
 
+async def _delivers_live(service: NotificationService, user: str) -> None:
+    """A new watch of `user` gets its opening event, then a notification created now."""
+    async with service.watch(WatchNotifications(user)) as events:
+        await _next_event(events)
+        await service.create_notification(
+            CreateNotification(str(uuid.uuid4()), user, "KYC", "KYC approved", "")
+        )
+        assert (await _next_event(events)).notification is not None
+
+
 async def test_a_listener_that_fails_unexpectedly_starts_again(
     migrated: Provisioned, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -411,12 +421,7 @@ async def test_a_listener_that_fails_unexpectedly_starts_again(
         while failures[0] or not listener.listening or not hub.accepting:
             assert time.monotonic() < deadline, "the listener did not start again"
             await asyncio.sleep(0.05)
-        async with service.watch(WatchNotifications(user)) as events:
-            await _next_event(events)
-            await service.create_notification(
-                CreateNotification(str(uuid.uuid4()), user, "KYC", "KYC approved", "")
-            )
-            assert (await _next_event(events)).notification is not None
+        await _delivers_live(service, user)
         assert listener._task is not None and not listener._task.done()
     finally:
         hub.close()
@@ -448,12 +453,7 @@ async def test_a_lost_listener_interrupts_streams_then_reconnects(
         while not listener.listening or not hub.accepting:
             assert time.monotonic() < deadline, "the listener did not reconnect"
             await asyncio.sleep(0.05)
-        async with service.watch(WatchNotifications(user)) as events:
-            await _next_event(events)
-            await service.create_notification(
-                CreateNotification(str(uuid.uuid4()), user, "KYC", "KYC approved", "")
-            )
-            assert (await _next_event(events)).notification is not None
+        await _delivers_live(service, user)
     finally:
         hub.close()
         await listener.stop()

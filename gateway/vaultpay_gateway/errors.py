@@ -33,6 +33,17 @@ other refused token stays `TOKEN_INVALID`. jwt_authn answers a token for another
 with 403; a token the gateway does not accept is a credential problem, so that becomes 401
 (UNAUTHENTICATED) too.
 
+A gateway that holds no keys cannot tell a good token from a bad one: jwt_authn fetches auth's
+JWKS in the background and keeps the last good set for good, but until a first fetch succeeds
+(a pod started while auth is down or answers no usable key set) each request tries a fetch of
+its own, and when that fails too jwt_authn answers 401 with the details
+`jwt_authn_access_denied{Jwks_remote_fetch_is_failed}` whatever the token. That is auth being
+unavailable, not a bad token (a client told TOKEN_INVALID signs its user out), so it becomes
+503 UNAVAILABLE, reason `AUTH_UNAVAILABLE` ("the auth service is unavailable, retry later"), as
+the services answer when they cannot check a token for the same reason; no `Retry-After`, as
+for the gateway's other 503s. jwt_authn's `WWW-Authenticate: Bearer … error="invalid_token"`
+is replaced by a bare `Bearer` challenge there: the token is not known to be invalid.
+
 Native gRPC local replies carry `LOCAL_REPLY_MARK` for the `replies` filter, which removes
 it: that filter gives upstream gRPC errors without an `ErrorInfo` a generic message
 (`GENERIC_MESSAGES`), and must leave the gateway's own texts ("the access token has
@@ -66,6 +77,8 @@ from google.rpc import error_details_pb2, status_pb2
 from vaultpay_gateway.native_grpc import native_grpc_content_type
 
 __all__ = [
+    "AUTH_UNAVAILABLE_REASON",
+    "AUTH_UNAVAILABLE_TEXT",
     "DUPLICATE_FIELD_REASON",
     "ERROR_DOMAIN",
     "GATEWAY_ERRORS",
@@ -121,6 +134,12 @@ RATE_LIMITED_MESSAGE = "too many requests; try again later"
 # jwt_authn's response code details for an expired token (its failure text, spaces as `_`).
 _JWT_EXPIRED_DETAILS = "jwt_authn_access_denied{Jwt_is_expired}"
 _JWT_MISSING_DETAILS = "jwt_authn_access_denied{Jwt_is_missing}"
+# jwt_authn holds no keys and its own fetch of the JWKS failed (auth unreachable, an error
+# reply, or a key set without a usable key: Envoy 1.40 says the same for each).
+_JWKS_FETCH_FAILED_DETAILS = "jwt_authn_access_denied{Jwks_remote_fetch_is_failed}"
+# What the services answer when they cannot check a token because auth is down (API.md).
+AUTH_UNAVAILABLE_REASON = "AUTH_UNAVAILABLE"
+AUTH_UNAVAILABLE_TEXT = "the auth service is unavailable, retry later"
 # In the transcoder's details when it cannot convert a request (a JSON value of the wrong
 # type in the body, `early_…` in the query).
 _TRANSCODE_FAILURE_DETAILS = "grpc_json_transcode_failure"
@@ -421,6 +440,29 @@ def _token_missing_mapper() -> dict[str, Any]:
     }
 
 
+_AUTH_UNAVAILABLE = GatewayError(
+    503, _UNAVAILABLE, AUTH_UNAVAILABLE_REASON, _UNAVAILABLE, AUTH_UNAVAILABLE_TEXT
+)
+# jwt_authn's challenge says `error="invalid_token"`; a mapper cannot remove a header, so it
+# gets the bare scheme (RFC 7235 allows a challenge beside any status).
+_BARE_CHALLENGE = _set_header("www-authenticate", "Bearer")
+
+
+def _auth_unavailable_mappers() -> tuple[dict[str, Any], dict[str, Any]]:
+    """503 AUTH_UNAVAILABLE instead of jwt_authn's 401 when it has no keys to check a token
+    with (its fetch of the JWKS failed), for gRPC and for JSON clients."""
+    match = _jwt_is(_JWKS_FETCH_FAILED_DETAILS)
+    grpc_mapper = _grpc_mapper(_AUTH_UNAVAILABLE, match)
+    grpc_mapper["headers_to_add"].append(_BARE_CHALLENGE)
+    json_mapper = {
+        "filter": match,
+        "status_code": _AUTH_UNAVAILABLE.http_status,
+        "headers_to_add": [_BARE_CHALLENGE],
+        "body_format_override": _status_json(_AUTH_UNAVAILABLE),
+    }
+    return grpc_mapper, json_mapper
+
+
 def _grpc_token_mappers() -> list[dict[str, Any]]:
     """gRPC replies for an expired and a missing token; any other 401 is the plain one."""
     return [
@@ -537,8 +579,8 @@ def local_reply_config(
 ) -> dict[str, Any]:
     """The HttpConnectionManager `local_reply_config`: the JSON body check's replies as they
     are, the docs (`verbatim_path_prefix`, if any) as they are, then gRPC mappers, then JSON
-    ones (wrong audiences, refused upgrades, expired tokens and transcoder failures before the
-    plain status mappers).
+    ones (wrong audiences, refused upgrades, a JWKS that could not be fetched, expired tokens
+    and transcoder failures before the plain status mappers).
 
     `retry_after_seconds` is the RetryInfo of a gRPC 429: what the client rate limit's
     `Retry-After` says. The RPC budgets' exact wait replaces it in the `replies` filter."""
@@ -550,12 +592,14 @@ def local_reply_config(
     verbatim = [] if verbatim_path_prefix is None else [_verbatim_mapper(verbatim_path_prefix)]
     grpc_wrong_audience, json_wrong_audience = _wrong_audience_mappers()
     grpc_upgrade, json_upgrade = _upgrade_mappers()
+    grpc_auth_unavailable, json_auth_unavailable = _auth_unavailable_mappers()
     return {
         "mappers": [
             _json_body_check_mapper(),
             *verbatim,
             grpc_wrong_audience,
             grpc_upgrade,
+            grpc_auth_unavailable,
             *_grpc_token_mappers(),
             *(
                 _grpc_mapper(
@@ -567,6 +611,7 @@ def local_reply_config(
             grpc_fallback,
             json_wrong_audience,
             json_upgrade,
+            json_auth_unavailable,
             _token_expired_mapper(),
             _token_missing_mapper(),
             _transcode_failure_mapper(),

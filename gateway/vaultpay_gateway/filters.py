@@ -169,6 +169,13 @@ def jwt_authn(settings: GatewaySettings, jwks_uri: str, name: str = JWT_FILTER) 
 
     Tokens are read only from `Authorization: Bearer` (never `?access_token=`, GATEWAY.md
     item 7) and forwarded untouched, because every service verifies them again.
+
+    Until a first fetch of the JWKS succeeds, each request fetches for itself, and a failed
+    fetch refuses it (`errors`: 503 AUTH_UNAVAILABLE, not a bad token). `fast_listener: false`
+    would not hold the listeners back until there are keys: Envoy counts a failed first fetch
+    as done too, and the fetch goes through this same Envoy's JWKS listener, which does not
+    listen before start-up ends, so that first fetch always failed (tried: Ready as fast,
+    two failed fetches, no GetJwks call reached auth).
     """
     jwt = settings.jwt
     provider = {

@@ -218,18 +218,24 @@ class FakeLimitOverrideRepository:
         self._wallets = wallets
 
     def _put(self, override: LimitOverride) -> None:
-        self.rows[(override.wallet_id, override.source, override.action)] = (
-            self.next_position,
-            override,
-        )
-        self.next_position += 1
+        """Updated in place (its position kept) or added, as the SQL upsert does."""
+        key = (override.wallet_id, override.source, override.action)
+        held = self.rows.get(key)
+        if held is None:
+            self.rows[key] = (self.next_position, override)
+            self.next_position += 1
+        else:
+            self.rows[key] = (held[0], override)
 
     async def for_wallet(self, wallet_id: str) -> Sequence[LimitOverride]:
         return [o for (w, _, _), (_, o) in self.rows.items() if w == wallet_id]
 
     async def replace_admin(self, wallet_id: str, overrides: Sequence[LimitOverride]) -> None:
+        kept = {o.action for o in overrides}
         for key in [
-            k for k in self.rows if k[0] == wallet_id and k[1] is LimitSource.ADMIN_OVERRIDE
+            k
+            for k in self.rows
+            if k[0] == wallet_id and k[1] is LimitSource.ADMIN_OVERRIDE and k[2] not in kept
         ]:
             del self.rows[key]
         for override in overrides:
@@ -242,16 +248,16 @@ class FakeLimitOverrideRepository:
         return self.rows.pop((wallet_id, LimitSource.USER, action), None) is not None
 
     async def list(
-        self, flt: LimitOverrideFilter, after: tuple[datetime, int] | None, limit: int
+        self, flt: LimitOverrideFilter, after: int | None, limit: int
     ) -> Sequence[ListedOverride]:
-        rows = sorted(self.rows.values(), key=lambda r: (r[1].updated_at, r[0]), reverse=True)
+        rows = sorted(self.rows.values(), key=lambda r: r[0], reverse=True)
         listed = [
             ListedOverride(pos, o, self._wallets.wallets[o.wallet_id].currency)
             for pos, o in rows
             if (not flt.wallet_id or o.wallet_id == flt.wallet_id)
             and (flt.source is None or o.source is flt.source)
             and (flt.action is None or o.action is flt.action)
-            and (after is None or (o.updated_at, pos) < after)
+            and (after is None or pos < after)
         ]
         return listed[:limit]
 

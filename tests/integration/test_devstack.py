@@ -221,11 +221,10 @@ def test_private_infra_stops_without_leaving_processes() -> None:
         shutil.rmtree(var_dir, ignore_errors=True)
 
 
-def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
-    infra: Infra,
-) -> None:
-    var_dir, suffix = scratch_dir("vaultpay-mesh-bare-"), unique_suffix("bare")
-    config = MeshConfig.for_tests(
+def _bare_mesh(infra: Infra, var_dir: Path, suffix: str) -> MeshConfig:
+    """A mesh of no service on the suite's PostgreSQL: databases provisioned (dropped at its
+    stop), the SMTP sink, the services' environments."""
+    return MeshConfig.for_tests(
         var_dir,
         services=(),
         gateway=False,
@@ -234,6 +233,13 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
         drop_databases_on_stop=True,
         report=lambda _: None,
     )
+
+
+def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
+    infra: Infra,
+) -> None:
+    var_dir, suffix = scratch_dir("vaultpay-mesh-bare-"), unique_suffix("bare")
+    config = _bare_mesh(infra, var_dir, suffix)
     try:
         with Mesh(config) as mesh:
             env = mesh.env_for("auth")
@@ -274,6 +280,38 @@ def test_mesh_without_services_gives_auth_its_environment_and_stops_cleanly(
     assert secrets_mode == 0o600
     assert log_mode == mail_mode == 0o700  # logs and mail are the mesh user's only
     assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_a_database_made_again_gets_audit_checkpoints_of_its_own(infra: Infra) -> None:
+    """Review of 2026-12-05: the checkpoints lived in var/audit-checkpoints/<name>, so after
+    the database was thrown away and made again (`rm -rf var/postgres`, a run against another
+    server) the new chain was checked against the old one's checkpoints: every service raised
+    "rows deleted or rewritten" every second and nothing was sealed again. Two runs of one
+    var folder, the databases dropped in between, get two checkpoint folders; the services
+    of the shared database share one."""
+    var_dir, suffix = scratch_dir("vaultpay-mesh-again-"), unique_suffix("again")
+    config = _bare_mesh(infra, var_dir, suffix)
+    folders = []
+    try:
+        for _ in range(2):
+            with Mesh(config) as mesh:
+                wallet, transfer = mesh.env_for("wallet"), mesh.env_for("transfer")
+                assert (
+                    wallet["WALLET_AUDIT_CHECKPOINT_DIR"]
+                    == transfer["TRANSFER_AUDIT_CHECKPOINT_DIR"]
+                )
+                folders.append(
+                    (
+                        mesh.env_for("auth")["AUTH_AUDIT_CHECKPOINT_DIR"],
+                        wallet["WALLET_AUDIT_CHECKPOINT_DIR"],
+                    )
+                )
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+    (auth_first, shared_first), (auth_again, shared_again) = folders
+    assert len({auth_first, shared_first, auth_again, shared_again}) == 4, folders
+    assert all(Path(folder).parent == var_dir / "audit-checkpoints" for folder in folders[0])
 
 
 @pytest.mark.e2e

@@ -85,3 +85,17 @@ def test_every_devstack_command_the_runner_prints_runs_the_venv_python() -> None
     ):
         bare = re.findall(r"(?<![/\w.])python3? -m vaultpay_", printed)
         assert not bare, printed
+
+
+def test_the_money_journey_it_prints_goes_to_this_meshs_gateway_and_mail() -> None:
+    """Review of 2026-12-05: the printed command had neither, so with the gateway moved off 8080
+    (what the ports-in-use error advises) it sent the staff password to whichever mesh held
+    8080 and waited for a code in this mesh's mail."""
+    banner = _banner(
+        config=SimpleNamespace(cors_origins=(), gateway_port=18080),
+        maildir=Path("/srv/vault pay/var/mail"),
+    )
+
+    journey = banner[banner.index("money_journey.py") :].split("\n\n")[0]
+    assert "--gateway 127.0.0.1:18080" in journey
+    assert "--maildir '/srv/vault pay/var/mail'" in journey

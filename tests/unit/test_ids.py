@@ -116,13 +116,13 @@ def _wallet_internal() -> WalletInternalServicer:
 CALLS: dict[str, Any] = {
     "auth GetUser": lambda v: _auth_admin().GetUser(auth_pb2.GetUserRequest(user_id=v), _ANY),
     "auth SetUserRole": lambda v: _auth_admin().SetUserRole(
-        auth_pb2.SetUserRoleRequest(user_id=v, role=role_pb2.ROLE_MODERATOR), _ANY
+        auth_pb2.SetUserRoleRequest(user_id=v, role=role_pb2.ROLE_MODERATOR, reason="r"), _ANY
     ),
     "auth DeactivateUser": lambda v: _auth_admin().DeactivateUser(
         auth_pb2.DeactivateUserRequest(user_id=v, reason="r"), _ANY
     ),
     "auth ReactivateUser": lambda v: _auth_admin().ReactivateUser(
-        auth_pb2.ReactivateUserRequest(user_id=v), _ANY
+        auth_pb2.ReactivateUserRequest(user_id=v, reason="r"), _ANY
     ),
     "auth GetUserContact": lambda v: AuthInternalServicer(_ANY, _ANY, _ANY, _ANY).GetUserContact(
         auth_pb2.GetUserContactRequest(user_id=v), _ANY

@@ -58,6 +58,7 @@ def _gateway_expected() -> set[tuple[str, str, str]]:
     ):
         expected.add((reason, "INVALID_ARGUMENT", "400"))
     expected.add((gateway_errors.TOKEN_EXPIRED_REASON, "UNAUTHENTICATED", "401"))
+    expected.add((gateway_errors.AUTH_UNAVAILABLE_REASON, "UNAVAILABLE", "503"))
     return expected
 
 

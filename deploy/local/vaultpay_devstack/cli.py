@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -196,9 +197,37 @@ def env(var_dir: Path, service: str) -> int:
     if service not in state["env"]:
         print(f"{service!r} does not run; running: {', '.join(state['env'])}", file=sys.stderr)
         return 1
-    for name, value in state["env"][service].items():
-        print(f"export {name}={shlex.quote(value)}")
+    masked = _stdout_is_terminal()
+    for line in _export_lines(state["env"][service], masked=masked):
+        print(line)
+    if masked:
+        print(
+            "(secrets masked on a terminal; "
+            f'`eval "$(.venv/bin/python -m vaultpay_devstack.cli env {service})"` exports them)',
+            file=sys.stderr,
+        )
     return 0
+
+
+# Settings whose whole value is a secret: keys, secrets, passwords, tokens, client credentials.
+_SECRET_SETTING = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|CLIENTS")
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _export_lines(settings: dict[str, str], *, masked: bool) -> list[str]:
+    """`export NAME=value` lines of a service's settings. `masked` (stdout is a terminal, where
+    the output stays on screen and in scrollback: review of 2026-12-05, the bare command printed
+    the key-encryption key and every password in clear) hides every secret's value and the
+    password of every URL; `eval "$(... env auth)"` reads a pipe and gets them whole."""
+    lines = []
+    for name, value in settings.items():
+        if masked:
+            value = "***" if _SECRET_SETTING.search(name) else _without_password(value)
+        lines.append(f"export {name}={shlex.quote(value)}")
+    return lines
 
 
 def stop(var_dir: Path, timeout: float = 120.0) -> int:
@@ -279,7 +308,12 @@ def _banner(mesh: Mesh) -> str:
             lines += [
                 "",
                 "The whole money journey through the gateway (KYC approved by that super_admin):",
-                "  .venv/bin/python docs/examples/money_journey.py --staff-email root@example.com",
+                "  .venv/bin/python docs/examples/money_journey.py --staff-email root@example.com \\",
+                # This mesh's gateway and mail, not the script's defaults: with the gateway
+                # moved off 8080 (what the ports-in-use error advises), the defaults sent the
+                # staff password to whichever mesh holds 8080 (review of 2026-12-05).
+                f"       --gateway {urlsplit(mesh.gateway_url).netloc}"
+                f" --maildir {shlex.quote(str(mesh.maildir))}",
             ]
     return "\n".join(lines) + "\n"
 

@@ -29,7 +29,7 @@ from typing import Any
 from vaultpay_devstack.credentials import MeshSecrets
 from vaultpay_devstack.infra import Infra, private_dir, start_infra
 from vaultpay_devstack.paths import DESCRIPTOR_SET, PROTOS, VAR_DIR
-from vaultpay_devstack.postgres import Provisioned, deprovision, provision
+from vaultpay_devstack.postgres import Provisioned, database_identities, deprovision, provision
 from vaultpay_devstack.probes import GrpcHealthProbe
 from vaultpay_devstack.procs import (
     LOOPBACK,
@@ -416,6 +416,7 @@ class Mesh:
             var_dir=self.var_dir,
             bcrypt_rounds=cfg.bcrypt_rounds,
             db_pool_sizes=cfg.db_pool_sizes,
+            database_ids=database_identities(self.infra.postgres.admin_dsn, self.databases),
         )
         for service in runnable:
             if service.cli_module in found:

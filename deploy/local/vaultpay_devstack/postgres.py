@@ -68,6 +68,7 @@ __all__ = [
     "PostgresServer",
     "Provisioned",
     "connect_postgres",
+    "database_identities",
     "deprovision",
     "find_pg_bindir",
     "provision",
@@ -364,6 +365,24 @@ def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) 
         lock_down = partial(_lock_down, database=database, owner=owner, app=app)
         step(f"locking down database {database}", _replace_database(admin_dsn, database), lock_down)
     return result
+
+
+def database_identities(admin_dsn: str, provisioned: Provisioned) -> dict[str, str]:
+    """Each provisioned database's identity, by name: the server's system identifier (new at
+    every initdb) and the database's oid (new at every CREATE DATABASE), "<system>-<oid>". Two
+    databases of one name, one dropped or on another server, never share it. Read as the admin
+    role (`pg_control_system()` is a superuser's by default, as provisioning needs anyway)."""
+    names = [database for database, _, _ in provisioned.databases()]
+
+    async def read(conn: Any) -> dict[str, str]:
+        rows = await conn.fetch(
+            "SELECT d.datname, s.system_identifier::text || '-' || d.oid::text AS identity"
+            " FROM pg_database d, pg_control_system() s WHERE d.datname = ANY($1::text[])",
+            names,
+        )
+        return {row["datname"]: row["identity"] for row in rows}
+
+    return run_sql(admin_dsn, read)
 
 
 # What `provision` asks of the admin role, named when the server refuses it (SQLSTATE 42501).

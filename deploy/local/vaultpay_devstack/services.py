@@ -88,6 +88,21 @@ class EnvInputs:
     smtp_host: str = LOOPBACK
     bcrypt_rounds: int | None = None  # None: the profile's default
     db_pool_sizes: Mapping[str, int] = field(default_factory=dict)  # by service; else its own
+    # By database name: which database it is (`postgres.database_identities`); the audit
+    # checkpoints of one database are never read against another of the same name.
+    database_ids: Mapping[str, str] = field(default_factory=dict)
+
+
+def _checkpoint_dir(inputs: EnvInputs, logical: str, database: str) -> Path:
+    """Where a database's audit checkpoints are kept: a folder of its own per database
+    *identity* (the server's system identifier and the database's oid), not per name. Keyed
+    by name alone, the checkpoints of a database thrown away (`rm -rf var/postgres`, a run
+    against another server) were checked against the next one of that name, whose new chain
+    cannot reach them: every service raised "rows deleted or rewritten" every second, nothing
+    was sealed again and verify-ledger failed (review of 2026-12-05)."""
+    identity = inputs.database_ids.get(database)
+    folder = logical if identity is None else f"{logical}-{identity}"
+    return inputs.var_dir / "audit-checkpoints" / folder
 
 
 def gateway_secret(secrets: MeshSecrets) -> str:
@@ -117,7 +132,7 @@ def service_env(
         )
     env = {
         f"{p}_KEY_ENCRYPTION_KEY": inputs.secrets.key_encryption_key(service.name),
-        f"{p}_AUDIT_CHECKPOINT_DIR": str(inputs.var_dir / "audit-checkpoints" / service.database),
+        f"{p}_AUDIT_CHECKPOINT_DIR": str(_checkpoint_dir(inputs, service.database, database)),
         "VAULTPAY_SMTP_HOST": inputs.smtp_host,
         "VAULTPAY_SMTP_PORT": str(inputs.smtp_port),
         f"{p}_GRPC_ADDRESS": f"{LOOPBACK}:{inputs.ports[service.name]}",

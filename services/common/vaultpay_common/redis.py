@@ -1,18 +1,77 @@
-"""Redis client construction (redis-py asyncio). Redis is a fast path, never the truth."""
+"""Redis client construction (redis-py asyncio). Redis is a fast path, never the truth.
+
+What a caller may do when Redis fails depends on *how* it failed, so `redis_unreachable` tells
+the two apart:
+
+- Redis could not be reached (down, restarting, loading its data, the network): a throttle
+  fails open, as recorded, so an outage of the cache does not lock every user out.
+- Anything else: this process's own pool is full (a load the caller's clients control), or
+  Redis answered and refused (a read-only replica after a failover, out of memory, a wrong
+  password or ACL). Failing open on those turned the login and sign-up throttles off for as
+  long as they lasted: 128 concurrent Logins took every connection of redis-py's default
+  pool, and every call above them was let through uncounted, at bcrypt's speed (review of
+  2026-12-05). A throttle fails closed on them.
+
+The pool is bounded (`max_connections`) and a call waits for a free connection up to the
+socket timeout, then raises `RedisPoolExhaustedError`.
+"""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Any
 
-__all__ = ["create_redis"]
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis
+
+__all__ = ["RedisPoolExhaustedError", "create_redis", "redis_unreachable"]
+
+# Seconds for a connection, a command, and a wait for a free pooled connection.
+_TIMEOUT = 0.5
+DEFAULT_MAX_CONNECTIONS = 64
 
 
-def create_redis(url: str) -> Redis:
-    """A pooled client with short timeouts so a slow Redis degrades rather than hangs."""
-    return Redis.from_url(
+class RedisPoolExhaustedError(redis_errors.RedisError):
+    """Every pooled connection stayed in use for the whole wait: this process is overloaded,
+    Redis is not down."""
+
+
+class _BoundedPool(BlockingConnectionPool):
+    """redis-py's blocking pool, whose wait for a connection raises RedisPoolExhaustedError
+    (it raises a plain ConnectionError, which reads as Redis being down)."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except redis_errors.ConnectionError as exc:
+            # The wait's own timeout (asyncio's, the builtin TimeoutError since 3.11).
+            if isinstance(exc.__cause__, TimeoutError):
+                raise RedisPoolExhaustedError("no pooled Redis connection came free") from exc
+            raise
+
+
+def redis_unreachable(exc: BaseException) -> bool:
+    """True when `exc` says Redis could not be reached at all (what a throttle may fail open
+    on); False for a full pool of this process and for Redis refusing a command."""
+    refused = (
+        RedisPoolExhaustedError,
+        redis_errors.MaxConnectionsError,
+        redis_errors.AuthenticationError,
+    )
+    if isinstance(exc, refused):
+        return False
+    return isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError)
+
+
+def create_redis(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> Redis:
+    """A pooled client with short timeouts, so a slow Redis degrades rather than hangs, and a
+    bounded pool whose callers wait their turn briefly rather than fail as if Redis were down."""
+    pool = _BoundedPool.from_url(
         url,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
+        max_connections=max_connections,
+        timeout=_TIMEOUT,
+        socket_timeout=_TIMEOUT,
+        socket_connect_timeout=_TIMEOUT,
         health_check_interval=30,
         decode_responses=True,
     )
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the pool

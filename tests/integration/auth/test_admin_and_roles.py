@@ -28,7 +28,9 @@ async def test_moderator_cannot_set_roles(auth: AuthStack) -> None:
     target = await auth.register()
     failure = await rpc_failure(
         auth.admin.SetUserRole(
-            auth_pb2.SetUserRoleRequest(user_id=target.user_id, role=role_pb2.ROLE_MODERATOR),
+            auth_pb2.SetUserRoleRequest(
+                user_id=target.user_id, role=role_pb2.ROLE_MODERATOR, reason="r"
+            ),
             metadata=bearer(moderator),
         )
     )
@@ -50,7 +52,9 @@ async def test_admin_promotes_to_moderator_but_cannot_grant_admin(auth: AuthStac
     assert reply.user.role == role_pb2.ROLE_MODERATOR
     failure = await rpc_failure(
         auth.admin.SetUserRole(
-            auth_pb2.SetUserRoleRequest(user_id=target.user_id, role=role_pb2.ROLE_ADMIN),
+            auth_pb2.SetUserRoleRequest(
+                user_id=target.user_id, role=role_pb2.ROLE_ADMIN, reason="r"
+            ),
             metadata=bearer(admin),
         )
     )
@@ -64,7 +68,7 @@ async def test_nobody_changes_their_own_role(auth: AuthStack) -> None:
     me, super_admin = await auth.staff("SUPER_ADMIN")
     failure = await rpc_failure(
         auth.admin.SetUserRole(
-            auth_pb2.SetUserRoleRequest(user_id=me.user_id, role=role_pb2.ROLE_USER),
+            auth_pb2.SetUserRoleRequest(user_id=me.user_id, role=role_pb2.ROLE_USER, reason="r"),
             metadata=bearer(super_admin),
         )
     )
@@ -83,7 +87,9 @@ async def test_super_admins_demoting_each_other_at_once_leave_one_super_admin(
     async def demote(target: auth_pb2.User, tokens: auth_pb2.TokenPair) -> bool:
         try:
             await auth.admin.SetUserRole(
-                auth_pb2.SetUserRoleRequest(user_id=target.user_id, role=role_pb2.ROLE_USER),
+                auth_pb2.SetUserRoleRequest(
+                    user_id=target.user_id, role=role_pb2.ROLE_USER, reason="r"
+                ),
                 metadata=bearer(tokens),
             )
         except grpc.aio.AioRpcError:
@@ -113,7 +119,8 @@ async def test_deactivation_cuts_every_session_at_once(auth: AuthStack) -> None:
     # told TOKEN_REVOKED ("sign in again") instead of the account being disabled.
     assert (refresh.code, refresh.reason) == (grpc.StatusCode.UNAUTHENTICATED, "ACCOUNT_DISABLED")
     await auth.admin.ReactivateUser(
-        auth_pb2.ReactivateUserRequest(user_id=user.user_id), metadata=bearer(admin)
+        auth_pb2.ReactivateUserRequest(user_id=user.user_id, reason="cleared"),
+        metadata=bearer(admin),
     )
     await auth.login(user.email)
 
@@ -139,6 +146,43 @@ async def test_admin_cannot_deactivate_a_super_admin(auth: AuthStack) -> None:
         )
     )
     assert failure.reason == "INSUFFICIENT_PERMISSIONS"
+
+
+async def test_an_admin_cannot_reactivate_whom_a_super_admin_deactivated(auth: AuthStack) -> None:
+    """Review of 2026-12-05: any admin lifted a super_admin's deactivation of a moderator (staff
+    powers and all), and the reactivation needed no reason."""
+    _, root = await auth.staff("SUPER_ADMIN")
+    _, admin = await auth.staff("ADMIN")
+    moderator, _ = await auth.staff("MODERATOR")
+    await auth.admin.DeactivateUser(
+        auth_pb2.DeactivateUserRequest(user_id=moderator.user_id, reason="fraud #123"),
+        metadata=bearer(root),
+    )
+    unexplained = await rpc_failure(
+        auth.admin.ReactivateUser(
+            auth_pb2.ReactivateUserRequest(user_id=moderator.user_id), metadata=bearer(root)
+        )
+    )
+    assert (unexplained.code, unexplained.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["reason"])
+    outranked = await rpc_failure(
+        auth.admin.ReactivateUser(
+            auth_pb2.ReactivateUserRequest(user_id=moderator.user_id, reason="looks fine"),
+            metadata=bearer(admin),
+        )
+    )
+    assert (outranked.code, outranked.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "DEACTIVATED_BY_HIGHER_RANK",
+    )
+    still = await auth.admin.GetUser(
+        auth_pb2.GetUserRequest(user_id=moderator.user_id), metadata=bearer(root)
+    )
+    assert not still.user.active
+    back = await auth.admin.ReactivateUser(
+        auth_pb2.ReactivateUserRequest(user_id=moderator.user_id, reason="cleared"),
+        metadata=bearer(root),
+    )
+    assert back.user.active
 
 
 async def test_unknown_user_is_not_found(auth: AuthStack) -> None:

@@ -235,14 +235,16 @@ async def test_staff_changes_of_a_user_are_audited_with_the_address(
     address = fresh_ip()
     at = bearer(root) + caller(auth, address)
     await auth.admin.SetUserRole(
-        auth_pb2.SetUserRoleRequest(user_id=user.user_id, role=role_pb2.ROLE_MODERATOR),
+        auth_pb2.SetUserRoleRequest(
+            user_id=user.user_id, role=role_pb2.ROLE_MODERATOR, reason="promo"
+        ),
         metadata=at,
     )
     await auth.admin.DeactivateUser(
         auth_pb2.DeactivateUserRequest(user_id=user.user_id, reason="left"), metadata=at
     )
     await auth.admin.ReactivateUser(
-        auth_pb2.ReactivateUserRequest(user_id=user.user_id), metadata=at
+        auth_pb2.ReactivateUserRequest(user_id=user.user_id, reason="back"), metadata=at
     )
     for action in ("user.role_changed", "user.deactivated", "user.reactivated"):
         [event] = await events(auth, admin, action, user.user_id)

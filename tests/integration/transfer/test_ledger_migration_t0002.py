@@ -225,7 +225,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # index of the notifications' purge (and its DELETE grant); w0011 a CHECK and a trigger on
     # wallets (a CLOSED wallet holds no money and never opens again) and the trigger's function;
     # t0027 the statistics rollup's two tables (their keys and CHECKs); t0028 the partial
-    # indexes of the returned payouts (CONCURRENTLY).
+    # indexes of the returned payouts (CONCURRENTLY); w0012 AdminListLimits' three indexes in
+    # position order for its filters, in place of `wallet_limit_overrides_recent_idx`.
     assert set(changed) == {
         "columns",
         "constraints",
@@ -299,7 +300,10 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     )
     moved = {name for name, _kind, _owner, acl in changed["relations"][1]}
     assert {"wallets", "wallet_pins", "ledger_postings", "payouts"} <= moved
-    assert [name for name, _ in changed["indexes"][0]] == ["wallet_transactions_ledger_idx"]
+    assert [name for name, _ in changed["indexes"][0]] == [
+        "wallet_limit_overrides_recent_idx",
+        "wallet_transactions_ledger_idx",
+    ]
     assert changed["indexes"][1] == [
         (
             "ip_confirmations_expires_idx",
@@ -329,6 +333,21 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
         (
             "trusted_ips_expires_idx",
             "CREATE INDEX trusted_ips_expires_idx ON public.trusted_ips USING btree (expires_at)",
+        ),
+        (
+            "wallet_limit_overrides_action_idx",
+            "CREATE INDEX wallet_limit_overrides_action_idx ON public.wallet_limit_overrides"
+            ' USING btree (action, "position")',
+        ),
+        (
+            "wallet_limit_overrides_source_action_idx",
+            "CREATE INDEX wallet_limit_overrides_source_action_idx"
+            ' ON public.wallet_limit_overrides USING btree (source, action, "position")',
+        ),
+        (
+            "wallet_limit_overrides_source_idx",
+            "CREATE INDEX wallet_limit_overrides_source_idx ON public.wallet_limit_overrides"
+            ' USING btree (source, "position")',
         ),
         (
             "wallet_pins_stale_lock_idx",

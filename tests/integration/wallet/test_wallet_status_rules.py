@@ -228,7 +228,7 @@ def test_the_migration_stops_at_a_closed_wallet_holding_money_and_runs_again(
         assert version["version_num"] == "w0010"
         # The money is settled (by staff, out of band), then the migration runs again.
         _owner_sql(dbs, "UPDATE wallets SET balance = 0 WHERE id = 'VPY-0LD700'")
-        _wallet_chain(dbs)
+        _wallet_chain(dbs, revision="w0011")  # its own revision; later ones follow below
         [version] = _owner_sql(dbs, "SELECT version_num FROM alembic_version_wallet")
         assert version["version_num"] == "w0011"
         assert _rules(dbs) == sorted([ZERO_BALANCE, FINAL, "wallet_refuse_reopen"])

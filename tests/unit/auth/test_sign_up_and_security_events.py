@@ -154,7 +154,7 @@ async def test_a_sign_in_refused_for_want_of_a_worker_does_not_count_as_an_attem
     world.hasher.busy = PasswordHashingBusyError(retry_after_seconds=2)
     with pytest.raises(PasswordHashingBusyError):
         await world.accounts.login("ada@example.com", WRONG, IP)
-    assert world.throttle.released == [("ada@example.com", IP)]
+    assert world.throttle.released == [("login:ada@example.com", IP)]
     assert world.uow.audit_entries == []  # no password was checked, so none was wrong
 
 
@@ -357,7 +357,7 @@ async def test_staff_changes_of_a_user_are_audited_with_the_address() -> None:
     user = world.add_user("ada@example.com")
     await world.admin.set_role(actor, user.id, Role.MODERATOR, "promo", client_ip=IP)
     await world.admin.deactivate(actor, user.id, "left the company", client_ip="198.51.100.8")
-    await world.admin.reactivate(actor, user.id, client_ip="198.51.100.9")
+    await world.admin.reactivate(actor, user.id, "back from leave", client_ip="198.51.100.9")
     assert dict(world.only("user.role_changed").details) == {
         "old_role": "USER",
         "new_role": "MODERATOR",
@@ -369,7 +369,12 @@ async def test_staff_changes_of_a_user_are_audited_with_the_address() -> None:
         "revoked_sessions": "0",
         "ip": "198.51.100.8",
     }
-    assert dict(world.only("user.reactivated").details) == {"ip": "198.51.100.9"}
+    assert dict(world.only("user.reactivated").details) == {
+        "reason": "back from leave",
+        "deactivation_reason": "left the company",
+        "deactivated_by": root.id,
+        "ip": "198.51.100.9",
+    }
 
 
 async def test_a_reused_refresh_token_is_found_by_its_user_with_the_address() -> None:
@@ -451,6 +456,21 @@ async def test_a_password_change_is_counted_apart_from_the_emails_sign_ins() -> 
     [(account, ip)] = world.throttle.reserved
     assert account != user.email and user.id in account and ip == IP
     assert world.throttle.succeeded_for == [(account, IP)]
+
+
+async def test_no_sign_in_counts_on_a_password_changes_counter() -> None:
+    """Review of 2026-12-05: Login takes any string as its email and counted on the bare
+    string, so five Logins for "change-attempts:<user id>" (the change counter's own key)
+    blocked that user's ChangePassword for the window. The two families of keys are disjoint."""
+    world = World()
+    user = world.add_user("ada@example.com")
+    await world.accounts.change_password(user.id, "s1", PASSWORD, "a brand new 77 secret", IP)
+    [(change_counter, _)] = world.throttle.reserved
+    with pytest.raises(InvalidCredentialsError):
+        await world.accounts.login(change_counter, WRONG, IP)
+    [_, (login_counter, _)] = world.throttle.reserved
+    assert login_counter != change_counter
+    assert not login_counter.startswith("change-attempts:")
 
 
 async def test_an_empty_current_password_is_input_not_a_counted_guess() -> None:

@@ -378,7 +378,7 @@ async def test_a_setting_change_applies_to_the_next_read_and_is_audited() -> Non
         await world.settings.update_setting(UpdateSetting("root", "nope", "1", "", key("root")))
     with pytest.raises(ValidationError) as err:
         await world.settings.update_setting(
-            UpdateSetting("root", "limits.tier_basic.send.daily", "-5", "", key("root"))
+            UpdateSetting("root", "limits.tier_basic.send.daily", "-5", "promo", key("root"))
         )
     assert err.value.violations[0].field == "value"
 
@@ -447,7 +447,9 @@ async def test_a_staff_freeze_never_shortens_the_staff_freeze_in_force() -> None
     await freeze("still held", None)  # as long: replaces it
     assert await freeze_in_force() == ("still held", None)
 
-    await world.admin.unfreeze_wallet(AdminUnfreezeWallet("s", Role.ADMIN, wallet_id, "", key("s")))
+    await world.admin.unfreeze_wallet(
+        AdminUnfreezeWallet("s", Role.ADMIN, wallet_id, "cleared", key("s"))
+    )
     await freeze("two hours", later)
     with pytest.raises(WalletAlreadyFrozenError) as shorter:
         await freeze("one hour", soon)
@@ -457,7 +459,9 @@ async def test_a_staff_freeze_never_shortens_the_staff_freeze_in_force() -> None
     await freeze("for good", None)  # longer: replaces it
     assert await freeze_in_force() == ("for good", None)
 
-    await world.admin.unfreeze_wallet(AdminUnfreezeWallet("s", Role.ADMIN, wallet_id, "", key("s")))
+    await world.admin.unfreeze_wallet(
+        AdminUnfreezeWallet("s", Role.ADMIN, wallet_id, "cleared", key("s"))
+    )
     await freeze("one hour", soon)
     world.clock.advance(timedelta(hours=1, seconds=1))  # lapsed, the sweep not run yet
     await freeze("another", world.clock.now() + timedelta(minutes=5))
@@ -666,7 +670,9 @@ async def test_a_tier_default_must_stay_in_order_with_its_other_windows(
     world = World()
     before = world.snapshot()
     with pytest.raises(ValidationError) as err:
-        await world.settings.update_setting(UpdateSetting("root", setting, value, "", key("root")))
+        await world.settings.update_setting(
+            UpdateSetting("root", setting, value, "test", key("root"))
+        )
     assert [(v.field, v.description) for v in err.value.violations] == [("value", description)]
     assert world.snapshot() == before
 
@@ -709,3 +715,27 @@ async def test_a_setting_changed_under_older_rules_answers_its_retry(
         )
         first = await world.settings.update_setting(update)
     assert await world.settings.update_setting(update) == first
+
+
+@pytest.mark.parametrize("reason", ["", "   "])
+async def test_lifting_a_freeze_or_changing_a_setting_needs_a_reason(reason: str) -> None:
+    """Review of 2026-12-05: a staff unfreeze (money a colleague held, released) and a change of
+    every user's limits were audited with an empty reason, the part of the record an
+    investigation needs most; a freeze, a limit override and a KYC rejection need one."""
+    world = World()
+    wallet_id = await _basic(world)
+    await world.admin.freeze_wallet(
+        AdminFreezeWallet("s", Role.ADMIN, wallet_id, "fraud hold", None, key("s"))
+    )
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as unfreeze:
+        await world.admin.unfreeze_wallet(
+            AdminUnfreezeWallet("s", Role.ADMIN, wallet_id, reason, key("s"))
+        )
+    with pytest.raises(ValidationError) as setting:
+        await world.settings.update_setting(
+            UpdateSetting("root", "limits.tier_basic.send.daily", "4200000", reason, key("root"))
+        )
+    assert [v.field for v in unfreeze.value.violations] == ["reason"]
+    assert [v.field for v in setting.value.violations] == ["reason"]
+    assert world.snapshot() == before

@@ -25,7 +25,7 @@ FULL_SEND = "limits.tier_full.send."
 
 async def _update(world: World, setting: str, value: str) -> str:
     updated = await world.settings.update_setting(
-        UpdateSetting("root", setting, value, "", key("root"))
+        UpdateSetting("root", setting, value, "test", key("root"))
     )
     return updated.value
 

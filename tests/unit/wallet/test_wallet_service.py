@@ -243,7 +243,7 @@ async def test_close_needs_zero_balance_and_a_staff_freeze_blocks_it() -> None:
     # Which hold (review of 2026-12-05: no metadata, so a client could not say why or until when)
     assert refused.value.metadata == {"freeze_reason": "FREEZE_REASON_ADMIN"}
     await world.admin.unfreeze_wallet(
-        AdminUnfreezeWallet("staff", Role.ADMIN, wallet.id, "", key("staff"))
+        AdminUnfreezeWallet("staff", Role.ADMIN, wallet.id, "cleared", key("staff"))
     )
     await world.wallets.freeze_my_wallet(FreezeMyWallet("alice", "", key()))
     closed = await world.wallets.close_my_wallet(CloseMyWallet("alice", key()))

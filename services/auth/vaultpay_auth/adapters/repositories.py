@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, tuple_, update
+from sqlalchemy import and_, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,6 +27,29 @@ from vaultpay_common.db import SqlUnitOfWork
 
 __all__ = ["SqlAuthUnitOfWork", "SqlSessionRepository", "SqlUserRepository"]
 
+# ListUsers' rare filters read partial indexes of their own (auth 0011), which a generic plan of
+# the prepared statement may use only if the query states their predicates as literal SQL: the
+# bound role is added to, never replaced. Both must stay the indexes' WHEREs word for word.
+_STAFF_ROLES = frozenset({Role.MODERATOR, Role.ADMIN, Role.SUPER_ADMIN})
+_STAFF_ROLE = text("users.role IN ('MODERATOR', 'ADMIN', 'SUPER_ADMIN')")
+_MAX_CODE_POINT = 0x10FFFF
+_SURROGATES = range(0xD800, 0xE000)  # not characters: UTF-8 has no bytes for them
+
+
+def _prefix_upper(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix`, in code point order (the
+    "C" collation of UTF-8): `prefix` with its last character incremented, past the surrogates,
+    after dropping its trailing U+10FFFF characters, which have no successor. None when every
+    character is U+10FFFF: no string above it starts otherwise."""
+    while prefix and ord(prefix[-1]) == _MAX_CODE_POINT:
+        prefix = prefix[:-1]
+    if not prefix:
+        return None
+    following = ord(prefix[-1]) + 1
+    if following in _SURROGATES:
+        following = _SURROGATES.stop
+    return prefix[:-1] + chr(following)
+
 
 def _user(row: Any) -> User:
     return User(
@@ -39,6 +62,7 @@ def _user(row: Any) -> User:
         deactivation_reason=row.deactivation_reason,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        deactivated_by=row.deactivated_by,
     )
 
 
@@ -58,6 +82,7 @@ class SqlUserRepository:
                         role=user.role.name,
                         active=user.active,
                         deactivation_reason=user.deactivation_reason,
+                        deactivated_by=user.deactivated_by,
                         created_at=user.created_at,
                         updated_at=user.updated_at,
                     )
@@ -85,6 +110,7 @@ class SqlUserRepository:
                 role=user.role.name,
                 active=user.active,
                 deactivation_reason=user.deactivation_reason,
+                deactivated_by=user.deactivated_by,
                 updated_at=user.updated_at,
             )
         )
@@ -112,16 +138,28 @@ class SqlUserRepository:
         query = select(users)
         if flt.role is not None:
             query = query.where(users.c.role == flt.role.name)
+            if flt.role in _STAFF_ROLES:  # the few staff: users_staff_created_idx
+                query = query.where(_STAFF_ROLE)
         if flt.active is not None:
-            query = query.where(users.c.active.is_(flt.active))
+            # `NOT active`, which implies users_inactive_created_idx's WHERE (`IS false` does
+            # not: the planner would walk every user back to find the few deactivated).
+            query = query.where(users.c.active if flt.active else ~users.c.active)
         if flt.email_prefix:
-            escaped = (
-                flt.email_prefix.lower()
-                .replace("\\", "\\\\")
-                .replace("%", r"\%")
-                .replace("_", r"\_")
-            )
-            query = query.where(users.c.email.like(escaped + "%", escape="\\"))
+            # The emails that start with the prefix, character for character (what LIKE
+            # 'prefix%' matched, its wildcards escaped), are a range of users_email_c_idx in
+            # code point order, whatever the database's collation (LIKE, its pattern a bound
+            # parameter, used no index).
+            prefix = flt.email_prefix.lower()
+            email = users.c.email.collate("C")
+            query = query.where(email >= prefix)
+            upper = _prefix_upper(prefix)
+            if upper is not None:
+                query = query.where(email < upper)
+            # A generic plan cannot see how many emails the range holds (it prices every
+            # range as 0.5% of the table) and walks users_created_idx back for a page of
+            # them: this transaction plans for the prefix (the range for a rare one, that
+            # walk for a common one).
+            await self._conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         if after is not None:
             created_at, user_id = after
             position = tuple_(

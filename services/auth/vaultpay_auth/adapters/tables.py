@@ -45,6 +45,8 @@ users = Table(
     Column("role", Text, nullable=False),
     Column("active", Boolean, nullable=False, server_default="true"),
     Column("deactivation_reason", Text, nullable=False, server_default=""),
+    # Who deactivated the user (0010); NULL while active, or not on record.
+    Column("deactivated_by", UUID(as_uuid=False), ForeignKey("users.id")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(
@@ -53,7 +55,17 @@ users = Table(
     CheckConstraint("email = lower(email)", name="users_email_normalised"),
     Index("users_email_key", "email", unique=True),
     Index("users_created_idx", "created_at", "id"),
+    # auth 0011: ListUsers' rare filters, newest first (the repository states these WHEREs).
+    Index(
+        "users_staff_created_idx",
+        "created_at",
+        "id",
+        postgresql_where=text("role IN ('MODERATOR', 'ADMIN', 'SUPER_ADMIN')"),
+    ),
+    Index("users_inactive_created_idx", "created_at", "id", postgresql_where=text("NOT active")),
 )
+# auth 0011: ListUsers' email prefix, a range in code point order whatever the collation.
+Index("users_email_c_idx", users.c.email.collate("C"))
 
 sessions = Table(
     "sessions",

@@ -16,8 +16,13 @@ Sign-ups: counted per address first (so one address over its limit spends nothin
 global budget), then globally. Every valid Register counts, a taken email included: that
 answer tells whether an account exists, so probing for accounts is throttled too.
 
-Both fail open when Redis is down (logged): bcrypt and its bounded admission still bound the
-cost of each attempt, and an outage of the cache must not lock every user out. The account key
+Both fail open when Redis cannot be reached (logged): bcrypt and its bounded admission still
+bound the cost of each attempt, and an outage of the cache must not lock every user out. They
+fail closed on every other failure (`vaultpay_common.redis.redis_unreachable`): this process's
+Redis connections all in use (ThrottleBusyError, 429: a burst of Logins above the pool was let
+through uncounted, review of 2026-12-05), or Redis refusing the script (a read-only replica
+after a failover, out of memory, a wrong password: ThrottleUnavailableError, 503, logged at
+ERROR; idle connections are dropped so that the next call connects afresh, to a new primary). The account key
 is hashed so emails never sit in Redis in the clear. A client's address counts as IPv4 or
 as its IPv6 /64 (`address_block`).
 """
@@ -31,7 +36,13 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from vaultpay_auth.domain.errors import LoginThrottledError, SignUpThrottledError
+from vaultpay_auth.domain.errors import (
+    LoginThrottledError,
+    SignUpThrottledError,
+    ThrottleBusyError,
+    ThrottleUnavailableError,
+)
+from vaultpay_common.redis import RedisPoolExhaustedError, redis_unreachable
 
 __all__ = ["LoginThrottledError", "RedisLoginThrottle", "RedisSignUpThrottle", "address_block"]
 
@@ -97,6 +108,24 @@ return 0
 _SCOPES = {1: ("account",), 2: ("ip",), 3: ("account", "ip")}
 
 
+async def _fail_open_or_raise(redis: Redis, exc: RedisError, throttle: str) -> None:
+    """Returns (fail open) when Redis could not be reached; raises otherwise (fail closed)."""
+    if redis_unreachable(exc):
+        log.warning("%s unavailable, failing open", throttle, exc_info=True)
+        return
+    if isinstance(exc, RedisPoolExhaustedError):
+        log.warning("%s: every Redis connection in use, refusing the attempt", throttle)
+        raise ThrottleBusyError(retry_after_seconds=1) from exc
+    log.error(
+        "%s refused by Redis, failing closed (%s)", throttle, type(exc).__name__, exc_info=True
+    )
+    try:
+        await redis.connection_pool.disconnect(inuse_connections=False)
+    except RedisError:  # pragma: no cover - dropping idle sockets
+        log.warning("could not drop idle Redis connections", exc_info=True)
+    raise ThrottleUnavailableError() from exc
+
+
 def address_block(client_ip: str) -> str:
     """What a per-address limit counts for `client_ip`: an IPv4 address as it is, an IPv6
     address's /64 (one subscriber's network: an ordinary connection is given a /64 and may
@@ -138,8 +167,8 @@ class RedisLoginThrottle:
             wait, first, over = await self._reserve(
                 keys, [self._per_account, self._per_ip, self._window]
             )
-        except RedisError:
-            log.warning("password-attempt throttle unavailable, failing open", exc_info=True)
+        except RedisError as exc:
+            await _fail_open_or_raise(self._redis, exc, "password-attempt throttle")
             return
         if int(wait):
             raise LoginThrottledError(
@@ -189,8 +218,8 @@ class RedisSignUpThrottle:
         keys = [self.address_key(client_ip), f"{self._namespace}:all"]
         try:
             wait = int(await self._reserve(keys, self._args))
-        except RedisError:
-            log.warning("sign-up throttle unavailable, failing open", exc_info=True)
+        except RedisError as exc:
+            await _fail_open_or_raise(self._redis, exc, "sign-up throttle")
             return
         if wait:
             raise SignUpThrottledError(retry_after_seconds=wait)

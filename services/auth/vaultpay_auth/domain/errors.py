@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vaultpay_common.context import Role
 from vaultpay_common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -10,11 +11,14 @@ from vaultpay_common.errors import (
     PermissionDeniedError,
     RateLimitedError,
     UnauthenticatedError,
+    UnavailableError,
 )
 
 __all__ = [
     "AccountDisabledError",
     "CannotChangeOwnRoleError",
+    "DeactivatedByHigherRankError",
+    "DeactivatorUnknownError",
     "EmailAlreadyRegisteredError",
     "InsufficientPermissionsError",
     "InvalidCredentialsError",
@@ -25,6 +29,8 @@ __all__ = [
     "RefreshTokenInvalidError",
     "RefreshTokenReusedError",
     "SignUpThrottledError",
+    "ThrottleBusyError",
+    "ThrottleUnavailableError",
     "UserNotFoundError",
 ]
 
@@ -69,6 +75,34 @@ class CannotChangeOwnRoleError(PermissionDeniedError):
     default_message = "nobody may change their own role or status"
 
 
+class DeactivatedByHigherRankError(PermissionDeniedError):
+    """A staff member reactivating a user whom someone ranked above them deactivated: an
+    admin does not bring back whom a super_admin shut out. Metadata `deactivated_by_role`:
+    the deactivator's role now ("super_admin"), never who they are. Nothing is written."""
+
+    reason = "DEACTIVATED_BY_HIGHER_RANK"
+    default_message = "a staff member ranked above you deactivated this user"
+
+    def __init__(self, deactivator_role: Role) -> None:
+        super().__init__(
+            f"a {deactivator_role.claim} deactivated this user; only a {deactivator_role.claim} "
+            "or higher may reactivate them",
+            metadata={"deactivated_by_role": deactivator_role.claim},
+        )
+
+
+class DeactivatorUnknownError(PermissionDeniedError):
+    """A staff member below super_admin reactivating a user whose deactivation records no
+    deactivator (deactivated before auth kept one, migration 0010): it may have been a
+    super_admin, so only a super_admin may. Nothing is written."""
+
+    reason = "DEACTIVATOR_UNKNOWN"
+    default_message = (
+        "this user's deactivation records no one who made it; only a super_admin may "
+        "reactivate them"
+    )
+
+
 class LastSuperAdminError(FailedPreconditionError):
     reason = "LAST_SUPER_ADMIN"
     default_message = "the last active super_admin cannot be demoted or deactivated"
@@ -101,6 +135,23 @@ class LoginThrottledError(RateLimitedError):
 class SignUpThrottledError(RateLimitedError):
     reason = "RATE_LIMITED"
     default_message = "too many sign-ups, try again later"
+
+
+class ThrottleBusyError(RateLimitedError):
+    """The attempt could not be counted: this process's Redis connections were all in use
+    (more concurrent sign-ins or sign-ups than it takes). Refused rather than let through
+    uncounted, which turned the throttles off under a burst an attacker controls."""
+
+    reason = "RATE_LIMITED"
+    default_message = "too many sign-ins at once, try again shortly"
+
+
+class ThrottleUnavailableError(UnavailableError):
+    """The attempt could not be counted: Redis answered but refused (a read-only replica
+    after a failover, out of memory, a wrong password or ACL). Refused: letting attempts
+    through uncounted would last as long as the misconfiguration, however long."""
+
+    default_message = "sign-in is briefly unavailable, try again shortly"
 
 
 class PasswordHashingBusyError(RateLimitedError):

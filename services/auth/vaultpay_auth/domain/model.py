@@ -21,6 +21,8 @@ class User:
     deactivation_reason: str
     created_at: datetime
     updated_at: datetime
+    # Who deactivated the user (a staff account's id); None while active, or not on record.
+    deactivated_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from zxcvbn import zxcvbn  # type: ignore[import-untyped]
 
 from vaultpay_auth.domain.errors import (
     CannotChangeOwnRoleError,
+    DeactivatedByHigherRankError,
+    DeactivatorUnknownError,
     InsufficientPermissionsError,
 )
 from vaultpay_common.context import Role
@@ -23,6 +25,7 @@ from vaultpay_common.text import has_control_characters, has_line_breaks, normal
 
 __all__ = [
     "check_may_manage",
+    "check_may_reactivate",
     "check_registration",
     "check_user_id",
     "email_violations",
@@ -170,3 +173,16 @@ def check_may_manage(
         )
     if actor_role < Role.ADMIN:
         raise InsufficientPermissionsError("requires ROLE_ADMIN or higher")
+
+
+def check_may_reactivate(*, actor_role: Role, deactivator_role: Role | None) -> None:
+    """Whether an actor (who may manage the user: `check_may_manage`) may lift a deactivation
+    made by someone whose role is now `deactivator_role` (None: no deactivator on record).
+    As wallet's staff freezes: an equal rank may take over a colleague's decision (both
+    reasons are in the audit log), a lower rank may not undo it, and an unknown deactivator
+    may have been a super_admin."""
+    if deactivator_role is None:
+        if actor_role < Role.SUPER_ADMIN:
+            raise DeactivatorUnknownError()
+    elif deactivator_role > actor_role:
+        raise DeactivatedByHigherRankError(deactivator_role)

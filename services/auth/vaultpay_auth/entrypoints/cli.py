@@ -141,7 +141,7 @@ async def create_superadmin(
                 details["password_reset"] = "true"  # noqa: S105 - a flag, not a password
                 user = locked
                 user.role, user.active, user.updated_at = Role.SUPER_ADMIN, True, now
-                user.deactivation_reason = ""
+                user.deactivation_reason, user.deactivated_by = "", None
                 await uow.users.update(user)
                 if not await uow.users.set_password_hash(
                     user.id, locked.password_hash, password_hash

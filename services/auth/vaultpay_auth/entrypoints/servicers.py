@@ -172,7 +172,10 @@ class AuthAdminServicer(auth_pb2_grpc.AuthAdminServiceServicer):
         self, request: auth_pb2.ReactivateUserRequest, context: Ctx
     ) -> auth_pb2.ReactivateUserResponse:
         user = await self._admin.reactivate(
-            current_principal(), parse_uuid(request.user_id, "user_id"), client_ip=CLIENT_IP.get()
+            current_principal(),
+            parse_uuid(request.user_id, "user_id"),
+            request.reason,
+            client_ip=CLIENT_IP.get(),
         )
         return auth_pb2.ReactivateUserResponse(user=user_to_proto(user))
 

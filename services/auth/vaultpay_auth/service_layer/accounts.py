@@ -66,8 +66,12 @@ __all__ = ["AccountService", "IssuedTokens"]
 log = logging.getLogger(__name__)
 
 
-# The account key of a password change's attempts (the throttle hashes it): not the email's,
-# which Login counts.
+# The throttle's account keys (it hashes them), one family each, neither a prefix of the other:
+# a sign-in's attempts count on its email's key, a password change's on its user's. Login takes
+# any string as an email, so with the email's key bare a Login for "change-attempts:<user id>"
+# counted on that user's change counter: five of them blocked the owner's ChangePassword
+# (review of 2026-12-05).
+_LOGIN_ATTEMPTS_KEY = "login:"
 _CHANGE_ATTEMPTS_KEY = "change-attempts:"
 
 
@@ -165,8 +169,9 @@ class AccountService:
         if not email or not password:
             field = "email" if not email else "password"
             raise ValidationError.single(field, "is required")
+        counter = _LOGIN_ATTEMPTS_KEY + email
         try:
-            await self._throttle.reserve(email, client_ip)
+            await self._throttle.reserve(counter, client_ip)
         except LoginThrottledError as refused:
             if refused.first_refusal:
                 await self._record_throttled(email, client_ip, refused.scopes)
@@ -176,7 +181,7 @@ class AccountService:
         try:
             verified = await self._verify_or_waste_time(password, found)
         except PasswordHashingBusyError:
-            await self._throttle.release(email, client_ip)  # no password was checked
+            await self._throttle.release(counter, client_ip)  # no password was checked
             raise
         if not verified:
             await self._record(
@@ -192,7 +197,7 @@ class AccountService:
             try:
                 same_password = await self._verify_or_waste_time(password, user)
             except PasswordHashingBusyError:
-                await self._throttle.release(email, client_ip)  # the password was right
+                await self._throttle.release(counter, client_ip)  # the password was right
                 raise
             if same_password:
                 tokens, user, replaced = await self._sign_in(user, client_ip, None)
@@ -201,7 +206,7 @@ class AccountService:
                 sign_in_refused(self._fingerprint(email), found, client_ip, "password_replaced")
             )
             raise InvalidCredentialsError()
-        await self._throttle.succeeded(email, client_ip)
+        await self._throttle.succeeded(counter, client_ip)
         if tokens is None or user is None:
             await self._record(
                 sign_in_refused(self._fingerprint(email), found, client_ip, "account_disabled")

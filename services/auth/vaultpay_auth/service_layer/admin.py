@@ -25,6 +25,7 @@ from vaultpay_auth.domain.errors import (
 from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.policies import (
     check_may_manage,
+    check_may_reactivate,
     check_user_id,
     normalize_email,
     require_reason,
@@ -166,7 +167,7 @@ class AdminService:
     ) -> User:
         if role is None:
             raise ValidationError.single("role", "must be a role")
-        reason = require_reason(reason, required=False)
+        reason = require_reason(reason, required=True)
         async with self._uow() as uow:
             target = await self._lock_managed_user(uow, actor, user_id, role)
             if target.role == role:
@@ -206,6 +207,7 @@ class AdminService:
             await self._refuse_last_super_admin(uow, target)
             target.active = False
             target.deactivation_reason = reason
+            target.deactivated_by = actor.subject
             target.updated_at = datetime.now(UTC)
             await uow.users.update(target)
             revoked = await uow.sessions.revoke_all_for_user(target.id, "deactivated")
@@ -220,15 +222,47 @@ class AdminService:
             await uow.commit()
         return target
 
-    async def reactivate(self, actor: Principal, user_id: str, *, client_ip: str) -> User:
+    async def reactivate(
+        self, actor: Principal, user_id: str, reason: str, *, client_ip: str
+    ) -> User:
+        """Lifts a deactivation, with a reason, unless someone ranked above the actor made it
+        (their role now) or nobody is on record as having made it and the actor is below
+        super_admin. The deactivator's role is read after the super_admins' rows are locked,
+        so a concurrent change of a super_admin's role is seen."""
+        reason = require_reason(reason, required=True)
         async with self._uow() as uow:
             target = await self._lock_managed_user(uow, actor, user_id, None)
             if target.active:
                 return target
+            current = await uow.users.get(actor.subject)
+            assert current is not None  # read under the same locks by _lock_managed_user
+            deactivator = (
+                None
+                if target.deactivated_by is None
+                else await uow.users.get(target.deactivated_by)
+            )
+            check_may_reactivate(
+                actor_role=current.role,
+                deactivator_role=None if deactivator is None else deactivator.role,
+            )
+            lifted_reason = target.deactivation_reason
             target.active = True
             target.deactivation_reason = ""
+            target.deactivated_by = None
             target.updated_at = datetime.now(UTC)
             await uow.users.update(target)
-            await uow.audit(AuditEntry("user.reactivated", "user", target.id, {"ip": client_ip}))
+            await uow.audit(
+                AuditEntry(
+                    "user.reactivated",
+                    "user",
+                    target.id,
+                    {
+                        "reason": reason,
+                        "deactivation_reason": lifted_reason,
+                        "deactivated_by": "" if deactivator is None else deactivator.id,
+                        "ip": client_ip,
+                    },
+                )
+            )
             await uow.commit()
         return target

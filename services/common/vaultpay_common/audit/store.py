@@ -11,9 +11,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import MetaData, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    MetaData,
+    ScalarSelect,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vaultpay_common.audit.model import AuditEntry, AuditQuery, AuditRecord, AuditRow
@@ -115,7 +125,12 @@ async def list_audit_events(
         stmt = stmt.where(c.created_at < query.end)
     if before_sequence is not None:
         stmt = stmt.where(c.sequence < before_sequence)
-    rows = await conn.execute(stmt.order_by(c.sequence.desc()).limit(limit))
+    order = c.sequence.desc()
+    if await _window_is_the_cheaper_read(conn, query, before_sequence, limit):
+        # The same order, which no index gives: the planner reads the window's range of
+        # audit_events_created_idx and sorts it, rather than walk the primary key back.
+        order = (c.sequence + literal_column("0")).desc()
+    rows = await conn.execute(stmt.order_by(order).limit(limit))
     return [
         AuditRecord(
             sequence=row.sequence,
@@ -132,3 +147,54 @@ async def list_audit_events(
         )
         for row in rows
     ]
+
+
+def _first_at(at: datetime) -> ScalarSelect[int]:
+    """The sequence of the first event at or after `at` (one entry of the time index)."""
+    return (
+        select(EVENTS.c.sequence)
+        .where(EVENTS.c.created_at >= at)
+        .order_by(EVENTS.c.created_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+async def _window_is_the_cheaper_read(
+    conn: AsyncConnection, query: AuditQuery, before_sequence: int | None, limit: int
+) -> bool:
+    """Whether a page with a time window costs less read from the time index (every event of
+    the window, then sorted) than by walking the primary key back from its keyset, which reads
+    every event newer than the window before the first of it, and when the window holds fewer
+    than the page, every event older than it too (to the first): the planner cannot tell, it
+    prices the events of a window as spread evenly over the sequence, where they are one run
+    of it. Either read returns the same page, whatever the data: the window's edges are only
+    estimated, by the sequences of the first events at or after `start` and `end` (one entry
+    of the time index each) and the newest. They need not be exact: a row's time and sequence
+    are taken one after the other, so two concurrent appends may take them in opposite orders,
+    and a clock that steps back writes older times after newer ones. No bound on either is
+    known, so the filters stay on `created_at` alone, never on sequences derived from it."""
+    if query.start is None and query.end is None:
+        return False
+    c = EVENTS.c
+    edges = (
+        await conn.execute(
+            select(
+                # Where the walk starts: below the keyset, or at the newest event.
+                select(func.max(c.sequence)).scalar_subquery()
+                if before_sequence is None
+                else literal(before_sequence - 1, BigInteger),
+                literal(0, BigInteger) if query.start is None else _first_at(query.start),
+                literal(None, BigInteger) if query.end is None else _first_at(query.end),
+            )
+        )
+    ).one()
+    top, first_in, first_after = (None if value is None else int(value) for value in edges)
+    if top is None:
+        return False  # no event at all
+    if first_in is None:
+        return True  # none at or after the start: the walk would read every event
+    last_in = top if first_after is None else min(top, first_after - 1)
+    in_window = max(0, last_in - first_in + 1)
+    newer = top - last_in
+    return in_window < newer + limit

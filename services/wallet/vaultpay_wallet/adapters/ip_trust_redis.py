@@ -6,8 +6,11 @@ A revoke whose delete fails (Redis down), or that races a concurrent check, leav
 that lapses within `ttl_seconds`: keep it short (the default, 5 minutes, is also how stale
 `last_seen` may be, since a cache hit does not write to PostgreSQL).
 
-`lookup` turns any Redis failure into `TrustCacheUnavailableError`, on which the check fails
-open (see `service_layer.ip_trust`). `remember`/`forget` never raise: they only log.
+`lookup` turns Redis being unreachable into `TrustCacheUnavailableError`, on which the check
+fails open (see `service_layer.ip_trust`); any other failure (this process's connections all
+in use, Redis refusing the command) is a miss, and PostgreSQL decides: failing open on a load
+the caller controls, or on a misconfiguration for as long as it lasts, would turn the check
+off (review of 2026-12-05). `remember`/`forget` never raise: they only log.
 Keys hold the user id and the keyed hash, never the address.
 """
 
@@ -21,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from vaultpay_common.clock import Clock
+from vaultpay_common.redis import redis_unreachable
 from vaultpay_wallet.service_layer.ip_trust import TrustCacheUnavailableError
 
 __all__ = ["RedisTrustedIpCache"]
@@ -53,7 +57,10 @@ class RedisTrustedIpCache:
         try:
             value = await self._redis.get(self._key(user_id, ip_hash))
         except _FAILURES as exc:
-            raise TrustCacheUnavailableError(str(exc)) from exc
+            if redis_unreachable(exc):
+                raise TrustCacheUnavailableError(str(exc)) from exc
+            log.warning("IP trust cache refused a lookup: PostgreSQL decides", exc_info=True)
+            return None
         if value is None:
             return None
         try:

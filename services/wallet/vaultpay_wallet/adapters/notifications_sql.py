@@ -293,7 +293,7 @@ class SqlNotificationRepository:
     ) -> Sequence[Notification]:
         query = select(notifications).where(_c.user_id == user_id)
         if unread_only:
-            query = query.where(_c.read.is_(False))
+            query = query.where(~_c.read)
         if after is not None:
             position = tuple_(
                 literal(after.created_at, _c.created_at.type),
@@ -305,9 +305,7 @@ class SqlNotificationRepository:
 
     async def count_unread(self, user_id: str) -> int:
         query = (
-            select(func.count())
-            .select_from(notifications)
-            .where(_c.user_id == user_id, _c.read.is_(False))
+            select(func.count()).select_from(notifications).where(_c.user_id == user_id, ~_c.read)
         )
         return int((await self._conn.execute(query)).scalar_one())
 
@@ -325,7 +323,7 @@ class SqlNotificationRepository:
     async def mark_all_read(self, user_id: str) -> int:
         result = await self._conn.execute(
             update(notifications)
-            .where(_c.user_id == user_id, _c.read.is_(False))
+            .where(_c.user_id == user_id, ~_c.read)
             .values(read=True, read_at=func.now())
         )
         return int(result.rowcount)

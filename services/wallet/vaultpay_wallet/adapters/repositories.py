@@ -13,6 +13,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     literal_column,
     or_,
     select,
@@ -408,26 +409,34 @@ class SqlLimitOverrideRepository:
         return [_override(r) for r in rows]
 
     async def replace_admin(self, wallet_id: str, overrides: Sequence[LimitOverride]) -> None:
+        """PUT semantics, each row kept in place: an action set again is updated where it is
+        (it keeps its `position`, AdminListLimits' order, with its new values), a new one is
+        added, and the wallet's admin rows of the actions not in `overrides` go."""
         c = wallet_limit_overrides.c
         await self._conn.execute(
             delete(wallet_limit_overrides).where(
-                c.wallet_id == wallet_id, c.source == LimitSource.ADMIN_OVERRIDE.value
+                c.wallet_id == wallet_id,
+                c.source == LimitSource.ADMIN_OVERRIDE.value,
+                c.action.not_in([o.action.value for o in overrides]),
             )
         )
         if overrides:
-            await self._conn.execute(
-                insert(wallet_limit_overrides), [_override_values(o) for o in overrides]
-            )
+            await self._upsert([_override_values(o) for o in overrides])
 
     async def put_user(self, override: LimitOverride) -> None:
-        values = _override_values(override)
-        statement = pg_insert(wallet_limit_overrides).values(**values)
+        """Updated in place when the action has one (its `position` kept), else added."""
+        await self._upsert([_override_values(override)])
+
+    async def _upsert(self, rows: list[dict[str, Any]]) -> None:
+        """One row per (wallet, source, action): its values replaced where it exists (an
+        UPDATE: the row keeps its `position`), inserted where not."""
+        statement = pg_insert(wallet_limit_overrides).values(rows)
         await self._conn.execute(
             statement.on_conflict_do_update(
                 constraint="wallet_limit_overrides_key",
                 set_={
                     k: statement.excluded[k]
-                    for k in values
+                    for k in rows[0]
                     if k not in ("wallet_id", "source", "action")
                 },
             )
@@ -445,8 +454,16 @@ class SqlLimitOverrideRepository:
         return bool(result.rowcount)
 
     async def list(
-        self, flt: LimitOverrideFilter, after: tuple[datetime, int] | None, limit: int
+        self, flt: LimitOverrideFilter, after: int | None, limit: int
     ) -> Sequence[ListedOverride]:
+        """Most recently created first, on `position`, which a row keeps for as long as it
+        exists (`put_user` and `replace_admin` update in place): an override changed between
+        two page fetches is neither missed nor listed twice. Each filter reads a range of an
+        index in this order (w0012), a wallet's the few rows of its key. The source and the
+        action are literal SQL (one of a few fixed values each), never bind parameters:
+        asyncpg prepares the statement, and a generic plan, which cannot tell the few
+        ADMIN_OVERRIDE rows from the many USER rows behind `source = $1`, walks the primary
+        key filtering row by row."""
         c = wallet_limit_overrides.c
         query = select(wallet_limit_overrides, wallets.c.currency).join(
             wallets, wallets.c.id == c.wallet_id
@@ -454,14 +471,12 @@ class SqlLimitOverrideRepository:
         if flt.wallet_id:
             query = query.where(c.wallet_id == flt.wallet_id)
         if flt.source is not None:
-            query = query.where(c.source == flt.source.value)
+            query = query.where(c.source == literal(flt.source.value, literal_execute=True))
         if flt.action is not None:
-            query = query.where(c.action == flt.action.value)
+            query = query.where(c.action == literal(flt.action.value, literal_execute=True))
         if after is not None:
-            query = query.where(tuple_(c.updated_at, c.position) < tuple_(*after))
-        rows = await self._conn.execute(
-            query.order_by(c.updated_at.desc(), c.position.desc()).limit(limit)
-        )
+            query = query.where(c.position < after)
+        rows = await self._conn.execute(query.order_by(c.position.desc()).limit(limit))
         return [ListedOverride(r.position, _override(r), r.currency) for r in rows]
 
 

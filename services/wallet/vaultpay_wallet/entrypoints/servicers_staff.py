@@ -27,9 +27,9 @@ from vaultpay_common.pagination import (
     PageTokens,
     SliceOf,
     created_id_cursor,
-    created_number_cursor,
     page_size,
     paginate,
+    position_int,
     position_text,
 )
 from vaultpay_wallet.domain.ids import normalize_wallet_id
@@ -76,6 +76,13 @@ def _setting_cursor(position: Mapping[str, Any]) -> str:
     return position_text(position, "k", max_length=200)
 
 
+def _override_cursor(position: Mapping[str, Any]) -> int:
+    """AdminListLimits' position: the row's `position`, under "p". A token of the older order
+    ({"c": updated_at, "n": position}) has no "p": refused as invalid (INVALID_ARGUMENT on
+    `page_token`), never read in the new order, where its page 1 would not line up."""
+    return position_int(position, "p", minimum=1)
+
+
 def _viewer() -> StaffViewer:
     """The staff member reading wallets and their address, for the audit row of the read."""
     return StaffViewer(*current_staff(), CLIENT_IP.get())
@@ -107,7 +114,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
         return SliceOf(page.wallets, page.has_more)
 
     async def _override_slice(
-        self, flt: LimitOverrideFilter, after: tuple[datetime, int] | None, limit: int
+        self, flt: LimitOverrideFilter, after: int | None, limit: int
     ) -> SliceOf[ListedOverride]:
         page = await self._limits.admin_list_limits(flt, after, limit, viewer=_viewer())
         return SliceOf(page.overrides, page.has_more)
@@ -204,8 +211,8 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
             scope=page_scope(),
             filters={"wallet": flt.wallet_id, "source": flt.source, "action": flt.action},
             fetch_slice=lambda after, limit: self._override_slice(flt, after, limit),
-            cursor_of=lambda o: {"c": o.override.updated_at.isoformat(), "n": o.position},
-            parse=created_number_cursor,
+            cursor_of=lambda o: {"p": o.position},
+            parse=_override_cursor,
         )
         return wallet_pb2.AdminListLimitsResponse(
             overrides=[override_to_proto(o.override, o.currency) for o in page.items],

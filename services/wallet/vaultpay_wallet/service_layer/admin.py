@@ -232,7 +232,7 @@ class AdminService:
         if replay is not None:
             return replay
         wallet_id = clean_wallet_id(cmd.wallet_id)
-        reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
+        reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
         read = await check_staff_rank(
             self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role
         )

@@ -498,13 +498,14 @@ class LimitsService:
     async def admin_list_limits(
         self,
         flt: LimitOverrideFilter,
-        after: tuple[datetime, int] | None,
+        after: int | None,
         limit: int,
         *,
         viewer: StaffViewer,
     ) -> LimitOverridePage:
-        """Overrides across wallets, most recently set first; `limit` already bounded. Audited
-        (`limits.listed`) with the read, as wallet's other staff listings are."""
+        """Overrides across wallets, most recently created first (a changed override keeps
+        its place, so a listing paged meanwhile shows it once); `limit` already bounded.
+        Audited (`limits.listed`) with the read, as wallet's other staff listings are."""
         async with self._uow() as uow:
             rows = await uow.limits.list(flt, after, limit + 1)
             shown = tuple(rows[:limit])

@@ -115,7 +115,7 @@ class LimitOverrideFilter:
 @dataclass(frozen=True, slots=True)
 class ListedOverride:
     """An override as AdminListLimits lists it, with its wallet's currency and its keyset
-    position (a stable tiebreak among overrides set at the same instant)."""
+    position (the row's identity, given when it was created and kept while it exists)."""
 
     position: int
     override: LimitOverride
@@ -230,9 +230,10 @@ class LimitOverrideRepository(Protocol):
     async def delete_user(self, wallet_id: str, action: LimitAction) -> bool: ...
 
     async def list(
-        self, flt: LimitOverrideFilter, after: tuple[datetime, int] | None, limit: int
+        self, flt: LimitOverrideFilter, after: int | None, limit: int
     ) -> Sequence[ListedOverride]:
-        """Most recently set first; keyset on (updated_at, position) strictly after `after`."""
+        """Most recently created first; keyset on `position` strictly after (below) `after`.
+        A row keeps its position while it exists: a change of its values does not move it."""
 
 
 class SettingRepository(Protocol):

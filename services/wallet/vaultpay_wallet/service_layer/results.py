@@ -154,8 +154,8 @@ class AdminWalletView:
 
 @dataclass(frozen=True, slots=True)
 class LimitOverridePage:
-    """A page of AdminListLimits, most recently set first; the next page starts after the
-    last row's (override.updated_at, position) when `has_more`."""
+    """A page of AdminListLimits, most recently created first; the next page starts after
+    the last row's position when `has_more`."""
 
     overrides: tuple[ListedOverride, ...]
     has_more: bool

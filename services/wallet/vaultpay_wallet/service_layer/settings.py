@@ -130,7 +130,7 @@ class SettingsService:
             raise SettingNotFoundError()
         try:
             value = parse_setting_value(spec, cmd.value)
-            reason = clean_text(cmd.reason, field="reason", min_length=0, max_length=500)
+            reason = clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
         except ValidationError:
             # A retry of a change that committed gets its answer whatever the checks now
             # say (a rule added since, such as one-line reasons; review of 2026-12-05).

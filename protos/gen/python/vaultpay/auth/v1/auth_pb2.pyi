@@ -649,7 +649,7 @@ class SetUserRoleRequest(_message.Message):
     role: _role_pb2.Role.ValueType
     """The new role."""
     reason: _builtins.str
-    """Why, for the audit log; up to 500 characters."""
+    """Why, for the audit log; required, 1 to 500 characters, one line."""
     def __init__(
         self,
         *,
@@ -746,16 +746,22 @@ class ReactivateUserRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
-    """The user to reactivate."""
+    """The user to reactivate; never the caller."""
+    reason: _builtins.str
+    """Why; required, 1 to 500 characters, one line. Kept in the audit log with the
+    deactivation's reason and who made it.
+    """
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -459,7 +459,12 @@ class AuthAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReactivateUser(self, request, context):
-        """Reactivates a deactivated user. They must sign in again. Audited.
+        """Reactivates a deactivated user, with a reason. They must sign in again. The same
+        rules as DeactivateUser (not on self; admins and super_admins only by a super_admin),
+        and a deactivation is lifted only by its deactivator's rank (their role now) or above:
+        PERMISSION_DENIED DEACTIVATED_BY_HIGHER_RANK (metadata deactivated_by_role), or
+        DEACTIVATOR_UNKNOWN below super_admin when none is on record (deactivated before auth
+        kept one). Audited with the reason, the deactivation's reason and its deactivator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -192,7 +192,13 @@ class AuthAdminServiceStub:
     from the token and the revocations already known until the feed catches up). Audited.
     """
     ReactivateUser: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ReactivateUserRequest, _auth_pb2.ReactivateUserResponse]
-    """Reactivates a deactivated user. They must sign in again. Audited."""
+    """Reactivates a deactivated user, with a reason. They must sign in again. The same
+    rules as DeactivateUser (not on self; admins and super_admins only by a super_admin),
+    and a deactivation is lifted only by its deactivator's rank (their role now) or above:
+    PERMISSION_DENIED DEACTIVATED_BY_HIGHER_RANK (metadata deactivated_by_role), or
+    DEACTIVATOR_UNKNOWN below super_admin when none is on record (deactivated before auth
+    kept one). Audited with the reason, the deactivation's reason and its deactivator.
+    """
     ListAuthAuditEvents: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListAuthAuditEventsRequest, _auth_pb2.ListAuthAuditEventsResponse]
     """Lists the auth service's audit events, newest first. Every page is audited
     ("audit_events.listed": who read, the filters set, how many and which events were shown,
@@ -221,7 +227,13 @@ class AuthAdminServiceAsyncStub(AuthAdminServiceStub):
     from the token and the revocations already known until the feed catches up). Audited.
     """
     ReactivateUser: _aio.UnaryUnaryMultiCallable[_auth_pb2.ReactivateUserRequest, _auth_pb2.ReactivateUserResponse]  # type: ignore[assignment]
-    """Reactivates a deactivated user. They must sign in again. Audited."""
+    """Reactivates a deactivated user, with a reason. They must sign in again. The same
+    rules as DeactivateUser (not on self; admins and super_admins only by a super_admin),
+    and a deactivation is lifted only by its deactivator's rank (their role now) or above:
+    PERMISSION_DENIED DEACTIVATED_BY_HIGHER_RANK (metadata deactivated_by_role), or
+    DEACTIVATOR_UNKNOWN below super_admin when none is on record (deactivated before auth
+    kept one). Audited with the reason, the deactivation's reason and its deactivator.
+    """
     ListAuthAuditEvents: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListAuthAuditEventsRequest, _auth_pb2.ListAuthAuditEventsResponse]  # type: ignore[assignment]
     """Lists the auth service's audit events, newest first. Every page is audited
     ("audit_events.listed": who read, the filters set, how many and which events were shown,
@@ -277,7 +289,13 @@ class AuthAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.ReactivateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ReactivateUserResponse, _abc.Awaitable[_auth_pb2.ReactivateUserResponse]]:
-        """Reactivates a deactivated user. They must sign in again. Audited."""
+        """Reactivates a deactivated user, with a reason. They must sign in again. The same
+        rules as DeactivateUser (not on self; admins and super_admins only by a super_admin),
+        and a deactivation is lifted only by its deactivator's rank (their role now) or above:
+        PERMISSION_DENIED DEACTIVATED_BY_HIGHER_RANK (metadata deactivated_by_role), or
+        DEACTIVATOR_UNKNOWN below super_admin when none is on record (deactivated before auth
+        kept one). Audited with the reason, the deactivation's reason and its deactivator.
+        """
 
     @_abc_1.abstractmethod
     def ListAuthAuditEvents(

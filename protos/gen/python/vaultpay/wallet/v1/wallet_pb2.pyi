@@ -2092,7 +2092,7 @@ class AdminUnfreezeWalletRequest(_message.Message):
     wallet_id: _builtins.str
     """The wallet to unfreeze."""
     reason: _builtins.str
-    """Why, for the audit log; up to 500 characters."""
+    """Why, for the audit log; required, 1 to 500 characters, one line."""
     def __init__(
         self,
         *,
@@ -2182,7 +2182,12 @@ class AdminListLimitsResponse(_message.Message):
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___LimitOverride]:
-        """One page of overrides, most recently set first."""
+        """One page of overrides, most recently created first. An override keeps its place when
+        its values change (a user's SetMyLimit, AdminSetWalletLimits setting an action again),
+        so pages fetched while limits change list each override once; its values are those
+        of the moment its page was read. One created after the first page was read (an
+        action's first override, or one set again after its removal) is not in that listing.
+        """
 
     def __init__(
         self,
@@ -2335,7 +2340,7 @@ class UpdateSettingRequest(_message.Message):
     value: _builtins.str
     """The new value as text; must parse as the setting's type and lie in its range."""
     reason: _builtins.str
-    """Why, for the audit log; up to 500 characters."""
+    """Why, for the audit log; required, 1 to 500 characters, one line."""
     def __init__(
         self,
         *,

@@ -141,7 +141,10 @@ class BodySchemas:
 
         Field paths follow google.rpc.BadRequest's JSON spelling: `amount.currencyCode`,
         `limits[1].foo`; a field of the contract by its JSON name whichever spelling the
-        client sent (`full_name` -> `fullName`), map keys and unknown keys as sent.
+        client sent (`full_name` -> `fullName`), map keys and unknown keys as sent. Not modelled:
+        duplicate keys (the parsed value no longer shows them) and keys longer than
+        json_body.MAX_KEY_BYTES (the check refuses them wherever they are, free-form values
+        included; tests/gateway/test_gateway_json_escapes.py).
         """
         found: list[Violation] = []
         self._walk(rule, value, "", found, limit)

@@ -65,6 +65,18 @@ let through unchecked (`{isAdmin: true}`). Such bodies get 400 INVALID_REQUEST. 
 bounded: the body cap runs first, nesting deeper than 100 and more than 20,000 values are
 refused, at most 10 fields are reported. A failure inside the script answers 500 (closed), never lets the request pass.
 
+Strings are checked, not decoded, except keys. A string value's escapes are each looked at
+once (a bad escape, bad hex digits or an unpaired surrogate are invalid JSON, as before) and
+nothing is built from them. The check used to decode every string into a table entry per
+escape: 14 MB of escaped slashes in a KYC file's JSON cost one worker ~1 s of CPU and ~160 MiB
+of Lua memory (a plain string of that size: 0.01 s), a public GetJwks with 1 MiB of them
+~40 ms. An escape-heavy body now costs about twice a plain one of its size, and no memory of
+its own. Keys are decoded, to be looked up, compared and named, up to `MAX_KEY_BYTES` (256): a
+longer key, as sent or once decoded, is refused wherever it is (400 INVALID_REQUEST, a field
+violation "a key longer than 256 bytes" naming it by its first 256 bytes) and not decoded
+further. No field of the contract comes near (`checker_lua` refuses a contract whose field
+does); such a key was an unknown field before, or passed in a map or a free-form value.
+
 The checker's replies are Lua local replies, which Envoy passes through the local reply
 mapper; `errors.local_reply_config` keeps them verbatim (matched on the `reply` flag in the
 dynamic metadata).
@@ -89,11 +101,20 @@ from vaultpay_gateway.errors import (
 from vaultpay_gateway.lua import lua_string
 from vaultpay_gateway.native_grpc import NATIVE_GRPC_LUA
 
-__all__ = ["CAPTURE_FILTER", "CHECK_FILTER", "capture_filter", "check_filter", "checker_lua"]
+__all__ = [
+    "CAPTURE_FILTER",
+    "CHECK_FILTER",
+    "MAX_KEY_BYTES",
+    "capture_filter",
+    "check_filter",
+    "checker_lua",
+]
 
 CAPTURE_FILTER = "vaultpay.json_body.capture"
 CHECK_FILTER = "vaultpay.json_body.check"
 _SAFE_COMMENT = re.compile(r"[\w.\-]+")
+# The longest JSON key the check decodes: longer ones are refused (no field name comes near).
+MAX_KEY_BYTES = 256
 
 _CAPTURE_LUA = r"""-- vaultpay gateway: copies JSON request bodies for the unknown-field check that runs
 -- after the transcoder (vaultpay_gateway/json_body.py). Native gRPC (is_native_grpc, above,
@@ -157,10 +178,13 @@ local MAX_DEPTH = 100
 -- of the contract comes near this (a 1 MiB array of zeros would be ~500,000 values).
 local MAX_VALUES = 20000
 local MAX_REPORTED = 10
+-- Keys are decoded (to be looked up, compared and named) up to MAX_KEY bytes (generated above
+-- this code); a longer key is refused, named by its first MAX_KEY bytes.
+local LONG_KEY = "a key longer than " .. MAX_KEY .. " bytes"
 local byte, char, find, format, sub = string.byte, string.char, string.find, string.format, string.sub
-local concat, floor = table.concat, math.floor
+local concat, floor, huge, unpack = table.concat, math.floor, math.huge, unpack
 
-local src, pos, depth, found, count, path, values_left
+local src, pos, depth, found, count, path, values_left, next_quote, next_backslash
 
 local function bad(what)
   error({ what = what, at = pos }, 0)
@@ -170,66 +194,118 @@ local function skip_space()
   pos = find(src, "[^ \t\r\n]", pos) or #src + 1
 end
 
-local function utf8(cp)
-  if cp < 0x80 then return char(cp) end
-  if cp < 0x800 then return char(0xC0 + floor(cp / 0x40), 0x80 + cp % 0x40) end
-  if cp < 0x10000 then
-    return char(0xE0 + floor(cp / 0x1000), 0x80 + floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
-  end
-  return char(0xF0 + floor(cp / 0x40000), 0x80 + floor(cp / 0x1000) % 0x40,
-    0x80 + floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+-- Hex digits by byte, and the escapes other than \u by the byte after the backslash (what
+-- each stands for).
+local HEX = {}
+for i = 0, 9 do HEX[48 + i] = i end
+for i = 0, 5 do HEX[65 + i], HEX[97 + i] = 10 + i, 10 + i end
+local ESCAPES = { [34] = 34, [92] = 92, [47] = 47, [98] = 8, [102] = 12, [110] = 10, [114] = 13, [116] = 9 }
+
+-- The code unit of the \u escape whose backslash is at `at`.
+local function code_unit(at)
+  local a, b, c, d = byte(src, at + 2, at + 5)
+  a, b, c, d = HEX[a], HEX[b], HEX[c], HEX[d]
+  if a == nil or b == nil or c == nil or d == nil then bad("bad \\u escape") end
+  return a * 0x1000 + b * 0x100 + c * 0x10 + d
 end
 
-local ESCAPES = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
-
-local function hex4(at)
-  local digits = sub(src, at, at + 3)
-  if find(digits, "^%x%x%x%x$") == nil then bad("bad \\u escape") end
-  return tonumber(digits, 16)
-end
-
--- The string that starts at pos (a double quote), decoded. Raw control characters are left
--- to the transcoder: they cannot change the structure.
-local function read_string()
-  local from = pos + 1
-  -- Fast path (plain searches): no escape before the closing quote.
-  local close = find(src, '"', from, true)
-  if close == nil then bad("unterminated string") end
-  local text = sub(src, from, close - 1)
-  if find(text, "\\", 1, true) == nil then
-    pos = close + 1
-    return text
+-- The escape whose backslash is at `at`, checked: where it ends (exclusive) and the code
+-- point it stands for.
+local function escape(at)
+  local c = byte(src, at + 1)
+  if c ~= 117 then
+    local cp = ESCAPES[c]
+    if cp == nil then bad("bad escape") end
+    return at + 2, cp
   end
-  local parts = {}
-  while true do
-    local at = find(src, '["\\]', from)
-    if at == nil then bad("unterminated string") end
-    if byte(src, at) == 34 then
-      pos = at + 1
-      parts[#parts + 1] = sub(src, from, at - 1)
-      return concat(parts)
+  local cp = code_unit(at)
+  if cp < 0xD800 or cp >= 0xE000 then return at + 6, cp end
+  if cp < 0xDC00 and byte(src, at + 6) == 92 and byte(src, at + 7) == 117 then
+    local low = code_unit(at + 6)
+    if low >= 0xDC00 and low < 0xE000 then
+      return at + 12, 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
     end
-    parts[#parts + 1] = sub(src, from, at - 1)
-    local escape = sub(src, at + 1, at + 1)
-    if escape == "u" then
-      local cp = hex4(at + 2)
-      from = at + 6
-      if cp >= 0xD800 and cp < 0xDC00 and sub(src, from, from + 1) == "\\u" then
-        local low = hex4(from + 2)
-        if low >= 0xDC00 and low < 0xE000 then
-          cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
-          from = from + 6
-        end
+  end
+  -- A surrogate left unpaired is no character (the transcoder's own error would quote the
+  -- body around it).
+  bad("a \\u escape of an unpaired surrogate")
+end
+
+-- A key's bytes while it is decoded, the first n of them (at most MAX_KEY + 4: past MAX_KEY
+-- nothing more is kept).
+local key_bytes = {}
+
+-- Adds src[from..to] to the key's n bytes, no further than MAX_KEY + 1 in all.
+local function add_run(n, from, to)
+  if to > from + MAX_KEY - n then to = from + MAX_KEY - n end
+  for i = from, to do
+    n = n + 1
+    key_bytes[n] = byte(src, i)
+  end
+  return n
+end
+
+-- Adds code point cp's UTF-8 bytes to the key's n bytes, unless it is past MAX_KEY already.
+local function add_code_point(n, cp)
+  if n > MAX_KEY then return n end
+  if cp < 0x80 then
+    key_bytes[n + 1] = cp
+    return n + 1
+  end
+  if cp < 0x800 then
+    key_bytes[n + 1], key_bytes[n + 2] = 0xC0 + floor(cp / 0x40), 0x80 + cp % 0x40
+    return n + 2
+  end
+  if cp < 0x10000 then
+    key_bytes[n + 1], key_bytes[n + 2], key_bytes[n + 3] =
+      0xE0 + floor(cp / 0x1000), 0x80 + floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40
+    return n + 3
+  end
+  key_bytes[n + 1], key_bytes[n + 2], key_bytes[n + 3], key_bytes[n + 4] = 0xF0 + floor(cp / 0x40000),
+    0x80 + floor(cp / 0x1000) % 0x40, 0x80 + floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40
+  return n + 4
+end
+
+-- The string that starts at pos (a double quote): its escapes are checked, and pos moves past
+-- it. A value is not decoded: nothing is built, whatever its escapes (each is looked at once,
+-- in a loop LuaJIT compiles, and runs between them are skipped by plain searches). A key
+-- (`as_key`) is returned decoded, or, when it is longer than MAX_KEY bytes, its first MAX_KEY
+-- bytes and true. Raw control characters are left to the transcoder: they cannot change the
+-- structure.
+local function read_string(as_key)
+  local from = pos + 1
+  -- The next quote and backslash, each searched again only once passed: the searches cover
+  -- the body once between them, however many strings there are.
+  if next_quote < from then next_quote = find(src, '"', from, true) or huge end
+  if next_quote == huge then bad("unterminated string") end
+  if next_backslash < from then next_backslash = find(src, "\\", from, true) or huge end
+  if next_quote < next_backslash then
+    -- No escape: the common case.
+    pos = next_quote + 1
+    if not as_key then return end
+    if next_quote - from > MAX_KEY then return sub(src, from, from + MAX_KEY - 1), true end
+    return sub(src, from, next_quote - 1)
+  end
+  local at, n = next_backslash, 0
+  if as_key then n = add_run(n, from, at - 1) end
+  while true do
+    local cp
+    at, cp = escape(at)
+    if as_key then n = add_code_point(n, cp) end
+    -- Escapes one after another are read on without a search.
+    if byte(src, at) ~= 92 then
+      if next_backslash < at then next_backslash = find(src, "\\", at, true) or huge end
+      if next_quote < at then next_quote = find(src, '"', at, true) or huge end
+      if next_quote < next_backslash then
+        pos = next_quote + 1
+        if not as_key then return end
+        n = add_run(n, at, next_quote - 1)
+        if n > MAX_KEY then return char(unpack(key_bytes, 1, MAX_KEY)), true end
+        return char(unpack(key_bytes, 1, n))
       end
-      -- A surrogate left unpaired is no character (the transcoder's own error would quote
-      -- the body around it).
-      if cp >= 0xD800 and cp < 0xE000 then bad("a \\u escape of an unpaired surrogate") end
-      parts[#parts + 1] = utf8(cp)
-    else
-      local replacement = ESCAPES[escape]
-      if replacement == nil then bad("bad escape") end
-      parts[#parts + 1] = replacement
-      from = at + 2
+      if next_backslash == huge then bad("unterminated string") end
+      if as_key then n = add_run(n, at, next_backslash - 1) end
+      at = next_backslash
     end
   end
 end
@@ -257,26 +333,31 @@ local function read_object(rule)
   local n, seen = #path, {}
   while true do
     if byte(src, pos) ~= 34 then bad("expected a double-quoted key") end
-    local key = read_string()
+    local key, long = read_string(true)
     skip_space()
     if byte(src, pos) ~= 58 then bad("expected ':'") end
     pos = pos + 1
     skip_space()
     -- A field of the contract is named by its JSON name whichever spelling came (one field,
     -- one name, as google.rpc.BadRequest spells paths for JSON); anything else as sent.
-    local name = aliases and aliases[key] or key
+    local name = not long and aliases and aliases[key] or key
     path[n + 1] = n == 0 and name or ("." .. name)
-    if seen[name] then report("duplicate key", DUPLICATE) else seen[name] = true end
     local inner = true
-    if fields ~= nil then
-      inner = fields[key]
-      if inner == nil then
-        report("unknown field"); inner = true
-      elseif inner == false then
-        report("set by the URL path, not by the body"); inner = true
+    if long then
+      -- Decoded no further than its first MAX_KEY bytes, which name it; no field is as long.
+      report(LONG_KEY, INVALID)
+    else
+      if seen[name] then report("duplicate key", DUPLICATE) else seen[name] = true end
+      if fields ~= nil then
+        inner = fields[key]
+        if inner == nil then
+          report("unknown field"); inner = true
+        elseif inner == false then
+          report("set by the URL path, not by the body"); inner = true
+        end
+      elseif values ~= nil then
+        inner = values
       end
-    elseif values ~= nil then
-      inner = values
     end
     read_value(inner)
     path[n + 1] = nil
@@ -339,6 +420,7 @@ end
 
 local function check(body, rule)
   src, pos, depth, found, count, path, values_left = body, 1, 0, {}, 0, {}, MAX_VALUES
+  next_quote, next_backslash = 0, 0
   skip_space()
   if pos <= #src then
     read_value(rule)
@@ -645,9 +727,18 @@ def _prelude() -> str:
 def checker_lua(schemas: BodySchemas) -> str:
     """The check filter's script: the schema tables, then the checker."""
     ids = {key: number for number, key in enumerate(sorted(schemas.messages), start=1)}
+    too_long = sorted(
+        f"{message}.{k}"
+        for message, rule in schemas.messages.items()
+        for k in (*rule.fields, *rule.path_bound)
+        if len(k.encode()) > MAX_KEY_BYTES
+    )
+    if too_long:
+        raise ValueError(f"JSON keys longer than {MAX_KEY_BYTES} bytes: {', '.join(too_long)}")
     lines = [
         "-- Generated by vaultpay_gateway from the descriptor set; do not edit.",
         _prelude(),
+        f"local MAX_KEY = {MAX_KEY_BYTES}",
         "local M = {",
     ]
     for key, number in ids.items():

@@ -421,6 +421,29 @@ def test_a_freeze_race_that_never_caught_a_send_at_the_lock_is_no_evidence() -> 
     assert not any(gap in g for g in _gaps(world))
 
 
+def test_a_send_that_failed_for_want_of_redis_is_caught() -> None:
+    """The money path has no Redis: a full-deadline send in flight while Redis restarted,
+    near no other fault, answers (review of 2026-12-05: the checker asked only that a send was
+    in flight during the restart)."""
+    world = World()
+    send = world.send(code="UNAVAILABLE", at=T0 + 10)
+    send.outcome = "unknown"
+    world.history.faults = [
+        Fault("restart-redis", T0 + 10.02, T0 + 10.5, pid_before=1, pid_after=2)
+    ]
+    gap = "the money path needed Redis"
+    assert any(gap in g for g in _gaps(world))
+    # Near a restart of transfer too: that explains it.
+    world.history.faults.append(
+        Fault("restart-transfer", T0 + 10.05, T0 + 11, pid_before=3, pid_after=4)
+    )
+    assert not any(gap in g for g in _gaps(world))
+    # Past its deadline on a busy machine: not held against it.
+    world.history.faults.pop()
+    send.attempts[0] = replace(send.attempts[0], code="DEADLINE_EXCEEDED")
+    assert not any(gap in g for g in _gaps(world))
+
+
 BALANCE = "was refused INSUFFICIENT_BALANCE for"
 STORED = "answered with the stored answer"
 

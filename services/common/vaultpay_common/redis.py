@@ -12,21 +12,37 @@ the two apart:
   pool, and every call above them was let through uncounted, at bcrypt's speed (review of
   2026-12-05). A throttle fails closed on them.
 
-The pool is bounded (`max_connections`) and a call waits for a free connection up to the
-socket timeout, then raises `RedisPoolExhaustedError`.
+The pool is bounded (`max_connections`) and a call waits for a free connection up to twice
+the socket timeout, then raises `RedisPoolExhaustedError`: longer than a call on a hung Redis
+holds its connection, so while Redis hangs the waiting calls get a connection (and fail open
+on it) rather than a full pool (which would refuse them). A caller that fails open keeps a
+`RedisOutage`: once a call found Redis unreachable the next second's calls skip it, and a
+full pool soon after such a failure is the outage, not a burst (review of 2026-12-05: a Redis
+that stopped answering held every connection for its 0.5 s timeout, and the calls behind
+them were refused 429 in the very outage that must lock nobody out).
 """
 
 from __future__ import annotations
 
+import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 
-__all__ = ["RedisPoolExhaustedError", "create_redis", "redis_unreachable"]
+__all__ = [
+    "RedisOutage",
+    "RedisPoolExhaustedError",
+    "create_redis",
+    "outage_of",
+    "redis_unreachable",
+]
 
-# Seconds for a connection, a command, and a wait for a free pooled connection.
+# Seconds for a connection and a command; a wait for a free pooled connection takes twice that.
 _TIMEOUT = 0.5
+_POOL_WAIT = 2 * _TIMEOUT
 DEFAULT_MAX_CONNECTIONS = 64
 
 
@@ -49,6 +65,47 @@ class _BoundedPool(BlockingConnectionPool):
             raise
 
 
+class RedisOutage:
+    """When Redis was last found unreachable, for a caller that fails open: `skipping` for
+    `skip_seconds` after (ask nothing of Redis, fail open at once: a hung Redis would hold a
+    connection for the whole timeout per call), `recent` for twice that (a full pool then is
+    the outage's doing)."""
+
+    def __init__(
+        self, *, skip_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._skip = skip_seconds
+        self._clock = clock
+        self._noticed_at: float | None = None
+
+    def noticed(self) -> None:
+        self._noticed_at = self._clock()
+
+    def _since(self) -> float | None:
+        return None if self._noticed_at is None else self._clock() - self._noticed_at
+
+    @property
+    def skipping(self) -> bool:
+        since = self._since()
+        return since is not None and since < self._skip
+
+    @property
+    def recent(self) -> bool:
+        since = self._since()
+        return since is not None and since < 2 * self._skip
+
+
+_OUTAGES: weakref.WeakKeyDictionary[Redis, RedisOutage] = weakref.WeakKeyDictionary()
+
+
+def outage_of(client: Redis) -> RedisOutage:
+    """The one RedisOutage of `client`, shared by everything that uses it: its calls share one
+    pool, so one caller's hung calls fill the pool for the others too."""
+    if client not in _OUTAGES:
+        _OUTAGES[client] = RedisOutage()
+    return _OUTAGES[client]
+
+
 def redis_unreachable(exc: BaseException) -> bool:
     """True when `exc` says Redis could not be reached at all (what a throttle may fail open
     on); False for a full pool of this process and for Redis refusing a command."""
@@ -68,7 +125,7 @@ def create_redis(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) ->
     pool = _BoundedPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=_TIMEOUT,
+        timeout=_POOL_WAIT,
         socket_timeout=_TIMEOUT,
         socket_connect_timeout=_TIMEOUT,
         health_check_interval=30,

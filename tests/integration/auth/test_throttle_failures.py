@@ -12,6 +12,7 @@ the other failures.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import uuid
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from tests.blackhole import BlackholeProxy
 from tests.fakes.wallet import FixedClock
 from vaultpay_auth.adapters.throttle import RedisLoginThrottle, RedisSignUpThrottle
 from vaultpay_auth.domain.errors import ThrottleBusyError, ThrottleUnavailableError
@@ -112,6 +114,33 @@ async def test_a_redis_that_refuses_the_script_fails_closed(refusing: Redis) -> 
 async def test_the_ip_trust_cache_reads_postgresql_when_redis_refuses(refusing: Redis) -> None:
     cache = RedisTrustedIpCache(refusing, FixedClock())
     assert await cache.lookup(str(uuid.uuid4()), "ab" * 32) is None  # a miss, not fail-open
+
+
+async def test_a_redis_that_stopped_answering_fails_open_for_every_caller(infra: Infra) -> None:
+    """Review of 2026-12-05: behind a bounded pool, each call to a Redis that stopped answering
+    held a connection for its 0.5 s timeout and the calls behind them were refused 429, in the
+    outage that must lock nobody out. Once one call found it unreachable the next second's
+    skip it, and a full pool just after is the outage's: three waves of Logins and sign-ups,
+    fifty each, through four connections, are all let through."""
+    proxy = BlackholeProxy(infra.redis.port)
+    await proxy.start()
+    password = infra.redis.password
+    auth = f":{password}@" if password else ""
+    client = create_redis(f"redis://{auth}127.0.0.1:{proxy.port}/{REDIS_DB}", max_connections=4)
+    login, sign_ups = _login(client), _sign_ups(client)
+    try:
+        await login.reserve(_account(), "192.0.2.10")  # answered: Redis is there
+        proxy.blackhole()
+        for _ in range(3):
+            waves = [login.reserve(_account(), "192.0.2.10") for _ in range(25)]
+            waves += [sign_ups.reserve("192.0.2.10") for _ in range(25)]
+            answers = await asyncio.gather(*waves, return_exceptions=True)
+            assert [a for a in answers if a is not None] == []
+            await asyncio.sleep(0.6)  # into the next second of the outage, and past it
+        assert login.outage.recent and sign_ups.outage.recent
+    finally:
+        await client.aclose()
+        await proxy.close()
 
 
 async def test_an_unreachable_redis_still_fails_open() -> None:

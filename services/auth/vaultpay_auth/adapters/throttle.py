@@ -42,7 +42,12 @@ from vaultpay_auth.domain.errors import (
     ThrottleBusyError,
     ThrottleUnavailableError,
 )
-from vaultpay_common.redis import RedisPoolExhaustedError, redis_unreachable
+from vaultpay_common.redis import (
+    RedisOutage,
+    RedisPoolExhaustedError,
+    outage_of,
+    redis_unreachable,
+)
 
 __all__ = ["LoginThrottledError", "RedisLoginThrottle", "RedisSignUpThrottle", "address_block"]
 
@@ -108,12 +113,20 @@ return 0
 _SCOPES = {1: ("account",), 2: ("ip",), 3: ("account", "ip")}
 
 
-async def _fail_open_or_raise(redis: Redis, exc: RedisError, throttle: str) -> None:
-    """Returns (fail open) when Redis could not be reached; raises otherwise (fail closed)."""
+async def _fail_open_or_raise(
+    redis: Redis, exc: RedisError, throttle: str, outage: RedisOutage
+) -> None:
+    """Returns (fail open) when Redis could not be reached, or when the pool is full just
+    after it could not (the calls of a hung Redis hold every connection); raises otherwise
+    (fail closed)."""
     if redis_unreachable(exc):
-        log.warning("%s unavailable, failing open", throttle, exc_info=True)
+        if not outage.recent:
+            log.warning("%s unavailable, failing open", throttle, exc_info=True)
+        outage.noticed()
         return
     if isinstance(exc, RedisPoolExhaustedError):
+        if outage.recent:
+            return  # Redis hangs: its calls hold the connections
         log.warning("%s: every Redis connection in use, refusing the attempt", throttle)
         raise ThrottleBusyError(retry_after_seconds=1) from exc
     log.error(
@@ -150,6 +163,7 @@ class RedisLoginThrottle:
         self._window = window_seconds
         self._reserve = redis.register_script(_RESERVE_ATTEMPT)
         self._give_back = redis.register_script(_GIVE_BACK)
+        self.outage = outage_of(redis)
 
     @staticmethod
     def _account_key(account: str) -> str:
@@ -161,6 +175,8 @@ class RedisLoginThrottle:
 
     async def reserve(self, account: str, client_ip: str) -> None:
         """Counts one password attempt, or raises LoginThrottledError (RetryInfo) if over."""
+        if self.outage.skipping:
+            return  # Redis was unreachable a moment ago: fail open without waiting on it
         account_key, ip_key = self._account_key(account), self._ip_key(client_ip)
         keys = [account_key, ip_key, account_key + ":refused", ip_key + ":refused"]
         try:
@@ -168,7 +184,7 @@ class RedisLoginThrottle:
                 keys, [self._per_account, self._per_ip, self._window]
             )
         except RedisError as exc:
-            await _fail_open_or_raise(self._redis, exc, "password-attempt throttle")
+            await _fail_open_or_raise(self._redis, exc, "password-attempt throttle", self.outage)
             return
         if int(wait):
             raise LoginThrottledError(
@@ -179,19 +195,28 @@ class RedisLoginThrottle:
 
     async def succeeded(self, account: str, client_ip: str) -> None:
         """The attempt was right: forget the account's failures, give the IP its slot back."""
+        if self.outage.skipping:
+            return
         account_key = self._account_key(account)
         try:
             await self._redis.delete(account_key, account_key + ":refused")
             await self._give_back([self._ip_key(client_ip)])
-        except RedisError:
-            log.warning("could not release a password-attempt reservation", exc_info=True)
+        except RedisError as exc:
+            self._could_not_give_back(exc)
 
     async def release(self, account: str, client_ip: str) -> None:
         """No password was checked: give both counters their slot back."""
+        if self.outage.skipping:
+            return
         try:
             await self._give_back([self._account_key(account), self._ip_key(client_ip)])
-        except RedisError:
-            log.warning("could not release a password-attempt reservation", exc_info=True)
+        except RedisError as exc:
+            self._could_not_give_back(exc)
+
+    def _could_not_give_back(self, exc: RedisError) -> None:
+        if redis_unreachable(exc):
+            self.outage.noticed()
+        log.warning("could not release a password-attempt reservation", exc_info=True)
 
 
 class RedisSignUpThrottle:
@@ -209,17 +234,20 @@ class RedisSignUpThrottle:
         self._args = [per_ip, per_ip_window_seconds, global_limit, global_window_seconds]
         self._namespace = namespace
         self._reserve = redis.register_script(_RESERVE_SIGN_UP)
+        self.outage = outage_of(redis)
 
     def address_key(self, client_ip: str) -> str:
         return f"{self._namespace}:ip:{address_block(client_ip)}"
 
     async def reserve(self, client_ip: str) -> None:
         """Counts one sign-up attempt, or raises SignUpThrottledError (RetryInfo) if over."""
+        if self.outage.skipping:
+            return  # Redis was unreachable a moment ago: fail open without waiting on it
         keys = [self.address_key(client_ip), f"{self._namespace}:all"]
         try:
             wait = int(await self._reserve(keys, self._args))
         except RedisError as exc:
-            await _fail_open_or_raise(self._redis, exc, "sign-up throttle")
+            await _fail_open_or_raise(self._redis, exc, "sign-up throttle", self.outage)
             return
         if wait:
             raise SignUpThrottledError(retry_after_seconds=wait)

@@ -14,13 +14,15 @@ It is now most recently created first on `position` alone, which a row keeps whi
 
 Without them a sparse filter (a handful of ADMIN_OVERRIDE rows among every user's own
 limits) walked the primary key row by row. `wallet_limit_overrides_recent_idx`
-`(updated_at, position)` served the old order only and goes: no query reads it, and without
-it a change of an override's values (no indexed column) may be a HOT update.
+`(updated_at, position)` serves the old order only, and stays for now: a wallet of the
+previous release, still running during a rolling update (or after a rollback), lists in that
+order, and without it each of its pages would sort the whole filtered table (review of
+2026-12-05: expand, then contract). A later revision drops it once no such wallet runs.
 
 Built (and dropped) CONCURRENTLY, so limit changes and movement checks go on meanwhile: each
 statement runs in Alembic's autocommit block. A build that failed leaves an INVALID index
 behind; the DROP first makes running the migration again build it again. The downgrade
-builds `wallet_limit_overrides_recent_idx` again and drops the three.
+drops the three.
 
 No grant: the indexes follow the table's.
 
@@ -45,7 +47,6 @@ _INDEXES = {
     "wallet_limit_overrides_action_idx": "(action, position)",
     "wallet_limit_overrides_source_action_idx": "(source, action, position)",
 }
-_OLD = ("wallet_limit_overrides_recent_idx", "(updated_at, position)")
 
 
 def upgrade() -> None:
@@ -53,13 +54,9 @@ def upgrade() -> None:
         for name, definition in _INDEXES.items():
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             op.execute(f"CREATE INDEX CONCURRENTLY {name} ON {_TABLE} {definition}")
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_OLD[0]}")
 
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        name, definition = _OLD
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-        op.execute(f"CREATE INDEX CONCURRENTLY {name} ON {_TABLE} {definition}")
         for name in reversed(_INDEXES):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")

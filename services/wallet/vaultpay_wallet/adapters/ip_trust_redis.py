@@ -7,7 +7,8 @@ that lapses within `ttl_seconds`: keep it short (the default, 5 minutes, is also
 `last_seen` may be, since a cache hit does not write to PostgreSQL).
 
 `lookup` turns Redis being unreachable into `TrustCacheUnavailableError`, on which the check
-fails open (see `service_layer.ip_trust`); any other failure (this process's connections all
+fails open (see `service_layer.ip_trust`), and for a second after that does not ask it again
+(`vaultpay_common.redis.RedisOutage`: a hung Redis holds a connection per call); any other failure (this process's connections all
 in use, Redis refusing the command) is a miss, and PostgreSQL decides: failing open on a load
 the caller controls, or on a misconfiguration for as long as it lasts, would turn the check
 off (review of 2026-12-05). `remember`/`forget` never raise: they only log.
@@ -24,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from vaultpay_common.clock import Clock
-from vaultpay_common.redis import redis_unreachable
+from vaultpay_common.redis import RedisPoolExhaustedError, outage_of, redis_unreachable
 from vaultpay_wallet.service_layer.ip_trust import TrustCacheUnavailableError
 
 __all__ = ["RedisTrustedIpCache"]
@@ -54,11 +55,17 @@ class RedisTrustedIpCache:
         return f"{self._prefix}{user_id}:{ip_hash}"
 
     async def lookup(self, user_id: str, ip_hash: str) -> datetime | None:
+        outage = outage_of(self._redis)
+        if outage.skipping:  # unreachable a moment ago: not waited on again (a hung Redis)
+            raise TrustCacheUnavailableError("Redis was unreachable a moment ago")
         try:
             value = await self._redis.get(self._key(user_id, ip_hash))
         except _FAILURES as exc:
             if redis_unreachable(exc):
+                outage.noticed()
                 raise TrustCacheUnavailableError(str(exc)) from exc
+            if isinstance(exc, RedisPoolExhaustedError) and outage.recent:
+                raise TrustCacheUnavailableError("Redis hangs: its calls hold the pool") from exc
             log.warning("IP trust cache refused a lookup: PostgreSQL decides", exc_info=True)
             return None
         if value is None:

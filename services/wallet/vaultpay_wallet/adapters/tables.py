@@ -126,6 +126,8 @@ wallet_limit_overrides = Table(
         "coalesce(per_transaction, 1) > 0 AND coalesce(daily, 1) > 0 AND coalesce(monthly, 1) > 0",
         name="wallet_limit_overrides_positive",
     ),
+    # The previous release's listing order: kept until no wallet of it runs (w0012).
+    Index("wallet_limit_overrides_recent_idx", "updated_at", "position"),
     # AdminListLimits' filters, in its order (w0012).
     Index("wallet_limit_overrides_source_idx", "source", "position"),
     Index("wallet_limit_overrides_action_idx", "action", "position"),

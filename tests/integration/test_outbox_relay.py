@@ -30,6 +30,7 @@ from vaultpay_common.outbox import (
     purge_delivered_outbox_events,
     replay_dead_letter,
 )
+from vaultpay_common.outbox import relay as relay_module
 from vaultpay_common.outbox.relay_sql import SETTLE, claim_round, claim_statement
 from vaultpay_common.pg_raw import borrowed_driver
 from vaultpay_common.runtime import stop_tasks
@@ -963,3 +964,28 @@ async def test_a_shutdown_that_cancels_again_still_gives_the_release_its_time(
     assert "stopped before its round's settlement was confirmed" not in caplog.text
     row = await _row(app, event_id)  # released: due again now, its attempt given back
     assert (row.status, row.attempts, row.lease_token) == ("PENDING", 0, None), row
+
+
+async def test_a_relay_stopped_as_its_claim_commits_gives_the_claimed_events_back(
+    app: AsyncEngine, producer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 2026-12-05: a stop that reached the relay after its claim committed but
+    before the claimed events were known (the claim's answer, the connection given back) left
+    the whole batch leased under the round's token for the 120-s lease: after a deploy, mails
+    and notifications two minutes late. Whatever the token holds is given back now."""
+    ids = await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(3)))
+    claimed = claim_round  # the real one, which the relay module imported
+
+    async def claim_then_stopped(*args: Any, **kwargs: Any) -> Any:
+        await claimed(*args, **kwargs)  # committed
+        raise asyncio.CancelledError  # the stop arrives before its answer is used
+
+    monkeypatch.setattr(relay_module, "claim_round", claim_then_stopped)
+    clock, handler = _Clock(), _Recorder()
+    with pytest.raises(asyncio.CancelledError):
+        await _relay(app, producer, {TOPIC: handler}, clock).relay_once()
+    assert handler.delivered == []
+    for event_id in ids:
+        row = await _row(app, event_id)
+        assert (row.status, row.attempts, row.lease_token) == ("PENDING", 0, None)
+        assert row.available_at <= clock.now()

@@ -220,6 +220,28 @@ async def test_a_check_whose_caller_went_away_still_settles() -> None:
     assert world.uow.pins.records[wallet.id].failed_attempts == 0  # the right PIN settled
 
 
+async def test_a_shutdown_waits_for_the_checks_whose_callers_went_away() -> None:
+    """Review of 2026-12-05: the server's stop waited for handlers only, and closing the
+    hasher then cancelled the checks still settling for callers that had gone: each kept its
+    attempt counted, unsettled, in silence. `drain` (a shutdown hook that runs before the
+    hasher closes) waits for them, and says how many it could not wait for."""
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    hashing, release = _pause_bcrypt(world)
+    call = asyncio.ensure_future(world.pins.verify_pin(VerifyPin("alice", GOOD, key())))
+    await hashing.wait()
+    call.cancel()  # the caller gave up; the check runs on
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert world.uow.pins.records[wallet.id].failed_attempts == 1  # counted, not settled
+
+    assert await world.pins.drain(within=0.01) == 1  # bcrypt still holds it: said, not waited
+    asyncio.get_running_loop().call_soon(release.set)
+    assert await world.pins.drain(within=30.0) == 0  # the time bound only guards a hang
+    assert world.uow.pins.records[wallet.id].failed_attempts == 0  # the right PIN settled
+    assert await world.pins.drain(within=0.01) == 0  # nothing left to wait for
+
+
 async def test_transfer_and_user_checks_share_one_counter() -> None:
     world = World()
     await world.open_wallet_with_pin()

@@ -44,7 +44,12 @@ from vaultpay_common.outbox.model import (
     PermanentDeliveryError,
     UnknownToThisBuildError,
 )
-from vaultpay_common.outbox.relay_sql import FailedDelivery, claim_round, settle_round
+from vaultpay_common.outbox.relay_sql import (
+    FailedDelivery,
+    claim_round,
+    release_lease,
+    settle_round,
+)
 from vaultpay_common.pg_raw import borrowed_driver
 
 __all__ = ["OutboxRelay"]
@@ -169,16 +174,24 @@ class OutboxRelay:
         start_by = loop.time() + self._start_window
         now = self._clock.now()
         batch = _Round(token=str(uuid.uuid4()), events=[])
-        async with borrowed_driver(self._engine) as driver:
-            exhausted, batch.events = await claim_round(
-                driver,
-                self._producer,
-                now=now,
-                lease_until=now + self._lease,
-                lease_token=batch.token,
-                limit=self._batch_size,
-                max_attempts=self._max_attempts,
-            )
+        try:
+            async with borrowed_driver(self._engine) as driver:
+                exhausted, batch.events = await claim_round(
+                    driver,
+                    self._producer,
+                    now=now,
+                    lease_until=now + self._lease,
+                    lease_token=batch.token,
+                    limit=self._batch_size,
+                    max_attempts=self._max_attempts,
+                )
+        except asyncio.CancelledError:
+            # Stopped while claiming: the claim may have committed with its answer lost (or
+            # while the connection was being given back). Whatever the token holds is given
+            # back, as a stop does with a round's undelivered events (review of 2026-12-05:
+            # they stayed leased for the whole lease, mails two minutes late after a deploy).
+            await self._let_settle(asyncio.create_task(self._release_claim(batch.token)))
+            raise
         if exhausted:
             log.error(
                 "outbox events dead-lettered after their last lease expired",
@@ -258,6 +271,10 @@ class OutboxRelay:
             )
             retry_at = self._clock.now() + timedelta(seconds=delay)
         batch.failed.append(_Failure(event, FailedDelivery(event.event_id, error, retry_at)))
+
+    async def _release_claim(self, token: str) -> None:
+        async with borrowed_driver(self._engine) as driver:
+            await release_lease(driver, self._producer, token, self._clock.now())
 
     async def _settle(self, batch: _Round) -> None:
         """Settles the round in one transaction: delivered, failed, and released (the events

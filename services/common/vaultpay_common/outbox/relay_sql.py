@@ -112,6 +112,15 @@ UNION ALL SELECT true, event_id FROM released
 """.strip()
 
 
+# A round's whole lease given back (its claim's answer was lost to a stop): every event the
+# token still holds is due again now, its attempt not counted.
+RELEASE_LEASE = """
+UPDATE outbox_events
+   SET lease_token = NULL, available_at = $2, attempts = greatest(attempts - 1, 0)
+ WHERE lease_token = $1 AND status = 'PENDING' AND producer = $3
+""".strip()
+
+
 @dataclass(frozen=True, slots=True)
 class FailedDelivery:
     """A failed attempt: retried at `retry_at`, or dead-lettered when it is None."""
@@ -195,3 +204,12 @@ async def settle_round(
     settled = {str(row["event_id"]) for row in rows if not row["released"]}
     given_back = {str(row["event_id"]) for row in rows if row["released"]}
     return SettledRound(settled, given_back)
+
+
+async def release_lease(
+    driver: asyncpg.Connection, producer: str, lease_token: str, now: datetime
+) -> None:
+    """Makes every event still leased under `lease_token` due again at once, its attempt given
+    back: a round whose claim committed but whose answer a stop cut short never knew its
+    events, and would leave them leased for the whole lease."""
+    await driver.execute(RELEASE_LEASE, uuid.UUID(lease_token), now, producer)

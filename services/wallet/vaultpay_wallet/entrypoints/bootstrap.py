@@ -170,8 +170,12 @@ async def build_host(
         hub.close()
         await listener.stop()
 
+    async def settle_pin_checks() -> None:
+        await pins.drain(within=10.0)
+
     await listener.start()
     runtime.on_shutdown(close_hasher)
+    runtime.on_shutdown(settle_pin_checks)  # runs first: before the hasher closes
     runtime.seal_audit()
     runtime.every(settings.freeze_sweep_seconds, sweeper.sweep_expired_freezes, name="freeze sweep")
     runtime.every(0.0, relay.run, name="outbox relay")

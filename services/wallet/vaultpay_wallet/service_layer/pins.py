@@ -153,7 +153,8 @@ _Checked = tuple[PinCheckOutcome, bool | None]  # the outcome, and the address's
 def _log_unsettled(finishing: asyncio.Future[_Checked]) -> None:
     """Retrieves the outcome of a settlement whose caller went away (so its failure is
     logged, not reported as never retrieved)."""
-    if finishing.cancelled():
+    if finishing.cancelled():  # the process stopping (drain's time ran out): say so
+        log.warning("a counted PIN check was cut short before it settled; its attempt stays")
         return
     exc = finishing.exception()
     if exc is not None and not isinstance(exc, DomainError):
@@ -198,11 +199,30 @@ class PinService:
         self._sealer = sealer
         self._fast = fast_path
         self._checks: SingleFlight[IdempotencyKey, _Checked] = SingleFlight()
+        # Every counted check still hashing or settling, keyed or not: `drain` waits for them.
+        self._settling: set[asyncio.Future[_Checked]] = set()
 
     @property
     def checks_in_flight(self) -> int:
         """Keyed PIN checks hashing or settling in this process now."""
         return len(self._checks)
+
+    async def drain(self, within: float) -> int:
+        """At shutdown, before the hasher closes: waits up to `within` seconds for the counted
+        PIN checks still running, whose callers may have gone (a settlement outlives its
+        caller), and returns how many did not finish (logged). The server's stop waits only
+        for handlers, and closing the hasher cancels its queue: each check cut short so kept
+        its attempt counted and unsettled, in silence, PIN_CHECK_IN_PROGRESS for 30 s and a
+        wrong PIN after (review of 2026-12-05: every deploy under load took attempts)."""
+        if not self._settling:
+            return 0
+        _, left = await asyncio.wait(set(self._settling), timeout=within)
+        if left:
+            log.warning(
+                "PIN checks still settling at shutdown; their attempts stay counted",
+                extra={"count": len(left), "waited_seconds": within},
+            )
+        return len(left)
 
     async def _stored(self, key: IdempotencyKey | None, codec: ReplyCodec[T]) -> T | None:
         """The stored reply of an earlier call with this key, checked before bcrypt runs."""
@@ -341,6 +361,8 @@ class PinService:
             finishing, started = self._checks.start(key, finish)
         if started:
             finishing.add_done_callback(_log_unsettled)
+            self._settling.add(finishing)
+            finishing.add_done_callback(self._settling.discard)
         outcome, trusted = await shared_outcome(finishing)
         return outcome, (trusted if started else None)  # the trust read is of its starter's address
 

@@ -5,6 +5,8 @@ these call the servicers with no service behind them."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,9 +15,12 @@ from vaultpay.auth.v1 import auth_pb2
 from vaultpay.kyc.v1 import kyc_pb2
 from vaultpay.wallet.v1 import wallet_pb2
 from vaultpay_auth.entrypoints.servicers import AuthAdminServicer
+from vaultpay_common.context import METHOD, PRINCIPAL, Principal, Role
 from vaultpay_common.errors import ValidationError
+from vaultpay_common.pagination import PageTokens, SliceOf
 from vaultpay_kyc.entrypoints.servicers import KycAdminServicer
 from vaultpay_wallet.entrypoints.servicers_staff import WalletAdminServicer
+from vaultpay_wallet.service_layer.results import LimitOverridePage
 
 _NOTHING: Any = None  # no service: the refusal comes before any is asked
 
@@ -74,3 +79,66 @@ async def test_admin_list_limits() -> None:
         "source",
         "action",
     ]
+
+
+async def test_admin_list_limits_checks_the_wallet_id_as_every_wallet_rpc_does() -> None:
+    """Review of 2026-12-05: the filter was only upper-cased, so any text was a filter (and went
+    into the listing's audit row); AdminListTransactions refuses it naming wallet_id."""
+    servicer = WalletAdminServicer(_NOTHING, _NOTHING, _NOTHING, _NOTHING, _NOTHING)
+    for wallet_id in ("not-a-wallet", "VPY-7K3M9Q\u202e", "x" * 100_000):
+        request = wallet_pb2.AdminListLimitsRequest(page_size=-1, wallet_id=wallet_id)
+        assert await _fields_named(servicer.AdminListLimits(request, _NOTHING)) == [
+            "page_size",
+            "wallet_id",
+        ]
+
+
+class _Listed:
+    """A use case that lists nothing: records the filters it was asked for."""
+
+    def __init__(self) -> None:
+        self.filters: list[Any] = []
+
+    async def admin_list_limits(self, flt: Any, after: Any, limit: int, *, viewer: Any) -> Any:
+        self.filters.append(flt)
+        return LimitOverridePage((), False)
+
+    async def list(self, query: Any, before: Any, limit: int, *, viewer: Any) -> Any:
+        self.filters.append(query)
+        return SliceOf((), False)
+
+
+@pytest.fixture
+def staff_calling() -> Iterator[None]:
+    principal = PRINCIPAL.set(Principal(subject=str(uuid.uuid4()), role=Role.ADMIN))
+    method = METHOD.set("/vaultpay.wallet.v1.WalletAdminService/List")
+    yield
+    PRINCIPAL.reset(principal)
+    METHOD.reset(method)
+
+
+@pytest.mark.usefixtures("staff_calling")
+async def test_admin_list_limits_takes_a_wallet_id_in_any_case() -> None:
+    limits = _Listed()
+    service: Any = limits
+    servicer = WalletAdminServicer(_NOTHING, service, _NOTHING, _NOTHING, PageTokens(b"k" * 32))
+    for wallet_id in ("vpy-7k3m9q", ""):
+        request = wallet_pb2.AdminListLimitsRequest(wallet_id=wallet_id)
+        await servicer.AdminListLimits(request, _NOTHING)
+    assert [flt.wallet_id for flt in limits.filters] == ["VPY-7K3M9Q", ""]
+
+
+@pytest.mark.usefixtures("staff_calling")
+async def test_list_audit_events_refuses_bad_filters_before_the_read_it_audits() -> None:
+    audit = _Listed()
+    service: Any = audit
+    servicer = WalletAdminServicer(_NOTHING, _NOTHING, _NOTHING, service, PageTokens(b"k" * 32))
+    request = wallet_pb2.ListAuditEventsRequest(
+        actor_id="\u202e" + "a" * 1_000_000, action="Wallet.Frozen", target_id="VPY-7K3M9Q\u2028"
+    )
+    assert await _fields_named(servicer.ListAuditEvents(request, _NOTHING)) == [
+        "actor_id",
+        "action",
+        "target_id",
+    ]
+    assert audit.filters == []  # the use case that writes `audit_events.listed` never ran

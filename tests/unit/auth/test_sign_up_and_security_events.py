@@ -334,7 +334,10 @@ async def test_a_login_whose_password_is_replaced_while_it_is_checked_opens_no_s
         await world.accounts.login("ada@example.com", PASSWORD, IP)
     assert world.uow.sessions.sessions == {}
     assert world.only("user.login_failed").details["reason"] == "password_replaced"
-    assert world.throttle.succeeded_for == []  # not a success: its attempt still counts
+    # The password was right when it was checked, which settles the reservation (in a task
+    # of its own since 2026-12-05, so a caller going away cannot leave it counted); only the
+    # logins racing the change are such, and each still opens nothing.
+    assert world.throttle.succeeded_for == [("login:ada@example.com", IP)]
 
 
 # --- Security review of 2026-12-04 (night): writes, refresh reuse, the audit log's reads ---

@@ -16,9 +16,10 @@ is written in a short transaction of its own, so it outlives the refusal it reco
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -59,7 +60,8 @@ from vaultpay_auth.service_layer.ports import (
 from vaultpay_auth.service_layer.tokens import hash_refresh_token, new_refresh_token
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.context import Role
-from vaultpay_common.errors import AbortedError, ValidationError
+from vaultpay_common.errors import AbortedError, FieldViolation, ValidationError
+from vaultpay_common.input_checks import InputChecks
 
 __all__ = ["AccountService", "IssuedTokens"]
 
@@ -75,6 +77,16 @@ _LOGIN_ATTEMPTS_KEY = "login:"
 _CHANGE_ATTEMPTS_KEY = "change-attempts:"
 
 
+def _retrieve_quietly(task: asyncio.Task[bool]) -> None:
+    """Reads the outcome of a settling check whose caller may be gone, so a failure is logged
+    once, not reported as never retrieved (the caller, if still there, gets it too)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, PasswordHashingBusyError):
+        log.warning("a password check's settlement failed", exc_info=exc)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedTokens:
     access_token: str
@@ -88,6 +100,16 @@ def _by_user(user: User, action: str, details: dict[str, str] | None = None) -> 
     return AuditEntry(
         action, "user", user.id, details or {}, actor_id=user.id, actor_role=user.role.name
     )
+
+
+def _new_password_shape(new: str, current: str, email: str) -> None:
+    """ChangePassword's new password on its own: its length and letters (`password_violations`)
+    and not the current one as typed (two inputs of the request compared: nothing secret)."""
+    violations = password_violations(new, email, field="new_password")
+    if not violations and new == current:
+        violations = [FieldViolation("new_password", "must differ from the current password")]
+    if violations:
+        raise ValidationError(violations)
 
 
 class AccountService:
@@ -114,6 +136,35 @@ class AccountService:
         self._fingerprint = fingerprint
         self._refresh_ttl = refresh_ttl
         self._dummy_hash: str | None = None
+        # Password checks settling their throttle reservation for callers that went away.
+        self._settling: set[asyncio.Task[bool]] = set()
+
+    async def _verify_and_settle(
+        self, counter: str, client_ip: str, verify: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """`verify()` and its throttle reservation's settlement, in a task of their own that a
+        caller going away does not cut short: a right password gives the reservation back
+        (`succeeded`), a wrong one stays counted, one the hasher was too busy to check is
+        released. Run in the caller, a cancellation (the gateway's 15 s behind a long hashing
+        queue, a client's deadline) kept the attempt counted as a failure whatever the
+        password: five slow sign-ins locked out a user with the right one (review of
+        2026-12-05). A caller that goes away learns nothing of the verdict."""
+
+        async def run() -> bool:
+            try:
+                verified = await verify()
+            except PasswordHashingBusyError:
+                await self._throttle.release(counter, client_ip)  # no password was checked
+                raise
+            if verified:
+                await self._throttle.succeeded(counter, client_ip)
+            return verified
+
+        task = asyncio.ensure_future(run())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        task.add_done_callback(_retrieve_quietly)
+        return await asyncio.shield(task)
 
     async def _record(self, entry: AuditEntry) -> None:
         """Audits a refusal in a short transaction of its own (the caller raises next)."""
@@ -178,11 +229,9 @@ class AccountService:
             raise
         async with self._uow() as uow:
             found = await uow.users.get_by_email(email)
-        try:
-            verified = await self._verify_or_waste_time(password, found)
-        except PasswordHashingBusyError:
-            await self._throttle.release(counter, client_ip)  # no password was checked
-            raise
+        verified = await self._verify_and_settle(
+            counter, client_ip, lambda: self._verify_or_waste_time(password, found)
+        )
         if not verified:
             await self._record(
                 sign_in_refused(self._fingerprint(email), found, client_ip, "invalid_credentials")
@@ -194,11 +243,8 @@ class AccountService:
         # The hash changed while bcrypt ran: a password change, or another sign-in that
         # upgraded the same password's hash (`_upgraded_hash`). Only the first is refused.
         if replaced and user is not None and user.active:
-            try:
-                same_password = await self._verify_or_waste_time(password, user)
-            except PasswordHashingBusyError:
-                await self._throttle.release(counter, client_ip)  # the password was right
-                raise
+            # The reservation was settled by the first check (the password was right then).
+            same_password = await self._verify_or_waste_time(password, user)
             if same_password:
                 tokens, user, replaced = await self._sign_in(user, client_ip, None)
         if replaced:
@@ -206,7 +252,6 @@ class AccountService:
                 sign_in_refused(self._fingerprint(email), found, client_ip, "password_replaced")
             )
             raise InvalidCredentialsError()
-        await self._throttle.succeeded(counter, client_ip)
         if tokens is None or user is None:
             await self._record(
                 sign_in_refused(self._fingerprint(email), found, client_ip, "account_disabled")
@@ -338,12 +383,17 @@ class AccountService:
     async def change_password(
         self, user_id: str, session_id: str, current: str, new: str, client_ip: str
     ) -> int:
-        if not current:  # as Login: an empty password is input, not a guess to count
-            raise ValidationError.single("current_password", "is required")
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
         if user is None:
             raise UserNotFoundError()
+        # The request's own faults first, in one refusal, before a guess is counted, a hash
+        # run or an audit row written: they are input, not guesses (as Login's empty
+        # password). Only the guessability estimate waits for the throttle (below).
+        with InputChecks() as checks:
+            if not current:
+                checks.refuse("current_password", "is required")
+            checks.run(lambda: _new_password_shape(new, current, user.email))
         # A stolen access token must not allow unthrottled guessing of the password: its
         # guesses are counted, on a counter of their own. On Login's (the email's), anyone
         # who typed five wrong passwords for the email blocked the signed-in owner's change
@@ -355,26 +405,19 @@ class AccountService:
             if refused.first_refusal:
                 await self._record(password_change_failed(user.id, client_ip, "throttled"))
             raise
-        try:
-            verified = await self._hasher.verify(
-                current, user.password_hash, priority=HashPriority.SIGN_IN
-            )
-        except PasswordHashingBusyError:
-            await self._throttle.release(counter, client_ip)  # no password was checked
-            raise
+        verified = await self._verify_and_settle(
+            counter,
+            client_ip,
+            lambda: self._hasher.verify(current, user.password_hash, priority=HashPriority.SIGN_IN),
+        )
         if not verified:
             await self._record(password_change_failed(user.id, client_ip, "wrong_current_password"))
             raise ValidationError.single("current_password", "is not the current password")
-        await self._throttle.succeeded(counter, client_ip)
-        violations = password_violations(new, user.email, field="new_password")
-        if not violations:
-            violations = await self._estimate(
-                new, user.email, "new_password", full_name=user.full_name
-            )
+        # zxcvbn costs up to tens of milliseconds of a thread: after the throttle and the
+        # current password, so a stolen access token cannot run it unthrottled.
+        violations = await self._estimate(new, user.email, "new_password", full_name=user.full_name)
         if violations:
             raise ValidationError(violations)
-        if new == current:
-            raise ValidationError.single("new_password", "must differ from the current password")
         new_hash = await self._hasher.hash(new)
         verified_hash = await self._still_the_password(user, current)
         async with self._uow() as uow:

@@ -15,6 +15,7 @@ another page follows:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, Protocol
 
@@ -29,6 +30,7 @@ from vaultpay_common.grpc.convert import (
     datetime_or_none,
     page_scope,
 )
+from vaultpay_common.ids import parse_uuid
 from vaultpay_common.input_checks import InputChecks
 from vaultpay_common.pagination import PageTokens, Slice, page_size, paginate, sequence_cursor
 
@@ -68,20 +70,88 @@ class AuditListRequest(Protocol):
 def audit_query(request: AuditListRequest) -> AuditQuery:
     """The filters of a listing. The range is [start_time, end_time): an end at or before the
     start is INVALID_ARGUMENT naming end_time (as transfer's listings answer), not an empty
-    page that reads as "nothing happened". One refusal names the page size and every bad
-    time with it; the window is judged once both times are well formed."""
+    page that reads as "nothing happened". One refusal names the page size, every bad filter
+    and every bad time with it; the window is judged once both times are well formed.
+
+    The filters are kept in the listing's own audit row (`audit_events.listed`), which nothing
+    deletes: each is held to the shapes the log's columns hold (`_actor_filter`,
+    `_action_filter`, `_target_filter`), so a filter can neither grow the log by a megabyte a
+    call nor put bidi or line-break characters in front of whoever reads it."""
     with InputChecks() as checks:  # in the request's field order
         checks.run(lambda: page_size(request.page_size))
+        actor_id = checks.run(lambda: _actor_filter(request.actor_id))
+        action = checks.run(lambda: _action_filter(request.action))
+        target_id = checks.run(lambda: _target_filter(request.target_id))
         start = checks.run(lambda: datetime_or_none(request, "start_time"))
         end = checks.run(lambda: datetime_or_none(request, "end_time"))
         checks.run(lambda: _window(request))
     return AuditQuery(
-        actor_id=request.actor_id,
-        action=request.action,
-        target_id=request.target_id,
+        actor_id=actor_id.value,
+        action=action.value,
+        target_id=target_id.value,
         start=start.value,
         end=end.value,
     )
+
+
+# The actors an audit row names (AuditLog.append, the entries that name their own): a user
+# (their id), "service:<client id>", the CLIs' "operator:<login>", "system" (no principal:
+# sweeps, wallet's own upkeep) and auth's "anonymous" (a refused sign-in).
+_ACTOR_WORDS = frozenset({"system", "anonymous"})
+_ACTOR_PREFIXES = ("service:", "operator:")
+MAX_FILTER_LENGTH = 64  # a name after its prefix, an action, a target id
+_ACTOR_SHAPES = "must be a user id (a UUID), service:<name>, operator:<login>, system or anonymous"
+# Actions are dotted lower-case names: "user.role_changed", "audit_events.listed".
+_ACTION = re.compile(rf"[a-z0-9_.]{{1,{MAX_FILTER_LENGTH}}}")
+
+
+def _actor_filter(raw: str) -> str:
+    """ "" (any actor), or an actor id of a shape audit rows hold; a user id in its canonical
+    (lower-case) spelling, as rows hold it."""
+    if not raw or raw in _ACTOR_WORDS:
+        return raw
+    prefix = next((p for p in _ACTOR_PREFIXES if raw.startswith(p)), None)
+    if prefix is not None:
+        name = raw.removeprefix(prefix)
+        if _is_name(name):
+            return raw
+        raise ValidationError.single("actor_id", _ACTOR_SHAPES)
+    try:
+        return parse_uuid(raw, "actor_id")
+    except ValidationError:
+        raise ValidationError.single("actor_id", _ACTOR_SHAPES) from None
+
+
+def _is_name(name: str) -> bool:
+    """A service's client id or an operator's login: 1 to 64 visible characters."""
+    return (
+        0 < len(name) <= MAX_FILTER_LENGTH
+        and name.isprintable()
+        and not any(ch.isspace() for ch in name)
+    )
+
+
+def _action_filter(raw: str) -> str:
+    if raw and not _ACTION.fullmatch(raw):
+        raise ValidationError.single(
+            "action",
+            f"must be at most {MAX_FILTER_LENGTH} characters of a-z, 0-9, _ and . "
+            '(as "user.role_changed")',
+        )
+    return raw
+
+
+def _target_filter(raw: str) -> str:
+    """ "" (any target), or at most 64 printable characters: every target id the log holds
+    (user, wallet and submission ids, setting and key ids, 64-hex email fingerprints) fits,
+    and no control, bidi or line-separator character (`str.isprintable`) gets through."""
+    if len(raw) > MAX_FILTER_LENGTH:
+        raise ValidationError.single("target_id", f"must be at most {MAX_FILTER_LENGTH} characters")
+    if not raw.isprintable():
+        raise ValidationError.single(
+            "target_id", "must not contain control, formatting or line-break characters"
+        )
+    return raw
 
 
 def _window(request: AuditListRequest) -> None:

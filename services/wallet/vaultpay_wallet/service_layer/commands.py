@@ -173,12 +173,15 @@ class AdminUnfreezeWallet:
 
 @dataclass(frozen=True, slots=True)
 class AdminSetWalletLimits:
+    """`limits` and `idempotency` may hold the refusal the entrypoint met reading them (more
+    entries than actions, a malformed request_id), named with the request's other bad fields."""
+
     actor_id: str
     actor_role: Role
     wallet_id: str
-    limits: tuple[LimitValuesInput, ...]
+    limits: tuple[LimitValuesInput, ...] | ValidationError
     reason: str
-    idempotency: IdempotencyKey | None
+    idempotency: IdempotencyKey | ValidationError | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,8 +70,10 @@ from vaultpay_wallet.service_layer.reads import UnitOfWorkReads
 from vaultpay_wallet.service_layer.results import EffectiveLimits, LimitOverridePage, WalletLimits
 
 __all__ = [
+    "MAX_OVERRIDE_ENTRIES",
     "LimitsService",
     "caps_for",
+    "check_override_count",
     "defaults_from_stored",
     "parse_limit_action",
     "tier_defaults",
@@ -81,6 +83,19 @@ log = logging.getLogger(__name__)
 
 _EFFECTIVE = DataclassCodec(EffectiveLimits)
 _Work = Callable[[WalletUnitOfWork], Awaitable[EffectiveLimits]]
+# An admin override set names each action once at most: the entrypoint refuses a longer one
+# before it converts any entry (a 1 MiB request holds ~250,000, which cost wallet's event loop
+# 2.3 s to convert and check, stalling every SendMoney's VerifyTransferPin meanwhile).
+MAX_OVERRIDE_ENTRIES = len(LimitAction)
+
+
+def check_override_count(count: int) -> None:
+    """AdminSetWalletLimits' `limits` holds at most one entry per action; checked on the
+    count alone, before any entry is converted."""
+    if count > MAX_OVERRIDE_ENTRIES:
+        raise ValidationError.single(
+            "limits", f"must hold at most {MAX_OVERRIDE_ENTRIES} entries, one per action"
+        )
 
 
 def parse_limit_action(raw: str, *, field: str = "action") -> LimitAction:
@@ -116,9 +131,14 @@ def _window_violations(value: AmountInput | None, field: str) -> list[FieldViola
     return []
 
 
-def _check_override_shapes(limits: Sequence[LimitValuesInput]) -> None:
+def _check_override_shapes(
+    limits: Sequence[LimitValuesInput] | ValidationError,
+) -> Sequence[LimitValuesInput]:
     """Every entry of an admin override set that is bad on its own, in one refusal: its
-    action (required, once), its amounts, at least one window, the windows' order."""
+    action (required, once), its amounts, at least one window, the windows' order. A set the
+    entrypoint refused (too many entries, `check_override_count`) is that refusal alone."""
+    if isinstance(limits, ValidationError):
+        raise limits
     violations: list[FieldViolation] = []
     seen: set[LimitAction] = set()
     for i, entry in enumerate(limits):
@@ -136,6 +156,7 @@ def _check_override_shapes(limits: Sequence[LimitValuesInput]) -> None:
         violations += _windows_violations(given, f"limits[{i}].")
     if violations:
         raise ValidationError(violations)
+    return limits
 
 
 def _windows_violations(
@@ -388,9 +409,14 @@ class LimitsService:
         views, _ = await self._joined(effective.wallet_id, effective.currency, effective.limits)
         return views
 
-    async def _replayed(self, key: IdempotencyKey | None) -> tuple[ActionLimitsView, ...] | None:
+    async def _replayed(
+        self, key: IdempotencyKey | ValidationError | None
+    ) -> tuple[ActionLimitsView, ...] | None:
         """The views of an earlier change with `key` that committed (joined with today's
-        usage, as `_run` joins them), or None; looked up in its own short transaction."""
+        usage, as `_run` joins them), or None; looked up in its own short transaction. A
+        refused key (a malformed request_id) has none: the input checks name it."""
+        if isinstance(key, ValidationError):
+            return None
         async with self._uow() as uow:
             effective = await stored_reply(uow, key, _EFFECTIVE)
         if effective is None:
@@ -416,12 +442,13 @@ class LimitsService:
         if replay is not None:
             return replay
         with InputChecks() as checks:
+            key = checks.take(cmd.idempotency)
             wallet = checks.run(lambda: clean_wallet_id(cmd.wallet_id))
             why = checks.run(
                 lambda: clean_text(cmd.reason, field="reason", min_length=1, max_length=500)
             )
-            checks.run(lambda: _check_override_shapes(cmd.limits))
-        wallet_id, reason = wallet.value, why.value
+            entries = checks.run(lambda: _check_override_shapes(cmd.limits))
+        wallet_id, limits, reason = wallet.value, entries.value, why.value
         await check_staff_rank(self._uow, self._roles, wallet_id, cmd.actor_id, cmd.actor_role)
         checked = await self._check_override_setters(wallet_id, cmd.actor_id, cmd.actor_role)
 
@@ -434,7 +461,7 @@ class LimitsService:
             violations: list[FieldViolation] = []
             now = self._clock.now()
             overrides = []
-            for i, entry in enumerate(cmd.limits):
+            for i, entry in enumerate(limits):
                 assert isinstance(entry.action, LimitAction)  # _check_override_shapes
                 values = {
                     w: _amount(
@@ -476,7 +503,7 @@ class LimitsService:
             )
             return await self._effective(uow, wallet)
 
-        return await self._run(cmd.idempotency, work)
+        return await self._run(key.value, work)
 
     async def _check_override_setters(
         self, wallet_id: str, actor_id: str, actor_role: Role

@@ -57,10 +57,21 @@ __all__ = [
     "NotificationUnitOfWork",
     "WatchEvent",
     "WatchNotifications",
+    "check_batch_size",
 ]
 
 # Items of one CreateNotifications call: one transaction, one NOTIFY statement.
 MAX_NOTIFICATIONS_PER_BATCH = 100
+
+
+def check_batch_size(count: int) -> None:
+    """A CreateNotifications batch holds 1 to MAX_NOTIFICATIONS_PER_BATCH items: judged on the
+    count alone, so the entrypoint refuses a longer one before it parses any item (an empty
+    item is two bytes: a 4 MiB request holds two million)."""
+    if not 1 <= count <= MAX_NOTIFICATIONS_PER_BATCH:
+        raise ValidationError.single(
+            "notifications", f"must hold 1 to {MAX_NOTIFICATIONS_PER_BATCH} items"
+        )
 
 
 class NotificationRepository(Protocol):
@@ -227,10 +238,7 @@ class NotificationService:
         """CreateNotification for each command, in one transaction: all or nothing. Every item
         is validated first; the violations of all of them are reported at once, each field
         named `notifications[i].<field>`. Results are in command order."""
-        if not 1 <= len(commands) <= MAX_NOTIFICATIONS_PER_BATCH:
-            raise ValidationError.single(
-                "notifications", f"must hold 1 to {MAX_NOTIFICATIONS_PER_BATCH} items"
-            )
+        check_batch_size(len(commands))
         now = self._clock.now()
         items: list[tuple[Notification, str]] = []
         violations: list[FieldViolation] = []

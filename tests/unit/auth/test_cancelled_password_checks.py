@@ -1,0 +1,87 @@
+"""A password check whose caller goes away still settles its throttle reservation.
+
+Login and ChangePassword count an attempt before bcrypt and give it back when the password
+was right. Run in the caller, a cancellation (the gateway's 15 s behind a long hashing queue,
+a client's deadline) left the attempt counted as a failure whatever the password: five slow
+sign-ins locked out a user with the right one (review of 2026-12-05). The check and its
+settlement run on without the caller; a wrong password stays counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.unit.auth.fakes import PASSWORD
+from tests.unit.auth.test_sign_up_and_security_events import IP, WRONG, World
+
+
+def _pause_hashing(world: World) -> tuple[asyncio.Event, asyncio.Event]:
+    """Makes password checks wait in the hasher until the second event is set."""
+    hashing, release = asyncio.Event(), asyncio.Event()
+    verify = world.hasher.verify
+
+    async def slow_verify(password: str, password_hash: str, **kw: Any) -> bool:
+        hashing.set()
+        await release.wait()
+        return await verify(password, password_hash, **kw)
+
+    world.hasher.verify = slow_verify  # type: ignore[method-assign]
+    return hashing, release
+
+
+async def _cancelled_while_hashing(world: World, call: Any) -> asyncio.Event:
+    hashing, release = _pause_hashing(world)
+    task = asyncio.ensure_future(call)
+    await hashing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return release
+
+
+async def _settled(condition: Any) -> None:
+    for _ in range(100):  # the settlement runs on in its own task
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the settlement did not run")
+
+
+@pytest.mark.parametrize(
+    ("password", "settled"), [(PASSWORD, True), (WRONG, False)], ids=["right", "wrong"]
+)
+async def test_a_sign_in_whose_caller_went_away_settles_its_attempt(
+    password: str, settled: bool
+) -> None:
+    world = World()
+    world.add_user("ada@example.com")
+    release = await _cancelled_while_hashing(
+        world, world.accounts.login("ada@example.com", password, IP)
+    )
+    assert world.throttle.succeeded_for == []  # still hashing
+    release.set()
+    if settled:
+        await _settled(lambda: world.throttle.succeeded_for)
+        assert world.throttle.succeeded_for == [("login:ada@example.com", IP)]
+    else:
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert world.throttle.succeeded_for == [] and world.throttle.released == []
+    assert world.uow.sessions.sessions == {}  # the caller left: no session opened
+
+
+async def test_a_password_change_whose_caller_went_away_settles_its_attempt() -> None:
+    world = World()
+    user = world.add_user("ada@example.com")
+    release = await _cancelled_while_hashing(
+        world,
+        world.accounts.change_password(user.id, "s1", PASSWORD, "a brand new 77 secret", IP),
+    )
+    release.set()
+    await _settled(lambda: world.throttle.succeeded_for)
+    [(counter, ip)] = world.throttle.succeeded_for
+    assert counter.startswith("change-attempts:") and ip == IP
+    assert world.uow.users.users[user.id].password_hash == f"hashed:{PASSWORD}"  # unchanged

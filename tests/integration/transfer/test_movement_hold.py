@@ -402,3 +402,23 @@ async def _refused_at_wallet(
     async with hold as held:
         seen.append(await _setting_of(held))
         raise LookupError("wallet refused the PIN")
+
+
+async def test_a_refused_retrys_lookup_sees_an_attempt_still_holding_the_key(
+    ledger: LedgerWorld, other_process: PgLedger
+) -> None:
+    """Review of 2026-12-05: a retry refused by its input checks (sent without its PIN, or
+    after a bound was lowered) looked only for a stored answer, and was told a definite 400
+    while its first attempt held the key (at wallet, or its ledger call still running) and
+    could still commit. While the key is held the lookup answers IDEMPOTENCY_KEY_IN_USE."""
+    alice, bob = await _funded_pair(ledger, 1_000)
+    request = key(alice.user_id, body="bob 300")
+    async with ledger.ledger.hold(request) as held:
+        assert held.stored is None
+        with pytest.raises(IdempotencyKeyInUseError):
+            await other_process.stored_answer(request)
+        outcome = await held.send_money(alice.user_id, bob.wallet_id, 300, "INR", "")
+        assert outcome.code == "OK"
+    assert await other_process.stored_answer(request) == outcome.transaction
+    never_used = key(alice.user_id, body="bob 5")
+    assert await other_process.stored_answer(never_used) is None  # nobody holds it

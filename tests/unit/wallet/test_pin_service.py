@@ -242,6 +242,27 @@ async def test_a_shutdown_waits_for_the_checks_whose_callers_went_away() -> None
     assert await world.pins.drain(within=0.01) == 0  # nothing left to wait for
 
 
+async def test_a_wrong_pin_answer_does_not_outlive_a_change_of_the_pin() -> None:
+    """Review of 2026-12-05: a refusal replayed for ever: the same request sent again with
+    the PIN just changed (or reset) to what it carried answered INVALID_PIN, and a lockout's
+    PIN_LOCKED outlived the reset that lifted it. A refusal names the PIN it was judged
+    against, as an OK does: after a change, its retry is told PIN_CHANGED (send it anew)."""
+    world = World()
+    await world.open_wallet_with_pin()
+    check = key("service:transfer")
+    with pytest.raises(InvalidPinError):
+        await world.pins.verify_transfer_pin(VerifyTransferPin("alice", BAD, check))
+    with pytest.raises(InvalidPinError):  # the same PIN: the stored answer, not counted again
+        await world.pins.verify_transfer_pin(VerifyTransferPin("alice", BAD, check))
+    world.clock.advance(timedelta(minutes=1))
+    await world.pins.change_pin(ChangePin("alice", GOOD, BAD, BAD, key()))
+    with pytest.raises(PinChangedError):
+        await world.pins.verify_transfer_pin(VerifyTransferPin("alice", BAD, check))
+    await world.pins.verify_transfer_pin(  # a new request with the new PIN passes
+        VerifyTransferPin("alice", BAD, key("service:transfer"))
+    )
+
+
 async def test_transfer_and_user_checks_share_one_counter() -> None:
     world = World()
     await world.open_wallet_with_pin()

@@ -127,10 +127,14 @@ _UNHOLD = f"SELECT pg_advisory_unlock($1::bigint), {_IDLE_RESET}"
 # A stored answer, read only (`stored_answer`), and whether the request id moved the caller's
 # money (a movement's caller is its user), for an answer that expired: what
 # transfer_hold_lookup reads, without its lock.
+# A refused retry's look for its stored answer, and whether an attempt with the key is running
+# (a movement holds its key's advisory lock exclusively from before its PIN check until its
+# commit): a shared try-lock, released as this one statement ends.
 _STORED = (
     "SELECT r.fingerprint, convert_from(r.reply, 'UTF8') AS reply,"
     " EXISTS (SELECT 1 FROM wallet_transactions AS t"
-    " WHERE t.user_id = $1::text AND t.request_id = $3::uuid) AS used"
+    " WHERE t.user_id = $1::text AND t.request_id = $3::uuid) AS used,"
+    " pg_try_advisory_xact_lock_shared($4::bigint) AS free"
     " FROM (SELECT 1) AS one LEFT JOIN idempotency_records AS r"
     " ON r.caller = $1::text AND r.method = $2::text AND r.request_id = $3::uuid"
 )
@@ -343,12 +347,18 @@ class PgLedger:
 
     async def stored_answer(self, key: IdempotencyKey) -> Transaction | None:
         try:
-            [row] = await self._fetch(_STORED, key.caller, key.method, key.request_id)
+            [row] = await self._fetch(
+                _STORED, key.caller, key.method, key.request_id, idempotency_lock_key(key)
+            )
         except CommitOutcomeUnknownError as exc:  # a lookup commits nothing
             raise DatabaseUnavailableError() from exc
         if row["fingerprint"] is None:
             if row["used"]:  # its answer expired; the request id moved money once
                 raise IdempotencyKeyReusedError()
+            if not row["free"]:
+                # An attempt with this key is still running and may commit: a definite
+                # refusal of its retry's input would be wrong (review of 2026-12-05).
+                raise IdempotencyKeyInUseError()
             return None
         if row["fingerprint"] != key.fingerprint:
             return None

@@ -421,9 +421,13 @@ class PinService:
         raise AssertionError("unreachable")
 
     async def _require_pin_unchanged(self, stored: PinCheckOutcome) -> None:
-        """A stored OK of a check replays only while the PIN it matched is still the PIN
-        (`pin_updated_at` is the version it matched; None in replies stored before it was)."""
-        if stored.result is not PinCheckResult.OK or stored.pin_updated_at is None:
+        """A stored outcome of a check replays only while the PIN it was judged against is
+        still the PIN (`pin_updated_at` is that version; None in replies stored before it was,
+        and in refusals stored before 2026-12-05): an OK must not pass again after the owner
+        changed a leaked PIN, and a wrong-PIN or lockout answer must not outlive a reset
+        (review of 2026-12-05: the same request with the PIN just reset to what it sent
+        answered INVALID_PIN, and PIN_LOCKED until a lockout the reset had lifted)."""
+        if stored.pin_updated_at is None:
             return
         async with self._uow() as uow:
             record = await uow.pins.get(stored.wallet_id)
@@ -528,16 +532,25 @@ class PinService:
         # reservation's number says (review of 2026-12-05: a right PIN between two wrong ones
         # still locked the wallet for 24 h as three in a row, and two concurrent wrong PINs
         # answered "2 left" when one was).
+        # Each refusal names the PIN it was judged against (`pin_updated_at`), as an OK does: a
+        # retry after the PIN was reset or changed is told PIN_CHANGED, not the old verdict.
+        version = record.updated_at
         counter_full = record.failed_attempts >= MAX_FAILED_PIN_ATTEMPTS
         if matched or reservation.attempt < MAX_FAILED_PIN_ATTEMPTS or not counter_full:
             if locked:  # the right PIN during a lockout is still refused
                 assert lockout is not None
-                return PinCheckOutcome(wallet.id, PinCheckResult.LOCKED, 0, lockout.until)
-            return PinCheckOutcome(wallet.id, PinCheckResult.INVALID, record.attempts_left)
+                return PinCheckOutcome(
+                    wallet.id, PinCheckResult.LOCKED, 0, lockout.until, pin_updated_at=version
+                )
+            return PinCheckOutcome(
+                wallet.id, PinCheckResult.INVALID, record.attempts_left, pin_updated_at=version
+            )
         if locked:
             assert lockout is not None
-            return PinCheckOutcome(wallet.id, PinCheckResult.LOCKED, 0, lockout.until)
-        return await self._lock_out(uow, wallet)
+            return PinCheckOutcome(
+                wallet.id, PinCheckResult.LOCKED, 0, lockout.until, pin_updated_at=version
+            )
+        return await self._lock_out(uow, wallet, version)
 
     async def _succeeded(
         self, uow: WalletUnitOfWork, wallet: Wallet, new_hash: str | None, matched_pin: datetime
@@ -570,7 +583,9 @@ class PinService:
             wallet.id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS, pin_updated_at=changed_at
         )
 
-    async def _lock_out(self, uow: WalletUnitOfWork, wallet: Wallet) -> PinCheckOutcome:
+    async def _lock_out(
+        self, uow: WalletUnitOfWork, wallet: Wallet, pin_version: datetime
+    ) -> PinCheckOutcome:
         frozen_at = self._clock.now()
         until = frozen_at + PIN_LOCKOUT_DURATION
         wallet = wallet.frozen(
@@ -596,7 +611,9 @@ class PinService:
             dedupe_key=f"wallet.pin_locked:{wallet.id}:{frozen_at.isoformat()}",
         )
         log.warning("wallet locked after wrong PINs", extra={"wallet_id": wallet.id})
-        return PinCheckOutcome(wallet.id, PinCheckResult.LOCKED, 0, until)
+        return PinCheckOutcome(
+            wallet.id, PinCheckResult.LOCKED, 0, until, pin_updated_at=pin_version
+        )
 
     # ----- reset ----------------------------------------------------------------------
 

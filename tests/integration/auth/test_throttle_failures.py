@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -23,9 +22,10 @@ from redis.asyncio import Redis
 
 from tests.blackhole import BlackholeProxy
 from tests.fakes.wallet import FixedClock
+from tests.ports import closed_port
 from vaultpay_auth.adapters.throttle import RedisLoginThrottle, RedisSignUpThrottle
 from vaultpay_auth.domain.errors import ThrottleBusyError, ThrottleUnavailableError
-from vaultpay_common.redis import create_redis
+from vaultpay_common.redis import RedisOutage, create_redis
 from vaultpay_devstack.infra import Infra
 from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
 
@@ -34,11 +34,11 @@ pytestmark = pytest.mark.integration
 REDIS_DB = 9
 
 
-def _login(redis: Redis) -> RedisLoginThrottle:
-    return RedisLoginThrottle(redis, per_account=5, per_ip=20, window_seconds=60)
+def _login(redis: Redis, outage: RedisOutage | None = None) -> RedisLoginThrottle:
+    return RedisLoginThrottle(redis, per_account=5, per_ip=20, window_seconds=60, outage=outage)
 
 
-def _sign_ups(redis: Redis) -> RedisSignUpThrottle:
+def _sign_ups(redis: Redis, outage: RedisOutage | None = None) -> RedisSignUpThrottle:
     return RedisSignUpThrottle(
         redis,
         per_ip=5,
@@ -46,6 +46,7 @@ def _sign_ups(redis: Redis) -> RedisSignUpThrottle:
         global_limit=600,
         global_window_seconds=60,
         namespace=f"test:sign-ups:{uuid.uuid4().hex}",
+        outage=outage,
     )
 
 
@@ -111,43 +112,68 @@ async def test_a_redis_that_refuses_the_script_fails_closed(refusing: Redis) -> 
         await _sign_ups(refusing).reserve("192.0.2.8")
 
 
-async def test_the_ip_trust_cache_reads_postgresql_when_redis_refuses(refusing: Redis) -> None:
+async def test_the_ip_trust_cache_reads_postgresql_when_redis_refuses(
+    infra: Infra, refusing: Redis
+) -> None:
     cache = RedisTrustedIpCache(refusing, FixedClock())
-    assert await cache.lookup(str(uuid.uuid4()), "ab" * 32) is None  # a miss, not fail-open
+    user, ip_hash = str(uuid.uuid4()), "ab" * 32
+    admin = Redis.from_url(infra.redis.url(REDIS_DB))
+    try:  # an entry is there: a None below can only be the refused read
+        await admin.set(f"wallet:ip-trust:{user}:{ip_hash}", "4102444800", ex=60)
+        assert await RedisTrustedIpCache(admin, FixedClock()).lookup(user, ip_hash) is not None
+    finally:
+        await admin.aclose()
+    assert await cache.lookup(user, ip_hash) is None  # a miss, PostgreSQL decides: not fail-open
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def test_a_redis_that_stopped_answering_fails_open_for_every_caller(infra: Infra) -> None:
     """Review of 2026-12-05: behind a bounded pool, each call to a Redis that stopped answering
     held a connection for its 0.5 s timeout and the calls behind them were refused 429, in the
     outage that must lock nobody out. Once one call found it unreachable the next second's
-    skip it, and a full pool just after is the outage's: three waves of Logins and sign-ups,
-    fifty each, through four connections, are all let through."""
+    skip it (no connection tried), and a full pool just after is the outage's: waves of
+    Logins and sign-ups, fifty each, through four connections, are all let through. The
+    outage's clock is the test's (a stall of this process changes nothing)."""
     proxy = BlackholeProxy(infra.redis.port)
     await proxy.start()
     password = infra.redis.password
     auth = f":{password}@" if password else ""
     client = create_redis(f"redis://{auth}127.0.0.1:{proxy.port}/{REDIS_DB}", max_connections=4)
-    login, sign_ups = _login(client), _sign_ups(client)
+    clock = _Clock()
+    outage = RedisOutage(skip_seconds=1.0, clock=clock)
+    login, sign_ups = _login(client, outage), _sign_ups(client, outage)
+
+    async def wave() -> None:
+        calls = [login.reserve(_account(), "192.0.2.10") for _ in range(25)]
+        calls += [sign_ups.reserve("192.0.2.10") for _ in range(25)]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        assert [a for a in answers if a is not None] == []
+
     try:
         await login.reserve(_account(), "192.0.2.10")  # answered: Redis is there
         proxy.blackhole()
-        for _ in range(3):
-            waves = [login.reserve(_account(), "192.0.2.10") for _ in range(25)]
-            waves += [sign_ups.reserve("192.0.2.10") for _ in range(25)]
-            answers = await asyncio.gather(*waves, return_exceptions=True)
-            assert [a for a in answers if a is not None] == []
-            await asyncio.sleep(0.6)  # into the next second of the outage, and past it
-        assert login.outage.recent and sign_ups.outage.recent
+        await wave()  # every connection hangs to its timeout; the rest fail open
+        assert outage.skipping
+        connections = proxy.connections
+        await wave()  # within the second: nobody asks Redis
+        assert proxy.connections == connections
+        clock.now += 1.5  # past the skip, still recent: Redis is asked again
+        await wave()
+        assert outage.recent
     finally:
         await client.aclose()
         await proxy.close()
 
 
 async def test_an_unreachable_redis_still_fails_open() -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = create_redis(f"redis://127.0.0.1:{port}/0")
+    client = create_redis(f"redis://127.0.0.1:{closed_port()}/0")
     try:
         await _login(client).reserve(_account(), "192.0.2.9")
         await _sign_ups(client).reserve("192.0.2.9")

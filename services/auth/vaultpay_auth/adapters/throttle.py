@@ -156,14 +156,24 @@ def address_block(client_ip: str) -> str:
 
 
 class RedisLoginThrottle:
-    def __init__(self, redis: Redis, *, per_account: int, per_ip: int, window_seconds: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        per_account: int,
+        per_ip: int,
+        window_seconds: int,
+        outage: RedisOutage | None = None,
+    ) -> None:
+        """`outage`: when Redis was last found unreachable; the client's own by default
+        (`outage_of`), shared with everything using it."""
         self._redis = redis
         self._per_account = per_account
         self._per_ip = per_ip
         self._window = window_seconds
         self._reserve = redis.register_script(_RESERVE_ATTEMPT)
         self._give_back = redis.register_script(_GIVE_BACK)
-        self.outage = outage_of(redis)
+        self.outage = outage or outage_of(redis)
 
     @staticmethod
     def _account_key(account: str) -> str:
@@ -229,12 +239,13 @@ class RedisSignUpThrottle:
         global_limit: int,
         global_window_seconds: int,
         namespace: str = "auth:sign-ups",
+        outage: RedisOutage | None = None,
     ) -> None:
         self._redis = redis
         self._args = [per_ip, per_ip_window_seconds, global_limit, global_window_seconds]
         self._namespace = namespace
         self._reserve = redis.register_script(_RESERVE_SIGN_UP)
-        self.outage = outage_of(redis)
+        self.outage = outage or outage_of(redis)
 
     def address_key(self, client_ip: str) -> str:
         return f"{self._namespace}:ip:{address_block(client_ip)}"

@@ -149,7 +149,11 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
         hasher.close()
         estimator.close()
 
+    async def settle_password_checks() -> None:
+        await accounts.drain(within=10.0)
+
     runtime.on_shutdown(close_hasher)
+    runtime.on_shutdown(settle_password_checks)  # runs first: before the hasher closes
     runtime.seal_audit()
     runtime.every(3600.0, purge_revocations, name="revocation feed purge")
     runtime.every(3600.0, purge_sessions, name="ended session purge")

@@ -139,6 +139,20 @@ class AccountService:
         # Password checks settling their throttle reservation for callers that went away.
         self._settling: set[asyncio.Task[bool]] = set()
 
+    async def drain(self, within: float) -> int:
+        """At shutdown, before the hasher closes: waits up to `within` seconds for the password
+        checks still settling for callers that went away, and returns how many did not end
+        (logged): closing the hasher would cancel them, their attempts left counted."""
+        if not self._settling:
+            return 0
+        _, left = await asyncio.wait(set(self._settling), timeout=within)
+        if left:
+            log.warning(
+                "password checks still settling at shutdown; their attempts stay counted",
+                extra={"count": len(left), "waited_seconds": within},
+            )
+        return len(left)
+
     async def _verify_and_settle(
         self, counter: str, client_ip: str, verify: Callable[[], Awaitable[bool]]
     ) -> bool:

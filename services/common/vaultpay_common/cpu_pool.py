@@ -22,10 +22,12 @@ at normal priority, and `lowers_thread_priority()` says False.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 __all__ = [
     "DEFAULT_NICENESS",
@@ -34,6 +36,7 @@ __all__ = [
     "lower_current_thread_priority",
     "lowers_thread_priority",
     "thread_nice_value",
+    "usable_cpus",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,3 +86,57 @@ def low_priority_executor(
         initializer=lower_current_thread_priority,
         initargs=(niceness,),
     )
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _cgroup_quota(root: Path, self_cgroup: str) -> float | None:
+    """The CPU quota of this process's cgroup in cores (v2 `cpu.max`, v1 `cfs_quota_us` over
+    `cfs_period_us`), or None without one. `self_cgroup`: /proc/self/cgroup's text."""
+    for line in self_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        relative = path.lstrip("/")
+        if controllers == "":  # cgroup v2: one unified hierarchy
+            for folder in (root / relative, root):
+                if (limit := _read(folder / "cpu.max")) is not None:
+                    quota, _, period = limit.partition(" ")
+                    if quota == "max" or not period:
+                        return None
+                    return int(quota) / int(period)
+        elif "cpu" in controllers.split(","):
+            for base in (root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu"):
+                for folder in (base / relative, base):
+                    quota_text = _read(folder / "cpu.cfs_quota_us")
+                    period_text = _read(folder / "cpu.cfs_period_us")
+                    if quota_text is None or period_text is None:
+                        continue
+                    cfs_quota, cfs_period = int(quota_text), int(period_text)
+                    return None if cfs_quota <= 0 or cfs_period <= 0 else cfs_quota / cfs_period
+    return None
+
+
+def usable_cpus(
+    *, cgroup_root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")
+) -> int:
+    """How many CPUs this process can keep busy: the fewest of the machine's, those it may run
+    on (its affinity) and its cgroup's quota rounded up, at least 1. Python 3.11's
+    `os.cpu_count()` is the node's: a pod limited to one CPU on a 32-core node sized its
+    bcrypt pools at 32 threads, each hash then taking 32 times as long inside the quota, so a
+    burst of sign-ins or PIN checks missed every deadline (review of 2026-12-05)."""
+    count = os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        count = min(count, len(os.sched_getaffinity(0)))
+    text = _read(self_cgroup)
+    if text:
+        try:
+            quota = _cgroup_quota(cgroup_root, text)
+        except ValueError:  # a file of another shape: no limit read, none assumed
+            quota = None
+        if quota is not None:
+            count = min(count, math.ceil(quota))
+    return max(1, count)

@@ -140,3 +140,8 @@ async def test_a_role_change_needs_a_reason() -> None:
     assert [v.field for v in refused.value.violations] == ["reason"]
     assert staff.stored(user).role is Role.USER
     assert staff.uow.entries("user.role_changed") == []
+
+
+def test_the_refusal_names_no_rank_above_super_admin() -> None:
+    assert "super_admin or higher" not in str(DeactivatedByHigherRankError(Role.SUPER_ADMIN))
+    assert "admin or higher" in str(DeactivatedByHigherRankError(Role.ADMIN))

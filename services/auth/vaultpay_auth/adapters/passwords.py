@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import hmac
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,7 +36,7 @@ import bcrypt
 
 from vaultpay_auth.domain.errors import PasswordHashingBusyError
 from vaultpay_auth.service_layer.ports import HashPriority
-from vaultpay_common.cpu_pool import DEFAULT_NICENESS, low_priority_executor
+from vaultpay_common.cpu_pool import DEFAULT_NICENESS, low_priority_executor, usable_cpus
 
 __all__ = ["BcryptPasswordHasher", "HashingAdmission"]
 
@@ -140,7 +139,7 @@ class BcryptPasswordHasher:
     ) -> None:
         self._pepper = pepper
         self._rounds = rounds
-        count = workers or os.cpu_count() or 1
+        count = workers or usable_cpus()
         self._pool = low_priority_executor(count, thread_name_prefix="bcrypt", niceness=niceness)
         self.admission = HashingAdmission(
             count,

@@ -84,10 +84,11 @@ class DeactivatedByHigherRankError(PermissionDeniedError):
     default_message = "a staff member ranked above you deactivated this user"
 
     def __init__(self, deactivator_role: Role) -> None:
+        who = deactivator_role.claim
+        above = "" if deactivator_role is Role.SUPER_ADMIN else " or higher"
         super().__init__(
-            f"a {deactivator_role.claim} deactivated this user; only a {deactivator_role.claim} "
-            "or higher may reactivate them",
-            metadata={"deactivated_by_role": deactivator_role.claim},
+            f"a {who} deactivated this user; only a {who}{above} may reactivate them",
+            metadata={"deactivated_by_role": who},
         )
 
 

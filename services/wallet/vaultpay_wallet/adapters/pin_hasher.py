@@ -16,11 +16,10 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
 
 import bcrypt
 
-from vaultpay_common.cpu_pool import DEFAULT_NICENESS, low_priority_executor
+from vaultpay_common.cpu_pool import DEFAULT_NICENESS, low_priority_executor, usable_cpus
 
 __all__ = ["BcryptPinHasher"]
 
@@ -38,7 +37,7 @@ class BcryptPinHasher:
             raise ValueError("the PIN pepper must be at least 32 bytes")
         if not 4 <= rounds <= 31:
             raise ValueError("bcrypt rounds must be between 4 and 31")
-        cores = os.cpu_count() or 1
+        cores = usable_cpus()
         self._pepper = pepper
         self._rounds = rounds
         self._pool = low_priority_executor(

@@ -155,7 +155,9 @@ class LimitsHeldByHigherRankError(PermissionDeniedError):
     def __init__(self, setter_role: Role | None) -> None:
         held_by = "unknown" if setter_role is None else setter_role.claim
         who = "whose setter is not recorded" if setter_role is None else f"set by a {held_by}"
-        needed = "super_admin" if setter_role is None else f"{held_by} or higher"
+        needed = (
+            "super_admin" if setter_role in (None, Role.SUPER_ADMIN) else f"{held_by} or higher"
+        )
         super().__init__(
             f"admin limits {who} are in force; only a {needed} may replace them",
             metadata={"held_by_role": held_by},
@@ -172,10 +174,12 @@ class FreezeHeldByHigherRankError(PermissionDeniedError):
     default_message = "a staff member ranked above you froze this wallet"
 
     def __init__(self, setter_role: Role) -> None:
+        who = setter_role.claim
+        above = "" if setter_role is Role.SUPER_ADMIN else " or higher"
         super().__init__(
-            f"a staff freeze set by a {setter_role.claim} is in force; only a {setter_role.claim} "
-            "or higher may lift or replace it",
-            metadata={"held_by_role": setter_role.claim},
+            f"a staff freeze set by a {who} is in force; only a {who}{above} may lift or "
+            "replace it",
+            metadata={"held_by_role": who},
         )
 
 

@@ -13,6 +13,10 @@
   and provisioning Jobs run before the main one is applied); every pod meets the `restricted`
   Pod Security level the namespace enforces; no probe dials the pod IP for a container that
   listens on loopback only.
+- Every Deployment has a PodDisruptionBudget of one and spreads its pods over nodes; probes
+  wait at least 3 s and restart a pod only after readiness took it out of the Service; the
+  gateway's Envoy drains (fails its health check, waits for calls in flight, bounded) before
+  its SIGTERM, inside its grace period. compose checks PostgreSQL over TCP before provisioning.
 
 `make deploy-check` runs this file alone; `make test` runs it with the rest.
 """
@@ -20,19 +24,29 @@
 from __future__ import annotations
 
 import re
+import shlex
+import socket
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs; types-PyYAML is not locked
+from google.protobuf import descriptor_pb2
 
 from vaultpay_devstack.credentials import MeshSecrets
 from vaultpay_devstack.mesh import MeshConfig
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_devstack.redis import RedisServer
 from vaultpay_devstack.services import DEFAULT_PORTS, SERVICES, EnvInputs, service_env
+from vaultpay_gateway import load_contract as load_gateway_contract
+from vaultpay_gateway import render_bootstrap
+from vaultpay_gateway.__main__ import parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -522,3 +536,311 @@ def test_every_sealing_service_keeps_its_checkpoints_on_a_persistent_volume() ->
     }
     for (claim,) in claims.values():
         assert declared[claim]["spec"]["accessModes"] == ["ReadWriteMany"]  # replicas on nodes
+
+
+# --- disruptions: budgets, spreading, probes, the gateway's drain (review of 2026-12-05) -------
+
+
+def _deployments(folder: Path = K8S) -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in _kustomize_resources(folder)
+        for doc in _yaml_documents(path)
+        if doc["kind"] == "Deployment"
+    ]
+
+
+def test_every_deployment_has_a_disruption_budget_of_one() -> None:
+    """Without one a node drain or a cluster upgrade could evict both replicas at once."""
+    budgets = [
+        doc
+        for path in _kustomize_resources(K8S)
+        for doc in _yaml_documents(path)
+        if doc["kind"] == "PodDisruptionBudget"
+    ]
+    deployments = _deployments()
+    problems = []
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        mine = [b for b in budgets if b["spec"]["selector"] == {"matchLabels": selector}]
+        if len(mine) != 1:
+            problems.append(f"{name}: {len(mine)} budgets")
+            continue
+        (budget,) = mine
+        spec = budget["spec"]
+        if spec.get("maxUnavailable") != 1 or "minAvailable" in spec:
+            problems.append(f"{name}: {spec}")
+        if not selector.items() <= labels.items():
+            problems.append(f"{name}: the budget's selector misses the pods")
+        if deployment["spec"].get("replicas", 1) <= spec.get("maxUnavailable", 0):
+            problems.append(f"{name}: every replica may go at once")
+
+    assert {d["metadata"]["name"] for d in deployments} >= existing_services() | {"gateway"}
+    assert len(budgets) == len(deployments)  # none selects nothing
+    assert problems == []
+
+
+def test_every_deployment_spreads_its_pods_over_nodes() -> None:
+    """Preferred, not required (`ScheduleAnyway`): `DoNotSchedule` left a replacement Pending on
+    a small cluster during a drain, and the budget then blocked the drain (deploy/k8s/README.md,
+    "Disruptions and rollouts")."""
+    problems = []
+    for deployment in _deployments():
+        name = deployment["metadata"]["name"]
+        template = deployment["spec"]["template"]
+        by_node = [
+            c
+            for c in template["spec"].get("topologySpreadConstraints", [])
+            if c["topologyKey"] == "kubernetes.io/hostname"
+        ]
+        if len(by_node) != 1:
+            problems.append(f"{name}: {len(by_node)} spread constraints on kubernetes.io/hostname")
+            continue
+        (constraint,) = by_node
+        if constraint["labelSelector"] != {
+            "matchLabels": deployment["spec"]["selector"]["matchLabels"]
+        }:
+            problems.append(f"{name}: the constraint counts other pods than the Deployment's")
+        if constraint["maxSkew"] != 1 or constraint["whenUnsatisfiable"] != "ScheduleAnyway":
+            problems.append(f"{name}: {constraint}")
+
+    assert problems == []
+
+
+_PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
+
+
+def test_probes_give_a_busy_pod_time_and_restart_it_only_after_it_left_the_service() -> None:
+    """The kubelet's 1 s default timeout failed pods whose CPU was throttled (a burst of
+    bcrypt hashes); a liveness probe as quick to give up as readiness restarted a pod that was
+    only slow."""
+    problems = []
+    for folder in KUSTOMIZATIONS:
+        for where, pod in _pod_specs(folder):
+            for container in _containers(pod):
+                name = f"{where} {container['name']}"
+                for kind in _PROBES:
+                    if kind in container and container[kind].get("timeoutSeconds", 1) < 3:
+                        problems.append(f"{name}: {kind} timeoutSeconds below 3")
+                readiness, liveness = (
+                    container.get("readinessProbe"),
+                    container.get("livenessProbe"),
+                )
+                if readiness and liveness:
+                    if liveness.get("failureThreshold", 3) <= readiness.get("failureThreshold", 3):
+                        problems.append(f"{name}: liveness gives up as soon as readiness")
+                    ready_after = readiness.get("periodSeconds", 10) * readiness.get(
+                        "failureThreshold", 3
+                    )
+                    live_after = liveness.get("periodSeconds", 10) * liveness.get(
+                        "failureThreshold", 3
+                    )
+                    if live_after <= ready_after:
+                        problems.append(f"{name}: restarted before it left the Service")
+
+    assert problems == []
+
+
+def _gateway_pod() -> dict[str, Any]:
+    return dict(_pod_specs(K8S))["Deployment/gateway"]
+
+
+def _envoy_drain() -> tuple[int, int, int]:
+    """The admin port, least and most seconds Envoy's preStop runs drain.sh with."""
+    envoy = next(c for c in _gateway_pod()["containers"] if c["name"] == "envoy")
+    command = envoy["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["/bin/bash", "/etc/vaultpay-gateway/drain.sh"], command
+    port, least, most = (int(a) for a in command[2:])
+    return port, least, most
+
+
+def _render_argv(descriptor: Path) -> list[str]:
+    """The arguments render.sh (the init container) gives the config generator."""
+    script = _config_map(K8S / "gateway.yaml", "envoy-gateway")["render.sh"]
+    (line,) = [
+        line for line in script.replace("\\\n", " ").splitlines() if "-m vaultpay_gateway" in line
+    ]
+    argv = shlex.split(line)
+    argv = argv[argv.index("vaultpay_gateway") + 1 :]
+    argv[argv.index("--descriptor") + 1] = str(descriptor)
+    return argv
+
+
+def _seconds(duration: str) -> float:
+    return float(duration.removesuffix("s"))
+
+
+def test_the_gateway_drains_before_envoy_gets_sigterm(
+    tmp_path: Path, contract: descriptor_pb2.FileDescriptorSet
+) -> None:
+    """Envoy exits at once on SIGTERM: without a preStop every rollout or drain reset the
+    requests in flight while the ingress still sent new ones (review of 2026-12-05). The drain
+    talks to the admin interface render.sh configures, reads the stats the rendered config
+    has, outlasts the longest route timeout, and ends inside the grace period."""
+    port, least, most = _envoy_drain()
+    pod = _gateway_pod()
+    envoy = next(c for c in pod["containers"] if c["name"] == "envoy")
+    [mount] = [m for m in envoy["volumeMounts"] if m["mountPath"] == "/etc/vaultpay-gateway"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == "envoy-gateway"
+    assert "drain.sh" in _config_map(K8S / "gateway.yaml", "envoy-gateway")
+
+    descriptor = tmp_path / "vaultpay.binpb"
+    descriptor.write_bytes(contract.SerializeToString())
+    settings, _, _ = parse_settings(_render_argv(descriptor))
+    config = render_bootstrap(settings, load_gateway_contract(descriptor))
+    assert config["admin"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": port,
+    }
+    (public,) = [
+        listener
+        for listener in config["static_resources"]["listeners"]
+        if listener["name"] == "public"
+    ]
+    assert public.get("drain_type", "DEFAULT") == "DEFAULT"  # /healthcheck/fail drains it
+    hcm = public["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["stat_prefix"] == "gateway"  # drain.sh reads http.gateway.downstream_rq_active
+    routes = [
+        r["route"]
+        for vh in hcm["route_config"]["virtual_hosts"]
+        for r in vh["routes"]
+        if "route" in r
+    ]
+    streams = {r["cluster"] for r in routes if _seconds(r.get("timeout", "15s")) == 0}
+    assert streams and all(name.endswith("_streams") for name in streams)  # drain.sh's pattern
+    longest = max(_seconds(r["timeout"]) for r in routes if "timeout" in r)
+
+    assert least >= 5  # the ingress hears that the pod goes
+    assert most - least >= longest  # a call begun then may run to its route timeout
+    assert pod["terminationGracePeriodSeconds"] >= most + 10
+
+
+class _FakeEnvoyAdmin(ThreadingHTTPServer):
+    """Envoy's admin interface as drain.sh uses it: POST /healthcheck/fail, GET /stats?filter=
+    (the names matching the regex, chunked as Envoy sends them). Unary requests stay in flight
+    for `busy_seconds` after the health check failed; a server stream stays open throughout."""
+
+    def __init__(self, busy_seconds: float) -> None:
+        super().__init__(("127.0.0.1", 0), _FakeEnvoyAdminHandler)
+        self.busy_seconds = busy_seconds
+        self.failed_at: float | None = None
+        self.requests: list[str] = []
+
+    def stats(self) -> dict[str, int]:
+        busy = self.failed_at is None or time.monotonic() - self.failed_at < self.busy_seconds
+        return {
+            "cluster.wallet.upstream_rq_active": 2 if busy else 0,
+            "cluster.wallet_streams.upstream_rq_active": 1,
+            "cluster.wallet_streams.upstream_rq_active_overflow": 0,
+            "http.admin.downstream_rq_active": 1,
+            "http.gateway.downstream_rq_active": 3 if busy else 1,
+            "http.jwks.downstream_rq_active": 0,
+        }
+
+
+class _FakeEnvoyAdminHandler(BaseHTTPRequestHandler):
+    server: _FakeEnvoyAdmin
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self, body: str) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/plain; charset=UTF-8")
+        self.send_header("connection", "close")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        data = body.encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
+        self.close_connection = True
+
+    def do_POST(self) -> None:
+        self.server.requests.append(f"POST {self.path}")
+        if self.path == "/healthcheck/fail" and self.server.failed_at is None:
+            self.server.failed_at = time.monotonic()
+        self._answer("OK\n")
+
+    def do_GET(self) -> None:
+        self.server.requests.append(f"GET {self.path}")
+        path, _, query = self.path.partition("?")
+        pattern = re.compile(dict(parse_qsl(query)).get("filter", ""))
+        lines = [f"{k}: {v}\n" for k, v in self.server.stats().items() if pattern.search(k)]
+        self._answer("".join(lines) if path == "/stats" else "")
+
+
+def _run_drain(port: int, least: int, most: int) -> tuple[float, subprocess.CompletedProcess[str]]:
+    script = _config_map(K8S / "gateway.yaml", "envoy-gateway")["drain.sh"]
+    started = time.monotonic()
+    result = subprocess.run(
+        ["/bin/bash", "-c", script, "drain.sh", str(port), str(least), str(most)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return time.monotonic() - started, result
+
+
+@pytest.mark.parametrize(
+    ("busy", "least", "most", "earliest", "latest"),
+    [
+        (0.0, 1, 10, 0.9, 2.5),  # nothing in flight: MIN_SECONDS, then SIGTERM
+        (2.0, 0, 10, 1.9, 4.0),  # until the calls in flight ended, the open stream aside
+        (60.0, 0, 2, 0.9, 3.5),  # never past MAX_SECONDS
+    ],
+    ids=["idle", "calls-in-flight", "bounded"],
+)
+def test_the_drain_fails_the_health_check_and_waits_for_calls_in_flight(
+    busy: float, least: int, most: int, earliest: float, latest: float
+) -> None:
+    admin = _FakeEnvoyAdmin(busy_seconds=busy)
+    thread = threading.Thread(target=admin.serve_forever, daemon=True)
+    thread.start()
+    try:
+        elapsed, result = _run_drain(admin.server_address[1], least, most)
+    finally:
+        admin.shutdown()
+        admin.server_close()
+
+    assert result.returncode == 0, result.stderr
+    assert admin.requests[0] == "POST /healthcheck/fail"
+    assert earliest <= elapsed <= latest, (elapsed, admin.requests)
+    if busy:
+        assert any(r.startswith("GET /stats?filter=") for r in admin.requests)
+
+
+def test_the_drain_ends_when_envoy_is_gone() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    elapsed, result = _run_drain(port, 0, 30)
+
+    assert result.returncode == 0
+    assert elapsed < 3
+    assert f"envoy admin on 127.0.0.1:{port} did not answer" in result.stdout
+
+
+# --- compose: provisioning starts once PostgreSQL takes TCP connections ------------------------
+
+
+def test_compose_checks_postgres_over_tcp_before_provisioning() -> None:
+    """`pg_isready` without a host checks the Unix socket, which the image's first-start server
+    answers while TCP is still closed: provisioning, over TCP, then failed on a fresh volume
+    (review of 2026-12-05)."""
+    services = _compose()["services"]
+    check = services["postgres"]["healthcheck"]["test"]
+    argv = check[1:] if check[0] == "CMD" else shlex.split(check[1])
+    host = argv[argv.index("-h") + 1] if "-h" in argv else None
+    port = argv[argv.index("-p") + 1] if "-p" in argv else "5432"
+    # postgresql://postgres:${POSTGRES_PASSWORD:?...}@postgres:5432/postgres
+    admin_url = services["provision"]["environment"]["VAULTPAY_POSTGRES_ADMIN_URL"]
+    (admin_port,) = re.findall(r"@postgres:(\d+)/", admin_url)
+
+    assert argv[0] == "pg_isready"
+    assert host == "127.0.0.1"  # TCP, the container's own loopback; not a socket directory
+    assert port == admin_port
+    assert services["provision"]["depends_on"]["postgres"] == {"condition": "service_healthy"}

@@ -183,6 +183,20 @@ def test_a_migration_url_without_asyncpg_is_named_before_migrate_runs(
     assert "sekret" not in err and "Traceback" not in err
 
 
+def test_a_database_urls_bad_tls_option_is_named_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A TLS option the connections cannot honour stops the command at once naming the
+    variable (exit 2), not at its first connection with a traceback."""
+    monkeypatch.setenv(
+        "TRANSFER_DATABASE_URL", "postgresql+asyncpg://u:sekret@127.0.0.1:1/db?sslmode=verify-ful"
+    )
+    assert cli.main(["verify-ledger"]) == 2
+    err = capsys.readouterr().err
+    assert "TRANSFER_DATABASE_URL: Value error, database URL: ssl/sslmode must be one of" in err
+    assert "sekret" not in err and "Traceback" not in err
+
+
 def test_verify_audit_past_its_bound_exits_3_naming_within(
     unreachable_database: str,
     monkeypatch: pytest.MonkeyPatch,

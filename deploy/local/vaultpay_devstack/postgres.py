@@ -39,6 +39,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,6 +87,13 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 # The services of the shared `vaultpay` database, each logging in as a role of its own.
 VAULTPAY_SERVICES = ("wallet", "transfer", "kyc")
 T = TypeVar("T")
+# How long `provision` waits for a server that is not taking connections yet (refused,
+# unresolvable, timed out, or "starting up") at its first connection, and how often it tries
+# meanwhile: a container started beside it (compose's postgres runs initdb on a fresh volume
+# behind a server listening on its Unix socket only) or a managed server coming up. Any other
+# failure (a wrong password, a missing privilege) stops it at once.
+CONNECT_WAIT_SECONDS = 60.0
+CONNECT_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -331,7 +339,13 @@ def _login_roles(dbs: Provisioned) -> list[str]:
     ]
 
 
-def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) -> Provisioned:
+def provision(
+    admin_dsn: str,
+    *,
+    suffix: str = "",
+    password: str | None = None,
+    wait_seconds: float | None = None,
+) -> Provisioned:
     """Creates (idempotently) the login roles and databases of the mesh; returns their DSNs.
 
     auth: `vaultpay_auth` owned by `vaultpay_auth_owner`, used by `vaultpay_auth_app`.
@@ -343,7 +357,9 @@ def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) 
     when the server does not trust local connections.
 
     A failure (the admin role may not create roles, the server went away) is a StartupError
-    saying what failed, where and as whom, never with a password.
+    saying what failed, where and as whom, never with a password. A server not taking
+    connections yet is asked again every CONNECT_POLL_SECONDS for `wait_seconds`
+    (CONNECT_WAIT_SECONDS by default; 0: fail at once), saying on stderr what it waits for.
     """
     parts = urlsplit(admin_dsn)
     result = Provisioned(parts.hostname or LOOPBACK, parts.port or 5432, suffix, password)
@@ -358,13 +374,60 @@ def provision(admin_dsn: str, *, suffix: str = "", password: str | None = None) 
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _provisioning_failed(what, parts, exc, result) from exc
 
-    step(
-        "creating roles and databases", admin_dsn, partial(_create_roles_and_databases, dbs=result)
+    _first_step_when_accepting(
+        admin_dsn,
+        partial(_create_roles_and_databases, dbs=result),
+        fail=lambda what, exc: _provisioning_failed(what, parts, exc, result),
+        wait_seconds=CONNECT_WAIT_SECONDS if wait_seconds is None else wait_seconds,
     )
     for database, owner, app in result.databases():
         lock_down = partial(_lock_down, database=database, owner=owner, app=app)
         step(f"locking down database {database}", _replace_database(admin_dsn, database), lock_down)
     return result
+
+
+def _first_step_when_accepting(
+    admin_dsn: str,
+    work: Callable[[Any], Awaitable[None]],
+    *,
+    fail: Callable[[str, BaseException], StartupError],
+    wait_seconds: float,
+) -> None:
+    """Runs provisioning's first step (idempotent), again every CONNECT_POLL_SECONDS while the
+    server is not taking connections, until `wait_seconds` have passed."""
+    what = "creating roles and databases"
+    parts = urlsplit(admin_dsn)
+    where = f"{parts.hostname or LOOPBACK}:{parts.port or 5432}"
+    deadline = time.monotonic() + wait_seconds
+    waiting_for: str | None = None
+    while True:
+        try:
+            run_sql(admin_dsn, work)
+        except (OSError, asyncpg.CannotConnectNowError) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waited = f", after waiting {wait_seconds:g} s for it to take connections"
+                raise fail(what + (waited if waiting_for else ""), exc) from exc
+            # What it waits for, in few words: the OS error's (`Connection refused`), or the
+            # server's ("the database system is starting up").
+            reason = getattr(exc, "strerror", None) or (
+                str(exc) if isinstance(exc, asyncpg.PostgresError) else type(exc).__name__
+            )
+            if reason != waiting_for:
+                print(
+                    f"waiting up to {round(left, 1):g} s for PostgreSQL at {where} to take"
+                    f" connections ({reason})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                waiting_for = reason
+            time.sleep(min(CONNECT_POLL_SECONDS, left))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise fail(what, exc) from exc
+        else:
+            if waiting_for:
+                print(f"PostgreSQL at {where} takes connections", file=sys.stderr, flush=True)
+            return
 
 
 def database_identities(admin_dsn: str, provisioned: Provisioned) -> dict[str, str]:

@@ -45,6 +45,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from vaultpay_common.db import asyncpg_dsn
+
 __all__ = [
     "MessageBytes",
     "PeerServiceSettings",
@@ -182,6 +184,8 @@ class ServiceSettings(BaseSettings):
         traceback)."""
         if value is not None and not value.get_secret_value().startswith("postgresql+asyncpg://"):
             raise ValueError("must start with postgresql+asyncpg://")
+        if value is not None:
+            asyncpg_dsn(value.get_secret_value())  # its options: a ValueError names the bad one
         return value
 
     @field_validator("database_app_role")

@@ -9,6 +9,9 @@ A unit of work is one database transaction:
 
 When the caller sent a gRPC deadline, the transaction's statement_timeout is set to the time
 that is left, so the database stops working for a client that has already gone.
+
+Every connection a service opens from its DATABASE_URL (the engines' pools, wallet's LISTEN
+link) is `asyncpg.connect(asyncpg_dsn(url), ...)`: the URL's TLS options mean the same on each.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -34,6 +39,7 @@ _QUERY_CANCELED = "57014"  # statement_timeout (the caller's deadline) or a canc
 __all__ = [
     "DatabaseUnavailableError",
     "SqlUnitOfWork",
+    "asyncpg_dsn",
     "create_engine",
     "delete_in_batches",
     "limit_statements",
@@ -96,6 +102,50 @@ _KEEPALIVES = {
 }
 
 
+# libpq's modes, weakest first; asyncpg takes the same. Without one asyncpg uses PGSSLMODE, else
+# `prefer`: encrypted if the server offers it, its certificate never checked.
+TLS_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# The URL's options carried into the DSN. Any other is refused: SQLAlchemy handed each to
+# asyncpg.connect as a keyword (`sslmode`: TypeError) and asyncpg's DSN parser makes what it does
+# not know a server setting (`ssl`: PostgreSQL refuses the login), so one URL meant different
+# connections on the two paths (a review: no verified TLS was possible).
+_URL_OPTIONS = frozenset({"ssl", "sslmode", "sslrootcert"})
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The DSN asyncpg.connect takes for a service's DATABASE_URL (`postgresql+asyncpg://`).
+
+    The URL's TLS options become libpq's, which asyncpg's DSN parser reads: `ssl=` or
+    `sslmode=` (one of TLS_MODES; `ssl` is SQLAlchemy's spelling) and `sslrootcert=`, the CA
+    bundle's path; without it asyncpg reads PGSSLROOTCERT, then ~/.postgresql/root.crt. Any other
+    query option, a mode not in TLS_MODES, or `ssl` beside `sslmode` is a ValueError naming the
+    option (never the URL: it carries the password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgresql+asyncpg", "postgresql", "postgres"}:
+        raise ValueError("a database URL must start with postgresql+asyncpg://")
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _URL_OPTIONS:
+            raise ValueError(
+                f"database URL option {name!r} is not supported (only ssl or sslmode, sslrootcert)"
+            )
+        if name in options:
+            raise ValueError(f"database URL option {name!r} is given twice")
+        options[name] = value
+    if "ssl" in options and "sslmode" in options:
+        raise ValueError("database URL: give ssl= or sslmode=, not both")
+    mode = options.pop("ssl") if "ssl" in options else options.pop("sslmode", None)
+    if mode is not None and mode not in TLS_MODES:
+        raise ValueError(
+            f"database URL: ssl/sslmode must be one of {', '.join(TLS_MODES)}, not {mode!r}"
+        )
+    if options.get("sslrootcert") == "":
+        raise ValueError("database URL: sslrootcert is empty")
+    query = {**({"sslmode": mode} if mode is not None else {}), **options}
+    dsn = f"postgresql://{parts.netloc}{parts.path}"
+    return f"{dsn}?{urlencode(query, quote_via=quote, safe='/')}" if query else dsn
+
+
 def create_engine(
     url: str, *, pool_size: int = 10, application_name: str, statement_timeout_ms: int = 10_000
 ) -> AsyncEngine:
@@ -104,10 +154,24 @@ def create_engine(
     Every statement is bounded by `statement_timeout_ms` even when the caller sent no
     deadline (a caller's shorter deadline lowers it per transaction), and a transaction left
     idle by a frozen or cut-off process by IDLE_IN_TRANSACTION_TIMEOUT_MS. Bound parameters
-    are kept out of error messages and logs: they can carry personal data.
+    are kept out of error messages and logs: they can carry personal data. Each connection is
+    `asyncpg.connect(asyncpg_dsn(url))` (a bad TLS option fails here, at start-up), not what
+    SQLAlchemy would make of the URL's query.
     """
+    dsn = asyncpg_dsn(url)
+    server_settings = {
+        "application_name": application_name,
+        "statement_timeout": str(statement_timeout_ms),
+        "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
+        **_KEEPALIVES,
+    }
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn, server_settings=server_settings)
+
     engine = create_async_engine(
         url,
+        async_creator=connect,
         pool_size=pool_size,
         max_overflow=pool_size,
         # No pre-ping: it costs a round trip per checkout on every call. A connection the
@@ -122,14 +186,6 @@ def create_engine(
         pool_use_lifo=True,
         pool_recycle=1800,
         hide_parameters=True,
-        connect_args={
-            "server_settings": {
-                "application_name": application_name,
-                "statement_timeout": str(statement_timeout_ms),
-                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
-                **_KEEPALIVES,
-            }
-        },
     )
     event.listen(engine.sync_engine.pool, "checkout", replace_closed_at_checkout)
     return engine

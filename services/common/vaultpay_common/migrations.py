@@ -44,11 +44,13 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import asyncpg
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from vaultpay_common.audit.tables import split_sql
+from vaultpay_common.db import asyncpg_dsn
 
 if TYPE_CHECKING:
     from vaultpay_common.chain_isolation import ChainIsolation
@@ -316,8 +318,14 @@ def run_env(metadata: MetaData, *, isolation: ChainIsolation | None = None) -> N
         finally:
             connection.execute(text(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})"))
 
+    url = config.attributes["database_url"]
+    dsn = asyncpg_dsn(url)  # the services' TLS options, read as they read them
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn)
+
     async def run() -> None:
-        engine = create_async_engine(config.attributes["database_url"])
+        engine = create_async_engine(url, async_creator=connect)
         try:
             async with engine.connect() as connection:
                 await connection.run_sync(migrate)

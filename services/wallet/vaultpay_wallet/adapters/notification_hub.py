@@ -54,6 +54,7 @@ from typing import Any
 
 import asyncpg
 
+from vaultpay_common.db import asyncpg_dsn
 from vaultpay_common.errors import DomainError
 from vaultpay_wallet.adapters.notifications_sql import (
     LIVE_READ,
@@ -234,12 +235,6 @@ class NotificationHub:
         return [s for watchers in self._by_user.values() for s in watchers]
 
 
-def _asyncpg_dsn(url: str) -> str:
-    """asyncpg wants libpq's scheme; the settings hold SQLAlchemy's."""
-    scheme, sep, rest = url.partition("://")
-    return "postgresql://" + rest if sep and scheme.startswith("postgres") else url
-
-
 # A LISTEN link up this long has recovered: the reconnection backoff starts over after it.
 _STABLE_LINK_SECONDS = 30.0
 
@@ -262,7 +257,9 @@ class PgNotificationListener:
     ) -> None:
         if min(max_pending, max_pending_per_user, read_batch) < 1:
             raise ValueError("max_pending(_per_user) and read_batch must be positive")
-        self._dsn = _asyncpg_dsn(database_url)
+        # The engines' conversion: the URL's TLS options mean the same here (asyncpg made
+        # `ssl=` a server setting, which PostgreSQL refused at login).
+        self._dsn = asyncpg_dsn(database_url)
         self._hub = hub
         self._channel = channel
         self._probe_interval = probe_interval

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 import pytest
 
@@ -342,3 +343,88 @@ def test_a_payout_setting_that_would_stall_the_worker_is_refused_at_start(
     monkeypatch.setenv(variable, value)
     assert cli.main(["verify-ledger"]) == 2
     assert variable in capsys.readouterr().err
+
+
+# ----- verify-ledger that could not finish: what ran, what did not, exit 3 ---------------------
+
+
+class _CutShort:
+    """A verifier whose checks run out of time after `runs` of them (`failing` among them)."""
+
+    def __init__(self, runs: int, failing: str = "") -> None:
+        self.runs = runs
+        self.failing = failing
+
+    async def verify(self, on_check: Any = None) -> Any:
+        from vaultpay_transfer.adapters.verify_sql import CHECK_NAMES
+        from vaultpay_transfer.domain.model import LedgerCheck
+        from vaultpay_transfer.service_layer.verification import ChecksNotFinishedError
+
+        finished = []
+        for name in CHECK_NAMES[: self.runs]:
+            finished.append(LedgerCheck(name, name != self.failing, "checked"))
+            on_check(finished[-1])
+        raise ChecksNotFinishedError(finished, CHECK_NAMES[self.runs :])
+
+
+def test_verify_ledger_past_its_bound_lists_the_checks_not_run_and_exits_3(
+    unreachable_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import vaultpay_transfer.entrypoints.bootstrap as bootstrap
+
+    monkeypatch.setattr(bootstrap, "build_verifier", lambda *_: _CutShort(17))
+    assert cli.main(["verify-ledger", "--within", "45"]) == 3
+    said = capsys.readouterr()
+    lines = said.out.splitlines()
+    assert lines[0] == "verifying the ledger: 19 checks, each a full scan"
+    assert len(lines) == 20 and all(line.startswith("ok   ") for line in lines[1:18])
+    assert lines[18:] == [
+        "skip history_rows_owned_by_wallet_owner: not run",
+        "skip audit_chain_intact: not run",
+    ]
+    assert said.err.splitlines() == [
+        "error: the checks did not finish within 45 minutes (--within): 2 of 19 not run; run "
+        "it again with more (a large ledger: on a replica); nothing was changed"
+    ]
+
+
+def test_verify_ledger_cut_short_after_a_failed_check_is_still_a_failed_check(
+    unreachable_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import vaultpay_transfer.entrypoints.bootstrap as bootstrap
+
+    monkeypatch.setattr(
+        bootstrap, "build_verifier", lambda *_: _CutShort(5, failing="total_balance_zero")
+    )
+    assert cli.main(["verify-ledger"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL total_balance_zero: checked" in out
+    assert "skip audit_chain_intact: not run" in out
+    assert out.endswith("error: the ledger is NOT consistent (and not every check ran)\n")
+
+
+@pytest.mark.parametrize("command", ["verify-ledger", "verify-audit"])
+def test_a_replicas_recovery_conflict_is_run_it_again_with_the_settings_to_look_at(
+    unreachable_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """A long read on a standby cancelled to replay the primary's changes (SQLSTATE 40001,
+    "conflict with recovery") ended in a traceback and exit 70, "a bug": it is exit 3, with
+    the replica settings that let it finish."""
+    from asyncpg.exceptions import SerializationError
+    from sqlalchemy.exc import DBAPIError
+
+    async def conflicted(*_: object) -> int:
+        conflict = SerializationError("canceling statement due to conflict with recovery")
+        raise DBAPIError("SELECT ...", None, conflict) from conflict
+
+    runner = next(c for c in cli._commands if c.name == command)
+    monkeypatch.setattr(runner, "runner", conflicted)
+    assert cli.main([command]) == 3
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: the database cancelled the command's transaction (")
+    assert "hot_standby_feedback = on" in line and "max_standby_streaming_delay" in line
+    assert line.endswith("then run it again; nothing was changed")
+    assert "canceling statement" not in line  # the exception's text is never printed

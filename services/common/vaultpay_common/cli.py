@@ -22,7 +22,8 @@ Commands print progress and results to stdout, errors to stderr, and exit
    70  an unexpected error (a bug: with its traceback; EXIT_INTERNAL)
     2  bad input or a refused action (settings, arguments, an unknown id, a DomainError)
     3  could not run: a dependency is unavailable (the database cannot be reached, or the
-       connection was lost) or too slow for the command's time bound; one line on stderr naming the exception's type (never its text,
+       connection was lost) or too slow for the command's time bound, or the database
+       cancelled its transaction (a replica's recovery conflict); one line on stderr naming the exception's type (never its text,
        which can carry the host or the user) and what became of the command's changes
 
 so that an automated `verify-audit` / `verify-ledger` reads 1 as "broken" and 3 as "try again".
@@ -257,8 +258,18 @@ class ServiceCli(Generic[S]):
                 raise RuntimeError(f"command {chosen.name} has no runner")
             return asyncio.run(chosen.runner(settings, args))
         except Exception as exc:
+            # Before the outage test: a replica ends an idle transaction's recovery conflict
+            # by closing its connection (FATAL 40001), which reads as a lost connection too.
+            note = exc.note if isinstance(exc, CommandUnreachableError) else None
+            if _transaction_conflict(exc):
+                print(
+                    f"error: the database cancelled the command's transaction "
+                    f"({_root_cause_name(exc)}): {_conflict_hint(exc)}; "
+                    f"{note or if_unreachable}",
+                    file=sys.stderr,
+                )
+                return EXIT_UNAVAILABLE
             if _database_unreachable(exc):
-                note = exc.note if isinstance(exc, CommandUnreachableError) else None
                 print(
                     f"error: the database is unreachable ({_root_cause_name(exc)}); "
                     f"{note or if_unreachable}",
@@ -354,6 +365,30 @@ def _database_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.filename is not None:
         return False
     return connection_lost(exc)
+
+
+# PostgreSQL cancelled the transaction for another's sake, and running it again may succeed:
+# a serialization failure (40001) or deadlock (40P01). On a replica (verify-ledger's advice for
+# a large ledger) both are how a recovery conflict ends a long read: the replica replays the
+# removal of row versions the read still needs, or a lock it conflicts with, after
+# max_standby_streaming_delay (30 s by default). Exit 3, "run it again", not a bug's 70.
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def _transaction_conflict(exc: BaseException) -> bool:
+    return any(code in _CONFLICT_SQLSTATES for code, _ in sqlstates(exc))
+
+
+def _conflict_hint(exc: BaseException) -> str:
+    """What to do about it: for a replica's recovery conflict (its message says so; the
+    message itself is not printed), the replica's settings that let a long read finish."""
+    if any("conflict with recovery" in str(seen) for _, seen in sqlstates(exc)):
+        return (
+            "a replica cancelled a long read to replay the primary's changes (a recovery "
+            "conflict); set hot_standby_feedback = on on the replica, or raise its "
+            "max_standby_streaming_delay above the command's time, then run it again"
+        )
+    return "it conflicted with a concurrent transaction; run it again"
 
 
 # PostgreSQL refused the settings themselves: a wrong user or password, no such database.

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from sqlalchemy import text
 
 from tests.fakes.transfer import ScriptedBank
 from tests.integration.transfer.conftest import (
+    TOP_UP,
     LedgerWorld,
     Wallet,
     key,
@@ -35,14 +37,20 @@ from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import create_engine
 from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_transfer.adapters.verify_sql import _CHECKS, SqlLedgerAuditor, check_ledger
-from vaultpay_transfer.domain.model import LedgerCheck
+from vaultpay_transfer.domain.model import LedgerCheck, PaymentMethod
 from vaultpay_transfer.service_layer.payouts import PayoutWorker
+from vaultpay_transfer.service_layer.verification import (
+    ANSWER_MARGIN_SECONDS,
+    ChecksNotFinishedError,
+    LedgerVerification,
+)
 
 # Every check AdminVerifyLedger answers, in its order.
 CHECKS = (
     "postings_balanced",
     "wallet_balances_match_postings",
     "total_balance_zero",
+    "wallet_postings_in_wallet_currency",
     "no_negative_user_balance",
     "wallet_transactions_match_postings",
     "wallet_postings_have_transactions",
@@ -701,7 +709,103 @@ async def test_the_checks_outlast_the_services_statement_bound_but_not_a_callers
             return await auditor.check()
 
         checking = await _checked_behind_a_lock(ledger, within_a_deadline, table)
-        with pytest.raises(DeadlineExceededError):
+        with pytest.raises(DeadlineExceededError) as cut:
             await asyncio.wait_for(checking, 60)
+        # Saying which checks ran and which did not (the one cut short first).
+        assert isinstance(cut.value, ChecksNotFinishedError)
+        ran = 0 if table == "ledger_postings" else len(CHECKS) - 1
+        assert [c.name for c in cut.value.finished] == list(CHECKS[:ran])
+        assert cut.value.not_run == CHECKS[ran:]
     finally:
         await engine.dispose()
+
+
+async def test_wrong_currency_movements_that_mirror_each_other_are_caught(
+    ledger: LedgerWorld,
+) -> None:
+    """The review's case: A (INR) pays B (USD) 500 posted in rupees, C (USD) pays D (INR) 500
+    posted in dollars. Each wallet's balance is the sum of its postings (in any currency),
+    and the balances summed by their wallets' currency still cancel out: only the postings'
+    and rows' currency against their wallet's tells. Written by the real ledger between
+    wallets of one currency, then B and D relabelled, as a ledger that skipped the recipient's
+    currency would have left them."""
+    a, b = await ledger.new_wallet(), await ledger.new_wallet()
+    c, d = await ledger.new_wallet(currency="USD"), await ledger.new_wallet(currency="USD")
+    await ledger.fund(a, 1_000)
+    funded = await ledger.ledger.top_up(
+        key(c.user_id, TOP_UP), c.user_id, 1_000, "USD", PaymentMethod.UPI, f"upi-{c.user_id}", ""
+    )
+    assert funded.code == "OK", funded
+    rupees = await ledger.send(a, b, 500)
+    dollars = await ledger.ledger.send_money(key(c.user_id), c.user_id, d.wallet_id, 500, "USD", "")
+    assert dollars.code == "OK" and dollars.transaction is not None, dollars
+    [b_side, d_side] = [
+        str(r["id"])
+        for r in await ledger.fetch(
+            "SELECT id::text FROM wallet_transactions WHERE wallet_id = ANY($1::text[])"
+            " ORDER BY wallet_id = $2 DESC",
+            [b.wallet_id, d.wallet_id],
+            b.wallet_id,
+        )
+    ]
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallets DISABLE TRIGGER USER",
+        "UPDATE wallets SET currency = CASE id WHEN :b THEN 'USD' ELSE 'INR' END"
+        " WHERE id IN (:b, :d)",
+        b=b.wallet_id,
+        d=d.wallet_id,
+    )
+    assert _failed(checks) == {"wallet_postings_in_wallet_currency"}
+    detail = checks["wallet_postings_in_wallet_currency"].detail
+    movements = [
+        await _ledger_id(ledger, rupees.transaction_id),
+        await _ledger_id(ledger, dollars.transaction.transaction_id),
+    ]
+    for named in (*movements, b_side, d_side):
+        assert named in detail, (named, detail)
+    assert checks["total_balance_zero"].ok  # the totals alone cancel out
+
+    # One such movement alone unbalances the wallets' totals too.
+    checks = await _tampered(
+        ledger,
+        "ALTER TABLE wallets DISABLE TRIGGER USER",
+        "UPDATE wallets SET currency = 'USD' WHERE id = :b",
+        b=b.wallet_id,
+    )
+    assert _failed(checks) == {"wallet_postings_in_wallet_currency", "total_balance_zero"}
+
+
+async def test_an_admin_call_answers_in_time_with_the_checks_it_could_not_run(
+    ledger: LedgerWorld,
+) -> None:
+    """AdminVerifyLedger through the gateway (no deadline, 12 s to answer; here 3 s): a
+    check that takes longer (waiting behind a lock here, a large table's scan in life) is
+    stopped before the answer is due, and the answer names what ran and what did not, the
+    rest of the database's work cancelled with it."""
+    verification = LedgerVerification(SqlLedgerAuditor(ledger.engine, b"k" * 32, None), _Clock())
+    conn = await ledger.owner()
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE limit_usage IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            answer = await verification.answer(3.0)
+            took = time.monotonic() - started
+    finally:
+        await conn.close()
+    assert 3.0 - ANSWER_MARGIN_SECONDS - 0.5 < took < 3.0
+    blocked = CHECKS.index("limit_usage_matches_movements")
+    assert answer.not_run == CHECKS[blocked:]
+    assert [c.name for c in answer.report.checks] == list(CHECKS)
+    assert all(c.ok for c in answer.report.checks[:blocked])
+    assert all(
+        not c.ok and c.detail.startswith("not run: this call answers within 3 s")
+        for c in answer.report.checks[blocked:]
+    )
+    # Nothing left running: the same call completes once the lock is gone.
+    assert (await verification.answer(3.0)).complete
+
+
+class _Clock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)

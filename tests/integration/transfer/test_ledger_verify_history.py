@@ -169,7 +169,7 @@ async def test_a_ledger_older_and_newer_functions_wrote_passes_every_check(
     )
 
     checks = await SqlLedgerAuditor(ledger.engine, b"k" * 32, None).check()
-    assert len(checks) == 18
+    assert len(checks) == 19
     failing = [c for c in checks if not c.ok]
     print("failing checks:", failing)
     assert all(c.ok for c in checks), failing

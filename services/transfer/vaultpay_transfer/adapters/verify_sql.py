@@ -6,6 +6,7 @@ are full scans: an operator's proof, not a hot path.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -13,17 +14,23 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vaultpay_common.audit import AuditVerification, CheckpointStore, verify_audit
 from vaultpay_common.context import remaining_seconds
 from vaultpay_common.db import limit_statements, query_canceled
-from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_transfer.domain.model import LedgerCheck
 from vaultpay_transfer.service_layer.ports import CheckDone
+from vaultpay_transfer.service_layer.verification import ChecksNotFinishedError
 
-__all__ = ["CHECK_COUNT", "SqlLedgerAuditor", "audit_chain_check", "check_ledger"]
+__all__ = [
+    "AUDIT_CHECK",
+    "CHECK_COUNT",
+    "CHECK_NAMES",
+    "SqlLedgerAuditor",
+    "audit_chain_check",
+    "check_ledger",
+]
 
 _CHECKS: tuple[tuple[str, str, str], ...] = (
     (
@@ -52,16 +59,45 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
         """,
     ),
     (
+        # A wallet's balance is in its wallet's currency; its postings each carry their own.
+        # Summed by the wallets' label alone, two wrong-currency movements that mirror each
+        # other (INR posted into a USD wallet, USD into an INR one) cancelled out: the
+        # wallets' side is summed by the postings' currency too (the same scan of the
+        # postings), and the next check ties each posting to its wallet's currency.
         "total_balance_zero",
-        "all balances, wallets and system accounts, sum to zero per currency",
+        "all balances, wallets and system accounts, sum to zero per currency (the wallets'"
+        " by their balances, in the wallet's currency, and by their postings, in the"
+        " posting's)",
         """
-        SELECT coalesce(w.currency, s.currency) FROM
+        SELECT coalesce(w.currency, p.currency) FROM
             (SELECT currency, sum(balance) AS total FROM wallets GROUP BY currency) AS w
         FULL JOIN
-            (SELECT currency, sum(amount) AS total FROM ledger_postings
-             WHERE account LIKE 'sys:%' GROUP BY currency) AS s ON s.currency = w.currency
-        WHERE coalesce(w.total, 0) + coalesce(s.total, 0) <> 0
+            (SELECT currency,
+                    coalesce(sum(amount) FILTER (WHERE account LIKE 'VPY-%'), 0) AS wallets,
+                    coalesce(sum(amount) FILTER (WHERE account LIKE 'sys:%'), 0) AS system
+             FROM ledger_postings GROUP BY currency) AS p ON p.currency = w.currency
+        WHERE coalesce(w.total, 0) + coalesce(p.system, 0) <> 0
+           OR coalesce(p.wallets, 0) + coalesce(p.system, 0) <> 0
         LIMIT 5
+        """,
+    ),
+    (
+        # Nothing else compares a posting's currency with its wallet's: each wallet's
+        # balance is the sum of its postings whatever their currency, and the totals above
+        # balance when wrong-currency movements mirror each other. Named: the movement of
+        # a wrong posting, the wallet-side row of a wrong row.
+        "wallet_postings_in_wallet_currency",
+        "every posting to a wallet, and every wallet-side transaction, is in the wallet's currency",
+        """
+        SELECT id FROM (
+            SELECT p.ledger_transaction_id::text AS id FROM ledger_postings AS p
+            JOIN wallets AS w ON w.id = p.account
+            WHERE p.account LIKE 'VPY-%' AND p.currency <> w.currency
+            UNION
+            SELECT t.id::text FROM wallet_transactions AS t
+            JOIN wallets AS w ON w.id = t.wallet_id
+            WHERE t.currency <> w.currency
+        ) AS bad LIMIT 5
         """,
     ),
     (
@@ -319,8 +355,10 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
         """,
     ),
 )
-# The ledger's checks and the audit chain's.
-CHECK_COUNT = len(_CHECKS) + 1
+AUDIT_CHECK = "audit_chain_intact"
+# Every check, in the order they run: the ledger's, then the audit chain's.
+CHECK_NAMES = (*(name for name, _, _ in _CHECKS), AUDIT_CHECK)
+CHECK_COUNT = len(CHECK_NAMES)
 
 
 async def _check(conn: AsyncConnection, name: str, what: str, sql: str) -> LedgerCheck:
@@ -368,7 +406,9 @@ class SqlLedgerAuditor:
     Without a store (a deployment that set no `*_AUDIT_CHECKPOINT_DIR`: the Kubernetes and
     compose files, whose replicas would need shared storage for it) nothing can be anchored:
     the check says so in a warning rather than failing every run. Warnings that prove nothing
-    wrong (seals after the latest checkpoint, rows sealed within the bound) stay warnings."""
+    wrong (seals after the latest checkpoint, rows sealed within the bound) stay warnings.
+    On a replica the chain is read once the replica has replayed the latest checkpoint's
+    seals (`verify_audit`; ReplicaBehindError when it does not within the bound)."""
 
     def __init__(
         self,
@@ -394,28 +434,43 @@ class SqlLedgerAuditor:
                 yield conn
 
     async def check(self, on_check: CheckDone | None = None) -> Sequence[LedgerCheck]:
-        """Every check, or DeadlineExceededError when they outlast the caller's deadline (30
-        minutes without one): the ledger's and the audit chain's statements share that bound."""
+        """Every check, in CHECK_NAMES' order, by the caller's deadline (30 minutes without
+        one): the ledger's and the audit chain's statements share that bound, and so does the
+        whole (the audit chain is streamed, a statement per batch; a pool may keep it waiting
+        for a connection). Past it ChecksNotFinishedError (a DeadlineExceededError) names the
+        checks that ran and those that did not, the one cut short first."""
         ends = _checks_end()
+        finished: list[LedgerCheck] = []
+
+        def heard(check: LedgerCheck) -> None:
+            finished.append(check)
+            if on_check is not None:
+                on_check(check)
+
+        bound = asyncio.timeout(max(0.0, ends - time.monotonic()))
         try:
-            async with self._snapshot() as conn:
-                checks = await check_ledger(conn, ends=ends, on_check=on_check)
-            # The audit chain in a snapshot of its own, taken after its latest checkpoint is
-            # read (verify_audit reads it before its first query; SET LOCAL takes no snapshot):
-            # in the ledger's snapshot, a checkpoint the sealer saved during the checks above
-            # would name seals the snapshot cannot see, and read as rows deleted.
-            async with self._snapshot() as conn:
-                await limit_statements(conn, ends - time.monotonic())
-                audit = await verify_audit(conn, self._audit_key, self._checkpoints)
-        except DBAPIError as exc:
-            if query_canceled(exc):
-                raise DeadlineExceededError() from exc
+            async with bound:
+                async with self._snapshot() as conn:
+                    await check_ledger(conn, ends=ends, on_check=heard)
+                # The audit chain in a snapshot of its own, taken after its latest checkpoint
+                # is read (verify_audit reads it first, then waits for a replica to replay
+                # it): in the ledger's snapshot, a checkpoint the sealer saved during the checks
+                # above would name seals the snapshot cannot see, and read as rows deleted.
+                audit = await verify_audit(
+                    self._engine,
+                    self._audit_key,
+                    self._checkpoints,
+                    within_seconds=ends - time.monotonic(),
+                )
+        except Exception as exc:
+            # A statement cancelled by its bound (57014), or the bound cancelling the call
+            # (TimeoutError; or whatever a connection cancelled mid-statement raised instead).
+            if bound.expired() or query_canceled(exc):
+                raise ChecksNotFinishedError(finished, CHECK_NAMES[len(finished) :]) from exc
             raise
         anchored_required = self._checkpoints is not None
-        checks.append(audit_chain_check(audit, self._sealing_bound, anchored_required))
-        if on_check is not None:
-            on_check(checks[-1])
-        return checks
+        heard(audit_chain_check(audit, self._sealing_bound, anchored_required))
+        return finished
 
 
 def audit_chain_check(
@@ -441,4 +496,4 @@ def audit_chain_check(
         )
     detail += "".join(f"; warning: {warning}" for warning in audit.warnings)
     proven = audit.anchored if anchored_required else audit.ok
-    return LedgerCheck("audit_chain_intact", proven and not overdue, detail)
+    return LedgerCheck(AUDIT_CHECK, proven and not overdue, detail)

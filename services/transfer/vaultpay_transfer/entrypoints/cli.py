@@ -9,7 +9,10 @@ vaultpay-transfer dead-letters [--limit N]         # transfer's outbox events th
 vaultpay-transfer replay-dead-letter --event-id E  # send one again (after fixing the cause)
 
 Exit codes (`vaultpay_common.cli`): 0 ok; 1 a check failed (the ledger is not consistent, the
-audit chain is broken); 2 bad settings or input; 3 the database is unreachable.
+audit chain is broken); 2 bad settings or input; 3 it could not finish, run it again: the
+database is unreachable, the checks outlasted --within (those not run are listed), a replica
+had not replayed the audit chain's latest checkpoint, or a replica cancelled a read (a
+recovery conflict: hot_standby_feedback, max_standby_streaming_delay).
 
 `migrate` runs the wallet chain before the transfer chain: the ledger's functions lock and
 update wallet rows and read wallet's limits, so its migration needs wallet's tables.
@@ -21,12 +24,19 @@ import argparse
 import time
 from pathlib import Path
 
+from vaultpay_common.audit.verify import ReplicaBehindError
 from vaultpay_common.cli import READ_ONLY, ServiceCli, say, whole_number
 from vaultpay_common.context import DEADLINE
 from vaultpay_common.db import create_engine
+from vaultpay_common.errors import DeadlineExceededError
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
-from vaultpay_transfer.adapters.verify_sql import CHECK_COUNT, UNBOUNDED_CALL_TIMEOUT
+from vaultpay_transfer.adapters.verify_sql import (
+    CHECK_COUNT,
+    CHECK_NAMES,
+    UNBOUNDED_CALL_TIMEOUT,
+)
 from vaultpay_transfer.domain.model import LedgerCheck
+from vaultpay_transfer.service_layer.verification import ChecksNotFinishedError
 from vaultpay_transfer.settings import TransferSettings
 
 __all__ = ["TRANSFER_CHAIN", "WALLET_CHAIN", "main"]
@@ -78,15 +88,33 @@ async def _verify(settings: TransferSettings, args: argparse.Namespace) -> int:
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
     printed: list[LedgerCheck] = []
+    heading = f"verifying the ledger: {CHECK_COUNT} checks, each a full scan"
 
     def done(check: LedgerCheck) -> None:  # as each completes: a large ledger takes minutes
         if not printed:  # once connected: an unreachable database prints only its error
-            say(f"verifying the ledger: {CHECK_COUNT} checks, each a full scan")
+            say(heading)
         printed.append(check)
         say(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
 
     try:
         report = await build_verifier(settings, engine).verify(done)
+    except (ChecksNotFinishedError, ReplicaBehindError) as unfinished:
+        # Not every check ran: the rest are listed; a check that ran and failed is still
+        # the verdict (exit 1), else it could not finish (exit 3: run it again).
+        if not printed:
+            say(heading)
+        for name in CHECK_NAMES[len(printed) :]:
+            say(f"skip {name}: not run")
+        if not all(check.ok for check in printed):
+            say("error: the ledger is NOT consistent (and not every check ran)")
+            return 1
+        if isinstance(unfinished, ReplicaBehindError):
+            raise
+        raise DeadlineExceededError(
+            f"the checks did not finish within {args.within} minutes (--within): "
+            f"{len(unfinished.not_run)} of {CHECK_COUNT} not run; run it again with more (a "
+            "large ledger: on a replica)"
+        ) from unfinished
     finally:
         await engine.dispose()
     say("the ledger is consistent" if report.ok else "error: the ledger is NOT consistent")

@@ -489,6 +489,7 @@ class LedgerCheck(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     OK_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    NOT_RUN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Stable snake_case name, e.g. "postings_balanced", "wallet_balances_match_postings",
     "total_balance_zero", "no_negative_user_balance", "wallet_histories_add_up",
@@ -497,17 +498,25 @@ class LedgerCheck(_message.Message):
     ok: _builtins.bool
     """True when the invariant holds."""
     detail: _builtins.str
-    """What was checked, and for a failure the first offending ids; never secrets."""
+    """What was checked, and for a failure the first offending ids; never secrets. For a check
+    not run, why.
+    """
+    not_run: _builtins.bool
+    """True when the check did not run: AdminVerifyLedger's time ran out before it (see there).
+    `ok` is then false although nothing is known to be wrong: an inconsistency is a check
+    with `ok` false and `not_run` false. Always false from a server before this field.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         ok: _builtins.bool = ...,
         detail: _builtins.str = ...,
+        not_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "name", b"name", "ok", b"ok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "name", b"name", "not_run", b"not_run", "ok", b"ok"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1438,10 +1447,10 @@ class AdminVerifyLedgerResponse(_message.Message):
     CHECKS_FIELD_NUMBER: _builtins.int
     VERIFY_TIME_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
-    """True when every check passed."""
+    """True when every check ran and passed."""
     @_builtins.property
     def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___LedgerCheck]:
-        """Each check with its outcome."""
+        """Each check with its outcome, in the order they run; the checks not run (`not_run`) last."""
 
     @_builtins.property
     def verify_time(self) -> _timestamp_pb2.Timestamp:

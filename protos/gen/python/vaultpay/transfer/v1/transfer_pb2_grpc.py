@@ -629,8 +629,15 @@ class TransferAdminServiceServicer:
         wallet balance equals the sum of its postings, all balances including system accounts
         sum to zero, no user balance is negative, each wallet's history adds up to its balance
         and every row of it belongs to the wallet's owner, every movement agrees with its
-        postings, payment, limit usage and payout) and checks the audit hash chain. The caller's
-        deadline bounds its full scans.
+        postings, payment, limit usage and payout, and every posting and history row is in its
+        wallet's currency) and checks the audit hash chain. The checks are full scans, run in
+        order and stopped 2 s before the caller's deadline, or 10 s in when the caller sent none
+        (a JSON call through the gateway, which ends a call at 15 s): the answer lists the checks
+        that ran and, with `not_run` true and `ok` false, those the time did not reach, rather
+        than a DEADLINE_EXCEEDED without any verdict. Every check of a large ledger runs in
+        `vaultpay-transfer verify-ledger`, best on a replica. One verification runs at a time in
+        a transfer process: another call meanwhile is ABORTED with reason
+        LEDGER_VERIFICATION_IN_PROGRESS (409 through the gateway; RetryInfo 12 s).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

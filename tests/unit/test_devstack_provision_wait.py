@@ -7,6 +7,7 @@ it at once."""
 from __future__ import annotations
 
 import itertools
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -87,8 +88,11 @@ def test_the_wait_is_bounded(
     [
         asyncpg.InvalidPasswordError("password authentication failed for user postgres"),
         asyncpg.InsufficientPrivilegeError("permission denied to create role"),
+        # An OSError too, but no wait mends a certificate (review of the change: a wrong CA
+        # or host name was retried for a minute as "not taking connections").
+        ssl.SSLCertVerificationError(1, "certificate verify failed"),
     ],
-    ids=["wrong password", "missing privilege"],
+    ids=["wrong password", "missing privilege", "certificate refused"],
 )
 def test_a_server_that_answers_no_is_not_asked_again(
     monkeypatch: pytest.MonkeyPatch, error: BaseException

@@ -36,6 +36,7 @@ import re
 import secrets
 import shutil
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -403,6 +404,8 @@ def _first_step_when_accepting(
     while True:
         try:
             run_sql(admin_dsn, work)
+        except ssl.SSLError as exc:  # an OSError, but waiting does not fix a certificate
+            raise fail(what, exc) from exc
         except (OSError, asyncpg.CannotConnectNowError) as exc:
             left = deadline - time.monotonic()
             if left <= 0:

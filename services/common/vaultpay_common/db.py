@@ -22,11 +22,18 @@ import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import asyncpg
 from sqlalchemy import event, text
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -115,21 +122,28 @@ _URL_OPTIONS = frozenset({"ssl", "sslmode", "sslrootcert"})
 def asyncpg_dsn(url: str) -> str:
     """The DSN asyncpg.connect takes for a service's DATABASE_URL (`postgresql+asyncpg://`).
 
-    The URL's TLS options become libpq's, which asyncpg's DSN parser reads: `ssl=` or
-    `sslmode=` (one of TLS_MODES; `ssl` is SQLAlchemy's spelling) and `sslrootcert=`, the CA
-    bundle's path; without it asyncpg reads PGSSLROOTCERT, then ~/.postgresql/root.crt. Any other
-    query option, a mode not in TLS_MODES, or `ssl` beside `sslmode` is a ValueError naming the
+    Read as SQLAlchemy reads it (`make_url`: a password may hold `?`, `#` or `/` unencoded, as
+    the engines always took it), then written back with every part quoted. The URL's TLS
+    options become libpq's, which asyncpg's DSN parser reads: `ssl=` or `sslmode=` (one of
+    TLS_MODES; `ssl` is SQLAlchemy's spelling) and `sslrootcert=`, the CA bundle's path;
+    without it asyncpg reads PGSSLROOTCERT, then ~/.postgresql/root.crt. Any other query
+    option, a mode not in TLS_MODES, or `ssl` beside `sslmode` is a ValueError naming the
     option (never the URL: it carries the password)."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgresql+asyncpg", "postgresql", "postgres"}:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            "a database URL must read postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    if parsed.drivername not in {"postgresql+asyncpg", "postgresql", "postgres"}:
         raise ValueError("a database URL must start with postgresql+asyncpg://")
     options: dict[str, str] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+    for name, value in parsed.query.items():
         if name not in _URL_OPTIONS:
             raise ValueError(
                 f"database URL option {name!r} is not supported (only ssl or sslmode, sslrootcert)"
             )
-        if name in options:
+        if not isinstance(value, str):
             raise ValueError(f"database URL option {name!r} is given twice")
         options[name] = value
     if "ssl" in options and "sslmode" in options:
@@ -141,8 +155,18 @@ def asyncpg_dsn(url: str) -> str:
         )
     if options.get("sslrootcert") == "":
         raise ValueError("database URL: sslrootcert is empty")
+    auth = ""
+    if parsed.username is not None:
+        auth = quote(parsed.username, safe="")
+        if parsed.password is not None:
+            auth += ":" + quote(str(parsed.password), safe="")
+        auth += "@"
+    host = parsed.host or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    port = "" if parsed.port is None else f":{parsed.port}"
+    dsn = f"postgresql://{auth}{host}{port}/{quote(parsed.database or '', safe='')}"
     query = {**({"sslmode": mode} if mode is not None else {}), **options}
-    dsn = f"postgresql://{parts.netloc}{parts.path}"
     return f"{dsn}?{urlencode(query, quote_via=quote, safe='/')}" if query else dsn
 
 

@@ -10,6 +10,7 @@ restores them (and the audit entries): what a block did not commit is provably g
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import Sequence
@@ -71,10 +72,17 @@ class CountingHasher:
         return f"hashed{self.cost}:{password}"
 
     async def verify(
-        self, password: str, password_hash: str, *, priority: HashPriority = HashPriority.SIGN_IN
+        self,
+        password: str,
+        password_hash: str,
+        *,
+        priority: HashPriority = HashPriority.SIGN_IN,
+        admitted: asyncio.Event | None = None,
     ) -> bool:
         if self.busy is not None:
             raise self.busy
+        if admitted is not None:
+            admitted.set()  # no queue here: admitted at once
         self.calls.append(("verify", priority.value))
         made, _, hashed = password_hash.partition(":")
         return made.startswith("hashed") and hashed == password

@@ -24,6 +24,8 @@ def _pause_hashing(world: World) -> tuple[asyncio.Event, asyncio.Event]:
     verify = world.hasher.verify
 
     async def slow_verify(password: str, password_hash: str, **kw: Any) -> bool:
+        if kw.get("admitted") is not None:
+            kw["admitted"].set()  # a worker took it: the hash runs
         hashing.set()
         await release.wait()
         return await verify(password, password_hash, **kw)
@@ -81,3 +83,31 @@ async def test_a_password_change_whose_caller_went_away_settles_its_attempt() ->
     [(counter, ip)] = world.throttle.succeeded_for
     assert counter.startswith("change-attempts:") and ip == IP
     assert world.uow.users.users[user.id].password_hash == f"hashed:{PASSWORD}"  # unchanged
+
+
+async def test_a_sign_in_whose_caller_went_away_while_queued_leaves_the_queue() -> None:
+    """Review of this change: shielded from the start, a check whose caller went away while it
+    still waited for a worker kept its place and was hashed for nobody, and a queue of such
+    checks made every later sign-in wait for them. Cancelled before a worker took it, it
+    leaves the queue and gives its reservation back (no password was checked)."""
+    world = World()
+    world.add_user("ada@example.com")
+    queued, hashed = asyncio.Event(), []
+    verify = world.hasher.verify
+
+    async def waits_for_a_worker(password: str, password_hash: str, **kw: Any) -> bool:
+        queued.set()
+        await asyncio.Event().wait()  # no worker ever comes: `admitted` is never set
+        hashed.append(password)
+        return await verify(password, password_hash, **kw)
+
+    world.hasher.verify = waits_for_a_worker  # type: ignore[method-assign]
+    task = asyncio.ensure_future(world.accounts.login("ada@example.com", PASSWORD, IP))
+    await queued.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _settled(world)
+    assert hashed == []
+    assert world.throttle.released == [("login:ada@example.com", IP)]
+    assert world.throttle.succeeded_for == []

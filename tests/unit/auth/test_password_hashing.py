@@ -139,3 +139,29 @@ async def test_bcrypt_hasher_refuses_sign_ups_beyond_its_queue() -> None:
         hasher.admission.release(SIGN_IN)
     finally:
         hasher.close()
+
+
+async def test_a_check_is_admitted_only_when_a_worker_takes_it() -> None:
+    """`admitted` tells a caller whether its check's hash runs whoever waits for it: set once
+    a worker took the check, never for one taken out of the queue before."""
+    hasher = BcryptPasswordHasher(b"p" * 32, 4, workers=1)
+    stored = await hasher.hash("correct horse 42")
+    await hasher.admission.acquire(HashPriority.SIGN_IN)  # the only worker is busy
+    queued_admitted = asyncio.Event()
+    queued = asyncio.ensure_future(
+        hasher.verify("correct horse 42", stored, admitted=queued_admitted)
+    )
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert hasher.admission.waiting(HashPriority.SIGN_IN) == 1
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert not queued_admitted.is_set()
+    assert hasher.admission.waiting(HashPriority.SIGN_IN) == 0  # out of the queue
+    hasher.admission.release(HashPriority.SIGN_IN)
+
+    admitted = asyncio.Event()
+    assert await hasher.verify("correct horse 42", stored, admitted=admitted)
+    assert admitted.is_set()
+    hasher.close()

@@ -151,10 +151,15 @@ class BcryptPasswordHasher:
         digest = hmac.new(self._pepper, password.encode(), hashlib.sha256).digest()
         return base64.b64encode(digest)
 
-    async def _run(self, priority: HashPriority, work: Callable[[], T]) -> T:
-        """Runs `work` on a bcrypt thread once admitted; the worker is given back when the
-        thread is done, even if the caller stopped waiting (the thread cannot be stopped)."""
+    async def _run(
+        self, priority: HashPriority, work: Callable[[], T], admitted: asyncio.Event | None = None
+    ) -> T:
+        """Runs `work` on a bcrypt thread once admitted (then `admitted` is set); the worker is
+        given back when the thread is done, even if the caller stopped waiting (the thread
+        cannot be stopped)."""
         await self.admission.acquire(priority)
+        if admitted is not None:
+            admitted.set()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
@@ -177,10 +182,15 @@ class BcryptPasswordHasher:
         return hashed.decode()
 
     async def verify(
-        self, password: str, password_hash: str, *, priority: HashPriority = SIGN_IN
+        self,
+        password: str,
+        password_hash: str,
+        *,
+        priority: HashPriority = SIGN_IN,
+        admitted: asyncio.Event | None = None,
     ) -> bool:
         prehashed, stored = self._prehash(password), password_hash.encode()
-        return await self._run(priority, lambda: bcrypt.checkpw(prehashed, stored))
+        return await self._run(priority, lambda: bcrypt.checkpw(prehashed, stored), admitted)
 
     def needs_rehash(self, password_hash: str) -> bool:
         """A hash of another cost (`$2b$12$…` made before the setting became 13), or one

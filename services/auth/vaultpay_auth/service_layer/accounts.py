@@ -154,21 +154,30 @@ class AccountService:
         return len(left)
 
     async def _verify_and_settle(
-        self, counter: str, client_ip: str, verify: Callable[[], Awaitable[bool]]
+        self,
+        counter: str,
+        client_ip: str,
+        verify: Callable[[asyncio.Event], Awaitable[bool]],
     ) -> bool:
-        """`verify()` and its throttle reservation's settlement, in a task of their own that a
-        caller going away does not cut short: a right password gives the reservation back
-        (`succeeded`), a wrong one stays counted, one the hasher was too busy to check is
-        released. Run in the caller, a cancellation (the gateway's 15 s behind a long hashing
-        queue, a client's deadline) kept the attempt counted as a failure whatever the
-        password: five slow sign-ins locked out a user with the right one (review of
-        2026-12-05). A caller that goes away learns nothing of the verdict."""
+        """`verify(admitted)` and its throttle reservation's settlement, in a task of their own
+        that a caller going away does not cut short once the hash has started (`admitted`): a
+        right password gives the reservation back (`succeeded`), a wrong one stays counted, one
+        the hasher was too busy to check is released. Run in the caller, a cancellation (the
+        gateway's 15 s behind a long hashing queue, a client's deadline) kept the attempt
+        counted as a failure whatever the password: five slow sign-ins locked out a user with
+        the right one (review of 2026-12-05). A caller that goes away while its check still
+        waits for a worker takes it out of the queue (nobody would read its verdict, and a
+        queue of abandoned checks made every later sign-in wait for them), and its reservation
+        is given back: no password was checked. A caller that goes away learns nothing of the
+        verdict."""
+        admitted = asyncio.Event()
 
         async def run() -> bool:
             try:
-                verified = await verify()
-            except PasswordHashingBusyError:
-                await self._throttle.release(counter, client_ip)  # no password was checked
+                verified = await verify(admitted)
+            except (PasswordHashingBusyError, asyncio.CancelledError):
+                # Refused a worker, or taken out of the queue: no password was checked.
+                await self._throttle.release(counter, client_ip)
                 raise
             if verified:
                 await self._throttle.succeeded(counter, client_ip)
@@ -178,7 +187,12 @@ class AccountService:
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
         task.add_done_callback(_retrieve_quietly)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not admitted.is_set():
+                task.cancel()  # still queued: out of the queue, the reservation given back
+            raise
 
     async def _record(self, entry: AuditEntry) -> None:
         """Audits a refusal in a short transaction of its own (the caller raises next)."""
@@ -219,14 +233,18 @@ class AccountService:
         log.info("user registered", extra={"user_id": user.id})
         return user
 
-    async def _verify_or_waste_time(self, password: str, user: User | None) -> bool:
+    async def _verify_or_waste_time(
+        self, password: str, user: User | None, *, admitted: asyncio.Event | None = None
+    ) -> bool:
         """Checks the password; without a user, hashes anyway so timing reveals nothing."""
         sign_in = HashPriority.SIGN_IN
         if user is not None:
-            return await self._hasher.verify(password, user.password_hash, priority=sign_in)
+            return await self._hasher.verify(
+                password, user.password_hash, priority=sign_in, admitted=admitted
+            )
         if self._dummy_hash is None:
             self._dummy_hash = await self._hasher.hash("not-a-real-password-0", priority=sign_in)
-        await self._hasher.verify(password, self._dummy_hash, priority=sign_in)
+        await self._hasher.verify(password, self._dummy_hash, priority=sign_in, admitted=admitted)
         return False
 
     async def login(self, email: str, password: str, client_ip: str) -> tuple[IssuedTokens, User]:
@@ -244,7 +262,9 @@ class AccountService:
         async with self._uow() as uow:
             found = await uow.users.get_by_email(email)
         verified = await self._verify_and_settle(
-            counter, client_ip, lambda: self._verify_or_waste_time(password, found)
+            counter,
+            client_ip,
+            lambda admitted: self._verify_or_waste_time(password, found, admitted=admitted),
         )
         if not verified:
             await self._record(
@@ -422,7 +442,9 @@ class AccountService:
         verified = await self._verify_and_settle(
             counter,
             client_ip,
-            lambda: self._hasher.verify(current, user.password_hash, priority=HashPriority.SIGN_IN),
+            lambda admitted: self._hasher.verify(
+                current, user.password_hash, priority=HashPriority.SIGN_IN, admitted=admitted
+            ),
         )
         if not verified:
             await self._record(password_change_failed(user.id, client_ip, "wrong_current_password"))

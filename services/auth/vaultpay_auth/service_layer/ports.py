@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,8 +52,16 @@ class PasswordHasher(Protocol):
     ) -> str: ...
 
     async def verify(
-        self, password: str, password_hash: str, *, priority: HashPriority = HashPriority.SIGN_IN
-    ) -> bool: ...
+        self,
+        password: str,
+        password_hash: str,
+        *,
+        priority: HashPriority = HashPriority.SIGN_IN,
+        admitted: asyncio.Event | None = None,
+    ) -> bool:
+        """`admitted` is set once the check leaves the queue for a worker: from then on its
+        hash runs whoever waits for it."""
+        ...
 
     def needs_rehash(self, password_hash: str) -> bool:
         """Whether `password_hash` was made with other parameters (a cost) than `hash` uses

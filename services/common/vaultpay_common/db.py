@@ -22,7 +22,7 @@ import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import asyncpg
 from sqlalchemy import event, text
@@ -129,12 +129,24 @@ def asyncpg_dsn(url: str) -> str:
     without it asyncpg reads PGSSLROOTCERT, then ~/.postgresql/root.crt. Any other query
     option, a mode not in TLS_MODES, or `ssl` beside `sslmode` is a ValueError naming the
     option (never the URL: it carries the password)."""
+    shape = (
+        "a database URL must read postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE, one"
+        " host, with @ : / in the user or password percent-encoded (%40 %3A %2F)"
+    )
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ValueError(
-            "a database URL must read postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE"
-        ) from None
+    except (ArgumentError, ValueError):  # never the parser's own text: it quotes the URL
+        raise ValueError(shape) from None
+    if parsed.host is not None and "@" in parsed.host:  # an unencoded @ in the password
+        raise ValueError(shape)
+    # SQLAlchemy drops an option given empty; an empty mode (`sslmode=${UNSET}`) would then
+    # mean asyncpg's default, `prefer`: unverified. Read the raw query for it.
+    raw_query = url.partition("?")[2]
+    for name, given in parse_qsl(raw_query, keep_blank_values=True):
+        if name in {"ssl", "sslmode"} and given == "":
+            raise ValueError(
+                f"database URL: ssl/sslmode must be one of {', '.join(TLS_MODES)}, not ''"
+            )
     if parsed.drivername not in {"postgresql+asyncpg", "postgresql", "postgres"}:
         raise ValueError("a database URL must start with postgresql+asyncpg://")
     options: dict[str, str] = {}

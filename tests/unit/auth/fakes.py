@@ -65,9 +65,17 @@ class CountingHasher:
         self.busy: PasswordHashingBusyError | None = None  # raised instead of computing
         self.cost = ""
 
-    async def hash(self, password: str, *, priority: HashPriority = HashPriority.SIGN_IN) -> str:
+    async def hash(
+        self,
+        password: str,
+        *,
+        priority: HashPriority = HashPriority.SIGN_IN,
+        admitted: asyncio.Event | None = None,
+    ) -> str:
         if self.busy is not None:
             raise self.busy
+        if admitted is not None:
+            admitted.set()
         self.calls.append(("hash", priority.value))
         return f"hashed{self.cost}:{password}"
 

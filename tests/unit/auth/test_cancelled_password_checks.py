@@ -16,6 +16,7 @@ import pytest
 
 from tests.unit.auth.fakes import PASSWORD
 from tests.unit.auth.test_sign_up_and_security_events import IP, WRONG, World
+from vaultpay_auth.domain.errors import PasswordHashingBusyError
 
 
 def _pause_hashing(world: World) -> tuple[asyncio.Event, asyncio.Event]:
@@ -111,3 +112,58 @@ async def test_a_sign_in_whose_caller_went_away_while_queued_leaves_the_queue() 
     assert hashed == []
     assert world.throttle.released == [("login:ada@example.com", IP)]
     assert world.throttle.succeeded_for == []
+
+
+async def test_an_unknown_emails_first_check_counts_once_its_dummy_hash_has_started() -> None:
+    """Review of the change: the first unknown email's check hashes a dummy before it verifies,
+    and only the verify said it was admitted: a caller leaving during the dummy hash cancelled
+    the check, released its reservation and left the hash running for nobody (after every
+    restart, repeatable). The dummy hash admits it too: it runs on and counts."""
+    world = World()
+    hashing, release = asyncio.Event(), asyncio.Event()
+    make_hash = world.hasher.hash
+
+    async def slow_hash(password: str, **kw: Any) -> str:
+        if kw.get("admitted") is not None:
+            kw["admitted"].set()
+        hashing.set()
+        await release.wait()
+        return await make_hash(password, **kw)
+
+    world.hasher.hash = slow_hash  # type: ignore[method-assign]
+    task = asyncio.ensure_future(world.accounts.login("nobody@example.com", WRONG, IP))
+    await hashing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    await _settled(world)
+    assert world.throttle.released == []  # counted: its hash ran
+    assert world.throttle.succeeded_for == []
+
+
+async def test_a_busy_refusals_release_is_not_cut_short_by_its_caller_leaving() -> None:
+    """Review of the change: a check refused a worker releases its reservation; a caller that
+    left during that release cancelled it, and the attempt counted as a wrong password."""
+    world = World()
+    world.add_user("ada@example.com")
+    world.hasher.busy = PasswordHashingBusyError(retry_after_seconds=2)
+    releasing, finish = asyncio.Event(), asyncio.Event()
+    give_back = world.throttle.release
+
+    async def slow_release(account: str, client_ip: str) -> None:
+        releasing.set()
+        await finish.wait()
+        await give_back(account, client_ip)
+
+    world.throttle.release = slow_release  # type: ignore[method-assign]
+    task = asyncio.ensure_future(world.accounts.login("ada@example.com", PASSWORD, IP))
+    await releasing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    finish.set()
+    await _settled(world)
+    for _ in range(10):  # the shielded release, now unblocked, ends within a few turns
+        await asyncio.sleep(0)
+    assert world.throttle.released == [("login:ada@example.com", IP)]

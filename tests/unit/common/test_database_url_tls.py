@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vaultpay_common.db import create_engine
+from vaultpay_common.db import asyncpg_dsn, create_engine
 from vaultpay_wallet.adapters.notification_hub import NotificationHub, PgNotificationListener
 
 URL = "postgresql+asyncpg://app:s%40cret@pg.example.internal:5432/vaultpay"
@@ -195,6 +195,8 @@ async def test_verify_full_without_a_ca_fails_on_both_paths(
         ("sslmode=true", "sslmode must be one of"),
         ("ssl=require&sslmode=verify-full", "not both"),
         ("ssl=require&ssl=verify-full", "'ssl' is given twice"),
+        ("sslmode=", "sslmode must be one of"),  # an unset template variable: not `prefer`
+        ("ssl=", "sslmode must be one of"),
         ("sslcert=/client.crt", "'sslcert' is not supported"),
         ("prepared_statement_cache_size=0", "'prepared_statement_cache_size' is not supported"),
         ("application_name=x", "'application_name' is not supported"),
@@ -237,3 +239,20 @@ async def test_a_password_with_url_characters_reaches_the_server_whole(
         assert connected["addrs"] == [("db.example", 5432)]
         assert connected["login"] == ("app", password, "vaultpay")
         assert connected["sslmode"].name == "require"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://app:S3cr@t:Tail99@db:5432/vaultpay",  # the tail parsed as a port
+        "postgresql+asyncpg://app:S3cr@tTail99@db:5432/vaultpay",  # the tail in the host
+        "postgresql+asyncpg://app:S3cr3tTail99@db1:5432,db2:5432/vaultpay",  # two hosts
+    ],
+)
+def test_a_url_that_does_not_parse_is_refused_without_its_text(url: str) -> None:
+    """An unencoded @ in the password put its tail in the port (SQLAlchemy's own error then
+    quoted it) or in the host name; several hosts failed the same way. The refusal says what
+    shape a URL takes, and nothing of this one."""
+    with pytest.raises(ValueError, match="percent-encoded") as refused:
+        asyncpg_dsn(url)
+    assert "Tail99" not in str(refused.value)

@@ -176,9 +176,15 @@ class BcryptPasswordHasher:
         future.add_done_callback(finished)
         return await asyncio.wrap_future(future)
 
-    async def hash(self, password: str, *, priority: HashPriority = SIGN_IN) -> str:
+    async def hash(
+        self,
+        password: str,
+        *,
+        priority: HashPriority = SIGN_IN,
+        admitted: asyncio.Event | None = None,
+    ) -> str:
         prehashed, salt = self._prehash(password), bcrypt.gensalt(self._rounds)
-        hashed = await self._run(priority, lambda: bcrypt.hashpw(prehashed, salt))
+        hashed = await self._run(priority, lambda: bcrypt.hashpw(prehashed, salt), admitted)
         return hashed.decode()
 
     async def verify(

@@ -176,8 +176,9 @@ class AccountService:
             try:
                 verified = await verify(admitted)
             except (PasswordHashingBusyError, asyncio.CancelledError):
-                # Refused a worker, or taken out of the queue: no password was checked.
-                await self._throttle.release(counter, client_ip)
+                # Refused a worker, or taken out of the queue: no password was checked. Shielded:
+                # a caller leaving now must not cut the release short (the attempt would count).
+                await asyncio.shield(self._throttle.release(counter, client_ip))
                 raise
             if verified:
                 await self._throttle.succeeded(counter, client_ip)
@@ -243,7 +244,12 @@ class AccountService:
                 password, user.password_hash, priority=sign_in, admitted=admitted
             )
         if self._dummy_hash is None:
-            self._dummy_hash = await self._hasher.hash("not-a-real-password-0", priority=sign_in)
+            # The first unknown email's check hashes twice; admitted at its first hash (review
+            # of 2026-12-05: a caller leaving during it took it out of the throttle's count
+            # while its hash ran for nobody).
+            self._dummy_hash = await self._hasher.hash(
+                "not-a-real-password-0", priority=sign_in, admitted=admitted
+            )
         await self._hasher.verify(password, self._dummy_hash, priority=sign_in, admitted=admitted)
         return False
 

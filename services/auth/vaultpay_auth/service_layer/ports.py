@@ -48,7 +48,11 @@ class PasswordHasher(Protocol):
     computations of the same priority already wait."""
 
     async def hash(
-        self, password: str, *, priority: HashPriority = HashPriority.SIGN_IN
+        self,
+        password: str,
+        *,
+        priority: HashPriority = HashPriority.SIGN_IN,
+        admitted: asyncio.Event | None = None,
     ) -> str: ...
 
     async def verify(

@@ -197,3 +197,16 @@ async def test_a_notification_of_an_unknown_kind_is_skipped_and_the_reader_lives
         assert not listener._reader.done()
     finally:
         listener._reader.cancel()
+
+
+async def test_a_users_largest_burst_fits_a_stream_that_keeps_up() -> None:
+    """Review of 2026-12-05: each stream buffered 100 notifications and the listener delivers
+    a read batch of up to 200 without a pause, so a burst of one merchant's payments ended
+    every stream of theirs before their client could read one. The default buffer holds the
+    most the listener keeps pending for one user (500)."""
+    hub = NotificationHub()
+    async with hub.subscribe("merchant") as stream:
+        for n in range(500):
+            hub.publish(_note("merchant", f"payment {n}"))
+        received = [await anext(stream) for _ in range(500)]
+    assert [n.title for n in received] == [f"payment {n}" for n in range(500)]

@@ -132,8 +132,14 @@ class NotificationHub:
     """Watchers of this process, by user. All methods run on the event loop's thread."""
 
     def __init__(
-        self, *, max_streams_per_user: int = 5, max_streams: int = 10_000, buffer_size: int = 100
+        self, *, max_streams_per_user: int = 5, max_streams: int = 10_000, buffer_size: int = 512
     ) -> None:
+        """`buffer_size`: each stream's buffer, at least the listener's `max_pending_per_user`
+        (500), so a user's whole burst fits a stream that is keeping up: with 100, a listener
+        batch (up to 200, delivered without a pause) of one merchant's payments ended every
+        stream of theirs, however fast its client read (review of 2026-12-05). In-flight
+        notifications stay bounded by the listener's `max_pending` (10,000) times the streams
+        of their users."""
         if min(max_streams_per_user, max_streams, buffer_size) < 1:
             raise ValueError("max_streams_per_user, max_streams and buffer_size must be positive")
         self._max_streams_per_user = max_streams_per_user
@@ -369,6 +375,7 @@ class PgNotificationListener:
                 batch = self._take_batch()
                 try:
                     self._deliver(batch, await self._read(batch))
+                    await asyncio.sleep(0)  # the streams write before the next batch lands
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                     log.warning("could not read notifications to deliver live", exc_info=True)
                     self._clear_pending()

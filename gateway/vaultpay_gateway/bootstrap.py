@@ -194,6 +194,12 @@ def _public_listener(
             "max_concurrent_streams": 100,
             "initial_stream_window_size": 65536,
             "initial_connection_window_size": 1048576,
+            # PINGs to every HTTP/2 client: a connection gone silent (a phone that changed
+            # networks, a NAT that forgot it) closes within about 50 s, ending its streams.
+            # Without them a dead client's notification streams stayed open until their
+            # tokens expired, up to 15 minutes, and five such filled the user's cap: the
+            # app's live re-open was refused TOO_MANY_STREAMS (review of 2026-12-05).
+            "connection_keepalive": {"interval": "30s", "timeout": "20s"},
         },
         route_config=public_route_config(contract, settings, docs, caps),
         http_filters=public_http_filters(

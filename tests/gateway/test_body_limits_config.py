@@ -244,3 +244,14 @@ def test_an_unreadable_path_template_is_refused() -> None:
         template_regex("v1/no-slash")
     with pytest.raises(ContractError):
         template_regex("/v1/{unclosed")
+
+
+def test_http2_clients_are_pinged_so_a_dead_one_ends_its_streams(
+    settings: GatewaySettings,
+) -> None:
+    """Review of 2026-12-05: without PINGs a client gone silent kept its notification streams
+    open until their tokens expired, and five filled the user's cap. A dead connection closes
+    within the interval and the timeout, well inside a stream's idle time."""
+    keepalive = _hcm(settings)["http2_protocol_options"]["connection_keepalive"]
+    interval, timeout = (int(keepalive[k].rstrip("s")) for k in ("interval", "timeout"))
+    assert interval + timeout <= 60

@@ -6,15 +6,18 @@ handler, and reads the mail the fake mailer got: the code in it is the one that 
 
 from __future__ import annotations
 
+import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.fakes.wallet import FixedClock, ReversibleSealer
 from tests.fakes.wallet_ip_notifications import FakeIpNotificationsUnitOfWork, FakeTrustedIpCache
 from tests.unit.wallet.wallet_world import World, key
+from vaultpay_common.mail import MailDeliveryError, MailOutcomeUnknownError
 from vaultpay_common.outbox import (
+    DeliveryError,
     Handler,
     OutboxEvent,
     OutboxMessage,
@@ -45,12 +48,28 @@ class Mailbox:
         self.sent.append((to, subject, body))
 
 
-def _handlers(mailbox: Mailbox, contacts: Contacts | None = None) -> dict[str, Handler]:
+class FailingMailer:
+    def __init__(self, error: MailDeliveryError) -> None:
+        self.error = error
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        raise self.error
+
+
+def _handlers(
+    mailbox: Mailbox | FailingMailer,
+    contacts: Contacts | None = None,
+    clock: FixedClock | None = None,
+) -> dict[str, Handler]:
     notifications = NotificationService(
         FakeIpNotificationsUnitOfWork, NotificationHub(), FixedClock()
     )
     return wallet_outbox_handlers(
-        contacts or Contacts(), mailbox, ReversibleSealer(), notifications
+        contacts or Contacts(),
+        mailbox,
+        ReversibleSealer(),
+        notifications,
+        clock=clock or FixedClock(),
     )
 
 
@@ -119,6 +138,88 @@ async def test_a_deactivated_user_gets_no_mail() -> None:
     await _handlers(mailbox, Contacts(active=False))["mail.send"](_event(message))
 
     assert mailbox.sent == []
+
+
+async def _pin_reset_event(world: World) -> OutboxEvent:
+    await world.open_wallet_with_pin("alice")
+    await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+    [message] = world.uow.outbox.of_topic("mail.send")
+    return _event(message)
+
+
+async def _ip_confirmation_event(clock: FixedClock) -> OutboxEvent:
+    uow = FakeIpNotificationsUnitOfWork()
+    service = IpTrustService(
+        lambda: uow, FakeTrustedIpCache(), ReversibleSealer(), clock, ip_hash_key=b"k" * 32
+    )
+    await service.check_ip_trust(CheckIpTrust(str(uuid.uuid4()), str(uuid.uuid4()), "203.0.113.7"))
+    [message] = uow.outbox.of_topic("mail.send")
+    return _event(message)
+
+
+async def test_a_pin_reset_mail_whose_code_expired_is_dropped_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A retry (up to an hour after the request) mailed a 15-minute code already dead."""
+    world = World()
+    event = await _pin_reset_event(world)
+    mailbox = Mailbox()
+    handler = _handlers(mailbox, clock=world.clock)["mail.send"]
+
+    world.clock.advance(timedelta(minutes=15) - timedelta(seconds=1))
+    await handler(event)  # one second left: sent
+    assert len(mailbox.sent) == 1
+
+    world.clock.advance(timedelta(seconds=1))
+    with caplog.at_level(logging.INFO, logger="vaultpay_wallet.adapters.deliveries"):
+        await handler(event)  # delivered as far as the relay knows: no retry
+
+    assert len(mailbox.sent) == 1
+    [record] = [r for r in caplog.records if "expired" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert record.__dict__["event_id"] == event.event_id
+
+
+async def test_an_ip_confirmation_mail_whose_code_expired_is_dropped_not_sent() -> None:
+    clock = FixedClock()
+    event = await _ip_confirmation_event(clock)
+    mailbox = Mailbox()
+    clock.advance(timedelta(minutes=30))
+
+    await _handlers(mailbox, clock=clock)["mail.send"](event)
+
+    assert mailbox.sent == []
+
+
+async def test_a_mail_the_server_may_have_delivered_is_dead_lettered_not_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The SMTP server had the whole message and gave no verdict: a retry would mail the same
+    code again (every retry, against a slow relay)."""
+    world = World()
+    event = await _pin_reset_event(world)
+    unknown = MailOutcomeUnknownError("SMTP delivery outcome unknown: ...")
+    handler = _handlers(FailingMailer(unknown), clock=world.clock)["mail.send"]
+
+    with caplog.at_level(logging.WARNING), pytest.raises(PermanentDeliveryError) as dead:
+        await handler(event)
+
+    assert "outcome unknown" in str(dead.value)
+    [record] = [r for r in caplog.records if "outcome unknown" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert record.__dict__["event_id"] == event.event_id
+
+
+async def test_a_mail_the_server_did_not_take_is_retried() -> None:
+    world = World()
+    event = await _pin_reset_event(world)
+    failed = MailDeliveryError("SMTP delivery failed: out of time ...")
+    handler = _handlers(FailingMailer(failed), clock=world.clock)["mail.send"]
+
+    with pytest.raises(DeliveryError) as retried:
+        await handler(event)
+
+    assert not isinstance(retried.value, PermanentDeliveryError)
 
 
 @pytest.mark.parametrize(

@@ -4,15 +4,23 @@
 confirmation code) are sealed and opened only here, just before the mail is written. The
 recipient's address is asked from auth at delivery time, so no address is stored in the outbox.
 `notification.create` events become inbox entries, deduped by the event's dedupe key.
+
+A mail whose code has expired (`params["expires_at"]` passed: a retry up to an hour after the
+request) is dropped, logged at INFO, not sent. A mail the SMTP server had whole but never gave a
+verdict on (`MailOutcomeUnknownError`) is dead-lettered, not retried: it may have been
+delivered, and a retry mails the same code again (staff can replay it from the dead letters).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.errors import ValidationError
-from vaultpay_common.mail import MailDeliveryError
+from vaultpay_common.mail import MailDeliveryError, MailOutcomeUnknownError
 from vaultpay_common.outbox import (
     DeliveryError,
     Handler,
@@ -26,6 +34,8 @@ from vaultpay_wallet.domain.notifications import parse_notification_kind
 from vaultpay_wallet.service_layer.notifications import CreateNotification, NotificationService
 
 __all__ = ["MAIL_TEMPLATES", "wallet_outbox_handlers"]
+
+log = logging.getLogger(__name__)
 
 
 class Contacts(Protocol):
@@ -69,14 +79,42 @@ def _params(event: OutboxEvent) -> Mapping[str, Any]:
     return params
 
 
+def _expires_at(params: Mapping[str, Any]) -> datetime | None:
+    """When the mailed code stops working, if the event says (ISO 8601; naive is UTC)."""
+    text = params.get("expires_at")
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def wallet_outbox_handlers(
-    contacts: Contacts, mailer: Mailer, sealer: SecretOpener, notifications: NotificationService
+    contacts: Contacts,
+    mailer: Mailer,
+    sealer: SecretOpener,
+    notifications: NotificationService,
+    *,
+    clock: Clock | None = None,
 ) -> dict[str, Handler]:
+    clock = clock or SystemClock()
+
     async def send_mail(event: OutboxEvent) -> None:
-        template = MAIL_TEMPLATES.get(str(event.payload.get("template", "")))
+        name = str(event.payload.get("template", ""))
+        template = MAIL_TEMPLATES.get(name)
         if template is None:  # a newer build's template, mid-rollout: retried
             raise UnknownToThisBuildError("unknown mail template")
         params = dict(_params(event))
+        expires_at = _expires_at(params)
+        if expires_at is not None and clock.now() >= expires_at:
+            # A retry after the code's 15 or 30 minutes: the mail would carry a dead code.
+            log.info(
+                "mail not sent: its code has expired",
+                extra={"event_id": event.event_id, "template": name, "attempts": event.attempts},
+            )
+            return
         try:
             code = sealer.open(str(params.pop("token_sealed", "")))
         except UnsealError as exc:
@@ -92,6 +130,15 @@ def wallet_outbox_handlers(
             raise UnknownToThisBuildError(f"mail parameter missing: {exc.args[0]}") from exc
         try:
             await mailer.send(contact.email, subject, text)
+        except MailOutcomeUnknownError as exc:
+            # The server had the whole message but gave no verdict: likely delivered. A retry
+            # would mail the same code again (every retry, against a slow relay); a lost mail
+            # costs the user a new request. Dead-lettered, so staff see it and can replay it.
+            log.warning(
+                "mail outcome unknown, not retried: it may have been delivered",
+                extra={"event_id": event.event_id, "template": name, "attempts": event.attempts},
+            )
+            raise PermanentDeliveryError(str(exc)) from exc
         except MailDeliveryError as exc:
             raise DeliveryError(str(exc)) from exc
 

@@ -133,6 +133,7 @@ async def build_host(
             SmtpMailer(smtp or SmtpSettings()),
             sealer,
             notifications,
+            clock=clock,
         ),
         poll_interval=settings.outbox_poll_seconds,
     )

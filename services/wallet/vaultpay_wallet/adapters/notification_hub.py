@@ -135,11 +135,10 @@ class NotificationHub:
         self, *, max_streams_per_user: int = 5, max_streams: int = 10_000, buffer_size: int = 512
     ) -> None:
         """`buffer_size`: each stream's buffer, at least the listener's `max_pending_per_user`
-        (500), so a user's whole burst fits a stream that is keeping up: with 100, a listener
-        batch (up to 200, delivered without a pause) of one merchant's payments ended every
-        stream of theirs, however fast its client read (review of 2026-12-05). In-flight
-        notifications stay bounded by the listener's `max_pending` (10,000) times the streams
-        of their users."""
+        (500): with 100, one listener batch (up to 200, delivered without a pause) of a
+        merchant's payments ended every stream of theirs before its client read one (review of
+        2026-12-05). A sustained flood still overflows a stream that cannot keep pace (each
+        message costs it an unread count and a write): there is no backpressure (noted)."""
         if min(max_streams_per_user, max_streams, buffer_size) < 1:
             raise ValueError("max_streams_per_user, max_streams and buffer_size must be positive")
         self._max_streams_per_user = max_streams_per_user

@@ -198,7 +198,9 @@ def _public_listener(
             # networks, a NAT that forgot it) closes within about 50 s, ending its streams.
             # Without them a dead client's notification streams stayed open until their
             # tokens expired, up to 15 minutes, and five such filled the user's cap: the
-            # app's live re-open was refused TOO_MANY_STREAMS (review of 2026-12-05).
+            # app's live re-open was refused TOO_MANY_STREAMS (review of 2026-12-05). Only
+            # for clients that reach Envoy directly: a proxy in front (ingress-nginx)
+            # answers the PINGs itself (docs/decisions.md).
             "connection_keepalive": {"interval": "30s", "timeout": "20s"},
         },
         route_config=public_route_config(contract, settings, docs, caps),

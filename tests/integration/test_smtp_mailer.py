@@ -4,7 +4,12 @@ demands: STARTTLS with the certificate verified, then AUTH, then the message. A 
 offers no STARTTLS, or whose certificate does not verify, gets nothing, the password least.
 
 Review: `smtp.example.com:587` in deploy/k8s answered 530 (STARTTLS and a login required) to
-the mailer's plain SMTP, and every PIN-reset and address-confirmation mail dead-lettered."""
+the mailer's plain SMTP, and every PIN-reset and address-confirmation mail dead-lettered.
+
+A later review: a non-ASCII password made smtplib raise UnicodeEncodeError, whose text (a
+character of the password and its position) reached the relay's error, its logs and the
+`dead-letters` output. It is refused at start-up now, and any exception smtplib does not
+document is reported by its type and the step only."""
 
 from __future__ import annotations
 
@@ -23,13 +28,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import SecretStr
 
 from tests.ports import ListenerPort
-from vaultpay_common.config import SmtpSettings
+from vaultpay_common.config import SmtpSettings, load_settings
 from vaultpay_common.mail import MailDeliveryError, SmtpMailer
 
 USERNAME = "vaultpay-relay-user"
 PASSWORD = "relay-password-CANARY"
+NON_ASCII_PASSWORD = "relay-pässwörd-CANARY"
 TO = "asha@example.com"
 
 
@@ -285,4 +292,46 @@ async def test_a_certificate_the_trusted_cas_do_not_vouch_for_is_refused(
         await mailer.send(TO, "Your PIN reset code", "Use code 123456.")
 
     assert str(failed.value) == "SMTP delivery failed: SSLCertVerificationError"
+    assert submission_relay.logins == [] and submission_relay.delivered == []
+
+
+@pytest.mark.parametrize("variable", ["USERNAME", "PASSWORD"])
+def test_a_non_ascii_login_is_refused_at_start_up_without_its_value(
+    variable: str,
+    pki: Pki,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    login = {"USERNAME": USERNAME, "PASSWORD": PASSWORD, variable: NON_ASCII_PASSWORD}
+    for name, value in {"STARTTLS": "true", "CA_FILE": str(pki.ca_file), **login}.items():
+        monkeypatch.setenv(f"VAULTPAY_SMTP_{name}", value)
+
+    with pytest.raises(SystemExit) as exited:
+        load_settings(SmtpSettings, "vaultpay-wallet")
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"  VAULTPAY_SMTP_{variable}: Value error, must be ASCII" in err, err
+    assert "CANARY" not in err and "ä" not in err and "ö" not in err
+
+
+async def test_an_exception_smtplib_does_not_document_is_named_by_type_and_step_only(
+    submission_relay: Relay, pki: Pki
+) -> None:
+    """Settings that skipped validation (built in code): the login's UnicodeEncodeError,
+    whose text quotes a password character and its position, is not passed on, nor chained."""
+    settings = SmtpSettings.model_construct(
+        host="127.0.0.1",
+        port=submission_relay.port,
+        starttls=True,
+        ca_file=pki.ca_file,
+        username=USERNAME,
+        password=SecretStr(NON_ASCII_PASSWORD),
+    )
+
+    with pytest.raises(MailDeliveryError) as failed:
+        await SmtpMailer(settings).send(TO, "Your PIN reset code", "Use code 123456.")
+
+    assert str(failed.value) == "SMTP delivery failed: UnicodeEncodeError during the login"
+    assert failed.value.__cause__ is None and failed.value.__context__ is None
     assert submission_relay.logins == [] and submission_relay.delivered == []

@@ -299,7 +299,8 @@ class SmtpSettings(BaseSettings):
     submission port in production (587: STARTTLS, then a login).
 
     A login is refused at start-up unless STARTTLS protects it, and a password without a
-    username; an empty variable counts as unset (a compose `${VAR:-}`)."""
+    username, or a username or password that is not ASCII; an empty variable counts as unset
+    (a compose `${VAR:-}`)."""
 
     # hide_input_in_errors: the services build these outside `load_settings`, and pydantic's
     # own message would quote the input (the password) in a traceback.
@@ -325,6 +326,16 @@ class SmtpSettings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("username", "password")
+    @classmethod
+    def _ascii_only(cls, value: str | SecretStr | None) -> str | SecretStr | None:
+        # smtplib encodes the login as ASCII: a UnicodeEncodeError on every mail, its text
+        # quoting a character of the password. Refused here, never quoted (the variable only).
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and not text.isascii():
+            raise ValueError("must be ASCII (smtplib sends the login as ASCII)")
+        return value
 
     @model_validator(mode="after")
     def _login_only_over_tls(self) -> Self:

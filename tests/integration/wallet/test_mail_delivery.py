@@ -6,15 +6,23 @@ the conversation. Against a relay answering each command in ~5 s the relay cut e
 at its `delivery_timeout` (30 s) while the thread ran on and delivered: up to 20 copies of a
 PIN-reset mail, an event dead-lettered as undelivered, and the default executor full of
 orphaned threads. Here the relay's timeout is scaled down (`DELIVERY_TIMEOUT`) and the mailer's
-deadline with it (`MAIL_DEADLINE`, as 20 s is to 30 s).
+deadline with it (`MAIL_DEADLINE`, as 20 s is to 30 s; the data reserve, 40 % of it, with it).
+
+A second review found the deadline started before the send had a thread (4 of them, for the
+relay's 8 deliveries at once): half a burst began with part of its time, and a relay taking
+seconds to confirm a message turned it into "outcome unknown" dead letters. And a stop
+(SIGTERM) released an event whose conversation its thread went on to finish: another replica
+mailed the code again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,7 +36,14 @@ from tests.fakes.wallet_ip_notifications import FakeIpNotificationsUnitOfWork
 from tests.support import eventually
 from vaultpay_common.config import SmtpSettings
 from vaultpay_common.mail import MAIL_THREADS, MailDeliveryError, SmtpMailer
-from vaultpay_common.outbox import DeliveryError, Handler, OutboxEvent, PermanentDeliveryError
+from vaultpay_common.outbox import (
+    DeliveryError,
+    Handler,
+    OutboxEvent,
+    OutboxRelay,
+    PermanentDeliveryError,
+)
+from vaultpay_common.runtime import stop_tasks
 from vaultpay_devstack.procs import LOOPBACK
 from vaultpay_devstack.smtp_sink import read_messages, start_smtp_sink, wait_for_message
 from vaultpay_wallet.adapters.deliveries import wallet_outbox_handlers
@@ -47,11 +62,12 @@ CODE = "482913"
 @dataclass
 class SlowRelay:
     """Waits `delay` seconds before each reply (None: never replies, holding the connection
-    until the client hangs up); with `hold_verdict`, answers everything at once but never the
-    end of the data."""
+    until the client hangs up), `verdict_delay` (if set) before the reply to the end of the
+    data; with `hold_verdict`, never answers the end of the data."""
 
     delay: float | None
     hold_verdict: bool = False
+    verdict_delay: float | None = None
     port: int = 0
     connections: int = 0
     ended: int = 0  # connections over (the client hung up or said QUIT)
@@ -85,6 +101,11 @@ class SlowRelay:
                 if self.hold_verdict:
                     await reader.read()  # until the client hangs up
                     return
+                if self.verdict_delay is not None:
+                    await asyncio.sleep(self.verdict_delay)  # the server's slowness
+                    writer.write(b"250 queued\r\n")
+                    await writer.drain()
+                    continue
                 answer = b"250 queued\r\n"
             elif verb == "QUIT":
                 await self._reply(reader, writer, b"221 bye\r\n")
@@ -112,9 +133,9 @@ class SlowRelay:
 
 @contextlib.asynccontextmanager
 async def _slow_relay(
-    delay: float | None, *, hold_verdict: bool = False
+    delay: float | None, *, hold_verdict: bool = False, verdict_delay: float | None = None
 ) -> AsyncIterator[SlowRelay]:
-    relay = SlowRelay(delay, hold_verdict)
+    relay = SlowRelay(delay, hold_verdict, verdict_delay)
     server = await asyncio.start_server(relay.serve, LOOPBACK, 0)
     relay.port = server.sockets[0].getsockname()[1]
     try:
@@ -211,6 +232,10 @@ async def test_no_verdict_after_the_whole_message_is_dead_lettered_not_retried(
 
         assert isinstance(error, PermanentDeliveryError), error
         assert "outcome unknown" in str(error)
+        # The time it really waited for the verdict (what was left), not the whole deadline.
+        waited = re.search(r"no reply in ([0-9.]+)s", str(error))
+        assert waited is not None, error
+        assert 0 < float(waited.group(1)) <= MAIL_DEADLINE
         assert took < DELIVERY_TIMEOUT
         assert relay.messages == 1
         assert any("outcome unknown" in r.getMessage() for r in caplog.records)
@@ -218,14 +243,15 @@ async def test_no_verdict_after_the_whole_message_is_dead_lettered_not_retried(
 
 
 async def test_a_stuck_relay_does_not_starve_other_threads() -> None:
-    """More sends than the default executor has threads, to a server that never answers:
-    they wait on the mailers' own threads, and `asyncio.to_thread` still runs at once."""
+    """More sends than the default executor (and the mailer) has threads, to a server that
+    never answers: they wait on the mailer's own threads, and `asyncio.to_thread` still runs
+    at once."""
     default_workers = min(32, (os.cpu_count() or 1) + 4)
     async with _slow_relay(None) as relay:
         mailer = SmtpMailer(_settings(relay.port), deadline=MAIL_DEADLINE)
         sends = [
             asyncio.create_task(mailer.send(f"u{i}@example.com", "Code", "Code 1."))
-            for i in range(default_workers + 2)
+            for i in range(max(default_workers, MAIL_THREADS) + 2)
         ]
         try:
             await eventually(
@@ -237,13 +263,104 @@ async def test_a_stuck_relay_does_not_starve_other_threads() -> None:
             assert await asyncio.to_thread(lambda: "ran") == "ran"
 
             assert not any(send.done() for send in sends)  # all still stuck or queued
-            async with asyncio.timeout(DELIVERY_TIMEOUT):
+            # Each gets its whole deadline once it has a thread: MAIL_THREADS at a time.
+            turns = -(-len(sends) // MAIL_THREADS)
+            async with asyncio.timeout(turns * MAIL_DEADLINE + DELIVERY_TIMEOUT):
                 outcomes = await asyncio.gather(*sends, return_exceptions=True)
             assert all(isinstance(o, MailDeliveryError) for o in outcomes), outcomes
         finally:
             for send in sends:
                 send.cancel()
         await eventually(_async(lambda: relay.all_ended), within=DELIVERY_TIMEOUT, what="hang-ups")
+
+
+async def test_a_burst_of_the_relays_deliveries_each_get_the_whole_deadline() -> None:
+    """As many deliveries at once as the relay runs, to a server that takes 60 % of the
+    deadline to confirm each message: all delivered. With 4 threads and the deadline counted
+    from the call, the second half had what the first left, and were dead-lettered."""
+    at_once = inspect.signature(OutboxRelay).parameters["max_concurrent_deliveries"].default
+    assert at_once <= MAIL_THREADS  # wallet's bootstrap passes its relay's number too
+    async with _slow_relay(0.0, verdict_delay=MAIL_DEADLINE * 0.6) as relay:
+        handler = _mail_handler(SmtpMailer(_settings(relay.port), deadline=MAIL_DEADLINE))
+
+        outcomes = await asyncio.gather(
+            *(_deliver(handler, _pin_reset_event(f"user{i}")) for i in range(at_once))
+        )
+
+        assert [error for error, _ in outcomes] == [None] * at_once
+        assert relay.messages == at_once
+
+
+async def test_too_little_time_left_for_the_data_fails_the_attempt_before_it() -> None:
+    """0.35 of a 2 s deadline a reply: DATA would be due with 0.6 s left, less than the 0.8 s
+    kept for the message and its verdict. Not sent, retried; before, the message went and its
+    verdict came too late: "outcome unknown", dead-lettered."""
+    async with _slow_relay(MAIL_DEADLINE * 0.175) as relay:
+        handler = _mail_handler(SmtpMailer(_settings(relay.port), deadline=MAIL_DEADLINE))
+
+        error, took = await _deliver(handler, _pin_reset_event())
+
+        assert isinstance(error, DeliveryError), error
+        assert not isinstance(error, PermanentDeliveryError)  # nothing sent: retried
+        assert "not sent" in str(error)
+        assert took < DELIVERY_TIMEOUT
+        await eventually(_async(lambda: relay.all_ended), within=DELIVERY_TIMEOUT, what="hang-up")
+        assert relay.messages == 0 and "DATA" not in relay.commands
+
+
+@pytest.mark.parametrize("verdict", ["given", "never"])
+async def test_a_stop_during_the_conversation_gets_its_real_outcome(verdict: str) -> None:
+    """The relay is cancelled (SIGTERM), again and again as `stop_tasks` does, while the
+    server has the message: the handler waits for the conversation and reports what it came
+    to (delivered, or outcome unknown), not the cancellation that would release the event for
+    another replica to mail again."""
+    given = verdict == "given"
+    async with _slow_relay(
+        0.0, hold_verdict=not given, verdict_delay=MAIL_DEADLINE / 2 if given else None
+    ) as relay:
+        handler = _mail_handler(SmtpMailer(_settings(relay.port), deadline=MAIL_DEADLINE))
+        delivery = asyncio.create_task(_deliver(handler, _pin_reset_event()))
+        await eventually(
+            _async(lambda: relay.messages == 1), within=DELIVERY_TIMEOUT, what="the message"
+        )
+
+        still_running = await stop_tasks([delivery], within=DELIVERY_TIMEOUT, recancel_every=0.05)
+
+        assert still_running == []
+        assert not delivery.cancelled()
+        error, _ = delivery.result()
+        if given:
+            assert error is None  # delivered: the relay settles it so
+        else:
+            assert isinstance(error, PermanentDeliveryError) and "outcome unknown" in str(error)
+        await eventually(_async(lambda: relay.all_ended), within=DELIVERY_TIMEOUT, what="hang-up")
+        assert relay.connections == 1 and relay.messages == 1
+
+
+async def test_a_send_cancelled_while_waiting_for_a_thread_is_dropped() -> None:
+    async with _slow_relay(None) as relay:
+        mailer = SmtpMailer(_settings(relay.port), deadline=MAIL_DEADLINE, threads=1)
+        busy = asyncio.create_task(mailer.send("a@example.com", "Code", "Code 1."))
+        await eventually(
+            _async(lambda: relay.connections == 1), within=DELIVERY_TIMEOUT, what="a connection"
+        )
+        queued = asyncio.create_task(mailer.send("b@example.com", "Code", "Code 2."))
+        await asyncio.sleep(0)  # one turn of the loop: it is handed to the (busy) thread pool
+
+        queued.cancel()
+
+        # At once, not when the busy thread is free.
+        async with asyncio.timeout(MAIL_DEADLINE / 2):
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+        assert not busy.done()
+        async with asyncio.timeout(DELIVERY_TIMEOUT):
+            with pytest.raises(MailDeliveryError):
+                await busy
+            # One thread, first come first served: had it stayed queued, it would run first.
+            with pytest.raises(MailDeliveryError):
+                await mailer.send("c@example.com", "Code", "Code 3.")
+        assert relay.connections == 2
 
 
 async def test_a_normal_mail_still_arrives_at_the_sink(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ handler, and reads the mail the fake mailer got: the code in it is the one that 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,18 @@ import pytest
 from tests.fakes.wallet import FixedClock, ReversibleSealer
 from tests.fakes.wallet_ip_notifications import FakeIpNotificationsUnitOfWork, FakeTrustedIpCache
 from tests.unit.wallet.wallet_world import World, key
-from vaultpay_common.mail import MailDeliveryError, MailOutcomeUnknownError
+from vaultpay_common.mail import (
+    _HANG_UP_SECONDS,
+    DEFAULT_DEADLINE_SECONDS,
+    MailDeliveryError,
+    MailOutcomeUnknownError,
+)
 from vaultpay_common.outbox import (
     DeliveryError,
     Handler,
     OutboxEvent,
     OutboxMessage,
+    OutboxRelay,
     PermanentDeliveryError,
     UnknownToThisBuildError,
 )
@@ -30,6 +37,7 @@ from vaultpay_wallet.adapters.peers import UserContact
 from vaultpay_wallet.service_layer.commands import RequestPinReset, ResetPin
 from vaultpay_wallet.service_layer.ip_trust import CheckIpTrust, ConfirmIp, IpTrustService
 from vaultpay_wallet.service_layer.notifications import NotificationService
+from vaultpay_wallet.settings import WalletSettings
 
 
 class Contacts:
@@ -208,6 +216,16 @@ async def test_a_mail_the_server_may_have_delivered_is_dead_lettered_not_retried
     [record] = [r for r in caplog.records if "outcome unknown" in r.getMessage()]
     assert record.levelno == logging.WARNING
     assert record.__dict__["event_id"] == event.event_id
+
+
+def test_a_mail_attempt_ends_well_inside_the_relays_delivery_timeout() -> None:
+    """The contact look-up, then the conversation (its deadline counted from its thread's
+    start: wallet's mailer has a thread for each delivery its relay runs at once), then at
+    most a moment to hang up: seconds inside the relay's timeout, or the relay would record a
+    timeout while the thread delivered."""
+    look_up = WalletSettings.model_fields["peer_timeout_seconds"].default
+    delivery_timeout = inspect.signature(OutboxRelay).parameters["delivery_timeout"].default
+    assert look_up + DEFAULT_DEADLINE_SECONDS + _HANG_UP_SECONDS + 5 <= delivery_timeout
 
 
 async def test_a_mail_the_server_did_not_take_is_retried() -> None:

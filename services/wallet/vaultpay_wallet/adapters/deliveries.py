@@ -9,6 +9,10 @@ A mail whose code has expired (`params["expires_at"]` passed: a retry up to an h
 request) is dropped, logged at INFO, not sent. A mail the SMTP server had whole but never gave a
 verdict on (`MailOutcomeUnknownError`) is dead-lettered, not retried: it may have been
 delivered, and a retry mails the same code again (staff can replay it from the dead letters).
+A relay stopped while a mail's conversation runs gets that conversation's outcome, its
+cancellation swallowed (`SmtpMailer.send`): the relay settles the event as delivered, failed or
+dead-lettered, instead of releasing it for another replica to mail again while the stopped
+one's thread delivers its copy.
 """
 
 from __future__ import annotations

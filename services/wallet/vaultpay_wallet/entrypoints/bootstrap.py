@@ -125,17 +125,20 @@ async def build_host(
     tiers = KycTierService(uow, clock)
     sweeper = FreezeSweeper(uow, clock)
 
+    # The mailer has a thread for each delivery the relay runs at once: no mail waits for one.
+    deliveries_at_once = 8
     relay = OutboxRelay(
         runtime.engine,
         OUTBOX_PRODUCER,
         wallet_outbox_handlers(
             contacts,
-            SmtpMailer(smtp or SmtpSettings()),
+            SmtpMailer(smtp or SmtpSettings(), threads=deliveries_at_once),
             sealer,
             notifications,
             clock=clock,
         ),
         poll_interval=settings.outbox_poll_seconds,
+        max_concurrent_deliveries=deliveries_at_once,
     )
     expired_margin = timedelta(hours=settings.expired_row_retention_hours)
 

@@ -268,24 +268,47 @@ async def test_the_rank_services_look_up_a_users_current_role_and_nothing_else(
     auth: AuthStack, service: str
 ) -> None:
     """Wallet's staff actions and kyc's reviews compare the owner's role with the caller's:
-    the answer carries the role only, never the user's email or name."""
-    assert [f.name for f in auth_pb2.GetUserRoleResponse.DESCRIPTOR.fields] == ["role"]
+    the answer carries the role and whether the user is active (kyc's approval refuses a
+    deactivated owner), never the user's email or name."""
+    assert [f.name for f in auth_pb2.GetUserRoleResponse.DESCRIPTOR.fields] == ["role", "active"]
     user = await auth.register()
     assert await _role_of(auth, user.user_id, service) == role_pb2.ROLE_USER
     staff, _ = await auth.staff("MODERATOR")
     assert await _role_of(auth, staff.user_id, service) == role_pb2.ROLE_MODERATOR
 
 
-async def test_a_deactivated_users_role_is_still_their_role(auth: AuthStack) -> None:
+async def test_a_deactivated_users_role_is_still_their_role_and_they_are_said_inactive(
+    auth: AuthStack,
+) -> None:
     """As GetUserContact answered it: a deactivated admin's staff freezes stay protected by
-    their rank (the rank rule does not look at whether the owner or setter is active)."""
+    their rank (the rank rule does not look at whether the owner or setter is active). The
+    state is answered beside it, always set, for kyc's approval of a deactivated owner."""
     _, super_admin = await auth.staff("SUPER_ADMIN")
     admin, _ = await auth.staff("ADMIN")
+
+    async def answer() -> auth_pb2.GetUserRoleResponse:
+        reply: auth_pb2.GetUserRoleResponse = await auth.internal.GetUserRole(
+            auth_pb2.GetUserRoleRequest(user_id=admin.user_id),
+            metadata=bearer(await _service_token(auth, "kyc")),
+        )
+        return reply
+
+    before = await answer()
+    assert (before.role, before.HasField("active"), before.active) == (
+        role_pb2.ROLE_ADMIN,
+        True,
+        True,
+    )
     await auth.admin.DeactivateUser(
         auth_pb2.DeactivateUserRequest(user_id=admin.user_id, reason="left the company"),
         metadata=bearer(super_admin),
     )
-    assert await _role_of(auth, admin.user_id, "kyc") == role_pb2.ROLE_ADMIN
+    after = await answer()
+    assert (after.role, after.HasField("active"), after.active) == (
+        role_pb2.ROLE_ADMIN,
+        True,
+        False,
+    )
 
 
 async def test_the_role_of_a_user_auth_does_not_know_is_not_found(auth: AuthStack) -> None:

@@ -123,13 +123,17 @@ class LocalAuth:
 
 
 class AuthStandIn(auth_pb2_grpc.AuthInternalServiceServicer):
-    """auth's GetUserRole: the role of a user `LocalAuth` signed a token for, NOT_FOUND for
-    anyone else; `down` answers UNAVAILABLE. `asked` records each user id asked about. It
-    serves no GetUserContact: kyc has no business with a user's email or name."""
+    """auth's GetUserRole: the role of a user `LocalAuth` signed a token for, and whether
+    they are active (not in `deactivated`), NOT_FOUND for anyone else; `down` answers
+    UNAVAILABLE, `without_state` answers the role alone (an auth older than `active`).
+    `asked` records each user id asked about. It serves no GetUserContact: kyc has no
+    business with a user's email or name."""
 
     def __init__(self, auth: LocalAuth) -> None:
         self._auth = auth
         self.down = False
+        self.without_state = False
+        self.deactivated: set[str] = set()
         self.asked: list[str] = []
 
     async def GetUserRole(
@@ -142,7 +146,10 @@ class AuthStandIn(auth_pb2_grpc.AuthInternalServiceServicer):
         if role is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such user")
             raise AssertionError("abort raises")
-        return auth_pb2.GetUserRoleResponse(role=role_pb2.Role.ValueType(role.value))
+        reply = auth_pb2.GetUserRoleResponse(role=role_pb2.Role.ValueType(role.value))
+        if not self.without_state:
+            reply.active = request.user_id not in self.deactivated
+        return reply
 
 
 class WalletStandIn(

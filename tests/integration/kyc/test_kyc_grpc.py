@@ -473,6 +473,7 @@ async def test_the_same_document_from_two_users_is_flagged_and_shown_to_the_revi
         metadata=moderator,
     )
     assert list(viewed.duplicate_submission_ids) == [first.submission.submission_id]
+    assert viewed.hidden_duplicate_count == 0
     assert viewed.submission.possible_duplicate
 
 

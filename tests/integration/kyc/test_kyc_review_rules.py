@@ -1,6 +1,7 @@
 """The review rules over native gRPC on real PostgreSQL: staff decide only the submissions of
-users they outrank (the owner's role asked of auth, failing closed while auth is down); one
-document is verified for one user, also when two approvals race."""
+users they outrank (the owner's role asked of auth, failing closed while auth is down); no one
+approves a deactivated user's submission; the decrypted view lists only the duplicates its
+viewer could open; one document is verified for one user, also when two approvals race."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from vaultpay_common.db import create_engine
 pytestmark = pytest.mark.integration
 
 
-async def _submitted_by_staff(kyc: KycStack, role: Role) -> tuple[str, Any, str]:
+async def _submitted_by_staff(
+    kyc: KycStack, role: Role, number: str | None = None
+) -> tuple[str, Any, str]:
     """A staff member with a wallet, their call metadata, and their pending submission's id."""
     staff_id = kyc.new_wallet_user()
     metadata = bearer(kyc.auth.user_token(staff_id, role))
-    reply = await kyc.public.SubmitKyc(submit_request(pan()), metadata=metadata)
+    reply = await kyc.public.SubmitKyc(submit_request(number or pan()), metadata=metadata)
     return staff_id, metadata, reply.submission.submission_id
 
 
@@ -127,21 +130,143 @@ async def test_a_decision_fails_closed_while_auth_is_down(kyc: KycStack) -> None
     assert approved.submission.status == kyc_pb2.KYC_STATUS_VERIFIED
 
 
-async def test_a_super_admin_decides_while_auth_is_down(kyc: KycStack) -> None:
-    """A super_admin outranks any owner, so kyc does not ask auth for their decision."""
+async def test_a_super_admin_rejects_while_auth_is_down_but_does_not_approve(
+    kyc: KycStack,
+) -> None:
+    """A super_admin outranks any owner, so kyc does not ask auth for their rejection; an
+    approval needs the owner's state, whoever approves, and fails closed."""
     user_id, user = kyc.user()
     sid = (await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)).submission
     _, root = kyc.staff(Role.SUPER_ADMIN)
     kyc.auth_peer.down = True
     try:
-        approved = await kyc.admin.AdminApproveKyc(
-            kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid.submission_id),
+        failure = await rpc_failure(
+            kyc.admin.AdminApproveKyc(
+                kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid.submission_id),
+                metadata=root,
+            )
+        )
+        assert (failure.code, failure.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "AUTH_UNAVAILABLE",
+        )
+        assert kyc.auth_peer.asked.count(user_id) == 1
+        rejected = await kyc.admin.AdminRejectKyc(
+            kyc_pb2.AdminRejectKycRequest(
+                request_id=rid(), submission_id=sid.submission_id, reason="blurred"
+            ),
             metadata=root,
         )
     finally:
         kyc.auth_peer.down = False
+    assert rejected.submission.status == kyc_pb2.KYC_STATUS_REJECTED
+    assert kyc.auth_peer.asked.count(user_id) == 1  # the rejection asked nothing
+
+
+# ----- a deactivated owner ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", [Role.MODERATOR, Role.SUPER_ADMIN], ids=["moderator", "root"])
+async def test_no_one_approves_a_deactivated_users_submission(kyc: KycStack, role: Role) -> None:
+    """The impostor is deactivated in auth: their submission is not verified, their wallet's
+    tier not raised; once it is rejected, the document's real holder is verified."""
+    number = pan()
+    impostor_id, impostor = kyc.user()
+    _, holder = kyc.user()
+    fraud = (await kyc.public.SubmitKyc(submit_request(number), metadata=impostor)).submission
+    real = (await kyc.public.SubmitKyc(submit_request(number), metadata=holder)).submission
+    kyc.auth_peer.deactivated.add(impostor_id)
+    _, staff = kyc.staff(role)
+    failure = await rpc_failure(
+        kyc.admin.AdminApproveKyc(
+            kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=fraud.submission_id),
+            metadata=staff,
+        )
+    )
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "KYC_OWNER_DEACTIVATED",
+    )
+    assert await _status(kyc, fraud.submission_id) == kyc_pb2.KYC_STATUS_PENDING
+    assert await _audited(kyc, fraud.submission_id) == ["kyc.submitted"]
+    rejected = await kyc.admin.AdminRejectKyc(
+        kyc_pb2.AdminRejectKycRequest(
+            request_id=rid(), submission_id=fraud.submission_id, reason="identity fraud"
+        ),
+        metadata=staff,
+    )
+    assert rejected.submission.status == kyc_pb2.KYC_STATUS_REJECTED
+    approved = await kyc.admin.AdminApproveKyc(
+        kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=real.submission_id),
+        metadata=staff,
+    )
     assert approved.submission.status == kyc_pb2.KYC_STATUS_VERIFIED
-    assert user_id not in kyc.auth_peer.asked
+    assert impostor_id not in {call.user_id for call in kyc.wallet.tier_calls}
+
+
+async def test_an_approval_fails_closed_when_auth_does_not_say_whether_the_owner_is_active(
+    kyc: KycStack,
+) -> None:
+    """An auth older than GetUserRole's `active`: approvals wait for it, rejections do not."""
+    _, user = kyc.user()
+    sid = (await kyc.public.SubmitKyc(submit_request(pan()), metadata=user)).submission
+    _, admin = kyc.staff(Role.ADMIN)
+    kyc.auth_peer.without_state = True
+    try:
+        failure = await rpc_failure(
+            kyc.admin.AdminApproveKyc(
+                kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid.submission_id),
+                metadata=admin,
+            )
+        )
+        assert (failure.code, failure.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "AUTH_UNAVAILABLE",
+        )
+        assert await _status(kyc, sid.submission_id) == kyc_pb2.KYC_STATUS_PENDING
+        rejected = await kyc.admin.AdminRejectKyc(
+            kyc_pb2.AdminRejectKycRequest(
+                request_id=rid(), submission_id=sid.submission_id, reason="blurred"
+            ),
+            metadata=admin,
+        )
+    finally:
+        kyc.auth_peer.without_state = False
+    assert rejected.submission.status == kyc_pb2.KYC_STATUS_REJECTED
+
+
+# ----- the duplicates a view lists ---------------------------------------------------------
+
+
+async def test_a_view_lists_only_the_duplicates_its_viewer_could_open(kyc: KycStack) -> None:
+    """A user's document, also submitted by an admin and another user: a moderator is listed
+    the user's and told only that one more exists; a super_admin is listed both."""
+    number = pan()
+    _, alice = kyc.user()
+    _, bob = kyc.user()
+    _, boss_metadata, boss_sid = await _submitted_by_staff(kyc, Role.ADMIN, number)
+    first = (await kyc.public.SubmitKyc(submit_request(number), metadata=alice)).submission
+    viewed = (await kyc.public.SubmitKyc(submit_request(number), metadata=bob)).submission
+    request = kyc_pb2.AdminGetKycSubmissionRequest(submission_id=viewed.submission_id)
+    _, moderator = kyc.staff()
+    seen = await kyc.admin.AdminGetKycSubmission(request, metadata=moderator)
+    assert list(seen.duplicate_submission_ids) == [first.submission_id]
+    assert seen.hidden_duplicate_count == 1 and seen.submission.possible_duplicate
+    refused = await rpc_failure(
+        kyc.admin.AdminGetKycSubmission(
+            kyc_pb2.AdminGetKycSubmissionRequest(submission_id=boss_sid), metadata=moderator
+        )
+    )
+    assert refused.reason == "INSUFFICIENT_PERMISSIONS"  # what the listing no longer leaks
+    _, root = kyc.staff(Role.SUPER_ADMIN)
+    seen = await kyc.admin.AdminGetKycSubmission(request, metadata=root)
+    assert list(seen.duplicate_submission_ids) == [boss_sid, first.submission_id]
+    assert seen.hidden_duplicate_count == 0
+    # The admin's view of their own submission: the users' are theirs to open.
+    own = await kyc.admin.AdminGetKycSubmission(
+        kyc_pb2.AdminGetKycSubmissionRequest(submission_id=boss_sid), metadata=boss_metadata
+    )
+    assert list(own.duplicate_submission_ids) == [first.submission_id, viewed.submission_id]
 
 
 async def test_a_decisions_bad_input_is_named_before_auth_or_the_self_review_rule(

@@ -1,5 +1,6 @@
-"""GetUserRole's use case on fakes: a peer service's rank rule learns the user's current role
-and nothing else, whether or not the user is active, without a staff read's audit row."""
+"""GetUserRole's use case on fakes: a peer service's rank rule learns the user's current role,
+whether or not the user is active, and whether they are (kyc's approval refuses a deactivated
+owner), and nothing else, without a staff read's audit row."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from tests.unit.auth.fakes import FakeAuthUnitOfWork, make_user
 from vaultpay_auth.domain.errors import UserNotFoundError
 from vaultpay_auth.domain.security_events import EmailFingerprint
-from vaultpay_auth.service_layer.admin import AdminService
+from vaultpay_auth.service_layer.admin import AdminService, UserStanding
 from vaultpay_common.context import Role
 from vaultpay_common.errors import ValidationError
 
@@ -25,17 +26,18 @@ async def test_a_peer_service_learns_the_users_current_role(role: Role) -> None:
     uow = FakeAuthUnitOfWork()
     user = make_user("ada@example.com", role=role)
     uow.users.users[user.id] = user
-    assert await _admin(uow).role_of(user.id) is role
+    assert await _admin(uow).role_of(user.id) == UserStanding(role, active=True)
 
 
-async def test_a_deactivated_user_keeps_their_role_for_the_rank_rule() -> None:
-    """As GetUserContact answered it: a deactivated admin's staff freezes stay protected."""
+async def test_a_deactivated_user_keeps_their_role_for_the_rank_rule_and_is_said_inactive() -> None:
+    """As GetUserContact answered it: a deactivated admin's staff freezes stay protected by
+    the role; the state is said beside it, for kyc's approval."""
     uow = FakeAuthUnitOfWork()
     user = dataclasses.replace(
         make_user("ada@example.com", role=Role.ADMIN), active=False, deactivation_reason="left"
     )
     uow.users.users[user.id] = user
-    assert await _admin(uow).role_of(user.id) is Role.ADMIN
+    assert await _admin(uow).role_of(user.id) == UserStanding(Role.ADMIN, active=False)
 
 
 async def test_a_user_auth_does_not_know_is_user_not_found() -> None:

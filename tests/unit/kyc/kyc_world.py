@@ -32,7 +32,7 @@ from vaultpay_kyc.service_layer.commands import (
     SubmitKyc,
     UploadKycDocument,
 )
-from vaultpay_kyc.service_layer.ports import SealedDocument
+from vaultpay_kyc.service_layer.ports import SealedDocument, UserStanding
 from vaultpay_kyc.service_layer.review import ReviewService
 from vaultpay_kyc.service_layer.rotation import KeyRotationService
 from vaultpay_kyc.service_layer.submissions import SubmissionService
@@ -42,6 +42,7 @@ __all__ = [
     "MOD",
     "PDF",
     "PNG",
+    "FakeOwnerStandings",
     "World",
     "aadhaar",
     "chunks_of",
@@ -57,6 +58,19 @@ MAX_CHUNK = 4 * 1024
 # The role of the reviewers the tests name ("mod", "other-mod"); auth (`World.roles`) ranks
 # every user it was not told about as a plain user.
 MOD = Role.MODERATOR
+
+
+class FakeOwnerStandings(FakeUserRoles):
+    """auth's roles (`FakeUserRoles`) and states: a user in `deactivated` is not active.
+    `standing_of` asks once, as `role_of` does (recorded in `asked`, refused while `down`)."""
+
+    def __init__(self, roles: dict[str, Role] | None = None) -> None:
+        super().__init__(roles)
+        self.deactivated: set[str] = set()
+
+    async def standing_of(self, user_id: str) -> UserStanding:
+        role = await self.role_of(user_id)
+        return UserStanding(role, user_id not in self.deactivated)
 
 
 def key(caller: str = "alice", body: bytes = b"", method: str = "M") -> IdempotencyKey:
@@ -105,7 +119,7 @@ class World:
     wallets: FakeWalletDirectory = field(
         default_factory=lambda: FakeWalletDirectory({"alice", "bob", "carol", "mod"})
     )
-    roles: FakeUserRoles = field(default_factory=FakeUserRoles)
+    roles: FakeOwnerStandings = field(default_factory=FakeOwnerStandings)
 
     def __post_init__(self) -> None:
         factory = lambda: self.uow  # noqa: E731

@@ -102,8 +102,10 @@ async def test_staff_review_a_submission_only_when_they_outrank_its_owner(
             "INSUFFICIENT_PERMISSIONS",
         )
         assert world.snapshot() == before  # nothing decided, no audit row, no idempotency record
-    # A super_admin outranks anyone: auth's answer could not change it, so it is not asked.
-    assert world.roles.asked == ([] if reviewer_role is Role.SUPER_ADMIN else ["owner"])
+    # A super_admin outranks anyone: auth's answer could not change it, so it is not asked,
+    # except by an approval, which needs the owner's state whoever approves.
+    asks = reviewer_role is not Role.SUPER_ADMIN or act is _approve
+    assert world.roles.asked == (["owner"] if asks else [])
 
 
 async def test_two_moderators_cannot_approve_each_others_submissions() -> None:
@@ -133,10 +135,13 @@ async def test_a_review_fails_closed_writing_nothing_while_auth_is_down(
     assert world.snapshot() == before
 
 
-@REVIEWS
-async def test_a_super_admin_reviews_while_auth_is_down_asking_it_nothing(act: Call) -> None:
+@pytest.mark.parametrize("act", [_reject, _view], ids=["reject", "view"])
+async def test_a_super_admin_rejects_and_opens_while_auth_is_down_asking_it_nothing(
+    act: Call,
+) -> None:
     """Whatever the owner's role, a super_admin outranks them: auth being down (or not
-    knowing the owner) cannot stop the one role the rank rule never refuses."""
+    knowing the owner) cannot stop the one role the rank rule never refuses. Their approval
+    asks auth (the owner's state: test_review_owner_state.py)."""
     world = World()
     sid = await _submitted_by(world, "root-2", Role.SUPER_ADMIN)
     world.roles.down = True

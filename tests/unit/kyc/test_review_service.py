@@ -84,6 +84,7 @@ async def test_viewing_decrypts_and_audits_who_saw_what_but_never_the_number(
         "document_type": "PAN",
         "file_included": "true",
         "possible_duplicates": "0",
+        "hidden_duplicates": "0",
         "ip": "203.0.113.7",
     }
     assert "ABCPE1234F" not in str(entry)

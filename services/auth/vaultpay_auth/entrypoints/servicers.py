@@ -244,8 +244,10 @@ class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
     async def GetUserRole(
         self, request: auth_pb2.GetUserRoleRequest, context: Ctx
     ) -> auth_pb2.GetUserRoleResponse:
-        role = await self._admin.role_of(parse_uuid(request.user_id, "user_id"))
-        return auth_pb2.GetUserRoleResponse(role=role_to_proto(role))
+        standing = await self._admin.role_of(parse_uuid(request.user_id, "user_id"))
+        return auth_pb2.GetUserRoleResponse(
+            role=role_to_proto(standing.role), active=standing.active
+        )
 
     async def PollSessionRevocations(
         self, request: auth_pb2.PollSessionRevocationsRequest, context: Ctx

@@ -1,5 +1,5 @@
 """Staff use cases: list and inspect users, change roles, deactivate and reactivate; and the
-peer services' lookups of a user (GetUserContact's contact, GetUserRole's role).
+peer services' lookups of a user (GetUserContact's contact, GetUserRole's role and state).
 
 The rules: only a super_admin grants, removes or acts on admin and super_admin; nobody acts
 on themselves; the last active super_admin is never demoted or deactivated (checked under
@@ -14,6 +14,7 @@ staff changes (role, deactivation, reactivation) record the client address too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeGuard
 
@@ -37,7 +38,15 @@ from vaultpay_common.context import Principal, Role
 from vaultpay_common.errors import AbortedError, ValidationError
 from vaultpay_common.pagination import SliceOf
 
-__all__ = ["AdminService"]
+__all__ = ["AdminService", "UserStanding"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserStanding:
+    """What GetUserRole answers about a user: their role, and whether they are active."""
+
+    role: Role
+    active: bool
 
 
 def _staff(viewer: Principal | None) -> TypeGuard[Principal]:
@@ -116,17 +125,18 @@ class AdminService:
             raise UserNotFoundError()
         return user
 
-    async def role_of(self, user_id: str) -> Role:
-        """The user's current role for a peer service's rank rule (GetUserRole), and nothing
-        else about them: not their contact, and whether they are active does not change it
-        (a deactivated admin still outranks a moderator). Not a staff read, so not audited.
-        Raises UserNotFoundError for a user auth does not know."""
+    async def role_of(self, user_id: str) -> UserStanding:
+        """The user's current role for a peer service's rank rule (GetUserRole), and whether
+        they are active, and nothing else about them (not their contact). Being deactivated
+        does not change the role (a deactivated admin still outranks a moderator): a rank
+        check ignores `active`, while kyc's approval refuses a deactivated owner with it. Not
+        a staff read, so not audited. Raises UserNotFoundError for a user auth does not know."""
         check_user_id(user_id)
         async with self._uow() as uow:
             user = await uow.users.get(user_id)
         if user is None:
             raise UserNotFoundError()
-        return user.role
+        return UserStanding(user.role, user.active)
 
     async def _lock_managed_user(
         self, uow: AuthUnitOfWork, actor: Principal, user_id: str, new_role: Role | None

@@ -9,7 +9,8 @@ NOT_FOUND (WALLET_NOT_FOUND, as wallet and transfer answer it). A stored documen
 decrypts (altered, or copied from another row) is FAILED_PRECONDITION with its own reason:
 the request is fine, the stored state is not, and retrying will not help. An approval of a
 document already verified for another user is FAILED_PRECONDITION too (KYC_DOCUMENT_IN_USE): the
-state of another submission refuses it.
+state of another submission refuses it; so is an approval of a deactivated user's submission
+(KYC_OWNER_DEACTIVATED): the owner's state in auth refuses it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "KycBusyError",
     "KycDocumentInUseError",
     "KycNotPendingError",
+    "KycOwnerDeactivatedError",
     "KycReviewerOutrankedError",
     "KycSelfReviewError",
     "KycSubmissionNotFoundError",
@@ -90,6 +92,16 @@ class KycDocumentInUseError(FailedPreconditionError):
 
     reason = "KYC_DOCUMENT_IN_USE"
     default_message = "this document is already verified for another user; reject the submission"
+
+
+class KycOwnerDeactivatedError(FailedPreconditionError):
+    """An approval of the submission of a user auth has deactivated (identity fraud among the
+    reasons): approving would verify them, raise their wallet's tier and keep the document's
+    real holder from it for good (KYC_DOCUMENT_IN_USE). Nothing is written; the submission
+    stays pending and may be rejected."""
+
+    reason = "KYC_OWNER_DEACTIVATED"
+    default_message = "the submission's owner is deactivated: reject the submission instead"
 
 
 class KycSelfReviewError(PermissionDeniedError):

@@ -8,7 +8,9 @@ Never a document number, masked or not, nor the file: the row says that a submis
 not what it showed, so a copy of the log reveals no more than the ids it already names.
 
     viewer = StaffViewer("staff-id", Role.MODERATOR, "192.0.2.1")
-    entry = submission_viewed(viewer, submission, file_included=True, possible_duplicates=0)
+    entry = submission_viewed(
+        viewer, submission, file_included=True, possible_duplicates=0, hidden_duplicates=0
+    )
 """
 
 from __future__ import annotations
@@ -69,15 +71,22 @@ def queue_listed(
 
 
 def submission_viewed(
-    viewer: StaffViewer, submission: Submission, *, file_included: bool, possible_duplicates: int
+    viewer: StaffViewer,
+    submission: Submission,
+    *,
+    file_included: bool,
+    possible_duplicates: int,
+    hidden_duplicates: int,
 ) -> AuditEntry:
     """AdminGetKycSubmission: one submission shown decrypted, with its owner's id to correlate
-    with auth's log, and how many possible duplicates were listed with it."""
+    with auth's log, how many possible duplicates were listed with it, and how many more were
+    only counted (the viewer could not open them)."""
     details = {
         "user_id": submission.user_id,
         "document_type": submission.document_type.value,
         "file_included": str(file_included).lower(),
         "possible_duplicates": str(possible_duplicates),
+        "hidden_duplicates": str(hidden_duplicates),
         "ip": viewer.client_ip,
     }
     return _entry(viewer, SUBMISSION_VIEWED, "kyc_submission", submission.id, details)

@@ -21,9 +21,9 @@ from vaultpay_common.clock import Clock, SystemClock
 from vaultpay_common.grpc.revocations import SessionRevocations
 from vaultpay_common.grpc.server import GrpcServiceHost
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
-from vaultpay_common.grpc.user_roles import GrpcUserRoles
 from vaultpay_common.outbox import OutboxRelay
 from vaultpay_common.runtime import ServiceRuntime
+from vaultpay_kyc.adapters.auth_peer import GrpcOwnerStandings
 from vaultpay_kyc.adapters.deliveries import kyc_outbox_handlers
 from vaultpay_kyc.adapters.unit_of_work import OUTBOX_PRODUCER, SqlKycUnitOfWork
 from vaultpay_kyc.adapters.wallet_peer import GrpcWalletDirectory, GrpcWalletEvents
@@ -125,11 +125,8 @@ async def build_host(
         max_file_bytes=settings.document_max_bytes,
         max_chunk_bytes=settings.upload_chunk_max_bytes,
     )
-    roles = GrpcUserRoles(
-        runtime.channel(settings.auth_address),
-        peers.identity.for_peer("auth"),
-        timeout,
-        whose="kyc submission's owner",
+    roles = GrpcOwnerStandings(
+        runtime.channel(settings.auth_address), peers.identity.for_peer("auth"), timeout
     )
     review = ReviewService(
         uow, clock, cipher, hasher=DocumentHasher(settings.document_hash_key), roles=roles

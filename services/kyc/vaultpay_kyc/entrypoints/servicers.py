@@ -266,11 +266,12 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
             submission=submission_to_proto(
                 details.submission,
                 staff_view=True,
-                possible_duplicate=bool(details.duplicate_submission_ids),
+                possible_duplicate=details.possible_duplicate,
             ),
             document_number=details.document_number,
             document_file=details.document_file,
             duplicate_submission_ids=details.duplicate_submission_ids,
+            hidden_duplicate_count=details.hidden_duplicate_count,
         )
 
     async def AdminApproveKyc(

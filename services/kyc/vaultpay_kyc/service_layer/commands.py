@@ -108,12 +108,18 @@ class KycStatusView:
 
 @dataclass(frozen=True, slots=True)
 class SubmissionDetails:
-    """A decrypted submission, as AdminGetKycSubmission returns it."""
+    """A decrypted submission, as AdminGetKycSubmission returns it: the other users'
+    submissions of the same document that the viewer could open listed, the others counted."""
 
     submission: Submission
     document_number: str
     document_file: bytes
     duplicate_submission_ids: tuple[str, ...]
+    hidden_duplicate_count: int = 0
+
+    @property
+    def possible_duplicate(self) -> bool:
+        return bool(self.duplicate_submission_ids) or self.hidden_duplicate_count > 0
 
 
 @dataclass(frozen=True, slots=True)

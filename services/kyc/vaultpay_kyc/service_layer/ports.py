@@ -3,7 +3,7 @@
 The SQL adapters (`adapters/submissions_sql.py`, `adapters/keys_sql.py`,
 `adapters/unit_of_work.py`) and the test fakes (`tests/fakes/kyc.py`) implement the
 repositories; the composition root provides the `WalletDirectory` (a gRPC client of wallet)
-and the `UserRoleSource` (a gRPC client of auth).
+and the `UserRoleSource` (a gRPC client of auth, `adapters/auth_peer.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "SealedDocument",
     "SubmissionRepository",
     "UserRoleSource",
+    "UserStanding",
     "WalletDirectory",
 ]
 
@@ -206,13 +207,28 @@ class WalletDirectory(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class UserStanding:
+    """A user's current role and whether auth still has them active (not deactivated)."""
+
+    role: Role
+    active: bool
+
+
 class UserRoleSource(Protocol):
-    """A user's current role, from auth's GetUserRole (`vaultpay_common.grpc.user_roles`),
-    for the rank rule of staff decisions (`check_reviewer_outranks_owner`)."""
+    """A user's current role, and whether they are active, from auth's GetUserRole
+    (`adapters/auth_peer.py`): the rank rule of staff reviews (`check_reviewer_outranks_owner`)
+    and an approval's refusal of a deactivated owner."""
 
     async def role_of(self, user_id: str) -> Role:
         """Raises an UnavailableError when auth cannot tell (down, too slow, an answer
         without a role, or the user unknown to it): the decision then fails closed."""
+        ...
+
+    async def standing_of(self, user_id: str) -> UserStanding:
+        """The role and state, in one question to auth. Raises an UnavailableError as
+        `role_of` does, and also when auth's answer does not say whether the user is active
+        (an auth older than the field): an approval then fails closed."""
         ...
 
 

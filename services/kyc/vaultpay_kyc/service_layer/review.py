@@ -25,9 +25,23 @@ transaction opens, as wallet does for its staff changes (`check_staff_rank`), so
 locked while auth answers and a refusal writes nothing; a submission's owner never changes, so
 the owner checked is the owner of the row the decision locks. When auth cannot tell, the call
 fails closed (AUTH_UNAVAILABLE, nothing decided or shown). One's own submission is refused
-(decisions) or shown (the view) without asking auth, and a super_admin's review asks auth
-nothing (they outrank anyone, so no answer could change it). A retry of a decision that
+(decisions) or shown (the view) without asking auth, and a super_admin's rejection or view asks
+auth nothing (they outrank anyone, so no answer could change it). A retry of a decision that
 committed gets its stored reply before the rank is checked (`_stored`).
+
+An approval also asks auth whether the owner is still active, whoever approves (a
+super_admin too: their rank cannot change the answer), in the same question as the role
+(`standing_of`), and refuses a deactivated owner (KYC_OWNER_DEACTIVATED, nothing written, the
+submission still pending; a rejection is allowed). Auth deactivates, kyc is not told: a user
+deactivated for identity fraud would otherwise be verified, their wallet's tier raised, and the
+document's real holder refused it for good (KYC_DOCUMENT_IN_USE). When auth cannot tell, the
+approval fails closed (AUTH_UNAVAILABLE), as the rank check does.
+
+The view lists only the duplicates its viewer could open themselves: those of users they
+outrank (a super_admin: anyone's), never the viewer's own; the others are only counted. The
+owners' roles are asked of auth (one question per owner, at once) for the 10 oldest duplicates
+(`DUPLICATES_CHECKED`), before the audited transaction opens; the rest are counted, and so are
+those whose owner auth cannot rank (nothing is listed that the rank rule did not allow).
 
 A decision's input is checked before anything is read or asked, every bad field in one
 refusal (`InputChecks`): the request_id, the submission id, the tier, the reason or note. A
@@ -39,6 +53,7 @@ decision's transaction, the submission's own number however it is written
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Callable
@@ -52,12 +67,13 @@ from vaultpay_common.errors import UnavailableError, ValidationError
 from vaultpay_common.idempotency import IdempotencyKey, run_once, stored_reply
 from vaultpay_common.ids import parse_uuid
 from vaultpay_common.input_checks import InputChecks
-from vaultpay_common.ranks import acts_on_anyone
+from vaultpay_common.ranks import acts_on_anyone, staff_outranks
 from vaultpay_kyc.domain.crypto import DocumentHasher, EnvelopeCipher, Field, SubmissionRef
 from vaultpay_kyc.domain.documents import numbers_in
 from vaultpay_kyc.domain.errors import (
     DocumentUnreadableError,
     KycDocumentInUseError,
+    KycOwnerDeactivatedError,
     KycSubmissionNotFoundError,
 )
 from vaultpay_kyc.domain.model import (
@@ -90,14 +106,19 @@ from vaultpay_kyc.service_layer.ports import (
     QueueFilter,
     SealedDocument,
     UserRoleSource,
+    UserStanding,
 )
 from vaultpay_kyc.service_layer.submissions import SUBMISSION_CODEC
 
-__all__ = ["NO_ROLES", "ReviewService"]
+__all__ = ["DUPLICATES_CHECKED", "NO_ROLES", "ReviewService"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# How many of a viewed submission's duplicates (the oldest) have their owner ranked, each owner
+# a question to auth; the ones past it are counted, not listed.
+DUPLICATES_CHECKED = 10
 
 
 def _audited_filters(flt: QueueFilter) -> dict[str, str]:
@@ -123,6 +144,9 @@ class _NoRoles:
     decisions closed instead of skipping the rank rule."""
 
     async def role_of(self, user_id: str) -> Role:
+        raise UnavailableError("no source of user roles is configured")
+
+    async def standing_of(self, user_id: str) -> UserStanding:
         raise UnavailableError("no source of user roles is configured")
 
 
@@ -169,9 +193,12 @@ class ReviewService:
         """Decrypts one submission for the caller (staff); audited in the same transaction,
         with the caller's client address (as auth and wallet audit their staff reads).
         Only a submission its viewer could decide, or their own: the decrypted document is
-        there to decide on, and a moderator has no need of an admin's identity number."""
+        there to decide on, and a moderator has no need of an admin's identity number. Its
+        duplicates likewise: only those the viewer could open are listed, the others counted
+        (`_duplicates_shown`)."""
         sid = parse_uuid(submission_id, "submission_id")
-        await self._check_rank(sid, viewer.actor_id, viewer.actor_role, own_allowed=True)
+        owned = await self._check_rank(sid, viewer.actor_id, viewer.actor_role, own_allowed=True)
+        listed, hidden = await self._duplicates_shown(owned, viewer)
         unreadable: DocumentUnreadableError | None = None
         async with self._uow() as uow:
             submission = await uow.submissions.get(sid)
@@ -190,22 +217,65 @@ class ReviewService:
             except DocumentUnreadableError as exc:
                 unreadable = exc
             else:
-                duplicates = await uow.submissions.duplicates(
-                    sealed.number_hash, other_than_user=submission.user_id
-                )
                 await uow.audit(
                     submission_viewed(
                         viewer,
                         submission,
                         file_included=bool(file),
-                        possible_duplicates=len(duplicates),
+                        possible_duplicates=len(listed),
+                        hidden_duplicates=hidden,
                     )
                 )
                 await uow.commit()
-                return SubmissionDetails(submission, number, file, tuple(duplicates))
+                return SubmissionDetails(submission, number, file, listed, hidden)
         assert unreadable is not None  # the readable path returned inside the block
         await self._record_unreadable(submission, sealed.wrapped_key.key_id, unreadable, viewer)
         raise unreadable
+
+    async def _duplicates_shown(
+        self, submission: Submission, viewer: StaffViewer
+    ) -> tuple[tuple[str, ...], int]:
+        """Other users' submissions of `submission`'s document that `viewer` could open
+        themselves (the rank rule of the view, `staff_outranks`; never the viewer's own),
+        oldest first, and how many others there are (≤ 50 in all, as `duplicates` finds). Only
+        the `DUPLICATES_CHECKED` oldest are checked: their owners are read here, and asked of
+        auth (each owner once, at once), outside any transaction; an owner auth cannot rank
+        is not listed (counted: this reveals no more, and the view still works)."""
+        async with self._uow() as uow:
+            sealed = await uow.submissions.sealed(submission.id, with_file=False)
+            if sealed is None:
+                raise KycSubmissionNotFoundError()
+            found = await uow.submissions.duplicates(
+                sealed.number_hash, other_than_user=submission.user_id
+            )
+            owners: dict[str, str] = {}
+            for duplicate_id in found[:DUPLICATES_CHECKED]:
+                duplicate = await uow.submissions.get(duplicate_id)
+                if duplicate is not None and duplicate.user_id != viewer.actor_id:
+                    owners[duplicate_id] = duplicate.user_id
+        outranked = await self._outranked(set(owners.values()), viewer.actor_role)
+        listed = tuple(d for d, owner in owners.items() if owner in outranked)
+        return listed, len(found) - len(listed)
+
+    async def _outranked(self, users: set[str], staff_role: Role) -> set[str]:
+        """Those of `users` whom staff with `staff_role` outrank: every one for a super_admin
+        (auth not asked), otherwise those auth ranks below them; one auth cannot rank (down,
+        the user unknown to it) is left out."""
+        if acts_on_anyone(staff_role):
+            return users
+        asked = sorted(users)
+        answers = await asyncio.gather(
+            *(self._roles.role_of(user) for user in asked), return_exceptions=True
+        )
+        outranked: set[str] = set()
+        for user, answer in zip(asked, answers, strict=True):
+            if isinstance(answer, UnavailableError):
+                continue
+            if isinstance(answer, BaseException):
+                raise answer
+            if staff_outranks(staff_role, answer):
+                outranked.add(user)
+        return outranked
 
     async def _record_unreadable(
         self,
@@ -252,7 +322,7 @@ class ReviewService:
             checked_tier = checks.run(lambda: tier_to_grant(_given(cmd.kyc_tier)))
             checked_note = checks.run(lambda: self._review_text(cmd.note, "note", MAX_NOTE_LENGTH))
         sid, tier, note = checked_sid.value, checked_tier.value, checked_note.value
-        await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role)
+        await self._check_rank(sid, cmd.reviewer_id, cmd.reviewer_role, approving=True)
 
         unreadable: list[tuple[Submission, str]] = []  # what `_record_unreadable` records
 
@@ -383,25 +453,40 @@ class ReviewService:
             return await stored_reply(uow, key, SUBMISSION_CODEC)
 
     async def _check_rank(
-        self, sid: str, staff_id: str, staff_role: Role, *, own_allowed: bool = False
-    ) -> None:
+        self,
+        sid: str,
+        staff_id: str,
+        staff_role: Role,
+        *,
+        own_allowed: bool = False,
+        approving: bool = False,
+    ) -> Submission:
         """The rules of a review that need no lock, before its transaction opens: not one's
         own (KYC_SELF_REVIEW, decided without auth; allowed for a view), then the owner ranked
-        below the reviewer (INSUFFICIENT_PERMISSIONS), not asked of auth for a super_admin,
-        who outranks anyone (`acts_on_anyone`). Raises KYC_SUBMISSION_NOT_FOUND, and
-        AUTH_UNAVAILABLE (or UNAVAILABLE) when the owner's role is needed and cannot be had.
-        Whether the submission is still pending is the transaction's check: a replayed
-        decision must reach its stored reply."""
+        below the reviewer (INSUFFICIENT_PERMISSIONS), not asked of auth for a super_admin's
+        rejection or view, as they outrank anyone (`acts_on_anyone`); and for an approval,
+        whoever approves, the owner still active (KYC_OWNER_DEACTIVATED, after the rank, so a
+        refusal tells nothing of a user the reviewer does not outrank), asked of auth with the
+        role. Raises KYC_SUBMISSION_NOT_FOUND, and AUTH_UNAVAILABLE (or UNAVAILABLE) when the
+        owner's role or state is needed and cannot be had. Whether the submission is still
+        pending is the transaction's check: a replayed decision must reach its stored reply.
+        Returns the submission as read."""
         async with self._uow() as uow:
             submission = await uow.submissions.get(sid)
         if submission is None:
             raise KycSubmissionNotFoundError()
         if own_allowed and submission.user_id == staff_id:
-            return
+            return submission
         submission.check_not_own(staff_id)
-        if not acts_on_anyone(staff_role):
+        if approving:
+            standing = await self._roles.standing_of(submission.user_id)
+            check_reviewer_outranks_owner(staff_role, standing.role)
+            if not standing.active:
+                raise KycOwnerDeactivatedError()
+        elif not acts_on_anyone(staff_role):
             owner_role = await self._roles.role_of(submission.user_id)
             check_reviewer_outranks_owner(staff_role, owner_role)
+        return submission
 
     async def _load_for_decision(self, uow: KycUnitOfWork, sid: str) -> Submission:
         submission = await uow.submissions.get(sid, for_update=True)

@@ -1081,22 +1081,33 @@ class GetUserRoleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROLE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
     role: _role_pb2.Role.ValueType
     """The user's current role (from auth's database, not from any token), whether or not the
     user is active. Wallet refuses a staff action on the wallet of a user the caller does
     not outrank, kyc a review of their KYC submission; a reply without a role is treated
     as "cannot tell" and the action fails closed.
     """
+    active: _builtins.bool
+    """False when the user has been deactivated. Always set by an auth that knows the field, so
+    an answer without it comes from an older auth: kyc's approval, which refuses a
+    deactivated owner (KYC_OWNER_DEACTIVATED), then fails closed (AUTH_UNAVAILABLE). Callers
+    that only rank (wallet, kyc's rejections and views) ignore it: the rank rule does not
+    look at whether the user is active.
+    """
     def __init__(
         self,
         *,
         role: _role_pb2.Role.ValueType = ...,
+        active: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
+    _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active) -> _WhichOneofReturnType__active | None: ...
 
 Global___GetUserRoleResponse: _TypeAlias = GetUserRoleResponse  # noqa: Y015
 

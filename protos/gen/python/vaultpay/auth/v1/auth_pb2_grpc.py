@@ -761,11 +761,12 @@ class AuthInternalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUserRole(self, request, context):
-        """Returns the user's current role and nothing else, for the rank rule of staff actions:
-        wallet's staff changes of a wallet (freeze, unfreeze, limits; the owner's and a staff
-        freeze's setter's rank) and kyc's reviews (decisions and decrypted views of a
-        submission) compare it with the caller's. A deactivated user keeps their role here, as
-        in auth's database. An unknown user fails with NOT_FOUND.
+        """Returns the user's current role and whether they are active, and nothing else, for the
+        rank rule of staff actions: wallet's staff changes of a wallet (freeze, unfreeze,
+        limits; the owner's and a staff freeze's setter's rank) and kyc's reviews (decisions and
+        decrypted views of a submission) compare the role with the caller's. A deactivated user
+        keeps their role here, as in auth's database; kyc's approval also refuses a deactivated
+        owner. An unknown user fails with NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

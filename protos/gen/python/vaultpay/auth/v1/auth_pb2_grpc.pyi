@@ -336,11 +336,12 @@ class AuthInternalServiceStub:
     reviews) asks GetUserRole and never receives the user's contact.
     """
     GetUserRole: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUserRoleRequest, _auth_pb2.GetUserRoleResponse]
-    """Returns the user's current role and nothing else, for the rank rule of staff actions:
-    wallet's staff changes of a wallet (freeze, unfreeze, limits; the owner's and a staff
-    freeze's setter's rank) and kyc's reviews (decisions and decrypted views of a
-    submission) compare it with the caller's. A deactivated user keeps their role here, as
-    in auth's database. An unknown user fails with NOT_FOUND.
+    """Returns the user's current role and whether they are active, and nothing else, for the
+    rank rule of staff actions: wallet's staff changes of a wallet (freeze, unfreeze,
+    limits; the owner's and a staff freeze's setter's rank) and kyc's reviews (decisions and
+    decrypted views of a submission) compare the role with the caller's. A deactivated user
+    keeps their role here, as in auth's database; kyc's approval also refuses a deactivated
+    owner. An unknown user fails with NOT_FOUND.
     """
     PollSessionRevocations: _grpc.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]
     """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
@@ -382,11 +383,12 @@ class AuthInternalServiceAsyncStub(AuthInternalServiceStub):
     reviews) asks GetUserRole and never receives the user's contact.
     """
     GetUserRole: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUserRoleRequest, _auth_pb2.GetUserRoleResponse]  # type: ignore[assignment]
-    """Returns the user's current role and nothing else, for the rank rule of staff actions:
-    wallet's staff changes of a wallet (freeze, unfreeze, limits; the owner's and a staff
-    freeze's setter's rank) and kyc's reviews (decisions and decrypted views of a
-    submission) compare it with the caller's. A deactivated user keeps their role here, as
-    in auth's database. An unknown user fails with NOT_FOUND.
+    """Returns the user's current role and whether they are active, and nothing else, for the
+    rank rule of staff actions: wallet's staff changes of a wallet (freeze, unfreeze,
+    limits; the owner's and a staff freeze's setter's rank) and kyc's reviews (decisions and
+    decrypted views of a submission) compare the role with the caller's. A deactivated user
+    keeps their role here, as in auth's database; kyc's approval also refuses a deactivated
+    owner. An unknown user fails with NOT_FOUND.
     """
     PollSessionRevocations: _aio.UnaryUnaryMultiCallable[_auth_pb2.PollSessionRevocationsRequest, _auth_pb2.PollSessionRevocationsResponse]  # type: ignore[assignment]
     """The revocation feed: sessions revoked (logout, refresh-token reuse, password change,
@@ -449,11 +451,12 @@ class AuthInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.GetUserRoleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetUserRoleResponse, _abc.Awaitable[_auth_pb2.GetUserRoleResponse]]:
-        """Returns the user's current role and nothing else, for the rank rule of staff actions:
-        wallet's staff changes of a wallet (freeze, unfreeze, limits; the owner's and a staff
-        freeze's setter's rank) and kyc's reviews (decisions and decrypted views of a
-        submission) compare it with the caller's. A deactivated user keeps their role here, as
-        in auth's database. An unknown user fails with NOT_FOUND.
+        """Returns the user's current role and whether they are active, and nothing else, for the
+        rank rule of staff actions: wallet's staff changes of a wallet (freeze, unfreeze,
+        limits; the owner's and a staff freeze's setter's rank) and kyc's reviews (decisions and
+        decrypted views of a submission) compare the role with the caller's. A deactivated user
+        keeps their role here, as in auth's database; kyc's approval also refuses a deactivated
+        owner. An unknown user fails with NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

@@ -140,7 +140,8 @@ class KycSubmission(_message.Message):
     possible_duplicate: _builtins.bool
     """Another user's submission carries the same document number (matched by its keyed
     hash): a possible duplicate identity. The reviewer finds those submissions in
-    AdminGetKycSubmissionResponse.duplicate_submission_ids. Set by
+    AdminGetKycSubmissionResponse.duplicate_submission_ids (the ones they may open) and
+    hidden_duplicate_count (the others). Set by
     KycAdminService.AdminListKycSubmissions and AdminGetKycSubmission; false elsewhere.
     """
     @_builtins.property
@@ -496,18 +497,27 @@ class AdminGetKycSubmissionResponse(_message.Message):
     DOCUMENT_NUMBER_FIELD_NUMBER: _builtins.int
     DOCUMENT_FILE_FIELD_NUMBER: _builtins.int
     DUPLICATE_SUBMISSION_IDS_FIELD_NUMBER: _builtins.int
+    HIDDEN_DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     document_number: _builtins.str
     """The decrypted document number, normalised (upper case, no spaces or hyphens)."""
     document_file: _builtins.bytes
     """The decrypted document file; empty without one."""
+    hidden_duplicate_count: _builtins.int
+    """How many other submissions of the same document number are not in
+    duplicate_submission_ids: those of users the caller does not outrank, the caller's own,
+    those whose owner's role auth could not tell, and those past the 10 checked. At most 50
+    duplicates are counted in all. Zero from a kyc older than the field (it listed them all).
+    """
     @_builtins.property
     def submission(self) -> Global___KycSubmission:
         """The submission."""
 
     @_builtins.property
     def duplicate_submission_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Other users' submissions of the same document number (found by its keyed hash);
-        non-empty means a possible duplicate identity.
+        """Other users' submissions of the same document number (found by its keyed hash) that
+        the caller could open themselves: those of users they outrank (a super_admin: anyone
+        else's), never the caller's own, of the 10 oldest duplicates (the ones checked).
+        Non-empty, or a hidden_duplicate_count above zero, means a possible duplicate identity.
         """
 
     def __init__(
@@ -517,10 +527,11 @@ class AdminGetKycSubmissionResponse(_message.Message):
         document_number: _builtins.str = ...,
         document_file: _builtins.bytes = ...,
         duplicate_submission_ids: _abc.Iterable[_builtins.str] | None = ...,
+        hidden_duplicate_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["submission", b"submission"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_file", b"document_file", "document_number", b"document_number", "duplicate_submission_ids", b"duplicate_submission_ids", "submission", b"submission"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_file", b"document_file", "document_number", b"document_number", "duplicate_submission_ids", b"duplicate_submission_ids", "hidden_duplicate_count", b"hidden_duplicate_count", "submission", b"submission"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

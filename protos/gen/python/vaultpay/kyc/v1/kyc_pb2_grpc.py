@@ -284,8 +284,9 @@ class KycAdminServiceServicer:
 
     def AdminGetKycSubmission(self, request, context):
         """Returns one submission decrypted: the full document number and file, plus other
-        users' submissions with the same document. Every call is audited (who viewed what,
-        never the number itself). Only one's own submission or that of a user ranked below the
+        users' submissions with the same document: those the caller could open themselves
+        listed, the others only counted. Every call is audited (who viewed what, never the
+        number itself). Only one's own submission or that of a user ranked below the
         caller (a super_admin: anyone's); otherwise PERMISSION_DENIED (INSUFFICIENT_PERMISSIONS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

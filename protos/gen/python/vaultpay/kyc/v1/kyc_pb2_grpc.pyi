@@ -166,8 +166,9 @@ class KycAdminServiceStub:
     """
     AdminGetKycSubmission: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminGetKycSubmissionRequest, _kyc_pb2.AdminGetKycSubmissionResponse]
     """Returns one submission decrypted: the full document number and file, plus other
-    users' submissions with the same document. Every call is audited (who viewed what,
-    never the number itself). Only one's own submission or that of a user ranked below the
+    users' submissions with the same document: those the caller could open themselves
+    listed, the others only counted. Every call is audited (who viewed what, never the
+    number itself). Only one's own submission or that of a user ranked below the
     caller (a super_admin: anyone's); otherwise PERMISSION_DENIED (INSUFFICIENT_PERMISSIONS).
     """
     AdminApproveKyc: _grpc.UnaryUnaryMultiCallable[_kyc_pb2.AdminApproveKycRequest, _kyc_pb2.AdminApproveKycResponse]
@@ -213,8 +214,9 @@ class KycAdminServiceAsyncStub(KycAdminServiceStub):
     """
     AdminGetKycSubmission: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminGetKycSubmissionRequest, _kyc_pb2.AdminGetKycSubmissionResponse]  # type: ignore[assignment]
     """Returns one submission decrypted: the full document number and file, plus other
-    users' submissions with the same document. Every call is audited (who viewed what,
-    never the number itself). Only one's own submission or that of a user ranked below the
+    users' submissions with the same document: those the caller could open themselves
+    listed, the others only counted. Every call is audited (who viewed what, never the
+    number itself). Only one's own submission or that of a user ranked below the
     caller (a super_admin: anyone's); otherwise PERMISSION_DENIED (INSUFFICIENT_PERMISSIONS).
     """
     AdminApproveKyc: _aio.UnaryUnaryMultiCallable[_kyc_pb2.AdminApproveKycRequest, _kyc_pb2.AdminApproveKycResponse]  # type: ignore[assignment]
@@ -269,8 +271,9 @@ class KycAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_kyc_pb2.AdminGetKycSubmissionResponse, _abc.Awaitable[_kyc_pb2.AdminGetKycSubmissionResponse]]:
         """Returns one submission decrypted: the full document number and file, plus other
-        users' submissions with the same document. Every call is audited (who viewed what,
-        never the number itself). Only one's own submission or that of a user ranked below the
+        users' submissions with the same document: those the caller could open themselves
+        listed, the others only counted. Every call is audited (who viewed what, never the
+        number itself). Only one's own submission or that of a user ranked below the
         caller (a super_admin: anyone's); otherwise PERMISSION_DENIED (INSUFFICIENT_PERMISSIONS).
         """
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.kyc.kyc_world import FakeOwnerStandings, World
+from tests.unit.kyc.kyc_world import FakeOwnerStandings, World, key
 from vaultpay_common.context import Role
 from vaultpay_common.errors import UnavailableError
 from vaultpay_kyc.domain.model import Submission
 from vaultpay_kyc.domain.staff_reads import StaffViewer
+from vaultpay_kyc.service_layer.commands import RejectKyc
 from vaultpay_kyc.service_layer.review import DUPLICATES_CHECKED
 
 NUMBER = "ABCPE1234F"
@@ -128,3 +129,24 @@ async def test_no_duplicate_nothing_listed_nor_counted() -> None:
     details = await world.review.view(bob.id, viewer=StaffViewer("mod", Role.MODERATOR))
     assert (details.duplicate_submission_ids, details.hidden_duplicate_count) == ((), 0)
     assert not details.possible_duplicate
+
+
+async def test_one_owners_resubmissions_do_not_crowd_out_the_others() -> None:
+    """Review of the change: the 10 oldest duplicate *rows* were checked, so an impostor who
+    was rejected and resubmitted ten times filled the list, and newer owners of the same
+    number were only counted, a super_admin's view included. The first distinct owners are
+    checked, each with all their rows; a super_admin's every owner."""
+    world = World()
+    impostor = []
+    for _ in range(DUPLICATES_CHECKED):
+        mine = await _by(world, "fraud")
+        impostor.append(mine.id)
+        await world.review.reject(
+            RejectKyc("mod", Role.MODERATOR, mine.id, "not yours", key("mod"))
+        )
+    later = [(await _by(world, f"ring-{n}")).id for n in range(3)]
+    bob = await _by(world, "bob")
+    for role in (Role.MODERATOR, Role.SUPER_ADMIN):
+        details = await world.view(bob.id, "viewer", role=role)
+        assert list(details.duplicate_submission_ids) == impostor + later, role
+        assert details.hidden_duplicate_count == 0

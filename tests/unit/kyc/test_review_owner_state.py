@@ -92,3 +92,27 @@ async def test_an_approval_that_committed_replays_after_the_owner_is_deactivated
     world.roles.asked.clear()
     again = await world.review.approve(ApproveKyc("mod", Role.MODERATOR, sid, None, "", k))
     assert again == first and world.roles.asked == []
+
+
+async def test_a_retry_overlapping_an_approval_that_commits_gets_its_answer() -> None:
+    """Review of the change: a retry that found nothing stored, while its first attempt was
+    still running, asked auth before it could wait for that attempt; told the owner was
+    deactivated meanwhile (or auth was down), it refused a decision already made. Refused by
+    the owner's state or auth, it looks for the stored answer once more."""
+    world = World()
+    sid = (await world.submit("alice")).id
+    k = key("root")
+    command = ApproveKyc("root", Role.SUPER_ADMIN, sid, None, "", k)
+    standing_of = world.roles.standing_of
+    first: list[object] = []
+
+    async def first_attempt_commits_meanwhile(user_id: str) -> object:
+        if not first:  # the retry asks auth; meanwhile the first attempt commits
+            first.append(None)
+            first.append(await world.review.approve(command))
+            world.roles.deactivated.add("alice")
+        return await standing_of(user_id)
+
+    world.roles.standing_of = first_attempt_commits_meanwhile  # type: ignore[method-assign,assignment]
+    retried = await world.review.approve(command)
+    assert retried == first[1] and retried.status is KycStatus.VERIFIED

@@ -62,6 +62,7 @@ from vaultpay_common.audit import AuditEntry
 from vaultpay_common.context import Role
 from vaultpay_common.errors import AbortedError, FieldViolation, ValidationError
 from vaultpay_common.input_checks import InputChecks
+from vaultpay_common.settling import Settling
 
 __all__ = ["AccountService", "IssuedTokens"]
 
@@ -137,21 +138,13 @@ class AccountService:
         self._refresh_ttl = refresh_ttl
         self._dummy_hash: str | None = None
         # Password checks settling their throttle reservation for callers that went away.
-        self._settling: set[asyncio.Task[bool]] = set()
+        self._settling = Settling("password checks")
 
     async def drain(self, within: float) -> int:
         """At shutdown, before the hasher closes: waits up to `within` seconds for the password
         checks still settling for callers that went away, and returns how many did not end
         (logged): closing the hasher would cancel them, their attempts left counted."""
-        if not self._settling:
-            return 0
-        _, left = await asyncio.wait(set(self._settling), timeout=within)
-        if left:
-            log.warning(
-                "password checks still settling at shutdown; their attempts stay counted",
-                extra={"count": len(left), "waited_seconds": within},
-            )
-        return len(left)
+        return await self._settling.drain(within)
 
     async def _verify_and_settle(
         self,
@@ -185,8 +178,7 @@ class AccountService:
             return verified
 
         task = asyncio.ensure_future(run())
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._settling.track(task)
         task.add_done_callback(_retrieve_quietly)
         try:
             return await asyncio.shield(task)

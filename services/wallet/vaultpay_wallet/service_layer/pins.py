@@ -72,6 +72,7 @@ from vaultpay_common.idempotency import (
     run_once,
 )
 from vaultpay_common.outbox import OutboxMessage
+from vaultpay_common.settling import Settling
 from vaultpay_common.single_flight import SingleFlight, shared_outcome
 from vaultpay_wallet.domain.errors import (
     InvalidPinError,
@@ -200,7 +201,7 @@ class PinService:
         self._fast = fast_path
         self._checks: SingleFlight[IdempotencyKey, _Checked] = SingleFlight()
         # Every counted check still hashing or settling, keyed or not: `drain` waits for them.
-        self._settling: set[asyncio.Future[_Checked]] = set()
+        self._settling = Settling("PIN checks")
 
     @property
     def checks_in_flight(self) -> int:
@@ -214,15 +215,7 @@ class PinService:
         for handlers, and closing the hasher cancels its queue: each check cut short so kept
         its attempt counted and unsettled, in silence, PIN_CHECK_IN_PROGRESS for 30 s and a
         wrong PIN after (review of 2026-12-05: every deploy under load took attempts)."""
-        if not self._settling:
-            return 0
-        _, left = await asyncio.wait(set(self._settling), timeout=within)
-        if left:
-            log.warning(
-                "PIN checks still settling at shutdown; their attempts stay counted",
-                extra={"count": len(left), "waited_seconds": within},
-            )
-        return len(left)
+        return await self._settling.drain(within)
 
     async def _stored(self, key: IdempotencyKey | None, codec: ReplyCodec[T]) -> T | None:
         """The stored reply of an earlier call with this key, checked before bcrypt runs."""
@@ -361,8 +354,7 @@ class PinService:
             finishing, started = self._checks.start(key, finish)
         if started:
             finishing.add_done_callback(_log_unsettled)
-            self._settling.add(finishing)
-            finishing.add_done_callback(self._settling.discard)
+            self._settling.track(finishing)
         outcome, trusted = await shared_outcome(finishing)
         return outcome, (trusted if started else None)  # the trust read is of its starter's address
 

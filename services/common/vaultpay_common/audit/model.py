@@ -206,6 +206,16 @@ class ChainBreak:
     reason: str
     sequence: int | None = None
 
+    def __str__(self) -> str:
+        """As an operator reads it: "at position 3 (sequence 7): <reason>"; the checkpoint
+        itself (position 0) by its reason alone."""
+        if self.position == 0:
+            return self.reason
+        where = f"at position {self.position}"
+        if self.sequence is not None:
+            where += f" (sequence {self.sequence})"
+        return f"{where}: {self.reason}"
+
 
 class ChainVerifier:
     """Checks seals fed in position order; remembers the first break and the hash at `anchor`.
@@ -306,12 +316,9 @@ class AuditVerification:
     def report(self) -> str:
         lines = [f"audit chain: {self.sealed} rows sealed, {self.verified} verified"]
         if self.broken is not None and self.broken.position == 0:
-            lines.append(f"audit chain BROKEN: {self.broken.reason}")
+            lines.append(f"audit chain BROKEN: {self.broken}")
         elif self.broken is not None:
-            where = f"position {self.broken.position}"
-            if self.broken.sequence is not None:
-                where += f" (sequence {self.broken.sequence})"
-            lines.append(f"audit chain BROKEN at {where}: {self.broken.reason}")
+            lines.append(f"audit chain BROKEN {self.broken}")
         else:
             lines.append("audit chain intact")
         if self.unsealed:

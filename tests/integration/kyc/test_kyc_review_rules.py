@@ -46,6 +46,16 @@ async def _audited(kyc: KycStack, target_id: str) -> list[str]:
         await engine.dispose()
 
 
+async def _approval_refused(kyc: KycStack, submission_id: str, staff: Any) -> Any:
+    """The refusal of an AdminApproveKyc of `submission_id` by `staff` (its metadata)."""
+    return await rpc_failure(
+        kyc.admin.AdminApproveKyc(
+            kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=submission_id),
+            metadata=staff,
+        )
+    )
+
+
 async def _status(kyc: KycStack, submission_id: str) -> int:
     _, root = kyc.staff(Role.SUPER_ADMIN)
     reply = await kyc.admin.AdminListKycSubmissions(
@@ -59,12 +69,7 @@ async def test_two_moderators_cannot_approve_each_others_submissions(kyc: KycSta
     _, first, first_sid = await _submitted_by_staff(kyc, Role.MODERATOR)
     _, second, second_sid = await _submitted_by_staff(kyc, Role.MODERATOR)
     for metadata, sid in ((first, second_sid), (second, first_sid)):
-        failure = await rpc_failure(
-            kyc.admin.AdminApproveKyc(
-                kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid),
-                metadata=metadata,
-            )
-        )
+        failure = await _approval_refused(kyc, sid, metadata)
         assert (failure.code, failure.reason) == (
             grpc.StatusCode.PERMISSION_DENIED,
             "INSUFFICIENT_PERMISSIONS",
@@ -112,12 +117,7 @@ async def test_a_decision_fails_closed_while_auth_is_down(kyc: KycStack) -> None
     _, admin = kyc.staff(Role.ADMIN)
     kyc.auth_peer.down = True
     try:
-        failure = await rpc_failure(
-            kyc.admin.AdminApproveKyc(
-                kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid.submission_id),
-                metadata=admin,
-            )
-        )
+        failure = await _approval_refused(kyc, sid.submission_id, admin)
     finally:
         kyc.auth_peer.down = False
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "AUTH_UNAVAILABLE")
@@ -140,12 +140,7 @@ async def test_a_super_admin_rejects_while_auth_is_down_but_does_not_approve(
     _, root = kyc.staff(Role.SUPER_ADMIN)
     kyc.auth_peer.down = True
     try:
-        failure = await rpc_failure(
-            kyc.admin.AdminApproveKyc(
-                kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid.submission_id),
-                metadata=root,
-            )
-        )
+        failure = await _approval_refused(kyc, sid.submission_id, root)
         assert (failure.code, failure.reason) == (
             grpc.StatusCode.UNAVAILABLE,
             "AUTH_UNAVAILABLE",
@@ -177,12 +172,7 @@ async def test_no_one_approves_a_deactivated_users_submission(kyc: KycStack, rol
     real = (await kyc.public.SubmitKyc(submit_request(number), metadata=holder)).submission
     kyc.auth_peer.deactivated.add(impostor_id)
     _, staff = kyc.staff(role)
-    failure = await rpc_failure(
-        kyc.admin.AdminApproveKyc(
-            kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=fraud.submission_id),
-            metadata=staff,
-        )
-    )
+    failure = await _approval_refused(kyc, fraud.submission_id, staff)
     assert (failure.code, failure.reason) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "KYC_OWNER_DEACTIVATED",
@@ -213,12 +203,7 @@ async def test_an_approval_fails_closed_when_auth_does_not_say_whether_the_owner
     _, admin = kyc.staff(Role.ADMIN)
     kyc.auth_peer.without_state = True
     try:
-        failure = await rpc_failure(
-            kyc.admin.AdminApproveKyc(
-                kyc_pb2.AdminApproveKycRequest(request_id=rid(), submission_id=sid.submission_id),
-                metadata=admin,
-            )
-        )
+        failure = await _approval_refused(kyc, sid.submission_id, admin)
         assert (failure.code, failure.reason) == (
             grpc.StatusCode.UNAVAILABLE,
             "AUTH_UNAVAILABLE",

@@ -63,7 +63,7 @@ async def _token() -> str:
 
 def _owners(auth: _Auth) -> GrpcOwnerStandings:
     owners = GrpcOwnerStandings(grpc.aio.insecure_channel("127.0.0.1:1"), _token, 1.0)
-    owners._stub = auth  # type: ignore[assignment]
+    owners._roles._stub = auth  # type: ignore[assignment]
     return owners
 
 

@@ -2,6 +2,7 @@
 
     roles = GrpcUserRoles(channel, service_token, timeout=2.0, whose="wallet owner")
     role = await roles.role_of(user_id)  # Role, or AuthUnavailableError
+    role, active = await roles.standing_of(user_id)  # and whether auth still has them active
 
 It asks AuthInternalService.GetUserRole with the caller's service identity (the method's
 access rule names the services that may), which answers the role and nothing else about the
@@ -11,7 +12,9 @@ and kyc deploy first) is asked its GetUserContact, whose role field that release
 whose rule lets both services ask. Every other failure is AUTH_UNAVAILABLE, so an action whose
 rank cannot be checked fails closed: auth down or too slow, our own service token not to be
 had, an answer without a role or with one this build does not know, a user unknown to auth. No
-answer is taken as "a user".
+answer is taken as "a user". `standing_of` also needs the answer to say whether the user is
+active (an auth older than that field says nothing: AUTH_UNAVAILABLE); no answer is taken as
+"active".
 """
 
 from __future__ import annotations
@@ -48,11 +51,23 @@ class GrpcUserRoles:
         self._whose = whose
 
     async def role_of(self, user_id: str) -> Role:
+        role, _ = await self._lookup(user_id)
+        return role
+
+    async def standing_of(self, user_id: str) -> tuple[Role, bool]:
+        """The role and whether the user is active (kyc's approvals)."""
+        role, active = await self._lookup(user_id)
+        if active is None:
+            raise AuthUnavailableError(f"auth did not say whether the {self._whose} is active")
+        return role, active
+
+    async def _lookup(self, user_id: str) -> tuple[Role, bool | None]:
         if not user_id:
             # A caller's bug (no one to ask about), not auth's failure: never sent to auth.
             raise ValueError(f"the {self._whose}'s role was asked without a user id")
         try:
-            role = role_from_proto(await self._ask(user_id))
+            answered, active = await self._ask(user_id)
+            role = role_from_proto(answered)
         except AuthUnavailableError:  # our own service token could not be had
             raise
         except Exception as exc:
@@ -63,9 +78,10 @@ class GrpcUserRoles:
             raise AuthUnavailableError(f"auth could not tell the {self._whose}'s role") from exc
         if role is None:
             raise AuthUnavailableError(f"auth answered without the {self._whose}'s role")
-        return role
+        return role, active
 
-    async def _ask(self, user_id: str) -> role_pb2.Role.ValueType:
+    async def _ask(self, user_id: str) -> tuple[role_pb2.Role.ValueType, bool | None]:
+        """The role and, when the answer carries it, whether the user is active."""
         metadata = outgoing_metadata(await self._token())
         try:
             reply: auth_pb2.GetUserRoleResponse = await self._stub.GetUserRole(
@@ -73,15 +89,16 @@ class GrpcUserRoles:
                 metadata=metadata,
                 timeout=self._timeout,
             )
-            return reply.role
+            return reply.role, reply.active if reply.HasField("active") else None
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
         # An auth older than GetUserRole (rolled back, or not upgraded yet: wallet and kyc
-        # go first): its GetUserContact carries the role, and it lets wallet and kyc ask.
+        # go first): its GetUserContact carries the role and the state (always set there),
+        # and it lets wallet and kyc ask.
         contact: auth_pb2.GetUserContactResponse = await self._stub.GetUserContact(
             auth_pb2.GetUserContactRequest(user_id=user_id),
             metadata=metadata,
             timeout=self._timeout,
         )
-        return contact.role
+        return contact.role, contact.active

@@ -3,6 +3,8 @@ gRPC code and HTTP status the code gives it, and its KYC examples use a file tha
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 from pathlib import Path
 
@@ -153,3 +155,39 @@ def test_every_transfer_reason_is_in_the_readme_with_its_http_status() -> None:
     for reason, status in sorted(_transfer_expected()):
         assert reason in listed, f"README's transfer reasons do not list {reason}"
         assert listed[reason] == {status}, (reason, status, listed[reason])
+
+
+def _reasons_defined_in(package: str) -> dict[str, str]:
+    """Every reason a domain error of `package` (outside its entrypoints) carries, with the
+    class that carries it."""
+    root = importlib.import_module(package)
+    reasons: dict[str, str] = {}
+    for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+        if ".entrypoints" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, DomainError)
+                and value.__module__ == module.__name__
+                and value.reason.isupper()
+            ):
+                reasons[value.reason] = f"{value.__module__}.{value.__name__}"
+    return reasons
+
+
+@pytest.mark.parametrize(
+    ("package", "heading"),
+    [("vaultpay_wallet", "## The wallet service"), ("vaultpay_kyc", "## The KYC service")],
+)
+def test_every_wallet_and_kyc_reason_is_in_its_section(package: str, heading: str) -> None:
+    """The wallet's and KYC's reasons are prose, not tables: each must at least be named in
+    its service's section (a review of 2026-12-05 found these two lists kept by hand)."""
+    start = README.index(heading)
+    section = README[start : README.index("\n## ", start + len(heading))]
+    reasons = _reasons_defined_in(package)
+
+    assert len(reasons) > 10, reasons  # the walk found the domain errors
+    missing = {r: c for r, c in reasons.items() if f"`{r}`" not in section}
+    assert not missing, f"README's {heading!r} does not name {missing}"

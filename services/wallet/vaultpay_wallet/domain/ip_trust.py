@@ -41,7 +41,6 @@ __all__ = [
     "IpConfirmation",
     "IpConfirmationTokenInvalidError",
     "IpHasher",
-    "IpNotTrustedError",
     "TrustedIp",
     "TrustedIpCursor",
     "TrustedIpNotFoundError",
@@ -61,13 +60,6 @@ _TOKEN_PREFIX = "vpip_"  # noqa: S105 (a prefix, not a secret)
 _TOKEN_MAX_LENGTH = 128
 _PUBLIC_HASH = re.compile(r"^[0-9a-f]{16}\Z")
 _MAX_IP_TEXT = 64  # the longest IPv6 text with a scope id is well below this
-
-
-class IpNotTrustedError(FailedPreconditionError):
-    """For callers that enforce the check (the transfer service fails a movement with it)."""
-
-    reason = "IP_NOT_TRUSTED"
-    default_message = "this IP address is not confirmed; check your email to confirm it"
 
 
 class TrustedIpNotFoundError(NotFoundError):

@@ -739,3 +739,25 @@ async def test_lifting_a_freeze_or_changing_a_setting_needs_a_reason(reason: str
     assert [v.field for v in unfreeze.value.violations] == ["reason"]
     assert [v.field for v in setting.value.violations] == ["reason"]
     assert world.snapshot() == before
+
+
+async def test_a_missing_tier_default_is_a_cap_of_zero_as_the_ledger_reads_it() -> None:
+    """transfer_caps (t0020) refuses every movement of a window whose tier default row is
+    missing; wallet filled it from the catalogue, so GetLimits showed 25,000.00 INR to spend
+    and SetMyLimit accepted own limits that could never apply (review of 2026-12-05)."""
+    world = World()
+    await _basic(world)
+    del world.uow.settings.values_by_key["limits.tier_basic.send.daily"]
+
+    send = next(
+        v for v in (await world.limits.get_limits("alice")).limits if v.action is LimitAction.SEND
+    )
+    assert (send.daily.amount_minor, send.daily.source) == (0, LimitSource.TIER_DEFAULT)
+    assert send.per_transaction.amount_minor > 0  # the other windows keep their rows
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as err:
+        await world.limits.set_my_limit(
+            SetMyLimit("alice", "send", None, AmountInput(INR, 1_000), None, key())
+        )
+    assert err.value.violations[0].field == "daily"
+    assert world.snapshot() == before

@@ -191,18 +191,16 @@ def _order_violations(
 
 
 def defaults_from_stored(stored: Mapping[str, str], tier: KycTier) -> dict[str, int]:
-    """The tier's default caps by setting key, from the stored values of its settings
-    (catalogue defaults fill any missing row)."""
+    """The tier's default caps by setting key, from the stored values of its settings. A
+    missing row is a cap of 0, as the ledger reads it (transfer's `transfer_caps`, t0020):
+    the catalogue's default filled it here, so GetLimits showed, and SetMyLimit allowed up
+    to, a cap the ledger refused every movement under (review of 2026-12-05)."""
     prefix = tier_settings_prefix(tier)
-    return {
-        key: int(stored.get(key, spec.default))
-        for key, spec in SETTINGS.items()
-        if key.startswith(prefix)
-    }
+    return {key: int(stored.get(key, "0")) for key in SETTINGS if key.startswith(prefix)}
 
 
 async def tier_defaults(uow: WalletUnitOfWork, tier: KycTier) -> dict[str, int]:
-    """The tier's default caps by setting key (catalogue defaults fill any missing row)."""
+    """The tier's default caps by setting key (a missing row is a cap of 0)."""
     return defaults_from_stored(await uow.settings.values(tier_settings_prefix(tier)), tier)
 
 

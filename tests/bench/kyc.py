@@ -94,11 +94,13 @@ from tests.bench.report import (
     save_results,
 )
 from tests.bench.workloads import BASELINE, HttpTarget, Target, UserPool
+from vaultpay_common.context import Role
 from vaultpay_common.db import create_engine
 from vaultpay_devstack.infra import scratch_dir
 from vaultpay_devstack.mesh import Mesh, MeshConfig, print_progress
 from vaultpay_kyc.adapters.keys_sql import SqlKeyRepository
 from vaultpay_kyc.adapters.tables import kyc_keys, kyc_submissions
+from vaultpay_kyc.domain.staff_reads import number_shown
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PATH = "Envoy JSON"
@@ -364,7 +366,8 @@ class KycRunner:
         self.file_b64 = b""
         # Submissions with the bench's file, as AdminGetKycSubmission reads them.
         self.readable: list[str] = []
-        # The first one, with its number, to check after the rotation.
+        # The first one, with its number as the moderator's view shows it (an Aadhaar masked),
+        # to check after the rotation.
         self.probe: tuple[str, str] | None = None
         self.per_worker_rps = 0.0
         self.machine_rps: float | None = None
@@ -441,8 +444,10 @@ class KycRunner:
                     self._warn(f"POST /v1/kyc/submissions returned {str(reply)[:300]}")
                     continue
                 self.readable.append(sid)
-                self.probe = self.probe or (sid, number)
-                problem = await self._check_read(connection, token, sid, number)
+                # The reader is a moderator: an Aadhaar number comes back masked.
+                shown = number_shown(Role.MODERATOR, kind, number).text
+                self.probe = self.probe or (sid, shown)
+                problem = await self._check_read(connection, token, sid, shown)
                 if problem:
                     self._warn(problem)
         except (HttpStatusError, OSError, ValueError) as exc:
@@ -458,7 +463,8 @@ class KycRunner:
     async def _check_read(
         self, connection: HttpConnection, token: str, sid: str, number: str
     ) -> str | None:
-        """None when GET /v1/admin/kyc/{id} returns the number and the file sent."""
+        """None when GET /v1/admin/kyc/{id} returns `number` (the number sent, as the reader
+        is shown it) and the file sent."""
         reply = json.loads((await connection.request(self.requests.get(token, sid))).body)
         if reply.get("documentNumber") != number:
             return f"GET /v1/admin/kyc/{sid} returned another number"

@@ -1,11 +1,13 @@
 """The review rules over native gRPC on real PostgreSQL: staff decide only the submissions of
 users they outrank (the owner's role asked of auth, failing closed while auth is down); no one
 approves a deactivated user's submission; the decrypted view lists only the duplicates its
-viewer could open; one document is verified for one user, also when two approvals race."""
+viewer could open and shows an Aadhaar number in full only from admin up; one document is
+verified for one user, also when two approvals race."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import grpc
@@ -13,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.integration.kyc.conftest import KycStack, bearer
-from tests.integration.kyc.kyc_support import pan, rid, submit_request
+from tests.integration.kyc.kyc_support import aadhaar, pan, rid, submit_request
 from tests.support import eventually, rpc_failure
 from vaultpay.kyc.v1 import kyc_pb2
 from vaultpay.type.v1 import kyc_tier_pb2
@@ -252,6 +254,74 @@ async def test_a_view_lists_only_the_duplicates_its_viewer_could_open(kyc: KycSt
         kyc_pb2.AdminGetKycSubmissionRequest(submission_id=boss_sid), metadata=boss_metadata
     )
     assert list(own.duplicate_submission_ids) == [first.submission_id, viewed.submission_id]
+
+
+# ----- what the view shows of an Aadhaar number -----------------------------------------------
+
+
+async def _viewed_details(kyc: KycStack, submission_id: str) -> list[tuple[str, dict[str, str]]]:
+    """The actor and details of each `kyc.submission_viewed` row of `submission_id`."""
+    engine = create_engine(kyc.dbs.app_dsn("kyc"), application_name="kyc-test")
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT actor_id, details::text AS details FROM audit_events"
+                    " WHERE target_id = :id AND action = 'kyc.submission_viewed'"
+                    " ORDER BY sequence"
+                ),
+                {"id": submission_id},
+            )
+            return [(r.actor_id, json.loads(r.details)) for r in rows]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_moderator_sees_an_aadhaar_masked_an_admin_in_full_and_the_audit_says_which(
+    kyc: KycStack,
+) -> None:
+    """The Aadhaar Act s.29 and UIDAI's masked-Aadhaar rules: the full 12 digits only where
+    needed (an admin's or super_admin's escalation), the last four to a moderator, as the
+    queue shows them. Before, a moderator's view returned the full number."""
+    number = aadhaar()
+    _, user = kyc.user()
+    submitted = await kyc.public.SubmitKyc(
+        kyc_pb2.SubmitKycRequest(
+            request_id=rid(),
+            document_type=kyc_pb2.DOCUMENT_TYPE_AADHAAR,
+            document_number=f"{number[:4]} {number[4:8]} {number[8:]}",
+        ),
+        metadata=user,
+    )
+    sid = submitted.submission.submission_id
+    request = kyc_pb2.AdminGetKycSubmissionRequest(submission_id=sid)
+    moderator_id, moderator = kyc.staff(Role.MODERATOR)
+    admin_id, admin = kyc.staff(Role.ADMIN)
+    root_id, root = kyc.staff(Role.SUPER_ADMIN)
+    masked = await kyc.admin.AdminGetKycSubmission(request, metadata=moderator)
+    assert masked.document_number == "XXXXXXXX" + number[-4:]
+    assert masked.document_number == masked.submission.masked_document_number
+    for metadata in (admin, root):
+        full = await kyc.admin.AdminGetKycSubmission(request, metadata=metadata)
+        assert full.document_number == number
+    viewed = await _viewed_details(kyc, sid)
+    assert [(actor, details["full_number_shown"]) for actor, details in viewed] == [
+        (moderator_id, "false"),
+        (admin_id, "true"),
+        (root_id, "true"),
+    ]
+    assert all(number not in json.dumps(d) and "XXXX" not in json.dumps(d) for _, d in viewed)
+    # A PAN is still shown in full to a moderator, and the row says so.
+    pan_number = pan()
+    pan_sid = (
+        await kyc.public.SubmitKyc(submit_request(pan_number), metadata=kyc.user()[1])
+    ).submission.submission_id
+    seen = await kyc.admin.AdminGetKycSubmission(
+        kyc_pb2.AdminGetKycSubmissionRequest(submission_id=pan_sid), metadata=moderator
+    )
+    assert seen.document_number == pan_number
+    [(_, details)] = await _viewed_details(kyc, pan_sid)
+    assert details["full_number_shown"] == "true"
 
 
 async def test_a_decisions_bad_input_is_named_before_auth_or_the_self_review_rule(

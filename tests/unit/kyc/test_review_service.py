@@ -83,6 +83,7 @@ async def test_viewing_decrypts_and_audits_who_saw_what_but_never_the_number(
         "user_id": "alice",
         "document_type": "PAN",
         "file_included": "true",
+        "full_number_shown": "true",  # a PAN: in full, a moderator's view too
         "possible_duplicates": "0",
         "hidden_duplicates": "0",
         "ip": "203.0.113.7",

@@ -108,8 +108,10 @@ class KycStatusView:
 
 @dataclass(frozen=True, slots=True)
 class SubmissionDetails:
-    """A decrypted submission, as AdminGetKycSubmission returns it: the other users'
-    submissions of the same document that the viewer could open listed, the others counted."""
+    """A decrypted submission, as AdminGetKycSubmission returns it: the number as the viewer
+    may see it (an Aadhaar number masked below an admin, `staff_reads.number_shown`), the other
+    users' submissions of the same document that the viewer could open listed, the others
+    counted."""
 
     submission: Submission
     document_number: str

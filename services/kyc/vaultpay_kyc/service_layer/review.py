@@ -6,8 +6,10 @@ Every page of the queue writes an audit row in the same transaction as the read
 never a number, masked or not).
 
 Every view of a decrypted submission writes an audit row in the same transaction as the read
-("kyc.submission_viewed": who, which submission, whether the file was included, how many
-possible duplicates); the number never goes into it. Both rows are built in
+("kyc.submission_viewed": who, which submission, whether the file was included, whether the
+number was shown in full, how many possible duplicates); the number never goes into it. An
+Aadhaar number is shown in full only to an admin or a super_admin, masked as in the queue to a
+moderator (`number_shown`, the domain's rule; any other type in full). Both rows are built in
 `domain.staff_reads`, as wallet's and auth's staff reads are: the filters set, the viewer and
 their client address. A decision locks the row, applies the domain rule (pending only, never
 one's own), stores it, audits it (with the reviewer's client address, as the reads) and puts
@@ -89,6 +91,7 @@ from vaultpay_kyc.domain.model import (
 from vaultpay_kyc.domain.staff_reads import (
     StaffViewer,
     document_unreadable,
+    number_shown,
     queue_listed,
     submission_viewed,
 )
@@ -195,7 +198,8 @@ class ReviewService:
         Only a submission its viewer could decide, or their own: the decrypted document is
         there to decide on, and a moderator has no need of an admin's identity number. Its
         duplicates likewise: only those the viewer could open are listed, the others counted
-        (`_duplicates_shown`)."""
+        (`_duplicates_shown`). The number as the viewer's role may see it (`number_shown`: an
+        Aadhaar number masked below an admin), the audit row saying whether it was in full."""
         sid = parse_uuid(submission_id, "submission_id")
         owned = await self._check_rank(sid, viewer.actor_id, viewer.actor_role, own_allowed=True)
         listed, hidden = await self._duplicates_shown(owned, viewer)
@@ -217,17 +221,19 @@ class ReviewService:
             except DocumentUnreadableError as exc:
                 unreadable = exc
             else:
+                shown = number_shown(viewer.actor_role, submission.document_type, number)
                 await uow.audit(
                     submission_viewed(
                         viewer,
                         submission,
                         file_included=bool(file),
+                        full_number_shown=shown.full,
                         possible_duplicates=len(listed),
                         hidden_duplicates=hidden,
                     )
                 )
                 await uow.commit()
-                return SubmissionDetails(submission, number, file, listed, hidden)
+                return SubmissionDetails(submission, shown.text, file, listed, hidden)
         assert unreadable is not None  # the readable path returned inside the block
         await self._record_unreadable(submission, sealed.wrapped_key.key_id, unreadable, viewer)
         raise unreadable

@@ -270,6 +270,41 @@ async def test_read_marks_are_per_owner_and_the_unread_count_follows(
     assert nothing.status == 200 and nothing.body.get("markedCount", 0) == 0, nothing.body
 
 
+async def test_mark_all_read_up_to_the_shown_list_leaves_a_later_arrival_unread(
+    gateway: Gateway, notifier: Notifier
+) -> None:
+    """The app lists the inbox, a notification arrives, the user taps "mark all read": with
+    the newest notification shown as the bound, the one that arrived after stays unread."""
+    owner, stranger = new_person(gateway, wallet=False), new_person(gateway, wallet=False)
+    for n in range(2):
+        await notifier.notify(owner, rid(), f"Seen {n}")
+    shown = _inbox(gateway, owner)
+    unread_shown = sum(1 for n in shown if not n.get("read"))
+    late = (await notifier.notify(owner, rid(), "Arrived after the list")).notification
+    theirs = (await notifier.notify(stranger, rid(), "Theirs")).notification
+
+    def mark_all(bound: str) -> Any:
+        body = {"requestId": rid(), "upToNotificationId": bound}
+        return owner.call(gateway, "POST", "/v1/notifications:markAllRead", body)
+
+    refused = mark_all(theirs.notification_id)
+    assert (refused.status, refused.error_reason()) == (404, "NOTIFICATION_NOT_FOUND")
+    malformed = mark_all("not-a-uuid")
+    assert malformed.status == 400, malformed.body
+    assert malformed.field_violations() == ["upToNotificationId"]  # JSON names its own spelling
+    assert _unread(gateway, owner) == unread_shown + 1, "the refused calls marked nothing"
+
+    marked = mark_all(shown[0]["notificationId"])
+    assert marked.status == 200, marked.body
+    assert marked.body["markedCount"] == unread_shown
+    unread = _inbox(gateway, owner, "?unreadOnly=true")
+    assert [n["notificationId"] for n in unread] == [late.notification_id]
+    assert _unread(gateway, owner) == 1
+    assert [n["notificationId"] for n in _inbox(gateway, stranger, "?unreadOnly=true")] == [
+        theirs.notification_id
+    ]
+
+
 async def test_a_watch_whose_deadline_passes_ends_deadline_exceeded_through_the_gateway(
     gateway: Gateway, mesh: Mesh
 ) -> None:

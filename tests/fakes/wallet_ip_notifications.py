@@ -179,8 +179,17 @@ class FakeNotificationRepository:
         self.rows[notification_id] = (read, self.rows[notification_id][1])
         return read
 
-    async def mark_all_read(self, user_id: str) -> int:
+    async def mark_all_read(self, user_id: str, *, up_to: str | None = None) -> int | None:
         unread = [n for n in self.all(user_id) if not n.read]
+        if up_to is not None:
+            bound = await self.get(user_id, up_to)
+            if bound is None:
+                return None
+            unread = [
+                n
+                for n in unread
+                if (n.created_at, n.notification_id) <= (bound.created_at, bound.notification_id)
+            ]
         for note in unread:
             await self.mark_read(user_id, note.notification_id)
         return len(unread)

@@ -328,6 +328,13 @@ def _wallet_user(capture: _Capture) -> WalletServicer:
             USER[:-1] + "f",
         ),
         (
+            lambda s, r: _wallet_user(s).MarkAllNotificationsRead(r, _ANY),
+            wallet_pb2.MarkAllNotificationsReadRequest(up_to_notification_id=USER),
+            "up_to_notification_id",
+            [USER.upper()],
+            USER[:-1] + "f",  # another bound: IDEMPOTENCY_KEY_REUSED, never the first count
+        ),
+        (
             lambda s, r: _wallet_user(s).ResetPin(r, _ANY),
             wallet_pb2.ResetPinRequest(token="t" * 43, new_pin=PIN, new_pin_confirmation=PIN),
             "token",
@@ -351,6 +358,7 @@ def _wallet_user(capture: _Capture) -> WalletServicer:
         "AdminSetWalletLimits",
         "RevokeTrustedIp",
         "MarkNotificationRead",
+        "MarkAllNotificationsRead-bound",
         "ResetPin-token",  # review of 2026-12-05: a pasted code's trailing newline
         "ConfirmIp-token",
     ],

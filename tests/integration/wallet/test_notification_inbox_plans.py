@@ -6,8 +6,9 @@ a partial index only from a predicate that implies the index's: `read IS false` 
 (the planner knows `x = false` and `NOT x` as the same, not `IS false`), so a query written so
 walked the user's whole inbox to find the few unread ones. The busy payee below holds thousands
 of read notifications and two unread: the unread page, the unread count (the app's badge) and
-"mark all read" each read the partial index, in the generic plan of the prepared statement too
-(what asyncpg runs after its fifth execution). Plan shapes, never timing.
+"mark all read" (with a bound too: one statement that finds the bound by its key and marks the
+unread ones up to it) each read the partial index, in the generic plan of the prepared statement
+too (what asyncpg runs after its fifth execution). Plan shapes, never timing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tests.integration.transfer.sql_capture import CapturedStatement, prepared_plan_scans
+from tests.integration.transfer.sql_capture import (
+    CapturedStatement,
+    prepared_plan_index_conditions,
+    prepared_plan_scans,
+)
 from tests.integration.wallet.wallet_chain import migrate_to_head
 from vaultpay_common.db import create_engine
 from vaultpay_devstack.postgres import Provisioned
@@ -104,10 +109,19 @@ async def _mark_all_read(conn: AsyncConnection) -> object:
     return marked
 
 
+async def _mark_all_read_up_to(conn: AsyncConnection) -> object:
+    repository = SqlNotificationRepository(conn)
+    _newer, older = await repository.list(PAYEE, unread_only=True, after=None, limit=2)
+    marked = await repository.mark_all_read(PAYEE, up_to=older.notification_id)
+    assert marked == 1
+    await conn.rollback()
+    return marked
+
+
 @pytest.mark.parametrize(
     "statement",
-    [_unread_page, _unread_count, _mark_all_read],
-    ids=["unread page", "unread count", "mark all read"],
+    [_unread_page, _unread_count, _mark_all_read, _mark_all_read_up_to],
+    ids=["unread page", "unread count", "mark all read", "mark all read up to"],
 )
 async def test_the_unread_side_of_an_inbox_reads_the_unread_index(
     engine: AsyncEngine,
@@ -122,3 +136,19 @@ async def test_the_unread_side_of_an_inbox_reads_the_unread_index(
     for mode, scans in plans.items():
         assert ("Seq Scan", "notifications") not in scans, (mode, scans)
         assert any(node in SCANS and name == UNREAD_INDEX for node, name in scans), (mode, scans)
+
+
+async def test_mark_all_read_up_to_a_bound_reads_only_the_unread_up_to_it(
+    engine: AsyncEngine, filled: Provisioned
+) -> None:
+    """The bound is found by its key and limits the range read from the unread index (an
+    Index Cond, not a Filter over every unread notification of the user), in one statement."""
+    with CapturedStatement(engine) as captured:
+        async with engine.connect() as conn:
+            await _mark_all_read_up_to(conn)
+    plans = await prepared_plan_index_conditions(
+        _plain(filled.app_dsn("wallet")), "up_to", captured
+    )
+    for mode, conditions in plans.items():
+        assert "notifications_pkey" in conditions, (mode, conditions)
+        assert "ROW(created_at, id) <=" in conditions[UNREAD_INDEX], (mode, conditions)

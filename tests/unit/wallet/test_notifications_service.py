@@ -243,6 +243,50 @@ async def test_mark_all_read_retried_with_its_request_id_replays_the_count(env: 
     assert first.marked_count == 1
 
 
+async def test_mark_all_read_up_to_the_newest_shown_leaves_later_arrivals_unread(
+    env: Env,
+) -> None:
+    """The client listed [second, first], then `late` arrived before the tap: only what it
+    showed is marked (the bound and everything older), never what came after."""
+    await env.create("first")
+    second = await env.create("second")
+    late = await env.create("late")
+    await env.create(user=OTHER)
+    marked = await env.service.mark_all_read(
+        MarkAllNotificationsRead(USER, up_to_notification_id=second)
+    )
+    assert marked.marked_count == 2
+    unread = await env.service.list_notifications(ListNotifications(USER, unread_only=True))
+    assert [n.notification_id for n in unread.items] == [late]
+    assert await env.service.get_unread_count(GetUnreadCount(OTHER)) == 1
+    # Again with the same bound: nothing left at or before it.
+    again = MarkAllNotificationsRead(USER, up_to_notification_id=second.upper())
+    assert (await env.service.mark_all_read(again)).marked_count == 0
+    assert await env.service.get_unread_count(GetUnreadCount(USER)) == 1
+
+
+async def test_mark_all_read_up_to_another_users_or_a_missing_notification_is_not_found(
+    env: Env,
+) -> None:
+    await env.create()
+    theirs = await env.create(user=OTHER)
+    for bound in (theirs, str(uuid.uuid4())):
+        with pytest.raises(NotificationNotFoundError):
+            await env.service.mark_all_read(
+                MarkAllNotificationsRead(USER, up_to_notification_id=bound)
+            )
+    assert await env.service.get_unread_count(GetUnreadCount(USER)) == 1
+    assert await env.service.get_unread_count(GetUnreadCount(OTHER)) == 1
+
+
+async def test_mark_all_read_up_to_a_malformed_id_names_the_field(env: Env) -> None:
+    await env.create()
+    with pytest.raises(ValidationError) as caught:
+        await env.service.mark_all_read(MarkAllNotificationsRead(USER, up_to_notification_id="42"))
+    assert [v.field for v in caught.value.violations] == ["up_to_notification_id"]
+    assert await env.service.get_unread_count(GetUnreadCount(USER)) == 1
+
+
 async def test_watch_starts_with_the_unread_count_then_streams_new_ones(env: Env) -> None:
     await env.create()
     async with env.service.watch(WatchNotifications(USER)) as events:

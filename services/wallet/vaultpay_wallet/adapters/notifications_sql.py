@@ -320,10 +320,38 @@ class SqlNotificationRepository:
         ).first()
         return None if row is None else _note(row)
 
-    async def mark_all_read(self, user_id: str) -> int:
-        result = await self._conn.execute(
-            update(notifications)
-            .where(_c.user_id == user_id, ~_c.read)
-            .values(read=True, read_at=func.now())
+    async def mark_all_read(self, user_id: str, *, up_to: str | None = None) -> int | None:
+        if up_to is None:
+            result = await self._conn.execute(
+                update(notifications)
+                .where(_c.user_id == user_id, ~_c.read)
+                .values(read=True, read_at=func.now())
+            )
+            return int(result.rowcount)
+        # One statement, one snapshot: the bound's position, the UPDATE of the unread ones at
+        # or before it (a range of the partial index on unread, from the user's oldest to the
+        # bound's (created_at, id)), and whether the bound was found at all (0 marked is
+        # an answer; a bound that is not this user's is NOT_FOUND).
+        bound = (
+            select(_c.created_at, _c.id).where(_c.id == up_to, _c.user_id == user_id).cte("bound")
         )
-        return int(result.rowcount)
+        marked = (
+            update(notifications)
+            .where(
+                _c.user_id == user_id,
+                ~_c.read,
+                tuple_(_c.created_at, _c.id) <= tuple_(bound.c.created_at, bound.c.id),
+            )
+            .values(read=True, read_at=func.now())
+            .returning(_c.id)
+            .cte("marked")
+        )
+        found, count = (
+            await self._conn.execute(
+                select(
+                    select(func.count()).select_from(bound).scalar_subquery(),
+                    select(func.count()).select_from(marked).scalar_subquery(),
+                )
+            )
+        ).one()
+        return int(count) if found else None

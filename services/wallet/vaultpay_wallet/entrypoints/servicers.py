@@ -14,7 +14,7 @@ from vaultpay_common.grpc.convert import current_principal, page_scope, timestam
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
-from vaultpay_common.ids import parse_uuid
+from vaultpay_common.ids import parse_optional_uuid, parse_uuid
 from vaultpay_common.pagination import PageTokens, paginate, times_checked
 from vaultpay_wallet.domain.ip_trust import TrustedIpCursor, canonical_ip_hash
 from vaultpay_wallet.domain.notifications import NotificationCursor
@@ -346,7 +346,12 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.MarkAllNotificationsReadRequest, context: Ctx
     ) -> wallet_pb2.MarkAllNotificationsReadResponse:
         marked = await self._notes.mark_all_read(
-            notes.MarkAllNotificationsRead(current_principal().user_id, idempotency_key(request))
+            notes.MarkAllNotificationsRead(
+                current_principal().user_id,
+                # parse_optional_uuid lowers upper-case hex: a retry so spelled is the same
+                idempotency_key(request, canonical={"up_to_notification_id": str.lower}),
+                parse_optional_uuid(request.up_to_notification_id, "up_to_notification_id"),
+            )
         )
         return wallet_pb2.MarkAllNotificationsReadResponse(marked_count=marked.marked_count)
 

@@ -102,8 +102,10 @@ class NotificationRepository(Protocol):
         """Marks it read (no-op when already read); None when not this user's."""
         ...
 
-    async def mark_all_read(self, user_id: str) -> int:
-        """Returns how many changed from unread to read."""
+    async def mark_all_read(self, user_id: str, *, up_to: str | None = None) -> int | None:
+        """Marks the user's unread notifications read, with `up_to` (a notification id) only
+        those at or before it in `list`'s order (created_at, id), in one statement. Returns
+        how many changed from unread to read; None when `up_to` is not this user's."""
         ...
 
 
@@ -188,8 +190,14 @@ class MarkedRead:
 
 @dataclass(frozen=True, slots=True)
 class MarkAllNotificationsRead:
+    """Marks the caller's unread notifications read. With `up_to_notification_id` (the newest
+    notification the client has shown), only those at or before it in ListNotifications's
+    order (created_at, then id): one that arrived after the client's view stays unread. ""
+    marks every unread one. A bound that is not the caller's is NOT_FOUND."""
+
     user_id: str
     idempotency: IdempotencyKey | None = None
+    up_to_notification_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,10 +297,18 @@ class NotificationService:
 
     async def mark_all_read(self, command: MarkAllNotificationsRead) -> MarkedAllRead:
         user_id = canonical_uuid(command.user_id, "user_id")
+        up_to = (
+            canonical_uuid(command.up_to_notification_id, "up_to_notification_id")
+            if command.up_to_notification_id
+            else None
+        )
         async with self._uow() as uow:
 
             async def work() -> MarkedAllRead:
-                return MarkedAllRead(await uow.notifications.mark_all_read(user_id))
+                marked = await uow.notifications.mark_all_read(user_id, up_to=up_to)
+                if marked is None:  # the bound is missing, deleted or another user's
+                    raise NotificationNotFoundError("no such notification: up_to_notification_id")
+                return MarkedAllRead(marked)
 
             return await run_once(uow, command.idempotency, _MARKED_ALL_READ, work)
 

@@ -499,7 +499,11 @@ class AdminGetKycSubmissionResponse(_message.Message):
     DUPLICATE_SUBMISSION_IDS_FIELD_NUMBER: _builtins.int
     HIDDEN_DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     document_number: _builtins.str
-    """The decrypted document number, normalised (upper case, no spaces or hyphens)."""
+    """The decrypted document number, normalised (upper case, no spaces or hyphens). An Aadhaar
+    number is in full only for an admin or super_admin caller; a moderator gets it masked as
+    KycSubmission.masked_document_number is (all but the last 4 digits "X", e.g.
+    "XXXXXXXX2346"). The view's audit row records which (full_number_shown).
+    """
     document_file: _builtins.bytes
     """The decrypted document file; empty without one."""
     hidden_duplicate_count: _builtins.int

@@ -1801,16 +1801,29 @@ class MarkAllNotificationsReadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    UP_TO_NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Client-generated UUID identifying this attempt (AIP-155)."""
+    """Client-generated UUID identifying this attempt (AIP-155). A retry with the same
+    request_id and another `up_to_notification_id` answers IDEMPOTENCY_KEY_REUSED.
+    """
+    up_to_notification_id: _builtins.str
+    """Optional. The newest notification the client has shown: usually the first item of its
+    ListNotifications page, or a later one WatchNotifications streamed. Only the caller's
+    unread notifications at or before it in ListNotifications's order (create_time, then
+    notification_id) are marked; those that arrived after it stay unread. Empty marks every
+    unread notification of the caller (the behaviour before this field). Another user's
+    notification answers NOT_FOUND, like a missing one or one deleted past the retention (see
+    ListNotifications); a value that is not a UUID answers INVALID_ARGUMENT on this field.
+    """
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
+        up_to_notification_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "up_to_notification_id", b"up_to_notification_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -359,7 +359,9 @@ class WalletServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MarkAllNotificationsRead(self, request, context):
-        """Marks every unread notification of the caller read.
+        """Marks the caller's unread notifications read: every one, or with
+        `up_to_notification_id` only those up to the newest one the client has shown, so a
+        notification that arrived after the client rendered its list stays unread.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -144,7 +144,10 @@ class WalletServiceStub:
     ListNotifications). Marking a read notification again is a no-op.
     """
     MarkAllNotificationsRead: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.MarkAllNotificationsReadRequest, _wallet_pb2.MarkAllNotificationsReadResponse]
-    """Marks every unread notification of the caller read."""
+    """Marks the caller's unread notifications read: every one, or with
+    `up_to_notification_id` only those up to the newest one the client has shown, so a
+    notification that arrived after the client rendered its list stays unread.
+    """
     WatchNotifications: _grpc.UnaryStreamMultiCallable[_wallet_pb2.WatchNotificationsRequest, _wallet_pb2.WatchNotificationsResponse]
     """Streams the caller's new notifications as they are created. The first message
     carries only the current unread count, so a client can render its badge at once.
@@ -267,7 +270,10 @@ class WalletServiceAsyncStub(WalletServiceStub):
     ListNotifications). Marking a read notification again is a no-op.
     """
     MarkAllNotificationsRead: _aio.UnaryUnaryMultiCallable[_wallet_pb2.MarkAllNotificationsReadRequest, _wallet_pb2.MarkAllNotificationsReadResponse]  # type: ignore[assignment]
-    """Marks every unread notification of the caller read."""
+    """Marks the caller's unread notifications read: every one, or with
+    `up_to_notification_id` only those up to the newest one the client has shown, so a
+    notification that arrived after the client rendered its list stays unread.
+    """
     WatchNotifications: _aio.UnaryStreamMultiCallable[_wallet_pb2.WatchNotificationsRequest, _wallet_pb2.WatchNotificationsResponse]  # type: ignore[assignment]
     """Streams the caller's new notifications as they are created. The first message
     carries only the current unread count, so a client can render its badge at once.
@@ -519,7 +525,10 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.MarkAllNotificationsReadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.MarkAllNotificationsReadResponse, _abc.Awaitable[_wallet_pb2.MarkAllNotificationsReadResponse]]:
-        """Marks every unread notification of the caller read."""
+        """Marks the caller's unread notifications read: every one, or with
+        `up_to_notification_id` only those up to the newest one the client has shown, so a
+        notification that arrived after the client rendered its list stays unread.
+        """
 
     @_abc_1.abstractmethod
     def WatchNotifications(

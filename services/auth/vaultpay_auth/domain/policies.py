@@ -9,6 +9,7 @@ Pure functions: each returns or raises domain errors, so handlers and tests shar
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 
 from zxcvbn import zxcvbn  # type: ignore[import-untyped]
@@ -21,7 +22,12 @@ from vaultpay_auth.domain.errors import (
 )
 from vaultpay_common.context import Role
 from vaultpay_common.errors import FieldViolation, ValidationError
-from vaultpay_common.text import has_control_characters, has_line_breaks, normalized
+from vaultpay_common.text import (
+    NORMALIZED_AT_MOST,
+    has_control_characters,
+    has_line_breaks,
+    normalized,
+)
 
 __all__ = [
     "check_may_manage",
@@ -31,6 +37,8 @@ __all__ = [
     "email_violations",
     "guessability_violations",
     "normalize_email",
+    "normalize_password",
+    "password_spellings",
     "password_violations",
     "require_reason",
 ]
@@ -72,7 +80,34 @@ def email_violations(email: str, field: str = "email") -> list[FieldViolation]:
     return []
 
 
+def normalize_password(typed: str) -> str:
+    """`typed` in Unicode NFC: what every password is judged (`password_violations`, the
+    guessability estimate) and hashed as, and checked as first. "\u00e9" typed as one
+    character (U+00E9) on one keyboard and as "e" and a combining acute (U+0301) on another
+    (macOS, some input methods, a paste) is one password, as NIST SP 800-63B 5.1.1.2 asks;
+    hashed as typed, they were two, and the user was locked out on the other device. NFC,
+    not NFKC: NFKC folds distinct characters ("\ufb01" into "fi", "\u00b2" into "2") and would
+    shrink the space of passwords. Not trimmed: spaces are part of a password. A password
+    longer than NORMALIZED_AT_MOST characters is returned as typed, without any work (the
+    normalisation is quadratic in a run of combining marks: `vaultpay_common.text`), for
+    `password_violations` to refuse for its length and a sign-in to match nothing."""
+    if len(typed) > NORMALIZED_AT_MOST:
+        return typed
+    return unicodedata.normalize("NFC", typed)
+
+
+def password_spellings(typed: str) -> tuple[str, ...]:
+    """What a typed password is checked against a stored hash as, in this order: its NFC form
+    (`normalize_password`), then, only when that differs from what was typed, the form as
+    typed, which is what a hash made before passwords were normalised is of. One more bcrypt,
+    and only for such input; a sign-in proven by the second re-hashes the first."""
+    nfc = normalize_password(typed)
+    return (nfc,) if nfc == typed else (nfc, typed)
+
+
 def password_violations(password: str, email: str, field: str = "password") -> list[FieldViolation]:
+    """Why `password`, as it will be hashed (`normalize_password`'s form: its length counts
+    the characters of that form), is refused, or nothing."""
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         return [FieldViolation(field, f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")]
     # A letter of any script (a Hindi or Cyrillic password has letters too), a digit 0-9 or

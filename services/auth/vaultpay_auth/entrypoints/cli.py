@@ -35,6 +35,7 @@ from vaultpay_auth.domain.policies import (
     check_registration,
     guessability_violations,
     normalize_email,
+    normalize_password,
 )
 from vaultpay_auth.settings import AuthSettings
 from vaultpay_common.audit import AuditEntry, AuditLog
@@ -88,6 +89,7 @@ async def create_superadmin(
     reset_existing: bool = False,
 ) -> None:
     email = normalize_email(email)
+    password = normalize_password(password)  # judged and hashed as NFC, as Register's
     check_registration(email, password, full_name)
     weak = guessability_violations(password, email, full_name=full_name)  # one, on the CLI
     if weak:

@@ -12,6 +12,10 @@ answer itself says so (the contract; see docs/decisions.md), so its speed reveal
 Security events (refused and throttled sign-ins, logout, failed and successful password
 changes, a refresh token presented twice) are audited with the client address; a refusal's row
 is written in a short transaction of its own, so it outlives the refusal it records.
+
+Passwords are judged and hashed in Unicode NFC (`policies.normalize_password`), and checked as
+NFC first, then, when it differs, as typed (`policies.password_spellings`: hashes made before
+the normalisation are of what was typed); a sign-in proven as typed re-hashes the NFC form.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from vaultpay_auth.domain.model import Session, User
 from vaultpay_auth.domain.policies import (
     check_registration,
     normalize_email,
+    normalize_password,
+    password_spellings,
     password_violations,
 )
 from vaultpay_auth.domain.security_events import (
@@ -78,7 +84,14 @@ _LOGIN_ATTEMPTS_KEY = "login:"
 _CHANGE_ATTEMPTS_KEY = "change-attempts:"
 
 
-def _retrieve_quietly(task: asyncio.Task[bool]) -> None:
+class _CheckedThenBusyError(PasswordHashingBusyError):
+    """A password's NFC spelling was checked and did not match, and the check of its spelling
+    as typed (`password_spellings`) was refused a worker: the caller is told to retry, and the
+    attempt stays counted (a guess was checked). Given back, a full queue would have let
+    decomposed guesses be tried uncounted: right answered a session, wrong RATE_LIMITED."""
+
+
+def _retrieve_quietly(task: asyncio.Task[str | None]) -> None:
     """Reads the outcome of a settling check whose caller may be gone, so a failure is logged
     once, not reported as never retrieved (the caller, if still there, gets it too)."""
     if task.cancelled():
@@ -105,7 +118,8 @@ def _by_user(user: User, action: str, details: dict[str, str] | None = None) -> 
 
 def _new_password_shape(new: str, current: str, email: str) -> None:
     """ChangePassword's new password on its own: its length and letters (`password_violations`)
-    and not the current one as typed (two inputs of the request compared: nothing secret)."""
+    and not the current one (two inputs of the request compared: nothing secret). Both in NFC
+    (`normalize_password`): the current password in another spelling is the same password."""
     violations = password_violations(new, email, field="new_password")
     if not violations and new == current:
         violations = [FieldViolation("new_password", "must differ from the current password")]
@@ -150,30 +164,33 @@ class AccountService:
         self,
         counter: str,
         client_ip: str,
-        verify: Callable[[asyncio.Event], Awaitable[bool]],
-    ) -> bool:
+        verify: Callable[[asyncio.Event], Awaitable[str | None]],
+    ) -> str | None:
         """`verify(admitted)` and its throttle reservation's settlement, in a task of their own
         that a caller going away does not cut short once the hash has started (`admitted`): a
-        right password gives the reservation back (`succeeded`), a wrong one stays counted, one
-        the hasher was too busy to check is released. Run in the caller, a cancellation (the
-        gateway's 15 s behind a long hashing queue, a client's deadline) kept the attempt
-        counted as a failure whatever the password: five slow sign-ins locked out a user with
-        the right one (review of 2026-12-05). A caller that goes away while its check still
-        waits for a worker takes it out of the queue (nobody would read its verdict, and a
-        queue of abandoned checks made every later sign-in wait for them), and its reservation
-        is given back: no password was checked. A caller that goes away learns nothing of the
-        verdict."""
+        right password (`verify` returns the spelling that matched: `_matching_spelling`, whose
+        spellings of one password are one attempt) gives the reservation back (`succeeded`), a
+        wrong one (None) stays counted, one the hasher was too busy to check is released. Run
+        in the caller, a cancellation (the gateway's 15 s behind a long hashing queue, a
+        client's deadline) kept the attempt counted as a failure whatever the password: five
+        slow sign-ins locked out a user with the right one (review of 2026-12-05). A caller
+        that goes away while its check still waits for a worker takes it out of the queue
+        (nobody would read its verdict, and a queue of abandoned checks made every later
+        sign-in wait for them), and its reservation is given back: no password was checked. A
+        caller that goes away learns nothing of the verdict."""
         admitted = asyncio.Event()
 
-        async def run() -> bool:
+        async def run() -> str | None:
             try:
                 verified = await verify(admitted)
+            except _CheckedThenBusyError:
+                raise  # a spelling was checked, and did not match: the attempt stays counted
             except (PasswordHashingBusyError, asyncio.CancelledError):
                 # Refused a worker, or taken out of the queue: no password was checked. Shielded:
                 # a caller leaving now must not cut the release short (the attempt would count).
                 await asyncio.shield(self._throttle.release(counter, client_ip))
                 raise
-            if verified:
+            if verified is not None:
                 await self._throttle.succeeded(counter, client_ip)
             return verified
 
@@ -197,6 +214,7 @@ class AccountService:
         self, email: str, password: str, full_name: str, client_ip: str = ""
     ) -> User:
         email, full_name = normalize_email(email), full_name.strip()
+        password = normalize_password(password)  # judged and hashed as NFC
         check_registration(email, password, full_name)
         await self._sign_ups.reserve(client_ip)
         # After the throttle: the estimate costs CPU an address must not buy without limit.
@@ -226,15 +244,41 @@ class AccountService:
         log.info("user registered", extra={"user_id": user.id})
         return user
 
+    async def _matching_spelling(
+        self,
+        spellings: tuple[str, ...],
+        password_hash: str,
+        *,
+        admitted: asyncio.Event | None = None,
+    ) -> str | None:
+        """The first of a typed password's `spellings` (`password_spellings`: NFC, then as
+        typed) that `password_hash` was made from, or None. The second costs one more bcrypt,
+        only when the first does not match and the typed form is not NFC."""
+        for index, spelling in enumerate(spellings):
+            try:
+                matches = await self._hasher.verify(
+                    spelling, password_hash, priority=HashPriority.SIGN_IN, admitted=admitted
+                )
+            except PasswordHashingBusyError as busy:
+                if index == 0:
+                    raise
+                raise _CheckedThenBusyError(busy.retry_after_seconds) from busy
+            if matches:
+                return spelling
+        return None
+
     async def _verify_or_waste_time(
-        self, password: str, user: User | None, *, admitted: asyncio.Event | None = None
-    ) -> bool:
-        """Checks the password; without a user, hashes anyway so timing reveals nothing."""
+        self,
+        spellings: tuple[str, ...],
+        user: User | None,
+        *,
+        admitted: asyncio.Event | None = None,
+    ) -> str | None:
+        """The spelling that matched (`_matching_spelling`); without a user, hashes anyway,
+        each spelling as a wrong password would be, so timing reveals nothing."""
         sign_in = HashPriority.SIGN_IN
         if user is not None:
-            return await self._hasher.verify(
-                password, user.password_hash, priority=sign_in, admitted=admitted
-            )
+            return await self._matching_spelling(spellings, user.password_hash, admitted=admitted)
         if self._dummy_hash is None:
             # The first unknown email's check hashes twice; admitted at its first hash (review
             # of 2026-12-05: a caller leaving during it took it out of the throttle's count
@@ -242,14 +286,15 @@ class AccountService:
             self._dummy_hash = await self._hasher.hash(
                 "not-a-real-password-0", priority=sign_in, admitted=admitted
             )
-        await self._hasher.verify(password, self._dummy_hash, priority=sign_in, admitted=admitted)
-        return False
+        await self._matching_spelling(spellings, self._dummy_hash, admitted=admitted)
+        return None
 
     async def login(self, email: str, password: str, client_ip: str) -> tuple[IssuedTokens, User]:
         email = normalize_email(email)
         if not email or not password:
             field = "email" if not email else "password"
             raise ValidationError.single(field, "is required")
+        spellings = password_spellings(password)
         counter = _LOGIN_ATTEMPTS_KEY + email
         try:
             await self._throttle.reserve(counter, client_ip)
@@ -259,25 +304,27 @@ class AccountService:
             raise
         async with self._uow() as uow:
             found = await uow.users.get_by_email(email)
-        verified = await self._verify_and_settle(
+        matched = await self._verify_and_settle(
             counter,
             client_ip,
-            lambda admitted: self._verify_or_waste_time(password, found, admitted=admitted),
+            lambda admitted: self._verify_or_waste_time(spellings, found, admitted=admitted),
         )
-        if not verified:
+        if matched is None:
             await self._record(
                 sign_in_refused(self._fingerprint(email), found, client_ip, "invalid_credentials")
             )
             raise InvalidCredentialsError()
         assert found is not None
-        upgraded = await self._upgraded_hash(password, found)
+        upgraded = await self._upgraded_hash(
+            spellings[0], found, proven_as_nfc=matched == spellings[0]
+        )
         tokens, user, replaced = await self._sign_in(found, client_ip, upgraded)
         # The hash changed while bcrypt ran: a password change, or another sign-in that
         # upgraded the same password's hash (`_upgraded_hash`). Only the first is refused.
         if replaced and user is not None and user.active:
             # The reservation was settled by the first check (the password was right then).
-            same_password = await self._verify_or_waste_time(password, user)
-            if same_password:
+            same_password = await self._verify_or_waste_time(spellings, user)
+            if same_password is not None:
                 tokens, user, replaced = await self._sign_in(user, client_ip, None)
         if replaced:
             await self._record(
@@ -291,27 +338,31 @@ class AccountService:
             raise AccountDisabledError()
         return tokens, user
 
-    async def _still_the_password(self, user: User, current: str) -> str:
-        """The stored hash that `current` was proven against: the one read before, or, when a
-        sign-in upgraded it since (`_upgraded_hash`; the same password at another cost), the
-        upgraded one once `current` is checked against it. A real change meanwhile keeps the
-        old hash, so the compare-and-set refuses (ABORTED)."""
+    async def _still_the_password(self, user: User, current: tuple[str, ...]) -> str:
+        """The stored hash that the `current` password's spellings were proven against: the
+        one read before, or, when a sign-in upgraded it since (`_upgraded_hash`; the same
+        password at another cost or in NFC), the upgraded one once `current` is checked
+        against it. A real change meanwhile keeps the old hash, so the compare-and-set refuses
+        (ABORTED)."""
         async with self._uow() as uow:
             now = await uow.users.get(user.id)
         if now is None or now.password_hash == user.password_hash:
             return user.password_hash
-        matches = await self._hasher.verify(
-            current, now.password_hash, priority=HashPriority.SIGN_IN
-        )
-        return now.password_hash if matches else user.password_hash
+        matches = await self._matching_spelling(current, now.password_hash)
+        return now.password_hash if matches is not None else user.password_hash
 
-    async def _upgraded_hash(self, password: str, user: User) -> str | None:
-        """A new hash of the password just proven, when the stored one was made at another
-        cost than the service's setting now (None otherwise). Without it, a raised cost left
-        every earlier account's hash at the old one, and a sign-in of an existing email took
-        a measurably different time than an unknown email's (hashed at today's cost): who
-        has an account showed. Best effort: a busy hasher skips it, never the sign-in."""
-        if not self._hasher.needs_rehash(user.password_hash):
+    async def _upgraded_hash(
+        self, password: str, user: User, *, proven_as_nfc: bool = True
+    ) -> str | None:
+        """A new hash of the password just proven (`password`: its NFC form), when the stored
+        one was made at another cost than the service's setting now, or of the password as
+        typed rather than in NFC (`proven_as_nfc` false: made before passwords were
+        normalised), None otherwise. Without it, a raised cost left every earlier account's
+        hash at the old one, and a sign-in of an existing email took a measurably different
+        time than an unknown email's (hashed at today's cost): who has an account showed;
+        and a hash of a decomposed "e\u0301" kept refusing the same password typed as
+        "\u00e9". Best effort: a busy hasher skips it, never the sign-in."""
+        if proven_as_nfc and not self._hasher.needs_rehash(user.password_hash):
             return None
         try:
             return await self._hasher.hash(password, priority=HashPriority.SIGN_IN)
@@ -337,7 +388,8 @@ class AccountService:
                 if upgraded is not None:
                     await uow.users.set_password_hash(user.id, user.password_hash, upgraded)
                     log.info(
-                        "password hash upgraded to the current cost", extra={"user_id": user.id}
+                        "password re-hashed at the current cost, in NFC",
+                        extra={"user_id": user.id},
                     )
                 await uow.commit()
         return tokens, user, replaced
@@ -419,13 +471,15 @@ class AccountService:
             user = await uow.users.get(user_id)
         if user is None:
             raise UserNotFoundError()
+        # Judged and hashed as NFC; the current password is checked as NFC, then as typed.
+        new, spellings = normalize_password(new), password_spellings(current)
         # The request's own faults first, in one refusal, before a guess is counted, a hash
         # run or an audit row written: they are input, not guesses (as Login's empty
         # password). Only the guessability estimate waits for the throttle (below).
         with InputChecks() as checks:
             if not current:
                 checks.refuse("current_password", "is required")
-            checks.run(lambda: _new_password_shape(new, current, user.email))
+            checks.run(lambda: _new_password_shape(new, spellings[0], user.email))
         # A stolen access token must not allow unthrottled guessing of the password: its
         # guesses are counted, on a counter of their own. On Login's (the email's), anyone
         # who typed five wrong passwords for the email blocked the signed-in owner's change
@@ -440,11 +494,11 @@ class AccountService:
         verified = await self._verify_and_settle(
             counter,
             client_ip,
-            lambda admitted: self._hasher.verify(
-                current, user.password_hash, priority=HashPriority.SIGN_IN, admitted=admitted
+            lambda admitted: self._matching_spelling(
+                spellings, user.password_hash, admitted=admitted
             ),
         )
-        if not verified:
+        if verified is None:
             await self._record(password_change_failed(user.id, client_ip, "wrong_current_password"))
             raise ValidationError.single("current_password", "is not the current password")
         # zxcvbn costs up to tens of milliseconds of a thread: after the throttle and the
@@ -453,7 +507,7 @@ class AccountService:
         if violations:
             raise ValidationError(violations)
         new_hash = await self._hasher.hash(new)
-        verified_hash = await self._still_the_password(user, current)
+        verified_hash = await self._still_the_password(user, spellings)
         async with self._uow() as uow:
             if not await uow.users.set_password_hash(user.id, verified_hash, new_hash):
                 raise AbortedError("the password changed meanwhile; retry")

@@ -157,3 +157,14 @@ async def test_every_update_of_an_action_locks_all_its_defaults_in_one_order(
         for tier in KycTier
         for window in LimitWindow
     ]
+
+
+async def test_a_missing_default_is_judged_as_the_cap_of_0_it_is() -> None:
+    """With FULL's send daily row missing, the ledger and GetLimits read FULL's daily cap as 0:
+    raising BASIC's daily above it would let a partly verified user move more than a fully
+    verified one (review of 2026-12-05: the check compared with the catalogue's default)."""
+    world = World()
+    del world.uow.settings.values_by_key[FULL_SEND + "daily"]
+    assert await _refusal(world, BASIC_SEND + "daily", "30000000") == [
+        ("value", "must be at most limits.tier_full.send.daily (0)")
+    ]

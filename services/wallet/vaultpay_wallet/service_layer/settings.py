@@ -55,15 +55,16 @@ async def _lock_action_defaults(uow: WalletUnitOfWork, action: LimitAction) -> d
     every update of the action takes them: tier (NONE, BASIC, FULL), then window (per
     transaction, daily, monthly). Two concurrent updates of the action, whatever tier and
     window each changes, so wait for each other instead of each passing against the other's
-    old value, and cannot deadlock. Limit readers do not lock these rows."""
+    old value, and cannot deadlock. Limit readers do not lock these rows. A missing row is 0,
+    the cap the ledger and GetLimits read it as (`limits.defaults_from_stored`): judged
+    against the catalogue's default instead, a BASIC default could be raised above a FULL
+    one that, missing, let FULL users move nothing (review of 2026-12-05)."""
     values = {}
     for tier in KycTier:
         for window in LimitWindow:
             key = tier_default_key(tier, action, window)
             stored = await uow.settings.get(key, for_update=True)
-            values[tier, window] = int(
-                stored.value if stored is not None else SETTINGS[key].default
-            )
+            values[tier, window] = int(stored.value) if stored is not None else 0
     return values
 
 

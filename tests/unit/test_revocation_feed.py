@@ -516,3 +516,64 @@ def test_a_copy_confirmed_before_a_vm_pause_is_stale_on_resume() -> None:
     assert not copy.is_fresh()
     copy.confirm(monotonic())  # the next complete poll
     assert copy.is_fresh()
+
+
+class PausingSource:
+    """A feed whose answers take `trip` seconds on both clocks, and whose next answer comes
+    after a VM pause of `pause` seconds that only the wall clock sees (the poll outstanding)."""
+
+    def __init__(self, monotonic: Clock, wall: Clock, *, trip: float, held: float) -> None:
+        self.monotonic, self.wall = monotonic, wall
+        self.trip, self.held = trip, held
+        self.pause = 0.0
+        self.answered = 0
+
+    async def __call__(self, cursor: str, wait: float) -> RevocationPage:
+        self.monotonic.advance(self.trip)
+        self.wall.advance(self.trip + self.pause)
+        self.pause = 0.0
+        self.answered += 1
+        return _page(f"c{self.answered}", waited=self.held)
+
+
+async def test_a_vm_pause_while_a_poll_is_outstanding_leaves_the_copy_stale() -> None:
+    """Review of 2026-12-05: a pass's confirmed moment was carried over to the wall clock by
+    monotonic time alone, which stands still while the VM is paused. Paused while its poll
+    was outstanding (nearly always: polls are held and restart at once), the pass stamped an
+    answer auth gave before the pause as confirmed now on both clocks: fresh on resume, without
+    the revocations committed meanwhile. It is confirmed as of its send plus auth's hold on the
+    wall clock too: stale, until a pass made after the pause."""
+    monotonic, wall = Clock(), Clock()
+    copy = RevocationSet(max_staleness=BOUND, retention=RETENTION, clock=monotonic, wall=wall)
+    source = PausingSource(monotonic, wall, trip=0.01, held=0.005)
+    feed = RevocationFeed(source, copy, poll_interval=0.25, wait=0.5, clock=monotonic)
+    await feed.poll_once()
+    assert copy.is_fresh()
+    source.pause = 300.0  # monotonic +0.01 s, wall +300.01 s while the poll is out
+    await feed.poll_once()
+    assert copy.is_established() and feed.polls == 2
+    assert not copy.is_fresh()
+    await feed.poll_once()  # sent after the pause
+    assert copy.is_fresh()
+
+
+async def test_both_clocks_agreeing_confirm_a_pass_as_of_its_send_plus_the_hold() -> None:
+    """Without a pause the wall clock's reading changes nothing: fresh for the bound from the
+    send plus the hold, on either clock."""
+    monotonic, wall = Clock(), Clock()
+    copy = RevocationSet(max_staleness=BOUND, retention=RETENTION, clock=monotonic, wall=wall)
+    feed = RevocationFeed(
+        PausingSource(monotonic, wall, trip=0.3, held=0.2),
+        copy,
+        poll_interval=0.25,
+        wait=0.5,
+        clock=monotonic,
+    )
+    await feed.poll_once()
+    assert copy.staleness() == pytest.approx(0.1)
+    monotonic.advance(BOUND - 0.1)
+    wall.advance(BOUND - 0.1)
+    assert copy.is_fresh()
+    monotonic.advance(0.001)
+    wall.advance(0.001)
+    assert not copy.is_fresh()

@@ -143,7 +143,8 @@ class RevocationSet:
     paused (a hypervisor pause, a live migration's downtime), so a copy confirmed just before
     a five-minute pause read as fresh on resume, without the revocations made meanwhile. Both
     ages must be within the bound (a wall clock stepped forward only sends a call to the
-    fallback for a moment: fail closed).
+    fallback for a moment: fail closed). The confirmed moment itself is taken on both clocks
+    too (`confirm`): a pause while a poll was outstanding must not make its answer new.
     """
 
     def __init__(
@@ -183,12 +184,29 @@ class RevocationSet:
                 on_revoked(revocation.reason)
         self._prune(now)
 
-    def confirm(self, as_of: float) -> None:
-        """Everything revoked before `as_of` (this clock) has been recorded."""
+    def wall_time(self) -> float:
+        """This set's wall clock now: what a feed pass notes as it starts (`confirm`)."""
+        return self._wall()
+
+    def confirm(self, as_of: float, *, as_of_wall: float | None = None) -> None:
+        """Everything revoked before `as_of` (this clock) has been recorded.
+
+        `as_of_wall` is the same moment measured on the wall clock (the pass's start read on
+        it, plus auth's hold). The copy counts as confirmed at the older of that and `as_of`
+        carried over to the wall clock (`wall() - (clock() - as_of)`): the carry-over counts
+        monotonic time only, which stands still while the VM is paused, so a pause while a
+        poll was outstanding (nearly always: polls are held, and restart at once) stamped the
+        copy confirmed *now* on the wall clock on resume, though auth had answered before the
+        pause and the revocations committed during it were never seen (review of 2026-12-05).
+        Either clock can only make the copy older (a wall clock stepped forward mid-pass
+        sends strict calls to the fallback until the next pass: fail closed)."""
         now = self._clock()
         if self._confirmed_at is None or as_of > self._confirmed_at:
             self._confirmed_at = as_of
-            self._confirmed_wall = self._wall() - (now - as_of)  # `as_of` on the wall clock
+            confirmed_wall = self._wall() - (now - as_of)  # `as_of` on the wall clock
+            if as_of_wall is not None:
+                confirmed_wall = min(confirmed_wall, as_of_wall)
+            self._confirmed_wall = confirmed_wall
         self._prune(now)
 
     def is_fresh(self) -> bool:
@@ -256,8 +274,9 @@ class RevocationFeed:
 
     A poll is a pass: pages until one is `caught_up`, then the set is confirmed as of the
     moment the pass's first page was sent plus how long auth held that page (never later
-    than the answer's arrival). A pass that fails part-way is started again from the last
-    complete pass's cursor (its pages' revocations are kept: knowing more is safe).
+    than the answer's arrival), read on the monotonic and on the wall clock, the older of the
+    two. A pass that fails part-way is started again from the last complete pass's cursor
+    (its pages' revocations are kept: knowing more is safe).
 
     Every page also names the signing keys auth withdrew lately; `on_keys_withdrawn` (the
     verifier's `forget_keys`) hears them as each page arrives, so a compromised key's tokens,
@@ -293,7 +312,8 @@ class RevocationFeed:
 
     async def poll_once(self) -> None:
         """One complete pass; raises whatever the source raised (the set stays unconfirmed)."""
-        started = self._clock()
+        # Both clocks: a VM paused mid-pass stops the monotonic one (RevocationSet.confirm).
+        started, started_wall = self._clock(), self._revoked.wall_time()
         cursor = self._cursor
         held = 0.0
         try:
@@ -314,8 +334,9 @@ class RevocationFeed:
             raise
         self._cursor = cursor
         # auth read the first page at least `held` after our send (durations, not clocks);
-        # never later than now, whatever auth claims.
-        self._revoked.confirm(min(started + max(held, 0.0), self._clock()))
+        # never later than now, whatever auth claims; on each clock.
+        held = max(held, 0.0)
+        self._revoked.confirm(min(started + held, self._clock()), as_of_wall=started_wall + held)
         self.polls += 1
 
     async def run(self) -> None:

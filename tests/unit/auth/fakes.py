@@ -95,6 +95,26 @@ class CountingHasher:
         made, _, hashed = password_hash.partition(":")
         return made.startswith("hashed") and hashed == password
 
+    async def first_match(
+        self,
+        candidates: Sequence[str],
+        password_hash: str,
+        *,
+        priority: HashPriority = HashPriority.SIGN_IN,
+        admitted: asyncio.Event | None = None,
+    ) -> str | None:
+        """One turn for all candidates, each check recorded as a "verify" call."""
+        if self.busy is not None:
+            raise self.busy
+        if admitted is not None:
+            admitted.set()
+        for candidate in candidates:
+            self.calls.append(("verify", priority.value))
+            made, _, hashed = password_hash.partition(":")
+            if made.startswith("hashed") and hashed == candidate:
+                return candidate
+        return None
+
     def needs_rehash(self, password_hash: str) -> bool:
         return not password_hash.startswith(f"hashed{self.cost}:")
 
@@ -159,7 +179,9 @@ class FakeUserRepository:
             raise EmailAlreadyRegisteredError()
         self.users[user.id] = dataclasses.replace(user)
 
-    async def get(self, user_id: str, *, for_update: bool = False) -> User | None:
+    async def get(
+        self, user_id: str, *, for_update: bool = False, for_share: bool = False
+    ) -> User | None:
         found = self.users.get(user_id)
         return None if found is None else dataclasses.replace(found)
 
@@ -217,7 +239,9 @@ class FakeSessionRepository:
     async def add(self, session: Session) -> None:
         self.sessions[session.id] = session
 
-    async def get(self, session_id: str) -> Session | None:
+    async def get(
+        self, session_id: str, *, for_share: bool = False, for_update: bool = False
+    ) -> Session | None:
         return self.sessions.get(session_id)
 
     async def get_with_holder(self, session_id: str) -> SessionHolder | None:

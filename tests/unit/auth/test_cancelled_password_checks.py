@@ -22,16 +22,16 @@ from vaultpay_auth.domain.errors import PasswordHashingBusyError
 def _pause_hashing(world: World) -> tuple[asyncio.Event, asyncio.Event]:
     """Makes password checks wait in the hasher until the second event is set."""
     hashing, release = asyncio.Event(), asyncio.Event()
-    verify = world.hasher.verify
+    first_match = world.hasher.first_match
 
-    async def slow_verify(password: str, password_hash: str, **kw: Any) -> bool:
+    async def slow_first_match(spellings: Any, password_hash: str, **kw: Any) -> str | None:
         if kw.get("admitted") is not None:
             kw["admitted"].set()  # a worker took it: the hash runs
         hashing.set()
         await release.wait()
-        return await verify(password, password_hash, **kw)
+        return await first_match(spellings, password_hash, **kw)
 
-    world.hasher.verify = slow_verify  # type: ignore[method-assign]
+    world.hasher.first_match = slow_first_match  # type: ignore[method-assign,assignment]
     return hashing, release
 
 
@@ -94,15 +94,15 @@ async def test_a_sign_in_whose_caller_went_away_while_queued_leaves_the_queue() 
     world = World()
     world.add_user("ada@example.com")
     queued, hashed = asyncio.Event(), []
-    verify = world.hasher.verify
+    first_match = world.hasher.first_match
 
-    async def waits_for_a_worker(password: str, password_hash: str, **kw: Any) -> bool:
+    async def waits_for_a_worker(spellings: Any, password_hash: str, **kw: Any) -> str | None:
         queued.set()
         await asyncio.Event().wait()  # no worker ever comes: `admitted` is never set
-        hashed.append(password)
-        return await verify(password, password_hash, **kw)
+        hashed.append(spellings)
+        return await first_match(spellings, password_hash, **kw)
 
-    world.hasher.verify = waits_for_a_worker  # type: ignore[method-assign]
+    world.hasher.first_match = waits_for_a_worker  # type: ignore[method-assign,assignment]
     task = asyncio.ensure_future(world.accounts.login("ada@example.com", PASSWORD, IP))
     await queued.wait()
     task.cancel()

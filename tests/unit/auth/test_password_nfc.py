@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -105,25 +106,31 @@ async def test_a_wrong_decomposed_password_costs_the_same_for_a_known_and_an_unk
         assert _verifies(world) == 1
 
 
-async def test_the_check_as_typed_refused_a_worker_keeps_the_attempt_counted() -> None:
-    """The NFC form was checked (wrong), the form as typed found the queue full: RATE_LIMITED,
-    and the attempt is not given back (a guess was checked; given back, a full queue would
-    let decomposed guesses be tried uncounted)."""
+async def test_both_spellings_are_checked_in_one_workers_turn() -> None:
+    """Review of 2026-12-05: queued again for the form as typed, a legacy user's right
+    password could be refused a worker after its NFC form was checked, and was counted as a
+    failure. Both checks now run in one turn: one call to the hasher, whose refusal comes
+    before any check (and gives the attempt back)."""
     world = World()
-    _legacy_user(world, "something else 42 entirely")
-    verify = world.hasher.verify
+    _legacy_user(world, DECOMPOSED)
+    first_match, turns = world.hasher.first_match, []
 
-    async def busy_the_second_time(password: str, password_hash: str, **kw: object) -> bool:
-        if _verifies(world) == 1:
-            raise PasswordHashingBusyError(3)
-        return await verify(password, password_hash)
+    async def one_turn(spellings: tuple[str, ...], password_hash: str, **kw: Any) -> str | None:
+        turns.append(spellings)
+        return await first_match(spellings, password_hash, **kw)
 
-    world.hasher.verify = busy_the_second_time  # type: ignore[method-assign]
-    with pytest.raises(PasswordHashingBusyError) as refused:
-        await world.accounts.login(EMAIL, DECOMPOSED, IP)
-    assert refused.value.retry_after_seconds == 3
-    assert world.throttle.reserved == [("login:" + EMAIL, IP)]
-    assert world.throttle.released == world.throttle.succeeded_for == []
+    world.hasher.first_match = one_turn  # type: ignore[method-assign,assignment]
+    tokens, _ = await world.accounts.login(EMAIL, DECOMPOSED, IP)
+    assert tokens.access_token
+    assert turns == [(unicodedata.normalize("NFC", DECOMPOSED), DECOMPOSED)]
+    assert _verifies(world) == 2
+
+    busy = World()
+    _legacy_user(busy, DECOMPOSED)
+    busy.hasher.busy = PasswordHashingBusyError(3)
+    with pytest.raises(PasswordHashingBusyError):
+        await busy.accounts.login(EMAIL, DECOMPOSED, IP)
+    assert busy.throttle.released == [("login:" + EMAIL, IP)]  # nothing was checked
 
 
 async def test_a_password_change_proves_a_decomposed_hash_and_stores_the_new_one_in_nfc() -> None:

@@ -95,14 +95,16 @@ async def test_concurrent_sign_ins_that_both_upgrade_both_succeed() -> None:
 async def test_a_password_changed_while_bcrypt_ran_still_refuses_the_old_one() -> None:
     world = World()
     user = world.add_user()
-    verify_now = world.hasher.verify
+    first_match_now = world.hasher.first_match
 
-    async def changed_meanwhile(password: str, password_hash: str, **kwargs: object) -> bool:
-        matched = await verify_now(password, password_hash)
+    async def changed_meanwhile(
+        spellings: tuple[str, ...], password_hash: str, **kwargs: object
+    ) -> str | None:
+        matched = await first_match_now(spellings, password_hash)
         world.uow.users.users[user.id].password_hash = "hashed:an entirely new one 1"
         return matched
 
-    world.hasher.verify = changed_meanwhile  # type: ignore[method-assign]
+    world.hasher.first_match = changed_meanwhile  # type: ignore[method-assign,assignment]
     with pytest.raises(InvalidCredentialsError):
         await world.accounts.login(user.email, PASSWORD, IP)
 

@@ -322,14 +322,16 @@ async def test_a_login_whose_password_is_replaced_while_it_is_checked_opens_no_s
     under the lock compares the hash it checked."""
     world = World()
     user = world.add_user("ada@example.com")
-    verify = world.hasher.verify
+    first_match = world.hasher.first_match
 
-    async def changed_meanwhile(password: str, password_hash: str, **kw: Any) -> bool:
-        matched = await verify(password, password_hash, **kw)
+    async def changed_meanwhile(
+        spellings: tuple[str, ...], password_hash: str, **kw: Any
+    ) -> str | None:
+        matched = await first_match(spellings, password_hash, **kw)
         world.uow.users.users[user.id].password_hash = "hashed:a new passphrase 42"
         return matched
 
-    world.hasher.verify = changed_meanwhile  # type: ignore[method-assign]
+    world.hasher.first_match = changed_meanwhile  # type: ignore[method-assign,assignment]
     with pytest.raises(InvalidCredentialsError):
         await world.accounts.login("ada@example.com", PASSWORD, IP)
     assert world.uow.sessions.sessions == {}

@@ -28,7 +28,7 @@ import hmac
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TypeVar
 
@@ -197,6 +197,25 @@ class BcryptPasswordHasher:
     ) -> bool:
         prehashed, stored = self._prehash(password), password_hash.encode()
         return await self._run(priority, lambda: bcrypt.checkpw(prehashed, stored), admitted)
+
+    async def first_match(
+        self,
+        candidates: Sequence[str],
+        password_hash: str,
+        *,
+        priority: HashPriority = SIGN_IN,
+        admitted: asyncio.Event | None = None,
+    ) -> str | None:
+        """The first of `candidates` that `password_hash` was made from, or None: every check
+        in one worker's turn, so a later candidate is never refused a worker (nor queued again
+        behind every other sign-in) once the first was checked."""
+        stored = password_hash.encode()
+        prehashed = [(candidate, self._prehash(candidate)) for candidate in candidates]
+
+        def work() -> str | None:
+            return next((c for c, p in prehashed if bcrypt.checkpw(p, stored)), None)
+
+        return await self._run(priority, work, admitted)
 
     def needs_rehash(self, password_hash: str) -> bool:
         """A hash of another cost (`$2b$12$…` made before the setting became 13), or one

@@ -90,10 +90,17 @@ class SqlUserRepository:
         except IntegrityError as exc:
             raise EmailAlreadyRegisteredError() from exc
 
-    async def get(self, user_id: str, *, for_update: bool = False) -> User | None:
+    async def get(
+        self, user_id: str, *, for_update: bool = False, for_share: bool = False
+    ) -> User | None:
+        """`for_share` (FOR SHARE) holds off a change of the row (a role change, a
+        deactivation, a password change) until this transaction ends, and lets other sharers
+        through; `for_update` (FOR UPDATE) holds off those too."""
         query = select(users).where(users.c.id == user_id)
         if for_update:
             query = query.with_for_update()
+        elif for_share:
+            query = query.with_for_update(read=True)
         row = (await self._conn.execute(query)).first()
         return None if row is None else _user(row)
 
@@ -193,10 +200,18 @@ class SqlSessionRepository:
             )
         )
 
-    async def get(self, session_id: str) -> Session | None:
-        row = (
-            await self._conn.execute(select(sessions).where(sessions.c.id == session_id))
-        ).first()
+    async def get(
+        self, session_id: str, *, for_share: bool = False, for_update: bool = False
+    ) -> Session | None:
+        """`for_share` (FOR SHARE) holds off the session's revocation until this transaction
+        ends; `for_update` takes the lock the revocation's UPDATE takes (FOR NO KEY UPDATE:
+        a refresh token's insert, which key-shares the row, still passes)."""
+        query = select(sessions).where(sessions.c.id == session_id)
+        if for_update:
+            query = query.with_for_update(key_share=True)
+        elif for_share:
+            query = query.with_for_update(read=True)
+        row = (await self._conn.execute(query)).first()
         if row is None:
             return None
         return Session(row.id, row.user_id, row.created_at, row.expires_at, row.revoked_at)

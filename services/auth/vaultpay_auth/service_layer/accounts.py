@@ -84,13 +84,6 @@ _LOGIN_ATTEMPTS_KEY = "login:"
 _CHANGE_ATTEMPTS_KEY = "change-attempts:"
 
 
-class _CheckedThenBusyError(PasswordHashingBusyError):
-    """A password's NFC spelling was checked and did not match, and the check of its spelling
-    as typed (`password_spellings`) was refused a worker: the caller is told to retry, and the
-    attempt stays counted (a guess was checked). Given back, a full queue would have let
-    decomposed guesses be tried uncounted: right answered a session, wrong RATE_LIMITED."""
-
-
 def _retrieve_quietly(task: asyncio.Task[str | None]) -> None:
     """Reads the outcome of a settling check whose caller may be gone, so a failure is logged
     once, not reported as never retrieved (the caller, if still there, gets it too)."""
@@ -183,8 +176,6 @@ class AccountService:
         async def run() -> str | None:
             try:
                 verified = await verify(admitted)
-            except _CheckedThenBusyError:
-                raise  # a spelling was checked, and did not match: the attempt stays counted
             except (PasswordHashingBusyError, asyncio.CancelledError):
                 # Refused a worker, or taken out of the queue: no password was checked. Shielded:
                 # a caller leaving now must not cut the release short (the attempt would count).
@@ -253,19 +244,13 @@ class AccountService:
     ) -> str | None:
         """The first of a typed password's `spellings` (`password_spellings`: NFC, then as
         typed) that `password_hash` was made from, or None. The second costs one more bcrypt,
-        only when the first does not match and the typed form is not NFC."""
-        for index, spelling in enumerate(spellings):
-            try:
-                matches = await self._hasher.verify(
-                    spelling, password_hash, priority=HashPriority.SIGN_IN, admitted=admitted
-                )
-            except PasswordHashingBusyError as busy:
-                if index == 0:
-                    raise
-                raise _CheckedThenBusyError(busy.retry_after_seconds) from busy
-            if matches:
-                return spelling
-        return None
+        only when the first does not match and the typed form is not NFC, in the same worker's
+        turn (`first_match`): queued again, it could be refused a worker after the first was
+        checked, and a legacy user's right password counted as a failure (review of
+        2026-12-05)."""
+        return await self._hasher.first_match(
+            spellings, password_hash, priority=HashPriority.SIGN_IN, admitted=admitted
+        )
 
     async def _verify_or_waste_time(
         self,
@@ -424,13 +409,26 @@ class AccountService:
             record = await uow.sessions.get_refresh_token_for_update(token_hash)
             if record is None:
                 raise RefreshTokenInvalidError()
-            session = await uow.sessions.get(record.session_id)
+            # The user's row, then the session's, locked in the order every revocation takes
+            # them (a role change, a deactivation, a password change or the CLI's reset lock
+            # the user, then revoke the sessions; a logout the session alone): a revocation of
+            # this session either committed before (and is read here) or waits for this
+            # commit. Read without locks, a refresh that stalled after reading the session as
+            # live (a process or VM pause) signed a token after the revocation committed, its
+            # lifetime counted from then: it outlived the peers' memory of the revocation
+            # (review of 2026-12-05). A spent token's presentation revokes the session, so it
+            # takes the lock that UPDATE needs at once: two such presentations holding a share
+            # each would deadlock upgrading.
+            user = await uow.users.get(record.user_id, for_share=True)
+            spent = record.used_at is not None
+            session = await uow.sessions.get(
+                record.session_id, for_share=not spent, for_update=spent
+            )
             if session is None or session.revoked_at is not None:
                 # A deactivation revokes every session of the user: its holder is told the
                 # account is disabled (ACCOUNT_DISABLED, as introspection and the README say),
                 # not to sign in again.
-                owner = await uow.users.get(record.user_id)
-                if owner is None or not owner.active:
+                if user is None or not user.active:
                     raise AccountDisabledError()
                 raise RefreshTokenReusedError("the session has been revoked")
             if record.used_at is not None:
@@ -443,7 +441,6 @@ class AccountService:
             now = datetime.now(UTC)
             if now >= record.expires_at or not session.is_live(now):
                 raise RefreshTokenExpiredError()
-            user = await uow.users.get(record.user_id)
             if user is None or not user.active:
                 raise AccountDisabledError()
             await uow.sessions.mark_refresh_token_used(token_hash)

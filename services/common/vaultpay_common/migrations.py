@@ -17,7 +17,15 @@ when a database that used one role for everything takes roles of its own.
 Migrations of one database take turns (a session-level advisory lock, polled), and each
 revision runs in a transaction of its own: a chain that fails at a revision keeps the ones
 before it (its version table says which), and a revision may run statements that must not be
-in a transaction (`op.get_context().autocommit_block()`, e.g. CREATE INDEX CONCURRENTLY).
+in a transaction (`concurrently()`, Alembic's autocommit block: CREATE INDEX CONCURRENTLY,
+VALIDATE CONSTRAINT).
+
+Every lock a migration waits for is waited for LOCK_WAIT_LIMIT at most (`lock_timeout`, set
+for the migration's session): a revision's DDL queued behind a long transaction fails, rolled
+back, instead of queueing every read and write of the table behind its lock request. Only
+`concurrently()` blocks wait without bound (their statements take SHARE UPDATE EXCLUSIVE,
+which no read or write queues behind, and a CONCURRENTLY build must outwait every older
+transaction).
 
 Each chain's `env.py` is two lines:
 
@@ -38,7 +46,8 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -59,6 +68,7 @@ __all__ = [
     "LOCK_WAIT_LIMIT",
     "PLATFORM_CHAIN",
     "MigrationChain",
+    "concurrently",
     "limit_lock_waits",
     "migrate_chain",
     "move_privileges_ddl",
@@ -197,7 +207,7 @@ def move_privileges_ddl(
     return split_sql(filled)
 
 
-# How long a revision's DDL on a table the services write waits for its lock (see below).
+# How long a migration waits for any lock (see `run_env`, `limit_lock_waits`, `concurrently`).
 LOCK_WAIT_LIMIT = "5s"
 
 
@@ -209,12 +219,38 @@ def limit_lock_waits() -> None:
     movement, PIN check or submission stalled to its statement timeout while `migrate` merely
     looked slow (review of 2026-12-05). With a bound, the migration fails within
     LOCK_WAIT_LIMIT instead (`lock_not_available`), nothing half-done (its transaction rolls
-    back), to be run again when the long reader is over. For the revision's transaction only
-    (SET LOCAL): a CREATE INDEX CONCURRENTLY in an autocommit block waits for older
-    transactions under lock_timeout too, and must not."""
+    back), to be run again when the long reader is over.
+
+    `run_env` now sets that bound for the whole migration session, so every revision has it,
+    those written before this helper included (a later review found t0002, t0003, t0011,
+    t0017, k0006 and auth 0003, 0004, 0008 locking busy tables without it); this SET LOCAL
+    says so where a revision takes such a lock, and holds whatever the session's setting.
+    Statements that must outwait older transactions (CREATE INDEX CONCURRENTLY) run in
+    `concurrently()`, which lifts the bound for its block only."""
     from alembic import op
 
     op.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_LIMIT}'")
+
+
+@contextmanager
+def concurrently() -> Iterator[None]:
+    """Alembic's autocommit block (the revision's transaction so far is committed, each
+    statement inside commits on its own), with lock waits unbounded inside it: for CREATE INDEX
+    CONCURRENTLY, DROP INDEX CONCURRENTLY and VALIDATE CONSTRAINT, which take SHARE UPDATE
+    EXCLUSIVE only (reads and writes of the table go on, and none queues behind the request).
+
+    A CONCURRENTLY build waits for every transaction older than each of its phases as a lock
+    wait (on their virtual transaction ids), which `lock_timeout` cuts short: under the
+    session's LOCK_WAIT_LIMIT a build behind a five-second report would fail, leave an INVALID
+    index, and fail again at every run while the database is busy. So `lock_timeout` is 0 in
+    the block, and LOCK_WAIT_LIMIT again after it (`statement_timeout` is left as it is). On an
+    error the setting is left to the failed run, whose session ends."""
+    from alembic import op
+
+    with op.get_context().autocommit_block():
+        op.execute("SET lock_timeout = 0")
+        yield
+        op.execute(f"SET lock_timeout = '{LOCK_WAIT_LIMIT}'")
 
 
 def refuse_to_drop_rows(*tables: str) -> None:
@@ -277,6 +313,16 @@ def _take_turn(connection: Connection) -> None:
     connection.commit()
 
 
+def _bound_lock_waits(connection: Connection) -> None:
+    """Sets `lock_timeout` for the migration's session (LOCK_WAIT_LIMIT), and commits: every
+    revision's transaction, and the reconciliation after them, give up on a lock they cannot
+    have within it (`lock_not_available`, the revision rolled back) instead of waiting behind
+    a long transaction while every later read and write of the table waits behind them.
+    `concurrently()` lifts it for its block."""
+    connection.execute(text(f"SET lock_timeout = '{LOCK_WAIT_LIMIT}'"))
+    connection.commit()
+
+
 def run_env(metadata: MetaData, *, isolation: ChainIsolation | None = None) -> None:
     """The body of a chain's env.py: online migrations on an async engine. A service chain
     names what it grants its service's role (`isolation`): when the run isolates
@@ -291,6 +337,7 @@ def run_env(metadata: MetaData, *, isolation: ChainIsolation | None = None) -> N
     def migrate(connection: Connection) -> None:
         _take_turn(connection)
         try:
+            _bound_lock_waits(connection)
             context.configure(
                 connection=connection,
                 target_metadata=metadata,

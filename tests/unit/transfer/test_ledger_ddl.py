@@ -12,6 +12,8 @@ from vaultpay_transfer.adapters.ddl import (
     ledger_ddl,
     ledger_t0002_ddl,
     ledger_t0002_downgrade_ddl,
+    ledger_t0002_downgrade_index_ddl,
+    ledger_t0002_index_ddl,
     ledger_t0003_ddl,
     ledger_t0003_downgrade_ddl,
     ledger_t0004_ddl,
@@ -92,8 +94,12 @@ def test_t0002_replaces_every_money_function_of_t0001_and_creates_none() -> None
     upgrade = ledger_t0002_ddl()
     replaced = _functions(upgrade)
     assert set(replaced) == money
-    assert all(s.startswith("CREATE OR REPLACE FUNCTION ") for s in upgrade[: len(replaced)])
-    assert upgrade[len(replaced) :] == ["DROP INDEX wallet_transactions_ledger_idx"]
+    assert len(upgrade) == len(replaced)
+    assert all(s.startswith("CREATE OR REPLACE FUNCTION ") for s in upgrade)
+    # The index goes after the functions committed, CONCURRENTLY (outside a transaction).
+    assert ledger_t0002_index_ddl() == [
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_ledger_idx"
+    ]
     # No helper is planned again at every call: only the payout worker's top-level lease
     # (one statement, called on its own) stays a SQL function.
     assert {name for name, language in replaced.items() if language == "sql"} == {
@@ -107,14 +113,17 @@ def test_t0002_replaces_every_money_function_of_t0001_and_creates_none() -> None
 
 
 def test_the_downgrade_puts_back_t0001s_functions_and_its_index() -> None:
+    # The index first, CONCURRENTLY (outside a transaction), as t0001 defined it.
+    assert ledger_t0002_downgrade_index_ddl() == [
+        "DROP INDEX CONCURRENTLY IF EXISTS wallet_transactions_ledger_idx",
+        "CREATE INDEX CONCURRENTLY wallet_transactions_ledger_idx\n"
+        "    ON wallet_transactions (ledger_transaction_id)",
+    ]
     downgrade = ledger_t0002_downgrade_ddl()
-    assert downgrade[0] == (
-        "CREATE INDEX wallet_transactions_ledger_idx ON wallet_transactions (ledger_transaction_id)"
-    )
     replaced = set(_functions(ledger_t0002_ddl()))
     t0001 = [s for s in ledger_ddl("vaultpay_app") if set(_functions([s])) & replaced]
     assert len(t0001) == len(replaced)
-    assert downgrade[1:] == [
+    assert downgrade == [
         s.replace("CREATE FUNCTION ", "CREATE OR REPLACE FUNCTION ", 1) for s in t0001
     ]
 

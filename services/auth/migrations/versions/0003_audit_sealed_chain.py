@@ -4,6 +4,14 @@ The old table's rows are kept (same sequence, time and content) and become unsea
 the sealer chains in sequence order; their old prev_hash/row_hash columns go. The app role
 loses INSERT: it writes through audit_append()/audit_seal() only (vaultpay_common.audit).
 
+Both directions copy `audit_events` and then drop it. The copy reads a snapshot: a row appended
+and committed after it, before the drop, went with the old table, lost without a word (a later
+review). So `audit_events` is locked first, IN EXCLUSIVE MODE: appends (and the sealer's seals)
+wait for the revision to commit instead of landing in the table being dropped; reads go on. The
+copy's snapshot is taken after the lock is granted, so it holds every row committed before. The
+lock is waited for within the migration's lock_timeout (`run_env`), and held to the commit (the
+copy's length grows with the log).
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-02
@@ -23,6 +31,8 @@ depends_on = None
 
 def upgrade() -> None:
     app_role = context.config.attributes["app_role"]
+    # Appends wait from here to the commit: none lands in the old table after the copy.
+    op.execute("LOCK TABLE audit_events IN EXCLUSIVE MODE")
     op.execute(
         "CREATE TABLE audit_events_before_0003 AS SELECT sequence, created_at, actor_id, "
         "actor_role, action, target_type, target_id, request_id, details FROM audit_events"
@@ -51,6 +61,8 @@ def downgrade() -> None:
     """Back to one table without hashes: the old chain cannot be rebuilt without the key, so
     the restored rows carry empty hashes (the old verifier reports them as broken)."""
     app_role = context.config.attributes["app_role"]
+    # As the upgrade: appends and seals wait from here to the commit.
+    op.execute("LOCK TABLE audit_events IN EXCLUSIVE MODE")
     op.execute(
         "CREATE TABLE audit_events_after_0003 AS SELECT sequence, created_at, actor_id, "
         "actor_role, action, target_type, target_id, request_id, details FROM audit_events"

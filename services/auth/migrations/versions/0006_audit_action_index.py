@@ -18,6 +18,7 @@ from __future__ import annotations
 from alembic import op
 
 from vaultpay_common.audit import audit_action_index_ddl, audit_action_index_drop_ddl
+from vaultpay_common.migrations import concurrently
 
 revision = "0006"
 down_revision = "0005"
@@ -26,12 +27,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for statement in audit_action_index_ddl():
             op.execute(statement)
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for statement in audit_action_index_drop_ddl():
             op.execute(statement)

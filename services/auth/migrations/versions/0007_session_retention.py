@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from alembic import context, op
 
+from vaultpay_common.migrations import concurrently
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -36,7 +38,7 @@ _INDEXES = {
 def upgrade() -> None:
     app_role = context.config.attributes["app_role"]
     op.execute(f'GRANT DELETE ON sessions, refresh_tokens TO "{app_role}"')
-    with op.get_context().autocommit_block():
+    with concurrently():
         for name, definition in _INDEXES.items():
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             op.execute(f"CREATE INDEX CONCURRENTLY {name} {definition}")
@@ -44,7 +46,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     app_role = context.config.attributes["app_role"]
-    with op.get_context().autocommit_block():
+    with concurrently():
         for name in _INDEXES:
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
     op.execute(f'REVOKE DELETE ON sessions, refresh_tokens FROM "{app_role}"')

@@ -6,6 +6,14 @@ recently (`PollSessionRevocationsResponse.withdrawn_key_ids`), so that they forg
 at once instead of at their key set's next refresh; it reads this column. Keys withdrawn
 before this migration have no `withdrawn_at`: their tokens have long expired.
 
+ADD COLUMN and DROP COLUMN take ACCESS EXCLUSIVE on `signing_keys` (every reader of the key
+set waits behind them), briefly: nothing is scanned or rewritten, and the wait for the lock is
+bounded by the migration's lock_timeout (`vaultpay_common.migrations.run_env`).
+
+The downgrade drops the column, and with it when each key was withdrawn: not backed up. After
+an upgrade again those keys read as never withdrawn (still retired: `retired_at` stays), so the
+revocation feed no longer names them to peers, which forget them at their key set's refresh.
+
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-04

@@ -18,10 +18,10 @@ statement (the pattern a bound parameter).
 
 Built (and dropped) CONCURRENTLY, so sign-ups, logins and staff changes of `users` go on while
 they build: each statement runs in Alembic's autocommit block (a plain CREATE INDEX holds
-SHARE on `users`, stopping every write, for the whole build). Not under `limit_lock_waits()`:
-a CONCURRENTLY build waits for older transactions under lock_timeout too, and must not fail
-for them. A build that failed leaves an INVALID index behind; the DROP first makes running
-the migration again build it again.
+SHARE on `users`, stopping every write, for the whole build), `concurrently()`, which lifts
+the migration's lock_timeout for the block: a CONCURRENTLY build waits for older transactions
+under lock_timeout too, and must not fail for them. A build that failed leaves an INVALID
+index behind; the DROP first makes running the migration again build it again.
 
 Revision ID: 0011
 Revises: 0010
@@ -31,6 +31,8 @@ Create Date: 2026-12-05
 from __future__ import annotations
 
 from alembic import op
+
+from vaultpay_common.migrations import concurrently
 
 revision = "0011"
 down_revision = "0010"
@@ -48,13 +50,13 @@ _INDEXES = {
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for name, definition in _INDEXES.items():
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             op.execute(f"CREATE INDEX CONCURRENTLY {name} {definition}")
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for name in reversed(_INDEXES):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")

@@ -13,6 +13,15 @@ The downgrade restores k0001's index, and fails (unique violation) while any use
 than one pending-or-approved submission: the upgrades would have to go first, which is not a
 migration's decision to make.
 
+Each index is built (and dropped) CONCURRENTLY, outside the revision's transaction
+(`concurrently()`): as first shipped, a plain CREATE UNIQUE INDEX held SHARE on
+`kyc_submissions` for the whole build (every submission and decision waiting) and a plain DROP
+INDEX took ACCESS EXCLUSIVE on it (a later review). The new index is built before the old one
+goes, so one of them holds the rule at every moment. A unique build that fails (the
+downgrade's, on a user holding both) leaves an INVALID index that still refuses inserts
+breaking it: the revision drops it before it gives up, and drops any left over (a migration
+killed mid-build) before it builds again.
+
 Revision ID: k0005
 Revises: k0004
 Create Date: 2026-12-03
@@ -20,32 +29,39 @@ Create Date: 2026-12-03
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
+
+from vaultpay_common.migrations import concurrently
 
 revision = "k0005"
 down_revision = "k0004"
 branch_labels = None
 depends_on = None
 
+_ONE_PENDING = "kyc_submissions_one_pending"
+_ONE_OPEN = "kyc_submissions_one_open"  # k0001's
+_DEFINITIONS = {
+    _ONE_PENDING: "ON kyc_submissions (user_id) WHERE status = 'PENDING'",
+    _ONE_OPEN: "ON kyc_submissions (user_id) WHERE status IN ('PENDING', 'VERIFIED')",
+}
+
+
+def _build_then_drop(build: str, drop: str) -> None:
+    """Builds the unique index `build`, then drops `drop`, each CONCURRENTLY."""
+    with concurrently():
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {build}")
+        try:
+            op.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {build} {_DEFINITIONS[build]}")
+        except Exception:
+            # The failed build's INVALID index would go on refusing inserts that break it.
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {build}")
+            raise
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {drop}")
+
 
 def upgrade() -> None:
-    op.create_index(
-        "kyc_submissions_one_pending",
-        "kyc_submissions",
-        ["user_id"],
-        unique=True,
-        postgresql_where=sa.text("status = 'PENDING'"),
-    )
-    op.drop_index("kyc_submissions_one_open", table_name="kyc_submissions")
+    _build_then_drop(_ONE_PENDING, _ONE_OPEN)
 
 
 def downgrade() -> None:
-    op.create_index(
-        "kyc_submissions_one_open",
-        "kyc_submissions",
-        ["user_id"],
-        unique=True,
-        postgresql_where=sa.text("status IN ('PENDING', 'VERIFIED')"),
-    )
-    op.drop_index("kyc_submissions_one_pending", table_name="kyc_submissions")
+    _build_then_drop(_ONE_OPEN, _ONE_PENDING)

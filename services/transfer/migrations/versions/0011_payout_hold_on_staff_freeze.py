@@ -8,7 +8,9 @@ interval, and goes to the bank once the freeze is lifted. A self-freeze or a PIN
 not hold a payout accepted before it. `payouts.held_since` (new, nullable) marks a held payout,
 so the worker logs a hold and its release once each. SQL in `sql/t0011_upgrade.sql`, executable
 by transfer's role only; the downgrade (`sql/t0011_downgrade.sql`) drops the function and the
-column.
+column, and with it which payouts were held since when (not backed up: after an upgrade again
+a payout still held is logged as newly held). Both ALTER TABLEs wait for `payouts`' lock
+within the migration's lock_timeout (`run_env`).
 
 Revision ID: t0011
 Revises: t0010

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from alembic import op
 
+from vaultpay_common.migrations import concurrently
 from vaultpay_transfer.adapters.ddl import ledger_t0024_ddl, ledger_t0024_downgrade_ddl
 
 revision = "t0024"
@@ -28,12 +29,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for statement in ledger_t0024_ddl():
             op.execute(statement)
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for statement in ledger_t0024_downgrade_ddl():
             op.execute(statement)

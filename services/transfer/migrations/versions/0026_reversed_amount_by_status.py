@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from vaultpay_common.migrations import limit_lock_waits
+from vaultpay_common.migrations import concurrently, limit_lock_waits
 from vaultpay_transfer.adapters.ddl import (
     ledger_t0026_ddl,
     ledger_t0026_downgrade_ddl,
@@ -50,7 +50,7 @@ def upgrade() -> None:
     limit_lock_waits()  # the NOT VALID constraints lock `wallet_transactions` briefly
     for statement in ledger_t0026_ddl():
         op.execute(statement)
-    with op.get_context().autocommit_block():
+    with concurrently():
         for statement in ledger_t0026_validate_ddl():
             op.execute(statement)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from alembic import op
 
+from vaultpay_common.migrations import concurrently
 from vaultpay_transfer.adapters.ddl import ledger_t0028_ddl, ledger_t0028_downgrade_ddl
 
 revision = "t0028"
@@ -27,12 +28,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for statement in ledger_t0028_ddl():
             op.execute(statement)
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for statement in ledger_t0028_downgrade_ddl():
             op.execute(statement)

@@ -6,7 +6,8 @@ A migration's SQL never changes once it shipped, so each revision reads its own 
 * t0001: `schema.sql`, `functions_t0001.sql` (the money functions as t0001 made them) and
   `protect.sql`; its downgrade `drop.sql`;
 * t0002: `functions.sql` (the functions of today, CREATE OR REPLACE: owners and grants stay)
-  and `t0002_upgrade.sql`; its downgrade `t0002_downgrade.sql`, then `functions_t0001.sql`
+  and `t0002_upgrade.sql` (the index dropped CONCURRENTLY, so outside a transaction); its
+  downgrade `t0002_downgrade.sql` (the index built CONCURRENTLY), then `functions_t0001.sql`
   again as CREATE OR REPLACE;
 * t0003: `t0003_upgrade.sql` (no wallet closes with a withdrawal pending); its downgrade
   `t0003_downgrade.sql`;
@@ -99,6 +100,8 @@ __all__ = [
     "ledger_drop_ddl",
     "ledger_t0002_ddl",
     "ledger_t0002_downgrade_ddl",
+    "ledger_t0002_downgrade_index_ddl",
+    "ledger_t0002_index_ddl",
     "ledger_t0003_ddl",
     "ledger_t0003_downgrade_ddl",
     "ledger_t0004_ddl",
@@ -199,17 +202,31 @@ def ledger_drop_ddl() -> list[str]:
 
 
 def ledger_t0002_ddl() -> list[str]:
-    """t0002: the money functions of today over t0001's, and the index it drops."""
+    """t0002: the money functions of today over t0001's, in the revision's transaction."""
     statements = split_sql(_script("functions.sql"))
     if any(not s.startswith("CREATE OR REPLACE FUNCTION ") for s in statements):
         raise ValueError("functions.sql holds CREATE OR REPLACE FUNCTION statements only")
-    return statements + split_sql(_script("t0002_upgrade.sql"))
+    return statements
+
+
+def ledger_t0002_index_ddl() -> list[str]:
+    """t0002's index drop, after `ledger_t0002_ddl` committed: CONCURRENTLY, so outside a
+    transaction (the plain DROP INDEX it shipped with took ACCESS EXCLUSIVE on
+    wallet_transactions)."""
+    return split_sql(_script("t0002_upgrade.sql"))
+
+
+def ledger_t0002_downgrade_index_ddl() -> list[str]:
+    """t0002's downgrade, first: the index built again CONCURRENTLY, outside a transaction (the
+    plain CREATE INDEX it shipped with held SHARE on wallet_transactions for the build)."""
+    return split_sql(_script("t0002_downgrade.sql"))
 
 
 def ledger_t0002_downgrade_ddl() -> list[str]:
-    """t0002's downgrade: the index back, then t0001's functions over today's."""
+    """t0002's downgrade, after `ledger_t0002_downgrade_index_ddl`: t0001's functions over
+    today's, in the revision's transaction."""
     t0001 = _CREATE_FUNCTION.sub("CREATE OR REPLACE FUNCTION ", _script(_T0001_FUNCTIONS))
-    return split_sql(_script("t0002_downgrade.sql")) + split_sql(t0001)
+    return split_sql(t0001)
 
 
 def ledger_t0003_ddl() -> list[str]:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from vaultpay_common.migrations import concurrently
+
 revision = "w0009"
 down_revision = "w0008"
 branch_labels = None
@@ -44,13 +46,13 @@ _INDEXES = {
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for name, (table, definition) in _INDEXES.items():
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             op.execute(f"CREATE INDEX CONCURRENTLY {name} ON {table} {definition}")
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for name in reversed(_INDEXES):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")

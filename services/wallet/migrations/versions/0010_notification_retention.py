@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from alembic import context, op
 
+from vaultpay_common.migrations import concurrently
+
 revision = "w0010"
 down_revision = "w0009"
 branch_labels = None
@@ -33,13 +35,13 @@ _INDEX = "notifications_created_idx"
 def upgrade() -> None:
     app_role = context.config.attributes["app_role"]
     op.execute(f'GRANT DELETE ON notifications TO "{app_role}"')
-    with op.get_context().autocommit_block():
+    with concurrently():
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_INDEX}")
         op.execute(f"CREATE INDEX CONCURRENTLY {_INDEX} ON notifications (created_at)")
 
 
 def downgrade() -> None:
     app_role = context.config.attributes["app_role"]
-    with op.get_context().autocommit_block():
+    with concurrently():
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_INDEX}")
     op.execute(f'REVOKE DELETE ON notifications FROM "{app_role}"')

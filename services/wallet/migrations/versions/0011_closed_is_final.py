@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from vaultpay_common.migrations import limit_lock_waits
+from vaultpay_common.migrations import concurrently, limit_lock_waits
 
 revision = "w0011"
 down_revision = "w0010"
@@ -74,7 +74,7 @@ def upgrade() -> None:
         f"ALTER TABLE wallets ADD CONSTRAINT {_CHECK}"
         " CHECK (status <> 'CLOSED' OR balance = 0) NOT VALID"
     )
-    with op.get_context().autocommit_block():
+    with concurrently():
         op.execute(f"ALTER TABLE wallets VALIDATE CONSTRAINT {_CHECK}")
 
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from vaultpay_common.migrations import concurrently
+
 revision = "w0012"
 down_revision = "w0011"
 branch_labels = None
@@ -50,13 +52,13 @@ _INDEXES = {
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for name, definition in _INDEXES.items():
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             op.execute(f"CREATE INDEX CONCURRENTLY {name} ON {_TABLE} {definition}")
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for name in reversed(_INDEXES):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")

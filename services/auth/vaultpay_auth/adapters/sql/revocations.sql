@@ -36,6 +36,10 @@ CREATE TRIGGER sessions_feed_revocation
     EXECUTE FUNCTION sessions_feed_revocation();
 
 -- Sessions revoked shortly before this migration: their tokens may still be unexpired.
+-- CREATE TRIGGER above took SHARE ROW EXCLUSIVE on sessions, held to the commit: this scan
+-- runs under it (sign-ins, refreshes and logouts wait for it), which is what makes it see
+-- every revocation committed before the trigger and none the trigger also writes. The wait
+-- for that lock is bounded by the migration's lock_timeout (vaultpay_common.migrations).
 INSERT INTO session_revocations (session_id, user_id, revoked_at, reason)
 SELECT id, user_id, revoked_at, revoke_reason FROM sessions
 WHERE revoked_at > now() - interval '1 hour'

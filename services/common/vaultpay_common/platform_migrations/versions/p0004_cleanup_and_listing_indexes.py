@@ -23,6 +23,7 @@ from __future__ import annotations
 from alembic import op
 
 from vaultpay_common.audit import audit_action_index_ddl, audit_action_index_drop_ddl
+from vaultpay_common.migrations import concurrently
 from vaultpay_common.outbox import outbox_purge_index_ddl, outbox_purge_index_drop_ddl
 
 revision = "p0004"
@@ -32,12 +33,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for statement in (*outbox_purge_index_ddl(), *audit_action_index_ddl()):
             op.execute(statement)
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
+    with concurrently():
         for statement in (*audit_action_index_drop_ddl(), *outbox_purge_index_drop_ddl()):
             op.execute(statement)

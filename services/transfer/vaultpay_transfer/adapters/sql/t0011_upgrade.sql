@@ -17,6 +17,10 @@
 -- Answers: CLEAR (ask the bank), RELEASED (ask the bank; it was held until now), HELD (newly
 -- held), STILL_HELD, FINISHED (settled or returned already: nothing to ask), NOT_FOUND.
 
+-- ACCESS EXCLUSIVE on payouts, for the catalogue change only (a nullable column without a
+-- default rewrites nothing); the wait for it is bounded by the migration's lock_timeout
+-- (vaultpay_common.migrations.run_env), so it gives up instead of queueing the payout worker
+-- and every withdrawal behind a long transaction.
 ALTER TABLE payouts ADD COLUMN held_since timestamptz;
 
 CREATE FUNCTION transfer_hold_payout_if_frozen(

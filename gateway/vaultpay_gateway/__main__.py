@@ -7,7 +7,7 @@
         [--max-request-bytes 1048576] [--kyc-document-max-bytes 10485760] \
         [--rate-limit 1000/2000] [--client-rate-limit 100/200] \
         [--rpc-rate-limit vaultpay.auth.v1.AuthService.Login=10/10 …] [--jwks-socket PATH] \
-        [--identity-secret-env VAULTPAY_GATEWAY_SECRET | --no-identity] [--no-docs] \
+        [--identity-secret-env-prefix VAULTPAY_GATEWAY_SECRET | --no-identity] [--no-docs] \
         [--reflection 127.0.0.1:9090] [--max-heap-bytes 1073741824] [--max-connections 10000] \
         [--validate]
 
@@ -18,11 +18,18 @@ per client address for one RPC (full name) in requests per minute, `RPC=off` rem
 
 Body caps: `--max-request-bytes` for every route; the KYC RPCs that carry a document file get
 caps derived from `--kyc-document-max-bytes`, which must be kyc's `KYC_DOCUMENT_MAX_BYTES`.
+
+Gateway secrets: Envoy sends each service its own, from its environment variable
+`PREFIX_<SERVICE>` (VAULTPAY_GATEWAY_SECRET_AUTH, …_WALLET, …_TRANSFER, …_KYC). Run where
+those variables are set (beside Envoy), the generator refuses a missing, short or shared one;
+anywhere, it refuses the prefix alone (VAULTPAY_GATEWAY_SECRET: the one secret every service
+shared before).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +47,8 @@ from vaultpay_gateway import (
     SettingsError,
     UnixSocket,
     build_config,
+    gateway_secret_env,
+    identity_env_problems,
     kyc_file_limits,
     validate,
 )
@@ -178,12 +187,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     identity = parser.add_mutually_exclusive_group()
     identity.add_argument(
-        "--identity-secret-env",
-        default=defaults.identity_secret_env,
-        metavar="NAME",
-        help="Envoy's environment variable whose value proves the gateway to the services "
-        f"({defaults.identity_secret_env})",
+        "--identity-secret-env-prefix",
+        default=defaults.identity_secret_env_prefix,
+        metavar="PREFIX",
+        help="Envoy proves the gateway to each service with the value of its environment "
+        "variable PREFIX_<SERVICE>, that service's own secret "
+        f"({defaults.identity_secret_env_prefix}: {defaults.identity_secret_env('auth')}, …)",
     )
+    # Before each service had a secret of its own: refused with a word, not taken for the
+    # prefix (its old value named the one variable every service shared).
+    identity.add_argument("--identity-secret-env", help=argparse.SUPPRESS)
     identity.add_argument(
         "--no-identity",
         action="store_true",
@@ -218,7 +231,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def parse_settings(argv: list[str] | None = None) -> tuple[GatewaySettings, Path, bool]:
     """Settings, output path and whether to validate, from command-line arguments."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.identity_secret_env is not None:
+        parser.error(
+            "--identity-secret-env is gone: each service now has a gateway secret of its own,"
+            " which Envoy reads from PREFIX_<SERVICE> (--identity-secret-env-prefix, default"
+            " VAULTPAY_GATEWAY_SECRET)"
+        )
     settings = GatewaySettings(
         descriptor_set=args.descriptor,
         listen=args.listen,
@@ -232,7 +252,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[GatewaySettings, Path
         rate_limit=args.rate_limit,
         client_rate_limit=args.client_rate_limit,
         rpc_rate_limits=_rpc_rate_limits(args.rpc_rate_limit),
-        identity_secret_env=None if args.no_identity else args.identity_secret_env,
+        identity_secret_env_prefix=None if args.no_identity else args.identity_secret_env_prefix,
         access_log_path=args.access_log,
         jwt=JwtSettings(issuer=args.jwt_issuer, audience=args.jwt_audience),
         jwks_socket_path=args.jwks_socket,
@@ -244,9 +264,24 @@ def parse_settings(argv: list[str] | None = None) -> tuple[GatewaySettings, Path
     return settings, args.out, bool(args.validate)
 
 
+def _check_identity_environment(settings: GatewaySettings) -> None:
+    """Refuses the gateway secrets of this process's environment when it holds any: run by
+    hand beside Envoy, it is Envoy's. Compose, Kubernetes and the local runner render without
+    them; there only the old shared variable (the prefix alone) is refused."""
+    prefix = settings.identity_secret_env_prefix
+    if prefix is None:
+        return
+    names = [prefix, *(gateway_secret_env(upstream, prefix) for upstream in settings.upstreams)]
+    if any(name in os.environ for name in names):
+        problems = identity_env_problems(settings, os.environ)
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         settings, out, check = parse_settings(argv)
+        _check_identity_environment(settings)
         path = build_config(settings, out)
         if check:
             validate(path)

@@ -46,6 +46,7 @@ from vaultpay_gateway.settings import GatewaySettings, HostPort, SettingsError, 
 
 __all__ = [
     "ACCESS_LOG_FORMAT",
+    "NO_INTERNAL_ADDRESSES",
     "address_of",
     "jwks_uri",
     "overload_manager",
@@ -81,6 +82,23 @@ ACCESS_LOG_FORMAT: Json = {
     "user_agent": "%REQ(USER-AGENT)%",
 }
 _JWKS_HOST = "jwks.internal"
+# The public listener's internal addresses: none a client can have. Envoy trusts a request
+# from an internal address as one from its own network: it keeps the x-envoy-* headers the
+# client sent (an x-envoy-external-address of its choosing, which the services would record as
+# its address) and sets none. Envoy 1.40's own default is the same (nothing internal); it is
+# pinned here so that an older Envoy (whose default took RFC 1918 addresses and 127.0.0.1 for
+# internal) or a CIDR range someone adds cannot change it unseen. Not `{}` nor an empty
+# `cidr_ranges`: an internal_address_config without CIDR ranges falls back to that old default,
+# even on 1.40 (a client on 127.0.0.1 had its forged address passed). The unspecified
+# addresses, 0.0.0.0/32 and ::/128, are never a connection's source: listing them keeps the
+# list non-empty and matches no client. Unix-socket clients are not internal either.
+NO_INTERNAL_ADDRESSES: Json = {
+    "unix_sockets": False,
+    "cidr_ranges": [
+        {"address_prefix": "0.0.0.0", "prefix_len": 32},  # noqa: S104 - a match, not a bind
+        {"address_prefix": "::", "prefix_len": 128},
+    ],
+}
 
 
 def _socket(address: HostPort) -> Json:
@@ -169,6 +187,9 @@ def _public_listener(
         # x-envoy-external-address (GATEWAY.md item 9).
         use_remote_address=True,
         xff_num_trusted_hops=settings.trusted_proxy_hops,
+        # No client is internal (`NO_INTERNAL_ADDRESSES`): an internal one keeps the
+        # x-envoy-external-address it sent, which would reach the services as its address.
+        internal_address_config=NO_INTERNAL_ADDRESSES,
         # A fresh id for every request from outside; it is returned to the client.
         generate_request_id=True,
         preserve_external_request_id=False,

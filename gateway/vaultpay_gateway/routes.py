@@ -15,10 +15,13 @@ A server-streaming RPC's route (WatchNotifications, and so its JSON route `:watc
 to its service's streams cluster (`clusters.rpc_cluster`), whose breaker open streams cannot
 share with the service's other calls.
 
-Every RPC route sends the gateway's identity to the service (`IDENTITY_HEADER`, the value of
-the environment variable `GatewaySettings.identity_secret_env` of the Envoy process,
-overwriting whatever a client sent); the services trust `x-envoy-external-address` only from
-callers that present it (`vaultpay_common.grpc.request_context`).
+Every RPC route sends the gateway's identity to its service (`IDENTITY_HEADER`, overwriting
+whatever a client sent): that service's own secret, the value of the Envoy process's
+environment variable `GatewaySettings.identity_secret_env(upstream)` (auth's routes
+VAULTPAY_GATEWAY_SECRET_AUTH, wallet's, its streams included, VAULTPAY_GATEWAY_SECRET_WALLET).
+The services trust `x-envoy-external-address` only from callers that present their own
+secret (`vaultpay_common.grpc.request_context`), so no service can vouch for an address at
+another with the secret it holds.
 """
 
 from __future__ import annotations
@@ -92,22 +95,32 @@ def _jwt_per_route(rpc: Rpc) -> Json:
     )
 
 
-def _identity(settings: GatewaySettings) -> Json:
-    """The identity header for the upstream request; a client's copy never passes."""
-    if settings.identity_secret_env is None:
+def _identity(settings: GatewaySettings, upstream: str) -> Json:
+    """The identity header for a request to `upstream`: its own secret, from Envoy's
+    environment; a client's copy never passes.
+
+    An unset variable reaches the service as `-`, and an empty one as an empty header
+    (`keep_empty_value`; Envoy drops an empty header otherwise, and the service would take
+    the call for a direct one without a word): either is a presented identity that matches
+    nothing, which the service says at WARNING.
+    """
+    variable = settings.identity_secret_env(upstream)
+    if variable is None:
         return {"request_headers_to_remove": [IDENTITY_HEADER]}
-    value = f"%ENVIRONMENT({settings.identity_secret_env})%"
     return {
         "request_headers_to_add": [
             {
-                "header": {"key": IDENTITY_HEADER, "value": value},
+                "header": {"key": IDENTITY_HEADER, "value": f"%ENVIRONMENT({variable})%"},
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                "keep_empty_value": True,
             }
         ]
     }
 
 
-def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings, caps: RpcCaps | None) -> Json:
+def _rpc_route(
+    rpc: Rpc, upstream: str, cluster: str, settings: GatewaySettings, caps: RpcCaps | None
+) -> Json:
     action: Json = {"cluster": cluster, "retry_policy": _RETRY}
     seconds = caps.timeout_seconds if caps is not None else None
     if seconds is None and not rpc.is_streaming:
@@ -137,7 +150,7 @@ def _rpc_route(rpc: Rpc, cluster: str, settings: GatewaySettings, caps: RpcCaps 
         "name": rpc.full_name,
         "match": {"path": rpc.grpc_path, "grpc": {}},
         "route": action,
-        **_identity(settings),
+        **_identity(settings, upstream),
         "typed_per_filter_config": per_filter,
     }
 
@@ -302,7 +315,13 @@ def public_route_config(
         caps = rpc_caps(contract, settings)
     by_rpc = {cap.rpc.full_name: cap for cap in caps}
     routes = [
-        _rpc_route(rpc, rpc_cluster(contract, rpc), settings, by_rpc.get(rpc.full_name))
+        _rpc_route(
+            rpc,
+            contract.service_of(rpc).upstream,
+            rpc_cluster(contract, rpc),
+            settings,
+            by_rpc.get(rpc.full_name),
+        )
         for rpc in contract.routed_rpcs()
     ]
     virtual_host: Json = {

@@ -34,7 +34,7 @@ __all__ = [
     "DEFAULT_RPC_LIMITS",
     "DEFAULT_RPC_RATE_LIMITS",
     "DEFAULT_UPSTREAMS",
-    "GATEWAY_SECRET_ENV",
+    "GATEWAY_SECRET_ENV_PREFIX",
     "KYC_DOCUMENT_MAX_BYTES",
     "KYC_FILE_TIMEOUT_SECONDS",
     "GatewaySettings",
@@ -47,12 +47,20 @@ __all__ = [
     "SettingsError",
     "UnixSocket",
     "base64_size",
+    "gateway_secret_env",
+    "identity_env_problems",
     "kyc_file_limits",
 ]
 
-# Where Envoy reads the secret it proves its identity to the services with (see
-# `GatewaySettings.identity_secret_env`).
-GATEWAY_SECRET_ENV = "VAULTPAY_GATEWAY_SECRET"  # noqa: S105 - a variable name, not a secret
+# Where Envoy reads the secrets it proves its identity to the services with: one variable per
+# upstream, this prefix and the upstream's name (`gateway_secret_env`: auth's is
+# VAULTPAY_GATEWAY_SECRET_AUTH; see `GatewaySettings.identity_secret_env_prefix`). The prefix
+# alone named the one secret every service shared before; it is refused now
+# (`identity_env_problems`).
+GATEWAY_SECRET_ENV_PREFIX = "VAULTPAY_GATEWAY_SECRET"  # noqa: S105 - a variable name, not a secret
+# What the services require of their secret (vaultpay_common's MIN_GATEWAY_SECRET_LENGTH; the
+# gateway does not import the services' code, a test keeps the two equal).
+_MIN_GATEWAY_SECRET_LENGTH = 32
 # Linux: sun_path is 108 bytes, NUL included.
 _MAX_SOCKET_PATH = 107
 MiB = 1 << 20
@@ -360,11 +368,13 @@ class GatewaySettings:
     rpc_rate_limits: Mapping[str, RateLimit] = field(default_factory=_default_rpc_rate_limits)
     # Client buckets Envoy keeps (least recently used ones are dropped, and start full again).
     max_tracked_clients: int = 10_000
-    # Envoy sends every request to the services with the value of this environment variable
-    # (of the Envoy process, so the secret never lands in the config file) in the
-    # `x-vaultpay-gateway-identity` header; services that know the same secret trust the
-    # client address the gateway sends. None: no identity header (a client's is removed).
-    identity_secret_env: str | None = GATEWAY_SECRET_ENV
+    # Envoy sends every request to a service with that service's own secret in the
+    # `x-vaultpay-gateway-identity` header: the value of the environment variable
+    # `<prefix>_<UPSTREAM>` of the Envoy process (`gateway_secret_env`; so no secret lands in
+    # the config file). A service that knows its secret trusts the client address the gateway
+    # sends; a peer service, holding only its own, cannot vouch for an address at another.
+    # None: no identity header (a client's is removed).
+    identity_secret_env_prefix: str | None = GATEWAY_SECRET_ENV_PREFIX
     access_log_path: Path | None = None
     jwt: JwtSettings = JwtSettings()
     health_check: HealthCheck = HealthCheck()
@@ -389,6 +399,13 @@ class GatewaySettings:
     # once. Keep the heap below the process's memory limit (a container's, say).
     max_heap_bytes: int = 1024 * MiB
     max_downstream_connections: int = 10_000
+
+    def identity_secret_env(self, upstream: str) -> str | None:
+        """The variable of Envoy's environment holding `upstream`'s gateway secret (None:
+        identity off)."""
+        if self.identity_secret_env_prefix is None:
+            return None
+        return gateway_secret_env(upstream, self.identity_secret_env_prefix)
 
     @property
     def request_timeout_seconds(self) -> float:
@@ -429,8 +446,14 @@ class GatewaySettings:
             )
         if self.max_tracked_clients < 1:
             raise SettingsError("max_tracked_clients must be positive")
-        if self.identity_secret_env is not None and not self.identity_secret_env.isidentifier():
-            raise SettingsError(f"not an environment variable name: {self.identity_secret_env!r}")
+        if self.identity_secret_env_prefix is not None:
+            prefix = self.identity_secret_env_prefix
+            names = [gateway_secret_env(upstream, prefix) for upstream in self.upstreams]
+            for name in [prefix, *names]:
+                if not (name.isascii() and name.isidentifier()):
+                    raise SettingsError(f"not an environment variable name: {name!r}")
+            if len(set(names)) != len(names):
+                raise SettingsError(f"two upstreams share a secret variable among {names}")
         if not 0 <= self.trusted_proxy_hops <= 5:
             raise SettingsError("trusted_proxy_hops must be between 0 and 5")
         if self.unary_timeout_seconds <= 0:
@@ -454,3 +477,49 @@ class GatewaySettings:
         object.__setattr__(self, "upstreams", MappingProxyType(dict(self.upstreams)))
         object.__setattr__(self, "rpc_rate_limits", MappingProxyType(dict(self.rpc_rate_limits)))
         object.__setattr__(self, "rpc_limits", MappingProxyType(dict(self.rpc_limits)))
+
+
+def gateway_secret_env(upstream: str, prefix: str = GATEWAY_SECRET_ENV_PREFIX) -> str:
+    """The variable Envoy reads `upstream`'s gateway secret from: `wallet` ->
+    VAULTPAY_GATEWAY_SECRET_WALLET."""
+    return f"{prefix}_{upstream.upper()}"
+
+
+def identity_env_problems(settings: GatewaySettings, environ: Mapping[str, str]) -> list[str]:
+    """What is wrong with the gateway secrets in `environ` (Envoy's environment) for
+    `settings`, each said in a sentence; [] when nothing is (or identity is off).
+
+    - The prefix itself set (VAULTPAY_GATEWAY_SECRET, the one secret every service shared
+      before): refused, never used for all (a compromised service could then vouch for any
+      client address at every other).
+    - A service's variable missing (Envoy would send `-`), shorter than the services accept,
+      or equal to another service's.
+    """
+    prefix = settings.identity_secret_env_prefix
+    if prefix is None:
+        return []
+    names = {upstream: gateway_secret_env(upstream, prefix) for upstream in settings.upstreams}
+    problems = []
+    if prefix in environ:
+        problems.append(
+            f"{prefix} is set: one gateway secret for every service is no longer accepted."
+            f" Give each service its own ({', '.join(names.values())}, each equal to that"
+            f" service's <SERVICE>_GATEWAY_SECRET) and unset {prefix}"
+        )
+    seen: dict[str, str] = {}
+    for upstream, name in names.items():
+        value = environ.get(name)
+        if value is None:
+            problems.append(f"{name} is not set (the secret Envoy sends {upstream})")
+        elif len(value) < _MIN_GATEWAY_SECRET_LENGTH:
+            problems.append(
+                f"{name} is shorter than {_MIN_GATEWAY_SECRET_LENGTH} characters"
+                f" ({upstream} refuses such a secret)"
+            )
+        elif value in seen:
+            problems.append(
+                f"{name} is the same as {seen[value]}: each service needs a secret of its own"
+            )
+        else:
+            seen[value] = name
+    return problems

@@ -442,6 +442,60 @@ def test_compose_refuses_to_start_while_a_secret_is_missing() -> None:
     assert _optional_secrets(text) == []
 
 
+# Review of 2026-12-05: every service held the one gateway secret, so a service taken over (the
+# kyc container) could call transfer or auth with it and name any client address. Each service
+# now holds its own, and Envoy all four (VAULTPAY_GATEWAY_SECRET_<SERVICE>).
+_GATEWAY_SECRET_ENVS = {s: f"VAULTPAY_GATEWAY_SECRET_{s.upper()}" for s in KNOWN}
+
+
+def test_compose_gives_each_service_its_own_gateway_secret_and_envoy_all_of_them() -> None:
+    compose = _compose()["services"]
+    text = (DEPLOY / "compose.yaml").read_text()
+    given = {
+        service: compose[service]["environment"][f"{service.upper()}_GATEWAY_SECRET"]
+        for service in existing_services()
+    }
+
+    assert given == {
+        service: f"${{{_GATEWAY_SECRET_ENVS[service]}:?set it in deploy/.env}}"
+        for service in existing_services()
+    }
+    assert compose["envoy"]["environment"] == {
+        _GATEWAY_SECRET_ENVS[service]: given[service] for service in existing_services()
+    }
+    assert "VAULTPAY_GATEWAY_SECRET}" not in text and "VAULTPAY_GATEWAY_SECRET:" not in text
+    example = _env_example()
+    assert {_GATEWAY_SECRET_ENVS[s] for s in existing_services()} <= set(example)
+    assert "VAULTPAY_GATEWAY_SECRET" not in example
+
+
+def test_kubernetes_gives_each_service_its_own_gateway_secret_and_envoy_all_of_them() -> None:
+    secrets = {
+        doc["metadata"]["name"]: doc["stringData"]
+        for doc in _yaml_documents(K8S / "secrets.example.yaml")
+    }
+    own = {
+        service: secrets[f"vaultpay-{service}"][f"{service.upper()}_GATEWAY_SECRET"]
+        for service in existing_services()
+    }
+    envoy = next(c for c in _gateway_pod()["containers"] if c["name"] == "envoy")
+    read = {
+        v["name"]: v["valueFrom"]["secretKeyRef"]
+        for v in envoy.get("env", [])
+        if "secretKeyRef" in v.get("valueFrom", {})
+    }
+
+    assert len(set(own.values())) == len(own), own
+    assert secrets["vaultpay-gateway"] == {_GATEWAY_SECRET_ENVS[s]: own[s] for s in own}
+    # Key by key and required: a Secret with only the old shared key keeps the pod from
+    # starting, instead of every service getting "-" and every client the gateway's address.
+    assert read == {
+        _GATEWAY_SECRET_ENVS[s]: {"name": "vaultpay-gateway", "key": _GATEWAY_SECRET_ENVS[s]}
+        for s in own
+    }
+    assert "envFrom" not in envoy
+
+
 @pytest.mark.parametrize(
     "origins",
     ["http://localhost:3000", " http://a.example:8443, https://b.example,,", "", "https://*.x"],

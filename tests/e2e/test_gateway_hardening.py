@@ -22,12 +22,25 @@ import grpc
 import pytest
 
 from tests.e2e.conftest import PASSWORD, Gateway, Reply
-from tests.e2e.wallet_support import staff_token, user_id_of
+from tests.e2e.wallet_support import (
+    approve_kyc,
+    bearer,
+    mailed_code,
+    new_person,
+    rid,
+    staff_token,
+    user_id_of,
+)
+from tests.support import rpc_failure
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
+from vaultpay.transfer.v1 import transfer_pb2, transfer_pb2_grpc
+from vaultpay.type.v1 import money_pb2
 from vaultpay_common.grpc.request_context import CLIENT_IP_HEADER, GATEWAY_IDENTITY_HEADER
 from vaultpay_devstack.mesh import Mesh
 
 WRONG = "wrong password 42 x"
+PIN = "2468"
+CONFIRM_SUBJECT = "Confirm a new device or network"
 
 
 def own_address() -> str:
@@ -226,6 +239,115 @@ async def test_services_take_the_client_address_only_from_the_gateway(
     assert _login_ips(gateway, admin, user_id, "user.login") == sorted(
         [client.address, "127.0.0.1"]
     )
+
+
+def _gateway_secrets(mesh: Mesh) -> dict[str, str]:
+    """Each service's own gateway secret, as the mesh gives it."""
+    return {
+        service: mesh.env_for(service)[f"{service.upper()}_GATEWAY_SECRET"]
+        for service in ("auth", "wallet", "transfer", "kyc")
+    }
+
+
+async def test_a_peer_services_gateway_secret_names_no_client_address_at_auth(
+    mesh: Mesh, gateway: Gateway, admin: str
+) -> None:
+    """Review of 2026-12-05: every service held the one gateway secret, so a service taken
+    over (the kyc process) could log in at auth naming any client address: the per-address
+    login throttle and the audit judged an address of its choosing. Each service has its own
+    now; at auth, kyc's, wallet's and transfer's vouch for nothing."""
+    own = _gateway_secrets(mesh)
+    distinct = len(set(own.values()))  # the count alone: a failure prints no secret
+    assert distinct == 4, "the mesh gives services the same gateway secret"
+    email = fresh_email()
+    assert Client(gateway).register(email).status == 200
+    login = auth_pb2.LoginRequest(email=email, password=PASSWORD)
+
+    async with grpc.aio.insecure_channel(mesh.grpc_address("auth")) as channel:
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        for peer in ("kyc", "wallet", "transfer"):
+            metadata = ((GATEWAY_IDENTITY_HEADER, own[peer]), (CLIENT_IP_HEADER, "203.0.113.51"))
+            await stub.Login(login, metadata=metadata, timeout=30)
+        metadata = ((GATEWAY_IDENTITY_HEADER, own["auth"]), (CLIENT_IP_HEADER, "203.0.113.52"))
+        reply = await stub.Login(login, metadata=metadata, timeout=30)
+
+    user_id = user_id_of(reply.tokens.access_token)
+    # The peers' calls are recorded under their own address; auth's own secret still vouches.
+    assert _login_ips(gateway, admin, user_id, "user.login") == sorted(
+        ["127.0.0.1"] * 3 + ["203.0.113.52"]
+    )
+
+
+async def test_kycs_gateway_secret_cannot_send_money_from_a_trusted_address_at_transfer(
+    mesh: Mesh, gateway: Gateway
+) -> None:
+    """The heart of the same review: a taken-over kyc calls transfer's SendMoney with a user's
+    token (one it saw go by), its own gateway secret and the address the user confirmed, and so
+    passes wallet's IP trust. transfer believes only its own secret: the call is judged from
+    kyc's address, which the user never confirmed, and refused IP_NOT_TRUSTED; with transfer's
+    secret (what the gateway sends) the same call goes through."""
+    own = _gateway_secrets(mesh)
+    alice, bob = new_person(gateway, pin=PIN), new_person(gateway)
+    await approve_kyc(mesh, alice, bob)
+    home = own_address()
+    topped = gateway.call(
+        "POST",
+        "/v1/transactions:topUp",
+        {
+            "requestId": rid(),
+            "amount": {"currencyCode": "INR", "amountMinor": "10000"},
+            "paymentMethod": "PAYMENT_METHOD_UPI",
+            "paymentReference": f"upi-{uuid.uuid4().hex[:20]}",
+        },
+        token=alice.token,
+        source=home,
+    )
+    assert topped.status == 200, topped.body
+    send = {
+        "recipientWalletId": bob.wallet_id,
+        "amount": {"currencyCode": "INR", "amountMinor": "100"},
+        "pin": PIN,
+    }
+    first = gateway.call(
+        "POST",
+        "/v1/transactions:send",
+        {**send, "requestId": rid()},
+        token=alice.token,
+        source=home,
+    )
+    assert (first.status, first.error_reason()) == (400, "IP_NOT_TRUSTED"), first.body
+    code = mailed_code(mesh, alice.email, CONFIRM_SUBJECT)
+    confirmed = gateway.call("POST", "/v1/ip-trust:confirm", {"requestId": rid(), "token": code})
+    assert confirmed.status == 200, confirmed.body
+
+    def request() -> transfer_pb2.SendMoneyRequest:
+        return transfer_pb2.SendMoneyRequest(
+            request_id=rid(),
+            recipient_wallet_id=bob.wallet_id,
+            amount=money_pb2.Money(currency_code="INR", amount_minor=100),
+            pin=PIN,
+        )
+
+    async with grpc.aio.insecure_channel(mesh.grpc_address("transfer")) as channel:
+        stub = transfer_pb2_grpc.TransferServiceStub(channel)
+
+        def as_gateway(secret: str) -> tuple[tuple[str, str], ...]:
+            return (
+                *bearer(alice.token),
+                (GATEWAY_IDENTITY_HEADER, secret),
+                (CLIENT_IP_HEADER, home),
+            )
+
+        refused = await rpc_failure(
+            stub.SendMoney(request(), metadata=as_gateway(own["kyc"]), timeout=30)
+        )
+        sent = await stub.SendMoney(request(), metadata=as_gateway(own["transfer"]), timeout=30)
+
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "IP_NOT_TRUSTED",
+    ), refused
+    assert sent.transaction.amount.amount_minor == 100
 
 
 # --- 10. the bearer scheme ---

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import stat
 from pathlib import Path
@@ -12,12 +13,13 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from vaultpay.authz.v1 import authz_pb2
+from vaultpay_common.grpc.request_context import MIN_GATEWAY_SECRET_LENGTH
 from vaultpay_gateway import (
     DEFAULT_RPC_LIMITS,
     DEFAULT_RPC_RATE_LIMITS,
     DEFAULT_UPSTREAMS,
     GATEWAY_ERRORS,
-    GATEWAY_SECRET_ENV,
+    GATEWAY_SECRET_ENV_PREFIX,
     IDENTITY_HEADER,
     ContractError,
     EnvoyConfigError,
@@ -28,11 +30,14 @@ from vaultpay_gateway import (
     SettingsError,
     UnixSocket,
     build_config,
+    gateway_secret_env,
+    identity_env_problems,
     load_contract,
     render_bootstrap,
     validate,
 )
-from vaultpay_gateway.__main__ import main
+from vaultpay_gateway.__main__ import main, parse_settings
+from vaultpay_gateway.bootstrap import NO_INTERNAL_ADDRESSES
 from vaultpay_gateway.errors import UPGRADE_NOT_SUPPORTED_REASON as UPGRADE_REASON
 from vaultpay_gateway.filters import HEADER_MUTATION_FILTER, INTERNAL_REPLY_HEADERS
 from vaultpay_gateway.native_grpc import (
@@ -678,25 +683,172 @@ def test_request_line_and_headers_are_capped_below_the_services_metadata_limit(
         _render(descriptor_set, max_header_bytes=16_384)
 
 
-def test_rpc_routes_carry_the_gateway_identity_from_envoys_environment(
+def _identity_variable(route: dict[str, Any]) -> str:
+    """The variable of Envoy's environment a route's identity header is read from."""
+    [added] = route["request_headers_to_add"]
+    assert added["header"]["key"] == IDENTITY_HEADER
+    assert added["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+    value: str = added["header"]["value"]
+    assert value.startswith("%ENVIRONMENT(") and value.endswith(")%"), value
+    return value.removeprefix("%ENVIRONMENT(").removesuffix(")%")
+
+
+def test_rpc_routes_carry_their_own_services_identity_from_envoys_environment(
     descriptor_set: Path,
 ) -> None:
+    """Review of 2026-12-05: every route sent the one secret every service held, so any
+    service (a compromised kyc pod) could vouch for a client address at any other. Each route
+    now sends its own service's secret (a server stream's route, on the streams cluster, too),
+    and an empty variable still sends the header (`keep_empty_value`), which the service
+    then says it does not believe."""
+    contract = load_contract(descriptor_set)
     routes = _routes(_render(descriptor_set))
-    login = routes["vaultpay.auth.v1.AuthService.Login"]
+    rpcs = contract.routed_rpcs()
 
-    assert login["request_headers_to_add"] == [
-        {
-            "header": {
-                "key": IDENTITY_HEADER,
-                "value": f"%ENVIRONMENT({GATEWAY_SECRET_ENV})%",
-            },
-            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-        }
-    ]
-    without = _routes(_render(descriptor_set, identity_secret_env=None))
+    by_upstream: dict[str, set[str]] = {}
+    for rpc in rpcs:
+        route = routes[rpc.full_name]
+        upstream = contract.service_of(rpc).upstream
+        by_upstream.setdefault(upstream, set()).add(_identity_variable(route))
+        assert route["request_headers_to_add"][0]["keep_empty_value"] is True
+    assert by_upstream == {
+        upstream: {f"{GATEWAY_SECRET_ENV_PREFIX}_{upstream.upper()}"}
+        for upstream in ("auth", "wallet", "transfer", "kyc")
+    }
+    assert _identity_variable(routes["vaultpay.auth.v1.AuthService.Login"]) == (
+        "VAULTPAY_GATEWAY_SECRET_AUTH"
+    )
+    watch = routes["vaultpay.wallet.v1.WalletService.WatchNotifications"]
+    assert watch["route"]["cluster"] == "wallet_streams"
+    assert _identity_variable(watch) == "VAULTPAY_GATEWAY_SECRET_WALLET"
+    assert gateway_secret_env("kyc") == "VAULTPAY_GATEWAY_SECRET_KYC"
+    # Nothing reads the old shared variable any more.
+    assert f"%ENVIRONMENT({GATEWAY_SECRET_ENV_PREFIX})%" not in json.dumps(_render(descriptor_set))
+    without = _routes(_render(descriptor_set, identity_secret_env_prefix=None))
     assert without["vaultpay.auth.v1.AuthService.Login"]["request_headers_to_remove"] == [
         IDENTITY_HEADER
     ]
+
+
+def test_a_prefix_is_checked_as_a_variable_name_for_every_upstream(descriptor_set: Path) -> None:
+    with pytest.raises(SettingsError, match="not an environment variable name"):
+        _render(descriptor_set, identity_secret_env_prefix="VAULTPAY GATEWAY")
+    with pytest.raises(SettingsError, match="not an environment variable name"):
+        GatewaySettings(
+            descriptor_set=descriptor_set,
+            upstreams={**DEFAULT_UPSTREAMS, "a-b": HostPort("127.0.0.1", 1)},
+        )
+    with pytest.raises(SettingsError, match="share a secret variable"):
+        GatewaySettings(
+            descriptor_set=descriptor_set,
+            upstreams={**DEFAULT_UPSTREAMS, "Auth": HostPort("127.0.0.1", 1)},
+        )
+
+
+_SECRETS = {
+    f"VAULTPAY_GATEWAY_SECRET_{name}": f"{name.lower()}-own-gateway-secret-0123456789abcdef"
+    for name in ("AUTH", "WALLET", "TRANSFER", "KYC")
+}
+
+
+def test_envoys_environment_needs_a_distinct_secret_per_service_and_not_the_shared_one(
+    descriptor_set: Path,
+) -> None:
+    settings = GatewaySettings(descriptor_set=descriptor_set)
+
+    assert identity_env_problems(settings, _SECRETS) == []
+    assert (
+        identity_env_problems(GatewaySettings(descriptor_set, identity_secret_env_prefix=None), {})
+        == []
+    )
+    shared = identity_env_problems(settings, {"VAULTPAY_GATEWAY_SECRET": "x" * 40})
+    assert "VAULTPAY_GATEWAY_SECRET is set" in shared[0]
+    assert len(shared) == 5  # and each service's own is missing
+    alongside = identity_env_problems(settings, {**_SECRETS, "VAULTPAY_GATEWAY_SECRET": "x" * 40})
+    assert len(alongside) == 1
+    kyc_as_transfer = {
+        **_SECRETS,
+        "VAULTPAY_GATEWAY_SECRET_TRANSFER": _SECRETS["VAULTPAY_GATEWAY_SECRET_KYC"],
+    }
+    [same] = identity_env_problems(settings, kyc_as_transfer)
+    assert "the same as" in same and "of its own" in same
+    assert _SECRETS["VAULTPAY_GATEWAY_SECRET_KYC"] not in same
+    [short] = identity_env_problems(settings, {**_SECRETS, "VAULTPAY_GATEWAY_SECRET_KYC": "k"})
+    assert f"VAULTPAY_GATEWAY_SECRET_KYC is shorter than {MIN_GATEWAY_SECRET_LENGTH}" in short
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"VAULTPAY_GATEWAY_SECRET": "x" * 40},
+        {**_SECRETS, "VAULTPAY_GATEWAY_SECRET": "x" * 40},
+        {"VAULTPAY_GATEWAY_SECRET_AUTH": "a" * 40},
+    ],
+    ids=["the shared one alone", "the shared one beside", "one service's alone"],
+)
+def test_the_generator_refuses_gateway_secrets_envoy_would_send_wrongly(
+    descriptor_set: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    environment: dict[str, str],
+) -> None:
+    """Run by hand beside Envoy (the gateway README's way), the generator's environment is
+    Envoy's: the old shared variable is refused, never used for every service."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "envoy.json"
+
+    code = main(["--descriptor", str(descriptor_set), "--out", str(out)])
+
+    assert code == 1
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "VAULTPAY_GATEWAY_SECRET" in err
+    assert "x" * 40 not in err and "a" * 40 not in err
+
+
+def test_the_generator_renders_beside_a_secret_per_service(
+    descriptor_set: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in _SECRETS.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "envoy.json"
+
+    assert main(["--descriptor", str(descriptor_set), "--out", str(out)]) == 0
+    for value in _SECRETS.values():
+        assert value not in out.read_text()
+
+
+def test_the_old_single_variable_flag_is_refused_with_a_word(
+    descriptor_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--descriptor", str(descriptor_set), "--out", "x.json"]
+    with pytest.raises(SystemExit):
+        parse_settings([*argv, "--identity-secret-env", "VAULTPAY_GATEWAY_SECRET"])
+    assert "--identity-secret-env-prefix" in capsys.readouterr().err
+    settings, _, _ = parse_settings([*argv, "--identity-secret-env-prefix", "GW_SECRET"])
+    assert settings.identity_secret_env("wallet") == "GW_SECRET_WALLET"
+    assert parse_settings([*argv, "--no-identity"])[0].identity_secret_env("auth") is None
+
+
+def test_no_client_address_counts_as_internal(descriptor_set: Path) -> None:
+    """An internal client keeps the x-envoy-external-address it sends, which the services then
+    record as its address. The public listener pins its internal addresses to the unspecified
+    ones (no connection's source), and not to an empty list: Envoy 1.40 reads an
+    internal_address_config without CIDR ranges as RFC 1918 and 127.0.0.1 (tests/gateway/
+    test_gateway_hardening.py: a loopback client's forged address)."""
+    internal = _public_hcm(_render(descriptor_set))["internal_address_config"]
+
+    assert internal == NO_INTERNAL_ADDRESSES
+    assert internal["unix_sockets"] is False
+    ranges = [
+        ipaddress.ip_network(f"{r['address_prefix']}/{r['prefix_len']}")
+        for r in internal["cidr_ranges"]
+    ]
+    assert ranges, "an empty list falls back to Envoy's RFC 1918 and loopback default"
+    assert all(net.num_addresses == 1 and net.network_address.is_unspecified for net in ranges)
+    assert {net.version for net in ranges} == {4, 6}
 
 
 def test_the_admin_interface_can_be_a_private_unix_socket(

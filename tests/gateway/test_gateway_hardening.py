@@ -41,9 +41,20 @@ from tests.gateway.test_gateway_json import (
     register,
 )
 from vaultpay.auth.v1 import auth_pb2, auth_pb2_grpc
-from vaultpay_gateway import HostPort, RateLimit, UnixSocket, admin_get
+from vaultpay_gateway import (
+    HostPort,
+    RateLimit,
+    UnixSocket,
+    admin_get,
+    gateway_secret_env,
+    identity_env_problems,
+)
 
-GATEWAY_SECRET = "gateway-secret-for-the-tests-0123456789abcdef"
+# Each service's own gateway secret, as Envoy's environment holds them.
+GATEWAY_SECRETS = {
+    service: f"{service}-gateway-secret-for-the-tests-0123456789abcdef"
+    for service in ("auth", "wallet", "transfer", "kyc")
+}
 REGISTER = "vaultpay.auth.v1.AuthService.Register"
 CLIENT_BURST = 20
 REGISTER_BURST = 3
@@ -58,8 +69,8 @@ def hardened(
     auth_double: ThreadedAuthDouble,
     signing_key: SigningKey,
 ) -> Iterator[GatewayUnderTest]:
-    """Small per-client budgets under a large global backstop; the services' shared secret in
-    Envoy's environment; a readiness listener beside the private admin socket."""
+    """Small per-client budgets under a large global backstop; each service's own gateway
+    secret in Envoy's environment; a readiness listener beside the private admin socket."""
     workdir = tmp_path_factory.mktemp("gateway-hardened")
     double = HostPort("127.0.0.1", auth_double.port)
     settings = loopback_settings(
@@ -80,7 +91,9 @@ def hardened(
         ready_listen=envoy_port(),
         cors_origins=(ALLOWED_ORIGIN,),
     )
-    running = start_gateway(workdir, settings, env={"VAULTPAY_GATEWAY_SECRET": GATEWAY_SECRET})
+    secrets = {gateway_secret_env(service): value for service, value in GATEWAY_SECRETS.items()}
+    assert identity_env_problems(settings, secrets) == []
+    running = start_gateway(workdir, settings, env=secrets)
     try:
         running.wait_until_token_accepted(signing_key.token())
         yield running
@@ -345,7 +358,14 @@ def test_the_docs_stay_cacheable(gateway: GatewayUnderTest) -> None:
 def test_the_gateway_identifies_itself_to_the_services_and_clients_cannot(
     hardened: GatewayUnderTest, signing_key: SigningKey
 ) -> None:
-    forged = {"x-vaultpay-gateway-identity": "forged", "x-envoy-external-address": "203.0.113.9"}
+    """auth gets auth's own secret, never another service's (review of 2026-12-05: one secret
+    for all let any service vouch for a client address at any other); a client's copy of the
+    identity or the address header never passes."""
+    forged = {
+        "x-vaultpay-gateway-identity": GATEWAY_SECRETS["kyc"],
+        "x-envoy-external-address": "203.0.113.9",
+        "x-envoy-internal": "true",
+    }
 
     reply = hardened.call(
         "GET", "/v1/auth/me", headers={**bearer(signing_key.token()), **forged}, source="127.0.0.7"
@@ -353,10 +373,28 @@ def test_the_gateway_identifies_itself_to_the_services_and_clients_cannot(
 
     assert reply.status == 200, reply.body
     seen = json.loads(reply.json()["user"]["fullName"])
-    assert seen["x-vaultpay-gateway-identity"] == GATEWAY_SECRET
+    assert seen["x-vaultpay-gateway-identity"] == GATEWAY_SECRETS["auth"]
     assert seen["x-envoy-external-address"] == "127.0.0.7"
-    assert GATEWAY_SECRET not in hardened.config.read_text(), "the secret stays out of the file"
-    assert GATEWAY_SECRET not in json.dumps(dict(reply.headers))
+    for secret in GATEWAY_SECRETS.values():
+        assert secret not in hardened.config.read_text(), "the secrets stay out of the file"
+        assert secret not in json.dumps(dict(reply.headers))
+
+
+def test_a_client_on_envoys_own_loopback_address_cannot_name_its_address(
+    gateway: GatewayUnderTest, signing_key: SigningKey
+) -> None:
+    """127.0.0.1 is an address Envoy takes for internal unless told otherwise (its default
+    before 1.36, and still what an internal_address_config without CIDR ranges means on
+    1.40), and an internal client keeps the x-envoy-external-address it sends. The public
+    listener's internal addresses are none a client can have (`NO_INTERNAL_ADDRESSES`)."""
+    forged = {"x-envoy-external-address": "203.0.113.9", "x-envoy-internal": "true"}
+
+    reply = gateway.call(
+        "GET", "/v1/auth/me", headers={**bearer(signing_key.token()), **forged}, source="127.0.0.1"
+    )
+
+    assert reply.status == 200, reply.body
+    assert json.loads(reply.json()["user"]["fullName"])["x-envoy-external-address"] == "127.0.0.1"
 
 
 # --- 10. the bearer scheme is case-insensitive; a wrong audience is 401 ---

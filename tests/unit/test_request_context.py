@@ -82,6 +82,59 @@ async def test_without_a_configured_secret_the_header_is_never_trusted() -> None
     assert await client_ip_seen(from_gateway("203.0.113.9"), secret=None) == "10.0.0.7"
 
 
+# Each service has a gateway secret of its own (Envoy sends each its own).
+TRANSFER_SECRET = "the-gateway-secret-of-transfer-alone-0123456789"
+KYC_SECRET = "the-gateway-secret-of-kyc-alone-0123456789abcdef"
+
+
+async def test_a_peer_services_gateway_secret_does_not_vouch_for_an_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review of 2026-12-05: every service held the same gateway secret, so a compromised
+    peer (the kyc pod) read its own and called transfer's SendMoney or auth's Login naming any
+    client address it liked. transfer believes only its own secret; kyc's is said at WARNING
+    (without the value) and the call is recorded under the caller's own address."""
+    with caplog.at_level("WARNING", logger="vaultpay_common.grpc.request_context"):
+        forged = await client_ip_seen(from_gateway("203.0.113.9", KYC_SECRET), TRANSFER_SECRET)
+        genuine = await client_ip_seen(
+            from_gateway("203.0.113.9", TRANSFER_SECRET), TRANSFER_SECRET
+        )
+
+    assert (forged, genuine) == ("10.0.0.7", "203.0.113.9")
+    [said] = caplog.records
+    assert "matches neither gateway secret" in said.getMessage()
+    assert KYC_SECRET not in said.getMessage()
+
+
+async def test_a_presented_identity_without_a_configured_secret_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review of 2026-12-05: a service deployed without its gateway secret ignored the
+    gateway's identity silently, and recorded every client under the gateway's address (one
+    login throttle, one IP trust for everyone) with nothing logged. It is said at WARNING, at
+    most once a minute, apart from a mismatch; calls without the header say nothing."""
+    interceptor = RequestContextInterceptor(gateway_secret=None)
+
+    async def seen(context: FakeContext) -> str:
+        async def call() -> str:
+            return CLIENT_IP.get()
+
+        answer: str = await interceptor.around_unary("/x.v1.S/M", context, call)
+        return answer
+
+    with caplog.at_level("WARNING", logger="vaultpay_common.grpc.request_context"):
+        assert await seen(FakeContext(((CLIENT_IP_HEADER, "203.0.113.9"),))) == "10.0.0.7"
+        assert not caplog.records
+        for _ in range(3):
+            assert await seen(from_gateway("203.0.113.9")) == "10.0.0.7"
+
+    [said] = caplog.records
+    assert said.levelname == "WARNING"
+    assert "no gateway secret configured" in said.getMessage()
+    assert "matches neither" not in said.getMessage()
+    assert SECRET not in said.getMessage()
+
+
 @pytest.mark.parametrize(
     "text",
     ["not an ip", "203.0.113.9, 198.51.100.1", "203.0.113.9\n", "1.2.3.4.5", "' OR 1=1 --", ""],

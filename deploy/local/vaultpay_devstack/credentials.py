@@ -43,6 +43,13 @@ class MeshSecrets:
         """Client-credentials secret of an internal service principal (wallet, transfer, kyc)."""
         return self._get(f"service_client.{client_id}", _token)
 
+    def gateway_secret(self, service: str) -> str:
+        """The secret the gateway proves itself to `service` with: one per service, so that no
+        service can vouch for a client address at another with the one it holds. (Before, one
+        secret for all, kept as `service_client.gateway`; a secrets file that has it keeps it,
+        unused.)"""
+        return self._get(f"gateway_identity.{service}", _token)
+
     @property
     def auth_key_encryption_key(self) -> str:
         """Base64 of 32 random bytes: auth encrypts its private signing keys with it."""

@@ -48,7 +48,7 @@ from vaultpay_devstack.services import (
     EnvInputs,
     Profile,
     ServiceSpec,
-    gateway_secret,
+    envoy_gateway_secrets,
     service_env,
     spec,
 )
@@ -58,9 +58,6 @@ from vaultpay_devstack.workspace import importable_modules, python_env
 __all__ = ["Mesh", "MeshConfig", "print_progress"]
 
 GATEWAY_MODULE = "vaultpay_gateway"
-# The environment variable Envoy reads the gateway's identity secret from
-# (vaultpay_gateway.GATEWAY_SECRET_ENV).
-ENVOY_SECRET_ENV = "VAULTPAY_GATEWAY_SECRET"  # noqa: S105 - a variable name
 # Test profile: the e2e session's budgets (per second, and per minute for the RPCs of the
 # gateway's `--rpc-rate-limit`), still finite so that per-client limits can be tested.
 TEST_CLIENT_RATE_LIMIT = "500/1000"
@@ -506,10 +503,10 @@ class Mesh:
         argv = [_find_envoy(), "-c", envoy_config, "--disable-hot-restart", "--log-level", "warn"]
         # Access-log lines reach the file within a second instead of Envoy's default 10 s.
         argv += ["--file-flush-interval-msec", "1000"]
-        # Envoy sends the secret to the services (x-vaultpay-gateway-identity); it stays out of
-        # the rendered config and the command line.
+        # Envoy sends each service its own secret (x-vaultpay-gateway-identity); they stay out
+        # of the rendered config and the command line.
         assert self._inputs is not None
-        env = {**base_env(), ENVOY_SECRET_ENV: gateway_secret(self._inputs.secrets)}
+        env = {**base_env(), **envoy_gateway_secrets(self._inputs.secrets)}
         self.envoy = ManagedProcess.start("envoy", argv, log=self.log_dir / "envoy.log", env=env)
         wait_until(
             lambda: _admin_ready(self.envoy_admin_socket),

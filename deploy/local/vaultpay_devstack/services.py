@@ -24,6 +24,7 @@ __all__ = [
     "EnvInputs",
     "Profile",
     "ServiceSpec",
+    "envoy_gateway_secrets",
     "gateway_secret",
     "service_env",
     "spec",
@@ -105,12 +106,26 @@ def _checkpoint_dir(inputs: EnvInputs, logical: str, database: str) -> Path:
     return inputs.var_dir / "audit-checkpoints" / folder
 
 
-def gateway_secret(secrets: MeshSecrets) -> str:
-    """The secret the gateway proves itself to the services with (Envoy's
-    VAULTPAY_GATEWAY_SECRET, the services' <SERVICE>_GATEWAY_SECRET). Kept in the mesh's
-    secrets file under the gateway's client name; it is no credential at auth (the gateway is
-    not one of SERVICE_CLIENTS)."""
-    return secrets.service_client_secret("gateway")
+# The prefix of the variables Envoy reads each service's gateway secret from
+# (vaultpay_gateway.GATEWAY_SECRET_ENV_PREFIX; the supervisor does not import the gateway).
+ENVOY_SECRET_ENV_PREFIX = "VAULTPAY_GATEWAY_SECRET"  # noqa: S105 - a variable name
+
+
+def gateway_secret(secrets: MeshSecrets, service: ServiceSpec) -> str:
+    """The secret the gateway proves itself to `service` with: its <SERVICE>_GATEWAY_SECRET,
+    and Envoy's VAULTPAY_GATEWAY_SECRET_<SERVICE>. Each service has its own (kept in the
+    mesh's secrets file), so a service that is taken over cannot name a client address to
+    another: it holds only its own secret."""
+    return secrets.gateway_secret(service.name)
+
+
+def envoy_gateway_secrets(secrets: MeshSecrets) -> dict[str, str]:
+    """Envoy's environment for the gateway's identity: each service's secret under
+    VAULTPAY_GATEWAY_SECRET_<SERVICE> (and never the old shared VAULTPAY_GATEWAY_SECRET)."""
+    return {
+        f"{ENVOY_SECRET_ENV_PREFIX}_{service.env_prefix}": gateway_secret(secrets, service)
+        for service in SERVICES
+    }
 
 
 def service_env(
@@ -139,7 +154,7 @@ def service_env(
         f"{p}_DATABASE_URL": dbs.url(app, database),
         f"{p}_DATABASE_APP_ROLE": app,
         f"{p}_REDIS_URL": inputs.redis.url(service.redis_db),
-        f"{p}_GATEWAY_SECRET": gateway_secret(inputs.secrets),
+        f"{p}_GATEWAY_SECRET": gateway_secret(inputs.secrets, service),
     }
     if service.name in inputs.db_pool_sizes:
         env[f"{p}_DB_POOL_SIZE"] = str(inputs.db_pool_sizes[service.name])

@@ -134,13 +134,15 @@ class ServiceSettings(BaseSettings):
     # Upper bound of any SQL statement when the caller gave no (shorter) deadline; 0 is
     # PostgreSQL's "no bound", and it refuses (at connect) a negative value or one above a C int.
     db_statement_timeout_ms: int = Field(default=10_000, ge=0, le=2**31 - 1)
-    # Shared with the gateway (its Envoy sends it as x-vaultpay-gateway-identity): calls that
-    # carry it may name their client's address (x-envoy-external-address). None: no caller
-    # may; every call is recorded under its peer address.
+    # This service's own secret, shared with the gateway alone (its Envoy sends it to this
+    # service as x-vaultpay-gateway-identity, from VAULTPAY_GATEWAY_SECRET_<SERVICE>; every
+    # service has a different one): calls that carry it may name their client's address
+    # (x-envoy-external-address). None: no caller may; every call is recorded under its peer
+    # address (one that presents an identity anyway is said at WARNING).
     gateway_secret: SecretStr | None = Field(default=None, min_length=32)
     # While the gateway secret is rotated: the old one, also accepted. Rotate by setting the
-    # new secret here with the old one as previous (every service), then Envoy's
-    # VAULTPAY_GATEWAY_SECRET to the new one, then removing this.
+    # new secret here with the old one as previous, then Envoy's
+    # VAULTPAY_GATEWAY_SECRET_<SERVICE> to the new one, then removing this.
     gateway_previous_secret: SecretStr | None = Field(default=None, min_length=32)
     # Service tokens are addressed to the one service they call ("vaultpay:wallet"). True:
     # also accept a service token addressed to the whole mesh, as builds before scoped

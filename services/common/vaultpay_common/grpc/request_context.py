@@ -18,11 +18,13 @@ so a stream refused before it starts is a status like any other; a stream writte
 The client IP is the address of whoever opened the connection (`context.peer()`), except for
 calls that come from the gateway: Envoy puts the address of *its* client in
 `x-envoy-external-address`, and proves that the call is its own with `x-vaultpay-gateway-identity`,
-a secret shared by the gateway and the services (`ServiceSettings.gateway_secret`; Envoy reads
-it from its environment and overwrites whatever a client sent in that header). A caller of a
-service port without the secret cannot choose the address its calls are throttled and
-audited under. The header is parsed as one IP address and recorded in canonical form; text
-that is not an address falls back to the peer.
+a secret the gateway shares with this one service (`ServiceSettings.gateway_secret`; Envoy
+reads each service's own from its environment, `VAULTPAY_GATEWAY_SECRET_<SERVICE>`, and
+overwrites whatever a client sent in that header). A caller of a service port without the
+secret cannot choose the address its calls are throttled and audited under; since every
+service holds a different one, neither can a peer service (a compromised kyc pod knows only
+kyc's). The header is parsed as one IP address and recorded in canonical form; text that is
+not an address falls back to the peer.
 
     RequestContextInterceptor(gateway_secret=settings.gateway_secret.get_secret_value())
 
@@ -61,12 +63,26 @@ __all__ = [
 REQUEST_ID_HEADER = "x-request-id"
 # Set by Envoy (use_remote_address: true) to the address of the client it saw.
 CLIENT_IP_HEADER = "x-envoy-external-address"
-# Set by Envoy on every call it forwards: the shared gateway secret.
+# Set by Envoy on every call it forwards: the gateway secret of the service it calls.
 GATEWAY_IDENTITY_HEADER = "x-vaultpay-gateway-identity"
 log = logging.getLogger(__name__)
 
 MIN_GATEWAY_SECRET_LENGTH = 32
 _MISMATCH_WARNING_INTERVAL = 60.0
+# What the WARNING says when a presented gateway identity is not believed (never the value).
+_SAID_ON_MISMATCH = (
+    "a call presented a gateway identity that matches neither gateway secret: its client's"
+    " address is not believed (the gateway's own is used). Is Envoy's"
+    " VAULTPAY_GATEWAY_SECRET_<SERVICE> for this service the same as <SERVICE>_GATEWAY_SECRET"
+    " here (a rotation half done, a trailing newline, another service's secret; an Envoy"
+    " without the variable sends '-')?"
+)
+_SAID_WHEN_UNCONFIGURED = (
+    "a call presented a gateway identity, but this service has no gateway secret configured:"
+    " its client's address is not believed (the gateway's own is used), so per-address"
+    " throttles and IP trust see every client behind the gateway as one. Set"
+    " <SERVICE>_GATEWAY_SECRET to Envoy's VAULTPAY_GATEWAY_SECRET_<SERVICE>."
+)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 # grpc peer strings: "ipv4:10.0.0.1:50000", "ipv6:[::1]:50000" (the brackets may come
 # %-encoded), "unix:/path".
@@ -146,7 +162,9 @@ class RequestContextInterceptor(CallInterceptor):
     the previous one goes). A call that presents a gateway identity matching neither is said
     at WARNING (at most once a minute): its client's address is not believed, and every
     client behind that gateway then shares the gateway's address (review of 2026-12-05:
-    a rotation or a typo silently did that, login throttles and IP trust included).
+    a rotation or a typo silently did that, login throttles and IP trust included). So is a
+    call that presents one to a service with no gateway secret: a deployment that forgot
+    this service's secret records every client under the gateway's address.
     """
 
     def __init__(
@@ -166,6 +184,8 @@ class RequestContextInterceptor(CallInterceptor):
 
     def _from_gateway(self, presented: str | None) -> bool:
         if not self._gateway_secrets:
+            if presented is not None:
+                self._say_not_believed(_SAID_WHEN_UNCONFIGURED)
             return False
         given = (presented or "").encode()
         # Each compared, whichever matches: the time taken tells nothing of which.
@@ -173,19 +193,15 @@ class RequestContextInterceptor(CallInterceptor):
         if any(matches):
             return True
         if presented is not None:
-            self._say_mismatch()
+            self._say_not_believed(_SAID_ON_MISMATCH)
         return False
 
-    def _say_mismatch(self) -> None:
+    def _say_not_believed(self, message: str) -> None:
+        """`message` at WARNING, at most once every `_MISMATCH_WARNING_INTERVAL`."""
         now = time.monotonic()
         if now >= self._next_mismatch_warning:
             self._next_mismatch_warning = now + _MISMATCH_WARNING_INTERVAL
-            log.warning(
-                "a call presented a gateway identity that matches neither gateway secret: its"
-                " client's address is not believed (the gateway's own is used). Is"
-                " VAULTPAY_GATEWAY_SECRET the same at Envoy and here (a rotation half done, a"
-                " trailing newline)?"
-            )
+            log.warning(message)
 
     def _client_ip(self, context: Any, identity: str | None, forwarded: str | None) -> str:
         if forwarded is not None and self._from_gateway(identity):

@@ -5,9 +5,9 @@ refresh-token row was FOR UPDATE), and no revocation touches that row. A refresh
 the session as live and then stalled (a process or VM pause) signed a new access token after
 the session's revocation had committed, and the token's lifetime counts from its signing: it
 outlived the peers' memory of the revocation (kept 990 s from its delivery). The refresh now
-locks the user, then the session, FOR SHARE, in the order every revocation takes them: a
-revocation of its session commits after the refresh does, or the refresh waits for it and is
-refused.
+locks its session FOR SHARE (and then key-shares its user), and every revocation updates the
+session row: a revocation of its session commits after the refresh does, or the refresh waits
+for it and is refused (test_refresh_lock_modes.py: what the refresh no longer holds back).
 
 The real use cases run on two engines of their own (told apart in pg_stat_activity by name),
 one side stalled inside its transaction while the other runs.

@@ -180,7 +180,7 @@ class FakeUserRepository:
         self.users[user.id] = dataclasses.replace(user)
 
     async def get(
-        self, user_id: str, *, for_update: bool = False, for_share: bool = False
+        self, user_id: str, *, for_update: bool = False, for_key_share: bool = False
     ) -> User | None:
         found = self.users.get(user_id)
         return None if found is None else dataclasses.replace(found)

@@ -91,16 +91,21 @@ class SqlUserRepository:
             raise EmailAlreadyRegisteredError() from exc
 
     async def get(
-        self, user_id: str, *, for_update: bool = False, for_share: bool = False
+        self, user_id: str, *, for_update: bool = False, for_key_share: bool = False
     ) -> User | None:
-        """`for_share` (FOR SHARE) holds off a change of the row (a role change, a
-        deactivation, a password change) until this transaction ends, and lets other sharers
-        through; `for_update` (FOR UPDATE) holds off those too."""
+        """`for_update` takes the lock a change of the row takes (FOR NO KEY UPDATE: no
+        change of a user touches a key column, `id` or `email`, and no user is deleted): it
+        waits for, and holds off, another change of the user (a role change, a deactivation,
+        a password change, a sign-in), and nothing else. `for_key_share` (FOR KEY SHARE, what
+        a foreign-key check of a session or refresh-token insert takes anyway) holds off only
+        a delete or a key change, neither of which happens: it waits for no change of the
+        user and holds none off, and reads the latest committed row (a refresh's, under its
+        session's lock)."""
         query = select(users).where(users.c.id == user_id)
         if for_update:
-            query = query.with_for_update()
-        elif for_share:
-            query = query.with_for_update(read=True)
+            query = query.with_for_update(key_share=True)
+        elif for_key_share:
+            query = query.with_for_update(read=True, key_share=True)
         row = (await self._conn.execute(query)).first()
         return None if row is None else _user(row)
 
@@ -131,11 +136,15 @@ class SqlUserRepository:
         return bool(result.rowcount)
 
     async def lock_active_super_admins(self) -> list[str]:
+        """The active super_admins' ids, in id order, each row locked as a change of it locks
+        it (FOR NO KEY UPDATE, as `get(for_update=True)`): two staff actions, or a staff
+        action and a super_admin's password change or sign-in, take turns; a super_admin's
+        refresh (FOR KEY SHARE) holds none of them back."""
         rows = await self._conn.execute(
             select(users.c.id)
             .where(users.c.role == Role.SUPER_ADMIN.name, users.c.active.is_(True))
             .order_by(users.c.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         return [row.id for row in rows]
 

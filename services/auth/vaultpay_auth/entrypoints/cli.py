@@ -135,7 +135,9 @@ async def create_superadmin(
                 # Locked, then changed: a ChangePassword (or a sign-in's rehash) committing
                 # between the read and the write made the password's compare-and-set match
                 # nothing while the account was still promoted and reported ready, with the
-                # holder's password (the recovery of a compromised account, undone).
+                # holder's password (the recovery of a compromised account, undone). FOR NO
+                # KEY UPDATE (`for_update`), as every change of a user: a refresh of the
+                # account (KEY SHARE) is not waited for here, only at the sessions' revocation.
                 locked = await uow.users.get(existing.id, for_update=True)
                 assert locked is not None  # users are never deleted
                 details["old_role"] = locked.role.name.lower()

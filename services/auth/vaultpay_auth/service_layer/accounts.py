@@ -365,6 +365,8 @@ class AccountService:
         outlived it. `upgraded` replaces the verified hash in the same transaction."""
         tokens: IssuedTokens | None = None
         async with self._uow() as uow:
+            # FOR NO KEY UPDATE (`for_update`): a sign-in and a change of the user (role,
+            # deactivation, password) take turns; a refresh's KEY SHARE is not waited for.
             user = await uow.users.get(found.id, for_update=True)
             replaced = user is not None and user.password_hash != found.password_hash
             if user is not None and user.active and not replaced:
@@ -402,6 +404,47 @@ class AccountService:
         return IssuedTokens(access, access_expires_at, refresh, session.expires_at)
 
     async def refresh(self, refresh_token: str, client_ip: str) -> IssuedTokens:
+        """A new token pair for a live session, its refresh token spent; a spent token
+        presented again revokes the session (reuse).
+
+        Locks, after the refresh token (FOR UPDATE): the session, FOR SHARE (FOR NO KEY
+        UPDATE when the token is spent: that presentation revokes the session, and two of
+        them each holding a share would deadlock upgrading), then the user, FOR KEY SHARE.
+        Every revocation UPDATEs the session row (FOR NO KEY UPDATE), so the session's lock
+        alone orders a refresh against it: a revocation either committed before the lock is
+        granted (the session is read revoked, and the user, read after it, inactive after a
+        deactivation: ACCOUNT_DISABLED) or waits for this commit and revokes the new tokens'
+        session with the rest. Read without locks, a refresh that stalled after reading the
+        session as live (a process or VM pause) signed a token after the revocation
+        committed, its lifetime counted from then: it outlived the peers' memory of the
+        revocation (review of 2026-12-05). The user's KEY SHARE conflicts only with a delete
+        or a key change of the user, which nothing does: the user's writers (FOR NO KEY
+        UPDATE) neither wait for a refresh there nor are starved by a stream of them. With
+        the user locked FOR SHARE first (5fbe4fb), a password change waited for every refresh
+        of the user, new share lockers passed a queued writer (a deactivation of a
+        compromised account could be held off until its statement timeout), and a stalled
+        refresh of one super_admin held back every staff action (review of 5fbe4fb).
+
+        The lock order of each pair: a refresh's (token, session, user KEY SHARE) against
+        the other side's, in order ("NKU": FOR NO KEY UPDATE, what an UPDATE of a row takes;
+        an insert's foreign-key check takes KEY SHARE on the row it names). Only the session
+        row is locked in conflicting modes by a refresh and any of them (the purge also the
+        token, in the refresh's order), so no pair can wait in a cycle:
+
+          logout             session (NKU)                      meets it at the session
+          password change    user (NKU), its other sessions     at a session it revokes
+                             (NKU)                              (never its own session's)
+          role change,       active super_admins by id (NKU),   at a session it revokes;
+          deactivation       target (NKU), target's sessions    not at a super_admin's row
+                             (NKU)
+          reactivation       super_admins by id, target (NKU)   nowhere
+          CLI reset          user (NKU), its sessions (NKU)     at a session it revokes
+          retention purge    ended sessions' tokens, then the   at the token, then the
+                             sessions (DELETE: FOR UPDATE)      session: the same order
+          login (_sign_in)   user (NKU), new session, token     nowhere
+          refresh, same      token, session (NKU if spent)      at the token (same one) or
+          session                                               the session (another)
+        """
         if not refresh_token:
             raise ValidationError.single("refresh_token", "is required")
         token_hash = hash_refresh_token(refresh_token)
@@ -409,21 +452,12 @@ class AccountService:
             record = await uow.sessions.get_refresh_token_for_update(token_hash)
             if record is None:
                 raise RefreshTokenInvalidError()
-            # The user's row, then the session's, locked in the order every revocation takes
-            # them (a role change, a deactivation, a password change or the CLI's reset lock
-            # the user, then revoke the sessions; a logout the session alone): a revocation of
-            # this session either committed before (and is read here) or waits for this
-            # commit. Read without locks, a refresh that stalled after reading the session as
-            # live (a process or VM pause) signed a token after the revocation committed, its
-            # lifetime counted from then: it outlived the peers' memory of the revocation
-            # (review of 2026-12-05). A spent token's presentation revokes the session, so it
-            # takes the lock that UPDATE needs at once: two such presentations holding a share
-            # each would deadlock upgrading.
-            user = await uow.users.get(record.user_id, for_share=True)
             spent = record.used_at is not None
             session = await uow.sessions.get(
                 record.session_id, for_share=not spent, for_update=spent
             )
+            # After the session's lock: a deactivation that committed before it is seen.
+            user = await uow.users.get(record.user_id, for_key_share=True)
             if session is None or session.revoked_at is not None:
                 # A deactivation revokes every session of the user: its holder is told the
                 # account is disabled (ACCOUNT_DISABLED, as introspection and the README say),

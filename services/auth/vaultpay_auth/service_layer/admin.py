@@ -3,7 +3,8 @@ peer services' lookups of a user (GetUserContact's contact, GetUserRole's role a
 
 The rules: only a super_admin grants, removes or acts on admin and super_admin; nobody acts
 on themselves; the last active super_admin is never demoted or deactivated (checked under
-row locks on every super_admin, so two concurrent demotions cannot both pass).
+row locks, FOR NO KEY UPDATE, on every super_admin, so two concurrent demotions cannot both
+pass).
 
 Staff reads of users' data (GetUser, ListUsers) are audited with the ids shown and the
 client address (ASVS 5.0 V16); a peer service's lookup (no staff viewer) is not. So is every
@@ -145,6 +146,16 @@ class AdminService:
         re-reads the actor inside the transaction, so a concurrent demotion of the actor
         or of the other super_admins is seen, and no two admin actions can deadlock. Then
         applies the role rules to the actor's *current* role.
+
+        The locks are FOR NO KEY UPDATE, the lock the UPDATE of a user takes (no key column
+        changes, no user is deleted): two staff actions still take turns on every
+        super_admin's row, so two demotions cannot both see another super_admin left, and
+        a password change or sign-in of the target or of a super_admin still waits its turn.
+        A refresh's KEY SHARE on its user does not conflict: with FOR UPDATE, one
+        super_admin's stalled refresh (up to the 120 s idle-in-transaction timeout) held
+        back every staff action on anyone (review of 5fbe4fb). A refresh of the target's
+        session is ordered against the revocation at the session's row
+        (`AccountService.refresh`).
         """
         check_user_id(user_id)
         super_admins = await uow.users.lock_active_super_admins()

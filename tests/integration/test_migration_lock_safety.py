@@ -9,6 +9,9 @@ they keep (vaultpay_common.migrations; a review read them as a DBA of large, bus
   while it waits for an older write transaction, and outwaits it past LOCK_WAIT_LIMIT: its
   block lifts the bound. As shipped, k0005 built the index in the revision's transaction,
   holding SHARE (writers queued behind it).
+* kyc k0005 run again after a stop (its DROP INDEX CONCURRENTLY of the old index interrupted,
+  the version still k0004) keeps the new index it built, valid all along, instead of dropping
+  it first and leaving no index to hold one pending submission per user while it built again.
 * auth 0010 validates its foreign key in a transaction of its own, holding SHARE UPDATE
   EXCLUSIVE on `users`, not ACCESS EXCLUSIVE (the ADD COLUMN's lock) as it first did; and it
   runs again after stopping between the two.
@@ -264,6 +267,157 @@ def test_kyc_k0005_builds_its_index_while_submissions_go_on(
     assert {(row[0], row[1]) for row in rows} == {("kyc_submissions_one_pending", True)}
     with pytest.raises(asyncpg.UniqueViolationError, match="kyc_submissions_one_pending"):
         _submit(owner, user, lock_timeout="1s")  # the rule holds: one pending per user
+
+
+# -- kyc k0005 runs again after a stop, keeping the index it built -------------------------
+
+_ONE_PENDING, _ONE_OPEN = "kyc_submissions_one_pending", "kyc_submissions_one_open"
+_BUILD = {  # as k0005 builds each
+    _ONE_PENDING: f"CREATE UNIQUE INDEX CONCURRENTLY {_ONE_PENDING} ON kyc_submissions (user_id)"
+    " WHERE status = 'PENDING'",
+    _ONE_OPEN: f"CREATE UNIQUE INDEX CONCURRENTLY {_ONE_OPEN} ON kyc_submissions (user_id)"
+    " WHERE status IN ('PENDING', 'VERIFIED')",
+}
+
+
+def _kyc_indexes(dsn: str) -> dict[str, tuple[int, bool, bool]]:
+    """k0001's and k0005's indexes that are there: name -> (oid, valid, ready)."""
+    rows = _fetch(
+        dsn,
+        "SELECT c.relname::text, c.oid::bigint, i.indisvalid, i.indisready FROM pg_index AS i"
+        " JOIN pg_class AS c ON c.oid = i.indexrelid"
+        " WHERE c.relname IN ('kyc_submissions_one_pending', 'kyc_submissions_one_open')",
+    )
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def _kyc_version(dsn: str) -> str:
+    [row] = _fetch(dsn, f"SELECT version_num FROM {KYC_CHAIN.version_table}")
+    return str(row[0])
+
+
+def _waiting_statement(admin_dsn: str, database: str) -> tuple[int, str]:
+    """The pid and statement of the session of `database` that waits for a lock."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = _fetch(
+            admin_dsn,
+            "SELECT pid, query FROM pg_stat_activity"
+            " WHERE datname = $1 AND wait_event_type = 'Lock'",
+            database,
+        )
+        if rows:
+            return int(rows[0][0]), str(rows[0][1])
+        time.sleep(0.05)
+    raise AssertionError(f"nothing waited for a lock in {database}")
+
+
+def _run_sql_outside_a_transaction(dsn: str, *statements: str) -> None:
+    async def run(conn: Any) -> None:
+        for statement in statements:
+            await conn.execute(statement)
+
+    run_sql(_plain(dsn), run)
+
+
+def test_kyc_k0005_run_again_after_a_stop_keeps_the_index_it_built(
+    dbs: Provisioned, infra: Infra
+) -> None:
+    """The review's case: the new index built, the old one's DROP INDEX CONCURRENTLY waiting
+    behind a long reader after its first phase (the old index INVALID), the Job pod evicted.
+    The next run dropped the valid new index first: while that drop and the new build waited
+    behind the next reader, nothing held one pending submission per user."""
+    _kyc_to(dbs, "k0004")
+    owner, admin = dbs.vaultpay_owner_dsn, infra.postgres.admin_dsn
+    reader = "SELECT count(*) FROM kyc_submissions"  # a report, a pg_dump: AccessShare held
+    args, kwargs = _kyc_args(dbs)
+    with Held(owner, reader):
+        first = Migration(*args, **kwargs, revision="k0005").start()
+        try:
+            pid, statement = _waiting_statement(admin, dbs.vaultpay_database)
+            assert statement.startswith(f"DROP INDEX CONCURRENTLY IF EXISTS {_ONE_OPEN}")
+            _fetch(admin, "SELECT pg_terminate_backend($1)", pid)  # the pod evicted
+        finally:
+            first.join()
+    assert first.error is not None
+    assert _kyc_version(owner) == "k0004"
+    stopped = _kyc_indexes(owner)
+    built = stopped[_ONE_PENDING]
+    assert built[1:] == (True, True), stopped
+    assert stopped[_ONE_OPEN][1] is False, stopped  # k0001's index half-dropped
+
+    user = f"user-{secrets.token_hex(4)}"
+    held = Held(owner, reader)
+    with held:  # the next run, behind the next long reader
+        again = Migration(*args, **kwargs, revision="k0005").start()
+        try:
+            _, statement = _waiting_statement(admin, dbs.vaultpay_database)
+            # It waits to drop k0001's index; k0005's is the one it built, untouched.
+            assert _kyc_indexes(owner)[_ONE_PENDING] == built, statement
+            _submit(owner, user, lock_timeout="1s")
+            with pytest.raises(asyncpg.UniqueViolationError):  # the rule holds meanwhile
+                _submit(owner, user, lock_timeout="1s")
+        finally:
+            held.commit()
+            again.join()
+    assert again.error is None, again.error
+    assert _kyc_version(owner) == "k0005"
+    assert _kyc_indexes(owner) == {_ONE_PENDING: built}  # the same index, valid
+    with pytest.raises(asyncpg.UniqueViolationError, match=_ONE_PENDING):
+        _submit(owner, user, lock_timeout="1s")
+
+
+@pytest.mark.parametrize("old_index", ["dropped", "not ready"])
+@pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
+def test_kyc_k0005_run_again_keeps_the_index_it_built_whatever_became_of_the_old_one(
+    dbs: Provisioned, infra: Infra, direction: str, old_index: str
+) -> None:
+    """Stopped after the old index was dropped (before the version moved), or after the second
+    phase of its DROP INDEX CONCURRENTLY (no longer ready: it enforces nothing); the upgrade
+    (k0001's index the old one) and the downgrade (k0005's) alike."""
+    start, end, new, old = ("k0004", "k0005", _ONE_PENDING, _ONE_OPEN)
+    if direction == "downgrade":
+        start, end, new, old = ("k0005", "k0004", _ONE_OPEN, _ONE_PENDING)
+    _kyc_to(dbs, start)
+    owner = dbs.vaultpay_owner_dsn
+    _run_sql_outside_a_transaction(owner, _BUILD[new])
+    if old_index == "dropped":
+        _run_sql_outside_a_transaction(owner, f"DROP INDEX CONCURRENTLY {old}")
+    else:  # what DROP INDEX CONCURRENTLY leaves between its phases (a catalogue change)
+        _run_sql_outside_a_transaction(
+            _on(infra.postgres.admin_dsn, dbs.vaultpay_database),
+            "UPDATE pg_index SET indisvalid = false, indisready = false, indislive = false"
+            f" WHERE indexrelid = 'public.{old}'::regclass",
+        )
+    built = _kyc_indexes(owner)[new]
+    _kyc(dbs, end, direction)
+    assert _kyc_version(owner) == end
+    assert _kyc_indexes(owner) == {new: built}
+
+
+def test_kyc_k0005_drops_an_invalid_leftover_of_its_build_and_builds_again(
+    dbs: Provisioned, infra: Infra
+) -> None:
+    """A build that failed (or was killed) leaves an INVALID index of that name, still
+    refusing inserts that break it: the next run drops it and builds the index again."""
+    _kyc_to(dbs, "k0004")
+    owner = dbs.vaultpay_owner_dsn
+    for _ in range(2):  # two PAN submissions: a unique build on document_type fails
+        _submit(owner, f"user-{secrets.token_hex(4)}", lock_timeout="1s")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        _run_sql_outside_a_transaction(
+            owner,
+            f"CREATE UNIQUE INDEX CONCURRENTLY {_ONE_PENDING} ON kyc_submissions (document_type)",
+        )
+    leftover = _kyc_indexes(owner)[_ONE_PENDING]
+    assert leftover[1] is False
+    _kyc(dbs, "k0005")
+    rebuilt = _kyc_indexes(owner)
+    assert set(rebuilt) == {_ONE_PENDING} and rebuilt[_ONE_PENDING][1:] == (True, True)
+    assert rebuilt[_ONE_PENDING][0] != leftover[0]
+    [definition] = _fetch(owner, "SELECT pg_get_indexdef($1::regclass)", _ONE_PENDING)
+    assert "(user_id) WHERE" in definition[0] and "PENDING" in definition[0], definition
+    _submit(owner, f"user-{secrets.token_hex(4)}", lock_timeout="1s")  # a third PAN: let in
 
 
 # -- auth 0010: the key is checked outside the lock on users --------------------------------

@@ -22,6 +22,16 @@ downgrade's, on a user holding both) leaves an INVALID index that still refuses 
 breaking it: the revision drops it before it gives up, and drops any left over (a migration
 killed mid-build) before it builds again.
 
+A run stopped part-way (the operator's interrupt, an evicted Job pod) leaves the version at
+k0004, perhaps the new index valid already and the old one INVALID, not ready (its DROP INDEX
+CONCURRENTLY stopped after a phase; a not-ready index enforces nothing) or gone. The next run
+keeps a new index that is valid and ready (pg_index), builds none then, and drops only one that
+is not, before its build; then it drops the old one. As first written it began by dropping the
+new index whatever it was: while that drop or the new build waited behind a long reader, no
+index held one pending submission per user, two submissions of one user could both be stored,
+and the unique build then failed at every run (a later review). The downgrade does the same
+with the two indexes swapped.
+
 Revision ID: k0005
 Revises: k0004
 Create Date: 2026-12-03
@@ -30,6 +40,7 @@ Create Date: 2026-12-03
 from __future__ import annotations
 
 from alembic import op
+from sqlalchemy import text
 
 from vaultpay_common.migrations import concurrently
 
@@ -46,16 +57,39 @@ _DEFINITIONS = {
 }
 
 
+# Whether the index named :name is whole (valid, ready and live: used, and enforcing its rule);
+# no row when there is none. An interrupted CREATE or DROP INDEX CONCURRENTLY leaves it not.
+_WHOLE = text(
+    "SELECT i.indisvalid AND i.indisready AND i.indislive FROM pg_index AS i"
+    " WHERE i.indexrelid = to_regclass(CAST(:name AS text))"
+)
+
+
+def _whole(index: str) -> bool | None:
+    """True when `index` is there and whole, False when a part-built or part-dropped one is
+    there, None when there is none. Rendered offline (the migration lint), False: the
+    rendering then holds every statement the revision may send."""
+    if op.get_context().as_sql:
+        return False
+    found = op.get_bind().execute(_WHOLE, {"name": index}).scalar()
+    return None if found is None else bool(found)
+
+
 def _build_then_drop(build: str, drop: str) -> None:
-    """Builds the unique index `build`, then drops `drop`, each CONCURRENTLY."""
+    """Builds the unique index `build` unless a whole one is there, then drops `drop`, each
+    CONCURRENTLY. A `build` left over not whole is dropped first; a whole one is never."""
     with concurrently():
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {build}")
-        try:
-            op.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {build} {_DEFINITIONS[build]}")
-        except Exception:
-            # The failed build's INVALID index would go on refusing inserts that break it.
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {build}")
-            raise
+        # Migrations of one database take turns: nothing else changes `build` meanwhile.
+        whole = _whole(build)
+        if not whole:
+            if whole is False:
+                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {build}")
+            try:
+                op.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {build} {_DEFINITIONS[build]}")
+            except Exception:
+                # The failed build's INVALID index would go on refusing inserts that break it.
+                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {build}")
+                raise
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {drop}")
 
 

@@ -25,23 +25,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
-import jwt
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.auth.conftest import PASSWORD, AuthStack
-from tests.unit.auth.fakes import (
-    CountingHasher,
-    FakeIssuer,
-    FakeLoginThrottle,
-    FakeSignUpThrottle,
-)
+from tests.integration.auth.stalling import Stall, StallingSessions, nothing, services, sid
 from vaultpay.auth.v1 import auth_pb2
-from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork, SqlSessionRepository
 from vaultpay_auth.domain.errors import AccountDisabledError, RefreshTokenReusedError
 from vaultpay_auth.service_layer.accounts import AccountService, IssuedTokens
 from vaultpay_auth.service_layer.admin import AdminService
@@ -69,13 +61,9 @@ class _Gate:
         await self.release.wait()
 
 
-class _StallingSessions(SqlSessionRepository):
+class _StallingSessions(StallingSessions):
     """Stalls a refresh with its locks held: before it marks its token spent (a live token's),
     or before it revokes the session (a spent token's)."""
-
-    def __init__(self, conn: AsyncConnection, stall: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(conn)
-        self._stall = stall
 
     async def mark_refresh_token_used(self, token_hash: str) -> None:
         await self._stall()
@@ -86,40 +74,8 @@ class _StallingSessions(SqlSessionRepository):
         return await super().revoke(session_id, reason)
 
 
-class _StallingUnitOfWork(SqlAuthUnitOfWork):
-    def __init__(self, engine: AsyncEngine, stall: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(engine)
-        self._stall = stall
-
-    def _bind(self, conn: AsyncConnection) -> None:
-        super()._bind(conn)
-        self.sessions = _StallingSessions(conn, self._stall)
-
-
-async def _nothing() -> None:
-    return None
-
-
-def _services(
-    engine: AsyncEngine, stall: Callable[[], Awaitable[None]] = _nothing
-) -> tuple[AccountService, AdminService]:
-    def uow() -> SqlAuthUnitOfWork:
-        return _StallingUnitOfWork(engine, stall)
-
-    accounts = AccountService(
-        uow,
-        CountingHasher(),  # hashes read "hashed:<password>"
-        FakeIssuer(),
-        FakeLoginThrottle(),
-        refresh_ttl=timedelta(days=30),
-        sign_up_throttle=FakeSignUpThrottle(),
-        fingerprint=lambda email: email,
-    )
-    return accounts, AdminService(uow, fingerprint=lambda email: email)
-
-
-def _sid(tokens: auth_pb2.TokenPair) -> str:
-    return str(jwt.decode(tokens.access_token, options={"verify_signature": False})["sid"])
+def _services(engine: AsyncEngine, stall: Stall = nothing) -> tuple[AccountService, AdminService]:
+    return services(engine, _StallingSessions, stall)
 
 
 @dataclass
@@ -242,7 +198,7 @@ async def test_a_change_of_the_user_does_not_wait_for_a_refresh_of_theirs(
         assert gate.reached.is_set(), "the refresh did not get its locks"
         if how == "password_change":
             change = asyncio.create_task(
-                accounts.change_password(user.user_id, _sid(tokens), PASSWORD, NEW_PASSWORD, "")
+                accounts.change_password(user.user_id, sid(tokens), PASSWORD, NEW_PASSWORD, "")
             )
         else:
             change = asyncio.create_task(accounts.login(user.email, PASSWORD, ""))
@@ -293,7 +249,7 @@ async def test_overlapping_refreshes_of_the_user_do_not_hold_off_a_revocation(
             return admin.set_role(
                 _super_admin(owner), user.user_id, Role.MODERATOR, "review", client_ip=""
             )
-        return accounts.change_password(user.user_id, _sid(changer), PASSWORD, NEW_PASSWORD, "")
+        return accounts.change_password(user.user_id, sid(changer), PASSWORD, NEW_PASSWORD, "")
 
     chains = [first.refresh_token, second.refresh_token]  # each session's newest token
     refreshes = _Refreshes(engines)
@@ -394,7 +350,7 @@ async def test_a_spent_and_the_live_token_of_a_session_at_once_end_it(
     takes the session's lock an UPDATE takes at once), neither deadlocks, and the session
     ends revoked for reuse, whatever the new tokens the live one was given."""
     _, spent = await auth.user_with_token()
-    session_id = _sid(spent)
+    session_id = sid(spent)
     live = await _services(engines.refresher)[0].refresh(spent.refresh_token, "")
     refreshes = _Refreshes(engines)
     second: asyncio.Task[Any] | None = None
@@ -431,7 +387,7 @@ async def test_two_spent_tokens_of_a_session_at_once_end_it_without_a_deadlock(
     its revocation: the second waits for its lock (not a share both hold and then upgrade:
     that deadlocked), and both are refused as reuse."""
     _, oldest = await auth.user_with_token()
-    session_id = _sid(oldest)
+    session_id = sid(oldest)
     accounts, _ = _services(engines.refresher)
     older = await accounts.refresh(oldest.refresh_token, "")
     await accounts.refresh(older.refresh_token, "")

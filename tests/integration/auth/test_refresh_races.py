@@ -18,24 +18,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from collections.abc import AsyncIterator
 from typing import Any
 
-import jwt
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.auth.conftest import PASSWORD, AuthStack
-from tests.unit.auth.fakes import (
-    CountingHasher,
-    FakeIssuer,
-    FakeLoginThrottle,
-    FakeSignUpThrottle,
-)
+from tests.integration.auth.stalling import Stall, StallingSessions, nothing, services, sid
 from vaultpay.auth.v1 import auth_pb2
-from vaultpay_auth.adapters.repositories import SqlAuthUnitOfWork, SqlSessionRepository
 from vaultpay_auth.domain.errors import AccountDisabledError, RefreshTokenReusedError
 from vaultpay_auth.service_layer.accounts import AccountService
 from vaultpay_auth.service_layer.admin import AdminService
@@ -54,16 +46,10 @@ REVOCATIONS = {
     "deactivation": AccountDisabledError,
 }
 
-Stall = Callable[[], Awaitable[None]]
 
-
-class _StallingSessions(SqlSessionRepository):
+class _StallingSessions(StallingSessions):
     """Runs `stall` inside the transaction: a refresh's before it marks its token used (it has
     read the session and the user, and not yet signed), a revocation's once it has revoked."""
-
-    def __init__(self, conn: AsyncConnection, stall: Stall) -> None:
-        super().__init__(conn)
-        self._stall = stall
 
     async def mark_refresh_token_used(self, token_hash: str) -> None:
         await self._stall()
@@ -80,38 +66,8 @@ class _StallingSessions(SqlSessionRepository):
         return revoked
 
 
-class _StallingUnitOfWork(SqlAuthUnitOfWork):
-    def __init__(self, engine: AsyncEngine, stall: Stall) -> None:
-        super().__init__(engine)
-        self._stall = stall
-
-    def _bind(self, conn: AsyncConnection) -> None:
-        super()._bind(conn)
-        self.sessions = _StallingSessions(conn, self._stall)
-
-
-async def _nothing() -> None:
-    return None
-
-
-def _services(engine: AsyncEngine, stall: Stall = _nothing) -> tuple[AccountService, AdminService]:
-    def uow() -> SqlAuthUnitOfWork:
-        return _StallingUnitOfWork(engine, stall)
-
-    accounts = AccountService(
-        uow,
-        CountingHasher(),  # hashes read "hashed:<password>"
-        FakeIssuer(),
-        FakeLoginThrottle(),
-        refresh_ttl=timedelta(days=30),
-        sign_up_throttle=FakeSignUpThrottle(),
-        fingerprint=lambda email: email,
-    )
-    return accounts, AdminService(uow, fingerprint=lambda email: email)
-
-
-def _sid(tokens: auth_pb2.TokenPair) -> str:
-    return str(jwt.decode(tokens.access_token, options={"verify_signature": False})["sid"])
+def _services(engine: AsyncEngine, stall: Stall = nothing) -> tuple[AccountService, AdminService]:
+    return services(engine, _StallingSessions, stall)
 
 
 @pytest.fixture
@@ -200,7 +156,7 @@ async def test_a_refresh_that_read_its_session_live_commits_before_its_revocatio
     accounts, admin = _services(revoker)
 
     async def stall() -> None:
-        task = asyncio.create_task(_revoke(how, accounts, admin, user, _sid(tokens), actor))
+        task = asyncio.create_task(_revoke(how, accounts, admin, user, sid(tokens), actor))
         revoking.append(task)
         await _until_ended_or_waiting(task, revoker, REVOKER)
         committed_during_refresh.append(task.done() and task.exception() is None)
@@ -237,7 +193,7 @@ async def test_a_refresh_waits_for_a_revocation_in_progress_and_is_refused(
         refreshed_during_revocation.append(task.done() and task.exception() is None)
 
     accounts, admin = _services(revoker, stall)
-    await _revoke(how, accounts, admin, user, _sid(tokens), actor)
+    await _revoke(how, accounts, admin, user, sid(tokens), actor)
     assert refreshed_during_revocation == [False], (
         "a refresh signed a token while a revocation of its session was in progress"
     )

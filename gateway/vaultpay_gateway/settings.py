@@ -5,8 +5,9 @@ all bound to loopback. Values are validated when the object is built, so a bad f
 start-up with a readable message instead of as an Envoy parse error.
 
 Rate limits are token buckets (`RateLimit`): one global bucket as a backstop, one per client
-address (`client_rate_limit`) and, tighter, one per client address and expensive public RPC
-(`rpc_rate_limits`, keyed by the RPC's full name; `DEFAULT_RPC_RATE_LIMITS`).
+address (`client_rate_limit`) and, tighter, one per client address and expensive RPC
+(`rpc_rate_limits`, keyed by the RPC's full name; `DEFAULT_RPC_RATE_LIMITS`: the expensive
+public ones, and RequestPinReset, which mails).
 
 Bodies are capped at `max_request_bytes` (1 MiB) and JSON replies at `max_json_response_bytes`;
 the RPCs that carry a KYC document file get larger caps and a longer timeout (`rpc_limits`,
@@ -174,12 +175,15 @@ class RateLimit:
 
 
 # Per client address: the public RPCs that cost the services most (bcrypt, mail, database
-# writes) or guard secrets. Everything else shares the client's general bucket.
+# writes) or guard secrets, and RequestPinReset, which needs a session but mails the user
+# (wallet also holds each user to one code a minute and five an hour: PIN_RESET_RATE_LIMITED).
+# Everything else shares the client's general bucket.
 DEFAULT_RPC_RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType(
     {
         "vaultpay.auth.v1.AuthService.Register": RateLimit.per_minute(2, burst=5),
         "vaultpay.auth.v1.AuthService.Login": RateLimit.per_minute(10, burst=10),
         "vaultpay.auth.v1.AuthService.RefreshToken": RateLimit.per_minute(30, burst=30),
+        "vaultpay.wallet.v1.WalletService.RequestPinReset": RateLimit.per_minute(2, burst=5),
         "vaultpay.wallet.v1.WalletService.ResetPin": RateLimit.per_minute(2, burst=5),
         "vaultpay.wallet.v1.WalletService.ConfirmIp": RateLimit.per_minute(2, burst=5),
     }

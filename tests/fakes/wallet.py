@@ -210,6 +210,17 @@ class FakePinResetTokenRepository:
     async def mark_used(self, token_hash: str, now: datetime) -> None:
         self.tokens[token_hash] = dataclasses.replace(self.tokens[token_hash], used_at=now)
 
+    async def newest_usable(self, wallet_id: str, now: datetime) -> PinResetToken | None:
+        usable = [t for t in self.tokens.values() if t.wallet_id == wallet_id and t.usable(now)]
+        return max(usable, key=lambda t: t.created_at, default=None)
+
+    async def created_since(self, wallet_id: str, since: datetime) -> Sequence[datetime]:
+        return sorted(
+            t.created_at
+            for t in self.tokens.values()
+            if t.wallet_id == wallet_id and t.created_at > since
+        )
+
 
 class FakeLimitOverrideRepository:
     def __init__(self, wallets: FakeWalletRepository) -> None:

@@ -609,6 +609,9 @@ _EXPENSIVE = {
     "vaultpay.wallet.v1.WalletService.ResetPin",
     "vaultpay.wallet.v1.WalletService.ConfirmIp",
 }
+# Needs a session, but each call mails the user: budgeted per client address too (review of
+# 9e17f85: a loop of them mail-bombed whatever address an account was registered with).
+_MAILS = {"vaultpay.wallet.v1.WalletService.RequestPinReset"}
 
 
 def test_every_client_address_has_a_bucket_under_a_global_backstop(descriptor_set: Path) -> None:
@@ -630,10 +633,10 @@ def test_expensive_public_rpcs_have_budgets_per_client_on_their_grpc_path(
     by_name = {rpc.full_name: rpc for rpc in contract.routed_rpcs()}
     limit = _filter(_render(descriptor_set), "vaultpay.rpc_ratelimit")
 
-    assert set(DEFAULT_RPC_RATE_LIMITS) == _EXPENSIVE
+    assert set(DEFAULT_RPC_RATE_LIMITS) == _EXPENSIVE | _MAILS
     assert all(by_name[name].rule.public for name in _EXPENSIVE)  # type: ignore[union-attr]
     budgets = {d["entries"][1]["value"]: d for d in limit["descriptors"]}
-    assert set(budgets) == _EXPENSIVE
+    assert set(budgets) == _EXPENSIVE | _MAILS
     for descriptor in budgets.values():
         assert descriptor["entries"][0] == {"key": "masked_remote_address"}
         assert descriptor["token_bucket"]["max_tokens"] <= 30
@@ -647,6 +650,35 @@ def test_expensive_public_rpcs_have_budgets_per_client_on_their_grpc_path(
         assert headers == [{"name": ":path", "string_match": {"exact": by_name[name].grpc_path}}]
     assert "token_bucket" not in limit, "other RPCs only spend their client's general bucket"
     assert limit["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
+
+
+def test_a_pin_reset_request_has_a_budget_per_client_as_tight_as_the_reset(
+    descriptor_set: Path,
+) -> None:
+    """RequestPinReset mails a code each time: no client address gets more of them than of
+    ResetPin, which uses one. The rule still asks for a session (the budget is spent before
+    the token is checked, as every budget of the RPC filter)."""
+    [name] = _MAILS
+    contract = load_contract(descriptor_set)
+    rpc = {r.full_name: r for r in contract.routed_rpcs()}[name]
+    assert rpc.rule is not None and not rpc.rule.public
+
+    budget = DEFAULT_RPC_RATE_LIMITS[name]
+    reset = DEFAULT_RPC_RATE_LIMITS["vaultpay.wallet.v1.WalletService.ResetPin"]
+    assert budget.max_tokens <= reset.max_tokens
+    assert budget.fill_interval_seconds / budget.tokens_per_fill >= (
+        reset.fill_interval_seconds / reset.tokens_per_fill
+    )
+    limit = _filter(_render(descriptor_set), "vaultpay.rpc_ratelimit")
+    [descriptor] = [d for d in limit["descriptors"] if d["entries"][1]["value"] == name]
+    assert descriptor["token_bucket"]["max_tokens"] == budget.max_tokens
+    [path] = [
+        action["header_value_match"]["headers"][0]["string_match"]["exact"]
+        for entry in limit["rate_limits"]
+        for action in entry["actions"]
+        if action.get("header_value_match", {}).get("descriptor_value") == name
+    ]
+    assert path == "/vaultpay.wallet.v1.WalletService/RequestPinReset"
 
 
 def test_a_budget_for_an_rpc_the_gateway_does_not_route_is_an_error(descriptor_set: Path) -> None:
@@ -909,7 +941,7 @@ def test_cli_takes_a_unix_admin_socket_and_rpc_budgets(
     client = _filter(config, "envoy.filters.http.local_ratelimit")["descriptors"][0]
     assert client["token_bucket"]["max_tokens"] == 10
     budgets = _filter(config, "vaultpay.rpc_ratelimit")["descriptors"]
-    assert {d["entries"][1]["value"] for d in budgets} == _EXPENSIVE - {
+    assert {d["entries"][1]["value"] for d in budgets} == (_EXPENSIVE | _MAILS) - {
         "vaultpay.wallet.v1.WalletService.ConfirmIp"
     }
     assert {d["token_bucket"]["max_tokens"] for d in budgets} == {100}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,7 @@ from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from vaultpay_common.audit import audit_ddl
 from vaultpay_common.db import create_engine
 from vaultpay_common.outbox import (
     DeliveryError,
@@ -23,8 +25,11 @@ from vaultpay_common.outbox import (
     OutboxRelay,
     OutboxStatus,
     PermanentDeliveryError,
+    SettledOnReturn,
     SqlOutbox,
+    discard_dead_letter,
     list_dead_letters,
+    outbox_discarded_status_ddl,
     outbox_purge_index_ddl,
     outbox_table_ddl,
     purge_delivered_outbox_events,
@@ -70,13 +75,16 @@ class _Recorder:
 @pytest.fixture(scope="module")
 async def app(databases: Provisioned) -> AsyncIterator[AsyncEngine]:
     owner = create_engine(databases.vaultpay_owner_dsn, pool_size=1, application_name="ob-owner")
+    role = databases.vaultpay_app_role
     async with owner.begin() as conn:
-        for statement in outbox_table_ddl(databases.vaultpay_app_role):
+        # The database's audit log too (p0001): staff's replays and discards are audited in it.
+        for statement in (*outbox_table_ddl(role), *audit_ddl(role)):
             await conn.execute(text(statement))
-    # p0004's cleanup index, CONCURRENTLY: outside a transaction, as the migration runs it.
+    # p0004's cleanup index, CONCURRENTLY, and p0006's DISCARDED status, validated: outside a
+    # transaction, as the migrations run them.
     async with owner.connect() as conn:
         autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        for statement in outbox_purge_index_ddl():
+        for statement in (*outbox_purge_index_ddl(), *outbox_discarded_status_ddl()):
             await autocommit.execute(text(statement))
     await owner.dispose()
     engine = create_engine(databases.app_dsn("wallet"), pool_size=20, application_name="ob-test")
@@ -208,6 +216,30 @@ async def test_a_failing_delivery_is_retried_with_a_growing_delay_then_dead_lett
     assert await relay.relay_once() == 0  # dead letters stay dead
 
 
+STAFF = "operator:asha"
+
+
+async def _audited(app: AsyncEngine, event_id: str) -> list[Any]:
+    """The audit rows naming `event_id`, oldest first."""
+    async with app.connect() as conn:
+        result = await conn.execute(
+            text(
+                "SELECT actor_id, actor_role, action, target_type, details FROM audit_events"
+                " WHERE target_id = :e ORDER BY sequence"
+            ),
+            {"e": event_id},
+        )
+        return list(result)
+
+
+async def _dead(app: AsyncEngine, producer: str, count: int) -> list[str]:
+    """`count` events of `producer`, dead-lettered (refused at once): their ids."""
+    ids = await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(count)))
+    refused = _Recorder(PermanentDeliveryError("user does not exist"))
+    assert await _relay(app, producer, {TOPIC: refused}, _Clock()).relay_once() == 0
+    return ids
+
+
 async def test_a_dead_letter_can_be_replayed_by_staff(app: AsyncEngine, producer: str) -> None:
     [event_id] = await _add(app, producer, OutboxMessage(TOPIC, {"n": 1}))
     handler, clock = _Recorder(PermanentDeliveryError("user does not exist")), _Clock()
@@ -218,16 +250,105 @@ async def test_a_dead_letter_can_be_replayed_by_staff(app: AsyncEngine, producer
 
     async with app.begin() as conn:
         # Another service's replay cannot revive it (row-level security may be off).
-        assert not await replay_dead_letter(conn, event_id, producer=f"{producer}-other")
-        assert await replay_dead_letter(conn, event_id, producer=producer)
-        assert not await replay_dead_letter(conn, event_id, producer=producer)  # no longer dead
-        assert not await replay_dead_letter(conn, str(uuid.uuid4()), producer=producer)
-        assert not await replay_dead_letter(conn, "not-a-uuid", producer=producer)
+        other = f"{producer}-other"
+        assert await replay_dead_letter(conn, event_id, producer=other, actor=STAFF) is None
+        replayed = await replay_dead_letter(conn, event_id, producer=producer, actor=STAFF)
+        assert replayed is not None and (replayed.status, replayed.attempts) == ("DEAD", 1)
+        # No longer dead; unknown; not an id: nothing changes, nothing is audited.
+        for unknown in (event_id, str(uuid.uuid4()), "not-a-uuid"):
+            assert await replay_dead_letter(conn, unknown, producer=producer, actor=STAFF) is None
     handler.failure = None
     assert await relay.relay_once() == 1
     assert [e.attempts for e in handler.delivered] == [1]
     async with app.connect() as conn:
         assert await list_dead_letters(conn, producer, 10) == []
+
+
+async def test_a_replay_is_audited_in_its_transaction_with_its_operator(
+    app: AsyncEngine, producer: str
+) -> None:
+    """Review of 2026-12-06: a replay was a bare UPDATE, and once the event was delivered and
+    purged nothing said an operator had sent (say) a PIN-reset mail again."""
+    [event_id] = await _dead(app, producer, 1)
+    async with app.connect() as conn:
+        [dead] = await list_dead_letters(conn, producer, 10)
+    # Rolled back with the replay: neither happened.
+    async with app.connect() as conn:
+        transaction = await conn.begin()
+        assert await replay_dead_letter(conn, event_id, producer=producer, actor=STAFF)
+        await transaction.rollback()
+    assert (await _row(app, event_id)).status == "DEAD" and await _audited(app, event_id) == []
+
+    async with app.begin() as conn:
+        assert await replay_dead_letter(conn, event_id, producer=producer, actor=STAFF)
+    async with app.begin() as conn:  # no longer dead: nothing more is audited
+        assert await replay_dead_letter(conn, event_id, producer=producer, actor=STAFF) is None
+    assert (await _row(app, event_id)).status == "PENDING"
+    [audited] = await _audited(app, event_id)
+    assert (audited.actor_id, audited.actor_role, audited.action, audited.target_type) == (
+        STAFF,
+        "",
+        "outbox.dead_letter_replayed",
+        "outbox_event",
+    )
+    assert dead.dead_at is not None
+    assert audited.details == {
+        "producer": producer,
+        "topic": TOPIC,
+        "key": "",
+        "attempts": "1",
+        "created_at": dead.created_at.isoformat(),
+        "dead_at": dead.dead_at.isoformat(),
+        "last_error": "PermanentDeliveryError: user does not exist",
+    }
+    with pytest.raises(ValueError, match="actor"):
+        async with app.begin() as conn:
+            await replay_dead_letter(conn, event_id, producer=producer, actor=" ")
+
+
+async def test_a_discarded_dead_letter_is_audited_and_never_delivered_listed_or_replayed(
+    app: AsyncEngine, producer: str
+) -> None:
+    discarded_id, kept_id = await _dead(app, producer, 2)
+    async with app.begin() as conn:
+        for blank in ("", "   "):
+            with pytest.raises(ValueError, match="reason"):
+                await discard_dead_letter(
+                    conn, discarded_id, producer=producer, actor=STAFF, reason=blank
+                )
+        other = f"{producer}-other"
+        assert not await discard_dead_letter(
+            conn, discarded_id, producer=other, actor=STAFF, reason="not theirs"
+        )
+        discarded = await discard_dead_letter(
+            conn, discarded_id, producer=producer, actor=STAFF, reason=" the user was deleted "
+        )
+        assert discarded is not None and discarded.event_id == discarded_id
+        # Gone from the dead letters: neither discarded again nor replayed.
+        assert not await discard_dead_letter(
+            conn, discarded_id, producer=producer, actor=STAFF, reason="again"
+        )
+        assert not await replay_dead_letter(conn, discarded_id, producer=producer, actor=STAFF)
+    assert (await _row(app, discarded_id)).status == "DISCARDED"
+    [audited] = await _audited(app, discarded_id)
+    assert (audited.actor_id, audited.action) == (STAFF, "outbox.dead_letter_discarded")
+    assert audited.details["reason"] == "the user was deleted"
+    assert audited.details["last_error"] == "PermanentDeliveryError: user does not exist"
+    async with app.connect() as conn:
+        assert [e.event_id for e in await list_dead_letters(conn, producer, 10)] == [kept_id]
+
+    # The relay never claims it again; the other, replayed, is delivered.
+    async with app.begin() as conn:
+        assert await replay_dead_letter(conn, kept_id, producer=producer, actor=STAFF)
+    handler, clock = _Recorder(), _Clock()
+    relay = _relay(app, producer, {TOPIC: handler}, clock)
+    assert await relay.relay_once() == 1
+    clock.advance(10_000)
+    assert await relay.relay_once() == 0
+    assert [e.event_id for e in handler.delivered] == [kept_id]
+    # Kept, not purged with the delivered events.
+    assert await purge_delivered_outbox_events(app, producer, clock=clock, retention=timedelta())
+    assert (await _row(app, discarded_id)).status == "DISCARDED"
 
 
 async def test_an_event_without_a_handler_is_retried_then_dead_lettered(
@@ -467,22 +588,13 @@ async def test_delivered_events_are_cleaned_up_in_short_batches_and_dead_letters
     assert await purge_delivered_outbox_events(app, other, clock=_Clock()) == 0
 
 
-async def test_every_service_cli_lists_and_replays_its_dead_letters(
-    app: AsyncEngine,
-    producer: str,
-    databases: Provisioned,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """The kit's `dead-letters` / `replay-dead-letter`, as any service with an outbox has them."""
+def _service_cli(
+    databases: Provisioned, producer: str, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """`run(*argv)`: the kit's CLI of a service whose outbox producer is `producer`, run as
+    wallet's role (exit code, stdout, stderr). Call it in a thread: main() runs its own loop."""
     from vaultpay_common.cli import ServiceCli
     from vaultpay_common.config import ServiceSettings
-
-    event_ids = await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(3)))
-    handler, clock = _Recorder(PermanentDeliveryError("user does not exist")), _Clock()
-    assert await _relay(app, producer, {TOPIC: handler}, clock).relay_once() == 0
-    other = f"{producer}-other"
-    [others] = await _add(app, other, OutboxMessage(TOPIC, {"n": 9}))
-    assert await _relay(app, other, {TOPIC: handler}, clock).relay_once() == 0
 
     settings = ServiceSettings(
         database_url=databases.app_dsn("wallet"),
@@ -492,10 +604,27 @@ async def test_every_service_cli_lists_and_replays_its_dead_letters(
     cli = ServiceCli("vaultpay-test", lambda: settings, chains=[], outbox_producer=producer)
 
     def run(*argv: str) -> tuple[int, str, str]:
-        # main() runs its own event loop: off this test's loop, in a thread.
         code = cli.main(list(argv))
         said = capsys.readouterr()
         return code, said.out, said.err
+
+    return run
+
+
+async def test_every_service_cli_lists_and_replays_its_dead_letters(
+    app: AsyncEngine,
+    producer: str,
+    databases: Provisioned,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The kit's `dead-letters` / `replay-dead-letter`, as any service with an outbox has them."""
+    event_ids = await _add(app, producer, *(OutboxMessage(TOPIC, {"n": n}) for n in range(3)))
+    handler, clock = _Recorder(PermanentDeliveryError("user does not exist")), _Clock()
+    assert await _relay(app, producer, {TOPIC: handler}, clock).relay_once() == 0
+    other = f"{producer}-other"
+    [others] = await _add(app, other, OutboxMessage(TOPIC, {"n": 9}))
+    assert await _relay(app, other, {TOPIC: handler}, clock).relay_once() == 0
+    run = _service_cli(databases, producer, capsys)
 
     code, out, _ = await asyncio.to_thread(run, "dead-letters")
     lines = out.splitlines()
@@ -504,29 +633,141 @@ async def test_every_service_cli_lists_and_replays_its_dead_letters(
     dead_at = clock.now().strftime("%Y-%m-%d %H:%M:%SZ")  # the relay's clock stamps it
     assert all(" created 20" in line and f" dead {dead_at} " in line for line in lines[:-1])
 
-    # A page: the total, and how to see more.
+    # A page: which of the total, and the command that shows the next.
     code, out, _ = await asyncio.to_thread(run, "dead-letters", "--limit", "2")
     lines = out.splitlines()
     assert code == 0 and len(lines) == 3
-    assert lines[-1] == (
-        f"showing 2 of 3 dead-lettered events of {producer}, oldest first; "
-        "--limit (up to 1000) shows more"
+    assert lines[-1].startswith(
+        f"showing 1-2 of 3 dead-lettered events of {producer}, oldest first; "
+        "the next page: dead-letters --limit 2 --after "
     )
 
     [event_id, *_] = event_ids
     code, out, _ = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", event_id)
-    assert code == 0 and "pending again" in out
+    operator = f"operator:{getpass.getuser()}"
+    assert code == 0 and out == (
+        f"event {event_id} ({TOPIC}) is pending again; the relay delivers it shortly "
+        f"(audited: outbox.dead_letter_replayed by {operator})\n"
+    )
     assert (await _row(app, event_id)).status == "PENDING"
     code, _, err = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", event_id)
     assert code == 2 and err == f"error: no dead-lettered event {event_id} of {producer}\n"
+    # One audit row, the operator who ran it: the second run changed nothing.
+    [audited] = await _audited(app, event_id)
+    assert (audited.actor_id, audited.action) == (operator, "outbox.dead_letter_replayed")
+    assert audited.details["producer"] == producer and audited.details["attempts"] == "1"
 
     # Another producer's dead letter is not this CLI's to revive.
     code, _, err = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", others)
     assert code == 2 and err == f"error: no dead-lettered event {others} of {producer}\n"
     assert (await _row(app, others)).status == "DEAD"
+    assert await _audited(app, others) == []
 
     code, _, err = await asyncio.to_thread(run, "replay-dead-letter", "--event-id", "E")
     assert code == 2 and err == "error: --event-id must be a UUID\n"
+
+
+async def test_dead_letters_pages_on_past_events_nobody_replays(
+    app: AsyncEngine,
+    producer: str,
+    databases: Provisioned,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Review of 2026-12-06: the listing had no cursor and 1,000 rows at most, and its hint
+    said the rest show as the oldest are replayed: events the consumer refuses for good die
+    again at once and stayed at its head. Five dead letters of one commit (one created_at:
+    the event id orders them), two a page: each shown once, in order, across three pages."""
+    ids = await _dead(app, producer, 5)
+    run = _service_cli(databases, producer, capsys)
+    async with app.connect() as conn:
+        expected = [e.event_id for e in await list_dead_letters(conn, producer, 10)]
+    assert sorted(expected) == sorted(ids)
+
+    seen: list[str] = []
+    argv = ["dead-letters", "--limit", "2"]
+    summaries = []
+    while True:
+        code, out, err = await asyncio.to_thread(run, *argv)
+        assert code == 0, err
+        *rows, summary = out.splitlines()
+        seen += [row.split()[0] for row in rows]
+        summaries.append(summary)
+        if "--after " not in summary:
+            break
+        argv = ["dead-letters", *summary.split("the next page: dead-letters ", 1)[1].split()]
+    assert seen == expected
+    assert [s.split(";")[0] for s in summaries] == [
+        f"showing {span} of 5 dead-lettered events of {producer}, oldest first"
+        for span in ("1-2", "3-4", "5-5")
+    ]
+    assert summaries[-1].endswith("; the last page")
+
+    # Past the end (the last event discarded meanwhile): said, with where to start again.
+    cursor = summaries[0].rsplit("--after ", 1)[1]
+    async with app.begin() as conn:
+        for event_id in expected[2:]:
+            assert await discard_dead_letter(
+                conn, event_id, producer=producer, actor=STAFF, reason="test"
+            )
+    code, out, _ = await asyncio.to_thread(run, "dead-letters", "--after", cursor)
+    assert code == 0 and out == (
+        f"no dead-lettered event of {producer} after that cursor, 2 in all; "
+        "dead-letters without --after lists from the oldest\n"
+    )
+    for bad in ("yesterday", f"2026-12-06T10:00:00,{uuid.uuid4()}", "2026-12-06T10:00:00Z,x"):
+        with pytest.raises(SystemExit):
+            await asyncio.to_thread(run, "dead-letters", "--after", bad)
+        assert "--after: not a cursor dead-letters printed" in capsys.readouterr().err
+
+
+async def test_every_service_cli_discards_a_dead_letter_with_its_reason_audited(
+    app: AsyncEngine,
+    producer: str,
+    databases: Provisioned,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    refused, other_id = await _dead(app, producer, 2)
+    run = _service_cli(databases, producer, capsys)
+
+    with pytest.raises(SystemExit):  # the reason is required
+        await asyncio.to_thread(run, "discard-dead-letter", "--event-id", refused)
+    assert "the following arguments are required: --reason" in capsys.readouterr().err
+    code, _, err = await asyncio.to_thread(
+        run, "discard-dead-letter", "--event-id", refused, "--reason", "  "
+    )
+    assert code == 2 and err == "error: --reason must say why, 1 to 500 characters\n"
+    assert (await _row(app, refused)).status == "DEAD" and await _audited(app, refused) == []
+
+    code, out, _ = await asyncio.to_thread(
+        run, "discard-dead-letter", "--event-id", refused, "--reason", "user 42 was erased"
+    )
+    operator = f"operator:{getpass.getuser()}"
+    assert code == 0 and out == (
+        f"event {refused} ({TOPIC}) is discarded: it will never be delivered "
+        f"(audited: outbox.dead_letter_discarded by {operator})\n"
+    )
+    [audited] = await _audited(app, refused)
+    assert (audited.actor_id, audited.action) == (operator, "outbox.dead_letter_discarded")
+    assert audited.details["reason"] == "user 42 was erased"
+    assert (await _row(app, refused)).status == "DISCARDED"
+
+    # No longer a dead letter: not listed, not discarded again, not replayed.
+    code, out, _ = await asyncio.to_thread(run, "dead-letters")
+    assert code == 0 and refused not in out and other_id in out
+    assert out.splitlines()[-1] == f"1 dead-lettered event(s) of {producer}"
+    for argv in (
+        ["discard-dead-letter", "--event-id", refused, "--reason", "again"],
+        ["replay-dead-letter", "--event-id", refused],
+    ):
+        code, _, err = await asyncio.to_thread(run, *argv)
+        assert code == 2 and err == f"error: no dead-lettered event {refused} of {producer}\n"
+    assert len(await _audited(app, refused)) == 1
+    # Never claimed again.
+    clock = _Clock()
+    clock.advance(10_000)
+    handler = _Recorder()
+    assert await _relay(app, producer, {TOPIC: handler}, clock).relay_once() == 0
+    assert handler.delivered == []
 
 
 # --- settling a round, bounded fan-out, releasing leases on stop ---------------------------
@@ -614,6 +855,77 @@ async def test_a_round_settles_all_its_delivered_events_in_one_update(
     for event_id in ids:
         row = await _row(app, event_id)
         assert (row.status, row.lease_token) == ("DELIVERED", None)
+
+
+async def test_a_mail_sent_is_settled_at_once_even_when_its_round_then_fails(
+    app: AsyncEngine, producer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 2026-12-06: an SMTP server cannot dedupe by event id, and a mail whose send
+    returned but whose round did not settle (the settlement failed, the pod was killed, the
+    lease ran out in a pause) was claimed again after the lease and mailed again. A
+    `SettledOnReturn` handler's event is settled as its handler returns; the other topics
+    settle with the round, as before."""
+    mail_id, note_id = await _add(
+        app, producer, OutboxMessage("mail.send", {"n": 1}), OutboxMessage(TOPIC, {"n": 2})
+    )
+    mails, notes, clock = _Recorder(), _Recorder(), _Clock()
+    relay = _relay(
+        app,
+        producer,
+        {"mail.send": SettledOnReturn(mails), TOPIC: notes},
+        clock,
+        max_concurrent_deliveries=1,  # the mail first (oldest first), then the notification
+    )
+
+    async def settlement_fails(*_: Any, **__: Any) -> Any:
+        raise ConnectionResetError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(relay_module, "settle_round", settlement_fails)
+        with pytest.raises(ConnectionResetError):
+            await relay.relay_once()
+    mail, note = await _row(app, mail_id), await _row(app, note_id)
+    assert (mail.status, mail.lease_token) == ("DELIVERED", None)
+    assert note.status == "PENDING" and note.lease_token is not None  # the round's to settle
+
+    clock.advance(121)  # past the lease: the notification is claimed again, the mail is not
+    assert await relay.relay_once() == 1
+    assert [e.event_id for e in mails.delivered] == [mail_id]
+    assert [e.event_id for e in notes.delivered] == [note_id, note_id]
+
+
+async def test_a_mail_whose_own_settlement_failed_is_settled_with_its_round(
+    app: AsyncEngine, producer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [mail_id] = await _add(app, producer, OutboxMessage("mail.send", {"n": 1}))
+    mails = _Recorder()
+    relay = _relay(app, producer, {"mail.send": SettledOnReturn(mails)}, _Clock())
+
+    async def fails(*_: Any, **__: Any) -> Any:
+        raise ConnectionResetError("the database went away")
+
+    monkeypatch.setattr(relay_module, "settle_delivered", fails)
+    with _Statements(app) as seen:
+        assert await relay.relay_once() == 1
+    assert (await _row(app, mail_id)).status == "DELIVERED"
+    assert seen.statements[-1].startswith("WITH delivered AS (")  # the round's settlement
+
+
+async def test_a_mail_settled_on_its_own_is_not_in_the_rounds_settlement(
+    app: AsyncEngine, producer: str
+) -> None:
+    mail_ids = await _add(app, producer, *(OutboxMessage("mail.send", {"n": n}) for n in range(3)))
+    [note_id] = await _add(app, producer, OutboxMessage(TOPIC, {"n": 9}))
+    mails, notes = _Recorder(), _Recorder()
+    relay = _relay(app, producer, {"mail.send": SettledOnReturn(mails), TOPIC: notes}, _Clock())
+    with _Statements(app) as seen:
+        assert await relay.relay_once() == 4
+    claim, *settled, settle = seen.statements
+    assert claim.startswith("WITH due AS (")
+    assert len(settled) == 3 and all(s.startswith("UPDATE outbox_events") for s in settled)
+    assert settle.startswith("WITH delivered AS (")  # the notification's
+    for event_id in [*mail_ids, note_id]:
+        assert (await _row(app, event_id)).status == "DELIVERED"
 
 
 async def test_a_round_reads_only_the_pending_events_even_when_statistics_are_stale(

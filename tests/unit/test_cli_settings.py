@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -61,6 +62,16 @@ def unreachable_database(monkeypatch: pytest.MonkeyPatch) -> str:
         (
             ["replay-dead-letter", "--event-id", "0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11"],
             "the replay did not happen",
+        ),
+        (
+            [
+                "discard-dead-letter",
+                "--event-id",
+                "0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11",
+                "--reason",
+                "the payee was erased",
+            ],
+            "the discard did not happen",
         ),
     ],
 )
@@ -270,6 +281,59 @@ def test_a_number_outside_its_bounds_is_refused_with_both_bounds(
         cli.main([command, *given])
     assert exited.value.code == 2
     assert said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 501])
+def test_a_discard_without_a_reason_is_refused_before_connecting(
+    unreachable_database: str, capsys: pytest.CaptureFixture[str], reason: str
+) -> None:
+    event_id = "0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11"
+    assert cli.main(["discard-dead-letter", "--event-id", event_id, "--reason", reason]) == 2
+    assert capsys.readouterr().err == "error: --reason must say why, 1 to 500 characters\n"
+
+
+def test_a_discard_needs_its_reason(
+    unreachable_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["discard-dead-letter", "--event-id", "0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11"])
+    assert exited.value.code == 2
+    assert "the following arguments are required: --reason" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "cursor", ["", "yesterday", "2026-12-06T10:00:00,0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11"]
+)
+def test_dead_letters_refuses_a_cursor_it_did_not_print(
+    unreachable_database: str, capsys: pytest.CaptureFixture[str], cursor: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["dead-letters", "--after", cursor])
+    assert exited.value.code == 2
+    assert "--after: not a cursor dead-letters printed (TIME,EVENT_ID)" in capsys.readouterr().err
+
+
+def test_a_page_ends_with_the_command_that_shows_the_next() -> None:
+    from vaultpay_common.cli import _dead_letter_cursor, _dead_letter_summary
+    from vaultpay_common.outbox import DeadLetterKey
+
+    key = DeadLetterKey(
+        datetime(2026, 12, 6, 10, 0, 0, 123456, tzinfo=UTC), "0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11"
+    )
+    cursor = "2026-12-06T10:00:00.123456Z,0b7c8f52-6a1c-4d7e-9a51-3f7e2f0c9d11"
+    assert _dead_letter_cursor(cursor) == key  # what it prints, it reads back
+    assert _dead_letter_summary("wallet", 50, 50, 312, 312, key) == (
+        "showing 1-50 of 312 dead-lettered events of wallet, oldest first; "
+        f"the next page: dead-letters --after {cursor}"
+    )
+    assert _dead_letter_summary("wallet", 200, 200, 312, 262, key) == (
+        "showing 51-250 of 312 dead-lettered events of wallet, oldest first; "
+        f"the next page: dead-letters --limit 200 --after {cursor}"
+    )
+    assert _dead_letter_summary("wallet", 200, 62, 312, 62, key) == (
+        "showing 251-312 of 312 dead-lettered events of wallet, oldest first; the last page"
+    )
+    assert _dead_letter_summary("wallet", 50, 3, 3, 3, key) == "3 dead-lettered event(s) of wallet"
 
 
 @pytest.mark.parametrize("event_id", ["not-a-uuid", "", "12345"])

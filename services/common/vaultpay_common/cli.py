@@ -2,7 +2,9 @@
 
 Every service gets `migrate` (its migration chains, as the table owner) and `verify-audit`
 (the audit chain of its database); a service with an outbox (`outbox_producer`) also gets
-`dead-letters` and `replay-dead-letter`; a service adds its own commands:
+`dead-letters` (a page at a time: `--after` the cursor the page before printed),
+`replay-dead-letter` and `discard-dead-letter` (both audited in the database's audit log as
+`operator:<login>`, the discard with its `--reason`); a service adds its own commands:
 
     cli = ServiceCli("vaultpay-wallet", WalletSettings, chains=[PLATFORM_CHAIN, WALLET_CHAIN])
 
@@ -35,13 +37,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
 from pydantic_settings import SettingsError
@@ -58,6 +61,11 @@ from vaultpay_common.errors import (
 from vaultpay_common.ids import parse_uuid
 from vaultpay_common.migrations import MigrationChain, unnamed_chains, upgrade_all
 from vaultpay_common.pg_failures import connection_lost, sqlstates
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from vaultpay_common.outbox import DeadLetterKey, OutboxEvent
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -83,8 +91,10 @@ READ_ONLY = "nothing was changed"
 # What a command that writes says when it does not say better.
 MAY_HAVE_STOPPED = "it may have stopped part-way: check what it did before running it again"
 _MIGRATE_UNREACHABLE = "the migrations it finished stay applied; `migrate` again continues"
-# `dead-letters --limit`: one screen to a few; the total is printed either way.
+# `dead-letters --limit`: one screen to a few; the total, and the next page's cursor, are
+# printed either way.
 DEAD_LETTER_LIMIT_MAX = 1000
+DEAD_LETTER_LIMIT_DEFAULT = 50
 
 S = TypeVar("S", bound=ServiceSettings)
 Configure = Callable[[argparse.ArgumentParser], None]
@@ -134,47 +144,64 @@ class ServiceCli(Generic[S]):
 
     def _add_dead_letter_commands(self, producer: str) -> None:
         from vaultpay_common.outbox import (
+            DeadLetterKey,
             count_dead_letters,
+            discard_dead_letter,
             list_dead_letters,
             replay_dead_letter,
         )
+        from vaultpay_common.outbox.sql import DISCARD_REASON_LIMIT, clean_discard_reason
 
         @self.command(
             "dead-letters",
-            help="list outbox events that stopped retrying, oldest first",
+            help="list outbox events that stopped retrying, oldest first, a page at a time",
             if_unreachable=READ_ONLY,
         )
         def _list_args(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 "--limit",
                 type=_dead_letter_limit,
-                default=50,
-                help=f"how many to list, 1 to {DEAD_LETTER_LIMIT_MAX} (default 50)",
+                default=DEAD_LETTER_LIMIT_DEFAULT,
+                help=f"how many to list, 1 to {DEAD_LETTER_LIMIT_MAX} (default "
+                f"{DEAD_LETTER_LIMIT_DEFAULT})",
+            )
+            parser.add_argument(
+                "--after",
+                type=_dead_letter_cursor,
+                metavar="CURSOR",
+                help="the next page: the cursor the page before printed at its end",
             )
 
         @_list_args.run
         async def _list(settings: S, args: argparse.Namespace) -> int:
+            after: DeadLetterKey | None = args.after
             engine = _cli_engine(settings)
             try:
-                # One snapshot: the total is what the page is out of.
+                # One snapshot: the total is what the page is out of, the rest what follows it.
                 async with engine.connect() as conn:
                     conn = await conn.execution_options(isolation_level="REPEATABLE READ")
-                    events = await list_dead_letters(conn, producer, args.limit)
+                    events = await list_dead_letters(conn, producer, args.limit, after=after)
                     total = await count_dead_letters(conn, producer)
+                    from_here = (
+                        total
+                        if after is None
+                        else await count_dead_letters(conn, producer, after=after)
+                    )
             finally:
                 await engine.dispose()
             for event in events:
-                print(
+                say(
                     f"{event.event_id}  {event.topic:<22} attempts={event.attempts}  "
                     f"created {_when(event.created_at)}  dead {_when(event.dead_at)}  "
                     f"{event.last_error}"
                 )
-            print(_dead_letter_summary(producer, len(events), total, args.limit))
+            last = DeadLetterKey.of(events[-1]) if events else None
+            say(_dead_letter_summary(producer, args.limit, len(events), total, from_here, last))
             return EXIT_OK
 
         @self.command(
             "replay-dead-letter",
-            help="send a dead-lettered outbox event again",
+            help="send a dead-lettered outbox event again (audited)",
             if_unreachable="the replay did not happen",
         )
         def _replay_args(parser: argparse.ArgumentParser) -> None:
@@ -189,26 +216,76 @@ class ServiceCli(Generic[S]):
             except ValidationError:
                 print("error: --event-id must be a UUID", file=sys.stderr)
                 return EXIT_USAGE
-            engine = _cli_engine(settings)
-            try:
-                async with engine.connect() as conn:
-                    transaction = await conn.begin()
-                    replayed = await replay_dead_letter(conn, event_id, producer=producer)
-                    try:
-                        await transaction.commit()
-                    except Exception as exc:
-                        if connection_lost(exc):
-                            raise CommandUnreachableError(
-                                "the replay may or may not have happened: `dead-letters` "
-                                "shows whether the event is still dead"
-                            ) from exc
-                        raise
-            finally:
-                await engine.dispose()
-            if not replayed:
+            actor = _operator()
+
+            async def replay(conn: AsyncConnection) -> OutboxEvent | None:
+                return await replay_dead_letter(conn, event_id, producer=producer, actor=actor)
+
+            replayed = await _act_on_dead_letter(
+                settings,
+                replay,
+                "the replay may or may not have happened: `dead-letters` shows whether the "
+                "event is still dead",
+            )
+            if replayed is None:
                 print(f"error: no dead-lettered event {event_id} of {producer}", file=sys.stderr)
                 return EXIT_USAGE
-            print(f"event {event_id} is pending again; the relay delivers it shortly")
+            say(
+                f"event {event_id} ({replayed.topic}) is pending again; the relay delivers it "
+                f"shortly (audited: outbox.dead_letter_replayed by {actor})"
+            )
+            return EXIT_OK
+
+        @self.command(
+            "discard-dead-letter",
+            help="give a dead-lettered outbox event up for good: never delivered (audited)",
+            if_unreachable="the discard did not happen",
+        )
+        def _discard_args(parser: argparse.ArgumentParser) -> None:
+            parser.add_argument(
+                "--event-id", required=True, help="its id, as dead-letters lists it"
+            )
+            parser.add_argument(
+                "--reason",
+                required=True,
+                help=f"why (1 to {DISCARD_REASON_LIMIT} characters), kept in the audit log",
+            )
+
+        @_discard_args.run
+        async def _discard(settings: S, args: argparse.Namespace) -> int:
+            try:
+                event_id = parse_uuid(args.event_id, "event_id")
+            except ValidationError:
+                print("error: --event-id must be a UUID", file=sys.stderr)
+                return EXIT_USAGE
+            try:
+                reason = clean_discard_reason(args.reason)
+            except ValueError:
+                print(
+                    f"error: --reason must say why, 1 to {DISCARD_REASON_LIMIT} characters",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            actor = _operator()
+
+            async def discard(conn: AsyncConnection) -> OutboxEvent | None:
+                return await discard_dead_letter(
+                    conn, event_id, producer=producer, actor=actor, reason=reason
+                )
+
+            discarded = await _act_on_dead_letter(
+                settings,
+                discard,
+                "the discard may or may not have happened: `dead-letters` shows whether the "
+                "event is still dead",
+            )
+            if discarded is None:
+                print(f"error: no dead-lettered event {event_id} of {producer}", file=sys.stderr)
+                return EXIT_USAGE
+            say(
+                f"event {event_id} ({discarded.topic}) is discarded: it will never be delivered "
+                f"(audited: outbox.dead_letter_discarded by {actor})"
+            )
             return EXIT_OK
 
     def command(
@@ -443,13 +520,85 @@ def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "(not recorded)"
 
 
-def _dead_letter_summary(producer: str, shown: int, total: int, limit: int) -> str:
+def _operator() -> str:
+    """Who runs the command, as the audit log names an operator (auth's and kyc's CLIs too):
+    `operator:<login>`; a process whose uid has no login (a container) is named by its uid."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = f"uid-{os.getuid()}"
+    return f"operator:{login}"
+
+
+async def _act_on_dead_letter(
+    settings: ServiceSettings,
+    act: Callable[[AsyncConnection], Coroutine[Any, Any, OutboxEvent | None]],
+    unknown: str,
+) -> OutboxEvent | None:
+    """Runs a replay or a discard, with its audit row, in one transaction, and commits it:
+    the event as it was dead, or None (nothing changed, nothing audited). A connection lost
+    at the commit leaves its outcome unknown (`unknown`, exit 3)."""
+    engine = _cli_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            event = await act(conn)
+            try:
+                await transaction.commit()
+            except Exception as exc:
+                if connection_lost(exc):
+                    raise CommandUnreachableError(unknown) from exc
+                raise
+    finally:
+        await engine.dispose()
+    return event
+
+
+def _dead_letter_cursor_text(key: DeadLetterKey) -> str:
+    moment = key.created_at.astimezone(UTC).isoformat(timespec="microseconds")
+    return f"{moment.removesuffix('+00:00')}Z,{key.event_id}"
+
+
+def _dead_letter_cursor(text: str) -> DeadLetterKey:
+    """An argparse type: `dead-letters --after`, the cursor a page printed at its end (the
+    creation time and id of its last event)."""
+    from vaultpay_common.outbox import DeadLetterKey
+
+    moment, _, event_id = text.strip().rpartition(",")
+    try:
+        created_at = datetime.fromisoformat(moment)
+        canonical = parse_uuid(event_id, "event_id")
+    except (ValueError, ValidationError):
+        created_at, canonical = None, ""
+    if created_at is None or created_at.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"not a cursor dead-letters printed (TIME,EVENT_ID): {text!r}"
+        )
+    return DeadLetterKey(created_at, canonical)
+
+
+def _dead_letter_summary(
+    producer: str, limit: int, shown: int, total: int, from_here: int, last: DeadLetterKey | None
+) -> str:
+    """The page's last line: how many there are, which of them the page showed, and the
+    command that shows the next page (a cursor, so that a page of events nobody will replay
+    never hides the ones after it). `from_here`: the dead letters from the page's start on."""
     if shown >= total:
         return f"{total} dead-lettered event(s) of {producer}"
-    line = f"showing {shown} of {total} dead-lettered events of {producer}, oldest first"
-    if limit < DEAD_LETTER_LIMIT_MAX:
-        return f"{line}; --limit (up to {DEAD_LETTER_LIMIT_MAX}) shows more"
-    return f"{line}; the rest show as the oldest are replayed"
+    if shown == 0:
+        return (
+            f"no dead-lettered event of {producer} after that cursor, {total} in all; "
+            "dead-letters without --after lists from the oldest"
+        )
+    first = total - from_here + 1
+    line = (
+        f"showing {first}-{first + shown - 1} of {total} dead-lettered events of {producer}, "
+        "oldest first"
+    )
+    if from_here <= shown or last is None:
+        return f"{line}; the last page"
+    size = "" if limit == DEAD_LETTER_LIMIT_DEFAULT else f"--limit {limit} "
+    return f"{line}; the next page: dead-letters {size}--after {_dead_letter_cursor_text(last)}"
 
 
 # verify-audit's default bound, as verify-ledger's: a chain of tens of millions of rows needs

@@ -153,12 +153,24 @@ class Contacts:
         return UserContact(f"{user_id}@example.com", "Asha Rao", True)
 
 
+class CodeWorks:
+    """The made-up event's code is the wallet's usable one (no token table here)."""
+
+    async def reset_code_usable(self, code: str) -> bool:
+        return True
+
+
 def _mail_handler(mailer: SmtpMailer) -> Handler:
     notifications = NotificationService(
         FakeIpNotificationsUnitOfWork, NotificationHub(), FixedClock()
     )
     handlers = wallet_outbox_handlers(
-        Contacts(), mailer, ReversibleSealer(), notifications, clock=FixedClock()
+        Contacts(),
+        mailer,
+        ReversibleSealer(),
+        notifications,
+        reset_codes=CodeWorks(),
+        clock=FixedClock(),
     )
     return handlers["mail.send"]
 

@@ -29,9 +29,10 @@ from vaultpay_common.outbox import (
     OutboxMessage,
     OutboxRelay,
     PermanentDeliveryError,
+    SettledOnReturn,
     UnknownToThisBuildError,
 )
-from vaultpay_wallet.adapters.deliveries import MAIL_TEMPLATES, wallet_outbox_handlers
+from vaultpay_wallet.adapters.deliveries import MAIL_TEMPLATES, ResetCodes, wallet_outbox_handlers
 from vaultpay_wallet.adapters.notification_hub import NotificationHub
 from vaultpay_wallet.adapters.peers import UserContact
 from vaultpay_wallet.service_layer.commands import RequestPinReset, ResetPin
@@ -64,10 +65,18 @@ class FailingMailer:
         raise self.error
 
 
+class EveryCodeWorks:
+    """`ResetCodes` for events made up by a test (no token behind them)."""
+
+    async def reset_code_usable(self, code: str) -> bool:
+        return True
+
+
 def _handlers(
     mailbox: Mailbox | FailingMailer,
     contacts: Contacts | None = None,
     clock: FixedClock | None = None,
+    reset_codes: ResetCodes | None = None,
 ) -> dict[str, Handler]:
     notifications = NotificationService(
         FakeIpNotificationsUnitOfWork, NotificationHub(), FixedClock()
@@ -77,6 +86,7 @@ def _handlers(
         mailbox,
         ReversibleSealer(),
         notifications,
+        reset_codes=reset_codes or EveryCodeWorks(),
         clock=clock or FixedClock(),
     )
 
@@ -104,7 +114,7 @@ async def test_the_pin_reset_mail_carries_the_code_that_resets_the_pin() -> None
     [message] = world.uow.outbox.of_topic("mail.send")
     mailbox = Mailbox()
 
-    await _handlers(mailbox)["mail.send"](_event(message))
+    await _handlers(mailbox, reset_codes=world.pins)["mail.send"](_event(message))
 
     [(to, subject, body)] = mailbox.sent
     assert to == "alice@example.com"
@@ -143,7 +153,9 @@ async def test_a_deactivated_user_gets_no_mail() -> None:
     [message] = world.uow.outbox.of_topic("mail.send")
     mailbox = Mailbox()
 
-    await _handlers(mailbox, Contacts(active=False))["mail.send"](_event(message))
+    await _handlers(mailbox, Contacts(active=False), reset_codes=world.pins)["mail.send"](
+        _event(message)
+    )
 
     assert mailbox.sent == []
 
@@ -172,7 +184,7 @@ async def test_a_pin_reset_mail_whose_code_expired_is_dropped_not_sent(
     world = World()
     event = await _pin_reset_event(world)
     mailbox = Mailbox()
-    handler = _handlers(mailbox, clock=world.clock)["mail.send"]
+    handler = _handlers(mailbox, clock=world.clock, reset_codes=world.pins)["mail.send"]
 
     world.clock.advance(timedelta(minutes=15) - timedelta(seconds=1))
     await handler(event)  # one second left: sent
@@ -207,7 +219,9 @@ async def test_a_mail_the_server_may_have_delivered_is_dead_lettered_not_retried
     world = World()
     event = await _pin_reset_event(world)
     unknown = MailOutcomeUnknownError("SMTP delivery outcome unknown: ...")
-    handler = _handlers(FailingMailer(unknown), clock=world.clock)["mail.send"]
+    handler = _handlers(FailingMailer(unknown), clock=world.clock, reset_codes=world.pins)[
+        "mail.send"
+    ]
 
     with caplog.at_level(logging.WARNING), pytest.raises(PermanentDeliveryError) as dead:
         await handler(event)
@@ -232,7 +246,9 @@ async def test_a_mail_the_server_did_not_take_is_retried() -> None:
     world = World()
     event = await _pin_reset_event(world)
     failed = MailDeliveryError("SMTP delivery failed: out of time ...")
-    handler = _handlers(FailingMailer(failed), clock=world.clock)["mail.send"]
+    handler = _handlers(FailingMailer(failed), clock=world.clock, reset_codes=world.pins)[
+        "mail.send"
+    ]
 
     with pytest.raises(DeliveryError) as retried:
         await handler(event)
@@ -299,3 +315,12 @@ async def test_a_notification_kind_of_another_build_is_retried_not_dead_lettered
     with pytest.raises(UnknownToThisBuildError) as retried:
         await handler(_event(OutboxMessage("notification.create", payload, key="alice")))
     assert not isinstance(retried.value, PermanentDeliveryError)
+
+
+def test_a_mail_is_settled_as_soon_as_it_is_sent_not_with_its_round() -> None:
+    """An SMTP server cannot dedupe by event id: a mail sent but left unsettled by its round's
+    later failure was mailed again after the lease (review of 2026-12-06). Notifications are
+    deduped by wallet, and settle with their round."""
+    handlers = _handlers(Mailbox())
+    assert isinstance(handlers["mail.send"], SettledOnReturn)
+    assert not isinstance(handlers["notification.create"], SettledOnReturn)

@@ -27,6 +27,7 @@ from vaultpay_wallet.domain.errors import (
     WalletFrozenError,
 )
 from vaultpay_wallet.domain.model import FreezeSource, WalletStatus
+from vaultpay_wallet.domain.pin import PIN_RESET_COOLDOWN
 from vaultpay_wallet.service_layer.commands import (
     AdminFreezeWallet,
     AdminUnfreezeWallet,
@@ -464,6 +465,8 @@ async def test_a_new_reset_request_invalidates_the_earlier_token_and_tokens_expi
     world = World()
     await world.open_wallet_with_pin()
     await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+    # Sooner, the second answers the first's code (tests/unit/wallet/test_pin_reset_requests.py).
+    world.clock.advance(PIN_RESET_COOLDOWN)
     await world.pins.request_pin_reset(RequestPinReset("alice", key()))
     first, second = (
         world.sealer.open(m.payload["params"]["token_sealed"])

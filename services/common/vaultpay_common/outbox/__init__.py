@@ -9,15 +9,20 @@ from vaultpay_common.outbox.model import (
     OutboxMessage,
     OutboxStatus,
     PermanentDeliveryError,
+    SettledOnReturn,
     UnknownToThisBuildError,
     encode_payload,
 )
 from vaultpay_common.outbox.relay import OutboxRelay
 from vaultpay_common.outbox.sql import (
+    DeadLetterKey,
     SqlOutbox,
     count_dead_letters,
     delivered_outbox_events_delete,
+    discard_dead_letter,
     list_dead_letters,
+    outbox_discarded_status_ddl,
+    outbox_discarded_status_drop_ddl,
     outbox_producer_policy_ddl,
     outbox_producer_policy_drop_ddl,
     outbox_purge_index_ddl,
@@ -30,6 +35,7 @@ from vaultpay_common.outbox.sql import (
 )
 
 __all__ = [
+    "DeadLetterKey",
     "DeliveryError",
     "Handler",
     "Outbox",
@@ -38,13 +44,17 @@ __all__ = [
     "OutboxRelay",
     "OutboxStatus",
     "PermanentDeliveryError",
+    "SettledOnReturn",
     "SqlOutbox",
     "UnknownToThisBuildError",
     "backoff_delay",
     "count_dead_letters",
     "delivered_outbox_events_delete",
+    "discard_dead_letter",
     "encode_payload",
     "list_dead_letters",
+    "outbox_discarded_status_ddl",
+    "outbox_discarded_status_drop_ddl",
     "outbox_producer_policy_ddl",
     "outbox_producer_policy_drop_ddl",
     "outbox_purge_index_ddl",

@@ -7,7 +7,10 @@ transaction as the change, and the producer's relay delivers it afterwards, at l
                                        key=u))
 
 The consumer dedupes by event id: the relay's handler passes `event.event_id` as the
-`request_id` of the RPC it calls, which the receiving service makes idempotent.
+`request_id` of the RPC it calls, which the receiving service makes idempotent. Mail cannot:
+an SMTP server takes a second send as a second mail. Its handler is wrapped in
+`SettledOnReturn`, and the relay settles each mail it sent as soon as the send returns (see
+`SettledOnReturn`), which narrows that window without closing it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "OutboxMessage",
     "OutboxStatus",
     "PermanentDeliveryError",
+    "SettledOnReturn",
     "encode_payload",
 ]
 
@@ -62,7 +66,10 @@ class Outbox(Protocol):
 class OutboxStatus(StrEnum):
     PENDING = "PENDING"  # waiting for (re)delivery, or leased by a relay
     DELIVERED = "DELIVERED"
-    DEAD = "DEAD"  # gave up: staff can see it and replay it
+    DEAD = "DEAD"  # gave up: staff can see it, replay it or discard it
+    # Staff gave it up for good (`discard-dead-letter`, audited with its reason): never
+    # delivered, never listed as a dead letter again; kept (platform p0006).
+    DISCARDED = "DISCARDED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +107,23 @@ class UnknownToThisBuildError(DeliveryError):
 
 
 Handler = Callable[[OutboxEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class SettledOnReturn:
+    """A handler whose consumer cannot dedupe by event id (an SMTP server takes a second send
+    as a second mail): the relay settles each event it delivers as soon as the handler
+    returns, in a short statement of its own (guarded by the round's lease token), instead of
+    with the rest of its round: the round's later work (the other deliveries, up to the
+    delivery timeout each, and the round's settlement) can fail (the database lost, the pod
+    killed, the process paused past the lease) without that event being claimed and sent
+    again after the lease. What is left is the moment between the send's return and that
+    statement's commit: a process stopped or paused there, or the statement failing, still
+    sends it again (the statement's failure is logged, and the round's settlement retries it).
+
+    The rest of the relay's topics (idempotent RPCs) keep the one settlement per round."""
+
+    handler: Handler
+
+    async def __call__(self, event: OutboxEvent) -> None:
+        await self.handler(event)

@@ -10,7 +10,9 @@ handler, at most `max_concurrent_deliveries` at a time (so a batch does not burs
 connection pools of the services the handlers call), each within `delivery_timeout`. Then it
 settles the whole round in one more statement (both in `relay_sql.py`): the delivered events,
 and the failed ones, each due again after its own `backoff_delay`, or dead-lettered after
-`max_attempts` or at once on a `PermanentDeliveryError`. An event whose topic has no handler
+`max_attempts` or at once on a `PermanentDeliveryError`. An event whose handler is a
+`SettledOnReturn` (wallet's mail) is settled as soon as its handler returns, in a statement
+of its own, not with the round. An event whose topic has no handler
 is retried like a transient failure (`UnknownToThisBuildError`: mid-rollout, a process of the
 other build has it; past `max_attempts`, a configuration bug). A delivery starts only while
 it can still end well inside the lease (see `OutboxRelay`); the events whose turn comes later
@@ -19,9 +21,14 @@ are made due again at once, their attempt not counted.
 Cancelling the relay (the service stopping) settles what the round delivered or failed and
 makes the rest of the batch due again at once, in a transaction the cancellation does not cut
 short, bounded by `release_timeout`: another replica, or the restarted process, picks them up
-without waiting for the lease. Handlers must be idempotent on `event.event_id` (pass it as the
-request_id of the RPC they call): a delivery cut short may have reached the consumer, and a
-relay that dies after delivering but before settling delivers again after the lease.
+without waiting for the lease. Delivery is at least once: a delivery cut short may have reached
+the consumer, and a relay that dies after delivering but before settling delivers again after
+the lease. Handlers must be idempotent on `event.event_id` (pass it as the request_id of the
+RPC they call), and their consumers dedupe by it. Mail is the exception: an SMTP server cannot
+dedupe, so a mail sent but not settled is mailed again. Its handler is a `SettledOnReturn`,
+settled the moment the send returns, so a round that fails later (its settlement, the pod
+killed, the process paused past the lease) does not send it again; a stop or failure between
+the send and that settlement still does.
 """
 
 from __future__ import annotations
@@ -42,12 +49,14 @@ from vaultpay_common.outbox.model import (
     Handler,
     OutboxEvent,
     PermanentDeliveryError,
+    SettledOnReturn,
     UnknownToThisBuildError,
 )
 from vaultpay_common.outbox.relay_sql import (
     FailedDelivery,
     claim_round,
     release_lease,
+    settle_delivered,
     settle_round,
 )
 from vaultpay_common.pg_raw import borrowed_driver
@@ -80,6 +89,8 @@ class _Round:
     events: list[OutboxEvent]
     delivered: list[str] = field(default_factory=list)
     failed: list[_Failure] = field(default_factory=list)
+    # Delivered events settled on their own already (`SettledOnReturn`), or found lost then.
+    settled_on_return: set[str] = field(default_factory=set)
 
 
 class OutboxRelay:
@@ -262,6 +273,30 @@ class OutboxRelay:
             self._fail(event, batch, _describe(exc), permanent=False)
         else:
             batch.delivered.append(event.event_id)
+            if isinstance(handler, SettledOnReturn):
+                await self._settle_on_return(event, batch)
+
+    async def _settle_on_return(self, event: OutboxEvent, batch: _Round) -> None:
+        """Settles a delivered event of a `SettledOnReturn` handler at once, in a statement of
+        its own. If that fails, the round's settlement settles it with the others."""
+        try:
+            async with borrowed_driver(self._engine) as driver:
+                settled = await settle_delivered(
+                    driver, batch.token, self._clock.now(), event.event_id
+                )
+        except Exception:
+            log.warning(
+                "outbox event delivered but not settled on its own; the round settles it",
+                extra={"event_id": event.event_id, "producer": self._producer},
+                exc_info=True,
+            )
+            return
+        batch.settled_on_return.add(event.event_id)
+        if not settled:
+            log.warning(
+                "outbox event delivered after its lease was lost; it may be delivered again",
+                extra={"event_id": event.event_id, "producer": self._producer},
+            )
 
     def _fail(self, event: OutboxEvent, batch: _Round, error: str, *, permanent: bool) -> None:
         retry_at = None
@@ -279,9 +314,9 @@ class OutboxRelay:
     async def _settle(self, batch: _Round) -> None:
         """Settles the round in one transaction: delivered, failed, and released (the events
         without an outcome: not reached in time, or cut short by a stop)."""
-        delivered = list(batch.delivered)
+        done = {*batch.delivered, *(f.event.event_id for f in batch.failed)}
+        delivered = [i for i in batch.delivered if i not in batch.settled_on_return]
         failed = list(batch.failed)
-        done = {*delivered, *(f.event.event_id for f in failed)}
         released = [e.event_id for e in batch.events if e.event_id not in done]
         now = self._clock.now()
         async with borrowed_driver(self._engine) as driver:

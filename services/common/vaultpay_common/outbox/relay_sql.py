@@ -20,6 +20,9 @@ statement, prepared once per connection, run as its own implicit transaction.
   time, or dead-lettered) and the released ones (attempt given back, due at once), each part
   guarded by the round's lease token and PENDING status, so a relay whose lease expired
   settles nothing another relay re-claimed. The three id sets are disjoint.
+- `settle_delivered`: one delivered event, as soon as its handler returned, under the same
+  guard: for the topics whose consumer cannot dedupe (`SettledOnReturn`: mail), so that the
+  round's later failure does not deliver it again.
 
 The table and its meaning are `outbox/sql.py`'s; `LAST_ERROR_LIMIT` is shared with it.
 """
@@ -39,10 +42,12 @@ from vaultpay_common.outbox.sql import LAST_ERROR_LIMIT, truncate_error
 
 __all__ = [
     "SETTLE",
+    "SETTLE_ONE",
     "FailedDelivery",
     "SettledRound",
     "claim_round",
     "claim_statement",
+    "settle_delivered",
     "settle_round",
 ]
 
@@ -109,6 +114,15 @@ WITH delivered AS (
 SELECT false AS released, event_id FROM delivered
 UNION ALL SELECT false, event_id FROM failed
 UNION ALL SELECT true, event_id FROM released
+""".strip()
+
+
+# One event delivered, settled on its own (`SettledOnReturn`), guarded as SETTLE's parts are.
+SETTLE_ONE = """
+UPDATE outbox_events
+   SET status = 'DELIVERED', delivered_at = $2, lease_token = NULL
+ WHERE event_id = $3 AND lease_token = $1 AND status = 'PENDING'
+RETURNING true
 """.strip()
 
 
@@ -204,6 +218,15 @@ async def settle_round(
     settled = {str(row["event_id"]) for row in rows if not row["released"]}
     given_back = {str(row["event_id"]) for row in rows if row["released"]}
     return SettledRound(settled, given_back)
+
+
+async def settle_delivered(
+    driver: asyncpg.Connection, lease_token: str, now: datetime, event_id: str
+) -> bool:
+    """Settles one delivered event of the round holding `lease_token`, in one statement; False
+    when the round no longer holds it (its lease expired and another relay re-claimed it)."""
+    settled = await driver.fetchval(SETTLE_ONE, uuid.UUID(lease_token), now, uuid.UUID(event_id))
+    return bool(settled)
 
 
 async def release_lease(

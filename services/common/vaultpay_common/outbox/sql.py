@@ -10,10 +10,19 @@ token, so a relay whose lease expired cannot settle an event another relay re-cl
 that dies mid-delivery leaves the lease to expire, and the event is due again. Those two
 statements are in `relay_sql.py` (raw asyncpg: they run after every commit that adds events).
 
+Staff act on dead letters through the service CLIs (`dead-letters`, `replay-dead-letter`,
+`discard-dead-letter`): `list_dead_letters` pages them by a key, `replay_dead_letter` makes one
+pending again and `discard_dead_letter` gives one up for good (DISCARDED: never claimed, never
+listed again, kept). Both write an audit row naming the operator in their transaction, in the
+audit log of the database the outbox is in (`vaultpay_common.audit`), and only when they
+changed the event: a replayed event, once delivered, is purged after OUTBOX_RETENTION like any
+other, and the audit row is then all that says an operator sent it again.
+
 Schema and privileges: `outbox_table_ddl(app_role)` creates the table as platform p0002 did,
-`outbox_purge_index_ddl()` adds what p0004 changed (run in that order by the platform chain and
-the integration tests). The app role may SELECT, INSERT, UPDATE
-(relay bookkeeping, replays) and DELETE (the cleanup of delivered events). Where the services
+`outbox_purge_index_ddl()` adds what p0004 changed, `outbox_discarded_status_ddl()` what p0006
+did (run in that order by the platform chain and the integration tests). The app role may
+SELECT, INSERT, UPDATE (relay bookkeeping, replays, discards) and DELETE (the cleanup of
+delivered events). Where the services
 log in as roles of their own, each service's chain adds `outbox_producer_policy_ddl`: row-level
 security lets a service's role see and write only the events it produces (the ledger's
 functions write transfer's as the owner, whom the policies do not bind).
@@ -24,6 +33,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,8 +50,10 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -50,17 +62,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.expression import TextClause
 
+from vaultpay_common.audit import AuditEntry, AuditLog
 from vaultpay_common.clock import Clock
 from vaultpay_common.db import delete_in_batches
 from vaultpay_common.outbox.model import OutboxEvent, OutboxMessage, OutboxStatus, encode_payload
 from vaultpay_common.row_security import ServicePolicies
 
 __all__ = [
+    "DEAD_LETTER_DISCARDED",
+    "DEAD_LETTER_REPLAYED",
+    "DISCARD_REASON_LIMIT",
     "OUTBOX_RETENTION",
+    "DeadLetterKey",
     "SqlOutbox",
+    "clean_discard_reason",
     "count_dead_letters",
     "delivered_outbox_events_delete",
+    "discard_dead_letter",
     "list_dead_letters",
+    "outbox_discarded_status_ddl",
+    "outbox_discarded_status_drop_ddl",
     "outbox_producer_policy_ddl",
     "outbox_producer_policy_drop_ddl",
     "outbox_purge_index_ddl",
@@ -86,6 +107,20 @@ LAST_ERROR_LIMIT = 500
 _UUID_ARRAY = postgresql.ARRAY(UUID(as_uuid=False))
 _TIMESTAMP_ARRAY = postgresql.ARRAY(DateTime(timezone=True))
 _TEXT_ARRAY = postgresql.ARRAY(Text)
+_STATUS_CHECK = "outbox_events_status_valid"
+# The statuses each shape of the table allows: p0002's, and p0006's (DISCARDED).
+_STATUSES_P0002 = ("PENDING", "DELIVERED", "DEAD")
+_STATUSES = (*_STATUSES_P0002, OutboxStatus.DISCARDED.value)
+# The audit actions of staff's acts on dead letters (target: the event id).
+DEAD_LETTER_REPLAYED = "outbox.dead_letter_replayed"
+DEAD_LETTER_DISCARDED = "outbox.dead_letter_discarded"
+# How much of the event's last error, and of a discard's reason, an audit row keeps.
+_AUDITED_ERROR_LIMIT = 200
+DISCARD_REASON_LIMIT = 500
+
+
+def _status_check(statuses: Sequence[str]) -> str:
+    return "status IN (" + ", ".join(f"'{status}'" for status in statuses) + ")"
 
 
 def _table(metadata: MetaData, *, at_head: bool) -> Table:
@@ -106,7 +141,7 @@ def _table(metadata: MetaData, *, at_head: bool) -> Table:
         Column("delivered_at", DateTime(timezone=True)),
         Column("dead_at", DateTime(timezone=True)),
         CheckConstraint(
-            "status IN ('PENDING', 'DELIVERED', 'DEAD')", name="outbox_events_status_valid"
+            _status_check(_STATUSES if at_head else _STATUSES_P0002), name=_STATUS_CHECK
         ),
         CheckConstraint("attempts >= 0", name="outbox_events_attempts_nonnegative"),
         # What a relay polls: its producer's pending events, soonest first.
@@ -128,7 +163,8 @@ def _table(metadata: MetaData, *, at_head: bool) -> Table:
 
 
 def outbox_table(metadata: MetaData) -> Table:
-    """The table as it is at the platform chain's head (p0004's cleanup index)."""
+    """The table as it is at the platform chain's head (p0004's cleanup index, p0006's
+    DISCARDED status)."""
     return _table(metadata, at_head=True)
 
 
@@ -183,6 +219,38 @@ def outbox_purge_index_drop_ddl() -> list[str]:
         f"CREATE INDEX CONCURRENTLY {_DELIVERED_INDEX} ON {_TABLE_NAME} (delivered_at)"
         f" WHERE {_DELIVERED.text}",
         f"DROP INDEX CONCURRENTLY IF EXISTS {_PURGE_INDEX}",
+    ]
+
+
+def outbox_discarded_status_ddl() -> list[str]:
+    """Platform p0006: the status CHECK allows DISCARDED (`discard_dead_letter`).
+
+    The first two statements run in the revision's transaction, with its bounded lock wait:
+    the CHECK is replaced by the wider one NOT VALID (ACCESS EXCLUSIVE for a catalogue change,
+    no scan; every later write is checked). The last one, VALIDATE (a scan under SHARE UPDATE
+    EXCLUSIVE only: relays and movements go on writing), runs in `concurrently()`, after that
+    transaction committed. Every statement may run again (a run stopped before the
+    validation)."""
+    return [
+        f"ALTER TABLE {_TABLE_NAME} DROP CONSTRAINT IF EXISTS {_STATUS_CHECK}",
+        f"ALTER TABLE {_TABLE_NAME} ADD CONSTRAINT {_STATUS_CHECK}"
+        f" CHECK ({_status_check(_STATUSES)}) NOT VALID",
+        f"ALTER TABLE {_TABLE_NAME} VALIDATE CONSTRAINT {_STATUS_CHECK}",
+    ]
+
+
+def outbox_discarded_status_drop_ddl() -> list[str]:
+    """p0006's downgrade, as its upgrade: the discarded events become dead letters again (never
+    delivered, listed and replayable as before the discard; the audit rows of their discards
+    stay) and p0002's CHECK comes back NOT VALID, in the revision's transaction (whose ALTER
+    holds the table from the first statement: no discard can slip in between); the last
+    statement, VALIDATE, in `concurrently()`."""
+    return [
+        f"ALTER TABLE {_TABLE_NAME} DROP CONSTRAINT IF EXISTS {_STATUS_CHECK}",
+        "UPDATE outbox_events SET status = 'DEAD' WHERE status = 'DISCARDED'",
+        f"ALTER TABLE {_TABLE_NAME} ADD CONSTRAINT {_STATUS_CHECK}"
+        f" CHECK ({_status_check(_STATUSES_P0002)}) NOT VALID",
+        f"ALTER TABLE {_TABLE_NAME} VALIDATE CONSTRAINT {_STATUS_CHECK}",
     ]
 
 
@@ -254,12 +322,12 @@ def _columns() -> Sequence[Any]:
     ]
 
 
-def truncate_error(message: str) -> str:
-    """What `last_error` can store: at most LAST_ERROR_LIMIT characters of valid UTF-8 without
-    NUL (PostgreSQL's text refuses NUL, and asyncpg cannot encode a lone surrogate: either
-    would fail the settlement of the whole round, delivered events included)."""
+def truncate_error(message: str, limit: int = LAST_ERROR_LIMIT) -> str:
+    """What `last_error` can store: at most `limit` characters of valid UTF-8 without NUL
+    (PostgreSQL's text refuses NUL, and asyncpg cannot encode a lone surrogate: either would
+    fail the settlement of the whole round, delivered events included)."""
     text = message.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-    return text if len(text) <= LAST_ERROR_LIMIT else text[: LAST_ERROR_LIMIT - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _dead(producer: str | None) -> Any:
@@ -267,41 +335,130 @@ def _dead(producer: str | None) -> Any:
     return condition if producer is None else condition & (_events.c.producer == producer)
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterKey:
+    """Where a dead letter is in the listing's order (oldest first; the id breaks ties): a page
+    continues after the key of the last event of the page before it. `created_at` never
+    changes, so a key stays valid while events before or after it are replayed, discarded or
+    dead-lettered; a replayed event that dies again keeps its place."""
+
+    created_at: datetime
+    event_id: str
+
+    @classmethod
+    def of(cls, event: OutboxEvent) -> DeadLetterKey:
+        return cls(event.created_at, event.event_id)
+
+
+def _after(key: DeadLetterKey) -> Any:
+    c = _events.c
+    # The first condition is the index's range ((producer, created_at) WHERE DEAD); the row
+    # comparison then skips the ties already shown.
+    return (c.created_at >= key.created_at) & (
+        tuple_(c.created_at, c.event_id)
+        > tuple_(
+            literal(key.created_at, DateTime(timezone=True)),
+            literal(str(uuid.UUID(key.event_id)), UUID(as_uuid=False)),
+        )
+    )
+
+
 async def list_dead_letters(
-    conn: AsyncConnection, producer: str | None, limit: int
+    conn: AsyncConnection,
+    producer: str | None,
+    limit: int,
+    *,
+    after: DeadLetterKey | None = None,
 ) -> list[OutboxEvent]:
-    """Dead-lettered events (of one producer, or all), oldest first, for staff to inspect."""
+    """Dead-lettered events (of one producer, or all), oldest first, for staff to inspect: at
+    most `limit`, those after `after` (the key of the last one of the page before)."""
+    condition = _dead(producer)
+    if after is not None:
+        condition = condition & _after(after)
     query = (
         select(*_columns())
-        .where(_dead(producer))
+        .where(condition)
         .order_by(_events.c.created_at, _events.c.event_id)
         .limit(max(0, limit))
     )
     return [_event(row) for row in await conn.execute(query)]
 
 
-async def count_dead_letters(conn: AsyncConnection, producer: str | None) -> int:
-    """How many events (of one producer, or all) are dead-lettered: what a page of
-    `list_dead_letters` is out of."""
-    query = select(func.count()).select_from(_events).where(_dead(producer))
+async def count_dead_letters(
+    conn: AsyncConnection, producer: str | None, *, after: DeadLetterKey | None = None
+) -> int:
+    """How many events (of one producer, or all) are dead-lettered, or of those how many come
+    after `after`: what a page of `list_dead_letters` is out of, and where it starts."""
+    condition = _dead(producer)
+    if after is not None:
+        condition = condition & _after(after)
+    query = select(func.count()).select_from(_events).where(condition)
     return int((await conn.execute(query)).scalar_one())
 
 
-async def replay_dead_letter(conn: AsyncConnection, event_id: str, *, producer: str) -> bool:
-    """Puts `producer`'s dead-lettered event back to pending, due now, with its attempts reset.
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
 
-    False when `producer` has no dead-lettered event with that id (an id that is not a UUID
-    included): another service's event is theirs to replay, even where row-level security is
-    off (one role for every service, or a chain not yet migrated). The last error is kept until
-    the next attempt overwrites it, so staff can still see why it died.
-    """
+
+async def _take_dead_letter(
+    conn: AsyncConnection, event_id: str, producer: str
+) -> OutboxEvent | None:
+    """`producer`'s dead-lettered event `event_id`, locked until the transaction ends (a
+    concurrent replay or discard of it waits, then finds it no longer dead), or None."""
     try:
         canonical = str(uuid.UUID(event_id))
     except ValueError:
-        return False
+        return None
+    query = (
+        select(*_columns())
+        .where(_events.c.event_id == canonical, _dead(producer))
+        .with_for_update()
+    )
+    row = (await conn.execute(query)).first()
+    return None if row is None else _event(row)
+
+
+def _dead_letter_entry(action: str, event: OutboxEvent, actor: str, **more: str) -> AuditEntry:
+    """The audit row of staff's act on a dead letter: what the event was when they acted (its
+    payload left out: it may hold a sealed code), and who acted."""
+    details = {
+        "producer": event.producer,
+        "topic": event.topic,
+        "key": event.key,
+        "attempts": str(event.attempts),
+        "created_at": _when(event.created_at),
+        "dead_at": _when(event.dead_at),
+        "last_error": truncate_error(event.last_error, _AUDITED_ERROR_LIMIT),
+        **more,
+    }
+    return AuditEntry(action, "outbox_event", event.event_id, details, actor_id=actor)
+
+
+def _check_actor(actor: str) -> None:
+    if not actor.strip():
+        raise ValueError("an act on a dead letter needs its actor (operator:<login>)")
+
+
+async def replay_dead_letter(
+    conn: AsyncConnection, event_id: str, *, producer: str, actor: str
+) -> OutboxEvent | None:
+    """Puts `producer`'s dead-lettered event back to pending, due now, with its attempts reset,
+    and appends the audit row of it (DEAD_LETTER_REPLAYED, `actor` the operator) in the
+    caller's transaction: the replay and its record commit together. Returns the event as it
+    was dead.
+
+    None, and no audit row, when `producer` has no dead-lettered event with that id (an id that
+    is not a UUID included): another service's event is theirs to replay, even where row-level
+    security is off (one role for every service, or a chain not yet migrated). The last error
+    is kept until the next attempt overwrites it, so staff can still see why it died.
+    """
+    _check_actor(actor)
+    dead = await _take_dead_letter(conn, event_id, producer)
+    if dead is None:
+        return None
     result = await conn.execute(
         update(_events)
-        .where(_events.c.event_id == canonical, _dead(producer))
+        .where(_events.c.event_id == dead.event_id, _dead(producer))
         .values(
             status=OutboxStatus.PENDING.value,
             attempts=0,
@@ -310,7 +467,48 @@ async def replay_dead_letter(conn: AsyncConnection, event_id: str, *, producer: 
             lease_token=None,
         )
     )
-    return bool(result.rowcount)
+    if not result.rowcount:
+        return None
+    await AuditLog().append(conn, _dead_letter_entry(DEAD_LETTER_REPLAYED, dead, actor))
+    return dead
+
+
+def clean_discard_reason(reason: str) -> str:
+    """A discard's reason as the audit row keeps it (stripped, storable: no NUL, no lone
+    surrogate); ValueError when nothing is left or it is longer than DISCARD_REASON_LIMIT."""
+    cleaned = truncate_error(reason.strip(), DISCARD_REASON_LIMIT)
+    if not cleaned or len(reason.strip()) > DISCARD_REASON_LIMIT:
+        raise ValueError(f"a discard needs its reason, 1 to {DISCARD_REASON_LIMIT} characters")
+    return cleaned
+
+
+async def discard_dead_letter(
+    conn: AsyncConnection, event_id: str, *, producer: str, actor: str, reason: str
+) -> OutboxEvent | None:
+    """Gives `producer`'s dead-lettered event up for good: DISCARDED, never claimed (relays
+    claim PENDING events only), never listed or replayed (DEAD ones only), and appends the
+    audit row of it (DEAD_LETTER_DISCARDED, `actor`, `reason`) in the caller's transaction.
+    Returns the event as it was dead; None, and no audit row, as `replay_dead_letter`.
+
+    The row is kept, as dead letters are (the purge deletes DELIVERED events only): a discard
+    is one operator's act on one event, so they stay few, and the row keeps what was given up
+    (its payload) next to the audit row that says who did and why. ValueError for a reason
+    `clean_discard_reason` refuses."""
+    _check_actor(actor)
+    why = clean_discard_reason(reason)
+    dead = await _take_dead_letter(conn, event_id, producer)
+    if dead is None:
+        return None
+    result = await conn.execute(
+        update(_events)
+        .where(_events.c.event_id == dead.event_id, _dead(producer))
+        .values(status=OutboxStatus.DISCARDED.value, lease_token=None)
+    )
+    if not result.rowcount:
+        return None
+    entry = _dead_letter_entry(DEAD_LETTER_DISCARDED, dead, actor, reason=why)
+    await AuditLog().append(conn, entry)
+    return dead
 
 
 # One batch of a cleanup: the victims are a range of p0004's `(producer, delivered_at) WHERE
@@ -361,7 +559,8 @@ async def purge_delivered_outbox_events(
     """The cleanup job: deletes `producer`'s events delivered more than `retention` ago, at
     most `batch_size` a transaction, and returns how many. A week of events can be millions of
     rows: one statement would delete them all in one long transaction next to the money path
-    (and hold back vacuum). Dead letters stay until replayed; other producers' events are
+    (and hold back vacuum). Dead letters stay until replayed or discarded, discarded events
+    for good (`discard_dead_letter`); other producers' events are
     theirs to clean up (and, where each service logs in as a role of its own, row-level
     security hides them anyway)."""
     statement = delivered_outbox_events_delete(

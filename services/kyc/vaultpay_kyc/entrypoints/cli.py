@@ -4,9 +4,10 @@ vaultpay-kyc migrate                          # platform + kyc migrations (owner
 vaultpay-kyc verify-audit                     # the vaultpay database's audit chain
 vaultpay-kyc rotate-key [--request-id UUID]   # new document key, re-wrap every row, with progress
 vaultpay-kyc rotate-key --resume              # finish an interrupted rotation, no new key
-vaultpay-kyc dead-letters [--limit N]         # kyc's outbox events that stopped retrying,
+vaultpay-kyc dead-letters [--limit N] [--after C]         # kyc's outbox events that stopped retrying,
                                               # oldest N (1-1000, 50) of the total
 vaultpay-kyc replay-dead-letter --event-id E  # send one again (after fixing the cause)
+vaultpay-kyc discard-dead-letter --event-id E --reason R  # give one up for good (audited)
 
 `rotate-key` is the same use case as AdminRotateKycKey, run as the app role with the
 service's settings (it needs KYC_KEY_ENCRYPTION_KEY to derive the keys). It prints its request

@@ -4,9 +4,10 @@ vaultpay-transfer migrate                          # platform + wallet + transfe
 vaultpay-transfer verify-audit                     # the vaultpay database's audit chain
 vaultpay-transfer verify-ledger [--within M]       # the ledger's invariants + the audit chain,
                                                    # given up after M minutes (1-1440, 30)
-vaultpay-transfer dead-letters [--limit N]         # transfer's outbox events that stopped
+vaultpay-transfer dead-letters [--limit N] [--after C]         # transfer's outbox events that stopped
                                                    # retrying, oldest N (1-1000, 50) of the total
 vaultpay-transfer replay-dead-letter --event-id E  # send one again (after fixing the cause)
+vaultpay-transfer discard-dead-letter --event-id E --reason R  # give one up for good (audited)
 
 Exit codes (`vaultpay_common.cli`): 0 ok; 1 a check failed (the ledger is not consistent, the
 audit chain is broken); 2 bad settings or input; 3 it could not finish, run it again: the

@@ -12,7 +12,17 @@ delivered, and a retry mails the same code again (staff can replay it from the d
 A relay stopped while a mail's conversation runs gets that conversation's outcome, its
 cancellation swallowed (`SmtpMailer.send`): the relay settles the event as delivered, failed or
 dead-lettered, instead of releasing it for another replica to mail again while the stopped
-one's thread delivers its copy.
+one's thread delivers its copy. An SMTP server cannot dedupe by event id as the RPCs do: the
+mail handler is a `SettledOnReturn`, so the relay settles each mail sent as soon as the send
+returns, not at the end of its round, and a round that fails afterwards (its settlement, the
+pod killed, a pause past the lease) does not mail it again after the lease.
+
+A PIN reset mail whose code no longer works (superseded by a newer request, used, revoked by a
+PIN change) is dropped too, logged at INFO, asked of `ResetCodes` once the code is opened: the
+relay runs several deliveries at once and retries later, so mails reach the user in any order,
+and the one read first must not carry a dead code. The token is looked up by the SHA-256 of the
+opened code, the form it is stored in: the event needs no identifier of it (its params are
+stored in clear but for `token_sealed`), and events queued before this check are judged too.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from vaultpay_common.outbox import (
     Handler,
     OutboxEvent,
     PermanentDeliveryError,
+    SettledOnReturn,
     UnknownToThisBuildError,
 )
 from vaultpay_common.sealing import UnsealError
@@ -37,9 +48,11 @@ from vaultpay_wallet.adapters.peers import UserContact
 from vaultpay_wallet.domain.notifications import parse_notification_kind
 from vaultpay_wallet.service_layer.notifications import CreateNotification, NotificationService
 
-__all__ = ["MAIL_TEMPLATES", "wallet_outbox_handlers"]
+__all__ = ["MAIL_TEMPLATES", "ResetCodes", "wallet_outbox_handlers"]
 
 log = logging.getLogger(__name__)
+
+PIN_RESET_TEMPLATE = "pin_reset"  # service_layer.pins.PIN_RESET_TEMPLATE
 
 
 class Contacts(Protocol):
@@ -56,13 +69,24 @@ class SecretOpener(Protocol):
     def open(self, sealed: str) -> str: ...
 
 
+class ResetCodes(Protocol):
+    """Whether a mailed PIN reset code still works (PinService in production)."""
+
+    async def reset_code_usable(self, code: str) -> bool: ...
+
+
 # subject, body; {code} is the opened secret, other fields come from the event's params.
 MAIL_TEMPLATES: dict[str, tuple[str, str]] = {
+    # Only a signed-in session can ask for this code: a mail the user did not ask for means
+    # someone else holds one, so ignoring it is not the advice.
     "pin_reset": (
         "Your VaultPay PIN reset code",
-        "Hello {name},\n\nSomeone asked to reset the PIN of wallet {wallet_id}.\n"
+        "Hello {name},\n\nA reset of the PIN of wallet {wallet_id} was asked for from a "
+        "signed-in VaultPay session.\n"
         "Your single-use code: {code}\n\nIt expires at {expires_at} (15 minutes). "
-        "If this was not you, ignore this mail and your PIN stays as it is.\n",
+        "Never share it: VaultPay staff never ask for it.\n\n"
+        "If this was not you, someone is signed in to your account: change your password "
+        "now (this signs out every other session) and contact VaultPay support.\n",
     ),
     "ip_confirmation": (
         "Confirm a new device or network for VaultPay",
@@ -101,6 +125,7 @@ def wallet_outbox_handlers(
     sealer: SecretOpener,
     notifications: NotificationService,
     *,
+    reset_codes: ResetCodes,
     clock: Clock | None = None,
 ) -> dict[str, Handler]:
     clock = clock or SystemClock()
@@ -123,6 +148,14 @@ def wallet_outbox_handlers(
             code = sealer.open(str(params.pop("token_sealed", "")))
         except UnsealError as exc:
             raise PermanentDeliveryError("the sealed code does not open") from exc
+        if name == PIN_RESET_TEMPLATE and not await reset_codes.reset_code_usable(code):
+            # A newer request superseded it (or it was used or revoked): its own mail carries
+            # the code that works; this one, arriving after it, would be typed in vain.
+            log.info(
+                "mail not sent: its code no longer works",
+                extra={"event_id": event.event_id, "template": name, "attempts": event.attempts},
+            )
+            return
         contact = await contacts.contact(str(event.payload.get("user_id", "")))
         if not contact.active:
             return  # a deactivated user gets no mail; nothing to retry
@@ -167,4 +200,5 @@ def wallet_outbox_handlers(
             # retry makes it valid. It was retried for up to an hour as a transient failure.
             raise PermanentDeliveryError(f"notification refused: {exc}") from exc
 
-    return {"mail.send": send_mail, "notification.create": create_notification}
+    # Mail is settled as soon as it is sent: a second send is a second mail (no dedupe).
+    return {"mail.send": SettledOnReturn(send_mail), "notification.create": create_notification}

@@ -369,6 +369,32 @@ class SqlPinResetTokenRepository:
             .values(used_at=now)
         )
 
+    async def newest_usable(self, wallet_id: str, now: datetime) -> PinResetToken | None:
+        """Reads `pin_reset_tokens_wallet_idx` (the unused tokens; one per wallet at most,
+        as a new one supersedes the others)."""
+        c = pin_reset_tokens.c
+        row = (
+            await self._conn.execute(
+                select(pin_reset_tokens)
+                .where(c.wallet_id == wallet_id, c.used_at.is_(None), c.expires_at > now)
+                .order_by(c.created_at.desc())
+                .limit(1)
+            )
+        ).first()
+        return None if row is None else _token(row)
+
+    async def created_since(self, wallet_id: str, since: datetime) -> Sequence[datetime]:
+        """`expires_at > since` adds nothing (a token expires after it is created) but lets
+        the plan read `pin_reset_tokens_expires_idx` from `since` on, the last hour's tokens
+        of every wallet, instead of every row the retention still keeps (a day and more)."""
+        c = pin_reset_tokens.c
+        rows = await self._conn.execute(
+            select(c.created_at)
+            .where(c.wallet_id == wallet_id, c.created_at > since, c.expires_at > since)
+            .order_by(c.created_at)
+        )
+        return [r.created_at for r in rows]
+
 
 def _override(row: Any) -> LimitOverride:
     return LimitOverride(

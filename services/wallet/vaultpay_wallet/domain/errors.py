@@ -19,6 +19,7 @@ from vaultpay_common.errors import (
     InsufficientPermissionsError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitedError,
     metadata_time,
     wallet_frozen_refusal,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "PinCheckInProgressError",
     "PinLockedError",
     "PinNotSetError",
+    "PinResetRateLimitedError",
     "PinResetTokenInvalidError",
     "SettingNotFoundError",
     "StaffOutrankedError",
@@ -259,6 +261,16 @@ class PinResetTokenInvalidError(FailedPreconditionError):
 
     reason = "PIN_RESET_TOKEN_INVALID"
     default_message = "the PIN reset token is invalid, expired or already used"
+
+
+class PinResetRateLimitedError(RateLimitedError):
+    """The wallet was mailed PIN_RESET_HOURLY_CAP reset codes within the last hour
+    (RESOURCE_EXHAUSTED; RetryInfo: when the oldest of them leaves the hour). Nothing is
+    minted, mailed or audited. A request while a code is under a minute old is not refused: it
+    answers that code's expiry."""
+
+    reason = "PIN_RESET_RATE_LIMITED"
+    default_message = "too many PIN reset codes were mailed in the last hour; try again later"
 
 
 class SettingNotFoundError(NotFoundError):

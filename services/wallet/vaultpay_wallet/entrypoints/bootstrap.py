@@ -135,6 +135,7 @@ async def build_host(
             SmtpMailer(smtp or SmtpSettings(), threads=deliveries_at_once),
             sealer,
             notifications,
+            reset_codes=pins,  # a superseded or used PIN reset code is not mailed
             clock=clock,
         ),
         poll_interval=settings.outbox_poll_seconds,

@@ -2,9 +2,10 @@
 
 vaultpay-wallet migrate                         # platform + wallet migrations (owner DSN)
 vaultpay-wallet verify-audit                    # the vaultpay database's audit chain
-vaultpay-wallet dead-letters [--limit N]        # wallet's outbox events that stopped
+vaultpay-wallet dead-letters [--limit N] [--after C]        # wallet's outbox events that stopped
                                                 # retrying, oldest N (1-1000, 50) of the total
 vaultpay-wallet replay-dead-letter --event-id E # send one again (after fixing the cause)
+vaultpay-wallet discard-dead-letter --event-id E --reason R  # give one up for good (audited)
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from vaultpay.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from vaultpay_common.context import CLIENT_IP
 from vaultpay_common.grpc.convert import current_principal, page_scope, timestamp
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.grpc.servicer import ServicerContext
@@ -169,7 +170,12 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.VerifyPinRequest, context: Ctx
     ) -> wallet_pb2.VerifyPinResponse:
         await self._pins.verify_pin(
-            cmd.VerifyPin(current_principal().user_id, request.pin, self._pin_key(request, "pin"))
+            cmd.VerifyPin(
+                current_principal().user_id,
+                request.pin,
+                self._pin_key(request, "pin"),
+                client_ip=CLIENT_IP.get(),
+            )
         )
         return wallet_pb2.VerifyPinResponse()
 
@@ -183,6 +189,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 request.new_pin,
                 request.new_pin_confirmation,
                 self._pin_key(request, "current_pin", "new_pin", "new_pin_confirmation"),
+                client_ip=CLIENT_IP.get(),
             )
         )
         return wallet_pb2.ChangePinResponse(pin_update_time=timestamp(done.pin_updated_at))

@@ -366,6 +366,7 @@ class WalletInternalServicer(wallet_pb2_grpc.WalletInternalServiceServicer):
                     secret=("pin",),
                     secret_key=self._fingerprint_key,
                 ),
+                client_ip=request.client_ip,
             ),
             request.client_ip,
         )

@@ -103,6 +103,7 @@ class VerifyPin:
     user_id: str
     pin: str
     idempotency: IdempotencyKey | None
+    client_ip: str = ""  # the caller's address, audited with a wrong PIN ("" unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class ChangePin:
     new_pin: str
     new_pin_confirmation: str
     idempotency: IdempotencyKey | None
+    client_ip: str = ""  # as VerifyPin's
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,7 @@ class VerifyTransferPin:
     user_id: str
     pin: str
     idempotency: IdempotencyKey | None
+    client_ip: str = ""  # the mover's address as transfer passes it, audited with a wrong PIN
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,13 @@ is held while bcrypt runs:
    PIN_LOCKED: nothing is locked yet, and a right PIN among them clears the counter;
 2. bcrypt, off the event loop;
 3. settle: success clears the counter; the failure that used the third attempt freezes the
-   wallet (PIN_LOCKOUT, 24 h), audited and notified. The outcome (ok / invalid + remaining /
-   locked) is stored as the idempotent reply and committed before the error is raised, so a
-   retry with the same request_id answers the same without counting again.
+   wallet (PIN_LOCKOUT, 24 h), audited and notified. Every wrong PIN is audited
+   (`wallet.pin_refused`: the attempt's number, which check, the client's address; never the
+   PIN), and a right PIN settled after wrong ones counted before it tells the owner (a
+   SECURITY notification: "N wrong PIN attempts before the right PIN"), so a session holder
+   guessing between the owner's own checks leaves a trace. The outcome (ok / invalid +
+   remaining / locked) is stored as the idempotent reply and committed before the error is
+   raised, so a retry with the same request_id answers the same without counting again.
 
 Phases 2 and 3 run shielded from the caller's cancellation, and phase 3 is retried after a
 lost connection, so a counted attempt stays unsettled only when the wallet process dies.
@@ -44,7 +48,11 @@ reply keep that to one counted attempt and one answer, as before.
 A keyed check of an open, unfrozen wallet with attempts left (nearly every check of a money
 movement) reserves and, for a right PIN, settles through `PinCheckFastPath`: the same rule
 in a few statements (a movement's settlement also reads whether its client address is
-trusted). Anything else takes the general path below, which has every refusal.
+trusted). Anything else takes the general path below, which has every refusal. A right PIN
+whose reservation was not the counter's first attempt (others were counted before it: wrong
+PINs, or checks still running) settles on the general path too, which tells the owner; the
+fast settlement clears the counter whatever it held. The common case, no attempt counted
+before, is as fast as before: the reservation's number says which case it is, no query.
 """
 
 from __future__ import annotations
@@ -81,6 +89,7 @@ from vaultpay_wallet.domain.errors import (
     PinCheckInProgressError,
     PinLockedError,
     PinNotSetError,
+    PinResetRateLimitedError,
     PinResetTokenInvalidError,
     WalletClosedError,
     WalletFrozenError,
@@ -89,11 +98,14 @@ from vaultpay_wallet.domain.model import Freeze, FreezeSource, Wallet
 from vaultpay_wallet.domain.pin import (
     MAX_FAILED_PIN_ATTEMPTS,
     PIN_LOCKOUT_DURATION,
+    PIN_RESET_CAP_WINDOW,
+    PIN_RESET_COOLDOWN,
     PIN_RESET_TOKEN_TTL,
     hash_reset_token,
     is_pin_shaped,
     new_reset_token,
     pin_violations,
+    reset_cap_wait,
 )
 from vaultpay_wallet.service_layer._shared import (
     load_own_wallet,
@@ -149,6 +161,19 @@ _SETTLE_RETRY_PAUSE = 0.05  # seconds, doubled on each retry
 
 
 _Checked = tuple[PinCheckOutcome, bool | None]  # the outcome, and the address's trust if read
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CheckOf:
+    """What a wrong PIN's audit row and the owner's notice say about the check: which one
+    ("verify", "change" or "movement") and the caller's address ("" when not known)."""
+
+    kind: str
+    client_ip: str
+
+    @property
+    def movement(self) -> bool:
+        return self.kind == "movement"
 
 
 def _log_unsettled(finishing: asyncio.Future[_Checked]) -> None:
@@ -260,6 +285,16 @@ class PinService:
             if not await uow.pins.create(wallet.id, pin_hash, now):
                 raise PinAlreadySetError()
             await uow.audit(AuditEntry("wallet.pin_set", "wallet", wallet.id))
+            await notify(
+                uow.outbox,
+                user_id=wallet.user_id,
+                kind=NotificationKind.SECURITY,
+                title="Your PIN was set",
+                body="A transaction PIN was set for your wallet. If this was not you, someone "
+                "is using your signed-in session: change your password now (this signs out "
+                "every other session), reset your PIN and contact support.",
+                dedupe_key=f"wallet.pin_set:{wallet.id}:{now.isoformat()}",
+            )
             return PinSet(now)
 
         async with self._uow() as uow:
@@ -275,7 +310,13 @@ class PinService:
     async def verify_pin(self, cmd: VerifyPin) -> PinVerified:
         """The holder checks a PIN; a wrong one counts toward the lockout."""
         _check_shape(cmd.pin, "pin")
-        outcome, _ = await self._check(cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None)
+        outcome, _ = await self._check(
+            cmd.user_id,
+            cmd.pin,
+            cmd.idempotency,
+            new_pin=None,
+            of=_CheckOf("verify", cmd.client_ip),
+        )
         _raise_unless_ok(outcome)
         return PinVerified(outcome.wallet_id)
 
@@ -298,7 +339,12 @@ class PinService:
             raise ValidationError.single("user_id", "is required")
         _check_shape(cmd.pin, "pin")
         outcome, trusted = await self._check(
-            cmd.user_id, cmd.pin, cmd.idempotency, new_pin=None, address=address, movement=True
+            cmd.user_id,
+            cmd.pin,
+            cmd.idempotency,
+            new_pin=None,
+            of=_CheckOf("movement", cmd.client_ip),
+            address=address,
         )
         _raise_unless_ok(outcome)
         return PinVerified(outcome.wallet_id, trusted)
@@ -311,7 +357,11 @@ class PinService:
         if cmd.new_pin == cmd.current_pin:
             raise ValidationError.single("new_pin", "must differ from the current PIN")
         outcome, _ = await self._check(
-            cmd.user_id, cmd.current_pin, cmd.idempotency, new_pin=cmd.new_pin
+            cmd.user_id,
+            cmd.current_pin,
+            cmd.idempotency,
+            new_pin=cmd.new_pin,
+            of=_CheckOf("change", cmd.client_ip),
         )
         _raise_unless_ok(outcome)
         assert outcome.pin_updated_at is not None
@@ -324,8 +374,8 @@ class PinService:
         key: IdempotencyKey | None,
         *,
         new_pin: str | None,
+        of: _CheckOf,
         address: MovementAddress | None = None,
-        movement: bool = False,
     ) -> _Checked:
         running = None if key is None else self._checks.running(key)
         if running is not None:  # a retry while this process still checks the key
@@ -338,11 +388,13 @@ class PinService:
                 if new_pin is None:
                     await self._require_pin_unchanged(settled)
                 return settled, None
-            reserved = await self._reserve(user_id, key, movement=movement)
+            reserved = await self._reserve(user_id, key, movement=of.movement)
         reservation, pin_hash = reserved
 
         def finish() -> Coroutine[Any, Any, _Checked]:
-            return self._finish(reservation, pin, pin_hash, key, new_pin=new_pin, address=address)
+            return self._finish(
+                reservation, pin, pin_hash, key, new_pin=new_pin, of=of, address=address
+            )
 
         # The attempt is counted: settle it even if the caller goes away meanwhile (a cancelled
         # RPC, the caller's deadline), so only a wallet process that dies leaves it unsettled.
@@ -366,6 +418,7 @@ class PinService:
         key: IdempotencyKey | None,
         *,
         new_pin: str | None,
+        of: _CheckOf,
         address: MovementAddress | None,
     ) -> _Checked:
         # A task of its own (its own copy of the context): it outlives the caller's deadline,
@@ -374,9 +427,12 @@ class PinService:
         DEADLINE.set(None)
         matched = await self._hasher.verify(pin, pin_hash)
         new_hash = await self._hasher.hash(new_pin) if matched and new_pin is not None else None
+        # Attempts counted before this one (wrong PINs to tell the owner of, or checks still
+        # running): the general settlement, which reads the counter. Else the fast one.
+        fast = self._fast if reservation.attempt <= 1 else None
         for attempt in range(_SETTLE_TRIES):
             try:
-                if matched and new_hash is None and self._fast is not None and key is not None:
+                if matched and new_hash is None and fast is not None and key is not None:
                     ok = PinCheckOutcome(
                         reservation.wallet_id,
                         PinCheckResult.OK,
@@ -385,10 +441,10 @@ class PinService:
                     )
                     reply = _OUTCOME.dumps(ok)
                     if address is None:
-                        if await self._fast.settle_match(reservation, key, reply):
+                        if await fast.settle_match(reservation, key, reply):
                             return ok, None
                     else:
-                        settled, trusted = await self._fast.settle_movement_match(
+                        settled, trusted = await fast.settle_movement_match(
                             reservation, key, reply, address, self._clock.now()
                         )
                         if settled:
@@ -398,7 +454,7 @@ class PinService:
                         uow,
                         key,
                         _OUTCOME,
-                        lambda: self._settle(uow, reservation, matched, new_hash),
+                        lambda: self._settle(uow, reservation, matched, new_hash, of),
                     )
                 return outcome, None
             except (UnavailableError, IdempotencyKeyInUseError):
@@ -493,6 +549,7 @@ class PinService:
         reservation: PinReservation,
         matched: bool,
         new_hash: str | None,
+        of: _CheckOf,
     ) -> PinCheckOutcome:
         now = self._clock.now()
         wallet = await load_wallet(uow, reservation.wallet_id, for_update=True)
@@ -517,7 +574,22 @@ class PinService:
         lockout = wallet.freeze_by(FreezeSource.PIN_LOCKOUT)
         locked = lockout is not None and lockout.is_active(now)
         if matched and not locked:
+            # Counted before this check's attempt and not cleared since (a right PIN settled
+            # meanwhile clears the counter, below this check's number): wrong PINs, unless a
+            # check of the owner's still runs, whose attempt is then among them.
+            earlier = min(reservation.attempt, record.failed_attempts) - 1
+            if earlier > 0:
+                await self._tell_of_wrong_pins(uow, wallet, earlier, of, now)
             return await self._succeeded(uow, wallet, new_hash, record.updated_at)
+        if not matched:
+            await uow.audit(
+                AuditEntry(
+                    "wallet.pin_refused",
+                    "wallet",
+                    wallet.id,
+                    {"attempt": str(reservation.attempt), "check": of.kind, "ip": of.client_ip},
+                )
+            )
         # The counter as it stands, not as this check's reservation found it: a right PIN
         # settled meanwhile cleared it (the owner proved the PIN: a wrong one in flight then
         # locks nothing), and other wrong ones counted meanwhile leave fewer attempts than the
@@ -575,6 +647,26 @@ class PinService:
             wallet.id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS, pin_updated_at=changed_at
         )
 
+    @staticmethod
+    async def _tell_of_wrong_pins(
+        uow: WalletUnitOfWork, wallet: Wallet, count: int, of: _CheckOf, now: datetime
+    ) -> None:
+        """The owner learns of wrong PINs when the right one follows them: each is audited
+        (`wallet.pin_refused`), but only this notice reaches the owner before a lockout."""
+        attempts = "1 wrong PIN attempt was" if count == 1 else f"{count} wrong PIN attempts were"
+        purpose = " for a payment" if of.movement else ""
+        await notify(
+            uow.outbox,
+            user_id=wallet.user_id,
+            kind=NotificationKind.SECURITY,
+            title="Wrong PIN attempts on your wallet",
+            body=f"{attempts} made on your wallet before the right PIN was entered{purpose}. "
+            "If that was not you, someone is using your signed-in session: change your "
+            "password now (this signs out every other session), change your PIN and contact "
+            "support.",
+            dedupe_key=f"wallet.pin_refusals_told:{wallet.id}:{now.isoformat()}",
+        )
+
     async def _lock_out(
         self, uow: WalletUnitOfWork, wallet: Wallet, pin_version: datetime
     ) -> PinCheckOutcome:
@@ -610,10 +702,24 @@ class PinService:
     # ----- reset ----------------------------------------------------------------------
 
     async def request_pin_reset(self, cmd: RequestPinReset) -> PinResetRequested:
-        """Mails a single-use 15-minute token; earlier unused tokens stop working.
+        """Mails a single-use 15-minute token; earlier unused tokens stop working. Audited,
+        and the owner is notified in the app (SECURITY): only a signed-in session can ask, so
+        a request the owner did not make means someone else holds one.
+
+        At most one mail a minute: while the newest usable token is younger than
+        PIN_RESET_COOLDOWN, a request answers its expiry and mints, mails, audits and
+        notifies nothing (a double tap would otherwise kill the code on its way, and the
+        mails, sent several at once, can arrive in any order). At most PIN_RESET_HOURLY_CAP
+        tokens in PIN_RESET_CAP_WINDOW, counted from the tokens table: beyond,
+        PIN_RESET_RATE_LIMITED (RESOURCE_EXHAUSTED, RetryInfo), nothing written. Either
+        answer is stored under the request's key as any reply is (a refusal is not). The
+        wallet's row lock orders one wallet's requests, so the looks and the mint are one
+        step.
 
         The token is stored only as its SHA-256; on its way to the mailer it waits in the
-        outbox sealed (AES-GCM, key outside the database), in params["token_sealed"].
+        outbox sealed (AES-GCM, key outside the database), in params["token_sealed"]. The
+        mail delivery opens it and drops the mail when the token is no longer usable
+        (`reset_code_usable`).
         """
 
         async def work(uow: WalletUnitOfWork) -> PinResetRequested:
@@ -622,6 +728,17 @@ class PinService:
             self._require_open(wallet)
             if await uow.pins.get(wallet.id) is None:
                 raise PinNotSetError()
+            pending = await uow.reset_tokens.newest_usable(wallet.id, now)
+            if pending is not None and now < pending.created_at + PIN_RESET_COOLDOWN:
+                return PinResetRequested(pending.expires_at)  # its mail is on its way
+            minted = await uow.reset_tokens.created_since(wallet.id, now - PIN_RESET_CAP_WINDOW)
+            wait = reset_cap_wait(minted, now)
+            if wait is not None:
+                log.info(
+                    "PIN reset refused: hourly cap of mailed codes reached",
+                    extra={"wallet_id": wallet.id, "retry_after_seconds": wait},
+                )
+                raise PinResetRateLimitedError(wait)
             token = new_reset_token()
             expires_at = now + PIN_RESET_TOKEN_TTL
             await uow.reset_tokens.invalidate_for_wallet(wallet.id, now)
@@ -644,10 +761,28 @@ class PinService:
                 )
             )
             await uow.audit(AuditEntry("wallet.pin_reset_requested", "wallet", wallet.id))
+            await notify(
+                uow.outbox,
+                user_id=wallet.user_id,
+                kind=NotificationKind.SECURITY,
+                title="PIN reset requested",
+                body="A code to reset your wallet's PIN was mailed to you. If you did not ask "
+                "for it, someone is using your signed-in session: change your password now "
+                "(this signs out every other session) and contact support.",
+                dedupe_key=f"wallet.pin_reset_requested:{wallet.id}:{now.isoformat()}",
+            )
             return PinResetRequested(expires_at)
 
         async with self._uow() as uow:
             return await run_once(uow, cmd.idempotency, _RESET_REQUESTED, lambda: work(uow))
+
+    async def reset_code_usable(self, code: str) -> bool:
+        """Whether a mailed reset code still works: the mail delivery drops the mail of one
+        that does not (superseded by a newer request, used, revoked by a change of the PIN or
+        the wallet's closing, expired), so no mail carries a dead code."""
+        async with self._uow() as uow:
+            found = await uow.reset_tokens.get(hash_reset_token(code))
+        return found is not None and found.usable(self._clock.now())
 
     async def reset_pin(self, cmd: ResetPin) -> PinReset:
         """Public: the token is the credential. Sets the PIN, clears the counter, lifts only

@@ -218,6 +218,13 @@ class PinResetTokenRepository(Protocol):
 
     async def mark_used(self, token_hash: str, now: datetime) -> None: ...
 
+    async def newest_usable(self, wallet_id: str, now: datetime) -> PinResetToken | None:
+        """The wallet's most recently created token that is unused and unexpired at `now`."""
+
+    async def created_since(self, wallet_id: str, since: datetime) -> Sequence[datetime]:
+        """When each of the wallet's tokens created after `since` was, used or not (the
+        mails sent), oldest first."""
+
 
 class LimitOverrideRepository(Protocol):
     async def for_wallet(self, wallet_id: str) -> Sequence[LimitOverride]: ...

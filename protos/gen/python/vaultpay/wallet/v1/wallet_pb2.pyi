@@ -1073,7 +1073,9 @@ class SetPinRequest(_message.Message):
     request_id: _builtins.str
     """Client-generated UUID identifying this attempt (AIP-155)."""
     pin: _builtins.str
-    """Exactly 4 digits (0-9)."""
+    """Exactly 4 digits (0-9); repeats, runs, years 1900-2039 and the most common PINs
+    answer INVALID_ARGUMENT.
+    """
     pin_confirmation: _builtins.str
     """The same 4 digits again; a mismatch answers INVALID_ARGUMENT."""
     def __init__(

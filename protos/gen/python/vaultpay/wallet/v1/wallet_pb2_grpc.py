@@ -263,7 +263,10 @@ class WalletServiceServicer:
 
     def RequestPinReset(self, request, context):
         """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request,
-        or a change of the PIN (ChangePin), invalidates any earlier unused token.
+        or a change of the PIN (ChangePin), invalidates any earlier unused token. A request
+        within a minute of the last token mailed mails nothing and answers that token's expiry;
+        after five tokens mailed within an hour it fails with RESOURCE_EXHAUSTED, reason
+        PIN_RESET_RATE_LIMITED, and a RetryInfo.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -94,7 +94,10 @@ class WalletServiceStub:
     """
     RequestPinReset: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.RequestPinResetRequest, _wallet_pb2.RequestPinResetResponse]
     """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request,
-    or a change of the PIN (ChangePin), invalidates any earlier unused token.
+    or a change of the PIN (ChangePin), invalidates any earlier unused token. A request
+    within a minute of the last token mailed mails nothing and answers that token's expiry;
+    after five tokens mailed within an hour it fails with RESOURCE_EXHAUSTED, reason
+    PIN_RESET_RATE_LIMITED, and a RetryInfo.
     """
     ResetPin: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ResetPinRequest, _wallet_pb2.ResetPinResponse]
     """Sets a new PIN with an emailed reset token. Public because a locked-out user may not
@@ -220,7 +223,10 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """
     RequestPinReset: _aio.UnaryUnaryMultiCallable[_wallet_pb2.RequestPinResetRequest, _wallet_pb2.RequestPinResetResponse]  # type: ignore[assignment]
     """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request,
-    or a change of the PIN (ChangePin), invalidates any earlier unused token.
+    or a change of the PIN (ChangePin), invalidates any earlier unused token. A request
+    within a minute of the last token mailed mails nothing and answers that token's expiry;
+    after five tokens mailed within an hour it fails with RESOURCE_EXHAUSTED, reason
+    PIN_RESET_RATE_LIMITED, and a RetryInfo.
     """
     ResetPin: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ResetPinRequest, _wallet_pb2.ResetPinResponse]  # type: ignore[assignment]
     """Sets a new PIN with an emailed reset token. Public because a locked-out user may not
@@ -409,7 +415,10 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.RequestPinResetResponse, _abc.Awaitable[_wallet_pb2.RequestPinResetResponse]]:
         """Emails the caller a single-use PIN reset token, valid for 15 minutes. A new request,
-        or a change of the PIN (ChangePin), invalidates any earlier unused token.
+        or a change of the PIN (ChangePin), invalidates any earlier unused token. A request
+        within a minute of the last token mailed mails nothing and answers that token's expiry;
+        after five tokens mailed within an hour it fails with RESOURCE_EXHAUSTED, reason
+        PIN_RESET_RATE_LIMITED, and a RetryInfo.
         """
 
     @_abc_1.abstractmethod

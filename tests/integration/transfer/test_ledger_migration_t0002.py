@@ -226,7 +226,8 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
     # wallets (a CLOSED wallet holds no money and never opens again) and the trigger's function;
     # t0027 the statistics rollup's two tables (their keys and CHECKs); t0028 the partial
     # indexes of the returned payouts (CONCURRENTLY); w0012 AdminListLimits' three indexes in
-    # position order for its filters (`wallet_limit_overrides_recent_idx` stays a release).
+    # position order for its filters (`wallet_limit_overrides_recent_idx` stays a release);
+    # w0013 the index of RequestPinReset's hourly count (a wallet's tokens by creation).
     assert set(changed) == {
         "columns",
         "constraints",
@@ -316,6 +317,11 @@ def test_a_new_database_and_an_upgraded_one_end_alike_and_the_downgrade_restores
             "pin_reset_tokens_expires_idx",
             "CREATE INDEX pin_reset_tokens_expires_idx ON public.pin_reset_tokens"
             " USING btree (expires_at)",
+        ),
+        (
+            "pin_reset_tokens_wallet_created_idx",
+            "CREATE INDEX pin_reset_tokens_wallet_created_idx ON public.pin_reset_tokens"
+            " USING btree (wallet_id, created_at)",
         ),
         (
             "transfer_stats_hourly_pkey",

@@ -6,11 +6,15 @@ chain at its head, as wallet's own role: the rules read `pin_reset_tokens` (no R
 * Five mails an hour: the sixth is PIN_RESET_RATE_LIMITED with the wait until the first leaves
   the hour, nothing written; the hour is counted from the tokens, used or superseded.
 * The mail delivery's look (`reset_code_usable`): only the newest unused code works.
-* The two reads of the tokens read indexes among many rows, never the whole table.
+* The two reads of the tokens read indexes among many rows, never the whole table; the hourly
+  count reads the wallet's own range of w0013's index (it read the last ~75 minutes of every
+  wallet's tokens), which the chain's downgrade drops and its upgrade builds again.
 * A wrong PIN's audit row, and the owner's notice when the right PIN follows, on the fast path
-  as the service runs it.
+  as the service runs it; a check sent without a request_id stores its settlement under a key
+  of its own, as wallet's role.
 
-Review of 9e17f85 (RequestPinReset unthrottled; wrong PINs left no trace).
+Review of 9e17f85 (RequestPinReset unthrottled; wrong PINs left no trace). Review of 1d32ff0
+(the count's plan; a keyless settlement retried after a lost COMMIT reply settled twice).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import pytest
@@ -27,10 +31,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fakes.wallet import FakePinHasher, FakeUsage, FakeUserRoles, FixedClock, ReversibleSealer
-from tests.integration.transfer.sql_capture import CapturedStatement, prepared_plan_scans
+from tests.integration.databases import fresh_databases
+from tests.integration.transfer.sql_capture import (
+    CapturedStatement,
+    prepared_plan_index_conditions,
+    prepared_plan_scans,
+)
 from tests.integration.wallet.wallet_chain import migrate_to_head, new_key
 from vaultpay_common.db import create_engine
-from vaultpay_devstack.postgres import Provisioned
+from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain
+from vaultpay_devstack.infra import Infra
+from vaultpay_devstack.postgres import Provisioned, run_sql
 from vaultpay_wallet.adapters.pins_pg import PgPinCheckFastPath
 from vaultpay_wallet.adapters.repositories import SqlPinResetTokenRepository
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
@@ -40,10 +51,12 @@ from vaultpay_wallet.domain.pin import (
     PIN_RESET_COOLDOWN,
     PIN_RESET_HOURLY_CAP,
 )
+from vaultpay_wallet.entrypoints.cli import WALLET_CHAIN
 from vaultpay_wallet.service_layer.commands import (
     CreateWallet,
     RequestPinReset,
     SetPin,
+    VerifyPin,
     VerifyTransferPin,
 )
 from vaultpay_wallet.service_layer.limits import LimitsService
@@ -56,6 +69,7 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 FILL = 20_000  # other wallets' tokens of the last day, used (what the retention still keeps)
 SCANS = {"Index Scan", "Index Only Scan", "Bitmap Index Scan"}
+CAP_INDEX = "pin_reset_tokens_wallet_created_idx"  # w0013
 
 
 def _owner_dsn(dbs: Provisioned) -> str:
@@ -268,3 +282,97 @@ async def test_wrong_pins_are_audited_and_the_right_one_after_them_tells_the_own
         engine, "SELECT failed_attempts FROM wallet_pins WHERE wallet_id = :w", w=wallet_id
     )
     assert counter.failed_attempts == 0
+
+
+async def test_the_hourly_count_reads_the_wallets_range_of_its_own_index(
+    engine: AsyncEngine, filled: Provisioned
+) -> None:
+    """Review of 1d32ff0: the count could only read `pin_reset_tokens_expires_idx` (the
+    wallet's index holds unused tokens only), every wallet's tokens of the last ~75 minutes,
+    under the wallet's row lock. Generic and custom plans of the statement as the service
+    prepares it read w0013's index on the wallet and the hour, and no other."""
+    world = _World(engine)
+    user, wallet_id = await world.user_with_pin()
+    for _ in range(3):
+        await world.pins.request_pin_reset(RequestPinReset(user, new_key(user)))
+        world.clock.advance(PIN_RESET_COOLDOWN)
+
+    with CapturedStatement(engine) as captured:
+        async with engine.connect() as conn:
+            found = await SqlPinResetTokenRepository(conn).created_since(
+                wallet_id, world.clock.now() - PIN_RESET_CAP_WINDOW
+            )
+    assert len(found) == 3 and found == sorted(found)
+    dsn = _plain(filled.app_dsn("wallet"))
+    scans = await prepared_plan_scans(dsn, "cap", captured)
+    conditions = await prepared_plan_index_conditions(dsn, "cap", captured)
+    for mode in scans:
+        assert ("Seq Scan", "pin_reset_tokens") not in scans[mode], (mode, scans[mode])
+        assert list(conditions[mode]) == [CAP_INDEX], (mode, conditions[mode])
+        condition = conditions[mode][CAP_INDEX]
+        assert "wallet_id" in condition and "created_at" in condition, (mode, condition)
+
+
+def _token_indexes(dbs: Provisioned) -> list[str]:
+    async def run(conn: Any) -> Any:
+        return await conn.fetch(
+            "SELECT indexname::text AS name FROM pg_indexes WHERE tablename = 'pin_reset_tokens'"
+        )
+
+    return sorted(r["name"] for r in run_sql(_owner_dsn(dbs), run))
+
+
+def test_w0013_goes_down_without_the_count_index_and_up_again(infra: Infra) -> None:
+    with fresh_databases(infra, "r") as dbs:
+        migrate_chain(PLATFORM_CHAIN, dbs.vaultpay_owner_dsn, dbs.vaultpay_app_role)
+
+        def wallet_chain(action: Literal["upgrade", "downgrade"], revision: str) -> None:
+            migrate_chain(
+                WALLET_CHAIN,
+                dbs.vaultpay_owner_dsn,
+                dbs.app_role("wallet"),
+                shared_role=dbs.vaultpay_app_role,
+                action=action,
+                revision=revision,
+            )
+
+        before = [
+            "pin_reset_tokens_expires_idx",
+            "pin_reset_tokens_pkey",
+            "pin_reset_tokens_wallet_idx",
+        ]
+        wallet_chain("upgrade", "w0013")
+        assert _token_indexes(dbs) == sorted([*before, CAP_INDEX])
+        wallet_chain("downgrade", "w0012")
+        assert _token_indexes(dbs) == before
+        wallet_chain("upgrade", "w0013")
+        assert _token_indexes(dbs) == sorted([*before, CAP_INDEX])
+
+
+async def test_a_keyless_check_stores_its_settlement_under_a_key_of_its_own(
+    engine: AsyncEngine, filled: Provisioned
+) -> None:
+    """A check sent without a request_id: its settlement is stored under the check's own key
+    ("#settle", wallet's record, written as wallet's role), so a settlement retried after a
+    lost COMMIT reply replays it instead of auditing the wrong PIN again (review of 1d32ff0)."""
+    world = _World(engine, fast=True)
+    user, wallet_id = await world.user_with_pin()
+
+    with pytest.raises(InvalidPinError):
+        await world.pins.verify_pin(VerifyPin(user, "1357", None, client_ip="203.0.113.9"))
+
+    assert await _audited(engine, "wallet.pin_refused", wallet_id) == [
+        {"attempt": "1", "check": "verify", "ip": "203.0.113.9"}
+    ]
+    conn = await asyncpg.connect(_owner_dsn(filled))
+    try:
+        records = await conn.fetch(
+            "SELECT method, service FROM idempotency_records"
+            " WHERE caller = $1 AND method LIKE '%#settle'",
+            user,
+        )
+    finally:
+        await conn.close()
+    assert [(r["method"], r["service"]) for r in records] == [
+        ("/vaultpay.wallet.v1.WalletService/VerifyPin#settle", "wallet")
+    ]

@@ -22,9 +22,12 @@ from tests.unit.wallet.wallet_world import World, key
 from vaultpay.wallet.v1 import wallet_pb2
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.context import CLIENT_IP, METHOD, PRINCIPAL, Principal, Role
+from vaultpay_common.db import DatabaseUnavailableError
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.outbox import OutboxMessage
+from vaultpay_wallet.domain import pin as pin_rules
 from vaultpay_wallet.domain.errors import InvalidPinError, PinLockedError
+from vaultpay_wallet.domain.model import FreezeSource
 from vaultpay_wallet.domain.pin import pin_violations
 from vaultpay_wallet.entrypoints.servicers import WalletServicer
 from vaultpay_wallet.entrypoints.servicers_staff import WalletInternalServicer
@@ -300,3 +303,118 @@ async def test_setting_a_pin_tells_the_owner_once() -> None:
     assert notice.payload["kind"] == "SECURITY"
     assert "change your password" in notice.payload["body"]
     assert GOOD not in repr(notice.payload)
+
+
+# ----- review of 1d32ff0 ---------------------------------------------------------------------
+
+
+def _lose_the_settlements_commit_reply(world: World) -> list[bool]:
+    """The first commit that writes a `wallet.pin_refused` row commits, then its reply is lost
+    (a dropped connection: "commit outcome unknown"); returns the list that says it was."""
+    commit, lost = world.uow.commit, list[bool]()
+
+    async def commits_then_loses_the_reply() -> None:
+        await commit()
+        if _refusals(world) and not lost:
+            lost.append(True)
+            raise DatabaseUnavailableError("commit outcome unknown")
+
+    world.uow.commit = commits_then_loses_the_reply  # type: ignore[method-assign]
+    return lost
+
+
+@pytest.mark.parametrize("check", ["verify", "change"])
+async def test_a_keyless_wrong_pin_whose_commit_reply_was_lost_is_audited_once(
+    check: str,
+) -> None:
+    """Without a request_id the settlement had no key to replay: retried after its COMMIT's
+    reply was lost, it ran again and wrote a second `wallet.pin_refused` row for one attempt."""
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    lost = _lose_the_settlements_commit_reply(world)
+
+    attempt = (
+        world.pins.verify_pin(VerifyPin("alice", BAD, None, client_ip=IP))
+        if check == "verify"
+        else world.pins.change_pin(ChangePin("alice", BAD, "8642", "8642", None, IP))
+    )
+    with pytest.raises(InvalidPinError) as refused:
+        await attempt
+
+    assert lost == [True]
+    assert refused.value.metadata == {"remaining_attempts": "2"}
+    assert [e.details for e in _refusals(world)] == [{"attempt": "1", "check": check, "ip": IP}]
+    assert world.uow.pins.records[wallet.id].failed_attempts == 1
+
+
+async def test_a_keyless_locking_pin_whose_commit_reply_was_lost_locks_and_tells_once() -> None:
+    world = World()
+    wallet = await world.open_wallet_with_pin()
+    for _ in range(2):
+        with pytest.raises(InvalidPinError):
+            await world.pins.verify_pin(VerifyPin("alice", BAD, None, client_ip=IP))
+    world.uow.audit_entries.clear()
+    lost = _lose_the_settlements_commit_reply(world)
+
+    with pytest.raises(PinLockedError):
+        await world.pins.verify_pin(VerifyPin("alice", BAD, None, client_ip=IP))
+
+    assert lost == [True]
+    assert [e.action for e in world.uow.audit_entries] == [
+        "wallet.pin_refused",
+        "wallet.pin_locked",
+    ]
+    assert len(_notices(world, "Wallet locked after wrong PINs")) == 1
+    assert world.uow.wallets.wallets[wallet.id].freeze_by(FreezeSource.PIN_LOCKOUT) is not None
+
+
+# The deny list before 1d32ff0 (repeats and runs were refused as now): 1987 and 2024 passed.
+_DENY_LIST_BEFORE = frozenset({"1212", "1122", "2580", "0852", "1004", "2000", "6969", "1010"})
+
+
+@pytest.mark.parametrize("step", ["set", "change", "reset"])
+async def test_a_retry_of_a_pin_the_rule_refuses_since_it_was_set_gets_its_answer(
+    step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SetPin, ChangePin or ResetPin to 1987 that succeeded before the release that refuses
+    years, retried with its request_id after it, answered INVALID_ARGUMENT for the PIN in force
+    instead of its stored success: the trivial-PIN rule ran before the look for the reply."""
+    world = World()
+    call: Callable[[str, str], Coroutine[Any, Any, object]]
+    if step == "set":
+        await world.open_wallet()
+        k = key()
+
+        def call(pin: str, confirmation: str) -> Coroutine[Any, Any, object]:
+            return world.pins.set_pin(SetPin("alice", pin, confirmation, k))
+    elif step == "change":
+        await world.open_wallet_with_pin()
+        k = key()
+
+        def call(pin: str, confirmation: str) -> Coroutine[Any, Any, object]:
+            return world.pins.change_pin(ChangePin("alice", GOOD, pin, confirmation, k))
+    else:
+        await world.open_wallet_with_pin()
+        await world.pins.request_pin_reset(RequestPinReset("alice", key()))
+        (mail,) = world.uow.outbox.of_topic("mail.send")
+        token = world.sealer.open(mail.payload["params"]["token_sealed"])
+        k = key("anonymous")
+
+        def call(pin: str, confirmation: str) -> Coroutine[Any, Any, object]:
+            return world.pins.reset_pin(ResetPin(token, pin, confirmation, k))
+
+    with monkeypatch.context() as before_the_release:
+        before_the_release.setattr(pin_rules, "_DENY_LIST", _DENY_LIST_BEFORE)
+        first = await call("1987", "1987")  # the reply lost on its way
+    written = world.snapshot()
+
+    assert await call("1987", "1987") == first  # the retry, after the release
+    assert world.snapshot() == written
+    # The rule holds for anything else: another request, or this one with a wrong confirmation.
+    with pytest.raises(ValidationError) as mismatched:
+        await call("1987", "1988")
+    assert mismatched.value.violations[0].description.startswith("is too easy to guess")
+    k = key(k.caller)
+    with pytest.raises(ValidationError):
+        await call("1987", "1987")
+    assert world.snapshot() == written

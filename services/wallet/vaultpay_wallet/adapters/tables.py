@@ -102,6 +102,8 @@ pin_reset_tokens = Table(
     Column("used_at", _TS),
     Index("pin_reset_tokens_wallet_idx", "wallet_id", postgresql_where=text("used_at IS NULL")),
     Index("pin_reset_tokens_expires_idx", "expires_at"),  # the retention's (w0009)
+    # RequestPinReset's hourly count: one wallet's tokens by creation, used or not (w0013).
+    Index("pin_reset_tokens_wallet_created_idx", "wallet_id", "created_at"),
 )
 
 wallet_limit_overrides = Table(

@@ -73,14 +73,25 @@ def _is_run(pin: str, step: int) -> bool:
     return all(b - a == step for a, b in pairwise(digits))
 
 
-def pin_violations(pin: str, confirmation: str | None, *, field: str) -> list[FieldViolation]:
+def _is_guessable(pin: str) -> bool:
+    """Whether a 4-digit PIN is among the first an attacker tries (refused as a new PIN)."""
+    return len(set(pin)) == 1 or _is_run(pin, 1) or _is_run(pin, -1) or pin in _DENY_LIST
+
+
+def pin_violations(
+    pin: str, confirmation: str | None, *, field: str, allow_guessable: bool = False
+) -> list[FieldViolation]:
     """What is wrong with a new PIN (empty when acceptable). Never echoes the PIN.
 
     `field` names the PIN's request field; the confirmation's is `<field>_confirmation`.
+    `allow_guessable` leaves out the trivial-PIN rule (repeats, runs, the deny list), the one
+    that changes between releases: the use cases look for a stored reply before they refuse
+    a PIN that rule alone refuses (a request that succeeded before the rule grew, retried
+    with its request_id after, gets its answer).
     """
     if len(pin) != 4 or not pin.isascii() or not pin.isdigit():
         return [FieldViolation(field, "must be exactly 4 digits")]
-    if len(set(pin)) == 1 or _is_run(pin, 1) or _is_run(pin, -1) or pin in _DENY_LIST:
+    if not allow_guessable and _is_guessable(pin):
         return [FieldViolation(field, "is too easy to guess; avoid repeats, sequences and years")]
     if confirmation is not None and confirmation != pin:
         return [FieldViolation(f"{field}_confirmation", "does not match")]

@@ -24,8 +24,12 @@ is held while bcrypt runs:
 
 Phases 2 and 3 run shielded from the caller's cancellation, and phase 3 is retried after a
 lost connection, so a counted attempt stays unsettled only when the wallet process dies.
-The reservation is stored under the request's key with "#reserve" appended to the method,
-so a retry after a crash between the phases does not count twice either.
+The settlement is stored under the request's key, or, for a check sent without a request_id,
+under a key of the check's own (the method with "#settle" appended, a fresh request_id), so
+a settlement retried after a lost COMMIT reply replays what committed: one audit row, one
+notice per counted attempt. The reservation is stored under the request's key with
+"#reserve" appended to the method, so a retry after a crash between the phases does not
+count twice either.
 
 A retry that arrives while its first call is still queued for bcrypt, hashing or settling
 (transfer's deadline passed and it retried; a client sent the movement again with its
@@ -60,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import uuid
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
@@ -77,6 +82,7 @@ from vaultpay_common.idempotency import (
     IdempotencyKey,
     IdempotencyKeyInUseError,
     ReplyCodec,
+    request_fingerprint,
     run_once,
 )
 from vaultpay_common.outbox import OutboxMessage
@@ -158,6 +164,13 @@ _LOCKOUT = frozenset({FreezeSource.PIN_LOCKOUT})
 _MAX_TOKEN_LENGTH = 200
 _SETTLE_TRIES = 3
 _SETTLE_RETRY_PAUSE = 0.05  # seconds, doubled on each retry
+# The methods a keyless check's settlement is stored under (`_settlement_key`): the check's
+# own, with "#settle" appended, as "#reserve" is (wallet's records, wallet's role).
+_KEYLESS_SETTLEMENTS = {
+    "verify": "/vaultpay.wallet.v1.WalletService/VerifyPin#settle",
+    "change": "/vaultpay.wallet.v1.WalletService/ChangePin#settle",
+    "movement": "/vaultpay.wallet.v1.WalletInternalService/VerifyTransferPin#settle",
+}
 
 
 _Checked = tuple[PinCheckOutcome, bool | None]  # the outcome, and the address's trust if read
@@ -191,6 +204,23 @@ def _reserve_key(key: IdempotencyKey | None) -> IdempotencyKey | None:
     return None if key is None else dataclasses.replace(key, method=key.method + "#reserve")
 
 
+def _settlement_key(
+    user_id: str, key: IdempotencyKey | None, reservation: PinReservation, of: _CheckOf
+) -> IdempotencyKey:
+    """The key a check's settlement is stored under: the request's, or for a check sent
+    without a request_id one of its own, made once per counted attempt, so a settlement
+    retried after a lost COMMIT reply replays what committed instead of settling again (a
+    second `wallet.pin_refused` row for one wrong PIN: review of 1d32ff0)."""
+    if key is not None:
+        return key
+    return IdempotencyKey(
+        user_id,
+        _KEYLESS_SETTLEMENTS[of.kind],
+        str(uuid.uuid4()),
+        request_fingerprint(f"{reservation.wallet_id}:{reservation.attempt}".encode()),
+    )
+
+
 def _raise_unless_ok(outcome: PinCheckOutcome) -> None:
     if outcome.result is PinCheckResult.INVALID:
         raise InvalidPinError(outcome.remaining_attempts)
@@ -202,12 +232,6 @@ def _check_shape(pin: str, field: str) -> None:
     """A malformed PIN is bad input (INVALID_ARGUMENT) and does not count as an attempt."""
     if not is_pin_shaped(pin):
         raise ValidationError.single(field, "must be exactly 4 digits")
-
-
-def _new_pin(pin: str, confirmation: str, field: str) -> None:
-    violations = pin_violations(pin, confirmation, field=field)
-    if violations:
-        raise ValidationError(violations)
 
 
 class PinService:
@@ -263,11 +287,38 @@ class PinService:
             return replay
         raise refusal
 
+    async def _new_pin(
+        self,
+        pin: str,
+        confirmation: str,
+        field: str,
+        key: IdempotencyKey | None,
+        codec: ReplyCodec[T],
+    ) -> T | None:
+        """Refuses a new PIN that breaks the rules (INVALID_ARGUMENT, nothing counted), but
+        one the trivial-PIN rule alone refuses only after a look for the request's stored
+        reply, which is returned: the rule grows between releases (1d32ff0 added the years and
+        more), and a request it let through before, retried with its request_id after, must
+        get its answer, not INVALID_ARGUMENT for the PIN in force (review of 1d32ff0). The
+        format and confirmation rules, which never changed, refuse first. None: the PIN is
+        acceptable (no look made; the caller's own follows)."""
+        violations = pin_violations(pin, confirmation, field=field)
+        if not violations:
+            return None
+        if not pin_violations(pin, confirmation, field=field, allow_guessable=True):
+            replay = await self._stored(key, codec)
+            if replay is not None:
+                return replay
+        raise ValidationError(violations)
+
     # ----- set ------------------------------------------------------------------------
 
     async def set_pin(self, cmd: SetPin) -> PinSet:
-        _new_pin(cmd.pin, cmd.pin_confirmation, "pin")
-        replay = await self._stored(cmd.idempotency, _PIN_SET)
+        replay = await self._new_pin(
+            cmd.pin, cmd.pin_confirmation, "pin", cmd.idempotency, _PIN_SET
+        )
+        if replay is None:
+            replay = await self._stored(cmd.idempotency, _PIN_SET)
         if replay is not None:
             return replay
         async with self._uow() as uow:  # refuse before spending bcrypt time
@@ -353,16 +404,21 @@ class PinService:
         """The current PIN is checked under the lockout rule; the new one must differ. Every
         PIN reset token still outstanding stops working, in the change's transaction."""
         _check_shape(cmd.current_pin, "current_pin")
-        _new_pin(cmd.new_pin, cmd.new_pin_confirmation, "new_pin")
-        if cmd.new_pin == cmd.current_pin:
-            raise ValidationError.single("new_pin", "must differ from the current PIN")
-        outcome, _ = await self._check(
-            cmd.user_id,
-            cmd.current_pin,
-            cmd.idempotency,
-            new_pin=cmd.new_pin,
-            of=_CheckOf("change", cmd.client_ip),
+        replayed = await self._new_pin(
+            cmd.new_pin, cmd.new_pin_confirmation, "new_pin", cmd.idempotency, _OUTCOME
         )
+        if replayed is not None:
+            outcome = replayed
+        else:
+            if cmd.new_pin == cmd.current_pin:
+                raise ValidationError.single("new_pin", "must differ from the current PIN")
+            outcome, _ = await self._check(
+                cmd.user_id,
+                cmd.current_pin,
+                cmd.idempotency,
+                new_pin=cmd.new_pin,
+                of=_CheckOf("change", cmd.client_ip),
+            )
         _raise_unless_ok(outcome)
         assert outcome.pin_updated_at is not None
         return PinChanged(outcome.pin_updated_at)
@@ -390,10 +446,18 @@ class PinService:
                 return settled, None
             reserved = await self._reserve(user_id, key, movement=of.movement)
         reservation, pin_hash = reserved
+        settle_key = _settlement_key(user_id, key, reservation, of)
 
         def finish() -> Coroutine[Any, Any, _Checked]:
             return self._finish(
-                reservation, pin, pin_hash, key, new_pin=new_pin, of=of, address=address
+                reservation,
+                pin,
+                pin_hash,
+                key,
+                settle_key,
+                new_pin=new_pin,
+                of=of,
+                address=address,
             )
 
         # The attempt is counted: settle it even if the caller goes away meanwhile (a cancelled
@@ -416,11 +480,16 @@ class PinService:
         pin: str,
         pin_hash: str,
         key: IdempotencyKey | None,
+        settle_key: IdempotencyKey,
         *,
         new_pin: str | None,
         of: _CheckOf,
         address: MovementAddress | None,
     ) -> _Checked:
+        """Hashes and settles a counted attempt. `key`: the request's (None without a
+        request_id); `settle_key`: what the settlement is stored under, `key` or, without
+        one, the check's own (`_settlement_key`), so each try of the loop below replays a
+        settlement that committed."""
         # A task of its own (its own copy of the context): it outlives the caller's deadline,
         # as it outlives the caller, and a retry that joins it must not inherit that
         # deadline either; the settlement's statements have the engine's timeout only.
@@ -452,7 +521,7 @@ class PinService:
                 async with self._uow() as uow:
                     outcome = await run_once(
                         uow,
-                        key,
+                        settle_key,
                         _OUTCOME,
                         lambda: self._settle(uow, reservation, matched, new_hash, of),
                     )
@@ -460,9 +529,10 @@ class PinService:
             except (UnavailableError, IdempotencyKeyInUseError):
                 # A lost connection, or the key held a moment by another replica's call of
                 # the same check (its stored-answer look, its own settlement): settling again
-                # is safe (the key replays a committed outcome; without a key the settlement
-                # is the same twice), and a lockout is never left unwritten for a moment's
-                # contention.
+                # is safe (the settlement's key replays a committed outcome, the request's or,
+                # for a check sent without one, the check's own: a lost COMMIT reply audited
+                # a keyless wrong PIN twice, review of 1d32ff0), and a lockout is never left
+                # unwritten for a moment's contention.
                 if attempt + 1 == _SETTLE_TRIES:
                     raise
                 await asyncio.sleep(_SETTLE_RETRY_PAUSE * 2**attempt)
@@ -560,8 +630,9 @@ class PinService:
         if record.updated_at != reservation.pin_updated_at:
             if new_hash is not None and record.pin_hash == new_hash:
                 # This very change committed and its answer was lost (a settlement retried
-                # after a lost COMMIT reply, without a key to replay it): a salted hash is
-                # never written twice, so the PIN in force is the one this call set.
+                # after a lost COMMIT reply; its key replays it now, keyless or not, so this
+                # is the second guard): a salted hash is never written twice, so the PIN in
+                # force is the one this call set.
                 return PinCheckOutcome(
                     wallet.id,
                     PinCheckResult.OK,
@@ -792,8 +863,11 @@ class PinService:
             raise ValidationError.single("token", "is required")
         if len(token) > _MAX_TOKEN_LENGTH:
             raise ValidationError.single("token", "is too long")
-        _new_pin(cmd.new_pin, cmd.new_pin_confirmation, "new_pin")
-        replay = await self._stored(cmd.idempotency, _PIN_RESET)
+        replay = await self._new_pin(
+            cmd.new_pin, cmd.new_pin_confirmation, "new_pin", cmd.idempotency, _PIN_RESET
+        )
+        if replay is None:
+            replay = await self._stored(cmd.idempotency, _PIN_RESET)
         if replay is not None:
             return replay
         token_hash = hash_reset_token(token)

@@ -107,8 +107,9 @@ def after_key(cursor: TrustedIpCursor) -> tuple[datetime, str]:
 
 
 class FakeIpConfirmationRepository:
-    def __init__(self) -> None:
+    def __init__(self, trusted: FakeTrustedIpRepository | None = None) -> None:
         self.rows: dict[tuple[str, str], IpConfirmation] = {}
+        self._trusted = trusted or FakeTrustedIpRepository()  # the unit's, for the join
 
     async def issue(self, pending: IpConfirmation, *, window_start: datetime) -> IpConfirmation:
         key = (pending.user_id, pending.ip_hash)
@@ -128,6 +129,13 @@ class FakeIpConfirmationRepository:
 
     async def discard(self, user_id: str, ip_hash: str) -> None:
         self.rows.pop((user_id, ip_hash), None)
+
+    async def awaits_confirmation(self, token_hash: str, now: datetime) -> bool:
+        row = next((r for r in self.rows.values() if r.token_hash == token_hash), None)
+        if row is None or row.used_at is not None or now >= row.expires_at:
+            return False
+        trusted = await self._trusted.get(row.user_id, row.ip_hash)
+        return trusted is None or not trusted.is_trusted_at(now)
 
 
 class FakeNotificationRepository:
@@ -199,7 +207,7 @@ class FakeIpNotificationsUnitOfWork(FakeUnitOfWork):
     def __init__(self, hub: NotificationHub | None = None) -> None:
         super().__init__()
         self.trusted_ips = FakeTrustedIpRepository()
-        self.ip_tokens = FakeIpConfirmationRepository()
+        self.ip_tokens = FakeIpConfirmationRepository(self.trusted_ips)
         self.notifications = FakeNotificationRepository()
         self.outbox = FakeOutbox(producer="wallet")
         self.idempotency = FakeIdempotencyRecords()

@@ -159,6 +159,9 @@ class CodeWorks:
     async def reset_code_usable(self, code: str) -> bool:
         return True
 
+    async def confirmation_code_usable(self, code: str) -> bool:
+        return True
+
 
 def _mail_handler(mailer: SmtpMailer) -> Handler:
     notifications = NotificationService(
@@ -170,6 +173,7 @@ def _mail_handler(mailer: SmtpMailer) -> Handler:
         ReversibleSealer(),
         notifications,
         reset_codes=CodeWorks(),
+        ip_codes=CodeWorks(),
         clock=FixedClock(),
     )
     return handlers["mail.send"]

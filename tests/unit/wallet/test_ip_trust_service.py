@@ -256,3 +256,60 @@ async def test_revoking_with_a_malformed_hash_names_the_field(env: Env) -> None:
     with pytest.raises(ValidationError) as caught:
         await env.service.revoke_trusted_ip(RevokeTrustedIp(USER, "xyz"))
     assert caught.value.violations[0].field == "ip_hash"
+
+
+async def test_a_live_code_is_usable_and_a_later_check_in_its_window_keeps_it(env: Env) -> None:
+    """The mail delivery's look: a code is never superseded while it works (the mail window
+    is its lifetime), so a later check mails nothing and the code in force stays usable."""
+    await env.check()
+    token = env.last_token()
+    assert await env.service.confirmation_code_usable(token)
+    env.clock.advance(timedelta(minutes=29))
+    assert not (await env.check()).confirmation_sent
+    assert await env.service.confirmation_code_usable(token)
+    assert env.uow.commits == 2  # the looks write nothing: the two checks' commits only
+
+
+async def test_a_used_expired_or_unknown_code_is_not_usable(env: Env) -> None:
+    await env.check()
+    used = env.last_token()
+    await env.service.confirm_ip(ConfirmIp(used))
+    assert not await env.service.confirmation_code_usable(used)
+    await env.check(ip="198.51.100.9")
+    expiring = env.last_token()
+    env.clock.advance(timedelta(minutes=30))
+    assert not await env.service.confirmation_code_usable(expiring)
+    assert not await env.service.confirmation_code_usable("vpip_" + "x" * 43)
+    assert not await env.service.confirmation_code_usable("not a code")
+
+
+async def test_a_code_replaced_once_used_or_for_an_address_trusted_meanwhile_is_not_usable(
+    env: Env,
+) -> None:
+    """A check that read no trust before the first code's confirmation committed mails a
+    second code (the first's row, used, is replaced): neither is usable, nor, after a revoke
+    discards the pending row, is the second."""
+    await env.check()
+    first = env.last_token()
+    await env.service.confirm_ip(ConfirmIp(first))
+    trusted = dict(env.uow.trusted_ips.rows)
+    env.uow.trusted_ips.rows.clear()
+    assert (await env.check()).confirmation_sent
+    env.uow.trusted_ips.rows.update(trusted)
+    second = env.last_token()
+
+    assert not await env.service.confirmation_code_usable(first)  # replaced
+    assert not await env.service.confirmation_code_usable(second)  # the address is trusted
+
+    [ip_hash] = [t.public_hash for t in trusted.values()]
+    await env.service.revoke_trusted_ip(RevokeTrustedIp(USER, ip_hash))
+    assert not await env.service.confirmation_code_usable(second)  # discarded with the trust
+
+
+async def test_a_code_whose_address_trust_lapsed_is_usable_again(env: Env) -> None:
+    """Trust that expired is no trust: a pending code for such an address still works."""
+    await env.trust()
+    env.clock.advance(timedelta(days=30))
+    env.cache.entries.clear()
+    assert (await env.check()).confirmation_sent
+    assert await env.service.confirmation_code_usable(env.last_token())

@@ -32,7 +32,12 @@ from vaultpay_common.outbox import (
     SettledOnReturn,
     UnknownToThisBuildError,
 )
-from vaultpay_wallet.adapters.deliveries import MAIL_TEMPLATES, ResetCodes, wallet_outbox_handlers
+from vaultpay_wallet.adapters.deliveries import (
+    MAIL_TEMPLATES,
+    IpConfirmationCodes,
+    ResetCodes,
+    wallet_outbox_handlers,
+)
 from vaultpay_wallet.adapters.notification_hub import NotificationHub
 from vaultpay_wallet.adapters.peers import UserContact
 from vaultpay_wallet.service_layer.commands import RequestPinReset, ResetPin
@@ -66,9 +71,13 @@ class FailingMailer:
 
 
 class EveryCodeWorks:
-    """`ResetCodes` for events made up by a test (no token behind them)."""
+    """`ResetCodes` and `IpConfirmationCodes` for events made up by a test (no token behind
+    them)."""
 
     async def reset_code_usable(self, code: str) -> bool:
+        return True
+
+    async def confirmation_code_usable(self, code: str) -> bool:
         return True
 
 
@@ -77,6 +86,7 @@ def _handlers(
     contacts: Contacts | None = None,
     clock: FixedClock | None = None,
     reset_codes: ResetCodes | None = None,
+    ip_codes: IpConfirmationCodes | None = None,
 ) -> dict[str, Handler]:
     notifications = NotificationService(
         FakeIpNotificationsUnitOfWork, NotificationHub(), FixedClock()
@@ -87,6 +97,7 @@ def _handlers(
         ReversibleSealer(),
         notifications,
         reset_codes=reset_codes or EveryCodeWorks(),
+        ip_codes=ip_codes or EveryCodeWorks(),
         clock=clock or FixedClock(),
     )
 
@@ -136,7 +147,7 @@ async def test_the_ip_confirmation_mail_carries_the_code_that_confirms_the_ip() 
     [message] = uow.outbox.of_topic("mail.send")
     mailbox = Mailbox()
 
-    await _handlers(mailbox)["mail.send"](_event(message))
+    await _handlers(mailbox, ip_codes=service)["mail.send"](_event(message))  # a live code
 
     [(_, subject, body)] = mailbox.sent
     assert subject == MAIL_TEMPLATES["ip_confirmation"][0]
@@ -209,6 +220,98 @@ async def test_an_ip_confirmation_mail_whose_code_expired_is_dropped_not_sent() 
     await _handlers(mailbox, clock=clock)["mail.send"](event)
 
     assert mailbox.sent == []
+
+
+class _IpWorld:
+    """The IP-trust service on fakes, and the mails its checks put in the outbox."""
+
+    def __init__(self) -> None:
+        self.clock = FixedClock()
+        self.uow = FakeIpNotificationsUnitOfWork()
+        self.sealer = ReversibleSealer()
+        self.service = IpTrustService(
+            lambda: self.uow,
+            FakeTrustedIpCache(),
+            self.sealer,
+            self.clock,
+            ip_hash_key=b"k" * 32,
+        )
+        self.user = str(uuid.uuid4())
+
+    async def check(self) -> None:
+        await self.service.check_ip_trust(CheckIpTrust(str(uuid.uuid4()), self.user, "203.0.113.7"))
+
+    def events(self) -> list[OutboxEvent]:
+        return [_event(m) for m in self.uow.outbox.of_topic("mail.send")]
+
+    def code_of(self, event: OutboxEvent) -> str:
+        params = event.payload["params"]
+        assert isinstance(params, dict)
+        return self.sealer.open(str(params["token_sealed"]))
+
+    async def check_unaware_of_the_trust(self) -> None:
+        """A check that read no trust before a confirmation of the address committed (on
+        PostgreSQL its upsert then waits on the confirmation's row lock and finds the code
+        used): it mails a new code for an address trusted meanwhile."""
+        trusted = dict(self.uow.trusted_ips.rows)
+        self.uow.trusted_ips.rows.clear()
+        await self.check()
+        self.uow.trusted_ips.rows.update(trusted)
+
+
+async def test_an_ip_confirmation_mail_whose_code_was_used_is_dropped_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A mail dead-lettered as "outcome unknown" (likely delivered), the code used, then
+    the mail replayed from the dead letters: it would carry a dead code."""
+    world = _IpWorld()
+    await world.check()
+    [event] = world.events()
+    await world.service.confirm_ip(ConfirmIp(world.code_of(event)))
+    mailbox = Mailbox()
+
+    with caplog.at_level(logging.INFO, logger="vaultpay_wallet.adapters.deliveries"):
+        await _handlers(mailbox, clock=world.clock, ip_codes=world.service)["mail.send"](event)
+
+    assert mailbox.sent == []
+    [record] = [r for r in caplog.records if "no longer works" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert record.__dict__["event_id"] == event.event_id
+    assert record.__dict__["template"] == "ip_confirmation"
+
+
+async def test_ip_confirmation_mails_of_a_replaced_code_or_a_trusted_address_are_dropped() -> None:
+    """The first code is confirmed while a check from the same address, unaware of it, mails
+    a second: the first's row is replaced (superseded once used), the second's address is
+    trusted. Neither mail, delivered in any order, carries a code worth typing."""
+    world = _IpWorld()
+    await world.check()
+    await world.service.confirm_ip(ConfirmIp(world.code_of(world.events()[0])))
+    await world.check_unaware_of_the_trust()
+    first, second = world.events()
+    mailbox = Mailbox()
+    handler = _handlers(mailbox, clock=world.clock, ip_codes=world.service)["mail.send"]
+
+    await handler(second)
+    await handler(first)
+
+    assert mailbox.sent == []
+
+
+async def test_a_live_ip_confirmation_code_is_mailed_and_still_confirms() -> None:
+    """Within its 30 minutes a later check mails nothing, and the code in force is mailed
+    (a code is never superseded while it works)."""
+    world = _IpWorld()
+    await world.check()
+    world.clock.advance(timedelta(minutes=29))
+    await world.check()
+    [event] = world.events()
+    mailbox = Mailbox()
+
+    await _handlers(mailbox, clock=world.clock, ip_codes=world.service)["mail.send"](event)
+
+    [(_, _, body)] = mailbox.sent
+    assert (await world.service.confirm_ip(ConfirmIp(_code_in(body)))).user_id == world.user
 
 
 async def test_a_mail_the_server_may_have_delivered_is_dead_lettered_not_retried(

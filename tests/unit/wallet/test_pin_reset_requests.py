@@ -237,6 +237,13 @@ class _Mailbox:
         self.sent.append(body)
 
 
+class _NoIpConfirmations:
+    """Only PIN reset mails here."""
+
+    async def confirmation_code_usable(self, code: str) -> bool:
+        raise AssertionError("no IP confirmation mail is delivered in these tests")
+
+
 def _deliver_with(world: World, mailbox: _Mailbox) -> Handler:
     notifications = NotificationService(
         FakeIpNotificationsUnitOfWork, NotificationHub(), world.clock
@@ -247,6 +254,7 @@ def _deliver_with(world: World, mailbox: _Mailbox) -> Handler:
         ReversibleSealer(),
         notifications,
         reset_codes=world.pins,
+        ip_codes=_NoIpConfirmations(),
         clock=world.clock,
     )
     return handlers["mail.send"]

@@ -23,12 +23,20 @@ relay runs several deliveries at once and retries later, so mails reach the user
 and the one read first must not carry a dead code. The token is looked up by the SHA-256 of the
 opened code, the form it is stored in: the event needs no identifier of it (its params are
 stored in clear but for `token_sealed`), and events queued before this check are judged too.
+
+So is an IP-confirmation mail whose code no longer confirms anything, asked of
+`IpConfirmationCodes` the same way (by the code's SHA-256, `ip_confirmations_token_key`): the
+code used (a mail replayed from the dead letters after the user confirmed), its row replaced
+by a later confirmation of the address once used or discarded by a revoke, or the address
+trusted meanwhile (a check that read no trust just before a confirmation committed mails a
+new code). A working IP code is never superseded by a newer request: the address's next code
+is minted only once its window, the code's 30 minutes, has passed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -48,11 +56,12 @@ from vaultpay_wallet.adapters.peers import UserContact
 from vaultpay_wallet.domain.notifications import parse_notification_kind
 from vaultpay_wallet.service_layer.notifications import CreateNotification, NotificationService
 
-__all__ = ["MAIL_TEMPLATES", "ResetCodes", "wallet_outbox_handlers"]
+__all__ = ["MAIL_TEMPLATES", "IpConfirmationCodes", "ResetCodes", "wallet_outbox_handlers"]
 
 log = logging.getLogger(__name__)
 
 PIN_RESET_TEMPLATE = "pin_reset"  # service_layer.pins.PIN_RESET_TEMPLATE
+IP_CONFIRMATION_TEMPLATE = "ip_confirmation"  # service_layer.ip_trust.MAIL_TEMPLATE
 
 
 class Contacts(Protocol):
@@ -73,6 +82,13 @@ class ResetCodes(Protocol):
     """Whether a mailed PIN reset code still works (PinService in production)."""
 
     async def reset_code_usable(self, code: str) -> bool: ...
+
+
+class IpConfirmationCodes(Protocol):
+    """Whether a mailed IP confirmation code still confirms an untrusted address
+    (IpTrustService in production)."""
+
+    async def confirmation_code_usable(self, code: str) -> bool: ...
 
 
 # subject, body; {code} is the opened secret, other fields come from the event's params.
@@ -126,9 +142,15 @@ def wallet_outbox_handlers(
     notifications: NotificationService,
     *,
     reset_codes: ResetCodes,
+    ip_codes: IpConfirmationCodes,
     clock: Clock | None = None,
 ) -> dict[str, Handler]:
     clock = clock or SystemClock()
+    # Whether the opened code still works, by template: one indexed read each.
+    code_checks: dict[str, Callable[[str], Awaitable[bool]]] = {
+        PIN_RESET_TEMPLATE: reset_codes.reset_code_usable,
+        IP_CONFIRMATION_TEMPLATE: ip_codes.confirmation_code_usable,
+    }
 
     async def send_mail(event: OutboxEvent) -> None:
         name = str(event.payload.get("template", ""))
@@ -148,9 +170,11 @@ def wallet_outbox_handlers(
             code = sealer.open(str(params.pop("token_sealed", "")))
         except UnsealError as exc:
             raise PermanentDeliveryError("the sealed code does not open") from exc
-        if name == PIN_RESET_TEMPLATE and not await reset_codes.reset_code_usable(code):
-            # A newer request superseded it (or it was used or revoked): its own mail carries
-            # the code that works; this one, arriving after it, would be typed in vain.
+        usable = code_checks.get(name)
+        if usable is not None and not await usable(code):
+            # A PIN reset code a newer request superseded (its own mail carries the code that
+            # works), or one used or revoked; an IP confirmation code used, replaced once used
+            # or discarded, or its address trusted meanwhile: it would be typed in vain.
             log.info(
                 "mail not sent: its code no longer works",
                 extra={"event_id": event.event_id, "template": name, "attempts": event.attempts},

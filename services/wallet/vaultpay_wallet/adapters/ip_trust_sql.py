@@ -7,6 +7,10 @@ Neither table holds an address or a token: `ip_hash` is the keyed HMAC of the ad
 one is one upsert that replaces the row only when its mail window has passed (or its token
 was used), so two concurrent checks from a new address mail once: the second waits on the
 first's row lock and then finds the window taken.
+
+`awaits_confirmation`, the mail delivery's look before it mails a code, is one statement:
+the token's row by `ip_confirmations_token_key` (unique) and, for it, the pair's
+`trusted_ips` row by `trusted_ips_pkey`.
 """
 
 from __future__ import annotations
@@ -227,3 +231,16 @@ class SqlIpConfirmationRepository:
         await self._conn.execute(
             delete(ip_confirmations).where(_p.user_id == user_id, _p.ip_hash == ip_hash)
         )
+
+    async def awaits_confirmation(self, token_hash: str, now: datetime) -> bool:
+        trusted = (
+            select(_t.user_id)
+            .where(_t.user_id == _p.user_id, _t.ip_hash == _p.ip_hash, _t.expires_at > now)
+            .exists()
+        )
+        found = await self._conn.scalar(
+            select(_p.token_hash).where(
+                _p.token_hash == token_hash, _p.used_at.is_(None), _p.expires_at > now, ~trusted
+            )
+        )
+        return found is not None

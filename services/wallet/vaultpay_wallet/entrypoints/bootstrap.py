@@ -136,6 +136,7 @@ async def build_host(
             sealer,
             notifications,
             reset_codes=pins,  # a superseded or used PIN reset code is not mailed
+            ip_codes=ip_trust,  # nor a used IP confirmation code, or one trusted meanwhile
             clock=clock,
         ),
         poll_interval=settings.outbox_poll_seconds,

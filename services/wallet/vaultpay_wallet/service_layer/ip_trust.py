@@ -17,7 +17,13 @@ a replayed or joined check, the general path) is checked without the cache
 (`movement=True`), so a Redis outage never turns PostgreSQL's answer into a pass.
 
 The mailed token travels through the outbox sealed (`SecretSealer`); the database holds
-only its SHA-256.
+only its SHA-256. The mail delivery opens it and drops the mail when the code no longer
+confirms anything (`confirmation_code_usable`): used, expired, replaced or discarded, or its
+address trusted meanwhile.
+
+A code is never superseded while it works: a pair's pending confirmation is replaced only once
+its mail window has passed, and the window is the code's lifetime (`token_ttl`), or once it
+was used. A later check within the 30 minutes mails nothing and the code in force stays.
 """
 
 from __future__ import annotations
@@ -124,6 +130,12 @@ class IpConfirmationRepository(Protocol):
     async def mark_used(self, token_hash: str, at: datetime) -> None: ...
 
     async def discard(self, user_id: str, ip_hash: str) -> None: ...
+
+    async def awaits_confirmation(self, token_hash: str, now: datetime) -> bool:
+        """Whether `token_hash` is the pending confirmation of its pair (not replaced, not
+        discarded), unused and unexpired at `now`, and its address is not trusted at `now`.
+        One read, no lock."""
+        ...
 
 
 class TrustedIpCache(Protocol):
@@ -334,6 +346,16 @@ class IpTrustService:
             )
         )
         return True
+
+    async def confirmation_code_usable(self, code: str) -> bool:
+        """Whether a mailed confirmation code would still confirm an address not trusted yet:
+        the mail delivery drops the mail of one that would not (used, expired, replaced by a
+        later confirmation of its address once used, discarded by a revoke, or its address
+        trusted meanwhile), so no mail carries a dead or needless code. Looked up by the
+        code's SHA-256, as `confirm_ip` looks it up (`ip_confirmations_token_key`)."""
+        now = self._clock.now()
+        async with self._uow() as uow:
+            return await uow.ip_tokens.awaits_confirmation(hash_confirmation_token(code), now)
 
     async def confirm_ip(self, command: ConfirmIp) -> ConfirmedIp:
         token_hash = hash_confirmation_token(check_confirmation_token(command.token))

@@ -134,12 +134,15 @@ class DocumentNumbers:
 
 
 def document_file(size: int) -> bytes:
-    """A "PDF" of `size` bytes: the magic bytes kyc checks, then random bytes (a scan does not
-    compress, and neither would its ciphertext)."""
-    head = b"%PDF-1.7\n%bench scan\n"
-    if size < len(head):
-        raise ValueError(f"a document file needs at least {len(head)} bytes")
-    return head + os.urandom(size - len(head))
+    """A PDF of `size` bytes whose bulk is random bytes in one image stream (a scan does not
+    compress, and neither would its ciphertext): kyc reads the whole file, and passes an image
+    (DCTDecode) without decoding it."""
+    head = b"%PDF-1.7\n%bench scan\n1 0 obj\n<< /Type /XObject /Subtype /Image /Width 1"
+    head += b" /Height 1 /Filter /DCTDecode >>\nstream\n"
+    tail = b"\nendstream\nendobj\n%%EOF\n"
+    if size < len(head) + len(tail):
+        raise ValueError(f"a document file needs at least {len(head) + len(tail)} bytes")
+    return head + os.urandom(size - len(head) - len(tail)) + tail
 
 
 def file_size_text(size: int) -> str:

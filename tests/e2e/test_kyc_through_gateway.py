@@ -54,8 +54,9 @@ def pan() -> str:
 
 
 def pdf(size: int, marker: bytes = b"") -> bytes:
-    head = b"%PDF-1.7\n" + marker + b"\n"
-    return head + b"B" * (size - len(head))
+    """A PDF as kyc's content check reads one (its %%EOF last, no script) of `size` bytes."""
+    head, tail = b"%PDF-1.7\n" + marker + b"\n", b"\n%%EOF\n"
+    return head + b"B" * (size - len(head) - len(tail)) + tail
 
 
 def submission_body(number: str, file: bytes = b"", **extra: Any) -> dict[str, Any]:

@@ -39,9 +39,10 @@ def aadhaar() -> str:
 
 
 def pdf(size: int, marker: bytes = b"") -> bytes:
-    """A file that starts like a PDF, carries `marker`, and is exactly `size` bytes."""
-    head = b"%PDF-1.7\n" + marker + b"\n"
-    return head + b"A" * (size - len(head))
+    """A PDF as kyc's content check reads one (its %%EOF last, no script), carrying `marker`,
+    of exactly `size` bytes."""
+    head, tail = b"%PDF-1.7\n" + marker + b"\n", b"\n%%EOF\n"
+    return head + b"A" * (size - len(head) - len(tail)) + tail
 
 
 def submit_request(

@@ -14,6 +14,7 @@ from tests.fakes.kyc import (
     key_ring_for_tests,
 )
 from tests.fakes.roles import FakeUserRoles
+from tests.unit.kyc import sample_files
 from vaultpay_common.context import Role
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_kyc.domain.crypto import (
@@ -51,8 +52,10 @@ __all__ = [
 ]
 
 PDF = b"%PDF-1.7\n" + b"identity scan " * 64 + b"\n%%EOF\n"
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
-JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"\x55" * 500 + b"\xff\xd9"
+# Real (1x1) images: kyc walks an image's structure to its end (the files that were magic
+# bytes and filler are refused, as any image that is not whole).
+PNG = sample_files.png(extra=sample_files.png_chunk(b"tEXt", b"Comment\x00" + b"scan " * 200))
+JPEG = sample_files.jpeg(before_frame=b"\xff\xfe" + (2 + 500).to_bytes(2, "big") + b"\x55" * 500)
 MAX_FILE = 64 * 1024
 MAX_CHUNK = 4 * 1024
 # The role of the reviewers the tests name ("mod", "other-mod"); auth (`World.roles`) ranks

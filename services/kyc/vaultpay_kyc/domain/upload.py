@@ -1,10 +1,15 @@
-"""A streamed document file, checked and sealed as its chunks arrive.
+"""A streamed document file, checked as its chunks arrive, inspected whole and sealed at the end.
 
-The client declares the size, SHA-256 and media type up front; each chunk is counted, hashed
-and encrypted at once, so the server holds the ciphertext (at most the cap plus 28 bytes),
-never the plaintext file. A stream that carries more than it declared is refused at the chunk
-that overflows; one that ends early, or whose hash or magic bytes disagree with the metadata,
-is refused at the end. Nothing is stored before `finish()` returned.
+The client declares the size, SHA-256 and media type up front; each chunk is counted and
+hashed at once, and the magic bytes are checked as soon as they arrived. The file is kept
+(at most the cap) until the stream ends: only then can it be read whole for what it carries
+(`files.inspect_document`: a PDF's scripts, a file appended to an image, ...) and an image's
+Exif location removed before it is sealed, so the server holds the received file, then
+briefly its sealed copy too (it used to seal chunks as they came and hold only the
+ciphertext, which left nothing whole to inspect). A stream that carries more than it declared
+is refused at the chunk that overflows; one that ends early, whose hash or magic bytes
+disagree with the metadata, or whose content is refused, is refused at the end. Nothing is
+stored before `finish()` returned.
 
 Every chunk but the one that completes the file carries at least `MIN_CHUNK_BYTES` (16 KiB, or
 the chunk cap if that is smaller): each message costs the service about as much whatever it
@@ -14,7 +19,8 @@ carries, so a file of 10 MiB takes at most 641 messages, not ten million 1-byte 
     assembler = UploadAssembler(plan, dek.sealer(Field.DOCUMENT_FILE), max_chunk_bytes=1 << 20)
     for chunk in chunks:
         assembler.add(chunk)
-    sealed_file = assembler.finish()
+    sealed_file = assembler.finish()      # CPU: the use case runs it in a worker thread
+    stored_size = assembler.stored_bytes  # without the Exif block an image had
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from vaultpay_kyc.domain.files import (
     SNIFF_BYTES,
     DocumentContentType,
     check_sniffed,
+    inspect_document,
     parse_content_type,
 )
 
@@ -65,6 +72,7 @@ class UploadPlan:
     content_type: DocumentContentType
     size_bytes: int
     sha256: str  # lower-case hex
+    max_bytes: int  # the file cap, which bounds the inspection's work too
 
 
 def plan_upload(size_bytes: int, sha256: str, content_type: str, *, max_bytes: int) -> UploadPlan:
@@ -86,7 +94,7 @@ def plan_upload(size_bytes: int, sha256: str, content_type: str, *, max_bytes: i
         problems += exc.violations
     if problems or kind is None:
         raise ValidationError(problems)
-    return UploadPlan(kind, size_bytes, digest)
+    return UploadPlan(kind, size_bytes, digest, max_bytes)
 
 
 def _meta(name: str, description: str) -> FieldViolation:
@@ -109,7 +117,9 @@ class UploadAssembler:
         self._hash = hashlib.sha256()
         self._head = b""
         self._sniffed = False
+        self._file = bytearray()
         self.received = 0
+        self.stored_bytes = 0  # the size of the file sealed, once `finish()` returned
 
     def add(self, chunk: bytes) -> None:
         if not chunk:
@@ -132,14 +142,16 @@ class UploadAssembler:
             if len(self._head) >= SNIFF_BYTES:
                 self._check_head()
         self._hash.update(chunk)
-        self._sealer.update(chunk)
+        self._file += chunk
 
     def _check_head(self) -> None:
         check_sniffed(self._head, self._plan.content_type, field=CHUNK_FIELD)
         self._sniffed = True
 
-    def finish(self) -> bytes:
-        """The sealed file, once the stream delivered exactly what the metadata promised."""
+    def finish(self, *, inspect: bool = True) -> bytes:
+        """The sealed file, once the stream delivered exactly what the metadata promised and
+        its content passed `inspect_document` (skipped with `inspect=False`: a retry whose
+        first answer is replayed, its file dropped)."""
         if self.received < self._plan.size_bytes:
             raise ValidationError.single(
                 CHUNK_FIELD,
@@ -151,4 +163,12 @@ class UploadAssembler:
             raise ValidationError.single(
                 f"{METADATA_FIELD}.document_sha256", "does not match the file received"
             )
+        data = bytes(self._file)
+        self._file = bytearray()
+        if inspect:
+            data = inspect_document(
+                self._plan.content_type, data, max_bytes=self._plan.max_bytes, field=CHUNK_FIELD
+            )
+        self.stored_bytes = len(data)
+        self._sealer.update(data)
         return self._sealer.finish()

@@ -132,7 +132,9 @@ class KycSubmission(_message.Message):
     without a file.
     """
     document_size_bytes: _builtins.int
-    """The file's size in bytes; 0 without a file."""
+    """The stored file's size in bytes (an image's without its Exif block, so possibly less than
+    what was sent); 0 without a file.
+    """
     granted_kyc_tier: _kyc_tier_pb2.KycTier.ValueType
     """The tier the approval granted; KYC_TIER_UNSPECIFIED unless verified."""
     reviewer_id: _builtins.str
@@ -197,7 +199,11 @@ class SubmitKycRequest(_message.Message):
     """The document number in the type's format (see DocumentType)."""
     document_file: _builtins.bytes
     """Optional scan or photo of the document, at most the size cap (10 MiB by default);
-    empty for none.
+    empty for none. Read whole before it is stored: a PDF with scripts, actions, attached
+    files, dynamic forms or encryption, an image that is not whole or has another file after
+    it, and any file ending with a ZIP archive are refused (INVALID_ARGUMENT naming
+    document_file); an image is stored without its Exif block (GPS position), its
+    orientation kept.
     """
     document_content_type: _builtins.str
     """The file's media type: "image/jpeg", "image/png" or "application/pdf"; required with
@@ -254,7 +260,8 @@ class UploadKycDocumentRequest(_message.Message):
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
     """The next piece of the file, at most 1 MiB and, except the last, at least 16 KiB; in every
-    message after the first.
+    message after the first. The whole file is checked as SubmitKycRequest.document_file is,
+    once the last chunk arrived; a refusal names `chunk`.
     """
     @_builtins.property
     def metadata(self) -> Global___UploadKycDocumentMetadata:
@@ -301,7 +308,9 @@ class UploadKycDocumentMetadata(_message.Message):
     the size cap.
     """
     document_sha256: _builtins.str
-    """Hex SHA-256 of the whole file, checked after the last chunk."""
+    """Hex SHA-256 of the whole file as sent, checked after the last chunk (an image's stored
+    copy differs: its Exif block is removed).
+    """
     def __init__(
         self,
         *,
@@ -505,7 +514,7 @@ class AdminGetKycSubmissionResponse(_message.Message):
     "XXXXXXXX2346"). The view's audit row records which (full_number_shown).
     """
     document_file: _builtins.bytes
-    """The decrypted document file; empty without one."""
+    """The decrypted document file as stored (an image without its Exif block); empty without one."""
     hidden_duplicate_count: _builtins.int
     """How many other submissions of the same document number are not in
     duplicate_submission_ids: those of users the caller does not outrank, the caller's own,

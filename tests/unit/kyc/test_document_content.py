@@ -291,3 +291,88 @@ async def test_the_exif_chunk_of_a_png_is_removed_and_an_upright_image_keeps_non
     assert stored == sf.png()
     assert submission.file == DocumentFile(DocumentContentType.PNG, len(sf.png()))
     assert hashlib.sha256(stored).digest() != hashlib.sha256(photo).digest()
+
+
+# ----- review of fe29cc4 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image_filter", [b"/CCITTFaxDecode", b"/JBIG2Decode", b"/DCTDecode"])
+@pytest.mark.parametrize(
+    "dictionary", [b"/Type /ObjStm /N 1 /First 4", b""], ids=["object-stream", "content"]
+)
+async def test_an_image_filter_on_a_stream_that_must_be_read_is_refused(
+    world: World, image_filter: bytes, dictionary: bytes
+) -> None:
+    """CCITTFax and JBIG2 are lossless: an object stream coded with one was neither read
+    nor refused, whatever objects it decoded to."""
+    coded = sf.stream(dictionary + b" /Filter " + image_filter, b"4 0\n" + _script_action())
+    description = await _refusal(world, sf.pdf(sf.catalog(), sf.page(), coded), "application/pdf")
+    assert "compressed in a way this check cannot read" in description
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"4 0 %c\nobj", b"4 +0 obj", b"4 0.0 obj", b"4\n%a\n-0\n%b\nobj", b"+4 .0 obj"],
+    ids=["comment", "signed", "decimal", "comments", "signed-and-point"],
+)
+async def test_an_object_header_as_a_lexer_reads_it_hidden_in_an_image_is_refused(
+    world: World, header: bytes
+) -> None:
+    image = sf.stream(
+        b"/Subtype /Image /Width 1 /Height 1 /Filter /DCTDecode",
+        b"\xff\xd8 " + header + b" " + _script_action() + b" endobj",
+    )
+    description = await _refusal(world, sf.pdf(sf.catalog(), sf.page(), image), "application/pdf")
+    assert "object hidden" in description
+
+
+async def test_a_cross_reference_entry_pointing_inside_a_stream_body_is_refused(
+    world: World,
+) -> None:
+    """A header with a comment longer than the pattern reads, where the table points."""
+    hidden = b"4 0 %" + b"c" * 200 + b"\nobj " + _script_action() + b" endobj"
+    image = sf.stream(b"/Subtype /Image /Filter /DCTDecode", b"\xff\xd8 " + hidden)
+    data = sf.pdf(sf.catalog(), sf.page(), image, b"0")
+    listed = data.index(b"\n4 0 obj\n") + 1
+    entry = b"%010d 00000 n" % listed
+    data = data.replace(entry, b"%010d 00000 n" % data.index(b"4 0 %"))
+    description = await _refusal(world, data, "application/pdf")
+    assert "cross-reference table points inside a stream" in description
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"PK\x05\x06\x01\x00\x01\x00" + b"\x00" * 14,  # disk fields that zipfile ignores
+        b"PK\x06\x07" + b"\x00" * 4 + b"\x00" * 8 + b"\x01\x00\x00\x00",  # ZIP64 locator
+    ],
+    ids=["end-record-disk-1", "zip64-locator"],
+)
+async def test_an_image_ending_with_a_zip_directory_of_any_disk_is_refused(
+    world: World, record: bytes
+) -> None:
+    description = await _refusal(world, sf.png(trailing=record), "image/png")
+    assert "ZIP archive" in description
+
+
+async def test_a_streamed_replay_whose_record_was_purged_meanwhile_is_still_inspected(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload saw a stored reply at its start, and was sealed uninspected; by run_once
+    the record was purged, so the file was stored unchecked."""
+    first = await world.submissions.upload(
+        upload_command("bob", sf.pdf(sf.catalog())), chunks_of(sf.pdf(sf.catalog()))
+    )
+    seen = [first]
+
+    async def stored_then_purged(key: object) -> object:
+        return seen.pop() if seen else None
+
+    monkeypatch.setattr(world.submissions, "_stored", stored_then_purged)
+    bad = sf.pdf(sf.catalog(b"/OpenAction 3 0 R"), sf.page(), _script_action())
+    before = world.snapshot()
+    with pytest.raises(ValidationError) as caught:
+        await world.submissions.upload(upload_command("alice", bad), chunks_of(bad))
+    (violation,) = caught.value.violations
+    assert violation.field == "chunk"
+    assert world.snapshot() == before

@@ -101,15 +101,18 @@ def check_document_file(
 
 
 # A ZIP reader starts from the end-of-central-directory record, found in the last 22 bytes
-# plus its comment (at most 65,535): a file that ends with one opens as an archive too.
-_ZIP_END_RECORD = b"PK\x05\x06\x00\x00\x00\x00"  # signature, disk 0, directory on disk 0
+# plus its comment (at most 65,535): a file that ends with one opens as an archive too. Its
+# signature alone is looked for (zipfile ignores the disk fields, which were required to be
+# zero here), and the ZIP64 end-of-directory locator's.
+_ZIP_END_RECORDS = (b"PK\x05\x06", b"PK\x06\x07")
 _ZIP_END_REACH = 22 + 0xFFFF
 # Acrobat opens as a PDF any file with %PDF- in its first 1,024 bytes.
 _PDF_HEADER_REACH = 1024
 
 
 def _no_other_format(kind: DocumentContentType, data: bytes) -> None:
-    if data.find(_ZIP_END_RECORD, max(0, len(data) - _ZIP_END_REACH)) >= 0:
+    reach = max(0, len(data) - _ZIP_END_REACH)
+    if any(data.find(record, reach) >= 0 for record in _ZIP_END_RECORDS):
         raise ContentRefusedError(
             "ends with a ZIP archive's directory (a file inside a file): send the document alone"
         )

@@ -15,12 +15,14 @@ its object syntax and its stream bodies, the way a viewer's lexer does, and
   stream that would pass one is refused at the bound, having produced no more (a
   decompression bomb costs what the bound allows);
 - a stream that must be read (one not declared an image, a font program, a colour profile or a
-  cross-reference table, and every object stream) must be unfiltered or FlateDecode, possibly
-  followed by one image filter (DCT, JPX, CCITTFax, JBIG2, which decode to pixels, never to
-  objects); LZW, ASCII85, ASCIIHex, RunLength, Crypt or a filter we cannot name is refused
-  there. Images, fonts and the like may use any filter: nothing in them is read as objects;
-- an object header ("12 0 obj") inside a string, a comment or a stream body is refused: a
-  viewer repairing a damaged cross-reference table finds objects by their headers anywhere;
+  cross-reference table, and every object stream) must be unfiltered or FlateDecode; an image
+  filter (CCITTFax and JBIG2 are lossless: they decode to any bytes), LZW, ASCII85, ASCIIHex,
+  RunLength, Crypt or a filter we cannot name is refused there. Images, fonts and the like may
+  use any filter: nothing in them is read as objects;
+- an object header ("12 0 obj", read as a viewer's lexer reads one: "12 +0 obj", "12 0.0 obj",
+  "12 0 %c<newline>obj") inside a string, a comment or a stream body is refused: a viewer
+  repairing a damaged cross-reference table finds objects by their headers anywhere; and a
+  cross-reference table entry that points inside a stream body is refused;
 - a stream whose /Length points at an "endstream" other than the first after its start is
   refused (the viewer and this check would disagree on where its body ends);
 - at most `TRAILING_SLACK` bytes may follow the last %%EOF (an incremental update ends with
@@ -33,20 +35,25 @@ the first "endstream" (or at its direct /Length, where "endstream" follows).
 The work is linear in the file plus the inflated bytes, and bounded: at most `MAX_STREAMS`
 streams, `MAX_EVENTS` strings, comments, keywords and dictionary brackets, `MAX_DICT_BYTES` of
 stream dictionary each (`MAX_DICT_BYTES_TOTAL` in all); about half a second for the slowest
-10 MiB file found, milliseconds for a scan.
+10 MiB file found, milliseconds for a scan. The inspecting thread's CPU time is checked as it
+goes: over `CPU_BUDGET_SECONDS`, the file is refused as too intricate.
 
     check_pdf(data, max_bytes=cap)  # or ContentRefusedError
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 __all__ = [
     "ACTIVE_NAMES",
+    "CPU_BUDGET_SECONDS",
     "INFLATED_PER_FILE",
     "INFLATED_PER_STREAM",
     "MAX_DICT_BYTES",
@@ -110,9 +117,18 @@ _MAX_OPEN_DESTINATIONS = 64
 # Objects listed by object streams (for the /Length of streams that name one there).
 _MAX_STREAM_OBJECTS = 200_000
 _INFLATE_STEP = 1 << 20
+# Distinct integer values kept per object number (an incremental update may redefine a
+# /Length object; thousands of values for one number are a file made to be slow).
+_MAX_VALUES_PER_OBJECT = 64
+# Spaces and comments read between a direct /Length's end and "endstream": a longer run is
+# refused (each stream rescanned a long run: 1,000 streams into 8 MiB of spaces took 9 s).
+_MAX_GAP_BEFORE_ENDSTREAM = 1024
+# CPU seconds (of the inspecting thread) one file may cost; checked every `_CLOCK_EVERY`
+# events and at each stream and inflation step.
+CPU_BUDGET_SECONDS = 2.0
+_CLOCK_EVERY = 1024
 _MAX_NESTING = 32
 
-_WS = rb"\x00\t\n\x0c\r "
 _REGULAR = rb"[^\x00\t\n\x0c\r ()<>\[\]{}/%]"
 _SPACE_OR_COMMENT = rb"(?:[\x00\t\n\x0c\r ]++|%[^\r\n]*+)*+"
 
@@ -151,11 +167,32 @@ _EVENT = re.compile(
 _STRING_RUN = re.compile(rb"(?:[^()\\]++|\\.)*+", re.DOTALL)
 _LINE_END = re.compile(rb"[\r\n]")
 _ONLY_SPACE = re.compile(rb"[\x00\t\n\x0c\r ]*+")
+# An object header as a viewer's lexer reads one at a cross-reference offset: two numbers
+# (a sign, a decimal point: pdf.js reads "4 +0 obj" and "4 0.0 obj"), then `obj`, spaces and
+# comments between them. A comment is matched up to `_HEADER_COMMENT` bytes, so that each
+# start costs a bounded step (a line of "1 %1 %1 %..." is not rescanned to its end from each
+# digit); a header with a longer comment is caught by `_xref_offsets` when a cross-reference
+# table points at it.
+_HEADER_COMMENT = 32
+_HEADER_NUMBER = rb"[+-]?+[0-9.]++"
+_HEADER_GAP = rb"(?:[\x00\t\n\x0c\r ]|%[^\r\n]{0," + str(_HEADER_COMMENT).encode() + rb"}+[\r\n])++"
 _OBJECT_HEADER = re.compile(
-    rb"[0-9](?<![0-9][0-9])[0-9]*+[\x00\t\n\x0c\r ]++[0-9]++[\x00\t\n\x0c\r ]++obj(?!"
+    rb"[0-9+.-](?<!"
+    + _REGULAR
+    + rb"[0-9+.-])[0-9.]*+"
+    + _HEADER_GAP
+    + _HEADER_NUMBER
+    + _HEADER_GAP
+    + rb"obj(?!"
     + _REGULAR
     + rb")"
 )
+# A classic cross-reference table: `xref`, then subsections of 20-byte entries.
+_XREF_KEYWORD = re.compile(rb"xref(?<!" + _REGULAR + rb"xref)(?!" + _REGULAR + rb")")
+_XREF_SUBSECTION = re.compile(
+    rb"[\x00\t\n\x0c\r ]*+([0-9]{1,10}+)[\x00\t\n\x0c\r ]++([0-9]{1,10}+)[\x00\t\n\x0c\r ]*+"
+)
+_XREF_ENTRY = re.compile(rb"([0-9]{10})[\x00\t\n\x0c\r ]++[0-9]{5}[\x00\t\n\x0c\r ]++([nf])")
 _INTEGER_OBJECT = re.compile(
     rb"([0-9](?<![0-9][0-9])[0-9]{0,17}+)[\x00\t\n\x0c\r ]++[0-9]++[\x00\t\n\x0c\r ]++obj"
     + _SPACE_OR_COMMENT
@@ -163,7 +200,8 @@ _INTEGER_OBJECT = re.compile(
     + _SPACE_OR_COMMENT
     + rb"endobj"
 )
-_ENDSTREAM_AFTER = re.compile(_SPACE_OR_COMMENT + rb"endstream")
+_GAP = re.compile(_SPACE_OR_COMMENT)
+_STREAM_INTEGER = re.compile(rb"[\x00\t\n\x0c\r ]*+([+-]?[0-9]{1,18}+)[\x00\t\n\x0c\r ]*+\Z")
 _NEXT_IS_ARRAY = re.compile(_SPACE_OR_COMMENT + rb"\[")
 _INLINE_IMAGE_DATA = re.compile(rb"ID(?<!" + _REGULAR + rb"ID)[\x00\t\n\x0c\r ]")
 _INLINE_IMAGE_END = re.compile(rb"[\x00\t\n\x0c\r ]EI(?!" + _REGULAR + rb")")
@@ -333,6 +371,7 @@ class _Scan:
     max_inflated_total: int
     max_inflated_stream: int
     max_read: int
+    deadline: float = float("inf")  # on time.thread_time()
     events: int = 0
     streams: int = 0
     dict_bytes: int = 0
@@ -341,8 +380,11 @@ class _Scan:
     escaped_names: int = 0
     read: int = 0  # inflated bytes kept to be read
     stream_objects: int = 0
-    # object number -> every integer value it was given (for /Length n 0 R)
-    integers: dict[int, list[int]] = field(default_factory=dict)
+    # object number -> the distinct integer values it was given (for /Length n 0 R)
+    integers: dict[int, set[int]] = field(default_factory=dict)
+    # (start, end) of each stream body, in file order (cross-reference offsets must not
+    # point inside one)
+    bodies: list[tuple[int, int]] = field(default_factory=list)
     # (reference, body start, first endstream) of each stream whose /Length is indirect
     pending_lengths: list[tuple[_Ref, int, int]] = field(default_factory=list)
 
@@ -427,11 +469,62 @@ class _Scan:
                 pos = start + 1
         self._watch(segment_start, len(data))
         self._check_lengths()
+        self._check_xref_offsets()
 
     def _count_event(self) -> None:
         self.events += 1
         if self.events > MAX_EVENTS:
             raise _intricate()
+        if self.events % _CLOCK_EVERY == 0:
+            self._check_clock()
+
+    def _check_clock(self) -> None:
+        if time.thread_time() > self.deadline:
+            raise ContentRefusedError(
+                f"is a PDF too intricate to check (over {CPU_BUDGET_SECONDS:g} s of reading)"
+            )
+
+    def _record_integer(self, number: int, value: int) -> None:
+        values = self.integers.setdefault(number, set())
+        values.add(value)
+        if len(values) > _MAX_VALUES_PER_OBJECT:
+            raise ContentRefusedError(
+                f"is a PDF too intricate to check (object {number} given over "
+                f"{_MAX_VALUES_PER_OBJECT} values)"
+            )
+
+    def _check_xref_offsets(self) -> None:
+        """Refuses a cross-reference table entry that points inside a stream body: a viewer
+        reads an object there with its lexer, which this check does not follow into bodies
+        it does not read (a header with a long comment, say)."""
+        if not self.bodies:
+            return
+        data = self.data
+        starts = [start for start, _ in self.bodies]
+        for keyword in _XREF_KEYWORD.finditer(data):
+            self._count_event()
+            pos = keyword.end()
+            while (section := _XREF_SUBSECTION.match(data, pos)) is not None:
+                pos = section.end()
+                for _ in range(int(section[2])):
+                    entry = _XREF_ENTRY.match(data, pos)
+                    if entry is None:
+                        break
+                    self._count_event()
+                    spaces = _ONLY_SPACE.match(data, entry.end())
+                    assert spaces is not None
+                    pos = spaces.end()
+                    if entry[2] != b"n":
+                        continue
+                    offset = int(entry[1])
+                    i = bisect.bisect_right(starts, offset) - 1
+                    if i >= 0 and offset < self.bodies[i][1]:
+                        raise ContentRefusedError(
+                            "is a PDF whose cross-reference table points inside a stream"
+                        )
+                else:
+                    continue
+                break
 
     def _no_object_header(self, start: int, end: int) -> None:
         if _OBJECT_HEADER.search(self.data, start, end) is not None:
@@ -455,7 +548,7 @@ class _Scan:
                 self._watched(name, text, m.end(), end)
         if buffer is None:
             for m in _INTEGER_OBJECT.finditer(text, start, end):
-                self.integers.setdefault(int(m[1]), []).append(int(m[2]))
+                self._record_integer(int(m[1]), int(m[2]))
 
     def _watched(self, raw_name: bytes, text: bytes, after: int, end: int) -> None:
         name = raw_name.decode("latin-1")
@@ -479,6 +572,7 @@ class _Scan:
     def _stream(self, dict_span: tuple[int, int], keyword_end: int) -> int:
         """Checks one stream; the position where the object syntax resumes."""
         data = self.data
+        self._check_clock()
         self.streams += 1
         if self.streams > MAX_STREAMS:
             raise ContentRefusedError(
@@ -504,23 +598,42 @@ class _Scan:
         body_end = first_end
         length = info.get(b"Length")
         if isinstance(length, int) and length >= 0:
-            found = _ENDSTREAM_AFTER.match(data, min(body_start + length, len(data)))
+            found = self._endstream_at(body_start + length)
             if found is not None:
-                if found.end() - len(b"endstream") != first_end:
+                if found != first_end:
                     raise _length_refusal()
                 body_end = body_start + length
         elif isinstance(length, _Ref):
             self.pending_lengths.append((length, body_start, first_end))
+        self.bodies.append((body_start, body_end))
         self._no_object_header(body_start, body_end)
         self._body(info, body_start, body_end)
         return body_end
 
+    def _endstream_at(self, pos: int) -> int | None:
+        """Where "endstream" starts when only spaces and comments lead to it from `pos`, else
+        None; at most `_MAX_GAP_BEFORE_ENDSTREAM` bytes of them are read, a longer run is
+        refused (each /Length into one run would read it again)."""
+        data = self.data
+        pos = min(pos, len(data))
+        limit = pos + _MAX_GAP_BEFORE_ENDSTREAM
+        gap = _GAP.match(data, pos, limit)
+        assert gap is not None
+        if gap.end() >= limit and limit < len(data):
+            raise ContentRefusedError(
+                "is a PDF too intricate to check (a stream /Length followed by over "
+                f"{_MAX_GAP_BEFORE_ENDSTREAM} bytes of spaces or comments)"
+            )
+        return gap.end() if data.startswith(b"endstream", gap.end()) else None
+
     def _check_lengths(self) -> None:
-        """Indirect lengths, once every object giving an integer was seen."""
+        """Indirect lengths, once every object giving an integer was seen (each object's
+        distinct values, at most `_MAX_VALUES_PER_OBJECT`)."""
         for ref, body_start, first_end in self.pending_lengths:
+            self._count_event()
             for value in self.integers.get(ref.number, ()):
-                found = _ENDSTREAM_AFTER.match(self.data, min(body_start + value, len(self.data)))
-                if found is not None and found.end() - len(b"endstream") != first_end:
+                found = self._endstream_at(body_start + value)
+                if found is not None and found != first_end:
                     raise _length_refusal()
 
     def _body(self, info: dict[bytes, _Value], start: int, end: int) -> None:
@@ -539,19 +652,21 @@ class _Scan:
             while flate_layers < len(filters) and filters[flate_layers] in _FLATE:
                 flate_layers += 1
         rest = None if filters is None else filters[flate_layers:]
-        image_coded = rest is not None and len(rest) == 1 and rest[0] in _IMAGE_FILTERS
-        readable = rest is not None and (not rest or image_coded)
+        # An image filter (CCITTFax, JBIG2 are lossless: they may decode to any bytes) only
+        # on a stream declared binary; a stream that must be read, and every object stream,
+        # is unfiltered or FlateDecode.
+        readable = rest is not None and not rest
         if not readable and not binary:
             raise ContentRefusedError(
                 "is a PDF compressed in a way this check cannot read (only FlateDecode, "
-                "and image filters for pixels): save it again as a standard PDF"
+                "and image filters on images): save it again as a standard PDF"
             )
         if object_stream and flate_layers and _has_predictor(info):
             raise ContentRefusedError(
                 "is a PDF compressed in a way this check cannot read (an object stream "
                 "with a predictor)"
             )
-        scanned = readable and not binary and not image_coded
+        scanned = readable and not binary
         body = self.data[start:end]
         for _ in range(flate_layers):
             body = self._inflate(body, keep=scanned)
@@ -591,12 +706,19 @@ class _Scan:
             )
         if not pairs:
             return
-        offsets = sorted({offset for _, offset in pairs})
-        following = dict(zip(offsets, [*offsets[1:], len(body) - first], strict=True))
-        for number, offset in pairs:
-            text = body[first + offset : first + following[offset]].strip(_WS)
-            if _INTEGER.fullmatch(text):
-                self.integers.setdefault(number, []).append(int(text))
+        offsets = [offset for _, offset in pairs]
+        if any(later <= earlier for earlier, later in itertools.pairwise(offsets)):
+            # Each object's text runs to the next offset: one repeated offset had the whole
+            # body copied per pair (an 8.5 KB file took 108 s).
+            raise ContentRefusedError(
+                "is a PDF with an object stream whose offsets repeat or go backwards"
+            )
+        ends = [*offsets[1:], len(body) - first]
+        for (number, offset), end in zip(pairs, ends, strict=True):
+            # The spans are disjoint: the whole loop reads the body once, copying nothing.
+            value = _STREAM_INTEGER.match(body, first + offset, first + end)
+            if value is not None:
+                self._record_integer(number, int(value[1]))
 
     def _inflate(self, compressed: bytes, *, keep: bool) -> bytes:
         """The stream inflated, within the bounds: per stream and per file, and, when it is
@@ -619,6 +741,7 @@ class _Scan:
                 if keep:
                     bounds.append((self.max_read - self.read, self._too_much_to_read()))
                 left, refusal = min(bounds, key=lambda bound: bound[0])
+                self._check_clock()
                 step = min(_INFLATE_STEP, left + 1)
                 piece = inflater.decompress(pending, step)
                 if len(piece) > left:
@@ -687,9 +810,11 @@ def _has_predictor(info: dict[bytes, _Value]) -> bool:
     return False
 
 
-def check_pdf(data: bytes, *, max_bytes: int) -> None:
+def check_pdf(data: bytes, *, max_bytes: int, cpu_budget: float | None = None) -> None:
     """Refuses (ContentRefusedError) a PDF that carries what the module docstring lists;
-    `max_bytes` is the file cap, which the inflation bounds are multiples of."""
+    `max_bytes` is the file cap, which the inflation bounds are multiples of; `cpu_budget`
+    the seconds of this thread's CPU the check may take (over it: refused as too intricate;
+    `CPU_BUDGET_SECONDS` by default)."""
     last_eof = data.rfind(b"%%EOF")
     if last_eof < 0:
         raise ContentRefusedError("is not a complete PDF (no %%EOF at its end)")
@@ -704,4 +829,5 @@ def check_pdf(data: bytes, *, max_bytes: int) -> None:
         max_inflated_total=INFLATED_PER_FILE * max_bytes,
         max_inflated_stream=INFLATED_PER_STREAM * max_bytes,
         max_read=READ_PER_FILE * max_bytes,
+        deadline=time.thread_time() + (CPU_BUDGET_SECONDS if cpu_budget is None else cpu_budget),
     ).run()

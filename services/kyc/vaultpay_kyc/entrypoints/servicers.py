@@ -4,8 +4,12 @@ convert the result. No SQL, no try/except, no context.abort here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -38,7 +42,7 @@ from vaultpay_kyc.service_layer import commands as cmd
 from vaultpay_kyc.service_layer.ports import ListedSubmission, QueueCursor, QueueFilter
 from vaultpay_kyc.service_layer.review import ReviewService
 from vaultpay_kyc.service_layer.rotation import KeyRotationService
-from vaultpay_kyc.service_layer.submissions import SubmissionService
+from vaultpay_kyc.service_layer.submissions import SubmissionService, watching_workers
 
 __all__ = ["KycAdminServicer", "KycInternalServicer", "KycServicer"]
 
@@ -96,10 +100,35 @@ class KycServicer(kyc_pb2_grpc.KycServiceServicer):
         if self._documents >= self._max_documents:
             raise KycBusyError()
         self._documents += 1
+        workers: list[Future[Any]] = []
         try:
-            yield
+            with watching_workers(workers.append):
+                yield
         finally:
+            self._release_when_done([worker for worker in workers if not worker.done()])
+
+    def _release_when_done(self, running: list[Future[Any]]) -> None:
+        """Gives the slot back once every inspection thread the call started is done: a
+        cancelled caller's thread runs on, and held the slot's CPU and memory unseen (review
+        of fe29cc4)."""
+        if not running:
             self._documents -= 1
+            return
+        loop = asyncio.get_running_loop()
+        left = len(running)
+
+        def one_done() -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                self._documents -= 1
+
+        def finished(_: Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody counts any more
+                loop.call_soon_threadsafe(one_done)
+
+        for worker in running:
+            worker.add_done_callback(finished)
 
     @contextmanager
     def _one_upload_of(self, user_id: str) -> Iterator[None]:

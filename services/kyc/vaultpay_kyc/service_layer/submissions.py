@@ -5,8 +5,11 @@ file's size and magic bytes, the wallet's existence, then what the whole file ca
 (`inspect_document`, after the cheaper refusals: a retry of a stored submission and a user who
 may not submit cost no inspection). The inspection reads the whole file (about half a second
 of CPU for the slowest crafted one at the 10 MiB cap, against ~10 ms to seal it, and
-milliseconds for a scan), so it runs in a worker thread
-(`asyncio.to_thread`; at most KYC_MAX_DOCUMENTS_IN_FLIGHT at once), not on the event loop.
+milliseconds for a scan), so it runs in a worker thread, not on the event loop: on a pool of
+its own (`usable_cpus()` threads at a lower priority, not the default executor sized from the
+node's CPUs), with a CPU budget per file (`CPU_BUDGET_SECONDS`: over it, refused as too
+intricate). A thread cannot be stopped, so a caller that gives up does not give back its
+document slot (KYC_MAX_DOCUMENTS_IN_FLIGHT) until its worker is done (`watching_workers`).
 Encryption happens in memory before the transaction too (a fresh data key per submission), of
 the file as inspected (an image without its Exif location); the transaction only takes the
 active key-encryption key, wraps the data key under it, stores the row and the audit entry. A
@@ -17,11 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor, Future
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
+from vaultpay_common.cpu_pool import low_priority_executor, usable_cpus
 from vaultpay_common.errors import ValidationError
 from vaultpay_common.idempotency import DataclassCodec, IdempotencyKey, run_once, stored_reply
 from vaultpay_kyc.domain.crypto import (
@@ -46,9 +54,28 @@ from vaultpay_kyc.domain.upload import METADATA_FIELD, UploadAssembler, plan_upl
 from vaultpay_kyc.service_layer.commands import KycStatusView, SubmitKyc, UploadKycDocument
 from vaultpay_kyc.service_layer.ports import KycUnitOfWork, SealedDocument, WalletDirectory
 
-__all__ = ["SUBMISSION_CODEC", "SubmissionService"]
+__all__ = ["SUBMISSION_CODEC", "SubmissionService", "watching_workers"]
 
 SUBMISSION_CODEC = DataclassCodec(Submission)
+
+T = TypeVar("T")
+
+# Told of each worker future the call being handled starts (the servicer's document slot).
+_worker_watch: ContextVar[Callable[[Future[Any]], None] | None] = ContextVar(
+    "kyc_document_workers", default=None
+)
+
+
+@contextmanager
+def watching_workers(watch: Callable[[Future[Any]], None]) -> Iterator[None]:
+    """Within the block, `watch` is given each inspection's future as it is submitted, so that
+    the caller can hold a resource until the thread is done, not merely until it stops
+    waiting (a cancelled call's inspection runs on)."""
+    token = _worker_watch.set(watch)
+    try:
+        yield
+    finally:
+        _worker_watch.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +119,7 @@ class SubmissionService:
         max_file_bytes: int,
         max_chunk_bytes: int,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        inspection_pool: Executor | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -101,6 +129,18 @@ class SubmissionService:
         self._max_file = max_file_bytes
         self._max_chunk = max_chunk_bytes
         self._new_id = new_id
+        self._pool = inspection_pool or low_priority_executor(
+            usable_cpus(), thread_name_prefix="kyc-inspect"
+        )
+
+    async def _in_worker(self, work: Callable[[], T]) -> T:
+        """`work` on the inspection pool; the watcher of the call (`watching_workers`) is
+        told of its future."""
+        future = self._pool.submit(work)
+        watch = _worker_watch.get()
+        if watch is not None:
+            watch(future)
+        return await asyncio.wrap_future(future)
 
     # ----- submit -----------------------------------------------------------------------
 
@@ -130,8 +170,9 @@ class SubmissionService:
         dek = DataKey.generate(ref)
         sealed = self._seal(ref, dek, document_type, number, channel="inline")
         if kind is not None:
-            stored_file = await asyncio.to_thread(
-                inspect_document, kind, cmd.document_file, max_bytes=self._max_file
+            file, max_file = cmd.document_file, self._max_file
+            stored_file = await self._in_worker(
+                lambda: inspect_document(kind, file, max_bytes=max_file)
             )
             sealed = replace(
                 sealed,
@@ -171,8 +212,9 @@ class SubmissionService:
         )
         async for chunk in chunks:
             assembler.add(chunk)
-        # The replay's file is dropped unread: its first answer is given whatever it holds.
-        sealed_file = await asyncio.to_thread(assembler.finish, inspect=not replay)
+        # Inspected even when a replay was seen at the start: its idempotency record may be
+        # purged by the time run_once runs, which then stores this file (review of fe29cc4).
+        sealed_file = await self._in_worker(assembler.finish)
         sealed = replace(
             self._seal(ref, dek, document_type, number, channel="stream"),
             file=DocumentFile(plan.content_type, assembler.stored_bytes),

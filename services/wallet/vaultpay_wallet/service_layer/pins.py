@@ -234,6 +234,21 @@ def _check_shape(pin: str, field: str) -> None:
         raise ValidationError.single(field, "must be exactly 4 digits")
 
 
+async def _tell_owner(
+    uow: WalletUnitOfWork, wallet: Wallet, event: str, at: datetime, *, title: str, body: str
+) -> None:
+    """A SECURITY notification to the wallet's owner, in the transaction of `event` (deduped by
+    the event, the wallet and its time)."""
+    await notify(
+        uow.outbox,
+        user_id=wallet.user_id,
+        kind=NotificationKind.SECURITY,
+        title=title,
+        body=body,
+        dedupe_key=f"{event}:{wallet.id}:{at.isoformat()}",
+    )
+
+
 class PinService:
     def __init__(
         self,
@@ -336,15 +351,15 @@ class PinService:
             if not await uow.pins.create(wallet.id, pin_hash, now):
                 raise PinAlreadySetError()
             await uow.audit(AuditEntry("wallet.pin_set", "wallet", wallet.id))
-            await notify(
-                uow.outbox,
-                user_id=wallet.user_id,
-                kind=NotificationKind.SECURITY,
+            await _tell_owner(
+                uow,
+                wallet,
+                "wallet.pin_set",
+                now,
                 title="Your PIN was set",
                 body="A transaction PIN was set for your wallet. If this was not you, someone "
                 "is using your signed-in session: change your password now (this signs out "
                 "every other session), reset your PIN and contact support.",
-                dedupe_key=f"wallet.pin_set:{wallet.id}:{now.isoformat()}",
             )
             return PinSet(now)
 
@@ -705,14 +720,14 @@ class PinService:
                 "wallet.pin_changed", "wallet", wallet.id, {"reset_tokens_revoked": str(revoked)}
             )
         )
-        await notify(
-            uow.outbox,
-            user_id=wallet.user_id,
-            kind=NotificationKind.SECURITY,
+        await _tell_owner(
+            uow,
+            wallet,
+            "wallet.pin_changed",
+            changed_at,
             title="Your PIN was changed",
             body="The transaction PIN of your wallet was changed. If this was not you, "
             "reset your PIN and contact support.",
-            dedupe_key=f"wallet.pin_changed:{wallet.id}:{changed_at.isoformat()}",
         )
         return PinCheckOutcome(
             wallet.id, PinCheckResult.OK, MAX_FAILED_PIN_ATTEMPTS, pin_updated_at=changed_at
@@ -726,16 +741,16 @@ class PinService:
         (`wallet.pin_refused`), but only this notice reaches the owner before a lockout."""
         attempts = "1 wrong PIN attempt was" if count == 1 else f"{count} wrong PIN attempts were"
         purpose = " for a payment" if of.movement else ""
-        await notify(
-            uow.outbox,
-            user_id=wallet.user_id,
-            kind=NotificationKind.SECURITY,
+        await _tell_owner(
+            uow,
+            wallet,
+            "wallet.pin_refusals_told",
+            now,
             title="Wrong PIN attempts on your wallet",
             body=f"{attempts} made on your wallet before the right PIN was entered{purpose}. "
             "If that was not you, someone is using your signed-in session: change your "
             "password now (this signs out every other session), change your PIN and contact "
             "support.",
-            dedupe_key=f"wallet.pin_refusals_told:{wallet.id}:{now.isoformat()}",
         )
 
     async def _lock_out(
@@ -756,14 +771,14 @@ class PinService:
                 {"until": until.isoformat(), "failed_attempts": str(MAX_FAILED_PIN_ATTEMPTS)},
             )
         )
-        await notify(
-            uow.outbox,
-            user_id=wallet.user_id,
-            kind=NotificationKind.SECURITY,
+        await _tell_owner(
+            uow,
+            wallet,
+            "wallet.pin_locked",
+            frozen_at,
             title="Wallet locked after wrong PINs",
             body="Three wrong PINs in a row locked your wallet for 24 hours. Reset your PIN "
             "to unlock it sooner.",
-            dedupe_key=f"wallet.pin_locked:{wallet.id}:{frozen_at.isoformat()}",
         )
         log.warning("wallet locked after wrong PINs", extra={"wallet_id": wallet.id})
         return PinCheckOutcome(
@@ -832,15 +847,15 @@ class PinService:
                 )
             )
             await uow.audit(AuditEntry("wallet.pin_reset_requested", "wallet", wallet.id))
-            await notify(
-                uow.outbox,
-                user_id=wallet.user_id,
-                kind=NotificationKind.SECURITY,
+            await _tell_owner(
+                uow,
+                wallet,
+                "wallet.pin_reset_requested",
+                now,
                 title="PIN reset requested",
                 body="A code to reset your wallet's PIN was mailed to you. If you did not ask "
                 "for it, someone is using your signed-in session: change your password now "
                 "(this signs out every other session) and contact support.",
-                dedupe_key=f"wallet.pin_reset_requested:{wallet.id}:{now.isoformat()}",
             )
             return PinResetRequested(expires_at)
 
@@ -907,14 +922,14 @@ class PinService:
                     actor_role="USER",
                 )
             )
-            await notify(
-                uow.outbox,
-                user_id=wallet.user_id,
-                kind=NotificationKind.SECURITY,
+            await _tell_owner(
+                uow,
+                wallet,
+                "wallet.pin_reset",
+                now,
                 title="Your PIN was reset",
                 body="The transaction PIN of your wallet was reset with an emailed code."
                 + (" The PIN lockout was lifted." if lifted else ""),
-                dedupe_key=f"wallet.pin_reset:{wallet.id}:{now.isoformat()}",
             )
             return PinReset(now, lifted)
 

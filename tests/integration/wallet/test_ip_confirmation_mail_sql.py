@@ -33,13 +33,13 @@ from tests.integration.transfer.sql_capture import (
 )
 from tests.integration.wallet.wallet_chain import migrate_to_head
 from tests.support import eventually
+from tests.unit.wallet.test_mail_templates import Contacts, Mailbox
 from vaultpay_common.db import create_engine
 from vaultpay_common.outbox import Handler, OutboxEvent
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.deliveries import wallet_outbox_handlers
 from vaultpay_wallet.adapters.ip_trust_sql import SqlIpConfirmationRepository
 from vaultpay_wallet.adapters.notification_hub import NotificationHub
-from vaultpay_wallet.adapters.peers import UserContact
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from vaultpay_wallet.domain.ip_trust import hash_confirmation_token
 from vaultpay_wallet.service_layer.ip_trust import CheckIpTrust, ConfirmIp, IpTrustService
@@ -118,19 +118,6 @@ class _CommitHeld(SqlWalletUnitOfWork):
         await super().commit()
 
 
-class _Contacts:
-    async def contact(self, user_id: str) -> UserContact:
-        return UserContact(f"{user_id}@example.com", "Asha Rao", True)
-
-
-class _Mailbox:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def send(self, to: str, subject: str, body: str) -> None:
-        self.sent.append(body)
-
-
 class _NoPinResets:
     async def reset_code_usable(self, code: str) -> bool:
         raise AssertionError("no PIN reset mail is delivered in these tests")
@@ -143,12 +130,12 @@ class _World:
         self.sealer = ReversibleSealer()
         self.user = str(uuid.uuid4())
         self.ip_trust = self.service(lambda: SqlWalletUnitOfWork(engine))
-        self.mailbox = _Mailbox()
+        self.mailbox = Mailbox()
         notifications = NotificationService(
             FakeIpNotificationsUnitOfWork, NotificationHub(), self.clock
         )
         self.deliver: Handler = wallet_outbox_handlers(
-            _Contacts(),
+            Contacts(),
             self.mailbox,
             self.sealer,
             notifications,
@@ -205,7 +192,7 @@ async def test_a_live_codes_mail_is_sent_and_replayed_after_its_use_is_dropped(
     [event] = await world.mails()
 
     await world.deliver(event)
-    [body] = world.mailbox.sent
+    [(_, _, body)] = world.mailbox.sent
     assert world.code_of(event) in body
 
     await world.ip_trust.confirm_ip(ConfirmIp(world.code_of(event)))

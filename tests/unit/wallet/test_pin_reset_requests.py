@@ -20,13 +20,13 @@ from google.rpc import error_details_pb2
 
 from tests.fakes.wallet import ReversibleSealer
 from tests.fakes.wallet_ip_notifications import FakeIpNotificationsUnitOfWork
+from tests.unit.wallet.test_mail_templates import Contacts, Mailbox
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_common.errors import ErrorKind
 from vaultpay_common.grpc.errors import status_for
 from vaultpay_common.outbox import Handler, OutboxEvent, OutboxMessage
 from vaultpay_wallet.adapters.deliveries import MAIL_TEMPLATES, wallet_outbox_handlers
 from vaultpay_wallet.adapters.notification_hub import NotificationHub
-from vaultpay_wallet.adapters.peers import UserContact
 from vaultpay_wallet.domain.errors import PinResetRateLimitedError
 from vaultpay_wallet.domain.pin import (
     PIN_RESET_CAP_WINDOW,
@@ -224,19 +224,6 @@ def test_the_reset_mail_does_not_tell_an_owner_who_did_not_ask_to_ignore_it() ->
 # ----- a superseded code is not mailed ------------------------------------------------------
 
 
-class _Contacts:
-    async def contact(self, user_id: str) -> UserContact:
-        return UserContact(f"{user_id}@example.com", "Asha Rao", True)
-
-
-class _Mailbox:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def send(self, to: str, subject: str, body: str) -> None:
-        self.sent.append(body)
-
-
 class _NoIpConfirmations:
     """Only PIN reset mails here."""
 
@@ -244,12 +231,12 @@ class _NoIpConfirmations:
         raise AssertionError("no IP confirmation mail is delivered in these tests")
 
 
-def _deliver_with(world: World, mailbox: _Mailbox) -> Handler:
+def _deliver_with(world: World, mailbox: Mailbox) -> Handler:
     notifications = NotificationService(
         FakeIpNotificationsUnitOfWork, NotificationHub(), world.clock
     )
     handlers = wallet_outbox_handlers(
-        _Contacts(),
+        Contacts(),
         mailbox,
         ReversibleSealer(),
         notifications,
@@ -281,13 +268,13 @@ async def test_a_mail_whose_code_a_newer_request_superseded_is_dropped_not_sent(
     world.clock.advance(PIN_RESET_COOLDOWN)
     await world.pins.request_pin_reset(RequestPinReset("alice", key()))
     first, second = _mails(world)
-    mailbox = _Mailbox()
+    mailbox = Mailbox()
     deliver = _deliver_with(world, mailbox)
 
     await deliver(_event(second))
     await deliver(_event(first))  # delivered as far as the relay knows: no retry
 
-    [body] = mailbox.sent
+    [(_, _, body)] = mailbox.sent
     assert _code(world, second) in body
     await world.pins.reset_pin(ResetPin(_code(world, second), "9753", "9753", key("anon")))
 
@@ -302,7 +289,7 @@ async def test_a_mail_whose_code_was_used_or_revoked_is_dropped_not_sent() -> No
     await world.pins.request_pin_reset(RequestPinReset("alice", key()))
     [_, revoked] = _mails(world)
     await world.pins.change_pin(ChangePin("alice", "9753", "8642", "8642", key()))
-    mailbox = _Mailbox()
+    mailbox = Mailbox()
     deliver = _deliver_with(world, mailbox)
 
     await deliver(_event(used))  # a retry of a mail whose code reset the PIN

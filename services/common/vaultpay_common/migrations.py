@@ -323,6 +323,25 @@ def _bound_lock_waits(connection: Connection) -> None:
     connection.commit()
 
 
+def _let_services_read_version(connection: Connection, attributes: Mapping[str, object]) -> None:
+    """Lets the chain's role and the platform's read its version table, at every run (a
+    database migrated before this grant gets it at its next `migrate`): a service waits for
+    its schema by it before serving (`vaultpay_common.schema_gate`), and transfer reads
+    wallet's chain too. It holds nothing but revision ids."""
+    table = str(attributes.get("version_table", "alembic_version"))
+    # The platform's role first: a database first migrated with one role for everything holds
+    # it first, and one ACL, whatever the history, reads the same (a catalogue compares them).
+    roles = dict.fromkeys(
+        str(attributes[key]) for key in ("shared_role", "app_role") if attributes.get(key)
+    )
+    for name in (table, *roles):
+        if not _NAME.match(name):
+            raise ValueError(f"unsafe SQL name {name!r}")
+    if roles:
+        connection.execute(text(f"GRANT SELECT ON {table} TO {', '.join(roles)}"))
+    connection.commit()
+
+
 def run_env(metadata: MetaData, *, isolation: ChainIsolation | None = None) -> None:
     """The body of a chain's env.py: online migrations on an async engine. A service chain
     names what it grants its service's role (`isolation`): when the run isolates
@@ -346,6 +365,7 @@ def run_env(metadata: MetaData, *, isolation: ChainIsolation | None = None) -> N
             )
             with context.begin_transaction():
                 context.run_migrations()
+            _let_services_read_version(connection, config.attributes)
             if isolation is not None and config.attributes.get("isolate", False):
                 from vaultpay_common.chain_isolation import reconcile_chain
 

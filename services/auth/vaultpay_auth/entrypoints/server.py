@@ -17,6 +17,7 @@ from vaultpay_auth.adapters.revocations import PgRevocationNotices, SqlRevocatio
 from vaultpay_auth.adapters.signing import JwtIssuer, KeyRing
 from vaultpay_auth.adapters.throttle import RedisLoginThrottle, RedisSignUpThrottle
 from vaultpay_auth.domain.security_events import EmailFingerprint
+from vaultpay_auth.entrypoints.cli import cli
 from vaultpay_auth.entrypoints.servicers import (
     AuthAdminServicer,
     AuthInternalServicer,
@@ -180,7 +181,7 @@ async def build_host(settings: AuthSettings) -> GrpcServiceHost:
 
 
 def main() -> None:
-    run_service("auth", AuthSettings, build_host)
+    run_service("auth", AuthSettings, build_host, schema=cli.chains)
 
 
 if __name__ == "__main__":

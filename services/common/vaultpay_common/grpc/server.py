@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vaultpay_common.config import ServiceSettings, load_settings
+from vaultpay_common.db import asyncpg_dsn
 from vaultpay_common.grpc.authz import AuthInterceptor
 from vaultpay_common.grpc.errors import ErrorInterceptor
 from vaultpay_common.grpc.hygiene import RequestHygieneInterceptor
@@ -32,6 +33,8 @@ from vaultpay_common.grpc.revocations import SessionRevocations
 from vaultpay_common.grpc.rules import load_access_rules
 from vaultpay_common.grpc.tokens import TokenIntrospector, TokenVerifier
 from vaultpay_common.logging import configure_logging
+from vaultpay_common.migrations import MigrationChain
+from vaultpay_common.schema_gate import wait_for_schema
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
@@ -218,18 +221,34 @@ def run_service(
     name: str,
     settings_type: type[SettingsT],
     build_host: Callable[[SettingsT], Awaitable[GrpcServiceHost]],
+    *,
+    schema: Sequence[MigrationChain] = (),
 ) -> None:
     """A service's process: reads its settings (a bad one exits 2 naming the variable, never
-    its value), logs as `name`, builds and starts the host, serves until SIGTERM or SIGINT; on
-    uvloop (faster asyncpg paths; grpc.aio works on it)."""
+    its value), logs as `name`, waits until its database has the migrations of `schema` this
+    code needs (`vaultpay_common.schema_gate`; SIGTERM or SIGINT meanwhile ends it), builds
+    and starts the host, serves until SIGTERM or SIGINT; on uvloop (faster asyncpg paths;
+    grpc.aio works on it)."""
     import uvloop
 
     settings = load_settings(settings_type, f"vaultpay-{name}")
 
     async def serve() -> None:
         configure_logging(name, settings.log_level)
+        if schema and not await _schema_ready(settings, schema):
+            log.info("stopped before serving")
+            return
         host = await build_host(settings)
         await host.start()
         await host.serve_until_signal()
 
     uvloop.run(serve())
+
+
+async def _schema_ready(settings: ServiceSettings, chains: Sequence[MigrationChain]) -> bool:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    dsn = asyncpg_dsn(settings.database_url.get_secret_value())
+    return await wait_for_schema(dsn, chains, stop=stopping)

@@ -31,6 +31,7 @@ __all__ = [
     "SignUpThrottledError",
     "ThrottleBusyError",
     "ThrottleUnavailableError",
+    "UserAlreadyDeactivatedError",
     "UserNotFoundError",
 ]
 
@@ -102,6 +103,25 @@ class DeactivatorUnknownError(PermissionDeniedError):
         "this user's deactivation records no one who made it; only a super_admin may "
         "reactivate them"
     )
+
+
+class UserAlreadyDeactivatedError(FailedPreconditionError):
+    """A staff member deactivating a user whom someone else deactivated, and whom they do not
+    outrank: the deactivation in force stays, with its reason and deactivator, and the caller
+    is told rather than answered OK as if theirs were recorded (a super_admin's deactivation
+    takes over an admin's: then only a super_admin may lift it). Metadata
+    `deactivated_by_role`: the deactivator's role now, or "unknown". Nothing is written."""
+
+    reason = "USER_ALREADY_DEACTIVATED"
+    default_message = "this user is already deactivated by someone else"
+
+    def __init__(self, deactivator_role: Role | None) -> None:
+        who = "unknown" if deactivator_role is None else deactivator_role.claim
+        by = "before auth recorded who" if deactivator_role is None else f"by a {who}"
+        super().__init__(
+            f"this user is already deactivated ({by}); its reason stands",
+            metadata={"deactivated_by_role": who},
+        )
 
 
 class LastSuperAdminError(FailedPreconditionError):

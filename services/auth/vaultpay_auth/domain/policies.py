@@ -19,6 +19,7 @@ from vaultpay_auth.domain.errors import (
     DeactivatedByHigherRankError,
     DeactivatorUnknownError,
     InsufficientPermissionsError,
+    UserAlreadyDeactivatedError,
 )
 from vaultpay_common.context import Role
 from vaultpay_common.errors import FieldViolation, ValidationError
@@ -32,6 +33,7 @@ from vaultpay_common.text import (
 __all__ = [
     "check_may_manage",
     "check_may_reactivate",
+    "check_may_redeactivate",
     "check_registration",
     "check_user_id",
     "email_violations",
@@ -208,6 +210,25 @@ def check_may_manage(
         )
     if actor_role < Role.ADMIN:
         raise InsufficientPermissionsError("requires ROLE_ADMIN or higher")
+
+
+def check_may_redeactivate(
+    *, actor_id: str, actor_role: Role, deactivator_id: str | None, deactivator_role: Role | None
+) -> bool:
+    """A deactivation of a user already deactivated: False when the actor is the deactivator
+    on record (a retry: nothing to change), True when the actor outranks the deactivator (their
+    role now) or, as a super_admin, none is on record: the deactivation becomes theirs (only
+    their rank may lift it). Anyone else: UserAlreadyDeactivatedError, the one in force stays
+    (an admin told OK would believe their reason recorded, and a super_admin answered OK
+    while an admin's deactivation stayed would leave it to any admin to lift)."""
+    if deactivator_id is not None and deactivator_id == actor_id:
+        return False
+    if deactivator_role is None:  # none on record (or no longer a user): maybe a super_admin
+        if actor_role >= Role.SUPER_ADMIN:
+            return True
+    elif actor_role > deactivator_role:
+        return True
+    raise UserAlreadyDeactivatedError(deactivator_role)
 
 
 def check_may_reactivate(*, actor_role: Role, deactivator_role: Role | None) -> None:

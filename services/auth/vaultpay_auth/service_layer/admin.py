@@ -28,6 +28,7 @@ from vaultpay_auth.domain.model import User
 from vaultpay_auth.domain.policies import (
     check_may_manage,
     check_may_reactivate,
+    check_may_redeactivate,
     check_user_id,
     normalize_email,
     require_reason,
@@ -224,7 +225,9 @@ class AdminService:
         async with self._uow() as uow:
             target = await self._lock_managed_user(uow, actor, user_id, None)
             if not target.active:
-                return target
+                return await self._take_over_deactivation(
+                    uow, actor, target, reason, client_ip=client_ip
+                )
             await self._refuse_last_super_admin(uow, target)
             target.active = False
             target.deactivation_reason = reason
@@ -241,6 +244,48 @@ class AdminService:
                 )
             )
             await uow.commit()
+        return target
+
+    async def _take_over_deactivation(
+        self, uow: AuthUnitOfWork, actor: Principal, target: User, reason: str, *, client_ip: str
+    ) -> User:
+        """A deactivation of a user already deactivated (under `_lock_managed_user`'s locks):
+        the deactivator's own retry changes nothing; someone who outranks the deactivator
+        takes the deactivation over (theirs to lift now), audited with the one it replaces;
+        anyone else is refused (`check_may_redeactivate`)."""
+        current = await uow.users.get(actor.subject)
+        assert current is not None  # read under the same locks by _lock_managed_user
+        deactivator = (
+            None if target.deactivated_by is None else await uow.users.get(target.deactivated_by)
+        )
+        if not check_may_redeactivate(
+            actor_id=actor.subject,
+            actor_role=current.role,
+            deactivator_id=target.deactivated_by,
+            deactivator_role=None if deactivator is None else deactivator.role,
+        ):
+            return target
+        previous_reason, previous_by = target.deactivation_reason, target.deactivated_by
+        target.deactivation_reason = reason
+        target.deactivated_by = actor.subject
+        target.updated_at = datetime.now(UTC)
+        await uow.users.update(target)
+        revoked = await uow.sessions.revoke_all_for_user(target.id, "deactivated")
+        await uow.audit(
+            AuditEntry(
+                "user.deactivated",
+                "user",
+                target.id,
+                {
+                    "reason": reason,
+                    "revoked_sessions": str(revoked),
+                    "replaces_reason": previous_reason,
+                    "replaces_deactivated_by": previous_by or "",
+                    "ip": client_ip,
+                },
+            )
+        )
+        await uow.commit()
         return target
 
     async def reactivate(

@@ -190,6 +190,11 @@ class AuthAdminServiceStub:
     the next call and the other services' within about a second (from the revocation feed
     they hold in memory; while a service's feed is stale, its non-strict RPCs are decided
     from the token and the revocations already known until the feed catches up). Audited.
+    A user already deactivated: the deactivator's own retry answers the user unchanged;
+    someone who outranks the deactivator (their role now; a super_admin when none is on
+    record) takes the deactivation over, with their reason (audited with the one it
+    replaces; then only their rank may lift it); anyone else is refused FAILED_PRECONDITION
+    USER_ALREADY_DEACTIVATED (metadata deactivated_by_role, or "unknown").
     """
     ReactivateUser: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ReactivateUserRequest, _auth_pb2.ReactivateUserResponse]
     """Reactivates a deactivated user, with a reason. They must sign in again. The same
@@ -225,6 +230,11 @@ class AuthAdminServiceAsyncStub(AuthAdminServiceStub):
     the next call and the other services' within about a second (from the revocation feed
     they hold in memory; while a service's feed is stale, its non-strict RPCs are decided
     from the token and the revocations already known until the feed catches up). Audited.
+    A user already deactivated: the deactivator's own retry answers the user unchanged;
+    someone who outranks the deactivator (their role now; a super_admin when none is on
+    record) takes the deactivation over, with their reason (audited with the one it
+    replaces; then only their rank may lift it); anyone else is refused FAILED_PRECONDITION
+    USER_ALREADY_DEACTIVATED (metadata deactivated_by_role, or "unknown").
     """
     ReactivateUser: _aio.UnaryUnaryMultiCallable[_auth_pb2.ReactivateUserRequest, _auth_pb2.ReactivateUserResponse]  # type: ignore[assignment]
     """Reactivates a deactivated user, with a reason. They must sign in again. The same
@@ -281,6 +291,11 @@ class AuthAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         the next call and the other services' within about a second (from the revocation feed
         they hold in memory; while a service's feed is stale, its non-strict RPCs are decided
         from the token and the revocations already known until the feed catches up). Audited.
+        A user already deactivated: the deactivator's own retry answers the user unchanged;
+        someone who outranks the deactivator (their role now; a super_admin when none is on
+        record) takes the deactivation over, with their reason (audited with the one it
+        replaces; then only their rank may lift it); anyone else is refused FAILED_PRECONDITION
+        USER_ALREADY_DEACTIVATED (metadata deactivated_by_role, or "unknown").
         """
 
     @_abc_1.abstractmethod

@@ -16,12 +16,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.blackhole import BlackholeProxy
 from tests.integration.databases import fresh_databases
 from tests.ports import ListenerPort
 from vaultpay_auth.entrypoints.cli import AUTH_CHAIN
@@ -66,7 +69,8 @@ def test_an_auth_server_behind_its_schema_binds_nothing_until_migrated(
             waiting = _poll(
                 lambda: _logged(log_path, "waiting for migrations before serving"), server
             )
-            assert "auth at 0011, this code needs 0012" in waiting["behind"]
+            head = code_revisions(AUTH_CHAIN).head
+            assert f"auth at 0011, this code needs {head}" in waiting["behind"]
             assert not _accepts(address), "a server behind its schema took connections"
 
             migrate_chain(AUTH_CHAIN, dbs.auth_owner_dsn, dbs.auth_app_role)
@@ -121,7 +125,7 @@ async def test_transfer_waits_for_wallets_chain_and_serves_a_schema_ahead(
         )
         dsn = asyncpg_dsn(dbs.app_dsn("transfer"))
         stop = asyncio.Event()
-        assert await wait_for_schema(dsn, chains, stop=stop, poll_seconds=0.05)
+        assert await _within(wait_for_schema(dsn, chains, stop=stop, poll_seconds=0.05))
 
         wallet = code_revisions(WALLET_CHAIN)
         owner = dbs.vaultpay_owner_dsn
@@ -138,7 +142,7 @@ async def test_transfer_waits_for_wallets_chain_and_serves_a_schema_ahead(
         # A newer release's revision: served (its migrations keep this code working).
         await set_wallet_version("w9999")
         with caplog.at_level(logging.INFO, logger="vaultpay_common.schema_gate"):
-            assert await wait_for_schema(dsn, chains, stop=stop, poll_seconds=0.05)
+            assert await _within(wait_for_schema(dsn, chains, stop=stop, poll_seconds=0.05))
         assert any("ahead" in r.getMessage() for r in caplog.records)
 
         # An older one: transfer waits, reading wallet's table as its own role, and says why.
@@ -157,10 +161,57 @@ async def test_transfer_waits_for_wallets_chain_and_serves_a_schema_ahead(
             assert all(f"wallet at w0012, this code needs {wallet.head}" in b for b in behind)
 
             await set_wallet_version(wallet.head)
-            assert await asyncio.wait_for(waiting, DEADLINE_SECONDS)
+            assert await _within(waiting)
 
             stop.set()
-            assert not await wait_for_schema(dsn, chains, stop=stop)
+            assert not await _within(wait_for_schema(dsn, chains, stop=stop))
+
+
+async def test_a_database_that_stops_answering_is_waited_for_and_a_stop_still_ends_the_wait(
+    infra: Infra, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review of this change: the read had no bound past the connect, so a failover or a
+    paused VM after the connect stopped the polling (and its warnings) for good, and SIGTERM
+    set an event nobody read until the read returned."""
+    with fresh_databases(infra, "sg") as dbs:
+        await asyncio.to_thread(migrate_chain, AUTH_CHAIN, dbs.auth_owner_dsn, dbs.auth_app_role)
+        proxy = BlackholeProxy(infra.postgres.port)
+        await proxy.start()
+        try:
+            parts = urlsplit(asyncpg_dsn(dbs.auth_app_dsn))
+            host = parts.netloc.rsplit("@", 1)
+            dsn = urlunsplit(parts._replace(netloc=f"{host[0]}@127.0.0.1:{proxy.port}"))
+            stop = asyncio.Event()
+            assert await _within(wait_for_schema(dsn, [AUTH_CHAIN], stop=stop))
+
+            proxy.blackhole()
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="vaultpay_common.schema_gate"):
+                waiting = asyncio.create_task(
+                    wait_for_schema(
+                        dsn,
+                        [AUTH_CHAIN],
+                        stop=stop,
+                        poll_seconds=0.05,
+                        report_every=0,
+                        read_timeout=0.3,
+                    )
+                )
+                deadline = time.monotonic() + DEADLINE_SECONDS
+                while sum("waiting" in r.getMessage() for r in caplog.records) < 2:
+                    assert time.monotonic() < deadline, "the wait stopped polling"
+                    assert not waiting.done(), "a silent database counted as migrated"
+                    await asyncio.sleep(0.02)
+                behind = {getattr(r, "behind", "") for r in caplog.records}
+                assert behind == {"database not reachable (TimeoutError)"}
+                stop.set()
+                assert await _within(waiting) is False
+        finally:
+            await proxy.close()
+
+
+async def _within(waiting: Awaitable[bool]) -> bool:
+    return await asyncio.wait_for(waiting, DEADLINE_SECONDS)
 
 
 def _poll(check: object, server: subprocess.Popen[bytes]) -> dict[str, str]:

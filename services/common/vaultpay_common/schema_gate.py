@@ -24,12 +24,14 @@ import enum
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 
 from vaultpay_common.migrations import MigrationChain
+from vaultpay_common.pg_failures import LOST_CONNECTION
 
 __all__ = [
     "ChainSchema",
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 30.0
+READ_TIMEOUT_SECONDS = 10.0
+CLOSE_TIMEOUT_SECONDS = 1.0
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
@@ -112,18 +116,24 @@ async def wait_for_schema(
     stop: asyncio.Event,
     poll_seconds: float = POLL_SECONDS,
     report_every: float = REPORT_EVERY_SECONDS,
+    read_timeout: float = READ_TIMEOUT_SECONDS,
 ) -> bool:
     """Waits until no chain of `chains` is behind this code, polling every `poll_seconds`;
-    True then, False if `stop` was set first. A database it cannot reach is waited for too
-    (said the same way). A chain ahead is logged once and served."""
+    True then, False as soon as `stop` is set (a read in progress is abandoned). A database
+    it cannot reach, or a read that outlasts `read_timeout` (a failover, a paused VM), is
+    waited for too, said the same way. A chain ahead is logged once and served."""
     schemas = [code_revisions(chain) for chain in chains]
     last_report = float("-inf")
     while not stop.is_set():
         try:
-            states = await _read_states(dsn, schemas)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            states = await _unless_stopped(
+                _read_states(dsn, schemas, read_timeout), stop, read_timeout
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, *LOST_CONNECTION) as exc:
             problem = f"database not reachable ({type(exc).__name__})"
         else:
+            if states is None:
+                return False
             behind = [s for s in states if s.state is SchemaState.BEHIND]
             if not behind:
                 for ahead in (s for s in states if s.state is SchemaState.AHEAD):
@@ -149,6 +159,29 @@ async def wait_for_schema(
     return False
 
 
+T = TypeVar("T")
+
+
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event, within: float) -> T | None:
+    """`work`'s result; None once `stop` is set (`work` cancelled); TimeoutError after
+    `within` seconds. A stop that comes while the work finishes wins: nothing starts after
+    it."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if stop.is_set() or not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if stop.is_set():
+            return None
+        raise TimeoutError
+    return task.result()
+
+
 @dataclass(frozen=True, slots=True)
 class _Read:
     schema: ChainSchema
@@ -156,13 +189,18 @@ class _Read:
     state: SchemaState
 
 
-async def _read_states(dsn: str, schemas: Sequence[ChainSchema]) -> list[_Read]:
-    conn = await asyncpg.connect(dsn, timeout=10)
+async def _read_states(dsn: str, schemas: Sequence[ChainSchema], within: float) -> list[_Read]:
+    conn = await asyncpg.connect(dsn, timeout=within, command_timeout=within)
     try:
         reads = []
         for schema in schemas:
             applied = await read_applied(conn, schema.version_table)
             reads.append(_Read(schema, applied, judge(schema, applied)))
-        return reads
-    finally:
-        await conn.close()
+    except BaseException:
+        conn.terminate()  # a cancelled or failed read waits for no goodbye
+        raise
+    try:  # the answer is in: a goodbye that is not acknowledged changes nothing
+        await conn.close(timeout=CLOSE_TIMEOUT_SECONDS)
+    except (OSError, TimeoutError, asyncpg.PostgresError, *LOST_CONNECTION):
+        conn.terminate()
+    return reads

@@ -33,13 +33,13 @@ from vaultpay_common.context import Role
     ],
 )
 def test_the_rule(actor: Role, deactivator: Role | None, outcome: str) -> None:
-    def decide() -> bool:
-        return check_may_redeactivate(
+    def decide() -> None:
+        check_may_redeactivate(
             actor_id="a", actor_role=actor, deactivator_id="d", deactivator_role=deactivator
         )
 
     if outcome == "take over":
-        assert decide() is True
+        decide()
         return
     with pytest.raises(UserAlreadyDeactivatedError) as refused:
         decide()
@@ -47,12 +47,9 @@ def test_the_rule(actor: Role, deactivator: Role | None, outcome: str) -> None:
     assert refused.value.metadata == {"deactivated_by_role": expected}
 
 
-def test_the_deactivators_own_retry_is_no_change() -> None:
-    assert (
-        check_may_redeactivate(
-            actor_id="a", actor_role=Role.ADMIN, deactivator_id="a", deactivator_role=Role.ADMIN
-        )
-        is False
+def test_the_deactivator_may_always_make_it_theirs_again() -> None:
+    check_may_redeactivate(
+        actor_id="a", actor_role=Role.ADMIN, deactivator_id="a", deactivator_role=Role.ADMIN
     )
 
 
@@ -103,12 +100,31 @@ async def test_an_equal_rank_is_refused_and_nothing_changes() -> None:
     assert len(staff.uow.entries("user.deactivated")) == 1
 
 
-async def test_the_deactivators_retry_answers_the_user_and_writes_nothing() -> None:
+async def test_the_deactivators_retry_with_the_same_reason_writes_nothing() -> None:
     staff = Staff()
     admin = staff.add("admin@example.com", Role.ADMIN)
     user = staff.add("ada@example.com")
     await staff.admin.deactivate(staff.acting(admin), user.id, "chargebacks", client_ip=IP)
     before = dataclasses.replace(staff.stored(user))
-    again = await staff.admin.deactivate(staff.acting(admin), user.id, "retry", client_ip=IP)
+    again = await staff.admin.deactivate(staff.acting(admin), user.id, "chargebacks", client_ip=IP)
     assert again == before == staff.stored(user)
     assert len(staff.uow.entries("user.deactivated")) == 1
+
+
+async def test_the_deactivators_new_reason_is_recorded_and_audited() -> None:
+    """Review of this change: an admin who deactivated "on leave" and then found fraud was
+    answered OK and the fraud reason recorded nowhere."""
+    staff = Staff()
+    admin = staff.add("admin@example.com", Role.ADMIN)
+    user = staff.add("ada@example.com")
+    await staff.admin.deactivate(staff.acting(admin), user.id, "on leave", client_ip=IP)
+    await staff.admin.deactivate(staff.acting(admin), user.id, "fraud #9", client_ip=IP)
+    held = staff.stored(user)
+    assert (held.active, held.deactivated_by, held.deactivation_reason) == (
+        False,
+        admin.id,
+        "fraud #9",
+    )
+    _, updated = staff.uow.entries("user.deactivated")
+    assert updated.details["replaces_reason"] == "on leave"
+    assert updated.details["replaces_deactivated_by"] == admin.id

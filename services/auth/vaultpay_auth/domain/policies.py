@@ -214,20 +214,20 @@ def check_may_manage(
 
 def check_may_redeactivate(
     *, actor_id: str, actor_role: Role, deactivator_id: str | None, deactivator_role: Role | None
-) -> bool:
-    """A deactivation of a user already deactivated: False when the actor is the deactivator
-    on record (a retry: nothing to change), True when the actor outranks the deactivator (their
-    role now) or, as a super_admin, none is on record: the deactivation becomes theirs (only
-    their rank may lift it). Anyone else: UserAlreadyDeactivatedError, the one in force stays
-    (an admin told OK would believe their reason recorded, and a super_admin answered OK
-    while an admin's deactivation stayed would leave it to any admin to lift)."""
+) -> None:
+    """Whether an actor may make a deactivation in force theirs (with their reason): the
+    deactivator on record may (a new reason of their own: an update, audited), so may someone
+    who outranks the deactivator (their role now) or, as a super_admin, one with none on record
+    (then only their rank may lift it). Anyone else: UserAlreadyDeactivatedError, the one in
+    force stays (an admin told OK would believe their reason recorded, and a super_admin
+    answered OK while an admin's deactivation stayed would leave it to any admin to lift)."""
     if deactivator_id is not None and deactivator_id == actor_id:
-        return False
+        return
     if deactivator_role is None:  # none on record (or no longer a user): maybe a super_admin
         if actor_role >= Role.SUPER_ADMIN:
-            return True
+            return
     elif actor_role > deactivator_role:
-        return True
+        return
     raise UserAlreadyDeactivatedError(deactivator_role)
 
 

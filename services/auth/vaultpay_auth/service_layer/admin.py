@@ -250,21 +250,23 @@ class AdminService:
         self, uow: AuthUnitOfWork, actor: Principal, target: User, reason: str, *, client_ip: str
     ) -> User:
         """A deactivation of a user already deactivated (under `_lock_managed_user`'s locks):
-        the deactivator's own retry changes nothing; someone who outranks the deactivator
-        takes the deactivation over (theirs to lift now), audited with the one it replaces;
-        anyone else is refused (`check_may_redeactivate`)."""
+        the deactivator's own retry (the same reason) changes nothing; the deactivator with a
+        new reason, or someone who outranks the deactivator, makes it theirs (their reason;
+        theirs to lift), audited with the reason and deactivator it replaces; anyone else is
+        refused (`check_may_redeactivate`)."""
+        if target.deactivated_by == actor.subject and target.deactivation_reason == reason:
+            return target
         current = await uow.users.get(actor.subject)
         assert current is not None  # read under the same locks by _lock_managed_user
         deactivator = (
             None if target.deactivated_by is None else await uow.users.get(target.deactivated_by)
         )
-        if not check_may_redeactivate(
+        check_may_redeactivate(
             actor_id=actor.subject,
             actor_role=current.role,
             deactivator_id=target.deactivated_by,
             deactivator_role=None if deactivator is None else deactivator.role,
-        ):
-            return target
+        )
         previous_reason, previous_by = target.deactivation_reason, target.deactivated_by
         target.deactivation_reason = reason
         target.deactivated_by = actor.subject

@@ -207,11 +207,11 @@ class GrpcServiceHost:
                 log.warning("cleanup failed", exc_info=True)
         log.info("stopped")
 
-    async def serve_until_signal(self) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def serve_until_signal(self, stop: asyncio.Event | None = None) -> None:
+        """Serves until SIGTERM or SIGINT, or until `stop` (an event those signals already set:
+        `stop_on_signals`, so that one received before serving began is not lost)."""
+        if stop is None:
+            stop = stop_on_signals()
         await stop.wait()
         log.info("shutting down")
         await self.stop()
@@ -235,20 +235,23 @@ def run_service(
 
     async def serve() -> None:
         configure_logging(name, settings.log_level)
-        if schema and not await _schema_ready(settings, schema):
-            log.info("stopped before serving")
-            return
+        stop = stop_on_signals()
+        if schema:
+            dsn = asyncpg_dsn(settings.database_url.get_secret_value())
+            if not await wait_for_schema(dsn, schema, stop=stop):
+                log.info("stopped before serving")
+                return
         host = await build_host(settings)
         await host.start()
-        await host.serve_until_signal()
+        await host.serve_until_signal(stop)
 
     uvloop.run(serve())
 
 
-async def _schema_ready(settings: ServiceSettings, chains: Sequence[MigrationChain]) -> bool:
-    stopping = asyncio.Event()
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGTERM and SIGINT set from now on (in the running loop)."""
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    dsn = asyncpg_dsn(settings.database_url.get_secret_value())
-    return await wait_for_schema(dsn, chains, stop=stopping)
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -453,11 +453,12 @@ class AuthAdminServiceServicer:
         the next call and the other services' within about a second (from the revocation feed
         they hold in memory; while a service's feed is stale, its non-strict RPCs are decided
         from the token and the revocations already known until the feed catches up). Audited.
-        A user already deactivated: the deactivator's own retry answers the user unchanged;
-        someone who outranks the deactivator (their role now; a super_admin when none is on
-        record) takes the deactivation over, with their reason (audited with the one it
-        replaces; then only their rank may lift it); anyone else is refused FAILED_PRECONDITION
-        USER_ALREADY_DEACTIVATED (metadata deactivated_by_role, or "unknown").
+        A user already deactivated: the deactivator's own retry (the same reason) answers the
+        user unchanged, and their new reason replaces the old one; someone who outranks the
+        deactivator (their role now; a super_admin when none is on record) takes the
+        deactivation over, with their reason (then only their rank may lift it); each change is
+        audited with the reason and deactivator it replaces. Anyone else is refused
+        FAILED_PRECONDITION USER_ALREADY_DEACTIVATED (metadata deactivated_by_role, or "unknown").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

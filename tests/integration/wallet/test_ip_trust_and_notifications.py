@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -30,6 +32,7 @@ from vaultpay_common.db import SqlUnitOfWork, create_engine
 from vaultpay_common.idempotency import SqlIdempotencyRecords
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain, upgrade_all
 from vaultpay_common.outbox import SqlOutbox
+from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.ip_trust_redis import RedisTrustedIpCache
 from vaultpay_wallet.adapters.ip_trust_sql import (
@@ -381,6 +384,65 @@ async def test_a_listener_whose_link_goes_silent_ends_its_streams_within_seconds
         hub.close()
         await listener.stop()
         await proxy.close()
+
+
+async def test_a_reconnection_whose_listen_goes_unanswered_gives_up_and_tries_again(
+    migrated: Provisioned,
+    infra: Infra,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review of 2026-12-05: the reconnection's LISTEN had no bound, so a link that went silent
+    between the connect and LISTEN's reply held the supervisor (and kept every new watch of
+    the replica refused) until the kernel gave up, about 15 minutes. Now the LISTEN is given
+    `connect_timeout` and the supervisor goes on trying."""
+    url = make_url(migrated.app_dsn("wallet"))
+    proxy = BlackholeProxy(url.port or 5432)
+    await proxy.start()
+    hub = NotificationHub()
+    listener = PgNotificationListener(
+        url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
+        hub,
+        connect_timeout=0.5,
+        max_backoff=0.3,
+    )
+    await listener.start()
+    original = asyncpg.Connection.add_listener
+
+    async def silent_listen(conn: asyncpg.Connection, *args: Any) -> None:
+        proxy.blackhole()  # the link goes silent once the reconnection is in, before LISTEN
+        await original(conn, *args)
+
+    monkeypatch.setattr(asyncpg.Connection, "add_listener", silent_listen)
+    try:
+        with caplog.at_level(logging.WARNING, logger="vaultpay_wallet.adapters.notification_hub"):
+            await _terminate_listener(infra, url.username or "")
+
+            def losses() -> int:
+                return sum("lost its connection" in r.getMessage() for r in caplog.records)
+
+            deadline = time.monotonic() + PATIENCE
+            while losses() < 2:  # the termination, then the unanswered LISTEN
+                assert time.monotonic() < deadline, "the reconnection hung on its LISTEN"
+                await asyncio.sleep(0.05)
+        assert not hub.accepting
+    finally:
+        hub.close()
+        await listener.stop()
+        await proxy.close()
+
+
+async def _terminate_listener(infra: Infra, role: str) -> None:
+    conn = await asyncpg.connect(infra.postgres.admin_dsn)
+    try:
+        ended = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE usename = $1 AND application_name = 'vaultpay-wallet-notification-listener'",
+            role,
+        )
+    finally:
+        await conn.close()
+    assert ended == 1
 
 
 async def _delivers_live(service: NotificationService, user: str) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import grpc
 import pytest
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.wallet.wallet_chain import migrate_to_head
@@ -32,9 +33,8 @@ from vaultpay_common.grpc.wrapping import CallInterceptor, UnaryCall
 from vaultpay_common.pagination import PageTokens
 from vaultpay_devstack.postgres import Provisioned
 from vaultpay_wallet.adapters.notification_hub import NotificationHub
-from vaultpay_wallet.adapters.notifications_sql import SqlNotificationRepository
+from vaultpay_wallet.adapters.notifications_sql import notifications
 from vaultpay_wallet.adapters.unit_of_work import SqlWalletUnitOfWork
-from vaultpay_wallet.domain.notifications import Notification, NotificationKind
 from vaultpay_wallet.entrypoints.servicers import WalletServicer
 from vaultpay_wallet.service_layer.notifications import CreateNotification, NotificationService
 
@@ -163,12 +163,21 @@ async def test_notifications_of_one_instant_are_bounded_by_their_id_as_the_list_
     step) are ordered by id in the list: the bound splits them the same way."""
     user = str(uuid.uuid4())
     at = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-    ids = sorted(str(uuid.uuid4()) for _ in range(3))
+    ids = sorted((str(uuid.uuid4()) for _ in range(3)), reverse=True)  # newest id first
     async with engine.begin() as conn:
-        repo = SqlNotificationRepository(conn)
-        for note_id in ids:
-            note = Notification(note_id, user, NotificationKind.TOP_UP, "Top-up", "", False, at)
-            await repo.add(note, dedupe_key=note_id)
+        for note_id in ids:  # the repository stamps its own time: one instant, written here
+            await conn.execute(
+                insert(notifications).values(
+                    id=note_id,
+                    user_id=user,
+                    kind="TOP_UP",
+                    title="Top-up",
+                    body="",
+                    created_at=at,
+                    dedupe_key=note_id,
+                )
+            )
+    ids.sort()
     assert await inbox.shown(user) == ids[::-1]
     marked = await inbox.mark_all(user, up_to=ids[1])
     assert marked.marked_count == 2
@@ -217,3 +226,47 @@ async def test_a_retry_replays_its_count_and_one_with_another_bound_is_refused(
         assert failure.code == grpc.StatusCode.FAILED_PRECONDITION, failure
         assert failure.reason == "IDEMPOTENCY_KEY_REUSED"
     assert await inbox.unread(user) == [second]
+
+
+async def test_a_notification_is_stamped_when_it_is_stored_not_when_its_call_began(
+    inbox: _Inbox, engine: AsyncEngine
+) -> None:
+    """Review of 2026-12-05 (helper 284): `created_at` was the caller's clock read before the
+    unit of work waited for a pooled connection (seconds when the PIN checks hold the pool),
+    so a notification committed after the one a client showed could sort before it and be
+    marked read unseen. The stale clock stands for that wait (and for a replica behind)."""
+    user = str(uuid.uuid4())
+    shown_one = await inbox.notify(user, "Shown")
+    assert await inbox.shown(user) == [shown_one]
+    waited = NotificationService(
+        lambda: SqlWalletUnitOfWork(engine), NotificationHub(), _StaleClock(timedelta(minutes=5))
+    )
+    late = await waited.create_notification(
+        CreateNotification(str(uuid.uuid4()), user, "MONEY_RECEIVED", "Late", "₹1.00")
+    )
+    assert late.notification.created_at > datetime.now(UTC) - timedelta(minutes=1)
+
+    marked = await inbox.mark_all(user, up_to=shown_one, request_id=str(uuid.uuid4()))
+    assert marked.marked_count == 1
+    assert await inbox.unread(user) == [late.notification.notification_id]
+
+    # A batch too: stamped at its insert, its items in the commands' order.
+    batch = await waited.create_notifications(
+        [
+            CreateNotification(str(uuid.uuid4()), user, "MONEY_RECEIVED", f"Batch {n}", "")
+            for n in range(3)
+        ]
+    )
+    stamps = [item.notification.created_at for item in batch]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 3
+    assert stamps[0] > late.notification.created_at
+    newest = (await inbox.shown(user))[:3]
+    assert newest == [item.notification.notification_id for item in batch][::-1]
+
+
+class _StaleClock:
+    def __init__(self, behind: timedelta) -> None:
+        self._behind = behind
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) - self._behind

@@ -255,6 +255,7 @@ class PgNotificationListener:
         channel: str = NOTIFY_CHANNEL,
         probe_interval: float = 1.0,
         probe_timeout: float = 3.0,
+        connect_timeout: float = 5.0,
         max_backoff: float = 10.0,
         max_pending: int = 10_000,
         max_pending_per_user: int = 500,
@@ -269,6 +270,7 @@ class PgNotificationListener:
         self._channel = channel
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
+        self._connect_timeout = connect_timeout
         self._max_backoff = max_backoff
         self._max_pending = max_pending
         self._read_batch = read_batch
@@ -303,14 +305,23 @@ class PgNotificationListener:
         await self._disconnect()
 
     async def _connect(self) -> None:
+        """Connects and LISTENs, each within `connect_timeout`: the LISTEN ran with no bound,
+        so a link that went silent between the connect and its reply held the reconnection
+        (and every watch of the replica, refused meanwhile) until the kernel gave up, about
+        15 minutes (review of 2026-12-05). A connection that fails after it opened is cut."""
         self._lost.clear()
         conn = await asyncpg.connect(
             self._dsn,
-            timeout=5,
+            timeout=self._connect_timeout,
             server_settings={"application_name": "vaultpay-wallet-notification-listener"},
         )
-        conn.add_termination_listener(lambda _conn: self._lost.set())
-        await conn.add_listener(self._channel, self._on_notify)
+        try:
+            conn.add_termination_listener(lambda _conn: self._lost.set())
+            async with asyncio.timeout(self._connect_timeout):
+                await conn.add_listener(self._channel, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
         self._conn = conn
         self._hub.feed_restored()
 

@@ -18,6 +18,13 @@ every row from `unnest` arrays (ON CONFLICT DO NOTHING, RETURNING what it insert
 SELECT of the rows that already existed, and one `SELECT pg_notify(...) FROM unnest(...)` with
 a payload per new notification, so watchers hear of each exactly as after `add`.
 
+A notification's `created_at` is the database's clock when its row is inserted
+(`clock_timestamp()`; a batch's items a microsecond apart, in order), not the caller's: a
+time read before the unit of work waited for a pooled connection (seconds, when the PIN checks
+hold the pool) ordered a notification before others that committed first, so "mark all read
+up to" the newest one shown could mark it unseen; and the replicas' clocks differ. What is
+stored is what is returned.
+
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import (
@@ -34,11 +41,13 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    Integer,
     Table,
     Text,
     bindparam,
     func,
     literal,
+    literal_column,
     select,
     text,
     tuple_,
@@ -97,8 +106,9 @@ notifications = Table(
 _c = notifications.c
 _UUID_ARRAY = ARRAY(UUID(as_uuid=False))
 _TEXT_ARRAY = ARRAY(Text)
-_TIMESTAMP_ARRAY = ARRAY(DateTime(timezone=True))
+_INT_ARRAY = ARRAY(Integer)
 _INSERTED_COLUMNS = ("id", "user_id", "kind", "title", "body", "created_at", "dedupe_key")
+_BATCH_COLUMNS = ("id", "user_id", "kind", "title", "body", "place", "dedupe_key")
 
 
 def _note(row: Any) -> Notification:
@@ -169,13 +179,13 @@ class SqlNotificationRepository:
                     title=note.title,
                     body=note.body,
                     read=note.read,
-                    created_at=note.created_at,
+                    created_at=func.clock_timestamp(),
                     dedupe_key=dedupe_key,
                 )
                 # A concurrent insert of the same key waits for the other transaction, then
                 # does nothing if it committed: the SELECT below then sees its row.
                 .on_conflict_do_nothing(index_elements=[_c.user_id, _c.dedupe_key])
-                .returning(_c.id)
+                .returning(_c.id, _c.created_at)
             )
         ).first()
         if inserted is None:
@@ -187,6 +197,7 @@ class SqlNotificationRepository:
                 )
             ).one()
             return _note(row), False
+        note = replace(note, created_at=inserted.created_at)
         await self._conn.execute(
             select(func.pg_notify(NOTIFY_CHANNEL, encode_notify_payload(note)))
         )
@@ -203,6 +214,7 @@ class SqlNotificationRepository:
         # In (user, key) order: concurrent batches that share keys then wait on each other's
         # index entries in the same order instead of deadlocking.
         rows = sorted(firsts.items(), key=lambda row: row[0])
+        order = {note.notification_id: place for place, note in enumerate(firsts.values())}
         batch = (
             func.unnest(
                 bindparam(None, [n.notification_id for _, n in rows], type_=_UUID_ARRAY),
@@ -210,23 +222,36 @@ class SqlNotificationRepository:
                 bindparam(None, [n.kind.name for _, n in rows], type_=_TEXT_ARRAY),
                 bindparam(None, [n.title for _, n in rows], type_=_TEXT_ARRAY),
                 bindparam(None, [n.body for _, n in rows], type_=_TEXT_ARRAY),
-                bindparam(None, [n.created_at for _, n in rows], type_=_TIMESTAMP_ARRAY),
+                # Each item's place in the commands (the insert runs in (user, key) order).
+                bindparam(None, [order[n.notification_id] for _, n in rows], type_=_INT_ARRAY),
                 bindparam(None, [key for (_, key), _ in rows], type_=_TEXT_ARRAY),
             )
-            .table_valued(*_INSERTED_COLUMNS)
+            .table_valued(*_BATCH_COLUMNS)
             .render_derived(name="batch")
+        )
+        # One reading of the clock for the statement (an InitPlan), each item its place's
+        # microseconds after it: a reading per row, taken in the insert's order, could put a
+        # later item before an earlier one.
+        now = select(func.clock_timestamp()).scalar_subquery()
+        stamped = select(
+            *(batch.c[name] for name in _BATCH_COLUMNS[:5]),
+            now + batch.c.place * literal_column("interval '1 microsecond'"),
+            batch.c.dedupe_key,
         )
         # As in `add`, a concurrent insert of the same key is waited for; if it commits, the
         # SELECT below (a statement of its own, so a newer snapshot) reads its row.
         inserted = {
-            str(note_id)
-            for note_id in await self._conn.scalars(
+            str(note_id): created_at
+            for note_id, created_at in await self._conn.execute(
                 insert(notifications)
-                .from_select(list(_INSERTED_COLUMNS), select(batch))
+                .from_select(list(_INSERTED_COLUMNS), stamped)
                 .on_conflict_do_nothing(index_elements=[_c.user_id, _c.dedupe_key])
-                .returning(_c.id)
+                .returning(_c.id, _c.created_at)
             )
         }
+        for ids, note in rows:
+            if note.notification_id in inserted:
+                firsts[ids] = replace(note, created_at=inserted[note.notification_id])
         existing = [ids for ids, note in rows if note.notification_id not in inserted]
         if existing:
             await self._read_existing(existing, firsts)

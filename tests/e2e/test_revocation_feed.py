@@ -232,3 +232,27 @@ async def test_an_open_notification_stream_ends_when_its_user_is_deactivated(
 
     ended = await _watch_until_it_ends(mesh, person, deactivate)
     assert (ended.code, ended.reason) == (grpc.StatusCode.UNAUTHENTICATED, "ACCOUNT_DISABLED")
+
+
+def test_a_deactivation_in_force_is_taken_over_by_a_higher_rank_and_refused_to_a_peer(
+    gateway: Gateway, mesh: Mesh
+) -> None:
+    """DeactivateUser of a user already deactivated, through Envoy JSON: another admin is
+    told 400 USER_ALREADY_DEACTIVATED (not 200 with their reason recorded nowhere), a
+    super_admin takes the deactivation over, and an admin may no longer lift it."""
+    first, second = (staff_token(mesh, gateway, "ADMIN") for _ in range(2))
+    root = staff_token(mesh, gateway, "SUPER_ADMIN")
+    person = new_person(gateway, wallet=False)
+    path = f"/v1/admin/users/{person.user_id}"
+
+    made = gateway.call("POST", f"{path}:deactivate", {"reason": "on leave"}, token=first)
+    assert made.status == 200, made.body
+    refused = gateway.call("POST", f"{path}:deactivate", {"reason": "spam"}, token=second)
+    assert (refused.status, refused.error_reason()) == (400, "USER_ALREADY_DEACTIVATED")
+
+    taken = gateway.call("POST", f"{path}:deactivate", {"reason": "fraud #9"}, token=root)
+    assert taken.status == 200, taken.body
+    lifted = gateway.call("POST", f"{path}:reactivate", {"reason": "back"}, token=first)
+    assert (lifted.status, lifted.error_reason()) == (403, "DEACTIVATED_BY_HIGHER_RANK")
+    back = gateway.call("POST", f"{path}:reactivate", {"reason": "cleared"}, token=root)
+    assert back.status == 200, back.body

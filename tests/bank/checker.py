@@ -36,7 +36,8 @@ Properties (each violation is one line naming the request, wallet or movement):
 `unexercised` is the other half: what the run must have done for the properties to mean
 anything (enough SendMoney calls, refusals of both kinds, retries answered after a retryable
 failure, duplicates, lost replies, a refusal inside a freeze window, faults with effects, met
-by calls with the full deadline).
+by calls with the full deadline, never by a duplicate's copy nor an ABORTED answer; a backend
+termination only by a call it cut short, answered UNAVAILABLE with a `LOST_DATABASE` reason).
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ from tests.bank.history import (
 )
 
 __all__ = [
+    "LOST_DATABASE",
     "check",
     "freeze_windows",
     "frozen_refusals_in_windows",
     "lost_replies",
     "summary",
+    "terminations_met",
     "unexercised",
 ]
 
@@ -78,6 +81,12 @@ MIN_OK_PER_SECOND = 5
 _NEW_PROCESS = ("kill-transfer", "restart-transfer", "restart-redis")
 # An attempt counts against a backend termination only when no other fault is near it.
 _OTHER_FAULT_TAIL = 1.0
+# What transfer answers SendMoney when PostgreSQL ended its connection under the call (UNAVAILABLE
+# with one of these reasons): the ledger call was sent and its commit is unknown
+# (adapters/ledger_pg `_run`: COMMIT_OUTCOME_UNKNOWN), or the connection was found closed
+# before anything was sent, the key's hold's included (ledger_pg, vaultpay_common.db and
+# pg_raw: DATABASE_UNAVAILABLE). The only evidence that a termination cut a call short.
+LOST_DATABASE = frozenset({"COMMIT_OUTCOME_UNKNOWN", "DATABASE_UNAVAILABLE"})
 
 
 def check(history: History, ledger: LedgerSnapshot) -> list[str]:
@@ -115,6 +124,7 @@ def summary(history: History) -> str:
     killed = sum(f.killed for f in history.faults)
     killed_transfer = sum(f.killed_transfer for f in history.faults)
     killed_busy = sum(f.killed_transfer_busy for f in history.faults)
+    rounds = faults["terminate-backends"]
     queued = [f.queued for f in history.faults if f.name == "pause-transfer"]
     races = sum(f.queued for f in history.faults if f.name == "freeze-race")
     replays = sum(1 for s in history.sends if s.replayed is not None)
@@ -129,6 +139,8 @@ def summary(history: History) -> str:
         f"replays {replays}; freezes {len(history.freezes)}; faults {dict(faults)}; "
         f"backends terminated {killed} ({killed_transfer} transfer's, {killed_busy} of them "
         "busy); "
+        f"termination rounds that cut a SendMoney short ({'/'.join(sorted(LOST_DATABASE))}) "
+        f"{len(terminations_met(history))} of {rounds}; "
         f"transfer backends queued at each pause {queued}; "
         f"sends refused WALLET_FROZEN at the ledger's lock by a freeze race {races}; "
         f"balance reads {len(history.reads)}"
@@ -520,6 +532,19 @@ def _calls(send: Send) -> list[Attempt]:
     return [a for a in send.attempts if a.rpc == "SendMoney"]
 
 
+def _alone(send: Send) -> list[Attempt]:
+    """The send's SendMoney attempts that were in flight with no other of its own: not the
+    two copies of a duplicate (its retries run one after another)."""
+    calls = _calls(send)
+    return [
+        a
+        for i, a in enumerate(calls)
+        if not any(
+            j != i and b.started < a.ended and a.started < b.ended for j, b in enumerate(calls)
+        )
+    ]
+
+
 def _retried_ok(send: Send) -> bool:
     """A SendMoney attempt answered OK after an earlier one of the request had ended with a
     retryable failure: a retry with the same request_id."""
@@ -639,7 +664,12 @@ def _fault_effects(history: History, fault_names: Collection[str]) -> list[str]:
     SendMoney calls in flight met each kind (a retryable failure; for Redis, which is not on
     the money path, calls in flight at all). A failure counts only from an attempt with the
     full deadline (`FULL_DEADLINE`): a short-deadline one (about a fifth of first attempts,
-    around the median latency) ends DEADLINE_EXCEEDED on its own, fault or not."""
+    around the median latency) ends DEADLINE_EXCEEDED on its own, fault or not; and never
+    from one of two copies of a request in flight at once (`_alone`), nor an ABORTED answer:
+    the copy that loses the request's key to its twin is answered ABORTED
+    (IDEMPOTENCY_KEY_IN_USE, or wallet's PIN_CHECK_IN_PROGRESS) within milliseconds, fault or
+    not. A backend termination counts only from an answer that says the database connection
+    was lost (UNAVAILABLE with a `LOST_DATABASE` reason), near no other fault."""
     gaps: list[str] = []
     faults = history.faults
     if missing := sorted(set(fault_names) - {f.name for f in faults}):
@@ -659,7 +689,8 @@ def _fault_effects(history: History, fault_names: Collection[str]) -> list[str]:
             gaps.append(f"{f.name} at {f.started:.3f}: pid {f.pid_before} -> {f.pid_after}")
     calls = sorted((a for s in history.sends for a in _calls(s)), key=lambda a: a.started)
     full = [a for a in calls if a.timeout >= FULL_DEADLINE]
-    others = [f for f in faults if f.name != "terminate-backends"]
+    # The evidence that a fault met a call in flight: full deadline, no copy's answer.
+    alone = [a for s in history.sends for a in _alone(s) if a.timeout >= FULL_DEADLINE]
     for name in sorted({f.name for f in faults}):
         kind = [f for f in faults if f.name == name]
         if name == "freeze-race":
@@ -675,19 +706,47 @@ def _fault_effects(history: History, fault_names: Collection[str]) -> list[str]:
             met = any(_during(a, f) for f in kind for a in calls)
             gaps += _sends_that_needed_redis(kind, full, faults)
         elif name == "terminate-backends":
-            met = any(
-                _during(a, f)
-                and a.code in INDEFINITE
-                and not any(_during(a, o, _OTHER_FAULT_TAIL) for o in others)
-                for f in kind
-                for a in full
-            )
+            met = bool(terminations_met(history))
         else:
-            met = any(_during(a, f) and a.code in INDEFINITE for f in kind for a in full)
+            met = any(
+                _during(a, f) and a.code in INDEFINITE and a.code != "ABORTED"
+                for f in kind
+                for a in alone
+            )
         if not met:
-            answer = "" if name == "restart-redis" else " that ended retryable (full deadline)"
+            answer = {
+                "restart-redis": "",
+                "terminate-backends": (
+                    f" that ended UNAVAILABLE {' or '.join(sorted(LOST_DATABASE))} (full "
+                    "deadline, no copy, no other fault near)"
+                ),
+            }.get(name, " that ended retryable (full deadline, not ABORTED, no copy)")
             gaps.append(f"no SendMoney attempt in flight during {name}{answer}")
     return gaps
+
+
+def terminations_met(history: History) -> list[Fault]:
+    """The terminate-backends rounds that cut a SendMoney call short: a full-deadline attempt,
+    not one of two copies in flight at once, in flight during the round and near no other
+    fault (`_OTHER_FAULT_TAIL`), answered UNAVAILABLE with a `LOST_DATABASE` reason. (Review:
+    any retryable answer counted, ABORTED included, so a duplicate's losing copy, answered
+    IDEMPOTENCY_KEY_IN_USE within milliseconds whatever the faults did, met a round in which
+    no termination cut a call short.)"""
+    others = [f for f in history.faults if f.name != "terminate-backends"]
+    lost = [
+        a
+        for s in history.sends
+        for a in _alone(s)
+        if a.timeout >= FULL_DEADLINE
+        and a.code == "UNAVAILABLE"
+        and a.reason in LOST_DATABASE
+        and not any(_during(a, o, _OTHER_FAULT_TAIL) for o in others)
+    ]
+    return [
+        f
+        for f in history.faults
+        if f.name == "terminate-backends" and any(_during(a, f) for a in lost)
+    ]
 
 
 def _sends_that_needed_redis(

@@ -15,6 +15,7 @@ from tests.bank.checker import (
     freeze_windows,
     frozen_refusals_in_windows,
     lost_replies,
+    terminations_met,
     unexercised,
 )
 from tests.bank.history import (
@@ -349,6 +350,7 @@ def test_a_run_that_did_nothing_proves_nothing() -> None:
 def test_faults_must_show_their_effects() -> None:
     world = World()
     send = world.send(code="UNAVAILABLE")
+    send.attempts[0] = replace(send.attempts[0], reason="COMMIT_OUTCOME_UNKNOWN")
     send.outcome = "unknown"
     world.history.faults = [
         Fault("terminate-backends", T0 + 10.05, T0 + 10.06),  # killed nothing
@@ -553,17 +555,141 @@ def test_a_refusal_before_a_later_copy_or_retry_committed_is_fine() -> None:
     assert check(world.history, world.ledger) == []
 
 
-@pytest.mark.parametrize("fault", ["terminate-backends", "pause-transfer", "restart-transfer"])
-def test_a_short_deadline_that_timed_out_on_its_own_met_no_fault(fault: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "code", "reason"),
+    [
+        ("terminate-backends", "UNAVAILABLE", "COMMIT_OUTCOME_UNKNOWN"),
+        ("pause-transfer", "DEADLINE_EXCEEDED", ""),
+        ("restart-transfer", "DEADLINE_EXCEEDED", ""),
+    ],
+)
+def test_a_short_deadline_that_timed_out_on_its_own_met_no_fault(
+    fault: str, code: str, reason: str
+) -> None:
     """About a fifth of first attempts get a deadline around the median latency and end
     DEADLINE_EXCEEDED fault or not (a review found one such attempt enough evidence
     that a fault met a call in flight). Only an attempt with the full deadline counts."""
     world = World()
-    send = world.send(code="DEADLINE_EXCEEDED", at=T0 + 10)
+    send = world.send(code=code, at=T0 + 10)
     send.outcome = "unknown"
-    send.attempts[0] = replace(send.attempts[0], timeout=0.08)
+    send.attempts[0] = replace(send.attempts[0], timeout=0.08, reason=reason)
     world.history.faults = [Fault(fault, T0 + 10.02, T0 + 10.05)]
-    gap = f"during {fault} that ended retryable"
+    gap = f"during {fault} that ended"
     assert any(gap in g for g in _gaps(world))
     send.attempts[0] = replace(send.attempts[0], timeout=FULL_DEADLINE)
     assert not any(gap in g for g in _gaps(world))
+
+
+TERMINATION = "during terminate-backends that ended UNAVAILABLE"
+
+
+def _terminated_round(world: World) -> Fault:
+    """A round of pg_terminate_backend from T0+10.02 to T0+10.05 that ended busy transfer
+    backends: only what the clients saw can tell whether it cut a SendMoney call short."""
+    round_ = Fault(
+        "terminate-backends", T0 + 10.02, T0 + 10.05, killed=6, killed_transfer=3,
+        killed_transfer_busy=2,
+    )  # fmt: skip
+    world.history.faults = [round_]
+    return round_
+
+
+def _twins(world: World, refusal: str) -> Send:
+    """A send made as two copies at once inside the round: one answered OK, the other
+    refused ABORTED `refusal` within milliseconds (it lost the request's key to its twin)."""
+    send = world.send(at=T0 + 10)
+    send.duplicate = True
+    send.attempts.append(Attempt(T0 + 10.0, T0 + 10.03, FULL_DEADLINE, "ABORTED", refusal))
+    world.commit(send)
+    return send
+
+
+@pytest.mark.parametrize("refusal", ["IDEMPOTENCY_KEY_IN_USE", "PIN_CHECK_IN_PROGRESS"])
+def test_an_aborted_copy_is_no_evidence_that_a_termination_cut_a_call_short(
+    refusal: str,
+) -> None:
+    """A review: any retryable answer in flight during a round counted, ABORTED among them, so
+    a duplicate's losing copy (answered ABORTED whatever the faults do) proved a round in which
+    no termination cut a SendMoney short, and the lost-connection paths went unproven. Only
+    UNAVAILABLE COMMIT_OUTCOME_UNKNOWN or DATABASE_UNAVAILABLE counts now."""
+    world = World()
+    _terminated_round(world)
+    _twins(world, refusal)
+    assert check(world.history, world.ledger) == []
+    assert any(TERMINATION in g for g in _gaps(world))
+    assert terminations_met(world.history) == []
+
+
+@pytest.mark.parametrize("reason", ["COMMIT_OUTCOME_UNKNOWN", "DATABASE_UNAVAILABLE"])
+def test_a_call_that_lost_its_database_connection_in_a_round_meets_it(reason: str) -> None:
+    world = World()
+    round_ = _terminated_round(world)
+    _twins(world, "IDEMPOTENCY_KEY_IN_USE")
+    cut = world.send(code="UNAVAILABLE", at=T0 + 10.01)
+    cut.attempts[0] = replace(cut.attempts[0], reason=reason)
+    cut.outcome, cut.resolved = "unknown", ""
+    assert check(world.history, world.ledger) == []
+    assert not any(TERMINATION in g for g in _gaps(world))
+    assert terminations_met(world.history) == [round_]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "timeout", "why"),
+    [
+        ("ABORTED", "IDEMPOTENCY_KEY_IN_USE", FULL_DEADLINE, "a retry's ABORTED"),
+        ("UNAVAILABLE", "WALLET_UNAVAILABLE", FULL_DEADLINE, "wallet's connection, not ours"),
+        ("UNAVAILABLE", "", FULL_DEADLINE, "a dead process or Envoy's, no reason"),
+        ("DEADLINE_EXCEEDED", "", FULL_DEADLINE, "slow, maybe for another reason"),
+        ("UNAVAILABLE", "COMMIT_OUTCOME_UNKNOWN", 0.08, "a short deadline"),
+    ],
+)
+def test_only_a_lost_database_answer_meets_a_termination(
+    code: str, reason: str, timeout: float, why: str
+) -> None:
+    world = World()
+    _terminated_round(world)
+    send = world.send(code=code, at=T0 + 10)
+    send.attempts[0] = replace(send.attempts[0], reason=reason, timeout=timeout)
+    send.outcome, send.resolved = "unknown", ""
+    assert any(TERMINATION in g for g in _gaps(world)), why
+
+
+def test_a_copys_lost_database_answer_or_one_near_another_fault_meets_no_termination() -> None:
+    """One of two copies in flight at once is no evidence, whatever it was answered; nor an
+    answer near another fault (a restart of transfer loses its connections too)."""
+    world = World()
+    _terminated_round(world)
+    send = world.send(code="UNAVAILABLE", at=T0 + 10)
+    send.attempts[0] = replace(send.attempts[0], reason="COMMIT_OUTCOME_UNKNOWN")
+    send.attempts.append(Attempt(T0 + 10.0, T0 + 10.2, FULL_DEADLINE, "OK"))
+    send.duplicate, send.outcome, send.reason = True, "ok", ""
+    world.commit(send)
+    assert check(world.history, world.ledger) == []
+    assert any(TERMINATION in g for g in _gaps(world))
+    # The same answers one after the other: a retry that followed the lost connection.
+    send.duplicate = False
+    send.attempts[1] = replace(send.attempts[1], started=T0 + 10.5, ended=T0 + 10.6)
+    assert not any(TERMINATION in g for g in _gaps(world))
+    world.history.faults.append(
+        Fault("restart-transfer", T0 + 9.5, T0 + 9.9, pid_before=3, pid_after=4)
+    )
+    assert any(TERMINATION in g for g in _gaps(world))
+
+
+@pytest.mark.parametrize("fault", ["kill-transfer", "pause-transfer", "restart-transfer"])
+def test_an_aborted_copy_meets_no_restart_or_pause_either(fault: str) -> None:
+    """The same flaw for transfer's restarts and pauses: a losing copy's ABORTED counted as a
+    call the fault met. A lone full-deadline call that ended UNAVAILABLE or DEADLINE_EXCEEDED
+    still does."""
+    world = World()
+    world.history.faults = [Fault(fault, T0 + 10.02, T0 + 10.05, pid_before=1, pid_after=2)]
+    _twins(world, "IDEMPOTENCY_KEY_IN_USE")
+    gap = f"during {fault} that ended retryable"
+    assert any(gap in g for g in _gaps(world))
+    retry = world.send(code="ABORTED", at=T0 + 10.01)  # a lone ABORTED: no evidence either
+    retry.attempts[0] = replace(retry.attempts[0], reason="IDEMPOTENCY_KEY_IN_USE")
+    retry.outcome, retry.resolved = "unknown", ""
+    assert any(gap in g for g in _gaps(world))
+    for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        retry.attempts[0] = replace(retry.attempts[0], code=code, reason="")
+        assert not any(gap in g for g in _gaps(world)), code

@@ -20,7 +20,11 @@ from tests.fakes.roles import FakeUserRoles
 from tests.fakes.uow import FakeUnitOfWork
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.sealing import UnsealError
-from vaultpay_wallet.domain.errors import WalletAlreadyExistsError, WalletIdCollisionError
+from vaultpay_wallet.domain.errors import (
+    PinHashingBusyError,
+    WalletAlreadyExistsError,
+    WalletIdCollisionError,
+)
 from vaultpay_wallet.domain.limits import (
     ActionUsage,
     LimitAction,
@@ -361,13 +365,20 @@ class FakePinHasher:
     def __init__(self) -> None:
         self.hashes = 0
         self.verifications = 0
+        self.movement_verifications = 0
+        self.busy = False  # make_room refuses (the owner's queue is full)
 
-    async def hash(self, pin: str) -> str:
+    def make_room(self) -> None:
+        if self.busy:
+            raise PinHashingBusyError(retry_after_seconds=2)
+
+    async def hash(self, pin: str, *, movement: bool = False) -> str:
         self.hashes += 1
         return "h:" + pin
 
-    async def verify(self, pin: str, pin_hash: str) -> bool:
+    async def verify(self, pin: str, pin_hash: str, *, movement: bool = False) -> bool:
         self.verifications += 1
+        self.movement_verifications += movement
         return pin_hash == "h:" + pin
 
 

@@ -10,8 +10,9 @@ from vaultpay.transfer.v1 import transfer_pb2
 from vaultpay.type.v1 import audit_pb2
 from vaultpay.wallet.v1 import wallet_pb2
 from vaultpay_common.errors import MAX_VIOLATIONS, ValidationError
+from vaultpay_common.grpc import wrapping
 from vaultpay_common.grpc.hygiene import RequestHygieneInterceptor, nul_violations
-from vaultpay_common.grpc.undecodable import bad_utf8_fields
+from vaultpay_common.grpc.undecodable import MAX_FIELDS_WALKED, bad_utf8_fields
 from vaultpay_common.grpc.wrapping import UndecodableRequest, _tolerant
 
 BAD = "\x01\x02bad\x03"  # serialised, then its bytes swapped for invalid UTF-8
@@ -103,3 +104,38 @@ def test_a_nul_in_a_map_is_named_by_the_start_of_its_key() -> None:
     [violation] = nul_violations(event)
     assert violation.field.startswith("details['kkk") and violation.field.endswith("...]")
     assert len(violation.field) < 80
+
+
+def _unknown_fields_then(bad_id: bool, count: int) -> bytes:
+    """`count` tiny unknown fields (field 15, varint 0), then a transaction_id that is not
+    UTF-8 (or nothing): what a client can send to make the walk long."""
+    tail = _spoil(transfer_pb2.GetTransactionRequest(transaction_id=BAD)) if bad_id else b""
+    return b"\x78\x00" * count + tail
+
+
+def test_the_walk_is_bounded_by_fields_not_only_by_what_it_finds() -> None:
+    """Review of 2026-12-05: a megabyte of tiny unknown fields ending in a bad byte was walked
+    whole, in Python, on the event loop, before any interceptor (0.3 s a request, 2.5 s for
+    10 MiB); the bound was only the number of bad fields found."""
+    descriptor = transfer_pb2.GetTransactionRequest.DESCRIPTOR
+    near = _unknown_fields_then(True, MAX_FIELDS_WALKED - 10)
+    assert _bad(descriptor, near) == ["transaction_id"]
+    far = _unknown_fields_then(True, 500_000)
+    assert _bad(descriptor, far) == []  # given up past the budget: the request is refused anyway
+
+
+def test_a_corrupt_wire_format_is_refused_without_a_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    walked: list[bytes] = []
+
+    def walk(descriptor: Descriptor, data: bytes, *, limit: int) -> list[str]:
+        walked.append(data)
+        return []
+
+    monkeypatch.setattr(wrapping, "bad_utf8_fields", walk)
+    parse = _tolerant(transfer_pb2.GetTransactionRequest.FromString)
+    assert parse is not None
+    corrupt = parse(b"\x78\x00" * 1000 + b"\x80")  # a truncated varint at the end
+    assert isinstance(corrupt, UndecodableRequest) and corrupt.bad_utf8_fields == ()
+    assert walked == []
+    bad = parse(_spoil(transfer_pb2.GetTransactionRequest(transaction_id=BAD)))
+    assert isinstance(bad, UndecodableRequest) and len(walked) == 1

@@ -435,7 +435,7 @@ async def test_two_concurrent_checks_of_one_movement_hash_once_and_count_one_att
     hashing, release = asyncio.Event(), asyncio.Event()
     hashes = 0
 
-    async def held_bcrypt(pin: str, pin_hash: str) -> bool:
+    async def held_bcrypt(pin: str, pin_hash: str, *, movement: bool = False) -> bool:
         nonlocal hashes
         hashes += 1
         hashing.set()

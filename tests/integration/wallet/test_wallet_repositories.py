@@ -183,7 +183,7 @@ async def test_concurrent_right_pins_wait_for_each_other_and_never_lock(
     refused = asyncio.Event()
     verify = world.hasher.verify
 
-    async def held_verify(pin: str, pin_hash: str) -> bool:
+    async def held_verify(pin: str, pin_hash: str, *, movement: bool = False) -> bool:
         await refused.wait()  # checks hold their attempts until one check is turned away
         return await verify(pin, pin_hash)
 

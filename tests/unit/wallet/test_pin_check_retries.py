@@ -50,11 +50,11 @@ def _pins(world: World, *, fast: bool) -> tuple[PinService, _Bcrypt]:
     bcrypt = _Bcrypt()
     verify = world.hasher.verify
 
-    async def held_verify(pin: str, pin_hash: str) -> bool:
+    async def held_verify(pin: str, pin_hash: str, *, movement: bool = False) -> bool:
         bcrypt.entered += 1
         bcrypt.hashing.set()
         await bcrypt.release.wait()
-        return await verify(pin, pin_hash)
+        return await verify(pin, pin_hash, movement=movement)
 
     world.hasher.verify = held_verify  # type: ignore[method-assign]
     return pins, bcrypt
@@ -172,9 +172,9 @@ async def test_the_shared_check_runs_without_its_first_callers_deadline(fast: bo
     deadlines_seen: list[float | None] = []
     held_verify = world.hasher.verify
 
-    async def verify(pin: str, pin_hash: str) -> bool:
+    async def verify(pin: str, pin_hash: str, *, movement: bool = False) -> bool:
         deadlines_seen.append(remaining_seconds())
-        return await held_verify(pin, pin_hash)
+        return await held_verify(pin, pin_hash, movement=movement)
 
     world.hasher.verify = verify  # type: ignore[method-assign]
     check = key("service:transfer")
@@ -249,7 +249,7 @@ async def test_a_shared_check_that_fails_fails_both_and_a_later_retry_checks_aga
     check = key("service:transfer")
     held = world.hasher.verify
 
-    async def worker_died(pin: str, pin_hash: str) -> bool:
+    async def worker_died(pin: str, pin_hash: str, *, movement: bool = False) -> bool:
         await held(pin, pin_hash)
         raise RuntimeError("worker died")
 

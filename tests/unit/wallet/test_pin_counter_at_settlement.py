@@ -35,7 +35,7 @@ async def test_a_wrong_pin_settled_after_a_right_one_does_not_lock_as_the_third(
     gates = {GOOD: asyncio.Event(), BAD: asyncio.Event()}
     verify = world.hasher.verify
 
-    async def held(pin: str, pin_hash: str) -> bool:
+    async def held(pin: str, pin_hash: str, *, movement: bool = False) -> bool:
         await gates[pin].wait()
         return await verify(pin, pin_hash)
 
@@ -60,7 +60,7 @@ async def test_concurrent_wrong_pins_answer_the_attempts_really_left() -> None:
     gate = asyncio.Event()
     verify = world.hasher.verify
 
-    async def held(pin: str, pin_hash: str) -> bool:
+    async def held(pin: str, pin_hash: str, *, movement: bool = False) -> bool:
         await gate.wait()
         return await verify(pin, pin_hash)
 

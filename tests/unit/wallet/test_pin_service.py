@@ -57,7 +57,7 @@ def _pause_bcrypt(world: World) -> tuple[asyncio.Event, asyncio.Event]:
     hashing, release = asyncio.Event(), asyncio.Event()
     verify = world.hasher.verify
 
-    async def slow_verify(pin: str, pin_hash: str) -> bool:
+    async def slow_verify(pin: str, pin_hash: str, *, movement: bool = False) -> bool:
         hashing.set()
         await release.wait()
         return await verify(pin, pin_hash)
@@ -178,7 +178,7 @@ async def test_a_retry_after_a_crash_between_phases_does_not_count_twice() -> No
     assert world.uow.pins.records[wallet.id].failed_attempts == 1
 
 
-async def _crash(pin: str, pin_hash: str) -> bool:
+async def _crash(pin: str, pin_hash: str, *, movement: bool = False) -> bool:
     raise RuntimeError("worker died")
 
 
@@ -622,7 +622,7 @@ async def test_a_retry_whose_first_attempt_commits_after_its_look_gets_the_answe
     hashing, release = asyncio.Event(), asyncio.Event()
     hash_pin = world.hasher.hash
 
-    async def slow_hash(pin: str) -> str:
+    async def slow_hash(pin: str, *, movement: bool = False) -> str:
         hashing.set()
         await release.wait()
         return await hash_pin(pin)

@@ -68,9 +68,11 @@ class _TolerantDeserializer:
         except DecodeError as exc:
             message_class = getattr(self._parse, "__self__", None)
             descriptor = getattr(message_class, "DESCRIPTOR", None)
+            # Only the parser's "bad UTF-8" has fields to name: a corrupt wire format is
+            # refused as it is, without walking the client's bytes.
             bad = (
                 bad_utf8_fields(descriptor, data, limit=MAX_VIOLATIONS + 1)
-                if descriptor is not None
+                if descriptor is not None and "UTF-8" in str(exc)
                 else []
             )
             return UndecodableRequest(str(exc), bad)

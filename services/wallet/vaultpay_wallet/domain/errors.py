@@ -32,6 +32,7 @@ __all__ = [
     "PinAlreadySetError",
     "PinChangedError",
     "PinCheckInProgressError",
+    "PinHashingBusyError",
     "PinLockedError",
     "PinNotSetError",
     "PinResetRateLimitedError",
@@ -271,6 +272,15 @@ class PinResetRateLimitedError(RateLimitedError):
 
     reason = "PIN_RESET_RATE_LIMITED"
     default_message = "too many PIN reset codes were mailed in the last hour; try again later"
+
+
+class PinHashingBusyError(RateLimitedError):
+    """Too many PINs are already waiting to be hashed for SetPin and ResetPin (the owner's
+    work, on a thread of its own apart from the money movements'): nothing is written, and
+    retrying later helps (RESOURCE_EXHAUSTED, RetryInfo)."""
+
+    reason = "RATE_LIMITED"
+    default_message = "the service is busy checking PINs, try again shortly"
 
 
 class SettingNotFoundError(NotFoundError):

@@ -342,6 +342,7 @@ class PinService:
             already_set = await uow.pins.get(wallet.id) is not None
         if already_set:
             return await self._replayed_or(cmd.idempotency, _PIN_SET, PinAlreadySetError())
+        self._hasher.make_room()
         pin_hash = await self._hasher.hash(cmd.pin)
 
         async def work(uow: WalletUnitOfWork) -> PinSet:
@@ -509,7 +510,7 @@ class PinService:
         # as it outlives the caller, and a retry that joins it must not inherit that
         # deadline either; the settlement's statements have the engine's timeout only.
         DEADLINE.set(None)
-        matched = await self._hasher.verify(pin, pin_hash)
+        matched = await self._hasher.verify(pin, pin_hash, movement=of.movement)
         new_hash = await self._hasher.hash(new_pin) if matched and new_pin is not None else None
         # Attempts counted before this one (wrong PINs to tell the owner of, or checks still
         # running): the general settlement, which reads the counter. Else the fast one.
@@ -890,6 +891,7 @@ class PinService:
             found = await uow.reset_tokens.get(token_hash)
         if found is None or not found.usable(self._clock.now()):
             return await self._replayed_or(cmd.idempotency, _PIN_RESET, PinResetTokenInvalidError())
+        self._hasher.make_room()
         pin_hash = await self._hasher.hash(cmd.new_pin)
 
         async def work(uow: WalletUnitOfWork) -> PinReset:

@@ -309,10 +309,17 @@ class WalletReads(Protocol):
 
 
 class PinHasher(Protocol):
-    """bcrypt over a peppered PIN, off the event loop (adapters/pin_hasher.py)."""
+    """bcrypt over a peppered PIN, off the event loop (adapters/pin_hasher.py). A money
+    movement's check (`movement=True`) runs on threads of its own, never queued behind the
+    owner's work (SetPin, ResetPin, VerifyPin, ChangePin)."""
 
-    async def hash(self, pin: str) -> str: ...
-    async def verify(self, pin: str, pin_hash: str) -> bool: ...
+    async def hash(self, pin: str, *, movement: bool = False) -> str: ...
+    async def verify(self, pin: str, pin_hash: str, *, movement: bool = False) -> bool: ...
+    def make_room(self) -> None:
+        """Raises PinHashingBusyError when the owner's work already waits as deep as it may:
+        called right before a hash that nothing has been written for yet (SetPin, ResetPin),
+        with no await between, so a flood is refused before it queues."""
+        ...
 
 
 class PinCheckFastPath(Protocol):

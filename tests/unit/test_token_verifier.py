@@ -491,6 +491,7 @@ class FlakyAuth:
         self.reachable = True
         self.fetches = 0
         self.now = [1_000.0]
+        self.wall = [time.time()]  # moves with `now` unless a test pauses the VM
 
     async def jwks(self) -> list[dict[str, str]]:
         self.fetches += 1
@@ -507,6 +508,7 @@ class FlakyAuth:
             max_key_age=60,
             max_unconfirmed_key_age=600,
             monotonic=lambda: self.now[0],
+            wall=lambda: self.wall[0] + self.now[0],
         )
 
 
@@ -534,6 +536,25 @@ async def test_a_key_set_unconfirmed_past_its_bound_verifies_nothing_until_auth_
     auth.reachable = True  # auth answers again: the next call's refresh confirms the set
     now[0] += 3  # past the refresh interval (2 s), not the key set's age (60 s)
     assert (await verifier.verify(token)).subject == "user-1"
+
+
+async def test_a_vm_pause_during_an_outage_counts_toward_the_unconfirmed_bound(
+    keys: Keys,
+) -> None:
+    """Review of 2026-12-05: the bound ran on CLOCK_MONOTONIC alone, which stands still while
+    the VM is paused: after an hour's pause in an outage a key withdrawn meanwhile still had
+    the bound's whole time to verify tokens minted with it."""
+    auth = FlakyAuth(keys)
+    verifier = auth.verifier()
+    token = _sign(keys)
+    await verifier.verify(token)
+    auth.reachable = False
+    auth.now[0] += 61
+    assert (await verifier.verify(token)).subject == "user-1"  # the first failed refresh
+    auth.wall[0] += 3600  # paused an hour: the wall clock moved, the monotonic one did not
+    auth.now[0] += 3  # past the refresh interval only
+    with pytest.raises(AuthUnavailableError, match="could not be confirmed"):
+        await verifier.verify(token)
 
 
 async def _past_the_bound(auth: FlakyAuth, verifier: TokenVerifier, token: str) -> None:

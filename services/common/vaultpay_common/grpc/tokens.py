@@ -187,6 +187,7 @@ class TokenVerifier:
         self._last_refresh_failed = False
         # The first refresh that failed since one last read the key set (None: none failed).
         self._failing_since: float | None = None
+        self._failing_since_wall = 0.0
         self._min_refresh_interval = min_refresh_interval
         self._max_key_age = max_key_age
         # Never below the refresh interval: a set is not refreshed before it is that old.
@@ -208,8 +209,8 @@ class TokenVerifier:
             now, now_wall = self._monotonic(), self._wall()
             self._last_attempt, self._last_attempt_wall = now, now_wall
             self._last_refresh_failed = True
-            if self._failing_since is None:
-                self._failing_since = now  # until the fetch below succeeds
+            if self._failing_since is None:  # until the fetch below succeeds
+                self._failing_since, self._failing_since_wall = now, now_wall
             try:
                 jwks = await self._fetch_jwks()
             except BaseException:
@@ -396,13 +397,17 @@ class TokenVerifier:
 
     def _unconfirmed_too_long(self) -> bool:
         """The key set has gone unconfirmed (every refresh failing) past its bound, counted
-        from the first failed refresh: a key withdrawn meanwhile would go unnoticed."""
+        from the first failed refresh, by the older of two clocks as the key set's age is: a
+        key withdrawn meanwhile would go unnoticed, and CLOCK_MONOTONIC stands still while the
+        VM is paused (an hour's pause in an outage left the bound's 20 minutes to run: review
+        of 2026-12-05)."""
         failing_since = self._failing_since
-        return (
-            bool(self._keys)
-            and failing_since is not None
-            and self._monotonic() - failing_since > self._max_unconfirmed_key_age
+        if not self._keys or failing_since is None:
+            return False
+        unconfirmed = max(
+            self._monotonic() - failing_since, self._wall() - self._failing_since_wall
         )
+        return unconfirmed > self._max_unconfirmed_key_age
 
     def _check_audience(self, token_type: str, audience: object) -> None:
         """A user's access token is addressed to the mesh (`audience`: every service, and

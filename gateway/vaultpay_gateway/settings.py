@@ -176,8 +176,11 @@ class RateLimit:
 
 # Per client address: the public RPCs that cost the services most (bcrypt, mail, database
 # writes) or guard secrets, and RequestPinReset, which needs a session but mails the user
-# (wallet also holds each user to one code a minute and five an hour: PIN_RESET_RATE_LIMITED).
-# Everything else shares the client's general bucket.
+# (wallet also holds each user to one code a minute and five an hour: PIN_RESET_RATE_LIMITED),
+# and SetPin and ChangePin, which need a session but each hash a PIN at the production cost
+# (a burst of them from fresh accounts queued hashing in front of wallet's money movements:
+# wallet now keeps those apart and bounds the owner's queue; this keeps one address's floods
+# off it). Everything else shares the client's general bucket.
 DEFAULT_RPC_RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType(
     {
         "vaultpay.auth.v1.AuthService.Register": RateLimit.per_minute(2, burst=5),
@@ -185,6 +188,8 @@ DEFAULT_RPC_RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType(
         "vaultpay.auth.v1.AuthService.RefreshToken": RateLimit.per_minute(30, burst=30),
         "vaultpay.wallet.v1.WalletService.RequestPinReset": RateLimit.per_minute(2, burst=5),
         "vaultpay.wallet.v1.WalletService.ResetPin": RateLimit.per_minute(2, burst=5),
+        "vaultpay.wallet.v1.WalletService.SetPin": RateLimit.per_minute(5, burst=10),
+        "vaultpay.wallet.v1.WalletService.ChangePin": RateLimit.per_minute(5, burst=10),
         "vaultpay.wallet.v1.WalletService.ConfirmIp": RateLimit.per_minute(2, burst=5),
     }
 )

@@ -612,6 +612,12 @@ _EXPENSIVE = {
 # Needs a session, but each call mails the user: budgeted per client address too (review of
 # 9e17f85: a loop of them mail-bombed whatever address an account was registered with).
 _MAILS = {"vaultpay.wallet.v1.WalletService.RequestPinReset"}
+# Need a session, but each hashes a PIN at the production cost: budgeted per client address
+# (review of 2026-12-05: a burst of SetPin calls queued hashing in front of money movements).
+_HASHES = {
+    "vaultpay.wallet.v1.WalletService.SetPin",
+    "vaultpay.wallet.v1.WalletService.ChangePin",
+}
 
 
 def test_every_client_address_has_a_bucket_under_a_global_backstop(descriptor_set: Path) -> None:
@@ -633,10 +639,11 @@ def test_expensive_public_rpcs_have_budgets_per_client_on_their_grpc_path(
     by_name = {rpc.full_name: rpc for rpc in contract.routed_rpcs()}
     limit = _filter(_render(descriptor_set), "vaultpay.rpc_ratelimit")
 
-    assert set(DEFAULT_RPC_RATE_LIMITS) == _EXPENSIVE | _MAILS
+    assert set(DEFAULT_RPC_RATE_LIMITS) == _EXPENSIVE | _MAILS | _HASHES
     assert all(by_name[name].rule.public for name in _EXPENSIVE)  # type: ignore[union-attr]
+    assert not any(by_name[name].rule.public for name in _HASHES)  # type: ignore[union-attr]
     budgets = {d["entries"][1]["value"]: d for d in limit["descriptors"]}
-    assert set(budgets) == _EXPENSIVE | _MAILS
+    assert set(budgets) == _EXPENSIVE | _MAILS | _HASHES
     for descriptor in budgets.values():
         assert descriptor["entries"][0] == {"key": "masked_remote_address"}
         assert descriptor["token_bucket"]["max_tokens"] <= 30
@@ -941,7 +948,7 @@ def test_cli_takes_a_unix_admin_socket_and_rpc_budgets(
     client = _filter(config, "envoy.filters.http.local_ratelimit")["descriptors"][0]
     assert client["token_bucket"]["max_tokens"] == 10
     budgets = _filter(config, "vaultpay.rpc_ratelimit")["descriptors"]
-    assert {d["entries"][1]["value"] for d in budgets} == (_EXPENSIVE | _MAILS) - {
+    assert {d["entries"][1]["value"] for d in budgets} == (_EXPENSIVE | _MAILS | _HASHES) - {
         "vaultpay.wallet.v1.WalletService.ConfirmIp"
     }
     assert {d["token_bucket"]["max_tokens"] for d in budgets} == {100}

@@ -366,13 +366,11 @@ class FakePinHasher:
         self.hashes = 0
         self.verifications = 0
         self.movement_verifications = 0
-        self.busy = False  # make_room refuses (the owner's queue is full)
+        self.busy = False  # a refusable hash is refused (the owner's queue is full)
 
-    def make_room(self) -> None:
-        if self.busy:
+    async def hash(self, pin: str, *, movement: bool = False, refusable: bool = False) -> str:
+        if refusable and self.busy:
             raise PinHashingBusyError(retry_after_seconds=2)
-
-    async def hash(self, pin: str, *, movement: bool = False) -> str:
         self.hashes += 1
         return "h:" + pin
 

@@ -23,37 +23,9 @@ PEPPER = b"p" * 32
 PATIENCE = 10.0
 
 
-async def test_a_movements_check_is_not_queued_behind_the_owners_work() -> None:
-    hasher = BcryptPinHasher(PEPPER, rounds=4, workers=1, max_owner_waiting=2)
-    stored = await hasher.hash("2468", movement=True)
-    release = threading.Event()
-    real_hashpw = bcrypt.hashpw
-
-    def held_hashpw(password: bytes, salt: bytes) -> bytes:
-        release.wait(PATIENCE)  # the owner's thread is busy until the test says so
-        return real_hashpw(password, salt)
-
-    try:
-        bcrypt.hashpw = held_hashpw
-        owners = [asyncio.create_task(hasher.hash("1357")) for _ in range(3)]
-        await asyncio.sleep(0)  # each has taken its place (one running, two waiting)
-        with pytest.raises(PinHashingBusyError) as refused:
-            hasher.make_room()
-        assert refused.value.retry_after_seconds >= 1
-        # The movement's check runs on its own threads meanwhile.
-        assert await asyncio.wait_for(hasher.verify("2468", stored, movement=True), PATIENCE)
-        assert not any(task.done() for task in owners)
-    finally:
-        release.set()
-        bcrypt.hashpw = real_hashpw
-    hashes = await asyncio.wait_for(asyncio.gather(*owners), PATIENCE)
-    assert all(bcrypt.checkpw(hasher._prehash("1357"), h.encode()) for h in hashes)
-    hasher.make_room()  # room again once they are done
-    hasher.close()
-
-
-async def test_a_finished_owner_call_gives_its_place_back() -> None:
-    hasher = BcryptPinHasher(PEPPER, rounds=4, workers=1, max_owner_waiting=0)
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """bcrypt.hashpw held until the event is set: the threads that hash stay busy."""
     release = threading.Event()
     real_hashpw = bcrypt.hashpw
 
@@ -61,19 +33,51 @@ async def test_a_finished_owner_call_gives_its_place_back() -> None:
         release.wait(PATIENCE)
         return real_hashpw(password, salt)
 
+    monkeypatch.setattr(bcrypt, "hashpw", held_hashpw)
+    return release
+
+
+async def test_a_movements_check_is_not_queued_behind_the_owners_work(
+    held: threading.Event,
+) -> None:
+    hasher = BcryptPinHasher(PEPPER, rounds=4, workers=1, max_owner_waiting=2)
     try:
-        bcrypt.hashpw = held_hashpw
-        running = asyncio.create_task(hasher.hash("1357"))
-        await asyncio.sleep(0)
-        with pytest.raises(PinHashingBusyError):
-            hasher.make_room()
-        release.set()
-        await asyncio.wait_for(running, PATIENCE)
-        hasher.make_room()
+        owners = [asyncio.create_task(hasher.hash("1357", refusable=True)) for _ in range(3)]
+        await asyncio.sleep(0)  # each has taken its place (one running, two waiting)
+        with pytest.raises(PinHashingBusyError) as refused:
+            await hasher.hash("1357", refusable=True)
+        assert refused.value.retry_after_seconds >= 1
+        # The movement's check runs on its own threads meanwhile (checkpw is not held).
+        stored = "$2b$04$" + "a" * 53
+        assert not await asyncio.wait_for(hasher.verify("2468", stored, movement=True), PATIENCE)
+        assert not any(task.done() for task in owners)
     finally:
-        release.set()
-        bcrypt.hashpw = real_hashpw
-        hasher.close()
+        held.set()
+    await asyncio.wait_for(asyncio.gather(*owners), PATIENCE)
+    assert await hasher.hash("1357", refusable=True)  # room again once they are done
+    hasher.close()
+
+
+async def test_checks_after_a_reserved_attempt_neither_wait_for_room_nor_take_it(
+    held: threading.Event,
+) -> None:
+    """Review of the first version: VerifyPin and ChangePin work counted toward the bound
+    that refuses SetPin and ResetPin, so six accounts keeping three correct-PIN checks each in
+    flight refused every SetPin and ResetPin of the replica."""
+    hasher = BcryptPinHasher(PEPPER, rounds=4, workers=1, max_owner_waiting=0)
+    try:
+        # A ChangePin's new-PIN hash after its reservation: not refusable, however many.
+        changes = [asyncio.create_task(hasher.hash("1357")) for _ in range(5)]
+        await asyncio.sleep(0)
+        setting = asyncio.create_task(hasher.hash("2468", refusable=True))
+        await asyncio.sleep(0)
+        assert not setting.done()  # queued behind them, not refused for them
+        with pytest.raises(PinHashingBusyError):  # the one refusable place is taken
+            await hasher.hash("2468", refusable=True)
+    finally:
+        held.set()
+    await asyncio.wait_for(asyncio.gather(*changes, setting), PATIENCE)
+    hasher.close()
 
 
 async def test_set_pin_refused_busy_writes_nothing_and_spends_no_hash() -> None:

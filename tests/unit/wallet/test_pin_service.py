@@ -622,10 +622,10 @@ async def test_a_retry_whose_first_attempt_commits_after_its_look_gets_the_answe
     hashing, release = asyncio.Event(), asyncio.Event()
     hash_pin = world.hasher.hash
 
-    async def slow_hash(pin: str, *, movement: bool = False) -> str:
+    async def slow_hash(pin: str, *, movement: bool = False, refusable: bool = False) -> str:
         hashing.set()
         await release.wait()
-        return await hash_pin(pin)
+        return await hash_pin(pin, refusable=refusable)
 
     world.hasher.hash = slow_hash  # type: ignore[method-assign]
     first = asyncio.ensure_future(call())

@@ -16,10 +16,10 @@ alone gets them all. They
 shared one pool whose queue had no bound: 200 concurrent SetPin calls of a fresh account (each
 refused PIN_ALREADY_SET only after its hash) put tens of seconds of hashing in front of every
 send and withdrawal of the replica, past the gateway's deadline (review of 2026-12-05). Now the
-owner's work waits at most `max_owner_waiting` deep where nothing is written yet (`make_room`,
-SetPin and ResetPin refused PinHashingBusyError beyond it) and never ahead of a movement; the
-checks that follow a reserved attempt (VerifyPin, ChangePin) are bounded by the reservations
-(three a wallet) and are never refused after it.
+owner's hashes for which nothing is written yet (`refusable`: SetPin, ResetPin) wait at most
+`max_owner_waiting` deep beyond the running ones, refused PinHashingBusyError past it, and none
+of the owner's work is ever ahead of a movement; the checks that follow a reserved attempt
+(VerifyPin, ChangePin) are never refused, nor counted toward that bound.
 """
 
 from __future__ import annotations
@@ -74,19 +74,27 @@ class BcryptPinHasher:
             niceness=min(MAX_NICE, niceness + _OWNER_EXTRA_NICENESS),
         )
         self._owner_threads = threads
-        self._owner_in_flight = 0
-        self._max_owner_in_flight = threads + max_owner_waiting
-        self._seconds = 0.25  # one owner computation, a moving average (RetryInfo)
+        self._owner_in_flight = 0  # all of the owner's work, running or waiting
+        # Only the work that may be refused (`refusable`: nothing written for it yet) counts
+        # toward the bound: checks after a reserved attempt, never refused, must not fill it
+        # (six accounts keeping three VerifyPin calls each in flight refused every SetPin and
+        # ResetPin of the replica: review of this change).
+        self._refusable_in_flight = 0
+        self._max_refusable_in_flight = threads + max_owner_waiting
+        self._seconds = 0.25  # one owner computation's elapsed time, a moving average
 
-    def make_room(self) -> None:
-        if self._owner_in_flight >= self._max_owner_in_flight:
-            wait = self._owner_in_flight * self._seconds / self._owner_threads
-            raise PinHashingBusyError(retry_after_seconds=max(1, math.ceil(wait)))
+    def _refuse_if_full(self) -> None:
+        if self._refusable_in_flight >= self._max_refusable_in_flight:
+            backlog = self._owner_in_flight * self._seconds / self._owner_threads
+            raise PinHashingBusyError(retry_after_seconds=max(1, math.ceil(backlog)))
 
-    async def _run(self, movement: bool, work: Callable[[], T]) -> T:
+    async def _run(self, movement: bool, work: Callable[[], T], *, refusable: bool = False) -> T:
         loop = asyncio.get_running_loop()
         if movement:
             return await loop.run_in_executor(self._pool, work)
+        if refusable:
+            self._refuse_if_full()
+            self._refusable_in_flight += 1
         self._owner_in_flight += 1
         try:
             result, seconds = await loop.run_in_executor(self._owner_pool, _timed(work))
@@ -94,14 +102,16 @@ class BcryptPinHasher:
             return result
         finally:
             self._owner_in_flight -= 1
+            if refusable:
+                self._refusable_in_flight -= 1
 
     def _prehash(self, pin: str) -> bytes:
         digest = hmac.new(self._pepper, pin.encode(), hashlib.sha256).digest()
         return base64.b64encode(digest)
 
-    async def hash(self, pin: str, *, movement: bool = False) -> str:
+    async def hash(self, pin: str, *, movement: bool = False, refusable: bool = False) -> str:
         secret, salt = self._prehash(pin), bcrypt.gensalt(self._rounds)
-        hashed = await self._run(movement, lambda: bcrypt.hashpw(secret, salt))
+        hashed = await self._run(movement, lambda: bcrypt.hashpw(secret, salt), refusable=refusable)
         return hashed.decode()
 
     async def verify(self, pin: str, pin_hash: str, *, movement: bool = False) -> bool:
@@ -117,9 +127,12 @@ class BcryptPinHasher:
 
 
 def _timed(work: Callable[[], T]) -> Callable[[], tuple[T, float]]:
+    """`work` with its elapsed time (not its CPU time: behind the movements' threads a hash
+    of the owner's takes several times its CPU time, and Retry-After must say so)."""
+
     def timed() -> tuple[T, float]:
-        started = time.thread_time()
+        started = time.perf_counter()
         result = work()
-        return result, time.thread_time() - started
+        return result, time.perf_counter() - started
 
     return timed

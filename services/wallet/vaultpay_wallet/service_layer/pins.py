@@ -342,8 +342,7 @@ class PinService:
             already_set = await uow.pins.get(wallet.id) is not None
         if already_set:
             return await self._replayed_or(cmd.idempotency, _PIN_SET, PinAlreadySetError())
-        self._hasher.make_room()
-        pin_hash = await self._hasher.hash(cmd.pin)
+        pin_hash = await self._hasher.hash(cmd.pin, refusable=True)
 
         async def work(uow: WalletUnitOfWork) -> PinSet:
             now = self._clock.now()
@@ -891,8 +890,7 @@ class PinService:
             found = await uow.reset_tokens.get(token_hash)
         if found is None or not found.usable(self._clock.now()):
             return await self._replayed_or(cmd.idempotency, _PIN_RESET, PinResetTokenInvalidError())
-        self._hasher.make_room()
-        pin_hash = await self._hasher.hash(cmd.new_pin)
+        pin_hash = await self._hasher.hash(cmd.new_pin, refusable=True)
 
         async def work(uow: WalletUnitOfWork) -> PinReset:
             # The wallet's row first, then the token's: RequestPinReset and a PIN check's

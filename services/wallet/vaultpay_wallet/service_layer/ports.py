@@ -313,13 +313,12 @@ class PinHasher(Protocol):
     movement's check (`movement=True`) runs on threads of its own, never queued behind the
     owner's work (SetPin, ResetPin, VerifyPin, ChangePin)."""
 
-    async def hash(self, pin: str, *, movement: bool = False) -> str: ...
-    async def verify(self, pin: str, pin_hash: str, *, movement: bool = False) -> bool: ...
-    def make_room(self) -> None:
-        """Raises PinHashingBusyError when the owner's work already waits as deep as it may:
-        called right before a hash that nothing has been written for yet (SetPin, ResetPin),
-        with no await between, so a flood is refused before it queues."""
+    async def hash(self, pin: str, *, movement: bool = False, refusable: bool = False) -> str:
+        """`refusable`: nothing has been written for this hash yet (SetPin, ResetPin), so it
+        may be refused PinHashingBusyError when too many such hashes already wait."""
         ...
+
+    async def verify(self, pin: str, pin_hash: str, *, movement: bool = False) -> bool: ...
 
 
 class PinCheckFastPath(Protocol):

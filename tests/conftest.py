@@ -55,12 +55,16 @@ def infra() -> Iterator[Infra]:
     """PostgreSQL + Redis for the whole session; stopped (and their files removed) at the end."""
     settings = MeshConfig.from_env(profile="test")
     var_dir = scratch_dir("vaultpay-infra-")
-    started = start_infra(
-        var_dir,
-        fast=True,
-        postgres_admin_url=settings.postgres_admin_url,
-        redis_url=settings.redis_url,
-    )
+    try:
+        started = start_infra(
+            var_dir,
+            fast=True,
+            postgres_admin_url=settings.postgres_admin_url,
+            redis_url=settings.redis_url,
+        )
+    except BaseException:
+        shutil.rmtree(var_dir, ignore_errors=True)  # a failed start leaves no scratch behind
+        raise
     try:
         yield started
     finally:

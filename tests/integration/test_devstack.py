@@ -766,27 +766,134 @@ def test_a_stale_lock_file_whose_pid_another_process_reuses_does_not_stop_a_star
         shutil.rmtree(root.parent, ignore_errors=True)
 
 
-def test_a_lock_file_naming_a_postgres_whose_folder_cannot_be_read_is_not_removed(
-    tmp_path: Path,
+@pytest.mark.parametrize("folder_readable", [False, True])
+def test_a_lock_file_naming_a_postgres_is_kept_unless_it_provably_works_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder_readable: bool
 ) -> None:
     """Review of 2026-12-04: the working folder of another OS user's process is unreadable
     without CAP_SYS_PTRACE (root in a default container), so a live server of this folder
-    may not be found among its folder's processes; a lock naming a live postgres process is
-    therefore never taken for stale (removing a live server's lock file shuts it down)."""
+    may not be found among its folder's processes; a lock naming a live postgres process
+    whose folder cannot be read is therefore never taken for stale (removing a live server's
+    lock file shuts it down). Review of 2026-12-05: one whose folder can be read and is
+    another (the system's cluster, which took the pid of a server killed with its lock file
+    left) is stale: `make run` was refused while `make status` said nothing ran."""
     from vaultpay_devstack import postgres
 
     data = tmp_path / "data"
     data.mkdir()
-    # A process named postgres working elsewhere: what an unreadable folder looks like.
+    # A process named postgres working elsewhere (here, readably).
     fake = tmp_path / "postgres"
     shutil.copy("/bin/sleep", fake)
     server = ManagedProcess.start("fake-postgres", [str(fake), "60"], log=tmp_path / "fake.log")
     try:
         comm = Path(f"/proc/{server.pid}/comm")
         wait_until(lambda: comm.read_text().strip() == "postgres", what="the exec", proc=server)
+        if not folder_readable:  # as in a container: /proc/<pid>/cwd cannot be read
+            monkeypatch.setattr(postgres, "_working_dir", lambda pid: None)
         (data / "postmaster.pid").write_text(f"{server.pid}\n{data}\n")
-        with pytest.raises(StartupError, match="already runs"):
+        if folder_readable:
             postgres._refuse_if_running(data)
-        assert (data / "postmaster.pid").exists()
+            assert not (data / "postmaster.pid").exists()
+        else:
+            with pytest.raises(StartupError, match="already runs"):
+                postgres._refuse_if_running(data)
+            assert (data / "postmaster.pid").exists()
     finally:
         server.stop()
+
+
+def test_a_package_that_is_there_but_does_not_import_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 2026-12-05: the module probe took any failure for absence, so a syntax error
+    in a service's package made `make run` start nothing of it and say the mesh was up."""
+    from vaultpay_devstack.workspace import importable_modules
+
+    broken = tmp_path / "vaultpay_broken"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("def oops(:\n")
+    (tmp_path / "vaultpay_fine.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert importable_modules(["vaultpay_fine", "vaultpay_absent"]) == {"vaultpay_fine"}
+    with pytest.raises(StartupError, match=r"vaultpay_broken\.server: SyntaxError"):
+        importable_modules(["vaultpay_fine", "vaultpay_broken.server"])
+
+
+def test_a_redis_that_never_gets_ready_stops_the_private_postgres_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review of 2026-12-05: a Redis that failed its readiness left the private PostgreSQL
+    started beside it running, held by nothing."""
+    from vaultpay_devstack import infra as infra_module
+
+    launched: list[Any] = []
+    real_launch = infra_module.launch_redis
+
+    class NeverReady:
+        def __init__(self, redis: Any) -> None:
+            self._redis, self.host, self.port = redis, redis.host, redis.port
+
+        def wait_ready(self) -> None:
+            raise StartupError("redis did not get ready (test)")
+
+        def stop(self) -> None:
+            self._redis.stop()
+
+    def launch_failing(*args: Any, **kwargs: Any) -> Any:
+        redis = real_launch(*args, **kwargs)
+        launched.append(redis)
+        return NeverReady(redis)
+
+    started: list[Any] = []
+    real_start_postgres = infra_module.start_postgres
+
+    def start_postgres(*args: Any, **kwargs: Any) -> Any:
+        server = real_start_postgres(*args, **kwargs)
+        started.append(server)
+        return server
+
+    monkeypatch.setattr(infra_module, "launch_redis", launch_failing)
+    monkeypatch.setattr(infra_module, "start_postgres", start_postgres)
+    var_dir = scratch_dir("vaultpay-infra-fail-")
+    try:
+        with pytest.raises(StartupError, match="did not get ready"):
+            start_infra(var_dir, fast=True)
+        [server] = started
+        assert server.process is not None
+        assert server.process.exited() is not None, "the private PostgreSQL still runs"
+    finally:
+        for server in started:
+            server.stop()
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def test_a_stop_interrupted_while_it_waits_is_done_again_by_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 2026-12-05: `stop()` marked the process stopped before it waited, so a second
+    Ctrl-C raising inside the wait made the cleanup that followed skip it: a child deaf to
+    SIGTERM outlived `make run`."""
+    deaf = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        " print('deaf ' + 'and ready', flush=True); time.sleep(120)"
+    )
+    child = ManagedProcess.start(
+        "deaf", [sys.executable, "-c", deaf], log=tmp_path / "deaf.log", stop_timeout=0.5
+    )
+    try:
+        log = tmp_path / "deaf.log"  # its command line is in it too: the joined words are not
+        wait_until(lambda: "deaf and ready" in log.read_text(), what="the child")
+        real_wait = child.popen.wait
+
+        def interrupted(timeout: float | None = None) -> int:
+            monkeypatch.setattr(child.popen, "wait", real_wait)  # only the first wait
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(child.popen, "wait", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            child.stop()
+        assert child.exited() is None  # still running, deaf to SIGTERM
+        child.stop()  # the cleanup after the interruption: signals, waits, escalates
+        assert child.exited() is not None
+    finally:
+        child.kill()

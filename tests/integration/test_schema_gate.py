@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
@@ -33,6 +34,7 @@ from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain, upgrade_al
 from vaultpay_common.schema_gate import code_revisions, wait_for_schema
 from vaultpay_devstack.infra import Infra
 from vaultpay_devstack.postgres import run_sql
+from vaultpay_devstack.procs import setpriv_prefix
 from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN, WALLET_CHAIN
 
 pytestmark = pytest.mark.integration
@@ -59,12 +61,7 @@ def test_an_auth_server_behind_its_schema_binds_nothing_until_migrated(
             AUTH_BCRYPT_ROUNDS="4",
         )
         with log_path.open("w") as log_file:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "vaultpay_auth.entrypoints.server"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+            server = _start_auth(env, log_file)
         try:
             waiting = _poll(
                 lambda: _logged(log_path, "waiting for migrations before serving"), server
@@ -76,8 +73,7 @@ def test_an_auth_server_behind_its_schema_binds_nothing_until_migrated(
             migrate_chain(AUTH_CHAIN, dbs.auth_owner_dsn, dbs.auth_app_role)
             _poll(lambda: _serving(address), server)
         finally:
-            server.send_signal(signal.SIGTERM)
-            code = server.wait(timeout=30)
+            code = _stop(server)
         assert code == 0, log_path.read_text()
 
 
@@ -92,12 +88,7 @@ def test_a_server_stopped_while_it_waits_exits_cleanly(infra: Infra, tmp_path: P
             AUTH_GRPC_ADDRESS=f"127.0.0.1:{held.port}",
         )
         with log_path.open("w") as log_file:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "vaultpay_auth.entrypoints.server"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+            server = _start_auth(env, log_file)
         try:
             # Never migrated: no version table at all.
             waiting = _poll(
@@ -105,8 +96,7 @@ def test_a_server_stopped_while_it_waits_exits_cleanly(infra: Infra, tmp_path: P
             )
             assert "auth at none" in waiting["behind"]
         finally:
-            server.send_signal(signal.SIGTERM)
-            code = server.wait(timeout=30)
+            code = _stop(server)
         assert code == 0, log_path.read_text()
         assert _logged(log_path, "stopped before serving") is not None
 
@@ -208,6 +198,31 @@ async def test_a_database_that_stops_answering_is_waited_for_and_a_stop_still_en
                 assert await _within(waiting) is False
         finally:
             await proxy.close()
+
+
+def _start_auth(env: dict[str, str], log_file: IO[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            *setpriv_prefix(["--pdeathsig", "SIGTERM"]),  # dies with the session, whatever ends it
+            sys.executable,
+            "-m",
+            "vaultpay_auth.entrypoints.server",
+        ],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(server: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, and its exit code; killed (and the test failed) if it does not exit."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        return server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+        raise
 
 
 async def _within(waiting: Awaitable[bool]) -> bool:

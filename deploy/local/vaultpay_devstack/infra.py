@@ -60,6 +60,7 @@ def start_infra(
     """
     log_dir = private_dir(var_dir / "log")
     redis: RedisServer | None = None
+    postgres: PostgresServer | None = None
     try:
         if redis_url:
             redis = connect_redis(redis_url)
@@ -84,6 +85,10 @@ def start_infra(
             )
         redis.wait_ready()
     except BaseException:
+        # Both, whichever step failed: a Redis that never became ready left the private
+        # PostgreSQL started before it running, held by nothing (review of 2026-12-05).
+        if postgres is not None:
+            postgres.stop()  # a server we only connected to is left alone
         if redis is not None:
             redis.stop()
         raise

@@ -754,7 +754,9 @@ def _refuse_if_running(data_dir: Path) -> None:
     working = _postgres_processes_in(data_dir)
     # A postgres whose working directory cannot be read (another OS user's, without
     # CAP_SYS_PTRACE, as root in a default container) may be this folder's server: refused.
-    if pid in working or _is_postgres(pid):
+    # One that provably works elsewhere (the system's cluster, another run's) is a reused pid
+    # of a server killed with its lock file left: not ours (review of 2026-12-05).
+    if pid in working or (_is_postgres(pid) and _working_dir(pid) is None):
         raise StartupError(
             f"PostgreSQL already runs on {data_dir} (pid {pid}); is another `make run` using "
             "this var dir? (`make status` shows it, `make stop` stops it)"
@@ -773,6 +775,14 @@ def _is_postgres(pid: int) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
     except OSError:
         return False
+
+
+def _working_dir(pid: int) -> str | None:
+    """`pid`'s working directory, or None when it cannot be read (gone, or not ours)."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
 
 
 def _postgres_processes_in(data_dir: Path) -> list[int]:

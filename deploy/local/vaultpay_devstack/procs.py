@@ -319,11 +319,15 @@ class ManagedProcess:
         return self.popen.poll()
 
     def stop(self) -> None:
-        """Stop signal, wait up to `stop_timeout`, then SIGKILL; idempotent."""
+        """Stop signal, wait up to `stop_timeout`, then SIGKILL; idempotent once it has
+        returned. A stop interrupted while it waits (a second Ctrl-C raising in the wait) is
+        not counted as done: the next `stop()` signals and waits again, and escalates (it
+        marked the process stopped before waiting, so the cleanup after the interruption
+        skipped a child that might never exit: review of 2026-12-05)."""
         if self._stopped:
             return
-        self._stopped = True
         if self.popen.poll() is not None:
+            self._stopped = True
             return
         try:
             os.kill(self.pid, self.stop_signal)
@@ -331,8 +335,10 @@ class ManagedProcess:
         except ProcessLookupError:
             pass
         except subprocess.TimeoutExpired:
-            os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
             self.popen.wait(timeout=10)
+        self._stopped = True
 
     def kill(self) -> None:
         """SIGKILL at once, then reap: a crash, for fault-injection tests; idempotent."""

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Mapping
 
 from vaultpay_devstack.paths import GATEWAY_DIR, GEN_PYTHON, LOCAL_DIR, SERVICES_DIR
-from vaultpay_devstack.procs import base_env
+from vaultpay_devstack.procs import StartupError, base_env
 
 __all__ = ["importable_modules", "python_env", "source_roots"]
 
@@ -43,19 +43,26 @@ def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 _PROBE = """
 import importlib.util, json, sys
-found = []
+found, broken = [], {}
 for name in sys.argv[1:]:
     try:
         if importlib.util.find_spec(name) is not None:
             found.append(name)
-    except ImportError:
-        pass
-print(json.dumps(found))
+    except ModuleNotFoundError as exc:
+        if not exc.name or not (name == exc.name or name.startswith(exc.name + ".")):
+            broken[name] = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        broken[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"found": found, "broken": broken}))
 """
 
 
 def importable_modules(names: Iterable[str]) -> set[str]:
-    """Which of `names` a child Python (same interpreter, `python_env()`) can import.
+    """Which of `names` a child Python (same interpreter, `python_env()`) can import; the
+    others are not there at all. A package that is there but fails to import (a syntax error
+    in its `__init__`, a missing dependency) raises StartupError naming it and why: it read
+    as absent, so `make run` started nothing of it and said the mesh was up (review of
+    2026-12-05).
 
     Asked in a child so that a broken or half-written package cannot break the supervisor.
     """
@@ -69,5 +76,10 @@ def importable_modules(names: Iterable[str]) -> set[str]:
         check=False,
     )
     if result.returncode != 0:
-        return set()
-    return set(json.loads(result.stdout.strip().splitlines()[-1])) & set(wanted)
+        tail = "\n".join(result.stderr.strip().splitlines()[-10:])
+        raise StartupError(f"could not look for the services' modules:\n{tail}")
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    if broken := answer["broken"]:
+        lines = "\n".join(f"  {name}: {why}" for name, why in sorted(broken.items()))
+        raise StartupError(f"these modules are there but do not import:\n{lines}")
+    return set(answer["found"]) & set(wanted)

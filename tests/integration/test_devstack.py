@@ -827,7 +827,7 @@ def test_a_redis_that_never_gets_ready_stops_the_private_postgres_too(
     from vaultpay_devstack import infra as infra_module
 
     launched: list[Any] = []
-    real_launch = infra_module.launch_redis
+    real_launch = infra_module.launch_redis  # type: ignore[attr-defined]
 
     class NeverReady:
         def __init__(self, redis: Any) -> None:
@@ -845,7 +845,7 @@ def test_a_redis_that_never_gets_ready_stops_the_private_postgres_too(
         return NeverReady(redis)
 
     started: list[Any] = []
-    real_start_postgres = infra_module.start_postgres
+    real_start_postgres = infra_module.start_postgres  # type: ignore[attr-defined]
 
     def start_postgres(*args: Any, **kwargs: Any) -> Any:
         server = real_start_postgres(*args, **kwargs)

@@ -18,13 +18,13 @@ from google.protobuf.message import Message
 
 from vaultpay.kyc.v1 import kyc_pb2
 from vaultpay.transfer.v1 import transfer_pb2
-from vaultpay.type.v1 import money_pb2
+from vaultpay.type.v1 import kyc_tier_pb2, money_pb2
 from vaultpay.wallet.v1 import wallet_pb2
 from vaultpay_common.context import METHOD, PRINCIPAL, Principal, Role
 from vaultpay_common.grpc.idempotency import idempotency_key
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_common.pagination import PageTokens
-from vaultpay_kyc.entrypoints.servicers import KycServicer
+from vaultpay_kyc.entrypoints.servicers import KycAdminServicer, KycServicer
 from vaultpay_transfer.entrypoints.servicers import TransferServicer
 from vaultpay_wallet.entrypoints.servicers import WalletServicer
 from vaultpay_wallet.entrypoints.servicers_staff import WalletAdminServicer, WalletInternalServicer
@@ -378,6 +378,136 @@ def test_a_retry_that_spells_an_id_otherwise_is_the_same_request(
     key = _key_of(lambda c: call(c, request_))
     assert [key_with(spelling) for spelling in respelt] == [key] * len(respelt)
     assert key_with(other) != key
+
+
+def _wallet_all(capture: _Capture) -> WalletServicer:
+    c: Any = capture
+    return WalletServicer(c, c, c, c, c, TOKENS, fingerprint_key=KEY)
+
+
+def _wallet_staff_all(capture: _Capture) -> WalletAdminServicer:
+    c: Any = capture
+    return WalletAdminServicer(c, c, c, _ANY, TOKENS)
+
+
+def _kyc_admin(capture: _Capture) -> KycAdminServicer:
+    c: Any = capture
+    return KycAdminServicer(c, c, TOKENS)
+
+
+@pytest.fixture
+def _staff() -> Iterator[None]:
+    principal = PRINCIPAL.set(Principal(subject=USER, role=Role.SUPER_ADMIN))
+    yield
+    PRINCIPAL.reset(principal)
+
+
+@pytest.mark.parametrize(
+    ("call", "request_", "field", "respelt", "other"),
+    [
+        (
+            lambda s, r: _wallet_all(s).CreateWallet(r, _ANY),
+            wallet_pb2.CreateWalletRequest(display_name="Asha", currency_code="INR"),
+            "display_name",
+            [" Asha", "Asha\n"],
+            "Ashb",
+        ),
+        (
+            lambda s, r: _wallet_all(s).CreateWallet(r, _ANY),
+            wallet_pb2.CreateWalletRequest(display_name="Asha", currency_code="INR"),
+            "currency_code",
+            ["", " INR"],
+            "USD",
+        ),
+        (
+            lambda s, r: _wallet_all(s).FreezeMyWallet(r, _ANY),
+            wallet_pb2.FreezeMyWalletRequest(note="lost my phone"),
+            "note",
+            ["lost my phone ", " lost my phone"],
+            "lost my card",
+        ),
+        (
+            lambda s, r: _wallet_all(s).SetMyLimit(r, _ANY),
+            wallet_pb2.SetMyLimitRequest(action="send"),
+            "action",
+            ["SEND", " send"],
+            "withdraw",
+        ),
+        (
+            lambda s, r: _wallet_all(s).DeleteMyLimit(r, _ANY),
+            wallet_pb2.DeleteMyLimitRequest(action="send"),
+            "action",
+            ["Send"],
+            "withdraw",
+        ),
+        (
+            lambda s, r: _wallet_staff_all(s).AdminFreezeWallet(r, _ANY),
+            wallet_pb2.AdminFreezeWalletRequest(wallet_id="VPY-AB12CD", reason="fraud review"),
+            "reason",
+            ["fraud review ", " fraud review"],
+            "fraud reviews",
+        ),
+        (
+            lambda s, r: _wallet_staff_all(s).UpdateSetting(r, _ANY),
+            wallet_pb2.UpdateSettingRequest(key="k", value="1", reason="policy"),
+            "reason",
+            ["policy "],
+            "policy 2",
+        ),
+        (
+            lambda s, r: _kyc_admin(s).AdminApproveKyc(r, _ANY),
+            kyc_pb2.AdminApproveKycRequest(
+                submission_id=USER, kyc_tier=kyc_tier_pb2.KYC_TIER_FULL, note="ok"
+            ),
+            "submission_id",
+            [USER.upper()],
+            USER[:-1] + "f",
+        ),
+        (
+            lambda s, r: _kyc_admin(s).AdminApproveKyc(r, _ANY),
+            kyc_pb2.AdminApproveKycRequest(
+                submission_id=USER, kyc_tier=kyc_tier_pb2.KYC_TIER_FULL, note="ok"
+            ),
+            "note",
+            ["ok ", "\tok"],
+            "okay",
+        ),
+        (
+            lambda s, r: _kyc_admin(s).AdminRejectKyc(r, _ANY),
+            kyc_pb2.AdminRejectKycRequest(submission_id=USER, reason="blurred scan"),
+            "reason",
+            ["blurred scan "],
+            "blurred",
+        ),
+    ],
+    ids=[
+        "CreateWallet-name",
+        "CreateWallet-currency",
+        "FreezeMyWallet-note",
+        "SetMyLimit-action",
+        "DeleteMyLimit-action",
+        "AdminFreezeWallet-reason",
+        "UpdateSetting-reason",
+        "AdminApproveKyc-id",
+        "AdminApproveKyc-note",
+        "AdminRejectKyc-reason",
+    ],
+)
+@pytest.mark.usefixtures("_staff")
+def test_a_retry_spelt_as_the_use_case_reads_it_is_the_same_request(
+    call: Callable[[_Capture, Message], Any],
+    request_: Message,
+    field: str,
+    respelt: list[str],
+    other: str,
+) -> None:
+    """Review of 2026-12-05 (helper 289): these RPCs fingerprinted ids, actions and text as
+    sent while their use cases read them lower-cased or trimmed, so an approval whose reply
+    was lost, retried with the submission id upper-cased from a ticket, answered
+    IDEMPOTENCY_KEY_REUSED for a decision that took effect."""
+    test_a_retry_that_spells_an_id_otherwise_is_the_same_request(
+        call, request_, field, respelt, other
+    )
 
 
 def test_a_withdrawal_retried_with_its_account_spelt_otherwise_is_the_same_request() -> None:

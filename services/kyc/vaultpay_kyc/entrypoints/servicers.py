@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
@@ -69,6 +69,19 @@ _SPELLINGS: dict[str, Callable[[str], str]] = {
     "document_number": _number,
     "document_content_type": _lowered,
     "document_sha256": _lowered,
+}
+
+
+# A decision's fields as the review reads them (the submission id lower-cased by parse_uuid,
+# the text trimmed), so that a retry spelt otherwise replays the decision instead of being
+# refused IDEMPOTENCY_KEY_REUSED for one that took effect.
+_APPROVAL: Mapping[str, Callable[[str], str]] = {
+    "submission_id": lambda value: value.lower() if value.isascii() else value,
+    "note": str.strip,
+}
+_REJECTION: Mapping[str, Callable[[str], str]] = {
+    "submission_id": _APPROVAL["submission_id"],
+    "reason": str.strip,
 }
 
 
@@ -312,7 +325,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
                 request.submission_id,
                 refusal_or(tier_from_proto, request.kyc_tier),
                 request.note,
-                refusal_or(idempotency_key, request),
+                refusal_or(idempotency_key, request, canonical=_APPROVAL),
                 CLIENT_IP.get(),
             )
         )
@@ -328,7 +341,7 @@ class KycAdminServicer(kyc_pb2_grpc.KycAdminServiceServicer):
                 *current_staff(),
                 request.submission_id,
                 request.reason,
-                refusal_or(idempotency_key, request),
+                refusal_or(idempotency_key, request, canonical=_REJECTION),
                 CLIENT_IP.get(),
             )
         )

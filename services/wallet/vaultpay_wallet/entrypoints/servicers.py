@@ -4,7 +4,7 @@ convert the result. No SQL, no try/except, no context.abort here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from google.protobuf.message import Message
@@ -17,6 +17,7 @@ from vaultpay_common.grpc.servicer import ServicerContext
 from vaultpay_common.idempotency import IdempotencyKey
 from vaultpay_common.ids import parse_optional_uuid, parse_uuid
 from vaultpay_common.pagination import PageTokens, paginate, times_checked
+from vaultpay_wallet.domain.currency import DEFAULT_CURRENCY
 from vaultpay_wallet.domain.ip_trust import TrustedIpCursor, canonical_ip_hash
 from vaultpay_wallet.domain.notifications import NotificationCursor
 from vaultpay_wallet.entrypoints.convert import (
@@ -49,6 +50,17 @@ def amount_input(request: Any, field: str) -> cmd.AmountInput | None:
     return cmd.AmountInput(value.currency_code, value.amount_minor)
 
 
+# Fields as the use cases read them, so that a retry spelt otherwise is the same request (the
+# README: ids and text enter a fingerprint in the one spelling the service reads them in).
+_CREATE_WALLET: Mapping[str, Callable[[str], str]] = {
+    "display_name": str.strip,
+    # Empty is read as the default: the default enters as empty (an empty field is never
+    # rewritten, `idempotency_key`), so "", "INR" and " INR" are one request.
+    "currency_code": lambda code: "" if code.strip() == DEFAULT_CURRENCY else code.strip(),
+}
+_ACTION: Mapping[str, Callable[[str], str]] = {"action": lambda action: action.strip().lower()}
+
+
 class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     def __init__(
         self,
@@ -79,7 +91,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 current_principal().user_id,
                 request.display_name,
                 request.currency_code,
-                idempotency_key(request),
+                idempotency_key(request, canonical=_CREATE_WALLET),
             )
         )
         return wallet_pb2.CreateWalletResponse(wallet=wallet_to_proto(wallet))
@@ -120,7 +132,11 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.FreezeMyWalletRequest, context: Ctx
     ) -> wallet_pb2.FreezeMyWalletResponse:
         wallet = await self._wallets.freeze_my_wallet(
-            cmd.FreezeMyWallet(current_principal().user_id, request.note, idempotency_key(request))
+            cmd.FreezeMyWallet(
+                current_principal().user_id,
+                request.note,
+                idempotency_key(request, canonical={"note": str.strip}),
+            )
         )
         return wallet_pb2.FreezeMyWalletResponse(wallet=wallet_to_proto(wallet))
 
@@ -244,7 +260,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 amount_input(request, "per_transaction"),
                 amount_input(request, "daily"),
                 amount_input(request, "monthly"),
-                idempotency_key(request),
+                idempotency_key(request, canonical=_ACTION),
             )
         )
         return wallet_pb2.SetMyLimitResponse(limits=action_limits_to_proto(view))
@@ -254,7 +270,11 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.DeleteMyLimitResponse:
         action_from_path(request.action)
         view = await self._limits.delete_my_limit(
-            cmd.DeleteMyLimit(current_principal().user_id, request.action, idempotency_key(request))
+            cmd.DeleteMyLimit(
+                current_principal().user_id,
+                request.action,
+                idempotency_key(request, canonical=_ACTION),
+            )
         )
         return wallet_pb2.DeleteMyLimitResponse(limits=action_limits_to_proto(view))
 

@@ -5,7 +5,7 @@ Translation only: convert the request, await a use case, convert the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +71,8 @@ __all__ = ["WalletAdminServicer", "WalletInternalServicer"]
 Ctx = ServicerContext
 # Staff type wallet ids in any case; a retry spelled otherwise is the same request.
 _WALLET_ID = {"wallet_id": normalize_wallet_id}
+# A staff change's reason as it is kept (trimmed), beside the wallet id.
+_WALLET_ID_AND_REASON: Mapping[str, Callable[[str], str]] = {**_WALLET_ID, "reason": str.strip}
 
 
 def _setting_cursor(position: Mapping[str, Any]) -> str:
@@ -192,7 +194,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
                 request.wallet_id,
                 request.reason,
                 datetime_or_none(request, "until_time"),
-                idempotency_key(request, canonical=_WALLET_ID),
+                idempotency_key(request, canonical=_WALLET_ID_AND_REASON),
             )
         )
         return wallet_pb2.AdminFreezeWalletResponse(wallet=wallet_to_proto(wallet, staff_view=True))
@@ -205,7 +207,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
                 *current_staff(),
                 request.wallet_id,
                 request.reason,
-                idempotency_key(request, canonical=_WALLET_ID),
+                idempotency_key(request, canonical=_WALLET_ID_AND_REASON),
             )
         )
         return wallet_pb2.AdminUnfreezeWalletResponse(
@@ -249,7 +251,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
                 request.wallet_id,
                 refusal_or(_limit_entries, request.limits),
                 request.reason,
-                refusal_or(idempotency_key, request, canonical=_WALLET_ID),
+                refusal_or(idempotency_key, request, canonical=_WALLET_ID_AND_REASON),
             )
         )
         return wallet_pb2.AdminSetWalletLimitsResponse(
@@ -284,7 +286,7 @@ class WalletAdminServicer(wallet_pb2_grpc.WalletAdminServiceServicer):
                 request.key,
                 request.value,
                 request.reason,
-                idempotency_key(request),
+                idempotency_key(request, canonical={"reason": str.strip}),
             )
         )
         return wallet_pb2.UpdateSettingResponse(setting=setting_to_proto(setting))

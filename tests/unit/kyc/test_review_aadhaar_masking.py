@@ -6,6 +6,7 @@ other type (PAN and the rest) is still shown in full."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -16,6 +17,7 @@ from vaultpay.kyc.v1 import kyc_pb2
 from vaultpay_common.context import CLIENT_IP, METHOD, PRINCIPAL, Principal, Role
 from vaultpay_common.pagination import PageTokens
 from vaultpay_kyc.domain.documents import DocumentType, mask_document_number
+from vaultpay_kyc.domain.errors import DocumentUnreadableError
 from vaultpay_kyc.domain.model import Submission
 from vaultpay_kyc.domain.staff_reads import ShownNumber, number_shown
 from vaultpay_kyc.entrypoints.servicers import KycAdminServicer
@@ -143,3 +145,22 @@ async def test_the_rpc_takes_the_role_from_the_callers_token(
     assert reply.submission.masked_document_number == MASKED
     entry = world.uow.audit_entries[-1]
     assert (entry.actor_id, entry.details["full_number_shown"]) == (caller, full)
+
+
+async def test_an_aadhaar_relabelled_in_the_database_is_not_shown_in_full_to_a_moderator() -> None:
+    """Review of 2026-12-05 (helper 291): the masking followed the stored document_type, a
+    column the encryption does not authenticate: an Aadhaar submission relabelled PASSPORT by
+    whoever can write the table showed a moderator the whole number. The view now checks the
+    type against the number's keyed hash, as an approval does, and refuses the document as
+    unreadable (audited) on a mismatch."""
+    world = World()
+    submission = await _aadhaar_of(world)
+    repo = world.uow.submissions
+    repo.rows[submission.id] = dataclasses.replace(
+        repo.rows[submission.id], document_type=DocumentType.PASSPORT
+    )
+    with pytest.raises(DocumentUnreadableError, match="type or hash"):
+        await world.view(submission.id, "mod", role=Role.MODERATOR)
+    actions = [entry.action for entry in world.uow.audit_entries]
+    assert "kyc.submission_viewed" not in actions
+    assert AADHAAR not in str(world.uow.audit_entries)

@@ -218,6 +218,16 @@ class ReviewService:
                     if sealed.sealed_file is not None
                     else b""
                 )
+                # The masking follows the stored `document_type`, a column the ciphertexts'
+                # associated data does not cover: an Aadhaar submission relabelled PASSPORT in
+                # the database showed a moderator the whole number. The type is checked by the
+                # number's keyed hash, as an approval checks it (review of 2026-12-05).
+                expected = self._hasher.digest(submission.document_type, number)
+                if not hmac.compare_digest(expected, sealed.number_hash):
+                    raise DocumentUnreadableError(
+                        "the document's recorded type or hash is not its number's:"
+                        " nothing was shown"
+                    )
             except DocumentUnreadableError as exc:
                 unreadable = exc
             else:

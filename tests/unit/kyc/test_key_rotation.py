@@ -309,3 +309,27 @@ async def test_a_caller_without_a_deadline_is_answered_within_the_rpcs_own_bound
         await world.rotation.rotate(_by_root(key("root")), answer_within=5.0)
     outcome = await world.rotation.resume_unfinished()  # no bound: to the end
     assert outcome is not None and outcome.finished
+
+
+async def test_a_long_sweep_still_waits_for_a_row_held_a_moment(world: World) -> None:
+    """Review of 2026-12-05 (helper 291): the wait for held rows counted from the call's
+    start, so a sweep that had run longer than it (a large table) gave up at once, with no
+    poll, on a row an approval held for a few milliseconds: the CLI exited 3, "rows are still
+    waiting", for a rotation a moment from its end."""
+    sweep = world.rotation._sweep_batch
+    held = sorted(world.uow.submissions.rows)[-1]
+    world.uow.keys.locked.add(held)
+    batches = [0]
+
+    async def first_batch_slow(rotation_id: str, unreadable: set[str]) -> tuple[int, int]:
+        batches[0] += 1
+        if batches[0] == 1:
+            world.clock.advance(timedelta(seconds=40))  # past the 30 s settle time
+        if batches[0] == 3:
+            world.uow.keys.locked.clear()  # the approval commits: the row is free
+        return await sweep(rotation_id, unreadable)
+
+    world.rotation._sweep_batch = first_batch_slow  # type: ignore[method-assign]
+    outcome = await world.rotation.rotate(_by_root(key("root")))
+    assert outcome.finished
+    assert world.sleeps  # it polled for the held row instead of giving up

@@ -174,6 +174,12 @@ class KeyRotationService:
         reported: RotationProgress | None = None
         while True:
             done, remaining = await self._sweep_batch(rotation_id, unreadable)
+            if done:
+                # The settle time is how long rows held by others are waited for: it counts
+                # from the last batch that moved something, not from the call's start (a
+                # sweep longer than it gave up at once on a row held a moment: review of
+                # 2026-12-05), and never past the caller's deadline.
+                deadline = min(self._monotonic() + budget, hard_stop)
             rewrapped += done
             state = RotationProgress(rewrapped, remaining)
             if progress is not None and state != reported:

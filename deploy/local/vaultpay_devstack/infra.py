@@ -87,10 +87,12 @@ def start_infra(
     except BaseException:
         # Both, whichever step failed: a Redis that never became ready left the private
         # PostgreSQL started before it running, held by nothing (review of 2026-12-05).
-        if postgres is not None:
-            postgres.stop()  # a server we only connected to is left alone
-        if redis is not None:
-            redis.stop()
+        try:
+            if postgres is not None:
+                postgres.stop()  # a server we only connected to is left alone
+        finally:  # Redis too, whatever interrupts PostgreSQL's stop
+            if redis is not None:
+                redis.stop()
         raise
     return Infra(postgres, redis)
 

@@ -756,7 +756,7 @@ def _refuse_if_running(data_dir: Path) -> None:
     # CAP_SYS_PTRACE, as root in a default container) may be this folder's server: refused.
     # One that provably works elsewhere (the system's cluster, another run's) is a reused pid
     # of a server killed with its lock file left: not ours (review of 2026-12-05).
-    if pid in working or (_is_postgres(pid) and _working_dir(pid) is None):
+    if pid in working or (_is_postgres(pid) and _working_dir_identity(pid) is None):
         raise StartupError(
             f"PostgreSQL already runs on {data_dir} (pid {pid}); is another `make run` using "
             "this var dir? (`make status` shows it, `make stop` stops it)"
@@ -777,17 +777,22 @@ def _is_postgres(pid: int) -> bool:
         return False
 
 
-def _working_dir(pid: int) -> str | None:
-    """`pid`'s working directory, or None when it cannot be read (gone, or not ours)."""
+def _working_dir_identity(pid: int) -> tuple[int, int] | None:
+    """`pid`'s working directory as (device, inode), or None when it cannot be read (gone,
+    or not ours). The directory itself, not its name: one folder reached by two paths (a bind
+    mount, a symlink) is one folder (review of 2026-12-05: comparing names took a live
+    server of this folder, started through another path, for another's)."""
     try:
-        return os.readlink(f"/proc/{pid}/cwd")
+        found = os.stat(f"/proc/{pid}/cwd")
     except OSError:
         return None
+    return found.st_dev, found.st_ino
 
 
 def _postgres_processes_in(data_dir: Path) -> list[int]:
     """PIDs of the live PostgreSQL processes (postmaster, backends) working in `data_dir`."""
-    target = str(data_dir.resolve())
+    here = os.stat(data_dir)
+    target = (here.st_dev, here.st_ino)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -795,10 +800,10 @@ def _postgres_processes_in(data_dir: Path) -> list[int]:
         try:
             if (entry / "comm").read_text().strip() not in ("postgres", "postmaster"):
                 continue
-            if os.readlink(entry / "cwd") != target:
-                continue
-        except OSError:  # gone, or not ours to inspect (then not a server of our folder)
+        except OSError:  # gone
             continue
+        if _working_dir_identity(int(entry.name)) != target:
+            continue  # elsewhere, or not ours to inspect (then not a server of our folder)
         if pid_alive(pid := int(entry.name)):
             found.append(pid)
     return sorted(found)

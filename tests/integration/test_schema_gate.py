@@ -33,7 +33,7 @@ from vaultpay_common.db import asyncpg_dsn
 from vaultpay_common.migrations import PLATFORM_CHAIN, migrate_chain, upgrade_all
 from vaultpay_common.schema_gate import code_revisions, wait_for_schema
 from vaultpay_devstack.infra import Infra
-from vaultpay_devstack.postgres import run_sql
+from vaultpay_devstack.postgres import Provisioned, run_sql
 from vaultpay_devstack.procs import setpriv_prefix
 from vaultpay_transfer.entrypoints.cli import TRANSFER_CHAIN, WALLET_CHAIN
 
@@ -52,14 +52,7 @@ def test_an_auth_server_behind_its_schema_binds_nothing_until_migrated(
         address = f"127.0.0.1:{held.port}"
         held.release()
         log_path = tmp_path / "auth.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
-        env.update(
-            AUTH_DATABASE_URL=dbs.auth_app_dsn,
-            AUTH_REDIS_URL=infra.redis.url(0),
-            AUTH_KEY_ENCRYPTION_KEY=base64.b64encode(os.urandom(32)).decode(),
-            AUTH_GRPC_ADDRESS=address,
-            AUTH_BCRYPT_ROUNDS="4",
-        )
+        env = _auth_env(dbs, infra, address)
         with log_path.open("w") as log_file:
             server = _start_auth(env, log_file)
         try:
@@ -80,13 +73,7 @@ def test_an_auth_server_behind_its_schema_binds_nothing_until_migrated(
 def test_a_server_stopped_while_it_waits_exits_cleanly(infra: Infra, tmp_path: Path) -> None:
     with fresh_databases(infra, "sg") as dbs, ListenerPort() as held:
         log_path = tmp_path / "auth.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
-        env.update(
-            AUTH_DATABASE_URL=dbs.auth_app_dsn,
-            AUTH_REDIS_URL=infra.redis.url(0),
-            AUTH_KEY_ENCRYPTION_KEY=base64.b64encode(os.urandom(32)).decode(),
-            AUTH_GRPC_ADDRESS=f"127.0.0.1:{held.port}",
-        )
+        env = _auth_env(dbs, infra, f"127.0.0.1:{held.port}")
         with log_path.open("w") as log_file:
             server = _start_auth(env, log_file)
         try:
@@ -198,6 +185,19 @@ async def test_a_database_that_stops_answering_is_waited_for_and_a_stop_still_en
                 assert await _within(waiting) is False
         finally:
             await proxy.close()
+
+
+def _auth_env(dbs: Provisioned, infra: Infra, address: str) -> dict[str, str]:
+    """An auth server's environment: the shell's, its AUTH_* settings replaced by these."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
+    env.update(
+        AUTH_DATABASE_URL=dbs.auth_app_dsn,
+        AUTH_REDIS_URL=infra.redis.url(0),
+        AUTH_KEY_ENCRYPTION_KEY=base64.b64encode(os.urandom(32)).decode(),
+        AUTH_GRPC_ADDRESS=address,
+        AUTH_BCRYPT_ROUNDS="4",
+    )
+    return env
 
 
 def _start_auth(env: dict[str, str], log_file: IO[str]) -> subprocess.Popen[bytes]:

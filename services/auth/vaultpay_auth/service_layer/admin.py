@@ -229,21 +229,7 @@ class AdminService:
                     uow, actor, target, reason, client_ip=client_ip
                 )
             await self._refuse_last_super_admin(uow, target)
-            target.active = False
-            target.deactivation_reason = reason
-            target.deactivated_by = actor.subject
-            target.updated_at = datetime.now(UTC)
-            await uow.users.update(target)
-            revoked = await uow.sessions.revoke_all_for_user(target.id, "deactivated")
-            await uow.audit(
-                AuditEntry(
-                    "user.deactivated",
-                    "user",
-                    target.id,
-                    {"reason": reason, "revoked_sessions": str(revoked), "ip": client_ip},
-                )
-            )
-            await uow.commit()
+            await self._record_deactivation(uow, actor, target, reason, {"ip": client_ip})
         return target
 
     async def _take_over_deactivation(
@@ -267,7 +253,21 @@ class AdminService:
             deactivator_id=target.deactivated_by,
             deactivator_role=None if deactivator is None else deactivator.role,
         )
-        previous_reason, previous_by = target.deactivation_reason, target.deactivated_by
+        replaced = {
+            "replaces_reason": target.deactivation_reason,
+            "replaces_deactivated_by": target.deactivated_by or "",
+            "ip": client_ip,
+        }
+        await self._record_deactivation(uow, actor, target, reason, replaced)
+        return target
+
+    @staticmethod
+    async def _record_deactivation(
+        uow: AuthUnitOfWork, actor: Principal, target: User, reason: str, details: dict[str, str]
+    ) -> None:
+        """`target` deactivated by `actor` for `reason`, its sessions revoked, audited with
+        `details` besides, and committed."""
+        target.active = False
         target.deactivation_reason = reason
         target.deactivated_by = actor.subject
         target.updated_at = datetime.now(UTC)
@@ -278,17 +278,10 @@ class AdminService:
                 "user.deactivated",
                 "user",
                 target.id,
-                {
-                    "reason": reason,
-                    "revoked_sessions": str(revoked),
-                    "replaces_reason": previous_reason,
-                    "replaces_deactivated_by": previous_by or "",
-                    "ip": client_ip,
-                },
+                {"reason": reason, "revoked_sessions": str(revoked), **details},
             )
         )
         await uow.commit()
-        return target
 
     async def reactivate(
         self, actor: Principal, user_id: str, reason: str, *, client_ip: str

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -929,3 +930,31 @@ def test_a_server_of_this_folder_reached_by_another_path_holds_its_lock(tmp_path
     finally:
         server.stop()
         subprocess.run(["umount", str(alias)], check=False)
+
+
+def test_a_port_another_run_holds_for_its_listener_is_not_picked() -> None:
+    """Review of 2026-12-05: the free-port probe set SO_REUSEADDR, so a port another run held
+    (`PortHold`: bound, not listening, reusable) read as free and both runs took it."""
+    from vaultpay_devstack.procs import PortHold, free_port, port_is_free
+
+    port = free_port()
+    with PortHold({"another run's wallet": port}):
+        assert not port_is_free(port)
+    assert port_is_free(port)
+
+
+def test_readiness_seen_after_the_child_exited_is_its_exit(tmp_path: Path) -> None:
+    """Review of 2026-12-05: readiness was checked before the child's exit, so a port another
+    run's listener answered on counted as our child's readiness after it had died."""
+    child = ManagedProcess.start(
+        "short-lived", [sys.executable, "-c", "raise SystemExit(3)"], log=tmp_path / "c.log"
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while child.exited() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with pytest.raises(StartupError, match="exited with code 3"):
+            wait_until(lambda: True, what="the child", proc=child)
+    finally:
+        child.stop()

@@ -112,9 +112,11 @@ def free_port() -> int:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """True when a listener could bind `host:port` now (TIME_WAIT leftovers do not count)."""
+    """True when nothing has `host:port` bound now. Probed without SO_REUSEADDR: with it, a
+    port another run holds for its listener (`PortHold`: bound, not listening, reusable)
+    read as free, and both runs took it (review of 2026-12-05); a port in TIME_WAIT reads as
+    busy too, which only skips it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -360,10 +362,13 @@ def wait_until(
     timeout: float = 30.0,
     interval: float = 0.05,
 ) -> None:
-    """Polls `ready` until it is true; fails fast with the log tail if `proc` exits."""
+    """Polls `ready` until it is true while `proc` runs; fails fast with the log tail if
+    `proc` exits (before or as it reads ready)."""
     deadline = time.monotonic() + timeout
     while True:
-        if ready():
+        # Ready, and still running: a port or socket that answers may be someone else's
+        # (another run's listener on a port ours failed to bind) once our child has died.
+        if ready() and (proc is None or proc.exited() is None):
             return
         if proc is not None and (code := proc.exited()) is not None:
             raise StartupError(

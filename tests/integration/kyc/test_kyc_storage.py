@@ -373,3 +373,27 @@ async def test_rotations_are_ordered_as_they_took_the_lock_whatever_their_hosts_
             text("SELECT count(*) FROM kyc_key_rotations WHERE finished_at IS NULL")
         )
     assert unfinished == 0
+
+
+async def test_the_clis_request_id_never_starts_a_rotation_over_an_unfinished_one(
+    kyc: KycStack, app: AsyncEngine
+) -> None:
+    """Review of 2026-12-05 (helper 289): `rotate-key --request-id` with the id of a rotation
+    started through the API (keyed under its staff member, not the CLI) or a typo found no
+    record of its own and started another rotation: a new key, every row re-wrapped again."""
+    await _submit(kyc, pan())
+    rotation = build_rotation(kyc.settings, app, SystemClock())
+    async with SqlKycUnitOfWork(app) as uow:
+        started = await rotation._start(uow, RotateKycKey(None, "an admin, through the API"))
+        await uow.commit()
+    before = await _keys(app)
+
+    refused = await asyncio.to_thread(kyc.cli, "rotate-key", "--request-id", rid())
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "rotate-key --resume" in refused.stderr
+    assert await _keys(app) == before  # no new key, nothing re-wrapped
+
+    resumed = await asyncio.to_thread(kyc.cli, "rotate-key", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    states, _ = await _keys(app)
+    assert states == {started.key_id: "ACTIVE"}

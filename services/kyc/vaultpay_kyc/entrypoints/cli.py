@@ -11,7 +11,9 @@ vaultpay-kyc discard-dead-letter --event-id E --reason R  # give one up for good
 
 `rotate-key` is the same use case as AdminRotateKycKey, run as the app role with the
 service's settings (it needs KYC_KEY_ENCRYPTION_KEY to derive the keys). It prints its request
-id first: running it again with that id resumes the same rotation instead of starting another.
+id first: running it again with that id resumes the same rotation instead of starting another;
+an id it started none with starts one, unless another rotation is unfinished (refused, exit
+2: `--resume` finishes that one).
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ import sys
 import uuid
 from pathlib import Path
 
-from vaultpay_common.cli import EXIT_UNAVAILABLE, ServiceCli
+from vaultpay_common.cli import EXIT_UNAVAILABLE, EXIT_USAGE, ServiceCli
 from vaultpay_common.clock import SystemClock
 from vaultpay_common.db import create_engine
 from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
 from vaultpay_kyc.entrypoints.bootstrap import build_rotation
 from vaultpay_kyc.service_layer.commands import RotateKycKey, RotationOutcome, RotationProgress
-from vaultpay_kyc.service_layer.rotation import KeyRotationIncompleteError
+from vaultpay_kyc.service_layer.rotation import (
+    AnotherRotationUnfinishedError,
+    KeyRotationIncompleteError,
+)
 from vaultpay_kyc.settings import KycSettings
 
 __all__ = ["KYC_CHAIN", "main"]
@@ -56,7 +61,11 @@ _ROTATE_METHOD = "cli:vaultpay-kyc/rotate-key"
     "--request-id), or by the service's periodic job",
 )
 def _rotate_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--request-id", help="resume the rotation started with this id")
+    parser.add_argument(
+        "--request-id",
+        help="resume the rotation this command started with this id, or start one under it "
+        "unless another is unfinished (`--resume` finishes any unfinished rotation)",
+    )
     parser.add_argument("--resume", action="store_true", help="only finish an unfinished rotation")
 
 
@@ -86,15 +95,27 @@ async def _rotate(settings: KycSettings, args: argparse.Namespace) -> int:
                 return 0
         else:
             request_id = args.request_id or str(uuid.uuid4())
-            print(f"request id {request_id} (run again with --request-id to resume)", flush=True)
             key = IdempotencyKey(
                 caller="cli",
                 method=_ROTATE_METHOD,
                 request_id=request_id,
                 fingerprint=request_fingerprint(b""),
             )
-            operator = f"operator:{getpass.getuser()}"
-            outcome = await rotation.rotate(RotateKycKey(key, operator), _print_progress)
+            command = RotateKycKey(key, f"operator:{getpass.getuser()}")
+            print(f"request id {request_id} (run again with --request-id to resume)", flush=True)
+            if args.request_id:
+                try:
+                    outcome = await rotation.resume_or_rotate(command, _print_progress)
+                except AnotherRotationUnfinishedError:
+                    print(
+                        f"error: `rotate-key` started no rotation with request id {request_id},"
+                        " and another rotation is unfinished (one started through the API?):"
+                        " finish it with `rotate-key --resume`",
+                        file=sys.stderr,
+                    )
+                    return EXIT_USAGE
+            else:
+                outcome = await rotation.rotate(command, _print_progress)
     except KeyRotationIncompleteError as exc:
         # Not the operator's bad input (2) nor a failed check (1): unfinished, try again (3).
         print(f"error: {exc.message}; or run `rotate-key --resume`", file=sys.stderr)

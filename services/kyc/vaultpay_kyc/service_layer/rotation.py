@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Callable
 from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.context import remaining_seconds
-from vaultpay_common.errors import AbortedError
-from vaultpay_common.idempotency import DataclassCodec, run_once
+from vaultpay_common.errors import AbortedError, FailedPreconditionError
+from vaultpay_common.idempotency import DataclassCodec, run_once, stored_reply
 from vaultpay_kyc.domain.crypto import EnvelopeCipher, SubmissionRef, WrappedKey, new_key_id
 from vaultpay_kyc.domain.errors import DocumentUnreadableError
 from vaultpay_kyc.service_layer.commands import (
@@ -44,7 +44,12 @@ from vaultpay_kyc.service_layer.commands import (
 )
 from vaultpay_kyc.service_layer.ports import KeyStillInUseError, KycUnitOfWork, Rotation
 
-__all__ = ["KeyRotationIncompleteError", "KeyRotationService", "ProgressSink"]
+__all__ = [
+    "AnotherRotationUnfinishedError",
+    "KeyRotationIncompleteError",
+    "KeyRotationService",
+    "ProgressSink",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,15 @@ class KeyRotationIncompleteError(AbortedError):
 
     reason = "KYC_KEY_ROTATION_INCOMPLETE"
     default_message = "the key rotation has not finished yet; retry with the same request_id"
+
+
+class AnotherRotationUnfinishedError(FailedPreconditionError):
+    """Asked to start or resume the rotation of a request id none was started with, while
+    another rotation is unfinished (an API-started one, whose id is keyed under its staff
+    member, or a typo of this one's): nothing is started; `rotate-key --resume` finishes it."""
+
+    reason = "KYC_KEY_ROTATION_UNFINISHED"
+    default_message = "another key rotation is unfinished; finish it first"
 
 
 # What a rotation asked for by a caller with a deadline leaves of it: one more batch and the
@@ -112,6 +126,21 @@ class KeyRotationService:
                 "the same request_id to resume (a background job resumes it too)"
             )
         return outcome
+
+    async def resume_or_rotate(
+        self, cmd: RotateKycKey, progress: ProgressSink | None = None
+    ) -> RotationOutcome:
+        """The CLI's `--request-id`: completes the rotation started with `cmd.idempotency`, or
+        starts one under it, but never while another rotation is unfinished
+        (AnotherRotationUnfinishedError): an id meant to resume an API-started rotation (keyed
+        under its staff member) or a typo activated a new key and re-wrapped every row
+        again (review of 2026-12-05)."""
+        async with self._uow() as uow:
+            started = await stored_reply(uow, cmd.idempotency, _STARTED)
+            unfinished = None if started is not None else await uow.keys.unfinished_rotation()
+        if unfinished is not None:
+            raise AnotherRotationUnfinishedError()
+        return await self.rotate(cmd, progress)
 
     async def resume_unfinished(
         self, progress: ProgressSink | None = None

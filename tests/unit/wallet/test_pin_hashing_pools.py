@@ -16,7 +16,7 @@ import pytest
 
 from tests.unit.wallet.wallet_world import World, key
 from vaultpay_wallet.adapters.pin_hasher import BcryptPinHasher
-from vaultpay_wallet.domain.errors import PinHashingBusyError
+from vaultpay_wallet.domain.errors import PinAlreadySetError, PinHashingBusyError
 from vaultpay_wallet.service_layer.commands import SetPin, VerifyTransferPin
 
 PEPPER = b"p" * 32
@@ -97,3 +97,31 @@ async def test_a_movements_check_is_hashed_as_a_movement() -> None:
     world.hasher.busy = True  # the owner's queue is full: a movement is not refused for it
     await world.pins.verify_transfer_pin(VerifyTransferPin("alice", "2468", key("m-1")))
     assert world.hasher.movement_verifications == 1
+
+
+async def test_concurrent_set_pins_of_one_wallet_hash_once() -> None:
+    """Review of 2026-12-05: concurrent SetPin calls of one wallet each read "no PIN yet" and
+    hashed at the production cost before all but one were refused PIN_ALREADY_SET. Now they
+    take turns in the process: the next reads the PIN the first set and is refused before it
+    hashes."""
+    world = World()
+    await world.open_wallet("alice")
+    release = asyncio.Event()
+    hash_pin = world.hasher.hash
+
+    async def held_hash(pin: str, *, movement: bool = False, refusable: bool = False) -> str:
+        await release.wait()
+        return await hash_pin(pin, movement=movement, refusable=refusable)
+
+    world.hasher.hash = held_hash  # type: ignore[method-assign]
+    calls = [
+        asyncio.create_task(world.pins.set_pin(SetPin("alice", pin, pin, None)))
+        for pin in ("2468", "1357", "8642", "9753", "3141")
+    ]
+    for _ in range(5):
+        await asyncio.sleep(0)  # every call is in, one of them hashing
+    release.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), PATIENCE)
+    assert world.hasher.hashes == 1
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+    assert all(isinstance(o, PinAlreadySetError) for o in outcomes if isinstance(o, BaseException))

@@ -264,6 +264,7 @@ class PinService:
         self._sealer = sealer
         self._fast = fast_path
         self._checks: SingleFlight[IdempotencyKey, _Checked] = SingleFlight()
+        self._setting: SingleFlight[str, PinSet] = SingleFlight()  # SetPin, by user
         # Every counted check still hashing or settling, keyed or not: `drain` waits for them.
         self._settling = Settling("PIN checks")
 
@@ -336,6 +337,15 @@ class PinService:
             replay = await self._stored(cmd.idempotency, _PIN_SET)
         if replay is not None:
             return replay
+        # One SetPin of a user at a time in this process: the next reads the PIN the one before
+        # set, and is refused before it hashes (concurrent calls each hashed at the production
+        # cost before all but one were refused PIN_ALREADY_SET: review of 2026-12-05).
+        while (running := self._setting.running(cmd.user_id)) is not None:
+            await asyncio.wait([running])  # its outcome is its caller's; ours is decided below
+        run, _ = self._setting.start(cmd.user_id, lambda: self._set_pin(cmd))
+        return await shared_outcome(run)
+
+    async def _set_pin(self, cmd: SetPin) -> PinSet:
         async with self._uow() as uow:  # refuse before spending bcrypt time
             wallet = await load_own_wallet(uow, cmd.user_id)
             self._require_open(wallet)

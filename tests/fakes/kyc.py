@@ -179,6 +179,7 @@ class FakeKeyRepository:
         # Drops to fail like the foreign key does on a race (kept across rollbacks).
         self._drop_failures = 0
         self.write_locks = 0
+        self.activation_locks = 0
 
     def fail_next_drop(self) -> None:
         """The next drop fails as if a late submission still used the key."""
@@ -187,6 +188,9 @@ class FakeKeyRepository:
     async def active_key_id(self, *, for_write: bool = False) -> str:
         self.write_locks += int(for_write)
         return next(k for k, state in self.states.items() if state == "ACTIVE")
+
+    async def lock_activation(self) -> None:
+        self.activation_locks += 1
 
     async def activate(self, new_key_id: str, now: datetime) -> str:
         previous = await self.active_key_id()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,10 @@ from vaultpay_kyc.domain.crypto import Field, SubmissionRef, new_key_id
 from vaultpay_kyc.domain.documents import DocumentType
 from vaultpay_kyc.service_layer.commands import RotateKycKey, RotationProgress
 from vaultpay_kyc.service_layer.ports import Rotation
-from vaultpay_kyc.service_layer.rotation import KeyRotationIncompleteError
+from vaultpay_kyc.service_layer.rotation import (
+    AnotherRotationUnfinishedError,
+    KeyRotationIncompleteError,
+)
 
 USERS = ["alice", "bob", "carol"]
 NUMBERS = ["ABCPE1234F", "ZZZPZ9999Z", "YYYPY8888Y"]
@@ -333,3 +337,35 @@ async def test_a_long_sweep_still_waits_for_a_row_held_a_moment(world: World) ->
     outcome = await world.rotation.rotate(_by_root(key("root")))
     assert outcome.finished
     assert world.sleeps  # it polled for the held row instead of giving up
+
+
+async def test_the_clis_id_is_refused_over_an_unfinished_rotation_decided_under_the_lock(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 2026-12-05: `rotate-key --request-id` first looked for an unfinished rotation
+    in a transaction of its own, so one committed between the look and the start was missed
+    and a second key activated over it. The look is now in the start's transaction, after the
+    activation's lock, and a refusal stores nothing under the id."""
+    async with world.uow as uow:
+        await world.rotation._start(uow, _by_root(None))  # an admin's, through the API
+        await uow.commit()
+    looked_after_lock: list[int] = []
+    keys_type = type(world.uow.keys)
+    read_unfinished = keys_type.unfinished_rotation
+
+    async def unfinished(self: Any) -> Rotation | None:
+        looked_after_lock.append(self.activation_locks)
+        return await read_unfinished(self)
+
+    monkeypatch.setattr(keys_type, "unfinished_rotation", unfinished)
+    states = dict(world.uow.keys.states)
+    cli_key = key("cli")
+    with pytest.raises(AnotherRotationUnfinishedError):
+        await world.rotation.resume_or_rotate(RotateKycKey(cli_key, "operator:ops"))
+    assert looked_after_lock == [1]  # read once, with the activation's lock held
+    assert world.uow.keys.states == states  # no new key
+    finished = await world.rotation.resume_unfinished()
+    assert finished is not None and finished.finished
+    # Nothing was stored under the id: once nothing is unfinished, it starts a rotation.
+    outcome = await world.rotation.resume_or_rotate(RotateKycKey(cli_key, "operator:ops"))
+    assert outcome.finished and outcome.key_id not in states

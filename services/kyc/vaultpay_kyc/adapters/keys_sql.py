@@ -64,10 +64,13 @@ class SqlKeyRepository:
                 return str(key_id)
         raise NoActiveKeyError("kyc_keys has no active key: run `vaultpay-kyc migrate`")
 
-    async def activate(self, new_key_id: str, now: datetime) -> str:
+    async def lock_activation(self) -> None:
         await self._conn.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ACTIVATE_LOCK}
         )
+
+    async def activate(self, new_key_id: str, now: datetime) -> str:
+        await self.lock_activation()  # taken again by the same transaction: it stacks
         previous = await self.active_key_id()
         await self._conn.execute(
             update(kyc_keys)

@@ -27,7 +27,11 @@ from pathlib import Path
 from vaultpay_common.cli import EXIT_UNAVAILABLE, EXIT_USAGE, ServiceCli
 from vaultpay_common.clock import SystemClock
 from vaultpay_common.db import create_engine
-from vaultpay_common.idempotency import IdempotencyKey, request_fingerprint
+from vaultpay_common.idempotency import (
+    IdempotencyKey,
+    IdempotencyKeyInUseError,
+    request_fingerprint,
+)
 from vaultpay_common.migrations import PLATFORM_CHAIN, MigrationChain
 from vaultpay_kyc.entrypoints.bootstrap import build_rotation
 from vaultpay_kyc.service_layer.commands import RotateKycKey, RotationOutcome, RotationProgress
@@ -108,14 +112,19 @@ async def _rotate(settings: KycSettings, args: argparse.Namespace) -> int:
                     outcome = await rotation.resume_or_rotate(command, _print_progress)
                 except AnotherRotationUnfinishedError:
                     print(
-                        f"error: `rotate-key` started no rotation with request id {request_id},"
+                        f"error: `rotate-key` started no rotation with request id {request_id}"
                         " and another rotation is unfinished (one started through the API?):"
-                        " finish it with `rotate-key --resume`",
+                        " nothing was started and the id was not used. Finish that one with"
+                        " `rotate-key --resume`; it needs no new rotation after it",
                         file=sys.stderr,
                     )
                     return EXIT_USAGE
             else:
                 outcome = await rotation.rotate(command, _print_progress)
+    except IdempotencyKeyInUseError:
+        # Another run with this request id holds it a moment: try again, not bad input.
+        print("error: another run with this request id is in progress; try again", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyRotationIncompleteError as exc:
         # Not the operator's bad input (2) nor a failed check (1): unfinished, try again (3).
         print(f"error: {exc.message}; or run `rotate-key --resume`", file=sys.stderr)

@@ -159,6 +159,11 @@ class KeyRepository(Protocol):
         ends, so it cannot be dropped under a submission being written with it."""
         ...
 
+    async def lock_activation(self) -> None:
+        """Takes `activate`'s lock now, for the rest of the transaction: what is read after it
+        (an unfinished rotation) cannot change before this transaction's activation."""
+        ...
+
     async def activate(self, new_key_id: str, now: datetime) -> str:
         """Makes `new_key_id` the active key (the old one starts retiring); returns the old
         one's id. Rotations are serialised (the second waits for the first to commit)."""

@@ -33,7 +33,7 @@ from vaultpay_common.audit import AuditEntry
 from vaultpay_common.clock import Clock
 from vaultpay_common.context import remaining_seconds
 from vaultpay_common.errors import AbortedError, FailedPreconditionError
-from vaultpay_common.idempotency import DataclassCodec, run_once, stored_reply
+from vaultpay_common.idempotency import DataclassCodec, run_once
 from vaultpay_kyc.domain.crypto import EnvelopeCipher, SubmissionRef, WrappedKey, new_key_id
 from vaultpay_kyc.domain.errors import DocumentUnreadableError
 from vaultpay_kyc.service_layer.commands import (
@@ -113,12 +113,20 @@ class KeyRotationService:
         progress: ProgressSink | None = None,
         *,
         answer_within: float | None = None,
+        refuse_over_unfinished: bool = False,
     ) -> RotationOutcome:
         """Starts a rotation (or replays the start of `cmd.idempotency`'s) and completes it.
         `answer_within`: the time to answer in when the caller sent no deadline (a JSON call
-        through the gateway carries none, and the gateway ends it at 15 s)."""
+        through the gateway carries none, and the gateway ends it at 15 s).
+        `refuse_over_unfinished`: a start (not a replay) is refused while another rotation is
+        unfinished (`resume_or_rotate`)."""
         async with self._uow() as uow:
-            started = await run_once(uow, cmd.idempotency, _STARTED, lambda: self._start(uow, cmd))
+            started = await run_once(
+                uow,
+                cmd.idempotency,
+                _STARTED,
+                lambda: self._start(uow, cmd, refuse_over_unfinished=refuse_over_unfinished),
+            )
         outcome = await self.complete(started.rotation_id, progress, answer_within=answer_within)
         if not outcome.finished:
             raise KeyRotationIncompleteError(
@@ -132,15 +140,13 @@ class KeyRotationService:
     ) -> RotationOutcome:
         """The CLI's `--request-id`: completes the rotation started with `cmd.idempotency`, or
         starts one under it, but never while another rotation is unfinished
-        (AnotherRotationUnfinishedError): an id meant to resume an API-started rotation (keyed
-        under its staff member) or a typo activated a new key and re-wrapped every row
-        again (review of 2026-12-05)."""
-        async with self._uow() as uow:
-            started = await stored_reply(uow, cmd.idempotency, _STARTED)
-            unfinished = None if started is not None else await uow.keys.unfinished_rotation()
-        if unfinished is not None:
-            raise AnotherRotationUnfinishedError()
-        return await self.rotate(cmd, progress)
+        (AnotherRotationUnfinishedError, decided under the activation's lock in the start's
+        own transaction, which then rolls back and stores nothing): an id meant to resume an
+        API-started rotation (keyed under its staff member) or a typo activated a new key and
+        re-wrapped every row again (review of 2026-12-05; a first version looked in a
+        transaction of its own, so a rotation committed between the look and the start was
+        missed)."""
+        return await self.rotate(cmd, progress, refuse_over_unfinished=True)
 
     async def resume_unfinished(
         self, progress: ProgressSink | None = None
@@ -153,7 +159,13 @@ class KeyRotationService:
         log.info("resuming a kyc key rotation", extra={"rotation_id": rotation.rotation_id})
         return await self.complete(rotation.rotation_id, progress)
 
-    async def _start(self, uow: KycUnitOfWork, cmd: RotateKycKey) -> RotationStarted:
+    async def _start(
+        self, uow: KycUnitOfWork, cmd: RotateKycKey, *, refuse_over_unfinished: bool = False
+    ) -> RotationStarted:
+        if refuse_over_unfinished:
+            await uow.keys.lock_activation()  # what is read next holds until this commits
+            if await uow.keys.unfinished_rotation() is not None:
+                raise AnotherRotationUnfinishedError()
         now = self._clock.now()
         new = self._new_key()
         previous = await uow.keys.activate(new, now)

@@ -37,7 +37,6 @@ chain roles from the start.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from vaultpay_common.migrations import move_privileges_ddl
+from vaultpay_common.migrations import SQL_NAME, move_privileges_ddl
 from vaultpay_common.row_security import ISOLATED_SERVICES, ServicePolicies
 
 __all__ = ["SHARED_POLICIES", "ChainIsolation", "ColumnGrant", "reconcile_chain"]
@@ -58,7 +57,6 @@ SHARED_POLICIES = (
     ServicePolicies("outbox_events", "outbox", "producer"),
     ServicePolicies("idempotency_records", "idempotency", "service"),
 )
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 _COLUMN_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
 # The order privileges are said in.
 _PRIVILEGE_ORDER = (
@@ -178,7 +176,7 @@ class ChainIsolation:
                 raise ValueError(f"no column of {grant.table!r} named")
             names += [grant.table, *grant.columns]
         for name in names:
-            if not _NAME.match(name):
+            if not SQL_NAME.match(name):
                 raise ValueError(f"not a plain name: {name!r}")
 
 
@@ -198,7 +196,7 @@ def reconcile_chain(
     (`shared_role`) none of it; says each change, and returns how many it made. Nothing when
     the two roles are one. The caller commits (`run_env`, in the migration's turn)."""
     for role in (app_role, shared_role):
-        if not _NAME.match(role):
+        if not SQL_NAME.match(role):
             raise ValueError(f"not a plain name: {role!r}")
     if app_role == shared_role:
         return 0

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LOCK_WAIT_LIMIT",
     "PLATFORM_CHAIN",
+    "SQL_NAME",
     "MigrationChain",
     "concurrently",
     "limit_lock_waits",
@@ -88,7 +89,8 @@ _LOCK_HOLDER = text(
     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     " AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid) AND objsubid = 1 LIMIT 1"
 ).bindparams(high=_MIGRATION_LOCK >> 32, low=_MIGRATION_LOCK & 0xFFFFFFFF)
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+# A plain, unquoted PostgreSQL name: what our SQL may interpolate (roles, tables, functions).
+SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,7 @@ def move_privileges_ddl(
     columns included) and on the functions named `functions` (every overload), then revoking
     them from `from_role`. Nothing when the two roles are one."""
     for name in (*tables, *functions, from_role, to_role):
-        if not _NAME.match(name):
+        if not SQL_NAME.match(name):
             raise ValueError(f"unsafe SQL name {name!r}")
     if from_role == to_role:
         return []
@@ -266,7 +268,7 @@ def refuse_to_drop_rows(*tables: str) -> None:
     if context.config.attributes.get("drop_data"):
         return
     for table in tables:
-        if not _NAME.match(table):
+        if not SQL_NAME.match(table):
             raise ValueError(f"not a table name: {table!r}")
     checks = " ".join(
         f"IF EXISTS (SELECT FROM {table}) THEN holding := holding || '{table}'::text; END IF;"
@@ -335,7 +337,7 @@ def _let_services_read_version(connection: Connection, attributes: Mapping[str, 
         str(attributes[key]) for key in ("shared_role", "app_role") if attributes.get(key)
     )
     for name in (table, *roles):
-        if not _NAME.match(name):
+        if not SQL_NAME.match(name):
             raise ValueError(f"unsafe SQL name {name!r}")
     if roles:
         connection.execute(text(f"GRANT SELECT ON {table} TO {', '.join(roles)}"))

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import re
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from vaultpay_common.migrations import MigrationChain
+from vaultpay_common.migrations import SQL_NAME, MigrationChain
 from vaultpay_common.pg_failures import LOST_CONNECTION
 
 __all__ = [
@@ -48,7 +47,6 @@ POLL_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 30.0
 READ_TIMEOUT_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 1.0
-_TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 class SchemaState(enum.Enum):
@@ -100,7 +98,7 @@ def judge(schema: ChainSchema, applied: Sequence[str]) -> SchemaState:
 async def read_applied(conn: asyncpg.Connection, version_table: str) -> list[str]:
     """The revisions `version_table` records; none when the table is missing or this role may
     not read it (a database migrated before `migrate` granted it: behind this code)."""
-    if not _TABLE_NAME.match(version_table):
+    if not SQL_NAME.match(version_table):
         raise ValueError(f"unsafe version table name {version_table!r}")
     try:
         rows = await conn.fetch(f"SELECT version_num FROM {version_table}")  # noqa: S608 (name checked)
